@@ -1,0 +1,58 @@
+# telemetryd developer targets. `make run` sets everything up and runs the daemon;
+# `make test` sets everything up and runs the test suite.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# System tools the tests and benchmarks drive for real.
+SYSTEM_TOOLS := socat nc rsyslogd systemd-analyze
+APT_PACKAGES := socat netcat-openbsd rsyslog systemd
+
+.DEFAULT_GOAL := check
+.PHONY: check install system-deps run test lint fmt bench stress schema clean
+
+check: test lint
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Installs the system tools (as root with apt-get, else with sudo) when any is missing.
+system-deps:
+	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null 2>&1 || [ -x /usr/sbin/$$t ] || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system tools:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	fi
+
+run: install
+	$(BIN)/telemetryd
+
+test: install system-deps
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+fmt: install
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+bench: install system-deps
+	$(BIN)/python -m bench
+
+stress: install system-deps
+	TELEMETRYD_STRESS_ROUNDS=200 $(BIN)/pytest tests/test_reliability.py
+
+schema: install
+	$(BIN)/python -m telemetryd.schema schemas
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The telemetryctl client. Modules here never import the daemon."""

@@ -1,0 +1,181 @@
+"""The `telemetryctl` command group (click). A thin layer over the client modules.
+
+`send` never reaches this module in normal use: ``client/main.py`` dispatches
+it before click is imported. It is declared here so that `--help` lists it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from telemetryd import __version__, events, paths, wire
+from telemetryd.client import control
+from telemetryd.config import Ingest
+from telemetryd.errors import TelemetryError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_DOWN = 3  # `status`: the daemon does not answer
+
+
+def handle_errors(func: F) -> F:
+    """The one place where TelemetryError becomes a message and an exit status."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except TelemetryError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def control_socket_option(func: F) -> F:
+    return click.option(
+        "--socket",
+        "socket_path",
+        envvar="TELEMETRYD_CONTROL_SOCKET",
+        help="control socket (default: from TELEMETRYD_HOME / XDG)",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="print JSON")(func)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="telemetryctl")
+def cli() -> None:
+    """Talk to telemetryd, the local telemetry collector for AI coding agents.
+
+    \b
+    Examples:
+      telemetryctl send --type tool_result --tool Bash --success
+      telemetryctl status
+      telemetryctl validate events.jsonl
+    """
+
+
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def send(args: tuple[str, ...]) -> None:
+    """Send events from a hook script (see `telemetryctl send --help`)."""
+    from telemetryd.client.send import main
+
+    sys.exit(main(list(args)))
+
+
+@cli.command("paths")
+@json_option
+@handle_errors
+def paths_command(as_json: bool) -> None:
+    """Print every path telemetryd uses.
+
+    \b
+    Example:
+      telemetryctl paths --json
+    """
+    where = paths.resolve().as_dict()
+    if as_json:
+        click.echo(json.dumps(where, indent=2))
+    else:
+        width = max(map(len, where))
+        for key, value in where.items():
+            click.echo(f"{key:<{width}}  {value}")
+
+
+@cli.command()
+@control_socket_option
+@json_option
+def status(socket_path: str | None, as_json: bool) -> None:
+    """Say whether the daemon answers, and what it has done.
+
+    Exits 0 when the daemon answers, 3 with a one-line reason when it does not.
+
+    \b
+    Example:
+      telemetryctl status --json
+    """
+    path = socket_path or paths.resolve().control_socket
+    try:
+        reply = control.request(path, wire.StatusRequest())
+    except TelemetryError as exc:
+        click.echo(f"telemetryd is down: {exc}", err=True)
+        sys.exit(EXIT_DOWN)
+    if as_json:
+        click.echo(json.dumps(reply, indent=2))
+        return
+    journal = reply["journal"]
+    click.echo(
+        f"telemetryd {reply['version']} is up (pid {reply['pid']}, "
+        f"{reply['uptime_s']:.0f} s)\n"
+        f"events: {reply['accepted']} accepted, {reply['rejected']} rejected, "
+        f"{reply['duplicates']} duplicates; {reply['connections']} connections open\n"
+        f"journal: {journal['segments']} segments, {journal['bytes']} bytes, "
+        f"durability {journal['durability']}"
+        + (f"\nwrite error: {journal['write_error']}" if journal.get("write_error") else "")
+    )
+
+
+@cli.command()
+@control_socket_option
+@handle_errors
+def flush(socket_path: str | None) -> None:
+    """Wait until every event accepted so far is written and fsynced."""
+    control.request(socket_path or paths.resolve().control_socket, wire.FlushRequest())
+
+
+@cli.command()
+@click.argument("source", type=click.File("rb"))
+@click.option(
+    "--journal",
+    is_flag=True,
+    help="check journal lines (allows `received_at`, which producers may not set)",
+)
+def validate(source: Any, journal: bool) -> None:
+    """Check a JSONL file of events; print `line N: <path>: <message>` per bad line.
+
+    Exits 1 if any line is invalid. SOURCE is a path, or - for stdin.
+
+    \b
+    Example:
+      telemetryctl validate events.jsonl
+    """
+    limits = Ingest()
+    bad = 0
+    for number, line in enumerate(source, 1):
+        if not line.strip():
+            continue
+        line = line.rstrip(b"\n")
+        try:
+            event = events.decode(line)
+            problem = None
+            if not journal:
+                problem = events.check_producer_rules(
+                    event,
+                    line,
+                    max_attrs_bytes=limits.max_attrs_bytes,
+                    max_attrs_depth=limits.max_attrs_depth,
+                )
+            if len(line) > limits.max_line_bytes:
+                problem = events.Invalid(
+                    events.LINE_TOO_LONG,
+                    f"line is longer than the limit of {limits.max_line_bytes} bytes",
+                )
+            if problem is not None:
+                raise problem
+        except events.Invalid as invalid:
+            bad += 1
+            click.echo(f"line {number}: {invalid.path}: {invalid.message}")
+    if bad:
+        sys.exit(1)

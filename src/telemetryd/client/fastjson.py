@@ -1,0 +1,115 @@
+"""JSON for the hook path, on CPython's C accelerator alone.
+
+`telemetryctl send` runs on every tool call of an agent, so it avoids both
+msgspec (~38 ms to import on the reference machine) and the `json` package
+(whose decoder imports `re`, ~7 ms). CPython's `_json` module provides the C
+string escaper and scanner that `json` itself uses; this module drives them
+directly and falls back to `json` where `_json` is missing.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False  # not `typing.TYPE_CHECKING`: importing typing costs ~4 ms
+if TYPE_CHECKING:
+    from typing import Any
+
+try:
+    import _json
+
+    _escape = _json.encode_basestring_ascii
+except ImportError:  # not CPython
+    import json as _stdjson
+
+    _escape = _stdjson.encoder.encode_basestring_ascii
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON for dicts, lists, strings, ints, finite floats, bools and None."""
+    parts: list[str] = []
+    _dump(value, parts.append)
+    return "".join(parts)
+
+
+def _dump(value: Any, out: Any) -> None:
+    if isinstance(value, str):
+        out(_escape(value))
+    elif value is None:
+        out("null")
+    elif value is True:
+        out("true")
+    elif value is False:
+        out("false")
+    elif isinstance(value, int):
+        out(int.__repr__(value))
+    elif isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"{value!r} is not valid in JSON")
+        out(float.__repr__(value))
+    elif isinstance(value, dict):
+        out("{")
+        first = True
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"JSON object keys must be strings, not {type(key).__name__}")
+            if not first:
+                out(",")
+            first = False
+            out(_escape(key))
+            out(":")
+            _dump(item, out)
+        out("}")
+    elif isinstance(value, (list, tuple)):
+        out("[")
+        for index, item in enumerate(value):
+            if index:
+                out(",")
+            _dump(item, out)
+        out("]")
+    else:
+        raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class _Context:
+    # The attributes the C scanner reads from a json.JSONDecoder.
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = staticmethod(_no_constant)
+    memo: dict[str, str] = {}  # noqa: RUF012
+
+
+try:
+    _scan = _json.make_scanner(_Context())
+except NameError:  # not CPython
+    _scan = None
+
+_WS = " \t\n\r"
+
+
+def loads(text: str) -> Any:
+    """Parse one JSON document; ValueError names the character where it went wrong."""
+    if _scan is None:
+        return _stdjson.loads(text)
+    start = len(text) - len(text.lstrip(_WS))
+    try:
+        value, end = _scan(text, start)
+    except ValueError:  # from _no_constant, or the scanner's own JSONDecodeError
+        raise
+    except Exception:
+        # The C scanner reports most errors through json.decoder, which it expects
+        # to be imported already; on this (rare) path, let `json` explain the error.
+        import json
+
+        json.loads(text, parse_constant=_no_constant)
+        raise ValueError("invalid JSON") from None
+    finally:
+        _Context.memo.clear()
+    if text[end:].strip(_WS):
+        raise ValueError(f"unexpected data after the JSON value at character {end}")
+    return value

@@ -1,0 +1,21 @@
+"""The `telemetryctl` entry point.
+
+Hot commands are dispatched here, before click is imported (~45 ms): `send`
+runs on every tool call of an agent. Everything else goes to the click CLI.
+"""
+
+from __future__ import annotations
+
+import sys
+
+_FAST = {"send": "telemetryd.client.send"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in _FAST:
+        module = __import__(_FAST[args[0]], fromlist=["main"])
+        return int(module.main(args[1:]))
+    from telemetryd.client.cli import cli
+
+    return int(cli.main(args=args, prog_name="telemetryctl", standalone_mode=True) or 0)

@@ -1,0 +1,1 @@
+"""The telemetryd daemon: listeners, journal, store, service integration."""

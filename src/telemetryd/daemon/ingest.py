@@ -1,0 +1,308 @@
+"""From bytes to journal-ready events: framing, validation, stamping, dedup.
+
+A :class:`Feed` is one byte stream (a socket connection or a spool file). It
+splits what it reads into lines, decodes each with the typed decoder, stamps the
+fields the daemon owns (``v``, ``id`` when the client chose none, ``ts`` when
+absent, ``received_at``), drops ids it has already journaled, and hands the
+canonical encoding of a chunk's events to the journal as one :class:`Batch`.
+This is the per-event hot path: keep work out of the loop in
+:meth:`Feed._process`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+
+import msgspec
+
+from telemetryd import events as ev
+from telemetryd import wire
+from telemetryd.config import Ingest
+
+_DecodeErrors = (msgspec.DecodeError, UnicodeDecodeError)  # ValidationError is a DecodeError
+
+
+class Batch:
+    """A chunk's canonical events on their way into the journal.
+
+    ``seq`` is set when the journal queues it (batches are written in ``seq``
+    order); ``failed`` when writing it failed, so its events were not journaled.
+    """
+
+    __slots__ = ("count", "data", "failed", "seq")
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.count = 0
+        self.seq: int | None = None
+        self.failed = False
+
+
+JOURNALED = Batch()  # stands for "already on disk" (ids read back from the journal)
+JOURNALED.seq = 0
+
+
+class Dedup:
+    """The last ``window`` client-chosen ids and the batch that carried each.
+
+    Two generations of dicts: lookups check both, and when the newer one holds
+    half the window it becomes the older one. Memory stays bounded; an id older
+    than the window is no longer recognised (the store deduplicates again).
+    """
+
+    def __init__(self, window: int) -> None:
+        self._half = max(1, window // 2)
+        self._new: dict[str, Batch] = {}
+        self._old: dict[str, Batch] = {}
+
+    def get(self, event_id: str) -> Batch | None:
+        batch = self._new.get(event_id)
+        return self._old.get(event_id) if batch is None else batch
+
+    def add(self, event_id: str, batch: Batch) -> None:
+        self._new[event_id] = batch
+        if len(self._new) >= self._half:
+            self._old, self._new = self._new, {}
+
+    def __len__(self) -> int:
+        return len(self._new) + len(self._old)
+
+
+class IdMaker:
+    """UUIDv7 ids (RFC 9562 §5.7) for events whose client chose none.
+
+    Each call to :meth:`start` (once per chunk) draws fresh random bits for the
+    fixed part; events of the chunk then take consecutive values of a counter
+    that starts at a random 48-bit value, so ids are unique and sort by time.
+    """
+
+    __slots__ = ("_counter", "_prefix")
+
+    def __init__(self) -> None:
+        self._prefix = ""
+        self._counter = 0
+
+    def start(self, unix_ms: int) -> None:
+        rand = int.from_bytes(os.urandom(10), "big")
+        hi = f"{unix_ms & 0xFFFFFFFFFFFF:012x}"
+        rand_a = (rand >> 64) & 0xFFF
+        variant = 0x8000 | ((rand >> 48) & 0x3FFF)
+        self._prefix = f"{hi[:8]}-{hi[8:]}-7{rand_a:03x}-{variant:04x}-"
+        self._counter = rand & 0x7FFFFFFFFFFF
+
+    def next(self) -> str:
+        self._counter += 1
+        return f"{self._prefix}{self._counter & 0xFFFFFFFFFFFF:012x}"
+
+
+class Counters:
+    """Daemon-wide totals, reported by `status`."""
+
+    __slots__ = ("accepted", "duplicates", "rejected")
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.rejected = 0
+        self.duplicates = 0
+
+
+class Ingestor:
+    """What all feeds share: limits, the id maker, the dedup window, the counters."""
+
+    def __init__(self, config: Ingest) -> None:
+        self.config = config
+        self.ids = IdMaker()
+        self.dedup = Dedup(config.dedup_window)
+        self.counters = Counters()
+
+
+def _reject(line: int, error: str, message: str, path: str | None = None) -> bytes:
+    return wire.encode_line(wire.Rejected(line=line, error=error, message=message, path=path))
+
+
+class Feed:
+    """One stream of lines. Call :meth:`feed` with each chunk read and :meth:`end` at EOF;
+    both return the reply lines to send back, in order."""
+
+    def __init__(self, ingestor: Ingestor) -> None:
+        self._ingestor = ingestor
+        self._carry = b""
+        self._skipping = False  # inside a line that is over the size limit
+        self.lines = 0
+        self.accepted = 0
+        self.rejected = 0
+        self.duplicates = 0
+        # What must be journaled before this feed may acknowledge: its own last
+        # batch (batches are written in order, so it covers the earlier ones),
+        # every batch up to ``floor`` (ids it dropped as duplicates were carried
+        # by those), and ``waiting``: such batches not yet queued, so without a seq.
+        self.last: Batch | None = None
+        self.floor = 0
+        self.waiting: list[Batch] = []
+        self.sync_requested = False
+        self._rest: list[bytes | None] = []
+
+    def summary(self) -> bytes:
+        return wire.encode_line(
+            wire.Summary(
+                ok=True,
+                lines=self.lines,
+                accepted=self.accepted,
+                rejected=self.rejected,
+                duplicates=self.duplicates,
+            )
+        )
+
+    def feed(self, chunk: bytes) -> tuple[Batch | None, list[bytes]]:
+        """Process the complete lines in ``chunk``: the batch to journal and the rejections.
+
+        When a sync request is among the lines, processing stops after it and
+        ``sync_requested`` is set; answer it, then call :meth:`resume`.
+        """
+        return self._run(self._frame(chunk))
+
+    def end(self) -> tuple[Batch | None, list[bytes]]:
+        """The stream ended: a final line without a newline is still an event."""
+        last, self._carry = self._carry, b""
+        if self._skipping or not last:
+            self._skipping = False
+            return None, []
+        return self._run([last])
+
+    def resume(self) -> tuple[Batch | None, list[bytes]]:
+        """Process the lines that followed a sync request."""
+        self.sync_requested = False
+        rest, self._rest = self._rest, []
+        return self._run(rest)
+
+    def _frame(self, chunk: bytes) -> list[bytes | None]:
+        """Split into complete lines; ``None`` stands for a line over the size limit."""
+        if self._skipping:
+            cut = chunk.find(b"\n")
+            if cut < 0:
+                return []
+            self._skipping = False
+            chunk = chunk[cut + 1 :]
+        lines: list[bytes | None] = chunk.split(b"\n")  # type: ignore[assignment]
+        if self._carry:
+            lines[0] = self._carry + lines[0]  # type: ignore[operator]
+        self._carry = lines.pop()  # type: ignore[assignment]
+        if len(self._carry) > self._ingestor.config.max_line_bytes:
+            # No newline yet and already too long: reject it now and drop the
+            # rest of it as it arrives; the connection stays usable.
+            self._carry = b""
+            self._skipping = True
+            lines.append(None)
+        return lines
+
+    def _run(self, lines: list[bytes | None]) -> tuple[Batch | None, list[bytes]]:
+        replies: list[bytes] = []
+        batch, done = self._process(lines, replies)
+        self._rest = lines[done:]
+        if batch is not None:
+            self.last = batch
+        return batch, replies
+
+    def _process(
+        self, lines: list[bytes | None], replies: list[bytes]
+    ) -> tuple[Batch | None, int]:
+        ingestor = self._ingestor
+        config = ingestor.config
+        max_line = config.max_line_bytes
+        max_attrs = config.max_attrs_bytes
+        max_depth = config.max_attrs_depth
+        dedup_get = ingestor.dedup.get
+        dedup_add = ingestor.dedup.add
+        new_id = ingestor.ids.next
+        decode = ev.DECODER.decode
+        check_rules = ev.check_producer_rules
+        utc = ev.UTC
+        version = ev.SCHEMA_VERSION
+
+        unix_ms = time.time_ns() // 1_000_000
+        now = datetime.fromtimestamp(unix_ms / 1000, utc)
+        ingestor.ids.start(unix_ms)
+        batch = Batch()
+        out: list[ev.AnyEvent] = []
+        lineno = self.lines
+        rejected = duplicates = 0
+        done = len(lines)
+        for index, line in enumerate(lines):
+            lineno += 1
+            if line is None or len(line) > max_line:
+                rejected += 1
+                replies.append(
+                    _reject(
+                        lineno, wire.LINE_TOO_LONG, f"line is longer than the limit of {max_line} bytes"
+                    )
+                )
+                continue
+            try:
+                event = decode(line)
+            except _DecodeErrors as exc:
+                if not line.strip():
+                    continue  # blank lines (and a lone \r) are allowed
+                if _is_sync(line):
+                    self.sync_requested = True
+                    done = index + 1
+                    break
+                rejected += 1
+                invalid = ev.explain(exc, line)
+                replies.append(_reject(lineno, invalid.code, invalid.message, invalid.path))
+                continue
+            if event.received_at is not None or event.attrs is not None:
+                problem = check_rules(
+                    event, line, max_attrs_bytes=max_attrs, max_attrs_depth=max_depth
+                )
+                if problem is not None:
+                    rejected += 1
+                    replies.append(_reject(lineno, problem.code, problem.message, problem.path))
+                    continue
+            event_id = event.id
+            if event_id is None:
+                event.id = new_id()
+            else:
+                previous = dedup_get(event_id)
+                if previous is not None and not previous.failed:
+                    duplicates += 1
+                    if previous is not batch:
+                        seq = previous.seq
+                        if seq is None:
+                            if previous not in self.waiting:
+                                self.waiting.append(previous)
+                        elif seq > self.floor:
+                            self.floor = seq
+                    continue
+                dedup_add(event_id, batch)
+            ts = event.ts
+            if ts is None:
+                event.ts = now
+            elif ts.tzinfo is not utc or ts.microsecond % 1000:
+                event.ts = ev.to_utc_ms(ts)
+            event.received_at = now
+            event.v = version
+            out.append(event)
+
+        self.lines = lineno
+        self.rejected += rejected
+        self.duplicates += duplicates
+        counters = ingestor.counters
+        counters.rejected += rejected
+        counters.duplicates += duplicates
+        if not out:
+            return None, done
+        batch.data = ev.ENCODER.encode_lines(out)
+        batch.count = len(out)
+        self.accepted += batch.count
+        counters.accepted += batch.count
+        return batch, done
+
+
+def _is_sync(line: bytes) -> bool:
+    try:
+        wire.SYNC_DECODER.decode(line)
+    except _DecodeErrors:
+        return False
+    return True

@@ -1,0 +1,382 @@
+"""The journal: the append-only source of truth.
+
+On disk::
+
+    journal/20261121T233532Z-000007.jsonl   one canonical event per line, "\\n"-terminated
+    quarantine/20261121T233532Z-000007.jsonl.torn   bytes cut off a torn last line
+
+Segment names are ``<UTC time the segment was opened>-<sequence>.jsonl``; the
+sequence grows by one per segment across restarts, and ordering uses it, not
+the time. Each daemon start opens a new segment; a segment is closed when it
+passes ``segment-max-bytes`` or when the UTC day changes, and is never written
+again after that (later retention may compress it to ``.jsonl.gz`` / ``.zst``).
+Every line is a complete event encoded by ``telemetryd.events.ENCODER`` and
+carries its schema version in ``v``.
+
+One writer: batches of already-encoded events are queued by the connections
+and written in queue order, many at once (group commit), from a worker thread.
+A batch is acknowledged ("durable") once written, and also fsynced first when
+``durability = "always"``. With ``interval`` the file is fsynced at most every
+``fsync-interval-ms``; with ``never``, only when a segment is closed.
+
+A line is written whole or, after a crash mid-write, torn at the end of the
+last segment; such a line was never acknowledged, and startup moves it to
+``quarantine/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import deque
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import msgspec
+from anyio.abc import TaskStatus
+
+from telemetryd.config import Journal as JournalConfig
+from telemetryd.daemon.ingest import JOURNALED, Batch, Dedup
+from telemetryd.errors import JournalError
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".jsonl"
+GROUP_MAX_BYTES = 8 * 1024 * 1024
+_READ_BLOCK = 4 * 1024 * 1024
+
+
+class _IdOnly(msgspec.Struct):
+    id: str | None = None
+
+
+_ID_DECODER = msgspec.json.Decoder(_IdOnly)
+
+
+def segment_seq(name: str) -> int | None:
+    """The sequence number in a segment's file name, or None if it is not a segment."""
+    stem, dot, _ = name.partition(".")
+    if dot and name.startswith(stem + SUFFIX):
+        head, dash, seq = stem.rpartition("-")
+        if dash and seq.isdigit() and len(head) == 16:
+            return int(seq)
+    return None
+
+
+def list_segments(directory: str) -> list[tuple[int, str]]:
+    """``(seq, path)`` of every segment, oldest first (compressed ones included)."""
+    found = []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            seq = segment_seq(entry.name)
+            if seq is not None:
+                found.append((seq, entry.path))
+    return sorted(found)
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _cut_torn_tail(path: str, quarantine_dir: str) -> int:
+    """Move a last line without its newline to quarantine; return the bytes moved."""
+    with open(path, "r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return 0
+        end = size
+        while end > 0:  # find the last newline, reading backwards
+            start = max(0, end - 65536)
+            f.seek(start)
+            block = f.read(end - start)
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                keep = start + cut + 1
+                break
+            end = start
+        else:
+            keep = 0
+        f.seek(keep)
+        torn = f.read()
+        os.makedirs(quarantine_dir, mode=0o700, exist_ok=True)
+        target = os.path.join(quarantine_dir, os.path.basename(path) + ".torn")
+        with open(target, "ab") as q:
+            q.write(torn)
+            q.flush()
+            os.fsync(q.fileno())
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    log.warning(
+        "journal %s ended in a torn line (%d bytes, never acknowledged); moved to %s",
+        path,
+        len(torn),
+        target,
+    )
+    return len(torn)
+
+
+def _iter_ids(path: str) -> Iterator[str]:
+    with open(path, "rb") as f:
+        carry = b""
+        while block := f.read(_READ_BLOCK):
+            block = carry + block
+            cut = block.rfind(b"\n") + 1
+            carry = block[cut:]
+            for line in block[:cut].splitlines():
+                try:
+                    event_id = _ID_DECODER.decode(line).id
+                except msgspec.DecodeError:
+                    continue
+                if event_id is not None:
+                    yield event_id
+
+
+class Journal:
+    """The segment series in one directory, and its single writer."""
+
+    def __init__(
+        self,
+        directory: str,
+        quarantine_dir: str,
+        config: JournalConfig,
+        *,
+        max_pending_bytes: int,
+    ) -> None:
+        self.directory = directory
+        self.quarantine_dir = quarantine_dir
+        self.config = config
+        self._max_pending = max_pending_bytes
+        self._pending: deque[Batch] = deque()
+        self._pending_bytes = 0
+        self._queued_seq = 0
+        self.durable_seq = 0
+        self._changed = anyio.Event()  # set (and replaced) whenever durable_seq moves
+        self._work = anyio.Event()  # set (and replaced) when a batch is queued
+        self._space = anyio.Event()  # set (and replaced) when queued bytes drain
+        self._closing = False
+        self._sync_asked: anyio.Event | None = None  # set once a flush's fsync is done
+        self._fd = -1
+        self._segment = ""
+        self._segment_day = ""
+        self._segment_size = 0
+        self._next_seq = 1
+        self._dirty = False
+        self.events_written = 0
+        self.failed: str | None = None  # the last write error, until a write succeeds
+
+    # -- startup (blocking; runs before the event loop serves anything) --------
+
+    def open(self, dedup: Dedup) -> None:
+        """Create directories, repair a torn tail, remember recent ids, open a new segment."""
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        segments = list_segments(self.directory)
+        for _, path in segments:
+            if path.endswith(SUFFIX):
+                _cut_torn_tail(path, self.quarantine_dir)
+        self._seed(dedup, segments)
+        if segments:
+            self._next_seq = segments[-1][0] + 1
+        self._open_segment(datetime.now(UTC))
+
+    def _seed(self, dedup: Dedup, segments: list[tuple[int, str]]) -> None:
+        """Remember the ids of the newest events, so resent events are not journaled twice."""
+        budget = dedup._half * 2
+        chunks: list[list[str]] = []
+        for _, path in reversed(segments):
+            if budget <= 0:
+                break
+            if not path.endswith(SUFFIX):
+                continue
+            ids = list(_iter_ids(path))[-budget:]
+            chunks.append(ids)
+            budget -= len(ids)
+        for ids in reversed(chunks):
+            for event_id in ids:
+                dedup.add(event_id, JOURNALED)
+
+    def _open_segment(self, now: datetime) -> None:
+        name = f"{now:%Y%m%dT%H%M%SZ}-{self._next_seq:06d}{SUFFIX}"
+        path = os.path.join(self.directory, name)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o600)
+        _fsync_dir(self.directory)
+        self._next_seq += 1
+        self._segment = path
+        self._segment_day = now.strftime("%Y%m%d")
+        self._segment_size = 0
+        log.debug("journal segment %s opened", path)
+
+    def _close_segment(self) -> None:
+        if self._fd >= 0:
+            os.fsync(self._fd)  # a closed segment is always on disk
+            os.close(self._fd)
+            self._fd = -1
+            self._dirty = False
+
+    # -- the writer's blocking half (a worker thread) ---------------------------
+
+    def _write(self, data: bytes) -> None:
+        now = datetime.now(UTC)
+        full = self._segment_size and self._segment_size + len(data) > self.config.segment_max_bytes
+        if full or now.strftime("%Y%m%d") != self._segment_day:
+            self._close_segment()
+            self._open_segment(now)
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+                self._segment_size += written
+        except OSError:
+            # A partial write leaves a torn line: cut it so the segment stays whole.
+            done = len(data) - len(view)
+            if done:
+                os.ftruncate(self._fd, self._segment_size - done)
+                self._segment_size -= done
+            raise
+        self._dirty = True
+        if self.config.durability == "always":
+            os.fdatasync(self._fd) if hasattr(os, "fdatasync") else os.fsync(self._fd)
+            self._dirty = False
+
+    def _sync(self) -> None:
+        if self._dirty and self._fd >= 0:
+            os.fsync(self._fd)
+            self._dirty = False
+
+    # -- the event-loop half ----------------------------------------------------
+
+    async def submit(self, batch: Batch) -> None:
+        """Queue ``batch`` for writing; waits while too many bytes are queued (backpressure)."""
+        if self._closing:
+            raise JournalError("the journal is closing")
+        while self._pending_bytes >= self._max_pending:
+            await self._space.wait()
+        self._queued_seq += 1
+        batch.seq = self._queued_seq
+        self._pending.append(batch)
+        self._pending_bytes += len(batch.data)
+        self._work.set()
+
+    async def wait(self, batch: Batch) -> None:
+        """Return once ``batch`` is durable; raise JournalError if writing it failed."""
+        while batch.seq is None or batch.seq > self.durable_seq:
+            if batch.failed:
+                raise JournalError(self.failed or "the journal could not be written")
+            await self._changed.wait()
+        if batch.failed:
+            raise JournalError(self.failed or "the journal could not be written")
+
+    async def wait_seq(self, seq: int) -> None:
+        while seq > self.durable_seq:
+            await self._changed.wait()
+
+    async def flush(self) -> None:
+        """Return once everything queued so far is written and fsynced."""
+        await self.wait_seq(self._queued_seq)
+        if self._sync_asked is None:
+            self._sync_asked = anyio.Event()
+        done = self._sync_asked
+        self._work.set()
+        await done.wait()
+
+    def close_when_drained(self) -> None:
+        """Ask the writer to finish what is queued, fsync, close and return."""
+        self._closing = True
+        self._work.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """The writer: group commit of queued batches, periodic fsync, clean close."""
+        interval = self.config.fsync_interval_ms / 1000
+        periodic = self.config.durability == "interval"
+        next_sync = math.inf
+        task_status.started()
+        try:
+            while True:
+                if not self._pending:
+                    if self._closing:
+                        break
+                    timeout = max(0.0, next_sync - anyio.current_time())
+                    with anyio.move_on_after(timeout):
+                        await self._work.wait()
+                    self._work = anyio.Event()
+                    if not self._pending:
+                        if self._dirty and anyio.current_time() >= next_sync:
+                            await anyio.to_thread.run_sync(self._sync)
+                            next_sync = math.inf
+                        if self._sync_asked is not None:
+                            await anyio.to_thread.run_sync(self._sync)
+                            self._sync_asked.set()
+                            self._sync_asked = None
+                        continue
+                group = self._take_group()
+                data = b"".join([batch.data for batch in group])
+                try:
+                    await anyio.to_thread.run_sync(self._write, data)
+                except OSError as exc:
+                    self._fail(group, exc)
+                else:
+                    self.failed = None
+                    for batch in group:
+                        batch.data = b""  # the dedup window keeps batches; not their bytes
+                        self.events_written += batch.count
+                    self.durable_seq = group[-1].seq  # type: ignore[assignment]
+                    if periodic and next_sync == math.inf:
+                        next_sync = anyio.current_time() + interval
+                self._announce()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._close_segment)
+
+    def _take_group(self) -> list[Batch]:
+        group = [self._pending.popleft()]
+        size = len(group[0].data)
+        while self._pending and size + len(self._pending[0].data) <= GROUP_MAX_BYTES:
+            batch = self._pending.popleft()
+            size += len(batch.data)
+            group.append(batch)
+        self._pending_bytes -= size
+        space, self._space = self._space, anyio.Event()
+        space.set()
+        return group
+
+    def _fail(self, group: list[Batch], exc: OSError) -> None:
+        self.failed = f"cannot write {self._segment}: {exc.strerror or exc}"
+        log.error("%s; %d events not journaled", self.failed, sum(b.count for b in group))
+        for batch in group:
+            batch.failed = True
+            batch.data = b""
+        # The failed batches are behind us: later ones may still succeed.
+        self.durable_seq = group[-1].seq  # type: ignore[assignment]
+
+    def _announce(self) -> None:
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
+
+    def stats(self) -> dict[str, Any]:
+        segments = list_segments(self.directory)
+        size = 0
+        for _, path in segments:
+            try:
+                size += os.stat(path).st_size
+            except FileNotFoundError:
+                pass
+        return {
+            "segments": len(segments),
+            "bytes": size,
+            "current_segment": os.path.basename(self._segment),
+            "events_written": self.events_written,
+            "queued_bytes": self._pending_bytes,
+            "durability": self.config.durability,
+            "write_error": self.failed,
+        }

@@ -1,0 +1,157 @@
+"""`telemetryd`: the daemon's entry point and its task tree.
+
+::
+
+    serve()
+      journal writer                         (runs until the connections are drained)
+      connections                            (drained on shutdown, cut off after a deadline)
+        accept events socket -> events_connection per client
+        accept control socket -> control_connection per client
+        spool intake, signal watcher         (cancelled on shutdown)
+
+SIGTERM / SIGINT: stop accepting, let every connection acknowledge what it has
+read, finish writing, fsync, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+
+import anyio
+
+from telemetryd import __version__, config, paths
+from telemetryd.daemon.ingest import Ingestor
+from telemetryd.daemon.journal import Journal
+from telemetryd.daemon.server import Server, acquire_lock, bind_unix
+from telemetryd.daemon.service import Notifier
+from telemetryd.errors import TelemetryError
+
+log = logging.getLogger("telemetryd")
+
+DRAIN_TIMEOUT = 10.0  # seconds connections get to acknowledge at shutdown
+
+
+async def serve(where: paths.Paths, settings: config.Config, notifier: Notifier) -> None:
+    lock = acquire_lock(where.lock_file)
+    ingestor = Ingestor(settings.ingest)
+    journal = Journal(
+        where.journal_dir,
+        where.quarantine_dir,
+        settings.journal,
+        max_pending_bytes=settings.ingest.max_pending_bytes,
+    )
+    await anyio.to_thread.run_sync(journal.open, ingestor.dedup)
+    events_sock = bind_unix(where.events_socket)
+    control_sock = bind_unix(where.control_socket)
+    server = Server(where, settings, ingestor, journal)
+    try:
+        async with anyio.create_task_group() as top:
+            await top.start(journal.run)
+            with anyio.CancelScope() as drain:
+                async with anyio.create_task_group() as connections:
+                    async with anyio.create_task_group() as loops:
+                        loops.start_soon(
+                            server.accept, events_sock, server.events_connection, connections
+                        )
+                        loops.start_soon(
+                            server.accept, control_sock, server.control_connection, connections
+                        )
+                        loops.start_soon(server.spool_loop)
+                        loops.start_soon(_watch_signals, loops.cancel_scope)
+                        log.info(
+                            "telemetryd %s listening on %s (durability %s)",
+                            __version__,
+                            where.events_socket,
+                            settings.journal.durability,
+                        )
+                        notifier.notify("READY=1", f"STATUS=listening on {where.events_socket}")
+                    notifier.notify("STOPPING=1", "STATUS=draining connections")
+                    log.info("stopping: draining %d connections", server.connections)
+                    _unlink(where.events_socket, where.control_socket)
+                    server.stop()
+                    drain.deadline = anyio.current_time() + DRAIN_TIMEOUT
+            if drain.cancelled_caught:
+                log.warning("connections still open after %.0f s were cut off", DRAIN_TIMEOUT)
+            journal.close_when_drained()
+    finally:
+        _unlink(where.events_socket, where.control_socket)
+        os.close(lock)
+    log.info("stopped: %d events journaled this run", journal.events_written)
+
+
+def _unlink(*socket_paths: str) -> None:
+    for path in socket_paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+async def _watch_signals(scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                log.info("SIGHUP: nothing to reload yet")
+                continue
+            log.info("%s received", signal.Signals(signum).name)
+            scope.cancel()
+            return
+
+
+def _backend_options() -> dict[str, object]:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="telemetryd",
+        description="Collect telemetry events from AI coding agents (runs in the foreground).",
+    )
+    parser.add_argument("--home", help=f"state directory (sets {paths.ENV_HOME})")
+    parser.add_argument("--config", help="configuration file (default: config.toml in the config dir)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one setting, e.g. --set journal.durability=always",
+    )
+    parser.add_argument("--check", action="store_true", help="validate config and paths, then exit")
+    parser.add_argument("--log-level", default=os.environ.get("TELEMETRYD_LOG_LEVEL", "INFO"))
+    parser.add_argument("--version", action="version", version=f"telemetryd {__version__}")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=args.log_level.upper(),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if args.home:
+        os.environ[paths.ENV_HOME] = args.home
+    try:
+        where = paths.resolve()
+        config_file = args.config or where.config_file
+        settings, _ = config.load(config_file, overrides=args.set, require_file=bool(args.config))
+        for socket_path in (where.events_socket, where.control_socket):
+            paths.check_socket_path(socket_path)
+        if args.check:
+            print(f"configuration and paths are valid ({config_file})")
+            return 0
+        anyio.run(serve, where, settings, Notifier(), backend_options=_backend_options())
+    except TelemetryError as exc:
+        log.error("%s", exc)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,334 @@
+"""Listeners and connections: the events socket and the control socket.
+
+Each connection runs in its own task. An events connection reads large chunks,
+hands them to its :class:`~telemetryd.daemon.ingest.Feed`, answers rejected
+lines at once, queues the accepted events in the journal (waiting there when
+the queue is full, so the kernel pushes back on the client) and, on a sync
+request or the client's half-close, answers with a summary once the journal
+holds everything it accepted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import socket
+import struct
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import msgspec
+from anyio.abc import SocketStream, TaskGroup
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from telemetryd import __version__, wire
+from telemetryd.config import Config
+from telemetryd.daemon.ingest import Batch, Feed, Ingestor
+from telemetryd.daemon.journal import Journal
+from telemetryd.errors import AlreadyRunning, JournalError, PathError
+from telemetryd.paths import Paths, check_socket_path
+
+log = logging.getLogger(__name__)
+
+_SEND_TIMEOUT = 10.0
+_MAX_REQUEST = 64 * 1024
+
+
+# -- sockets and the instance lock ------------------------------------------
+
+
+def acquire_lock(path: str) -> int:
+    """Hold an exclusive lock on ``path`` for the life of the process (one daemon per state dir)."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise AlreadyRunning(f"another telemetryd (pid {holder}) holds {path}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _private_dir(directory: str) -> None:
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    info = os.stat(directory)
+    if info.st_uid != os.getuid():
+        raise PathError(f"{directory} belongs to uid {info.st_uid}, not to this user")
+    if info.st_mode & 0o077:
+        os.chmod(directory, 0o700)
+
+
+def bind_unix(path: str, backlog: int = 1024) -> socket.socket:
+    """Bind a listening socket at ``path`` (0600, in a 0700 directory).
+
+    A socket file that still answers belongs to a live daemon and is never
+    taken over; one that refuses connections is stale and replaced.
+    """
+    check_socket_path(path)
+    _private_dir(os.path.dirname(path))
+    if os.path.lexists(path):
+        import stat
+
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise PathError(f"{path} exists and is not a socket; not touching it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            log.info("replacing stale socket %s", path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        except OSError as exc:
+            raise AlreadyRunning(f"{path} exists and cannot be probed: {exc}") from None
+        else:
+            raise AlreadyRunning(f"a live process is listening on {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process at the other end (SO_PEERCRED, or LOCAL_PEERCRED on macOS/BSD)."""
+    if hasattr(socket, "SO_PEERCRED"):
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        return int(struct.unpack("3i", creds)[1])
+    if sys.platform == "darwin" or "bsd" in sys.platform:
+        # getpeereid() reads struct xucred {u_int cr_version; uid_t cr_uid; ...}
+        # via getsockopt(SOL_LOCAL=0, LOCAL_PEERCRED=1).
+        xucred = sock.getsockopt(0, getattr(socket, "LOCAL_PEERCRED", 1), 76)
+        return int(struct.unpack_from("2I", xucred)[1])
+    return None
+
+
+# -- the server -------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, paths: Paths, config: Config, ingestor: Ingestor, journal: Journal) -> None:
+        self.paths = paths
+        self.config = config
+        self.ingestor = ingestor
+        self.journal = journal
+        self.started = time.time()
+        self.connections = 0
+        self.stopping = False
+        self._reading: set[anyio.CancelScope] = set()
+        uids = config.ingest.allowed_uids
+        self._allowed = frozenset(uids) if uids else frozenset({os.getuid()})
+
+    def stop(self) -> None:
+        """Stop reading: each connection acknowledges what it has and closes."""
+        self.stopping = True
+        for scope in self._reading:
+            scope.cancel()
+
+    async def accept(
+        self,
+        sock: socket.socket,
+        handler: Callable[[SocketStream], Awaitable[None]],
+        connections: TaskGroup,
+    ) -> None:
+        listener = await anyio.abc.SocketListener.from_socket(sock)
+        async with listener:
+            while True:
+                stream = await listener.accept()
+                connections.start_soon(self._guard, handler, stream)
+
+    async def _guard(
+        self, handler: Callable[[SocketStream], Awaitable[None]], stream: SocketStream
+    ) -> None:
+        async with stream:
+            raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+            uid = peer_uid(raw)
+            if uid is not None and uid not in self._allowed:
+                log.warning("refused a connection from uid %s", uid)
+                await _close_with(stream, wire.FORBIDDEN_PEER, f"uid {uid} may not connect")
+                return
+            if self.connections >= self.config.ingest.max_connections:
+                await _close_with(
+                    stream,
+                    wire.TOO_MANY_CONNECTIONS,
+                    f"over the limit of {self.config.ingest.max_connections} connections",
+                )
+                return
+            self.connections += 1
+            try:
+                await handler(stream)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, TimeoutError):
+                pass  # the client went away or stopped reading; it saw no ack
+            except JournalError as exc:
+                await _close_with(stream, wire.JOURNAL_UNAVAILABLE, str(exc))
+            finally:
+                self.connections -= 1
+
+    # -- events ---------------------------------------------------------------
+
+    async def events_connection(self, stream: SocketStream) -> None:
+        feed = Feed(self.ingestor)
+        idle = self.config.ingest.idle_timeout
+        size = self.config.ingest.read_size
+        while not self.stopping:
+            with anyio.move_on_after(idle) as scope:
+                self._reading.add(scope)
+                try:
+                    chunk = await stream.receive(size)
+                except anyio.EndOfStream:
+                    chunk = b""
+                finally:
+                    self._reading.discard(scope)
+            if scope.cancelled_caught:
+                if self.stopping:
+                    break
+                if feed.lines:
+                    await self.settle(feed)
+                    await _send(stream, feed.summary())
+                await _close_with(stream, wire.IDLE_TIMEOUT, f"nothing received for {idle:g} s")
+                return
+            if not chunk:  # the client half-closed: the rest is its last line, if any
+                await self._deliver(stream, feed, *feed.end())
+                break
+            await self._deliver(stream, feed, *feed.feed(chunk))
+            while feed.sync_requested:
+                await self.settle(feed)
+                await _send(stream, feed.summary())
+                await self._deliver(stream, feed, *feed.resume())
+        await self.settle(feed)
+        await _send(stream, feed.summary())
+
+    async def _deliver(
+        self, stream: SocketStream, feed: Feed, batch: Batch | None, replies: list[bytes]
+    ) -> None:
+        if replies:
+            await _send(stream, b"".join(replies))
+        if batch is not None:
+            await self.journal.submit(batch)
+
+    async def settle(self, feed: Feed) -> None:
+        """Wait until everything ``feed`` accepted (or was told is a duplicate) is journaled."""
+        if feed.last is not None:
+            await self.journal.wait(feed.last)
+        for batch in feed.waiting:
+            await self.journal.wait(batch)
+        feed.waiting.clear()
+        await self.journal.wait_seq(feed.floor)
+
+    # -- control --------------------------------------------------------------
+
+    async def control_connection(self, stream: SocketStream) -> None:
+        buffered = BufferedByteReceiveStream(stream)
+        while True:
+            try:
+                line = await buffered.receive_until(b"\n", _MAX_REQUEST)
+            except (anyio.EndOfStream, anyio.IncompleteRead):
+                return
+            except anyio.DelimiterNotFound:
+                await _close_with(stream, wire.BAD_REQUEST, f"request over {_MAX_REQUEST} bytes")
+                return
+            try:
+                request = wire.CONTROL_DECODER.decode(line)
+            except msgspec.DecodeError as exc:
+                await _send(stream, wire.encode_line(wire.Closing(wire.BAD_REQUEST, str(exc))))
+                continue
+            if isinstance(request, wire.StatusRequest):
+                reply: dict[str, Any] = self.status()
+            else:  # FlushRequest: everything accepted so far is on disk and fsynced
+                await self.journal.flush()
+                reply = {"ok": True}
+            await _send(stream, wire.ENCODER.encode(reply) + b"\n")
+
+    def status(self) -> dict[str, Any]:
+        counters = self.ingestor.counters
+        return {
+            "ok": True,
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started, 3),
+            "connections": self.connections,
+            "accepted": counters.accepted,
+            "rejected": counters.rejected,
+            "duplicates": counters.duplicates,
+            "journal": self.journal.stats(),
+            "paths": self.paths.as_dict(),
+        }
+
+    # -- spool ----------------------------------------------------------------
+
+    async def ingest_spool(self) -> int:
+        """Journal the events clients left in the spool; return how many files were taken."""
+        spool = self.paths.spool_dir
+        try:
+            names = sorted(n for n in os.listdir(spool) if n.endswith(".jsonl"))
+        except FileNotFoundError:
+            return 0
+        for name in names:
+            await self._ingest_spool_file(os.path.join(spool, name))
+        return len(names)
+
+    async def _ingest_spool_file(self, path: str) -> None:
+        feed = Feed(self.ingestor)
+        rejected: list[bytes] = []
+
+        async def deliver(batch: Batch | None, replies: list[bytes]) -> None:
+            rejected.extend(replies)
+            if batch is not None:
+                await self.journal.submit(batch)
+
+        try:
+            async with await anyio.open_file(path, "rb") as f:
+                while chunk := await f.read(self.config.ingest.read_size):
+                    await deliver(*feed.feed(chunk))
+                    while feed.sync_requested:
+                        await deliver(*feed.resume())
+        except FileNotFoundError:
+            return
+        await deliver(*feed.end())
+        await self.settle(feed)
+        if rejected:
+            target = os.path.join(self.paths.quarantine_dir, "spool-" + os.path.basename(path))
+            os.makedirs(self.paths.quarantine_dir, mode=0o700, exist_ok=True)
+            os.replace(path, target)
+            with open(target + ".errors", "wb") as errors:
+                errors.write(b"".join(rejected))
+            log.warning(
+                "spool file %s: %d lines rejected; kept in %s", path, len(rejected), target
+            )
+        else:
+            os.unlink(path)
+        log.info("spool file %s: %d events journaled, %d duplicates", path, feed.accepted,
+                 feed.duplicates)
+
+    async def spool_loop(self) -> None:
+        while True:
+            try:
+                await self.ingest_spool()
+            except JournalError as exc:
+                log.warning("spool intake paused: %s", exc)
+            await anyio.sleep(self.config.spool.scan_interval)
+
+
+async def _send(stream: SocketStream, data: bytes) -> None:
+    with anyio.fail_after(_SEND_TIMEOUT):
+        await stream.send(data)
+
+
+async def _close_with(stream: SocketStream, code: str, message: str) -> None:
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, TimeoutError):
+        await _send(stream, wire.encode_line(wire.Closing(code, message)))

@@ -1,0 +1,359 @@
+"""The event model, schema v1.
+
+Every event is one JSON object: an envelope shared by all types plus the fields
+of its ``type`` (a tagged union). The Structs below *are* the schema: the JSON
+Schema in ``schemas/`` is generated from them, and the journal stores each event
+as ``ENCODER.encode(event)``. Field order is the Structs' order (the ``type`` tag
+first), unset optional fields are omitted and ``attrs`` keys are sorted, so the
+same event always encodes to the same bytes.
+
+Evolution: a new field gets a default; a change that would make old journal
+lines invalid bumps ``SCHEMA_VERSION``, and the daemon keeps reading every older
+version it has written.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+SCHEMA_VERSION = 1
+
+NonNegInt = Annotated[int, Meta(ge=0)]
+Ratio = Annotated[float, Meta(ge=0.0, le=1.0)]
+Money = Annotated[float, Meta(ge=0.0)]
+Timestamp = Annotated[datetime, Meta(tz=True, description="RFC 3339 with a UTC offset")]
+EventId = Annotated[str, Meta(min_length=1, max_length=128)]
+Version = Annotated[int, Meta(ge=1, le=SCHEMA_VERSION)]
+
+_OPTS: dict[str, Any] = {
+    "forbid_unknown_fields": True,
+    "omit_defaults": True,
+    "kw_only": True,
+    "gc": False,
+}
+
+
+class Tokens(Struct, **_OPTS):
+    """Token accounting, tri-state by ``source``.
+
+    ``actual``: ``input`` and ``output`` are required; ``total`` is derived when
+    absent. ``estimated``: ``estimated_total`` and ``tokenizer`` are required.
+    ``unknown``: no counts are needed, and it is never an error.
+
+    One convention for every provider: ``input`` counts uncached input only;
+    ``cache_read`` / ``cache_creation`` count cached input read / written;
+    ``output`` includes reasoning tokens, also kept in ``reasoning``.
+    """
+
+    source: Literal["actual", "estimated", "unknown"]
+    input: NonNegInt | None = None
+    output: NonNegInt | None = None
+    cache_read: NonNegInt | None = None
+    cache_creation: NonNegInt | None = None
+    reasoning: NonNegInt | None = None
+    total: NonNegInt | None = None
+    estimated_total: NonNegInt | None = None
+    tokenizer: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.source == "actual":
+            if self.input is None or self.output is None:
+                raise ValueError("`actual` tokens need both `input` and `output`")
+            if self.reasoning is not None and self.reasoning > self.output:
+                raise ValueError("`reasoning` is part of `output` and cannot exceed it")
+            if self.total is None:
+                self.total = (
+                    self.input + self.output + (self.cache_read or 0) + (self.cache_creation or 0)
+                )
+        elif self.source == "estimated" and (
+            self.estimated_total is None or self.tokenizer is None
+        ):
+            raise ValueError("`estimated` tokens need `estimated_total` and `tokenizer`")
+
+
+class Agent(Struct, **_OPTS):
+    """Who did the work: the model and the agent (or sub-agent) running it."""
+
+    model: str | None = None
+    provider: str | None = None
+    type: str | None = None
+    id: str | None = None
+    variant: str | None = None
+
+
+class Task(Struct, **_OPTS):
+    """The unit of work an event belongs to, and which attempt at it."""
+
+    id: str | None = None
+    title: str | None = None
+    attempt_id: str | None = None
+    attempt_index: NonNegInt | None = None
+
+
+class Event(Struct, tag_field="type", **_OPTS):
+    """The envelope every event carries. Subclasses add the fields of one type."""
+
+    v: Version | None = None
+    id: EventId | None = None
+    ts: Timestamp | None = None
+    source: str | None = None
+    session_id: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    agent: Agent | None = None
+    task: Task | None = None
+    attrs: dict[str, Any] | None = None
+    received_at: Timestamp | None = None
+
+
+class SessionStart(Event, tag="session_start", **_OPTS):
+    cwd: str | None = None
+    reason: str | None = None
+
+
+class SessionEnd(Event, tag="session_end", **_OPTS):
+    cwd: str | None = None
+    reason: str | None = None
+    duration_ms: NonNegInt | None = None
+    success: bool | None = None
+
+
+class AgentStart(Event, tag="agent_start", **_OPTS):
+    """A (sub-)agent activation began; the agent is in the envelope's ``agent``."""
+
+
+class AgentStop(Event, tag="agent_stop", **_OPTS):
+    duration_ms: NonNegInt | None = None
+    tokens: Tokens | None = None
+    success: bool | None = None
+
+
+class ApiRequest(Event, tag="api_request", **_OPTS):
+    """One model request: its tokens and cost."""
+
+    tokens: Tokens
+    cost_usd: Money | None = None
+    cost_source: Literal["reported", "computed", "unknown"] | None = None
+    duration_ms: NonNegInt | None = None
+    success: bool | None = None
+    error: str | None = None
+
+
+class Tool(Struct, **_OPTS):
+    name: str
+    use_id: str | None = None
+    success: bool | None = None
+    error: str | None = None
+
+
+class ToolCall(Event, tag="tool_call", **_OPTS):
+    tool: Tool
+    duration_ms: NonNegInt | None = None
+
+
+class ToolResult(Event, tag="tool_result", **_OPTS):
+    tool: Tool
+    duration_ms: NonNegInt | None = None
+
+
+class Skill(Event, tag="skill", **_OPTS):
+    name: str
+    success: bool | None = None
+    duration_ms: NonNegInt | None = None
+
+
+class Error(Event, tag="error", **_OPTS):
+    message: str
+    category: str | None = None
+    fingerprint: str | None = None
+    confidence: Ratio | None = None
+
+
+class RetryCount(Struct, **_OPTS):
+    same_model: NonNegInt = 0
+    reroute: NonNegInt = 0
+
+
+class Elapsed(Struct, **_OPTS):
+    wall: NonNegInt
+    llm: NonNegInt | None = None
+    tools: NonNegInt | None = None
+
+
+class Run(Event, tag="run", **_OPTS):
+    """One attempt at a task: retries, elapsed times, tokens and how it ended."""
+
+    attempt_id: str
+    attempt_index: NonNegInt
+    retry_count: RetryCount
+    elapsed_ms: Elapsed
+    tokens: Tokens
+    outcome: Literal["done", "blocked", "redo"]
+    outcome_reason: str | None = None
+
+
+class Log(Event, tag="log", **_OPTS):
+    """A structured log line; ``trace_id`` / ``span_id`` in the envelope tie it to a trace."""
+
+    level: Literal["trace", "debug", "info", "warning", "error", "critical"]
+    component: str
+    event: str
+    fields: dict[str, Any] | None = None
+
+
+class Metric(Event, tag="metric", **_OPTS):
+    name: str
+    value: float
+    kind: Literal["counter", "gauge", "histogram"]
+    unit: str | None = None
+
+
+class Alert(Event, tag="alert", **_OPTS):
+    severity: Literal["info", "warning", "error", "critical"]
+    kind: str
+    message: str
+
+
+class Custom(Event, tag="custom", **_OPTS):
+    """Anything else: a name, with the data in ``attrs``."""
+
+    name: str
+
+
+AnyEvent = (
+    SessionStart
+    | SessionEnd
+    | AgentStart
+    | AgentStop
+    | ApiRequest
+    | ToolCall
+    | ToolResult
+    | Skill
+    | Error
+    | Run
+    | Log
+    | Metric
+    | Alert
+    | Custom
+)
+
+EVENT_TYPES: tuple[str, ...] = tuple(
+    cls.__struct_config__.tag  # type: ignore[misc]
+    for cls in AnyEvent.__args__  # type: ignore[attr-defined]
+)
+
+DECODER = msgspec.json.Decoder(AnyEvent)
+ENCODER = msgspec.json.Encoder(order="deterministic")
+
+UTC = timezone.utc
+
+
+# Error codes for a line that is not a valid event (the wire protocol reuses them).
+INVALID_JSON = "invalid_json"
+INVALID_UTF8 = "invalid_utf8"
+INVALID_EVENT = "invalid_event"
+LINE_TOO_LONG = "line_too_long"
+ATTRS_TOO_LARGE = "attrs_too_large"
+ATTRS_TOO_DEEP = "attrs_too_deep"
+RECEIVED_AT_SET = "received_at_set"
+
+
+class Invalid(Exception):
+    """One line is not a valid event. ``code`` is short and stable; ``message`` names the
+    field (``path``, in msgspec's ``$.a.b`` form) or the limit."""
+
+    def __init__(self, code: str, message: str, path: str = "$") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.path = path
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+def explain(exc: Exception, line: bytes) -> Invalid:
+    """Turn a decoding failure of ``line`` into an :class:`Invalid` naming the problem."""
+    message = str(exc)
+    if isinstance(exc, msgspec.ValidationError):
+        message, sep, path = message.rpartition(" - at `")
+        if not sep:
+            message, path = str(exc), "$`"
+        path = path[:-1]
+        if message.startswith("Invalid value") and path == "$.type":
+            message = f"unknown event type {message[len('Invalid value ') :]}"
+        elif message.startswith("Object contains unknown field"):
+            message += " (free-form data belongs in `attrs`)"
+        return Invalid(INVALID_EVENT, message, path)
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return Invalid(INVALID_UTF8, f"invalid UTF-8 at byte {err.start}")
+    return Invalid(INVALID_JSON, f"invalid JSON: {message}")
+
+
+def _depth_over(value: Any, max_depth: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > max_depth:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((v, depth + 1) for v in children if isinstance(v, (dict, list)))
+    return False
+
+
+def check_producer_rules(
+    event: Event, line: bytes, *, max_attrs_bytes: int, max_attrs_depth: int
+) -> Invalid | None:
+    """What a valid event must also satisfy to be accepted from a producer:
+    no ``received_at``, and ``attrs`` within the size and depth limits."""
+    if event.received_at is not None:
+        return Invalid(
+            RECEIVED_AT_SET,
+            "`received_at` is set by the daemon, never by clients",
+            "$.received_at",
+        )
+    attrs = event.attrs
+    if attrs is None:
+        return None
+    # The raw line bounds both measures, so most events skip the exact checks.
+    if line.count(b"{") + line.count(b"[") > max_attrs_depth and _depth_over(
+        attrs, max_attrs_depth
+    ):
+        return Invalid(
+            ATTRS_TOO_DEEP, f"`attrs` nests deeper than the limit of {max_attrs_depth}", "$.attrs"
+        )
+    if len(line) > max_attrs_bytes:
+        size = len(ENCODER.encode(attrs))
+        if size > max_attrs_bytes:
+            return Invalid(
+                ATTRS_TOO_LARGE,
+                f"`attrs` is {size} bytes, over the limit of {max_attrs_bytes}",
+                "$.attrs",
+            )
+    return None
+
+
+def decode(line: bytes) -> AnyEvent:
+    """Decode one line into a typed event, or raise :class:`Invalid`.
+
+    This validates what a producer controls; the daemon adds the limits of its
+    configuration and the fields it owns (``id``, ``ts``, ``received_at``, ``v``).
+    """
+    try:
+        return DECODER.decode(line)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+        raise explain(exc, line) from None
+
+
+def to_utc_ms(ts: datetime) -> datetime:
+    """``ts`` in UTC, truncated to milliseconds (the canonical precision)."""
+    if ts.tzinfo is not UTC:
+        ts = ts.astimezone(UTC)
+    return ts.replace(microsecond=ts.microsecond - ts.microsecond % 1000)
