@@ -14,7 +14,7 @@ version it has written.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -29,15 +29,12 @@ Timestamp = Annotated[datetime, Meta(tz=True, description="RFC 3339 with a UTC o
 EventId = Annotated[str, Meta(min_length=1, max_length=128)]
 Version = Annotated[int, Meta(ge=1, le=SCHEMA_VERSION)]
 
-_OPTS: dict[str, Any] = {
-    "forbid_unknown_fields": True,
-    "omit_defaults": True,
-    "kw_only": True,
-    "gc": False,
-}
+
+class _Strict(Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True, gc=False):
+    """Options every struct of the model shares (subclasses inherit all but ``kw_only``)."""
 
 
-class Tokens(Struct, **_OPTS):
+class Tokens(_Strict, kw_only=True):
     """Token accounting, tri-state by ``source``.
 
     ``actual``: ``input`` and ``output`` are required; ``total`` is derived when
@@ -75,7 +72,7 @@ class Tokens(Struct, **_OPTS):
             raise ValueError("`estimated` tokens need `estimated_total` and `tokenizer`")
 
 
-class Agent(Struct, **_OPTS):
+class Agent(_Strict, kw_only=True):
     """Who did the work: the model and the agent (or sub-agent) running it."""
 
     model: str | None = None
@@ -85,7 +82,7 @@ class Agent(Struct, **_OPTS):
     variant: str | None = None
 
 
-class Task(Struct, **_OPTS):
+class Task(_Strict, kw_only=True):
     """The unit of work an event belongs to, and which attempt at it."""
 
     id: str | None = None
@@ -94,7 +91,7 @@ class Task(Struct, **_OPTS):
     attempt_index: NonNegInt | None = None
 
 
-class Event(Struct, tag_field="type", **_OPTS):
+class Event(_Strict, tag_field="type", kw_only=True):
     """The envelope every event carries. Subclasses add the fields of one type."""
 
     v: Version | None = None
@@ -111,29 +108,29 @@ class Event(Struct, tag_field="type", **_OPTS):
     received_at: Timestamp | None = None
 
 
-class SessionStart(Event, tag="session_start", **_OPTS):
+class SessionStart(Event, tag="session_start", kw_only=True):
     cwd: str | None = None
     reason: str | None = None
 
 
-class SessionEnd(Event, tag="session_end", **_OPTS):
+class SessionEnd(Event, tag="session_end", kw_only=True):
     cwd: str | None = None
     reason: str | None = None
     duration_ms: NonNegInt | None = None
     success: bool | None = None
 
 
-class AgentStart(Event, tag="agent_start", **_OPTS):
+class AgentStart(Event, tag="agent_start", kw_only=True):
     """A (sub-)agent activation began; the agent is in the envelope's ``agent``."""
 
 
-class AgentStop(Event, tag="agent_stop", **_OPTS):
+class AgentStop(Event, tag="agent_stop", kw_only=True):
     duration_ms: NonNegInt | None = None
     tokens: Tokens | None = None
     success: bool | None = None
 
 
-class ApiRequest(Event, tag="api_request", **_OPTS):
+class ApiRequest(Event, tag="api_request", kw_only=True):
     """One model request: its tokens and cost."""
 
     tokens: Tokens
@@ -144,48 +141,48 @@ class ApiRequest(Event, tag="api_request", **_OPTS):
     error: str | None = None
 
 
-class Tool(Struct, **_OPTS):
+class Tool(_Strict, kw_only=True):
     name: str
     use_id: str | None = None
     success: bool | None = None
     error: str | None = None
 
 
-class ToolCall(Event, tag="tool_call", **_OPTS):
+class ToolCall(Event, tag="tool_call", kw_only=True):
     tool: Tool
     duration_ms: NonNegInt | None = None
 
 
-class ToolResult(Event, tag="tool_result", **_OPTS):
+class ToolResult(Event, tag="tool_result", kw_only=True):
     tool: Tool
     duration_ms: NonNegInt | None = None
 
 
-class Skill(Event, tag="skill", **_OPTS):
+class Skill(Event, tag="skill", kw_only=True):
     name: str
     success: bool | None = None
     duration_ms: NonNegInt | None = None
 
 
-class Error(Event, tag="error", **_OPTS):
+class Error(Event, tag="error", kw_only=True):
     message: str
     category: str | None = None
     fingerprint: str | None = None
     confidence: Ratio | None = None
 
 
-class RetryCount(Struct, **_OPTS):
+class RetryCount(_Strict, kw_only=True):
     same_model: NonNegInt = 0
     reroute: NonNegInt = 0
 
 
-class Elapsed(Struct, **_OPTS):
+class Elapsed(_Strict, kw_only=True):
     wall: NonNegInt
     llm: NonNegInt | None = None
     tools: NonNegInt | None = None
 
 
-class Run(Event, tag="run", **_OPTS):
+class Run(Event, tag="run", kw_only=True):
     """One attempt at a task: retries, elapsed times, tokens and how it ended."""
 
     attempt_id: str
@@ -197,7 +194,7 @@ class Run(Event, tag="run", **_OPTS):
     outcome_reason: str | None = None
 
 
-class Log(Event, tag="log", **_OPTS):
+class Log(Event, tag="log", kw_only=True):
     """A structured log line; ``trace_id`` / ``span_id`` in the envelope tie it to a trace."""
 
     level: Literal["trace", "debug", "info", "warning", "error", "critical"]
@@ -206,20 +203,20 @@ class Log(Event, tag="log", **_OPTS):
     fields: dict[str, Any] | None = None
 
 
-class Metric(Event, tag="metric", **_OPTS):
+class Metric(Event, tag="metric", kw_only=True):
     name: str
     value: float
     kind: Literal["counter", "gauge", "histogram"]
     unit: str | None = None
 
 
-class Alert(Event, tag="alert", **_OPTS):
+class Alert(Event, tag="alert", kw_only=True):
     severity: Literal["info", "warning", "error", "critical"]
     kind: str
     message: str
 
 
-class Custom(Event, tag="custom", **_OPTS):
+class Custom(Event, tag="custom", kw_only=True):
     """Anything else: a name, with the data in ``attrs``."""
 
     name: str
@@ -242,15 +239,10 @@ AnyEvent = (
     | Custom
 )
 
-EVENT_TYPES: tuple[str, ...] = tuple(
-    cls.__struct_config__.tag  # type: ignore[misc]
-    for cls in AnyEvent.__args__  # type: ignore[attr-defined]
-)
+EVENT_TYPES: tuple[str, ...] = tuple(str(cls.__struct_config__.tag) for cls in AnyEvent.__args__)
 
 DECODER = msgspec.json.Decoder(AnyEvent)
 ENCODER = msgspec.json.Encoder(order="deterministic")
-
-UTC = timezone.utc
 
 
 # Error codes for a line that is not a valid event (the wire protocol reuses them).
@@ -347,7 +339,8 @@ def decode(line: bytes) -> AnyEvent:
     configuration and the fields it owns (``id``, ``ts``, ``received_at``, ``v``).
     """
     try:
-        return DECODER.decode(line)
+        event: AnyEvent = DECODER.decode(line)
+        return event
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise explain(exc, line) from None
 

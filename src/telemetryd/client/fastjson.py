@@ -85,7 +85,7 @@ class _Context:
 
 
 try:
-    _scan = _json.make_scanner(_Context())
+    _scan: Any = _json.make_scanner(_Context())  # type: ignore[arg-type]  # duck-typed
 except NameError:  # not CPython
     _scan = None
 

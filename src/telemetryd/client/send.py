@@ -281,8 +281,8 @@ def _fill(event: dict[str, Any], opts: Options, *, override: bool) -> None:
     for name, path in _ENV_FIELDS.items():
         text = os.environ.get(name)
         if text:
-            value: Any = int(text) if path == "task.attempt_index" and text.isdigit() else text
-            _put(event, path, value, override=False)
+            field: Any = int(text) if path == "task.attempt_index" and text.isdigit() else text
+            _put(event, path, field, override=False)
     if opts.attrs:
         attrs = event.setdefault("attrs", {})
         if isinstance(attrs, dict):
@@ -459,7 +459,9 @@ def _invalid_locally(lines: list[str]) -> list[str]:
             problems.append(f"line {number}: {invalid}")
         else:
             if event.received_at is not None:
-                problems.append(f"line {number}: $.received_at: set by the daemon, never by clients")
+                problems.append(
+                    f"line {number}: $.received_at: set by the daemon, never by clients"
+                )
     return problems
 
 

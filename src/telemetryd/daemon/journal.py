@@ -26,6 +26,7 @@ last segment; such a line was never acknowledged, and startup moves it to
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -352,6 +353,8 @@ class Journal:
 
     def _fail(self, group: list[Batch], exc: OSError) -> None:
         self.failed = f"cannot write {self._segment}: {exc.strerror or exc}"
+        if self._fd < 0:  # rotation failed after closing the old segment: retry opening later
+            self._segment_day = ""
         log.error("%s; %d events not journaled", self.failed, sum(b.count for b in group))
         for batch in group:
             batch.failed = True
@@ -367,10 +370,8 @@ class Journal:
         segments = list_segments(self.directory)
         size = 0
         for _, path in segments:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 size += os.stat(path).st_size
-            except FileNotFoundError:
-                pass
         return {
             "segments": len(segments),
             "bytes": size,

@@ -16,6 +16,7 @@ read, finish writing, fsync, exit 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -85,10 +86,8 @@ async def serve(where: paths.Paths, settings: config.Config, notifier: Notifier)
 
 def _unlink(*socket_paths: str) -> None:
     for path in socket_paths:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        except FileNotFoundError:
-            pass
 
 
 async def _watch_signals(scope: anyio.CancelScope) -> None:
@@ -116,7 +115,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Collect telemetry events from AI coding agents (runs in the foreground).",
     )
     parser.add_argument("--home", help=f"state directory (sets {paths.ENV_HOME})")
-    parser.add_argument("--config", help="configuration file (default: config.toml in the config dir)")
+    parser.add_argument(
+        "--config", help="configuration file (default: config.toml in the config dir)"
+    )
     parser.add_argument(
         "--set",
         action="append",

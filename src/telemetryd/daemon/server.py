@@ -176,6 +176,9 @@ class Server:
                 pass  # the client went away or stopped reading; it saw no ack
             except JournalError as exc:
                 await _close_with(stream, wire.JOURNAL_UNAVAILABLE, str(exc))
+            except Exception:
+                # A bug must cost one connection (which got no ack), never the daemon.
+                log.exception("connection handler failed; closing the connection")
             finally:
                 self.connections -= 1
 
@@ -307,13 +310,15 @@ class Server:
             os.replace(path, target)
             with open(target + ".errors", "wb") as errors:
                 errors.write(b"".join(rejected))
-            log.warning(
-                "spool file %s: %d lines rejected; kept in %s", path, len(rejected), target
-            )
+            log.warning("spool file %s: %d lines rejected; kept in %s", path, len(rejected), target)
         else:
             os.unlink(path)
-        log.info("spool file %s: %d events journaled, %d duplicates", path, feed.accepted,
-                 feed.duplicates)
+        log.info(
+            "spool file %s: %d events journaled, %d duplicates",
+            path,
+            feed.accepted,
+            feed.duplicates,
+        )
 
     async def spool_loop(self) -> None:
         while True:
@@ -321,6 +326,8 @@ class Server:
                 await self.ingest_spool()
             except JournalError as exc:
                 log.warning("spool intake paused: %s", exc)
+            except OSError as exc:
+                log.error("spool intake failed: %s", exc)
             await anyio.sleep(self.config.spool.scan_interval)
 
 

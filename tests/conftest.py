@@ -1,0 +1,182 @@
+"""Shared fixtures: a private state directory per test, and the real daemon in a subprocess.
+
+The daemon reports readiness over ``NOTIFY_SOCKET`` (the sd_notify protocol), so
+tests wait for ``READY=1`` on a real datagram socket instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+TELEMETRYCTL = str(BIN / "telemetryctl")
+READY_TIMEOUT = 20.0
+
+
+@pytest.fixture(autouse=True)
+def state_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Point all telemetryd state at a fresh short directory (socket paths must fit sun_path)."""
+    home = Path(tempfile.mkdtemp(prefix="td-", dir="/tmp"))
+    monkeypatch.setenv("TELEMETRYD_HOME", str(home))
+    for name in list(os.environ):
+        if name.startswith("TELEMETRYD_") and name != "TELEMETRYD_HOME":
+            monkeypatch.delenv(name)
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+class Daemon:
+    """The real `telemetryd` in a subprocess, on real sockets under ``home``."""
+
+    def __init__(self, home: Path, args: list[str] | None = None) -> None:
+        self.home = home
+        self.args = list(args or [])
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.notify_path = str(home / "notify.sock")
+        self.notifications: list[str] = []
+        self._notify: socket.socket | None = None
+        self.log_path = home / "daemon.log"
+
+    @property
+    def events_socket(self) -> str:
+        return str(self.home / "run" / "events.sock")
+
+    @property
+    def control_socket(self) -> str:
+        return str(self.home / "run" / "control.sock")
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.home / "journal"
+
+    def start(self, *, env: dict[str, str] | None = None, wait: bool = True) -> Daemon:
+        if self._notify is None:
+            self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._notify.bind(self.notify_path)
+        environ = dict(os.environ, NOTIFY_SOCKET=self.notify_path, TELEMETRYD_HOME=str(self.home))
+        environ.update(env or {})
+        self.notifications.clear()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "telemetryd", *self.args],
+                env=environ,
+                stdout=log,
+                stderr=log,
+            )
+        if wait:
+            self.wait_for("READY=1")
+        return self
+
+    def wait_for(self, field: str, timeout: float = READY_TIMEOUT) -> None:
+        """Block until the daemon sends a notify message containing ``field``."""
+        assert self._notify is not None and self.proc is not None
+        deadline = time.monotonic() + timeout
+        while field not in self.notifications:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.proc.poll() is not None:
+                raise AssertionError(
+                    f"daemon did not report {field} (exit {self.proc.poll()}):\n{self.log()}"
+                )
+            self._notify.settimeout(min(remaining, 0.5))
+            try:
+                message = self._notify.recv(4096).decode()
+            except TimeoutError:
+                continue
+            self.notifications.extend(message.split("\n"))
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        if self._notify is not None:
+            self._notify.close()
+            self._notify = None
+
+    def journal_events(self) -> list[dict[str, Any]]:
+        """Every line of every segment, parsed (a parse failure fails the test)."""
+        out = []
+        for path in sorted(self.journal_dir.glob("*.jsonl")):
+            data = path.read_bytes()
+            assert not data or data.endswith(b"\n"), f"{path} ends in a torn line"
+            out.extend(json.loads(line) for line in data.splitlines())
+        return out
+
+
+def connect(path: str, timeout: float = 10.0) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    sock.connect(path)
+    return sock
+
+
+def read_replies(sock: socket.socket) -> list[dict[str, Any]]:
+    """Read reply lines until the daemon closes the connection."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return [json.loads(line) for line in data.splitlines()]
+
+
+def exchange(path: str, payload: bytes) -> list[dict[str, Any]]:
+    """Send ``payload``, half-close, and return every reply line."""
+    with connect(path) as sock:
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        return read_replies(sock)
+
+
+def ctl(*args: str, input: bytes | None = None, timeout: float = 30.0) -> subprocess.CompletedProcess[bytes]:
+    """Run the installed `telemetryctl` for real."""
+    return subprocess.run(
+        [TELEMETRYCTL, *args], input=input, capture_output=True, timeout=timeout, check=False
+    )
+
+
+@pytest.fixture
+def daemon_factory(state_home: Path) -> Iterator[Any]:
+    made: list[Daemon] = []
+
+    def make(args: list[str] | None = None, home: Path | None = None) -> Daemon:
+        daemon = Daemon(home or state_home, args)
+        made.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in made:
+        daemon.close()
+
+
+@pytest.fixture
+def running_daemon(daemon_factory: Any) -> Iterator[Daemon]:
+    daemon = daemon_factory().start()
+    yield daemon
+    daemon.stop()
