@@ -37,8 +37,8 @@ class Ingest(Struct, **_SECTION):
     # Bytes of validated events waiting for the journal writer; past this, readers
     # stop reading and the kernel pushes back on clients.
     max_pending_bytes: Positive = 16 * 1024 * 1024
-    # How many recent client-chosen ids are remembered to drop duplicates.
-    dedup_window: Positive = 200_000
+    # At least this many recent client-chosen ids are remembered to drop duplicates.
+    dedup_window: Positive = 100_000
     # Peers allowed to connect; empty means the daemon's own uid only.
     allowed_uids: list[int] = msgspec.field(default_factory=list)
 

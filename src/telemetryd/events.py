@@ -22,7 +22,7 @@ from msgspec import Meta, Struct
 
 SCHEMA_VERSION = 1
 
-NonNegInt = Annotated[int, Meta(ge=0)]
+NonNegInt = Annotated[int, Meta(ge=0, le=2**63 - 1)]  # fits a BIGINT column
 Ratio = Annotated[float, Meta(ge=0.0, le=1.0)]
 Money = Annotated[float, Meta(ge=0.0)]
 Timestamp = Annotated[datetime, Meta(tz=True, description="RFC 3339 with a UTC offset")]
@@ -108,26 +108,35 @@ class Event(_Strict, tag_field="type", kw_only=True):
     received_at: Timestamp | None = None
 
 
-class SessionStart(Event, tag="session_start", kw_only=True):
-    cwd: str | None = None
-    reason: str | None = None
-
-
-class SessionEnd(Event, tag="session_end", kw_only=True):
+class _Session(Event, kw_only=True):
     cwd: str | None = None
     reason: str | None = None
     duration_ms: NonNegInt | None = None
     success: bool | None = None
 
 
-class AgentStart(Event, tag="agent_start", kw_only=True):
-    """A (sub-)agent activation began; the agent is in the envelope's ``agent``."""
+class SessionStart(_Session, tag="session_start", kw_only=True):
+    pass
 
 
-class AgentStop(Event, tag="agent_stop", kw_only=True):
+class SessionEnd(_Session, tag="session_end", kw_only=True):
+    pass
+
+
+class _Activation(Event, kw_only=True):
+    """A (sub-)agent activation; the agent itself is in the envelope's ``agent``."""
+
     duration_ms: NonNegInt | None = None
     tokens: Tokens | None = None
     success: bool | None = None
+
+
+class AgentStart(_Activation, tag="agent_start", kw_only=True):
+    pass
+
+
+class AgentStop(_Activation, tag="agent_stop", kw_only=True):
+    pass
 
 
 class ApiRequest(Event, tag="api_request", kw_only=True):
@@ -271,6 +280,8 @@ class Invalid(Exception):
 
 def explain(exc: Exception, line: bytes) -> Invalid:
     """Turn a decoding failure of ``line`` into an :class:`Invalid` naming the problem."""
+    if isinstance(exc, RecursionError):
+        return Invalid(INVALID_JSON, "invalid JSON: nested too deeply")
     message = str(exc)
     if isinstance(exc, msgspec.ValidationError):
         message, sep, path = message.rpartition(" - at `")
@@ -303,33 +314,46 @@ def _depth_over(value: Any, max_depth: int) -> bool:
 def check_producer_rules(
     event: Event, line: bytes, *, max_attrs_bytes: int, max_attrs_depth: int
 ) -> Invalid | None:
-    """What a valid event must also satisfy to be accepted from a producer:
-    no ``received_at``, and ``attrs`` within the size and depth limits."""
+    """What a valid event must also satisfy to be accepted from a producer: no
+    ``received_at``, and the free-form objects (``attrs``, and a log's ``fields``)
+    within the size and depth limits."""
+    if event.ts is not None:
+        try:
+            to_utc_ms(event.ts)
+        except Invalid as invalid:
+            return invalid
     if event.received_at is not None:
         return Invalid(
             RECEIVED_AT_SET,
             "`received_at` is set by the daemon, never by clients",
             "$.received_at",
         )
-    attrs = event.attrs
-    if attrs is None:
-        return None
-    # The raw line bounds both measures, so most events skip the exact checks.
-    if line.count(b"{") + line.count(b"[") > max_attrs_depth and _depth_over(
-        attrs, max_attrs_depth
-    ):
-        return Invalid(
-            ATTRS_TOO_DEEP, f"`attrs` nests deeper than the limit of {max_attrs_depth}", "$.attrs"
-        )
-    if len(line) > max_attrs_bytes:
-        size = len(ENCODER.encode(attrs))
-        if size > max_attrs_bytes:
+    for name, value in (("attrs", event.attrs), ("fields", getattr(event, "fields", None))):
+        if value is None:
+            continue
+        # The raw line bounds both measures, so most events skip the exact checks.
+        if line.count(b"{") + line.count(b"[") > max_attrs_depth and _depth_over(
+            value, max_attrs_depth
+        ):
             return Invalid(
-                ATTRS_TOO_LARGE,
-                f"`attrs` is {size} bytes, over the limit of {max_attrs_bytes}",
-                "$.attrs",
+                ATTRS_TOO_DEEP,
+                f"`{name}` nests deeper than the limit of {max_attrs_depth}",
+                f"$.{name}",
             )
+        if len(line) > max_attrs_bytes:
+            size = len(ENCODER.encode(value))
+            if size > max_attrs_bytes:
+                return Invalid(
+                    ATTRS_TOO_LARGE,
+                    f"`{name}` is {size} bytes, over the limit of {max_attrs_bytes}",
+                    f"$.{name}",
+                )
     return None
+
+
+# What decoding one line may raise: malformed or invalid JSON, bad UTF-8 inside a
+# string, and nesting deep enough to exhaust the decoder's recursion limit.
+DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
 def decode(line: bytes) -> AnyEvent:
@@ -341,12 +365,21 @@ def decode(line: bytes) -> AnyEvent:
     try:
         event: AnyEvent = DECODER.decode(line)
         return event
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+    except DECODE_ERRORS as exc:
         raise explain(exc, line) from None
 
 
 def to_utc_ms(ts: datetime) -> datetime:
-    """``ts`` in UTC, truncated to milliseconds (the canonical precision)."""
-    if ts.tzinfo is not UTC:
-        ts = ts.astimezone(UTC)
+    """``ts`` in UTC, truncated to milliseconds (the canonical precision).
+
+    Raises :class:`Invalid` for a time that is valid with its offset but out of
+    range once in UTC (``9999-12-31T23:59:59-01:00``).
+    """
+    try:
+        if ts.tzinfo is not UTC:
+            ts = ts.astimezone(UTC)
+    except OverflowError:
+        raise Invalid(
+            INVALID_EVENT, "timestamp is out of range once converted to UTC", "$.ts"
+        ) from None
     return ts.replace(microsecond=ts.microsecond - ts.microsecond % 1000)

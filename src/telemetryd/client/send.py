@@ -368,6 +368,7 @@ class Outcome:
         self.rejected: list[dict[str, Any]] = []
         self.closing: dict[str, Any] | None = None
         self.failure: str | None = None  # why nothing conclusive came back
+        self.refused = False  # nothing listens there: no byte was delivered
 
 
 def deliver(path: str, payload: bytes, timeout: float) -> Outcome:
@@ -394,8 +395,10 @@ def deliver(path: str, payload: bytes, timeout: float) -> Outcome:
             received.append(chunk)
     except FileNotFoundError:
         outcome.failure = f"no daemon socket at {path}"
+        outcome.refused = True
     except ConnectionRefusedError:
         outcome.failure = f"nothing is listening on {path}"
+        outcome.refused = True
     except TimeoutError:
         outcome.failure = f"the daemon did not answer within {timeout:g} s"
     except OSError as exc:
@@ -478,11 +481,20 @@ def main(argv: list[str]) -> int:
         return EXIT_USAGE
     if not lines:
         return EXIT_OK
-    if opts.socket is None:
-        from telemetryd.paths import events_socket_fast
+    payload = ("\n".join(lines) + "\n").encode()
+    if opts.socket is not None:
+        outcome = deliver(opts.socket, payload, opts.timeout)
+    else:
+        from telemetryd import paths
 
-        opts.socket = events_socket_fast()
-    outcome = deliver(opts.socket, ("\n".join(lines) + "\n").encode(), opts.timeout)
+        fast = paths.events_socket_fast()
+        outcome = deliver(fast, payload, opts.timeout)
+        if outcome.refused:
+            # The shortcut can disagree with platformdirs (an unusable XDG_RUNTIME_DIR,
+            # say): before giving up, try where the daemon itself would listen.
+            full = paths.resolve().events_socket
+            if full != fast:
+                outcome = deliver(full, payload, opts.timeout)
 
     for reply in outcome.rejected:
         sys.stderr.write(

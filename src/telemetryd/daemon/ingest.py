@@ -15,13 +15,11 @@ import os
 import time
 from datetime import UTC, datetime
 
-import msgspec
-
 from telemetryd import events as ev
 from telemetryd import wire
 from telemetryd.config import Ingest
 
-_DecodeErrors = (msgspec.DecodeError, UnicodeDecodeError)  # ValidationError is a DecodeError
+_DecodeErrors = ev.DECODE_ERRORS
 
 
 class Batch:
@@ -45,15 +43,16 @@ JOURNALED.seq = 0
 
 
 class Dedup:
-    """The last ``window`` client-chosen ids and the batch that carried each.
+    """At least the last ``window`` client-chosen ids, and the batch that carried each.
 
     Two generations of dicts: lookups check both, and when the newer one holds
-    half the window it becomes the older one. Memory stays bounded; an id older
-    than the window is no longer recognised (the store deduplicates again).
+    ``window`` ids it becomes the older one. Memory stays bounded (at most
+    2 x ``window`` ids); an id older than that is no longer recognised (the
+    store deduplicates again).
     """
 
     def __init__(self, window: int) -> None:
-        self._half = max(1, window // 2)
+        self.window = max(1, window)
         self._new: dict[str, Batch] = {}
         self._old: dict[str, Batch] = {}
 
@@ -63,7 +62,7 @@ class Dedup:
 
     def add(self, event_id: str, batch: Batch) -> None:
         self._new[event_id] = batch
-        if len(self._new) >= self._half:
+        if len(self._new) >= self.window:
             self._old, self._new = self._new, {}
 
     def __len__(self) -> int:
@@ -253,11 +252,12 @@ class Feed:
                 invalid = ev.explain(exc, line)
                 replies.append(_reject(lineno, invalid.code, invalid.message, invalid.path))
                 continue
-            if event.received_at is not None or (
-                event.attrs is not None
-                and (
-                    len(line) > max_attrs
-                    or line.count(b"{") + line.count(b"[") > max_depth  # cheap bound on depth
+            attrs = event.attrs
+            if (
+                event.received_at is not None
+                or event.__class__ is ev.Log
+                or (
+                    attrs is not None and (len(line) > max_attrs or _nested(attrs, line, max_depth))
                 )
             ):
                 problem = ev.check_producer_rules(
@@ -266,6 +266,16 @@ class Feed:
                 if problem is not None:
                     rejected += 1
                     replies.append(_reject(lineno, problem.code, problem.message, problem.path))
+                    continue
+            ts = event.ts
+            if ts is None:
+                event.ts = now
+            elif ts.tzinfo is not utc or ts.microsecond % 1000:
+                try:
+                    event.ts = ev.to_utc_ms(ts)
+                except ev.Invalid as invalid:
+                    rejected += 1
+                    replies.append(_reject(lineno, invalid.code, invalid.message, invalid.path))
                     continue
             event_id = event.id
             if event_id is None:
@@ -278,11 +288,6 @@ class Feed:
                     self._depend_on(previous, batch)
                     continue
                 dedup.add(event_id, batch)
-            ts = event.ts
-            if ts is None:
-                event.ts = now
-            elif ts.tzinfo is not utc or ts.microsecond % 1000:
-                event.ts = ev.to_utc_ms(ts)
             event.received_at = now
             event.v = version
             out.append(event)
@@ -311,6 +316,14 @@ class Feed:
                 self.waiting.append(previous)
         elif previous.seq > self.floor:
             self.floor = previous.seq
+
+
+def _nested(attrs: dict[str, object], line: bytes, max_depth: int) -> bool:
+    """Whether ``attrs`` may nest deeper than ``max_depth`` (cheap; the exact test comes after)."""
+    for value in attrs.values():
+        if value.__class__ is dict or value.__class__ is list:
+            return line.count(b"{") + line.count(b"[") > max_depth
+    return False
 
 
 def _is_sync(line: bytes) -> bool:

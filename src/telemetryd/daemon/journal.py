@@ -192,7 +192,7 @@ class Journal:
 
     def _seed(self, dedup: Dedup, segments: list[tuple[int, str]]) -> None:
         """Remember the ids of the newest events, so resent events are not journaled twice."""
-        budget = dedup._half * 2
+        budget = dedup.window
         chunks: list[list[str]] = []
         for _, path in reversed(segments):
             if budget <= 0:
@@ -259,10 +259,15 @@ class Journal:
 
     async def submit(self, batch: Batch) -> None:
         """Queue ``batch`` for writing; waits while too many bytes are queued (backpressure)."""
-        if self._closing:
-            raise JournalError("the journal is closing")
-        while self._pending_bytes >= self._max_pending:
-            await self._space.wait()
+        try:
+            if self._closing:
+                raise JournalError("the journal is closing")
+            while self._pending_bytes >= self._max_pending:
+                await self._space.wait()
+        except BaseException:
+            # Never queued: anyone told its ids were duplicates must not wait for it.
+            batch.failed = True
+            raise
         self._queued_seq += 1
         batch.seq = self._queued_seq
         self._pending.append(batch)
@@ -311,33 +316,35 @@ class Journal:
                     with anyio.move_on_after(timeout):
                         await self._work.wait()
                     self._work = anyio.Event()
-                    if not self._pending:
-                        if self._dirty and anyio.current_time() >= next_sync:
-                            await anyio.to_thread.run_sync(self._sync)
-                            next_sync = math.inf
-                        if self._sync_asked is not None:
-                            await anyio.to_thread.run_sync(self._sync)
-                            self._sync_asked.set()
-                            self._sync_asked = None
-                        continue
-                group = self._take_group()
-                data = b"".join([batch.data for batch in group])
-                try:
-                    await anyio.to_thread.run_sync(self._write, data)
-                except OSError as exc:
-                    self._fail(group, exc)
-                else:
-                    self.failed = None
-                    for batch in group:
-                        batch.data = b""  # the dedup window keeps batches; not their bytes
-                        self.events_written += batch.count
-                    self.durable_seq = group[-1].seq  # type: ignore[assignment]
+                if self._pending:
+                    await self._write_group(self._take_group())
                     if periodic and next_sync == math.inf:
                         next_sync = anyio.current_time() + interval
-                self._announce()
+                # Checked after every write too, so a steady flood cannot postpone it.
+                asked = self._sync_asked
+                if asked is not None or (self._dirty and anyio.current_time() >= next_sync):
+                    await anyio.to_thread.run_sync(self._sync)
+                    next_sync = math.inf
+                    if asked is not None:
+                        self._sync_asked = None
+                        asked.set()
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._close_segment)
+
+    async def _write_group(self, group: list[Batch]) -> None:
+        data = b"".join([batch.data for batch in group])
+        try:
+            await anyio.to_thread.run_sync(self._write, data)
+        except OSError as exc:
+            self._fail(group, exc)
+        else:
+            self.failed = None
+            for batch in group:
+                batch.data = b""  # the dedup window keeps batches; not their bytes
+                self.events_written += batch.count
+            self.durable_seq = group[-1].seq  # type: ignore[assignment]
+        self._announce()
 
     def _take_group(self) -> list[Batch]:
         group = [self._pending.popleft()]

@@ -23,6 +23,7 @@ import signal
 import sys
 
 import anyio
+from anyio.abc import TaskStatus
 
 from telemetryd import __version__, config, paths
 from telemetryd.daemon.ingest import Ingestor
@@ -38,6 +39,7 @@ DRAIN_TIMEOUT = 10.0  # seconds connections get to acknowledge at shutdown
 
 async def serve(where: paths.Paths, settings: config.Config, notifier: Notifier) -> None:
     lock = acquire_lock(where.lock_file)
+    os.makedirs(where.spool_dir, mode=0o700, exist_ok=True)
     ingestor = Ingestor(settings.ingest)
     journal = Journal(
         where.journal_dir,
@@ -55,14 +57,12 @@ async def serve(where: paths.Paths, settings: config.Config, notifier: Notifier)
             with anyio.CancelScope() as drain:
                 async with anyio.create_task_group() as connections:
                     async with anyio.create_task_group() as loops:
-                        loops.start_soon(
-                            server.accept, events_sock, server.events_connection, connections
-                        )
-                        loops.start_soon(
-                            server.accept, control_sock, server.control_connection, connections
-                        )
+                        loops.start_soon(server.accept_events, events_sock, connections)
+                        loops.start_soon(server.accept_control, control_sock, connections)
                         loops.start_soon(server.spool_loop)
-                        loops.start_soon(_watch_signals, loops.cancel_scope)
+                        # Signal handlers are in place before READY=1: from then on,
+                        # SIGTERM means a clean stop.
+                        await loops.start(_watch_signals, loops.cancel_scope)
                         log.info(
                             "telemetryd %s listening on %s (durability %s)",
                             __version__,
@@ -90,8 +90,11 @@ def _unlink(*socket_paths: str) -> None:
             os.unlink(path)
 
 
-async def _watch_signals(scope: anyio.CancelScope) -> None:
+async def _watch_signals(
+    scope: anyio.CancelScope, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        task_status.started()
         async for signum in signals:
             if signum == signal.SIGHUP:
                 log.info("SIGHUP: nothing to reload yet")
@@ -140,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.home:
         os.environ[paths.ENV_HOME] = args.home
+    os.umask(0o077)  # everything the daemon creates is private to its user
     try:
         where = paths.resolve()
         config_file = args.config or where.config_file

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 _SEND_TIMEOUT = 10.0
 _MAX_REQUEST = 64 * 1024
+_MAX_CONTROL = 64  # control connections at once
 
 
 # -- sockets and the instance lock ------------------------------------------
@@ -128,7 +129,8 @@ class Server:
         self.ingestor = ingestor
         self.journal = journal
         self.started = time.time()
-        self.connections = 0
+        self.connections = 0  # events connections
+        self.control_connections = 0
         self.stopping = False
         self._reading: set[anyio.CancelScope] = set()
         uids = config.ingest.allowed_uids
@@ -140,20 +142,31 @@ class Server:
         for scope in self._reading:
             scope.cancel()
 
-    async def accept(
+    async def accept_events(self, sock: socket.socket, connections: TaskGroup) -> None:
+        await self._accept(sock, self.events_connection, connections, control=False)
+
+    async def accept_control(self, sock: socket.socket, connections: TaskGroup) -> None:
+        await self._accept(sock, self.control_connection, connections, control=True)
+
+    async def _accept(
         self,
         sock: socket.socket,
         handler: Callable[[SocketStream], Awaitable[None]],
         connections: TaskGroup,
+        *,
+        control: bool,
     ) -> None:
         listener = await anyio.abc.SocketListener.from_socket(sock)
         async with listener:
             while True:
                 stream = await listener.accept()
-                connections.start_soon(self._guard, handler, stream)
+                connections.start_soon(self._guard, handler, stream, control)
 
     async def _guard(
-        self, handler: Callable[[SocketStream], Awaitable[None]], stream: SocketStream
+        self,
+        handler: Callable[[SocketStream], Awaitable[None]],
+        stream: SocketStream,
+        control: bool,
     ) -> None:
         async with stream:
             raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
@@ -162,14 +175,15 @@ class Server:
                 log.warning("refused a connection from uid %s", uid)
                 await _close_with(stream, wire.FORBIDDEN_PEER, f"uid {uid} may not connect")
                 return
-            if self.connections >= self.config.ingest.max_connections:
+            # Control clients have their own budget, so they can never lock out producers.
+            count = self.control_connections if control else self.connections
+            limit = _MAX_CONTROL if control else self.config.ingest.max_connections
+            if count >= limit:
                 await _close_with(
-                    stream,
-                    wire.TOO_MANY_CONNECTIONS,
-                    f"over the limit of {self.config.ingest.max_connections} connections",
+                    stream, wire.TOO_MANY_CONNECTIONS, f"over the limit of {limit} connections"
                 )
                 return
-            self.connections += 1
+            self._count(control, +1)
             try:
                 await handler(stream)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, TimeoutError):
@@ -180,12 +194,19 @@ class Server:
                 # A bug must cost one connection (which got no ack), never the daemon.
                 log.exception("connection handler failed; closing the connection")
             finally:
-                self.connections -= 1
+                self._count(control, -1)
+
+    def _count(self, control: bool, delta: int) -> None:
+        if control:
+            self.control_connections += delta
+        else:
+            self.connections += delta
 
     # -- events ---------------------------------------------------------------
 
     async def events_connection(self, stream: SocketStream) -> None:
         feed = Feed(self.ingestor)
+        replies = _Replies(stream)
         idle = self.config.ingest.idle_timeout
         size = self.config.ingest.read_size
         while not self.stopping:
@@ -202,27 +223,30 @@ class Server:
                     break
                 if feed.lines:
                     await self.settle(feed)
-                    await _send(stream, feed.summary())
-                await _close_with(stream, wire.IDLE_TIMEOUT, f"nothing received for {idle:g} s")
+                    await replies.send(feed.summary())
+                await replies.send(_closing(wire.IDLE_TIMEOUT, f"nothing received for {idle:g} s"))
                 return
             if not chunk:  # the client half-closed: the rest is its last line, if any
-                await self._deliver(stream, feed, *feed.end())
+                await self._deliver(replies, *feed.end())
                 break
-            await self._deliver(stream, feed, *feed.feed(chunk))
+            await self._deliver(replies, *feed.feed(chunk))
             while feed.sync_requested:
                 await self.settle(feed)
-                await _send(stream, feed.summary())
-                await self._deliver(stream, feed, *feed.resume())
+                await replies.send(feed.summary())
+                await self._deliver(replies, *feed.resume())
         await self.settle(feed)
-        await _send(stream, feed.summary())
+        await replies.send(feed.summary())
+        if self.stopping:
+            # `lines` in the summary says how far the daemon read; the rest was not taken.
+            await replies.send(_closing(wire.SHUTTING_DOWN, "the daemon is shutting down"))
 
     async def _deliver(
-        self, stream: SocketStream, feed: Feed, batch: Batch | None, replies: list[bytes]
+        self, replies: _Replies, batch: Batch | None, rejections: list[bytes]
     ) -> None:
-        if replies:
-            await _send(stream, b"".join(replies))
         if batch is not None:
             await self.journal.submit(batch)
+        if rejections:
+            await replies.send(b"".join(rejections))
 
     async def settle(self, feed: Feed) -> None:
         """Wait until everything ``feed`` accepted (or was told is a duplicate) is journaled."""
@@ -237,10 +261,15 @@ class Server:
 
     async def control_connection(self, stream: SocketStream) -> None:
         buffered = BufferedByteReceiveStream(stream)
+        idle = self.config.ingest.idle_timeout
         while True:
             try:
-                line = await buffered.receive_until(b"\n", _MAX_REQUEST)
+                with anyio.fail_after(idle):
+                    line = await buffered.receive_until(b"\n", _MAX_REQUEST)
             except (anyio.EndOfStream, anyio.IncompleteRead):
+                return
+            except TimeoutError:
+                await _close_with(stream, wire.IDLE_TIMEOUT, f"nothing received for {idle:g} s")
                 return
             except anyio.DelimiterNotFound:
                 await _close_with(stream, wire.BAD_REQUEST, f"request over {_MAX_REQUEST} bytes")
@@ -248,7 +277,7 @@ class Server:
             try:
                 request = wire.CONTROL_DECODER.decode(line)
             except msgspec.DecodeError as exc:
-                await _send(stream, wire.encode_line(wire.Closing(wire.BAD_REQUEST, str(exc))))
+                await _send(stream, _closing(wire.BAD_REQUEST, str(exc)))
                 continue
             if isinstance(request, wire.StatusRequest):
                 reply: dict[str, Any] = self.status()
@@ -282,8 +311,24 @@ class Server:
         except FileNotFoundError:
             return 0
         for name in names:
-            await self._ingest_spool_file(os.path.join(spool, name))
+            path = os.path.join(spool, name)
+            try:
+                await self._ingest_spool_file(path)
+            except (JournalError, anyio.get_cancelled_exc_class()):
+                raise
+            except Exception as exc:
+                # Whatever is wrong with this file must not stop the daemon or the other files.
+                log.exception("spool file %s could not be ingested; quarantined", path)
+                self._quarantine_spool(path, f"{type(exc).__name__}: {exc}\n".encode())
         return len(names)
+
+    def _quarantine_spool(self, path: str, errors: bytes) -> str:
+        target = os.path.join(self.paths.quarantine_dir, "spool-" + os.path.basename(path))
+        os.makedirs(self.paths.quarantine_dir, mode=0o700, exist_ok=True)
+        os.replace(path, target)
+        with open(target + ".errors", "wb") as f:
+            f.write(errors)
+        return target
 
     async def _ingest_spool_file(self, path: str) -> None:
         feed = Feed(self.ingestor)
@@ -305,11 +350,7 @@ class Server:
         await deliver(*feed.end())
         await self.settle(feed)
         if rejected:
-            target = os.path.join(self.paths.quarantine_dir, "spool-" + os.path.basename(path))
-            os.makedirs(self.paths.quarantine_dir, mode=0o700, exist_ok=True)
-            os.replace(path, target)
-            with open(target + ".errors", "wb") as errors:
-                errors.write(b"".join(rejected))
+            target = self._quarantine_spool(path, b"".join(rejected))
             log.warning("spool file %s: %d lines rejected; kept in %s", path, len(rejected), target)
         else:
             os.unlink(path)
@@ -331,6 +372,27 @@ class Server:
             await anyio.sleep(self.config.spool.scan_interval)
 
 
+class _Replies:
+    """Replies on an events connection. A client that stops reading (or shut its read
+    side) is still a producer: its events are journaled, the replies are dropped."""
+
+    def __init__(self, stream: SocketStream) -> None:
+        self._stream = stream
+        self.deaf = False
+
+    async def send(self, data: bytes) -> None:
+        if self.deaf:
+            return
+        try:
+            await _send(self._stream, data)
+        except (anyio.BrokenResourceError, TimeoutError):
+            self.deaf = True
+
+
+def _closing(code: str, message: str) -> bytes:
+    return wire.encode_line(wire.Closing(code, message))
+
+
 async def _send(stream: SocketStream, data: bytes) -> None:
     with anyio.fail_after(_SEND_TIMEOUT):
         await stream.send(data)
@@ -338,4 +400,4 @@ async def _send(stream: SocketStream, data: bytes) -> None:
 
 async def _close_with(stream: SocketStream, code: str, message: str) -> None:
     with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, TimeoutError):
-        await _send(stream, wire.encode_line(wire.Closing(code, message)))
+        await _send(stream, _closing(code, message))
