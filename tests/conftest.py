@@ -134,7 +134,11 @@ class Daemon:
 def connect(path: str, timeout: float = 10.0) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
-    sock.connect(path)
+    try:
+        sock.connect(path)
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 
@@ -154,7 +158,9 @@ def exchange(path: str, payload: bytes) -> list[dict[str, Any]]:
         return read_replies(sock)
 
 
-def ctl(*args: str, input: bytes | None = None, timeout: float = 30.0) -> subprocess.CompletedProcess[bytes]:
+def ctl(
+    *args: str, input: bytes | None = None, timeout: float = 30.0
+) -> subprocess.CompletedProcess[bytes]:
     """Run the installed `telemetryctl` for real."""
     return subprocess.run(
         [TELEMETRYCTL, *args], input=input, capture_output=True, timeout=timeout, check=False

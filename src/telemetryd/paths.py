@@ -9,9 +9,9 @@ directory::
       config.toml
 
 Without it, the platform's conventions apply (via platformdirs): on Linux the
-sockets live in ``$XDG_RUNTIME_DIR/telemetryd``, state in
-``$XDG_STATE_HOME/telemetryd`` and the config in ``$XDG_CONFIG_HOME/telemetryd``;
-on macOS under ``~/Library``.
+sockets live in ``$XDG_RUNTIME_DIR/telemetryd`` (platformdirs' fallback when the
+variable is unset), state in ``$XDG_STATE_HOME/telemetryd`` and the config in
+``$XDG_CONFIG_HOME/telemetryd``; on macOS under ``~/Library``.
 
 This module is imported on the `telemetryctl send` hot path, so it imports only
 ``os`` and ``sys`` at module level; platformdirs (~20 ms to import) is loaded
@@ -97,32 +97,47 @@ def _home(environ: dict[str, str] | os._Environ[str]) -> str | None:
     return os.path.abspath(os.path.expanduser(home)) if home else None
 
 
+def _runtime_from_env(env: dict[str, str] | os._Environ[str]) -> str | None:
+    """``$XDG_RUNTIME_DIR/telemetryd`` on Linux when the variable is set.
+
+    Used as is (the daemon makes its own directory 0700 and checks its owner),
+    so that `send`, which cannot afford to import platformdirs, and the daemon
+    agree by construction.
+    """
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if runtime and sys.platform.startswith("linux"):
+        return os.path.join(runtime, APP)
+    return None
+
+
 def resolve(environ: dict[str, str] | os._Environ[str] | None = None) -> Paths:
     """The paths for this user, honouring ``TELEMETRYD_HOME``."""
     env = os.environ if environ is None else environ
     home = _home(env)
     if home is not None:
         return Paths(os.path.join(home, "run"), home, home)
+    import warnings
+
     import platformdirs
 
-    return Paths(
-        platformdirs.user_runtime_dir(APP),
-        platformdirs.user_state_dir(APP),
-        platformdirs.user_config_dir(APP),
-    )
+    runtime = _runtime_from_env(env)
+    if runtime is None:
+        with warnings.catch_warnings():
+            # Its fallback (no XDG_RUNTIME_DIR, as under cron or su) is fine for us;
+            # the warning would land in every hook's output.
+            warnings.simplefilter("ignore")
+            runtime = platformdirs.user_runtime_dir(APP)
+    return Paths(runtime, platformdirs.user_state_dir(APP), platformdirs.user_config_dir(APP))
 
 
 def events_socket_fast() -> str:
-    """The events socket path without importing platformdirs where the rule is simple.
-
-    Agrees with ``resolve().events_socket`` (a test holds both to that).
-    """
+    """The events socket path, without importing platformdirs when the rule is simple."""
     home = _home(os.environ)
     if home is not None:
         return os.path.join(home, "run", EVENTS_SOCKET)
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and sys.platform.startswith("linux"):
-        return os.path.join(runtime, APP, EVENTS_SOCKET)
+    runtime = _runtime_from_env(os.environ)
+    if runtime is not None:
+        return os.path.join(runtime, EVENTS_SOCKET)
     return resolve().events_socket
 
 

@@ -368,7 +368,6 @@ class Outcome:
         self.rejected: list[dict[str, Any]] = []
         self.closing: dict[str, Any] | None = None
         self.failure: str | None = None  # why nothing conclusive came back
-        self.refused = False  # nothing listens there: no byte was delivered
 
 
 def deliver(path: str, payload: bytes, timeout: float) -> Outcome:
@@ -395,10 +394,8 @@ def deliver(path: str, payload: bytes, timeout: float) -> Outcome:
             received.append(chunk)
     except FileNotFoundError:
         outcome.failure = f"no daemon socket at {path}"
-        outcome.refused = True
     except ConnectionRefusedError:
         outcome.failure = f"nothing is listening on {path}"
-        outcome.refused = True
     except TimeoutError:
         outcome.failure = f"the daemon did not answer within {timeout:g} s"
     except OSError as exc:
@@ -451,20 +448,34 @@ def spool(lines: list[str]) -> str:
 
 
 def _invalid_locally(lines: list[str]) -> list[str]:
-    """Check events with the real event model before spooling them (slow path only)."""
-    from telemetryd import events
+    """Apply the daemon's own rules before spooling (slow path only): an event it
+    would reject later must fail now, where the hook author sees it."""
+    from telemetryd import config, events, paths
+    from telemetryd.errors import TelemetryError
 
+    try:
+        limits = config.load(paths.resolve().config_file)[0].ingest
+    except TelemetryError:
+        limits = config.Ingest()  # the daemon will say what is wrong with its config
     problems = []
     for number, line in enumerate(lines, 1):
+        raw = line.encode()
         try:
-            event = events.decode(line.encode())
-        except events.Invalid as invalid:
-            problems.append(f"line {number}: {invalid}")
-        else:
-            if event.received_at is not None:
-                problems.append(
-                    f"line {number}: $.received_at: set by the daemon, never by clients"
+            if len(raw) > limits.max_line_bytes:
+                raise events.Invalid(
+                    events.LINE_TOO_LONG,
+                    f"line is longer than the limit of {limits.max_line_bytes} bytes",
                 )
+            problem = events.check_producer_rules(
+                events.decode(raw),
+                raw,
+                max_attrs_bytes=limits.max_attrs_bytes,
+                max_attrs_depth=limits.max_attrs_depth,
+            )
+            if problem is not None:
+                raise problem
+        except events.Invalid as invalid:
+            problems.append(f"line {number}: {invalid.code}: {invalid}")
     return problems
 
 
@@ -481,20 +492,11 @@ def main(argv: list[str]) -> int:
         return EXIT_USAGE
     if not lines:
         return EXIT_OK
-    payload = ("\n".join(lines) + "\n").encode()
-    if opts.socket is not None:
-        outcome = deliver(opts.socket, payload, opts.timeout)
-    else:
-        from telemetryd import paths
+    if opts.socket is None:
+        from telemetryd.paths import events_socket_fast
 
-        fast = paths.events_socket_fast()
-        outcome = deliver(fast, payload, opts.timeout)
-        if outcome.refused:
-            # The shortcut can disagree with platformdirs (an unusable XDG_RUNTIME_DIR,
-            # say): before giving up, try where the daemon itself would listen.
-            full = paths.resolve().events_socket
-            if full != fast:
-                outcome = deliver(full, payload, opts.timeout)
+        opts.socket = events_socket_fast()
+    outcome = deliver(opts.socket, ("\n".join(lines) + "\n").encode(), opts.timeout)
 
     for reply in outcome.rejected:
         sys.stderr.write(

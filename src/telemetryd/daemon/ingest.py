@@ -43,7 +43,10 @@ JOURNALED.seq = 0
 
 
 class Dedup:
-    """At least the last ``window`` client-chosen ids, and the batch that carried each.
+    """The ids of at least the last ``window`` journaled events, and the batch that carried each.
+
+    Ids the daemon assigned are recorded too, so that the window means the same
+    while running as after a restart, when it is refilled from the journal.
 
     Two generations of dicts: lookups check both, and when the newer one holds
     ``window`` ids it becomes the older one. Memory stays bounded (at most
@@ -62,6 +65,11 @@ class Dedup:
 
     def add(self, event_id: str, batch: Batch) -> None:
         self._new[event_id] = batch
+        if len(self._new) >= self.window:
+            self._old, self._new = self._new, {}
+
+    def add_all(self, event_ids: list[str], batch: Batch) -> None:
+        self._new.update(dict.fromkeys(event_ids, batch))
         if len(self._new) >= self.window:
             self._old, self._new = self._new, {}
 
@@ -116,6 +124,17 @@ class Ingestor:
         self.ids = IdMaker()
         self.dedup = Dedup(config.dedup_window)
         self.counters = Counters()
+        self._ms = -1
+        self._now = datetime.fromtimestamp(0, UTC)
+
+    def now(self) -> datetime:
+        """The receive time (UTC, ms). A new millisecond also renews the id prefix."""
+        unix_ms = time.time_ns() // 1_000_000
+        if unix_ms != self._ms:
+            self._ms = unix_ms
+            self._now = datetime.fromtimestamp(unix_ms / 1000, UTC)
+            self.ids.start(unix_ms)
+        return self._now
 
 
 def _reject(line: int, error: str, message: str, path: str | None = None) -> bytes:
@@ -189,7 +208,7 @@ class Feed:
         if self._carry:
             lines[0] = self._carry + lines[0]  # type: ignore[operator]
         self._carry = lines.pop()  # type: ignore[assignment]
-        if len(self._carry) > self._ingestor.config.max_line_bytes:
+        if len(self._carry) > self._ingestor.config.max_line_bytes + 1:  # +1: a CR may follow
             # No newline yet and already too long: reject it now and drop the
             # rest of it as it arrives; the connection stays usable.
             self._carry = b""
@@ -213,23 +232,23 @@ class Feed:
         max_depth = config.max_attrs_depth
         dedup = ingestor.dedup
         decode = ev.DECODER.decode
+        log_type = ev.Log
         utc = UTC
         version = ev.SCHEMA_VERSION
 
-        unix_ms = time.time_ns() // 1_000_000
-        now = datetime.fromtimestamp(unix_ms / 1000, utc)
+        now = ingestor.now()
         ids = ingestor.ids
-        ids.start(unix_ms)
         id_prefix = ids.prefix
         id_counter = ids.counter
         batch = Batch()
         out: list[ev.AnyEvent] = []
+        assigned: list[str] = []
         lineno = self.lines
         rejected = duplicates = 0
         done = len(lines)
         for index, line in enumerate(lines):
             lineno += 1
-            if line is None or len(line) > max_line:
+            if line is None or (len(line) > max_line and not _crlf_at_limit(line, max_line)):
                 rejected += 1
                 replies.append(
                     _reject(
@@ -253,13 +272,15 @@ class Feed:
                 replies.append(_reject(lineno, invalid.code, invalid.message, invalid.path))
                 continue
             attrs = event.attrs
-            if (
-                event.received_at is not None
-                or event.__class__ is ev.Log
-                or (
-                    attrs is not None and (len(line) > max_attrs or _nested(attrs, line, max_depth))
-                )
-            ):
+            suspect = event.received_at is not None or event.__class__ is log_type
+            if attrs is not None and not suspect:
+                suspect = len(line) > max_attrs
+                for value in attrs.values():  # inline: this runs for most events
+                    if value.__class__ is dict or value.__class__ is list:
+                        # The brackets in the line bound the depth: exact check only past it.
+                        suspect = suspect or line.count(b"{") + line.count(b"[") > max_depth
+                        break
+            if suspect:
                 problem = ev.check_producer_rules(
                     event, line, max_attrs_bytes=max_attrs, max_attrs_depth=max_depth
                 )
@@ -280,7 +301,8 @@ class Feed:
             event_id = event.id
             if event_id is None:
                 id_counter += 1
-                event.id = f"{id_prefix}{id_counter & 0xFFFFFFFFFFFF:012x}"
+                event.id = event_id = f"{id_prefix}{id_counter & 0xFFFFFFFFFFFF:012x}"
+                assigned.append(event_id)
             else:
                 previous = dedup.get(event_id)
                 if previous is not None and not previous.failed:
@@ -301,6 +323,8 @@ class Feed:
         counters.duplicates += duplicates
         if not out:
             return None, done
+        if assigned:
+            dedup.add_all(assigned, batch)
         batch.data = ev.ENCODER.encode_lines(out)
         batch.count = len(out)
         self.accepted += batch.count
@@ -318,12 +342,9 @@ class Feed:
             self.floor = previous.seq
 
 
-def _nested(attrs: dict[str, object], line: bytes, max_depth: int) -> bool:
-    """Whether ``attrs`` may nest deeper than ``max_depth`` (cheap; the exact test comes after)."""
-    for value in attrs.values():
-        if value.__class__ is dict or value.__class__ is list:
-            return line.count(b"{") + line.count(b"[") > max_depth
-    return False
+def _crlf_at_limit(line: bytes, limit: int) -> bool:
+    """A line of exactly ``limit`` bytes sent with CRLF: the ``\\r`` is framing, not content."""
+    return len(line) == limit + 1 and line[-1] == 13
 
 
 def _is_sync(line: bytes) -> bool:

@@ -80,6 +80,8 @@ async def serve(where: paths.Paths, settings: config.Config, notifier: Notifier)
             journal.close_when_drained()
     finally:
         _unlink(where.events_socket, where.control_socket)
+        events_sock.close()
+        control_sock.close()
         os.close(lock)
     log.info("stopped: %d events journaled this run", journal.events_written)
 

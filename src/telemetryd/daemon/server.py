@@ -18,7 +18,6 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -142,111 +141,118 @@ class Server:
         for scope in self._reading:
             scope.cancel()
 
-    async def accept_events(self, sock: socket.socket, connections: TaskGroup) -> None:
-        await self._accept(sock, self.events_connection, connections, control=False)
+    async def accept_events(self, listener: socket.socket, connections: TaskGroup) -> None:
+        """Accept producers on the raw listening socket, as many per wake-up as are waiting."""
+        while True:
+            await anyio.wait_readable(listener)
+            while True:
+                try:
+                    sock, _ = listener.accept()
+                except BlockingIOError:
+                    break
+                except OSError as exc:  # out of file descriptors, say: keep serving the others
+                    log.error("cannot accept a connection: %s", exc)
+                    await anyio.sleep(0.1)
+                    break
+                sock.setblocking(False)
+                connections.start_soon(self._events_guard, _Conn(sock))
+
+    async def _events_guard(self, conn: _Conn) -> None:
+        with conn.sock:
+            refusal = self._refusal(conn.sock, self.connections, self.config.ingest.max_connections)
+            if refusal is not None:
+                await conn.send(refusal)
+                return
+            self.connections += 1
+            try:
+                await self.events_connection(conn)
+            except JournalError as exc:
+                await conn.send(_closing(wire.JOURNAL_UNAVAILABLE, str(exc)))
+            except Exception:
+                # A bug must cost one connection (which got no ack), never the daemon.
+                log.exception("events connection failed; closing it")
+            finally:
+                self.connections -= 1
+
+    def _refusal(self, sock: socket.socket, count: int, limit: int) -> bytes | None:
+        uid = peer_uid(sock)
+        if uid is not None and uid not in self._allowed:
+            log.warning("refused a connection from uid %s", uid)
+            return _closing(wire.FORBIDDEN_PEER, f"uid {uid} may not connect")
+        if count >= limit:
+            return _closing(wire.TOO_MANY_CONNECTIONS, f"over the limit of {limit} connections")
+        return None
 
     async def accept_control(self, sock: socket.socket, connections: TaskGroup) -> None:
-        await self._accept(sock, self.control_connection, connections, control=True)
-
-    async def _accept(
-        self,
-        sock: socket.socket,
-        handler: Callable[[SocketStream], Awaitable[None]],
-        connections: TaskGroup,
-        *,
-        control: bool,
-    ) -> None:
         listener = await anyio.abc.SocketListener.from_socket(sock)
         async with listener:
             while True:
                 stream = await listener.accept()
-                connections.start_soon(self._guard, handler, stream, control)
+                connections.start_soon(self._control_guard, stream)
 
-    async def _guard(
-        self,
-        handler: Callable[[SocketStream], Awaitable[None]],
-        stream: SocketStream,
-        control: bool,
-    ) -> None:
+    async def _control_guard(self, stream: SocketStream) -> None:
         async with stream:
             raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
-            uid = peer_uid(raw)
-            if uid is not None and uid not in self._allowed:
-                log.warning("refused a connection from uid %s", uid)
-                await _close_with(stream, wire.FORBIDDEN_PEER, f"uid {uid} may not connect")
-                return
             # Control clients have their own budget, so they can never lock out producers.
-            count = self.control_connections if control else self.connections
-            limit = _MAX_CONTROL if control else self.config.ingest.max_connections
-            if count >= limit:
-                await _close_with(
-                    stream, wire.TOO_MANY_CONNECTIONS, f"over the limit of {limit} connections"
-                )
+            refusal = self._refusal(raw, self.control_connections, _MAX_CONTROL)
+            if refusal is not None:
+                with contextlib.suppress(anyio.BrokenResourceError, TimeoutError):
+                    await _send(stream, refusal)
                 return
-            self._count(control, +1)
+            self.control_connections += 1
             try:
-                await handler(stream)
+                await self.control_connection(stream)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, TimeoutError):
-                pass  # the client went away or stopped reading; it saw no ack
-            except JournalError as exc:
-                await _close_with(stream, wire.JOURNAL_UNAVAILABLE, str(exc))
+                pass
             except Exception:
-                # A bug must cost one connection (which got no ack), never the daemon.
-                log.exception("connection handler failed; closing the connection")
+                log.exception("control connection failed; closing it")
             finally:
-                self._count(control, -1)
-
-    def _count(self, control: bool, delta: int) -> None:
-        if control:
-            self.control_connections += delta
-        else:
-            self.connections += delta
+                self.control_connections -= 1
 
     # -- events ---------------------------------------------------------------
 
-    async def events_connection(self, stream: SocketStream) -> None:
+    async def events_connection(self, conn: _Conn) -> None:
         feed = Feed(self.ingestor)
-        replies = _Replies(stream)
         idle = self.config.ingest.idle_timeout
         size = self.config.ingest.read_size
         while not self.stopping:
-            with anyio.move_on_after(idle) as scope:
-                self._reading.add(scope)
-                try:
-                    chunk = await stream.receive(size)
-                except anyio.EndOfStream:
-                    chunk = b""
-                finally:
-                    self._reading.discard(scope)
-            if scope.cancelled_caught:
-                if self.stopping:
-                    break
-                if feed.lines:
-                    await self.settle(feed)
-                    await replies.send(feed.summary())
-                await replies.send(_closing(wire.IDLE_TIMEOUT, f"nothing received for {idle:g} s"))
-                return
+            chunk = conn.recv_now(size)
+            if chunk is None:  # nothing buffered: wait, within the idle timeout
+                with anyio.move_on_after(idle) as scope:
+                    self._reading.add(scope)
+                    try:
+                        await anyio.wait_readable(conn.sock)
+                    finally:
+                        self._reading.discard(scope)
+                if scope.cancelled_caught:
+                    if self.stopping:
+                        break
+                    if feed.lines:
+                        await self.settle(feed)
+                        await conn.send(feed.summary())
+                    await conn.send(_closing(wire.IDLE_TIMEOUT, f"nothing received for {idle:g} s"))
+                    return
+                continue
             if not chunk:  # the client half-closed: the rest is its last line, if any
-                await self._deliver(replies, *feed.end())
+                await self._deliver(conn, *feed.end())
                 break
-            await self._deliver(replies, *feed.feed(chunk))
+            await self._deliver(conn, *feed.feed(chunk))
             while feed.sync_requested:
                 await self.settle(feed)
-                await replies.send(feed.summary())
-                await self._deliver(replies, *feed.resume())
+                await conn.send(feed.summary())
+                await self._deliver(conn, *feed.resume())
+            await anyio.lowlevel.checkpoint()  # a client that never pauses must not hog the loop
         await self.settle(feed)
-        await replies.send(feed.summary())
+        await conn.send(feed.summary())
         if self.stopping:
             # `lines` in the summary says how far the daemon read; the rest was not taken.
-            await replies.send(_closing(wire.SHUTTING_DOWN, "the daemon is shutting down"))
+            await conn.send(_closing(wire.SHUTTING_DOWN, "the daemon is shutting down"))
 
-    async def _deliver(
-        self, replies: _Replies, batch: Batch | None, rejections: list[bytes]
-    ) -> None:
+    async def _deliver(self, conn: _Conn, batch: Batch | None, rejections: list[bytes]) -> None:
         if batch is not None:
             await self.journal.submit(batch)
         if rejections:
-            await replies.send(b"".join(rejections))
+            await conn.send(b"".join(rejections))
 
     async def settle(self, feed: Feed) -> None:
         """Wait until everything ``feed`` accepted (or was told is a duplicate) is journaled."""
@@ -372,21 +378,40 @@ class Server:
             await anyio.sleep(self.config.spool.scan_interval)
 
 
-class _Replies:
-    """Replies on an events connection. A client that stops reading (or shut its read
-    side) is still a producer: its events are journaled, the replies are dropped."""
+class _Conn:
+    """An events connection on its raw non-blocking socket.
 
-    def __init__(self, stream: SocketStream) -> None:
-        self._stream = stream
+    Replies are best effort: a client that stops reading (or shut its read side)
+    is still a producer, so its events are journaled and its replies dropped.
+    """
+
+    __slots__ = ("deaf", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
         self.deaf = False
 
-    async def send(self, data: bytes) -> None:
-        if self.deaf:
-            return
+    def recv_now(self, size: int) -> bytes | None:
+        """What is buffered (b"" at EOF), or None when nothing is."""
         try:
-            await _send(self._stream, data)
-        except (anyio.BrokenResourceError, TimeoutError):
+            return self.sock.recv(size)
+        except BlockingIOError:
+            return None
+        except OSError:  # ECONNRESET and the like: the client is gone
             self.deaf = True
+            return b""
+
+    async def send(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view and not self.deaf:
+            try:
+                view = view[self.sock.send(view) :]
+            except BlockingIOError:
+                with anyio.move_on_after(_SEND_TIMEOUT) as scope:
+                    await anyio.wait_writable(self.sock)
+                self.deaf = scope.cancelled_caught
+            except OSError:  # EPIPE, ECONNRESET: nobody is listening any more
+                self.deaf = True
 
 
 def _closing(code: str, message: str) -> bytes:

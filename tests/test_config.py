@@ -1,0 +1,273 @@
+"""Configuration: defaults, the TOML file, environment and --set overrides, and `--check`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import Daemon, ctl
+from telemetryd import config
+from telemetryd.errors import ConfigError
+
+DaemonFactory = Callable[..., Daemon]
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def check(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`telemetryd --check` as a real subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "telemetryd", "--check", *args],
+        env=dict(os.environ, **(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_defaults() -> None:
+    settings, origin = config.load(None, environ={})
+    assert settings == config.Config()
+    assert settings.journal.durability == "interval"
+    assert settings.ingest.max_line_bytes == 64 * 1024
+    assert settings.ingest.allowed_uids == []
+    assert set(origin) == set(config.flatten(settings))
+    assert set(origin.values()) == {"default"}
+
+
+def test_missing_file_is_fine_unless_required(tmp_path: Path) -> None:
+    missing = str(tmp_path / "config.toml")
+    settings, _ = config.load(missing, environ={})
+    assert settings == config.Config()
+    with pytest.raises(ConfigError, match=f"{missing}: No such file"):
+        config.load(missing, environ={}, require_file=True)
+
+
+def test_file_values(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "config.toml",
+        "[journal]\n"
+        'durability = "always"\n'
+        "segment-max-bytes = 1048576\n"
+        "[ingest]\n"
+        "max-connections = 7\n"
+        "idle-timeout = 2.5\n"
+        "allowed-uids = [1000, 1001]\n",
+    )
+    settings, origin = config.load(path, environ={})
+    assert settings.journal.durability == "always"
+    assert settings.journal.segment_max_bytes == 1048576
+    assert settings.ingest.max_connections == 7
+    assert settings.ingest.idle_timeout == 2.5
+    assert settings.ingest.allowed_uids == [1000, 1001]
+    assert settings.ingest.max_line_bytes == 64 * 1024  # untouched keys keep their default
+    assert origin["journal.durability"] == f"file {path}"
+    assert origin["ingest.max-line-bytes"] == "default"
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ('[journal]\ndurabilty = "always"\n', "`durabilty`"),
+        ("[jornal]\nfsync-interval-ms = 5\n", "`jornal`"),
+        ("[ingest]\nmax_line_bytes = 5\n", "`max_line_bytes`"),  # snake_case is not the key
+    ],
+)
+def test_unknown_key_names_key_and_file(tmp_path: Path, text: str, named: str) -> None:
+    path = write(tmp_path / "config.toml", text)
+    with pytest.raises(ConfigError) as caught:
+        config.load(path, environ={})
+    assert named in str(caught.value)
+    assert path in str(caught.value)
+
+
+def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "config.toml", "[journal\n")
+    with pytest.raises(ConfigError, match=str(path)):
+        config.load(path, environ={})
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ('[ingest]\nmax-connections = "many"\n', "$.ingest.max-connections"),
+        ("[ingest]\nmax-connections = 0\n", "$.ingest.max-connections"),
+        ("[ingest]\nidle-timeout = -1\n", "$.ingest.idle-timeout"),
+        ('[journal]\ndurability = "sometimes"\n', "$.journal.durability"),
+        ("journal = 5\n", "$.journal"),
+    ],
+)
+def test_wrong_type_in_file(tmp_path: Path, text: str, where: str) -> None:
+    path = write(tmp_path / "config.toml", text)
+    with pytest.raises(ConfigError) as caught:
+        config.load(path, environ={})
+    assert where in str(caught.value)
+    assert path in str(caught.value)
+
+
+def test_env_overrides_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "config.toml", '[journal]\ndurability = "never"\n')
+    environ = {
+        "TELEMETRYD_JOURNAL_DURABILITY": "always",
+        "TELEMETRYD_JOURNAL_FSYNC_INTERVAL_MS": "50",
+        "TELEMETRYD_INGEST_ALLOWED_UIDS": "[0, 1000]",
+        "TELEMETRYD_INGEST_IDLE_TIMEOUT": "1.5",
+        "TELEMETRYD_UNRELATED": "ignored",
+    }
+    settings, origin = config.load(path, environ=environ)
+    assert settings.journal.durability == "always"
+    assert settings.journal.fsync_interval_ms == 50
+    assert settings.ingest.allowed_uids == [0, 1000]
+    assert settings.ingest.idle_timeout == 1.5
+    assert origin["journal.durability"] == "env TELEMETRYD_JOURNAL_DURABILITY"
+    assert origin["journal.fsync-interval-ms"] == "env TELEMETRYD_JOURNAL_FSYNC_INTERVAL_MS"
+
+
+def test_env_defaults_to_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TELEMETRYD_JOURNAL_DURABILITY", "never")
+    settings, _ = config.load(None)
+    assert settings.journal.durability == "never"
+
+
+def test_wrong_value_in_env_names_the_key() -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.load(None, environ={"TELEMETRYD_JOURNAL_DURABILITY": "sometimes"})
+    assert "$.journal.durability" in str(caught.value)
+    assert "sometimes" in str(caught.value)
+
+
+def test_set_overrides_env_and_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "config.toml", '[journal]\ndurability = "never"\n')
+    settings, origin = config.load(
+        path,
+        environ={"TELEMETRYD_JOURNAL_DURABILITY": "interval"},
+        overrides=[
+            "journal.durability=always",
+            "ingest.max-line-bytes=1024",
+            "ingest.idle-timeout=0.5",
+            "ingest.allowed-uids=[5]",
+        ],
+    )
+    assert settings.journal.durability == "always"
+    assert settings.ingest.max_line_bytes == 1024
+    assert settings.ingest.idle_timeout == 0.5
+    assert settings.ingest.allowed_uids == [5]
+    assert origin["journal.durability"] == "flag --set"
+    # The last --set of a key wins.
+    settings, _ = config.load(
+        None, environ={}, overrides=["journal.durability=never", "journal.durability=always"]
+    )
+    assert settings.journal.durability == "always"
+
+
+@pytest.mark.parametrize(
+    "item", ["journal.durabilty=always", "durability=always", "journal.durability", "x=1"]
+)
+def test_unknown_set_key_is_an_error(item: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.load(None, environ={}, overrides=[item])
+    message = str(caught.value)
+    assert repr(item) in message
+    assert "journal.durability" in message  # the known keys are listed
+
+
+def test_wrong_type_in_set() -> None:
+    with pytest.raises(ConfigError, match=r"\$\.ingest\.max-connections"):
+        config.load(None, environ={}, overrides=["ingest.max-connections=lots"])
+    with pytest.raises(ConfigError, match=r"\$\.ingest\.max-line-bytes"):
+        config.load(None, environ={}, overrides=["ingest.max-line-bytes=0"])
+
+
+def test_flatten() -> None:
+    flat = config.flatten(config.Config())
+    assert flat["journal.durability"] == "interval"
+    assert flat["ingest.max-line-bytes"] == 64 * 1024
+    assert flat["spool.scan-interval"] == 5.0
+    assert all(key.count(".") == 1 and "_" not in key for key in flat)
+
+
+# -- `telemetryd --check` -----------------------------------------------------------------
+
+
+def test_check_accepts_a_good_config(state_home: Path) -> None:
+    write(state_home / "config.toml", '[journal]\ndurability = "always"\n')
+    result = check()
+    assert result.returncode == 0, result.stderr
+    assert str(state_home / "config.toml") in result.stdout
+
+
+def test_check_without_a_config_file(state_home: Path) -> None:
+    result = check("--set", "journal.durability=never")
+    assert result.returncode == 0, result.stderr
+
+
+def test_check_rejects_a_bad_key_in_the_file(state_home: Path) -> None:
+    path = write(state_home / "config.toml", '[journal]\ndurabilty = "always"\n')
+    result = check()
+    assert result.returncode != 0
+    assert "durabilty" in result.stderr
+    assert path in result.stderr
+    assert not (state_home / "run").exists()  # --check binds nothing
+
+
+def test_check_rejects_a_bad_value(state_home: Path, tmp_path: Path) -> None:
+    path = write(tmp_path / "other.toml", "[ingest]\nmax-line-bytes = -1\n")
+    result = check("--config", path)
+    assert result.returncode != 0
+    assert "max-line-bytes" in result.stderr and path in result.stderr
+
+
+def test_check_rejects_a_missing_explicit_config(tmp_path: Path) -> None:
+    result = check("--config", str(tmp_path / "nope.toml"))
+    assert result.returncode != 0
+    assert "nope.toml" in result.stderr
+
+
+def test_check_rejects_bad_overrides() -> None:
+    result = check("--set", "ingest.max-conections=3")
+    assert result.returncode != 0 and "ingest.max-conections" in result.stderr
+    result = check(env={"TELEMETRYD_JOURNAL_DURABILITY": "sometimes"})
+    assert result.returncode != 0 and "journal.durability" in result.stderr
+
+
+# -- the daemon uses what it loads --------------------------------------------------------
+
+
+def durability(daemon: Daemon) -> str:
+    status = ctl("status", "--json")
+    assert status.returncode == 0, status.stderr
+    value: str = json.loads(status.stdout)["journal"]["durability"]
+    return value
+
+
+def test_daemon_reads_file_env_and_set(daemon_factory: DaemonFactory, state_home: Path) -> None:
+    write(state_home / "config.toml", '[journal]\ndurability = "never"\n')
+    daemon = daemon_factory().start()
+    assert durability(daemon) == "never"
+    assert daemon.stop() == 0
+    daemon.start(env={"TELEMETRYD_JOURNAL_DURABILITY": "always"})
+    assert durability(daemon) == "always"
+    assert daemon.stop() == 0
+    daemon.args = ["--set", "journal.durability=interval"]
+    daemon.start(env={"TELEMETRYD_JOURNAL_DURABILITY": "always"})
+    assert durability(daemon) == "interval"
+    assert daemon.stop() == 0
+
+
+def test_daemon_refuses_a_bad_config(daemon_factory: DaemonFactory, state_home: Path) -> None:
+    write(state_home / "config.toml", "[ingest]\nmax-lines = 3\n")
+    daemon = daemon_factory().start(wait=False)
+    assert daemon.proc is not None
+    assert daemon.proc.wait(30) != 0
+    assert "max-lines" in daemon.log()
+    assert not (state_home / "run" / "events.sock").exists()

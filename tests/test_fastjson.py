@@ -1,0 +1,196 @@
+"""`telemetryd.client.fastjson`: the hook path's JSON, held to the standard library's answers."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from telemetryd.client import fastjson
+
+VALUES: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2**64,
+    -(2**70),
+    10**40,
+    0.0,
+    -0.0,
+    1.5,
+    0.1,
+    -2.5e-8,
+    1e16,
+    1e300,
+    5e-324,
+    "",
+    "plain",
+    'quote " backslash \\ slash /',
+    "controls \b\f\n\r\t \x00 \x1f \x7f",
+    "unicode é ü ß 日本語 \u2028 \u2029",
+    "astral 😀 𝄞",
+    "lone surrogate \ud800 \udfff",
+    [],
+    {},
+    [1, "two", 3.0, None, True, [], {}],
+    {"a": {"b": {"c": [1, {"d": [None, {"e": "deep"}]}]}}},
+    {"é": "key with accent", "": "empty key", "k\n": "escaped key"},
+    {"type": "tool_result", "tool": {"name": "Bash", "success": True}, "duration_ms": 412},
+    [[[[[[[[[[["ten deep"]]]]]]]]]]],
+]
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+@pytest.mark.parametrize("value", VALUES, ids=lambda v: repr(v)[:40])
+def test_dumps_matches_the_stdlib_byte_for_byte(value: Any) -> None:
+    assert fastjson.dumps(value) == _compact(value)
+
+
+@pytest.mark.parametrize("value", VALUES, ids=lambda v: repr(v)[:40])
+def test_round_trips(value: Any) -> None:
+    text = fastjson.dumps(value)
+    assert json.loads(text) == value
+    assert fastjson.loads(text) == value
+    assert fastjson.loads(json.dumps(value, indent=2, ensure_ascii=False)) == value
+    assert fastjson.loads(f" \t\r\n{_compact(value)}\n ") == value
+
+
+def test_floats_and_big_ints_keep_their_type_and_value() -> None:
+    text = '{"big": 123456789012345678901234567890, "f": 1.0, "e": 1E3, "neg": -0.0}'
+    parsed = fastjson.loads(text)
+    assert parsed == json.loads(text)
+    assert isinstance(parsed["big"], int) and parsed["big"] == 123456789012345678901234567890
+    assert isinstance(parsed["f"], float) and isinstance(parsed["e"], float)
+    assert str(parsed["neg"]) == "-0.0"
+
+
+def test_loads_decodes_escapes_like_the_stdlib() -> None:
+    text = r'"\u00e9\ud83d\ude00\n\t\"\\\/\b\f\u0000"'
+    assert fastjson.loads(text) == json.loads(text) == 'é😀\n\t"\\/\b\f\x00'
+
+
+def test_tuples_encode_as_arrays() -> None:
+    assert fastjson.dumps({"t": (1, "a")}) == '{"t":[1,"a"]}'
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), [1.0, float("nan")]])
+def test_dumps_rejects_non_finite_floats(value: Any) -> None:
+    with pytest.raises(ValueError, match="not valid in JSON"):
+        fastjson.dumps(value)
+
+
+@pytest.mark.parametrize(
+    "value", [{1: "int key"}, {None: 1}, {"ok": {2.5: "nested"}}], ids=["int", "none", "nested"]
+)
+def test_dumps_rejects_non_string_keys(value: Any) -> None:
+    with pytest.raises(TypeError, match="keys must be strings"):
+        fastjson.dumps(value)
+
+
+@pytest.mark.parametrize("value", [b"bytes", {1, 2}, object()], ids=["bytes", "set", "object"])
+def test_dumps_rejects_other_types(value: Any) -> None:
+    with pytest.raises(TypeError, match="cannot encode"):
+        fastjson.dumps(value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["NaN", "Infinity", "-Infinity", "[1, NaN]", '{"a": Infinity}', '{"a": [-Infinity]}'],
+)
+def test_loads_rejects_nan_and_infinity(text: str) -> None:
+    with pytest.raises(ValueError, match="not valid JSON"):
+        fastjson.loads(text)
+
+
+@pytest.mark.parametrize("text", ['{"a": 1} x', "1 2", "[] []", '"a""b"', "{}}", " null,"])
+def test_loads_rejects_trailing_data(text: str) -> None:
+    with pytest.raises(json.JSONDecodeError, match="Extra data"):
+        json.loads(text)
+    with pytest.raises(ValueError) as caught:
+        fastjson.loads(text)
+    # The position is where the first value ended.
+    _, end = json.JSONDecoder().raw_decode(text, len(text) - len(text.lstrip()))
+    assert _position(str(caught.value)) == end
+
+
+MALFORMED = [
+    "",
+    "   ",
+    "{",
+    "[1,",
+    '{"a":}',
+    '{"a" 1}',
+    '{"a":1,}',
+    "[1 2]",
+    "tru",
+    "nul",
+    '"unterminated',
+    '"bad escape \\x"',
+    '"\\ud83d\\u12"',
+    '"raw control \x01 character"',
+    "{'single': 1}",
+    "01",
+    "-",
+    "1.",
+    "@",
+]
+
+
+@pytest.mark.parametrize("text", MALFORMED)
+def test_malformed_input_is_a_value_error_with_the_stdlib_position(text: str) -> None:
+    with pytest.raises(json.JSONDecodeError) as stdlib:
+        json.loads(text)
+    with pytest.raises(ValueError) as caught:
+        fastjson.loads(text)
+    assert _position(str(caught.value)) == stdlib.value.pos, caught.value
+
+
+def test_malformed_input_without_json_imported_still_names_the_position() -> None:
+    """The hook process never imports `json`; errors must still be ValueErrors with a position."""
+    script = """
+import sys
+from telemetryd.client import fastjson
+assert fastjson.loads('{"ok": [1, 2.5, "x"]}') == {"ok": [1, 2.5, "x"]}
+assert "json" not in sys.modules and "re" not in sys.modules, sorted(sys.modules)
+for text in ['{"a":}', '[1,', '"abc', 'tru', '{"a": 1} x']:
+    for name in [m for m in sys.modules if m == "json" or m.startswith("json.")]:
+        del sys.modules[name]  # each error takes the path where `json` is not loaded yet
+    try:
+        fastjson.loads(text)
+    except ValueError as exc:
+        print(type(exc).__name__, "|", exc)
+    else:
+        print("accepted", text)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 5, result.stdout
+    expected = [json_error_pos('{"a":}'), json_error_pos("[1,"), json_error_pos('"abc'), 0]
+    for line, pos in zip(lines, expected, strict=False):
+        assert not line.startswith("accepted"), line
+        assert _position(line) == pos, line
+    assert _position(lines[4]) == len('{"a": 1}')
+
+
+def json_error_pos(text: str) -> int:
+    with pytest.raises(json.JSONDecodeError) as caught:
+        json.loads(text)
+    return caught.value.pos
+
+
+def _position(message: str) -> int:
+    found = re.search(r"\b(?:char|character) (\d+)", message)
+    assert found is not None, f"no position in {message!r}"
+    return int(found.group(1))

@@ -1,0 +1,282 @@
+"""The journal on disk: segments, rotation, startup recovery, ids across restarts, durability.
+
+Each test runs the real daemon and reads the real segment files it leaves behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Daemon, connect, ctl, exchange
+
+DaemonFactory = Callable[..., Daemon]
+
+SEGMENT = re.compile(r"^(\d{8}T\d{6}Z)-(\d{6})\.jsonl$")
+SYNC = b'{"op":"sync"}\n'
+
+
+def event(name: str, **fields: Any) -> bytes:
+    return json.dumps({"type": "custom", "name": name, **fields}, separators=(",", ":")).encode()
+
+
+def summary(lines: int, accepted: int, rejected: int = 0, duplicates: int = 0) -> dict[str, Any]:
+    return {
+        "ok": True,
+        "lines": lines,
+        "accepted": accepted,
+        "rejected": rejected,
+        "duplicates": duplicates,
+    }
+
+
+def segments(daemon: Daemon) -> list[tuple[int, Path]]:
+    """Every uncompressed segment, by sequence number; any other file name fails the test."""
+    found = []
+    for path in daemon.journal_dir.iterdir():
+        if path.name.endswith((".gz", ".zst")):
+            continue
+        match = SEGMENT.match(path.name)
+        assert match, f"unexpected file in the journal: {path.name}"
+        found.append((int(match.group(2)), path))
+    return sorted(found)
+
+
+def segment_names(path: Path) -> list[str]:
+    data = path.read_bytes()
+    assert not data or data.endswith(b"\n"), f"{path} ends in a torn line"
+    return [json.loads(line)["name"] for line in data.splitlines()]
+
+
+class Session:
+    """One events connection that waits for the journal after each send (sync)."""
+
+    def __init__(self, path: str) -> None:
+        self.sock = connect(path)
+        self.buf = b""
+
+    def send_synced(self, payload: bytes) -> dict[str, Any]:
+        self.sock.sendall(payload + SYNC)
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            assert chunk, "the daemon closed the connection"
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        reply: dict[str, Any] = json.loads(line)
+        assert reply.get("ok") is True, reply
+        return reply
+
+    def close(self) -> None:
+        self.sock.shutdown(socket.SHUT_WR)
+        while self.sock.recv(65536):
+            pass
+        self.sock.close()
+
+
+def test_segment_files_are_private(running_daemon: Daemon) -> None:
+    assert exchange(running_daemon.events_socket, event("a")) == [summary(1, 1)]
+    assert stat.S_IMODE(os.stat(running_daemon.journal_dir).st_mode) == 0o700
+    ((_, path),) = segments(running_daemon)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert segment_names(path) == ["a"]
+
+
+def test_torn_last_line_is_quarantined(daemon_factory: DaemonFactory, state_home: Path) -> None:
+    journal = state_home / "journal"
+    journal.mkdir(mode=0o700)
+    whole = (
+        b'{"type":"custom","v":1,"id":"old-1","ts":"2025-01-01T00:00:00Z",'
+        b'"received_at":"2025-01-01T00:00:00Z","name":"kept"}\n'
+    )
+    torn = b'{"type":"custom","v":1,"id":"old-2","ts":"2025-01-01T00:00:01Z","na'
+    segment = journal / "20250101T000000Z-000005.jsonl"
+    segment.write_bytes(whole + torn)
+
+    daemon = daemon_factory().start()
+    assert segment.read_bytes() == whole  # ends with a newline again
+    quarantined = state_home / "quarantine" / "20250101T000000Z-000005.jsonl.torn"
+    assert quarantined.read_bytes() == torn
+    seqs = [seq for seq, _ in segments(daemon)]
+    assert seqs == [5, 6]  # the new segment follows the old ones
+    # The kept line's id is known; the torn one was never acknowledged, so it is new.
+    replies = exchange(
+        daemon.events_socket, event("kept", id="old-1") + b"\n" + event("retry", id="old-2")
+    )
+    assert replies == [summary(2, 1, duplicates=1)]
+    assert [e["id"] for e in daemon.journal_events()] == ["old-1", "old-2"]
+    assert daemon.stop() == 0
+
+
+def test_segment_that_is_only_a_torn_line(daemon_factory: DaemonFactory, state_home: Path) -> None:
+    journal = state_home / "journal"
+    journal.mkdir(mode=0o700)
+    segment = journal / "20250101T000000Z-000001.jsonl"
+    segment.write_bytes(b'{"type":"cus')
+    daemon = daemon_factory().start()
+    assert segment.read_bytes() == b""
+    torn = state_home / "quarantine" / "20250101T000000Z-000001.jsonl.torn"
+    assert torn.read_bytes() == b'{"type":"cus'
+    assert exchange(daemon.events_socket, event("fresh")) == [summary(1, 1)]
+    assert [e["name"] for e in daemon.journal_events()] == ["fresh"]
+    assert daemon.stop() == 0
+
+
+def test_each_start_opens_a_new_segment(daemon_factory: DaemonFactory) -> None:
+    daemon = daemon_factory()
+    for run in range(3):
+        daemon.start()
+        assert exchange(daemon.events_socket, event(f"run-{run}")) == [summary(1, 1)]
+        assert daemon.stop() == 0
+    found = segments(daemon)
+    assert [seq for seq, _ in found] == [1, 2, 3]
+    assert [segment_names(path) for _, path in found] == [["run-0"], ["run-1"], ["run-2"]]
+
+
+def test_sequence_continues_after_compressed_segments(
+    daemon_factory: DaemonFactory, state_home: Path
+) -> None:
+    journal = state_home / "journal"
+    journal.mkdir(mode=0o700)
+    (journal / "20250101T000000Z-000003.jsonl").write_bytes(b"")
+    (journal / "20250102T000000Z-000007.jsonl.gz").write_bytes(b"\x1f\x8b not really")
+    daemon = daemon_factory().start()
+    assert exchange(daemon.events_socket, event("new")) == [summary(1, 1)]
+    found = segments(daemon)
+    assert [seq for seq, _ in found] == [3, 8]
+    assert segment_names(found[-1][1]) == ["new"]
+    assert daemon.stop() == 0
+
+
+def test_rotation_by_size(daemon_factory: DaemonFactory) -> None:
+    limit = 4096
+    daemon = daemon_factory(["--set", f"journal.segment-max-bytes={limit}"]).start()
+    session = Session(daemon.events_socket)
+    count = 80
+    for n in range(count):  # one event per write: no segment may pass the limit
+        assert session.send_synced(event(f"e{n}", attrs={"pad": "p" * 100}) + b"\n")["accepted"]
+    session.close()
+    found = segments(daemon)
+    assert len(found) >= 3
+    for _, path in found:
+        assert 0 < path.stat().st_size <= limit
+    assert [name for _, path in found for name in segment_names(path)] == [
+        f"e{n}" for n in range(count)
+    ]
+    assert daemon.stop() == 0
+
+
+def test_event_bigger_than_a_segment_gets_its_own(daemon_factory: DaemonFactory) -> None:
+    limit = 4096
+    daemon = daemon_factory(["--set", f"journal.segment-max-bytes={limit}"]).start()
+    session = Session(daemon.events_socket)
+    session.send_synced(event("small-1") + b"\n")
+    session.send_synced(event("big", attrs={"pad": "p" * 5000}) + b"\n")
+    session.send_synced(event("small-2") + b"\n")
+    session.close()
+    found = segments(daemon)
+    assert [segment_names(path) for _, path in found] == [["small-1"], ["big"], ["small-2"]]
+    assert found[1][1].stat().st_size > limit
+    assert daemon.stop() == 0
+
+
+def test_rotation_with_large_batches(daemon_factory: DaemonFactory) -> None:
+    """Writes bigger than a segment: lines stay whole, every event is there once, in order.
+
+    Each exchange is over the limit, so whichever way the daemon splits it into writes, a
+    second exchange cannot fit in the segment the first one ends in.
+    """
+    daemon = daemon_factory(["--set", "journal.segment-max-bytes=4096"]).start()
+    for part in range(3):
+        payload = b"".join(event(f"b{part}-{n}", id=f"b{part}-{n}") + b"\n" for n in range(100))
+        assert len(payload) > 4096
+        assert exchange(daemon.events_socket, payload) == [summary(100, 100)]
+    ids = [e["id"] for e in daemon.journal_events()]
+    assert ids == [f"b{part}-{n}" for part in range(3) for n in range(100)]
+    assert len(segments(daemon)) >= 2
+    assert daemon.stop() == 0
+
+
+def test_ids_are_remembered_after_restart(daemon_factory: DaemonFactory) -> None:
+    daemon = daemon_factory().start()
+    assert exchange(daemon.events_socket, event("x", id="X") + b"\n") == [summary(1, 1)]
+    assert daemon.stop() == 0
+    daemon.start()
+    replies = exchange(daemon.events_socket, event("x", id="X") + b"\n" + event("y", id="Y"))
+    assert replies == [summary(2, 1, duplicates=1)]
+    assert [e["id"] for e in daemon.journal_events()] == ["X", "Y"]
+    assert daemon.stop() == 0
+
+
+def test_acknowledged_events_survive_kill_9(daemon_factory: DaemonFactory) -> None:
+    """With the default durability (interval), an ack means written: a crash loses nothing."""
+    daemon = daemon_factory().start()
+    payload = b"".join(event(f"k{n}", id=f"k{n}") + b"\n" for n in range(100))
+    assert exchange(daemon.events_socket, payload) == [summary(100, 100)]
+    daemon.kill()
+    daemon.start()
+    replies = exchange(daemon.events_socket, payload)
+    assert replies == [summary(100, 0, duplicates=100)]
+    assert [e["id"] for e in daemon.journal_events()] == [f"k{n}" for n in range(100)]
+    assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize("mode", ["always", "interval", "never"])
+def test_durability_modes_journal_and_ack(daemon_factory: DaemonFactory, mode: str) -> None:
+    daemon = daemon_factory(["--set", f"journal.durability={mode}"]).start()
+    payload = b"".join(event(f"d{n}") + b"\n" for n in range(50))
+    assert exchange(daemon.events_socket, payload) == [summary(50, 50)]
+    assert [e["name"] for e in daemon.journal_events()] == [f"d{n}" for n in range(50)]
+    flushed = ctl("flush")
+    assert flushed.returncode == 0, flushed.stderr
+    status = ctl("status", "--json")
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["journal"]["durability"] == mode
+    assert report["journal"]["events_written"] == 50
+    assert report["accepted"] == 50
+    assert daemon.stop() == 0
+    assert [e["name"] for e in daemon.journal_events()] == [f"d{n}" for n in range(50)]
+
+
+def test_flush_with_nothing_written(running_daemon: Daemon) -> None:
+    result = ctl("flush")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b""
+
+
+def test_flush_while_down_fails(state_home: Path) -> None:
+    result = ctl("flush")
+    assert result.returncode != 0
+    assert b"not running" in result.stderr
+
+
+def test_restart_remembers_the_ids_of_the_last_window_events(
+    daemon_factory: DaemonFactory,
+) -> None:
+    """The dedup window holds the ids of at least the last `dedup-window` journaled events,
+    whoever chose them, and a restart refills it from the journal: a client id followed by
+    fewer than `window` events without an id is still recognised after a restart."""
+    daemon = daemon_factory(["--set", "ingest.dedup-window=10"]).start()
+    client = b"".join(event(f"c{n}", id=f"client-{n}") + b"\n" for n in range(5))
+    anonymous = b"".join(event(f"a{n}") + b"\n" for n in range(4))
+    assert exchange(daemon.events_socket, client + anonymous) == [summary(9, 9)]
+    assert exchange(daemon.events_socket, client) == [summary(5, 0, duplicates=5)]
+    assert daemon.stop() == 0
+    daemon.start()
+    assert exchange(daemon.events_socket, client) == [summary(5, 0, duplicates=5)]
+    ids = [e["id"] for e in daemon.journal_events()]
+    assert sorted(i for i in ids if i.startswith("client-")) == [f"client-{n}" for n in range(5)]
+    assert daemon.stop() == 0
+    daemon.start()
+    assert exchange(daemon.events_socket, client) == [summary(5, 0, duplicates=5)]
+    ids = [e["id"] for e in daemon.journal_events()]
+    assert sorted(i for i in ids if i.startswith("client-")) == [f"client-{n}" for n in range(5)]
+    assert daemon.stop() == 0
