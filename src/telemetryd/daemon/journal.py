@@ -30,9 +30,10 @@ import contextlib
 import logging
 import math
 import os
+import time
 from collections import deque
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 
 SUFFIX = ".jsonl"
 GROUP_MAX_BYTES = 8 * 1024 * 1024
+INLINE_WRITE_MAX = 64 * 1024
 _READ_BLOCK = 4 * 1024 * 1024
 
 
@@ -169,7 +171,7 @@ class Journal:
         self._sync_asked: anyio.Event | None = None  # set once a flush's fsync is done
         self._fd = -1
         self._segment = ""
-        self._segment_day = ""
+        self._segment_ends = 0.0  # Unix time of the UTC midnight that closes the segment
         self._segment_size = 0
         self._next_seq = 1
         self._dirty = False
@@ -213,7 +215,8 @@ class Journal:
         _fsync_dir(self.directory)
         self._next_seq += 1
         self._segment = path
-        self._segment_day = now.strftime("%Y%m%d")
+        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        self._segment_ends = (midnight + timedelta(days=1)).timestamp()
         self._segment_size = 0
         log.debug("journal segment %s opened", path)
 
@@ -224,14 +227,20 @@ class Journal:
             self._fd = -1
             self._dirty = False
 
-    # -- the writer's blocking half (a worker thread) ---------------------------
+    # -- the writer's blocking half ----------------------------------------------
+
+    def _must_rotate(self, size: int) -> bool:
+        """Whether ``size`` more bytes need a new segment first (full, or a new UTC day)."""
+        if self._fd < 0 or time.time() >= self._segment_ends:
+            return True
+        return (
+            bool(self._segment_size) and self._segment_size + size > self.config.segment_max_bytes
+        )
 
     def _write(self, data: bytes) -> None:
-        now = datetime.now(UTC)
-        full = self._segment_size and self._segment_size + len(data) > self.config.segment_max_bytes
-        if full or now.strftime("%Y%m%d") != self._segment_day:
+        if self._must_rotate(len(data)):
             self._close_segment()
-            self._open_segment(now)
+            self._open_segment(datetime.now(UTC))
         view = memoryview(data)
         try:
             while view:
@@ -335,7 +344,17 @@ class Journal:
     async def _write_group(self, group: list[Batch]) -> None:
         data = b"".join([batch.data for batch in group])
         try:
-            await anyio.to_thread.run_sync(self._write, data)
+            if (
+                len(data) <= INLINE_WRITE_MAX
+                and self.config.durability != "always"
+                and not self._must_rotate(len(data))
+            ):
+                # A small append to the page cache costs less than the hop to a worker
+                # thread (which dominated connection-per-event ingest); anything that
+                # may block for long (fsync, rotation, big groups) still goes there.
+                self._write(data)
+            else:
+                await anyio.to_thread.run_sync(self._write, data)
         except OSError as exc:
             self._fail(group, exc)
         else:
@@ -360,8 +379,8 @@ class Journal:
 
     def _fail(self, group: list[Batch], exc: OSError) -> None:
         self.failed = f"cannot write {self._segment}: {exc.strerror or exc}"
-        if self._fd < 0:  # rotation failed after closing the old segment: retry opening later
-            self._segment_day = ""
+        # (A rotation that failed after closing the old segment left _fd at -1:
+        # the next write tries to open a segment again.)
         log.error("%s; %d events not journaled", self.failed, sum(b.count for b in group))
         for batch in group:
             batch.failed = True
