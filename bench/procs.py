@@ -243,7 +243,22 @@ def rsyslogd_path() -> str | None:
     )
 
 
-class Rsyslog(Server):
+class FileSink(Server):
+    """A baseline that appends what it receives to ``self.out``."""
+
+    out: Path
+
+    def output_size(self) -> int:
+        try:
+            return self.out.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def output_lines(self) -> int:
+        return count_lines([self.out]) if self.out.exists() else 0
+
+
+class Rsyslog(FileSink):
     """rsyslogd in the foreground: imptcp on a Unix socket (2 threads) -> omfile, raw message.
 
     Fair settings: ``flushOnTXEnd="on"`` writes each batch when it is done (the
@@ -283,17 +298,8 @@ class Rsyslog(Server):
             )
         _wait_connectable(self.socket_path, self.proc, self.log_path, "rsyslogd")
 
-    def output_size(self) -> int:
-        try:
-            return self.out.stat().st_size
-        except FileNotFoundError:
-            return 0
 
-    def output_lines(self) -> int:
-        return count_lines([self.out]) if self.out.exists() else 0
-
-
-class SocatSink(Server):
+class SocatSink(FileSink):
     """The physical limit: ``socat -u UNIX-LISTEN:sock,fork OPEN:file,creat,append``.
 
     One forked copy per connection; each copies bytes to the shared file
@@ -329,15 +335,6 @@ class SocatSink(Server):
                 stderr=log,
             )
         _wait_connectable(self.socket_path, self.proc, self.log_path, "socat")
-
-    def output_size(self) -> int:
-        try:
-            return self.out.stat().st_size
-        except FileNotFoundError:
-            return 0
-
-    def output_lines(self) -> int:
-        return count_lines([self.out]) if self.out.exists() else 0
 
 
 class NullServer(Server):

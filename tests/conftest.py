@@ -158,6 +158,17 @@ def exchange(path: str, payload: bytes) -> list[dict[str, Any]]:
         return read_replies(sock)
 
 
+def summary(lines: int, accepted: int, rejected: int = 0, duplicates: int = 0) -> dict[str, Any]:
+    """The summary line the daemon sends for a connection with these counts."""
+    return {
+        "ok": True,
+        "lines": lines,
+        "accepted": accepted,
+        "rejected": rejected,
+        "duplicates": duplicates,
+    }
+
+
 def ctl(
     *args: str, input: bytes | None = None, timeout: float = 30.0
 ) -> subprocess.CompletedProcess[bytes]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Daemon, connect, ctl, exchange
+from conftest import Daemon, connect, ctl, exchange, summary
 
 DaemonFactory = Callable[..., Daemon]
 
@@ -26,16 +26,6 @@ SYNC = b'{"op":"sync"}\n'
 
 def event(name: str, **fields: Any) -> bytes:
     return json.dumps({"type": "custom", "name": name, **fields}, separators=(",", ":")).encode()
-
-
-def summary(lines: int, accepted: int, rejected: int = 0, duplicates: int = 0) -> dict[str, Any]:
-    return {
-        "ok": True,
-        "lines": lines,
-        "accepted": accepted,
-        "rejected": rejected,
-        "duplicates": duplicates,
-    }
 
 
 def segments(daemon: Daemon) -> list[tuple[int, Path]]:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Daemon, connect, ctl, exchange, read_replies
+from conftest import Daemon, connect, ctl, exchange, read_replies, summary
 
 DaemonFactory = Callable[..., Daemon]
 
@@ -50,16 +50,6 @@ def event(type_: str = "custom", **fields: Any) -> bytes:
 
 def custom(name: str, **fields: Any) -> bytes:
     return event("custom", name=name, **fields)
-
-
-def summary(lines: int, accepted: int, rejected: int = 0, duplicates: int = 0) -> dict[str, Any]:
-    return {
-        "ok": True,
-        "lines": lines,
-        "accepted": accepted,
-        "rejected": rejected,
-        "duplicates": duplicates,
-    }
 
 
 def names(daemon: Daemon) -> list[str]:

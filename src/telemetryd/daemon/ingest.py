@@ -246,7 +246,9 @@ class Feed:
         lineno = self.lines
         rejected = duplicates = 0
         done = len(lines)
-        for index, line in enumerate(lines):
+        append = out.append
+        first = lineno
+        for line in lines:
             lineno += 1
             if line is None or (len(line) > max_line and not _crlf_at_limit(line, max_line)):
                 rejected += 1
@@ -265,7 +267,7 @@ class Feed:
                     continue  # blank lines (and a lone \r) are allowed
                 if _is_sync(line):
                     self.sync_requested = True
-                    done = index + 1
+                    done = lineno - first
                     break
                 rejected += 1
                 invalid = ev.explain(exc, line)
@@ -312,7 +314,7 @@ class Feed:
                 dedup.add(event_id, batch)
             event.received_at = now
             event.v = version
-            out.append(event)
+            append(event)
 
         ids.counter = id_counter
         self.lines = lineno
