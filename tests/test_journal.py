@@ -1,6 +1,7 @@
 """The journal on disk: segments, rotation, startup recovery, ids across restarts, durability.
 
-Each test runs the real daemon and reads the real segment files it leaves behind.
+Most tests run the real daemon and read the real segment files it leaves behind; the
+day-boundary test drives the journal in-process with a controlled wall clock.
 """
 
 from __future__ import annotations
@@ -11,12 +12,17 @@ import re
 import socket
 import stat
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from conftest import Daemon, connect, ctl, exchange, summary
+from telemetryd.config import Journal as JournalConfig
+from telemetryd.daemon.ingest import Batch, Dedup
+from telemetryd.daemon.journal import Journal
 
 DaemonFactory = Callable[..., Daemon]
 
@@ -270,3 +276,47 @@ def test_restart_remembers_the_ids_of_the_last_window_events(
     ids = [e["id"] for e in daemon.journal_events()]
     assert sorted(i for i in ids if i.startswith("client-")) == [f"client-{n}" for n in range(5)]
     assert daemon.stop() == 0
+
+
+# -- rotation at the UTC day boundary (in-process, real files, a controlled wall clock) ----
+
+
+class _Clock:
+    def __init__(self, start: datetime) -> None:
+        self.now = start.timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _journal_lines(journal: Journal, *chunks: bytes) -> None:
+    """Queue each chunk as a batch and wait until it is durable."""
+    for data in chunks:
+        batch = Batch()
+        batch.data, batch.count = data, data.count(b"\n")
+        await journal.submit(batch)
+        await journal.wait(batch)
+
+
+@pytest.mark.asyncio
+async def test_segments_rotate_at_the_utc_day_boundary(tmp_path: Path) -> None:
+    clock = _Clock(datetime(2026, 11, 21, 23, 59, 59, 500000, tzinfo=UTC))
+    journal = Journal(
+        str(tmp_path / "journal"),
+        str(tmp_path / "quarantine"),
+        JournalConfig(),
+        max_pending_bytes=1 << 20,
+        clock=clock,
+    )
+    journal.open(Dedup(10))
+    async with anyio.create_task_group() as tg:
+        await tg.start(journal.run)
+        await _journal_lines(journal, b'{"n":1}\n')
+        clock.now += 0.4  # still 21 November
+        await _journal_lines(journal, b'{"n":2}\n')
+        clock.now += 0.2  # 00:00:00.1 on 22 November
+        await _journal_lines(journal, b'{"n":3}\n')
+        journal.close_when_drained()
+    segments = sorted((tmp_path / "journal").glob("*.jsonl"))
+    assert [s.name[:8] for s in segments] == ["20261121", "20261122"]
+    assert [s.read_bytes() for s in segments] == [b'{"n":1}\n{"n":2}\n', b'{"n":3}\n']

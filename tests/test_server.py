@@ -796,3 +796,15 @@ def test_sigterm_acknowledges_an_open_connection(running_daemon: Daemon) -> None
         assert closing["error"] == "shutting_down"
     assert last["ok"] is True and last["accepted"] in (2, 3)
     assert names(running_daemon) == ["open-1", "open-2", "open-3"][: last["accepted"]]
+
+
+def test_peers_of_other_uids_are_refused(daemon_factory: DaemonFactory) -> None:
+    """SO_PEERCRED: only allowed uids may connect. Here the allowed uid is not ours."""
+    other = os.getuid() + 4242
+    daemon = daemon_factory(["--set", f"ingest.allowed-uids=[{other}]"]).start()
+    replies = exchange(daemon.events_socket, custom("intruder"))
+    assert replies == [{"error": "forbidden_peer", "message": f"uid {os.getuid()} may not connect"}]
+    status = ctl("status", "--socket", daemon.control_socket)
+    assert status.returncode == 3 and b"refused" in status.stderr
+    assert daemon.journal_events() == []
+    assert daemon.stop() == 0

@@ -32,7 +32,7 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -155,8 +155,10 @@ class Journal:
         config: JournalConfig,
         *,
         max_pending_bytes: int,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.directory = directory
+        self._clock = clock  # wall-clock seconds: segment names and the UTC-day rotation
         self.quarantine_dir = quarantine_dir
         self.config = config
         self._max_pending = max_pending_bytes
@@ -190,7 +192,7 @@ class Journal:
         self._seed(dedup, segments)
         if segments:
             self._next_seq = segments[-1][0] + 1
-        self._open_segment(datetime.now(UTC))
+        self._open_segment(datetime.fromtimestamp(self._clock(), UTC))
 
     def _seed(self, dedup: Dedup, segments: list[tuple[int, str]]) -> None:
         """Remember the ids of the newest events, so resent events are not journaled twice."""
@@ -231,7 +233,7 @@ class Journal:
 
     def _must_rotate(self, size: int) -> bool:
         """Whether ``size`` more bytes need a new segment first (full, or a new UTC day)."""
-        if self._fd < 0 or time.time() >= self._segment_ends:
+        if self._fd < 0 or self._clock() >= self._segment_ends:
             return True
         return (
             bool(self._segment_size) and self._segment_size + size > self.config.segment_max_bytes
@@ -240,7 +242,7 @@ class Journal:
     def _write(self, data: bytes) -> None:
         if self._must_rotate(len(data)):
             self._close_segment()
-            self._open_segment(datetime.now(UTC))
+            self._open_segment(datetime.fromtimestamp(self._clock(), UTC))
         view = memoryview(data)
         try:
             while view:

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 _SEND_TIMEOUT = 10.0
 _MAX_REQUEST = 64 * 1024
 _MAX_CONTROL = 64  # control connections at once
+_LINGER_SECONDS = 1.0  # a refused client gets this long to stop sending
+_LINGER_READS = 16
 
 
 # -- sockets and the instance lock ------------------------------------------
@@ -161,7 +163,7 @@ class Server:
         with conn.sock:
             refusal = self._refusal(conn.sock, self.connections, self.config.ingest.max_connections)
             if refusal is not None:
-                await conn.send(refusal)
+                await conn.refuse(refusal)
                 return
             self.connections += 1
             try:
@@ -196,8 +198,7 @@ class Server:
             # Control clients have their own budget, so they can never lock out producers.
             refusal = self._refusal(raw, self.control_connections, _MAX_CONTROL)
             if refusal is not None:
-                with contextlib.suppress(anyio.BrokenResourceError, TimeoutError):
-                    await _send(stream, refusal)
+                await _Conn(raw).refuse(refusal)
                 return
             self.control_connections += 1
             try:
@@ -400,6 +401,20 @@ class _Conn:
         except OSError:  # ECONNRESET and the like: the client is gone
             self.deaf = True
             return b""
+
+    async def refuse(self, reason: bytes) -> None:
+        """Send ``reason`` and close without a reset: closing a socket with unread input
+        makes the kernel reset the connection, and the client would never see why."""
+        await self.send(reason)
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+        with anyio.move_on_after(_LINGER_SECONDS):
+            for _ in range(_LINGER_READS):  # drop what the client still sends, up to a bound
+                chunk = self.recv_now(65536)
+                if chunk is None:
+                    await anyio.wait_readable(self.sock)
+                elif not chunk:
+                    break
 
     async def send(self, data: bytes) -> None:
         view = memoryview(data)
