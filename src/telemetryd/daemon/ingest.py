@@ -80,10 +80,10 @@ class Dedup:
 class IdMaker:
     """UUIDv7 ids (RFC 9562 §5.7) for events whose client chose none.
 
-    Each call to :meth:`start` (once per chunk) draws fresh random bits for the
-    fixed part; events of the chunk then take consecutive values of a counter
-    that starts at a random 47-bit value, so ids are unique and sort by time.
-    The hot loop in :meth:`Feed._process` inlines :meth:`next`.
+    Each call to :meth:`start` (once per millisecond, from :meth:`Ingestor.now`)
+    draws fresh random bits for the fixed part; events then take consecutive
+    values of a counter that starts at a random 47-bit value, so ids are unique
+    and sort by time. The hot loop in :meth:`Feed._process` inlines :meth:`next`.
     """
 
     __slots__ = ("counter", "prefix")
@@ -143,7 +143,7 @@ def _reject(line: int, error: str, message: str, path: str | None = None) -> byt
 
 class Feed:
     """One stream of lines. Call :meth:`feed` with each chunk read and :meth:`end` at EOF;
-    both return the reply lines to send back, in order."""
+    both return the batch to hand to the journal (or None) and the rejection replies."""
 
     def __init__(self, ingestor: Ingestor) -> None:
         self._ingestor = ingestor

@@ -16,10 +16,10 @@ read, finish writing, fsync, exit 0.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 
 import anyio
@@ -39,26 +39,27 @@ DRAIN_TIMEOUT = 10.0  # seconds connections get to acknowledge at shutdown
 
 async def serve(where: paths.Paths, settings: config.Config, notifier: Notifier) -> None:
     lock = acquire_lock(where.lock_file)
-    os.makedirs(where.spool_dir, mode=0o700, exist_ok=True)
-    ingestor = Ingestor(settings.ingest)
-    journal = Journal(
-        where.journal_dir,
-        where.quarantine_dir,
-        settings.journal,
-        max_pending_bytes=settings.ingest.max_pending_bytes,
-    )
-    await anyio.to_thread.run_sync(journal.open, ingestor.dedup)
-    events_sock = bind_unix(where.events_socket)
-    control_sock = bind_unix(where.control_socket)
-    server = Server(where, settings, ingestor, journal)
+    bound: list[_Bound] = []
     try:
+        os.makedirs(where.spool_dir, mode=0o700, exist_ok=True)
+        ingestor = Ingestor(settings.ingest)
+        journal = Journal(
+            where.journal_dir,
+            where.quarantine_dir,
+            settings.journal,
+            max_pending_bytes=settings.ingest.max_pending_bytes,
+        )
+        await anyio.to_thread.run_sync(journal.open, ingestor.dedup)
+        events = _Bound.bind(where.events_socket, bound)
+        control = _Bound.bind(where.control_socket, bound)
+        server = Server(where, settings, ingestor, journal)
         async with anyio.create_task_group() as top:
             await top.start(journal.run)
             with anyio.CancelScope() as drain:
                 async with anyio.create_task_group() as connections:
                     async with anyio.create_task_group() as loops:
-                        loops.start_soon(server.accept_events, events_sock, connections)
-                        loops.start_soon(server.accept_control, control_sock, connections)
+                        loops.start_soon(server.accept_events, events.sock, connections)
+                        loops.start_soon(server.accept_control, control.sock, connections)
                         loops.start_soon(server.spool_loop)
                         # Signal handlers are in place before READY=1: from then on,
                         # SIGTERM means a clean stop.
@@ -72,24 +73,45 @@ async def serve(where: paths.Paths, settings: config.Config, notifier: Notifier)
                         notifier.notify("READY=1", f"STATUS=listening on {where.events_socket}")
                     notifier.notify("STOPPING=1", "STATUS=draining connections")
                     log.info("stopping: draining %d connections", server.connections)
-                    _unlink(where.events_socket, where.control_socket)
+                    for socket_file in bound:  # new clients now find no socket and spool
+                        socket_file.unlink()
                     server.stop()
                     drain.deadline = anyio.current_time() + DRAIN_TIMEOUT
             if drain.cancelled_caught:
                 log.warning("connections still open after %.0f s were cut off", DRAIN_TIMEOUT)
             journal.close_when_drained()
+        log.info("stopped: %d events journaled this run", journal.events_written)
     finally:
-        _unlink(where.events_socket, where.control_socket)
-        events_sock.close()
-        control_sock.close()
+        for socket_file in bound:
+            socket_file.close()
         os.close(lock)
-    log.info("stopped: %d events journaled this run", journal.events_written)
 
 
-def _unlink(*socket_paths: str) -> None:
-    for path in socket_paths:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+class _Bound:
+    """A listening socket this process bound, and the file it created for it."""
+
+    def __init__(self, path: str, sock: socket.socket) -> None:
+        self.path = path
+        self.sock = sock
+        self.inode = os.stat(path).st_ino
+
+    @classmethod
+    def bind(cls, path: str, bound: list[_Bound]) -> _Bound:
+        made = cls(path, bind_unix(path))
+        bound.append(made)
+        return made
+
+    def unlink(self) -> None:
+        """Remove the socket file, unless it is no longer ours (another daemon's, by now)."""
+        try:
+            if os.stat(self.path).st_ino == self.inode:
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def close(self) -> None:
+        self.unlink()
+        self.sock.close()
 
 
 async def _watch_signals(

@@ -1,6 +1,6 @@
 """Listeners and connections: the events socket and the control socket.
 
-Each connection runs in its own task. An events connection reads large chunks,
+Each connection runs in its own task. An events connection reads chunks,
 hands them to its :class:`~telemetryd.daemon.ingest.Feed`, answers rejected
 lines at once, queues the accepted events in the journal (waiting there when
 the queue is full, so the kernel pushes back on the client) and, on a sync
@@ -15,6 +15,7 @@ import fcntl
 import logging
 import os
 import socket
+import stat
 import struct
 import sys
 import time
@@ -77,8 +78,6 @@ def bind_unix(path: str, backlog: int = 1024) -> socket.socket:
     check_socket_path(path)
     _private_dir(os.path.dirname(path))
     if os.path.lexists(path):
-        import stat
-
         if not stat.S_ISSOCK(os.lstat(path).st_mode):
             raise PathError(f"{path} exists and is not a socket; not touching it")
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -242,7 +241,8 @@ class Server:
                 await self.settle(feed)
                 await conn.send(feed.summary())
                 await self._deliver(conn, *feed.resume())
-            await anyio.lowlevel.checkpoint()  # a client that never pauses must not hog the loop
+            if len(chunk) == size:  # more may be waiting: let the other connections run first
+                await anyio.lowlevel.checkpoint()
         await self.settle(feed)
         await conn.send(feed.summary())
         if self.stopping:
@@ -287,7 +287,8 @@ class Server:
                 await _send(stream, _closing(wire.BAD_REQUEST, str(exc)))
                 continue
             if isinstance(request, wire.StatusRequest):
-                reply: dict[str, Any] = self.status()
+                # status() lists and stats the segment files: off the event loop.
+                reply: dict[str, Any] = await anyio.to_thread.run_sync(self.status)
             else:  # FlushRequest: everything accepted so far is on disk and fsynced
                 await self.journal.flush()
                 reply = {"ok": True}
