@@ -12,7 +12,7 @@ Control socket: one JSON request per line, answered by one or more reply lines.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 from msgspec import Struct
@@ -34,6 +34,8 @@ FORBIDDEN_PEER = "forbidden_peer"
 IDLE_TIMEOUT = "idle_timeout"
 SHUTTING_DOWN = "shutting_down"
 BAD_REQUEST = "bad_request"
+QUERY_FAILED = "query_failed"
+QUERY_TIMEOUT = "query_timeout"
 
 SYNC_REQUEST = b'{"op":"sync"}\n'
 
@@ -82,7 +84,32 @@ class FlushRequest(Request, tag="flush"):
     pass
 
 
-ControlRequest = StatusRequest | FlushRequest
+class QueryRequest(Request, tag="query"):
+    """Run one read-only SQL statement; ``params`` bind ``$name`` placeholders."""
+
+    sql: str
+    params: dict[str, Any] | None = None
+    timeout: float | None = None  # seconds; the daemon's default when None
+
+
+ControlRequest = StatusRequest | FlushRequest | QueryRequest
+
+
+# Query replies, in order: one QueryColumns, any number of QueryRows, then one
+# QueryDone, or a Closing with error QUERY_FAILED (the message is DuckDB's own).
+class QueryColumns(Struct):
+    columns: list[tuple[str, str]]  # (name, DuckDB type)
+
+
+class QueryRows(Struct):
+    rows: list[tuple[Any, ...]]
+
+
+class QueryDone(Struct):
+    ok: bool
+    row_count: int
+    elapsed_ms: float
+
 
 ENCODER = msgspec.json.Encoder()
 SYNC_DECODER = msgspec.json.Decoder(Sync)

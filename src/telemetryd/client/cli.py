@@ -75,6 +75,18 @@ def send(args: tuple[str, ...]) -> None:
     sys.exit(main(list(args)))
 
 
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def query(args: tuple[str, ...]) -> None:
+    """Run read-only SQL over the telemetry database (see `telemetryctl query --help`)."""
+    from telemetryd.client.query import main
+
+    sys.exit(main(list(args)))
+
+
 @cli.command("paths")
 @json_option
 @handle_errors

@@ -1,0 +1,160 @@
+"""Query results on stdout: table, csv, tsv, json, ndjson, markdown.
+
+Each writer gets the columns once, then rows batch by batch, then ``end()``.
+csv, tsv, ndjson, json and markdown stream (a million-row export never holds
+more than a batch); the aligned table needs every width first, so it buffers.
+Import-light like the rest of the query path: ``_csv`` and ``_json`` only.
+"""
+
+from __future__ import annotations
+
+import _csv
+
+from telemetryd.client import fastjson
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TextIO
+
+FORMATS = ("table", "csv", "tsv", "json", "ndjson", "markdown")
+
+
+def text(value: Any, null: str = "") -> str:
+    """One value as text: NULL as ``null``, nested values as JSON."""
+    if value is None:
+        return null
+    if isinstance(value, str):
+        return value
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, (dict, list)):
+        return fastjson.dumps(value)
+    return str(value)
+
+
+class Writer:
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.names: list[str] = []
+
+    def start(self, columns: list[list[str]]) -> None:
+        self.names = [name for name, _ in columns]
+
+    def rows(self, rows: list[list[Any]]) -> None:
+        raise NotImplementedError
+
+    def end(self) -> None:
+        pass
+
+
+class Delimited(Writer):
+    def __init__(self, out: TextIO, delimiter: str) -> None:
+        super().__init__(out)
+        self._writer = _csv.writer(
+            out,
+            delimiter=delimiter,
+            quotechar='"',
+            doublequote=True,
+            lineterminator="\n",
+            quoting=_csv.QUOTE_MINIMAL,
+        )
+
+    def start(self, columns: list[list[str]]) -> None:
+        super().start(columns)
+        self._writer.writerow(self.names)
+
+    def rows(self, rows: list[list[Any]]) -> None:
+        self._writer.writerows([[text(v) for v in row] for row in rows])
+
+
+class NDJSON(Writer):
+    def rows(self, rows: list[list[Any]]) -> None:
+        names = self.names
+        self.out.write(
+            "".join(fastjson.dumps(dict(zip(names, row, strict=True))) + "\n" for row in rows)
+        )
+
+
+class JSON(Writer):
+    """One JSON array of objects, written as it comes."""
+
+    _first = True
+
+    def start(self, columns: list[list[str]]) -> None:
+        super().start(columns)
+        self.out.write("[")
+
+    def rows(self, rows: list[list[Any]]) -> None:
+        for row in rows:
+            self.out.write(
+                ("\n" if self._first else ",\n")
+                + fastjson.dumps(dict(zip(self.names, row, strict=True)))
+            )
+            self._first = False
+
+    def end(self) -> None:
+        self.out.write("\n]\n" if not self._first else "]\n")
+
+
+class Markdown(Writer):
+    def start(self, columns: list[list[str]]) -> None:
+        super().start(columns)
+        self.out.write(_md_row(self.names) + "|" + "|".join("---" for _ in self.names) + "|\n")
+
+    def rows(self, rows: list[list[Any]]) -> None:
+        self.out.write("".join(_md_row([text(v) for v in row]) for row in rows))
+
+
+def _md_row(cells: list[str]) -> str:
+    escaped = [c.replace("|", "\\|").replace("\n", " ") for c in cells]
+    return "| " + " | ".join(escaped) + " |\n"
+
+
+class Table(Writer):
+    """Aligned columns for a terminal; numbers right-aligned."""
+
+    def __init__(self, out: TextIO) -> None:
+        super().__init__(out)
+        self._rows: list[list[str]] = []
+        self._numeric: list[bool] = []
+
+    def start(self, columns: list[list[str]]) -> None:
+        super().start(columns)
+        numeric = ("INT", "DOUBLE", "FLOAT", "DECIMAL", "REAL", "HUGEINT", "BIGINT", "UBIGINT")
+        self._numeric = [any(k in kind.upper() for k in numeric) for _, kind in columns]
+
+    def rows(self, rows: list[list[Any]]) -> None:
+        self._rows.extend([text(v, "NULL") for v in row] for row in rows)
+
+    def end(self) -> None:
+        widths = [len(n) for n in self.names]
+        for row in self._rows:
+            widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+
+        def line(cells: list[str], header: bool = False) -> str:
+            parts = []
+            for cell, width, numeric in zip(cells, widths, self._numeric, strict=True):
+                parts.append(cell.rjust(width) if numeric and not header else cell.ljust(width))
+            return "  ".join(parts).rstrip() + "\n"
+
+        self.out.write(line(self.names, header=True))
+        self.out.write("  ".join("-" * w for w in widths) + "\n")
+        self.out.write("".join(line(row) for row in self._rows))
+        count = len(self._rows)
+        self.out.write(f"({count} row{'s' if count != 1 else ''})\n")
+
+
+def writer(name: str, out: TextIO) -> Writer:
+    if name == "csv":
+        return Delimited(out, ",")
+    if name == "tsv":
+        return Delimited(out, "\t")
+    if name == "ndjson":
+        return NDJSON(out)
+    if name == "json":
+        return JSON(out)
+    if name == "markdown":
+        return Markdown(out)
+    return Table(out)

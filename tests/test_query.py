@@ -1,0 +1,191 @@
+"""The query sandbox on a real DuckDB file, and `telemetryctl query` reading the file
+directly while the daemon is stopped."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from conftest import ctl
+from telemetryd import query
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Path:
+    path = tmp_path / "t.duckdb"
+    outside = tmp_path / "outside.txt"
+    outside.write_text("secret\n")
+    with duckdb.connect(str(path)) as con:
+        con.execute(
+            "create table events as select range as i, 'e' || range as name from range(5000)"
+        )
+        con.execute("create table victims as select 42 as v")
+    return path
+
+
+@pytest.fixture
+def hardened(database: Path, tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = duckdb.connect(str(database))
+    query.harden(con, allowed_dirs=[str(tmp_path / "journal")])
+    yield con
+    con.close()
+
+
+def run(con: duckdb.DuckDBPyConnection, sql: str, **params: object) -> list[tuple[object, ...]]:
+    q = query.Query(con)
+    try:
+        q.run(sql, params)
+        return [row for batch in q.batches() for row in batch]
+    finally:
+        q.close()
+
+
+ESCAPES = {
+    "delete in a CTE": "with x as (delete from victims returning 1) select * from x",
+    "insert": "insert into victims values (1)",
+    "copy to": "copy events to '/tmp/telemetryd-escape.csv'",
+    "read_text outside": "select * from read_text('{outside}')",
+    "attach": "attach '{tmp}/other.duckdb' as other",
+    "install": "install httpfs",
+    "load": "load json",
+    "set": "set threads = 8",
+    "reset": "reset threads",
+    "python variable": "select * from some_python_list",
+    "two statements": "select 1; select 2",
+    "create": "create table t2 (a int)",
+}
+
+
+@pytest.mark.parametrize("name", sorted(ESCAPES))
+def test_every_escape_is_refused_and_the_next_query_works(
+    name: str, hardened: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    some_python_list = [1, 2, 3]  # noqa: F841  (what a replacement scan would find)
+    sql = ESCAPES[name].format(outside=tmp_path / "outside.txt", tmp=tmp_path)
+    with pytest.raises(query.QueryError) as refused:
+        run(hardened, sql)
+    assert str(refused.value)  # a message, from DuckDB or from the statement check
+    assert run(hardened, "select count(*) from victims") == [(1,)]
+    assert run(hardened, "select v from victims") == [(42,)]
+    assert not (tmp_path / "other.duckdb").exists()
+
+
+def test_statement_check_names_what_it_refused(hardened: duckdb.DuckDBPyConnection) -> None:
+    with pytest.raises(query.QueryError, match="LOAD statements are not allowed"):
+        run(hardened, "load json")
+    with pytest.raises(query.QueryError, match="one statement per query, got 2"):
+        run(hardened, "select 1; select 2")
+
+
+def test_parameters_bind(hardened: duckdb.DuckDBPyConnection) -> None:
+    assert run(hardened, "select name from events where i = $i", i=7) == [("e7",)]
+
+
+def test_a_long_query_is_interrupted_and_the_connection_stays_usable(
+    hardened: duckdb.DuckDBPyConnection,
+) -> None:
+    q = query.Query(hardened)
+    timer = threading.Timer(0.2, q.interrupt)
+    timer.start()
+    try:
+        with pytest.raises(query.QueryInterrupted):
+            q.run("select count(*) from range(100000000000) a")
+    finally:
+        timer.cancel()
+        q.close()
+    assert run(hardened, "select 1 + 1") == [(2,)]
+
+
+def test_results_come_in_bounded_batches(hardened: duckdb.DuckDBPyConnection) -> None:
+    q = query.Query(hardened)
+    try:
+        q.run("select i from events order by i")
+        sizes = [len(batch) for batch in q.batches(rows=1000)]
+    finally:
+        q.close()
+    assert sizes == [1000] * 5
+
+
+# -- `telemetryctl query` with the daemon stopped: reads the file, warns ---------------------
+
+
+@pytest.fixture
+def home_database(state_home: Path) -> Path:
+    path = state_home / "telemetry.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(
+            "create table api_requests as select * from (values "
+            "('claude-sonnet-4-5', 1200, 0.012), ('gpt-5', 800, 0.02), "
+            "('claude-sonnet-4-5', 300, 0.003)) t(model, input_tokens, cost_usd)"
+        )
+    return path
+
+
+def test_query_without_the_daemon_reads_the_file_and_warns(home_database: Path) -> None:
+    sql = (
+        "select model, sum(input_tokens) as tokens, count(*) as n from api_requests "
+        "group by model order by model"
+    )
+    result = ctl("query", "--format", "csv", sql)
+    assert result.returncode == 0, result.stderr
+    assert b"events not yet materialized are missing" in result.stderr
+    rows = list(csv.reader(io.StringIO(result.stdout.decode())))
+    assert rows == [
+        ["model", "tokens", "n"],
+        ["claude-sonnet-4-5", "1500", "2"],
+        ["gpt-5", "800", "1"],
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["json", "ndjson", "tsv", "markdown", "table"])
+def test_output_formats(home_database: Path, fmt: str) -> None:
+    sql = "select model, input_tokens from api_requests where input_tokens > $n order by 2"
+    result = ctl("query", "--format", fmt, "--param", "n=500", sql)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.decode()
+    if fmt == "json":
+        assert json.loads(out) == [
+            {"model": "gpt-5", "input_tokens": 800},
+            {"model": "claude-sonnet-4-5", "input_tokens": 1200},
+        ]
+    elif fmt == "ndjson":
+        assert [json.loads(line) for line in out.splitlines()] == [
+            {"model": "gpt-5", "input_tokens": 800},
+            {"model": "claude-sonnet-4-5", "input_tokens": 1200},
+        ]
+    elif fmt == "tsv":
+        assert out == "model\tinput_tokens\ngpt-5\t800\nclaude-sonnet-4-5\t1200\n"
+    elif fmt == "markdown":
+        assert out.splitlines() == [
+            "| model | input_tokens |",
+            "|---|---|",
+            "| gpt-5 | 800 |",
+            "| claude-sonnet-4-5 | 1200 |",
+        ]
+    else:
+        assert out.splitlines() == [
+            "model              input_tokens",
+            "-----------------  ------------",
+            "gpt-5                       800",
+            "claude-sonnet-4-5          1200",
+            "(2 rows)",
+        ]
+
+
+def test_query_errors_reach_the_user_verbatim(home_database: Path) -> None:
+    result = ctl("query", "select nope from api_requests")
+    assert result.returncode == 1
+    assert b'Referenced column "nope" not found' in result.stderr
+
+
+def test_query_with_neither_daemon_nor_database(state_home: Path) -> None:
+    result = ctl("query", "select 1")
+    assert result.returncode == 3
+    assert b"no database at" in result.stderr
