@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from conftest import ctl
+from conftest import Daemon, ctl, exchange
 from telemetryd import query
 
 
@@ -39,7 +39,7 @@ def hardened(database: Path, tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnecti
 
 
 def run(con: duckdb.DuckDBPyConnection, sql: str, **params: object) -> list[tuple[object, ...]]:
-    q = query.Query(con)
+    q = query.Query(con.cursor())
     try:
         q.run(sql, params)
         return [row for batch in q.batches() for row in batch]
@@ -91,7 +91,7 @@ def test_parameters_bind(hardened: duckdb.DuckDBPyConnection) -> None:
 def test_a_long_query_is_interrupted_and_the_connection_stays_usable(
     hardened: duckdb.DuckDBPyConnection,
 ) -> None:
-    q = query.Query(hardened)
+    q = query.Query(hardened.cursor())
     timer = threading.Timer(0.2, q.interrupt)
     timer.start()
     try:
@@ -104,7 +104,7 @@ def test_a_long_query_is_interrupted_and_the_connection_stays_usable(
 
 
 def test_results_come_in_bounded_batches(hardened: duckdb.DuckDBPyConnection) -> None:
-    q = query.Query(hardened)
+    q = query.Query(hardened.cursor())
     try:
         q.run("select i from events order by i")
         sizes = [len(batch) for batch in q.batches(rows=1000)]
@@ -189,3 +189,128 @@ def test_query_with_neither_daemon_nor_database(state_home: Path) -> None:
     result = ctl("query", "select 1")
     assert result.returncode == 3
     assert b"no database at" in result.stderr
+
+
+# -- through the running daemon ----------------------------------------------------------------
+
+
+def test_read_your_writes(running_daemon: Daemon) -> None:
+    for n in range(5):
+        sent = ctl(
+            "send",
+            "--type",
+            "api_request",
+            "--model",
+            f"m{n}",
+            "--input-tokens",
+            "7",
+            "--output-tokens",
+            "1",
+        )
+        assert sent.returncode == 0, sent.stderr
+        result = ctl("query", "--format", "csv", "select count(*) from api_requests")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.decode().splitlines() == ["count_star()", str(n + 1)]
+
+
+def test_daemon_query_timeout_and_next_query(running_daemon: Daemon) -> None:
+    slow = ctl("query", "--timeout", "0.5", "select count(*) from range(100000000000)")
+    assert slow.returncode == 1
+    assert b"ran longer than its 0.5 s" in slow.stderr
+    fast = ctl("query", "--format", "csv", "select 40 + 2 as answer")
+    assert fast.stdout == b"answer\n42\n"
+
+
+@pytest.mark.parametrize(
+    "sql, message",
+    [
+        ("copy (select 1) to '/tmp/x.csv'", b"COPY statements are not allowed"),
+        ("with x as (delete from events returning 1) select * from x", b"read-only mode"),
+        ("select * from read_text('/etc/hostname')", b"Permission Error"),
+        ("attach '/tmp/other.duckdb' as o", b"ATTACH statements are not allowed"),
+        ("set threads = 8", b"SET statements are not allowed"),
+    ],
+)
+def test_escapes_refused_through_the_daemon(
+    running_daemon: Daemon, sql: str, message: bytes
+) -> None:
+    refused = ctl("query", sql)
+    assert refused.returncode == 1 and message in refused.stderr
+    assert ctl("query", "--format", "csv", "select 1 as one").stdout == b"one\n1\n"
+
+
+def test_queries_while_eight_clients_ingest(running_daemon: Daemon) -> None:
+    per_client = 400
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def client(n: int) -> None:
+        try:
+            payload = b"".join(
+                json.dumps({"type": "custom", "name": f"c{n}", "id": f"c{n}-{i}"}).encode() + b"\n"
+                for i in range(per_client)
+            )
+            replies = exchange(running_daemon.events_socket, payload)
+            assert replies[-1]["accepted"] == per_client
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    counts = []
+    while any(t.is_alive() for t in threads) or not counts:
+        result = ctl("query", "--format", "csv", "select count(*) from events")
+        assert result.returncode == 0, result.stderr
+        counts.append(int(result.stdout.decode().splitlines()[1]))
+    for t in threads:
+        t.join()
+    stop.set()
+    assert not errors
+    assert counts == sorted(counts)  # never goes backwards
+    final = ctl("query", "--format", "csv", "select count(distinct id) as n from events")
+    assert final.stdout == f"n\n{8 * per_client}\n".encode()
+
+
+def test_rebuild_gives_the_same_answers(running_daemon: Daemon) -> None:
+    payload = b"".join(
+        json.dumps(
+            {
+                "type": "api_request",
+                "id": f"r{i}",
+                "agent": {"model": f"m{i % 3}"},
+                "tokens": {"source": "actual", "input": i, "output": 2 * i},
+            }
+        ).encode()
+        + b"\n"
+        for i in range(300)
+    )
+    exchange(running_daemon.events_socket, payload + payload)  # the repeats are duplicates
+    sql = (
+        "select model, sum(input_tokens), sum(output_tokens), count(*) from api_requests "
+        "group by 1 order by 1"
+    )
+    before = ctl("query", "--format", "csv", sql)
+    rebuilt = ctl("rebuild")
+    assert rebuilt.returncode == 0 and rebuilt.stdout == b"rebuilt: 300 events\n"
+    after = ctl("query", "--format", "csv", sql)
+    assert before.stdout == after.stdout
+    assert after.stdout.decode().splitlines()[1:] == [
+        f"m{k},{sum(range(k, 300, 3))},{2 * sum(range(k, 300, 3))},100" for k in range(3)
+    ]
+
+
+def test_query_path_stays_import_light(running_daemon: Daemon) -> None:
+    """The query client must not pay for click, msgspec or duckdb while the daemon answers."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from telemetryd.client.main import main; "
+        "rc = main(['query', '--format', 'csv', 'select 1']); "
+        "heavy = ('click', 'msgspec', 'duckdb', 'anyio', 're'); "
+        "heavy = sorted(m for m in heavy if m in sys.modules); "
+        "sys.stderr.write(repr((rc, heavy)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
+    assert result.stderr.decode() == "(0, [])"

@@ -56,6 +56,18 @@ class Journal(Struct, **_SECTION):
     segment_max_bytes: Positive = 64 * 1024 * 1024
 
 
+class Store(Struct, **_SECTION):
+    """The DuckDB file materialized from the journal, and the queries on it."""
+
+    # Materialize at least this often (seconds) while events are pending ...
+    interval: Seconds = 5.0
+    # ... and as soon as this many events were journaled since the last run.
+    pending_events: Positive = 50_000
+    query_timeout: Seconds = 30.0
+    memory_limit: str = "1GB"
+    threads: Positive = 2
+
+
 class Spool(Struct, **_SECTION):
     """Events that clients could not deliver."""
 
@@ -65,6 +77,7 @@ class Spool(Struct, **_SECTION):
 class Config(Struct, **_SECTION):
     ingest: Ingest = msgspec.field(default_factory=Ingest)
     journal: Journal = msgspec.field(default_factory=Journal)
+    store: Store = msgspec.field(default_factory=Store)
     spool: Spool = msgspec.field(default_factory=Spool)
 
 

@@ -58,8 +58,9 @@ def harden(
         ("threads", threads),
     ]
     for name, value in settings:
-        con.execute(f"SET {name} = ?", [value])
-    con.execute("SET lock_configuration = true")
+        # GLOBAL: every cursor made later must inherit it (some default per session).
+        con.execute(f"SET GLOBAL {name} = ?", [value])
+    con.execute("SET GLOBAL lock_configuration = true")
 
 
 def check_statement(sql: str) -> None:
@@ -81,12 +82,13 @@ def check_statement(sql: str) -> None:
 class Query:
     """One query on its own cursor, in a read-only transaction.
 
-    Create it, then :meth:`run` it (blocking); :meth:`interrupt` may be called
-    from another thread at any time, before or during the run.
+    Give it a cursor of its own (``con.cursor()``), which it closes; then
+    :meth:`run` it (blocking). :meth:`interrupt` may be called from another
+    thread at any time, before or during the run.
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
-        self._cursor: duckdb.DuckDBPyConnection | None = con.cursor()
+    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        self._cursor: duckdb.DuckDBPyConnection | None = cursor
         self._lock = threading.Lock()
         self.interrupted = False
 

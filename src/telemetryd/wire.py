@@ -84,6 +84,10 @@ class FlushRequest(Request, tag="flush"):
     pass
 
 
+class RebuildRequest(Request, tag="rebuild"):
+    """Recreate the database from the journal."""
+
+
 class QueryRequest(Request, tag="query"):
     """Run one read-only SQL statement; ``params`` bind ``$name`` placeholders."""
 
@@ -92,7 +96,7 @@ class QueryRequest(Request, tag="query"):
     timeout: float | None = None  # seconds; the daemon's default when None
 
 
-ControlRequest = StatusRequest | FlushRequest | QueryRequest
+ControlRequest = StatusRequest | FlushRequest | RebuildRequest | QueryRequest
 
 
 # Query replies, in order: one QueryColumns, any number of QueryRows, then one

@@ -148,6 +148,19 @@ def flush(socket_path: str | None) -> None:
 
 
 @cli.command()
+@control_socket_option
+@handle_errors
+def rebuild(socket_path: str | None) -> None:
+    """Recreate the database from the journal (the daemon must be running).
+
+    The journal is the source of truth: a rebuilt database gives the same answers.
+    """
+    path = socket_path or paths.resolve().control_socket
+    reply = control.request(path, wire.RebuildRequest(), timeout=3600)
+    click.echo(f"rebuilt: {reply['events']} events")
+
+
+@cli.command()
 @click.argument("source", type=click.File("rb"))
 @click.option(
     "--journal",

@@ -35,5 +35,5 @@ def request(path: str, message: wire.Request, timeout: float = DEFAULT_TIMEOUT) 
         raise DaemonUnavailable(f"the daemon closed {path} without answering")
     answer: dict[str, Any] = msgspec.json.decode(reply)
     if "error" in answer:
-        raise DaemonUnavailable(f"the daemon refused the request: {answer.get('message')}")
+        raise DaemonUnavailable(f"the daemon could not do it: {answer.get('message')}")
     return answer

@@ -183,7 +183,7 @@ def ask_file(opts: Options, out: output.Writer) -> int:
     try:
         con = sandbox.open_readonly(database)
         try:
-            result = sandbox.Query(con)
+            result = sandbox.Query(con.cursor())
             try:
                 out.start([list(c) for c in result.run(opts.sql or "", opts.params)])
                 for batch in result.batches():

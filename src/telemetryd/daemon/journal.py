@@ -294,6 +294,10 @@ class Journal:
         if batch.failed:
             raise JournalError(self.failed or "the journal could not be written")
 
+    async def changed(self) -> None:
+        """Return after the next write (or failed write) of the writer."""
+        await self._changed.wait()
+
     async def wait_seq(self, seq: int) -> None:
         while seq > self.durable_seq:
             await self._changed.wait()

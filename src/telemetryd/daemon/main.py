@@ -28,9 +28,12 @@ from anyio.abc import TaskStatus
 from telemetryd import __version__, config, paths
 from telemetryd.daemon.ingest import Ingestor
 from telemetryd.daemon.journal import Journal
+from telemetryd.daemon.materializer import Materializer
 from telemetryd.daemon.server import Server, acquire_lock, bind_unix
 from telemetryd.daemon.service import Notifier
+from telemetryd.daemon.store import Store
 from telemetryd.errors import TelemetryError
+from telemetryd.query import harden
 
 log = logging.getLogger("telemetryd")
 
@@ -40,6 +43,7 @@ DRAIN_TIMEOUT = 10.0  # seconds connections get to acknowledge at shutdown
 async def serve(where: paths.Paths, settings: config.Config, notifier: Notifier) -> None:
     lock = acquire_lock(where.lock_file)
     bound: list[_Bound] = []
+    store: Store | None = None
     try:
         os.makedirs(where.spool_dir, mode=0o700, exist_ok=True)
         ingestor = Ingestor(settings.ingest)
@@ -50,11 +54,14 @@ async def serve(where: paths.Paths, settings: config.Config, notifier: Notifier)
             max_pending_bytes=settings.ingest.max_pending_bytes,
         )
         await anyio.to_thread.run_sync(journal.open, ingestor.dedup)
+        store = await anyio.to_thread.run_sync(open_store, where, settings.store)
+        materializer = Materializer(store, journal, settings.store)
         events = _Bound.bind(where.events_socket, bound)
         control = _Bound.bind(where.control_socket, bound)
-        server = Server(where, settings, ingestor, journal)
+        server = Server(where, settings, ingestor, journal, materializer)
         async with anyio.create_task_group() as top:
             await top.start(journal.run)
+            await top.start(materializer.run)
             with anyio.CancelScope() as drain:
                 async with anyio.create_task_group() as connections:
                     async with anyio.create_task_group() as loops:
@@ -80,11 +87,33 @@ async def serve(where: paths.Paths, settings: config.Config, notifier: Notifier)
             if drain.cancelled_caught:
                 log.warning("connections still open after %.0f s were cut off", DRAIN_TIMEOUT)
             journal.close_when_drained()
+            materializer.stop()
+        # The writer has finished: bring the database up to date before exiting.
+        await materializer.refresh_or_log()
         log.info("stopped: %d events journaled this run", journal.events_written)
     finally:
         for socket_file in bound:
             socket_file.close()
+        if store is not None:
+            store.close()
         os.close(lock)
+
+
+def open_store(where: paths.Paths, settings: config.Store) -> Store:
+    """The database, rebuilt if its schema is not this version's, then sandboxed for queries."""
+    store = Store(where.database)
+    if store.needs_rebuild:
+        store.rebuild(where.journal_dir)
+    # Loads read the journal and write temporary files next to the database: the
+    # state directory is the only place SQL may touch.
+    with store.cursor() as con:
+        harden(
+            con,
+            allowed_dirs=[where.state_dir],
+            memory_limit=settings.memory_limit,
+            threads=settings.threads,
+        )
+    return store
 
 
 class _Bound:

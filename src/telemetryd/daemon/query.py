@@ -25,10 +25,12 @@ MAX_TIMEOUT = 3600.0
 Send = Callable[[bytes], Coroutine[Any, Any, None]]
 
 
-async def answer(con: Any, request: wire.QueryRequest, send: Send) -> None:
-    """Run ``request`` on a cursor of ``con`` and send its reply lines (see wire.py)."""
-    timeout = min(request.timeout or DEFAULT_TIMEOUT, MAX_TIMEOUT)
-    query = Query(con)
+async def answer(
+    cursor: Any, request: wire.QueryRequest, send: Send, default_timeout: float = DEFAULT_TIMEOUT
+) -> None:
+    """Run ``request`` on ``cursor`` (closed afterwards) and send its reply lines (wire.py)."""
+    timeout = min(request.timeout or default_timeout, MAX_TIMEOUT)
+    query = Query(cursor)
     started = time.perf_counter()
 
     def work() -> int:
@@ -40,25 +42,26 @@ async def answer(con: Any, request: wire.QueryRequest, send: Send) -> None:
             anyio.from_thread.run(send, wire.encode_line(wire.QueryRows(batch)))
         return count
 
+    count = 0
+    failure: QueryError | None = None
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(_interrupt_after, timeout, query)
             try:
                 count = await anyio.to_thread.run_sync(work)
+            except QueryError as exc:  # caught here: the task group would wrap it
+                failure = exc
             finally:
                 tg.cancel_scope.cancel()
-    except QueryInterrupted:
-        await send(
-            wire.encode_line(
-                wire.Closing(wire.QUERY_TIMEOUT, f"the query ran longer than its {timeout:g} s")
-            )
-        )
-        return
-    except QueryError as exc:
-        await send(wire.encode_line(wire.Closing(wire.QUERY_FAILED, str(exc))))
-        return
     finally:
         await anyio.to_thread.run_sync(query.close)
+    if isinstance(failure, QueryInterrupted):
+        message = f"the query ran longer than its {timeout:g} s"
+        await send(wire.encode_line(wire.Closing(wire.QUERY_TIMEOUT, message)))
+        return
+    if failure is not None:
+        await send(wire.encode_line(wire.Closing(wire.QUERY_FAILED, str(failure))))
+        return
     elapsed = (time.perf_counter() - started) * 1000
     await send(wire.encode_line(wire.QueryDone(ok=True, row_count=count, elapsed_ms=elapsed)))
 

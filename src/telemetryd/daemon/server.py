@@ -30,6 +30,8 @@ from telemetryd import __version__, wire
 from telemetryd.config import Config
 from telemetryd.daemon.ingest import Batch, Feed, Ingestor
 from telemetryd.daemon.journal import Journal
+from telemetryd.daemon.materializer import Materializer
+from telemetryd.daemon.query import answer as answer_query
 from telemetryd.errors import AlreadyRunning, JournalError, PathError
 from telemetryd.paths import Paths, check_socket_path
 
@@ -123,8 +125,17 @@ def peer_uid(sock: socket.socket) -> int | None:
 
 
 class Server:
-    def __init__(self, paths: Paths, config: Config, ingestor: Ingestor, journal: Journal) -> None:
+    def __init__(
+        self,
+        paths: Paths,
+        config: Config,
+        ingestor: Ingestor,
+        journal: Journal,
+        materializer: Materializer | None = None,
+    ) -> None:
         self.paths = paths
+        self.materializer = materializer
+        self.rate = Rate()
         self.config = config
         self.ingestor = ingestor
         self.journal = journal
@@ -286,15 +297,38 @@ class Server:
             except msgspec.DecodeError as exc:
                 await _send(stream, _closing(wire.BAD_REQUEST, str(exc)))
                 continue
-            if isinstance(request, wire.StatusRequest):
-                # status() lists and stats the segment files: off the event loop.
-                reply: dict[str, Any] = await anyio.to_thread.run_sync(self.status)
-            else:  # FlushRequest: everything accepted so far is on disk and fsynced
-                await self.journal.flush()
-                reply = {"ok": True}
-            await _send(stream, wire.ENCODER.encode(reply) + b"\n")
+            await self._control(stream, request)
 
-    def status(self) -> dict[str, Any]:
+    async def _control(self, stream: SocketStream, request: wire.ControlRequest) -> None:
+        async def send(data: bytes) -> None:
+            await _send(stream, data)
+
+        reply: dict[str, Any] = {"ok": True}
+        try:
+            if isinstance(request, wire.StatusRequest):
+                reply = await self.status()
+            elif isinstance(request, wire.FlushRequest):
+                # Everything accepted so far: fsynced, and in the database.
+                await self.journal.flush()
+                if self.materializer is not None:
+                    reply["materialized"] = await self.materializer.refresh()
+            elif self.materializer is None:
+                reply = {"error": wire.QUERY_FAILED, "message": "this daemon has no database"}
+            elif isinstance(request, wire.RebuildRequest):
+                reply["events"] = await self.materializer.rebuild()
+            else:
+                # Read-your-writes: what was acknowledged before the query is in it
+                # (unless loading fails: then the query sees what is loaded, and
+                # `status` reports the failure).
+                await self.materializer.refresh_or_log()
+                cursor = await anyio.to_thread.run_sync(self.materializer.store.cursor)
+                await answer_query(cursor, request, send, self.config.store.query_timeout)
+                return
+        except Exception as exc:  # the store failed (reported); the daemon keeps serving
+            reply = {"error": wire.QUERY_FAILED, "message": f"{type(exc).__name__}: {exc}"}
+        await send(wire.ENCODER.encode(reply) + b"\n")
+
+    async def status(self) -> dict[str, Any]:
         counters = self.ingestor.counters
         return {
             "ok": True,
@@ -305,7 +339,10 @@ class Server:
             "accepted": counters.accepted,
             "rejected": counters.rejected,
             "duplicates": counters.duplicates,
-            "journal": self.journal.stats(),
+            "events_per_s": self.rate.per_second(counters.accepted),
+            # These list and stat files, or ask DuckDB: off the event loop.
+            "journal": await anyio.to_thread.run_sync(self.journal.stats),
+            "store": await self.materializer.stats() if self.materializer else None,
             "paths": self.paths.as_dict(),
         }
 
@@ -378,6 +415,22 @@ class Server:
             except OSError as exc:
                 log.error("spool intake failed: %s", exc)
             await anyio.sleep(self.config.spool.scan_interval)
+
+
+class Rate:
+    """Events per second over the time since the previous `status` (at least a second)."""
+
+    def __init__(self) -> None:
+        self._at = time.monotonic()
+        self._count = 0
+        self._rate = 0.0
+
+    def per_second(self, count: int) -> float:
+        now = time.monotonic()
+        if now - self._at >= 1.0:
+            self._rate = (count - self._count) / (now - self._at)
+            self._at, self._count = now, count
+        return round(self._rate, 1)
 
 
 class _Conn:

@@ -1,0 +1,97 @@
+-- The store's tables (store schema version 1; daemon/store.py explains the design).
+-- A change to any table here bumps SCHEMA_VERSION in daemon/store.py: a database with
+-- another version is rebuilt from the journal, never migrated.
+
+-- Key/value facts about the database itself: schema_version, created_at.
+CREATE TABLE meta (
+    key VARCHAR PRIMARY KEY,
+    value VARCHAR NOT NULL
+);
+
+-- How far each journal segment is materialized. Updated in the same transaction as the
+-- rows it accounts for, so after a crash rows and offsets always agree.
+CREATE TABLE segments (
+    seq BIGINT PRIMARY KEY,         -- the segment's sequence number (its file name's suffix)
+    name VARCHAR NOT NULL,          -- the file name it was last read under
+    loaded_bytes BIGINT NOT NULL,   -- complete lines [0, loaded_bytes) are in `events`
+    complete BOOLEAN NOT NULL,      -- closed and loaded to its end: never read again
+    loaded_at TIMESTAMP NOT NULL    -- UTC time of the last load from this segment
+);
+
+-- One row per event id, the envelope and every type's fields in typed columns. A field
+-- that a type does not have is NULL. Nested objects are flattened with their name as a
+-- prefix (agent.model -> agent_model, tokens.cache_read -> tokens_cache_read,
+-- retry_count.same_model -> retry_same_model, elapsed_ms.wall -> elapsed_wall_ms);
+-- the free-form objects stay JSON. Times are UTC TIMESTAMPs (millisecond precision).
+CREATE TABLE events (
+    id VARCHAR NOT NULL,
+    type VARCHAR NOT NULL,
+    v INTEGER,
+    ts TIMESTAMP,
+    received_at TIMESTAMP,
+    source VARCHAR,
+    session_id VARCHAR,
+    trace_id VARCHAR,
+    span_id VARCHAR,
+    parent_span_id VARCHAR,
+    agent_model VARCHAR,
+    agent_provider VARCHAR,
+    agent_type VARCHAR,
+    agent_id VARCHAR,
+    agent_variant VARCHAR,
+    task_id VARCHAR,
+    task_title VARCHAR,
+    task_attempt_id VARCHAR,
+    task_attempt_index BIGINT,
+    -- tokens (api_request, agent_start/agent_stop, run)
+    tokens_source VARCHAR,
+    tokens_input BIGINT,
+    tokens_output BIGINT,
+    tokens_cache_read BIGINT,
+    tokens_cache_creation BIGINT,
+    tokens_reasoning BIGINT,
+    tokens_total BIGINT,
+    tokens_estimated_total BIGINT,
+    tokens_tokenizer VARCHAR,
+    -- api_request, sessions, activations, tools, skills
+    cost_usd DOUBLE,
+    cost_source VARCHAR,
+    duration_ms BIGINT,
+    success BOOLEAN,
+    error VARCHAR,
+    tool_name VARCHAR,
+    tool_use_id VARCHAR,
+    tool_success BOOLEAN,
+    tool_error VARCHAR,
+    -- skill, metric, custom: name; error, alert: message
+    name VARCHAR,
+    message VARCHAR,
+    category VARCHAR,
+    fingerprint VARCHAR,
+    confidence DOUBLE,
+    -- log
+    level VARCHAR,
+    component VARCHAR,
+    event VARCHAR,
+    -- metric, alert
+    value DOUBLE,
+    unit VARCHAR,
+    kind VARCHAR,
+    severity VARCHAR,
+    -- run
+    attempt_id VARCHAR,
+    attempt_index BIGINT,
+    retry_same_model BIGINT,
+    retry_reroute BIGINT,
+    elapsed_wall_ms BIGINT,
+    elapsed_llm_ms BIGINT,
+    elapsed_tools_ms BIGINT,
+    outcome VARCHAR,
+    outcome_reason VARCHAR,
+    -- session_start / session_end
+    cwd VARCHAR,
+    reason VARCHAR,
+    -- free-form
+    attrs JSON,
+    fields JSON
+);

@@ -1,0 +1,872 @@
+"""The store: journal segments materialized into DuckDB, exactly once, and the views on it.
+
+Every test uses a real DuckDB file under ``tmp_path`` and real journal segments, written
+with ``events.ENCODER`` (as the daemon writes them) or by the real daemon. Expected
+numbers are computed by hand or from the journal bytes, never by the SQL under test.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from conftest import Daemon, exchange
+from telemetryd import events as ev
+from telemetryd.daemon.journal import list_segments
+from telemetryd.daemon.store import SCHEMA_VERSION, Store
+
+T0 = datetime(2026, 3, 1, 10, 0, 0, tzinfo=UTC)
+
+
+# -- helpers -------------------------------------------------------------------
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def line(event: ev.Event) -> bytes:
+    """The event as the daemon journals it (``v`` and ``received_at`` set)."""
+    if event.v is None:
+        event.v = 1
+    if event.received_at is None:
+        event.received_at = (event.ts or T0) + timedelta(milliseconds=5)
+    return ev.ENCODER.encode(event) + b"\n"
+
+
+def custom(n: int, *, event_id: str | None = None, received: datetime | None = None) -> bytes:
+    return line(
+        ev.Custom(
+            id=event_id or f"ev-{n:07d}",
+            ts=at(n),
+            received_at=received,
+            session_id=f"s-{n % 7}",
+            name=f"n{n}",
+        )
+    )
+
+
+def segment(journal: Path, seq: int, suffix: str = ".jsonl") -> Path:
+    journal.mkdir(parents=True, exist_ok=True)
+    return journal / f"20260301T100000Z-{seq:06d}{suffix}"
+
+
+def append(path: Path, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
+
+
+def query(store: Store, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+    with store.cursor() as cur:
+        return cur.execute(sql, params).fetchall()
+
+
+def stored_ids(store: Store) -> list[str]:
+    return [row[0] for row in query(store, "SELECT id FROM events")]
+
+
+class _Id(msgspec.Struct):
+    id: str
+
+
+_IDS = msgspec.json.Decoder(_Id)
+
+
+def journal_ids(journal: Path, prefix: dict[int, int] | None = None) -> set[str]:
+    """Ids of the complete lines of every segment (only the first ``prefix[seq]`` bytes
+    of each segment when given; none of a segment missing from it)."""
+    ids: set[str] = set()
+    for seq, path in list_segments(str(journal)):
+        if path.endswith(".gz"):
+            data = gzip.decompress(Path(path).read_bytes())
+        else:
+            data = Path(path).read_bytes()
+        if prefix is not None:
+            data = data[: prefix.get(seq, 0)]
+            assert not data or data.endswith(b"\n"), f"{path}: loaded up to mid-line"
+        else:
+            data = data[: data.rfind(b"\n") + 1]
+        ids.update(_IDS.decode(chunk).id for chunk in data.splitlines())
+    return ids
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Path:
+    path = tmp_path / "journal"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store(str(tmp_path / "telemetry.duckdb")) as opened:
+        yield opened
+
+
+# -- incremental, exactly-once loading -----------------------------------------
+
+
+def test_incremental_load_takes_only_new_lines(store: Store, journal: Path) -> None:
+    seg = segment(journal, 1)
+    append(seg, b"".join(custom(n) for n in range(100)))
+    assert store.materialize(str(journal)) == 100
+    append(seg, b"".join(custom(n) for n in range(100, 150)))
+    assert store.pending(str(journal)) == 50 * len(custom(100))
+    assert store.materialize(str(journal)) == 50
+    assert store.pending(str(journal)) == 0
+    assert sorted(stored_ids(store)) == [f"ev-{n:07d}" for n in range(150)]
+    (loaded,) = query(store, "SELECT loaded_bytes FROM segments WHERE seq = 1")[0]
+    assert loaded == seg.stat().st_size
+
+
+def test_rerunning_adds_nothing_also_after_reopening(tmp_path: Path, journal: Path) -> None:
+    append(segment(journal, 1), b"".join(custom(n) for n in range(40)))
+    append(segment(journal, 2), b"".join(custom(n) for n in range(40, 90)))
+    database = str(tmp_path / "telemetry.duckdb")
+    with Store(database) as store:
+        assert store.materialize(str(journal)) == 90
+        assert store.materialize(str(journal)) == 0
+    with Store(database) as store:
+        assert store.materialize(str(journal)) == 0
+        assert len(stored_ids(store)) == 90
+        stats = store.stats()
+    assert stats["events"] == 90
+    assert stats["segments"] == 2
+    assert stats["segments_complete"] == 1  # the older one; the newest may still grow
+
+
+def test_a_torn_last_line_waits_until_it_is_complete(store: Store, journal: Path) -> None:
+    seg = segment(journal, 1)
+    whole = custom(10)
+    append(seg, b"".join(custom(n) for n in range(10)) + whole[:25])
+    assert store.materialize(str(journal)) == 10
+    assert store.pending(str(journal)) == 25
+    append(seg, whole[25:-1])  # everything but the newline
+    assert store.materialize(str(journal)) == 0
+    append(seg, b"\n")
+    assert store.materialize(str(journal)) == 1
+    assert "ev-0000010" in stored_ids(store)
+    assert store.pending(str(journal)) == 0
+
+
+def test_a_closed_segment_with_a_torn_tail_is_loaded_up_to_its_last_newline(
+    store: Store, journal: Path
+) -> None:
+    """A crash tore segment 1; until the daemon's startup cuts the tail off, it is skipped."""
+    append(segment(journal, 1), custom(1) + custom(2)[:30])
+    append(segment(journal, 2), custom(3))
+    assert store.materialize(str(journal)) == 2
+    assert query(store, "SELECT seq, complete FROM segments ORDER BY seq") == [
+        (1, False),
+        (2, False),
+    ]
+
+
+def test_duplicate_ids_are_stored_once(tmp_path: Path, journal: Path) -> None:
+    """Within a segment, across segments in one batch, and against stored rows: the copy
+    stored first stays; within one batch, the copy received first."""
+    early, late = at(1), at(2)
+    append(
+        segment(journal, 1),
+        custom(1, event_id="dup-a", received=late)
+        + custom(2)
+        + custom(3, event_id="dup-a", received=early),
+    )
+    append(segment(journal, 2), custom(4, event_id="dup-b") + custom(5, event_id="dup-a"))
+    database = str(tmp_path / "telemetry.duckdb")
+    with Store(database) as store:
+        assert store.materialize(str(journal)) == 3
+        rows = query(store, "SELECT id, name FROM events ORDER BY id")
+        assert rows == [("dup-a", "n3"), ("dup-b", "n4"), ("ev-0000002", "n2")]
+        # Resent later, in a new segment: already stored, so nothing new.
+        append(segment(journal, 3), custom(6, event_id="dup-b") + custom(7))
+        assert store.materialize(str(journal)) == 1
+        assert query(store, "SELECT name FROM events WHERE id = 'dup-b'") == [("n4",)]
+        assert sorted(stored_ids(store)) == ["dup-a", "dup-b", "ev-0000002", "ev-0000007"]
+
+
+def test_small_batches_split_segments_at_line_ends(tmp_path: Path, journal: Path) -> None:
+    lines = [custom(n) for n in range(300)]
+    append(segment(journal, 1), b"".join(lines[:200]))
+    append(segment(journal, 2), b"".join(lines[200:]))
+    with Store(str(tmp_path / "small.duckdb"), batch_bytes=1000) as store:
+        assert store.materialize(str(journal)) == 300
+        assert len(set(stored_ids(store))) == 300
+        assert query(store, "SELECT seq, complete FROM segments ORDER BY seq") == [
+            (1, True),
+            (2, False),
+        ]
+
+
+def test_compressed_segments_are_loaded_whole_once(store: Store, journal: Path) -> None:
+    plain = segment(journal, 1)
+    append(plain, b"".join(custom(n) for n in range(10)))
+    assert store.materialize(str(journal)) == 10
+    # More lines were written before the segment closed, and it was compressed before
+    # they were loaded: loading the whole file again stores only those.
+    append(plain, b"".join(custom(n) for n in range(10, 15)))
+    append(segment(journal, 2), custom(15))
+    segment(journal, 1, ".jsonl.gz").write_bytes(gzip.compress(plain.read_bytes()))
+    plain.unlink()
+    assert store.materialize(str(journal)) == 6
+    assert store.materialize(str(journal)) == 0
+    assert sorted(stored_ids(store)) == [f"ev-{n:07d}" for n in range(16)]
+    assert query(store, "SELECT seq, name, complete FROM segments ORDER BY seq") == [
+        (1, "20260301T100000Z-000001.jsonl.gz", True),
+        (2, "20260301T100000Z-000002.jsonl", False),
+    ]
+    assert store.pending(str(journal)) == 0
+
+
+@pytest.mark.skipif(not shutil.which("zstd"), reason="needs the zstd command")
+def test_zstd_segments_are_loaded(store: Store, journal: Path) -> None:
+    raw = b"".join(custom(n) for n in range(4))
+    compressed = subprocess.run(["zstd", "-q", "-c"], input=raw, capture_output=True, check=True)
+    segment(journal, 1, ".jsonl.zst").write_bytes(compressed.stdout)
+    append(segment(journal, 2), custom(4))
+    assert store.materialize(str(journal)) == 5
+    assert store.pending(str(journal)) == 0
+
+
+def test_while_a_segment_is_being_compressed_the_plain_file_is_read(
+    store: Store, journal: Path
+) -> None:
+    plain = segment(journal, 1)
+    append(plain, custom(1))
+    segment(journal, 1, ".jsonl.gz").write_bytes(gzip.compress(custom(1))[:10])  # half written
+    append(segment(journal, 2), custom(2))
+    assert store.materialize(str(journal)) == 2
+
+
+def test_malformed_lines_are_skipped_with_a_warning(
+    store: Store, journal: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    append(segment(journal, 1), custom(1) + b'{"type":"custom","id":"x",\n' + custom(2))
+    with caplog.at_level(logging.WARNING, logger="telemetryd.daemon.store"):
+        assert store.materialize(str(journal)) == 2
+    assert "cannot be loaded" in caplog.text
+    assert sorted(stored_ids(store)) == ["ev-0000001", "ev-0000002"]
+    assert store.pending(str(journal)) == 0
+
+
+def test_temporary_files_are_removed_also_after_a_crash(tmp_path: Path, journal: Path) -> None:
+    stale = tmp_path / ".telemetry.duckdb.load-x1y2.jsonl"
+    stale.write_bytes(b"left by a crash")
+    with Store(str(tmp_path / "telemetry.duckdb"), batch_bytes=500) as store:
+        assert not stale.exists()
+        append(segment(journal, 1), b"".join(custom(n) for n in range(20)))
+        assert store.materialize(str(journal)) == 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["journal", "telemetry.duckdb"]
+
+
+def test_pending_and_stats(store: Store, journal: Path) -> None:
+    assert store.pending(str(journal)) == 0
+    assert store.stats()["last_materialized"] is None
+    seg = segment(journal, 1)
+    append(seg, b"".join(custom(n) for n in range(5)))
+    assert store.pending(str(journal)) == seg.stat().st_size
+    store.materialize(str(journal))
+    stats = store.stats()
+    assert stats["events"] == 5
+    assert stats["segments"] == 1
+    assert stats["last_materialized"] is not None
+    assert stats["last_loaded"] is not None
+    assert stats["database_bytes"] > 0
+    assert stats["schema_version"] == SCHEMA_VERSION
+    assert stats["needs_rebuild"] is False
+    store.checkpoint()
+    assert store.stats()["events"] == 5
+
+
+def test_a_different_schema_version_needs_a_rebuild(tmp_path: Path, journal: Path) -> None:
+    append(segment(journal, 1), b"".join(custom(n) for n in range(5)))
+    database = str(tmp_path / "telemetry.duckdb")
+    with Store(database) as store:
+        store.materialize(str(journal))
+        with store.cursor() as cur:
+            cur.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
+            cur.execute("CREATE TABLE leftover (x INTEGER)")  # any old layout goes
+    with Store(database) as store:
+        assert store.needs_rebuild
+        assert store.stats()["needs_rebuild"] is True
+        with pytest.raises(Exception, match="rebuild"):
+            store.materialize(str(journal))
+        assert store.rebuild(str(journal)) == 5
+        assert not store.needs_rebuild
+        assert query(store, "SELECT value FROM meta WHERE key = 'schema_version'") == [
+            (str(SCHEMA_VERSION),)
+        ]
+        assert query(store, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'leftover'")
+        assert query(store, "SELECT count(*) FROM events") == [(5,)]
+    with Store(database) as store:
+        assert not store.needs_rebuild
+
+
+# -- kill -9 during materialization ----------------------------------------------
+
+MATERIALIZE = """
+import sys
+from telemetryd.daemon.store import Store
+store = Store(sys.argv[1], batch_bytes=int(sys.argv[3]))
+print("go", flush=True)
+if sys.argv[4] == "rebuild":
+    store.rebuild(sys.argv[2])
+else:
+    store.materialize(sys.argv[2])
+print("done", flush=True)
+"""
+
+
+def complete_bytes(journal: Path) -> int:
+    """Bytes of complete lines in the journal's plain segments."""
+    return sum(p.read_bytes().rfind(b"\n") + 1 for p in journal.glob("*.jsonl"))
+
+
+def assert_exactly_once(store: Store, journal: Path) -> int:
+    """The stored ids are exactly those of the loaded prefixes, each once; returns the
+    number of segment bytes loaded."""
+    offsets = dict(query(store, "SELECT seq, loaded_bytes FROM segments"))
+    ids = stored_ids(store)
+    assert len(ids) == len(set(ids)), "an event is stored twice"
+    assert set(ids) == journal_ids(journal, offsets), "stored events and offsets disagree"
+    return sum(offsets.values())
+
+
+def test_kill_9_during_materialization_loses_and_doubles_nothing(
+    tmp_path: Path, journal: Path
+) -> None:
+    rng = random.Random(9)
+    database = str(tmp_path / "telemetry.duckdb")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    n = 0
+    interrupted = 0
+    seq = 1
+    torn = b""
+    for round_ in range(12):
+        # The journal grows between rounds: new lines (some resending earlier ids, the
+        # last one torn until the next round), and now and then a new segment.
+        if round_ % 4 == 3:
+            append(segment(journal, seq), torn)  # the writer completes its line, then rotates
+            torn = b""
+            seq += 1
+        chunk = [torn]
+        for _ in range(4000):
+            resend = n > 100 and rng.random() < 0.03
+            chunk.append(custom(n, event_id=f"ev-{rng.randrange(n):07d}" if resend else None))
+            n += 1
+        last = custom(n)
+        n += 1
+        torn, head = last[20:], last[:20]
+        append(segment(journal, seq), b"".join(chunk) + head)
+
+        mode = "rebuild" if round_ % 5 == 4 else "materialize"
+        proc = subprocess.Popen(
+            [sys.executable, "-c", MATERIALIZE, database, str(journal), "65536", mode],
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"go\n"
+        time.sleep(rng.uniform(0.0, 0.8))  # a random point of the load, not a wait
+        finished = proc.poll() is not None
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        with Store(database) as store:
+            loaded = assert_exactly_once(store, journal)
+        if not finished and loaded < complete_bytes(journal):
+            interrupted += 1
+        print(f"round {round_}: {mode} killed at {loaded} of {complete_bytes(journal)} bytes")
+
+    assert interrupted >= 5, f"only {interrupted} of 12 kills landed during a load"
+    with Store(database) as store:
+        assert not list(tmp_path.glob(".telemetry.duckdb.load-*")), "temporary files left"
+        store.materialize(str(journal))
+        assert_exactly_once(store, journal)
+        assert set(stored_ids(store)) == journal_ids(journal)
+
+
+# -- rebuild ---------------------------------------------------------------------
+
+REPORTS = [
+    "SELECT count(*), count(DISTINCT id), sum(hash(id, type, ts, received_at, name)) FROM events",
+    "SELECT * FROM api_requests ORDER BY ALL",
+    "SELECT * FROM tool_calls ORDER BY ALL",
+    "SELECT * FROM sessions ORDER BY ALL",
+    "SELECT * FROM runs ORDER BY ALL",
+    "SELECT model, sum(cost_usd), sum(input_tokens), count(*) FROM api_requests GROUP BY ALL "
+    "ORDER BY ALL",
+]
+
+
+def answers(store: Store) -> list[list[tuple[Any, ...]]]:
+    return [query(store, sql) for sql in REPORTS]
+
+
+def test_rebuild_gives_the_same_answers_as_incremental_loading(
+    tmp_path: Path, journal: Path
+) -> None:
+    lines = list(fixture_lines()) + [custom(n) for n in range(200)]
+    lines += [custom(7, event_id="ev-0000003")]  # a resend
+    incremental = Store(str(tmp_path / "incremental.duckdb"), batch_bytes=2000)
+    # Loaded in many small steps: lines, torn lines, segments closed and compressed.
+    data = b"".join(lines)
+    cuts = sorted(random.Random(4).sample(range(1, len(data)), 25))
+    seq = 1
+    for k, (start, end) in enumerate(zip([0, *cuts], [*cuts, len(data)], strict=True)):
+        append(segment(journal, seq), data[start:end])
+        incremental.materialize(str(journal))
+        if k % 9 == 8 and data[:end].endswith(b"\n"):
+            seq += 1
+    first = segment(journal, 1)
+    segment(journal, 1, ".jsonl.gz").write_bytes(gzip.compress(first.read_bytes()))
+    first.unlink()
+    incremental.materialize(str(journal))
+    expected = answers(incremental)
+    assert expected[0][0][0] == len(journal_ids(journal))
+
+    incremental.rebuild(str(journal))
+    assert answers(incremental) == expected
+    incremental.close()
+    with Store(str(tmp_path / "at-once.duckdb")) as at_once:
+        at_once.materialize(str(journal))
+        assert answers(at_once) == expected
+
+
+# -- the views, on a fixed event set -----------------------------------------------
+
+
+def actual(inp: int, out: int, **cache: int) -> ev.Tokens:
+    return ev.Tokens(source="actual", input=inp, output=out, **cache)
+
+
+def fixture_lines() -> Iterator[bytes]:
+    """Two sessions and a stray metric; the tests below know their numbers by hand."""
+    m_a = ev.Agent(model="m-a", provider="anthropic")
+    m_b = ev.Agent(model="m-b", provider="openai")
+    s1: dict[str, Any] = {"session_id": "s1", "source": "claude-code"}
+    s2: dict[str, Any] = {"session_id": "s2", "source": "codex"}
+    yield from map(
+        line,
+        [
+            ev.SessionStart(id="e01", ts=at(0), cwd="/r", reason="startup", **s1),
+            ev.ApiRequest(
+                id="e02",
+                ts=at(1),
+                agent=m_a,
+                tokens=actual(100, 50, cache_read=1000, cache_creation=200),
+                cost_usd=0.01,
+                duration_ms=1000,
+                **s1,
+            ),
+            ev.ToolCall(id="e03", ts=at(2), tool=ev.Tool(name="Bash", use_id="u1"), **s1),
+            ev.ToolResult(
+                id="e04",
+                ts=at(3),
+                tool=ev.Tool(name="Bash", use_id="u1", success=True),
+                duration_ms=800,
+                **s1,
+            ),
+            ev.ToolCall(id="e05", ts=at(4), tool=ev.Tool(name="Read", use_id="u2"), **s1),
+            ev.ApiRequest(
+                id="e06",
+                ts=at(5),
+                agent=m_b,
+                tokens=actual(10, 5),
+                cost_usd=0.002,
+                duration_ms=500,
+                **s1,
+            ),
+            ev.ApiRequest(id="e07", ts=at(6), agent=m_a, tokens=ev.Tokens(source="unknown"), **s1),
+            ev.ToolResult(  # PostToolUse only: no call recorded
+                id="e08",
+                ts=at(7),
+                tool=ev.Tool(name="Edit", use_id="u3", success=False, error="boom"),
+                duration_ms=100,
+                **s1,
+            ),
+            ev.AgentStart(
+                id="e09", ts=at(8), agent=ev.Agent(model="m-a", type="Explore", id="x1"), **s1
+            ),
+            ev.Skill(id="e10", ts=at(9), name="pdf", success=True, duration_ms=1500, **s1),
+            ev.Skill(id="e11", ts=at(10), name="pdf", success=False, duration_ms=500, **s1),
+            ev.Skill(id="e12", ts=at(11), name="xlsx", success=True, **s1),
+            ev.Error(
+                id="e13",
+                ts=at(12),
+                message="429",
+                category="api",
+                fingerprint="api-429",
+                confidence=0.9,
+                agent=m_a,
+                **s1,
+            ),
+            ev.AgentStop(
+                id="e14",
+                ts=at(20),
+                agent=ev.Agent(model="m-a", type="Explore", id="x1"),
+                duration_ms=12000,
+                tokens=actual(300, 40, cache_read=5),
+                success=True,
+                **s1,
+            ),
+            ev.AgentStart(id="e15", ts=at(21), agent=ev.Agent(type="Plan", id="p1"), **s1),
+            ev.Run(
+                id="e16",
+                ts=at(30),
+                agent=m_a,
+                task=ev.Task(id="T1", title="fix it", attempt_id="a1", attempt_index=0),
+                attempt_id="a1",
+                attempt_index=0,
+                retry_count=ev.RetryCount(same_model=1),
+                elapsed_ms=ev.Elapsed(wall=30000, llm=20000),
+                tokens=ev.Tokens(source="estimated", estimated_total=5000, tokenizer="o200k"),
+                outcome="done",
+                **s1,
+            ),
+            ev.SessionEnd(
+                id="e17", ts=at(60), reason="exit", duration_ms=60000, success=True, **s1
+            ),
+            ev.ApiRequest(
+                id="e18",
+                ts=at(3600),
+                agent=m_b,
+                tokens=actual(1, 2, cache_read=3),
+                cost_usd=0.5,
+                **s2,
+            ),
+            ev.ToolCall(id="e19", ts=at(3601), tool=ev.Tool(name="Bash"), **s2),
+            ev.Run(
+                id="e20",
+                ts=at(3602),
+                attempt_id="a2",
+                attempt_index=1,
+                retry_count=ev.RetryCount(reroute=2),
+                elapsed_ms=ev.Elapsed(wall=100),
+                tokens=actual(7, 8),
+                outcome="redo",
+                outcome_reason="tests failing",
+                **s2,
+            ),
+            ev.Run(
+                id="e21",
+                ts=at(3603),
+                attempt_id="a3",
+                attempt_index=2,
+                retry_count=ev.RetryCount(),
+                elapsed_ms=ev.Elapsed(wall=50),
+                tokens=ev.Tokens(source="unknown"),
+                outcome="blocked",
+                **s2,
+            ),
+            ev.Metric(id="e22", ts=at(3700), name="queue_depth", value=3, kind="gauge"),
+        ],
+    )
+
+
+@pytest.fixture
+def fixed(store: Store, journal: Path) -> Store:
+    append(segment(journal, 1), b"".join(fixture_lines()))
+    assert store.materialize(str(journal)) == 22
+    return store
+
+
+def ts(seconds: float) -> datetime:
+    return at(seconds).replace(tzinfo=None)
+
+
+def test_api_requests_view(fixed: Store) -> None:
+    assert query(fixed, "SELECT * FROM api_requests ORDER BY timestamp") == [
+        (ts(1), "s1", "m-a", 100, 50, 1000, 200, 0.01, 1000),
+        (ts(5), "s1", "m-b", 10, 5, 0, 0, 0.002, 500),
+        (ts(6), "s1", "m-a", None, None, None, None, None, None),
+        (ts(3600), "s2", "m-b", 1, 2, 3, 0, 0.5, None),
+    ]
+
+
+def test_agent_activations_view(fixed: Store) -> None:
+    assert query(fixed, "SELECT * FROM agent_activations ORDER BY timestamp") == [
+        (ts(8), "s1", "Explore", "x1", "start", None, None, None, None, None, "m-a"),
+        (ts(20), "s1", "Explore", "x1", "stop", 300, 40, 5, 0, 12000, "m-a"),
+        (ts(21), "s1", "Plan", "p1", "start", None, None, None, None, None, None),
+    ]
+
+
+def test_skill_activations_view(fixed: Store) -> None:
+    assert query(fixed, "SELECT * FROM skill_activations ORDER BY timestamp") == [
+        (ts(9), "s1", "pdf", 1500, True),
+        (ts(10), "s1", "pdf", 500, False),
+        (ts(11), "s1", "xlsx", None, True),
+    ]
+
+
+def test_tool_calls_view(fixed: Store) -> None:
+    columns = [d[0] for d in fixed.cursor().execute("SELECT * FROM tool_calls").description]
+    assert columns == [
+        "tool_use_id",
+        "session_id",
+        "tool_name",
+        "started",
+        "ended",
+        "duration_ms",
+        "success",
+        "error",
+    ]
+    assert query(fixed, "SELECT * FROM tool_calls ORDER BY started") == [
+        ("u1", "s1", "Bash", ts(2), ts(3), 800, True, None),
+        ("u2", "s1", "Read", ts(4), None, None, None, None),  # no result yet
+        ("u3", "s1", "Edit", ts(6.9), ts(7), 100, False, "boom"),  # result only
+        (None, "s2", "Bash", ts(3601), None, None, None, None),  # no use id
+    ]
+
+
+def test_errors_view(fixed: Store) -> None:
+    assert query(
+        fixed,
+        "SELECT timestamp, session_id, model, category, message, fingerprint, confidence "
+        "FROM errors",
+    ) == [(ts(12), "s1", "m-a", "api", "429", "api-429", 0.9)]
+
+
+def test_runs_view(fixed: Store) -> None:
+    assert query(
+        fixed,
+        "SELECT attempt_id, attempt_index, session_id, task_id, retry_same_model, retry_reroute, "
+        "retries, elapsed_wall_ms, elapsed_llm_ms, elapsed_tools_ms, tokens_source, input_tokens, "
+        "total_tokens, outcome, outcome_reason FROM runs ORDER BY timestamp",
+    ) == [
+        ("a1", 0, "s1", "T1", 1, 0, 1, 30000, 20000, None, "estimated", None, 5000, "done", None),
+        ("a2", 1, "s2", None, 0, 2, 2, 100, None, None, "actual", 7, 15, "redo", "tests failing"),
+        ("a3", 2, "s2", None, 0, 0, 0, 50, None, None, "unknown", None, None, "blocked", None),
+    ]
+
+
+def test_sessions_view(fixed: Store) -> None:
+    rows = fixed.cursor().execute("SELECT * FROM sessions ORDER BY session_id")
+    columns = [d[0] for d in rows.description]
+    got = [dict(zip(columns, row, strict=True)) for row in rows.fetchall()]
+    assert got == [
+        {
+            "session_id": "s1",
+            "source": "claude-code",
+            "cwd": "/r",
+            "started": ts(0),
+            "ended": ts(60),
+            "duration_ms": 60000,
+            "agents_used": 2,  # Explore, Plan
+            "skills_used": 2,  # pdf, xlsx
+            "api_requests": 3,
+            "input_tokens": 110,
+            "output_tokens": 55,
+            "cache_read_tokens": 1000,
+            "cache_creation_tokens": 200,
+            "total_tokens": 1365,  # 1350 + 15; the unknown request has none
+            "cost_usd": pytest.approx(0.012),
+            "tool_calls": 3,  # u1, u2, u3
+            "tool_failures": 1,  # u3
+            "errors": 1,
+            "success": True,
+            "attempts": 1,
+        },
+        {
+            "session_id": "s2",
+            "source": "codex",
+            "cwd": None,
+            "started": ts(3600),  # no session_start: the first event
+            "ended": ts(3603),  # no session_end: the last event
+            "duration_ms": 3000,
+            "agents_used": 0,
+            "skills_used": 0,
+            "api_requests": 1,
+            "input_tokens": 1,
+            "output_tokens": 2,
+            "cache_read_tokens": 3,
+            "cache_creation_tokens": 0,
+            "total_tokens": 6,
+            "cost_usd": 0.5,
+            "tool_calls": 1,
+            "tool_failures": 0,
+            "errors": 0,
+            "success": None,
+            "attempts": 2,
+        },
+    ]
+
+
+def test_events_table_keeps_attrs_and_log_fields_as_json(store: Store, journal: Path) -> None:
+    append(
+        segment(journal, 1),
+        line(
+            ev.Log(
+                id="l1",
+                ts=at(0),
+                level="warning",
+                component="scheduler",
+                event="slow_tick",
+                fields={"lag_ms": 250, "queue": "default"},
+                attrs={"b": [1, 2], "a": {"x": True}},
+            )
+        ),
+    )
+    store.materialize(str(journal))
+    assert query(
+        store,
+        "SELECT level, component, event, fields->>'$.queue', attrs->'$.a'->>'$.x', "
+        "json_array_length(attrs->'$.b') FROM events",
+    ) == [("warning", "scheduler", "slow_tick", "default", "true", 2)]
+
+
+# -- with the real daemon ------------------------------------------------------------
+
+
+def test_materializes_the_running_daemons_journal(running_daemon: Daemon, tmp_path: Path) -> None:
+    def send(first: int, count: int) -> dict[str, Any]:
+        payload = b"".join(
+            json.dumps(
+                {"type": "tool_call", "id": f"d-{n}", "session_id": "s", "tool": {"name": "Bash"}}
+            ).encode()
+            + b"\n"
+            for n in range(first, first + count)
+        )
+        reply: dict[str, Any] = exchange(running_daemon.events_socket, payload)[-1]
+        return reply
+
+    journal = str(running_daemon.journal_dir)
+    with Store(str(tmp_path / "telemetry.duckdb")) as store:
+        assert send(0, 500)["accepted"] == 500
+        assert store.materialize(journal) == 500
+        assert send(500, 300)["accepted"] == 300
+        assert store.pending(journal) > 0
+        assert store.materialize(journal) == 300
+        assert store.pending(journal) == 0
+        running_daemon.stop()
+        running_daemon.start()  # a new segment: the old one is closed for good
+        send(800, 1)
+        assert store.materialize(journal) == 1
+        assert store.stats()["segments_complete"] == 1
+        assert (
+            query(
+                store,
+                "SELECT count(*), count(DISTINCT id), min(received_at) IS NOT NULL "
+                "FROM tool_calls JOIN events USING (session_id)",
+            )[0][1]
+            == 801
+        )
+
+
+# -- report macros, on the same fixed event set --------------------------------------
+
+ALL = 100_000  # days: the fixture is older than a few days, younger than this
+
+
+def test_cost_by_model(fixed: Store) -> None:
+    assert query(fixed, "SELECT * FROM cost_by_model(days := ?)", [ALL]) == [
+        ("m-b", 11, 7, pytest.approx(0.502), 2),
+        ("m-a", 100, 50, 0.01, 2),  # the request with unknown tokens counts, with NULLs
+    ]
+    assert query(fixed, "SELECT * FROM cost_by_model()") == []  # the default: 7 days
+
+
+def test_agent_usage_summary_and_optimization_insights(fixed: Store) -> None:
+    # m-a costs 0.01 per 1350 tokens (its one priced request); the Explore stop used
+    # 300 + 40 + 5 + 0 = 345 tokens. The Plan agent never stopped: no invocation yet.
+    est = 345 * 0.01 / 1350
+    assert query(fixed, "SELECT * FROM agent_usage_summary(days := ?)", [ALL]) == [
+        ("Explore", 1, 300, 40, 5, 12000.0, pytest.approx(est))
+    ]
+    assert query(fixed, "SELECT * FROM optimization_insights(days := ?)", [ALL]) == [
+        ("Explore", pytest.approx(est), 340.0, 1, 131.1)  # 1000 * 40 / (300 + 5)
+    ]
+
+
+def test_skill_frequency(fixed: Store) -> None:
+    assert query(fixed, "SELECT * FROM skill_frequency(days := ?)", [ALL]) == [
+        ("pdf", 2, 1, 1000.0),
+        ("xlsx", 1, 1, None),
+    ]
+
+
+def test_session_overview(fixed: Store) -> None:
+    assert query(fixed, "SELECT * FROM session_overview(days := ?)", [ALL]) == [
+        ("s2", 0, 0, 6, 0.5),
+        ("s1", 2, 2, 1365, pytest.approx(0.012)),
+    ]
+    assert query(fixed, "SELECT * FROM session_overview('s1', ?)", [ALL]) == [
+        ("s1", 2, 2, 1365, pytest.approx(0.012))
+    ]
+    named = "SELECT session_id FROM session_overview(session_id := 's2', days := ?)"
+    assert query(fixed, named, [ALL]) == [("s2",)]
+
+
+def test_recent_event_count(fixed: Store) -> None:
+    assert query(fixed, "SELECT * FROM recent_event_count()") == [(0,)]
+    assert query(fixed, "SELECT * FROM recent_event_count(seconds := 1e9)") == [(22,)]
+    assert query(fixed, "SELECT * FROM recent_event_count('skill', 1e9)") == [(3,)]
+
+
+def test_report_macros_are_discoverable(fixed: Store) -> None:
+    rows = query(
+        fixed,
+        "SELECT function_name, parameters, comment FROM duckdb_functions() "
+        "WHERE function_type = 'table_macro' AND NOT internal ORDER BY 1",
+    )
+    assert [(name, params) for name, params, _ in rows] == [
+        ("agent_usage_summary", ["days"]),
+        ("cost_by_model", ["days"]),
+        ("optimization_insights", ["days"]),
+        ("recent_event_count", ["type", "seconds"]),
+        ("session_overview", ["session_id", "days"]),
+        ("skill_frequency", ["days"]),
+        ("trace", ["trace_id"]),
+    ]
+    assert all(comment for _, _, comment in rows)
+
+
+def test_trace_lists_events_in_span_order_with_depth(store: Store, journal: Path) -> None:
+    def span(n: int, span_id: str | None, parent: str | None = None, trace: str = "t1") -> bytes:
+        return line(
+            ev.Custom(
+                id=f"t{n}",
+                ts=at(n),
+                trace_id=trace,
+                span_id=span_id,
+                parent_span_id=parent,
+                name=f"n{n}",
+            )
+        )
+
+    append(
+        segment(journal, 1),
+        span(0, "A")
+        + span(1, "B", "A")
+        + span(2, "C", "A")
+        + span(3, "D", "B")
+        + span(4, None)
+        + span(5, "A")
+        + span(6, "E", "gone")  # its parent is not in the trace: a root
+        + span(7, "A", trace="t2"),
+    )
+    store.materialize(str(journal))
+    assert query(store, "SELECT depth, what, span_id FROM trace('t1')") == [
+        (0, "n0", "A"),
+        (0, "n5", "A"),
+        (1, "n1", "B"),
+        (2, "n3", "D"),
+        (1, "n2", "C"),
+        (0, "n6", "E"),
+        (None, "n4", None),
+    ]
