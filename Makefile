@@ -5,8 +5,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # System tools the tests and benchmarks drive for real.
-SYSTEM_TOOLS := socat nc rsyslogd
-APT_PACKAGES := socat netcat-openbsd rsyslog
+SYSTEM_TOOLS := socat nc rsyslogd systemd-analyze systemd-socket-activate
+APT_PACKAGES := socat netcat-openbsd rsyslog systemd
 
 .DEFAULT_GOAL := check
 .PHONY: check install system-deps run test lint fmt bench stress schema clean

@@ -58,7 +58,7 @@ def test_help_lists_every_command() -> None:
         for line in result.stdout.decode().split("Commands:")[1].splitlines()
         if line.strip()
     }
-    assert listed == {"flush", "paths", "query", "rebuild", "send", "status", "validate"}
+    assert listed == {"flush", "paths", "query", "rebuild", "send", "service", "status", "validate"}
     send = ctl("send", "--help")
     assert send.returncode == 0 and b"Usage: telemetryctl send" in send.stdout
 

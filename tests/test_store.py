@@ -273,9 +273,12 @@ def test_temporary_files_are_removed_also_after_a_crash(tmp_path: Path, journal:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["journal", "telemetry.duckdb"]
 
 
-def test_pending_and_stats(store: Store, journal: Path) -> None:
-    assert store.pending(str(journal)) == 0
+def test_pending_and_stats(store: Store, journal: Path, tmp_path: Path) -> None:
     assert store.stats()["last_materialized"] is None
+    missing = str(tmp_path / "no-journal-yet")
+    assert store.materialize(missing) == 0
+    assert store.pending(missing) == 0
+    assert store.pending(str(journal)) == 0
     seg = segment(journal, 1)
     append(seg, b"".join(custom(n) for n in range(5)))
     assert store.pending(str(journal)) == seg.stat().st_size
@@ -715,9 +718,9 @@ def test_events_table_keeps_attrs_and_log_fields_as_json(store: Store, journal: 
                 id="l1",
                 ts=at(0),
                 level="warning",
-                component="scheduler",
+                component="schédulér ✓",
                 event="slow_tick",
-                fields={"lag_ms": 250, "queue": "default"},
+                fields={"lag_ms": 250, "queue": "dé\nfault 锟斤拷"},
                 attrs={"b": [1, 2], "a": {"x": True}},
             )
         ),
@@ -727,7 +730,7 @@ def test_events_table_keeps_attrs_and_log_fields_as_json(store: Store, journal: 
         store,
         "SELECT level, component, event, fields->>'$.queue', attrs->'$.a'->>'$.x', "
         "json_array_length(attrs->'$.b') FROM events",
-    ) == [("warning", "scheduler", "slow_tick", "default", "true", 2)]
+    ) == [("warning", "schédulér ✓", "slow_tick", "dé\nfault 锟斤拷", "true", 2)]
 
 
 # -- with the real daemon ------------------------------------------------------------
@@ -816,6 +819,7 @@ def test_recent_event_count(fixed: Store) -> None:
     assert query(fixed, "SELECT * FROM recent_event_count()") == [(0,)]
     assert query(fixed, "SELECT * FROM recent_event_count(seconds := 1e9)") == [(22,)]
     assert query(fixed, "SELECT * FROM recent_event_count('skill', 1e9)") == [(3,)]
+    assert query(fixed, "SELECT * FROM recent_event_count('skill', 2000000000)") == [(3,)]
 
 
 def test_report_macros_are_discoverable(fixed: Store) -> None:

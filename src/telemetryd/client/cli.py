@@ -16,6 +16,7 @@ import click
 
 from telemetryd import __version__, events, paths, wire
 from telemetryd.client import control
+from telemetryd.client.service_cli import service_group
 from telemetryd.config import Ingest
 from telemetryd.errors import TelemetryError
 
@@ -204,3 +205,6 @@ def validate(source: Any, journal: bool) -> None:
             click.echo(f"line {number}: {invalid.path}: {invalid.message}")
     if bad:
         sys.exit(1)
+
+
+cli.add_command(service_group)

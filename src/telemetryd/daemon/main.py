@@ -30,7 +30,7 @@ from telemetryd.daemon.ingest import Ingestor
 from telemetryd.daemon.journal import Journal
 from telemetryd.daemon.materializer import Materializer
 from telemetryd.daemon.server import Server, acquire_lock, bind_unix
-from telemetryd.daemon.service import Notifier
+from telemetryd.daemon.service import Notifier, activated_sockets, watchdog
 from telemetryd.daemon.store import Store
 from telemetryd.errors import TelemetryError
 from telemetryd.query import harden
@@ -56,17 +56,19 @@ async def serve(where: paths.Paths, settings: config.Config, notifier: Notifier)
         await anyio.to_thread.run_sync(journal.open, ingestor.dedup)
         store = await anyio.to_thread.run_sync(open_store, where, settings.store)
         materializer = Materializer(store, journal, settings.store)
-        events = _Bound.bind(where.events_socket, bound)
-        control = _Bound.bind(where.control_socket, bound)
+        # Sockets passed by systemd or launchd (never unlinked by us), else our own.
+        passed = activated_sockets()
+        events = passed.get("events") or _Bound.bind(where.events_socket, bound).sock
+        control = passed.get("control") or _Bound.bind(where.control_socket, bound).sock
         server = Server(where, settings, ingestor, journal, materializer)
-        async with anyio.create_task_group() as top:
+        async with watchdog(notifier), anyio.create_task_group() as top:
             await top.start(journal.run)
             await top.start(materializer.run)
             with anyio.CancelScope() as drain:
                 async with anyio.create_task_group() as connections:
                     async with anyio.create_task_group() as loops:
-                        loops.start_soon(server.accept_events, events.sock, connections)
-                        loops.start_soon(server.accept_control, control.sock, connections)
+                        loops.start_soon(server.accept_events, events, connections)
+                        loops.start_soon(server.accept_control, control, connections)
                         loops.start_soon(server.spool_loop)
                         # Signal handlers are in place before READY=1: from then on,
                         # SIGTERM means a clean stop.
@@ -126,6 +128,7 @@ class _Bound:
 
     @classmethod
     def bind(cls, path: str, bound: list[_Bound]) -> _Bound:
+        """Bind ``path`` and remember it in ``bound`` (for the cleanup)."""
         made = cls(path, bind_unix(path))
         bound.append(made)
         return made

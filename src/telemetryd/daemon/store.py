@@ -143,6 +143,9 @@ class Store:
         # Loads need not keep file order within a batch (dedup does not rely on it);
         # dropping it lets DuckDB insert from all threads. Only this connection.
         self._con.execute("SET SESSION preserve_insertion_order = false")
+        # The Python client turns DuckDB's progress bar on (printed to stdout) for the
+        # connection it opens; a daemon prints nothing. (Cursors have it off.)
+        self._con.execute("SET enable_progress_bar = false")
         self._reader = self._con.cursor()
         self._reader_lock = threading.Lock()
         self._tmp_prefix = os.path.join(

@@ -104,7 +104,7 @@ CREATE OR REPLACE MACRO recent_event_count(type := NULL, seconds := 60) AS TABLE
 SELECT count(*) AS events
 FROM events AS e
 WHERE (type IS NULL OR e.type = type)
-    AND e.ts >= utc_now() - to_microseconds(CAST(seconds * 1000000 AS BIGINT));
+    AND e.ts >= utc_now() - to_microseconds(CAST(seconds * 1000000.0 AS BIGINT));
 COMMENT ON MACRO TABLE recent_event_count IS
     'Events (of one type, or all) in the last `seconds` seconds';
 

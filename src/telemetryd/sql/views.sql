@@ -55,17 +55,18 @@ SELECT
 FROM events AS e
 WHERE e.type = 'skill';
 
--- One row per tool use: its tool_call and tool_result paired by tool.use_id. A call
--- without a result yet, and a result without a recorded call (PostToolUse-only hooks),
--- each still have their row; so does every event without a use id. `started` is the
--- call's time (without a call: the result's time less its duration), `ended` the
+-- One row per tool use: its tool_call and tool_result paired by (session_id, tool.use_id).
+-- A call without a result yet, and a result without a recorded call (PostToolUse-only
+-- hooks), each still have their row; so does every event without a use id. `started`
+-- is the call's time (without a call: the result's time less its duration), `ended` the
 -- result's; `duration_ms` is the result's, else the time between the two. Repeated
--- calls or results of one use id count once (the first call, the last result).
+-- calls or results of one use id count once (the first call, the last result). Grouping
+-- by session too lets a filter on session_id skip the other sessions' rows.
 CREATE OR REPLACE VIEW tool_calls AS
 WITH paired AS (
     SELECT
         e.tool_use_id,
-        arg_min(e.session_id, e.ts) AS session_id,
+        e.session_id,
         arg_min(e.tool_name, e.ts) AS tool_name,
         min(e.ts) FILTER (WHERE e.type = 'tool_call') AS called,
         max(e.ts) FILTER (WHERE e.type = 'tool_result') AS ended,
@@ -74,7 +75,7 @@ WITH paired AS (
         arg_max(e.tool_error, e.ts) FILTER (WHERE e.type = 'tool_result') AS error
     FROM events AS e
     WHERE e.type IN ('tool_call', 'tool_result') AND e.tool_use_id IS NOT NULL
-    GROUP BY e.tool_use_id
+    GROUP BY e.session_id, e.tool_use_id
     UNION ALL
     SELECT
         NULL,
@@ -155,6 +156,8 @@ WHERE e.type = 'run';
 -- (api_request); agents_used counts distinct sub-agent types activated, skills_used
 -- distinct skills; tool_calls and tool_failures come from `tool_calls`; success is the
 -- session_end's; attempts counts distinct attempt ids among the session's runs.
+-- The distinct counts are taken apart, over the few rows of their types: DISTINCT
+-- aggregates over every event of every session cost more than the rest together.
 CREATE OR REPLACE VIEW sessions AS
 WITH per_session AS (
     SELECT
@@ -167,9 +170,6 @@ WITH per_session AS (
         arg_max(e.duration_ms, e.ts) FILTER (WHERE e.type = 'session_end') AS end_duration_ms,
         arg_max(e.success, e.ts) FILTER (WHERE e.type = 'session_end') AS success,
         arg_min(e.cwd, e.ts) FILTER (WHERE e.type = 'session_start') AS cwd,
-        count(DISTINCT e.agent_type) FILTER (WHERE e.type IN ('agent_start', 'agent_stop'))
-            AS agents_used,
-        count(DISTINCT e.name) FILTER (WHERE e.type = 'skill') AS skills_used,
         count(*) FILTER (WHERE e.type = 'api_request') AS api_requests,
         sum(e.tokens_input) FILTER (WHERE e.type = 'api_request') AS input_tokens,
         sum(e.tokens_output) FILTER (WHERE e.type = 'api_request') AS output_tokens,
@@ -179,10 +179,20 @@ WITH per_session AS (
         sum(coalesce(e.tokens_total, e.tokens_estimated_total))
             FILTER (WHERE e.type = 'api_request') AS total_tokens,
         sum(e.cost_usd) FILTER (WHERE e.type = 'api_request') AS cost_usd,
-        count(*) FILTER (WHERE e.type = 'error') AS errors,
-        count(DISTINCT coalesce(e.attempt_id, e.id)) FILTER (WHERE e.type = 'run') AS attempts
+        count(*) FILTER (WHERE e.type = 'error') AS errors
     FROM events AS e
     WHERE e.session_id IS NOT NULL
+    GROUP BY e.session_id
+),
+distinct_counts AS (
+    SELECT
+        e.session_id,
+        count(DISTINCT e.agent_type) FILTER (WHERE e.type IN ('agent_start', 'agent_stop'))
+            AS agents_used,
+        count(DISTINCT e.name) FILTER (WHERE e.type = 'skill') AS skills_used,
+        count(DISTINCT coalesce(e.attempt_id, e.id)) FILTER (WHERE e.type = 'run') AS attempts
+    FROM events AS e
+    WHERE e.session_id IS NOT NULL AND e.type IN ('agent_start', 'agent_stop', 'skill', 'run')
     GROUP BY e.session_id
 ),
 tools AS (
@@ -204,8 +214,8 @@ SELECT
         s.end_duration_ms,
         datediff('millisecond', coalesce(s.start_ts, s.first_ts), coalesce(s.end_ts, s.last_ts))
     ) AS duration_ms,
-    s.agents_used,
-    s.skills_used,
+    coalesce(d.agents_used, 0) AS agents_used,
+    coalesce(d.skills_used, 0) AS skills_used,
     s.api_requests,
     coalesce(s.input_tokens, 0) AS input_tokens,
     coalesce(s.output_tokens, 0) AS output_tokens,
@@ -217,6 +227,7 @@ SELECT
     coalesce(t.tool_failures, 0) AS tool_failures,
     s.errors,
     s.success,
-    s.attempts
+    coalesce(d.attempts, 0) AS attempts
 FROM per_session AS s
+LEFT JOIN distinct_counts AS d ON d.session_id = s.session_id
 LEFT JOIN tools AS t ON t.session_id = s.session_id;
