@@ -378,13 +378,13 @@ def test_kill_9_during_materialization_loses_and_doubles_nothing(
 
         mode = "rebuild" if round_ % 5 == 4 else "materialize"
         proc = subprocess.Popen(
-            [sys.executable, "-c", MATERIALIZE, database, str(journal), "65536", mode],
+            [sys.executable, "-c", MATERIALIZE, database, str(journal), "16384", mode],
             stdout=subprocess.PIPE,
             env=env,
         )
         assert proc.stdout is not None
         assert proc.stdout.readline() == b"go\n"
-        time.sleep(rng.uniform(0.0, 0.8))  # a random point of the load, not a wait
+        time.sleep(rng.uniform(0.0, 0.6))  # a random point of the load, not a wait
         finished = proc.poll() is not None
         proc.kill()
         proc.wait()
@@ -453,8 +453,12 @@ def test_rebuild_gives_the_same_answers_as_incremental_loading(
 # -- the views, on a fixed event set -----------------------------------------------
 
 
-def actual(inp: int, out: int, **cache: int) -> ev.Tokens:
-    return ev.Tokens(source="actual", input=inp, output=out, **cache)
+def actual(
+    inp: int, out: int, *, cache_read: int | None = None, cache_creation: int | None = None
+) -> ev.Tokens:
+    return ev.Tokens(
+        source="actual", input=inp, output=out, cache_read=cache_read, cache_creation=cache_creation
+    )
 
 
 def fixture_lines() -> Iterator[bytes]:

@@ -20,7 +20,9 @@ caller runs :meth:`Store.rebuild`. Views and macros are recreated at every open.
 
 ``events`` is one wide table without indexes: reports scan a few columns of it
 (DuckDB stores each column apart, compressed, with min/max per row group), and
-rows arrive in journal order, so filters on time skip most row groups.
+rows arrive roughly in journal order, so filters on time skip most row groups.
+Measured on 10M events: cost_by_model ~80 ms warm on a busy 2-CPU machine; one
+session's row of the `sessions` view ~10 ms.
 
 Materialization (:meth:`Store.materialize`) is incremental and exactly-once. For
 each segment it takes the complete lines past ``loaded_bytes`` (a torn last line
@@ -249,7 +251,9 @@ class Store:
 
     def materialize(self, journal_dir: str) -> int:
         """Load every complete journal line not loaded yet; return the new events stored
-        (duplicates of stored ids do not count)."""
+        (duplicates of stored ids do not count). Raises TelemetryError when the store
+        needs a rebuild, and duckdb.Error or OSError when loading fails (nothing of the
+        failed batch is kept; the next run retries it)."""
         with self._lock:
             if self.needs_rebuild:
                 raise TelemetryError(f"{self.path}: store schema differs; rebuild it first")
@@ -259,7 +263,8 @@ class Store:
         """Drop everything and load the whole journal again; return the events stored.
 
         The empty schema is committed first and the journal then loaded batch by batch,
-        so a crash halfway leaves a store that the next :meth:`materialize` completes.
+        so a crash halfway leaves a store that the next :meth:`materialize` completes;
+        meanwhile queries see the store partly loaded.
         """
         with self._lock:
             started = time.monotonic()
