@@ -9,7 +9,7 @@ SYSTEM_TOOLS := socat nc rsyslogd systemd-analyze systemd-socket-activate
 APT_PACKAGES := socat netcat-openbsd rsyslog systemd
 
 .DEFAULT_GOAL := check
-.PHONY: check install system-deps run test lint fmt bench stress schema clean
+.PHONY: check install system-deps run test lint fmt bench stress schema docs clean
 
 check: test lint
 
@@ -56,6 +56,10 @@ stress: install system-deps
 
 schema: install
 	$(BIN)/python -m telemetryd.schema schemas
+
+# Regenerate what is generated from the code (tests fail when these drift).
+docs: schema
+	$(BIN)/python -m telemetryd.client.clidoc > docs/cli.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

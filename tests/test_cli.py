@@ -70,3 +70,12 @@ def test_python_m_telemetryd_runs_the_daemon_entry_point() -> None:
         [sys.executable, "-m", "telemetryd", "--version"], capture_output=True, check=False
     )
     assert result.returncode == 0 and result.stdout.startswith(b"telemetryd ")
+
+
+def test_cli_reference_matches_the_commands() -> None:
+    """docs/cli.md is generated from --help; a command or option that changed fails here."""
+    from conftest import ROOT
+    from telemetryd.client import clidoc
+
+    committed = (ROOT / "docs" / "cli.md").read_text()
+    assert committed == clidoc.render(), "docs/cli.md is stale: run `make docs`"
