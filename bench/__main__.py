@@ -2,7 +2,8 @@
 
     python -m bench                 everything, 5 runs per ingest figure (a few minutes)
     python -m bench --quick         smaller payloads, 2 runs
-    python -m bench --only ingest   one of: ingest, conn, send, rss
+    python -m bench --only ingest   one of: ingest, conn, send, rss, store, query, ...
+    python -m bench --only query --big   also time queries on 10M events (built once, cached)
     python -m bench --only conn --profile   the daemon under cProfile; prints where it spends
 
 Progress goes to stderr, the table to stdout. Exit status 0 whether or not
@@ -26,12 +27,20 @@ from pathlib import Path
 from typing import Any
 
 from bench import BenchError, conn, ingest, procs, report, rss, send
+from bench import hook as hook_bench
+from bench import imports as import_bench
+from bench import query as query_bench
+from bench import store as store_bench
 
 BENCHMARKS: dict[str, Callable[[Path, int, bool, Callable[[str], None]], dict[str, Any]]] = {
     "ingest": ingest.run,
     "conn": conn.run,
     "send": send.run,
     "rss": rss.run,
+    "hook": hook_bench.run,
+    "import": import_bench.run,
+    "store": store_bench.harness,
+    "query": query_bench.run,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -42,6 +51,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smaller payloads, 2 runs")
     parser.add_argument("--runs", type=int, help="runs per figure (default 5, --quick 2)")
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
+    parser.add_argument(
+        "--big",
+        action="store_true",
+        help="query: also on 10M events (the first build takes minutes; cached in /tmp)",
+    )
     parser.add_argument(
         "--profile",
         action="store_true",
@@ -90,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         for stale in procs.PROFILE_DIR.glob("*.prof"):
             stale.unlink()
         results["profiled"] = True
+    query_bench.BIG = args.big
     started = time.monotonic()
     try:
         for name in chosen:

@@ -101,8 +101,10 @@ class Server:
     socket_path = ""
     proc: subprocess.Popen[bytes] | None = None
 
-    def __init__(self, prefix: str) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    def __init__(self, prefix: str, home: Path | None = None) -> None:
+        """A new directory under /tmp, removed at close; or ``home``, which is kept."""
+        self.owned = home is None
+        self.dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp")) if home is None else home
         self.log_path = self.dir / "server.log"
 
     def __enter__(self) -> Server:
@@ -143,7 +145,8 @@ class Server:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if self.owned:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def log(self) -> str:
         return _tail(self.log_path)
@@ -154,8 +157,10 @@ class Telemetryd(Server):
 
     name = "telemetryd"
 
-    def __init__(self, args: list[str] | None = None, label: str = "telemetryd") -> None:
-        super().__init__("tdb-")
+    def __init__(
+        self, args: list[str] | None = None, label: str = "telemetryd", home: Path | None = None
+    ) -> None:
+        super().__init__("tdb-", home)
         self.args = list(args or [])
         self.label = label
         self.socket_path = str(self.dir / "run" / "events.sock")
@@ -164,6 +169,8 @@ class Telemetryd(Server):
 
     def start(self) -> None:
         notify_path = str(self.dir / "notify.sock")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(notify_path)  # left by an earlier run in a kept home
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(notify_path)
         env = _clean_env(TELEMETRYD_HOME=str(self.dir), NOTIFY_SOCKET=notify_path)

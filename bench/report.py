@@ -12,7 +12,10 @@ TARGETS = {
     "ingest_vs_rsyslog": (">=", 1.0, "x rsyslog"),
     "conn_per_event": (">=", 30_000, "ev/s"),
     "send_vs_pass": ("<=", 2.0, "x python -c pass"),
+    "hook_vs_pass": ("<=", 2.0, "x python -c pass"),
     "peak_rss": ("<=", 200, "MB"),
+    "bulk_materialization": (">=", 800_000, "ev/s"),
+    "query_vs_duckdb": ("<=", 0.3, "x fresh duckdb"),
 }
 
 
@@ -50,6 +53,56 @@ def _figure(
 def _cores(runs: list[dict[str, Any]], key: str) -> str:
     values = [r[key] for r in runs if r.get(key) is not None]
     return f"{_median(values):.2f}" if values else "-"
+
+
+def _hook_figures(hook: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """`telemetryctl hook claude-code` against python -c pass (bench/hook.py)."""
+    if not hook:
+        return []
+    n = hook["iterations"]
+    return [
+        _figure(f"telemetryctl hook claude-code p50 ({n} runs)", [hook["hook_p50_ms"]], "ms",
+                note=f"imports {hook['importtime']['hook_only_total_ms']:.1f} ms beyond python"),
+        _figure("telemetryctl hook claude-code p95", [hook["hook_p95_ms"]], "ms",
+                note=f"python -c pass p95 {hook['pass_p95_ms']:.1f} ms"),
+        _figure("ratio hook p50 / pass p50", [hook["ratio_p50"]], "x", target="hook_vs_pass",
+                note=f"pass p50 {hook['pass_p50_ms']:.1f} ms; p95 ratio {hook['ratio_p95']:.2f}"),
+    ]  # fmt: skip
+
+
+def _import_figures(imported: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """`telemetryctl import claude-code` on generated transcripts (bench/imports.py)."""
+    out: list[dict[str, Any]] = []
+    for row in (imported or {}).get("sizes", []):
+        size = f"{row['input_mb']:.0f} MB"
+        out.append(
+            _figure(
+                f"import claude-code {size}, dry run",
+                [row["dry_run_mb_per_s"]],
+                "MB/s",
+                note=f"{row['dry_run_lines_per_s']:,.0f} lines/s, peak RSS "
+                f"{row['dry_run_peak_rss_mb']:.0f} MB",
+            )
+        )
+        out.append(
+            _figure(
+                f"import claude-code {size} into the daemon",
+                [row["import_mb_per_s"]],
+                "MB/s",
+                note=f"{row['import_lines_per_s']:,.0f} lines/s, "
+                f"{row['import_events_per_s']:,.0f} events/s ({row['requests']:,}); "
+                f"again with --rescan {row['rescan_s']:.1f} s, 0 added",
+            )
+        )
+        out.append(
+            _figure(
+                f"import claude-code {size}, peak RSS",
+                [row["import_peak_rss_mb"]],
+                "MB",
+                note="the import process (wait4)",
+            )
+        )
+    return out
 
 
 def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -147,6 +200,8 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
                 note="interleaved runs",
             )
         )
+    out.extend(_hook_figures(results.get("hook")))
+    out.extend(_import_figures(results.get("import")))
     flood = results.get("rss")
     if flood:
         out.append(
@@ -160,6 +215,103 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{flood['events_per_s']:,.0f} ev/s",
             )
         )
+    out.extend(_store_figures(results.get("store")))
+    out.extend(_query_figures(results.get("query")))
+    return out
+
+
+def _store_figures(store: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Materialization (bench/store.py)."""
+    if not store:
+        return []
+    n = store["events"]
+    out = [
+        _figure(
+            f"bulk materialization, {n:,} events",
+            [store["bulk_events_per_s"]],
+            "ev/s",
+            target="bulk_materialization",
+            note=f"{store['bytes_per_event']} B/event; "
+            f"database {store['database_bytes'] / 1e6:.0f} MB",
+        ),
+        _figure(
+            f"steady state, {store['steady_batch']:,}-event loads, in process",
+            [store["steady_events_per_s"]],
+            "ev/s",
+            note=f"median load {store['steady_median_ms']} ms on top of {n:,} events",
+        ),
+    ]
+    ingest = store.get("under_ingest")
+    if ingest:
+        per_client = ingest["events"] // ingest["clients"]
+        out.append(
+            _figure(
+                f"ingest with materializer, {ingest['clients']}x{per_client:,}",
+                [ingest["ingest_events_per_s"]],
+                "ev/s",
+                note=f"{ingest['materialized_share_at_end']:.0%} in the database when ingest "
+                f"ended ({ingest['loads_seen']} loads); "
+                f"flush then took {ingest['flush_ms']:.0f} ms",
+            )
+        )
+        out.append(
+            _figure(
+                "materialized under ingest, first byte to all loaded",
+                [ingest["materialized_events_per_s"]],
+                "ev/s",
+            )
+        )
+    return out
+
+
+def _query_figures(query: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """`telemetryctl query` against a fresh duckdb process, and freshness (bench/query.py)."""
+    if not query:
+        return []
+    out = []
+    for events, size in query["sizes"].items():
+        label = f"{int(events) / 1e6:g}M events"
+        build = size["build"]
+        out.append(
+            _figure(
+                f"telemetryctl query cost_by_model, {label}",
+                size["ctl_ms"],
+                "ms",
+                note=f"daemon-side {_median(size['daemon_ms']):.0f} ms; {size['rows']} rows",
+            )
+        )
+        out.append(_figure(f"fresh duckdb process, {label}", size["fresh_ms"], "ms"))
+        out.append(
+            _figure(
+                f"ratio query / fresh duckdb, {label}",
+                size["ratios"],
+                "x",
+                target="query_vs_duckdb",
+                note=f"{query['pairs']} interleaved pairs",
+            )
+        )
+        if not build["cached"] or int(events) > 1_000_000:
+            out.append(
+                _figure(
+                    f"bulk materialization, {label} (database build)",
+                    [build["materialize_events_per_s"]],
+                    "ev/s",
+                    target="bulk_materialization",
+                    note=("cached from " + build["built"]) if build["cached"] else "built now",
+                )
+            )
+    if not query.get("big"):
+        out.append({"name": "query at 10M events", "skipped": "opt-in: --big"})
+    fresh = query.get("freshness")
+    if fresh:
+        note = (
+            f"first query saw the event {fresh['first_query_saw_it']}/{fresh['sends']} times "
+            f"({fresh['events'] / 1e6:g}M-event database)"
+        )
+        out.append(
+            _figure("freshness p50, send exit -> visible", [fresh["p50_ms"]], "ms", note=note)
+        )
+        out.append(_figure("freshness p95", [fresh["p95_ms"]], "ms"))
     return out
 
 

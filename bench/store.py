@@ -18,7 +18,9 @@ Prints events/s for each. The target for bulk is ≥ 800k events/s.
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -27,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench import BenchError
 from telemetryd import events as ev
 from telemetryd.daemon.store import Store
 
@@ -310,6 +313,106 @@ def run(workdir: Path, events: int, log: Any = print) -> dict[str, Any]:
         "database_bytes": stats["database_bytes"],
         "cost_by_model_warm_ms": round(report_ms, 1),
     }
+
+
+def _store_status(control_socket: str) -> dict[str, Any]:
+    """The daemon's status reply (the store's figures are under ``store``)."""
+    import json
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(60)
+        sock.connect(control_socket)
+        sock.sendall(b'{"op":"status"}\n')
+        reply: dict[str, Any] = json.loads(sock.makefile("rb").readline())
+    return reply
+
+
+def _flush(control_socket: str) -> int:
+    """Ask the daemon to write and materialize everything now; the events it stored."""
+    import json
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(600)
+        sock.connect(control_socket)
+        sock.sendall(b'{"op":"flush"}\n')
+        reply = json.loads(sock.makefile("rb").readline())
+    if not reply.get("ok"):
+        raise BenchError(f"flush failed: {reply}")
+    return int(reply.get("materialized", 0))
+
+
+def under_ingest(workdir: Path, clients: int, per_client: int, log: Any = print) -> dict[str, Any]:
+    """The real daemon (default settings) materializing while ``clients`` processes stream
+    ``per_client`` events each as fast as they can; its status polled every 100 ms.
+
+    Figures: the ingest rate with the materializer running, the share of the events in
+    the database when the last client got its summary, and how long a flush then takes to
+    load the rest (what a query arriving at that moment would wait)."""
+    import threading
+
+    from bench import clients as client_procs
+    from bench import payload
+    from bench.procs import Telemetryd
+    from bench.query import daemon_args
+
+    stream = workdir / "under-ingest.ndjson"
+    payload.write_stream(stream, per_client)
+    total = clients * per_client
+    samples: list[tuple[float, int]] = []
+    with Telemetryd(daemon_args(), label="under-ingest") as daemon:
+        control = str(daemon.dir / "run" / "control.sock")
+        done = threading.Event()
+
+        def poll() -> None:
+            while not done.wait(0.1):
+                samples.append((time.time(), _store_status(control)["store"]["events"] or 0))
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        try:
+            results = client_procs.stream(daemon.socket_path, [str(stream)] * clients)
+        finally:
+            done.set()
+            poller.join()
+        t0, t1 = client_procs.span(results)
+        at_end = _store_status(control)["store"]["events"] or 0
+        started = time.perf_counter()
+        _flush(control)
+        flush_s = time.perf_counter() - started
+        stored = _store_status(control)["store"]["events"]
+        if stored != total:
+            raise BenchError(f"under ingest: {stored} of {total} events in the database")
+        if daemon.stop() != 0:
+            raise BenchError(f"telemetryd did not stop cleanly:\n{daemon.log()}")
+    runs = sum(1 for (_, a), (_, b) in itertools.pairwise(samples) if b > a)
+    wall = t1 - t0
+    log(
+        f"under ingest: {clients}x{per_client:,} events at {total / wall:,.0f} ev/s; "
+        f"{at_end / total:.0%} materialized when ingest ended ({runs} loads seen); "
+        f"flush loaded the rest in {flush_s * 1000:.0f} ms"
+    )
+    return {
+        "clients": clients,
+        "events": total,
+        "ingest_events_per_s": round(total / wall),
+        "materialized_at_end": at_end,
+        "materialized_share_at_end": at_end / total,
+        "loads_seen": runs,
+        "flush_ms": round(flush_s * 1000, 1),
+        "materialized_events_per_s": round(total / (wall + flush_s)),
+    }
+
+
+def harness(workdir: Path, runs: int, quick: bool, log: Any) -> dict[str, Any]:
+    """`python -m bench --only store`: bulk and steady state in process, then under ingest."""
+    events = 200_000 if quick else 1_000_000
+    (workdir / "store").mkdir(parents=True, exist_ok=True)
+    figures = run(workdir / "store", events, log)
+    shutil.rmtree(workdir / "store", ignore_errors=True)
+    figures["under_ingest"] = under_ingest(workdir, 4, 50_000 if quick else 250_000, log)
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:

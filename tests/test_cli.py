@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
+from typing import Any
 
-from conftest import ctl
+from conftest import ctl, exchange
 
 GOOD = b'{"type":"custom","name":"ok"}\n'
 
@@ -58,7 +60,24 @@ def test_help_lists_every_command() -> None:
         for line in result.stdout.decode().split("Commands:")[1].splitlines()
         if line.strip()
     }
-    assert listed == {"flush", "paths", "query", "rebuild", "send", "service", "status", "validate"}
+    assert listed == {
+        "config",
+        "flush",
+        "gc",
+        "hook",
+        "hooks",
+        "import",
+        "paths",
+        "pricing",
+        "query",
+        "rebuild",
+        "reports",
+        "send",
+        "service",
+        "status",
+        "tail",
+        "validate",
+    }
     send = ctl("send", "--help")
     assert send.returncode == 0 and b"Usage: telemetryctl send" in send.stdout
 
@@ -79,3 +98,31 @@ def test_cli_reference_matches_the_commands() -> None:
 
     committed = (ROOT / "docs" / "cli.md").read_text()
     assert committed == clidoc.render(), "docs/cli.md is stale: run `make docs`"
+
+
+def test_status_shows_the_store(daemon_factory: Any) -> None:
+    """Materialized and pending events, last materialization, database size, rate."""
+    daemon = daemon_factory(
+        ["--set", "store.interval=3600", "--set", "store.pending-events=1000000"]
+    ).start()
+    lines = b"".join(b'{"type":"custom","name":"n%d"}\n' % i for i in range(3))
+    assert exchange(daemon.events_socket, lines)[-1]["accepted"] == 3
+    journal_bytes = sum(p.stat().st_size for p in daemon.journal_dir.glob("*.jsonl"))
+    before = ctl("status")
+    assert before.returncode == 0, before.stderr
+    text = before.stdout.decode()
+    assert re.search(r"^rate: [\d,.]+ events/s; 0 tail clients following$", text, re.M), text
+    assert (
+        f"store: 0 events materialized, {journal_bytes} B of journal pending, "
+        "last materialized never this run, database " in text
+    ), text
+    assert ctl("flush").returncode == 0
+    after = ctl("status").stdout.decode()
+    found = re.search(
+        r"^store: 3 events materialized, 0 B of journal pending, "
+        r"last materialized (\d+) s ago \((\S+)Z\), database ([\d.]+) (kB|MB)$",
+        after,
+        re.M,
+    )
+    assert found, after
+    assert daemon.stop() == 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Daemon, ctl
+from conftest import TELEMETRYCTL, Daemon, ctl
 from telemetryd import config
 from telemetryd.errors import ConfigError
 
@@ -271,3 +271,52 @@ def test_daemon_refuses_a_bad_config(daemon_factory: DaemonFactory, state_home: 
     assert daemon.proc.wait(30) != 0
     assert "max-lines" in daemon.log()
     assert not (state_home / "run" / "events.sock").exists()
+
+
+# -- `telemetryctl config show | check` ---------------------------------------------------
+
+
+def test_config_show_names_where_each_value_comes_from(state_home: Path) -> None:
+    path = write(state_home / "config.toml", '[journal]\ndurability = "never"\n')
+    env = dict(os.environ, TELEMETRYD_INGEST_IDLE_TIMEOUT="2.5")
+    result = subprocess.run(
+        [TELEMETRYCTL, "config", "show", "--json", "--set", "store.threads=1"],
+        env=env,
+        capture_output=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["file"] == path and shown["file_exists"] is True
+    settings = shown["settings"]
+    assert settings["journal.durability"] == {"value": "never", "origin": f"file {path}"}
+    assert settings["ingest.idle-timeout"] == {
+        "value": 2.5,
+        "origin": "env TELEMETRYD_INGEST_IDLE_TIMEOUT",
+    }
+    assert settings["store.threads"] == {"value": 1, "origin": "flag --set"}
+    assert settings["retention.max-age-days"] == {"value": 30.0, "origin": "default"}
+    assert set(settings) == set(config.flatten(config.Config()))
+
+
+def test_config_show_prints_toml_that_loads_back(state_home: Path, tmp_path: Path) -> None:
+    write(state_home / "config.toml", "[ingest]\nallowed-uids = [1000]\n")
+    result = ctl("config", "show")
+    assert result.returncode == 0, result.stderr
+    text = result.stdout.decode()
+    assert "allowed-uids = [1000]" in text and f"# file {state_home}/config.toml" in text
+    assert 'durability = "interval"' in text and "# default" in text
+    copy = write(tmp_path / "copy.toml", text)
+    assert config.load(copy, environ={})[0] == config.load(str(state_home / "config.toml"))[0]
+
+
+def test_config_check(tmp_path: Path) -> None:
+    good = write(tmp_path / "good.toml", "[retention]\nmax-age-days = 7\n")
+    result = ctl("config", "check", good)
+    assert (result.returncode, result.stdout) == (0, f"{good}: valid\n".encode())
+    bad = write(tmp_path / "bad.toml", "[retention]\nmax-age = 7\n")
+    result = ctl("config", "check", bad)
+    assert result.returncode == 1
+    assert b"`max-age`" in result.stderr and bad.encode() in result.stderr
+    result = ctl("config", "check", str(tmp_path / "missing.toml"))
+    assert result.returncode == 1 and b"missing.toml" in result.stderr

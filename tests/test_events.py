@@ -33,6 +33,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "log": {"level": "info", "component": "sched", "event": "tick"},
     "metric": {"name": "queue_depth", "value": 3, "kind": "gauge"},
     "alert": {"severity": "warning", "kind": "budget", "message": "80% spent"},
+    "prompt": {},
     "custom": {"name": "anything"},
 }
 

@@ -97,6 +97,7 @@ VALID: list[dict[str, Any]] = [
     {"type": "metric", "name": "queue_depth", "value": 3, "kind": "gauge", "unit": "events"},
     {"type": "metric", "name": "latency", "value": 0.25, "kind": "histogram"},
     {"type": "alert", "severity": "critical", "kind": "budget", "message": "over budget"},
+    {"type": "prompt", "session_id": "s1", "length": 42, "attrs": {"prompt_id": "p-1"}},
     {"type": "custom", "name": "deploy", "attrs": {"env": "prod", "nested": {"ok": [1, None]}}},
     {"type": "custom", "name": "nulls", "source": None, "agent": None, "attrs": None},
 ]

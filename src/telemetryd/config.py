@@ -74,11 +74,43 @@ class Spool(Struct, **_SECTION):
     scan_interval: Seconds = 5.0
 
 
+class Retention(Struct, **_SECTION):
+    """How much journal is kept (daemon/retention.py); 0 turns a limit off."""
+
+    # Segments whose last write is older than this many days are deleted ...
+    max_age_days: Annotated[float, Meta(ge=0)] = 30.0
+    # ... and the oldest ones while the journal is larger than this.
+    max_bytes: Annotated[int, Meta(ge=0)] = 10 * 1024**3
+    # Materialized closed segments are gzipped (.jsonl.gz).
+    compress: bool = True
+    # Seconds between two runs in the daemon (`telemetryctl gc` runs it now).
+    interval: Seconds = 3600.0
+
+
+class ModelPrice(Struct, omit_defaults=True, **_SECTION):
+    """One model's prices in US dollars per million tokens (adapters/pricing.py)."""
+
+    input: Annotated[float, Meta(ge=0)]
+    output: Annotated[float, Meta(ge=0)]
+    cache_read: Annotated[float, Meta(ge=0)] | None = None
+    cache_write: Annotated[float, Meta(ge=0)] | None = None
+    cache_write_1h: Annotated[float, Meta(ge=0)] | None = None
+
+
+class Pricing(Struct, **_SECTION):
+    """Prices that take precedence over the bundled table, by model name
+    (``[pricing.models."my-model"]``); `telemetryctl pricing` shows the result."""
+
+    models: dict[str, ModelPrice] = msgspec.field(default_factory=dict)
+
+
 class Config(Struct, **_SECTION):
     ingest: Ingest = msgspec.field(default_factory=Ingest)
     journal: Journal = msgspec.field(default_factory=Journal)
     store: Store = msgspec.field(default_factory=Store)
     spool: Spool = msgspec.field(default_factory=Spool)
+    retention: Retention = msgspec.field(default_factory=Retention)
+    pricing: Pricing = msgspec.field(default_factory=Pricing)
 
 
 ENV_PREFIX = "TELEMETRYD_"

@@ -225,6 +225,12 @@ class Alert(Event, tag="alert", kw_only=True):
     message: str
 
 
+class Prompt(Event, tag="prompt", kw_only=True):
+    """A user prompt was submitted. Its text is content, not metadata: only its length."""
+
+    length: NonNegInt | None = None
+
+
 class Custom(Event, tag="custom", kw_only=True):
     """Anything else: a name, with the data in ``attrs``."""
 
@@ -245,6 +251,7 @@ AnyEvent = (
     | Log
     | Metric
     | Alert
+    | Prompt
     | Custom
 )
 

@@ -12,7 +12,7 @@ Control socket: one JSON request per line, answered by one or more reply lines.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Struct
@@ -38,6 +38,7 @@ QUERY_FAILED = "query_failed"
 QUERY_TIMEOUT = "query_timeout"
 
 SYNC_REQUEST = b'{"op":"sync"}\n'
+MAX_TAIL_BACKLOG = 100_000
 
 
 class Rejected(Struct, omit_defaults=True):
@@ -88,6 +89,12 @@ class RebuildRequest(Request, tag="rebuild"):
     """Recreate the database from the journal."""
 
 
+class GcRequest(Request, tag="gc"):
+    """Apply retention now (daemon/retention.py); ``dry_run`` only says what it would do."""
+
+    dry_run: bool = False
+
+
 class QueryRequest(Request, tag="query"):
     """Run one read-only SQL statement; ``params`` bind ``$name`` placeholders."""
 
@@ -96,7 +103,23 @@ class QueryRequest(Request, tag="query"):
     timeout: float | None = None  # seconds; the daemon's default when None
 
 
-ControlRequest = StatusRequest | FlushRequest | RebuildRequest | QueryRequest
+class TailRequest(Request, tag="tail"):
+    """Stream events as they are journaled: first the last ``backlog`` matching events of
+    the current segment, then (with ``follow``) every new one. An event matches when each
+    non-empty filter contains its field. Replies: event lines as journaled, a
+    :class:`TailDropped` line where events were skipped, and, without ``follow``, a
+    :class:`TailDone` line after the backlog."""
+
+    types: list[str] = []
+    sessions: list[str] = []
+    sources: list[str] = []
+    backlog: Annotated[int, msgspec.Meta(ge=0, le=MAX_TAIL_BACKLOG)] = 0
+    follow: bool = True
+
+
+ControlRequest = (
+    StatusRequest | FlushRequest | RebuildRequest | GcRequest | QueryRequest | TailRequest
+)
 
 
 # Query replies, in order: one QueryColumns, any number of QueryRows, then one
@@ -113,6 +136,18 @@ class QueryDone(Struct):
     ok: bool
     row_count: int
     elapsed_ms: float
+
+
+# Tail replies besides the event lines (which always start with ``{"type":``).
+class TailDropped(Struct):
+    """This many events were journaled but not sent: the client fell behind."""
+
+    dropped: int
+
+
+class TailDone(Struct):
+    ok: bool
+    events: int
 
 
 ENCODER = msgspec.json.Encoder()

@@ -16,6 +16,12 @@ import click
 
 from telemetryd import __version__, events, paths, wire
 from telemetryd.client import control
+from telemetryd.client.config_cli import config_group
+from telemetryd.client.hooks_cli import hook_command, hooks_group
+from telemetryd.client.import_cli import import_group
+from telemetryd.client.pricing_cli import pricing_command
+from telemetryd.client.reports_cli import reports
+from telemetryd.client.retention_cli import gc
 from telemetryd.client.service_cli import service_group
 from telemetryd.config import Ingest
 from telemetryd.errors import TelemetryError
@@ -88,6 +94,18 @@ def query(args: tuple[str, ...]) -> None:
     sys.exit(main(list(args)))
 
 
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def tail(args: tuple[str, ...]) -> None:
+    """Print events as the daemon journals them (see `telemetryctl tail --help`)."""
+    from telemetryd.client.tail import main
+
+    sys.exit(main(list(args)))
+
+
 @cli.command("paths")
 @json_option
 @handle_errors
@@ -138,13 +156,53 @@ def status(socket_path: str | None, as_json: bool) -> None:
         f"durability {journal['durability']}"
         + (f"\nwrite error: {journal['write_error']}" if journal.get("write_error") else "")
     )
+    click.echo(_store_status(reply))
+
+
+def _store_status(reply: dict[str, Any]) -> str:
+    """The status lines about ingest rate and the database."""
+    lines = [
+        f"rate: {reply.get('events_per_s', 0):,.1f} events/s; "
+        f"{reply.get('tail_clients', 0)} tail clients following"
+    ]
+    store = reply.get("store")
+    if not store:
+        return "\n".join([*lines, "store: none (this daemon has no database)"])
+    if store.get("needs_rebuild"):
+        lines.append("store: schema differs from this version; run `telemetryctl rebuild`")
+    else:
+        last = store.get("last_materialized")
+        when = "never this run"
+        if last:
+            from datetime import UTC, datetime
+
+            age = datetime.now(UTC) - datetime.fromisoformat(last)
+            when = f"{max(0.0, age.total_seconds()):.0f} s ago ({last})"
+        lines.append(
+            f"store: {store.get('events') or 0:,} events materialized, "
+            f"{_size(store.get('pending_bytes') or 0)} of journal pending, "
+            f"last materialized {when}, database {_size(store.get('database_bytes') or 0)}"
+        )
+    if store.get("error"):
+        lines.append(f"store error: {store['error']}")
+    return "\n".join(lines)
+
+
+def _size(count: int) -> str:
+    """Bytes for people: 0 B, 512 B, 1.5 kB, 23.4 MB."""
+    value = float(count)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
 
 
 @cli.command()
 @control_socket_option
 @handle_errors
 def flush(socket_path: str | None) -> None:
-    """Wait until every event accepted so far is written and fsynced."""
+    """Wait until every event accepted so far is written, fsynced and in the database."""
     control.request(socket_path or paths.resolve().control_socket, wire.FlushRequest())
 
 
@@ -208,3 +266,10 @@ def validate(source: Any, journal: bool) -> None:
 
 
 cli.add_command(service_group)
+cli.add_command(config_group)
+cli.add_command(gc)
+cli.add_command(reports)
+cli.add_command(hooks_group)
+cli.add_command(hook_command)
+cli.add_command(import_group)
+cli.add_command(pricing_command)

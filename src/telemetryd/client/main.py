@@ -1,15 +1,21 @@
 """The `telemetryctl` entry point.
 
 Hot commands are dispatched here, before click is imported (~45 ms): `send`
-runs on every tool call of an agent, and `query` must cost a fraction of a
-fresh process that imports duckdb. Everything else goes to the click CLI.
+runs on every tool call of an agent, `query` must cost a fraction of a fresh
+process that imports duckdb, and `tail` shares `query`'s light modules.
+Everything else goes to the click CLI.
 """
 
 from __future__ import annotations
 
 import sys
 
-_FAST = {"send": "telemetryd.client.send", "query": "telemetryd.client.query"}
+_FAST = {
+    "send": "telemetryd.client.send",
+    "query": "telemetryd.client.query",
+    "tail": "telemetryd.client.tail",
+    "hook": "telemetryd.client.hook",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -113,7 +113,8 @@ def parse(argv: list[str]) -> Options:
     return opts
 
 
-def _control_socket() -> str:
+def control_socket() -> str:
+    """The control socket path, without importing platformdirs when the rule is simple."""
     home = os.environ.get("TELEMETRYD_HOME")
     if home:
         return os.path.join(os.path.abspath(os.path.expanduser(home)), "run", "control.sock")
@@ -131,7 +132,7 @@ def ask_daemon(opts: Options, out: output.Writer) -> int:
         request["params"] = opts.params
     if opts.timeout is not None:
         request["timeout"] = opts.timeout
-    path = opts.socket or _control_socket()
+    path = opts.socket or control_socket()
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.settimeout(5.0)

@@ -64,6 +64,10 @@ Event:
   --estimated-tokens N --tokenizer NAME               estimated token count
   --attr KEY=VALUE        attrs.KEY (VALUE is JSON if it parses, else a string); repeatable
   --field PATH=VALUE      any field by dotted path, e.g. --field outcome=done; repeatable
+  --usage-json PATH       tokens (and cost_usd, agent.model when present) from a raw SDK
+                          usage object or response (OpenAI, Anthropic, Codex, Gemini,
+                          Copilot, ...) read from PATH (- is stdin); the type defaults
+                          to api_request
 
 Input and delivery:
   -, --file PATH          read JSON or NDJSON events (- is stdin)
@@ -144,6 +148,7 @@ class Options:
         self.strict = False
         self.verbose = False
         self.help = False
+        self.usage: str | None = None  # --usage-json: "-" or a path
 
 
 def _json_or_text(text: str) -> Any:
@@ -203,6 +208,8 @@ def parse(argv: list[str]) -> Options:
                 raise UsageError(f"{option} expects KEY=VALUE, got {item!r}")
             target = opts.attrs if option == "--attr" else opts.fields
             target[key] = _json_or_text(raw)
+        elif option == "--usage-json":
+            opts.usage = value()
         elif option == "--file":
             opts.input = value()
         elif arg == "-":
@@ -260,18 +267,44 @@ def _now_rfc3339() -> str:
 def build_events(opts: Options, stdin: Any = None) -> list[dict[str, Any]]:
     """The events to send: from the input, else from the options; defaults filled in."""
     if opts.input is not None:
+        if opts.usage is not None:
+            raise UsageError("--usage-json builds one event from options: not with - or --file")
         events = _read_input(opts.input, stdin)
         for event in events:
             if opts.type is not None:
                 event.setdefault("type", opts.type)
             _fill(event, opts, override=False)
     else:
+        if opts.usage is not None:
+            opts.type = opts.type or "api_request"
         if opts.type is None:
             raise UsageError("give --type, or events on stdin (-) or with --file")
         event = {"type": opts.type}
+        if opts.usage is not None:
+            _apply_usage(event, opts, stdin)
         _fill(event, opts, override=True)
         events = [event]
     return events
+
+
+def _apply_usage(event: dict[str, Any], opts: Options, stdin: Any) -> None:
+    """Tokens, cost and model from the raw SDK usage object named by ``--usage-json``."""
+    if any(path.startswith("tokens.") for path in opts.fields) or opts.tokenizer is not None:
+        raise UsageError("give either --usage-json or token counts, not both")
+    text = _read_bytes(opts.usage or "-", stdin).decode("utf-8", "surrogateescape")
+    try:
+        raw = fastjson.loads(text.strip() or "null")
+    except ValueError as exc:
+        raise UsageError(f"--usage-json: {exc}") from None
+    from telemetryd.adapters import usage  # only when asked: it is not on the plain path
+
+    found = usage.normalize(raw)
+    event["tokens"] = found["tokens"]
+    if "cost_usd" in found and opts.cost is None and event["type"] == "api_request":
+        event["cost_usd"] = found["cost_usd"]
+        event["cost_source"] = "reported"
+    if "model" in found:
+        _put(event, "agent.model", found["model"])
 
 
 def _fill(event: dict[str, Any], opts: Options, *, override: bool) -> None:
@@ -319,15 +352,19 @@ def _fill(event: dict[str, Any], opts: Options, *, override: bool) -> None:
         event["ts"] = _now_rfc3339()  # when the hook fired, even if delivered later from the spool
 
 
-def _read_input(source: str, stdin: Any) -> list[dict[str, Any]]:
+def _read_bytes(source: str, stdin: Any) -> bytes:
     if source == "-":
-        data = (stdin or sys.stdin.buffer).read()
-    else:
-        try:
-            with open(source, "rb") as f:
-                data = f.read()
-        except OSError as exc:
-            raise UsageError(f"cannot read {source}: {exc.strerror}") from None
+        data: bytes = (stdin or sys.stdin.buffer).read()
+        return data
+    try:
+        with open(source, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read {source}: {exc.strerror}") from None
+
+
+def _read_input(source: str, stdin: Any) -> list[dict[str, Any]]:
+    data = _read_bytes(source, stdin)
     text = data.decode("utf-8", "surrogateescape")
     stripped = text.strip()
     if not stripped:

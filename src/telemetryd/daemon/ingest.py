@@ -154,12 +154,12 @@ class Feed:
         self.rejected = 0
         self.duplicates = 0
         # What must be journaled before this feed may acknowledge: its own last
-        # batch (batches are written in order, so it covers the earlier ones),
-        # every batch up to ``floor`` (ids it dropped as duplicates were carried
-        # by those), and ``waiting``: such batches not yet queued, so without a seq.
+        # batch (batches are written in order, so it covers the earlier ones), and
+        # the batches that carried the ids it dropped as duplicates: each is checked
+        # itself, since a write that failed must not be acknowledged through a
+        # duplicate. Keyed by identity, one entry per batch (not per event).
         self.last: Batch | None = None
-        self.floor = 0
-        self.waiting: list[Batch] = []
+        self.waiting: dict[int, Batch] = {}
         self.sync_requested = False
         self._rest: list[bytes | None] = []
 
@@ -335,13 +335,8 @@ class Feed:
 
     def _depend_on(self, previous: Batch, current: Batch) -> None:
         """An id this feed sent came in ``previous``: acknowledge only once that is journaled."""
-        if previous is current:
-            return
-        if previous.seq is None:
-            if previous not in self.waiting:
-                self.waiting.append(previous)
-        elif previous.seq > self.floor:
-            self.floor = previous.seq
+        if previous is not current and previous is not JOURNALED:
+            self.waiting[id(previous)] = previous
 
 
 def _crlf_at_limit(line: bytes, limit: int) -> bool:

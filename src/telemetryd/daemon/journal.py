@@ -27,10 +27,12 @@ last segment; such a line was never acknowledged, and startup moves it to
 from __future__ import annotations
 
 import contextlib
+import gzip
 import logging
 import math
 import os
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -47,6 +49,7 @@ from telemetryd.errors import JournalError
 log = logging.getLogger(__name__)
 
 SUFFIX = ".jsonl"
+GZ_SUFFIX = SUFFIX + ".gz"  # a closed segment compressed by retention
 GROUP_MAX_BYTES = 8 * 1024 * 1024
 INLINE_WRITE_MAX = 64 * 1024
 _READ_BLOCK = 4 * 1024 * 1024
@@ -130,7 +133,7 @@ def _cut_torn_tail(path: str, quarantine_dir: str) -> int:
 
 
 def _iter_ids(path: str) -> Iterator[str]:
-    with open(path, "rb") as f:
+    with gzip.open(path, "rb") if path.endswith(GZ_SUFFIX) else open(path, "rb") as f:
         carry = b""
         while block := f.read(_READ_BLOCK):
             block = carry + block
@@ -177,8 +180,13 @@ class Journal:
         self._segment_size = 0
         self._next_seq = 1
         self._dirty = False
+        self._reopen = False  # start a new segment at the next write (SIGHUP)
         self.events_written = 0
         self.failed: str | None = None  # the last write error, until a write succeeds
+        # Called on the event loop with (bytes, event count) of each group once written;
+        # they must neither block nor raise (`telemetryctl tail`, daemon/tail.py).
+        self.listeners: set[Callable[[bytes, int], None]] = set()
+        self.written_to = ("", 0)  # (segment, size) after the last group written
 
     # -- startup (blocking; runs before the event loop serves anything) --------
 
@@ -193,17 +201,26 @@ class Journal:
         if segments:
             self._next_seq = segments[-1][0] + 1
         self._open_segment(datetime.fromtimestamp(self._clock(), UTC))
+        self.written_to = (self._segment, 0)
 
     def _seed(self, dedup: Dedup, segments: list[tuple[int, str]]) -> None:
         """Remember the ids of the newest events, so resent events are not journaled twice."""
         budget = dedup.window
         chunks: list[list[str]] = []
-        for _, path in reversed(segments):
+        chosen: dict[int, str] = {}  # one file per segment: the plain one while both exist
+        for seq, path in segments:
+            if seq not in chosen or path.endswith(SUFFIX):
+                chosen[seq] = path
+        for path in reversed(chosen.values()):
             if budget <= 0:
                 break
-            if not path.endswith(SUFFIX):
+            if not path.endswith((SUFFIX, GZ_SUFFIX)):
+                continue  # .zst needs a dependency; the store's dedup still covers these
+            try:
+                ids = list(_iter_ids(path))[-budget:]
+            except (OSError, EOFError, zlib.error) as exc:  # a damaged .gz, say
+                log.warning("cannot read the ids in %s (%s); not deduplicating them", path, exc)
                 continue
-            ids = list(_iter_ids(path))[-budget:]
             chunks.append(ids)
             budget -= len(ids)
         for ids in reversed(chunks):
@@ -214,12 +231,14 @@ class Journal:
         name = f"{now:%Y%m%dT%H%M%SZ}-{self._next_seq:06d}{SUFFIX}"
         path = os.path.join(self.directory, name)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o600)
-        _fsync_dir(self.directory)
+        # All of the new segment's state before anything else can fail (never one name twice).
         self._next_seq += 1
         self._segment = path
         midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
         self._segment_ends = (midnight + timedelta(days=1)).timestamp()
         self._segment_size = 0
+        self._reopen = False
+        _fsync_dir(self.directory)
         log.debug("journal segment %s opened", path)
 
     def _close_segment(self) -> None:
@@ -233,7 +252,7 @@ class Journal:
 
     def _must_rotate(self, size: int) -> bool:
         """Whether ``size`` more bytes need a new segment first (full, or a new UTC day)."""
-        if self._fd < 0 or self._clock() >= self._segment_ends:
+        if self._fd < 0 or self._reopen or self._clock() >= self._segment_ends:
             return True
         return (
             bool(self._segment_size) and self._segment_size + size > self.config.segment_max_bytes
@@ -244,27 +263,55 @@ class Journal:
             self._close_segment()
             self._open_segment(datetime.fromtimestamp(self._clock(), UTC))
         view = memoryview(data)
+        start = self._segment_size
         try:
             while view:
                 written = os.write(self._fd, view)
                 view = view[written:]
                 self._segment_size += written
+            if self.config.durability == "always":
+                os.fdatasync(self._fd) if hasattr(os, "fdatasync") else os.fsync(self._fd)
         except OSError:
-            # A partial write leaves a torn line: cut it so the segment stays whole.
-            done = len(data) - len(view)
-            if done:
-                os.ftruncate(self._fd, self._segment_size - done)
-                self._segment_size -= done
+            # What was written of a failed group (a torn line after ENOSPC, or lines
+            # whose fsync failed) is cut off: the group was not acknowledged.
+            self._cut_back(start)
             raise
-        self._dirty = True
-        if self.config.durability == "always":
-            os.fdatasync(self._fd) if hasattr(os, "fdatasync") else os.fsync(self._fd)
-            self._dirty = False
+        self._dirty = self.config.durability != "always"
+
+    def _cut_back(self, size: int) -> None:
+        """Truncate the segment to ``size`` bytes; if even that fails, abandon the segment
+        (its torn tail is cut off into quarantine at the next start) for a new one."""
+        if self._segment_size == size:
+            return
+        try:
+            os.ftruncate(self._fd, size)
+            self._segment_size = size
+        except OSError as exc:
+            log.error(
+                "cannot cut %s back to %d bytes (%s); abandoning it", self._segment, size, exc
+            )
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
 
     def _sync(self) -> None:
         if self._dirty and self._fd >= 0:
-            os.fsync(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:  # EIO: already acknowledged; say so, keep serving
+                self.failed = f"cannot fsync {self._segment}: {exc.strerror or exc}"
+                log.error("%s", self.failed)
+                return
             self._dirty = False
+
+    @property
+    def segment(self) -> str:
+        """The path of the segment being written (the newest one)."""
+        return self._segment
+
+    def reopen(self) -> None:
+        """Close the current segment at the next write and continue in a new one (SIGHUP)."""
+        self._reopen = True
 
     # -- the event-loop half ----------------------------------------------------
 
@@ -318,7 +365,6 @@ class Journal:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """The writer: group commit of queued batches, periodic fsync, clean close."""
-        interval = self.config.fsync_interval_ms / 1000
         periodic = self.config.durability == "interval"
         next_sync = math.inf
         task_status.started()
@@ -334,7 +380,7 @@ class Journal:
                 if self._pending:
                     await self._write_group(self._take_group())
                     if periodic and next_sync == math.inf:
-                        next_sync = anyio.current_time() + interval
+                        next_sync = anyio.current_time() + self.config.fsync_interval_ms / 1000
                 # Checked after every write too, so a steady flood cannot postpone it.
                 asked = self._sync_asked
                 if asked is not None or (self._dirty and anyio.current_time() >= next_sync):
@@ -365,10 +411,15 @@ class Journal:
             self._fail(group, exc)
         else:
             self.failed = None
+            count = 0
             for batch in group:
                 batch.data = b""  # the dedup window keeps batches; not their bytes
-                self.events_written += batch.count
+                count += batch.count
+            self.events_written += count
             self.durable_seq = group[-1].seq  # type: ignore[assignment]
+            self.written_to = (self._segment, self._segment_size)
+            for listener in self.listeners:
+                listener(data, count)
         self._announce()
 
     def _take_group(self) -> list[Batch]:

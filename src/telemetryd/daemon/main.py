@@ -7,20 +7,23 @@
       connections                            (drained on shutdown, cut off after a deadline)
         accept events socket -> events_connection per client
         accept control socket -> control_connection per client
-        spool intake, signal watcher         (cancelled on shutdown)
+        spool intake, retention, signal watcher   (cancelled on shutdown)
 
 SIGTERM / SIGINT: stop accepting, let every connection acknowledge what it has
-read, finish writing, fsync, exit 0.
+read, finish writing, fsync, exit 0. SIGHUP: reload the configuration and start
+a new journal segment (daemon/reload.py says which settings apply live).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 
 import anyio
 from anyio.abc import TaskStatus
@@ -29,6 +32,8 @@ from telemetryd import __version__, config, paths
 from telemetryd.daemon.ingest import Ingestor
 from telemetryd.daemon.journal import Journal
 from telemetryd.daemon.materializer import Materializer
+from telemetryd.daemon.reload import reload
+from telemetryd.daemon.retention import Retention
 from telemetryd.daemon.server import Server, acquire_lock, bind_unix
 from telemetryd.daemon.service import Notifier, activated_sockets, watchdog
 from telemetryd.daemon.store import Store
@@ -40,7 +45,13 @@ log = logging.getLogger("telemetryd")
 DRAIN_TIMEOUT = 10.0  # seconds connections get to acknowledge at shutdown
 
 
-async def serve(where: paths.Paths, settings: config.Config, notifier: Notifier) -> None:
+async def serve(
+    where: paths.Paths,
+    settings: config.Config,
+    notifier: Notifier,
+    load: Callable[[], config.Config] | None = None,
+) -> None:
+    """Run the daemon until SIGTERM/SIGINT; ``load`` reads the configuration again (SIGHUP)."""
     lock = acquire_lock(where.lock_file)
     bound: list[_Bound] = []
     store: Store | None = None
@@ -60,7 +71,11 @@ async def serve(where: paths.Paths, settings: config.Config, notifier: Notifier)
         passed = activated_sockets()
         events = passed.get("events") or _Bound.bind(where.events_socket, bound).sock
         control = passed.get("control") or _Bound.bind(where.control_socket, bound).sock
-        server = Server(where, settings, ingestor, journal, materializer)
+        retention = Retention(journal, materializer, settings.retention)
+        server = Server(where, settings, ingestor, journal, materializer, retention)
+        on_hup = None
+        if load is not None:
+            on_hup = functools.partial(reload, settings, load, journal, notifier)
         async with watchdog(notifier), anyio.create_task_group() as top:
             await top.start(journal.run)
             await top.start(materializer.run)
@@ -70,9 +85,10 @@ async def serve(where: paths.Paths, settings: config.Config, notifier: Notifier)
                         loops.start_soon(server.accept_events, events, connections)
                         loops.start_soon(server.accept_control, control, connections)
                         loops.start_soon(server.spool_loop)
+                        loops.start_soon(retention.run)
                         # Signal handlers are in place before READY=1: from then on,
                         # SIGTERM means a clean stop.
-                        await loops.start(_watch_signals, loops.cancel_scope)
+                        await loops.start(_watch_signals, loops.cancel_scope, on_hup)
                         log.info(
                             "telemetryd %s listening on %s (durability %s)",
                             __version__,
@@ -147,17 +163,26 @@ class _Bound:
 
 
 async def _watch_signals(
-    scope: anyio.CancelScope, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    scope: anyio.CancelScope,
+    on_hup: Callable[[], Awaitable[object]] | None = None,
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         task_status.started()
         async for signum in signals:
             if signum == signal.SIGHUP:
-                log.info("SIGHUP: nothing to reload yet")
+                if on_hup is not None:
+                    await on_hup()
                 continue
             log.info("%s received", signal.Signals(signum).name)
             scope.cancel()
             return
+
+
+def _reload_config(path: str, overrides: list[str], required: bool) -> config.Config:
+    """The configuration as loaded at start, loaded again (SIGHUP)."""
+    return config.load(path, overrides=overrides, require_file=required)[0]
 
 
 def _backend_options() -> dict[str, object]:
@@ -209,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             print(f"configuration and paths are valid ({config_file})")
             return 0
-        anyio.run(serve, where, settings, Notifier(), backend_options=_backend_options())
+        load = functools.partial(_reload_config, config_file, args.set, bool(args.config))
+        anyio.run(serve, where, settings, Notifier(), load, backend_options=_backend_options())
     except TelemetryError as exc:
         log.error("%s", exc)
         return 1

@@ -32,7 +32,9 @@ from telemetryd.daemon.ingest import Batch, Feed, Ingestor
 from telemetryd.daemon.journal import Journal
 from telemetryd.daemon.materializer import Materializer
 from telemetryd.daemon.query import answer as answer_query
-from telemetryd.errors import AlreadyRunning, JournalError, PathError
+from telemetryd.daemon.retention import Retention
+from telemetryd.daemon.tail import Tails
+from telemetryd.errors import AlreadyRunning, JournalError, PathError, TelemetryError
 from telemetryd.paths import Paths, check_socket_path
 
 log = logging.getLogger(__name__)
@@ -132,8 +134,10 @@ class Server:
         ingestor: Ingestor,
         journal: Journal,
         materializer: Materializer | None = None,
+        retention: Retention | None = None,
     ) -> None:
         self.paths = paths
+        self.retention = retention
         self.materializer = materializer
         self.rate = Rate()
         self.config = config
@@ -144,6 +148,7 @@ class Server:
         self.control_connections = 0
         self.stopping = False
         self._reading: set[anyio.CancelScope] = set()
+        self.tails = Tails(journal)
         uids = config.ingest.allowed_uids
         self._allowed = frozenset(uids) if uids else frozenset({os.getuid()})
 
@@ -152,6 +157,7 @@ class Server:
         self.stopping = True
         for scope in self._reading:
             scope.cancel()
+        self.tails.stop()
 
     async def accept_events(self, listener: socket.socket, connections: TaskGroup) -> None:
         """Accept producers on the raw listening socket, as many per wake-up as are waiting."""
@@ -270,10 +276,9 @@ class Server:
         """Wait until everything ``feed`` accepted (or was told is a duplicate) is journaled."""
         if feed.last is not None:
             await self.journal.wait(feed.last)
-        for batch in feed.waiting:
+        for batch in feed.waiting.values():
             await self.journal.wait(batch)
         feed.waiting.clear()
-        await self.journal.wait_seq(feed.floor)
 
     # -- control --------------------------------------------------------------
 
@@ -312,10 +317,17 @@ class Server:
                 await self.journal.flush()
                 if self.materializer is not None:
                     reply["materialized"] = await self.materializer.refresh()
+            elif isinstance(request, wire.TailRequest):
+                await self.tails.serve(request, stream)
+                return
             elif self.materializer is None:
                 reply = {"error": wire.QUERY_FAILED, "message": "this daemon has no database"}
             elif isinstance(request, wire.RebuildRequest):
                 reply["events"] = await self.materializer.rebuild()
+            elif isinstance(request, wire.GcRequest):
+                if self.retention is None:
+                    raise TelemetryError("this daemon runs no retention")
+                reply.update(await self.retention.collect(dry_run=request.dry_run))
             else:
                 # Read-your-writes: what was acknowledged before the query is in it
                 # (unless loading fails: then the query sees what is loaded, and
@@ -336,6 +348,7 @@ class Server:
             "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started, 3),
             "connections": self.connections,
+            "tail_clients": self.tails.following,
             "accepted": counters.accepted,
             "rejected": counters.rejected,
             "duplicates": counters.duplicates,
@@ -343,6 +356,7 @@ class Server:
             # These list and stat files, or ask DuckDB: off the event loop.
             "journal": await anyio.to_thread.run_sync(self.journal.stats),
             "store": await self.materializer.stats() if self.materializer else None,
+            "retention": self.retention.last if self.retention else None,
             "paths": self.paths.as_dict(),
         }
 

@@ -98,6 +98,14 @@ _DROP_DUPLICATES = f"""
     )
 """
 _SAVE_OFFSET = "INSERT OR REPLACE INTO segments VALUES ($seq, $name, $bytes, $complete, $now)"
+# Retention: the events whose ids these journal files hold.
+_FORGET = """
+    DELETE FROM events WHERE id IN (
+        SELECT id FROM read_json(
+            $files, format = 'newline_delimited', ignore_errors = true, columns = {id: 'VARCHAR'}
+        )
+    )
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,6 +426,64 @@ class Store:
         waits for): a daemon may prefer to do it when idle and at shutdown."""
         with self._lock:
             self._con.execute("CHECKPOINT")
+
+    # -- retention (daemon/retention.py decides what; these keep the two in step) ---
+
+    def complete_segments(self) -> set[int]:
+        """The segments loaded to their end (closed): the only ones retention may touch."""
+        with self._reader_lock:
+            if self.needs_rebuild:
+                return set()
+            rows = self._reader.execute("SELECT seq FROM segments WHERE complete").fetchall()
+        return {seq for (seq,) in rows}
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold off loads and rebuilds (which read journal files) meanwhile."""
+        with self._lock:
+            yield
+
+    def forget(self, segments: dict[int, list[str]]) -> int:
+        """Delete complete journal segments together with their events; return the rows
+        deleted. ``segments`` maps a seq to its files (plain and/or compressed).
+
+        Under the lock (no load in between): one transaction deletes the events whose ids
+        the files hold and the segments' rows; then the files go. After a crash between
+        the two, the next materialization loads the files again and the next retention
+        run deletes them again. Segments not recorded complete are left alone.
+        """
+        with self._lock:
+            if self.needs_rebuild:
+                raise TelemetryError(f"{self.path}: store schema differs; rebuild it first")
+            offsets = self._offsets(self._con)
+            doomed = {
+                seq: files for seq, files in segments.items() if offsets.get(seq, (0, False))[1]
+            }
+            if not doomed:
+                return 0
+            # One file per segment holds its ids: the plain one while both exist.
+            reading = [
+                min(files, key=lambda path: not path.endswith(SUFFIX))
+                for files in doomed.values()
+                if files
+            ]
+
+            def delete() -> int:
+                row = self._con.execute(_FORGET, {"files": reading}).fetchone()
+                self._con.execute(
+                    "DELETE FROM segments WHERE seq IN (SELECT unnest($seqs))",
+                    {"seqs": sorted(doomed)},
+                )
+                return int(row[0]) if row else 0
+
+            count = self._in_transaction(delete) if reading else 0
+            # (Not fsynced: files that come back after a power loss have no rows any more,
+            # so they are loaded and deleted again, like after a crash.)
+            for files in doomed.values():
+                for path in files:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+            return count
 
     # -- status -----------------------------------------------------------------
 

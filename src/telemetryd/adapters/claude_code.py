@@ -1,0 +1,471 @@
+"""Claude Code: hook payloads and transcripts -> events (plain dicts).
+
+Two inputs, one vocabulary:
+
+- **Hook payloads** (one JSON object on the hook's stdin): :func:`hook_events`
+  maps each ``hook_event_name`` to the events of the model (table below).
+- **Transcripts** (``~/.claude/projects/<project>/<session>.jsonl``, one JSON
+  object per line): every assistant line carries the ``usage`` of the API
+  response it belongs to. Claude Code writes one line per content block and
+  repeats the usage on each, and may write a response more than once while it
+  streams (``output_tokens`` 25, then 173). :class:`Dedup` keeps one entry per
+  (``message.id``, ``requestId``): the one with the larger token total, then a
+  non-sidechain one, then the later one. :func:`transcript_usage` sums a whole
+  (sub-agent) transcript that way.
+
+=====================================  =================================================
+hook event                             event
+=====================================  =================================================
+SessionStart / SessionEnd              session_start / session_end (cwd, reason)
+UserPromptSubmit                       prompt (length; the text only when asked)
+PreToolUse                             tool_call (tool name, use id)
+PostToolUse / PostToolUseFailure       tool_result (success, error, duration_ms)
+SubagentStart / SubagentStop           agent_start / agent_stop (agent type and id;
+                                       on stop tokens, model and duration from the
+                                       sub-agent's transcript)
+Stop                                   custom ``stop``
+StopFailure                            error (message, category = the error type)
+PreCompact / PostCompact               custom ``pre_compact`` / ``post_compact``
+Notification                           alert (severity info, kind = notification type)
+anything else                          custom named after the hook event
+=====================================  =================================================
+
+Events carry ``source: claude-code``, the session id, ``agent`` (model when the
+payload names one; type and id inside a sub-agent) and ``attrs`` with cwd,
+prompt_id and permission_mode. Tool and sub-agent events get ids derived from
+their use / agent id, so a hook installed twice (user and project settings)
+records each once. Prompts, tool inputs and outputs are never recorded, except
+the prompt text with ``prompt_text=True``.
+
+Plain Python and no imports at module level: the hook runs on every tool call.
+"""
+
+from __future__ import annotations
+
+from telemetryd.adapters import usage as usage_mod
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
+
+SOURCE = "claude-code"
+PROVIDER = "anthropic"
+MAX_TEXT = 2000  # characters kept of an error message or notification
+MAX_PROMPT = 8000  # characters of prompt text, when it is recorded at all
+SYNTHETIC_MODEL = "<synthetic>"  # Claude Code's own placeholder messages: no API call
+
+
+def _text(value: Any, limit: int = MAX_TEXT) -> str | None:
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _model(payload: dict[str, Any]) -> str | None:
+    model = payload.get("model")
+    if isinstance(model, dict):  # {"id": ..., "display_name": ...}
+        model = model.get("id") or model.get("display_name")
+    return model if isinstance(model, str) and model else None
+
+
+def _snake(name: str) -> str:
+    return usage_mod.snake(name)
+
+
+def envelope(payload: dict[str, Any], source: str = SOURCE) -> dict[str, Any]:
+    """The fields every event of this payload shares."""
+    event: dict[str, Any] = {"source": source}
+    session = payload.get("session_id")
+    if isinstance(session, str) and session:
+        event["session_id"] = session
+    agent: dict[str, Any] = {}
+    model = _model(payload)
+    if model:
+        agent["model"] = model
+    for key in ("agent_type", "agent_id"):
+        value = payload.get(key)
+        if isinstance(value, str) and value:
+            agent[key[len("agent_") :]] = value
+    if agent:
+        event["agent"] = agent
+    attrs: dict[str, Any] = {}
+    for key in ("cwd", "prompt_id", "permission_mode", "turn_id"):
+        value = payload.get(key)
+        if isinstance(value, str) and value:
+            attrs[key] = value
+    effort = payload.get("effort")
+    if isinstance(effort, dict) and isinstance(effort.get("level"), str):
+        attrs["effort"] = effort["level"]
+    elif isinstance(effort, str):
+        attrs["effort"] = effort
+    if attrs:
+        event["attrs"] = attrs
+    return event
+
+
+def _tool(payload: dict[str, Any]) -> dict[str, Any]:
+    tool: dict[str, Any] = {"name": _text(payload.get("tool_name"), 200) or "unknown"}
+    use_id = payload.get("tool_use_id")
+    if isinstance(use_id, str) and use_id:
+        tool["use_id"] = use_id
+    return tool
+
+
+def _duration(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        return None
+    return int(value)
+
+
+def hook_events(
+    payload: dict[str, Any],
+    *,
+    duration_ms: int | None = None,
+    subagent: dict[str, Any] | None = None,
+    prompt_text: bool = False,
+    source: str = SOURCE,
+) -> list[dict[str, Any]]:
+    """The events for one hook payload (no ``id``/``ts`` unless derived from the payload).
+
+    ``duration_ms``: for PostToolUse(Failure) without its own ``duration_ms``, the
+    time since the matching PreToolUse. ``subagent``: for SubagentStop, what
+    :func:`transcript_usage` found in ``agent_transcript_path``. ``source``: the
+    producer; Codex sends the same payloads.
+    """
+    name = payload.get("hook_event_name")
+    name = name if isinstance(name, str) else ""
+    event = envelope(payload, source)
+    attrs: dict[str, Any] = event.get("attrs") or {}
+    if name in ("SessionStart", "SessionEnd"):
+        event["type"] = "session_start" if name == "SessionStart" else "session_end"
+        cwd = attrs.pop("cwd", None)
+        if cwd:
+            event["cwd"] = cwd
+        reason = payload.get("source") if name == "SessionStart" else payload.get("reason")
+        if isinstance(reason, str) and reason:
+            event["reason"] = reason
+    elif name == "UserPromptSubmit":
+        event["type"] = "prompt"
+        prompt = payload.get("prompt")
+        if isinstance(prompt, str):
+            event["length"] = len(prompt)
+            if prompt_text:
+                attrs["prompt"] = _text(prompt, MAX_PROMPT)
+    elif name == "PreToolUse":
+        event["type"] = "tool_call"
+        event["tool"] = _tool(payload)
+    elif name in ("PostToolUse", "PostToolUseFailure"):
+        event["type"] = "tool_result"
+        tool = _tool(payload)
+        failed = name == "PostToolUseFailure"
+        response = payload.get("tool_response")
+        if isinstance(response, dict) and response.get("success") is False:
+            failed = True
+        tool["success"] = not failed
+        if failed:
+            error = payload.get("error")
+            if error is None and isinstance(response, dict):
+                error = response.get("error")
+            if error is not None:
+                tool["error"] = _text(error)
+            if payload.get("is_interrupt") is True:
+                attrs["interrupted"] = True
+        event["tool"] = tool
+        own = _duration(payload.get("duration_ms"))
+        if own is not None:
+            event["duration_ms"] = own
+        elif duration_ms is not None:
+            event["duration_ms"] = duration_ms
+    elif name in ("SubagentStart", "SubagentStop"):
+        event["type"] = "agent_start" if name == "SubagentStart" else "agent_stop"
+        agent = event.setdefault("agent", {})
+        if name == "SubagentStop":
+            found = subagent or {}
+            if found.get("model") and "model" not in agent:
+                agent["model"] = found["model"]
+            event["tokens"] = found.get("tokens") or dict(usage_mod.UNKNOWN)
+            if found.get("duration_ms") is not None:
+                event["duration_ms"] = found["duration_ms"]
+            if found.get("requests"):
+                attrs["requests"] = found["requests"]
+        if not agent:
+            del event["agent"]
+    elif name == "Stop":
+        event["type"] = "custom"
+        event["name"] = "stop"
+    elif name == "StopFailure":
+        event["type"] = "error"
+        message = payload.get("error_message") or payload.get("error") or "turn ended by an error"
+        event["message"] = _text(message)
+        category = payload.get("error_type") or payload.get("error")
+        if isinstance(category, str) and category:
+            event["category"] = _text(category, 100)
+    elif name in ("PreCompact", "PostCompact"):
+        event["type"] = "custom"
+        event["name"] = _snake(name)
+        trigger = payload.get("trigger")
+        if isinstance(trigger, str) and trigger:
+            attrs["trigger"] = trigger
+    elif name == "Notification":
+        event["type"] = "alert"
+        event["severity"] = "info"
+        kind = payload.get("notification_type")
+        event["kind"] = kind if isinstance(kind, str) and kind else "notification"
+        event["message"] = _text(payload.get("message")) or ""
+    else:
+        event["type"] = "custom"
+        event["name"] = _snake(name) if name else "claude_code_hook"
+    if attrs:
+        event["attrs"] = attrs
+    else:
+        event.pop("attrs", None)
+    derived = _derived_id(event)
+    if derived:
+        event["id"] = derived
+    return [event]
+
+
+def _derived_id(event: dict[str, Any]) -> str | None:
+    """Ids that make a repeated hook (installed twice) harmless: one per tool use or agent."""
+    kind = event["type"]
+    session = event.get("session_id", "")
+    if kind in ("tool_call", "tool_result"):
+        use_id = event["tool"].get("use_id")
+        if use_id:
+            return _bounded(f"cc:{kind}:{session}:{use_id}")
+    elif kind in ("agent_start", "agent_stop"):
+        agent_id = (event.get("agent") or {}).get("id")
+        if agent_id:
+            return _bounded(f"cc:{kind}:{session}:{agent_id}")
+    return None
+
+
+def _bounded(text: str) -> str:
+    """Event ids are at most 128 characters; long ones are hashed."""
+    if len(text) <= 128:
+        return text
+    import hashlib
+
+    return "cc:" + hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+# -- transcripts ---------------------------------------------------------------
+
+
+def request_key(line: dict[str, Any]) -> tuple[str, str] | None:
+    """(message.id, requestId) of an assistant line, when both are there."""
+    message = line.get("message")
+    if not isinstance(message, dict):
+        return None
+    message_id = message.get("id")
+    request_id = line.get("requestId")
+    if isinstance(message_id, str) and isinstance(request_id, str) and message_id and request_id:
+        return message_id, request_id
+    return None
+
+
+def tokens_total(tokens: dict[str, Any]) -> int:
+    return sum(tokens.get(k) or 0 for k in ("input", "output", "cache_read", "cache_creation"))
+
+
+def usage_entry(line: Any) -> dict[str, Any] | None:
+    """What one transcript line says about an API request, or None when it says nothing.
+
+    Keys: ``key`` (message id, request id) or None, ``tokens``, ``total``, ``model``,
+    ``ts``, ``session_id``, ``sidechain``, ``agent_id``, ``cost_usd``, ``uuid``.
+    """
+    if not isinstance(line, dict):
+        return None
+    message = line.get("message")
+    if not isinstance(message, dict):
+        return None
+    raw = message.get("usage")
+    if not isinstance(raw, dict):
+        return None
+    model = message.get("model")
+    if model == SYNTHETIC_MODEL:
+        return None
+    tokens = usage_mod.tokens_from_usage(raw)
+    if tokens.get("source") != "actual":
+        return None
+    entry: dict[str, Any] = {
+        "key": request_key(line),
+        "tokens": tokens,
+        "total": tokens_total(tokens),
+        "model": model if isinstance(model, str) and model else None,
+        "ts": line.get("timestamp") if isinstance(line.get("timestamp"), str) else None,
+        "session_id": line.get("sessionId") if isinstance(line.get("sessionId"), str) else None,
+        "sidechain": line.get("isSidechain") is True,
+        "agent_id": line.get("agentId") if isinstance(line.get("agentId"), str) else None,
+        "uuid": line.get("uuid") if isinstance(line.get("uuid"), str) else None,
+        "cost_usd": None,
+    }
+    cost = line.get("costUSD")
+    if isinstance(cost, (int, float)) and not isinstance(cost, bool) and cost >= 0:
+        entry["cost_usd"] = float(cost)
+    speed = raw.get("speed")
+    if isinstance(speed, str) and speed:
+        entry["speed"] = speed
+    split = raw.get("cache_creation")
+    if isinstance(split, dict):
+        long_writes = split.get("ephemeral_1h_input_tokens")
+        if isinstance(long_writes, int) and not isinstance(long_writes, bool) and long_writes > 0:
+            entry["cache_creation_1h"] = long_writes  # priced apart (adapters/pricing.py)
+    return entry
+
+
+def better(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    """Whether ``new`` should replace ``old`` (same request): the larger token total,
+    then a non-sidechain entry, then the later one."""
+    if new["total"] != old["total"]:
+        return bool(new["total"] > old["total"])
+    if new["sidechain"] != old["sidechain"]:
+        return not new["sidechain"]
+    return True
+
+
+class Dedup:
+    """One entry per request among the entries fed in order.
+
+    Entries of one request sit close together in a transcript, so only the last
+    ``window`` distinct requests are held: an older one is final and is handed
+    out by :meth:`add`. Memory stays bounded whatever the file size. Entries
+    without a key (older transcripts) pass straight through.
+    """
+
+    def __init__(self, window: int = 2048) -> None:
+        self.window = window
+        self.pending: dict[tuple[str, str], dict[str, Any]] = {}  # insertion-ordered
+        self.repeats = 0  # entries that repeated a pending request
+
+    def add(self, entry: dict[str, Any]) -> list[dict[str, Any]]:
+        """Feed one entry; return the entries that became final."""
+        key = entry["key"]
+        if key is None:
+            return [entry]
+        old = self.pending.get(key)
+        if old is not None:
+            self.repeats += 1
+            if better(entry, old):
+                self.pending[key] = entry
+            return []
+        self.pending[key] = entry
+        if len(self.pending) <= self.window:
+            return []
+        oldest = next(iter(self.pending))
+        return [self.pending.pop(oldest)]
+
+    def flush(self) -> list[dict[str, Any]]:
+        """Every pending entry (at the end of a file)."""
+        out = list(self.pending.values())
+        self.pending.clear()
+        return out
+
+
+def transcript_usage(lines: Iterable[str]) -> dict[str, Any]:
+    """Sum a transcript's API requests (deduplicated): ``tokens`` (actual, or unknown
+    when there are none), ``requests``, ``model`` (the one with the most requests),
+    ``duration_ms`` (first to last timestamp), ``malformed`` lines."""
+    from telemetryd.client import fastjson
+
+    dedup = Dedup(window=1 << 30)  # one transcript: keep every request
+    first = last = None
+    malformed = 0
+    for text in lines:
+        if not text.strip():
+            continue
+        try:
+            line = fastjson.loads(text)
+        except ValueError:
+            malformed += 1
+            continue
+        if isinstance(line, dict):
+            ts = line.get("timestamp")
+            if isinstance(ts, str):
+                first = first or ts
+                last = ts
+        entry = usage_entry(line)
+        if entry is not None:
+            dedup.add(entry)
+    entries = dedup.flush()
+    out: dict[str, Any] = {"requests": len(entries), "malformed": malformed}
+    if entries:
+        sums = {"input": 0, "output": 0, "cache_read": 0, "cache_creation": 0}
+        models: dict[str, int] = {}
+        for entry in entries:
+            for key in sums:
+                sums[key] += entry["tokens"].get(key) or 0
+            if entry["model"]:
+                models[entry["model"]] = models.get(entry["model"], 0) + 1
+        tokens: dict[str, Any] = {"source": "actual", "input": sums["input"]}
+        tokens["output"] = sums["output"]
+        for key in ("cache_read", "cache_creation"):
+            if sums[key]:
+                tokens[key] = sums[key]
+        tokens["total"] = sum(sums.values())
+        out["tokens"] = tokens
+        if models:
+            out["model"] = max(models.items(), key=lambda item: item[1])[0]
+    else:
+        out["tokens"] = dict(usage_mod.UNKNOWN)
+    span = _span_ms(first, last)
+    if span is not None:
+        out["duration_ms"] = span
+    return out
+
+
+def _span_ms(first: str | None, last: str | None) -> int | None:
+    if not first or not last:
+        return None
+    from datetime import datetime
+
+    try:
+        start = datetime.fromisoformat(first.replace("Z", "+00:00"))
+        end = datetime.fromisoformat(last.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    millis = int((end - start).total_seconds() * 1000)
+    return millis if millis >= 0 else None
+
+
+def read_transcript_usage(path: str, max_bytes: int = 256 << 20) -> dict[str, Any] | None:
+    """:func:`transcript_usage` of the file at ``path``; None when it cannot be read
+    or is larger than ``max_bytes`` (a hook must stay quick)."""
+    import os
+
+    try:
+        if os.path.getsize(path) > max_bytes:
+            return None
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            return transcript_usage(f)
+    except OSError:
+        return None
+
+
+def api_request_event(entry: dict[str, Any], event_id: str) -> dict[str, Any]:
+    """The ``api_request`` event of one deduplicated transcript entry."""
+    event: dict[str, Any] = {"type": "api_request", "id": event_id}
+    if entry["ts"]:
+        event["ts"] = entry["ts"]
+    event["source"] = SOURCE
+    if entry["session_id"]:
+        event["session_id"] = entry["session_id"]
+    agent: dict[str, Any] = {"model": entry["model"] or "unknown", "provider": PROVIDER}
+    if entry["sidechain"]:
+        agent["type"] = "subagent"
+    if entry["agent_id"]:
+        agent["id"] = entry["agent_id"]
+    event["agent"] = agent
+    event["tokens"] = entry["tokens"]
+    if entry["cost_usd"] is not None:
+        event["cost_usd"] = entry["cost_usd"]
+        event["cost_source"] = "reported"
+    attrs: dict[str, Any] = {"imported": True}
+    if entry.get("speed"):
+        attrs["speed"] = entry["speed"]
+    if entry.get("cache_creation_1h"):
+        attrs["cache_creation_1h"] = entry["cache_creation_1h"]
+    event["attrs"] = attrs
+    return event

@@ -1,0 +1,292 @@
+"""telemetryd's hook entries in Claude Code's ``settings.json``: merged in, taken out.
+
+Claude Code reads hooks from ``~/.claude/settings.json`` (``$CLAUDE_CONFIG_DIR``
+when set), a project's ``.claude/settings.json`` and ``.claude/settings.local.json``::
+
+    {"hooks": {"PreToolUse": [{"matcher": "*",
+                               "hooks": [{"type": "command", "command": "...", "timeout": 10}]}]}}
+
+Each event maps to a list of matcher groups, each with a list of handlers. Ours
+is one group per event whose only handler runs ``telemetryctl hook claude-code``;
+a handler is ours when its command runs that (whatever the path to telemetryctl).
+:func:`install` replaces our handlers and leaves every other key, group and
+handler as it was; :func:`uninstall` removes ours and the groups and event lists
+that only they filled. Both are idempotent. A file that changes is first copied
+to ``settings.json.bak-<UTC time>``, then replaced atomically (same mode).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from telemetryd.errors import TelemetryError
+
+MARKER = "hook claude-code"
+# Every hook event telemetryd records. Tool events take a matcher; "*" is all tools.
+EVENTS = (
+    "SessionStart",
+    "SessionEnd",
+    "UserPromptSubmit",
+    "PreToolUse",
+    "PostToolUse",
+    "PostToolUseFailure",
+    "SubagentStart",
+    "SubagentStop",
+    "Stop",
+    "StopFailure",
+    "PreCompact",
+    "PostCompact",
+    "Notification",
+)
+MATCHER_EVENTS = ("PreToolUse", "PostToolUse", "PostToolUseFailure")
+TIMEOUT_S = 10  # Claude Code's own cap on one handler; the hook gives up after ~1 s anyway
+
+
+class SettingsError(TelemetryError):
+    """A settings.json cannot be read or written."""
+
+
+def user_settings(environ: dict[str, str] | None = None) -> Path:
+    """``$CLAUDE_CONFIG_DIR/settings.json`` (its first entry), else ``~/.claude/settings.json``."""
+    env = os.environ if environ is None else environ
+    config = (env.get("CLAUDE_CONFIG_DIR") or "").split(",")[0].strip()
+    base = Path(config).expanduser() if config else Path(env.get("HOME") or Path.home()) / ".claude"
+    return base / "settings.json"
+
+
+def project_settings(directory: str | Path, local: bool = False) -> Path:
+    """A project's ``.claude/settings.json`` (``settings.local.json`` with ``local``)."""
+    name = "settings.local.json" if local else "settings.json"
+    return Path(directory).expanduser() / ".claude" / name
+
+
+def telemetryctl_path() -> str:
+    """The telemetryctl to put in the command: this one when it is a file, else from PATH."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "telemetryctl" and argv0.exists():
+        return str(argv0.resolve())
+    found = shutil.which("telemetryctl")
+    return found or "telemetryctl"
+
+
+def command(
+    executable: str | None = None, *, context: bool = False, prompt_text: bool = False
+) -> str:
+    """The shell command of our handler."""
+    parts = [executable or telemetryctl_path(), "hook", "claude-code"]
+    if context:
+        parts.append("--context")
+    if prompt_text:
+        parts.append("--prompt-text")
+    return shlex.join(parts)
+
+
+def is_ours(handler: Any) -> bool:
+    return (
+        isinstance(handler, dict)
+        and isinstance(handler.get("command"), str)
+        and MARKER in handler["command"]
+        and "telemetryctl" in handler["command"]
+    )
+
+
+def load(path: Path) -> dict[str, Any]:
+    """The settings in ``path``; ``{}`` when it does not exist."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise SettingsError(f"cannot read {path}: {exc.strerror}") from None
+    if not text.strip():
+        return {}
+    try:
+        settings = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{path} is not valid JSON ({exc}); left unchanged") from None
+    if not isinstance(settings, dict):
+        raise SettingsError(f"{path} does not hold a JSON object; left unchanged")
+    return settings
+
+
+def _hooks(settings: dict[str, Any], path: Path) -> dict[str, Any]:
+    hooks = settings.get("hooks")
+    if hooks is None:
+        return {}
+    if not isinstance(hooks, dict):
+        raise SettingsError(f"{path}: `hooks` is not an object; left unchanged")
+    return hooks
+
+
+def _strip(groups: list[Any]) -> list[Any]:
+    """``groups`` without our handlers, and without the groups only they filled."""
+    kept = []
+    for group in groups:
+        handlers = group.get("hooks") if isinstance(group, dict) else None
+        if not isinstance(handlers, list) or not any(is_ours(h) for h in handlers):
+            kept.append(group)
+            continue
+        others = [h for h in handlers if not is_ours(h)]
+        if others:
+            kept.append({**group, "hooks": others})
+    return kept
+
+
+def _ours_count(groups: list[Any]) -> int:
+    return sum(
+        is_ours(h)
+        for g in groups
+        if isinstance(g, dict) and isinstance(g.get("hooks"), list)
+        for h in g["hooks"]
+    )
+
+
+def without_ours(settings: dict[str, Any], path: Path = Path("settings.json")) -> dict[str, Any]:
+    """A copy of ``settings`` without our handlers (and what only they filled)."""
+    out: dict[str, Any] = json.loads(json.dumps(settings))
+    hooks = _hooks(out, path)
+    for event in list(hooks):
+        if isinstance(hooks[event], list) and _ours_count(hooks[event]):
+            kept = _strip(hooks[event])
+            if kept:
+                hooks[event] = kept
+            else:
+                del hooks[event]
+    if "hooks" in out and not hooks:
+        del out["hooks"]
+    return out
+
+
+def _group(event: str, handler_command: str) -> dict[str, Any]:
+    group: dict[str, Any] = {}
+    if event in MATCHER_EVENTS:
+        group["matcher"] = "*"
+    group["hooks"] = [{"type": "command", "command": handler_command, "timeout": TIMEOUT_S}]
+    return group
+
+
+def with_ours(
+    settings: dict[str, Any], handler_command: str, path: Path = Path("settings.json")
+) -> dict[str, Any]:
+    """A copy of ``settings`` with exactly one handler of ours per event; an event that
+    already has exactly that is left as it is (in place)."""
+    out: dict[str, Any] = json.loads(json.dumps(settings))
+    hooks = _hooks(out, path)
+    out["hooks"] = hooks
+    for event in list(hooks):
+        if event not in EVENTS and isinstance(hooks[event], list) and _ours_count(hooks[event]):
+            hooks[event] = _strip(hooks[event])  # from an install with more events
+            if not hooks[event]:
+                del hooks[event]
+    for event in EVENTS:
+        groups = hooks.get(event, [])
+        if not isinstance(groups, list):
+            raise SettingsError(f"{path}: `hooks.{event}` is not a list; left unchanged")
+        desired = _group(event, handler_command)
+        if _ours_count(groups) == 1 and desired in groups:
+            continue
+        hooks[event] = [*_strip(groups), desired]
+    return out
+
+
+def render(settings: dict[str, Any]) -> str:
+    return json.dumps(settings, indent=2, ensure_ascii=False) + "\n"
+
+
+def write(path: Path, settings: dict[str, Any]) -> Path | None:
+    """Replace ``path`` with ``settings`` (atomically, same mode); the backup made, if any."""
+    backup = None
+    mode = 0o600
+    if path.exists():
+        mode = path.stat().st_mode & 0o777
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        backup = path.with_name(f"{path.name}.bak-{stamp}")
+        n = 1
+        while backup.exists():
+            backup = path.with_name(f"{path.name}.bak-{stamp}-{n}")
+            n += 1
+        shutil.copy2(path, backup)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.telemetryd-{os.getpid()}.tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(render(settings))
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(temp, mode)
+        os.replace(temp, path)
+    except OSError as exc:
+        raise SettingsError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return backup
+
+
+class Change:
+    """What install/uninstall did (or would do, with ``dry_run``)."""
+
+    def __init__(self, path: Path, before: str, after: str, backup: Path | None) -> None:
+        self.path = path
+        self.before = before
+        self.after = after
+        self.backup = backup
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+    def diff(self) -> str:
+        import difflib
+
+        return "".join(
+            difflib.unified_diff(
+                self.before.splitlines(keepends=True),
+                self.after.splitlines(keepends=True),
+                f"{self.path} (before)",
+                f"{self.path} (after)",
+            )
+        )
+
+
+def _apply(path: Path, new: dict[str, Any], dry_run: bool) -> Change:
+    before = path.read_text(encoding="utf-8") if path.exists() else ""
+    old = load(path)
+    if new == old:
+        return Change(path, before, before, None)
+    after = render(new)
+    backup = None if dry_run else write(path, new)
+    return Change(path, before, after, backup)
+
+
+def install(path: Path, handler_command: str, *, dry_run: bool = False) -> Change:
+    """Merge our handlers into the settings at ``path``."""
+    return _apply(path, with_ours(load(path), handler_command, path), dry_run)
+
+
+def uninstall(path: Path, *, dry_run: bool = False) -> Change:
+    """Take our handlers out of the settings at ``path``."""
+    if not path.exists():
+        return Change(path, "", "", None)
+    return _apply(path, without_ours(load(path), path), dry_run)
+
+
+def installed(path: Path) -> list[str]:
+    """The events that run our hook in the settings at ``path``."""
+    hooks = _hooks(load(path), path)
+    return [
+        event
+        for event, groups in hooks.items()
+        if isinstance(groups, list)
+        and any(
+            isinstance(g, dict)
+            and isinstance(g.get("hooks"), list)
+            and any(map(is_ours, g["hooks"]))
+            for g in groups
+        )
+    ]

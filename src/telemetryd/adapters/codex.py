@@ -1,0 +1,235 @@
+"""Codex rollouts (``$CODEX_HOME/sessions/**/rollout-*.jsonl``) -> api_request records.
+
+A rollout is one JSON object per line: ``session_meta`` (session id, cwd,
+provider), ``turn_context`` (the model of the turn), ``response_item`` and
+``event_msg`` lines. Token usage is in ``event_msg`` lines of type
+``token_count``::
+
+    {"type": "event_msg", "payload": {"type": "token_count", "info": {
+        "total_token_usage": {...cumulative...}, "last_token_usage": {...this request...}},
+        "rate_limits": {...}}}
+
+``info`` is null on rate-limit-only updates, and Codex re-emits the last
+``token_count`` unchanged (same cumulative total) after some events. So a
+request is counted once per *change* of ``total_token_usage``: with its
+``last_token_usage`` when present, else the difference from the previous
+total. A total lower than the previous one starts over (a new context).
+
+The record id is derived from the session and the cumulative total, which is
+what identifies a request in its session: importing a rollout again (or a copy
+of it) gives the same ids. Plain dicts, no imports: also usable from hooks.
+"""
+
+from __future__ import annotations
+
+from telemetryd.adapters import usage as usage_mod
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
+
+SOURCE = "codex"
+FIELDS = (
+    "input_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+    "reasoning_output_tokens",
+    "total_tokens",
+)
+
+
+def _counts(raw: Any) -> tuple[int, ...] | None:
+    if not isinstance(raw, dict):
+        return None
+    values = []
+    for field in FIELDS:
+        value = raw.get(field)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            value = 0
+        values.append(int(value))
+    return tuple(values)
+
+
+def session_from_name(name: str) -> str | None:
+    """The session id at the end of ``rollout-<time>-<uuid>.jsonl``."""
+    stem = name[:-6] if name.endswith(".jsonl") else name
+    if len(stem) >= 36 and stem[-36:].count("-") == 4:
+        return stem[-36:]
+    return None
+
+
+class Rollout:
+    """Reads one rollout's lines in order; :meth:`feed` returns a record per counted request.
+
+    A record: ``key`` (session, cumulative counts) for the event id, ``tokens``,
+    ``model``, ``provider``, ``ts``, ``session_id``, ``cwd``.
+    """
+
+    def __init__(self, session_id: str | None = None, fallback: str = "") -> None:
+        self.session_id = session_id
+        self.fallback = fallback  # identifies the rollout when it names no session
+        self.model: str | None = None
+        self.provider: str | None = None
+        self.cwd: str | None = None
+        self.previous: tuple[int, ...] | None = None
+        self.reemitted = 0  # token_count lines that repeated the previous total
+
+    def feed(self, line: Any) -> dict[str, Any] | None:
+        if not isinstance(line, dict):
+            return None
+        kind = line.get("type")
+        payload = line.get("payload")
+        if not isinstance(payload, dict):
+            return None
+        if kind == "session_meta":
+            self._meta(payload)
+            return None
+        if kind == "turn_context":
+            model = payload.get("model")
+            if isinstance(model, str) and model:
+                self.model = model
+            cwd = payload.get("cwd")
+            if isinstance(cwd, str) and cwd:
+                self.cwd = cwd
+            return None
+        if kind != "event_msg" or payload.get("type") != "token_count":
+            return None
+        info = payload.get("info")
+        if not isinstance(info, dict):
+            return None  # rate limits only
+        model = info.get("model")
+        if isinstance(model, str) and model:
+            self.model = model
+        total = _counts(info.get("total_token_usage"))
+        last = info.get("last_token_usage")
+        if total is not None and total == self.previous:
+            self.reemitted += 1
+            return None
+        if isinstance(last, dict) and _counts(last) is not None:
+            raw = last
+        elif total is not None:
+            previous = self.previous
+            if previous is None or any(t < p for t, p in zip(total, previous, strict=True)):
+                previous = (0,) * len(FIELDS)  # first count, or a fresh context
+            raw = {f: t - p for f, t, p in zip(FIELDS, total, previous, strict=True)}
+        else:
+            return None
+        if total is not None:
+            self.previous = total
+        tokens = usage_mod.tokens_from_usage(raw)
+        if tokens.get("source") != "actual":
+            return None
+        ts = line.get("timestamp")
+        return {
+            "key": (self.session_id or self.fallback, total, ts, _counts(raw)),
+            "tokens": tokens,
+            "model": self.model,
+            "provider": self.provider,
+            "ts": ts if isinstance(ts, str) else None,
+            "session_id": self.session_id,
+            "cwd": self.cwd,
+        }
+
+    def _meta(self, payload: dict[str, Any]) -> None:
+        session = payload.get("id")
+        if isinstance(session, str) and session:
+            self.session_id = session
+        provider = payload.get("model_provider")
+        if isinstance(provider, str) and provider:
+            self.provider = provider
+        cwd = payload.get("cwd")
+        if isinstance(cwd, str) and cwd:
+            self.cwd = cwd
+
+
+def key_text(record: dict[str, Any]) -> str:
+    """The text the event id is hashed from: the session and the cumulative counts (the
+    timestamp only when Codex gave no cumulative total)."""
+    session, total, ts, counts = record["key"]
+    if total is not None:
+        return f"{session}\0total\0{','.join(map(str, total))}"
+    return f"{session}\0at\0{ts}\0{','.join(map(str, counts or ()))}"
+
+
+def api_request_event(record: dict[str, Any], event_id: str) -> dict[str, Any]:
+    """The ``api_request`` event of one counted request."""
+    event: dict[str, Any] = {"type": "api_request", "id": event_id}
+    if record["ts"]:
+        event["ts"] = record["ts"]
+    event["source"] = SOURCE
+    if record["session_id"]:
+        event["session_id"] = record["session_id"]
+    agent: dict[str, Any] = {"model": record["model"] or "unknown"}
+    if record["provider"]:
+        agent["provider"] = record["provider"]
+    event["agent"] = agent
+    event["tokens"] = record["tokens"]
+    attrs: dict[str, Any] = {"imported": True}
+    if record["cwd"]:
+        attrs["cwd"] = record["cwd"]
+    event["attrs"] = attrs
+    return event
+
+
+def rollout_usage(lines: Iterable[str]) -> dict[str, Any]:
+    """A (sub-agent's) rollout summed as :func:`claude_code.transcript_usage` sums a
+    transcript: ``tokens``, ``requests``, ``model``, ``duration_ms``, ``malformed``."""
+    from telemetryd.adapters import claude_code
+    from telemetryd.client import fastjson
+
+    rollout = Rollout()
+    sums = {"input": 0, "output": 0, "cache_read": 0, "cache_creation": 0, "reasoning": 0}
+    requests = malformed = 0
+    first = last = None
+    for text in lines:
+        if not text.strip():
+            continue
+        try:
+            line = fastjson.loads(text)
+        except ValueError:
+            malformed += 1
+            continue
+        if isinstance(line, dict) and isinstance(line.get("timestamp"), str):
+            first = first or line["timestamp"]
+            last = line["timestamp"]
+        record = rollout.feed(line)
+        if record is not None:
+            requests += 1
+            for key in sums:
+                sums[key] += record["tokens"].get(key) or 0
+    out: dict[str, Any] = {"requests": requests, "malformed": malformed}
+    if requests:
+        tokens: dict[str, Any] = {
+            "source": "actual",
+            "input": sums["input"],
+            "output": sums["output"],
+        }
+        for key in ("cache_read", "cache_creation", "reasoning"):
+            if sums[key]:
+                tokens[key] = sums[key]
+        tokens["total"] = (
+            sums["input"] + sums["output"] + sums["cache_read"] + sums["cache_creation"]
+        )
+        out["tokens"] = tokens
+    else:
+        out["tokens"] = dict(usage_mod.UNKNOWN)
+    if rollout.model:
+        out["model"] = rollout.model
+    span = claude_code._span_ms(first, last)
+    if span is not None:
+        out["duration_ms"] = span
+    return out
+
+
+def read_rollout_usage(path: str, max_bytes: int = 256 << 20) -> dict[str, Any] | None:
+    """:func:`rollout_usage` of the file at ``path``; None when unreadable or too large."""
+    import os
+
+    try:
+        if os.path.getsize(path) > max_bytes:
+            return None
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            return rollout_usage(f)
+    except OSError:
+        return None

@@ -1,0 +1,237 @@
+"""Model prices, and the cost of an api_request that reported none.
+
+The prices ship in ``prices.json`` next to this module (US dollars per million
+tokens, with the table's date and source), so costs are computed offline;
+nothing is ever fetched. ``[pricing.models."NAME"]`` in config.toml adds or
+replaces a model's prices. `telemetryctl pricing` shows the table in use.
+
+A model name is matched exactly, then without a provider prefix
+(``anthropic/``, ``us.anthropic.``, ...) and a date suffix (``-20250929``),
+then by the longest known name it starts with (``gemini-3.1-pro-preview-customtools``
+is priced as ``gemini-3.1-pro-preview``). Claude names with dots
+(``claude-sonnet-4.5``, as Copilot writes them) are read with dashes.
+
+Cost of one request, with the tokens of the event model (input excludes the
+cache): ``input * input + output * output + cache_read * cache_read +
+cache_creation * cache_write``, where cache writes that the transcript says
+were 1-hour ones (``attrs.cache_creation_1h``) use ``cache_write_1h``. When the
+prompt (input + cache read + cache write) is larger than a model's ``above.tokens``
+(200k for Claude Sonnet 4 / 4.5 and Gemini Pro, 272k for GPT-5.4 / 5.5), all of
+the request's tokens take the ``above`` prices, as the providers bill them.
+Anthropic's fast mode (``attrs.speed == "fast"``) multiplies by the model's ``fast``.
+
+Refreshing the table: ``python -m telemetryd.adapters.pricing LITELLM_JSON``
+rewrites the models listed here from a downloaded copy of LiteLLM's
+``model_prices_and_context_window.json`` and sets today's date.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+TABLE_FILE = Path(__file__).with_name("prices.json")
+PER_TOKEN = 1e-6  # the table is per million tokens
+KINDS = ("input", "output", "cache_read", "cache_write", "cache_write_1h")
+_PREFIXES = ("anthropic/", "openai/", "gemini/", "google/", "vertex_ai/", "bedrock/",
+             "us.anthropic.", "eu.anthropic.", "apac.anthropic.", "anthropic.")  # fmt: skip
+
+
+def _strip_date(name: str) -> str:
+    """Without a date suffix: ``claude-sonnet-4-5-20250929`` -> ``claude-sonnet-4-5``,
+    ``gpt-4o-2024-08-06`` -> ``gpt-4o``."""
+    parts = name.split("-")
+    if len(parts) > 1 and len(parts[-1]) == 8 and parts[-1].isdigit():
+        return "-".join(parts[:-1])
+    if (
+        len(parts) > 3
+        and all(p.isdigit() for p in parts[-3:])
+        and [len(p) for p in parts[-3:]] == [4, 2, 2]
+    ):
+        return "-".join(parts[:-3])
+    return name
+
+
+class Table:
+    """A price table: the bundled one with the configured overrides on top."""
+
+    def __init__(self, data: dict[str, Any], overrides: dict[str, dict[str, Any]] | None = None):
+        self.date: str = data.get("date", "unknown")
+        self.source: str = data.get("source", "")
+        self.refresh: str = data.get("refresh", "")
+        self.models: dict[str, dict[str, Any]] = dict(data.get("models", {}))
+        self.overridden: set[str] = set()
+        for name, prices in (overrides or {}).items():
+            entry = {k: v for k, v in prices.items() if v is not None}
+            entry["src"] = "config"
+            self.models[name] = entry
+            self.overridden.add(name)
+        self._cache: dict[str, str | None] = {}
+
+    def lookup(self, model: str | None) -> tuple[str, dict[str, Any]] | None:
+        """The table's name and prices for ``model``, or None when it is not priced."""
+        if not model:
+            return None
+        if model not in self._cache:
+            self._cache[model] = self._match(model)
+        key = self._cache[model]
+        return None if key is None else (key, self.models[key])
+
+    def _match(self, model: str) -> str | None:
+        if model in self.models:
+            return model
+        name = model.lower()
+        for prefix in _PREFIXES:
+            if name.startswith(prefix):
+                name = name[len(prefix) :]
+        name = name.split("@")[0].split(":")[0]  # vertex "@20250929", bedrock ":0"
+        if name.startswith("claude"):
+            name = name.replace(".", "-").removesuffix("-v1")
+        for candidate in (name, _strip_date(name)):
+            if candidate in self.models:
+                return candidate
+        best = None
+        for key in self.models:
+            if (name.startswith(key + "-") or name == key) and (
+                best is None or len(key) > len(best)
+            ):
+                best = key
+        return best
+
+    def cost(
+        self,
+        tokens: dict[str, Any],
+        model: str | None,
+        *,
+        cache_creation_1h: int = 0,
+        speed: str | None = None,
+    ) -> float | None:
+        """US dollars for one request's ``actual`` tokens; None when the model is unknown
+        or the tokens are not actual counts."""
+        found = self.lookup(model)
+        if found is None or tokens.get("source") != "actual":
+            return None
+        prices = found[1]
+        inp = tokens.get("input") or 0
+        out = tokens.get("output") or 0
+        read = tokens.get("cache_read") or 0
+        write = tokens.get("cache_creation") or 0
+        above = prices.get("above")
+        if isinstance(above, dict) and inp + read + write > above.get("tokens", float("inf")):
+            prices = {**prices, **{k: v for k, v in above.items() if k in KINDS}}
+        long_writes = min(max(cache_creation_1h, 0), write)
+        p_in = prices["input"]
+        p_write = prices.get("cache_write", p_in)
+        total: float = (
+            inp * p_in
+            + out * prices["output"]
+            + read * prices.get("cache_read", p_in)
+            + (write - long_writes) * p_write
+            + long_writes * prices.get("cache_write_1h", p_write)
+        ) * PER_TOKEN
+        if speed == "fast" and prices.get("fast"):
+            total *= float(prices["fast"])
+        return total
+
+    def price_event(self, event: dict[str, Any]) -> None:
+        """Give an api_request with actual tokens and no reported cost its ``cost_usd``
+        (``cost_source`` computed), or ``cost_source`` unknown when its model has no price.
+        A reported cost is kept and marked ``reported``."""
+        if event.get("type") != "api_request":
+            return
+        if event.get("cost_usd") is not None:
+            event.setdefault("cost_source", "reported")
+            return
+        tokens = event.get("tokens") or {}
+        if tokens.get("source") != "actual":
+            event["cost_source"] = "unknown"
+            return
+        attrs = event.get("attrs") or {}
+        cost = self.cost(
+            tokens,
+            (event.get("agent") or {}).get("model"),
+            cache_creation_1h=int(attrs.get("cache_creation_1h") or 0),
+            speed=attrs.get("speed"),
+        )
+        if cost is None:
+            event["cost_source"] = "unknown"
+        else:
+            event["cost_usd"] = round(cost, 10)
+            event["cost_source"] = "computed"
+
+
+def bundled() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(TABLE_FILE.read_text(encoding="utf-8"))
+    return data
+
+
+def load(overrides: dict[str, dict[str, Any]] | None = None) -> Table:
+    """The bundled table with ``overrides`` (model -> prices per million tokens)."""
+    return Table(bundled(), overrides)
+
+
+def configured() -> Table:
+    """The bundled table with the overrides of the configuration file."""
+    import msgspec
+
+    from telemetryd import config, paths
+
+    settings = config.load(paths.resolve().config_file)[0]
+    overrides = {
+        name: msgspec.structs.asdict(price) for name, price in settings.pricing.models.items()
+    }
+    return load(overrides)
+
+
+# -- refreshing the table from LiteLLM's file ------------------------------------------------
+
+
+_LITELLM = {
+    "input": "input_cost_per_token",
+    "output": "output_cost_per_token",
+    "cache_read": "cache_read_input_token_cost",
+    "cache_write": "cache_creation_input_token_cost",
+    "cache_write_1h": "cache_creation_input_token_cost_above_1hr",
+}
+
+
+def refresh(data: dict[str, Any], litellm: dict[str, Any], today: str) -> list[str]:
+    """Update ``data``'s models (the ones it lists) from LiteLLM's entries of the same
+    name; the names updated."""
+    updated = []
+    for name, entry in data["models"].items():
+        source = litellm.get(name)
+        if not isinstance(source, dict) or "input_cost_per_token" not in source:
+            continue
+        for kind, field in _LITELLM.items():
+            if isinstance(source.get(field), (int, float)):
+                entry[kind] = round(source[field] / PER_TOKEN, 6)
+        above = {k: source.get(f"{f}_above_200k_tokens") for k, f in _LITELLM.items()}
+        if isinstance(above.get("input"), (int, float)):
+            entry["above"] = {"tokens": 200000} | {
+                k: round(v / PER_TOKEN, 6) for k, v in above.items() if isinstance(v, (int, float))
+            }
+        entry["src"] = "litellm"
+        updated.append(name)
+    data["date"] = today
+    return updated
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        sys.stderr.write("usage: python -m telemetryd.adapters.pricing LITELLM_JSON\n")
+        return 2
+    data = bundled()
+    litellm = json.loads(Path(args[0]).read_text(encoding="utf-8"))
+    names = refresh(data, litellm, time.strftime("%Y-%m-%d", time.gmtime()))
+    TABLE_FILE.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    sys.stdout.write(f"{TABLE_FILE}: {len(names)} models updated\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

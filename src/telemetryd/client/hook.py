@@ -1,0 +1,379 @@
+"""`telemetryctl hook claude-code`: one Claude Code hook payload on stdin -> events.
+
+Claude Code runs this on every hook event it is configured for (`telemetryctl
+hooks install claude-code` writes the configuration), PreToolUse and PostToolUse
+included, so it is built like `send`: dispatched before click, standard library
+C pieces only (no msgspec, click or ``re``), one blocking socket with a deadline,
+and the spool when the daemon is down. It always exits 0 and writes nothing on
+stdout, which Claude Code reads, except the SessionStart usage context when
+asked for (``--context``).
+
+Tool durations: PostToolUse and PostToolUseFailure carry ``duration_ms`` since
+Claude Code 2.1.119. For older versions the PreToolUse hook leaves the time in a
+small file named after the tool use id under ``<runtime dir>/hooks/`` (next to the
+events socket, on tmpfs where there is one), and the PostToolUse hook turns it
+into ``duration_ms`` (which then includes any permission prompt) and removes it.
+Files left behind by tools that never finished are swept at session start and end.
+
+The mapping itself is in :mod:`telemetryd.adapters.claude_code`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from telemetryd.adapters import claude_code
+from telemetryd.client import fastjson, send
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+USAGE = """\
+Usage: telemetryctl hook AGENT [OPTIONS]
+
+  Read one hook payload (JSON) on stdin and send the matching events to
+  telemetryd, or spool them when it is down. Meant to be run by the agent:
+  it always exits 0 and prints nothing on stdout (except --context output).
+  AGENT is claude-code, or codex (Codex sends Claude-compatible payloads).
+
+  Example (what `telemetryctl hooks install claude-code` configures):
+    telemetryctl hook claude-code
+
+Options:
+  --context        at SessionStart, print a short usage summary (cost and tokens
+                   by model over 7 days, failing tools, sessions) for the agent's
+                   context                          [env TELEMETRYD_HOOK_CONTEXT=1]
+  --prompt-text    record the prompt text of UserPromptSubmit (default: length only)
+                                                    [env TELEMETRYD_HOOK_PROMPT_TEXT=1]
+  --socket PATH    events socket (default: from TELEMETRYD_HOME / XDG)
+  --timeout SECONDS  give up on the daemon after this long (default 1)
+  -h, --help       show this message
+"""
+
+AGENTS = {"claude-code": claude_code.SOURCE, "codex": "codex"}
+STATE_DIR = "hooks"
+STALE_SECONDS = 24 * 3600
+CONTEXT_BUDGET = 1.5  # seconds for the whole SessionStart summary
+CONTEXT_MAX = 9000  # characters; Claude Code caps additionalContext at 10,000
+
+
+class Options:
+    def __init__(self) -> None:
+        self.agent: str | None = None
+        self.context = os.environ.get("TELEMETRYD_HOOK_CONTEXT", "") in ("1", "true", "yes")
+        self.prompt_text = os.environ.get("TELEMETRYD_HOOK_PROMPT_TEXT", "") in ("1", "true", "yes")
+        self.socket: str | None = None
+        self.timeout = float(os.environ.get("TELEMETRYD_SEND_TIMEOUT") or send.DEFAULT_TIMEOUT)
+        self.help = False
+
+
+def parse(argv: list[str]) -> Options:
+    opts = Options()
+    args = iter(argv)
+    for arg in args:
+        option, eq, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        if option in ("--socket", "--timeout"):
+            text = inline if eq else next(args, None)
+            if text is None:
+                raise send.UsageError(f"{option} needs a value")
+            if option == "--socket":
+                opts.socket = text
+            else:
+                try:
+                    opts.timeout = float(text)
+                except ValueError:
+                    raise send.UsageError(f"--timeout expects seconds, got {text!r}") from None
+        elif option == "--context":
+            opts.context = True
+        elif option == "--prompt-text":
+            opts.prompt_text = True
+        elif option in ("-h", "--help"):
+            opts.help = True
+        elif opts.agent is None and not arg.startswith("-"):
+            if arg not in AGENTS:
+                raise send.UsageError(f"unknown agent {arg!r}; one of: {', '.join(AGENTS)}")
+            opts.agent = arg
+        else:
+            raise send.UsageError(f"unexpected argument: {arg}")
+    if opts.agent is None and not opts.help:
+        raise send.UsageError(f"give the agent: one of {', '.join(AGENTS)}")
+    return opts
+
+
+# -- tool timing state ----------------------------------------------------------
+
+
+def _state_file(state_dir: str, payload: dict[str, Any]) -> str | None:
+    use_id = payload.get("tool_use_id")
+    if not isinstance(use_id, str) or not use_id:
+        return None
+    session = payload.get("session_id")
+    raw = f"{session}-{use_id}" if isinstance(session, str) else use_id
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in raw)[:200]
+    return os.path.join(state_dir, f"tool-{safe}")
+
+
+def _remember_start(state_dir: str, payload: dict[str, Any]) -> None:
+    path = _state_file(state_dir, payload)
+    if path is None:
+        return
+    try:
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, str(time.time_ns()).encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # no duration for this one; never a failure of the hook
+
+
+def _elapsed_since_start(state_dir: str, payload: dict[str, Any]) -> int | None:
+    """Milliseconds since the PreToolUse of this tool use (None when unknown); forgets it."""
+    path = _state_file(state_dir, payload)
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            started = int(f.read(32) or b"0")
+        os.unlink(path)
+    except (OSError, ValueError):
+        return None
+    elapsed = (time.time_ns() - started) // 1_000_000
+    return elapsed if elapsed >= 0 else None
+
+
+def _forget_start(state_dir: str, payload: dict[str, Any]) -> None:
+    path = _state_file(state_dir, payload)
+    if path is not None:
+        try:  # noqa: SIM105 - contextlib is one import too many on this path
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def sweep(state_dir: str, max_age: float = STALE_SECONDS) -> int:
+    """Remove timing files older than ``max_age`` seconds (tools that never finished)."""
+    removed = 0
+    cutoff = time.time() - max_age
+    try:
+        entries = list(os.scandir(state_dir))
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.name.startswith("tool-") and entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+# -- SessionStart context -------------------------------------------------------
+
+CONTEXT_SQL = """\
+SELECT * FROM (
+    SELECT 'model' AS kind, model AS name, request_count AS n,
+        coalesce(total_input, 0) + coalesce(total_output, 0) AS tokens, total_cost_usd AS cost
+    FROM cost_by_model(days := 7)
+    ORDER BY total_cost_usd DESC NULLS LAST, request_count DESC LIMIT 8)
+UNION ALL
+SELECT * FROM (
+    SELECT 'tool', tool_name, count(*) FILTER (WHERE NOT success), count(*), NULL
+    FROM tool_calls
+    WHERE started >= utc_now() - INTERVAL 7 DAY AND success IS NOT NULL
+    GROUP BY tool_name
+    HAVING count(*) FILTER (WHERE NOT success) > 0
+    ORDER BY 3 DESC, 2 LIMIT 5)
+UNION ALL
+SELECT 'sessions', NULL, count(*), NULL, NULL
+FROM sessions WHERE started >= utc_now() - INTERVAL 7 DAY
+"""
+
+
+def _query(sql: str, budget: float) -> list[list[Any]] | None:
+    """Rows of one query over the control socket within ``budget`` seconds, else None."""
+    import _socket
+
+    from telemetryd.client.query import control_socket
+
+    deadline = time.monotonic() + budget
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    rows: list[list[Any]] = []
+    try:
+        sock.settimeout(budget)
+        sock.connect(control_socket())
+        request = {"op": "query", "sql": sql, "timeout": max(0.1, budget - 0.2)}
+        sock.sendall((fastjson.dumps(request) + "\n").encode())
+        carry = b""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            sock.settimeout(remaining)
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                return None
+            lines = (carry + chunk).split(b"\n")
+            carry = lines.pop()
+            for line in lines:
+                reply = fastjson.loads(line.decode())
+                if not isinstance(reply, dict):
+                    return None
+                if isinstance(reply.get("rows"), list):
+                    rows.extend(reply["rows"])
+                elif "columns" in reply:
+                    continue
+                elif reply.get("ok"):
+                    return rows
+                else:
+                    return None
+    except (OSError, ValueError):
+        return None
+    finally:
+        sock.close()
+
+
+def _tokens(n: Any) -> str:
+    if not isinstance(n, (int, float)):
+        return "?"
+    for unit, size in (("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(int(n))
+
+
+def context_text(rows: list[list[Any]]) -> str:
+    """The usage summary for the agent's context, from :data:`CONTEXT_SQL` rows."""
+    models = [r for r in rows if r and r[0] == "model"]
+    tools = [r for r in rows if r and r[0] == "tool"]
+    sessions = next((r[2] for r in rows if r and r[0] == "sessions"), 0)
+    out = [f"telemetryd usage, last 7 days: {sessions} sessions."]
+    if models:
+        out.append("Cost and tokens (input + output) by model:")
+        for _, name, requests, tokens, cost in (r[:5] for r in models):
+            dollars = f"${cost:.2f}" if isinstance(cost, (int, float)) else "cost unknown"
+            out.append(f"- {name}: {dollars}, {_tokens(tokens)} tokens, {requests} requests")
+    if tools:
+        out.append("Most failing tools:")
+        for _, name, failed, total, _ in (r[:5] for r in tools):
+            out.append(f"- {name}: {failed} of {total} calls failed")
+    text = "\n".join(out)
+    return text if len(text) <= CONTEXT_MAX else text[: CONTEXT_MAX - 1] + "…"
+
+
+def print_context(budget: float = CONTEXT_BUDGET) -> None:
+    """Print the SessionStart hook output with the summary; nothing when the daemon is down."""
+    rows = _query(CONTEXT_SQL, budget)
+    if rows is None:
+        return
+    output = {
+        "hookSpecificOutput": {
+            "hookEventName": "SessionStart",
+            "additionalContext": context_text(rows),
+        }
+    }
+    sys.stdout.write(fastjson.dumps(output) + "\n")
+    sys.stdout.flush()
+
+
+# -- the hook -------------------------------------------------------------------
+
+
+def events_for(
+    payload: dict[str, Any], opts: Options, state_dir: str | None
+) -> list[dict[str, Any]]:
+    """The events for one payload, with the timing state read or written as it needs."""
+    name = payload.get("hook_event_name")
+    duration = None
+    subagent = None
+    if state_dir is not None:
+        if name == "PreToolUse":
+            _remember_start(state_dir, payload)
+        elif name in ("PostToolUse", "PostToolUseFailure"):
+            if payload.get("duration_ms") is None:
+                duration = _elapsed_since_start(state_dir, payload)
+            else:
+                _forget_start(state_dir, payload)
+        elif name in ("SessionStart", "SessionEnd"):
+            sweep(state_dir)
+    if name == "SubagentStop":
+        path = payload.get("agent_transcript_path")
+        if isinstance(path, str) and path:
+            if opts.agent == "codex":
+                from telemetryd.adapters import codex
+
+                subagent = codex.read_rollout_usage(path)
+            else:
+                subagent = claude_code.read_transcript_usage(path)
+    events = claude_code.hook_events(
+        payload,
+        duration_ms=duration,
+        subagent=subagent,
+        prompt_text=opts.prompt_text,
+        source=AGENTS[opts.agent or "claude-code"],
+    )
+    for event in events:
+        if not event.get("id"):
+            event["id"] = send.uuid7()
+        event.setdefault("ts", send._now_rfc3339())
+    return events
+
+
+def deliver(lines: list[str], socket_path: str, timeout: float) -> None:
+    """Send ``lines``; spool what the daemon did not confirm. Problems go to stderr."""
+    outcome = send.deliver(socket_path, ("\n".join(lines) + "\n").encode(), timeout)
+    for reply in outcome.rejected:
+        sys.stderr.write(
+            f"telemetryctl hook: rejected: {reply.get('error')}: {reply.get('message')}\n"
+        )
+    if outcome.summary is not None:
+        return
+    bad = {reply.get("line") for reply in outcome.rejected}
+    keep = [line for number, line in enumerate(lines, 1) if number not in bad]
+    if keep:
+        send.spool(keep)
+
+
+def run(argv: list[str], stdin: Any = None) -> int:
+    opts = parse(argv)
+    if opts.help:
+        sys.stdout.write(USAGE)
+        return 0
+    data = (stdin or sys.stdin.buffer).read()
+    try:
+        payload = fastjson.loads(data.decode("utf-8", "replace"))
+    except ValueError as exc:
+        sys.stderr.write(f"telemetryctl hook: the payload is not JSON: {exc}\n")
+        return 0
+    if not isinstance(payload, dict):
+        sys.stderr.write("telemetryctl hook: the payload is not a JSON object\n")
+        return 0
+    if opts.socket is None:
+        from telemetryd.paths import events_socket_fast
+
+        opts.socket = events_socket_fast()
+    state_dir = os.path.join(os.path.dirname(opts.socket), STATE_DIR)
+    events = events_for(payload, opts, state_dir)
+    deliver([fastjson.dumps(event) for event in events], opts.socket, opts.timeout)
+    if opts.context and payload.get("hook_event_name") == "SessionStart":
+        print_context()
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """Exit status 0 whatever happens: a failing hook must not disturb the agent."""
+    try:
+        return run(argv)
+    except send.UsageError as exc:
+        sys.stderr.write(f"telemetryctl hook: {exc}\n")
+    except BaseException as exc:  # a hook never breaks the agent, not even on a bug
+        try:  # noqa: SIM105 - as above
+            sys.stderr.write(f"telemetryctl hook: {type(exc).__name__}: {exc}\n")
+        except BaseException:  # stderr closed
+            pass
+    return 0

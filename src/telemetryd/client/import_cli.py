@@ -1,0 +1,204 @@
+"""`telemetryctl import ...`: backfill usage from local transcripts (click layer).
+
+The work is done by :mod:`telemetryd.client.importer`; ``cli.py`` registers this
+group with ``cli.add_command(import_group)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import click
+
+from telemetryd.client import importer
+from telemetryd.errors import TelemetryError
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_REJECTED = 1
+
+
+def _handle_errors(func: F) -> F:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except TelemetryError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return cast(F, wrapper)
+
+
+def _parse_since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: give a date or time, e.g. 2026-03-01 or 2026-03-01T12:00:00Z",
+            param_hint="--since",
+        ) from None
+
+
+def _options(func: F) -> F:
+    func = click.option(
+        "--socket",
+        "socket_path",
+        envvar="TELEMETRYD_SOCKET",
+        help="events socket (default: from TELEMETRYD_HOME / XDG)",
+    )(func)
+    func = click.option(
+        "--rescan",
+        is_flag=True,
+        help="read every file, also those unchanged since the last import",
+    )(func)
+    func = click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")(func)
+    func = click.option(
+        "--dry-run", is_flag=True, help="read and count, send nothing (totals per model and day)"
+    )(func)
+    func = click.option(
+        "--since",
+        metavar="DATE",
+        help="only requests at or after this UTC date or time (2026-03-01, 2026-03-01T12:00Z)",
+    )(func)
+    func = click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))(func)
+    return func
+
+
+def _number(n: float) -> str:
+    return f"{n:,.0f}"
+
+
+def _print_summary(summary: importer.Summary) -> None:
+    s = summary
+    verb = "would send" if s.dry_run else "sent"
+    click.echo(
+        f"{s.files} files read ({s.files_unchanged} unchanged since the last import, skipped), "
+        f"{_number(s.bytes)} bytes, {_number(s.lines)} lines, {s.malformed} malformed"
+    )
+    click.echo(
+        f"{_number(s.requests)} requests ({_number(s.repeats)} repeated lines merged"
+        + (f", {s.before_since} before --since" if s.before_since else "")
+        + f"); {verb} {_number(s.sent if not s.dry_run else s.requests)}"
+        + (
+            ""
+            if s.dry_run
+            else f": {s.accepted} new, {s.duplicates} already there, {s.rejected} rejected"
+        )
+        + f" in {s.elapsed_s:.1f} s"
+    )
+    if s.by_model:
+        width = max(len(m) for m in s.by_model)
+        click.echo(
+            f"{'model':<{width}}  {'requests':>9}  {'input':>12}  {'output':>12}  "
+            f"{'cache read':>14}  {'cache write':>13}  {'cost':>12}  note"
+        )
+        for model, t in sorted(s.by_model.items(), key=lambda item: -item[1].total):
+            cost = t.cost_reported_usd + t.cost_computed_usd
+            note = []
+            if t.cost_reported_usd:
+                note.append(f"${t.cost_reported_usd:,.2f} reported")
+            if t.cost_computed_usd:
+                note.append(f"${t.cost_computed_usd:,.2f} computed")
+            if t.unpriced:
+                note.append(f"{t.unpriced} requests without a price")
+            click.echo(
+                f"{model:<{width}}  {t.requests:>9,}  {t.input:>12,}  {t.output:>12,}  "
+                f"{t.cache_read:>14,}  {t.cache_creation:>13,}  "
+                f"{('$' + format(cost, ',.2f')) if cost else '-':>12}  {'; '.join(note)}"
+            )
+    for problem in s.rejections:
+        click.echo(f"problem: {problem}", err=True)
+
+
+def _run(
+    agent: str,
+    paths: tuple[Path, ...],
+    since: str | None,
+    dry_run: bool,
+    as_json: bool,
+    rescan: bool,
+    socket_path: str | None,
+) -> None:
+    bar: Any = None
+
+    def on_files(files: list[Path], total: int) -> None:
+        nonlocal bar
+        if sys.stderr.isatty() and not as_json and total:
+            bar = click.progressbar(length=total, label=f"{len(files)} files", file=sys.stderr)
+            bar.__enter__()
+
+    def progress(n: int) -> None:
+        if bar is not None:
+            bar.update(n)
+
+    try:
+        summary = importer.run(
+            agent,
+            paths,
+            since=_parse_since(since),
+            dry_run=dry_run,
+            rescan=rescan,
+            socket_path=socket_path,
+            progress=progress,
+            on_files=on_files,
+        )
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    if as_json:
+        click.echo(json.dumps(summary.as_dict(), indent=2))
+    else:
+        _print_summary(summary)
+    if summary.rejected:
+        sys.exit(EXIT_REJECTED)
+
+
+@click.group("import")
+def import_group() -> None:
+    """Backfill api_request events from local transcripts (Claude Code, Codex)."""
+
+
+@import_group.command("claude-code")
+@_options
+@_handle_errors
+def claude_code_command(**options: Any) -> None:
+    """Import token usage from Claude Code transcripts.
+
+    PATHS are files or directories of *.jsonl transcripts; by default
+    ~/.claude/projects, ~/.config/claude/projects and <dir>/projects for each
+    CLAUDE_CONFIG_DIR entry. A response repeated over several lines (one per
+    content block, or while it streamed) counts once, with its largest usage.
+    Running it again adds nothing that is already there.
+
+    \b
+    Examples:
+      telemetryctl import claude-code
+      telemetryctl import claude-code --since 2026-03-01 --dry-run --json
+    """
+    _run("claude-code", **options)
+
+
+@import_group.command("codex")
+@_options
+@_handle_errors
+def codex_command(**options: Any) -> None:
+    """Import token usage from Codex rollouts.
+
+    PATHS are files or directories of rollout-*.jsonl files; by default
+    $CODEX_HOME/sessions and $CODEX_HOME/archived_sessions (CODEX_HOME: ~/.codex).
+    Each token_count event counts once (re-emitted totals are skipped), with
+    the model of its turn. Running it again adds nothing that is already there.
+
+    \b
+    Examples:
+      telemetryctl import codex
+      telemetryctl import codex ~/.codex/sessions/2026/03 --json
+    """
+    _run("codex", **options)

@@ -1,0 +1,608 @@
+"""Backfill ``api_request`` events from Claude Code transcripts and Codex rollouts.
+
+Streaming, in bounded memory, whatever the size of the files: each file is read
+line by line (a line longer than :data:`MAX_LINE` is skipped and counted), each
+line decoded with msgspec into a small Struct that skips the message content,
+and each event sent at once over one connection to the events socket (the
+daemon answers with one summary after everything is journaled: the sync at the
+end). What stays in memory is one file's window of pending requests (see
+:class:`~telemetryd.adapters.claude_code.Dedup`) and a bounded set of the
+request keys already sent.
+
+Event ids are derived from the source: Claude Code's (``message.id``,
+``requestId``), Codex's session and cumulative token counts. Importing the same
+data again, or a copy of it, sends the same ids, which the daemon and the store
+drop as duplicates. On top of that, files that did not change since the last
+complete import (same size, mtime and inode, recorded in
+``<state dir>/import/<agent>.json`` once the daemon confirmed) are not read again.
+
+Malformed lines (not JSON) are counted and skipped; they never stop an import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import select
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import msgspec
+
+from telemetryd import paths
+from telemetryd.adapters import claude_code, codex, pricing
+from telemetryd.errors import DaemonUnavailable, TelemetryError
+
+MAX_LINE = 64 << 20  # bytes; longer lines are skipped (and counted as malformed)
+SEEN_GENERATION = 500_000  # keys per generation of the sent-keys set (two are kept)
+DEDUP_WINDOW = 2048  # pending requests per file (Claude Code)
+SEND_CHUNK = 1 << 20  # bytes per write to the events socket
+STATE_VERSION = 1
+AGENTS = ("claude-code", "codex")
+
+Progress = Callable[[int], None]
+
+
+# -- what the lines are decoded into (everything else is skipped) ---------------------
+
+
+class _ClaudeMessage(msgspec.Struct):
+    id: Any = None
+    model: Any = None
+    usage: Any = None
+
+
+class _ClaudeLine(msgspec.Struct):
+    type: Any = None
+    timestamp: Any = None
+    sessionId: Any = None
+    requestId: Any = None
+    isSidechain: Any = None
+    agentId: Any = None
+    costUSD: Any = None
+    uuid: Any = None
+    message: _ClaudeMessage | None = None
+
+
+class _CodexPayload(msgspec.Struct):
+    type: Any = None
+    id: Any = None
+    model: Any = None
+    model_provider: Any = None
+    cwd: Any = None
+    info: Any = None
+
+
+class _CodexLine(msgspec.Struct):
+    timestamp: Any = None
+    type: Any = None
+    payload: _CodexPayload | None = None
+
+
+_CLAUDE = msgspec.json.Decoder(_ClaudeLine)
+_CODEX = msgspec.json.Decoder(_CodexLine)
+_ANY = msgspec.json.Decoder()
+_ENCODER = msgspec.json.Encoder()
+
+
+def _claude_dict(line: _ClaudeLine) -> dict[str, Any] | None:
+    """The parts of a decoded line that :func:`claude_code.usage_entry` reads."""
+    message = line.message
+    if message is None or not isinstance(message.usage, dict):
+        return None
+    return {
+        "timestamp": line.timestamp,
+        "sessionId": line.sessionId,
+        "requestId": line.requestId,
+        "isSidechain": line.isSidechain,
+        "agentId": line.agentId,
+        "costUSD": line.costUSD,
+        "uuid": line.uuid,
+        "message": {"id": message.id, "model": message.model, "usage": message.usage},
+    }
+
+
+_CODEX_KINDS = ("session_meta", "turn_context", "event_msg")
+
+
+def _codex_dict(line: _CodexLine) -> dict[str, Any] | None:
+    payload = line.payload
+    if line.type not in _CODEX_KINDS or payload is None:
+        return None
+    if line.type == "event_msg" and payload.type != "token_count":
+        return None
+    return {
+        "timestamp": line.timestamp,
+        "type": line.type,
+        "payload": {
+            "type": payload.type,
+            "id": payload.id,
+            "model": payload.model,
+            "model_provider": payload.model_provider,
+            "cwd": payload.cwd,
+            "info": payload.info,
+        },
+    }
+
+
+# -- discovery -------------------------------------------------------------------------
+
+
+def claude_roots(environ: dict[str, str] | None = None) -> list[Path]:
+    """Where Claude Code keeps transcripts: ``~/.claude/projects``,
+    ``~/.config/claude/projects`` and ``<dir>/projects`` for each ``CLAUDE_CONFIG_DIR``."""
+    env = os.environ if environ is None else environ
+    home = Path(env.get("HOME") or Path.home())
+    roots = [home / ".claude" / "projects", home / ".config" / "claude" / "projects"]
+    for entry in (env.get("CLAUDE_CONFIG_DIR") or "").split(","):
+        if entry.strip():
+            roots.append(Path(entry.strip()).expanduser() / "projects")
+    return roots
+
+
+def codex_roots(environ: dict[str, str] | None = None) -> list[Path]:
+    """``$CODEX_HOME/sessions`` and ``archived_sessions`` (``CODEX_HOME`` defaults to ~/.codex)."""
+    env = os.environ if environ is None else environ
+    base = env.get("CODEX_HOME")
+    home = Path(base).expanduser() if base else Path(env.get("HOME") or Path.home()) / ".codex"
+    return [home / "sessions", home / "archived_sessions"]
+
+
+def discover(given: Iterable[str | Path], roots: list[Path]) -> list[Path]:
+    """The ``*.jsonl`` files under the given paths (files taken as they are), else under
+    ``roots``; each once, in path order (a session before its sub-agents' files)."""
+    found: dict[Path, Path] = {}
+    starts = [Path(p).expanduser() for p in given] or [r for r in roots if r.exists()]
+    for start in starts:
+        if start.is_file():
+            found.setdefault(start.resolve(), start)
+        elif start.is_dir():
+            for path in start.rglob("*.jsonl"):
+                if path.is_file():
+                    found.setdefault(path.resolve(), path)
+        elif list(given):
+            raise TelemetryError(f"{start}: no such file or directory")
+    return sorted(found, key=str)
+
+
+# -- the summary ---------------------------------------------------------------------------
+
+
+@dataclass
+class Totals:
+    requests: int = 0
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_creation: int = 0
+    reasoning: int = 0
+    total: int = 0
+    cost_reported_usd: float = 0.0
+    cost_computed_usd: float = 0.0
+    unpriced: int = 0  # requests whose cost is unknown (no reported cost, no price)
+
+    def add(self, event: dict[str, Any]) -> None:
+        tokens = event["tokens"]
+        self.requests += 1
+        for name in ("input", "output", "cache_read", "cache_creation", "reasoning", "total"):
+            setattr(self, name, getattr(self, name) + (tokens.get(name) or 0))
+        source = event.get("cost_source")
+        if source == "reported":
+            self.cost_reported_usd += event["cost_usd"]
+        elif source == "computed":
+            self.cost_computed_usd += event["cost_usd"]
+        else:
+            self.unpriced += 1
+
+
+@dataclass
+class Summary:
+    """What an import read, built and sent. ``requests`` are the events built;
+    ``repeats`` the lines that repeated a request already counted (streaming
+    snapshots, copies in other files, Codex's re-emitted totals)."""
+
+    agent: str
+    dry_run: bool = False
+    files: int = 0
+    files_unchanged: int = 0
+    bytes: int = 0
+    lines: int = 0
+    malformed: int = 0
+    requests: int = 0
+    repeats: int = 0
+    before_since: int = 0
+    sent: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    rejections: list[str] = field(default_factory=list)
+    by_model: dict[str, Totals] = field(default_factory=dict)
+    by_day: dict[str, Totals] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    def count(self, event: dict[str, Any]) -> None:
+        self.requests += 1
+        model = event["agent"]["model"]
+        self.by_model.setdefault(model, Totals()).add(event)
+        day = (event.get("ts") or "unknown")[:10]
+        self.by_day.setdefault(day, Totals()).add(event)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            k: v for k, v in self.__dict__.items() if k not in ("by_model", "by_day")
+        }
+        out["by_model"] = {k: v.__dict__ for k, v in sorted(self.by_model.items())}
+        out["by_day"] = {k: v.__dict__ for k, v in sorted(self.by_day.items())}
+        return out
+
+
+# -- sending -------------------------------------------------------------------------------
+
+
+class DaemonStream:
+    """One connection to the events socket, written in large chunks while the replies
+    (rejections) are read as they come; :meth:`finish` half-closes and returns the
+    daemon's summary once everything sent is journaled."""
+
+    def __init__(self, path: str, timeout: float = 60.0) -> None:
+        self.timeout = timeout
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(path)
+        except OSError as exc:
+            self.sock.close()
+            raise DaemonUnavailable(
+                f"telemetryd is not running ({path}: {exc.strerror or exc}); start it, or "
+                "look first with --dry-run"
+            ) from None
+        self.pending = bytearray()
+        self.received = bytearray()
+        self.rejected: list[dict[str, Any]] = []
+        self.summary: dict[str, Any] | None = None
+        self.lines = 0
+
+    def add(self, line: bytes) -> None:
+        self.pending += line
+        self.pending += b"\n"
+        self.lines += 1
+        if len(self.pending) >= SEND_CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        view = memoryview(self.pending)
+        sent = 0
+        try:
+            while sent < len(view):
+                readable, writable, _ = select.select([self.sock], [self.sock], [], self.timeout)
+                if not readable and not writable:
+                    raise DaemonUnavailable(f"the daemon took no data for {self.timeout:g} s")
+                if readable:
+                    self._read()
+                if writable:
+                    sent += self.sock.send(view[sent : sent + SEND_CHUNK])
+        except OSError as exc:
+            raise DaemonUnavailable(f"lost the daemon: {exc.strerror or exc}") from None
+        finally:
+            view.release()
+        self.pending.clear()
+
+    def _read(self) -> bool:
+        """Read what is there; False at EOF."""
+        data = self.sock.recv(1 << 16)
+        if not data:
+            return False
+        self.received += data
+        *lines, rest = bytes(self.received).split(b"\n")
+        self.received = bytearray(rest)
+        for line in lines:
+            if not line.strip():
+                continue
+            reply = json.loads(line)
+            if reply.get("ok"):
+                self.summary = reply
+            elif "line" in reply:
+                self.rejected.append(reply)
+            else:
+                raise DaemonUnavailable(f"the daemon closed the import: {reply.get('message')}")
+        return True
+
+    def finish(self, timeout: float = 600.0) -> dict[str, Any]:
+        try:
+            self._flush()
+            self.sock.shutdown(socket.SHUT_WR)
+            self.sock.settimeout(timeout)
+            while self._read():
+                pass
+        except OSError as exc:
+            raise DaemonUnavailable(f"lost the daemon: {exc.strerror or exc}") from None
+        finally:
+            self.sock.close()
+        if self.summary is None:
+            raise DaemonUnavailable("the daemon closed the connection without a summary")
+        return self.summary
+
+
+class _Seen:
+    """The request keys sent so far, in two bounded generations (memory stays bounded;
+    a repeat older than that is still dropped by the daemon, by its id)."""
+
+    def __init__(self, generation: int = SEEN_GENERATION) -> None:
+        self.generation = generation
+        self.old: set[bytes] = set()
+        self.new: set[bytes] = set()
+
+    def add(self, key: bytes) -> bool:
+        """Record ``key``; False when it was already there."""
+        if key in self.new or key in self.old:
+            return False
+        self.new.add(key)
+        if len(self.new) >= self.generation:
+            self.old, self.new = self.new, set()
+        return True
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+def _lines(f: BinaryIO, summary: Summary, progress: Progress | None) -> Iterator[bytes]:
+    """The lines of ``f``; an over-long line is skipped (and counted as malformed)."""
+    reported = 0
+    position = 0
+    while True:
+        line = f.readline(MAX_LINE + 1)
+        if not line:
+            break
+        position += len(line)
+        if len(line) > MAX_LINE and not line.endswith(b"\n"):
+            summary.malformed += 1
+            while True:  # skip the rest of it
+                more = f.readline(1 << 20)
+                position += len(more)
+                if not more or more.endswith(b"\n"):
+                    break
+            continue
+        if progress is not None and position - reported >= 1 << 22:
+            progress(position - reported)
+            reported = position
+        yield line
+    summary.bytes += position
+    if progress is not None and position > reported:
+        progress(position - reported)
+
+
+def _event_id(prefix: str, text: str) -> tuple[str, bytes]:
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    return f"{prefix}-{digest.hex()}", digest
+
+
+def _since_text(since: datetime | None) -> str | None:
+    """``since`` as the ``YYYY-MM-DDTHH:MM:SS`` prefix of a UTC timestamp."""
+    if since is None:
+        return None
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    return since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _before(ts: str | None, since: str | None) -> bool:
+    if since is None or not ts:
+        return False
+    if ts.endswith("Z"):
+        return ts[:19] < since
+    try:
+        when = datetime.fromisoformat(ts)
+    except ValueError:
+        return False
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") < since
+
+
+class Importer:
+    """One import run: :meth:`run` reads the files and feeds ``sink`` (None: dry run)."""
+
+    def __init__(
+        self,
+        agent: str,
+        *,
+        since: datetime | None = None,
+        sink: DaemonStream | None = None,
+        progress: Progress | None = None,
+        prices: pricing.Table | None = None,
+    ) -> None:
+        if agent not in AGENTS:
+            raise TelemetryError(f"unknown agent {agent!r}")
+        self.agent = agent
+        self.since = _since_text(since)
+        self.sink = sink
+        self.progress = progress
+        self.seen = _Seen()
+        self.prices = prices or pricing.load()
+        self.summary = Summary(agent=agent, dry_run=sink is None)
+
+    def _emit(self, event: dict[str, Any], digest: bytes) -> None:
+        if not self.seen.add(digest):
+            self.summary.repeats += 1
+            return
+        if _before(event.get("ts"), self.since):
+            self.summary.before_since += 1
+            return
+        self.prices.price_event(event)
+        self.summary.count(event)
+        if self.sink is not None:
+            self.sink.add(_ENCODER.encode(event))
+            self.summary.sent += 1
+
+    def read_file(self, path: Path) -> None:
+        self.summary.files += 1
+        with open(path, "rb") as f:
+            if self.agent == "claude-code":
+                self._claude(f, path)
+            else:
+                self._codex(f, path)
+
+    def _claude(self, f: BinaryIO, path: Path) -> None:
+        summary = self.summary
+        dedup = claude_code.Dedup(DEDUP_WINDOW)
+        offset = 0
+        for raw in _lines(f, summary, self.progress):
+            offset += len(raw)
+            if not raw.strip():
+                continue
+            summary.lines += 1
+            try:
+                line = _claude_dict(_CLAUDE.decode(raw))
+            except msgspec.ValidationError:  # valid JSON of another shape: read it whole
+                line = _ANY.decode(raw)
+            except msgspec.DecodeError:
+                summary.malformed += 1
+                continue
+            if line is None:
+                continue
+            entry = claude_code.usage_entry(line)
+            if entry is None:
+                continue
+            if entry["key"] is None:  # no ids to deduplicate by: the line is the request
+                entry["line_id"] = entry["uuid"] or f"{path.resolve()}\0{offset}"
+            for final in dedup.add(entry):
+                self._claude_emit(final)
+        for final in dedup.flush():
+            self._claude_emit(final)
+        summary.repeats += dedup.repeats
+
+    def _claude_emit(self, entry: dict[str, Any]) -> None:
+        if entry["key"] is not None:
+            event_id, digest = _event_id("cc", "\0".join(entry["key"]))
+        else:
+            event_id, digest = _event_id("cc-line", entry["line_id"])
+        self._emit(claude_code.api_request_event(entry, event_id), digest)
+
+    def _codex(self, f: BinaryIO, path: Path) -> None:
+        summary = self.summary
+        rollout = codex.Rollout(codex.session_from_name(path.name), fallback=str(path.resolve()))
+        for raw in _lines(f, summary, self.progress):
+            if not raw.strip():
+                continue
+            summary.lines += 1
+            try:
+                line = _codex_dict(_CODEX.decode(raw))
+            except msgspec.ValidationError:
+                line = _ANY.decode(raw)
+            except msgspec.DecodeError:
+                summary.malformed += 1
+                continue
+            if line is None:
+                continue
+            record = rollout.feed(line)
+            if record is not None:
+                event_id, digest = _event_id("cx", codex.key_text(record))
+                self._emit(codex.api_request_event(record, event_id), digest)
+        summary.repeats += rollout.reemitted
+
+
+# -- which files changed since the last import ------------------------------------------------
+
+
+def state_file(agent: str) -> Path:
+    return Path(paths.resolve().state_dir) / "import" / f"{agent}.json"
+
+
+def _identity(path: Path) -> list[int]:
+    info = path.stat()
+    return [info.st_size, info.st_mtime_ns, info.st_ino]
+
+
+def load_state(agent: str) -> dict[str, list[int]]:
+    try:
+        data = json.loads(state_file(agent).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+        return {}
+    files = data.get("files")
+    return files if isinstance(files, dict) else {}
+
+
+def save_state(agent: str, files: dict[str, list[int]]) -> None:
+    path = state_file(agent)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.write_text(json.dumps({"version": STATE_VERSION, "files": files}))
+    os.replace(temp, path)
+
+
+def run(
+    agent: str,
+    given: Iterable[str | Path] = (),
+    *,
+    since: datetime | None = None,
+    dry_run: bool = False,
+    rescan: bool = False,
+    socket_path: str | None = None,
+    progress: Progress | None = None,
+    on_files: Callable[[list[Path], int], None] | None = None,
+) -> Summary:
+    """Import ``agent``'s files (the default locations when ``given`` is empty).
+
+    ``on_files(files, total_bytes)`` is called once the files to read are known
+    (for a progress bar); ``progress(bytes)`` as they are read. Raises
+    DaemonUnavailable when the daemon cannot take the events (nothing is recorded
+    as imported then, so running it again is safe).
+    """
+    started = time.monotonic()
+    roots = claude_roots() if agent == "claude-code" else codex_roots()
+    files = discover(list(given), roots)
+    state = {} if rescan else load_state(agent)
+    since_cut = None if since is None else since.timestamp()
+    todo = []
+    unchanged = 0
+    identities: dict[str, list[int]] = {}
+    for path in files:
+        try:
+            identity = _identity(path)
+        except OSError:
+            continue
+        if since_cut is not None and identity[1] / 1e9 < since_cut:
+            continue  # last written before --since: nothing in it is recent enough
+        if state.get(str(path)) == identity:
+            unchanged += 1
+            continue
+        identities[str(path)] = identity
+        todo.append(path)
+    if on_files is not None:
+        on_files(todo, sum(identities[str(p)][0] for p in todo))
+    prices = pricing.configured()
+    sink = None
+    if not dry_run:
+        sink = DaemonStream(socket_path or paths.events_socket_fast())
+    importer = Importer(agent, since=since, sink=sink, progress=progress, prices=prices)
+    importer.summary.files_unchanged = unchanged
+    try:
+        for path in todo:
+            try:
+                importer.read_file(path)
+            except OSError as exc:
+                importer.summary.rejections.append(f"{path}: {exc.strerror or exc}")
+        if sink is not None:
+            reply = sink.finish()
+            importer.summary.accepted = int(reply.get("accepted", 0))
+            importer.summary.duplicates = int(reply.get("duplicates", 0))
+            importer.summary.rejected = int(reply.get("rejected", 0))
+            importer.summary.rejections += [
+                f"{r.get('error')}: {r.get('path', '$')}: {r.get('message')}"
+                for r in sink.rejected[:20]
+            ]
+            if since is None and not importer.summary.rejected:
+                save_state(agent, {**state, **identities})
+    finally:
+        if sink is not None:
+            sink.sock.close()
+    importer.summary.elapsed_s = time.monotonic() - started
+    return importer.summary

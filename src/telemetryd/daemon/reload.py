@@ -1,0 +1,104 @@
+"""SIGHUP: reload the configuration and apply what can change while the daemon runs.
+
+The configuration is loaded again by the same rules as at start (file, then the
+environment, then ``--set``). If it is invalid, the error (naming the key and the
+file) is logged and the running configuration stays. Otherwise the settings in
+:data:`LIVE` are copied into the running :class:`~telemetryd.config.Config`'s
+section objects in place (the server, ingestor, journal, materializer and
+retention hold those same objects, and read them when they use them):
+
+- ``ingest``: max-line-bytes, max-attrs-bytes, max-attrs-depth and
+  max-connections at once; idle-timeout and read-size for new connections;
+- ``journal``: fsync-interval-ms and segment-max-bytes;
+- ``store``: interval, pending-events (from the next cycle) and query-timeout;
+- ``spool``: scan-interval (from the next scan);
+- ``retention``: everything (from the next run).
+
+The others take a restart, and a change to them is logged as waiting for one:
+``journal.durability`` (connections were promised acknowledgements under the
+running mode), ``ingest.max-pending-bytes``, ``dedup-window`` and ``allowed-uids``
+(sized or checked once at start), ``store.memory-limit`` and ``threads`` (locked
+into the database at start). Paths and sockets never change while running.
+
+Either way the journal continues in a new segment from its next write, and the
+service manager hears ``RELOADING=1`` then ``READY=1`` (sd_notify).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import anyio
+
+from telemetryd.config import Config, flatten
+from telemetryd.daemon.journal import Journal
+from telemetryd.daemon.service import Notifier
+from telemetryd.errors import ConfigError
+
+log = logging.getLogger("telemetryd")
+
+LIVE = frozenset(
+    {
+        "ingest.max-line-bytes",
+        "ingest.max-attrs-bytes",
+        "ingest.max-attrs-depth",
+        "ingest.max-connections",
+        "ingest.idle-timeout",
+        "ingest.read-size",
+        "journal.fsync-interval-ms",
+        "journal.segment-max-bytes",
+        "store.interval",
+        "store.pending-events",
+        "store.query-timeout",
+        "spool.scan-interval",
+        "retention.max-age-days",
+        "retention.max-bytes",
+        "retention.compress",
+        "retention.interval",
+    }
+)
+
+
+def apply(running: Config, new: Config) -> tuple[list[str], list[str]]:
+    """Copy ``new``'s live settings into ``running`` in place; return the changes applied
+    and those waiting for a restart, each as ``"section.key: old -> new"``."""
+    applied: list[str] = []
+    waiting: list[str] = []
+    before = flatten(running)
+    for key, value in flatten(new).items():
+        if before[key] == value:
+            continue
+        change = f"{key}: {before[key]!r} -> {value!r}"
+        if key not in LIVE:
+            waiting.append(change)
+            continue
+        section, _, name = (part.replace("-", "_") for part in key.partition("."))
+        setattr(getattr(running, section), name, getattr(getattr(new, section), name))
+        applied.append(change)
+    return applied, waiting
+
+
+async def reload(
+    running: Config, load: Callable[[], Config], journal: Journal, notifier: Notifier
+) -> bool:
+    """Handle one SIGHUP (see the module docstring); return whether the new file was valid."""
+    notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+    try:
+        new = await anyio.to_thread.run_sync(load)
+    except ConfigError as exc:
+        log.error("SIGHUP: configuration not reloaded, the running one stays: %s", exc)
+        journal.reopen()
+        notifier.notify("READY=1", "STATUS=reload failed; running with the previous configuration")
+        return False
+    applied, waiting = apply(running, new)
+    for change in applied:
+        log.info("SIGHUP: applied %s", change)
+    for change in waiting:
+        log.warning("SIGHUP: %s takes a restart; still running with the old value", change)
+    if not applied and not waiting:
+        log.info("SIGHUP: configuration unchanged")
+    journal.reopen()
+    notifier.notify("READY=1", "STATUS=configuration reloaded")
+    return True

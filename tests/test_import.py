@@ -1,0 +1,648 @@
+"""`telemetryctl import claude-code|codex`: totals per model and per day, computed by hand."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Daemon, ctl
+from telemetryd.client import importer
+
+SAMPLES = Path("/work/shared/samples")
+TRANSCRIPTS = SAMPLES / "claude-code" / "transcripts"
+ROLLOUTS = SAMPLES / "codex"
+
+
+@pytest.fixture(autouse=True)
+def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """HOME, CLAUDE_CONFIG_DIR and CODEX_HOME in tmp: the defaults never reach the real ones."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("CLAUDE_CONFIG_DIR", raising=False)
+    monkeypatch.setenv("CODEX_HOME", str(home / ".codex"))
+    yield home
+
+
+def totals(**counts: float) -> dict[str, Any]:
+    """A per-model / per-day row: unset counts are 0; total = the four token kinds."""
+    out: dict[str, Any] = {
+        "requests": 0,
+        "input": 0,
+        "output": 0,
+        "cache_read": 0,
+        "cache_creation": 0,
+        "reasoning": 0,
+        "total": 0,
+        "cost_usd": 0.0,
+    }
+    out.update(counts)
+    out["total"] = out["input"] + out["output"] + out["cache_read"] + out["cache_creation"]
+    return out
+
+
+def view(summary: importer.Summary) -> dict[str, Any]:
+    """The summary as a dict, its rows with the reported cost as `cost_usd` (computed
+    costs are tested in test_pricing.py)."""
+    out = summary.as_dict()
+    for table in ("by_model", "by_day"):
+        for key, row in out[table].items():
+            row = dict(row)
+            row["cost_usd"] = row.pop("cost_reported_usd")
+            del row["cost_computed_usd"], row["unpriced"]
+            out[table][key] = row
+    return out
+
+
+def approx_rows(rows: dict[str, Any]) -> dict[str, Any]:
+    return {k: {**v, "cost_usd": pytest.approx(v["cost_usd"])} for k, v in rows.items()}
+
+
+def jsonl(path: Path, lines: list[Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
+    return path
+
+
+def run_json(*args: str) -> dict[str, Any]:
+    result = ctl("import", *args, "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    summary: dict[str, Any] = json.loads(result.stdout)
+    return summary
+
+
+# -- Claude Code: the real samples --------------------------------------------------------
+
+
+def test_claude_samples_totals_by_model(private_home: Path) -> None:
+    summary = view(importer.run("claude-code", [TRANSCRIPTS], dry_run=True))
+    assert summary["files"] == 5 and summary["malformed"] == 0
+    # spotter short: 1 response (lines 5-10). spotter tool-heavy: 4 responses; lines 34 and
+    # 37 are one response with output 25 then 173 (the larger is kept).
+    opus_46 = totals(
+        requests=5,
+        input=3 + 3 + 1 + 3 + 47,
+        output=13 + 27 + 1 + 11 + 173,
+        cache_read=11515 + 17915 + 25798 + 18014 + 26504,
+        cache_creation=13835 + 7883 + 208 + 8490 + 1115,
+    )
+    # sniffly: 4 responses (lines 3-5, 8-11, 17-18 with output 1 then 273, 21); ccusage's
+    # synthetic chat: msg-alpha-1 and -3 with costUSD 0.12 and 0.56.
+    sonnet_4 = totals(
+        requests=4 + 2,
+        input=4 + 72 + 4 + 8 + 100 + 300,
+        output=3 + 1 + 273 + 1 + 50 + 125,
+        cache_read=0 + 14363 + 14772 + 15409 + 10 + 40,
+        cache_creation=14363 + 409 + 637 + 591 + 25 + 0,
+        cost_usd=0.12 + 0.56,
+    )
+    opus_4 = totals(
+        requests=1, input=200, output=75, cache_read=20, cache_creation=50, cost_usd=0.34
+    )
+    # The sub-agent transcript: 3 responses repeated over lines 2-8, 21-31 and 40.
+    sonnet_45 = totals(
+        requests=3,
+        input=3 + 2326 + 79,
+        output=3 + 3 + 1,
+        cache_read=0 + 13838 + 15436,
+        cache_creation=13838 + 1598 + 3378,
+    )
+    assert summary["by_model"] == approx_rows(
+        {
+            "claude-opus-4-6": opus_46,
+            "claude-sonnet-4-20250514": sonnet_4,
+            "claude-opus-4-20250514": opus_4,
+            "claude-sonnet-4-5-20250929": sonnet_45,
+        }
+    )
+    assert summary["requests"] == 15
+    # 42 assistant lines with usage in all, 15 of them distinct responses.
+    assert summary["repeats"] == 42 - 15
+
+
+def test_claude_samples_totals_by_day(private_home: Path) -> None:
+    summary = view(importer.run("claude-code", [TRANSCRIPTS], dry_run=True))
+    assert sorted(summary["by_day"]) == [
+        "2025-06-10",
+        "2026-01-09",
+        "2026-01-10",
+        "2026-02-10",
+        "2026-02-12",
+    ]
+    day = summary["by_day"]
+    assert day["2025-06-10"]["requests"] == 4  # sniffly
+    assert (
+        day["2026-01-09"]
+        == approx_rows(
+            {
+                "d": totals(
+                    requests=2,
+                    input=100 + 200,
+                    output=50 + 75,
+                    cache_read=10 + 20,
+                    cache_creation=25 + 50,
+                    cost_usd=0.12 + 0.34,
+                )
+            }
+        )["d"]
+    )
+    assert (
+        day["2026-01-10"]
+        == approx_rows(
+            {"d": totals(requests=1, input=300, output=125, cache_read=40, cost_usd=0.56)}
+        )["d"]
+    )
+    assert day["2026-02-10"]["requests"] == 5  # both spotter sessions, opus 4.6
+    assert day["2026-02-12"]["input"] == 2408  # the sub-agent
+
+
+# -- Claude Code: a hand-built fixture ---------------------------------------------------------
+
+
+def assistant(
+    msg: str,
+    req: str | None,
+    ts: str,
+    *,
+    inp: int,
+    out: int,
+    read: int = 0,
+    write: int = 0,
+    model: str = "claude-sonnet-4-5",
+    session: str = "sess-a",
+    sidechain: bool = False,
+    cost: float | None = None,
+) -> dict[str, Any]:
+    line: dict[str, Any] = {
+        "type": "assistant",
+        "sessionId": session,
+        "isSidechain": sidechain,
+        "timestamp": ts,
+        "uuid": f"u-{msg}-{out}-{ts}",
+        "message": {
+            "id": msg,
+            "model": model,
+            "role": "assistant",
+            "content": [{"type": "text", "text": "..."}],
+            "usage": {
+                "input_tokens": inp,
+                "output_tokens": out,
+                "cache_read_input_tokens": read,
+                "cache_creation_input_tokens": write,
+            },
+        },
+    }
+    if req is not None:
+        line["requestId"] = req
+    if cost is not None:
+        line["costUSD"] = cost
+    return line
+
+
+def claude_fixture(root: Path) -> Path:
+    project = root / "projects" / "-home-u-app"
+    jsonl(
+        project / "sess-a.jsonl",
+        [
+            {"type": "summary", "summary": "a session"},
+            {
+                "type": "user",
+                "sessionId": "sess-a",
+                "timestamp": "2026-03-01T23:59:00.000Z",
+                "message": {"role": "user", "content": "hello"},
+            },
+            # m1 streamed over three lines: output 5, 5, then 40 (the last is kept).
+            assistant("m1", "r1", "2026-03-01T23:59:10.000Z", inp=10, out=5, read=1000, write=200),
+            assistant("m1", "r1", "2026-03-01T23:59:11.000Z", inp=10, out=5, read=1000, write=200),
+            "{not json at all",
+            assistant("m1", "r1", "2026-03-01T23:59:12.000Z", inp=10, out=40, read=1000, write=200),
+            # m2 as a sidechain copy first, then the main copy with the same usage: counted once.
+            assistant(
+                "m2", "r2", "2026-03-02T00:00:05.000Z", inp=3, out=7, read=1200, sidechain=True
+            ),
+            assistant("m2", "r2", "2026-03-02T00:00:05.000Z", inp=3, out=7, read=1200),
+            # Claude Code's own placeholder: not an API request.
+            assistant(
+                "m-syn", "r-syn", "2026-03-02T00:00:06.000Z", inp=0, out=0, model="<synthetic>"
+            ),
+            # Another model, another day, with a reported cost.
+            assistant(
+                "m3",
+                "r3",
+                "2026-03-02T10:00:00.000Z",
+                inp=100,
+                out=60,
+                write=50,
+                model="claude-opus-4-6",
+                cost=0.5,
+            ),
+            # An old-format line without ids: counted as itself.
+            assistant("m4", None, "2026-03-02T11:00:00.000Z", inp=1, out=2),
+        ],
+    )
+    # A resumed session repeats m1 (its final form) and adds m5.
+    jsonl(
+        project / "sess-b.jsonl",
+        [
+            assistant(
+                "m1",
+                "r1",
+                "2026-03-01T23:59:12.000Z",
+                inp=10,
+                out=40,
+                read=1000,
+                write=200,
+                session="sess-b",
+            ),
+            assistant(
+                "m5", "r5", "2026-03-03T08:00:00.000Z", inp=20, out=30, read=500, session="sess-b"
+            ),
+        ],
+    )
+    # A sub-agent transcript.
+    jsonl(
+        project / "sess-a" / "subagents" / "agent-x.jsonl",
+        [
+            assistant(
+                "m6",
+                "r6",
+                "2026-03-02T00:30:00.000Z",
+                inp=4,
+                out=8,
+                read=300,
+                write=100,
+                sidechain=True,
+                model="claude-haiku-4-5",
+            ),
+            assistant(
+                "m6",
+                "r6",
+                "2026-03-02T00:30:01.000Z",
+                inp=4,
+                out=9,
+                read=300,
+                write=100,
+                sidechain=True,
+                model="claude-haiku-4-5",
+            ),
+        ],
+    )
+    return root
+
+
+FIXTURE_BY_MODEL = {
+    # m1 (10/40/1000/200), m2 (3/7/1200/0), m4 (1/2), m5 (20/30/500)
+    "claude-sonnet-4-5": totals(
+        requests=4,
+        input=10 + 3 + 1 + 20,
+        output=40 + 7 + 2 + 30,
+        cache_read=1000 + 1200 + 500,
+        cache_creation=200,
+    ),
+    "claude-opus-4-6": totals(requests=1, input=100, output=60, cache_creation=50, cost_usd=0.5),
+    "claude-haiku-4-5": totals(requests=1, input=4, output=9, cache_read=300, cache_creation=100),
+}
+FIXTURE_BY_DAY = {
+    "2026-03-01": totals(requests=1, input=10, output=40, cache_read=1000, cache_creation=200),
+    # m2, m3, m4, m6
+    "2026-03-02": totals(
+        requests=4,
+        input=3 + 100 + 1 + 4,
+        output=7 + 60 + 2 + 9,
+        cache_read=1200 + 300,
+        cache_creation=50 + 100,
+        cost_usd=0.5,
+    ),
+    "2026-03-03": totals(requests=1, input=20, output=30, cache_read=500),
+}
+
+
+def test_claude_fixture_totals(tmp_path: Path) -> None:
+    root = claude_fixture(tmp_path / "claude")
+    summary = view(importer.run("claude-code", [root], dry_run=True))
+    assert summary["files"] == 3
+    assert summary["malformed"] == 1
+    assert summary["requests"] == 6
+    assert summary["by_model"] == approx_rows(FIXTURE_BY_MODEL)
+    assert summary["by_day"] == approx_rows(FIXTURE_BY_DAY)
+
+
+def test_claude_default_locations(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    claude_fixture(private_home / ".claude")  # ~/.claude/projects
+    other = tmp_path / "cfg"
+    shutil.copytree(TRANSCRIPTS, other / "projects" / "p")
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", f"{tmp_path / 'missing'},{other}")
+    summary = view(importer.run("claude-code", dry_run=True))
+    assert summary["files"] == 3 + 5
+    assert summary["requests"] == 6 + 15
+
+
+def test_claude_since(tmp_path: Path) -> None:
+    root = claude_fixture(tmp_path / "claude")
+    summary = view(
+        importer.run(
+            "claude-code", [root], dry_run=True, since=datetime.fromisoformat("2026-03-02T05:00:00")
+        )
+    )
+    assert sorted(summary["by_day"]) == ["2026-03-02", "2026-03-03"]
+    assert summary["requests"] == 3  # m3, m4 and m5; m2 and m6 are before 05:00
+    assert summary["before_since"] == 3  # m1, m2, m6
+
+
+def test_the_dedup_window_is_bounded_and_still_exact(tmp_path: Path) -> None:
+    # 3 x the window of distinct responses, each written twice in a row (output 1, then 2).
+    n = importer.DEDUP_WINDOW * 3
+    lines = []
+    for i in range(n):
+        ts = "2026-04-01T00:00:00.000Z"
+        lines.append(assistant(f"m{i}", f"r{i}", ts, inp=1, out=1))
+        lines.append(assistant(f"m{i}", f"r{i}", ts, inp=1, out=2))
+    path = jsonl(tmp_path / "big.jsonl", lines)
+    summary = view(importer.run("claude-code", [path], dry_run=True))
+    assert summary["requests"] == n
+    assert summary["by_model"]["claude-sonnet-4-5"]["output"] == 2 * n
+
+
+def test_an_over_long_line_is_skipped_and_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(importer, "MAX_LINE", 1000)
+    path = jsonl(
+        tmp_path / "long.jsonl",
+        [
+            assistant("m1", "r1", "2026-04-01T00:00:00.000Z", inp=1, out=1),
+            {"type": "user", "message": {"content": "x" * 5000}},
+            assistant("m2", "r2", "2026-04-01T00:00:00.000Z", inp=1, out=1),
+        ],
+    )
+    summary = view(importer.run("claude-code", [path], dry_run=True))
+    assert summary["malformed"] == 1
+    assert summary["requests"] == 2
+
+
+# -- sending, and importing twice ------------------------------------------------------------
+
+
+def test_claude_import_into_the_daemon_and_again(running_daemon: Daemon, tmp_path: Path) -> None:
+    root = claude_fixture(tmp_path / "claude")
+    first = run_json("claude-code", str(root))
+    assert (first["sent"], first["accepted"], first["duplicates"], first["rejected"]) == (
+        6,
+        6,
+        0,
+        0,
+    )
+    journaled = running_daemon.journal_events()
+    assert len(journaled) == 6
+    by_id = {e["id"]: e for e in journaled}
+    m3 = next(e for e in journaled if e["agent"]["model"] == "claude-opus-4-6")
+    assert m3 == {
+        "type": "api_request",
+        "v": 1,
+        "id": m3["id"],
+        "ts": "2026-03-02T10:00:00Z",
+        "source": "claude-code",
+        "session_id": "sess-a",
+        "agent": {"model": "claude-opus-4-6", "provider": "anthropic"},
+        "attrs": {"imported": True},
+        "received_at": m3["received_at"],
+        "tokens": {
+            "source": "actual",
+            "input": 100,
+            "output": 60,
+            "cache_creation": 50,
+            "total": 210,
+        },
+        "cost_usd": 0.5,
+        "cost_source": "reported",
+    }
+    haiku = next(e for e in journaled if e["agent"]["model"] == "claude-haiku-4-5")
+    assert haiku["agent"]["type"] == "subagent"
+
+    second = run_json("claude-code", str(root))  # unchanged files are not read again
+    assert (second["files"], second["files_unchanged"], second["sent"]) == (0, 3, 0)
+    third = run_json("claude-code", str(root), "--rescan")  # read again: same ids
+    assert (third["sent"], third["accepted"], third["duplicates"]) == (6, 0, 6)
+    assert {e["id"] for e in running_daemon.journal_events()} == set(by_id)
+    assert len(running_daemon.journal_events()) == 6
+
+
+def test_an_appended_session_sends_only_its_new_requests(
+    running_daemon: Daemon, tmp_path: Path
+) -> None:
+    root = claude_fixture(tmp_path / "claude")
+    run_json("claude-code", str(root))
+    path = root / "projects" / "-home-u-app" / "sess-b.jsonl"
+    with path.open("a") as f:
+        f.write(json.dumps(assistant("m7", "r7", "2026-03-04T00:00:00.000Z", inp=1, out=1)) + "\n")
+    again = run_json("claude-code", str(root))
+    assert (again["files"], again["sent"], again["accepted"], again["duplicates"]) == (1, 3, 1, 2)
+    assert len(running_daemon.journal_events()) == 7
+
+
+def test_import_with_the_daemon_down_fails_and_records_nothing(
+    state_home: Path, tmp_path: Path
+) -> None:
+    root = claude_fixture(tmp_path / "claude")
+    result = ctl("import", "claude-code", str(root))
+    assert result.returncode == 1
+    assert b"not running" in result.stderr
+    assert not (state_home / "import").exists()
+    dry = run_json("claude-code", str(root), "--dry-run")
+    assert dry["requests"] == 6 and dry["sent"] == 0
+
+
+def test_human_summary(running_daemon: Daemon, tmp_path: Path) -> None:
+    root = claude_fixture(tmp_path / "claude")
+    result = ctl("import", "claude-code", str(root))
+    assert result.returncode == 0, result.stderr
+    text = result.stdout.decode()
+    assert "3 files read" in text and "1 malformed" in text
+    assert "sent 6: 6 new, 0 already there, 0 rejected" in text
+    assert "claude-opus-4-6" in text and "$0.50" in text
+
+
+def test_a_missing_path_is_an_error(running_daemon: Daemon, tmp_path: Path) -> None:
+    result = ctl("import", "claude-code", str(tmp_path / "nope"))
+    assert result.returncode == 2
+    assert b"does not exist" in result.stderr
+
+
+# -- Codex ----------------------------------------------------------------------------------
+
+
+def test_codex_samples_skip_reemitted_totals(private_home: Path) -> None:
+    rollout = ROLLOUTS / "rollout-2026-02-23T20-34-25-019c8bfe-ec25-79e0-97d7-bda6a9c575ff.jsonl"
+    summary = view(importer.run("codex", [rollout], dry_run=True))
+    # 12 token_count lines: 1 with info null, 5 re-emitting an unchanged total, 6 requests.
+    assert summary["requests"] == 6
+    assert summary["repeats"] == 5
+    # last_token_usage of the 6 requests; input excludes the cached part.
+    inputs = [42772, 44218, 48969, 49326, 49647, 63441]
+    cached = [3456, 42880, 44288, 49152, 49408, 49664]
+    outputs = [204, 96, 245, 179, 113, 286]
+    reasoning = [124, 17, 143, 81, 22, 96]
+    assert summary["by_model"] == approx_rows(
+        {
+            "gpt-5.3-codex": totals(
+                requests=6,
+                input=sum(inputs) - sum(cached),
+                cache_read=sum(cached),
+                output=sum(outputs),
+                reasoning=sum(reasoning),
+            )
+        }
+    )
+    # The six requests add up to the rollout's final cumulative total.
+    assert summary["by_model"]["gpt-5.3-codex"]["total"] == 299496
+    assert summary["by_day"]["2026-02-23"]["requests"] == 6
+
+
+def test_codex_all_samples(private_home: Path) -> None:
+    summary = view(importer.run("codex", [ROLLOUTS], dry_run=True))
+    assert summary["files"] == 4
+    assert summary["by_model"]["gpt-5.3-codex"]["requests"] == 6 + 1 + 1
+    # ccusage's synthetic session: its totals say reasoning is on top of output.
+    assert (
+        summary["by_model"]["gpt-5.2-codex"]
+        == approx_rows(
+            {"m": totals(requests=1, input=750, cache_read=250, output=200, reasoning=75)}
+        )["m"]
+    )
+    # The rate-limit fixture has totals only: deltas 100 then 100, no model.
+    assert summary["by_model"]["unknown"] == approx_rows({"m": totals(requests=2, input=200)})["m"]
+
+
+def codex_fixture(root: Path) -> Path:
+    def usage(i: int, c: int, o: int, r: int) -> dict[str, int]:
+        return {
+            "input_tokens": i,
+            "cached_input_tokens": c,
+            "output_tokens": o,
+            "reasoning_output_tokens": r,
+            "total_tokens": i + o,
+        }
+
+    def count(ts: str, total: dict[str, int] | None, last: dict[str, int] | None) -> Any:
+        info = None if total is None else {"total_token_usage": total}
+        if info is not None and last is not None:
+            info["last_token_usage"] = last
+        return {
+            "timestamp": ts,
+            "type": "event_msg",
+            "payload": {"type": "token_count", "info": info, "rate_limits": {}},
+        }
+
+    path = (
+        root
+        / "sessions"
+        / "2026"
+        / "03"
+        / "05"
+        / ("rollout-2026-03-05T10-00-00-11111111-2222-3333-4444-555555555555.jsonl")
+    )
+    jsonl(
+        path,
+        [
+            {
+                "timestamp": "2026-03-05T10:00:00.000Z",
+                "type": "session_meta",
+                "payload": {
+                    "id": "11111111-2222-3333-4444-555555555555",
+                    "cwd": "/src/x",
+                    "model_provider": "openai",
+                },
+            },
+            {
+                "timestamp": "2026-03-05T10:00:01.000Z",
+                "type": "turn_context",
+                "payload": {"model": "gpt-5-codex", "cwd": "/src/x"},
+            },
+            count("2026-03-05T10:00:02.000Z", None, None),  # rate limits only
+            # request 1: last 1000 (cached 250), out 100 (reasoning 40)
+            count("2026-03-05T10:00:03.000Z", usage(1000, 250, 100, 40), usage(1000, 250, 100, 40)),
+            count("2026-03-05T10:00:04.000Z", usage(1000, 250, 100, 40), usage(1000, 250, 100, 40)),
+            "{broken",
+            # request 2: no last_token_usage -> the delta: 3000-1000, 1500-250, 160-100, 50-40
+            count("2026-03-05T10:00:05.000Z", usage(3000, 1500, 160, 50), None),
+            {
+                "timestamp": "2026-03-06T09:00:00.000Z",
+                "type": "turn_context",
+                "payload": {"model": "gpt-5"},
+            },
+            # request 3, next day, other model: last 500 (cached 400), out 20
+            count("2026-03-06T09:00:01.000Z", usage(3500, 1900, 180, 50), usage(500, 400, 20, 0)),
+        ],
+    )
+    archived = root / "archived_sessions" / "rollout-old.jsonl"
+    jsonl(
+        archived,
+        [
+            {
+                "timestamp": "2026-01-01T00:00:00.000Z",
+                "type": "turn_context",
+                "payload": {"model": "gpt-5"},
+            },
+            count("2026-01-01T00:00:01.000Z", usage(10, 0, 5, 0), usage(10, 0, 5, 0)),
+        ],
+    )
+    return root
+
+
+def test_codex_fixture_totals_from_the_default_locations(private_home: Path) -> None:
+    codex_fixture(private_home / ".codex")
+    summary = view(importer.run("codex", dry_run=True))
+    assert summary["files"] == 2
+    assert summary["malformed"] == 1
+    assert summary["repeats"] == 1
+    assert summary["by_model"] == approx_rows(
+        {
+            "gpt-5-codex": totals(
+                requests=2,
+                input=(1000 - 250) + (2000 - 1250),
+                cache_read=250 + 1250,
+                output=100 + 60,
+                reasoning=40 + 10,
+            ),
+            "gpt-5": totals(requests=2, input=(500 - 400) + 10, cache_read=400, output=20 + 5),
+        }
+    )
+    assert summary["by_day"] == approx_rows(
+        {
+            "2026-01-01": totals(requests=1, input=10, output=5),
+            "2026-03-05": totals(
+                requests=2, input=750 + 750, cache_read=1500, output=160, reasoning=50
+            ),
+            "2026-03-06": totals(requests=1, input=100, cache_read=400, output=20),
+        }
+    )
+
+
+def test_codex_import_into_the_daemon_twice(running_daemon: Daemon, private_home: Path) -> None:
+    codex_fixture(private_home / ".codex")
+    first = run_json("codex")
+    assert (first["sent"], first["accepted"]) == (4, 4)
+    events = running_daemon.journal_events()
+    request = next(e for e in events if e["ts"] == "2026-03-05T10:00:05Z")
+    assert request["session_id"] == "11111111-2222-3333-4444-555555555555"
+    assert request["agent"] == {"model": "gpt-5-codex", "provider": "openai"}
+    assert request["tokens"] == {
+        "source": "actual",
+        "input": 750,
+        "output": 60,
+        "cache_read": 1250,
+        "reasoning": 10,
+        "total": 2060,
+    }
+    assert run_json("codex")["sent"] == 0
+    again = run_json("codex", "--rescan")
+    assert (again["sent"], again["accepted"], again["duplicates"]) == (4, 0, 4)
+    assert len(running_daemon.journal_events()) == 4

@@ -1,0 +1,100 @@
+"""SIGHUP: the real daemon reloads config.toml, applies the live settings, keeps the running
+configuration when the new file is invalid, and continues in a new journal segment."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import Daemon, ctl, exchange, summary
+from telemetryd import config
+from telemetryd.daemon.reload import LIVE, apply
+
+DaemonFactory = Callable[..., Daemon]
+
+LONG = json.dumps({"type": "custom", "name": "x", "attrs": {"pad": "p" * 300}}).encode() + b"\n"
+SHORT = b'{"type":"custom","name":"short"}\n'
+
+
+def hup(daemon: Daemon) -> None:
+    """SIGHUP, and wait until the daemon has handled it (READY=1 after RELOADING=1)."""
+    assert daemon.proc is not None
+    daemon.notifications.clear()
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.wait_for("READY=1")
+    assert "RELOADING=1" in daemon.notifications
+
+
+def line_too_long(daemon: Daemon) -> bool:
+    replies = exchange(daemon.events_socket, LONG)
+    if replies == [summary(1, 1)]:
+        return False
+    assert replies[0]["error"] == "line_too_long" and replies[1] == summary(1, 0, 1), replies
+    return True
+
+
+def segment_count(daemon: Daemon) -> int:
+    return len(list(daemon.journal_dir.glob("*.jsonl")))
+
+
+def test_sighup_applies_live_settings(daemon_factory: DaemonFactory, state_home: Path) -> None:
+    daemon = daemon_factory().start()
+    assert not line_too_long(daemon)
+    (state_home / "config.toml").write_text(
+        '[ingest]\nmax-line-bytes = 200\n[journal]\ndurability = "always"\n'
+    )
+    hup(daemon)
+    assert line_too_long(daemon)
+    log = daemon.log()
+    assert "SIGHUP: applied ingest.max-line-bytes: 65536 -> 200" in log
+    assert "journal.durability: 'interval' -> 'always' takes a restart" in log
+    status = json.loads(ctl("status", "--json").stdout)
+    assert status["journal"]["durability"] == "interval"
+    # The next write went to a new segment.
+    assert exchange(daemon.events_socket, SHORT) == [summary(1, 1)]
+    assert segment_count(daemon) == 2
+    assert daemon.stop() == 0
+    assert [event["name"] for event in daemon.journal_events()] == ["x", "short"]
+
+
+def test_invalid_file_keeps_the_running_configuration(
+    daemon_factory: DaemonFactory, state_home: Path
+) -> None:
+    path = state_home / "config.toml"
+    path.write_text("[ingest]\nmax-line-bytes = 200\n")
+    daemon = daemon_factory().start()
+    assert line_too_long(daemon)
+    path.write_text("[ingest]\nmax-line-byte = 100000\n")  # a typo
+    hup(daemon)
+    assert daemon.proc is not None and daemon.proc.poll() is None
+    log = daemon.log()
+    assert "configuration not reloaded, the running one stays" in log
+    assert "`max-line-byte`" in log and str(path) in log
+    assert "STATUS=reload failed; running with the previous configuration" in daemon.notifications
+    assert line_too_long(daemon)  # still 200
+    assert exchange(daemon.events_socket, SHORT) == [summary(1, 1)]
+    path.write_text("[ingest]\nmax-line-bytes = 100000\n")  # fixed
+    hup(daemon)
+    assert not line_too_long(daemon)
+    assert daemon.stop() == 0
+
+
+def test_apply_copies_live_settings_in_place() -> None:
+    running = config.Config()
+    ingest = running.ingest  # the server and the ingestor hold the section objects
+    new = config.Config(
+        ingest=config.Ingest(max_line_bytes=10, dedup_window=5),
+        store=config.Store(query_timeout=1.0, threads=1),
+    )
+    applied, waiting = apply(running, new)
+    assert applied == ["ingest.max-line-bytes: 65536 -> 10", "store.query-timeout: 30.0 -> 1.0"]
+    assert waiting == ["ingest.dedup-window: 100000 -> 5", "store.threads: 2 -> 1"]
+    assert ingest.max_line_bytes == 10 and ingest.dedup_window == 100_000
+    assert running.store.query_timeout == 1.0 and running.store.threads == 2
+    assert apply(running, running) == ([], [])
+
+
+def test_every_live_key_exists() -> None:
+    assert set(config.flatten(config.Config())) >= LIVE

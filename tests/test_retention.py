@@ -1,0 +1,271 @@
+"""Retention: what is deleted and compressed, and that journal and database still agree.
+
+The planning rules are checked on hand-made segment lists; everything else runs the
+real daemon on real files and DuckDB, with segments closed by SIGHUP and aged with
+``os.utime`` (retention judges age by the last write).
+"""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from conftest import Daemon, ctl, exchange, summary
+from telemetryd.config import Retention as RetentionConfig
+from telemetryd.daemon.retention import DAY, Segment, plan
+
+DaemonFactory = Callable[..., Daemon]
+NOW = 1_800_000_000.0
+
+
+# -- the rules, on hand-made segments ---------------------------------------------------
+
+
+def seg(seq: int, size: int = 100, age_days: float = 0.0, *, gz: bool = False) -> Segment:
+    name = f"/j/20260101T000000Z-{seq:06d}.jsonl" + (".gz" if gz else "")
+    return Segment(seq, [name], size, NOW - age_days * DAY)
+
+
+def names(segments: list[Segment]) -> list[int]:
+    return [segment.seq for segment in segments]
+
+
+def test_plan_deletes_by_age_only_what_is_complete() -> None:
+    segments = [seg(1, age_days=40), seg(2, age_days=35), seg(3, age_days=31), seg(4)]
+    config = RetentionConfig(max_age_days=30, max_bytes=0, compress=False)
+    # 2 is not materialized: kept, although older than the others that go.
+    todo = plan(segments, {1, 3, 4}, segments[-1].files[0], config, NOW)
+    assert names(todo.delete) == [1, 3]
+    assert todo.compress == []
+    assert todo.journal_bytes == 400
+
+
+def test_plan_deletes_the_oldest_while_over_max_bytes() -> None:
+    segments = [seg(1, 300), seg(2, 300), seg(3, 300), seg(4, 300)]
+    config = RetentionConfig(max_age_days=0, max_bytes=700, compress=False)
+    todo = plan(segments, {1, 2, 3}, segments[-1].files[0], config, NOW)
+    assert names(todo.delete) == [1, 2]  # 1200 -> 600 bytes
+
+
+def test_plan_never_touches_the_newest_or_active_segment() -> None:
+    segments = [seg(1, age_days=90), seg(2, age_days=90)]
+    config = RetentionConfig(max_age_days=1, max_bytes=1)
+    # Even if the store said so, the newest (and the one being written) stay.
+    todo = plan(segments, {1, 2}, segments[0].files[0], config, NOW)
+    assert todo.delete == [] and todo.compress == []
+    todo = plan(segments, {1, 2}, "/j/20260101T000000Z-000009.jsonl", config, NOW)
+    assert names(todo.delete) == [1]
+
+
+def test_plan_compresses_complete_plain_segments_it_keeps() -> None:
+    segments = [seg(1, age_days=40), seg(2, gz=True), seg(3), seg(4), seg(5)]
+    config = RetentionConfig(max_age_days=30, max_bytes=0, compress=True)
+    todo = plan(segments, {1, 2, 3}, segments[-1].files[0], config, NOW)
+    assert names(todo.delete) == [1]
+    assert names(todo.compress) == [3]  # 2 is already compressed, 4 not materialized
+    off = RetentionConfig(max_age_days=30, max_bytes=0, compress=False)
+    assert plan(segments, {1, 2, 3}, segments[-1].files[0], off, NOW).compress == []
+
+
+def test_limits_of_zero_are_off() -> None:
+    segments = [seg(1, 10**9, age_days=10**4), seg(2)]
+    config = RetentionConfig(max_age_days=0, max_bytes=0, compress=False)
+    assert plan(segments, {1}, segments[-1].files[0], config, NOW).delete == []
+
+
+# -- the daemon --------------------------------------------------------------------------
+
+
+def events(kind: str, count: int, prefix: str) -> bytes:
+    """``count`` events of one type, with ids ``<prefix>-<type>-<n>``."""
+    fields: dict[str, dict[str, Any]] = {
+        "skill": {"name": "pdf"},
+        "error": {"message": "boom"},
+        "custom": {"name": "x"},
+        "metric": {"name": "m", "value": 1.5, "kind": "gauge"},
+    }
+    return b"".join(
+        json.dumps({"type": kind, "id": f"{prefix}-{kind}-{n}", **fields[kind]}).encode() + b"\n"
+        for n in range(count)
+    )
+
+
+def send(daemon: Daemon, payload: bytes) -> None:
+    count = payload.count(b"\n")
+    assert exchange(daemon.events_socket, payload) == [summary(count, count)]
+
+
+def new_segment(daemon: Daemon) -> None:
+    """SIGHUP: the next write starts a new segment (waits until the daemon is done)."""
+    assert daemon.proc is not None
+    daemon.notifications.clear()
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.wait_for("READY=1")
+
+
+def segment_files(daemon: Daemon) -> list[Path]:
+    return sorted(p for p in daemon.journal_dir.iterdir() if not p.name.startswith("."))
+
+
+def journal_types(daemon: Daemon) -> collections.Counter[str]:
+    """Events by type in every segment file, plain or gzipped; every line must parse."""
+    counts: collections.Counter[str] = collections.Counter()
+    for path in segment_files(daemon):
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        assert not data or data.endswith(b"\n")
+        counts.update(json.loads(line)["type"] for line in data.splitlines())
+    return counts
+
+
+def database_types() -> collections.Counter[str]:
+    result = ctl("query", "--format", "json", "SELECT type, count(*) AS n FROM events GROUP BY 1")
+    assert result.returncode == 0, result.stderr
+    return collections.Counter({row["type"]: row["n"] for row in json.loads(result.stdout)})
+
+
+def age(path: Path, days: float) -> None:
+    then = time.time() - days * DAY
+    os.utime(path, (then, then))
+
+
+def gc(*args: str) -> dict[str, Any]:
+    result = ctl("gc", "--json", *args)
+    assert result.returncode == 0, result.stderr
+    reply: dict[str, Any] = json.loads(result.stdout)
+    return reply
+
+
+def three_segments(daemon: Daemon) -> list[Path]:
+    """Segment 1: 3 skill + 2 error; 2: 4 custom + 1 skill; 3 (being written): 2 metric."""
+    send(daemon, events("skill", 3, "a") + events("error", 2, "a"))
+    new_segment(daemon)
+    send(daemon, events("custom", 4, "b") + events("skill", 1, "b"))
+    new_segment(daemon)
+    send(daemon, events("metric", 2, "c"))
+    files = segment_files(daemon)[-3:]
+    assert [p.name[-12:] for p in files] == ["000001.jsonl", "000002.jsonl", "000003.jsonl"]
+    return files
+
+
+def test_gc_keeps_journal_and_database_in_agreement(daemon_factory: DaemonFactory) -> None:
+    daemon = daemon_factory(["--set", "retention.max-age-days=30"]).start()
+    first, second, third = three_segments(daemon)
+    everything = {"skill": 4, "error": 2, "custom": 4, "metric": 2}
+    assert database_types() == journal_types(daemon) == everything
+    age(first, 40)
+    leftover = daemon.journal_dir / f".{second.name}.gz.tmp"  # a crashed compression's
+    leftover.write_bytes(b"partial")
+
+    preview = gc("--dry-run")
+    assert preview["deleted"] == [first.name]
+    assert preview["compressed"] == [second.name]
+    assert first.exists() and leftover.exists()  # a dry run changes nothing
+    assert database_types() == everything
+
+    done = gc()
+    assert done["deleted"] == [first.name]
+    assert done["compressed"] == [second.name]
+    assert done["events_deleted"] == 5
+    assert done["bytes_after"] < done["bytes_before"]
+    assert [p.name for p in segment_files(daemon)] == [second.name + ".gz", third.name]
+    assert not leftover.exists()
+    assert (daemon.journal_dir / (second.name + ".gz")).stat().st_mode & 0o077 == 0
+    kept = {"custom": 4, "skill": 1, "metric": 2}
+    assert journal_types(daemon) == database_types() == kept
+
+    # The compressed segment is read again by a rebuild, with the same answers.
+    rebuilt = ctl("rebuild")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert rebuilt.stdout == b"rebuilt: 7 events\n"
+    assert database_types() == kept
+    # A compressed segment goes the same way once it is old: its ids are read from the .gz.
+    compressed = daemon.journal_dir / (second.name + ".gz")
+    age(compressed, 40)
+    done = gc()
+    assert (done["deleted"], done["events_deleted"]) == ([compressed.name], 5)
+    assert journal_types(daemon) == database_types() == {"metric": 2}
+    assert gc() | {"at": None, "bytes_before": 0, "bytes_after": 0} == {
+        "ok": True,
+        "dry_run": False,
+        "deleted": [],
+        "compressed": [],
+        "events_deleted": 0,
+        "bytes_before": 0,
+        "bytes_after": 0,
+        "at": None,
+    }
+    status = json.loads(ctl("status", "--json").stdout)
+    assert status["retention"]["deleted"] == [] and status["journal"]["segments"] == 1
+    assert daemon.stop() == 0
+
+
+def test_gc_by_size_deletes_the_oldest_first(daemon_factory: DaemonFactory) -> None:
+    daemon = daemon_factory(["--set", "retention.compress=false"]).start()
+    first, second, third = three_segments(daemon)
+    new_segment(daemon)
+    send(daemon, events("custom", 1, "d"))  # a fourth segment, so that the third is closed
+    sizes = [p.stat().st_size for p in segment_files(daemon)]
+    # Room for the last two segments only.
+    config = daemon.home / "config.toml"
+    config.write_text(f"[retention]\nmax-bytes = {sizes[2] + sizes[3]}\n")
+    new_segment(daemon)  # the reload applies the new limit
+    done = gc()
+    assert done["deleted"] == [first.name, second.name]
+    assert done["events_deleted"] == 10
+    assert journal_types(daemon) == database_types() == {"metric": 2, "custom": 1}
+    assert third.exists()
+    assert daemon.stop() == 0
+
+
+def test_gc_never_deletes_what_is_not_materialized(daemon_factory: DaemonFactory) -> None:
+    daemon = daemon_factory().start()
+    # An old closed segment whose last line has no newline: the store loads its complete
+    # lines but can never finish it, so it is not complete.
+    stuck = daemon.journal_dir / "20200101T000000Z-000000.jsonl"
+    stuck.write_bytes(events("error", 2, "s") + b'{"type":"error","message":"torn"')
+    age(stuck, 400)
+    first, _, _ = three_segments(daemon)
+    age(first, 400)
+    done = gc()
+    assert done["deleted"] == [first.name]
+    assert stuck.exists() and stuck.name not in done["compressed"]
+    db = database_types()
+    assert db["error"] == 2 and db["skill"] == 1  # the stuck segment's two events stay
+    assert daemon.stop() == 0
+
+
+def test_the_daemon_runs_retention_by_itself(daemon_factory: DaemonFactory) -> None:
+    daemon = daemon_factory().start()
+    first, second, third = three_segments(daemon)
+    assert daemon.stop() == 0
+    age(first, 400)
+    daemon.args = ["--set", "retention.interval=0.2"]
+    daemon.start()
+    deadline = time.monotonic() + 20
+    while first.exists() or second.exists() or third.exists():  # deleted, compressed x2
+        assert time.monotonic() < deadline, daemon.log()
+        time.sleep(0.05)
+    assert journal_types(daemon) == database_types() == {"custom": 4, "skill": 1, "metric": 2}
+    assert "retention: 1 segments deleted (5 events)" in daemon.log()
+    assert daemon.stop() == 0
+
+
+def test_ids_in_compressed_segments_are_remembered_across_restarts(
+    daemon_factory: DaemonFactory,
+) -> None:
+    daemon = daemon_factory().start()
+    three_segments(daemon)
+    assert gc()["compressed"] != []
+    assert daemon.stop() == 0
+    daemon.start()
+    # Resent: segment 1 ("a-*") and 2 ("b-*") are compressed now.
+    payload = events("skill", 3, "a") + events("custom", 4, "b")
+    assert exchange(daemon.events_socket, payload) == [summary(7, 0, duplicates=7)]
+    assert daemon.stop() == 0
