@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ctl
+from conftest import Daemon, ctl, exchange
 from telemetryd.adapters import pricing
 from telemetryd.client import importer
 
@@ -242,3 +242,48 @@ def test_refresh_from_a_litellm_file() -> None:
         "above": {"tokens": 200000, "input": 6.0, "output": 22.5},
     }
     assert data["models"]["absent"]["src"] == "provider"
+
+
+def test_the_daemon_prices_api_requests_that_report_no_cost(running_daemon: Daemon) -> None:
+    """At ingest: computed from the table when the model has a price, kept and marked when
+    reported, `unknown` otherwise; other types are left alone."""
+    lines = [
+        {
+            "type": "api_request",
+            "id": "a",
+            "agent": {"model": "claude-sonnet-4-5-20250929"},
+            "tokens": {"source": "actual", "input": 1000, "output": 200, "cache_read": 5000},
+        },
+        {
+            "type": "api_request",
+            "id": "b",
+            "agent": {"model": "claude-sonnet-4-5"},
+            "tokens": {"source": "actual", "input": 1, "output": 1},
+            "cost_usd": 0.5,
+        },
+        {
+            "type": "api_request",
+            "id": "c",
+            "agent": {"model": "llama-3-70b"},
+            "tokens": {"source": "actual", "input": 1, "output": 1},
+        },
+        {
+            "type": "api_request",
+            "id": "d",
+            "agent": {"model": "claude-sonnet-4-5"},
+            "tokens": {"source": "unknown"},
+        },
+        {"type": "custom", "id": "e", "name": "x"},
+    ]
+    payload = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    assert exchange(running_daemon.events_socket, payload)[-1]["accepted"] == 5
+    got = {
+        e["id"]: (e.get("cost_usd"), e.get("cost_source")) for e in running_daemon.journal_events()
+    }
+    # claude-sonnet-4-5: $3 input, $15 output, $0.30 cache read per million tokens.
+    assert got["a"][1] == "computed"
+    assert got["a"][0] == pytest.approx((1000 * 3 + 200 * 15 + 5000 * 0.3) / 1e6)
+    assert got["b"] == (0.5, "reported")
+    assert got["c"] == (None, "unknown")
+    assert got["d"] == (None, "unknown")
+    assert got["e"] == (None, None)

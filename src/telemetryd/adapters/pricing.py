@@ -136,6 +136,36 @@ class Table:
             total *= float(prices["fast"])
         return total
 
+    def price_request(self, event: Any) -> None:
+        """:meth:`price_event` for a decoded ``events.ApiRequest`` (the daemon's ingest)."""
+        if event.cost_usd is not None:
+            if event.cost_source is None:
+                event.cost_source = "reported"
+            return
+        tokens = event.tokens
+        model = event.agent.model if event.agent is not None else None
+        if tokens.source != "actual" or self.lookup(model) is None:
+            event.cost_source = "unknown"
+            return
+        attrs = event.attrs or {}
+        cost = self.cost(
+            {
+                "source": "actual",
+                "input": tokens.input,
+                "output": tokens.output,
+                "cache_read": tokens.cache_read,
+                "cache_creation": tokens.cache_creation,
+            },
+            model,
+            cache_creation_1h=int(attrs.get("cache_creation_1h") or 0),
+            speed=attrs.get("speed"),
+        )
+        if cost is None:
+            event.cost_source = "unknown"
+        else:
+            event.cost_usd = round(cost, 10)
+            event.cost_source = "computed"
+
     def price_event(self, event: dict[str, Any]) -> None:
         """Give an api_request with actual tokens and no reported cost its ``cost_usd``
         (``cost_source`` computed), or ``cost_source`` unknown when its model has no price.
@@ -175,14 +205,16 @@ def load(overrides: dict[str, dict[str, Any]] | None = None) -> Table:
 
 def configured() -> Table:
     """The bundled table with the overrides of the configuration file."""
-    import msgspec
-
     from telemetryd import config, paths
 
-    settings = config.load(paths.resolve().config_file)[0]
-    overrides = {
-        name: msgspec.structs.asdict(price) for name, price in settings.pricing.models.items()
-    }
+    return from_config(config.load(paths.resolve().config_file)[0].pricing)
+
+
+def from_config(pricing: Any) -> Table:
+    """The bundled table with the overrides of a ``config.Pricing`` section."""
+    import msgspec
+
+    overrides = {name: msgspec.structs.asdict(price) for name, price in pricing.models.items()}
     return load(overrides)
 
 

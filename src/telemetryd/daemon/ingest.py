@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from telemetryd import events as ev
 from telemetryd import wire
+from telemetryd.adapters.pricing import Table
 from telemetryd.config import Ingest
 
 _DecodeErrors = ev.DECODE_ERRORS
@@ -117,10 +118,12 @@ class Counters:
 
 
 class Ingestor:
-    """What all feeds share: limits, the id maker, the dedup window, the counters."""
+    """What all feeds share: limits, the id maker, the dedup window, the counters, and
+    the prices that give an api_request without a reported cost its computed one."""
 
-    def __init__(self, config: Ingest) -> None:
+    def __init__(self, config: Ingest, prices: Table | None = None) -> None:
         self.config = config
+        self.prices = prices
         self.ids = IdMaker()
         self.dedup = Dedup(config.dedup_window)
         self.counters = Counters()
@@ -233,6 +236,8 @@ class Feed:
         dedup = ingestor.dedup
         decode = ev.DECODER.decode
         log_type = ev.Log
+        api_type = ev.ApiRequest
+        prices = ingestor.prices
         utc = UTC
         version = ev.SCHEMA_VERSION
 
@@ -312,6 +317,8 @@ class Feed:
                     self._depend_on(previous, batch)
                     continue
                 dedup.add(event_id, batch)
+            if event.__class__ is api_type and prices is not None:
+                prices.price_request(event)
             event.received_at = now
             event.v = version
             append(event)

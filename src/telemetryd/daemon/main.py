@@ -29,6 +29,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from telemetryd import __version__, config, paths
+from telemetryd.adapters import pricing
 from telemetryd.daemon.ingest import Ingestor
 from telemetryd.daemon.journal import Journal
 from telemetryd.daemon.materializer import Materializer
@@ -57,7 +58,7 @@ async def serve(
     store: Store | None = None
     try:
         os.makedirs(where.spool_dir, mode=0o700, exist_ok=True)
-        ingestor = Ingestor(settings.ingest)
+        ingestor = Ingestor(settings.ingest, pricing.from_config(settings.pricing))
         journal = Journal(
             where.journal_dir,
             where.quarantine_dir,

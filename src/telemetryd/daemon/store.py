@@ -67,7 +67,7 @@ from telemetryd.errors import TelemetryError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: prompt_length
 BATCH_BYTES = 256 * 1024 * 1024  # journal bytes per transaction, at most (one range can't split)
 _BLOCK = 64 * 1024  # read size when looking for line ends
 _COPY_CHUNK = 8 * 1024 * 1024

@@ -21,6 +21,7 @@ SELECT
     elapsed_ms.wall, elapsed_ms.llm, elapsed_ms.tools,
     outcome, outcome_reason,
     cwd, reason,
+    "length",
     attrs, fields
 FROM read_json(
     $files,
@@ -69,7 +70,8 @@ FROM read_json(
         outcome: 'VARCHAR',
         outcome_reason: 'VARCHAR',
         cwd: 'VARCHAR',
-        reason: 'VARCHAR'
+        reason: 'VARCHAR',
+        "length": 'BIGINT'
     }
 )
 WHERE id IS NOT NULL AND type IS NOT NULL;

@@ -91,6 +91,8 @@ CREATE TABLE events (
     -- session_start / session_end
     cwd VARCHAR,
     reason VARCHAR,
+    -- prompt (its length only: the text is content, not metadata)
+    prompt_length BIGINT,
     -- free-form
     attrs JSON,
     fields JSON
