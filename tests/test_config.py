@@ -300,7 +300,10 @@ def test_config_show_names_where_each_value_comes_from(state_home: Path) -> None
 
 
 def test_config_show_prints_toml_that_loads_back(state_home: Path, tmp_path: Path) -> None:
-    write(state_home / "config.toml", "[ingest]\nallowed-uids = [1000]\n")
+    write(
+        state_home / "config.toml",
+        '[ingest]\nallowed-uids = [1000]\n\n[pricing.models."my-model"]\ninput = 1.5\noutput = 6\n',
+    )
     result = ctl("config", "show")
     assert result.returncode == 0, result.stderr
     text = result.stdout.decode()

@@ -66,7 +66,7 @@ def show(config_file: str | None, overrides: tuple[str, ...], as_json: bool) -> 
     click.echo(f"# {path}" + ("" if os.path.exists(path) else " (absent)"))
     section = ""
     lines = [
-        (key, f"{key.partition('.')[2]} = {json.dumps(value)}") for key, value in values.items()
+        (key, f"{key.partition('.')[2]} = {_toml(value)}") for key, value in values.items()
     ]
     width = max(len(text) for _, text in lines)
     for key, text in lines:
@@ -74,6 +74,15 @@ def show(config_file: str | None, overrides: tuple[str, ...], as_json: bool) -> 
             section = key.partition(".")[0]
             click.echo(f"\n[{section}]")
         click.echo(f"{text:<{width}}  # {origin[key]}")
+
+
+def _toml(value: Any) -> str:
+    """A TOML value: JSON's spelling of strings, numbers, booleans and arrays is valid
+    TOML; tables (the per-model prices) become inline tables."""
+    if isinstance(value, dict):
+        items = ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items())
+        return "{ " + items + " }" if items else "{}"
+    return json.dumps(value)
 
 
 @config_group.command()
