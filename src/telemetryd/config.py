@@ -38,7 +38,7 @@ class Ingest(Struct, **_SECTION):
     read_size: Positive = 64 * 1024
     # Bytes of validated events waiting for the journal writer; past this, readers
     # stop reading and the kernel pushes back on clients.
-    max_pending_bytes: Positive = 16 * 1024 * 1024
+    max_pending_bytes: Positive = 8 * 1024 * 1024
     # At least this many recent client-chosen ids are remembered to drop duplicates.
     dedup_window: Positive = 100_000
     # Peers allowed to connect; empty means the daemon's own uid only.
@@ -64,7 +64,9 @@ class Store(Struct, **_SECTION):
     # ... and as soon as this many events were journaled since the last run.
     pending_events: Positive = 50_000
     query_timeout: Seconds = 30.0
-    memory_limit: str = "1GB"
+    # DuckDB's memory (it spills to disk past it). Loads need ~200 MB (below that,
+    # reading a compressed segment fails); larger speeds up queries on big stores.
+    memory_limit: str = "256MB"
     threads: Positive = 2
 
 
