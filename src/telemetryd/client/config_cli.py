@@ -65,9 +65,7 @@ def show(config_file: str | None, overrides: tuple[str, ...], as_json: bool) -> 
         return
     click.echo(f"# {path}" + ("" if os.path.exists(path) else " (absent)"))
     section = ""
-    lines = [
-        (key, f"{key.partition('.')[2]} = {_toml(value)}") for key, value in values.items()
-    ]
+    lines = [(key, f"{key.partition('.')[2]} = {_toml(value)}") for key, value in values.items()]
     width = max(len(text) for _, text in lines)
     for key, text in lines:
         if key.partition(".")[0] != section:

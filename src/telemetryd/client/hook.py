@@ -26,6 +26,7 @@ import time
 
 from telemetryd.adapters import claude_code
 from telemetryd.client import fastjson, send
+from telemetryd.client.argv import UsageError, arguments
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -72,20 +73,16 @@ class Options:
 
 def parse(argv: list[str]) -> Options:
     opts = Options()
-    args = iter(argv)
-    for arg in args:
-        option, eq, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+    for arg, option, value in arguments(argv):
         if option in ("--socket", "--timeout"):
-            text = inline if eq else next(args, None)
-            if text is None:
-                raise send.UsageError(f"{option} needs a value")
+            text = value()
             if option == "--socket":
                 opts.socket = text
             else:
                 try:
                     opts.timeout = float(text)
                 except ValueError:
-                    raise send.UsageError(f"--timeout expects seconds, got {text!r}") from None
+                    raise UsageError(f"--timeout expects seconds, got {text!r}") from None
         elif option == "--context":
             opts.context = True
         elif option == "--prompt-text":
@@ -94,12 +91,12 @@ def parse(argv: list[str]) -> Options:
             opts.help = True
         elif opts.agent is None and not arg.startswith("-"):
             if arg not in AGENTS:
-                raise send.UsageError(f"unknown agent {arg!r}; one of: {', '.join(AGENTS)}")
+                raise UsageError(f"unknown agent {arg!r}; one of: {', '.join(AGENTS)}")
             opts.agent = arg
         else:
-            raise send.UsageError(f"unexpected argument: {arg}")
+            raise UsageError(f"unexpected argument: {arg}")
     if opts.agent is None and not opts.help:
-        raise send.UsageError(f"give the agent: one of {', '.join(AGENTS)}")
+        raise UsageError(f"give the agent: one of {', '.join(AGENTS)}")
     return opts
 
 
@@ -369,7 +366,7 @@ def main(argv: list[str]) -> int:
     """Exit status 0 whatever happens: a failing hook must not disturb the agent."""
     try:
         return run(argv)
-    except send.UsageError as exc:
+    except UsageError as exc:
         sys.stderr.write(f"telemetryctl hook: {exc}\n")
     except BaseException as exc:  # a hook never breaks the agent, not even on a bug
         try:  # noqa: SIM105 - as above

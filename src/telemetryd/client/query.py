@@ -15,6 +15,7 @@ import sys
 import time
 
 from telemetryd.client import fastjson, output
+from telemetryd.client.argv import UsageError, arguments
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -49,10 +50,6 @@ Exit status: 0 done, 1 the query failed (DuckDB's message on stderr),
 """
 
 
-class UsageError(Exception):
-    pass
-
-
 class Unavailable(Exception):
     """The daemon did not answer (not a query error)."""
 
@@ -69,18 +66,7 @@ class Options:
 
 def parse(argv: list[str]) -> Options:
     opts = Options()
-    args = iter(argv)
-    for arg in args:
-        option, eq, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
-
-        def value(option: str = option, eq: str = eq, inline: str = inline) -> str:
-            if eq:
-                return inline
-            try:
-                return next(args)
-            except StopIteration:
-                raise UsageError(f"{option} needs a value") from None
-
+    for arg, option, value in arguments(argv):
         if option in ("-f", "--format"):
             opts.format = value()
             if opts.format not in output.FORMATS:

@@ -16,6 +16,7 @@ import sys
 import time
 
 from telemetryd.client import fastjson
+from telemetryd.client.argv import UsageError, arguments
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -128,10 +129,6 @@ _MODEL_TYPES = ("api_request", "run")  # where a missing model would skew cost b
 _TOKEN_TYPES = ("api_request", "run")  # where `tokens` is required
 
 
-class UsageError(Exception):
-    pass
-
-
 class Options:
     def __init__(self) -> None:
         self.fields: dict[str, Any] = {}  # dotted path -> value, from flags
@@ -167,18 +164,7 @@ def _int(option: str, text: str) -> int:
 
 def parse(argv: list[str]) -> Options:
     opts = Options()
-    args = iter(argv)
-    for arg in args:
-        option, eq, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
-
-        def value(option: str = option, eq: str = eq, inline: str = inline) -> str:
-            if eq:
-                return inline
-            try:
-                return next(args)
-            except StopIteration:
-                raise UsageError(f"{option} needs a value") from None
-
+    for arg, option, value in arguments(argv):
         if option in _STRING_FIELDS:
             opts.fields[_STRING_FIELDS[option]] = value()
         elif option in _INT_FIELDS:

@@ -13,6 +13,7 @@ import os
 import sys
 
 from telemetryd.client import fastjson
+from telemetryd.client.argv import UsageError, arguments
 from telemetryd.client.query import control_socket
 
 TYPE_CHECKING = False
@@ -57,10 +58,6 @@ the request, 2 usage error, 3 the daemon is not running or stopped, 130 interrup
 """
 
 
-class UsageError(Exception):
-    pass
-
-
 class Options:
     def __init__(self) -> None:
         self.follow = False
@@ -82,18 +79,7 @@ class Options:
 
 def parse(argv: list[str]) -> Options:
     opts = Options()
-    args = iter(argv)
-    for arg in args:
-        option, eq, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
-
-        def value(option: str = option, eq: str = eq, inline: str = inline) -> str:
-            if eq:
-                return inline
-            try:
-                return next(args)
-            except StopIteration:
-                raise UsageError(f"{option} needs a value") from None
-
+    for arg, option, value in arguments(argv):
         if option in ("-f", "--follow"):
             opts.follow = True
         elif option in ("-n", "--lines"):
