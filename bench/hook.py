@@ -23,7 +23,7 @@ from typing import Any
 
 from bench import BenchError
 from bench.procs import Telemetryd
-from bench.send import _env, _percentile, importtime, telemetryctl
+from bench.send import _env, _percentile, import_summary, importtime, telemetryctl
 
 WARMUP = 10
 SAMPLE = Path("/work/shared/samples/claude-code/hooks/PreToolUse.rpd-skill.excerpt-3-5.json")
@@ -145,31 +145,13 @@ def run(workdir: Path, runs: int, quick: bool, log: Callable[[str], None]) -> di
         status = daemon.stop()
         if status != 0:
             raise BenchError(f"telemetryd exited with {status} after SIGTERM:\n{daemon.log()}")
-    extra = {
-        name: us
-        for name, us in imports_hook["self_us"].items()
-        if name not in imports_pass["self_us"]
-    }
-    top = sorted(extra.items(), key=lambda item: -item[1])[:12]
     result = {
         "iterations": iterations,
         "hook_p50_ms": statistics.median(times["hook"]) * 1e3,
         "hook_p95_ms": _percentile(times["hook"], 0.95) * 1e3,
         "pass_p50_ms": statistics.median(times["pass"]) * 1e3,
         "pass_p95_ms": _percentile(times["pass"], 0.95) * 1e3,
-        "importtime": {
-            "hook_total_ms": imports_hook["total_us"] / 1e3,
-            "pass_total_ms": imports_pass["total_us"] / 1e3,
-            "hook_only_total_ms": sum(extra.values()) / 1e3,
-            "hook_only_top": [
-                {
-                    "module": name,
-                    "self_ms": us / 1e3,
-                    "cumulative_ms": imports_hook["cumulative_us"][name] / 1e3,
-                }
-                for name, us in top
-            ],
-        },
+        "importtime": import_summary("hook", imports_hook, imports_pass),
     }
     result["ratio_p50"] = result["hook_p50_ms"] / result["pass_p50_ms"]
     result["ratio_p95"] = result["hook_p95_ms"] / result["pass_p95_ms"]

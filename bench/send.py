@@ -87,6 +87,27 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def import_summary(
+    name: str, imports: dict[str, Any], imports_pass: dict[str, Any]
+) -> dict[str, Any]:
+    """What ``name``'s process imports beyond ``python -c pass``: totals and the top 12."""
+    extra = {m: us for m, us in imports["self_us"].items() if m not in imports_pass["self_us"]}
+    top = sorted(extra.items(), key=lambda item: -item[1])[:12]
+    return {
+        f"{name}_total_ms": imports["total_us"] / 1e3,
+        "pass_total_ms": imports_pass["total_us"] / 1e3,
+        f"{name}_only_total_ms": sum(extra.values()) / 1e3,
+        f"{name}_only_top": [
+            {
+                "module": module,
+                "self_ms": us / 1e3,
+                "cumulative_ms": imports["cumulative_us"][module] / 1e3,
+            }
+            for module, us in top
+        ],
+    }
+
+
 def importtime(argv: list[str], env: dict[str, str], repeats: int = 5) -> dict[str, Any]:
     """Median self time per module (µs) over ``repeats`` runs of ``python -X importtime``."""
     per_module: dict[str, list[int]] = {}
@@ -157,12 +178,6 @@ def run(workdir: Path, runs: int, quick: bool, log: Callable[[str], None]) -> di
         if status != 0:
             raise BenchError(f"telemetryd exited with {status} after SIGTERM:\n{daemon.log()}")
     send_times, pass_times = times["send"], times["pass"]
-    extra = {
-        name: us
-        for name, us in imports_send["self_us"].items()
-        if name not in imports_pass["self_us"]
-    }
-    top = sorted(extra.items(), key=lambda item: -item[1])[:12]
     result = {
         "iterations": iterations,
         "send_p50_ms": statistics.median(send_times) * 1e3,
@@ -171,19 +186,7 @@ def run(workdir: Path, runs: int, quick: bool, log: Callable[[str], None]) -> di
         "pass_p95_ms": _percentile(pass_times, 0.95) * 1e3,
         "send_nocache_p50_ms": statistics.median(times["send_nocache"]) * 1e3,
         "send_nocache_p95_ms": _percentile(times["send_nocache"], 0.95) * 1e3,
-        "importtime": {
-            "send_total_ms": imports_send["total_us"] / 1e3,
-            "pass_total_ms": imports_pass["total_us"] / 1e3,
-            "send_only_total_ms": sum(extra.values()) / 1e3,
-            "send_only_top": [
-                {
-                    "module": name,
-                    "self_ms": us / 1e3,
-                    "cumulative_ms": imports_send["cumulative_us"][name] / 1e3,
-                }
-                for name, us in top
-            ],
-        },
+        "importtime": import_summary("send", imports_send, imports_pass),
     }
     result["ratio_p50"] = result["send_p50_ms"] / result["pass_p50_ms"]
     log(

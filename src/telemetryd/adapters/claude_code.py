@@ -46,7 +46,7 @@ from telemetryd.adapters import usage as usage_mod
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
     from typing import Any
 
 SOURCE = "claude-code"
@@ -368,29 +368,15 @@ def transcript_usage(lines: Iterable[str]) -> dict[str, Any]:
     """Sum a transcript's API requests (deduplicated): ``tokens`` (actual, or unknown
     when there are none), ``requests``, ``model`` (the one with the most requests),
     ``duration_ms`` (first to last timestamp), ``malformed`` lines."""
-    from telemetryd.client import fastjson
 
     dedup = Dedup(window=1 << 30)  # one transcript: keep every request
-    first = last = None
-    malformed = 0
-    for text in lines:
-        if not text.strip():
-            continue
-        try:
-            line = fastjson.loads(text)
-        except ValueError:
-            malformed += 1
-            continue
-        if isinstance(line, dict):
-            ts = line.get("timestamp")
-            if isinstance(ts, str):
-                first = first or ts
-                last = ts
+    reader = LineReader()
+    for line in reader.parse(lines):
         entry = usage_entry(line)
         if entry is not None:
             dedup.add(entry)
     entries = dedup.flush()
-    out: dict[str, Any] = {"requests": len(entries), "malformed": malformed}
+    out: dict[str, Any] = {"requests": len(entries), "malformed": reader.malformed}
     if entries:
         sums = {"input": 0, "output": 0, "cache_read": 0, "cache_creation": 0}
         models: dict[str, int] = {}
@@ -410,10 +396,40 @@ def transcript_usage(lines: Iterable[str]) -> dict[str, Any]:
             out["model"] = max(models.items(), key=lambda item: item[1])[0]
     else:
         out["tokens"] = dict(usage_mod.UNKNOWN)
-    span = _span_ms(first, last)
+    span = reader.span_ms()
     if span is not None:
         out["duration_ms"] = span
     return out
+
+
+class LineReader:
+    """Transcript lines as JSON values, for the usage sums: blank lines are skipped,
+    malformed ones counted, and the first and last ``timestamp`` kept for the span."""
+
+    def __init__(self) -> None:
+        self.malformed = 0
+        self.first: str | None = None
+        self.last: str | None = None
+
+    def parse(self, lines: Iterable[str]) -> Iterator[Any]:
+        from telemetryd.client import fastjson
+
+        for text in lines:
+            if not text.strip():
+                continue
+            try:
+                line = fastjson.loads(text)
+            except ValueError:
+                self.malformed += 1
+                continue
+            if isinstance(line, dict) and isinstance(line.get("timestamp"), str):
+                self.first = self.first or line["timestamp"]
+                self.last = line["timestamp"]
+            yield line
+
+    def span_ms(self) -> int | None:
+        """Milliseconds from the first to the last timestamp, when both parse."""
+        return _span_ms(self.first, self.last)
 
 
 def _span_ms(first: str | None, last: str | None) -> int | None:

@@ -176,29 +176,18 @@ def rollout_usage(lines: Iterable[str]) -> dict[str, Any]:
     """A (sub-agent's) rollout summed as :func:`claude_code.transcript_usage` sums a
     transcript: ``tokens``, ``requests``, ``model``, ``duration_ms``, ``malformed``."""
     from telemetryd.adapters import claude_code
-    from telemetryd.client import fastjson
 
     rollout = Rollout()
     sums = {"input": 0, "output": 0, "cache_read": 0, "cache_creation": 0, "reasoning": 0}
-    requests = malformed = 0
-    first = last = None
-    for text in lines:
-        if not text.strip():
-            continue
-        try:
-            line = fastjson.loads(text)
-        except ValueError:
-            malformed += 1
-            continue
-        if isinstance(line, dict) and isinstance(line.get("timestamp"), str):
-            first = first or line["timestamp"]
-            last = line["timestamp"]
+    requests = 0
+    reader = claude_code.LineReader()
+    for line in reader.parse(lines):
         record = rollout.feed(line)
         if record is not None:
             requests += 1
             for key in sums:
                 sums[key] += record["tokens"].get(key) or 0
-    out: dict[str, Any] = {"requests": requests, "malformed": malformed}
+    out: dict[str, Any] = {"requests": requests, "malformed": reader.malformed}
     if requests:
         tokens: dict[str, Any] = {
             "source": "actual",
@@ -216,7 +205,7 @@ def rollout_usage(lines: Iterable[str]) -> dict[str, Any]:
         out["tokens"] = dict(usage_mod.UNKNOWN)
     if rollout.model:
         out["model"] = rollout.model
-    span = claude_code._span_ms(first, last)
+    span = reader.span_ms()
     if span is not None:
         out["duration_ms"] = span
     return out
