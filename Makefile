@@ -51,8 +51,10 @@ fmt: install
 bench: install system-deps
 	$(BIN)/python -m bench
 
+# The kill -9 rounds, and the property-based tests with many more examples.
 stress: install system-deps
 	TELEMETRYD_STRESS_ROUNDS=200 $(BIN)/pytest tests/test_reliability.py
+	HYPOTHESIS_PROFILE=stress $(BIN)/pytest -m properties --timeout 3600
 
 schema: install
 	$(BIN)/python -m telemetryd.schema schemas

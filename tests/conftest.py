@@ -20,11 +20,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TELEMETRYCTL = str(BIN / "telemetryctl")
 READY_TIMEOUT = 20.0
+
+# Property-based tests: a bounded number of examples in `make test`, many more in
+# `make stress` (HYPOTHESIS_PROFILE=stress). No deadline: the machine is shared, and
+# the examples drive a real daemon whose latency is not what these tests check.
+settings.register_profile(
+    "default",
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile(
+    "stress",
+    max_examples=1000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(autouse=True)
