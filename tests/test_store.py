@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import random
-import shutil
 import subprocess
 import sys
 import time
@@ -27,7 +26,8 @@ import pytest
 from conftest import Daemon, exchange
 from telemetryd import events as ev
 from telemetryd.daemon.journal import list_segments
-from telemetryd.daemon.store import SCHEMA_VERSION, Store
+from telemetryd.daemon.store import SCHEMA_VERSION, Store, batch_bytes_for
+from telemetryd.query import harden
 
 T0 = datetime(2026, 3, 1, 10, 0, 0, tzinfo=UTC)
 
@@ -166,13 +166,14 @@ def test_a_torn_last_line_waits_until_it_is_complete(store: Store, journal: Path
 def test_a_closed_segment_with_a_torn_tail_is_loaded_up_to_its_last_newline(
     store: Store, journal: Path
 ) -> None:
-    """A crash tore segment 1; until the daemon's startup cuts the tail off, it is skipped."""
+    """A crash tore segment 1 (the daemon's startup cuts such a tail off): the bytes after
+    its last newline were never an event, so the closed segment is complete without them."""
     append(segment(journal, 1), custom(1) + custom(2)[:30])
     append(segment(journal, 2), custom(3))
     assert store.materialize(str(journal)) == 2
-    assert query(store, "SELECT seq, complete FROM segments ORDER BY seq") == [
-        (1, False),
-        (2, False),
+    assert query(store, "SELECT seq, loaded_bytes, complete FROM segments ORDER BY seq") == [
+        (1, len(custom(1)), True),
+        (2, len(custom(3)), False),
     ]
 
 
@@ -232,14 +233,138 @@ def test_compressed_segments_are_loaded_whole_once(store: Store, journal: Path) 
     assert store.pending(str(journal)) == 0
 
 
-@pytest.mark.skipif(not shutil.which("zstd"), reason="needs the zstd command")
-def test_zstd_segments_are_loaded(store: Store, journal: Path) -> None:
-    raw = b"".join(custom(n) for n in range(4))
-    compressed = subprocess.run(["zstd", "-q", "-c"], input=raw, capture_output=True, check=True)
-    segment(journal, 1, ".jsonl.zst").write_bytes(compressed.stdout)
-    append(segment(journal, 2), custom(4))
-    assert store.materialize(str(journal)) == 5
-    assert store.pending(str(journal)) == 0
+def test_files_that_are_not_segments_are_ignored_and_reported_once(
+    store: Store, journal: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only exact segment names of regular files count: a backup copy, another
+    compression, a directory or a symlink named like a segment are left alone."""
+    append(segment(journal, 1), custom(1))
+    append(segment(journal, 2), custom(2))
+    (journal / (segment(journal, 1).name + ".bak")).write_bytes(custom(9))
+    (journal / (segment(journal, 1).name + ".zst")).write_bytes(b"(zstd)")
+    (journal / segment(journal, 7).name).mkdir()
+    (journal / segment(journal, 8).name).symlink_to(segment(journal, 1))
+    with caplog.at_level(logging.WARNING, logger="telemetryd.daemon.segments"):
+        assert store.materialize(str(journal)) == 2
+        # Segment 1 is closed (2 is the newest), so it is complete; 2 can still grow.
+        assert query(store, "SELECT seq, complete FROM segments ORDER BY seq") == [
+            (1, True),
+            (2, False),
+        ]
+        append(segment(journal, 2), custom(3))
+        assert store.materialize(str(journal)) == 1
+    ignored = [record.getMessage() for record in caplog.records]
+    assert len(ignored) == 4, ignored  # once each, however often the journal is listed
+    assert all("ignoring" in message for message in ignored)
+
+
+def big(n: int, size: int = 15_000) -> bytes:
+    """A valid event with ``size`` bytes of attrs in one string (what exhausted DuckDB's
+    memory: a long string costs a load several times its size)."""
+    return line(ev.Custom(id=f"big-{n:05d}", ts=at(n), name="big", attrs={"blob": "x" * size}))
+
+
+def limited(tmp_path: Path, batch_bytes: int) -> Store:
+    """A store with the daemon's default memory limit (256MB) and 2 threads."""
+    store = Store(str(tmp_path / "limited.duckdb"), batch_bytes=batch_bytes)
+    with store.cursor() as con:
+        harden(con, allowed_dirs=[store.load_dir], memory_limit="256MB", threads=2)
+    return store
+
+
+def test_events_with_long_strings_load_within_the_default_memory_limit(
+    tmp_path: Path, journal: Path
+) -> None:
+    """2,000 events of 15 KB (30 MB) used to fail every load with OutOfMemoryException."""
+    append(segment(journal, 1), b"".join(big(n) for n in range(2000)))
+    with limited(tmp_path, batch_bytes_for(256 * 1024 * 1024)) as store:
+        assert store.materialize(str(journal)) == 2000
+        assert store.pending(str(journal)) == 0
+        assert store.rebuild(str(journal)) == 2000
+        assert query(store, "SELECT count(*), sum(length(attrs)) FROM events") == [
+            (2000, 2000 * len('{"blob":""}') + 2000 * 15_000)
+        ]
+
+
+def test_out_of_memory_halves_the_batches_and_never_loses_progress(
+    tmp_path: Path, journal: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Batches far too big for the memory limit: the load that fails is rolled back and
+    retried smaller; what was committed stays, nothing is loaded twice."""
+    append(segment(journal, 1), b"".join(custom(n) for n in range(100)))
+    append(segment(journal, 2), b"".join(big(n) for n in range(3000)))
+    with limited(tmp_path, 256 * 1024 * 1024) as store:
+        with caplog.at_level(logging.WARNING, logger="telemetryd.daemon.store"):
+            assert store.materialize(str(journal)) == 3100
+        assert "ran out of DuckDB memory" in caplog.text
+        assert store.stats()["batch_bytes"] < 256 * 1024 * 1024
+        assert query(store, "SELECT count(DISTINCT id), count(*) FROM events") == [(3100, 3100)]
+        assert set(stored_ids(store)) == journal_ids(journal)
+        # Offsets and rows agree: the next run loads only what is new.
+        append(segment(journal, 2), big(5000))
+        assert store.materialize(str(journal)) == 1
+
+
+def test_a_damaged_compressed_segment_keeps_its_good_prefix_and_blocks_nothing(
+    tmp_path: Path, journal: Path
+) -> None:
+    """Truncated, empty and corrupt .gz segments among intact ones: the intact ones load,
+    each damaged one keeps what can be trusted as a plain segment (a truncated file: its
+    complete lines; a corrupt one: nothing, since zlib notices only at the CRC, after the
+    wrong bytes came out), the damaged file goes to quarantine, and a rebuild agrees."""
+    lines = [b"".join(custom(100 * seq + n) for n in range(50)) for seq in range(5)]
+    for seq, data in enumerate(lines, start=1):
+        segment(journal, seq, ".jsonl.gz").write_bytes(gzip.compress(data))
+    append(segment(journal, 6), custom(999))
+    truncated = segment(journal, 2, ".jsonl.gz")
+    whole = truncated.read_bytes()
+    truncated.write_bytes(whole[: len(whole) // 2])
+    segment(journal, 3, ".jsonl.gz").write_bytes(b"")
+    corrupt = segment(journal, 4, ".jsonl.gz")
+    data = bytearray(corrupt.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+    corrupt.write_bytes(bytes(data))
+    quarantine = tmp_path / "quarantine"
+
+    with Store(str(tmp_path / "telemetry.duckdb"), quarantine_dir=str(quarantine)) as store:
+        loaded = store.materialize(str(journal))
+        kept = {seq: segment(journal, seq).read_bytes() for seq in (2, 3, 4)}
+        for seq in (2, 3, 4):
+            assert not segment(journal, seq, ".jsonl.gz").exists()
+            assert lines[seq - 1].startswith(kept[seq])  # a prefix, whole lines only
+            assert not kept[seq] or kept[seq].endswith(b"\n")
+            assert (quarantine / (segment(journal, seq).name + ".gz.damaged")).exists()
+        assert kept[3] == kept[4] == b""
+        assert 0 < len(kept[2]) < len(lines[1])
+        expected = 2 * 50 + 1 + sum(chunk.count(b"\n") for chunk in kept.values())
+        assert loaded == expected
+        assert set(stored_ids(store)) == journal_ids(journal)
+        salvaged = store.stats()["salvaged"]
+        assert sorted(item["segment"] for item in salvaged) == [
+            segment(journal, seq, ".jsonl.gz").name for seq in (2, 3, 4)
+        ]
+        assert query(store, "SELECT count(*) FROM segments WHERE complete") == [(5,)]
+        # Retention can read and forget every segment now, damaged ones included.
+        assert store.forget({2: [str(segment(journal, 2))]}) == kept[2].count(b"\n")
+        assert store.rebuild(str(journal)) == expected - kept[2].count(b"\n")
+
+
+def test_a_partly_loaded_segment_compressed_later_is_read_on_from_its_offset(
+    tmp_path: Path, journal: Path
+) -> None:
+    """``loaded_bytes`` counts uncompressed bytes, so it means the same after compression."""
+    first = b"".join(custom(n) for n in range(10))
+    rest = b"".join(custom(n) for n in range(10, 25))
+    append(segment(journal, 1), first)
+    with Store(str(tmp_path / "telemetry.duckdb")) as store:
+        assert store.materialize(str(journal)) == 10
+        segment(journal, 1).unlink()
+        segment(journal, 1, ".jsonl.gz").write_bytes(gzip.compress(first + rest))
+        append(segment(journal, 2), custom(99))
+        assert store.materialize(str(journal)) == 16
+        assert query(store, "SELECT loaded_bytes, complete FROM segments WHERE seq = 1") == [
+            (len(first + rest), True)
+        ]
 
 
 def test_while_a_segment_is_being_compressed_the_plain_file_is_read(
@@ -264,13 +389,15 @@ def test_malformed_lines_are_skipped_with_a_warning(
 
 
 def test_temporary_files_are_removed_also_after_a_crash(tmp_path: Path, journal: Path) -> None:
-    stale = tmp_path / ".telemetry.duckdb.load-x1y2.jsonl"
+    (tmp_path / "load").mkdir()
+    stale = tmp_path / "load" / "batch-x1y2.jsonl"
     stale.write_bytes(b"left by a crash")
     with Store(str(tmp_path / "telemetry.duckdb"), batch_bytes=500) as store:
         assert not stale.exists()
         append(segment(journal, 1), b"".join(custom(n) for n in range(20)))
         assert store.materialize(str(journal)) == 20
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["journal", "telemetry.duckdb"]
+        assert list((tmp_path / "load").iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["journal", "load", "telemetry.duckdb"]
 
 
 def test_pending_and_stats(store: Store, journal: Path, tmp_path: Path) -> None:

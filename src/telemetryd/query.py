@@ -2,34 +2,175 @@
 
 Used by the daemon (which owns the read-write connection and answers
 `telemetryctl query` on its control socket) and by the client when the daemon
-is stopped (it then opens the file read-only itself). One sandbox for both:
+is stopped (it then opens the file read-only itself). One sandbox for both, in
+layers, each of which would stop a write on its own:
 
-- :func:`harden` configures the database once, then locks the configuration:
-  no file system access outside ``allowed_dirs``, no extension installs or
-  autoloads, no Python replacement scans, memory and thread limits.
-- :func:`run` gives every query its own cursor inside ``BEGIN TRANSACTION READ
-  ONLY`` (a statement-type check alone is no sandbox: ``WITH x AS (DELETE ...
-  RETURNING 1) SELECT`` reads as a SELECT), after refusing statement types that
-  have no business in a query (a clear message beats a permission error).
-- :class:`Query` can be interrupted from another thread: DuckDB has no timeout
-  setting, so the caller's timer calls :meth:`Query.interrupt`.
+1. :func:`classify` reads the statement before DuckDB runs anything: exactly one
+   statement, of a reading type (SELECT, a PIVOT, CALL of a reading table
+   function, a reading PRAGMA, or EXPLAIN of one of these: the statement inside
+   an EXPLAIN is classified like any other, since ``EXPLAIN ANALYZE`` runs it),
+   and no call of a built-in table function that is not known to only read
+   (``checkpoint()``, ``query('...')``, ``read_text(...)``, ...).
+2. The plan: before running it, :class:`Query` asks DuckDB for the physical plan
+   of the statement (``EXPLAIN (FORMAT JSON)``, which binds and plans but runs
+   nothing) and refuses any operator that is not a read and any table function
+   outside :data:`READ_TABLE_FUNCTIONS`. This sees through views, macros and
+   the SQL text given to ``query()``.
+3. The statement runs inside ``BEGIN TRANSACTION READ ONLY``.
+4. :func:`harden` configures the database once, then locks the configuration:
+   no file system access except ``allowed_dirs`` (the daemon's private load
+   directory of transient copies, never the journal, the config or the spool;
+   nothing at all for the client), no extension installs or autoloads, no
+   Python replacement scans, memory and thread limits.
 
-Only this module and ``daemon/store.py`` import duckdb.
+:class:`Query` can be interrupted from another thread: DuckDB has no timeout
+setting, so the caller's timer calls :meth:`Query.interrupt`.
+
+tests/test_sandbox.py holds a table of escapes, each tried through every layer
+and both sides; a new finding adds a row there.
+
+Only this module and the store import duckdb.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
 
 from telemetryd.errors import TelemetryError
 
-ALLOWED_STATEMENTS = frozenset({"SELECT", "EXPLAIN", "CALL", "PRAGMA"})
+ALLOWED_STATEMENTS = frozenset({"SELECT", "EXPLAIN", "CALL", "PRAGMA", "MULTI"})
 BATCH_ROWS = 2048
+
+# PRAGMAs that only read (each is a table function underneath); every other PRAGMA
+# changes a setting or the database.
+READ_PRAGMAS = frozenset(
+    {
+        "collations",
+        "database_list",
+        "database_size",
+        "functions",
+        "metadata_info",
+        "platform",
+        "show",
+        "show_databases",
+        "show_tables",
+        "show_tables_expanded",
+        "storage_info",
+        "table_info",
+        "user_agent",
+        "version",
+    }
+)
+
+# Built-in table functions (and table macros) that only read the database or compute
+# rows. Every other built-in one is refused: writers (checkpoint, enable_logging, ...),
+# file readers (read_csv, read_text, glob, ...: queries read the database, not files),
+# and query()/query_table-like indirections whose SQL is a string. A DuckDB upgrade
+# that adds a table function leaves it refused until it is listed here.
+READ_TABLE_FUNCTIONS = frozenset(
+    {
+        "duckdb_columns",
+        "duckdb_constraints",
+        "duckdb_databases",
+        "duckdb_dependencies",
+        "duckdb_functions",
+        "duckdb_indexes",
+        "duckdb_keywords",
+        "duckdb_memory",
+        "duckdb_optimizers",
+        "duckdb_schemas",
+        "duckdb_sequences",
+        "duckdb_settings",
+        "duckdb_tables",
+        "duckdb_temporary_files",
+        "duckdb_types",
+        "duckdb_variables",
+        "duckdb_views",
+        "generate_series",
+        "histogram",
+        "histogram_values",
+        "json_each",
+        "json_tree",
+        "pg_timezone_names",
+        "icu_calendar_names",
+        "pragma_collations",
+        "pragma_database_size",
+        "pragma_metadata_info",
+        "pragma_platform",
+        "pragma_show",
+        "pragma_storage_info",
+        "pragma_table_info",
+        "pragma_user_agent",
+        "pragma_version",
+        "range",
+        "repeat",
+        "repeat_row",
+        "summary",
+        "test_all_types",
+        "unnest",
+    }
+)
+
+# Physical operators that read and compute (DuckDB's PhysicalOperatorType names, as
+# EXPLAIN prints them). A table function appears under its own name, with its name
+# again under "Function"; those are checked against READ_TABLE_FUNCTIONS instead.
+READ_OPERATORS = frozenset(
+    {
+        "ASOF_JOIN",
+        "BLOCKWISE_NL_JOIN",
+        "CHUNK_SCAN",
+        "COLUMN_DATA_SCAN",
+        "CROSS_PRODUCT",
+        "CTE",
+        "CTE_SCAN",
+        "DELIM_SCAN",
+        "DUMMY_SCAN",
+        "EMPTY_RESULT",
+        "EXPRESSION_SCAN",
+        "FILTER",
+        "HASH_GROUP_BY",
+        "HASH_JOIN",
+        "IE_JOIN",
+        "LEFT_DELIM_JOIN",
+        "LIMIT",
+        "LIMIT_PERCENT",
+        "NESTED_LOOP_JOIN",
+        "ORDER_BY",
+        "PARTITIONED_AGGREGATE",
+        "PERFECT_HASH_GROUP_BY",
+        "PIECEWISE_MERGE_JOIN",
+        "PIVOT",
+        "POSITIONAL_JOIN",
+        "POSITIONAL_SCAN",
+        "PROJECTION",
+        "REC_CTE",
+        "REC_CTE_SCAN",
+        "REC_KEY_CTE",
+        "REC_REC_CTE_SCAN",
+        "RESERVOIR_SAMPLE",
+        "RIGHT_DELIM_JOIN",
+        "SEQ_SCAN",
+        "STREAMING_LIMIT",
+        "STREAMING_SAMPLE",
+        "STREAMING_WINDOW",
+        "TOP_N",
+        "UNGROUPED_AGGREGATE",
+        "UNION",
+        "UNNEST",
+        "WINDOW",
+    }
+)
+
+_READ_ONLY = "queries are read-only"
+# How a reading statement that holds a PIVOT may begin.
+_MULTI_READS = frozenset({"from", "pivot", "select", "unpivot", "values", "with"})
 
 
 class QueryError(TelemetryError):
@@ -63,20 +204,213 @@ def harden(
     con.execute("SET GLOBAL lock_configuration = true")
 
 
-def check_statement(sql: str) -> None:
+# -- layer 1: the statement text ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """A statement that passed :func:`classify`: its type, and the SQL whose plan
+    :class:`Query` checks before running it (None: nothing to plan, a read PRAGMA)."""
+
+    kind: str
+    plan: str | None
+
+
+def classify(sql: str) -> Statement:
     """Refuse anything but one read statement, naming what was found."""
     try:
         statements = duckdb.extract_statements(sql)
+        kinds = [str(statement.type).rpartition(".")[2] for statement in statements]
     except duckdb.Error as exc:
         raise QueryError(str(exc)) from None
-    if len(statements) != 1:
-        raise QueryError(f"one statement per query, got {len(statements)}")
-    kind = str(statements[0].type).rpartition(".")[2]
+    except ValueError:  # a statement type the Python API has no name for (UPDATE EXTENSIONS)
+        raise _refused(_leading_words(sql)) from None
+    if len(kinds) != 1:
+        raise QueryError(f"one statement per query, got {len(kinds)}")
+    kind = kinds[0]
+    tokens = _Tokens(sql)
     if kind not in ALLOWED_STATEMENTS:
-        raise QueryError(
-            f"{kind} statements are not allowed: queries are read-only "
-            f"({', '.join(sorted(ALLOWED_STATEMENTS))})"
+        if tokens.word(0) == "pragma":  # a PRAGMA that sets something parses as SET
+            _check_pragma(tokens)
+        # Named as written: INSTALL parses as a LOAD statement.
+        raise _refused(tokens.word(0).upper() if tokens.word(0).isalpha() else kind)
+    _check_calls(tokens)
+    if kind == "MULTI":
+        # What DuckDB makes of a statement holding a PIVOT (it first reads the pivot's
+        # values): EXPLAIN of such a statement, or a reading statement around it.
+        first = tokens.word(0)
+        if first != "explain" and first not in _MULTI_READS and not tokens.is_operator(0, "("):
+            raise _refused(first.upper() or "these")
+    if kind == "EXPLAIN" or tokens.word(0) == "explain":
+        inner = classify(_explained(tokens))
+        if inner.kind == "EXPLAIN":
+            raise QueryError("EXPLAIN of an EXPLAIN is not allowed")
+        return Statement(kind, inner.plan)
+    if kind == "PRAGMA":
+        _check_pragma(tokens)
+        return Statement(kind, None)
+    return Statement(kind, sql)
+
+
+def check_statement(sql: str) -> None:
+    """:func:`classify`, for callers that only want the refusal."""
+    classify(sql)
+
+
+def _refused(what: str) -> QueryError:
+    return QueryError(
+        f"{what} statements are not allowed: {_READ_ONLY} "
+        "(SELECT, PIVOT, EXPLAIN, CALL of a table function that reads, a PRAGMA that reads)"
+    )
+
+
+class _Tokens:
+    """The tokens of a SQL text (DuckDB's own tokenizer), comments left out."""
+
+    def __init__(self, sql: str) -> None:
+        self.sql = sql
+        tokens = duckdb.tokenize(sql)
+        ends = [start for start, _ in tokens[1:]] + [len(sql)]
+        self.items = [
+            (start, end, kind)
+            for (start, kind), end in zip(tokens, ends, strict=True)
+            if kind != duckdb.token_type.comment
+        ]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def text(self, index: int) -> str:
+        start, end, _ = self.items[index]
+        return self.sql[start:end].strip()
+
+    def kind(self, index: int) -> Any:
+        return self.items[index][2]
+
+    def start(self, index: int) -> int:
+        return self.items[index][0]
+
+    def word(self, index: int) -> str:
+        """The token as a name: unquoted, lower case ("" for operators and constants)."""
+        if index >= len(self) or self.kind(index) not in (
+            duckdb.token_type.identifier,
+            duckdb.token_type.keyword,
+        ):
+            return ""
+        text = self.text(index)
+        if text.startswith('"') and text.endswith('"') and len(text) >= 2:
+            text = text[1:-1].replace('""', '"')
+        return text.lower()
+
+    def is_operator(self, index: int, prefix: str) -> bool:
+        return (
+            index < len(self)
+            and self.kind(index) == duckdb.token_type.operator
+            and self.text(index).startswith(prefix)
         )
+
+
+def _leading_words(sql: str) -> str:
+    tokens = _Tokens(sql)
+    words = []
+    for index in range(min(len(tokens), 2)):
+        word = tokens.word(index)
+        if not word:
+            break
+        words.append(word.upper())
+    return " ".join(words) or "these"
+
+
+def _check_calls(tokens: _Tokens) -> None:
+    """Refuse a call of a built-in table function that is not a known read."""
+    refused = _refused_functions()
+    for index in range(len(tokens) - 1):
+        name = tokens.word(index)
+        if name in refused and tokens.is_operator(index + 1, "("):
+            raise QueryError(f"{name}() is not allowed in a query: {_READ_ONLY}")
+
+
+def _explained(tokens: _Tokens) -> str:
+    """The statement inside ``EXPLAIN [ANALYZE] [(options)] [ANALYZE] <statement>``."""
+    index = 1  # past EXPLAIN
+    if tokens.word(index) == "analyze":
+        index += 1
+    if tokens.is_operator(index, "("):
+        depth = 0
+        while index < len(tokens):
+            text = tokens.text(index) if tokens.kind(index) == duckdb.token_type.operator else ""
+            depth += text.count("(") - text.count(")")
+            index += 1
+            if depth <= 0:
+                break
+    if tokens.word(index) == "analyze":
+        index += 1
+    if index >= len(tokens):
+        raise QueryError("EXPLAIN of what? No statement follows it")
+    return tokens.sql[tokens.start(index) :]
+
+
+def _check_pragma(tokens: _Tokens) -> None:
+    name = tokens.word(1)
+    if name not in READ_PRAGMAS or tokens.is_operator(2, "="):
+        raise QueryError(
+            f"PRAGMA {name or '?'} is not allowed: {_READ_ONLY} "
+            f"(PRAGMAs that read: {', '.join(sorted(READ_PRAGMAS))})"
+        )
+
+
+_refused_lock = threading.Lock()
+_refused_cache: frozenset[str] | None = None
+
+
+def _refused_functions() -> frozenset[str]:
+    """Every built-in table function and table macro of this DuckDB
+    that is not in :data:`READ_TABLE_FUNCTIONS` (asked once per process)."""
+    global _refused_cache
+    with _refused_lock:
+        if _refused_cache is None:
+            with duckdb.connect() as con:
+                rows = con.execute(
+                    "SELECT DISTINCT function_name FROM duckdb_functions() "
+                    "WHERE internal AND function_type IN ('table', 'table_macro')"
+                ).fetchall()
+            _refused_cache = frozenset(name.lower() for (name,) in rows) - READ_TABLE_FUNCTIONS
+        return _refused_cache
+
+
+# -- layer 2: the plan --------------------------------------------------------------
+
+
+def check_plan(cursor: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> None:
+    """Refuse ``sql`` if its physical plan holds anything but reads (runs nothing)."""
+    rows = cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params).fetchall()
+    refused = _refused_functions()
+    for _, text in rows:
+        for node in _walk(json.loads(text)):
+            name = str(node.get("name", "")).strip()
+            info = node.get("extra_info")
+            function = info.get("Function") if isinstance(info, dict) else None
+            if isinstance(function, str):
+                if function.lower() in refused:
+                    raise QueryError(
+                        f"{function.lower()}() is not allowed in a query: {_READ_ONLY}"
+                    )
+            elif name not in READ_OPERATORS:
+                raise QueryError(f"the plan has a {name} operator: {_READ_ONLY}")
+
+
+def _walk(nodes: Any) -> Iterator[dict[str, Any]]:
+    stack = list(nodes) if isinstance(nodes, list) else [nodes]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            yield node
+            children = node.get("children")
+            if isinstance(children, list):
+                stack.extend(children)
+
+
+# -- running a query ----------------------------------------------------------------
 
 
 class Query:
@@ -93,12 +427,15 @@ class Query:
         self.interrupted = False
 
     def run(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
-        """Execute ``sql``; return ``(name, type)`` of each result column."""
-        check_statement(sql)
+        """Check and execute ``sql``; return ``(name, type)`` of each result column."""
+        statement = classify(sql)
+        bound = dict(params) if params else None
         cursor = self._live()
         try:
             cursor.execute("BEGIN TRANSACTION READ ONLY")
-            cursor.execute(sql, dict(params) if params else None)
+            if statement.plan is not None:
+                check_plan(cursor, statement.plan, bound)
+            cursor.execute(sql, bound)
         except duckdb.Error as exc:
             raise self._error(exc) from None
         self._live()  # interrupted before the statement began: do not return its result

@@ -155,6 +155,11 @@ def status(socket_path: str | None, as_json: bool) -> None:
         f"journal: {journal['segments']} segments, {journal['bytes']} bytes, "
         f"durability {journal['durability']}"
         + (f"\nwrite error: {journal['write_error']}" if journal.get("write_error") else "")
+        + (
+            f"\njournal: ignoring {', '.join(journal['ignored_files'])} (not segments)"
+            if journal.get("ignored_files")
+            else ""
+        )
     )
     click.echo(_store_status(reply))
 
@@ -168,7 +173,9 @@ def _store_status(reply: dict[str, Any]) -> str:
     store = reply.get("store")
     if not store:
         return "\n".join([*lines, "store: none (this daemon has no database)"])
-    if store.get("needs_rebuild"):
+    if store.get("open") is False:
+        lines.append("store: not open yet (ingest goes on; events are loaded once it opens)")
+    elif store.get("needs_rebuild"):
         lines.append("store: schema differs from this version; run `telemetryctl rebuild`")
     else:
         last = store.get("last_materialized")
@@ -185,6 +192,11 @@ def _store_status(reply: dict[str, Any]) -> str:
         )
     if store.get("error"):
         lines.append(f"store error: {store['error']}")
+    for damaged in store.get("salvaged") or ():
+        lines.append(
+            f"damaged segment: {damaged['segment']} ({damaged['error']}); its first "
+            f"{damaged['kept_bytes']} bytes kept, the file moved to {damaged['quarantined']}"
+        )
     return "\n".join(lines)
 
 

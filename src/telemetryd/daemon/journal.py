@@ -7,9 +7,10 @@ On disk::
 
 Segment names are ``<UTC time the segment was opened>-<sequence>.jsonl``; the
 sequence grows by one per segment across restarts, and ordering uses it, not
-the time. Each daemon start opens a new segment; a segment is closed when it
-passes ``segment-max-bytes`` or when the UTC day changes, and is never written
-again after that (later retention may compress it to ``.jsonl.gz`` / ``.zst``).
+the time. Each daemon start opens a new segment at its first write; a segment is
+closed when it passes ``segment-max-bytes`` or when the UTC day changes, and is
+never written again after that (later retention may compress it to ``.jsonl.gz``).
+daemon/segments.py holds the naming rules that every reader shares.
 Every line is a complete event encoded by ``telemetryd.events.ENCODER`` and
 carries its schema version in ``v``.
 
@@ -27,60 +28,35 @@ last segment; such a line was never acknowledged, and startup moves it to
 from __future__ import annotations
 
 import contextlib
-import gzip
 import logging
 import math
 import os
 import time
-import zlib
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
-import msgspec
 from anyio.abc import TaskStatus
 
 from telemetryd.config import Journal as JournalConfig
 from telemetryd.daemon.ingest import JOURNALED, Batch, Dedup
+from telemetryd.daemon.segments import (  # noqa: F401  (SUFFIX, GZ_SUFFIX: the journal's names)
+    GZ_SUFFIX,
+    READ_ERRORS,
+    SUFFIX,
+    iter_ids,
+    list_segments,
+    segment_seq,
+    strays,
+)
 from telemetryd.errors import JournalError
 
 log = logging.getLogger(__name__)
 
-SUFFIX = ".jsonl"
-GZ_SUFFIX = SUFFIX + ".gz"  # a closed segment compressed by retention
 GROUP_MAX_BYTES = 8 * 1024 * 1024
 INLINE_WRITE_MAX = 64 * 1024
-_READ_BLOCK = 4 * 1024 * 1024
-
-
-class _IdOnly(msgspec.Struct):
-    id: str | None = None
-
-
-_ID_DECODER = msgspec.json.Decoder(_IdOnly)
-
-
-def segment_seq(name: str) -> int | None:
-    """The sequence number in a segment's file name, or None if it is not a segment."""
-    stem, dot, _ = name.partition(".")
-    if dot and name.startswith(stem + SUFFIX):
-        head, dash, seq = stem.rpartition("-")
-        if dash and seq.isdigit() and len(head) == 16:
-            return int(seq)
-    return None
-
-
-def list_segments(directory: str) -> list[tuple[int, str]]:
-    """``(seq, path)`` of every segment, oldest first (compressed ones included)."""
-    found = []
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            seq = segment_seq(entry.name)
-            if seq is not None:
-                found.append((seq, entry.path))
-    return sorted(found)
 
 
 def _fsync_dir(directory: str) -> None:
@@ -132,22 +108,6 @@ def _cut_torn_tail(path: str, quarantine_dir: str) -> int:
     return len(torn)
 
 
-def _iter_ids(path: str) -> Iterator[str]:
-    with gzip.open(path, "rb") if path.endswith(GZ_SUFFIX) else open(path, "rb") as f:
-        carry = b""
-        while block := f.read(_READ_BLOCK):
-            block = carry + block
-            cut = block.rfind(b"\n") + 1
-            carry = block[cut:]
-            for line in block[:cut].splitlines():
-                try:
-                    event_id = _ID_DECODER.decode(line).id
-                except msgspec.DecodeError:
-                    continue
-                if event_id is not None:
-                    yield event_id
-
-
 class Journal:
     """The segment series in one directory, and its single writer."""
 
@@ -191,7 +151,9 @@ class Journal:
     # -- startup (blocking; runs before the event loop serves anything) --------
 
     def open(self, dedup: Dedup) -> None:
-        """Create directories, repair a torn tail, remember recent ids, open a new segment."""
+        """Create directories, repair a torn tail, remember recent ids. The new segment
+        is opened by the first write, so a start that fails later (or writes nothing)
+        leaves no empty segment behind."""
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         segments = list_segments(self.directory)
         for _, path in segments:
@@ -200,8 +162,9 @@ class Journal:
         self._seed(dedup, segments)
         if segments:
             self._next_seq = segments[-1][0] + 1
-        self._open_segment(datetime.fromtimestamp(self._clock(), UTC))
-        self.written_to = (self._segment, 0)
+            newest = segments[-1][1]
+            if newest.endswith(SUFFIX):  # where `tail` finds the latest events until a write
+                self.written_to = (newest, os.stat(newest).st_size)
 
     def _seed(self, dedup: Dedup, segments: list[tuple[int, str]]) -> None:
         """Remember the ids of the newest events, so resent events are not journaled twice."""
@@ -214,13 +177,12 @@ class Journal:
         for path in reversed(chosen.values()):
             if budget <= 0:
                 break
-            if not path.endswith((SUFFIX, GZ_SUFFIX)):
-                continue  # .zst needs a dependency; the store's dedup still covers these
+            ids: list[str] = []
             try:
-                ids = list(_iter_ids(path))[-budget:]
-            except (OSError, EOFError, zlib.error) as exc:  # a damaged .gz, say
-                log.warning("cannot read the ids in %s (%s); not deduplicating them", path, exc)
-                continue
+                ids.extend(iter_ids(path))
+            except READ_ERRORS as exc:  # a damaged .gz, say: the ids of its good prefix
+                log.warning("cannot read all the ids in %s (%s)", path, exc)
+            ids = ids[-budget:]
             chunks.append(ids)
             budget -= len(ids)
         for ids in reversed(chunks):
@@ -463,4 +425,5 @@ class Journal:
             "queued_bytes": self._pending_bytes,
             "durability": self.config.durability,
             "write_error": self.failed,
+            "ignored_files": strays(self.directory),
         }

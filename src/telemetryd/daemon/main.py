@@ -32,14 +32,12 @@ from telemetryd import __version__, config, paths
 from telemetryd.adapters import pricing
 from telemetryd.daemon.ingest import Ingestor
 from telemetryd.daemon.journal import Journal
-from telemetryd.daemon.materializer import Materializer
+from telemetryd.daemon.materializer import Materializer, open_store
 from telemetryd.daemon.reload import reload
 from telemetryd.daemon.retention import Retention
 from telemetryd.daemon.server import Server, acquire_lock, bind_unix
 from telemetryd.daemon.service import Notifier, activated_sockets, watchdog
-from telemetryd.daemon.store import Store
 from telemetryd.errors import TelemetryError
-from telemetryd.query import harden
 
 log = logging.getLogger("telemetryd")
 
@@ -55,7 +53,7 @@ async def serve(
     """Run the daemon until SIGTERM/SIGINT; ``load`` reads the configuration again (SIGHUP)."""
     lock = acquire_lock(where.lock_file)
     bound: list[_Bound] = []
-    store: Store | None = None
+    materializer: Materializer | None = None
     try:
         os.makedirs(where.spool_dir, mode=0o700, exist_ok=True)
         ingestor = Ingestor(settings.ingest, pricing.from_config(settings.pricing))
@@ -66,8 +64,13 @@ async def serve(
             max_pending_bytes=settings.ingest.max_pending_bytes,
         )
         await anyio.to_thread.run_sync(journal.open, ingestor.dedup)
-        store = await anyio.to_thread.run_sync(open_store, where, settings.store)
-        materializer = Materializer(store, journal, settings.store)
+        # The store opens in the background (materializer.run): ingest never waits for it.
+        materializer = Materializer(
+            journal,
+            settings.store,
+            functools.partial(open_store, where, settings.store),
+            where.database,
+        )
         # Sockets passed by systemd or launchd (never unlinked by us), else our own.
         passed = activated_sockets()
         events = passed.get("events") or _Bound.bind(where.events_socket, bound).sock
@@ -108,31 +111,15 @@ async def serve(
             journal.close_when_drained()
             materializer.stop()
         # The writer has finished: bring the database up to date before exiting.
-        await materializer.refresh_or_log()
+        if materializer.is_open:
+            await materializer.refresh_or_log()
         log.info("stopped: %d events journaled this run", journal.events_written)
     finally:
         for socket_file in bound:
             socket_file.close()
-        if store is not None:
-            store.close()
+        if materializer is not None:
+            materializer.close()
         os.close(lock)
-
-
-def open_store(where: paths.Paths, settings: config.Store) -> Store:
-    """The database, rebuilt if its schema is not this version's, then sandboxed for queries."""
-    store = Store(where.database)
-    if store.needs_rebuild:
-        store.rebuild(where.journal_dir)
-    # Loads read the journal and write temporary files next to the database: the
-    # state directory is the only place SQL may touch.
-    with store.cursor() as con:
-        harden(
-            con,
-            allowed_dirs=[where.state_dir],
-            memory_limit=settings.memory_limit,
-            threads=settings.threads,
-        )
-    return store
 
 
 class _Bound:

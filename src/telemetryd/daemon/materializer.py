@@ -1,5 +1,12 @@
 """Keeping the DuckDB store caught up with the journal, off the event loop.
 
+The store is opened in the background once the daemon serves (ingest never
+waits for it): if another process holds the database file (a `telemetryctl
+query` reading it while the daemon was down), opening is retried with backoff
+until it is free; a file DuckDB cannot open at all is moved aside and the store
+is rebuilt from the journal, which is the truth. A store of another schema
+version is rebuilt at open.
+
 The store's methods block (DuckDB work); they run in a worker thread, one at a
 time. Materialization happens every ``store.interval`` seconds while events
 are pending, as soon as ``store.pending-events`` were journaled, before every
@@ -11,40 +18,141 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
+import duckdb
 from anyio.abc import TaskStatus
 
+from telemetryd import paths
 from telemetryd.config import Store as StoreConfig
 from telemetryd.daemon.journal import Journal
-from telemetryd.daemon.store import Store
+from telemetryd.daemon.store import Store, batch_bytes_for
+from telemetryd.errors import TelemetryError
+from telemetryd.query import harden
 
 log = logging.getLogger(__name__)
 
+OPEN_WAIT = 10.0  # seconds a query or flush waits for the store to open
+_BACKOFF_FIRST = 0.5
+_BACKOFF_MAX = 30.0
+
+
+class StoreUnavailable(TelemetryError):
+    """The database is not open (yet): another process holds it, or opening failed."""
+
+
+def open_store(where: paths.Paths, settings: StoreConfig) -> Store:
+    """The database, rebuilt if its schema is not this version's, then sandboxed for queries.
+
+    Raises duckdb.Error when the file cannot be opened (see :func:`_lock_conflict`)."""
+    memory = _size_bytes(settings.memory_limit)
+    store = Store(
+        where.database,
+        batch_bytes=batch_bytes_for(memory),
+        quarantine_dir=where.quarantine_dir,
+    )
+    try:
+        # Loads read the batch files in the store's private load directory: the only
+        # place SQL may open a file (never the journal, the config or the spool).
+        with store.cursor() as con:
+            harden(
+                con,
+                allowed_dirs=[store.load_dir],
+                memory_limit=settings.memory_limit,
+                threads=settings.threads,
+            )
+        if store.needs_rebuild:
+            store.rebuild(where.journal_dir)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _size_bytes(text: str) -> int:
+    """DuckDB's size syntax ("256MB", "1GiB") in bytes."""
+    number = text.strip().rstrip("iIbB").strip()
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    scale = units.get(number[-1:].upper(), 1)
+    if scale != 1:
+        number = number[:-1]
+    return int(float(number) * scale)
+
+
+def _lock_conflict(exc: duckdb.Error) -> bool:
+    """Whether opening failed because another process holds the file (wait for it)."""
+    return "lock" in str(exc).lower()
+
+
+_DAMAGED = ("not a valid duckdb database", "could not read enough bytes", "corrupt", "checksum")
+
+
+def _unreadable(exc: duckdb.Error) -> bool:
+    """Whether the file itself is damaged (as opposed to a lock, permissions, a full disk:
+    worth waiting for)."""
+    if isinstance(exc, duckdb.SerializationException | duckdb.InternalException):
+        return True
+    message = str(exc).lower()
+    return any(marker in message for marker in _DAMAGED)
+
 
 class Materializer:
-    def __init__(self, store: Store, journal: Journal, config: StoreConfig) -> None:
-        self.store = store
+    def __init__(
+        self,
+        journal: Journal,
+        config: StoreConfig,
+        opener: Callable[[], Store],
+        database: str = "",
+    ) -> None:
         self.journal = journal
         self.config = config
+        self._opener = opener
+        self._database = database
+        self._store: Store | None = None
+        self._opened = anyio.Event()
         self._lock = anyio.Lock()
         self._seen = 0  # journal.events_written when the last run started
         self.failure: str | None = None
         self._scope = anyio.CancelScope()
 
+    @property
+    def store(self) -> Store:
+        """The open store; StoreUnavailable while it is not open."""
+        if self._store is None:
+            raise StoreUnavailable(f"the database is not open yet ({self.failure or 'opening'})")
+        return self._store
+
+    @property
+    def is_open(self) -> bool:
+        return self._store is not None
+
     def stop(self) -> None:
         """End :meth:`run` (a materialization under way finishes first)."""
         self._scope.cancel()
 
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    async def wait_open(self, seconds: float = OPEN_WAIT) -> Store:
+        """The store, once open; StoreUnavailable if it is not open within ``seconds``."""
+        if self._store is None:
+            with anyio.move_on_after(seconds):
+                await self._opened.wait()
+        return self.store
+
     async def refresh(self) -> int:
         """Load everything journaled so far; return the new events stored."""
+        store = await self.wait_open()
         async with self._lock:
             written = self.journal.events_written
             try:
-                count = await anyio.to_thread.run_sync(
-                    self.store.materialize, self.journal.directory
-                )
+                count = await anyio.to_thread.run_sync(store.materialize, self.journal.directory)
             except Exception as exc:  # DuckDB errors, disk full: report, keep serving
                 self.failure = f"{type(exc).__name__}: {exc}"
                 log.error("materialization failed: %s", self.failure)
@@ -58,14 +166,31 @@ class Materializer:
         with contextlib.suppress(Exception):
             await self.refresh()
 
+    async def behind(self, upto: tuple[str, int]) -> str | None:
+        """Why events journaled up to ``upto`` are not all in the database, or None when
+        they are (a query answer says so instead of silently leaving them out)."""
+        if self._store is None:
+            return f"the database is not open: {self.failure or 'opening'}"
+        store = self._store
+        missing = await anyio.to_thread.run_sync(store.missing, self.journal.directory, upto)
+        if not missing:
+            return None
+        reason = self.failure or "loading has not caught up yet"
+        return (
+            f"{missing} bytes of acknowledged events are not in the database yet, so this "
+            f"answer leaves them out ({reason}); `telemetryctl status` shows the store"
+        )
+
     async def rebuild(self) -> int:
+        store = await self.wait_open()
         async with self._lock:
             self._seen = self.journal.events_written
-            return await anyio.to_thread.run_sync(self.store.rebuild, self.journal.directory)
+            return await anyio.to_thread.run_sync(store.rebuild, self.journal.directory)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         with self._scope:
+            await self._open()
             while True:
                 with anyio.move_on_after(self.config.interval):
                     while self.journal.events_written - self._seen < self.config.pending_events:
@@ -73,10 +198,60 @@ class Materializer:
                 if self.journal.events_written != self._seen:
                     await self.refresh_or_log()
 
+    async def _open(self) -> None:
+        """Open the store; never gives up (ingest goes on meanwhile) and never raises."""
+        delay = _BACKOFF_FIRST
+        while self._store is None:
+            try:
+                async with self._lock:
+                    self._store = await anyio.to_thread.run_sync(self._opener)
+                break
+            except duckdb.Error as exc:
+                if _unreadable(exc) and await anyio.to_thread.run_sync(self._set_aside, exc):
+                    continue  # rebuilt from the journal at the next try
+                reason = str(exc).splitlines()[0]
+                if _lock_conflict(exc):
+                    reason = f"the database file is in use by another process: {reason}"
+            except Exception as exc:  # a read-only state directory, say: keep trying
+                reason = f"{type(exc).__name__}: {exc}"
+            if self.failure != reason:
+                log.warning("cannot open the database (%s); retrying", reason)
+            self.failure = reason
+            await anyio.sleep(delay)
+            delay = min(delay * 2, _BACKOFF_MAX)
+        if self.failure is not None:
+            log.info("database open")
+        self.failure = None
+        self._opened.set()
+
+    def _set_aside(self, exc: duckdb.Error) -> bool:
+        """Move a database file that DuckDB cannot open out of the way (the store is then
+        rebuilt from the journal); False if there was nothing to move."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        moved = []
+        for name in (self._database, self._database + ".wal"):
+            if name and os.path.exists(name):
+                os.replace(name, f"{name}.unreadable-{stamp}")
+                moved.append(f"{name}.unreadable-{stamp}")
+        if moved:
+            log.error(
+                "cannot open the database %s (%s); moved aside as %s, rebuilding it "
+                "from the journal",
+                self._database,
+                str(exc).splitlines()[0],
+                ", ".join(moved),
+            )
+        return bool(moved)
+
     async def stats(self) -> dict[str, Any]:
+        if self._store is None:
+            return {"open": False, "error": self.failure}
+        store = self._store
+
         def collect() -> dict[str, Any]:
-            out = self.store.stats()
-            out["pending_bytes"] = self.store.pending(self.journal.directory)
+            out = store.stats()
+            out["open"] = True
+            out["pending_bytes"] = store.pending(self.journal.directory)
             out["error"] = self.failure
             return out
 

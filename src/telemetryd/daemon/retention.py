@@ -45,9 +45,11 @@ import anyio
 from anyio.abc import TaskStatus
 
 from telemetryd.config import Retention as RetentionConfig
-from telemetryd.daemon.journal import GZ_SUFFIX, SUFFIX, Journal, list_segments, segment_seq
+from telemetryd.daemon.journal import Journal
 from telemetryd.daemon.materializer import Materializer
+from telemetryd.daemon.segments import GZ_SUFFIX, SUFFIX, list_segments, segment_seq
 from telemetryd.daemon.store import Store
+from telemetryd.errors import TelemetryError
 
 log = logging.getLogger(__name__)
 
@@ -258,5 +260,7 @@ class Retention:
             await anyio.sleep(self.config.interval)
             try:
                 await self.collect()
+            except TelemetryError as exc:  # the store is not open yet, say: next time
+                log.warning("retention skipped: %s", exc)
             except Exception:  # the store failed, say: report, try again next time
                 log.exception("retention run failed")

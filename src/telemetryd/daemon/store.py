@@ -12,7 +12,8 @@ rebuilt from it at any time. On disk, next to the journal::
                        typed columns (nested objects flattened: agent_model,
                        tokens_cache_read, ...), attrs and log fields as JSON
       views, macros    api_requests, sessions, ... (sql/views.sql, sql/macros.sql)
-    .telemetry.duckdb.load-*.jsonl   byte ranges being loaded (transient)
+    load/batch-*.jsonl   journal lines being loaded (transient copies: the only files
+                         DuckDB may open, so no SQL can touch the journal itself)
 
 The tables are in ``sql/schema.sql``. A database whose schema_version differs
 from this module's is not migrated: :attr:`Store.needs_rebuild` says so, and the
@@ -24,15 +25,26 @@ rows arrive roughly in journal order, so filters on time skip most row groups.
 Measured on 10M events: cost_by_model ~80 ms warm on a busy 2-CPU machine; one
 session's row of the `sessions` view ~10 ms.
 
-Materialization (:meth:`Store.materialize`) is incremental and exactly-once. For
-each segment it takes the complete lines past ``loaded_bytes`` (a torn last line
-waits until its newline is written), copies those bytes to a temporary file
-(``os.copy_file_range``; a closed segment read whole needs no copy), loads them
-with DuckDB's ``read_json`` and explicit column types (``sql/load.sql``), and
-records the new ``loaded_bytes`` in the same transaction as the rows: after a
-crash at any point, rows and offsets agree. Many segments and ranges go into one
-batch, as every commit costs a few milliseconds. Compressed segments
-(``.jsonl.gz``, ``.jsonl.zst``, closed by definition) are loaded whole, once.
+Materialization (:meth:`Store.materialize`) is incremental and exactly-once. It
+reads each segment (daemon/segments.py: gzipped ones decompressed here) from its
+``loaded_bytes`` on, copies complete lines (a torn last line waits until its
+newline is written) into a batch file in ``load/`` (``os.copy_file_range`` for
+plain segments), and loads each batch with DuckDB's ``read_json`` and explicit
+column types (``sql/load.sql``), recording every segment's new ``loaded_bytes``
+in the same transaction as the rows: after a crash at any point, rows and offsets
+agree. ``loaded_bytes`` counts uncompressed bytes, so it means the same for a
+segment before and after compression.
+
+Batches are bounded in bytes so that a load fits DuckDB's memory limit whatever
+the events hold (a 15 KB string costs DuckDB several times its size): the caller
+sizes them from ``memory-limit``, and a load that still runs out of memory is
+rolled back and retried with batches half the size (progress already committed
+stays; the size grows back after many good batches). Many small segments share a
+batch, as every commit costs a few milliseconds.
+
+A damaged ``.gz`` segment (truncated, empty, corrupt) never blocks the others:
+its good prefix is loaded and written back as a plain segment, the damaged file
+goes to ``quarantine/<name>.damaged``, and `status` lists it.
 
 Events are deduplicated by ``id``: of the rows sharing an id, the one stored
 first stays; within one batch, the one received first. The check runs after the
@@ -47,30 +59,41 @@ them from a worker thread, never on the event loop.
 from __future__ import annotations
 
 import contextlib
-import glob
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, TypeVar
 
 import duckdb
 
-from telemetryd.daemon.journal import SUFFIX, list_segments
+from telemetryd.daemon import segments
+from telemetryd.daemon.segments import SUFFIX
 from telemetryd.errors import TelemetryError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SCHEMA_VERSION = 2  # 2: prompt_length
-BATCH_BYTES = 256 * 1024 * 1024  # journal bytes per transaction, at most (one range can't split)
+BATCH_BYTES = 16 * 1024 * 1024  # journal bytes per transaction (one longer line goes alone)
+MIN_BATCH_BYTES = 64 * 1024  # out of memory below this: the load fails and is reported
+_GROW_AFTER = 16  # good batches in a row before a halved batch size doubles again
 _BLOCK = 64 * 1024  # read size when looking for line ends
 _COPY_CHUNK = 8 * 1024 * 1024
+_INFLATE_CHUNK = 1024 * 1024
+
+
+def batch_bytes_for(memory_limit: int) -> int:
+    """The batch size for a DuckDB memory limit (bytes): loading a batch needs up to
+    about eight times its size when events hold long strings (measured: 30 MB of
+    events with 15 KB strings exhausted 256 MB), so a sixteenth of the limit."""
+    return max(MIN_BATCH_BYTES, min(256 * 1024 * 1024, memory_limit // 16))
 
 
 def _sql(name: str) -> str:
@@ -98,31 +121,55 @@ _DROP_DUPLICATES = f"""
     )
 """
 _SAVE_OFFSET = "INSERT OR REPLACE INTO segments VALUES ($seq, $name, $bytes, $complete, $now)"
-# Retention: the events whose ids these journal files hold.
-_FORGET = """
-    DELETE FROM events WHERE id IN (
-        SELECT id FROM read_json(
-            $files, format = 'newline_delimited', ignore_errors = true, columns = {id: 'VARCHAR'}
-        )
-    )
-"""
+# Retention: the events with these ids (read from the doomed segments in Python).
+_FORGET = "DELETE FROM events WHERE id IN (SELECT unnest($ids))"
 
 
 @dataclass(frozen=True, slots=True)
-class _Range:
-    """Bytes [start, end) of one segment to load: complete lines, or a compressed file."""
+class _Piece:
+    """What to load of one segment: its content from ``start`` on, up to ``end`` (the
+    last line end of a plain segment; None for a compressed one: to its end)."""
 
     seq: int
     path: str
     start: int
-    end: int
-    compressed: bool
-    complete: bool  # once loaded, the segment is done and is never read again
-    whole: bool  # the range is the entire file as it stands (closed): read it in place
+    end: int | None
+    size: int  # the plain file's size (0 for a compressed one)
+    closed: bool  # never written again: once read to its end, the segment is complete
 
-    @property
-    def size(self) -> int:
-        return self.end - self.start
+
+class _Batch:
+    """Complete journal lines gathered in one file in the load directory, and how far
+    they take each segment: ``{seq: (file name, loaded_bytes, complete)}``."""
+
+    def __init__(self, directory: str) -> None:
+        self.fd, self.path = tempfile.mkstemp(prefix="batch-", suffix=SUFFIX, dir=directory)
+        self.size = 0
+        self.marks: dict[int, tuple[str, int, bool]] = {}
+
+    def mark(self, piece: _Piece, name: str, loaded: int, complete: bool) -> None:
+        self.marks[piece.seq] = (name, loaded, complete)
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+        self.size += len(data)
+
+    def copy(self, path: str, start: int, end: int) -> None:
+        _copy_range(path, self.fd, start, end)
+        self.size += end - start
+
+    def reset(self) -> None:
+        os.ftruncate(self.fd, 0)
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        self.size = 0
+        self.marks = {}
+
+    def close(self) -> None:
+        os.close(self.fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
 
 
 def _utcnow() -> datetime:
@@ -144,11 +191,27 @@ class Store:
     are serialized by a lock; :meth:`cursor` gives other threads their own connection.
     """
 
-    def __init__(self, path: str, *, batch_bytes: int = BATCH_BYTES) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        batch_bytes: int = BATCH_BYTES,
+        quarantine_dir: str | None = None,
+    ) -> None:
         self.path = path
-        self.batch_bytes = batch_bytes
+        self.batch_bytes = batch_bytes  # the size batches return to after running short
         self.last_materialized: float | None = None  # Unix time the last run finished
+        here = os.path.dirname(os.path.abspath(path))
+        self.load_dir = os.path.join(here, "load")
+        self.quarantine_dir = quarantine_dir or os.path.join(here, "quarantine")
+        self.salvaged: list[dict[str, Any]] = []  # damaged segments met by this process
+        self._limit = batch_bytes  # the batch size now
+        self._good_batches = 0
         self._lock = threading.Lock()
+        # Left by a crash; nobody else can be using this database. Private: only
+        # this process (and DuckDB, for reading) opens what is in it.
+        shutil.rmtree(self.load_dir, ignore_errors=True)
+        os.makedirs(self.load_dir, mode=0o700, exist_ok=True)
         self._con = duckdb.connect(path)
         # Loads need not keep file order within a batch (dedup does not rely on it);
         # dropping it lets DuckDB insert from all threads. Only this connection.
@@ -158,11 +221,6 @@ class Store:
         self._con.execute("SET enable_progress_bar = false")
         self._reader = self._con.cursor()
         self._reader_lock = threading.Lock()
-        self._tmp_prefix = os.path.join(
-            os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.load-"
-        )
-        for stale in glob.glob(glob.escape(self._tmp_prefix) + "*.jsonl"):
-            os.unlink(stale)  # left by a crash; nobody else can be using this database
         self.needs_rebuild = False
         self._open_schema()
 
@@ -294,32 +352,44 @@ class Store:
             return count
 
     def _materialize(self, journal_dir: str) -> int:
-        total = 0
-        for batch in self._batches(self._plan(journal_dir)):
-            total += self._load(batch)
+        """Load in batches; when DuckDB runs out of memory, retry with batches half the
+        size (what earlier batches committed stays)."""
+        loaded = [0]
+        while True:
+            try:
+                self._load_journal(journal_dir, loaded)
+                break
+            except duckdb.OutOfMemoryException as exc:
+                if self._limit <= MIN_BATCH_BYTES:
+                    raise
+                self._limit = max(MIN_BATCH_BYTES, self._limit // 2)
+                self._good_batches = 0
+                log.warning(
+                    "loading ran out of DuckDB memory (%s); going on with batches of %d bytes",
+                    str(exc).splitlines()[0],
+                    self._limit,
+                )
         self.last_materialized = time.time()
-        return total
+        return loaded[0]
 
     def _offsets(self, con: duckdb.DuckDBPyConnection) -> dict[int, tuple[int, bool]]:
         rows = con.execute("SELECT seq, loaded_bytes, complete FROM segments").fetchall()
         return {seq: (loaded, complete) for seq, loaded, complete in rows}
 
-    def _plan(self, journal_dir: str) -> list[_Range]:
+    def _plan(self, journal_dir: str) -> list[_Piece]:
         """What to load, in journal order."""
         offsets = self._offsets(self._con)
-        segments = _segments(journal_dir)
+        found = segments.chosen(journal_dir)
         plan = []
-        for index, (seq, path) in enumerate(segments):
+        for index, (seq, path) in enumerate(found):
             loaded, complete = offsets.get(seq, (0, False))
             if complete:
                 continue
+            if segments.is_compressed(path):  # closed by definition; read to its end
+                plan.append(_Piece(seq, path, loaded, None, 0, True))
+                continue
             try:
                 size = os.stat(path).st_size
-                if not path.endswith(SUFFIX):
-                    # Compressed, so closed. If it was partly loaded before compression,
-                    # loading it whole again is still right: the dedup drops the repeats.
-                    plan.append(_Range(seq, path, 0, size, True, True, True))
-                    continue
                 if size < loaded:
                     log.warning(
                         "journal segment %s is %d bytes, shorter than the %d already "
@@ -333,67 +403,178 @@ class Store:
             except FileNotFoundError:
                 continue  # deleted meanwhile (retention)
             # Only the newest segment can still grow: the writer never reopens older ones.
-            closed = index < len(segments) - 1
-            done = closed and end == size
-            if end > loaded or done:
-                plan.append(_Range(seq, path, loaded, end, False, done, done and loaded == 0))
+            closed = index < len(found) - 1
+            if end > loaded or closed:
+                plan.append(_Piece(seq, path, loaded, end, size, closed))
         return plan
 
-    def _batches(self, plan: list[_Range]) -> Iterator[list[_Range]]:
-        """Group the ranges into batches of at most ``batch_bytes`` (splitting big ranges
-        at line ends), so that one transaction stays bounded."""
-        batch: list[_Range] = []
-        size = 0
-        for whole in plan:
-            for piece in _split(whole, self.batch_bytes):
-                if batch and size + piece.size > self.batch_bytes:
-                    yield batch
-                    batch, size = [], 0
-                batch.append(piece)
-                size += piece.size
-        if batch:
-            yield batch
-
-    def _load(self, batch: list[_Range]) -> int:
-        """Load one batch and record its offsets, in one transaction; retry once skipping
-        malformed lines if DuckDB cannot read them (a journal damaged on disk)."""
-        files = [piece.path for piece in batch if piece.whole]
-        copies = [piece for piece in batch if piece.size and not piece.whole]
-        tmp = self._copy(copies) if copies else None
-        if tmp:
-            files.append(tmp)
+    def _load_journal(self, journal_dir: str, loaded: list[int]) -> None:
+        batch = _Batch(self.load_dir)
         try:
-            try:
-                return self._in_transaction(lambda: self._insert(batch, files, lenient=False))
-            except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
+            for piece in self._plan(journal_dir):
+                if piece.end is None:
+                    self._gather_compressed(piece, batch, loaded)
+                else:
+                    self._gather_plain(piece, batch, loaded)
+            if batch.marks:
+                self._commit(batch, loaded)
+        finally:
+            batch.close()
+
+    def _gather_plain(self, piece: _Piece, batch: _Batch, loaded: list[int]) -> None:
+        """Add the complete lines of a plain segment to batches, committing full ones."""
+        assert piece.end is not None
+        name = os.path.basename(piece.path)
+        pos = piece.start
+        while pos < piece.end:
+            room = self._limit - batch.size
+            cut = (
+                piece.end
+                if piece.end - pos <= room
+                else _last_line_end(piece.path, pos, pos + room)
+            )
+            if cut == pos:  # not even one line fits in what is left
+                if batch.size:
+                    self._commit(batch, loaded)
+                    continue
+                cut = _next_line_end(piece.path, pos, piece.end)  # a long line goes alone
+            batch.copy(piece.path, pos, cut)
+            pos = cut
+            batch.mark(piece, name, pos, piece.closed and pos == piece.end)
+            if batch.size >= self._limit:
+                self._commit(batch, loaded)
+        if piece.closed:
+            if piece.end < piece.size:
                 log.warning(
-                    "journal %s has lines that cannot be loaded (%s); loading the rest",
-                    ", ".join(sorted({os.path.basename(p.path) for p in batch})),
-                    str(exc).splitlines()[0],
+                    "journal segment %s is closed but ends in %d bytes without a newline; "
+                    "they are not events and are left out",
+                    piece.path,
+                    piece.size - piece.end,
                 )
-                return self._in_transaction(lambda: self._insert(batch, files, lenient=True))
-        finally:
-            if tmp:
-                os.unlink(tmp)
+            batch.mark(piece, name, pos, True)
 
-    def _copy(self, pieces: list[_Range]) -> str:
-        """A new temporary file next to the database holding the pieces' bytes."""
-        fd, tmp = tempfile.mkstemp(
-            prefix=os.path.basename(self._tmp_prefix),
-            suffix=".jsonl",
-            dir=os.path.dirname(self._tmp_prefix),
-        )
-        try:
-            for piece in pieces:
-                _copy_range(piece.path, fd, piece.start, piece.end)
-        except BaseException:
+    def _gather_compressed(self, piece: _Piece, batch: _Batch, loaded: list[int]) -> None:
+        """Like :meth:`_gather_plain`, inflating a gzipped segment on the way. It is read
+        through once first: a damaged one is salvaged (see the module docstring), and
+        its trusted prefix loaded as the plain segment it becomes."""
+        damage, good = segments.check(piece.path)
+        if damage is not None:
+            plain = self._salvage(piece.path, good, damage)
+            start = min(piece.start, good)
+            self._gather_plain(_Piece(piece.seq, plain, start, good, good, True), batch, loaded)
+            return
+        name = os.path.basename(piece.path)
+        pos = 0  # uncompressed offset of the start of `carry`
+        carry = b""
+        with segments.open_content(piece.path) as content:
+            while block := content.read(_INFLATE_CHUNK):
+                if pos + len(carry) + len(block) <= piece.start:  # loaded before
+                    pos += len(block)
+                    continue
+                data = carry + block
+                if pos < piece.start:
+                    data = data[piece.start - pos :]
+                    pos = piece.start
+                cut = data.rfind(b"\n") + 1
+                carry = data[cut:]
+                pos = self._add_lines(piece, name, data[:cut], pos, batch, loaded)
+        if carry:
+            log.warning(
+                "journal segment %s ends in %d bytes without a newline; left out",
+                piece.path,
+                len(carry),
+            )
+        batch.mark(piece, name, pos, True)
+
+    def _add_lines(
+        self, piece: _Piece, name: str, data: bytes, pos: int, batch: _Batch, loaded: list[int]
+    ) -> int:
+        """Put ``data`` (complete lines, starting at offset ``pos``) into batches."""
+        view = memoryview(data)
+        while view:
+            room = self._limit - batch.size
+            take = len(view)
+            if take > room:
+                take = bytes(view[:room]).rfind(b"\n") + 1
+                if not take:  # not even one line fits in what is left
+                    if batch.size:
+                        self._commit(batch, loaded)
+                        continue
+                    take = bytes(view).find(b"\n") + 1  # a long line goes alone
+            batch.write(bytes(view[:take]))
+            view = view[take:]
+            pos += take
+            batch.mark(piece, name, pos, False)
+            if batch.size >= self._limit:
+                self._commit(batch, loaded)
+        return pos
+
+    def _salvage(self, path: str, good: int, damage: BaseException) -> str:
+        """Keep the first ``good`` bytes of the damaged ``path`` as a plain segment and
+        move ``path`` to quarantine; return the plain segment's path."""
+        plain = path[: -len(".gz")]
+        directory = os.path.dirname(path)
+        info = os.stat(path)
+        tmp = os.path.join(directory, "." + os.path.basename(plain) + ".salvage")
+        with open(tmp, "wb") as out:
+            left = good
+            with contextlib.suppress(*segments.DAMAGE_ERRORS), segments.open_content(path) as src:
+                while left > 0 and (block := src.read(min(_INFLATE_CHUNK, left))):
+                    out.write(block)
+                    left -= len(block)
+            out.flush()
+            os.fsync(out.fileno())
+        os.utime(tmp, ns=(info.st_atime_ns, info.st_mtime_ns))  # retention judges by age
+        if os.path.exists(plain):  # compression was under way: the plain file is whole
             os.unlink(tmp)
-            raise
-        finally:
-            os.close(fd)
-        return tmp
+        else:
+            os.rename(tmp, plain)
+            _fsync_dir(directory)
+        os.makedirs(self.quarantine_dir, mode=0o700, exist_ok=True)
+        target = os.path.join(self.quarantine_dir, os.path.basename(path) + ".damaged")
+        shutil.move(path, target)
+        _fsync_dir(directory)
+        report = {
+            "segment": os.path.basename(path),
+            "kept_bytes": good,
+            "quarantined": target,
+            "error": f"{type(damage).__name__}: {damage}",
+            "at": _iso(time.time()),
+        }
+        self.salvaged.append(report)
+        log.error(
+            "journal segment %s is damaged (%s): its first %d bytes, the part that can be "
+            "trusted, are kept as %s; the damaged file is in %s",
+            path,
+            report["error"],
+            good,
+            os.path.basename(plain),
+            target,
+        )
+        return plain
 
-    def _insert(self, batch: list[_Range], files: list[str], *, lenient: bool) -> int:
+    def _commit(self, batch: _Batch, loaded: list[int]) -> None:
+        """Load the batch and record its offsets in one transaction; retry once skipping
+        malformed lines if DuckDB cannot read them (a journal damaged on disk)."""
+        files = [batch.path] if batch.size else []
+        try:
+            count = self._in_transaction(lambda: self._insert(batch, files, lenient=False))
+        except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
+            log.warning(
+                "journal %s has lines that cannot be loaded (%s); loading the rest",
+                ", ".join(sorted(name for name, _, _ in batch.marks.values())),
+                str(exc).splitlines()[0],
+            )
+            count = self._in_transaction(lambda: self._insert(batch, files, lenient=True))
+        loaded[0] += count
+        if batch.size >= self._limit // 2 and self._limit < self.batch_bytes:
+            self._good_batches += 1
+            if self._good_batches >= _GROW_AFTER:
+                self._limit = min(self.batch_bytes, self._limit * 2)
+                self._good_batches = 0
+        batch.reset()
+
+    def _insert(self, batch: _Batch, files: list[str], *, lenient: bool) -> int:
         con = self._con
         count = 0
         if files:
@@ -408,14 +589,8 @@ class Store:
         con.executemany(
             _SAVE_OFFSET,
             [
-                {
-                    "seq": piece.seq,
-                    "name": os.path.basename(piece.path),
-                    "bytes": piece.end,
-                    "complete": piece.complete,
-                    "now": now,
-                }
-                for piece in batch
+                {"seq": seq, "name": name, "bytes": end, "complete": complete, "now": now}
+                for seq, (name, end, complete) in batch.marks.items()
             ],
         )
         return count
@@ -443,9 +618,9 @@ class Store:
         with self._lock:
             yield
 
-    def forget(self, segments: dict[int, list[str]]) -> int:
+    def forget(self, files: dict[int, list[str]]) -> int:
         """Delete complete journal segments together with their events; return the rows
-        deleted. ``segments`` maps a seq to its files (plain and/or compressed).
+        deleted. ``files`` maps a seq to its files (plain and/or compressed).
 
         Under the lock (no load in between): one transaction deletes the events whose ids
         the files hold and the segments' rows; then the files go. After a crash between
@@ -456,31 +631,27 @@ class Store:
             if self.needs_rebuild:
                 raise TelemetryError(f"{self.path}: store schema differs; rebuild it first")
             offsets = self._offsets(self._con)
-            doomed = {
-                seq: files for seq, files in segments.items() if offsets.get(seq, (0, False))[1]
-            }
+            doomed = {seq: paths for seq, paths in files.items() if offsets.get(seq, (0, False))[1]}
             if not doomed:
                 return 0
-            # One file per segment holds its ids: the plain one while both exist.
-            reading = [
-                min(files, key=lambda path: not path.endswith(SUFFIX))
-                for files in doomed.values()
-                if files
-            ]
+            ids: list[str] = []
+            for paths in doomed.values():
+                if paths:  # one file per segment holds its ids: the plain one while both exist
+                    ids.extend(_ids_in(min(paths, key=lambda path: not path.endswith(SUFFIX))))
 
             def delete() -> int:
-                row = self._con.execute(_FORGET, {"files": reading}).fetchone()
+                row = self._con.execute(_FORGET, {"ids": ids}).fetchone()
                 self._con.execute(
                     "DELETE FROM segments WHERE seq IN (SELECT unnest($seqs))",
                     {"seqs": sorted(doomed)},
                 )
                 return int(row[0]) if row else 0
 
-            count = self._in_transaction(delete) if reading else 0
+            count = self._in_transaction(delete)
             # (Not fsynced: files that come back after a power loss have no rows any more,
             # so they are loaded and deleted again, like after a crash.)
-            for files in doomed.values():
-                for path in files:
+            for paths in doomed.values():
+                for path in paths:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(path)
             return count
@@ -489,11 +660,11 @@ class Store:
 
     def pending(self, journal_dir: str) -> int:
         """Journal bytes not materialized yet (a torn last line counts until cut off;
-        a compressed segment counts with its compressed size)."""
+        a compressed segment not loaded to its end counts with its compressed size)."""
         with self._reader_lock:
             offsets = self._offsets(self._reader) if not self.needs_rebuild else {}
         total = 0
-        for seq, path in _segments(journal_dir):
+        for seq, path in segments.chosen(journal_dir):
             loaded, complete = offsets.get(seq, (0, False))
             if complete:
                 continue
@@ -501,7 +672,32 @@ class Store:
                 size = os.stat(path).st_size
             except FileNotFoundError:
                 continue
-            total += size if not path.endswith(SUFFIX) else max(0, size - loaded)
+            total += size if segments.is_compressed(path) else max(0, size - loaded)
+        return total
+
+    def missing(self, journal_dir: str, upto: tuple[str, int]) -> int:
+        """Journal bytes written up to ``upto`` (a segment path and a size in it) that are
+        not in the database: 0 once a query may promise it sees every event acknowledged
+        before it started."""
+        segment, size = upto
+        last = segments.segment_seq(os.path.basename(segment)) if segment else None
+        if last is None:
+            return 0
+        with self._reader_lock:
+            offsets = self._offsets(self._reader) if not self.needs_rebuild else {}
+        total = 0
+        for seq, path in segments.chosen(journal_dir):
+            if seq > last:
+                break
+            loaded, complete = offsets.get(seq, (0, False))
+            if complete:
+                continue
+            if seq == last:
+                total += max(0, size - loaded)
+                break
+            with contextlib.suppress(FileNotFoundError):
+                stored = os.stat(path).st_size
+                total += stored if segments.is_compressed(path) else max(0, stored - loaded)
         return total
 
     def stats(self) -> dict[str, Any]:
@@ -520,18 +716,21 @@ class Store:
             "last_materialized": _iso(self.last_materialized),
             "last_loaded": None,
             "database_bytes": size,
+            "batch_bytes": self._limit,
+            "salvaged": list(self.salvaged),
         }
         if not self.needs_rebuild:
+            # fetchall: a result left unread keeps a transaction open on the shared
+            # reader, and a CHECKPOINT (rebuild) then fails while it lasts.
             with self._reader_lock:
-                (events,) = self._reader.execute("SELECT count(*) FROM events").fetchone() or (0,)
-                row = self._reader.execute(
+                [(events,)] = self._reader.execute("SELECT count(*) FROM events").fetchall()
+                [(count, complete, last_loaded)] = self._reader.execute(
                     "SELECT count(*), count(*) FILTER (WHERE complete), max(loaded_at) "
                     "FROM segments"
-                ).fetchone()
-            segments, complete, last_loaded = row or (0, 0, None)
+                ).fetchall()
             out.update(
                 events=events,
-                segments=segments,
+                segments=count,
                 segments_complete=complete,
                 last_loaded=_iso(last_loaded),
             )
@@ -541,18 +740,24 @@ class Store:
 # -- journal files -----------------------------------------------------------------
 
 
-def _segments(journal_dir: str) -> list[tuple[int, str]]:
-    """``(seq, path)`` per segment, oldest first; while a segment exists both plain and
-    compressed (compression under way), the plain file is the one to read."""
+def _ids_in(path: str) -> list[str]:
+    """The ids in a segment file (of its good prefix, if it is damaged)."""
+    ids: list[str] = []
     try:
-        found = list_segments(journal_dir)
+        ids.extend(segments.iter_ids(path))
     except FileNotFoundError:
-        return []
-    chosen: dict[int, str] = {}
-    for seq, path in found:
-        if seq not in chosen or path.endswith(SUFFIX):
-            chosen[seq] = path
-    return sorted(chosen.items())
+        pass
+    except segments.DAMAGE_ERRORS as exc:
+        log.warning("journal segment %s is damaged (%s); forgetting its readable ids", path, exc)
+    return ids
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _last_line_end(path: str, start: int, size: int) -> int:
@@ -579,22 +784,6 @@ def _next_line_end(path: str, pos: int, limit: int) -> int:
                 return pos + cut + 1
             pos += len(block)
     return limit
-
-
-def _split(whole: _Range, batch_bytes: int) -> Iterator[_Range]:
-    """``whole`` in pieces of about ``batch_bytes`` that end at line ends. Only the last
-    piece carries ``complete``; a range that is split is copied, not read in place."""
-    if whole.compressed or whole.size <= batch_bytes:
-        yield whole
-        return
-    start = whole.start
-    while start < whole.end:
-        cut = whole.end
-        if whole.end - start > batch_bytes:
-            cut = _next_line_end(whole.path, start + batch_bytes - 1, whole.end)
-        last = cut == whole.end
-        yield replace(whole, start=start, end=cut, complete=whole.complete and last, whole=False)
-        start = cut
 
 
 def _copy_range(path: str, out_fd: int, start: int, end: int) -> None:

@@ -1,0 +1,274 @@
+"""Journal segment files: the on-disk contract that every reader of the journal shares.
+
+In ``journal/``::
+
+    20261121T233532Z-000007.jsonl      a segment: canonical events, one per "\\n"-ended line
+    20261121T233532Z-000007.jsonl.gz   the same bytes gzipped (closed and materialized)
+
+A segment's name is exactly ``<UTC time it was opened, %Y%m%dT%H%M%SZ>-<sequence>``
+plus ``.jsonl`` or ``.jsonl.gz``, and it is a regular file. Anything else in the
+directory (``x.jsonl.bak``, a directory or a symlink named like a segment, a FIFO)
+is not a segment: readers ignore it, and it is logged once. Names starting with a
+dot are temporary files of telemetryd's own (a compression or a salvage under way)
+and are ignored silently.
+
+A segment's content is its uncompressed bytes: offsets into a segment (the store's
+``loaded_bytes``) count those, whether the file is plain or gzipped, so a segment
+compressed after it was partly loaded is read on from the same offset. While both
+files of a segment exist (compression under way), the plain one is the one to read.
+
+A damaged ``.gz`` (truncated, 0 bytes, corrupt) yields what it can and then raises
+one of :data:`DAMAGE_ERRORS`; :func:`check` says how much of it can be trusted, and
+the store salvages that prefix into a plain segment and moves the damaged file to
+``quarantine/`` (daemon/store.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import stat
+import threading
+import zlib
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import msgspec
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".jsonl"
+GZ_SUFFIX = SUFFIX + ".gz"  # a closed segment compressed by retention
+DAMAGE_ERRORS = (EOFError, zlib.error)
+READ_ERRORS = (OSError, EOFError, zlib.error)  # damage, or the file system failed
+_READ_BLOCK = 4 * 1024 * 1024
+
+_reported_lock = threading.Lock()
+_reported: set[str] = set()
+
+
+def segment_seq(name: str) -> int | None:
+    """The sequence number in a segment's file name, or None if it is not a segment name."""
+    if name.endswith(GZ_SUFFIX):
+        stem = name[: -len(GZ_SUFFIX)]
+    elif name.endswith(SUFFIX):
+        stem = name[: -len(SUFFIX)]
+    else:
+        return None
+    head, dash, seq = stem.rpartition("-")
+    if not (dash and seq.isascii() and seq.isdigit() and _is_timestamp(head)):
+        return None
+    return int(seq)
+
+
+def _is_timestamp(text: str) -> bool:
+    """``20261121T233532Z``."""
+    return (
+        len(text) == 16
+        and text[8] == "T"
+        and text[15] == "Z"
+        and (text[:8] + text[9:15]).isascii()
+        and (text[:8] + text[9:15]).isdigit()
+    )
+
+
+def is_compressed(path: str) -> bool:
+    return path.endswith(GZ_SUFFIX)
+
+
+def list_segments(directory: str) -> list[tuple[int, str]]:
+    """``(seq, path)`` of every segment file, oldest first (compressed ones included).
+
+    Anything else in ``directory`` is skipped and logged once per name."""
+    found = []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            seq = segment_seq(entry.name)
+            if seq is None:
+                _report(entry.path, "not a journal segment name")
+                continue
+            try:
+                regular = entry.is_file(follow_symlinks=False)
+            except OSError:
+                regular = False
+            if not regular:
+                _report(entry.path, "named like a segment but not a regular file")
+                continue
+            found.append((seq, entry.path))
+    return sorted(found)
+
+
+def strays(directory: str) -> list[str]:
+    """The names in ``directory`` that readers ignore (for `status`)."""
+    out = []
+    with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if segment_seq(entry.name) is None or not entry.is_file(follow_symlinks=False):
+                out.append(entry.name)
+    return sorted(out)
+
+
+def _report(path: str, why: str) -> None:
+    with _reported_lock:
+        if path in _reported:
+            return
+        _reported.add(path)
+    log.warning("journal: ignoring %s (%s)", path, why)
+
+
+def chosen(directory: str) -> list[tuple[int, str]]:
+    """``(seq, path)`` per segment, oldest first: one file per segment, the plain one
+    while both exist. A missing directory has no segments."""
+    try:
+        found = list_segments(directory)
+    except FileNotFoundError:
+        return []
+    picked: dict[int, str] = {}
+    for seq, path in found:
+        if seq not in picked or path.endswith(SUFFIX):
+            picked[seq] = path
+    return sorted(picked.items())
+
+
+def open_content(path: str) -> Content:
+    """The segment's content (uncompressed), for reading. Opens regular files only
+    (never follows a symlink, never blocks on a FIFO)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        os.set_blocking(fd, True)
+        raw = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    return Content(raw, _Inflater(raw, path) if is_compressed(path) else None)
+
+
+class Content:
+    """A segment's uncompressed bytes, read in order; closes its file."""
+
+    def __init__(self, raw: BinaryIO, inflater: _Inflater | None) -> None:
+        self._raw = raw
+        self.inflater = inflater
+
+    def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes (b"" at the end). A damaged ``.gz`` returns everything
+        before the damage first, then raises one of :data:`DAMAGE_ERRORS`."""
+        if self.inflater is None:
+            return self._raw.read(size)
+        return self.inflater.read(size)
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> Content:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Inflater:
+    """gzip (one or more members) inflated a bounded piece at a time, so that a damaged
+    file yields all it can and a crafted one cannot balloon in memory."""
+
+    _IN = 64 * 1024
+    _OUT = 1024 * 1024
+
+    def __init__(self, raw: BinaryIO, path: str) -> None:
+        self._raw = raw
+        self._path = path
+        self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._out = bytearray()
+        self._error: BaseException | None = None
+        self._done = False
+        self._started = False
+        self._total = 0  # bytes inflated so far
+        self.verified = 0  # bytes of the members that ended whole (CRC and length right)
+
+    def read(self, size: int) -> bytes:
+        while len(self._out) < size and not self._done and self._error is None:
+            try:
+                self._step()
+            except DAMAGE_ERRORS as exc:
+                self._error = exc
+        if not self._out and self._error is not None:
+            raise self._error
+        piece = bytes(self._out[:size])
+        del self._out[:size]
+        return piece
+
+    def _step(self) -> None:
+        inflate = self._inflate
+        if inflate.unconsumed_tail:
+            data = inflate.unconsumed_tail
+        elif inflate.eof:  # a member ended: another may follow
+            data = inflate.unused_data or self._raw.read(self._IN)
+            if not data:
+                self._done = True
+                return
+            self._inflate = inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        else:
+            data = self._raw.read(self._IN)
+            if not data:
+                what = "is empty: not even a gzip header" if not self._started else "ends early"
+                raise EOFError(f"{self._path} {what} (truncated)")
+        self._started = True
+        produced = inflate.decompress(data, self._OUT)
+        self._total += len(produced)
+        self._out += produced
+        if inflate.eof:  # its CRC and length checked out
+            self.verified = self._total
+
+
+def check(path: str) -> tuple[BaseException | None, int]:
+    """Read a compressed segment through: ``(None, size)`` when it is whole, else the
+    damage and how many of its first bytes can be trusted. A truncated file's content
+    is right up to where it stops (its complete lines count); a corrupt one's cannot
+    be trusted past its last member that checked out (zlib sees corruption only at a
+    member's CRC, after the wrong bytes came out)."""
+    total = lines_end = 0
+    with open_content(path) as content:
+        try:
+            while block := content.read(_READ_BLOCK):
+                cut = block.rfind(b"\n")
+                if cut >= 0:
+                    lines_end = total + cut + 1
+                total += len(block)
+        except EOFError as exc:
+            return exc, lines_end
+        except zlib.error as exc:
+            assert content.inflater is not None
+            return exc, content.inflater.verified
+    return None, total
+
+
+class _IdOnly(msgspec.Struct):
+    id: str | None = None
+
+
+_ID_DECODER = msgspec.json.Decoder(_IdOnly)
+
+
+def iter_ids(path: str) -> Iterator[str]:
+    """The event ids in a segment, in order. A damaged ``.gz`` yields the ids of its
+    good prefix, then raises one of :data:`DAMAGE_ERRORS`."""
+    with open_content(path) as f:
+        carry = b""
+        while block := f.read(_READ_BLOCK):
+            block = carry + block
+            cut = block.rfind(b"\n") + 1
+            carry = block[cut:]
+            for line in block[:cut].splitlines():
+                try:
+                    event_id = _ID_DECODER.decode(line).id
+                except msgspec.DecodeError:
+                    continue
+                if event_id is not None:
+                    yield event_id

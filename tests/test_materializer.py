@@ -1,0 +1,216 @@
+"""The store as the running daemon keeps it: it opens in the background while ingest goes
+on, loads big events within its memory limit, gets past damaged and stray journal files,
+and leaves no empty segments behind. Real daemon, real files, real DuckDB."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from conftest import Daemon, ctl, exchange, summary
+
+DaemonFactory = Callable[..., Daemon]
+
+
+def custom(count: int, prefix: str, attrs: dict[str, Any] | None = None) -> bytes:
+    return b"".join(
+        json.dumps(
+            {"type": "custom", "id": f"{prefix}-{n}", "name": prefix, "attrs": attrs or {}}
+        ).encode()
+        + b"\n"
+        for n in range(count)
+    )
+
+
+def send(daemon: Daemon, payload: bytes) -> None:
+    count = payload.count(b"\n")
+    assert exchange(daemon.events_socket, payload) == [summary(count, count)]
+
+
+def count(sql: str = "select count(*) as n from events") -> int:
+    result = ctl("query", "--format", "json", sql)
+    assert result.returncode == 0, result.stderr
+    return int(json.loads(result.stdout)[0]["n"])
+
+
+def status() -> dict[str, Any]:
+    result = ctl("status", "--json")
+    assert result.returncode == 0, result.stderr
+    reply: dict[str, Any] = json.loads(result.stdout)
+    return reply
+
+
+def new_segment(daemon: Daemon) -> None:
+    assert daemon.proc is not None
+    daemon.notifications.clear()
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.wait_for("READY=1")
+
+
+def test_big_events_reach_the_database_with_the_default_memory_limit(
+    running_daemon: Daemon,
+) -> None:
+    """2,000 valid events with 15 KB of attrs each (30 MB) used to make every load run out
+    of memory: `query` answered 0 rows, forever, and a rebuild left 0 events."""
+    blob = {"blob": "x" * 15_000}
+    for part in range(4):
+        send(running_daemon, custom(500, f"big{part}", blob))
+    assert count() == 2000
+    rebuilt = ctl("rebuild")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert rebuilt.stdout == b"rebuilt: 2000 events\n"
+    assert count("select count(*) as n from events where length(attrs) > 15000") == 2000
+    assert "Traceback" not in running_daemon.log()
+
+
+def test_the_daemon_starts_and_ingests_while_another_process_holds_the_database(
+    daemon_factory: DaemonFactory,
+) -> None:
+    """A `telemetryctl query` that read the file while the daemon was down holds DuckDB's
+    lock: the daemon still starts, acknowledges and journals; the store opens once the
+    file is free, and loads everything."""
+    daemon = daemon_factory().start()
+    send(daemon, custom(5, "before"))
+    assert count() == 5
+    assert daemon.stop() == 0
+    reader = duckdb.connect(str(daemon.home / "telemetry.duckdb"), read_only=True)
+    try:
+        daemon.start()
+        send(daemon, custom(7, "during"))
+        sent = ctl("send", "--type", "custom", "--name", "from-send")
+        assert sent.returncode == 0 and sent.stderr == b""  # acknowledged, not spooled
+        assert not list((daemon.home / "spool").iterdir())
+        store = status()["store"]
+        assert store["open"] is False
+        assert "in use by another process" in store["error"]
+    finally:
+        reader.close()
+    assert count() == 13  # the query waits for the store to open, then loads it all
+    assert status()["store"]["open"] is True
+    assert daemon.stop() == 0
+
+
+def test_starts_that_fail_or_write_nothing_leave_no_empty_segment(
+    daemon_factory: DaemonFactory,
+) -> None:
+    first = daemon_factory().start()
+    send(first, custom(3, "a"))
+    second = subprocess.run(
+        [sys.executable, "-m", "telemetryd"],
+        env=dict(os.environ, TELEMETRYD_HOME=str(first.home)),
+        capture_output=True,
+        timeout=20,
+        check=False,
+    )
+    assert second.returncode == 1  # another telemetryd holds the state directory
+    assert b"holds" in second.stderr
+    assert first.stop() == 0
+    first.start()  # and a start that journals nothing
+    assert first.stop() == 0
+    segments = sorted(p.name for p in first.journal_dir.iterdir())
+    assert len(segments) == 1 and segments[0].endswith("-000001.jsonl")
+
+
+def test_damaged_compressed_segments_cost_only_their_damage(
+    daemon_factory: DaemonFactory,
+) -> None:
+    """A truncated and an empty .gz segment: the daemon starts, every intact segment and
+    the truncated one's complete lines are queryable, status names the damage, gc and
+    rebuild work, and the database agrees with the journal."""
+    daemon = daemon_factory().start()
+    for part in range(4):
+        send(daemon, custom(200, f"p{part}"))
+        new_segment(daemon)
+    send(daemon, custom(1, "last"))
+    gc = ctl("gc", "--json")
+    assert gc.returncode == 0, gc.stderr
+    assert len(json.loads(gc.stdout)["compressed"]) == 4
+    assert daemon.stop() == 0
+    gzipped = sorted(daemon.journal_dir.glob("*.jsonl.gz"))
+    whole = gzipped[1].read_bytes()
+    gzipped[1].write_bytes(whole[: len(whole) // 2])
+    gzipped[2].write_bytes(b"")
+
+    daemon.start()
+    rebuilt = ctl("rebuild")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    kept = daemon.journal_dir / gzipped[1].name.removesuffix(".gz")
+    survivors = kept.read_bytes().count(b"\n")
+    assert 0 < survivors < 200
+    expected = 200 + survivors + 0 + 200 + 1
+    assert count() == expected
+    assert count("select count(*) as n from events where name = 'p2'") == 0
+    store = status()["store"]
+    assert sorted(item["segment"] for item in store["salvaged"]) == [
+        gzipped[1].name,
+        gzipped[2].name,
+    ]
+    assert (daemon.home / "quarantine" / (gzipped[1].name + ".damaged")).read_bytes() == (
+        whole[: len(whole) // 2]
+    )
+    shown = ctl("status")
+    assert b"damaged segment: " + gzipped[1].name.encode() in shown.stdout
+    again = ctl("gc", "--json")
+    assert again.returncode == 0, again.stderr
+    assert count() == expected
+    # The journal now says what the database says.
+    lines = 0
+    for path in daemon.journal_dir.iterdir():
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        lines += data.count(b"\n")
+    assert lines == expected
+    assert daemon.stop() == 0
+    assert "Traceback" not in daemon.log()
+
+
+def test_stray_files_in_the_journal_are_ignored_and_reported(
+    daemon_factory: DaemonFactory,
+) -> None:
+    """A backup copy of the current segment used to make the store treat the segment as
+    closed (later events never loaded, `status` said nothing pending); a directory named
+    like a segment made startup die with IsADirectoryError."""
+    daemon = daemon_factory().start()
+    send(daemon, custom(3, "a"))
+    current = next(daemon.journal_dir.glob("*.jsonl"))
+    assert daemon.stop() == 0
+    (daemon.journal_dir / (current.name + ".bak")).write_bytes(current.read_bytes())
+    (daemon.journal_dir / current.name.replace("-000001", "-000009")).mkdir()
+    daemon.start()
+    send(daemon, custom(4, "b"))
+    assert count() == 7
+    send(daemon, custom(2, "c"))
+    assert count() == 9
+    journal = status()["journal"]
+    assert sorted(journal["ignored_files"]) == sorted(
+        [current.name + ".bak", current.name.replace("-000001", "-000009")]
+    )
+    assert status()["store"]["pending_bytes"] == 0
+    assert daemon.stop() == 0
+    log = daemon.log()
+    assert log.count("ignoring") == 2
+    assert "Traceback" not in log
+
+
+def test_an_unreadable_database_file_is_set_aside_and_rebuilt(
+    daemon_factory: DaemonFactory,
+) -> None:
+    daemon = daemon_factory().start()
+    send(daemon, custom(6, "a"))
+    assert count() == 6
+    assert daemon.stop() == 0
+    database = daemon.home / "telemetry.duckdb"
+    database.write_bytes(b"not a database at all" * 100)
+    daemon.start()
+    assert count() == 6
+    assert list(daemon.home.glob("telemetry.duckdb.unreadable-*"))
+    assert "moved aside" in daemon.log()  # (written before the store opened)
+    assert daemon.stop() == 0
