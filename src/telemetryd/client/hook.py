@@ -304,7 +304,10 @@ def events_for(
             if opts.agent == "codex":
                 from telemetryd.adapters import codex
 
-                subagent = codex.read_rollout_usage(path)
+                try:  # regular files only, of bounded size: never /dev/zero or a FIFO
+                    subagent = codex.rollout_usage(claude_code.regular_file_lines(path))
+                except OSError:
+                    subagent = None
             else:
                 subagent = claude_code.read_transcript_usage(path)
     events = claude_code.hook_events(
