@@ -226,8 +226,8 @@ class Server:
     async def _control_guard(self, stream: SocketStream) -> None:
         async with stream:
             raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
-            # Control clients have their own budget, so they can never lock out producers.
             refusal = self._forbidden(raw)
+            # Control clients have their own budget, so they can never lock out producers.
             # Full: make room by closing the connection idle the longest; if none is
             # idle, a few more clients may still ask for `status` (never "down" while
             # the daemon is up), and the rest are told it is busy.
@@ -267,14 +267,14 @@ class Server:
         replies = Replies(stream)
         busy = f"over the limit of {_MAX_CONTROL} control connections, all busy"
         try:
+            line = b""
             with anyio.move_on_after(_STATUS_ONLY_WAIT):
                 line = await BufferedByteReceiveStream(stream).receive_until(
                     b"\n", wire.MAX_REQUEST_BYTES
                 )
-                request = decode_request(line)
-                if isinstance(request, wire.StatusRequest):
-                    await replies.send(wire.ENCODER.encode(await self.status()) + b"\n")
-                    busy += ": only this status request was answered"
+            if isinstance(decode_request(line), wire.StatusRequest):
+                await replies.send(wire.ENCODER.encode(await self.status()) + b"\n")
+                busy += ": only this status request was answered"
             await replies.close_with(wire.TOO_MANY_CONNECTIONS, busy)
         except (anyio.EndOfStream, anyio.IncompleteRead, anyio.DelimiterNotFound):
             await replies.close_with(wire.TOO_MANY_CONNECTIONS, busy)
