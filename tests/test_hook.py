@@ -310,6 +310,51 @@ def test_unreadable_transcript_gives_unknown_tokens(tmp_path: Path) -> None:
     assert events[0]["tokens"] == {"source": "unknown"}
 
 
+@pytest.mark.parametrize("agent", ["claude-code", "codex"])
+@pytest.mark.parametrize("kind", ["/dev/zero", "/dev/urandom", "fifo", "directory", "link"])
+def test_a_transcript_that_is_not_a_regular_file_is_not_read(
+    running_daemon: Daemon, tmp_path: Path, agent: str, kind: str
+) -> None:
+    """A device never ends, a FIFO blocks: the hook must not read either, and must not
+    hang. A link to a regular file is read (it is what it points to that counts)."""
+    path = tmp_path / "agent.jsonl"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "link":
+        path.symlink_to(TRANSCRIPTS / "spotter_subagent_agent-aac57f5_v2.1.39.jsonl")
+    else:
+        path = Path(kind)
+    payload = payloads(HOOKS / "SubagentStop.rpd-skill.excerpt-0.json")[0]
+    payload["agent_transcript_path"] = str(path)
+    started = time.monotonic()
+    result = ctl("hook", agent, input=json.dumps(payload).encode(), timeout=15)
+    assert time.monotonic() - started < 10
+    assert result.returncode == 0 and result.stdout == b"" and result.stderr == b""
+    [event] = running_daemon.journal_events()
+    if kind == "link" and agent == "claude-code":
+        assert event["tokens"]["total"] == 50503
+    elif kind != "link":
+        assert event["tokens"] == {"source": "unknown"}
+
+
+def test_a_transcript_over_the_size_cap_is_not_read(tmp_path: Path) -> None:
+    transcript = tmp_path / "agent.jsonl"
+    shutil.copy(TRANSCRIPTS / "spotter_subagent_agent-aac57f5_v2.1.39.jsonl", transcript)
+    size = transcript.stat().st_size
+    assert claude_code.read_transcript_usage(str(transcript), max_bytes=size) is not None
+    assert claude_code.read_transcript_usage(str(transcript), max_bytes=size - 1) is None
+    lines = claude_code.regular_file_lines(str(transcript), max_bytes=size)
+    first = next(lines)
+    with transcript.open("ab") as f:  # it grows while it is read: reading stops at the cap
+        f.write(b"x" * 10)
+    with pytest.raises(OSError, match="grew over"):
+        for _ in lines:
+            pass
+    assert first.startswith("{")
+
+
 # -- prompts, failures, other events ----------------------------------------------------------
 
 

@@ -29,3 +29,7 @@ class ProtocolError(TelemetryError):
 
 class JournalError(TelemetryError):
     """The journal cannot be written (disk full, I/O error)."""
+
+
+class DaemonBusy(DaemonUnavailable):
+    """The daemon is up but turned the connection away for load (too many connections)."""

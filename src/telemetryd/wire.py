@@ -39,6 +39,13 @@ QUERY_TIMEOUT = "query_timeout"
 
 SYNC_REQUEST = b'{"op":"sync"}\n'
 MAX_TAIL_BACKLOG = 100_000
+MAX_QUERY_TIMEOUT = 3600.0  # seconds; a longer timeout is cut to this
+MAX_REQUEST_BYTES = 64 * 1024  # one control request line, without its newline
+# One row of a query result, JSON-encoded, is at most this long; a row over it ends the
+# query with QUERY_FAILED naming the limit. The longest reply line a client must accept
+# is such a row with its framing.
+MAX_ROW_BYTES = 64 * 1024 * 1024
+MAX_REPLY_LINE = MAX_ROW_BYTES + 1024
 
 
 class Rejected(Struct, omit_defaults=True):
@@ -96,11 +103,13 @@ class GcRequest(Request, tag="gc"):
 
 
 class QueryRequest(Request, tag="query"):
-    """Run one read-only SQL statement; ``params`` bind ``$name`` placeholders."""
+    """Run one read-only SQL statement; ``params`` bind ``$name`` placeholders. ``timeout``
+    (seconds, more than 0; the daemon's default when absent, at most ``MAX_QUERY_TIMEOUT``)
+    bounds the wait for a query slot, and then the query with its reply."""
 
     sql: str
     params: dict[str, Any] | None = None
-    timeout: float | None = None  # seconds; the daemon's default when None
+    timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
 
 
 class TailRequest(Request, tag="tail"):

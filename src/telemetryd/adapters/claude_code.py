@@ -446,18 +446,48 @@ def _span_ms(first: str | None, last: str | None) -> int | None:
     return millis if millis >= 0 else None
 
 
-def read_transcript_usage(path: str, max_bytes: int = 256 << 20) -> dict[str, Any] | None:
-    """:func:`transcript_usage` of the file at ``path``; None when it cannot be read
-    or is larger than ``max_bytes`` (a hook must stay quick)."""
-    import os
+MAX_TRANSCRIPT_BYTES = 256 << 20  # a hook reads at most this much (~3 s of parsing)
 
+
+def read_transcript_usage(
+    path: str, max_bytes: int = MAX_TRANSCRIPT_BYTES
+) -> dict[str, Any] | None:
+    """:func:`transcript_usage` of the file at ``path``; None when it cannot be read, is
+    not a regular file or is larger than ``max_bytes`` (a hook must stay quick)."""
     try:
-        if os.path.getsize(path) > max_bytes:
-            return None
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            return transcript_usage(f)
+        return transcript_usage(regular_file_lines(path, max_bytes))
     except OSError:
         return None
+
+
+def regular_file_lines(path: str, max_bytes: int = MAX_TRANSCRIPT_BYTES) -> Iterator[str]:
+    """The lines of the regular file at ``path`` (UTF-8, undecodable bytes kept as
+    surrogates), reading at most ``max_bytes``; OSError when it is not a regular file
+    (a FIFO, a device such as /dev/zero, a directory) or holds more than that.
+
+    Nothing but a regular file is ever opened for reading: the path is checked before
+    it is opened, and the open file again (``O_NONBLOCK``, so opening a FIFO swapped in
+    meanwhile does not wait for a writer). A link is followed: its target is what is
+    checked. A file that grows past ``max_bytes`` while it is read stops there with
+    OSError."""
+    import os
+    import stat
+
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(f"{path} is not a regular file")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{path} is not a regular file")
+        if info.st_size > max_bytes:
+            raise OSError(f"{path} is over {max_bytes} bytes")
+        remaining = max_bytes
+        while line := f.readline(remaining + 1):
+            remaining -= len(line)
+            if remaining < 0:
+                raise OSError(f"{path} grew over {max_bytes} bytes while it was read")
+            yield line.decode("utf-8", "surrogateescape")
 
 
 def api_request_event(entry: dict[str, Any], event_id: str) -> dict[str, Any]:

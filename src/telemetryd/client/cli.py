@@ -24,7 +24,7 @@ from telemetryd.client.reports_cli import reports
 from telemetryd.client.retention_cli import gc
 from telemetryd.client.service_cli import service_group
 from telemetryd.config import Ingest
-from telemetryd.errors import TelemetryError
+from telemetryd.errors import DaemonBusy, TelemetryError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -140,6 +140,9 @@ def status(socket_path: str | None, as_json: bool) -> None:
     path = socket_path or paths.resolve().control_socket
     try:
         reply = control.request(path, wire.StatusRequest())
+    except DaemonBusy as exc:  # up, but turned this connection away for load
+        click.echo(f"telemetryd is up but busy: {exc}", err=True)
+        sys.exit(EXIT_DOWN)
     except TelemetryError as exc:
         click.echo(f"telemetryd is down: {exc}", err=True)
         sys.exit(EXIT_DOWN)

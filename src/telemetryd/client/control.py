@@ -1,26 +1,32 @@
-"""Requests to the daemon's control socket (status, flush), one line each way."""
+"""Requests to the daemon's control socket (status, flush, rebuild, gc), one line each way.
+
+Reply lines are read and classified by :mod:`telemetryd.client.query`, the one reader
+of control replies.
+"""
 
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
-import msgspec
-
 from telemetryd import wire
-from telemetryd.errors import DaemonUnavailable
+from telemetryd.client.query import Replies, read_reply
+from telemetryd.errors import DaemonUnavailable, ProtocolError
 
 DEFAULT_TIMEOUT = 5.0
 
 
 def request(path: str, message: wire.Request, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
-    """Send one control request and return its reply; DaemonUnavailable says why not."""
+    """Send one control request and return its reply. DaemonUnavailable says why not
+    (DaemonBusy when the daemon is up but turned the connection away for load)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect(path)
         sock.sendall(wire.encode_line(message))
-        reply = sock.makefile("rb").readline(1 << 24)
+        replies = Replies(sock, deadline=time.monotonic() + timeout)
+        line = next(replies.lines(), None)
     except FileNotFoundError:
         raise DaemonUnavailable(f"not running (no socket at {path})") from None
     except ConnectionRefusedError:
@@ -31,9 +37,11 @@ def request(path: str, message: wire.Request, timeout: float = DEFAULT_TIMEOUT) 
         raise DaemonUnavailable(f"cannot reach {path}: {exc.strerror or exc}") from None
     finally:
         sock.close()
-    if not reply:
+    if line is None:
         raise DaemonUnavailable(f"the daemon closed {path} without answering")
-    answer: dict[str, Any] = msgspec.json.decode(reply)
+    answer = read_reply(line)
     if "error" in answer:
         raise DaemonUnavailable(f"the daemon could not do it: {answer.get('message')}")
+    if not answer.get("ok"):
+        raise ProtocolError(f"the daemon's reply is not an answer: {line[:200]!r}")
     return answer

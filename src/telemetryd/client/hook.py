@@ -196,7 +196,8 @@ def _query(sql: str, budget: float) -> list[list[Any]] | None:
     """Rows of one query over the control socket within ``budget`` seconds, else None."""
     import _socket
 
-    from telemetryd.client.query import control_socket
+    from telemetryd.client.query import Replies, control_socket, read_reply
+    from telemetryd.errors import TelemetryError
 
     deadline = time.monotonic() + budget
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
@@ -206,30 +207,18 @@ def _query(sql: str, budget: float) -> list[list[Any]] | None:
         sock.connect(control_socket())
         request = {"op": "query", "sql": sql, "timeout": max(0.1, budget - 0.2)}
         sock.sendall((fastjson.dumps(request) + "\n").encode())
-        carry = b""
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+        for line in Replies(sock, deadline).lines():
+            reply = read_reply(line)
+            if isinstance(reply.get("rows"), list):
+                rows.extend(reply["rows"])
+            elif "columns" in reply:
+                continue
+            elif reply.get("ok"):
+                return rows
+            else:
                 return None
-            sock.settimeout(remaining)
-            chunk = sock.recv(1 << 16)
-            if not chunk:
-                return None
-            lines = (carry + chunk).split(b"\n")
-            carry = lines.pop()
-            for line in lines:
-                reply = fastjson.loads(line.decode())
-                if not isinstance(reply, dict):
-                    return None
-                if isinstance(reply.get("rows"), list):
-                    rows.extend(reply["rows"])
-                elif "columns" in reply:
-                    continue
-                elif reply.get("ok"):
-                    return rows
-                else:
-                    return None
-    except (OSError, ValueError):
+        return None
+    except (OSError, TelemetryError):  # TimeoutError is an OSError
         return None
     finally:
         sock.close()
@@ -304,7 +293,10 @@ def events_for(
             if opts.agent == "codex":
                 from telemetryd.adapters import codex
 
-                subagent = codex.read_rollout_usage(path)
+                try:  # regular files only, of bounded size: never /dev/zero or a FIFO
+                    subagent = codex.rollout_usage(claude_code.regular_file_lines(path))
+                except OSError:
+                    subagent = None
             else:
                 subagent = claude_code.read_transcript_usage(path)
     events = claude_code.hook_events(

@@ -14,7 +14,8 @@ import sys
 
 from telemetryd.client import fastjson
 from telemetryd.client.argv import UsageError, arguments
-from telemetryd.client.query import control_socket
+from telemetryd.client.query import Replies, control_socket, read_reply
+from telemetryd.errors import DaemonBusy, ProtocolError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -199,14 +200,8 @@ def stream(opts: Options, printer: Printer) -> int:
         sock.sendall((fastjson.dumps(opts.request()) + "\n").encode())
         sock.settimeout(None)  # following waits as long as there is nothing to say
         printer.header()
-        carry = b""
-        while True:
-            chunk = sock.recv(1 << 18)
-            if not chunk:
-                sys.stderr.write("telemetryctl tail: the daemon closed the connection\n")
-                return EXIT_UNAVAILABLE
-            lines = (carry + chunk).split(b"\n")
-            carry = lines.pop()
+        replies = Replies(sock)
+        for lines in replies.batches():
             run: list[bytes] = []  # consecutive event lines, printed together
             for line in lines:
                 if line.startswith(_EVENT):
@@ -222,6 +217,11 @@ def stream(opts: Options, printer: Printer) -> int:
             if run:
                 printer.events(run)
             printer.out.flush()
+        sys.stderr.write("telemetryctl tail: the daemon closed the connection\n")
+        return EXIT_UNAVAILABLE
+    except ProtocolError as exc:
+        sys.stderr.write(f"telemetryctl tail: {exc}\n")
+        return EXIT_FAILED
     finally:
         sock.close()
 
@@ -231,10 +231,10 @@ def _reply(line: bytes) -> int | None:
     if not line.strip():
         return None
     try:
-        reply = fastjson.loads(line.decode())
-    except ValueError:
-        sys.stderr.write(f"telemetryctl tail: unexpected reply: {line[:200]!r}\n")
-        return EXIT_FAILED
+        reply = read_reply(line)
+    except DaemonBusy as busy:
+        sys.stderr.write(f"telemetryctl tail: {busy}; try again shortly\n")
+        return EXIT_UNAVAILABLE
     if "dropped" in reply:
         sys.stderr.write(
             f"telemetryctl tail: {reply['dropped']} events skipped (read too slowly)\n"

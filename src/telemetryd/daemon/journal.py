@@ -326,7 +326,12 @@ class Journal:
         self._work.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """The writer: group commit of queued batches, periodic fsync, clean close."""
+        """The writer: group commit of queued batches, periodic fsync, clean close.
+
+        Its blocking work (big writes, fsync, rotation) runs on a worker thread of its
+        own (a limiter of one token that nothing else borrows): never queued behind
+        queries or other blocking work of the daemon."""
+        thread = anyio.CapacityLimiter(1)
         periodic = self.config.durability == "interval"
         next_sync = math.inf
         task_status.started()
@@ -340,22 +345,22 @@ class Journal:
                         await self._work.wait()
                     self._work = anyio.Event()
                 if self._pending:
-                    await self._write_group(self._take_group())
+                    await self._write_group(self._take_group(), thread)
                     if periodic and next_sync == math.inf:
                         next_sync = anyio.current_time() + self.config.fsync_interval_ms / 1000
                 # Checked after every write too, so a steady flood cannot postpone it.
                 asked = self._sync_asked
                 if asked is not None or (self._dirty and anyio.current_time() >= next_sync):
-                    await anyio.to_thread.run_sync(self._sync)
+                    await anyio.to_thread.run_sync(self._sync, limiter=thread)
                     next_sync = math.inf
                     if asked is not None:
                         self._sync_asked = None
                         asked.set()
         finally:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._close_segment)
+                await anyio.to_thread.run_sync(self._close_segment, limiter=thread)
 
-    async def _write_group(self, group: list[Batch]) -> None:
+    async def _write_group(self, group: list[Batch], thread: anyio.CapacityLimiter) -> None:
         data = b"".join([batch.data for batch in group])
         try:
             if (
@@ -368,7 +373,7 @@ class Journal:
                 # may block for long (fsync, rotation, big groups) still goes there.
                 self._write(data)
             else:
-                await anyio.to_thread.run_sync(self._write, data)
+                await anyio.to_thread.run_sync(self._write, data, limiter=thread)
         except OSError as exc:
             self._fail(group, exc)
         else:

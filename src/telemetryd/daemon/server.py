@@ -19,6 +19,7 @@ import stat
 import struct
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -31,7 +32,7 @@ from telemetryd.config import Config
 from telemetryd.daemon.ingest import Batch, Feed, Ingestor
 from telemetryd.daemon.journal import Journal
 from telemetryd.daemon.materializer import Materializer
-from telemetryd.daemon.query import answer as answer_query
+from telemetryd.daemon.query import Queries
 from telemetryd.daemon.retention import Retention
 from telemetryd.daemon.tail import Tails
 from telemetryd.errors import AlreadyRunning, JournalError, PathError, TelemetryError
@@ -40,8 +41,11 @@ from telemetryd.paths import Paths, check_socket_path
 log = logging.getLogger(__name__)
 
 _SEND_TIMEOUT = 10.0
-_MAX_REQUEST = 64 * 1024
-_MAX_CONTROL = 64  # control connections at once
+_MAX_CONTROL = 64  # control connections at once (an idle one is closed to make room)
+_STATUS_RESERVE = 8  # connections past that limit that may still ask for `status`
+_STATUS_ONLY_WAIT = 2.0  # seconds such a connection gets to send its request
+_REPLY_CHUNK = 256 * 1024  # control replies are handed to the socket this much at a time
+_MIN_REPLY_RATE = 1024 * 1024  # bytes/s a control client must read a long reply line at
 _LINGER_SECONDS = 1.0  # a refused client gets this long to stop sending
 _LINGER_READS = 16
 
@@ -146,6 +150,9 @@ class Server:
         self.started = time.time()
         self.connections = 0  # events connections
         self.control_connections = 0
+        self._idle: dict[anyio.CancelScope, None] = {}  # control connections between requests
+        self._status_only = 0  # connections past the control limit, allowed one `status`
+        self.queries = Queries()
         self.stopping = False
         self._reading: set[anyio.CancelScope] = set()
         self.tails = Tails(journal)
@@ -156,6 +163,8 @@ class Server:
         """Stop reading: each connection acknowledges what it has and closes."""
         self.stopping = True
         for scope in self._reading:
+            scope.cancel()
+        for scope in self._idle:  # control clients between requests: told, and closed
             scope.cancel()
         self.tails.stop()
 
@@ -192,11 +201,17 @@ class Server:
             finally:
                 self.connections -= 1
 
-    def _refusal(self, sock: socket.socket, count: int, limit: int) -> bytes | None:
+    def _forbidden(self, sock: socket.socket) -> bytes | None:
         uid = peer_uid(sock)
         if uid is not None and uid not in self._allowed:
             log.warning("refused a connection from uid %s", uid)
             return _closing(wire.FORBIDDEN_PEER, f"uid {uid} may not connect")
+        return None
+
+    def _refusal(self, sock: socket.socket, count: int, limit: int) -> bytes | None:
+        forbidden = self._forbidden(sock)
+        if forbidden is not None:
+            return forbidden
         if count >= limit:
             return _closing(wire.TOO_MANY_CONNECTIONS, f"over the limit of {limit} connections")
         return None
@@ -211,20 +226,65 @@ class Server:
     async def _control_guard(self, stream: SocketStream) -> None:
         async with stream:
             raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+            refusal = self._forbidden(raw)
             # Control clients have their own budget, so they can never lock out producers.
-            refusal = self._refusal(raw, self.control_connections, _MAX_CONTROL)
+            # Full: make room by closing the connection idle the longest; if none is
+            # idle, a few more clients may still ask for `status` (never "down" while
+            # the daemon is up), and the rest are told it is busy.
+            full = self.control_connections >= _MAX_CONTROL
+            if refusal is None and full and not self._evict_idle():
+                if self._status_only < _STATUS_RESERVE:
+                    await self._status_only_connection(stream)
+                    return
+                message = f"over the limit of {_MAX_CONTROL} control connections, all busy"
+                refusal = _closing(wire.TOO_MANY_CONNECTIONS, message)
             if refusal is not None:
                 await _Conn(raw).refuse(refusal)
                 return
             self.control_connections += 1
             try:
                 await self.control_connection(stream)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, TimeoutError):
+            except ReplyLost:
+                pass  # the client stopped reading, or went away: nothing more can be said
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 pass
             except Exception:
                 log.exception("control connection failed; closing it")
             finally:
                 self.control_connections -= 1
+
+    def _evict_idle(self) -> bool:
+        """Close the control connection idle the longest; False if none is idle."""
+        for scope in self._idle:  # oldest first
+            del self._idle[scope]
+            scope.cancel()
+            return True
+        return False
+
+    async def _status_only_connection(self, stream: SocketStream) -> None:
+        """Past the limit: answer one `status` request, refuse anything else, close."""
+        self._status_only += 1
+        replies = Replies(stream)
+        busy = f"over the limit of {_MAX_CONTROL} control connections, all busy"
+        try:
+            line = b""
+            with anyio.move_on_after(_STATUS_ONLY_WAIT):
+                line = await BufferedByteReceiveStream(stream).receive_until(
+                    b"\n", wire.MAX_REQUEST_BYTES
+                )
+            if isinstance(decode_request(line), wire.StatusRequest):
+                await replies.send(wire.ENCODER.encode(await self.status()) + b"\n")
+                busy += ": only this status request was answered"
+            await replies.close_with(wire.TOO_MANY_CONNECTIONS, busy)
+        except (anyio.EndOfStream, anyio.IncompleteRead, anyio.DelimiterNotFound):
+            await replies.close_with(wire.TOO_MANY_CONNECTIONS, busy)
+        except (ReplyLost, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+        except Exception as exc:  # status could not be gathered (reported in the log)
+            log.warning("status for a connection past the limit failed: %s", innermost(exc))
+            await replies.close_with(wire.TOO_MANY_CONNECTIONS, busy)
+        finally:
+            self._status_only -= 1
 
     # -- events ---------------------------------------------------------------
 
@@ -283,62 +343,114 @@ class Server:
     # -- control --------------------------------------------------------------
 
     async def control_connection(self, stream: SocketStream) -> None:
+        """Answer requests until the client closes, idles out, is evicted or stops reading."""
         buffered = BufferedByteReceiveStream(stream)
+        replies = Replies(stream)
         idle = self.config.ingest.idle_timeout
-        while True:
-            try:
-                with anyio.fail_after(idle):
-                    line = await buffered.receive_until(b"\n", _MAX_REQUEST)
-            except (anyio.EndOfStream, anyio.IncompleteRead):
+        while not self.stopping:
+            line = b""
+            problem: tuple[str, str] | None = None
+            with anyio.CancelScope() as waiting:  # cancelled: evicted, or the daemon stops
+                self._idle[waiting] = None
+                try:
+                    with anyio.fail_after(idle):
+                        line = await buffered.receive_until(b"\n", wire.MAX_REQUEST_BYTES)
+                except (anyio.EndOfStream, anyio.IncompleteRead):
+                    return
+                except TimeoutError:
+                    problem = (wire.IDLE_TIMEOUT, f"nothing received for {idle:g} s")
+                except anyio.DelimiterNotFound:
+                    problem = (wire.BAD_REQUEST, f"request over {wire.MAX_REQUEST_BYTES} bytes")
+                finally:
+                    self._idle.pop(waiting, None)
+            if waiting.cancelled_caught and self.stopping:
+                problem = (wire.SHUTTING_DOWN, "the daemon is shutting down")
+            elif waiting.cancelled_caught:
+                problem = (
+                    wire.TOO_MANY_CONNECTIONS,
+                    f"closed while idle: all {_MAX_CONTROL} control connections were in use "
+                    "and another client needed one",
+                )
+            if problem is not None:
+                await replies.close_with(*problem)
                 return
-            except TimeoutError:
-                await _close_with(stream, wire.IDLE_TIMEOUT, f"nothing received for {idle:g} s")
-                return
-            except anyio.DelimiterNotFound:
-                await _close_with(stream, wire.BAD_REQUEST, f"request over {_MAX_REQUEST} bytes")
-                return
-            try:
-                request = wire.CONTROL_DECODER.decode(line)
-            except msgspec.DecodeError as exc:
-                await _send(stream, _closing(wire.BAD_REQUEST, str(exc)))
-                continue
-            await self._control(stream, request)
+            await self.control_request(line, replies)
+        await replies.close_with(wire.SHUTTING_DOWN, "the daemon is shutting down")
 
-    async def _control(self, stream: SocketStream, request: wire.ControlRequest) -> None:
-        async def send(data: bytes) -> None:
-            await _send(stream, data)
-
-        reply: dict[str, Any] = {"ok": True}
+    async def control_request(self, line: bytes, replies: Replies) -> None:
+        """Answer one request line: every line gets a reply (or the connection is lost)."""
+        request = decode_request(line)
+        if isinstance(request, str):
+            await replies.send(_closing(wire.BAD_REQUEST, request))
+            return
+        handler = self._handlers[type(request)]
         try:
-            if isinstance(request, wire.StatusRequest):
-                reply = await self.status()
-            elif isinstance(request, wire.FlushRequest):
-                # Everything accepted so far: fsynced, and in the database.
-                await self.journal.flush()
-                if self.materializer is not None:
-                    reply["materialized"] = await self.materializer.refresh()
-            elif isinstance(request, wire.TailRequest):
-                await self.tails.serve(request, stream)
-                return
-            elif self.materializer is None:
-                reply = {"error": wire.QUERY_FAILED, "message": "this daemon has no database"}
-            elif isinstance(request, wire.RebuildRequest):
-                reply["events"] = await self.materializer.rebuild()
-            elif isinstance(request, wire.GcRequest):
-                if self.retention is None:
-                    raise TelemetryError("this daemon runs no retention")
-                reply.update(await self.retention.collect(dry_run=request.dry_run))
+            reply = await handler(request, replies)
+        except ReplyLost:
+            raise
+        except Exception as exc:  # the store failed, say; the daemon keeps serving
+            error = innermost(exc)
+            if isinstance(error, TelemetryError):
+                message = str(error)
             else:
-                # Read-your-writes: what was acknowledged before the query is in it
-                # (unless loading fails: then the query sees what is loaded, and
-                # `status` reports the failure).
-                await self.materializer.refresh_or_log()
-                cursor = await anyio.to_thread.run_sync(self.materializer.store.cursor)
-                await answer_query(cursor, request, send, self.config.store.query_timeout)
-                return
-        except Exception as exc:  # the store failed (reported); the daemon keeps serving
-            reply = {"error": wire.QUERY_FAILED, "message": f"{type(exc).__name__}: {exc}"}
-        await send(wire.ENCODER.encode(reply) + b"\n")
+                message = f"{type(error).__name__}: {error}"
+            log.warning("%s request failed: %s", type(request).__name__, message)
+            reply = {"error": wire.QUERY_FAILED, "message": message}
+        if reply is not None:
+            await replies.send(wire.ENCODER.encode(reply) + b"\n")
+
+    @property
+    def _handlers(self) -> dict[type[wire.Request], Handler]:
+        return {
+            wire.StatusRequest: self._on_status,
+            wire.FlushRequest: self._on_flush,
+            wire.TailRequest: self._on_tail,
+            wire.RebuildRequest: self._on_rebuild,
+            wire.GcRequest: self._on_gc,
+            wire.QueryRequest: self._on_query,
+        }
+
+    async def _on_status(self, request: Any, replies: Replies) -> dict[str, Any]:
+        return await self.status()
+
+    async def _on_flush(self, request: Any, replies: Replies) -> dict[str, Any]:
+        # Everything accepted so far: fsynced, and in the database.
+        await self.journal.flush()
+        reply: dict[str, Any] = {"ok": True}
+        if self.materializer is not None:
+            reply["materialized"] = await self.materializer.refresh()
+        return reply
+
+    async def _on_tail(self, request: Any, replies: Replies) -> None:
+        await self.tails.serve(request, replies.stream)
+
+    async def _on_rebuild(self, request: Any, replies: Replies) -> dict[str, Any]:
+        return {"ok": True, "events": await self._store().rebuild()}
+
+    async def _on_gc(self, request: Any, replies: Replies) -> dict[str, Any]:
+        self._store()
+        if self.retention is None:
+            raise TelemetryError("this daemon runs no retention")
+        return {"ok": True, **await self.retention.collect(dry_run=request.dry_run)}
+
+    async def _on_query(self, request: Any, replies: Replies) -> None:
+        materializer = self._store()
+
+        async def open_cursor() -> Any:
+            # Read-your-writes: what was acknowledged before the query is in it
+            # (unless loading fails: then the query sees what is loaded, and
+            # `status` reports the failure).
+            await materializer.refresh_or_log()
+            return await anyio.to_thread.run_sync(materializer.store.cursor)
+
+        await self.queries.answer(
+            request, replies.send, open_cursor, self.config.store.query_timeout
+        )
+
+    def _store(self) -> Materializer:
+        if self.materializer is None:
+            raise TelemetryError("this daemon has no database")
+        return self.materializer
 
     async def status(self) -> dict[str, Any]:
         counters = self.ingestor.counters
@@ -348,6 +460,8 @@ class Server:
             "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started, 3),
             "connections": self.connections,
+            "control_connections": self.control_connections,
+            "queries": self.queries.stats(),
             "tail_clients": self.tails.following,
             "accepted": counters.accepted,
             "rejected": counters.rejected,
@@ -501,11 +615,61 @@ def _closing(code: str, message: str) -> bytes:
     return wire.encode_line(wire.Closing(code, message))
 
 
-async def _send(stream: SocketStream, data: bytes) -> None:
-    with anyio.fail_after(_SEND_TIMEOUT):
-        await stream.send(data)
+Handler = Callable[[Any, "Replies"], Awaitable[dict[str, Any] | None]]
 
 
-async def _close_with(stream: SocketStream, code: str, message: str) -> None:
-    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, TimeoutError):
-        await _send(stream, _closing(code, message))
+class ReplyLost(Exception):
+    """A reply line could not be sent whole: the connection can take no more lines."""
+
+
+class Replies:
+    """The reply side of a control connection. A line goes out whole or the connection
+    is given up: it must be sent within ``_SEND_TIMEOUT`` seconds plus one per MiB, in
+    chunks (so the socket's buffer stays small); a line cut short by a timeout, a
+    broken pipe or cancellation marks the connection lost, and nothing more is written
+    to it (a client never sees a line with another glued to its cut end)."""
+
+    def __init__(self, stream: SocketStream) -> None:
+        self.stream = stream
+        self.lost = False
+
+    async def send(self, line: bytes) -> None:
+        if self.lost:
+            raise ReplyLost("an earlier reply line was cut short")
+        self.lost = True  # until the whole line is out
+        try:
+            with anyio.fail_after(_SEND_TIMEOUT + len(line) / _MIN_REPLY_RATE):
+                if len(line) <= _REPLY_CHUNK:
+                    await self.stream.send(line)
+                else:
+                    for start in range(0, len(line), _REPLY_CHUNK):
+                        await self.stream.send(line[start : start + _REPLY_CHUNK])
+        except TimeoutError:
+            raise ReplyLost("the client did not read its reply in time") from None
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            raise ReplyLost(f"the client went away ({type(exc).__name__})") from None
+        self.lost = False
+
+    async def close_with(self, code: str, message: str) -> None:
+        """Send a Closing line, if the connection can still take one."""
+        with contextlib.suppress(ReplyLost):
+            await self.send(_closing(code, message))
+
+
+def decode_request(line: bytes) -> wire.ControlRequest | str:
+    """The request on ``line``, or what is wrong with it (for a bad_request reply)."""
+    if not line.strip():
+        return 'empty request line: expected a JSON object such as {"op":"status"}'
+    try:
+        return wire.CONTROL_DECODER.decode(line)
+    except msgspec.DecodeError as exc:
+        return str(exc)
+    except RecursionError:
+        return "the request nests too deeply"
+
+
+def innermost(exc: BaseException) -> BaseException:
+    """The error inside task-group wrappers: the first leaf of an exception group."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
