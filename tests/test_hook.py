@@ -355,6 +355,22 @@ def test_a_transcript_over_the_size_cap_is_not_read(tmp_path: Path) -> None:
     assert first.startswith("{")
 
 
+def test_a_payload_over_the_cap_is_skipped_without_reading_it_all(running_daemon: Daemon) -> None:
+    """An endless stdin (a hook command wired to /dev/zero) must not make the hook grow:
+    it reads one byte past the cap, says so on stderr, exits 0 and sends nothing."""
+    with open("/dev/zero", "rb") as endless:
+        result = subprocess.run(
+            [TELEMETRYCTL, "hook", "claude-code"],
+            stdin=endless,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 0 and result.stdout == b""
+    assert f"over {hook.MAX_PAYLOAD} bytes".encode() in result.stderr
+    assert running_daemon.journal_events() == []
+
+
 # -- prompts, failures, other events ----------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -69,6 +70,28 @@ def test_big_events_reach_the_database_with_the_default_memory_limit(
     assert rebuilt.stdout == b"rebuilt: 2000 events\n"
     assert count("select count(*) as n from events where length(attrs) > 15000") == 2000
     assert "Traceback" not in running_daemon.log()
+
+
+def test_an_answer_that_misses_acknowledged_events_says_so(running_daemon: Daemon) -> None:
+    """When loading fails, `query` still answers from what is loaded, but says on stderr
+    that acknowledged events are missing and why, instead of leaving them out silently."""
+    send(running_daemon, custom(5, "a"))
+    first = ctl("query", "--format", "csv", "select count(*) as n from events")
+    assert first.stdout == b"n\n5\n" and first.stderr == b""
+    load = running_daemon.home / "load"
+    shutil.rmtree(load)
+    load.write_bytes(b"")  # where the store puts its batch files: loading now fails
+    send(running_daemon, custom(3, "b"))
+    partial = ctl("query", "--format", "csv", "select count(*) as n from events")
+    assert partial.returncode == 0
+    assert partial.stdout == b"n\n5\n"
+    assert b"warning: " in partial.stderr
+    assert b"bytes of acknowledged events are not in the database yet" in partial.stderr
+    assert b"NotADirectoryError" in partial.stderr or b"FileExistsError" in partial.stderr
+    assert "materialization failed" in running_daemon.log()
+    load.unlink()  # the next load makes the directory again and catches up
+    again = ctl("query", "--format", "csv", "select count(*) as n from events")
+    assert again.stdout == b"n\n8\n" and again.stderr == b""
 
 
 def test_the_daemon_starts_and_ingests_while_another_process_holds_the_database(

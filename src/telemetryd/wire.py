@@ -141,10 +141,14 @@ class QueryRows(Struct):
     rows: list[tuple[Any, ...]]
 
 
-class QueryDone(Struct):
+class QueryDone(Struct, omit_defaults=True):
+    """The end of a query's answer. ``warning`` says why the answer may leave out events
+    acknowledged before the query started (they are not in the database yet)."""
+
     ok: bool
     row_count: int
     elapsed_ms: float
+    warning: str | None = None
 
 
 # Tail replies besides the event lines (which always start with ``{"type":``).

@@ -209,16 +209,3 @@ def rollout_usage(lines: Iterable[str]) -> dict[str, Any]:
     if span is not None:
         out["duration_ms"] = span
     return out
-
-
-def read_rollout_usage(path: str, max_bytes: int = 256 << 20) -> dict[str, Any] | None:
-    """:func:`rollout_usage` of the file at ``path``; None when unreadable or too large."""
-    import os
-
-    try:
-        if os.path.getsize(path) > max_bytes:
-            return None
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            return rollout_usage(f)
-    except OSError:
-        return None

@@ -59,6 +59,9 @@ STATE_DIR = "hooks"
 STALE_SECONDS = 24 * 3600
 CONTEXT_BUDGET = 1.5  # seconds for the whole SessionStart summary
 CONTEXT_MAX = 9000  # characters; Claude Code caps additionalContext at 10,000
+# Bytes of hook payload read at most. Claude Code's payloads are kilobytes (tool output
+# in them is truncated); past this the payload is skipped, never held in memory.
+MAX_PAYLOAD = 64 * 1024 * 1024
 
 
 class Options:
@@ -333,7 +336,10 @@ def run(argv: list[str], stdin: Any = None) -> int:
     if opts.help:
         sys.stdout.write(USAGE)
         return 0
-    data = (stdin or sys.stdin.buffer).read()
+    data = (stdin or sys.stdin.buffer).read(MAX_PAYLOAD + 1)
+    if len(data) > MAX_PAYLOAD:  # a tool's whole output, say: not worth holding the agent
+        sys.stderr.write(f"telemetryctl hook: the payload is over {MAX_PAYLOAD} bytes; skipped\n")
+        return 0
     try:
         payload = fastjson.loads(data.decode("utf-8", "replace"))
     except ValueError as exc:

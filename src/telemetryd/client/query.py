@@ -39,8 +39,11 @@ _RECV = 1 << 18
 USAGE = """\
 Usage: telemetryctl query [OPTIONS] SQL
 
-  Run one read-only SQL statement (SELECT, EXPLAIN, CALL, PRAGMA) over the
-  telemetry database and print the result. SQL may be - to read it from stdin.
+  Run one read-only SQL statement over the telemetry database and print the
+  result: SELECT (DESCRIBE, SHOW, SUMMARIZE, PIVOT), EXPLAIN [ANALYZE] of one,
+  CALL of a table function that reads, or a PRAGMA that reads. SQL may be - to
+  read it from stdin. When events acknowledged before the query are not in the
+  database yet (loading failed), the answer says so on stderr.
 
   Examples:
     telemetryctl query "select * from cost_by_model(days := 7)"
@@ -233,6 +236,8 @@ def ask_daemon(opts: Options, out: output.Writer) -> int:
                 out.start(reply["columns"])
             elif reply.get("ok"):
                 out.end()
+                if reply.get("warning"):
+                    sys.stderr.write(f"telemetryctl query: warning: {reply['warning']}\n")
                 return EXIT_OK
             elif reply.get("error") == "forbidden_peer":
                 raise Unavailable(str(reply.get("message")))

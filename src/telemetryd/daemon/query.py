@@ -65,11 +65,12 @@ class Queries:
         self,
         request: wire.QueryRequest,
         send: Send,
-        open_cursor: Callable[[], Awaitable[Any]],
+        open_cursor: Callable[[], Awaitable[tuple[Any, str | None]]],
         default_timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         """Answer ``request`` with its reply lines (wire.py). ``open_cursor`` is awaited
-        once a slot is free and gives the cursor the query runs on (closed afterwards).
+        once a slot is free and gives the cursor the query runs on (closed afterwards)
+        and a warning for the answer's last line, if any.
 
         Errors of the query itself end the reply with a Closing line; an exception
         raised by ``send`` is raised (the connection cannot take more lines)."""
@@ -89,9 +90,10 @@ class Queries:
             return
         self.running += 1
         try:
-            query = Query(await open_cursor())
+            cursor, warning = await open_cursor()
+            query = Query(cursor)
             try:
-                await self._run(query, request, send, timeout)
+                await self._run(query, request, send, timeout, warning)
             finally:
                 with anyio.CancelScope(shield=True):
                     await self._thread(query.close)
@@ -103,7 +105,12 @@ class Queries:
         return await anyio.to_thread.run_sync(func, *args, limiter=self._threads)
 
     async def _run(
-        self, query: Query, request: wire.QueryRequest, send: Send, timeout: float
+        self,
+        query: Query,
+        request: wire.QueryRequest,
+        send: Send,
+        timeout: float,
+        warning: str | None = None,
     ) -> None:
         started = time.perf_counter()
         failure: Exception | None = None
@@ -142,7 +149,7 @@ class Queries:
             raise failure  # from send: the reply cannot go on
         else:
             elapsed = (time.perf_counter() - started) * 1000
-            done = wire.QueryDone(ok=True, row_count=count, elapsed_ms=elapsed)
+            done = wire.QueryDone(ok=True, row_count=count, elapsed_ms=elapsed, warning=warning)
             await send(wire.encode_line(done))
 
 

@@ -435,13 +435,15 @@ class Server:
 
     async def _on_query(self, request: Any, replies: Replies) -> None:
         materializer = self._store()
+        upto = self.journal.written_to  # everything acknowledged before the query
 
-        async def open_cursor() -> Any:
-            # Read-your-writes: what was acknowledged before the query is in it
-            # (unless loading fails: then the query sees what is loaded, and
-            # `status` reports the failure).
+        async def open_cursor() -> tuple[Any, str | None]:
+            # Read-your-writes: what was acknowledged before the query is in it;
+            # unless loading fails: then the query sees what is loaded, and its
+            # answer ends with a warning that says so and why.
             await materializer.refresh_or_log()
-            return await anyio.to_thread.run_sync(materializer.store.cursor)
+            cursor = await anyio.to_thread.run_sync(materializer.store.cursor)
+            return cursor, await materializer.behind(upto)
 
         await self.queries.answer(
             request, replies.send, open_cursor, self.config.store.query_timeout

@@ -147,6 +147,7 @@ class _Batch:
     they take each segment: ``{seq: (file name, loaded_bytes, complete)}``."""
 
     def __init__(self, directory: str) -> None:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
         self.fd, self.path = tempfile.mkstemp(prefix="batch-", suffix=SUFFIX, dir=directory)
         self.size = 0
         self.marks: dict[int, tuple[str, int, bool]] = {}
