@@ -555,6 +555,40 @@ def test_sighup_with_an_out_of_range_value_keeps_the_running_configuration(
     assert "Traceback" not in daemon.log() and "MemoryError" not in daemon.log()
 
 
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (b"[store]\nthreads = 2 # caf\xe9\n", "not UTF-8 (byte 25)"),
+        (b"x = " + b"[" * 50_000 + b"]" * 50_000 + b"\n", "nested too deeply"),
+    ],
+)
+def test_a_file_tomllib_chokes_on_is_a_config_error(
+    tmp_path: Path, data: bytes, fragment: str
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError) as caught:
+        config.load(str(path), environ={})
+    assert str(caught.value) == f"{path}: {fragment}"
+    deep = "[" * 50_000 + "]" * 50_000
+    with pytest.raises(ConfigError, match=r"at `\$\.ingest\.allowed-uids`"):  # a string
+        config.load(None, environ={}, overrides=[f"ingest.allowed-uids={deep}"])
+
+
+def test_sighup_survives_a_file_that_is_not_toml_at_all(
+    daemon_factory: DaemonFactory, state_home: Path
+) -> None:
+    daemon = daemon_factory().start()
+    (state_home / "config.toml").write_bytes(b"[ingest]\nmax-line-bytes = 200 # \xff\xfe\n")
+    hup(daemon)
+    assert "not UTF-8" in daemon.log() and "Traceback" not in daemon.log()
+    assert (
+        exchange(daemon.events_socket, b'{"type":"custom","name":"still up"}\n')[-1]["accepted"]
+        == 1
+    )
+    assert daemon.stop() == 0
+
+
 def hup(daemon: Daemon) -> None:
     """SIGHUP, and wait until the daemon has handled it (READY=1 after RELOADING=1)."""
     assert daemon.proc is not None

@@ -218,7 +218,7 @@ def _parse_value(text: str) -> Any:
     """A TOML value (``5``, ``true``, ``[1, 2]``, ``"x"``), else the text as a string."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return text
 
 
@@ -240,6 +240,10 @@ def load(
             raise ConfigError(f"{path}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 (byte {exc.start})") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: nested too deeply") from None
         _validate(data, path)
         for section, values in data.items():
             raw[section] = dict(values)
