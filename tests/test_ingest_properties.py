@@ -34,7 +34,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from conftest import ROOT, Daemon, connect, read_replies, summary
+from conftest import ROOT, Daemon, connect, ctl, read_replies, summary
 from telemetryd import events as ev
 from telemetryd import schema
 from telemetryd.adapters import pricing
@@ -183,6 +183,61 @@ def test_lone_surrogates_and_oversized_numbers_are_named(running_daemon: Daemon)
     journaled = running_daemon.journal_events()
     assert [e["id"] for e in journaled] == ["s-1", "s-6"]
     assert_schema_valid(journaled)
+
+
+AT_THE_LIMITS = [
+    {
+        "type": "api_request",
+        "id": "max",
+        "tokens": {"source": "actual", "input": ev.MAX_INT, "output": 0, "cache_read": 0},
+        "cost_usd": 1.7976931348623157e308,
+        "duration_ms": ev.MAX_INT,
+    },
+    {
+        "type": "api_request",
+        "id": "given-total",
+        "tokens": {"source": "actual", "input": ev.MAX_INT, "output": ev.MAX_INT, "total": 1},
+    },
+    {"type": "metric", "id": "low", "name": "m", "kind": "gauge", "value": -1.7976931348623157e308,
+     "ts": "0001-01-01T00:00:00Z"},
+    {"type": "metric", "id": "high", "name": "m", "kind": "gauge", "value": 5e-324,
+     "ts": "9999-12-31T23:59:59.999Z"},
+    {"type": "run", "id": "run", "attempt_id": "a", "attempt_index": ev.MAX_INT,
+     "retry_count": {"same_model": ev.MAX_INT, "reroute": ev.MAX_INT},
+     "elapsed_ms": {"wall": ev.MAX_INT, "llm": ev.MAX_INT, "tools": 0},
+     "tokens": {"source": "estimated", "estimated_total": ev.MAX_INT, "tokenizer": "t"},
+     "outcome": "done"},
+    {"type": "prompt", "id": "nul", "length": ev.MAX_INT, "session_id": "a\u0000b",
+     "attrs": {"k\u0000": [1e308, -1e308, 2**100]}},
+    {"type": "tool_result", "id": "tool", "tool": {"name": "x"}, "duration_ms": ev.MAX_INT},
+    {"type": "session_end", "id": "end", "session_id": "s", "duration_ms": ev.MAX_INT},
+]  # fmt: skip
+
+
+def test_events_at_every_limit_load_into_the_store(running_daemon: Daemon) -> None:
+    """Whatever is journaled loads into the DuckDB columns (BIGINT, DOUBLE, TIMESTAMP)
+    and its views, sums of several counts included."""
+    payload = b"".join(dumps(event) + b"\n" for event in AT_THE_LIMITS)
+    assert nc(running_daemon.events_socket, payload) == [summary(8, 8)]
+    assert_schema_valid(running_daemon.journal_events())
+
+    def query(sql: str) -> list[dict[str, Any]]:
+        result = ctl("query", "--format", "json", sql)
+        assert result.returncode == 0, result.stderr
+        rows: list[dict[str, Any]] = json.loads(result.stdout)
+        return rows
+
+    rows = query("select id, tokens_total, duration_ms, value from events order by id")
+    assert {row["id"] for row in rows} == {event["id"] for event in AT_THE_LIMITS}
+    by_id = {row["id"]: row for row in rows}
+    assert by_id["max"]["tokens_total"] == by_id["max"]["duration_ms"] == ev.MAX_INT
+    assert by_id["given-total"]["tokens_total"] == 1
+    assert by_id["low"]["value"] == -1.7976931348623157e308
+    for view in ("api_requests", "runs", "sessions", "tool_calls"):
+        assert query(f"select count(*) as n from {view}")[0]["n"] >= 1, view
+    (run,) = query("select retries from runs")
+    assert run["retries"] == 2 * ev.MAX_INT
+    assert_no_traceback(running_daemon)
 
 
 # -- generated lines ----------------------------------------------------------------------
