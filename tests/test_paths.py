@@ -296,3 +296,24 @@ def test_a_file_where_a_state_directory_belongs_is_one_line(state_home: Path, na
     result = telemetryd(state_home)
     assert_one_line_error(result, f"cannot start: {state_home / name}: File exists")
     assert not (state_home / "run" / "events.sock").exists()
+
+
+def test_telemetryctl_with_such_a_home_answers_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, state_home: Path
+) -> None:
+    """The client commands that resolve paths never touch DuckDB's path rules without a
+    database: they say the daemon is down (or spool), in one line, without a traceback."""
+    home = state_home / "a?b"
+    monkeypatch.setenv("TELEMETRYD_HOME", str(home))
+    for args, code in [
+        (["status"], 3),
+        (["flush"], 1),
+        (["query", "select 1"], 3),
+        (["send", "--type", "custom", "--name", "x"], 0),
+        (["paths"], 0),
+        (["config", "show"], 0),
+    ]:
+        result = ctl(*args)
+        assert result.returncode == code, (args, result)
+        assert b"Traceback" not in result.stderr, (args, result.stderr)
+        assert result.stderr.count(b"\n") <= 2, (args, result.stderr)
