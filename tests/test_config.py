@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
 
-from conftest import TELEMETRYCTL, Daemon, ctl
+from conftest import ROOT, TELEMETRYCTL, Daemon, ctl, exchange
 from telemetryd import config
 from telemetryd.errors import ConfigError
 
@@ -323,3 +326,273 @@ def test_config_check(tmp_path: Path) -> None:
     assert b"`max-age`" in result.stderr and bad.encode() in result.stderr
     result = ctl("config", "check", str(tmp_path / "missing.toml"))
     assert result.returncode == 1 and b"missing.toml" in result.stderr
+
+
+# -- ranges (finding 9 of issue 8): every number bounded, the same check everywhere -------
+
+
+def numeric_settings() -> list[tuple[str, Any]]:
+    """``(section.key, msgspec constraint type)`` for every numeric setting (the per-model
+    prices as ``pricing.models."NAME".*``, each)."""
+    out = []
+    for section in msgspec.inspect.type_info(config.Config).fields:  # type: ignore[attr-defined]
+        fields = msgspec.inspect.type_info(section.type.cls).fields  # type: ignore[attr-defined]
+        for field in fields:
+            kind = field.type
+            if isinstance(kind, msgspec.inspect.ListType):
+                kind = kind.item_type
+            if isinstance(kind, msgspec.inspect.DictType):  # pricing.models
+                for price in kind.value_type.fields:
+                    types = getattr(price.type, "types", (price.type,))
+                    out.append((f'pricing.models."NAME".{price.encode_name}', types[0]))
+            if isinstance(kind, (msgspec.inspect.IntType, msgspec.inspect.FloatType)):
+                out.append((f"{section.encode_name}.{field.encode_name}", kind))
+    return out
+
+
+def test_every_number_has_a_range() -> None:
+    found = numeric_settings()
+    assert len(found) == 19 + len(msgspec.structs.fields(config.ModelPrice))
+    for key, kind in found:
+        assert kind.ge is not None and kind.le is not None, key
+
+
+def test_the_readme_documents_every_setting_and_range() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("<!-- ranges:", 1)[1].split("\n\n", 1)[0]
+    rows = [row.split("|")[1:4] for row in table.splitlines() if row.startswith("| `")]
+    documented = {key.strip().strip("`"): (low.strip(), high.strip()) for key, low, high in rows}
+
+    def shown(number: float) -> str:
+        return str(int(number)) if float(number).is_integer() else str(number)
+
+    expected = {
+        key.rpartition(".")[0] + ".*" if key.startswith("pricing") else key: (
+            shown(kind.ge),
+            shown(kind.le),
+        )
+        for key, kind in numeric_settings()
+    }
+    expected["store.memory-limit"] = ("64 MiB", "1 TiB")
+    assert documented == expected
+    # The TOML block above the table lists every setting (the prices are per model).
+    block = readme.split("## Configuration", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    for key in config.flatten(config.Config()):
+        section, name = key.split(".")
+        assert section == "pricing" or f"\n{name} = " in f"\n{block}", key
+
+
+def _toml(key: str, value: float) -> tuple[str, str]:
+    """A config file setting ``key`` to ``value``, and the path msgspec names for it."""
+    section, _, name = key.rpartition(".")
+    if section.startswith("pricing"):
+        prices = {"input": 1, "output": 1, name: value}
+        lines = "".join(f"{k} = {v!r}\n" for k, v in prices.items())
+        return f'[pricing.models."m"]\n{lines}', f"$.pricing.models[...].{name}"
+    shown = f"[{value!r}]" if key == "ingest.allowed-uids" else repr(value)
+    return f"[{section}]\n{name} = {shown}\n", f"$.{key}"
+
+
+@pytest.mark.parametrize(("key", "kind"), numeric_settings(), ids=lambda v: str(v)[:40])
+def test_each_limit_is_inclusive_and_the_next_value_is_refused(
+    tmp_path: Path, key: str, kind: Any
+) -> None:
+    path = tmp_path / "config.toml"
+    for value in (kind.ge, kind.le):
+        path.write_text(_toml(key, value)[0])
+        config.load(str(path), environ={})
+    step = 1 if isinstance(kind, msgspec.inspect.IntType) else 0.001
+    for value, word in ((kind.ge - step, ">="), (kind.le + step, "<=")):
+        text, where = _toml(key, value)
+        path.write_text(text)
+        with pytest.raises(ConfigError) as caught:
+            config.load(str(path), environ={})
+        message = str(caught.value)
+        assert message.startswith(f"{path}: ") and f"{word} " in message, message
+        assert message.endswith(f" - at `{where}`") or f"`{where}[0]`" in message, message
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("[store]\nthreads = 300\n", "Expected `int` <= 64 - at `$.store.threads`"),
+        ("[store]\nthreads = 100000\n", "<= 64 - at `$.store.threads`"),
+        ("[ingest]\nread-size = 1099511627776\n", "<= 16777216 - at `$.ingest.read-size`"),
+        ("[ingest]\nidle-timeout = inf\n", "<= 86400.0 - at `$.ingest.idle-timeout`"),
+        ("[ingest]\nidle-timeout = nan\n", "at `$.ingest.idle-timeout`"),
+        ("[ingest]\nallowed-uids = [4294967295]\n", "at `$.ingest.allowed-uids[0]`"),
+        ("[store]\nquery-timeout = 3601\n", "<= 3600.0 - at `$.store.query-timeout`"),
+        ('[store]\nmemory-limit = "10MB"\n', "below the minimum of 64 MiB - at `$.store.memo"),
+        ('[store]\nmemory-limit = "2TB"\n', "above the maximum of 1 TiB - at `$.store.memo"),
+        ('[store]\nmemory-limit = "lots"\n', "is not a size"),
+        ("[store]\nmemory-limit = 268435456\n", "Expected `str`, got `int`"),
+        ('[pricing.models."m"]\ninput = -1\noutput = 1\n', "at `$.pricing.models[...].input`"),
+        ('[pricing.models."m"]\ninput = 1\noutput = inf\n', "at `$.pricing.models[...].output`"),
+    ],
+)  # fmt: skip
+def test_an_out_of_range_value_names_key_limit_and_file(
+    tmp_path: Path, text: str, where: str
+) -> None:
+    path = write(tmp_path / "config.toml", text)
+    with pytest.raises(ConfigError) as caught:
+        config.load(path, environ={})
+    assert str(caught.value).startswith(f"{path}: ")
+    assert where in str(caught.value)
+
+
+def test_an_out_of_range_override_names_its_origin() -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.load(None, environ={"TELEMETRYD_STORE_THREADS": "300"})
+    assert str(caught.value) == (
+        "env TELEMETRYD_STORE_THREADS: Expected `int` <= 64 - at `$.store.threads`"
+    )
+    with pytest.raises(ConfigError, match=r"^flag --set: .* at `\$\.store\.memory-limit`$"):
+        config.load(None, environ={}, overrides=["store.memory-limit=1MB"])
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("256MB", 256_000_000),
+        ("256mb", 256_000_000),
+        ("64MiB", 64 << 20),
+        (" 512 MiB ", 512 << 20),
+        ("1.5GiB", 3 << 29),
+        ("1GB", 10**9),
+        ("0.5TB", 5 * 10**11),
+        ("1TiB", 1 << 40),
+        ("67108864B", 64 << 20),
+        ("100000KB", 10**8),
+    ],
+)
+def test_parse_size(text: str, size: int) -> None:
+    assert config.parse_size(text) == size
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("63MiB", "below the minimum of 64 MiB"),
+        ("1.1TiB", "above the maximum of 1 TiB"),
+        ("256", "not a size"),
+        ("256 M", "not a size"),
+        ("1PB", "not a size"),
+        ("-1GB", "not a size"),
+        ("1e3MB", "not a size"),
+        ("", "not a size"),
+        ("0%", "a percentage must be above 0"),
+        ("101%", "a percentage must be above 0 and at most 100"),
+    ],
+)
+def test_parse_size_refuses(text: str, fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        config.parse_size(text)
+
+
+def test_parse_size_of_a_percentage() -> None:
+    memory = config.physical_memory()
+    assert memory is not None and memory > 64 << 20
+    assert config.parse_size("50%") == memory // 2 or abs(config.parse_size("50%") - memory / 2) < 2
+    assert config.parse_size(config.Store().memory_limit) == 256_000_000
+
+
+def test_check_and_config_check_refuse_out_of_range_values(state_home: Path) -> None:
+    """`telemetryd --check` called `store.threads = 300` valid, and so did `config check`."""
+    path = write(state_home / "config.toml", "[store]\nthreads = 300\n")
+    result = check()
+    assert result.returncode == 1
+    assert f"{path}: Expected `int` <= 64 - at `$.store.threads`" in result.stderr
+    assert not (state_home / "run").exists()
+    shown = ctl("config", "check", path)
+    assert shown.returncode == 1
+    assert b"Expected `int` <= 64 - at `$.store.threads`" in shown.stderr
+    os.unlink(path)
+    result = check("--set", "ingest.read-size=1099511627776")
+    assert result.returncode == 1 and "$.ingest.read-size" in result.stderr
+
+
+def test_the_daemon_refuses_to_start_out_of_range(
+    daemon_factory: DaemonFactory, state_home: Path
+) -> None:
+    write(state_home / "config.toml", "[store]\nthreads = 100000\n")
+    daemon = daemon_factory().start(wait=False)
+    assert daemon.proc is not None and daemon.proc.wait(30) == 1
+    assert "<= 64 - at `$.store.threads`" in daemon.log()
+    assert not (state_home / "run" / "events.sock").exists()
+
+
+def test_sighup_with_an_out_of_range_value_keeps_the_running_configuration(
+    daemon_factory: DaemonFactory, state_home: Path
+) -> None:
+    """`ingest.read-size = 1 TiB` was applied on SIGHUP, and every connection then died with
+    MemoryError. Now the file is refused as a whole, naming the key; the daemon stays up
+    with its old values."""
+    path = write(state_home / "config.toml", "[ingest]\nmax-line-bytes = 200\n")
+    daemon = daemon_factory().start()
+    long_line = json.dumps({"type": "custom", "name": "x" * 300}).encode() + b"\n"
+    short_line = b'{"type":"custom","name":"short"}\n'
+
+    def answers() -> list[str]:
+        replies = exchange(daemon.events_socket, long_line + short_line)
+        return [reply.get("error", "summary") for reply in replies]
+
+    assert answers() == ["line_too_long", "summary"]
+    for bad, where in [
+        ("[ingest]\nmax-line-bytes = 100000\nread-size = 1099511627776\n", "$.ingest.read-size"),
+        ("[ingest]\nmax-line-bytes = 100000\n[store]\nthreads = 300\n", "$.store.threads"),
+    ]:
+        write(state_home / "config.toml", bad)
+        hup(daemon)
+        assert daemon.proc is not None and daemon.proc.poll() is None
+        log = daemon.log()
+        assert "configuration not reloaded, the running one stays" in log
+        assert f"{path}: Expected `int` <= " in log and f"at `{where}`" in log
+        assert answers() == ["line_too_long", "summary"]  # still 200: nothing applied
+    write(state_home / "config.toml", "[ingest]\nmax-line-bytes = 100000\n")
+    hup(daemon)
+    assert answers() == ["summary"]
+    assert daemon.stop() == 0
+    assert "Traceback" not in daemon.log() and "MemoryError" not in daemon.log()
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (b"[store]\nthreads = 2 # caf\xe9\n", "not UTF-8 (byte 25)"),
+        (b"x = " + b"[" * 50_000 + b"]" * 50_000 + b"\n", "nested too deeply"),
+    ],
+)
+def test_a_file_tomllib_chokes_on_is_a_config_error(
+    tmp_path: Path, data: bytes, fragment: str
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError) as caught:
+        config.load(str(path), environ={})
+    assert str(caught.value) == f"{path}: {fragment}"
+    deep = "[" * 50_000 + "]" * 50_000
+    with pytest.raises(ConfigError, match=r"at `\$\.ingest\.allowed-uids`"):  # a string
+        config.load(None, environ={}, overrides=[f"ingest.allowed-uids={deep}"])
+
+
+def test_sighup_survives_a_file_that_is_not_toml_at_all(
+    daemon_factory: DaemonFactory, state_home: Path
+) -> None:
+    daemon = daemon_factory().start()
+    (state_home / "config.toml").write_bytes(b"[ingest]\nmax-line-bytes = 200 # \xff\xfe\n")
+    hup(daemon)
+    assert "not UTF-8" in daemon.log() and "Traceback" not in daemon.log()
+    assert (
+        exchange(daemon.events_socket, b'{"type":"custom","name":"still up"}\n')[-1]["accepted"]
+        == 1
+    )
+    assert daemon.stop() == 0
+
+
+def hup(daemon: Daemon) -> None:
+    """SIGHUP, and wait until the daemon has handled it (READY=1 after RELOADING=1)."""
+    assert daemon.proc is not None
+    daemon.notifications.clear()
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.wait_for("READY=1")
+    assert "RELOADING=1" in daemon.notifications

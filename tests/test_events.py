@@ -300,3 +300,84 @@ def test_to_utc_ms() -> None:
     assert (caught.value.code, caught.value.path) == (ev.INVALID_EVENT, "$.ts")
     assert ev.to_utc_ms(already) == already
     assert ev.to_utc_ms(already).tzinfo is UTC
+
+
+# -- issue 8: lone surrogates, numbers past what a journal line may hold ------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "escape", "path"),
+    [
+        (rb'{"type":"custom","name":"\ud800"}', r"\ud800", "$.name"),
+        (rb'{"type":"custom","name":"a\udfffb"}', r"\udfff", "$.name"),
+        (rb'{"type":"custom","name":"\ud800\u0041"}', r"\ud800", "$.name"),
+        (rb'{"type":"custom","name":"x","attrs":{"k":[1,"\udc00"]}}', r"\udc00", "$.attrs.k[1]"),
+        (rb'{"type":"custom","name":"x","attrs":{"a b":"\uD83D"}}', r"\uD83D", '$.attrs["a b"]'),
+        (rb'{"type":"custom","name":"x","attrs":{"\ud800":1}}', r"\ud800", "$.attrs"),
+        (rb'{"type":"custom","name":"\ud800"', r"\ud800", "$"),  # and truncated
+    ],
+)
+def test_a_lone_surrogate_is_named_as_such(raw: bytes, escape: str, path: str) -> None:
+    problem = invalid(raw)
+    assert problem.code == ev.INVALID_JSON
+    assert "truncated" not in problem.message
+    assert f"invalid unicode escape `{escape}`" in problem.message
+    assert "lone UTF-16 surrogate" in problem.message
+    assert problem.path == path
+
+
+def test_surrogate_pairs_and_escaped_backslashes_are_fine() -> None:
+    pair = ev.decode(rb'{"type":"custom","name":"\ud83d\ude00"}')
+    assert isinstance(pair, ev.Custom) and pair.name == "\U0001f600"
+    escaped = ev.decode(rb'{"type":"custom","name":"\\ud800"}')
+    assert isinstance(escaped, ev.Custom) and escaped.name == "\\ud800"
+    # A truncated line without a surrogate stays a truncated line.
+    truncated = invalid(b'{"type":"custom","name":"x')
+    assert truncated.message == "invalid JSON: Input data was truncated"
+
+
+BIG = 2**53 - 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "path", "fragment"),
+    [
+        ({"type": "api_request", "tokens": {"source": "actual", "input": 2**63 - 1, "output": 1}},
+         "$.tokens.input", f"<= {BIG}"),
+        ({"type": "api_request", "tokens": {"source": "actual", "input": BIG, "output": 1}},
+         "$.tokens", "over the largest count"),
+        ({"type": "api_request", "tokens": {"source": "actual", "input": 1, "output": 1,
+                                            "cache_read": BIG}}, "$.tokens", "largest count"),
+        ({"type": "run", "attempt_id": "a", "attempt_index": 0, "retry_count": {},
+          "elapsed_ms": {"wall": 2**64}, "tokens": {"source": "unknown"}, "outcome": "done"},
+         "$.elapsed_ms.wall", "<= "),
+        ({"type": "skill", "name": "s", "duration_ms": BIG + 1}, "$.duration_ms", f"<= {BIG}"),
+        ({"type": "prompt", "length": -1}, "$.length", ">= 0"),
+        ({"type": "api_request", "tokens": {"source": "unknown"}, "cost_usd": -0.5},
+         "$.cost_usd", ">= 0"),
+    ],
+)  # fmt: skip
+def test_numbers_are_bounded_so_every_journal_line_fits_its_column(
+    fields: dict[str, Any], path: str, fragment: str
+) -> None:
+    problem = invalid(line(fields))
+    assert (problem.code, problem.path) == (ev.INVALID_EVENT, path)
+    assert fragment in problem.message
+
+
+def test_numbers_at_the_limits_are_accepted() -> None:
+    at_limit = {"source": "actual", "input": BIG, "output": 0}
+    event = ev.decode(line({"type": "api_request", "tokens": at_limit}))
+    assert isinstance(event, ev.ApiRequest) and event.tokens.total == BIG
+    given = {"source": "actual", "input": BIG, "output": BIG, "total": BIG}
+    assert ev.decode(line({"type": "api_request", "tokens": given})) is not None
+    for number in (b"1e999", b"-1e999", b"1e400"):
+        raw = b'{"type":"api_request","tokens":{"source":"unknown"},"cost_usd":' + number + b"}"
+        assert invalid(raw).path == "$.cost_usd"
+    assert ev.MAX_INT == BIG
+
+
+def test_the_limit_is_the_same_in_the_adapters() -> None:
+    from telemetryd.adapters import pricing, usage
+
+    assert usage.MAX_COUNT == pricing._MAX_COUNT == ev.MAX_INT

@@ -217,3 +217,103 @@ def test_status_after_stop(running_daemon: Daemon) -> None:
     result = ctl("status")
     assert result.returncode == 3
     assert len(result.stderr.decode().splitlines()) == 1
+
+
+# -- homes telemetryd cannot use (issue 8): one line naming the path and the problem ------
+
+
+def telemetryd(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "telemetryd", *args],
+        env=dict(os.environ, TELEMETRYD_HOME=str(home)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode == 1, result
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("ERROR "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("char", ["?", "*", "[", "\\"])
+@pytest.mark.parametrize("check", [True, False])
+def test_a_home_duckdb_cannot_use_is_refused(state_home: Path, char: str, check: bool) -> None:
+    """A `?` in TELEMETRYD_HOME gave a traceback at start: DuckDB reads it as a URL query in
+    the database path (its WAL went to `/tmp/a.wal?b/...`); `*` and `[` are glob patterns
+    where it reads the journal, and `\\` a path separator."""
+    home = state_home / f"a{char}b"
+    result = telemetryd(home, *(["--check"] if check else []))
+    assert_one_line_error(
+        result, f"state directory {str(home)!r}", f"contains {char}", "TELEMETRYD_HOME"
+    )
+    assert not home.exists()
+
+
+def test_check_state_dir_accepts_the_usual_homes(state_home: Path) -> None:
+    for home in (state_home, state_home / "new" / "deeper", state_home / "sp ace,#%{}'"):
+        paths.check_state_dir(paths.Paths(str(home / "run"), str(home), str(home)))
+
+
+def test_a_home_under_a_file_is_refused(state_home: Path) -> None:
+    (state_home / "file").write_text("x")
+    home = state_home / "file" / "home"
+    assert_one_line_error(telemetryd(home), f"{home}: {state_home / 'file'} is not a directory")
+
+
+def test_a_read_only_home_is_refused(state_home: Path) -> None:
+    """A home the daemon cannot write gave a PermissionError traceback at start."""
+    home = state_home / "ro"
+    home.mkdir(mode=0o755)
+    if os.getuid() == 0:  # root writes anywhere but into an immutable directory
+        made = subprocess.run(["chattr", "+i", str(home)], capture_output=True, check=False)
+        if made.returncode != 0:
+            pytest.skip(f"cannot make a directory read-only for root here: {made.stderr!r}")
+    else:
+        home.chmod(0o555)
+    try:
+        for args in ([], ["--check"]):
+            result = telemetryd(home, *args)
+            assert_one_line_error(result, f"state directory {home}: it is not writable")
+        result = telemetryd(home / "sub")
+        assert_one_line_error(result, f"its parent {home} is not writable")
+        assert list(home.iterdir()) == []
+    finally:
+        if os.getuid() == 0:
+            subprocess.run(["chattr", "-i", str(home)], check=True)
+        home.chmod(0o755)
+
+
+@pytest.mark.parametrize("name", ["journal", "spool"])
+def test_a_file_where_a_state_directory_belongs_is_one_line(state_home: Path, name: str) -> None:
+    """What only starting finds out is reported the same way, naming the path."""
+    (state_home / name).write_text("not a directory")
+    result = telemetryd(state_home)
+    assert_one_line_error(result, f"cannot start: {state_home / name}: File exists")
+    assert not (state_home / "run" / "events.sock").exists()
+
+
+def test_telemetryctl_with_such_a_home_answers_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, state_home: Path
+) -> None:
+    """The client commands that resolve paths never touch DuckDB's path rules without a
+    database: they say the daemon is down (or spool), in one line, without a traceback."""
+    home = state_home / "a?b"
+    monkeypatch.setenv("TELEMETRYD_HOME", str(home))
+    for args, code in [
+        (["status"], 3),
+        (["flush"], 1),
+        (["query", "select 1"], 3),
+        (["send", "--type", "custom", "--name", "x"], 0),
+        (["paths"], 0),
+        (["config", "show"], 0),
+    ]:
+        result = ctl(*args)
+        assert result.returncode == code, (args, result)
+        assert b"Traceback" not in result.stderr, (args, result.stderr)
+        assert result.stderr.count(b"\n") <= 2, (args, result.stderr)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import Daemon, ctl, exchange
+from conftest import Daemon, ctl, exchange, summary
 from telemetryd.adapters import pricing
 from telemetryd.client import importer
 
@@ -287,3 +288,97 @@ def test_the_daemon_prices_api_requests_that_report_no_cost(running_daemon: Daem
     assert got["c"] == (None, "unknown")
     assert got["d"] == (None, "unknown")
     assert got["e"] == (None, None)
+
+
+# -- type-confused hints: attrs is free-form, so pricing never fails on it ---------------
+
+
+@pytest.mark.parametrize(
+    "hint",
+    [[1, 2], "13835", "x", True, -3, 1.5, {"a": 1}, None, 1e300, 2**70, float("nan")],
+)
+def test_a_1_hour_hint_that_is_not_a_count_is_ignored(table: pricing.Table, hint: Any) -> None:
+    from telemetryd import events
+
+    line = {
+        "type": "api_request",
+        "agent": {"model": "claude-sonnet-4-5"},
+        "tokens": {"source": "actual", "input": 3, "output": 13, "cache_creation": 13835},
+        "attrs": {"cache_creation_1h": hint, "speed": ["fast"]},
+    }
+    plain = (3 * 3 + 13 * 15 + 13835 * 3.75) / 1e6
+    event = events.DECODER.decode(json.dumps(line).replace("NaN", '"NaN"'))
+    table.price_request(event)
+    assert (event.cost_source, event.cost_usd) == ("computed", pytest.approx(plain))
+    as_dict = {**line, "attrs": {"cache_creation_1h": hint, "speed": 7}}
+    table.price_event(as_dict)
+    assert (as_dict["cost_source"], as_dict["cost_usd"]) == ("computed", pytest.approx(plain))
+
+
+def test_a_whole_float_hint_counts(table: pricing.Table) -> None:
+    event: dict[str, Any] = {
+        "type": "api_request",
+        "agent": {"model": "claude-sonnet-4-5"},
+        "tokens": actual(input=3, output=13, cache_creation=13835),
+        "attrs": {"cache_creation_1h": 13835.0},
+    }
+    table.price_event(event)
+    assert event["cost_usd"] == pytest.approx((9 + 195 + 13835 * 6) / 1e6)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "api_request", "tokens": [1, 2]},
+        {"type": "api_request", "tokens": actual(input="1", output=None), "agent": "m"},
+        {"type": "api_request", "tokens": actual(input=1, output=1), "agent": {"model": 5}},
+        {"type": "api_request", "tokens": actual(input=[1], output={}), "attrs": [1]},
+    ],
+)
+def test_price_event_never_fails_on_odd_dicts(table: pricing.Table, event: Any) -> None:
+    table.price_event(event)
+    assert event["cost_source"] == "unknown" or event["cost_usd"] == 0
+
+
+def test_the_model_name_cache_is_bounded(table: pricing.Table) -> None:
+    for n in range(10_000):
+        table.lookup(f"claude-sonnet-4-5-{n}")
+    assert len(table._cache) <= 4096
+    assert table.lookup("claude-sonnet-4-5-20250929") is not None
+
+
+def test_poison_attrs_cost_the_daemon_nothing(running_daemon: Daemon) -> None:
+    """Finding 7 of issue 8: type-confused pricing hints closed the connection, losing the
+    good events around them. With `nc`, as a user would send them."""
+    lines = [
+        {"type": "custom", "id": "before", "name": "x"},
+        {
+            "type": "api_request",
+            "id": "poison-list",
+            "agent": {"model": "claude-sonnet-4-5"},
+            "tokens": {"source": "actual", "input": 1, "output": 2, "cache_creation": 10},
+            "attrs": {"cache_creation_1h": [1, 2]},
+        },
+        {
+            "type": "api_request",
+            "id": "poison-str",
+            "agent": {"model": "claude-sonnet-4-5"},
+            "tokens": {"source": "actual", "input": 1, "output": 2},
+            "attrs": {"cache_creation_1h": "many", "speed": {"fast": True}},
+        },
+        {"type": "custom", "id": "after", "name": "y"},
+    ]
+    result = subprocess.run(
+        ["nc", "-NU", running_daemon.events_socket],
+        input=b"".join(json.dumps(line).encode() + b"\n" for line in lines),
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(reply) for reply in result.stdout.splitlines()] == [summary(4, 4)]
+    journaled = {event["id"]: event for event in running_daemon.journal_events()}
+    assert list(journaled) == ["before", "poison-list", "poison-str", "after"]
+    assert journaled["poison-list"]["cost_source"] == "computed"
+    assert journaled["poison-list"]["attrs"] == {"cache_creation_1h": [1, 2]}  # kept as sent
+    assert "Traceback" not in running_daemon.log()

@@ -5,11 +5,18 @@ file (``config.toml`` in the config directory), environment variables named
 ``TELEMETRYD_<SECTION>_<KEY>`` (``TELEMETRYD_JOURNAL_DURABILITY=always``) and
 ``--set section.key=value`` flags. A key that does not exist is an error that
 names it and where it came from.
+
+Every number has a range (``Meta(ge=..., le=...)`` on its field), so a value that
+would exhaust the machine (``store.threads = 100000``, a 1 TiB ``ingest.read-size``)
+is an error that names the key, whether it comes at start, from ``telemetryd
+--check``, ``telemetryctl config check`` or a SIGHUP: they all decode through
+:func:`load`. The README's configuration section lists the ranges.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
@@ -19,30 +26,92 @@ from msgspec import Meta, Struct
 
 from telemetryd.errors import ConfigError
 
-Positive = Annotated[int, Meta(gt=0)]
-Seconds = Annotated[float, Meta(gt=0)]
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+TiB = 1024 * GiB
+
+# Seconds: from a tenth of a second (tests, impatient users) up to a day (a longer
+# interval or timeout is a typo: nothing the daemon does needs one).
+Seconds = Annotated[float, Meta(ge=0.1, le=86_400.0)]
+# A uid_t, without (uid_t)-1, which means "no uid".
+Uid = Annotated[int, Meta(ge=0, le=2**32 - 2)]
+
+# store.memory-limit, as DuckDB spells a size: a number and a unit (KB, MB, GB, TB are
+# powers of 1000, KiB ... TiB of 1024, as in DuckDB), or a percentage of the physical
+# memory; checked by Store.__post_init__.
+MEMORY_LIMIT_MIN = 64 * MiB
+MEMORY_LIMIT_MAX = TiB
+_SIZE = re.compile(r" *([0-9]+(?:\.[0-9]+)?) *([kmgt]?i?b|%) *", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4}
+_UNITS.update({"kib": KiB, "mib": MiB, "gib": GiB, "tib": TiB})
+
+
+def physical_memory() -> int | None:
+    """Bytes of physical memory, when the platform says (Linux and macOS do)."""
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES")
+        size = os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+    return pages * size if pages > 0 and size > 0 else None
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a size as DuckDB spells it: ``"256MB"`` (10^6 each), ``"1GiB"`` (2^30),
+    ``"512 MiB"``, ``"1.5GB"``, or ``"25%"`` of the physical memory.
+
+    Raises ValueError for any other spelling and for a size outside
+    [:data:`MEMORY_LIMIT_MIN`, :data:`MEMORY_LIMIT_MAX`] (64 MiB to 1 TiB): DuckDB
+    cannot load the journal with less, and more is a typo. ``f"{parse_size(s)}B"`` is
+    the same limit in a spelling DuckDB reads.
+    """
+    found = _SIZE.fullmatch(text)
+    if found is None or found[2].lower() not in (*_UNITS, "%"):
+        raise ValueError(
+            f"{text!r} is not a size: expected a number and a unit (B, KB, MB, GB, TB, "
+            "KiB, MiB, GiB, TiB) or a percentage of the memory, e.g. '256MB', '1GiB', '25%'"
+        )
+    number, unit = float(found[1]), found[2].lower()
+    if unit == "%":
+        memory = physical_memory()
+        if memory is None:
+            raise ValueError(f"{text!r}: this system does not report its physical memory")
+        if not 0 < number <= 100:
+            raise ValueError(f"{text!r}: a percentage must be above 0 and at most 100")
+        size = int(memory * number / 100)
+    else:
+        size = int(number * _UNITS[unit])
+    if size < MEMORY_LIMIT_MIN:
+        raise ValueError(f"{text!r} is {size} bytes, below the minimum of 64 MiB")
+    if size > MEMORY_LIMIT_MAX:
+        raise ValueError(f"{text!r} is {size} bytes, above the maximum of 1 TiB")
+    return size
+
 
 _SECTION: dict[str, Any] = {"forbid_unknown_fields": True, "rename": "kebab", "kw_only": True}
 
 
 class Ingest(Struct, **_SECTION):
-    """Limits on the events socket."""
+    """Limits on the events socket (and the spool, which is read the same way)."""
 
-    max_line_bytes: Positive = 64 * 1024
-    max_attrs_bytes: Positive = 16 * 1024
-    max_attrs_depth: Positive = 8
-    max_connections: Positive = 256
+    max_line_bytes: Annotated[int, Meta(ge=128, le=16 * MiB)] = 64 * KiB
+    max_attrs_bytes: Annotated[int, Meta(ge=64, le=16 * MiB)] = 16 * KiB
+    max_attrs_depth: Annotated[int, Meta(ge=1, le=64)] = 8
+    # Each connection holds a file descriptor: stay well below the usual limit of 1024.
+    max_connections: Annotated[int, Meta(ge=1, le=800)] = 256
     idle_timeout: Seconds = 60.0
     # Bytes per read from a connection. Larger buffers than 128 KiB go through
     # mmap on every read, which costs more than the extra reads save.
-    read_size: Positive = 64 * 1024
+    read_size: Annotated[int, Meta(ge=4 * KiB, le=16 * MiB)] = 64 * KiB
     # Bytes of validated events waiting for the journal writer; past this, readers
     # stop reading and the kernel pushes back on clients.
-    max_pending_bytes: Positive = 8 * 1024 * 1024
-    # At least this many recent client-chosen ids are remembered to drop duplicates.
-    dedup_window: Positive = 100_000
+    max_pending_bytes: Annotated[int, Meta(ge=64 * KiB, le=GiB)] = 8 * MiB
+    # At least this many recent client-chosen ids are remembered to drop duplicates
+    # (the daemon holds up to twice as many: ~100 bytes each).
+    dedup_window: Annotated[int, Meta(ge=1, le=2_000_000)] = 100_000
     # Peers allowed to connect; empty means the daemon's own uid only.
-    allowed_uids: list[int] = msgspec.field(default_factory=list)
+    allowed_uids: Annotated[list[Uid], Meta(max_length=256)] = msgspec.field(default_factory=list)
 
 
 class Journal(Struct, **_SECTION):
@@ -52,8 +121,8 @@ class Journal(Struct, **_SECTION):
     # crash), fsync at most every fsync-interval-ms (power loss can cost that
     # window). never: ack once written, leave syncing to the kernel.
     durability: Literal["always", "interval", "never"] = "interval"
-    fsync_interval_ms: Positive = 200
-    segment_max_bytes: Positive = 64 * 1024 * 1024
+    fsync_interval_ms: Annotated[int, Meta(ge=1, le=60_000)] = 200
+    segment_max_bytes: Annotated[int, Meta(ge=4 * KiB, le=4 * GiB)] = 64 * MiB
 
 
 class Store(Struct, **_SECTION):
@@ -62,48 +131,63 @@ class Store(Struct, **_SECTION):
     # Materialize at least this often (seconds) while events are pending ...
     interval: Seconds = 5.0
     # ... and as soon as this many events were journaled since the last run.
-    pending_events: Positive = 50_000
-    query_timeout: Seconds = 30.0
-    # DuckDB's memory (it spills to disk past it). Loads need ~200 MB (below that,
-    # reading a compressed segment fails); larger speeds up queries on big stores.
+    pending_events: Annotated[int, Meta(ge=1, le=10_000_000)] = 50_000
+    # The longest a query may run (a query's own timeout is capped there too).
+    query_timeout: Annotated[float, Meta(ge=0.1, le=3600.0)] = 30.0
+    # DuckDB's memory (it spills to disk past it), 64 MiB to 1 TiB (parse_size). Loads
+    # need ~200 MB (below that, reading a compressed segment fails); larger speeds up
+    # queries on big stores.
     memory_limit: str = "256MB"
-    threads: Positive = 2
+    threads: Annotated[int, Meta(ge=1, le=64)] = 2
+
+    def __post_init__(self) -> None:
+        try:
+            parse_size(self.memory_limit)
+        except ValueError as exc:
+            raise ValueError(f"`memory-limit`: {exc}") from None
 
 
 class Spool(Struct, **_SECTION):
     """Events that clients could not deliver."""
 
-    scan_interval: Seconds = 5.0
+    scan_interval: Annotated[float, Meta(ge=0.1, le=3600.0)] = 5.0
 
 
 class Retention(Struct, **_SECTION):
     """How much journal is kept (daemon/retention.py); 0 turns a limit off."""
 
-    # Segments whose last write is older than this many days are deleted ...
-    max_age_days: Annotated[float, Meta(ge=0)] = 30.0
-    # ... and the oldest ones while the journal is larger than this.
-    max_bytes: Annotated[int, Meta(ge=0)] = 10 * 1024**3
+    # Segments whose last write is older than this many days are deleted (up to a
+    # hundred years) ...
+    max_age_days: Annotated[float, Meta(ge=0, le=36_525.0)] = 30.0
+    # ... and the oldest ones while the journal is larger than this (up to 1 PiB).
+    max_bytes: Annotated[int, Meta(ge=0, le=1024 * TiB)] = 10 * GiB
     # Materialized closed segments are gzipped (.jsonl.gz).
     compress: bool = True
-    # Seconds between two runs in the daemon (`telemetryctl gc` runs it now).
-    interval: Seconds = 3600.0
+    # Seconds between two runs in the daemon (`telemetryctl gc` runs it now): up to a week.
+    interval: Annotated[float, Meta(ge=0.1, le=7 * 86_400.0)] = 3600.0
+
+
+# US dollars per million tokens: the dearest model costs a few hundred.
+Price = Annotated[float, Meta(ge=0, le=1_000_000.0)]
 
 
 class ModelPrice(Struct, omit_defaults=True, **_SECTION):
     """One model's prices in US dollars per million tokens (adapters/pricing.py)."""
 
-    input: Annotated[float, Meta(ge=0)]
-    output: Annotated[float, Meta(ge=0)]
-    cache_read: Annotated[float, Meta(ge=0)] | None = None
-    cache_write: Annotated[float, Meta(ge=0)] | None = None
-    cache_write_1h: Annotated[float, Meta(ge=0)] | None = None
+    input: Price
+    output: Price
+    cache_read: Price | None = None
+    cache_write: Price | None = None
+    cache_write_1h: Price | None = None
 
 
 class Pricing(Struct, **_SECTION):
     """Prices that take precedence over the bundled table, by model name
     (``[pricing.models."my-model"]``); `telemetryctl pricing` shows the result."""
 
-    models: dict[str, ModelPrice] = msgspec.field(default_factory=dict)
+    models: Annotated[dict[str, ModelPrice], Meta(max_length=10_000)] = msgspec.field(
+        default_factory=dict
+    )
 
 
 class Config(Struct, **_SECTION):
@@ -134,7 +218,7 @@ def _parse_value(text: str) -> Any:
     """A TOML value (``5``, ``true``, ``[1, 2]``, ``"x"``), else the text as a string."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return text
 
 
@@ -156,6 +240,10 @@ def load(
             raise ConfigError(f"{path}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 (byte {exc.start})") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: nested too deeply") from None
         _validate(data, path)
         for section, values in data.items():
             raw[section] = dict(values)
@@ -177,17 +265,32 @@ def load(
         raw.setdefault(section, {})[key] = _parse_value(value)
         origin[dotted] = "flag --set"
 
-    config = _validate(raw, "configuration (environment or --set)")
+    config = _validate(raw, "configuration (environment or --set)", origin)
     for dotted in keys:
         origin.setdefault(dotted, "default")
     return config, origin
 
 
-def _validate(data: Mapping[str, Any], where: str) -> Config:
+def _validate(
+    data: Mapping[str, Any], where: str, origin: Mapping[str, str] | None = None
+) -> Config:
+    """``data`` as a Config, or a ConfigError naming ``where`` and the key (msgspec's path,
+    ``$.store.threads``); with ``origin``, the error names where that key's value came from."""
     try:
         return msgspec.convert(data, Config, strict=False)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        message = str(exc)
+        # A section's own check (__post_init__) names its key first: make it the path.
+        own = _OWN_CHECK.fullmatch(message)
+        if own is not None:
+            message = f"{own['message']} - at `$.{own['section']}.{own['key']}`"
+        if origin is not None:
+            path = message.rpartition(" - at `$.")[2].rstrip("`").partition("[")[0]
+            where = origin.get(path, where)
+        raise ConfigError(f"{where}: {message}") from None
+
+
+_OWN_CHECK = re.compile(r"`(?P<key>[a-z0-9-]+)`: (?P<message>.*) - at `\$\.(?P<section>[a-z]+)`")
 
 
 def flatten(config: Config) -> dict[str, Any]:

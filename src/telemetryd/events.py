@@ -14,6 +14,8 @@ version it has written.
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -22,7 +24,11 @@ from msgspec import Meta, Struct
 
 SCHEMA_VERSION = 1
 
-NonNegInt = Annotated[int, Meta(ge=0, le=2**63 - 1)]  # fits a BIGINT column
+# The largest integer every JSON parser reads exactly (I-JSON, RFC 7493: a double's 53
+# bits). Every count and duration is at most this, so each fits a BIGINT column and sums
+# of a few of them (a derived token total) cannot overflow one.
+MAX_INT = 2**53 - 1
+NonNegInt = Annotated[int, Meta(ge=0, le=MAX_INT)]
 Ratio = Annotated[float, Meta(ge=0.0, le=1.0)]
 Money = Annotated[float, Meta(ge=0.0)]
 Timestamp = Annotated[datetime, Meta(tz=True, description="RFC 3339 with a UTC offset")]
@@ -63,9 +69,15 @@ class Tokens(_Strict, kw_only=True):
             if self.reasoning is not None and self.reasoning > self.output:
                 raise ValueError("`reasoning` is part of `output` and cannot exceed it")
             if self.total is None:
-                self.total = (
+                total = (
                     self.input + self.output + (self.cache_read or 0) + (self.cache_creation or 0)
                 )
+                if total > MAX_INT:
+                    raise ValueError(
+                        f"`input` + `output` + `cache_read` + `cache_creation` is {total}, "
+                        f"over the largest count ({MAX_INT})"
+                    )
+                self.total = total
         elif self.source == "estimated" and (
             self.estimated_total is None or self.tokenizer is None
         ):
@@ -269,6 +281,8 @@ LINE_TOO_LONG = "line_too_long"
 ATTRS_TOO_LARGE = "attrs_too_large"
 ATTRS_TOO_DEEP = "attrs_too_deep"
 RECEIVED_AT_SET = "received_at_set"
+# Not the line's fault: processing it failed unexpectedly (a bug). Only that line is lost.
+INTERNAL_ERROR = "internal_error"
 
 
 class Invalid(Exception):
@@ -304,7 +318,56 @@ def explain(exc: Exception, line: bytes) -> Invalid:
         line.decode("utf-8")
     except UnicodeDecodeError as err:
         return Invalid(INVALID_UTF8, f"invalid UTF-8 at byte {err.start}")
+    # msgspec calls a lone surrogate escape "Input data was truncated" when it ends the
+    # string, and "invalid utf-16 surrogate pair" otherwise.
+    if message == "Input data was truncated" or "surrogate" in message:
+        lone = _lone_surrogate(line)
+        if lone is not None:
+            return lone
     return Invalid(INVALID_JSON, f"invalid JSON: {message}")
+
+
+# A backslash escape that matters here: an escaped backslash (skipped), a surrogate pair
+# (fine), or a surrogate on its own (the problem).
+_ESCAPES = re.compile(
+    rb"\\\\|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|\\u[dD][89a-fA-F][0-9a-fA-F]{2}"
+)
+
+
+def _lone_surrogate(line: bytes) -> Invalid | None:
+    """The first ``\\uD800``-``\\uDFFF`` escape in ``line`` that is not half of a pair,
+    with the path of the string that holds it when the line parses otherwise."""
+    escape = next(
+        (m[0] for m in _ESCAPES.finditer(line) if len(m[0]) == 6),
+        None,
+    )
+    if escape is None:
+        return None
+    message = (
+        f"invalid unicode escape `{escape.decode()}`: a lone UTF-16 surrogate "
+        "(one not paired with another) is not a character"
+    )
+    path = "$"
+    try:
+        # The standard library's parser keeps lone surrogates: find the string (or key).
+        stack: list[tuple[Any, str]] = [(json.loads(line), "$")]
+    except (ValueError, RecursionError):
+        stack = []
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, str):
+            if any("\ud800" <= char <= "\udfff" for char in value):
+                path = where
+                break
+        elif isinstance(value, dict):
+            for key, item in reversed(value.items()):
+                name = f"{where}.{key}" if key.isidentifier() else f"{where}[{json.dumps(key)}]"
+                if any("\ud800" <= char <= "\udfff" for char in key):
+                    stack.append((key, where))
+                stack.append((item, name))
+        elif isinstance(value, list):
+            stack.extend((item, f"{where}[{n}]") for n, item in reversed(list(enumerate(value))))
+    return Invalid(INVALID_JSON, message, path)
 
 
 def _depth_over(value: Any, max_depth: int) -> bool:

@@ -13,6 +13,10 @@ sockets live in ``$XDG_RUNTIME_DIR/telemetryd`` (platformdirs' fallback when the
 variable is unset), state in ``$XDG_STATE_HOME/telemetryd`` and the config in
 ``$XDG_CONFIG_HOME/telemetryd``; on macOS under ``~/Library``.
 
+:func:`check_state_dir` says (creating nothing) when the daemon cannot keep its state
+somewhere: a path with a character DuckDB reads specially (``? * [ \\``), not UTF-8,
+under a file, or not writable.
+
 This module is imported on the `telemetryctl send` hot path, so it imports only
 ``os`` and ``sys`` at module level; platformdirs (~20 ms to import) is loaded
 only when the fast rules in :func:`events_socket_fast` do not apply.
@@ -151,3 +155,59 @@ def check_socket_path(path: str) -> None:
             f"socket path {path!r} is {size} bytes; sockets need fewer than {SUN_PATH_MAX} "
             f"(sun_path). Point {ENV_HOME} at a shorter directory."
         )
+
+
+# Characters DuckDB gives a meaning in a file path: it reads ``?`` as the start of a URL
+# query (its write-ahead log for ``/a?b/telemetry.duckdb`` becomes ``/a.wal?b/...``),
+# ``?``, ``*`` and ``[`` as glob patterns where it reads journal files (``*`` would also
+# match other directories), and ``\\`` as a directory separator.
+DUCKDB_SPECIAL = "?*[\\"
+
+
+def check_state_dir(where: Paths) -> None:
+    """Raise PathError, naming the directory and the problem, when telemetryd cannot keep
+    its state (and its sockets) where ``where`` says. Creates nothing."""
+    from telemetryd.errors import PathError
+
+    state = where.state_dir
+    special = sorted({char for char in state if char in DUCKDB_SPECIAL})
+    if special:
+        raise PathError(
+            f"state directory {state!r} contains {' '.join(special)}, which DuckDB reads as "
+            f"part of a pattern or URL in file paths; choose a directory without "
+            f"{' '.join(DUCKDB_SPECIAL)} (set {ENV_HOME})"
+        )
+    try:
+        state.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PathError(
+            f"state directory {state!r} is not valid UTF-8, which DuckDB needs in file paths"
+        ) from None
+    for what, directory in (("state directory", state), ("socket directory", where.runtime_dir)):
+        problem = _unusable(directory)
+        if problem is not None:
+            raise PathError(f"{what} {directory}: {problem}")
+
+
+def _unusable(directory: str) -> str | None:
+    """Why ``directory`` cannot be used (or created) by this user, or None."""
+    path = directory
+    while not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    if not os.path.isdir(path):
+        return f"{path} is not a directory"
+    if not os.access(path, os.W_OK | os.X_OK):
+        reason = "read-only" if _read_only(path) else "permission denied"
+        where = "it" if path == directory else f"its parent {path}"
+        return f"{where} is not writable ({reason})"
+    return None
+
+
+def _read_only(path: str) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (AttributeError, OSError):
+        return False

@@ -20,6 +20,12 @@ prompt (input + cache read + cache write) is larger than a model's ``above.token
 the request's tokens take the ``above`` prices, as the providers bill them.
 Anthropic's fast mode (``attrs.speed == "fast"``) multiplies by the model's ``fast``.
 
+``attrs`` is free-form, so these two hints are read only when they have their type:
+``cache_creation_1h`` a whole number from 0 to 2^53 - 1 (``12`` or ``12.0``), ``speed``
+a string. Anything else (a list, a string of digits, ``true``, a negative number) is
+ignored for pricing, kept in ``attrs`` as sent, and never makes an event fail; so are
+token counts in :meth:`Table.cost`'s dicts that are not such whole numbers.
+
 Refreshing the table: ``python -m telemetryd.adapters.pricing LITELLM_JSON``
 rewrites the models listed here from a downloaded copy of LiteLLM's
 ``model_prices_and_context_window.json`` and sets today's date.
@@ -35,9 +41,27 @@ from typing import Any
 
 TABLE_FILE = Path(__file__).with_name("prices.json")
 PER_TOKEN = 1e-6  # the table is per million tokens
+_CACHE_NAMES = 4096  # model names whose match is remembered (producers choose the names)
+_MAX_COUNT = 2**53 - 1  # events.MAX_INT, without importing msgspec here
 KINDS = ("input", "output", "cache_read", "cache_write", "cache_write_1h")
 _PREFIXES = ("anthropic/", "openai/", "gemini/", "google/", "vertex_ai/", "bedrock/",
              "us.anthropic.", "eu.anthropic.", "apac.anthropic.", "anthropic.")  # fmt: skip
+
+
+def _whole(value: Any) -> int:
+    """A count read from free-form data: a whole number from 0 to 2^53 - 1 (the event
+    model's largest count), else 0 (not a count)."""
+    if value.__class__ is int or (value.__class__ is float and value.is_integer()):
+        return int(value) if 0 <= value <= _MAX_COUNT else 0
+    return 0
+
+
+def _hints(attrs: Any) -> tuple[int, str | None]:
+    """The pricing hints in an event's ``attrs``: 1-hour cache writes and the speed."""
+    if not isinstance(attrs, dict):
+        return 0, None
+    speed = attrs.get("speed")
+    return _whole(attrs.get("cache_creation_1h")), speed if isinstance(speed, str) else None
 
 
 def _strip_date(name: str) -> str:
@@ -76,6 +100,8 @@ class Table:
         if not model:
             return None
         if model not in self._cache:
+            if len(self._cache) >= _CACHE_NAMES:
+                self._cache.clear()  # bounded, whatever names producers send
             self._cache[model] = self._match(model)
         key = self._cache[model]
         return None if key is None else (key, self.models[key])
@@ -115,10 +141,10 @@ class Table:
         if found is None or tokens.get("source") != "actual":
             return None
         prices = found[1]
-        inp = tokens.get("input") or 0
-        out = tokens.get("output") or 0
-        read = tokens.get("cache_read") or 0
-        write = tokens.get("cache_creation") or 0
+        inp = _whole(tokens.get("input"))
+        out = _whole(tokens.get("output"))
+        read = _whole(tokens.get("cache_read"))
+        write = _whole(tokens.get("cache_creation"))
         above = prices.get("above")
         if isinstance(above, dict) and inp + read + write > above.get("tokens", float("inf")):
             prices = {**prices, **{k: v for k, v in above.items() if k in KINDS}}
@@ -147,7 +173,7 @@ class Table:
         if tokens.source != "actual" or self.lookup(model) is None:
             event.cost_source = "unknown"
             return
-        attrs = event.attrs or {}
+        long_writes, speed = _hints(event.attrs)
         cost = self.cost(
             {
                 "source": "actual",
@@ -157,8 +183,8 @@ class Table:
                 "cache_creation": tokens.cache_creation,
             },
             model,
-            cache_creation_1h=int(attrs.get("cache_creation_1h") or 0),
-            speed=attrs.get("speed"),
+            cache_creation_1h=long_writes,
+            speed=speed,
         )
         if cost is None:
             event.cost_source = "unknown"
@@ -175,16 +201,18 @@ class Table:
         if event.get("cost_usd") is not None:
             event.setdefault("cost_source", "reported")
             return
-        tokens = event.get("tokens") or {}
-        if tokens.get("source") != "actual":
+        tokens = event.get("tokens")
+        if not isinstance(tokens, dict) or tokens.get("source") != "actual":
             event["cost_source"] = "unknown"
             return
-        attrs = event.get("attrs") or {}
+        agent = event.get("agent")
+        model = agent.get("model") if isinstance(agent, dict) else None
+        long_writes, speed = _hints(event.get("attrs"))
         cost = self.cost(
             tokens,
-            (event.get("agent") or {}).get("model"),
-            cache_creation_1h=int(attrs.get("cache_creation_1h") or 0),
-            speed=attrs.get("speed"),
+            model if isinstance(model, str) else None,
+            cache_creation_1h=long_writes,
+            speed=speed,
         )
         if cost is None:
             event["cost_source"] = "unknown"

@@ -100,13 +100,18 @@ def snake(name: str) -> str:
     return "".join(out)
 
 
+# The largest count the event model takes (events.MAX_INT, 2^53 - 1; a test ties them):
+# a larger "count" is not one, and unknown tokens beat an event the daemon would reject.
+MAX_COUNT = 2**53 - 1
+
+
 def _count(value: Any) -> int | None:
-    """A token count: a non-negative whole number (``12`` or ``12.0``), else None."""
+    """A token count: a whole number from 0 to MAX_COUNT (``12`` or ``12.0``), else None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return value if 0 <= value <= MAX_COUNT else None
+    if isinstance(value, float) and value.is_integer() and 0 <= value <= MAX_COUNT:
         return int(value)
     return None
 
@@ -221,6 +226,8 @@ def _actual(
             or (total is not None and total == base + reasoning)
         ):
             output += reasoning
+    if input_uncached + output + cached + cache_creation > MAX_COUNT:
+        return dict(UNKNOWN)  # counts no request has: not usage after all
     tokens: dict[str, Any] = {"source": "actual", "input": input_uncached, "output": output}
     if cached:
         tokens["cache_read"] = cached

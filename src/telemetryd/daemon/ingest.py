@@ -7,10 +7,15 @@ absent, ``received_at``), drops ids it has already journaled, and hands the
 canonical encoding of a chunk's events to the journal as one :class:`Batch`.
 This is the per-event hot path: keep work out of the loop in
 :meth:`Feed._process`.
+
+A line can only ever cost itself: whatever goes wrong while processing it (a bug
+included) becomes a rejection of that line (``internal_error`` when it is not the
+line's fault), and the lines around it and the connection carry on.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from datetime import UTC, datetime
@@ -19,6 +24,8 @@ from telemetryd import events as ev
 from telemetryd import wire
 from telemetryd.adapters.pricing import Table
 from telemetryd.config import Ingest
+
+log = logging.getLogger(__name__)
 
 _DecodeErrors = ev.DECODE_ERRORS
 
@@ -74,6 +81,12 @@ class Dedup:
         if len(self._new) >= self.window:
             self._old, self._new = self._new, {}
 
+    def discard(self, event_id: str, batch: Batch) -> None:
+        """Forget ``event_id`` if ``batch`` carries it (its event was not journaled after all)."""
+        for generation in (self._new, self._old):
+            if generation.get(event_id) is batch:
+                del generation[event_id]
+
     def __len__(self) -> int:
         return len(self._new) + len(self._old)
 
@@ -107,14 +120,16 @@ class IdMaker:
 
 
 class Counters:
-    """Daemon-wide totals, reported by `status`."""
+    """Daemon-wide totals, reported by `status`; ``internal_errors`` counts the lines
+    rejected because processing them failed unexpectedly (each is also in ``rejected``)."""
 
-    __slots__ = ("accepted", "duplicates", "rejected")
+    __slots__ = ("accepted", "duplicates", "internal_errors", "rejected")
 
     def __init__(self) -> None:
         self.accepted = 0
         self.rejected = 0
         self.duplicates = 0
+        self.internal_errors = 0
 
 
 class Ingestor:
@@ -142,6 +157,24 @@ class Ingestor:
 
 def _reject(line: int, error: str, message: str, path: str | None = None) -> bytes:
     return wire.encode_line(wire.Rejected(line=line, error=error, message=message, path=path))
+
+
+def _internal_error(counters: Counters, line: int, exc: BaseException) -> bytes:
+    """The reply for a line whose processing raised ``exc``, which is logged (with its
+    traceback the 1st, 2nd, 4th, 8th ... time, so that a flood of them stays readable)."""
+    counters.internal_errors += 1
+    count = counters.internal_errors
+    if count & (count - 1) == 0:
+        log.error(
+            "line %d could not be processed (%d such lines so far); rejected it",
+            line,
+            count,
+            exc_info=exc,
+        )
+    detail = f"{type(exc).__name__}: {exc}"
+    if len(detail) > 200:
+        detail = detail[:200] + "..."
+    return _reject(line, ev.INTERNAL_ERROR, f"the daemon failed to process this line ({detail})")
 
 
 class Feed:
@@ -240,6 +273,7 @@ class Feed:
         prices = ingestor.prices
         utc = UTC
         version = ev.SCHEMA_VERSION
+        counters = ingestor.counters
 
         now = ingestor.now()
         ids = ingestor.ids
@@ -247,98 +281,133 @@ class Feed:
         id_counter = ids.counter
         batch = Batch()
         out: list[ev.AnyEvent] = []
+        numbers: list[int] = []  # the line number of each event in ``out``
         assigned: list[str] = []
         lineno = self.lines
         rejected = duplicates = 0
         done = len(lines)
         append = out.append
+        number = numbers.append
         first = lineno
         for line in lines:
             lineno += 1
-            if line is None or (len(line) > max_line and not _crlf_at_limit(line, max_line)):
-                rejected += 1
-                replies.append(
-                    _reject(
-                        lineno,
-                        ev.LINE_TOO_LONG,
-                        f"line is longer than the limit of {max_line} bytes",
-                    )
-                )
-                continue
+            # Everything that can go wrong with one line costs that line only. Fallible
+            # work comes before the id is recorded in the dedup window.
             try:
-                event = decode(line)
-            except _DecodeErrors as exc:
-                if not line.strip():
-                    continue  # blank lines (and a lone \r) are allowed
-                if _is_sync(line):
-                    self.sync_requested = True
-                    done = lineno - first
-                    break
-                rejected += 1
-                invalid = ev.explain(exc, line)
-                replies.append(_reject(lineno, invalid.code, invalid.message, invalid.path))
-                continue
-            attrs = event.attrs
-            suspect = event.received_at is not None or event.__class__ is log_type
-            if attrs is not None and not suspect:
-                suspect = len(line) > max_attrs
-                for value in attrs.values():  # inline: this runs for most events
-                    if value.__class__ is dict or value.__class__ is list:
-                        # The brackets in the line bound the depth: exact check only past it.
-                        suspect = suspect or line.count(b"{") + line.count(b"[") > max_depth
-                        break
-            if suspect:
-                problem = ev.check_producer_rules(
-                    event, line, max_attrs_bytes=max_attrs, max_attrs_depth=max_depth
-                )
-                if problem is not None:
+                if line is None or (len(line) > max_line and not _crlf_at_limit(line, max_line)):
                     rejected += 1
-                    replies.append(_reject(lineno, problem.code, problem.message, problem.path))
+                    replies.append(
+                        _reject(
+                            lineno,
+                            ev.LINE_TOO_LONG,
+                            f"line is longer than the limit of {max_line} bytes",
+                        )
+                    )
                     continue
-            ts = event.ts
-            if ts is None:
-                event.ts = now
-            elif ts.tzinfo is not utc or ts.microsecond % 1000:
                 try:
-                    event.ts = ev.to_utc_ms(ts)
-                except ev.Invalid as invalid:
+                    event = decode(line)
+                except _DecodeErrors as exc:
+                    if not line.strip():
+                        continue  # blank lines (and a lone \r) are allowed
+                    if _is_sync(line):
+                        self.sync_requested = True
+                        done = lineno - first
+                        break
                     rejected += 1
+                    invalid = ev.explain(exc, line)
                     replies.append(_reject(lineno, invalid.code, invalid.message, invalid.path))
                     continue
-            event_id = event.id
-            if event_id is None:
-                id_counter += 1
-                event.id = event_id = f"{id_prefix}{id_counter & 0xFFFFFFFFFFFF:012x}"
-                assigned.append(event_id)
-            else:
-                previous = dedup.get(event_id)
-                if previous is not None and not previous.failed:
-                    duplicates += 1
-                    self._depend_on(previous, batch)
-                    continue
-                dedup.add(event_id, batch)
-            if event.__class__ is api_type and prices is not None:
-                prices.price_request(event)
-            event.received_at = now
-            event.v = version
-            append(event)
+                attrs = event.attrs
+                suspect = event.received_at is not None or event.__class__ is log_type
+                if attrs is not None and not suspect:
+                    suspect = len(line) > max_attrs
+                    for value in attrs.values():  # inline: this runs for most events
+                        if value.__class__ is dict or value.__class__ is list:
+                            # The brackets in the line bound the depth: exact check only past it.
+                            suspect = suspect or line.count(b"{") + line.count(b"[") > max_depth
+                            break
+                if suspect:
+                    problem = ev.check_producer_rules(
+                        event, line, max_attrs_bytes=max_attrs, max_attrs_depth=max_depth
+                    )
+                    if problem is not None:
+                        rejected += 1
+                        replies.append(_reject(lineno, problem.code, problem.message, problem.path))
+                        continue
+                ts = event.ts
+                if ts is None:
+                    event.ts = now
+                elif ts.tzinfo is not utc or ts.microsecond % 1000:
+                    try:
+                        event.ts = ev.to_utc_ms(ts)
+                    except ev.Invalid as invalid:
+                        rejected += 1
+                        replies.append(_reject(lineno, invalid.code, invalid.message, invalid.path))
+                        continue
+                if event.__class__ is api_type and prices is not None:
+                    prices.price_request(event)
+                event_id = event.id
+                if event_id is None:
+                    id_counter += 1
+                    event.id = event_id = f"{id_prefix}{id_counter & 0xFFFFFFFFFFFF:012x}"
+                    assigned.append(event_id)
+                else:
+                    previous = dedup.get(event_id)
+                    if previous is not None and not previous.failed:
+                        duplicates += 1
+                        self._depend_on(previous, batch)
+                        continue
+                    dedup.add(event_id, batch)
+                event.received_at = now
+                event.v = version
+                append(event)
+                number(lineno)
+            except Exception as exc:  # a bug: reject this line, keep the others
+                rejected += 1
+                replies.append(_internal_error(counters, lineno, exc))
 
         ids.counter = id_counter
         self.lines = lineno
+        data = b""
+        if out:
+            try:
+                data = ev.ENCODER.encode_lines(out)
+            except Exception:  # never seen: find the event(s) at fault, keep the rest
+                data, lost = self._encode_each(out, numbers, batch, replies)
+                rejected += len(lost)
+                assigned = [event_id for event_id in assigned if event_id not in lost]
+                out = [event for event in out if event.id not in lost]
         self.rejected += rejected
         self.duplicates += duplicates
-        counters = ingestor.counters
         counters.rejected += rejected
         counters.duplicates += duplicates
         if not out:
             return None, done
         if assigned:
             dedup.add_all(assigned, batch)
-        batch.data = ev.ENCODER.encode_lines(out)
+        batch.data = data
         batch.count = len(out)
         self.accepted += batch.count
         counters.accepted += batch.count
         return batch, done
+
+    def _encode_each(
+        self, out: list[ev.AnyEvent], numbers: list[int], batch: Batch, replies: list[bytes]
+    ) -> tuple[bytes, set[str]]:
+        """Encode event by event: the lines of those that fail are rejected, and their
+        ids forgotten again. Returns the encoding of the others and the ids left out."""
+        encode = ev.ENCODER.encode
+        parts: list[bytes] = []
+        lost: set[str] = set()
+        for event, lineno in zip(out, numbers, strict=True):
+            try:
+                parts.append(encode(event) + b"\n")
+            except Exception as exc:
+                event_id = str(event.id)
+                lost.add(event_id)
+                self._ingestor.dedup.discard(event_id, batch)
+                replies.append(_internal_error(self._ingestor.counters, lineno, exc))
+        return b"".join(parts), lost
 
     def _depend_on(self, previous: Batch, current: Batch) -> None:
         """An id this feed sent came in ``previous``: acknowledge only once that is journaled."""

@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         settings, _ = config.load(config_file, overrides=args.set, require_file=bool(args.config))
         for socket_path in (where.events_socket, where.control_socket):
             paths.check_socket_path(socket_path)
+        paths.check_state_dir(where)
         if args.check:
             print(f"configuration and paths are valid ({config_file})")
             return 0
@@ -226,6 +227,12 @@ def main(argv: list[str] | None = None) -> int:
         anyio.run(serve, where, settings, Notifier(), load, backend_options=_backend_options())
     except TelemetryError as exc:
         log.error("%s", exc)
+        return 1
+    except OSError as exc:
+        # Starting up: the state or socket directory is unusable after all (made
+        # read-only, removed, full, ...). One line that names the path.
+        named = f"{exc.filename}: " if exc.filename else ""
+        log.error("cannot start: %s%s", named, exc.strerror or exc)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -1,8 +1,9 @@
 """SIGHUP: reload the configuration and apply what can change while the daemon runs.
 
 The configuration is loaded again by the same rules as at start (file, then the
-environment, then ``--set``). If it is invalid, the error (naming the key and the
-file) is logged and the running configuration stays. Otherwise the settings in
+environment, then ``--set``), ranges included. If it is invalid (or loading it fails
+in any other way), the error (naming the key and the file) is logged and the running
+configuration stays: a SIGHUP never stops the daemon. Otherwise the settings in
 :data:`LIVE` are copied into the running :class:`~telemetryd.config.Config`'s
 section objects in place (the server, ingestor, journal, materializer and
 retention hold those same objects, and read them when they use them):
@@ -87,8 +88,11 @@ async def reload(
     notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
     try:
         new = await anyio.to_thread.run_sync(load)
-    except ConfigError as exc:
-        log.error("SIGHUP: configuration not reloaded, the running one stays: %s", exc)
+    except Exception as exc:  # a SIGHUP never stops the daemon, whatever the file holds
+        if isinstance(exc, ConfigError):
+            log.error("SIGHUP: configuration not reloaded, the running one stays: %s", exc)
+        else:  # a bug in the loader: say where
+            log.exception("SIGHUP: configuration not reloaded, the running one stays")
         journal.reopen()
         notifier.notify("READY=1", "STATUS=reload failed; running with the previous configuration")
         return False

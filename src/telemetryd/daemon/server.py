@@ -34,6 +34,7 @@ from telemetryd.daemon.journal import Journal
 from telemetryd.daemon.materializer import Materializer
 from telemetryd.daemon.query import Queries
 from telemetryd.daemon.retention import Retention
+from telemetryd.daemon.spool import SpoolIntake
 from telemetryd.daemon.tail import Tails
 from telemetryd.errors import AlreadyRunning, JournalError, PathError, TelemetryError
 from telemetryd.paths import Paths, check_socket_path
@@ -156,6 +157,7 @@ class Server:
         self.stopping = False
         self._reading: set[anyio.CancelScope] = set()
         self.tails = Tails(journal)
+        self.spool = SpoolIntake(paths, config, ingestor, journal, self.settle)
         uids = config.ingest.allowed_uids
         self._allowed = frozenset(uids) if uids else frozenset({os.getuid()})
 
@@ -479,72 +481,11 @@ class Server:
     # -- spool ----------------------------------------------------------------
 
     async def ingest_spool(self) -> int:
-        """Journal the events clients left in the spool; return how many files were taken."""
-        spool = self.paths.spool_dir
-        try:
-            names = sorted(n for n in os.listdir(spool) if n.endswith(".jsonl"))
-        except FileNotFoundError:
-            return 0
-        for name in names:
-            path = os.path.join(spool, name)
-            try:
-                await self._ingest_spool_file(path)
-            except (JournalError, anyio.get_cancelled_exc_class()):
-                raise
-            except Exception as exc:
-                # Whatever is wrong with this file must not stop the daemon or the other files.
-                log.exception("spool file %s could not be ingested; quarantined", path)
-                self._quarantine_spool(path, f"{type(exc).__name__}: {exc}\n".encode())
-        return len(names)
-
-    def _quarantine_spool(self, path: str, errors: bytes) -> str:
-        target = os.path.join(self.paths.quarantine_dir, "spool-" + os.path.basename(path))
-        os.makedirs(self.paths.quarantine_dir, mode=0o700, exist_ok=True)
-        os.replace(path, target)
-        with open(target + ".errors", "wb") as f:
-            f.write(errors)
-        return target
-
-    async def _ingest_spool_file(self, path: str) -> None:
-        feed = Feed(self.ingestor)
-        rejected: list[bytes] = []
-
-        async def deliver(batch: Batch | None, replies: list[bytes]) -> None:
-            rejected.extend(replies)
-            if batch is not None:
-                await self.journal.submit(batch)
-
-        try:
-            async with await anyio.open_file(path, "rb") as f:
-                while chunk := await f.read(self.config.ingest.read_size):
-                    await deliver(*feed.feed(chunk))
-                    while feed.sync_requested:
-                        await deliver(*feed.resume())
-        except FileNotFoundError:
-            return
-        await deliver(*feed.end())
-        await self.settle(feed)
-        if rejected:
-            target = self._quarantine_spool(path, b"".join(rejected))
-            log.warning("spool file %s: %d lines rejected; kept in %s", path, len(rejected), target)
-        else:
-            os.unlink(path)
-        log.info(
-            "spool file %s: %d events journaled, %d duplicates",
-            path,
-            feed.accepted,
-            feed.duplicates,
-        )
+        """Journal the events clients left in the spool (daemon/spool.py)."""
+        return await self.spool.ingest_spool()
 
     async def spool_loop(self) -> None:
-        while True:
-            try:
-                await self.ingest_spool()
-            except JournalError as exc:
-                log.warning("spool intake paused: %s", exc)
-            except OSError as exc:
-                log.error("spool intake failed: %s", exc)
-            await anyio.sleep(self.config.spool.scan_interval)
+        await self.spool.spool_loop()
 
 
 class Rate:
