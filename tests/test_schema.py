@@ -190,6 +190,15 @@ KNOWN_GAPS: dict[str, tuple[dict[str, Any], bool, bool]] = {
         True,
         False,
     ),
+    "derived total past 2^53 - 1": (
+        {
+            "type": "api_request",
+            "tokens": {"source": "actual", "input": 2**53 - 1, "output": 1},
+        },
+        True,
+        False,
+    ),
+    "lone surrogate": ({"type": "custom", "name": "\ud800"}, True, False),
     "integer written as 1.0": ({"type": "skill", "name": "x", "duration_ms": 1.0}, True, False),
     "ts with a space for T": (
         {"type": "custom", "name": "x", "ts": "2026-03-01 12:00:00Z"},

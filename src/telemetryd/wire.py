@@ -20,6 +20,7 @@ from msgspec import Struct
 from telemetryd.events import (  # noqa: F401  (the codes for one bad line)
     ATTRS_TOO_DEEP,
     ATTRS_TOO_LARGE,
+    INTERNAL_ERROR,
     INVALID_EVENT,
     INVALID_JSON,
     INVALID_UTF8,

@@ -29,6 +29,7 @@ from anyio.abc import TaskStatus
 
 from telemetryd import paths
 from telemetryd.config import Store as StoreConfig
+from telemetryd.config import parse_size
 from telemetryd.daemon.journal import Journal
 from telemetryd.daemon.store import Store, batch_bytes_for
 from telemetryd.errors import TelemetryError
@@ -49,7 +50,7 @@ def open_store(where: paths.Paths, settings: StoreConfig) -> Store:
     """The database, rebuilt if its schema is not this version's, then sandboxed for queries.
 
     Raises duckdb.Error when the file cannot be opened (see :func:`_lock_conflict`)."""
-    memory = _size_bytes(settings.memory_limit)
+    memory = parse_size(settings.memory_limit)  # checked when the configuration loaded
     store = Store(
         where.database,
         batch_bytes=batch_bytes_for(memory),
@@ -62,7 +63,7 @@ def open_store(where: paths.Paths, settings: StoreConfig) -> Store:
             harden(
                 con,
                 allowed_dirs=[store.load_dir],
-                memory_limit=settings.memory_limit,
+                memory_limit=f"{memory}B",
                 threads=settings.threads,
             )
         if store.needs_rebuild:
@@ -71,16 +72,6 @@ def open_store(where: paths.Paths, settings: StoreConfig) -> Store:
         store.close()
         raise
     return store
-
-
-def _size_bytes(text: str) -> int:
-    """DuckDB's size syntax ("256MB", "1GiB") in bytes."""
-    number = text.strip().rstrip("iIbB").strip()
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    scale = units.get(number[-1:].upper(), 1)
-    if scale != 1:
-        number = number[:-1]
-    return int(float(number) * scale)
 
 
 def _lock_conflict(exc: duckdb.Error) -> bool:
