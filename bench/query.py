@@ -6,7 +6,7 @@
 
 Databases: canonical journal segments from :class:`bench.store.Generator` (sessions
 with model requests, tool calls, skills, sub-agents, ... over the last 28 days),
-materialized by :class:`telemetryd.daemon.store.Store` into ``telemetry.duckdb``, and
+materialized by :class:`telemetryd.store.database.Store` into ``telemetry.duckdb``, and
 cached under ``/tmp/telemetryd-bench-cache/<events>-<fingerprint>/`` (the fingerprint
 covers the generator and the store's table layout). A copy of the database,
 ``baseline.duckdb``, serves the baseline: while the daemon holds its file, no other
@@ -96,7 +96,7 @@ def fingerprint() -> str:
 def build(events: int, log: Log) -> tuple[Path, Path, dict[str, Any]]:
     """The cached home (journal + database) for ``events``, its baseline copy, and how it
     was built; built now if missing."""
-    from telemetryd.daemon.store import Store
+    from telemetryd.store.database import Store
 
     root = CACHE / f"{events}-{fingerprint()}"
     home, baseline, ready = root / "home", root / "baseline.duckdb", root / "ready.json"

@@ -31,7 +31,7 @@ from typing import Any
 
 from bench import BenchError
 from telemetryd import events as ev
-from telemetryd.daemon.store import Store
+from telemetryd.store.database import Store
 
 SEGMENT_MAX_BYTES = 64 * 1024 * 1024
 STEADY_BATCH = 10_000

@@ -14,7 +14,7 @@ import duckdb
 import pytest
 
 from conftest import Daemon, ctl, exchange
-from telemetryd import query
+from telemetryd.store import sandbox as query
 
 
 @pytest.fixture

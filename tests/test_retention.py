@@ -21,7 +21,7 @@ import duckdb
 
 from conftest import Daemon, ctl, exchange, summary
 from telemetryd.config import Retention as RetentionConfig
-from telemetryd.daemon.retention import DAY, Segment, plan
+from telemetryd.store.retention import DAY, Segment, plan
 
 DaemonFactory = Callable[..., Daemon]
 NOW = 1_800_000_000.0

@@ -26,8 +26,8 @@ import pytest
 from conftest import Daemon, exchange
 from telemetryd import events as ev
 from telemetryd.daemon.journal import list_segments
-from telemetryd.daemon.store import SCHEMA_VERSION, Store, batch_bytes_for
-from telemetryd.query import harden
+from telemetryd.store.database import SCHEMA_VERSION, Store, batch_bytes_for
+from telemetryd.store.sandbox import harden
 
 T0 = datetime(2026, 3, 1, 10, 0, 0, tzinfo=UTC)
 
@@ -294,7 +294,7 @@ def test_out_of_memory_halves_the_batches_and_never_loses_progress(
     append(segment(journal, 1), b"".join(custom(n) for n in range(100)))
     append(segment(journal, 2), b"".join(big(n) for n in range(3000)))
     with limited(tmp_path, 256 * 1024 * 1024) as store:
-        with caplog.at_level(logging.WARNING, logger="telemetryd.daemon.store"):
+        with caplog.at_level(logging.WARNING, logger="telemetryd.store.database"):
             assert store.materialize(str(journal)) == 3100
         assert "ran out of DuckDB memory" in caplog.text
         assert store.stats()["batch_bytes"] < 256 * 1024 * 1024
@@ -381,7 +381,7 @@ def test_malformed_lines_are_skipped_with_a_warning(
     store: Store, journal: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     append(segment(journal, 1), custom(1) + b'{"type":"custom","id":"x",\n' + custom(2))
-    with caplog.at_level(logging.WARNING, logger="telemetryd.daemon.store"):
+    with caplog.at_level(logging.WARNING, logger="telemetryd.store.database"):
         assert store.materialize(str(journal)) == 2
     assert "cannot be loaded" in caplog.text
     assert sorted(stored_ids(store)) == ["ev-0000001", "ev-0000002"]
@@ -450,7 +450,7 @@ def test_a_different_schema_version_needs_a_rebuild(tmp_path: Path, journal: Pat
 
 MATERIALIZE = """
 import sys
-from telemetryd.daemon.store import Store
+from telemetryd.store.database import Store
 store = Store(sys.argv[1], batch_bytes=int(sys.argv[3]))
 print("go", flush=True)
 if sys.argv[4] == "rebuild":

@@ -259,7 +259,7 @@ def ask_file(opts: Options, out: output.Writer) -> int:
     import threading
 
     from telemetryd import paths
-    from telemetryd import query as sandbox
+    from telemetryd.store import sandbox
 
     database = paths.resolve().database
     if not os.path.exists(database):

@@ -34,10 +34,10 @@ from telemetryd.daemon.ingest import Ingestor
 from telemetryd.daemon.journal import Journal
 from telemetryd.daemon.materializer import Materializer, open_store
 from telemetryd.daemon.reload import reload
-from telemetryd.daemon.retention import Retention
 from telemetryd.daemon.server import Server, acquire_lock, bind_unix
 from telemetryd.daemon.service import Notifier, activated_sockets, watchdog
 from telemetryd.errors import TelemetryError
+from telemetryd.store.retention import Retention
 
 log = logging.getLogger("telemetryd")
 

@@ -31,9 +31,9 @@ from telemetryd import paths
 from telemetryd.config import Store as StoreConfig
 from telemetryd.config import parse_size
 from telemetryd.daemon.journal import Journal
-from telemetryd.daemon.store import Store, batch_bytes_for
 from telemetryd.errors import TelemetryError
-from telemetryd.query import harden
+from telemetryd.store.database import Store, batch_bytes_for
+from telemetryd.store.sandbox import harden
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ So however many clients query, and however slowly they read, the journal writer 
 has its own thread) and the rest of the daemon (anyio's default thread pool) never wait
 for them. A request that finds every slot taken waits, within its own timeout.
 
-The query runs on its own cursor (see :mod:`telemetryd.query` for the sandbox). Rows
+The query runs on its own cursor (see :mod:`telemetryd.store.sandbox` for the sandbox). Rows
 are fetched in a worker thread a batch at a time and encoded there; the event loop
 sends them, one ``rows`` line per batch, while no thread is held. A batch is bounded
 in rows (``MAX_BATCH_ROWS``) and, roughly, in bytes (``REPLY_LINE_BYTES``): the rows
@@ -29,7 +29,7 @@ import anyio
 import msgspec
 
 from telemetryd import wire
-from telemetryd.query import Query, QueryError, QueryInterrupted
+from telemetryd.store.sandbox import Query, QueryError, QueryInterrupted
 
 DEFAULT_TIMEOUT = 30.0
 MAX_TIMEOUT = wire.MAX_QUERY_TIMEOUT

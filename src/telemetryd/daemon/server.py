@@ -33,11 +33,11 @@ from telemetryd.daemon.ingest import Batch, Feed, Ingestor
 from telemetryd.daemon.journal import Journal
 from telemetryd.daemon.materializer import Materializer
 from telemetryd.daemon.query import Queries
-from telemetryd.daemon.retention import Retention
 from telemetryd.daemon.spool import SpoolIntake
 from telemetryd.daemon.tail import Tails
 from telemetryd.errors import AlreadyRunning, JournalError, PathError, TelemetryError
 from telemetryd.paths import Paths, check_socket_path
+from telemetryd.store.retention import Retention
 
 log = logging.getLogger(__name__)
 

@@ -48,8 +48,8 @@ from telemetryd.config import Retention as RetentionConfig
 from telemetryd.daemon.journal import Journal
 from telemetryd.daemon.materializer import Materializer
 from telemetryd.daemon.segments import GZ_SUFFIX, SUFFIX, list_segments, segment_seq
-from telemetryd.daemon.store import Store
 from telemetryd.errors import TelemetryError
+from telemetryd.store.database import Store
 
 log = logging.getLogger(__name__)
 

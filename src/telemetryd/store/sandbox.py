@@ -29,7 +29,7 @@ setting, so the caller's timer calls :meth:`Query.interrupt`.
 tests/test_sandbox.py holds a table of escapes, each tried through every layer
 and both sides; a new finding adds a row there.
 
-Only this module and the store import duckdb.
+Only the store package (this module among it) imports duckdb.
 """
 
 from __future__ import annotations
