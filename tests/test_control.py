@@ -24,8 +24,8 @@ from conftest import Daemon, connect, ctl, summary
 from telemetryd import wire
 from telemetryd.client import control, output
 from telemetryd.client import query as query_client
-from telemetryd.daemon import query as daemon_query
 from telemetryd.errors import DaemonBusy
+from telemetryd.store import queries as daemon_query
 
 DaemonFactory = Callable[..., Daemon]
 
@@ -430,7 +430,8 @@ class Collect(output.Writer):
 
 def test_a_query_of_the_file_stops_at_its_timeout(daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory().start()
-    assert daemon.stop() == 0  # leaves the database file behind
+    assert ctl("query", "select 1").returncode == 0  # the store worker makes the database
+    assert daemon.stop() == 0  # and leaves the file behind
     started = time.monotonic()
     slow = ctl("query", "--timeout", "0.5", SLOW)
     assert slow.returncode == 1, slow.stderr
@@ -445,6 +446,7 @@ def test_a_query_of_the_file_has_the_daemons_default_timeout(
     daemon_factory: DaemonFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     daemon = daemon_factory().start()
+    assert ctl("query", "select 1").returncode == 0  # the store worker makes the database
     assert daemon.stop() == 0
     assert query_client.DEFAULT_TIMEOUT == daemon_query.DEFAULT_TIMEOUT
     monkeypatch.setattr(query_client, "DEFAULT_TIMEOUT", 0.3)

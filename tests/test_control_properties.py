@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from conftest import Daemon, connect
 from telemetryd import wire
 from telemetryd.client import query as query_client
-from telemetryd.daemon import query as daemon_query
 from telemetryd.errors import DaemonBusy, ProtocolError
+from telemetryd.store import queries as daemon_query
 
 pytestmark = pytest.mark.properties
 

@@ -366,7 +366,9 @@ PRICED = st.fixed_dictionaries(
         "attrs": st.fixed_dictionaries(
             {},
             optional={
-                "cache_creation_1h": st.one_of(COUNT, st.floats(allow_nan=False), ANY_JSON),
+                "cache_creation_1h": st.one_of(
+                    COUNT, st.floats(allow_nan=False, allow_infinity=False), ANY_JSON
+                ),
                 "speed": st.one_of(st.just("fast"), ANY_JSON),
             },
         ),

@@ -111,9 +111,12 @@ def test_the_daemon_starts_and_ingests_while_another_process_holds_the_database(
         sent = ctl("send", "--type", "custom", "--name", "from-send")
         assert sent.returncode == 0 and sent.stderr == b""  # acknowledged, not spooled
         assert not list((daemon.home / "spool").iterdir())
+        waiting = ctl("query", "--timeout", "2", "select count(*) from events")
+        assert waiting.returncode == 1
+        assert b"in use by another process" in waiting.stderr
         store = status()["store"]
-        assert store["open"] is False
-        assert "in use by another process" in store["error"]
+        assert store["open"] is False and "in use by another process" in store["error"]
+        assert store["worker"]["state"] == "running"
     finally:
         reader.close()
     assert count() == 13  # the query waits for the store to open, then loads it all

@@ -87,12 +87,20 @@ def test_apply_copies_live_settings_in_place() -> None:
     new = config.Config(
         ingest=config.Ingest(max_line_bytes=10, dedup_window=5),
         store=config.Store(query_timeout=1.0, threads=1),
+        journal=config.Journal(durability="always"),
     )
     applied, waiting = apply(running, new)
-    assert applied == ["ingest.max-line-bytes: 65536 -> 10", "store.query-timeout: 30.0 -> 1.0"]
-    assert waiting == ["ingest.dedup-window: 100000 -> 5", "store.threads: 2 -> 1"]
+    assert applied == [
+        "ingest.max-line-bytes: 65536 -> 10",
+        "store.query-timeout: 30.0 -> 1.0",
+        "store.threads: 2 -> 1",  # from the store worker's next start
+    ]
+    assert waiting == [
+        "ingest.dedup-window: 100000 -> 5",
+        "journal.durability: 'interval' -> 'always'",
+    ]
     assert ingest.max_line_bytes == 10 and ingest.dedup_window == 100_000
-    assert running.store.query_timeout == 1.0 and running.store.threads == 2
+    assert running.store.query_timeout == 1.0 and running.store.threads == 1
     assert apply(running, running) == ([], [])
 
 

@@ -47,6 +47,7 @@ def test_every_report_is_listed_with_its_parameters(running_daemon: Daemon) -> N
 
 
 def test_reports_with_the_daemon_stopped_read_the_file(running_daemon: Daemon) -> None:
+    assert ctl("reports").returncode == 0  # the store worker makes the database file
     assert running_daemon.stop() == 0
     result = ctl("reports", "--json")
     assert result.returncode == 0, result.stderr

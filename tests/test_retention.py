@@ -232,6 +232,7 @@ def test_gc_never_deletes_what_is_not_materialized(daemon_factory: DaemonFactory
     cannot know what is materialized. Once the file is free, the store opens and gc runs."""
     daemon = daemon_factory().start()
     first, _, _ = three_segments(daemon)
+    assert sum(database_types().values()) == 12  # (the database exists)
     assert daemon.stop() == 0
     age(first, 400)
     reader = duckdb.connect(str(daemon.home / "telemetry.duckdb"), read_only=True)

@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 
 from conftest import Daemon, ctl, exchange, summary
 from telemetryd import config, paths
-from telemetryd.daemon.materializer import open_store
 from telemetryd.store import sandbox
 from telemetryd.store.database import Store
+from telemetryd.store.service import open_store
 
 SEGMENT = "20260301T100000Z-000001.jsonl"
 

@@ -134,11 +134,13 @@ class Store(Struct, **_SECTION):
     pending_events: Annotated[int, Meta(ge=1, le=10_000_000)] = 50_000
     # The longest a query may run (a query's own timeout is capped there too).
     query_timeout: Annotated[float, Meta(ge=0.1, le=3600.0)] = 30.0
-    # DuckDB's memory (it spills to disk past it), 64 MiB to 1 TiB (parse_size). Loads
-    # need ~200 MB (below that, reading a compressed segment fails); larger speeds up
-    # queries on big stores.
+    # DuckDB's memory in the store worker (it spills to disk past it), 64 MiB to 1 TiB
+    # (parse_size); larger speeds up loads and queries on big stores.
     memory_limit: str = "256MB"
     threads: Annotated[int, Meta(ge=1, le=64)] = 2
+    # The store worker (the process that runs DuckDB) exits after this many seconds
+    # without a request, and starts again when needed; 0 keeps it running.
+    idle_exit: Annotated[float, Meta(ge=0, le=86_400.0)] = 120.0
 
     def __post_init__(self) -> None:
         try:
@@ -154,7 +156,7 @@ class Spool(Struct, **_SECTION):
 
 
 class Retention(Struct, **_SECTION):
-    """How much journal is kept (daemon/retention.py); 0 turns a limit off."""
+    """How much journal is kept (store/retention.py); 0 turns a limit off."""
 
     # Segments whose last write is older than this many days are deleted (up to a
     # hundred years) ...

@@ -171,3 +171,61 @@ CONTROL_DECODER = msgspec.json.Decoder(ControlRequest)
 
 def encode_line(message: Struct) -> bytes:
     return ENCODER.encode(message) + b"\n"
+
+
+# -- the store worker: the daemon and its DuckDB process (docs/architecture.md) ---------
+#
+# The daemon connects to the worker's socket once per request and writes one request
+# line; the worker answers with reply lines and closes: a JSON object ending in ``"ok"``
+# (or the query reply lines above), or a Closing line whose error names the failure
+# (``store_unavailable``, ``load_failed``, ``rebuild_failed``, ``gc_failed``,
+# ``query_failed``, ``query_timeout``). A connection that ends without such a final line
+# means the worker died while answering.
+
+STORE_UNAVAILABLE = "store_unavailable"
+LOAD_FAILED = "load_failed"
+REBUILD_FAILED = "rebuild_failed"
+GC_FAILED = "gc_failed"
+
+
+class WorkerRequest(Struct, tag_field="op", forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class WorkerLoad(WorkerRequest, tag="load"):
+    """Load every journaled event not in the database yet: ``{"ok":true,"materialized":N}``."""
+
+
+class WorkerQuery(WorkerRequest, tag="query", kw_only=True):
+    """A query, after loading the journal up to ``upto`` (the segment being written and
+    its size when the client asked): the query reply lines."""
+
+    sql: str
+    params: dict[str, Any] | None = None
+    timeout: float
+    upto: tuple[str, int] = ("", 0)
+
+
+class WorkerRebuild(WorkerRequest, tag="rebuild"):
+    """Recreate the database from the journal: ``{"ok":true,"events":N}``."""
+
+
+class WorkerGc(WorkerRequest, tag="gc"):
+    """A retention run (``active``: the segment being written; ``retention``: the
+    ``[retention]`` settings as loaded now): the run's report with ``"ok":true``."""
+
+    dry_run: bool = False
+    active: str = ""
+    retention: dict[str, Any] = {}
+
+
+class WorkerStats(WorkerRequest, tag="stats"):
+    """The store's figures for `status`, with ``"ok":true``."""
+
+
+class WorkerPing(WorkerRequest, tag="ping"):
+    """``{"ok":true}`` from the worker's event loop: it is alive and answering."""
+
+
+WorkerMessage = WorkerLoad | WorkerQuery | WorkerRebuild | WorkerGc | WorkerStats | WorkerPing
+WORKER_DECODER = msgspec.json.Decoder(WorkerMessage)

@@ -176,7 +176,13 @@ def _store_status(reply: dict[str, Any]) -> str:
     store = reply.get("store")
     if not store:
         return "\n".join([*lines, "store: none (this daemon has no database)"])
-    if store.get("open") is False:
+    worker = store.get("worker") or {}
+    if worker.get("state") in ("stopped", "failed") and store.get("as_of") is None:
+        lines.append(
+            f"store: worker {worker['state']}; it starts when needed "
+            f"({store.get('pending_events') or 0:,} events to load)"
+        )
+    elif store.get("open") is False:
         lines.append("store: not open yet (ingest goes on; events are loaded once it opens)")
     elif store.get("needs_rebuild"):
         lines.append("store: schema differs from this version; run `telemetryctl rebuild`")
@@ -192,6 +198,11 @@ def _store_status(reply: dict[str, Any]) -> str:
             f"store: {store.get('events') or 0:,} events materialized, "
             f"{_size(store.get('pending_bytes') or 0)} of journal pending, "
             f"last materialized {when}, database {_size(store.get('database_bytes') or 0)}"
+        )
+    if worker.get("state") in ("stopped", "failed") and store.get("as_of"):
+        lines.append(
+            f"store worker: {worker['state']} (it starts when needed); figures as of "
+            f"{store['as_of']}, {store.get('pending_events') or 0:,} events to load since"
         )
     if store.get("error"):
         lines.append(f"store error: {store['error']}")

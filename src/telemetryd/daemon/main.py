@@ -3,15 +3,18 @@
 ::
 
     serve()
+      store worker supervisor                (daemon/worker.py: the DuckDB child process)
       journal writer                         (runs until the connections are drained)
-      connections                            (drained on shutdown, cut off after a deadline)
-        accept events socket -> events_connection per client
-        accept control socket -> control_connection per client
-        spool intake, retention, signal watcher   (cancelled on shutdown)
+        connections                          (drained on shutdown, cut off after a deadline)
+          accept events socket -> events_connection per client
+          accept control socket -> control_connection per client
+          spool intake, store loads and retention timers, signal watcher
+                                             (cancelled on shutdown)
 
 SIGTERM / SIGINT: stop accepting, let every connection acknowledge what it has
-read, finish writing, fsync, exit 0. SIGHUP: reload the configuration and start
-a new journal segment (daemon/reload.py says which settings apply live).
+read, finish writing, fsync; a running store worker loads the rest and stops;
+exit 0. SIGHUP: reload the configuration and start a new journal segment
+(daemon/reload.py says which settings apply live).
 """
 
 from __future__ import annotations
@@ -32,16 +35,16 @@ from telemetryd import __version__, config, paths
 from telemetryd.adapters import pricing
 from telemetryd.daemon.ingest import Ingestor
 from telemetryd.daemon.journal import Journal
-from telemetryd.daemon.materializer import Materializer, open_store
 from telemetryd.daemon.reload import reload
 from telemetryd.daemon.server import Server, acquire_lock, bind_unix
 from telemetryd.daemon.service import Notifier, activated_sockets, watchdog
+from telemetryd.daemon.worker import StoreClient, StoreWorker
 from telemetryd.errors import TelemetryError
-from telemetryd.store.retention import Retention
 
 log = logging.getLogger("telemetryd")
 
 DRAIN_TIMEOUT = 10.0  # seconds connections get to acknowledge at shutdown
+FINAL_LOAD_TIMEOUT = 30.0  # seconds the store worker gets to load the rest at shutdown
 
 
 async def serve(
@@ -53,7 +56,6 @@ async def serve(
     """Run the daemon until SIGTERM/SIGINT; ``load`` reads the configuration again (SIGHUP)."""
     lock = acquire_lock(where.lock_file)
     bound: list[_Bound] = []
-    materializer: Materializer | None = None
     try:
         os.makedirs(where.spool_dir, mode=0o700, exist_ok=True)
         ingestor = Ingestor(settings.ingest, pricing.from_config(settings.pricing))
@@ -64,61 +66,58 @@ async def serve(
             max_pending_bytes=settings.ingest.max_pending_bytes,
         )
         await anyio.to_thread.run_sync(journal.open, ingestor.dedup)
-        # The store opens in the background (materializer.run): ingest never waits for it.
-        materializer = Materializer(
-            journal,
-            settings.store,
-            functools.partial(open_store, where, settings.store),
-            where.database,
-        )
+        # DuckDB runs in the store worker, a child process started when needed
+        # (daemon/worker.py): ingest never waits for it.
+        worker = StoreWorker(where, settings)
+        store = StoreClient(worker, journal, settings)
         # Sockets passed by systemd or launchd (never unlinked by us), else our own.
         passed = activated_sockets()
         events = passed.get("events") or _Bound.bind(where.events_socket, bound).sock
         control = passed.get("control") or _Bound.bind(where.control_socket, bound).sock
-        retention = Retention(journal, materializer, settings.retention)
-        server = Server(where, settings, ingestor, journal, materializer, retention)
+        server = Server(where, settings, ingestor, journal, store)
         on_hup = None
         if load is not None:
             on_hup = functools.partial(reload, settings, load, journal, notifier)
         async with watchdog(notifier), anyio.create_task_group() as top:
-            await top.start(journal.run)
-            await top.start(materializer.run)
-            with anyio.CancelScope() as drain:
-                async with anyio.create_task_group() as connections:
-                    async with anyio.create_task_group() as loops:
-                        loops.start_soon(server.accept_events, events, connections)
-                        loops.start_soon(server.accept_control, control, connections)
-                        loops.start_soon(server.spool_loop)
-                        loops.start_soon(retention.run)
-                        # Signal handlers are in place before READY=1: from then on,
-                        # SIGTERM means a clean stop.
-                        await loops.start(_watch_signals, loops.cancel_scope, on_hup)
-                        log.info(
-                            "telemetryd %s listening on %s (durability %s)",
-                            __version__,
-                            where.events_socket,
-                            settings.journal.durability,
-                        )
-                        notifier.notify("READY=1", f"STATUS=listening on {where.events_socket}")
-                    notifier.notify("STOPPING=1", "STATUS=draining connections")
-                    log.info("stopping: draining %d connections", server.connections)
-                    for socket_file in bound:  # new clients now find no socket and spool
-                        socket_file.unlink()
-                    server.stop()
-                    drain.deadline = anyio.current_time() + DRAIN_TIMEOUT
-            if drain.cancelled_caught:
-                log.warning("connections still open after %.0f s were cut off", DRAIN_TIMEOUT)
-            journal.close_when_drained()
-            materializer.stop()
-        # The writer has finished: bring the database up to date before exiting.
-        if materializer.is_open:
-            await materializer.refresh_or_log()
+            await top.start(worker.run)
+            async with anyio.create_task_group() as writing:
+                await writing.start(journal.run)
+                with anyio.CancelScope() as drain:
+                    async with anyio.create_task_group() as connections:
+                        async with anyio.create_task_group() as loops:
+                            loops.start_soon(server.accept_events, events, connections)
+                            loops.start_soon(server.accept_control, control, connections)
+                            loops.start_soon(server.spool_loop)
+                            loops.start_soon(store.run)
+                            # Signal handlers are in place before READY=1: from then on,
+                            # SIGTERM means a clean stop.
+                            await loops.start(_watch_signals, loops.cancel_scope, on_hup)
+                            log.info(
+                                "telemetryd %s listening on %s (durability %s)",
+                                __version__,
+                                where.events_socket,
+                                settings.journal.durability,
+                            )
+                            notifier.notify("READY=1", f"STATUS=listening on {where.events_socket}")
+                        notifier.notify("STOPPING=1", "STATUS=draining connections")
+                        log.info("stopping: draining %d connections", server.connections)
+                        for socket_file in bound:  # new clients now find no socket and spool
+                            socket_file.unlink()
+                        server.stop()
+                        drain.deadline = anyio.current_time() + DRAIN_TIMEOUT
+                if drain.cancelled_caught:
+                    log.warning("connections still open after %.0f s were cut off", DRAIN_TIMEOUT)
+                journal.close_when_drained()
+            # The writer has finished: the store worker loads the rest (started for it
+            # if events are pending), then stops.
+            if worker.running or store.pending:
+                with anyio.move_on_after(FINAL_LOAD_TIMEOUT):
+                    await store.refresh_or_log()
+            await worker.stop()
         log.info("stopped: %d events journaled this run", journal.events_written)
     finally:
         for socket_file in bound:
             socket_file.close()
-        if materializer is not None:
-            materializer.close()
         os.close(lock)
 
 

@@ -5,21 +5,22 @@ environment, then ``--set``), ranges included. If it is invalid (or loading it f
 in any other way), the error (naming the key and the file) is logged and the running
 configuration stays: a SIGHUP never stops the daemon. Otherwise the settings in
 :data:`LIVE` are copied into the running :class:`~telemetryd.config.Config`'s
-section objects in place (the server, ingestor, journal, materializer and
-retention hold those same objects, and read them when they use them):
+section objects in place (the server, ingestor, journal and the store client hold
+those same objects, and read them when they use them):
 
 - ``ingest``: max-line-bytes, max-attrs-bytes, max-attrs-depth and
   max-connections at once; idle-timeout and read-size for new connections;
 - ``journal``: fsync-interval-ms and segment-max-bytes;
-- ``store``: interval, pending-events (from the next cycle) and query-timeout;
+- ``store``: interval, pending-events (from the next cycle), query-timeout and
+  idle-exit at once; memory-limit and threads from the next start of the store worker
+  (the process that runs DuckDB: it is started again when idle or needed);
 - ``spool``: scan-interval (from the next scan);
 - ``retention``: everything (from the next run).
 
 The others take a restart, and a change to them is logged as waiting for one:
 ``journal.durability`` (connections were promised acknowledgements under the
 running mode), ``ingest.max-pending-bytes``, ``dedup-window`` and ``allowed-uids``
-(sized or checked once at start), ``store.memory-limit`` and ``threads`` (locked
-into the database at start). Paths and sockets never change while running.
+(sized or checked once at start). Paths and sockets never change while running.
 
 Either way the journal continues in a new segment from its next write, and the
 service manager hears ``RELOADING=1`` then ``READY=1`` (sd_notify).
@@ -53,6 +54,9 @@ LIVE = frozenset(
         "store.interval",
         "store.pending-events",
         "store.query-timeout",
+        "store.idle-exit",
+        "store.memory-limit",
+        "store.threads",
         "spool.scan-interval",
         "retention.max-age-days",
         "retention.max-bytes",

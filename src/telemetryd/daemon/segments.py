@@ -46,6 +46,12 @@ _READ_BLOCK = 4 * 1024 * 1024
 
 _reported_lock = threading.Lock()
 _reported: set[str] = set()
+_reporting = [True]  # the store worker leaves the reports to the daemon
+
+
+def quiet() -> None:
+    """Stop logging files that are not segments (in a process whose daemon does)."""
+    _reporting[0] = False
 
 
 def segment_seq(name: str) -> int | None:
@@ -114,6 +120,8 @@ def strays(directory: str) -> list[str]:
 
 
 def _report(path: str, why: str) -> None:
+    if not _reporting[0]:
+        return
     with _reported_lock:
         if path in _reported:
             return

@@ -31,15 +31,15 @@ from telemetryd import __version__, wire
 from telemetryd.config import Config
 from telemetryd.daemon.ingest import Batch, Feed, Ingestor
 from telemetryd.daemon.journal import Journal
-from telemetryd.daemon.materializer import Materializer
-from telemetryd.daemon.query import Queries
 from telemetryd.daemon.spool import SpoolIntake
 from telemetryd.daemon.tail import Tails
+from telemetryd.daemon.worker import StoreClient, WorkerError
 from telemetryd.errors import AlreadyRunning, JournalError, PathError, TelemetryError
 from telemetryd.paths import Paths, check_socket_path
-from telemetryd.store.retention import Retention
 
 log = logging.getLogger(__name__)
+
+IDLE_QUERIES = {"slots": 4, "running": 0, "waiting": 0}  # store/queries.py QUERY_SLOTS
 
 _SEND_TIMEOUT = 10.0
 _MAX_CONTROL = 64  # control connections at once (an idle one is closed to make room)
@@ -138,12 +138,10 @@ class Server:
         config: Config,
         ingestor: Ingestor,
         journal: Journal,
-        materializer: Materializer | None = None,
-        retention: Retention | None = None,
+        store: StoreClient | None = None,
     ) -> None:
         self.paths = paths
-        self.retention = retention
-        self.materializer = materializer
+        self.store = store
         self.rate = Rate()
         self.config = config
         self.ingestor = ingestor
@@ -153,7 +151,6 @@ class Server:
         self.control_connections = 0
         self._idle: dict[anyio.CancelScope, None] = {}  # control connections between requests
         self._status_only = 0  # connections past the control limit, allowed one `status`
-        self.queries = Queries()
         self.stopping = False
         self._reading: set[anyio.CancelScope] = set()
         self.tails = Tails(journal)
@@ -397,7 +394,8 @@ class Server:
             else:
                 message = f"{type(error).__name__}: {error}"
             log.warning("%s request failed: %s", type(request).__name__, message)
-            reply = {"error": wire.QUERY_FAILED, "message": message}
+            code = error.code if isinstance(error, WorkerError) else wire.QUERY_FAILED
+            reply = {"error": code, "message": message}
         if reply is not None:
             await replies.send(wire.ENCODER.encode(reply) + b"\n")
 
@@ -418,10 +416,7 @@ class Server:
     async def _on_flush(self, request: Any, replies: Replies) -> dict[str, Any]:
         # Everything accepted so far: fsynced, and in the database.
         await self.journal.flush()
-        reply: dict[str, Any] = {"ok": True}
-        if self.materializer is not None:
-            reply["materialized"] = await self.materializer.refresh()
-        return reply
+        return {"ok": True, "materialized": await self._store().refresh()}
 
     async def _on_tail(self, request: Any, replies: Replies) -> None:
         await self.tails.serve(request, replies.stream)
@@ -430,34 +425,21 @@ class Server:
         return {"ok": True, "events": await self._store().rebuild()}
 
     async def _on_gc(self, request: Any, replies: Replies) -> dict[str, Any]:
-        self._store()
-        if self.retention is None:
-            raise TelemetryError("this daemon runs no retention")
-        return {"ok": True, **await self.retention.collect(dry_run=request.dry_run)}
+        return {"ok": True, **await self._store().collect(dry_run=request.dry_run)}
 
     async def _on_query(self, request: Any, replies: Replies) -> None:
-        materializer = self._store()
-        upto = self.journal.written_to  # everything acknowledged before the query
+        # The store worker loads what was acknowledged before the query first (or ends
+        # the answer with a warning saying what is missing, and why).
+        await self._store().query(request, replies.send)
 
-        async def open_cursor() -> tuple[Any, str | None]:
-            # Read-your-writes: what was acknowledged before the query is in it;
-            # unless loading fails: then the query sees what is loaded, and its
-            # answer ends with a warning that says so and why.
-            await materializer.refresh_or_log()
-            cursor = await anyio.to_thread.run_sync(materializer.store.cursor)
-            return cursor, await materializer.behind(upto)
-
-        await self.queries.answer(
-            request, replies.send, open_cursor, self.config.store.query_timeout
-        )
-
-    def _store(self) -> Materializer:
-        if self.materializer is None:
+    def _store(self) -> StoreClient:
+        if self.store is None:
             raise TelemetryError("this daemon has no database")
-        return self.materializer
+        return self.store
 
     async def status(self) -> dict[str, Any]:
         counters = self.ingestor.counters
+        store = await self.store.stats() if self.store else None
         return {
             "ok": True,
             "version": __version__,
@@ -465,7 +447,6 @@ class Server:
             "uptime_s": round(time.time() - self.started, 3),
             "connections": self.connections,
             "control_connections": self.control_connections,
-            "queries": self.queries.stats(),
             "tail_clients": self.tails.following,
             "accepted": counters.accepted,
             "rejected": counters.rejected,
@@ -473,8 +454,10 @@ class Server:
             "events_per_s": self.rate.per_second(counters.accepted),
             # These list and stat files, or ask DuckDB: off the event loop.
             "journal": await anyio.to_thread.run_sync(self.journal.stats),
-            "store": await self.materializer.stats() if self.materializer else None,
-            "retention": self.retention.last if self.retention else None,
+            "store": store,
+            # The query slots are the store worker's (idle ones while it is stopped).
+            "queries": (store or {}).pop("queries", None) or {**IDLE_QUERIES},
+            "retention": self.store.last if self.store else None,
             "paths": self.paths.as_dict(),
         }
 

@@ -26,8 +26,8 @@ run, with the ``[retention]`` settings read afresh:
    file is unlinked. While both exist, every reader takes the plain one; DuckDB
    reads the ``.gz`` directly, so the store (and ``rebuild``) work the same.
 
-:meth:`Retention.collect` runs it now (``telemetryctl gc``, optionally as a dry
-run); :meth:`Retention.run` every ``interval`` seconds in the daemon.
+:func:`collect` runs it, in the store worker: the daemon asks for a run every
+``interval`` seconds, and ``telemetryctl gc`` (optionally as a dry run) now.
 """
 
 from __future__ import annotations
@@ -41,14 +41,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
-from anyio.abc import TaskStatus
-
 from telemetryd.config import Retention as RetentionConfig
-from telemetryd.daemon.journal import Journal
-from telemetryd.daemon.materializer import Materializer
 from telemetryd.daemon.segments import GZ_SUFFIX, SUFFIX, list_segments, segment_seq
-from telemetryd.errors import TelemetryError
 from telemetryd.store.database import Store
 
 log = logging.getLogger(__name__)
@@ -185,82 +179,50 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-class Retention:
-    """Runs the rules above for the daemon's journal and store, one run at a time."""
-
-    def __init__(self, journal: Journal, materializer: Materializer, config: RetentionConfig):
-        self.journal = journal
-        self.materializer = materializer
-        self.config = config
-        self._lock = anyio.Lock()
-        self.last: dict[str, Any] | None = None  # the last run's report, for `status`
-
-    async def collect(self, *, dry_run: bool = False) -> dict[str, Any]:
-        """One run now (after loading what is pending, so finished segments count as
-        complete); return what was, or with ``dry_run`` would be, deleted and compressed."""
-        async with self._lock:
-            await self.materializer.refresh_or_log()
-            report = await anyio.to_thread.run_sync(self._collect, dry_run)
-        if not dry_run:
-            self.last = report
-            if report["deleted"] or report["compressed"]:
-                log.info(
-                    "retention: %d segments deleted (%d events), %d compressed; "
-                    "journal %d -> %d bytes",
-                    len(report["deleted"]),
-                    report["events_deleted"],
-                    len(report["compressed"]),
-                    report["bytes_before"],
-                    report["bytes_after"],
-                )
+def collect(
+    store: Store,
+    directory: str,
+    active: str,
+    config: RetentionConfig,
+    *,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """One run now over the journal in ``directory`` (``active``: the segment being
+    written, never touched); what was, or with ``dry_run`` would be, deleted and
+    compressed. Blocks: the store worker runs it in a thread, after loading what is
+    pending (so that finished segments count as complete)."""
+    if not dry_run:
+        remove_leftovers(directory)
+    todo = plan(scan(directory), store.complete_segments(), active, config, time.time())
+    after = todo.journal_bytes - sum(segment.size for segment in todo.delete)
+    report: dict[str, Any] = {
+        "dry_run": dry_run,
+        "deleted": [segment.name for segment in todo.delete],
+        "compressed": [segment.name for segment in todo.compress],
+        "events_deleted": None,
+        "bytes_before": todo.journal_bytes,
+        "bytes_after": None if dry_run else after,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if dry_run:
         return report
-
-    def _collect(self, dry_run: bool) -> dict[str, Any]:
-        directory = self.journal.directory
-        store = self.materializer.store
-        if not dry_run:
-            remove_leftovers(directory)
-        todo = plan(
-            scan(directory),
-            store.complete_segments(),
-            self.journal.segment,
-            self.config,
-            time.time(),
+    report["events_deleted"] = store.forget({segment.seq: segment.files for segment in todo.delete})
+    compressed = []
+    for segment in todo.compress:
+        try:
+            after += compress(segment, store) - segment.size
+        except OSError as exc:  # disk full, say: the plain file stays, try next time
+            log.warning("retention: cannot compress %s: %s", segment.name, exc)
+            continue
+        compressed.append(segment.name)
+    report.update(compressed=compressed, bytes_after=after)
+    if report["deleted"] or report["compressed"]:
+        log.info(
+            "retention: %d segments deleted (%d events), %d compressed; journal %d -> %d bytes",
+            len(report["deleted"]),
+            report["events_deleted"],
+            len(compressed),
+            report["bytes_before"],
+            after,
         )
-        after = todo.journal_bytes - sum(segment.size for segment in todo.delete)
-        report: dict[str, Any] = {
-            "dry_run": dry_run,
-            "deleted": [segment.name for segment in todo.delete],
-            "compressed": [segment.name for segment in todo.compress],
-            "events_deleted": None,
-            "bytes_before": todo.journal_bytes,
-            "bytes_after": None if dry_run else after,
-            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        if dry_run:
-            return report
-        report["events_deleted"] = store.forget(
-            {segment.seq: segment.files for segment in todo.delete}
-        )
-        compressed = []
-        for segment in todo.compress:
-            try:
-                after += compress(segment, store) - segment.size
-            except OSError as exc:  # disk full, say: the plain file stays, try next time
-                log.warning("retention: cannot compress %s: %s", segment.name, exc)
-                continue
-            compressed.append(segment.name)
-        report.update(compressed=compressed, bytes_after=after)
-        return report
-
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Every ``interval`` seconds (read afresh each time, so a reload applies)."""
-        task_status.started()
-        while True:
-            await anyio.sleep(self.config.interval)
-            try:
-                await self.collect()
-            except TelemetryError as exc:  # the store is not open yet, say: next time
-                log.warning("retention skipped: %s", exc)
-            except Exception:  # the store failed, say: report, try again next time
-                log.exception("retention run failed")
+    return report

@@ -1,17 +1,14 @@
-"""Keeping the DuckDB store caught up with the journal, off the event loop.
+"""The store worker's database service: open the store, keep it loaded, answer for it.
 
-The store is opened in the background once the daemon serves (ingest never
-waits for it): if another process holds the database file (a `telemetryctl
-query` reading it while the daemon was down), opening is retried with backoff
-until it is free; a file DuckDB cannot open at all is moved aside and the store
-is rebuilt from the journal, which is the truth. A store of another schema
-version is rebuilt at open.
+The store is opened in the background as the worker starts (requests wait for it,
+within bounds): if another process holds the database file (a `telemetryctl query`
+that read it while the daemon was down), opening is retried with backoff until it
+is free; a file DuckDB cannot open at all is moved aside and the store is rebuilt
+from the journal, which is the truth. A store of another schema version is rebuilt
+at open.
 
-The store's methods block (DuckDB work); they run in a worker thread, one at a
-time. Materialization happens every ``store.interval`` seconds while events
-are pending, as soon as ``store.pending-events`` were journaled, before every
-query (so an event acknowledged before a query starts is in its result), and
-once more at shutdown.
+The store's methods block (DuckDB work): they run in worker threads, and loads,
+rebuilds and retention one at a time (the store's own lock, and this service's).
 """
 
 from __future__ import annotations
@@ -25,19 +22,19 @@ from typing import Any
 
 import anyio
 import duckdb
-from anyio.abc import TaskStatus
 
 from telemetryd import paths
+from telemetryd.config import Retention as RetentionConfig
 from telemetryd.config import Store as StoreConfig
 from telemetryd.config import parse_size
-from telemetryd.daemon.journal import Journal
 from telemetryd.errors import TelemetryError
+from telemetryd.store import retention
 from telemetryd.store.database import Store, batch_bytes_for
 from telemetryd.store.sandbox import harden
 
 log = logging.getLogger(__name__)
 
-OPEN_WAIT = 10.0  # seconds a query or flush waits for the store to open
+OPEN_WAIT = 10.0  # seconds a request waits for the store to open
 _BACKOFF_FIRST = 0.5
 _BACKOFF_MAX = 30.0
 
@@ -91,24 +88,17 @@ def _unreadable(exc: duckdb.Error) -> bool:
     return any(marker in message for marker in _DAMAGED)
 
 
-class Materializer:
-    def __init__(
-        self,
-        journal: Journal,
-        config: StoreConfig,
-        opener: Callable[[], Store],
-        database: str = "",
-    ) -> None:
-        self.journal = journal
-        self.config = config
+class StoreService:
+    """One worker's store: opened once, then loaded, queried, rebuilt and trimmed."""
+
+    def __init__(self, journal_dir: str, opener: Callable[[], Store], database: str = "") -> None:
+        self.journal_dir = journal_dir
         self._opener = opener
         self._database = database
         self._store: Store | None = None
         self._opened = anyio.Event()
-        self._lock = anyio.Lock()
-        self._seen = 0  # journal.events_written when the last run started
+        self._lock = anyio.Lock()  # loads, rebuilds, retention: one at a time
         self.failure: str | None = None
-        self._scope = anyio.CancelScope()
 
     @property
     def store(self) -> Store:
@@ -120,10 +110,6 @@ class Materializer:
     @property
     def is_open(self) -> bool:
         return self._store is not None
-
-    def stop(self) -> None:
-        """End :meth:`run` (a materialization under way finishes first)."""
-        self._scope.cancel()
 
     def close(self) -> None:
         if self._store is not None:
@@ -141,14 +127,12 @@ class Materializer:
         """Load everything journaled so far; return the new events stored."""
         store = await self.wait_open()
         async with self._lock:
-            written = self.journal.events_written
             try:
-                count = await anyio.to_thread.run_sync(store.materialize, self.journal.directory)
+                count = await anyio.to_thread.run_sync(store.materialize, self.journal_dir)
             except Exception as exc:  # DuckDB errors, disk full: report, keep serving
                 self.failure = f"{type(exc).__name__}: {exc}"
                 log.error("materialization failed: %s", self.failure)
                 raise
-            self._seen = written
             self.failure = None
             return count
 
@@ -163,7 +147,7 @@ class Materializer:
         if self._store is None:
             return f"the database is not open: {self.failure or 'opening'}"
         store = self._store
-        missing = await anyio.to_thread.run_sync(store.missing, self.journal.directory, upto)
+        missing = await anyio.to_thread.run_sync(store.missing, self.journal_dir, upto)
         if not missing:
             return None
         reason = self.failure or "loading has not caught up yet"
@@ -175,22 +159,22 @@ class Materializer:
     async def rebuild(self) -> int:
         store = await self.wait_open()
         async with self._lock:
-            self._seen = self.journal.events_written
-            return await anyio.to_thread.run_sync(store.rebuild, self.journal.directory)
+            return await anyio.to_thread.run_sync(store.rebuild, self.journal_dir)
 
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        with self._scope:
-            await self._open()
-            while True:
-                with anyio.move_on_after(self.config.interval):
-                    while self.journal.events_written - self._seen < self.config.pending_events:
-                        await self.journal.changed()
-                if self.journal.events_written != self._seen:
-                    await self.refresh_or_log()
+    async def collect(
+        self, active: str, config: RetentionConfig, *, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """A retention run (store/retention.py), after loading what is pending so that
+        finished segments count as complete."""
+        await self.refresh_or_log()
+        store = await self.wait_open()
+        async with self._lock:
+            return await anyio.to_thread.run_sync(
+                lambda: retention.collect(store, self.journal_dir, active, config, dry_run=dry_run)
+            )
 
-    async def _open(self) -> None:
-        """Open the store; never gives up (ingest goes on meanwhile) and never raises."""
+    async def open(self) -> None:
+        """Open the store; never gives up and never raises (requests wait meanwhile)."""
         delay = _BACKOFF_FIRST
         while self._store is None:
             try:
@@ -242,7 +226,7 @@ class Materializer:
         def collect() -> dict[str, Any]:
             out = store.stats()
             out["open"] = True
-            out["pending_bytes"] = store.pending(self.journal.directory)
+            out["pending_bytes"] = store.pending(self.journal_dir)
             out["error"] = self.failure
             return out
 

@@ -63,7 +63,7 @@ class Queries:
 
     async def answer(
         self,
-        request: wire.QueryRequest,
+        request: wire.QueryRequest | wire.WorkerQuery,
         send: Send,
         open_cursor: Callable[[], Awaitable[tuple[Any, str | None]]],
         default_timeout: float = DEFAULT_TIMEOUT,
@@ -107,7 +107,7 @@ class Queries:
     async def _run(
         self,
         query: Query,
-        request: wire.QueryRequest,
+        request: wire.QueryRequest | wire.WorkerQuery,
         send: Send,
         timeout: float,
         warning: str | None = None,

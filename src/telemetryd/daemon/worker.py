@@ -1,0 +1,507 @@
+"""The daemon's side of the store worker: starting it when needed, asking it, watching it.
+
+The daemon never imports DuckDB. A child process, the store worker
+(store/worker.py: ``python -m telemetryd.store serve``), owns the database: it loads
+the journal, answers queries, rebuilds, and runs retention. This module:
+
+- binds the worker's socket once (``run/store.sock``, 0600) and hands the listening
+  socket to every worker it starts, so a request made while a worker starts, or
+  restarts after a crash, waits in the socket's backlog instead of failing;
+- starts the worker when something needs it (a query, a flush, a rebuild, `gc`, the
+  load timer of :meth:`StoreClient.run`) and stops it after ``store.idle-exit``
+  seconds without a request (0: never);
+- restarts it with backoff when it dies, and kills it when it stops answering pings
+  (its event loop is stuck), logging each; `status` shows the worker's state;
+- at shutdown, after the journal is closed, asks for a last load and stops it.
+
+Each request is a connection to the worker: one request line, reply lines, end. The
+reply's last line is an ``"ok"`` object or a Closing line; a connection that ends
+before it means the worker died while answering, and the request fails with
+``store_unavailable``. Ingest never waits for any of this.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import anyio
+import msgspec
+from anyio.abc import Process, TaskStatus
+
+from telemetryd import config, paths, wire
+from telemetryd.daemon.journal import Journal
+from telemetryd.errors import TelemetryError
+
+log = logging.getLogger(__name__)
+
+SOCKET_NAME = "store.sock"
+PING_EVERY = 5.0  # seconds between pings of a running worker
+PING_TIMEOUT = 20.0  # a worker whose event loop does not answer this long is killed
+STOP_TIMEOUT = 30.0  # seconds a stopping worker gets before it is killed
+REQUEST_GRACE = 60.0  # past its own timeout, a query's answer may take this long to end
+_BACKOFF_FIRST = 0.5
+_BACKOFF_MAX = 30.0
+_READ_CHUNK = 256 * 1024
+
+Send = Callable[[bytes], Coroutine[Any, Any, None]]
+
+
+class WorkerError(TelemetryError):
+    """The store worker answered a request with an error (``code`` says which)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class WorkerGone(WorkerError):
+    """The store worker died, or could not be started, before it answered."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(wire.STORE_UNAVAILABLE, message)
+
+
+def bind_socket(path: str) -> socket.socket:
+    """The worker's listening socket at ``path`` (0600, replacing a stale file: only
+    this daemon, which holds the instance lock, binds it)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    sock.listen(64)
+    return sock
+
+
+class StoreWorker:
+    """The worker process: started on demand, restarted with backoff, stopped when idle."""
+
+    def __init__(
+        self,
+        where: paths.Paths,
+        settings: config.Config,
+        *,
+        command: list[str] | None = None,
+    ) -> None:
+        self.where = where
+        self.settings = settings
+        self.path = os.path.join(where.runtime_dir, SOCKET_NAME)
+        self.command = command or [sys.executable, "-m", "telemetryd.store", "serve"]
+        self._listener: socket.socket | None = None
+        self._process: Process | None = None
+        self._wanted = anyio.Event()
+        self._failed = anyio.Event()  # set (and replaced) when a start or a run fails
+        self._exited = anyio.Event()  # set (and replaced) when a worker process ends
+        self._stopping = False
+        self._stop_asked = anyio.Event()
+        self.requests = 0  # requests under way
+        self._last_request = time.monotonic()
+        self.state = "stopped"  # stopped | starting | running | stopping | failed
+        self.pid: int | None = None
+        self.starts = 0
+        self.failures = 0  # exits that were not asked for, in a row
+        self.last_exit: str | None = None
+        self.error: str | None = None  # why the last start or run failed
+
+    # -- what callers use ------------------------------------------------------
+
+    def want(self) -> None:
+        """Start the worker if it is not running (returns at once)."""
+        self._last_request = time.monotonic()
+        self._wanted.set()
+
+    async def request(
+        self, message: wire.WorkerRequest, on_line: Callable[[bytes], Awaitable[None]]
+    ) -> None:
+        """Send one request and hand each reply line (with its ``\n``) to ``on_line``.
+        Raises WorkerGone when the worker dies, or cannot be started, before the last
+        line (a request waiting in the backlog through a clean restart just waits)."""
+        self.requests += 1
+        self.want()
+        failed = self._failed
+        try:
+            try:
+                stream = await anyio.connect_unix(self.path)
+            except OSError as exc:
+                raise WorkerGone(f"cannot reach the store worker: {exc}") from None
+            finished = False
+            async with stream, anyio.create_task_group() as tg:
+
+                async def give_up() -> None:
+                    await failed.wait()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(give_up)
+                await stream.send(wire.ENCODER.encode(message) + b"\n")
+                finished = await _relay(stream, on_line)
+                tg.cancel_scope.cancel()
+            if finished:
+                self.failures = 0  # it works: a later crash restarts it without delay
+            else:
+                raise WorkerGone(
+                    f"the store worker stopped before it answered ({self.error or 'it died'}); "
+                    "it is restarted: ask again"
+                )
+        finally:
+            self.requests -= 1
+            self._last_request = time.monotonic()
+
+    async def call(self, message: wire.WorkerRequest) -> dict[str, Any]:
+        """A request with a one-line answer: the reply object, or WorkerError."""
+        lines: list[bytes] = []
+
+        async def keep(line: bytes) -> None:
+            lines.append(line)
+
+        await self.request(message, keep)
+        reply = msgspec.json.decode(lines[-1])
+        if not isinstance(reply, dict):
+            raise WorkerError(wire.STORE_UNAVAILABLE, f"the store worker answered {lines[-1]!r}")
+        if reply.get("ok") is not True:
+            raise WorkerError(str(reply.get("error")), str(reply.get("message")))
+        return reply
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "pid": self.pid,
+            "starts": self.starts,
+            "last_exit": self.last_exit,
+            "error": self.error,
+            "requests": self.requests,
+        }
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    # -- the supervisor --------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Start the worker whenever it is wanted, watch it, stop it when idle."""
+        self._listener = bind_socket(self.path)
+        task_status.started()
+        try:
+            delay = 0.0
+            while not self._stopping:
+                await self._wanted.wait()
+                self._wanted = anyio.Event()
+                if self._stopping:
+                    break
+                if delay:  # (a shutdown does not wait for the backoff)
+                    with anyio.move_on_after(delay):
+                        await self._stop_asked.wait()
+                    if self._stopping:
+                        break
+                clean = await self._run_once()
+                if clean:
+                    self.failures = 0
+                else:  # backoff while it keeps failing without answering anything
+                    self.failures += 1
+                delay = 0.0 if not self.failures else _backoff(self.failures)
+                # Wants from while it ran were for it; requests still waiting (in the
+                # backlog, or that raced its exit) need another.
+                self._wanted = anyio.Event()
+                if self.requests:
+                    self._wanted.set()
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            self._listener.close()
+
+    async def _run_once(self) -> bool:
+        """Start one worker and watch it until it exits; True if it ended as asked."""
+        assert self._listener is not None
+        self.state = "starting"
+        self.starts += 1
+        startup = {
+            "paths": {
+                "runtime_dir": self.where.runtime_dir,
+                "state_dir": self.where.state_dir,
+                "config_dir": self.where.config_dir,
+            },
+            "config": msgspec.to_builtins(self.settings),
+        }
+        env = dict(os.environ, TELEMETRYD_STORE_FD=str(self._listener.fileno()))
+        try:
+            process = await anyio.open_process(
+                self.command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=None,  # the daemon's: one log
+                env=env,
+                pass_fds=[self._listener.fileno()],
+            )
+        except OSError as exc:
+            self.state = "failed"
+            self.error = f"cannot start the store worker: {exc}"
+            log.error("%s", self.error)
+            self._fail()
+            return False
+        self._process = process
+        self.pid = process.pid
+        assert process.stdin is not None
+        await process.stdin.send(msgspec.json.encode(startup) + b"\n")
+        self.state = "running"
+        log.info("store worker started (pid %d)", process.pid)
+        asked = False
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch, process, tg.cancel_scope)
+            code = await process.wait()
+            tg.cancel_scope.cancel()
+            asked = self.state == "stopping"
+        with contextlib.suppress(Exception):
+            await process.aclose()
+        self._process = None
+        self.pid = None
+        self.last_exit = _describe(code)
+        exited, self._exited = self._exited, anyio.Event()
+        exited.set()
+        if asked and code == 0:
+            self.state = "stopped"
+            self.error = None
+            log.info("store worker stopped (%s)", "idle" if not self._stopping else "shutdown")
+            return True
+        self.state = "failed"
+        self.error = f"the store worker exited unexpectedly ({self.last_exit})"
+        log.error("%s; it is restarted when needed", self.error)
+        self._fail()
+        return False
+
+    def _fail(self) -> None:
+        """Requests waiting for this worker give up (the next ones start another)."""
+        failed, self._failed = self._failed, anyio.Event()
+        failed.set()
+
+    async def _watch(self, process: Process, scope: anyio.CancelScope) -> None:
+        """Stop an idle worker; kill one whose event loop no longer answers."""
+        idle_exit = self.settings.store.idle_exit
+        while True:
+            await anyio.sleep(PING_EVERY)
+            if self.state != "running":
+                continue
+            idle = time.monotonic() - self._last_request
+            if idle_exit and not self.requests and idle >= idle_exit:
+                self._terminate(process)
+                continue
+            try:
+                with anyio.fail_after(PING_TIMEOUT):
+                    await self._ping()
+            except (TimeoutError, WorkerError) as exc:
+                if self.state != "running":
+                    continue
+                log.error(
+                    "store worker (pid %d) is not answering (%s); killing it", process.pid, exc
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+
+    async def _ping(self) -> None:
+        stream = await anyio.connect_unix(self.path)
+        async with stream:
+            await stream.send(wire.ENCODER.encode(wire.WorkerPing()) + b"\n")
+            await stream.receive()
+
+    def _terminate(self, process: Process) -> None:
+        self.state = "stopping"
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+
+    async def stop(self) -> None:
+        """Stop the worker for good (daemon shutdown): SIGTERM, then kill after a while."""
+        self._stopping = True
+        self._stop_asked.set()
+        self._wanted.set()
+        process = self._process
+        if process is None:
+            return
+        exited = self._exited
+        self._terminate(process)
+        with anyio.move_on_after(STOP_TIMEOUT) as waited:
+            await exited.wait()
+        if waited.cancelled_caught:
+            log.error("store worker did not stop within %.0f s; killing it", STOP_TIMEOUT)
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+
+
+async def _relay(stream: Any, on_line: Callable[[bytes], Awaitable[None]]) -> bool:
+    """Pass each whole line from ``stream`` on; whether the answer's last line came."""
+    chunks: list[bytes] = []
+    finished = False
+    while True:
+        try:
+            data = await stream.receive(_READ_CHUNK)
+        except (anyio.EndOfStream, anyio.BrokenResourceError):
+            return finished
+        start = 0
+        while (cut := data.find(b"\n", start)) >= 0:
+            chunks.append(data[start : cut + 1])
+            line = b"".join(chunks)
+            chunks = []
+            start = cut + 1
+            finished = _is_last(line)
+            await on_line(line)
+        if start < len(data):
+            chunks.append(data[start:])
+
+
+def _backoff(failures: int) -> float:
+    """Seconds before the next start after ``failures`` failed runs in a row: 0.5 s for
+    the first, doubling to 30 s."""
+    return float(min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (failures - 1)))
+
+
+def _is_last(line: bytes) -> bool:
+    """Whether a reply line ends a request's answer (an ok object or a Closing line)."""
+    head = line[:32]
+    return head.startswith(b'{"ok"') or head.startswith(b'{"error"')
+
+
+def _describe(code: int | None) -> str:
+    if code is None:
+        return "unknown"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+        return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+class StoreClient:
+    """What the daemon's control operations and timers ask of the store."""
+
+    def __init__(self, worker: StoreWorker, journal: Journal, settings: config.Config) -> None:
+        self.worker = worker
+        self.journal = journal
+        self.settings = settings
+        self._seen = 0  # journal.events_written when the last load was asked for
+        self.failure: str | None = None
+        self.last_stats: dict[str, Any] | None = None
+        self.last_stats_at: float | None = None
+        self.last_gc: dict[str, Any] | None = None  # the last retention run's report
+
+    async def refresh(self) -> int:
+        """Load everything journaled so far (starting the worker); the new events stored."""
+        written = self.journal.events_written
+        try:
+            reply = await self.worker.call(wire.WorkerLoad())
+        except WorkerError as exc:
+            self.failure = str(exc)
+            raise
+        self._seen = max(self._seen, written)
+        self.failure = None
+        return int(reply.get("materialized", 0))
+
+    @property
+    def pending(self) -> int:
+        """Events journaled since the last load that was asked for (or query answered)."""
+        return self.journal.events_written - self._seen
+
+    async def refresh_or_log(self) -> None:
+        with contextlib.suppress(WorkerError):
+            await self.refresh()
+
+    async def rebuild(self) -> int:
+        self._seen = self.journal.events_written
+        reply = await self.worker.call(wire.WorkerRebuild())
+        return int(reply.get("events", 0))
+
+    async def collect(self, *, dry_run: bool = False) -> dict[str, Any]:
+        """A retention run in the worker (store/retention.py)."""
+        request = wire.WorkerGc(
+            dry_run=dry_run,
+            active=self.journal.segment,
+            retention=msgspec.to_builtins(self.settings.retention),
+        )
+        reply = await self.worker.call(request)
+        reply.pop("ok", None)
+        if not dry_run:
+            self.last_gc = reply
+        return reply
+
+    @property
+    def last(self) -> dict[str, Any] | None:
+        return self.last_gc
+
+    async def query(self, request: wire.QueryRequest, send: Send) -> None:
+        """Answer a query: the worker loads what was acknowledged until now, runs the
+        query, and its reply lines are passed on to ``send`` as they come."""
+        timeout = min(request.timeout or self.settings.store.query_timeout, wire.MAX_QUERY_TIMEOUT)
+        written = self.journal.events_written
+        message = wire.WorkerQuery(
+            sql=request.sql,
+            params=request.params,
+            timeout=timeout,
+            upto=self.journal.written_to,
+        )
+        try:
+            with anyio.fail_after(timeout + REQUEST_GRACE):
+                await self.worker.request(message, send)
+            self._seen = max(self._seen, written)  # the worker loaded them first
+        except WorkerGone as exc:
+            await send(wire.encode_line(wire.Closing(exc.code, str(exc))))
+        except TimeoutError:
+            message_text = f"the store worker did not finish the query within {timeout:g} s"
+            await send(wire.encode_line(wire.Closing(wire.QUERY_TIMEOUT, message_text)))
+
+    async def stats(self) -> dict[str, Any]:
+        """The store's figures: asked of the worker when it runs (never started for
+        this), else the last ones it gave, with when."""
+        if self.worker.running:
+            with anyio.move_on_after(5.0), contextlib.suppress(WorkerError):
+                reply = await self.worker.call(wire.WorkerStats())
+                reply.pop("ok", None)
+                self.last_stats, self.last_stats_at = reply, time.time()
+        out: dict[str, Any] = dict(self.last_stats or {"open": False})
+        out["worker"] = self.worker.status()
+        out["as_of"] = _iso(self.last_stats_at)
+        out["pending_events"] = self.pending
+        if self.failure and not out.get("error"):
+            out["error"] = self.failure
+        if self.worker.error and not out.get("error"):
+            out["error"] = self.worker.error
+        return out
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Ask for a load every ``store.interval`` seconds while events are pending, and
+        as soon as ``store.pending-events`` were journaled (settings read afresh, so a
+        reload applies); a retention run every ``retention.interval`` seconds."""
+        task_status.started()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._retention)
+            while True:
+                with anyio.move_on_after(self.settings.store.interval):
+                    while (
+                        self.journal.events_written - self._seen
+                        < self.settings.store.pending_events
+                    ):
+                        await self.journal.changed()
+                if self.journal.events_written != self._seen:
+                    await self.refresh_or_log()
+
+    async def _retention(self) -> None:
+        while True:
+            await anyio.sleep(self.settings.retention.interval)
+            try:
+                await self.collect()
+            except WorkerError as exc:  # not open yet, say: next time
+                log.warning("retention skipped: %s", exc)
+
+
+def _iso(when: float | None) -> str | None:
+    if when is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))

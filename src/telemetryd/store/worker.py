@@ -1,0 +1,220 @@
+"""The store worker: the process that owns DuckDB, started by the daemon when needed.
+
+The daemon binds the worker's socket (``run/store.sock``, 0600) and passes the
+listening socket to each worker it starts (``TELEMETRYD_STORE_FD``), so requests made
+while a worker starts or restarts wait in the socket's backlog and none is lost. The
+daemon writes the effective configuration as one JSON line on the worker's stdin and
+keeps stdin open: end of file means the daemon is gone, and the worker exits.
+
+Each connection carries one request (wire.py, ``WorkerMessage``) and its reply lines.
+Loads, rebuilds and retention run one at a time; queries run in their own slots
+(store/queries.py). On SIGTERM the worker stops accepting, lets requests under way
+finish (within :data:`DRAIN_SECONDS`), closes the database and exits 0. The daemon
+decides when the worker is idle and stops it so (daemon/worker.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+import anyio
+import msgspec
+from anyio.abc import SocketListener, SocketStream, TaskGroup
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from telemetryd import config, paths, wire
+from telemetryd.daemon import segments
+from telemetryd.store.queries import Queries, Send
+from telemetryd.store.service import OPEN_WAIT, StoreService, StoreUnavailable, open_store
+
+log = logging.getLogger(__name__)
+
+ENV_FD = "TELEMETRYD_STORE_FD"
+MAX_REQUEST = 1024 * 1024  # bytes of one request line (a query's SQL and parameters)
+DRAIN_SECONDS = 20.0  # requests under way get this long to finish at SIGTERM
+_REQUEST_WAIT = 30.0  # seconds a connection may take to send its request line
+
+
+class Startup(msgspec.Struct, forbid_unknown_fields=True):
+    """What the daemon tells a worker it starts (the first line on its stdin)."""
+
+    paths: dict[str, str]
+    config: dict[str, Any]
+
+
+class Worker:
+    """One worker process's requests, served on the daemon's listening socket."""
+
+    def __init__(self, where: paths.Paths, settings: config.Config) -> None:
+        self.where = where
+        self.settings = settings
+        self.service = StoreService(
+            where.journal_dir,
+            lambda: open_store(where, settings.store),
+            where.database,
+        )
+        self.queries = Queries()
+        self.active = 0
+
+    async def serve(self, listener: socket.socket) -> None:
+        """Serve until SIGTERM or until the daemon goes away."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.service.open)
+            tg.start_soon(_until_stdin_closes, tg.cancel_scope)  # the daemon is gone: stop
+            stop = anyio.Event()
+            tg.start_soon(_until_sigterm, stop)
+            async with anyio.create_task_group() as requests:
+                async with anyio.create_task_group() as accepting:
+                    accepting.start_soon(self._accept, listener, requests)
+                    await stop.wait()
+                    accepting.cancel_scope.cancel()
+                # SIGTERM: no more requests; those under way get a deadline to finish.
+                requests.cancel_scope.deadline = anyio.current_time() + DRAIN_SECONDS
+            tg.cancel_scope.cancel()
+        await anyio.to_thread.run_sync(self.service.close)
+
+    async def _accept(self, listener: socket.socket, requests: TaskGroup) -> None:
+        server = await SocketListener.from_socket(listener)
+        while True:
+            stream = await server.accept()
+            requests.start_soon(self._connection, stream)
+
+    async def _connection(self, stream: SocketStream) -> None:
+        self.active += 1
+        try:
+            async with stream:
+                try:
+                    with anyio.fail_after(_REQUEST_WAIT):
+                        line = await BufferedByteReceiveStream(stream).receive_until(
+                            b"\n", MAX_REQUEST
+                        )
+                    request = wire.WORKER_DECODER.decode(line)
+                except (anyio.EndOfStream, anyio.IncompleteRead, TimeoutError):
+                    return
+                except (anyio.DelimiterNotFound, msgspec.DecodeError) as exc:
+                    await _send(stream, _closing(wire.BAD_REQUEST, str(exc)))
+                    return
+                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    await self._answer(request, stream)
+        finally:
+            self.active -= 1
+
+    async def _answer(self, request: wire.WorkerRequest, stream: SocketStream) -> None:
+        async def send(data: bytes) -> None:
+            await stream.send(data)
+
+        code = {
+            wire.WorkerLoad: wire.LOAD_FAILED,
+            wire.WorkerRebuild: wire.REBUILD_FAILED,
+            wire.WorkerGc: wire.GC_FAILED,
+        }.get(type(request), wire.QUERY_FAILED)
+        try:
+            if isinstance(request, wire.WorkerQuery):
+                await self._query(request, send)
+                return
+            reply = await self._operation(request)
+        except StoreUnavailable as exc:
+            await send(_closing(wire.STORE_UNAVAILABLE, str(exc)))
+            return
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            raise
+        except Exception as exc:  # the store failed: say so, keep serving
+            log.warning("%s failed: %s: %s", type(request).__name__, type(exc).__name__, exc)
+            await send(_closing(code, f"{type(exc).__name__}: {exc}"))
+            return
+        await send(wire.ENCODER.encode(reply) + b"\n")
+
+    async def _operation(self, request: wire.WorkerRequest) -> dict[str, Any]:
+        if isinstance(request, wire.WorkerPing):
+            return {"ok": True}
+        if isinstance(request, wire.WorkerStats):
+            return {"ok": True, **await self.service.stats(), "queries": self.queries.stats()}
+        if isinstance(request, wire.WorkerLoad):
+            return {"ok": True, "materialized": await self.service.refresh()}
+        if isinstance(request, wire.WorkerRebuild):
+            return {"ok": True, "events": await self.service.rebuild()}
+        assert isinstance(request, wire.WorkerGc)
+        settings = msgspec.convert(request.retention, config.Retention, strict=False)
+        report = await self.service.collect(request.active, settings, dry_run=request.dry_run)
+        return {"ok": True, **report}
+
+    async def _query(self, request: wire.WorkerQuery, send: Send) -> None:
+        async def open_cursor() -> tuple[Any, str | None]:
+            # Read-your-writes: everything journaled up to `upto` is loaded first; when
+            # loading fails, the answer ends with a warning that says so and why.
+            store = await self.service.wait_open(min(request.timeout, OPEN_WAIT))
+            await self.service.refresh_or_log()
+            cursor = await anyio.to_thread.run_sync(store.cursor)
+            segment, size = request.upto
+            return cursor, await self.service.behind((segment, size))
+
+        await self.queries.answer(request, send, open_cursor, request.timeout)
+
+
+def _closing(code: str, message: str) -> bytes:
+    return wire.encode_line(wire.Closing(code, message))
+
+
+async def _send(stream: SocketStream, data: bytes) -> None:
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+        await stream.send(data)
+
+
+async def _until_stdin_closes(scope: anyio.CancelScope) -> None:
+    """The daemon holds our stdin open: end of file means it is gone. (Read without a
+    thread: a thread blocked in read() would keep the process from exiting.)"""
+    fd = sys.stdin.fileno()
+    os.set_blocking(fd, False)
+    while True:
+        await anyio.wait_readable(fd)
+        try:
+            if not os.read(fd, 65536):
+                break
+        except BlockingIOError:
+            continue
+        except OSError:
+            break
+    log.warning("the daemon went away; the store worker stops")
+    scope.cancel()
+
+
+async def _until_sigterm(stop: anyio.Event) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            stop.set()
+            return
+
+
+def main() -> int:
+    """`python -m telemetryd.store serve`: run as the daemon's store worker."""
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=os.environ.get("TELEMETRYD_LOG_LEVEL", "INFO").upper(),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    fd = int(os.environ[ENV_FD])
+    startup = msgspec.json.decode(sys.stdin.buffer.readline(), type=Startup)
+    where = paths.Paths(**startup.paths)
+    settings = msgspec.convert(startup.config, config.Config, strict=False)
+    listener = socket.socket(fileno=fd)
+    segments.quiet()  # the daemon logs the journal's stray files, once
+    worker = Worker(where, settings)
+    try:
+        anyio.run(worker.serve, listener, backend_options=_backend_options())
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _backend_options() -> dict[str, object]:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}

@@ -1,0 +1,217 @@
+"""The store worker as the daemon runs it: a child process that owns DuckDB, started when
+needed, stopped when idle, killed and restarted without costing ingest or an event.
+Real daemon, real worker processes, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Daemon, connect, ctl, exchange, summary
+
+DaemonFactory = Callable[..., Daemon]
+ROUNDS = int(os.environ.get("TELEMETRYD_STRESS_ROUNDS", "20"))
+
+
+def children(daemon: Daemon) -> list[int]:
+    assert daemon.proc is not None
+    pid = daemon.proc.pid
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(child) for child in text.split()]
+
+
+def maps_duckdb(pid: int) -> bool:
+    return "duckdb" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def wait_until(check: Callable[[], bool], seconds: float = 20.0) -> None:
+    """Poll a process state that nothing announces (a child's exit), within a bound."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def count(*extra: str) -> tuple[int, int]:
+    result = ctl("query", "--format", "json", *extra, "select count(*) as n, "
+                 "count(distinct id) as d from events")
+    assert result.returncode == 0, result.stderr
+    row = json.loads(result.stdout)[0]
+    return int(row["n"]), int(row["d"])
+
+
+def events(prefix: str, number: int, size: int = 0) -> bytes:
+    pad = {"pad": "p" * size} if size else {}
+    return b"".join(
+        json.dumps({"type": "custom", "id": f"{prefix}-{n}", "name": prefix, "attrs": pad})
+        .encode()
+        + b"\n"
+        for n in range(number)
+    )
+
+
+def test_the_daemon_never_maps_duckdb_and_the_worker_exits_when_idle(
+    daemon_factory: DaemonFactory,
+) -> None:
+    daemon = daemon_factory(["--set", "store.idle-exit=1"]).start()
+    assert daemon.proc is not None
+    assert not maps_duckdb(daemon.proc.pid)
+    assert exchange(daemon.events_socket, events("a", 10)) == [summary(10, 10)]
+    assert count() == (10, 10)
+    [worker] = children(daemon)
+    assert maps_duckdb(worker)
+    assert not maps_duckdb(daemon.proc.pid)
+    wait_until(lambda: not children(daemon))  # idle for a second: the worker exits
+    assert not maps_duckdb(daemon.proc.pid)
+    status = json.loads(ctl("status", "--json").stdout)
+    assert status["store"]["worker"]["state"] == "stopped"
+    assert count() == (10, 10)  # and the next query starts it again
+    assert "store worker stopped (idle)" in daemon.log()
+    assert daemon.stop() == 0
+    assert not children(daemon) if daemon.proc.poll() is None else True
+
+
+class Producer:
+    """Keeps acknowledging producers busy in a thread: batches of events with ids over
+    fresh connections, each waiting for its summary within a bound."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.acked = 0
+        self.slowest = 0.0
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Producer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        batch = 0
+        while not self._stop.is_set():
+            payload = events(f"p{batch}", 100)
+            started = time.monotonic()
+            try:
+                with connect(self.daemon.events_socket, timeout=10) as sock:
+                    sock.sendall(payload)
+                    sock.shutdown(socket.SHUT_WR)
+                    reply = b""
+                    while chunk := sock.recv(65536):
+                        reply += chunk
+                assert json.loads(reply.splitlines()[-1]) == summary(100, 100), reply
+            except BaseException as exc:
+                self.errors.append(exc)
+                return
+            self.slowest = max(self.slowest, time.monotonic() - started)
+            self.acked += 100
+            batch += 1
+            self._stop.wait(0.02)
+
+
+def kill_worker(daemon: Daemon) -> int:
+    [worker] = children(daemon)
+    os.kill(worker, signal.SIGKILL)
+    return worker
+
+
+@pytest.mark.slow
+def test_killing_the_worker_mid_load_and_mid_query_costs_nothing(
+    daemon_factory: DaemonFactory,
+) -> None:
+    """20 rounds: kill -9 the worker while it loads a bulk of events and while it answers
+    a query. Ingest never stops acknowledging; the query in flight gets a clear error
+    within its timeout; the next query works and holds every acknowledged event once."""
+    daemon = daemon_factory(["--set", "store.pending-events=1000000"]).start()
+    rng = random.Random(7)
+    bulk = 0
+    with Producer(daemon) as producer:
+        for round_ in range(ROUNDS):
+            # A bulk of events, then a load that is killed part way.
+            payload = events(f"bulk{round_}", 20_000, size=100)
+            assert exchange(daemon.events_socket, payload)[-1]["accepted"] == 20_000
+            bulk += 20_000
+            flush = threading.Thread(target=ctl, args=("flush",), kwargs={"timeout": 60})
+            flush.start()
+            wait_until(lambda: len(children(daemon)) == 1)
+            time.sleep(rng.uniform(0.0, 0.3))
+            kill_worker(daemon)
+            flush.join(60)
+            # A query in flight: a clear error within its timeout.
+            slow = threading.Thread(
+                target=lambda: results.append(
+                    ctl("query", "--timeout", "5", "select count(*) from range(100000000000)")
+                ),
+                daemon=True,
+            )
+            results: list[Any] = []
+            started = time.monotonic()
+            slow.start()
+            wait_until(lambda: len(children(daemon)) == 1)
+            time.sleep(rng.uniform(0.05, 0.5))
+            kill_worker(daemon)
+            slow.join(30)
+            [answer] = results
+            assert answer.returncode == 1, answer.stdout
+            assert b"store worker" in answer.stderr, answer.stderr
+            assert time.monotonic() - started < 5 + 10
+            # The next query: every acknowledged event, once.
+            total, distinct = count()
+            assert total == distinct
+            assert total >= bulk
+        assert not producer.errors, producer.errors[0]
+    total, distinct = count()
+    assert total == distinct == bulk + producer.acked
+    assert producer.slowest < 5.0  # acknowledgements never waited on the store
+    log = daemon.log()
+    assert log.count("killed by SIGKILL") >= 2 * ROUNDS
+    assert "Traceback" not in log
+    assert daemon.stop() == 0
+
+
+@pytest.fixture
+def failing_worker(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """An environment in which the store worker dies at start (out of memory), and
+    only the worker: it is the one process that gets TELEMETRYD_STORE_FD."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import os, sys\n"
+        "if os.environ.get('TELEMETRYD_STORE_FD'):\n"
+        "    sys.stderr.write('simulated: cannot allocate memory\\n')\n"
+        "    os._exit(1)\n"
+    )
+    yield {"PYTHONPATH": str(site)}
+
+
+def test_a_worker_that_cannot_start_is_reported_and_ingest_goes_on(
+    daemon_factory: DaemonFactory, failing_worker: dict[str, str]
+) -> None:
+    daemon = daemon_factory().start(env=failing_worker)
+    assert exchange(daemon.events_socket, events("a", 50)) == [summary(50, 50)]
+    failed = ctl("query", "--timeout", "5", "select count(*) from events")
+    assert failed.returncode == 1
+    assert b"store worker" in failed.stderr and b"exit status" in failed.stderr
+    sent = ctl("send", "--type", "custom", "--name", "still-acked")
+    assert sent.returncode == 0 and sent.stderr == b""
+    status = json.loads(ctl("status", "--json").stdout)
+    worker = status["store"]["worker"]
+    assert worker["state"] == "failed" and "exited unexpectedly" in worker["error"]
+    assert status["accepted"] == 51
+    assert "store worker exited unexpectedly" in daemon.log()
+    assert daemon.stop() == 0
+    assert len(daemon.journal_events()) == 51
