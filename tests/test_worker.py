@@ -43,8 +43,13 @@ def wait_until(check: Callable[[], bool], seconds: float = 20.0) -> None:
 
 
 def count(*extra: str) -> tuple[int, int]:
-    result = ctl("query", "--format", "json", *extra, "select count(*) as n, "
-                 "count(distinct id) as d from events")
+    result = ctl(
+        "query",
+        "--format",
+        "json",
+        *extra,
+        "select count(*) as n, count(distinct id) as d from events",
+    )
     assert result.returncode == 0, result.stderr
     row = json.loads(result.stdout)[0]
     return int(row["n"]), int(row["d"])
@@ -53,8 +58,7 @@ def count(*extra: str) -> tuple[int, int]:
 def events(prefix: str, number: int, size: int = 0) -> bytes:
     pad = {"pad": "p" * size} if size else {}
     return b"".join(
-        json.dumps({"type": "custom", "id": f"{prefix}-{n}", "name": prefix, "attrs": pad})
-        .encode()
+        json.dumps({"type": "custom", "id": f"{prefix}-{n}", "name": prefix, "attrs": pad}).encode()
         + b"\n"
         for n in range(number)
     )
@@ -152,13 +156,13 @@ def test_killing_the_worker_mid_load_and_mid_query_costs_nothing(
             kill_worker(daemon)
             flush.join(60)
             # A query in flight: a clear error within its timeout.
+            results: list[Any] = []
             slow = threading.Thread(
-                target=lambda: results.append(
+                target=lambda out=results: out.append(
                     ctl("query", "--timeout", "5", "select count(*) from range(100000000000)")
                 ),
                 daemon=True,
             )
-            results: list[Any] = []
             started = time.monotonic()
             slow.start()
             wait_until(lambda: len(children(daemon)) == 1)
