@@ -6,8 +6,9 @@ finished (acknowledged what it read, been answered, been told the daemon stops);
 ``connections`` counts the open ones for `status`.
 
 - :mod:`.events`: the events socket (NDJSON events in, rejections and summaries out);
-- :mod:`.control`: the control socket (requests in, replies out), answering with
-  a table of operations from :mod:`.operations`;
+- :mod:`.control`: the control socket (requests in, replies out): limits, slots,
+  timeouts; each request goes to :mod:`.dispatch`, the table of operations that
+  :mod:`.operations` fills (one handler per request type, typed replies);
 - :mod:`.sockets`: binding, the instance lock, peer uids, refusing a client.
 """
 

@@ -24,7 +24,7 @@ from telemetryd import __version__, wire
 from telemetryd.config import Config
 from telemetryd.daemon.ingest import Ingestor
 from telemetryd.daemon.journal import Journal
-from telemetryd.daemon.listeners.control import Dispatch, Operation, Replies
+from telemetryd.daemon.listeners.dispatch import Dispatch, Operation, Replies
 from telemetryd.daemon.materializer import Materializer, StoreUnavailable
 from telemetryd.daemon.query import Queries
 from telemetryd.daemon.tail import Tails
