@@ -7,7 +7,12 @@ sent only once every event it accepted on that connection is in the journal
 under the configured durability mode. A problem with the connection as a whole
 (too many connections, idle timeout, shutdown) gets a :class:`Closing` line.
 
-Control socket: one JSON request per line, answered by one or more reply lines.
+Control socket: one JSON request per line, answered by one or more reply lines:
+``status``, ``flush``, ``rebuild`` and ``gc`` by one typed reply (:class:`StatusReply`,
+:class:`FlushReply`, :class:`RebuildReply`, :class:`GcReply`), ``query`` and ``tail`` by
+a stream of lines; a request that fails gets a :class:`Closing` line whose ``error``
+names the operation (``gc_failed``, ...) or the part that is down
+(``store_unavailable``, ``journal_unavailable``).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import msgspec
-from msgspec import Struct
+from msgspec import UNSET, Struct, UnsetType
 
 from telemetryd.events import (  # noqa: F401  (the codes for one bad line)
     ATTRS_TOO_DEEP,
@@ -37,6 +42,14 @@ SHUTTING_DOWN = "shutting_down"
 BAD_REQUEST = "bad_request"
 QUERY_FAILED = "query_failed"
 QUERY_TIMEOUT = "query_timeout"
+# A control operation failed (Closing.error; the message says why).
+STATUS_FAILED = "status_failed"
+FLUSH_FAILED = "flush_failed"
+REBUILD_FAILED = "rebuild_failed"
+GC_FAILED = "gc_failed"
+TAIL_FAILED = "tail_failed"
+# ... because a part it needs is down, whatever the operation.
+STORE_UNAVAILABLE = "store_unavailable"  # the database is not open (yet)
 
 SYNC_REQUEST = b'{"op":"sync"}\n'
 MAX_TAIL_BACKLOG = 100_000
@@ -164,6 +177,98 @@ class TailDone(Struct):
     events: int
 
 
+# Replies to status, flush, rebuild and gc: one line each. Field order is key order.
+class QueryStats(Struct):
+    """The query slots: how many there are, run now, and requests waiting for one."""
+
+    slots: int
+    running: int
+    waiting: int
+
+
+class JournalStatus(Struct):
+    """The journal as :meth:`telemetryd.daemon.journal.Journal.stats` reports it."""
+
+    segments: int
+    bytes: int
+    current_segment: str
+    events_written: int  # this run
+    queued_bytes: int  # waiting for the writer
+    durability: str
+    write_error: str | None  # the last write error
+    ignored_files: list[str]  # files in the journal directory that are not segments
+
+
+class PathsStatus(Struct):
+    """Every path the daemon uses (:meth:`telemetryd.paths.Paths.as_dict`)."""
+
+    events_socket: str
+    control_socket: str
+    journal_dir: str
+    spool_dir: str
+    quarantine_dir: str
+    database: str
+    config_file: str
+    lock_file: str
+    runtime_dir: str
+    state_dir: str
+
+
+class StatusReply(Struct, kw_only=True):
+    ok: bool = True
+    version: str
+    pid: int
+    uptime_s: float
+    connections: int  # open events connections
+    control_connections: int
+    queries: QueryStats
+    tail_clients: int  # tails following now
+    accepted: int  # totals since the daemon started
+    rejected: int
+    duplicates: int
+    events_per_s: float  # accepted per second since the previous status
+    journal: JournalStatus
+    # The store's own report (the store's code owns its keys and their two shapes:
+    # ``{"open": false, "error": ...}`` before it opens); None: the daemon has no store.
+    store: dict[str, Any] | None
+    # The last retention run's report as retention made it (the keys of a GcReply
+    # without ``ok``); None before the first run.
+    retention: dict[str, Any] | None
+    paths: PathsStatus
+
+
+class FlushReply(Struct, kw_only=True):
+    """Everything accepted so far is written and fsynced; ``materialized``: the events
+    new to the database (absent when the daemon has no database)."""
+
+    ok: bool = True
+    materialized: int | UnsetType = UNSET
+
+
+class RebuildReply(Struct, kw_only=True):
+    """The database was recreated from the journal and holds ``events`` events."""
+
+    ok: bool = True
+    events: int
+
+
+class GcReply(Struct, kw_only=True):
+    """What retention deleted and compressed (with ``dry_run``: would; ``events_deleted``
+    and ``bytes_after`` are then null)."""
+
+    ok: bool = True
+    dry_run: bool
+    deleted: list[str]  # segment names
+    compressed: list[str]
+    events_deleted: int | None
+    bytes_before: int
+    bytes_after: int | None
+    at: str  # when, RFC 3339 UTC
+
+
+Reply = StatusReply | FlushReply | RebuildReply | GcReply
+
+
 ENCODER = msgspec.json.Encoder()
 SYNC_DECODER = msgspec.json.Decoder(Sync)
 CONTROL_DECODER = msgspec.json.Decoder(ControlRequest)
@@ -182,10 +287,7 @@ def encode_line(message: Struct) -> bytes:
 # ``query_failed``, ``query_timeout``). A connection that ends without such a final line
 # means the worker died while answering.
 
-STORE_UNAVAILABLE = "store_unavailable"
-LOAD_FAILED = "load_failed"
-REBUILD_FAILED = "rebuild_failed"
-GC_FAILED = "gc_failed"
+LOAD_FAILED = "load_failed"  # (and STORE_UNAVAILABLE, REBUILD_FAILED, GC_FAILED above)
 
 
 class WorkerRequest(Struct, tag_field="op", forbid_unknown_fields=True, kw_only=True):

@@ -5,9 +5,9 @@
     serve()
       store worker supervisor                (daemon/worker.py: the DuckDB child process)
       journal writer                         (runs until the connections are drained)
-        connections                          (drained on shutdown, cut off after a deadline)
-          accept events socket -> events_connection per client
-          accept control socket -> control_connection per client
+        listeners (daemon/listeners/)        (drained on shutdown, cut off after a deadline)
+          events socket -> a task per client
+          control socket -> a task per client
           spool intake, store loads and retention timers, signal watcher
                                              (cancelled on shutdown)
 
@@ -35,8 +35,9 @@ from telemetryd import __version__, config, paths
 from telemetryd.adapters import pricing
 from telemetryd.daemon.ingest import Ingestor
 from telemetryd.daemon.journal import Journal
+from telemetryd.daemon.listeners.sockets import acquire_lock, bind_unix
 from telemetryd.daemon.reload import reload
-from telemetryd.daemon.server import Server, acquire_lock, bind_unix
+from telemetryd.daemon.server import Server
 from telemetryd.daemon.service import Notifier, activated_sockets, watchdog
 from telemetryd.daemon.worker import StoreClient, StoreWorker
 from telemetryd.errors import TelemetryError
@@ -74,7 +75,7 @@ async def serve(
         passed = activated_sockets()
         events = passed.get("events") or _Bound.bind(where.events_socket, bound).sock
         control = passed.get("control") or _Bound.bind(where.control_socket, bound).sock
-        server = Server(where, settings, ingestor, journal, store)
+        server = Server(where, settings, ingestor, journal, events, control, store)
         on_hup = None
         if load is not None:
             on_hup = functools.partial(reload, settings, load, journal, notifier)
@@ -83,11 +84,11 @@ async def serve(
             async with anyio.create_task_group() as writing:
                 await writing.start(journal.run)
                 with anyio.CancelScope() as drain:
-                    async with anyio.create_task_group() as connections:
+                    async with anyio.create_task_group() as listening:
+                        for listener in server.listeners:
+                            await listening.start(listener.serve)
                         async with anyio.create_task_group() as loops:
-                            loops.start_soon(server.accept_events, events, connections)
-                            loops.start_soon(server.accept_control, control, connections)
-                            loops.start_soon(server.spool_loop)
+                            loops.start_soon(server.spool.spool_loop)
                             loops.start_soon(store.run)
                             # Signal handlers are in place before READY=1: from then on,
                             # SIGTERM means a clean stop.

@@ -63,7 +63,12 @@ class WorkerError(TelemetryError):
         self.code = code
 
 
-class WorkerGone(WorkerError):
+class StoreUnavailable(WorkerError):
+    """The database cannot be used now: the worker has not opened it (yet), or the
+    daemon has none."""
+
+
+class WorkerGone(StoreUnavailable):
     """The store worker died, or could not be started, before it answered."""
 
     def __init__(self, message: str) -> None:
@@ -73,6 +78,7 @@ class WorkerGone(WorkerError):
 def bind_socket(path: str) -> socket.socket:
     """The worker's listening socket at ``path`` (0600, replacing a stale file: only
     this daemon, which holds the instance lock, binds it)."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -170,7 +176,10 @@ class StoreWorker:
         if not isinstance(reply, dict):
             raise WorkerError(wire.STORE_UNAVAILABLE, f"the store worker answered {lines[-1]!r}")
         if reply.get("ok") is not True:
-            raise WorkerError(str(reply.get("error")), str(reply.get("message")))
+            code, text = str(reply.get("error")), str(reply.get("message"))
+            if code == wire.STORE_UNAVAILABLE:
+                raise StoreUnavailable(code, text)
+            raise WorkerError(code, text)
         return reply
 
     def status(self) -> dict[str, Any]:

@@ -1,0 +1,143 @@
+"""The control operations: one handler per request type, each returning a typed reply.
+
+:meth:`Operations.dispatch` is the table the control listener answers with. ``status``,
+``flush``, ``rebuild`` and ``gc`` return a reply Struct from wire.py (encoded once, by
+the dispatcher); ``query`` and ``tail`` stream their own lines. A handler that raises
+is answered with its operation's error code (``flush_failed``, ...), or with
+``store_unavailable`` when the database is not open.
+
+What the handlers ask of the store (``self.store``, the client of the store worker:
+daemon/worker.py) is kept to a few lines each.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+import anyio
+import msgspec
+
+from telemetryd import __version__, wire
+from telemetryd.config import Config
+from telemetryd.daemon.ingest import Ingestor
+from telemetryd.daemon.journal import Journal
+from telemetryd.daemon.listeners.dispatch import Dispatch, Operation, Replies
+from telemetryd.daemon.tail import Tails
+from telemetryd.daemon.worker import StoreClient, StoreUnavailable
+from telemetryd.paths import Paths
+
+# The query slots are the store worker's: these are reported while it is not running.
+IDLE_QUERIES = wire.QueryStats(slots=4, running=0, waiting=0)
+
+
+class Operations:
+    """The daemon's answers to control requests.
+
+    ``connections()`` gives the events and control connections open now (the
+    listeners count them); ``store`` is None in a daemon without a database."""
+
+    def __init__(
+        self,
+        paths: Paths,
+        config: Config,
+        ingestor: Ingestor,
+        journal: Journal,
+        tails: Tails,
+        connections: Callable[[], tuple[int, int]],
+        store: StoreClient | None = None,
+    ) -> None:
+        self.paths = paths
+        self.config = config
+        self.ingestor = ingestor
+        self.journal = journal
+        self.tails = tails
+        self.connections = connections
+        self.store = store
+        self.started = time.time()
+        self.rate = Rate()
+
+    def dispatch(self) -> Dispatch:
+        """The table: request type -> handler, and the error code of its failures."""
+        return Dispatch(
+            {
+                wire.StatusRequest: Operation(self.status, wire.STATUS_FAILED),
+                wire.FlushRequest: Operation(self.flush, wire.FLUSH_FAILED),
+                wire.RebuildRequest: Operation(self.rebuild, wire.REBUILD_FAILED),
+                wire.GcRequest: Operation(self.gc, wire.GC_FAILED),
+                wire.QueryRequest: Operation(self.query, wire.QUERY_FAILED),
+                wire.TailRequest: Operation(self.tail, wire.TAIL_FAILED),
+            },
+            unavailable={StoreUnavailable: wire.STORE_UNAVAILABLE},
+        )
+
+    async def status(self, request: wire.StatusRequest, replies: Replies) -> wire.StatusReply:
+        counters = self.ingestor.counters
+        events, control = self.connections()
+        # The store worker's figures when it runs (it is never started for a status).
+        store = await self.store.stats() if self.store is not None else None
+        queries = (store or {}).pop("queries", None)
+        return wire.StatusReply(
+            version=__version__,
+            pid=os.getpid(),
+            uptime_s=round(time.time() - self.started, 3),
+            connections=events,
+            control_connections=control,
+            queries=msgspec.convert(queries, wire.QueryStats) if queries else IDLE_QUERIES,
+            tail_clients=self.tails.following,
+            accepted=counters.accepted,
+            rejected=counters.rejected,
+            duplicates=counters.duplicates,
+            events_per_s=self.rate.per_second(counters.accepted),
+            # This lists and stats files: off the event loop.
+            journal=msgspec.convert(
+                await anyio.to_thread.run_sync(self.journal.stats), wire.JournalStatus
+            ),
+            store=store,
+            retention=self.store.last if self.store is not None else None,
+            paths=msgspec.convert(self.paths.as_dict(), wire.PathsStatus),
+        )
+
+    async def flush(self, request: wire.FlushRequest, replies: Replies) -> wire.FlushReply:
+        # Everything accepted so far: fsynced, and in the database.
+        await self.journal.flush()
+        if self.store is None:
+            return wire.FlushReply()
+        return wire.FlushReply(materialized=await self.store.refresh())
+
+    async def rebuild(self, request: wire.RebuildRequest, replies: Replies) -> wire.RebuildReply:
+        return wire.RebuildReply(events=await self._store().rebuild())
+
+    async def gc(self, request: wire.GcRequest, replies: Replies) -> wire.GcReply:
+        report = await self._store().collect(dry_run=request.dry_run)
+        return msgspec.convert(report, wire.GcReply)
+
+    async def query(self, request: wire.QueryRequest, replies: Replies) -> None:
+        # The store worker first loads everything acknowledged before this request (or
+        # ends the answer with a warning saying what is missing, and why).
+        await self._store().query(request, replies.send)
+
+    async def tail(self, request: wire.TailRequest, replies: Replies) -> None:
+        await self.tails.serve(request, replies.stream)
+
+    def _store(self) -> StoreClient:
+        if self.store is None:
+            raise StoreUnavailable(wire.STORE_UNAVAILABLE, "this daemon has no database")
+        return self.store
+
+
+class Rate:
+    """Events per second over the time since the previous `status` (at least a second)."""
+
+    def __init__(self) -> None:
+        self._at = time.monotonic()
+        self._count = 0
+        self._rate = 0.0
+
+    def per_second(self, count: int) -> float:
+        now = time.monotonic()
+        if now - self._at >= 1.0:
+            self._rate = (count - self._count) / (now - self._at)
+            self._at, self._count = now, count
+        return round(self._rate, 1)
