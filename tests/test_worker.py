@@ -24,10 +24,19 @@ ROUNDS = int(os.environ.get("TELEMETRYD_STRESS_ROUNDS", "20"))
 
 
 def children(daemon: Daemon) -> list[int]:
+    """The daemon's live child processes (a killed one stays a zombie until reaped)."""
     assert daemon.proc is not None
     pid = daemon.proc.pid
     text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return [int(child) for child in text.split()]
+    live = []
+    for child in map(int, text.split()):
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if state != "Z":
+            live.append(child)
+    return live
 
 
 def maps_duckdb(pid: int) -> bool:
