@@ -123,6 +123,7 @@ def install(log: Log = print) -> Path:
     (nothing to do when it is there and ``ldd`` finds everything); the binary."""
     existing = binary()
     if existing is not None and not missing_libraries() and _has_json_parser():
+        log(f"syslog-ng baseline: {existing} ({version()})")
         return existing
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
         raise BenchError("the syslog-ng baseline needs apt-get and dpkg-deb (Debian, Ubuntu)")
