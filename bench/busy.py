@@ -82,7 +82,7 @@ def run(workdir: Path, runs: int, quick: bool, log: Log) -> dict[str, Any]:
     ctl = send_bench.telemetryctl()
     send = [ctl, *send_bench.SEND_ARGS, "--strict"]
     err = workdir / "busy.stderr"
-    per_round = []
+    per_round: list[dict[str, Any]] = []
     sent = 0
     with Telemetryd(label="busy") as daemon:
         env = send_bench._env(daemon.dir, workdir / "busy-pycache")
@@ -103,7 +103,7 @@ def run(workdir: Path, runs: int, quick: bool, log: Log) -> dict[str, Any]:
                     count = count or int(seconds / 0.02)
                     quiet = [send_bench._timed(send, env, err) for _ in range(count)]
             sent += len(busy) + len(quiet)
-            figures = {
+            figures: dict[str, Any] = {
                 "busy_ms": [t * 1000 for t in busy],
                 "quiet_ms": [t * 1000 for t in quiet],
                 "busy_p95_ms": _percentile(busy, 0.95) * 1000,

@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import msgspec
 
@@ -250,7 +250,7 @@ class Server:
         self.dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp")) if home is None else home
         self.log_path = self.dir / "server.log"
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Self:
         try:
             self.start()
         except BaseException:
@@ -359,7 +359,7 @@ class Telemetryd(Server):
             id: str
 
         decoder = msgspec.json.Decoder(IdOnly)
-        ids = []
+        ids: list[str] = []
         for path in self.segments():
             data = path.read_bytes()
             if data and not data.endswith(b"\n"):

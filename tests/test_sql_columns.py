@@ -143,7 +143,7 @@ def _read_json_call(load: str) -> str:
     raise AssertionError("load.sql: unbalanced parentheses in read_json(...)")
 
 
-def _flatten_duck(name: str, t: duckdb.typing.DuckDBPyType) -> Iterator[tuple[Path_, str]]:
+def _flatten_duck(name: str, t: duckdb.sqltypes.DuckDBPyType) -> Iterator[tuple[Path_, str]]:
     if t.id == "struct":
         for child, child_type in t.children:
             for path, duck in _flatten_duck(child, child_type):
