@@ -480,6 +480,15 @@ def render(results: dict[str, Any]) -> str:
         sizes = ", ".join(f"{k} {v:.0f} B" for k, v in ingest["event_bytes"].items())
         lines += ["", f"bytes per event (incl. newline): {sizes}"]
         runs = ingest["runs"]
+        versions = ingest.get("versions", {})
+        if versions:
+            lines.append(
+                "baselines: "
+                + "; ".join(f"{name} {version}" for name, version in versions.items())
+                + ". The parsing ones write each event back out from its parsed tree "
+                "(rsyslog %$!all-json-plain%, syslog-ng format-json); every output line "
+                "was decoded and had the payload's type and agent.model."
+            )
         python = _median([r["events_per_s"] for r in runs["socat_8"]])
         socat = _median([r["events_per_s"] for r in runs["socat_8_socat"]])
         daemon = _median([r["events_per_s"] for r in runs["td_8"]])
