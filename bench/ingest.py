@@ -360,7 +360,8 @@ def _versions(configs: dict[str, Any]) -> dict[str, str]:
         first = subprocess.run(
             [binary, "-v"], capture_output=True, text=True, check=False
         ).stdout.splitlines()
-        out["rsyslogd"] = first[0].strip() if first else "?"
+        words = first[0].split() if first else []  # "rsyslogd  8.2302.0 (aka 2023.02) ..."
+        out["rsyslogd"] = words[1] if len(words) > 1 else "?"
     if "syslog_ng_8" in configs:
         out["syslog-ng"] = syslogng.version()
     return out

@@ -178,7 +178,10 @@ def version() -> str:
         [str(path), "--version"], env=environment(), capture_output=True, text=True, check=False
     )
     first = (out.stdout or out.stderr).splitlines()
-    return first[0].strip() if first else f"exit {out.returncode}"
+    if not first:
+        return f"exit {out.returncode}"
+    # "syslog-ng 3 (3.38.1)": the full version is in the parentheses
+    return first[0].rpartition("(")[2].rstrip(")").strip() or first[0].strip()
 
 
 SYSLOG_NG_CONF = """\
