@@ -9,7 +9,7 @@ SYSTEM_TOOLS := socat nc rsyslogd systemd-analyze systemd-socket-activate
 APT_PACKAGES := socat netcat-openbsd rsyslog systemd
 
 .DEFAULT_GOAL := check
-.PHONY: check install system-deps run test lint fmt bench stress schema docs clean
+.PHONY: check install system-deps bench-deps run test lint fmt bench stress schema docs clean
 
 check: test lint
 
@@ -48,8 +48,14 @@ fmt: install
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-bench: install system-deps
+bench: install system-deps bench-deps
 	$(BIN)/python -m bench
+
+# The syslog-ng baseline: it conflicts with rsyslog as a Debian package, so its .debs are
+# fetched (apt-get download) and unpacked into bench/.deps/, not installed. rsyslog's
+# mmjsonparse baseline needs nothing more: Debian ships it in the rsyslog package.
+bench-deps: install
+	$(BIN)/python -m bench.syslogng install
 
 # The kill -9 rounds, and the property-based tests with many more examples.
 stress: install system-deps

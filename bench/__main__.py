@@ -2,7 +2,7 @@
 
     python -m bench                 everything, 5 runs per ingest figure (a few minutes)
     python -m bench --quick         smaller payloads, 2 runs
-    python -m bench --only ingest   one of: ingest, conn, send, rss, store, query, ...
+    python -m bench --only ingest   one of: ingest, conn, send, rss, busy, store, query, ...
     python -m bench --only query --big   also time queries on 10M events (built once, cached)
     python -m bench --only conn --profile   the daemon under cProfile; prints where it spends
 
@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import BenchError, conn, ingest, procs, report, rss, send
+from bench import BenchError, busy, conn, ingest, procs, report, rss, send
 from bench import hook as hook_bench
 from bench import imports as import_bench
 from bench import query as query_bench
@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, Callable[[Path, int, bool, Callable[[str], None]], dict[st
     "conn": conn.run,
     "send": send.run,
     "rss": rss.run,
+    "busy": busy.run,
     "hook": hook_bench.run,
     "import": import_bench.run,
     "store": store_bench.harness,

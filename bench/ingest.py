@@ -6,6 +6,16 @@ time from the first byte sent to the last summary received. For the baselines,
 which send no acknowledgement, the clock stops when the output file holds every
 byte (polled every millisecond from a thread), or at the last EOF if later.
 
+Baselines, fed the same payload by the same 8 clients: a raw copy (socat; rsyslog
+imptcp -> omfile of the raw message), and two that parse every line as JSON and
+write the parsed tree back out, the kind of work telemetryd does (rsyslog with
+mmjsonparse, syslog-ng with json-parser; ``bench/syslogng.py`` says how that one
+is installed). Their output is not the input's size, so for them the clock stops
+when the output holds one line per event (counted incrementally by the same
+thread); afterwards every output line must decode as a JSON object with the
+payload's ``type`` and nested ``agent.model``, so a baseline that skipped the
+parsing (or dropped events) fails instead of looking fast.
+
 Each repetition runs every configuration once, back to back, so the ratios
 compare runs that shared the machine's noise; the report gives medians of the
 per-repetition figures and ratios.
@@ -13,6 +23,7 @@ per-repetition figures and ratios.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -22,8 +33,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import BenchError, clients, payload
-from bench.procs import Rsyslog, SocatSink, Telemetryd, memory_kib, rsyslogd_path
+from bench import BenchError, clients, payload, syslogng
+from bench.procs import (
+    FileSink,
+    Rsyslog,
+    RsyslogJson,
+    SocatSink,
+    Telemetryd,
+    TreeSampler,
+    check_parsed,
+    memory_kib,
+    rsyslog_module,
+    rsyslogd_path,
+)
 
 OUTPUT_TIMEOUT = 120.0
 
@@ -65,14 +87,29 @@ def _summary(reply: str) -> tuple[dict[str, Any] | None, list[str]]:
 
 
 def run_telemetryd(
-    files: tuple[list[str], list[int], int], *, check_ids: bool, label: str = "telemetryd"
+    files: tuple[list[str], list[int], int],
+    *,
+    check_ids: bool,
+    label: str = "telemetryd",
+    sample_every: float | None = None,
 ) -> dict[str, Any]:
+    """Time telemetryd; with ``sample_every`` (seconds), also the summed RSS of its
+    process tree (the daemon and any store worker), sampled that often from just before
+    the clients start until it has exited: the peak until the last client has its
+    summary (``tree_peak_rss_mb``), and until exit, its shutdown included."""
     paths, counts, total_bytes = files
     events = sum(counts)
-    with Telemetryd(label=label) as daemon:
+    sampler: TreeSampler | None = None
+    with Telemetryd(label=label) as daemon, contextlib.ExitStack() as stack:
+        if sample_every is not None:
+            sampler = stack.enter_context(TreeSampler(daemon.pid, sample_every))
         cpu0 = daemon.cpu()
         results = clients.stream(daemon.socket_path, paths)
         cpu1 = daemon.cpu()
+        flood_peak: tuple[int, dict[int, int], int] | None = None
+        if sampler is not None:
+            sampler.sample()
+            flood_peak = (sampler.peak_kib, dict(sampler.at_peak), sampler.most_processes)
         t0, t1 = clients.span(results)
         for result, sent in zip(results, counts, strict=True):
             summary, other = _summary(result["reply"])
@@ -93,7 +130,19 @@ def run_telemetryd(
         if status != 0:
             raise BenchError(f"telemetryd exited with {status} after SIGTERM:\n{daemon.log()}")
     wall = t1 - t0
+    tree: dict[str, Any] = {}
+    if sampler is not None and flood_peak is not None:
+        peak, at_peak, most = flood_peak
+        tree = {
+            "tree_peak_rss_mb": peak / 1024,
+            "tree_at_peak_mb": [kib / 1024 for kib in at_peak.values()],
+            "tree_processes_max": most,
+            "tree_peak_to_exit_rss_mb": sampler.peak_kib / 1024,
+            "tree_processes_max_to_exit": sampler.most_processes,
+            "tree_samples": sampler.samples,
+        }
     return {
+        **tree,
         "events": events,
         "bytes": total_bytes,
         "wall_s": wall,
@@ -108,8 +157,32 @@ def run_telemetryd(
     }
 
 
+class _LineCounter:
+    """The newlines written to a growing file so far, read incrementally (each byte once)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lines = 0
+        self._file: Any = None
+
+    def __call__(self) -> int:
+        if self._file is None:
+            try:
+                self._file = open(self.path, "rb")  # noqa: SIM115 (closed by close())
+            except FileNotFoundError:
+                return 0
+        while chunk := self._file.read(1 << 20):
+            self.lines += chunk.count(b"\n")
+        return self.lines
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
 class _SizeWatch:
-    """Polls a file's size from a thread; records when it first reaches ``target``."""
+    """Polls a file's size (or another count) from a thread; records when it first
+    reaches ``target``."""
 
     def __init__(self, size: Callable[[], int], target: int) -> None:
         self.size = size
@@ -141,28 +214,42 @@ class _SizeWatch:
 
 
 def run_sink(
-    server: Rsyslog | SocatSink,
+    server: FileSink,
     files: tuple[list[str], list[int], int],
     *,
     socat_clients: bool = False,
+    parsed: bool = False,
 ) -> dict[str, Any]:
+    """Time a baseline; with ``parsed``, one that writes each event back out re-encoded
+    (done at one output line per event; every line checked afterwards)."""
     paths, counts, total_bytes = files
     events = sum(counts)
+    sample: dict[str, Any] = {}
     with server:
+        counter = _LineCounter(server.out)
         cpu0 = server.cpu()
-        with _SizeWatch(server.output_size, total_bytes) as watch:
-            if socat_clients:
-                results = _socat_clients(server.socket_path, paths)
-            else:
-                results = clients.stream(server.socket_path, paths)
-            done = watch.wait(OUTPUT_TIMEOUT)
+        try:
+            progress, target = (counter, events) if parsed else (server.output_size, total_bytes)
+            with _SizeWatch(progress, target) as watch:
+                if socat_clients:
+                    results = _socat_clients(server.socket_path, paths)
+                else:
+                    results = clients.stream(server.socket_path, paths)
+                done = watch.wait(OUTPUT_TIMEOUT)
+        finally:
+            counter.close()
         time.sleep(0.05)  # let socat reap its children, so their CPU is counted
         cpu1 = server.cpu()
         t0, t1 = clients.span(results)
         t1 = max(t1, done)
-        lines = server.output_lines()
+        if parsed:
+            sample = check_parsed(server.out, events, server.name)
+            lines = events
+        else:
+            lines = server.output_lines()
         if lines != events:
             raise BenchError(f"{server.name}: sent {events} events, output has {lines} lines")
+        output_bytes = server.output_size()
         server.stop()
     wall = t1 - t0
     client_cpu = sum(r["cpu"] for r in results) if not socat_clients else None
@@ -176,6 +263,8 @@ def run_sink(
         "server_cpu_us_per_event": (cpu1 - cpu0) / events * 1e6,
         "client_cpu_cores": None if client_cpu is None else client_cpu / wall,
         "output_lines": lines,
+        "output_bytes": output_bytes,
+        **({"parsed_sample": sample} if parsed else {}),
     }
 
 
@@ -208,14 +297,31 @@ CONFIGS = {
     "socat_8": ("socat byte copy, 8 python clients", "eight"),
     "socat_8_socat": ("socat byte copy, 8 socat clients", "eight"),
     "rsyslog_8": ("rsyslogd imptcp->omfile, 8 clients", "eight"),
+    "rsyslog_json_8": ("rsyslogd + mmjsonparse, 8 clients", "eight"),
+    "syslog_ng_8": ("syslog-ng + json-parser, 8 clients", "eight"),
 }
+
+
+def _skipped() -> dict[str, str]:
+    """The baselines this machine cannot run, and why."""
+    skipped = {}
+    if rsyslogd_path() is None:
+        skipped["rsyslog_8"] = "rsyslogd is not installed (make system-deps)"
+    if rsyslogd_path() is None or rsyslog_module("mmjsonparse") is None:
+        skipped["rsyslog_json_8"] = "rsyslogd or its mmjsonparse module is not installed"
+    missing = syslogng.missing_libraries()
+    if missing:
+        skipped["syslog_ng_8"] = (
+            f"syslog-ng is not unpacked or lacks {missing} (make bench, or "
+            "python -m bench.syslogng install)"
+        )
+    return skipped
 
 
 def run(workdir: Path, runs: int, quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
     sizes = Sizes(quick)
     files = prepare(workdir, sizes)
-    have_rsyslog = rsyslogd_path() is not None
-    skipped = {} if have_rsyslog else {"rsyslog_8": "rsyslogd is not installed (make system-deps)"}
+    skipped = _skipped()
     out: dict[str, list[dict[str, Any]]] = {name: [] for name in CONFIGS if name not in skipped}
     for rep in range(runs):
         for name in out:
@@ -224,6 +330,10 @@ def run(workdir: Path, runs: int, quick: bool, log: Callable[[str], None]) -> di
                 result = run_telemetryd(files[key], check_ids=rep == 0, label=name)
             elif name == "rsyslog_8":
                 result = run_sink(Rsyslog(), files[key])
+            elif name == "rsyslog_json_8":
+                result = run_sink(RsyslogJson(), files[key], parsed=True)
+            elif name == "syslog_ng_8":
+                result = run_sink(syslogng.SyslogNg(), files[key], parsed=True)
             else:
                 result = run_sink(SocatSink(), files[key], socat_clients=name == "socat_8_socat")
             out[name].append(result)
@@ -235,7 +345,23 @@ def run(workdir: Path, runs: int, quick: bool, log: Callable[[str], None]) -> di
         "configs": {name: CONFIGS[name][0] for name in out},
         "runs": out,
         "skipped": skipped,
+        "versions": _versions(out),
         "event_bytes": {
             key: files[key][2] / sum(files[key][1]) for key in ("single", "eight", "eight_ids")
         },
     }
+
+
+def _versions(configs: dict[str, Any]) -> dict[str, str]:
+    """The baselines' versions, for the record."""
+    out = {}
+    if "rsyslog_8" in configs or "rsyslog_json_8" in configs:
+        binary = rsyslogd_path() or "rsyslogd"
+        first = subprocess.run(
+            [binary, "-v"], capture_output=True, text=True, check=False
+        ).stdout.splitlines()
+        words = first[0].split() if first else []  # "rsyslogd  8.2302.0 (aka 2023.02) ..."
+        out["rsyslogd"] = words[1] if len(words) > 1 else "?"
+    if "syslog_ng_8" in configs:
+        out["syslog-ng"] = syslogng.version()
+    return out

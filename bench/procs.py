@@ -2,9 +2,14 @@
 
 :class:`Telemetryd` is the real daemon (``python -m telemetryd``) with a fresh
 ``TELEMETRYD_HOME`` and default configuration, ready once it sends ``READY=1``
-on ``NOTIFY_SOCKET`` (the sd_notify protocol, as the tests do). :class:`Rsyslog`
-and :class:`SocatSink` are the baselines: rsyslogd (imptcp on a Unix socket ->
-omfile) and a raw ``socat`` byte copy from a Unix socket to a file.
+on ``NOTIFY_SOCKET`` (the sd_notify protocol, as the tests do). The baselines:
+:class:`Rsyslog` (imptcp on a Unix socket -> omfile, the raw message),
+:class:`RsyslogJson` (the same with mmjsonparse: each line parsed as JSON and
+written back out from the parsed tree), ``bench.syslogng.SyslogNg`` (json-parser,
+the same shape) and :class:`SocatSink`, a raw ``socat`` byte copy to a file.
+
+The daemon may run as more than one process (a store worker child): memory is
+measured over the process tree (:func:`tree`, :class:`TreeSampler`).
 """
 
 from __future__ import annotations
@@ -17,8 +22,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any, Self
+
+import msgspec
 
 from bench import BenchError
 
@@ -48,6 +57,126 @@ def memory_kib(pid: int) -> dict[str, int]:
             if key in ("VmHWM", "VmRSS"):
                 out[key] = int(value.split()[0])
     return out
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of a process in KiB; 0 once it is gone (or a zombie)."""
+    try:
+        return memory_kib(pid).get("VmRSS", 0)
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+
+
+def _children_by_scan(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rpartition(")")[2].split()[1])
+            except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+                continue
+            if ppid == pid:
+                found.append(int(entry))
+    return found
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid``, started from any of its threads
+    (``/proc/PID/task/*/children``; a scan of every process's parent where the kernel
+    lacks that file)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+    if not os.path.exists(f"/proc/{pid}/task/{tasks[0]}/children"):
+        return _children_by_scan(pid)
+    found: list[int] = []
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                found.extend(int(child) for child in f.read().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended meanwhile
+    return found
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo.extend(children(current))
+    return out
+
+
+def tree_rss_kib(pid: int) -> dict[int, int]:
+    """VmRSS of ``pid`` and of each descendant, in KiB."""
+    return {member: rss_kib(member) for member in tree(pid)}
+
+
+def maps_library(pid: int, name: str) -> bool:
+    """Whether ``pid`` has a file whose path contains ``name`` mapped (``/proc/PID/maps``)."""
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            return any(name in line for line in f)
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+class TreeSampler:
+    """Samples the summed VmRSS of a process tree every ``interval`` seconds from a
+    thread; a context manager. ``peak_kib`` is the largest sum seen, ``at_peak`` the
+    per-process figures of that sample, ``most_processes`` the largest tree seen.
+
+    A sum of RSS counts pages shared between processes (libraries, a forked child's
+    untouched pages) once per process: an upper bound of what the tree holds."""
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peak_kib = 0
+        self.at_peak: dict[int, int] = {}
+        self.samples = 0
+        self.most_processes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> TreeSampler:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def sample(self) -> None:
+        figures = tree_rss_kib(self.pid)
+        total = sum(figures.values())
+        self.samples += 1
+        self.most_processes = max(self.most_processes, len(figures))
+        if total > self.peak_kib:
+            self.peak_kib, self.at_peak = total, figures
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+
+def wait_no_children(pid: int, timeout: float) -> float:
+    """Wait until ``pid`` has no child processes (polled every 20 ms); the seconds it
+    took. Raises :class:`BenchError` after ``timeout``."""
+    start = time.monotonic()
+    while children(pid):
+        if time.monotonic() - start > timeout:
+            raise BenchError(
+                f"process {pid} still has children {children(pid)} after {timeout:g} s"
+            )
+        time.sleep(0.02)
+    return time.monotonic() - start
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -94,6 +223,20 @@ def count_lines(paths: list[Path]) -> int:
     return total
 
 
+def accepts_setting(setting: str) -> bool:
+    """Whether the daemon knows ``--set setting`` (``section.key=value``): asked with
+    ``telemetryd --check`` in a throwaway home, so new settings are used once they exist."""
+    with tempfile.TemporaryDirectory(prefix="tdchk-", dir="/tmp") as home:
+        proc = subprocess.run(
+            [sys.executable, "-m", "telemetryd", "--check", "--set", setting],
+            env=_clean_env(TELEMETRYD_HOME=home),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            check=False,
+        )
+    return proc.returncode == 0
+
+
 class Server:
     """A server process in its own temporary directory; a context manager."""
 
@@ -107,7 +250,7 @@ class Server:
         self.dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp")) if home is None else home
         self.log_path = self.dir / "server.log"
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Self:
         try:
             self.start()
         except BaseException:
@@ -216,7 +359,7 @@ class Telemetryd(Server):
             id: str
 
         decoder = msgspec.json.Decoder(IdOnly)
-        ids = []
+        ids: list[str] = []
         for path in self.segments():
             data = path.read_bytes()
             if data and not data.endswith(b"\n"):
@@ -248,6 +391,16 @@ def rsyslogd_path() -> str | None:
     return shutil.which("rsyslogd") or (
         "/usr/sbin/rsyslogd" if os.access("/usr/sbin/rsyslogd", os.X_OK) else None
     )
+
+
+def rsyslog_module(name: str) -> Path | None:
+    """Where rsyslog's loadable module ``name`` (``mmjsonparse``) is, if installed.
+    Debian ships mmjsonparse in the ``rsyslog`` package itself."""
+    found = [
+        *sorted(Path("/usr/lib").glob(f"*/rsyslog/{name}.so")),
+        *(Path(d) / f"{name}.so" for d in ("/usr/lib/rsyslog", "/usr/lib64/rsyslog")),
+    ]
+    return next((path for path in found if path.exists()), None)
 
 
 class FileSink(Server):
@@ -304,6 +457,70 @@ class Rsyslog(FileSink):
                 stderr=log,
             )
         _wait_connectable(self.socket_path, self.proc, self.log_path, "rsyslogd")
+
+
+RSYSLOG_JSON_CONF = """\
+global(workDirectory="{dir}" maxMessageSize="64k")
+main_queue(queue.type="FixedArray" queue.size="{queue_size}" queue.dequeueBatchSize="{batch}")
+module(load="imptcp" threads="2")
+module(load="mmjsonparse")
+template(name="parsed" type="string" string="%$!all-json-plain%\\n")
+ruleset(name="bench") {{
+  action(type="mmjsonparse" cookie="" useRawMsg="on")
+  action(type="omfile" file="{out}" template="parsed" flushOnTXEnd="on"
+         ioBufferSize="{io_buffer}" asyncWriting="off" flushInterval="1")
+}}
+input(type="imptcp" path="{sock}" unlink="on" ruleset="bench")
+"""
+
+
+class RsyslogJson(Rsyslog):
+    """:class:`Rsyslog` with mmjsonparse: each raw line (``useRawMsg``, no ``@cee:``
+    cookie) is parsed into rsyslog's JSON tree, and the file gets that tree written back
+    out (``%$!all-json-plain%``), the nearest rsyslog gets to decode, validate,
+    re-encode. A line that does not parse would come out as ``{"msg": "<the line>"}``:
+    :func:`check_parsed` reads every output line to be sure none did. One main-queue
+    worker, as for the raw copy: two (``queue.workerThreads="2"``) were no faster here
+    (interleaved runs), the single omfile action being where the lines meet."""
+
+    name = "rsyslogd+mmjsonparse"
+
+    def config_text(self) -> str:
+        return RSYSLOG_JSON_CONF.format(
+            dir=self.dir, out=self.out, sock=self.socket_path, **self.settings
+        )
+
+
+class _ParsedAgent(msgspec.Struct):
+    model: str
+
+
+class _Parsed(msgspec.Struct):
+    type: str
+    agent: _ParsedAgent
+
+
+def check_parsed(path: Path, expected: int, what: str) -> dict[str, Any]:
+    """Every line of ``path`` is a JSON object re-encoded from a parsed event: it has a
+    ``type`` and a nested ``agent.model`` (every benchmark payload event has both).
+    Raises :class:`BenchError` naming the first line that is not; returns one sample."""
+    decoder = msgspec.json.Decoder(_Parsed)
+    lines = 0
+    sample: dict[str, Any] = {}
+    with open(path, "rb") as f:
+        for line in f:
+            lines += 1
+            try:
+                parsed = decoder.decode(line)
+            except msgspec.DecodeError as exc:
+                raise BenchError(
+                    f"{what}: output line {lines} is not a parsed event ({exc}): {line[:200]!r}"
+                ) from None
+            if lines == 1:
+                sample = {"type": parsed.type, "agent.model": parsed.agent.model}
+    if lines != expected:
+        raise BenchError(f"{what}: sent {expected} events, output has {lines} parsed lines")
+    return sample
 
 
 class SocatSink(FileSink):

@@ -20,7 +20,11 @@ Figures, per size:
   read-only, runs the same SQL and prints the rows;
 - alternating one of each (order swapped every pair), after warm-up runs; medians and
   the per-pair ratio (target ≤ 0.3);
-- the daemon's own time for the query (``elapsed_ms`` of its reply), for information.
+- the daemon's own time for the query (``elapsed_ms`` of its reply), for information;
+- cold, on the 1M database (:func:`time_cold`): the same query when the store worker is
+  not running, so the daemon must start it first, against the fresh process, in
+  alternating pairs (target ≤ 1.5). Where the daemon has no worker that exits when
+  idle yet, it is the first query after a daemon start.
 
 Freshness: on a copy of the 1M home, ~50 times: `telemetryctl send --strict` one event,
 and once it has exited, ask the daemon over the control socket for that event's id
@@ -30,6 +34,7 @@ then that one query's round trip, including the materialization it triggers.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import inspect
@@ -49,7 +54,7 @@ from typing import Any
 from bench import BenchError
 from bench import send as send_bench
 from bench import store as store_bench
-from bench.procs import Telemetryd
+from bench.procs import Telemetryd, wait_no_children
 
 SQL = "select * from cost_by_model(days := 30)"
 FRESH = (
@@ -84,7 +89,7 @@ def fingerprint() -> str:
     """Changes when the generated events or the store's tables would."""
     from importlib import resources
 
-    from telemetryd.daemon import store
+    from telemetryd.store import database as store
 
     digest = hashlib.sha256(inspect.getsource(store_bench.Generator).encode())
     for name in ("schema.sql", "load.sql"):
@@ -103,10 +108,15 @@ def build(events: int, log: Log) -> tuple[Path, Path, dict[str, Any]]:
     if ready.exists():
         info = json.loads(ready.read_text())
         info["cached"] = True
+        ready.touch()  # in use: see below
         return home, baseline, info
     CACHE.mkdir(parents=True, exist_ok=True)
-    for stale in CACHE.glob(f"{events}-*"):  # an older fingerprint: never used again
-        shutil.rmtree(stale, ignore_errors=True)
+    for stale in CACHE.glob(f"{events}-*"):
+        # Another fingerprint: an older build, or another checkout's (a branch with
+        # another schema) that may be in use right now: removed once unused for a day.
+        used = stale / "ready.json" if (stale / "ready.json").exists() else stale
+        if time.time() - used.stat().st_mtime > 86_400:
+            shutil.rmtree(stale, ignore_errors=True)
     log(f"  building the {events:,}-event database in {root} (once; cached) ...")
     journal = home / "journal"
     started = time.perf_counter()
@@ -224,6 +234,78 @@ def time_query(events: int, pairs: int, pycache: Path, log: Log) -> dict[str, An
     }
 
 
+def time_cold(events: int, pairs: int, pycache: Path, log: Log) -> dict[str, Any]:
+    """The same query with the store worker not running, against a fresh duckdb process.
+
+    With ``[store] idle-exit`` (a worker that exits when idle): one daemon with
+    ``idle-exit=2``; before each ``telemetryctl query``, wait until the daemon has no
+    child process, so the query starts the worker. Without it (the store still in the
+    daemon): the first query after a daemon start, a new daemon for each pair (its
+    start-up is not timed; the query is). Pairs alternate which goes first."""
+    from bench.rss import idle_args
+
+    home, baseline, _ = build(events, log)
+    env = send_bench._env(home, pycache)
+    err = pycache.parent / f"cold-{events}.stderr"
+    ctl = [send_bench.telemetryctl(), "query", "--format", "csv", SQL]
+    fresh = [sys.executable, "-c", FRESH, str(baseline), SQL]
+    extra, split = idle_args()
+    args = [*daemon_args(), *extra]
+    ctl_s: list[float] = []
+    fresh_s: list[float] = []
+    waits: list[float] = []
+
+    def cold_query(daemon: Telemetryd) -> float:
+        if split:
+            waits.append(wait_no_children(daemon.pid, 120.0))
+        return send_bench._timed(ctl, env, err)
+
+    for _ in range(WARMUP):  # the page cache and bytecode, as for the warm figure
+        send_bench._timed(fresh, env, err)
+    with contextlib.ExitStack() as stack:
+        daemon: Telemetryd | None = None
+        if split:
+            daemon = stack.enter_context(Telemetryd(args, label=f"cold-{events}", home=home))
+            _check_answers(ctl, env, baseline)
+        for i in range(pairs):
+            if not split:
+                daemon = Telemetryd(args, label=f"cold-{events}", home=home)
+                daemon.start()
+            assert daemon is not None
+            try:
+                if i % 2 == 0:
+                    ctl_s.append(cold_query(daemon))
+                    fresh_s.append(send_bench._timed(fresh, env, err))
+                else:
+                    fresh_s.append(send_bench._timed(fresh, env, err))
+                    ctl_s.append(cold_query(daemon))
+            finally:
+                if not split and daemon.stop() != 0:
+                    raise BenchError(f"telemetryd did not stop cleanly:\n{daemon.log()}")
+        if split and daemon is not None and daemon.stop() != 0:
+            raise BenchError(f"telemetryd did not stop cleanly:\n{daemon.log()}")
+    ratios = [c / f for c, f in zip(ctl_s, fresh_s, strict=True)]
+    method = (
+        "store worker not running (idle-exit)"
+        if split
+        else "worker not split yet: the first query after a daemon start"
+    )
+    log(
+        f"  {events:,} events, {method}: telemetryctl query "
+        f"{statistics.median(ctl_s) * 1000:.0f} ms, fresh duckdb "
+        f"{statistics.median(fresh_s) * 1000:.0f} ms, ratio {statistics.median(ratios):.2f}"
+    )
+    return {
+        "events": events,
+        "worker_split": split,
+        "method": method,
+        "ctl_ms": [t * 1000 for t in ctl_s],
+        "fresh_ms": [t * 1000 for t in fresh_s],
+        "ratios": ratios,
+        "waited_for_worker_exit_s": waits,
+    }
+
+
 def _copy_home(source: Path, target: Path) -> None:
     """A private copy: journal segments hard-linked (the daemon never writes a closed one,
     and retention is off), the database copied."""
@@ -293,6 +375,9 @@ def run(workdir: Path, runs: int, quick: bool, log: Log) -> dict[str, Any]:
     results: dict[str, Any] = {"sql": SQL, "pairs": pairs, "sizes": {}, "big": BIG}
     for events in sizes:
         results["sizes"][str(events)] = time_query(events, pairs, pycache, log)
+    cold_pairs = 4 if quick else max(8, 2 * runs)
+    results["cold"] = time_cold(SIZES[0], cold_pairs, pycache, log)
+    results["cold"]["pairs"] = cold_pairs
     home, _, _ = build(SIZES[0], log)
     sends = 20 if quick else FRESHNESS_SENDS
     results["freshness"] = freshness(home, workdir, pycache, sends, log)

@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Any
 
 TARGETS = {
-    "ingest_vs_rsyslog": (">=", 1.0, "x rsyslog"),
+    "ingest_vs_rsyslog": (">=", 0.5, "x raw rsyslog"),
+    "ingest_vs_rsyslog_json": (">=", 1.0, "x rsyslog+mmjsonparse"),
+    "ingest_vs_syslog_ng": (">=", 1.0, "x syslog-ng json-parser"),
+    "idle_rss": ("<=", 35, "MB"),
+    "send_while_query": ("<=", 1.5, "x without"),
+    "cold_query_vs_duckdb": ("<=", 1.5, "x fresh duckdb"),
     "conn_per_event": (">=", 30_000, "ev/s"),
     "send_vs_pass": ("<=", 2.0, "x python -c pass"),
     "hook_vs_pass": ("<=", 2.0, "x python -c pass"),
@@ -127,25 +132,36 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
                 x["events_per_s"] / y["events_per_s"] for x, y in zip(runs[a], runs[b], strict=True)
             ]
 
-        if "rsyslog_8" in runs:
+        baselines = (
+            ("rsyslog_8", "raw rsyslog", "ingest_vs_rsyslog"),
+            ("rsyslog_json_8", "rsyslog+mmjsonparse", "ingest_vs_rsyslog_json"),
+            ("syslog_ng_8", "syslog-ng json-parser", "ingest_vs_syslog_ng"),
+        )
+        for key, what, target in baselines:
+            if key not in runs:
+                out.append(
+                    {
+                        "name": f"ratio telemetryd / {what}",
+                        "skipped": ingest["skipped"].get(key, f"{what} skipped"),
+                    }
+                )
+                continue
+            note = "per-run pairs, same repetition"
+            if runs[key] and "parsed_sample" in runs[key][0]:
+                lines = runs[key][0]["output_lines"]
+                note += f"; every output line parsed ({lines:,} per run)"
             out.append(
                 _figure(
-                    "ratio telemetryd 8 clients / rsyslog",
-                    ratio("td_8", "rsyslog_8"),
+                    f"ratio telemetryd 8 clients / {what}",
+                    ratio("td_8", key),
                     "x",
-                    target="ingest_vs_rsyslog",
-                    note="per-run pairs, same repetition",
+                    target=target,
+                    note=note,
                 )
             )
+        if "rsyslog_8" in runs:
             out.append(
-                _figure("ratio telemetryd 1 client / rsyslog", ratio("td_1", "rsyslog_8"), "x")
-            )
-        else:
-            out.append(
-                {
-                    "name": "ratio telemetryd / rsyslog",
-                    "skipped": ingest["skipped"].get("rsyslog_8", "rsyslog skipped"),
-                }
+                _figure("ratio telemetryd 1 client / raw rsyslog", ratio("td_1", "rsyslog_8"), "x")
             )
         out.append(
             _figure("ratio telemetryd 8 clients / socat copy", ratio("td_8", "socat_8"), "x")
@@ -202,22 +218,85 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     out.extend(_hook_figures(results.get("hook")))
     out.extend(_import_figures(results.get("import")))
-    flood = results.get("rss")
-    if flood:
-        out.append(
-            _figure(
-                f"peak RSS, {flood['clients']}-client flood",
-                [flood["peak_rss_mb"]],
-                "MB",
-                target="peak_rss",
-                note=f"idle {flood['idle_rss_mb']:.0f} MB; "
-                f"{flood['clients']}x{flood['events_per_client']:,} events at "
-                f"{flood['events_per_s']:,.0f} ev/s",
-            )
-        )
+    out.extend(_rss_figures(results.get("rss")))
+    out.extend(_busy_figures(results.get("busy")))
     out.extend(_store_figures(results.get("store")))
     out.extend(_query_figures(results.get("query")))
     return out
+
+
+def _rss_figures(rss: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Idle and flood memory over the daemon's process tree (bench/rss.py)."""
+    if not rss:
+        return []
+    out = []
+    idle = rss["idle"]
+    last = idle["runs"][-1]
+    if idle["worker_split"]:
+        waited = _median([r["waited_for_worker_exit_s"] for r in idle["runs"]])
+        how = f"after the store worker exited ({' '.join(idle['args'])}; {waited:.1f} s)"
+    else:
+        how = "worker not split yet: right after one query"
+    out.append(
+        _figure(
+            "daemon idle RSS, after a query",
+            [r["rss_mb"] for r in idle["runs"]],
+            "MB",
+            target="idle_rss",
+            note=f"{how}; maps duckdb: {'yes' if last['maps_duckdb'] else 'no'}; "
+            f"all processes right after the query "
+            f"{_median([r['after_query_tree_rss_mb'] for r in idle['runs']]):.0f} MB; "
+            f"at start {_median([r['started_rss_mb'] for r in idle['runs']]):.0f} MB",
+        )
+    )
+    flood = rss["flood"]
+    runs = flood["runs"]
+    at_peak = max(runs, key=lambda r: r["tree_peak_rss_mb"])["tree_at_peak_mb"]
+    parts = " + ".join(f"{mb:.0f}" for mb in sorted(at_peak, reverse=True))
+    out.append(
+        _figure(
+            f"all processes peak RSS, {flood['clients']}-client flood while the store loads",
+            [r["tree_peak_rss_mb"] for r in runs],
+            "MB",
+            target="peak_rss",
+            note=f"sum of VmRSS over the process tree every {rss['sample_every_s'] * 1000:.0f} "
+            f"ms; at the highest peak {parts} MB; until exit (final load) "
+            f"{_median([r['tree_peak_to_exit_rss_mb'] for r in runs]):.0f} MB; daemon VmHWM "
+            f"{_median([r['peak_rss_mb'] for r in runs]):.0f} MB; "
+            f"{flood['clients']}x{flood['events_per_client']:,} events at "
+            f"{_median([r['events_per_s'] for r in runs]):,.0f} ev/s",
+        )
+    )
+    return out
+
+
+def _busy_figures(busy: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Acknowledged sends while a long query runs (bench/busy.py)."""
+    if not busy:
+        return []
+    seconds = busy["query_seconds"]
+    return [
+        _figure(
+            f"acked send p95 while a {seconds:g} s query runs",
+            [r["busy_p95_ms"] for r in busy["rounds"]],
+            "ms",
+            note=f"p50 {busy['busy_p50_ms']:.1f} ms; {busy['sends']:,} sends in all",
+        ),
+        _figure(
+            "acked send p95 without it",
+            [r["quiet_p95_ms"] for r in busy["rounds"]],
+            "ms",
+            note=f"p50 {busy['quiet_p50_ms']:.1f} ms",
+        ),
+        _figure(
+            "ratio send p95 with / without a long query",
+            busy["ratios"],
+            "x",
+            target="send_while_query",
+            note=f"{len(busy['rounds'])} rounds, windows alternating; pooled p95 "
+            f"{busy['busy_p95_ms']:.1f} / {busy['quiet_p95_ms']:.1f} ms",
+        ),
+    ]
 
 
 def _store_figures(store: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -300,6 +379,27 @@ def _query_figures(query: dict[str, Any] | None) -> list[dict[str, Any]]:
                     note=("cached from " + build["built"]) if build["cached"] else "built now",
                 )
             )
+    cold = query.get("cold")
+    if cold:
+        label = f"{cold['events'] / 1e6:g}M events"
+        out.append(
+            _figure(
+                f"telemetryctl query cost_by_model, {label}, store worker not running",
+                cold["ctl_ms"],
+                "ms",
+                note=cold["method"],
+            )
+        )
+        out.append(
+            _figure(
+                f"ratio cold query / fresh duckdb, {label}",
+                cold["ratios"],
+                "x",
+                target="cold_query_vs_duckdb",
+                note=f"{cold['pairs']} alternating pairs; fresh duckdb "
+                f"{_median(cold['fresh_ms']):.0f} ms",
+            )
+        )
     if not query.get("big"):
         out.append({"name": "query at 10M events", "skipped": "opt-in: --big"})
     fresh = query.get("freshness")
@@ -380,6 +480,15 @@ def render(results: dict[str, Any]) -> str:
         sizes = ", ".join(f"{k} {v:.0f} B" for k, v in ingest["event_bytes"].items())
         lines += ["", f"bytes per event (incl. newline): {sizes}"]
         runs = ingest["runs"]
+        versions = ingest.get("versions", {})
+        if versions:
+            lines.append(
+                "baselines: "
+                + "; ".join(f"{name} {version}" for name, version in versions.items())
+                + ". The parsing ones write each event back out from its parsed tree "
+                "(rsyslog %$!all-json-plain%, syslog-ng format-json); every output line "
+                "was decoded and had the payload's type and agent.model."
+            )
         python = _median([r["events_per_s"] for r in runs["socat_8"]])
         socat = _median([r["events_per_s"] for r in runs["socat_8_socat"]])
         daemon = _median([r["events_per_s"] for r in runs["td_8"]])

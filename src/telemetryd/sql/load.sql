@@ -1,7 +1,9 @@
--- One batch of journal lines into `events` (daemon/store.py runs it, then removes ids
+-- One batch of journal lines into `events` (store/database.py runs it, then removes ids
 -- that were already stored). $files: newline-delimited JSON files, plain or .gz/.zst.
 -- $lenient: skip malformed lines instead of failing (the retry after a failure).
--- Keys that are not listed are ignored; every listed key is optional.
+-- Keys that are not listed are ignored (so a field of events.py missing here would be
+-- dropped: tests/test_sql_columns.py checks every one is listed); every listed key is
+-- optional. The select list is positional: in the order of the events table's columns.
 INSERT INTO events
 SELECT
     id, type, v, ts, received_at, source, session_id, trace_id, span_id, parent_span_id,

@@ -1,5 +1,5 @@
--- The store's tables (store schema version 1; daemon/store.py explains the design).
--- A change to any table here bumps SCHEMA_VERSION in daemon/store.py: a database with
+-- The store's tables (store/database.py explains the design).
+-- A change to any table here bumps SCHEMA_VERSION in store/database.py: a database with
 -- another version is rebuilt from the journal, never migrated.
 
 -- Key/value facts about the database itself: schema_version, created_at.
@@ -23,6 +23,8 @@ CREATE TABLE segments (
 -- prefix (agent.model -> agent_model, tokens.cache_read -> tokens_cache_read,
 -- retry_count.same_model -> retry_same_model, elapsed_ms.wall -> elapsed_wall_ms);
 -- the free-form objects stay JSON. Times are UTC TIMESTAMPs (millisecond precision).
+-- The columns follow the Structs of events.py: tests/test_sql_columns.py fails when a
+-- field has no column (or load.sql does not read it), and lists the deliberate renames.
 CREATE TABLE events (
     id VARCHAR NOT NULL,
     type VARCHAR NOT NULL,
