@@ -10,7 +10,9 @@ Each connection carries one request (wire.py, ``WorkerMessage``) and its reply l
 Loads, rebuilds and retention run one at a time; queries run in their own slots
 (store/queries.py). On SIGTERM the worker stops accepting, lets requests under way
 finish (within :data:`DRAIN_SECONDS`), closes the database and exits 0. The daemon
-decides when the worker is idle and stops it so (daemon/worker.py).
+decides when the worker is idle and stops it so (daemon/worker.py). The worker runs
+at a lower CPU priority (nice 10) than the daemon: a long query or a bulk load must
+not slow down acknowledgements, or the agents' hooks, on a small machine.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 ENV_FD = "TELEMETRYD_STORE_FD"
 MAX_REQUEST = 1024 * 1024  # bytes of one request line (a query's SQL and parameters)
 DRAIN_SECONDS = 20.0  # requests under way get this long to finish at SIGTERM
+NICENESS = 10  # the worker's CPU priority below the daemon's: loads and queries can wait
 _REQUEST_WAIT = 30.0  # seconds a connection may take to send its request line
 
 
@@ -198,6 +201,9 @@ def main() -> int:
         level=os.environ.get("TELEMETRYD_LOG_LEVEL", "INFO").upper(),
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # Background work: the daemon's ingest (and the agents' hooks) come first for the CPU.
+    with contextlib.suppress(OSError):
+        os.nice(NICENESS)
     fd = int(os.environ[ENV_FD])
     startup = msgspec.json.decode(sys.stdin.buffer.readline(), type=Startup)
     where = paths.Paths(**startup.paths)
