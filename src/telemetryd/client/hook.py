@@ -24,8 +24,9 @@ import os
 import sys
 import time
 
+from telemetryd import fastjson
 from telemetryd.adapters import claude_code
-from telemetryd.client import fastjson, send
+from telemetryd.client import send
 from telemetryd.client.argv import UsageError, arguments
 
 TYPE_CHECKING = False

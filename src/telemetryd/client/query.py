@@ -14,7 +14,8 @@ import os
 import sys
 import time
 
-from telemetryd.client import fastjson, output
+from telemetryd import fastjson
+from telemetryd.client import output
 from telemetryd.client.argv import UsageError, arguments
 from telemetryd.errors import DaemonBusy, ProtocolError
 

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from telemetryd.client import fastjson
+from telemetryd import fastjson
 from telemetryd.client.argv import UsageError, arguments
 
 TYPE_CHECKING = False

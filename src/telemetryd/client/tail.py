@@ -1,7 +1,7 @@
 """`telemetryctl tail`: events as the daemon journals them.
 
 Dispatched before click is imported, like `query`, and built on ``_socket`` and
-:mod:`telemetryd.client.fastjson` only. The daemon sends the last ``-n`` matching
+:mod:`telemetryd.fastjson` only. The daemon sends the last ``-n`` matching
 events of its current journal segment, then (with ``-f``) every new matching event
 as it is written; lines it had to skip because this client read too slowly are
 announced by a ``{"dropped": N}`` line, reported here on stderr.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from telemetryd.client import fastjson
+from telemetryd import fastjson
 from telemetryd.client.argv import UsageError, arguments
 from telemetryd.client.query import Replies, control_socket, read_reply
 from telemetryd.errors import DaemonBusy, ProtocolError
