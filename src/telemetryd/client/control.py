@@ -1,47 +1,45 @@
-"""Requests to the daemon's control socket (status, flush, rebuild, gc), one line each way.
+"""One-line control requests (status, flush, rebuild, gc), each on its own connection.
 
-Reply lines are read and classified by :mod:`telemetryd.client.query`, the one reader
-of control replies.
+A thin layer over :class:`telemetryd.client.protocol.Control`, which sends the request
+and types the answer. Each function raises what the protocol client raises:
+DaemonUnavailable (not running), DaemonBusy (up, but refused the connection for load
+or did not answer in time), DaemonError (running, and answered with an error line)
+or ProtocolError (an answer that makes no sense).
 """
 
 from __future__ import annotations
 
-import socket
-import time
-from typing import Any
+import msgspec
 
 from telemetryd import wire
-from telemetryd.client.query import Replies, read_reply
-from telemetryd.errors import DaemonUnavailable, ProtocolError
+from telemetryd.client import protocol
 
-DEFAULT_TIMEOUT = 5.0
+DEFAULT_TIMEOUT = 5.0  # seconds for status and flush
+LONG_TIMEOUT = 3600.0  # rebuild and gc
 
 
-def request(path: str, message: wire.Request, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
-    """Send one control request and return its reply. DaemonUnavailable says why not
-    (DaemonBusy when the daemon is up but turned the connection away for load)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(path)
-        sock.sendall(wire.encode_line(message))
-        replies = Replies(sock, deadline=time.monotonic() + timeout)
-        line = next(replies.lines(), None)
-    except FileNotFoundError:
-        raise DaemonUnavailable(f"not running (no socket at {path})") from None
-    except ConnectionRefusedError:
-        raise DaemonUnavailable(f"not running (nothing listens on {path})") from None
-    except TimeoutError:
-        raise DaemonUnavailable(f"no answer on {path} within {timeout:g} s") from None
-    except OSError as exc:
-        raise DaemonUnavailable(f"cannot reach {path}: {exc.strerror or exc}") from None
-    finally:
-        sock.close()
-    if line is None:
-        raise DaemonUnavailable(f"the daemon closed {path} without answering")
-    answer = read_reply(line)
-    if "error" in answer:
-        raise DaemonUnavailable(f"the daemon could not do it: {answer.get('message')}")
-    if not answer.get("ok"):
-        raise ProtocolError(f"the daemon's reply is not an answer: {line[:200]!r}")
-    return answer
+def request(path: str, message: wire.Request, timeout: float = DEFAULT_TIMEOUT) -> protocol.Answer:
+    """Send one control request and return its answer, typed by the request
+    (a status request is answered by a :class:`~telemetryd.client.protocol.Status`)."""
+    with protocol.Control(path, min(timeout, protocol.CONNECT_TIMEOUT)) as control:
+        return control.answer(msgspec.to_builtins(message), timeout)
+
+
+def status(path: str, timeout: float = DEFAULT_TIMEOUT) -> protocol.Status:
+    with protocol.Control(path, min(timeout, protocol.CONNECT_TIMEOUT)) as control:
+        return control.status()
+
+
+def flush(path: str, timeout: float = DEFAULT_TIMEOUT) -> protocol.Flushed:
+    with protocol.Control(path, min(timeout, protocol.CONNECT_TIMEOUT)) as control:
+        return control.flush(timeout)
+
+
+def rebuild(path: str, timeout: float = LONG_TIMEOUT) -> protocol.Rebuilt:
+    with protocol.Control(path, min(timeout, protocol.CONNECT_TIMEOUT)) as control:
+        return control.rebuild(timeout)
+
+
+def gc(path: str, dry_run: bool, timeout: float = LONG_TIMEOUT) -> protocol.GcReport:
+    with protocol.Control(path, min(timeout, protocol.CONNECT_TIMEOUT)) as control:
+        return control.gc(dry_run, timeout)
