@@ -23,7 +23,7 @@ import pytest
 
 from conftest import Daemon, exchange
 from telemetryd import wire
-from telemetryd.client import control, protocol
+from telemetryd.client import control, delivery, protocol, store_process
 from telemetryd.client.protocol import (
     Closing,
     GcReport,
@@ -385,7 +385,7 @@ def test_no_socket_and_a_stale_socket_are_not_running(tmp_path: Path) -> None:
     stale.bind(str(tmp_path / "stale.sock"))
     stale.close()
     with pytest.raises(DaemonUnavailable, match="nothing is listening on") as refused:
-        protocol.Control(str(tmp_path / "stale.sock"))
+        control.Control(str(tmp_path / "stale.sock"))
     assert not isinstance(refused.value, DaemonBusy)
 
 
@@ -409,7 +409,7 @@ def test_requests_and_answers_on_one_connection(peer: Callable[..., Peer]) -> No
             conn.sendall(answer[5:])
 
     p = peer(serve)
-    with protocol.Control(p.path) as ctl:
+    with control.Control(p.path) as ctl:
         status = ctl.status()
         assert isinstance(status, Status) and status == STATUS and status.pid == 42
         with pytest.raises(DaemonError) as bad:
@@ -487,7 +487,7 @@ def test_a_refusal_after_the_request_could_not_be_sent_is_still_busy(
         conn.shutdown(socket.SHUT_RDWR)
 
     p = peer(serve)
-    with protocol.Control(p.path) as ctl, pytest.raises(DaemonBusy):
+    with control.Control(p.path) as ctl, pytest.raises(DaemonBusy):
         ctl.answer({"op": "status", "padding": "x" * 1_000_000})
 
 
@@ -509,7 +509,7 @@ def test_a_query_answer_in_order_with_its_warning(peer: Callable[..., Peer]) -> 
             conn.sendall(answer[i : i + 7])
 
     p = peer(serve)
-    with protocol.Control(p.path) as ctl:
+    with control.Control(p.path) as ctl:
         replies = list(ctl.query("select $x", {"x": 1}, timeout=2.5))
     assert replies == [
         QueryColumns([["m", "VARCHAR"], ["n", "BIGINT"]]),
@@ -546,7 +546,7 @@ def test_what_a_query_can_meet(
     peer: Callable[..., Peer], answer: bytes, error: type[Exception], words: str
 ) -> None:
     p = peer(answering(answer))
-    with protocol.Control(p.path) as ctl, pytest.raises(error, match=words) as raised:
+    with control.Control(p.path) as ctl, pytest.raises(error, match=words) as raised:
         list(ctl.query("select 1"))
     assert type(raised.value) is error
 
@@ -562,7 +562,7 @@ def test_a_query_waits_no_longer_than_its_deadline(peer: Callable[..., Peer]) ->
     p = peer(serve)
     started = time.monotonic()
     try:
-        with protocol.Control(p.path) as ctl:
+        with control.Control(p.path) as ctl:
             replies = ctl.query("select 1", timeout=0.2, deadline=time.monotonic() + 0.3)
             assert next(replies) == QueryColumns([["a", "INTEGER"]])
             with pytest.raises(DaemonBusy):
@@ -576,7 +576,7 @@ def test_a_huge_row_arrives_whole(peer: Callable[..., Peer]) -> None:
     value = "v" * 3_000_000
     answer = COLUMNS + line({"rows": [[value]]}) + line(wire.QueryDone(True, 1, 1.0))
     p = peer(answering(answer))
-    with protocol.Control(p.path) as ctl:
+    with control.Control(p.path) as ctl:
         rows = [r for r in ctl.query("select 1") if isinstance(r, QueryRows)]
     assert rows == [QueryRows([[value]])]
 
@@ -602,7 +602,7 @@ def test_a_tail_in_runs_of_events_then_the_connection_goes_on(
 
     p = peer(serve)
     plain = [event(name).rstrip(b"\n") for name in ("e1", "e2", "e3", "e4")]
-    with protocol.Control(p.path) as ctl:
+    with control.Control(p.path) as ctl:
         replies = ctl.tail({"op": "tail", "backlog": 10, "follow": False})
         first = [next(replies), next(replies), next(replies)]
         assert first == [TailEvents(plain[:2]), TailDropped(4), TailEvents(plain[2:3])]
@@ -631,7 +631,7 @@ def test_what_a_tail_can_meet(
 ) -> None:
     p = peer(answering(answer))
     got: list[Any] = []
-    with protocol.Control(p.path) as ctl, pytest.raises(error, match=words) as raised:
+    with control.Control(p.path) as ctl, pytest.raises(error, match=words) as raised:
         got.extend(ctl.tail({"op": "tail"}))
     assert type(raised.value) is error
 
@@ -650,11 +650,11 @@ def test_a_delivery_with_its_rejections(peer: Callable[..., Peer]) -> None:
         conn.sendall(line(wire.Summary(True, 3, 2, 1, 0)))
 
     p = peer(serve)
-    delivery = protocol.deliver(p.path, LINES, 5.0)
-    assert delivery.failure is None
-    assert delivery.summary == Summary(3, 2, 1, 0)
-    assert delivery.rejected == [Rejected(2, "invalid_event", "bad", "$.name")]
-    assert delivery.acknowledged == 3
+    sent = delivery.deliver(p.path, LINES, 5.0)
+    assert sent.failure is None
+    assert sent.summary == Summary(3, 2, 1, 0)
+    assert sent.rejected == [Rejected(2, "invalid_event", "bad", "$.name")]
+    assert sent.acknowledged == 3
     assert received == [LINES]
 
 
@@ -689,10 +689,10 @@ def test_what_a_delivery_can_meet(
         conn.sendall(answer)
 
     p = peer(serve)
-    delivery = protocol.deliver(p.path, LINES, 5.0)
-    assert delivery.summary is None
-    assert type(delivery.failure) is error and words in str(delivery.failure), delivery.failure
-    assert delivery.acknowledged == acknowledged
+    sent = delivery.deliver(p.path, LINES, 5.0)
+    assert sent.summary is None
+    assert type(sent.failure) is error and words in str(sent.failure), sent.failure
+    assert sent.acknowledged == acknowledged
 
 
 def test_a_refusal_before_the_lines_are_read_is_busy(peer: Callable[..., Peer]) -> None:
@@ -705,8 +705,8 @@ def test_a_refusal_before_the_lines_are_read_is_busy(peer: Callable[..., Peer]) 
 
     p = peer(serve)
     big = LINES * 200_000  # 6 MB: more than the socket buffers take
-    delivery = protocol.deliver(p.path, big, 5.0)
-    assert type(delivery.failure) is DaemonBusy, delivery.failure
+    sent = delivery.deliver(p.path, big, 5.0)
+    assert type(sent.failure) is DaemonBusy, sent.failure
 
 
 def test_the_whole_delivery_fits_in_its_timeout(peer: Callable[..., Peer]) -> None:
@@ -720,13 +720,13 @@ def test_the_whole_delivery_fits_in_its_timeout(peer: Callable[..., Peer]) -> No
     p = peer(serve)
     started = time.monotonic()
     try:
-        delivery = protocol.deliver(p.path, LINES, 0.4)
+        sent = delivery.deliver(p.path, LINES, 0.4)
     finally:
         release.set()
     assert time.monotonic() - started < 3
-    assert type(delivery.failure) is DaemonBusy
-    assert str(delivery.failure) == "the daemon did not answer within 0.4 s"
-    assert delivery.rejected == [Rejected(1, "invalid_event", "bad")]
+    assert type(sent.failure) is DaemonBusy
+    assert str(sent.failure) == "the daemon did not answer within 0.4 s"
+    assert sent.rejected == [Rejected(1, "invalid_event", "bad")]
 
 
 def test_replies_are_read_while_writing(peer: Callable[..., Peer]) -> None:
@@ -744,7 +744,7 @@ def test_replies_are_read_while_writing(peer: Callable[..., Peer]) -> None:
 
     p = peer(serve)
     payload = b"".join(b'{"type":"custom","name":"%s"}\n' % (b"n" * 170) for _ in range(count))
-    with protocol.EventStream(p.path, timeout=10.0) as stream:
+    with delivery.EventStream(p.path, timeout=10.0) as stream:
         stream.write(payload)
         summary = stream.finish()
     assert summary == Summary(count, 0, count, 0)
@@ -759,7 +759,7 @@ def test_lines_added_are_sent_in_chunks(peer: Callable[..., Peer]) -> None:
         conn.sendall(line(wire.Summary(True, 1000, 1000, 0, 0)))
 
     p = peer(serve)
-    with protocol.EventStream(p.path, timeout=10.0) as stream:
+    with delivery.EventStream(p.path, timeout=10.0) as stream:
         for i in range(1000):
             stream.add(b'{"type":"custom","name":"%d"}' % i)
         assert stream.sent_lines == 0  # still buffered
@@ -772,9 +772,9 @@ def test_a_peer_that_closes_while_the_client_writes(peer: Callable[..., Peer]) -
         conn.recv(100)
 
     p = peer(serve)
-    delivery = protocol.deliver(p.path, LINES * 400_000, 5.0)
-    assert isinstance(delivery.failure, DaemonUnavailable)
-    assert not isinstance(delivery.failure, DaemonBusy)
+    sent = delivery.deliver(p.path, LINES * 400_000, 5.0)
+    assert isinstance(sent.failure, DaemonUnavailable)
+    assert not isinstance(sent.failure, DaemonBusy)
 
 
 # -- the one-shot store process -------------------------------------------------------------
@@ -802,7 +802,7 @@ def test_the_store_process_gets_the_query_request_and_is_read_like_the_socket(
         "out('{\"rows\":[[1],[2]]}')\n"
         'out(\'{"ok":true,"row_count":2,"elapsed_ms":3.0,"warning":"stale"}\')\n',
     )
-    replies = list(protocol.query_store(command, "select $n", {"n": 2}, 7.0))
+    replies = list(store_process.query(command, "select $n", {"n": 2}, 7.0))
     assert replies == [
         QueryColumns([["a", "INTEGER"]]),
         QueryRows([[1], [2]]),
@@ -838,14 +838,14 @@ def test_what_the_store_process_can_answer(
 ) -> None:
     command = fake_store(tmp_path, body + "\n")
     with pytest.raises(error, match=re.escape(words)) as raised:
-        list(protocol.query_store(command, "select 1", None, 5.0))
+        list(store_process.query(command, "select 1", None, 5.0))
     assert type(raised.value) is error
 
 
 def test_a_store_process_past_its_timeout_is_killed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(protocol, "STORE_GRACE", 0.2)
+    monkeypatch.setattr(store_process, "GRACE", 0.2)
     pid_file = tmp_path / "pid"
     command = fake_store(
         tmp_path,
@@ -854,7 +854,7 @@ def test_a_store_process_past_its_timeout_is_killed(
         "time.sleep(60)\n",
     )
     started = time.monotonic()
-    replies = protocol.query_store(command, "select 1", None, 0.3)
+    replies = store_process.query(command, "select 1", None, 0.3)
     assert next(replies) == QueryColumns([["a", "INTEGER"]])
     with pytest.raises(DaemonError, match=r"the query ran longer than its 0\.3 s") as raised:
         next(replies)
@@ -867,7 +867,7 @@ def test_a_store_process_past_its_timeout_is_killed(
 
 def test_a_store_command_that_cannot_start(tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailable, match="cannot start"):
-        list(protocol.query_store([str(tmp_path / "missing")], "select 1", None, 1.0))
+        list(store_process.query([str(tmp_path / "missing")], "select 1", None, 1.0))
 
 
 # -- against the real daemon ----------------------------------------------------------------
@@ -876,12 +876,12 @@ def test_a_store_command_that_cannot_start(tmp_path: Path) -> None:
 def test_every_exchange_with_the_real_daemon(running_daemon: Daemon) -> None:
     good = b'{"type":"custom","id":"c1","name":"one"}\n'
     bad = b'{"type":"custom","id":"c2"}\n'
-    delivery = protocol.deliver(running_daemon.events_socket, good + bad + good, 10.0)
-    assert delivery.failure is None
-    assert delivery.summary == Summary(3, 1, 1, 1)
-    [rejected] = delivery.rejected
+    sent = delivery.deliver(running_daemon.events_socket, good + bad + good, 10.0)
+    assert sent.failure is None
+    assert sent.summary == Summary(3, 1, 1, 1)
+    [rejected] = sent.rejected
     assert (rejected.line, rejected.error) == (2, "invalid_event")
-    with protocol.Control(running_daemon.control_socket) as ctl:
+    with control.Control(running_daemon.control_socket) as ctl:
         status = ctl.status()
         assert status.pid == running_daemon.proc.pid  # type: ignore[union-attr]
         assert status["accepted"] == 1
@@ -906,12 +906,12 @@ def test_every_exchange_with_the_real_daemon(running_daemon: Daemon) -> None:
         assert ctl.rebuild().events == 1
     assert running_daemon.stop() == 0
     with pytest.raises(DaemonUnavailable):
-        protocol.Control(running_daemon.control_socket)
+        control.Control(running_daemon.control_socket)
 
 
 def test_a_tail_hears_the_daemon_stop(running_daemon: Daemon) -> None:
     exchange(running_daemon.events_socket, b'{"type":"custom","id":"t1","name":"x"}\n')
-    with protocol.Control(running_daemon.control_socket) as ctl:
+    with control.Control(running_daemon.control_socket) as ctl:
         replies = ctl.tail({"op": "tail", "backlog": 1})
         first = next(replies)
         assert isinstance(first, TailEvents) and b'"t1"' in first.lines[0]
@@ -934,12 +934,21 @@ def imports(path: Path) -> set[str]:
     return found
 
 
-def test_only_the_protocol_client_opens_sockets_and_none_imports_the_store() -> None:
+LIBRARY = {"protocol.py", "delivery.py", "control.py", "store_process.py"}
+
+
+def test_only_the_client_library_talks_and_nothing_imports_the_store() -> None:
+    """The commands reach the daemon through the library alone: no other client module
+    opens a socket, starts the store process, or reads a reply line."""
     modules = sorted(CLIENT.glob("*.py"))
-    assert len(modules) > 10
+    assert len(modules) > 10 and {m.name for m in modules} >= LIBRARY
     sockets = {"socket", "_socket", "select"}
     talking = sorted(m.name for m in modules if imports(m) & sockets)
-    assert talking == ["protocol.py"]
+    assert talking == ["delivery.py", "protocol.py", "store_process.py"]
+    readers = {"telemetryd.client.protocol.Replies", "telemetryd.client.protocol.read_reply"}
+    reading = sorted(m.name for m in modules if m.name not in LIBRARY and imports(m) & readers)
+    assert reading == ["query.py"]  # named there for the tests of the reply reader only
+    assert "Replies(" not in (CLIENT / "query.py").read_text()
     upward = {
         f"{m.name}: {name}"
         for m in modules
@@ -951,7 +960,8 @@ def test_only_the_protocol_client_opens_sockets_and_none_imports_the_store() -> 
 
 def test_the_library_imports_nothing_heavy() -> None:
     code = (
-        "import sys; import telemetryd.client.protocol; "
+        "import sys; import telemetryd.client.protocol, telemetryd.client.delivery; "
+        "import telemetryd.client.control, telemetryd.client.store_process; "
         "heavy = ('msgspec', 'click', 'duckdb', 'asyncio', 'anyio', 're', 'json', 'typing', "
         "'socket', 'subprocess', 'telemetryd.store', 'telemetryd.daemon', 'telemetryd.wire'); "
         "print(sorted(m for m in heavy if m in sys.modules))"

@@ -19,8 +19,8 @@ import pytest
 
 from conftest import Daemon, ctl, exchange
 from telemetryd import wire
-from telemetryd.client import protocol
 from telemetryd.client import query as query_client
+from telemetryd.client import store_process
 from telemetryd.store import sandbox as query
 
 
@@ -202,7 +202,7 @@ def test_query_with_neither_daemon_nor_database(state_home: Path) -> None:
 #
 # `python -m telemetryd.store query --database PATH` gets the control socket's query
 # request on stdin and writes its reply lines on stdout. Here a fake of it prints fixed
-# lines; `store_command` is where the client takes the command from.
+# lines; `store_process.command` is where the client takes the command from.
 
 
 @pytest.fixture
@@ -224,7 +224,7 @@ def fake_store(
             "    sys.stdout.write(text + '\\n'); sys.stdout.flush()\n" + body + "\n"
         )
         monkeypatch.setattr(
-            query_client, "store_command", lambda database: [sys.executable, str(script)]
+            store_process, "command", lambda database: [sys.executable, str(script)]
         )
         return request
 
@@ -245,7 +245,7 @@ out('{"ok":true,"row_count":2,"elapsed_ms":1.5}')
 
 
 def test_the_store_command_is_the_store_package(state_home: Path) -> None:
-    assert query_client.store_command("/x/t.duckdb") == [
+    assert store_process.command("/x/t.duckdb") == [
         sys.executable, "-m", "telemetryd.store", "query", "--database", "/x/t.duckdb"
     ]  # fmt: skip
 
@@ -314,7 +314,7 @@ def test_a_store_process_that_runs_too_long_is_killed(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(protocol, "STORE_GRACE", 0.2)
+    monkeypatch.setattr(store_process, "GRACE", 0.2)
     fake_store("time.sleep(60)")
     started = time.monotonic()
     code, _, err = run_query(capsys, "--timeout", "0.3", "select 1")
@@ -328,8 +328,8 @@ def test_the_query_path_without_the_daemon_never_imports_the_store(
 ) -> None:
     fake_store(ANSWER)
     code = (
-        "import sys; from telemetryd.client import query; "
-        f"query.store_command = lambda database: [sys.executable, {str(tmp_path / 'store.py')!r}]; "
+        "import sys; from telemetryd.client import query, store_process; "
+        f"store_process.command = lambda db: [sys.executable, {str(tmp_path / 'store.py')!r}]; "
         "rc = query.main(['--format', 'csv', 'select 1']); "
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('duckdb', 'msgspec') "
         "or m.startswith(('telemetryd.store', 'telemetryd.daemon'))); "

@@ -26,6 +26,7 @@ import time
 
 from telemetryd import fastjson
 from telemetryd.adapters import claude_code
+from telemetryd.client import delivery as delivering
 from telemetryd.client import protocol, send
 from telemetryd.client.argv import UsageError, arguments
 
@@ -198,12 +199,13 @@ FROM sessions WHERE started >= utc_now() - INTERVAL 7 DAY
 
 def _query(sql: str, budget: float) -> list[list[Any]] | None:
     """Rows of one query over the control socket within ``budget`` seconds, else None."""
+    from telemetryd.client.control import Control
     from telemetryd.errors import TelemetryError
 
     deadline = time.monotonic() + budget
     rows: list[list[Any]] = []
     try:
-        with protocol.Control(protocol.control_socket(), budget) as control:
+        with Control(protocol.control_socket(), budget) as control:
             answer = control.query(sql, timeout=max(0.1, budget - 0.2), deadline=deadline)
             for reply in answer:
                 if isinstance(reply, protocol.QueryRows):
@@ -304,7 +306,7 @@ def events_for(
 
 def deliver(lines: list[str], socket_path: str, timeout: float) -> None:
     """Send ``lines``; spool what the daemon did not confirm. Problems go to stderr."""
-    delivery = protocol.deliver(socket_path, ("\n".join(lines) + "\n").encode(), timeout)
+    delivery = delivering.deliver(socket_path, ("\n".join(lines) + "\n").encode(), timeout)
     for reply in delivery.rejected:
         sys.stderr.write(f"telemetryctl hook: rejected: {reply.error}: {reply.message}\n")
     if delivery.summary is None:

@@ -35,7 +35,7 @@ import msgspec
 
 from telemetryd import paths
 from telemetryd.adapters import claude_code, codex, pricing
-from telemetryd.client import protocol
+from telemetryd.client.delivery import EventStream
 from telemetryd.errors import DaemonBusy, DaemonUnavailable, TelemetryError
 
 MAX_LINE = 64 << 20  # bytes; longer lines are skipped (and counted as malformed)
@@ -243,10 +243,10 @@ class Summary:
 # -- sending -------------------------------------------------------------------------------
 
 
-def connect(path: str) -> protocol.EventStream:
+def connect(path: str) -> EventStream:
     """A connection to the events socket for one import (each wait up to a minute)."""
     try:
-        return protocol.EventStream(path, timeout=60.0)
+        return EventStream(path, timeout=60.0)
     except DaemonBusy:
         raise
     except DaemonUnavailable as exc:
@@ -339,7 +339,7 @@ class Importer:
         agent: str,
         *,
         since: datetime | None = None,
-        sink: protocol.EventStream | None = None,
+        sink: EventStream | None = None,
         progress: Progress | None = None,
         prices: pricing.Table | None = None,
     ) -> None:

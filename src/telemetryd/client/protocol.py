@@ -1,21 +1,21 @@
-"""The protocol client: the one code that talks to telemetryd (docs/protocol.md).
+"""The protocol client's bottom layer: what telemetryd's reply lines are (docs/protocol.md).
 
-Every command goes through it: `send` and `hook` (events, and the hook's SessionStart
-query), `query`, `tail`, `import`, `reports`, `status`, `flush`, `gc` and `rebuild`.
-It connects, frames requests, reads reply lines and says what each one is; no command
-reads a reply line itself. `send` and `hook` import it on every tool call of an agent,
-so it imports the standard library's C pieces only (``_socket``, ``time``, and
-:mod:`telemetryd.fastjson`); the one-shot store process of a query while the daemon
-is stopped imports ``subprocess`` when it runs.
+Every command talks to the daemon through the client library, whose exchanges are
+built on this module: :mod:`~telemetryd.client.delivery` (events: `send`, `hook`,
+`import`), :mod:`~telemetryd.client.control` (status, flush, rebuild, gc, query,
+tail) and :mod:`~telemetryd.client.store_process` (a query while the daemon is
+stopped). No command reads a reply line itself. `send` and `hook` import this on
+every tool call of an agent, so it imports the standard library's C pieces only
+(``_socket``, ``time``, and :mod:`telemetryd.fastjson`).
 
-Layers, from the bottom:
+From the bottom:
 
 - :func:`connect`: a Unix stream socket with a timeout, or DaemonUnavailable saying
   why there is none.
 - :class:`Replies`: complete reply lines from a socket, each at most ``MAX_REPLY_LINE``
   bytes, within a deadline; a last line the peer did not finish is never returned.
 - :func:`read_reply`: one line as a JSON object, or ProtocolError.
-- The reply classes and the readers :func:`event_reply`, :func:`query_reply`,
+- The reply classes and their readers :func:`event_reply`, :func:`query_reply`,
   :func:`tail_reply` and :meth:`Answer.read`. Replies carry no type tag (a Summary, a
   QueryDone and a status answer all say ``"ok": true``), so each reader knows which
   request the line answers; a line that is none of its replies is a ProtocolError.
@@ -34,10 +34,6 @@ Layers, from the bottom:
 
   A reply that does not come in time is DaemonBusy; a connection that cannot be made,
   or that ends before the answer, DaemonUnavailable.
-- The exchanges: :class:`EventStream` and :func:`deliver` (events socket),
-  :class:`Control` (control socket: status, flush, rebuild, gc, query, tail), and
-  :func:`query_store` (a query answered by a one-shot store process while the daemon
-  is stopped, which writes the control socket's reply lines on its stdout).
 """
 
 from __future__ import annotations
@@ -81,10 +77,6 @@ QUERY_FAILED = "query_failed"
 QUERY_TIMEOUT = "query_timeout"
 STORE_UNAVAILABLE = "store_unavailable"
 
-CONNECT_TIMEOUT = 5.0  # seconds to connect to the control socket and send a request
-REPLY_GRACE = 5.0  # past a query's own timeout, before the client stops waiting
-STORE_GRACE = 2.0  # past a query's timeout, before the client kills the store process
-SEND_CHUNK = 1 << 20  # bytes per write on the events socket
 _RECV = 1 << 18
 _EVENT = b'{"type":'  # every journal line (a tail's event line) starts so
 
@@ -390,7 +382,7 @@ def query_reply(reply: dict[str, Any]) -> QueryColumns | QueryRows | QueryDone |
     return QueryDone(_int(reply, "row_count", "the end of a result"), float(elapsed), warning)
 
 
-def _query_answer(
+def query_answer(
     next_line: Callable[[], bytes | None], ended: Callable[[bool], TelemetryError]
 ) -> Iterator[QueryColumns | QueryRows | QueryDone]:
     """The replies to one query, in their order (columns, rows, done); raises what an
@@ -410,6 +402,18 @@ def _query_answer(
         yield reply
         if isinstance(reply, QueryDone):
             return
+
+
+def query_request(
+    sql: str, params: dict[str, Any] | None = None, timeout: float | None = None
+) -> dict[str, Any]:
+    """The control socket's query request (``params`` and ``timeout`` only when given)."""
+    request: dict[str, Any] = {"op": "query", "sql": sql}
+    if params:
+        request["params"] = params
+    if timeout is not None:
+        request["timeout"] = timeout
+    return request
 
 
 # Tails.
@@ -580,429 +584,3 @@ class GcReport(Answer):
 
 
 ANSWERS: dict[str, type[Answer]] = {kind.op: kind for kind in (Status, Flushed, Rebuilt, GcReport)}
-
-
-# -- the events socket ------------------------------------------------------------------
-
-
-class EventStream:
-    """One connection to the events socket.
-
-    :meth:`write` sends event lines while reading the daemon's replies as they come
-    (neither side can block the other); :meth:`finish` half-closes and returns the
-    Summary once every line sent is acknowledged. ``rejected`` holds the Rejected lines
-    so far, ``summary`` the latest Summary. Each wait lasts at most ``timeout`` seconds,
-    and with a ``deadline`` (time.monotonic()) every wait ends by it.
-    """
-
-    def __init__(self, path: str, timeout: float, deadline: float | None = None) -> None:
-        self.path = path
-        self.timeout = timeout
-        self.deadline = deadline
-        self.rejected: list[Rejected] = []
-        self.summary: Summary | None = None
-        self.closing: Closing | None = None
-        self.sent_lines = 0
-        self._buffer = bytearray()
-        self.sock = connect(path, self._wait())
-        self._replies = Replies(self.sock)
-        self._eof = False
-
-    def __enter__(self) -> EventStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def _wait(self) -> float:
-        if self.deadline is None:
-            return self.timeout
-        remaining = min(self.timeout, self.deadline - time.monotonic())
-        if remaining <= 0:
-            raise self._late()
-        return remaining
-
-    def _late(self) -> DaemonBusy:
-        return DaemonBusy(f"the daemon did not answer within {self.timeout:g} s")
-
-    def add(self, line: bytes) -> None:
-        """Queue one event line (without its newline); written in large chunks."""
-        self._buffer += line
-        self._buffer += b"\n"
-        if len(self._buffer) >= SEND_CHUNK:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._buffer:
-            data = bytes(self._buffer)
-            self._buffer.clear()
-            self.write(data)
-
-    def write(self, data: bytes) -> None:
-        """Send ``data`` (whole lines), reading replies meanwhile; raises what an error
-        line from the daemon means as soon as one comes."""
-        import select
-
-        self.sent_lines += data.count(b"\n")
-        view = memoryview(data)
-        sent = 0
-        try:
-            while sent < len(view):
-                wait = self._wait()
-                readable, writable, _ = select.select([self.sock], [self.sock], [], wait)
-                if not readable and not writable:
-                    raise DaemonBusy(f"the daemon took no data for {wait:g} s")
-                if readable:
-                    self._read()
-                if writable:
-                    sent += self.sock.send(view[sent : sent + SEND_CHUNK])
-        except OSError as exc:  # the daemon closed the connection: was it saying why?
-            self._drain()
-            raise DaemonUnavailable(f"lost the daemon: {exc.strerror or exc}") from None
-        finally:
-            view.release()
-
-    def _read(self) -> None:
-        """Handle the reply lines of one read; at the end of the replies, the error line
-        among them (if any) is raised."""
-        lines = self._replies.read()
-        if lines is None:
-            self._eof = True
-            if self.closing is not None and self.summary is None:
-                raise self.closing.exception()
-            return
-        for line in lines:
-            reply = event_reply(read_reply(line))
-            if isinstance(reply, Rejected):
-                self.rejected.append(reply)
-            elif isinstance(reply, Summary):
-                self.summary = reply
-            else:
-                self.closing = reply
-                if self.summary is None or self.summary.lines < self.sent_lines:
-                    raise reply.exception()
-
-    def _drain(self) -> None:
-        """After a failed write: read what the daemon said before it closed the
-        connection (an error line among it is raised), for a second at most."""
-        give_up = time.monotonic() + 1.0
-        while not self._eof:
-            try:
-                wait = min(self._wait(), give_up - time.monotonic())
-            except DaemonBusy:
-                return
-            if wait <= 0:
-                return
-            self.sock.settimeout(wait)
-            try:
-                self._read()
-            except (OSError, ProtocolError):
-                return
-
-    def finish(self, timeout: float | None = None) -> Summary:
-        """Half-close, read the replies to the end and return the Summary that covers
-        every line sent. ``timeout`` replaces the stream's for these waits."""
-        self.flush()
-        if timeout is not None:
-            self.timeout = timeout
-        try:
-            self.sock.shutdown(_socket.SHUT_WR)
-            while not self._eof:
-                self.sock.settimeout(self._wait())
-                self._read()
-        except TimeoutError:
-            raise self._late() from None
-        except OSError as exc:
-            self._drain()
-            raise DaemonUnavailable(f"lost the daemon: {exc.strerror or exc}") from None
-        if self.summary is None:
-            if self.closing is not None:
-                raise self.closing.exception()
-            raise DaemonUnavailable("the daemon closed the connection without a summary")
-        if self.summary.lines < self.sent_lines:
-            if self.closing is not None:
-                raise self.closing.exception()
-            raise ProtocolError(
-                f"the daemon acknowledged {self.summary.lines} of {self.sent_lines} lines"
-            )
-        return self.summary
-
-
-class Delivery:
-    """What came of sending events on one connection: ``summary`` when every line was
-    acknowledged, else ``failure`` says why not (a DaemonUnavailable, DaemonBusy,
-    DaemonError or ProtocolError). ``rejected`` holds the lines the daemon refused,
-    ``acknowledged`` how many lines (from the first) a Summary covered even so."""
-
-    __slots__ = ("acknowledged", "failure", "rejected", "summary")
-
-    def __init__(self) -> None:
-        self.summary: Summary | None = None
-        self.failure: TelemetryError | None = None
-        self.rejected: list[Rejected] = []
-        self.acknowledged = 0
-
-
-def deliver(path: str, payload: bytes, timeout: float) -> Delivery:
-    """Send ``payload`` (whole event lines), half-close and wait for the Summary, all
-    within ``timeout`` seconds. Never raises for the daemon's sake: see Delivery."""
-    delivery = Delivery()
-    stream = None
-    try:
-        stream = EventStream(path, timeout, deadline=time.monotonic() + timeout)
-        stream.write(payload)
-        delivery.summary = stream.finish()
-    except TelemetryError as exc:
-        delivery.failure = exc
-    finally:
-        if stream is not None:
-            stream.close()
-            delivery.rejected = stream.rejected
-            if stream.summary is not None:
-                delivery.acknowledged = stream.summary.lines
-    return delivery
-
-
-# -- the control socket -----------------------------------------------------------------
-
-
-class Control:
-    """One connection to the control socket, for requests in turn: :meth:`status`,
-    :meth:`flush`, :meth:`rebuild`, :meth:`gc` (one answer each), :meth:`query` and
-    :meth:`tail` (replies streamed). Connecting and sending wait at most ``timeout``."""
-
-    def __init__(self, path: str, timeout: float = CONNECT_TIMEOUT) -> None:
-        self.path = path
-        self.timeout = timeout
-        self.sock = connect(path, timeout)
-        self._replies = Replies(self.sock)
-        self._ready: list[bytes] = []
-
-    def __enter__(self) -> Control:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def _send(self, message: dict[str, Any]) -> None:
-        self.sock.settimeout(self.timeout)
-        try:
-            self.sock.sendall(fastjson.dumps(message).encode() + b"\n")
-        except OSError as exc:  # closed on us: an error line may say why
-            closing = self._closing_after_failure()
-            if closing is not None:
-                raise closing.exception() from None
-            raise DaemonUnavailable(f"lost the daemon: {exc.strerror or exc}") from None
-
-    def _closing_after_failure(self) -> Closing | None:
-        try:
-            line = self._line(time.monotonic() + 1.0)
-            reply = None if line is None else Closing.read(read_reply(line))
-        except TelemetryError:
-            return None
-        return reply
-
-    def _batch(self, deadline: float | None) -> list[bytes] | None:
-        """The lines read but not handled yet, else those of the next read; None at the
-        end. A read past ``deadline`` is DaemonBusy, a broken connection DaemonUnavailable."""
-        if self._ready:
-            lines, self._ready = self._ready, []
-            return lines
-        self._replies.deadline = deadline
-        if deadline is None:
-            self.sock.settimeout(None)
-        try:
-            return self._replies.read()
-        except TimeoutError:
-            raise DaemonBusy("the daemon did not answer in time") from None
-        except OSError as exc:
-            raise DaemonUnavailable(f"lost the daemon: {exc.strerror or exc}") from None
-
-    def _line(self, deadline: float | None) -> bytes | None:
-        while not self._ready:
-            lines = self._batch(deadline)
-            if lines is None:
-                return None
-            self._ready = lines
-        return self._ready.pop(0)
-
-    def answer(self, message: dict[str, Any], timeout: float | None = None) -> Answer:
-        """Send a one-line request (``{"op": ...}``) and return its answer, typed by its
-        ``op`` (Status, Flushed, Rebuilt, GcReport; Answer for others), within
-        ``timeout`` seconds (the connection's by default)."""
-        self._send(message)
-        wait = self.timeout if timeout is None else timeout
-        try:
-            line = self._line(time.monotonic() + wait)
-        except DaemonBusy:
-            raise DaemonBusy(f"the daemon did not answer within {wait:g} s") from None
-        if line is None:
-            raise DaemonUnavailable("the daemon closed the connection without answering")
-        kind = ANSWERS.get(str(message.get("op")), Answer)
-        reply = kind.read(read_reply(line))
-        if isinstance(reply, Closing):
-            raise reply.exception()
-        return reply
-
-    def status(self) -> Status:
-        answer = self.answer({"op": "status"})
-        assert isinstance(answer, Status)
-        return answer
-
-    def flush(self, timeout: float | None = None) -> Flushed:
-        answer = self.answer({"op": "flush"}, timeout)
-        assert isinstance(answer, Flushed)
-        return answer
-
-    def rebuild(self, timeout: float | None = None) -> Rebuilt:
-        answer = self.answer({"op": "rebuild"}, timeout)
-        assert isinstance(answer, Rebuilt)
-        return answer
-
-    def gc(self, dry_run: bool = False, timeout: float | None = None) -> GcReport:
-        answer = self.answer({"op": "gc", "dry_run": dry_run}, timeout)
-        assert isinstance(answer, GcReport)
-        return answer
-
-    def query(
-        self,
-        sql: str,
-        params: dict[str, Any] | None = None,
-        timeout: float | None = None,
-        deadline: float | None = None,
-    ) -> Iterator[QueryColumns | QueryRows | QueryDone]:
-        """Run one query: its columns, batches of rows, then its end, as they come.
-        ``timeout`` is the query's own (the daemon's default when None); the client waits
-        until ``deadline``, by default that timeout (or the longest) and a grace."""
-        self._send(query_request(sql, params, timeout))
-        if deadline is None:
-            deadline = time.monotonic() + (timeout or MAX_QUERY_TIMEOUT) + REPLY_GRACE
-        stop = deadline
-
-        def ended(started: bool) -> TelemetryError:
-            if started:
-                return DaemonUnavailable("the daemon closed the connection early")
-            return DaemonUnavailable("the daemon closed the connection without answering")
-
-        return _query_answer(lambda: self._line(stop), ended)
-
-    def tail(self, request: dict[str, Any]) -> Iterator[TailEvents | TailDropped | TailDone]:
-        """Send a tail request (``{"op": "tail", ...}``) and yield what comes, for as long
-        as it comes (a tail that follows ends only when the daemon stops or a reader
-        stops reading); events that arrived together come as one TailEvents."""
-        self._send(request)
-        while True:
-            lines = self._batch(None)
-            if lines is None:
-                raise DaemonUnavailable("the daemon closed the connection")
-            run: list[bytes] = []
-            for index, line in enumerate(lines):
-                if is_event(line):
-                    run.append(line)
-                    continue
-                if run:
-                    yield TailEvents(run)
-                    run = []
-                reply = tail_reply(read_reply(line))
-                if isinstance(reply, Closing):
-                    raise reply.exception()
-                yield reply
-                if isinstance(reply, TailDone):
-                    self._ready = lines[index + 1 :]
-                    return
-            if run:
-                yield TailEvents(run)
-
-
-def query_request(
-    sql: str, params: dict[str, Any] | None = None, timeout: float | None = None
-) -> dict[str, Any]:
-    """The control socket's query request (``params`` and ``timeout`` only when given)."""
-    request: dict[str, Any] = {"op": "query", "sql": sql}
-    if params:
-        request["params"] = params
-    if timeout is not None:
-        request["timeout"] = timeout
-    return request
-
-
-# -- the one-shot store process ----------------------------------------------------------
-
-
-def query_store(
-    command: list[str], sql: str, params: dict[str, Any] | None, timeout: float
-) -> Iterator[QueryColumns | QueryRows | QueryDone]:
-    """Run one query in a store process started as ``command`` (while the daemon is
-    stopped), read as from the control socket.
-
-    The process gets one query request line on stdin and writes the control socket's
-    reply lines on stdout, then exits: 0 after the end of a result, 1 after an error
-    line, 3 when it cannot open the database (after a ``store_unavailable`` line). Its
-    stdout is a socket here, so that the same :class:`Replies` reads it within the
-    deadline: ``timeout`` and a grace, after which the process is killed and the query
-    reported as having run too long. StoreUnavailable when it cannot be started.
-    """
-    import socket
-    import subprocess
-
-    ours, theirs = socket.socketpair()
-    try:
-        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=theirs.fileno())
-    except OSError as exc:
-        ours.close()
-        raise StoreUnavailable(
-            STORE_UNAVAILABLE, f"cannot start {command[0]}: {exc.strerror or exc}"
-        ) from None
-    finally:
-        theirs.close()
-
-    def too_long() -> DaemonError:
-        return DaemonError(QUERY_TIMEOUT, f"the query ran longer than its {timeout:g} s")
-
-    try:
-        assert proc.stdin is not None
-        try:
-            proc.stdin.write(fastjson.dumps(query_request(sql, params, timeout)).encode() + b"\n")
-            proc.stdin.close()
-        except OSError:
-            pass  # it exited without reading: its exit status and output say why
-        deadline = time.monotonic() + timeout + STORE_GRACE
-        lines = Replies(ours, deadline).lines()
-
-        def next_line() -> bytes | None:
-            try:
-                return next(lines, None)
-            except TimeoutError:
-                proc.kill()
-                raise too_long() from None
-            except OSError as exc:
-                raise ProtocolError(f"lost the store process: {exc.strerror or exc}") from None
-
-        def ended(started: bool) -> TelemetryError:
-            try:
-                code = proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                return too_long()
-            if code == 3:
-                return StoreUnavailable(
-                    STORE_UNAVAILABLE, "the store process could not open the database"
-                )
-            what = "ended early" if started else "ended without answering"
-            return ProtocolError(f"the store process {what} (exit status {code})")
-
-        yield from _query_answer(next_line, ended)
-    finally:
-        ours.close()
-        if proc.poll() is None:
-            try:
-                proc.wait(0.5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()

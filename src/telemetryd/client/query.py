@@ -5,7 +5,7 @@ Like `send`, this path is dispatched before click is imported and uses only
 whole process should cost a fraction of a fresh process that imports duckdb. The
 daemon materializes pending events first, so an event acknowledged before the query
 started is in its result. With the daemon stopped, a one-shot store process
-(``python -m telemetryd.store query``) reads the database file read-only and answers
+(:mod:`telemetryd.client.store_process`) reads the database file read-only and answers
 in the control socket's protocol; the client warns that recent events may be missing.
 
 ``Replies``, ``read_reply`` and ``MAX_REPLY_LINE`` are the protocol client's, named
@@ -19,8 +19,9 @@ import sys
 import time
 
 from telemetryd import fastjson
-from telemetryd.client import output, protocol
+from telemetryd.client import output, protocol, store_process
 from telemetryd.client.argv import UsageError, arguments
+from telemetryd.client.control import Control
 from telemetryd.client.protocol import MAX_REPLY_LINE, Replies, read_reply  # noqa: F401
 from telemetryd.errors import (
     DaemonBusy,
@@ -133,15 +134,9 @@ def ask_daemon(opts: Options, out: output.Writer) -> int:
     """Stream the daemon's answer into ``out`` and return the exit status; a failed
     query's message goes to stderr. DaemonUnavailable when the daemon does not answer
     at all (not running, or gone before answering), DaemonBusy when it is too busy to."""
-    with protocol.Control(opts.socket or protocol.control_socket()) as control:
+    with Control(opts.socket or protocol.control_socket()) as control:
         replies = control.query(opts.sql or "", opts.params, opts.timeout)
         return _write(replies, out, daemon=True)
-
-
-def store_command(database: str) -> list[str]:
-    """The one-shot store process that answers a query from the database file while the
-    daemon is stopped (it speaks the control socket's query protocol on stdin/stdout)."""
-    return [sys.executable, "-m", "telemetryd.store", "query", "--database", database]
 
 
 def ask_file(opts: Options, out: output.Writer) -> int:
@@ -154,11 +149,17 @@ def ask_file(opts: Options, out: output.Writer) -> int:
     if not os.path.exists(database):
         raise DaemonUnavailable(f"and there is no database at {database} yet")
     timeout = opts.timeout or DEFAULT_TIMEOUT
-    replies = protocol.query_store(store_command(database), opts.sql or "", opts.params, timeout)
+    command = store_process.command(database)
+    replies = store_process.query(command, opts.sql or "", opts.params, timeout)
     return _write(replies, out, daemon=False)
 
 
-def _write(replies: Iterator[Any], out: output.Writer, *, daemon: bool) -> int:
+def _write(
+    replies: Iterator[protocol.QueryColumns | protocol.QueryRows | protocol.QueryDone],
+    out: output.Writer,
+    *,
+    daemon: bool,
+) -> int:
     """Copy a query's replies into ``out``; the exit status. Errors before the first
     reply that say nobody answered are raised (DaemonUnavailable, DaemonBusy); the
     rest end the query with a message on stderr."""

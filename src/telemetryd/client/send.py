@@ -2,7 +2,7 @@
 
 This is the hot path: agents run it on every tool call. It imports only the
 standard library's C pieces (``_socket``, ``_json``), parses its own options,
-and talks to the daemon through :mod:`telemetryd.client.protocol`, within one
+and talks to the daemon through :mod:`telemetryd.client.delivery`, within one
 deadline. When the daemon is down, slow or out of disk it writes the events to the spool (every
 event carries an id, so the daemon's later replay cannot count one twice) and
 exits 0 with one warning on stderr; ``--strict`` makes that a failure instead.
@@ -16,8 +16,8 @@ import sys
 import time
 
 from telemetryd import fastjson
-from telemetryd.client import protocol
 from telemetryd.client.argv import UsageError, arguments
+from telemetryd.client.delivery import Delivery, deliver
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -384,7 +384,7 @@ def _warn(message: str) -> None:
     sys.stderr.write(f"telemetryctl: warning: {message}\n")
 
 
-def unconfirmed(lines: list[str], delivery: protocol.Delivery) -> list[str]:
+def unconfirmed(lines: list[str], delivery: Delivery) -> list[str]:
     """The lines a failed delivery leaves to spool: neither covered by a Summary (the
     daemon read them) nor rejected (they would be rejected again)."""
     bad = {reply.line for reply in delivery.rejected}
@@ -467,7 +467,7 @@ def main(argv: list[str]) -> int:
         from telemetryd.paths import events_socket_fast
 
         opts.socket = events_socket_fast()
-    delivery = protocol.deliver(opts.socket, ("\n".join(lines) + "\n").encode(), opts.timeout)
+    delivery = deliver(opts.socket, ("\n".join(lines) + "\n").encode(), opts.timeout)
 
     for reply in delivery.rejected:
         sys.stderr.write(

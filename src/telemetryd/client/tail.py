@@ -1,7 +1,7 @@
 """`telemetryctl tail`: events as the daemon journals them.
 
 Dispatched before click is imported, like `query`, and built on the protocol
-client (:mod:`telemetryd.client.protocol`) and :mod:`telemetryd.fastjson` only.
+client (:mod:`telemetryd.client.control`) and :mod:`telemetryd.fastjson` only.
 The daemon sends the last ``-n`` matching events of its current journal segment,
 then (with ``-f``) every new matching event as it is written; lines it had to skip
 because this client read too slowly are announced by a ``{"dropped": N}`` line,
@@ -16,6 +16,7 @@ import sys
 from telemetryd import fastjson
 from telemetryd.client import protocol
 from telemetryd.client.argv import UsageError, arguments
+from telemetryd.client.control import Control
 from telemetryd.errors import DaemonBusy, DaemonError, DaemonUnavailable, ProtocolError
 
 TYPE_CHECKING = False
@@ -186,7 +187,7 @@ class Printer:
 def stream(opts: Options, printer: Printer) -> int:
     """Print the tail's events as they come; the exit status."""
     try:
-        control = protocol.Control(opts.socket or protocol.control_socket())
+        control = Control(opts.socket or protocol.control_socket())
     except DaemonBusy as busy:
         return _fail(f"{busy}; try again shortly", EXIT_UNAVAILABLE)
     except DaemonUnavailable as down:
