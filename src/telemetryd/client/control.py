@@ -77,6 +77,8 @@ class Control:
         self.sock.settimeout(self.timeout)
         try:
             self.sock.sendall(fastjson.dumps(message).encode() + b"\n")
+        except TimeoutError:
+            raise DaemonBusy(f"the daemon took no request for {self.timeout:g} s") from None
         except OSError as exc:  # closed on us: an error line may say why
             closing = self._closing_after_failure()
             if closing is not None:
