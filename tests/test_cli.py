@@ -233,3 +233,14 @@ def test_control_commands_answer_from_the_typed_reply(
     result = ctl(*args, "--socket", fake(answer))
     assert result.returncode == code, result
     assert (result.stdout if code == 0 else result.stderr).decode().startswith(shown)
+
+
+@pytest.mark.parametrize("args", [["flush"], ["rebuild"], ["gc"], ["gc", "--dry-run"]])
+def test_control_commands_without_a_daemon_say_it_is_not_running(
+    tmp_path: Path, args: list[str]
+) -> None:
+    result = ctl(*args, "--socket", str(tmp_path / "none.sock"))
+    assert (result.returncode, result.stdout) == (1, b"")
+    assert result.stderr.decode() == (
+        f"Error: telemetryd is not running: no daemon socket at {tmp_path}/none.sock\n"
+    )

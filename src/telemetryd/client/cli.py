@@ -6,7 +6,6 @@ it before click is imported. It is declared here so that `--help` lists it.
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from collections.abc import Callable
@@ -16,6 +15,7 @@ import click
 
 from telemetryd import __version__, events, paths
 from telemetryd.client import control
+from telemetryd.client.cli_errors import handle_errors
 from telemetryd.client.config_cli import config_group
 from telemetryd.client.hooks_cli import hook_command, hooks_group
 from telemetryd.client.import_cli import import_group
@@ -29,26 +29,12 @@ from telemetryd.errors import (
     DaemonError,
     DaemonUnavailable,
     ProtocolError,
-    TelemetryError,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_ERROR = 1  # `status`: the daemon is running and answered with an error
 EXIT_DOWN = 3  # `status`: the daemon is not running, or too busy to answer
-
-
-def handle_errors(func: F) -> F:
-    """The one place where TelemetryError becomes a message and an exit status."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except TelemetryError as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def control_socket_option(func: F) -> F:

@@ -8,7 +8,7 @@ import click
 
 from telemetryd import paths
 from telemetryd.client import control
-from telemetryd.errors import TelemetryError
+from telemetryd.client.cli_errors import handle_errors
 
 
 @click.command()
@@ -20,6 +20,7 @@ from telemetryd.errors import TelemetryError
     envvar="TELEMETRYD_CONTROL_SOCKET",
     help="control socket (default: from TELEMETRYD_HOME / XDG)",
 )
+@handle_errors
 def gc(dry_run: bool, as_json: bool, socket_path: str | None) -> None:
     """Delete old journal segments (and their events), compress closed ones.
 
@@ -34,11 +35,7 @@ def gc(dry_run: bool, as_json: bool, socket_path: str | None) -> None:
       telemetryctl gc --dry-run
       telemetryctl gc
     """
-    path = socket_path or paths.resolve().control_socket
-    try:
-        reply = control.gc(path, dry_run)
-    except TelemetryError as exc:
-        raise click.ClickException(str(exc)) from None
+    reply = control.gc(socket_path or paths.resolve().control_socket, dry_run)
     if as_json:
         click.echo(json.dumps(reply, indent=2))
         return
