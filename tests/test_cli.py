@@ -1,13 +1,19 @@
-"""The click CLI, run as the real `telemetryctl` executable: validate, help."""
+"""The click CLI, run as the real `telemetryctl` executable: validate, help, and the
+control commands (status, flush, rebuild, gc) against each kind of answer."""
 
 from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import ctl, exchange
+from telemetryd import wire
+from test_client import Peer, answering, line
 
 GOOD = b'{"type":"custom","name":"ok"}\n'
 
@@ -126,3 +132,115 @@ def test_status_shows_the_store(daemon_factory: Any) -> None:
     )
     assert found, after
     assert daemon.stop() == 0
+
+
+# -- status and the other control commands: each kind of answer, its exit status --------------
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> Iterator[Callable[[bytes], str]]:
+    """A control socket (served by a thread) that answers each request with ``answer``."""
+    made: list[Peer] = []
+
+    def make(answer: bytes) -> str:
+        made.append(Peer(tmp_path, answering(answer)))
+        return made[-1].path
+
+    yield make
+    for peer in made:
+        peer.close()
+
+
+STATUS = {"ok": True, "version": "9.9", "pid": 4242, "uptime_s": 3.0, "accepted": 1,
+          "rejected": 0, "duplicates": 0, "connections": 0,
+          "journal": {"segments": 1, "bytes": 10, "durability": "interval"}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "answer, code, first",
+    [
+        (line(STATUS), 0, "telemetryd 9.9 is up (pid 4242, 3 s)"),
+        (
+            line(wire.Closing(wire.FORBIDDEN_PEER, "uid 7 may not connect")),
+            1,
+            "telemetryd is running but answered with an error: forbidden_peer: uid 7 may not",
+        ),
+        (
+            line(wire.Closing(wire.BAD_REQUEST, "Invalid value 'status' - at `$.op`")),
+            1,
+            "telemetryd is running but answered with an error: bad_request: Invalid value",
+        ),
+        (
+            line(wire.Closing(wire.TOO_MANY_CONNECTIONS, "over 64")),
+            3,
+            "telemetryd is up but busy: the daemon is busy: over 64",
+        ),
+        (
+            line(wire.Closing(wire.SHUTTING_DOWN, "the daemon is shutting down")),
+            3,
+            "telemetryd is not running: the daemon is shutting down",
+        ),
+        (b"", 3, "telemetryd is not running: the daemon closed the connection without answering"),
+        (b"<html>\n", 1, "telemetryd answered with something that makes no sense: the daemon"),
+        (line({"ok": True}), 1, "telemetryd answered with something that makes no sense: the"),
+    ],
+)
+def test_status_tells_each_answer_apart(
+    fake: Callable[[bytes], str], answer: bytes, code: int, first: str
+) -> None:
+    result = ctl("status", "--socket", fake(answer))
+    shown = (result.stdout if code == 0 else result.stderr).decode()
+    assert result.returncode == code, result
+    assert shown.startswith(first), shown
+    assert "Traceback" not in result.stderr.decode()
+    if code:
+        assert shown.count("\n") == 1 and result.stdout == b""
+
+
+def test_status_of_no_daemon_says_not_running(tmp_path: Path) -> None:
+    result = ctl("status", "--socket", str(tmp_path / "none.sock"))
+    assert result.returncode == 3
+    assert (
+        result.stderr.decode()
+        == f"telemetryd is not running: no daemon socket at {tmp_path}/none.sock\n"
+    )
+
+
+DRY_RUN = {"ok": True, "dry_run": True, "deleted": ["a.jsonl"], "compressed": [],
+           "events_deleted": None, "bytes_before": 9, "bytes_after": None}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "args, answer, code, shown",
+    [
+        (["flush"], line({"ok": True, "materialized": 3}), 0, ""),
+        (["rebuild"], line({"ok": True, "events": 12}), 0, "rebuilt: 12 events\n"),
+        (["gc", "--dry-run"], line(DRY_RUN), 0, "would delete a.jsonl\njournal: 9 bytes\n"),
+        (["gc"], line(wire.Closing("gc_failed", "disk gone")), 1, "Error: disk gone\n"),
+        (["rebuild"], line(wire.Closing("rebuild_failed", "no")), 1, "Error: no\n"),
+        (
+            ["flush"],
+            line(wire.Closing(wire.TOO_MANY_CONNECTIONS, "over 64")),
+            1,
+            "Error: the daemon is busy: over 64\n",
+        ),
+        (["rebuild"], line({"ok": True}), 1, "Error: the daemon's reply is not an answer to"),
+    ],
+)
+def test_control_commands_answer_from_the_typed_reply(
+    fake: Callable[[bytes], str], args: list[str], answer: bytes, code: int, shown: str
+) -> None:
+    result = ctl(*args, "--socket", fake(answer))
+    assert result.returncode == code, result
+    assert (result.stdout if code == 0 else result.stderr).decode().startswith(shown)
+
+
+@pytest.mark.parametrize("args", [["flush"], ["rebuild"], ["gc"], ["gc", "--dry-run"]])
+def test_control_commands_without_a_daemon_say_it_is_not_running(
+    tmp_path: Path, args: list[str]
+) -> None:
+    result = ctl(*args, "--socket", str(tmp_path / "none.sock"))
+    assert (result.returncode, result.stdout) == (1, b"")
+    assert result.stderr.decode() == (
+        f"Error: telemetryd is not running: no daemon socket at {tmp_path}/none.sock\n"
+    )

@@ -1,4 +1,4 @@
-"""`telemetryd.client.fastjson`: the hook path's JSON, held to the standard library's answers."""
+"""`telemetryd.fastjson`: the hook path's JSON, held to the standard library's answers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from telemetryd.client import fastjson
+from telemetryd import fastjson
 
 VALUES: list[Any] = [
     None,
@@ -158,7 +158,7 @@ def test_malformed_input_without_json_imported_still_names_the_position() -> Non
     """The hook process never imports `json`; errors must still be ValueErrors with a position."""
     script = """
 import sys
-from telemetryd.client import fastjson
+from telemetryd import fastjson
 assert fastjson.loads('{"ok": [1, 2.5, "x"]}') == {"ok": [1, 2.5, "x"]}
 assert "json" not in sys.modules and "re" not in sys.modules, sorted(sys.modules)
 for text in ['{"a":}', '[1,', '"abc', 'tru', '{"a": 1} x']:
@@ -194,3 +194,57 @@ def _position(message: str) -> int:
     found = re.search(r"\b(?:char|character) (\d+)", message)
     assert found is not None, f"no position in {message!r}"
     return int(found.group(1))
+
+
+def imported(source: str, package: str) -> list[str]:
+    """Every module name an import statement in ``source`` (code of a module in
+    ``package``) may bind, relative imports resolved, nested imports included."""
+    import ast
+
+    names = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            names += [base] + [f"{base}.{alias.name}" for alias in node.names]
+    return names
+
+
+def test_the_import_walk_sees_every_form() -> None:
+    source = """
+import telemetryd.client.send
+def late():
+    from telemetryd.client import query
+    from .. import client
+    from ..client.tail import main
+"""
+    found = imported(source, "telemetryd.adapters")
+    for name in [
+        "telemetryd.client.send",
+        "telemetryd.client.query",
+        "telemetryd.client",
+        "telemetryd.client.tail",
+    ]:
+        assert name in found
+
+
+def test_adapters_never_import_the_client() -> None:
+    """Dependency direction (DESIGN.md): `adapters/` may not import `client/`, at module
+    level or inside a function."""
+    from pathlib import Path
+
+    import telemetryd.adapters
+
+    modules = sorted(Path(telemetryd.adapters.__file__).parent.glob("*.py"))
+    assert len(modules) > 3  # the walk sees the real package
+    found = {
+        f"{module.name}: {name}"
+        for module in modules
+        for name in imported(module.read_text(), "telemetryd.adapters")
+        if name == "telemetryd.client" or name.startswith("telemetryd.client.")
+    }
+    assert found == set()

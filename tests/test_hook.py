@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +16,11 @@ from typing import Any
 import pytest
 
 from conftest import TELEMETRYCTL, Daemon, ctl
+from telemetryd import wire
 from telemetryd.adapters import claude_code, claude_settings
-from telemetryd.client import hook
+from telemetryd.client import hook, protocol
+from test_client import Peer, read_line
+from test_client import line as reply_line
 
 SAMPLES = Path("/work/shared/samples")
 HOOKS = SAMPLES / "claude-code" / "hooks"
@@ -727,3 +731,44 @@ def test_codex_subagent_stop_sums_its_rollout(running_daemon: Daemon, tmp_path: 
         "total": 299496,
     }
     assert event["attrs"]["requests"] == 6
+
+
+@pytest.mark.parametrize(
+    "answer, rows",
+    [
+        (
+            reply_line(wire.QueryColumns([("kind", "VARCHAR"), ("n", "BIGINT")]))
+            + reply_line(wire.QueryRows([("sessions", 3)]))
+            + reply_line(wire.QueryDone(True, 1, 1.0)),
+            [["sessions", 3]],
+        ),
+        (reply_line(wire.Closing(wire.QUERY_FAILED, "Catalog Error")), None),
+        (reply_line(wire.Closing(wire.TOO_MANY_CONNECTIONS, "over 64")), None),
+        (reply_line(wire.QueryColumns([("kind", "VARCHAR")])), None),  # then gone
+        (b"not json\n", None),
+        (None, None),  # never answers: the budget ends it
+    ],
+)
+def test_the_context_query_gives_rows_or_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answer: bytes | None, rows: Any
+) -> None:
+    release = threading.Event()
+
+    def serve(conn: Any) -> None:
+        request = json.loads(read_line(conn))
+        assert request["op"] == "query" and request["sql"] == hook.CONTEXT_SQL
+        assert 0 < request["timeout"] < 0.5
+        if answer is None:
+            release.wait(10)
+        else:
+            conn.sendall(answer)
+
+    peer = Peer(tmp_path, serve)
+    try:
+        monkeypatch.setattr(protocol, "control_socket", lambda: peer.path)
+        started = time.monotonic()
+        assert hook._query(hook.CONTEXT_SQL, 0.5) == rows
+        assert time.monotonic() - started < 5
+    finally:
+        release.set()
+        peer.close()

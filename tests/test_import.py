@@ -12,7 +12,10 @@ from typing import Any
 import pytest
 
 from conftest import Daemon, ctl
+from telemetryd import wire
 from telemetryd.client import importer
+from test_client import Peer, read_all
+from test_client import line as reply_line
 
 SAMPLES = Path("/work/shared/samples")
 TRANSCRIPTS = SAMPLES / "claude-code" / "transcripts"
@@ -458,6 +461,38 @@ def test_import_with_the_daemon_down_fails_and_records_nothing(
     assert not (state_home / "import").exists()
     dry = run_json("claude-code", str(root), "--dry-run")
     assert dry["requests"] == 6 and dry["sent"] == 0
+
+
+@pytest.mark.parametrize(
+    "answer, words",
+    [
+        (reply_line(wire.Closing(wire.JOURNAL_UNAVAILABLE, "no space left")), "no space left"),
+        (reply_line(wire.Closing(wire.TOO_MANY_CONNECTIONS, "over 2")), "the daemon is busy"),
+        (
+            reply_line(wire.Summary(True, 2, 2, 0, 0))
+            + reply_line(wire.Closing(wire.SHUTTING_DOWN, "the daemon is shutting down")),
+            "the daemon is shutting down",
+        ),
+        (b"", "the daemon closed the connection without a summary"),
+    ],
+)
+def test_an_import_the_daemon_did_not_take_fails_and_records_nothing(
+    state_home: Path, tmp_path: Path, answer: bytes, words: str
+) -> None:
+    def serve(conn: Any) -> None:
+        read_all(conn)
+        conn.sendall(answer)
+
+    peer = Peer(tmp_path, serve)
+    try:
+        root = claude_fixture(tmp_path / "claude")
+        result = ctl("import", "claude-code", str(root), "--socket", peer.path)
+    finally:
+        peer.close()
+    assert result.returncode == 1
+    assert result.stderr.decode().startswith(f"Error: {words}"), result.stderr
+    assert result.stderr.count(b"\n") == 1 and b"Traceback" not in result.stderr
+    assert not (state_home / "import").exists()
 
 
 def test_human_summary(running_daemon: Daemon, tmp_path: Path) -> None:

@@ -196,7 +196,7 @@ def test_status_down() -> None:
     assert result.stdout == b""
     lines = result.stderr.decode().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("telemetryd is down: ")
+    assert lines[0].startswith("telemetryd is not running: ")
 
 
 def test_status_down_with_a_stale_socket(state_home: Path) -> None:
@@ -208,7 +208,7 @@ def test_status_down_with_a_stale_socket(state_home: Path) -> None:
     result = ctl("status")
     assert result.returncode == 3
     (line,) = result.stderr.decode().splitlines()
-    assert line.startswith("telemetryd is down: ") and "control.sock" in line
+    assert line.startswith("telemetryd is not running: ") and "control.sock" in line
 
 
 def test_status_after_stop(running_daemon: Daemon) -> None:

@@ -1,19 +1,26 @@
 """The query sandbox on a real DuckDB file, and `telemetryctl query` reading the file
-directly while the daemon is stopped."""
+directly while the daemon is stopped (through the one-shot store process)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import duckdb
+import msgspec
 import pytest
 
 from conftest import Daemon, ctl, exchange
+from telemetryd import wire
+from telemetryd.client import query as query_client
+from telemetryd.client import store_process
 from telemetryd.store import sandbox as query
 
 
@@ -189,6 +196,150 @@ def test_query_with_neither_daemon_nor_database(state_home: Path) -> None:
     result = ctl("query", "select 1")
     assert result.returncode == 3
     assert b"no database at" in result.stderr
+
+
+# -- the store process that answers while the daemon is stopped (the client's side) -----------
+#
+# `python -m telemetryd.store query --database PATH` gets the control socket's query
+# request on stdin and writes its reply lines on stdout. Here a fake of it prints fixed
+# lines; `store_process.command` is where the client takes the command from.
+
+
+@pytest.fixture
+def fake_store(
+    state_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[str], Path]:
+    """Install a fake store process running ``body`` (Python; ``out(text)`` writes a
+    reply line); returns where it keeps the request line it read. A database file
+    exists (empty: the fake never opens it)."""
+    (state_home / "telemetry.duckdb").write_bytes(b"")
+    request = tmp_path / "request.json"
+
+    def install(body: str) -> Path:
+        script = tmp_path / "store.py"
+        script.write_text(
+            "import sys, time\n"
+            f"open({str(request)!r}, 'wb').write(sys.stdin.buffer.readline())\n"
+            "def out(text):\n"
+            "    sys.stdout.write(text + '\\n'); sys.stdout.flush()\n" + body + "\n"
+        )
+        monkeypatch.setattr(
+            store_process, "command", lambda database: [sys.executable, str(script)]
+        )
+        return request
+
+    return install
+
+
+def run_query(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = query_client.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+ANSWER = """
+out('{"columns":[["model","VARCHAR"],["n","BIGINT"]]}')
+out('{"rows":[["gpt-5",1],["claude-sonnet-4-5",2]]}')
+out('{"ok":true,"row_count":2,"elapsed_ms":1.5}')
+"""
+
+
+def test_the_store_command_is_the_store_package(state_home: Path) -> None:
+    assert store_process.command("/x/t.duckdb") == [
+        sys.executable, "-m", "telemetryd.store", "query", "--database", "/x/t.duckdb"
+    ]  # fmt: skip
+
+
+def test_without_the_daemon_a_store_process_answers(
+    fake_store: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    request = fake_store(ANSWER)
+    code, out, err = run_query(capsys, "--param", "n=5", "select $n")
+    assert (code, out) == (0, "model,n\ngpt-5,1\nclaude-sonnet-4-5,2\n")
+    assert err.startswith("telemetryctl query: warning: no daemon socket at ")
+    assert err.endswith("events not yet materialized are missing\n") and err.count("\n") == 1
+    sent = msgspec.json.decode(request.read_bytes(), type=wire.ControlRequest)
+    assert sent == wire.QueryRequest(sql="select $n", params={"n": 5}, timeout=30.0)
+
+
+def test_the_store_process_warning_reaches_stderr(
+    fake_store: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_store(ANSWER.replace('"elapsed_ms":1.5', '"elapsed_ms":1.5,"warning":"stale: 3 events"'))
+    code, out, err = run_query(capsys, "--format", "ndjson", "select 1")
+    assert code == 0 and out.splitlines()[0] == '{"model":"gpt-5","n":1}'
+    assert err.splitlines()[1] == "telemetryctl query: warning: stale: 3 events"
+
+
+@pytest.mark.parametrize(
+    "body, code, message",
+    [
+        (
+            'out(\'{"error":"query_failed","message":"Binder Error: nope"}\'); sys.exit(1)',
+            1,
+            "Binder Error: nope",
+        ),
+        (
+            'out(\'{"error":"store_unavailable","message":"lock held"}\'); sys.exit(3)',
+            3,
+            "telemetryctl query: the database cannot be opened: lock held",
+        ),
+        (
+            "sys.exit(1)",
+            1,
+            "telemetryctl query: the store process ended without answering (exit status 1)",
+        ),
+        (
+            """out('{"columns":[["a","INTEGER"]]}'); out('{"columns":[]}')""",
+            1,
+            "telemetryctl query: the daemon's answer to a query makes no sense: columns twice",
+        ),
+    ],
+)
+def test_what_the_store_process_answers_reaches_the_user_in_one_line(
+    fake_store: Callable[[str], Path],
+    capsys: pytest.CaptureFixture[str],
+    body: str,
+    code: int,
+    message: str,
+) -> None:
+    fake_store(body)
+    got, _, err = run_query(capsys, "select 1")
+    assert got == code
+    assert err.splitlines()[1:] == [message]
+
+
+def test_a_store_process_that_runs_too_long_is_killed(
+    fake_store: Callable[[str], Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(store_process, "GRACE", 0.2)
+    fake_store("time.sleep(60)")
+    started = time.monotonic()
+    code, _, err = run_query(capsys, "--timeout", "0.3", "select 1")
+    assert time.monotonic() - started < 10
+    assert code == 1
+    assert err.splitlines()[1:] == ["the query ran longer than its 0.3 s"]
+
+
+def test_the_query_path_without_the_daemon_never_imports_the_store(
+    fake_store: Callable[[str], Path], tmp_path: Path
+) -> None:
+    fake_store(ANSWER)
+    code = (
+        "import sys; from telemetryd.client import query, store_process; "
+        f"store_process.command = lambda db: [sys.executable, {str(tmp_path / 'store.py')!r}]; "
+        "rc = query.main(['--format', 'csv', 'select 1']); "
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('duckdb', 'msgspec') "
+        "or m.startswith(('telemetryd.store', 'telemetryd.daemon'))); "
+        "sys.stderr.write(repr((rc, heavy)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.stdout == "model,n\ngpt-5,1\nclaude-sonnet-4-5,2\n"
+    assert result.stderr.endswith("(0, [])"), result.stderr
 
 
 # -- through the running daemon ----------------------------------------------------------------

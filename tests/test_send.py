@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,9 @@ from typing import Any
 import pytest
 
 from conftest import TELEMETRYCTL, Daemon, ctl
+from telemetryd import wire
+from test_client import Peer, read_all
+from test_client import line as reply_line
 
 FORBIDDEN_ON_HOOK_PATH = ("msgspec", "click", "duckdb", "asyncio", "anyio", "re")
 
@@ -561,3 +566,74 @@ def test_attrs_limits_with_the_daemon_up(running_daemon: Daemon, attr: str) -> N
     assert b"$.attrs" in result.stderr
     assert running_daemon.journal_events() == []
     assert spooled(running_daemon.home) == []
+
+
+# -- what the daemon answers: each error line, the same way ----------------------------------
+
+THREE = b"".join(b'{"type":"custom","id":"ev-part-%d","name":"n"}\n' % n for n in range(1, 4))
+
+
+@pytest.fixture
+def fake_events(tmp_path: Path) -> Iterator[Callable[[bytes], str]]:
+    """An events socket (served by a thread) that reads everything, then answers ``answer``."""
+    made: list[Peer] = []
+
+    def make(answer: bytes) -> str:
+        def serve(conn: Any) -> None:
+            read_all(conn)
+            conn.sendall(answer)
+
+        made.append(Peer(tmp_path, serve))
+        return made[-1].path
+
+    yield make
+    for peer in made:
+        peer.close()
+
+
+@pytest.mark.parametrize(
+    "answer, spooled_ids, why",
+    [
+        (reply_line(wire.Closing(wire.TOO_MANY_CONNECTIONS, "over 2")), [1, 2, 3], "busy: over 2"),
+        (reply_line(wire.Closing(wire.JOURNAL_UNAVAILABLE, "disk full")), [1, 2, 3], "disk full"),
+        (
+            reply_line(wire.Closing(wire.FORBIDDEN_PEER, "uid 7 may not")),
+            [1, 2, 3],
+            "uid 7 may not",
+        ),
+        (reply_line(wire.Closing(wire.IDLE_TIMEOUT, "nothing for 60 s")), [1, 2, 3], "60 s"),
+        (
+            reply_line(wire.Summary(True, 1, 1, 0, 0))
+            + reply_line(wire.Closing(wire.SHUTTING_DOWN, "bye")),
+            [2, 3],  # the daemon read line 1 and journaled it: only the rest is spooled
+            "bye",
+        ),
+        (b"", [1, 2, 3], "closed the connection without a summary"),
+        (b"nonsense\n", [1, 2, 3], "malformed reply line"),
+    ],
+)
+def test_each_failure_spools_what_the_daemon_did_not_take(
+    fake_events: Callable[[bytes], str],
+    state_home: Path,
+    answer: bytes,
+    spooled_ids: list[int],
+    why: str,
+) -> None:
+    result = send("-", "--socket", fake_events(answer), input=THREE)
+    assert result.returncode == 0
+    (warning,) = result.stderr.decode().splitlines()
+    assert warning.startswith("telemetryctl: warning: ") and why in warning, warning
+    assert f"{len(spooled_ids)} event(s) spooled to" in warning
+    (path,) = spooled(state_home)
+    ids = [json.loads(text)["id"] for text in path.read_text().splitlines()]
+    assert ids == [f"ev-part-{n}" for n in spooled_ids]
+
+
+def test_a_refusal_with_strict_fails_and_spools_nothing(
+    fake_events: Callable[[bytes], str], state_home: Path
+) -> None:
+    refusal = reply_line(wire.Closing(wire.JOURNAL_UNAVAILABLE, "disk full"))
+    result = send("-", "--strict", "--socket", fake_events(refusal), input=THREE)
+    assert result.returncode == 75
+    assert result.stderr == b"telemetryctl send: not delivered: disk full\n"
+    assert spooled(state_home) == []

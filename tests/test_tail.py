@@ -11,7 +11,7 @@ import json
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,6 +21,8 @@ from conftest import TELEMETRYCTL, Daemon, connect, ctl, exchange, summary
 from telemetryd import wire
 from telemetryd.client import control
 from telemetryd.daemon import tail
+from test_client import Peer, answering
+from test_client import line as reply_line
 
 
 def event(type_: str = "custom", **fields: Any) -> bytes:
@@ -311,3 +313,69 @@ def test_a_client_that_half_closes_is_let_go(running_daemon: Daemon) -> None:
         sock.shutdown(socket.SHUT_WR)
         assert sock.recv(100) == b""  # the daemon ends the tail and the connection
     wait_no_tail_clients(running_daemon)
+
+
+# -- the client against each kind of answer --------------------------------------------------
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> Iterator[Callable[[bytes], str]]:
+    """A control socket (served by a thread) that answers the tail request with ``answer``."""
+    made: list[Peer] = []
+
+    def make(answer: bytes) -> str:
+        made.append(Peer(tmp_path, answering(answer)))
+        return made[-1].path
+
+    yield make
+    for peer in made:
+        peer.close()
+
+
+E1 = event(name="one", id="e1")
+E2 = event(name="two", id="e2")
+
+
+@pytest.mark.parametrize(
+    "answer, code, out, err",
+    [
+        (
+            E1 + reply_line(wire.TailDropped(3)) + E2 + reply_line(wire.TailDone(True, 2)),
+            0,
+            E1 + E2,
+            b"telemetryctl tail: 3 events skipped (read too slowly)\n",
+        ),
+        (
+            E1 + reply_line(wire.Closing(wire.SHUTTING_DOWN, "the daemon is shutting down")),
+            3,
+            E1,
+            b"telemetryctl tail: the daemon is shutting down\n",
+        ),
+        (E1, 3, E1, b"telemetryctl tail: the daemon closed the connection\n"),
+        (
+            reply_line(wire.Closing(wire.BAD_REQUEST, "Expected `int` - at `$.backlog`")),
+            1,
+            b"",
+            b"telemetryctl tail: Expected `int` - at `$.backlog`\n",
+        ),
+        (
+            reply_line(wire.Closing(wire.FORBIDDEN_PEER, "uid 7 may not connect")),
+            1,
+            b"",
+            b"telemetryctl tail: uid 7 may not connect\n",
+        ),
+        (
+            reply_line(wire.Closing(wire.TOO_MANY_CONNECTIONS, "over 64")),
+            3,
+            b"",
+            b"telemetryctl tail: the daemon is busy: over 64; try again shortly\n",
+        ),
+        (E1 + b'{"ok":"yes"}\n', 1, E1, b"telemetryctl tail: the daemon's reply is not the end"),
+    ],
+)
+def test_what_the_tail_client_does_with_each_answer(
+    fake: Callable[[bytes], str], answer: bytes, code: int, out: bytes, err: bytes
+) -> None:
+    result = ctl("tail", "--format", "ndjson", "--socket", fake(answer))
+    assert (result.returncode, result.stdout) == (code, out), result
+    assert result.stderr.startswith(err) and result.stderr.count(b"\n") == 1, result.stderr

@@ -20,7 +20,8 @@ class AlreadyRunning(TelemetryError):
 
 
 class DaemonUnavailable(TelemetryError):
-    """The daemon did not answer on its socket."""
+    """The daemon is not running or cannot be reached: no socket, nothing listening, or
+    the connection ended before the answer (the daemon stopping, say)."""
 
 
 class ProtocolError(TelemetryError):
@@ -32,4 +33,20 @@ class JournalError(TelemetryError):
 
 
 class DaemonBusy(DaemonUnavailable):
-    """The daemon is up but turned the connection away for load (too many connections)."""
+    """The daemon is up but turned the connection away for load (too many connections),
+    or did not answer in time."""
+
+
+class DaemonError(TelemetryError):
+    """The daemon is running and answered a request with an error line: ``code`` is the
+    protocol's error code (``query_failed``, ``forbidden_peer``, ...), ``message`` says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class StoreUnavailable(DaemonError):
+    """The database cannot be opened (``store_unavailable``): by the daemon's store, or by
+    the one-shot store process that answers a query while the daemon is stopped."""

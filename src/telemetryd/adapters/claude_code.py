@@ -412,7 +412,7 @@ class LineReader:
         self.last: str | None = None
 
     def parse(self, lines: Iterable[str]) -> Iterator[Any]:
-        from telemetryd.client import fastjson
+        from telemetryd import fastjson
 
         for text in lines:
             if not text.strip():

@@ -6,7 +6,6 @@ it before click is imported. It is declared here so that `--help` lists it.
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from collections.abc import Callable
@@ -14,8 +13,9 @@ from typing import Any, TypeVar
 
 import click
 
-from telemetryd import __version__, events, paths, wire
+from telemetryd import __version__, events, paths
 from telemetryd.client import control
+from telemetryd.client.cli_errors import handle_errors
 from telemetryd.client.config_cli import config_group
 from telemetryd.client.hooks_cli import hook_command, hooks_group
 from telemetryd.client.import_cli import import_group
@@ -24,24 +24,17 @@ from telemetryd.client.reports_cli import reports
 from telemetryd.client.retention_cli import gc
 from telemetryd.client.service_cli import service_group
 from telemetryd.config import Ingest
-from telemetryd.errors import DaemonBusy, TelemetryError
+from telemetryd.errors import (
+    DaemonBusy,
+    DaemonError,
+    DaemonUnavailable,
+    ProtocolError,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_DOWN = 3  # `status`: the daemon does not answer
-
-
-def handle_errors(func: F) -> F:
-    """The one place where TelemetryError becomes a message and an exit status."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except TelemetryError as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper  # type: ignore[return-value]
+EXIT_ERROR = 1  # `status`: the daemon is running and answered with an error
+EXIT_DOWN = 3  # `status`: the daemon is not running, or too busy to answer
 
 
 def control_socket_option(func: F) -> F:
@@ -131,7 +124,9 @@ def paths_command(as_json: bool) -> None:
 def status(socket_path: str | None, as_json: bool) -> None:
     """Say whether the daemon answers, and what it has done.
 
-    Exits 0 when the daemon answers, 3 with a one-line reason when it does not.
+    Exit status: 0 the daemon answered; 1 it is running but answered with an error
+    (a refused uid, say) or with something that makes no sense; 3 it is not running,
+    or it is up but too busy to answer (the message says which).
 
     \b
     Example:
@@ -139,13 +134,19 @@ def status(socket_path: str | None, as_json: bool) -> None:
     """
     path = socket_path or paths.resolve().control_socket
     try:
-        reply = control.request(path, wire.StatusRequest())
+        reply = control.status(path)
     except DaemonBusy as exc:  # up, but turned this connection away for load
         click.echo(f"telemetryd is up but busy: {exc}", err=True)
         sys.exit(EXIT_DOWN)
-    except TelemetryError as exc:
-        click.echo(f"telemetryd is down: {exc}", err=True)
+    except DaemonUnavailable as exc:
+        click.echo(f"telemetryd is not running: {exc}", err=True)
         sys.exit(EXIT_DOWN)
+    except DaemonError as exc:
+        click.echo(f"telemetryd is running but answered with an error: {exc.code}: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    except ProtocolError as exc:
+        click.echo(f"telemetryd answered with something that makes no sense: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
     if as_json:
         click.echo(json.dumps(reply, indent=2))
         return
@@ -229,7 +230,7 @@ def _size(count: int) -> str:
 @handle_errors
 def flush(socket_path: str | None) -> None:
     """Wait until every event accepted so far is written, fsynced and in the database."""
-    control.request(socket_path or paths.resolve().control_socket, wire.FlushRequest())
+    control.flush(socket_path or paths.resolve().control_socket)
 
 
 @cli.command()
@@ -240,9 +241,8 @@ def rebuild(socket_path: str | None) -> None:
 
     The journal is the source of truth: a rebuilt database gives the same answers.
     """
-    path = socket_path or paths.resolve().control_socket
-    reply = control.request(path, wire.RebuildRequest(), timeout=3600)
-    click.echo(f"rebuilt: {reply['events']} events")
+    reply = control.rebuild(socket_path or paths.resolve().control_socket)
+    click.echo(f"rebuilt: {reply.events} events")
 
 
 @cli.command()

@@ -3,7 +3,7 @@
 Claude Code runs this on every hook event it is configured for (`telemetryctl
 hooks install claude-code` writes the configuration), PreToolUse and PostToolUse
 included, so it is built like `send`: dispatched before click, standard library
-C pieces only (no msgspec, click or ``re``), one blocking socket with a deadline,
+C pieces only (no msgspec, click or ``re``), the protocol client with a deadline,
 and the spool when the daemon is down. It always exits 0 and writes nothing on
 stdout, which Claude Code reads, except the SessionStart usage context when
 asked for (``--context``).
@@ -24,8 +24,10 @@ import os
 import sys
 import time
 
+from telemetryd import fastjson
 from telemetryd.adapters import claude_code
-from telemetryd.client import fastjson, send
+from telemetryd.client import delivery as delivering
+from telemetryd.client import protocol, send
 from telemetryd.client.argv import UsageError, arguments
 
 TYPE_CHECKING = False
@@ -197,34 +199,20 @@ FROM sessions WHERE started >= utc_now() - INTERVAL 7 DAY
 
 def _query(sql: str, budget: float) -> list[list[Any]] | None:
     """Rows of one query over the control socket within ``budget`` seconds, else None."""
-    import _socket
-
-    from telemetryd.client.query import Replies, control_socket, read_reply
+    from telemetryd.client.control import Control
     from telemetryd.errors import TelemetryError
 
     deadline = time.monotonic() + budget
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     rows: list[list[Any]] = []
     try:
-        sock.settimeout(budget)
-        sock.connect(control_socket())
-        request = {"op": "query", "sql": sql, "timeout": max(0.1, budget - 0.2)}
-        sock.sendall((fastjson.dumps(request) + "\n").encode())
-        for line in Replies(sock, deadline).lines():
-            reply = read_reply(line)
-            if isinstance(reply.get("rows"), list):
-                rows.extend(reply["rows"])
-            elif "columns" in reply:
-                continue
-            elif reply.get("ok"):
-                return rows
-            else:
-                return None
+        with Control(protocol.control_socket(), budget) as control:
+            answer = control.query(sql, timeout=max(0.1, budget - 0.2), deadline=deadline)
+            for reply in answer:
+                if isinstance(reply, protocol.QueryRows):
+                    rows.extend(reply.rows)
+    except TelemetryError:
         return None
-    except (OSError, TelemetryError):  # TimeoutError is an OSError
-        return None
-    finally:
-        sock.close()
+    return rows
 
 
 def _tokens(n: Any) -> str:
@@ -318,17 +306,13 @@ def events_for(
 
 def deliver(lines: list[str], socket_path: str, timeout: float) -> None:
     """Send ``lines``; spool what the daemon did not confirm. Problems go to stderr."""
-    outcome = send.deliver(socket_path, ("\n".join(lines) + "\n").encode(), timeout)
-    for reply in outcome.rejected:
-        sys.stderr.write(
-            f"telemetryctl hook: rejected: {reply.get('error')}: {reply.get('message')}\n"
-        )
-    if outcome.summary is not None:
-        return
-    bad = {reply.get("line") for reply in outcome.rejected}
-    keep = [line for number, line in enumerate(lines, 1) if number not in bad]
-    if keep:
-        send.spool(keep)
+    delivery = delivering.deliver(socket_path, ("\n".join(lines) + "\n").encode(), timeout)
+    for reply in delivery.rejected:
+        sys.stderr.write(f"telemetryctl hook: rejected: {reply.error}: {reply.message}\n")
+    if delivery.summary is None:
+        keep = send.unconfirmed(lines, delivery)
+        if keep:
+            send.spool(keep)
 
 
 def run(argv: list[str], stdin: Any = None) -> int:

@@ -24,8 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import select
-import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -37,12 +35,12 @@ import msgspec
 
 from telemetryd import paths
 from telemetryd.adapters import claude_code, codex, pricing
-from telemetryd.errors import DaemonUnavailable, TelemetryError
+from telemetryd.client.delivery import EventStream
+from telemetryd.errors import DaemonBusy, DaemonUnavailable, TelemetryError
 
 MAX_LINE = 64 << 20  # bytes; longer lines are skipped (and counted as malformed)
 SEEN_GENERATION = 500_000  # keys per generation of the sent-keys set (two are kept)
 DEDUP_WINDOW = 2048  # pending requests per file (Claude Code)
-SEND_CHUNK = 1 << 20  # bytes per write to the events socket
 STATE_VERSION = 1
 AGENTS = ("claude-code", "codex")
 
@@ -245,88 +243,16 @@ class Summary:
 # -- sending -------------------------------------------------------------------------------
 
 
-class DaemonStream:
-    """One connection to the events socket, written in large chunks while the replies
-    (rejections) are read as they come; :meth:`finish` half-closes and returns the
-    daemon's summary once everything sent is journaled."""
-
-    def __init__(self, path: str, timeout: float = 60.0) -> None:
-        self.timeout = timeout
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        try:
-            self.sock.connect(path)
-        except OSError as exc:
-            self.sock.close()
-            raise DaemonUnavailable(
-                f"telemetryd is not running ({path}: {exc.strerror or exc}); start it, or "
-                "look first with --dry-run"
-            ) from None
-        self.pending = bytearray()
-        self.received = bytearray()
-        self.rejected: list[dict[str, Any]] = []
-        self.summary: dict[str, Any] | None = None
-        self.lines = 0
-
-    def add(self, line: bytes) -> None:
-        self.pending += line
-        self.pending += b"\n"
-        self.lines += 1
-        if len(self.pending) >= SEND_CHUNK:
-            self._flush()
-
-    def _flush(self) -> None:
-        view = memoryview(self.pending)
-        sent = 0
-        try:
-            while sent < len(view):
-                readable, writable, _ = select.select([self.sock], [self.sock], [], self.timeout)
-                if not readable and not writable:
-                    raise DaemonUnavailable(f"the daemon took no data for {self.timeout:g} s")
-                if readable:
-                    self._read()
-                if writable:
-                    sent += self.sock.send(view[sent : sent + SEND_CHUNK])
-        except OSError as exc:
-            raise DaemonUnavailable(f"lost the daemon: {exc.strerror or exc}") from None
-        finally:
-            view.release()
-        self.pending.clear()
-
-    def _read(self) -> bool:
-        """Read what is there; False at EOF."""
-        data = self.sock.recv(1 << 16)
-        if not data:
-            return False
-        self.received += data
-        *lines, rest = bytes(self.received).split(b"\n")
-        self.received = bytearray(rest)
-        for line in lines:
-            if not line.strip():
-                continue
-            reply = json.loads(line)
-            if reply.get("ok"):
-                self.summary = reply
-            elif "line" in reply:
-                self.rejected.append(reply)
-            else:
-                raise DaemonUnavailable(f"the daemon closed the import: {reply.get('message')}")
-        return True
-
-    def finish(self, timeout: float = 600.0) -> dict[str, Any]:
-        try:
-            self._flush()
-            self.sock.shutdown(socket.SHUT_WR)
-            self.sock.settimeout(timeout)
-            while self._read():
-                pass
-        except OSError as exc:
-            raise DaemonUnavailable(f"lost the daemon: {exc.strerror or exc}") from None
-        finally:
-            self.sock.close()
-        if self.summary is None:
-            raise DaemonUnavailable("the daemon closed the connection without a summary")
-        return self.summary
+def connect(path: str) -> EventStream:
+    """A connection to the events socket for one import (each wait up to a minute)."""
+    try:
+        return EventStream(path, timeout=60.0)
+    except DaemonBusy:
+        raise
+    except DaemonUnavailable as exc:
+        raise DaemonUnavailable(
+            f"telemetryd is not running ({exc}); start it, or look first with --dry-run"
+        ) from None
 
 
 class _Seen:
@@ -413,7 +339,7 @@ class Importer:
         agent: str,
         *,
         since: datetime | None = None,
-        sink: DaemonStream | None = None,
+        sink: EventStream | None = None,
         progress: Progress | None = None,
         prices: pricing.Table | None = None,
     ) -> None:
@@ -581,7 +507,7 @@ def run(
     prices = pricing.configured()
     sink = None
     if not dry_run:
-        sink = DaemonStream(socket_path or paths.events_socket_fast())
+        sink = connect(socket_path or paths.events_socket_fast())
     importer = Importer(agent, since=since, sink=sink, progress=progress, prices=prices)
     importer.summary.files_unchanged = unchanged
     try:
@@ -591,18 +517,17 @@ def run(
             except OSError as exc:
                 importer.summary.rejections.append(f"{path}: {exc.strerror or exc}")
         if sink is not None:
-            reply = sink.finish()
-            importer.summary.accepted = int(reply.get("accepted", 0))
-            importer.summary.duplicates = int(reply.get("duplicates", 0))
-            importer.summary.rejected = int(reply.get("rejected", 0))
+            reply = sink.finish(timeout=600.0)
+            importer.summary.accepted = reply.accepted
+            importer.summary.duplicates = reply.duplicates
+            importer.summary.rejected = reply.rejected
             importer.summary.rejections += [
-                f"{r.get('error')}: {r.get('path', '$')}: {r.get('message')}"
-                for r in sink.rejected[:20]
+                f"{r.error}: {r.path or '$'}: {r.message}" for r in sink.rejected[:20]
             ]
             if since is None and not importer.summary.rejected:
                 save_state(agent, {**state, **identities})
     finally:
         if sink is not None:
-            sink.sock.close()
+            sink.close()
     importer.summary.elapsed_s = time.monotonic() - started
     return importer.summary

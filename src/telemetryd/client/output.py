@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import _csv
 
-from telemetryd.client import fastjson
+from telemetryd import fastjson
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -1,11 +1,15 @@
 """`telemetryctl query`: SQL over the telemetry database, answered by the daemon.
 
 Like `send`, this path is dispatched before click is imported and uses only
-``_socket``/``_json``/``_csv``: the whole process should cost a fraction of a
-fresh process that imports duckdb. The daemon materializes pending events
-first, so an event acknowledged before the query started is in its result.
-With the daemon stopped, the client opens the database read-only itself
-(importing duckdb only then) and warns that recent events may be missing.
+``_socket``/``_json``/``_csv`` (through :mod:`telemetryd.client.protocol`): the
+whole process should cost a fraction of a fresh process that imports duckdb. The
+daemon materializes pending events first, so an event acknowledged before the query
+started is in its result. With the daemon stopped, a one-shot store process
+(:mod:`telemetryd.client.store_process`) reads the database file read-only and answers
+in the control socket's protocol; the client warns that recent events may be missing.
+
+``Replies``, ``read_reply`` and ``MAX_REPLY_LINE`` are the protocol client's, named
+here too for the tests of the reply reader.
 """
 
 from __future__ import annotations
@@ -14,13 +18,21 @@ import os
 import sys
 import time
 
-from telemetryd.client import fastjson, output
+from telemetryd import fastjson
+from telemetryd.client import output, protocol, store_process
 from telemetryd.client.argv import UsageError, arguments
-from telemetryd.errors import DaemonBusy, ProtocolError
+from telemetryd.client.control import Control
+from telemetryd.client.protocol import MAX_REPLY_LINE, Replies, read_reply  # noqa: F401
+from telemetryd.errors import (
+    DaemonBusy,
+    DaemonError,
+    DaemonUnavailable,
+    ProtocolError,
+    StoreUnavailable,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import _socket
     from collections.abc import Iterator
     from typing import Any
 
@@ -30,11 +42,7 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 
 DEFAULT_TIMEOUT = 30.0  # the daemon's default (store.query-timeout), for the file too
-MAX_TIMEOUT = 3600.0  # wire.MAX_QUERY_TIMEOUT (wire imports msgspec: too slow here)
-# The longest reply line the daemon sends (wire.MAX_REPLY_LINE): one row of a result is
-# at most 64 MiB as JSON.
-MAX_REPLY_LINE = 64 * 1024 * 1024 + 1024
-_RECV = 1 << 18
+MAX_TIMEOUT = protocol.MAX_QUERY_TIMEOUT
 
 USAGE = """\
 Usage: telemetryctl query [OPTIONS] SQL
@@ -60,14 +68,11 @@ Options:
   --socket PATH         control socket (default: from TELEMETRYD_HOME / XDG)
   -h, --help            show this message
 
-Exit status: 0 done, 1 the query failed (DuckDB's message on stderr),
-2 usage error, 3 neither the daemon nor the database file is available, or the
-daemon is too busy to take the connection.
+Exit status: 0 done, 1 the query failed (DuckDB's message on stderr) or the
+daemon answered with another error, 2 usage error, 3 neither the daemon nor the
+database is available (no database file, or it cannot be opened), or the daemon
+is too busy to take the connection.
 """
-
-
-class Unavailable(Exception):
-    """The daemon did not answer (not a query error)."""
 
 
 class Options:
@@ -122,173 +127,71 @@ def seconds(option: str, text: str) -> float:
     return min(number, MAX_TIMEOUT)
 
 
-# -- reply lines: the one reader of control replies for query, tail, hook and the CLI ----
-
-
-class Replies:
-    """Complete reply lines from the daemon on ``sock``.
-
-    Chunks are kept in a list and joined once per newline, so a long line costs linear
-    time; a line longer than ``max_line`` is a ProtocolError, and a last line the daemon
-    did not finish (no newline before the connection closed) is never returned: ``cut``
-    says there was one. With a ``deadline`` (time.monotonic()), reads past it raise
-    TimeoutError.
-    """
-
-    def __init__(
-        self, sock: _socket.socket, deadline: float | None = None, max_line: int = MAX_REPLY_LINE
-    ) -> None:
-        self.sock = sock
-        self.deadline = deadline
-        self.max_line = max_line
-        self.cut = False
-
-    def batches(self) -> Iterator[list[bytes]]:
-        """The complete lines of each read (lists, possibly empty), until the daemon closes."""
-        pending: list[bytes] = []
-        size = 0
-        while True:
-            if self.deadline is not None:
-                remaining = self.deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError("the daemon did not answer in time")
-                self.sock.settimeout(remaining)
-            chunk = self.sock.recv(_RECV)
-            if not chunk:
-                self.cut = size > 0
-                return
-            if b"\n" not in chunk:
-                pending.append(chunk)
-                size += len(chunk)
-                if size > self.max_line:
-                    raise ProtocolError(
-                        f"a reply line from the daemon is over {self.max_line} bytes"
-                    )
-                continue
-            pending.append(chunk)
-            lines = b"".join(pending).split(b"\n")
-            rest = lines.pop()
-            pending = [rest] if rest else []
-            size = len(rest)
-            if any(len(line) > self.max_line for line in lines):
-                raise ProtocolError(f"a reply line from the daemon is over {self.max_line} bytes")
-            yield lines
-
-    def lines(self) -> Iterator[bytes]:
-        for lines in self.batches():
-            yield from lines
-
-
-def read_reply(line: bytes) -> dict[str, Any]:
-    """One reply line as an object. ProtocolError when it is not one, DaemonBusy when
-    the daemon turned the connection away for load (too many connections)."""
-    try:
-        reply = fastjson.loads(line.decode())
-    except (UnicodeDecodeError, ValueError):
-        reply = None
-    if not isinstance(reply, dict):
-        shown = line[:80] + (b"..." if len(line) > 80 else b"")
-        raise ProtocolError(
-            f"the daemon sent a malformed reply line ({len(line)} bytes): {shown!r}"
-        )
-    if reply.get("error") == "too_many_connections":
-        raise DaemonBusy(f"the daemon is busy: {reply.get('message')}")
-    return reply
-
-
-def control_socket() -> str:
-    """The control socket path, without importing platformdirs when the rule is simple."""
-    home = os.environ.get("TELEMETRYD_HOME")
-    if home:
-        return os.path.join(os.path.abspath(os.path.expanduser(home)), "run", "control.sock")
-    from telemetryd import paths
-
-    return os.path.join(os.path.dirname(paths.events_socket_fast()), paths.CONTROL_SOCKET)
+# -- answers ---------------------------------------------------------------------------
 
 
 def ask_daemon(opts: Options, out: output.Writer) -> int:
-    """Stream the daemon's answer into ``out``; Unavailable when it does not answer,
-    DaemonBusy when it is too busy to, ProtocolError when its reply makes no sense."""
-    import _socket
-
-    request: dict[str, Any] = {"op": "query", "sql": opts.sql}
-    if opts.params:
-        request["params"] = opts.params
-    if opts.timeout is not None:
-        request["timeout"] = opts.timeout
-    path = opts.socket or control_socket()
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    try:
-        sock.settimeout(5.0)
-        try:
-            sock.connect(path)
-        except OSError as exc:
-            raise Unavailable(f"no daemon on {path} ({exc.strerror or exc})") from None
-        sock.sendall((fastjson.dumps(request) + "\n").encode())
-        # Results can take as long as the query's own timeout; the daemon enforces it.
-        sock.settimeout(None)
-        started = False
-        for line in Replies(sock).lines():
-            reply = read_reply(line)
-            if "rows" in reply and isinstance(reply["rows"], list):
-                out.rows(reply["rows"])
-            elif "columns" in reply:
-                out.start(reply["columns"])
-            elif reply.get("ok"):
-                out.end()
-                if reply.get("warning"):
-                    sys.stderr.write(f"telemetryctl query: warning: {reply['warning']}\n")
-                return EXIT_OK
-            elif reply.get("error") == "forbidden_peer":
-                raise Unavailable(str(reply.get("message")))
-            else:
-                sys.stderr.write(f"{reply.get('message')}\n")
-                return EXIT_FAILED
-            started = True
-        if not started:
-            raise Unavailable("the daemon closed the connection without answering")
-        sys.stderr.write("telemetryctl query: the daemon closed the connection early\n")
-        return EXIT_FAILED
-    finally:
-        sock.close()
+    """Stream the daemon's answer into ``out`` and return the exit status; a failed
+    query's message goes to stderr. DaemonUnavailable when the daemon does not answer
+    at all (not running, or gone before answering), DaemonBusy when it is too busy to."""
+    with Control(opts.socket or protocol.control_socket()) as control:
+        replies = control.query(opts.sql or "", opts.params, opts.timeout)
+        return _write(replies, out, daemon=True)
 
 
 def ask_file(opts: Options, out: output.Writer) -> int:
-    """The daemon is down: read the database file directly (read-only, same sandbox),
-    for at most the query's timeout (the file stays locked while it is open)."""
-    import threading
-
+    """The daemon is down: a store process reads the database file (read-only, same
+    sandbox) for at most the query's timeout (the file stays locked while it is open);
+    its answer goes into ``out``. DaemonUnavailable when there is no database file."""
     from telemetryd import paths
-    from telemetryd.store import sandbox
 
     database = paths.resolve().database
     if not os.path.exists(database):
-        raise Unavailable(f"and there is no database at {database} yet")
+        raise DaemonUnavailable(f"and there is no database at {database} yet")
     timeout = opts.timeout or DEFAULT_TIMEOUT
+    command = store_process.command(database)
+    replies = store_process.query(command, opts.sql or "", opts.params, timeout)
+    return _write(replies, out, daemon=False)
+
+
+def _write(
+    replies: Iterator[protocol.QueryColumns | protocol.QueryRows | protocol.QueryDone],
+    out: output.Writer,
+    *,
+    daemon: bool,
+) -> int:
+    """Copy a query's replies into ``out``; the exit status. Errors before the first
+    reply that say nobody answered are raised (DaemonUnavailable, DaemonBusy); the
+    rest end the query with a message on stderr."""
+    started = False
     try:
-        con = sandbox.open_readonly(database)
-        try:
-            result = sandbox.Query(con.cursor())
-            timer = threading.Timer(timeout, result.interrupt)
-            timer.daemon = True
-            timer.start()
-            try:
-                out.start([list(c) for c in result.run(opts.sql or "", opts.params)])
-                for batch in result.batches():
-                    out.rows([list(row) for row in batch])
+        for reply in replies:
+            if isinstance(reply, protocol.QueryRows):
+                out.rows(reply.rows)
+            elif isinstance(reply, protocol.QueryColumns):
+                out.start(reply.columns)
+            else:
                 out.end()
-            finally:
-                timer.cancel()
-                result.close()
-        finally:
-            con.close()
-    except sandbox.QueryInterrupted:
-        sys.stderr.write(f"the query ran longer than its {timeout:g} s\n")
+                if reply.warning:
+                    sys.stderr.write(f"telemetryctl query: warning: {reply.warning}\n")
+                return EXIT_OK
+            started = True
+    except StoreUnavailable as exc:
+        where = "the daemon's" if daemon else "the"
+        sys.stderr.write(f"telemetryctl query: {where} database cannot be opened: {exc}\n")
+        return EXIT_UNAVAILABLE
+    except DaemonError as exc:  # the query failed: DuckDB's message, as it is
+        sys.stderr.write(f"{exc.message}\n")
         return EXIT_FAILED
-    except sandbox.QueryError as exc:
-        sys.stderr.write(f"{exc}\n")
+    except DaemonUnavailable as exc:
+        if not started and daemon:
+            raise  # nobody answered: the caller may read the file instead
+        sys.stderr.write(f"telemetryctl query: {exc}\n")
+        return EXIT_UNAVAILABLE if isinstance(exc, DaemonBusy) else EXIT_FAILED
+    except ProtocolError as exc:
+        sys.stderr.write(f"telemetryctl query: {exc}\n")
         return EXIT_FAILED
-    return EXIT_OK
+    raise AssertionError("a query's replies end with their QueryDone")
 
 
 def main(argv: list[str]) -> int:
@@ -304,16 +207,13 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     try:
         return ask_daemon(opts, output.writer(fmt, sys.stdout))
-    except Unavailable as down:
-        reason = str(down)
     except BrokenPipeError:  # `| head`: the reader is gone, and so is the need to print
         return EXIT_OK
     except DaemonBusy as busy:  # up, so its file is locked: nothing to fall back on
         sys.stderr.write(f"telemetryctl query: {busy}; try again shortly\n")
         return EXIT_UNAVAILABLE
-    except (ProtocolError, OSError) as exc:
-        sys.stderr.write(f"telemetryctl query: {exc}\n")
-        return EXIT_FAILED
+    except DaemonUnavailable as down:
+        reason = str(down)
     if time.monotonic() - started > 1.0:
         reason += " (after waiting)"
     sys.stderr.write(
@@ -322,6 +222,8 @@ def main(argv: list[str]) -> int:
     )
     try:
         return ask_file(opts, output.writer(fmt, sys.stdout))
-    except Unavailable as missing:
+    except BrokenPipeError:
+        return EXIT_OK
+    except DaemonUnavailable as missing:
         sys.stderr.write(f"telemetryctl query: the daemon is not running {missing}\n")
         return EXIT_UNAVAILABLE

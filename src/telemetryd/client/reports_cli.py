@@ -20,7 +20,7 @@ import click
 
 from telemetryd.client import output
 from telemetryd.client import query as query_client
-from telemetryd.errors import DaemonUnavailable, TelemetryError
+from telemetryd.errors import DaemonBusy, DaemonUnavailable, TelemetryError
 
 SQL = """
 SELECT function_name, parameters, comment
@@ -79,8 +79,8 @@ class _Collect(output.Writer):
 def list_reports(socket_path: str | None = None) -> list[Report]:
     """Every report macro in the database, from the daemon or (while it is stopped) the file.
 
-    Raises DaemonUnavailable when neither answers, TelemetryError when the query fails
-    (DuckDB's message is then on stderr).
+    Raises DaemonUnavailable when neither answers (DaemonBusy when the daemon is too busy
+    to), TelemetryError when the query fails (its message is then on stderr).
     """
     opts = query_client.Options()
     opts.sql = SQL
@@ -88,10 +88,12 @@ def list_reports(socket_path: str | None = None) -> list[Report]:
     rows = _Collect()
     try:
         code = query_client.ask_daemon(opts, rows)
-    except query_client.Unavailable:
+    except DaemonBusy:
+        raise
+    except DaemonUnavailable:
         try:
             code = query_client.ask_file(opts, rows)
-        except query_client.Unavailable as missing:
+        except DaemonUnavailable as missing:
             raise DaemonUnavailable(f"the daemon is not running {missing}") from None
     if code != query_client.EXIT_OK:
         raise TelemetryError("could not list the reports")

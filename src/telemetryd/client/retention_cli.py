@@ -6,9 +6,9 @@ import json
 
 import click
 
-from telemetryd import paths, wire
+from telemetryd import paths
 from telemetryd.client import control
-from telemetryd.errors import TelemetryError
+from telemetryd.client.cli_errors import handle_errors
 
 
 @click.command()
@@ -20,6 +20,7 @@ from telemetryd.errors import TelemetryError
     envvar="TELEMETRYD_CONTROL_SOCKET",
     help="control socket (default: from TELEMETRYD_HOME / XDG)",
 )
+@handle_errors
 def gc(dry_run: bool, as_json: bool, socket_path: str | None) -> None:
     """Delete old journal segments (and their events), compress closed ones.
 
@@ -34,24 +35,20 @@ def gc(dry_run: bool, as_json: bool, socket_path: str | None) -> None:
       telemetryctl gc --dry-run
       telemetryctl gc
     """
-    path = socket_path or paths.resolve().control_socket
-    try:
-        reply = control.request(path, wire.GcRequest(dry_run=dry_run), timeout=3600)
-    except TelemetryError as exc:
-        raise click.ClickException(str(exc)) from None
+    reply = control.gc(socket_path or paths.resolve().control_socket, dry_run)
     if as_json:
         click.echo(json.dumps(reply, indent=2))
         return
     verb = ("would delete", "would compress") if dry_run else ("deleted", "compressed")
-    for name in reply["deleted"]:
+    for name in reply.deleted:
         click.echo(f"{verb[0]} {name}")
-    for name in reply["compressed"]:
+    for name in reply.compressed:
         click.echo(f"{verb[1]} {name}")
     if dry_run:
-        click.echo(f"journal: {reply['bytes_before']} bytes")
+        click.echo(f"journal: {reply.bytes_before} bytes")
     else:
         click.echo(
-            f"{len(reply['deleted'])} segments deleted ({reply['events_deleted']} events), "
-            f"{len(reply['compressed'])} compressed; journal "
-            f"{reply['bytes_before']} -> {reply['bytes_after']} bytes"
+            f"{len(reply.deleted)} segments deleted ({reply.events_deleted} events), "
+            f"{len(reply.compressed)} compressed; journal "
+            f"{reply.bytes_before} -> {reply.bytes_after} bytes"
         )

@@ -2,8 +2,8 @@
 
 This is the hot path: agents run it on every tool call. It imports only the
 standard library's C pieces (``_socket``, ``_json``), parses its own options,
-and talks to the daemon with one blocking socket and a deadline. When the
-daemon is down, slow or out of disk it writes the events to the spool (every
+and talks to the daemon through :mod:`telemetryd.client.delivery`, within one
+deadline. When the daemon is down, slow or out of disk it writes the events to the spool (every
 event carries an id, so the daemon's later replay cannot count one twice) and
 exits 0 with one warning on stderr; ``--strict`` makes that a failure instead.
 Events the daemon rejects are reported and make the exit status 1.
@@ -15,8 +15,9 @@ import os
 import sys
 import time
 
-from telemetryd.client import fastjson
+from telemetryd import fastjson
 from telemetryd.client.argv import UsageError, arguments
+from telemetryd.client.delivery import Delivery, deliver
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -383,68 +384,15 @@ def _warn(message: str) -> None:
     sys.stderr.write(f"telemetryctl: warning: {message}\n")
 
 
-class Outcome:
-    """What the daemon said about one delivery attempt."""
-
-    def __init__(self) -> None:
-        self.summary: dict[str, Any] | None = None
-        self.rejected: list[dict[str, Any]] = []
-        self.closing: dict[str, Any] | None = None
-        self.failure: str | None = None  # why nothing conclusive came back
-
-
-def deliver(path: str, payload: bytes, timeout: float) -> Outcome:
-    """Send ``payload``, half-close, read the replies until EOF or the deadline."""
-    import _socket
-
-    outcome = Outcome()
-    deadline = time.monotonic() + timeout
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    try:
-        sock.settimeout(timeout)
-        sock.connect(path)
-        sock.sendall(payload)
-        sock.shutdown(_socket.SHUT_WR)
-        received = []
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            sock.settimeout(remaining)
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            received.append(chunk)
-    except FileNotFoundError:
-        outcome.failure = f"no daemon socket at {path}"
-    except ConnectionRefusedError:
-        outcome.failure = f"nothing is listening on {path}"
-    except TimeoutError:
-        outcome.failure = f"the daemon did not answer within {timeout:g} s"
-    except OSError as exc:
-        outcome.failure = f"cannot talk to the daemon at {path}: {exc.strerror or exc}"
-    else:
-        for line in b"".join(received).splitlines():
-            try:
-                reply = fastjson.loads(line.decode())
-            except ValueError:
-                continue
-            if not isinstance(reply, dict):
-                continue
-            if reply.get("ok"):
-                outcome.summary = reply
-            elif "line" in reply:
-                outcome.rejected.append(reply)
-            else:
-                outcome.closing = reply
-        if outcome.summary is None and outcome.failure is None:
-            closing = outcome.closing or {}
-            outcome.failure = str(
-                closing.get("message") or "the daemon closed the connection without a summary"
-            )
-    finally:
-        sock.close()
-    return outcome
+def unconfirmed(lines: list[str], delivery: Delivery) -> list[str]:
+    """The lines a failed delivery leaves to spool: neither covered by a Summary (the
+    daemon read them) nor rejected (they would be rejected again)."""
+    bad = {reply.line for reply in delivery.rejected}
+    return [
+        line
+        for number, line in enumerate(lines, 1)
+        if number > delivery.acknowledged and number not in bad
+    ]
 
 
 def spool(lines: list[str]) -> str:
@@ -519,23 +467,23 @@ def main(argv: list[str]) -> int:
         from telemetryd.paths import events_socket_fast
 
         opts.socket = events_socket_fast()
-    outcome = deliver(opts.socket, ("\n".join(lines) + "\n").encode(), opts.timeout)
+    delivery = deliver(opts.socket, ("\n".join(lines) + "\n").encode(), opts.timeout)
 
-    for reply in outcome.rejected:
+    for reply in delivery.rejected:
         sys.stderr.write(
-            f"telemetryctl send: line {reply.get('line')}: {reply.get('error')}: "
-            f"{reply.get('path', '$')}: {reply.get('message')}\n"
+            f"telemetryctl send: line {reply.line}: {reply.error}: "
+            f"{reply.path or '$'}: {reply.message}\n"
         )
-    if outcome.summary is not None:
+    if delivery.summary is not None:
         if opts.verbose:
-            sys.stderr.write(fastjson.dumps(outcome.summary) + "\n")
-        return EXIT_INVALID if outcome.rejected else EXIT_OK
+            sys.stderr.write(fastjson.dumps(delivery.summary.as_dict()) + "\n")
+        return EXIT_INVALID if delivery.rejected else EXIT_OK
 
-    # Not delivered (or not confirmed). Rejected lines would be rejected again: drop them.
-    bad = {reply.get("line") for reply in outcome.rejected}
-    keep = [line for number, line in enumerate(lines, 1) if number not in bad]
+    # Not delivered (or not confirmed). Lines a Summary covered are in the journal, and
+    # rejected lines would be rejected again: spool the others.
+    keep = unconfirmed(lines, delivery)
     if opts.strict:
-        sys.stderr.write(f"telemetryctl send: not delivered: {outcome.failure}\n")
+        sys.stderr.write(f"telemetryctl send: not delivered: {delivery.failure}\n")
         return EXIT_UNAVAILABLE
     problems = _invalid_locally(keep)
     if problems:
@@ -547,8 +495,8 @@ def main(argv: list[str]) -> int:
             where = spool(keep)
         except OSError as exc:
             sys.stderr.write(
-                f"telemetryctl send: not delivered ({outcome.failure}) and cannot spool: {exc}\n"
+                f"telemetryctl send: not delivered ({delivery.failure}) and cannot spool: {exc}\n"
             )
             return EXIT_UNAVAILABLE
-        _warn(f"{outcome.failure}; {len(keep)} event(s) spooled to {where}")
-    return EXIT_INVALID if outcome.rejected else EXIT_OK
+        _warn(f"{delivery.failure}; {len(keep)} event(s) spooled to {where}")
+    return EXIT_INVALID if delivery.rejected else EXIT_OK

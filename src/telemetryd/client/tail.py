@@ -1,10 +1,11 @@
 """`telemetryctl tail`: events as the daemon journals them.
 
-Dispatched before click is imported, like `query`, and built on ``_socket`` and
-:mod:`telemetryd.client.fastjson` only. The daemon sends the last ``-n`` matching
-events of its current journal segment, then (with ``-f``) every new matching event
-as it is written; lines it had to skip because this client read too slowly are
-announced by a ``{"dropped": N}`` line, reported here on stderr.
+Dispatched before click is imported, like `query`, and built on the protocol
+client (:mod:`telemetryd.client.control`) and :mod:`telemetryd.fastjson` only.
+The daemon sends the last ``-n`` matching events of its current journal segment,
+then (with ``-f``) every new matching event as it is written; lines it had to skip
+because this client read too slowly are announced by a ``{"dropped": N}`` line,
+reported here on stderr.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from __future__ import annotations
 import os
 import sys
 
-from telemetryd.client import fastjson
+from telemetryd import fastjson
+from telemetryd.client import protocol
 from telemetryd.client.argv import UsageError, arguments
-from telemetryd.client.query import Replies, control_socket, read_reply
-from telemetryd.errors import DaemonBusy, ProtocolError
+from telemetryd.client.control import Control
+from telemetryd.errors import DaemonBusy, DaemonError, DaemonUnavailable, ProtocolError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,8 +30,7 @@ EXIT_UNAVAILABLE = 3
 EXIT_INTERRUPTED = 130
 
 FORMATS = ("ndjson", "table")
-MAX_BACKLOG = 100_000  # wire.MAX_TAIL_BACKLOG (wire imports msgspec: too slow here)
-_EVENT = b'{"type":'  # every journal line starts so (the tag is encoded first)
+MAX_BACKLOG = protocol.MAX_TAIL_BACKLOG
 
 USAGE = """\
 Usage: telemetryctl tail [OPTIONS]
@@ -54,8 +55,9 @@ Options:
   --socket PATH         control socket (default: from TELEMETRYD_HOME / XDG)
   -h, --help            show this message
 
-Exit status: 0 done (or the reader of the output went away), 1 the daemon refused
-the request, 2 usage error, 3 the daemon is not running or stopped, 130 interrupted.
+Exit status: 0 done (or the reader of the output went away), 1 the daemon answered
+with an error (or a reply that makes no sense), 2 usage error, 3 the daemon is not
+running, stopped, or too busy to take the connection, 130 interrupted.
 """
 
 
@@ -183,67 +185,41 @@ class Printer:
 
 
 def stream(opts: Options, printer: Printer) -> int:
-    import _socket
-
-    path = opts.socket or control_socket()
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    """Print the tail's events as they come; the exit status."""
     try:
-        sock.settimeout(5.0)
-        try:
-            sock.connect(path)
-        except OSError as exc:
-            sys.stderr.write(
-                f"telemetryctl tail: the daemon is not running (no daemon on {path}: "
-                f"{exc.strerror or exc})\n"
-            )
-            return EXIT_UNAVAILABLE
-        sock.sendall((fastjson.dumps(opts.request()) + "\n").encode())
-        sock.settimeout(None)  # following waits as long as there is nothing to say
-        printer.header()
-        replies = Replies(sock)
-        for lines in replies.batches():
-            run: list[bytes] = []  # consecutive event lines, printed together
-            for line in lines:
-                if line.startswith(_EVENT):
-                    run.append(line)
-                    continue
-                if run:
-                    printer.events(run)
-                    run = []
-                code = _reply(line)
-                if code is not None:
-                    printer.out.flush()
-                    return code
-            if run:
-                printer.events(run)
-            printer.out.flush()
-        sys.stderr.write("telemetryctl tail: the daemon closed the connection\n")
-        return EXIT_UNAVAILABLE
-    except ProtocolError as exc:
-        sys.stderr.write(f"telemetryctl tail: {exc}\n")
-        return EXIT_FAILED
-    finally:
-        sock.close()
-
-
-def _reply(line: bytes) -> int | None:
-    """Handle a line that is not an event; the exit status when it ends the tail."""
-    if not line.strip():
-        return None
-    try:
-        reply = read_reply(line)
+        control = Control(opts.socket or protocol.control_socket())
     except DaemonBusy as busy:
-        sys.stderr.write(f"telemetryctl tail: {busy}; try again shortly\n")
-        return EXIT_UNAVAILABLE
-    if "dropped" in reply:
-        sys.stderr.write(
-            f"telemetryctl tail: {reply['dropped']} events skipped (read too slowly)\n"
-        )
-        return None
-    if reply.get("ok"):
-        return EXIT_OK
-    sys.stderr.write(f"telemetryctl tail: {reply.get('message', reply)}\n")
-    return EXIT_UNAVAILABLE if reply.get("error") == "shutting_down" else EXIT_FAILED
+        return _fail(f"{busy}; try again shortly", EXIT_UNAVAILABLE)
+    except DaemonUnavailable as down:
+        return _fail(f"the daemon is not running ({down})", EXIT_UNAVAILABLE)
+    try:
+        replies = control.tail(opts.request())
+        printer.header()
+        for reply in replies:
+            if isinstance(reply, protocol.TailEvents):
+                printer.events(reply.lines)
+            elif isinstance(reply, protocol.TailDropped):
+                sys.stderr.write(
+                    f"telemetryctl tail: {reply.dropped} events skipped (read too slowly)\n"
+                )
+            else:
+                printer.out.flush()
+                return EXIT_OK
+            printer.out.flush()
+        raise AssertionError("a tail's replies end with TailDone or an error")
+    except DaemonBusy as busy:
+        return _fail(f"{busy}; try again shortly", EXIT_UNAVAILABLE)
+    except DaemonUnavailable as gone:  # stopped, or closed the connection
+        return _fail(str(gone), EXIT_UNAVAILABLE)
+    except (DaemonError, ProtocolError) as exc:
+        return _fail(str(exc), EXIT_FAILED)
+    finally:
+        control.close()
+
+
+def _fail(message: str, code: int) -> int:
+    sys.stderr.write(f"telemetryctl tail: {message}\n")
+    return code
 
 
 def main(argv: list[str]) -> int:

@@ -1,10 +1,13 @@
 """JSON for the hook path, on CPython's C accelerator alone.
 
-`telemetryctl send` runs on every tool call of an agent, so it avoids both
-msgspec (~38 ms to import on the reference machine) and the `json` package
+`telemetryctl send` and `hook` run on every tool call of an agent, so they avoid
+both msgspec (~38 ms to import on the reference machine) and the `json` package
 (whose decoder imports `re`, ~7 ms). CPython's `_json` module provides the C
 string escaper and scanner that `json` itself uses; this module drives them
 directly and falls back to `json` where `_json` is missing.
+
+Standard library only and at the top of the package, so that both the client and
+the adapters (which the hook runs in-process) use it without one importing the other.
 """
 
 from __future__ import annotations
