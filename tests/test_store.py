@@ -422,6 +422,25 @@ def test_pending_and_stats(store: Store, journal: Path, tmp_path: Path) -> None:
     assert store.stats()["events"] == 5
 
 
+def test_views_are_recreated_only_when_they_differ(tmp_path: Path, journal: Path) -> None:
+    """Opening a store whose views are this version's creates nothing (a cold start of the
+    store worker pays for nothing it does not need); other views are replaced."""
+    database = str(tmp_path / "telemetry.duckdb")
+    with Store(database) as store:
+        digest = query(store, "SELECT value FROM meta WHERE key = 'views'")
+        assert digest and len(digest[0][0]) == 64
+        with store.cursor() as cur:
+            cur.execute("CREATE OR REPLACE VIEW api_requests AS SELECT 'stale' AS model")
+            cur.execute("UPDATE meta SET value = 'other' WHERE key = 'views'")
+    with Store(database) as store:
+        assert query(store, "SELECT value FROM meta WHERE key = 'views'") == digest
+        assert query(store, "SELECT count(*) FROM api_requests") == [(0,)]
+        with store.cursor() as cur:
+            cur.execute("CREATE OR REPLACE VIEW api_requests AS SELECT 'mine' AS model")
+    with Store(database) as store:  # same digest: left as it is
+        assert query(store, "SELECT model FROM api_requests") == [("mine",)]
+
+
 def test_a_different_schema_version_needs_a_rebuild(tmp_path: Path, journal: Path) -> None:
     append(segment(journal, 1), b"".join(custom(n) for n in range(5)))
     database = str(tmp_path / "telemetry.duckdb")

@@ -4,7 +4,8 @@ The journal is the source of truth; the database is derived from it and can be
 rebuilt from it at any time. On disk, next to the journal::
 
     telemetry.duckdb   one DuckDB file; only the daemon opens it read-write
-      meta             key/value facts: schema_version (SCHEMA_VERSION below), created_at
+      meta             key/value facts: schema_version (SCHEMA_VERSION below), created_at,
+                       views (the digest of the views and macros last created)
       segments         per journal segment (by sequence number): loaded_bytes, the
                        length of its prefix of complete lines that is in `events`, and
                        `complete` once it is closed and loaded to its end
@@ -17,7 +18,8 @@ rebuilt from it at any time. On disk, next to the journal::
 
 The tables are in ``sql/schema.sql``. A database whose schema_version differs
 from this module's is not migrated: :attr:`Store.needs_rebuild` says so, and the
-caller runs :meth:`Store.rebuild`. Views and macros are recreated at every open.
+caller runs :meth:`Store.rebuild`. Views and macros are recreated at the first open
+by a version whose views differ (their digest is in ``meta``).
 
 ``events`` is one wide table without indexes: reports scan a few columns of it
 (DuckDB stores each column apart, compressed, with min/max per row group), and
@@ -60,6 +62,7 @@ them from a worker thread, never on the event loop.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -105,6 +108,9 @@ def _sql(name: str) -> str:
 
 
 _LOAD = _sql("load.sql")
+_VIEWS = _sql("views.sql")
+_MACROS = _sql("macros.sql")
+_VIEWS_DIGEST = hashlib.sha256((_VIEWS + "\0" + _MACROS).encode()).hexdigest()
 
 # The ids of this batch's rows that are stored more than once (rows from rowid $first on
 # are this batch's; the semi join reads only the row groups whose ids could match).
@@ -257,12 +263,14 @@ class Store:
         if not tables:
             self._in_transaction(self._create_schema)
             return
-        version = None
+        version = views = None
         if "meta" in tables:
-            row = self._con.execute(
-                "SELECT value FROM meta WHERE key = 'schema_version'"
-            ).fetchone()
-            version = row[0] if row else None
+            facts = dict(
+                self._con.execute(
+                    "SELECT key, value FROM meta WHERE key IN ('schema_version', 'views')"
+                ).fetchall()
+            )
+            version, views = facts.get("schema_version"), facts.get("views")
         if version != str(SCHEMA_VERSION):
             log.warning(
                 "%s has store schema version %s, this daemon uses %d: it needs a rebuild",
@@ -272,7 +280,8 @@ class Store:
             )
             self.needs_rebuild = True
             return
-        self._in_transaction(self._create_views)
+        if views != _VIEWS_DIGEST:  # (unchanged ones cost an open nothing, and write nothing)
+            self._in_transaction(self._create_views)
 
     def _create_schema(self) -> None:
         self._con.execute(_sql("schema.sql"))
@@ -283,9 +292,11 @@ class Store:
         self._create_views()
 
     def _create_views(self) -> None:
-        """Views and report macros: replaced at every open, so they need no version bump."""
-        self._con.execute(_sql("views.sql"))
-        self._con.execute(_sql("macros.sql"))
+        """Views and report macros: replaced at the first open of a version whose views
+        differ (recorded in meta as their digest), so they need no schema version bump."""
+        self._con.execute(_VIEWS)
+        self._con.execute(_MACROS)
+        self._con.execute("INSERT OR REPLACE INTO meta VALUES ('views', ?)", [_VIEWS_DIGEST])
 
     def _drop_everything(self) -> None:
         """Drop every table, view and macro of the main schema (any schema version's)."""
