@@ -528,6 +528,7 @@ def test_every_request_type_has_an_operation() -> None:
         "GcRequest": wire.GC_FAILED,
         "QueryRequest": wire.QUERY_FAILED,
         "TailRequest": wire.TAIL_FAILED,
+        "TotalsRequest": wire.TOTALS_FAILED,
     }
 
 

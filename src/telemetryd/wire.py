@@ -48,6 +48,7 @@ FLUSH_FAILED = "flush_failed"
 REBUILD_FAILED = "rebuild_failed"
 GC_FAILED = "gc_failed"
 TAIL_FAILED = "tail_failed"
+TOTALS_FAILED = "totals_failed"
 # ... because a part it needs is down, whatever the operation.
 STORE_UNAVAILABLE = "store_unavailable"  # the database is not open (yet)
 
@@ -140,8 +141,21 @@ class TailRequest(Request, tag="tail"):
     follow: bool = True
 
 
+class TotalsRequest(Request, tag="totals"):
+    """The daemon's running totals of API usage (daemon/totals.py): today's (UTC), every
+    day kept, and ``session``'s when given. Answered from memory, without the store."""
+
+    session: str | None = None
+
+
 ControlRequest = (
-    StatusRequest | FlushRequest | RebuildRequest | GcRequest | QueryRequest | TailRequest
+    StatusRequest
+    | FlushRequest
+    | RebuildRequest
+    | GcRequest
+    | QueryRequest
+    | TailRequest
+    | TotalsRequest
 )
 
 
@@ -237,6 +251,33 @@ class StatusReply(Struct, kw_only=True):
     paths: PathsStatus
 
 
+class UsageTotals(Struct, kw_only=True):
+    """API requests, their tokens and their cost (``cost_usd`` sums the requests that
+    have a cost; ``unknown_cost`` counts those that do not); the first and last one's
+    time."""
+
+    requests: int = 0
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_creation: int = 0
+    cost_usd: float = 0.0
+    unknown_cost: int = 0
+    first: str | None = None
+    last: str | None = None
+
+
+class TotalsReply(Struct, kw_only=True):
+    """The answer to a totals request: ``day`` is today (UTC)."""
+
+    ok: bool = True
+    day: str
+    today: UsageTotals
+    days: dict[str, UsageTotals]
+    sessions_tracked: int
+    session: UsageTotals | UnsetType | None = UNSET
+
+
 class FlushReply(Struct, kw_only=True):
     """Everything accepted so far is written and fsynced; ``materialized``: the events
     new to the database (absent when the daemon has no database)."""
@@ -266,7 +307,7 @@ class GcReply(Struct, kw_only=True):
     at: str  # when, RFC 3339 UTC
 
 
-Reply = StatusReply | FlushReply | RebuildReply | GcReply
+Reply = StatusReply | FlushReply | RebuildReply | GcReply | TotalsReply
 
 
 ENCODER = msgspec.json.Encoder()

@@ -30,6 +30,7 @@ from telemetryd.client.protocol import (
     TailDone,
     TailDropped,
     TailEvents,
+    Totals,
     connect,
     is_event,
     query_answer,
@@ -47,8 +48,8 @@ if TYPE_CHECKING:
     from telemetryd import wire
 
 CONNECT_TIMEOUT = 5.0  # seconds to connect and to send a request
-DEFAULT_TIMEOUT = 5.0  # seconds for the answer to status and flush
-LONG_TIMEOUT = 3600.0  # rebuild and gc
+DEFAULT_TIMEOUT = 5.0  # seconds for the answer to status and totals
+LONG_TIMEOUT = 3600.0  # flush (it may start the store worker and load), rebuild and gc
 REPLY_GRACE = 5.0  # past a query's own timeout, before the client stops waiting
 
 
@@ -155,6 +156,15 @@ class Control:
         assert isinstance(answer, GcReport)
         return answer
 
+    def totals(self, session: str | None = None, timeout: float | None = None) -> Totals:
+        """The daemon's running totals of API usage, today's and ``session``'s."""
+        message: dict[str, Any] = {"op": "totals"}
+        if session is not None:
+            message["session"] = session
+        answer = self.answer(message, timeout)
+        assert isinstance(answer, Totals)
+        return answer
+
     def query(
         self,
         sql: str,
@@ -222,7 +232,7 @@ def status(path: str, timeout: float = DEFAULT_TIMEOUT) -> Status:
         return control.status(timeout)
 
 
-def flush(path: str, timeout: float = DEFAULT_TIMEOUT) -> Flushed:
+def flush(path: str, timeout: float = LONG_TIMEOUT) -> Flushed:
     with Control(path, min(timeout, CONNECT_TIMEOUT)) as control:
         return control.flush(timeout)
 

@@ -583,4 +583,18 @@ class GcReport(Answer):
         return None if value is None else int(value)
 
 
-ANSWERS: dict[str, type[Answer]] = {kind.op: kind for kind in (Status, Flushed, Rebuilt, GcReport)}
+class Totals(Answer):
+    """The daemon's running totals of API usage: ``today`` (UTC day ``day``), ``days``
+    kept, and ``session`` when one was asked for (None: the daemon saw none of it)."""
+
+    op = "totals"
+
+    def check(self) -> None:
+        self._need("day", str)
+        self._need("today", dict)
+        self._need("days", dict)
+
+
+ANSWERS: dict[str, type[Answer]] = {
+    kind.op: kind for kind in (Status, Flushed, Rebuilt, GcReport, Totals)
+}

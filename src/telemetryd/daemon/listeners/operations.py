@@ -25,6 +25,7 @@ from telemetryd.daemon.ingest import Ingestor
 from telemetryd.daemon.journal import Journal
 from telemetryd.daemon.listeners.dispatch import Dispatch, Operation, Replies
 from telemetryd.daemon.tail import Tails
+from telemetryd.daemon.totals import Totals
 from telemetryd.daemon.worker import StoreClient, StoreUnavailable
 from telemetryd.paths import Paths
 
@@ -55,6 +56,8 @@ class Operations:
         self.tails = tails
         self.connections = connections
         self.store = store
+        self.usage = Totals(journal.directory)
+        self._totals_lock = anyio.Lock()
         self.started = time.time()
         self.rate = Rate()
 
@@ -68,6 +71,7 @@ class Operations:
                 wire.GcRequest: Operation(self.gc, wire.GC_FAILED),
                 wire.QueryRequest: Operation(self.query, wire.QUERY_FAILED),
                 wire.TailRequest: Operation(self.tail, wire.TAIL_FAILED),
+                wire.TotalsRequest: Operation(self.totals, wire.TOTALS_FAILED),
             },
             unavailable={StoreUnavailable: wire.STORE_UNAVAILABLE},
         )
@@ -120,6 +124,11 @@ class Operations:
 
     async def tail(self, request: wire.TailRequest, replies: Replies) -> None:
         await self.tails.serve(request, replies.stream)
+
+    async def totals(self, request: wire.TotalsRequest, replies: Replies) -> wire.TotalsReply:
+        async with self._totals_lock:  # (one reader of the journal at a time)
+            await anyio.to_thread.run_sync(self.usage.refresh)
+        return self.usage.answer(request.session)
 
     def _store(self) -> StoreClient:
         if self.store is None:
