@@ -228,3 +228,26 @@ def test_a_worker_that_cannot_start_is_reported_and_ingest_goes_on(
     assert "store worker exited unexpectedly" in daemon.log()
     assert daemon.stop() == 0
     assert len(daemon.journal_events()) == 51
+
+
+def test_the_worker_exits_when_the_daemon_dies_and_a_new_daemon_starts_its_own(
+    daemon_factory: DaemonFactory,
+) -> None:
+    daemon = daemon_factory().start()
+    assert exchange(daemon.events_socket, events("a", 5)) == [summary(5, 5)]
+    assert count() == (5, 5)
+    [worker] = children(daemon)
+    daemon.kill()  # kill -9: the worker's stdin closes
+    wait_until(lambda: not Path(f"/proc/{worker}").exists() or _zombie(worker))
+    daemon.start()
+    assert exchange(daemon.events_socket, events("b", 5)) == [summary(5, 5)]
+    assert count() == (10, 10)
+    assert daemon.stop() == 0
+    assert "the daemon went away; the store worker stops" in daemon.log()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True

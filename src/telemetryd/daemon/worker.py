@@ -252,6 +252,10 @@ class StoreWorker:
                 stderr=None,  # the daemon's: one log
                 env=env,
                 pass_fds=[self._listener.fileno()],
+                # Its own process group: a Ctrl-C at the terminal is the daemon's to
+                # handle (it stops the worker in order). The worker exits by itself
+                # if the daemon dies (its stdin closes).
+                start_new_session=True,
             )
         except OSError as exc:
             self.state = "failed"
