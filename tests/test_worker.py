@@ -137,8 +137,13 @@ class Producer:
 
 
 def kill_worker(daemon: Daemon) -> int:
+    """SIGKILL the one store worker and wait until it is dead: a killed process stays
+    alive (not yet a zombie) while the kernel tears it down, and a caller waiting for
+    "one worker" must not mistake the dying one for its successor."""
+    wait_until(lambda: len(children(daemon)) == 1)
     [worker] = children(daemon)
     os.kill(worker, signal.SIGKILL)
+    wait_until(lambda: worker not in children(daemon))
     return worker
 
 
