@@ -20,6 +20,8 @@ import os
 import time
 from datetime import UTC, datetime
 
+import msgspec
+
 from telemetryd import events as ev
 from telemetryd import wire
 from telemetryd.adapters.pricing import Table
@@ -30,20 +32,20 @@ log = logging.getLogger(__name__)
 _DecodeErrors = ev.DECODE_ERRORS
 
 
-class Batch:
+class Batch(msgspec.Struct, gc=False):
     """A chunk's canonical events on their way into the journal.
 
     ``seq`` is set when the journal queues it (batches are written in ``seq``
     order); ``failed`` when writing it failed, so its events were not journaled.
+    Compared by identity only. (A Struct without garbage-collector tracking: the
+    dedup window holds up to 2 x ``dedup-window`` of them, one per connection of
+    a hook, and they never hold a reference to anything but bytes and numbers.)
     """
 
-    __slots__ = ("count", "data", "failed", "seq")
-
-    def __init__(self) -> None:
-        self.data = b""
-        self.count = 0
-        self.seq: int | None = None
-        self.failed = False
+    data: bytes = b""
+    count: int = 0
+    seq: int | None = None
+    failed: bool = False
 
 
 JOURNALED = Batch()  # stands for "already on disk" (ids read back from the journal)

@@ -50,6 +50,9 @@ ACCEPTS_PER_WAKEUP = 64  # then the connections already open get their turn
 _LINGER_SECONDS = 1.0  # a refused client gets this long to stop sending
 _LINGER_READS = 16
 _ACCEPT_PAUSE = 0.1  # after a failed accept (out of file descriptors, say)
+# Accepted sockets stay in blocking mode (one system call less per connection): every
+# receive and send says it must not block.
+_DONTWAIT = socket.MSG_DONTWAIT
 
 
 async def settle(journal: Journal, feed: Feed) -> None:
@@ -145,7 +148,6 @@ class EventsListener:
                 os.close(fd)
                 raise
             try:
-                sock.setblocking(False)
                 Connection(self, sock).start()
             except Exception:
                 log.exception("events connection failed; closing it")
@@ -418,7 +420,7 @@ class Connection:
     def _recv(self) -> bytes | None:
         """What is buffered (b"" at EOF), or None when nothing is."""
         try:
-            return self.sock.recv(self.size)
+            return self.sock.recv(self.size, _DONTWAIT)
         except BlockingIOError:
             return None
         except OSError:  # ECONNRESET and the like: the client is gone
@@ -475,7 +477,7 @@ class Connection:
             self.outbox.append(data)
             return
         try:
-            sent = self.sock.send(data)
+            sent = self.sock.send(data, _DONTWAIT)
         except BlockingIOError:
             sent = 0
         except OSError:  # EPIPE, ECONNRESET: nobody is listening any more
@@ -494,7 +496,7 @@ class Connection:
         while outbox:
             data = outbox[0]
             try:
-                sent = self.sock.send(data)
+                sent = self.sock.send(data, _DONTWAIT)
             except BlockingIOError:
                 return
             except OSError:
@@ -545,7 +547,7 @@ class Connection:
         makes the kernel reset the connection, and the client would never see why."""
         self._refusing = True
         with contextlib.suppress(OSError):  # a new connection's buffer takes a short line
-            self.sock.send(reason)
+            self.sock.send(reason, _DONTWAIT)
             self.sock.shutdown(socket.SHUT_WR)
         self._timer = self.loop.call_later(_LINGER_SECONDS, self.close)
         self._start_reading()
