@@ -33,15 +33,17 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Callable
 
 import anyio
 from anyio.abc import TaskStatus
 
 from telemetryd import wire
 from telemetryd.config import Ingest
-from telemetryd.daemon.ingest import Batch, Feed, Ingestor
+from telemetryd.daemon.ingest import Batch, Checked, Feed, Ingestor
 from telemetryd.daemon.journal import Journal
 from telemetryd.daemon.listeners.sockets import SEND_TIMEOUT, Peers, closing
+from telemetryd.daemon.workers import FULL, OFFLOAD_MIN_BYTES, TAKEN, Workers
 from telemetryd.errors import JournalError
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,7 @@ class EventsListener:
         ingestor: Ingestor,
         journal: Journal,
         peers: Peers,
+        workers: Workers | None = None,
     ) -> None:
         self.sock = sock
         self.config = config
@@ -90,22 +93,28 @@ class EventsListener:
         self._accepting = False
         self._finished = anyio.Event()  # stopping, and no connection left
         self._flush_scheduled = False
+        # Processes that check big chunks (daemon/workers.py), started when needed.
+        self.workers = Workers(ingestor.prices) if workers is None else workers
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Accept until :meth:`stop`, then return once every connection is done."""
         self.loop = asyncio.get_running_loop()
         self._finished = anyio.Event()
-        if not self.stopping:
-            self._accepting = True
-            self.loop.add_reader(self.sock.fileno(), self._accept)
-        task_status.started()
-        try:
-            self._check_finished()
-            await self._finished.wait()
-        finally:
-            self._stop_accepting()
-            for conn in list(self.open):  # cut off (cancelled: the drain deadline passed)
-                conn.close()
+        async with anyio.create_task_group() as tg:
+            if self.workers.count:
+                await tg.start(self.workers.run)
+            if not self.stopping:
+                self._accepting = True
+                self.loop.add_reader(self.sock.fileno(), self._accept)
+            task_status.started()
+            try:
+                self._check_finished()
+                await self._finished.wait()
+            finally:
+                self._stop_accepting()
+                for conn in list(self.open):  # cut off (cancelled: the drain deadline passed)
+                    conn.close()
+                self.workers.stop()
 
     def stop(self) -> None:
         """Stop accepting and reading: each connection acknowledges what it has and closes."""
@@ -198,6 +207,7 @@ class Connection:
         "_wake",
         "_wake_soon",
         "_writer",
+        "checking",
         "counted",
         "deaf",
         "ending",
@@ -210,6 +220,7 @@ class Connection:
         "listener",
         "loop",
         "outbox",
+        "queued",
         "size",
         "sock",
     )
@@ -226,6 +237,8 @@ class Connection:
         self.counted = False  # counted in listener.connections
         self.deaf = False  # replies are dropped: the client does not read them
         self.held: Batch | None = None  # accepted events waiting for room in the journal
+        self.checking: bytes | None = None  # lines an ingest worker is checking
+        self.queued = False  # ... or will check, once one has room
         self.outbox: list[bytes] = []  # reply bytes the socket did not take yet
         self.finish: str | None = None  # "eof", "stop", "idle": what ends the connection
         self.ending = False  # the last reply is out (or in the outbox): close once sent
@@ -298,13 +311,13 @@ class Connection:
         if self.fd >= 0:
             self.loop.call_soon(self._guarded, self.advance)
 
-    def _guarded(self, step: object) -> None:
+    def _guarded(self, step: Callable[..., object], *args: object) -> None:
         """Run ``step``; a journal failure ends the connection with its reason, and a
         bug costs this connection (which gets no acknowledgement), never the daemon."""
         if self.fd < 0:
             return
         try:
-            step()  # type: ignore[operator]
+            step(*args)
         except JournalError as exc:
             self._end_with(closing(wire.JOURNAL_UNAVAILABLE, str(exc)))
         except Exception:
@@ -322,8 +335,8 @@ class Connection:
                     return
                 self.held = None
                 self.listener.flush_soon()
-            if self.outbox:
-                return  # (called again once it is sent, or dropped)
+            if self.outbox or self.checking is not None:
+                return  # (called again once it is sent or dropped, or once checked)
             if feed.sync_requested:
                 if not self._settled():
                     return
@@ -446,14 +459,69 @@ class Connection:
                 self.finish = "eof"
                 self._deliver(*feed.end())
                 break
-            self._deliver(*feed.feed(chunk))
+            region = feed.frame(chunk)
+            if len(region) >= OFFLOAD_MIN_BYTES and self._hand_over(region):
+                break
+            self._deliver(*feed.applied(region, feed.check(region)))
             if len(chunk) == self.size or self.held or self.outbox or feed.sync_requested:
                 break
-        if self.held or self.outbox or feed.sync_requested or self.finish or self.listener.stopping:
+        if (
+            self.held
+            or self.outbox
+            or self.checking is not None
+            or feed.sync_requested
+            or self.finish
+            or self.listener.stopping
+        ):
             self._stop_reading()
             self.advance()
         elif not self._reader:
             self._start_reading()
+
+    def _hand_over(self, region: bytes) -> bool:
+        """Have an ingest worker check ``region``: True if one took it, or will once one
+        has room (no reading until its answer is back, in :meth:`_checked`); False when
+        none runs (check it here)."""
+        config = self.listener.config
+        workers = self.listener.workers
+        done = workers.submit(
+            region,
+            self.feed.lines,
+            config.max_line_bytes,
+            config.max_attrs_bytes,
+            config.max_attrs_depth,
+            self._checked,
+        )
+        if done in (TAKEN, FULL):
+            self.checking = region
+            if done == FULL:
+                self.queued = True
+                workers.call_when_free(self._retry)
+            return True
+        return False
+
+    def _retry(self) -> None:
+        """A worker has room (or none is left): hand the lines over again, or check them."""
+        region, self.checking, self.queued = self.checking, None, False
+        if self.fd < 0 or region is None:
+            self.listener.workers._freed()  # (pass the turn on)
+            return
+        if not self._hand_over(region):
+            self._guarded(self._apply, region, None)
+
+    def _checked(self, checked: Checked | None) -> None:
+        """A worker's answer (None: the worker is gone, check the lines here)."""
+        region, self.checking = self.checking, None
+        if self.fd < 0 or region is None:
+            return  # (closed meanwhile: nothing of it was acknowledged)
+        self._guarded(self._apply, region, checked)
+
+    def _apply(self, region: bytes, checked: Checked | None) -> None:
+        feed = self.feed
+        if checked is None:
+            checked = feed.check(region)
+        self._deliver(*feed.applied(region, checked))
+        self.advance()
 
     def _on_idle(self) -> None:
         """The idle timer: only a connection waiting for input idles out."""

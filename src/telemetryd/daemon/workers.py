@@ -1,0 +1,456 @@
+"""Ingest workers: child processes that check lines for the daemon.
+
+Checking lines (decoding, validation, the fields the daemon sets, canonical
+encoding: :class:`~telemetryd.daemon.ingest.Checker`) is most of what ingest costs,
+and one Python process does it on one core at a time (msgspec holds the GIL). So
+an events connection that reads a big chunk (``OFFLOAD_MIN_BYTES`` of complete
+lines or more) while workers run hands those lines to one of them, stops reading
+until the answer is back, and then applies it exactly as if the daemon had checked
+the lines itself (:meth:`~telemetryd.daemon.ingest.Feed.applied`): the dedup window,
+the journal, acknowledgements and reply lines all stay in the daemon, one of each,
+so exactly-once and every reply are the same with or without workers. Small chunks
+(a hook's one event) are checked in the daemon: the round trip would cost more than
+the check. When no worker has room, the daemon checks the chunk itself.
+
+Processes: ``python -m telemetryd.daemon.workers FD``, at most ``count`` of them
+(one per CPU, at most ``MAX_WORKERS``; none on a single CPU). They start when the
+first big chunk arrives (chunks are checked in the daemon until one says it is
+ready), stop after ``IDLE_EXIT`` seconds without a request and at shutdown (the
+daemon closes its end of the socket; a worker exits at EOF), and never touch a file.
+A worker that dies, or holds a chunk for ``ANSWER_TIMEOUT`` seconds, is killed (if
+need be) and its chunks are checked in the daemon: nothing is lost or answered
+twice. After an exit that was not asked for, the next start waits (1 s, doubling
+to 30 s, while they keep failing).
+
+Messages on the socketpair: a 4-byte big-endian length, then a msgpack array. The
+daemon sends a :class:`Hello` (the price table) and then :class:`Request` s; a worker
+answers :class:`Answer` s, the first one (tag 0) saying it is ready.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import msgspec
+from anyio.abc import TaskStatus
+
+from telemetryd.adapters.pricing import Table
+from telemetryd.daemon.ingest import Checked, Checker
+
+log = logging.getLogger(__name__)
+
+MAX_WORKERS = 4
+OFFLOAD_MIN_BYTES = 16 * 1024  # smaller chunks are checked in the daemon
+MAX_IN_FLIGHT = 4  # chunks handed to one worker at a time (one checked, the others waiting)
+ANSWER_TIMEOUT = 30.0  # seconds a worker may hold a chunk before it is killed
+IDLE_EXIT = 30.0  # seconds without a request before a worker is stopped
+_BACKOFF_FIRST = 1.0
+_BACKOFF_MAX = 30.0
+_STOP_TIMEOUT = 5.0  # seconds stopped workers get to exit before they are killed
+_TICK = 1.0  # seconds between the supervisor's looks at idle and stuck workers
+_READ = 256 * 1024
+_HEADER = 4
+
+Callback = Callable[[Checked | None], None]
+TAKEN, FULL, NONE = 1, 2, 0  # what submit() did with a chunk
+
+
+class Hello(msgspec.Struct, array_like=True):
+    """The daemon's first message: its price table (None: no prices)."""
+
+    models: dict[str, dict[str, Any]] | None
+
+
+class Request(msgspec.Struct, array_like=True):
+    """Check ``region`` (complete lines), whose first line is line ``lineno + 1``."""
+
+    tag: int
+    lineno: int
+    max_line: int
+    max_attrs: int
+    max_depth: int
+    region: bytes
+
+
+class Answer(msgspec.Struct, array_like=True):
+    tag: int  # 0: the worker is ready
+    checked: Checked
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_ANSWERS = msgspec.msgpack.Decoder(Answer)
+
+
+def _frame(message: msgspec.Struct) -> bytes:
+    body = _ENCODER.encode(message)
+    return len(body).to_bytes(_HEADER, "big") + body
+
+
+def default_count() -> int:
+    """One worker per CPU, at most MAX_WORKERS; none with a single CPU (the daemon and
+    a worker would share it)."""
+    cpus = os.cpu_count() or 1
+    return 0 if cpus < 2 else min(MAX_WORKERS, cpus)
+
+
+class _Worker:
+    """The daemon's end of one worker: its socket, and the chunks it holds."""
+
+    def __init__(self, sock: socket.socket, loop: Any) -> None:
+        self.sock = sock
+        self.loop = loop
+        self.pid = 0
+        self.ready = False
+        self.closed = False
+        self.held: dict[int, tuple[Callback, float]] = {}  # tag -> (callback, sent at)
+        self.last_used = time.monotonic()
+        self._in = bytearray()
+        self._out = bytearray()
+        self._writing = False
+
+    def send(self, data: bytes) -> None:
+        if self._out:
+            self._out += data
+            return
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            self._out += data[sent:]
+            if not self._writing:
+                self._writing = True
+                self.loop.add_writer(self.sock.fileno(), self._on_writable)
+
+    def _on_writable(self) -> None:
+        try:
+            sent = self.sock.send(self._out)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._out.clear()
+            sent = 0
+        del self._out[:sent]
+        if not self._out:
+            self._writing = False
+            self.loop.remove_writer(self.sock.fileno())
+
+    def close(self) -> list[Callback]:
+        """Stop using it; the callbacks of the chunks it held (to be checked elsewhere)."""
+        if not self.closed:
+            self.closed = True
+            fd = self.sock.fileno()
+            self.loop.remove_reader(fd)
+            if self._writing:
+                self.loop.remove_writer(fd)
+            self.sock.close()
+        held = [callback for callback, _ in self.held.values()]
+        self.held.clear()
+        return held
+
+
+class Workers:
+    """The ingest workers of one daemon: started when wanted, restarted after a pause
+    when they die, stopped when idle (see the module docstring)."""
+
+    def __init__(
+        self,
+        prices: Table | None,
+        *,
+        count: int | None = None,
+        command: list[str] | None = None,
+    ) -> None:
+        self.count = default_count() if count is None else count
+        self.command = command or [sys.executable, "-m", "telemetryd.daemon.workers"]
+        self._hello = _frame(Hello(None if prices is None else prices.models))
+        self._workers: list[_Worker] = []
+        self._waiting: deque[Callable[[], object]] = deque()  # connections waiting for room
+        self._next_tag = 1
+        self._wanted = anyio.Event()
+        self._stopping = False
+        self._stop_asked = anyio.Event()
+        self._loop: Any = None
+        self.starts = 0
+        self.failures = 0  # exits that were not asked for, in a row
+        self._resume_at = 0.0  # no start before (monotonic), after failures
+
+    # -- what connections use ---------------------------------------------------------
+
+    def submit(
+        self,
+        region: bytes,
+        lineno: int,
+        max_line: int,
+        max_attrs: int,
+        max_depth: int,
+        callback: Callback,
+    ) -> int:
+        """Hand ``region`` to a worker with room. TAKEN: ``callback`` is called on the
+        event loop with the answer (or with None: check it yourself, the worker died).
+        FULL: every worker has its share; ask again when :meth:`call_when_free` calls
+        back. NONE: no worker is ready (check it yourself); they are started."""
+        best: _Worker | None = None
+        ready = False
+        for worker in self._workers:
+            if worker.ready and not worker.closed:
+                ready = True
+                if len(worker.held) < MAX_IN_FLIGHT and (
+                    best is None or len(worker.held) < len(best.held)
+                ):
+                    best = worker
+        if len(self._workers) < self.count and not self._stopping:
+            self._wanted.set()  # (the supervisor starts the missing ones, after any pause)
+        if best is None:
+            return FULL if ready else NONE
+        tag = self._next_tag
+        self._next_tag += 1
+        now = time.monotonic()
+        best.held[tag] = (callback, now)
+        best.last_used = now
+        best.send(_frame(Request(tag, lineno, max_line, max_attrs, max_depth, region)))
+        return TAKEN
+
+    def call_when_free(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` (once, in turn with the others waiting) when a worker has
+        room again, or has gone."""
+        self._waiting.append(callback)
+
+    def _freed(self) -> None:
+        """A worker took an answer off its share (or went): the next in line may ask."""
+        if self._waiting:
+            self._waiting.popleft()()
+
+    def stop(self) -> None:
+        """Stop every worker (daemon shutdown); :meth:`run` then returns."""
+        self._stopping = True
+        self._stop_asked.set()
+        self._wanted.set()
+        for worker in self._workers:
+            self._release(worker)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "workers": sum(1 for worker in self._workers if worker.ready),
+            "starts": self.starts,
+        }
+
+    # -- the supervisor ---------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Start the workers when wanted, watch them, stop them when idle."""
+        import asyncio
+
+        self._loop = asyncio.get_running_loop()
+        task_status.started()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch)
+            while not self._stopping:
+                await self._wanted.wait()
+                self._wanted = anyio.Event()
+                if self._stopping:
+                    break
+                delay = self._resume_at - time.monotonic()
+                if delay > 0:
+                    with anyio.move_on_after(delay):
+                        await self._stop_asked.wait()
+                    if self._stopping:
+                        break
+                for _ in range(self.count - len(self._workers)):
+                    await tg.start(self._serve_one)
+            # Stopping: every worker saw its socket close; give them a moment to exit.
+            with anyio.move_on_after(_STOP_TIMEOUT):
+                while self._workers:
+                    await anyio.sleep(0.02)
+            tg.cancel_scope.cancel()
+
+    async def _serve_one(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """One worker process, from its start to its exit."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        worker = _Worker(ours, self._loop)
+        self._workers.append(worker)
+        asked = False
+        try:
+            with theirs:
+                try:
+                    process = await anyio.open_process(
+                        [*self.command, str(theirs.fileno())],
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=None,  # the daemon's: one log
+                        pass_fds=[theirs.fileno()],
+                    )
+                except OSError as exc:
+                    log.error("cannot start an ingest worker: %s", exc)
+                    self._failed()
+                    task_status.started()
+                    return
+            self.starts += 1
+            worker.pid = process.pid
+            ours.setblocking(False)
+            self._loop.add_reader(ours.fileno(), self._on_readable, worker)
+            worker.send(self._hello)
+            task_status.started()
+            async with process:
+                code = await process.wait()
+            asked = worker.closed  # (closed by us: idle, shutdown, or killed for a hang)
+            if not asked or code not in (0, None):
+                log.warning("ingest worker (pid %d) exited (%s)", process.pid, _describe(code))
+                if not asked:
+                    self._failed()
+            else:
+                self.failures = 0
+        finally:
+            self._workers.remove(worker)
+            self._release(worker)
+
+    def _failed(self) -> None:
+        self.failures += 1
+        pause = min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (self.failures - 1))
+        self._resume_at = time.monotonic() + pause
+
+    def _release(self, worker: _Worker) -> None:
+        """Stop using ``worker``: it exits at EOF; what it held is checked in the daemon."""
+        for callback in worker.close():
+            callback(None)
+        # Those waiting for room ask again (and check their lines themselves if no worker
+        # is left).
+        waiting, self._waiting = self._waiting, deque()
+        for retry in waiting:
+            retry()
+
+    async def _watch(self) -> None:
+        """Stop idle workers; kill one that holds a chunk too long."""
+        while True:
+            await anyio.sleep(_TICK)
+            now = time.monotonic()
+            for worker in list(self._workers):
+                if worker.closed:
+                    continue
+                if worker.held:
+                    oldest = min(sent for _, sent in worker.held.values())
+                    if now - oldest > ANSWER_TIMEOUT:
+                        log.error(
+                            "ingest worker (pid %d) did not answer within %.0f s; killing it",
+                            worker.pid,
+                            ANSWER_TIMEOUT,
+                        )
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(worker.pid, signal.SIGKILL)
+                        self._release(worker)
+                elif now - worker.last_used > IDLE_EXIT:
+                    self._release(worker)
+
+    def _on_readable(self, worker: _Worker) -> None:
+        try:
+            data = worker.sock.recv(_READ)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # the worker is gone: its process task logs why
+            self._release(worker)
+            return
+        buffer = worker._in
+        buffer += data
+        start = 0
+        while len(buffer) - start >= _HEADER:
+            size = int.from_bytes(buffer[start : start + _HEADER], "big")
+            end = start + _HEADER + size
+            if len(buffer) < end:
+                break
+            try:
+                answer = _ANSWERS.decode(memoryview(buffer)[start + _HEADER : end])
+            except msgspec.DecodeError:
+                log.error("ingest worker (pid %d) sent a bad answer; stopping it", worker.pid)
+                del buffer[:start]
+                self._release(worker)
+                return
+            start = end
+            if answer.tag == 0:
+                worker.ready = True
+                continue
+            held = worker.held.pop(answer.tag, None)
+            if held is not None:
+                held[0](answer.checked)
+                self._freed()
+        del buffer[:start]
+
+
+def _describe(code: int | None) -> str:
+    if code is None:
+        return "unknown"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+        return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+# -- the worker process ------------------------------------------------------------------
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytearray | None:
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = 0
+    while got < size:
+        n = sock.recv_into(view[got:])
+        if not n:
+            return None
+        got += n
+    return buffer
+
+
+def serve(sock: socket.socket) -> None:
+    """The worker's loop: check each request's lines, answer, until EOF."""
+    requests = msgspec.msgpack.Decoder(Request)
+    checker: Checker | None = None
+    while True:
+        header = _read_exactly(sock, _HEADER)
+        if header is None:
+            return
+        body = _read_exactly(sock, int.from_bytes(header, "big"))
+        if body is None:
+            return
+        if checker is None:
+            hello = msgspec.msgpack.decode(body, type=Hello)
+            checker = Checker(None if hello.models is None else Table({"models": hello.models}))
+            sock.sendall(_frame(Answer(0, Checked())))
+            continue
+        request = requests.decode(body)
+        checked = checker.check(
+            request.region, request.lineno, request.max_line, request.max_attrs, request.max_depth
+        )
+        sock.sendall(_frame(Answer(request.tag, checked)))
+
+
+def main(argv: list[str]) -> int:
+    # The daemon handles Ctrl-C and SIGTERM for the whole service; a worker ends when
+    # the daemon closes its socket (or dies).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=os.environ.get("TELEMETRYD_LOG_LEVEL", "INFO").upper(),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    sock = socket.socket(fileno=int(argv[0]))
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError), sock:
+        serve(sock)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
