@@ -268,11 +268,12 @@ class Checker:
         first = lineno
         append = out.append
         number = numbers.append
+        long_lines = len(region) > max_line  # (else none can be over the limit)
         for line in lines:
             lineno += 1
             # Everything that can go wrong with one line costs that line only.
             try:
-                if len(line) > max_line and not _crlf_at_limit(line, max_line):
+                if long_lines and len(line) > max_line and not _crlf_at_limit(line, max_line):
                     rejected += 1
                     replies.append(
                         _reject(
@@ -294,18 +295,18 @@ class Checker:
                     invalid = ev.explain(exc, line)
                     replies.append(_reject(lineno, invalid.code, invalid.message, invalid.path))
                     continue
-                # The exact checks of attrs run only for a line that could fail them: its
-                # size bounds attrs' size, and its brackets bound attrs' depth.
-                if (
-                    event.received_at is not None
-                    or event.__class__ is log_type
-                    or (
-                        event.attrs is not None
-                        and (
-                            len(line) > max_attrs or line.count(b"{") + line.count(b"[") > max_depth
-                        )
-                    )
-                ):
+                attrs = event.attrs
+                suspect = event.received_at is not None or event.__class__ is log_type
+                if attrs is not None and not suspect:
+                    # The exact checks of attrs run only for a line that could fail them:
+                    # its size bounds attrs' size, and its brackets bound attrs' depth
+                    # (counted only when attrs nests at all: counting costs).
+                    suspect = len(line) > max_attrs
+                    for value in attrs.values():
+                        if value.__class__ is dict or value.__class__ is list:
+                            suspect = suspect or line.count(b"{") + line.count(b"[") > max_depth
+                            break
+                if suspect:
                     problem = ev.check_producer_rules(
                         event, line, max_attrs_bytes=max_attrs, max_attrs_depth=max_depth
                     )
@@ -509,7 +510,10 @@ class Feed:
             chunk = chunk[cut + 1 :]
         cut = chunk.rfind(b"\n") + 1
         if cut:
-            region = self._carry + chunk[:cut] if self._carry else chunk[:cut]
+            # (One copy: a slice of the chunk and a concatenation would be two.)
+            region = (
+                b"".join((self._carry, memoryview(chunk)[:cut])) if self._carry else chunk[:cut]
+            )
             self._carry = chunk[cut:]
         else:
             region = b""

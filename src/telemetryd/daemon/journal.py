@@ -58,7 +58,7 @@ from telemetryd.errors import JournalError
 log = logging.getLogger(__name__)
 
 GROUP_MAX_BYTES = 8 * 1024 * 1024
-INLINE_WRITE_MAX = 64 * 1024
+INLINE_WRITE_MAX = 256 * 1024
 
 
 def _fsync_dir(directory: str) -> None:

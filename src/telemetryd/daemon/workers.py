@@ -22,9 +22,11 @@ need be) and its chunks are checked in the daemon: nothing is lost or answered
 twice. After an exit that was not asked for, the next start waits (1 s, doubling
 to 30 s, while they keep failing).
 
-Messages on the socketpair: a 4-byte big-endian length, then a msgpack array. The
-daemon sends a :class:`Hello` (the price table) and then :class:`Request` s; a worker
-answers :class:`Answer` s, the first one (tag 0) saying it is ready.
+Messages on the socketpair: an 8-byte header (two big-endian 32-bit lengths), a
+msgpack array of that first length, then raw bytes of the second (so the lines and
+the events are copied as little as can be). The daemon sends a :class:`Hello` (the
+price table), then a :class:`Request` with each chunk's lines; a worker answers an
+:class:`Answer` with the canonical events, the first one (tag 0) saying it is ready.
 """
 
 from __future__ import annotations
@@ -34,11 +36,12 @@ import logging
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -59,8 +62,7 @@ _BACKOFF_FIRST = 1.0
 _BACKOFF_MAX = 30.0
 _STOP_TIMEOUT = 5.0  # seconds stopped workers get to exit before they are killed
 _TICK = 1.0  # seconds between the supervisor's looks at idle and stuck workers
-_READ = 256 * 1024
-_HEADER = 4
+_BUFFER = 1024 * 1024  # the daemon's receive buffer per worker (grown for a bigger answer)
 
 Callback = Callable[[Checked | None], None]
 TAKEN, FULL, NONE = 1, 2, 0  # what submit() did with a chunk
@@ -73,28 +75,31 @@ class Hello(msgspec.Struct, array_like=True):
 
 
 class Request(msgspec.Struct, array_like=True):
-    """Check ``region`` (complete lines), whose first line is line ``lineno + 1``."""
+    """Check the lines that follow (the raw bytes), the first being line ``lineno + 1``."""
 
     tag: int
     lineno: int
     max_line: int
     max_attrs: int
     max_depth: int
-    region: bytes
 
 
 class Answer(msgspec.Struct, array_like=True):
+    """What checking found (its ``data``, the events, follow as the raw bytes)."""
+
     tag: int  # 0: the worker is ready
     checked: Checked
 
 
 _ENCODER = msgspec.msgpack.Encoder()
 _ANSWERS = msgspec.msgpack.Decoder(Answer)
+_HEADER = struct.Struct(">II")  # the lengths of the msgpack part and of the raw bytes
 
 
-def _frame(message: msgspec.Struct) -> bytes:
-    body = _ENCODER.encode(message)
-    return len(body).to_bytes(_HEADER, "big") + body
+def _message(meta: msgspec.Struct, data: bytes | memoryview = b"") -> tuple[bytes, bytes]:
+    """The header and the msgpack part of a message whose raw bytes are ``data``."""
+    body = _ENCODER.encode(meta)
+    return _HEADER.pack(len(body), len(data)), body
 
 
 def default_count() -> int:
@@ -115,23 +120,28 @@ class _Worker:
         self.closed = False
         self.held: dict[int, tuple[Callback, float]] = {}  # tag -> (callback, sent at)
         self.last_used = time.monotonic()
-        self._in = bytearray()
-        self._out = bytearray()
+        self.buffer = bytearray(_BUFFER)  # what was received: [start, have) not read yet
+        self.start = 0
+        self.have = 0
+        self._out = bytearray()  # what the socket did not take yet
         self._writing = False
 
-    def send(self, data: bytes) -> None:
-        if self._out:
-            self._out += data
+    def send(self, parts: Sequence[bytes | memoryview]) -> None:
+        if not self._out:
+            try:
+                sent = self.sock.sendmsg(parts)
+            except BlockingIOError:
+                sent = 0
+            total = sum(len(part) for part in parts)
+            if sent == total:
+                return
+            rest = b"".join(parts)[sent:]
+            self._writing = True
+            self.loop.add_writer(self.sock.fileno(), self._on_writable)
+            self._out += rest
             return
-        try:
-            sent = self.sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        if sent < len(data):
-            self._out += data[sent:]
-            if not self._writing:
-                self._writing = True
-                self.loop.add_writer(self.sock.fileno(), self._on_writable)
+        for part in parts:
+            self._out += part
 
     def _on_writable(self) -> None:
         try:
@@ -173,7 +183,7 @@ class Workers:
     ) -> None:
         self.count = default_count() if count is None else count
         self.command = command or [sys.executable, "-m", "telemetryd.daemon.workers"]
-        self._hello = _frame(Hello(None if prices is None else prices.models))
+        self._hello = list(_message(Hello(None if prices is None else prices.models)))
         self._workers: list[_Worker] = []
         self._waiting: deque[Callable[[], object]] = deque()  # connections waiting for room
         self._next_tag = 1
@@ -189,7 +199,7 @@ class Workers:
 
     def submit(
         self,
-        region: bytes,
+        region: bytes | memoryview,
         lineno: int,
         max_line: int,
         max_attrs: int,
@@ -218,7 +228,7 @@ class Workers:
         now = time.monotonic()
         best.held[tag] = (callback, now)
         best.last_used = now
-        best.send(_frame(Request(tag, lineno, max_line, max_attrs, max_depth, region)))
+        best.send([*_message(Request(tag, lineno, max_line, max_attrs, max_depth), region), region])
         return TAKEN
 
     def call_when_free(self, callback: Callable[[], object]) -> None:
@@ -354,30 +364,38 @@ class Workers:
                     self._release(worker)
 
     def _on_readable(self, worker: _Worker) -> None:
+        buffer = worker.buffer
+        view = memoryview(buffer)
         try:
-            data = worker.sock.recv(_READ)
+            got = worker.sock.recv_into(view[worker.have :])
         except BlockingIOError:
+            view.release()
             return
         except OSError:
-            data = b""
-        if not data:  # the worker is gone: its process task logs why
+            got = 0
+        if not got:  # the worker is gone: its process task logs why
+            view.release()
             self._release(worker)
             return
-        buffer = worker._in
-        buffer += data
-        start = 0
-        while len(buffer) - start >= _HEADER:
-            size = int.from_bytes(buffer[start : start + _HEADER], "big")
-            end = start + _HEADER + size
-            if len(buffer) < end:
+        have = worker.have + got
+        start = worker.start
+        size = _HEADER.size
+        whole = 0  # the size of a message not received whole yet
+        while have - start >= size:
+            meta_size, data_size = _HEADER.unpack_from(buffer, start)
+            meta_end = start + size + meta_size
+            end = meta_end + data_size
+            if have < end:
+                whole = end - start
                 break
             try:
-                answer = _ANSWERS.decode(memoryview(buffer)[start + _HEADER : end])
+                answer = _ANSWERS.decode(view[start + size : meta_end])
             except msgspec.DecodeError:
                 log.error("ingest worker (pid %d) sent a bad answer; stopping it", worker.pid)
-                del buffer[:start]
+                view.release()
                 self._release(worker)
                 return
+            answer.checked.data = bytes(view[meta_end:end])
             start = end
             if answer.tag == 0:
                 worker.ready = True
@@ -386,7 +404,18 @@ class Workers:
             if held is not None:
                 held[0](answer.checked)
                 self._freed()
-        del buffer[:start]
+        if start == have:
+            start = have = 0
+        elif len(buffer) - have < _BUFFER // 4 or start + whole > len(buffer):
+            # Little room left after the part received (or not enough for its message):
+            # move it to the front, and grow the buffer if the message needs it.
+            rest = have - start
+            view[:rest] = view[start:have]
+            start, have = 0, rest
+        view.release()
+        if whole > len(buffer):
+            worker.buffer = buffer + bytearray(whole - len(buffer))
+        worker.start, worker.have = start, have
 
 
 def _describe(code: int | None) -> str:
@@ -402,16 +431,22 @@ def _describe(code: int | None) -> str:
 # -- the worker process ------------------------------------------------------------------
 
 
-def _read_exactly(sock: socket.socket, size: int) -> bytearray | None:
-    buffer = bytearray(size)
-    view = memoryview(buffer)
-    got = 0
-    while got < size:
-        n = sock.recv_into(view[got:])
-        if not n:
+def _receive(sock: socket.socket, size: int) -> bytes | None:
+    """Exactly ``size`` bytes (None at EOF)."""
+    data = sock.recv(size, socket.MSG_WAITALL) if size else b""
+    while len(data) < size:  # (a signal, say)
+        more = sock.recv(size - len(data), socket.MSG_WAITALL)
+        if not more:
             return None
-        got += n
-    return buffer
+        data += more
+    return data
+
+
+def _send(sock: socket.socket, parts: list[bytes]) -> None:
+    sent = sock.sendmsg(parts)
+    total = sum(len(part) for part in parts)
+    if sent < total:
+        sock.sendall(b"".join(parts)[sent:])
 
 
 def serve(sock: socket.socket) -> None:
@@ -419,22 +454,25 @@ def serve(sock: socket.socket) -> None:
     requests = msgspec.msgpack.Decoder(Request)
     checker: Checker | None = None
     while True:
-        header = _read_exactly(sock, _HEADER)
+        header = _receive(sock, _HEADER.size)
         if header is None:
             return
-        body = _read_exactly(sock, int.from_bytes(header, "big"))
-        if body is None:
+        meta_size, data_size = _HEADER.unpack(header)
+        meta = _receive(sock, meta_size)
+        region = _receive(sock, data_size)
+        if meta is None or region is None:
             return
         if checker is None:
-            hello = msgspec.msgpack.decode(body, type=Hello)
+            hello = msgspec.msgpack.decode(meta, type=Hello)
             checker = Checker(None if hello.models is None else Table({"models": hello.models}))
-            sock.sendall(_frame(Answer(0, Checked())))
+            _send(sock, list(_message(Answer(0, Checked()))))
             continue
-        request = requests.decode(body)
+        request = requests.decode(meta)
         checked = checker.check(
-            request.region, request.lineno, request.max_line, request.max_attrs, request.max_depth
+            region, request.lineno, request.max_line, request.max_attrs, request.max_depth
         )
-        sock.sendall(_frame(Answer(request.tag, checked)))
+        data, checked.data = checked.data, b""
+        _send(sock, [*_message(Answer(request.tag, checked), data), data])
 
 
 def main(argv: list[str]) -> int:
