@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
@@ -164,6 +166,21 @@ class IdMaker:
         return f"{self.prefix}{self.counter & _COUNTER_MASK:012x}"
 
 
+# Nesting the decoder may reach (frames of recursion left to it), and the shortest line
+# that could come near it (two brackets a level): see Checker.check.
+_DECODE_DEPTH = 1000
+_DEEP_LINE = 1600
+
+
+def _stack_depth() -> int:
+    frame: Any = sys._getframe(1)
+    depth = 1
+    while frame is not None:
+        depth += 1
+        frame = frame.f_back
+    return depth
+
+
 _ID_PREFIX = 24  # IdMaker's prefix: "01890a5d-ac96-774b-bcce-"
 _ID_LENGTH = _ID_PREFIX + 12
 _COUNTER_MASK = 0xFFFFFFFFFFFF
@@ -238,8 +255,25 @@ class Checker:
         self, region: bytes, lineno: int, max_line: int, max_attrs: int, max_depth: int
     ) -> Checked:
         """Check the lines of ``region`` (each ends in a newline), the first being line
-        ``lineno + 1`` of its stream. This is the per-event hot path: keep work out of
-        the loop."""
+        ``lineno + 1`` of its stream.
+
+        How deep a line may nest before the decoder gives up ("nested too deeply") is
+        the same wherever this runs (the daemon's event loop, an ingest worker): Python's
+        recursion limit counts the frames below the caller too, so it is set relative to
+        here while a region that could hold such a line is checked."""
+        if len(region) < _DEEP_LINE:
+            return self._check(region, lineno, max_line, max_attrs, max_depth)
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(_stack_depth() + _DECODE_DEPTH)
+        try:
+            return self._check(region, lineno, max_line, max_attrs, max_depth)
+        finally:
+            sys.setrecursionlimit(limit)
+
+    def _check(
+        self, region: bytes, lineno: int, max_line: int, max_attrs: int, max_depth: int
+    ) -> Checked:
+        """:meth:`check`'s work. This is the per-event hot path: keep work out of the loop."""
         if not region:
             return _EMPTY
         lines = region.split(b"\n")

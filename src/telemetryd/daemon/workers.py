@@ -118,6 +118,7 @@ class _Worker:
         self.pid = 0
         self.ready = False
         self.closed = False
+        self.asked = False  # the daemon asked it to exit (else its exit is a failure)
         self.held: dict[int, tuple[Callback, float]] = {}  # tag -> (callback, sent at)
         self.last_used = time.monotonic()
         self.buffer = bytearray(_BUFFER)  # what was received: [start, have) not read yet
@@ -127,11 +128,16 @@ class _Worker:
         self._writing = False
 
     def send(self, parts: Sequence[bytes | memoryview]) -> None:
+        """Send (or queue) a message; if the worker is gone, its reader sees that."""
+        if self.closed:
+            return
         if not self._out:
             try:
                 sent = self.sock.sendmsg(parts)
             except BlockingIOError:
                 sent = 0
+            except OSError:  # EPIPE: it died; the EOF on its socket releases it
+                return
             total = sum(len(part) for part in parts)
             if sent == total:
                 return
@@ -246,8 +252,8 @@ class Workers:
         self._stopping = True
         self._stop_asked.set()
         self._wanted.set()
-        for worker in self._workers:
-            self._release(worker)
+        for worker in list(self._workers):
+            self._stop(worker)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -258,31 +264,41 @@ class Workers:
     # -- the supervisor ---------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Start the workers when wanted, watch them, stop them when idle."""
+        """Start the workers when wanted, watch them, stop them when idle. Nothing that
+        goes wrong here stops the daemon: chunks are then checked in the daemon."""
         import asyncio
 
         self._loop = asyncio.get_running_loop()
         task_status.started()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._watch)
-            while not self._stopping:
-                await self._wanted.wait()
-                self._wanted = anyio.Event()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch)
+                await self._supervise(tg)
+                # Stopping: every worker saw its socket close; give them a moment to exit.
+                with anyio.move_on_after(_STOP_TIMEOUT):
+                    while self._workers:
+                        await anyio.sleep(0.02)
+                tg.cancel_scope.cancel()
+        except Exception:  # a bug: no more workers, ingest goes on without them
+            log.exception("ingest workers failed; the daemon checks every chunk itself")
+            self._stopping = True
+            for worker in list(self._workers):
+                self._stop(worker)
+
+    async def _supervise(self, tg: anyio.abc.TaskGroup) -> None:
+        while not self._stopping:
+            await self._wanted.wait()
+            self._wanted = anyio.Event()
+            if self._stopping:
+                break
+            delay = self._resume_at - time.monotonic()
+            if delay > 0:
+                with anyio.move_on_after(delay):
+                    await self._stop_asked.wait()
                 if self._stopping:
                     break
-                delay = self._resume_at - time.monotonic()
-                if delay > 0:
-                    with anyio.move_on_after(delay):
-                        await self._stop_asked.wait()
-                    if self._stopping:
-                        break
-                for _ in range(self.count - len(self._workers)):
-                    await tg.start(self._serve_one)
-            # Stopping: every worker saw its socket close; give them a moment to exit.
-            with anyio.move_on_after(_STOP_TIMEOUT):
-                while self._workers:
-                    await anyio.sleep(0.02)
-            tg.cancel_scope.cancel()
+            for _ in range(self.count - len(self._workers)):
+                await tg.start(self._serve_one)
 
     async def _serve_one(
         self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -291,7 +307,7 @@ class Workers:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         worker = _Worker(ours, self._loop)
         self._workers.append(worker)
-        asked = False
+        started = False
         try:
             with theirs:
                 try:
@@ -305,34 +321,45 @@ class Workers:
                 except OSError as exc:
                     log.error("cannot start an ingest worker: %s", exc)
                     self._failed()
-                    task_status.started()
                     return
             self.starts += 1
             worker.pid = process.pid
             ours.setblocking(False)
             self._loop.add_reader(ours.fileno(), self._on_readable, worker)
             worker.send(self._hello)
+            log.debug("ingest worker started (pid %d)", process.pid)
             task_status.started()
+            started = True
             async with process:
                 code = await process.wait()
-            asked = worker.closed  # (closed by us: idle, shutdown, or killed for a hang)
-            if not asked or code not in (0, None):
-                log.warning("ingest worker (pid %d) exited (%s)", process.pid, _describe(code))
-                if not asked:
-                    self._failed()
-            else:
+            if not worker.asked:
+                log.warning(
+                    "ingest worker (pid %d) exited (%s); its chunks are checked in the daemon",
+                    process.pid,
+                    _describe(code),
+                )
+                self._failed()
+            elif code == 0:
                 self.failures = 0
         finally:
             self._workers.remove(worker)
             self._release(worker)
+            if not started:
+                task_status.started()
 
     def _failed(self) -> None:
         self.failures += 1
         pause = min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (self.failures - 1))
         self._resume_at = time.monotonic() + pause
 
+    def _stop(self, worker: _Worker) -> None:
+        """Ask ``worker`` to exit (idle, a hang, shutdown): it exits at EOF."""
+        worker.asked = True
+        self._release(worker)
+
     def _release(self, worker: _Worker) -> None:
-        """Stop using ``worker``: it exits at EOF; what it held is checked in the daemon."""
+        """Stop using ``worker`` (asked to exit, or gone): what it held is checked in the
+        daemon."""
         for callback in worker.close():
             callback(None)
         # Those waiting for room ask again (and check their lines themselves if no worker
@@ -359,11 +386,19 @@ class Workers:
                         )
                         with contextlib.suppress(ProcessLookupError):
                             os.kill(worker.pid, signal.SIGKILL)
-                        self._release(worker)
+                        self._stop(worker)
                 elif now - worker.last_used > IDLE_EXIT:
-                    self._release(worker)
+                    log.debug("ingest worker (pid %d) idle; stopping it", worker.pid)
+                    self._stop(worker)
 
     def _on_readable(self, worker: _Worker) -> None:
+        try:
+            self._receive(worker)
+        except Exception:  # a bug: this worker is not used again
+            log.exception("reading from ingest worker (pid %d) failed; stopping it", worker.pid)
+            self._stop(worker)
+
+    def _receive(self, worker: _Worker) -> None:
         buffer = worker.buffer
         view = memoryview(buffer)
         try:
@@ -393,7 +428,9 @@ class Workers:
             except msgspec.DecodeError:
                 log.error("ingest worker (pid %d) sent a bad answer; stopping it", worker.pid)
                 view.release()
-                self._release(worker)
+                self._stop(worker)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGKILL)
                 return
             answer.checked.data = bytes(view[meta_end:end])
             start = end
