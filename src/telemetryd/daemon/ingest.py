@@ -482,7 +482,7 @@ class Feed:
         self._ingestor = ingestor
         self._carry = b""
         self._skipping = False  # inside a line that is over the size limit
-        self._overlong = False  # a line over the limit follows the lines framed last
+        self.overlong = False  # a line over the limit follows the lines framed last
         self.lines = 0
         self.accepted = 0
         self.rejected = 0
@@ -556,7 +556,7 @@ class Feed:
             # No newline yet and already too long: the connection stays usable.
             self._carry = b""
             self._skipping = True
-            self._overlong = True
+            self.overlong = True
         return region
 
     def check(self, region: bytes) -> Checked:
@@ -582,8 +582,8 @@ class Feed:
         if checked.sync >= 0:
             self.sync_requested = True
             self._rest = region[checked.sync :]
-        elif self._overlong:
-            self._overlong = False
+        elif self.overlong:
+            self.overlong = False
             self.lines += 1
             rejected += 1
             limit = ingestor.config.max_line_bytes

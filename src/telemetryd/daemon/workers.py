@@ -62,6 +62,7 @@ _BACKOFF_FIRST = 1.0
 _BACKOFF_MAX = 30.0
 _STOP_TIMEOUT = 5.0  # seconds stopped workers get to exit before they are killed
 _TICK = 1.0  # seconds between the supervisor's looks at idle and stuck workers
+_SOCKET_BUFFER = 1024 * 1024  # bytes (the kernel caps it at net.core.[rw]mem_max)
 _BUFFER = 1024 * 1024  # the daemon's receive buffer per worker (grown for a bigger answer)
 
 Callback = Callable[[Checked | None], None]
@@ -305,6 +306,12 @@ class Workers:
     ) -> None:
         """One worker process, from its start to its exit."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for end in (ours, theirs):
+            # Room for a few chunks each way: neither side waits for the other to read
+            # while it is busy (the daemon writing the journal, a worker checking).
+            with contextlib.suppress(OSError):
+                end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
+                end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER)
         worker = _Worker(ours, self._loop)
         self._workers.append(worker)
         started = False

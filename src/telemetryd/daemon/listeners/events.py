@@ -49,6 +49,9 @@ from telemetryd.errors import JournalError
 log = logging.getLogger(__name__)
 
 ACCEPTS_PER_WAKEUP = 64  # then the connections already open get their turn
+# Reads of ``ingest.read-size`` a connection makes before its lines are processed: fewer
+# hand-overs to ingest workers (and their answers) per event when a producer streams.
+READS_PER_WAKEUP = 4
 _LINGER_SECONDS = 1.0  # a refused client gets this long to stop sending
 _LINGER_READS = 16
 _ACCEPT_PAUSE = 0.1  # after a failed accept (out of file descriptors, say)
@@ -210,6 +213,7 @@ class Connection:
         "checking",
         "counted",
         "deaf",
+        "ended",
         "ending",
         "fd",
         "feed",
@@ -242,6 +246,7 @@ class Connection:
         self.outbox: list[bytes] = []  # reply bytes the socket did not take yet
         self.finish: str | None = None  # "eof", "stop", "idle": what ends the connection
         self.ending = False  # the last reply is out (or in the outbox): close once sent
+        self.ended = False  # the client half-closed: feed.end() is due
         self.linger_reads = 0
         self._refusing = False
         self._reader = False
@@ -343,6 +348,10 @@ class Connection:
                 self._send(feed.summary())
                 self._deliver(*feed.resume())
                 continue
+            if self.ended:  # the client half-closed: its last line, if it has no newline
+                self.ended = False
+                self._deliver(*feed.end())
+                continue
             if self.finish is None and self.listener.stopping:
                 self.finish = "stop"
             if self.finish is not None:
@@ -441,30 +450,43 @@ class Connection:
             return b""
 
     def _on_readable(self) -> None:
-        """Read a chunk and process it; after a short one, look once more (a hook's
-        half-close usually follows its event)."""
+        """Read what is there (up to ``READS_PER_WAKEUP`` reads: a hook's half-close
+        usually follows its event, a streaming producer has more) and process the
+        complete lines: here, or by an ingest worker when there are enough of them."""
         if self._refusing:
             self._linger()
             return
         feed = self.feed
-        for _ in range(2):
-            if self.listener.stopping:
+        regions: list[bytes] = []
+        eof = False
+        # (What is read at once becomes one batch: the journal's queue may pass its bound
+        # by a batch per connection, so they stay small next to it.)
+        budget = max(self.size, self.listener.config.max_pending_bytes // 16)
+        got = 0
+        for _ in range(READS_PER_WAKEUP):
+            if self.listener.stopping or got >= budget:
                 break
             chunk = self._recv()
             if chunk is None:
                 break
             self._last_input = self.loop.time()
             if not chunk:  # the client half-closed: the rest is its last line, if any
-                self._stop_reading()
-                self.finish = "eof"
-                self._deliver(*feed.end())
+                eof = True
                 break
+            got += len(chunk)
             region = feed.frame(chunk)
-            if len(region) >= OFFLOAD_MIN_BYTES and self._hand_over(region):
+            if region:
+                regions.append(region)
+            if feed.overlong:  # (its rejection comes right after the lines before it)
                 break
-            self._deliver(*feed.applied(region, feed.check(region)))
-            if len(chunk) == self.size or self.held or self.outbox or feed.sync_requested:
-                break
+        if regions or feed.overlong:
+            region = regions[0] if len(regions) == 1 else b"".join(regions)
+            if not (len(region) >= OFFLOAD_MIN_BYTES and self._hand_over(region)):
+                self._deliver(*feed.applied(region, feed.check(region)))
+        if eof:
+            self._stop_reading()
+            self.finish = "eof"
+            self.ended = True  # (feed.end() once the lines before are done: in advance())
         if (
             self.held
             or self.outbox
