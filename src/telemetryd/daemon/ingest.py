@@ -465,6 +465,19 @@ def _reject(line: int, error: str, message: str, path: str | None = None) -> byt
     return wire.encode_line(wire.Rejected(line=line, error=error, message=message, path=path))
 
 
+_REJECTED = msgspec.json.Decoder(wire.Rejected)
+
+
+def _renumbered(replies: list[bytes], delta: int) -> list[bytes]:
+    """Rejection lines with ``delta`` added to their line numbers."""
+    out = []
+    for reply in replies:
+        rejected = _REJECTED.decode(reply)
+        rejected.line += delta
+        out.append(wire.encode_line(rejected))
+    return out
+
+
 def _offset_after(lines: list[bytes], count: int) -> int:
     """The offset just past the first ``count`` of ``lines`` (each followed by a newline)."""
     return sum(len(line) for line in lines[:count]) + count
@@ -496,6 +509,7 @@ class Feed:
         self.waiting: dict[int, Batch] = {}
         self.sync_requested = False
         self._rest = b""  # the lines after a sync request, checked once it is answered
+        self._rest_overlong = False  # ... and whether a line over the limit followed them
 
     def summary(self) -> bytes:
         return wire.encode_line(
@@ -530,7 +544,7 @@ class Feed:
         """Process the lines that followed a sync request."""
         self.sync_requested = False
         rest, self._rest = self._rest, b""
-        return self.applied(rest, self.check(rest))
+        return self.applied(rest, self.check(rest), self._rest_overlong)
 
     def frame(self, chunk: bytes) -> bytes:
         """The complete lines in ``chunk`` and before it, each ending in a newline (b""
@@ -570,20 +584,35 @@ class Feed:
             config.max_attrs_depth,
         )
 
-    def applied(self, region: bytes, checked: Checked) -> tuple[Batch | None, list[bytes]]:
+    def applied(
+        self,
+        region: bytes,
+        checked: Checked,
+        overlong: bool | None = None,
+        lineno: int | None = None,
+    ) -> tuple[Batch | None, list[bytes]]:
         """Take the events ``checked`` found in ``region`` (from :meth:`frame`): drop the
         ids already journaled (or sent earlier), count, and return the batch to hand to
-        the journal and the rejections."""
+        the journal and the rejections.
+
+        ``overlong``: whether a line over the limit followed ``region`` (by default what
+        the last :meth:`frame` said). ``lineno``: the line count ``checked`` was checked
+        from, when lines read before ``region`` were not applied yet then (an ingest
+        worker checked it meanwhile): its replies' line numbers are corrected."""
         ingestor = self._ingestor
         counters = ingestor.counters
         replies = checked.replies
         rejected = checked.rejected
+        if overlong is None:
+            overlong, self.overlong = self.overlong, False
+        if lineno is not None and lineno != self.lines and replies:
+            replies = _renumbered(replies, self.lines - lineno)
         self.lines += checked.lines
         if checked.sync >= 0:
             self.sync_requested = True
             self._rest = region[checked.sync :]
-        elif self.overlong:
-            self.overlong = False
+            self._rest_overlong = overlong
+        elif overlong:
             self.lines += 1
             rejected += 1
             limit = ingestor.config.max_line_bytes

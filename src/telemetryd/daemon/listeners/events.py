@@ -30,9 +30,11 @@ from __future__ import annotations
 import _socket
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
+from collections import deque
 from collections.abc import Callable
 
 import anyio
@@ -49,6 +51,9 @@ from telemetryd.errors import JournalError
 log = logging.getLogger(__name__)
 
 ACCEPTS_PER_WAKEUP = 64  # then the connections already open get their turn
+# Chunks of lines a connection may have read but not applied (with ingest workers): it
+# reads the next while a worker checks one.
+PIPELINE = 2
 # Reads of ``ingest.read-size`` a connection makes before its lines are processed: fewer
 # hand-overs to ingest workers (and their answers) per event when a producer streams.
 READS_PER_WAKEUP = 4
@@ -191,6 +196,23 @@ class EventsListener:
         self._check_finished()
 
 
+_LOCAL, _QUEUED, _SENT, _CHECKED = range(4)  # where a _Lines is
+
+
+class _Lines:
+    """Complete lines a connection read, on their way to be applied in order: checked
+    here (``_LOCAL``), waiting for a worker with room, with one, or ``_CHECKED``."""
+
+    __slots__ = ("checked", "lineno", "overlong", "region", "state")
+
+    def __init__(self, region: bytes, overlong: bool, lineno: int, state: int = _QUEUED) -> None:
+        self.region = region
+        self.overlong = overlong  # a line over the limit follows them
+        self.lineno = lineno  # the connection's line count when they were read
+        self.state = state
+        self.checked: Checked | None = None
+
+
 class Connection:
     """One producer's connection, served by callbacks until it is closed.
 
@@ -210,7 +232,6 @@ class Connection:
         "_wake",
         "_wake_soon",
         "_writer",
-        "checking",
         "counted",
         "deaf",
         "ended",
@@ -220,11 +241,12 @@ class Connection:
         "finish",
         "held",
         "idle",
+        "in_line",
         "linger_reads",
         "listener",
         "loop",
         "outbox",
-        "queued",
+        "pending",
         "size",
         "sock",
     )
@@ -241,8 +263,10 @@ class Connection:
         self.counted = False  # counted in listener.connections
         self.deaf = False  # replies are dropped: the client does not read them
         self.held: Batch | None = None  # accepted events waiting for room in the journal
-        self.checking: bytes | None = None  # lines an ingest worker is checking
-        self.queued = False  # ... or will check, once one has room
+        # Lines read but not applied yet, in order: with an ingest worker (or waiting for
+        # one to have room), or checked and waiting for those before them.
+        self.pending: deque[_Lines] = deque()
+        self.in_line = False  # waiting for a worker to have room (Workers.call_when_free)
         self.outbox: list[bytes] = []  # reply bytes the socket did not take yet
         self.finish: str | None = None  # "eof", "stop", "idle": what ends the connection
         self.ending = False  # the last reply is out (or in the outbox): close once sent
@@ -340,23 +364,31 @@ class Connection:
                     return
                 self.held = None
                 self.listener.flush_soon()
-            if self.outbox or self.checking is not None:
-                return  # (called again once it is sent or dropped, or once checked)
+            if self.outbox:
+                return  # (called again once it is sent or dropped)
             if feed.sync_requested:
                 if not self._settled():
                     return
                 self._send(feed.summary())
                 self._deliver(*feed.resume())
                 continue
-            if self.ended:  # the client half-closed: its last line, if it has no newline
+            pending = self.pending
+            if pending:
+                lines = pending[0]
+                if lines.state == _LOCAL or lines.state == _CHECKED:
+                    pending.popleft()
+                    self._apply(lines)
+                    continue
+            elif self.ended:  # the client half-closed: its last line, if it has no newline
                 self.ended = False
                 self._deliver(*feed.end())
                 continue
             if self.finish is None and self.listener.stopping:
                 self.finish = "stop"
-            if self.finish is not None:
-                self._finish()
-                return
+            if self.finish is not None or len(pending) >= PIPELINE:
+                if not pending:
+                    self._finish()
+                return  # (called again when the first lines are checked)
             self._start_reading()
             return
 
@@ -481,8 +513,13 @@ class Connection:
                 break
         if regions or feed.overlong:
             region = regions[0] if len(regions) == 1 else b"".join(regions)
-            if not (len(region) >= OFFLOAD_MIN_BYTES and self._hand_over(region)):
-                self._deliver(*feed.applied(region, feed.check(region)))
+            overlong, feed.overlong = feed.overlong, False
+            if len(region) >= OFFLOAD_MIN_BYTES and self.listener.workers.count:
+                self._hand_over(_Lines(region, overlong, feed.lines))
+            elif self.pending:  # (checked here, after the lines before it)
+                self.pending.append(_Lines(region, overlong, feed.lines, _LOCAL))
+            else:
+                self._deliver(*feed.applied(region, feed.check(region), overlong))
         if eof:
             self._stop_reading()
             self.finish = "eof"
@@ -490,7 +527,8 @@ class Connection:
         if (
             self.held
             or self.outbox
-            or self.checking is not None
+            or len(self.pending) >= PIPELINE
+            or (self.pending and self.pending[0].state != _SENT)
             or feed.sync_requested
             or self.finish
             or self.listener.stopping
@@ -500,50 +538,67 @@ class Connection:
         elif not self._reader:
             self._start_reading()
 
-    def _hand_over(self, region: bytes) -> bool:
-        """Have an ingest worker check ``region``: True if one took it, or will once one
-        has room (no reading until its answer is back, in :meth:`_checked`); False when
-        none runs (check it here)."""
+    def _hand_over(self, lines: _Lines) -> None:
+        """Have an ingest worker check ``lines`` (or, when none runs, check them here when
+        their turn comes); they join :attr:`pending`."""
+        self.pending.append(lines)
+        self._submit(lines)
+
+    def _submit(self, lines: _Lines) -> None:
         config = self.listener.config
         workers = self.listener.workers
         done = workers.submit(
-            region,
-            self.feed.lines,
+            lines.region,
+            lines.lineno,
             config.max_line_bytes,
             config.max_attrs_bytes,
             config.max_attrs_depth,
-            self._checked,
+            functools.partial(self._checked, lines),
         )
-        if done in (TAKEN, FULL):
-            self.checking = region
-            if done == FULL:
-                self.queued = True
+        if done == TAKEN:
+            lines.state = _SENT
+        elif done == FULL:
+            lines.state = _QUEUED
+            if not self.in_line:
+                self.in_line = True
                 workers.call_when_free(self._retry)
-            return True
-        return False
+        else:
+            lines.state = _LOCAL
 
     def _retry(self) -> None:
-        """A worker has room (or none is left): hand the lines over again, or check them."""
-        region, self.checking, self.queued = self.checking, None, False
-        if self.fd < 0 or region is None:
+        """A worker has room (or none is left): hand the lines waiting for one over."""
+        self.in_line = False
+        waiting = [lines for lines in self.pending if lines.state == _QUEUED]
+        if self.fd < 0 or not waiting:
             self.listener.workers._freed()  # (pass the turn on)
             return
-        if not self._hand_over(region):
-            self._guarded(self._apply, region, None)
+        for lines in waiting:
+            self._submit(lines)
+            if lines.state == _QUEUED:
+                break
+        if self.pending[0].state == _LOCAL:
+            self._guarded(self.advance)
 
-    def _checked(self, checked: Checked | None) -> None:
+    def _checked(self, lines: _Lines, checked: Checked | None) -> None:
         """A worker's answer (None: the worker is gone, check the lines here)."""
-        region, self.checking = self.checking, None
-        if self.fd < 0 or region is None:
-            return  # (closed meanwhile: nothing of it was acknowledged)
-        self._guarded(self._apply, region, checked)
-
-    def _apply(self, region: bytes, checked: Checked | None) -> None:
-        feed = self.feed
         if checked is None:
-            checked = feed.check(region)
-        self._deliver(*feed.applied(region, checked))
-        self.advance()
+            lines.state = _LOCAL
+        else:
+            lines.state, lines.checked = _CHECKED, checked
+        if self.fd >= 0 and self.pending and self.pending[0] is lines:
+            self._guarded(self.advance)  # (else they wait for the lines before them)
+
+    def _apply(self, lines: _Lines) -> None:
+        """Take the first of the pending lines, checked (here if need be)."""
+        feed = self.feed
+        if lines.state == _CHECKED:
+            assert lines.checked is not None
+            batch, rejections = feed.applied(
+                lines.region, lines.checked, lines.overlong, lines.lineno
+            )
+        else:
+            batch, rejections = feed.applied(lines.region, feed.check(lines.region), lines.overlong)
+        self._deliver(batch, rejections)
 
     def _on_idle(self) -> None:
         """The idle timer: only a connection waiting for input idles out."""
