@@ -132,8 +132,10 @@ class Journal:
         self._queued_seq = 0
         self.durable_seq = 0
         self._changed = anyio.Event()  # set (and replaced) whenever durable_seq moves
+        self._changed_waits = 0  # tasks waiting on it (none: nothing to set or replace)
         self._work = anyio.Event()  # set (and replaced) when a batch is queued
         self._space = anyio.Event()  # set (and replaced) when queued bytes drain
+        self._space_waits = 0
         self._closing = False
         self._sync_asked: anyio.Event | None = None  # set once a flush's fsync is done
         self._fd = -1
@@ -297,7 +299,7 @@ class Journal:
             if self._closing:
                 raise JournalError("the journal is closing")
             while self._pending_bytes >= self._max_pending:
-                await self._space.wait()
+                await self._wait_space()
         except BaseException:
             # Never queued: anyone told its ids were duplicates must not wait for it.
             batch.failed = True
@@ -348,17 +350,17 @@ class Journal:
         while batch.seq is None or batch.seq > self.durable_seq:
             if batch.failed:
                 raise JournalError(self.failed or "the journal could not be written")
-            await self._changed.wait()
+            await self._wait_changed()
         if batch.failed:
             raise JournalError(self.failed or "the journal could not be written")
 
     async def changed(self) -> None:
         """Return after the next write (or failed write) of the writer."""
-        await self._changed.wait()
+        await self._wait_changed()
 
     async def wait_seq(self, seq: int) -> None:
         while seq > self.durable_seq:
-            await self._changed.wait()
+            await self._wait_changed()
 
     async def flush(self) -> None:
         """Return once everything queued so far is written and fsynced."""
@@ -495,8 +497,9 @@ class Journal:
             size += len(batch.data)
             group.append(batch)
         self._pending_bytes -= size
-        space, self._space = self._space, anyio.Event()
-        space.set()
+        if self._space_waits:  # (else nobody to wake: the same event serves the next)
+            space, self._space = self._space, anyio.Event()
+            space.set()
         if self._space_waiters:
             waiters, self._space_waiters = self._space_waiters, []
             for callback in waiters:
@@ -514,9 +517,24 @@ class Journal:
         # The failed batches are behind us: later ones may still succeed.
         self.durable_seq = group[-1].seq  # type: ignore[assignment]
 
+    async def _wait_changed(self) -> None:
+        self._changed_waits += 1
+        try:
+            await self._changed.wait()
+        finally:
+            self._changed_waits -= 1
+
+    async def _wait_space(self) -> None:
+        self._space_waits += 1
+        try:
+            await self._space.wait()
+        finally:
+            self._space_waits -= 1
+
     def _announce(self) -> None:
-        changed, self._changed = self._changed, anyio.Event()
-        changed.set()
+        if self._changed_waits:  # (else nobody to wake: the same event serves the next)
+            changed, self._changed = self._changed, anyio.Event()
+            changed.set()
         waiters = self._durable_waiters
         while waiters and waiters[0][0] <= self.durable_seq:
             heapq.heappop(waiters)[2]()

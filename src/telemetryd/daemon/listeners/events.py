@@ -523,7 +523,10 @@ class Connection:
         if eof:
             self._stop_reading()
             self.finish = "eof"
-            self.ended = True  # (feed.end() once the lines before are done: in advance())
+            if self.pending or self.held is not None or feed.sync_requested:
+                self.ended = True  # (feed.end() once the lines before are done: advance())
+            else:
+                self._deliver(*feed.end())
         if (
             self.held
             or self.outbox
