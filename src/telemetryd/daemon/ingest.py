@@ -112,6 +112,35 @@ class Dedup:
         if self._new_size >= self.window:
             self._turn()
 
+    def claim(self, event_ids: list[str], batch: Batch) -> list[tuple[int, Batch]]:
+        """Record ``batch`` as carrying each of ``event_ids`` that is not already in the
+        window (or only in a batch whose write failed); return the others, as (index in
+        ``event_ids``, the batch that carried it). An id twice in the list: the second is
+        found in ``batch``."""
+        new = self._new
+        old = self._old
+        runs = self._new_runs or self._old_runs
+        found: list[tuple[int, Batch]] = []
+        size = self._new_size
+        for index, event_id in enumerate(event_ids):
+            previous = new.get(event_id)
+            if previous is None:
+                previous = old.get(event_id)
+                if previous is None and runs and len(event_id) == _ID_LENGTH:
+                    previous = self._in_runs(event_id)
+                if previous is None or previous.failed:
+                    new[event_id] = batch
+                    size += 1
+                    continue
+            elif previous.failed:
+                new[event_id] = batch
+                continue
+            found.append((index, previous))
+        self._new_size = size
+        if size >= self.window:
+            self._turn()
+        return found
+
     def add_run(self, prefix: str, first: int, count: int, batch: Batch) -> None:
         """Record the ``count`` ids ``prefix`` + counter from ``first`` on (IdMaker's)."""
         self._new_runs.setdefault(prefix, []).append((first, count, batch))
@@ -634,18 +663,14 @@ class Feed:
         data = checked.data
         dedup = ingestor.dedup
         if checked.client_ids:
-            dropped: set[int] | None = None
-            for event_id, at in zip(checked.client_ids, checked.client_at, strict=True):
-                previous = dedup.get(event_id)
-                if previous is not None and not previous.failed:
+            found = dedup.claim(checked.client_ids, batch)
+            if found:
+                client_at = checked.client_at
+                dropped = set()
+                for index, previous in found:
                     if previous is not batch and previous is not JOURNALED:
                         self.waiting[id(previous)] = previous
-                    if dropped is None:
-                        dropped = set()
-                    dropped.add(at)
-                    continue
-                dedup.add(event_id, batch)
-            if dropped:
+                    dropped.add(client_at[index])
                 self.duplicates += len(dropped)
                 counters.duplicates += len(dropped)
                 count -= len(dropped)
