@@ -37,7 +37,7 @@ def children(daemon: Daemon) -> list[int]:
             command = Path(f"/proc/{child}/cmdline").read_bytes()
         except (FileNotFoundError, ProcessLookupError):
             continue
-        if state != "Z" and b"telemetryd.daemon.workers" not in command:
+        if state != "Z" and b"telemetryd.daemon.workerproc" not in command:
             live.append(child)
     return live
 

@@ -34,7 +34,7 @@ from conftest import Daemon, connect, read_replies, summary
 from telemetryd import config, paths
 from telemetryd.adapters import pricing
 from telemetryd.config import Ingest
-from telemetryd.daemon import workers
+from telemetryd.daemon import workerproc, workers
 from telemetryd.daemon.ingest import (
     JOURNALED,
     Batch,
@@ -68,35 +68,35 @@ def custom(name: str, event_id: str | None = None, pad: int = 0) -> bytes:
 
 
 class WorkerProcess:
-    """``python -m telemetryd.daemon.workers`` on a socketpair, asked synchronously."""
+    """``python -m telemetryd.daemon.workerproc`` on a socketpair, asked synchronously."""
 
     def __init__(self, table: pricing.Table | None) -> None:
         self.sock, theirs = socket.socketpair()
         with theirs:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "telemetryd.daemon.workers", str(theirs.fileno())],
+                [sys.executable, "-m", "telemetryd.daemon.workerproc", str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
             )
         self.sock.settimeout(TIMEOUT)
-        self.sock.sendall(b"".join(workers._message(workers.Hello(table and table.models))))
+        self.sock.sendall(b"".join(workerproc.message(workerproc.Hello(table and table.models))))
         assert self._answer().tag == 0  # ready
         self.tag = 0
 
-    def _answer(self) -> workers.Answer:
-        header = workers._receive(self.sock, workers._HEADER.size)
+    def _answer(self) -> workerproc.Answer:
+        header = workerproc.receive(self.sock, workerproc.HEADER.size)
         assert header is not None
-        meta_size, data_size = workers._HEADER.unpack(header)
-        meta = workers._receive(self.sock, meta_size)
-        data = workers._receive(self.sock, data_size)
+        meta_size, data_size = workerproc.HEADER.unpack(header)
+        meta = workerproc.receive(self.sock, meta_size)
+        data = workerproc.receive(self.sock, data_size)
         assert meta is not None and data is not None
-        answer = workers._ANSWERS.decode(meta)
+        answer = workerproc.ANSWERS.decode(meta)
         answer.checked.data = data
         return answer
 
     def check(self, region: bytes, lineno: int, *limits: int) -> Checked:
         self.tag += 1
-        request = workers.Request(self.tag, lineno, *limits)
-        self.sock.sendall(b"".join(workers._message(request, region)) + region)
+        request = workerproc.Request(self.tag, lineno, *limits)
+        self.sock.sendall(b"".join(workerproc.message(request, region)) + region)
         answer = self._answer()
         assert answer.tag == self.tag
         return answer.checked
@@ -238,7 +238,7 @@ def worker_pids(daemon: Daemon) -> list[int]:
                 command = f.read()
         except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
             continue
-        if parent == daemon.proc.pid and b"telemetryd.daemon.workers" in command:
+        if parent == daemon.proc.pid and b"telemetryd.daemon.workerproc" in command:
             found.append(int(entry))
     return found
 
@@ -428,12 +428,12 @@ async def listening(pool: workers.Workers, body: Callable[[Listening], Any]) -> 
 
 STUCK = """
 import socket, sys, time
-from telemetryd.daemon import workers
+from telemetryd.daemon import workerproc, workers
 sock = socket.socket(fileno=int(sys.argv[1]))
-header = workers._receive(sock, 8)
-meta, data = workers._HEADER.unpack(header)
-workers._receive(sock, meta + data)
-sock.sendall(b"".join(workers._message(workers.Answer(0, workers.Checked()))))
+header = workerproc.receive(sock, 8)
+meta, data = workerproc.HEADER.unpack(header)
+workerproc.receive(sock, meta + data)
+sock.sendall(b"".join(workerproc.message(workerproc.Answer(0, workerproc.Checked()))))
 time.sleep(60)
 """
 
@@ -486,12 +486,12 @@ def test_no_workers_on_a_single_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     assert workers.default_count() == workers.MAX_WORKERS
 
 
-def test_the_workers_module_runs_as_a_script(tmp_path: Path) -> None:
-    """`python -m telemetryd.daemon.workers FD` (what the pool starts) exits 0 at EOF."""
+def test_the_worker_module_runs_as_a_script(tmp_path: Path) -> None:
+    """`python -m telemetryd.daemon.workerproc FD` (what the pool starts) exits 0 at EOF."""
     ours, theirs = socket.socketpair()
     with ours, theirs:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "telemetryd.daemon.workers", str(theirs.fileno())],
+            [sys.executable, "-m", "telemetryd.daemon.workerproc", str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
         )
         theirs.close()

@@ -22,14 +22,16 @@ import os
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from telemetryd import events as ev
 from telemetryd import wire
 from telemetryd.adapters.pricing import Table
-from telemetryd.config import Ingest
+
+if TYPE_CHECKING:  # (ingest workers import this module: no configuration loader there)
+    from telemetryd.config import Ingest
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,9 @@ so exactly-once and every reply are the same with or without workers. Small chun
 (a hook's one event) are checked in the daemon: the round trip would cost more than
 the check. When no worker has room, the daemon checks the chunk itself.
 
-Processes: ``python -m telemetryd.daemon.workers FD``, at most ``count`` of them
+Processes: ``python -m telemetryd.daemon.workerproc FD`` (that module is the worker's
+side, kept small: it does not import the daemon's event-loop libraries), at most
+``count`` of them
 (one per CPU, at most ``MAX_WORKERS``; none on a single CPU). They start when the
 first big chunk arrives (chunks are checked in the daemon until one says it is
 ready), stop after ``IDLE_EXIT`` seconds without a request and at shutdown (the
@@ -22,11 +24,12 @@ need be) and its chunks are checked in the daemon: nothing is lost or answered
 twice. After an exit that was not asked for, the next start waits (1 s, doubling
 to 30 s, while they keep failing).
 
-Messages on the socketpair: an 8-byte header (two big-endian 32-bit lengths), a
-msgpack array of that first length, then raw bytes of the second (so the lines and
-the events are copied as little as can be). The daemon sends a :class:`Hello` (the
-price table), then a :class:`Request` with each chunk's lines; a worker answers an
-:class:`Answer` with the canonical events, the first one (tag 0) saying it is ready.
+Messages on the socketpair (:mod:`telemetryd.daemon.workerproc` defines them): an
+8-byte header (two big-endian 32-bit lengths), a msgpack array of that first length,
+then raw bytes of the second (so the lines and the events are copied as little as
+can be). The daemon sends a Hello (the price table), then a Request with each chunk's
+lines; a worker answers an Answer with the canonical events, the first one (tag 0)
+saying it is ready.
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ import logging
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -49,7 +51,8 @@ import msgspec
 from anyio.abc import TaskStatus
 
 from telemetryd.adapters.pricing import Table
-from telemetryd.daemon.ingest import Checked, Checker
+from telemetryd.daemon.ingest import Checked
+from telemetryd.daemon.workerproc import ANSWERS, HEADER, Hello, Request, message
 
 log = logging.getLogger(__name__)
 
@@ -67,40 +70,6 @@ _BUFFER = 1024 * 1024  # the daemon's receive buffer per worker (grown for a big
 
 Callback = Callable[[Checked | None], None]
 TAKEN, FULL, NONE = 1, 2, 0  # what submit() did with a chunk
-
-
-class Hello(msgspec.Struct, array_like=True):
-    """The daemon's first message: its price table (None: no prices)."""
-
-    models: dict[str, dict[str, Any]] | None
-
-
-class Request(msgspec.Struct, array_like=True):
-    """Check the lines that follow (the raw bytes), the first being line ``lineno + 1``."""
-
-    tag: int
-    lineno: int
-    max_line: int
-    max_attrs: int
-    max_depth: int
-
-
-class Answer(msgspec.Struct, array_like=True):
-    """What checking found (its ``data``, the events, follow as the raw bytes)."""
-
-    tag: int  # 0: the worker is ready
-    checked: Checked
-
-
-_ENCODER = msgspec.msgpack.Encoder()
-_ANSWERS = msgspec.msgpack.Decoder(Answer)
-_HEADER = struct.Struct(">II")  # the lengths of the msgpack part and of the raw bytes
-
-
-def _message(meta: msgspec.Struct, data: bytes | memoryview = b"") -> tuple[bytes, bytes]:
-    """The header and the msgpack part of a message whose raw bytes are ``data``."""
-    body = _ENCODER.encode(meta)
-    return _HEADER.pack(len(body), len(data)), body
 
 
 def default_count() -> int:
@@ -189,8 +158,8 @@ class Workers:
         command: list[str] | None = None,
     ) -> None:
         self.count = default_count() if count is None else count
-        self.command = command or [sys.executable, "-m", "telemetryd.daemon.workers"]
-        self._hello = list(_message(Hello(None if prices is None else prices.models)))
+        self.command = command or [sys.executable, "-m", "telemetryd.daemon.workerproc"]
+        self._hello = list(message(Hello(None if prices is None else prices.models)))
         self._workers: list[_Worker] = []
         self._waiting: deque[Callable[[], object]] = deque()  # connections waiting for room
         self._next_tag = 1
@@ -235,7 +204,7 @@ class Workers:
         now = time.monotonic()
         best.held[tag] = (callback, now)
         best.last_used = now
-        best.send([*_message(Request(tag, lineno, max_line, max_attrs, max_depth), region), region])
+        best.send([*message(Request(tag, lineno, max_line, max_attrs, max_depth), region), region])
         return TAKEN
 
     def call_when_free(self, callback: Callable[[], object]) -> None:
@@ -400,12 +369,12 @@ class Workers:
 
     def _on_readable(self, worker: _Worker) -> None:
         try:
-            self._receive(worker)
+            self.receive(worker)
         except Exception:  # a bug: this worker is not used again
             log.exception("reading from ingest worker (pid %d) failed; stopping it", worker.pid)
             self._stop(worker)
 
-    def _receive(self, worker: _Worker) -> None:
+    def receive(self, worker: _Worker) -> None:
         buffer = worker.buffer
         view = memoryview(buffer)
         try:
@@ -421,17 +390,17 @@ class Workers:
             return
         have = worker.have + got
         start = worker.start
-        size = _HEADER.size
+        size = HEADER.size
         whole = 0  # the size of a message not received whole yet
         while have - start >= size:
-            meta_size, data_size = _HEADER.unpack_from(buffer, start)
+            meta_size, data_size = HEADER.unpack_from(buffer, start)
             meta_end = start + size + meta_size
             end = meta_end + data_size
             if have < end:
                 whole = end - start
                 break
             try:
-                answer = _ANSWERS.decode(view[start + size : meta_end])
+                answer = ANSWERS.decode(view[start + size : meta_end])
             except msgspec.DecodeError:
                 log.error("ingest worker (pid %d) sent a bad answer; stopping it", worker.pid)
                 view.release()
@@ -470,69 +439,3 @@ def _describe(code: int | None) -> str:
             return f"killed by {signal.Signals(-code).name}"
         return f"killed by signal {-code}"
     return f"exit status {code}"
-
-
-# -- the worker process ------------------------------------------------------------------
-
-
-def _receive(sock: socket.socket, size: int) -> bytes | None:
-    """Exactly ``size`` bytes (None at EOF)."""
-    data = sock.recv(size, socket.MSG_WAITALL) if size else b""
-    while len(data) < size:  # (a signal, say)
-        more = sock.recv(size - len(data), socket.MSG_WAITALL)
-        if not more:
-            return None
-        data += more
-    return data
-
-
-def _send(sock: socket.socket, parts: list[bytes]) -> None:
-    sent = sock.sendmsg(parts)
-    total = sum(len(part) for part in parts)
-    if sent < total:
-        sock.sendall(b"".join(parts)[sent:])
-
-
-def serve(sock: socket.socket) -> None:
-    """The worker's loop: check each request's lines, answer, until EOF."""
-    requests = msgspec.msgpack.Decoder(Request)
-    checker: Checker | None = None
-    while True:
-        header = _receive(sock, _HEADER.size)
-        if header is None:
-            return
-        meta_size, data_size = _HEADER.unpack(header)
-        meta = _receive(sock, meta_size)
-        region = _receive(sock, data_size)
-        if meta is None or region is None:
-            return
-        if checker is None:
-            hello = msgspec.msgpack.decode(meta, type=Hello)
-            checker = Checker(None if hello.models is None else Table({"models": hello.models}))
-            _send(sock, list(_message(Answer(0, Checked()))))
-            continue
-        request = requests.decode(meta)
-        checked = checker.check(
-            region, request.lineno, request.max_line, request.max_attrs, request.max_depth
-        )
-        data, checked.data = checked.data, b""
-        _send(sock, [*_message(Answer(request.tag, checked), data), data])
-
-
-def main(argv: list[str]) -> int:
-    # The daemon handles Ctrl-C and SIGTERM for the whole service; a worker ends when
-    # the daemon closes its socket (or dies).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=os.environ.get("TELEMETRYD_LOG_LEVEL", "INFO").upper(),
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    sock = socket.socket(fileno=int(argv[0]))
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError), sock:
-        serve(sock)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
