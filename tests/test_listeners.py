@@ -64,6 +64,7 @@ STATUS_KEYS = [
     "store",
     "retention",
     "paths",
+    "ingest_workers",
 ]
 JOURNAL_KEYS = [
     "segments",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -30,8 +31,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import Daemon, connect, read_replies, summary
-from telemetryd import config, paths
+from conftest import Daemon, connect, ctl, read_replies, summary
+from telemetryd import config, paths, wire
 from telemetryd.adapters import pricing
 from telemetryd.config import Ingest
 from telemetryd.daemon import workerproc, workers
@@ -316,6 +317,17 @@ def test_chunks_checked_by_workers_get_the_same_replies_and_journal(
     journaled = daemon.journal_events()[before:]
     chosen = {event["id"] for event in expected_events if event["id"].startswith("id-")}
     assert [strip(e, chosen) for e in journaled] == [strip(e, chosen) for e in expected_events]
+    status = ctl("status", "--json")
+    assert status.returncode == 0, status.stderr
+    count = workers.default_count()
+    assert json.loads(status.stdout)["ingest_workers"] == {
+        "running": count,
+        "max": count,
+        "starts": count,
+        "last_exit": None,
+    }
+    text = ctl("status").stdout.decode()
+    assert f"ingest workers: {count} of {count} running" in text
     assert "Traceback" not in daemon.log()
     assert daemon.stop() == 0
     assert not worker_pids(daemon)
@@ -449,7 +461,7 @@ async def test_a_worker_that_does_not_answer_is_killed(
 
     async def body(where: Listening) -> None:
         assert await where.send(data) == [summary(400, 400)]  # (checked here; starts it)
-        await where.until(lambda: pool.status()["workers"] == 1)
+        await where.until(lambda: pool.status().running == 1)
         assert await where.send(data) == [summary(400, 400)]
 
     where = await listening(pool, body)
@@ -457,26 +469,76 @@ async def test_a_worker_that_does_not_answer_is_killed(
     assert where.journal.events_written == 800
 
 
+# Workers that answer that they are ready, then with what the daemon cannot use.
+GARBAGE = """
+import socket, sys, time
+from telemetryd.daemon import workerproc
+sock = socket.socket(fileno=int(sys.argv[1]))
+header = workerproc.receive(sock, 8)
+meta, data = workerproc.HEADER.unpack(header)
+workerproc.receive(sock, meta + data)
+sock.sendall(b"".join(workerproc.message(workerproc.Answer(0, workerproc.Checked()))))
+while True:
+    header = workerproc.receive(sock, 8)
+    if header is None:
+        break
+    meta, data = workerproc.HEADER.unpack(header)
+    workerproc.receive(sock, meta + data)
+    sock.sendall(ANSWER)
+time.sleep(60)
+"""
+UNDECODABLE = workerproc.HEADER.pack(3, 0) + b"\xc1\xc1\xc1"
+HUGE = workerproc.HEADER.pack(16, 0xFFFF0000) + b"\x00" * 16  # a 4 GiB answer announced
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("answer", [UNDECODABLE, HUGE], ids=["undecodable", "huge"])
+async def test_a_worker_that_answers_garbage_is_killed(
+    answer: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    script = GARBAGE.replace("ANSWER", repr(answer))
+    pool = workers.Workers(None, count=1, command=[sys.executable, "-c", script])
+    data = b"".join(custom(f"g-{n}", pad=200) for n in range(400))  # > OFFLOAD_MIN_BYTES
+
+    async def body(where: Listening) -> None:
+        assert await where.send(data) == [summary(400, 400)]  # (checked here; starts it)
+        await where.until(lambda: pool.status().running == 1)
+        assert await where.send(data) == [summary(400, 400)]  # (its answer is garbage)
+        await where.until(lambda: pool.status().last_exit is not None)
+        assert pool.status().last_exit == "killed by SIGKILL"
+
+    where = await listening(pool, body)
+    assert "sent a bad answer; killing it" in caplog.text
+    assert where.journal.events_written == 800
+
+
 @pytest.mark.asyncio
 async def test_idle_workers_stop_and_start_again_when_needed(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(workers, "IDLE_EXIT", 0.3)
     monkeypatch.setattr(workers, "_TICK", 0.05)
+    caplog.set_level(logging.INFO, logger=workers.__name__)
     pool = workers.Workers(None, count=2)
     data = b"".join(custom(f"i-{n}", pad=200) for n in range(2000))
 
     async def body(where: Listening) -> None:
+        assert pool.status() == wire.IngestWorkersStatus(0, 2, 0, None)
         await where.send(data)
-        await where.until(lambda: pool.status()["workers"] == 2)
+        await where.until(lambda: pool.status().running == 2)
         assert pool.starts == 2
+        assert pool._watching
         await where.until(lambda: not pool._workers)  # idle: stopped
+        assert pool.status() == wire.IngestWorkersStatus(0, 2, 2, None)  # (asked to exit)
+        await where.until(lambda: not pool._watching)  # and no timer left while idle
         assert await where.send(data) == [summary(2000, 2000)]
         await where.until(lambda: pool.starts == 4)
 
     where = await listening(pool, body)
     assert where.journal.events_written == 4000
     assert not pool._workers
+    assert "ingest workers started (2 running)" in caplog.text
+    assert "ingest workers idle for 0 s: stopped" in caplog.text
 
 
 def test_no_workers_on_a_single_cpu(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,10 +19,13 @@ side, kept small: it does not import the daemon's event-loop libraries), at most
 first big chunk arrives (chunks are checked in the daemon until one says it is
 ready), stop after ``IDLE_EXIT`` seconds without a request and at shutdown (the
 daemon closes its end of the socket; a worker exits at EOF), and never touch a file.
+An idle daemon runs none of them (and no timer for them either): `status` shows how
+many run (``ingest_workers``), and the log when they start and stop.
 A worker that dies, or holds a chunk for ``ANSWER_TIMEOUT`` seconds, is killed (if
 need be) and its chunks are checked in the daemon: nothing is lost or answered
-twice. After an exit that was not asked for, the next start waits (1 s, doubling
-to 30 s, while they keep failing).
+twice. So is one whose answer makes no sense (one that cannot be decoded, or is far
+bigger than the lines it answers for could make). After an exit that was not asked
+for, the next start waits (1 s, doubling to 30 s, while they keep failing).
 
 Messages on the socketpair (:mod:`telemetryd.daemon.workerproc` defines them): an
 8-byte header (two big-endian 32-bit lengths), a msgpack array of that first length,
@@ -50,6 +53,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
+from telemetryd import wire
 from telemetryd.adapters.pricing import Table
 from telemetryd.daemon.ingest import Checked
 from telemetryd.daemon.workerproc import ANSWERS, HEADER, Hello, Request, message
@@ -67,6 +71,9 @@ _STOP_TIMEOUT = 5.0  # seconds stopped workers get to exit before they are kille
 _TICK = 1.0  # seconds between the supervisor's looks at idle and stuck workers
 _SOCKET_BUFFER = 1024 * 1024  # bytes (the kernel caps it at net.core.[rw]mem_max)
 _BUFFER = 1024 * 1024  # the daemon's receive buffer per worker (grown for a bigger answer)
+# An answer bigger than this many times the bytes its worker holds (plus _BUFFER) is
+# garbage: a rejection reply can be ~60 times its line (a 2-byte line), never more.
+_ANSWER_FACTOR = 128
 
 Callback = Callable[[Checked | None], None]
 TAKEN, FULL, NONE = 1, 2, 0  # what submit() did with a chunk
@@ -89,7 +96,8 @@ class _Worker:
         self.ready = False
         self.closed = False
         self.asked = False  # the daemon asked it to exit (else its exit is a failure)
-        self.held: dict[int, tuple[Callback, float]] = {}  # tag -> (callback, sent at)
+        self.held: dict[int, tuple[Callback, float, int]] = {}  # tag -> (callback, sent at, size)
+        self.held_bytes = 0  # the sizes of the chunks it holds
         self.last_used = time.monotonic()
         self.buffer = bytearray(_BUFFER)  # what was received: [start, have) not read yet
         self.start = 0
@@ -141,8 +149,9 @@ class _Worker:
             if self._writing:
                 self.loop.remove_writer(fd)
             self.sock.close()
-        held = [callback for callback, _ in self.held.values()]
+        held = [callback for callback, _, _ in self.held.values()]
         self.held.clear()
+        self.held_bytes = 0
         return held
 
 
@@ -166,9 +175,12 @@ class Workers:
         self._wanted = anyio.Event()
         self._stopping = False
         self._stop_asked = anyio.Event()
+        self._all_exited = anyio.Event()  # set once stopping and no worker process is left
+        self._watching = False  # the watch task runs (only while workers do)
         self._loop: Any = None
         self.starts = 0
         self.failures = 0  # exits that were not asked for, in a row
+        self.last_exit: str | None = None  # the last exit that was not asked for
         self._resume_at = 0.0  # no start before (monotonic), after failures
 
     # -- what connections use ---------------------------------------------------------
@@ -202,7 +214,8 @@ class Workers:
         tag = self._next_tag
         self._next_tag += 1
         now = time.monotonic()
-        best.held[tag] = (callback, now)
+        best.held[tag] = (callback, now, len(region))
+        best.held_bytes += len(region)
         best.last_used = now
         best.send([*message(Request(tag, lineno, max_line, max_attrs, max_depth), region), region])
         return TAKEN
@@ -225,11 +238,13 @@ class Workers:
         for worker in list(self._workers):
             self._stop(worker)
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "workers": sum(1 for worker in self._workers if worker.ready),
-            "starts": self.starts,
-        }
+    def status(self) -> wire.IngestWorkersStatus:
+        return wire.IngestWorkersStatus(
+            running=sum(1 for worker in self._workers if worker.ready and not worker.closed),
+            max=self.count,
+            starts=self.starts,
+            last_exit=self.last_exit,
+        )
 
     # -- the supervisor ---------------------------------------------------------------
 
@@ -242,12 +257,12 @@ class Workers:
         task_status.started()
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._watch)
                 await self._supervise(tg)
-                # Stopping: every worker saw its socket close; give them a moment to exit.
-                with anyio.move_on_after(_STOP_TIMEOUT):
-                    while self._workers:
-                        await anyio.sleep(0.02)
+                # Stopping: every worker saw its socket close; give them a moment to exit
+                # (those still running then are killed as their tasks are cancelled).
+                if self._workers:
+                    with anyio.move_on_after(_STOP_TIMEOUT):
+                        await self._all_exited.wait()
                 tg.cancel_scope.cancel()
         except Exception:  # a bug: no more workers, ingest goes on without them
             log.exception("ingest workers failed; the daemon checks every chunk itself")
@@ -267,8 +282,14 @@ class Workers:
                     await self._stop_asked.wait()
                 if self._stopping:
                     break
-            for _ in range(self.count - len(self._workers)):
+            missing = self.count - len(self._workers)
+            for _ in range(missing):
                 await tg.start(self._serve_one)
+            if missing > 0 and self._workers:
+                log.info("ingest workers started (%d running)", len(self._workers))
+            if self._workers and not self._watching:
+                self._watching = True
+                tg.start_soon(self._watch)
 
     async def _serve_one(
         self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -309,10 +330,11 @@ class Workers:
             async with process:
                 code = await process.wait()
             if not worker.asked:
+                self.last_exit = _describe(code)
                 log.warning(
                     "ingest worker (pid %d) exited (%s); its chunks are checked in the daemon",
                     process.pid,
-                    _describe(code),
+                    self.last_exit,
                 )
                 self._failed()
             elif code == 0:
@@ -320,6 +342,8 @@ class Workers:
         finally:
             self._workers.remove(worker)
             self._release(worker)
+            if self._stopping and not self._workers:
+                self._all_exited.set()
             if not started:
                 task_status.started()
 
@@ -345,27 +369,46 @@ class Workers:
             retry()
 
     async def _watch(self) -> None:
-        """Stop idle workers; kill one that holds a chunk too long."""
-        while True:
-            await anyio.sleep(_TICK)
-            now = time.monotonic()
-            for worker in list(self._workers):
-                if worker.closed:
-                    continue
-                if worker.held:
-                    oldest = min(sent for _, sent in worker.held.values())
-                    if now - oldest > ANSWER_TIMEOUT:
-                        log.error(
-                            "ingest worker (pid %d) did not answer within %.0f s; killing it",
-                            worker.pid,
-                            ANSWER_TIMEOUT,
-                        )
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(worker.pid, signal.SIGKILL)
-                        self._stop(worker)
-                elif now - worker.last_used > IDLE_EXIT:
-                    log.debug("ingest worker (pid %d) idle; stopping it", worker.pid)
-                    self._stop(worker)
+        """While workers run: stop idle ones, kill one that holds a chunk too long."""
+        try:
+            while self._workers:
+                await anyio.sleep(_TICK)
+                self._look()
+        finally:
+            self._watching = False
+
+    def _look(self) -> None:
+        now = time.monotonic()
+        idle = 0
+        for worker in list(self._workers):
+            if worker.closed:
+                continue
+            if worker.held:
+                oldest = min(sent for _, sent, _ in worker.held.values())
+                if now - oldest > ANSWER_TIMEOUT:
+                    log.error(
+                        "ingest worker (pid %d) did not answer within %.0f s; killing it",
+                        worker.pid,
+                        ANSWER_TIMEOUT,
+                    )
+                    self._kill(worker)
+            elif now - worker.last_used > IDLE_EXIT:
+                self._stop(worker)
+                idle += 1
+        if idle:
+            log.info(
+                "ingest workers idle for %.0f s: stopped %d (%d left)",
+                IDLE_EXIT,
+                idle,
+                sum(1 for worker in self._workers if not worker.closed),
+            )
+
+    def _kill(self, worker: _Worker) -> None:
+        """Stop using ``worker`` and kill it (it is stuck, or makes no sense): its exit
+        counts as a failure (logged, in `status`, and the next start waits)."""
+        self._release(worker)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGKILL)
 
     def _on_readable(self, worker: _Worker) -> None:
         try:
@@ -396,17 +439,17 @@ class Workers:
             meta_size, data_size = HEADER.unpack_from(buffer, start)
             meta_end = start + size + meta_size
             end = meta_end + data_size
-            if have < end:
-                whole = end - start
-                break
-            try:
-                answer = ANSWERS.decode(view[start + size : meta_end])
-            except msgspec.DecodeError:
-                log.error("ingest worker (pid %d) sent a bad answer; stopping it", worker.pid)
+            answer = None
+            if end - start <= _BUFFER + _ANSWER_FACTOR * worker.held_bytes:
+                if have < end:
+                    whole = end - start
+                    break
+                with contextlib.suppress(msgspec.DecodeError):
+                    answer = ANSWERS.decode(view[start + size : meta_end])
+            if answer is None:
+                log.error("ingest worker (pid %d) sent a bad answer; killing it", worker.pid)
                 view.release()
-                self._stop(worker)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(worker.pid, signal.SIGKILL)
+                self._kill(worker)
                 return
             answer.checked.data = bytes(view[meta_end:end])
             start = end
@@ -415,7 +458,9 @@ class Workers:
                 continue
             held = worker.held.pop(answer.tag, None)
             if held is not None:
-                held[0](answer.checked)
+                callback, _, held_size = held
+                worker.held_bytes -= held_size
+                callback(answer.checked)
                 self._freed()
         if start == have:
             start = have = 0
