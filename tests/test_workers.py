@@ -559,27 +559,3 @@ def test_the_worker_module_runs_as_a_script(tmp_path: Path) -> None:
         theirs.close()
         ours.close()
         assert proc.wait(TIMEOUT) == 0
-
-
-def test_lines_checked_before_the_lines_ahead_of_them_were_applied_are_renumbered() -> None:
-    """A connection hands a second chunk to a worker while the first is still checked:
-    its lines were numbered from the count before the first chunk; applying it after the
-    first corrects its replies' line numbers (and a line over the limit after it)."""
-    ingestor = Ingestor(Ingest(max_line_bytes=1024))
-    feed = Feed(ingestor)
-    first = feed.frame(custom("a") + b"bad\n" + custom("b"))
-    first_overlong, feed.overlong = feed.overlong, False
-    second = feed.frame(custom("c") + b'{"type":"custom"}\n' + b"x" * 2000)
-    second_overlong, feed.overlong = feed.overlong, False
-    assert (first_overlong, second_overlong) == (False, True)
-    checker = Checker()
-    checked_first = checker.check(first, feed.lines, 1024, 16384, 8)
-    checked_second = checker.check(second, feed.lines, 1024, 16384, 8)  # (also from 0)
-    _, replies = feed.applied(first, checked_first, first_overlong, 0)
-    assert [json.loads(r)["line"] for r in replies] == [2]
-    _, replies = feed.applied(second, checked_second, second_overlong, 0)
-    assert [(json.loads(r)["line"], json.loads(r)["error"]) for r in replies] == [
-        (5, "invalid_event"),
-        (6, "line_too_long"),
-    ]
-    assert json.loads(feed.summary()) == summary(6, 3, rejected=3)

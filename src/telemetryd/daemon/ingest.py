@@ -155,15 +155,6 @@ class Dedup:
         self._old_runs, self._new_runs = self._new_runs, {}
         self._old_size, self._new_size = self._new_size, 0
 
-    def discard(self, event_id: str, batch: Batch) -> None:
-        """Forget ``event_id`` if ``batch`` carries it (its event was not journaled after all)."""
-        if self._new.get(event_id) is batch:
-            del self._new[event_id]
-            self._new_size -= 1
-        if self._old.get(event_id) is batch:
-            del self._old[event_id]
-            self._old_size -= 1
-
     def __len__(self) -> int:
         return self._new_size + self._old_size
 
@@ -483,30 +474,12 @@ class Ingestor:
         self.config = config
         self.prices = prices
         self.checker = Checker(prices)
-        self.ids = self.checker.ids
         self.dedup = Dedup(config.dedup_window)
         self.counters = Counters()
-
-    def now(self) -> datetime:
-        """The receive time (UTC, ms). A new millisecond also renews the id prefix."""
-        return self.checker.now()
 
 
 def _reject(line: int, error: str, message: str, path: str | None = None) -> bytes:
     return wire.encode_line(wire.Rejected(line=line, error=error, message=message, path=path))
-
-
-_REJECTED = msgspec.json.Decoder(wire.Rejected)
-
-
-def _renumbered(replies: list[bytes], delta: int) -> list[bytes]:
-    """Rejection lines with ``delta`` added to their line numbers."""
-    out = []
-    for reply in replies:
-        rejected = _REJECTED.decode(reply)
-        rejected.line += delta
-        out.append(wire.encode_line(rejected))
-    return out
 
 
 def _offset_after(lines: list[bytes], count: int) -> int:
@@ -620,24 +593,20 @@ class Feed:
         region: bytes,
         checked: Checked,
         overlong: bool | None = None,
-        lineno: int | None = None,
     ) -> tuple[Batch | None, list[bytes]]:
         """Take the events ``checked`` found in ``region`` (from :meth:`frame`): drop the
         ids already journaled (or sent earlier), count, and return the batch to hand to
         the journal and the rejections.
 
         ``overlong``: whether a line over the limit followed ``region`` (by default what
-        the last :meth:`frame` said). ``lineno``: the line count ``checked`` was checked
-        from, when lines read before ``region`` were not applied yet then (an ingest
-        worker checked it meanwhile): its replies' line numbers are corrected."""
+        the last :meth:`frame` said). ``checked`` must have been checked from this feed's
+        line count (:attr:`lines`), as :meth:`check` does."""
         ingestor = self._ingestor
         counters = ingestor.counters
         replies = checked.replies
         rejected = checked.rejected
         if overlong is None:
             overlong, self.overlong = self.overlong, False
-        if lineno is not None and lineno != self.lines and replies:
-            replies = _renumbered(replies, self.lines - lineno)
         self.lines += checked.lines
         if checked.sync >= 0:
             self.sync_requested = True

@@ -225,8 +225,9 @@ class Workers:
         room again, or has gone."""
         self._waiting.append(callback)
 
-    def _freed(self) -> None:
-        """A worker took an answer off its share (or went): the next in line may ask."""
+    def pass_turn(self) -> None:
+        """A worker took an answer off its share (or a connection waiting for room has
+        nothing left to hand over): the next in line may ask."""
         if self._waiting:
             self._waiting.popleft()()
 
@@ -461,7 +462,7 @@ class Workers:
                 callback, _, held_size = held
                 worker.held_bytes -= held_size
                 callback(answer.checked)
-                self._freed()
+                self.pass_turn()
         if start == have:
             start = have = 0
         elif len(buffer) - have < _BUFFER // 4 or start + whole > len(buffer):

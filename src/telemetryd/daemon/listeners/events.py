@@ -34,7 +34,6 @@ import functools
 import logging
 import os
 import socket
-from collections import deque
 from collections.abc import Callable
 
 import anyio
@@ -51,9 +50,6 @@ from telemetryd.errors import JournalError
 log = logging.getLogger(__name__)
 
 ACCEPTS_PER_WAKEUP = 64  # then the connections already open get their turn
-# Chunks of lines a connection may have read but not applied (with ingest workers): it
-# reads the next while a worker checks one.
-PIPELINE = 2
 # Reads of ``ingest.read-size`` a connection makes before its lines are processed: fewer
 # hand-overs to ingest workers (and their answers) per event when a producer streams.
 READS_PER_WAKEUP = 4
@@ -196,20 +192,20 @@ class EventsListener:
         self._check_finished()
 
 
-_LOCAL, _QUEUED, _SENT, _CHECKED = range(4)  # where a _Lines is
+_QUEUED, _SENT, _CHECKED, _LOCAL = range(4)  # where a _Lines is
 
 
 class _Lines:
-    """Complete lines a connection read, on their way to be applied in order: checked
-    here (``_LOCAL``), waiting for a worker with room, with one, or ``_CHECKED``."""
+    """Complete lines a connection handed to the ingest workers: waiting for one with
+    room (``_QUEUED``), with one (``_SENT``), ``_CHECKED`` by it, or to be checked in
+    the daemon after all (``_LOCAL``: no worker ready, or the worker went)."""
 
-    __slots__ = ("checked", "lineno", "overlong", "region", "state")
+    __slots__ = ("checked", "overlong", "region", "state")
 
-    def __init__(self, region: bytes, overlong: bool, lineno: int, state: int = _QUEUED) -> None:
+    def __init__(self, region: bytes, overlong: bool) -> None:
         self.region = region
         self.overlong = overlong  # a line over the limit follows them
-        self.lineno = lineno  # the connection's line count when they were read
-        self.state = state
+        self.state = _QUEUED
         self.checked: Checked | None = None
 
 
@@ -219,7 +215,8 @@ class Connection:
     What it does next is decided in :meth:`advance`: offer a batch the journal had no
     room for, answer a sync request once settled, finish (acknowledge and close) once
     settled, or read. It reads only when nothing else is pending: no batch waiting for
-    room, no reply waiting to be sent, no sync request or end waiting for the journal.
+    room, no reply waiting to be sent, no lines with an ingest worker, no sync request
+    or end waiting for the journal.
     """
 
     __slots__ = (
@@ -241,12 +238,11 @@ class Connection:
         "finish",
         "held",
         "idle",
-        "in_line",
         "linger_reads",
         "listener",
         "loop",
+        "out",
         "outbox",
-        "pending",
         "size",
         "sock",
     )
@@ -263,10 +259,8 @@ class Connection:
         self.counted = False  # counted in listener.connections
         self.deaf = False  # replies are dropped: the client does not read them
         self.held: Batch | None = None  # accepted events waiting for room in the journal
-        # Lines read but not applied yet, in order: with an ingest worker (or waiting for
-        # one to have room), or checked and waiting for those before them.
-        self.pending: deque[_Lines] = deque()
-        self.in_line = False  # waiting for a worker to have room (Workers.call_when_free)
+        # Lines handed to the ingest workers and not applied yet (no reading meanwhile).
+        self.out: _Lines | None = None
         self.outbox: list[bytes] = []  # reply bytes the socket did not take yet
         self.finish: str | None = None  # "eof", "stop", "idle": what ends the connection
         self.ending = False  # the last reply is out (or in the outbox): close once sent
@@ -372,24 +366,23 @@ class Connection:
                 self._send(feed.summary())
                 self._deliver(*feed.resume())
                 continue
-            pending = self.pending
-            if pending:
-                lines = pending[0]
-                if lines.state == _LOCAL or lines.state == _CHECKED:
-                    pending.popleft()
-                    self._apply(lines)
-                    continue
-            elif self.ended:  # the client half-closed: its last line, if it has no newline
+            lines = self.out
+            if lines is not None:
+                if lines.state == _QUEUED or lines.state == _SENT:
+                    return  # (called again with the answer)
+                self.out = None
+                self._apply(lines)
+                continue
+            if self.ended:  # the client half-closed: its last line, if it has no newline
                 self.ended = False
                 self._deliver(*feed.end())
                 continue
             if self.finish is None and self.listener.stopping:
                 self.finish = "stop"
-            if self.finish is not None or len(pending) >= PIPELINE:
-                if not pending:
-                    self._finish()
-                return  # (called again when the first lines are checked)
-            self._start_reading()
+            if self.finish is not None:
+                self._finish()
+            else:
+                self._start_reading()
             return
 
     def _finish(self) -> None:
@@ -515,23 +508,21 @@ class Connection:
             region = regions[0] if len(regions) == 1 else b"".join(regions)
             overlong, feed.overlong = feed.overlong, False
             if len(region) >= OFFLOAD_MIN_BYTES and self.listener.workers.count:
-                self._hand_over(_Lines(region, overlong, feed.lines))
-            elif self.pending:  # (checked here, after the lines before it)
-                self.pending.append(_Lines(region, overlong, feed.lines, _LOCAL))
+                self.out = _Lines(region, overlong)
+                self._submit(self.out)
             else:
                 self._deliver(*feed.applied(region, feed.check(region), overlong))
         if eof:
             self._stop_reading()
             self.finish = "eof"
-            if self.pending or self.held is not None or feed.sync_requested:
+            if self.out is not None or self.held is not None or feed.sync_requested:
                 self.ended = True  # (feed.end() once the lines before are done: advance())
             else:
                 self._deliver(*feed.end())
         if (
             self.held
             or self.outbox
-            or len(self.pending) >= PIPELINE
-            or (self.pending and self.pending[0].state != _SENT)
+            or self.out is not None
             or feed.sync_requested
             or self.finish
             or self.listener.stopping
@@ -541,18 +532,14 @@ class Connection:
         elif not self._reader:
             self._start_reading()
 
-    def _hand_over(self, lines: _Lines) -> None:
-        """Have an ingest worker check ``lines`` (or, when none runs, check them here when
-        their turn comes); they join :attr:`pending`."""
-        self.pending.append(lines)
-        self._submit(lines)
-
     def _submit(self, lines: _Lines) -> None:
+        """Have an ingest worker check ``lines`` (or wait for one with room; or, when none
+        is ready, check them here)."""
         config = self.listener.config
         workers = self.listener.workers
         done = workers.submit(
             lines.region,
-            lines.lineno,
+            self.feed.lines,
             config.max_line_bytes,
             config.max_attrs_bytes,
             config.max_attrs_depth,
@@ -562,24 +549,17 @@ class Connection:
             lines.state = _SENT
         elif done == FULL:
             lines.state = _QUEUED
-            if not self.in_line:
-                self.in_line = True
-                workers.call_when_free(self._retry)
+            workers.call_when_free(functools.partial(self._retry, lines))
         else:
             lines.state = _LOCAL
 
-    def _retry(self) -> None:
-        """A worker has room (or none is left): hand the lines waiting for one over."""
-        self.in_line = False
-        waiting = [lines for lines in self.pending if lines.state == _QUEUED]
-        if self.fd < 0 or not waiting:
-            self.listener.workers._freed()  # (pass the turn on)
+    def _retry(self, lines: _Lines) -> None:
+        """A worker has room (or none is left): hand ``lines`` over again."""
+        if self.fd < 0 or self.out is not lines:
+            self.listener.workers.pass_turn()  # (closed meanwhile)
             return
-        for lines in waiting:
-            self._submit(lines)
-            if lines.state == _QUEUED:
-                break
-        if self.pending[0].state == _LOCAL:
+        self._submit(lines)
+        if lines.state == _LOCAL:
             self._guarded(self.advance)
 
     def _checked(self, lines: _Lines, checked: Checked | None) -> None:
@@ -588,20 +568,14 @@ class Connection:
             lines.state = _LOCAL
         else:
             lines.state, lines.checked = _CHECKED, checked
-        if self.fd >= 0 and self.pending and self.pending[0] is lines:
-            self._guarded(self.advance)  # (else they wait for the lines before them)
+        if self.fd >= 0 and self.out is lines:
+            self._guarded(self.advance)
 
     def _apply(self, lines: _Lines) -> None:
-        """Take the first of the pending lines, checked (here if need be)."""
+        """Take the lines back from the ingest workers, checked (here if need be)."""
         feed = self.feed
-        if lines.state == _CHECKED:
-            assert lines.checked is not None
-            batch, rejections = feed.applied(
-                lines.region, lines.checked, lines.overlong, lines.lineno
-            )
-        else:
-            batch, rejections = feed.applied(lines.region, feed.check(lines.region), lines.overlong)
-        self._deliver(batch, rejections)
+        checked = lines.checked if lines.checked is not None else feed.check(lines.region)
+        self._deliver(*feed.applied(lines.region, checked, lines.overlong))
 
     def _on_idle(self) -> None:
         """The idle timer: only a connection waiting for input idles out."""
