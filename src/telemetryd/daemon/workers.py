@@ -413,12 +413,13 @@ class Workers:
 
     def _on_readable(self, worker: _Worker) -> None:
         try:
-            self.receive(worker)
+            self._receive(worker)
         except Exception:  # a bug: this worker is not used again
             log.exception("reading from ingest worker (pid %d) failed; stopping it", worker.pid)
             self._stop(worker)
 
-    def receive(self, worker: _Worker) -> None:
+    def _receive(self, worker: _Worker) -> None:
+        """Read what ``worker`` sent; hand each whole answer to its chunk's callback."""
         buffer = worker.buffer
         view = memoryview(buffer)
         try:

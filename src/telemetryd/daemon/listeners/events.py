@@ -558,8 +558,10 @@ class Connection:
         if self.fd < 0 or self.out is not lines:
             self.listener.workers.pass_turn()  # (closed meanwhile)
             return
-        self._submit(lines)
-        if lines.state == _LOCAL:
+        self._guarded(self._submit, lines)  # (a bug here costs this connection only,
+        if self.fd < 0:
+            self.listener.workers.pass_turn()  # not the turn of those waiting after it)
+        elif lines.state == _LOCAL:
             self._guarded(self.advance)
 
     def _checked(self, lines: _Lines, checked: Checked | None) -> None:
