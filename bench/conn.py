@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from bench import BenchError, clients, payload
-from bench.procs import NullServer, Server, Telemetryd
+from bench.procs import NullServer, Server, Telemetryd, tree_cpu_seconds
 
 CLIENTS = 8
 
 
 def run_once(server: Server, event_file: str, seconds: float) -> dict[str, Any]:
     with server:
-        cpu0 = server.cpu()
+        own0, cpu0 = tree_cpu_seconds(server.pid)
         results = clients.perconn(server.socket_path, event_file, CLIENTS, seconds)
-        cpu1 = server.cpu()
+        own1, cpu1 = tree_cpu_seconds(server.pid)
         t0, t1 = clients.span(results)
         ok = sum(r["ok"] for r in results)
         bad = [r["first_bad"] for r in results if r["bad"]]
@@ -48,6 +48,9 @@ def run_once(server: Server, event_file: str, seconds: float) -> dict[str, Any]:
         "client_cpu_cores": sum(r["cpu"] for r in results) / wall,
         "client_cpu_us_per_event": sum(r["cpu"] for r in results) / ok * 1e6,
         "server_cpu_us_per_event": (cpu1 - cpu0) / ok * 1e6,
+        # The server's own process (telemetryd's figure above covers its process tree).
+        "daemon_cpu_cores": (own1 - own0) / wall,
+        "daemon_cpu_us_per_event": (own1 - own0) / ok * 1e6,
     }
 
 

@@ -48,6 +48,19 @@ def cpu_seconds(pid: int, *, children: bool = False) -> float:
     return ticks / _TICK
 
 
+def tree_cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds of ``pid`` (with its reaped children) and of its whole live tree: the
+    daemon alone, and the daemon with its ingest workers and store worker."""
+    own = cpu_seconds(pid, children=True)
+    total = own
+    for member in tree(pid)[1:]:
+        try:
+            total += cpu_seconds(member, children=True)
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue  # (gone meanwhile: its time is in its parent's once reaped)
+    return own, total
+
+
 def memory_kib(pid: int) -> dict[str, int]:
     """VmHWM (peak resident) and VmRSS of a process, in KiB."""
     out = {}

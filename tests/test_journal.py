@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import stat
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ from conftest import Daemon, connect, ctl, exchange, summary
 from telemetryd.config import Journal as JournalConfig
 from telemetryd.daemon.ingest import Batch, Dedup
 from telemetryd.daemon.journal import Journal
+from telemetryd.errors import JournalError
 
 DaemonFactory = Callable[..., Daemon]
 
@@ -320,3 +322,114 @@ async def test_segments_rotate_at_the_utc_day_boundary(tmp_path: Path) -> None:
     segments = sorted((tmp_path / "journal").glob("*.jsonl"))
     assert [s.name[:8] for s in segments] == ["20261121", "20261122"]
     assert [s.read_bytes() for s in segments] == [b'{"n":1}\n{"n":2}\n', b'{"n":3}\n']
+
+
+# -- the writer's two paths: from the event loop (write_now) and its own thread -------------
+
+
+def _journal(tmp_path: Path, **settings: Any) -> Journal:
+    journal = Journal(
+        str(tmp_path / "journal"),
+        str(tmp_path / "quarantine"),
+        JournalConfig(**settings),
+        max_pending_bytes=1 << 20,
+    )
+    journal.open(Dedup(10))
+    return journal
+
+
+def _batch(data: bytes) -> Batch:
+    return Batch(data=data, count=data.count(b"\n"))
+
+
+@pytest.mark.asyncio
+async def test_small_groups_written_from_the_loop_are_fsynced_within_the_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What write_now() writes on the event loop is acknowledged at once, and the writer
+    still fsyncs it within fsync-interval-ms (durability "interval")."""
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    journal = _journal(tmp_path, durability="interval", fsync_interval_ms=50)
+    durable: list[int] = []
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            await tg.start(journal.run)
+            await _journal_lines(journal, b'{"n":0}\n')  # (the segment is open: no rotation)
+            await anyio.sleep(0.2)  # (and synced)
+            batch = _batch(b'{"n":1}\n')
+            assert journal.offer(batch)
+            journal.call_when_durable(batch.seq, lambda: durable.append(journal.durable_seq))
+            journal.write_now()
+            assert durable == [batch.seq]  # acknowledged from the loop, no task switch
+            assert b'{"n":1}\n' in next((tmp_path / "journal").glob("*.jsonl")).read_bytes()
+            before = len(synced)
+            while len(synced) == before:  # the periodic fsync comes anyway
+                await anyio.sleep(0.01)
+            journal.close_when_drained()
+
+
+@pytest.mark.asyncio
+async def test_write_now_never_overtakes_a_group_on_the_writers_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the writer's thread writes a big group, a small one queued after it waits:
+    batches reach the file in the order they were queued."""
+    started, release = anyio.Event(), threading.Event()
+    real_write = Journal._write
+
+    def write(self: Journal, data: bytes) -> None:
+        if len(data) > 300_000:
+            anyio.from_thread.run_sync(started.set)
+            release.wait(10)
+        real_write(self, data)
+
+    monkeypatch.setattr(Journal, "_write", write)
+    journal = _journal(tmp_path)
+    big, small = _batch(b'{"big":"' + b"x" * 400_000 + b'"}\n'), _batch(b'{"small":1}\n')
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            await tg.start(journal.run)
+            assert journal.offer(big)
+            journal.write_now()  # too big for the loop: the writer takes it to its thread
+            await started.wait()
+            assert journal.offer(small)
+            journal.write_now()  # must not write now
+            assert journal.durable_seq == 0
+            release.set()
+            await journal.wait(small)
+            journal.close_when_drained()
+    lines = next((tmp_path / "journal").glob("*.jsonl")).read_bytes().splitlines()
+    assert [json.loads(line).keys() for line in lines] == [{"big": 0}.keys(), {"small": 0}.keys()]
+
+
+@pytest.mark.asyncio
+async def test_offer_says_when_the_queue_is_full_and_calls_back_when_it_drains(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(
+        str(tmp_path / "journal"),
+        str(tmp_path / "quarantine"),
+        JournalConfig(),
+        max_pending_bytes=100,
+    )
+    journal.open(Dedup(10))
+    woken: list[bool] = []
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            await tg.start(journal.run)
+            first = _batch(b'{"pad":"' + b"x" * 120 + b'"}\n')
+            assert journal.offer(first)
+            second = _batch(b'{"n":2}\n')
+            assert not journal.offer(second)  # full: the connection holds it, stops reading
+            journal.call_when_space(lambda: woken.append(True))
+            journal.write_now()  # (the first write opens a segment: on the writer's thread)
+            await journal.wait(first)
+            assert woken == [True]
+            assert journal.offer(second)
+            journal.write_now()
+            await journal.wait(second)
+            journal.close_when_drained()
+            with pytest.raises(JournalError, match="closing"):
+                journal.offer(_batch(b'{"n":3}\n'))

@@ -17,6 +17,7 @@ import os
 import shutil
 import socket
 import stat
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -62,6 +63,7 @@ STATUS_KEYS = [
     "store",
     "retention",
     "paths",
+    "ingest_workers",
 ]
 JOURNAL_KEYS = [
     "segments",
@@ -398,6 +400,71 @@ async def test_stopping_acknowledges_what_each_connection_read() -> None:
             summary(2, 1),
             {"error": wire.SHUTTING_DOWN, "message": "the daemon is shutting down"},
         ]
+
+
+@pytest.mark.asyncio
+async def test_a_slow_journal_pushes_back_on_producers_within_a_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The journal stalls (a slow disk): connections stop reading once its queue is full,
+    so the kernel pushes back on the producers and the daemon holds a bounded number of
+    bytes (the queue, and per connection one chunk's events waiting for room and one
+    chunk with an ingest worker); once the journal moves, everything is acknowledged."""
+    release = threading.Event()
+    real_write = Journal._write
+
+    def slow_write(self: Journal, data: bytes) -> None:
+        release.wait(TIMEOUT)
+        real_write(self, data)
+
+    monkeypatch.setattr(Journal, "_write", slow_write)
+    settings = config.Config(
+        ingest=config.Ingest(max_pending_bytes=64 * 1024),
+        journal=config.Journal(durability="always"),  # (every write on the writer's thread)
+    )
+    producers, events = 3, 20_000
+    line = json.dumps({"type": "custom", "name": "n", "attrs": {"pad": "x" * 200}}).encode()
+    data = (line + b"\n") * events
+    sent = [0] * producers
+
+    def produce(n: int) -> list[dict[str, Any]]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(paths.resolve().events_socket)
+            for start in range(0, len(data), 65536):
+                sent[n] += sock.send(data[start : start + 65536])
+            sock.sendall(data[sent[n] :])
+            sent[n] = len(data)
+            sock.shutdown(socket.SHUT_WR)
+            replies = b""
+            while chunk := sock.recv(65536):
+                replies += chunk
+        return [json.loads(reply) for reply in replies.splitlines()]
+
+    async with running(settings) as daemon:
+        results: list[list[dict[str, Any]]] = [[] for _ in range(producers)]
+
+        async def run(n: int) -> None:
+            results[n] = await anyio.to_thread.run_sync(produce, n)
+
+        async with anyio.create_task_group() as tg:
+            for n in range(producers):
+                tg.start_soon(run, n)
+            await anyio.sleep(1.0)  # the journal is stuck: everyone fills up and stops
+            assert daemon.events is not None
+            read_size = settings.ingest.read_size
+            held = sum(
+                len(conn.held.data if conn.held is not None else b"")
+                + len(conn.out.region if conn.out is not None else b"")
+                for conn in daemon.events.open
+            )
+            assert daemon.journal._pending_bytes <= settings.ingest.max_pending_bytes + read_size
+            # A batch of events waiting for room, and a chunk read after it (a chunk's
+            # events are a bit bigger than its lines).
+            assert held <= producers * 3 * read_size
+            assert all(n < len(data) for n in sent)  # pushed back: still sending
+            release.set()
+        assert results == [[summary(events, events)]] * producers
+    assert daemon.journal.events_written == producers * events
 
 
 @pytest.mark.asyncio

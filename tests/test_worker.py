@@ -24,7 +24,9 @@ ROUNDS = int(os.environ.get("TELEMETRYD_STRESS_ROUNDS", "20"))
 
 
 def children(daemon: Daemon) -> list[int]:
-    """The daemon's live child processes (a killed one stays a zombie until reaped)."""
+    """The daemon's live store worker processes (a killed one stays a zombie until
+    reaped); its ingest workers (daemon/workers.py, started by big writes) are not
+    counted."""
     assert daemon.proc is not None
     pid = daemon.proc.pid
     text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
@@ -32,9 +34,10 @@ def children(daemon: Daemon) -> list[int]:
     for child in map(int, text.split()):
         try:
             state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
         except (FileNotFoundError, ProcessLookupError):
             continue
-        if state != "Z":
+        if state != "Z" and b"telemetryd.daemon.workerproc" not in command:
             live.append(child)
     return live
 

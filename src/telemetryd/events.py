@@ -63,24 +63,24 @@ class Tokens(_Strict, kw_only=True):
     tokenizer: str | None = None
 
     def __post_init__(self) -> None:
-        if self.source == "actual":
-            if self.input is None or self.output is None:
+        # (Runs for every api_request the daemon decodes: each attribute read once.)
+        source = self.source
+        if source == "actual":
+            input_, output = self.input, self.output
+            if input_ is None or output is None:
                 raise ValueError("`actual` tokens need both `input` and `output`")
-            if self.reasoning is not None and self.reasoning > self.output:
+            reasoning = self.reasoning
+            if reasoning is not None and reasoning > output:
                 raise ValueError("`reasoning` is part of `output` and cannot exceed it")
             if self.total is None:
-                total = (
-                    self.input + self.output + (self.cache_read or 0) + (self.cache_creation or 0)
-                )
+                total = input_ + output + (self.cache_read or 0) + (self.cache_creation or 0)
                 if total > MAX_INT:
                     raise ValueError(
                         f"`input` + `output` + `cache_read` + `cache_creation` is {total}, "
                         f"over the largest count ({MAX_INT})"
                     )
                 self.total = total
-        elif self.source == "estimated" and (
-            self.estimated_total is None or self.tokenizer is None
-        ):
+        elif source == "estimated" and (self.estimated_total is None or self.tokenizer is None):
             raise ValueError("`estimated` tokens need `estimated_total` and `tokenizer`")
 
 

@@ -213,6 +213,16 @@ class JournalStatus(Struct):
     ignored_files: list[str]  # files in the journal directory that are not segments
 
 
+class IngestWorkersStatus(Struct):
+    """The ingest worker processes (daemon/workers.py): started by big writes, stopped
+    after 30 s without one, so ``running`` is 0 in an idle daemon."""
+
+    running: int  # ready and in use now
+    max: int  # how many run at most (0: none, the daemon checks every line itself)
+    starts: int  # this run
+    last_exit: str | None  # the last exit the daemon did not ask for ("killed by SIGKILL")
+
+
 class PathsStatus(Struct):
     """Every path the daemon uses (:meth:`telemetryd.paths.Paths.as_dict`)."""
 
@@ -249,6 +259,7 @@ class StatusReply(Struct, kw_only=True):
     # without ``ok``); None before the first run.
     retention: dict[str, Any] | None
     paths: PathsStatus
+    ingest_workers: IngestWorkersStatus | None = None  # None: a daemon without them
 
 
 class UsageTotals(Struct, kw_only=True):

@@ -165,6 +165,13 @@ def status(socket_path: str | None, as_json: bool) -> None:
             else ""
         )
     )
+    workers = reply.get("ingest_workers")
+    if workers and workers["max"]:
+        click.echo(
+            f"ingest workers: {workers['running']} of {workers['max']} running "
+            f"(started by big writes, stopped when idle; {workers['starts']} starts)"
+            + (f", last unexpected exit: {workers['last_exit']}" if workers["last_exit"] else "")
+        )
     click.echo(_store_status(reply))
 
 

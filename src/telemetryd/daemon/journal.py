@@ -28,6 +28,8 @@ last segment; such a line was never acknowledged, and startup moves it to
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import logging
 import math
 import os
@@ -56,7 +58,7 @@ from telemetryd.errors import JournalError
 log = logging.getLogger(__name__)
 
 GROUP_MAX_BYTES = 8 * 1024 * 1024
-INLINE_WRITE_MAX = 64 * 1024
+INLINE_WRITE_MAX = 256 * 1024
 
 
 def _fsync_dir(directory: str) -> None:
@@ -130,8 +132,10 @@ class Journal:
         self._queued_seq = 0
         self.durable_seq = 0
         self._changed = anyio.Event()  # set (and replaced) whenever durable_seq moves
+        self._changed_waits = 0  # tasks waiting on it (none: nothing to set or replace)
         self._work = anyio.Event()  # set (and replaced) when a batch is queued
         self._space = anyio.Event()  # set (and replaced) when queued bytes drain
+        self._space_waits = 0
         self._closing = False
         self._sync_asked: anyio.Event | None = None  # set once a flush's fsync is done
         self._fd = -1
@@ -147,6 +151,15 @@ class Journal:
         # they must neither block nor raise (`telemetryctl tail`, daemon/tail.py).
         self.listeners: set[Callable[[bytes, int], None]] = set()
         self.written_to = ("", 0)  # (segment, size) after the last group written
+        # Callbacks of connections that do not wait in a task (daemon/listeners/events.py):
+        # (seq, tie-break, callback), called once that seq is durable (or failed); and those
+        # waiting for room in the queue. Each is called at most once, on the event loop.
+        self._durable_waiters: list[tuple[int, int, Callable[[], object]]] = []
+        self._space_waiters: list[Callable[[], object]] = []
+        self._tie = itertools.count()
+        self._stopped = False  # the writer has returned: waiters are called at once
+        self._writing = False  # a group is being written on the writer's thread
+        self._writes = 0  # writes so far (an fsync clears _dirty only if none came meanwhile)
 
     # -- startup (blocking; runs before the event loop serves anything) --------
 
@@ -239,6 +252,7 @@ class Journal:
             self._cut_back(start)
             raise
         self._dirty = self.config.durability != "always"
+        self._writes += 1
 
     def _cut_back(self, size: int) -> None:
         """Truncate the segment to ``size`` bytes; if even that fails, abandon the segment
@@ -258,13 +272,15 @@ class Journal:
 
     def _sync(self) -> None:
         if self._dirty and self._fd >= 0:
+            writes = self._writes
             try:
                 os.fsync(self._fd)
             except OSError as exc:  # EIO: already acknowledged; say so, keep serving
                 self.failed = f"cannot fsync {self._segment}: {exc.strerror or exc}"
                 log.error("%s", self.failed)
                 return
-            self._dirty = False
+            # (A write on the event loop meanwhile, by write_now(), may have missed it.)
+            self._dirty = self._writes != writes
 
     @property
     def segment(self) -> str:
@@ -283,33 +299,68 @@ class Journal:
             if self._closing:
                 raise JournalError("the journal is closing")
             while self._pending_bytes >= self._max_pending:
-                await self._space.wait()
+                await self._wait_space()
         except BaseException:
             # Never queued: anyone told its ids were duplicates must not wait for it.
             batch.failed = True
             raise
+        self._queue(batch)
+
+    def _queue(self, batch: Batch, *, wake: bool = True) -> None:
         self._queued_seq += 1
         batch.seq = self._queued_seq
         self._pending.append(batch)
         self._pending_bytes += len(batch.data)
-        self._work.set()
+        if wake:
+            self._work.set()
+
+    def offer(self, batch: Batch) -> bool:
+        """Queue ``batch`` if there is room, without waiting: False when the queue is full
+        (then :meth:`call_when_space`). Raises JournalError once the journal is closing.
+
+        The writer is not woken: call :meth:`write_now` soon after (once per turn of the
+        event loop is enough), which writes or wakes it."""
+        if self._closing:
+            batch.failed = True  # never queued: nobody told its ids were duplicates may wait
+            raise JournalError("the journal is closing")
+        if self._pending_bytes >= self._max_pending:
+            return False
+        self._queue(batch, wake=False)
+        return True
+
+    def call_when_space(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` (once) when queued bytes drain, or when the writer stops."""
+        if self._stopped:
+            callback()
+        else:
+            self._space_waiters.append(callback)
+
+    def call_when_durable(self, seq: int | None, callback: Callable[[], object]) -> None:
+        """Call ``callback`` (once) when batch ``seq`` is durable or failed; for ``None``
+        (a batch not queued yet), after the next batch queued from now is written."""
+        if seq is None:
+            seq = self._queued_seq + 1
+        if seq <= self.durable_seq or self._stopped:
+            callback()
+        else:
+            heapq.heappush(self._durable_waiters, (seq, next(self._tie), callback))
 
     async def wait(self, batch: Batch) -> None:
         """Return once ``batch`` is durable; raise JournalError if writing it failed."""
         while batch.seq is None or batch.seq > self.durable_seq:
             if batch.failed:
                 raise JournalError(self.failed or "the journal could not be written")
-            await self._changed.wait()
+            await self._wait_changed()
         if batch.failed:
             raise JournalError(self.failed or "the journal could not be written")
 
     async def changed(self) -> None:
         """Return after the next write (or failed write) of the writer."""
-        await self._changed.wait()
+        await self._wait_changed()
 
     async def wait_seq(self, seq: int) -> None:
         while seq > self.durable_seq:
-            await self._changed.wait()
+            await self._wait_changed()
 
     async def flush(self) -> None:
         """Return once everything queued so far is written and fsynced."""
@@ -340,9 +391,14 @@ class Journal:
                 if not self._pending:
                     if self._closing:
                         break
-                    timeout = max(0.0, next_sync - anyio.current_time())
-                    with anyio.move_on_after(timeout):
-                        await self._work.wait()
+                    if periodic and self._dirty and next_sync == math.inf:
+                        # (Written by write_now() since: the fsync is due all the same.)
+                        next_sync = anyio.current_time() + self.config.fsync_interval_ms / 1000
+                    if next_sync == math.inf and self._sync_asked is None:
+                        await self._work.wait()  # (no deadline: no cancel scope to pay for)
+                    else:
+                        with anyio.move_on_after(max(0.0, next_sync - anyio.current_time())):
+                            await self._work.wait()
                     self._work = anyio.Event()
                 if self._pending:
                     await self._write_group(self._take_group(), thread)
@@ -357,8 +413,45 @@ class Journal:
                         self._sync_asked = None
                         asked.set()
         finally:
+            self._stopped = True
+            self._call_waiters()
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._close_segment, limiter=thread)
+
+    def wake(self) -> None:
+        """Have the writer look at the queue (after :meth:`offer`, instead of write_now)."""
+        self._work.set()
+
+    def write_now(self) -> None:
+        """Write the queued batches at once, on the event loop, when that is cheap: the
+        writer is not busy, they are small, no rotation or fsync is due with them. Else
+        wake the writer for them. (For :meth:`offer`, which leaves the writer asleep so
+        that the connections of one turn of the loop share one write without a task
+        switch: connection per event pays for little else.)"""
+        if not self._pending:
+            return
+        size = self._pending_bytes
+        if (
+            self._writing
+            or self._closing
+            or size > INLINE_WRITE_MAX
+            or self.config.durability == "always"
+            or self._must_rotate(size)
+        ):
+            self._work.set()
+            return
+        group = self._take_group()
+        data = b"".join([batch.data for batch in group])
+        was_dirty = self._dirty
+        try:
+            self._write(data)
+        except OSError as exc:
+            self._fail(group, exc)
+        else:
+            self._written(group, data)
+        self._announce()
+        if self._dirty and not was_dirty:
+            self._work.set()  # the writer schedules the periodic fsync
 
     async def _write_group(self, group: list[Batch], thread: anyio.CapacityLimiter) -> None:
         data = b"".join([batch.data for batch in group])
@@ -373,21 +466,28 @@ class Journal:
                 # may block for long (fsync, rotation, big groups) still goes there.
                 self._write(data)
             else:
-                await anyio.to_thread.run_sync(self._write, data, limiter=thread)
+                self._writing = True  # (write_now() leaves the queue alone meanwhile)
+                try:
+                    await anyio.to_thread.run_sync(self._write, data, limiter=thread)
+                finally:
+                    self._writing = False
         except OSError as exc:
             self._fail(group, exc)
         else:
-            self.failed = None
-            count = 0
-            for batch in group:
-                batch.data = b""  # the dedup window keeps batches; not their bytes
-                count += batch.count
-            self.events_written += count
-            self.durable_seq = group[-1].seq  # type: ignore[assignment]
-            self.written_to = (self._segment, self._segment_size)
-            for listener in self.listeners:
-                listener(data, count)
+            self._written(group, data)
         self._announce()
+
+    def _written(self, group: list[Batch], data: bytes) -> None:
+        self.failed = None
+        count = 0
+        for batch in group:
+            batch.data = b""  # the dedup window keeps batches; not their bytes
+            count += batch.count
+        self.events_written += count
+        self.durable_seq = group[-1].seq  # type: ignore[assignment]
+        self.written_to = (self._segment, self._segment_size)
+        for listener in self.listeners:
+            listener(data, count)
 
     def _take_group(self) -> list[Batch]:
         group = [self._pending.popleft()]
@@ -397,8 +497,13 @@ class Journal:
             size += len(batch.data)
             group.append(batch)
         self._pending_bytes -= size
-        space, self._space = self._space, anyio.Event()
-        space.set()
+        if self._space_waits:  # (else nobody to wake: the same event serves the next)
+            space, self._space = self._space, anyio.Event()
+            space.set()
+        if self._space_waiters:
+            waiters, self._space_waiters = self._space_waiters, []
+            for callback in waiters:
+                callback()
         return group
 
     def _fail(self, group: list[Batch], exc: OSError) -> None:
@@ -412,9 +517,36 @@ class Journal:
         # The failed batches are behind us: later ones may still succeed.
         self.durable_seq = group[-1].seq  # type: ignore[assignment]
 
+    async def _wait_changed(self) -> None:
+        self._changed_waits += 1
+        try:
+            await self._changed.wait()
+        finally:
+            self._changed_waits -= 1
+
+    async def _wait_space(self) -> None:
+        self._space_waits += 1
+        try:
+            await self._space.wait()
+        finally:
+            self._space_waits -= 1
+
     def _announce(self) -> None:
-        changed, self._changed = self._changed, anyio.Event()
-        changed.set()
+        if self._changed_waits:  # (else nobody to wake: the same event serves the next)
+            changed, self._changed = self._changed, anyio.Event()
+            changed.set()
+        waiters = self._durable_waiters
+        while waiters and waiters[0][0] <= self.durable_seq:
+            heapq.heappop(waiters)[2]()
+
+    def _call_waiters(self) -> None:
+        """The writer stopped: every waiter looks again (and finds the journal closed)."""
+        durable, self._durable_waiters = self._durable_waiters, []
+        space, self._space_waiters = self._space_waiters, []
+        for _, _, callback in durable:
+            callback()
+        for callback in space:
+            callback()
 
     def stats(self) -> dict[str, Any]:
         segments = list_segments(self.directory)

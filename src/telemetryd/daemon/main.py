@@ -6,7 +6,9 @@
       store worker supervisor                (daemon/worker.py: the DuckDB child process)
       journal writer                         (runs until the connections are drained)
         listeners (daemon/listeners/)        (drained on shutdown, cut off after a deadline)
-          events socket -> a task per client
+          events socket -> event-loop callbacks per client; ingest workers
+                           (daemon/workers.py: child processes that check big chunks
+                           of lines, started under load, stopped when idle)
           control socket -> a task per client
           spool intake, store loads and retention timers, signal watcher
                                              (cancelled on shutdown)

@@ -23,6 +23,7 @@ from telemetryd.daemon.listeners.sockets import Peers
 from telemetryd.daemon.spool import SpoolIntake
 from telemetryd.daemon.tail import Tails
 from telemetryd.daemon.worker import StoreClient
+from telemetryd.daemon.workers import Workers
 from telemetryd.paths import Paths
 
 
@@ -39,6 +40,8 @@ class Server:
     ) -> None:
         peers = Peers(config.ingest.allowed_uids)  # checked once, at start
         self.tails = Tails(journal)
+        # The ingest worker processes: the events listener runs them, `status` shows them.
+        self.workers = Workers(ingestor.prices)
         self.operations = Operations(
             paths,
             config,
@@ -47,8 +50,11 @@ class Server:
             self.tails,
             lambda: (self.events.connections, self.control.connections),
             store,
+            self.workers,
         )
-        self.events = EventsListener(events_socket, config.ingest, ingestor, journal, peers)
+        self.events = EventsListener(
+            events_socket, config.ingest, ingestor, journal, peers, self.workers
+        )
         self.control = ControlListener(
             control_socket, config.ingest, peers, self.operations.dispatch()
         )

@@ -27,6 +27,7 @@ from telemetryd.daemon.listeners.dispatch import Dispatch, Operation, Replies
 from telemetryd.daemon.tail import Tails
 from telemetryd.daemon.totals import Totals
 from telemetryd.daemon.worker import StoreClient, StoreUnavailable
+from telemetryd.daemon.workers import Workers
 from telemetryd.paths import Paths
 
 # The query slots are the store worker's: these are reported while it is not running.
@@ -48,6 +49,7 @@ class Operations:
         tails: Tails,
         connections: Callable[[], tuple[int, int]],
         store: StoreClient | None = None,
+        workers: Workers | None = None,
     ) -> None:
         self.paths = paths
         self.config = config
@@ -56,6 +58,7 @@ class Operations:
         self.tails = tails
         self.connections = connections
         self.store = store
+        self.workers = workers
         self.usage = Totals(journal.directory)
         self._totals_lock = anyio.Lock()
         self.started = time.time()
@@ -101,6 +104,7 @@ class Operations:
             store=store,
             retention=self.store.last if self.store is not None else None,
             paths=msgspec.convert(self.paths.as_dict(), wire.PathsStatus),
+            ingest_workers=self.workers.status() if self.workers is not None else None,
         )
 
     async def flush(self, request: wire.FlushRequest, replies: Replies) -> wire.FlushReply:

@@ -9,6 +9,7 @@ effort and which can refuse a client without a reset.
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import fcntl
 import logging
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 SEND_TIMEOUT = 10.0  # seconds a reply may wait for the client to read
 _LINGER_SECONDS = 1.0  # a refused client gets this long to stop sending
 _LINGER_READS = 16
+_SO_PEERCRED: int | None = getattr(socket, "SO_PEERCRED", None)
 
 
 def acquire_lock(path: str) -> int:
@@ -93,11 +95,14 @@ def bind_unix(path: str, backlog: int = 1024) -> socket.socket:
     return sock
 
 
-def peer_uid(sock: socket.socket) -> int | None:
+_UCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
+
+
+def peer_uid(sock: _socket.socket) -> int | None:
     """The uid of the process at the other end (SO_PEERCRED, or LOCAL_PEERCRED on macOS/BSD)."""
-    if hasattr(socket, "SO_PEERCRED"):
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        return int(struct.unpack("3i", creds)[1])
+    if _SO_PEERCRED is not None:
+        creds = sock.getsockopt(socket.SOL_SOCKET, _SO_PEERCRED, _UCRED.size)
+        return int(_UCRED.unpack(creds)[1])
     if sys.platform == "darwin" or "bsd" in sys.platform:
         # getpeereid() reads struct xucred {u_int cr_version; uid_t cr_uid; ...}
         # via getsockopt(SOL_LOCAL=0, LOCAL_PEERCRED=1).
@@ -113,7 +118,7 @@ class Peers:
         uids = frozenset(allowed)
         self.allowed = uids or frozenset({os.getuid()})
 
-    def refusal(self, sock: socket.socket) -> bytes | None:
+    def refusal(self, sock: _socket.socket) -> bytes | None:
         """A ``forbidden_peer`` Closing line for a peer that may not connect, else None."""
         uid = peer_uid(sock)
         if uid is not None and uid not in self.allowed:

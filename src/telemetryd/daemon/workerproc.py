@@ -1,0 +1,128 @@
+"""An ingest worker process (daemon/workers.py says why and when the daemon runs them).
+
+    python -m telemetryd.daemon.workerproc FD
+
+FD is the worker's end of a socketpair with the daemon. The worker reads a
+:class:`Hello` (the daemon's price table), answers that it is ready, then answers
+each :class:`Request` (complete lines and the limits to check them by) with an
+:class:`Answer`: what :meth:`~telemetryd.daemon.ingest.Checker.check` found, the
+canonical events as raw bytes after it. It exits at EOF (the daemon stopped, or no
+longer needs it), and touches no file. This module is all the worker imports of the
+daemon's side, besides the event model: no event loop, no anyio.
+
+Messages: an 8-byte header (two big-endian 32-bit lengths), a msgpack array of the
+first length, then raw bytes of the second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import struct
+import sys
+from typing import Any
+
+import msgspec
+
+from telemetryd.adapters.pricing import Table
+from telemetryd.daemon.ingest import Checked, Checker
+
+
+class Hello(msgspec.Struct, array_like=True):
+    """The daemon's first message: its price table (None: no prices)."""
+
+    models: dict[str, dict[str, Any]] | None
+
+
+class Request(msgspec.Struct, array_like=True):
+    """Check the lines that follow (the raw bytes), the first being line ``lineno + 1``."""
+
+    tag: int
+    lineno: int
+    max_line: int
+    max_attrs: int
+    max_depth: int
+
+
+class Answer(msgspec.Struct, array_like=True):
+    """What checking found (its ``data``, the events, follow as the raw bytes)."""
+
+    tag: int  # 0: the worker is ready
+    checked: Checked
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+ANSWERS = msgspec.msgpack.Decoder(Answer)
+HEADER = struct.Struct(">II")  # the lengths of the msgpack part and of the raw bytes
+
+
+def message(meta: msgspec.Struct, data: bytes | memoryview = b"") -> tuple[bytes, bytes]:
+    """The header and the msgpack part of a message whose raw bytes are ``data``."""
+    body = _ENCODER.encode(meta)
+    return HEADER.pack(len(body), len(data)), body
+
+
+def receive(sock: socket.socket, size: int) -> bytes | None:
+    """Exactly ``size`` bytes (None at EOF)."""
+    data = sock.recv(size, socket.MSG_WAITALL) if size else b""
+    while len(data) < size:  # (a signal, say)
+        more = sock.recv(size - len(data), socket.MSG_WAITALL)
+        if not more:
+            return None
+        data += more
+    return data
+
+
+def _send(sock: socket.socket, parts: list[bytes]) -> None:
+    sent = sock.sendmsg(parts)
+    total = sum(len(part) for part in parts)
+    if sent < total:
+        sock.sendall(b"".join(parts)[sent:])
+
+
+def serve(sock: socket.socket) -> None:
+    """The worker's loop: check each request's lines, answer, until EOF."""
+    requests = msgspec.msgpack.Decoder(Request)
+    checker: Checker | None = None
+    while True:
+        header = receive(sock, HEADER.size)
+        if header is None:
+            return
+        meta_size, data_size = HEADER.unpack(header)
+        meta = receive(sock, meta_size)
+        region = receive(sock, data_size)
+        if meta is None or region is None:
+            return
+        if checker is None:
+            hello = msgspec.msgpack.decode(meta, type=Hello)
+            checker = Checker(None if hello.models is None else Table({"models": hello.models}))
+            _send(sock, list(message(Answer(0, Checked()))))
+            continue
+        request = requests.decode(meta)
+        checked = checker.check(
+            region, request.lineno, request.max_line, request.max_attrs, request.max_depth
+        )
+        data, checked.data = checked.data, b""
+        _send(sock, [*message(Answer(request.tag, checked), data), data])
+
+
+def main(argv: list[str]) -> int:
+    # The daemon handles Ctrl-C and SIGTERM for the whole service; a worker ends when
+    # the daemon closes its socket (or dies).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=os.environ.get("TELEMETRYD_LOG_LEVEL", "INFO").upper(),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    sock = socket.socket(fileno=int(argv[0]))
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError), sock:
+        serve(sock)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
