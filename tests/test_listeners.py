@@ -38,8 +38,8 @@ from telemetryd.daemon.listeners.dispatch import Dispatch, Operation, Replies, R
 from telemetryd.daemon.listeners.events import EventsListener
 from telemetryd.daemon.listeners.operations import Operations
 from telemetryd.daemon.listeners.sockets import Peers, acquire_lock, bind_unix
+from telemetryd.daemon.store_worker import StoreClient, StoreUnavailable, StoreWorker
 from telemetryd.daemon.tail import Tails
-from telemetryd.daemon.worker import StoreClient, StoreUnavailable, StoreWorker
 from telemetryd.errors import AlreadyRunning, JournalError, PathError, TelemetryError
 from telemetryd.store.queries import Queries
 
@@ -103,7 +103,7 @@ STORE_KEYS = [
     "open",
     "pending_bytes",
     "error",
-    "worker",  # the daemon's view of the store worker (daemon/worker.py) and of its figures
+    "worker",  # the daemon's view of the store worker (daemon/store_worker.py) and of its figures
     "as_of",
     "pending_events",
 ]

@@ -214,7 +214,7 @@ class JournalStatus(Struct):
 
 
 class IngestWorkersStatus(Struct):
-    """The ingest worker processes (daemon/workers.py): started by big writes, stopped
+    """The ingest worker processes (daemon/ingest_workers.py): started by big writes, stopped
     after 30 s without one, so ``running`` is 0 in an idle daemon."""
 
     running: int  # ready and in use now

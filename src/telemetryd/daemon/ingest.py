@@ -8,7 +8,7 @@ canonically; the feed then drops the ids already journaled (the dedup window,
 shared by all feeds) and hands a chunk's events to the journal as one
 :class:`Batch`. The checking is the per-event hot path (keep work out of the loop
 in :meth:`Checker.check`) and needs no shared state, so an ingest worker process
-can do it (daemon/workers.py); the dedup window stays in the daemon.
+can do it (daemon/ingest_workers.py); the dedup window stays in the daemon.
 
 A line can only ever cost itself: whatever goes wrong while processing it (a bug
 included) becomes a rejection of that line (``internal_error`` when it is not the
@@ -255,7 +255,7 @@ class Checker:
     (``v``, ``id`` when the client chose none, ``ts`` when absent, ``received_at``),
     prices, canonical encoding. It needs nothing shared between connections (the
     dedup window is applied afterwards, by :meth:`Feed.applied`), so an ingest
-    worker process (daemon/workers.py) runs the same code on its own ``Checker``."""
+    worker process (daemon/ingest_workers.py) runs the same code on its own ``Checker``."""
 
     def __init__(self, prices: Table | None = None) -> None:
         self.prices = prices

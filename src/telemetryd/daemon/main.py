@@ -3,11 +3,11 @@
 ::
 
     serve()
-      store worker supervisor                (daemon/worker.py: the DuckDB child process)
+      store worker supervisor                (daemon/store_worker.py: the DuckDB child process)
       journal writer                         (runs until the connections are drained)
         listeners (daemon/listeners/)        (drained on shutdown, cut off after a deadline)
           events socket -> event-loop callbacks per client; ingest workers
-                           (daemon/workers.py: child processes that check big chunks
+                           (daemon/ingest_workers.py: child processes that check big chunks
                            of lines, started under load, stopped when idle)
           control socket -> a task per client
           spool intake, store loads and retention timers, signal watcher
@@ -41,7 +41,7 @@ from telemetryd.daemon.listeners.sockets import acquire_lock, bind_unix
 from telemetryd.daemon.reload import reload
 from telemetryd.daemon.server import Server
 from telemetryd.daemon.service import Notifier, activated_sockets, watchdog
-from telemetryd.daemon.worker import StoreClient, StoreWorker
+from telemetryd.daemon.store_worker import StoreClient, StoreWorker
 from telemetryd.errors import TelemetryError
 
 log = logging.getLogger("telemetryd")
@@ -70,7 +70,7 @@ async def serve(
         )
         await anyio.to_thread.run_sync(journal.open, ingestor.dedup)
         # DuckDB runs in the store worker, a child process started when needed
-        # (daemon/worker.py): ingest never waits for it.
+        # (daemon/store_worker.py): ingest never waits for it.
         worker = StoreWorker(where, settings)
         store = StoreClient(worker, journal, settings)
         # Sockets passed by systemd or launchd (never unlinked by us), else our own.

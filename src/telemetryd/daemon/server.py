@@ -14,6 +14,7 @@ import socket
 
 from telemetryd.config import Config
 from telemetryd.daemon.ingest import Ingestor
+from telemetryd.daemon.ingest_workers import Workers
 from telemetryd.daemon.journal import Journal
 from telemetryd.daemon.listeners import Listener
 from telemetryd.daemon.listeners.control import ControlListener
@@ -21,9 +22,8 @@ from telemetryd.daemon.listeners.events import EventsListener, settle
 from telemetryd.daemon.listeners.operations import Operations
 from telemetryd.daemon.listeners.sockets import Peers
 from telemetryd.daemon.spool import SpoolIntake
+from telemetryd.daemon.store_worker import StoreClient
 from telemetryd.daemon.tail import Tails
-from telemetryd.daemon.worker import StoreClient
-from telemetryd.daemon.workers import Workers
 from telemetryd.paths import Paths
 
 

@@ -10,7 +10,7 @@ Each connection carries one request (wire.py, ``WorkerMessage``) and its reply l
 Loads, rebuilds and retention run one at a time; queries run in their own slots
 (store/queries.py). On SIGTERM the worker stops accepting, lets requests under way
 finish (within :data:`DRAIN_SECONDS`), closes the database and exits 0. The daemon
-decides when the worker is idle and stops it so (daemon/worker.py). The worker runs
+decides when the worker is idle and stops it so (daemon/store_worker.py). The worker runs
 at a lower CPU priority (nice 10) than the daemon: a long query or a bulk load must
 not slow down acknowledgements, or the agents' hooks, on a small machine.
 """

@@ -42,9 +42,9 @@ from anyio.abc import TaskStatus
 from telemetryd import wire
 from telemetryd.config import Ingest
 from telemetryd.daemon.ingest import Batch, Checked, Feed, Ingestor
+from telemetryd.daemon.ingest_workers import FULL, OFFLOAD_MIN_BYTES, TAKEN, Workers
 from telemetryd.daemon.journal import Journal
 from telemetryd.daemon.listeners.sockets import SEND_TIMEOUT, Peers, closing
-from telemetryd.daemon.workers import FULL, OFFLOAD_MIN_BYTES, TAKEN, Workers
 from telemetryd.errors import JournalError
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class EventsListener:
         self._accepting = False
         self._finished = anyio.Event()  # stopping, and no connection left
         self._flush_scheduled = False
-        # Processes that check big chunks (daemon/workers.py), started when needed.
+        # Processes that check big chunks (daemon/ingest_workers.py), started when needed.
         self.workers = Workers(ingestor.prices) if workers is None else workers
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:

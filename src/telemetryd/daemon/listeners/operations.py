@@ -7,7 +7,7 @@ is answered with its operation's error code (``flush_failed``, ...), or with
 ``store_unavailable`` when the database is not open.
 
 What the handlers ask of the store (``self.store``, the client of the store worker:
-daemon/worker.py) is kept to a few lines each.
+daemon/store_worker.py) is kept to a few lines each.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ import msgspec
 from telemetryd import __version__, wire
 from telemetryd.config import Config
 from telemetryd.daemon.ingest import Ingestor
+from telemetryd.daemon.ingest_workers import Workers
 from telemetryd.daemon.journal import Journal
 from telemetryd.daemon.listeners.dispatch import Dispatch, Operation, Replies
+from telemetryd.daemon.store_worker import StoreClient, StoreUnavailable
 from telemetryd.daemon.tail import Tails
 from telemetryd.daemon.totals import Totals
-from telemetryd.daemon.worker import StoreClient, StoreUnavailable
-from telemetryd.daemon.workers import Workers
 from telemetryd.paths import Paths
 
 # The query slots are the store worker's: these are reported while it is not running.

@@ -1,6 +1,6 @@
-"""An ingest worker process (daemon/workers.py says why and when the daemon runs them).
+"""An ingest worker process (daemon/ingest_workers.py says why and when the daemon runs them).
 
-    python -m telemetryd.daemon.workerproc FD
+    python -m telemetryd.daemon.ingest_worker FD
 
 FD is the worker's end of a socketpair with the daemon. The worker reads a
 :class:`Hello` (the daemon's price table), answers that it is ready, then answers

@@ -1,4 +1,4 @@
-"""Ingest workers (daemon/workers.py): child processes that check big chunks of lines.
+"""Ingest workers (daemon/ingest_workers.py): child processes that check big chunks of lines.
 
 - A worker's answer, over the real socketpair from a real process, is what the daemon's
   own Checker finds in the same lines (property-based, the hostile lines of
@@ -35,7 +35,7 @@ from conftest import Daemon, connect, ctl, read_replies, summary
 from telemetryd import config, paths, wire
 from telemetryd.adapters import pricing
 from telemetryd.config import Ingest
-from telemetryd.daemon import workerproc, workers
+from telemetryd.daemon import ingest_worker, ingest_workers
 from telemetryd.daemon.ingest import (
     JOURNALED,
     Batch,
@@ -69,35 +69,37 @@ def custom(name: str, event_id: str | None = None, pad: int = 0) -> bytes:
 
 
 class WorkerProcess:
-    """``python -m telemetryd.daemon.workerproc`` on a socketpair, asked synchronously."""
+    """``python -m telemetryd.daemon.ingest_worker`` on a socketpair, asked synchronously."""
 
     def __init__(self, table: pricing.Table | None) -> None:
         self.sock, theirs = socket.socketpair()
         with theirs:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "telemetryd.daemon.workerproc", str(theirs.fileno())],
+                [sys.executable, "-m", "telemetryd.daemon.ingest_worker", str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
             )
         self.sock.settimeout(TIMEOUT)
-        self.sock.sendall(b"".join(workerproc.message(workerproc.Hello(table and table.models))))
+        self.sock.sendall(
+            b"".join(ingest_worker.message(ingest_worker.Hello(table and table.models)))
+        )
         assert self._answer().tag == 0  # ready
         self.tag = 0
 
-    def _answer(self) -> workerproc.Answer:
-        header = workerproc.receive(self.sock, workerproc.HEADER.size)
+    def _answer(self) -> ingest_worker.Answer:
+        header = ingest_worker.receive(self.sock, ingest_worker.HEADER.size)
         assert header is not None
-        meta_size, data_size = workerproc.HEADER.unpack(header)
-        meta = workerproc.receive(self.sock, meta_size)
-        data = workerproc.receive(self.sock, data_size)
+        meta_size, data_size = ingest_worker.HEADER.unpack(header)
+        meta = ingest_worker.receive(self.sock, meta_size)
+        data = ingest_worker.receive(self.sock, data_size)
         assert meta is not None and data is not None
-        answer = workerproc.ANSWERS.decode(meta)
+        answer = ingest_worker.ANSWERS.decode(meta)
         answer.checked.data = data
         return answer
 
     def check(self, region: bytes, lineno: int, *limits: int) -> Checked:
         self.tag += 1
-        request = workerproc.Request(self.tag, lineno, *limits)
-        self.sock.sendall(b"".join(workerproc.message(request, region)) + region)
+        request = ingest_worker.Request(self.tag, lineno, *limits)
+        self.sock.sendall(b"".join(ingest_worker.message(request, region)) + region)
         answer = self._answer()
         assert answer.tag == self.tag
         return answer.checked
@@ -239,7 +241,7 @@ def worker_pids(daemon: Daemon) -> list[int]:
                 command = f.read()
         except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
             continue
-        if parent == daemon.proc.pid and b"telemetryd.daemon.workerproc" in command:
+        if parent == daemon.proc.pid and b"telemetryd.daemon.ingest_worker" in command:
             found.append(int(entry))
     return found
 
@@ -319,7 +321,7 @@ def test_chunks_checked_by_workers_get_the_same_replies_and_journal(
     assert [strip(e, chosen) for e in journaled] == [strip(e, chosen) for e in expected_events]
     status = ctl("status", "--json")
     assert status.returncode == 0, status.stderr
-    count = workers.default_count()
+    count = ingest_workers.default_count()
     assert json.loads(status.stdout)["ingest_workers"] == {
         "running": count,
         "max": count,
@@ -336,7 +338,7 @@ def test_chunks_checked_by_workers_get_the_same_replies_and_journal(
 def wait_for_workers(daemon: Daemon) -> None:
     """Stream until the daemon's ingest workers are up."""
     deadline = time.monotonic() + TIMEOUT
-    while len(worker_pids(daemon)) < workers.default_count():
+    while len(worker_pids(daemon)) < ingest_workers.default_count():
         stream(daemon.events_socket, custom("warm-up", pad=300) * 500)
         assert time.monotonic() < deadline, daemon.log()
     time.sleep(0.3)  # (and ready: they answer their first request)
@@ -392,7 +394,7 @@ def test_workers_killed_mid_stream_cost_no_event(daemon_factory: DaemonFactory) 
 class Listening:
     """An events listener and journal in this process, with the given pool."""
 
-    def __init__(self, pool: workers.Workers) -> None:
+    def __init__(self, pool: ingest_workers.Workers) -> None:
         self.paths = paths.resolve()
         self.settings = config.Config()
         self.ingestor = Ingestor(self.settings.ingest)
@@ -422,7 +424,7 @@ class Listening:
             await anyio.sleep(0.02)
 
 
-async def listening(pool: workers.Workers, body: Callable[[Listening], Any]) -> Listening:
+async def listening(pool: ingest_workers.Workers, body: Callable[[Listening], Any]) -> Listening:
     where = Listening(pool)
     with anyio.fail_after(TIMEOUT):
         async with anyio.create_task_group() as tg:
@@ -440,12 +442,12 @@ async def listening(pool: workers.Workers, body: Callable[[Listening], Any]) -> 
 
 STUCK = """
 import socket, sys, time
-from telemetryd.daemon import workerproc, workers
+from telemetryd.daemon import ingest_worker, ingest_workers
 sock = socket.socket(fileno=int(sys.argv[1]))
-header = workerproc.receive(sock, 8)
-meta, data = workerproc.HEADER.unpack(header)
-workerproc.receive(sock, meta + data)
-sock.sendall(b"".join(workerproc.message(workerproc.Answer(0, workerproc.Checked()))))
+header = ingest_worker.receive(sock, 8)
+meta, data = ingest_worker.HEADER.unpack(header)
+ingest_worker.receive(sock, meta + data)
+sock.sendall(b"".join(ingest_worker.message(ingest_worker.Answer(0, ingest_worker.Checked()))))
 time.sleep(60)
 """
 
@@ -454,9 +456,9 @@ time.sleep(60)
 async def test_a_worker_that_does_not_answer_is_killed(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(workers, "ANSWER_TIMEOUT", 0.3)
-    monkeypatch.setattr(workers, "_TICK", 0.05)
-    pool = workers.Workers(None, count=1, command=[sys.executable, "-c", STUCK])
+    monkeypatch.setattr(ingest_workers, "ANSWER_TIMEOUT", 0.3)
+    monkeypatch.setattr(ingest_workers, "_TICK", 0.05)
+    pool = ingest_workers.Workers(None, count=1, command=[sys.executable, "-c", STUCK])
     data = b"".join(custom(f"s-{n}", pad=200) for n in range(400))  # > OFFLOAD_MIN_BYTES
 
     async def body(where: Listening) -> None:
@@ -472,23 +474,23 @@ async def test_a_worker_that_does_not_answer_is_killed(
 # Workers that answer that they are ready, then with what the daemon cannot use.
 GARBAGE = """
 import socket, sys, time
-from telemetryd.daemon import workerproc
+from telemetryd.daemon import ingest_worker
 sock = socket.socket(fileno=int(sys.argv[1]))
-header = workerproc.receive(sock, 8)
-meta, data = workerproc.HEADER.unpack(header)
-workerproc.receive(sock, meta + data)
-sock.sendall(b"".join(workerproc.message(workerproc.Answer(0, workerproc.Checked()))))
+header = ingest_worker.receive(sock, 8)
+meta, data = ingest_worker.HEADER.unpack(header)
+ingest_worker.receive(sock, meta + data)
+sock.sendall(b"".join(ingest_worker.message(ingest_worker.Answer(0, ingest_worker.Checked()))))
 while True:
-    header = workerproc.receive(sock, 8)
+    header = ingest_worker.receive(sock, 8)
     if header is None:
         break
-    meta, data = workerproc.HEADER.unpack(header)
-    workerproc.receive(sock, meta + data)
+    meta, data = ingest_worker.HEADER.unpack(header)
+    ingest_worker.receive(sock, meta + data)
     sock.sendall(ANSWER)
 time.sleep(60)
 """
-UNDECODABLE = workerproc.HEADER.pack(3, 0) + b"\xc1\xc1\xc1"
-HUGE = workerproc.HEADER.pack(16, 0xFFFF0000) + b"\x00" * 16  # a 4 GiB answer announced
+UNDECODABLE = ingest_worker.HEADER.pack(3, 0) + b"\xc1\xc1\xc1"
+HUGE = ingest_worker.HEADER.pack(16, 0xFFFF0000) + b"\x00" * 16  # a 4 GiB answer announced
 
 
 @pytest.mark.asyncio
@@ -497,7 +499,7 @@ async def test_a_worker_that_answers_garbage_is_killed(
     answer: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
     script = GARBAGE.replace("ANSWER", repr(answer))
-    pool = workers.Workers(None, count=1, command=[sys.executable, "-c", script])
+    pool = ingest_workers.Workers(None, count=1, command=[sys.executable, "-c", script])
     data = b"".join(custom(f"g-{n}", pad=200) for n in range(400))  # > OFFLOAD_MIN_BYTES
 
     async def body(where: Listening) -> None:
@@ -516,10 +518,10 @@ async def test_a_worker_that_answers_garbage_is_killed(
 async def test_idle_workers_stop_and_start_again_when_needed(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(workers, "IDLE_EXIT", 0.3)
-    monkeypatch.setattr(workers, "_TICK", 0.05)
-    caplog.set_level(logging.INFO, logger=workers.__name__)
-    pool = workers.Workers(None, count=2)
+    monkeypatch.setattr(ingest_workers, "IDLE_EXIT", 0.3)
+    monkeypatch.setattr(ingest_workers, "_TICK", 0.05)
+    caplog.set_level(logging.INFO, logger=ingest_workers.__name__)
+    pool = ingest_workers.Workers(None, count=2)
     data = b"".join(custom(f"i-{n}", pad=200) for n in range(2000))
 
     async def body(where: Listening) -> None:
@@ -543,17 +545,17 @@ async def test_idle_workers_stop_and_start_again_when_needed(
 
 def test_no_workers_on_a_single_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
-    assert workers.default_count() == 0
+    assert ingest_workers.default_count() == 0
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
-    assert workers.default_count() == workers.MAX_WORKERS
+    assert ingest_workers.default_count() == ingest_workers.MAX_WORKERS
 
 
 def test_the_worker_module_runs_as_a_script(tmp_path: Path) -> None:
-    """`python -m telemetryd.daemon.workerproc FD` (what the pool starts) exits 0 at EOF."""
+    """`python -m telemetryd.daemon.ingest_worker FD` (what the pool starts) exits 0 at EOF."""
     ours, theirs = socket.socketpair()
     with ours, theirs:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "telemetryd.daemon.workerproc", str(theirs.fileno())],
+            [sys.executable, "-m", "telemetryd.daemon.ingest_worker", str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
         )
         theirs.close()

@@ -25,7 +25,7 @@ ROUNDS = int(os.environ.get("TELEMETRYD_STRESS_ROUNDS", "20"))
 
 def children(daemon: Daemon) -> list[int]:
     """The daemon's live store worker processes (a killed one stays a zombie until
-    reaped); its ingest workers (daemon/workers.py, started by big writes) are not
+    reaped); its ingest workers (daemon/ingest_workers.py, started by big writes) are not
     counted."""
     assert daemon.proc is not None
     pid = daemon.proc.pid
@@ -37,7 +37,7 @@ def children(daemon: Daemon) -> list[int]:
             command = Path(f"/proc/{child}/cmdline").read_bytes()
         except (FileNotFoundError, ProcessLookupError):
             continue
-        if state != "Z" and b"telemetryd.daemon.workerproc" not in command:
+        if state != "Z" and b"telemetryd.daemon.ingest_worker" not in command:
             live.append(child)
     return live
 

@@ -12,7 +12,7 @@ so exactly-once and every reply are the same with or without workers. Small chun
 (a hook's one event) are checked in the daemon: the round trip would cost more than
 the check. When no worker has room, the daemon checks the chunk itself.
 
-Processes: ``python -m telemetryd.daemon.workerproc FD`` (that module is the worker's
+Processes: ``python -m telemetryd.daemon.ingest_worker FD`` (that module is the worker's
 side, kept small: it does not import the daemon's event-loop libraries), at most
 ``count`` of them
 (one per CPU, at most ``MAX_WORKERS``; none on a single CPU). They start when the
@@ -27,7 +27,7 @@ twice. So is one whose answer makes no sense (one that cannot be decoded, or is 
 bigger than the lines it answers for could make). After an exit that was not asked
 for, the next start waits (1 s, doubling to 30 s, while they keep failing).
 
-Messages on the socketpair (:mod:`telemetryd.daemon.workerproc` defines them): an
+Messages on the socketpair (:mod:`telemetryd.daemon.ingest_worker` defines them): an
 8-byte header (two big-endian 32-bit lengths), a msgpack array of that first length,
 then raw bytes of the second (so the lines and the events are copied as little as
 can be). The daemon sends a Hello (the price table), then a Request with each chunk's
@@ -56,7 +56,7 @@ from anyio.abc import TaskStatus
 from telemetryd import wire
 from telemetryd.adapters.pricing import Table
 from telemetryd.daemon.ingest import Checked
-from telemetryd.daemon.workerproc import ANSWERS, HEADER, Hello, Request, message
+from telemetryd.daemon.ingest_worker import ANSWERS, HEADER, Hello, Request, message
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ class Workers:
         command: list[str] | None = None,
     ) -> None:
         self.count = default_count() if count is None else count
-        self.command = command or [sys.executable, "-m", "telemetryd.daemon.workerproc"]
+        self.command = command or [sys.executable, "-m", "telemetryd.daemon.ingest_worker"]
         self._hello = list(message(Hello(None if prices is None else prices.models)))
         self._workers: list[_Worker] = []
         self._waiting: deque[Callable[[], object]] = deque()  # connections waiting for room
