@@ -208,7 +208,9 @@ class Store:
         *,
         batch_bytes: int = BATCH_BYTES,
         quarantine_dir: str | None = None,
+        connection: duckdb.DuckDBPyConnection | None = None,
     ) -> None:
+        """``connection``: ``path`` already opened (its owner hands it over)."""
         self.path = path
         self.batch_bytes = batch_bytes  # the size batches return to after running short
         self.last_materialized: float | None = None  # Unix time the last run finished
@@ -223,7 +225,7 @@ class Store:
         # this process (and DuckDB, for reading) opens what is in it.
         shutil.rmtree(self.load_dir, ignore_errors=True)
         os.makedirs(self.load_dir, mode=0o700, exist_ok=True)
-        self._con = duckdb.connect(path)
+        self._con = connection if connection is not None else duckdb.connect(path)
         # Loads need not keep file order within a batch (dedup does not rely on it);
         # dropping it lets DuckDB insert from all threads. Only this connection.
         self._con.execute("SET SESSION preserve_insertion_order = false")
