@@ -213,6 +213,63 @@ def test_small_batches_split_segments_at_line_ends(tmp_path: Path, journal: Path
         ]
 
 
+def test_closed_segments_loaded_whole_are_linked_not_copied(
+    store: Store, journal: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A closed segment read from its start to its end goes into the batch as a hard link;
+    the growing segment, and a closed one loaded partly before, are copied (from their
+    offsets): either way every line is loaded once and nothing stays in load/."""
+    from telemetryd.store import database
+
+    copied: list[tuple[str, int, int]] = []
+    real_copy = database._copy_range
+
+    def copy(path: str, out_fd: int, start: int, end: int) -> None:
+        copied.append((Path(path).name, start, end))
+        real_copy(path, out_fd, start, end)
+
+    monkeypatch.setattr(database, "_copy_range", copy)
+    first, second, third = segment(journal, 1), segment(journal, 2), segment(journal, 3)
+    append(first, b"".join(custom(n) for n in range(10)))
+    assert store.materialize(str(journal)) == 10  # the growing segment: a copy
+    append(first, b"".join(custom(n) for n in range(10, 15)))
+    append(second, b"".join(custom(n) for n in range(15, 40)))
+    append(third, b"".join(custom(n) for n in range(40, 45)))
+    copied.clear()
+    assert store.materialize(str(journal)) == 35
+    size = first.stat().st_size
+    assert copied == [
+        (first.name, size - 5 * len(custom(10)), size),  # closed, loaded partly before
+        (third.name, 0, third.stat().st_size),  # still growing
+    ]  # (the second went in whole, as a link)
+    assert sorted(stored_ids(store)) == [f"ev-{n:07d}" for n in range(45)]
+    assert query(store, "SELECT seq, complete FROM segments ORDER BY seq") == [
+        (1, True),
+        (2, True),
+        (3, False),
+    ]
+    assert list((journal.parent / "load").iterdir()) == []
+    assert all(path.stat().st_nlink == 1 for path in journal.iterdir())
+
+
+def test_segments_are_copied_where_they_cannot_be_linked(
+    tmp_path: Path, journal: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A journal on another file system than the database (or links refused): copies."""
+
+    def refuse(source: str, target: str) -> None:
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", refuse)
+    for seq in range(1, 4):
+        append(segment(journal, seq), b"".join(custom(n) for n in range(seq * 10, seq * 10 + 7)))
+    with Store(str(tmp_path / "telemetry.duckdb"), batch_bytes=2 * 7 * len(custom(10))) as store:
+        assert store.materialize(str(journal)) == 21
+        assert len(set(stored_ids(store))) == 21
+        assert query(store, "SELECT count(*) FROM segments WHERE complete") == [(2,)]
+    assert list((tmp_path / "load").iterdir()) == []
+
+
 def test_compressed_segments_are_loaded_whole_once(store: Store, journal: Path) -> None:
     plain = segment(journal, 1)
     append(plain, b"".join(custom(n) for n in range(10)))

@@ -51,9 +51,11 @@ goes to ``quarantine/<name>.damaged``, and `status` lists it.
 
 Events are deduplicated by ``id``: of the rows sharing an id, the one stored
 first stays; within one batch, the one received first. The check runs after the
-insert, on the new rows only, and joins them with the stored ids; DuckDB skips
-the row groups whose id range cannot match, which for time-ordered ids (the
-UUIDv7s that the daemon and `telemetryctl send` assign) is nearly all of them.
+insert, on the new rows only: one pass over their ids says whether two of them are
+the same or a stored id lies within their range (DuckDB skips the row groups whose
+id range cannot match, which for time-ordered ids, the UUIDv7s that the daemon and
+`telemetryctl send` assign, is nearly all of them); only then are they joined with
+the stored ids and the extra rows deleted.
 
 Every method blocks (DuckDB releases the GIL while it works): the daemon calls
 them from a worker thread, never on the event loop.
@@ -114,6 +116,18 @@ _VIEWS_DIGEST = hashlib.sha256((_VIEWS + "\0" + _MACROS).encode()).hexdigest()
 
 # The ids of this batch's rows that are stored more than once (rows from rowid $first on
 # are this batch's; the semi join reads only the row groups whose ids could match).
+# Whether this batch's rows (rowid >= $first) may share an id with each other or with
+# a stored row: a cheap first pass that spares the join below nearly always.
+_MAY_DUPLICATE = """
+    WITH new AS (
+        SELECT count(*) > count(DISTINCT id) AS twice, min(id) AS lo, max(id) AS hi
+        FROM events WHERE rowid >= $first
+    )
+    SELECT twice OR EXISTS (
+        SELECT 1 FROM events WHERE rowid < $first
+        AND id BETWEEN (SELECT lo FROM new) AND (SELECT hi FROM new)
+    ) FROM new
+"""
 _DUPLICATES = """
     SELECT id FROM events
     WHERE id IN (SELECT id FROM events WHERE rowid >= $first)
@@ -130,6 +144,7 @@ _DROP_DUPLICATES = f"""
         ) WHERE n > 1
     )
 """
+_ANY_DUPLICATE = f"SELECT true FROM ({_DUPLICATES})"
 _SAVE_OFFSET = "INSERT OR REPLACE INTO segments VALUES ($seq, $name, $bytes, $complete, $now)"
 # Retention: the events with these ids (read from the doomed segments in Python).
 _FORGET = "DELETE FROM events WHERE id IN (SELECT unnest($ids))"
@@ -149,14 +164,24 @@ class _Piece:
 
 
 class _Batch:
-    """Complete journal lines gathered in one file in the load directory, and how far
-    they take each segment: ``{seq: (file name, loaded_bytes, complete)}``."""
+    """Complete journal lines gathered in the load directory, and how far they take each
+    segment: ``{seq: (file name, loaded_bytes, complete)}``. Lines are copied into one
+    file of the batch's own; a closed plain segment that is loaded whole is hard-linked
+    instead (no copy: DuckDB reads the segment's own pages, and parses the files of a
+    batch in parallel)."""
 
     def __init__(self, directory: str) -> None:
         os.makedirs(directory, mode=0o700, exist_ok=True)
+        self.directory = directory
         self.fd, self.path = tempfile.mkstemp(prefix="batch-", suffix=SUFFIX, dir=directory)
-        self.size = 0
+        self.size = 0  # bytes of lines in the batch, copied and linked
+        self.copied = 0  # of them in the batch's own file
+        self.links: list[str] = []
         self.marks: dict[int, tuple[str, int, bool]] = {}
+
+    @property
+    def files(self) -> list[str]:
+        return ([self.path] if self.copied else []) + self.links
 
     def mark(self, piece: _Piece, name: str, loaded: int, complete: bool) -> None:
         self.marks[piece.seq] = (name, loaded, complete)
@@ -166,21 +191,43 @@ class _Batch:
         while view:
             view = view[os.write(self.fd, view) :]
         self.size += len(data)
+        self.copied += len(data)
 
     def copy(self, path: str, start: int, end: int) -> None:
         _copy_range(path, self.fd, start, end)
         self.size += end - start
+        self.copied += end - start
+
+    def link(self, path: str, size: int) -> bool:
+        """Add the whole file ``path`` (``size`` bytes, never written again) as a link;
+        False where the file system cannot (the caller copies it then)."""
+        target = f"{self.path[: -len(SUFFIX)]}-{len(self.links)}{SUFFIX}"
+        try:
+            os.link(path, target)
+        except OSError:  # another file system, or links not allowed
+            return False
+        self.links.append(target)
+        self.size += size
+        return True
 
     def reset(self) -> None:
         os.ftruncate(self.fd, 0)
         os.lseek(self.fd, 0, os.SEEK_SET)
-        self.size = 0
+        self._unlink_links()
+        self.size = self.copied = 0
         self.marks = {}
 
     def close(self) -> None:
         os.close(self.fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+        self._unlink_links()
+
+    def _unlink_links(self) -> None:
+        for link in self.links:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(link)
+        self.links = []
 
 
 def _utcnow() -> datetime:
@@ -444,6 +491,16 @@ class Store:
         assert piece.end is not None
         name = os.path.basename(piece.path)
         pos = piece.start
+        # A closed segment loaded whole goes in as a link, in a batch of its own if the
+        # current one has no room left for it; a longer one is copied in parts.
+        if piece.closed and piece.start == 0 and piece.end == piece.size <= self._limit:
+            if batch.size + piece.size > self._limit:
+                self._commit(batch, loaded)
+            if piece.size and batch.link(piece.path, piece.size):
+                pos = piece.end
+                batch.mark(piece, name, pos, True)
+                if batch.size >= self._limit:
+                    self._commit(batch, loaded)
         while pos < piece.end:
             room = self._limit - batch.size
             cut = (
@@ -574,7 +631,7 @@ class Store:
     def _commit(self, batch: _Batch, loaded: list[int]) -> None:
         """Load the batch and record its offsets in one transaction; retry once skipping
         malformed lines if DuckDB cannot read them (a journal damaged on disk)."""
-        files = [batch.path] if batch.size else []
+        files = batch.files
         try:
             count = self._in_transaction(lambda: self._insert(batch, files, lenient=False))
         except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
@@ -600,7 +657,7 @@ class Store:
             first = row[0] if row else 0
             row = con.execute(_LOAD, {"files": files, "lenient": lenient}).fetchone()
             count = row[0] if row else 0
-            if count and con.execute(_DUPLICATES + " LIMIT 1", {"first": first}).fetchone():
+            if count and _true(con, _MAY_DUPLICATE, first) and _true(con, _ANY_DUPLICATE, first):
                 row = con.execute(_DROP_DUPLICATES, {"first": first}).fetchone()
                 count -= row[0] if row else 0
         now = _utcnow()
@@ -753,6 +810,12 @@ class Store:
                 last_loaded=_iso(last_loaded),
             )
         return out
+
+
+def _true(con: duckdb.DuckDBPyConnection, sql: str, first: int) -> bool:
+    """Whether ``sql`` (with ``$first``) has a first row whose first value is true."""
+    row = con.execute(sql + " LIMIT 1", {"first": first}).fetchone()
+    return bool(row and row[0])
 
 
 # -- journal files -----------------------------------------------------------------
