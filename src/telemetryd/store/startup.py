@@ -4,14 +4,14 @@ A query that finds no store worker running waits for one to start: the interpret
 its imports (duckdb's ~70 ms, then anyio, asyncio, msgspec and the store's modules,
 ~60 ms more) and DuckDB opening the file and checking it (~30-50 ms). DuckDB releases
 the GIL while it opens a file, so that runs in a thread while the main thread imports:
-:func:`begin` (which imports only duckdb and the paths) lowers the worker's priority,
-reads the daemon's startup line (store/worker.py) for the database's path and starts
-connecting; once the worker knows its configuration it hands over the rest of the
-open (:meth:`EarlyOpen.then`: schema check, sandbox), which goes on in the same thread
-while the event loop starts. The store's first open (store/service.py) takes the
-result, or the error DuckDB raised, and goes on as if it had opened the file itself: a
-file locked by another process, or one DuckDB cannot read, is handled there, and later
-attempts open anew.
+:func:`begin` (which imports only duckdb, the paths and store/database.py) lowers the
+worker's priority, reads the daemon's startup line (store/worker.py) for the
+database's path and starts connecting; once the worker knows its configuration it
+hands over the rest of the open (:meth:`EarlyOpen.then`: schema check, sandbox), which
+goes on in the same thread while the event loop starts. The store's first open
+(store/service.py) takes the result, or the error DuckDB raised, and goes on as if it
+had opened the file itself: a file locked by another process, or one DuckDB cannot
+read, is handled there, and later attempts open anew.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import duckdb
 
 from telemetryd import paths
+from telemetryd.store.database import connect
 
 if TYPE_CHECKING:
     from telemetryd.store.database import Store
@@ -37,11 +38,11 @@ NICENESS = 10  # the worker's CPU priority below the daemon's: loads and queries
 
 
 class EarlyOpen(Generic[T]):
-    """``duckdb.connect(database)`` under way in a thread from the moment it is made, then
+    """``database.connect(path)`` under way in a thread from the moment it is made, then
     whatever :meth:`then` asks of the connection, in the same thread."""
 
-    def __init__(self, database: str) -> None:
-        self.database = database
+    def __init__(self, path: str) -> None:
+        self.path = path
         self._finish: Callable[[duckdb.DuckDBPyConnection], T] | None = None
         self._handed = threading.Event()
         self._result: T | None = None
@@ -52,7 +53,7 @@ class EarlyOpen(Generic[T]):
 
     def _open(self) -> None:
         try:
-            con = duckdb.connect(self.database)
+            con = connect(self.path)
         except BaseException as exc:  # raised again by take(), in the store's first open
             self._error = exc
             return
