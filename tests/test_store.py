@@ -24,6 +24,7 @@ import msgspec
 import pytest
 
 from conftest import Daemon, exchange
+from telemetryd import config
 from telemetryd import events as ev
 from telemetryd.daemon.journal import list_segments
 from telemetryd.store.database import SCHEMA_VERSION, Store, batch_bytes_for
@@ -321,11 +322,14 @@ def big(n: int, size: int = 15_000) -> bytes:
     return line(ev.Custom(id=f"big-{n:05d}", ts=at(n), name="big", attrs={"blob": "x" * size}))
 
 
+DEFAULT_MEMORY = config.parse_size(config.Store().memory_limit)
+
+
 def limited(tmp_path: Path, batch_bytes: int) -> Store:
-    """A store with the daemon's default memory limit (256MB) and 2 threads."""
+    """A store with the daemon's default memory limit and 2 threads."""
     store = Store(str(tmp_path / "limited.duckdb"), batch_bytes=batch_bytes)
     with store.cursor() as con:
-        harden(con, allowed_dirs=[store.load_dir], memory_limit="256MB", threads=2)
+        harden(con, allowed_dirs=[store.load_dir], memory_limit=f"{DEFAULT_MEMORY}B", threads=2)
     return store
 
 
@@ -334,7 +338,7 @@ def test_events_with_long_strings_load_within_the_default_memory_limit(
 ) -> None:
     """2,000 events of 15 KB (30 MB) used to fail every load with OutOfMemoryException."""
     append(segment(journal, 1), b"".join(big(n) for n in range(2000)))
-    with limited(tmp_path, batch_bytes_for(256 * 1024 * 1024)) as store:
+    with limited(tmp_path, batch_bytes_for(DEFAULT_MEMORY)) as store:
         assert store.materialize(str(journal)) == 2000
         assert store.pending(str(journal)) == 0
         assert store.rebuild(str(journal)) == 2000

@@ -13,8 +13,9 @@ rebuilt from it at any time. On disk, next to the journal::
                        typed columns (nested objects flattened: agent_model,
                        tokens_cache_read, ...), attrs and log fields as JSON
       views, macros    api_requests, sessions, ... (sql/views.sql, sql/macros.sql)
-    load/batch-*.jsonl   journal lines being loaded (transient copies: the only files
-                         DuckDB may open, so no SQL can touch the journal itself)
+    load/batch-*.jsonl   journal lines being loaded (transient copies, or hard links of
+                         whole closed segments: the only files DuckDB may open, so no
+                         SQL can touch the journal itself)
 
 The tables are in ``sql/schema.sql``. A database whose schema_version differs
 from this module's is not migrated: :attr:`Store.needs_rebuild` says so, and the
@@ -22,8 +23,9 @@ caller runs :meth:`Store.rebuild`. Views and macros are recreated at the first o
 by a version whose views differ (their digest is in ``meta``).
 
 ``events`` is one wide table without indexes: reports scan a few columns of it
-(DuckDB stores each column apart, compressed, with min/max per row group), and
-rows arrive roughly in journal order, so filters on time skip most row groups.
+(DuckDB stores each column apart, compressed, with min/max per row group of
+:data:`ROW_GROUP_ROWS` rows, a quarter of DuckDB's default; see :func:`connect`),
+and rows arrive roughly in journal order, so filters on time skip most row groups.
 Measured on 10M events: cost_by_model ~80 ms warm on a busy 2-CPU machine; one
 session's row of the `sessions` view ~10 ms.
 
@@ -31,7 +33,8 @@ Materialization (:meth:`Store.materialize`) is incremental and exactly-once. It
 reads each segment (daemon/segments.py: gzipped ones decompressed here) from its
 ``loaded_bytes`` on, copies complete lines (a torn last line waits until its
 newline is written) into a batch file in ``load/`` (``os.copy_file_range`` for
-plain segments), and loads each batch with DuckDB's ``read_json`` and explicit
+plain segments; a closed segment loaded from start to end is hard-linked there
+instead), and loads each batch with DuckDB's ``read_json`` and explicit
 column types (``sql/load.sql``), recording every segment's new ``loaded_bytes``
 in the same transaction as the rows: after a crash at any point, rows and offsets
 agree. ``loaded_bytes`` counts uncompressed bytes, so it means the same for a
