@@ -8,7 +8,9 @@ tool calls and results, skills, sub-agents, errors, logs, metrics and runs,
 encoded with ``events.ENCODER`` like the daemon writes them) in 64 MiB segments,
 then times:
 
-- bulk: ``Store.materialize`` of the whole journal into a new database file;
+- bulk: ``Store.materialize`` of the whole journal into a new database file, the
+  store opened as the store worker opens it (``open_store``: the default
+  ``store.memory-limit`` and ``store.threads``, the batch size that follows);
 - steady state: append 10k lines to the active segment, materialize, repeated
   (the daemon's loop under ingest), on top of the bulk-loaded database.
 
@@ -30,8 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import BenchError
+from telemetryd import config, paths
 from telemetryd import events as ev
 from telemetryd.store.database import Store
+from telemetryd.store.service import open_store
 
 SEGMENT_MAX_BYTES = 64 * 1024 * 1024
 STEADY_BATCH = 10_000
@@ -273,14 +277,18 @@ def run(workdir: Path, events: int, log: Any = print) -> dict[str, Any]:
         f"generated {events:,} events, {size / 1e6:.0f} MB ({size / events:.0f} B/event) "
         f"in {time.perf_counter() - started:.1f} s"
     )
-    database = str(workdir / "telemetry.duckdb")
-    with Store(database) as store:
+    settings = config.Store()
+    where = paths.Paths(str(workdir / "run"), str(workdir), str(workdir))
+    with open_store(where, settings) as store:
         started = time.perf_counter()
         loaded = store.materialize(str(journal))
         bulk_s = time.perf_counter() - started
         if loaded != events:
             raise RuntimeError(f"bulk materialization stored {loaded} of {events} events")
-        log(f"bulk: {loaded:,} events in {bulk_s:.2f} s = {loaded / bulk_s:,.0f} events/s")
+        log(
+            f"bulk: {loaded:,} events in {bulk_s:.2f} s = {loaded / bulk_s:,.0f} events/s "
+            f"(memory-limit {settings.memory_limit}, {settings.threads} threads)"
+        )
 
         report_ms = _time_report(store)
         log(f"cost_by_model(days := 30), warm, in process: median {report_ms:.1f} ms")
@@ -307,6 +315,8 @@ def run(workdir: Path, events: int, log: Any = print) -> dict[str, Any]:
         "bytes_per_event": round(size / events),
         "bulk_events_per_s": round(loaded / bulk_s),
         "bulk_target_events_per_s": BULK_TARGET,
+        "memory_limit": settings.memory_limit,
+        "threads": settings.threads,
         "steady_batch": STEADY_BATCH,
         "steady_median_ms": round(median * 1000, 1),
         "steady_events_per_s": round(STEADY_BATCH / median),
