@@ -377,7 +377,7 @@ def under_ingest(workdir: Path, clients: int, per_client: int, log: Any = print)
 
         def poll() -> None:
             while not done.wait(0.1):
-                samples.append((time.time(), _store_status(control)["store"]["events"] or 0))
+                samples.append((time.time(), _store_status(control)["store"].get("events") or 0))
 
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
@@ -387,7 +387,7 @@ def under_ingest(workdir: Path, clients: int, per_client: int, log: Any = print)
             done.set()
             poller.join()
         t0, t1 = client_procs.span(results)
-        at_end = _store_status(control)["store"]["events"] or 0
+        at_end = _store_status(control)["store"].get("events") or 0
         started = time.perf_counter()
         _flush(control)
         flush_s = time.perf_counter() - started

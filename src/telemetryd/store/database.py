@@ -55,10 +55,10 @@ goes to ``quarantine/<name>.damaged``, and `status` lists it.
 Events are deduplicated by ``id``: of the rows sharing an id, the one stored
 first stays; within one batch, the one received first. The check runs after the
 insert, on the new rows only: one pass over their ids says whether two of them are
-the same or a stored id lies within their range (DuckDB skips the row groups whose
-id range cannot match, which for time-ordered ids, the UUIDv7s that the daemon and
-`telemetryctl send` assign, is nearly all of them); only then are they joined with
-the stored ids and the extra rows deleted.
+the same, and their range whether a stored id lies within it (DuckDB skips the row
+groups whose id range cannot match, which for time-ordered ids, the UUIDv7s that the
+daemon and `telemetryctl send` assign, is nearly all of them); only then are they
+joined with the stored ids and the extra rows deleted.
 
 Every method blocks (DuckDB releases the GIL while it works): the daemon calls
 them from a worker thread, never on the event loop.
@@ -95,9 +95,10 @@ MIN_BATCH_BYTES = 64 * 1024  # out of memory below this: the load fails and is r
 # Rows per row group that loads write (DuckDB's default is 122,880). A load holds the row
 # group it is filling, uncompressed, for each thread: ~60 MB of ordinary events at the
 # default, a quarter of that here, which lets loads run within a small memory limit
-# (measured on 1M events, 2 threads: 128 MB loads at full speed, where the default row
-# groups run out of memory and halve their batches down to 16 MB). Reports read a few
-# columns of many row groups either way; their min/max skip more of the smaller ones.
+# (measured on 1M events, 2 threads: at 160 MB, 3.1 s where the default row groups
+# spill to disk and take 4.9 s; at 128 MB, 3.2 s where they run out of memory and
+# halve their batches down to 16 MB, 14 s). Reports read a few columns of many row
+# groups either way; their min/max skip more of the smaller ones.
 ROW_GROUP_ROWS = 30_720
 _GROW_AFTER = 16  # good batches in a row before a halved batch size doubles again
 _BLOCK = 64 * 1024  # read size when looking for line ends
@@ -157,20 +158,16 @@ _VIEWS = _sql("views.sql")
 _MACROS = _sql("macros.sql")
 _VIEWS_DIGEST = hashlib.sha256((_VIEWS + "\0" + _MACROS).encode()).hexdigest()
 
+# Whether this batch's rows (rowid >= $first) may share an id with each other or with
+# a stored row, in two cheap steps that spare the join below nearly always: whether an
+# id repeats among them, and their range; then whether a stored id lies in that range
+# (given as constants, the range lets DuckDB skip row groups by their min/max).
+_NEW_IDS = """
+    SELECT count(*) > count(DISTINCT id), min(id), max(id) FROM events WHERE rowid >= $first
+"""
+_STORED_IN_RANGE = "SELECT true FROM events WHERE rowid < $first AND id BETWEEN $lo AND $hi"
 # The ids of this batch's rows that are stored more than once (rows from rowid $first on
 # are this batch's; the semi join reads only the row groups whose ids could match).
-# Whether this batch's rows (rowid >= $first) may share an id with each other or with
-# a stored row: a cheap first pass that spares the join below nearly always.
-_MAY_DUPLICATE = """
-    WITH new AS (
-        SELECT count(*) > count(DISTINCT id) AS twice, min(id) AS lo, max(id) AS hi
-        FROM events WHERE rowid >= $first
-    )
-    SELECT twice OR EXISTS (
-        SELECT 1 FROM events WHERE rowid < $first
-        AND id BETWEEN (SELECT lo FROM new) AND (SELECT hi FROM new)
-    ) FROM new
-"""
 _DUPLICATES = """
     SELECT id FROM events
     WHERE id IN (SELECT id FROM events WHERE rowid >= $first)
@@ -210,12 +207,10 @@ class _Batch:
     """Complete journal lines gathered in the load directory, and how far they take each
     segment: ``{seq: (file name, loaded_bytes, complete)}``. Lines are copied into one
     file of the batch's own; a closed plain segment that is loaded whole is hard-linked
-    instead (no copy: DuckDB reads the segment's own pages, and parses the files of a
-    batch in parallel)."""
+    instead (no copy: DuckDB reads the segment's own pages)."""
 
     def __init__(self, directory: str) -> None:
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        self.directory = directory
         self.fd, self.path = tempfile.mkstemp(prefix="batch-", suffix=SUFFIX, dir=directory)
         self.size = 0  # bytes of lines in the batch, copied and linked
         self.copied = 0  # of them in the batch's own file
@@ -300,7 +295,7 @@ class Store:
         quarantine_dir: str | None = None,
         connection: duckdb.DuckDBPyConnection | None = None,
     ) -> None:
-        """``connection``: ``path`` already opened (its owner hands it over)."""
+        """``connection``: ``path`` opened already by :func:`connect` (handed over)."""
         self.path = path
         self.batch_bytes = batch_bytes  # the size batches return to after running short
         self.last_materialized: float | None = None  # Unix time the last run finished
@@ -712,7 +707,11 @@ class Store:
             first = row[0] if row else 0
             row = con.execute(_LOAD, {"files": files, "lenient": lenient}).fetchone()
             count = row[0] if row else 0
-            if count and _true(con, _MAY_DUPLICATE, first) and _true(con, _ANY_DUPLICATE, first):
+            if (
+                count
+                and self._may_duplicate(first)
+                and _true(con, _ANY_DUPLICATE, {"first": first})
+            ):
                 row = con.execute(_DROP_DUPLICATES, {"first": first}).fetchone()
                 count -= row[0] if row else 0
         now = _utcnow()
@@ -724,6 +723,17 @@ class Store:
             ],
         )
         return count
+
+    def _may_duplicate(self, first: int) -> bool:
+        """Whether the rows from rowid ``first`` on may share an id with each other or
+        with an earlier row (see :data:`_NEW_IDS`)."""
+        row = self._con.execute(_NEW_IDS, {"first": first}).fetchone()
+        if row is None or row[1] is None:
+            return False
+        twice, lo, hi = row
+        return bool(twice) or _true(
+            self._con, _STORED_IN_RANGE, {"first": first, "lo": lo, "hi": hi}
+        )
 
     def checkpoint(self) -> None:
         """Write the write-ahead log into the database file now. DuckDB also does it by
@@ -867,9 +877,9 @@ class Store:
         return out
 
 
-def _true(con: duckdb.DuckDBPyConnection, sql: str, first: int) -> bool:
-    """Whether ``sql`` (with ``$first``) has a first row whose first value is true."""
-    row = con.execute(sql + " LIMIT 1", {"first": first}).fetchone()
+def _true(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> bool:
+    """Whether ``sql`` has a first row whose first value is true."""
+    row = con.execute(sql + " LIMIT 1", params).fetchone()
     return bool(row and row[0])
 
 
