@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import msgspec
 import pytest
 
@@ -27,7 +28,7 @@ from conftest import Daemon, exchange
 from telemetryd import config
 from telemetryd import events as ev
 from telemetryd.daemon.journal import list_segments
-from telemetryd.store.database import SCHEMA_VERSION, Store, batch_bytes_for
+from telemetryd.store.database import ROW_GROUP_ROWS, SCHEMA_VERSION, Store, batch_bytes_for
 from telemetryd.store.sandbox import harden
 
 T0 = datetime(2026, 3, 1, 10, 0, 0, tzinfo=UTC)
@@ -251,6 +252,27 @@ def test_closed_segments_loaded_whole_are_linked_not_copied(
     ]
     assert list((journal.parent / "load").iterdir()) == []
     assert all(path.stat().st_nlink == 1 for path in journal.iterdir())
+
+
+def test_loads_write_small_row_groups_that_other_readers_open_as_usual(
+    store: Store, journal: Path, tmp_path: Path
+) -> None:
+    """The file is attached with ROW_GROUP_ROWS rows to a row group (a load holds one per
+    thread uncompressed); a plain read-only connection reads it like any other."""
+    n = 100_000  # one row group at DuckDB's default size (one per thread at most)
+    append(segment(journal, 1), b"".join(custom(i) for i in range(n)))
+    assert store.materialize(str(journal)) == n
+    groups = query(
+        store,
+        "SELECT row_group_id, max(count) FROM pragma_storage_info('events') "
+        "WHERE column_name = 'id' AND segment_type = 'VALIDITY' GROUP BY ALL",
+    )
+    assert len(groups) >= n // ROW_GROUP_ROWS > 2
+    assert all(rows <= ROW_GROUP_ROWS for _, rows in groups)
+    store.close()
+    with duckdb.connect(str(tmp_path / "telemetry.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM events").fetchall() == [(n,)]
+        assert con.execute("SELECT count(*) FROM cost_by_model(days := 36500)").fetchall()
 
 
 def test_segments_are_copied_where_they_cannot_be_linked(
