@@ -86,10 +86,16 @@ class EarlyOpen(Generic[T]):
         return result
 
     def close(self) -> None:
-        """Wait for the thread; a result nobody took is the caller's to close (it gets
-        it from take()), a bare connection is closed."""
+        """The worker is stopping: wait for the thread, and close what nobody took (a
+        connection never handed on, or what ``finish`` made of it)."""
         self._handed.set()
         self._thread.join()
+        result, self._result = self._result, None
+        if not self._taken and result is not None:
+            closing = getattr(result, "close", None)
+            if callable(closing):
+                closing()
+        self._taken = True
 
 
 def begin() -> tuple[bytes, EarlyOpen[Store] | None]:
