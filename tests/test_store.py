@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import random
+import stat
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from conftest import Daemon, exchange
 from telemetryd import config
 from telemetryd import events as ev
 from telemetryd.daemon.journal import list_segments
+from telemetryd.daemon.segments import CLOSED_MODE
 from telemetryd.store.database import ROW_GROUP_ROWS, SCHEMA_VERSION, Store, batch_bytes_for
 from telemetryd.store.sandbox import harden
 
@@ -215,14 +217,20 @@ def test_small_batches_split_segments_at_line_ends(tmp_path: Path, journal: Path
         ]
 
 
+def not_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loads run as an ordinary user (the tests may run as root, which never links)."""
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+
+
 def test_closed_segments_loaded_whole_are_linked_not_copied(
     store: Store, journal: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A closed segment read from its start to its end goes into the batch as a hard link;
-    the growing segment, and a closed one loaded partly before, are copied (from their
-    offsets): either way every line is loaded once and nothing stays in load/."""
+    """A closed (read-only) segment read from its start to its end goes into the batch as
+    a hard link; the growing segment, and a closed one loaded partly before, are copied
+    (from their offsets): either way every line is loaded once and nothing stays in load/."""
     from telemetryd.store import database
 
+    not_root(monkeypatch)
     copied: list[tuple[str, int, int]] = []
     real_copy = database._copy_range
 
@@ -237,6 +245,8 @@ def test_closed_segments_loaded_whole_are_linked_not_copied(
     append(first, b"".join(custom(n) for n in range(10, 15)))
     append(second, b"".join(custom(n) for n in range(15, 40)))
     append(third, b"".join(custom(n) for n in range(40, 45)))
+    first.chmod(CLOSED_MODE)  # as the daemon leaves the segments it closed
+    second.chmod(CLOSED_MODE)
     copied.clear()
     assert store.materialize(str(journal)) == 35
     size = first.stat().st_size
@@ -252,6 +262,58 @@ def test_closed_segments_loaded_whole_are_linked_not_copied(
     ]
     assert list((journal.parent / "load").iterdir()) == []
     assert all(path.stat().st_nlink == 1 for path in journal.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("root", "mode", "linked"),
+    [
+        (False, CLOSED_MODE, True),
+        (False, 0o444, True),
+        (False, 0o600, False),  # left by a daemon that crashed, or by an older version
+        (False, 0o604, False),
+        (True, CLOSED_MODE, False),  # root writes through read-only files
+    ],
+)
+def test_a_load_never_leaves_a_writable_link_to_the_journal_in_load(
+    tmp_path: Path,
+    journal: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    root: bool,
+    mode: int,
+    linked: bool,
+) -> None:
+    """load/ is where DuckDB may open files, to read and to write alike: a file there that
+    is also a journal segment (a hard link) must be one nobody can write through. Seen
+    from inside every load's transaction, when DuckDB reads the files."""
+    from telemetryd.store import database
+
+    if root:
+        monkeypatch.setattr(os, "geteuid", lambda: 0)
+    else:
+        not_root(monkeypatch)
+    seen: list[tuple[int, int]] = []  # (links, mode) of each file in load/ at each load
+    real_insert = database.Store._insert
+
+    def insert(self: Store, batch: Any, files: list[str], *, lenient: bool) -> int:
+        for name in os.listdir(self.load_dir):
+            info = os.stat(os.path.join(self.load_dir, name))
+            seen.append((info.st_nlink, stat.S_IMODE(info.st_mode)))
+        return real_insert(self, batch, files, lenient=lenient)
+
+    monkeypatch.setattr(database.Store, "_insert", insert)
+    for seq in range(1, 5):
+        append(segment(journal, seq), b"".join(custom(n) for n in range(seq * 10, seq * 10 + 7)))
+    for seq in range(1, 4):  # closed; the fourth one grows
+        segment(journal, seq).chmod(mode)
+    with Store(str(tmp_path / "telemetry.duckdb"), batch_bytes=2 * 7 * len(custom(10))) as store:
+        assert store.materialize(str(journal)) == 28
+        assert len(set(stored_ids(store))) == 28
+    assert seen
+    assert all(links == 1 or not mode & 0o222 for links, mode in seen), seen
+    assert any(links > 1 for links, _ in seen) == linked
+    assert list((tmp_path / "load").iterdir()) == []
+    assert all(path.stat().st_nlink == 1 for path in journal.iterdir())
+    assert all(stat.S_IMODE(segment(journal, seq).stat().st_mode) == mode for seq in (1, 2, 3))
 
 
 def test_loads_write_small_row_groups_that_other_readers_open_as_usual(
@@ -284,8 +346,10 @@ def test_segments_are_copied_where_they_cannot_be_linked(
         raise OSError(18, "Invalid cross-device link")
 
     monkeypatch.setattr(os, "link", refuse)
+    not_root(monkeypatch)
     for seq in range(1, 4):
         append(segment(journal, seq), b"".join(custom(n) for n in range(seq * 10, seq * 10 + 7)))
+        segment(journal, seq).chmod(CLOSED_MODE)
     with Store(str(tmp_path / "telemetry.duckdb"), batch_bytes=2 * 7 * len(custom(10))) as store:
         assert store.materialize(str(journal)) == 21
         assert len(set(stored_ids(store))) == 21

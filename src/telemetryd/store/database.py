@@ -13,9 +13,9 @@ rebuilt from it at any time. On disk, next to the journal::
                        typed columns (nested objects flattened: agent_model,
                        tokens_cache_read, ...), attrs and log fields as JSON
       views, macros    api_requests, sessions, ... (sql/views.sql, sql/macros.sql)
-    load/batch-*.jsonl   journal lines being loaded (transient copies, or hard links of
-                         whole closed segments: the only files DuckDB may open, so no
-                         SQL can touch the journal itself)
+    load/batch-*.jsonl   journal lines being loaded (transient copies, or read-only hard
+                         links of whole closed segments: the only files DuckDB may open,
+                         so no SQL can write the journal, nor read the rest of it)
 
 The tables are in ``sql/schema.sql``. A database whose schema_version differs
 from this module's is not migrated: :attr:`Store.needs_rebuild` says so, and the
@@ -34,11 +34,12 @@ reads each segment (daemon/segments.py: gzipped ones decompressed here) from its
 ``loaded_bytes`` on, copies complete lines (a torn last line waits until its
 newline is written) into a batch file in ``load/`` (``os.copy_file_range`` for
 plain segments; a closed segment loaded from start to end is hard-linked there
-instead), and loads each batch with DuckDB's ``read_json`` and explicit
-column types (``sql/load.sql``), recording every segment's new ``loaded_bytes``
-in the same transaction as the rows: after a crash at any point, rows and offsets
-agree. ``loaded_bytes`` counts uncompressed bytes, so it means the same for a
-segment before and after compression.
+instead where the link cannot be written through, see :meth:`_Batch.link`), and
+loads each batch with DuckDB's ``read_json`` and explicit column types
+(``sql/load.sql``), recording every segment's new ``loaded_bytes`` in the same
+transaction as the rows: after a crash at any point, rows and offsets agree.
+``loaded_bytes`` counts uncompressed bytes, so it means the same for a segment
+before and after compression.
 
 Batches are bounded in bytes so that a load fits DuckDB's memory limit whatever
 the events hold: the caller sizes them from ``memory-limit``, and since a long
@@ -71,6 +72,7 @@ import hashlib
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -103,6 +105,7 @@ ROW_GROUP_ROWS = 30_720
 _GROW_AFTER = 16  # good batches in a row before a halved batch size doubles again
 _BLOCK = 64 * 1024  # read size when looking for line ends
 _COPY_CHUNK = 8 * 1024 * 1024
+_WRITABLE = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH  # a segment with any is copied
 _INFLATE_CHUNK = 1024 * 1024
 
 
@@ -207,7 +210,8 @@ class _Batch:
     """Complete journal lines gathered in the load directory, and how far they take each
     segment: ``{seq: (file name, loaded_bytes, complete)}``. Lines are copied into one
     file of the batch's own; a closed plain segment that is loaded whole is hard-linked
-    instead (no copy: DuckDB reads the segment's own pages)."""
+    instead where no one can write through the link (:meth:`link`; no copy: DuckDB
+    reads the segment's own pages)."""
 
     def __init__(self, directory: str) -> None:
         os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -238,11 +242,27 @@ class _Batch:
 
     def link(self, path: str, size: int) -> bool:
         """Add the whole file ``path`` (``size`` bytes, never written again) as a link;
-        False where the file system cannot (the caller copies it then)."""
+        False where it must not or cannot be one (the caller copies it then).
+
+        load/ is the one directory DuckDB may open files in (store/sandbox.py), for
+        reading and for writing alike, and a link is the segment itself: were the
+        sandbox ever to let a query write a file there, a writable link would be a way
+        to write the journal. So a segment is linked only where nothing can write
+        through the link: it is read-only (the daemon makes a segment it closes 0400,
+        daemon/segments.py) and this process is not root (root writes read-only files
+        too). Segments left writable (by a crashed daemon, by an older version) and
+        every load run as root are copied. The mode is read off the link itself, the
+        same inode, after it is made: no change to the segment's path in between can
+        slip past."""
+        if os.geteuid() == 0:
+            return False
         target = f"{self.path[: -len(SUFFIX)]}-{len(self.links)}{SUFFIX}"
         try:
             os.link(path, target)
         except OSError:  # another file system, or links not allowed
+            return False
+        if os.lstat(target).st_mode & _WRITABLE:
+            os.unlink(target)
             return False
         self.links.append(target)
         self.size += size
