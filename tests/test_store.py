@@ -337,6 +337,41 @@ def test_loads_write_small_row_groups_that_other_readers_open_as_usual(
         assert con.execute("SELECT count(*) FROM cost_by_model(days := 36500)").fetchall()
 
 
+def test_the_worker_settings_hold_for_the_instance_that_loads_and_queries(
+    tmp_path: Path, journal: Path
+) -> None:
+    """The file is attached to an in-memory DuckDB: the memory limit and threads that
+    open_store sets are that instance's, seen by the loading connection and by cursors,
+    which find the tables and views by their plain names."""
+    from telemetryd import paths
+    from telemetryd.store.service import open_store
+
+    where = paths.Paths(str(tmp_path / "run"), str(tmp_path), str(tmp_path))
+    settings = config.Store(memory_limit="100MB", threads=1)
+    append(segment(journal, 1), b"".join(custom(n) for n in range(10)))
+    with open_store(where, settings) as store:
+        wanted = (100_000_000, 1)
+        sql = "SELECT current_setting('memory_limit'), current_setting('threads')"
+        for con in (store._con, store.cursor()):
+            [(limit, threads)] = con.execute(sql).fetchall()
+            assert (config.parse_size(limit.replace(" ", "")), threads) == (
+                pytest.approx(wanted[0], rel=0.01),
+                wanted[1],
+            )
+        assert store.materialize(str(journal)) == 10
+        assert query(store, "SELECT count(*) FROM events") == [(10,)]
+        assert query(store, "SELECT count(*) FROM sessions") == [(7,)]
+
+
+@pytest.mark.parametrize("name", ["memory", "Temp", "system", "main"])
+def test_a_database_file_may_have_any_name(tmp_path: Path, journal: Path, name: str) -> None:
+    """Even the names DuckDB keeps for its own catalogs."""
+    append(segment(journal, 1), b"".join(custom(n) for n in range(3)))
+    with Store(str(tmp_path / f"{name}.duckdb")) as store:
+        assert store.materialize(str(journal)) == 3
+        assert query(store, "SELECT count(*) FROM events") == [(3,)]
+
+
 def test_segments_are_copied_where_they_cannot_be_linked(
     tmp_path: Path, journal: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

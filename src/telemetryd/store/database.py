@@ -130,8 +130,15 @@ def connect(path: str) -> duckdb.DuckDBPyConnection:
 
 def _catalog(path: str) -> str:
     """The catalog name DuckDB gives a database file it opens (its name without the
-    extension), quoted."""
-    return _identifier(os.path.splitext(os.path.basename(path))[0] or "telemetry")
+    extension), quoted; another where an attached database may not take that name (the
+    in-memory database's own, DuckDB's reserved ones)."""
+    name = os.path.splitext(os.path.basename(path))[0] or "telemetry"
+    if name.lower() in _TAKEN_CATALOGS:
+        name += "_db"
+    return _identifier(name)
+
+
+_TAKEN_CATALOGS = frozenset({"memory", "system", "temp", "main"})
 
 
 def _identifier(name: str) -> str:
