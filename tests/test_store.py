@@ -284,7 +284,8 @@ def test_a_load_never_leaves_a_writable_link_to_the_journal_in_load(
 ) -> None:
     """load/ is where DuckDB may open files, to read and to write alike: a file there that
     is also a journal segment (a hard link) must be one nobody can write through. Seen
-    from inside every load's transaction, when DuckDB reads the files."""
+    from inside every load's transaction, when DuckDB reads the files. Segments that
+    are copied instead fill the batches as before links were made (no early commit)."""
     from telemetryd.store import database
 
     if root:
@@ -292,9 +293,11 @@ def test_a_load_never_leaves_a_writable_link_to_the_journal_in_load(
     else:
         not_root(monkeypatch)
     seen: list[tuple[int, int]] = []  # (links, mode) of each file in load/ at each load
+    loads = []
     real_insert = database.Store._insert
 
     def insert(self: Store, batch: Any, files: list[str], *, lenient: bool) -> int:
+        loads.append(len(files))
         for name in os.listdir(self.load_dir):
             info = os.stat(os.path.join(self.load_dir, name))
             seen.append((info.st_nlink, stat.S_IMODE(info.st_mode)))
@@ -305,9 +308,11 @@ def test_a_load_never_leaves_a_writable_link_to_the_journal_in_load(
         append(segment(journal, seq), b"".join(custom(n) for n in range(seq * 10, seq * 10 + 7)))
     for seq in range(1, 4):  # closed; the fourth one grows
         segment(journal, seq).chmod(mode)
-    with Store(str(tmp_path / "telemetry.duckdb"), batch_bytes=2 * 7 * len(custom(10))) as store:
+    with Store(str(tmp_path / "telemetry.duckdb"), batch_bytes=10 * len(custom(10))) as store:
         assert store.materialize(str(journal)) == 28
         assert len(set(stored_ids(store))) == 28
+    # Batches of 10 lines: 7 | 7 | 7 + 3 | 4 with links; copied: 7 + 3 | 4 + 6 | 1 + 7.
+    assert len(loads) == (4 if linked else 3), loads
     assert seen
     assert all(links == 1 or not mode & 0o222 for links, mode in seen), seen
     assert any(links > 1 for links, _ in seen) == linked

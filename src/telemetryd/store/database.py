@@ -260,8 +260,8 @@ class _Batch:
         too). Segments left writable (by a crashed daemon, by an older version) and
         every load run as root are copied. The mode is read off the link itself, the
         same inode, after it is made: no change to the segment's path in between can
-        slip past."""
-        if os.geteuid() == 0:
+        slip past (:meth:`may_link` says beforehand whether to try)."""
+        if not self.may_link(path):
             return False
         target = f"{self.path[: -len(SUFFIX)]}-{len(self.links)}{SUFFIX}"
         try:
@@ -274,6 +274,14 @@ class _Batch:
         self.links.append(target)
         self.size += size
         return True
+
+    @staticmethod
+    def may_link(path: str) -> bool:
+        """Whether :meth:`link` would link ``path`` (unless the file system refuses)."""
+        try:
+            return os.geteuid() != 0 and not os.stat(path).st_mode & _WRITABLE
+        except OSError:
+            return False
 
     def reset(self) -> None:
         os.ftruncate(self.fd, 0)
@@ -569,11 +577,16 @@ class Store:
         name = os.path.basename(piece.path)
         pos = piece.start
         # A closed segment loaded whole goes in as a link, in a batch of its own if the
-        # current one has no room left for it; a longer one is copied in parts.
-        if piece.closed and piece.start == 0 and piece.end == piece.size <= self._limit:
+        # current one has no room left for it; a longer one, or one that must not be
+        # linked, is copied (in parts where the batch has no room for all of it).
+        if (
+            piece.closed
+            and 0 == piece.start < piece.end == piece.size <= self._limit
+            and batch.may_link(piece.path)
+        ):
             if batch.size + piece.size > self._limit:
                 self._commit(batch, loaded)
-            if piece.size and batch.link(piece.path, piece.size):
+            if batch.link(piece.path, piece.size):
                 pos = piece.end
                 batch.mark(piece, name, pos, True)
                 if batch.size >= self._limit:
