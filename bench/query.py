@@ -86,7 +86,8 @@ def daemon_args() -> list[str]:
 
 
 def fingerprint() -> str:
-    """Changes when the generated events or the store's tables would."""
+    """Changes when the generated events or the store's tables (or their row groups)
+    would."""
     from importlib import resources
 
     from telemetryd.store import database as store
@@ -95,6 +96,7 @@ def fingerprint() -> str:
     for name in ("schema.sql", "load.sql"):
         digest.update(resources.files("telemetryd").joinpath("sql", name).read_bytes())
     digest.update(str(store.SCHEMA_VERSION).encode())
+    digest.update(str(getattr(store, "ROW_GROUP_ROWS", "")).encode())  # the row groups' size
     return digest.hexdigest()[:10]
 
 

@@ -8,7 +8,9 @@ tool calls and results, skills, sub-agents, errors, logs, metrics and runs,
 encoded with ``events.ENCODER`` like the daemon writes them) in 64 MiB segments,
 then times:
 
-- bulk: ``Store.materialize`` of the whole journal into a new database file;
+- bulk: ``Store.materialize`` of the whole journal into a new database file, the
+  store opened as the store worker opens it (``open_store``: the default
+  ``store.memory-limit`` and ``store.threads``, the batch size that follows);
 - steady state: append 10k lines to the active segment, materialize, repeated
   (the daemon's loop under ingest), on top of the bulk-loaded database.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import random
 import shutil
 import sys
@@ -30,8 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import BenchError
+from telemetryd import config, paths
 from telemetryd import events as ev
+from telemetryd.daemon.segments import CLOSED_MODE
 from telemetryd.store.database import Store
+from telemetryd.store.service import open_store
 
 SEGMENT_MAX_BYTES = 64 * 1024 * 1024
 STEADY_BATCH = 10_000
@@ -223,7 +229,9 @@ class Generator:
 
 
 def write_journal(directory: Path, count: int, gen: Generator) -> int:
-    """Write ``count`` events as journal segments; returns the bytes written."""
+    """Write ``count`` events as journal segments, the closed ones read-only like the
+    daemon's (the store may hard-link them for a load, unless it runs as root); returns
+    the bytes written."""
     directory.mkdir(parents=True, exist_ok=True)
     seq, size, total = 0, SEGMENT_MAX_BYTES, 0
     out = None
@@ -233,6 +241,7 @@ def write_journal(directory: Path, count: int, gen: Generator) -> int:
             if out is not None:
                 out.write(b"".join(buf))
                 out.close()
+                os.chmod(out.name, CLOSED_MODE)  # closed, as the daemon leaves it
                 buf.clear()
             seq += 1
             out = open(directory / f"{gen.now:%Y%m%dT%H%M%SZ}-{seq:06d}.jsonl", "wb")  # noqa: SIM115
@@ -273,14 +282,19 @@ def run(workdir: Path, events: int, log: Any = print) -> dict[str, Any]:
         f"generated {events:,} events, {size / 1e6:.0f} MB ({size / events:.0f} B/event) "
         f"in {time.perf_counter() - started:.1f} s"
     )
-    database = str(workdir / "telemetry.duckdb")
-    with Store(database) as store:
+    settings = config.Store()
+    where = paths.Paths(str(workdir / "run"), str(workdir), str(workdir))
+    with open_store(where, settings) as store:
         started = time.perf_counter()
         loaded = store.materialize(str(journal))
         bulk_s = time.perf_counter() - started
         if loaded != events:
             raise RuntimeError(f"bulk materialization stored {loaded} of {events} events")
-        log(f"bulk: {loaded:,} events in {bulk_s:.2f} s = {loaded / bulk_s:,.0f} events/s")
+        log(
+            f"bulk: {loaded:,} events in {bulk_s:.2f} s = {loaded / bulk_s:,.0f} events/s "
+            f"(memory-limit {settings.memory_limit}, {settings.threads} threads, closed "
+            f"segments {'copied: root' if os.geteuid() == 0 else 'linked'})"
+        )
 
         report_ms = _time_report(store)
         log(f"cost_by_model(days := 30), warm, in process: median {report_ms:.1f} ms")
@@ -307,6 +321,9 @@ def run(workdir: Path, events: int, log: Any = print) -> dict[str, Any]:
         "bytes_per_event": round(size / events),
         "bulk_events_per_s": round(loaded / bulk_s),
         "bulk_target_events_per_s": BULK_TARGET,
+        "memory_limit": settings.memory_limit,
+        "threads": settings.threads,
+        "segments_linked": os.geteuid() != 0,
         "steady_batch": STEADY_BATCH,
         "steady_median_ms": round(median * 1000, 1),
         "steady_events_per_s": round(STEADY_BATCH / median),
@@ -367,7 +384,7 @@ def under_ingest(workdir: Path, clients: int, per_client: int, log: Any = print)
 
         def poll() -> None:
             while not done.wait(0.1):
-                samples.append((time.time(), _store_status(control)["store"]["events"] or 0))
+                samples.append((time.time(), _store_status(control)["store"].get("events") or 0))
 
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
@@ -377,7 +394,7 @@ def under_ingest(workdir: Path, clients: int, per_client: int, log: Any = print)
             done.set()
             poller.join()
         t0, t1 = client_procs.span(results)
-        at_end = _store_status(control)["store"]["events"] or 0
+        at_end = _store_status(control)["store"].get("events") or 0
         started = time.perf_counter()
         _flush(control)
         flush_s = time.perf_counter() - started

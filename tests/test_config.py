@@ -493,7 +493,7 @@ def test_parse_size_of_a_percentage() -> None:
     memory = config.physical_memory()
     assert memory is not None and memory > 64 << 20
     assert config.parse_size("50%") == memory // 2 or abs(config.parse_size("50%") - memory / 2) < 2
-    assert config.parse_size(config.Store().memory_limit) == 256_000_000
+    assert config.parse_size(config.Store().memory_limit) == 160_000_000
 
 
 def test_check_and_config_check_refuse_out_of_range_values(state_home: Path) -> None:

@@ -24,6 +24,7 @@ from conftest import Daemon, connect, ctl, exchange, summary
 from telemetryd.config import Journal as JournalConfig
 from telemetryd.daemon.ingest import Batch, Dedup
 from telemetryd.daemon.journal import Journal
+from telemetryd.daemon.segments import CLOSED_MODE
 from telemetryd.errors import JournalError
 
 DaemonFactory = Callable[..., Daemon]
@@ -110,6 +111,34 @@ def test_torn_last_line_is_quarantined(daemon_factory: DaemonFactory, state_home
     assert replies == [summary(2, 1, duplicates=1)]
     assert [seq for seq, _ in segments(daemon)] == [5, 6]  # it follows the old ones
     assert [e["id"] for e in daemon.journal_events()] == ["old-1", "old-2"]
+    assert daemon.stop() == 0
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_torn_tail_is_cut_off_a_read_only_segment(
+    daemon_factory: DaemonFactory, state_home: Path
+) -> None:
+    """Closed segments are read-only (0400); one whose end was damaged all the same is
+    cut back, and its others are opened for reading only."""
+    journal = state_home / "journal"
+    journal.mkdir(mode=0o700)
+    whole = (
+        b'{"type":"custom","v":1,"id":"old-1","ts":"2025-01-01T00:00:00Z",'
+        b'"received_at":"2025-01-01T00:00:00Z","name":"kept"}\n'
+    )
+    older = journal / "20250101T000000Z-000001.jsonl"
+    newer = journal / "20250101T000000Z-000002.jsonl"
+    older.write_bytes(whole)
+    newer.write_bytes(whole.replace(b"old-1", b"old-2") + b'{"type":"cus')
+    older.chmod(CLOSED_MODE)
+    newer.chmod(CLOSED_MODE)
+    daemon = daemon_factory().start()
+    assert newer.read_bytes() == whole.replace(b"old-1", b"old-2")
+    assert (state_home / "quarantine" / (newer.name + ".torn")).read_bytes() == b'{"type":"cus'
+    assert (mode(older), mode(newer)) == (CLOSED_MODE, 0o600)
     assert daemon.stop() == 0
 
 
@@ -311,6 +340,7 @@ async def test_segments_rotate_at_the_utc_day_boundary(tmp_path: Path) -> None:
         clock=clock,
     )
     journal.open(Dedup(10))
+    modes = []
     async with anyio.create_task_group() as tg:
         await tg.start(journal.run)
         await _journal_lines(journal, b'{"n":1}\n')
@@ -318,7 +348,14 @@ async def test_segments_rotate_at_the_utc_day_boundary(tmp_path: Path) -> None:
         await _journal_lines(journal, b'{"n":2}\n')
         clock.now += 0.2  # 00:00:00.1 on 22 November
         await _journal_lines(journal, b'{"n":3}\n')
+        modes = [mode(path) for path in sorted((tmp_path / "journal").glob("*.jsonl"))]
         journal.close_when_drained()
+    # Closed, a segment is never written again: read-only (the growing one is not).
+    assert modes == [CLOSED_MODE, 0o600]
+    assert [mode(path) for path in sorted((tmp_path / "journal").glob("*.jsonl"))] == [
+        CLOSED_MODE,
+        CLOSED_MODE,
+    ]
     segments = sorted((tmp_path / "journal").glob("*.jsonl"))
     assert [s.name[:8] for s in segments] == ["20261121", "20261122"]
     assert [s.read_bytes() for s in segments] == [b'{"n":1}\n{"n":2}\n', b'{"n":3}\n']

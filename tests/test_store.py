@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import random
+import stat
 import subprocess
 import sys
 import time
@@ -20,13 +21,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import msgspec
 import pytest
 
 from conftest import Daemon, exchange
+from telemetryd import config
 from telemetryd import events as ev
 from telemetryd.daemon.journal import list_segments
-from telemetryd.store.database import SCHEMA_VERSION, Store, batch_bytes_for
+from telemetryd.daemon.segments import CLOSED_MODE
+from telemetryd.store.database import ROW_GROUP_ROWS, SCHEMA_VERSION, Store, batch_bytes_for
 from telemetryd.store.sandbox import harden
 
 T0 = datetime(2026, 3, 1, 10, 0, 0, tzinfo=UTC)
@@ -213,6 +217,186 @@ def test_small_batches_split_segments_at_line_ends(tmp_path: Path, journal: Path
         ]
 
 
+def not_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loads run as an ordinary user (the tests may run as root, which never links)."""
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+
+
+def test_closed_segments_loaded_whole_are_linked_not_copied(
+    store: Store, journal: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A closed (read-only) segment read from its start to its end goes into the batch as
+    a hard link; the growing segment, and a closed one loaded partly before, are copied
+    (from their offsets): either way every line is loaded once and nothing stays in load/."""
+    from telemetryd.store import database
+
+    not_root(monkeypatch)
+    copied: list[tuple[str, int, int]] = []
+    real_copy = database._copy_range
+
+    def copy(path: str, out_fd: int, start: int, end: int) -> None:
+        copied.append((Path(path).name, start, end))
+        real_copy(path, out_fd, start, end)
+
+    monkeypatch.setattr(database, "_copy_range", copy)
+    first, second, third = segment(journal, 1), segment(journal, 2), segment(journal, 3)
+    append(first, b"".join(custom(n) for n in range(10)))
+    assert store.materialize(str(journal)) == 10  # the growing segment: a copy
+    append(first, b"".join(custom(n) for n in range(10, 15)))
+    append(second, b"".join(custom(n) for n in range(15, 40)))
+    append(third, b"".join(custom(n) for n in range(40, 45)))
+    first.chmod(CLOSED_MODE)  # as the daemon leaves the segments it closed
+    second.chmod(CLOSED_MODE)
+    copied.clear()
+    assert store.materialize(str(journal)) == 35
+    size = first.stat().st_size
+    assert copied == [
+        (first.name, size - 5 * len(custom(10)), size),  # closed, loaded partly before
+        (third.name, 0, third.stat().st_size),  # still growing
+    ]  # (the second went in whole, as a link)
+    assert sorted(stored_ids(store)) == [f"ev-{n:07d}" for n in range(45)]
+    assert query(store, "SELECT seq, complete FROM segments ORDER BY seq") == [
+        (1, True),
+        (2, True),
+        (3, False),
+    ]
+    assert list((journal.parent / "load").iterdir()) == []
+    assert all(path.stat().st_nlink == 1 for path in journal.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("root", "mode", "linked"),
+    [
+        (False, CLOSED_MODE, True),
+        (False, 0o444, True),
+        (False, 0o600, False),  # left by a daemon that crashed, or by an older version
+        (False, 0o604, False),
+        (True, CLOSED_MODE, False),  # root writes through read-only files
+    ],
+)
+def test_a_load_never_leaves_a_writable_link_to_the_journal_in_load(
+    tmp_path: Path,
+    journal: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    root: bool,
+    mode: int,
+    linked: bool,
+) -> None:
+    """load/ is where DuckDB may open files, to read and to write alike: a file there that
+    is also a journal segment (a hard link) must be one nobody can write through. Seen
+    from inside every load's transaction, when DuckDB reads the files. Segments that
+    are copied instead fill the batches as before links were made (no early commit)."""
+    from telemetryd.store import database
+
+    if root:
+        monkeypatch.setattr(os, "geteuid", lambda: 0)
+    else:
+        not_root(monkeypatch)
+    seen: list[tuple[int, int]] = []  # (links, mode) of each file in load/ at each load
+    loads = []
+    real_insert = database.Store._insert
+
+    def insert(self: Store, batch: Any, files: list[str], *, lenient: bool) -> int:
+        loads.append(len(files))
+        for name in os.listdir(self.load_dir):
+            info = os.stat(os.path.join(self.load_dir, name))
+            seen.append((info.st_nlink, stat.S_IMODE(info.st_mode)))
+        return real_insert(self, batch, files, lenient=lenient)
+
+    monkeypatch.setattr(database.Store, "_insert", insert)
+    for seq in range(1, 5):
+        append(segment(journal, seq), b"".join(custom(n) for n in range(seq * 10, seq * 10 + 7)))
+    for seq in range(1, 4):  # closed; the fourth one grows
+        segment(journal, seq).chmod(mode)
+    with Store(str(tmp_path / "telemetry.duckdb"), batch_bytes=10 * len(custom(10))) as store:
+        assert store.materialize(str(journal)) == 28
+        assert len(set(stored_ids(store))) == 28
+    # Batches of 10 lines: 7 | 7 | 7 + 3 | 4 with links; copied: 7 + 3 | 4 + 6 | 1 + 7.
+    assert len(loads) == (4 if linked else 3), loads
+    assert seen
+    assert all(links == 1 or not mode & 0o222 for links, mode in seen), seen
+    assert any(links > 1 for links, _ in seen) == linked
+    assert list((tmp_path / "load").iterdir()) == []
+    assert all(path.stat().st_nlink == 1 for path in journal.iterdir())
+    assert all(stat.S_IMODE(segment(journal, seq).stat().st_mode) == mode for seq in (1, 2, 3))
+
+
+def test_loads_write_small_row_groups_that_other_readers_open_as_usual(
+    store: Store, journal: Path, tmp_path: Path
+) -> None:
+    """The file is attached with ROW_GROUP_ROWS rows to a row group (a load holds one per
+    thread uncompressed); a plain read-only connection reads it like any other."""
+    n = 100_000  # one row group at DuckDB's default size (one per thread at most)
+    append(segment(journal, 1), b"".join(custom(i) for i in range(n)))
+    assert store.materialize(str(journal)) == n
+    groups = query(
+        store,
+        "SELECT row_group_id, max(count) FROM pragma_storage_info('events') "
+        "WHERE column_name = 'id' AND segment_type = 'VALIDITY' GROUP BY ALL",
+    )
+    assert len(groups) >= n // ROW_GROUP_ROWS > 2
+    assert all(rows <= ROW_GROUP_ROWS for _, rows in groups)
+    store.close()
+    with duckdb.connect(str(tmp_path / "telemetry.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM events").fetchall() == [(n,)]
+        assert con.execute("SELECT count(*) FROM cost_by_model(days := 36500)").fetchall()
+
+
+def test_the_worker_settings_hold_for_the_instance_that_loads_and_queries(
+    tmp_path: Path, journal: Path
+) -> None:
+    """The file is attached to an in-memory DuckDB: the memory limit and threads that
+    open_store sets are that instance's, seen by the loading connection and by cursors,
+    which find the tables and views by their plain names."""
+    from telemetryd import paths
+    from telemetryd.store.service import open_store
+
+    where = paths.Paths(str(tmp_path / "run"), str(tmp_path), str(tmp_path))
+    settings = config.Store(memory_limit="100MB", threads=1)
+    append(segment(journal, 1), b"".join(custom(n) for n in range(10)))
+    with open_store(where, settings) as store:
+        wanted = (100_000_000, 1)
+        sql = "SELECT current_setting('memory_limit'), current_setting('threads')"
+        for con in (store._con, store.cursor()):
+            [(limit, threads)] = con.execute(sql).fetchall()
+            assert (config.parse_size(limit.replace(" ", "")), threads) == (
+                pytest.approx(wanted[0], rel=0.01),
+                wanted[1],
+            )
+        assert store.materialize(str(journal)) == 10
+        assert query(store, "SELECT count(*) FROM events") == [(10,)]
+        assert query(store, "SELECT count(*) FROM sessions") == [(7,)]
+
+
+@pytest.mark.parametrize("name", ["memory", "Temp", "system", "main"])
+def test_a_database_file_may_have_any_name(tmp_path: Path, journal: Path, name: str) -> None:
+    """Even the names DuckDB keeps for its own catalogs."""
+    append(segment(journal, 1), b"".join(custom(n) for n in range(3)))
+    with Store(str(tmp_path / f"{name}.duckdb")) as store:
+        assert store.materialize(str(journal)) == 3
+        assert query(store, "SELECT count(*) FROM events") == [(3,)]
+
+
+def test_segments_are_copied_where_they_cannot_be_linked(
+    tmp_path: Path, journal: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A journal on another file system than the database (or links refused): copies."""
+
+    def refuse(source: str, target: str) -> None:
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", refuse)
+    not_root(monkeypatch)
+    for seq in range(1, 4):
+        append(segment(journal, seq), b"".join(custom(n) for n in range(seq * 10, seq * 10 + 7)))
+        segment(journal, seq).chmod(CLOSED_MODE)
+    with Store(str(tmp_path / "telemetry.duckdb"), batch_bytes=2 * 7 * len(custom(10))) as store:
+        assert store.materialize(str(journal)) == 21
+        assert len(set(stored_ids(store))) == 21
+        assert query(store, "SELECT count(*) FROM segments WHERE complete") == [(2,)]
+    assert list((tmp_path / "load").iterdir()) == []
+
+
 def test_compressed_segments_are_loaded_whole_once(store: Store, journal: Path) -> None:
     plain = segment(journal, 1)
     append(plain, b"".join(custom(n) for n in range(10)))
@@ -264,11 +448,14 @@ def big(n: int, size: int = 15_000) -> bytes:
     return line(ev.Custom(id=f"big-{n:05d}", ts=at(n), name="big", attrs={"blob": "x" * size}))
 
 
+DEFAULT_MEMORY = config.parse_size(config.Store().memory_limit)
+
+
 def limited(tmp_path: Path, batch_bytes: int) -> Store:
-    """A store with the daemon's default memory limit (256MB) and 2 threads."""
+    """A store with the daemon's default memory limit and 2 threads."""
     store = Store(str(tmp_path / "limited.duckdb"), batch_bytes=batch_bytes)
     with store.cursor() as con:
-        harden(con, allowed_dirs=[store.load_dir], memory_limit="256MB", threads=2)
+        harden(con, allowed_dirs=[store.load_dir], memory_limit=f"{DEFAULT_MEMORY}B", threads=2)
     return store
 
 
@@ -277,7 +464,7 @@ def test_events_with_long_strings_load_within_the_default_memory_limit(
 ) -> None:
     """2,000 events of 15 KB (30 MB) used to fail every load with OutOfMemoryException."""
     append(segment(journal, 1), b"".join(big(n) for n in range(2000)))
-    with limited(tmp_path, batch_bytes_for(256 * 1024 * 1024)) as store:
+    with limited(tmp_path, batch_bytes_for(DEFAULT_MEMORY)) as store:
         assert store.materialize(str(journal)) == 2000
         assert store.pending(str(journal)) == 0
         assert store.rebuild(str(journal)) == 2000
@@ -290,18 +477,25 @@ def test_out_of_memory_halves_the_batches_and_never_loses_progress(
     tmp_path: Path, journal: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Batches far too big for the memory limit: the load that fails is rolled back and
-    retried smaller; what was committed stays, nothing is loaded twice."""
-    append(segment(journal, 1), b"".join(custom(n) for n in range(100)))
-    append(segment(journal, 2), b"".join(big(n) for n in range(3000)))
+    retried smaller; what was committed stays, nothing is loaded twice.
+
+    The first batch holds 75 MB of long strings, which at the default memory limit fail
+    in batches of down to 32 MB whatever the threads' timing (45 MB failed only by a few
+    MB, and now and then not at all on a busy machine)."""
+    n = 5000
+    append(segment(journal, 1), b"".join(custom(i) for i in range(100)))
+    append(segment(journal, 2), b"".join(big(i) for i in range(n)))
     with limited(tmp_path, 256 * 1024 * 1024) as store:
         with caplog.at_level(logging.WARNING, logger="telemetryd.store.database"):
-            assert store.materialize(str(journal)) == 3100
+            assert store.materialize(str(journal)) == n + 100
         assert "ran out of DuckDB memory" in caplog.text
         assert store.stats()["batch_bytes"] < 256 * 1024 * 1024
-        assert query(store, "SELECT count(DISTINCT id), count(*) FROM events") == [(3100, 3100)]
+        assert query(store, "SELECT count(DISTINCT id), count(*) FROM events") == [
+            (n + 100, n + 100)
+        ]
         assert set(stored_ids(store)) == journal_ids(journal)
         # Offsets and rows agree: the next run loads only what is new.
-        append(segment(journal, 2), big(5000))
+        append(segment(journal, 2), big(n))
         assert store.materialize(str(journal)) == 1
 
 

@@ -4,6 +4,7 @@ Real daemon, real worker processes, real signals."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -95,6 +96,34 @@ def test_the_daemon_never_maps_duckdb_and_the_worker_exits_when_idle(
     assert "store worker stopped (idle)" in daemon.log()
     assert daemon.stop() == 0
     assert not children(daemon) if daemon.proc.poll() is None else True
+
+
+def nice_values(pid: int) -> dict[str, int]:
+    """Each thread's nice value (Linux keeps one per thread), by thread name and id."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            stat = (task / "stat").read_text()
+            name, fields = stat.split("(", 1)[1].rsplit(")", 1)
+            out[f"{name} {task.name}"] = int(fields.split()[16])
+    return out
+
+
+def test_every_thread_of_the_worker_runs_at_a_lower_priority(
+    daemon_factory: DaemonFactory,
+) -> None:
+    """DuckDB's threads too: they start when the database opens, which begins before the
+    worker's imports are done, and take their nice value from the thread that starts them."""
+    daemon = daemon_factory().start()
+    assert daemon.proc is not None
+    assert exchange(daemon.events_socket, events("a", 10)) == [summary(10, 10)]
+    assert count() == (10, 10)
+    [worker] = children(daemon)
+    threads = nice_values(worker)
+    assert len(threads) > 2  # the worker's own, DuckDB's
+    assert set(threads.values()) == {10}, threads
+    assert set(nice_values(daemon.proc.pid).values()) == {0}
+    assert daemon.stop() == 0
 
 
 class Producer:

@@ -135,8 +135,10 @@ class Store(Struct, **_SECTION):
     # The longest a query may run (a query's own timeout is capped there too).
     query_timeout: Annotated[float, Meta(ge=0.1, le=3600.0)] = 30.0
     # DuckDB's memory in the store worker (it spills to disk past it), 64 MiB to 1 TiB
-    # (parse_size); larger speeds up loads and queries on big stores.
-    memory_limit: str = "256MB"
+    # (parse_size). The worker's RSS while it loads is about this plus 65 MB; 160 MB
+    # loads at full speed with 2 threads (less makes loads spill or retry smaller
+    # batches); larger speeds up queries on very large stores.
+    memory_limit: str = "160MB"
     threads: Annotated[int, Meta(ge=1, le=64)] = 2
     # The store worker (the process that runs DuckDB) exits after this many seconds
     # without a request, and starts again when needed; 0 keeps it running.

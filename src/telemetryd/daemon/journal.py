@@ -8,8 +8,9 @@ On disk::
 Segment names are ``<UTC time the segment was opened>-<sequence>.jsonl``; the
 sequence grows by one per segment across restarts, and ordering uses it, not
 the time. Each daemon start opens a new segment at its first write; a segment is
-closed when it passes ``segment-max-bytes`` or when the UTC day changes, and is
-never written again after that (later retention may compress it to ``.jsonl.gz``).
+closed when it passes ``segment-max-bytes`` or when the UTC day changes (or when the
+daemon stops), and is never written again after that: it is made read-only (0400)
+then, and later retention may compress it to ``.jsonl.gz``.
 daemon/segments.py holds the naming rules that every reader shares.
 Every line is a complete event encoded by ``telemetryd.events.ENCODER`` and
 carries its schema version in ``v``.
@@ -33,6 +34,7 @@ import itertools
 import logging
 import math
 import os
+import stat
 import time
 from collections import deque
 from collections.abc import Callable
@@ -45,6 +47,7 @@ from anyio.abc import TaskStatus
 from telemetryd.config import Journal as JournalConfig
 from telemetryd.daemon.ingest import JOURNALED, Batch, Dedup
 from telemetryd.daemon.segments import (  # noqa: F401  (SUFFIX, GZ_SUFFIX: the journal's names)
+    CLOSED_MODE,
     GZ_SUFFIX,
     READ_ERRORS,
     SUFFIX,
@@ -71,13 +74,16 @@ def _fsync_dir(directory: str) -> None:
 
 def _cut_torn_tail(path: str, quarantine_dir: str) -> int:
     """Move a last line without its newline to quarantine; return the bytes moved."""
-    with open(path, "r+b") as f:
-        size = f.seek(0, os.SEEK_END)
+    with open(path, "rb") as f:  # a closed segment is read-only: open it for writing
+        size = f.seek(0, os.SEEK_END)  # only when there is something to cut
         if size == 0:
             return 0
         f.seek(size - 1)
         if f.read(1) == b"\n":
             return 0
+    if not os.stat(path).st_mode & stat.S_IWUSR:
+        os.chmod(path, 0o600)  # its writer is gone; a damaged end is cut all the same
+    with open(path, "r+b") as f:
         end = size
         while end > 0:  # find the last newline, reading backwards
             start = max(0, end - 65536)
@@ -218,6 +224,10 @@ class Journal:
 
     def _close_segment(self) -> None:
         if self._fd >= 0:
+            # Never written again: read-only from now on (the store may then hard-link
+            # it for a load instead of copying it; store/database.py).
+            with contextlib.suppress(OSError):  # a file system without modes: as it is
+                os.fchmod(self._fd, CLOSED_MODE)
             os.fsync(self._fd)  # a closed segment is always on disk
             os.close(self._fd)
             self._fd = -1

@@ -12,6 +12,11 @@ is not a segment: readers ignore it, and it is logged once. Names starting with 
 dot are temporary files of telemetryd's own (a compression or a salvage under way)
 and are ignored silently.
 
+A segment is written by the daemon alone (0600 while it grows, in a 0700 directory)
+and, once closed, never again: the daemon makes it read-only (:data:`CLOSED_MODE`).
+Only a segment left by a daemon that crashed, or by an older version, is closed and
+still writable.
+
 A segment's content is its uncompressed bytes: offsets into a segment (the store's
 ``loaded_bytes``) count those, whether the file is plain or gzipped, so a segment
 compressed after it was partly loaded is read on from the same offset. While both
@@ -40,6 +45,7 @@ log = logging.getLogger(__name__)
 
 SUFFIX = ".jsonl"
 GZ_SUFFIX = SUFFIX + ".gz"  # a closed segment compressed by retention
+CLOSED_MODE = 0o400  # a closed segment's permissions: never written again
 DAMAGE_ERRORS = (EOFError, zlib.error)
 READ_ERRORS = (OSError, EOFError, zlib.error)  # damage, or the file system failed
 _READ_BLOCK = 4 * 1024 * 1024

@@ -12,9 +12,14 @@ import sys
 def main(argv: list[str]) -> int:
     command = argv[0] if argv else ""
     if command == "serve":
+        # The database starts opening first, in a thread, while the worker's other
+        # modules import (store/startup.py).
+        from telemetryd.store import startup
+
+        line, early = startup.begin()
         from telemetryd.store import worker
 
-        return worker.main()
+        return worker.main(line, early)
     if command == "query":
         from telemetryd.store import readonly
 

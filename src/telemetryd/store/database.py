@@ -13,8 +13,9 @@ rebuilt from it at any time. On disk, next to the journal::
                        typed columns (nested objects flattened: agent_model,
                        tokens_cache_read, ...), attrs and log fields as JSON
       views, macros    api_requests, sessions, ... (sql/views.sql, sql/macros.sql)
-    load/batch-*.jsonl   journal lines being loaded (transient copies: the only files
-                         DuckDB may open, so no SQL can touch the journal itself)
+    load/batch-*.jsonl   journal lines being loaded (transient copies, or read-only hard
+                         links of whole closed segments: the only files DuckDB may open,
+                         so no SQL can write the journal, nor read the rest of it)
 
 The tables are in ``sql/schema.sql``. A database whose schema_version differs
 from this module's is not migrated: :attr:`Store.needs_rebuild` says so, and the
@@ -22,8 +23,9 @@ caller runs :meth:`Store.rebuild`. Views and macros are recreated at the first o
 by a version whose views differ (their digest is in ``meta``).
 
 ``events`` is one wide table without indexes: reports scan a few columns of it
-(DuckDB stores each column apart, compressed, with min/max per row group), and
-rows arrive roughly in journal order, so filters on time skip most row groups.
+(DuckDB stores each column apart, compressed, with min/max per row group of
+:data:`ROW_GROUP_ROWS` rows, a quarter of DuckDB's default; see :func:`connect`),
+and rows arrive roughly in journal order, so filters on time skip most row groups.
 Measured on 10M events: cost_by_model ~80 ms warm on a busy 2-CPU machine; one
 session's row of the `sessions` view ~10 ms.
 
@@ -31,11 +33,13 @@ Materialization (:meth:`Store.materialize`) is incremental and exactly-once. It
 reads each segment (daemon/segments.py: gzipped ones decompressed here) from its
 ``loaded_bytes`` on, copies complete lines (a torn last line waits until its
 newline is written) into a batch file in ``load/`` (``os.copy_file_range`` for
-plain segments), and loads each batch with DuckDB's ``read_json`` and explicit
-column types (``sql/load.sql``), recording every segment's new ``loaded_bytes``
-in the same transaction as the rows: after a crash at any point, rows and offsets
-agree. ``loaded_bytes`` counts uncompressed bytes, so it means the same for a
-segment before and after compression.
+plain segments; a closed segment loaded from start to end is hard-linked there
+instead where the link cannot be written through, see :meth:`_Batch.link`), and
+loads each batch with DuckDB's ``read_json`` and explicit column types
+(``sql/load.sql``), recording every segment's new ``loaded_bytes`` in the same
+transaction as the rows: after a crash at any point, rows and offsets agree.
+``loaded_bytes`` counts uncompressed bytes, so it means the same for a segment
+before and after compression.
 
 Batches are bounded in bytes so that a load fits DuckDB's memory limit whatever
 the events hold: the caller sizes them from ``memory-limit``, and since a long
@@ -51,9 +55,11 @@ goes to ``quarantine/<name>.damaged``, and `status` lists it.
 
 Events are deduplicated by ``id``: of the rows sharing an id, the one stored
 first stays; within one batch, the one received first. The check runs after the
-insert, on the new rows only, and joins them with the stored ids; DuckDB skips
-the row groups whose id range cannot match, which for time-ordered ids (the
-UUIDv7s that the daemon and `telemetryctl send` assign) is nearly all of them.
+insert, on the new rows only: one pass over their ids says whether two of them are
+the same, and their range whether a stored id lies within it (DuckDB skips the row
+groups whose id range cannot match, which for time-ordered ids, the UUIDv7s that the
+daemon and `telemetryctl send` assign, is nearly all of them); only then are they
+joined with the stored ids and the extra rows deleted.
 
 Every method blocks (DuckDB releases the GIL while it works): the daemon calls
 them from a worker thread, never on the event loop.
@@ -66,6 +72,7 @@ import hashlib
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -87,10 +94,59 @@ T = TypeVar("T")
 SCHEMA_VERSION = 2  # 2: prompt_length
 BATCH_BYTES = 256 * 1024 * 1024  # journal bytes per transaction (one longer line goes alone)
 MIN_BATCH_BYTES = 64 * 1024  # out of memory below this: the load fails and is reported
+# Rows per row group that loads write (DuckDB's default is 122,880). A load holds the row
+# group it is filling, uncompressed, for each thread: ~60 MB of ordinary events at the
+# default, a quarter of that here, which lets loads run within a small memory limit
+# (measured on 1M events, 2 threads: at 160 MB, 3.1 s where the default row groups
+# spill to disk and take 4.9 s; at 128 MB, 3.2 s where they run out of memory and
+# halve their batches down to 16 MB, 14 s). Reports read a few columns of many row
+# groups either way; their min/max skip more of the smaller ones.
+ROW_GROUP_ROWS = 30_720
 _GROW_AFTER = 16  # good batches in a row before a halved batch size doubles again
 _BLOCK = 64 * 1024  # read size when looking for line ends
 _COPY_CHUNK = 8 * 1024 * 1024
+_WRITABLE = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH  # a segment with any is copied
 _INFLATE_CHUNK = 1024 * 1024
+
+
+def connect(path: str) -> duckdb.DuckDBPyConnection:
+    """A connection to the database file ``path``, attached to an in-memory DuckDB (and its
+    default from then on, under the name DuckDB gives it when it opens the file itself)
+    so that rows go in with :data:`ROW_GROUP_ROWS` to a row group: a setting of the attach,
+    not of the file, which other readers open as usual."""
+    con = duckdb.connect()
+    try:
+        name = _catalog(path)
+        con.execute(f"ATTACH {_literal(path)} AS {name} (ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
+        con.execute(f"USE {name}")
+        # Past the memory limit, loads spill here (DuckDB's own choice for a database
+        # file; for an in-memory one it would be ./.tmp, wherever the process runs).
+        con.execute(f"SET GLOBAL temp_directory = {_literal(path + '.tmp')}")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _catalog(path: str) -> str:
+    """The catalog name DuckDB gives a database file it opens (its name without the
+    extension), quoted; another where an attached database may not take that name (the
+    in-memory database's own, DuckDB's reserved ones)."""
+    name = os.path.splitext(os.path.basename(path))[0] or "telemetry"
+    if name.lower() in _TAKEN_CATALOGS:
+        name += "_db"
+    return _identifier(name)
+
+
+_TAKEN_CATALOGS = frozenset({"memory", "system", "temp", "main"})
+
+
+def _identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def batch_bytes_for(memory_limit: int) -> int:
@@ -112,6 +168,14 @@ _VIEWS = _sql("views.sql")
 _MACROS = _sql("macros.sql")
 _VIEWS_DIGEST = hashlib.sha256((_VIEWS + "\0" + _MACROS).encode()).hexdigest()
 
+# Whether this batch's rows (rowid >= $first) may share an id with each other or with
+# a stored row, in two cheap steps that spare the join below nearly always: whether an
+# id repeats among them, and their range; then whether a stored id lies in that range
+# (given as constants, the range lets DuckDB skip row groups by their min/max).
+_NEW_IDS = """
+    SELECT count(*) > count(DISTINCT id), min(id), max(id) FROM events WHERE rowid >= $first
+"""
+_STORED_IN_RANGE = "SELECT true FROM events WHERE rowid < $first AND id BETWEEN $lo AND $hi"
 # The ids of this batch's rows that are stored more than once (rows from rowid $first on
 # are this batch's; the semi join reads only the row groups whose ids could match).
 _DUPLICATES = """
@@ -130,6 +194,7 @@ _DROP_DUPLICATES = f"""
         ) WHERE n > 1
     )
 """
+_ANY_DUPLICATE = f"SELECT true FROM ({_DUPLICATES})"
 _SAVE_OFFSET = "INSERT OR REPLACE INTO segments VALUES ($seq, $name, $bytes, $complete, $now)"
 # Retention: the events with these ids (read from the doomed segments in Python).
 _FORGET = "DELETE FROM events WHERE id IN (SELECT unnest($ids))"
@@ -149,14 +214,23 @@ class _Piece:
 
 
 class _Batch:
-    """Complete journal lines gathered in one file in the load directory, and how far
-    they take each segment: ``{seq: (file name, loaded_bytes, complete)}``."""
+    """Complete journal lines gathered in the load directory, and how far they take each
+    segment: ``{seq: (file name, loaded_bytes, complete)}``. Lines are copied into one
+    file of the batch's own; a closed plain segment that is loaded whole is hard-linked
+    instead where no one can write through the link (:meth:`link`; no copy: DuckDB
+    reads the segment's own pages)."""
 
     def __init__(self, directory: str) -> None:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         self.fd, self.path = tempfile.mkstemp(prefix="batch-", suffix=SUFFIX, dir=directory)
-        self.size = 0
+        self.size = 0  # bytes of lines in the batch, copied and linked
+        self.copied = 0  # of them in the batch's own file
+        self.links: list[str] = []
         self.marks: dict[int, tuple[str, int, bool]] = {}
+
+    @property
+    def files(self) -> list[str]:
+        return ([self.path] if self.copied else []) + self.links
 
     def mark(self, piece: _Piece, name: str, loaded: int, complete: bool) -> None:
         self.marks[piece.seq] = (name, loaded, complete)
@@ -166,21 +240,67 @@ class _Batch:
         while view:
             view = view[os.write(self.fd, view) :]
         self.size += len(data)
+        self.copied += len(data)
 
     def copy(self, path: str, start: int, end: int) -> None:
         _copy_range(path, self.fd, start, end)
         self.size += end - start
+        self.copied += end - start
+
+    def link(self, path: str, size: int) -> bool:
+        """Add the whole file ``path`` (``size`` bytes, never written again) as a link;
+        False where it must not or cannot be one (the caller copies it then).
+
+        load/ is the one directory DuckDB may open files in (store/sandbox.py), for
+        reading and for writing alike, and a link is the segment itself: were the
+        sandbox ever to let a query write a file there, a writable link would be a way
+        to write the journal. So a segment is linked only where nothing can write
+        through the link: it is read-only (the daemon makes a segment it closes 0400,
+        daemon/segments.py) and this process is not root (root writes read-only files
+        too). Segments left writable (by a crashed daemon, by an older version) and
+        every load run as root are copied. The mode is read off the link itself, the
+        same inode, after it is made: no change to the segment's path in between can
+        slip past (:meth:`may_link` says beforehand whether to try)."""
+        if not self.may_link(path):
+            return False
+        target = f"{self.path[: -len(SUFFIX)]}-{len(self.links)}{SUFFIX}"
+        try:
+            os.link(path, target)
+        except OSError:  # another file system, or links not allowed
+            return False
+        if os.lstat(target).st_mode & _WRITABLE:
+            os.unlink(target)
+            return False
+        self.links.append(target)
+        self.size += size
+        return True
+
+    @staticmethod
+    def may_link(path: str) -> bool:
+        """Whether :meth:`link` would link ``path`` (unless the file system refuses)."""
+        try:
+            return os.geteuid() != 0 and not os.stat(path).st_mode & _WRITABLE
+        except OSError:
+            return False
 
     def reset(self) -> None:
         os.ftruncate(self.fd, 0)
         os.lseek(self.fd, 0, os.SEEK_SET)
-        self.size = 0
+        self._unlink_links()
+        self.size = self.copied = 0
         self.marks = {}
 
     def close(self) -> None:
         os.close(self.fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+        self._unlink_links()
+
+    def _unlink_links(self) -> None:
+        for link in self.links:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(link)
+        self.links = []
 
 
 def _utcnow() -> datetime:
@@ -208,7 +328,9 @@ class Store:
         *,
         batch_bytes: int = BATCH_BYTES,
         quarantine_dir: str | None = None,
+        connection: duckdb.DuckDBPyConnection | None = None,
     ) -> None:
+        """``connection``: ``path`` opened already by :func:`connect` (handed over)."""
         self.path = path
         self.batch_bytes = batch_bytes  # the size batches return to after running short
         self.last_materialized: float | None = None  # Unix time the last run finished
@@ -223,14 +345,16 @@ class Store:
         # this process (and DuckDB, for reading) opens what is in it.
         shutil.rmtree(self.load_dir, ignore_errors=True)
         os.makedirs(self.load_dir, mode=0o700, exist_ok=True)
-        self._con = duckdb.connect(path)
+        self._con = connection if connection is not None else connect(path)
         # Loads need not keep file order within a batch (dedup does not rely on it);
         # dropping it lets DuckDB insert from all threads. Only this connection.
         self._con.execute("SET SESSION preserve_insertion_order = false")
         # The Python client turns DuckDB's progress bar on (printed to stdout) for the
         # connection it opens; a daemon prints nothing. (Cursors have it off.)
         self._con.execute("SET enable_progress_bar = false")
-        self._reader = self._con.cursor()
+        [(catalog,)] = self._con.execute("SELECT current_database()").fetchall()
+        self._use_catalog = "USE " + _identifier(catalog)
+        self._reader = self._use(self._con.cursor())
         self._reader_lock = threading.Lock()
         self.needs_rebuild = False
         self._open_schema()
@@ -251,13 +375,20 @@ class Store:
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A new connection to this database, for one thread (queries, status)."""
         with self._reader_lock:
-            return self._reader.cursor()
+            return self._use(self._reader.cursor())
+
+    def _use(self, cursor: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+        """``cursor`` with the database file as its default (a new connection starts in
+        the in-memory database that the file is attached to)."""
+        cursor.execute(self._use_catalog)
+        return cursor
 
     def _open_schema(self) -> None:
         tables = {
             row[0]
             for row in self._con.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'"
+                "SELECT table_name FROM duckdb_tables() "
+                "WHERE database_name = current_database() AND schema_name = 'main'"
             ).fetchall()
         }
         if not tables:
@@ -303,18 +434,21 @@ class Store:
         con = self._con
         macros = con.execute(
             "SELECT DISTINCT function_name, function_type FROM duckdb_functions() "
-            "WHERE schema_name = 'main' AND NOT internal "
+            "WHERE database_name = current_database() AND schema_name = 'main' "
+            "AND NOT internal "
             "AND function_type IN ('macro', 'table_macro')"
         ).fetchall()
         for name, kind in macros:
             con.execute(f'DROP MACRO {"TABLE " if kind == "table_macro" else ""}"{name}"')
         views = con.execute(
-            "SELECT view_name FROM duckdb_views() WHERE schema_name = 'main' AND NOT internal"
+            "SELECT view_name FROM duckdb_views() "
+            "WHERE database_name = current_database() AND schema_name = 'main' AND NOT internal"
         ).fetchall()
         for (name,) in views:
             con.execute(f'DROP VIEW "{name}"')
         tables = con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'"
+            "SELECT table_name FROM duckdb_tables() "
+            "WHERE database_name = current_database() AND schema_name = 'main'"
         ).fetchall()
         for (name,) in tables:
             con.execute(f'DROP TABLE "{name}" CASCADE')
@@ -442,6 +576,21 @@ class Store:
         assert piece.end is not None
         name = os.path.basename(piece.path)
         pos = piece.start
+        # A closed segment loaded whole goes in as a link, in a batch of its own if the
+        # current one has no room left for it; a longer one, or one that must not be
+        # linked, is copied (in parts where the batch has no room for all of it).
+        if (
+            piece.closed
+            and 0 == piece.start < piece.end == piece.size <= self._limit
+            and batch.may_link(piece.path)
+        ):
+            if batch.size + piece.size > self._limit:
+                self._commit(batch, loaded)
+            if batch.link(piece.path, piece.size):
+                pos = piece.end
+                batch.mark(piece, name, pos, True)
+                if batch.size >= self._limit:
+                    self._commit(batch, loaded)
         while pos < piece.end:
             room = self._limit - batch.size
             cut = (
@@ -572,7 +721,7 @@ class Store:
     def _commit(self, batch: _Batch, loaded: list[int]) -> None:
         """Load the batch and record its offsets in one transaction; retry once skipping
         malformed lines if DuckDB cannot read them (a journal damaged on disk)."""
-        files = [batch.path] if batch.size else []
+        files = batch.files
         try:
             count = self._in_transaction(lambda: self._insert(batch, files, lenient=False))
         except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
@@ -598,7 +747,11 @@ class Store:
             first = row[0] if row else 0
             row = con.execute(_LOAD, {"files": files, "lenient": lenient}).fetchone()
             count = row[0] if row else 0
-            if count and con.execute(_DUPLICATES + " LIMIT 1", {"first": first}).fetchone():
+            if (
+                count
+                and self._may_duplicate(first)
+                and _true(con, _ANY_DUPLICATE, {"first": first})
+            ):
                 row = con.execute(_DROP_DUPLICATES, {"first": first}).fetchone()
                 count -= row[0] if row else 0
         now = _utcnow()
@@ -610,6 +763,17 @@ class Store:
             ],
         )
         return count
+
+    def _may_duplicate(self, first: int) -> bool:
+        """Whether the rows from rowid ``first`` on may share an id with each other or
+        with an earlier row (see :data:`_NEW_IDS`)."""
+        row = self._con.execute(_NEW_IDS, {"first": first}).fetchone()
+        if row is None or row[1] is None:
+            return False
+        twice, lo, hi = row
+        return bool(twice) or _true(
+            self._con, _STORED_IN_RANGE, {"first": first, "lo": lo, "hi": hi}
+        )
 
     def checkpoint(self) -> None:
         """Write the write-ahead log into the database file now. DuckDB also does it by
@@ -751,6 +915,12 @@ class Store:
                 last_loaded=_iso(last_loaded),
             )
         return out
+
+
+def _true(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> bool:
+    """Whether ``sql`` has a first row whose first value is true."""
+    row = con.execute(sql + " LIMIT 1", params).fetchone()
+    return bool(row and row[0])
 
 
 # -- journal files -----------------------------------------------------------------

@@ -340,10 +340,13 @@ class Statement:
     plan: str | None
 
 
-def classify(sql: str) -> Statement:
-    """Refuse anything but one read statement, naming what was found."""
+def classify(sql: str, con: duckdb.DuckDBPyConnection) -> Statement:
+    """Refuse anything but one read statement, naming what was found. ``con`` parses it
+    (and runs nothing): the module-level ``duckdb.extract_statements`` would first open
+    DuckDB's default in-memory database, ~15 ms and a few MB in a process that has just
+    started, as the store worker has for the first query it answers."""
     try:
-        statements = duckdb.extract_statements(sql)
+        statements = con.extract_statements(sql)
         kinds = [str(statement.type).rpartition(".")[2] for statement in statements]
     except duckdb.Error as exc:
         raise QueryError(str(exc)) from None
@@ -366,7 +369,7 @@ def classify(sql: str) -> Statement:
         if first != "explain" and first not in _MULTI_READS and not tokens.is_operator(0, "("):
             raise _refused(first.upper() or "these")
     if kind == "EXPLAIN" or tokens.word(0) == "explain":
-        inner = classify(_explained(tokens))
+        inner = classify(_explained(tokens), con)
         if inner.kind == "EXPLAIN":
             raise QueryError("EXPLAIN of an EXPLAIN is not allowed")
         return Statement(kind, inner.plan)
@@ -374,11 +377,6 @@ def classify(sql: str) -> Statement:
         _check_pragma(tokens)
         return Statement(kind, None)
     return Statement(kind, sql)
-
-
-def check_statement(sql: str) -> None:
-    """:func:`classify`, for callers that only want the refusal."""
-    classify(sql)
 
 
 def _refused(what: str) -> QueryError:
@@ -537,9 +535,9 @@ class Query:
 
     def run(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
         """Check and execute ``sql``; return ``(name, type)`` of each result column."""
-        statement = classify(sql)
-        bound = dict(params) if params else None
         cursor = self._live()
+        statement = classify(sql, cursor)
+        bound = dict(params) if params else None
         try:
             cursor.execute("BEGIN TRANSACTION READ ONLY")
             if statement.plan is not None:

@@ -43,8 +43,13 @@ class StoreUnavailable(TelemetryError):
     """The database is not open (yet): another process holds it, or opening failed."""
 
 
-def open_store(where: paths.Paths, settings: StoreConfig) -> Store:
-    """The database, rebuilt if its schema is not this version's, then sandboxed for queries.
+def open_store(
+    where: paths.Paths,
+    settings: StoreConfig,
+    connection: duckdb.DuckDBPyConnection | None = None,
+) -> Store:
+    """The database, rebuilt if its schema is not this version's, then sandboxed for queries;
+    ``connection``: the file already opened (store/startup.py).
 
     Raises duckdb.Error when the file cannot be opened (see :func:`_lock_conflict`)."""
     memory = parse_size(settings.memory_limit)  # checked when the configuration loaded
@@ -52,6 +57,7 @@ def open_store(where: paths.Paths, settings: StoreConfig) -> Store:
         where.database,
         batch_bytes=batch_bytes_for(memory),
         quarantine_dir=where.quarantine_dir,
+        connection=connection,
     )
     try:
         # Loads read the batch files in the store's private load directory: the only

@@ -10,9 +10,10 @@ Each connection carries one request (wire.py, ``WorkerMessage``) and its reply l
 Loads, rebuilds and retention run one at a time; queries run in their own slots
 (store/queries.py). On SIGTERM the worker stops accepting, lets requests under way
 finish (within :data:`DRAIN_SECONDS`), closes the database and exits 0. The daemon
-decides when the worker is idle and stops it so (daemon/store_worker.py). The worker runs
-at a lower CPU priority (nice 10) than the daemon: a long query or a bulk load must
-not slow down acknowledgements, or the agents' hooks, on a small machine.
+decides when the worker is idle and stops it so (daemon/store_worker.py). The worker
+runs at a lower CPU priority (nice 10, set in store/startup.py) than the daemon: a long
+query or a bulk load must not slow down acknowledgements, or the agents' hooks, on a
+small machine.
 """
 
 from __future__ import annotations
@@ -32,15 +33,16 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from telemetryd import config, paths, wire
 from telemetryd.daemon import segments
+from telemetryd.store.database import Store
 from telemetryd.store.queries import Queries, Send
 from telemetryd.store.service import OPEN_WAIT, StoreService, StoreUnavailable, open_store
+from telemetryd.store.startup import EarlyOpen
 
 log = logging.getLogger(__name__)
 
 ENV_FD = "TELEMETRYD_STORE_FD"
 MAX_REQUEST = 1024 * 1024  # bytes of one request line (a query's SQL and parameters)
 DRAIN_SECONDS = 20.0  # requests under way get this long to finish at SIGTERM
-NICENESS = 10  # the worker's CPU priority below the daemon's: loads and queries can wait
 _REQUEST_WAIT = 30.0  # seconds a connection may take to send its request line
 
 
@@ -54,14 +56,20 @@ class Startup(msgspec.Struct, forbid_unknown_fields=True):
 class Worker:
     """One worker process's requests, served on the daemon's listening socket."""
 
-    def __init__(self, where: paths.Paths, settings: config.Config) -> None:
+    def __init__(
+        self,
+        where: paths.Paths,
+        settings: config.Config,
+        early: EarlyOpen[Store] | None = None,
+    ) -> None:
         self.where = where
         self.settings = settings
-        self.service = StoreService(
-            where.journal_dir,
-            lambda: open_store(where, settings.store),
-            where.database,
-        )
+
+        def opener() -> Store:
+            store = early.take() if early is not None else None  # the first attempt's
+            return store if store is not None else open_store(where, settings.store)
+
+        self.service = StoreService(where.journal_dir, opener, where.database)
         self.queries = Queries()
         self.active = 0
 
@@ -194,27 +202,30 @@ async def _until_sigterm(stop: anyio.Event) -> None:
             return
 
 
-def main() -> int:
-    """`python -m telemetryd.store serve`: run as the daemon's store worker."""
+def main(line: bytes, early: EarlyOpen[Store] | None) -> int:
+    """`python -m telemetryd.store serve`: run as the daemon's store worker, once
+    store/startup.py has read the startup ``line`` and started opening the database."""
     logging.basicConfig(
         stream=sys.stderr,
         level=os.environ.get("TELEMETRYD_LOG_LEVEL", "INFO").upper(),
         format="%(levelname)s %(name)s: %(message)s",
     )
-    # Background work: the daemon's ingest (and the agents' hooks) come first for the CPU.
-    with contextlib.suppress(OSError):
-        os.nice(NICENESS)
     fd = int(os.environ[ENV_FD])
-    startup = msgspec.json.decode(sys.stdin.buffer.readline(), type=Startup)
+    startup = msgspec.json.decode(line, type=Startup)
     where = paths.Paths(**startup.paths)
     settings = msgspec.convert(startup.config, config.Config, strict=False)
+    if early is not None:  # the rest of the open goes on while the event loop starts
+        early.then(lambda connection: open_store(where, settings.store, connection))
     listener = socket.socket(fileno=fd)
     segments.quiet()  # the daemon logs the journal's stray files, once
-    worker = Worker(where, settings)
+    worker = Worker(where, settings, early)
     try:
         anyio.run(worker.serve, listener, backend_options=_backend_options())
     except KeyboardInterrupt:
         return 130
+    finally:
+        if early is not None:
+            early.close()
     return 0
 
 
