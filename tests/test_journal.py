@@ -122,7 +122,8 @@ def test_a_torn_tail_is_cut_off_a_read_only_segment(
     daemon_factory: DaemonFactory, state_home: Path
 ) -> None:
     """Closed segments are read-only (0400); one whose end was damaged all the same is
-    cut back, and its others are opened for reading only."""
+    cut back and is read-only again, and one a crashed daemon left writable becomes
+    read-only: at start, every segment found is closed."""
     journal = state_home / "journal"
     journal.mkdir(mode=0o700)
     whole = (
@@ -133,12 +134,12 @@ def test_a_torn_tail_is_cut_off_a_read_only_segment(
     newer = journal / "20250101T000000Z-000002.jsonl"
     older.write_bytes(whole)
     newer.write_bytes(whole.replace(b"old-1", b"old-2") + b'{"type":"cus')
-    older.chmod(CLOSED_MODE)
+    older.chmod(0o600)  # left by a daemon that crashed
     newer.chmod(CLOSED_MODE)
     daemon = daemon_factory().start()
     assert newer.read_bytes() == whole.replace(b"old-1", b"old-2")
     assert (state_home / "quarantine" / (newer.name + ".torn")).read_bytes() == b'{"type":"cus'
-    assert (mode(older), mode(newer)) == (CLOSED_MODE, 0o600)
+    assert (mode(older), mode(newer)) == (CLOSED_MODE, CLOSED_MODE)
     assert daemon.stop() == 0
 
 

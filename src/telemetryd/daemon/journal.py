@@ -52,6 +52,7 @@ from telemetryd.daemon.segments import (  # noqa: F401  (SUFFIX, GZ_SUFFIX: the 
     READ_ERRORS,
     SUFFIX,
     iter_ids,
+    last_line_end,
     list_segments,
     segment_seq,
     strays,
@@ -81,21 +82,10 @@ def _cut_torn_tail(path: str, quarantine_dir: str) -> int:
         f.seek(size - 1)
         if f.read(1) == b"\n":
             return 0
+    keep = last_line_end(path, 0, size)
     if not os.stat(path).st_mode & stat.S_IWUSR:
         os.chmod(path, 0o600)  # its writer is gone; a damaged end is cut all the same
     with open(path, "r+b") as f:
-        end = size
-        while end > 0:  # find the last newline, reading backwards
-            start = max(0, end - 65536)
-            f.seek(start)
-            block = f.read(end - start)
-            cut = block.rfind(b"\n")
-            if cut >= 0:
-                keep = start + cut + 1
-                break
-            end = start
-        else:
-            keep = 0
         f.seek(keep)
         torn = f.read()
         os.makedirs(quarantine_dir, mode=0o700, exist_ok=True)
@@ -170,14 +160,17 @@ class Journal:
     # -- startup (blocking; runs before the event loop serves anything) --------
 
     def open(self, dedup: Dedup) -> None:
-        """Create directories, repair a torn tail, remember recent ids. The new segment
-        is opened by the first write, so a start that fails later (or writes nothing)
-        leaves no empty segment behind."""
+        """Create directories, repair a torn tail, remember recent ids. Every segment
+        found is closed (read-only from now on, even one a crashed daemon left
+        writable); the new segment is opened by the first write, so a start that fails
+        later (or writes nothing) leaves no empty segment behind."""
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         segments = list_segments(self.directory)
         for _, path in segments:
             if path.endswith(SUFFIX):
                 _cut_torn_tail(path, self.quarantine_dir)
+                if os.stat(path).st_mode & 0o777 != CLOSED_MODE:
+                    os.chmod(path, CLOSED_MODE)
         self._seed(dedup, segments)
         if segments:
             self._next_seq = segments[-1][0] + 1

@@ -13,9 +13,9 @@ dot are temporary files of telemetryd's own (a compression or a salvage under wa
 and are ignored silently.
 
 A segment is written by the daemon alone (0600 while it grows, in a 0700 directory)
-and, once closed, never again: the daemon makes it read-only (:data:`CLOSED_MODE`).
-Only a segment left by a daemon that crashed, or by an older version, is closed and
-still writable.
+and, once closed, never again: the daemon makes it read-only (:data:`CLOSED_MODE`)
+when it closes it, and at start every segment it finds (one a crashed daemon left
+writable, after its torn last line is cut off).
 
 A segment's content is its uncompressed bytes: offsets into a segment (the store's
 ``loaded_bytes``) count those, whether the file is plain or gzipped, so a segment
@@ -49,6 +49,7 @@ CLOSED_MODE = 0o400  # a closed segment's permissions: never written again
 DAMAGE_ERRORS = (EOFError, zlib.error)
 READ_ERRORS = (OSError, EOFError, zlib.error)  # damage, or the file system failed
 _READ_BLOCK = 4 * 1024 * 1024
+_SCAN_BLOCK = 64 * 1024  # read size when looking for a line end
 
 _reported_lock = threading.Lock()
 _reported: set[str] = set()
@@ -239,6 +240,33 @@ class _Inflater:
         self._out += produced
         if inflate.eof:  # its CRC and length checked out
             self.verified = self._total
+
+
+def last_line_end(path: str, start: int, end: int) -> int:
+    """The offset just past the last newline in bytes [start, end) of the plain segment
+    ``path``, or ``start`` when that range holds no complete line (a line still being
+    written, or a torn one, is not a line until its newline)."""
+    with open(path, "rb") as f:
+        while end > start:
+            begin = max(start, end - _SCAN_BLOCK)
+            cut = os.pread(f.fileno(), end - begin, begin).rfind(b"\n")
+            if cut >= 0:
+                return begin + cut + 1
+            end = begin
+    return start
+
+
+def next_line_end(path: str, pos: int, limit: int) -> int:
+    """The offset just past the first newline at or after ``pos`` in the plain segment
+    ``path`` (at most ``limit``): where a line too long for a batch of its own ends."""
+    with open(path, "rb") as f:
+        while pos < limit:
+            block = os.pread(f.fileno(), min(_SCAN_BLOCK, limit - pos), pos)
+            cut = block.find(b"\n")
+            if cut >= 0:
+                return pos + cut + 1
+            pos += len(block)
+    return limit
 
 
 def check(path: str) -> tuple[BaseException | None, int]:

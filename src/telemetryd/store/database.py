@@ -103,7 +103,6 @@ MIN_BATCH_BYTES = 64 * 1024  # out of memory below this: the load fails and is r
 # groups either way; their min/max skip more of the smaller ones.
 ROW_GROUP_ROWS = 30_720
 _GROW_AFTER = 16  # good batches in a row before a halved batch size doubles again
-_BLOCK = 64 * 1024  # read size when looking for line ends
 _COPY_CHUNK = 8 * 1024 * 1024
 _WRITABLE = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH  # a segment with any is copied
 _INFLATE_CHUNK = 1024 * 1024
@@ -549,7 +548,7 @@ class Store:
                         loaded,
                     )
                     continue
-                end = _last_line_end(path, loaded, size)
+                end = segments.last_line_end(path, loaded, size)
             except FileNotFoundError:
                 continue  # deleted meanwhile (retention)
             # Only the newest segment can still grow: the writer never reopens older ones.
@@ -596,13 +595,13 @@ class Store:
             cut = (
                 piece.end
                 if piece.end - pos <= room
-                else _last_line_end(piece.path, pos, pos + room)
+                else segments.last_line_end(piece.path, pos, pos + room)
             )
             if cut == pos:  # not even one line fits in what is left
                 if batch.size:
                     self._commit(batch, loaded)
                     continue
-                cut = _next_line_end(piece.path, pos, piece.end)  # a long line goes alone
+                cut = segments.next_line_end(piece.path, pos, piece.end)  # a long line goes alone
             batch.copy(piece.path, pos, cut)
             pos = cut
             batch.mark(piece, name, pos, piece.closed and pos == piece.end)
@@ -944,32 +943,6 @@ def _fsync_dir(directory: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _last_line_end(path: str, start: int, size: int) -> int:
-    """The offset just past the last newline in bytes [start, size) of ``path``, or
-    ``start`` when that range holds no complete line."""
-    with open(path, "rb") as f:
-        end = size
-        while end > start:
-            begin = max(start, end - _BLOCK)
-            cut = os.pread(f.fileno(), end - begin, begin).rfind(b"\n")
-            if cut >= 0:
-                return begin + cut + 1
-            end = begin
-    return start
-
-
-def _next_line_end(path: str, pos: int, limit: int) -> int:
-    """The offset just past the first newline at or after ``pos`` (at most ``limit``)."""
-    with open(path, "rb") as f:
-        while pos < limit:
-            block = os.pread(f.fileno(), min(_BLOCK, limit - pos), pos)
-            cut = block.find(b"\n")
-            if cut >= 0:
-                return pos + cut + 1
-            pos += len(block)
-    return limit
 
 
 def _copy_range(path: str, out_fd: int, start: int, end: int) -> None:
