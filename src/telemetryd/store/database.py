@@ -256,10 +256,10 @@ class _Batch:
         to write the journal. So a segment is linked only where nothing can write
         through the link: it is read-only (the daemon makes a segment it closes 0400,
         daemon/segments.py) and this process is not root (root writes read-only files
-        too). Segments left writable (by a crashed daemon, by an older version) and
-        every load run as root are copied. The mode is read off the link itself, the
-        same inode, after it is made: no change to the segment's path in between can
-        slip past (:meth:`may_link` says beforehand whether to try)."""
+        too). A segment still writable (left by a crashed daemon, until the next start
+        makes it read-only) and every load run as root are copied. The mode is read off
+        the link itself, the same inode, after it is made: no change to the segment's
+        path in between can slip past (:meth:`may_link` says beforehand whether to try)."""
         if not self.may_link(path):
             return False
         target = f"{self.path[: -len(SUFFIX)]}-{len(self.links)}{SUFFIX}"
