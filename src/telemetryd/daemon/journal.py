@@ -106,6 +106,16 @@ def _cut_torn_tail(path: str, quarantine_dir: str) -> int:
     return len(torn)
 
 
+def _close_mode(path: str) -> None:
+    """Make a segment found at start read-only, as a closed one is. One that cannot be
+    (not this user's file, say) stays as it is: the store then copies it, never links it."""
+    try:
+        if os.stat(path).st_mode & 0o777 != CLOSED_MODE:
+            os.chmod(path, CLOSED_MODE)
+    except OSError as exc:
+        log.warning("journal %s: cannot make it read-only: %s", path, exc)
+
+
 class Journal:
     """The segment series in one directory, and its single writer."""
 
@@ -169,8 +179,7 @@ class Journal:
         for _, path in segments:
             if path.endswith(SUFFIX):
                 _cut_torn_tail(path, self.quarantine_dir)
-                if os.stat(path).st_mode & 0o777 != CLOSED_MODE:
-                    os.chmod(path, CLOSED_MODE)
+                _close_mode(path)
         self._seed(dedup, segments)
         if segments:
             self._next_seq = segments[-1][0] + 1
