@@ -29,6 +29,7 @@ import pytest
 from anyio.abc import SocketStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from conftest import summary
 from telemetryd import config, paths, wire
 from telemetryd.daemon.ingest import Ingestor
 from telemetryd.daemon.journal import Journal
@@ -121,16 +122,6 @@ GC_KEYS = [
 
 def event(name: str) -> bytes:
     return json.dumps({"type": "custom", "name": name}).encode() + b"\n"
-
-
-def summary(lines: int, accepted: int, rejected: int = 0, duplicates: int = 0) -> dict[str, Any]:
-    return {
-        "ok": True,
-        "lines": lines,
-        "accepted": accepted,
-        "rejected": rejected,
-        "duplicates": duplicates,
-    }
 
 
 class Client:

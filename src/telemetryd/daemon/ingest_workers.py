@@ -57,6 +57,7 @@ from telemetryd import wire
 from telemetryd.adapters.pricing import Table
 from telemetryd.daemon.ingest import Checked
 from telemetryd.daemon.ingest_worker import ANSWERS, HEADER, Hello, Request, message
+from telemetryd.daemon.store_worker import describe_exit
 
 log = logging.getLogger(__name__)
 
@@ -331,7 +332,7 @@ class Workers:
             async with process:
                 code = await process.wait()
             if not worker.asked:
-                self.last_exit = _describe(code)
+                self.last_exit = describe_exit(code)
                 log.warning(
                     "ingest worker (pid %d) exited (%s); its chunks are checked in the daemon",
                     process.pid,
@@ -476,13 +477,3 @@ class Workers:
         if whole > len(buffer):
             worker.buffer = buffer + bytearray(whole - len(buffer))
         worker.start, worker.have = start, have
-
-
-def _describe(code: int | None) -> str:
-    if code is None:
-        return "unknown"
-    if code < 0:
-        with contextlib.suppress(ValueError):
-            return f"killed by {signal.Signals(-code).name}"
-        return f"killed by signal {-code}"
-    return f"exit status {code}"

@@ -279,7 +279,7 @@ class StoreWorker:
             await process.aclose()
         self._process = None
         self.pid = None
-        self.last_exit = _describe(code)
+        self.last_exit = describe_exit(code)
         exited, self._exited = self._exited, anyio.Event()
         exited.set()
         if asked and code == 0:
@@ -383,7 +383,8 @@ def _is_last(line: bytes) -> bool:
     return head.startswith(b'{"ok"') or head.startswith(b'{"error"')
 
 
-def _describe(code: int | None) -> str:
+def describe_exit(code: int | None) -> str:
+    """A child process's exit as a person reads it (a ``returncode``: negative for a signal)."""
     if code is None:
         return "unknown"
     if code < 0:
