@@ -39,6 +39,7 @@ from anyio.abc import Process, TaskStatus
 
 from telemetryd import config, paths, wire
 from telemetryd.daemon.journal import Journal
+from telemetryd.daemon.listeners.sockets import listen_private
 from telemetryd.errors import TelemetryError
 
 log = logging.getLogger(__name__)
@@ -81,14 +82,7 @@ def bind_socket(path: str) -> socket.socket:
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)
-    try:
-        sock.bind(path)
-    finally:
-        os.umask(old)
-    sock.listen(64)
-    return sock
+    return listen_private(path, 64)
 
 
 class StoreWorker:

@@ -83,6 +83,14 @@ def bind_unix(path: str, backlog: int = 1024) -> socket.socket:
             raise AlreadyRunning(f"a live process is listening on {path}")
         finally:
             probe.close()
+    sock = listen_private(path, backlog)
+    sock.setblocking(False)
+    return sock
+
+
+def listen_private(path: str, backlog: int) -> socket.socket:
+    """A listening socket bound at ``path`` (nothing there now) that only this user can
+    connect to: 0600 from the moment it exists."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)
     try:
@@ -91,7 +99,6 @@ def bind_unix(path: str, backlog: int = 1024) -> socket.socket:
         os.umask(old)
     os.chmod(path, 0o600)
     sock.listen(backlog)
-    sock.setblocking(False)
     return sock
 
 
