@@ -171,6 +171,48 @@ class Retention(Struct, **_SECTION):
     interval: Annotated[float, Meta(ge=0.1, le=7 * 86_400.0)] = 3600.0
 
 
+class Http(Struct, **_SECTION):
+    """The HTTP listener (daemon/listeners/http.py): OTLP/HTTP and agents' ``http`` hooks."""
+
+    enabled: bool = True
+    # host:port; a host that is not a loopback address serves other machines (a central
+    # instance): then the Host header must name one of allowed-hosts.
+    address: str = "127.0.0.1:4318"
+    # Host header names (without the port) accepted besides the loopback names.
+    allowed_hosts: Annotated[list[str], Meta(max_length=256)] = msgspec.field(
+        default_factory=list
+    )
+    # Every request must carry `Authorization: Bearer <the token in http-token>`.
+    require_token: bool = True
+    # A request body's size after decompression (413 past it).
+    max_body_bytes: Annotated[int, Meta(ge=KiB, le=GiB)] = 16 * MiB
+    # Connections held at once; past it the longest-idle keep-alive one is closed, else
+    # the new one is answered 503.
+    max_connections: Annotated[int, Meta(ge=1, le=800)] = 128
+    # A request's head must arrive within header-timeout, its body within body-timeout;
+    # a keep-alive connection idle for idle-timeout is closed.
+    header_timeout: Seconds = 10.0
+    body_timeout: Seconds = 30.0
+    idle_timeout: Seconds = 60.0
+
+    def __post_init__(self) -> None:
+        host, port = split_address(self.address)  # raises ValueError naming the problem
+        del host, port
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``"127.0.0.1:4318"`` -> ``("127.0.0.1", 4318)``; ``"[::1]:4318"`` -> ``("::1", 4318)``."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {address!r}")
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} is not between 1 and 65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, port
+
+
 # US dollars per million tokens: the dearest model costs a few hundred.
 Price = Annotated[float, Meta(ge=0, le=1_000_000.0)]
 
@@ -201,6 +243,7 @@ class Config(Struct, **_SECTION):
     spool: Spool = msgspec.field(default_factory=Spool)
     retention: Retention = msgspec.field(default_factory=Retention)
     pricing: Pricing = msgspec.field(default_factory=Pricing)
+    http: Http = msgspec.field(default_factory=Http)
 
 
 ENV_PREFIX = "TELEMETRYD_"

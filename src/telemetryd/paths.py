@@ -5,7 +5,7 @@ directory::
 
     $TELEMETRYD_HOME/
       run/events.sock  run/control.sock    (0700 directory, 0600 sockets)
-      journal/  spool/  quarantine/  telemetry.duckdb  telemetryd.lock
+      journal/  spool/  quarantine/  telemetry.duckdb  telemetryd.lock  http-token
       config.toml
 
 Without it, the platform's conventions apply (via platformdirs): on Linux the
@@ -34,6 +34,7 @@ CONTROL_SOCKET = "control.sock"
 DATABASE = "telemetry.duckdb"
 CONFIG_FILE = "config.toml"
 LOCK_FILE = "telemetryd.lock"
+HTTP_TOKEN = "http-token"
 
 # sun_path is 108 bytes on Linux and 104 on macOS/BSD, including the final NUL.
 SUN_PATH_MAX = 108 if sys.platform.startswith("linux") else 104
@@ -81,6 +82,11 @@ class Paths:
     def config_file(self) -> str:
         return os.path.join(self.config_dir, CONFIG_FILE)
 
+    @property
+    def http_token_file(self) -> str:
+        """The HTTP listener's bearer token (0600, made at the daemon's first start)."""
+        return os.path.join(self.state_dir, HTTP_TOKEN)
+
     def as_dict(self) -> dict[str, str]:
         return {
             "events_socket": self.events_socket,
@@ -91,6 +97,7 @@ class Paths:
             "database": self.database,
             "config_file": self.config_file,
             "lock_file": self.lock_file,
+            "http_token_file": self.http_token_file,
             "runtime_dir": self.runtime_dir,
             "state_dir": self.state_dir,
         }
