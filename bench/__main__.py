@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import BenchError, busy, conn, ingest, procs, report, rss, send
+from bench import BenchError, busy, conn, ingest, otlp, procs, report, rss, send
 from bench import hook as hook_bench
 from bench import imports as import_bench
 from bench import query as query_bench
@@ -42,6 +42,7 @@ BENCHMARKS: dict[str, Callable[[Path, int, bool, Callable[[str], None]], dict[st
     "import": import_bench.run,
     "store": store_bench.harness,
     "query": query_bench.run,
+    "otlp": otlp.run,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -329,7 +329,12 @@ class Telemetryd(Server):
             os.unlink(notify_path)  # left by an earlier run in a kept home
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(notify_path)
-        env = _clean_env(TELEMETRYD_HOME=str(self.dir), NOTIFY_SOCKET=notify_path)
+        # The HTTP listener on a free port: never a real daemon's 4318.
+        env = _clean_env(
+            TELEMETRYD_HOME=str(self.dir),
+            NOTIFY_SOCKET=notify_path,
+            TELEMETRYD_HTTP_ADDRESS="127.0.0.1:0",
+        )
         try:
             with open(self.log_path, "ab") as log:
                 command = [sys.executable, "-m", "telemetryd"]

@@ -21,6 +21,10 @@ TARGETS = {
     "peak_rss": ("<=", 200, "MB"),
     "bulk_materialization": (">=", 800_000, "ev/s"),
     "query_vs_duckdb": ("<=", 0.3, "x fresh duckdb"),
+    "otlp_protobuf": (">=", 100_000, "rec/s"),
+    "otlp_json": (">=", 50_000, "rec/s"),
+    "http_hook_p50": ("<=", 2.0, "ms"),
+    "http_hook_vs_spawn": (">=", 10, "x faster"),
 }
 
 
@@ -72,6 +76,26 @@ def _hook_figures(hook: dict[str, Any] | None) -> list[dict[str, Any]]:
                 note=f"python -c pass p95 {hook['pass_p95_ms']:.1f} ms"),
         _figure("ratio hook p50 / pass p50", [hook["ratio_p50"]], "x", target="hook_vs_pass",
                 note=f"pass p50 {hook['pass_p50_ms']:.1f} ms; p95 ratio {hook['ratio_p95']:.2f}"),
+    ]  # fmt: skip
+
+
+def _otlp_figures(otlp: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The HTTP listener: OTLP records/s and the http hook's latency (bench/otlp.py)."""
+    if not otlp:
+        return []
+    shape = f"{otlp['exporters']} exporters, batches of {otlp['batch']}"
+    hook = otlp["hook"]
+    return [
+        _figure(f"OTLP protobuf log records/s ({shape})", otlp["protobuf"], "rec/s",
+                target="otlp_protobuf", note=f"{otlp['protobuf_body_bytes']:,} B per batch"),
+        _figure(f"OTLP JSON log records/s ({shape})", otlp["json"], "rec/s",
+                target="otlp_json", note=f"{otlp['json_body_bytes']:,} B per batch"),
+        _figure(f"http hook POST p50, keep-alive ({hook['iterations']} posts)",
+                [hook["http_p50_ms"]], "ms", target="http_hook_p50",
+                note=f"p95 {hook['http_p95_ms']:.2f} ms"),
+        _figure("spawned `telemetryctl hook` p50 / http hook p50", [hook["speedup_p50"]],
+                "x", target="http_hook_vs_spawn",
+                note=f"spawned p50 {hook['spawn_p50_ms']:.1f} ms, same payloads, in turn"),
     ]  # fmt: skip
 
 
@@ -219,6 +243,7 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )
     out.extend(_hook_figures(results.get("hook")))
+    out.extend(_otlp_figures(results.get("otlp")))
     out.extend(_import_figures(results.get("import")))
     out.extend(_rss_figures(results.get("rss")))
     out.extend(_busy_figures(results.get("busy")))

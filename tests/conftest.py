@@ -54,6 +54,8 @@ def state_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         if name.startswith("TELEMETRYD_") and name != "TELEMETRYD_HOME":
             monkeypatch.delenv(name)
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    # Each test daemon's HTTP listener on a port of its own (never a real daemon's 4318).
+    monkeypatch.setenv("TELEMETRYD_HTTP_ADDRESS", "127.0.0.1:0")
     yield home
     shutil.rmtree(home, ignore_errors=True)
 
@@ -138,6 +140,14 @@ class Daemon:
         if self._notify is not None:
             self._notify.close()
             self._notify = None
+
+    def http_address(self) -> str:
+        """host:port of the HTTP listener (on a port of its own: see ``state_home``)."""
+        from telemetryd.client import control
+
+        reply = control.status(self.control_socket)
+        assert reply["http"] and reply["http"]["listening"], reply.get("http")
+        return str(reply["http"]["address"])
 
     def journal_events(self) -> list[dict[str, Any]]:
         """Every line of every segment, parsed (a parse failure fails the test)."""

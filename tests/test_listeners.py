@@ -65,6 +65,7 @@ STATUS_KEYS = [
     "retention",
     "paths",
     "ingest_workers",
+    "http",
 ]
 JOURNAL_KEYS = [
     "segments",
@@ -88,6 +89,7 @@ PATHS_KEYS = [
     "lock_file",
     "runtime_dir",
     "state_dir",
+    "http_token_file",
 ]
 STORE_KEYS = [
     "path",

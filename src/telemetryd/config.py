@@ -179,11 +179,11 @@ class Http(Struct, **_SECTION):
     # instance): then the Host header must name one of allowed-hosts.
     address: str = "127.0.0.1:4318"
     # Host header names (without the port) accepted besides the loopback names.
-    allowed_hosts: Annotated[list[str], Meta(max_length=256)] = msgspec.field(
-        default_factory=list
-    )
+    allowed_hosts: Annotated[list[str], Meta(max_length=256)] = msgspec.field(default_factory=list)
     # Every request must carry `Authorization: Bearer <the token in http-token>`.
     require_token: bool = True
+    # Keep the text of user prompts that agents export or hooks post (else the length).
+    prompt_text: bool = False
     # A request body's size after decompression (413 past it).
     max_body_bytes: Annotated[int, Meta(ge=KiB, le=GiB)] = 16 * MiB
     # Connections held at once; past it the longest-idle keep-alive one is closed, else
@@ -206,8 +206,8 @@ def split_address(address: str) -> tuple[str, int]:
     if not sep or not host or not port_text.isdigit():
         raise ValueError(f"expected HOST:PORT, got {address!r}")
     port = int(port_text)
-    if not 0 < port < 65536:
-        raise ValueError(f"port {port} is not between 1 and 65535")
+    if port > 65535:  # (0: any free port; `telemetryctl status` shows which)
+        raise ValueError(f"port {port} is not between 0 and 65535")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, port

@@ -97,9 +97,9 @@ class Paths:
             "database": self.database,
             "config_file": self.config_file,
             "lock_file": self.lock_file,
-            "http_token_file": self.http_token_file,
             "runtime_dir": self.runtime_dir,
             "state_dir": self.state_dir,
+            "http_token_file": self.http_token_file,
         }
 
 

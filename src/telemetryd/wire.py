@@ -236,6 +236,19 @@ class PathsStatus(Struct):
     lock_file: str
     runtime_dir: str
     state_dir: str
+    http_token_file: str = ""
+
+
+class HttpStatus(Struct, kw_only=True, omit_defaults=True):
+    """The HTTP listener (OTLP and http hooks): where, and what it received."""
+
+    address: str
+    listening: bool
+    error: str | None = None  # why it is not listening
+    connections: int = 0
+    requests: int = 0
+    records: int = 0  # OTLP records
+    rejected: int = 0  # ... of which rejected (partial success)
 
 
 class StatusReply(Struct, kw_only=True):
@@ -260,6 +273,7 @@ class StatusReply(Struct, kw_only=True):
     retention: dict[str, Any] | None
     paths: PathsStatus
     ingest_workers: IngestWorkersStatus | None = None  # None: a daemon without them
+    http: HttpStatus | None = None  # None: a daemon without the HTTP listener
 
 
 class UsageTotals(Struct, kw_only=True):

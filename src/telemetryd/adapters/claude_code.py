@@ -460,6 +460,22 @@ def read_transcript_usage(
         return None
 
 
+def subagent_usage(payload: dict[str, Any], source: str = SOURCE) -> dict[str, Any] | None:
+    """For a SubagentStop payload: the sub-agent's transcript (Claude Code) or rollout
+    (Codex) at ``agent_transcript_path`` summed, or None (no path, unreadable)."""
+    path = payload.get("agent_transcript_path")
+    if not isinstance(path, str) or not path:
+        return None
+    if source == "codex":
+        from telemetryd.adapters import codex
+
+        try:  # regular files only, of bounded size: never /dev/zero or a FIFO
+            return codex.rollout_usage(regular_file_lines(path))
+        except OSError:
+            return None
+    return read_transcript_usage(path)
+
+
 def regular_file_lines(path: str, max_bytes: int = MAX_TRANSCRIPT_BYTES) -> Iterator[str]:
     """The lines of the regular file at ``path`` (UTF-8, undecodable bytes kept as
     surrogates), reading at most ``max_bytes``; OSError when it is not a regular file

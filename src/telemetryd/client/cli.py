@@ -172,6 +172,16 @@ def status(socket_path: str | None, as_json: bool) -> None:
             f"(started by big writes, stopped when idle; {workers['starts']} starts)"
             + (f", last unexpected exit: {workers['last_exit']}" if workers["last_exit"] else "")
         )
+    http = reply.get("http")
+    if http:
+        if http["listening"]:
+            click.echo(
+                f"http: listening on {http['address']}; {http.get('requests', 0)} requests, "
+                f"{http.get('records', 0)} OTLP records ({http.get('rejected', 0)} rejected), "
+                f"{http.get('connections', 0)} connections open"
+            )
+        else:
+            click.echo(f"http: not listening on {http['address']}: {http.get('error')}")
     click.echo(_store_status(reply))
 
 

@@ -279,17 +279,7 @@ def events_for(
         elif name in ("SessionStart", "SessionEnd"):
             sweep(state_dir)
     if name == "SubagentStop":
-        path = payload.get("agent_transcript_path")
-        if isinstance(path, str) and path:
-            if opts.agent == "codex":
-                from telemetryd.adapters import codex
-
-                try:  # regular files only, of bounded size: never /dev/zero or a FIFO
-                    subagent = codex.rollout_usage(claude_code.regular_file_lines(path))
-                except OSError:
-                    subagent = None
-            else:
-                subagent = claude_code.read_transcript_usage(path)
+        subagent = claude_code.subagent_usage(payload, AGENTS[opts.agent or "claude-code"])
     events = claude_code.hook_events(
         payload,
         duration_ms=duration,

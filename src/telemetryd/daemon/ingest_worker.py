@@ -4,9 +4,10 @@
 
 FD is the worker's end of a socketpair with the daemon. The worker reads a
 :class:`Hello` (the daemon's price table), answers that it is ready, then answers
-each :class:`Request` (complete lines and the limits to check them by) with an
-:class:`Answer`: what :meth:`~telemetryd.daemon.ingest.Checker.check` found, the
-canonical events as raw bytes after it. It exits at EOF (the daemon stopped, or no
+each :class:`Request` (complete lines and the limits to check them by, or an OTLP
+export request's body: :func:`run_job`) with an :class:`Answer`: what
+:meth:`~telemetryd.daemon.ingest.Checker.check` found, the canonical events as raw
+bytes after it. It exits at EOF (the daemon stopped, or no
 longer needs it), and touches no file. This module is all the worker imports of the
 daemon's side, besides the event model: no event loop, no anyio.
 
@@ -27,6 +28,8 @@ from typing import Any
 
 import msgspec
 
+from telemetryd.adapters.otel.export import ENCODINGS, SIGNALS, Mapped
+from telemetryd.adapters.otel.wire import Encoding, Signal
 from telemetryd.adapters.pricing import Table
 from telemetryd.daemon.ingest import Checked, Checker
 
@@ -38,20 +41,71 @@ class Hello(msgspec.Struct, array_like=True):
 
 
 class Request(msgspec.Struct, array_like=True):
-    """Check the lines that follow (the raw bytes), the first being line ``lineno + 1``."""
+    """Check the lines that follow (the raw bytes), the first being line ``lineno + 1``.
+
+    With ``job`` set (:func:`job_code`), the raw bytes are an OTLP export request's
+    body instead: its events (adapters/otel/export.py) are checked. ``limit`` bounds
+    the body inflated; ``flags``: :data:`GZIPPED`, :data:`PROMPT_TEXT`."""
 
     tag: int
     lineno: int
     max_line: int
     max_attrs: int
     max_depth: int
+    job: int = 0
+    limit: int = 0
+    flags: int = 0
+
+
+GZIPPED = 1
+PROMPT_TEXT = 2
 
 
 class Answer(msgspec.Struct, array_like=True):
-    """What checking found (its ``data``, the events, follow as the raw bytes)."""
+    """What checking found (its ``data``, the events, follow as the raw bytes); for an
+    OTLP job also what mapping found, or why the body was refused (an HTTP status and
+    a message)."""
 
     tag: int  # 0: the worker is ready
     checked: Checked
+    mapped: Mapped | None = None
+    refused: tuple[int, str] | None = None
+
+
+def job_code(signal: Signal, encoding: Encoding) -> int:
+    """The ``job`` of an OTLP export request (1 and up; 0 is "lines")."""
+    return 1 + SIGNALS.index(signal) * len(ENCODINGS) + ENCODINGS.index(encoding)
+
+
+def run_job(checker: Checker, request: Request, body: bytes) -> Answer:
+    """Map an OTLP export request's body to events and check them (as the daemon would)."""
+    import zlib
+
+    from telemetryd.adapters.otel import export, wire
+
+    signal = SIGNALS[(request.job - 1) // len(ENCODINGS)]
+    encoding = ENCODINGS[(request.job - 1) % len(ENCODINGS)]
+    try:
+        mapped = export.to_events(
+            signal,
+            encoding,
+            body,
+            gzipped=bool(request.flags & GZIPPED),
+            limit=request.limit,
+            prompt_text=bool(request.flags & PROMPT_TEXT),
+        )
+    except wire.BadRequest as exc:
+        return Answer(request.tag, Checked(), refused=(400, str(exc)))
+    except OverflowError:
+        message = f"the body inflates past the limit of {request.limit} bytes"
+        return Answer(request.tag, Checked(), refused=(413, message))
+    except zlib.error as exc:
+        return Answer(request.tag, Checked(), refused=(400, f"the gzip body is broken: {exc}"))
+    checked = checker.check(
+        mapped.lines, request.lineno, request.max_line, request.max_attrs, request.max_depth
+    )
+    mapped.lines = b""
+    return Answer(request.tag, checked, mapped)
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -102,11 +156,15 @@ def serve(sock: socket.socket) -> None:
             _send(sock, list(message(Answer(0, Checked()))))
             continue
         request = requests.decode(meta)
-        checked = checker.check(
-            region, request.lineno, request.max_line, request.max_attrs, request.max_depth
-        )
-        data, checked.data = checked.data, b""
-        _send(sock, [*message(Answer(request.tag, checked), data), data])
+        if request.job:
+            answer = run_job(checker, request, region)
+        else:
+            checked = checker.check(
+                region, request.lineno, request.max_line, request.max_attrs, request.max_depth
+            )
+            answer = Answer(request.tag, checked)
+        data, answer.checked.data = answer.checked.data, b""
+        _send(sock, [*message(answer, data), data])
 
 
 def main(argv: list[str]) -> int:

@@ -55,8 +55,7 @@ from anyio.abc import TaskStatus
 
 from telemetryd import wire
 from telemetryd.adapters.pricing import Table
-from telemetryd.daemon.ingest import Checked
-from telemetryd.daemon.ingest_worker import ANSWERS, HEADER, Hello, Request, message
+from telemetryd.daemon.ingest_worker import ANSWERS, HEADER, Answer, Hello, Request, message
 from telemetryd.daemon.store_worker import describe_exit
 
 log = logging.getLogger(__name__)
@@ -76,7 +75,7 @@ _BUFFER = 1024 * 1024  # the daemon's receive buffer per worker (grown for a big
 # garbage: a rejection reply can be ~60 times its line (a 2-byte line), never more.
 _ANSWER_FACTOR = 128
 
-Callback = Callable[[Checked | None], None]
+Callback = Callable[[Answer | None], None]
 TAKEN, FULL, NONE = 1, 2, 0  # what submit() did with a chunk
 
 
@@ -194,9 +193,16 @@ class Workers:
         max_attrs: int,
         max_depth: int,
         callback: Callback,
+        *,
+        job: int = 0,
+        limit: int = 0,
+        flags: int = 0,
+        expect: int | None = None,
     ) -> int:
         """Hand ``region`` to a worker with room. TAKEN: ``callback`` is called on the
         event loop with the answer (or with None: check it yourself, the worker died).
+        ``job``, ``limit``, ``flags``: an OTLP job instead of lines (see Request);
+        ``expect``: the bytes its events may take, when more than ``region``'s.
         FULL: every worker has its share; ask again when :meth:`call_when_free` calls
         back. NONE: no worker is ready (check it yourself); they are started."""
         best: _Worker | None = None
@@ -215,10 +221,12 @@ class Workers:
         tag = self._next_tag
         self._next_tag += 1
         now = time.monotonic()
-        best.held[tag] = (callback, now, len(region))
-        best.held_bytes += len(region)
+        size = max(len(region), expect or 0)
+        best.held[tag] = (callback, now, size)
+        best.held_bytes += size
         best.last_used = now
-        best.send([*message(Request(tag, lineno, max_line, max_attrs, max_depth), region), region])
+        request = Request(tag, lineno, max_line, max_attrs, max_depth, job, limit, flags)
+        best.send([*message(request, region), region])
         return TAKEN
 
     def call_when_free(self, callback: Callable[[], object]) -> None:
@@ -463,7 +471,7 @@ class Workers:
             if held is not None:
                 callback, _, held_size = held
                 worker.held_bytes -= held_size
-                callback(answer.checked)
+                callback(answer)
                 self.pass_turn()
         if start == have:
             start = have = 0

@@ -10,6 +10,7 @@
                            (daemon/ingest_workers.py: child processes that check big chunks
                            of lines, started under load, stopped when idle)
           control socket -> a task per client
+          HTTP (OTLP, http hooks) -> a task per client (daemon/listeners/http.py)
           spool intake, store loads and retention timers, signal watcher
                                              (cancelled on shutdown)
 
@@ -33,13 +34,13 @@ from collections.abc import Awaitable, Callable
 import anyio
 from anyio.abc import TaskStatus
 
-from telemetryd import __version__, config, paths
+from telemetryd import __version__, config, paths, token
 from telemetryd.adapters import pricing
 from telemetryd.daemon.ingest import Ingestor
 from telemetryd.daemon.journal import Journal
-from telemetryd.daemon.listeners.sockets import acquire_lock, bind_unix
+from telemetryd.daemon.listeners.sockets import acquire_lock, bind_tcp, bind_unix
 from telemetryd.daemon.reload import reload
-from telemetryd.daemon.server import Server
+from telemetryd.daemon.server import HttpSocket, Server
 from telemetryd.daemon.service import Notifier, activated_sockets, watchdog
 from telemetryd.daemon.store_worker import StoreClient, StoreWorker
 from telemetryd.errors import TelemetryError
@@ -59,6 +60,7 @@ async def serve(
     """Run the daemon until SIGTERM/SIGINT; ``load`` reads the configuration again (SIGHUP)."""
     lock = acquire_lock(where.lock_file)
     bound: list[_Bound] = []
+    http: HttpSocket | None = None
     try:
         os.makedirs(where.spool_dir, mode=0o700, exist_ok=True)
         ingestor = Ingestor(settings.ingest, pricing.from_config(settings.pricing))
@@ -77,7 +79,8 @@ async def serve(
         passed = activated_sockets()
         events = passed.get("events") or _Bound.bind(where.events_socket, bound).sock
         control = passed.get("control") or _Bound.bind(where.control_socket, bound).sock
-        server = Server(where, settings, ingestor, journal, events, control, store)
+        http = _http_socket(where, settings.http, passed.get("http"))
+        server = Server(where, settings, ingestor, journal, events, control, store, http)
         on_hup = None
         if load is not None:
             on_hup = functools.partial(reload, settings, load, journal, notifier)
@@ -121,7 +124,32 @@ async def serve(
     finally:
         for socket_file in bound:
             socket_file.close()
+        if http is not None and http.sock is not None:
+            http.sock.close()
         os.close(lock)
+
+
+def _http_socket(
+    where: paths.Paths, settings: config.Http, passed: socket.socket | None
+) -> HttpSocket | None:
+    """The HTTP listener's socket (passed by the service manager, else bound here) and
+    its token; None when it is turned off. A port that cannot be bound (another
+    collector has it, say) is logged and shown by `status`: the daemon serves without."""
+    if not settings.enabled:
+        if passed is not None:
+            passed.close()
+        return None
+    token_value = token.load_or_create(where.http_token_file) if settings.require_token else None
+    if passed is not None:
+        return HttpSocket(settings.address, passed, token_value)
+    host, port = config.split_address(settings.address)
+    try:
+        sock = bind_tcp(host, port)
+    except OSError as exc:
+        error = exc.strerror or str(exc)
+        log.error("HTTP listener off: cannot listen on %s: %s", settings.address, error)
+        return HttpSocket(settings.address, None, token_value, error)
+    return HttpSocket(settings.address, sock, token_value)
 
 
 class _Bound:

@@ -42,6 +42,7 @@ from anyio.abc import TaskStatus
 from telemetryd import wire
 from telemetryd.config import Ingest
 from telemetryd.daemon.ingest import Batch, Checked, Feed, Ingestor
+from telemetryd.daemon.ingest_worker import Answer
 from telemetryd.daemon.ingest_workers import FULL, OFFLOAD_MIN_BYTES, TAKEN, Workers
 from telemetryd.daemon.journal import Journal
 from telemetryd.daemon.listeners.sockets import SEND_TIMEOUT, Peers, closing
@@ -564,12 +565,12 @@ class Connection:
         elif lines.state == _LOCAL:
             self._guarded(self.advance)
 
-    def _checked(self, lines: _Lines, checked: Checked | None) -> None:
+    def _checked(self, lines: _Lines, answer: Answer | None) -> None:
         """A worker's answer (None: the worker is gone, check the lines here)."""
-        if checked is None:
+        if answer is None:
             lines.state = _LOCAL
         else:
-            lines.state, lines.checked = _CHECKED, checked
+            lines.state, lines.checked = _CHECKED, answer.checked
         if self.fd >= 0 and self.out is lines:
             self._guarded(self.advance)
 

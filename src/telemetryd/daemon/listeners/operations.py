@@ -50,6 +50,7 @@ class Operations:
         connections: Callable[[], tuple[int, int]],
         store: StoreClient | None = None,
         workers: Workers | None = None,
+        http: Callable[[], wire.HttpStatus | None] | None = None,
     ) -> None:
         self.paths = paths
         self.config = config
@@ -59,6 +60,7 @@ class Operations:
         self.connections = connections
         self.store = store
         self.workers = workers
+        self.http = http
         self.usage = Totals(journal.directory)
         self._totals_lock = anyio.Lock()
         self.started = time.time()
@@ -105,6 +107,7 @@ class Operations:
             retention=self.store.last if self.store is not None else None,
             paths=msgspec.convert(self.paths.as_dict(), wire.PathsStatus),
             ingest_workers=self.workers.status() if self.workers is not None else None,
+            http=self.http() if self.http is not None else None,
         )
 
     async def flush(self, request: wire.FlushRequest, replies: Replies) -> wire.FlushReply:

@@ -1,7 +1,8 @@
 """Unix sockets: binding one safely, the instance lock, who is at the other end.
 
 Shared by the listeners: :func:`bind_unix` (0600 in a 0700 directory, never taking
-over a live socket), :func:`acquire_lock` (one daemon per state directory),
+over a live socket), :func:`bind_tcp` (the HTTP listener's), :func:`acquire_lock`
+(one daemon per state directory),
 :class:`Peers` (SO_PEERCRED / LOCAL_PEERCRED: only allowed uids), and
 :class:`Conn`, a connection on its raw non-blocking socket whose replies are best
 effort and which can refuse a client without a reset.
@@ -99,6 +100,14 @@ def listen_private(path: str, backlog: int) -> socket.socket:
         os.umask(old)
     os.chmod(path, 0o600)
     sock.listen(backlog)
+    return sock
+
+
+def bind_tcp(host: str, port: int, backlog: int = 1024) -> socket.socket:
+    """A listening TCP socket on ``host``:``port`` (IPv6 when ``host`` has a colon)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=backlog)
+    sock.setblocking(False)
     return sock
 
 

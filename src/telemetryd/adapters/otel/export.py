@@ -1,0 +1,90 @@
+"""One OTLP export request's body -> NDJSON events, the part of a request that needs no
+event loop: inflating, decoding (:mod:`.wire`) and mapping (:mod:`.mapping`).
+
+The daemon runs it for small requests, and an ingest worker process for big ones
+(daemon/ingest_worker.py), so this module imports nothing of the daemon's.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from typing import Any
+
+import msgspec
+
+from telemetryd.adapters.otel import wire
+
+log = logging.getLogger(__name__)
+
+SIGNALS: tuple[wire.Signal, ...] = ("logs", "metrics", "traces")
+ENCODINGS: tuple[wire.Encoding, ...] = ("protobuf", "json")
+_ENCODE = msgspec.json.Encoder().encode
+
+
+class Mapped(msgspec.Struct, array_like=True, gc=False):
+    """What a request's records gave: ``lines`` (NDJSON events), how many ``records``
+    it held, how many of them could not be mapped, and the first problem."""
+
+    lines: bytes
+    records: int
+    unmapped: int = 0
+    problem: str = ""
+
+
+def gunzip(body: bytes, limit: int) -> bytes:
+    """``body`` inflated, at most ``limit`` bytes (a gzip bomb stops there): OverflowError
+    past it, zlib.error when it is not gzip or is cut short."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = inflater.decompress(body, limit + 1)
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise OverflowError(limit)
+    if not inflater.eof:
+        raise zlib.error("the gzip stream is cut short")
+    return out
+
+
+def to_events(
+    signal: wire.Signal,
+    encoding: wire.Encoding,
+    body: bytes,
+    *,
+    gzipped: bool = False,
+    limit: int,
+    prompt_text: bool = False,
+) -> Mapped:
+    """The events of one export request. Raises wire.BadRequest (undecodable),
+    OverflowError (inflates past ``limit``) or zlib.error (a broken gzip body). A
+    mapping that fails costs its record only."""
+    from telemetryd.adapters.otel import mapping
+
+    if gzipped and body:
+        body = gunzip(body, limit)
+    out: list[bytes] = []
+    records = 0
+    unmapped = 0
+    problem = ""
+    for group in wire.decode(signal, encoding, body):
+        scope = group.scope
+        items: list[Any]
+        if signal == "logs":
+            items = group.logs
+        elif signal == "traces":
+            items = group.spans
+        else:
+            items = group.points
+        for item in items:
+            records += 1
+            try:
+                if signal == "logs":
+                    events = mapping.log_events(scope, item, prompt_text=prompt_text)
+                elif signal == "traces":
+                    events = mapping.span_events(scope, item)
+                else:
+                    events = mapping.metric_events(scope, item)
+                out.extend(_ENCODE(event) + b"\n" for event in events)
+            except Exception as exc:  # a bug in a mapper: the record is rejected, not the rest
+                log.exception("mapping an OTLP %s record failed", signal)
+                unmapped += 1
+                problem = problem or f"a record could not be mapped: {type(exc).__name__}"
+    return Mapped(b"".join(out), records, unmapped, problem)

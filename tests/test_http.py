@@ -1,0 +1,486 @@
+"""The HTTP listener on the real daemon: OTLP/HTTP from real clients (the OpenTelemetry
+SDK's exporters, curl), http hooks, and bad input of every kind answered with the right
+status, nothing journaled and the daemon unharmed."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Daemon
+
+FIXTURES = Path(__file__).parent / "fixtures" / "otlp-upstream"
+JSON = "application/json"
+PROTOBUF = "application/x-protobuf"
+
+
+class Client:
+    """Plain HTTP/1.1 requests to one daemon's listener, with its token."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.address = daemon.http_address()
+        self.host, port = self.address.rsplit(":", 1)
+        self.port = int(port)
+        path = daemon.home / "http-token"  # (none when no token is required)
+        self.token = path.read_text().strip() if path.exists() else ""
+
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def post(
+        self,
+        path: str,
+        body: bytes,
+        content_type: str = JSON,
+        headers: dict[str, str] | None = None,
+        token: bool = True,
+    ) -> tuple[int, dict[str, str], bytes]:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
+        try:
+            sent = {"Content-Type": content_type, **(self.auth() if token else {})}
+            sent.update(headers or {})
+            conn.request("POST", path, body=body, headers=sent)
+            response = conn.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            conn.close()
+
+    def raw(self, data: bytes, wait: float = 5.0) -> bytes:
+        """Send ``data`` on a fresh connection and read until the server closes."""
+        with socket.create_connection((self.host, self.port), timeout=wait) as sock:
+            sock.sendall(data)
+            chunks = []
+            try:
+                while chunk := sock.recv(65536):
+                    chunks.append(chunk)
+            except TimeoutError:
+                pass
+            return b"".join(chunks)
+
+    def head(self, path: str, length: int, extra: str = "") -> bytes:
+        return (
+            f"POST {path} HTTP/1.1\r\nHost: {self.address}\r\n"
+            f"Authorization: Bearer {self.token}\r\nContent-Type: {JSON}\r\n"
+            f"Content-Length: {length}\r\n{extra}\r\n"
+        ).encode()
+
+
+@pytest.fixture
+def daemon(running_daemon: Daemon) -> Iterator[Daemon]:
+    yield running_daemon
+
+
+@pytest.fixture
+def client(daemon: Daemon) -> Client:
+    return Client(daemon)
+
+
+def journaled(daemon: Daemon) -> list[dict[str, Any]]:
+    return daemon.journal_events()
+
+
+def assert_unharmed(client: Client, before: int) -> None:
+    """Nothing more was journaled, and the daemon still takes a good request."""
+    assert len(journaled(client.daemon)) == before
+    status, _, body = client.post("/v1/logs", (FIXTURES / "logs.json").read_bytes())
+    assert (status, body) == (200, b"{}")
+    assert len(journaled(client.daemon)) == before + 1
+
+
+# -- real clients -------------------------------------------------------------------------
+
+
+def test_curl_posts_the_upstream_examples(client: Client) -> None:
+    """Each OTLP/JSON example of opentelemetry-proto is accepted and journaled before the
+    answer (acknowledged means journaled)."""
+    expected = {"logs.json": 1, "metrics.json": 0, "trace.json": 0, "events.json": 1}
+    for name, signal in (
+        ("logs.json", "logs"),
+        ("metrics.json", "metrics"),
+        ("trace.json", "traces"),
+        ("events.json", "logs"),
+    ):
+        before = len(journaled(client.daemon))
+        result = subprocess.run(
+            [
+                "curl", "-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}",
+                "-H", f"Authorization: Bearer {client.token}",
+                "-H", f"Content-Type: {JSON}",
+                "--data-binary", f"@{FIXTURES / name}",
+                f"http://{client.address}/v1/{signal}",
+            ],
+            capture_output=True, timeout=30, check=True,
+        )  # fmt: skip
+        body, code = result.stdout.rsplit(b"\n", 1)
+        assert (code, body) == (b"200", b"{}"), result
+        added = len(journaled(client.daemon)) - before
+        assert added >= 1 and (expected[name] == 0 or added == expected[name]), name
+    traces = [e for e in journaled(client.daemon) if e.get("trace_id")]
+    # trace.json holds one span; its ids arrive in lowercase hex
+    assert any(e.get("span_id") == "eee19b7ec3c1b174" for e in traces)
+
+
+def test_sdk_exporters_logs_metrics_traces(client: Client) -> None:
+    """The OpenTelemetry Python SDK's OTLP/HTTP (protobuf) exporters, as agents use them."""
+    from opentelemetry._logs import LogRecord, SeverityNumber
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    base = f"http://{client.address}"
+    headers = client.auth()
+    resource = Resource({"service.name": "sdk-test"})
+
+    logs = LoggerProvider(resource=resource)
+    logs.add_log_record_processor(
+        SimpleLogRecordProcessor(OTLPLogExporter(endpoint=f"{base}/v1/logs", headers=headers))
+    )
+    logger = logs.get_logger("tests")
+    for n in range(3):
+        logger.emit(
+            LogRecord(
+                body=f"hello {n}",
+                severity_number=SeverityNumber.WARN,
+                attributes={"n": n, "big": 2**62},
+            )
+        )
+    logs.shutdown()
+
+    spans = TracerProvider(resource=resource)
+    spans.add_span_processor(
+        SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{base}/v1/traces", headers=headers))
+    )
+    tracer = spans.get_tracer("tests")
+    with tracer.start_as_current_span("outer") as outer, tracer.start_as_current_span("inner"):
+        trace_id = format(outer.get_span_context().trace_id, "032x")
+    spans.shutdown()
+
+    reader = PeriodicExportingMetricReader(
+        OTLPMetricExporter(endpoint=f"{base}/v1/metrics", headers=headers),
+        export_interval_millis=3_600_000,
+    )
+    meters = MeterProvider(resource=resource, metric_readers=[reader])
+    meters.get_meter("tests").create_counter("sdk.requests", unit="1").add(5, {"k": "v"})
+    meters.shutdown()  # exports what it has
+
+    events = journaled(client.daemon)
+    texts = [json.dumps(e) for e in events]
+    assert sum("hello " in t for t in texts) == 3
+    assert str(2**62) in "".join(texts)  # an int64 past 2**53 kept exactly
+    in_trace = [e for e in events if e.get("trace_id") == trace_id]
+    assert len(in_trace) == 2
+    inner = next(e for e in in_trace if e.get("parent_span_id"))
+    outer_event = next(e for e in in_trace if not e.get("parent_span_id"))
+    assert inner["parent_span_id"] == outer_event["span_id"]
+    assert any("sdk.requests" in t for t in texts)
+
+
+def test_json_and_gzip_bodies_are_answered_in_kind(client: Client) -> None:
+    body = (FIXTURES / "logs.json").read_bytes()
+    status, headers, answer = client.post(
+        "/v1/logs", gzip.compress(body), headers={"Content-Encoding": "gzip"}
+    )
+    assert (status, headers["Content-Type"], answer) == (200, JSON, b"{}")
+    from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+
+    status, headers, answer = client.post(
+        "/v1/logs", logs_service_pb2.ExportLogsServiceRequest().SerializeToString(), PROTOBUF
+    )
+    assert (status, headers["Content-Type"], answer) == (200, PROTOBUF, b"")
+
+
+def test_an_empty_request_is_a_success(client: Client) -> None:
+    before = len(journaled(client.daemon))
+    for content_type in (JSON, PROTOBUF):
+        status, _, _ = client.post("/v1/traces", b"", content_type)
+        assert status == 200
+    status, _, answer = client.post("/v1/metrics", b"{}")
+    assert (status, answer) == (200, b"{}")
+    assert len(journaled(client.daemon)) == before
+
+
+def test_int64_as_strings_or_numbers_and_time_fallback(client: Client) -> None:
+    """timeUnixNano "0" falls back to observedTimeUnixNano; numbers may be strings."""
+    record = {
+        "timeUnixNano": "0",
+        "observedTimeUnixNano": 1_700_000_000_123_000_000,
+        "body": {"stringValue": "fallback"},
+        "attributes": [
+            {"key": "as_text", "value": {"intValue": "9007199254740993"}},
+            {"key": "as_number", "value": {"intValue": 7}},
+        ],
+        "unknownField": {"ignored": True},
+    }
+    body = {"resourceLogs": [{"scopeLogs": [{"logRecords": [record]}]}]}
+    status, _, answer = client.post("/v1/logs", json.dumps(body).encode())
+    assert (status, answer) == (200, b"{}")
+    event = journaled(client.daemon)[-1]
+    assert event["ts"].startswith("2023-11-14T22:13:20.123")
+    assert "9007199254740993" in json.dumps(event)
+
+
+# -- http hooks ---------------------------------------------------------------------------
+
+
+def test_http_hook_maps_like_the_command_hook(client: Client) -> None:
+    pre = {
+        "hook_event_name": "PreToolUse",
+        "session_id": "sess-h",
+        "tool_name": "Bash",
+        "tool_use_id": "toolu_h1",
+    }
+    post = {**pre, "hook_event_name": "PostToolUse", "tool_response": {"stdout": "ok"}}
+    for payload in (pre, post):
+        status, _, answer = client.post("/v1/hooks/claude-code", json.dumps(payload).encode())
+        assert (status, answer) == (200, b"")
+    events = {e["type"]: e for e in journaled(client.daemon)}
+    assert events["tool_call"]["id"] == "cc:tool_call:sess-h:toolu_h1"
+    result = events["tool_result"]
+    assert result["tool"] == {"name": "Bash", "use_id": "toolu_h1", "success": True}
+    assert result["duration_ms"] >= 0  # from the PreToolUse time remembered by the daemon
+    # The same payload again (a hook installed twice) is one event.
+    client.post("/v1/hooks/claude-code", json.dumps(post).encode())
+    assert sum(e["type"] == "tool_result" for e in journaled(client.daemon)) == 1
+
+
+def test_http_hook_for_codex_and_bad_payloads(client: Client) -> None:
+    payload = {"hook_event_name": "UserPromptSubmit", "session_id": "c1", "prompt": "hello"}
+    status, _, _ = client.post("/v1/hooks/codex", json.dumps(payload).encode())
+    assert status == 200
+    event = journaled(client.daemon)[-1]
+    assert (event["type"], event["source"], event["length"]) == ("prompt", "codex", 5)
+    assert "hello" not in json.dumps(event)  # the text is content: only its length
+    before = len(journaled(client.daemon))
+    for body, message in ((b"not json", b"not JSON"), (b"[1, 2]", b"not a JSON object")):
+        status, _, answer = client.post("/v1/hooks/claude-code", body)
+        assert status == 400 and message in answer
+    assert len(journaled(client.daemon)) == before
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+
+def test_wrong_content_type_and_encoding(client: Client) -> None:
+    before = len(journaled(client.daemon))
+    body = (FIXTURES / "logs.json").read_bytes()
+    status, _, answer = client.post("/v1/logs", body, "text/plain")
+    assert status == 415 and b"application/x-protobuf" in answer
+    status, _, answer = client.post("/v1/logs", body, headers={"Content-Encoding": "br"})
+    assert status == 415 and b"br" in answer
+    assert_unharmed(client, before)
+
+
+def test_broken_protobuf_and_json_of_the_wrong_shape(client: Client) -> None:
+    before = len(journaled(client.daemon))
+    status, headers, answer = client.post("/v1/logs", b"\x0a\xff\xff\xff\x0f garbage", PROTOBUF)
+    assert (status, headers["Content-Type"]) == (400, PROTOBUF)
+    assert answer.startswith(b"\x08\x03")  # google.rpc.Status, code 3 INVALID_ARGUMENT
+    status, _, answer = client.post("/v1/logs", b'{"resourceLogs": {"oops": 1}}')
+    assert status == 400 and b"$.resourceLogs" in answer
+    status, _, answer = client.post("/v1/logs", b'{"resourceLogs": [')
+    assert status == 400 and b"not JSON" in answer
+    bad_id = {"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "xyz", "name": "s"}]}]}]}
+    status, _, answer = client.post("/v1/traces", json.dumps(bad_id).encode())
+    assert status == 400 and b"traceId" in answer
+    assert_unharmed(client, before)
+
+
+def test_gzip_bomb_and_oversize_body(daemon_factory: Any) -> None:
+    daemon = daemon_factory(["--set", "http.max-body-bytes=1048576"]).start()
+    client = Client(daemon)
+    before = len(journaled(daemon))
+    bomb = gzip.compress(b"\0" * (64 * 1024 * 1024))  # 64 MiB of zeros in ~64 KiB
+    assert len(bomb) < 1024 * 1024
+    status, _, answer = client.post("/v1/logs", bomb, headers={"Content-Encoding": "gzip"})
+    assert status == 413 and b"1048576" in answer
+    status, _, answer = client.post("/v1/logs", b" " * (2 * 1024 * 1024))
+    assert status == 413
+    status, _, answer = client.post("/v1/logs", b"\x1f\x8b garbage", headers={
+        "Content-Encoding": "gzip"})  # fmt: skip
+    assert status == 400 and b"gzip" in answer
+    # Chunked (no Content-Length): the limit applies as it arrives.
+    chunk = b"x" * 65536
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(20)) + b"0\r\n\r\n"
+    head = client.head("/v1/logs", 0).replace(
+        b"Content-Length: 0\r\n", b"Transfer-Encoding: chunked\r\n"
+    )
+    assert client.raw(head + chunked).startswith(b"HTTP/1.1 413 ")
+    assert_unharmed(client, before)
+
+
+def test_token_host_and_origin_checks(client: Client) -> None:
+    before = len(journaled(client.daemon))
+    body = (FIXTURES / "logs.json").read_bytes()
+    status, headers, _ = client.post("/v1/logs", body, token=False)
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+    status, _, answer = client.post(
+        "/v1/logs", body, token=False, headers={"Authorization": "Bearer wrong"}
+    )
+    assert status == 401 and b"wrong bearer token" in answer
+    status, _, answer = client.post("/v1/logs", body, headers={"Host": "evil.example:4318"})
+    assert status == 403 and b"evil.example" in answer
+    status, headers, answer = client.post(
+        "/v1/logs", body, headers={"Origin": "http://evil.example"}
+    )
+    assert status == 403 and b"Origin" in answer
+    assert not any(name.lower().startswith("access-control") for name in headers)
+    for host in ("localhost:4318", "[::1]:4318", "127.0.0.1"):
+        status, _, _ = client.post("/v1/logs", body, headers={"Host": host})
+        assert status == 200, host
+    assert len(journaled(client.daemon)) == before + 3
+    status, _, _ = client.post("/v1/nowhere", body)
+    assert status == 404
+
+
+def test_allowed_hosts_and_no_token(daemon_factory: Any) -> None:
+    daemon = daemon_factory(
+        ["--set", 'http.allowed-hosts=["collector.lan"]', "--set", "http.require-token=false"]
+    ).start()
+    client = Client(daemon)
+    body = (FIXTURES / "logs.json").read_bytes()
+    status, _, _ = client.post("/v1/logs", body, token=False, headers={"Host": "collector.lan"})
+    assert status == 200
+    status, _, _ = client.post("/v1/logs", body, token=False, headers={"Host": "other.lan"})
+    assert status == 403
+
+
+def test_http_1_0_pipelining_chunked_and_expect_continue(client: Client) -> None:
+    body = (FIXTURES / "logs.json").read_bytes()
+    before = len(journaled(client.daemon))
+    # HTTP/1.0: answered, then closed.
+    head = client.head("/v1/logs", len(body)).replace(b"HTTP/1.1", b"HTTP/1.0")
+    answer = client.raw(head + body)
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"{}")
+    # Three requests pipelined on one connection, the last closing it.
+    pipelined = (
+        (client.head("/v1/logs", len(body)) + body) * 2
+        + client.head("/v1/logs", len(body), "Connection: close\r\n")
+        + body
+    )
+    assert client.raw(pipelined).count(b"HTTP/1.1 200 ") == 3
+    # Chunked.
+    head = client.head("/v1/logs", 0, "Connection: close\r\n").replace(
+        b"Content-Length: 0\r\n", b"Transfer-Encoding: chunked\r\n"
+    )
+    half = len(body) // 2
+    chunks = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (
+        half,
+        body[:half],
+        len(body) - half,
+        body[half:],
+    )
+    assert client.raw(head + chunks).startswith(b"HTTP/1.1 200 ")
+    # Expect: 100-continue: the interim answer comes before the body is sent.
+    with socket.create_connection((client.host, client.port), timeout=10) as sock:
+        sock.sendall(client.head("/v1/logs", len(body), "Expect: 100-continue\r\n"))
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100 ")
+        sock.sendall(body)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+    # ... and a refusal comes instead of it, without reading the body.
+    with socket.create_connection((client.host, client.port), timeout=10) as sock:
+        head = client.head("/v1/logs", len(body), "Expect: 100-continue\r\n")
+        sock.sendall(head.replace(client.token.encode(), b"wrong"))
+        assert sock.recv(65536).startswith(b"HTTP/1.1 401 ")
+    assert len(journaled(client.daemon)) == before + 6
+
+
+def test_a_slow_client_is_cut_off_and_others_are_served(daemon_factory: Any) -> None:
+    daemon = daemon_factory(["--set", "http.header-timeout=1.5"]).start()
+    client = Client(daemon)
+    before = len(journaled(daemon))
+    request = client.head("/v1/logs", 2) + b"{}"
+    with socket.create_connection((client.host, client.port), timeout=10) as slow:
+        started = time.monotonic()
+        answer = b""
+        for byte in request:  # one byte a second
+            try:
+                slow.sendall(bytes([byte]))
+            except OSError:
+                break
+            status, _, _ = client.post("/v1/logs", (FIXTURES / "logs.json").read_bytes())
+            assert status == 200  # others are served meanwhile
+            slow.settimeout(1.0)
+            try:
+                answer = slow.recv(65536)
+            except TimeoutError:
+                continue
+            break
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert time.monotonic() - started < 10
+    assert len(journaled(daemon)) > before  # (the fast requests)
+    assert all(e.get("event") != "" for e in journaled(daemon))
+
+
+def test_a_thousand_idle_connections(daemon_factory: Any) -> None:
+    """Idle connections past http.max-connections make room (the longest idle is closed):
+    a real client is still served, and the daemon holds at most the limit."""
+    daemon = daemon_factory(["--set", "http.max-connections=64"]).start()
+    client = Client(daemon)
+    before = len(journaled(daemon))
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(1000):
+            idle.append(socket.create_connection((client.host, client.port), timeout=10))
+        status, _, _ = client.post("/v1/logs", (FIXTURES / "logs.json").read_bytes())
+        assert status == 200
+        from telemetryd.client import control
+
+        http_status = control.status(daemon.control_socket)["http"]
+        assert http_status["connections"] <= 64
+    finally:
+        for sock in idle:
+            sock.close()
+    assert len(journaled(daemon)) == before + 1
+    assert daemon.proc is not None and daemon.proc.poll() is None
+
+
+def test_status_names_a_port_it_could_not_take(daemon_factory: Any) -> None:
+    """A busy port is not a failed start: the daemon serves without HTTP and says why."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        daemon = daemon_factory(["--set", f'http.address="127.0.0.1:{port}"']).start()
+        from telemetryd.client import control
+
+        reply = control.status(daemon.control_socket)["http"]
+        assert reply["listening"] is False and "in use" in reply["error"]
+        assert "cannot listen on" in daemon.log()
+
+
+def test_the_token_file_is_private(daemon: Daemon) -> None:
+    path = daemon.home / "http-token"
+    assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+def test_stopping_closes_idle_connections_at_once(daemon: Daemon) -> None:
+    """SIGTERM with keep-alive connections open: the daemon does not wait for them."""
+    client = Client(daemon)
+    body = (FIXTURES / "logs.json").read_bytes()
+    kept = http.client.HTTPConnection(client.host, client.port, timeout=10)
+    kept.request("POST", "/v1/logs", body=body, headers={"Content-Type": JSON, **client.auth()})
+    assert kept.getresponse().read() == b"{}"
+    idle = socket.create_connection((client.host, client.port), timeout=10)
+    try:
+        assert daemon.stop(timeout=20) == 0
+        assert "cut off" not in daemon.log()
+        assert kept.sock is not None and kept.sock.recv(1) == b""  # closed by the daemon
+    finally:
+        kept.close()
+        idle.close()
