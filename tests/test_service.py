@@ -408,6 +408,15 @@ def test_reinstall_rewrites_nothing_and_uninstall_plan(
         assert kept.steps[-1] == service.Run(("systemctl", "--user", "daemon-reload"))
 
 
+def test_uninstall_needs_no_valid_configuration(
+    home: Path, state_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (state_home / "config.toml").write_text("[http]\naddress = 4318\n")
+    with pytest.raises(ConfigError, match=r"\$\.http\.address"):
+        service.plan_install("linux")
+    assert service.plan_uninstall("linux").platform == "linux"
+
+
 def test_purge_refuses_a_home_that_holds_the_users_home(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -398,8 +398,10 @@ def plan_install(platform: Platform, executable: str | None = None) -> Plan:
 
 
 def plan_uninstall(platform: Platform, *, purge: bool = False) -> Plan:
-    """Stop the service and remove its files; with ``purge``, its state (and logs) too."""
-    where = layout(platform)
+    """Stop the service and remove its files; with ``purge``, its state (and logs) too.
+
+    Only paths: a configuration that no longer loads does not stand in the way."""
+    where = _paths_layout(platform)
     names = (SOCKET_UNIT, SERVICE_UNIT) if platform == "linux" else (PLIST,)
     installed = [
         os.path.join(where.target_dir, n)
@@ -511,7 +513,7 @@ def logs_argv(platform: Platform, *, follow: bool = False, lines: int | None = N
         if lines is not None:
             argv += ["-n", str(lines)]
         return argv + (["-f"] if follow else [])
-    log_file = layout(platform).log_file
+    log_file = _paths_layout(platform).log_file
     assert log_file is not None
     argv = ["tail", "-n", str(lines if lines is not None else 100)]
     return [*argv, *(["-F"] if follow else []), log_file]
