@@ -73,6 +73,7 @@ def test_help_lists_every_command() -> None:
         "hook",
         "hooks",
         "import",
+        "otel",
         "paths",
         "pricing",
         "query",

@@ -684,6 +684,148 @@ def test_the_installed_command_runs_the_hook(private_home: Path, running_daemon:
     assert running_daemon.journal_events()[0]["type"] == "tool_call"
 
 
+# -- hooks install --http ------------------------------------------------------------------------
+
+
+def http_token(state_home: Path) -> str:
+    text = (state_home / "http-token").read_text().strip()
+    assert text
+    return text
+
+
+def world_readable_files_holding(directory: Path, secret: str) -> list[Path]:
+    return [
+        path
+        for path in directory.rglob("*")
+        if path.is_file() and secret in path.read_text() and path.stat().st_mode & 0o077
+    ]
+
+
+def test_http_install_writes_http_hooks_and_keeps_the_token_private(
+    private_home: Path, state_home: Path
+) -> None:
+    path = settings_file(private_home)
+    original = write_settings(path, OTHER_SETTINGS)
+    os.chmod(path, 0o644)  # as editors leave it
+    result = ctl("hooks", "install", "claude-code", "--http")
+    assert result.returncode == 0, result.stderr
+    secret = http_token(state_home)  # made by the install: the daemon never ran
+    assert b"0600" in result.stdout and secret.encode() not in result.stdout
+    installed = json.loads(path.read_text())
+    assert installed["env"] == {"TELEMETRYD_HTTP_TOKEN": secret}
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert world_readable_files_holding(private_home, secret) == []
+    assert installed["hooks"]["Stop"][0] == OTHER_SETTINGS["hooks"]["Stop"][0]
+    for event in claude_settings.EVENTS:
+        ours = [
+            h for g in installed["hooks"][event] for h in g["hooks"] if claude_settings.is_ours(h)
+        ]
+        if event == "SessionStart":  # command hooks only there
+            assert ours == [
+                {"type": "command", "command": f"{TELEMETRYCTL} hook claude-code", "timeout": 10}
+            ]
+        else:
+            assert ours == [
+                {
+                    "type": "http",
+                    "url": "http://127.0.0.1:4318/v1/hooks/claude-code",
+                    "headers": {"Authorization": "Bearer $TELEMETRYD_HTTP_TOKEN"},
+                    "allowedEnvVars": ["TELEMETRYD_HTTP_TOKEN"],
+                    "timeout": 10,
+                }
+            ], event
+    status = ctl("hooks", "status", "claude-code").stdout.decode()
+    assert "SessionStart, SessionEnd, UserPromptSubmit, PreToolUse" in status
+
+    again = ctl("hooks", "install", "claude-code", "--http")
+    assert b"nothing to do" in again.stdout
+    assert json.loads(path.read_text()) == installed and len(backups(path)) == 1
+
+    dry = ctl("hooks", "uninstall", "claude-code", "--dry-run")
+    assert b"TELEMETRYD_HTTP_TOKEN" in dry.stdout and secret.encode() not in dry.stdout
+    assert ctl("hooks", "uninstall", "claude-code").returncode == 0
+    assert path.read_text() == original  # both kinds of handler and the env entry gone
+    assert [b.stat().st_mode & 0o777 for b in backups(path)] == [0o644, 0o600]
+
+
+def test_switching_between_http_and_command_hooks(private_home: Path, state_home: Path) -> None:
+    path = settings_file(private_home)
+    write_settings(path, {"env": {"EDITOR": "vi"}})
+    assert ctl("hooks", "install", "claude-code", "--http").returncode == 0
+    assert json.loads(path.read_text())["env"] == {
+        "EDITOR": "vi",
+        "TELEMETRYD_HTTP_TOKEN": http_token(state_home),
+    }
+    assert ctl("hooks", "install", "claude-code").returncode == 0
+    settings = json.loads(path.read_text())
+    assert settings["env"] == {"EDITOR": "vi"}  # the token went with the http hooks
+    handlers = [h for groups in settings["hooks"].values() for g in groups for h in g["hooks"]]
+    assert len(handlers) == len(claude_settings.EVENTS)
+    assert {h["type"] for h in handlers} == {"command"}
+
+
+def test_http_install_endpoint_from_configuration_and_flag(
+    private_home: Path, state_home: Path
+) -> None:
+    (state_home / "config.toml").write_text('[http]\naddress = "127.0.0.1:14318"\n')
+    assert ctl("hooks", "install", "claude-code", "--http").returncode == 0
+    stop = json.loads(settings_file(private_home).read_text())["hooks"]["Stop"][0]["hooks"][0]
+    assert stop["url"] == "http://127.0.0.1:14318/v1/hooks/claude-code"
+    result = ctl("hooks", "install", "claude-code", "--http", "--endpoint", "http://[::1]:4318")
+    assert result.returncode == 0, result.stderr
+    stop = json.loads(settings_file(private_home).read_text())["hooks"]["Stop"][0]["hooks"][0]
+    assert stop["url"] == "http://[::1]:4318/v1/hooks/claude-code"
+    (state_home / "config.toml").write_text("[http]\nenabled = false\n")
+    result = ctl("hooks", "install", "claude-code", "--http")
+    assert result.returncode == 1 and b"the HTTP listener is off" in result.stderr
+
+
+def test_http_install_never_writes_the_token_into_a_shared_project_file(
+    private_home: Path, state_home: Path, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    result = ctl("hooks", "install", "claude-code", "--http", "--project", str(project))
+    assert result.returncode == 0, result.stderr
+    shared = project / ".claude" / "settings.json"
+    secret = http_token(state_home)
+    assert secret not in shared.read_text()
+    assert "env" not in json.loads(shared.read_text())
+    assert b"the token is not written there" in result.stderr
+    assert b"--local" in result.stderr  # says where it can go instead
+    local = ctl("hooks", "install", "claude-code", "--http", "--project", str(project), "--local")
+    assert local.returncode == 0, local.stderr
+    private = project / ".claude" / "settings.local.json"
+    assert json.loads(private.read_text())["env"]["TELEMETRYD_HTTP_TOKEN"] == secret
+    assert private.stat().st_mode & 0o777 == 0o600
+    assert world_readable_files_holding(project, secret) == []
+
+
+def test_http_install_dry_run_shows_no_token(private_home: Path, state_home: Path) -> None:
+    result = ctl("hooks", "install", "claude-code", "--http", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert b'"TELEMETRYD_HTTP_TOKEN": "<the token>"' in result.stdout
+    assert http_token(state_home).encode() not in result.stdout
+    assert b"would be private (0600)" in result.stdout
+    assert not settings_file(private_home).exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["codex", "--http"], b"Codex's hooks"),
+        (["codex"], b"run commands only, no http handlers"),
+        (["claude-code", "--http", "--prompt-text"], b"--prompt-text works with command hooks"),
+        (["claude-code", "--endpoint", "http://x:1"], b"--endpoint and --token-file go with"),
+    ],
+)
+def test_http_install_errors(private_home: Path, args: list[str], message: bytes) -> None:
+    result = ctl("hooks", "install", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not settings_file(private_home).exists()
+
+
 # -- Codex sends the same payloads ------------------------------------------------------------
 
 CODEX_HOOKS = SAMPLES / "codex" / "hooks"

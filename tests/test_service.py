@@ -115,6 +115,8 @@ def test_rendered_units_pass_systemd_analyze_verify(home: Path, tmp_path: Path) 
     assert f"ReadWritePaths=%t/telemetryd {home}/.local/state/telemetryd\n" in service_unit
     assert "ListenStream=%t/telemetryd/events.sock\n" in socket_unit
     assert "ListenStream=%t/telemetryd/control.sock\n" in socket_unit
+    assert "ListenStream=127.0.0.1:4318\n" in socket_unit  # [http] address, the default
+    assert "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n" in service_unit
     assert "Environment=" not in service_unit
     for content in units.values():
         assert not PLACEHOLDER.search(content)
@@ -166,35 +168,127 @@ def test_service_unit_keys() -> None:
         "ProtectSystem=strict",
         "ReadWritePaths=@READ_WRITE_PATHS@",
         "UMask=0077",
-        "RestrictAddressFamilies=AF_UNIX",
+        "RestrictAddressFamilies=@ADDRESS_FAMILIES@",
         "MemoryDenyWriteExecute=yes",
         "SystemCallArchitectures=native",
     ]:
         assert expected in lines
     socket_lines = set((ROOT / "systemd" / "telemetryd.socket").read_text().splitlines())
-    assert {"SocketMode=0600", "DirectoryMode=0700"} <= socket_lines
+    assert {"SocketMode=0600", "DirectoryMode=0700", "@HTTP_LISTEN@"} <= socket_lines
+
+
+@pytest.mark.usefixtures("no_telemetryd_home")
+@pytest.mark.parametrize(
+    ("address", "listen"),
+    [
+        ("127.0.0.1:4318", "127.0.0.1:4318"),
+        ("127.0.0.1:14318", "127.0.0.1:14318"),
+        ("[::1]:4319", "[::1]:4319"),
+        ("0.0.0.0:4318", "0.0.0.0:4318"),
+        ("localhost:4320", "127.0.0.1:4320"),  # the service manager binds numbers only
+    ],
+)
+def test_units_listen_on_the_configured_http_address(
+    address: str, listen: str, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TELEMETRYD_HTTP_ADDRESS", address)
+    units = rendered_linux()
+    socket_unit = units[f"{home}/.config/systemd/user/telemetryd.socket"]
+    [tcp] = [
+        line for line in socket_unit.splitlines() if re.fullmatch(r"ListenStream=[^/%]+", line)
+    ]
+    assert tcp == f"ListenStream={listen}"
+    result = verify(units, tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+@pytest.mark.usefixtures("no_telemetryd_home")
+def test_units_without_the_http_listener(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_dir = home / ".config" / "telemetryd"
+    config_dir.mkdir(parents=True)
+    (config_dir / "config.toml").write_text('[http]\nenabled = false\naddress = "127.0.0.1:9"\n')
+    units = rendered_linux()
+    socket_unit = units[f"{home}/.config/systemd/user/telemetryd.socket"]
+    service_unit = units[f"{home}/.config/systemd/user/telemetryd.service"]
+    assert [line for line in socket_unit.splitlines() if line.startswith("ListenStream=")] == [
+        "ListenStream=%t/telemetryd/events.sock",
+        "ListenStream=%t/telemetryd/control.sock",
+    ]
+    assert "RestrictAddressFamilies=AF_UNIX\n" in service_unit
+    assert not PLACEHOLDER.search(socket_unit + service_unit)
+    result = verify(units, tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    plist = service.render("darwin", EXECUTABLE, service.layout("darwin"))
+    data = plistlib.loads(next(iter(plist.values())).encode())
+    assert sorted(data["Sockets"]) == ["control", "events"]
+
+
+@pytest.mark.usefixtures("no_telemetryd_home")
+def test_a_host_name_in_the_http_address_is_refused(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TELEMETRYD_HTTP_ADDRESS", "telemetry.lan:4318")
+    with pytest.raises(service.ServiceError, match="needs an IP address"):
+        rendered_linux()
+    result = service_cli("install", "--dry-run", "--platform", "linux")
+    assert result.returncode == 1
+    assert "telemetry.lan:4318" in result.stderr and "IP address" in result.stderr
 
 
 # -- launchd plist -------------------------------------------------------------
 
 
-def check_plist(data: dict[str, object], executable: str, runtime_dir: str) -> None:
+HTTP_SOCKET = {
+    "SockNodeName": "127.0.0.1",
+    "SockServiceName": "4318",
+    "SockType": "stream",
+    "SockFamily": "IPv4",
+}
+
+
+def check_plist(
+    data: dict[str, object],
+    executable: str,
+    runtime_dir: str,
+    http: dict[str, str] | None = HTTP_SOCKET,
+) -> None:
     assert data["Label"] == "dev.telemetryd"
     assert data["ProgramArguments"] == [executable]
     assert data["RunAtLoad"] is True
     assert data["KeepAlive"] == {"SuccessfulExit": False}
     assert isinstance(data["ThrottleInterval"], int)
     assert data["StandardOutPath"] == data["StandardErrorPath"]
-    assert data["Sockets"] == {
+    sockets: dict[str, object] = {
         name: {"SockPathName": f"{runtime_dir}/{name}.sock", "SockPathMode": 0o600}
         for name in ("events", "control")
     }
+    if http is not None:
+        sockets["http"] = http
+    assert data["Sockets"] == sockets
+
+
+@pytest.mark.usefixtures("no_telemetryd_home")
+def test_plist_http_socket_follows_the_configured_address(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TELEMETRYD_HTTP_ADDRESS", "[::1]:4319")
+    plist = service.render("darwin", EXECUTABLE, service.layout("darwin"))
+    data = plistlib.loads(next(iter(plist.values())).encode())
+    ipv6 = {**HTTP_SOCKET, "SockNodeName": "::1", "SockServiceName": "4319", "SockFamily": "IPv6"}
+    check_plist(data, EXECUTABLE, f"{home}/Library/Caches/TemporaryItems/telemetryd", ipv6)
 
 
 def test_plist_template_parses_and_has_the_keys() -> None:
     with open(ROOT / "launchd" / "dev.telemetryd.plist", "rb") as f:
         data = plistlib.load(f)
-    check_plist(data, "@EXECUTABLE@", "@RUNTIME_DIR@")
+    template_http = {
+        "SockNodeName": "@HTTP_HOST@",
+        "SockServiceName": "@HTTP_PORT@",
+        "SockType": "stream",
+    }
+    check_plist(data, "@EXECUTABLE@", "@RUNTIME_DIR@", template_http)
     assert data["StandardOutPath"] == "@LOG_FILE@"
     assert "EnvironmentVariables" not in data
 
@@ -240,6 +334,7 @@ def test_install_dry_run_darwin(home: Path) -> None:
     assert data["StandardOutPath"] == f"{home}/Library/Logs/telemetryd/telemetryd.log"
     assert "EnvironmentVariables" not in data
     assert f"==> mkdir -m 0700 {runtime}\n" in out
+    assert not PLACEHOLDER.search(out)
     uid = os.getuid()
     commands = [line for line in out.splitlines() if line.startswith("$ ")]
     assert commands == [
@@ -311,6 +406,15 @@ def test_reinstall_rewrites_nothing_and_uninstall_plan(
             ("systemctl", "--user", "disable", "--now", "telemetryd.socket", "telemetryd.service")
         )
         assert kept.steps[-1] == service.Run(("systemctl", "--user", "daemon-reload"))
+
+
+def test_uninstall_needs_no_valid_configuration(
+    home: Path, state_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (state_home / "config.toml").write_text("[http]\naddress = 4318\n")
+    with pytest.raises(ConfigError, match=r"\$\.http\.address"):
+        service.plan_install("linux")
+    assert service.plan_uninstall("linux").platform == "linux"
 
 
 def test_purge_refuses_a_home_that_holds_the_users_home(
@@ -431,6 +535,94 @@ def test_listen_fds_for_another_process_or_absent() -> None:
     mismatch = {"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "2", "LISTEN_FDNAMES": "events"}
     with pytest.raises(ConfigError, match="does not name 2 descriptors"):
         listen_fds(mismatch)
+
+
+REPORT_HTTP = """
+import json, os, socket
+from telemetryd.daemon.service import activated_sockets
+got = activated_sockets()
+report = {
+    name: [s.family.name, s.type.name, s.getblocking(), s.getsockname()]
+    for name, s in got.items()
+}
+http = got["http"]
+http.settimeout(10)
+conn, _ = http.accept()
+conn.recv(16)
+conn.sendall(json.dumps(report).encode())
+conn.close()
+"""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.mark.parametrize(
+    "fdnames",
+    [
+        None,  # no LISTEN_FDNAMES: the Unix ones by path, the TCP one by family
+        "telemetryd.socket:telemetryd.socket:telemetryd.socket",  # one .socket unit
+        "events:control:http",
+    ],
+)
+def test_the_tcp_socket_passed_by_activation_is_http(
+    fdnames: str | None,
+    state_home: Path,
+    tmp_path: Path,
+    activator: list[subprocess.Popen[bytes]],
+) -> None:
+    program = tmp_path / "report_http.py"
+    program.write_text(REPORT_HTTP)
+    events, control = str(state_home / "events.sock"), str(state_home / "control.sock")
+    port = free_port()
+    argv = [tool("systemd-socket-activate"), "-l", events, "-l", control, "-l", f"127.0.0.1:{port}"]
+    argv += [f"--fdname={fdnames}"] if fdnames else []
+    argv += ["-E", "PYTHONPATH"]  # the activator passes on only what it is told to
+    proc = subprocess.Popen(
+        [*argv, sys.executable, str(program)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    activator.append(proc)
+    assert proc.stderr is not None
+    for _ in range(3):  # it reports each socket once it listens
+        line = proc.stderr.readline().decode()
+        assert line.startswith("Listening on "), line
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+        client.sendall(b"hello")  # the first connection starts the program
+        report = json.loads(client.makefile("rb").read())
+    assert proc.wait(30) == 0, proc.stderr.read().decode()
+    assert report == {
+        "events": ["AF_UNIX", "SOCK_STREAM", False, events],
+        "control": ["AF_UNIX", "SOCK_STREAM", False, control],
+        "http": ["AF_INET", "SOCK_STREAM", False, ["127.0.0.1", port]],
+    }
+
+
+UDP_SOCKET = """
+import os, socket
+from telemetryd.daemon.service import listen_fds
+from telemetryd.errors import ConfigError
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.bind(("127.0.0.1", 0))
+os.dup2(udp.fileno(), 3)
+os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1")
+try:
+    listen_fds()
+except ConfigError as exc:
+    print(exc)
+"""
+
+
+def test_listen_fds_refuses_a_socket_that_is_not_a_stream() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", UDP_SOCKET], capture_output=True, text=True, timeout=30
+    )
+    assert result.stdout == (
+        "descriptor 3 passed by the service manager is not a listening Unix or TCP socket\n"
+    ), result.stderr
 
 
 # -- sd_notify: STATUS= and the watchdog on a real datagram socket --------------

@@ -13,6 +13,20 @@ a handler is ours when its command runs that (whatever the path to telemetryctl)
 handler as it was; :func:`uninstall` removes ours and the groups and event lists
 that only they filled. Both are idempotent. A file that changes is first copied
 to ``settings.json.bak-<UTC time>``, then replaced atomically (same mode).
+
+With an :class:`HttpHook`, every event that allows it gets an ``http`` handler
+instead, which posts the payload to the daemon's ``/v1/hooks/claude-code``::
+
+    {"type": "http", "url": "http://127.0.0.1:4318/v1/hooks/claude-code",
+     "headers": {"Authorization": "Bearer $TELEMETRYD_HTTP_TOKEN"},
+     "allowedEnvVars": ["TELEMETRYD_HTTP_TOKEN"], "timeout": 10}
+
+SessionStart (and Setup) allow command hooks only, so they keep ours. Claude Code
+fills ``$TELEMETRYD_HTTP_TOKEN`` from its environment, where the ``env`` block of
+its settings puts it: install writes the token there when asked to (the user's or
+a project's uncommitted settings.local.json) and then makes the file 0600; an http
+handler is ours when its URL ends in ``/v1/hooks/claude-code``. Uninstall (and an
+install of command hooks) takes the ``env`` entry out again.
 """
 
 from __future__ import annotations
@@ -23,6 +37,7 @@ import shlex
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +61,20 @@ EVENTS = (
     "Notification",
 )
 MATCHER_EVENTS = ("PreToolUse", "PostToolUse", "PostToolUseFailure")
+# Events whose hooks can only be commands (or MCP tools): no http handler there.
+COMMAND_ONLY_EVENTS = ("SessionStart", "Setup")
 TIMEOUT_S = 10  # Claude Code's own cap on one handler; the hook gives up after ~1 s anyway
+HTTP_PATH = "/v1/hooks/claude-code"  # the daemon's endpoint for http hooks
+TOKEN_ENV = "TELEMETRYD_HTTP_TOKEN"  # the variable the http hooks' header reads
+
+
+@dataclass(frozen=True)
+class HttpHook:
+    """Install http handlers posting to ``url``; ``token``, when given, goes into the
+    settings' ``env`` block as TELEMETRYD_HTTP_TOKEN (and the file becomes 0600)."""
+
+    url: str
+    token: str | None = None
 
 
 class SettingsError(TelemetryError):
@@ -89,12 +117,27 @@ def command(
 
 
 def is_ours(handler: Any) -> bool:
+    if not isinstance(handler, dict):
+        return False
+    if handler.get("type") == "http":
+        url = handler.get("url")
+        return isinstance(url, str) and url.rstrip("/").endswith(HTTP_PATH)
     return (
-        isinstance(handler, dict)
-        and isinstance(handler.get("command"), str)
+        isinstance(handler.get("command"), str)
         and MARKER in handler["command"]
         and "telemetryctl" in handler["command"]
     )
+
+
+def http_handler(url: str) -> dict[str, Any]:
+    """Our http handler: the payload posted to ``url`` with the token from the environment."""
+    return {
+        "type": "http",
+        "url": url,
+        "headers": {"Authorization": f"Bearer ${TOKEN_ENV}"},
+        "allowedEnvVars": [TOKEN_ENV],
+        "timeout": TIMEOUT_S,
+    }
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -161,23 +204,46 @@ def without_ours(settings: dict[str, Any], path: Path = Path("settings.json")) -
                 del hooks[event]
     if "hooks" in out and not hooks:
         del out["hooks"]
+    _set_token(out, None, path)
     return out
 
 
-def _group(event: str, handler_command: str) -> dict[str, Any]:
+def _set_token(settings: dict[str, Any], value: str | None, path: Path) -> None:
+    """Put ``value`` into ``settings["env"]`` as TELEMETRYD_HTTP_TOKEN, or take it out
+    (and an ``env`` that only it filled)."""
+    env = settings.get("env")
+    if env is not None and not isinstance(env, dict):
+        raise SettingsError(f"{path}: `env` is not an object; left unchanged")
+    if value is not None:
+        settings["env"] = {**(env or {}), TOKEN_ENV: value}
+    elif env is not None and TOKEN_ENV in env:
+        del env[TOKEN_ENV]
+        if not env:
+            del settings["env"]
+
+
+def _group(event: str, handler_command: str, http: HttpHook | None = None) -> dict[str, Any]:
     group: dict[str, Any] = {}
     if event in MATCHER_EVENTS:
         group["matcher"] = "*"
-    group["hooks"] = [{"type": "command", "command": handler_command, "timeout": TIMEOUT_S}]
+    if http is not None and event not in COMMAND_ONLY_EVENTS:
+        group["hooks"] = [http_handler(http.url)]
+    else:
+        group["hooks"] = [{"type": "command", "command": handler_command, "timeout": TIMEOUT_S}]
     return group
 
 
 def with_ours(
-    settings: dict[str, Any], handler_command: str, path: Path = Path("settings.json")
+    settings: dict[str, Any],
+    handler_command: str,
+    path: Path = Path("settings.json"),
+    http: HttpHook | None = None,
 ) -> dict[str, Any]:
-    """A copy of ``settings`` with exactly one handler of ours per event; an event that
-    already has exactly that is left as it is (in place)."""
+    """A copy of ``settings`` with exactly one handler of ours per event (an http one
+    where ``http`` asks for it and the event allows it); an event that already has
+    exactly that is left as it is (in place)."""
     out: dict[str, Any] = json.loads(json.dumps(settings))
+    _set_token(out, http.token if http is not None else None, path)
     hooks = _hooks(out, path)
     out["hooks"] = hooks
     for event in list(hooks):
@@ -189,7 +255,7 @@ def with_ours(
         groups = hooks.get(event, [])
         if not isinstance(groups, list):
             raise SettingsError(f"{path}: `hooks.{event}` is not a list; left unchanged")
-        desired = _group(event, handler_command)
+        desired = _group(event, handler_command, http)
         if _ours_count(groups) == 1 and desired in groups:
             continue
         hooks[event] = [*_strip(groups), desired]
@@ -200,12 +266,13 @@ def render(settings: dict[str, Any]) -> str:
     return json.dumps(settings, indent=2, ensure_ascii=False) + "\n"
 
 
-def write(path: Path, settings: dict[str, Any]) -> Path | None:
-    """Replace ``path`` with ``settings`` (atomically, same mode); the backup made, if any."""
+def write(path: Path, settings: dict[str, Any], *, private: bool = False) -> Path | None:
+    """Replace ``path`` with ``settings`` (atomically, same mode, 0600 with ``private``);
+    the backup made, if any (a copy of the old file, with its mode)."""
     backup = None
     mode = 0o600
     if path.exists():
-        mode = path.stat().st_mode & 0o777
+        mode = 0o600 if private else path.stat().st_mode & 0o777
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         backup = path.with_name(f"{path.name}.bak-{stamp}")
         n = 1
@@ -231,11 +298,22 @@ def write(path: Path, settings: dict[str, Any]) -> Path | None:
 class Change:
     """What install/uninstall did (or would do, with ``dry_run``)."""
 
-    def __init__(self, path: Path, before: str, after: str, backup: Path | None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        before: str,
+        after: str,
+        backup: Path | None,
+        *,
+        secrets: tuple[str, ...] = (),
+        private: bool = False,
+    ) -> None:
         self.path = path
         self.before = before
         self.after = after
         self.backup = backup
+        self.secrets = secrets  # tokens diff() does not show
+        self.private = private  # the file holds the token: it is (or would be) 0600
 
     @property
     def changed(self) -> bool:
@@ -244,7 +322,7 @@ class Change:
     def diff(self) -> str:
         import difflib
 
-        return "".join(
+        text = "".join(
             difflib.unified_diff(
                 self.before.splitlines(keepends=True),
                 self.after.splitlines(keepends=True),
@@ -252,21 +330,37 @@ class Change:
                 f"{self.path} (after)",
             )
         )
+        for secret in self.secrets:
+            text = text.replace(secret, "<the token>")
+        return text
+
+
+def _token_in(settings: dict[str, Any]) -> str | None:
+    env = settings.get("env")
+    value = env.get(TOKEN_ENV) if isinstance(env, dict) else None
+    return value if isinstance(value, str) and value else None
 
 
 def _apply(path: Path, new: dict[str, Any], dry_run: bool) -> Change:
     before = path.read_text(encoding="utf-8") if path.exists() else ""
     old = load(path)
+    token = _token_in(new)
+    private = token is not None
+    secrets = tuple(t for t in dict.fromkeys((_token_in(old), token)) if t)
     if new == old:
-        return Change(path, before, before, None)
+        if private and not dry_run and path.exists():
+            os.chmod(path, 0o600)  # the token is in it: whatever its mode was, now 0600
+        return Change(path, before, before, None, secrets=secrets, private=private)
     after = render(new)
-    backup = None if dry_run else write(path, new)
-    return Change(path, before, after, backup)
+    backup = None if dry_run else write(path, new, private=private)
+    return Change(path, before, after, backup, secrets=secrets, private=private)
 
 
-def install(path: Path, handler_command: str, *, dry_run: bool = False) -> Change:
-    """Merge our handlers into the settings at ``path``."""
-    return _apply(path, with_ours(load(path), handler_command, path), dry_run)
+def install(
+    path: Path, handler_command: str, *, http: HttpHook | None = None, dry_run: bool = False
+) -> Change:
+    """Merge our handlers into the settings at ``path`` (http ones with ``http``)."""
+    return _apply(path, with_ours(load(path), handler_command, path, http), dry_run)
 
 
 def uninstall(path: Path, *, dry_run: bool = False) -> Change:

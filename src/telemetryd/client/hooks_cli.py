@@ -18,6 +18,13 @@ from telemetryd.errors import TelemetryError
 
 F = TypeVar("F", bound=Callable[..., Any])
 AGENTS = ("claude-code",)
+# Agents whose hooks `hooks install` cannot write, and why (named in the error).
+NOT_INSTALLABLE = {
+    "codex": (
+        "Codex's hooks (~/.codex/hooks.json or [hooks] in config.toml) run commands only, "
+        "no http handlers; add a command hook that runs `telemetryctl hook codex` yourself"
+    ),
+}
 
 
 def _handle_errors(func: F) -> F:
@@ -31,7 +38,16 @@ def _handle_errors(func: F) -> F:
     return cast(F, wrapper)
 
 
-def _where(func: F) -> F:
+def _where_for(agents: tuple[str, ...]) -> Callable[[F], F]:
+    """The AGENT argument (one of ``agents``) and the options that choose the settings file."""
+
+    def decorate(func: F) -> F:
+        return _where_options(click.argument("agent", type=click.Choice(agents))(func))
+
+    return decorate
+
+
+def _where_options(func: F) -> F:
     func = click.option(
         "--local",
         is_flag=True,
@@ -53,8 +69,12 @@ def _where(func: F) -> F:
     func = click.option(
         "--dry-run", is_flag=True, help="print the change as a diff; write nothing"
     )(func)
-    func = click.argument("agent", type=click.Choice(AGENTS))(func)
     return func
+
+
+_where = _where_for(AGENTS)
+# install also accepts the agents it cannot install for, to say why.
+_installable = _where_for((*AGENTS, *NOT_INSTALLABLE))
 
 
 def _settings_path(user: bool, project: Path | None, local: bool) -> Path:
@@ -85,7 +105,25 @@ def hooks_group() -> None:
 
 
 @hooks_group.command()
-@_where
+@_installable
+@click.option(
+    "--http",
+    "use_http",
+    is_flag=True,
+    help="post the payloads to the daemon's HTTP listener (no process per event); "
+    "SessionStart keeps its command hook",
+)
+@click.option(
+    "--endpoint",
+    metavar="URL",
+    envvar="TELEMETRYD_HTTP_ENDPOINT",
+    help="with --http: the listener's base URL (default: from [http] address)",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False),
+    help="with --http: the bearer token's file (default: http-token in the state directory)",
+)
 @click.option("--context", is_flag=True, help="at SessionStart, give the agent a usage summary")
 @click.option("--prompt-text", is_flag=True, help="record prompt text (default: length only)")
 @click.option(
@@ -101,6 +139,9 @@ def install(
     user: bool,
     project: Path | None,
     local: bool,
+    use_http: bool,
+    endpoint: str | None,
+    token_file: str | None,
     context: bool,
     prompt_text: bool,
     executable: str | None,
@@ -111,14 +152,72 @@ def install(
     Every hook event runs `telemetryctl hook claude-code`, which sends its
     events to telemetryd (or spools them while the daemon is down).
 
+    With --http, Claude Code posts each payload to the daemon's HTTP listener
+    instead (no process per event; nothing is spooled while the daemon is
+    down). SessionStart allows command hooks only and keeps one. The hooks
+    read the token from TELEMETRYD_HTTP_TOKEN, which install puts in the
+    settings' env block, making the file 0600; a project's committed
+    settings.json gets no token: set the variable elsewhere (see the message).
+
     \b
     Examples:
       telemetryctl hooks install claude-code
+      telemetryctl hooks install claude-code --http
       telemetryctl hooks install claude-code --project . --dry-run
     """
+    if agent in NOT_INSTALLABLE:
+        raise click.UsageError(f"cannot install {agent} hooks: {NOT_INSTALLABLE[agent]}")
+    if not use_http and (endpoint is not None or token_file is not None):
+        raise click.UsageError("--endpoint and --token-file go with --http")
+    if use_http and prompt_text:
+        raise click.UsageError(
+            "--prompt-text works with command hooks only (the http endpoint records prompt "
+            "length, as `telemetryctl hook` does by default)"
+        )
     path = _settings_path(user, project, local)
     handler = claude_settings.command(executable, context=context, prompt_text=prompt_text)
-    _report(claude_settings.install(path, handler, dry_run=dry_run), dry_run, "installed")
+    http = None
+    if use_http:
+        from telemetryd.client import otel_setup
+
+        where = otel_setup.resolve(endpoint=endpoint, token_file=token_file)
+        # A project's settings.json is meant to be committed: never put the token there.
+        committed = project is not None and not local
+        http = claude_settings.HttpHook(
+            where.url(claude_settings.HTTP_PATH), None if committed else where.token
+        )
+    change = claude_settings.install(path, handler, http=http, dry_run=dry_run)
+    _report(change, dry_run, "installed")
+    if http is not None:
+        _report_token(change, http, dry_run, token_file)
+
+
+def _report_token(
+    change: claude_settings.Change,
+    http: claude_settings.HttpHook,
+    dry_run: bool,
+    token_file: str | None,
+) -> None:
+    name = claude_settings.TOKEN_ENV
+    if http.token is not None:
+        verb = "would be" if dry_run else "is"
+        click.echo(
+            f"the token {verb} in the env block of {change.path} ({name}); "
+            f"the file {verb} private (0600) since it holds the token"
+        )
+        return
+    from telemetryd import paths
+
+    source = token_file or paths.resolve().http_token_file
+    click.echo(
+        f"{change.path} is a project's shared settings: the token is not written there.\n"
+        f"Claude Code must get {name} from elsewhere, one of:\n"
+        f"  telemetryctl hooks install claude-code --http --project DIR --local   "
+        f"(settings.local.json, not committed)\n"
+        f'  "env": {{"{name}": "..."}} in ~/.claude/settings.json (keep it 0600)\n'
+        f'  export {name}="$(cat {source})"   before starting claude',
+        err=True,
+    )
 
 
 @hooks_group.command()

@@ -10,7 +10,10 @@ The files are rendered from the templates in ``systemd/`` and ``launchd/``
 (shipped in the wheel as ``telemetryd/service_files/``): ``@EXECUTABLE@``
 becomes the absolute path of the installed ``telemetryd``, and the socket and
 state paths those the daemon itself will resolve (``TELEMETRYD_HOME`` when it
-is set, which the unit then passes on to the daemon).
+is set, which the unit then passes on to the daemon). The HTTP listener's TCP
+socket comes from ``[http] address`` of the effective configuration (and is left
+out, with AF_INET and AF_INET6 in ``RestrictAddressFamilies=``, when ``[http]
+enabled = false``): reinstall after changing either.
 
 Everything is a :class:`Plan` first: a list of steps (write a file, make a
 directory, run a command, remove a path) computed from what is on disk now.
@@ -23,6 +26,7 @@ printed) anywhere.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import plistlib
 import re
@@ -31,12 +35,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from telemetryd import paths
+from telemetryd import config, paths
 from telemetryd.errors import TelemetryError
 
 Platform = Literal["linux", "darwin"]
@@ -160,6 +164,7 @@ class Layout:
     state_dir: str
     log_dir: str | None  # launchd's StandardOutPath/StandardErrorPath (journald on Linux)
     target_dir: str  # where the unit files or the plist are installed
+    http_address: str | None = None  # [http] address, None when the listener is off
 
     @property
     def log_file(self) -> str | None:
@@ -167,11 +172,23 @@ class Layout:
 
 
 def layout(platform: Platform) -> Layout:
-    """Paths as the daemon will resolve them under ``platform``'s service manager.
+    """Paths as the daemon will resolve them under ``platform``'s service manager, and
+    the HTTP listener's address from the effective configuration.
 
     On the platform it runs on this is :func:`telemetryd.paths.resolve`; for the
     other one (a dry run), platformdirs' rules for that platform.
     """
+    return replace(_paths_layout(platform), http_address=http_address())
+
+
+def http_address() -> str | None:
+    """``[http] address`` of the effective configuration; None when ``enabled = false``."""
+    settings, _ = config.load(paths.resolve().config_file)
+    return settings.http.address if settings.http.enabled else None
+
+
+def _paths_layout(platform: Platform) -> Layout:
+    """The paths alone (see :func:`layout`)."""
     where = paths.resolve()
     native = sys.platform.startswith(platform)
     home = where.state_dir if os.environ.get(paths.ENV_HOME) else None
@@ -221,13 +238,36 @@ def _systemd_values(executable: str, where: Layout) -> dict[str, str]:
     # A private /tmp would hide a state directory that lives under /tmp.
     private_tmp = "no" if _under_tmp(where.state_dir) else "yes"
     runtime = where.runtime_dir if where.home is None else where.runtime_dir.replace("%", "%%")
+    families = "AF_UNIX"
+    listen = ""
+    if where.http_address is not None:
+        families = "AF_UNIX AF_INET AF_INET6"
+        host, port = _http_host_port(where.http_address)
+        listen = f"ListenStream={f'[{host}]' if ':' in host else host}:{port}"
     return {
         "EXECUTABLE": _unit_path(executable).replace("$", "$$"),
         "RUNTIME_DIR": runtime,
         "READ_WRITE_PATHS": read_write,
         "ENVIRONMENT": environment,
         "PRIVATE_TMP": private_tmp,
+        "HTTP_LISTEN": listen,
+        "ADDRESS_FAMILIES": families,
     }
+
+
+def _http_host_port(address: str) -> tuple[str, int]:
+    """``[http] address`` as an IP address and a port for a service manager, which binds
+    numeric addresses only: ``localhost`` is 127.0.0.1, another name is an error."""
+    host, port = config.split_address(address)
+    if host == "localhost":
+        return "127.0.0.1", port
+    try:
+        return str(ipaddress.ip_address(host)), port
+    except ValueError:
+        raise ServiceError(
+            f"[http] address {address!r}: the service manager binds the socket and needs an "
+            "IP address (127.0.0.1:4318, [::1]:4318), not a host name"
+        ) from None
 
 
 def _unit_path(text: str) -> str:
@@ -250,7 +290,17 @@ def _render_plist(executable: str, where: Layout) -> str:
         "RUNTIME_DIR": where.runtime_dir,
         "LOG_FILE": where.log_file,
     }
+    if where.http_address is not None:
+        host, port = _http_host_port(where.http_address)
+        values.update(HTTP_HOST=host, HTTP_PORT=str(port))
+    else:
+        values.update(HTTP_HOST="", HTTP_PORT="")
     data = _fill(plistlib.loads(_template(PLIST).encode()), values)
+    if where.http_address is None:
+        del data["Sockets"]["http"]
+    else:  # launchd would listen on both families for a name; one address, one family
+        family = "IPv6" if ":" in values["HTTP_HOST"] else "IPv4"
+        data["Sockets"]["http"]["SockFamily"] = family
     if where.home is not None:
         data["EnvironmentVariables"] = {paths.ENV_HOME: where.home}
     return plistlib.dumps(data, sort_keys=False).decode()
@@ -348,8 +398,10 @@ def plan_install(platform: Platform, executable: str | None = None) -> Plan:
 
 
 def plan_uninstall(platform: Platform, *, purge: bool = False) -> Plan:
-    """Stop the service and remove its files; with ``purge``, its state (and logs) too."""
-    where = layout(platform)
+    """Stop the service and remove its files; with ``purge``, its state (and logs) too.
+
+    Only paths: a configuration that no longer loads does not stand in the way."""
+    where = _paths_layout(platform)
     names = (SOCKET_UNIT, SERVICE_UNIT) if platform == "linux" else (PLIST,)
     installed = [
         os.path.join(where.target_dir, n)
@@ -461,7 +513,7 @@ def logs_argv(platform: Platform, *, follow: bool = False, lines: int | None = N
         if lines is not None:
             argv += ["-n", str(lines)]
         return argv + (["-f"] if follow else [])
-    log_file = layout(platform).log_file
+    log_file = _paths_layout(platform).log_file
     assert log_file is not None
     argv = ["tail", "-n", str(lines if lines is not None else 100)]
     return [*argv, *(["-F"] if follow else []), log_file]

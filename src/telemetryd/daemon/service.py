@@ -11,7 +11,9 @@ Three protocols:
   sockets as descriptors 3, 4, ... and sets ``LISTEN_FDS`` (how many),
   ``LISTEN_PID`` (who they are for) and ``LISTEN_FDNAMES`` (colon-separated
   names). :func:`listen_fds` takes them and removes the variables, so that
-  child processes do not believe the descriptors are theirs.
+  child processes do not believe the descriptors are theirs. The Unix sockets
+  are named after their paths (``events``, ``control``); the one TCP socket
+  (AF_INET or AF_INET6, the HTTP listener's) is ``http``.
 - **launchd**: a LaunchAgent's ``Sockets`` are fetched by name with
   ``launch_activate_socket`` (macOS only, through ctypes; see
   :func:`launchd_sockets`).
@@ -134,8 +136,8 @@ def listen_fds(environ: MutableMapping[str, str] | None = None) -> dict[str, soc
     A socket's name is its entry in ``LISTEN_FDNAMES`` when that is unique among
     the passed descriptors. systemd gives every descriptor of one ``.socket``
     unit the same name (``FileDescriptorName=``, default the unit's name), so
-    otherwise the name is the stem of the socket's path: ``events`` for
-    ``.../events.sock``. The variables are removed from ``environ``
+    otherwise the name is the stem of the socket's path (``events`` for
+    ``.../events.sock``), and ``http`` for a TCP socket. The variables are removed from ``environ``
     (``os.environ`` by default) whether or not they were meant for us.
     """
     env = os.environ if environ is None else environ
@@ -164,25 +166,39 @@ def _by_name(passed: Iterable[tuple[int, str]]) -> dict[str, socket.socket]:
     out: dict[str, socket.socket] = {}
     for label, sock in sockets:
         name = label if label and label != "unknown" and labels.count(label) == 1 else None
-        name = name or _path_stem(sock) or f"fd{sock.fileno()}"
+        name = name or _default_name(sock)
         if name in out:
             raise ConfigError(f"two passed sockets are both named {name!r}")
         out[name] = sock
     return out
 
 
+_FAMILIES = (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6)
+HTTP = "http"  # the name of the passed TCP socket (the HTTP listener's)
+
+
 def _listening_socket(fd: int, label: str) -> socket.socket:
-    """A socket object for a passed descriptor, checked to be a listening Unix stream socket."""
+    """A socket object for a passed descriptor, checked to be a listening stream socket
+    (Unix, or TCP over IPv4 or IPv6)."""
     what = f"descriptor {fd}" + (f" ({label})" if label else "")
     if not stat.S_ISSOCK(os.fstat(fd).st_mode):
         raise ConfigError(f"{what} passed by the service manager is not a socket")
     sock = socket.socket(fileno=fd)
     listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
-    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM or not listening:
+    if sock.family not in _FAMILIES or sock.type != socket.SOCK_STREAM or not listening:
         sock.detach()
-        raise ConfigError(f"{what} passed by the service manager is not a listening Unix socket")
+        raise ConfigError(
+            f"{what} passed by the service manager is not a listening Unix or TCP socket"
+        )
     sock.setblocking(False)
     return sock
+
+
+def _default_name(sock: socket.socket) -> str:
+    """``http`` for a TCP socket, the path's stem for a Unix one, else ``fd<N>``."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        return HTTP
+    return _path_stem(sock) or f"fd{sock.fileno()}"
 
 
 def _path_stem(sock: socket.socket) -> str | None:
@@ -228,11 +244,15 @@ def launchd_sockets(names: Iterable[str]) -> dict[str, socket.socket]:
         libc.free(fds)
         if got:
             passed.append((got[0], name))
-            for extra in got[1:]:  # a Unix path gives one; more would be IPv4/IPv6 pairs
+            for extra in got[1:]:  # a Unix path gives one; a host name may give IPv4 and IPv6
                 os.close(extra)
     return _by_name(passed)
 
 
-def activated_sockets(names: Iterable[str] = ("events", "control")) -> dict[str, socket.socket]:
-    """Sockets from systemd (``LISTEN_FDS``) or launchd, by name; ``{}`` when started by hand."""
+def activated_sockets(
+    names: Iterable[str] = ("events", "control", HTTP),
+) -> dict[str, socket.socket]:
+    """Sockets from systemd (``LISTEN_FDS``) or launchd, by name (``events``, ``control``
+    and, when the service files have the HTTP listener, ``http``); ``{}`` when started
+    by hand."""
     return listen_fds() or launchd_sockets(names)
