@@ -10,8 +10,10 @@ import json
 import os
 import stat
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
@@ -19,6 +21,12 @@ import pytest
 from conftest import TELEMETRYCTL, ctl
 from telemetryd import token
 from telemetryd.client import otel_setup
+
+
+@pytest.fixture(autouse=True)
+def default_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests read the default `[http] address` (conftest gives daemons port 0)."""
+    monkeypatch.delenv("TELEMETRYD_HTTP_ADDRESS", raising=False)
 
 
 def token_path(state_home: Path) -> Path:
@@ -200,3 +208,32 @@ def test_the_header_encoding_follows_the_baggage_syntax() -> None:
     assert key == "Authorization"
     assert not set(value) & set(' ",;\\')
     assert unquote(value) == "Bearer a b,c;d%e\\f"
+
+
+def test_an_sdk_set_up_by_the_printed_lines_reaches_the_daemon(
+    daemon_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole promise: eval the printed lines, and an OpenTelemetry exporter that reads
+    only its environment (as an agent's does) delivers to the running daemon. The daemon
+    listens on a free port (port 0): the printed endpoint is the one it took."""
+    monkeypatch.setenv("TELEMETRYD_HTTP_ADDRESS", "127.0.0.1:0")
+    daemon = daemon_factory().start()
+    program = (
+        "from opentelemetry._logs import LogRecord\n"
+        "from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter\n"
+        "from opentelemetry.sdk._logs import LoggerProvider\n"
+        "from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor\n"
+        "provider = LoggerProvider()\n"
+        "provider.add_log_record_processor(SimpleLogRecordProcessor(OTLPLogExporter()))\n"
+        "provider.get_logger('t').emit(LogRecord(body='from the environment'))\n"
+        "provider.shutdown()\n"
+    )
+    script = f'eval "$("$TELEMETRYCTL" otel env claude-code)" && exec "$PYTHON" -c "$PROGRAM"'
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(TELEMETRYCTL=TELEMETRYCTL, PYTHON=sys.executable, PROGRAM=program)
+    result = subprocess.run(
+        ["bash", "-c", script], env=env, capture_output=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"Failed to export" not in result.stderr, result.stderr.decode()
+    assert any("from the environment" in json.dumps(e) for e in daemon.journal_events())

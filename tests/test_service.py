@@ -825,3 +825,60 @@ def test_daemon_serves_on_sockets_passed_by_systemd(state_home: Path) -> None:
             activator.wait(10)
         notify.close()
         log.close()
+
+
+def test_the_first_otlp_request_on_the_passed_http_socket_starts_and_reaches_the_daemon(
+    state_home: Path,
+) -> None:
+    """With the HTTP address in the socket unit (as `service install` writes it), an
+    agent's first export starts the daemon, which answers it on the passed socket."""
+    import http.client
+
+    from telemetryd import token
+
+    run_dir = state_home / "run"
+    run_dir.mkdir(mode=0o700)
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    secret = token.load_or_create(str(state_home / "http-token"))  # (as `otel env` makes it)
+    log_path = state_home / "activated.log"
+    log = open(log_path, "wb")  # noqa: SIM115  (closed in the finally below)
+    activator = subprocess.Popen(
+        [
+            tool("systemd-socket-activate"),
+            "-l", str(run_dir / "events.sock"),
+            "-l", str(run_dir / "control.sock"),
+            "-l", f"127.0.0.1:{port}",
+            "-E", "TELEMETRYD_HOME",
+            sys.executable, "-m", "telemetryd",
+        ],
+        env=dict(os.environ, TELEMETRYD_HTTP_ADDRESS=f"127.0.0.1:{port}"),
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )  # fmt: skip
+    try:
+        body = (Path(__file__).parent / "fixtures" / "otlp-upstream" / "logs.json").read_bytes()
+        deadline = time.monotonic() + 20
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {secret}"}
+        while True:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                conn.request("POST", "/v1/logs", body=body, headers=headers)
+                response = conn.getresponse()
+                answer = response.read()
+                break
+            except ConnectionRefusedError:  # the activator has not bound it yet
+                assert time.monotonic() < deadline and activator.poll() is None
+                time.sleep(0.05)
+            finally:
+                conn.close()
+        assert (response.status, answer) == (200, b"{}"), log_path.read_text()
+        journal = b"".join(p.read_bytes() for p in (state_home / "journal").glob("*.jsonl"))
+        assert b"Example log record" in journal
+        activator.send_signal(15)
+        assert activator.wait(30) == 0, log_path.read_text()
+    finally:
+        if activator.poll() is None:
+            activator.kill()
+            activator.wait(10)
+        log.close()

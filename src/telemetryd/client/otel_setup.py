@@ -130,8 +130,30 @@ def resolve(
                 "set it to true and restart telemetryd, or give --endpoint URL for another "
                 "instance"
             )
-        base = base_url(settings.http.address)
+        address = settings.http.address
+        if config.split_address(address)[1] == 0:
+            address = _running_address(where.control_socket)
+        base = base_url(address)
     return Endpoint(base, token.load_or_create(token_file or where.http_token_file))
+
+
+def _running_address(control_socket: str) -> str:
+    """``[http] address`` says port 0 (any free port): the one the running daemon took."""
+    from telemetryd.client import control
+    from telemetryd.errors import TelemetryError
+
+    problem = "it is not running"
+    try:
+        http = control.status(control_socket).get("http") or {}
+        if http.get("listening"):
+            return str(http["address"])
+        problem = f"its HTTP listener is off: {http.get('error') or 'disabled'}"
+    except TelemetryError as exc:
+        problem = f"it is not reachable: {exc}"
+    raise ConfigError(
+        f"http.address has port 0 (any free port) and telemetryd cannot say which it took: "
+        f"{problem}; start it, or give --endpoint URL"
+    )
 
 
 @dataclass
