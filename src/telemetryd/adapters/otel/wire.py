@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import math
+import struct
 from typing import Any, Literal
 
 import msgspec
@@ -412,7 +413,7 @@ def _pb_scope(resource: Any, scope: Any) -> Scope:
 def _from_protobuf(signal: Signal, body: bytes) -> list[Scoped]:
     from google.protobuf.message import DecodeError
 
-    message = _pb_classes()[signal][0]
+    message = _lite_logs() if signal == "logs" else _pb_classes()[signal][0]
     try:
         request = message.FromString(body)
     except (DecodeError, RecursionError) as exc:
@@ -424,8 +425,8 @@ def _from_protobuf(signal: Signal, body: bytes) -> list[Scoped]:
                 logs = [
                     LogRecord(
                         time_ns=r.time_unix_nano or r.observed_time_unix_nano,
-                        attrs=_pb_attrs(r.attributes),
-                        body=_pb_value(r.body) if r.HasField("body") else None,
+                        attrs={key: _raw_value(value) for key, value in r.attributes.items()},
+                        body=_raw_value(r.body),
                         severity_number=r.severity_number,
                         severity_text=r.severity_text,
                         event_name=r.event_name,
@@ -434,7 +435,9 @@ def _from_protobuf(signal: Signal, body: bytes) -> list[Scoped]:
                     )
                     for r in sl.log_records
                 ]
-                out.append(Scoped(_pb_scope(rl.resource, sl.scope), logs=logs))
+                resource = {key: _raw_value(value) for key, value in rl.resource.attributes.items()}
+                scope = Scope(resource, sl.scope.name, sl.scope.version)
+                out.append(Scoped(scope, logs=logs))
     elif signal == "traces":
         for rs in request.resource_spans:
             for ss in rs.scope_spans:
@@ -499,6 +502,108 @@ def _pb_points(metric: Any) -> list[Point]:
                 point.max = _real(p.max) if p.HasField("max") else None
         out.append(point)
     return out
+
+
+# Log records are the volume (an agent sends one per request, tool call, prompt ...),
+# and building a Python object for each attribute of opentelemetry-proto's classes costs
+# more than everything else about a record. So logs are parsed with a message of the same
+# wire format in which each KeyValue list is a map<string, bytes> (a map entry is a
+# message {1: key, 2: value}, exactly KeyValue's layout) and the body an AnyValue's raw
+# bytes: upb makes the dict in C, and _raw_value reads the common scalar values itself.
+_LITE: list[Any] = []
+
+
+def _lite_logs() -> Any:
+    """The ExportLogsServiceRequest look-alike described above (built once)."""
+    if _LITE:
+        return _LITE[0]
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    kind = descriptor_pb2.FieldDescriptorProto
+    package = "telemetryd.otlp_lite"
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="telemetryd_otlp_lite.proto", package=package, syntax="proto3"
+    )
+    one, many = kind.LABEL_OPTIONAL, kind.LABEL_REPEATED
+    text, raw, message = kind.TYPE_STRING, kind.TYPE_BYTES, kind.TYPE_MESSAGE
+    # name -> [(field, number, type, label, message type)]; as in opentelemetry-proto's
+    # logs.proto, resource.proto and common.proto, fields left out are skipped on parsing.
+    shapes: dict[str, list[tuple[str, int, int, int, str]]] = {
+        "Resource": [("attributes", 1, message, many, "Resource.AttributesEntry")],
+        "Scope": [("name", 1, text, one, ""), ("version", 2, text, one, "")],
+        "LogRecord": [
+            ("time_unix_nano", 1, kind.TYPE_FIXED64, one, ""),
+            ("severity_number", 2, kind.TYPE_INT32, one, ""),
+            ("severity_text", 3, text, one, ""),
+            ("body", 5, raw, one, ""),
+            ("attributes", 6, message, many, "LogRecord.AttributesEntry"),
+            ("trace_id", 9, raw, one, ""),
+            ("span_id", 10, raw, one, ""),
+            ("observed_time_unix_nano", 11, kind.TYPE_FIXED64, one, ""),
+            ("event_name", 12, text, one, ""),
+        ],
+        "ScopeLogs": [
+            ("scope", 1, message, one, "Scope"),
+            ("log_records", 2, message, many, "LogRecord"),
+        ],
+        "ResourceLogs": [
+            ("resource", 1, message, one, "Resource"),
+            ("scope_logs", 2, message, many, "ScopeLogs"),
+        ],
+        "Request": [("resource_logs", 1, message, many, "ResourceLogs")],
+    }
+    for name, fields in shapes.items():
+        made = proto.message_type.add(name=name)
+        for field, number, type_, label, type_name in fields:
+            added = made.field.add(name=field, number=number, type=type_, label=label)
+            if type_name:
+                added.type_name = f".{package}.{type_name}"
+            if type_name.endswith("AttributesEntry"):  # map<string, bytes>
+                entry = made.nested_type.add(name="AttributesEntry")
+                entry.options.map_entry = True
+                entry.field.add(name="key", number=1, type=text, label=one)
+                entry.field.add(name="value", number=2, type=raw, label=one)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    request = pool.FindMessageTypeByName(f"{package}.Request")
+    _LITE.append(message_factory.GetMessageClass(request))
+    return _LITE[0]
+
+
+_DOUBLE = struct.Struct("<d")
+
+
+def _raw_value(raw: bytes) -> Any:
+    """An AnyValue from its encoded bytes: strings, integers, doubles and booleans in one
+    field read here, anything else (arrays, maps, bytes, odd encodings) by the real class."""
+    size = len(raw)
+    if not size:
+        return None
+    tag = raw[0]
+    if tag == 0x0A and size > 1 and raw[1] < 0x80 and size == raw[1] + 2:  # string_value
+        try:
+            return raw[2:].decode()
+        except UnicodeDecodeError:
+            raise BadRequest("an attribute's string_value is not UTF-8") from None
+    if tag == 0x18 and size <= 11:  # int_value, a varint
+        number = 0
+        shift = 0
+        for byte in raw[1:]:
+            number |= (byte & 0x7F) << shift
+            shift += 7
+        if raw[-1] < 0x80:
+            return number - (1 << 64) if number >= 1 << 63 else number
+    elif tag == 0x21 and size == 9:  # double_value
+        return _finite(_DOUBLE.unpack_from(raw, 1)[0])
+    elif tag == 0x10 and size == 2:  # bool_value
+        return raw[1] != 0
+    from google.protobuf.message import DecodeError
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+    try:
+        return _pb_value(AnyValue.FromString(raw))
+    except (DecodeError, RecursionError) as exc:
+        raise BadRequest(f"an attribute value is not an AnyValue: {exc}") from None
 
 
 _PB: dict[Signal, tuple[Any, Any]] = {}

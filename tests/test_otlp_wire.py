@@ -1,0 +1,343 @@
+"""OTLP export requests decoded the same from protobuf and from JSON (adapters/otel/wire.py).
+
+Each request is built once with opentelemetry-proto's own classes; its protobuf bytes
+are what an SDK sends, and its OTLP/JSON form is written out here by the rules of the
+specification (hex ids, int64 as strings, lowerCamelCase), independently of the decoder.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+from telemetryd.adapters.otel import wire
+
+TRACE = bytes.fromhex("5b8efff798038103d269b633813fc60c")
+SPAN = bytes.fromhex("eee19b7ec3c1b174")
+PARENT = bytes.fromhex("eee19b7ec3c1b173")
+LONG = "é" * 300  # a string past one byte of length prefix
+
+VALUES: dict[str, Any] = {
+    "text": "some text",
+    "long": LONG,
+    "empty": "",
+    "small": 7,
+    "negative": -5,
+    "big": 2**62 + 1,
+    "double": 637.704,
+    "true": True,
+    "false": False,
+    "list": ["many", 3, [True]],
+    "map": {"inner": {"deeper": 1.5}, "name": "x"},
+}
+
+
+def any_value(value: Any) -> AnyValue:
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    if isinstance(value, str):
+        return AnyValue(string_value=value)
+    if isinstance(value, bytes):
+        return AnyValue(bytes_value=value)
+    if isinstance(value, list):
+        out = AnyValue()
+        out.array_value.values.extend(any_value(v) for v in value)
+        return out
+    out = AnyValue()
+    out.kvlist_value.values.extend(KeyValue(key=k, value=any_value(v)) for k, v in value.items())
+    return out
+
+
+def json_value(value: Any) -> dict[str, Any]:
+    """OTLP/JSON's AnyValue, by the specification (not by the decoder under test)."""
+    if isinstance(value, bool):
+        return {"boolValue": value}
+    if isinstance(value, int):
+        return {"intValue": str(value)}
+    if isinstance(value, float):
+        return {"doubleValue": value}
+    if isinstance(value, str):
+        return {"stringValue": value}
+    if isinstance(value, bytes):
+        return {"bytesValue": base64.b64encode(value).decode()}
+    if isinstance(value, list):
+        return {"arrayValue": {"values": [json_value(v) for v in value]}}
+    return {
+        "kvlistValue": {"values": [{"key": k, "value": json_value(v)} for k, v in value.items()]}
+    }
+
+
+def attributes(values: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"key": k, "value": json_value(v)} for k, v in values.items()]
+
+
+def logs_request() -> tuple[bytes, bytes]:
+    request = ExportLogsServiceRequest()
+    rl = request.resource_logs.add()
+    rl.resource.attributes.extend([KeyValue(key="service.name", value=any_value("agent"))])
+    sl = rl.scope_logs.add()
+    sl.scope.name, sl.scope.version = "lib", "1.2"
+    record = sl.log_records.add(
+        time_unix_nano=0,  # unset: observed time stands in
+        observed_time_unix_nano=1_700_000_000_123_456_789,
+        severity_number=13,
+        severity_text="WARN",
+        trace_id=TRACE,
+        span_id=SPAN,
+        event_name="thing.happened",
+    )
+    record.body.CopyFrom(any_value({"nested": ["body", 1]}))
+    record.attributes.extend(KeyValue(key=k, value=any_value(v)) for k, v in VALUES.items())
+    record.attributes.append(KeyValue(key="raw", value=AnyValue(bytes_value=b"\x00\xff")))
+    as_json = {
+        "resourceLogs": [
+            {
+                "resource": {"attributes": attributes({"service.name": "agent"})},
+                "scopeLogs": [
+                    {
+                        "scope": {"name": "lib", "version": "1.2"},
+                        "logRecords": [
+                            {
+                                "timeUnixNano": "0",
+                                "observedTimeUnixNano": "1700000000123456789",
+                                "severityNumber": 13,
+                                "severityText": "WARN",
+                                "traceId": TRACE.hex().upper(),  # any case
+                                "spanId": SPAN.hex(),
+                                "eventName": "thing.happened",
+                                "body": json_value({"nested": ["body", 1]}),
+                                "attributes": attributes({**VALUES, "raw": b"\x00\xff"}),
+                                "droppedAttributesCount": 0,  # known, unused
+                                "someFutureField": {"x": 1},  # unknown: ignored
+                            }
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
+    return request.SerializeToString(), json.dumps(as_json).encode()
+
+
+def test_logs_decode_the_same_from_protobuf_and_json() -> None:
+    protobuf, as_json = logs_request()
+    from_pb = wire.decode("logs", "protobuf", protobuf)
+    from_json = wire.decode("logs", "json", as_json)
+    assert from_pb == from_json
+    (group,) = from_pb
+    assert group.scope.service == "agent" and (group.scope.name, group.scope.version) == (
+        "lib",
+        "1.2",
+    )
+    (record,) = group.logs
+    assert record.time_ns == 1_700_000_000_123_456_789
+    assert (record.trace_id, record.span_id) == (TRACE.hex(), SPAN.hex())
+    assert (record.severity_number, record.event_name) == (13, "thing.happened")
+    assert record.body == {"nested": ["body", 1]}
+    assert record.attrs == {**VALUES, "raw": base64.b64encode(b"\x00\xff").decode()}
+
+
+def test_spans_and_metrics_decode_the_same_from_protobuf_and_json() -> None:
+    request = ExportTraceServiceRequest()
+    span = (
+        request.resource_spans.add()
+        .scope_spans.add()
+        .spans.add(
+            trace_id=TRACE,
+            span_id=SPAN,
+            parent_span_id=PARENT,
+            name="chat",
+            kind=3,
+            start_time_unix_nano=1_000,
+            end_time_unix_nano=2_000_000_000,
+        )
+    )
+    span.attributes.extend([KeyValue(key="gen_ai.usage.input_tokens", value=any_value(10))])
+    span.status.code, span.status.message = 2, "boom"
+    span.events.add(name="exception", time_unix_nano=1_500)
+    as_json = {
+        "resourceSpans": [
+            {
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": TRACE.hex(),
+                                "spanId": SPAN.hex(),
+                                "parentSpanId": PARENT.hex(),
+                                "name": "chat",
+                                "kind": 3,
+                                "startTimeUnixNano": 1000,  # a number is accepted too
+                                "endTimeUnixNano": "2000000000",
+                                "attributes": attributes({"gen_ai.usage.input_tokens": 10}),
+                                "status": {"code": 2, "message": "boom"},
+                                "events": [{"name": "exception", "timeUnixNano": "1500"}],
+                            }
+                        ]
+                    }
+                ]
+            }
+        ]
+    }
+    from_pb = wire.decode("traces", "protobuf", request.SerializeToString())
+    assert from_pb == wire.decode("traces", "json", json.dumps(as_json).encode())
+    decoded = from_pb[0].spans[0]
+    assert (decoded.parent_span_id, decoded.status_code, decoded.events[0].name) == (
+        PARENT.hex(),
+        2,
+        "exception",
+    )
+
+    metrics = ExportMetricsServiceRequest()
+    scope = metrics.resource_metrics.add().scope_metrics.add()
+    counter = scope.metrics.add(name="token.usage", unit="tokens")
+    counter.sum.aggregation_temporality = 1
+    counter.sum.is_monotonic = True
+    counter.sum.data_points.add(as_int=42, time_unix_nano=5, start_time_unix_nano=4)
+    histogram = scope.metrics.add(name="latency", unit="ms")
+    histogram.histogram.aggregation_temporality = 2
+    histogram.histogram.data_points.add(count=3, sum=7.5, min=1.0, max=4.0, time_unix_nano=5)
+    metrics_json = {
+        "resourceMetrics": [
+            {
+                "scopeMetrics": [
+                    {
+                        "metrics": [
+                            {
+                                "name": "token.usage",
+                                "unit": "tokens",
+                                "sum": {
+                                    "aggregationTemporality": 1,
+                                    "isMonotonic": True,
+                                    "dataPoints": [
+                                        {
+                                            "asInt": "42",
+                                            "timeUnixNano": "5",
+                                            "startTimeUnixNano": "4",
+                                        }
+                                    ],
+                                },
+                            },
+                            {
+                                "name": "latency",
+                                "unit": "ms",
+                                "histogram": {
+                                    "aggregationTemporality": 2,
+                                    "dataPoints": [
+                                        {
+                                            "count": "3",
+                                            "sum": 7.5,
+                                            "min": 1.0,
+                                            "max": 4.0,
+                                            "timeUnixNano": "5",
+                                        }
+                                    ],
+                                },
+                            },
+                        ]
+                    }
+                ]
+            }
+        ]
+    }
+    points = wire.decode("metrics", "protobuf", metrics.SerializeToString())
+    assert points == wire.decode("metrics", "json", json.dumps(metrics_json).encode())
+    total, latency = points[0].points
+    assert (total.kind, total.value, total.temporality, total.monotonic) == (
+        "sum",
+        42,
+        "delta",
+        True,
+    )
+    assert (latency.kind, latency.count, latency.sum, latency.temporality) == (
+        "histogram",
+        3,
+        7.5,
+        "cumulative",
+    )
+
+
+@pytest.mark.parametrize(
+    ("signal", "body", "named"),
+    [
+        ("logs", b'{"resourceLogs": 3}', "$.resourceLogs"),
+        ("logs", b'{"resourceLogs": [', "not JSON"),
+        ("traces", b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"spanId":"abc"}]}]}]}', "spanId"),
+        (
+            "logs",
+            json.dumps(
+                {"resourceLogs": [{"scopeLogs": [{"logRecords": [{"timeUnixNano": "soon"}]}]}]}
+            ).encode(),
+            "timeUnixNano",
+        ),
+    ],
+)
+def test_bad_json_names_where(signal: wire.Signal, body: bytes, named: str) -> None:
+    with pytest.raises(wire.BadRequest, match=named.replace("$", r"\$")):
+        wire.decode(signal, "json", body)
+
+
+def test_bad_protobuf_is_a_bad_request() -> None:
+    with pytest.raises(wire.BadRequest, match="protobuf"):
+        wire.decode("logs", "protobuf", b"\x0a\xff\xff\xff\x0f junk")
+    request = ExportLogsServiceRequest()
+    record = request.resource_logs.add().scope_logs.add().log_records.add()
+    record.trace_id = b"\x01\x02"  # not 16 bytes
+    with pytest.raises(wire.BadRequest, match="trace_id"):
+        wire.decode("logs", "protobuf", request.SerializeToString())
+    bad_utf8 = ExportLogsServiceRequest()
+    attribute = bad_utf8.resource_logs.add().scope_logs.add().log_records.add().attributes.add()
+    attribute.key = "k"
+    attribute.value.string_value = "ok"
+    raw = bad_utf8.SerializeToString().replace(b"ok", b"\xff\xfe")
+    with pytest.raises(wire.BadRequest):
+        wire.decode("logs", "protobuf", raw)
+
+
+def test_non_finite_doubles_and_all_zero_ids() -> None:
+    request = ExportLogsServiceRequest()
+    record = request.resource_logs.add().scope_logs.add().log_records.add(trace_id=bytes(16))
+    record.attributes.extend(
+        [
+            KeyValue(key="nan", value=any_value(math.nan)),
+            KeyValue(key="inf", value=any_value(-math.inf)),
+        ]
+    )
+    (decoded,) = wire.decode("logs", "protobuf", request.SerializeToString())[0].logs
+    assert decoded.trace_id == ""  # all zero: no trace
+    assert decoded.attrs == {"nan": "nan", "inf": "-inf"}  # JSON has no NaN: kept as text
+
+
+def test_answers_in_each_encoding() -> None:
+    assert wire.success("logs", "json") == b"{}"
+    partial = json.loads(wire.success("logs", "json", 2, "bad record"))
+    assert partial == {"partialSuccess": {"rejectedLogRecords": "2", "errorMessage": "bad record"}}
+    assert (
+        json.loads(wire.success("traces", "json", 1, "x"))["partialSuccess"]["rejectedSpans"] == "1"
+    )
+    answer = ExportLogsServiceResponse.FromString(wire.success("logs", "protobuf", 3, "why"))
+    assert (answer.partial_success.rejected_log_records, answer.partial_success.error_message) == (
+        3,
+        "why",
+    )
+    assert wire.success("metrics", "protobuf") == b""
+    assert json.loads(wire.status("json", 3, "bad")) == {"code": 3, "message": "bad"}
+    status = wire.status("protobuf", 3, "é" * 100)  # a message past one byte of length
+    assert status[:2] == b"\x08\x03" and status.endswith("é".encode() * 100)
