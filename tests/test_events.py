@@ -34,6 +34,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "metric": {"name": "queue_depth", "value": 3, "kind": "gauge"},
     "alert": {"severity": "warning", "kind": "budget", "message": "80% spent"},
     "prompt": {},
+    "span": {"name": "chat gpt-4o"},
     "custom": {"name": "anything"},
 }
 

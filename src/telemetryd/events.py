@@ -243,6 +243,17 @@ class Prompt(Event, tag="prompt", kw_only=True):
     length: NonNegInt | None = None
 
 
+class Span(Event, tag="span", kw_only=True):
+    """One span of a trace (an OpenTelemetry span): the envelope's ``trace_id``,
+    ``span_id`` and ``parent_span_id`` place it in its trace, ``ts`` is its start."""
+
+    name: str
+    kind: Literal["internal", "server", "client", "producer", "consumer"] | None = None
+    duration_ms: NonNegInt | None = None
+    success: bool | None = None
+    error: str | None = None
+
+
 class Custom(Event, tag="custom", kw_only=True):
     """Anything else: a name, with the data in ``attrs``."""
 
@@ -264,6 +275,7 @@ AnyEvent = (
     | Metric
     | Alert
     | Prompt
+    | Span
     | Custom
 )
 

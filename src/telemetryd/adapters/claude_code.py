@@ -42,6 +42,7 @@ Plain Python and no imports at module level: the hook runs on every tool call.
 
 from __future__ import annotations
 
+from telemetryd.adapters import ids
 from telemetryd.adapters import usage as usage_mod
 
 TYPE_CHECKING = False
@@ -228,27 +229,19 @@ def hook_events(
 
 
 def _derived_id(event: dict[str, Any]) -> str | None:
-    """Ids that make a repeated hook (installed twice) harmless: one per tool use or agent."""
+    """Ids that make a repeated hook (installed twice) harmless: one per tool use or agent
+    (:mod:`telemetryd.adapters.ids`: OTLP events of the same tool use get the same id)."""
     kind = event["type"]
     session = event.get("session_id", "")
     if kind in ("tool_call", "tool_result"):
         use_id = event["tool"].get("use_id")
         if use_id:
-            return _bounded(f"cc:{kind}:{session}:{use_id}")
+            return ids.tool_event_id(kind, session, use_id)
     elif kind in ("agent_start", "agent_stop"):
         agent_id = (event.get("agent") or {}).get("id")
         if agent_id:
-            return _bounded(f"cc:{kind}:{session}:{agent_id}")
+            return ids.agent_event_id(kind, session, agent_id)
     return None
-
-
-def _bounded(text: str) -> str:
-    """Event ids are at most 128 characters; long ones are hashed."""
-    if len(text) <= 128:
-        return text
-    import hashlib
-
-    return "cc:" + hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 # -- transcripts ---------------------------------------------------------------

@@ -9,8 +9,11 @@ end). What stays in memory is one file's window of pending requests (see
 :class:`~telemetryd.adapters.claude_code.Dedup`) and a bounded set of the
 request keys already sent.
 
-Event ids are derived from the source: Claude Code's (``message.id``,
-``requestId``), Codex's session and cumulative token counts. Importing the same
+Event ids are derived from the source: Claude Code's ``requestId`` (the rule of
+:func:`telemetryd.adapters.ids.request_event_id`, shared with the OTLP mappers, so
+a request exported over OTLP and imported from its transcript is one row; lines
+without a ``message.id`` and ``requestId`` are keyed by their line), Codex's
+session and cumulative token counts. Importing the same
 data again, or a copy of it, sends the same ids, which the daemon and the store
 drop as duplicates. On top of that, files that did not change since the last
 complete import (same size, mtime and inode, recorded in
@@ -34,7 +37,7 @@ from typing import Any, BinaryIO
 import msgspec
 
 from telemetryd import paths
-from telemetryd.adapters import claude_code, codex, pricing
+from telemetryd.adapters import claude_code, codex, ids, pricing
 from telemetryd.client.delivery import EventStream
 from telemetryd.errors import DaemonBusy, DaemonUnavailable, TelemetryError
 
@@ -405,7 +408,10 @@ class Importer:
 
     def _claude_emit(self, entry: dict[str, Any]) -> None:
         if entry["key"] is not None:
-            event_id, digest = _event_id("cc", "\0".join(entry["key"]))
+            # The request id rule every path shares (adapters/ids.py): an OTLP export or
+            # a hook of the same request gives the same id, so it is stored once.
+            event_id = ids.request_event_id(claude_code.PROVIDER, entry["key"][1])
+            digest = hashlib.blake2b(event_id.encode(), digest_size=16).digest()
         else:
             event_id, digest = _event_id("cc-line", entry["line_id"])
         self._emit(claude_code.api_request_event(entry, event_id), digest)

@@ -55,7 +55,7 @@ CREATE TABLE events (
     tokens_total BIGINT,
     tokens_estimated_total BIGINT,
     tokens_tokenizer VARCHAR,
-    -- api_request, sessions, activations, tools, skills
+    -- api_request, sessions, activations, tools, skills, spans
     cost_usd DOUBLE,
     cost_source VARCHAR,
     duration_ms BIGINT,
@@ -65,7 +65,7 @@ CREATE TABLE events (
     tool_use_id VARCHAR,
     tool_success BOOLEAN,
     tool_error VARCHAR,
-    -- skill, metric, custom: name; error, alert: message
+    -- skill, metric, span, custom: name; error, alert: message
     name VARCHAR,
     message VARCHAR,
     category VARCHAR,
@@ -75,7 +75,7 @@ CREATE TABLE events (
     level VARCHAR,
     component VARCHAR,
     event VARCHAR,
-    -- metric, alert
+    -- metric, alert, span (kind: the span kind)
     value DOUBLE,
     unit VARCHAR,
     kind VARCHAR,

@@ -44,6 +44,24 @@ SELECT
 FROM events AS e
 WHERE e.type IN ('agent_start', 'agent_stop');
 
+-- One row per span of a trace (OTLP spans, and producers' own `span` events); the
+-- trace(trace_id) macro lists a trace's events in span order.
+CREATE OR REPLACE VIEW spans AS
+SELECT
+    e.ts AS timestamp,
+    e.trace_id,
+    e.span_id,
+    e.parent_span_id,
+    e.name,
+    e.kind,
+    e.duration_ms,
+    e.success,
+    e.error,
+    e.session_id,
+    e.source
+FROM events AS e
+WHERE e.type = 'span';
+
 -- One row per skill activation.
 CREATE OR REPLACE VIEW skill_activations AS
 SELECT

@@ -1,0 +1,61 @@
+"""Event ids derived from the source's own identifiers: one real thing, one event.
+
+Every adapter that can see the same thing through another path (a hook, an
+OTLP export, a transcript import) derives its id with the functions here, so
+the daemon's and the store's deduplication by ``id`` keep one row whatever
+path brought it first:
+
+- an API request: :func:`request_event_id` from the provider's request id
+  (Anthropic's ``request-id`` header: ``request_id`` in Claude Code's OTLP
+  events and spans, ``requestId`` in its transcripts; a response id
+  elsewhere);
+- a tool call or result: :func:`tool_event_id` from the session and the
+  agent's tool-use id (the Claude Code hook's rule, which Codex hooks share);
+- anything else seen on one path only: :func:`hashed_id` of what identifies it
+  there, so that a producer's retry of the same batch gives the same ids.
+
+Ids are at most 128 characters (the event model's limit); longer ones are
+hashed. Plain Python, and ``hashlib`` only when a hash is needed:
+``telemetryctl hook`` imports this on every tool call.
+"""
+
+from __future__ import annotations
+
+MAX_ID = 128  # events.EventId's max_length
+
+
+def _digest(text: str) -> str:
+    import hashlib
+
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def bounded(text: str, prefix: str) -> str:
+    """``text`` when it fits in an id, else ``prefix`` and a hash of it."""
+    if len(text) <= MAX_ID:
+        return text
+    return prefix + _digest(text)
+
+
+def request_event_id(provider: str, request_id: str) -> str:
+    """The id of the ``api_request`` of the provider's request ``request_id``:
+    ``req:<provider>:<request id>`` (``req:`` and a hash when that is too long)."""
+    return bounded(f"req:{provider}:{request_id}", "req:")
+
+
+def tool_event_id(kind: str, session: str, use_id: str) -> str:
+    """The id of a ``tool_call`` / ``tool_result`` (``kind``) of the tool use
+    ``use_id`` in ``session``: ``cc:<kind>:<session>:<use id>``. (The ``cc:`` prefix
+    is historical: the Claude Code hook adapter introduced the rule.)"""
+    return bounded(f"cc:{kind}:{session}:{use_id}", "cc:")
+
+
+def agent_event_id(kind: str, session: str, agent_id: str) -> str:
+    """The id of an ``agent_start`` / ``agent_stop`` of the sub-agent ``agent_id``."""
+    return bounded(f"cc:{kind}:{session}:{agent_id}", "cc:")
+
+
+def hashed_id(prefix: str, *parts: str) -> str:
+    """``prefix`` and a hash of ``parts`` (joined with NUL): a deterministic id for a
+    record that has no id of its own."""
+    return prefix + _digest("\0".join(parts))
