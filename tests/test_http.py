@@ -86,6 +86,19 @@ def client(daemon: Daemon) -> Client:
     return Client(daemon)
 
 
+_made = iter(range(1, 1_000_000))
+
+
+def unique_logs() -> bytes:
+    """The upstream logs example with a body of its own: the daemon keeps an exporter's
+    retry of the same record once (its id is a hash of the record), so a test that counts
+    events posts a new record each time."""
+    request = json.loads((FIXTURES / "logs.json").read_bytes())
+    record = request["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]
+    record["body"] = {"stringValue": f"Example log record {next(_made)}"}
+    return json.dumps(request).encode()
+
+
 def journaled(daemon: Daemon) -> list[dict[str, Any]]:
     return daemon.journal_events()
 
@@ -93,7 +106,7 @@ def journaled(daemon: Daemon) -> list[dict[str, Any]]:
 def assert_unharmed(client: Client, before: int) -> None:
     """Nothing more was journaled, and the daemon still takes a good request."""
     assert len(journaled(client.daemon)) == before
-    status, _, body = client.post("/v1/logs", (FIXTURES / "logs.json").read_bytes())
+    status, _, body = client.post("/v1/logs", unique_logs())
     assert (status, body) == (200, b"{}")
     assert len(journaled(client.daemon)) == before + 1
 
@@ -343,7 +356,7 @@ def test_token_host_and_origin_checks(client: Client) -> None:
     assert status == 403 and b"Origin" in answer
     assert not any(name.lower().startswith("access-control") for name in headers)
     for host in ("localhost:4318", "[::1]:4318", "127.0.0.1"):
-        status, _, _ = client.post("/v1/logs", body, headers={"Host": host})
+        status, _, _ = client.post("/v1/logs", unique_logs(), headers={"Host": host})
         assert status == 200, host
     assert len(journaled(client.daemon)) == before + 3
     status, _, _ = client.post("/v1/nowhere", body)
@@ -363,32 +376,30 @@ def test_allowed_hosts_and_no_token(daemon_factory: Any) -> None:
 
 
 def test_http_1_0_pipelining_chunked_and_expect_continue(client: Client) -> None:
-    body = (FIXTURES / "logs.json").read_bytes()
     before = len(journaled(client.daemon))
     # HTTP/1.0: answered, then closed.
+    body = unique_logs()
     head = client.head("/v1/logs", len(body)).replace(b"HTTP/1.1", b"HTTP/1.0")
     answer = client.raw(head + body)
     assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"{}")
     # Three requests pipelined on one connection, the last closing it.
-    pipelined = (
-        (client.head("/v1/logs", len(body)) + body) * 2
-        + client.head("/v1/logs", len(body), "Connection: close\r\n")
-        + body
+    bodies = [unique_logs() for _ in range(3)]
+    pipelined = b"".join(
+        client.head("/v1/logs", len(b), "Connection: close\r\n" if i == 2 else "") + b
+        for i, b in enumerate(bodies)
     )
     assert client.raw(pipelined).count(b"HTTP/1.1 200 ") == 3
     # Chunked.
+    body = unique_logs()
     head = client.head("/v1/logs", 0, "Connection: close\r\n").replace(
         b"Content-Length: 0\r\n", b"Transfer-Encoding: chunked\r\n"
     )
     half = len(body) // 2
-    chunks = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (
-        half,
-        body[:half],
-        len(body) - half,
-        body[half:],
-    )
+    parts = (half, body[:half], len(body) - half, body[half:])
+    chunks = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % parts
     assert client.raw(head + chunks).startswith(b"HTTP/1.1 200 ")
     # Expect: 100-continue: the interim answer comes before the body is sent.
+    body = unique_logs()
     with socket.create_connection((client.host, client.port), timeout=10) as sock:
         sock.sendall(client.head("/v1/logs", len(body), "Expect: 100-continue\r\n"))
         assert sock.recv(65536).startswith(b"HTTP/1.1 100 ")
@@ -415,7 +426,7 @@ def test_a_slow_client_is_cut_off_and_others_are_served(daemon_factory: Any) -> 
                 slow.sendall(bytes([byte]))
             except OSError:
                 break
-            status, _, _ = client.post("/v1/logs", (FIXTURES / "logs.json").read_bytes())
+            status, _, _ = client.post("/v1/logs", unique_logs())
             assert status == 200  # others are served meanwhile
             slow.settimeout(1.0)
             try:
@@ -484,3 +495,93 @@ def test_stopping_closes_idle_connections_at_once(daemon: Daemon) -> None:
     finally:
         kept.close()
         idle.close()
+
+
+# -- the agents' exports, through the daemon --------------------------------------------------
+
+AGENTS = Path(__file__).parent / "fixtures" / "otlp"  # (their README says how they were made)
+TRANSCRIPT = Path(
+    "/work/shared/samples/claude-code/transcripts/spotter_short_session_v2.1.38.jsonl"
+)
+
+
+def as_protobuf(signal: str, body: bytes) -> bytes:
+    """The same export request in protobuf, converted by protobuf's own JSON parser (the
+    fixtures have no trace or span ids, the one place OTLP/JSON differs from proto3 JSON)."""
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    assert signal == "logs" and b"traceId" not in body
+    return json_format.Parse(body, ExportLogsServiceRequest()).SerializeToString()
+
+
+def rows(daemon: Daemon) -> list[dict[str, Any]]:
+    return [{k: v for k, v in e.items() if k != "received_at"} for e in journaled(daemon)]
+
+
+def test_a_claude_code_export_in_json_and_protobuf_gives_the_same_rows(
+    daemon_factory: Any, state_home: Path
+) -> None:
+    body = (AGENTS / "claude_code_logs.json").read_bytes()
+    first = daemon_factory().start()
+    status, _, answer = Client(first).post("/v1/logs", body)
+    assert (status, answer) == (200, b"{}")
+    (state_home / "second").mkdir()
+    second = daemon_factory(home=state_home / "second").start()
+    status, _, answer = Client(second).post("/v1/logs", as_protobuf("logs", body), PROTOBUF)
+    assert (status, answer) == (200, b"")
+    assert rows(first) == rows(second)
+    requests = [e for e in rows(first) if e["type"] == "api_request" and e.get("tokens")]
+    assert requests and all(e["source"] == "claude-code" for e in requests)
+    # The same export again (an exporter's retry) adds nothing.
+    Client(first).post("/v1/logs", body)
+    assert len(journaled(first)) == len(rows(second))
+
+
+def test_codex_gemini_and_copilot_exports(client: Client) -> None:
+    for name, signal in (
+        ("codex_logs.json", "logs"),
+        ("gemini_logs.json", "logs"),
+        ("copilot_traces.json", "traces"),
+    ):
+        status, _, answer = client.post(f"/v1/{signal}", (AGENTS / name).read_bytes())
+        assert (status, answer) == (200, b"{}"), name
+    requests = {e["source"]: e for e in journaled(client.daemon) if e["type"] == "api_request"
+                and e.get("success", True)}  # fmt: skip
+    assert set(requests) == {"codex", "gemini-cli", "copilot"}
+    for event in requests.values():
+        tokens = event["tokens"]
+        assert tokens["source"] == "actual" and tokens["input"] >= 0 and tokens["output"] > 0
+    # Codex sends its counts as strings, with cached input inside input: both undone.
+    codex = json.loads((AGENTS / "codex_logs.json").read_bytes())
+    completed = next(
+        {a["key"]: a["value"] for a in r["attributes"]}
+        for r in codex["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+        if any(a["value"].get("stringValue") == "response.completed" for a in r["attributes"])
+    )
+    sent_input = int(completed["input_token_count"]["stringValue"])
+    cached = int(completed["cached_token_count"].get("intValue")
+                 or completed["cached_token_count"].get("stringValue"))  # fmt: skip
+    assert requests["codex"]["tokens"]["input"] == sent_input - cached
+    assert requests["codex"]["tokens"]["cache_read"] == cached
+
+
+def test_one_request_through_otlp_and_a_transcript_import_is_one_row(
+    running_daemon: Daemon,
+) -> None:
+    """claude_code_logs.json's api_request is the first response of a real transcript
+    (same requestId): exported, then imported, it is one row in the store."""
+    from conftest import ctl
+
+    client = Client(running_daemon)
+    status, _, _ = client.post("/v1/logs", (AGENTS / "claude_code_logs.json").read_bytes())
+    assert status == 200
+    result = ctl("import", "claude-code", str(TRANSCRIPT))
+    assert result.returncode == 0, result.stderr.decode()
+    query = (
+        "select count(*) as n, count(distinct source) as sources from events "
+        "where type = 'api_request' and id = 'req:anthropic:req_011CY15QS2LGwAeBxdfa6e1V'"
+    )
+    result = ctl("query", "--format", "json", query)
+    assert result.returncode == 0, result.stderr.decode()
+    assert json.loads(result.stdout) == [{"n": 1, "sources": 1}]

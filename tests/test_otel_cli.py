@@ -228,7 +228,7 @@ def test_an_sdk_set_up_by_the_printed_lines_reaches_the_daemon(
         "provider.get_logger('t').emit(LogRecord(body='from the environment'))\n"
         "provider.shutdown()\n"
     )
-    script = f'eval "$("$TELEMETRYCTL" otel env claude-code)" && exec "$PYTHON" -c "$PROGRAM"'
+    script = 'eval "$("$TELEMETRYCTL" otel env claude-code)" && exec "$PYTHON" -c "$PROGRAM"'
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update(TELEMETRYCTL=TELEMETRYCTL, PYTHON=sys.executable, PROGRAM=program)
     result = subprocess.run(

@@ -7,8 +7,10 @@ The daemon runs it for small requests, and an ingest worker process for big ones
 
 from __future__ import annotations
 
+import functools
 import logging
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -66,23 +68,18 @@ def to_events(
     problem = ""
     for group in wire.decode(signal, encoding, body):
         scope = group.scope
-        items: list[Any]
+        work: list[tuple[Callable[[Any], list[dict[str, Any]]], Any]]
         if signal == "logs":
-            items = group.logs
+            logs = functools.partial(mapping.log_events, scope, prompt_text=prompt_text)
+            work = [(logs, record) for record in group.logs]
         elif signal == "traces":
-            items = group.spans
+            work = [(functools.partial(mapping.span_events, scope), s) for s in group.spans]
         else:
-            items = group.points
-        for item in items:
+            work = [(functools.partial(mapping.metric_events, scope), p) for p in group.points]
+        for mapper, item in work:
             records += 1
             try:
-                if signal == "logs":
-                    events = mapping.log_events(scope, item, prompt_text=prompt_text)
-                elif signal == "traces":
-                    events = mapping.span_events(scope, item)
-                else:
-                    events = mapping.metric_events(scope, item)
-                out.extend(_ENCODE(event) + b"\n" for event in events)
+                out.extend(_ENCODE(event) + b"\n" for event in mapper(item))
             except Exception as exc:  # a bug in a mapper: the record is rejected, not the rest
                 log.exception("mapping an OTLP %s record failed", signal)
                 unmapped += 1
