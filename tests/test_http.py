@@ -585,3 +585,40 @@ def test_one_request_through_otlp_and_a_transcript_import_is_one_row(
     result = ctl("query", "--format", "json", query)
     assert result.returncode == 0, result.stderr.decode()
     assert json.loads(result.stdout) == [{"n": 1, "sources": 1}]
+
+
+def test_bodies_held_at_once_are_bounded(daemon_factory: Any) -> None:
+    """Many clients each sending most of a big body and stalling: past the listener's
+    budget for bodies held at once (64 MiB) the next one is answered 503, so the daemon's
+    memory stays bounded; once they go, requests are served again."""
+    from telemetryd.daemon.listeners.http import MAX_BUFFERED
+
+    size = 4 * 1024 * 1024
+    daemon = daemon_factory(["--set", f"http.max-body-bytes={size}"]).start()
+    client = Client(daemon)
+    part = b" " * (size - 1024)
+    stalled: list[socket.socket] = []
+    refused = 0
+    try:
+        for _ in range(MAX_BUFFERED // len(part) + 2):
+            sock = socket.create_connection((client.host, client.port), timeout=10)
+            stalled.append(sock)
+            sock.sendall(client.head("/v1/logs", size) + part)
+            sock.settimeout(0.5)
+            try:
+                answer = sock.recv(65536)
+            except TimeoutError:
+                continue  # held, waiting for the rest of its body
+            assert answer.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in answer
+            refused += 1
+        assert refused >= 1
+    finally:
+        for sock in stalled:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while True:  # (the daemon notices the closed connections as it reads)
+        status, _, _ = client.post("/v1/logs", unique_logs())
+        if status == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert status == 200

@@ -228,7 +228,9 @@ class Receiver:
             self._remember_start(payload)
         elif name in ("PostToolUse", "PostToolUseFailure"):
             duration = self._elapsed(payload)
-        elif name == "SubagentStop":
+        elif name == "SubagentStop" and request.local:
+            # (The sub-agent's transcript is a file on this machine: a payload from
+            # another machine names a path of its own, never read here.)
             subagent = await self.listener.offload(
                 lambda: claude_code.subagent_usage(payload, source), MAX_HOOK_BYTES
             )

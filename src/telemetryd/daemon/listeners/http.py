@@ -29,10 +29,12 @@ loop; checking and journaling stay on the loop.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
+import ipaddress
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -48,6 +50,9 @@ from telemetryd.errors import JournalError
 log = logging.getLogger(__name__)
 
 READ_SIZE = 64 * 1024
+LINGER_SECONDS = 1.0  # a client answered before its body was read gets this long ...
+LINGER_READS = 256  # ... and this many reads to stop sending
+MAX_BUFFERED = 64 * 1024 * 1024  # request bodies held by all connections together
 MAX_HEAD_BYTES = 64 * 1024  # a request line and headers, at most
 INLINE_BYTES = 64 * 1024  # bodies up to this size are handled on the event loop
 JOURNAL_WAIT = 2.0  # seconds a request waits for room in the journal's queue, then 503
@@ -81,18 +86,42 @@ def plain(status: int, message: str, **kwargs: Any) -> Reply:
 
 
 class Request:
-    """One request as the handlers see it: method, path, headers (lowercase names), body."""
+    """One request as the handlers see it: method, path, headers (lowercase names), body,
+    and whether it came from this machine (a loopback address)."""
 
-    __slots__ = ("body", "headers", "method", "path")
+    __slots__ = ("body", "headers", "local", "method", "path")
 
-    def __init__(self, method: str, path: str, headers: dict[str, str], body: bytes) -> None:
+    def __init__(
+        self, method: str, path: str, headers: dict[str, str], body: bytes, local: bool
+    ) -> None:
         self.method = method
         self.path = path
         self.headers = headers
         self.body = body
+        self.local = local
 
 
-Handler = Callable[[Request], Any]  # async (Request) -> Reply
+Handler = Callable[[Request], Awaitable[Reply]]
+
+
+async def _linger(stream: SocketStream) -> None:
+    """Close without a reset: closing a socket with unread input makes the kernel reset
+    the connection, and a client still sending would never read the answer. So stop
+    sending, and drop what the client sends for a moment (up to a bound)."""
+    gone = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+    with contextlib.suppress(*gone):
+        await stream.send_eof()
+        with anyio.move_on_after(LINGER_SECONDS):
+            for _ in range(LINGER_READS):
+                await stream.receive(READ_SIZE)
+
+
+def _loopback(stream: SocketStream) -> bool:
+    address = stream.extra(anyio.abc.SocketAttribute.remote_address)
+    try:
+        return ipaddress.ip_address(address[0]).is_loopback
+    except (ValueError, TypeError, IndexError):
+        return False
 
 
 class _Client:
@@ -128,6 +157,7 @@ class HttpListener:
         self._token = f"Bearer {token}".encode() if token is not None else None
         self.connections = 0
         self.requests = 0
+        self.buffered = 0  # bytes of request bodies held now
         self.stopping = False
         self._accepting = anyio.CancelScope()
         self._clients: dict[_Client, None] = {}  # oldest first
@@ -217,7 +247,10 @@ class HttpListener:
             else:  # a broken request (h11 said why), or a timeout in its head
                 reply = event
             await self._send(stream, conn, reply)
-            if reply.close or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+            if conn.their_state not in (h11.DONE, h11.IDLE, h11.CLOSED):
+                await _linger(stream)  # what it still sends is dropped, not reset
+                return
+            if reply.close or conn.our_state is not h11.DONE:
                 return
             conn.start_next_cycle()
             first = False
@@ -269,10 +302,20 @@ class HttpListener:
         limit = self.config.max_body_bytes
         if length is not None and length.isdigit() and int(length) > limit:
             return plain(413, f"the body is over the limit of {limit} bytes", close=True)
-        body = await self._body(stream, conn, limit)
-        if isinstance(body, Reply):
-            return body
-        return await self.routes[path](Request(head.method.decode(), path, headers, body))  # type: ignore[no-any-return]
+        held = [0]  # bytes of body this request holds in the budget
+        try:
+            body = await self._body(stream, conn, limit, held)
+            if isinstance(body, Reply):
+                return body
+            request = Request(head.method.decode(), path, headers, body, _loopback(stream))
+            del body
+            try:
+                return await self.routes[path](request)
+            except Exception:  # a bug: this request gets a 500, the daemon goes on
+                log.exception("HTTP %s failed", path)
+                return plain(500, "internal error; the daemon's log says more", close=True)
+        finally:
+            self.buffered -= held[0]
 
     def _refusal(self, head: h11.Request, headers: dict[str, str], path: str) -> Reply | None:
         host = headers.get("host")
@@ -306,10 +349,16 @@ class HttpListener:
             name = name.split(":", 1)[0]
         return name in LOOPBACK_HOSTS or name in self.config.allowed_hosts
 
-    async def _body(self, stream: SocketStream, conn: h11.Connection, limit: int) -> bytes | Reply:
-        """The whole body (at most ``limit`` bytes, within body-timeout), or the Reply."""
+    async def _body(
+        self, stream: SocketStream, conn: h11.Connection, limit: int, held: list[int]
+    ) -> bytes | Reply:
+        """The whole body (at most ``limit`` bytes, within body-timeout), or the Reply.
+        What it holds is counted in ``held[0]`` and :attr:`buffered` (the caller gives
+        it back): all connections together hold at most ``MAX_BUFFERED`` (or one body
+        of the limit), past that a request is answered 503."""
         parts: list[bytes] = []
         size = 0
+        budget = max(MAX_BUFFERED, limit)
         with anyio.move_on_after(self.config.body_timeout):
             while True:
                 try:
@@ -321,6 +370,11 @@ class HttpListener:
                     if size > limit:
                         message = f"the body is over the limit of {limit} bytes"
                         return plain(413, message, close=True)
+                    held[0] += len(event.data)
+                    self.buffered += len(event.data)
+                    if self.buffered > budget:
+                        message = "too many request bodies are being received at once"
+                        return plain(503, message, close=True)
                     parts.append(event.data)
                 elif isinstance(event, h11.EndOfMessage):
                     return b"".join(parts)
