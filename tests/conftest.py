@@ -60,6 +60,13 @@ def state_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     shutil.rmtree(home, ignore_errors=True)
 
 
+@pytest.fixture
+def default_http_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default `[http] address` for tests that render or install it (``state_home``
+    gives daemons port 0)."""
+    monkeypatch.delenv("TELEMETRYD_HTTP_ADDRESS", raising=False)
+
+
 class Daemon:
     """The real `telemetryd` in a subprocess, on real sockets under ``home``."""
 

@@ -701,6 +701,7 @@ def world_readable_files_holding(directory: Path, secret: str) -> list[Path]:
     ]
 
 
+@pytest.mark.usefixtures("default_http_address")
 def test_http_install_writes_http_hooks_and_keeps_the_token_private(
     private_home: Path, state_home: Path
 ) -> None:
@@ -748,6 +749,7 @@ def test_http_install_writes_http_hooks_and_keeps_the_token_private(
     assert [b.stat().st_mode & 0o777 for b in backups(path)] == [0o644, 0o600]
 
 
+@pytest.mark.usefixtures("default_http_address")
 def test_switching_between_http_and_command_hooks(private_home: Path, state_home: Path) -> None:
     path = settings_file(private_home)
     write_settings(path, {"env": {"EDITOR": "vi"}})
@@ -764,6 +766,7 @@ def test_switching_between_http_and_command_hooks(private_home: Path, state_home
     assert {h["type"] for h in handlers} == {"command"}
 
 
+@pytest.mark.usefixtures("default_http_address")
 def test_http_install_endpoint_from_configuration_and_flag(
     private_home: Path, state_home: Path
 ) -> None:
@@ -780,6 +783,7 @@ def test_http_install_endpoint_from_configuration_and_flag(
     assert result.returncode == 1 and b"the HTTP listener is off" in result.stderr
 
 
+@pytest.mark.usefixtures("default_http_address")
 def test_http_install_never_writes_the_token_into_a_shared_project_file(
     private_home: Path, state_home: Path, tmp_path: Path
 ) -> None:
@@ -801,6 +805,7 @@ def test_http_install_never_writes_the_token_into_a_shared_project_file(
     assert world_readable_files_holding(project, secret) == []
 
 
+@pytest.mark.usefixtures("default_http_address")
 def test_http_install_dry_run_shows_no_token(private_home: Path, state_home: Path) -> None:
     result = ctl("hooks", "install", "claude-code", "--http", "--dry-run")
     assert result.returncode == 0, result.stderr

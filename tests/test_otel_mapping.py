@@ -19,7 +19,7 @@ from telemetryd.adapters.otel.records import LogRecord, Point, Scope, Span, Span
 from telemetryd.client import importer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "otlp"
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+SAMPLES = Path("/work/shared/samples")  # (as tests/test_import.py reads them)
 TRANSCRIPT = SAMPLES / "claude-code" / "transcripts" / "spotter_short_session_v2.1.38.jsonl"
 LIMITS = {"max_attrs_bytes": 16 * 1024, "max_attrs_depth": 8}
 
@@ -472,7 +472,8 @@ def test_genai_inference_details_log_shares_the_chat_spans_id() -> None:
 
 
 def test_unknown_records_become_log_and_span_events() -> None:
-    data = json.loads((SAMPLES / "otlp" / "opentelemetry-proto_examples_logs.json").read_text())
+    upstream = Path(__file__).parent / "fixtures" / "otlp-upstream" / "logs.json"
+    data = json.loads(upstream.read_text())
     rec = data["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]
     scope = Scope(resource={"service.name": "my.service"}, name="my.library", version="1.0.0")
     record = LogRecord(

@@ -24,7 +24,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, ctl
 from telemetryd.client import service
 from telemetryd.daemon.service import Notifier, listen_fds, watchdog, watchdog_loop
 from telemetryd.errors import ConfigError
@@ -45,10 +45,11 @@ def tool(name: str) -> str:
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fake HOME that does not exist yet; XDG variables cleared so the defaults apply."""
+    """A fake HOME that does not exist yet; XDG variables (and conftest's port 0 for
+    daemons) cleared so the defaults apply."""
     fake = tmp_path / "home"
     monkeypatch.setenv("HOME", str(fake))
-    for name in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_RUNTIME_DIR"):
+    for name in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_RUNTIME_DIR", "TELEMETRYD_HTTP_ADDRESS"):
         monkeypatch.delenv(name, raising=False)
     return fake
 
@@ -105,7 +106,7 @@ def rendered_linux() -> dict[str, str]:
     return service.render("linux", EXECUTABLE, service.layout("linux"))
 
 
-@pytest.mark.usefixtures("no_telemetryd_home")
+@pytest.mark.usefixtures("no_telemetryd_home", "default_http_address")
 def test_rendered_units_pass_systemd_analyze_verify(home: Path, tmp_path: Path) -> None:
     units = rendered_linux()
     socket_unit = units[f"{home}/.config/systemd/user/telemetryd.socket"]
@@ -125,6 +126,7 @@ def test_rendered_units_pass_systemd_analyze_verify(home: Path, tmp_path: Path) 
 
 
 @pytest.mark.parametrize("name", ["td", "td home%1"])
+@pytest.mark.usefixtures("default_http_address")
 def test_units_with_telemetryd_home_pass_verify(
     name: str, home: Path, state_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -322,7 +324,7 @@ def test_install_dry_run_linux(home: Path) -> None:
     assert not home.exists()  # nothing written
 
 
-@pytest.mark.usefixtures("no_telemetryd_home")
+@pytest.mark.usefixtures("no_telemetryd_home", "default_http_address")
 def test_install_dry_run_darwin(home: Path) -> None:
     result = service_cli("install", "--dry-run", "--platform", "darwin")
     assert result.returncode == 0, result.stderr
@@ -345,6 +347,7 @@ def test_install_dry_run_darwin(home: Path) -> None:
     assert not home.exists()
 
 
+@pytest.mark.usefixtures("default_http_address")
 def test_install_dry_run_passes_telemetryd_home(
     home: Path, state_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -882,3 +885,13 @@ def test_the_first_otlp_request_on_the_passed_http_socket_starts_and_reaches_the
             activator.kill()
             activator.wait(10)
         log.close()
+
+
+def test_a_service_cannot_be_rendered_for_port_0(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Port 0 (any free port) suits a daemon started by hand, not a socket unit."""
+    monkeypatch.setenv("TELEMETRYD_HTTP_ADDRESS", "127.0.0.1:0")
+    result = ctl("service", "install", "--dry-run")
+    assert result.returncode != 0
+    assert b"port 0" in result.stderr and b"choose a port" in result.stderr

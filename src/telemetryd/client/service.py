@@ -259,6 +259,11 @@ def _http_host_port(address: str) -> tuple[str, int]:
     """``[http] address`` as an IP address and a port for a service manager, which binds
     numeric addresses only: ``localhost`` is 127.0.0.1, another name is an error."""
     host, port = config.split_address(address)
+    if port == 0:
+        raise ServiceError(
+            f"[http] address {address!r}: port 0 (any free port) cannot be bound by the "
+            "service manager for the daemon; choose a port (4318 is OTLP/HTTP's)"
+        )
     if host == "localhost":
         return "127.0.0.1", port
     try:

@@ -17,6 +17,7 @@ resource's under ``resource``), minus content, cut to size:
 
 from __future__ import annotations
 
+import itertools
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -272,19 +273,27 @@ def value_of(value: Any) -> Any:
 
 
 def clean(attrs: dict[str, Any]) -> dict[str, Any]:
-    """``attrs`` without content (lengths kept) and with every value cut to size."""
+    """``attrs`` without content (lengths kept) and with every value cut to size (the
+    first ``4 * MAX_ITEMS`` keys). Runs for every record: plain short values, most of
+    them, are copied as they are."""
     out: dict[str, Any] = {}
-    for key, value in list(attrs.items())[: MAX_ITEMS * 4]:
+    for key, value in itertools.islice(attrs.items(), MAX_ITEMS * 4):
         if not isinstance(key, str):
             continue
-        if is_content(key):
+        if key in CONTENT or key.startswith(CONTENT_PREFIXES):
             if key == "tool_parameters":
                 _tool_parameters(value, out)
             length = length_of(value)
             if length is not None and f"{key}_length" not in attrs:
                 out[f"{key}_length"] = length
             continue
-        out[cut(key, 200)] = _value(value, 0)
+        if len(key) > 200:
+            key = cut(key, 200)
+        kind = type(value)
+        if kind is int or kind is bool or (kind is str and len(value) <= MAX_TEXT):
+            out[key] = value
+        else:
+            out[key] = _value(value, 0)
     return out
 
 
