@@ -39,7 +39,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from telemetryd.adapters import claude_code as hooks
 from telemetryd.adapters import ids
 from telemetryd.adapters import usage as usage_mod
 from telemetryd.adapters.otel import common as c
@@ -158,16 +157,7 @@ def log_events(
     if short == "user_prompt":
         event = base("prompt")
         event["id"] = _record_id("otel-cc-", scope, record, short)
-        length = c.count(raw.get("prompt_length"))
-        prompt = c.text(raw.get("prompt"))
-        if prompt in c.REDACTED:
-            prompt = None
-        if length is None and prompt is not None:
-            length = len(prompt)
-        if length is not None:
-            event["length"] = length
-        if prompt_text and prompt is not None:
-            attrs["prompt"] = c.cut(prompt, hooks.MAX_PROMPT)
+        c.prompt(event, attrs, raw, prompt_text)
         return [c.finish(event, attrs)]
     if short in ("tool_result", "tool_decision"):
         kind = "tool_result" if short == "tool_result" else "tool_call"

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from telemetryd.adapters import claude_code as hooks
 from telemetryd.adapters import ids
 from telemetryd.adapters import usage as usage_mod
 from telemetryd.adapters.otel import common as c
@@ -132,14 +131,7 @@ def log_events(
         return [c.finish(event, attrs)]
     if name == "codex.user_prompt":
         event = base("prompt")
-        length = c.count(raw.get("prompt_length"))
-        prompt = c.text(raw.get("prompt"))
-        if prompt in c.REDACTED:
-            prompt = None
-        if length is not None:
-            event["length"] = length
-        if prompt_text and prompt is not None:
-            attrs["prompt"] = c.cut(prompt, hooks.MAX_PROMPT)
+        c.prompt(event, attrs, raw, prompt_text)
         return [c.finish(event, attrs)]
     if name in ("codex.tool_decision", "codex.tool_result"):
         kind = "tool_call" if name == "codex.tool_decision" else "tool_result"

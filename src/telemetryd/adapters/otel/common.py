@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 
 from telemetryd.adapters import ids
+from telemetryd.adapters.claude_code import MAX_PROMPT
 
 MAX_TEXT = 1000  # characters of one string value in attrs
 MAX_ERROR = 1000  # characters of an error message field
@@ -211,6 +212,24 @@ def iso_text(value: Any) -> str | None:
 def log_ts(record: Any) -> str | None:
     """A log record's time; its ``event.timestamp`` attribute when the record has none."""
     return iso(record.time_ns) or iso_text(record.attrs.get("event.timestamp"))
+
+
+def prompt(
+    event: dict[str, Any], attrs: dict[str, Any], raw: dict[str, Any], prompt_text: bool
+) -> None:
+    """A user prompt's ``length`` in ``event`` (its ``prompt_length``, else the length of
+    its text); the text itself in ``attrs`` only with ``prompt_text`` (the agents send
+    it when their own content flag is on; a redaction marker is no text)."""
+    length = count(raw.get("prompt_length"))
+    found = text(raw.get("prompt"))
+    if found in REDACTED:
+        found = None
+    if length is None and found is not None:
+        length = len(found)
+    if length is not None:
+        event["length"] = length
+    if prompt_text and found is not None:
+        attrs["prompt"] = cut(found, MAX_PROMPT)
 
 
 def duration_ms(start_ns: int, end_ns: int) -> int | None:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from telemetryd.adapters import claude_code as hooks
 from telemetryd.adapters import usage as usage_mod
 from telemetryd.adapters.otel import common as c
 from telemetryd.adapters.otel.records import LogRecord, Scope
@@ -96,12 +95,7 @@ def log_events(
             error = c.text(raw.get("error")) or c.text(raw.get("error.message")) or "API error"
             event["error"] = c.cut(error, c.MAX_ERROR)
     elif event_type == "prompt":
-        length = c.count(raw.get("prompt_length"))
-        if length is not None:
-            event["length"] = length
-        prompt = c.text(raw.get("prompt"))
-        if prompt_text and prompt is not None and prompt not in c.REDACTED:
-            attrs["prompt"] = c.cut(prompt, hooks.MAX_PROMPT)
+        c.prompt(event, attrs, raw, prompt_text)
     else:
         if model:
             event["agent"] = c.agent(model, PROVIDER)
