@@ -124,3 +124,49 @@ def test_disk_full_rejects_stays_up_and_recovers(
         "spooled",
     }
     assert "No space left on device" in daemon.log()
+
+
+def test_disk_full_is_a_503_an_exporter_retries(
+    small_journal: Path, daemon_factory: DaemonFactory
+) -> None:
+    """OTLP over HTTP on a full disk: 503 with Retry-After (an exporter retries it), nothing
+    half-kept; once there is room, the same request is accepted, each record once."""
+    import http.client
+
+    daemon = daemon_factory().start()
+    host, port = daemon.http_address().rsplit(":", 1)
+    secret = (daemon.home / "http-token").read_text().strip()
+    records = [
+        {
+            "timeUnixNano": str(1_700_000_000_000_000_000 + n),
+            "body": {"stringValue": f"record {n} " + "x" * 200},
+        }
+        for n in range(200)
+    ]
+    body = json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": records}]}]}).encode()
+
+    def post() -> tuple[int, dict[str, str], bytes]:
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        try:
+            conn.request(
+                "POST",
+                "/v1/logs",
+                body=body,
+                headers={"Content-Type": "application/json", "Authorization": f"Bearer {secret}"},
+            )
+            response = conn.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            conn.close()
+
+    filler = fill(small_journal)
+    status_code, headers, answer = post()
+    assert (status_code, headers.get("Retry-After")) == (503, "1"), answer
+    assert b"No space left on device" in answer
+    assert daemon.proc is not None and daemon.proc.poll() is None
+    filler.unlink()
+    status_code, _, answer = post()
+    assert (status_code, answer) == (200, b"{}")
+    assert daemon.stop() == 0
+    bodies = [e for e in daemon.journal_events() if e.get("type") == "log"]
+    assert len(bodies) == len({e["id"] for e in bodies}) == 200
