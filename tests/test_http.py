@@ -622,3 +622,83 @@ def test_bodies_held_at_once_are_bounded(daemon_factory: Any) -> None:
             break
         time.sleep(0.1)
     assert status == 200
+
+
+def test_records_that_fail_the_checks_are_a_partial_success(daemon_factory: Any) -> None:
+    """A record whose event the daemon refuses (here: attrs over a small
+    ingest.max-attrs-bytes) is counted in partialSuccess of a 200, with the reason; the
+    records around it are kept, and the client has nothing to retry."""
+    daemon = daemon_factory(["--set", "ingest.max-attrs-bytes=2048"]).start()
+    client = Client(daemon)
+
+    def record(n: int, attrs: int) -> dict[str, Any]:
+        return {
+            "timeUnixNano": str(1_700_000_000_000_000_000 + n),
+            "body": {"stringValue": f"record-{n}"},
+            "attributes": [
+                {"key": f"k{i}", "value": {"stringValue": "v" * 900}} for i in range(attrs)
+            ],
+        }
+
+    records = [record(0, 0), record(1, 6), record(2, 1)]
+    body = json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": records}]}]}).encode()
+    status, _, answer = client.post("/v1/logs", body)
+    assert status == 200
+    partial = json.loads(answer)["partialSuccess"]
+    assert partial["rejectedLogRecords"] == "1"
+    assert "attrs" in partial["errorMessage"] and "2048" in partial["errorMessage"]
+    kept = sorted(e["event"] for e in journaled(daemon) if e["type"] == "log")
+    assert kept == ["record-0", "record-2"]
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+        ExportLogsServiceRequest,
+        ExportLogsServiceResponse,
+    )
+
+    records = [record(3, 6)]
+    request = {"resourceLogs": [{"scopeLogs": [{"logRecords": records}]}]}
+    protobuf = json_format.ParseDict(request, ExportLogsServiceRequest()).SerializeToString()
+    status, _, answer = client.post("/v1/logs", protobuf, PROTOBUF)
+    response = ExportLogsServiceResponse.FromString(answer)
+    assert (status, response.partial_success.rejected_log_records) == (200, 1)
+
+
+def test_big_requests_are_mapped_in_the_ingest_workers_alike(daemon_factory: Any) -> None:
+    """Bodies of 16 KiB or more go to an ingest worker once one runs: the same events, the
+    same partial success, as when the daemon maps them itself."""
+    from telemetryd.client import control
+
+    daemon = daemon_factory(["--set", "ingest.max-attrs-bytes=2048"]).start()
+    client = Client(daemon)
+
+    def request(first: int, bad: int) -> bytes:
+        records = [
+            {
+                "timeUnixNano": str(1_700_000_000_000_000_000 + n),
+                "body": {"stringValue": f"big-{n}"},
+                "attributes": [
+                    {"key": f"k{i}", "value": {"stringValue": "v" * 900}}
+                    for i in range(6 if n == bad else 1)
+                ],
+            }
+            for n in range(first, first + 40)
+        ]
+        body = json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": records}]}]})
+        assert len(body) > 32 * 1024
+        return body.encode()
+
+    status, _, answer = client.post("/v1/logs", request(0, 5))  # (starts the workers)
+    assert status == 200 and json.loads(answer)["partialSuccess"]["rejectedLogRecords"] == "1"
+    deadline = time.monotonic() + 20
+    while control.status(daemon.control_socket)["ingest_workers"]["running"] == 0:
+        assert time.monotonic() < deadline, daemon.log()
+        time.sleep(0.05)
+    for first in (100, 200, 300):
+        status, _, answer = client.post("/v1/logs", request(first, first + 7))
+        partial = json.loads(answer)["partialSuccess"]
+        assert (status, partial["rejectedLogRecords"]) == (200, "1")
+        assert "2048" in partial["errorMessage"]
+    bodies = sorted(e["event"] for e in journaled(daemon) if e["type"] == "log")
+    expected = [f"big-{n}" for f in (0, 100, 200, 300) for n in range(f, f + 40)]
+    expected = sorted(set(expected) - {"big-5", "big-107", "big-207", "big-307"})
+    assert bodies == expected
