@@ -9,7 +9,10 @@ fail the daemon's checks (or whose mapping fails) are counted in ``partial_succe
 of a 200, so the client does not retry them; an empty request is a success. Each
 record becomes events through :mod:`telemetryd.adapters.otel.mapping`; they are
 checked, deduplicated and journaled like lines on the events socket, and the answer
-waits until they are durable.
+waits until they are durable. A body of ``OFFLOAD_MIN_BYTES`` or more is inflated,
+decoded, mapped and checked by an ingest worker process when one has room (the
+daemon's other cores); the daemon then applies the checked events as it applies a
+chunk of the events socket.
 
 **Hooks** (``/v1/hooks/claude-code``, ``/v1/hooks/codex``): one hook payload, the body
 Claude Code's ``http`` hooks post, mapped by :func:`claude_code.hook_events` as
@@ -60,13 +63,14 @@ class _Job:
         body: bytes,
         gzipped: bool,
         limit: int,
+        prompt_text: bool,
     ) -> None:
         self.signal = signal
         self.encoding = encoding
         self.body = body
         self.gzipped = gzipped
         self.limit = limit
-        self.prompt_text = False
+        self.prompt_text = prompt_text
 
     def run(self) -> export.Mapped:
         return export.to_events(
@@ -125,8 +129,14 @@ class Receiver:
         if coding not in ("identity", "gzip"):
             return plain(415, f"Content-Encoding {coding[:100]!r} is not supported (gzip is)")
         config = self.listener.config
-        job = _Job(signal, encoding, request.body, coding == "gzip", config.max_body_bytes)
-        job.prompt_text = config.prompt_text
+        job = _Job(
+            signal,
+            encoding,
+            request.body,
+            coding == "gzip",
+            config.max_body_bytes,
+            config.prompt_text,
+        )
         answer = await self._in_worker(job) if len(job.body) >= OFFLOAD_MIN_BYTES else None
         if answer is not None:  # an ingest worker mapped and checked the events
             if answer.refused is not None:
@@ -152,12 +162,11 @@ class Receiver:
         problem = mapped.problem
         if replies and not problem:
             problem = _first_problem(replies)
-        rejected = mapped.unmapped + feed.rejected
-        self.records += mapped.records
-        self.rejected += rejected
         # (One record can give several events; rejections are counted per event, and
         # never more than the records sent.)
-        rejected = min(rejected, mapped.records)
+        rejected = min(mapped.unmapped + feed.rejected, mapped.records)
+        self.records += mapped.records
+        self.rejected += rejected
         media_type = JSON if encoding == "json" else PROTOBUF
         body = otlp_wire.success(signal, encoding, rejected, problem if rejected else "")
         return Reply(200, body, media_type)

@@ -22,9 +22,10 @@ streams in the daemon's event loop: keep-alive, pipelining, chunked bodies and
   journal (as a half-closed events connection), 503 with ``Retry-After`` when the
   journal's queue stays full.
 
-The work of one request (decompression, decoding, mapping) runs in a worker thread
-for bodies past :data:`INLINE_BYTES`, so that a big export does not hold up the event
-loop; checking and journaling stay on the loop.
+The work of one request (decompression, decoding, mapping) is the handlers': a big
+export goes to an ingest worker process when one has room (daemon/otlp.py), else
+runs here, in a worker thread past :data:`INLINE_BYTES` (:meth:`HttpListener.offload`)
+so that it does not hold up the event loop; checking and journaling stay on the loop.
 """
 
 from __future__ import annotations
@@ -236,7 +237,7 @@ class HttpListener:
             # header-timeout; later ones may idle for idle-timeout first.
             client.busy = False
             wait = self.config.header_timeout if first else self.config.idle_timeout
-            event = await self._next(stream, conn, wait, idle=True)
+            event = await self._next(stream, conn, wait)
             if event is None:
                 return
             client.busy = True
@@ -256,10 +257,11 @@ class HttpListener:
             first = False
 
     async def _next(
-        self, stream: SocketStream, conn: h11.Connection, wait: float, idle: bool = False
+        self, stream: SocketStream, conn: h11.Connection, wait: float
     ) -> h11.Request | Reply | None:
         """The next request head; a Reply to send (and close) when it is broken or late;
-        None when the client closed (or, between requests, idled out)."""
+        None when the client closed, or sent nothing for ``wait`` seconds. Once a head
+        has begun, the rest of it must come within header-timeout."""
         deadline = anyio.current_time() + wait
         started = False
         while True:
@@ -273,14 +275,14 @@ class HttpListener:
                 return None
             with anyio.move_on_after(deadline - anyio.current_time()):
                 data = await self._receive(stream)
-                if data and idle and not started:
+                if data and not started:
                     # The head has begun: from now on it must arrive within header-timeout.
                     started = True
                     deadline = anyio.current_time() + self.config.header_timeout
                 conn.receive_data(data)
                 continue
-            if not started and idle:
-                return None  # idle too long between requests: just close
+            if not started:
+                return None  # nothing sent for too long: just close
             return plain(408, "request head not received in time", close=True)
 
     @staticmethod
@@ -347,7 +349,9 @@ class HttpListener:
             name = name[1 : name.find("]")] if "]" in name else name
         elif name.count(":") == 1:
             name = name.split(":", 1)[0]
-        return name in LOOPBACK_HOSTS or name in self.config.allowed_hosts
+        if name in LOOPBACK_HOSTS:
+            return True
+        return any(name == allowed.lower() for allowed in self.config.allowed_hosts)
 
     async def _body(
         self, stream: SocketStream, conn: h11.Connection, limit: int, held: list[int]

@@ -1,0 +1,339 @@
+"""OTLP/JSON export requests into :mod:`.records` (adapters/otel/wire.py dispatches here).
+
+The request is decoded straight into the msgspec Structs below, which follow the
+specification's JSON mapping of opentelemetry-proto: lowerCamelCase names, unknown
+fields ignored, 64-bit integers as decimal strings or numbers, trace and span ids as
+hex (any case; :class:`~.wire.BadRequest` for another length), enums as integers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from msgspec import Struct
+
+from telemetryd.adapters.otel.records import LogRecord, Point, Scope, Scoped, Span, SpanEvent
+from telemetryd.adapters.otel.wire import (
+    KINDS,
+    MAX_DEPTH,
+    TEMPORALITY,
+    BadRequest,
+    Signal,
+    finite,
+    real,
+)
+
+Int64 = int | str
+
+
+class _AnyValue(Struct, rename="camel", gc=False):
+    string_value: str | None = None
+    bool_value: bool | None = None
+    int_value: Int64 | None = None
+    double_value: float | str | None = None
+    array_value: _ArrayValue | None = None
+    kvlist_value: _KvList | None = None
+    bytes_value: str | None = None
+
+
+class _KeyValue(Struct, rename="camel", gc=False):
+    key: str = ""
+    value: _AnyValue | None = None
+
+
+class _ArrayValue(Struct, rename="camel", gc=False):
+    values: list[_AnyValue] = []
+
+
+class _KvList(Struct, rename="camel", gc=False):
+    values: list[_KeyValue] = []
+
+
+class _Resource(Struct, rename="camel", gc=False):
+    attributes: list[_KeyValue] = []
+
+
+class _Scope(Struct, rename="camel", gc=False):
+    name: str = ""
+    version: str = ""
+
+
+class _LogRecord(Struct, rename="camel", gc=False):
+    time_unix_nano: Int64 = 0
+    observed_time_unix_nano: Int64 = 0
+    severity_number: int | str = 0
+    severity_text: str = ""
+    body: _AnyValue | None = None
+    attributes: list[_KeyValue] = []
+    trace_id: str = ""
+    span_id: str = ""
+    event_name: str = ""
+
+
+class _ScopeLogs(Struct, rename="camel", gc=False):
+    scope: _Scope | None = None
+    log_records: list[_LogRecord] = []
+
+
+class _ResourceLogs(Struct, rename="camel", gc=False):
+    resource: _Resource | None = None
+    scope_logs: list[_ScopeLogs] = []
+
+
+class _LogsRequest(Struct, rename="camel", gc=False):
+    resource_logs: list[_ResourceLogs] = []
+
+
+class _Status(Struct, rename="camel", gc=False):
+    code: int | str = 0
+    message: str = ""
+
+
+class _SpanEvent(Struct, rename="camel", gc=False):
+    time_unix_nano: Int64 = 0
+    name: str = ""
+    attributes: list[_KeyValue] = []
+
+
+class _Span(Struct, rename="camel", gc=False):
+    trace_id: str = ""
+    span_id: str = ""
+    parent_span_id: str = ""
+    name: str = ""
+    kind: int | str = 0
+    start_time_unix_nano: Int64 = 0
+    end_time_unix_nano: Int64 = 0
+    attributes: list[_KeyValue] = []
+    events: list[_SpanEvent] = []
+    status: _Status | None = None
+
+
+class _ScopeSpans(Struct, rename="camel", gc=False):
+    scope: _Scope | None = None
+    spans: list[_Span] = []
+
+
+class _ResourceSpans(Struct, rename="camel", gc=False):
+    resource: _Resource | None = None
+    scope_spans: list[_ScopeSpans] = []
+
+
+class _TracesRequest(Struct, rename="camel", gc=False):
+    resource_spans: list[_ResourceSpans] = []
+
+
+class _DataPoint(Struct, rename="camel", gc=False):
+    """Number, histogram, exponential-histogram and summary points in one shape."""
+
+    attributes: list[_KeyValue] = []
+    start_time_unix_nano: Int64 = 0
+    time_unix_nano: Int64 = 0
+    as_double: float | str | None = None
+    as_int: Int64 | None = None
+    count: Int64 | None = None
+    sum: float | str | None = None
+    min: float | str | None = None
+    max: float | str | None = None
+
+
+class _Data(Struct, rename="camel", gc=False):
+    data_points: list[_DataPoint] = []
+    aggregation_temporality: int | str = 0
+    is_monotonic: bool = False
+
+
+class _Metric(Struct, rename="camel", gc=False):
+    name: str = ""
+    unit: str = ""
+    gauge: _Data | None = None
+    sum: _Data | None = None
+    histogram: _Data | None = None
+    exponential_histogram: _Data | None = None
+    summary: _Data | None = None
+
+
+class _ScopeMetrics(Struct, rename="camel", gc=False):
+    scope: _Scope | None = None
+    metrics: list[_Metric] = []
+
+
+class _ResourceMetrics(Struct, rename="camel", gc=False):
+    resource: _Resource | None = None
+    scope_metrics: list[_ScopeMetrics] = []
+
+
+class _MetricsRequest(Struct, rename="camel", gc=False):
+    resource_metrics: list[_ResourceMetrics] = []
+
+
+_JSON_DECODERS: dict[Signal, msgspec.json.Decoder[Any]] = {
+    "logs": msgspec.json.Decoder(_LogsRequest),
+    "metrics": msgspec.json.Decoder(_MetricsRequest),
+    "traces": msgspec.json.Decoder(_TracesRequest),
+}
+
+
+def _int(value: int | str | None, where: str) -> int:
+    if value is None or isinstance(value, int):
+        return value or 0
+    try:
+        return int(value)
+    except ValueError:
+        raise BadRequest(f"{where}: {value!r} is not an integer") from None
+
+
+def _float(value: float | str | None, where: str) -> float | None:
+    if value is None or isinstance(value, float | int):
+        return value
+    try:
+        return float(value)  # "NaN", "Infinity", "-Infinity", or a number as text
+    except ValueError:
+        raise BadRequest(f"{where}: {value!r} is not a number") from None
+
+
+def _hex_id(text: str, size: int, where: str) -> str:
+    """A JSON trace (16 bytes) or span (8 bytes) id as lowercase hex; "" for none."""
+    if not text:
+        return ""
+    if len(text) != 2 * size:
+        raise BadRequest(f"{where}: {text!r} is not {size} bytes of hex")
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        raise BadRequest(f"{where}: {text!r} is not hex") from None
+    return value.hex() if any(value) else ""
+
+
+def _json_value(value: _AnyValue | None, depth: int = 0) -> Any:
+    if value is None:
+        return None
+    if value.string_value is not None:
+        return value.string_value
+    if value.int_value is not None:
+        return _int(value.int_value, "intValue")
+    if value.bool_value is not None:
+        return value.bool_value
+    if value.double_value is not None:
+        return finite(_float(value.double_value, "doubleValue"))
+    if depth >= MAX_DEPTH:
+        return "…"
+    if value.array_value is not None:
+        return [_json_value(item, depth + 1) for item in value.array_value.values]
+    if value.kvlist_value is not None:
+        return {kv.key: _json_value(kv.value, depth + 1) for kv in value.kvlist_value.values}
+    if value.bytes_value is not None:
+        return value.bytes_value  # (already base64 in OTLP/JSON)
+    return None
+
+
+def _json_attrs(pairs: list[_KeyValue]) -> dict[str, Any]:
+    return {kv.key: _json_value(kv.value) for kv in pairs}
+
+
+def _json_scope(resource: _Resource | None, scope: _Scope | None) -> Scope:
+    attrs = _json_attrs(resource.attributes) if resource is not None else {}
+    if scope is None:
+        return Scope(attrs)
+    return Scope(attrs, scope.name, scope.version)
+
+
+def decode(signal: Signal, body: bytes) -> list[Scoped]:
+    """The records of one OTLP/JSON export request of ``signal``."""
+    try:
+        request = _JSON_DECODERS[signal].decode(body)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"not an OTLP {signal} request: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"not JSON: {exc}") from None
+    out: list[Scoped] = []
+    if isinstance(request, _LogsRequest):
+        for rl in request.resource_logs:
+            for sl in rl.scope_logs:
+                logs = [_json_log(record) for record in sl.log_records]
+                out.append(Scoped(_json_scope(rl.resource, sl.scope), logs=logs))
+    elif isinstance(request, _TracesRequest):
+        for rs in request.resource_spans:
+            for ss in rs.scope_spans:
+                spans = [_json_span(span) for span in ss.spans]
+                out.append(Scoped(_json_scope(rs.resource, ss.scope), spans=spans))
+    else:
+        for rm in request.resource_metrics:
+            for sm in rm.scope_metrics:
+                points = [point for metric in sm.metrics for point in _json_points(metric)]
+                out.append(Scoped(_json_scope(rm.resource, sm.scope), points=points))
+    return out
+
+
+def _json_log(record: _LogRecord) -> LogRecord:
+    time_ns = _int(record.time_unix_nano, "timeUnixNano") or _int(
+        record.observed_time_unix_nano, "observedTimeUnixNano"
+    )
+    severity = record.severity_number
+    return LogRecord(
+        time_ns=time_ns,
+        attrs=_json_attrs(record.attributes),
+        body=_json_value(record.body),
+        severity_number=severity if isinstance(severity, int) else 0,
+        severity_text=record.severity_text,
+        event_name=record.event_name,
+        trace_id=_hex_id(record.trace_id, 16, "traceId"),
+        span_id=_hex_id(record.span_id, 8, "spanId"),
+    )
+
+
+def _json_span(span: _Span) -> Span:
+    trace_id = _hex_id(span.trace_id, 16, "traceId")
+    span_id = _hex_id(span.span_id, 8, "spanId")
+    status = span.status
+    return Span(
+        trace_id=trace_id,
+        span_id=span_id,
+        name=span.name,
+        start_ns=_int(span.start_time_unix_nano, "startTimeUnixNano"),
+        end_ns=_int(span.end_time_unix_nano, "endTimeUnixNano"),
+        attrs=_json_attrs(span.attributes),
+        parent_span_id=_hex_id(span.parent_span_id, 8, "parentSpanId"),
+        kind=span.kind if isinstance(span.kind, int) else 0,
+        status_code=status.code if status is not None and isinstance(status.code, int) else 0,
+        status_message=status.message if status is not None else "",
+        events=[
+            SpanEvent(e.name, _int(e.time_unix_nano, "timeUnixNano"), _json_attrs(e.attributes))
+            for e in span.events
+        ],
+    )
+
+
+def _json_points(metric: _Metric) -> list[Point]:
+    out: list[Point] = []
+    for kind in KINDS:
+        data: _Data | None = getattr(metric, kind)
+        if data is None:
+            continue
+        temporality = data.aggregation_temporality
+        for p in data.data_points:
+            value: float | int | str | None = None
+            if p.as_int is not None:
+                value = _int(p.as_int, "asInt")
+            elif p.as_double is not None:
+                value = finite(_float(p.as_double, "asDouble"))
+            out.append(
+                Point(
+                    metric=metric.name,
+                    kind=kind,
+                    time_ns=_int(p.time_unix_nano, "timeUnixNano"),
+                    attrs=_json_attrs(p.attributes),
+                    unit=metric.unit,
+                    temporality=TEMPORALITY.get(temporality, "")
+                    if isinstance(temporality, int)
+                    else "",
+                    monotonic=data.is_monotonic,
+                    start_ns=_int(p.start_time_unix_nano, "startTimeUnixNano"),
+                    value=value if not isinstance(value, str) else None,
+                    count=None if p.count is None else _int(p.count, "count"),
+                    sum=real(_float(p.sum, "sum")),
+                    min=real(_float(p.min, "min")),
+                    max=real(_float(p.max, "max")),
+                )
+            )
+    return out

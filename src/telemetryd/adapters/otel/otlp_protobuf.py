@@ -1,0 +1,274 @@
+"""OTLP/protobuf export requests into :mod:`.records` (adapters/otel/wire.py dispatches here).
+
+Imported on the first protobuf request: opentelemetry-proto's generated classes (and
+protobuf's upb runtime) stay out of an idle daemon. Metrics and traces are read with
+those classes; log records, the volume, with a look-alike message (below).
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from typing import Any
+
+from google.protobuf.message import DecodeError
+
+from telemetryd.adapters.otel.records import LogRecord, Point, Scope, Scoped, Span, SpanEvent
+from telemetryd.adapters.otel.wire import (
+    MAX_DEPTH,
+    TEMPORALITY,
+    BadRequest,
+    Signal,
+    finite,
+    real,
+)
+
+
+def _pb_value(value: Any, depth: int = 0) -> Any:
+    which = value.WhichOneof("value")
+    if which == "string_value":
+        return value.string_value
+    if which == "int_value":
+        return value.int_value
+    if which == "bool_value":
+        return value.bool_value
+    if which == "double_value":
+        return finite(value.double_value)
+    if which is None:
+        return None
+    if depth >= MAX_DEPTH:
+        return "…"
+    if which == "array_value":
+        return [_pb_value(item, depth + 1) for item in value.array_value.values]
+    if which == "kvlist_value":
+        return {kv.key: _pb_value(kv.value, depth + 1) for kv in value.kvlist_value.values}
+    return base64.b64encode(value.bytes_value).decode()
+
+
+def _pb_attrs(pairs: Any) -> dict[str, Any]:
+    return {kv.key: _pb_value(kv.value) for kv in pairs}
+
+
+def _pb_id(raw: bytes, size: int, where: str) -> str:
+    if not raw or not any(raw):
+        return ""
+    if len(raw) != size:
+        raise BadRequest(f"{where}: {len(raw)} bytes, expected {size}")
+    return raw.hex()
+
+
+def _pb_scope(resource: Any, scope: Any) -> Scope:
+    return Scope(_pb_attrs(resource.attributes), scope.name, scope.version)
+
+
+def decode(signal: Signal, body: bytes) -> list[Scoped]:
+    """The records of one OTLP/protobuf export request of ``signal``."""
+    message = _lite_logs() if signal == "logs" else classes()[signal][0]
+    try:
+        request = message.FromString(body)
+    except (DecodeError, RecursionError) as exc:
+        raise BadRequest(f"not an OTLP {signal} request (protobuf): {exc}") from None
+    out: list[Scoped] = []
+    if signal == "logs":
+        for rl in request.resource_logs:
+            for sl in rl.scope_logs:
+                logs = [
+                    LogRecord(
+                        time_ns=r.time_unix_nano or r.observed_time_unix_nano,
+                        attrs={key: _raw_value(value) for key, value in r.attributes.items()},
+                        body=_raw_value(r.body),
+                        severity_number=r.severity_number,
+                        severity_text=r.severity_text,
+                        event_name=r.event_name,
+                        trace_id=_pb_id(r.trace_id, 16, "trace_id"),
+                        span_id=_pb_id(r.span_id, 8, "span_id"),
+                    )
+                    for r in sl.log_records
+                ]
+                resource = {key: _raw_value(value) for key, value in rl.resource.attributes.items()}
+                scope = Scope(resource, sl.scope.name, sl.scope.version)
+                out.append(Scoped(scope, logs=logs))
+    elif signal == "traces":
+        for rs in request.resource_spans:
+            for ss in rs.scope_spans:
+                spans = [
+                    Span(
+                        trace_id=_pb_id(s.trace_id, 16, "trace_id"),
+                        span_id=_pb_id(s.span_id, 8, "span_id"),
+                        name=s.name,
+                        start_ns=s.start_time_unix_nano,
+                        end_ns=s.end_time_unix_nano,
+                        attrs=_pb_attrs(s.attributes),
+                        parent_span_id=_pb_id(s.parent_span_id, 8, "parent_span_id"),
+                        kind=s.kind,
+                        status_code=s.status.code,
+                        status_message=s.status.message,
+                        events=[
+                            SpanEvent(e.name, e.time_unix_nano, _pb_attrs(e.attributes))
+                            for e in s.events
+                        ],
+                    )
+                    for s in ss.spans
+                ]
+                out.append(Scoped(_pb_scope(rs.resource, ss.scope), spans=spans))
+    else:
+        for rm in request.resource_metrics:
+            for sm in rm.scope_metrics:
+                points = [point for metric in sm.metrics for point in _pb_points(metric)]
+                out.append(Scoped(_pb_scope(rm.resource, sm.scope), points=points))
+    return out
+
+
+def _pb_points(metric: Any) -> list[Point]:
+    kind = metric.WhichOneof("data")
+    if kind is None:
+        return []
+    data = getattr(metric, kind)
+    temporality = TEMPORALITY.get(getattr(data, "aggregation_temporality", 0), "")
+    monotonic = bool(getattr(data, "is_monotonic", False))
+    out: list[Point] = []
+    for p in data.data_points:
+        point = Point(
+            metric=metric.name,
+            kind=kind,
+            time_ns=p.time_unix_nano,
+            attrs=_pb_attrs(p.attributes),
+            unit=metric.unit,
+            temporality=temporality,
+            monotonic=monotonic,
+            start_ns=p.start_time_unix_nano,
+        )
+        if kind in ("gauge", "sum"):
+            which = p.WhichOneof("value")
+            if which == "as_int":
+                point.value = p.as_int
+            elif which == "as_double":
+                point.value = real(p.as_double)
+        else:
+            point.count = p.count
+            point.sum = real(p.sum)
+            if kind != "summary":
+                point.min = real(p.min) if p.HasField("min") else None
+                point.max = real(p.max) if p.HasField("max") else None
+        out.append(point)
+    return out
+
+
+# Log records are the volume (an agent sends one per request, tool call, prompt ...),
+# and building a Python object for each attribute of opentelemetry-proto's classes costs
+# more than everything else about a record. So logs are parsed with a message of the same
+# wire format in which each KeyValue list is a map<string, bytes> (a map entry is a
+# message {1: key, 2: value}, exactly KeyValue's layout) and the body an AnyValue's raw
+# bytes: upb makes the dict in C, and _raw_value reads the common scalar values itself.
+_LITE: list[Any] = []
+
+
+def _lite_logs() -> Any:
+    """The ExportLogsServiceRequest look-alike described above (built once)."""
+    if _LITE:
+        return _LITE[0]
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    kind = descriptor_pb2.FieldDescriptorProto
+    package = "telemetryd.otlp_lite"
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="telemetryd_otlp_lite.proto", package=package, syntax="proto3"
+    )
+    one, many = kind.LABEL_OPTIONAL, kind.LABEL_REPEATED
+    text, raw, message = kind.TYPE_STRING, kind.TYPE_BYTES, kind.TYPE_MESSAGE
+    # name -> [(field, number, type, label, message type)]; as in opentelemetry-proto's
+    # logs.proto, resource.proto and common.proto, fields left out are skipped on parsing.
+    shapes: dict[str, list[tuple[str, int, int, int, str]]] = {
+        "Resource": [("attributes", 1, message, many, "Resource.AttributesEntry")],
+        "Scope": [("name", 1, text, one, ""), ("version", 2, text, one, "")],
+        "LogRecord": [
+            ("time_unix_nano", 1, kind.TYPE_FIXED64, one, ""),
+            ("severity_number", 2, kind.TYPE_INT32, one, ""),
+            ("severity_text", 3, text, one, ""),
+            ("body", 5, raw, one, ""),
+            ("attributes", 6, message, many, "LogRecord.AttributesEntry"),
+            ("trace_id", 9, raw, one, ""),
+            ("span_id", 10, raw, one, ""),
+            ("observed_time_unix_nano", 11, kind.TYPE_FIXED64, one, ""),
+            ("event_name", 12, text, one, ""),
+        ],
+        "ScopeLogs": [
+            ("scope", 1, message, one, "Scope"),
+            ("log_records", 2, message, many, "LogRecord"),
+        ],
+        "ResourceLogs": [
+            ("resource", 1, message, one, "Resource"),
+            ("scope_logs", 2, message, many, "ScopeLogs"),
+        ],
+        "Request": [("resource_logs", 1, message, many, "ResourceLogs")],
+    }
+    for name, fields in shapes.items():
+        made = proto.message_type.add(name=name)
+        for field, number, type_, label, type_name in fields:
+            added = made.field.add(name=field, number=number, type=type_, label=label)
+            if type_name:
+                added.type_name = f".{package}.{type_name}"
+            if type_name.endswith("AttributesEntry"):  # map<string, bytes>
+                entry = made.nested_type.add(name="AttributesEntry")
+                entry.options.map_entry = True
+                entry.field.add(name="key", number=1, type=text, label=one)
+                entry.field.add(name="value", number=2, type=raw, label=one)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    request = pool.FindMessageTypeByName(f"{package}.Request")
+    _LITE.append(message_factory.GetMessageClass(request))
+    return _LITE[0]
+
+
+_DOUBLE = struct.Struct("<d")
+
+
+def _raw_value(raw: bytes) -> Any:
+    """An AnyValue from its encoded bytes: strings, integers, doubles and booleans in one
+    field read here, anything else (arrays, maps, bytes, odd encodings) by the real class."""
+    size = len(raw)
+    if not size:
+        return None
+    tag = raw[0]
+    if tag == 0x0A and size > 1 and raw[1] < 0x80 and size == raw[1] + 2:  # string_value
+        try:
+            return raw[2:].decode()
+        except UnicodeDecodeError:
+            raise BadRequest("an attribute's string_value is not UTF-8") from None
+    if tag == 0x18 and size <= 11:  # int_value, a varint
+        number = 0
+        shift = 0
+        for byte in raw[1:]:
+            number |= (byte & 0x7F) << shift
+            shift += 7
+        if raw[-1] < 0x80:
+            return number - (1 << 64) if number >= 1 << 63 else number
+    elif tag == 0x21 and size == 9:  # double_value
+        return finite(_DOUBLE.unpack_from(raw, 1)[0])
+    elif tag == 0x10 and size == 2:  # bool_value
+        return raw[1] != 0
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+    try:
+        return _pb_value(AnyValue.FromString(raw))
+    except (DecodeError, RecursionError) as exc:
+        raise BadRequest(f"an attribute value is not an AnyValue: {exc}") from None
+
+
+_PB: dict[Signal, tuple[Any, Any]] = {}
+
+
+def classes() -> dict[Signal, tuple[Any, Any]]:
+    """(request class, response class) per signal, imported on first use."""
+    if not _PB:
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as logs
+        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as metrics
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as traces
+
+        _PB["logs"] = (logs.ExportLogsServiceRequest, logs.ExportLogsServiceResponse)
+        _PB["metrics"] = (
+            metrics.ExportMetricsServiceRequest,
+            metrics.ExportMetricsServiceResponse,
+        )
+        _PB["traces"] = (traces.ExportTraceServiceRequest, traces.ExportTraceServiceResponse)
+    return _PB
