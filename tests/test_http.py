@@ -702,3 +702,42 @@ def test_big_requests_are_mapped_in_the_ingest_workers_alike(daemon_factory: Any
     expected = [f"big-{n}" for f in (0, 100, 200, 300) for n in range(f, f + 40)]
     expected = sorted(set(expected) - {"big-5", "big-107", "big-207", "big-307"})
     assert bodies == expected
+
+
+def test_exported_spans_rebuild_as_a_tree(client: Client) -> None:
+    """Spans from the SDK land in the `spans` view with their durations, and the `trace()`
+    macro gives the tree back (depth from the parent ids)."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from conftest import ctl
+
+    spans = TracerProvider(resource=Resource({"service.name": "tree-test"}))
+    exporter = OTLPSpanExporter(
+        endpoint=f"http://{client.address}/v1/traces", headers=client.auth()
+    )
+    spans.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = spans.get_tracer("tests")
+    with tracer.start_as_current_span("root") as root:
+        trace_id = format(root.get_span_context().trace_id, "032x")
+        with tracer.start_as_current_span("child"):
+            time.sleep(0.02)
+            with tracer.start_as_current_span("grandchild"):
+                pass
+        with tracer.start_as_current_span("sibling"):
+            pass
+    spans.shutdown()
+
+    sql = "select name, duration_ms from spans where trace_id = $t"
+    result = ctl("query", "--format", "json", "--param", f"t={trace_id}", sql)
+    assert result.returncode == 0, result.stderr.decode()
+    rows = {r["name"]: r["duration_ms"] for r in json.loads(result.stdout)}
+    assert set(rows) == {"root", "child", "grandchild", "sibling"}
+    assert rows["root"] >= rows["child"] >= 20 and rows["child"] >= rows["grandchild"]
+    sql = "select depth, what from trace($t)"
+    result = ctl("query", "--format", "json", "--param", f"t={trace_id}", sql)
+    assert result.returncode == 0, result.stderr.decode()
+    tree = [(r["depth"], r["what"]) for r in json.loads(result.stdout)]
+    assert tree == [(0, "root"), (1, "child"), (2, "grandchild"), (1, "sibling")]
