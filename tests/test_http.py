@@ -741,3 +741,19 @@ def test_exported_spans_rebuild_as_a_tree(client: Client) -> None:
     assert result.returncode == 0, result.stderr.decode()
     tree = [(r["depth"], r["what"]) for r in json.loads(result.stdout)]
     assert tree == [(0, "root"), (1, "child"), (2, "grandchild"), (1, "sibling")]
+
+
+def test_json_posted_to_the_bare_endpoint_goes_by_its_signal(client: Client) -> None:
+    """Older Gemini CLI versions post every signal to the endpoint URL itself: OTLP/JSON
+    there is taken by its top-level key; anything else is told where to post."""
+    before = len(journaled(client.daemon))
+    for name in ("logs.json", "trace.json", "metrics.json"):
+        status, _, answer = client.post("/", (FIXTURES / name).read_bytes())
+        assert (status, answer) == (200, b"{}"), name
+    assert len(journaled(client.daemon)) > before
+    spans = [e for e in journaled(client.daemon) if e["type"] == "span"]
+    assert [e["span_id"] for e in spans] == ["eee19b7ec3c1b174"]
+    status, _, answer = client.post("/", b"\x0a\x00", PROTOBUF)
+    assert status == 404 and b"/v1/logs" in answer
+    status, _, answer = client.post("/", b'{"resourceLogs": [], "resourceSpans": []}')
+    assert status == 404

@@ -99,6 +99,7 @@ class Receiver:
 
     def routes(self) -> dict[str, Handler]:
         return {
+            "/": self.any_signal,
             "/v1/logs": self.logs,
             "/v1/metrics": self.metrics,
             "/v1/traces": self.traces,
@@ -116,6 +117,22 @@ class Receiver:
 
     async def traces(self, request: Request) -> Reply:
         return await self._export("traces", request)
+
+    async def any_signal(self, request: Request) -> Reply:
+        """An OTLP/JSON request posted to the bare endpoint (older Gemini CLI versions
+        send all three signals there): the signal is the request's top-level key."""
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        coding = request.headers.get("content-encoding", "identity").strip().lower()
+        signal = (
+            otlp_wire.signal_of(request.body) if media == JSON and coding == "identity" else None
+        )
+        if signal is None:
+            return plain(
+                404,
+                "post OTLP to /v1/logs, /v1/metrics or /v1/traces (only an uncompressed "
+                "OTLP/JSON request is recognised at /)",
+            )
+        return await self._export(signal, request)
 
     async def _export(self, signal: otlp_wire.Signal, request: Request) -> Reply:
         media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()

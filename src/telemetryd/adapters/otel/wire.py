@@ -56,6 +56,31 @@ def real(number: float | None) -> float | None:
     return number if number is None or math.isfinite(number) else None
 
 
+class _TopLevel(msgspec.Struct, rename="camel"):
+    resource_logs: msgspec.Raw = msgspec.Raw()  # (left undecoded: empty when absent)
+    resource_metrics: msgspec.Raw = msgspec.Raw()
+    resource_spans: msgspec.Raw = msgspec.Raw()
+
+
+_TOP_LEVEL = msgspec.json.Decoder(_TopLevel)
+
+
+def signal_of(body: bytes) -> Signal | None:
+    """Which signal an OTLP/JSON request is, from its one top-level key (None: not one)."""
+    try:
+        top = _TOP_LEVEL.decode(body)
+    except msgspec.DecodeError:
+        return None
+    found: list[Signal] = []
+    if top.resource_logs:
+        found.append("logs")
+    if top.resource_metrics:
+        found.append("metrics")
+    if top.resource_spans:
+        found.append("traces")
+    return found[0] if len(found) == 1 else None
+
+
 def decode(signal: Signal, encoding: Encoding, body: bytes) -> list[Scoped]:
     """The records of one export request; raises :class:`BadRequest`. An empty body is
     an empty request (no records)."""
