@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from signal import SIGHUP
 from typing import Any
 
 import pytest
@@ -757,3 +758,39 @@ def test_json_posted_to_the_bare_endpoint_goes_by_its_signal(client: Client) -> 
     assert status == 404 and b"/v1/logs" in answer
     status, _, answer = client.post("/", b'{"resourceLogs": [], "resourceSpans": []}')
     assert status == 404
+
+
+def test_an_empty_token_file_turns_the_listener_off_not_the_daemon(
+    daemon_factory: Any, state_home: Path
+) -> None:
+    (state_home / "http-token").write_text("")
+    daemon = daemon_factory().start()
+    from telemetryd.client import control
+
+    reply = control.status(daemon.control_socket)["http"]
+    assert reply["listening"] is False and "http-token is empty" in reply["error"]
+    assert exchange_ok(daemon)  # the events socket serves as ever
+
+
+def exchange_ok(daemon: Daemon) -> bool:
+    from conftest import exchange, summary
+
+    return exchange(daemon.events_socket, b'{"type":"custom","name":"x"}\n') == [summary(1, 1)]
+
+
+def test_sighup_applies_http_settings_that_can_change_live(
+    daemon_factory: Any, state_home: Path
+) -> None:
+    config_file = state_home / "config.toml"
+    config_file.write_text("[http]\nallowed-hosts = []\n")
+    daemon = daemon_factory().start()
+    client = Client(daemon)
+    status, _, _ = client.post("/v1/logs", unique_logs(), headers={"Host": "box.lan"})
+    assert status == 403
+    config_file.write_text('[http]\nallowed-hosts = ["box.lan"]\n')
+    assert daemon.proc is not None
+    daemon.notifications.clear()
+    daemon.proc.send_signal(SIGHUP)
+    daemon.wait_for("STATUS=configuration reloaded")
+    status, _, _ = client.post("/v1/logs", unique_logs(), headers={"Host": "box.lan"})
+    assert status == 200

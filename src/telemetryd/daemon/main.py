@@ -139,7 +139,15 @@ def _http_socket(
         if passed is not None:
             passed.close()
         return None
-    token_value = token.load_or_create(where.http_token_file) if settings.require_token else None
+    token_value = None
+    if settings.require_token:
+        try:
+            token_value = token.load_or_create(where.http_token_file)
+        except (TelemetryError, OSError) as exc:  # (an empty or unreadable token file)
+            log.error("HTTP listener off: %s", exc)
+            if passed is not None:
+                passed.close()
+            return HttpSocket(settings.address, None, None, str(exc))
     if passed is not None:
         return HttpSocket(settings.address, passed, token_value)
     host, port = config.split_address(settings.address)

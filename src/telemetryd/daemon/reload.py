@@ -15,12 +15,16 @@ those same objects, and read them when they use them):
   idle-exit at once; memory-limit and threads from the next start of the store worker
   (the process that runs DuckDB: it is started again when idle or needed);
 - ``spool``: scan-interval (from the next scan);
-- ``retention``: everything (from the next run).
+- ``retention``: everything (from the next run);
+- ``http``: allowed-hosts, prompt-text, max-body-bytes and max-connections at once
+  (from the next request or connection), the timeouts from their next wait.
 
 The others take a restart, and a change to them is logged as waiting for one:
 ``journal.durability`` (connections were promised acknowledgements under the
 running mode), ``ingest.max-pending-bytes``, ``dedup-window`` and ``allowed-uids``
-(sized or checked once at start). Paths and sockets never change while running.
+(sized or checked once at start), ``http.enabled``, ``address`` and ``require-token``
+(the listening socket and the token are taken at start). Paths and sockets never
+change while running.
 
 Either way the journal continues in a new segment from its next write, and the
 service manager hears ``RELOADING=1`` then ``READY=1`` (sd_notify).
@@ -62,6 +66,13 @@ LIVE = frozenset(
         "retention.max-bytes",
         "retention.compress",
         "retention.interval",
+        "http.allowed-hosts",
+        "http.prompt-text",
+        "http.max-body-bytes",
+        "http.max-connections",
+        "http.header-timeout",
+        "http.body-timeout",
+        "http.idle-timeout",
     }
 )
 
