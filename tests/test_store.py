@@ -26,7 +26,7 @@ import msgspec
 import pytest
 
 from conftest import Daemon, exchange
-from telemetryd import config
+from telemetryd import config, errorclass
 from telemetryd import events as ev
 from telemetryd.daemon.journal import list_segments
 from telemetryd.daemon.segments import CLOSED_MODE
@@ -981,12 +981,21 @@ def test_tool_calls_view(fixed: Store) -> None:
     ]
 
 
+TOOL = ("tool", "rule", "Edit", "e08")
+
+
 def test_errors_view(fixed: Store) -> None:
+    """The error event keeps its producer's category, fingerprint and confidence; the
+    failed tool result (e08) is classified by the rules (tests/test_errorclass.py holds
+    the rules and the view's classification of every source)."""
     assert query(
         fixed,
-        "SELECT timestamp, session_id, model, category, message, fingerprint, confidence "
-        "FROM errors",
-    ) == [(ts(12), "s1", "m-a", "api", "429", "api-429", 0.9)]
+        "SELECT timestamp, session_id, model, category, message, fingerprint, confidence, "
+        "kind, category_source, tool_name, event_id FROM errors ORDER BY timestamp",
+    ) == [
+        (ts(7), "s1", None, "tool_failure", "boom", errorclass.fingerprint("boom"), 0.5, *TOOL),
+        (ts(12), "s1", "m-a", "api", "429", "api-429", 0.9, "error", "producer", None, "e13"),
+    ]
 
 
 def test_runs_view(fixed: Store) -> None:

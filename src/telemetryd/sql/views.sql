@@ -118,22 +118,82 @@ SELECT
     p.error
 FROM paired AS p;
 
--- One row per error event.
+-- One row per error, from every source: `error` events (kind 'error'), failed tool
+-- results (kind 'tool': tool.success false, or an error without a success flag) and
+-- failed model requests (kind 'api': success false, or an error without a success flag;
+-- status_code from the producer's attrs). category, confidence and fingerprint are the
+-- producer's where it gave them (category_source 'producer'; a producer's category
+-- keeps confidence 1 unless it gave its own, and is renamed to ours where
+-- errorclass.PRODUCER_ALIASES knows it), else the error rules' (category_source 'rule':
+-- the macros error_rule, error_fingerprint, ... generated from telemetryd/errorclass.py,
+-- docs/errors.md). normalised is the message with ids, numbers, paths, hex and quoted
+-- values replaced: the text the fingerprint hashes.
 CREATE OR REPLACE VIEW errors AS
+WITH raw AS (
+    SELECT
+        e.id, e.ts, e.session_id, e.source, e.agent_type, e.agent_model, e.agent_provider,
+        e.trace_id, e.span_id, 'error' AS kind, e.message,
+        nullif(e.category, '') AS producer_category,
+        e.fingerprint AS producer_fingerprint,
+        e.confidence AS producer_confidence,
+        CAST(NULL AS VARCHAR) AS tool_name,
+        CAST(NULL AS INTEGER) AS status_code
+    FROM events AS e
+    WHERE e.type = 'error'
+    UNION ALL
+    SELECT
+        e.id, e.ts, e.session_id, e.source, e.agent_type, e.agent_model, e.agent_provider,
+        e.trace_id, e.span_id, 'tool', e.tool_error, NULL, NULL, NULL, e.tool_name, NULL
+    FROM events AS e
+    WHERE e.type = 'tool_result'
+        AND (NOT e.tool_success OR (e.tool_success IS NULL AND e.tool_error IS NOT NULL))
+    UNION ALL
+    SELECT
+        e.id, e.ts, e.session_id, e.source, e.agent_type, e.agent_model, e.agent_provider,
+        e.trace_id, e.span_id, 'api', e.error, NULL, NULL, NULL, NULL,
+        TRY_CAST(coalesce(
+            json_extract_string(e.attrs, '$.status_code'),
+            json_extract_string(e.attrs, '$."http.response.status_code"')
+        ) AS INTEGER)
+    FROM events AS e
+    WHERE e.type = 'api_request'
+        AND (NOT e.success OR (e.success IS NULL AND e.error IS NOT NULL))
+),
+ruled AS (
+    SELECT
+        r.*,
+        CASE WHEN r.producer_category IS NULL THEN error_rule(r.message, r.status_code) END
+            AS rule
+    FROM raw AS r
+)
 SELECT
-    e.ts AS timestamp,
-    e.session_id,
-    e.source,
-    e.agent_type,
-    e.agent_model AS model,
-    e.category,
-    e.message,
-    e.fingerprint,
-    e.confidence,
-    e.trace_id,
-    e.span_id
-FROM events AS e
-WHERE e.type = 'error';
+    r.ts AS timestamp,
+    r.session_id,
+    r.source,
+    r.agent_type,
+    r.agent_model AS model,
+    coalesce(
+        error_producer_category(r.producer_category),
+        error_rule_category(r.rule),
+        error_fallback_category(r.kind)
+    ) AS category,
+    r.message,
+    coalesce(r.producer_fingerprint, error_fingerprint(r.message)) AS fingerprint,
+    CASE
+        WHEN r.producer_category IS NOT NULL THEN coalesce(r.producer_confidence, 1.0)
+        ELSE coalesce(error_rule_confidence(r.rule), error_fallback_confidence(r.kind))
+    END AS confidence,
+    r.trace_id,
+    r.span_id,
+    r.kind,
+    CASE WHEN r.producer_category IS NOT NULL THEN 'producer' ELSE 'rule' END
+        AS category_source,
+    error_normalised(r.message) AS normalised,
+    r.tool_name,
+    r.status_code,
+    r.agent_provider AS provider,
+    r.id AS event_id
+FROM ruled AS r;
 
 -- One row per attempt record (`run` event). total_tokens is the actual total or the
 -- estimate, as tokens_source says.

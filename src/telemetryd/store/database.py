@@ -12,7 +12,8 @@ rebuilt from it at any time. On disk, next to the journal::
       events           one row per event id: the envelope and every type's fields in
                        typed columns (nested objects flattened: agent_model,
                        tokens_cache_read, ...), attrs and log fields as JSON
-      views, macros    api_requests, sessions, ... (sql/views.sql, sql/macros.sql)
+      views, macros    api_requests, sessions, ... (sql/views.sql, sql/macros.sql), and
+                       the error rules' macros (errorclass.py) that the errors view uses
     load/batch-*.jsonl   journal lines being loaded (transient copies, or read-only hard
                          links of whole closed segments: the only files DuckDB may open,
                          so no SQL can write the journal, nor read the rest of it)
@@ -84,6 +85,7 @@ from typing import Any, TypeVar
 
 import duckdb
 
+from telemetryd import errorclass
 from telemetryd.daemon import segments
 from telemetryd.daemon.segments import SUFFIX
 from telemetryd.errors import TelemetryError
@@ -165,7 +167,10 @@ def _sql(name: str) -> str:
 _LOAD = _sql("load.sql")
 _VIEWS = _sql("views.sql")
 _MACROS = _sql("macros.sql")
-_VIEWS_DIGEST = hashlib.sha256((_VIEWS + "\0" + _MACROS).encode()).hexdigest()
+_ERROR_MACROS = errorclass.sql_macros()  # the error rules, which the errors view uses
+_VIEWS_DIGEST = hashlib.sha256(
+    (_ERROR_MACROS + "\0" + _VIEWS + "\0" + _MACROS).encode()
+).hexdigest()
 
 # Whether this batch's rows (rowid >= $first) may share an id with each other or with
 # a stored row, in two cheap steps that spare the join below nearly always: whether an
@@ -424,6 +429,7 @@ class Store:
     def _create_views(self) -> None:
         """Views and report macros: replaced at the first open of a version whose views
         differ (recorded in meta as their digest), so they need no schema version bump."""
+        self._con.execute(_ERROR_MACROS)
         self._con.execute(_VIEWS)
         self._con.execute(_MACROS)
         self._con.execute("INSERT OR REPLACE INTO meta VALUES ('views', ?)", [_VIEWS_DIGEST])
