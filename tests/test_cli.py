@@ -83,6 +83,7 @@ def test_help_lists_every_command() -> None:
         "service",
         "status",
         "tail",
+        "trace",
         "validate",
     }
     send = ctl("send", "--help")

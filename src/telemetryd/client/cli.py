@@ -24,6 +24,7 @@ from telemetryd.client.pricing_cli import pricing_command
 from telemetryd.client.reports_cli import reports
 from telemetryd.client.retention_cli import gc
 from telemetryd.client.service_cli import service_group
+from telemetryd.client.trace_cli import trace_command
 from telemetryd.config import Ingest
 from telemetryd.errors import (
     DaemonBusy,
@@ -318,3 +319,4 @@ cli.add_command(hook_command)
 cli.add_command(import_group)
 cli.add_command(otel_group)
 cli.add_command(pricing_command)
+cli.add_command(trace_command)

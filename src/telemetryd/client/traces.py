@@ -1,0 +1,556 @@
+"""Traces as span trees: what `telemetryctl trace` prints, as a Python API.
+
+:func:`load` asks the daemon (or, while it is stopped, the database file read-only)
+for every event of one trace, or of every trace a session's events belong to, in one
+query, and :func:`build` turns the rows into :class:`Trace` trees.
+
+The tree follows the same rules as the ``trace(trace_id)`` macro in
+``sql/macros.sql`` (tests/test_trace.py holds the two to the same order): the events
+with one span id are one span; a span's parent is its ``parent_span_id``; a span whose
+parent is not in the trace is a root (depth 0); siblings, and roots, go by their start
+(their earliest event's time), then by span id. Events without a span id are listed
+after the tree, by time. (A span whose parents form a loop, which the macro leaves out
+of its tree, is shown here as one more root.)
+
+Tokens and cost: a span's own are those of the ``api_request`` events with its span
+id, the model call it stands for (an OTLP GenAI ``chat`` span, say). Nothing else adds
+to them: an ``invoke_agent`` span's ``agent_stop`` repeats the tokens its ``chat``
+children already counted. A trace's totals are every ``api_request`` of the trace,
+with a span id or without. Cost is the sum of the priced requests; requests without a
+price (an unknown model) are counted in ``unpriced`` rather than guessed.
+
+Import-light like the query path: no click, no duckdb.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from telemetryd.client import protocol, store_process
+from telemetryd.client.control import Control
+from telemetryd.errors import DaemonBusy, DaemonUnavailable, ProtocolError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from typing import Any
+
+# One row per event of the picked traces. ``what`` is the trace() macro's.
+_COLUMNS = """
+    e.trace_id,
+    e.span_id,
+    e.parent_span_id,
+    strftime(e.ts, '%Y-%m-%dT%H:%M:%S.%gZ') AS ts,
+    e.type,
+    coalesce(e.tool_name, e.name, e.event, e.message, e.agent_type) AS what,
+    e.kind,
+    e.duration_ms,
+    coalesce(e.tool_success, e.success) AS success,
+    coalesce(e.tool_error, e.error) AS error,
+    e.agent_model AS model,
+    e.tokens_input,
+    e.tokens_output,
+    e.tokens_cache_read,
+    e.tokens_cache_creation,
+    e.cost_usd,
+    e.session_id,
+    e.source,
+    e.id
+"""
+TRACE_SQL = f"SELECT {_COLUMNS} FROM events AS e WHERE e.trace_id = $trace ORDER BY e.ts, e.id"
+SESSION_SQL = f"""
+SELECT {_COLUMNS}
+FROM events AS e
+WHERE e.trace_id IN (
+    SELECT s.trace_id FROM events AS s WHERE s.session_id = $session AND s.trace_id IS NOT NULL
+)
+ORDER BY e.ts, e.id
+"""
+
+
+@dataclass
+class Usage:
+    """Tokens and cost of model requests (``api_request`` events)."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cost_usd: float = 0.0
+    unpriced: int = 0  # requests without a cost (a model the price table does not know)
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.requests += 1
+        self.input_tokens += row["tokens_input"] or 0
+        self.output_tokens += row["tokens_output"] or 0
+        self.cache_read_tokens += row["tokens_cache_read"] or 0
+        self.cache_creation_tokens += row["tokens_cache_creation"] or 0
+        if row["cost_usd"] is None:
+            self.unpriced += 1
+        else:
+            self.cost_usd += row["cost_usd"]
+
+    def merge(self, other: Usage) -> None:
+        for name in (
+            "requests",
+            "input_tokens",
+            "output_tokens",
+            "cache_read_tokens",
+            "cache_creation_tokens",
+            "cost_usd",
+            "unpriced",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class Event:
+    """One event of a trace, briefly."""
+
+    id: str
+    type: str
+    ts: str
+    what: str | None
+    duration_ms: int | None
+    success: bool | None
+    error: str | None
+    model: str | None = None
+    usage: Usage | None = None  # an api_request's tokens and cost
+
+
+@dataclass
+class Span:
+    span_id: str
+    parent_span_id: str | None
+    name: str
+    kind: str | None
+    started: str
+    depth: int
+    duration_ms: int | None
+    success: bool | None
+    error: str | None
+    model: str | None
+    usage: Usage | None  # None: no api_request has this span id
+    events: list[Event] = field(default_factory=list)
+    children: list[Span] = field(default_factory=list)
+
+    def walk(self) -> Iterator[Span]:
+        """This span and every span under it, depth first (the printed order)."""
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+
+@dataclass
+class Trace:
+    trace_id: str
+    session_ids: list[str]
+    started: str
+    duration_ms: int | None  # from the first start to the last end of its events
+    roots: list[Span]
+    unspanned: list[Event]  # events without a span id, by time
+    totals: Usage
+
+    def spans(self) -> Iterator[Span]:
+        for root in self.roots:
+            yield from root.walk()
+
+
+@dataclass
+class Result:
+    traces: list[Trace]
+    from_file: bool  # the daemon was down: read from the database file, maybe stale
+    warning: str | None = None  # the daemon's: acknowledged events missing from the answer
+
+
+# -- building the trees ------------------------------------------------------------------
+
+
+def _event(row: dict[str, Any]) -> Event:
+    usage = None
+    if row["type"] == "api_request":
+        usage = Usage()
+        usage.add(row)
+    return Event(
+        id=row["id"],
+        type=row["type"],
+        ts=row["ts"],
+        what=row["what"],
+        duration_ms=row["duration_ms"],
+        success=row["success"],
+        error=row["error"],
+        model=row["model"],
+        usage=usage,
+    )
+
+
+def _ms(ts: str) -> int:
+    """Milliseconds since the epoch of a stored time (UTC, millisecond precision)."""
+    return round(datetime.fromisoformat(ts).timestamp() * 1000)
+
+
+def _span(span_id: str, rows: list[dict[str, Any]]) -> Span:
+    """One span from its events (``rows``, by time): the ``span`` event says what it
+    is; without one, its first event does."""
+    main = next((r for r in rows if r["type"] == "span"), rows[0])
+    parent = main["parent_span_id"] or next(
+        (r["parent_span_id"] for r in rows if r["parent_span_id"]), None
+    )
+    requests = [r for r in rows if r["type"] == "api_request"]
+    usage = None
+    if requests:
+        usage = Usage()
+        for row in requests:
+            usage.add(row)
+    success = main["success"]
+    error = main["error"]
+    if success is None and any(r["success"] is False for r in rows):
+        failed = next(r for r in rows if r["success"] is False)
+        success, error = False, failed["error"]
+    duration = main["duration_ms"]
+    if duration is None:
+        duration = next((r["duration_ms"] for r in rows if r["duration_ms"] is not None), None)
+    model = next((r["model"] for r in requests if r["model"]), None) or main["model"]
+    return Span(
+        span_id=span_id,
+        parent_span_id=parent,
+        name=main["what"] or main["type"],
+        kind=main["kind"],
+        started=min(r["ts"] for r in rows),
+        depth=0,
+        duration_ms=duration,
+        success=success,
+        error=error,
+        model=model,
+        usage=usage,
+        events=[_event(r) for r in rows],
+    )
+
+
+def _order(spans: Iterable[Span]) -> list[Span]:
+    return sorted(spans, key=lambda s: (s.started, s.span_id))
+
+
+def _tree(spans: dict[str, Span]) -> list[Span]:
+    """Link ``spans`` into trees; the roots, in order, depths set."""
+    children: dict[str, list[Span]] = {}
+    roots = []
+    for span in spans.values():
+        if span.parent_span_id is None or span.parent_span_id not in spans:
+            roots.append(span)
+        else:
+            children.setdefault(span.parent_span_id, []).append(span)
+    placed: set[str] = set()
+
+    def place(span: Span, depth: int) -> None:
+        span.depth = depth
+        placed.add(span.span_id)
+        span.children = _order(children.get(span.span_id, ()))
+        for child in span.children:
+            place(child, depth + 1)
+
+    roots = _order(roots)
+    for root in roots:
+        place(root, 0)
+    # Spans whose parents form a loop reach no root: each loop shown from its first span.
+    while len(placed) < len(spans):
+        first = _order(s for s in spans.values() if s.span_id not in placed)[0]
+        if first.parent_span_id in children:
+            children[first.parent_span_id].remove(first)
+        roots.append(first)
+        place(first, 0)
+    return roots
+
+
+def _trace(trace_id: str, rows: list[dict[str, Any]]) -> Trace:
+    by_span: dict[str, list[dict[str, Any]]] = {}
+    unspanned = []
+    totals = Usage()
+    for row in rows:
+        if row["type"] == "api_request":
+            totals.add(row)
+        if row["span_id"] is None:
+            unspanned.append(_event(row))
+        else:
+            by_span.setdefault(row["span_id"], []).append(row)
+    roots = _tree({span_id: _span(span_id, found) for span_id, found in by_span.items()})
+    # From the first event to the last end: a span event's time is its start.
+    start = min(_ms(r["ts"]) for r in rows)
+    end = max(_ms(r["ts"]) + ((r["duration_ms"] or 0) if r["type"] == "span" else 0) for r in rows)
+    return Trace(
+        trace_id=trace_id,
+        session_ids=sorted({r["session_id"] for r in rows if r["session_id"]}),
+        started=min(r["ts"] for r in rows),
+        duration_ms=end - start,
+        roots=roots,
+        unspanned=unspanned,
+        totals=totals,
+    )
+
+
+def build(rows: Iterable[dict[str, Any]]) -> list[Trace]:
+    """The traces of ``rows`` (the columns of :data:`TRACE_SQL`, ordered by time), each
+    as its tree, the earliest first."""
+    by_trace: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_trace.setdefault(row["trace_id"], []).append(row)
+    traces = [_trace(trace_id, found) for trace_id, found in by_trace.items()]
+    return sorted(traces, key=lambda t: (t.started, t.trace_id))
+
+
+# -- asking the store --------------------------------------------------------------------
+
+
+def _collect(
+    replies: Iterator[protocol.QueryColumns | protocol.QueryRows | protocol.QueryDone],
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A query's rows as dicts, and the daemon's warning. Raises what the replies raise
+    (DaemonError with DuckDB's message when the query failed)."""
+    names: list[str] = []
+    rows: list[dict[str, Any]] = []
+    for reply in replies:
+        if isinstance(reply, protocol.QueryRows):
+            rows.extend(dict(zip(names, row, strict=True)) for row in reply.rows)
+        elif isinstance(reply, protocol.QueryColumns):
+            names = [name for name, _ in reply.columns]
+        else:
+            return rows, reply.warning
+    raise ProtocolError("the answer ended before the end of its result")
+
+
+def query(
+    sql: str, params: dict[str, Any], socket_path: str | None = None, timeout: float = 30.0
+) -> tuple[list[dict[str, Any]], bool, str | None]:
+    """Rows of one read-only query, from the daemon or, while it is stopped, the
+    database file: ``(rows, from_file, warning)``. DaemonBusy when the daemon is too
+    busy to answer, DaemonUnavailable when neither the daemon nor a database file is
+    there, StoreUnavailable when the database cannot be opened, DaemonError when the
+    query fails."""
+    started = False
+    try:
+        with Control(socket_path or protocol.control_socket()) as control:
+            replies = control.query(sql, params, timeout)
+            first = next(replies)  # nobody answering raises here, before any reply
+            started = True
+            rows, warning = _collect(_chain(first, replies))
+            return rows, False, warning
+    except DaemonBusy:
+        raise
+    except DaemonUnavailable as down:
+        if started:
+            raise  # it answered, then went away: its file is no better
+        reason = str(down)
+    from telemetryd import paths
+
+    database = paths.resolve().database
+    if not os.path.exists(database):
+        raise DaemonUnavailable(f"{reason}, and there is no database at {database} yet")
+    command = store_process.command(database)
+    rows, warning = _collect(store_process.query(command, sql, params, timeout))
+    return rows, True, warning
+
+
+def _chain(
+    first: protocol.QueryColumns | protocol.QueryRows | protocol.QueryDone,
+    rest: Iterator[protocol.QueryColumns | protocol.QueryRows | protocol.QueryDone],
+) -> Iterator[protocol.QueryColumns | protocol.QueryRows | protocol.QueryDone]:
+    yield first
+    yield from rest
+
+
+def load(
+    trace_id: str | None = None,
+    session_id: str | None = None,
+    socket_path: str | None = None,
+) -> Result:
+    """One trace (``trace_id``) or every trace with an event of ``session_id``. An empty
+    ``traces`` list when there is none; errors as :func:`query`'s."""
+    if (trace_id is None) == (session_id is None):
+        raise ValueError("give a trace id or a session id")
+    if trace_id is not None:
+        rows, from_file, warning = query(TRACE_SQL, {"trace": trace_id}, socket_path)
+    else:
+        rows, from_file, warning = query(SESSION_SQL, {"session": session_id}, socket_path)
+    return Result(build(rows), from_file, warning)
+
+
+# -- as JSON -----------------------------------------------------------------------------
+
+
+def usage_dict(usage: Usage) -> dict[str, Any]:
+    return {
+        "requests": usage.requests,
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cache_read_tokens": usage.cache_read_tokens,
+        "cache_creation_tokens": usage.cache_creation_tokens,
+        "cost_usd": usage.cost_usd if usage.requests > usage.unpriced else None,
+        "unpriced_requests": usage.unpriced,
+    }
+
+
+def _event_dict(event: Event) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "type": event.type,
+        "ts": event.ts,
+        "what": event.what,
+        "duration_ms": event.duration_ms,
+        "success": event.success,
+        "error": event.error,
+        "model": event.model,
+        "usage": usage_dict(event.usage) if event.usage else None,
+    }
+
+
+def span_dict(span: Span) -> dict[str, Any]:
+    return {
+        "span_id": span.span_id,
+        "parent_span_id": span.parent_span_id,
+        "name": span.name,
+        "kind": span.kind,
+        "started": span.started,
+        "depth": span.depth,
+        "duration_ms": span.duration_ms,
+        "success": span.success,
+        "error": span.error,
+        "model": span.model,
+        "usage": usage_dict(span.usage) if span.usage else None,
+        "events": [_event_dict(e) for e in span.events],
+        "children": [span_dict(c) for c in span.children],
+    }
+
+
+def trace_dict(trace: Trace) -> dict[str, Any]:
+    return {
+        "trace_id": trace.trace_id,
+        "session_ids": trace.session_ids,
+        "started": trace.started,
+        "duration_ms": trace.duration_ms,
+        "spans": [span_dict(s) for s in trace.roots],
+        "unspanned": [_event_dict(e) for e in trace.unspanned],
+        "totals": usage_dict(trace.totals),
+    }
+
+
+# -- as text -----------------------------------------------------------------------------
+
+MAX_NAME = 60
+HEADERS = ("span", "duration", "input", "output", "cache read", "cache write", "cost")
+
+
+def duration_text(ms: int | None) -> str:
+    """Milliseconds for people: ``850 ms``, ``1.25 s``, ``2m 05s``, ``1h 02m``."""
+    if ms is None:
+        return ""
+    if ms < 1000:
+        return f"{ms} ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.2f} s"
+    seconds = ms // 1000
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+
+
+def cost_text(usage: Usage) -> str:
+    """``$0.0123``; ``$?`` when no request of it has a price, a ``+`` when some lack one."""
+    if usage.requests == usage.unpriced:
+        return "$?"
+    return f"${usage.cost_usd:.4f}" + ("+" if usage.unpriced else "")
+
+
+def _mark(success: bool | None, error: str | None) -> str:
+    if success is False or (success is None and error):
+        return "✗ " + (error or "failed").replace("\n", " ")[:120]
+    return "✓" if success else ""
+
+
+def _cut(text: str, limit: int) -> str:
+    text = text.replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _usage_cells(usage: Usage | None) -> list[str]:
+    if usage is None:
+        return ["", "", "", "", ""]
+    return [
+        f"{usage.input_tokens:,}",
+        f"{usage.output_tokens:,}",
+        f"{usage.cache_read_tokens:,}",
+        f"{usage.cache_creation_tokens:,}",
+        cost_text(usage),
+    ]
+
+
+def _label(span: Span, prefix: str) -> str:
+    name = span.name
+    if span.model and span.model not in name:
+        name += f" ({span.model})"
+    return prefix + _cut(name, MAX_NAME)
+
+
+def _rows(span: Span, lead: str, branch: str) -> Iterator[list[str]]:
+    """Table rows of ``span`` and its subtree: box-drawing lines show the tree."""
+    yield [
+        _label(span, lead + branch),
+        duration_text(span.duration_ms),
+        *_usage_cells(span.usage),
+        _mark(span.success, span.error),
+    ]
+    below = lead + ("" if not branch else "   " if branch == "└─ " else "│  ")
+    for n, child in enumerate(span.children):
+        last = n == len(span.children) - 1
+        yield from _rows(child, below, "└─ " if last else "├─ ")
+
+
+def render(trace: Trace) -> list[str]:
+    """The lines that show one trace: a heading, the span tree as a table (duration,
+    tokens and cost per span, ✓ or ✗ with the error), the events without a span, and
+    the trace's totals."""
+    count = sum(1 for _ in trace.spans())
+    heading = f"trace {trace.trace_id}"
+    if trace.session_ids:
+        heading += f"  session {', '.join(trace.session_ids)}"
+    heading += (
+        f"  started {trace.started}  {count} span{'s' if count != 1 else ''}"
+        f"  {duration_text(trace.duration_ms)}"
+    )
+    table: list[list[str]] = [[*HEADERS, ""]]
+    for root in trace.roots:
+        table.extend(_rows(root, "", ""))
+    total = trace.totals
+    requests = f"total ({total.requests} request{'s' if total.requests != 1 else ''})"
+    table.append([requests, duration_text(trace.duration_ms), *_usage_cells(total), ""])
+    widths = [max(len(row[i]) for row in table) for i in range(len(HEADERS))]
+
+    def line(cells: list[str]) -> str:
+        parts = [cells[0].ljust(widths[0])]
+        parts += [cell.rjust(width) for cell, width in zip(cells[1:-1], widths[1:], strict=True)]
+        return ("  ".join(parts) + "  " + cells[-1]).rstrip()
+
+    lines = [heading, line(table[0])]
+    lines += [line(row) for row in table[1:-1]]
+    if trace.unspanned:
+        lines.append("events without a span:")
+        for event in trace.unspanned:
+            what = f"  {event.ts}  {event.type}"
+            if event.what:
+                what += f"  {_cut(event.what, MAX_NAME)}"
+            if event.usage:
+                used = event.usage
+                what += f"  {event.model or 'unknown model'}  {used.input_tokens:,} input"
+                what += f", {used.output_tokens:,} output"
+                if used.cache_read_tokens or used.cache_creation_tokens:
+                    what += f", {used.cache_read_tokens:,} cache read"
+                    what += f", {used.cache_creation_tokens:,} cache write"
+                what += f"  {cost_text(used)}"
+            if event.duration_ms is not None:
+                what += f"  {duration_text(event.duration_ms)}"
+            lines.append((what + "  " + _mark(event.success, event.error)).rstrip())
+    lines.append("-" * len(line(table[0])))
+    lines.append(line(table[-1]))
+    return lines
