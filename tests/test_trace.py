@@ -372,3 +372,15 @@ def test_spans_in_a_loop_are_still_shown() -> None:
     (found,) = traces.build(rows)
     assert [(s.depth, s.span_id) for s in found.spans()] == [(0, "r"), (0, "a"), (1, "b")]
     assert found.duration_ms == 2005
+
+
+def test_a_database_that_cannot_be_opened(state_home: Path) -> None:
+    """The daemon is stopped and the file is no database: exit 3, saying so."""
+    from telemetryd import paths
+
+    database = Path(paths.resolve().database)
+    database.parent.mkdir(parents=True, exist_ok=True)
+    database.write_bytes(b"not a duckdb file" * 100)
+    result = ctl("trace", "abc")
+    assert result.returncode == 3, result.stderr.decode()
+    assert b"Error: the database cannot be opened: " in result.stderr

@@ -11,10 +11,11 @@ import sys
 import click
 
 from telemetryd.client.cli_errors import message
-from telemetryd.errors import DaemonUnavailable, TelemetryError
+from telemetryd.errors import DaemonUnavailable, StoreUnavailable, TelemetryError
 
 EXIT_NOT_FOUND = 1  # no event has this trace id (no traced event has this session id)
 EXIT_UNAVAILABLE = 3  # neither the daemon nor the database answers, or the daemon is too busy
+# (the exit statuses of `telemetryctl query`)
 
 
 @click.command("trace")
@@ -41,13 +42,15 @@ def trace_command(
 
     With --session, each trace that has an event of the session, by start time.
     --json prints {"traces": [...]}: per trace its spans as a tree (children
-    nested), the events without a span, and the totals; tokens per span under
-    "usage" (null without a model request).
+    nested), the events without a span, and the totals; tokens and cost per span
+    under "usage" (null without a model request; its cost_usd null when no request
+    has a price).
 
     With the daemon stopped, the database file is read directly (a warning says
     that recent events may be missing). Exit status: 0 shown; 1 no such trace (or
     no traced event in the session), or the query failed; 2 usage error; 3 neither
-    the daemon nor the database is available, or the daemon is too busy.
+    the daemon nor the database is available (or it cannot be opened), or the
+    daemon is too busy.
 
     \b
     Examples:
@@ -60,8 +63,9 @@ def trace_command(
 
     try:
         result = traces.load(trace_id, session_id, socket_path)
-    except DaemonUnavailable as exc:  # DaemonBusy included
-        click.echo(f"Error: {message(exc)}", err=True)
+    except (DaemonUnavailable, StoreUnavailable) as exc:  # DaemonBusy included
+        where = "the database cannot be opened: " if isinstance(exc, StoreUnavailable) else ""
+        click.echo(f"Error: {where}{message(exc)}", err=True)
         sys.exit(EXIT_UNAVAILABLE)
     except TelemetryError as exc:
         raise click.ClickException(message(exc)) from None
