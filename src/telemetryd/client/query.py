@@ -14,7 +14,6 @@ here too for the tests of the reply reader.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -143,14 +142,8 @@ def ask_file(opts: Options, out: output.Writer) -> int:
     """The daemon is down: a store process reads the database file (read-only, same
     sandbox) for at most the query's timeout (the file stays locked while it is open);
     its answer goes into ``out``. DaemonUnavailable when there is no database file."""
-    from telemetryd import paths
-
-    database = paths.resolve().database
-    if not os.path.exists(database):
-        raise DaemonUnavailable(f"and there is no database at {database} yet")
     timeout = opts.timeout or DEFAULT_TIMEOUT
-    command = store_process.command(database)
-    replies = store_process.query(command, opts.sql or "", opts.params, timeout)
+    replies = store_process.from_file(opts.sql or "", opts.params, timeout)
     return _write(replies, out, daemon=False)
 
 

@@ -40,6 +40,23 @@ def command(database: str) -> list[str]:
     return [sys.executable, "-m", "telemetryd.store", "query", "--database", database]
 
 
+def from_file(
+    sql: str, params: dict[str, Any] | None, timeout: float
+) -> Iterator[QueryColumns | QueryRows | QueryDone]:
+    """:func:`query` on this user's database file (the daemon is stopped).
+    DaemonUnavailable, saying "and there is no database at PATH yet", when there is
+    none: the caller puts why the daemon did not answer in front."""
+    import os
+
+    from telemetryd import paths
+    from telemetryd.errors import DaemonUnavailable
+
+    database = paths.resolve().database
+    if not os.path.exists(database):
+        raise DaemonUnavailable(f"and there is no database at {database} yet")
+    return query(command(database), sql, params, timeout)
+
+
 def query(
     command: list[str], sql: str, params: dict[str, Any] | None, timeout: float
 ) -> Iterator[QueryColumns | QueryRows | QueryDone]:

@@ -24,7 +24,6 @@ Import-light like the query path: no click, no duckdb.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -343,13 +342,11 @@ def query(
         if started:
             raise  # it answered, then went away: its file is no better
         reason = str(down)
-    from telemetryd import paths
-
-    database = paths.resolve().database
-    if not os.path.exists(database):
-        raise DaemonUnavailable(f"{reason}, and there is no database at {database} yet")
-    command = store_process.command(database)
-    rows, warning = _collect(store_process.query(command, sql, params, timeout))
+    try:
+        replies = store_process.from_file(sql, params, timeout)
+    except DaemonUnavailable as missing:
+        raise DaemonUnavailable(f"{reason}, {missing}") from None
+    rows, warning = _collect(replies)
     return rows, True, warning
 
 
