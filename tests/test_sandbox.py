@@ -229,6 +229,21 @@ def test_every_view_passes_the_plan_check(store: Store) -> None:
         run(store, f'select * from "{view}" limit 1')
 
 
+def test_every_report_macro_passes_the_plan_check(store: Store) -> None:
+    """Each of our table macros (sql/macros.sql) runs as a query; a parameter without a
+    default is given NULL."""
+    with store.cursor() as con:
+        macros = con.execute(
+            "select function_name, parameters from duckdb_functions() "
+            "where function_type = 'table_macro' and not internal order by 1"
+        ).fetchall()
+    assert {"cost_by_model", "model_quality", "tool_reliability"} <= {m for m, _ in macros}
+    required = {"trace": ["trace_id"]}
+    for name, _ in macros:
+        args = ", ".join("NULL" for _ in required.get(name, []))
+        run(store, f'select * from "{name}"({args}) limit 1')
+
+
 def test_every_builtin_table_function_is_classified() -> None:
     """A DuckDB upgrade adds table functions: the list of built-ins must then be updated
     (each new one is refused until someone reads what it does and lists it as a read).

@@ -1183,11 +1183,20 @@ def test_report_macros_are_discoverable(fixed: Store) -> None:
     )
     assert [(name, params) for name, params, _ in rows] == [
         ("agent_usage_summary", ["days"]),
+        ("attempt_events", ["days"]),
+        ("attempts", ["days"]),
         ("cost_by_model", ["days"]),
+        ("guardrail_gaps", ["days"]),
+        ("intervention_effectiveness", ["days"]),
+        ("model_quality", ["days", "cost_weight", "error_weight"]),
         ("optimization_insights", ["days"]),
+        ("provider_reliability", ["days"]),
         ("recent_event_count", ["type", "seconds"]),
+        ("run_outcomes", ["days"]),
         ("session_overview", ["session_id", "days"]),
         ("skill_frequency", ["days"]),
+        ("task_risk", ["days", "min_attempts", "min_tool_failures", "min_repeats"]),
+        ("tool_reliability", ["days"]),
         ("trace", ["trace_id"]),
     ]
     assert all(comment for _, _, comment in rows)

@@ -151,3 +151,344 @@ WHERE e.trace_id = trace_id
 ORDER BY tree.path NULLS LAST, e.ts, e.id;
 COMMENT ON MACRO TABLE trace IS
     'Every event of one trace in span order, with its depth in the span tree';
+
+-- -- Analytics (docs/analytics.md) ---------------------------------------------------
+-- An attempt is one `run` event's attempt_id, counted when its run event is among the
+-- last `days` days (of several run events with one attempt_id, the latest: by ts, then
+-- id). It spans [ts - elapsed_ms.wall, ts]. Its events (attempt_events) are every
+-- other event whose envelope names it (task.attempt_id), and every event without a
+-- task.attempt_id in the run's session within that span, whatever their own times.
+
+CREATE OR REPLACE MACRO attempt_events(days := 7) AS TABLE
+WITH latest AS (
+    SELECT
+        e.id,
+        e.attempt_id,
+        e.session_id,
+        e.ts - to_milliseconds(e.elapsed_wall_ms) AS started,
+        e.ts AS ended
+    FROM events AS e
+    WHERE e.type = 'run' AND e.ts >= utc_now() - to_days(CAST(days AS INTEGER))
+    QUALIFY row_number() OVER (PARTITION BY e.attempt_id ORDER BY e.ts DESC, e.id DESC) = 1
+)
+SELECT l.attempt_id, l.id AS event_id, 'run' AS type, l.ended AS timestamp, 'run' AS matched_by
+FROM latest AS l
+UNION ALL
+SELECT l.attempt_id, e.id, e.type, e.ts, 'task'
+FROM latest AS l
+JOIN events AS e ON e.task_attempt_id = l.attempt_id
+WHERE e.type <> 'run'
+UNION ALL
+SELECT l.attempt_id, e.id, e.type, e.ts, 'session'
+FROM latest AS l
+JOIN events AS e
+    ON e.session_id = l.session_id AND e.ts >= l.started AND e.ts <= l.ended
+WHERE e.type <> 'run' AND e.task_attempt_id IS NULL;
+COMMENT ON MACRO TABLE attempt_events IS
+    'Events of each attempt (run) of the last `days` days: its run event, every event with its task.attempt_id, and every event without one in its session between ts - elapsed_ms.wall and ts (matched_by: run, task, session)';
+
+-- One row per attempt: its run event's fields and counts over its attempt_events.
+-- errors and tool_failures are rows of the `errors` view (tool_failures: kind 'tool');
+-- an anomaly action is an `alert` event with a non-empty attrs.action (what was done
+-- about the anomaly: nudge, abort, reroute, ...); an auto-resume is a `custom` event
+-- named 'auto_resume'.
+CREATE OR REPLACE MACRO attempts(days := 7) AS TABLE
+WITH
+    attributed AS (
+        SELECT * FROM attempt_events(days := days) AS ae WHERE ae.matched_by <> 'run'
+    ),
+    counts AS (
+        SELECT
+            ae.attempt_id,
+            count(*) FILTER (WHERE e.type = 'api_request') AS requests,
+            coalesce(sum(e.cost_usd) FILTER (WHERE e.type = 'api_request'), 0) AS cost_usd,
+            count(*) FILTER (WHERE e.type = 'alert') AS alerts,
+            count(*) FILTER (
+                WHERE e.type = 'alert'
+                    AND nullif(json_extract_string(e.attrs, '$.action'), '') IS NOT NULL
+            ) AS anomaly_actions,
+            count(*) FILTER (WHERE e.type = 'custom' AND e.name = 'auto_resume')
+                AS auto_resumes
+        FROM attributed AS ae
+        JOIN events AS e ON e.id = ae.event_id
+        GROUP BY ae.attempt_id
+    ),
+    failures AS (
+        SELECT
+            ae.attempt_id,
+            count(*) AS errors,
+            count(*) FILTER (WHERE x.kind = 'tool') AS tool_failures
+        FROM attributed AS ae
+        JOIN errors AS x ON x.event_id = ae.event_id
+        GROUP BY ae.attempt_id
+    )
+SELECT
+    r.attempt_id,
+    r.attempt_index,
+    r.task_id,
+    r.task_title,
+    r.session_id,
+    r.agent_model AS model,
+    r.agent_provider AS provider,
+    r.ts - to_milliseconds(r.elapsed_wall_ms) AS started,
+    r.ts AS ended,
+    r.outcome,
+    r.outcome_reason,
+    r.retry_same_model,
+    r.retry_reroute,
+    coalesce(c.requests, 0) AS requests,
+    coalesce(c.cost_usd, 0) AS cost_usd,
+    coalesce(f.errors, 0) AS errors,
+    coalesce(f.tool_failures, 0) AS tool_failures,
+    coalesce(c.alerts, 0) AS alerts,
+    coalesce(c.anomaly_actions, 0) AS anomaly_actions,
+    coalesce(c.auto_resumes, 0) AS auto_resumes
+FROM attempt_events(days := days) AS ae
+JOIN events AS r ON r.id = ae.event_id
+LEFT JOIN counts AS c ON c.attempt_id = ae.attempt_id
+LEFT JOIN failures AS f ON f.attempt_id = ae.attempt_id
+WHERE ae.matched_by = 'run'
+ORDER BY ended DESC, r.attempt_id;
+COMMENT ON MACRO TABLE attempts IS
+    'One row per attempt (run) of the last `days` days with counts over its attempt_events: requests, cost_usd, errors, tool_failures, alerts, anomaly_actions (alerts with attrs.action), auto_resumes (custom events named auto_resume)';
+
+CREATE OR REPLACE MACRO model_quality(days := 7, cost_weight := 0.1, error_weight := 0.05) AS TABLE
+WITH per_model AS (
+    SELECT
+        a.model,
+        count(*) AS attempts,
+        count(*) FILTER (WHERE a.outcome = 'done') / count(*) AS success_rate,
+        avg(a.cost_usd) AS avg_cost_usd,
+        avg(a.errors) AS avg_errors,
+        count(*) FILTER (WHERE a.retry_same_model + a.retry_reroute > 0) / count(*)
+            AS retry_rate
+    FROM attempts(days := days) AS a
+    GROUP BY a.model
+)
+SELECT
+    m.*,
+    m.success_rate
+        - m.avg_cost_usd * CAST(cost_weight AS DOUBLE)
+        - m.avg_errors * CAST(error_weight AS DOUBLE) AS score
+FROM per_model AS m
+ORDER BY score DESC, m.model NULLS LAST;
+COMMENT ON MACRO TABLE model_quality IS
+    'Per model, over its attempts: success_rate = done / attempts, avg_cost_usd, avg_errors, retry_rate = attempts with a retry / attempts; score = success_rate - avg_cost_usd * cost_weight - avg_errors * error_weight';
+
+-- first_shot_rate: of the first attempts at a task (attempt_index 0), the share done
+-- without a retry.
+CREATE OR REPLACE MACRO run_outcomes(days := 7) AS TABLE
+WITH per_model AS (
+    SELECT
+        a.model,
+        count(*) AS attempts,
+        count(*) FILTER (WHERE a.attempt_index = 0) AS first_attempts,
+        count(*) FILTER (
+            WHERE a.attempt_index = 0 AND a.outcome = 'done'
+                AND a.retry_same_model + a.retry_reroute = 0
+        ) AS first_shot_successes,
+        count(*) FILTER (WHERE a.retry_same_model > 0) AS retried_same_model,
+        count(*) FILTER (WHERE a.retry_reroute > 0) AS rerouted,
+        sum(a.retry_same_model) AS same_model_retries,
+        sum(a.retry_reroute) AS reroutes,
+        count(*) FILTER (WHERE a.outcome = 'done') AS done,
+        count(*) FILTER (WHERE a.outcome = 'blocked') AS blocked,
+        count(*) FILTER (WHERE a.outcome = 'redo') AS redo
+    FROM attempts(days := days) AS a
+    GROUP BY a.model
+)
+SELECT
+    m.model,
+    m.attempts,
+    m.first_attempts,
+    m.first_shot_successes,
+    m.first_shot_successes / nullif(m.first_attempts, 0) AS first_shot_rate,
+    m.retried_same_model,
+    m.rerouted,
+    m.same_model_retries,
+    m.reroutes,
+    m.done,
+    m.blocked,
+    m.redo
+FROM per_model AS m
+ORDER BY m.attempts DESC, m.model NULLS LAST;
+COMMENT ON MACRO TABLE run_outcomes IS
+    'Per model, from run events: attempts; first_shot_rate = first attempts (attempt_index 0) done without a retry / first attempts; attempts retried on the same model and rerouted, their retries; done, blocked, redo';
+
+-- A task is listed when any threshold is met; reasons names which.
+CREATE OR REPLACE MACRO task_risk(
+    days := 7, min_attempts := 3, min_tool_failures := 3, min_repeats := 3
+) AS TABLE
+WITH
+    tasked AS (SELECT * FROM attempts(days := days) AS a WHERE a.task_id IS NOT NULL),
+    categories AS (
+        SELECT t.task_id, x.category, count(*) AS n
+        FROM tasked AS t
+        JOIN attempt_events(days := days) AS ae
+            ON ae.attempt_id = t.attempt_id AND ae.matched_by <> 'run'
+        JOIN errors AS x ON x.event_id = ae.event_id
+        GROUP BY t.task_id, x.category
+    ),
+    repeats AS (
+        SELECT
+            c.task_id,
+            list(c.category ORDER BY c.n DESC, c.category)[1] AS top_category,
+            max(c.n) AS top_category_errors,
+            list(c.category ORDER BY c.n DESC, c.category) FILTER (WHERE c.n >= min_repeats)
+                AS repeated_categories
+        FROM categories AS c
+        GROUP BY c.task_id
+    ),
+    per_task AS (
+        SELECT
+            t.task_id,
+            arg_max(t.task_title, t.ended) AS task_title,
+            count(*) AS attempts,
+            count(*) FILTER (WHERE t.outcome = 'done') AS done,
+            count(*) FILTER (WHERE t.outcome = 'blocked') AS blocked,
+            count(*) FILTER (WHERE t.outcome = 'redo') AS redo,
+            sum(t.tool_failures) AS tool_failures,
+            sum(t.errors) AS errors
+        FROM tasked AS t
+        GROUP BY t.task_id
+    ),
+    flagged AS (
+        SELECT
+            p.*,
+            r.top_category,
+            coalesce(r.top_category_errors, 0) AS top_category_errors,
+            coalesce(r.repeated_categories, []) AS repeated_categories,
+            concat_ws(
+                ',',
+                CASE WHEN p.attempts >= min_attempts THEN 'attempts' END,
+                CASE WHEN p.tool_failures >= min_tool_failures THEN 'tool_failures' END,
+                CASE WHEN r.top_category_errors >= min_repeats THEN 'repeated_errors' END
+            ) AS reasons
+        FROM per_task AS p
+        LEFT JOIN repeats AS r ON r.task_id = p.task_id
+    )
+SELECT f.*
+FROM flagged AS f
+WHERE f.reasons <> ''
+ORDER BY
+    length(f.reasons) - length(replace(f.reasons, ',', '')) DESC,
+    f.attempts DESC,
+    f.tool_failures DESC,
+    f.errors DESC,
+    f.task_id;
+COMMENT ON MACRO TABLE task_risk IS
+    'Tasks at risk: attempts >= min_attempts, tool_failures >= min_tool_failures, or one error category repeated >= min_repeats times over the task''s attempts (reasons names which)';
+
+-- Heat map data: failed tool results are left out (a tool is not the provider's);
+-- errors_per_request divides by the provider's api_request events of that day.
+CREATE OR REPLACE MACRO provider_reliability(days := 7) AS TABLE
+WITH
+    failed AS (
+        SELECT
+            CAST(x.timestamp AS DATE) AS day,
+            x.provider,
+            x.category,
+            count(*) AS errors
+        FROM errors AS x
+        WHERE x.kind <> 'tool' AND x.timestamp >= utc_now() - to_days(CAST(days AS INTEGER))
+        GROUP BY ALL
+    ),
+    requests AS (
+        SELECT CAST(e.ts AS DATE) AS day, e.agent_provider AS provider, count(*) AS requests
+        FROM events AS e
+        WHERE e.type = 'api_request' AND e.ts >= utc_now() - to_days(CAST(days AS INTEGER))
+        GROUP BY ALL
+    )
+SELECT
+    f.day,
+    f.provider,
+    f.category,
+    f.errors,
+    coalesce(r.requests, 0) AS requests,
+    f.errors / nullif(r.requests, 0) AS errors_per_request
+FROM failed AS f
+LEFT JOIN requests AS r ON r.day = f.day AND r.provider IS NOT DISTINCT FROM f.provider
+ORDER BY f.day, f.provider NULLS LAST, f.category;
+COMMENT ON MACRO TABLE provider_reliability IS
+    'Errors per UTC day, provider and category (failed tool results left out); errors_per_request = errors / that day''s api_request events of the provider';
+
+CREATE OR REPLACE MACRO intervention_effectiveness(days := 7) AS TABLE
+WITH
+    a AS (SELECT * FROM attempts(days := days)),
+    marked AS (
+        SELECT 'anomaly_action' AS intervention, a.anomaly_actions > 0 AS applied, a.outcome
+        FROM a
+        UNION ALL
+        SELECT 'auto_resume', a.auto_resumes > 0, a.outcome
+        FROM a
+    ),
+    counted AS (
+        SELECT
+            m.intervention,
+            count(*) FILTER (WHERE m.applied) AS attempts_with,
+            count(*) FILTER (WHERE m.applied AND m.outcome = 'done') AS done_with,
+            count(*) FILTER (WHERE NOT m.applied) AS attempts_without,
+            count(*) FILTER (WHERE NOT m.applied AND m.outcome = 'done') AS done_without
+        FROM marked AS m
+        GROUP BY m.intervention
+    )
+SELECT
+    c.intervention,
+    c.attempts_with,
+    c.done_with,
+    c.done_with / nullif(c.attempts_with, 0) AS success_rate_with,
+    c.attempts_without,
+    c.done_without,
+    c.done_without / nullif(c.attempts_without, 0) AS success_rate_without,
+    c.done_with / nullif(c.attempts_with, 0) - c.done_without / nullif(c.attempts_without, 0)
+        AS difference
+FROM counted AS c
+ORDER BY c.intervention;
+COMMENT ON MACRO TABLE intervention_effectiveness IS
+    'Success rate (done / attempts) of attempts with and without an anomaly action (an alert with attrs.action) and an auto-resume (a custom event named auto_resume); difference = with - without';
+
+CREATE OR REPLACE MACRO guardrail_gaps(days := 7) AS TABLE
+SELECT
+    x.category,
+    x.fingerprint,
+    count(*) AS errors,
+    count(DISTINCT x.session_id) AS sessions,
+    min(x.timestamp) AS first_seen,
+    max(x.timestamp) AS last_seen,
+    coalesce(list_sort(list(DISTINCT x.tool_name) FILTER (WHERE x.tool_name IS NOT NULL)), [])
+        AS tools,
+    arg_min(x.normalised, x.timestamp) AS example
+FROM errors AS x
+WHERE x.category IN ('permission', 'auth', 'content_policy')
+    AND x.timestamp >= utc_now() - to_days(CAST(days AS INTEGER))
+GROUP BY x.category, x.fingerprint
+ORDER BY errors DESC, x.category, x.fingerprint;
+COMMENT ON MACRO TABLE guardrail_gaps IS
+    'Permission, auth and content-policy errors clustered by category and fingerprint: errors, sessions, first and last seen, tools, the earliest normalised message';
+
+CREATE OR REPLACE MACRO tool_reliability(days := 7) AS TABLE
+WITH per_tool AS (
+    SELECT
+        c.tool_name,
+        count(*) AS calls,
+        count(*) FILTER (WHERE c.ended IS NOT NULL) AS results,
+        count(*) FILTER (WHERE NOT c.success OR (c.success IS NULL AND c.error IS NOT NULL))
+            AS failures,
+        quantile_cont(c.duration_ms, 0.5) AS p50_ms,
+        quantile_cont(c.duration_ms, 0.95) AS p95_ms
+    FROM tool_calls AS c
+    WHERE c.started >= utc_now() - to_days(CAST(days AS INTEGER))
+    GROUP BY c.tool_name
+)
+SELECT
+    t.tool_name,
+    t.calls,
+    t.results,
+    t.failures,
+    t.failures / nullif(t.results, 0) AS failure_rate,
+    t.p50_ms,
+    t.p95_ms
+FROM per_tool AS t
+ORDER BY t.calls DESC, t.tool_name;
+COMMENT ON MACRO TABLE tool_reliability IS
+    'Per tool (tool_calls started in the last `days` days): calls, results, failures (success false, or an error without a success flag), failure_rate = failures / results, p50_ms and p95_ms of duration_ms (interpolated quantiles)';
