@@ -248,6 +248,8 @@ def test_json_is_the_same_tree_nested(running_daemon: Daemon, exported: dict[str
         1500,
     )
     assert len(found["spans"]) == 1  # one root, the rest nested under it
+    upper = ctl("trace", "--json", trace_id.upper())  # a trace id pasted in capitals
+    assert json.loads(upper.stdout) == body
     spans = walk(found["spans"])
     assert [(s["depth"], s["name"]) for s in spans] == TREE
     by_name = {s["name"]: s for s in spans}

@@ -58,7 +58,11 @@ _COLUMNS = """
     e.source,
     e.id
 """
-TRACE_SQL = f"SELECT {_COLUMNS} FROM events AS e WHERE e.trace_id = $trace ORDER BY e.ts, e.id"
+# (OTLP trace ids are stored in lowercase hex: one pasted in capitals is found too.)
+TRACE_SQL = (
+    f"SELECT {_COLUMNS} FROM events AS e WHERE e.trace_id IN ($trace, lower($trace)) "
+    "ORDER BY e.ts, e.id"
+)
 SESSION_SQL = f"""
 SELECT {_COLUMNS}
 FROM events AS e
