@@ -239,6 +239,49 @@ def _actual(
     return tokens
 
 
+def gemini(
+    *,
+    input: int | None,
+    output: int | None,
+    cached: int | None = None,
+    thoughts: int | None = None,
+    tool: int | None = None,
+    total: int | None = None,
+) -> dict[str, Any]:
+    """Gemini's counts in the model's convention: one rule for the Gemini API's
+    ``usageMetadata``, Gemini CLI's chat records (``tokens``) and its OTLP
+    ``api_response`` events (and the rule ccusage applies to the chat records).
+
+    - ``input`` (the prompt) includes ``cached``: input = input − cached, cache_read =
+      cached; unless ``total`` shows that it does not (total = input + output +
+      thoughts + tool + cached, and not without the cached), when input is kept.
+    - ``tool`` (tool-use prompt tokens) is input too: added to input.
+    - ``thoughts`` are not part of ``output`` but billed as output: output = output
+      + thoughts, also kept as ``reasoning``.
+    - A ``total`` larger than all of these: the rest is counted as output (ccusage
+      counts it at the output rate too).
+    """
+    if input is None and output is None and total is None:
+        return dict(UNKNOWN)
+    inp, out, cache = input or 0, output or 0, cached or 0
+    think, tools = thoughts or 0, tool or 0
+    parts = inp + out + think + tools
+    if cache and total is not None and total == parts + cache and total != parts:
+        uncached = inp  # the total says the cached tokens are not part of the prompt
+    else:
+        uncached = max(0, inp - cache)
+    uncached += tools
+    if total is not None:
+        out += max(0, total - (uncached + cache + out + think))
+    return _actual(
+        input_all=None,
+        input_uncached=uncached,
+        cached=cache,
+        output=out + think,
+        reasoning=think,
+    )
+
+
 def tokens_from_usage(usage: dict[str, Any]) -> dict[str, Any]:
     """Normalize one usage object (see the module docstring for the shapes)."""
     u = _keys(usage)
@@ -249,25 +292,22 @@ def tokens_from_usage(usage: dict[str, Any]) -> dict[str, Any]:
     # Gemini API usageMetadata: prompt includes cached content; thoughts are not in
     # the candidates; tool-use prompt tokens are input too.
     if any(k in u for k in ("prompt_token_count", "candidates_token_count", "total_token_count")):
-        prompt = n("prompt_token_count")
-        tool = n("tool_use_prompt_token_count") or 0
-        return _actual(
-            input_all=None if prompt is None else prompt + tool,
-            cached=n("cached_content_token_count") or 0,
+        return gemini(
+            input=n("prompt_token_count"),
             output=n("candidates_token_count"),
-            reasoning=n("thoughts_token_count"),
-            reasoning_apart=True,
+            cached=n("cached_content_token_count"),
+            thoughts=n("thoughts_token_count"),
+            tool=n("tool_use_prompt_token_count"),
             total=n("total_token_count"),
         )
     # Gemini CLI chat record `tokens`: same counts, short names.
     if ("cached" in u or "thoughts" in u) and "input" in u:
-        inp = n("input")
-        return _actual(
-            input_all=None if inp is None else inp + (n("tool") or 0),
-            cached=n("cached") or 0,
+        return gemini(
+            input=n("input"),
             output=n("output"),
-            reasoning=n("thoughts"),
-            reasoning_apart=True,
+            cached=n("cached"),
+            thoughts=n("thoughts"),
+            tool=n("tool"),
             total=n("total"),
         )
     # OpenAI chat completions (and OpenAI-compatible APIs).

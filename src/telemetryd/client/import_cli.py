@@ -46,7 +46,7 @@ def _parse_since(value: str | None) -> datetime | None:
         ) from None
 
 
-def _options(func: F) -> F:
+def _options(func: F, *, paths: bool = True) -> F:
     func = click.option(
         "--socket",
         "socket_path",
@@ -67,7 +67,8 @@ def _options(func: F) -> F:
         metavar="DATE",
         help="only requests at or after this UTC date or time (2026-03-01, 2026-03-01T12:00Z)",
     )(func)
-    func = click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))(func)
+    if paths:
+        func = click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))(func)
     return func
 
 
@@ -126,6 +127,24 @@ def _run(
     rescan: bool,
     socket_path: str | None,
 ) -> None:
+    summary = _import(agent, paths, since, dry_run, as_json, rescan, socket_path)
+    if as_json:
+        click.echo(json.dumps(summary.as_dict(), indent=2))
+    else:
+        _print_summary(summary)
+    if summary.rejected:
+        sys.exit(EXIT_REJECTED)
+
+
+def _import(
+    agent: str,
+    paths: tuple[Path, ...],
+    since: str | None,
+    dry_run: bool,
+    as_json: bool,
+    rescan: bool,
+    socket_path: str | None,
+) -> importer.Summary:
     bar: Any = None
 
     def on_files(files: list[Path], total: int) -> None:
@@ -152,17 +171,45 @@ def _run(
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
-    if as_json:
-        click.echo(json.dumps(summary.as_dict(), indent=2))
+    return summary
+
+
+@click.group("import", invoke_without_command=True)
+@functools.partial(_options, paths=False)
+@click.pass_context
+@_handle_errors
+def import_group(ctx: click.Context, /, **options: Any) -> None:
+    """Backfill api_request events from agents' local session files.
+
+    Claude Code transcripts, Codex rollouts, Gemini CLI chat recordings. With no
+    agent named, imports every agent whose default location exists, one after the
+    other (the options apply to each; --json prints one summary per agent).
+
+    \b
+    Examples:
+      telemetryctl import
+      telemetryctl import --dry-run --json
+    """
+    if ctx.invoked_subcommand is not None:
+        if any(options.values()):
+            raise click.UsageError(
+                f"give the options after the agent: import {ctx.invoked_subcommand} ..."
+            )
+        return
+    summaries = {}
+    for agent in importer.AGENTS:
+        if importer.found(agent):
+            summaries[agent] = _import(agent, (), **options)
+    if options["as_json"]:
+        click.echo(json.dumps({a: s.as_dict() for a, s in summaries.items()}, indent=2))
     else:
-        _print_summary(summary)
-    if summary.rejected:
+        if not summaries:
+            click.echo("no agent's files found")
+        for agent, summary in summaries.items():
+            click.echo(f"{agent}:")
+            _print_summary(summary)
+    if any(s.rejected for s in summaries.values()):
         sys.exit(EXIT_REJECTED)
-
-
-@click.group("import")
-def import_group() -> None:
-    """Backfill api_request events from local transcripts (Claude Code, Codex)."""
 
 
 @import_group.command("claude-code")
@@ -202,3 +249,24 @@ def codex_command(**options: Any) -> None:
       telemetryctl import codex ~/.codex/sessions/2026/03 --json
     """
     _run("codex", **options)
+
+
+@import_group.command("gemini")
+@_options
+@_handle_errors
+def gemini_command(**options: Any) -> None:
+    """Import token usage from Gemini CLI chat recordings.
+
+    PATHS are files or directories of session files (the older single-JSON
+    session-*.json and the newer JSONL recordings); by default each directory of
+    the comma-separated GEMINI_DATA_DIR, else ~/.gemini/tmp (its */chats). A
+    message Gemini CLI wrote again (same id, once its tool calls were filled in)
+    counts once. Input excludes cached input (cache read); thoughts are output.
+    Running it again adds nothing that is already there.
+
+    \b
+    Examples:
+      telemetryctl import gemini
+      GEMINI_DATA_DIR=/backup/gemini/tmp telemetryctl import gemini --dry-run --json
+    """
+    _run("gemini", **options)

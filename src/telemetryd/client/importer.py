@@ -1,4 +1,5 @@
-"""Backfill ``api_request`` events from Claude Code transcripts and Codex rollouts.
+"""Backfill ``api_request`` events from Claude Code transcripts, Codex rollouts and
+Gemini CLI chat recordings.
 
 Streaming, in bounded memory, whatever the size of the files: each file is read
 line by line (a line longer than :data:`MAX_LINE` is skipped and counted), each
@@ -13,13 +14,17 @@ Event ids are derived from the source: Claude Code's ``requestId`` (the rule of
 :func:`telemetryd.adapters.ids.request_event_id`, shared with the OTLP mappers, so
 a request exported over OTLP and imported from its transcript is one row; lines
 without a ``message.id`` and ``requestId`` are keyed by their line), Codex's
-session and cumulative token counts. Importing the same
+session and cumulative token counts, Gemini CLI's session and message ids (a
+message Gemini CLI re-appends is one request). Importing the same
 data again, or a copy of it, sends the same ids, which the daemon and the store
 drop as duplicates. On top of that, files that did not change since the last
 complete import (same size, mtime and inode, recorded in
 ``<state dir>/import/<agent>.json`` once the daemon confirmed) are not read again.
 
 Malformed lines (not JSON) are counted and skipped; they never stop an import.
+Gemini CLI's older recordings are one JSON document per session: such a file is
+read whole (one at a time, at most :data:`MAX_LINE` bytes, its messages decoded
+without their content), and a file that is not JSON counts as one malformed line.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from typing import Any, BinaryIO
 import msgspec
 
 from telemetryd import paths
-from telemetryd.adapters import claude_code, codex, ids, pricing
+from telemetryd.adapters import claude_code, codex, gemini, ids, pricing
 from telemetryd.client.delivery import EventStream
 from telemetryd.errors import DaemonBusy, DaemonUnavailable, TelemetryError
 
@@ -45,7 +50,7 @@ MAX_LINE = 64 << 20  # bytes; longer lines are skipped (and counted as malformed
 SEEN_GENERATION = 500_000  # keys per generation of the sent-keys set (two are kept)
 DEDUP_WINDOW = 2048  # pending requests per file (Claude Code)
 STATE_VERSION = 1
-AGENTS = ("claude-code", "codex")
+AGENTS = ("claude-code", "codex", "gemini")
 
 Progress = Callable[[int], None]
 
@@ -86,8 +91,33 @@ class _CodexLine(msgspec.Struct):
     payload: _CodexPayload | None = None
 
 
+class _GeminiRecord(msgspec.Struct):
+    """A chat recording's header or message line (its content is skipped)."""
+
+    id: Any = None
+    type: Any = None
+    timestamp: Any = None
+    created_at: Any = None
+    model: Any = None
+    tokens: Any = None
+    sessionId: Any = None
+    session_id: Any = None
+    startTime: Any = None
+    lastUpdated: Any = None
+
+
+class _GeminiDocument(_GeminiRecord):
+    """An older single-JSON session file."""
+
+    messages: list[_GeminiRecord] | None = None
+
+
+_GEMINI_FIELDS = tuple(_GeminiRecord.__struct_fields__)
+
 _CLAUDE = msgspec.json.Decoder(_ClaudeLine)
 _CODEX = msgspec.json.Decoder(_CodexLine)
+_GEMINI = msgspec.json.Decoder(_GeminiRecord)
+_GEMINI_DOCUMENT = msgspec.json.Decoder(_GeminiDocument)
 _ANY = msgspec.json.Decoder()
 _ENCODER = msgspec.json.Encoder()
 
@@ -132,6 +162,10 @@ def _codex_dict(line: _CodexLine) -> dict[str, Any] | None:
     }
 
 
+def _gemini_dict(record: _GeminiRecord) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in _GEMINI_FIELDS}
+
+
 # -- discovery -------------------------------------------------------------------------
 
 
@@ -155,18 +189,51 @@ def codex_roots(environ: dict[str, str] | None = None) -> list[Path]:
     return [home / "sessions", home / "archived_sessions"]
 
 
-def discover(given: Iterable[str | Path], roots: list[Path]) -> list[Path]:
-    """The ``*.jsonl`` files under the given paths (files taken as they are), else under
-    ``roots``; each once, in path order (a session before its sub-agents' files)."""
+def gemini_roots(environ: dict[str, str] | None = None) -> list[Path]:
+    """Where Gemini CLI keeps its chat recordings, as ccusage finds them: each directory of
+    the comma-separated ``GEMINI_DATA_DIR`` (only those, when it is set), else
+    ``~/.gemini/tmp`` (its ``<project hash>/chats/`` directories)."""
+    env = os.environ if environ is None else environ
+    given = env.get("GEMINI_DATA_DIR")
+    if given is not None:
+        return [Path(p.strip()).expanduser() for p in given.split(",") if p.strip()]
+    return [Path(env.get("HOME") or Path.home()) / ".gemini" / "tmp"]
+
+
+def roots(agent: str, environ: dict[str, str] | None = None) -> list[Path]:
+    """The default locations of ``agent``'s files."""
+    if agent == "claude-code":
+        return claude_roots(environ)
+    if agent == "codex":
+        return codex_roots(environ)
+    return gemini_roots(environ)
+
+
+def patterns(agent: str) -> tuple[str, ...]:
+    """The names of ``agent``'s files in a directory."""
+    return ("*.json", "*.jsonl") if agent == "gemini" else ("*.jsonl",)
+
+
+def found(agent: str, environ: dict[str, str] | None = None) -> bool:
+    """Whether one of ``agent``'s default locations exists (``import`` with no name)."""
+    return any(root.is_dir() for root in roots(agent, environ))
+
+
+def discover(
+    given: Iterable[str | Path], roots: list[Path], globs: tuple[str, ...] = ("*.jsonl",)
+) -> list[Path]:
+    """The files matching ``globs`` under the given paths (files taken as they are), else
+    under ``roots``; each once, in path order (a session before its sub-agents' files)."""
     found: dict[Path, Path] = {}
     starts = [Path(p).expanduser() for p in given] or [r for r in roots if r.exists()]
     for start in starts:
         if start.is_file():
             found.setdefault(start.resolve(), start)
         elif start.is_dir():
-            for path in start.rglob("*.jsonl"):
-                if path.is_file():
-                    found.setdefault(path.resolve(), path)
+            for glob in globs:
+                for path in start.rglob(glob):
+                    if path.is_file():
+                        found.setdefault(path.resolve(), path)
         elif list(given):
             raise TelemetryError(f"{start}: no such file or directory")
     return sorted(found, key=str)
@@ -206,7 +273,8 @@ class Totals:
 class Summary:
     """What an import read, built and sent. ``requests`` are the events built;
     ``repeats`` the lines that repeated a request already counted (streaming
-    snapshots, copies in other files, Codex's re-emitted totals)."""
+    snapshots, copies in other files, Codex's re-emitted totals, Gemini CLI's
+    re-appended messages)."""
 
     agent: str
     dry_run: bool = False
@@ -374,8 +442,12 @@ class Importer:
         with open(path, "rb") as f:
             if self.agent == "claude-code":
                 self._claude(f, path)
-            else:
+            elif self.agent == "codex":
                 self._codex(f, path)
+            elif path.suffix == ".jsonl":
+                self._gemini_lines(f, path)
+            else:
+                self._gemini_document(f, path)
 
     def _claude(self, f: BinaryIO, path: Path) -> None:
         summary = self.summary
@@ -438,6 +510,95 @@ class Importer:
                 self._emit(codex.api_request_event(record, event_id), digest)
         summary.repeats += rollout.reemitted
 
+    def _gemini_lines(self, f: BinaryIO, path: Path) -> None:
+        summary = self.summary
+        session = gemini.Session(path.stem, _mtime_ts(path))
+        dedup = claude_code.Dedup(DEDUP_WINDOW)
+        offset = 0
+        for raw in _lines(f, summary, self.progress):
+            offset += len(raw)
+            if not raw.strip():
+                continue
+            summary.lines += 1
+            try:
+                line: Any = _gemini_dict(_GEMINI.decode(raw))
+            except msgspec.ValidationError:  # valid JSON of another shape
+                line = _ANY.decode(raw)
+            except msgspec.DecodeError:
+                summary.malformed += 1
+                continue
+            record = session.feed(line)
+            if record is None:
+                continue
+            if record["key"] is None:  # no message id: the line is the request
+                record["line_id"] = f"{path.resolve()}\0{offset}"
+            for final in dedup.add(record):
+                self._gemini_emit(final)
+        for final in dedup.flush():
+            self._gemini_emit(final)
+        summary.repeats += dedup.repeats
+
+    def _gemini_document(self, f: BinaryIO, path: Path) -> None:
+        summary = self.summary
+        data = f.read(MAX_LINE + 1)
+        summary.bytes += len(data)
+        if self.progress is not None:
+            self.progress(len(data))
+        if len(data) > MAX_LINE:
+            summary.malformed += 1
+            return
+        try:
+            document: Any = _GEMINI_DOCUMENT.decode(data)
+            messages: Any = document.messages
+            document = _gemini_dict(document)
+            if messages is not None:
+                messages = [_gemini_dict(m) for m in messages]
+        except msgspec.ValidationError:  # valid JSON of another shape: read it whole
+            document = _ANY.decode(data)
+            messages = document.get("messages") if isinstance(document, dict) else None
+        except msgspec.DecodeError:
+            summary.malformed += 1
+            return
+        if not isinstance(document, dict):
+            return  # another file of Gemini CLI's (logs.json is a list)
+        session = gemini.Session(path.stem, _mtime_ts(path))
+        session.header(document, times=True)
+        if isinstance(messages, list):
+            records = messages
+        elif document.get("type") == "gemini":  # one message alone
+            records, session.fallback_ts = [document], _mtime_ts(path)
+        else:
+            return
+        summary.lines += len(records)
+        dedup = claude_code.Dedup(1 << 30)  # the file is in memory already
+        for index, message in enumerate(records):
+            record = session.feed(message, hint=False)
+            if record is None:
+                continue
+            if record["key"] is None:
+                record["line_id"] = f"{path.resolve()}\0#{index}"
+            dedup.add(record)
+        for final in dedup.flush():
+            self._gemini_emit(final)
+        summary.repeats += dedup.repeats
+
+    def _gemini_emit(self, record: dict[str, Any]) -> None:
+        if record["key"] is not None:
+            event_id = gemini.event_id(record)
+            digest = hashlib.blake2b(event_id.encode(), digest_size=16).digest()
+        else:
+            event_id, digest = _event_id("gm-line", record["line_id"])
+        self._emit(gemini.api_request_event(record, event_id), digest)
+
+
+def _mtime_ts(path: Path) -> str | None:
+    """The file's modification time as an event time (for records that give none)."""
+    try:
+        when = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    except (OSError, ValueError):
+        return None
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
 
 # -- which files changed since the last import ------------------------------------------------
 
@@ -489,8 +650,9 @@ def run(
     as imported then, so running it again is safe).
     """
     started = time.monotonic()
-    roots = claude_roots() if agent == "claude-code" else codex_roots()
-    files = discover(list(given), roots)
+    if agent not in AGENTS:
+        raise TelemetryError(f"unknown agent {agent!r}")
+    files = discover(list(given), roots(agent), patterns(agent))
     state = {} if rescan else load_state(agent)
     since_cut = None if since is None else since.timestamp()
     todo = []
