@@ -547,6 +547,8 @@ class Importer:
         if len(data) > MAX_LINE:
             summary.malformed += 1
             return
+        if data.lstrip()[:1] == b"[":
+            return  # another of Gemini CLI's files (logs.json, checkpoints): not decoded
         try:
             document: Any = _GEMINI_DOCUMENT.decode(data)
             messages: Any = document.messages
