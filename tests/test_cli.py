@@ -78,6 +78,7 @@ def test_help_lists_every_command() -> None:
         "pricing",
         "query",
         "rebuild",
+        "report",
         "reports",
         "send",
         "service",

@@ -415,7 +415,7 @@ def test_claude_import_into_the_daemon_and_again(running_daemon: Daemon, tmp_pat
         "source": "claude-code",
         "session_id": "sess-a",
         "agent": {"model": "claude-opus-4-6", "provider": "anthropic"},
-        "attrs": {"imported": True},
+        "attrs": {"imported": True, "project": "-home-u-app"},
         "received_at": m3["received_at"],
         "tokens": {
             "source": "actual",

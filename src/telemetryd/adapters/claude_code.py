@@ -518,6 +518,8 @@ def api_request_event(entry: dict[str, Any], event_id: str) -> dict[str, Any]:
         event["cost_usd"] = entry["cost_usd"]
         event["cost_source"] = "reported"
     attrs: dict[str, Any] = {"imported": True}
+    if entry.get("project"):
+        attrs["project"] = entry["project"]  # the transcript's directory under projects/
     if entry.get("speed"):
         attrs["speed"] = entry["speed"]
     if entry.get("cache_creation_1h"):

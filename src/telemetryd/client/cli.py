@@ -21,6 +21,7 @@ from telemetryd.client.hooks_cli import hook_command, hooks_group
 from telemetryd.client.import_cli import import_group
 from telemetryd.client.otel_cli import otel_group
 from telemetryd.client.pricing_cli import pricing_command
+from telemetryd.client.report_cli import report_group
 from telemetryd.client.reports_cli import reports
 from telemetryd.client.retention_cli import gc
 from telemetryd.client.service_cli import service_group
@@ -313,6 +314,7 @@ def validate(source: Any, journal: bool) -> None:
 cli.add_command(service_group)
 cli.add_command(config_group)
 cli.add_command(gc)
+cli.add_command(report_group)
 cli.add_command(reports)
 cli.add_command(hooks_group)
 cli.add_command(hook_command)

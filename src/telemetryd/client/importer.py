@@ -452,6 +452,7 @@ class Importer:
     def _claude(self, f: BinaryIO, path: Path) -> None:
         summary = self.summary
         dedup = claude_code.Dedup(DEDUP_WINDOW)
+        project = claude_project(path)
         offset = 0
         for raw in _lines(f, summary, self.progress):
             offset += len(raw)
@@ -472,6 +473,8 @@ class Importer:
                 continue
             if entry["key"] is None:  # no ids to deduplicate by: the line is the request
                 entry["line_id"] = entry["uuid"] or f"{path.resolve()}\0{offset}"
+            if project:
+                entry["project"] = project
             for final in dedup.add(entry):
                 self._claude_emit(final)
         for final in dedup.flush():
@@ -603,6 +606,17 @@ def _mtime_ts(path: Path) -> str | None:
 
 
 # -- which files changed since the last import ------------------------------------------------
+
+
+def claude_project(path: Path) -> str | None:
+    """The project directory of a transcript: the name under ``projects/``
+    (``projects/<project>/<session>.jsonl``, or deeper), as ccusage names it; None
+    for a file outside a ``projects`` directory."""
+    parts = path.parts
+    for n in range(len(parts) - 3, -1, -1):
+        if parts[n] == "projects":
+            return parts[n + 1]
+    return None
 
 
 def state_file(agent: str) -> Path:

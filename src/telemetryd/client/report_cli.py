@@ -1,0 +1,175 @@
+"""`telemetryctl report daily|weekly|monthly|session` (click layer over
+:mod:`telemetryd.client.reports`). ``cli.py`` registers it with
+``cli.add_command(report_group)``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from telemetryd.client.cli_errors import message
+from telemetryd.errors import DaemonUnavailable, StoreUnavailable, TelemetryError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_UNAVAILABLE = 3  # neither the daemon nor the database answers (as `telemetryctl query`)
+FORMATS = ("table", "json", "csv", "tsv", "markdown")
+WEEKDAYS = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
+
+
+def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    from telemetryd.client import reports
+
+    if value is None:
+        return None
+    try:
+        return reports.parse_date(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _zone(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    from telemetryd.client import reports
+
+    if value is None:
+        return reports.local_zone()
+    try:
+        return reports.check_zone(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def report_options(func: F) -> F:
+    """The options every report takes."""
+    options = [
+        click.option("-s", "--since", callback=_date, metavar="DATE",
+                     help="from this local date (YYYY-MM-DD or YYYYMMDD), inclusive"),
+        click.option("-u", "--until", callback=_date, metavar="DATE",
+                     help="up to this local date, inclusive"),
+        click.option("-z", "--timezone", callback=_zone, metavar="ZONE",
+                     envvar="TELEMETRYD_TIMEZONE",
+                     help="IANA time zone that days are counted in (default: the local zone)"),
+        click.option("--by", type=click.Choice(["model", "agent", "project", "source"]),
+                     help="a row per period and model, agent type, project or source"),
+        click.option("--source", metavar="NAME",
+                     help="only this producer's requests (claude-code, codex, ...)"),
+        click.option("-b", "--breakdown", is_flag=True, help="per model under each row"),
+        click.option("-j", "--json", "as_json", is_flag=True,
+                     help="print ccusage's JSON (same as --format json)"),
+        click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="table",
+                     show_default=True, help="output format"),
+        click.option("--socket", "socket_path", envvar="TELEMETRYD_CONTROL_SOCKET",
+                     help="control socket (default: from TELEMETRYD_HOME / XDG)"),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.group("report")
+def report_group() -> None:
+    """Token use and cost per day, week, month or session, as ccusage reports them.
+
+    Every model request telemetryd holds (imported transcripts, hooks, OTLP) is
+    counted once. The table shows money as money and counts with separators;
+    --json prints ccusage's JSON (the same keys, full precision) with telemetryd's
+    own fields beside them (requests, reasoningOutputTokens, unpricedRequests).
+    A cost marked +? leaves out requests of a model without a price.
+
+    \b
+    Examples:
+      telemetryctl report daily --since 2026-03-01
+      telemetryctl report monthly --by source --breakdown
+      telemetryctl report session --json --timezone UTC
+    """
+
+
+def _run(kind: str, **kw: Any) -> None:
+    from telemetryd.client import output, reports
+
+    fmt = "json" if kw["as_json"] else kw["fmt"]
+    options = reports.Options(
+        kind=kind,
+        timezone=kw["timezone"],
+        since=kw["since"],
+        until=kw["until"],
+        by=kw["by"],
+        source=kw["source"],
+        week_start=kw.get("start_of_week") or "sunday",
+    )
+    try:
+        report = reports.load(options, kw["socket_path"])
+    except (DaemonUnavailable, StoreUnavailable) as exc:  # DaemonBusy included
+        where = "the database cannot be opened: " if isinstance(exc, StoreUnavailable) else ""
+        click.echo(f"Error: {where}{message(exc)}", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
+    except TelemetryError as exc:
+        raise click.ClickException(message(exc)) from None
+    if report.from_file:
+        click.echo(
+            "warning: telemetryd is not running; read the database file directly, "
+            "so events not yet materialized are missing",
+            err=True,
+        )
+    if report.warning:
+        click.echo(f"warning: {report.warning}", err=True)
+    if fmt == "json":
+        click.echo(json.dumps(reports.as_json(report), indent=2, ensure_ascii=False))
+    elif fmt == "table":
+        if not report.rows:
+            click.echo("No usage data found.", err=True)
+            return
+        click.echo("\n".join(reports.render(report, kw["breakdown"])))
+    elif fmt == "markdown":
+        out = output.writer("markdown", sys.stdout)
+        out.start([[name, "VARCHAR"] for name in reports.header(options)])
+        out.rows(reports.text_rows(report, kw["breakdown"]))
+        out.end()
+    else:
+        names, rows = reports.flat_rows(report, kw["breakdown"])
+        out = output.writer(fmt, sys.stdout)
+        out.start([[name, ""] for name in names])
+        out.rows(rows)
+        out.end()
+
+
+@report_group.command()
+@report_options
+def daily(**kw: Any) -> None:
+    """Usage per local day: {"daily": [{"date": ...}], "totals": {...}} in JSON."""
+    _run("daily", **kw)
+
+
+@report_group.command()
+@report_options
+@click.option(
+    "-w",
+    "--start-of-week",
+    type=click.Choice(WEEKDAYS),
+    default="sunday",
+    show_default=True,
+    help="the day weeks start on (as ccusage)",
+)
+def weekly(**kw: Any) -> None:
+    """Usage per week: rows keyed by "week", the date the week starts."""
+    _run("weekly", **kw)
+
+
+@report_group.command()
+@report_options
+def monthly(**kw: Any) -> None:
+    """Usage per month: rows keyed by "month" (YYYY-MM)."""
+    _run("monthly", **kw)
+
+
+@report_group.command()
+@report_options
+def session(**kw: Any) -> None:
+    """Usage per session, the most expensive first: {"sessions": [{"sessionId",
+    "projectPath", "firstActivity", "lastActivity", ...}]}. --since / --until keep the
+    sessions last active on those days."""
+    _run("session", **kw)

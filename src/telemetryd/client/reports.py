@@ -1,0 +1,453 @@
+"""Usage reports (daily, weekly, monthly, per session) in ccusage's shape, as a Python API.
+
+:func:`load` runs one query (through the daemon, or the database file read-only while
+it is stopped) that sums the model requests (``api_request`` events) per local day,
+session, project, source, agent type and model, and :func:`build` folds those rows into
+the report's rows. The JSON (:func:`as_json`) has ccusage's keys, so scripts written for
+``ccusage daily|weekly|monthly|session --json`` read it unchanged:
+
+- ``{"daily": [...], "totals": {...}}``, rows keyed by ``date`` (``YYYY-MM-DD``);
+  ``weekly`` by ``week`` (the date its week starts, Sunday by default as in ccusage);
+  ``monthly`` by ``month`` (``YYYY-MM``); ``sessions`` by ``sessionId`` with
+  ``projectPath``, ``firstActivity`` and ``lastActivity`` (UTC, milliseconds), the
+  most expensive first.
+- every row: ``inputTokens`` (uncached input), ``outputTokens``, ``cacheCreationTokens``,
+  ``cacheReadTokens``, ``totalTokens`` (the four added up), ``totalCost`` (US dollars,
+  full precision), ``modelsUsed`` (in order of first use), ``modelBreakdowns`` (per
+  model: ``modelName``, the four counts, ``cost``; the most expensive first).
+- telemetryd's own fields beside them: ``requests``, ``reasoningOutputTokens`` (part of
+  the output) and ``unpricedRequests`` (requests without a cost: a model the price
+  table does not know; their cost counts as 0, as in ccusage), and with ``by`` the
+  dimension's value (``model``, ``agent``, ``project`` or ``source``).
+
+Days are local days in the report's time zone (DuckDB's ICU time zones; the stored
+times are UTC). A cost is the request's own: the one the transcript reported
+(``costUSD``), else the one computed from the price table when it was stored
+(adapters/pricing.py). Claude requests in fast mode are listed as ``<model>-fast``,
+as ccusage lists them. ``since`` / ``until`` (inclusive local dates) keep the days
+between them; a session is kept when its last activity's local day is between them.
+
+Import-light like the query path: no click, no duckdb.
+"""
+
+from __future__ import annotations
+
+import os
+import zoneinfo
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from telemetryd.client.traces import query
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
+
+KINDS = ("daily", "weekly", "monthly", "session")
+DIMENSIONS = ("model", "agent", "project", "source")
+WEEKDAYS = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
+ROWS_KEY = {"daily": "daily", "weekly": "weekly", "monthly": "monthly", "session": "sessions"}
+PERIOD_KEY = {"daily": "date", "weekly": "week", "monthly": "month", "session": "sessionId"}
+COUNTS = ("input", "output", "cache_creation", "cache_read", "reasoning")
+
+# One row per local day, session, project, source, agent type and model. A project is
+# the transcript's directory (Claude Code imports), else the working directory.
+SQL = """
+SELECT
+    strftime(timezone($tz, e.ts AT TIME ZONE 'UTC'), '%Y-%m-%d') AS day,
+    e.session_id,
+    coalesce(
+        json_extract_string(e.attrs, '$.project'), e.cwd, json_extract_string(e.attrs, '$.cwd')
+    ) AS project,
+    e.source,
+    e.agent_type AS agent,
+    coalesce(e.agent_model, 'unknown')
+        || CASE WHEN json_extract_string(e.attrs, '$.speed') = 'fast' THEN '-fast' ELSE '' END
+        AS model,
+    count(*) AS requests,
+    coalesce(sum(e.tokens_input), 0) AS input,
+    coalesce(sum(e.tokens_output), 0) AS output,
+    coalesce(sum(e.tokens_cache_creation), 0) AS cache_creation,
+    coalesce(sum(e.tokens_cache_read), 0) AS cache_read,
+    coalesce(sum(e.tokens_reasoning), 0) AS reasoning,
+    coalesce(sum(e.cost_usd), 0) AS cost,
+    count(*) FILTER (WHERE e.cost_usd IS NULL) AS unpriced,
+    strftime(min(e.ts), '%Y-%m-%dT%H:%M:%S.%gZ') AS first,
+    strftime(max(e.ts), '%Y-%m-%dT%H:%M:%S.%gZ') AS last
+FROM events AS e
+WHERE e.type = 'api_request' AND e.ts IS NOT NULL {source}
+GROUP BY ALL
+ORDER BY first, model
+"""
+
+
+def local_zone() -> str:
+    """The IANA name of the local time zone: ``$TZ``, else where ``/etc/localtime``
+    points; UTC when neither names one."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    if name and _known(name):
+        return name
+    try:
+        target = os.path.realpath("/etc/localtime")
+    except OSError:
+        return "UTC"
+    _, sep, name = target.partition("/zoneinfo/")
+    return name if sep and _known(name) else "UTC"
+
+
+def _known(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        return False
+    return True
+
+
+def check_zone(name: str) -> str:
+    """``name`` when it is a time zone; ValueError otherwise."""
+    if not _known(name):
+        raise ValueError(f"unknown time zone {name!r} (an IANA name such as Europe/Berlin)")
+    return name
+
+
+def parse_date(text: str) -> date:
+    """A ``--since`` / ``--until`` date: ``YYYY-MM-DD`` or ``YYYYMMDD`` (as ccusage takes)."""
+    digits = text.replace("-", "")
+    try:
+        if len(digits) != 8 or not digits.isdigit():
+            raise ValueError
+        return date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
+    except ValueError:
+        raise ValueError(f"expected a date as YYYY-MM-DD or YYYYMMDD, got {text!r}") from None
+
+
+@dataclass
+class Options:
+    kind: str = "daily"
+    timezone: str = "UTC"
+    since: date | None = None
+    until: date | None = None
+    by: str | None = None  # one of DIMENSIONS: a row per period and value
+    source: str | None = None  # only this producer's requests (claude-code, codex, ...)
+    week_start: str = "sunday"
+
+
+@dataclass
+class Usage:
+    """Tokens and cost of some model requests."""
+
+    requests: int = 0
+    input: int = 0
+    output: int = 0
+    cache_creation: int = 0
+    cache_read: int = 0
+    reasoning: int = 0
+    cost: float = 0.0
+    unpriced: int = 0
+
+    def add(self, part: dict[str, Any] | Usage) -> None:
+        get = part.get if isinstance(part, dict) else part.__dict__.get
+        self.requests += get("requests") or 0
+        for name in COUNTS:
+            setattr(self, name, getattr(self, name) + (get(name) or 0))
+        self.cost += get("cost") or 0.0
+        self.unpriced += get("unpriced") or 0
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output + self.cache_creation + self.cache_read
+
+
+@dataclass
+class Row:
+    """One row of a report: a period (or session), and a value of ``by`` when given."""
+
+    key: str  # the date, week, month or session id
+    value: str | None  # the ``by`` dimension's value (None: not grouped, or unknown)
+    usage: Usage = field(default_factory=Usage)
+    models: dict[str, Usage] = field(default_factory=dict)  # in order of first use
+    project: str | None = None  # sessions: the project of the last request
+    first: str | None = None
+    last: str | None = None
+
+    def breakdowns(self) -> list[tuple[str, Usage]]:
+        """Per model, the most expensive first (ties in order of first use)."""
+        return sorted(self.models.items(), key=lambda item: -item[1].cost)
+
+
+@dataclass
+class Report:
+    options: Options
+    rows: list[Row]
+    from_file: bool = False  # the daemon was down: read from the database file
+    warning: str | None = None
+
+    def totals(self) -> Usage:
+        total = Usage()
+        for row in self.rows:
+            total.add(row.usage)
+        return total
+
+
+def week_of(day: str, start: str = "sunday") -> str:
+    """The first day of ``day``'s week (weeks start on ``start``)."""
+    when = date.fromisoformat(day)
+    shift = (when.isoweekday() % 7 - WEEKDAYS.index(start)) % 7
+    return (when - timedelta(days=shift)).isoformat()
+
+
+def _period(kind: str, part: dict[str, Any], week_start: str) -> str:
+    if kind == "weekly":
+        return week_of(part["day"], week_start)
+    if kind == "monthly":
+        return str(part["day"][:7])
+    if kind == "session":
+        return str(part["session_id"] or "unknown")
+    return str(part["day"])
+
+
+def _within(day: str, options: Options) -> bool:
+    when = date.fromisoformat(day)
+    if options.since is not None and when < options.since:
+        return False
+    return options.until is None or when <= options.until
+
+
+def build(parts: Iterable[dict[str, Any]], options: Options) -> list[Row]:
+    """The report's rows from the query's rows (ordered by their first request)."""
+    kind = options.kind
+    rows: dict[tuple[Any, ...], Row] = {}
+    for part in parts:
+        if kind != "session" and not _within(part["day"], options):
+            continue
+        key = _period(kind, part, options.week_start)
+        value = part[options.by] if options.by else None
+        # ccusage keys a session by its project and id.
+        group = (part["project"], key, value) if kind == "session" else (key, value)
+        row = rows.get(group)
+        if row is None:
+            row = rows[group] = Row(key, value, project=part["project"])
+        row.usage.add(part)
+        row.models.setdefault(part["model"], Usage()).add(part)
+        row.first = part["first"] if row.first is None else min(row.first, part["first"])
+        row.last = part["last"] if row.last is None else max(row.last, part["last"])
+    found = list(rows.values())
+    if kind != "session":
+        return sorted(found, key=lambda r: (r.key, r.value or ""))
+    zone = zoneinfo.ZoneInfo(options.timezone)
+    kept = []
+    for row in found:
+        if row.usage.total == 0:  # as ccusage: a session without tokens is left out
+            continue
+        assert row.last is not None
+        last = datetime.fromisoformat(row.last).astimezone(zone).date().isoformat()
+        if _within(last, options):
+            kept.append(row)
+    return sorted(kept, key=lambda r: (-r.usage.cost, r.key, r.value or ""))
+
+
+def sql(options: Options) -> tuple[str, dict[str, Any]]:
+    params: dict[str, Any] = {"tz": options.timezone}
+    source = ""
+    if options.source is not None:
+        source = "AND e.source = $source"
+        params["source"] = options.source
+    return SQL.format(source=source), params
+
+
+def load(options: Options, socket_path: str | None = None) -> Report:
+    """The report ``options`` ask for. Errors as :func:`telemetryd.client.traces.query`'s."""
+    text, params = sql(options)
+    parts, from_file, warning = query(text, params, socket_path)
+    return Report(options, build(parts, options), from_file, warning)
+
+
+# -- as JSON (ccusage's keys) --------------------------------------------------------------
+
+
+def _counts(usage: Usage) -> dict[str, Any]:
+    return {
+        "inputTokens": usage.input,
+        "outputTokens": usage.output,
+        "cacheCreationTokens": usage.cache_creation,
+        "cacheReadTokens": usage.cache_read,
+    }
+
+
+def _extras(usage: Usage) -> dict[str, Any]:
+    return {
+        "requests": usage.requests,
+        "reasoningOutputTokens": usage.reasoning,
+        "unpricedRequests": usage.unpriced,
+    }
+
+
+def row_dict(row: Row, options: Options) -> dict[str, Any]:
+    out: dict[str, Any] = {PERIOD_KEY[options.kind]: row.key}
+    if options.by:
+        out[options.by] = row.value
+    out.update(_counts(row.usage))
+    out["totalTokens"] = row.usage.total
+    out["totalCost"] = row.usage.cost
+    if options.kind == "session":
+        out["lastActivity"] = row.last
+        out["firstActivity"] = row.first
+    out["modelsUsed"] = list(row.models)
+    out["modelBreakdowns"] = [
+        {"modelName": name, **_counts(used), "cost": used.cost} for name, used in row.breakdowns()
+    ]
+    if options.kind == "session":
+        out["projectPath"] = row.project
+    out.update(_extras(row.usage))
+    return out
+
+
+def totals_dict(usage: Usage) -> dict[str, Any]:
+    return {
+        **_counts(usage),
+        "totalTokens": usage.total,
+        "totalCost": usage.cost,
+        **_extras(usage),
+    }
+
+
+def as_json(report: Report) -> dict[str, Any]:
+    """``{"daily" | "weekly" | "monthly" | "sessions": [...], "totals": {...}}``."""
+    options = report.options
+    return {
+        ROWS_KEY[options.kind]: [row_dict(r, options) for r in report.rows],
+        "totals": totals_dict(report.totals()),
+    }
+
+
+# -- as a table ----------------------------------------------------------------------------
+
+HEADERS = ("Models", "Input", "Output", "Cache Create", "Cache Read", "Total Tokens", "Cost")
+FIRST_HEADER = {"daily": "Date", "weekly": "Week", "monthly": "Month", "session": "Session"}
+
+
+def money(usd: float) -> str:
+    """``$1,234.56``: two decimals, as ccusage shows costs (the JSON keeps every digit)."""
+    return f"${usd:,.2f}"
+
+
+def number(count: int) -> str:
+    return f"{count:,}"
+
+
+def _cells(usage: Usage) -> list[str]:
+    cost = money(usage.cost) + ("+?" if usage.unpriced else "")
+    return [
+        number(usage.input),
+        number(usage.output),
+        number(usage.cache_creation),
+        number(usage.cache_read),
+        number(usage.total),
+        cost,
+    ]
+
+
+def header(options: Options) -> list[str]:
+    cells = [FIRST_HEADER[options.kind]]
+    if options.by:
+        cells.append(options.by.capitalize())
+    cells.extend(HEADERS)
+    if options.kind == "session":
+        cells += ["Project", "Last Activity"]
+    return cells
+
+
+def text_rows(report: Report, breakdown: bool = False) -> list[list[str]]:
+    """The table's cells, formatted (money as money, counts with separators), the
+    totals last. With ``breakdown``, a row per model under each row."""
+    options = report.options
+    lines: list[list[str]] = []
+    extra = 2 if options.kind == "session" else 0
+    lead = 1 if options.by else 0
+    for row in report.rows:
+        cells = [row.key]
+        if options.by:
+            cells.append(row.value or "-")
+        cells.append(", ".join(row.models))
+        cells += _cells(row.usage)
+        if options.kind == "session":
+            cells += [row.project or "-", row.last or ""]
+        lines.append(cells)
+        if breakdown:
+            for name, used in row.breakdowns():
+                lines.append(["", *[""] * lead, f"└─ {name}", *_cells(used), *[""] * extra])
+    total = report.totals()
+    lines.append(["Total", *[""] * lead, "", *_cells(total), *[""] * extra])
+    return lines
+
+
+def render(report: Report, breakdown: bool = False) -> list[str]:
+    """The report as an aligned table (numbers right-aligned), a rule above the totals."""
+    head = header(report.options)
+    body = text_rows(report, breakdown)
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+    first_number = head.index("Input")
+    last_number = head.index("Cost")
+
+    def line(cells: list[str]) -> str:
+        parts = []
+        for i, (cell, width) in enumerate(zip(cells, widths, strict=True)):
+            numeric = first_number <= i <= last_number
+            parts.append(cell.rjust(width) if numeric else cell.ljust(width))
+        return "  ".join(parts).rstrip()
+
+    out = [line(head), "  ".join("-" * w for w in widths)]
+    out += [line(cells) for cells in body[:-1]]
+    out.append("  ".join("-" * w for w in widths))
+    out.append(line(body[-1]))
+    return out
+
+
+def flat_rows(report: Report, breakdown: bool = False) -> tuple[list[str], list[list[Any]]]:
+    """Columns and rows for csv / tsv / markdown: one row per period (and per model under
+    it with ``breakdown``, its ``model`` column set), numbers unformatted."""
+    options = report.options
+    names = [PERIOD_KEY[options.kind]]
+    if options.by:
+        names.append(options.by)
+    names += [
+        "model",
+        "requests",
+        "input_tokens",
+        "output_tokens",
+        "cache_creation_tokens",
+        "cache_read_tokens",
+        "total_tokens",
+        "cost_usd",
+        "unpriced_requests",
+    ]
+    if options.kind == "session":
+        names += ["project_path", "first_activity", "last_activity"]
+
+    def cells(row: Row, model: str | None, used: Usage) -> list[Any]:
+        out: list[Any] = [row.key]
+        if options.by:
+            out.append(row.value)
+        out += [
+            model,
+            used.requests,
+            used.input,
+            used.output,
+            used.cache_creation,
+            used.cache_read,
+            used.total,
+            used.cost,
+            used.unpriced,
+        ]
+        if options.kind == "session":
+            out += [row.project, row.first, row.last]
+        return out
+
+    rows: list[list[Any]] = []
+    for row in report.rows:
+        if breakdown:
+            rows.extend(cells(row, name, used) for name, used in row.breakdowns())
+        else:
+            rows.append(cells(row, None, row.usage))
+    return names, rows

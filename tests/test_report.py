@@ -1,0 +1,420 @@
+"""`telemetryctl report daily|weekly|monthly|session` on imported Claude Code and Codex
+history, against an independent computation from the raw files following ccusage's rules.
+
+Tokens must agree exactly. Cost rule: a request's cost is the transcript's ``costUSD``
+when it has one (ccusage's ``auto`` mode), else telemetryd's price table
+(adapters/pricing.py) applied to that request's tokens; the test computes it from the
+raw lines with the same table, so it checks the grouping and the sums, not the prices.
+
+Where telemetryd deliberately counts differently from ccusage (docs in README.md,
+"Reports"): a Codex ``token_count`` that re-emits an unchanged cumulative total is
+counted once (ccusage counts its ``last_token_usage`` again); the computation below
+follows telemetryd there and ccusage everywhere else. Of two copies of one Claude
+response with the same token total, telemetryd keeps the later line and ccusage the
+earlier: the same counts, but a session's ``firstActivity`` can be seconds later.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from conftest import Daemon, ctl
+from telemetryd.adapters import pricing
+
+SAMPLES = Path("/work/shared/samples")
+TRANSCRIPTS = SAMPLES / "claude-code" / "transcripts"
+ROLLOUTS = [
+    SAMPLES / "codex" / "rollout-2026-02-23T13-19-38-019c8a70-dda7-7f33-98ea-f30553347322.jsonl",
+    SAMPLES / "codex" / "rollout-2026-02-23T20-34-25-019c8bfe-ec25-79e0-97d7-bda6a9c575ff.jsonl",
+]
+# Where each Claude sample goes under projects/ (as Claude Code lays transcripts out).
+CLAUDE_LAYOUT = {
+    "ccusage_synthetic_project-alpha_chat.jsonl": "project-alpha/session-alpha/chat.jsonl",
+    "sniffly_fed8ce56_session_v1.0.17.jsonl": (
+        "-Users-chip-dev-ai-music/fed8ce56-bc79-401f-a83e-af084253362f.jsonl"
+    ),
+    "spotter_short_session_v2.1.38.jsonl": (
+        "-home-marco-projects-spotter/55604662-cf2a-4331-851a-ec234028f8ca.jsonl"
+    ),
+    "spotter_tool_heavy_session_v2.1.38.jsonl": (
+        "-home-marco-projects-spotter/d6e0bada-1959-4eec-a9d2-0bfade768d8f.jsonl"
+    ),
+    "spotter_subagent_agent-aac57f5_v2.1.39.jsonl": (
+        "-home-USER-projects-spotter-worktrees-spotter-4te/"
+        "ae4a77f8-aedd-4bc1-888f-c94edc91af04/subagents/agent-aac57f5.jsonl"
+    ),
+}
+CCUSAGE_ROW_KEYS = {
+    "inputTokens",
+    "outputTokens",
+    "cacheCreationTokens",
+    "cacheReadTokens",
+    "totalTokens",
+    "totalCost",
+    "modelsUsed",
+    "modelBreakdowns",
+}
+CCUSAGE_SESSION_KEYS = CCUSAGE_ROW_KEYS | {
+    "sessionId",
+    "lastActivity",
+    "firstActivity",
+    "projectPath",
+}
+CCUSAGE_BREAKDOWN_KEYS = {
+    "modelName",
+    "inputTokens",
+    "outputTokens",
+    "cacheCreationTokens",
+    "cacheReadTokens",
+    "cost",
+}
+CCUSAGE_TOTALS_KEYS = CCUSAGE_ROW_KEYS - {"modelsUsed", "modelBreakdowns"}
+OURS = {"requests", "reasoningOutputTokens", "unpricedRequests"}
+PRICES = pricing.load()
+
+
+# -- the independent computation -------------------------------------------------------------
+
+
+def _ts(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def claude_requests(projects: Path) -> list[dict[str, Any]]:
+    """ccusage's Claude rules: lines with message.usage (not the <synthetic> model), one
+    request per (message.id, requestId) keeping the larger token total (then the
+    higher cost), cache writes from the 5m/1h split when given; session id and project
+    from the path; costUSD when given, else the price table; fast mode as <model>-fast."""
+    kept: dict[Any, dict[str, Any]] = {}
+    for path in sorted(projects.rglob("*.jsonl")):
+        parts = path.relative_to(projects).parts
+        project = parts[0]
+        session = parts[1] if len(parts) > 2 else path.stem
+        for n, text in enumerate(path.read_text().splitlines()):
+            try:
+                line = json.loads(text)
+            except ValueError:
+                continue
+            message = line.get("message") if isinstance(line, dict) else None
+            if not isinstance(message, dict) or not isinstance(message.get("usage"), dict):
+                continue
+            if message.get("model") == "<synthetic>":
+                continue
+            usage = message["usage"]
+            split = usage.get("cache_creation")
+            if isinstance(split, dict):
+                writes = split.get("ephemeral_5m_input_tokens", 0)
+                writes += split.get("ephemeral_1h_input_tokens", 0)
+                long_writes = split.get("ephemeral_1h_input_tokens", 0)
+            else:
+                writes, long_writes = usage.get("cache_creation_input_tokens", 0), 0
+            tokens = {
+                "source": "actual",
+                "input": usage.get("input_tokens", 0),
+                "output": usage.get("output_tokens", 0),
+                "cache_creation": writes,
+                "cache_read": usage.get("cache_read_input_tokens", 0),
+            }
+            speed = usage.get("speed")
+            model = message.get("model") or "unknown"
+            cost = line.get("costUSD")
+            if cost is None:
+                cost = PRICES.cost(tokens, model, cache_creation_1h=long_writes, speed=speed)
+            entry = {
+                **tokens,
+                "ts": _ts(line["timestamp"]),
+                "model": model + ("-fast" if speed == "fast" else ""),
+                "session": session,
+                "project": project,
+                "source": "claude-code",
+                "cost": cost,
+            }
+            entry["total"] = sum(
+                tokens[k] for k in ("input", "output", "cache_creation", "cache_read")
+            )
+            key = (message.get("id"), line.get("requestId"))
+            if None in key:
+                key = (path, n)
+            old = kept.get(key)
+            # (telemetryd: of two equal copies the later is kept, ccusage keeps the
+            # earlier; the counts are the same, a session's firstActivity may move.)
+            if old is None or entry["total"] >= old["total"]:
+                kept[key] = entry
+    return list(kept.values())
+
+
+def codex_requests(rollouts: Iterable[Path]) -> list[dict[str, Any]]:
+    """ccusage's Codex rules: the model from turn_context; per token_count its
+    last_token_usage, else the change of the cumulative total; input less the cached
+    part, cached as cache reads; priced by the table. (telemetryd: a repeated
+    cumulative total is not counted again.)"""
+    found = []
+    for path in rollouts:
+        session = path.stem[-36:]
+        model, cwd, previous = None, None, None
+        for text in path.read_text().splitlines():
+            line = json.loads(text)
+            payload = line.get("payload") or {}
+            if line.get("type") == "session_meta":
+                cwd = payload.get("cwd") or cwd
+            if line.get("type") == "turn_context":
+                model = payload.get("model") or model
+                cwd = payload.get("cwd") or cwd
+            if line.get("type") != "event_msg" or payload.get("type") != "token_count":
+                continue
+            info = payload.get("info") or {}
+            total = info.get("total_token_usage")
+            if total is not None and total == previous:
+                continue  # re-emitted
+            last = info.get("last_token_usage")
+            if last is None and total is not None:
+                last = {k: v - (previous or {}).get(k, 0) for k, v in total.items()}
+            if total is not None:
+                previous = total
+            if not last:
+                continue
+            cached = last.get("cached_input_tokens", 0)
+            tokens = {
+                "source": "actual",
+                "input": last.get("input_tokens", 0) - cached,
+                "output": last.get("output_tokens", 0),
+                "cache_creation": 0,
+                "cache_read": cached,
+            }
+            found.append(
+                {
+                    **tokens,
+                    "ts": _ts(line["timestamp"]),
+                    "model": info.get("model") or model or "unknown",
+                    "session": session,
+                    "project": cwd,
+                    "source": "codex",
+                    "cost": PRICES.cost(tokens, info.get("model") or model),
+                    "total": sum(v for k, v in tokens.items() if k != "source"),
+                }
+            )
+    return found
+
+
+def week_start(day: date) -> date:
+    return day - timedelta(days=day.isoweekday() % 7)  # Sunday, ccusage's default
+
+
+def expected(requests: list[dict[str, Any]], kind: str, zone: str) -> dict[str, Any]:
+    """The report in ccusage's JSON (its keys only), from the requests."""
+    tz = ZoneInfo(zone)
+    groups: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for r in requests:
+        day = r["ts"].astimezone(tz).date()
+        key: Any = {
+            "daily": day.isoformat(),
+            "weekly": week_start(day).isoformat(),
+            "monthly": day.isoformat()[:7],
+            "session": (r["project"], r["session"]),
+        }[kind]
+        groups[key].append(r)
+
+    def sums(rs: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "inputTokens": sum(r["input"] for r in rs),
+            "outputTokens": sum(r["output"] for r in rs),
+            "cacheCreationTokens": sum(r["cache_creation"] for r in rs),
+            "cacheReadTokens": sum(r["cache_read"] for r in rs),
+        }
+
+    rows = []
+    for key, rs in groups.items():
+        row: dict[str, Any] = {}
+        if kind == "session":
+            row["sessionId"], row["projectPath"] = key[1], key[0]
+            last = max(r["ts"] for r in rs)
+            row["lastActivity"] = (
+                last.strftime("%Y-%m-%dT%H:%M:%S.") + f"{last.microsecond // 1000:03d}Z"
+            )
+            first = min(r["ts"] for r in rs)
+            row["firstActivity"] = (
+                first.strftime("%Y-%m-%dT%H:%M:%S.") + f"{first.microsecond // 1000:03d}Z"
+            )
+        else:
+            row[{"daily": "date", "weekly": "week", "monthly": "month"}[kind]] = key
+        row.update(sums(rs))
+        row["totalTokens"] = sum(r["total"] for r in rs)
+        row["totalCost"] = sum(r["cost"] or 0 for r in rs)
+        models = sorted({r["model"] for r in rs})
+        row["modelsUsed"] = models
+        row["modelBreakdowns"] = {
+            m: {
+                "modelName": m,
+                **sums([r for r in rs if r["model"] == m]),
+                "cost": sum(r["cost"] or 0 for r in rs if r["model"] == m),
+            }
+            for m in models
+        }
+        rows.append(row)
+    totals = sums(requests)
+    totals["totalTokens"] = sum(r["total"] for r in requests)
+    totals["totalCost"] = sum(r["cost"] or 0 for r in requests)
+    return {"rows": rows, "totals": totals}
+
+
+# -- the comparison ------------------------------------------------------------------------
+
+
+def comparable(report: dict[str, Any], kind: str) -> dict[str, Any]:
+    """Our JSON with ccusage's keys only, costs approximate, models as sets, breakdowns
+    by model; checks that the breakdowns come most expensive first."""
+    rows_key = {"session": "sessions"}.get(kind, kind)
+    keys = CCUSAGE_SESSION_KEYS if kind == "session" else CCUSAGE_ROW_KEYS
+    period = {"daily": "date", "weekly": "week", "monthly": "month", "session": None}[kind]
+    rows = []
+    for row in report[rows_key]:
+        want = keys | ({period} if period else set())
+        assert set(row) == want | OURS, sorted(set(row) ^ (want | OURS))
+        costs = [b["cost"] for b in row["modelBreakdowns"]]
+        assert costs == sorted(costs, reverse=True)
+        out = {k: row[k] for k in want}
+        out["totalCost"] = pytest.approx(row["totalCost"], rel=1e-9, abs=1e-12)
+        out["modelsUsed"] = sorted(row["modelsUsed"])
+        breakdowns = {}
+        for b in row["modelBreakdowns"]:
+            assert set(b) == CCUSAGE_BREAKDOWN_KEYS
+            breakdowns[b["modelName"]] = {
+                **b,
+                "cost": pytest.approx(b["cost"], rel=1e-9, abs=1e-12),
+            }
+        out["modelBreakdowns"] = breakdowns
+        rows.append(out)
+    totals = report["totals"]
+    assert set(totals) == CCUSAGE_TOTALS_KEYS | OURS
+    totals = {k: totals[k] for k in CCUSAGE_TOTALS_KEYS}
+    totals["totalCost"] = pytest.approx(totals["totalCost"], rel=1e-9, abs=1e-12)
+    return {"rows": rows, "totals": totals}
+
+
+def by_key(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rows by their period (or session and project)."""
+    names = ("date", "week", "month", "sessionId", "projectPath")
+    return {json.dumps([r.get(k) for k in names]): r for r in rows}
+
+
+def report(*args: str) -> dict[str, Any]:
+    result = ctl("report", *args, "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    out: dict[str, Any] = json.loads(result.stdout)
+    return out
+
+
+@pytest.fixture
+def history(running_daemon: Daemon, tmp_path: Path) -> list[dict[str, Any]]:
+    """The Claude samples in a projects/ tree and two real Codex rollouts, imported into
+    the running daemon; the requests computed from the raw files."""
+    projects = tmp_path / "claude" / "projects"
+    for name, where in CLAUDE_LAYOUT.items():
+        (projects / where).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(TRANSCRIPTS / name, projects / where)
+    sessions = tmp_path / "codex" / "sessions" / "2026" / "02" / "23"
+    sessions.mkdir(parents=True)
+    for rollout in ROLLOUTS:
+        shutil.copy(rollout, sessions / rollout.name)
+    for agent, root in (("claude-code", tmp_path / "claude"), ("codex", tmp_path / "codex")):
+        result = ctl("import", agent, str(root))
+        assert result.returncode == 0, result.stderr.decode()
+    found = claude_requests(projects) + codex_requests(sorted(sessions.iterdir()))
+    assert len(found) == 15 + 6 + 1  # test_import.py's counts for these files
+    return found
+
+
+@pytest.mark.parametrize("kind", ["daily", "weekly", "monthly", "session"])
+def test_reports_equal_the_computation_from_the_files(
+    history: list[dict[str, Any]], kind: str
+) -> None:
+    for zone in ("UTC", "Pacific/Auckland"):
+        want = expected(history, kind, zone)
+        got = comparable(report(kind, "--timezone", zone), kind)
+        g, w = by_key(got["rows"]), by_key(want["rows"])
+        for k in w:
+            assert g.get(k) == w[k], (kind, zone, k, g.get(k), w[k])
+        assert g.keys() == w.keys()
+        assert got["totals"] == want["totals"]
+
+
+def test_the_time_zone_moves_a_request_to_the_next_day(history: list[dict[str, Any]]) -> None:
+    utc = {r["date"]: r for r in report("daily", "--timezone", "UTC")["daily"]}
+    auckland = {r["date"]: r for r in report("daily", "-z", "Pacific/Auckland")["daily"]}
+    # ccusage's synthetic chat: 10:00 and 12:30 UTC on the 9th, 09:15 UTC on the 10th;
+    # in Auckland (UTC+13) 12:30 is past midnight, 09:15 is 22:15 on the 10th.
+    assert utc["2026-01-09"]["inputTokens"] == 100 + 200
+    assert utc["2026-01-10"]["inputTokens"] == 300
+    assert auckland["2026-01-09"]["inputTokens"] == 100
+    assert auckland["2026-01-10"]["inputTokens"] == 200 + 300
+
+
+def test_by_source_since_until_and_breakdown(history: list[dict[str, Any]]) -> None:
+    got = report("monthly", "--by", "source", "-z", "UTC", "--since", "2026-01-01")
+    months = {(r["month"], r["source"]): r for r in got["monthly"]}
+    assert set(months) == {
+        ("2026-01", "claude-code"),
+        ("2026-02", "claude-code"),
+        ("2026-02", "codex"),
+    }
+    codex = [r for r in history if r["source"] == "codex"]
+    assert months[("2026-02", "codex")]["inputTokens"] == sum(r["input"] for r in codex)
+    assert months[("2026-02", "codex")]["requests"] == 6 + 1
+    window = report("daily", "-z", "UTC", "--since", "20260109", "--until", "2026-01-10")
+    assert [r["date"] for r in window["daily"]] == ["2026-01-09", "2026-01-10"]
+    assert window["totals"]["inputTokens"] == 600
+    only = report("daily", "-z", "UTC", "--source", "codex")
+    assert [r["date"] for r in only["daily"]] == ["2026-02-23"]
+    by_model = report(
+        "daily", "-z", "UTC", "--by", "model", "--since", "2026-01-09", "-u", "2026-01-09"
+    )
+    assert {(r["date"], r["model"]) for r in by_model["daily"]} == {
+        ("2026-01-09", "claude-sonnet-4-20250514"),
+        ("2026-01-09", "claude-opus-4-20250514-fast"),  # fast mode, named as ccusage does
+    }
+    sessions = report("session", "-z", "UTC", "--until", "2025-12-31")["sessions"]
+    assert [s["sessionId"] for s in sessions] == ["fed8ce56-bc79-401f-a83e-af084253362f"]
+    assert sessions[0]["projectPath"] == "-Users-chip-dev-ai-music"
+
+
+def test_the_table_shows_money_and_separators(history: list[dict[str, Any]]) -> None:
+    result = ctl(
+        "report",
+        "daily",
+        "-z",
+        "UTC",
+        "--since",
+        "2026-01-09",
+        "--until",
+        "2026-01-10",
+        "--breakdown",
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    lines = result.stdout.decode().splitlines()
+    assert lines[0].split() == [
+        "Date", "Models", "Input", "Output", "Cache", "Create", "Cache", "Read", "Total",
+        "Tokens", "Cost",
+    ]  # fmt: skip
+    day = next(line for line in lines if line.startswith("2026-01-09"))
+    assert "$0.46" in day  # the transcript's costUSD 0.12 + 0.34
+    assert any("└─ claude-opus-4-20250514-fast" in line and "$0.34" in line for line in lines)
+    total = lines[-1]
+    assert total.split() == ["Total", "600", "250", "75", "70", "995", "$1.02"]
+    big = ctl("report", "monthly", "-z", "UTC", "--source", "codex").stdout.decode()
+    codex_input = sum(r["input"] for r in history if r["source"] == "codex")
+    assert f"{codex_input:,}" in big and "," in f"{codex_input:,}"
+    csv = ctl("report", "daily", "-z", "UTC", "--format", "csv", "--source", "codex").stdout
+    header, row = csv.decode().splitlines()[:2]
+    assert header.startswith("date,model,requests,input_tokens")
+    assert row.split(",")[3] == str(codex_input)
+    markdown = ctl("report", "weekly", "-z", "UTC", "-f", "markdown").stdout.decode()
+    assert markdown.startswith("| Week | Models |") and "$" in markdown
