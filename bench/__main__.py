@@ -30,6 +30,7 @@ from bench import BenchError, busy, conn, ingest, otlp, procs, report, rss, send
 from bench import hook as hook_bench
 from bench import imports as import_bench
 from bench import query as query_bench
+from bench import statusline as statusline_bench
 from bench import store as store_bench
 
 BENCHMARKS: dict[str, Callable[[Path, int, bool, Callable[[str], None]], dict[str, Any]]] = {
@@ -39,6 +40,7 @@ BENCHMARKS: dict[str, Callable[[Path, int, bool, Callable[[str], None]], dict[st
     "rss": rss.run,
     "busy": busy.run,
     "hook": hook_bench.run,
+    "statusline": statusline_bench.run,
     "import": import_bench.run,
     "store": store_bench.harness,
     "query": query_bench.run,

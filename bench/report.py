@@ -18,6 +18,7 @@ TARGETS = {
     "conn_per_event": (">=", 20_000, "ev/s"),  # the process split's goal (was 30k before it)
     "send_vs_pass": ("<=", 2.0, "x python -c pass"),
     "hook_vs_pass": ("<=", 2.0, "x python -c pass"),
+    "statusline_vs_pass": ("<=", 2.0, "x python -c pass"),
     "peak_rss": ("<=", 200, "MB"),
     "bulk_materialization": (">=", 800_000, "ev/s"),
     "query_vs_duckdb": ("<=", 0.3, "x fresh duckdb"),
@@ -77,6 +78,34 @@ def _hook_figures(hook: dict[str, Any] | None) -> list[dict[str, Any]]:
         _figure("ratio hook p50 / pass p50", [hook["ratio_p50"]], "x", target="hook_vs_pass",
                 note=f"pass p50 {hook['pass_p50_ms']:.1f} ms; p95 ratio {hook['ratio_p95']:.2f}"),
     ]  # fmt: skip
+
+
+def _statusline_figures(statusline: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """`telemetryctl statusline` against python -c pass, per history size (bench/statusline.py)."""
+    if not statusline:
+        return []
+    out = []
+    for events, size in statusline["sizes"].items():
+        n = size["iterations"]
+        out.append(
+            _figure(
+                f"statusline p50, {int(events):,} events stored ({n} runs)",
+                [size["statusline_p50_ms"]],
+                "ms",
+                note=f"p95 {size['statusline_p95_ms']:.1f} ms; first totals after a start "
+                f"{size['first_totals_ms']:.0f} ms",
+            )
+        )
+        out.append(
+            _figure(
+                f"ratio statusline p50 / pass p50, {int(events):,} events",
+                [size["ratio_p50"]],
+                "x",
+                target="statusline_vs_pass",
+                note=f"pass p50 {size['pass_p50_ms']:.1f} ms",
+            )
+        )
+    return out
 
 
 def _otlp_figures(otlp: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -243,6 +272,7 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )
     out.extend(_hook_figures(results.get("hook")))
+    out.extend(_statusline_figures(results.get("statusline")))
     out.extend(_otlp_figures(results.get("otlp")))
     out.extend(_import_figures(results.get("import")))
     out.extend(_rss_figures(results.get("rss")))

@@ -17,6 +17,7 @@ names the operation (``gc_failed``, ...) or the part that is down
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -143,9 +144,12 @@ class TailRequest(Request, tag="tail"):
 
 class TotalsRequest(Request, tag="totals"):
     """The daemon's running totals of API usage (daemon/totals.py): today's (UTC), every
-    day kept, and ``session``'s when given. Answered from memory, without the store."""
+    day kept, ``session``'s when given, the usage since ``since`` when given (a time
+    with its offset: the client's local midnight, say; exact on quarter hours), and
+    the active 5-hour window of Claude usage. Answered from memory, without the store."""
 
     session: str | None = None
+    since: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
 
 
 ControlRequest = (
@@ -292,8 +296,20 @@ class UsageTotals(Struct, kw_only=True):
     last: str | None = None
 
 
+class UsageWindow(Struct, kw_only=True):
+    """A 5-hour window of Claude usage (a billing block, as ccusage's ``blocks``): from
+    ``start`` (the hour of its first request) to ``end`` (5 h later), its requests'
+    ``usage`` (``first``/``last``: the first and last request's times)."""
+
+    start: str
+    end: str
+    usage: UsageTotals
+
+
 class TotalsReply(Struct, kw_only=True):
-    """The answer to a totals request: ``day`` is today (UTC)."""
+    """The answer to a totals request: ``day`` is today (UTC); ``window`` the active
+    5-hour window (None when there is none); ``since`` the usage since the request's
+    ``since`` (when asked)."""
 
     ok: bool = True
     day: str
@@ -301,6 +317,8 @@ class TotalsReply(Struct, kw_only=True):
     days: dict[str, UsageTotals]
     sessions_tracked: int
     session: UsageTotals | UnsetType | None = UNSET
+    since: UsageTotals | UnsetType = UNSET
+    window: UsageWindow | None = None
 
 
 class FlushReply(Struct, kw_only=True):

@@ -27,6 +27,15 @@ its settings puts it: install writes the token there when asked to (the user's o
 a project's uncommitted settings.local.json) and then makes the file 0600; an http
 handler is ours when its URL ends in ``/v1/hooks/claude-code``. Uninstall (and an
 install of command hooks) takes the ``env`` entry out again.
+
+With a :class:`StatusLine`, install also sets the status line (one per settings
+file) to ``telemetryctl statusline``::
+
+    {"statusLine": {"type": "command", "command": ".../telemetryctl statusline", "padding": 0}}
+
+A status line that is not ours (its command does not run ``telemetryctl statusline``)
+is kept unless the StatusLine says to replace it; uninstall removes the status line
+only when it is ours.
 """
 
 from __future__ import annotations
@@ -66,6 +75,8 @@ COMMAND_ONLY_EVENTS = ("SessionStart", "Setup")
 TIMEOUT_S = 10  # Claude Code's own cap on one handler; the hook gives up after ~1 s anyway
 HTTP_PATH = "/v1/hooks/claude-code"  # the daemon's endpoint for http hooks
 TOKEN_ENV = "TELEMETRYD_HTTP_TOKEN"  # the variable the http hooks' header reads
+STATUSLINE_KEY = "statusLine"
+STATUSLINE_MARKER = "statusline"
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,14 @@ class HttpHook:
 
     url: str
     token: str | None = None
+
+
+@dataclass(frozen=True)
+class StatusLine:
+    """Install ``command`` as the status line; ``replace`` one that is not ours."""
+
+    command: str
+    replace: bool = False
 
 
 class SettingsError(TelemetryError):
@@ -114,6 +133,27 @@ def command(
     if prompt_text:
         parts.append("--prompt-text")
     return shlex.join(parts)
+
+
+def statusline_command(executable: str | None = None) -> str:
+    """The shell command of our status line."""
+    return shlex.join([executable or telemetryctl_path(), STATUSLINE_MARKER])
+
+
+def statusline_entry(handler_command: str) -> dict[str, Any]:
+    return {"type": "command", "command": handler_command, "padding": 0}
+
+
+def is_our_statusline(entry: Any) -> bool:
+    if not isinstance(entry, dict) or not isinstance(entry.get("command"), str):
+        return False
+    try:
+        words = shlex.split(entry["command"])
+    except ValueError:
+        return False
+    return (
+        len(words) >= 2 and Path(words[0]).name == "telemetryctl" and words[1] == STATUSLINE_MARKER
+    )
 
 
 def is_ours(handler: Any) -> bool:
@@ -205,6 +245,8 @@ def without_ours(settings: dict[str, Any], path: Path = Path("settings.json")) -
     if "hooks" in out and not hooks:
         del out["hooks"]
     _set_token(out, None, path)
+    if is_our_statusline(out.get(STATUSLINE_KEY)):
+        del out[STATUSLINE_KEY]
     return out
 
 
@@ -262,6 +304,25 @@ def with_ours(
     return out
 
 
+def other_statusline(settings: dict[str, Any]) -> Any:
+    """The settings' status line when there is one that is not ours, else None."""
+    entry = settings.get(STATUSLINE_KEY)
+    return None if entry is None or is_our_statusline(entry) else entry
+
+
+def with_statusline(settings: dict[str, Any], statusline: StatusLine) -> dict[str, Any]:
+    """``settings`` with our status line, unless another one is there and is not to be
+    replaced (then unchanged); in place."""
+    entry = settings.get(STATUSLINE_KEY)
+    desired = statusline_entry(statusline.command)
+    if entry == desired or (other_statusline(settings) is not None and not statusline.replace):
+        return settings
+    if is_our_statusline(entry) and isinstance(entry, dict):
+        desired = {**entry, **desired, "padding": entry.get("padding", 0)}
+    settings[STATUSLINE_KEY] = desired
+    return settings
+
+
 def render(settings: dict[str, Any]) -> str:
     return json.dumps(settings, indent=2, ensure_ascii=False) + "\n"
 
@@ -314,6 +375,7 @@ class Change:
         self.backup = backup
         self.secrets = secrets  # tokens diff() does not show
         self.private = private  # the file holds the token: it is (or would be) 0600
+        self.kept_statusline: Any = None  # a status line not ours, kept as it was
 
     @property
     def changed(self) -> bool:
@@ -357,10 +419,25 @@ def _apply(path: Path, new: dict[str, Any], dry_run: bool) -> Change:
 
 
 def install(
-    path: Path, handler_command: str, *, http: HttpHook | None = None, dry_run: bool = False
+    path: Path,
+    handler_command: str,
+    *,
+    http: HttpHook | None = None,
+    statusline: StatusLine | None = None,
+    dry_run: bool = False,
 ) -> Change:
-    """Merge our handlers into the settings at ``path`` (http ones with ``http``)."""
-    return _apply(path, with_ours(load(path), handler_command, path, http), dry_run)
+    """Merge our handlers into the settings at ``path`` (http ones with ``http``), and
+    our status line with ``statusline``. The Change's ``kept_statusline`` is another
+    status line that was kept (not replaced)."""
+    new = with_ours(load(path), handler_command, path, http)
+    kept = None
+    if statusline is not None:
+        new = with_statusline(new, statusline)
+        if not statusline.replace:
+            kept = other_statusline(new)
+    change = _apply(path, new, dry_run)
+    change.kept_statusline = kept
+    return change
 
 
 def uninstall(path: Path, *, dry_run: bool = False) -> Change:
@@ -372,8 +449,10 @@ def uninstall(path: Path, *, dry_run: bool = False) -> Change:
 
 def installed(path: Path) -> list[str]:
     """The events that run our hook in the settings at ``path``."""
-    hooks = _hooks(load(path), path)
-    return [
+    settings = load(path)
+    hooks = _hooks(settings, path)
+    statusline = [STATUSLINE_KEY] if is_our_statusline(settings.get(STATUSLINE_KEY)) else []
+    return statusline + [
         event
         for event, groups in hooks.items()
         if isinstance(groups, list)

@@ -156,11 +156,16 @@ class Control:
         assert isinstance(answer, GcReport)
         return answer
 
-    def totals(self, session: str | None = None, timeout: float | None = None) -> Totals:
-        """The daemon's running totals of API usage, today's and ``session``'s."""
+    def totals(
+        self, session: str | None = None, timeout: float | None = None, since: str | None = None
+    ) -> Totals:
+        """The daemon's running totals of API usage: today's, the active 5-hour window's,
+        ``session``'s and those since ``since`` (RFC 3339) when given."""
         message: dict[str, Any] = {"op": "totals"}
         if session is not None:
             message["session"] = session
+        if since is not None:
+            message["since"] = since
         answer = self.answer(message, timeout)
         assert isinstance(answer, Totals)
         return answer

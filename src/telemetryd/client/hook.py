@@ -13,7 +13,8 @@ Claude Code 2.1.119. For older versions the PreToolUse hook leaves the time in a
 small file named after the tool use id under ``<runtime dir>/hooks/`` (next to the
 events socket, on tmpfs where there is one), and the PostToolUse hook turns it
 into ``duration_ms`` (which then includes any permission prompt) and removes it.
-Files left behind by tools that never finished are swept at session start and end.
+Files left behind by tools that never finished, and the status line's state files
+of idle sessions, are swept at session start and end.
 
 The mapping itself is in :mod:`telemetryd.adapters.claude_code`.
 """
@@ -59,6 +60,9 @@ Options:
 AGENTS = {"claude-code": claude_code.SOURCE, "codex": "codex"}
 STATE_DIR = "hooks"
 STALE_SECONDS = 24 * 3600
+# Files under STATE_DIR that sweep() removes once stale: tool timings, and what
+# `statusline` last recorded per session (client/statusline.py).
+STALE_PREFIXES = ("tool-", "statusline-")
 CONTEXT_BUDGET = 1.5  # seconds for the whole SessionStart summary
 CONTEXT_MAX = 9000  # characters; Claude Code caps additionalContext at 10,000
 # Bytes of hook payload read at most. Claude Code's payloads are kilobytes (tool output
@@ -158,7 +162,8 @@ def _forget_start(state_dir: str, payload: dict[str, Any]) -> None:
 
 
 def sweep(state_dir: str, max_age: float = STALE_SECONDS) -> int:
-    """Remove timing files older than ``max_age`` seconds (tools that never finished)."""
+    """Remove timing files older than ``max_age`` seconds (tools that never finished), and
+    the status line's state files of sessions idle that long."""
     removed = 0
     cutoff = time.time() - max_age
     try:
@@ -167,7 +172,7 @@ def sweep(state_dir: str, max_age: float = STALE_SECONDS) -> int:
         return 0
     for entry in entries:
         try:
-            if entry.name.startswith("tool-") and entry.stat().st_mtime < cutoff:
+            if entry.name.startswith(STALE_PREFIXES) and entry.stat().st_mtime < cutoff:
                 os.unlink(entry.path)
                 removed += 1
         except OSError:

@@ -127,6 +127,16 @@ def hooks_group() -> None:
 @click.option("--context", is_flag=True, help="at SessionStart, give the agent a usage summary")
 @click.option("--prompt-text", is_flag=True, help="record prompt text (default: length only)")
 @click.option(
+    "--statusline",
+    is_flag=True,
+    help="also set the status line to `telemetryctl statusline` (an existing one is kept)",
+)
+@click.option(
+    "--replace-statusline",
+    is_flag=True,
+    help="with --statusline: replace an existing status line that is not telemetryd's",
+)
+@click.option(
     "--command",
     "executable",
     metavar="PATH",
@@ -144,6 +154,8 @@ def install(
     token_file: str | None,
     context: bool,
     prompt_text: bool,
+    statusline: bool,
+    replace_statusline: bool,
     executable: str | None,
 ) -> None:
     """Add telemetryd's hooks to Claude Code's settings.json; safe to run again.
@@ -159,9 +171,16 @@ def install(
     settings' env block, making the file 0600; a project's committed
     settings.json gets no token: set the variable elsewhere (see the message).
 
+    With --statusline, Claude Code's status line runs `telemetryctl
+    statusline` (cost of the session, the day and the 5-hour window, context
+    and rate-limit use); a status line of your own is kept unless you add
+    --replace-statusline. Uninstall removes the status line only if it is
+    telemetryd's.
+
     \b
     Examples:
       telemetryctl hooks install claude-code
+      telemetryctl hooks install claude-code --statusline
       telemetryctl hooks install claude-code --http
       telemetryctl hooks install claude-code --project . --dry-run
     """
@@ -174,8 +193,15 @@ def install(
             "--prompt-text works with command hooks only (the http endpoint records prompt "
             "length, as `telemetryctl hook` does by default)"
         )
+    if replace_statusline and not statusline:
+        raise click.UsageError("--replace-statusline goes with --statusline")
     path = _settings_path(user, project, local)
     handler = claude_settings.command(executable, context=context, prompt_text=prompt_text)
+    status = None
+    if statusline:
+        status = claude_settings.StatusLine(
+            claude_settings.statusline_command(executable), replace=replace_statusline
+        )
     http = None
     if use_http:
         from telemetryd.client import otel_setup
@@ -186,8 +212,17 @@ def install(
         http = claude_settings.HttpHook(
             where.url(claude_settings.HTTP_PATH), None if committed else where.token
         )
-    change = claude_settings.install(path, handler, http=http, dry_run=dry_run)
+    change = claude_settings.install(path, handler, http=http, statusline=status, dry_run=dry_run)
     _report(change, dry_run, "installed")
+    if change.kept_statusline is not None:
+        shown = change.kept_statusline
+        if isinstance(shown, dict):
+            shown = shown.get("command", shown)
+        click.echo(
+            f"kept the existing status line ({shown}); "
+            "add --replace-statusline to use telemetryd's",
+            err=True,
+        )
     if http is not None:
         _report_token(change, http, dry_run, token_file)
 
@@ -224,7 +259,8 @@ def _report_token(
 @_where
 @_handle_errors
 def uninstall(agent: str, dry_run: bool, user: bool, project: Path | None, local: bool) -> None:
-    """Remove telemetryd's hooks from Claude Code's settings.json (others stay).
+    """Remove telemetryd's hooks and status line from Claude Code's settings.json
+    (others stay).
 
     \b
     Example:
@@ -274,5 +310,21 @@ def hook_command(args: tuple[str, ...]) -> None:
     import sys
 
     from telemetryd.client.hook import main
+
+    sys.exit(main(list(args)))
+
+
+@click.command(
+    "statusline",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def statusline_command(args: tuple[str, ...]) -> None:
+    """Print Claude Code's status line from its status JSON on stdin (see
+    `telemetryctl statusline --help`)."""
+    import sys
+
+    from telemetryd.client.statusline import main
 
     sys.exit(main(list(args)))

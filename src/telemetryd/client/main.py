@@ -2,7 +2,8 @@
 
 Hot commands are dispatched here, before click is imported (~45 ms): `send`
 runs on every tool call of an agent, `query` must cost a fraction of a fresh
-process that imports duckdb, and `tail` shares `query`'s light modules.
+process that imports duckdb, and `tail` shares `query`'s light modules; `hook`
+and `statusline` run after every tool call or message of Claude Code.
 Everything else goes to the click CLI.
 """
 
@@ -15,6 +16,7 @@ _FAST = {
     "query": "telemetryd.client.query",
     "tail": "telemetryd.client.tail",
     "hook": "telemetryd.client.hook",
+    "statusline": "telemetryd.client.statusline",
 }
 
 

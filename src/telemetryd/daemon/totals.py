@@ -1,7 +1,8 @@
-"""Running totals of API usage per UTC day and per session, kept by the daemon.
+"""Running totals of API usage per UTC day, per session and per quarter hour, kept by the daemon.
 
-What a status line needs (this session's cost, today's) must not wait for the store
-worker, or start it: the daemon keeps these totals in memory. They cost ingest
+What a status line needs (this session's cost, today's, the active 5-hour window's)
+must not wait for the store worker, or start it: the daemon keeps these totals in
+memory. They cost ingest
 nothing: :meth:`Totals.refresh` reads the journal from where it stopped last time
 (complete lines only; a closed segment is never read twice) and adds up the
 ``api_request`` events it finds, picked out by their canonical first bytes without
@@ -12,6 +13,20 @@ Each total counts requests, the four token counts, the cost of the requests that
 have one, and the requests whose cost is unknown (a sum that leaves them out must
 say so). Days older than :data:`DAYS` and all but the :data:`SESSIONS` most recently
 active sessions are dropped; memory stays bounded.
+
+Quarter hours (at most ``DAYS * 96`` of them, twice: all usage, and Claude's) answer
+what the days cannot: the usage since a client's local midnight (every time zone's
+offset is a whole number of quarter hours), and the 5-hour windows of Claude usage,
+Claude's billing blocks as ccusage's ``blocks`` draws them: a window starts at the
+hour of its first request and ends 5 h later; the next request after its end, or
+after a gap of more than 5 h, starts the next one. A quarter hour never straddles a
+window's end (windows start on the hour), so walking the quarters in order draws the
+same windows as walking the requests, except that a request at the very millisecond
+a window ends starts the next one here (ccusage keeps it in the window). The walk
+starts at the oldest quarter kept, :data:`DAYS` days back: only 7 days of activity
+without a 5-hour gap could place a window otherwise than ccusage does. A request is
+Claude usage when its source is ``claude-code``, its provider ``anthropic`` or its
+model's name starts with ``claude``.
 """
 
 from __future__ import annotations
@@ -34,6 +49,8 @@ log = logging.getLogger(__name__)
 
 DAYS = 7  # days of totals kept (and read back from the journal at start)
 SESSIONS = 10_000  # sessions kept, the most recently active
+QUARTER = 900  # seconds in one bucket of the quarter-hour tallies
+WINDOW = 5 * 3600  # a billing window's length, and the gap that ends one early
 _API = b'{"type":"api_request"'
 _BLOCK = 4 * 1024 * 1024
 
@@ -45,11 +62,26 @@ class _Tokens(msgspec.Struct):
     cache_creation: int | None = None
 
 
+class _Agent(msgspec.Struct):
+    model: str | None = None
+    provider: str | None = None
+
+
 class _Request(msgspec.Struct):
     ts: datetime | None = None
+    source: str | None = None
     session_id: str | None = None
+    agent: _Agent | None = None
     tokens: _Tokens | None = None
     cost_usd: float | None = None
+
+    def is_claude(self) -> bool:
+        if self.source == "claude-code":
+            return True
+        agent = self.agent
+        if agent is None:
+            return False
+        return agent.provider == "anthropic" or (agent.model or "").startswith("claude")
 
 
 _DECODER = msgspec.json.Decoder(_Request)
@@ -74,8 +106,38 @@ def _add(tally: UsageTotals, request: _Request, when: str | None) -> None:
             tally.last = when
 
 
+class _Quarter:
+    """One quarter hour's tally, with its first and last request's time (epoch seconds)."""
+
+    __slots__ = ("first", "last", "tally")
+
+    def __init__(self) -> None:
+        self.tally = UsageTotals()
+        self.first = float("inf")
+        self.last = float("-inf")
+
+    def add(self, request: _Request, when: str, epoch: float) -> None:
+        _add(self.tally, request, when)
+        self.first = min(self.first, epoch)
+        self.last = max(self.last, epoch)
+
+
+def _merge(into: UsageTotals, tally: UsageTotals) -> None:
+    into.requests += tally.requests
+    into.input += tally.input
+    into.output += tally.output
+    into.cache_read += tally.cache_read
+    into.cache_creation += tally.cache_creation
+    into.cost_usd += tally.cost_usd
+    into.unknown_cost += tally.unknown_cost
+    if tally.first is not None and (into.first is None or tally.first < into.first):
+        into.first = tally.first
+    if tally.last is not None and (into.last is None or tally.last > into.last):
+        into.last = tally.last
+
+
 class Totals:
-    """Per-day and per-session tallies of the journal's API requests."""
+    """Per-day, per-session and per-quarter-hour tallies of the journal's API requests."""
 
     def __init__(self, journal_dir: str, *, clock: Any = time.time) -> None:
         self.journal_dir = journal_dir
@@ -85,6 +147,8 @@ class Totals:
         self._started = False
         self.days: dict[str, UsageTotals] = {}
         self.sessions: OrderedDict[str, UsageTotals] = OrderedDict()
+        self.quarters: dict[int, _Quarter] = {}  # epoch // QUARTER -> all usage
+        self.claude: dict[int, _Quarter] = {}  # the same, Claude usage only
 
     def refresh(self) -> None:
         """Add what was journaled since the last refresh (blocks: run it in a thread)."""
@@ -152,9 +216,19 @@ class Totals:
             except msgspec.DecodeError:
                 continue
             when = _rfc3339(request.ts)
-            day = when[:10] if when else None
-            if day is not None:
-                _add(self.days.setdefault(day, UsageTotals()), request, when)
+            if when is not None and request.ts is not None:
+                _add(self.days.setdefault(when[:10], UsageTotals()), request, when)
+                epoch = request.ts.timestamp()
+                quarter = int(epoch // QUARTER)
+                bucket = self.quarters.get(quarter)
+                if bucket is None:
+                    bucket = self.quarters[quarter] = _Quarter()
+                bucket.add(request, when, epoch)
+                if request.is_claude():
+                    bucket = self.claude.get(quarter)
+                    if bucket is None:
+                        bucket = self.claude[quarter] = _Quarter()
+                    bucket.add(request, when, epoch)
             session = request.session_id
             if session is not None:
                 tally = self.sessions.get(session)
@@ -168,24 +242,67 @@ class Totals:
         oldest = datetime.fromtimestamp(self._clock() - DAYS * 86_400, UTC).date().isoformat()
         for day in [day for day in self.days if day < oldest]:
             del self.days[day]
+        first = int((self._clock() - DAYS * 86_400) // QUARTER)
+        for buckets in (self.quarters, self.claude):
+            for quarter in [quarter for quarter in buckets if quarter < first]:
+                del buckets[quarter]
         while len(self.sessions) > SESSIONS:
             self.sessions.popitem(last=False)
 
     def today(self) -> str:
         return datetime.fromtimestamp(self._clock(), UTC).date().isoformat()
 
-    def answer(self, session: str | None = None) -> wire.TotalsReply:
-        """Today's totals, every day kept, and the session's (when asked: None if the
-        daemon saw none of its requests)."""
+    def since(self, start: float) -> UsageTotals:
+        """The usage from ``start`` (epoch seconds; exact on a quarter hour) on."""
+        first = -(-start // QUARTER)  # the first whole quarter at or after start
+        total = UsageTotals()
+        for quarter, bucket in self.quarters.items():
+            if quarter >= first:
+                _merge(total, bucket.tally)
+        return total
+
+    def window(self) -> wire.UsageWindow | None:
+        """The active 5-hour window of Claude usage: None when the last one has ended
+        (5 h after its start), or its last request is 5 h old."""
+        start = last = None
+        usage = UsageTotals()
+        for quarter in sorted(self.claude):
+            bucket = self.claude[quarter]
+            if (
+                start is None
+                or last is None
+                or bucket.first - start > WINDOW
+                or (bucket.first - last > WINDOW)
+            ):
+                start = bucket.first // 3600 * 3600
+                usage = UsageTotals()
+            _merge(usage, bucket.tally)
+            last = bucket.last
+        now = self._clock()
+        if start is None or last is None or now >= start + WINDOW or now - last >= WINDOW:
+            return None
+        return wire.UsageWindow(start=_epoch(start), end=_epoch(start + WINDOW), usage=usage)
+
+    def answer(self, session: str | None = None, since: float | None = None) -> wire.TotalsReply:
+        """Today's totals, every day kept, the active window, the session's (when asked:
+        None if the daemon saw none of its requests) and those since ``since`` (epoch
+        seconds, when asked)."""
         reply = wire.TotalsReply(
             day=self.today(),
             today=self.days.get(self.today(), UsageTotals()),
             days=dict(sorted(self.days.items())),
             sessions_tracked=len(self.sessions),
+            window=self.window(),
         )
         if session is not None:
             reply.session = self.sessions.get(session)
+        if since is not None:
+            reply.since = self.since(since)
         return reply
+
+
+def _epoch(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _rfc3339(value: datetime | None) -> str | None:

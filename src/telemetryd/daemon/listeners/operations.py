@@ -135,7 +135,8 @@ class Operations:
     async def totals(self, request: wire.TotalsRequest, replies: Replies) -> wire.TotalsReply:
         async with self._totals_lock:  # (one reader of the journal at a time)
             await anyio.to_thread.run_sync(self.usage.refresh)
-        return self.usage.answer(request.session)
+        since = request.since.timestamp() if request.since is not None else None
+        return self.usage.answer(request.session, since)
 
     def _store(self) -> StoreClient:
         if self.store is None:
