@@ -15,6 +15,17 @@ request is counted once per *change* of ``total_token_usage``: with its
 ``last_token_usage`` when present, else the difference from the previous
 total. A total lower than the previous one starts over (a new context).
 
+A forked or sub-agent rollout (its first ``session_meta`` names ``forked_from_id``
+or ``source.subagent.thread_spawn.parent_thread_id``) opens with a copy of the
+parent's history, ancestors' ``session_meta`` lines and ``token_count`` events
+included, every line re-stamped to the fork instant. Those counts were the
+parent's: the ``token_count`` lines stamped within :data:`REPLAY_WINDOW_S` of the
+fork instant (the first ``session_meta``'s time) only move the cumulative baseline,
+and counting starts with the first one after them (its ``last_token_usage``, else
+its difference from the replayed total). Once a later one is seen the burst is over
+for good. Without a readable fork time nothing is skipped. The first
+``session_meta`` names the rollout's session: the copied ancestors' do not.
+
 The record id is derived from the session and the cumulative total, which is
 what identifies a request in its session: importing a rollout again (or a copy
 of it) gives the same ids. Plain dicts, no imports: also usable from hooks.
@@ -30,6 +41,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 SOURCE = "codex"
+REPLAY_WINDOW_S = 2.0  # a fork's copied history is stamped within this of the fork
 FIELDS = (
     "input_tokens",
     "cached_input_tokens",
@@ -74,6 +86,9 @@ class Rollout:
         self.cwd: str | None = None
         self.previous: tuple[int, ...] | None = None
         self.reemitted = 0  # token_count lines that repeated the previous total
+        self.replayed = 0  # token_count lines of a parent's history copied into a fork
+        self.meta_seen = False
+        self.fork_until: float | None = None  # end of the replay burst (epoch seconds)
 
     def feed(self, line: Any) -> dict[str, Any] | None:
         if not isinstance(line, dict):
@@ -83,7 +98,7 @@ class Rollout:
         if not isinstance(payload, dict):
             return None
         if kind == "session_meta":
-            self._meta(payload)
+            self._meta(payload, line.get("timestamp"))
             return None
         if kind == "turn_context":
             model = payload.get("model")
@@ -106,6 +121,14 @@ class Rollout:
         if total is not None and total == self.previous:
             self.reemitted += 1
             return None
+        if self.fork_until is not None:
+            when = _epoch(line.get("timestamp"))
+            if when is not None and when <= self.fork_until:
+                self.replayed += 1  # the parent's count, copied: only the baseline moves
+                if total is not None:
+                    self.previous = total
+                return None
+            self.fork_until = None  # the burst is over, for good
         if isinstance(last, dict) and _counts(last) is not None:
             raw = last
         elif total is not None:
@@ -131,7 +154,14 @@ class Rollout:
             "cwd": self.cwd,
         }
 
-    def _meta(self, payload: dict[str, Any]) -> None:
+    def _meta(self, payload: dict[str, Any], ts: Any) -> None:
+        if self.meta_seen:
+            return  # a copied ancestor's (a fork's replay): the rollout's own came first
+        self.meta_seen = True
+        if is_fork(payload):
+            self.fork_until = _epoch(ts if isinstance(ts, str) else payload.get("timestamp"))
+            if self.fork_until is not None:
+                self.fork_until += REPLAY_WINDOW_S
         session = payload.get("id")
         if isinstance(session, str) and session:
             self.session_id = session
@@ -141,6 +171,34 @@ class Rollout:
         cwd = payload.get("cwd")
         if isinstance(cwd, str) and cwd:
             self.cwd = cwd
+
+
+def is_fork(meta: dict[str, Any]) -> bool:
+    """Whether a ``session_meta`` payload is a forked or sub-agent rollout's, which opens
+    with a copy of its parent's history."""
+    forked = meta.get("forked_from_id")
+    if isinstance(forked, str) and forked:
+        return True
+    source = meta.get("source")
+    subagent = source.get("subagent") if isinstance(source, dict) else None
+    spawn = subagent.get("thread_spawn") if isinstance(subagent, dict) else None
+    parent = spawn.get("parent_thread_id") if isinstance(spawn, dict) else None
+    return isinstance(parent, str) and bool(parent)
+
+
+def _epoch(ts: Any) -> float | None:
+    """Seconds since the epoch of an ISO 8601 time, or None."""
+    if not isinstance(ts, str) or not ts:
+        return None
+    from datetime import UTC, datetime
+
+    try:
+        when = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
 
 
 def key_text(record: dict[str, Any]) -> str:

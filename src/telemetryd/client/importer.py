@@ -79,6 +79,9 @@ class _ClaudeLine(msgspec.Struct):
 class _CodexPayload(msgspec.Struct):
     type: Any = None
     id: Any = None
+    timestamp: Any = None
+    forked_from_id: Any = None
+    source: Any = None
     model: Any = None
     model_provider: Any = None
     cwd: Any = None
@@ -154,6 +157,9 @@ def _codex_dict(line: _CodexLine) -> dict[str, Any] | None:
         "payload": {
             "type": payload.type,
             "id": payload.id,
+            "timestamp": payload.timestamp,
+            "forked_from_id": payload.forked_from_id,
+            "source": payload.source,
             "model": payload.model,
             "model_provider": payload.model_provider,
             "cwd": payload.cwd,
@@ -273,8 +279,8 @@ class Totals:
 class Summary:
     """What an import read, built and sent. ``requests`` are the events built;
     ``repeats`` the lines that repeated a request already counted (streaming
-    snapshots, copies in other files, Codex's re-emitted totals, Gemini CLI's
-    re-appended messages)."""
+    snapshots, copies in other files, Codex's re-emitted totals and a fork's copy of
+    its parent's counts, Gemini CLI's re-appended messages)."""
 
     agent: str
     dry_run: bool = False
@@ -511,7 +517,7 @@ class Importer:
             if record is not None:
                 event_id, digest = _event_id("cx", codex.key_text(record))
                 self._emit(codex.api_request_event(record, event_id), digest)
-        summary.repeats += rollout.reemitted
+        summary.repeats += rollout.reemitted + rollout.replayed
 
     def _gemini_lines(self, f: BinaryIO, path: Path) -> None:
         summary = self.summary
