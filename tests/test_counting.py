@@ -266,6 +266,23 @@ def test_codex_subagent_rollout_skips_the_parents_replayed_counts(tmp_path: Path
     assert found["tokens"]["input"] == 1500 - 1200 and found["tokens"]["output"] == 80
 
 
+def test_codex_a_long_replay_is_one_burst() -> None:
+    # A copy that takes a while to write: each copied count within 2 s of the previous
+    # one, the last 3 s after the fork instant. The child's request 20 s later counts.
+    rollout = codex.Rollout()
+    lines = [
+        meta(FORK_AT, CHILD, forked_from_id=PARENT),
+        token_count("2026-05-01T12:00:01.500Z", P1_TOTAL, P1_LAST),
+        token_count("2026-05-01T12:00:03.000Z", P2_TOTAL, P2_LAST),
+        token_count("2026-05-01T12:00:23.000Z", C1_TOTAL, C1_LAST),
+        token_count("2026-05-01T12:00:23.500Z", cx_usage(4100, 2400, 340), cx_usage(100, 0, 10)),
+    ]
+    records = [r for line in lines if (r := rollout.feed(line))]
+    assert rollout.replayed == 2
+    assert [r["tokens"]["input"] for r in records] == [1500 - 1200, 100]
+    assert [r["tokens"]["output"] for r in records] == [80, 10]
+
+
 def test_codex_fork_keeps_its_own_session_id(tmp_path: Path) -> None:
     fork = fork_rollout(tmp_path, meta(FORK_AT, CHILD, forked_from_id=PARENT))
     rollout = codex.Rollout()

@@ -20,11 +20,12 @@ or ``source.subagent.thread_spawn.parent_thread_id``) opens with a copy of the
 parent's history, ancestors' ``session_meta`` lines and ``token_count`` events
 included, every line re-stamped to the fork instant. Those counts were the
 parent's: the ``token_count`` lines stamped within :data:`REPLAY_WINDOW_S` of the
-fork instant (the first ``session_meta``'s time) only move the cumulative baseline,
-and counting starts with the first one after them (its ``last_token_usage``, else
-its difference from the replayed total). Once a later one is seen the burst is over
-for good. Without a readable fork time nothing is skipped. The first
-``session_meta`` names the rollout's session: the copied ancestors' do not.
+fork instant (the first ``session_meta``'s time) or of the previous copied one only
+move the cumulative baseline, and counting starts with the first one after them
+(its ``last_token_usage``, else its difference from the replayed total). Once a
+later one is seen the burst is over for good. Without a readable fork time nothing
+is skipped. The first ``session_meta`` names the rollout's session: the copied
+ancestors' do not.
 
 The record id is derived from the session and the cumulative total, which is
 what identifies a request in its session: importing a rollout again (or a copy
@@ -125,6 +126,7 @@ class Rollout:
             when = _epoch(line.get("timestamp"))
             if when is not None and when <= self.fork_until:
                 self.replayed += 1  # the parent's count, copied: only the baseline moves
+                self.fork_until = max(self.fork_until, when + REPLAY_WINDOW_S)  # a long copy
                 if total is not None:
                     self.previous = total
                 return None
