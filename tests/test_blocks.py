@@ -318,3 +318,5 @@ def test_windows_gaps_and_the_active_block_on_a_running_daemon(running_daemon: D
     assert "Burn Rate:" in detail and f"{rust_round(tokens / 30):,}" in detail
     csv = ctl("report", "blocks", "-f", "csv").stdout.decode().splitlines()
     assert csv[0].startswith("id,start_time,end_time") and len(csv) == 1 + 6
+    markdown = ctl("report", "blocks", "-f", "markdown").stdout.decode()
+    assert markdown.startswith("| Block Start |") and "PROJECTED" in markdown

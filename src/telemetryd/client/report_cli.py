@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import click
 
@@ -15,7 +15,14 @@ from telemetryd.client.cli_errors import message
 from telemetryd.errors import DaemonUnavailable, StoreUnavailable, TelemetryError
 
 F = TypeVar("F", bound=Callable[..., Any])
-T = TypeVar("T")
+
+
+class Loaded(Protocol):
+    from_file: bool
+    warning: str | None
+
+
+T = TypeVar("T", bound=Loaded)
 
 EXIT_UNAVAILABLE = 3  # neither the daemon nor the database answers (as `telemetryctl query`)
 FORMATS = ("table", "json", "csv", "tsv", "markdown")
@@ -118,15 +125,14 @@ def _load(load: Callable[[], T]) -> T:
         sys.exit(EXIT_UNAVAILABLE)
     except TelemetryError as exc:
         raise click.ClickException(message(exc)) from None
-    if getattr(report, "from_file", False):
+    if report.from_file:
         click.echo(
             "warning: telemetryd is not running; read the database file directly, "
             "so events not yet materialized are missing",
             err=True,
         )
-    warning = getattr(report, "warning", None)
-    if warning:
-        click.echo(f"warning: {warning}", err=True)
+    if report.warning:
+        click.echo(f"warning: {report.warning}", err=True)
     return report
 
 
@@ -227,7 +233,10 @@ def blocks(**kw: Any) -> None:
     elif fmt == "table":
         if not report.blocks:
             click.echo(
-                "No active block." if options.active else "No Claude usage data found.", err=True
+                "No active session block found."
+                if options.active
+                else "No Claude usage data found.",
+                err=True,
             )
         elif options.active and len(report.blocks) == 1:
             click.echo("\n".join(blocks_api.detail(report, report.blocks[0])))
