@@ -1,13 +1,13 @@
-"""`telemetryctl report daily|weekly|monthly|session` (click layer over
-:mod:`telemetryd.client.reports`). ``cli.py`` registers it with
-``cli.add_command(report_group)``."""
+"""`telemetryctl report daily|weekly|monthly|session|blocks` (click layer over
+:mod:`telemetryd.client.reports` and :mod:`telemetryd.client.blocks`). ``cli.py``
+registers it with ``cli.add_command(report_group)``."""
 
 from __future__ import annotations
 
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import click
 
@@ -15,6 +15,14 @@ from telemetryd.client.cli_errors import message
 from telemetryd.errors import DaemonUnavailable, StoreUnavailable, TelemetryError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Loaded(Protocol):
+    from_file: bool
+    warning: str | None
+
+
+T = TypeVar("T", bound=Loaded)
 
 EXIT_UNAVAILABLE = 3  # neither the daemon nor the database answers (as `telemetryctl query`)
 FORMATS = ("table", "json", "csv", "tsv", "markdown")
@@ -43,36 +51,53 @@ def _zone(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
         raise click.BadParameter(str(exc)) from None
 
 
-def report_options(func: F) -> F:
-    """The options every report takes."""
-    options = [
-        click.option("-s", "--since", callback=_date, metavar="DATE",
-                     help="from this local date (YYYY-MM-DD or YYYYMMDD), inclusive"),
-        click.option("-u", "--until", callback=_date, metavar="DATE",
-                     help="up to this local date, inclusive"),
-        click.option("-z", "--timezone", callback=_zone, metavar="ZONE",
-                     envvar="TELEMETRYD_TIMEZONE",
-                     help="IANA time zone that days are counted in (default: the local zone)"),
-        click.option("--by", type=click.Choice(["model", "agent", "project", "source"]),
-                     help="a row per period and model, agent type, project or source"),
-        click.option("--source", metavar="NAME",
-                     help="only this producer's requests (claude-code, codex, ...)"),
-        click.option("-b", "--breakdown", is_flag=True, help="per model under each row"),
-        click.option("-j", "--json", "as_json", is_flag=True,
-                     help="print ccusage's JSON (same as --format json)"),
-        click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="table",
-                     show_default=True, help="output format"),
-        click.option("--socket", "socket_path", envvar="TELEMETRYD_CONTROL_SOCKET",
-                     help="control socket (default: from TELEMETRYD_HOME / XDG)"),
-    ]  # fmt: skip
+SPAN = [
+    click.option("-s", "--since", callback=_date, metavar="DATE",
+                 help="from this local date (YYYY-MM-DD or YYYYMMDD), inclusive"),
+    click.option("-u", "--until", callback=_date, metavar="DATE",
+                 help="up to this local date, inclusive"),
+    click.option("-z", "--timezone", callback=_zone, metavar="ZONE",
+                 envvar="TELEMETRYD_TIMEZONE",
+                 help="IANA time zone that days are counted in (default: the local zone)"),
+]  # fmt: skip
+GROUPING = [
+    click.option("--by", type=click.Choice(["model", "agent", "project", "source"]),
+                 help="a row per period and model, agent type, project or source"),
+    click.option("--source", metavar="NAME",
+                 help="only this producer's requests (claude-code, codex, ...)"),
+    click.option("-b", "--breakdown", is_flag=True, help="per model under each row"),
+]  # fmt: skip
+OUTPUT = [
+    click.option("-j", "--json", "as_json", is_flag=True,
+                 help="print ccusage's JSON (same as --format json)"),
+    click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="table",
+                 show_default=True, help="output format"),
+    click.option("--socket", "socket_path", envvar="TELEMETRYD_CONTROL_SOCKET",
+                 help="control socket (default: from TELEMETRYD_HOME / XDG)"),
+]  # fmt: skip
+
+
+def _apply(func: F, options: list[Callable[[F], F]]) -> F:
     for option in reversed(options):
         func = option(func)
     return func
 
 
+def report_options(func: F) -> F:
+    """The options every report by period or session takes."""
+    return _apply(func, [*SPAN, *GROUPING, *OUTPUT])
+
+
+def report_options_blocks(func: F) -> F:
+    """The options of `report blocks`."""
+    active = click.option("-a", "--active", is_flag=True, help="only the active block")
+    return _apply(func, [*SPAN, active, *OUTPUT])
+
+
 @click.group("report")
 def report_group() -> None:
-    """Token use and cost per day, week, month or session, as ccusage reports them.
+    """Token use and cost per day, week, month, session or 5-hour block, as ccusage
+    reports them.
 
     Every model request telemetryd holds (imported transcripts, hooks, OTLP) is
     counted once. The table shows money as money and counts with separators;
@@ -85,7 +110,30 @@ def report_group() -> None:
       telemetryctl report daily --since 2026-03-01
       telemetryctl report monthly --by source --breakdown
       telemetryctl report session --json --timezone UTC
+      telemetryctl report blocks --active
     """
+
+
+def _load(load: Callable[[], T]) -> T:
+    """``load()``'s report; the daemon and database being away exits with
+    EXIT_UNAVAILABLE, as `telemetryctl query` does."""
+    try:
+        report = load()
+    except (DaemonUnavailable, StoreUnavailable) as exc:  # DaemonBusy included
+        where = "the database cannot be opened: " if isinstance(exc, StoreUnavailable) else ""
+        click.echo(f"Error: {where}{message(exc)}", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
+    except TelemetryError as exc:
+        raise click.ClickException(message(exc)) from None
+    if report.from_file:
+        click.echo(
+            "warning: telemetryd is not running; read the database file directly, "
+            "so events not yet materialized are missing",
+            err=True,
+        )
+    if report.warning:
+        click.echo(f"warning: {report.warning}", err=True)
+    return report
 
 
 def _run(kind: str, **kw: Any) -> None:
@@ -101,22 +149,7 @@ def _run(kind: str, **kw: Any) -> None:
         source=kw["source"],
         week_start=kw.get("start_of_week") or "sunday",
     )
-    try:
-        report = reports.load(options, kw["socket_path"])
-    except (DaemonUnavailable, StoreUnavailable) as exc:  # DaemonBusy included
-        where = "the database cannot be opened: " if isinstance(exc, StoreUnavailable) else ""
-        click.echo(f"Error: {where}{message(exc)}", err=True)
-        sys.exit(EXIT_UNAVAILABLE)
-    except TelemetryError as exc:
-        raise click.ClickException(message(exc)) from None
-    if report.from_file:
-        click.echo(
-            "warning: telemetryd is not running; read the database file directly, "
-            "so events not yet materialized are missing",
-            err=True,
-        )
-    if report.warning:
-        click.echo(f"warning: {report.warning}", err=True)
+    report = _load(lambda: reports.load(options, kw["socket_path"]))
     if fmt == "json":
         click.echo(json.dumps(reports.as_json(report), indent=2, ensure_ascii=False))
     elif fmt == "table":
@@ -173,3 +206,50 @@ def session(**kw: Any) -> None:
     "projectPath", "firstActivity", "lastActivity", ...}]}. --since / --until keep the
     sessions last active on those days."""
     _run("session", **kw)
+
+
+@report_group.command()
+@report_options_blocks
+def blocks(**kw: Any) -> None:
+    """Claude usage per 5-hour billing block, as `ccusage blocks`: a block starts at
+    the hour of its first request and ends 5 h later; a request after its end, or after
+    5 h without one, starts the next (the silence shown as a gap block). The active
+    block shows its burn rate and a projection to its end. Only Claude requests count
+    (source claude-code, provider anthropic or a claude* model). --since / --until keep
+    the blocks that start on those days; --active only the active block (in detail).
+    {"blocks": [{"id", "startTime", "endTime", "actualEndTime", "isActive", "isGap",
+    "entries", "tokenCounts", "totalTokens", "costUSD", "models", "burnRate",
+    "projection", ...}]} in JSON."""
+    from telemetryd.client import blocks as blocks_api
+    from telemetryd.client import output
+
+    fmt = "json" if kw["as_json"] else kw["fmt"]
+    options = blocks_api.Options(
+        timezone=kw["timezone"], since=kw["since"], until=kw["until"], active=kw["active"]
+    )
+    report = _load(lambda: blocks_api.load(options, kw["socket_path"]))
+    if fmt == "json":
+        click.echo(json.dumps(blocks_api.as_json(report), indent=2, ensure_ascii=False))
+    elif fmt == "table":
+        if not report.blocks:
+            click.echo(
+                "No active session block found."
+                if options.active
+                else "No Claude usage data found.",
+                err=True,
+            )
+        elif options.active and len(report.blocks) == 1:
+            click.echo("\n".join(blocks_api.detail(report, report.blocks[0])))
+        else:
+            click.echo("\n".join(blocks_api.render(report)))
+    elif fmt == "markdown":
+        out = output.writer("markdown", sys.stdout)
+        out.start([[name, "VARCHAR"] for name in blocks_api.HEADERS])
+        out.rows(blocks_api.text_rows(report))
+        out.end()
+    else:
+        names, rows = blocks_api.flat_rows(report)
+        out = output.writer(fmt, sys.stdout)
+        out.start([[name, ""] for name in names])
+        out.rows(rows)
+        out.end()
