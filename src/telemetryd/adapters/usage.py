@@ -282,6 +282,34 @@ def gemini(
     )
 
 
+def copilot(
+    *,
+    input: int,
+    output: int,
+    cache_read: int = 0,
+    cache_write: int = 0,
+    reasoning: int = 0,
+    reasoning_apart: bool = False,
+) -> dict[str, Any]:
+    """GitHub Copilot CLI's ``usage`` counts (``session.shutdown`` model metrics) in the
+    model's convention, as ccusage reads them: ``input`` includes both cache reads and
+    cache writes (input = input − cache_read − cache_write, floored at 0); reasoning is
+    part of ``output`` (Claude, GPT), except for Gemini models (``reasoning_apart``), whose
+    thoughts are counted apart and added to output. Reasoning larger than the output it
+    would be part of is not kept (ccusage drops it too)."""
+    if not reasoning_apart and reasoning > output:
+        reasoning = 0
+    return _actual(
+        input_all=None,
+        input_uncached=max(0, input - cache_read - cache_write),
+        cached=cache_read,
+        cache_creation=cache_write,
+        output=output,
+        reasoning=reasoning,
+        reasoning_apart=reasoning_apart,
+    )
+
+
 def tokens_from_usage(usage: dict[str, Any]) -> dict[str, Any]:
     """Normalize one usage object (see the module docstring for the shapes)."""
     u = _keys(usage)

@@ -181,7 +181,8 @@ def _import(
 def import_group(ctx: click.Context, /, **options: Any) -> None:
     """Backfill api_request events from agents' local session files.
 
-    Claude Code transcripts, Codex rollouts, Gemini CLI chat recordings. With no
+    Claude Code transcripts, Codex rollouts, Gemini CLI chat recordings, GitHub
+    Copilot CLI session events. With no
     agent named, imports every agent whose default location exists, one after the
     other (the options apply to each; --json prints one summary per agent).
 
@@ -270,3 +271,24 @@ def gemini_command(**options: Any) -> None:
       GEMINI_DATA_DIR=/backup/gemini/tmp telemetryctl import gemini --dry-run --json
     """
     _run("gemini", **options)
+
+
+@import_group.command("copilot")
+@_options
+@_handle_errors
+def copilot_command(**options: Any) -> None:
+    """Import token usage from GitHub Copilot CLI session events.
+
+    PATHS are events.jsonl files or directories holding them; by default
+    <dir>/session-state/*/events.jsonl for COPILOT_HOME and COPILOT_CONFIG_DIR
+    when set, else ~/.copilot. Each session.shutdown event counts once per
+    model (a resumed session's later shutdowns are added). Input excludes cache
+    reads and writes; reasoning is output. Running it again adds nothing that is
+    already there.
+
+    \b
+    Examples:
+      telemetryctl import copilot
+      COPILOT_HOME=/backup/copilot telemetryctl import copilot --dry-run --json
+    """
+    _run("copilot", **options)

@@ -1,5 +1,5 @@
-"""Backfill ``api_request`` events from Claude Code transcripts, Codex rollouts and
-Gemini CLI chat recordings.
+"""Backfill ``api_request`` events from Claude Code transcripts, Codex rollouts,
+Gemini CLI chat recordings and GitHub Copilot CLI session events.
 
 Streaming, in bounded memory, whatever the size of the files: each file is read
 line by line (a line longer than :data:`MAX_LINE` is skipped and counted), each
@@ -15,7 +15,8 @@ Event ids are derived from the source: Claude Code's ``requestId`` (the rule of
 a request exported over OTLP and imported from its transcript is one row; lines
 without a ``message.id`` and ``requestId`` are keyed by their line), Codex's
 session and cumulative token counts, Gemini CLI's session and message ids (a
-message Gemini CLI re-appends is one request). Importing the same
+message Gemini CLI re-appends is one request), Copilot CLI's session, shutdown
+event id and model. Importing the same
 data again, or a copy of it, sends the same ids, which the daemon and the store
 drop as duplicates. On top of that, files that did not change since the last
 complete import (same size, mtime and inode, recorded in
@@ -42,7 +43,7 @@ from typing import Any, BinaryIO
 import msgspec
 
 from telemetryd import paths
-from telemetryd.adapters import claude_code, codex, gemini, ids, pricing
+from telemetryd.adapters import claude_code, codex, copilot, gemini, ids, pricing
 from telemetryd.client.delivery import EventStream
 from telemetryd.errors import DaemonBusy, DaemonUnavailable, TelemetryError
 
@@ -50,7 +51,7 @@ MAX_LINE = 64 << 20  # bytes; longer lines are skipped (and counted as malformed
 SEEN_GENERATION = 500_000  # keys per generation of the sent-keys set (two are kept)
 DEDUP_WINDOW = 2048  # pending requests per file (Claude Code)
 STATE_VERSION = 1
-AGENTS = ("claude-code", "codex", "gemini")
+AGENTS = ("claude-code", "codex", "gemini", "copilot")
 
 Progress = Callable[[int], None]
 
@@ -117,10 +118,25 @@ class _GeminiDocument(_GeminiRecord):
 
 _GEMINI_FIELDS = tuple(_GeminiRecord.__struct_fields__)
 
+
+class _CopilotData(msgspec.Struct):
+    modelMetrics: Any = None
+
+
+class _CopilotLine(msgspec.Struct):
+    """A Copilot CLI session event; of its ``data`` only a shutdown's model metrics."""
+
+    type: Any = None
+    id: Any = None
+    timestamp: Any = None
+    data: _CopilotData | None = None
+
+
 _CLAUDE = msgspec.json.Decoder(_ClaudeLine)
 _CODEX = msgspec.json.Decoder(_CodexLine)
 _GEMINI = msgspec.json.Decoder(_GeminiRecord)
 _GEMINI_DOCUMENT = msgspec.json.Decoder(_GeminiDocument)
+_COPILOT = msgspec.json.Decoder(_CopilotLine)
 _ANY = msgspec.json.Decoder()
 _ENCODER = msgspec.json.Encoder()
 
@@ -206,17 +222,32 @@ def gemini_roots(environ: dict[str, str] | None = None) -> list[Path]:
     return [Path(env.get("HOME") or Path.home()) / ".gemini" / "tmp"]
 
 
+def copilot_roots(environ: dict[str, str] | None = None) -> list[Path]:
+    """``<dir>/session-state`` of Copilot CLI's directory: ``COPILOT_HOME`` (Copilot CLI's
+    own override) and ``COPILOT_CONFIG_DIR`` (ccusage's), each when set, else ~/.copilot."""
+    env = os.environ if environ is None else environ
+    given = [env.get(name, "").strip() for name in ("COPILOT_HOME", "COPILOT_CONFIG_DIR")]
+    bases = [Path(p).expanduser() for p in given if p]
+    if not bases:
+        bases = [Path(env.get("HOME") or Path.home()) / ".copilot"]
+    return [base / "session-state" for base in dict.fromkeys(bases)]
+
+
 def roots(agent: str, environ: dict[str, str] | None = None) -> list[Path]:
     """The default locations of ``agent``'s files."""
     if agent == "claude-code":
         return claude_roots(environ)
     if agent == "codex":
         return codex_roots(environ)
+    if agent == "copilot":
+        return copilot_roots(environ)
     return gemini_roots(environ)
 
 
 def patterns(agent: str) -> tuple[str, ...]:
     """The names of ``agent``'s files in a directory."""
+    if agent == "copilot":
+        return ("events.jsonl",)
     return ("*.json", "*.jsonl") if agent == "gemini" else ("*.jsonl",)
 
 
@@ -450,6 +481,8 @@ class Importer:
                 self._claude(f, path)
             elif self.agent == "codex":
                 self._codex(f, path)
+            elif self.agent == "copilot":
+                self._copilot(f, path)
             elif path.suffix == ".jsonl":
                 self._gemini_lines(f, path)
             else:
@@ -600,6 +633,40 @@ class Importer:
         else:
             event_id, digest = _event_id("gm-line", record["line_id"])
         self._emit(gemini.api_request_event(record, event_id), digest)
+
+    def _copilot(self, f: BinaryIO, path: Path) -> None:
+        summary = self.summary
+        session = path.parent.name  # session-state/<session id>/events.jsonl
+        fallback: list[str | None] = []  # the file's mtime, looked up when first needed
+        for raw in _lines(f, summary, self.progress):
+            if not raw.strip():
+                continue
+            summary.lines += 1
+            try:
+                decoded = _COPILOT.decode(raw)
+            except msgspec.ValidationError:  # valid JSON of another shape
+                line = _ANY.decode(raw)
+            except msgspec.DecodeError:
+                summary.malformed += 1
+                continue
+            else:
+                if decoded.type != copilot.SHUTDOWN:
+                    continue
+                data = decoded.data
+                line = {
+                    "type": decoded.type,
+                    "id": decoded.id,
+                    "timestamp": decoded.timestamp,
+                    "data": None if data is None else {"modelMetrics": data.modelMetrics},
+                }
+            if not isinstance(line, dict) or line.get("type") != copilot.SHUTDOWN:
+                continue
+            if not fallback:
+                fallback.append(_mtime_ts(path))
+            for record in copilot.records(line, session, fallback[0]):
+                event_id = copilot.event_id(record)
+                digest = hashlib.blake2b(event_id.encode(), digest_size=16).digest()
+                self._emit(copilot.api_request_event(record, event_id), digest)
 
 
 def _mtime_ts(path: Path) -> str | None:
