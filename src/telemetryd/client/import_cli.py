@@ -86,7 +86,15 @@ def _print_summary(summary: importer.Summary) -> None:
     click.echo(
         f"{_number(s.requests)} requests ({_number(s.repeats)} repeated lines merged"
         + (f", {s.before_since} before --since" if s.before_since else "")
-        + f"); {verb} {_number(s.sent if not s.dry_run else s.requests)}"
+        + ")"
+        + (
+            f", {_number(s.tool_calls)} tool calls, {_number(s.tool_results)} tool results"
+            f" ({_number(s.tool_errors)} failed), {_number(s.prompts)} prompts,"
+            f" {_number(s.agents)} sub-agent runs"
+            if s.tool_calls or s.tool_results or s.prompts or s.agents
+            else ""
+        )
+        + f"; {verb} {_number(s.sent if not s.dry_run else s.built())}"
         + (
             ""
             if s.dry_run

@@ -49,6 +49,7 @@ from telemetryd.errors import DaemonBusy, DaemonUnavailable, TelemetryError
 MAX_LINE = 64 << 20  # bytes; longer lines are skipped (and counted as malformed)
 SEEN_GENERATION = 500_000  # keys per generation of the sent-keys set (two are kept)
 DEDUP_WINDOW = 2048  # pending requests per file (Claude Code)
+PENDING_TOOLS = 4096  # tool uses per file waiting for their result (Claude Code)
 STATE_VERSION = 1
 AGENTS = ("claude-code", "codex", "gemini")
 
@@ -58,10 +59,23 @@ Progress = Callable[[int], None]
 # -- what the lines are decoded into (everything else is skipped) ---------------------
 
 
+class _ClaudeBlock(msgspec.Struct):
+    """A content block: a ``tool_use`` or ``tool_result`` is read (a result's own
+    content only when it is an error); text, thinking and tool inputs are skipped."""
+
+    type: Any = None
+    id: Any = None
+    name: Any = None
+    tool_use_id: Any = None
+    is_error: Any = None
+    content: msgspec.Raw = msgspec.Raw(b"")
+
+
 class _ClaudeMessage(msgspec.Struct):
     id: Any = None
     model: Any = None
     usage: Any = None
+    content: str | list[_ClaudeBlock] | None = None  # a string: a user's prompt
 
 
 class _ClaudeLine(msgspec.Struct):
@@ -73,6 +87,8 @@ class _ClaudeLine(msgspec.Struct):
     agentId: Any = None
     costUSD: Any = None
     uuid: Any = None
+    cwd: Any = None
+    isMeta: Any = None
     message: _ClaudeMessage | None = None
 
 
@@ -277,10 +293,14 @@ class Totals:
 
 @dataclass
 class Summary:
-    """What an import read, built and sent. ``requests`` are the events built;
+    """What an import read, built and sent. ``requests`` are the ``api_request``
+    events built (``by_model`` and ``by_day`` total them, nothing else);
     ``repeats`` the lines that repeated a request already counted (streaming
     snapshots, copies in other files, Codex's re-emitted totals and a fork's copy of
-    its parent's counts, Gemini CLI's re-appended messages)."""
+    its parent's counts, Gemini CLI's re-appended messages). The rest of a Claude
+    Code session is counted apart: ``tool_calls``, ``tool_results`` (``tool_errors``
+    of them failed), ``prompts`` and ``agents`` (sub-agent activations, each an
+    ``agent_start`` and an ``agent_stop``). ``sent`` counts every event."""
 
     agent: str
     dry_run: bool = False
@@ -291,6 +311,11 @@ class Summary:
     malformed: int = 0
     requests: int = 0
     repeats: int = 0
+    tool_calls: int = 0
+    tool_results: int = 0
+    tool_errors: int = 0
+    prompts: int = 0
+    agents: int = 0
     before_since: int = 0
     sent: int = 0
     accepted: int = 0
@@ -307,6 +332,11 @@ class Summary:
         self.by_model.setdefault(model, Totals()).add(event)
         day = (event.get("ts") or "unknown")[:10]
         self.by_day.setdefault(day, Totals()).add(event)
+
+    def built(self) -> int:
+        """The events built: requests and the rest of the sessions."""
+        rest = self.tool_calls + self.tool_results + self.prompts + 2 * self.agents
+        return self.requests + rest
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -443,6 +473,28 @@ class Importer:
             self.sink.add(_ENCODER.encode(event))
             self.summary.sent += 1
 
+    def _emit_session(self, event: dict[str, Any]) -> None:
+        """Send one event of a session other than a request (its id is set)."""
+        digest = hashlib.blake2b(event["id"].encode(), digest_size=16).digest()
+        if not self.seen.add(digest):
+            return  # the same tool use or prompt in another copy of the session
+        if _before(event.get("ts"), self.since):
+            return  # (``before_since`` counts requests)
+        summary = self.summary
+        kind = event["type"]
+        if kind == "tool_call":
+            summary.tool_calls += 1
+        elif kind == "tool_result":
+            summary.tool_results += 1
+            summary.tool_errors += not event["tool"]["success"]
+        elif kind == "prompt":
+            summary.prompts += 1
+        elif kind == "agent_stop":
+            summary.agents += 1
+        if self.sink is not None:
+            self.sink.add(_ENCODER.encode(event))
+            summary.sent += 1
+
     def read_file(self, path: Path) -> None:
         self.summary.files += 1
         with open(path, "rb") as f:
@@ -459,6 +511,7 @@ class Importer:
         summary = self.summary
         dedup = claude_code.Dedup(DEDUP_WINDOW)
         project = claude_project(path)
+        session = _ClaudeSession(self, path, project)
         offset = 0
         for raw in _lines(f, summary, self.progress):
             offset += len(raw)
@@ -466,7 +519,9 @@ class Importer:
                 continue
             summary.lines += 1
             try:
-                line = _claude_dict(_CLAUDE.decode(raw))
+                decoded = _CLAUDE.decode(raw)
+                session.feed(decoded, offset)
+                line = _claude_dict(decoded)
             except msgspec.ValidationError:  # valid JSON of another shape: read it whole
                 line = _ANY.decode(raw)
             except msgspec.DecodeError:
@@ -482,10 +537,13 @@ class Importer:
             if project:
                 entry["project"] = project
             for final in dedup.add(entry):
+                session.request(final)
                 self._claude_emit(final)
         for final in dedup.flush():
+            session.request(final)
             self._claude_emit(final)
         summary.repeats += dedup.repeats
+        session.finish()
 
     def _claude_emit(self, entry: dict[str, Any]) -> None:
         if entry["key"] is not None:
@@ -600,6 +658,131 @@ class Importer:
         else:
             event_id, digest = _event_id("gm-line", record["line_id"])
         self._emit(gemini.api_request_event(record, event_id), digest)
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _error_text(raw: msgspec.Raw) -> str | None:
+    """A failed tool result's text: its content, a string or a list of text blocks."""
+    try:
+        content = _ANY.decode(raw) if len(raw) else None
+    except msgspec.DecodeError:
+        return None
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [
+            b["text"] for b in content if isinstance(b, dict) and isinstance(b.get("text"), str)
+        ]
+        return "\n".join(texts) or None
+    return None
+
+
+class _ClaudeSession:
+    """One transcript's tool uses, prompts and sub-agents, as events (see
+    :mod:`telemetryd.adapters.claude_code`): a tool use waits for its result (at most
+    :data:`PENDING_TOOLS` of them, the oldest dropped first) for the tool name and
+    the duration; a sub-agent's requests and timestamps are summed until the file ends."""
+
+    def __init__(self, importer: Importer, path: Path, project: str | None) -> None:
+        self.importer = importer
+        self.project = project
+        self.path = path
+        # Claude Code 2.1 names a sub-agent's file after it: <session>/subagents/agent-<id>.jsonl
+        stem = path.stem
+        self.file_agent = stem[len("agent-") :] if stem.startswith("agent-") else None
+        self.pending: dict[str, tuple[str | None, str | None]] = {}
+        self.agents: dict[str, claude_code.AgentSums] = {}
+
+    def _agent_id(self, agent_id: Any, sidechain: bool) -> str | None:
+        if not sidechain:
+            return None
+        return _str(agent_id) or self.file_agent
+
+    def feed(self, line: _ClaudeLine, offset: int) -> None:
+        ts = _str(line.timestamp)
+        session = _str(line.sessionId)
+        cwd = _str(line.cwd)
+        sidechain = line.isSidechain is True
+        agent_id = self._agent_id(line.agentId, sidechain)
+        if agent_id is not None:
+            sums = self.agents.get(agent_id)
+            if sums is None:
+                sums = self.agents[agent_id] = claude_code.AgentSums()
+            sums.seen(ts, session, cwd)
+        message = line.message
+        if message is None or message.content is None:
+            return
+        content = message.content
+        kind = line.type
+        emit = self.importer._emit_session
+        agent = {"type": "subagent", "id": agent_id} if agent_id else None
+        if isinstance(content, str):
+            if kind == "user" and claude_code.is_prompt(
+                content, meta=line.isMeta is True, sidechain=sidechain
+            ):
+                event = self._event("prompt", ts, session, cwd, agent)
+                line_id = _str(line.uuid) or f"{self.path.resolve()}\0{offset}"
+                emit(claude_code.prompt_event(event, len(content), line_id))
+            return
+        for block in content:
+            if block.type == "tool_use" and kind == "assistant":
+                use_id = _str(block.id)
+                if use_id is None:
+                    continue
+                name = _str(block.name)
+                if use_id not in self.pending:
+                    self.pending[use_id] = (ts, name)
+                    if len(self.pending) > PENDING_TOOLS:
+                        del self.pending[next(iter(self.pending))]
+                call_agent = dict(agent) if agent else {}
+                model = _str(message.model)
+                if model and model != claude_code.SYNTHETIC_MODEL:
+                    call_agent["model"] = model
+                event = self._event("tool_call", ts, session, cwd, call_agent or None)
+                emit(claude_code.tool_call_event(event, name, use_id))
+            elif block.type == "tool_result" and kind == "user":
+                use_id = _str(block.tool_use_id)
+                if use_id is None:
+                    continue
+                started, name = self.pending.pop(use_id, (None, None))
+                failed = block.is_error is True
+                event = self._event("tool_result", ts, session, cwd, agent)
+                emit(
+                    claude_code.tool_result_event(
+                        event,
+                        name,
+                        use_id,
+                        error=_error_text(block.content) if failed else None,
+                        failed=failed,
+                        duration_ms=claude_code.duration_ms(started, ts),
+                    )
+                )
+
+    def _event(
+        self,
+        kind: str,
+        ts: str | None,
+        session: str | None,
+        cwd: str | None,
+        agent: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        return claude_code.imported_event(
+            kind, ts, session, cwd=cwd, project=self.project, agent=agent
+        )
+
+    def request(self, entry: dict[str, Any]) -> None:
+        """A request of this file, final: a sub-agent's counts toward its tokens."""
+        agent_id = self._agent_id(entry["agent_id"], entry["sidechain"])
+        if agent_id is not None:
+            self.agents.setdefault(agent_id, claude_code.AgentSums()).usage.add(entry)
+
+    def finish(self) -> None:
+        for agent_id, sums in self.agents.items():
+            for event in sums.events(agent_id, self.project):
+                self.importer._emit_session(event)
 
 
 def _mtime_ts(path: Path) -> str | None:
