@@ -473,11 +473,16 @@ class Importer:
             self.sink.add(_ENCODER.encode(event))
             self.summary.sent += 1
 
-    def _emit_session(self, event: dict[str, Any]) -> None:
-        """Send one event of a session other than a request (its id is set)."""
-        digest = hashlib.blake2b(event["id"].encode(), digest_size=16).digest()
-        if not self.seen.add(digest):
-            return  # the same tool use or prompt in another copy of the session
+    def _fresh(self, event_id: str) -> bool:
+        """Whether ``event_id`` was not sent yet in this run (it is recorded as sent):
+        the same tool use or prompt in another copy of the session is built once."""
+        return self.seen.add(hashlib.blake2b(event_id.encode(), digest_size=16).digest())
+
+    def _emit_session(self, event: dict[str, Any], *, fresh: bool = False) -> None:
+        """Send one event of a session other than a request (its id is set);
+        ``fresh``: :meth:`_fresh` said yes already."""
+        if not fresh and not self._fresh(event["id"]):
+            return
         if _before(event.get("ts"), self.since):
             return  # (``before_since`` counts requests)
         summary = self.summary
@@ -702,75 +707,88 @@ class _ClaudeSession:
         return _str(agent_id) or self.file_agent
 
     def feed(self, line: _ClaudeLine, offset: int) -> None:
-        ts = _str(line.timestamp)
-        session = _str(line.sessionId)
-        cwd = _str(line.cwd)
-        sidechain = line.isSidechain is True
-        agent_id = self._agent_id(line.agentId, sidechain)
-        if agent_id is not None:
-            sums = self.agents.get(agent_id)
-            if sums is None:
-                sums = self.agents[agent_id] = claude_code.AgentSums()
-            sums.seen(ts, session, cwd)
+        agent_id = None
+        if line.isSidechain is True:
+            agent_id = _str(line.agentId) or self.file_agent
+            if agent_id is not None:
+                sums = self.agents.get(agent_id)
+                if sums is None:
+                    sums = self.agents[agent_id] = claude_code.AgentSums()
+                sums.seen(_str(line.timestamp), _str(line.sessionId), _str(line.cwd))
         message = line.message
-        if message is None or message.content is None:
+        if message is None:
             return
         content = message.content
         kind = line.type
-        emit = self.importer._emit_session
-        agent = {"type": "subagent", "id": agent_id} if agent_id else None
-        if isinstance(content, str):
-            if kind == "user" and claude_code.is_prompt(
-                content, meta=line.isMeta is True, sidechain=sidechain
-            ):
-                event = self._event("prompt", ts, session, cwd, agent)
-                line_id = _str(line.uuid) or f"{self.path.resolve()}\0{offset}"
-                emit(claude_code.prompt_event(event, len(content), line_id))
-            return
-        for block in content:
-            if block.type == "tool_use" and kind == "assistant":
-                use_id = _str(block.id)
-                if use_id is None:
-                    continue
-                name = _str(block.name)
-                if use_id not in self.pending:
-                    self.pending[use_id] = (ts, name)
-                    if len(self.pending) > PENDING_TOOLS:
-                        del self.pending[next(iter(self.pending))]
-                call_agent = dict(agent) if agent else {}
-                model = _str(message.model)
-                if model and model != claude_code.SYNTHETIC_MODEL:
-                    call_agent["model"] = model
-                event = self._event("tool_call", ts, session, cwd, call_agent or None)
-                emit(claude_code.tool_call_event(event, name, use_id))
-            elif block.type == "tool_result" and kind == "user":
-                use_id = _str(block.tool_use_id)
-                if use_id is None:
-                    continue
-                started, name = self.pending.pop(use_id, (None, None))
-                failed = block.is_error is True
-                event = self._event("tool_result", ts, session, cwd, agent)
-                emit(
-                    claude_code.tool_result_event(
-                        event,
-                        name,
-                        use_id,
-                        error=_error_text(block.content) if failed else None,
-                        failed=failed,
-                        duration_ms=claude_code.duration_ms(started, ts),
-                    )
+        if isinstance(content, list):
+            if kind == "assistant":
+                for block in content:
+                    if block.type == "tool_use" and isinstance(block.id, str) and block.id:
+                        self._tool_use(line, block, agent_id)
+            elif kind == "user":
+                for block in content:
+                    use_id = block.tool_use_id
+                    if block.type == "tool_result" and isinstance(use_id, str) and use_id:
+                        self._tool_result(line, block, use_id, agent_id)
+        elif isinstance(content, str) and kind == "user":
+            meta, sidechain = line.isMeta is True, line.isSidechain is True
+            if not claude_code.is_prompt(content, meta=meta, sidechain=sidechain):
+                return
+            session = _str(line.sessionId)
+            line_id = _str(line.uuid) or f"{self.path.resolve()}\0{offset}"
+            event_id = ids.hashed_id("cc:prompt:", session or "", line_id)
+            if self.importer._fresh(event_id):
+                event = self._event("prompt", line, None)
+                self.importer._emit_session(
+                    claude_code.prompt_event(event, len(content), line_id), fresh=True
                 )
 
-    def _event(
-        self,
-        kind: str,
-        ts: str | None,
-        session: str | None,
-        cwd: str | None,
-        agent: dict[str, Any] | None,
-    ) -> dict[str, Any]:
+    def _tool_use(self, line: _ClaudeLine, block: _ClaudeBlock, agent_id: str | None) -> None:
+        use_id: str = block.id
+        name = _str(block.name)
+        ts = _str(line.timestamp)
+        if use_id not in self.pending:
+            self.pending[use_id] = (ts, name)
+            if len(self.pending) > PENDING_TOOLS:
+                del self.pending[next(iter(self.pending))]
+        session = _str(line.sessionId) or ""
+        if not self.importer._fresh(ids.tool_event_id("tool_call", session, use_id)):
+            return
+        agent: dict[str, Any] = {"type": "subagent", "id": agent_id} if agent_id else {}
+        model = _str(line.message.model) if line.message is not None else None
+        if model and model != claude_code.SYNTHETIC_MODEL:
+            agent["model"] = model
+        event = self._event("tool_call", line, agent or None)
+        self.importer._emit_session(claude_code.tool_call_event(event, name, use_id), fresh=True)
+
+    def _tool_result(
+        self, line: _ClaudeLine, block: _ClaudeBlock, use_id: str, agent_id: str | None
+    ) -> None:
+        started, name = self.pending.pop(use_id, (None, None))
+        session = _str(line.sessionId) or ""
+        if not self.importer._fresh(ids.tool_event_id("tool_result", session, use_id)):
+            return
+        failed = block.is_error is True
+        ts = _str(line.timestamp)
+        agent = {"type": "subagent", "id": agent_id} if agent_id else None
+        event = claude_code.tool_result_event(
+            self._event("tool_result", line, agent),
+            name,
+            use_id,
+            error=_error_text(block.content) if failed else None,
+            failed=failed,
+            duration_ms=claude_code.duration_ms(started, ts),
+        )
+        self.importer._emit_session(event, fresh=True)
+
+    def _event(self, kind: str, line: _ClaudeLine, agent: dict[str, Any] | None) -> dict[str, Any]:
         return claude_code.imported_event(
-            kind, ts, session, cwd=cwd, project=self.project, agent=agent
+            kind,
+            _str(line.timestamp),
+            _str(line.sessionId),
+            cwd=_str(line.cwd),
+            project=self.project,
+            agent=agent,
         )
 
     def request(self, entry: dict[str, Any]) -> None:
