@@ -224,13 +224,15 @@ def import_group(ctx: click.Context, /, **options: Any) -> None:
 @_options
 @_handle_errors
 def claude_code_command(**options: Any) -> None:
-    """Import token usage from Claude Code transcripts.
+    """Import token usage and sessions from Claude Code transcripts.
 
     PATHS are files or directories of *.jsonl transcripts; by default
     ~/.claude/projects, ~/.config/claude/projects and <dir>/projects for each
     CLAUDE_CONFIG_DIR entry. A response repeated over several lines (one per
     content block, or while it streamed) counts once, with its largest usage.
-    Running it again adds nothing that is already there.
+    Tool uses and their results, prompts (their length only) and sub-agent runs
+    become the events the hooks send, with the same ids for tool uses and
+    sub-agents. Running it again adds nothing that is already there.
 
     \b
     Examples:
