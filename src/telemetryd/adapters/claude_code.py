@@ -11,7 +11,9 @@ Two inputs, one vocabulary:
   streams (``output_tokens`` 25, then 173). :class:`Dedup` keeps one entry per
   (``message.id``, ``requestId``): the one with the larger token total, then a
   non-sidechain one, then the later one. :func:`transcript_usage` sums a whole
-  (sub-agent) transcript that way.
+  (sub-agent) transcript that way. Import also builds a transcript's tool, prompt
+  and sub-agent events (:func:`tool_call_event` and the functions after it) with
+  the hooks' ids.
 
 =====================================  =================================================
 hook event                             event

@@ -1,5 +1,7 @@
 """Backfill ``api_request`` events from Claude Code transcripts, Codex rollouts and
-Gemini CLI chat recordings.
+Gemini CLI chat recordings; from Claude Code transcripts also the rest of each
+session (tool calls and results, prompts by length, sub-agent runs: see
+:class:`_ClaudeSession`), with the hooks' ids.
 
 Streaming, in bounded memory, whatever the size of the files: each file is read
 line by line (a line longer than :data:`MAX_LINE` is skipped and counted), each
