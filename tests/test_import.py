@@ -397,15 +397,18 @@ def test_an_over_long_line_is_skipped_and_counted(
 def test_claude_import_into_the_daemon_and_again(running_daemon: Daemon, tmp_path: Path) -> None:
     root = claude_fixture(tmp_path / "claude")
     first = run_json("claude-code", str(root))
+    # 6 requests, the prompt "hello", and agent-x's activation (agent_start, agent_stop).
     assert (first["sent"], first["accepted"], first["duplicates"], first["rejected"]) == (
-        6,
-        6,
+        9,
+        9,
         0,
         0,
     )
-    journaled = running_daemon.journal_events()
+    assert (first["requests"], first["prompts"], first["agents"]) == (6, 1, 1)
+    everything = running_daemon.journal_events()
+    assert len(everything) == 9
+    journaled = [e for e in everything if e["type"] == "api_request"]
     assert len(journaled) == 6
-    by_id = {e["id"]: e for e in journaled}
     m3 = next(e for e in journaled if e["agent"]["model"] == "claude-opus-4-6")
     assert m3 == {
         "type": "api_request",
@@ -433,9 +436,9 @@ def test_claude_import_into_the_daemon_and_again(running_daemon: Daemon, tmp_pat
     second = run_json("claude-code", str(root))  # unchanged files are not read again
     assert (second["files"], second["files_unchanged"], second["sent"]) == (0, 3, 0)
     third = run_json("claude-code", str(root), "--rescan")  # read again: same ids
-    assert (third["sent"], third["accepted"], third["duplicates"]) == (6, 0, 6)
-    assert {e["id"] for e in running_daemon.journal_events()} == set(by_id)
-    assert len(running_daemon.journal_events()) == 6
+    assert (third["sent"], third["accepted"], third["duplicates"]) == (9, 0, 9)
+    assert {e["id"] for e in running_daemon.journal_events()} == {e["id"] for e in everything}
+    assert len(running_daemon.journal_events()) == 9
 
 
 def test_an_appended_session_sends_only_its_new_requests(
@@ -448,7 +451,7 @@ def test_an_appended_session_sends_only_its_new_requests(
         f.write(json.dumps(assistant("m7", "r7", "2026-03-04T00:00:00.000Z", inp=1, out=1)) + "\n")
     again = run_json("claude-code", str(root))
     assert (again["files"], again["sent"], again["accepted"], again["duplicates"]) == (1, 3, 1, 2)
-    assert len(running_daemon.journal_events()) == 7
+    assert len(running_daemon.journal_events()) == 10  # 7 requests, a prompt, agent-x's two
 
 
 def test_import_with_the_daemon_down_fails_and_records_nothing(
@@ -501,7 +504,8 @@ def test_human_summary(running_daemon: Daemon, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     text = result.stdout.decode()
     assert "3 files read" in text and "1 malformed" in text
-    assert "sent 6: 6 new, 0 already there, 0 rejected" in text
+    assert "6 requests (5 repeated lines merged), 0 tool calls, 0 tool results (0 failed)" in text
+    assert "1 prompts, 1 sub-agent runs; sent 9: 9 new, 0 already there, 0 rejected" in text
     assert "claude-opus-4-6" in text and "$0.50" in text
 
 

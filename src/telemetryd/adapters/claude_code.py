@@ -11,7 +11,9 @@ Two inputs, one vocabulary:
   streams (``output_tokens`` 25, then 173). :class:`Dedup` keeps one entry per
   (``message.id``, ``requestId``): the one with the larger token total, then a
   non-sidechain one, then the later one. :func:`transcript_usage` sums a whole
-  (sub-agent) transcript that way.
+  (sub-agent) transcript that way. Import also builds a transcript's tool, prompt
+  and sub-agent events (:func:`tool_call_event` and the functions after it) with
+  the hooks' ids.
 
 =====================================  =================================================
 hook event                             event
@@ -368,16 +370,42 @@ def transcript_usage(lines: Iterable[str]) -> dict[str, Any]:
         entry = usage_entry(line)
         if entry is not None:
             dedup.add(entry)
-    entries = dedup.flush()
-    out: dict[str, Any] = {"requests": len(entries), "malformed": reader.malformed}
-    if entries:
-        sums = {"input": 0, "output": 0, "cache_read": 0, "cache_creation": 0}
-        models: dict[str, int] = {}
-        for entry in entries:
-            for key in sums:
-                sums[key] += entry["tokens"].get(key) or 0
-            if entry["model"]:
-                models[entry["model"]] = models.get(entry["model"], 0) + 1
+    sums = UsageSums()
+    for entry in dedup.flush():
+        sums.add(entry)
+    out = sums.result()
+    out["malformed"] = reader.malformed
+    span = reader.span_ms()
+    if span is not None:
+        out["duration_ms"] = span
+    return out
+
+
+class UsageSums:
+    """Deduplicated entries summed: :meth:`result` gives ``requests``, ``tokens``
+    (actual, or unknown when there are none) and ``model`` (the one with the most
+    requests). Memory stays constant whatever the number of entries."""
+
+    KINDS = ("input", "output", "cache_read", "cache_creation")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.sums = dict.fromkeys(self.KINDS, 0)
+        self.models: dict[str, int] = {}
+
+    def add(self, entry: dict[str, Any]) -> None:
+        self.requests += 1
+        for key in self.KINDS:
+            self.sums[key] += entry["tokens"].get(key) or 0
+        if entry["model"]:
+            self.models[entry["model"]] = self.models.get(entry["model"], 0) + 1
+
+    def result(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"requests": self.requests}
+        if not self.requests:
+            out["tokens"] = dict(usage_mod.UNKNOWN)
+            return out
+        sums = self.sums
         tokens: dict[str, Any] = {"source": "actual", "input": sums["input"]}
         tokens["output"] = sums["output"]
         for key in ("cache_read", "cache_creation"):
@@ -385,14 +413,9 @@ def transcript_usage(lines: Iterable[str]) -> dict[str, Any]:
                 tokens[key] = sums[key]
         tokens["total"] = sum(sums.values())
         out["tokens"] = tokens
-        if models:
-            out["model"] = max(models.items(), key=lambda item: item[1])[0]
-    else:
-        out["tokens"] = dict(usage_mod.UNKNOWN)
-    span = reader.span_ms()
-    if span is not None:
-        out["duration_ms"] = span
-    return out
+        if self.models:
+            out["model"] = max(self.models.items(), key=lambda item: item[1])[0]
+        return out
 
 
 class LineReader:
@@ -526,3 +549,145 @@ def api_request_event(entry: dict[str, Any], event_id: str) -> dict[str, Any]:
         attrs["cache_creation_1h"] = entry["cache_creation_1h"]
     event["attrs"] = attrs
     return event
+
+
+# -- transcripts: the rest of a session ------------------------------------------
+#
+# Import turns a transcript's tool uses, prompts and sub-agents into the events the
+# hooks send, with the hooks' ids (adapters/ids.py), so a tool use or a sub-agent
+# both hooked and imported is one row. Prompts have no id a hook payload shares.
+
+COMMAND_WRAPPERS = (
+    "<command-name>",
+    "<command-message>",
+    "<command-args>",
+    "<local-command-stdout>",
+    "<local-command-stderr>",
+    "<local-command-caveat>",
+    "<bash-input>",
+    "<bash-stdout>",
+    "<bash-stderr>",
+)
+
+
+def is_prompt(text: str, *, meta: bool, sidechain: bool) -> bool:
+    """Whether a user line whose content is the string ``text`` is a typed prompt: not
+    Claude Code's own (``isMeta``), not a sub-agent's task (``isSidechain``), not a
+    slash command's or shell command's wrapper."""
+    return not meta and not sidechain and not text.lstrip().startswith(COMMAND_WRAPPERS)
+
+
+def imported_event(
+    kind: str,
+    ts: str | None,
+    session: str | None,
+    *,
+    cwd: str | None = None,
+    project: str | None = None,
+    agent: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The envelope of an event built from a transcript (``attrs.imported``, the
+    working directory as ``attrs.cwd`` as the hooks put it, and the transcript's
+    directory as ``attrs.project`` as for its requests)."""
+    event: dict[str, Any] = {"type": kind}
+    if ts:
+        event["ts"] = ts
+    event["source"] = SOURCE
+    if session:
+        event["session_id"] = session
+    if agent:
+        event["agent"] = agent
+    attrs: dict[str, Any] = {"imported": True}
+    if cwd:
+        attrs["cwd"] = cwd
+    if project:
+        attrs["project"] = project
+    event["attrs"] = attrs
+    return event
+
+
+def tool_call_event(event: dict[str, Any], name: str | None, use_id: str) -> dict[str, Any]:
+    """``event`` (an :func:`imported_event` envelope) as the ``tool_call`` of a
+    ``tool_use`` block, with the PreToolUse hook's id."""
+    event["tool"] = {"name": _text(name, 200) or "unknown", "use_id": use_id}
+    event["id"] = ids.tool_event_id("tool_call", event.get("session_id", ""), use_id)
+    return event
+
+
+def tool_result_event(
+    event: dict[str, Any],
+    name: str | None,
+    use_id: str,
+    *,
+    error: str | None,
+    failed: bool,
+    duration_ms: int | None,
+) -> dict[str, Any]:
+    """``event`` as the ``tool_result`` of a ``tool_result`` block, with the
+    PostToolUse hook's id."""
+    tool: dict[str, Any] = {"name": _text(name, 200) or "unknown", "use_id": use_id}
+    tool["success"] = not failed
+    if failed and error:
+        tool["error"] = _text(error)
+    event["tool"] = tool
+    if duration_ms is not None:
+        event["duration_ms"] = duration_ms
+    event["id"] = ids.tool_event_id("tool_result", event.get("session_id", ""), use_id)
+    return event
+
+
+def prompt_event(event: dict[str, Any], length: int, line_id: str) -> dict[str, Any]:
+    """``event`` as a ``prompt`` of ``length`` characters (never its text), its id
+    from the transcript line (``uuid``)."""
+    event["length"] = length
+    event["id"] = ids.hashed_id("cc:prompt:", event.get("session_id", ""), line_id)
+    return event
+
+
+def duration_ms(start: str | None, end: str | None) -> int | None:
+    """Milliseconds from one transcript timestamp to a later one (None when either
+    does not parse or the end is earlier)."""
+    return _span_ms(start, end)
+
+
+class AgentSums:
+    """One sub-agent's activation as its transcript shows it: the requests (after
+    :class:`Dedup`), summed as :func:`transcript_usage` sums them for the
+    SubagentStop hook, and its first and last timestamps."""
+
+    def __init__(self) -> None:
+        self.usage = UsageSums()
+        self.first: str | None = None
+        self.last: str | None = None
+        self.session: str | None = None
+        self.cwd: str | None = None
+
+    def seen(self, ts: str | None, session: str | None, cwd: str | None) -> None:
+        if ts:
+            self.first = self.first or ts
+            self.last = ts
+        self.session = self.session or session
+        self.cwd = self.cwd or cwd
+
+    def events(self, agent_id: str, project: str | None) -> list[dict[str, Any]]:
+        """``agent_start`` and ``agent_stop`` with the SubagentStart/Stop hooks' ids."""
+        session = self.session or ""
+        agent: dict[str, Any] = {"type": "subagent", "id": agent_id}
+        start = imported_event(
+            "agent_start", self.first, self.session, cwd=self.cwd, project=project, agent=agent
+        )
+        start["id"] = ids.agent_event_id("agent_start", session, agent_id)
+        stop = imported_event(
+            "agent_stop", self.last, self.session, cwd=self.cwd, project=project, agent=dict(agent)
+        )
+        stop["id"] = ids.agent_event_id("agent_stop", session, agent_id)
+        found = self.usage.result()
+        if found.get("model"):
+            stop["agent"]["model"] = found["model"]
+        stop["tokens"] = found["tokens"]
+        span = _span_ms(self.first, self.last)
+        if span is not None:
+            stop["duration_ms"] = span
+        if found["requests"]:
+            stop["attrs"]["requests"] = found["requests"]
+        return [start, stop]

@@ -86,7 +86,15 @@ def _print_summary(summary: importer.Summary) -> None:
     click.echo(
         f"{_number(s.requests)} requests ({_number(s.repeats)} repeated lines merged"
         + (f", {s.before_since} before --since" if s.before_since else "")
-        + f"); {verb} {_number(s.sent if not s.dry_run else s.requests)}"
+        + ")"
+        + (
+            f", {_number(s.tool_calls)} tool calls, {_number(s.tool_results)} tool results"
+            f" ({_number(s.tool_errors)} failed), {_number(s.prompts)} prompts,"
+            f" {_number(s.agents)} sub-agent runs"
+            if s.tool_calls or s.tool_results or s.prompts or s.agents
+            else ""
+        )
+        + f"; {verb} {_number(s.sent if not s.dry_run else s.built())}"
         + (
             ""
             if s.dry_run
@@ -217,13 +225,15 @@ def import_group(ctx: click.Context, /, **options: Any) -> None:
 @_options
 @_handle_errors
 def claude_code_command(**options: Any) -> None:
-    """Import token usage from Claude Code transcripts.
+    """Import token usage and sessions from Claude Code transcripts.
 
     PATHS are files or directories of *.jsonl transcripts; by default
     ~/.claude/projects, ~/.config/claude/projects and <dir>/projects for each
     CLAUDE_CONFIG_DIR entry. A response repeated over several lines (one per
     content block, or while it streamed) counts once, with its largest usage.
-    Running it again adds nothing that is already there.
+    Tool uses and their results, prompts (their length only) and sub-agent runs
+    become the events the hooks send, with the same ids for tool uses and
+    sub-agents. Running it again adds nothing that is already there.
 
     \b
     Examples:

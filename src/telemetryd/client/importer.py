@@ -1,5 +1,7 @@
 """Backfill ``api_request`` events from Claude Code transcripts, Codex rollouts,
-Gemini CLI chat recordings and GitHub Copilot CLI session events.
+Gemini CLI chat recordings and GitHub Copilot CLI session events; from Claude Code
+transcripts also the rest of each session (tool calls and results, prompts by length,
+sub-agent runs: see :class:`_ClaudeSession`), with the hooks' ids.
 
 Streaming, in bounded memory, whatever the size of the files: each file is read
 line by line (a line longer than :data:`MAX_LINE` is skipped and counted), each
@@ -50,6 +52,7 @@ from telemetryd.errors import DaemonBusy, DaemonUnavailable, TelemetryError
 MAX_LINE = 64 << 20  # bytes; longer lines are skipped (and counted as malformed)
 SEEN_GENERATION = 500_000  # keys per generation of the sent-keys set (two are kept)
 DEDUP_WINDOW = 2048  # pending requests per file (Claude Code)
+PENDING_TOOLS = 4096  # tool uses per file waiting for their result (Claude Code)
 STATE_VERSION = 1
 AGENTS = ("claude-code", "codex", "gemini", "copilot")
 
@@ -59,10 +62,23 @@ Progress = Callable[[int], None]
 # -- what the lines are decoded into (everything else is skipped) ---------------------
 
 
+class _ClaudeBlock(msgspec.Struct):
+    """A content block: a ``tool_use`` or ``tool_result`` is read (a result's own
+    content only when it is an error); text, thinking and tool inputs are skipped."""
+
+    type: Any = None
+    id: Any = None
+    name: Any = None
+    tool_use_id: Any = None
+    is_error: Any = None
+    content: msgspec.Raw = msgspec.Raw(b"")
+
+
 class _ClaudeMessage(msgspec.Struct):
     id: Any = None
     model: Any = None
     usage: Any = None
+    content: str | list[_ClaudeBlock] | None = None  # a string: a user's prompt
 
 
 class _ClaudeLine(msgspec.Struct):
@@ -74,6 +90,8 @@ class _ClaudeLine(msgspec.Struct):
     agentId: Any = None
     costUSD: Any = None
     uuid: Any = None
+    cwd: Any = None
+    isMeta: Any = None
     message: _ClaudeMessage | None = None
 
 
@@ -308,10 +326,14 @@ class Totals:
 
 @dataclass
 class Summary:
-    """What an import read, built and sent. ``requests`` are the events built;
+    """What an import read, built and sent. ``requests`` are the ``api_request``
+    events built (``by_model`` and ``by_day`` total them, nothing else);
     ``repeats`` the lines that repeated a request already counted (streaming
     snapshots, copies in other files, Codex's re-emitted totals and a fork's copy of
-    its parent's counts, Gemini CLI's re-appended messages)."""
+    its parent's counts, Gemini CLI's re-appended messages). The rest of a Claude
+    Code session is counted apart: ``tool_calls``, ``tool_results`` (``tool_errors``
+    of them failed), ``prompts`` and ``agents`` (sub-agent activations, each an
+    ``agent_start`` and an ``agent_stop``). ``sent`` counts every event."""
 
     agent: str
     dry_run: bool = False
@@ -322,6 +344,11 @@ class Summary:
     malformed: int = 0
     requests: int = 0
     repeats: int = 0
+    tool_calls: int = 0
+    tool_results: int = 0
+    tool_errors: int = 0
+    prompts: int = 0
+    agents: int = 0
     before_since: int = 0
     sent: int = 0
     accepted: int = 0
@@ -338,6 +365,11 @@ class Summary:
         self.by_model.setdefault(model, Totals()).add(event)
         day = (event.get("ts") or "unknown")[:10]
         self.by_day.setdefault(day, Totals()).add(event)
+
+    def built(self) -> int:
+        """The events built: requests and the rest of the sessions."""
+        rest = self.tool_calls + self.tool_results + self.prompts + 2 * self.agents
+        return self.requests + rest
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -474,6 +506,33 @@ class Importer:
             self.sink.add(_ENCODER.encode(event))
             self.summary.sent += 1
 
+    def _fresh(self, event_id: str) -> bool:
+        """Whether ``event_id`` was not sent yet in this run (it is recorded as sent):
+        the same tool use or prompt in another copy of the session is built once."""
+        return self.seen.add(hashlib.blake2b(event_id.encode(), digest_size=16).digest())
+
+    def _emit_session(self, event: dict[str, Any], *, fresh: bool = False) -> None:
+        """Send one event of a session other than a request (its id is set);
+        ``fresh``: :meth:`_fresh` said yes already."""
+        if not fresh and not self._fresh(event["id"]):
+            return
+        if _before(event.get("ts"), self.since):
+            return  # (``before_since`` counts requests)
+        summary = self.summary
+        kind = event["type"]
+        if kind == "tool_call":
+            summary.tool_calls += 1
+        elif kind == "tool_result":
+            summary.tool_results += 1
+            summary.tool_errors += not event["tool"]["success"]
+        elif kind == "prompt":
+            summary.prompts += 1
+        elif kind == "agent_stop":
+            summary.agents += 1
+        if self.sink is not None:
+            self.sink.add(_ENCODER.encode(event))
+            summary.sent += 1
+
     def read_file(self, path: Path) -> None:
         self.summary.files += 1
         with open(path, "rb") as f:
@@ -492,6 +551,7 @@ class Importer:
         summary = self.summary
         dedup = claude_code.Dedup(DEDUP_WINDOW)
         project = claude_project(path)
+        session = _ClaudeSession(self, path, project)
         offset = 0
         for raw in _lines(f, summary, self.progress):
             offset += len(raw)
@@ -499,7 +559,9 @@ class Importer:
                 continue
             summary.lines += 1
             try:
-                line = _claude_dict(_CLAUDE.decode(raw))
+                decoded = _CLAUDE.decode(raw)
+                session.feed(decoded, offset)
+                line = _claude_dict(decoded)
             except msgspec.ValidationError:  # valid JSON of another shape: read it whole
                 line = _ANY.decode(raw)
             except msgspec.DecodeError:
@@ -515,10 +577,13 @@ class Importer:
             if project:
                 entry["project"] = project
             for final in dedup.add(entry):
+                session.request(final)
                 self._claude_emit(final)
         for final in dedup.flush():
+            session.request(final)
             self._claude_emit(final)
         summary.repeats += dedup.repeats
+        session.finish()
 
     def _claude_emit(self, entry: dict[str, Any]) -> None:
         if entry["key"] is not None:
@@ -667,6 +732,144 @@ class Importer:
                 event_id = copilot.event_id(record)
                 digest = hashlib.blake2b(event_id.encode(), digest_size=16).digest()
                 self._emit(copilot.api_request_event(record, event_id), digest)
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _error_text(raw: msgspec.Raw) -> str | None:
+    """A failed tool result's text: its content, a string or a list of text blocks."""
+    try:
+        content = _ANY.decode(raw) if len(raw) else None
+    except msgspec.DecodeError:
+        return None
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [
+            b["text"] for b in content if isinstance(b, dict) and isinstance(b.get("text"), str)
+        ]
+        return "\n".join(texts) or None
+    return None
+
+
+class _ClaudeSession:
+    """One transcript's tool uses, prompts and sub-agents, as events (see
+    :mod:`telemetryd.adapters.claude_code`): a tool use waits for its result (at most
+    :data:`PENDING_TOOLS` of them, the oldest dropped first) for the tool name and
+    the duration; a sub-agent's requests and timestamps are summed until the file ends."""
+
+    def __init__(self, importer: Importer, path: Path, project: str | None) -> None:
+        self.importer = importer
+        self.project = project
+        self.path = path
+        # Claude Code 2.1 names a sub-agent's file after it: <session>/subagents/agent-<id>.jsonl
+        stem = path.stem
+        self.file_agent = stem[len("agent-") :] if stem.startswith("agent-") else None
+        self.pending: dict[str, tuple[str | None, str | None]] = {}
+        self.agents: dict[str, claude_code.AgentSums] = {}
+
+    def _agent_id(self, agent_id: Any, sidechain: bool) -> str | None:
+        if not sidechain:
+            return None
+        return _str(agent_id) or self.file_agent
+
+    def feed(self, line: _ClaudeLine, offset: int) -> None:
+        agent_id = None
+        if line.isSidechain is True:
+            agent_id = _str(line.agentId) or self.file_agent
+            if agent_id is not None:
+                sums = self.agents.get(agent_id)
+                if sums is None:
+                    sums = self.agents[agent_id] = claude_code.AgentSums()
+                sums.seen(_str(line.timestamp), _str(line.sessionId), _str(line.cwd))
+        message = line.message
+        if message is None:
+            return
+        content = message.content
+        kind = line.type
+        if isinstance(content, list):
+            if kind == "assistant":
+                for block in content:
+                    if block.type == "tool_use" and isinstance(block.id, str) and block.id:
+                        self._tool_use(line, block, agent_id)
+            elif kind == "user":
+                for block in content:
+                    use_id = block.tool_use_id
+                    if block.type == "tool_result" and isinstance(use_id, str) and use_id:
+                        self._tool_result(line, block, use_id, agent_id)
+        elif isinstance(content, str) and kind == "user":
+            meta, sidechain = line.isMeta is True, line.isSidechain is True
+            if not claude_code.is_prompt(content, meta=meta, sidechain=sidechain):
+                return
+            session = _str(line.sessionId)
+            line_id = _str(line.uuid) or f"{self.path.resolve()}\0{offset}"
+            event_id = ids.hashed_id("cc:prompt:", session or "", line_id)
+            if self.importer._fresh(event_id):
+                event = self._event("prompt", line, None)
+                self.importer._emit_session(
+                    claude_code.prompt_event(event, len(content), line_id), fresh=True
+                )
+
+    def _tool_use(self, line: _ClaudeLine, block: _ClaudeBlock, agent_id: str | None) -> None:
+        use_id: str = block.id
+        name = _str(block.name)
+        ts = _str(line.timestamp)
+        if use_id not in self.pending:
+            self.pending[use_id] = (ts, name)
+            if len(self.pending) > PENDING_TOOLS:
+                del self.pending[next(iter(self.pending))]
+        session = _str(line.sessionId) or ""
+        if not self.importer._fresh(ids.tool_event_id("tool_call", session, use_id)):
+            return
+        agent: dict[str, Any] = {"type": "subagent", "id": agent_id} if agent_id else {}
+        model = _str(line.message.model) if line.message is not None else None
+        if model and model != claude_code.SYNTHETIC_MODEL:
+            agent["model"] = model
+        event = self._event("tool_call", line, agent or None)
+        self.importer._emit_session(claude_code.tool_call_event(event, name, use_id), fresh=True)
+
+    def _tool_result(
+        self, line: _ClaudeLine, block: _ClaudeBlock, use_id: str, agent_id: str | None
+    ) -> None:
+        started, name = self.pending.pop(use_id, (None, None))
+        session = _str(line.sessionId) or ""
+        if not self.importer._fresh(ids.tool_event_id("tool_result", session, use_id)):
+            return
+        failed = block.is_error is True
+        ts = _str(line.timestamp)
+        agent = {"type": "subagent", "id": agent_id} if agent_id else None
+        event = claude_code.tool_result_event(
+            self._event("tool_result", line, agent),
+            name,
+            use_id,
+            error=_error_text(block.content) if failed else None,
+            failed=failed,
+            duration_ms=claude_code.duration_ms(started, ts),
+        )
+        self.importer._emit_session(event, fresh=True)
+
+    def _event(self, kind: str, line: _ClaudeLine, agent: dict[str, Any] | None) -> dict[str, Any]:
+        return claude_code.imported_event(
+            kind,
+            _str(line.timestamp),
+            _str(line.sessionId),
+            cwd=_str(line.cwd),
+            project=self.project,
+            agent=agent,
+        )
+
+    def request(self, entry: dict[str, Any]) -> None:
+        """A request of this file, final: a sub-agent's counts toward its tokens."""
+        agent_id = self._agent_id(entry["agent_id"], entry["sidechain"])
+        if agent_id is not None:
+            self.agents.setdefault(agent_id, claude_code.AgentSums()).usage.add(entry)
+
+    def finish(self) -> None:
+        for agent_id, sums in self.agents.items():
+            for event in sums.events(agent_id, self.project):
+                self.importer._emit_session(event)
 
 
 def _mtime_ts(path: Path) -> str | None:
