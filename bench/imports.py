@@ -129,11 +129,13 @@ def run(workdir: Path, runs: int, quick: bool, log: Callable[[str], None]) -> di
             dry = _timed_import([str(root), "--dry-run"], env)
             real = _timed_import([str(root)], env)
             summary = real["summary"]
-            if summary["accepted"] != summary["requests"] or summary["rejected"]:
+            # Every event sent (API requests, and the sessions' tool uses, prompts and
+            # sub-agents) accepted and journaled.
+            if summary["accepted"] != summary["sent"] or summary["rejected"]:
                 raise BenchError(f"import: {summary}")
             journaled = daemon.journal_lines()
-            if journaled != summary["requests"]:
-                raise BenchError(f"{summary['requests']} requests, {journaled} journaled")
+            if journaled != summary["sent"]:
+                raise BenchError(f"{summary['sent']} events sent, {journaled} journaled")
             again = _timed_import([str(root), "--rescan"], env)
             if again["summary"]["accepted"] != 0:
                 raise BenchError(f"second import added {again['summary']['accepted']} events")
@@ -152,7 +154,7 @@ def run(workdir: Path, runs: int, quick: bool, log: Callable[[str], None]) -> di
             "import_s": real["wall_s"],
             "import_mb_per_s": mb / real["wall_s"],
             "import_lines_per_s": made["lines"] / real["wall_s"],
-            "import_events_per_s": summary["requests"] / real["wall_s"],
+            "import_events_per_s": summary["sent"] / real["wall_s"],
             "import_peak_rss_mb": real["peak_rss_mb"],
             "rescan_s": again["wall_s"],
         }
