@@ -95,6 +95,7 @@ async def serve(
                         async with anyio.create_task_group() as loops:
                             loops.start_soon(server.spool.spool_loop)
                             loops.start_soon(store.run)
+                            loops.start_soon(server.operations.warm_totals)
                             # Signal handlers are in place before READY=1: from then on,
                             # SIGTERM means a clean stop.
                             await loops.start(_watch_signals, loops.cancel_scope, on_hup)

@@ -12,6 +12,7 @@ daemon/store_worker.py) is kept to a few lines each.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -29,6 +30,8 @@ from telemetryd.daemon.store_worker import StoreClient, StoreUnavailable
 from telemetryd.daemon.tail import Tails
 from telemetryd.daemon.totals import Totals
 from telemetryd.paths import Paths
+
+log = logging.getLogger(__name__)
 
 # The query slots are the store worker's: these are reported while it is not running.
 IDLE_QUERIES = wire.QueryStats(slots=4, running=0, waiting=0)
@@ -131,6 +134,16 @@ class Operations:
 
     async def tail(self, request: wire.TailRequest, replies: Replies) -> None:
         await self.tails.serve(request, replies.stream)
+
+    async def warm_totals(self) -> None:
+        """Read the last days of the journal into the running totals now, at start, so
+        that the first status line does not wait for it (a big journal takes seconds)."""
+        try:
+            async with self._totals_lock:
+                # (A stop meanwhile does not wait for it: the thread is left to finish.)
+                await anyio.to_thread.run_sync(self.usage.refresh, abandon_on_cancel=True)
+        except OSError as exc:  # (the next `totals` request tries again, and says why)
+            log.warning("running totals not read at start: %s", exc)
 
     async def totals(self, request: wire.TotalsRequest, replies: Replies) -> wire.TotalsReply:
         async with self._totals_lock:  # (one reader of the journal at a time)
