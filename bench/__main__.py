@@ -2,7 +2,7 @@
 
     python -m bench                 everything, 5 runs per ingest figure (a few minutes)
     python -m bench --quick         smaller payloads, 2 runs
-    python -m bench --only ingest   one of: ingest, conn, send, rss, busy, store, query, ...
+    python -m bench --only ingest   one of: ingest, send, store, query, reports, ...
     python -m bench --only query --big   also time queries on 10M events (built once, cached)
     python -m bench --only conn --profile   the daemon under cProfile; prints where it spends
 
@@ -30,6 +30,7 @@ from bench import BenchError, busy, conn, ingest, otlp, procs, report, rss, send
 from bench import hook as hook_bench
 from bench import imports as import_bench
 from bench import query as query_bench
+from bench import reports as reports_bench
 from bench import statusline as statusline_bench
 from bench import store as store_bench
 
@@ -44,6 +45,7 @@ BENCHMARKS: dict[str, Callable[[Path, int, bool, Callable[[str], None]], dict[st
     "import": import_bench.run,
     "store": store_bench.harness,
     "query": query_bench.run,
+    "reports": reports_bench.run,
     "otlp": otlp.run,
 }
 RESULTS = Path(__file__).resolve().parent / "results"

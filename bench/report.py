@@ -22,6 +22,8 @@ TARGETS = {
     "peak_rss": ("<=", 200, "MB"),
     "bulk_materialization": (">=", 800_000, "ev/s"),
     "query_vs_duckdb": ("<=", 0.3, "x fresh duckdb"),
+    "report_vs_duckdb": ("<=", 0.3, "x fresh duckdb"),
+    "report_vs_ccusage": ("<=", 0.3, "x ccusage daily"),
     "otlp_protobuf": (">=", 100_000, "rec/s"),
     "otlp_json": (">=", 50_000, "rec/s"),
     "http_hook_p50": ("<=", 2.0, "ms"),
@@ -279,6 +281,80 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
     out.extend(_busy_figures(results.get("busy")))
     out.extend(_store_figures(results.get("store")))
     out.extend(_query_figures(results.get("query")))
+    out.extend(_report_figures(results.get("reports")))
+    return out
+
+
+def _report_figures(reports: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """`telemetryctl report daily` against a fresh duckdb process and ccusage
+    (bench/reports.py)."""
+    if not reports:
+        return []
+    out = []
+    warm = reports["warm"]
+    label = f"{warm['events'] / 1e6:g}M events"
+    out.append(
+        _figure(
+            f"telemetryctl report daily --json, {label}, worker warm",
+            warm["ctl_ms"],
+            "ms",
+            note=f"{warm['days']} days",
+        )
+    )
+    out.append(
+        _figure(
+            f"fresh duckdb process, the report's SQL, {label}",
+            warm["fresh_ms"],
+            "ms",
+            note=f"{warm['sql_rows']:,} rows",
+        )
+    )
+    out.append(
+        _figure(
+            f"ratio report daily / fresh duckdb, {label}",
+            warm["ratios"],
+            "x",
+            target="report_vs_duckdb",
+            note=f"{warm['pairs']} interleaved pairs",
+        )
+    )
+    cc = reports["ccusage"]
+    if "skipped" in cc:
+        out.append({"name": "report daily vs ccusage daily", "skipped": cc["skipped"]})
+        return out
+    size = f"{cc['input_mb']:.0f} MB of Claude history"
+    diffs = cc["token_diffs"]
+    tokens = (
+        f"daily tokens equal ({cc['ours_total_tokens']:,})"
+        if not diffs
+        else f"daily tokens DIFFER on {len(diffs)} counts, e.g. {'; '.join(diffs[:3])} "
+        f"(ours/ccusage); totals {cc['ours_total_tokens']:,}/{cc['ccusage_total_tokens']:,}"
+    )
+    out.append(
+        _figure(
+            f"telemetryctl report daily --json, after import, {size}",
+            cc["ctl_ms"],
+            "ms",
+            note=f"{cc['requests']:,} requests, {cc['days']} days",
+        )
+    )
+    out.append(
+        _figure(
+            f"ccusage {cc['ccusage_version']} daily --json --offline, {size}",
+            cc["ccusage_ms"],
+            "ms",
+            note=f"cost ${cc['ccusage_total_cost']:,.2f} vs ours ${cc['ours_total_cost']:,.2f}",
+        )
+    )
+    out.append(
+        _figure(
+            f"ratio report daily / ccusage daily, {size}",
+            cc["ratios"],
+            "x",
+            target="report_vs_ccusage",
+            note=f"{cc['pairs']} interleaved pairs; {tokens}",
+        )
+    )
     return out
 
 

@@ -1,0 +1,250 @@
+"""`telemetryctl report daily` whole-process wall time, against a fresh duckdb process and
+against ``ccusage daily``.
+
+    python -m bench.reports             both parts
+    python -m bench.reports install     ccusage into bench/.deps/ccusage (npm; `make bench-deps`)
+    python -m bench --only reports      the same, inside the full harness
+
+Part 1, on :mod:`bench.query`'s cached 1M-event home (built once, then cached): the real
+daemon (default settings, retention off) serving it, its store worker warm;
+``telemetryctl report daily --json --timezone UTC`` from spawn to reaped exit, against a
+fresh ``python -c`` that imports duckdb, opens the baseline copy of the same database
+read-only and runs the report's own SQL (:func:`telemetryd.client.reports.sql`), printing
+the rows. Alternating pairs after warm-up runs (order swapped every pair); medians and
+the per-pair ratio (target ≤ 0.3). The report's totals are checked against the rows the
+fresh process reads.
+
+Part 2, ~300 MB of Claude transcripts from :func:`bench.imports.generate` under a fake
+``HOME`` / ``CLAUDE_CONFIG_DIR``: imported (``telemetryctl import claude-code``) into a
+fresh daemon, then ``telemetryctl report daily --json --timezone UTC`` against ccusage's
+``daily --json --timezone UTC --offline`` (bundled prices, no network) on the same
+files, alternating pairs, medians and the per-pair ratio (target ≤ 0.3). The daily
+token counts of both outputs are compared; a difference goes into the figure's note.
+
+ccusage: the newest release that runs on node 20 and is plain JavaScript (19.x needs
+node 22; 20.x is a native binary from per-platform optional packages). It lives in
+``bench/.deps/ccusage`` (ignored by git); without it, part 2 is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import BenchError
+from bench import imports as import_bench
+from bench import query as query_bench
+from bench import send as send_bench
+from bench.procs import Telemetryd
+
+CCUSAGE_VERSION = "18.0.11"
+CCUSAGE_ROOT = Path(__file__).resolve().parent / ".deps" / "ccusage"
+CCUSAGE = CCUSAGE_ROOT / "node_modules" / ".bin" / "ccusage"
+REPORT = ["report", "daily", "--json", "--timezone", "UTC"]
+FRESH = (
+    "import json, sys, duckdb\n"
+    "con = duckdb.connect(sys.argv[1], read_only=True)\n"
+    "print(con.execute(sys.argv[2], json.loads(sys.argv[3])).fetchall())\n"
+)
+TRANSCRIPTS_MB = (20, 280)  # one big file, the rest in 4 MB sessions: ~300 MB
+TOKEN_KEYS = ("inputTokens", "outputTokens", "cacheCreationTokens", "cacheReadTokens")
+WARMUP = 3
+TARGET_RATIO = 0.3
+
+Log = Callable[[str], None]
+
+
+def install() -> Path:
+    """ccusage into bench/.deps/ccusage with npm; its executable."""
+    if CCUSAGE.exists():
+        return CCUSAGE
+    npm = shutil.which("npm")
+    if npm is None:
+        raise BenchError("npm is missing: ccusage cannot be installed")
+    CCUSAGE_ROOT.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [npm, "install", "--no-audit", "--no-fund", "--prefix", str(CCUSAGE_ROOT),
+         f"ccusage@{CCUSAGE_VERSION}"],
+        check=True,
+    )  # fmt: skip
+    return CCUSAGE
+
+
+def _pairs(a: list[str], b: list[str], env_a: dict[str, str], env_b: dict[str, str],
+           pairs: int, err: Path) -> tuple[list[float], list[float]]:  # fmt: skip
+    """Alternating runs of ``a`` and ``b`` (order swapped every pair): their seconds."""
+    a_s: list[float] = []
+    b_s: list[float] = []
+    for i in range(pairs):
+        if i % 2 == 0:
+            a_s.append(send_bench._timed(a, env_a, err))
+            b_s.append(send_bench._timed(b, env_b, err))
+        else:
+            b_s.append(send_bench._timed(b, env_b, err))
+            a_s.append(send_bench._timed(a, env_a, err))
+    return a_s, b_s
+
+
+def _json_of(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
+    got = subprocess.run(argv, env=env, capture_output=True, check=False)
+    if got.returncode != 0:
+        raise BenchError(f"{' '.join(argv)} exited {got.returncode}: {got.stderr.decode()[-500:]}")
+    result: dict[str, Any] = json.loads(got.stdout)
+    return result
+
+
+def _summary(name: str, a_s: list[float], b_s: list[float]) -> dict[str, Any]:
+    ratios = [a / b for a, b in zip(a_s, b_s, strict=True)]
+    return {
+        "ctl_ms": [t * 1000 for t in a_s],
+        f"{name}_ms": [t * 1000 for t in b_s],
+        "ratios": ratios,
+        "ctl_p50_ms": statistics.median(a_s) * 1000,
+        f"{name}_p50_ms": statistics.median(b_s) * 1000,
+        "ratio_p50": statistics.median(ratios),
+    }
+
+
+# -- part 1: against a fresh duckdb process ------------------------------------------------
+
+
+def time_warm(pairs: int, pycache: Path, log: Log) -> dict[str, Any]:
+    import duckdb
+
+    from telemetryd.client import reports
+
+    events = query_bench.SIZES[0]
+    home, baseline, info = query_bench.build(events, log)
+    text, params = reports.sql(reports.Options(kind="daily", timezone="UTC"))
+    env = send_bench._env(home, pycache)
+    err = pycache.parent / "reports-warm.stderr"
+    ctl = [send_bench.telemetryctl(), *REPORT]
+    fresh = [sys.executable, "-c", FRESH, str(baseline), text, json.dumps(params)]
+    with duckdb.connect(str(baseline), read_only=True) as con:
+        cursor = con.execute(text, params)
+        names = [d[0] for d in cursor.description]
+        parts = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    with Telemetryd(query_bench.daemon_args(), label="reports-warm", home=home) as daemon:
+        got = _json_of(ctl, env)
+        expected = sum(p["input"] + p["output"] + p["cache_creation"] + p["cache_read"]
+                       for p in parts)  # fmt: skip
+        if got["totals"]["totalTokens"] != expected:
+            raise BenchError(f"report total {got['totals']['totalTokens']} vs duckdb {expected}")
+        for _ in range(WARMUP):
+            send_bench._timed(ctl, env, err)
+            send_bench._timed(fresh, env, err)
+        ctl_s, fresh_s = _pairs(ctl, fresh, env, env, pairs, err)
+        if daemon.stop() != 0:
+            raise BenchError(f"telemetryd did not stop cleanly:\n{daemon.log()}")
+    out = {"events": events, "build": info, "pairs": pairs, "days": len(got["daily"]),
+           "sql_rows": len(parts), **_summary("fresh", ctl_s, fresh_s)}  # fmt: skip
+    log(
+        f"  {events:,} events: report daily {out['ctl_p50_ms']:.0f} ms, fresh duckdb "
+        f"{out['fresh_p50_ms']:.0f} ms, ratio {out['ratio_p50']:.2f} "
+        f"({len(parts):,} SQL rows, {out['days']} days)"
+    )
+    return out
+
+
+# -- part 2: against ccusage ---------------------------------------------------------------
+
+
+def compare_tokens(ours: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
+    """The days whose token counts differ, as ``date key ours/theirs`` strings."""
+    mine = {row["date"]: row for row in ours["daily"]}
+    other = {row["date"]: row for row in theirs["daily"]}
+    diffs = []
+    for day in sorted(mine.keys() | other.keys()):
+        a, b = mine.get(day, {}), other.get(day, {})
+        for key in TOKEN_KEYS:
+            if a.get(key, 0) != b.get(key, 0):
+                diffs.append(f"{day} {key} {a.get(key, 0)}/{b.get(key, 0)}")
+    return diffs
+
+
+def time_ccusage(workdir: Path, pairs: int, pycache: Path, log: Log) -> dict[str, Any]:
+    if not CCUSAGE.exists():
+        return {"skipped": f"ccusage is not installed in {CCUSAGE_ROOT} (make bench-deps)"}
+    node = shutil.which("node")
+    if node is None:
+        return {"skipped": "node is missing"}
+    fake_home = workdir / "reports-home"
+    config = fake_home / ".claude"
+    big_mb, rest_mb = TRANSCRIPTS_MB
+    made = import_bench.generate(config / "projects", big_mb, rest_mb)
+    mb = made["bytes"] / 2**20
+    log(f"  generated {mb:.0f} MB, {made['lines']:,} lines under {config}")
+    err = pycache.parent / "reports-ccusage.stderr"
+    try:
+        with Telemetryd(query_bench.daemon_args(), label="reports-ccusage") as daemon:
+            env = send_bench._env(daemon.dir, pycache)
+            env.update(HOME=str(fake_home), CLAUDE_CONFIG_DIR=str(config))
+            cc_env = dict(env, NO_COLOR="1")
+            imported = _json_of([send_bench.telemetryctl(), "import", "claude-code", "--json"], env)
+            if imported["accepted"] != imported["sent"] or imported["rejected"]:
+                raise BenchError(f"import: {imported}")
+            ctl = [send_bench.telemetryctl(), *REPORT]
+            cc = [node, str(CCUSAGE), "daily", "--json", "--timezone", "UTC", "--offline"]
+            ours = _json_of(ctl, env)  # also materializes what the import sent
+            theirs = _json_of(cc, cc_env)
+            diffs = compare_tokens(ours, theirs)
+            send_bench._timed(ctl, env, err)
+            send_bench._timed(cc, cc_env, err)
+            ctl_s, cc_s = _pairs(ctl, cc, env, cc_env, pairs, err)
+            if daemon.stop() != 0:
+                raise BenchError(f"telemetryd did not stop cleanly:\n{daemon.log()}")
+    finally:
+        shutil.rmtree(fake_home, ignore_errors=True)
+    out = {
+        "ccusage_version": CCUSAGE_VERSION,
+        "input_mb": mb,
+        "lines": made["lines"],
+        "requests": imported.get("requests"),
+        "pairs": pairs,
+        "days": len(ours["daily"]),
+        "token_diffs": diffs,
+        "ours_total_tokens": ours["totals"]["totalTokens"],
+        "ccusage_total_tokens": theirs["totals"]["totalTokens"],
+        "ours_total_cost": ours["totals"]["totalCost"],
+        "ccusage_total_cost": theirs["totals"]["totalCost"],
+        **_summary("ccusage", ctl_s, cc_s),
+    }
+    log(
+        f"  {mb:.0f} MB: report daily {out['ctl_p50_ms']:.0f} ms, ccusage daily "
+        f"{out['ccusage_p50_ms']:.0f} ms, ratio {out['ratio_p50']:.3f}; "
+        f"daily tokens {'equal' if not diffs else f'differ on {len(diffs)} counts'}"
+    )
+    return out
+
+
+def run(workdir: Path, runs: int, quick: bool, log: Log) -> dict[str, Any]:
+    """The harness entry point (`python -m bench --only reports`)."""
+    pycache = workdir / "reports-pycache"
+    pycache.mkdir(parents=True, exist_ok=True)
+    warm_pairs = 8 if quick else max(20, 4 * runs)
+    cc_pairs = 3 if quick else max(5, runs)
+    return {
+        "warm": time_warm(warm_pairs, pycache, log),
+        "ccusage": time_ccusage(workdir, cc_pairs, pycache, log),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.__main__ import main as harness
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["install"]:
+        path = install()
+        sys.stdout.write(f"ccusage: {path}\n")
+        return 0
+    return harness(["--only", "reports", *args])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
