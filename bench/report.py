@@ -298,7 +298,7 @@ def _report_figures(reports: dict[str, Any] | None) -> list[dict[str, Any]]:
             f"telemetryctl report daily --json, {label}, worker warm",
             warm["ctl_ms"],
             "ms",
-            note=f"{warm['days']} days",
+            note=f"daemon-side {_median(warm['daemon_ms']):.0f} ms; {warm['days']} days",
         )
     )
     out.append(
