@@ -56,12 +56,10 @@ COUNTS = ("input", "output", "cache_creation", "cache_read", "reasoning")
 SQL = """
 SELECT
     strftime(timezone($tz, e.ts AT TIME ZONE 'UTC'), '%Y-%m-%d') AS day,
-    e.session_id,
-    coalesce(
-        json_extract_string(e.attrs, '$.project'), e.cwd, json_extract_string(e.attrs, '$.cwd')
-    ) AS project,
-    e.source,
-    e.agent_type AS agent,
+    {session} AS session_id,
+    {project} AS project,
+    {source_column} AS source,
+    {agent} AS agent,
     coalesce(e.agent_model, 'unknown')
         || CASE WHEN json_extract_string(e.attrs, '$.speed') = 'fast' THEN '-fast' ELSE '' END
         AS model,
@@ -247,13 +245,31 @@ def build(parts: Iterable[dict[str, Any]], options: Options) -> list[Row]:
     return sorted(kept, key=lambda r: (-r.usage.cost, r.key, r.value or ""))
 
 
+_PROJECT = (
+    "coalesce(json_extract_string(e.attrs, '$.project'), e.cwd, "
+    "json_extract_string(e.attrs, '$.cwd'))"
+)
+_NONE = "CAST(NULL AS VARCHAR)"
+
+
 def sql(options: Options) -> tuple[str, dict[str, Any]]:
+    """The query of ``options``: grouped by the local day and the model, and by the
+    session, project, source or agent only when the report needs them (fewer groups,
+    and no JSON read of every request's attrs for a daily report)."""
     params: dict[str, Any] = {"tz": options.timezone}
     source = ""
     if options.source is not None:
         source = "AND e.source = $source"
         params["source"] = options.source
-    return SQL.format(source=source), params
+    session = options.kind == "session"
+    text = SQL.format(
+        source=source,
+        session="e.session_id" if session else _NONE,
+        project=_PROJECT if session or options.by == "project" else _NONE,
+        source_column="e.source" if options.by == "source" else _NONE,
+        agent="e.agent_type" if options.by == "agent" else _NONE,
+    )
+    return text, params
 
 
 def load(options: Options, socket_path: str | None = None) -> Report:
