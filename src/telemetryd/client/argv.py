@@ -30,3 +30,11 @@ def arguments(argv: list[str]) -> Iterator[tuple[str, str, Callable[[], str]]]:
                 raise UsageError(f"{option} needs a value") from None
 
         yield arg, option, value
+
+
+def seconds(option: str, text: str) -> float:
+    """``--timeout``'s value as seconds; a UsageError naming the option otherwise."""
+    try:
+        return float(text)
+    except ValueError:
+        raise UsageError(f"{option} expects seconds, got {text!r}") from None

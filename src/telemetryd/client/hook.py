@@ -29,7 +29,7 @@ from telemetryd import fastjson
 from telemetryd.adapters import claude_code
 from telemetryd.client import delivery as delivering
 from telemetryd.client import protocol, send
-from telemetryd.client.argv import UsageError, arguments
+from telemetryd.client.argv import UsageError, arguments, seconds
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -88,10 +88,7 @@ def parse(argv: list[str]) -> Options:
             if option == "--socket":
                 opts.socket = text
             else:
-                try:
-                    opts.timeout = float(text)
-                except ValueError:
-                    raise UsageError(f"--timeout expects seconds, got {text!r}") from None
+                opts.timeout = seconds(option, text)
         elif option == "--context":
             opts.context = True
         elif option == "--prompt-text":

@@ -7,24 +7,15 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import click
 
-from telemetryd.client.cli_errors import message
-from telemetryd.errors import DaemonUnavailable, StoreUnavailable, TelemetryError
+from telemetryd.client.cli_errors import load_or_exit
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Loaded(Protocol):
-    from_file: bool
-    warning: str | None
-
-
-T = TypeVar("T", bound=Loaded)
-
-EXIT_UNAVAILABLE = 3  # neither the daemon nor the database answers (as `telemetryctl query`)
 FORMATS = ("table", "json", "csv", "tsv", "markdown")
 WEEKDAYS = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
 
@@ -114,28 +105,6 @@ def report_group() -> None:
     """
 
 
-def _load(load: Callable[[], T]) -> T:
-    """``load()``'s report; the daemon and database being away exits with
-    EXIT_UNAVAILABLE, as `telemetryctl query` does."""
-    try:
-        report = load()
-    except (DaemonUnavailable, StoreUnavailable) as exc:  # DaemonBusy included
-        where = "the database cannot be opened: " if isinstance(exc, StoreUnavailable) else ""
-        click.echo(f"Error: {where}{message(exc)}", err=True)
-        sys.exit(EXIT_UNAVAILABLE)
-    except TelemetryError as exc:
-        raise click.ClickException(message(exc)) from None
-    if report.from_file:
-        click.echo(
-            "warning: telemetryd is not running; read the database file directly, "
-            "so events not yet materialized are missing",
-            err=True,
-        )
-    if report.warning:
-        click.echo(f"warning: {report.warning}", err=True)
-    return report
-
-
 def _run(kind: str, **kw: Any) -> None:
     from telemetryd.client import output, reports
 
@@ -149,7 +118,7 @@ def _run(kind: str, **kw: Any) -> None:
         source=kw["source"],
         week_start=kw.get("start_of_week") or "sunday",
     )
-    report = _load(lambda: reports.load(options, kw["socket_path"]))
+    report = load_or_exit(lambda: reports.load(options, kw["socket_path"]))
     if fmt == "json":
         click.echo(json.dumps(reports.as_json(report), indent=2, ensure_ascii=False))
     elif fmt == "table":
@@ -227,7 +196,7 @@ def blocks(**kw: Any) -> None:
     options = blocks_api.Options(
         timezone=kw["timezone"], since=kw["since"], until=kw["until"], active=kw["active"]
     )
-    report = _load(lambda: blocks_api.load(options, kw["socket_path"]))
+    report = load_or_exit(lambda: blocks_api.load(options, kw["socket_path"]))
     if fmt == "json":
         click.echo(json.dumps(blocks_api.as_json(report), indent=2, ensure_ascii=False))
     elif fmt == "table":

@@ -16,7 +16,7 @@ import sys
 import time
 
 from telemetryd import fastjson
-from telemetryd.client.argv import UsageError, arguments
+from telemetryd.client.argv import UsageError, arguments, seconds
 from telemetryd.client.delivery import Delivery, deliver
 
 TYPE_CHECKING = False
@@ -204,11 +204,7 @@ def parse(argv: list[str]) -> Options:
         elif option == "--socket":
             opts.socket = value()
         elif option == "--timeout":
-            text = value()
-            try:
-                opts.timeout = float(text)
-            except ValueError:
-                raise UsageError(f"--timeout expects seconds, got {text!r}") from None
+            opts.timeout = seconds(option, value())
         elif option == "--strict":
             opts.strict = True
         elif option in ("-v", "--verbose"):

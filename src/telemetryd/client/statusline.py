@@ -31,7 +31,7 @@ import time
 from telemetryd import fastjson
 from telemetryd.client import delivery as delivering
 from telemetryd.client import protocol, send
-from telemetryd.client.argv import UsageError, arguments
+from telemetryd.client.argv import UsageError, arguments, seconds
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -83,10 +83,7 @@ def parse(argv: list[str]) -> Options:
             if option == "--socket":
                 opts.socket = text
             else:
-                try:
-                    opts.timeout = float(text)
-                except ValueError:
-                    raise UsageError(f"--timeout expects seconds, got {text!r}") from None
+                opts.timeout = seconds(option, text)
         elif option == "--no-record":
             opts.record = False
         elif option in ("-h", "--help"):

@@ -10,12 +10,9 @@ import sys
 
 import click
 
-from telemetryd.client.cli_errors import message
-from telemetryd.errors import DaemonUnavailable, StoreUnavailable, TelemetryError
+from telemetryd.client.cli_errors import load_or_exit
 
 EXIT_NOT_FOUND = 1  # no event has this trace id (no traced event has this session id)
-EXIT_UNAVAILABLE = 3  # neither the daemon nor the database answers, or the daemon is too busy
-# (the exit statuses of `telemetryctl query`)
 
 
 @click.command("trace")
@@ -61,22 +58,7 @@ def trace_command(
         raise click.UsageError("give a TRACE_ID or --session ID (one of them)")
     from telemetryd.client import traces
 
-    try:
-        result = traces.load(trace_id, session_id, socket_path)
-    except (DaemonUnavailable, StoreUnavailable) as exc:  # DaemonBusy included
-        where = "the database cannot be opened: " if isinstance(exc, StoreUnavailable) else ""
-        click.echo(f"Error: {where}{message(exc)}", err=True)
-        sys.exit(EXIT_UNAVAILABLE)
-    except TelemetryError as exc:
-        raise click.ClickException(message(exc)) from None
-    if result.from_file:
-        click.echo(
-            "warning: telemetryd is not running; read the database file directly, "
-            "so events not yet materialized are missing",
-            err=True,
-        )
-    if result.warning:
-        click.echo(f"warning: {result.warning}", err=True)
+    result = load_or_exit(lambda: traces.load(trace_id, session_id, socket_path))
     if not result.traces:
         what = f"trace {trace_id}" if trace_id else f"trace with an event of session {session_id}"
         click.echo(f"Error: no {what} in the database", err=True)

@@ -162,26 +162,9 @@ def log_events(
     if short in ("tool_result", "tool_decision"):
         kind = "tool_result" if short == "tool_result" else "tool_call"
         event = base(kind)
-        tool: dict[str, Any] = {"name": c.cut(c.text(raw.get("tool_name")) or "unknown", 200)}
-        use_id = c.text(raw.get("tool_use_id"))
-        if use_id:
-            tool["use_id"] = use_id
-        if kind == "tool_result":
-            success = c.flag(raw.get("success"))
-            if success is not None:
-                tool["success"] = success
-            error = c.text(raw.get("error")) or c.text(raw.get("error_type"))
-            if error and success is not True:
-                tool["error"] = c.cut(error, c.MAX_ERROR)
-            duration = c.count(raw.get("duration_ms"))
-            if duration is not None:
-                event["duration_ms"] = duration
-        else:
-            for key in ("decision", "source"):
-                value = c.text(raw.get(key))
-                if value:
-                    attrs["decision" if key == "decision" else "decision_source"] = value
-        event["tool"] = tool
+        use_id = c.tool(
+            event, attrs, raw, use_id_key="tool_use_id", error_keys=("error", "error_type")
+        )
         session = event.get("session_id", "")
         event["id"] = (
             ids.tool_event_id(kind, session, use_id)

@@ -136,23 +136,8 @@ def log_events(
     if name in ("codex.tool_decision", "codex.tool_result"):
         kind = "tool_call" if name == "codex.tool_decision" else "tool_result"
         event = base(kind)
-        tool: dict[str, Any] = {"name": c.cut(c.text(raw.get("tool_name")) or "unknown", 200)}
-        use_id = c.text(raw.get("call_id"))
+        use_id = c.tool(event, attrs, raw, use_id_key="call_id")
         if use_id:
-            tool["use_id"] = use_id
             event["id"] = ids.tool_event_id(kind, event.get("session_id", ""), use_id)
-        if kind == "tool_result":
-            success = c.flag(raw.get("success"))
-            if success is not None:
-                tool["success"] = success
-            duration = c.count(raw.get("duration_ms"))
-            if duration is not None:
-                event["duration_ms"] = duration
-        else:
-            for key in ("decision", "source"):
-                value = c.text(raw.get(key))
-                if value:
-                    attrs["decision" if key == "decision" else "decision_source"] = value
-        event["tool"] = tool
         return [c.finish(event, attrs)]
     return None

@@ -232,6 +232,41 @@ def prompt(
         attrs["prompt"] = cut(found, MAX_PROMPT)
 
 
+def tool(
+    event: dict[str, Any],
+    attrs: dict[str, Any],
+    raw: dict[str, Any],
+    *,
+    use_id_key: str,
+    error_keys: tuple[str, ...] = (),
+) -> str | None:
+    """``event``'s ``tool`` for an agent's tool decision (``tool_call``: the decision and
+    its source in ``attrs``) or tool result (``tool_result``: success, the error from the
+    first of ``error_keys`` that is set unless it succeeded, duration); the use id
+    (``raw[use_id_key]``), for the event's id."""
+    found: dict[str, Any] = {"name": cut(text(raw.get("tool_name")) or "unknown", 200)}
+    use_id = text(raw.get(use_id_key))
+    if use_id:
+        found["use_id"] = use_id
+    if event["type"] == "tool_result":
+        success = flag(raw.get("success"))
+        if success is not None:
+            found["success"] = success
+        error = next((t for t in (text(raw.get(k)) for k in error_keys) if t), None)
+        if error and success is not True:
+            found["error"] = cut(error, MAX_ERROR)
+        duration = count(raw.get("duration_ms"))
+        if duration is not None:
+            event["duration_ms"] = duration
+    else:
+        for key in ("decision", "source"):
+            value = text(raw.get(key))
+            if value:
+                attrs["decision" if key == "decision" else "decision_source"] = value
+    event["tool"] = found
+    return use_id
+
+
 def duration_ms(start_ns: int, end_ns: int) -> int | None:
     if start_ns <= 0 or end_ns < start_ns:
         return None
