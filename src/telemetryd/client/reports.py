@@ -60,8 +60,8 @@ COUNTS = ("input", "output", "cache_creation", "cache_read", "reasoning")
 # whole quarter hours nearly everywhere). The few quarter hours that a local midnight
 # cuts (a zone's change at 00:01, as Newfoundland's until 2011; local mean time before
 # time zones) are summed request by request instead.
-# The model requests, one row each (a CTE's text: used twice below, and a CTE used
-# twice would be materialized). The model's name is put together after the sums.
+# The model requests, one row each (NOT MATERIALIZED: used twice, and scanned afresh
+# each time rather than copied). The model's name is put together after the sums.
 _REQUESTS = """
     SELECT
         e.ts,
@@ -95,9 +95,10 @@ _SUMS = """
         max(ts) AS last
 """
 SQL = f"""
-WITH parts AS (
+WITH requests AS NOT MATERIALIZED ({_REQUESTS}),
+parts AS (
     SELECT quarter, {_GROUPS}, {_SUMS}
-    FROM ({_REQUESTS})
+    FROM requests
     GROUP BY ALL
 ),
 quarters AS (
@@ -117,7 +118,7 @@ days AS (
     UNION ALL BY NAME
     SELECT
         strftime(timezone($tz, ts AT TIME ZONE 'UTC'), '%Y-%m-%d') AS day, {_GROUPS}, {_SUMS}
-    FROM ({_REQUESTS})
+    FROM requests
     WHERE quarter IN (SELECT quarter FROM quarters WHERE NOT whole)
     GROUP BY ALL
 )
