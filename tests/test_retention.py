@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import msgspec
+import pytest
 
 from conftest import Daemon, ctl, exchange, summary
 from telemetryd.config import Retention as RetentionConfig
@@ -30,30 +32,47 @@ NOW = 1_800_000_000.0
 # -- the rules, on hand-made segments ---------------------------------------------------
 
 
-def seg(seq: int, size: int = 100, age_days: float = 0.0, *, gz: bool = False) -> Segment:
-    name = f"/j/20260101T000000Z-{seq:06d}.jsonl" + (".gz" if gz else "")
-    return Segment(seq, [name], size, NOW - age_days * DAY)
+def seg(
+    seq: int, size: int = 100, age_days: float = 0.0, *, gz: bool = False, usage: bool = False
+) -> Segment:
+    name = f"/j/20260101T000000Z-{seq:06d}" + (".usage" if usage else "") + ".jsonl"
+    return Segment(seq, [name + (".gz" if gz else "")], size, NOW - age_days * DAY)
 
 
 def names(segments: list[Segment]) -> list[int]:
     return [segment.seq for segment in segments]
 
 
-def test_plan_deletes_by_age_only_what_is_complete() -> None:
+def test_plan_keeps_only_the_usage_of_what_is_old_and_complete() -> None:
     segments = [seg(1, age_days=40), seg(2, age_days=35), seg(3, age_days=31), seg(4)]
     config = RetentionConfig(max_age_days=30, max_bytes=0, compress=False)
-    # 2 is not materialized: kept, although older than the others that go.
+    # 2 is not materialized: kept, although older than the others.
     todo = plan(segments, {1, 3, 4}, segments[-1].files[0], config, NOW)
-    assert names(todo.delete) == [1, 3]
-    assert todo.compress == []
+    assert names(todo.compact) == [1, 3]
+    assert todo.delete == todo.shrink == todo.compress == []
     assert todo.journal_bytes == 400
+    # Usage kept for 35 days: past that, a segment goes whole.
+    config = RetentionConfig(max_age_days=30, usage_max_age_days=35, max_bytes=0, compress=False)
+    todo = plan(segments, {1, 3, 4}, segments[-1].files[0], config, NOW)
+    assert (names(todo.delete), names(todo.compact)) == ([1], [3])
+
+
+def test_plan_leaves_compacted_segments_until_usage_ages_out() -> None:
+    segments = [seg(1, age_days=400, usage=True, gz=True), seg(2, age_days=40, usage=True), seg(3)]
+    config = RetentionConfig(max_age_days=30, max_bytes=0, compress=True)
+    todo = plan(segments, {1, 2, 3}, segments[-1].files[0], config, NOW)
+    assert todo.delete == todo.compact == todo.shrink == []
+    assert names(todo.compress) == [2]  # a plain usage file is gzipped like any other
+    config = RetentionConfig(max_age_days=30, usage_max_age_days=365, max_bytes=0)
+    assert names(plan(segments, {1, 2, 3}, segments[-1].files[0], config, NOW).delete) == [1]
 
 
 def test_plan_deletes_the_oldest_while_over_max_bytes() -> None:
-    segments = [seg(1, 300), seg(2, 300), seg(3, 300), seg(4, 300)]
+    segments = [seg(1, 300, usage=True), seg(2, 300), seg(3, 300), seg(4, 300)]
     config = RetentionConfig(max_age_days=0, max_bytes=700, compress=False)
     todo = plan(segments, {1, 2, 3}, segments[-1].files[0], config, NOW)
-    assert names(todo.delete) == [1, 2]  # 1200 -> 600 bytes
+    assert names(todo.shrink) == [1, 2]  # 1200 -> 600 bytes: usage too
+    assert todo.delete == todo.compact == []
 
 
 def test_plan_never_touches_the_newest_or_active_segment() -> None:
@@ -61,16 +80,16 @@ def test_plan_never_touches_the_newest_or_active_segment() -> None:
     config = RetentionConfig(max_age_days=1, max_bytes=1)
     # Even if the store said so, the newest (and the one being written) stay.
     todo = plan(segments, {1, 2}, segments[0].files[0], config, NOW)
-    assert todo.delete == [] and todo.compress == []
+    assert todo.delete == todo.compact == todo.shrink == todo.compress == []
     todo = plan(segments, {1, 2}, "/j/20260101T000000Z-000009.jsonl", config, NOW)
-    assert names(todo.delete) == [1]
+    assert names(todo.shrink) == [1]
 
 
 def test_plan_compresses_complete_plain_segments_it_keeps() -> None:
     segments = [seg(1, age_days=40), seg(2, gz=True), seg(3), seg(4), seg(5)]
     config = RetentionConfig(max_age_days=30, max_bytes=0, compress=True)
     todo = plan(segments, {1, 2, 3}, segments[-1].files[0], config, NOW)
-    assert names(todo.delete) == [1]
+    assert names(todo.compact) == [1]  # (compacted straight into a .gz)
     assert names(todo.compress) == [3]  # 2 is already compressed, 4 not materialized
     off = RetentionConfig(max_age_days=30, max_bytes=0, compress=False)
     assert plan(segments, {1, 2, 3}, segments[-1].files[0], off, NOW).compress == []
@@ -79,7 +98,16 @@ def test_plan_compresses_complete_plain_segments_it_keeps() -> None:
 def test_limits_of_zero_are_off() -> None:
     segments = [seg(1, 10**9, age_days=10**4), seg(2)]
     config = RetentionConfig(max_age_days=0, max_bytes=0, compress=False)
-    assert plan(segments, {1}, segments[-1].files[0], config, NOW).delete == []
+    todo = plan(segments, {1}, segments[-1].files[0], config, NOW)
+    assert todo.delete == todo.compact == todo.shrink == []
+
+
+def test_usage_is_kept_at_least_as_long_as_the_rest() -> None:
+    with pytest.raises(msgspec.ValidationError, match="usage-max-age-days"):
+        msgspec.convert({"usage-max-age-days": 5}, RetentionConfig)  # max-age-days 30
+    with pytest.raises(msgspec.ValidationError, match="at least max-age-days"):
+        msgspec.convert({"max-age-days": 0, "usage-max-age-days": 5}, RetentionConfig)
+    assert msgspec.convert({"usage-max-age-days": 30}, RetentionConfig).usage_max_age_days == 30
 
 
 # -- the daemon --------------------------------------------------------------------------
@@ -197,8 +225,11 @@ def test_gc_keeps_journal_and_database_in_agreement(daemon_factory: DaemonFactor
         "ok": True,
         "dry_run": False,
         "deleted": [],
+        "compacted": [],
         "compressed": [],
         "events_deleted": 0,
+        "usage_deleted": 0,
+        "warning": None,
         "bytes_before": 0,
         "bytes_after": 0,
         "at": None,
@@ -265,7 +296,9 @@ def test_the_daemon_runs_retention_by_itself(daemon_factory: DaemonFactory) -> N
         assert time.monotonic() < deadline, daemon.log()
         time.sleep(0.05)
     assert journal_types(daemon) == database_types() == {"custom": 4, "skill": 1, "metric": 3}
-    assert "retention: 1 segments deleted (5 events)" in daemon.log()
+    assert "retention: 1 segments deleted, 0 compacted to their usage (5 events deleted)" in (
+        daemon.log()
+    )
     assert daemon.stop() == 0
 
 

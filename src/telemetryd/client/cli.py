@@ -186,6 +186,9 @@ def status(socket_path: str | None, as_json: bool) -> None:
         else:
             click.echo(f"http: not listening on {http['address']}: {http.get('error')}")
     click.echo(_store_status(reply))
+    warning = (reply.get("retention") or {}).get("warning")
+    if warning:
+        click.echo(f"retention: warning: {warning}")
 
 
 def _store_status(reply: dict[str, Any]) -> str:
