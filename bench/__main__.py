@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import BenchError, busy, conn, ingest, otlp, procs, report, rss, send
+from bench import BenchError, analyzer, busy, conn, ingest, otlp, procs, report, rss, send
 from bench import hook as hook_bench
 from bench import imports as import_bench
 from bench import query as query_bench
@@ -47,6 +47,7 @@ BENCHMARKS: dict[str, Callable[[Path, int, bool, Callable[[str], None]], dict[st
     "query": query_bench.run,
     "reports": reports_bench.run,
     "otlp": otlp.run,
+    "analyzer": analyzer.run,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

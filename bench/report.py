@@ -28,6 +28,7 @@ TARGETS = {
     "otlp_json": (">=", 50_000, "rec/s"),
     "http_hook_p50": ("<=", 2.0, "ms"),
     "http_hook_vs_spawn": (">=", 10, "x faster"),
+    "analyzer_on_vs_off": (">=", 0.9, "x analyzer off"),
 }
 
 
@@ -127,6 +128,24 @@ def _otlp_figures(otlp: dict[str, Any] | None) -> list[dict[str, Any]]:
         _figure("spawned `telemetryctl hook` p50 / http hook p50", [hook["speedup_p50"]],
                 "x", target="http_hook_vs_spawn",
                 note=f"spawned p50 {hook['spawn_p50_ms']:.1f} ms, same payloads, in turn"),
+    ]  # fmt: skip
+
+
+def _analyzer_figures(analyzer: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Streaming ingest with the analyzer on and off (bench/analyzer.py)."""
+    if not analyzer:
+        return []
+    runs = analyzer["runs"]
+    on, off = runs["analyzer_on"], runs["analyzer_off"]
+    analyses = _median([r.get("analyses", 0) for r in on])
+    return [
+        _figure("ingest, 8 clients, analyzer off (baseline)", [r["events_per_s"] for r in off],
+                "ev/s", note=f"server {_cores(off, 'server_cpu_cores')} cores"),
+        _figure("ingest, 8 clients, analyzer every 1 s", [r["events_per_s"] for r in on],
+                "ev/s", note=f"server {_cores(on, 'server_cpu_cores')} cores, "
+                f"{analyses:g} analyses during the stream"),
+        _figure("ratio analyzer on / off", analyzer["ratios"], "x",
+                target="analyzer_on_vs_off", note="per-run pairs, same repetition"),
     ]  # fmt: skip
 
 
@@ -276,6 +295,7 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
     out.extend(_hook_figures(results.get("hook")))
     out.extend(_statusline_figures(results.get("statusline")))
     out.extend(_otlp_figures(results.get("otlp")))
+    out.extend(_analyzer_figures(results.get("analyzer")))
     out.extend(_import_figures(results.get("import")))
     out.extend(_rss_figures(results.get("rss")))
     out.extend(_busy_figures(results.get("busy")))

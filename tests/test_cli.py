@@ -67,6 +67,7 @@ def test_help_lists_every_command() -> None:
         if line.strip()
     }
     assert listed == {
+        "alerts",
         "config",
         "flush",
         "gc",

@@ -213,6 +213,51 @@ def split_address(address: str) -> tuple[str, int]:
     return host, port
 
 
+class Analyzer(Struct, **_SECTION):
+    """The rules that watch new events and raise alerts (store/analyzer.py, docs/alerts.md)."""
+
+    enabled: bool = True
+    # At most one analysis per interval while events arrive (and when a stall comes due).
+    interval: Seconds = 30.0
+    # Events older than this (by their own time) are history: they raise no alert.
+    lookback: Annotated[float, Meta(ge=60.0, le=7 * 86_400.0)] = 86_400.0
+    # A tool loop: the same tool with the same input loop-count times within loop-window
+    # seconds in one session.
+    loop_count: Annotated[int, Meta(ge=2, le=10_000)] = 5
+    loop_window: Seconds = 300.0
+    # A stall: a live session, working and not ended, silent for stall-after seconds.
+    stall_after: Annotated[float, Meta(ge=1.0, le=86_400.0)] = 1800.0
+    # A cost anomaly: a session's cost past cost-factor times the median cost of its
+    # model's sessions of the last cost-days days (once cost-min-sessions are known).
+    cost_factor: Annotated[float, Meta(ge=1.0, le=10_000.0)] = 5.0
+    cost_min_sessions: Annotated[int, Meta(ge=1, le=100_000)] = 5
+    cost_days: Annotated[int, Meta(ge=1, le=366)] = 30
+    # An error spike: error-spike-count errors of one provider within error-spike-window s.
+    error_spike_count: Annotated[int, Meta(ge=1, le=1_000_000)] = 10
+    error_spike_window: Seconds = 300.0
+    # A desktop notification for each new alert (notify-send on Linux, osascript on macOS).
+    notify: bool = False
+
+
+class Budget(Struct, **_SECTION):
+    """Spending limits in US dollars; 0 turns one off. Alerts at warn-at and at 100%."""
+
+    daily_usd: Annotated[float, Meta(ge=0, le=1_000_000_000.0)] = 0.0
+    monthly_usd: Annotated[float, Meta(ge=0, le=1_000_000_000.0)] = 0.0
+    warn_at: Annotated[float, Meta(ge=0.01, le=0.99)] = 0.8
+    # The zone whose calendar days and months count (an IANA name); empty: the local zone.
+    timezone: str = ""
+
+    def __post_init__(self) -> None:
+        if self.timezone:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(self.timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"`timezone`: unknown time zone {self.timezone!r}") from None
+
+
 # US dollars per million tokens: the dearest model costs a few hundred.
 Price = Annotated[float, Meta(ge=0, le=1_000_000.0)]
 
@@ -244,6 +289,8 @@ class Config(Struct, **_SECTION):
     retention: Retention = msgspec.field(default_factory=Retention)
     pricing: Pricing = msgspec.field(default_factory=Pricing)
     http: Http = msgspec.field(default_factory=Http)
+    analyzer: Analyzer = msgspec.field(default_factory=Analyzer)
+    budget: Budget = msgspec.field(default_factory=Budget)
 
 
 ENV_PREFIX = "TELEMETRYD_"

@@ -278,6 +278,8 @@ class StatusReply(Struct, kw_only=True):
     paths: PathsStatus
     ingest_workers: IngestWorkersStatus | None = None  # None: a daemon without them
     http: HttpStatus | None = None  # None: a daemon without the HTTP listener
+    # The analyzer's figures (daemon/analyzer.py owns the keys); None: a daemon without it.
+    analyzer: dict[str, Any] | None = None
 
 
 class UsageTotals(Struct, kw_only=True):
@@ -372,6 +374,7 @@ def encode_line(message: Struct) -> bytes:
 # means the worker died while answering.
 
 LOAD_FAILED = "load_failed"  # (and STORE_UNAVAILABLE, REBUILD_FAILED, GC_FAILED above)
+ANALYZE_FAILED = "analyze_failed"
 
 
 class WorkerRequest(Struct, tag_field="op", forbid_unknown_fields=True, kw_only=True):
@@ -405,6 +408,15 @@ class WorkerGc(WorkerRequest, tag="gc"):
     retention: dict[str, Any] = {}
 
 
+class WorkerAnalyze(WorkerRequest, tag="analyze"):
+    """An analysis (store/analyzer.py) after loading the journal, with the ``[analyzer]``
+    and ``[budget]`` settings as loaded now: ``{"ok":true,"alerts":[...],"next_due":T,
+    "budget":[...]}``."""
+
+    analyzer: dict[str, Any] = {}
+    budget: dict[str, Any] = {}
+
+
 class WorkerStats(WorkerRequest, tag="stats"):
     """The store's figures for `status`, with ``"ok":true``."""
 
@@ -413,5 +425,7 @@ class WorkerPing(WorkerRequest, tag="ping"):
     """``{"ok":true}`` from the worker's event loop: it is alive and answering."""
 
 
-WorkerMessage = WorkerLoad | WorkerQuery | WorkerRebuild | WorkerGc | WorkerStats | WorkerPing
+WorkerMessage = (
+    WorkerLoad | WorkerQuery | WorkerRebuild | WorkerGc | WorkerAnalyze | WorkerStats | WorkerPing
+)
 WORKER_DECODER = msgspec.json.Decoder(WorkerMessage)

@@ -15,6 +15,7 @@ import click
 
 from telemetryd import __version__, events, paths
 from telemetryd.client import control
+from telemetryd.client.alerts_cli import alerts_command
 from telemetryd.client.cli_errors import handle_errors
 from telemetryd.client.config_cli import config_group
 from telemetryd.client.hooks_cli import hook_command, hooks_group, statusline_command
@@ -186,6 +187,30 @@ def status(socket_path: str | None, as_json: bool) -> None:
         else:
             click.echo(f"http: not listening on {http['address']}: {http.get('error')}")
     click.echo(_store_status(reply))
+    analyzer = reply.get("analyzer")
+    if analyzer:
+        click.echo(_analyzer_status(analyzer))
+
+
+def _analyzer_status(analyzer: dict[str, Any]) -> str:
+    """The status lines about the analyzer and the budget."""
+    if not analyzer.get("enabled"):
+        return "analyzer: off ([analyzer] enabled = false)"
+    line = (
+        f"analyzer: {analyzer.get('runs', 0)} runs, {analyzer.get('alerts_raised', 0)} "
+        f"alerts raised this run of the daemon (`telemetryctl alerts`)"
+    )
+    if analyzer.get("next_due"):
+        line += f"; next stall check {analyzer['next_due']}"
+    lines = [line]
+    for period in analyzer.get("budget") or ():
+        limit, spent = period["limit_usd"], period["spent_usd"]
+        lines.append(
+            f"budget: {period['label']} ${spent:,.2f} of ${limit:,.2f} ({spent / limit:.0%})"
+        )
+    if analyzer.get("error"):
+        lines.append(f"analyzer error: {analyzer['error']}")
+    return "\n".join(lines)
 
 
 def _store_status(reply: dict[str, Any]) -> str:
@@ -323,3 +348,4 @@ cli.add_command(import_group)
 cli.add_command(otel_group)
 cli.add_command(pricing_command)
 cli.add_command(trace_command)
+cli.add_command(alerts_command)

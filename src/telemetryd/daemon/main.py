@@ -36,6 +36,7 @@ from anyio.abc import TaskStatus
 
 from telemetryd import __version__, config, paths, token
 from telemetryd.adapters import pricing
+from telemetryd.daemon.analyzer import Analyzer
 from telemetryd.daemon.ingest import Ingestor
 from telemetryd.daemon.journal import Journal
 from telemetryd.daemon.listeners.sockets import acquire_lock, bind_tcp, bind_unix
@@ -81,6 +82,8 @@ async def serve(
         control = passed.get("control") or _Bound.bind(where.control_socket, bound).sock
         http = _http_socket(where, settings.http, passed.get("http"))
         server = Server(where, settings, ingestor, journal, events, control, store, http)
+        analyzer = Analyzer(store, journal, ingestor, settings)
+        server.operations.analyzer = analyzer
         on_hup = None
         if load is not None:
             on_hup = functools.partial(reload, settings, load, journal, notifier)
@@ -95,6 +98,7 @@ async def serve(
                         async with anyio.create_task_group() as loops:
                             loops.start_soon(server.spool.spool_loop)
                             loops.start_soon(store.run)
+                            loops.start_soon(analyzer.run)
                             loops.start_soon(server.operations.warm_totals)
                             # Signal handlers are in place before READY=1: from then on,
                             # SIGTERM means a clean stop.

@@ -93,7 +93,7 @@ from telemetryd.errors import TelemetryError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2  # 2: prompt_length
+SCHEMA_VERSION = 3  # 2: prompt_length; 3: tool_input_digest, budget
 BATCH_BYTES = 256 * 1024 * 1024  # journal bytes per transaction (one longer line goes alone)
 MIN_BATCH_BYTES = 64 * 1024  # out of memory below this: the load fails and is reported
 # Rows per row group that loads write (DuckDB's default is 122,880). A load holds the row

@@ -18,17 +18,19 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 import duckdb
 
-from telemetryd import paths
+from telemetryd import config, paths
 from telemetryd.config import Retention as RetentionConfig
 from telemetryd.config import Store as StoreConfig
 from telemetryd.config import parse_size
 from telemetryd.errors import TelemetryError
-from telemetryd.store import retention
+from telemetryd.store import analyzer, retention
+from telemetryd.store.analyzer import Findings
 from telemetryd.store.database import Store, batch_bytes_for
 from telemetryd.store.sandbox import harden
 
@@ -166,6 +168,21 @@ class StoreService:
         store = await self.wait_open()
         async with self._lock:
             return await anyio.to_thread.run_sync(store.rebuild, self.journal_dir)
+
+    async def analyze(self, rules: config.Analyzer, budget: config.Budget) -> Findings:
+        """An analysis (store/analyzer.py) after loading what is pending."""
+        await self.refresh()
+        store = await self.wait_open()
+        async with self._lock:
+
+            def run() -> Findings:
+                con = store.cursor()
+                try:
+                    return analyzer.analyze(con, rules, budget, datetime.now(UTC))
+                finally:
+                    con.close()
+
+            return await anyio.to_thread.run_sync(run)
 
     async def collect(
         self, active: str, config: RetentionConfig, *, dry_run: bool = False

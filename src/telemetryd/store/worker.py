@@ -124,6 +124,7 @@ class Worker:
             wire.WorkerLoad: wire.LOAD_FAILED,
             wire.WorkerRebuild: wire.REBUILD_FAILED,
             wire.WorkerGc: wire.GC_FAILED,
+            wire.WorkerAnalyze: wire.ANALYZE_FAILED,
         }.get(type(request), wire.QUERY_FAILED)
         try:
             if isinstance(request, wire.WorkerQuery):
@@ -150,6 +151,11 @@ class Worker:
             return {"ok": True, "materialized": await self.service.refresh()}
         if isinstance(request, wire.WorkerRebuild):
             return {"ok": True, "events": await self.service.rebuild()}
+        if isinstance(request, wire.WorkerAnalyze):
+            rules = msgspec.convert(request.analyzer, config.Analyzer, strict=False)
+            budget = msgspec.convert(request.budget, config.Budget, strict=False)
+            findings = await self.service.analyze(rules, budget)
+            return {"ok": True, **msgspec.to_builtins(findings)}
         assert isinstance(request, wire.WorkerGc)
         settings = msgspec.convert(request.retention, config.Retention, strict=False)
         report = await self.service.collect(request.active, settings, dry_run=request.dry_run)

@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
@@ -30,6 +31,9 @@ from telemetryd.daemon.store_worker import StoreClient, StoreUnavailable
 from telemetryd.daemon.tail import Tails
 from telemetryd.daemon.totals import Totals
 from telemetryd.paths import Paths
+
+if TYPE_CHECKING:
+    from telemetryd.daemon.analyzer import Analyzer
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,7 @@ class Operations:
         self.workers = workers
         self.http = http
         self.usage = Totals(journal.directory)
+        self.analyzer: Analyzer | None = None  # set by the daemon (daemon/analyzer.py)
         self._totals_lock = anyio.Lock()
         self.started = time.time()
         self.rate = Rate()
@@ -111,6 +116,7 @@ class Operations:
             paths=msgspec.convert(self.paths.as_dict(), wire.PathsStatus),
             ingest_workers=self.workers.status() if self.workers is not None else None,
             http=self.http() if self.http is not None else None,
+            analyzer=self.analyzer.status() if self.analyzer is not None else None,
         )
 
     async def flush(self, request: wire.FlushRequest, replies: Replies) -> wire.FlushReply:
