@@ -54,6 +54,7 @@ class Operations:
         store: StoreClient | None = None,
         workers: Workers | None = None,
         http: Callable[[], wire.HttpStatus | None] | None = None,
+        forward: Callable[[], wire.ForwardStatus] | None = None,
     ) -> None:
         self.paths = paths
         self.config = config
@@ -64,6 +65,7 @@ class Operations:
         self.store = store
         self.workers = workers
         self.http = http
+        self.forward = forward  # [forward]'s status; None: forwarding off
         self.usage = Totals(journal.directory)
         self._totals_lock = anyio.Lock()
         self.started = time.time()
@@ -111,6 +113,7 @@ class Operations:
             paths=msgspec.convert(self.paths.as_dict(), wire.PathsStatus),
             ingest_workers=self.workers.status() if self.workers is not None else None,
             http=self.http() if self.http is not None else None,
+            forward=self.forward() if self.forward is not None else None,
         )
 
     async def flush(self, request: wire.FlushRequest, replies: Replies) -> wire.FlushReply:
