@@ -15,8 +15,8 @@ import socket
 
 from telemetryd import wire
 from telemetryd.config import Config
-from telemetryd.daemon.ingest import Ingestor
 from telemetryd.daemon.forward import Forwarder
+from telemetryd.daemon.ingest import Ingestor
 from telemetryd.daemon.ingest_workers import Workers
 from telemetryd.daemon.journal import Journal
 from telemetryd.daemon.listeners import Listener
