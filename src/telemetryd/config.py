@@ -263,9 +263,7 @@ class Forward(Struct, **_SECTION):
     # Event types to send; empty: every type.
     types: Annotated[list[str], Meta(max_length=64)] = msgspec.field(default_factory=list)
     # Extra resource attributes of every request (who sent it: { "user.name" = "ana" }).
-    resource: Annotated[dict[str, str], Meta(max_length=64)] = msgspec.field(
-        default_factory=dict
-    )
+    resource: Annotated[dict[str, str], Meta(max_length=64)] = msgspec.field(default_factory=dict)
     # gzip the request bodies (JSON of events shrinks about tenfold), or none.
     compression: Literal["gzip", "none"] = "gzip"
     # Journal bytes per request at most (a longer line goes alone), and events.
