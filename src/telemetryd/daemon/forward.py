@@ -166,6 +166,8 @@ class Chunk(msgspec.Struct, kw_only=True):
     lines: int
     after: tuple[int, str, int]  # the position after it: (seq, segment, offset)
     skipped: list[str] = []
+    bodies: dict[str, bytes] = {}  # the export requests, compressed as they are sent
+    events: int = 0  # ... and the events in them
 
 
 class Reader:
@@ -315,6 +317,17 @@ def _first_lines(data: bytes, count: int) -> bytes:
     return data[: at + 1]
 
 
+def _trim() -> None:
+    """Give the memory freed by a burst of batches back to the system: glibc keeps
+    freed heap (and each thread's arena) otherwise, and the daemon must stay small."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def count_backlog(
     directory: str, seq: int, offset: int, written: tuple[str, int]
 ) -> tuple[int, int]:
@@ -391,12 +404,17 @@ class Sender:
                 self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         return self._conn
 
+    def pack(self, body: bytes) -> bytes:
+        """``body`` as it is sent (gzipped, with ``compression = "gzip"``)."""
+        if not self.gzip:
+            return body
+        packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        return packer.compress(body) + packer.flush()
+
     def post(self, signal: str, body: bytes) -> Answer:
+        """Post one export request (``body`` from :meth:`pack`)."""
         import http.client
 
-        if self.gzip:
-            packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-            body = packer.compress(body) + packer.flush()
         for attempt in (1, 2):  # a kept-alive connection the server closed: once more
             conn = self._connection()
             try:
@@ -501,7 +519,8 @@ class Forwarder:
         self.sender = Sender(config)
         self.types = frozenset(config.types)
         self.resource = forwarded.resource(config.resource, socket.gethostname(), __version__)
-        self._limiter = anyio.CapacityLimiter(1)
+        self._limiter = anyio.CapacityLimiter(1)  # the reader's thread (and saves)
+        self._sending = anyio.CapacityLimiter(1)  # the sender's
         self._wake = anyio.Event()
         self._saved_at = 0.0
         self._dirty = False
@@ -630,25 +649,48 @@ class Forwarder:
             self._recount = anyio.Event()
             await self._recount.wait()
 
-    async def _forward(self) -> None:
-        while True:
-            self._wake = anyio.Event()
-            written = self.journal.written_to
-            position = self.position
-            chunk = await anyio.to_thread.run_sync(
-                self.reader.read,
-                position.seq,
-                position.offset,
-                written,
-                self.config.batch_bytes,
-                self.config.batch_events,
-                limiter=self._limiter,
+    async def _read(self, seq: int, offset: int) -> Chunk | None:
+        """The batch after ``(seq, offset)``, read and encoded in the reader's thread.
+        The wake-up event is renewed first: a group written after this read starts
+        wakes the forwarder even if the read does not see it."""
+        self._wake = anyio.Event()
+        return await anyio.to_thread.run_sync(
+            self._prepare, seq, offset, self.journal.written_to, limiter=self._limiter
+        )
+
+    async def _read_into(self, found: list[Chunk | None], after: tuple[int, str, int]) -> None:
+        found.append(await self._read(after[0], after[2]))
+
+    def _prepare(self, seq: int, offset: int, written: tuple[str, int]) -> Chunk | None:
+        chunk = self.reader.read(
+            seq, offset, written, self.config.batch_bytes, self.config.batch_events
+        )
+        if chunk is not None and chunk.data:
+            requests = forwarded.encode(
+                chunk.data,
+                signals=self.config.signals,
+                types=self.types,
+                resource_json=self.resource,
             )
+            chunk.bodies = {name: self.sender.pack(body) for name, body in requests.bodies.items()}
+            chunk.events = requests.events
+        return chunk
+
+    async def _forward(self) -> None:
+        """Read, send, move on; the next batch is read and encoded while one is sent."""
+        ahead: Chunk | None = None
+        was_sending = False
+        while True:
+            chunk = ahead or await self._read(self.position.seq, self.position.offset)
+            ahead = None
             if chunk is None:
                 if self.state != "stopped":
                     self.state = "caught up"
                 if self._dirty:
                     await anyio.to_thread.run_sync(self._save, limiter=self._limiter)
+                if was_sending:  # give back what the batches took (glibc keeps it)
+                    await anyio.to_thread.run_sync(_trim, limiter=self._limiter)
+                    was_sending = False
                 await self._wake.wait()
                 continue
             if chunk.skipped:
@@ -662,7 +704,12 @@ class Forwarder:
                 self._recount.set()
             if chunk.data:
                 self.state = "sending"
-                await self._deliver(chunk)
+                was_sending = True
+                found: list[Chunk | None] = []
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._read_into, found, chunk.after)
+                    await self._deliver(chunk)
+                ahead = found[0]
             self._advance(chunk)
             if self._dirty and time.monotonic() - self._saved_at >= SAVE_EVERY:
                 await anyio.to_thread.run_sync(self._save, limiter=self._limiter)
@@ -694,7 +741,7 @@ class Forwarder:
             signal = pending[0]
             try:
                 outcome = await anyio.to_thread.run_sync(
-                    self._send_signal, chunk, signal, limiter=self._limiter, abandon_on_cancel=True
+                    self._send_signal, chunk, signal, limiter=self._sending, abandon_on_cancel=True
                 )
             except _Stop as exc:
                 outcome = Answer(0, str(exc))
@@ -734,28 +781,41 @@ class Forwarder:
         """(Worker thread.) One signal of a batch: a success, or the failure to retry the
         batch for. Content the endpoint refuses is split until the refused events are
         found, copied to ``refused.jsonl`` and passed over."""
-        return self._send_part(chunk, signal, chunk.data, chunk.offset)
-
-    def _send_part(self, chunk: Chunk, signal: str, data: bytes, offset: int) -> Answer:
-        requests = forwarded.encode(
-            data, signals=(signal,), types=self.types, resource_json=self.resource
-        )
-        body = requests.bodies.get(signal)
+        body = chunk.bodies.get(signal)
         if body is None:  # nothing of this signal in it (other types, say)
             return Answer(200, "")
+        return self._send_part(chunk, signal, chunk.data, chunk.offset, (body, chunk.events))
+
+    def _send_part(
+        self,
+        chunk: Chunk,
+        signal: str,
+        data: bytes,
+        offset: int,
+        prepared: tuple[bytes, int] | None = None,
+    ) -> Answer:
+        if prepared is None:
+            requests = forwarded.encode(
+                data, signals=(signal,), types=self.types, resource_json=self.resource
+            )
+            found = requests.bodies.get(signal)
+            if found is None:
+                return Answer(200, "")
+            prepared = (self.sender.pack(found), requests.events)
+        body, events = prepared
         answer = self.sender.post(signal, body)
         status = answer.status
         if 200 <= status < 300:
             self.requests += 1
             if signal == "logs" or "logs" not in self.config.signals:
-                self.sent_events += requests.events
+                self.sent_events += events
             if answer.rejected:
                 self.partial_rejected += answer.rejected
                 log.warning(
                     "forward: the endpoint rejected %d of %d %s records (%s) of %s bytes "
                     "%d to %d; it kept the others",
                     answer.rejected,
-                    requests.records.get(signal, 0),
+                    data.count(b"\n"),
                     signal,
                     answer.message or "no reason given",
                     chunk.segment,

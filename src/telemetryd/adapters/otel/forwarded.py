@@ -172,40 +172,42 @@ def _string(value: str) -> bytes:
     return b'{"stringValue":' + _encode(value) + b"}"
 
 
+_RECORD = (
+    b'{"timeUnixNano":"%d","observedTimeUnixNano":"%d","eventName":"telemetryd.%s",'
+    b'"body":{"stringValue":"%s"},"attributes":['
+    b'{"key":"telemetryd.event.id","value":{"stringValue":%s}},'
+    b'{"key":"telemetryd.event.type","value":{"stringValue":"%s"}}%s]%s}'
+)
+
+
 def _log_record(head: _Head, line: bytes) -> bytes:
     # The line is canonical JSON: no raw control characters, so escaping quotes and
-    # backslashes makes it a JSON string.
+    # backslashes makes it a JSON string. (A type is a tag of the model: [a-z_].)
     body = line.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
-    attrs = [
-        b'{"key":"' + ID_KEY.encode() + b'","value":' + _string(head.id) + b"}",
-        b'{"key":"' + TYPE_KEY.encode() + b'","value":' + _string(head.type) + b"}",
-    ]
+    kind = head.type.encode()
+    more = b""
     if head.source:
-        attrs.append(
-            b'{"key":"' + SOURCE_KEY.encode() + b'","value":' + _string(head.source) + b"}"
+        more += (
+            b',{"key":"telemetryd.source","value":{"stringValue":' + _encode(head.source) + b"}}"
         )
     if head.session_id:
-        attrs.append(b'{"key":"session.id","value":' + _string(head.session_id) + b"}")
+        more += b',{"key":"session.id","value":{"stringValue":' + _encode(head.session_id) + b"}}"
     ids = b""
     trace_id = _otlp_id(head.trace_id, 16)
     if trace_id:
-        ids += b',"traceId":"' + trace_id.encode() + b'"'
+        ids = b',"traceId":"' + trace_id.encode() + b'"'
         span_id = _otlp_id(head.span_id, 8)
         if span_id:
             ids += b',"spanId":"' + span_id.encode() + b'"'
-    return b"".join(
-        (
-            b'{"timeUnixNano":"%d","observedTimeUnixNano":"%d","eventName":'
-            % (_ns(head.ts), _ns(head.received_at)),
-            _encode("telemetryd." + head.type),
-            b',"body":{"stringValue":"',
-            body,
-            b'"},"attributes":[',
-            b",".join(attrs),
-            b"]",
-            ids,
-            b"}",
-        )
+    return _RECORD % (
+        _ns(head.ts),
+        _ns(head.received_at),
+        kind,
+        body,
+        _encode(head.id),
+        kind,
+        more,
+        ids,
     )
 
 
