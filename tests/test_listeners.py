@@ -66,6 +66,7 @@ STATUS_KEYS = [
     "paths",
     "ingest_workers",
     "http",
+    "forward",
 ]
 JOURNAL_KEYS = [
     "segments",
