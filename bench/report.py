@@ -29,6 +29,8 @@ TARGETS = {
     "http_hook_p50": ("<=", 2.0, "ms"),
     "http_hook_vs_spawn": (">=", 10, "x faster"),
     "analyzer_on_vs_off": (">=", 0.9, "x analyzer off"),
+    "forward_rate": (">=", 50_000, "events/s"),
+    "forward_idle_rss": ("<=", 35, "MB"),
 }
 
 
@@ -146,6 +148,29 @@ def _analyzer_figures(analyzer: dict[str, Any] | None) -> list[dict[str, Any]]:
                 f"{analyses:g} analyses during the stream"),
         _figure("ratio analyzer on / off", analyzer["ratios"], "x",
                 target="analyzer_on_vs_off", note="per-run pairs, same repetition"),
+    ]  # fmt: skip
+
+
+def _forward_figures(forward: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """[forward]: A's journal into B over OTLP/HTTP (bench/forward.py)."""
+    if not forward:
+        return []
+    cpu = (
+        f"CPU while forwarding: A {_median(forward['cpu_a']):.0%}, "
+        f"B {_median(forward['cpu_b']):.0%} of a core"
+    )
+    return [
+        _figure(f"forwarding to a second telemetryd, {forward['events']:,} events",
+                forward["rate"], "events/s", target="forward_rate",
+                note=f"{forward['requests']} requests, {forward['body_bytes']:,} B gzipped; {cpu}"),
+        _figure("B taking A's requests posted back to back (baseline)", forward["direct"],
+                "events/s", note="B's ceiling for the same requests, one at a time"),
+        _figure("idle RSS, forwarding on, 5 events forwarded", forward["idle_small_on_mb"],
+                "MB", target="forward_idle_rss",
+                note=f"forwarding off: {_median(forward['idle_small_off_mb']):.1f} MB"),
+        _figure(f"A's idle RSS after forwarding {forward['events']:,} events",
+                forward["idle_rss_mb"], "MB",
+                note="store worker exited; includes the running totals of that journal"),
     ]  # fmt: skip
 
 
@@ -296,6 +321,7 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
     out.extend(_statusline_figures(results.get("statusline")))
     out.extend(_otlp_figures(results.get("otlp")))
     out.extend(_analyzer_figures(results.get("analyzer")))
+    out.extend(_forward_figures(results.get("forward")))
     out.extend(_import_figures(results.get("import")))
     out.extend(_rss_figures(results.get("rss")))
     out.extend(_busy_figures(results.get("busy")))

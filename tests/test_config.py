@@ -341,7 +341,9 @@ def numeric_settings() -> list[tuple[str, Any]]:
             kind = field.type
             if isinstance(kind, msgspec.inspect.ListType):
                 kind = kind.item_type
-            if isinstance(kind, msgspec.inspect.DictType):  # pricing.models
+            if isinstance(kind, msgspec.inspect.DictType) and isinstance(
+                kind.value_type, msgspec.inspect.StructType
+            ):  # pricing.models (forward.headers and forward.resource hold strings)
                 for price in kind.value_type.fields:
                     types = getattr(price.type, "types", (price.type,))
                     out.append((f'pricing.models."NAME".{price.encode_name}', types[0]))
@@ -352,7 +354,7 @@ def numeric_settings() -> list[tuple[str, Any]]:
 
 def test_every_number_has_a_range() -> None:
     found = numeric_settings()
-    assert len(found) == 38 + len(msgspec.structs.fields(config.ModelPrice))
+    assert len(found) == 38 + 5 + len(msgspec.structs.fields(config.ModelPrice))  # 5: forward
     for key, kind in found:
         assert kind.ge is not None and kind.le is not None, key
 

@@ -66,6 +66,8 @@ STATUS_KEYS = [
     "paths",
     "ingest_workers",
     "http",
+    "analyzer",
+    "forward",
 ]
 JOURNAL_KEYS = [
     "segments",

@@ -281,6 +281,95 @@ class Pricing(Struct, **_SECTION):
     )
 
 
+# -- [forward]: shipping the journal to a central OTLP/HTTP endpoint (daemon/forward.py) --
+
+FORWARD_SIGNALS = ("logs", "traces", "metrics")
+# Headers the forwarder sets itself (a `[forward] headers` entry may not replace them).
+FORWARD_OWN_HEADERS = frozenset(
+    {"content-type", "content-length", "content-encoding", "transfer-encoding", "connection"}
+)
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
+
+
+class Forward(Struct, **_SECTION):
+    """Forwarding the journal to an OTLP/HTTP endpoint (docs/forward.md): off while
+    ``endpoint`` is empty."""
+
+    # The endpoint's base URL, as OTEL_EXPORTER_OTLP_ENDPOINT: http(s)://host:port[/path];
+    # requests go to <endpoint>/v1/logs (and /v1/traces, /v1/metrics).
+    endpoint: str = ""
+    # Sent with every request, e.g. { Authorization = "Bearer <token>" }.
+    headers: Annotated[dict[str, str], Meta(max_length=64)] = msgspec.field(default_factory=dict)
+    # OTLP signals: logs (every event, lossless: what a receiving telemetryd keeps),
+    # traces (span events as spans), metrics (metric events as data points).
+    signals: Annotated[list[str], Meta(min_length=1, max_length=3)] = msgspec.field(
+        default_factory=lambda: ["logs"]
+    )
+    # Event types to send; empty: every type.
+    types: Annotated[list[str], Meta(max_length=64)] = msgspec.field(default_factory=list)
+    # Extra resource attributes of every request (who sent it: { "user.name" = "ana" }).
+    resource: Annotated[dict[str, str], Meta(max_length=64)] = msgspec.field(default_factory=dict)
+    # gzip the request bodies (JSON of events shrinks about tenfold), or none.
+    compression: Literal["gzip", "none"] = "gzip"
+    # Journal bytes per request at most (a longer line goes alone), and events.
+    batch_bytes: Annotated[int, Meta(ge=4 * KiB, le=64 * MiB)] = 4 * MiB
+    batch_events: Annotated[int, Meta(ge=1, le=1_000_000)] = 10_000
+    # A request gets this long to be answered.
+    timeout: Seconds = 30.0
+    # Retries wait 1 s, doubling up to this (or the server's Retry-After, up to this).
+    max_retry_interval: Seconds = 60.0
+    # Events the receiver refused for good are copied to forward/refused.jsonl, up to this
+    # many bytes; past it forwarding stops (a receiver refusing everything is a problem
+    # to fix, not a reason to skip the journal).
+    max_refused_bytes: Annotated[int, Meta(ge=0, le=GiB)] = 64 * MiB
+
+    def __post_init__(self) -> None:
+        if self.endpoint:
+            check_endpoint(self.endpoint)
+        for name, value in self.headers.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"`headers`: {name!r} is not an HTTP header name")
+            if name.lower() in FORWARD_OWN_HEADERS:
+                raise ValueError(f"`headers`: {name!r} is set by the forwarder itself")
+            if any(ch in value for ch in "\r\n\0"):
+                raise ValueError(f"`headers`: the value of {name!r} has a line break or NUL")
+        if self.types:
+            from telemetryd.events import EVENT_TYPES
+
+            for name in self.types:
+                if name not in EVENT_TYPES:
+                    raise ValueError(
+                        f"`types`: {name!r} is not an event type ({', '.join(EVENT_TYPES)})"
+                    )
+        for signal in self.signals:
+            if signal not in FORWARD_SIGNALS:
+                raise ValueError(
+                    f"`signals`: {signal!r} is not one of {', '.join(FORWARD_SIGNALS)}"
+                )
+
+
+def check_endpoint(url: str) -> tuple[str, str, int, str]:
+    """``(scheme, host, port, path)`` of a forwarding endpoint, or ValueError naming
+    what is wrong with it (credentials belong in `headers`, not in the URL)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"`endpoint`: {url!r}: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"`endpoint`: {url!r} must start with http:// or https://")
+    if not parts.hostname:
+        raise ValueError(f"`endpoint`: {url!r} names no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("`endpoint`: put credentials in `headers`, not in the URL")
+    if parts.query or parts.fragment:
+        raise ValueError(f"`endpoint`: {url!r} must not have a query or a fragment")
+    default = 443 if parts.scheme == "https" else 80
+    return parts.scheme, parts.hostname, port or default, parts.path.rstrip("/")
+
+
 class Config(Struct, **_SECTION):
     ingest: Ingest = msgspec.field(default_factory=Ingest)
     journal: Journal = msgspec.field(default_factory=Journal)
@@ -291,6 +380,7 @@ class Config(Struct, **_SECTION):
     http: Http = msgspec.field(default_factory=Http)
     analyzer: Analyzer = msgspec.field(default_factory=Analyzer)
     budget: Budget = msgspec.field(default_factory=Budget)
+    forward: Forward = msgspec.field(default_factory=Forward)
 
 
 ENV_PREFIX = "TELEMETRYD_"

@@ -255,6 +255,31 @@ class HttpStatus(Struct, kw_only=True, omit_defaults=True):
     rejected: int = 0  # ... of which rejected (partial success)
 
 
+class ForwardStatus(Struct, kw_only=True):
+    """Forwarding to an OTLP endpoint (daemon/forward.py, docs/forward.md): where the
+    forwarder is in the journal, how far behind, and how the endpoint answered."""
+
+    endpoint: str
+    signals: list[str]
+    # sending | caught up | retrying | stopped (refusals over the limit: retried slowly)
+    state: str
+    segment: str  # the position: a segment's name ("" before the first) ...
+    offset: int  # ... and the bytes of it (uncompressed) already forwarded
+    behind_events: int | None  # journaled, not yet forwarded (None: still counting)
+    behind_bytes: int | None
+    sent_events: int  # this run
+    requests: int  # answered with a success, this run
+    last_success: str | None  # RFC 3339
+    last_error: str | None
+    last_error_at: str | None
+    failures: int  # attempts failed in a row
+    retry_in_s: float | None  # the next attempt, while retrying
+    refused_events: int  # refused by the receiver for good, copied to refused_file (this run)
+    partial_rejected: int  # records a 200 said it rejected (partial success), this run
+    refused_file: str
+    skipped: list[str]  # journal segments deleted before they were forwarded (this run)
+
+
 class StatusReply(Struct, kw_only=True):
     ok: bool = True
     version: str
@@ -280,6 +305,7 @@ class StatusReply(Struct, kw_only=True):
     http: HttpStatus | None = None  # None: a daemon without the HTTP listener
     # The analyzer's figures (daemon/analyzer.py owns the keys); None: a daemon without it.
     analyzer: dict[str, Any] | None = None
+    forward: ForwardStatus | None = None  # None: forwarding off (`[forward] endpoint` empty)
 
 
 class UsageTotals(Struct, kw_only=True):

@@ -186,6 +186,9 @@ def status(socket_path: str | None, as_json: bool) -> None:
             )
         else:
             click.echo(f"http: not listening on {http['address']}: {http.get('error')}")
+    forward = reply.get("forward")
+    if forward:
+        click.echo(_forward_status(forward))
     click.echo(_store_status(reply))
     analyzer = reply.get("analyzer")
     if analyzer:
@@ -210,6 +213,34 @@ def _analyzer_status(analyzer: dict[str, Any]) -> str:
         )
     if analyzer.get("error"):
         lines.append(f"analyzer error: {analyzer['error']}")
+    return "\n".join(lines)
+
+
+def _forward_status(forward: dict[str, Any]) -> str:
+    """The status lines about [forward] (docs/forward.md)."""
+    events, size = forward.get("behind_events"), forward.get("behind_bytes")
+    behind = "counting" if events is None else f"{events} events ({size} bytes) behind"
+    lines = [
+        f"forward: {forward['state']} to {forward['endpoint']}; {behind}; "
+        f"{forward['sent_events']} events sent, last success {forward['last_success'] or 'none'}"
+    ]
+    if forward.get("last_error") and forward["state"] != "caught up":
+        retry = forward.get("retry_in_s")
+        lines.append(
+            f"forward: last error ({forward['failures']} failures in a row"
+            + (f", next attempt in {retry:.0f} s" if retry is not None else "")
+            + f"): {forward['last_error']}"
+        )
+    if forward.get("refused_events") or forward.get("partial_rejected"):
+        lines.append(
+            f"forward: {forward['refused_events']} events refused for good "
+            f"(copied to {forward['refused_file']}), {forward['partial_rejected']} records "
+            "rejected in partial successes"
+        )
+    if forward.get("skipped"):
+        lines.append(
+            "forward: deleted before they were forwarded: " + ", ".join(forward["skipped"])
+        )
     return "\n".join(lines)
 
 

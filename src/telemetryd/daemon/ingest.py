@@ -274,26 +274,44 @@ class Checker:
         return self._now
 
     def check(
-        self, region: bytes, lineno: int, max_line: int, max_attrs: int, max_depth: int
+        self,
+        region: bytes,
+        lineno: int,
+        max_line: int,
+        max_attrs: int,
+        max_depth: int,
+        *,
+        keep_received: bool = False,
     ) -> Checked:
         """Check the lines of ``region`` (each ends in a newline), the first being line
         ``lineno + 1`` of its stream.
+
+        ``keep_received``: the lines are another telemetryd's journal lines (forwarded
+        over OTLP: adapters/otel/forwarded.py), so an event that has a ``received_at``
+        keeps it, and the price it was journaled with (none is computed here), instead
+        of being rejected for it: the event stays the same event on every instance.
 
         How deep a line may nest before the decoder gives up ("nested too deeply") is
         the same wherever this runs (the daemon's event loop, an ingest worker): Python's
         recursion limit counts the frames below the caller too, so it is set relative to
         here while a region that could hold such a line is checked."""
         if len(region) < _DEEP_LINE:
-            return self._check(region, lineno, max_line, max_attrs, max_depth)
+            return self._check(region, lineno, max_line, max_attrs, max_depth, keep_received)
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(_stack_depth() + _DECODE_DEPTH)
         try:
-            return self._check(region, lineno, max_line, max_attrs, max_depth)
+            return self._check(region, lineno, max_line, max_attrs, max_depth, keep_received)
         finally:
             sys.setrecursionlimit(limit)
 
     def _check(
-        self, region: bytes, lineno: int, max_line: int, max_attrs: int, max_depth: int
+        self,
+        region: bytes,
+        lineno: int,
+        max_line: int,
+        max_attrs: int,
+        max_depth: int,
+        keep_received: bool = False,
     ) -> Checked:
         """:meth:`check`'s work. This is the per-event hot path: keep work out of the loop."""
         if not region:
@@ -352,6 +370,9 @@ class Checker:
                     replies.append(_reject(lineno, invalid.code, invalid.message, invalid.path))
                     continue
                 attrs = event.attrs
+                kept = None
+                if keep_received and event.received_at is not None:
+                    kept, event.received_at = event.received_at, None
                 suspect = event.received_at is not None or event.__class__ is log_type
                 if attrs is not None and not suspect:
                     # The exact checks of attrs run only for a line that could fail them:
@@ -380,7 +401,17 @@ class Checker:
                         rejected += 1
                         replies.append(_reject(lineno, invalid.code, invalid.message, invalid.path))
                         continue
-                if event.__class__ is api_type and prices is not None:
+                if kept is not None:
+                    if kept.tzinfo is not utc or kept.microsecond % 1000:
+                        try:
+                            kept = ev.to_utc_ms(kept)
+                        except ev.Invalid as invalid:
+                            rejected += 1
+                            replies.append(
+                                _reject(lineno, invalid.code, invalid.message, "$.received_at")
+                            )
+                            continue
+                elif event.__class__ is api_type and prices is not None:
                     prices.price_request(event)
                 event_id = event.id
                 if event_id is None:
@@ -392,7 +423,7 @@ class Checker:
                 else:
                     client_at.append(len(out))
                     client_ids.append(event_id)
-                event.received_at = now
+                event.received_at = now if kept is None else kept
                 event.v = version
                 append(event)
                 number(lineno)
@@ -526,14 +557,17 @@ class Feed:
             )
         )
 
-    def feed(self, chunk: bytes) -> tuple[Batch | None, list[bytes]]:
+    def feed(
+        self, chunk: bytes, *, keep_received: bool = False
+    ) -> tuple[Batch | None, list[bytes]]:
         """Process the complete lines in ``chunk``: the batch to journal and the rejections.
 
         When a sync request is among the lines, processing stops after it and
         ``sync_requested`` is set; answer it, then call :meth:`resume`.
+        ``keep_received``: as :meth:`Checker.check`'s (forwarded events).
         """
         region = self.frame(chunk)
-        return self.applied(region, self.check(region))
+        return self.applied(region, self.check(region, keep_received=keep_received))
 
     def end(self) -> tuple[Batch | None, list[bytes]]:
         """The stream ended: a final line without a newline is still an event."""
@@ -577,7 +611,7 @@ class Feed:
             self.overlong = True
         return region
 
-    def check(self, region: bytes) -> Checked:
+    def check(self, region: bytes, *, keep_received: bool = False) -> Checked:
         """Check ``region`` here, on the daemon's :class:`Checker`."""
         config = self._ingestor.config
         return self._ingestor.checker.check(
@@ -586,6 +620,7 @@ class Feed:
             config.max_line_bytes,
             config.max_attrs_bytes,
             config.max_attrs_depth,
+            keep_received=keep_received,
         )
 
     def applied(

@@ -102,7 +102,12 @@ def run_job(checker: Checker, request: Request, body: bytes) -> Answer:
     except zlib.error as exc:
         return Answer(request.tag, Checked(), refused=(400, f"the gzip body is broken: {exc}"))
     checked = checker.check(
-        mapped.lines, request.lineno, request.max_line, request.max_attrs, request.max_depth
+        mapped.lines,
+        request.lineno,
+        request.max_line,
+        request.max_attrs,
+        request.max_depth,
+        keep_received=mapped.forwarded > 0,
     )
     mapped.lines = b""
     return Answer(request.tag, checked, mapped)

@@ -11,7 +11,8 @@
                            of lines, started under load, stopped when idle)
           control socket -> a task per client
           HTTP (OTLP, http hooks) -> a task per client (daemon/listeners/http.py)
-          spool intake, store loads and retention timers, signal watcher
+          spool intake, store loads and retention timers, signal watcher,
+          the forwarder ([forward]: daemon/forward.py)
                                              (cancelled on shutdown)
 
 SIGTERM / SIGINT: stop accepting, let every connection acknowledge what it has
@@ -100,6 +101,9 @@ async def serve(
                             loops.start_soon(store.run)
                             loops.start_soon(analyzer.run)
                             loops.start_soon(server.operations.warm_totals)
+                            # [forward]: the journal to an OTLP endpoint (daemon/forward.py)
+                            if server.forwarder is not None:
+                                loops.start_soon(server.forwarder.run)
                             # Signal handlers are in place before READY=1: from then on,
                             # SIGTERM means a clean stop.
                             await loops.start(_watch_signals, loops.cancel_scope, on_hup)

@@ -58,6 +58,7 @@ class Operations:
         store: StoreClient | None = None,
         workers: Workers | None = None,
         http: Callable[[], wire.HttpStatus | None] | None = None,
+        forward: Callable[[], wire.ForwardStatus] | None = None,
     ) -> None:
         self.paths = paths
         self.config = config
@@ -68,6 +69,7 @@ class Operations:
         self.store = store
         self.workers = workers
         self.http = http
+        self.forward = forward  # [forward]'s status; None: forwarding off
         self.usage = Totals(journal.directory)
         self.analyzer: Analyzer | None = None  # set by the daemon (daemon/analyzer.py)
         self._totals_lock = anyio.Lock()
@@ -117,6 +119,7 @@ class Operations:
             ingest_workers=self.workers.status() if self.workers is not None else None,
             http=self.http() if self.http is not None else None,
             analyzer=self.analyzer.status() if self.analyzer is not None else None,
+            forward=self.forward() if self.forward is not None else None,
         )
 
     async def flush(self, request: wire.FlushRequest, replies: Replies) -> wire.FlushReply:
