@@ -42,7 +42,8 @@ def write_payload(path: Path, events: int) -> int:
 
 
 def run(workdir: Path, runs: int, quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
-    per_client, clients = (50_000 if quick else 125_000), 8
+    # Long enough (~10 s at the usual rates) for several analyses to finish mid-stream.
+    per_client, clients = (100_000 if quick else 250_000), 8
     shared = workdir / "analyzer.ndjson"
     size = write_payload(shared, per_client)
     files = ([str(shared)] * clients, [per_client] * clients, size * clients)
