@@ -33,7 +33,9 @@ def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
-    for name in ("CLAUDE_CONFIG_DIR", "GEMINI_DATA_DIR"):
+    for name in ("CLAUDE_CONFIG_DIR", "GEMINI_DATA_DIR", "OPENCODE_DATA_DIR", "XDG_DATA_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("AMP_DATA_DIR", "COPILOT_HOME", "COPILOT_CONFIG_DIR"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CODEX_HOME", str(home / ".codex"))
     yield home
