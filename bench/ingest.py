@@ -94,6 +94,7 @@ def run_telemetryd(
     label: str = "telemetryd",
     sample_every: float | None = None,
     args: list[str] | None = None,
+    home: Path | None = None,
 ) -> dict[str, Any]:
     """Time telemetryd; with ``sample_every`` (seconds), also the summed RSS of its
     process tree (the daemon and any store worker), sampled that often from just before
@@ -102,7 +103,8 @@ def run_telemetryd(
     paths, counts, total_bytes = files
     events = sum(counts)
     sampler: TreeSampler | None = None
-    with Telemetryd(args, label=label) as daemon, contextlib.ExitStack() as stack:
+    with Telemetryd(args, label=label, home=home) as daemon, contextlib.ExitStack() as stack:
+        seeded = daemon.journal_lines()  # a kept home's journal from before
         if sample_every is not None:
             sampler = stack.enter_context(TreeSampler(daemon.pid, sample_every))
         own0, cpu0 = tree_cpu_seconds(daemon.pid)
@@ -122,7 +124,7 @@ def run_telemetryd(
                 )
         memory = memory_kib(daemon.pid)
         analyses = daemon.analyses()
-        journaled = daemon.journal_lines()
+        journaled = daemon.journal_lines() - seeded
         if journaled != events:
             raise BenchError(f"telemetryd: sent {events} events, journal has {journaled} lines")
         if check_ids:
