@@ -63,7 +63,7 @@ class Server:
         peers = Peers(config.ingest.allowed_uids)  # checked once, at start
         self.tails = Tails(journal)
         # The ingest worker processes: the events listener runs them, `status` shows them.
-        self.workers = Workers(ingestor.prices)
+        self.workers = Workers()
         self.operations = Operations(
             paths,
             config,
