@@ -197,27 +197,31 @@ class Pricer:
             self._snapshot = data_snapshot.get_snapshot()
         return self._snapshot
 
-    def _find(self, model: str, provider: str | None) -> Any:
-        """The package's (provider, model info) for ``model``, or None."""
+    def _find(self, model: str, provider: str | None) -> list[Any]:
+        """The package's (provider, model info) pairs for ``model``, best first."""
         key = (model, provider)
         if key not in self._models:
             if len(self._models) >= _CACHE:
                 self._models.clear()
             self._models[key] = self._lookup(model, provider)
-        return self._models[key]
+        found: list[Any] = self._models[key]
+        return found
 
-    def _lookup(self, model: str, provider: str | None) -> Any:
+    def _lookup(self, model: str, provider: str | None) -> list[Any]:
         snapshot = self._data()
         names = [model]
         if normalized(model) != model.lower():
             names.append(normalized(model))
+        hits: list[Any] = []
         for name in names:
             for provider_id in ([provider] if provider else []) + [None]:
                 try:
-                    return snapshot.find_provider_model(name, None, provider_id, None)
+                    hit = snapshot.find_provider_model(name, None, provider_id, None)
                 except LookupError:
                     continue
-        return None
+                if all(hit[1] is not seen[1] for seen in hits):
+                    hits.append(hit)
+        return hits
 
     def override(self, model: str | None) -> Rates | None:
         if not model or not self.overrides:
@@ -227,25 +231,22 @@ class Pricer:
     def priced_as(self, model: str, provider: str | None = None) -> str | None:
         """The entry ``model`` is priced with: an override's name, ``provider/model`` of
         the package, or None."""
-        found = self.override(model)
-        if found is not None:
-            return f"{OVERRIDE} {found.entry}"
-        hit = self._find(model, provider)
-        return None if hit is None else f"{hit[0].id}/{hit[1].id}"
+        found = self.override(model) or self.rates(model, provider, datetime.now(UTC))
+        return None if found is None else found.entry
 
     def varies_within_a_day(self, model: str, provider: str | None) -> bool:
         """Whether the package prices ``model`` by the time of day (off-peak hours)."""
         if self.override(model) is not None:
             return False
-        hit = self._find(model, provider)
-        if hit is None:
-            return False
         from genai_prices import types
 
-        info = hit[1]
-        constraints = [p.constraint for p in info.prices] if isinstance(info.prices, list) else []
-        constraints += [v.constraint for v in info.price_variants or ()]
-        return any(isinstance(c, types.TimeOfDateConstraint) for c in constraints)
+        for _, info in self._find(model, provider):
+            prices = info.prices if isinstance(info.prices, list) else []
+            constraints = [p.constraint for p in prices]
+            constraints += [v.constraint for v in info.price_variants or ()]
+            if any(isinstance(c, types.TimeOfDateConstraint) for c in constraints):
+                return True
+        return False
 
     def rates(
         self,
@@ -263,24 +264,30 @@ class Pricer:
         found = self.override(model)
         if found is not None:
             return found
-        hit = self._find(model, provider)
-        if hit is None:
-            return None
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
         moment: Any = when if exact_time else when.astimezone(UTC).date()
-        key = (hit[0].id, hit[1].id, moment, speed)
-        if key not in self._rates:
-            if len(self._rates) >= _CACHE:
-                self._rates.clear()
-            at = when if exact_time else datetime(when.year, when.month, when.day, tzinfo=UTC)
-            self._rates[key] = self._convert(hit, at, speed)
-        return self._rates[key]
+        # The first entry with token prices: a provider's own listing of a model it
+        # serves without a per-token rate falls back to the model's maker's.
+        for hit in self._find(model, provider):
+            key = (hit[0].id, hit[1].id, moment, speed)
+            if key not in self._rates:
+                if len(self._rates) >= _CACHE:
+                    self._rates.clear()
+                day = when.astimezone(UTC)
+                at = when if exact_time else datetime(day.year, day.month, day.day, tzinfo=UTC)
+                self._rates[key] = self._convert(hit, at, speed)
+            rates = self._rates[key]
+            if rates is not None:
+                return rates
+        return None
 
     def _convert(self, hit: Any, when: datetime, speed: str | None) -> Rates | None:
         from genai_prices import types
 
         provider, info = hit
+        if isinstance(info.prices, list) and not info.prices:
+            return None
         prices = info.get_prices(when, {"speed": speed} if speed else None)
 
         def rate(value: Any) -> Rate | None:
