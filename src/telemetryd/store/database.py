@@ -11,7 +11,9 @@ rebuilt from it at any time. On disk, next to the journal::
                        `complete` once it is closed and loaded to its end
       events           one row per event id: the envelope and every type's fields in
                        typed columns (nested objects flattened: agent_model,
-                       tokens_cache_read, ...), attrs and log fields as JSON
+                       tokens_cache_read, ...), attrs and log fields as JSON; an
+                       api_request's cost_usd, cost_source and price_source are set
+                       as it loads (store/pricing.py), and again by :meth:`Store.reprice`
       views, macros    api_requests, sessions, ... (sql/views.sql, sql/macros.sql), and
                        the error rules' macros (errorclass.py) that the errors view uses
     load/batch-*.jsonl   journal lines being loaded (transient copies, or read-only hard
