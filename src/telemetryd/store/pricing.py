@@ -48,14 +48,15 @@ _HOUR = (
     "THEN TRY_CAST(json_extract(e.attrs, '$.cache_creation_1h') AS DOUBLE) END"
 )
 
-# A cost sent without its source is a reported one (journals of older daemons).
-_REPORTED = f"""
-UPDATE events AS e SET cost_source = 'reported', price_source = NULL
-WHERE {_SCOPE} AND e.cost_usd IS NOT NULL AND e.cost_source IS NULL
-"""
-# Everything not reported starts unknown; the rates then price what they can.
-_UNKNOWN = f"""
-UPDATE events AS e SET cost_usd = NULL, cost_source = 'unknown', price_source = NULL
+# A cost sent without its source is a reported one (journals of older daemons, producers
+# that leave it out); everything else not reported starts unknown, and the rates then
+# price what they can. (SET reads the row as it was before the update.)
+_RESET = f"""
+UPDATE events AS e
+SET cost_source = CASE WHEN e.cost_usd IS NOT NULL AND e.cost_source IS NULL
+        THEN 'reported' ELSE 'unknown' END,
+    cost_usd = CASE WHEN e.cost_source IS NULL THEN e.cost_usd END,
+    price_source = NULL
 WHERE {_SCOPE} AND e.cost_source IS DISTINCT FROM 'reported'
 """
 _TO_PRICE = f"""
@@ -90,7 +91,8 @@ _RATES_TABLE = (
     + ")"
 )
 _RATE_WIDTH = 7 + len(KINDS) * (1 + 2 * MAX_TIERS)
-_INSERT_RATE = f"INSERT INTO price_rates VALUES ({', '.join(['?'] * _RATE_WIDTH)})"
+_ROW = f"({', '.join(['?'] * _RATE_WIDTH)})"
+_INSERT_ROWS = 200  # rows per INSERT (one statement costs less than executemany's many)
 
 
 def _rate_sql(kind: str) -> str:
@@ -171,8 +173,7 @@ def price(
     """Price the api_requests from rowid ``first`` on (at or after ``since``): see the
     module docstring. Runs in the caller's transaction."""
     params: dict[str, Any] = {"first": first, "since": since}
-    con.execute(_REPORTED, params)
-    con.execute(_UNKNOWN, params)
+    con.execute(_RESET, params)
     keys = con.execute(_TO_PRICE, params).fetchall()
     if not keys:
         return
@@ -196,7 +197,12 @@ def price(
         return
     con.execute(_RATES_TABLE)
     try:
-        con.executemany(_INSERT_RATE, rows)
+        for start in range(0, len(rows), _INSERT_ROWS):
+            chunk = rows[start : start + _INSERT_ROWS]
+            values = ", ".join([_ROW] * len(chunk))
+            con.execute(
+                f"INSERT INTO price_rates VALUES {values}", [v for row in chunk for v in row]
+            )
         con.execute(_PRICE, params)
     finally:
         con.execute("DROP TABLE IF EXISTS price_rates")
