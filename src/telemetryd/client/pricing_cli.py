@@ -74,7 +74,12 @@ def _describe(rates: pricing.Rates) -> dict[str, Any]:
     is_flag=True,
     help="list the models of stored requests that have no price, with request counts",
 )
-@click.option("--socket", "socket_path", help="control socket path (with --missing)")
+@click.option(
+    "--socket",
+    "socket_path",
+    envvar="TELEMETRYD_CONTROL_SOCKET",
+    help="control socket, for --missing (default: from TELEMETRYD_HOME / XDG)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @handle_errors
 def pricing_command(
@@ -97,7 +102,7 @@ def pricing_command(
     Examples:
       telemetryctl pricing
       telemetryctl pricing claude-sonnet-4-5-20250929 gpt-5.3-codex
-      telemetryctl pricing claude-opus-4-1 --at 2025-06-01
+      telemetryctl pricing o3 --at 2025-06-01
       telemetryctl pricing --missing
     """
     if missing:
@@ -174,7 +179,12 @@ def _missing(socket_path: str | None, as_json: bool) -> None:
     metavar="DATE",
     help="only requests from this UTC day (YYYY-MM-DD) or time (RFC 3339) on",
 )
-@click.option("--socket", "socket_path", help="control socket path")
+@click.option(
+    "--socket",
+    "socket_path",
+    envvar="TELEMETRYD_CONTROL_SOCKET",
+    help="control socket (default: from TELEMETRYD_HOME / XDG)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the daemon's answer as JSON")
 @handle_errors
 def reprice_command(since: str | None, socket_path: str | None, as_json: bool) -> None:

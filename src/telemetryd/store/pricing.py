@@ -180,9 +180,9 @@ def price(
     rows: list[list[Any]] = []
     for model, provider, speed, day in keys:
         key = (model, provider, speed, day)
-        start = datetime(day.year, day.month, day.day)
+        midnight = datetime(day.year, day.month, day.day)
         if not pricer.varies_within_a_day(model, provider):
-            rates = pricer.rates(model, provider, start, speed)
+            rates = pricer.rates(model, provider, midnight, speed)
             if rates is not None:
                 rows.append(_row(key, None, rates))
             continue
@@ -197,8 +197,8 @@ def price(
         return
     con.execute(_RATES_TABLE)
     try:
-        for start in range(0, len(rows), _INSERT_ROWS):
-            chunk = rows[start : start + _INSERT_ROWS]
+        for first_row in range(0, len(rows), _INSERT_ROWS):
+            chunk = rows[first_row : first_row + _INSERT_ROWS]
             values = ", ".join([_ROW] * len(chunk))
             con.execute(
                 f"INSERT INTO price_rates VALUES {values}", [v for row in chunk for v in row]
