@@ -591,6 +591,7 @@ def test_every_request_type_has_an_operation() -> None:
         "QueryRequest": wire.QUERY_FAILED,
         "TailRequest": wire.TAIL_FAILED,
         "TotalsRequest": wire.TOTALS_FAILED,
+        "RepriceRequest": wire.REPRICE_FAILED,
     }
 
 

@@ -937,11 +937,13 @@ def ts(seconds: float) -> datetime:
 
 
 def test_api_requests_view(fixed: Store) -> None:
+    # The costs were reported (so no price source); e07 has no token counts: unknown.
+    reported = ("reported", None)
     assert query(fixed, "SELECT * FROM api_requests ORDER BY timestamp") == [
-        (ts(1), "s1", "m-a", 100, 50, 1000, 200, 0.01, 1000),
-        (ts(5), "s1", "m-b", 10, 5, 0, 0, 0.002, 500),
-        (ts(6), "s1", "m-a", None, None, None, None, None, None),
-        (ts(3600), "s2", "m-b", 1, 2, 3, 0, 0.5, None),
+        (ts(1), "s1", "m-a", 100, 50, 1000, 200, 0.01, 1000, *reported, "anthropic"),
+        (ts(5), "s1", "m-b", 10, 5, 0, 0, 0.002, 500, *reported, "openai"),
+        (ts(6), "s1", "m-a", None, None, None, None, None, None, "unknown", None, "anthropic"),
+        (ts(3600), "s2", "m-b", 1, 2, 3, 0, 0.5, None, *reported, "openai"),
     ]
 
 

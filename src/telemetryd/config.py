@@ -263,7 +263,8 @@ Price = Annotated[float, Meta(ge=0, le=1_000_000.0)]
 
 
 class ModelPrice(Struct, omit_defaults=True, **_SECTION):
-    """One model's prices in US dollars per million tokens (adapters/pricing.py)."""
+    """One model's prices in US dollars per million tokens (adapters/pricing.py): they
+    win over genai-prices' data for that model, at every time, without tiers."""
 
     input: Price
     output: Price
@@ -273,8 +274,9 @@ class ModelPrice(Struct, omit_defaults=True, **_SECTION):
 
 
 class Pricing(Struct, **_SECTION):
-    """Prices that take precedence over the bundled table, by model name
-    (``[pricing.models."my-model"]``); `telemetryctl pricing` shows the result."""
+    """Prices that take precedence over genai-prices' data, by model name
+    (``[pricing.models."my-model"]``); `telemetryctl pricing` shows the result. Live on
+    SIGHUP; `telemetryctl reprice` applies them to the stored requests."""
 
     models: Annotated[dict[str, ModelPrice], Meta(max_length=10_000)] = msgspec.field(
         default_factory=dict

@@ -50,6 +50,7 @@ REBUILD_FAILED = "rebuild_failed"
 GC_FAILED = "gc_failed"
 TAIL_FAILED = "tail_failed"
 TOTALS_FAILED = "totals_failed"
+REPRICE_FAILED = "reprice_failed"
 # ... because a part it needs is down, whatever the operation.
 STORE_UNAVAILABLE = "store_unavailable"  # the database is not open (yet)
 
@@ -142,6 +143,14 @@ class TailRequest(Request, tag="tail"):
     follow: bool = True
 
 
+class RepriceRequest(Request, tag="reprice"):
+    """Compute the costs of the stored api_requests (from ``since`` on) again, with the
+    price data and the configuration's overrides as they are now (store/pricing.py);
+    reported costs stay."""
+
+    since: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+
+
 class TotalsRequest(Request, tag="totals"):
     """The daemon's running totals of API usage (daemon/totals.py): today's (UTC), every
     day kept, ``session``'s when given, the usage since ``since`` when given (a time
@@ -160,6 +169,7 @@ ControlRequest = (
     | QueryRequest
     | TailRequest
     | TotalsRequest
+    | RepriceRequest
 )
 
 
@@ -378,7 +388,20 @@ class GcReply(Struct, kw_only=True):
     at: str  # when, RFC 3339 UTC
 
 
-Reply = StatusReply | FlushReply | RebuildReply | GcReply | TotalsReply
+class RepriceReply(Struct, kw_only=True):
+    """``repriced`` requests had their cost computed again with ``source``'s prices (of
+    them, ``changed`` got another cost; ``computed`` have one, ``unknown`` none)."""
+
+    ok: bool = True
+    repriced: int
+    changed: int
+    computed: int
+    unknown: int
+    source: str  # the price data: genai-prices X.Y.Z
+    overrides: list[str] = []  # the models priced by the configuration instead
+
+
+Reply = StatusReply | FlushReply | RebuildReply | GcReply | TotalsReply | RepriceReply
 
 
 ENCODER = msgspec.json.Encoder()
@@ -443,6 +466,15 @@ class WorkerAnalyze(WorkerRequest, tag="analyze"):
     budget: dict[str, Any] = {}
 
 
+class WorkerReprice(WorkerRequest, tag="reprice"):
+    """Price the stored api_requests again (``since``: RFC 3339, from then on) with the
+    ``[pricing]`` settings as loaded now, which the worker's loads use from then on:
+    ``{"ok":true,"repriced":N,"changed":N,"computed":N,"unknown":N,"source":...}``."""
+
+    since: str | None = None
+    pricing: dict[str, Any] = {}
+
+
 class WorkerStats(WorkerRequest, tag="stats"):
     """The store's figures for `status`, with ``"ok":true``."""
 
@@ -452,6 +484,13 @@ class WorkerPing(WorkerRequest, tag="ping"):
 
 
 WorkerMessage = (
-    WorkerLoad | WorkerQuery | WorkerRebuild | WorkerGc | WorkerAnalyze | WorkerStats | WorkerPing
+    WorkerLoad
+    | WorkerQuery
+    | WorkerRebuild
+    | WorkerGc
+    | WorkerAnalyze
+    | WorkerReprice
+    | WorkerStats
+    | WorkerPing
 )
 WORKER_DECODER = msgspec.json.Decoder(WorkerMessage)

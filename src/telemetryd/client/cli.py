@@ -21,7 +21,7 @@ from telemetryd.client.config_cli import config_group
 from telemetryd.client.hooks_cli import hook_command, hooks_group, statusline_command
 from telemetryd.client.import_cli import import_group
 from telemetryd.client.otel_cli import otel_group
-from telemetryd.client.pricing_cli import pricing_command
+from telemetryd.client.pricing_cli import pricing_command, reprice_command
 from telemetryd.client.report_cli import report_group
 from telemetryd.client.reports_cli import reports
 from telemetryd.client.retention_cli import gc
@@ -378,5 +378,6 @@ cli.add_command(statusline_command)
 cli.add_command(import_group)
 cli.add_command(otel_group)
 cli.add_command(pricing_command)
+cli.add_command(reprice_command)
 cli.add_command(trace_command)
 cli.add_command(alerts_command)

@@ -491,7 +491,7 @@ class Importer:
         since: datetime | None = None,
         sink: EventStream | None = None,
         progress: Progress | None = None,
-        prices: pricing.Table | None = None,
+        prices: pricing.Pricer | None = None,
     ) -> None:
         if agent not in AGENTS:
             raise TelemetryError(f"unknown agent {agent!r}")
@@ -500,7 +500,7 @@ class Importer:
         self.sink = sink
         self.progress = progress
         self.seen = _Seen()
-        self.prices = prices or pricing.load()
+        self.prices = prices or pricing.Pricer()
         self.summary = Summary(agent=agent, dry_run=sink is None)
 
     def _emit(self, event: dict[str, Any], digest: bytes) -> None:

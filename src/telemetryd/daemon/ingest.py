@@ -28,7 +28,6 @@ import msgspec
 
 from telemetryd import events as ev
 from telemetryd import wire
-from telemetryd.adapters.pricing import Table
 
 if TYPE_CHECKING:  # (ingest workers import this module: no configuration loader there)
     from telemetryd.config import Ingest
@@ -252,13 +251,15 @@ _EMPTY = Checked()
 
 class Checker:
     """The per-event work on lines: decoding, validation, the fields the daemon sets
-    (``v``, ``id`` when the client chose none, ``ts`` when absent, ``received_at``),
-    prices, canonical encoding. It needs nothing shared between connections (the
-    dedup window is applied afterwards, by :meth:`Feed.applied`), so an ingest
-    worker process (daemon/ingest_workers.py) runs the same code on its own ``Checker``."""
+    (``v``, ``id`` when the client chose none, ``ts`` when absent, ``received_at``,
+    ``cost_source`` reported on an api_request that carries its cost), canonical
+    encoding. Costs are never computed here: the store worker prices each request as it
+    loads it (store/pricing.py), so the daemon never imports the price data. It needs
+    nothing shared between connections (the dedup window is applied afterwards, by
+    :meth:`Feed.applied`), so an ingest worker process (daemon/ingest_workers.py) runs
+    the same code on its own ``Checker``."""
 
-    def __init__(self, prices: Table | None = None) -> None:
-        self.prices = prices
+    def __init__(self) -> None:
         self.ids = IdMaker()
         self.internal_errors = 0  # lines whose processing failed (a bug), for the log
         self._ms = -1
@@ -321,7 +322,6 @@ class Checker:
         decode = ev.DECODER.decode
         log_type = ev.Log
         api_type = ev.ApiRequest
-        prices = self.prices
         utc = UTC
         version = ev.SCHEMA_VERSION
         now = self.now()
@@ -411,8 +411,12 @@ class Checker:
                                 _reject(lineno, invalid.code, invalid.message, "$.received_at")
                             )
                             continue
-                elif event.__class__ is api_type and prices is not None:
-                    prices.price_request(event)
+                elif (
+                    event.__class__ is api_type
+                    and event.cost_usd is not None
+                    and event.cost_source is None
+                ):
+                    event.cost_source = "reported"
                 event_id = event.id
                 if event_id is None:
                     id_counter += 1
@@ -498,13 +502,11 @@ class Checker:
 
 class Ingestor:
     """What all feeds share: limits, the dedup window, the counters, and the
-    :class:`Checker` (with its id maker and the prices that give an api_request without
-    a reported cost its computed one)."""
+    :class:`Checker` (with its id maker)."""
 
-    def __init__(self, config: Ingest, prices: Table | None = None) -> None:
+    def __init__(self, config: Ingest) -> None:
         self.config = config
-        self.prices = prices
-        self.checker = Checker(prices)
+        self.checker = Checker()
         self.dedup = Dedup(config.dedup_window)
         self.counters = Counters()
 

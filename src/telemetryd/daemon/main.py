@@ -36,7 +36,6 @@ import anyio
 from anyio.abc import TaskStatus
 
 from telemetryd import __version__, config, paths, token
-from telemetryd.adapters import pricing
 from telemetryd.daemon.analyzer import Analyzer
 from telemetryd.daemon.ingest import Ingestor
 from telemetryd.daemon.journal import Journal
@@ -65,7 +64,7 @@ async def serve(
     http: HttpSocket | None = None
     try:
         os.makedirs(where.spool_dir, mode=0o700, exist_ok=True)
-        ingestor = Ingestor(settings.ingest, pricing.from_config(settings.pricing))
+        ingestor = Ingestor(settings.ingest)
         journal = Journal(
             where.journal_dir,
             where.quarantine_dir,

@@ -66,6 +66,7 @@ LIVE = frozenset(
         "retention.max-bytes",
         "retention.compress",
         "retention.interval",
+        "pricing.models",  # the store worker's loads use them after `telemetryctl reprice`
         "http.allowed-hosts",
         "http.prompt-text",
         "http.max-body-bytes",

@@ -68,7 +68,7 @@ class Server:
         if config.forward.endpoint:
             self.forwarder = Forwarder(paths.state_dir, config.forward, journal)
         # The ingest worker processes: the events listener runs them, `status` shows them.
-        self.workers = Workers(ingestor.prices)
+        self.workers = Workers()
         self.operations = Operations(
             paths,
             config,

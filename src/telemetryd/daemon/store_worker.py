@@ -440,6 +440,16 @@ class StoreClient:
             self.last_gc = reply
         return reply
 
+    async def reprice(self, since: str | None) -> dict[str, Any]:
+        """Price the stored requests again with the ``[pricing]`` settings as loaded now."""
+        self._seen = self.journal.events_written
+        request = wire.WorkerReprice(
+            since=since, pricing=msgspec.to_builtins(self.settings.pricing)
+        )
+        reply = await self.worker.call(request)
+        reply.pop("ok", None)
+        return reply
+
     @property
     def last(self) -> dict[str, Any] | None:
         return self.last_gc

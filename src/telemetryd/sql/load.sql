@@ -11,7 +11,9 @@ SELECT
     task.id, task.title, task.attempt_id, task.attempt_index,
     tokens.source, tokens.input, tokens.output, tokens.cache_read, tokens.cache_creation,
     tokens.reasoning, tokens.total, tokens.estimated_total, tokens.tokenizer,
-    cost_usd, cost_source, duration_ms, success, error,
+    cost_usd, cost_source,
+    NULL,  -- price_source: set by pricing, in the same transaction (store/pricing.py)
+    duration_ms, success, error,
     tool.name, tool.use_id, tool.success, tool.error, tool.input_digest,
     name, message, category, fingerprint, confidence,
     level, component, event,

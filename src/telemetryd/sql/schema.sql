@@ -68,7 +68,8 @@ CREATE TABLE events (
     tokens_tokenizer VARCHAR,
     -- api_request, sessions, activations, tools, skills, spans
     cost_usd DOUBLE,
-    cost_source VARCHAR,
+    cost_source VARCHAR,            -- reported / computed / unknown (store/pricing.py)
+    price_source VARCHAR,           -- what priced a computed cost: genai-prices X.Y.Z, override
     duration_ms BIGINT,
     success BOOLEAN,
     error VARCHAR,

@@ -20,7 +20,10 @@ SELECT
     CASE WHEN e.tokens_source = 'actual' THEN coalesce(e.tokens_cache_creation, 0) END
         AS cache_creation_tokens,
     e.cost_usd,
-    e.duration_ms
+    e.duration_ms,
+    e.cost_source,   -- reported / computed / unknown
+    e.price_source,  -- a computed cost's prices: genai-prices X.Y.Z, override
+    e.agent_provider AS provider
 FROM events AS e
 WHERE e.type = 'api_request';
 

@@ -25,6 +25,8 @@ import anyio
 import duckdb
 
 from telemetryd import config, paths
+from telemetryd.adapters import pricing as prices
+from telemetryd.config import Pricing as PricingConfig
 from telemetryd.config import Retention as RetentionConfig
 from telemetryd.config import Store as StoreConfig
 from telemetryd.config import parse_size
@@ -49,9 +51,12 @@ def open_store(
     where: paths.Paths,
     settings: StoreConfig,
     connection: duckdb.DuckDBPyConnection | None = None,
+    *,
+    pricing: PricingConfig | None = None,
 ) -> Store:
     """The database, rebuilt if its schema is not this version's, then sandboxed for queries;
-    ``connection``: the file already opened (store/startup.py).
+    ``connection``: the file already opened (store/startup.py); ``pricing``: the
+    configuration's price overrides, which loads compute costs with.
 
     Raises duckdb.Error when the file cannot be opened (see :func:`_lock_conflict`)."""
     memory = parse_size(settings.memory_limit)  # checked when the configuration loaded
@@ -60,6 +65,7 @@ def open_store(
         batch_bytes=batch_bytes_for(memory),
         quarantine_dir=where.quarantine_dir,
         connection=connection,
+        pricer=prices.from_config(pricing) if pricing is not None else None,
     )
     try:
         # Loads read the batch files in the store's private load directory: the only
@@ -195,6 +201,17 @@ class StoreService:
             return await anyio.to_thread.run_sync(
                 lambda: retention.collect(store, self.journal_dir, active, config, dry_run=dry_run)
             )
+
+    async def reprice(self, since: datetime | None, pricing: PricingConfig) -> dict[str, Any]:
+        """Load what is pending, then price the stored requests again (store/pricing.py)
+        with ``pricing``'s overrides, which later loads use too."""
+        await self.refresh_or_log()
+        store = await self.wait_open()
+        pricer = prices.from_config(pricing)
+        async with self._lock:
+            counts = await anyio.to_thread.run_sync(lambda: store.reprice(since, pricer))
+        overrides = sorted(pricing.models)
+        return {**counts, "source": pricer.source, "overrides": overrides}
 
     async def open(self) -> None:
         """Open the store; never gives up and never raises (requests wait meanwhile)."""

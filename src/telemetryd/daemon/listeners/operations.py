@@ -87,6 +87,7 @@ class Operations:
                 wire.QueryRequest: Operation(self.query, wire.QUERY_FAILED),
                 wire.TailRequest: Operation(self.tail, wire.TAIL_FAILED),
                 wire.TotalsRequest: Operation(self.totals, wire.TOTALS_FAILED),
+                wire.RepriceRequest: Operation(self.reprice, wire.REPRICE_FAILED),
             },
             unavailable={StoreUnavailable: wire.STORE_UNAVAILABLE},
         )
@@ -131,6 +132,10 @@ class Operations:
 
     async def rebuild(self, request: wire.RebuildRequest, replies: Replies) -> wire.RebuildReply:
         return wire.RebuildReply(events=await self._store().rebuild())
+
+    async def reprice(self, request: wire.RepriceRequest, replies: Replies) -> wire.RepriceReply:
+        since = request.since.isoformat() if request.since is not None else None
+        return msgspec.convert(await self._store().reprice(since), wire.RepriceReply)
 
     async def gc(self, request: wire.GcRequest, replies: Replies) -> wire.GcReply:
         report = await self._store().collect(dry_run=request.dry_run)
