@@ -464,6 +464,9 @@ class WorkerAnalyze(WorkerRequest, tag="analyze"):
 
     analyzer: dict[str, Any] = {}
     budget: dict[str, Any] = {}
+    # Unix time: loops and cost anomalies in sessions with events received since then
+    # only (None: every session).
+    touched: float | None = None
 
 
 class WorkerReprice(WorkerRequest, tag="reprice"):

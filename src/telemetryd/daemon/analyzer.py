@@ -35,6 +35,10 @@ from telemetryd.errors import JournalError
 log = logging.getLogger(__name__)
 
 NOTIFY_TIMEOUT = 5.0  # seconds a desktop notification command may take
+# An analysis looks for loops and cost anomalies in the sessions with events received
+# since the previous one began, less this margin (for events received just before it
+# and journaled just after).
+TOUCHED_MARGIN = 60.0
 _ENCODER = msgspec.json.Encoder()
 
 
@@ -56,6 +60,7 @@ class Analyzer:
         self.budget: list[dict[str, Any]] = []
         self.error: str | None = None
         self.through = 0  # journal.events_written that the last analysis accounts for
+        self._began: float | None = None  # Unix time the last successful analysis began
 
     def status(self) -> dict[str, Any]:
         return {
@@ -92,9 +97,11 @@ class Analyzer:
 
     async def analyze(self) -> int:
         """One analysis; the number of new alerts journaled."""
+        began = time.time()
         request = wire.WorkerAnalyze(
             analyzer=msgspec.to_builtins(self.settings.analyzer),
             budget=msgspec.to_builtins(self.settings.budget),
+            touched=None if self._began is None else self._began - TOUCHED_MARGIN,
         )
         through = self.journal.events_written  # the worker loads all of them first
         try:
@@ -106,6 +113,8 @@ class Analyzer:
             self.next_due = None
             return 0
         self.runs += 1
+        if reply.get("complete", True):  # else the next run looks as widely again
+            self._began = began
         self.last_run = time.time()
         self.error = None
         self.next_due = reply.get("next_due")

@@ -498,9 +498,16 @@ COMMENT ON MACRO TABLE tool_reliability IS
 -- TIMESTAMP) and leaves out the analyzer's own alerts (source 'telemetryd').
 
 -- One row per tool use (a call and its result, paired by tool_use_id) with an input digest,
--- counted per session, tool and digest over a sliding window of `window_seconds`.
-CREATE OR REPLACE MACRO tool_loops(min_calls := 5, window_seconds := 300, since := TIMESTAMP '1970-01-01') AS TABLE
-WITH uses AS (
+-- counted per session, tool and digest over a sliding window of `window_seconds`; only
+-- sessions with a tool event received since `touched` (the analyzer's last look).
+CREATE OR REPLACE MACRO tool_loops(min_calls := 5, window_seconds := 300, since := TIMESTAMP '1970-01-01', touched := TIMESTAMP '1970-01-01') AS TABLE
+WITH touched_sessions AS (
+    SELECT DISTINCT t.session_id
+    FROM events AS t
+    WHERE t.received_at >= touched AND t.type IN ('tool_call', 'tool_result')
+        AND t.tool_input_digest IS NOT NULL
+),
+uses AS (
     SELECT
         e.session_id,
         e.tool_name,
@@ -509,7 +516,8 @@ WITH uses AS (
             AS digest,
         arg_min(e.source, e.ts) AS source
     FROM events AS e
-    WHERE e.type IN ('tool_call', 'tool_result') AND e.ts >= since AND e.session_id IS NOT NULL
+    WHERE e.type IN ('tool_call', 'tool_result') AND e.ts >= since
+        AND e.session_id IN (SELECT s.session_id FROM touched_sessions AS s)
     GROUP BY e.session_id, e.tool_name, coalesce(e.tool_use_id, e.id)
 ),
 windowed AS (
@@ -539,7 +547,7 @@ GROUP BY w.session_id, w.tool_name, w.digest
 HAVING max(w.in_window) >= min_calls
 ORDER BY looped_at, w.session_id, w.tool_name;
 COMMENT ON MACRO TABLE tool_loops IS
-    'Tool loops since `since`: per session, tool and input digest whose uses reached `min_calls` within `window_seconds`, when first (looped_at), the most in one window, all calls';
+    'Tool loops since `since` (in sessions with tool events received since `touched`): per session, tool and input digest whose uses reached `min_calls` within `window_seconds`, when first (looped_at), the most in one window, all calls';
 
 -- Sessions that are live (their last event arrived within 10 minutes of its own time: not
 -- an import or a replay) and working (their last event is not an end: a session_end, a
@@ -583,9 +591,10 @@ ORDER BY due, l.session_id;
 COMMENT ON MACRO TABLE open_sessions IS
     'Live sessions still working (their last event since `since` is not an end, a turn end or an idle prompt) and when each stalls: due = last_event + `silent_seconds`';
 
--- Per session active since `since`: its cost, its model (the one it spent most on) and the
--- median cost of that model's other sessions of the last `days` days.
-CREATE OR REPLACE MACRO cost_anomalies(factor := 5.0, min_sessions := 5, days := 30, since := TIMESTAMP '1970-01-01') AS TABLE
+-- Per session active since `since` with a request received since `touched` (the
+-- analyzer's last look): its cost, its model (the one it spent most on) and the median
+-- cost of that model's other sessions of the last `days` days.
+CREATE OR REPLACE MACRO cost_anomalies(factor := 5.0, min_sessions := 5, days := 30, since := TIMESTAMP '1970-01-01', touched := TIMESTAMP '1970-01-01') AS TABLE
 WITH per_model AS (
     SELECT r.session_id, r.model, sum(r.cost_usd) AS cost, max(r.timestamp) AS last_request
     FROM api_requests AS r
@@ -602,6 +611,15 @@ per_session AS (
     FROM per_model AS p
     GROUP BY p.session_id
     HAVING sum(p.cost) > 0
+),
+candidates AS (
+    SELECT c.*
+    FROM per_session AS c
+    WHERE c.last_request >= since
+        AND c.session_id IN (
+            SELECT t.session_id FROM events AS t
+            WHERE t.type = 'api_request' AND t.received_at >= touched
+        )
 )
 SELECT
     s.session_id,
@@ -611,17 +629,16 @@ SELECT
     b.sessions AS baseline_sessions,
     s.cost / b.median_usd AS ratio,
     s.last_request
-FROM per_session AS s,
+FROM candidates AS s,
     LATERAL (
         SELECT median(o.cost) AS median_usd, count(*) AS sessions
         FROM per_session AS o
         WHERE o.model = s.model AND o.session_id <> s.session_id
     ) AS b
-WHERE s.last_request >= since AND b.sessions >= min_sessions
-    AND s.cost > factor * b.median_usd
+WHERE b.sessions >= min_sessions AND s.cost > factor * b.median_usd
 ORDER BY ratio DESC, s.session_id;
 COMMENT ON MACRO TABLE cost_anomalies IS
-    'Sessions active since `since` whose cost is over `factor` times the median cost of their model''s other sessions of the last `days` days (at least `min_sessions` of them)';
+    'Sessions active since `since` (with a request received since `touched`) whose cost is over `factor` times the median cost of their model''s other sessions of the last `days` days (at least `min_sessions` of them)';
 
 -- Error and API-error events per provider (agent provider, else source), counted over a
 -- sliding window: a spike starts where the count reaches `min_errors`, and a new one no

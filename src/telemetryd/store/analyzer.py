@@ -36,6 +36,8 @@ from telemetryd import config
 from telemetryd.adapters import ids
 
 SOURCE = "telemetryd"
+EPOCH = datetime(1970, 1, 1)
+LIVE_LAG = 600  # seconds an event may arrive after its own time and still be live
 # New alerts one run returns at most; the rest come with the next run, an interval on
 # (a flood of conditions, after an outage say, is journaled in bounded batches).
 MAX_NEW = 500
@@ -48,6 +50,8 @@ class Findings(msgspec.Struct, kw_only=True):
     alerts: list[dict[str, Any]]
     next_due: float | None = None
     budget: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    # False: more new alerts than one run returns; the next run must look as widely again.
+    complete: bool = True
 
 
 def analyze(
@@ -55,26 +59,37 @@ def analyze(
     rules: config.Analyzer,
     budget: config.Budget,
     now: datetime,
+    touched: datetime | None = None,
 ) -> Findings:
-    """One analysis at ``now`` (aware, UTC) on ``con``, a connection of the store."""
+    """One analysis at ``now`` (aware, UTC) on ``con``, a connection of the store.
+    ``touched``: loops and cost anomalies are looked for in the sessions with events
+    received since then only (the daemon's previous analysis: nothing else changed);
+    None: in every session."""
     utc_now = now.astimezone(UTC).replace(tzinfo=None)
     since = utc_now - timedelta(seconds=rules.lookback)
+    changed = EPOCH if touched is None else touched.astimezone(UTC).replace(tzinfo=None)
     found: list[dict[str, Any]] = []
-    found += _tool_loops(con, rules, since)
-    stalls, next_due = _stalls(con, rules, since, utc_now)
+    found += _tool_loops(con, rules, since, changed)
+    # A session can newly stall only if its last event is at most stall-after (and the
+    # 10 minutes a live event may lag) older than the previous look: it has an event
+    # since then, so the sessions with events since then are all there is to check.
+    lag = timedelta(seconds=rules.stall_after + LIVE_LAG)
+    stall_since = since if touched is None else max(since, changed - lag)
+    stalls, next_due = _stalls(con, rules, stall_since, utc_now)
     found += stalls
-    found += _cost_anomalies(con, rules, since)
+    found += _cost_anomalies(con, rules, since, changed)
     found += _error_spikes(con, rules, since)
     spend, budget_alerts = _budget(con, budget, now)
     found += budget_alerts
     stamp = _iso(utc_now)
     alerts = _new(con, found)
-    if len(alerts) > MAX_NEW:
+    complete = len(alerts) <= MAX_NEW
+    if not complete:
         alerts = alerts[:MAX_NEW]
         next_due = now.timestamp()  # more to raise: come back after the interval
     for alert in alerts:
         alert.update(v=1, ts=stamp, type="alert", source=SOURCE)
-    return Findings(alerts=alerts, next_due=next_due, budget=spend)
+    return Findings(alerts=alerts, next_due=next_due, budget=spend, complete=complete)
 
 
 def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[dict[str, Any]]:
@@ -104,12 +119,12 @@ def _alert(
 
 
 def _tool_loops(
-    con: duckdb.DuckDBPyConnection, rules: config.Analyzer, since: datetime
+    con: duckdb.DuckDBPyConnection, rules: config.Analyzer, since: datetime, touched: datetime
 ) -> list[dict[str, Any]]:
     rows = _rows(
         con,
-        "SELECT * FROM tool_loops(min_calls := ?, window_seconds := ?, since := ?)",
-        [rules.loop_count, rules.loop_window, since],
+        "SELECT * FROM tool_loops(min_calls := ?, window_seconds := ?, since := ?, touched := ?)",
+        [rules.loop_count, rules.loop_window, since, touched],
     )
     out = []
     for row in rows:
@@ -150,12 +165,13 @@ def _stalls(
 
 
 def _cost_anomalies(
-    con: duckdb.DuckDBPyConnection, rules: config.Analyzer, since: datetime
+    con: duckdb.DuckDBPyConnection, rules: config.Analyzer, since: datetime, touched: datetime
 ) -> list[dict[str, Any]]:
     rows = _rows(
         con,
-        "SELECT * FROM cost_anomalies(factor := ?, min_sessions := ?, days := ?, since := ?)",
-        [rules.cost_factor, rules.cost_min_sessions, rules.cost_days, since],
+        "SELECT * FROM cost_anomalies(factor := ?, min_sessions := ?, days := ?, since := ?, "
+        "touched := ?)",
+        [rules.cost_factor, rules.cost_min_sessions, rules.cost_days, since, touched],
     )
     out = []
     for row in rows:

@@ -175,7 +175,9 @@ class StoreService:
         async with self._lock:
             return await anyio.to_thread.run_sync(store.rebuild, self.journal_dir)
 
-    async def analyze(self, rules: config.Analyzer, budget: config.Budget) -> Findings:
+    async def analyze(
+        self, rules: config.Analyzer, budget: config.Budget, touched: datetime | None = None
+    ) -> Findings:
         """An analysis (store/analyzer.py) after loading what is pending."""
         await self.refresh()
         store = await self.wait_open()
@@ -184,7 +186,7 @@ class StoreService:
             def run() -> Findings:
                 con = store.cursor()
                 try:
-                    return analyzer.analyze(con, rules, budget, datetime.now(UTC))
+                    return analyzer.analyze(con, rules, budget, datetime.now(UTC), touched)
                 finally:
                     con.close()
 

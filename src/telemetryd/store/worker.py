@@ -24,7 +24,7 @@ import os
 import signal
 import socket
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -158,7 +158,9 @@ class Worker:
         if isinstance(request, wire.WorkerAnalyze):
             rules = msgspec.convert(request.analyzer, config.Analyzer, strict=False)
             budget = msgspec.convert(request.budget, config.Budget, strict=False)
-            findings = await self.service.analyze(rules, budget)
+            touched = request.touched
+            since = None if touched is None else datetime.fromtimestamp(touched, UTC)
+            findings = await self.service.analyze(rules, budget, since)
             return {"ok": True, **msgspec.to_builtins(findings)}
         if isinstance(request, wire.WorkerReprice):
             prices = msgspec.convert(request.pricing, config.Pricing, strict=False)
