@@ -68,6 +68,7 @@ def test_help_lists_every_command() -> None:
     }
     assert listed == {
         "config",
+        "export",
         "flush",
         "gc",
         "hook",

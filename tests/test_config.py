@@ -352,7 +352,7 @@ def numeric_settings() -> list[tuple[str, Any]]:
 
 def test_every_number_has_a_range() -> None:
     found = numeric_settings()
-    assert len(found) == 25 + len(msgspec.structs.fields(config.ModelPrice))
+    assert len(found) == 26 + len(msgspec.structs.fields(config.ModelPrice))
     for key, kind in found:
         assert kind.ge is not None and kind.le is not None, key
 

@@ -124,6 +124,7 @@ class Worker:
             wire.WorkerLoad: wire.LOAD_FAILED,
             wire.WorkerRebuild: wire.REBUILD_FAILED,
             wire.WorkerGc: wire.GC_FAILED,
+            wire.WorkerExport: wire.EXPORT_FAILED,
         }.get(type(request), wire.QUERY_FAILED)
         try:
             if isinstance(request, wire.WorkerQuery):
@@ -150,6 +151,9 @@ class Worker:
             return {"ok": True, "materialized": await self.service.refresh()}
         if isinstance(request, wire.WorkerRebuild):
             return {"ok": True, "events": await self.service.rebuild()}
+        if isinstance(request, wire.WorkerExport):
+            report = await self.service.export(request.dir, request.since, request.until)
+            return {"ok": True, **report}
         assert isinstance(request, wire.WorkerGc)
         settings = msgspec.convert(request.retention, config.Retention, strict=False)
         report = await self.service.collect(request.active, settings, dry_run=request.dry_run)
