@@ -26,7 +26,7 @@ from conftest import ROOT, Daemon, ctl, exchange
 from telemetryd import config
 from telemetryd.errors import ConfigError, ExportError
 from telemetryd.store import export
-from telemetryd.store.database import Store
+from telemetryd.store.database import Store, batch_bytes_for
 from telemetryd.store.sandbox import harden
 
 DAY0 = datetime(2026, 11, 20, tzinfo=UTC)
@@ -462,3 +462,29 @@ def test_the_request_and_reply_shapes_agree(tmp_path: Path) -> None:
     report = export.Report("/x", events=3, files=["a"], run=1, total_events=3)
     reply = msgspec.convert(report.as_dict(), wire.ExportReply)
     assert reply.events == 3 and reply.run == 1
+
+
+def test_many_days_and_sources_export_within_the_workers_memory_limit(tmp_path: Path) -> None:
+    """200 partitions at once would need a row group each in DuckDB's memory: the days go
+    in groups (store/export.py, PARTITIONS_PER_COPY), within the smallest memory limit
+    the configuration allows (64 MiB)."""
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    sources = ["a", "b", "c", "d", "e"]
+    count = 150_000  # (one COPY of them all runs out of memory)
+    lines = []
+    for n in range(count):
+        ts = DAY0 + timedelta(seconds=n * 40 * 86400 / count)  # 40 days
+        stamp = ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        event = {"v": 1, "id": f"m-{n:06d}", "ts": stamp, "type": "custom", "name": "x" * 40}
+        event |= {"source": sources[n % 5], "received_at": stamp, "attrs": {"k": "v" * 200}}
+        lines.append(json.dumps(event).encode() + b"\n")
+    (journal / "20261120T000000Z-000001.jsonl").write_bytes(b"".join(lines))
+    limit = 64 * 1024 * 1024
+    with Store(str(tmp_path / "telemetry.duckdb"), batch_bytes=batch_bytes_for(limit)) as store:
+        with store.cursor() as con:
+            harden(con, allowed_dirs=[store.load_dir], memory_limit=f"{limit}B", threads=2)
+        assert store.materialize(str(journal)) == count
+        report = export.export(store, str(journal), str(tmp_path / "out"))
+    assert report.events == count and len(report.files) == 200
+    assert len(exported_ids(tmp_path / "out")) == count

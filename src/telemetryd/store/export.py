@@ -225,6 +225,8 @@ class _Remote:
         self.root = root.rstrip("/")
         self.con = duckdb.connect()
         self.con.execute("SET enable_progress_bar = false")
+        # An extension the user installed loads by itself; none is ever downloaded.
+        self.con.execute("SET autoinstall_known_extensions = false")
 
     def read_manifest(self) -> bytes | None:
         rows = self.con.execute(
@@ -387,7 +389,9 @@ def _write(
     cursor = store.cursor()
     try:
         with store.exclusive():
-            cursor.execute("BEGIN TRANSACTION READ ONLY")
+            # (Not READ ONLY: the new rows of a later run go to a temporary table. The
+            # database itself is only read.)
+            cursor.execute("BEGIN TRANSACTION")
             # The snapshot starts with this read: rows and offsets agree in it.
             loaded = dict(cursor.execute("SELECT seq, loaded_bytes FROM segments").fetchall())
             new = {
@@ -396,51 +400,97 @@ def _write(
                 if end > manifest.position.get(seq, 0)
             }
             if not new:
-                cursor.execute("COMMIT")
+                cursor.execute("ROLLBACK")
                 return 0, None
             lines = None if not manifest.position else _copy_lines(journal_dir, new, staging)
-        sql, params = _copy_sql(manifest, lines, os.path.join(staging, "out"), run)
-        row = cursor.execute(sql, params).fetchone()
-        cursor.execute("COMMIT")
+        written = _copy(cursor, manifest, lines, os.path.join(staging, "out"), run)
+        cursor.execute("ROLLBACK")  # (the temporary table goes with it)
     finally:
         cursor.close()
-    return (int(row[0]) if row else 0), {seq: end for seq, (_, end) in new.items()}
+    return written, {seq: end for seq, (_, end) in new.items()}
 
 
-def _copy_sql(
-    manifest: Manifest, lines: list[str] | None, out: str, run: int
-) -> tuple[str, dict[str, Any]]:
-    columns = ", ".join(
-        f'e."{name}"::VARCHAR AS "{name}"' if name in _JSON_COLUMNS else f'e."{name}"'
-        for name in COLUMNS
-    )
-    where = []
+def _copy(
+    cursor: duckdb.DuckDBPyConnection,
+    manifest: Manifest,
+    lines: list[str] | None,
+    out: str,
+    run: int,
+) -> int:
+    """Write the rows of the window that are new (all of them where ``lines`` is None,
+    else those of the ``lines``) into ``out``; return how many.
+
+    A COPY partitioned by many (date, source) pairs at once holds a row group for each
+    and runs out of the store worker's memory (160 MB by default, 86 partitions of 1M
+    events did), so the days go in groups of at most :data:`PARTITIONS_PER_COPY` pairs,
+    one COPY each; rows are stored roughly in time order, so each reads few row groups.
+    """
+    where = ["TRUE"]
     params: dict[str, Any] = {}
     if manifest.since is not None:
-        where.append("e.ts >= $since")
+        where.append("ts >= $since")
         params["since"] = _naive(manifest.since)
     if manifest.until is not None:
-        where.append("e.ts < $until")
+        where.append("ts < $until")
         params["until"] = _naive(manifest.until)
-    join = ""
+    table = "events"
     if lines is not None:
         # The stored row of an id is the one from its first line (store/database.py):
         # it is new when that line is.
-        join = (
-            " SEMI JOIN read_json($lines, format = 'newline_delimited', ignore_errors = true, "
+        cursor.execute(
+            "CREATE TEMPORARY TABLE export_new AS SELECT e.* FROM events AS e "
+            "SEMI JOIN read_json($lines, format = 'newline_delimited', ignore_errors = true, "
             "columns = {id: 'VARCHAR', received_at: 'TIMESTAMP'}) AS n "
-            "ON e.id = n.id AND e.received_at = n.received_at"
+            "ON e.id = n.id AND e.received_at = n.received_at WHERE " + " AND ".join(where),
+            {"lines": lines, **params},
         )
-        params["lines"] = lines
-    sql = (
-        f"COPY (SELECT {columns}, CAST(e.ts AS DATE) AS date FROM events AS e{join}"
-        + (" WHERE " + " AND ".join(where) if where else "")
-        + ") TO "
-        + _literal(out)
-        + " (FORMAT parquet, PARTITION_BY (date, source), COMPRESSION zstd, "
-        + f"FILENAME_PATTERN 'part-{run:06d}-{{i}}')"
+        table = "temp.export_new"
+    days = cursor.execute(
+        f"SELECT CAST(ts AS DATE) AS day, count(DISTINCT coalesce(source, chr(0))) FROM {table} "
+        f"WHERE {' AND '.join(where)} GROUP BY day ORDER BY day NULLS FIRST",
+        params,
+    ).fetchall()
+    columns = ", ".join(
+        f'"{name}"::VARCHAR AS "{name}"' if name in _JSON_COLUMNS else f'"{name}"'
+        for name in COLUMNS
     )
-    return sql, params
+    written = 0
+    for first, last in _groups(days):
+        if first is None:
+            span, bounds = "ts IS NULL", {}
+        else:
+            span = "ts >= $first AND ts < $last + INTERVAL 1 DAY"
+            bounds = {"first": first, "last": last}
+        row = cursor.execute(
+            f"COPY (SELECT {columns}, CAST(ts AS DATE) AS date FROM {table} "
+            f"WHERE {' AND '.join(where)} AND {span}) TO {_literal(out)} "
+            "(FORMAT parquet, PARTITION_BY (date, source), COMPRESSION zstd, "
+            f"FILENAME_PATTERN 'part-{run:06d}-{{i}}', OVERWRITE_OR_IGNORE true)",
+            {**params, **bounds},
+        ).fetchone()
+        written += int(row[0]) if row else 0
+    return written
+
+
+PARTITIONS_PER_COPY = 8
+
+
+def _groups(days: list[tuple[Any, int]]) -> list[tuple[Any, Any]]:
+    """Runs of consecutive days (``(day, sources)`` in order, a None day first) of at most
+    PARTITIONS_PER_COPY partitions each (a day with more goes alone): ``(first, last)``."""
+    groups: list[tuple[Any, Any]] = []
+    size = 0
+    for day, sources in days:
+        if day is None:
+            groups.append((None, None))
+            continue
+        if groups and groups[-1][0] is not None and size + sources <= PARTITIONS_PER_COPY:
+            groups[-1] = (groups[-1][0], day)
+            size += sources
+        else:
+            groups.append((day, day))
+            size = sources
+    return groups
 
 
 def _copy_lines(journal_dir: str, new: dict[int, tuple[int, int]], staging: str) -> list[str]:
