@@ -10,8 +10,8 @@ work directory so that the cache stays as it is. Figures, in alternating runs:
 
 - **export**: :func:`telemetryd.store.export.export` of every event into an empty
   directory, on the store opened and sandboxed as the store worker opens it (the default
-  ``store.memory-limit`` and ``store.threads``): ``COPY ... PARTITION_BY (date, source)``
-  with zstd into the load directory, the files renamed into place, the manifest written.
+  ``store.memory-limit`` and ``store.threads``): one zstd ``COPY`` per (date, source)
+  partition into the load directory, the files renamed into place, the manifest written.
   Target ≥ 1M events/s.
 - **baseline**: a bare ``COPY events TO 'x.parquet' (FORMAT parquet, COMPRESSION zstd)``
   on a plain DuckDB connection to the same file with the same threads and DuckDB's own

@@ -295,7 +295,7 @@ def _export_figures(export: dict[str, Any] | None) -> list[dict[str, Any]]:
     label = f"{events / 1e6:g}M events"
     return [
         _figure(
-            f"export parquet, {label} (partitioned by date, source; zstd)",
+            f"export parquet, {label} (a file per date and source; zstd)",
             [events / s for s in export["export_s"]],
             "ev/s",
             target="export_parquet",

@@ -9,6 +9,7 @@ datasets, as docs/export.md tells users to.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -465,9 +466,8 @@ def test_the_request_and_reply_shapes_agree(tmp_path: Path) -> None:
 
 
 def test_many_days_and_sources_export_within_the_workers_memory_limit(tmp_path: Path) -> None:
-    """200 partitions at once would need a row group each in DuckDB's memory: the days go
-    in groups (store/export.py, PARTITIONS_PER_COPY), within the smallest memory limit
-    the configuration allows (64 MiB)."""
+    """200 partitions, within the smallest memory limit the configuration allows (64 MiB):
+    one COPY partitioned by them all runs out of memory (store/export.py, _copy)."""
     journal = tmp_path / "journal"
     journal.mkdir()
     sources = ["a", "b", "c", "d", "e"]
@@ -488,3 +488,16 @@ def test_many_days_and_sources_export_within_the_workers_memory_limit(tmp_path: 
         report = export.export(store, str(journal), str(tmp_path / "out"))
     assert report.events == count and len(report.files) == 200
     assert len(exported_ids(tmp_path / "out")) == count
+
+
+def test_partition_directories_are_named_as_duckdb_names_them(tmp_path: Path) -> None:
+    """The files are written one partition at a time, in directories named here: as
+    DuckDB's own partitioned writes name them (which a URL target's copy uses)."""
+    sources = [chr(c) for c in range(1, 128) if chr(c) != "/"] + ["a b/c=d", "é€", "", None]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT unnest($s) AS source, 1 AS x", {"s": sources})
+    con.execute(f"COPY t TO '{tmp_path}/d' (FORMAT parquet, PARTITION_BY (source))")
+    duckdb_names = sorted(os.listdir(tmp_path / "d"))
+    ours = sorted(export.hive_dir("source", source) for source in sources)
+    assert ours == duckdb_names
+    assert export.hive_dir("date", None) == "date=__HIVE_DEFAULT_PARTITION__"

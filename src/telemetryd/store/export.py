@@ -28,17 +28,17 @@ with an old ``ts`` is new, and goes to its old day's partition, once.
 A run (:func:`export`):
 
 1. Reads the manifest; a directory exported with another window is an error.
-2. Under the store's lock (no load, rebuild or retention meanwhile), opens a read
-   transaction (DuckDB's snapshot), reads every segment's ``loaded_bytes`` in it, and
-   copies the journal lines between the manifest's position and that one (the new
-   lines) into the store's private load directory, where DuckDB may read them; then
-   lets go of the lock.
-3. Writes the new events, in the snapshot, with one ``COPY ... (FORMAT parquet,
-   PARTITION_BY (date, source), COMPRESSION zstd)`` into a staging directory there:
-   the events whose id and ``received_at`` match a new line. (An id journaled twice is
-   stored once, from its first line: a later copy of an exported event does not match
-   and is not exported again.) The first run into an empty directory takes every
-   stored event without that join.
+2. Under the store's lock (no load, rebuild or retention meanwhile), opens a
+   transaction (DuckDB's snapshot; the database is only read in it), reads every
+   segment's ``loaded_bytes`` in it, and copies the journal lines between the
+   manifest's position and that one (the new lines) into the store's private load
+   directory, where DuckDB may read them; then lets go of the lock.
+3. Picks the new events, in the snapshot: those whose id and ``received_at`` match a
+   new line, into a temporary table. (An id journaled twice is stored once, from its
+   first line: a later copy of an exported event does not match and is not exported
+   again.) The first run into an empty directory takes every stored event, without
+   that join. Writes them with one ``COPY ... (FORMAT parquet, COMPRESSION zstd)`` per
+   (date, source) partition into a staging directory there (see :func:`_copy`).
 4. Publishes the files: renamed into DIR (copied, then renamed, from another file
    system; fsynced), or, for a URL, written there by a DuckDB connection of its own
    (the store's is sandboxed: no file access outside the load directory, no
@@ -62,6 +62,7 @@ import os
 import re
 import shutil
 import time
+import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -418,12 +419,15 @@ def _copy(
     run: int,
 ) -> int:
     """Write the rows of the window that are new (all of them where ``lines`` is None,
-    else those of the ``lines``) into ``out``; return how many.
+    else those of the ``lines``) into ``out``, one file per partition; return how many.
 
-    A COPY partitioned by many (date, source) pairs at once holds a row group for each
-    and runs out of the store worker's memory (160 MB by default, 86 partitions of 1M
-    events did), so the days go in groups of at most :data:`PARTITIONS_PER_COPY` pairs,
-    one COPY each; rows are stored roughly in time order, so each reads few row groups.
+    One plain COPY per (date, source) partition, not one ``PARTITION_BY`` COPY: that
+    holds rows of every partition it writes in memory, and within the store worker's
+    memory limit (160 MB by default) it spilled to disk and ran at a fifth of the speed,
+    or ran out of memory (10M events over 28 days, 3 sources: 87 partitions). A plain
+    COPY streams its row groups (:data:`ROW_GROUP_ROWS`, halved while DuckDB runs out
+    of memory: events with long strings); rows are stored roughly in time order, so
+    each reads the row groups of its day.
     """
     where = ["TRUE"]
     params: dict[str, Any] = {}
@@ -435,62 +439,96 @@ def _copy(
         params["until"] = _naive(manifest.until)
     table = "events"
     if lines is not None:
-        # The stored row of an id is the one from its first line (store/database.py):
-        # it is new when that line is.
+        cursor.execute(
+            "CREATE TEMPORARY TABLE export_lines AS SELECT id, received_at FROM read_json("
+            "$lines, format = 'newline_delimited', ignore_errors = true, "
+            "columns = {id: 'VARCHAR', received_at: 'TIMESTAMP'})",
+            {"lines": lines},
+        )
+        [(low,)] = cursor.execute("SELECT min(received_at) FROM temp.export_lines").fetchall()
+        # The stored row of an id is the one from its first line (store/database.py): it
+        # is new when that line is. It was received when its line says: no earlier than
+        # the earliest new line (a constant, so the scan skips older row groups).
         cursor.execute(
             "CREATE TEMPORARY TABLE export_new AS SELECT e.* FROM events AS e "
-            "SEMI JOIN read_json($lines, format = 'newline_delimited', ignore_errors = true, "
-            "columns = {id: 'VARCHAR', received_at: 'TIMESTAMP'}) AS n "
-            "ON e.id = n.id AND e.received_at = n.received_at WHERE " + " AND ".join(where),
-            {"lines": lines, **params},
+            "SEMI JOIN temp.export_lines AS n "
+            "ON e.id = n.id AND e.received_at = n.received_at "
+            "WHERE e.received_at >= $low AND " + " AND ".join(where),
+            {"low": low, **params},
         )
         table = "temp.export_new"
-    days = cursor.execute(
-        f"SELECT CAST(ts AS DATE) AS day, count(DISTINCT coalesce(source, chr(0))) FROM {table} "
-        f"WHERE {' AND '.join(where)} GROUP BY day ORDER BY day NULLS FIRST",
+    partitions = cursor.execute(
+        f"SELECT CAST(ts AS DATE) AS day, source FROM {table} WHERE {' AND '.join(where)} "
+        "GROUP BY ALL ORDER BY day NULLS FIRST, source NULLS FIRST",
         params,
     ).fetchall()
     columns = ", ".join(
         f'"{name}"::VARCHAR AS "{name}"' if name in _JSON_COLUMNS else f'"{name}"'
         for name in COLUMNS
+        if name != "source"
     )
     written = 0
-    for first, last in _groups(days):
-        if first is None:
-            span, bounds = "ts IS NULL", {}
+    for day, source in partitions:
+        conditions = list(where)
+        bounds: dict[str, Any] = {}
+        if day is None:
+            conditions.append("ts IS NULL")
         else:
-            span = "ts >= $first AND ts < $last + INTERVAL 1 DAY"
-            bounds = {"first": first, "last": last}
-        row = cursor.execute(
-            f"COPY (SELECT {columns}, CAST(ts AS DATE) AS date FROM {table} "
-            f"WHERE {' AND '.join(where)} AND {span}) TO {_literal(out)} "
-            "(FORMAT parquet, PARTITION_BY (date, source), COMPRESSION zstd, "
-            f"FILENAME_PATTERN 'part-{run:06d}-{{i}}', OVERWRITE_OR_IGNORE true)",
+            conditions.append("ts >= $day AND ts < $day + INTERVAL 1 DAY")
+            bounds["day"] = day
+        if source is None:
+            conditions.append("source IS NULL")
+        else:
+            conditions.append("source = $source")
+            bounds["source"] = source
+        directory = os.path.join(out, hive_dir("date", day), hive_dir("source", source))
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, f"part-{run:06d}-0.parquet")
+        sql = (
+            f"SELECT {columns} FROM {table} WHERE {' AND '.join(conditions)}",
             {**params, **bounds},
-        ).fetchone()
-        written += int(row[0]) if row else 0
+        )
+        written += _copy_file(cursor, sql, path)
     return written
 
 
-PARTITIONS_PER_COPY = 8
+ROW_GROUP_ROWS = 30_720  # as the store's own (store/database.py)
+_MIN_ROW_GROUP_ROWS = 512
 
 
-def _groups(days: list[tuple[Any, int]]) -> list[tuple[Any, Any]]:
-    """Runs of consecutive days (``(day, sources)`` in order, a None day first) of at most
-    PARTITIONS_PER_COPY partitions each (a day with more goes alone): ``(first, last)``."""
-    groups: list[tuple[Any, Any]] = []
-    size = 0
-    for day, sources in days:
-        if day is None:
-            groups.append((None, None))
-            continue
-        if groups and groups[-1][0] is not None and size + sources <= PARTITIONS_PER_COPY:
-            groups[-1] = (groups[-1][0], day)
-            size += sources
-        else:
-            groups.append((day, day))
-            size = sources
-    return groups
+def _copy_file(
+    cursor: duckdb.DuckDBPyConnection, select: tuple[str, dict[str, Any]], path: str
+) -> int:
+    """COPY the rows of ``select`` into the Parquet file ``path``; halve the row groups
+    while DuckDB runs out of memory (each try rewrites the file)."""
+    rows = ROW_GROUP_ROWS
+    while True:
+        try:
+            row = cursor.execute(
+                f"COPY ({select[0]}) TO {_literal(path)} "
+                f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {rows})",
+                select[1],
+            ).fetchone()
+            return int(row[0]) if row else 0
+        except duckdb.OutOfMemoryException as exc:
+            if rows <= _MIN_ROW_GROUP_ROWS:
+                raise
+            rows //= 2
+            log.warning(
+                "export: %s ran out of DuckDB memory (%s); again with row groups of %d rows",
+                path,
+                str(exc).splitlines()[0],
+                rows,
+            )
+
+
+def hive_dir(key: str, value: Any) -> str:
+    """``key=value`` as a Hive partition directory, escaped as DuckDB's own partitioned
+    writes escape it (every byte but letters, digits and ``-._~`` as ``%XX``); None is
+    Hive's ``__HIVE_DEFAULT_PARTITION__``."""
+    if value is None:
+        return f"{key}=__HIVE_DEFAULT_PARTITION__"
+    return f"{key}={urllib.parse.quote(str(value), safe='')}"
 
 
 def _copy_lines(journal_dir: str, new: dict[int, tuple[int, int]], staging: str) -> list[str]:
