@@ -492,7 +492,7 @@ def test_many_days_and_sources_export_within_the_workers_memory_limit(tmp_path: 
 
 def test_partition_directories_are_named_as_duckdb_names_them(tmp_path: Path) -> None:
     """The files are written one partition at a time, in directories named here: as
-    DuckDB's own partitioned writes name them (which a URL target's copy uses)."""
+    DuckDB's own partitioned writes name them."""
     sources = [chr(c) for c in range(1, 128) if chr(c) != "/"] + ["a b/c=d", "é€", "", None]
     con = duckdb.connect()
     con.execute("CREATE TABLE t AS SELECT unnest($s) AS source, 1 AS x", {"s": sources})

@@ -239,19 +239,17 @@ class _Remote:
         """Nothing to remove: a failed run's files are overwritten by name."""
 
     def publish(self, out: str, files: list[str], run: int) -> list[str]:
-        """Write the staged files to the URL, partitioned as they are; their names."""
-        rows = self.con.execute(
-            "COPY (FROM read_parquet($files, hive_partitioning = true, "
-            "hive_types = {'date': 'DATE', 'source': 'VARCHAR'})) TO "
-            + _literal(self.root)
-            + " (FORMAT parquet, PARTITION_BY (date, source), COMPRESSION zstd, "
-            + f"FILENAME_PATTERN 'part-{run:06d}-{{i}}', OVERWRITE_OR_IGNORE true, "
-            + "RETURN_FILES true)",
-            {"files": [os.path.join(out, relative) for relative in files]},
-        ).fetchall()
-        written = rows[0][1] if rows else []
-        # (DuckDB names them as it opened them: without a file:// scheme, say.)
-        return sorted(name[name.rfind("/date=") + 1 :] for name in written)
+        """Copy each staged file to the URL under its own name (rows as they are)."""
+        for relative in files:
+            url = f"{self.root}/{relative}"
+            if url.startswith("file://"):  # (object stores have no directories to make)
+                os.makedirs(os.path.dirname(url[len("file://") :]), exist_ok=True)
+            self.con.execute(
+                f"COPY (FROM read_parquet($staged)) TO {_literal(url)} "
+                f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})",
+                {"staged": os.path.join(out, relative)},
+            )
+        return files
 
     def write_manifest(self, data: bytes) -> None:
         # The CSV writer, told not to quote and given a delimiter that JSON text never
