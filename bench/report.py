@@ -31,6 +31,7 @@ TARGETS = {
     "analyzer_on_vs_off": (">=", 0.9, "x analyzer off"),
     "forward_rate": (">=", 50_000, "events/s"),
     "forward_idle_rss": ("<=", 35, "MB"),
+    "export_parquet": (">=", 1_000_000, "ev/s"),
 }
 
 
@@ -328,7 +329,38 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
     out.extend(_store_figures(results.get("store")))
     out.extend(_query_figures(results.get("query")))
     out.extend(_report_figures(results.get("reports")))
+    out.extend(_export_figures(results.get("export")))
     return out
+
+
+def _export_figures(export: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Parquet export against a bare DuckDB COPY of the same table (bench/export.py)."""
+    if not export:
+        return []
+    events = export["events"]
+    label = f"{events / 1e6:g}M events"
+    return [
+        _figure(
+            f"export parquet, {label} (a file per date and source; zstd)",
+            [events / s for s in export["export_s"]],
+            "ev/s",
+            target="export_parquet",
+            note=f"{export['files']} files; the store worker's memory limit and threads",
+        ),
+        _figure(
+            f"bare DuckDB COPY events TO one parquet file (zstd), {label}",
+            [events / s for s in export["baseline_s"]],
+            "ev/s",
+            note="same threads, DuckDB's default memory limit (80% of RAM)",
+        ),
+        _figure(
+            f"export parquet, incremental: {export['incremental_events']:,} new events "
+            f"on top of {label}",
+            [export["incremental_s"]],
+            "s",
+            note="reads the new journal lines, joins them with the stored rows",
+        ),
+    ]
 
 
 def _report_figures(reports: dict[str, Any] | None) -> list[dict[str, Any]]:

@@ -69,6 +69,7 @@ def test_help_lists_every_command() -> None:
     assert listed == {
         "alerts",
         "config",
+        "export",
         "flush",
         "gc",
         "hook",

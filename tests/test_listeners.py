@@ -592,6 +592,7 @@ def test_every_request_type_has_an_operation() -> None:
         "TailRequest": wire.TAIL_FAILED,
         "TotalsRequest": wire.TOTALS_FAILED,
         "RepriceRequest": wire.REPRICE_FAILED,
+        "ExportRequest": wire.EXPORT_FAILED,
     }
 
 

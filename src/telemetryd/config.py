@@ -258,6 +258,26 @@ class Budget(Struct, **_SECTION):
                 raise ValueError(f"`timezone`: unknown time zone {self.timezone!r}") from None
 
 
+class Export(Struct, **_SECTION):
+    """The continuous Parquet export (store/export.py, docs/export.md)."""
+
+    # Where the daemon exports every `interval` seconds: an absolute directory, or a URL
+    # that DuckDB's writers accept (s3://bucket/prefix, with the extension installed);
+    # empty: no continuous export.
+    parquet_dir: Annotated[str, Meta(max_length=4096)] = ""
+    # Seconds between two runs (each writes what is new since the last): up to a day.
+    interval: Annotated[float, Meta(ge=1.0, le=86_400.0)] = 300.0
+
+    def __post_init__(self) -> None:
+        target = os.path.expanduser(self.parquet_dir)
+        is_url = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", target) is not None
+        if target and not is_url and not os.path.isabs(target):
+            raise ValueError(
+                f"`parquet-dir`: {self.parquet_dir!r} is neither an absolute path nor a URL"
+            )
+        self.parquet_dir = target
+
+
 # US dollars per million tokens: the dearest model costs a few hundred.
 Price = Annotated[float, Meta(ge=0, le=1_000_000.0)]
 
@@ -383,6 +403,7 @@ class Config(Struct, **_SECTION):
     analyzer: Analyzer = msgspec.field(default_factory=Analyzer)
     budget: Budget = msgspec.field(default_factory=Budget)
     forward: Forward = msgspec.field(default_factory=Forward)
+    export: Export = msgspec.field(default_factory=Export)
 
 
 ENV_PREFIX = "TELEMETRYD_"

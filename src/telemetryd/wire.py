@@ -8,11 +8,11 @@ under the configured durability mode. A problem with the connection as a whole
 (too many connections, idle timeout, shutdown) gets a :class:`Closing` line.
 
 Control socket: one JSON request per line, answered by one or more reply lines:
-``status``, ``flush``, ``rebuild`` and ``gc`` by one typed reply (:class:`StatusReply`,
-:class:`FlushReply`, :class:`RebuildReply`, :class:`GcReply`), ``query`` and ``tail`` by
-a stream of lines; a request that fails gets a :class:`Closing` line whose ``error``
-names the operation (``gc_failed``, ...) or the part that is down
-(``store_unavailable``, ``journal_unavailable``).
+``status``, ``flush``, ``rebuild``, ``gc`` and ``export`` by one typed reply
+(:class:`StatusReply`, :class:`FlushReply`, :class:`RebuildReply`, :class:`GcReply`,
+:class:`ExportReply`), ``query`` and ``tail`` by a stream of lines; a request that
+fails gets a :class:`Closing` line whose ``error`` names the operation (``gc_failed``,
+...) or the part that is down (``store_unavailable``, ``journal_unavailable``).
 """
 
 from __future__ import annotations
@@ -161,8 +161,40 @@ class TotalsRequest(Request, tag="totals"):
     since: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
 
 
+# -- export (docs/export.md) ---------------------------------------------------------
+
+EXPORT_FAILED = "export_failed"
+
+
+class ExportRequest(Request, tag="export"):
+    """Export the events not exported yet to ``dir`` (an absolute path, or a URL that
+    DuckDB's writers accept) as Hive-partitioned Parquet (store/export.py). ``since`` and
+    ``until`` (RFC 3339) set the window of a new export directory (``since <= ts <
+    until``); an existing one keeps its own."""
+
+    dir: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    since: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    until: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+
+
+class ExportReply(Struct, kw_only=True):
+    """One export run: ``run`` (None: nothing was new), the events and files it wrote
+    (file paths relative to ``target``), the directory's events in all, its window."""
+
+    ok: bool = True
+    target: str
+    run: int | None
+    events: int
+    files: list[str]
+    total_events: int
+    since: str | None
+    until: str | None
+    elapsed_s: float
+
+
 ControlRequest = (
-    StatusRequest
+    ExportRequest
+    | StatusRequest
     | FlushRequest
     | RebuildRequest
     | GcRequest
@@ -401,7 +433,7 @@ class RepriceReply(Struct, kw_only=True):
     overrides: list[str] = []  # the models priced by the configuration instead
 
 
-Reply = StatusReply | FlushReply | RebuildReply | GcReply | TotalsReply | RepriceReply
+Reply = StatusReply | FlushReply | RebuildReply | GcReply | TotalsReply | RepriceReply | ExportReply
 
 
 ENCODER = msgspec.json.Encoder()
@@ -486,8 +518,18 @@ class WorkerPing(WorkerRequest, tag="ping"):
     """``{"ok":true}`` from the worker's event loop: it is alive and answering."""
 
 
+class WorkerExport(WorkerRequest, tag="export"):
+    """An export run (``dir``, ``since``, ``until`` as in ExportRequest): its report, the
+    fields of an ExportReply."""
+
+    dir: str
+    since: datetime | None = None
+    until: datetime | None = None
+
+
 WorkerMessage = (
-    WorkerLoad
+    WorkerExport
+    | WorkerLoad
     | WorkerQuery
     | WorkerRebuild
     | WorkerGc

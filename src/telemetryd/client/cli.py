@@ -18,6 +18,7 @@ from telemetryd.client import control
 from telemetryd.client.alerts_cli import alerts_command
 from telemetryd.client.cli_errors import handle_errors
 from telemetryd.client.config_cli import config_group
+from telemetryd.client.export_cli import export_group
 from telemetryd.client.hooks_cli import hook_command, hooks_group, statusline_command
 from telemetryd.client.import_cli import import_group
 from telemetryd.client.otel_cli import otel_group
@@ -381,3 +382,4 @@ cli.add_command(pricing_command)
 cli.add_command(reprice_command)
 cli.add_command(trace_command)
 cli.add_command(alerts_command)
+cli.add_command(export_group)

@@ -31,7 +31,7 @@ from telemetryd.config import Retention as RetentionConfig
 from telemetryd.config import Store as StoreConfig
 from telemetryd.config import parse_size
 from telemetryd.errors import TelemetryError
-from telemetryd.store import analyzer, retention
+from telemetryd.store import analyzer, export, retention
 from telemetryd.store.analyzer import Findings
 from telemetryd.store.database import Store, batch_bytes_for
 from telemetryd.store.sandbox import harden
@@ -112,6 +112,7 @@ class StoreService:
         self._store: Store | None = None
         self._opened = anyio.Event()
         self._lock = anyio.Lock()  # loads, rebuilds, retention: one at a time
+        self._export_lock = anyio.Lock()  # exports: one at a time
         self.failure: str | None = None
 
     @property
@@ -214,6 +215,20 @@ class StoreService:
             counts = await anyio.to_thread.run_sync(lambda: store.reprice(since, pricer))
         overrides = sorted(pricing.models)
         return {**counts, "source": pricer.source, "overrides": overrides}
+
+    async def export(
+        self, target: str, since: datetime | None, until: datetime | None
+    ) -> dict[str, Any]:
+        """A Parquet export run (store/export.py), after loading what is journaled, so
+        that it takes every event acknowledged before it was asked for. Runs one at a
+        time (they may share a directory); loads go on meanwhile but for a moment."""
+        await self.refresh()
+        store = await self.wait_open()
+        async with self._export_lock:
+            report = await anyio.to_thread.run_sync(
+                lambda: export.export(store, self.journal_dir, target, since=since, until=until)
+            )
+        return report.as_dict()
 
     async def open(self) -> None:
         """Open the store; never gives up and never raises (requests wait meanwhile)."""

@@ -129,6 +129,7 @@ class Worker:
             wire.WorkerGc: wire.GC_FAILED,
             wire.WorkerAnalyze: wire.ANALYZE_FAILED,
             wire.WorkerReprice: wire.REPRICE_FAILED,
+            wire.WorkerExport: wire.EXPORT_FAILED,
         }.get(type(request), wire.QUERY_FAILED)
         try:
             if isinstance(request, wire.WorkerQuery):
@@ -166,6 +167,9 @@ class Worker:
             prices = msgspec.convert(request.pricing, config.Pricing, strict=False)
             since = datetime.fromisoformat(request.since) if request.since else None
             return {"ok": True, **await self.service.reprice(since, prices)}
+        if isinstance(request, wire.WorkerExport):
+            report = await self.service.export(request.dir, request.since, request.until)
+            return {"ok": True, **report}
         assert isinstance(request, wire.WorkerGc)
         settings = msgspec.convert(request.retention, config.Retention, strict=False)
         report = await self.service.collect(request.active, settings, dry_run=request.dry_run)

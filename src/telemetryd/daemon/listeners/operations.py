@@ -88,6 +88,7 @@ class Operations:
                 wire.TailRequest: Operation(self.tail, wire.TAIL_FAILED),
                 wire.TotalsRequest: Operation(self.totals, wire.TOTALS_FAILED),
                 wire.RepriceRequest: Operation(self.reprice, wire.REPRICE_FAILED),
+                wire.ExportRequest: Operation(self.export, wire.EXPORT_FAILED),
             },
             unavailable={StoreUnavailable: wire.STORE_UNAVAILABLE},
         )
@@ -164,6 +165,11 @@ class Operations:
             await anyio.to_thread.run_sync(self.usage.refresh)
         since = request.since.timestamp() if request.since is not None else None
         return self.usage.answer(request.session, since)
+
+    async def export(self, request: wire.ExportRequest, replies: Replies) -> wire.ExportReply:
+        # The worker first loads everything acknowledged before this request.
+        report = await self._store().export(request.dir, request.since, request.until)
+        return msgspec.convert(report, wire.ExportReply)
 
     def _store(self) -> StoreClient:
         if self.store is None:
