@@ -1187,7 +1187,7 @@ def test_report_macros_are_discoverable(fixed: Store) -> None:
         ("agent_usage_summary", ["days"]),
         ("attempt_events", ["days"]),
         ("attempts", ["days"]),
-        ("cost_anomalies", ["factor", "min_sessions", "days", "since"]),
+        ("cost_anomalies", ["factor", "min_sessions", "days", "since", "touched"]),
         ("cost_by_model", ["days"]),
         ("error_spikes", ["min_errors", "window_seconds", "since"]),
         ("guardrail_gaps", ["days"]),
@@ -1201,7 +1201,7 @@ def test_report_macros_are_discoverable(fixed: Store) -> None:
         ("session_overview", ["session_id", "days"]),
         ("skill_frequency", ["days"]),
         ("task_risk", ["days", "min_attempts", "min_tool_failures", "min_repeats"]),
-        ("tool_loops", ["min_calls", "window_seconds", "since"]),
+        ("tool_loops", ["min_calls", "window_seconds", "since", "touched"]),
         ("tool_reliability", ["days"]),
         ("trace", ["trace_id"]),
     ]
