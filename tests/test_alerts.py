@@ -483,3 +483,65 @@ def test_a_flood_of_conditions_is_raised_in_bounded_batches(daemon_factory: Any)
     assert {a["session_id"] for a in found} == {f"flood-{s}" for s in range(sessions)}
     batches = [e["ts"] for e in daemon.journal_events() if e["type"] == "alert"]
     assert len(batches) == sessions and max(batches.count(t) for t in set(batches)) <= MAX_NEW
+
+
+def test_each_rule_alerts_once_and_not_again_after_a_restart(daemon_factory: Any) -> None:
+    daemon = start(
+        daemon_factory,
+        "analyzer.loop-count=3",
+        "analyzer.stall-after=2",
+        "analyzer.cost-factor=3",
+        "analyzer.cost-min-sessions=3",
+        "analyzer.error-spike-count=3",
+        "analyzer.error-spike-window=60",
+        "budget.daily-usd=10",
+    )
+    a_moment_ago = iso(datetime.now(UTC) - timedelta(seconds=3))
+    loop = [
+        {
+            "type": "tool_call",
+            "session_id": "r-loop",
+            "ts": a_moment_ago,
+            "tool": {"name": "Bash", "use_id": f"r{n}", "input_digest": digest("ls")},
+        }
+        for n in range(3)
+    ]
+    costs = {"r-1": 1.0, "r-2": 1.0, "r-3": 1.0, "r-4": 1.0, "r-big": 8.0}  # $12 in all
+    spend = [request(s, c, ts=a_moment_ago) for s, c in costs.items()]
+    # Every session but one ends (an end at the same time as its work wins): one stall.
+    ends = [{"type": "session_end", "session_id": s} for s in ["r-loop", *costs]]
+    stuck = [
+        {"type": "session_start", "session_id": "r-stuck", "ts": a_moment_ago},
+        {"type": "tool_call", "session_id": "r-stuck", "tool": {"name": "Bash"}},
+    ]
+    errors = [
+        {"type": "error", "agent": {"provider": "anthropic"}, "message": "529 Overloaded"}
+        for _ in range(3)
+    ]
+    send(daemon, loop + spend + ends + stuck + errors)
+    found = wait_for_alerts(daemon, 5)
+    assert sorted(a["kind"] for a in found) == [
+        "budget",
+        "cost_anomaly",
+        "error_spike",
+        "stall",
+        "tool_loop",
+    ]
+    by_kind = {a["kind"]: a for a in found}
+    assert by_kind["stall"]["session_id"] == "r-stuck"
+    assert by_kind["cost_anomaly"]["session_id"] == "r-big"
+    assert by_kind["tool_loop"]["session_id"] == "r-loop"
+    assert by_kind["budget"]["severity"] == "critical"  # past 100% at once: that alert only
+    ids = sorted(a["id"] for a in found)
+    alerts = ctl("alerts", "--json", "--socket", daemon.control_socket)
+    assert sorted(a["id"] for a in json.loads(alerts.stdout)["alerts"]) == ids
+    analyzed(daemon)
+    analyzed(daemon)
+    assert sorted(a["id"] for a in raised(daemon)) == ids
+    daemon.stop()
+    daemon.start()
+    send(daemon, [{"type": "session_end", "session_id": "unrelated"}])
+    analyzed(daemon)  # the first analysis after a start looks at every session
+    analyzed(daemon)
+    assert sorted(a["id"] for a in raised(daemon)) == ids
+    assert sorted(e["id"] for e in daemon.journal_events() if e["type"] == "alert") == ids
