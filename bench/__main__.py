@@ -2,7 +2,7 @@
 
     python -m bench                 everything, 5 runs per ingest figure (a few minutes)
     python -m bench --quick         smaller payloads, 2 runs
-    python -m bench --only ingest   one of: ingest, send, store, query, reports, ...
+    python -m bench --only ingest   one of: ingest, send, store, query, reports, export, ...
     python -m bench --only query --big   also time queries on 10M events (built once, cached)
     python -m bench --only conn --profile   the daemon under cProfile; prints where it spends
 
@@ -26,7 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import BenchError, busy, conn, ingest, otlp, procs, report, rss, send
+from bench import BenchError, analyzer, busy, conn, ingest, otlp, procs, report, rss, send
+from bench import export as export_bench
+from bench import forward as forward_bench
 from bench import hook as hook_bench
 from bench import imports as import_bench
 from bench import query as query_bench
@@ -47,6 +49,9 @@ BENCHMARKS: dict[str, Callable[[Path, int, bool, Callable[[str], None]], dict[st
     "query": query_bench.run,
     "reports": reports_bench.run,
     "otlp": otlp.run,
+    "analyzer": analyzer.run,
+    "forward": forward_bench.run,
+    "export": export_bench.run,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -93,6 +93,8 @@ def run_telemetryd(
     check_ids: bool,
     label: str = "telemetryd",
     sample_every: float | None = None,
+    args: list[str] | None = None,
+    home: Path | None = None,
 ) -> dict[str, Any]:
     """Time telemetryd; with ``sample_every`` (seconds), also the summed RSS of its
     process tree (the daemon and any store worker), sampled that often from just before
@@ -101,7 +103,8 @@ def run_telemetryd(
     paths, counts, total_bytes = files
     events = sum(counts)
     sampler: TreeSampler | None = None
-    with Telemetryd(label=label) as daemon, contextlib.ExitStack() as stack:
+    with Telemetryd(args, label=label, home=home) as daemon, contextlib.ExitStack() as stack:
+        seeded = daemon.journal_lines()  # a kept home's journal from before
         if sample_every is not None:
             sampler = stack.enter_context(TreeSampler(daemon.pid, sample_every))
         own0, cpu0 = tree_cpu_seconds(daemon.pid)
@@ -120,7 +123,8 @@ def run_telemetryd(
                     f"telemetryd: sent {sent} events, got reply {result['reply'][-500:]!r}"
                 )
         memory = memory_kib(daemon.pid)
-        journaled = daemon.journal_lines()
+        analyses = daemon.analyses()
+        journaled = daemon.journal_lines() - seeded
         if journaled != events:
             raise BenchError(f"telemetryd: sent {events} events, journal has {journaled} lines")
         if check_ids:
@@ -159,6 +163,7 @@ def run_telemetryd(
         "send_done_s": max(r["t_sent"] for r in results) - t0,
         "peak_rss_mb": memory.get("VmHWM", 0) / 1024,
         "journal_lines": journaled,
+        "analyses": analyses,
     }
 
 

@@ -323,6 +323,13 @@ class Telemetryd(Server):
         self.journal_dir = self.dir / "journal"
         self.spool_dir = self.dir / "spool"
 
+    def analyses(self) -> int:
+        """How many analyses the daemon's analyzer has run (from its status)."""
+        from telemetryd.client import control
+
+        status = control.status(str(self.dir / "run" / "control.sock"))
+        return int((status.get("analyzer") or {}).get("runs", 0))
+
     def start(self) -> None:
         notify_path = str(self.dir / "notify.sock")
         with contextlib.suppress(FileNotFoundError):

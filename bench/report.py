@@ -28,6 +28,10 @@ TARGETS = {
     "otlp_json": (">=", 50_000, "rec/s"),
     "http_hook_p50": ("<=", 2.0, "ms"),
     "http_hook_vs_spawn": (">=", 10, "x faster"),
+    "analyzer_on_vs_off": (">=", 0.9, "x analyzer off"),
+    "forward_rate": (">=", 50_000, "events/s"),
+    "forward_idle_rss": ("<=", 35, "MB"),
+    "export_parquet": (">=", 1_000_000, "ev/s"),
 }
 
 
@@ -127,6 +131,47 @@ def _otlp_figures(otlp: dict[str, Any] | None) -> list[dict[str, Any]]:
         _figure("spawned `telemetryctl hook` p50 / http hook p50", [hook["speedup_p50"]],
                 "x", target="http_hook_vs_spawn",
                 note=f"spawned p50 {hook['spawn_p50_ms']:.1f} ms, same payloads, in turn"),
+    ]  # fmt: skip
+
+
+def _analyzer_figures(analyzer: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Streaming ingest with the analyzer on and off (bench/analyzer.py)."""
+    if not analyzer:
+        return []
+    runs = analyzer["runs"]
+    on, off = runs["analyzer_on"], runs["analyzer_off"]
+    analyses = _median([r.get("analyses", 0) for r in on])
+    return [
+        _figure("ingest, 8 clients, analyzer off (baseline)", [r["events_per_s"] for r in off],
+                "ev/s", note=f"server {_cores(off, 'server_cpu_cores')} cores"),
+        _figure("ingest, 8 clients, analyzer every 1 s", [r["events_per_s"] for r in on],
+                "ev/s", note=f"server {_cores(on, 'server_cpu_cores')} cores, "
+                f"{analyses:g} analyses during the stream"),
+        _figure("ratio analyzer on / off", analyzer["ratios"], "x",
+                target="analyzer_on_vs_off", note="per-run pairs, same repetition"),
+    ]  # fmt: skip
+
+
+def _forward_figures(forward: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """[forward]: A's journal into B over OTLP/HTTP (bench/forward.py)."""
+    if not forward:
+        return []
+    cpu = (
+        f"CPU while forwarding: A {_median(forward['cpu_a']):.0%}, "
+        f"B {_median(forward['cpu_b']):.0%} of a core"
+    )
+    return [
+        _figure(f"forwarding to a second telemetryd, {forward['events']:,} events",
+                forward["rate"], "events/s", target="forward_rate",
+                note=f"{forward['requests']} requests, {forward['body_bytes']:,} B gzipped; {cpu}"),
+        _figure("B taking A's requests posted back to back (baseline)", forward["direct"],
+                "events/s", note="B's ceiling for the same requests, one at a time"),
+        _figure("idle RSS, forwarding on, 5 events forwarded", forward["idle_small_on_mb"],
+                "MB", target="forward_idle_rss",
+                note=f"forwarding off: {_median(forward['idle_small_off_mb']):.1f} MB"),
+        _figure(f"A's idle RSS after forwarding {forward['events']:,} events",
+                forward["idle_rss_mb"], "MB",
+                note="store worker exited; includes the running totals of that journal"),
     ]  # fmt: skip
 
 
@@ -276,13 +321,46 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
     out.extend(_hook_figures(results.get("hook")))
     out.extend(_statusline_figures(results.get("statusline")))
     out.extend(_otlp_figures(results.get("otlp")))
+    out.extend(_analyzer_figures(results.get("analyzer")))
+    out.extend(_forward_figures(results.get("forward")))
     out.extend(_import_figures(results.get("import")))
     out.extend(_rss_figures(results.get("rss")))
     out.extend(_busy_figures(results.get("busy")))
     out.extend(_store_figures(results.get("store")))
     out.extend(_query_figures(results.get("query")))
     out.extend(_report_figures(results.get("reports")))
+    out.extend(_export_figures(results.get("export")))
     return out
+
+
+def _export_figures(export: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Parquet export against a bare DuckDB COPY of the same table (bench/export.py)."""
+    if not export:
+        return []
+    events = export["events"]
+    label = f"{events / 1e6:g}M events"
+    return [
+        _figure(
+            f"export parquet, {label} (a file per date and source; zstd)",
+            [events / s for s in export["export_s"]],
+            "ev/s",
+            target="export_parquet",
+            note=f"{export['files']} files; the store worker's memory limit and threads",
+        ),
+        _figure(
+            f"bare DuckDB COPY events TO one parquet file (zstd), {label}",
+            [events / s for s in export["baseline_s"]],
+            "ev/s",
+            note="same threads, DuckDB's default memory limit (80% of RAM)",
+        ),
+        _figure(
+            f"export parquet, incremental: {export['incremental_events']:,} new events "
+            f"on top of {label}",
+            [export["incremental_s"]],
+            "s",
+            note="reads the new journal lines, joins them with the stored rows",
+        ),
+    ]
 
 
 def _report_figures(reports: dict[str, Any] | None) -> list[dict[str, Any]]:

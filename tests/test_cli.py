@@ -67,7 +67,9 @@ def test_help_lists_every_command() -> None:
         if line.strip()
     }
     assert listed == {
+        "alerts",
         "config",
+        "export",
         "flush",
         "gc",
         "hook",
@@ -80,6 +82,7 @@ def test_help_lists_every_command() -> None:
         "rebuild",
         "report",
         "reports",
+        "reprice",
         "send",
         "service",
         "status",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -72,6 +73,9 @@ def expected(payload: dict[str, Any]) -> dict[str, Any]:
     tool: dict[str, Any] = {"name": payload.get("tool_name")}
     if payload.get("tool_use_id"):
         tool["use_id"] = payload["tool_use_id"]
+    if payload.get("tool_input") is not None:  # its digest: blake2b-128 of sorted JSON
+        text = json.dumps(payload["tool_input"], sort_keys=True, separators=(",", ":"))
+        tool["input_digest"] = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
     if name == "SessionStart":
         return base | {"type": "session_start", "cwd": payload["cwd"], "reason": payload["source"]}
     if name == "SessionEnd":

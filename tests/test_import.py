@@ -28,7 +28,8 @@ def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("CLAUDE_CONFIG_DIR", raising=False)
+    for name in ("CLAUDE_CONFIG_DIR", "OPENCODE_DATA_DIR", "XDG_DATA_HOME", "AMP_DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CODEX_HOME", str(home / ".codex"))
     yield home
 

@@ -36,6 +36,8 @@ def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     monkeypatch.setenv("HOME", str(home))
     for name in ("CLAUDE_CONFIG_DIR", "GEMINI_DATA_DIR", "COPILOT_HOME", "COPILOT_CONFIG_DIR"):
         monkeypatch.delenv(name, raising=False)
+    for name in ("OPENCODE_DATA_DIR", "XDG_DATA_HOME", "AMP_DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CODEX_HOME", str(home / ".codex"))
     yield home
 

@@ -37,7 +37,6 @@ from jsonschema import Draft202012Validator
 from conftest import ROOT, Daemon, connect, ctl, read_replies, summary
 from telemetryd import events as ev
 from telemetryd import schema
-from telemetryd.adapters import pricing
 from telemetryd.config import Ingest
 from telemetryd.daemon.ingest import Feed, Ingestor
 
@@ -82,18 +81,20 @@ def assert_no_traceback(daemon: Daemon) -> None:
 
 
 POISON_HOOK = """
-from telemetryd.adapters import pricing
+from datetime import timedelta
 
-_price = pricing.Table.price_request
+from telemetryd import events
+
+_to_utc_ms = events.to_utc_ms
 
 
-def price_request(self, event):
-    if event.agent is not None and event.agent.model == "poison-model":
+def to_utc_ms(ts):
+    if ts.utcoffset() == timedelta(hours=5, minutes=17):
         raise RuntimeError("poisoned by the test")
-    _price(self, event)
+    return _to_utc_ms(ts)
 
 
-pricing.Table.price_request = price_request
+events.to_utc_ms = to_utc_ms
 """
 
 
@@ -102,14 +103,15 @@ def test_a_line_that_fails_unexpectedly_costs_only_itself(
 ) -> None:
     """Finding 7 of issue 8, as a bug would cause it: processing one line raises. The line
     is rejected as `internal_error` naming it; its neighbours are journaled, the connection
-    stays usable and ends with a summary. (A `sitecustomize` makes the daemon's pricing
-    raise for one model.)"""
+    stays usable and ends with a summary. (A `sitecustomize` makes the daemon's conversion
+    of times to UTC raise for one offset.)"""
     (tmp_path / "sitecustomize.py").write_text(POISON_HOOK)
     daemon = daemon_factory().start(env={"PYTHONPATH": str(tmp_path)})
     poison = {
         "type": "api_request",
         "id": "poison",
-        "agent": {"model": "poison-model"},
+        "ts": "2026-01-01T00:00:00.000+05:17",
+        "agent": {"model": "m"},
         "tokens": {"source": "actual", "input": 1, "output": 1},
     }
     with connect(daemon.events_socket) as sock:
@@ -128,7 +130,7 @@ def test_a_line_that_fails_unexpectedly_costs_only_itself(
     # Its id was not taken: once the bug is gone, the event goes in.
     assert daemon.stop() == 0
     daemon.start()
-    assert nc(daemon.events_socket, dumps({**poison, "agent": {"model": "m"}}) + b"\n") == [
+    assert nc(daemon.events_socket, dumps({**poison, "ts": "2026-01-01T00:00:00Z"}) + b"\n") == [
         summary(1, 1)
     ]
     assert daemon.log().count("line 2 could not be processed") == 1
@@ -350,8 +352,8 @@ def valid_events(draw: st.DrawFn) -> dict[str, Any]:
     return {"type": type_, "id": ID, **fields}
 
 
-# An api_request the daemon prices, with pricing hints of any type in its free-form attrs
-# (finding 7 of issue 8): always valid, whatever the hints hold.
+# An api_request with pricing hints of any type in its free-form attrs (finding 7 of
+# issue 8): always valid, whatever the hints hold (the store prices it: test_pricing.py).
 PRICED = st.fixed_dictionaries(
     {
         "type": st.just("api_request"),
@@ -595,15 +597,14 @@ def test_feed_accounts_for_every_line_however_the_bytes_are_split(
 ) -> None:
     example = payload(generated)
     data = example.data
-    table = pricing.load()
-    whole, whole_replies = feed_all(Feed(Ingestor(Ingest(max_line_bytes=MAX_LINE), table)), [data])
+    whole, whole_replies = feed_all(Feed(Ingestor(Ingest(max_line_bytes=MAX_LINE))), [data])
     chunks, at = [], 0
     for size in itertools.cycle(cuts or [len(data) or 1]):
         if at >= len(data):
             break
         chunks.append(data[at : at + size])
         at += size
-    split, split_replies = feed_all(Feed(Ingestor(Ingest(max_line_bytes=MAX_LINE), table)), chunks)
+    split, split_replies = feed_all(Feed(Ingestor(Ingest(max_line_bytes=MAX_LINE))), chunks)
 
     rejected = check_replies(example, whole_replies)
     # The same lines rejected for the same reasons, the same events accepted.

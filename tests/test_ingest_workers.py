@@ -33,7 +33,6 @@ from hypothesis import strategies as st
 
 from conftest import Daemon, connect, ctl, read_replies, summary
 from telemetryd import config, paths, wire
-from telemetryd.adapters import pricing
 from telemetryd.config import Ingest
 from telemetryd.daemon import ingest_worker, ingest_workers
 from telemetryd.daemon.ingest import (
@@ -53,7 +52,6 @@ from test_ingest_properties import LINES, MAX_LINE, payload
 
 DaemonFactory = Callable[..., Daemon]
 TIMEOUT = 30.0
-TABLE = pricing.load()
 
 
 def custom(name: str, event_id: str | None = None, pad: int = 0) -> bytes:
@@ -71,7 +69,7 @@ def custom(name: str, event_id: str | None = None, pad: int = 0) -> bytes:
 class WorkerProcess:
     """``python -m telemetryd.daemon.ingest_worker`` on a socketpair, asked synchronously."""
 
-    def __init__(self, table: pricing.Table | None) -> None:
+    def __init__(self) -> None:
         self.sock, theirs = socket.socketpair()
         with theirs:
             self.proc = subprocess.Popen(
@@ -79,9 +77,7 @@ class WorkerProcess:
                 pass_fds=[theirs.fileno()],
             )
         self.sock.settimeout(TIMEOUT)
-        self.sock.sendall(
-            b"".join(ingest_worker.message(ingest_worker.Hello(table and table.models)))
-        )
+        self.sock.sendall(b"".join(ingest_worker.message(ingest_worker.Hello())))
         assert self._answer().tag == 0  # ready
         self.tag = 0
 
@@ -111,7 +107,7 @@ class WorkerProcess:
 
 @pytest.fixture(scope="module")
 def worker() -> Iterator[WorkerProcess]:
-    process = WorkerProcess(TABLE)
+    process = WorkerProcess()
     yield process
     assert process.close() == 0
 
@@ -150,7 +146,7 @@ def test_a_workers_answer_is_what_the_daemon_finds(
 ) -> None:
     region = payload(generated).data
     limits = (MAX_LINE, 16 * 1024, 8)
-    here = Checker(TABLE).check(region, lineno, *limits)
+    here = Checker().check(region, lineno, *limits)
     there = worker.check(region, lineno, *limits)
     assert comparable(there) == comparable(here)
     assert there.id_first == first_assigned(there)  # (a run of ids the dedup window can hold)
@@ -168,7 +164,7 @@ def first_assigned(checked: Checked) -> int:
 
 
 def test_a_worker_exits_when_its_socket_closes() -> None:
-    process = WorkerProcess(None)
+    process = WorkerProcess()
     checked = process.check(custom("a"), 0, 65536, 16384, 8)
     assert checked.count == 1 and checked.id_count == 1
     assert process.close() == 0
@@ -255,7 +251,7 @@ def stream(sock_path: str, data: bytes) -> list[dict[str, Any]]:
 
 def reference(data: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The replies and events of ``data`` checked in one process, in one piece."""
-    feed = Feed(Ingestor(Ingest(max_line_bytes=MAX_LINE), TABLE))
+    feed = Feed(Ingestor(Ingest(max_line_bytes=MAX_LINE)))
     events: list[dict[str, Any]] = []
     replies: list[dict[str, Any]] = []
 
@@ -458,7 +454,7 @@ async def test_a_worker_that_does_not_answer_is_killed(
 ) -> None:
     monkeypatch.setattr(ingest_workers, "ANSWER_TIMEOUT", 0.3)
     monkeypatch.setattr(ingest_workers, "_TICK", 0.05)
-    pool = ingest_workers.Workers(None, count=1, command=[sys.executable, "-c", STUCK])
+    pool = ingest_workers.Workers(count=1, command=[sys.executable, "-c", STUCK])
     data = b"".join(custom(f"s-{n}", pad=200) for n in range(400))  # > OFFLOAD_MIN_BYTES
 
     async def body(where: Listening) -> None:
@@ -499,7 +495,7 @@ async def test_a_worker_that_answers_garbage_is_killed(
     answer: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
     script = GARBAGE.replace("ANSWER", repr(answer))
-    pool = ingest_workers.Workers(None, count=1, command=[sys.executable, "-c", script])
+    pool = ingest_workers.Workers(count=1, command=[sys.executable, "-c", script])
     data = b"".join(custom(f"g-{n}", pad=200) for n in range(400))  # > OFFLOAD_MIN_BYTES
 
     async def body(where: Listening) -> None:
@@ -521,7 +517,7 @@ async def test_idle_workers_stop_and_start_again_when_needed(
     monkeypatch.setattr(ingest_workers, "IDLE_EXIT", 0.3)
     monkeypatch.setattr(ingest_workers, "_TICK", 0.05)
     caplog.set_level(logging.INFO, logger=ingest_workers.__name__)
-    pool = ingest_workers.Workers(None, count=2)
+    pool = ingest_workers.Workers(count=2)
     data = b"".join(custom(f"i-{n}", pad=200) for n in range(2000))
 
     async def body(where: Listening) -> None:

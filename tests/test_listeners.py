@@ -66,6 +66,8 @@ STATUS_KEYS = [
     "paths",
     "ingest_workers",
     "http",
+    "analyzer",
+    "forward",
 ]
 JOURNAL_KEYS = [
     "segments",
@@ -589,6 +591,8 @@ def test_every_request_type_has_an_operation() -> None:
         "QueryRequest": wire.QUERY_FAILED,
         "TailRequest": wire.TAIL_FAILED,
         "TotalsRequest": wire.TOTALS_FAILED,
+        "RepriceRequest": wire.REPRICE_FAILED,
+        "ExportRequest": wire.EXPORT_FAILED,
     }
 
 

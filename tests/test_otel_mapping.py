@@ -5,6 +5,7 @@ convention, no content, bounded attrs and deterministic ids."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,12 @@ def mapped_logs(name: str, **options: Any) -> list[dict[str, Any]]:
     return valid(out)
 
 
+def digest(value: Any) -> str:
+    """A tool input's digest, computed here: blake2b-128 of its JSON with sorted keys."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
 def by_type(produced: list[dict[str, Any]], event_type: str) -> list[dict[str, Any]]:
     return [e for e in produced if e["type"] == event_type]
 
@@ -194,9 +201,11 @@ def test_claude_code_logs_map_to_the_model() -> None:
     call, result = by_type(produced, "tool_call")[0], by_type(produced, "tool_result")[0]
     assert call["tool"] == {"name": "Bash", "use_id": "toolu_01AbCdEf"}
     assert call["attrs"]["decision"] == "accept" and call["attrs"]["decision_source"] == "config"
+    parameters = {"bash_command": "git", "full_command": "git push origin main"}
     assert result["tool"] == {
         "name": "Bash",
         "use_id": "toolu_01AbCdEf",
+        "input_digest": digest({**parameters, "description": "Push"}),
         "success": False,
         "error": "ShellError",
     }
@@ -344,7 +353,12 @@ def test_codex_logs_map_to_the_model() -> None:
     assert prompt["length"] == 42 and "prompt" not in prompt["attrs"]
     call, result = by_type(produced, "tool_call")[0], by_type(produced, "tool_result")[0]
     assert call["tool"] == {"name": "shell", "use_id": "call_Yj3kq1"}
-    assert result["tool"] == {"name": "shell", "use_id": "call_Yj3kq1", "success": True}
+    assert result["tool"] == {
+        "name": "shell",
+        "use_id": "call_Yj3kq1",
+        "success": True,
+        "input_digest": digest({"command": ["bash", "-lc", "cargo test"]}),
+    }
     assert result["duration_ms"] == 2318
     assert result["id"] == ids.tool_event_id(
         "tool_result", "019c8bfe-ec25-79e0-97d7-bda6a9c575ff", "call_Yj3kq1"

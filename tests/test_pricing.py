@@ -1,195 +1,403 @@
-"""Model prices and computed costs (adapters/pricing.py), every figure worked out by hand."""
+"""Model prices and computed costs: genai-prices' data, priced by the store as it loads each
+request, as of its own time (adapters/pricing.py, store/pricing.py).
+
+Every expected cost is worked out here by hand from the providers' published prices per
+million tokens (cited at each), never from the code under test:
+
+- Anthropic, https://www.anthropic.com/pricing#api and the "Long context pricing" section
+  of https://docs.claude.com/en/docs/about-claude/pricing: Claude Sonnet 4 / 4.5 $3 input,
+  $15 output, $0.30 cache read, $3.75 5-minute cache write, $6 1-hour cache write; for a
+  request whose prompt exceeds 200k tokens, every token at $6 / $22.50 / $0.60 / $7.50 /
+  $12. Claude Opus 4.5 / 4.6 $5 / $25, cache read $0.50, writes $6.25 / $10. Claude Haiku
+  4.5 $1 / $5, cache read $0.10, write $1.25.
+- OpenAI, https://openai.com/api/pricing: GPT-5 $1.25 input, $0.125 cached input, $10
+  output. o3 launched at $10 / $40 and was cut to $2 / $8 from 2025-06-10 (OpenAI's
+  announcement of that day; cached input $0.50 throughout).
+- Google, https://ai.google.dev/gemini-api/docs/pricing: Gemini 3 Flash Preview $0.50
+  input, $3 output, $0.05 cached input.
+"""
 
 from __future__ import annotations
 
 import json
-import subprocess
+import signal
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import Daemon, ctl, exchange, summary
+from conftest import TELEMETRYCTL, Daemon, ctl, exchange
 from telemetryd.adapters import pricing
+from telemetryd.adapters.otel import export
 from telemetryd.client import importer
+from telemetryd.store.database import Store
 
-TRANSCRIPTS = Path("/work/shared/samples/claude-code/transcripts")
+SAMPLES = Path("/work/shared/samples")
+FIXTURES = Path(__file__).parent / "fixtures"
+TRANSCRIPTS = SAMPLES / "claude-code/transcripts"
+GENAI = f"genai-prices {pricing.version()}"
+
+
+def request(
+    event_id: str,
+    model: str | None,
+    ts: str = "2026-11-01T10:00:00.000Z",
+    *,
+    provider: str | None = None,
+    cost: float | None = None,
+    attrs: dict[str, Any] | None = None,
+    **tokens: int,
+) -> dict[str, Any]:
+    event: dict[str, Any] = {"v": 1, "id": event_id, "ts": ts, "type": "api_request"}
+    agent: dict[str, Any] = {}
+    if model is not None:
+        agent["model"] = model
+    if provider is not None:
+        agent["provider"] = provider
+    if agent:
+        event["agent"] = agent
+    event["tokens"] = {"source": "actual", **tokens} if tokens else {"source": "unknown"}
+    if cost is not None:
+        event["cost_usd"] = cost
+        event["cost_source"] = "reported"
+    if attrs is not None:
+        event["attrs"] = attrs
+    event["received_at"] = ts
+    return event
+
+
+class Journal:
+    """A journal directory and a real DuckDB store loading it."""
+
+    def __init__(self, root: Path, pricer: pricing.Pricer | None = None) -> None:
+        self.dir = root / "journal"
+        self.dir.mkdir()
+        self.store = Store(str(root / "t.duckdb"), pricer=pricer)
+        self.seq = 0
+
+    def load(self, events: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
+        self.seq += 1
+        path = self.dir / f"20261101T100000Z-{self.seq:06d}.jsonl"
+        path.write_text("".join(json.dumps(e) + "\n" for e in events))
+        self.store.materialize(str(self.dir))
+        return self.costs()
+
+    def costs(self) -> dict[str, tuple[Any, ...]]:
+        with self.store.cursor() as con:
+            rows = con.execute(
+                "SELECT id, cost_usd, cost_source, price_source FROM events "
+                "WHERE type = 'api_request'"
+            ).fetchall()
+        return {row[0]: row[1:] for row in rows}
 
 
 @pytest.fixture
-def table() -> pricing.Table:
-    return pricing.load()
+def journal(tmp_path: Path) -> Journal:
+    return Journal(tmp_path)
 
 
-def actual(**counts: int) -> dict[str, Any]:
-    return {"source": "actual", **counts}
-
-
-def test_the_table_has_a_date_a_source_and_sane_prices(table: pricing.Table) -> None:
-    assert table.date == "2026-11-22"
-    assert "litellm" in table.source.lower() and table.refresh
-    for name, prices in table.models.items():
-        assert prices["src"] in ("litellm", "provider"), name
-        assert 0 < prices["input"] <= prices["output"], name
-        assert prices.get("cache_read", 0) <= prices["input"], name
-
-
-def test_claude_with_5_minute_cache_writes(table: pricing.Table) -> None:
-    tokens = actual(input=3, output=13, cache_read=11515, cache_creation=13835)
+def test_claude_sonnet_with_5_minute_and_1_hour_cache_writes(journal: Journal) -> None:
+    got = journal.load(
+        [
+            request("a", "claude-sonnet-4-5-20250929", provider="anthropic", input=3, output=13,
+                    cache_read=11515, cache_creation=13835),
+            request("b", "claude-sonnet-4-5", input=3, output=13, cache_read=11515,
+                    cache_creation=13835, attrs={"cache_creation_1h": 10000}),
+        ]
+    )  # fmt: skip
     # 3 x $3 + 13 x $15 + 11515 x $0.30 + 13835 x $3.75, per million tokens
-    expected = (3 * 3 + 13 * 15 + 11515 * 0.3 + 13835 * 3.75) / 1e6
-    assert table.cost(tokens, "claude-sonnet-4-5-20250929") == pytest.approx(expected)
-    assert expected == pytest.approx(0.05553975)
-
-
-def test_claude_1_hour_cache_writes_cost_more(table: pricing.Table) -> None:
-    tokens = actual(input=3, output=13, cache_read=11515, cache_creation=13835)
-    cost = table.cost(tokens, "claude-sonnet-4-5", cache_creation_1h=13835)
-    assert cost == pytest.approx((9 + 195 + 3454.5 + 13835 * 6) / 1e6)
-    half = table.cost(tokens, "claude-sonnet-4-5", cache_creation_1h=10000)
-    assert half == pytest.approx((9 + 195 + 3454.5 + 3835 * 3.75 + 10000 * 6) / 1e6)
-
-
-def test_long_context_prices_above_200k_prompt_tokens(table: pricing.Table) -> None:
-    # prompt = 150000 + 60000 = 210000 > 200000: every token at the long-context price
-    tokens = actual(input=150_000, output=1000, cache_read=60_000)
-    assert table.cost(tokens, "claude-sonnet-4") == pytest.approx(
-        (150_000 * 6 + 1000 * 22.5 + 60_000 * 0.6) / 1e6
-    )
-    at_limit = actual(input=140_000, output=1000, cache_read=60_000)  # exactly 200000
-    assert table.cost(at_limit, "claude-sonnet-4") == pytest.approx(
-        (140_000 * 3 + 1000 * 15 + 60_000 * 0.3) / 1e6
-    )
-    # Sonnet 4.6 has no long-context price in the table: the base price throughout.
-    assert table.cost(tokens, "claude-sonnet-4-6") == pytest.approx(
-        (150_000 * 3 + 1000 * 15 + 60_000 * 0.3) / 1e6
+    assert got["a"][0] == pytest.approx((3 * 3 + 13 * 15 + 11515 * 0.3 + 13835 * 3.75) / 1e6)
+    assert got["a"][1:] == ("computed", GENAI)
+    # 10000 of the writes were 1-hour ones: $6 each, the other 3835 at $3.75
+    assert got["b"][0] == pytest.approx(
+        (3 * 3 + 13 * 15 + 11515 * 0.3 + 3835 * 3.75 + 10000 * 6) / 1e6
     )
 
 
-def test_gpt_5_4_long_context_above_272k(table: pricing.Table) -> None:
-    tokens = actual(input=300_000, output=2000)
-    assert table.cost(tokens, "gpt-5.4") == pytest.approx((300_000 * 5 + 2000 * 22.5) / 1e6)
+def test_a_long_context_claude_sonnet_request_is_priced_whole_at_the_long_rate(
+    journal: Journal,
+) -> None:
+    """Anthropic bills a request whose prompt (input + cache reads + cache writes) is over
+    200k tokens at the long-context rate for all of its tokens, output included."""
+    got = journal.load(
+        [
+            # prompt 150000 + 60000 = 210000 > 200000
+            request("long", "claude-sonnet-4-5-20250929", provider="anthropic",
+                    input=150_000, output=1000, cache_read=60_000),
+            # exactly 200000: the standard rate
+            request("edge", "claude-sonnet-4-5-20250929", provider="anthropic",
+                    input=140_000, output=1000, cache_read=60_000),
+            # over 200k through cache writes alone
+            request("writes", "claude-sonnet-4-5", provider="anthropic",
+                    input=10, output=100, cache_creation=200_000),
+        ]
+    )  # fmt: skip
+    assert got["long"][0] == pytest.approx((150_000 * 6 + 1000 * 22.5 + 60_000 * 0.6) / 1e6)
+    assert got["edge"][0] == pytest.approx((140_000 * 3 + 1000 * 15 + 60_000 * 0.3) / 1e6)
+    assert got["writes"][0] == pytest.approx((10 * 6 + 100 * 22.5 + 200_000 * 7.5) / 1e6)
 
 
-def test_fast_mode_multiplies(table: pricing.Table) -> None:
-    tokens = actual(input=100, output=10)
-    base = (100 * 5 + 10 * 25) / 1e6
-    assert table.cost(tokens, "claude-opus-4-6") == pytest.approx(base)
-    assert table.cost(tokens, "claude-opus-4-6", speed="fast") == pytest.approx(base * 6)
-    assert table.cost(tokens, "claude-opus-4-5", speed="fast") == pytest.approx(base)
+def test_openai_and_google_requests(journal: Journal) -> None:
+    got = journal.load(
+        [
+            # Codex: input is uncached (1000 of 5000 were cached), reasoning inside output
+            request("codex", "gpt-5", provider="openai", input=4000, cache_read=1000,
+                    output=700, reasoning=300),
+            request("gemini", "gemini-3-flash-preview", provider="google", input=2000,
+                    cache_read=8000, output=500),
+        ]
+    )  # fmt: skip
+    assert got["codex"][0] == pytest.approx((4000 * 1.25 + 1000 * 0.125 + 700 * 10) / 1e6)
+    assert got["gemini"][0] == pytest.approx((2000 * 0.5 + 8000 * 0.05 + 500 * 3) / 1e6)
 
 
-def test_codex_request(table: pricing.Table) -> None:
-    # The first request of the localpush rollout: 42772 input of which 3456 cached, 204
-    # output (124 of them reasoning, already inside the 204).
-    tokens = actual(input=39316, output=204, cache_read=3456, reasoning=124)
-    assert table.cost(tokens, "gpt-5.3-codex") == pytest.approx(
-        (39316 * 1.75 + 204 * 14 + 3456 * 0.175) / 1e6
+def test_a_request_is_priced_as_of_its_own_time(journal: Journal) -> None:
+    """o3's price was cut on 2025-06-10: a request of the day before and one of that day
+    cost different amounts for the same tokens."""
+    tokens = {"input": 100_000, "output": 20_000}
+    got = journal.load(
+        [
+            request("before", "o3", "2025-06-09T23:59:59.000Z", provider="openai", **tokens),
+            request("after", "o3", "2025-06-10T00:00:01.000Z", provider="openai", **tokens),
+        ]
     )
+    assert got["before"][0] == pytest.approx((100_000 * 10 + 20_000 * 40) / 1e6)  # $1.80
+    assert got["after"][0] == pytest.approx((100_000 * 2 + 20_000 * 8) / 1e6)  # $0.36
 
 
-def test_gemini_request_priced_by_a_config_override() -> None:
-    # The Gemini CLI sample record: 8277 uncached input, 32637 cached, 512 output (thoughts in).
-    # The bundled table has no Gemini prices; the user's config supplies them.
-    table = pricing.load(
-        {"gemini-3-flash-preview": {"input": 0.5, "output": 3, "cache_read": 0.05}}
+def test_prices_that_depend_on_the_time_of_day(journal: Journal) -> None:
+    """genai-prices gives deepseek-chat a peak rate from 00:30 to 16:30 UTC: each request gets
+    the rate of its minute (checked against the package's own calc_price)."""
+    from genai_prices import Usage, calc_price
+
+    times = ["2026-11-01T00:29:00.000Z", "2026-11-01T00:30:00.000Z", "2026-11-01T16:31:00.000Z"]
+    events = [request(f"t{n}", "deepseek-chat", ts, input=1_000_000, output=1_000_000)
+              for n, ts in enumerate(times)]  # fmt: skip
+    got = journal.load(events)
+    for n, ts in enumerate(times):
+        when = datetime.fromisoformat(ts)
+        usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+        expected = calc_price(usage, "deepseek-chat", genai_request_timestamp=when).total_price
+        assert got[f"t{n}"][0] == pytest.approx(float(expected)), ts
+    assert got["t0"][0] != got["t1"][0] and got["t2"][0] == got["t0"][0]
+
+
+def test_unknown_models_and_counts_have_no_cost_reported_ones_stay(journal: Journal) -> None:
+    got = journal.load(
+        [
+            request("llama", "llama-x-70b", input=1, output=1),
+            request("synthetic", "<synthetic>", input=1, output=1),
+            request("nomodel", None, input=1, output=1),
+            request("estimated", "claude-sonnet-4-5"),  # tokens unknown
+            request("reported", "claude-sonnet-4-5", cost=0.5, input=1, output=1),
+            request("reported-unknown-model", "llama-x", cost=0.25, input=1, output=1),
+        ]
     )
-    tokens = actual(input=8277, output=512, cache_read=32637, reasoning=161)
-    assert table.cost(tokens, "gemini-3-flash-preview") == pytest.approx(
-        (8277 * 0.5 + 512 * 3 + 32637 * 0.05) / 1e6
-    )
-    assert pricing.load().cost(tokens, "gemini-3-flash-preview") is None
+    for name in ("llama", "synthetic", "nomodel", "estimated"):
+        assert got[name] == (None, "unknown", None), name
+    assert got["reported"] == (0.5, "reported", None)
+    assert got["reported-unknown-model"] == (0.25, "reported", None)
+
+
+def test_an_old_daemons_computed_cost_is_computed_again_and_a_bare_cost_is_reported(
+    journal: Journal,
+) -> None:
+    """Journals written before the store priced carry the daemon's computed costs: derived
+    data, priced again. A cost without a source was sent by the producer."""
+    old = request("old", "claude-haiku-4-5", input=1000, output=100)
+    old.update(cost_usd=123.0, cost_source="computed")
+    bare = request("bare", "claude-haiku-4-5", input=1000, output=100)
+    bare["cost_usd"] = 0.75
+    got = journal.load([old, bare])
+    assert got["old"] == (pytest.approx((1000 * 1 + 100 * 5) / 1e6), "computed", GENAI)
+    assert got["bare"] == (0.75, "reported", None)
 
 
 @pytest.mark.parametrize(
-    ("name", "priced_as"),
-    [
-        ("claude-sonnet-4-5-20250929", "claude-sonnet-4-5"),
-        ("claude-sonnet-4-20250514", "claude-sonnet-4"),
-        ("claude-opus-4-20250514", "claude-opus-4"),
-        ("claude-sonnet-4.5", "claude-sonnet-4-5"),
-        ("anthropic/claude-haiku-4-5", "claude-haiku-4-5"),
-        ("us.anthropic.claude-opus-4-6-v1:0", "claude-opus-4-6"),
-        ("claude-opus-4-6@20260205", "claude-opus-4-6"),
-        ("gpt-5-mini", "gpt-5-mini"),
-        ("gpt-5.3-codex", "gpt-5.3-codex"),
-    ],
+    "hint", [[1, 2], "13835", "x", True, -3, 1.5, {"a": 1}, None, 1e300, 2**70]
 )
-def test_model_names(table: pricing.Table, name: str, priced_as: str) -> None:
-    found = table.lookup(name)
-    assert found is not None and found[0] == priced_as
+def test_a_1_hour_hint_that_is_not_a_count_is_ignored(journal: Journal, hint: Any) -> None:
+    got = journal.load(
+        [request("h", "claude-sonnet-4-5", input=3, output=13, cache_read=11515,
+                 cache_creation=13835, attrs={"cache_creation_1h": hint, "speed": 7})]
+    )  # fmt: skip
+    assert got["h"][0] == pytest.approx((3 * 3 + 13 * 15 + 11515 * 0.3 + 13835 * 3.75) / 1e6)
 
 
-@pytest.mark.parametrize("name", [None, "", "unknown", "<synthetic>", "llama-3-70b", "gpt-50"])
-def test_unknown_models_have_no_price(table: pricing.Table, name: str | None) -> None:
-    assert table.lookup(name) is None
-    assert table.cost(actual(input=1, output=1), name) is None
+def test_a_whole_float_hint_counts(journal: Journal) -> None:
+    got = journal.load(
+        [request("h", "claude-sonnet-4-5", input=0, output=0, cache_creation=100,
+                 attrs={"cache_creation_1h": 40.0})]
+    )  # fmt: skip
+    assert got["h"][0] == pytest.approx((60 * 3.75 + 40 * 6) / 1e6)
 
 
-def test_price_event(table: pricing.Table) -> None:
-    event: dict[str, Any] = {
-        "type": "api_request",
-        "agent": {"model": "claude-haiku-4-5"},
-        "tokens": actual(input=1000, output=100, cache_creation=2000),
-        "attrs": {"cache_creation_1h": 2000},
-    }
-    table.price_event(event)
-    assert event["cost_source"] == "computed"
-    assert event["cost_usd"] == pytest.approx((1000 * 1 + 100 * 5 + 2000 * 2) / 1e6)
-    reported: dict[str, Any] = {**event, "cost_usd": 0.5}
-    del reported["cost_source"]
-    table.price_event(reported)
-    assert (reported["cost_usd"], reported["cost_source"]) == (0.5, "reported")
-    for unknown in (
-        {"type": "api_request", "agent": {"model": "mystery"}, "tokens": actual(input=1, output=1)},
-        {"type": "api_request", "agent": {"model": "gpt-5"}, "tokens": {"source": "unknown"}},
-    ):
-        table.price_event(unknown)
-        assert unknown["cost_source"] == "unknown" and "cost_usd" not in unknown
-    other = {"type": "agent_stop", "tokens": actual(input=1, output=1)}
-    table.price_event(other)
-    assert "cost_usd" not in other and "cost_source" not in other
-
-
-def test_import_computes_costs_with_1_hour_cache_writes(state_home: Path) -> None:
-    summary = importer.run(
-        "claude-code", [TRANSCRIPTS / "spotter_short_session_v2.1.38.jsonl"], dry_run=True
+def test_an_override_wins_and_names_itself(tmp_path: Path) -> None:
+    pricer = pricing.Pricer(
+        {
+            "my-model": {"input": 1.0, "output": 2.0, "cache_read": 0.1},
+            "claude-sonnet-4-5": {"input": 2.0, "output": 10.0},
+        }
     )
-    row = summary.by_model["claude-opus-4-6"]
-    # One response: 3 input, 13 output, 11515 cache reads, 13835 cache writes, all 1-hour.
-    assert row.cost_computed_usd == pytest.approx(
+    journal = Journal(tmp_path, pricer)
+    got = journal.load(
+        [
+            request("mine", "my-model", input=1000, output=1000, cache_read=1000),
+            # matched without its date; an override has no long-context tier and its cache
+            # prices default to the input price
+            request("claude", "claude-sonnet-4-5-20250929", input=300_000, output=10,
+                    cache_read=10),
+            request("other", "claude-haiku-4-5", input=1000, output=100),
+        ]
+    )  # fmt: skip
+    assert got["mine"] == (pytest.approx((1000 * 1 + 1000 * 2 + 1000 * 0.1) / 1e6),
+                           "computed", "override")  # fmt: skip
+    assert got["claude"][0] == pytest.approx((300_000 * 2 + 10 * 10 + 10 * 2) / 1e6)
+    assert got["claude"][2] == "override"
+    assert got["other"] == (pytest.approx((1000 * 1 + 100 * 5) / 1e6), "computed", GENAI)
+
+
+def test_reprice_after_an_override_changes_computed_costs_only(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.load(
+        [
+            request("old", "claude-haiku-4-5", "2026-10-01T00:00:00.000Z", input=1000, output=100),
+            request("new", "claude-haiku-4-5", "2026-11-02T00:00:00.000Z", input=1000, output=100),
+            request("rep", "claude-haiku-4-5", "2026-11-02T00:00:00.000Z", cost=9.0, input=1,
+                    output=1),
+            request("unk", "llama-x", "2026-11-02T00:00:00.000Z", input=1, output=1),
+        ]
+    )  # fmt: skip
+    standard = (1000 * 1 + 100 * 5) / 1e6
+    dear = pricing.Pricer(
+        {"claude-haiku-4-5": {"input": 10.0, "output": 50.0}, "llama-x": {"input": 1, "output": 1}}
+    )
+    counts = journal.store.reprice(datetime(2026, 11, 1, tzinfo=UTC), dear)
+    # new and unk are after --since; rep was reported
+    assert counts == {"repriced": 2, "changed": 2, "computed": 2, "unknown": 0}
+    got = journal.costs()
+    assert got["old"] == (pytest.approx(standard), "computed", GENAI)
+    assert got["new"] == (pytest.approx((1000 * 10 + 100 * 50) / 1e6), "computed", "override")
+    assert got["unk"] == (pytest.approx(2 / 1e6), "computed", "override")
+    assert got["rep"] == (9.0, "reported", None)
+    # The override stays for later loads, and a rebuild gives what reprice gave.
+    journal.load([request("later", "claude-haiku-4-5", input=1000, output=100)])
+    assert journal.costs()["later"][2] == "override"
+    before = journal.costs()
+    journal.store.rebuild(str(journal.dir))
+    after = journal.costs()
+    assert after["old"][2] == "override"  # (a rebuild prices everything with the overrides)
+    assert {k: v for k, v in after.items() if k != "old"} == {
+        k: v for k, v in before.items() if k != "old"
+    }
+
+
+def test_the_pricer_matches_published_prices_directly() -> None:
+    """The same figures through :class:`pricing.Rates` (the import's own summary)."""
+    pricer = pricing.Pricer()
+    when = datetime(2026, 11, 1, tzinfo=UTC)
+    sonnet = pricer.rates("claude-sonnet-4-5", "anthropic", when)
+    assert sonnet is not None
+    assert sonnet.cost(150_000, 1000, 60_000) == pytest.approx(
+        (150_000 * 6 + 1000 * 22.5 + 60_000 * 0.6) / 1e6
+    )
+    opus = pricer.rates("claude-opus-4-6", "anthropic", when)
+    assert opus is not None and opus.cost(3, 13, 11515, 13835, 13835) == pytest.approx(
         (3 * 5 + 13 * 25 + 11515 * 0.5 + 13835 * 10) / 1e6
     )
-    assert (row.cost_reported_usd, row.unpriced) == (0.0, 0)
-
-
-def test_import_keeps_reported_costs(state_home: Path) -> None:
-    path = TRANSCRIPTS / "ccusage_synthetic_project-alpha_chat.jsonl"
-    summary = importer.run("claude-code", [path], dry_run=True)
-    assert summary.by_model["claude-sonnet-4-20250514"].cost_reported_usd == pytest.approx(0.68)
-    assert summary.by_model["claude-sonnet-4-20250514"].cost_computed_usd == 0.0
-
-
-def config_with_override(home: Path) -> Path:
-    path = home / "config.toml"
-    path.write_text(
-        '[pricing.models."my-model"]\ninput = 1.0\noutput = 2.0\ncache-read = 0.1\n\n'
-        '[pricing.models."claude-sonnet-4-5"]\ninput = 2.0\noutput = 10.0\n'
+    assert pricer.rates("llama-x", None, when) is None
+    assert pricer.rates(None, None, when) is None
+    assert pricer.priced_as("us.anthropic.claude-sonnet-4-5-20250929-v1:0") == (
+        "anthropic/claude-sonnet-4-5"
     )
-    return path
 
 
-def test_overrides_from_the_config_file(state_home: Path) -> None:
-    config_with_override(state_home)
-    table = pricing.configured()
-    assert table.overridden == {"my-model", "claude-sonnet-4-5"}
-    assert table.cost(actual(input=1000, output=1000, cache_read=1000), "my-model") == (
-        pytest.approx((1000 * 1 + 1000 * 2 + 1000 * 0.1) / 1e6)
+# -- every model of the samples and fixtures has a price ------------------------------------
+
+
+def sample_requests() -> list[dict[str, Any]]:
+    """The api_requests the importers and OTLP mappers make of every sample and fixture."""
+    events: list[dict[str, Any]] = []
+
+    class Sink:
+        def add(self, line: bytes) -> None:
+            event = json.loads(line)
+            if event["type"] == "api_request":
+                events.append(event)
+
+    for agent, paths, suffixes in [
+        ("claude-code", [TRANSCRIPTS], (".jsonl",)),
+        ("codex", [SAMPLES / "codex"], (".jsonl",)),
+        ("gemini", [SAMPLES / "gemini", FIXTURES / "gemini"], (".jsonl", ".json")),
+        ("copilot", [FIXTURES / "copilot"], (".jsonl",)),
+    ]:
+        run = importer.Importer(agent, sink=Sink())  # type: ignore[arg-type]
+        for root in paths:
+            for path in sorted(root.rglob("*")):
+                if path.suffix in suffixes and "hooks" not in path.parts:
+                    run.read_file(path)
+    for name, signal_name in [
+        ("claude_code_logs.json", "logs"),
+        ("codex_logs.json", "logs"),
+        ("gemini_logs.json", "logs"),
+        ("copilot_traces.json", "traces"),
+    ]:
+        body = (FIXTURES / "otlp" / name).read_bytes()
+        mapped = export.to_events(signal_name, "json", body, limit=len(body))  # type: ignore[arg-type]
+        for line in mapped.lines.splitlines():
+            event = json.loads(line)
+            if event["type"] == "api_request":
+                events.append(event)
+    return events
+
+
+def test_every_model_of_the_samples_and_fixtures_has_a_computed_cost(journal: Journal) -> None:
+    events = sample_requests()
+    models = {e["agent"]["model"] for e in events}
+    assert len(models) >= 15, models  # the listing is real
+    for n, event in enumerate(events):
+        if event.get("cost_source") != "reported":  # (the import's own figure)
+            event.pop("cost_usd", None)
+            event.pop("cost_source", None)
+        event["id"] = f"s{n}"
+        event.setdefault("ts", "2026-11-01T10:00:00.000Z")
+        event["received_at"] = event["ts"]
+    journal.load(events)
+    with journal.store.cursor() as con:
+        rows = con.execute(
+            "SELECT model, cost_source, count(*) FROM api_requests "
+            "WHERE input_tokens IS NOT NULL GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
+    unpriced = [(m, n) for m, source, n in rows if source == "unknown"]
+    # Claude Code's placeholder for a model-less line is the only model without a price.
+    assert {m for m, _ in unpriced} <= {"unknown"}, unpriced
+    computed = {m for m, source, _ in rows if source == "computed"}
+    assert computed >= models - {"unknown"} - {m for m, s, _ in rows if s == "reported"}
+
+
+# -- the CLI and the daemon --------------------------------------------------------------
+
+
+def test_pricing_shows_the_data_version_and_date(state_home: Path) -> None:
+    (state_home / "config.toml").write_text('[pricing.models."my-model"]\ninput = 1\noutput = 2\n')
+    result = ctl("pricing")
+    assert result.returncode == 0, result.stderr
+    text = result.stdout.decode()
+    assert text.startswith(f"prices: {GENAI} (prices dated up to 20")
+    assert "from config.toml [pricing.models]: my-model" in text
+    one = json.loads(
+        ctl("pricing", "claude-sonnet-4-5-20250929", "my-model", "nope", "--json").stdout
     )
-    # An override replaces the whole entry: no long-context price, cache at the input price.
-    assert table.cost(actual(input=300_000, output=10, cache_read=10), "claude-sonnet-4-5") == (
-        pytest.approx((300_000 * 2 + 10 * 10 + 10 * 2) / 1e6)
-    )
+    assert one["version"] == pricing.version() and one["date"] <= "2026-12-05"
+    assert one["models"]["nope"] is None
+    sonnet = one["models"]["claude-sonnet-4-5-20250929"]
+    assert sonnet["priced_as"] == "anthropic/claude-sonnet-4-5" and sonnet["input"] == 3
+    assert sonnet["input_tiers"] == [{"above": 200000, "price": 6}]
+    assert one["models"]["my-model"]["source"] == "override"
+    old = json.loads(ctl("pricing", "o3", "--at", "2025-06-01", "--json").stdout)
+    assert (old["models"]["o3"]["input"], old["models"]["o3"]["output"]) == (10, 40)
 
 
 def test_a_bad_override_is_an_error_that_names_it(state_home: Path) -> None:
@@ -199,186 +407,137 @@ def test_a_bad_override_is_an_error_that_names_it(state_home: Path) -> None:
     assert b"outputs" in result.stderr
 
 
-def test_pricing_command(state_home: Path) -> None:
-    config_with_override(state_home)
-    result = ctl("pricing")
+def hup(daemon: Daemon) -> None:
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.wait_for("READY=1")
+
+
+def send(daemon: Daemon, events: list[dict[str, Any]]) -> None:
+    for event in events:
+        event.pop("v"), event.pop("received_at")
+    payload = b"".join(json.dumps(e).encode() + b"\n" for e in events)
+    assert exchange(daemon.events_socket, payload)[-1]["accepted"] == len(events)
+
+
+def costs(daemon: Daemon) -> dict[str, tuple[Any, ...]]:
+    result = ctl(
+        "query", "--format", "json", "SELECT e.id, e.cost_usd, e.cost_source, e.price_source "
+        "FROM events AS e WHERE e.type = 'api_request' ORDER BY e.id",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    text = result.stdout.decode()
-    assert text.startswith("prices as of 2026-11-22")
-    assert "from config.toml [pricing]: claude-sonnet-4-5, my-model" in text
-    one = json.loads(ctl("pricing", "claude-sonnet-4-5-20250929", "nope", "--json").stdout)
-    assert one["date"] == "2026-11-22" and one["models"]["nope"] is None
-    assert one["models"]["claude-sonnet-4-5-20250929"]["priced_as"] == "claude-sonnet-4-5"
-    assert one["models"]["claude-sonnet-4-5-20250929"]["src"] == "config"
+    return {row["id"]: (row["cost_usd"], row["cost_source"], row["price_source"])
+            for row in json.loads(result.stdout)}  # fmt: skip
 
 
-def test_refresh_from_a_litellm_file() -> None:
-    data = {
-        "date": "old",
-        "models": {
-            "claude-x": {"input": 1, "output": 2, "src": "provider"},
-            "absent": {"input": 1, "output": 1, "src": "provider"},
-        },
-    }
-    litellm = {
-        "claude-x": {
-            "input_cost_per_token": 3e-06,
-            "output_cost_per_token": 1.5e-05,
-            "cache_read_input_token_cost": 3e-07,
-            "cache_creation_input_token_cost": 3.75e-06,
-            "cache_creation_input_token_cost_above_1hr": 6e-06,
-            "input_cost_per_token_above_200k_tokens": 6e-06,
-            "output_cost_per_token_above_200k_tokens": 2.25e-05,
-        }
-    }
-    assert pricing.refresh(data, litellm, "2026-12-01") == ["claude-x"]
-    assert data["date"] == "2026-12-01"
-    assert data["models"]["claude-x"] == {
-        "input": 3.0,
-        "output": 15.0,
-        "cache_read": 0.3,
-        "cache_write": 3.75,
-        "cache_write_1h": 6.0,
-        "src": "litellm",
-        "above": {"tokens": 200000, "input": 6.0, "output": 22.5},
-    }
-    assert data["models"]["absent"]["src"] == "provider"
-
-
-def test_the_daemon_prices_api_requests_that_report_no_cost(running_daemon: Daemon) -> None:
-    """At ingest: computed from the table when the model has a price, kept and marked when
-    reported, `unknown` otherwise; other types are left alone."""
-    lines = [
-        {
-            "type": "api_request",
-            "id": "a",
-            "agent": {"model": "claude-sonnet-4-5-20250929"},
-            "tokens": {"source": "actual", "input": 1000, "output": 200, "cache_read": 5000},
-        },
-        {
-            "type": "api_request",
-            "id": "b",
-            "agent": {"model": "claude-sonnet-4-5"},
-            "tokens": {"source": "actual", "input": 1, "output": 1},
-            "cost_usd": 0.5,
-        },
-        {
-            "type": "api_request",
-            "id": "c",
-            "agent": {"model": "llama-3-70b"},
-            "tokens": {"source": "actual", "input": 1, "output": 1},
-        },
-        {
-            "type": "api_request",
-            "id": "d",
-            "agent": {"model": "claude-sonnet-4-5"},
-            "tokens": {"source": "unknown"},
-        },
-        {"type": "custom", "id": "e", "name": "x"},
-    ]
-    payload = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
-    assert exchange(running_daemon.events_socket, payload)[-1]["accepted"] == 5
-    got = {
-        e["id"]: (e.get("cost_usd"), e.get("cost_source")) for e in running_daemon.journal_events()
-    }
-    # claude-sonnet-4-5: $3 input, $15 output, $0.30 cache read per million tokens.
-    assert got["a"][1] == "computed"
-    assert got["a"][0] == pytest.approx((1000 * 3 + 200 * 15 + 5000 * 0.3) / 1e6)
-    assert got["b"] == (0.5, "reported")
-    assert got["c"] == (None, "unknown")
-    assert got["d"] == (None, "unknown")
-    assert got["e"] == (None, None)
-
-
-# -- type-confused hints: attrs is free-form, so pricing never fails on it ---------------
-
-
-@pytest.mark.parametrize(
-    "hint",
-    [[1, 2], "13835", "x", True, -3, 1.5, {"a": 1}, None, 1e300, 2**70, float("nan")],
-)
-def test_a_1_hour_hint_that_is_not_a_count_is_ignored(table: pricing.Table, hint: Any) -> None:
-    from telemetryd import events
-
-    line = {
-        "type": "api_request",
-        "agent": {"model": "claude-sonnet-4-5"},
-        "tokens": {"source": "actual", "input": 3, "output": 13, "cache_creation": 13835},
-        "attrs": {"cache_creation_1h": hint, "speed": ["fast"]},
-    }
-    plain = (3 * 3 + 13 * 15 + 13835 * 3.75) / 1e6
-    event = events.DECODER.decode(json.dumps(line).replace("NaN", '"NaN"'))
-    table.price_request(event)
-    assert (event.cost_source, event.cost_usd) == ("computed", pytest.approx(plain))
-    as_dict = {**line, "attrs": {"cache_creation_1h": hint, "speed": 7}}
-    table.price_event(as_dict)
-    assert (as_dict["cost_source"], as_dict["cost_usd"]) == ("computed", pytest.approx(plain))
-
-
-def test_a_whole_float_hint_counts(table: pricing.Table) -> None:
-    event: dict[str, Any] = {
-        "type": "api_request",
-        "agent": {"model": "claude-sonnet-4-5"},
-        "tokens": actual(input=3, output=13, cache_creation=13835),
-        "attrs": {"cache_creation_1h": 13835.0},
-    }
-    table.price_event(event)
-    assert event["cost_usd"] == pytest.approx((9 + 195 + 13835 * 6) / 1e6)
-
-
-@pytest.mark.parametrize(
-    "event",
-    [
-        {"type": "api_request", "tokens": [1, 2]},
-        {"type": "api_request", "tokens": actual(input="1", output=None), "agent": "m"},
-        {"type": "api_request", "tokens": actual(input=1, output=1), "agent": {"model": 5}},
-        {"type": "api_request", "tokens": actual(input=[1], output={}), "attrs": [1]},
-    ],
-)
-def test_price_event_never_fails_on_odd_dicts(table: pricing.Table, event: Any) -> None:
-    table.price_event(event)
-    assert event["cost_source"] == "unknown" or event["cost_usd"] == 0
-
-
-def test_the_model_name_cache_is_bounded(table: pricing.Table) -> None:
-    for n in range(10_000):
-        table.lookup(f"claude-sonnet-4-5-{n}")
-    assert len(table._cache) <= 4096
-    assert table.lookup("claude-sonnet-4-5-20250929") is not None
-
-
-def test_poison_attrs_cost_the_daemon_nothing(running_daemon: Daemon) -> None:
-    """Finding 7 of issue 8: type-confused pricing hints closed the connection, losing the
-    good events around them. With `nc`, as a user would send them."""
-    lines = [
-        {"type": "custom", "id": "before", "name": "x"},
-        {
-            "type": "api_request",
-            "id": "poison-list",
-            "agent": {"model": "claude-sonnet-4-5"},
-            "tokens": {"source": "actual", "input": 1, "output": 2, "cache_creation": 10},
-            "attrs": {"cache_creation_1h": [1, 2]},
-        },
-        {
-            "type": "api_request",
-            "id": "poison-str",
-            "agent": {"model": "claude-sonnet-4-5"},
-            "tokens": {"source": "actual", "input": 1, "output": 2},
-            "attrs": {"cache_creation_1h": "many", "speed": {"fast": True}},
-        },
-        {"type": "custom", "id": "after", "name": "y"},
-    ]
-    result = subprocess.run(
-        ["nc", "-NU", running_daemon.events_socket],
-        input=b"".join(json.dumps(line).encode() + b"\n" for line in lines),
-        capture_output=True,
-        timeout=30,
-        check=False,
+def test_missing_lists_unpriced_models_and_reprice_applies_a_new_override(
+    running_daemon: Daemon, state_home: Path
+) -> None:
+    send(
+        running_daemon,
+        [
+            request("a1", "acme-coder-1", input=10, output=10),
+            request("a2", "acme-coder-1", "2026-11-02T10:00:00.000Z", input=10, output=10),
+            request("a3", "acme-coder-1", provider="acme", input=10, output=10),
+            request("b1", "zeta-2", input=5, output=5),
+            request("h1", "claude-haiku-4-5", input=1000, output=100),
+            request("r1", "claude-haiku-4-5", cost=3.0, input=1, output=1),
+            request("e1", "acme-coder-1"),  # no token counts: not a missing price
+        ],
     )
+    # The daemon never computed a cost: the journal has what was sent.
+    journaled = {e["id"]: e for e in running_daemon.journal_events()}
+    assert "cost_usd" not in journaled["h1"] and "cost_source" not in journaled["h1"]
+    assert journaled["r1"]["cost_source"] == "reported"
+    missing = json.loads(ctl("pricing", "--missing", "--json").stdout)
+    assert [(r["model"], r["provider"], r["requests"]) for r in missing] == [
+        ("acme-coder-1", None, 2),
+        ("acme-coder-1", "acme", 1),
+        ("zeta-2", None, 1),
+    ]
+    table = ctl("pricing", "--missing").stdout.decode()
+    assert "acme-coder-1" in table and "zeta-2" in table
+    before = costs(running_daemon)
+    assert before["h1"] == (pytest.approx((1000 * 1 + 100 * 5) / 1e6), "computed", GENAI)
+
+    (state_home / "config.toml").write_text(
+        '[pricing.models."acme-coder-1"]\ninput = 2.0\noutput = 4.0\n\n'
+        '[pricing.models."claude-haiku-4-5"]\ninput = 10.0\noutput = 50.0\n'
+    )
+    hup(running_daemon)
+    result = ctl("reprice", "--json")
     assert result.returncode == 0, result.stderr
-    assert [json.loads(reply) for reply in result.stdout.splitlines()] == [summary(4, 4)]
-    journaled = {event["id"]: event for event in running_daemon.journal_events()}
-    assert list(journaled) == ["before", "poison-list", "poison-str", "after"]
-    assert journaled["poison-list"]["cost_source"] == "computed"
-    assert journaled["poison-list"]["attrs"] == {"cache_creation_1h": [1, 2]}  # kept as sent
-    assert "Traceback" not in running_daemon.log()
+    answer = json.loads(result.stdout)
+    # a1-a3, b1, h1, e1 (reported r1 is not repriced); b1 and e1 stay unknown
+    assert (answer["repriced"], answer["changed"], answer["computed"], answer["unknown"]) == (
+        6, 4, 4, 2,
+    )  # fmt: skip
+    assert answer["overrides"] == ["acme-coder-1", "claude-haiku-4-5"]
+    after = costs(running_daemon)
+    for name in ("a1", "a2", "a3"):
+        assert after[name] == (pytest.approx((10 * 2 + 10 * 4) / 1e6), "computed", "override")
+    assert after["h1"] == (pytest.approx((1000 * 10 + 100 * 50) / 1e6), "computed", "override")
+    assert after["r1"] == (3.0, "reported", None)
+    assert after["b1"] == (None, "unknown", None)
+    missing = json.loads(ctl("pricing", "--missing", "--json").stdout)
+    assert [(r["model"], r["requests"]) for r in missing] == [("zeta-2", 1)]
+    since = json.loads(ctl("reprice", "--since", "2026-11-02", "--json").stdout)
+    assert since["repriced"] == 1 and since["changed"] == 0  # a2 only, unchanged
+    text = ctl("reprice").stdout.decode()
+    assert text.startswith(f"repriced 6 requests with {GENAI} and the overrides of ")
+
+
+# -- pydantic stays out of the daemon and the hook path ---------------------------------
+
+
+def maps(pid: int, name: str) -> bool:
+    return name in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_the_daemon_never_loads_the_price_data(running_daemon: Daemon) -> None:
+    """The store worker prices; the daemon (which checks every event) never imports
+    genai-prices or pydantic, whose compiled core would show in its memory map."""
+    send(running_daemon, [request("p1", "claude-haiku-4-5", input=1000, output=100)])
+    assert costs(running_daemon)["p1"][1] == "computed"  # the worker priced it meanwhile
+    assert running_daemon.proc is not None
+    assert not maps(running_daemon.proc.pid, "pydantic_core")
+    code = (
+        "import sys; import telemetryd.daemon.main, telemetryd.daemon.ingest_worker, "
+        "telemetryd.daemon.ingest_workers, telemetryd.daemon.totals; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('genai_prices', 'pydantic', 'pydantic_core')))"
+    )
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "[]"), result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["send", "--type", "api_request", "--model", "claude-haiku-4-5", "--input-tokens", "5",
+         "--output-tokens", "5"],
+        ["hook", "claude-code"],
+        ["statusline"],
+    ],
+)  # fmt: skip
+def test_the_hook_path_never_imports_the_price_data(
+    running_daemon: Daemon, args: list[str]
+) -> None:
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", TELEMETRYCTL, *args],
+        input=b"{}", capture_output=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    imported = {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in result.stderr.decode().splitlines()
+        if line.startswith("import time:")
+    }
+    assert "telemetryd" in imported  # the listing is real
+    assert imported & {"genai_prices", "pydantic", "pydantic_core"} == set()

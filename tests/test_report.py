@@ -2,9 +2,10 @@
 history, against an independent computation from the raw files following ccusage's rules.
 
 Tokens must agree exactly. Cost rule: a request's cost is the transcript's ``costUSD``
-when it has one (ccusage's ``auto`` mode), else telemetryd's price table
-(adapters/pricing.py) applied to that request's tokens; the test computes it from the
-raw lines with the same table, so it checks the grouping and the sums, not the prices.
+when it has one (ccusage's ``auto`` mode), else the genai-prices data's price for the
+model at the request's time applied to its tokens; the test computes it from the raw
+lines with genai-prices' own ``calc_price`` (tests/price_reference.py), independently of
+telemetryd's SQL (store/pricing.py).
 
 Where telemetryd deliberately counts differently from ccusage (docs in README.md,
 "Reports"): a Codex ``token_count`` that re-emits an unchanged cumulative total is
@@ -28,7 +29,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from conftest import Daemon, ctl, exchange, summary
-from telemetryd.adapters import pricing
+from price_reference import genai_cost
 
 SAMPLES = Path("/work/shared/samples")
 TRANSCRIPTS = SAMPLES / "claude-code" / "transcripts"
@@ -79,7 +80,6 @@ CCUSAGE_BREAKDOWN_KEYS = {
 }
 CCUSAGE_TOTALS_KEYS = CCUSAGE_ROW_KEYS - {"modelsUsed", "modelBreakdowns"}
 OURS = {"requests", "reasoningOutputTokens", "unpricedRequests"}
-PRICES = pricing.load()
 
 
 # -- the independent computation -------------------------------------------------------------
@@ -93,7 +93,7 @@ def claude_requests(projects: Path) -> list[dict[str, Any]]:
     """ccusage's Claude rules: lines with message.usage (not the <synthetic> model), one
     request per (message.id, requestId) keeping the larger token total (then the
     higher cost), cache writes from the 5m/1h split when given; session id and project
-    from the path; costUSD when given, else the price table; fast mode as <model>-fast."""
+    from the path; costUSD when given, else genai-prices'; fast mode as <model>-fast."""
     kept: dict[Any, dict[str, Any]] = {}
     for path in sorted(projects.rglob("*.jsonl")):
         parts = path.relative_to(projects).parts
@@ -128,7 +128,14 @@ def claude_requests(projects: Path) -> list[dict[str, Any]]:
             model = message.get("model") or "unknown"
             cost = line.get("costUSD")
             if cost is None:
-                cost = PRICES.cost(tokens, model, cache_creation_1h=long_writes, speed=speed)
+                cost = genai_cost(
+                    tokens,
+                    model,
+                    _ts(line["timestamp"]),
+                    provider="anthropic",
+                    long_writes=long_writes,
+                    speed=speed,
+                )
             entry = {
                 **tokens,
                 "ts": _ts(line["timestamp"]),
@@ -155,7 +162,7 @@ def claude_requests(projects: Path) -> list[dict[str, Any]]:
 def codex_requests(rollouts: Iterable[Path]) -> list[dict[str, Any]]:
     """ccusage's Codex rules: the model from turn_context; per token_count its
     last_token_usage, else the change of the cumulative total; input less the cached
-    part, cached as cache reads; priced by the table. (telemetryd: a repeated
+    part, cached as cache reads; priced by genai-prices. (telemetryd: a repeated
     cumulative total is not counted again.)"""
     found = []
     for path in rollouts:
@@ -198,7 +205,12 @@ def codex_requests(rollouts: Iterable[Path]) -> list[dict[str, Any]]:
                     "session": session,
                     "project": cwd,
                     "source": "codex",
-                    "cost": PRICES.cost(tokens, info.get("model") or model),
+                    "cost": genai_cost(
+                        tokens,
+                        info.get("model") or model,
+                        _ts(line["timestamp"]),
+                        provider="openai",
+                    ),
                     "total": sum(v for k, v in tokens.items() if k != "source"),
                 }
             )

@@ -49,7 +49,9 @@ RENAMED: dict[Path_, str] = {
 # Fields that are deliberately not stored, with the reason. None today.
 NOT_STORED: dict[Path_, str] = {}
 # Columns the store fills itself rather than from a journal field. None today.
-COMPUTED: dict[str, str] = {}
+COMPUTED: dict[str, str] = {
+    "price_source": "what priced a computed cost, set by the store as it loads (store/pricing.py)",
+}
 
 # DuckDB types that hold each kind of msgspec type without loss.
 _COMPATIBLE: dict[type[mi.Type], set[str]] = {

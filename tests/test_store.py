@@ -937,11 +937,13 @@ def ts(seconds: float) -> datetime:
 
 
 def test_api_requests_view(fixed: Store) -> None:
+    # The costs were reported (so no price source); e07 has no token counts: unknown.
+    reported = ("reported", None)
     assert query(fixed, "SELECT * FROM api_requests ORDER BY timestamp") == [
-        (ts(1), "s1", "m-a", 100, 50, 1000, 200, 0.01, 1000),
-        (ts(5), "s1", "m-b", 10, 5, 0, 0, 0.002, 500),
-        (ts(6), "s1", "m-a", None, None, None, None, None, None),
-        (ts(3600), "s2", "m-b", 1, 2, 3, 0, 0.5, None),
+        (ts(1), "s1", "m-a", 100, 50, 1000, 200, 0.01, 1000, *reported, "anthropic"),
+        (ts(5), "s1", "m-b", 10, 5, 0, 0, 0.002, 500, *reported, "openai"),
+        (ts(6), "s1", "m-a", None, None, None, None, None, None, "unknown", None, "anthropic"),
+        (ts(3600), "s2", "m-b", 1, 2, 3, 0, 0.5, None, *reported, "openai"),
     ]
 
 
@@ -1185,10 +1187,13 @@ def test_report_macros_are_discoverable(fixed: Store) -> None:
         ("agent_usage_summary", ["days"]),
         ("attempt_events", ["days"]),
         ("attempts", ["days"]),
+        ("cost_anomalies", ["factor", "min_sessions", "days", "since", "touched"]),
         ("cost_by_model", ["days"]),
+        ("error_spikes", ["min_errors", "window_seconds", "since"]),
         ("guardrail_gaps", ["days"]),
         ("intervention_effectiveness", ["days"]),
         ("model_quality", ["days", "cost_weight", "error_weight"]),
+        ("open_sessions", ["silent_seconds", "since"]),
         ("optimization_insights", ["days"]),
         ("provider_reliability", ["days"]),
         ("recent_event_count", ["type", "seconds"]),
@@ -1196,6 +1201,7 @@ def test_report_macros_are_discoverable(fixed: Store) -> None:
         ("session_overview", ["session_id", "days"]),
         ("skill_frequency", ["days"]),
         ("task_risk", ["days", "min_attempts", "min_tool_failures", "min_repeats"]),
+        ("tool_loops", ["min_calls", "window_seconds", "since", "touched"]),
         ("tool_reliability", ["days"]),
         ("trace", ["trace_id"]),
     ]

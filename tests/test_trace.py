@@ -1,7 +1,7 @@
 """`telemetryctl trace` on the real daemon: spans exported by the OpenTelemetry SDK (a
 GenAI agent turn whose `chat` spans are also api_requests), shown as a tree with
 durations, tokens and cost checked against figures computed here from the span
-attributes and the bundled price table; the tree's order held to the trace() macro's."""
+attributes and the published prices; the tree's order held to the trace() macro's."""
 
 from __future__ import annotations
 
@@ -17,9 +17,13 @@ from conftest import Daemon, ctl, exchange, summary
 from telemetryd.client import traces
 from test_http import Client
 
-PRICES = json.loads(
-    (Path(__file__).parent.parent / "src/telemetryd/adapters/prices.json").read_text()
-)["models"]
+# Published prices, USD per million tokens: OpenAI (openai.com/api/pricing) GPT-5 mini $0.25
+# input, $0.025 cached input, $2 output; Anthropic (anthropic.com/pricing#api) Claude Sonnet
+# 4.5 $3 input, $15 output, $0.30 cache read, $3.75 cache write.
+PRICES = {
+    "gpt-5-mini": {"input": 0.25, "output": 2.0, "cache_read": 0.025},
+    "claude-sonnet-4-5": {"input": 3.0, "output": 15.0, "cache_read": 0.3, "cache_write": 3.75},
+}
 MS = 1_000_000  # nanoseconds
 SESSION = "sess-trace"
 
@@ -88,7 +92,7 @@ def usage_of(attrs: dict[str, Any]) -> dict[str, int]:
 
 
 def cost_of(attrs: dict[str, Any]) -> float:
-    """Dollars from the bundled table, per million tokens (all prompts are small)."""
+    """Dollars from the published prices, per million tokens (all prompts are small)."""
     price = PRICES[attrs["gen_ai.request.model"]]
     used = usage_of(attrs)
     return (

@@ -226,12 +226,78 @@ def split_address(address: str) -> tuple[str, int]:
     return host, port
 
 
+class Analyzer(Struct, **_SECTION):
+    """The rules that watch new events and raise alerts (store/analyzer.py, docs/alerts.md)."""
+
+    enabled: bool = True
+    # At most one analysis per interval while events arrive (and when a stall comes due).
+    interval: Seconds = 30.0
+    # Events older than this (by their own time) are history: they raise no alert.
+    lookback: Annotated[float, Meta(ge=60.0, le=7 * 86_400.0)] = 86_400.0
+    # A tool loop: the same tool with the same input loop-count times within loop-window
+    # seconds in one session.
+    loop_count: Annotated[int, Meta(ge=2, le=10_000)] = 5
+    loop_window: Seconds = 300.0
+    # A stall: a live session, working and not ended, silent for stall-after seconds.
+    stall_after: Annotated[float, Meta(ge=1.0, le=86_400.0)] = 1800.0
+    # A cost anomaly: a session's cost past cost-factor times the median cost of its
+    # model's sessions of the last cost-days days (once cost-min-sessions are known).
+    cost_factor: Annotated[float, Meta(ge=1.0, le=10_000.0)] = 5.0
+    cost_min_sessions: Annotated[int, Meta(ge=1, le=100_000)] = 5
+    cost_days: Annotated[int, Meta(ge=1, le=366)] = 30
+    # An error spike: error-spike-count errors of one provider within error-spike-window s.
+    error_spike_count: Annotated[int, Meta(ge=1, le=1_000_000)] = 10
+    error_spike_window: Seconds = 300.0
+    # A desktop notification for each new alert (notify-send on Linux, osascript on macOS).
+    notify: bool = False
+
+
+class Budget(Struct, **_SECTION):
+    """Spending limits in US dollars; 0 turns one off. Alerts at warn-at and at 100%."""
+
+    daily_usd: Annotated[float, Meta(ge=0, le=1_000_000_000.0)] = 0.0
+    monthly_usd: Annotated[float, Meta(ge=0, le=1_000_000_000.0)] = 0.0
+    warn_at: Annotated[float, Meta(ge=0.01, le=0.99)] = 0.8
+    # The zone whose calendar days and months count (an IANA name); empty: the local zone.
+    timezone: str = ""
+
+    def __post_init__(self) -> None:
+        if self.timezone:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(self.timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"`timezone`: unknown time zone {self.timezone!r}") from None
+
+
+class Export(Struct, **_SECTION):
+    """The continuous Parquet export (store/export.py, docs/export.md)."""
+
+    # Where the daemon exports every `interval` seconds: an absolute directory, or a URL
+    # that DuckDB's writers accept (s3://bucket/prefix, with the extension installed);
+    # empty: no continuous export.
+    parquet_dir: Annotated[str, Meta(max_length=4096)] = ""
+    # Seconds between two runs (each writes what is new since the last): up to a day.
+    interval: Annotated[float, Meta(ge=1.0, le=86_400.0)] = 300.0
+
+    def __post_init__(self) -> None:
+        target = os.path.expanduser(self.parquet_dir)
+        is_url = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", target) is not None
+        if target and not is_url and not os.path.isabs(target):
+            raise ValueError(
+                f"`parquet-dir`: {self.parquet_dir!r} is neither an absolute path nor a URL"
+            )
+        self.parquet_dir = target
+
+
 # US dollars per million tokens: the dearest model costs a few hundred.
 Price = Annotated[float, Meta(ge=0, le=1_000_000.0)]
 
 
 class ModelPrice(Struct, omit_defaults=True, **_SECTION):
-    """One model's prices in US dollars per million tokens (adapters/pricing.py)."""
+    """One model's prices in US dollars per million tokens (adapters/pricing.py): they
+    win over genai-prices' data for that model, at every time, without tiers."""
 
     input: Price
     output: Price
@@ -241,12 +307,102 @@ class ModelPrice(Struct, omit_defaults=True, **_SECTION):
 
 
 class Pricing(Struct, **_SECTION):
-    """Prices that take precedence over the bundled table, by model name
-    (``[pricing.models."my-model"]``); `telemetryctl pricing` shows the result."""
+    """Prices that take precedence over genai-prices' data, by model name
+    (``[pricing.models."my-model"]``); `telemetryctl pricing` shows the result. Live on
+    SIGHUP; `telemetryctl reprice` applies them to the stored requests."""
 
     models: Annotated[dict[str, ModelPrice], Meta(max_length=10_000)] = msgspec.field(
         default_factory=dict
     )
+
+
+# -- [forward]: shipping the journal to a central OTLP/HTTP endpoint (daemon/forward.py) --
+
+FORWARD_SIGNALS = ("logs", "traces", "metrics")
+# Headers the forwarder sets itself (a `[forward] headers` entry may not replace them).
+FORWARD_OWN_HEADERS = frozenset(
+    {"content-type", "content-length", "content-encoding", "transfer-encoding", "connection"}
+)
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
+
+
+class Forward(Struct, **_SECTION):
+    """Forwarding the journal to an OTLP/HTTP endpoint (docs/forward.md): off while
+    ``endpoint`` is empty."""
+
+    # The endpoint's base URL, as OTEL_EXPORTER_OTLP_ENDPOINT: http(s)://host:port[/path];
+    # requests go to <endpoint>/v1/logs (and /v1/traces, /v1/metrics).
+    endpoint: str = ""
+    # Sent with every request, e.g. { Authorization = "Bearer <token>" }.
+    headers: Annotated[dict[str, str], Meta(max_length=64)] = msgspec.field(default_factory=dict)
+    # OTLP signals: logs (every event, lossless: what a receiving telemetryd keeps),
+    # traces (span events as spans), metrics (metric events as data points).
+    signals: Annotated[list[str], Meta(min_length=1, max_length=3)] = msgspec.field(
+        default_factory=lambda: ["logs"]
+    )
+    # Event types to send; empty: every type.
+    types: Annotated[list[str], Meta(max_length=64)] = msgspec.field(default_factory=list)
+    # Extra resource attributes of every request (who sent it: { "user.name" = "ana" }).
+    resource: Annotated[dict[str, str], Meta(max_length=64)] = msgspec.field(default_factory=dict)
+    # gzip the request bodies (JSON of events shrinks about tenfold), or none.
+    compression: Literal["gzip", "none"] = "gzip"
+    # Journal bytes per request at most (a longer line goes alone), and events.
+    batch_bytes: Annotated[int, Meta(ge=4 * KiB, le=64 * MiB)] = 4 * MiB
+    batch_events: Annotated[int, Meta(ge=1, le=1_000_000)] = 10_000
+    # A request gets this long to be answered.
+    timeout: Seconds = 30.0
+    # Retries wait 1 s, doubling up to this (or the server's Retry-After, up to this).
+    max_retry_interval: Seconds = 60.0
+    # Events the receiver refused for good are copied to forward/refused.jsonl, up to this
+    # many bytes; past it forwarding stops (a receiver refusing everything is a problem
+    # to fix, not a reason to skip the journal).
+    max_refused_bytes: Annotated[int, Meta(ge=0, le=GiB)] = 64 * MiB
+
+    def __post_init__(self) -> None:
+        if self.endpoint:
+            check_endpoint(self.endpoint)
+        for name, value in self.headers.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"`headers`: {name!r} is not an HTTP header name")
+            if name.lower() in FORWARD_OWN_HEADERS:
+                raise ValueError(f"`headers`: {name!r} is set by the forwarder itself")
+            if any(ch in value for ch in "\r\n\0"):
+                raise ValueError(f"`headers`: the value of {name!r} has a line break or NUL")
+        if self.types:
+            from telemetryd.events import EVENT_TYPES
+
+            for name in self.types:
+                if name not in EVENT_TYPES:
+                    raise ValueError(
+                        f"`types`: {name!r} is not an event type ({', '.join(EVENT_TYPES)})"
+                    )
+        for signal in self.signals:
+            if signal not in FORWARD_SIGNALS:
+                raise ValueError(
+                    f"`signals`: {signal!r} is not one of {', '.join(FORWARD_SIGNALS)}"
+                )
+
+
+def check_endpoint(url: str) -> tuple[str, str, int, str]:
+    """``(scheme, host, port, path)`` of a forwarding endpoint, or ValueError naming
+    what is wrong with it (credentials belong in `headers`, not in the URL)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"`endpoint`: {url!r}: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"`endpoint`: {url!r} must start with http:// or https://")
+    if not parts.hostname:
+        raise ValueError(f"`endpoint`: {url!r} names no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("`endpoint`: put credentials in `headers`, not in the URL")
+    if parts.query or parts.fragment:
+        raise ValueError(f"`endpoint`: {url!r} must not have a query or a fragment")
+    default = 443 if parts.scheme == "https" else 80
+    return parts.scheme, parts.hostname, port or default, parts.path.rstrip("/")
 
 
 class Config(Struct, **_SECTION):
@@ -257,6 +413,10 @@ class Config(Struct, **_SECTION):
     retention: Retention = msgspec.field(default_factory=Retention)
     pricing: Pricing = msgspec.field(default_factory=Pricing)
     http: Http = msgspec.field(default_factory=Http)
+    analyzer: Analyzer = msgspec.field(default_factory=Analyzer)
+    budget: Budget = msgspec.field(default_factory=Budget)
+    forward: Forward = msgspec.field(default_factory=Forward)
+    export: Export = msgspec.field(default_factory=Export)
 
 
 ENV_PREFIX = "TELEMETRYD_"

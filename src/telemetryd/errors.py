@@ -50,3 +50,7 @@ class DaemonError(TelemetryError):
 class StoreUnavailable(DaemonError):
     """The database cannot be opened (``store_unavailable``): by the daemon's store, or by
     the one-shot store process that answers a query while the daemon is stopped."""
+
+
+class ExportError(TelemetryError):
+    """An export cannot be made as asked (another window, a manifest that is not ours)."""

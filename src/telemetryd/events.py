@@ -167,6 +167,9 @@ class Tool(_Strict, kw_only=True):
     use_id: str | None = None
     success: bool | None = None
     error: str | None = None
+    # A hash of the tool's input (adapters/ids.py input_digest): equal inputs, equal
+    # digests, whatever path reported them; the input itself is content, not kept.
+    input_digest: Annotated[str, Meta(max_length=64)] | None = None
 
 
 class ToolCall(Event, tag="tool_call", kw_only=True):

@@ -8,11 +8,11 @@ under the configured durability mode. A problem with the connection as a whole
 (too many connections, idle timeout, shutdown) gets a :class:`Closing` line.
 
 Control socket: one JSON request per line, answered by one or more reply lines:
-``status``, ``flush``, ``rebuild`` and ``gc`` by one typed reply (:class:`StatusReply`,
-:class:`FlushReply`, :class:`RebuildReply`, :class:`GcReply`), ``query`` and ``tail`` by
-a stream of lines; a request that fails gets a :class:`Closing` line whose ``error``
-names the operation (``gc_failed``, ...) or the part that is down
-(``store_unavailable``, ``journal_unavailable``).
+``status``, ``flush``, ``rebuild``, ``gc`` and ``export`` by one typed reply
+(:class:`StatusReply`, :class:`FlushReply`, :class:`RebuildReply`, :class:`GcReply`,
+:class:`ExportReply`), ``query`` and ``tail`` by a stream of lines; a request that
+fails gets a :class:`Closing` line whose ``error`` names the operation (``gc_failed``,
+...) or the part that is down (``store_unavailable``, ``journal_unavailable``).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ REBUILD_FAILED = "rebuild_failed"
 GC_FAILED = "gc_failed"
 TAIL_FAILED = "tail_failed"
 TOTALS_FAILED = "totals_failed"
+REPRICE_FAILED = "reprice_failed"
 # ... because a part it needs is down, whatever the operation.
 STORE_UNAVAILABLE = "store_unavailable"  # the database is not open (yet)
 
@@ -142,6 +143,14 @@ class TailRequest(Request, tag="tail"):
     follow: bool = True
 
 
+class RepriceRequest(Request, tag="reprice"):
+    """Compute the costs of the stored api_requests (from ``since`` on) again, with the
+    price data and the configuration's overrides as they are now (store/pricing.py);
+    reported costs stay."""
+
+    since: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+
+
 class TotalsRequest(Request, tag="totals"):
     """The daemon's running totals of API usage (daemon/totals.py): today's (UTC), every
     day kept, ``session``'s when given, the usage since ``since`` when given (a time
@@ -152,14 +161,47 @@ class TotalsRequest(Request, tag="totals"):
     since: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
 
 
+# -- export (docs/export.md) ---------------------------------------------------------
+
+EXPORT_FAILED = "export_failed"
+
+
+class ExportRequest(Request, tag="export"):
+    """Export the events not exported yet to ``dir`` (an absolute path, or a URL that
+    DuckDB's writers accept) as Hive-partitioned Parquet (store/export.py). ``since`` and
+    ``until`` (RFC 3339) set the window of a new export directory (``since <= ts <
+    until``); an existing one keeps its own."""
+
+    dir: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    since: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    until: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+
+
+class ExportReply(Struct, kw_only=True):
+    """One export run: ``run`` (None: nothing was new), the events and files it wrote
+    (file paths relative to ``target``), the directory's events in all, its window."""
+
+    ok: bool = True
+    target: str
+    run: int | None
+    events: int
+    files: list[str]
+    total_events: int
+    since: str | None
+    until: str | None
+    elapsed_s: float
+
+
 ControlRequest = (
-    StatusRequest
+    ExportRequest
+    | StatusRequest
     | FlushRequest
     | RebuildRequest
     | GcRequest
     | QueryRequest
     | TailRequest
     | TotalsRequest
+    | RepriceRequest
 )
 
 
@@ -255,6 +297,31 @@ class HttpStatus(Struct, kw_only=True, omit_defaults=True):
     rejected: int = 0  # ... of which rejected (partial success)
 
 
+class ForwardStatus(Struct, kw_only=True):
+    """Forwarding to an OTLP endpoint (daemon/forward.py, docs/forward.md): where the
+    forwarder is in the journal, how far behind, and how the endpoint answered."""
+
+    endpoint: str
+    signals: list[str]
+    # sending | caught up | retrying | stopped (refusals over the limit: retried slowly)
+    state: str
+    segment: str  # the position: a segment's name ("" before the first) ...
+    offset: int  # ... and the bytes of it (uncompressed) already forwarded
+    behind_events: int | None  # journaled, not yet forwarded (None: still counting)
+    behind_bytes: int | None
+    sent_events: int  # this run
+    requests: int  # answered with a success, this run
+    last_success: str | None  # RFC 3339
+    last_error: str | None
+    last_error_at: str | None
+    failures: int  # attempts failed in a row
+    retry_in_s: float | None  # the next attempt, while retrying
+    refused_events: int  # refused by the receiver for good, copied to refused_file (this run)
+    partial_rejected: int  # records a 200 said it rejected (partial success), this run
+    refused_file: str
+    skipped: list[str]  # journal segments deleted before they were forwarded (this run)
+
+
 class StatusReply(Struct, kw_only=True):
     ok: bool = True
     version: str
@@ -278,6 +345,9 @@ class StatusReply(Struct, kw_only=True):
     paths: PathsStatus
     ingest_workers: IngestWorkersStatus | None = None  # None: a daemon without them
     http: HttpStatus | None = None  # None: a daemon without the HTTP listener
+    # The analyzer's figures (daemon/analyzer.py owns the keys); None: a daemon without it.
+    analyzer: dict[str, Any] | None = None
+    forward: ForwardStatus | None = None  # None: forwarding off (`[forward] endpoint` empty)
 
 
 class UsageTotals(Struct, kw_only=True):
@@ -353,7 +423,20 @@ class GcReply(Struct, kw_only=True):
     at: str  # when, RFC 3339 UTC
 
 
-Reply = StatusReply | FlushReply | RebuildReply | GcReply | TotalsReply
+class RepriceReply(Struct, kw_only=True):
+    """``repriced`` requests had their cost computed again with ``source``'s prices (of
+    them, ``changed`` got another cost; ``computed`` have one, ``unknown`` none)."""
+
+    ok: bool = True
+    repriced: int
+    changed: int
+    computed: int
+    unknown: int
+    source: str  # the price data: genai-prices X.Y.Z
+    overrides: list[str] = []  # the models priced by the configuration instead
+
+
+Reply = StatusReply | FlushReply | RebuildReply | GcReply | TotalsReply | RepriceReply | ExportReply
 
 
 ENCODER = msgspec.json.Encoder()
@@ -375,6 +458,7 @@ def encode_line(message: Struct) -> bytes:
 # means the worker died while answering.
 
 LOAD_FAILED = "load_failed"  # (and STORE_UNAVAILABLE, REBUILD_FAILED, GC_FAILED above)
+ANALYZE_FAILED = "analyze_failed"
 
 
 class WorkerRequest(Struct, tag_field="op", forbid_unknown_fields=True, kw_only=True):
@@ -408,6 +492,27 @@ class WorkerGc(WorkerRequest, tag="gc"):
     retention: dict[str, Any] = {}
 
 
+class WorkerAnalyze(WorkerRequest, tag="analyze"):
+    """An analysis (store/analyzer.py) after loading the journal, with the ``[analyzer]``
+    and ``[budget]`` settings as loaded now: ``{"ok":true,"alerts":[...],"next_due":T,
+    "budget":[...]}``."""
+
+    analyzer: dict[str, Any] = {}
+    budget: dict[str, Any] = {}
+    # Unix time: loops and cost anomalies in sessions with events received since then
+    # only (None: every session).
+    touched: float | None = None
+
+
+class WorkerReprice(WorkerRequest, tag="reprice"):
+    """Price the stored api_requests again (``since``: RFC 3339, from then on) with the
+    ``[pricing]`` settings as loaded now, which the worker's loads use from then on:
+    ``{"ok":true,"repriced":N,"changed":N,"computed":N,"unknown":N,"source":...}``."""
+
+    since: str | None = None
+    pricing: dict[str, Any] = {}
+
+
 class WorkerStats(WorkerRequest, tag="stats"):
     """The store's figures for `status`, with ``"ok":true``."""
 
@@ -416,5 +521,24 @@ class WorkerPing(WorkerRequest, tag="ping"):
     """``{"ok":true}`` from the worker's event loop: it is alive and answering."""
 
 
-WorkerMessage = WorkerLoad | WorkerQuery | WorkerRebuild | WorkerGc | WorkerStats | WorkerPing
+class WorkerExport(WorkerRequest, tag="export"):
+    """An export run (``dir``, ``since``, ``until`` as in ExportRequest): its report, the
+    fields of an ExportReply."""
+
+    dir: str
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+WorkerMessage = (
+    WorkerExport
+    | WorkerLoad
+    | WorkerQuery
+    | WorkerRebuild
+    | WorkerGc
+    | WorkerAnalyze
+    | WorkerReprice
+    | WorkerStats
+    | WorkerPing
+)
 WORKER_DECODER = msgspec.json.Decoder(WorkerMessage)

@@ -113,6 +113,9 @@ def _tool(payload: dict[str, Any]) -> dict[str, Any]:
     use_id = payload.get("tool_use_id")
     if isinstance(use_id, str) and use_id:
         tool["use_id"] = use_id
+    digest = ids.input_digest(payload.get("tool_input"))
+    if digest:
+        tool["input_digest"] = digest
     return tool
 
 

@@ -21,13 +21,21 @@ hashed. Plain Python, and ``hashlib`` only when a hash is needed:
 
 from __future__ import annotations
 
+from telemetryd import fastjson
+
+TYPE_CHECKING = False  # not `typing.TYPE_CHECKING`: `telemetryctl hook` imports this module
+if TYPE_CHECKING:
+    from typing import Any
+
 MAX_ID = 128  # events.EventId's max_length
 
 
 def _digest(text: str) -> str:
-    import hashlib
-
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    try:  # the C module itself: `hashlib` loads OpenSSL first (~3 ms on the hook path)
+        from _blake2 import blake2b
+    except ImportError:
+        from hashlib import blake2b
+    return blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def bounded(text: str, prefix: str) -> str:
@@ -53,6 +61,35 @@ def tool_event_id(kind: str, session: str, use_id: str) -> str:
 def agent_event_id(kind: str, session: str, agent_id: str) -> str:
     """The id of an ``agent_start`` / ``agent_stop`` of the sub-agent ``agent_id``."""
     return bounded(f"cc:{kind}:{session}:{agent_id}", "cc:")
+
+
+def input_digest(value: Any) -> str | None:
+    """The digest of a tool's input (``tool.input_digest``): a hash of its JSON with
+    sorted keys, so the same input gives the same digest whichever path reported it
+    (the hook's ``tool_input``, a transcript's ``tool_use`` input, an OTLP event's
+    arguments). None when there is no input. The input itself is never kept."""
+    if value is None:
+        return None
+    try:
+        text = fastjson.dumps(_sorted(value))
+    except (TypeError, ValueError, RecursionError):  # not JSON data
+        return None
+    return _digest(text)
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(key): _sorted(value[key]) for key in sorted(value, key=str)}
+    if isinstance(value, list):
+        return [_sorted(item) for item in value]
+    return value
+
+
+def alert_id(rule: str, *key: str) -> str:
+    """The id of the analyzer's alert for one condition of ``rule`` (store/analyzer.py):
+    ``alert:<rule>:<key ...>``. The same condition always gets the same id, so it is
+    journaled once however often the analyzer finds it."""
+    return bounded(":".join(("alert", rule, *key)), f"alert:{rule}:")
 
 
 def hashed_id(prefix: str, *parts: str) -> str:

@@ -1,297 +1,426 @@
 """Model prices, and the cost of an api_request that reported none.
 
-The prices ship in ``prices.json`` next to this module (US dollars per million
-tokens, with the table's date and source), so costs are computed offline;
-nothing is ever fetched. ``[pricing.models."NAME"]`` in config.toml adds or
-replaces a model's prices. `telemetryctl pricing` shows the table in use.
+Prices come from the ``genai-prices`` package (maintained price data for every major
+provider, with each model's price history, long-context tiers and cache prices),
+installed with telemetryd: nothing is fetched at run time. ``[pricing.models."NAME"]``
+in config.toml gives a model's prices itself, and wins over the package.
+`telemetryctl pricing` shows the data's version and date.
 
-A model name is matched exactly, then without a provider prefix
-(``anthropic/``, ``us.anthropic.``, ...) and a date suffix (``-20250929``),
-then by the longest known name it starts with (``gemini-3.1-pro-preview-customtools``
-is priced as ``gemini-3.1-pro-preview``). Claude names with dots
-(``claude-sonnet-4.5``, as Copilot writes them) are read with dashes.
+genai-prices imports pydantic (and its data, ~40 MB of memory): this module imports
+it only when a price is first asked for, and only the store worker (which prices
+each request as it loads it, store/pricing.py), `telemetryctl import` and
+`telemetryctl pricing` ask. The daemon, `send`, `hook` and `statusline` never do.
 
-Cost of one request, with the tokens of the event model (input excludes the
-cache): ``input * input + output * output + cache_read * cache_read +
-cache_creation * cache_write``, where cache writes that the transcript says
-were 1-hour ones (``attrs.cache_creation_1h``) use ``cache_write_1h``. When the
-prompt (input + cache read + cache write) is larger than a model's ``above.tokens``
-(200k for Claude Sonnet 4 / 4.5 and Gemini Pro, 272k for GPT-5.4 / 5.5), all of
-the request's tokens take the ``above`` prices, as the providers bill them.
-Anthropic's fast mode (``attrs.speed == "fast"``) multiplies by the model's ``fast``.
+A request is priced **as of its own time** (``ts``): the package's prices for the
+model on that UTC day, or, for the few models whose price depends on the time of day,
+that minute. The model is looked up by name with the request's provider
+(``agent.provider``) when the package knows that provider and the model there, else by
+the name alone; a name the package does not match as it is is tried again without a
+provider prefix (``anthropic/``, ``us.anthropic.``), a ``@``/``:`` suffix and a date
+suffix. A model found nowhere has no price: its cost is unknown, never a guess.
 
-``attrs`` is free-form, so these two hints are read only when they have their type:
-``cache_creation_1h`` a whole number from 0 to 2^53 - 1 (``12`` or ``12.0``), ``speed``
-a string. Anything else (a list, a string of digits, ``true``, a negative number) is
-ignored for pricing, kept in ``attrs`` as sent, and never makes an event fail; so are
-token counts in :meth:`Table.cost`'s dicts that are not such whole numbers.
+The cost of one request, with the tokens of the event model (input excludes the
+cache)::
 
-Refreshing the table: ``python -m telemetryd.adapters.pricing LITELLM_JSON``
-rewrites the models listed here from a downloaded copy of LiteLLM's
-``model_prices_and_context_window.json`` and sets today's date.
+    input * input + output * output + cache_read * cache_read
+      + (cache_creation - long) * cache_write + long * cache_write_1h + per_request
+
+in USD per million tokens, where ``long`` is the 1-hour cache writes the transcript
+reported (``attrs.cache_creation_1h``), a missing cache price is the input price (a
+missing 1-hour price the 5-minute one), as genai-prices has it. A tiered price
+(Claude Sonnet 4 / 4.5 above 200k prompt tokens, Gemini Pro above 200k, GPT-5.4 above
+272k, ...) applies to **every** token of a request whose prompt (input + cache read +
+cache write) is over the tier's start: the whole request at the long-context rate, as
+the providers bill it. Anthropic's fast mode (``attrs.speed == "fast"``) is the
+package's ``speed: fast`` price variant.
+
+``attrs`` is free-form, so the two hints are read only when they have their type:
+``cache_creation_1h`` a whole number from 0 to 2^53 - 1, ``speed`` a string; anything
+else is ignored for pricing and never makes an event fail.
 """
 
 from __future__ import annotations
 
-import json
-import sys
-import time
-from pathlib import Path
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from importlib import metadata
 from typing import Any
 
-TABLE_FILE = Path(__file__).with_name("prices.json")
-PER_TOKEN = 1e-6  # the table is per million tokens
-_CACHE_NAMES = 4096  # model names whose match is remembered (producers choose the names)
-_MAX_COUNT = 2**53 - 1  # events.MAX_INT, without importing msgspec here
+log = logging.getLogger(__name__)
+
+PACKAGE = "genai-prices"
+OVERRIDE = "override"  # the price source of a model priced by the config file
+PER_TOKEN = 1e-6  # prices are per million tokens
+MAX_TIERS = 3  # tiers a price may have (the package's have at most 2); more: unpriced
 KINDS = ("input", "output", "cache_read", "cache_write", "cache_write_1h")
+_CACHE = 4096  # model names and days whose lookup is remembered (producers choose names)
+_MAX_COUNT = 2**53 - 1  # events.MAX_INT, without importing msgspec here
 _PREFIXES = ("anthropic/", "openai/", "gemini/", "google/", "vertex_ai/", "bedrock/",
              "us.anthropic.", "eu.anthropic.", "apac.anthropic.", "anthropic.")  # fmt: skip
 
 
-def _whole(value: Any) -> int:
-    """A count read from free-form data: a whole number from 0 to 2^53 - 1 (the event
-    model's largest count), else 0 (not a count)."""
+@dataclass(frozen=True)
+class Rate:
+    """One token kind's price: ``base`` USD per million tokens, and ``tiers``, (start,
+    price) pairs in ascending order: a request whose prompt is over ``start`` tokens
+    pays ``price`` for every token of this kind."""
+
+    base: float
+    tiers: tuple[tuple[int, float], ...] = ()
+
+    def at(self, prompt: int) -> float:
+        price = self.base
+        for start, tier in self.tiers:
+            if prompt > start:
+                price = tier
+        return price
+
+
+@dataclass(frozen=True)
+class Rates:
+    """A model's prices at one time, and where they come from (``source``:
+    ``genai-prices 0.2.5`` or ``override``; ``entry``: the provider and model of the
+    package, or the override's name)."""
+
+    source: str
+    entry: str
+    input: Rate
+    output: Rate
+    cache_read: Rate
+    cache_write: Rate
+    cache_write_1h: Rate
+    per_request: float = 0.0
+
+    def cost(
+        self, inp: int, out: int, cache_read: int = 0, cache_creation: int = 0, long: int = 0
+    ) -> float:
+        """USD for one request's tokens (``long``: the 1-hour part of ``cache_creation``)."""
+        prompt = inp + cache_read + cache_creation
+        long = min(max(long, 0), cache_creation)
+        return (
+            inp * self.input.at(prompt)
+            + out * self.output.at(prompt)
+            + cache_read * self.cache_read.at(prompt)
+            + (cache_creation - long) * self.cache_write.at(prompt)
+            + long * self.cache_write_1h.at(prompt)
+        ) * PER_TOKEN + self.per_request
+
+
+def version() -> str:
+    """The installed genai-prices version (read without importing it)."""
+    try:
+        return metadata.version(PACKAGE)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def data_source() -> str:
+    """How a computed cost names the package's data: ``genai-prices 0.2.5``."""
+    return f"{PACKAGE} {version()}"
+
+
+def whole(value: Any) -> int:
+    """A count read from free-form data: a whole number from 0 to 2^53 - 1, else 0."""
     if value.__class__ is int or (value.__class__ is float and value.is_integer()):
         return int(value) if 0 <= value <= _MAX_COUNT else 0
     return 0
 
 
-def _hints(attrs: Any) -> tuple[int, str | None]:
+def hints(attrs: Any) -> tuple[int, str | None]:
     """The pricing hints in an event's ``attrs``: 1-hour cache writes and the speed."""
     if not isinstance(attrs, dict):
         return 0, None
     speed = attrs.get("speed")
-    return _whole(attrs.get("cache_creation_1h")), speed if isinstance(speed, str) else None
+    return whole(attrs.get("cache_creation_1h")), speed if isinstance(speed, str) else None
 
 
-def _strip_date(name: str) -> str:
-    """Without a date suffix: ``claude-sonnet-4-5-20250929`` -> ``claude-sonnet-4-5``,
-    ``gpt-4o-2024-08-06`` -> ``gpt-4o``."""
+def normalized(name: str) -> str:
+    """``us.anthropic.claude-sonnet-4-5-20250929-v1:0`` -> ``claude-sonnet-4-5``: without
+    a provider prefix, a ``@``/``:`` suffix, ``-v1`` and a date suffix; lower case."""
+    name = name.lower()
+    for prefix in _PREFIXES:
+        if name.startswith(prefix):
+            name = name[len(prefix) :]
+    name = name.split("@")[0].split(":")[0]
+    if name.startswith("claude"):
+        name = name.replace(".", "-").removesuffix("-v1")
     parts = name.split("-")
     if len(parts) > 1 and len(parts[-1]) == 8 and parts[-1].isdigit():
         return "-".join(parts[:-1])
-    if (
-        len(parts) > 3
-        and all(p.isdigit() for p in parts[-3:])
-        and [len(p) for p in parts[-3:]] == [4, 2, 2]
-    ):
+    tail = parts[-3:]
+    if len(parts) > 3 and [len(p) for p in tail] == [4, 2, 2] and all(p.isdigit() for p in tail):
         return "-".join(parts[:-3])
     return name
 
 
-class Table:
-    """A price table: the bundled one with the configured overrides on top."""
+def _override_rates(name: str, prices: Mapping[str, Any]) -> Rates:
+    inp = Rate(float(prices["input"]))
+    write = Rate(float(prices["cache_write"])) if prices.get("cache_write") is not None else inp
+    return Rates(
+        source=OVERRIDE,
+        entry=name,
+        input=inp,
+        output=Rate(float(prices["output"])),
+        cache_read=Rate(float(prices["cache_read"]))
+        if prices.get("cache_read") is not None
+        else inp,
+        cache_write=write,
+        cache_write_1h=Rate(float(prices["cache_write_1h"]))
+        if prices.get("cache_write_1h") is not None
+        else write,
+    )
 
-    def __init__(self, data: dict[str, Any], overrides: dict[str, dict[str, Any]] | None = None):
-        self.date: str = data.get("date", "unknown")
-        self.source: str = data.get("source", "")
-        self.refresh: str = data.get("refresh", "")
-        self.models: dict[str, dict[str, Any]] = dict(data.get("models", {}))
-        self.overridden: set[str] = set()
+
+class Pricer:
+    """genai-prices' data with ``overrides`` (model name -> prices per million tokens:
+    input, output, cache_read, cache_write, cache_write_1h) on top."""
+
+    def __init__(self, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        self.source = data_source()
+        self.overrides: dict[str, Rates] = {}
         for name, prices in (overrides or {}).items():
-            entry = {k: v for k, v in prices.items() if v is not None}
-            entry["src"] = "config"
-            self.models[name] = entry
-            self.overridden.add(name)
-        self._cache: dict[str, str | None] = {}
+            rates = _override_rates(name, prices)
+            self.overrides[name] = rates
+            self.overrides.setdefault(normalized(name), rates)
+        self._models: dict[tuple[str, str | None], Any] = {}
+        self._rates: dict[tuple[Any, ...], Rates | None] = {}
+        self._snapshot: Any = None
 
-    def lookup(self, model: str | None) -> tuple[str, dict[str, Any]] | None:
-        """The table's name and prices for ``model``, or None when it is not priced."""
+    # -- the package's data, imported on first use -------------------------------------
+
+    def _data(self) -> Any:
+        if self._snapshot is None:
+            from genai_prices import data_snapshot
+
+            self._snapshot = data_snapshot.get_snapshot()
+        return self._snapshot
+
+    def _find(self, model: str, provider: str | None) -> list[Any]:
+        """The package's (provider, model info) pairs for ``model``, best first."""
+        key = (model, provider)
+        if key not in self._models:
+            if len(self._models) >= _CACHE:
+                self._models.clear()
+            self._models[key] = self._lookup(model, provider)
+        found: list[Any] = self._models[key]
+        return found
+
+    def _lookup(self, model: str, provider: str | None) -> list[Any]:
+        snapshot = self._data()
+        names = [model]
+        if normalized(model) != model.lower():
+            names.append(normalized(model))
+        hits: list[Any] = []
+        for name in names:
+            for provider_id in ([provider] if provider else []) + [None]:
+                try:
+                    hit = snapshot.find_provider_model(name, None, provider_id, None)
+                except LookupError:
+                    continue
+                if all(hit[1] is not seen[1] for seen in hits):
+                    hits.append(hit)
+        return hits
+
+    def override(self, model: str | None) -> Rates | None:
+        if not model or not self.overrides:
+            return None
+        return self.overrides.get(model) or self.overrides.get(normalized(model))
+
+    def priced_as(self, model: str, provider: str | None = None) -> str | None:
+        """The entry ``model`` is priced with: an override's name, ``provider/model`` of
+        the package, or None."""
+        found = self.override(model) or self.rates(model, provider, datetime.now(UTC))
+        return None if found is None else found.entry
+
+    def varies_within_a_day(self, model: str, provider: str | None) -> bool:
+        """Whether the package prices ``model`` by the time of day (off-peak hours)."""
+        if self.override(model) is not None:
+            return False
+        from genai_prices import types
+
+        for _, info in self._find(model, provider):
+            prices = info.prices if isinstance(info.prices, list) else []
+            constraints = [p.constraint for p in prices]
+            constraints += [v.constraint for v in info.price_variants or ()]
+            if any(isinstance(c, types.TimeOfDateConstraint) for c in constraints):
+                return True
+        return False
+
+    def rates(
+        self,
+        model: str | None,
+        provider: str | None,
+        when: datetime,
+        speed: str | None = None,
+        *,
+        exact_time: bool = False,
+    ) -> Rates | None:
+        """``model``'s prices at ``when`` (UTC; the day's prices unless ``exact_time``),
+        or None when it has no price."""
         if not model:
             return None
-        if model not in self._cache:
-            if len(self._cache) >= _CACHE_NAMES:
-                self._cache.clear()  # bounded, whatever names producers send
-            self._cache[model] = self._match(model)
-        key = self._cache[model]
-        return None if key is None else (key, self.models[key])
+        found = self.override(model)
+        if found is not None:
+            return found
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        moment: Any = when if exact_time else when.astimezone(UTC).date()
+        # The first entry with token prices: a provider's own listing of a model it
+        # serves without a per-token rate falls back to the model's maker's.
+        for hit in self._find(model, provider):
+            key = (hit[0].id, hit[1].id, moment, speed)
+            if key not in self._rates:
+                if len(self._rates) >= _CACHE:
+                    self._rates.clear()
+                day = when.astimezone(UTC)
+                at = when if exact_time else datetime(day.year, day.month, day.day, tzinfo=UTC)
+                self._rates[key] = self._convert(hit, at, speed)
+            rates = self._rates[key]
+            if rates is not None:
+                return rates
+        return None
 
-    def _match(self, model: str) -> str | None:
-        if model in self.models:
-            return model
-        name = model.lower()
-        for prefix in _PREFIXES:
-            if name.startswith(prefix):
-                name = name[len(prefix) :]
-        name = name.split("@")[0].split(":")[0]  # vertex "@20250929", bedrock ":0"
-        if name.startswith("claude"):
-            name = name.replace(".", "-").removesuffix("-v1")
-        for candidate in (name, _strip_date(name)):
-            if candidate in self.models:
-                return candidate
-        best = None
-        for key in self.models:
-            if (name.startswith(key + "-") or name == key) and (
-                best is None or len(key) > len(best)
-            ):
-                best = key
-        return best
+    def _convert(self, hit: Any, when: datetime, speed: str | None) -> Rates | None:
+        from genai_prices import types
 
-    def cost(
-        self,
-        tokens: dict[str, Any],
-        model: str | None,
-        *,
-        cache_creation_1h: int = 0,
-        speed: str | None = None,
-    ) -> float | None:
-        """US dollars for one request's ``actual`` tokens; None when the model is unknown
-        or the tokens are not actual counts."""
-        found = self.lookup(model)
-        if found is None or tokens.get("source") != "actual":
+        provider, info = hit
+        if isinstance(info.prices, list) and not info.prices:
             return None
-        prices = found[1]
-        inp = _whole(tokens.get("input"))
-        out = _whole(tokens.get("output"))
-        read = _whole(tokens.get("cache_read"))
-        write = _whole(tokens.get("cache_creation"))
-        above = prices.get("above")
-        if isinstance(above, dict) and inp + read + write > above.get("tokens", float("inf")):
-            prices = {**prices, **{k: v for k, v in above.items() if k in KINDS}}
-        long_writes = min(max(cache_creation_1h, 0), write)
-        p_in = prices["input"]
-        p_write = prices.get("cache_write", p_in)
-        total: float = (
-            inp * p_in
-            + out * prices["output"]
-            + read * prices.get("cache_read", p_in)
-            + (write - long_writes) * p_write
-            + long_writes * prices.get("cache_write_1h", p_write)
-        ) * PER_TOKEN
-        if speed == "fast" and prices.get("fast"):
-            total *= float(prices["fast"])
-        return total
+        prices = info.get_prices(when, {"speed": speed} if speed else None)
 
-    def price_request(self, event: Any) -> None:
-        """:meth:`price_event` for a decoded ``events.ApiRequest`` (the daemon's ingest)."""
-        if event.cost_usd is not None:
-            if event.cost_source is None:
-                event.cost_source = "reported"
-            return
-        tokens = event.tokens
-        model = event.agent.model if event.agent is not None else None
-        if tokens.source != "actual" or self.lookup(model) is None:
-            event.cost_source = "unknown"
-            return
-        long_writes, speed = _hints(event.attrs)
-        cost = self.cost(
-            {
-                "source": "actual",
-                "input": tokens.input,
-                "output": tokens.output,
-                "cache_read": tokens.cache_read,
-                "cache_creation": tokens.cache_creation,
-            },
-            model,
-            cache_creation_1h=long_writes,
-            speed=speed,
+        def rate(value: Any) -> Rate | None:
+            if value is None:
+                return None
+            if isinstance(value, types.TieredPrices):
+                tiers = tuple((int(t.start), float(t.price)) for t in value.tiers)
+                return Rate(float(value.base), tiers)
+            return Rate(float(value))
+
+        inp = rate(prices.input_mtok)
+        if inp is None:  # not priced by the token (images, audio, search)
+            return None
+        rates = {
+            "input": inp,
+            "output": rate(prices.output_mtok) or Rate(0.0),
+            "cache_read": rate(prices.cache_read_mtok) or inp,
+            "cache_write": rate(prices.cache_write_mtok) or inp,
+        }
+        rates["cache_write_1h"] = rate(prices.cache_write_1h_mtok) or rates["cache_write"]
+        if any(len(r.tiers) > MAX_TIERS for r in rates.values()):
+            log.warning("%s/%s: over %d price tiers, unpriced", provider.id, info.id, MAX_TIERS)
+            return None
+        per_request = prices.requests_kcount
+        return Rates(
+            source=self.source,
+            entry=f"{provider.id}/{info.id}",
+            per_request=float(per_request) / 1000 if per_request is not None else 0.0,
+            **rates,
         )
-        if cost is None:
-            event.cost_source = "unknown"
-        else:
-            event.cost_usd = round(cost, 10)
-            event.cost_source = "computed"
+
+    # -- one event ---------------------------------------------------------------------
 
     def price_event(self, event: dict[str, Any]) -> None:
         """Give an api_request with actual tokens and no reported cost its ``cost_usd``
         (``cost_source`` computed), or ``cost_source`` unknown when its model has no price.
-        A reported cost is kept and marked ``reported``."""
+        A reported cost is kept and marked ``reported``. (The store prices every request
+        again as it loads it: store/pricing.py; this is the import's own summary's.)"""
         if event.get("type") != "api_request":
             return
         if event.get("cost_usd") is not None:
             event.setdefault("cost_source", "reported")
             return
         tokens = event.get("tokens")
-        if not isinstance(tokens, dict) or tokens.get("source") != "actual":
-            event["cost_source"] = "unknown"
-            return
         agent = event.get("agent")
         model = agent.get("model") if isinstance(agent, dict) else None
-        long_writes, speed = _hints(event.get("attrs"))
-        cost = self.cost(
-            tokens,
-            model if isinstance(model, str) else None,
-            cache_creation_1h=long_writes,
-            speed=speed,
-        )
-        if cost is None:
+        provider = agent.get("provider") if isinstance(agent, dict) else None
+        rates = None
+        if isinstance(tokens, dict) and tokens.get("source") == "actual" and isinstance(model, str):
+            long, speed = hints(event.get("attrs"))
+            when = _time(event.get("ts"))
+            rates = self.rates(
+                model,
+                provider if isinstance(provider, str) else None,
+                when,
+                speed,
+                exact_time=self.varies_within_a_day(
+                    model, provider if isinstance(provider, str) else None
+                ),
+            )
+        if rates is None:
             event["cost_source"] = "unknown"
+            return
+        assert isinstance(tokens, dict)
+        event["cost_usd"] = round(
+            rates.cost(
+                whole(tokens.get("input")),
+                whole(tokens.get("output")),
+                whole(tokens.get("cache_read")),
+                whole(tokens.get("cache_creation")),
+                long,
+            ),
+            10,
+        )
+        event["cost_source"] = "computed"
+
+    # -- what the data is ----------------------------------------------------------------
+
+    def info(self, today: date | None = None) -> dict[str, Any]:
+        """The data's version, its date (the newest price change it records, at or
+        before ``today``), the newest scheduled change after it, and its size."""
+        from genai_prices import types
+
+        today = today or datetime.now(UTC).date()
+        dates: set[date] = set()
+        models = 0
+        providers = self._data().providers
+        for provider in providers:
+            for info in provider.models:
+                models += 1
+                if isinstance(info.prices, list):
+                    for price in info.prices:
+                        if isinstance(price.constraint, types.StartDateConstraint):
+                            dates.add(price.constraint.start_date)
+        past = [d for d in dates if d <= today]
+        future = [d for d in dates if d > today]
+        return {
+            "source": self.source,
+            "package": PACKAGE,
+            "version": version(),
+            "date": max(past).isoformat() if past else None,
+            "scheduled": max(future).isoformat() if future else None,
+            "providers": len(providers),
+            "models": models,
+            "overrides": sorted(name for name, r in self.overrides.items() if r.entry == name),
+        }
+
+
+def _time(value: Any) -> datetime:
+    if isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            pass
         else:
-            event["cost_usd"] = round(cost, 10)
-            event["cost_source"] = "computed"
+            return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    return datetime.now(UTC)
 
 
-def bundled() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(TABLE_FILE.read_text(encoding="utf-8"))
-    return data
+def overrides_of(pricing: Any) -> dict[str, dict[str, Any]]:
+    """The overrides of a ``config.Pricing`` section, as plain dicts."""
+    import msgspec
+
+    return {name: msgspec.structs.asdict(price) for name, price in pricing.models.items()}
 
 
-def load(overrides: dict[str, dict[str, Any]] | None = None) -> Table:
-    """The bundled table with ``overrides`` (model -> prices per million tokens)."""
-    return Table(bundled(), overrides)
+def from_config(pricing: Any) -> Pricer:
+    """The package's prices with the overrides of a ``config.Pricing`` section."""
+    return Pricer(overrides_of(pricing))
 
 
-def configured() -> Table:
-    """The bundled table with the overrides of the configuration file."""
+def configured() -> Pricer:
+    """The package's prices with the overrides of the configuration file."""
     from telemetryd import config, paths
 
     return from_config(config.load(paths.resolve().config_file)[0].pricing)
-
-
-def from_config(pricing: Any) -> Table:
-    """The bundled table with the overrides of a ``config.Pricing`` section."""
-    import msgspec
-
-    overrides = {name: msgspec.structs.asdict(price) for name, price in pricing.models.items()}
-    return load(overrides)
-
-
-# -- refreshing the table from LiteLLM's file ------------------------------------------------
-
-
-_LITELLM = {
-    "input": "input_cost_per_token",
-    "output": "output_cost_per_token",
-    "cache_read": "cache_read_input_token_cost",
-    "cache_write": "cache_creation_input_token_cost",
-    "cache_write_1h": "cache_creation_input_token_cost_above_1hr",
-}
-
-
-def refresh(data: dict[str, Any], litellm: dict[str, Any], today: str) -> list[str]:
-    """Update ``data``'s models (the ones it lists) from LiteLLM's entries of the same
-    name; the names updated."""
-    updated = []
-    for name, entry in data["models"].items():
-        source = litellm.get(name)
-        if not isinstance(source, dict) or "input_cost_per_token" not in source:
-            continue
-        for kind, field in _LITELLM.items():
-            if isinstance(source.get(field), (int, float)):
-                entry[kind] = round(source[field] / PER_TOKEN, 6)
-        above = {k: source.get(f"{f}_above_200k_tokens") for k, f in _LITELLM.items()}
-        if isinstance(above.get("input"), (int, float)):
-            entry["above"] = {"tokens": 200000} | {
-                k: round(v / PER_TOKEN, 6) for k, v in above.items() if isinstance(v, (int, float))
-            }
-        entry["src"] = "litellm"
-        updated.append(name)
-    data["date"] = today
-    return updated
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        sys.stderr.write("usage: python -m telemetryd.adapters.pricing LITELLM_JSON\n")
-        return 2
-    data = bundled()
-    litellm = json.loads(Path(args[0]).read_text(encoding="utf-8"))
-    names = refresh(data, litellm, time.strftime("%Y-%m-%d", time.gmtime()))
-    TABLE_FILE.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    sys.stdout.write(f"{TABLE_FILE}: {len(names)} models updated\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

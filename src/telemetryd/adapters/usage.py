@@ -310,6 +310,33 @@ def copilot(
     )
 
 
+def parts_and_total(
+    *,
+    input: int,
+    output: int,
+    cache_read: int = 0,
+    cache_write: int = 0,
+    reasoning: int = 0,
+    total: int = 0,
+) -> dict[str, Any]:
+    """Counts stored as uncached ``input``, ``output``, cache reads and writes, an
+    optional ``total`` and optional ``reasoning`` apart from the output (OpenCode's
+    message ``tokens``, Amp's thread usage). A ``total`` larger than the four parts
+    holds tokens the parts leave out: the reasoning (OpenCode writes ``output`` without
+    it and ``total`` with it) or, when nothing else is known, output (ccusage counts
+    them at the output rate too). So output = output + max(total − parts, reasoning),
+    the reasoning also kept as ``reasoning``."""
+    missing = max(0, total - (input + output + cache_read + cache_write))
+    return _actual(
+        input_all=None,
+        input_uncached=input,
+        cached=cache_read,
+        cache_creation=cache_write,
+        output=output + max(missing, reasoning),
+        reasoning=reasoning,
+    )
+
+
 def tokens_from_usage(usage: dict[str, Any]) -> dict[str, Any]:
     """Normalize one usage object (see the module docstring for the shapes)."""
     u = _keys(usage)

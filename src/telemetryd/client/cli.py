@@ -15,12 +15,14 @@ import click
 
 from telemetryd import __version__, events, paths
 from telemetryd.client import control
+from telemetryd.client.alerts_cli import alerts_command
 from telemetryd.client.cli_errors import handle_errors
 from telemetryd.client.config_cli import config_group
+from telemetryd.client.export_cli import export_group
 from telemetryd.client.hooks_cli import hook_command, hooks_group, statusline_command
 from telemetryd.client.import_cli import import_group
 from telemetryd.client.otel_cli import otel_group
-from telemetryd.client.pricing_cli import pricing_command
+from telemetryd.client.pricing_cli import pricing_command, reprice_command
 from telemetryd.client.report_cli import report_group
 from telemetryd.client.reports_cli import reports
 from telemetryd.client.retention_cli import gc
@@ -185,10 +187,65 @@ def status(socket_path: str | None, as_json: bool) -> None:
             )
         else:
             click.echo(f"http: not listening on {http['address']}: {http.get('error')}")
+    forward = reply.get("forward")
+    if forward:
+        click.echo(_forward_status(forward))
     click.echo(_store_status(reply))
     warning = (reply.get("retention") or {}).get("warning")
     if warning:
         click.echo(f"retention: warning: {warning}")
+    analyzer = reply.get("analyzer")
+    if analyzer:
+        click.echo(_analyzer_status(analyzer))
+
+
+def _analyzer_status(analyzer: dict[str, Any]) -> str:
+    """The status lines about the analyzer and the budget."""
+    if not analyzer.get("enabled"):
+        return "analyzer: off ([analyzer] enabled = false)"
+    line = (
+        f"analyzer: {analyzer.get('runs', 0)} runs, {analyzer.get('alerts_raised', 0)} "
+        f"alerts raised this run of the daemon (`telemetryctl alerts`)"
+    )
+    if analyzer.get("next_due"):
+        line += f"; next stall check {analyzer['next_due']}"
+    lines = [line]
+    for period in analyzer.get("budget") or ():
+        limit, spent = period["limit_usd"], period["spent_usd"]
+        lines.append(
+            f"budget: {period['label']} ${spent:,.2f} of ${limit:,.2f} ({spent / limit:.0%})"
+        )
+    if analyzer.get("error"):
+        lines.append(f"analyzer error: {analyzer['error']}")
+    return "\n".join(lines)
+
+
+def _forward_status(forward: dict[str, Any]) -> str:
+    """The status lines about [forward] (docs/forward.md)."""
+    events, size = forward.get("behind_events"), forward.get("behind_bytes")
+    behind = "counting" if events is None else f"{events} events ({size} bytes) behind"
+    lines = [
+        f"forward: {forward['state']} to {forward['endpoint']}; {behind}; "
+        f"{forward['sent_events']} events sent, last success {forward['last_success'] or 'none'}"
+    ]
+    if forward.get("last_error") and forward["state"] != "caught up":
+        retry = forward.get("retry_in_s")
+        lines.append(
+            f"forward: last error ({forward['failures']} failures in a row"
+            + (f", next attempt in {retry:.0f} s" if retry is not None else "")
+            + f"): {forward['last_error']}"
+        )
+    if forward.get("refused_events") or forward.get("partial_rejected"):
+        lines.append(
+            f"forward: {forward['refused_events']} events refused for good "
+            f"(copied to {forward['refused_file']}), {forward['partial_rejected']} records "
+            "rejected in partial successes"
+        )
+    if forward.get("skipped"):
+        lines.append(
+            "forward: deleted before they were forwarded: " + ", ".join(forward["skipped"])
+        )
+    return "\n".join(lines)
 
 
 def _store_status(reply: dict[str, Any]) -> str:
@@ -325,4 +382,7 @@ cli.add_command(statusline_command)
 cli.add_command(import_group)
 cli.add_command(otel_group)
 cli.add_command(pricing_command)
+cli.add_command(reprice_command)
 cli.add_command(trace_command)
+cli.add_command(alerts_command)
+cli.add_command(export_group)

@@ -19,6 +19,7 @@ from telemetryd.client.protocol import (
     MAX_QUERY_TIMEOUT,
     Answer,
     Closing,
+    Exported,
     Flushed,
     GcReport,
     QueryColumns,
@@ -250,3 +251,23 @@ def rebuild(path: str, timeout: float = LONG_TIMEOUT) -> Rebuilt:
 def gc(path: str, dry_run: bool, timeout: float = LONG_TIMEOUT) -> GcReport:
     with Control(path, min(timeout, CONNECT_TIMEOUT)) as control:
         return control.gc(dry_run, timeout)
+
+
+def export(
+    path: str,
+    target: str,
+    since: str | None = None,
+    until: str | None = None,
+    timeout: float = LONG_TIMEOUT,
+) -> Exported:
+    """Ask the daemon for a Parquet export run into ``target`` (an absolute path or a
+    URL); ``since``/``until``: RFC 3339 times, the window of a new export directory."""
+    message: dict[str, Any] = {"op": "export", "dir": target}
+    if since is not None:
+        message["since"] = since
+    if until is not None:
+        message["until"] = until
+    with Control(path, min(timeout, CONNECT_TIMEOUT)) as control:
+        answer = control.answer(message, timeout)
+    assert isinstance(answer, Exported)
+    return answer

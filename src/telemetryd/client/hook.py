@@ -196,6 +196,15 @@ SELECT * FROM (
 UNION ALL
 SELECT 'sessions', NULL, count(*), NULL, NULL
 FROM sessions WHERE started >= utc_now() - INTERVAL 7 DAY
+UNION ALL
+SELECT * FROM (
+    SELECT 'alert', arg_max(message, timestamp), count(*), NULL, NULL
+    FROM alerts
+    WHERE source = 'telemetryd' AND timestamp >= utc_now() - INTERVAL 1 DAY
+    GROUP BY rule
+    ORDER BY max(timestamp) DESC LIMIT 5)
+UNION ALL
+SELECT 'budget', period, NULL, spent_usd, limit_usd FROM budget_use
 """
 
 
@@ -240,7 +249,19 @@ def context_text(rows: list[list[Any]]) -> str:
     if tools:
         out.append("Most failing tools:")
         for _, name, failed, total, _ in (r[:5] for r in tools):
-            out.append(f"- {name}: {failed} of {total} calls failed")
+            out.append(f"- {name}: {failed} of {int(total)} calls failed")
+    budget = [r for r in rows if r and r[0] == "budget"]
+    if budget:
+        out.append("Budget use:")
+        for _, period, _, spent, limit in (r[:5] for r in budget):
+            name = "today" if period == "day" else "this month"
+            out.append(f"- {name}: ${spent:.2f} of ${limit:.2f} ({spent / limit:.0%})")
+    alerts = [r for r in rows if r and r[0] == "alert"]
+    if alerts:
+        out.append("Alerts of the last 24 hours (`telemetryctl alerts`):")
+        for _, message, count, _, _ in (r[:5] for r in alerts):
+            more = f" (and {count - 1} more like it)" if count > 1 else ""
+            out.append(f"- {message}{more}")
     text = "\n".join(out)
     return text if len(text) <= CONTEXT_MAX else text[: CONTEXT_MAX - 1] + "…"
 

@@ -190,7 +190,7 @@ def import_group(ctx: click.Context, /, **options: Any) -> None:
     """Backfill api_request events from agents' local session files.
 
     Claude Code transcripts, Codex rollouts, Gemini CLI chat recordings, GitHub
-    Copilot CLI session events. With no
+    Copilot CLI session events, OpenCode messages, Amp threads. With no
     agent named, imports every agent whose default location exists, one after the
     other (the options apply to each; --json prints one summary per agent).
 
@@ -302,3 +302,45 @@ def copilot_command(**options: Any) -> None:
       COPILOT_HOME=/backup/copilot telemetryctl import copilot --dry-run --json
     """
     _run("copilot", **options)
+
+
+@import_group.command("opencode")
+@_options
+@_handle_errors
+def opencode_command(**options: Any) -> None:
+    """Import token usage from OpenCode's stored messages.
+
+    PATHS are OpenCode data directories, opencode*.db databases, message *.json
+    files or directories of them; by default each directory of the comma-separated
+    OPENCODE_DATA_DIR, else $XDG_DATA_HOME/opencode and ~/.local/share/opencode. In
+    a data directory the database (opencode.db, else opencode-<channel>.db) is read,
+    then storage/message/**/*.json; a message in both counts once. A cost OpenCode
+    stored (above 0) is kept; reasoning is output. Running it again adds nothing
+    that is already there.
+
+    \b
+    Examples:
+      telemetryctl import opencode
+      OPENCODE_DATA_DIR=/backup/opencode telemetryctl import opencode --dry-run --json
+    """
+    _run("opencode", **options)
+
+
+@import_group.command("amp")
+@_options
+@_handle_errors
+def amp_command(**options: Any) -> None:
+    """Import token usage from Amp's thread files.
+
+    PATHS are thread *.json files or directories holding them; by default
+    <dir>/threads for each directory of the comma-separated AMP_DATA_DIR, else
+    ~/.local/share/amp/threads. Each usage ledger event (or, in threads without a
+    ledger, each assistant message's usage) is one request; credits are kept in
+    attrs. Running it again adds nothing that is already there.
+
+    \b
+    Examples:
+      telemetryctl import amp
+      AMP_DATA_DIR=/backup/amp telemetryctl import amp --dry-run --json
+    """
+    _run("amp", **options)

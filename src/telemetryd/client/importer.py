@@ -1,5 +1,7 @@
 """Backfill ``api_request`` events from Claude Code transcripts, Codex rollouts,
-Gemini CLI chat recordings and GitHub Copilot CLI session events; from Claude Code
+Gemini CLI chat recordings, GitHub Copilot CLI session events, OpenCode's messages
+(its SQLite database and older message files) and Amp's thread files (both read by
+:mod:`telemetryd.client.agent_files`); from Claude Code
 transcripts also the rest of each session (tool calls and results, prompts by length,
 sub-agent runs: see :class:`_ClaudeSession`), with the hooks' ids.
 
@@ -18,10 +20,11 @@ a request exported over OTLP and imported from its transcript is one row; lines
 without a ``message.id`` and ``requestId`` are keyed by their line), Codex's
 session and cumulative token counts, Gemini CLI's session and message ids (a
 message Gemini CLI re-appends is one request), Copilot CLI's session, shutdown
-event id and model. Importing the same
+event id and model, OpenCode's message ids, Amp's thread and ledger event (or
+message) ids. Importing the same
 data again, or a copy of it, sends the same ids, which the daemon and the store
 drop as duplicates. On top of that, files that did not change since the last
-complete import (same size, mtime and inode, recorded in
+complete import (same size, mtime and inode; a database's write-ahead log too; recorded in
 ``<state dir>/import/<agent>.json`` once the daemon confirmed) are not read again.
 
 Malformed lines (not JSON) are counted and skipped; they never stop an import.
@@ -46,6 +49,7 @@ import msgspec
 
 from telemetryd import paths
 from telemetryd.adapters import claude_code, codex, copilot, gemini, ids, pricing
+from telemetryd.client import agent_files
 from telemetryd.client.delivery import EventStream
 from telemetryd.errors import DaemonBusy, DaemonUnavailable, TelemetryError
 
@@ -54,7 +58,7 @@ SEEN_GENERATION = 500_000  # keys per generation of the sent-keys set (two are k
 DEDUP_WINDOW = 2048  # pending requests per file (Claude Code)
 PENDING_TOOLS = 4096  # tool uses per file waiting for their result (Claude Code)
 STATE_VERSION = 1
-AGENTS = ("claude-code", "codex", "gemini", "copilot")
+AGENTS = ("claude-code", "codex", "gemini", "copilot", "opencode", "amp")
 
 Progress = Callable[[int], None]
 
@@ -259,6 +263,10 @@ def roots(agent: str, environ: dict[str, str] | None = None) -> list[Path]:
         return codex_roots(environ)
     if agent == "copilot":
         return copilot_roots(environ)
+    if agent == "opencode":
+        return agent_files.opencode_roots(environ)
+    if agent == "amp":
+        return agent_files.amp_roots(environ)
     return gemini_roots(environ)
 
 
@@ -266,6 +274,8 @@ def patterns(agent: str) -> tuple[str, ...]:
     """The names of ``agent``'s files in a directory."""
     if agent == "copilot":
         return ("events.jsonl",)
+    if agent == "amp":
+        return ("*.json",)
     return ("*.json", "*.jsonl") if agent == "gemini" else ("*.jsonl",)
 
 
@@ -481,7 +491,7 @@ class Importer:
         since: datetime | None = None,
         sink: EventStream | None = None,
         progress: Progress | None = None,
-        prices: pricing.Table | None = None,
+        prices: pricing.Pricer | None = None,
     ) -> None:
         if agent not in AGENTS:
             raise TelemetryError(f"unknown agent {agent!r}")
@@ -490,7 +500,7 @@ class Importer:
         self.sink = sink
         self.progress = progress
         self.seen = _Seen()
-        self.prices = prices or pricing.load()
+        self.prices = prices or pricing.Pricer()
         self.summary = Summary(agent=agent, dry_run=sink is None)
 
     def _emit(self, event: dict[str, Any], digest: bytes) -> None:
@@ -505,6 +515,10 @@ class Importer:
         if self.sink is not None:
             self.sink.add(_ENCODER.encode(event))
             self.summary.sent += 1
+
+    def emit_keyed(self, event: dict[str, Any]) -> None:
+        """Price, count and send one request whose id identifies it (sent once per run)."""
+        self._emit(event, hashlib.blake2b(event["id"].encode(), digest_size=16).digest())
 
     def _fresh(self, event_id: str) -> bool:
         """Whether ``event_id`` was not sent yet in this run (it is recorded as sent):
@@ -542,6 +556,10 @@ class Importer:
                 self._codex(f, path)
             elif self.agent == "copilot":
                 self._copilot(f, path)
+            elif self.agent == "opencode":
+                agent_files.read_opencode(self, f, path)
+            elif self.agent == "amp":
+                agent_files.read_amp(self, f, path)
             elif path.suffix == ".jsonl":
                 self._gemini_lines(f, path)
             else:
@@ -900,8 +918,7 @@ def state_file(agent: str) -> Path:
 
 
 def _identity(path: Path) -> list[int]:
-    info = path.stat()
-    return [info.st_size, info.st_mtime_ns, info.st_ino]
+    return agent_files.identity(path)
 
 
 def load_state(agent: str) -> dict[str, list[int]]:
@@ -944,7 +961,10 @@ def run(
     started = time.monotonic()
     if agent not in AGENTS:
         raise TelemetryError(f"unknown agent {agent!r}")
-    files = discover(list(given), roots(agent), patterns(agent))
+    if agent == "opencode":  # a database first, then the message files, per directory
+        files = agent_files.opencode_files(list(given), roots(agent))
+    else:
+        files = discover(list(given), roots(agent), patterns(agent))
     state = {} if rescan else load_state(agent)
     since_cut = None if since is None else since.timestamp()
     todo = []

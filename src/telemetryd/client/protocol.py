@@ -605,6 +605,38 @@ class Totals(Answer):
         self._need("days", dict)
 
 
+class Exported(Answer):
+    """One Parquet export run: ``run`` (None: nothing was new), the ``events`` and
+    ``files`` it wrote, the directory's ``total_events`` and window (docs/export.md)."""
+
+    op = "export"
+
+    def check(self) -> None:
+        self._need("target", str)
+        self._need("run", int, type(None))
+        self._need("events", int)
+        if not all(isinstance(name, str) for name in self._need("files", list)):
+            raise _nonsense("an answer to export", self)
+        self._need("total_events", int)
+
+    @property
+    def run(self) -> int | None:
+        value = self.get("run")
+        return None if value is None else int(value)
+
+    @property
+    def events(self) -> int:
+        return int(self["events"])
+
+    @property
+    def files(self) -> list[str]:
+        return list(self["files"])
+
+    @property
+    def total_events(self) -> int:
+        return int(self["total_events"])
+
+
 ANSWERS: dict[str, type[Answer]] = {
-    kind.op: kind for kind in (Status, Flushed, Rebuilt, GcReport, Totals)
+    kind.op: kind for kind in (Status, Flushed, Rebuilt, GcReport, Totals, Exported)
 }

@@ -22,8 +22,8 @@ the report's rows. The JSON (:func:`as_json`) has ccusage's keys, so scripts wri
 
 Days are local days in the report's time zone (DuckDB's ICU time zones; the stored
 times are UTC). A cost is the request's own: the one the transcript reported
-(``costUSD``), else the one computed from the price table when it was stored
-(adapters/pricing.py). Claude requests in fast mode are listed as ``<model>-fast``,
+(``costUSD``), else the one the store computed from genai-prices' data as of the
+request's time (store/pricing.py). Claude requests in fast mode are listed as ``<model>-fast``,
 as ccusage lists them. ``since`` / ``until`` (inclusive local dates) keep the days
 between them; a session is kept when its last activity's local day is between them.
 

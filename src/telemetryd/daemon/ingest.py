@@ -28,7 +28,6 @@ import msgspec
 
 from telemetryd import events as ev
 from telemetryd import wire
-from telemetryd.adapters.pricing import Table
 
 if TYPE_CHECKING:  # (ingest workers import this module: no configuration loader there)
     from telemetryd.config import Ingest
@@ -252,13 +251,15 @@ _EMPTY = Checked()
 
 class Checker:
     """The per-event work on lines: decoding, validation, the fields the daemon sets
-    (``v``, ``id`` when the client chose none, ``ts`` when absent, ``received_at``),
-    prices, canonical encoding. It needs nothing shared between connections (the
-    dedup window is applied afterwards, by :meth:`Feed.applied`), so an ingest
-    worker process (daemon/ingest_workers.py) runs the same code on its own ``Checker``."""
+    (``v``, ``id`` when the client chose none, ``ts`` when absent, ``received_at``,
+    ``cost_source`` reported on an api_request that carries its cost), canonical
+    encoding. Costs are never computed here: the store worker prices each request as it
+    loads it (store/pricing.py), so the daemon never imports the price data. It needs
+    nothing shared between connections (the dedup window is applied afterwards, by
+    :meth:`Feed.applied`), so an ingest worker process (daemon/ingest_workers.py) runs
+    the same code on its own ``Checker``."""
 
-    def __init__(self, prices: Table | None = None) -> None:
-        self.prices = prices
+    def __init__(self) -> None:
         self.ids = IdMaker()
         self.internal_errors = 0  # lines whose processing failed (a bug), for the log
         self._ms = -1
@@ -274,26 +275,44 @@ class Checker:
         return self._now
 
     def check(
-        self, region: bytes, lineno: int, max_line: int, max_attrs: int, max_depth: int
+        self,
+        region: bytes,
+        lineno: int,
+        max_line: int,
+        max_attrs: int,
+        max_depth: int,
+        *,
+        keep_received: bool = False,
     ) -> Checked:
         """Check the lines of ``region`` (each ends in a newline), the first being line
         ``lineno + 1`` of its stream.
+
+        ``keep_received``: the lines are another telemetryd's journal lines (forwarded
+        over OTLP: adapters/otel/forwarded.py), so an event that has a ``received_at``
+        keeps it, and the price it was journaled with (none is computed here), instead
+        of being rejected for it: the event stays the same event on every instance.
 
         How deep a line may nest before the decoder gives up ("nested too deeply") is
         the same wherever this runs (the daemon's event loop, an ingest worker): Python's
         recursion limit counts the frames below the caller too, so it is set relative to
         here while a region that could hold such a line is checked."""
         if len(region) < _DEEP_LINE:
-            return self._check(region, lineno, max_line, max_attrs, max_depth)
+            return self._check(region, lineno, max_line, max_attrs, max_depth, keep_received)
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(_stack_depth() + _DECODE_DEPTH)
         try:
-            return self._check(region, lineno, max_line, max_attrs, max_depth)
+            return self._check(region, lineno, max_line, max_attrs, max_depth, keep_received)
         finally:
             sys.setrecursionlimit(limit)
 
     def _check(
-        self, region: bytes, lineno: int, max_line: int, max_attrs: int, max_depth: int
+        self,
+        region: bytes,
+        lineno: int,
+        max_line: int,
+        max_attrs: int,
+        max_depth: int,
+        keep_received: bool = False,
     ) -> Checked:
         """:meth:`check`'s work. This is the per-event hot path: keep work out of the loop."""
         if not region:
@@ -303,7 +322,6 @@ class Checker:
         decode = ev.DECODER.decode
         log_type = ev.Log
         api_type = ev.ApiRequest
-        prices = self.prices
         utc = UTC
         version = ev.SCHEMA_VERSION
         now = self.now()
@@ -352,6 +370,9 @@ class Checker:
                     replies.append(_reject(lineno, invalid.code, invalid.message, invalid.path))
                     continue
                 attrs = event.attrs
+                kept = None
+                if keep_received and event.received_at is not None:
+                    kept, event.received_at = event.received_at, None
                 suspect = event.received_at is not None or event.__class__ is log_type
                 if attrs is not None and not suspect:
                     # The exact checks of attrs run only for a line that could fail them:
@@ -380,8 +401,22 @@ class Checker:
                         rejected += 1
                         replies.append(_reject(lineno, invalid.code, invalid.message, invalid.path))
                         continue
-                if event.__class__ is api_type and prices is not None:
-                    prices.price_request(event)
+                if kept is not None:
+                    if kept.tzinfo is not utc or kept.microsecond % 1000:
+                        try:
+                            kept = ev.to_utc_ms(kept)
+                        except ev.Invalid as invalid:
+                            rejected += 1
+                            replies.append(
+                                _reject(lineno, invalid.code, invalid.message, "$.received_at")
+                            )
+                            continue
+                elif (
+                    event.__class__ is api_type
+                    and event.cost_usd is not None
+                    and event.cost_source is None
+                ):
+                    event.cost_source = "reported"
                 event_id = event.id
                 if event_id is None:
                     id_counter += 1
@@ -392,7 +427,7 @@ class Checker:
                 else:
                     client_at.append(len(out))
                     client_ids.append(event_id)
-                event.received_at = now
+                event.received_at = now if kept is None else kept
                 event.v = version
                 append(event)
                 number(lineno)
@@ -467,13 +502,11 @@ class Checker:
 
 class Ingestor:
     """What all feeds share: limits, the dedup window, the counters, and the
-    :class:`Checker` (with its id maker and the prices that give an api_request without
-    a reported cost its computed one)."""
+    :class:`Checker` (with its id maker)."""
 
-    def __init__(self, config: Ingest, prices: Table | None = None) -> None:
+    def __init__(self, config: Ingest) -> None:
         self.config = config
-        self.prices = prices
-        self.checker = Checker(prices)
+        self.checker = Checker()
         self.dedup = Dedup(config.dedup_window)
         self.counters = Counters()
 
@@ -526,14 +559,17 @@ class Feed:
             )
         )
 
-    def feed(self, chunk: bytes) -> tuple[Batch | None, list[bytes]]:
+    def feed(
+        self, chunk: bytes, *, keep_received: bool = False
+    ) -> tuple[Batch | None, list[bytes]]:
         """Process the complete lines in ``chunk``: the batch to journal and the rejections.
 
         When a sync request is among the lines, processing stops after it and
         ``sync_requested`` is set; answer it, then call :meth:`resume`.
+        ``keep_received``: as :meth:`Checker.check`'s (forwarded events).
         """
         region = self.frame(chunk)
-        return self.applied(region, self.check(region))
+        return self.applied(region, self.check(region, keep_received=keep_received))
 
     def end(self) -> tuple[Batch | None, list[bytes]]:
         """The stream ended: a final line without a newline is still an event."""
@@ -577,7 +613,7 @@ class Feed:
             self.overlong = True
         return region
 
-    def check(self, region: bytes) -> Checked:
+    def check(self, region: bytes, *, keep_received: bool = False) -> Checked:
         """Check ``region`` here, on the daemon's :class:`Checker`."""
         config = self._ingestor.config
         return self._ingestor.checker.check(
@@ -586,6 +622,7 @@ class Feed:
             config.max_line_bytes,
             config.max_attrs_bytes,
             config.max_attrs_depth,
+            keep_received=keep_received,
         )
 
     def applied(

@@ -3,7 +3,7 @@
     python -m telemetryd.daemon.ingest_worker FD
 
 FD is the worker's end of a socketpair with the daemon. The worker reads a
-:class:`Hello` (the daemon's price table), answers that it is ready, then answers
+:class:`Hello`, answers that it is ready, then answers
 each :class:`Request` (complete lines and the limits to check them by, or an OTLP
 export request's body: :func:`run_job`) with an :class:`Answer`: what
 :meth:`~telemetryd.daemon.ingest.Checker.check` found, the canonical events as raw
@@ -24,20 +24,16 @@ import signal
 import socket
 import struct
 import sys
-from typing import Any
 
 import msgspec
 
 from telemetryd.adapters.otel.export import ENCODINGS, SIGNALS, Mapped
 from telemetryd.adapters.otel.wire import Encoding, Signal
-from telemetryd.adapters.pricing import Table
 from telemetryd.daemon.ingest import Checked, Checker
 
 
 class Hello(msgspec.Struct, array_like=True):
-    """The daemon's first message: its price table (None: no prices)."""
-
-    models: dict[str, dict[str, Any]] | None
+    """The daemon's first message (it carries nothing yet: a place for settings)."""
 
 
 class Request(msgspec.Struct, array_like=True):
@@ -102,7 +98,12 @@ def run_job(checker: Checker, request: Request, body: bytes) -> Answer:
     except zlib.error as exc:
         return Answer(request.tag, Checked(), refused=(400, f"the gzip body is broken: {exc}"))
     checked = checker.check(
-        mapped.lines, request.lineno, request.max_line, request.max_attrs, request.max_depth
+        mapped.lines,
+        request.lineno,
+        request.max_line,
+        request.max_attrs,
+        request.max_depth,
+        keep_received=mapped.forwarded > 0,
     )
     mapped.lines = b""
     return Answer(request.tag, checked, mapped)
@@ -151,8 +152,8 @@ def serve(sock: socket.socket) -> None:
         if meta is None or region is None:
             return
         if checker is None:
-            hello = msgspec.msgpack.decode(meta, type=Hello)
-            checker = Checker(None if hello.models is None else Table({"models": hello.models}))
+            msgspec.msgpack.decode(meta, type=Hello)
+            checker = Checker()
             _send(sock, list(message(Answer(0, Checked()))))
             continue
         request = requests.decode(meta)

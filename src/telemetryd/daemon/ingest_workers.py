@@ -30,7 +30,7 @@ for, the next start waits (1 s, doubling to 30 s, while they keep failing).
 Messages on the socketpair (:mod:`telemetryd.daemon.ingest_worker` defines them): an
 8-byte header (two big-endian 32-bit lengths), a msgpack array of that first length,
 then raw bytes of the second (so the lines and the events are copied as little as
-can be). The daemon sends a Hello (the price table), then a Request with each chunk's
+can be). The daemon sends a Hello, then a Request with each chunk's
 lines; a worker answers an Answer with the canonical events, the first one (tag 0)
 saying it is ready.
 """
@@ -54,7 +54,6 @@ import msgspec
 from anyio.abc import TaskStatus
 
 from telemetryd import wire
-from telemetryd.adapters.pricing import Table
 from telemetryd.daemon.ingest_worker import ANSWERS, HEADER, Answer, Hello, Request, message
 from telemetryd.daemon.store_worker import describe_exit
 
@@ -161,14 +160,13 @@ class Workers:
 
     def __init__(
         self,
-        prices: Table | None,
         *,
         count: int | None = None,
         command: list[str] | None = None,
     ) -> None:
         self.count = default_count() if count is None else count
         self.command = command or [sys.executable, "-m", "telemetryd.daemon.ingest_worker"]
-        self._hello = list(message(Hello(None if prices is None else prices.models)))
+        self._hello = list(message(Hello()))
         self._workers: list[_Worker] = []
         self._waiting: deque[Callable[[], object]] = deque()  # connections waiting for room
         self._next_tag = 1

@@ -11,7 +11,8 @@
                            of lines, started under load, stopped when idle)
           control socket -> a task per client
           HTTP (OTLP, http hooks) -> a task per client (daemon/listeners/http.py)
-          spool intake, store loads and retention timers, signal watcher
+          spool intake, store loads and retention timers, signal watcher,
+          the forwarder ([forward]: daemon/forward.py)
                                              (cancelled on shutdown)
 
 SIGTERM / SIGINT: stop accepting, let every connection acknowledge what it has
@@ -35,7 +36,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from telemetryd import __version__, config, paths, token
-from telemetryd.adapters import pricing
+from telemetryd.daemon.analyzer import Analyzer
 from telemetryd.daemon.ingest import Ingestor
 from telemetryd.daemon.journal import Journal
 from telemetryd.daemon.listeners.sockets import acquire_lock, bind_tcp, bind_unix
@@ -63,7 +64,7 @@ async def serve(
     http: HttpSocket | None = None
     try:
         os.makedirs(where.spool_dir, mode=0o700, exist_ok=True)
-        ingestor = Ingestor(settings.ingest, pricing.from_config(settings.pricing))
+        ingestor = Ingestor(settings.ingest)
         journal = Journal(
             where.journal_dir,
             where.quarantine_dir,
@@ -81,6 +82,8 @@ async def serve(
         control = passed.get("control") or _Bound.bind(where.control_socket, bound).sock
         http = _http_socket(where, settings.http, passed.get("http"))
         server = Server(where, settings, ingestor, journal, events, control, store, http)
+        analyzer = Analyzer(store, journal, ingestor, settings)
+        server.operations.analyzer = analyzer
         on_hup = None
         if load is not None:
             on_hup = functools.partial(reload, settings, load, journal, notifier)
@@ -95,7 +98,11 @@ async def serve(
                         async with anyio.create_task_group() as loops:
                             loops.start_soon(server.spool.spool_loop)
                             loops.start_soon(store.run)
+                            loops.start_soon(analyzer.run)
                             loops.start_soon(server.operations.warm_totals)
+                            # [forward]: the journal to an OTLP endpoint (daemon/forward.py)
+                            if server.forwarder is not None:
+                                loops.start_soon(server.forwarder.run)
                             # Signal handlers are in place before READY=1: from then on,
                             # SIGTERM means a clean stop.
                             await loops.start(_watch_signals, loops.cancel_scope, on_hup)

@@ -172,7 +172,9 @@ class Receiver:
             except otlp_wire.BadRequest as exc:
                 return self._refused(encoding, 400, str(exc))
             feed = Feed(self.listener.ingestor)
-            outcome = await self.listener.journal_events(feed, *feed.feed(mapped.lines))
+            outcome = await self.listener.journal_events(
+                feed, *feed.feed(mapped.lines, keep_received=mapped.forwarded > 0)
+            )
         if isinstance(outcome, Reply):
             return outcome
         replies = outcome

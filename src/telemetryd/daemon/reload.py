@@ -17,7 +17,8 @@ those same objects, and read them when they use them):
 - ``spool``: scan-interval (from the next scan);
 - ``retention``: everything (from the next run);
 - ``http``: allowed-hosts, prompt-text, max-body-bytes and max-connections at once
-  (from the next request or connection), the timeouts from their next wait.
+  (from the next request or connection), the timeouts from their next wait;
+- ``export``: parquet-dir and interval (from the next run).
 
 The others take a restart, and a change to them is logged as waiting for one:
 ``journal.durability`` (connections were promised acknowledgements under the
@@ -66,6 +67,7 @@ LIVE = frozenset(
         "retention.max-bytes",
         "retention.compress",
         "retention.interval",
+        "pricing.models",  # the store worker's loads use them after `telemetryctl reprice`
         "http.allowed-hosts",
         "http.prompt-text",
         "http.max-body-bytes",
@@ -73,6 +75,8 @@ LIVE = frozenset(
         "http.header-timeout",
         "http.body-timeout",
         "http.idle-timeout",
+        "export.parquet-dir",
+        "export.interval",
     }
 )
 

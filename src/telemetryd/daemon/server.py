@@ -15,6 +15,7 @@ import socket
 
 from telemetryd import wire
 from telemetryd.config import Config
+from telemetryd.daemon.forward import Forwarder
 from telemetryd.daemon.ingest import Ingestor
 from telemetryd.daemon.ingest_workers import Workers
 from telemetryd.daemon.journal import Journal
@@ -62,8 +63,12 @@ class Server:
     ) -> None:
         peers = Peers(config.ingest.allowed_uids)  # checked once, at start
         self.tails = Tails(journal)
+        # [forward]: the journal shipped to an OTLP endpoint (daemon/forward.py); None: off.
+        self.forwarder: Forwarder | None = None
+        if config.forward.endpoint:
+            self.forwarder = Forwarder(paths.state_dir, config.forward, journal)
         # The ingest worker processes: the events listener runs them, `status` shows them.
-        self.workers = Workers(ingestor.prices)
+        self.workers = Workers()
         self.operations = Operations(
             paths,
             config,
@@ -74,6 +79,7 @@ class Server:
             store,
             self.workers,
             self.http_status,
+            self.forwarder.status if self.forwarder is not None else None,
         )
         self.events = EventsListener(
             events_socket, config.ingest, ingestor, journal, peers, self.workers

@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -443,6 +444,16 @@ class StoreClient:
             self.usage_warning = reply.get("warning") or self.usage_warning
         return reply
 
+    async def reprice(self, since: str | None) -> dict[str, Any]:
+        """Price the stored requests again with the ``[pricing]`` settings as loaded now."""
+        self._seen = self.journal.events_written
+        request = wire.WorkerReprice(
+            since=since, pricing=msgspec.to_builtins(self.settings.pricing)
+        )
+        reply = await self.worker.call(request)
+        reply.pop("ok", None)
+        return reply
+
     @property
     def last(self) -> dict[str, Any] | None:
         """The last retention run's report, with the last warning any run gave."""
@@ -492,10 +503,12 @@ class StoreClient:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Ask for a load every ``store.interval`` seconds while events are pending, and
         as soon as ``store.pending-events`` were journaled (settings read afresh, so a
-        reload applies); a retention run every ``retention.interval`` seconds."""
+        reload applies); a retention run every ``retention.interval`` seconds; an export
+        every ``export.interval`` seconds when ``export.parquet-dir`` is set."""
         task_status.started()
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._retention)
+            tg.start_soon(self._export)
             while True:
                 with anyio.move_on_after(self.settings.store.interval):
                     while (
@@ -505,6 +518,27 @@ class StoreClient:
                         await self.journal.changed()
                 if self.journal.events_written != self._seen:
                     await self.refresh_or_log()
+
+    async def export(
+        self, target: str, since: datetime | None = None, until: datetime | None = None
+    ) -> dict[str, Any]:
+        """A Parquet export run in the worker (store/export.py): its report."""
+        reply = await self.worker.call(wire.WorkerExport(dir=target, since=since, until=until))
+        reply.pop("ok", None)
+        return reply
+
+    async def _export(self) -> None:
+        """Export to ``[export] parquet-dir`` every ``[export] interval`` seconds (settings
+        read afresh, so a reload applies; an empty directory turns it off)."""
+        while True:
+            await anyio.sleep(self.settings.export.interval)
+            target = self.settings.export.parquet_dir
+            if not target:
+                continue
+            try:
+                await self.export(target)
+            except WorkerError as exc:  # a full disk, the worker restarting: next time
+                log.warning("export to %s failed: %s", target, exc)
 
     async def _retention(self) -> None:
         while True:

@@ -492,3 +492,196 @@ FROM per_tool AS t
 ORDER BY t.calls DESC, t.tool_name;
 COMMENT ON MACRO TABLE tool_reliability IS
     'Per tool (tool_calls started in the last `days` days): calls, results, failures (success false, or an error without a success flag), failure_rate = failures / results, p50_ms and p95_ms of duration_ms (interpolated quantiles)';
+
+-- The analyzer's rules (store/analyzer.py runs them on new events and journals an `alert`
+-- for each condition they find; docs/alerts.md). Each looks at events since `since` (a UTC
+-- TIMESTAMP) and leaves out the analyzer's own alerts (source 'telemetryd').
+
+-- One row per tool use (a call and its result, paired by tool_use_id) with an input digest,
+-- counted per session, tool and digest over a sliding window of `window_seconds`; only
+-- sessions with a tool event received since `touched` (the analyzer's last look).
+CREATE OR REPLACE MACRO tool_loops(min_calls := 5, window_seconds := 300, since := TIMESTAMP '1970-01-01', touched := TIMESTAMP '1970-01-01') AS TABLE
+WITH touched_sessions AS (
+    SELECT DISTINCT t.session_id
+    FROM events AS t
+    WHERE t.received_at >= touched AND t.type IN ('tool_call', 'tool_result')
+        AND t.tool_input_digest IS NOT NULL
+),
+uses AS (
+    SELECT
+        e.session_id,
+        e.tool_name,
+        min(e.ts) AS ts,
+        arg_min(e.tool_input_digest, e.ts) FILTER (WHERE e.tool_input_digest IS NOT NULL)
+            AS digest,
+        arg_min(e.source, e.ts) AS source
+    FROM events AS e
+    WHERE e.type IN ('tool_call', 'tool_result') AND e.ts >= since
+        AND e.session_id IN (SELECT s.session_id FROM touched_sessions AS s)
+    GROUP BY e.session_id, e.tool_name, coalesce(e.tool_use_id, e.id)
+),
+windowed AS (
+    SELECT
+        u.*,
+        count(*) OVER (
+            PARTITION BY u.session_id, u.tool_name, u.digest
+            ORDER BY u.ts
+            RANGE BETWEEN to_milliseconds(CAST(window_seconds * 1000 AS BIGINT)) PRECEDING
+                AND CURRENT ROW
+        ) AS in_window
+    FROM uses AS u
+    WHERE u.digest IS NOT NULL
+)
+SELECT
+    w.session_id,
+    w.tool_name,
+    w.digest AS input_digest,
+    any_value(w.source) AS source,
+    min(w.ts) FILTER (WHERE w.in_window >= min_calls) AS looped_at,
+    max(w.in_window) AS most_in_window,
+    count(*) AS calls,
+    min(w.ts) AS first_call,
+    max(w.ts) AS last_call
+FROM windowed AS w
+GROUP BY w.session_id, w.tool_name, w.digest
+HAVING max(w.in_window) >= min_calls
+ORDER BY looped_at, w.session_id, w.tool_name;
+COMMENT ON MACRO TABLE tool_loops IS
+    'Tool loops since `since` (in sessions with tool events received since `touched`): per session, tool and input digest whose uses reached `min_calls` within `window_seconds`, when first (looped_at), the most in one window, all calls';
+
+-- Sessions that are live (their last event arrived within 10 minutes of its own time: not
+-- an import or a replay) and working (their last event is not an end: a session_end, a
+-- turn's end or Claude Code's idle prompt; an end at the same time as other events wins),
+-- silent since `last_event`; `due` is when they stall.
+CREATE OR REPLACE MACRO open_sessions(silent_seconds := 1800, since := TIMESTAMP '1970-01-01') AS TABLE
+WITH marked AS (
+    SELECT
+        e.session_id, e.ts, e.type, e.received_at, e.source, e.agent_model,
+        e.type = 'session_end'
+            OR (e.type = 'custom' AND e.name = 'stop')
+            OR (e.type = 'alert' AND e.kind = 'idle_prompt') AS ending
+    FROM events AS e
+    WHERE e.ts >= since AND e.session_id IS NOT NULL AND e.source IS DISTINCT FROM 'telemetryd'
+),
+latest AS (
+    SELECT
+        m.session_id,
+        max(m.ts) AS last_event,
+        max(m.ts) FILTER (WHERE m.ending) AS last_end,
+        max(m.ts) FILTER (WHERE NOT m.ending) AS last_work,
+        arg_max(m.type, m.ts) FILTER (WHERE NOT m.ending) AS last_type,
+        arg_max(m.received_at, m.ts) AS last_received,
+        arg_max(m.source, m.ts) AS source,
+        arg_max(m.agent_model, m.ts) FILTER (WHERE m.agent_model IS NOT NULL) AS model
+    FROM marked AS m
+    GROUP BY m.session_id
+)
+SELECT
+    l.session_id,
+    l.source,
+    l.model,
+    l.last_event,
+    l.last_type,
+    l.last_event + to_milliseconds(CAST(silent_seconds * 1000 AS BIGINT)) AS due
+FROM latest AS l
+WHERE l.last_work IS NOT NULL
+    AND (l.last_end IS NULL OR l.last_work > l.last_end)
+    AND abs(epoch(l.last_received) - epoch(l.last_event)) <= 600
+ORDER BY due, l.session_id;
+COMMENT ON MACRO TABLE open_sessions IS
+    'Live sessions still working (their last event since `since` is not an end, a turn end or an idle prompt) and when each stalls: due = last_event + `silent_seconds`';
+
+-- Per session active since `since` with a request received since `touched` (the
+-- analyzer's last look): its cost, its model (the one it spent most on) and the median
+-- cost of that model's other sessions of the last `days` days.
+CREATE OR REPLACE MACRO cost_anomalies(factor := 5.0, min_sessions := 5, days := 30, since := TIMESTAMP '1970-01-01', touched := TIMESTAMP '1970-01-01') AS TABLE
+WITH per_model AS (
+    SELECT r.session_id, r.model, sum(r.cost_usd) AS cost, max(r.timestamp) AS last_request
+    FROM api_requests AS r
+    WHERE r.session_id IS NOT NULL AND r.cost_usd IS NOT NULL
+        AND r.timestamp >= utc_now() - to_days(CAST(days AS INTEGER))
+    GROUP BY r.session_id, r.model
+),
+per_session AS (
+    SELECT
+        p.session_id,
+        arg_max(p.model, p.cost) AS model,
+        sum(p.cost) AS cost,
+        max(p.last_request) AS last_request
+    FROM per_model AS p
+    GROUP BY p.session_id
+    HAVING sum(p.cost) > 0
+),
+candidates AS (
+    SELECT c.*
+    FROM per_session AS c
+    WHERE c.last_request >= since
+        AND c.session_id IN (
+            SELECT t.session_id FROM events AS t
+            WHERE t.type = 'api_request' AND t.received_at >= touched
+        )
+)
+SELECT
+    s.session_id,
+    s.model,
+    s.cost AS cost_usd,
+    b.median_usd,
+    b.sessions AS baseline_sessions,
+    s.cost / b.median_usd AS ratio,
+    s.last_request
+FROM candidates AS s,
+    LATERAL (
+        SELECT median(o.cost) AS median_usd, count(*) AS sessions
+        FROM per_session AS o
+        WHERE o.model = s.model AND o.session_id <> s.session_id
+    ) AS b
+WHERE b.sessions >= min_sessions AND s.cost > factor * b.median_usd
+ORDER BY ratio DESC, s.session_id;
+COMMENT ON MACRO TABLE cost_anomalies IS
+    'Sessions active since `since` (with a request received since `touched`) whose cost is over `factor` times the median cost of their model''s other sessions of the last `days` days (at least `min_sessions` of them)';
+
+-- Error and API-error events per provider (agent provider, else source), counted over a
+-- sliding window: a spike starts where the count reaches `min_errors`, and a new one no
+-- sooner than `window_seconds` after the last.
+CREATE OR REPLACE MACRO error_spikes(min_errors := 10, window_seconds := 300, since := TIMESTAMP '1970-01-01') AS TABLE
+WITH errs AS (
+    SELECT coalesce(x.provider, x.source, 'unknown') AS provider, x.timestamp AS ts, x.category
+    FROM errors AS x
+    WHERE x.kind IN ('error', 'api')
+        AND x.timestamp >= since - 3 * to_milliseconds(CAST(window_seconds * 1000 AS BIGINT))
+        AND x.source IS DISTINCT FROM 'telemetryd'
+),
+counted AS (
+    SELECT
+        r.provider,
+        r.ts,
+        count(*) OVER w AS in_window,
+        mode(r.category) OVER w AS top_category
+    FROM errs AS r
+    WINDOW w AS (
+        PARTITION BY r.provider
+        ORDER BY r.ts
+        RANGE BETWEEN to_milliseconds(CAST(window_seconds * 1000 AS BIGINT)) PRECEDING
+            AND CURRENT ROW
+    )
+),
+crossings AS (
+    SELECT c.*
+    FROM (
+        SELECT c.*, lag(c.in_window, 1, 0) OVER (PARTITION BY c.provider ORDER BY c.ts) AS before
+        FROM counted AS c
+    ) AS c
+    WHERE c.in_window >= min_errors AND c.before < min_errors
+),
+spikes AS (
+    SELECT c.*, lag(c.ts) OVER (PARTITION BY c.provider ORDER BY c.ts) AS previous_spike
+    FROM crossings AS c
+)
+SELECT s.provider, s.ts AS spiked_at, s.in_window AS errors, s.top_category
+FROM spikes AS s
+WHERE s.ts >= since
+    AND (s.previous_spike IS NULL
+        OR s.ts > s.previous_spike + to_milliseconds(CAST(window_seconds * 1000 AS BIGINT)))
+ORDER BY s.ts, s.provider;
+COMMENT ON MACRO TABLE error_spikes IS
+    'Error spikes since `since`: where one provider''s errors (error events and failed API requests) reach `min_errors` within `window_seconds`, at most one per window';

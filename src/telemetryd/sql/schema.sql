@@ -18,6 +18,17 @@ CREATE TABLE segments (
     loaded_at TIMESTAMP NOT NULL    -- UTC time of the last load from this segment
 );
 
+-- The [budget] limits the analyzer applied last (store/analyzer.py), with the current
+-- day and month in the budget's time zone as UTC bounds. Settings, not journal data: each
+-- analysis rewrites it; the budget_use view adds up the spend.
+CREATE TABLE budget (
+    period VARCHAR PRIMARY KEY,     -- 'day' or 'month'
+    starts TIMESTAMP NOT NULL,
+    ends TIMESTAMP NOT NULL,
+    limit_usd DOUBLE NOT NULL,
+    updated_at TIMESTAMP NOT NULL
+);
+
 -- One row per event id, the envelope and every type's fields in typed columns. A field
 -- that a type does not have is NULL. Nested objects are flattened with their name as a
 -- prefix (agent.model -> agent_model, tokens.cache_read -> tokens_cache_read,
@@ -57,7 +68,8 @@ CREATE TABLE events (
     tokens_tokenizer VARCHAR,
     -- api_request, sessions, activations, tools, skills, spans
     cost_usd DOUBLE,
-    cost_source VARCHAR,
+    cost_source VARCHAR,            -- reported / computed / unknown (store/pricing.py)
+    price_source VARCHAR,           -- what priced a computed cost: genai-prices X.Y.Z, override
     duration_ms BIGINT,
     success BOOLEAN,
     error VARCHAR,
@@ -65,6 +77,7 @@ CREATE TABLE events (
     tool_use_id VARCHAR,
     tool_success BOOLEAN,
     tool_error VARCHAR,
+    tool_input_digest VARCHAR,
     -- skill, metric, span, custom: name; error, alert: message
     name VARCHAR,
     message VARCHAR,

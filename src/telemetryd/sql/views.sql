@@ -20,7 +20,10 @@ SELECT
     CASE WHEN e.tokens_source = 'actual' THEN coalesce(e.tokens_cache_creation, 0) END
         AS cache_creation_tokens,
     e.cost_usd,
-    e.duration_ms
+    e.duration_ms,
+    e.cost_source,   -- reported / computed / unknown
+    e.price_source,  -- a computed cost's prices: genai-prices X.Y.Z, override
+    e.agent_provider AS provider
 FROM events AS e
 WHERE e.type = 'api_request';
 
@@ -309,3 +312,36 @@ SELECT
 FROM per_session AS s
 LEFT JOIN distinct_counts AS d ON d.session_id = s.session_id
 LEFT JOIN tools AS t ON t.session_id = s.session_id;
+
+-- Alerts: the analyzer's (source 'telemetryd', rule = its rule) and producers' own, such
+-- as Claude Code's notifications. evidence: what the rule saw (docs/alerts.md).
+CREATE OR REPLACE VIEW alerts AS
+SELECT
+    e.ts AS timestamp,
+    e.kind AS rule,
+    e.severity,
+    e.session_id,
+    e.message,
+    e.source,
+    json_extract(e.attrs, '$.evidence') AS evidence,
+    e.id AS event_id
+FROM events AS e
+WHERE e.type = 'alert';
+
+-- Spending against the [budget] limits in force at the analyzer's last run: the current
+-- day and month in the budget's time zone, spend counted now.
+CREATE OR REPLACE VIEW budget_use AS
+SELECT
+    b.period,
+    b.starts,
+    b.ends,
+    b.limit_usd,
+    coalesce(s.spent, 0) AS spent_usd,
+    coalesce(s.spent, 0) / b.limit_usd AS used
+FROM budget AS b
+LEFT JOIN LATERAL (
+    SELECT sum(r.cost_usd) AS spent
+    FROM api_requests AS r
+    WHERE r.timestamp >= b.starts AND r.timestamp < b.ends
+) AS s ON true
+WHERE b.limit_usd > 0 AND b.ends > make_timestamp(epoch_us(now()));

@@ -12,7 +12,9 @@ rebuilt from it at any time. On disk, next to the journal::
                        and `complete` once it is closed and loaded to its end
       events           one row per event id: the envelope and every type's fields in
                        typed columns (nested objects flattened: agent_model,
-                       tokens_cache_read, ...), attrs and log fields as JSON
+                       tokens_cache_read, ...), attrs and log fields as JSON; an
+                       api_request's cost_usd, cost_source and price_source are set
+                       as it loads (store/pricing.py), and again by :meth:`Store.reprice`
       views, macros    api_requests, sessions, ... (sql/views.sql, sql/macros.sql), and
                        the error rules' macros (errorclass.py) that the errors view uses
     load/batch-*.jsonl   journal lines being loaded (transient copies, or read-only hard
@@ -87,14 +89,16 @@ from typing import Any, TypeVar
 import duckdb
 
 from telemetryd import errorclass
+from telemetryd.adapters.pricing import Pricer
 from telemetryd.daemon import segments
 from telemetryd.daemon.segments import SUFFIX
 from telemetryd.errors import TelemetryError
+from telemetryd.store import pricing
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2  # 2: prompt_length
+SCHEMA_VERSION = 4  # 2: prompt_length; 3: price_source; 4: tool_input_digest, budget
 BATCH_BYTES = 256 * 1024 * 1024  # journal bytes per transaction (one longer line goes alone)
 MIN_BATCH_BYTES = 64 * 1024  # out of memory below this: the load fails and is reported
 # Rows per row group that loads write (DuckDB's default is 122,880). A load holds the row
@@ -343,9 +347,13 @@ class Store:
         batch_bytes: int = BATCH_BYTES,
         quarantine_dir: str | None = None,
         connection: duckdb.DuckDBPyConnection | None = None,
+        pricer: Pricer | None = None,
     ) -> None:
-        """``connection``: ``path`` opened already by :func:`connect` (handed over)."""
+        """``connection``: ``path`` opened already by :func:`connect` (handed over);
+        ``pricer``: the prices loads compute costs with (store/pricing.py; by default
+        genai-prices' without overrides)."""
         self.path = path
+        self.pricer = pricer or Pricer()
         self.batch_bytes = batch_bytes  # the size batches return to after running short
         self.last_materialized: float | None = None  # Unix time the last run finished
         here = os.path.dirname(os.path.abspath(path))
@@ -769,6 +777,8 @@ class Store:
             ):
                 row = con.execute(_DROP_DUPLICATES, {"first": first}).fetchone()
                 count -= row[0] if row else 0
+            if count:
+                pricing.price(con, self.pricer, first=first)
         now = _utcnow()
         con.executemany(
             _SAVE_OFFSET,
@@ -789,6 +799,38 @@ class Store:
         return bool(twice) or _true(
             self._con, _STORED_IN_RANGE, {"first": first, "lo": lo, "hi": hi}
         )
+
+    def reprice(
+        self, since: datetime | None = None, pricer: Pricer | None = None
+    ) -> dict[str, int]:
+        """Compute again the cost of every stored api_request (from ``since`` on) that
+        did not report one, with ``pricer`` (which loads use from then on); reported
+        costs stay. Returns the requests ``repriced`` and, of them, those whose cost
+        ``changed`` and those now ``computed`` and ``unknown``."""
+        with self._lock:
+            if self.needs_rebuild:
+                raise TelemetryError(f"{self.path}: store schema differs; rebuild it first")
+            if pricer is not None:
+                self.pricer = pricer
+            con = self._con
+            params = {"since": since}
+
+            def work() -> dict[str, int]:
+                con.execute(_REPRICE_BEFORE, params)
+                try:
+                    pricing.price(con, self.pricer, since=since)
+                    row = con.execute(_REPRICE_COUNTS).fetchone()
+                finally:
+                    con.execute("DROP TABLE IF EXISTS reprice_before")
+                repriced, changed, computed, unknown = row or (0, 0, 0, 0)
+                return {
+                    "repriced": int(repriced or 0),
+                    "changed": int(changed or 0),
+                    "computed": int(computed or 0),
+                    "unknown": int(unknown or 0),
+                }
+
+            return self._in_transaction(work)
 
     def checkpoint(self) -> None:
         """Write the write-ahead log into the database file now. DuckDB also does it by
@@ -984,6 +1026,22 @@ class Store:
                 last_loaded=_iso(last_loaded),
             )
         return out
+
+
+# reprice: the costs before, to count those that changed (reported ones are not repriced)
+_REPRICE_BEFORE = """
+CREATE OR REPLACE TEMP TABLE reprice_before AS
+SELECT rowid AS rid, cost_usd FROM events
+WHERE type = 'api_request' AND ($since IS NULL OR ts >= $since)
+    AND cost_source IS DISTINCT FROM 'reported'
+    AND NOT (cost_source IS NULL AND cost_usd IS NOT NULL)
+"""
+_REPRICE_COUNTS = """
+SELECT count(*), count(*) FILTER (WHERE b.cost_usd IS DISTINCT FROM e.cost_usd),
+    count(*) FILTER (WHERE e.cost_source = 'computed'),
+    count(*) FILTER (WHERE e.cost_source = 'unknown')
+FROM reprice_before AS b JOIN events AS e ON e.rowid = b.rid
+"""
 
 
 def _true(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> bool:

@@ -18,17 +18,21 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 import duckdb
 
-from telemetryd import paths
+from telemetryd import config, paths
+from telemetryd.adapters import pricing as prices
+from telemetryd.config import Pricing as PricingConfig
 from telemetryd.config import Retention as RetentionConfig
 from telemetryd.config import Store as StoreConfig
 from telemetryd.config import parse_size
 from telemetryd.errors import TelemetryError
-from telemetryd.store import retention
+from telemetryd.store import analyzer, export, retention
+from telemetryd.store.analyzer import Findings
 from telemetryd.store.database import Store, batch_bytes_for
 from telemetryd.store.sandbox import harden
 
@@ -47,9 +51,12 @@ def open_store(
     where: paths.Paths,
     settings: StoreConfig,
     connection: duckdb.DuckDBPyConnection | None = None,
+    *,
+    pricing: PricingConfig | None = None,
 ) -> Store:
     """The database, rebuilt if its schema is not this version's, then sandboxed for queries;
-    ``connection``: the file already opened (store/startup.py).
+    ``connection``: the file already opened (store/startup.py); ``pricing``: the
+    configuration's price overrides, which loads compute costs with.
 
     Raises duckdb.Error when the file cannot be opened (see :func:`_lock_conflict`)."""
     memory = parse_size(settings.memory_limit)  # checked when the configuration loaded
@@ -58,6 +65,7 @@ def open_store(
         batch_bytes=batch_bytes_for(memory),
         quarantine_dir=where.quarantine_dir,
         connection=connection,
+        pricer=prices.from_config(pricing) if pricing is not None else None,
     )
     try:
         # Loads read the batch files in the store's private load directory: the only
@@ -104,6 +112,7 @@ class StoreService:
         self._store: Store | None = None
         self._opened = anyio.Event()
         self._lock = anyio.Lock()  # loads, rebuilds, retention: one at a time
+        self._export_lock = anyio.Lock()  # exports: one at a time
         self.failure: str | None = None
 
     @property
@@ -167,6 +176,23 @@ class StoreService:
         async with self._lock:
             return await anyio.to_thread.run_sync(store.rebuild, self.journal_dir)
 
+    async def analyze(
+        self, rules: config.Analyzer, budget: config.Budget, touched: datetime | None = None
+    ) -> Findings:
+        """An analysis (store/analyzer.py) after loading what is pending."""
+        await self.refresh()
+        store = await self.wait_open()
+        async with self._lock:
+
+            def run() -> Findings:
+                con = store.cursor()
+                try:
+                    return analyzer.analyze(con, rules, budget, datetime.now(UTC), touched)
+                finally:
+                    con.close()
+
+            return await anyio.to_thread.run_sync(run)
+
     async def collect(
         self, active: str, config: RetentionConfig, *, dry_run: bool = False
     ) -> dict[str, Any]:
@@ -178,6 +204,31 @@ class StoreService:
             return await anyio.to_thread.run_sync(
                 lambda: retention.collect(store, self.journal_dir, active, config, dry_run=dry_run)
             )
+
+    async def reprice(self, since: datetime | None, pricing: PricingConfig) -> dict[str, Any]:
+        """Load what is pending, then price the stored requests again (store/pricing.py)
+        with ``pricing``'s overrides, which later loads use too."""
+        await self.refresh_or_log()
+        store = await self.wait_open()
+        pricer = prices.from_config(pricing)
+        async with self._lock:
+            counts = await anyio.to_thread.run_sync(lambda: store.reprice(since, pricer))
+        overrides = sorted(pricing.models)
+        return {**counts, "source": pricer.source, "overrides": overrides}
+
+    async def export(
+        self, target: str, since: datetime | None, until: datetime | None
+    ) -> dict[str, Any]:
+        """A Parquet export run (store/export.py), after loading what is journaled, so
+        that it takes every event acknowledged before it was asked for. Runs one at a
+        time (they may share a directory); loads go on meanwhile but for a moment."""
+        await self.refresh()
+        store = await self.wait_open()
+        async with self._export_lock:
+            report = await anyio.to_thread.run_sync(
+                lambda: export.export(store, self.journal_dir, target, since=since, until=until)
+            )
+        return report.as_dict()
 
     async def open(self) -> None:
         """Open the store; never gives up and never raises (requests wait meanwhile)."""

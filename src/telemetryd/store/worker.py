@@ -24,6 +24,7 @@ import os
 import signal
 import socket
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -67,7 +68,9 @@ class Worker:
 
         def opener() -> Store:
             store = early.take() if early is not None else None  # the first attempt's
-            return store if store is not None else open_store(where, settings.store)
+            if store is None:
+                store = open_store(where, settings.store, pricing=settings.pricing)
+            return store
 
         self.service = StoreService(where.journal_dir, opener, where.database)
         self.queries = Queries()
@@ -124,6 +127,9 @@ class Worker:
             wire.WorkerLoad: wire.LOAD_FAILED,
             wire.WorkerRebuild: wire.REBUILD_FAILED,
             wire.WorkerGc: wire.GC_FAILED,
+            wire.WorkerAnalyze: wire.ANALYZE_FAILED,
+            wire.WorkerReprice: wire.REPRICE_FAILED,
+            wire.WorkerExport: wire.EXPORT_FAILED,
         }.get(type(request), wire.QUERY_FAILED)
         try:
             if isinstance(request, wire.WorkerQuery):
@@ -150,6 +156,20 @@ class Worker:
             return {"ok": True, "materialized": await self.service.refresh()}
         if isinstance(request, wire.WorkerRebuild):
             return {"ok": True, "events": await self.service.rebuild()}
+        if isinstance(request, wire.WorkerAnalyze):
+            rules = msgspec.convert(request.analyzer, config.Analyzer, strict=False)
+            budget = msgspec.convert(request.budget, config.Budget, strict=False)
+            touched = request.touched
+            since = None if touched is None else datetime.fromtimestamp(touched, UTC)
+            findings = await self.service.analyze(rules, budget, since)
+            return {"ok": True, **msgspec.to_builtins(findings)}
+        if isinstance(request, wire.WorkerReprice):
+            prices = msgspec.convert(request.pricing, config.Pricing, strict=False)
+            since = datetime.fromisoformat(request.since) if request.since else None
+            return {"ok": True, **await self.service.reprice(since, prices)}
+        if isinstance(request, wire.WorkerExport):
+            report = await self.service.export(request.dir, request.since, request.until)
+            return {"ok": True, **report}
         assert isinstance(request, wire.WorkerGc)
         settings = msgspec.convert(request.retention, config.Retention, strict=False)
         report = await self.service.collect(request.active, settings, dry_run=request.dry_run)
@@ -215,7 +235,11 @@ def main(line: bytes, early: EarlyOpen[Store] | None) -> int:
     where = paths.Paths(**startup.paths)
     settings = msgspec.convert(startup.config, config.Config, strict=False)
     if early is not None:  # the rest of the open goes on while the event loop starts
-        early.then(lambda connection: open_store(where, settings.store, connection))
+        early.then(
+            lambda connection: open_store(
+                where, settings.store, connection, pricing=settings.pricing
+            )
+        )
     listener = socket.socket(fileno=fd)
     segments.quiet()  # the daemon logs the journal's stray files, once
     worker = Worker(where, settings, early)

@@ -24,6 +24,7 @@ from typing import Any
 
 import msgspec
 
+from telemetryd import fastjson
 from telemetryd.adapters import ids
 from telemetryd.adapters.claude_code import MAX_PROMPT
 
@@ -248,6 +249,9 @@ def tool(
     use_id = text(raw.get(use_id_key))
     if use_id:
         found["use_id"] = use_id
+    digest = _input_digest(raw)
+    if digest:
+        found["input_digest"] = digest
     if event["type"] == "tool_result":
         success = flag(raw.get("success"))
         if success is not None:
@@ -265,6 +269,25 @@ def tool(
                 attrs["decision" if key == "decision" else "decision_source"] = value
     event["tool"] = found
     return use_id
+
+
+# Attributes that carry a tool's input as JSON text (Claude Code, Codex, Gemini CLI).
+_TOOL_INPUT_KEYS = ("tool_input", "arguments", "function_args", "tool_parameters")
+
+
+def _input_digest(raw: dict[str, Any]) -> str | None:
+    """The digest of the tool input an event carries (before content is dropped), as
+    :func:`telemetryd.adapters.ids.input_digest` makes it from a hook's ``tool_input``."""
+    for key in _TOOL_INPUT_KEYS:
+        value = raw.get(key)
+        if isinstance(value, str) and value and value not in REDACTED:
+            try:
+                return ids.input_digest(fastjson.loads(value))
+            except ValueError:  # not JSON: the text itself
+                return ids.input_digest(value)
+        if isinstance(value, (dict, list)):
+            return ids.input_digest(value)
+    return None
 
 
 def duration_ms(start_ns: int, end_ns: int) -> int | None:

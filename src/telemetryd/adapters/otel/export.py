@@ -26,12 +26,15 @@ _ENCODE = msgspec.json.Encoder().encode
 
 class Mapped(msgspec.Struct, array_like=True, gc=False):
     """What a request's records gave: ``lines`` (NDJSON events), how many ``records``
-    it held, how many of them could not be mapped, and the first problem."""
+    it held, how many of them could not be mapped, the first problem, and how many
+    records were another telemetryd's forwarded events (:mod:`.forwarded`: their lines
+    keep the ``received_at`` they were journaled with)."""
 
     lines: bytes
     records: int
     unmapped: int = 0
     problem: str = ""
+    forwarded: int = 0
 
 
 def gunzip(body: bytes, limit: int) -> bytes:
@@ -58,7 +61,7 @@ def to_events(
     """The events of one export request. Raises wire.BadRequest (undecodable),
     OverflowError (inflates past ``limit``) or zlib.error (a broken gzip body). A
     mapping that fails costs its record only."""
-    from telemetryd.adapters.otel import mapping
+    from telemetryd.adapters.otel import forwarded, mapping
 
     if gzipped and body:
         body = gunzip(body, limit)
@@ -66,8 +69,23 @@ def to_events(
     records = 0
     unmapped = 0
     problem = ""
+    carried = 0
     for group in wire.decode(signal, encoding, body):
         scope = group.scope
+        if scope.name == forwarded.SCOPE:
+            # Another telemetryd's events: a log record's body is the event itself (its
+            # id, so resending keeps one); its spans and data points repeat events that
+            # its log records carry, so they give none.
+            records += len(group.logs) + len(group.spans) + len(group.points)
+            for record in group.logs:
+                line = forwarded.forwarded_line(record.body)
+                if line is None:
+                    unmapped += 1
+                    problem = problem or "a telemetryd.forward record's body is not an event"
+                else:
+                    out.append(line)
+                    carried += 1
+            continue
         work: list[tuple[Callable[[Any], list[dict[str, Any]]], Any]]
         if signal == "logs":
             logs = functools.partial(mapping.log_events, scope, prompt_text=prompt_text)
@@ -84,4 +102,4 @@ def to_events(
                 log.exception("mapping an OTLP %s record failed", signal)
                 unmapped += 1
                 problem = problem or f"a record could not be mapped: {type(exc).__name__}"
-    return Mapped(b"".join(out), records, unmapped, problem)
+    return Mapped(b"".join(out), records, unmapped, problem, carried)

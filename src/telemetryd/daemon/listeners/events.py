@@ -99,7 +99,7 @@ class EventsListener:
         self._finished = anyio.Event()  # stopping, and no connection left
         self._flush_scheduled = False
         # Processes that check big chunks (daemon/ingest_workers.py), started when needed.
-        self.workers = Workers(ingestor.prices) if workers is None else workers
+        self.workers = Workers() if workers is None else workers
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Accept until :meth:`stop`, then return once every connection is done."""

@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
@@ -30,6 +31,9 @@ from telemetryd.daemon.store_worker import StoreClient, StoreUnavailable
 from telemetryd.daemon.tail import Tails
 from telemetryd.daemon.totals import Totals
 from telemetryd.paths import Paths
+
+if TYPE_CHECKING:
+    from telemetryd.daemon.analyzer import Analyzer
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,7 @@ class Operations:
         store: StoreClient | None = None,
         workers: Workers | None = None,
         http: Callable[[], wire.HttpStatus | None] | None = None,
+        forward: Callable[[], wire.ForwardStatus] | None = None,
     ) -> None:
         self.paths = paths
         self.config = config
@@ -64,7 +69,9 @@ class Operations:
         self.store = store
         self.workers = workers
         self.http = http
+        self.forward = forward  # [forward]'s status; None: forwarding off
         self.usage = Totals(journal.directory)
+        self.analyzer: Analyzer | None = None  # set by the daemon (daemon/analyzer.py)
         self._totals_lock = anyio.Lock()
         self.started = time.time()
         self.rate = Rate()
@@ -80,6 +87,8 @@ class Operations:
                 wire.QueryRequest: Operation(self.query, wire.QUERY_FAILED),
                 wire.TailRequest: Operation(self.tail, wire.TAIL_FAILED),
                 wire.TotalsRequest: Operation(self.totals, wire.TOTALS_FAILED),
+                wire.RepriceRequest: Operation(self.reprice, wire.REPRICE_FAILED),
+                wire.ExportRequest: Operation(self.export, wire.EXPORT_FAILED),
             },
             unavailable={StoreUnavailable: wire.STORE_UNAVAILABLE},
         )
@@ -111,6 +120,8 @@ class Operations:
             paths=msgspec.convert(self.paths.as_dict(), wire.PathsStatus),
             ingest_workers=self.workers.status() if self.workers is not None else None,
             http=self.http() if self.http is not None else None,
+            analyzer=self.analyzer.status() if self.analyzer is not None else None,
+            forward=self.forward() if self.forward is not None else None,
         )
 
     async def flush(self, request: wire.FlushRequest, replies: Replies) -> wire.FlushReply:
@@ -122,6 +133,10 @@ class Operations:
 
     async def rebuild(self, request: wire.RebuildRequest, replies: Replies) -> wire.RebuildReply:
         return wire.RebuildReply(events=await self._store().rebuild())
+
+    async def reprice(self, request: wire.RepriceRequest, replies: Replies) -> wire.RepriceReply:
+        since = request.since.isoformat() if request.since is not None else None
+        return msgspec.convert(await self._store().reprice(since), wire.RepriceReply)
 
     async def gc(self, request: wire.GcRequest, replies: Replies) -> wire.GcReply:
         report = await self._store().collect(dry_run=request.dry_run)
@@ -150,6 +165,11 @@ class Operations:
             await anyio.to_thread.run_sync(self.usage.refresh)
         since = request.since.timestamp() if request.since is not None else None
         return self.usage.answer(request.session, since)
+
+    async def export(self, request: wire.ExportRequest, replies: Replies) -> wire.ExportReply:
+        # The worker first loads everything acknowledged before this request.
+        report = await self._store().export(request.dir, request.since, request.until)
+        return msgspec.convert(report, wire.ExportReply)
 
     def _store(self) -> StoreClient:
         if self.store is None:

@@ -1,0 +1,157 @@
+"""OpenCode's stored messages -> api_request records.
+
+OpenCode keeps its data in ``$XDG_DATA_HOME/opencode`` (``~/.local/share/opencode``
+when ``XDG_DATA_HOME`` is unset: its ``Global.Path.data``, from the ``xdg-basedir``
+package). Two stores hold the messages, one JSON object per message:
+
+- ``opencode.db`` (or, for another release channel, ``opencode-<channel>.db``), a SQLite
+  database written by current versions: table ``message`` with columns ``id``,
+  ``session_id`` and ``data``, the message without its id and session;
+- ``storage/message/<session id>/<message id>.json``, one file per message, written by
+  older versions (with ``id`` and ``sessionID`` in the object).
+
+An assistant message carries ``providerID``, ``modelID``, ``time.created`` (Unix ms),
+``cost`` (USD, OpenCode's own computation from the model's prices; 0 for subscription
+providers) and ``tokens``: ``{input, output, reasoning, cache: {read, write}}`` and,
+in current versions, ``total``. ``input`` is uncached input (OpenCode subtracts both
+caches); ``output`` leaves the reasoning out (current versions: output = outputTokens −
+reasoningTokens; OpenCode bills the reasoning as output on top); ``total`` is all of
+them together.
+
+As ccusage reads them (``rust/crates/ccusage/src/adapter/opencode/`` at 5816e640,
+``parser.rs`` and ``loader.rs``):
+
+- a count is a non-negative JSON integer, anything else 0;
+- a ``total`` larger than input + output + both caches: the rest goes to output when
+  output is 0, else it is extra tokens priced as output (ccusage's ``outputTokens``
+  leave it out, its ``totalTokens`` keep it); a message whose counts are all 0 is not a
+  request;
+- ``modelID`` and ``providerID`` are required (non-blank strings, trimmed);
+- the time is ``time.created`` (an integer; else 0, the epoch);
+- the id is the row's ``id`` (database) or the object's ``id`` (file); a message is
+  counted once by its id, the database's copy first; the session is the row's
+  ``session_id`` or the object's ``sessionID``, else ``unknown``;
+- a ``cost`` above 0 is the request's cost; otherwise it is computed from the tokens.
+
+Here the tokens follow :func:`usage.parts_and_total`: output = output + max(total −
+parts, reasoning), so output holds the reasoning whether ``total`` counts it or not
+(ccusage drops the reasoning of a message that has no ``total``); the reasoning is
+also kept as ``reasoning``. The event id is a hash of the message id, so the database
+row and the older file of the same message, or an import run again, give one event.
+
+Plain dicts, no imports beyond the adapters' own.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from telemetryd.adapters import ids
+from telemetryd.adapters import usage as usage_mod
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+SOURCE = "opencode"
+ID_PREFIX = "oc:"
+MAX_I64 = 2**63 - 1
+
+
+def _u64(value: Any) -> int:
+    """A count as serde's ``as_u64`` takes it: a non-negative JSON integer, else 0."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 2**64 - 1:
+        return value
+    return 0
+
+
+def _text(value: Any) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _ts(millis: Any) -> str:
+    """``time.created`` (Unix ms, an integer) as an event time; the epoch otherwise."""
+    if not isinstance(millis, int) or isinstance(millis, bool) or abs(millis) > MAX_I64:
+        millis = 0
+    try:
+        when = datetime.fromtimestamp(millis / 1000, UTC)
+    except (OverflowError, ValueError, OSError):
+        when = datetime.fromtimestamp(0, UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def record(
+    message: Any, row_id: str | None = None, row_session: str | None = None
+) -> dict[str, Any] | None:
+    """The record of one stored message (a database row gives its ``id`` and
+    ``session_id`` apart), or None when it is not a request.
+
+    A record: ``message_id`` (None when the message has none), ``session_id``,
+    ``model``, ``provider``, ``ts``, ``tokens``, ``cost`` (the reported cost, or None),
+    ``cwd``."""
+    if not isinstance(message, dict):
+        return None
+    raw = message.get("tokens")
+    if not isinstance(raw, dict):
+        return None
+    cache = raw.get("cache")
+    cache = cache if isinstance(cache, dict) else {}
+    inp, out = _u64(raw.get("input")), _u64(raw.get("output"))
+    read, write = _u64(cache.get("read")), _u64(cache.get("write"))
+    total = _u64(raw.get("total"))
+    if not (inp or out or read or write or total):
+        return None
+    model, provider = _text(message.get("modelID")), _text(message.get("providerID"))
+    if model is None or provider is None:
+        return None
+    tokens = usage_mod.parts_and_total(
+        input=inp,
+        output=out,
+        cache_read=read,
+        cache_write=write,
+        reasoning=_u64(raw.get("reasoning")),
+        total=total,
+    )
+    if tokens["source"] != "actual":
+        return None  # counts beyond any request's
+    time = message.get("time")
+    cost = message.get("cost")
+    reported = (
+        cost
+        if isinstance(cost, (int, float)) and not isinstance(cost, bool) and 0 < cost < 1e9
+        else None
+    )
+    where = message.get("path")
+    cwd = _text(where.get("cwd")) if isinstance(where, dict) else None
+    return {
+        "message_id": row_id if row_id else _text(message.get("id")),
+        "session_id": row_session or _text(message.get("sessionID")) or "unknown",
+        "model": model,
+        "provider": provider,
+        "ts": _ts(time.get("created") if isinstance(time, dict) else None),
+        "tokens": tokens,
+        "cost": float(reported) if reported is not None else None,
+        "cwd": cwd,
+    }
+
+
+def event_id(message_id: str) -> str:
+    """``oc:`` and a hash of OpenCode's message id."""
+    return ids.hashed_id(ID_PREFIX, message_id)
+
+
+def api_request_event(record: dict[str, Any], event_id: str) -> dict[str, Any]:
+    """The ``api_request`` event of one assistant message."""
+    event: dict[str, Any] = {"type": "api_request", "id": event_id, "ts": record["ts"]}
+    event["source"] = SOURCE
+    event["session_id"] = record["session_id"]
+    event["agent"] = {"model": record["model"], "provider": record["provider"]}
+    event["tokens"] = record["tokens"]
+    if record["cost"] is not None:
+        event["cost_usd"] = record["cost"]
+        event["cost_source"] = "reported"
+    attrs: dict[str, Any] = {"imported": True}
+    if record["cwd"]:
+        attrs["cwd"] = record["cwd"]
+    event["attrs"] = attrs
+    return event

@@ -1,0 +1,231 @@
+"""Where OpenCode and Amp keep their usage, and reading it for the importer.
+
+OpenCode (see :mod:`telemetryd.adapters.opencode`): in each data directory, one
+SQLite database (``opencode.db``, else the first ``opencode-<channel>.db`` by name, as
+ccusage picks it) and then the older per-message files under ``storage/message/``.
+The database is opened read-only (``mode=ro``; OpenCode may be writing it: SQLite's
+own locking keeps the read consistent) and its ``message`` rows are read one at a
+time. The database is read before the files of its directory, so a message in both is
+counted from the database, as ccusage does. A database's identity for "unchanged since
+the last import" includes its write-ahead log (``-wal``), where new rows sit until
+SQLite checkpoints them.
+
+Amp (see :mod:`telemetryd.adapters.amp`): every ``*.json`` under ``<dir>/threads``,
+each one thread document, read whole (at most ``MAX_LINE`` bytes).
+
+The functions here only read; the importer (:mod:`telemetryd.client.importer`) sends.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import msgspec
+
+from telemetryd.adapters import amp, opencode
+from telemetryd.errors import TelemetryError
+
+if TYPE_CHECKING:
+    from telemetryd.client.importer import Importer
+
+_ANY = msgspec.json.Decoder()
+_CHANNEL_DB = re.compile(r"opencode-[A-Za-z0-9_-]+\.db")
+
+
+# -- where -----------------------------------------------------------------------------------
+
+
+def _home(env: dict[str, str] | os._Environ[str]) -> Path:
+    return Path(env.get("HOME") or Path.home())
+
+
+def _listed(value: str) -> list[Path]:
+    return [Path(p.strip()).expanduser() for p in value.split(",") if p.strip()]
+
+
+def opencode_roots(environ: dict[str, str] | None = None) -> list[Path]:
+    """OpenCode's data directories: each of the comma-separated ``OPENCODE_DATA_DIR``
+    (only those, when it is set: ccusage's override), else OpenCode's own,
+    ``$XDG_DATA_HOME/opencode``, and ``~/.local/share/opencode`` (ccusage's default)."""
+    env = os.environ if environ is None else environ
+    given = env.get("OPENCODE_DATA_DIR")
+    if given is not None:
+        return list(dict.fromkeys(_listed(given)))
+    found = []
+    xdg = env.get("XDG_DATA_HOME", "").strip()
+    if xdg and Path(xdg).is_absolute():  # the XDG rule: a relative value is ignored
+        found.append(Path(xdg) / "opencode")
+    found.append(_home(env) / ".local" / "share" / "opencode")
+    return list(dict.fromkeys(found))
+
+
+def amp_roots(environ: dict[str, str] | None = None) -> list[Path]:
+    """``<dir>/threads`` of Amp's data directory: each of the comma-separated
+    ``AMP_DATA_DIR`` (only those, when it is set), else ``~/.local/share/amp``."""
+    env = os.environ if environ is None else environ
+    given = env.get("AMP_DATA_DIR")
+    bases = _listed(given) if given is not None else [_home(env) / ".local" / "share" / "amp"]
+    return [base / "threads" for base in dict.fromkeys(bases)]
+
+
+def opencode_database(directory: Path) -> Path | None:
+    """The database ccusage reads in a data directory: ``opencode.db``, else the first
+    ``opencode-<channel>.db`` by name."""
+    default = directory / "opencode.db"
+    if default.is_file():
+        return default
+    try:
+        names = sorted(p.name for p in directory.iterdir() if _CHANNEL_DB.fullmatch(p.name))
+    except OSError:
+        return None
+    for name in names:
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def _json_files(directory: Path) -> list[Path]:
+    return sorted((p for p in directory.rglob("*.json") if p.is_file()), key=str)
+
+
+def opencode_files(given: Iterable[str | Path], roots: list[Path]) -> list[Path]:
+    """The stores to read, in order: per data directory its database, then the files under
+    ``storage/message``. A given file is read as it is (``.db``: a database); a given
+    directory is a data directory when it holds a database or ``storage/``, else a
+    directory of message files."""
+    named = [Path(p).expanduser() for p in given]
+    starts = named or [r for r in roots if r.is_dir()]
+    found: dict[Path, Path] = {}
+    for start in starts:
+        if start.is_file():
+            found.setdefault(start.resolve(), start)
+        elif start.is_dir():
+            database = opencode_database(start)
+            if database is not None or (start / "storage").is_dir():
+                picked = [database] if database is not None else []
+                messages = start / "storage" / "message"
+                picked += _json_files(messages) if messages.is_dir() else []
+            else:
+                picked = _json_files(start)
+            for path in picked:
+                found.setdefault(path.resolve(), path)
+        elif named:
+            raise TelemetryError(f"{start}: no such file or directory")
+    return list(found)
+
+
+def identity(path: Path) -> list[int]:
+    """Size, mtime and inode; for a database also its write-ahead log's size and mtime."""
+    info = path.stat()
+    ident = [info.st_size, info.st_mtime_ns, info.st_ino]
+    if path.suffix == ".db":
+        try:
+            wal = Path(f"{path}-wal").stat()
+        except OSError:
+            return ident
+        ident[1] = max(ident[1], wal.st_mtime_ns)
+        ident.append(wal.st_size)
+    return ident
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+def _document(importer: Importer, f: BinaryIO) -> Any:
+    """A whole JSON file, decoded; None (counted as malformed) when it is too long or not
+    JSON."""
+    from telemetryd.client.importer import MAX_LINE
+
+    summary = importer.summary
+    data = f.read(MAX_LINE + 1)
+    summary.bytes += len(data)
+    summary.lines += 1
+    if importer.progress is not None:
+        importer.progress(len(data))
+    if len(data) > MAX_LINE:
+        summary.malformed += 1
+        return None
+    try:
+        return _ANY.decode(data)
+    except msgspec.DecodeError:
+        summary.malformed += 1
+        return None
+
+
+def _rows(importer: Importer, path: Path) -> Iterator[tuple[str, str, Any]]:
+    """``(id, session_id, data)`` of each row of the database's ``message`` table; a file
+    that is not such a database is one problem in the summary."""
+    summary = importer.summary
+    try:
+        size = path.stat().st_size
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+    except (OSError, sqlite3.Error) as exc:
+        summary.rejections.append(f"{path}: {exc}")
+        return
+    try:
+        cursor = connection.execute("SELECT id, session_id, data FROM message")
+        for row_id, session, data in cursor:
+            summary.lines += 1
+            if isinstance(row_id, str) and isinstance(session, str) and isinstance(data, str):
+                yield row_id, session, data
+            else:
+                summary.malformed += 1
+    except sqlite3.Error as exc:
+        summary.rejections.append(f"{path}: {exc}")
+    finally:
+        connection.close()
+        summary.bytes += size
+        if importer.progress is not None:
+            importer.progress(size)
+
+
+def read_opencode(importer: Importer, f: BinaryIO, path: Path) -> None:
+    """One OpenCode store: a database or a message file."""
+    if path.suffix == ".db":
+        for row_id, session, data in _rows(importer, path):
+            try:
+                message = _ANY.decode(data)
+            except msgspec.DecodeError:
+                importer.summary.malformed += 1
+                continue
+            _opencode_emit(importer, opencode.record(message, row_id, session), path, row_id)
+        return
+    message = _document(importer, f)
+    if message is not None:
+        _opencode_emit(importer, opencode.record(message), path, "")
+
+
+def _opencode_emit(
+    importer: Importer, record: dict[str, Any] | None, path: Path, position: str
+) -> None:
+    if record is None:
+        return
+    if record["message_id"] is not None:
+        event_id = opencode.event_id(record["message_id"])
+    else:
+        event_id = opencode.ID_PREFIX + "line-" + _hash(f"{path.resolve()}\0{position}")
+    importer.emit_keyed(opencode.api_request_event(record, event_id))
+
+
+def read_amp(importer: Importer, f: BinaryIO, path: Path) -> None:
+    """One Amp thread file."""
+    thread = _document(importer, f)
+    if thread is None:
+        return
+    for record in amp.records(thread):
+        if record["key"] is not None:
+            event_id = amp.event_id(record["key"])
+        else:
+            event_id = amp.ID_PREFIX + "line-" + _hash(f"{path.resolve()}\0{record['index']}")
+        importer.emit_keyed(amp.api_request_event(record, event_id))
+
+
+def _hash(text: str) -> str:
+    import hashlib
+
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()

@@ -1,0 +1,503 @@
+"""Parquet export (store/export.py): through the real daemon, read back by DuckDB and pyarrow.
+
+Events are made here, in Python, with known days, sources and token counts; every
+expected figure is computed from that list, never by the export's SQL. The files are
+read with DuckDB's ``read_parquet(..., hive_partitioning = true)`` and with pyarrow's
+datasets, as docs/export.md tells users to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import msgspec
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import ROOT, Daemon, ctl, exchange
+from telemetryd import config
+from telemetryd.errors import ConfigError, ExportError
+from telemetryd.store import export
+from telemetryd.store.database import Store, batch_bytes_for
+from telemetryd.store.sandbox import harden
+
+DAY0 = datetime(2026, 11, 20, tzinfo=UTC)
+DAYS = 10
+SOURCES = ["claude-code", "codex", None, "my tools/v2 = x"]
+LAYOUT = re.compile(r"date=\d{4}-\d{2}-\d{2}/source=[^/]+/part-\d{6}-\d+\.parquet")
+
+
+def make_events(count: int, *, start: int = 0) -> list[dict[str, Any]]:
+    """``count`` API requests, numbered from ``start``, spread over DAYS days and the
+    SOURCES (one in 4 without a source), with token counts derived from the number."""
+    out = []
+    for n in range(start, start + count):
+        ts = DAY0 + timedelta(seconds=(n * 7919) % (DAYS * 86400))
+        event: dict[str, Any] = {
+            "type": "api_request",
+            "id": f"req-{n:08d}",
+            "ts": ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "session_id": f"s-{n % 13}",
+            "agent": {"model": "claude-sonnet-4-5", "provider": "anthropic"},
+            "tokens": {"source": "actual", "input": n % 1000, "output": n % 97},
+            "attrs": {"n": n},
+        }
+        source = SOURCES[n % len(SOURCES)]
+        if source is not None:
+            event["source"] = source
+        out.append(event)
+    return out
+
+
+def send(daemon: Daemon, events: list[dict[str, Any]]) -> None:
+    payload = b"".join(json.dumps(event).encode() + b"\n" for event in events)
+    replies = exchange(daemon.events_socket, payload)
+    assert replies[-1]["accepted"] == len(events), replies[-3:]
+
+
+def day_of(event: dict[str, Any]) -> str:
+    return str(event["ts"][:10])
+
+
+def expected_days(events: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    """Per UTC day: (events, input + output tokens)."""
+    totals: dict[str, list[int]] = {}
+    for event in events:
+        entry = totals.setdefault(day_of(event), [0, 0])
+        entry[0] += 1
+        entry[1] += event["tokens"]["input"] + event["tokens"]["output"]
+    return {day: (n, tokens) for day, (n, tokens) in totals.items()}
+
+
+def run_export(directory: Path | str, *args: str) -> dict[str, Any]:
+    result = ctl("export", "parquet", str(directory), "--json", *args, timeout=60)
+    assert result.returncode == 0, result.stderr.decode()
+    reply: dict[str, Any] = json.loads(result.stdout)
+    return reply
+
+
+def duckdb_days(directory: Path) -> dict[str, tuple[int, int]]:
+    con = duckdb.connect()
+    rows = con.execute(
+        "SELECT CAST(date AS VARCHAR), count(*), sum(tokens_input + tokens_output) "
+        "FROM read_parquet($glob, hive_partitioning = true) GROUP BY ALL",
+        {"glob": f"{directory}/**/*.parquet"},
+    ).fetchall()
+    return {day: (int(n), int(tokens)) for day, n, tokens in rows}
+
+
+def pyarrow_days(directory: Path) -> dict[str, tuple[int, int]]:
+    table = ds.dataset(str(directory), format="parquet", partitioning="hive").to_table(
+        columns=["date", "tokens_input", "tokens_output"]
+    )
+    totals: dict[str, list[int]] = {}
+    for day, tokens_in, tokens_out in zip(
+        table["date"].to_pylist(),
+        table["tokens_input"].to_pylist(),
+        table["tokens_output"].to_pylist(),
+        strict=True,
+    ):
+        entry = totals.setdefault(str(day), [0, 0])
+        entry[0] += 1
+        entry[1] += tokens_in + tokens_out
+    return {day: (n, tokens) for day, (n, tokens) in totals.items()}
+
+
+def exported_ids(directory: Path) -> list[str]:
+    con = duckdb.connect()
+    rows = con.execute(
+        "SELECT id FROM read_parquet($glob, hive_partitioning = true)",
+        {"glob": f"{directory}/**/*.parquet"},
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def parquet_files(directory: Path) -> dict[str, float]:
+    """Every Parquet file, relative to ``directory``, with its mtime."""
+    return {
+        str(path.relative_to(directory)): path.stat().st_mtime
+        for path in directory.rglob("*.parquet")
+    }
+
+
+# -- through the daemon -----------------------------------------------------------
+
+
+def test_export_reads_back_in_duckdb_and_pyarrow_partitioned_by_day_and_source(
+    running_daemon: Daemon, tmp_path: Path
+) -> None:
+    events = make_events(20_000)
+    send(running_daemon, events)
+    out = tmp_path / "parquet"
+    reply = run_export(out)
+    assert reply["run"] == 1 and reply["events"] == len(events)
+    assert reply["total_events"] == len(events)
+
+    want = expected_days(events)
+    assert len(want) == DAYS
+    assert duckdb_days(out) == want
+    assert pyarrow_days(out) == want
+
+    # The layout: date=/source=/part-RUN-I.parquet, zstd, the source decoded back.
+    files = parquet_files(out)
+    assert sorted(files) == sorted(reply["files"])
+    assert all(LAYOUT.fullmatch(name) for name in files), sorted(files)[:5]
+    days = {name.split("/")[0] for name in files}
+    assert days == {f"date={day}" for day in want}
+    for name in files:
+        meta = pq.ParquetFile(out / name).metadata
+        for group in range(meta.num_row_groups):
+            for column in range(meta.num_columns):
+                assert meta.row_group(group).column(column).compression == "ZSTD"
+    con = duckdb.connect()
+    by_source = dict(
+        con.execute(
+            "SELECT source, count(*) FROM read_parquet($glob, hive_partitioning = true) "
+            "GROUP BY ALL",
+            {"glob": f"{out}/**/*.parquet"},
+        ).fetchall()
+    )
+    assert by_source == Counter(event.get("source") for event in events)
+    table = ds.dataset(str(out), format="parquet", partitioning="hive").to_table(columns=["source"])
+    assert Counter(table["source"].to_pylist()) == by_source
+    # The attrs travel as JSON text.
+    [(attrs,)] = con.execute(
+        "SELECT attrs FROM read_parquet($glob, hive_partitioning = true) WHERE id = 'req-00000042'",
+        {"glob": f"{out}/**/*.parquet"},
+    ).fetchall()
+    assert json.loads(attrs) == {"n": 42}
+
+    manifest = json.loads((out / export.MANIFEST_NAME).read_text())
+    assert manifest["events"] == len(events) and manifest["runs"] == 1
+    assert manifest["files"] == len(files)
+
+
+def test_a_second_export_adds_nothing_and_later_ones_add_exactly_the_new_events(
+    daemon_factory: Any, tmp_path: Path
+) -> None:
+    # A dedup window of one id: an event sent again later is journaled twice, and stored
+    # (and exported) once.
+    daemon = daemon_factory(["--set", "ingest.dedup-window=1"]).start()
+    first = make_events(12_000)
+    send(daemon, first)
+    out = tmp_path / "parquet"
+    assert run_export(out)["events"] == len(first)
+    before = parquet_files(out)
+
+    again = run_export(out)
+    assert again["run"] is None and again["events"] == 0 and again["files"] == []
+    assert parquet_files(out) == before  # not one file written or touched
+
+    more = make_events(3_000, start=len(first))
+    # Late: an event journaled now with a time before every other one, on a day of its own.
+    late = make_events(1)[0] | {"id": "late-1", "ts": "2026-10-01T12:00:00.000Z"}
+    resent = first[:5]  # already exported: journaled again, never exported again
+    send(daemon, [*more, late, *resent])
+    reply = run_export(out)
+    assert reply["run"] == 2 and reply["events"] == len(more) + 1
+    new_files = {name: mtime for name, mtime in parquet_files(out).items() if name not in before}
+    assert sorted(new_files) == sorted(reply["files"])
+    assert all(name.split("/")[-1].startswith("part-000002-") for name in new_files)
+    assert {name: parquet_files(out)[name] for name in before} == before  # old files kept
+
+    everything = [*first, *more, late]
+    ids = exported_ids(out)
+    assert len(ids) == len(set(ids)) == len(everything)
+    assert set(ids) == {event["id"] for event in everything}
+    assert duckdb_days(out) == expected_days(everything)
+    assert pyarrow_days(out) == expected_days(everything)
+    late_files = [name for name in parquet_files(out) if name.startswith("date=2026-10-01/")]
+    assert len(late_files) == 1
+    assert pq.read_table(out / late_files[0]).column("id").to_pylist() == ["late-1"]
+
+    assert run_export(out)["events"] == 0
+
+
+def test_since_and_until_fix_the_window_of_a_directory(
+    running_daemon: Daemon, tmp_path: Path
+) -> None:
+    events = make_events(8_000)
+    send(running_daemon, events)
+    out = tmp_path / "window"
+    since, until = "2026-11-22", "2026-11-25T12:00:00+02:00"  # until 10:00 UTC, exclusive
+    low = datetime(2026, 11, 22, tzinfo=UTC)
+    high = datetime(2026, 11, 25, 10, tzinfo=UTC)
+
+    def inside(event: dict[str, Any]) -> bool:
+        ts = datetime.fromisoformat(event["ts"].replace("Z", "+00:00"))
+        return low <= ts < high
+
+    want = [event for event in events if inside(event)]
+    assert 0 < len(want) < len(events)
+    reply = run_export(out, "--since", since, "--until", until)
+    assert reply["events"] == len(want)
+    assert reply["since"] == "2026-11-22T00:00:00.000Z"
+    assert reply["until"] == "2026-11-25T10:00:00.000Z"
+    assert duckdb_days(out) == expected_days(want)
+    assert sorted(exported_ids(out)) == sorted(event["id"] for event in want)
+
+    # Later runs keep the window, with or without naming it again; another is refused.
+    more = make_events(2_000, start=len(events))
+    send(running_daemon, more)
+    assert run_export(out)["events"] == sum(inside(event) for event in more)
+    assert run_export(out, "--since", since, "--until", until)["events"] == 0
+    other = ctl("export", "parquet", str(out), "--since", "2026-11-01")
+    assert other.returncode == 1
+    assert "another directory" in other.stderr.decode()
+    assert "from 2026-11-22T00:00:00.000Z until 2026-11-25T10:00:00.000Z" in other.stderr.decode()
+    bad = ctl("export", "parquet", str(out), "--since", "yesterday")
+    assert bad.returncode == 2 and "'yesterday' is not a date" in bad.stderr.decode()
+    empty = ctl(
+        "export", "parquet", str(tmp_path / "x"), "--since", "2026-12-01", "--until", "2026-11-01"
+    )
+    assert empty.returncode == 1 and "is not before --until" in empty.stderr.decode()
+
+
+def test_the_daemon_exports_continuously_to_parquet_dir(
+    daemon_factory: Any, tmp_path: Path
+) -> None:
+    out = tmp_path / "continuous"
+    daemon = daemon_factory(
+        ["--set", f"export.parquet-dir={json.dumps(str(out))}", "--set", "export.interval=1"]
+    ).start()
+    first = make_events(5_000)
+    send(daemon, first)
+    wait_for_manifest(out, len(first))
+    more = make_events(1_000, start=len(first))
+    send(daemon, more)
+    wait_for_manifest(out, len(first) + len(more))
+    assert duckdb_days(out) == expected_days([*first, *more])
+    ids = exported_ids(out)
+    assert len(ids) == len(set(ids)) == len(first) + len(more)
+
+
+def wait_for_manifest(directory: Path, events: int, timeout: float = 60.0) -> None:
+    """Until the manifest counts ``events`` (the daemon's timer writes it; no sleep
+    decides anything: the manifest is read until it says so, or the time is up)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        try:
+            seen = json.loads((directory / export.MANIFEST_NAME).read_text())["events"]
+        except (FileNotFoundError, json.JSONDecodeError):
+            seen = None
+        if seen == events:
+            return
+        assert seen is None or seen < events, f"exported {seen} events, more than {events}"
+        time.sleep(0.2)
+    raise AssertionError(f"the manifest says {seen} events after {timeout} s, not {events}")
+
+
+def test_with_the_daemon_stopped_export_says_it_needs_it(tmp_path: Path) -> None:
+    result = ctl("export", "parquet", str(tmp_path / "out"))
+    assert result.returncode == 3
+    err = result.stderr.decode()
+    assert "telemetryd is not running" in err and "export is done by the running daemon" in err
+    assert not (tmp_path / "out").exists()
+
+
+# -- the engine, on a store of its own --------------------------------------------
+
+
+def _line(n: int, *, event_id: str | None = None, received: str | None = None) -> bytes:
+    ts = DAY0 + timedelta(hours=n)
+    stamp = ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (
+        json.dumps(
+            {
+                "v": 1,
+                "id": event_id or f"ev-{n:06d}",
+                "ts": stamp,
+                "type": "custom",
+                "source": "bosun",
+                "name": f"n{n}",
+                "received_at": received or stamp,
+            }
+        ).encode()
+        + b"\n"
+    )
+
+
+@pytest.fixture
+def hardened(tmp_path: Path) -> Iterator[tuple[Store, Path]]:
+    """A store sandboxed as the worker's is (no file access outside load/), and its journal."""
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    with Store(str(tmp_path / "telemetry.duckdb")) as store:
+        with store.cursor() as con:
+            harden(con, allowed_dirs=[store.load_dir], memory_limit="256MB", threads=2)
+        yield store, journal
+
+
+def test_a_url_target_is_written_by_duckdb_and_reads_back(
+    hardened: tuple[Store, Path], tmp_path: Path
+) -> None:
+    store, journal = hardened
+    segment = journal / "20261120T000000Z-000001.jsonl"
+    segment.write_bytes(b"".join(_line(n) for n in range(300)))
+    store.materialize(str(journal))
+    url = f"file://{tmp_path}/remote"
+    report = export.export(store, str(journal), url)
+    assert report.events == 300 and report.run == 1
+    assert all(LAYOUT.fullmatch(name) for name in report.files), report.files
+    with segment.open("ab") as f:
+        f.write(b"".join(_line(n) for n in range(300, 350)))
+        f.write(_line(999, event_id="ev-000001", received="2026-12-01T00:00:00.000Z"))
+    store.materialize(str(journal))
+    assert export.export(store, str(journal), url).events == 50
+    assert export.export(store, str(journal), url).events == 0
+    ids = exported_ids(tmp_path / "remote")
+    assert sorted(ids) == [f"ev-{n:06d}" for n in range(350)]
+    manifest = export.read_manifest(url)
+    assert manifest is not None and manifest.events == 350 and manifest.runs == 2
+    assert manifest.position == {1: segment.stat().st_size}
+
+
+def test_a_failed_run_leaves_nothing_that_is_read_twice(
+    hardened: tuple[Store, Path], tmp_path: Path
+) -> None:
+    store, journal = hardened
+    segment = journal / "20261120T000000Z-000001.jsonl"
+    segment.write_bytes(b"".join(_line(n) for n in range(100)))
+    store.materialize(str(journal))
+    out = tmp_path / "out"
+    assert export.export(store, str(journal), str(out)).events == 100
+    # A run 2 that wrote a file and died before its manifest: the next run 2 replaces it.
+    stray = out / "date=2026-11-20" / "source=bosun" / "part-000002-0.parquet"
+    stray.write_bytes(b"not parquet: a run that died")
+    (out / "date=2026-11-20" / "source=bosun" / ".part-000002-1.parquet.tmp").write_bytes(b"x")
+    with segment.open("ab") as f:
+        f.write(b"".join(_line(n) for n in range(100, 120)))
+    store.materialize(str(journal))
+    report = export.export(store, str(journal), str(out))
+    assert report.run == 2 and report.events == 20
+    assert not list(out.rglob(".part-*"))
+    ids = exported_ids(out)
+    assert sorted(ids) == [f"ev-{n:06d}" for n in range(120)]
+
+
+def test_a_manifest_that_is_not_ours_is_refused(
+    hardened: tuple[Store, Path], tmp_path: Path
+) -> None:
+    store, journal = hardened
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / export.MANIFEST_NAME).write_text('{"format": "something else", "version": 1}')
+    with pytest.raises(ExportError, match="is a 'something else' manifest"):
+        export.export(store, str(journal), str(out))
+    (out / export.MANIFEST_NAME).write_text("[1, 2")
+    with pytest.raises(ExportError, match="is not an export manifest"):
+        export.export(store, str(journal), str(out))
+    with pytest.raises(ExportError, match="not an absolute path"):
+        export.export(store, str(journal), "relative/dir")
+
+
+def test_parquet_dir_must_be_absolute_or_a_url(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"'relative/dir' is neither an absolute path nor a URL - at `\$.export.parquet-dir`",
+    ):
+        config.load(None, overrides=["export.parquet-dir=relative/dir"])
+    loaded, _ = config.load(None, overrides=["export.parquet-dir=s3://bucket/telemetry"])
+    assert loaded.export.parquet_dir == "s3://bucket/telemetry"
+    with pytest.raises(ConfigError, match=r">= 1.0 - at `\$.export.interval`"):
+        config.load(None, overrides=["export.interval=0"])
+
+
+# -- the schema: one list, the table's columns, the files' and the docs' ---------
+
+
+def test_exported_columns_are_the_events_table_and_the_docs_list_their_types(
+    hardened: tuple[Store, Path],
+) -> None:
+    store, journal = hardened
+    with store.cursor() as con:
+        table = [row[0] for row in con.execute("DESCRIBE events").fetchall()]
+    assert list(export.COLUMNS) == table
+
+    (journal / "20261120T000000Z-000001.jsonl").write_bytes(_line(1))
+    store.materialize(str(journal))
+    out = Path(store.load_dir).parent / "schema-check"
+    export.export(store, str(journal), str(out))
+    con = duckdb.connect()
+    described = con.execute(
+        "DESCRIBE SELECT * FROM read_parquet($glob, hive_partitioning = true, "
+        "hive_types = {'date': DATE, 'source': VARCHAR})",
+        {"glob": f"{out}/**/*.parquet"},
+    ).fetchall()
+    files = {name: kind for name, kind, *_ in described}
+    documented = documented_schema()
+    assert documented == files
+    assert set(documented) == {*table, "date"}
+
+
+def documented_schema() -> dict[str, str]:
+    """The column table of docs/export.md: ``| `name` | TYPE | ...``."""
+    text = (ROOT / "docs" / "export.md").read_text()
+    section = text.split("## Columns", 1)[1].split("\n## ", 1)[0]
+    found = re.findall(r"^\| `([a-z_]+)` \| ([A-Z]+) \|", section, re.MULTILINE)
+    return dict(found)
+
+
+def test_the_request_and_reply_shapes_agree(tmp_path: Path) -> None:
+    from telemetryd import wire
+
+    request = wire.CONTROL_DECODER.decode(
+        b'{"op":"export","dir":"/x","since":"2026-11-01T00:00:00Z"}'
+    )
+    assert isinstance(request, wire.ExportRequest)
+    assert request.since == datetime(2026, 11, 1, tzinfo=UTC) and request.until is None
+    with pytest.raises(msgspec.ValidationError, match="dir"):
+        wire.CONTROL_DECODER.decode(b'{"op":"export","dir":""}')
+    report = export.Report("/x", events=3, files=["a"], run=1, total_events=3)
+    reply = msgspec.convert(report.as_dict(), wire.ExportReply)
+    assert reply.events == 3 and reply.run == 1
+
+
+def test_many_days_and_sources_export_within_the_workers_memory_limit(tmp_path: Path) -> None:
+    """200 partitions, within the smallest memory limit the configuration allows (64 MiB):
+    one COPY partitioned by them all runs out of memory (store/export.py, _copy)."""
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    sources = ["a", "b", "c", "d", "e"]
+    count = 150_000  # (one COPY of them all runs out of memory)
+    lines = []
+    for n in range(count):
+        ts = DAY0 + timedelta(seconds=n * 40 * 86400 / count)  # 40 days
+        stamp = ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        event = {"v": 1, "id": f"m-{n:06d}", "ts": stamp, "type": "custom", "name": "x" * 40}
+        event |= {"source": sources[n % 5], "received_at": stamp, "attrs": {"k": "v" * 200}}
+        lines.append(json.dumps(event).encode() + b"\n")
+    (journal / "20261120T000000Z-000001.jsonl").write_bytes(b"".join(lines))
+    limit = 64 * 1024 * 1024
+    with Store(str(tmp_path / "telemetry.duckdb"), batch_bytes=batch_bytes_for(limit)) as store:
+        with store.cursor() as con:
+            harden(con, allowed_dirs=[store.load_dir], memory_limit=f"{limit}B", threads=2)
+        assert store.materialize(str(journal)) == count
+        report = export.export(store, str(journal), str(tmp_path / "out"))
+    assert report.events == count and len(report.files) == 200
+    assert len(exported_ids(tmp_path / "out")) == count
+
+
+def test_partition_directories_are_named_as_duckdb_names_them(tmp_path: Path) -> None:
+    """The files are written one partition at a time, in directories named here: as
+    DuckDB's own partitioned writes name them."""
+    sources = [chr(c) for c in range(1, 128) if chr(c) != "/"] + ["a b/c=d", "é€", "", None]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT unnest($s) AS source, 1 AS x", {"s": sources})
+    con.execute(f"COPY t TO '{tmp_path}/d' (FORMAT parquet, PARTITION_BY (source))")
+    duckdb_names = sorted(os.listdir(tmp_path / "d"))
+    ours = sorted(export.hive_dir("source", source) for source in sources)
+    assert ours == duckdb_names
+    assert export.hive_dir("date", None) == "date=__HIVE_DEFAULT_PARTITION__"

@@ -1,0 +1,399 @@
+"""[forward]: one telemetryd ships its journal to another over OTLP/HTTP (daemon/forward.py).
+
+Two real daemons in subprocesses, A forwarding to B's HTTP listener; B is killed and
+restarted, A is killed and restarted mid-stream, and B must end with every event of
+A exactly once, byte for byte (received_at included). Also: the OTLP form round-trips
+in-process (JSON, and protobuf as a Collector would re-encode it), the token is sent,
+``status`` shows the backlog, refused events are kept, bad settings are clear errors.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import msgspec
+import pytest
+
+from conftest import Daemon, ctl, exchange
+from telemetryd.adapters.otel import export, forwarded, wire
+from telemetryd.client import control
+
+
+def _events(start: int, count: int) -> bytes:
+    """``count`` events of several types; every third one without an id (A assigns it)."""
+    lines = []
+    for i in range(start, start + count):
+        kind = i % 4
+        if kind == 0:
+            event: dict[str, Any] = {
+                "type": "api_request",
+                "session_id": f"s-{i // 100}",
+                "agent": {"model": "claude-sonnet-4-5"},
+                "tokens": {"source": "actual", "input": i, "output": 2 * i},
+                "cost_usd": 0.001 * (i % 7),
+            }
+        elif kind == 1:
+            event = {"type": "tool_call", "tool": {"name": "Bash", "use_id": f"tu-{i}"}}
+        elif kind == 2:
+            event = {
+                "type": "custom",
+                "name": f"thing-{i}",
+                "attrs": {
+                    "quote": 'a "b" \\ c',
+                    "unicode": "é ✓ 😀",
+                    "n": i,
+                    "x": [1, {"y": None}],
+                },
+            }
+        else:
+            event = {
+                "type": "span",
+                "name": "op",
+                "trace_id": f"{i:032x}",
+                "span_id": f"{i + 1:016x}",
+                "duration_ms": i % 50,
+            }
+        if i % 3:
+            event["id"] = f"ev-{i}"
+        lines.append(json.dumps(event))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _send(daemon: Daemon, data: bytes) -> None:
+    replies = exchange(daemon.events_socket, data)
+    assert replies[-1]["accepted"] == data.count(b"\n"), replies[-5:]
+
+
+def _status(daemon: Daemon) -> dict[str, Any]:
+    return control.status(daemon.control_socket)
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Poll ``check`` (an observable state of a daemon) until it holds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _caught_up(daemon: Daemon) -> bool:
+    forward = _status(daemon)["forward"]
+    return bool(forward["state"] == "caught up" and forward["behind_events"] == 0)
+
+
+def _rows(daemon: Daemon) -> list[str]:
+    """Every stored event, as ndjson rows ordered by id (every column: the canonical event)."""
+    done = ctl("flush", "--socket", daemon.control_socket)
+    assert done.returncode == 0, done.stderr
+    result = ctl(
+        "query",
+        "--socket",
+        daemon.control_socket,
+        "--format",
+        "ndjson",
+        "select * from events order by id",
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.decode().splitlines()
+
+
+@pytest.fixture
+def home_b() -> Iterator[Path]:
+    home = Path(tempfile.mkdtemp(prefix="tdb-", dir="/tmp"))
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def _forwarding(
+    daemon_factory: Any, endpoint: str, token: str, *more: str
+) -> tuple[Daemon, list[str]]:
+    args = [
+        "--set",
+        f'forward.endpoint="{endpoint}"',
+        "--set",
+        f'forward.headers={{Authorization="Bearer {token}"}}',
+        "--set",
+        "forward.max-retry-interval=0.3",
+        "--set",
+        "http.enabled=false",
+    ]
+    for setting in more:
+        args += ["--set", setting]
+    return daemon_factory(args), args
+
+
+def test_b_ends_with_every_event_of_a_exactly_once(daemon_factory: Any, home_b: Path) -> None:
+    b = daemon_factory(home=home_b).start()
+    address = b.http_address()
+    token = (home_b / "http-token").read_text().strip()
+    a, _ = _forwarding(daemon_factory, f"http://{address}", token, "forward.batch-events=300")
+    a.start()
+    sent = 0
+
+    # 1. Forwarding as events come.
+    _send(a, _events(sent, 3000))
+    sent += 3000
+    _wait("A to catch up", lambda: _caught_up(a))
+
+    # 2. B is down: A keeps the backlog and says so.
+    b.kill()
+    _send(a, _events(sent, 2000))
+    sent += 2000
+
+    def retrying() -> bool:
+        forward = _status(a)["forward"]
+        return bool(forward["state"] == "retrying" and forward["failures"] >= 2)
+
+    _wait("A to retry", retrying)
+    forward = _status(a)["forward"]
+    assert forward["behind_events"] == 2000, forward
+    assert forward["behind_bytes"] == sum(len(line) + 1 for line in _journal_lines(a)[-2000:]), (
+        forward
+    )
+    assert forward["last_error"] and "Connection refused" in forward["last_error"], forward
+    text = ctl("status").stdout.decode()
+    assert "forward: retrying to http://" in text and "2000 events" in text, text
+
+    # 3. B is back on the same address: A catches up by itself.
+    b.start(env={"TELEMETRYD_HTTP_ADDRESS": address})
+    _wait("A to catch up after B's restart", lambda: _caught_up(a))
+
+    # 4. A killed mid-stream (its position a second old at most), then stopped mid-stream.
+    _send(a, _events(sent, 20_000))
+    sent += 20_000
+    a.kill()
+    a.start()
+    _send(a, _events(sent, 5000))
+    sent += 5000
+    assert _status(a)["forward"]["behind_events"] > 0  # (mid-stream: a batch is 300)
+    assert a.stop() == 0
+    position = json.loads((a.home / "forward" / "position.json").read_text())
+    assert position["endpoint"] == f"http://{address}" and position["seq"] >= 1, position
+    a.start()
+    _wait("A to catch up after its restarts", lambda: _caught_up(a))
+
+    # B has every event of A, each once, identical to A's (received_at included).
+    a_lines = _journal_lines(a)
+    b_lines = _journal_lines(b)
+    assert len(a_lines) == sent
+    a_ids = [json.loads(line)["id"] for line in a_lines]
+    b_ids = [json.loads(line)["id"] for line in b_lines]
+    assert len(set(a_ids)) == sent and sorted(b_ids) == sorted(a_ids)  # B journaled each once
+    assert sorted(b_lines) == sorted(a_lines)  # byte for byte
+    a_rows, b_rows = _rows(a), _rows(b)
+    assert len(a_rows) == sent and b_rows == a_rows
+    forward = _status(a)["forward"]
+    assert forward["behind_bytes"] == 0 and forward["refused_events"] == 0, forward
+
+
+def _journal_lines(daemon: Daemon) -> list[bytes]:
+    out: list[bytes] = []
+    for path in sorted(daemon.journal_dir.glob("*.jsonl")):
+        out.extend(path.read_bytes().splitlines())
+    return out
+
+
+def test_the_token_is_sent_and_a_refusal_is_reported_not_skipped(
+    daemon_factory: Any, home_b: Path
+) -> None:
+    b = daemon_factory(home=home_b).start()
+    address = b.http_address()
+    a, _ = _forwarding(daemon_factory, f"http://{address}", "not-the-token")
+    a.start()
+    _send(a, _events(0, 10))
+
+    def refused() -> bool:
+        return bool((_status(a)["forward"]["last_error"] or "").startswith("the endpoint refuses"))
+
+    _wait("A to report the 401", refused)
+    forward = _status(a)["forward"]
+    assert "401" in forward["last_error"] and forward["state"] == "retrying", forward
+    assert forward["behind_events"] == 10 and forward["sent_events"] == 0, forward
+    assert _status(b)["accepted"] == 0
+    assert _status(b)["http"]["requests"] >= 1  # (it was asked, and said no)
+
+
+class _Refusing(http.server.BaseHTTPRequestHandler):
+    """An OTLP endpoint that refuses (400) any request holding a poisoned event."""
+
+    received: ClassVar[list[bytes]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = zlib.decompress(body, 16 + zlib.MAX_WBITS)
+        if b"poison" in body:
+            self.send_response(400)
+            answer = b'{"code":3,"message":"poison found"}'
+        else:
+            self.received.append(body)
+            self.send_response(200)
+            answer = b"{}"
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_an_event_refused_for_good_is_kept_and_the_rest_goes_through(
+    daemon_factory: Any,
+) -> None:
+    _Refusing.received = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        a, _ = _forwarding(daemon_factory, f"http://127.0.0.1:{port}", "t")
+        a.start()
+        data = (
+            _events(0, 99) + b'{"type":"custom","name":"x","id":"bad-1","attrs":{"p":"poison"}}\n'
+        )
+        _send(a, data)
+        _wait("A to catch up", lambda: _caught_up(a))
+        forward = _status(a)["forward"]
+        assert forward["refused_events"] == 1 and forward["sent_events"] == 99, forward
+        refused = [
+            json.loads(line) for line in Path(forward["refused_file"]).read_text().splitlines()
+        ]
+        assert len(refused) == 1 and refused[0]["event"]["id"] == "bad-1", refused
+        assert refused[0]["status"] == 400 and "poison found" in refused[0]["error"]
+        got = []
+        for body in _Refusing.received:
+            for group in wire.decode("logs", "json", body):
+                got.extend(json.loads(r.body)["id"] for r in group.logs)
+        expected = [json.loads(line)["id"] for line in _journal_lines(a) if b"poison" not in line]
+        assert sorted(set(got)) == sorted(expected)  # every other event, halves resent at most
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_partial_success_is_counted(daemon_factory: Any, home_b: Path) -> None:
+    b = daemon_factory(["--set", "ingest.max-attrs-bytes=200"], home=home_b).start()
+    address = b.http_address()
+    token = (home_b / "http-token").read_text().strip()
+    a, _ = _forwarding(daemon_factory, f"http://{address}", token)
+    a.start()
+    big = json.dumps({"type": "custom", "name": "big", "id": "big", "attrs": {"x": "y" * 500}})
+    _send(a, _events(0, 20) + big.encode() + b"\n")
+    _wait("A to catch up", lambda: _caught_up(a))
+    forward = _status(a)["forward"]
+    assert forward["partial_rejected"] == 1 and forward["sent_events"] == 21, forward
+    assert _status(b)["accepted"] == 20
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ('forward.endpoint="ftp://example.com"', "`$.forward.endpoint`"),
+        ('forward.endpoint="http://user:pw@example.com"', "credentials in `headers`"),
+        ('forward.headers={"Content-Length"="1"}', "`$.forward.headers`"),
+        ('forward.headers={"bad name"="1"}', "not an HTTP header name"),
+        ('forward.signals=["logz"]', "'logz' is not one of logs, traces, metrics"),
+        ('forward.types=["nope"]', "'nope' is not an event type"),
+        ("forward.batch-events=0", "`$.forward.batch-events`"),
+    ],
+)
+def test_bad_settings_are_clear_errors(setting: str, named: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "telemetryd", "--check", "--set", setting],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert named.encode() in result.stderr, result.stderr
+
+
+# -- the OTLP form, in-process --------------------------------------------------------
+
+
+def _canonical(data: bytes) -> bytes:
+    """Lines as the daemon journals them (checked, stamped, canonically encoded)."""
+    from telemetryd.config import Ingest
+    from telemetryd.daemon.ingest import Ingestor
+
+    checked = Ingestor(Ingest()).checker.check(data, 0, 65536, 16384, 8)
+    assert checked.rejected == 0, checked.replies
+    return checked.data
+
+
+def test_a_forwarded_event_round_trips_to_the_same_line() -> None:
+    lines = _canonical(_events(0, 200))
+    resource = forwarded.resource({"user.name": "ana"}, "host-1", "0.1.0")
+    requests = forwarded.encode(
+        lines, signals=forwarded.SIGNALS, types=frozenset(), resource_json=resource
+    )
+    assert requests.records["logs"] == 200 and requests.events == 200
+    assert requests.records["traces"] == 50  # every 4th is a span, with OTLP ids
+    mapped = export.to_events("logs", "json", requests.bodies["logs"], limit=1 << 30)
+    assert mapped.lines == lines and mapped.forwarded == 200 and mapped.unmapped == 0
+    # A Collector in between may send it on as protobuf: the same lines come out.
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    # (protobuf's own JSON mapping has ids in base64, OTLP/JSON in hex)
+    request = json.loads(requests.bodies["logs"])
+    for record in request["resourceLogs"][0]["scopeLogs"][0]["logRecords"]:
+        for key in ("traceId", "spanId"):
+            if key in record:
+                record[key] = base64.b64encode(bytes.fromhex(record[key])).decode()
+    message = json_format.ParseDict(request, ExportLogsServiceRequest())
+    again = export.to_events("logs", "protobuf", message.SerializeToString(), limit=1 << 30)
+    assert again.lines == lines
+    record = message.resource_logs[0].scope_logs[0].log_records[1]
+    first = json.loads(lines.splitlines()[1])
+    attrs = {kv.key: kv.value.string_value for kv in record.attributes}
+    assert attrs[forwarded.ID_KEY] == first["id"] and attrs[forwarded.TYPE_KEY] == "tool_call"
+    resource_attrs = {kv.key for kv in message.resource_logs[0].resource.attributes}
+    assert {"service.name", "host.name", "user.name"} <= resource_attrs
+    # Spans: valid OTLP that a receiving telemetryd maps to no events (the logs carry them).
+    spans = export.to_events("traces", "json", requests.bodies["traces"], limit=1 << 30)
+    assert spans.records == 50 and spans.lines == b"" and spans.unmapped == 0
+    decoded = [s for g in wire.decode("traces", "json", requests.bodies["traces"]) for s in g.spans]
+    span_events = [json.loads(x) for x in lines.splitlines() if b'"type":"span"' in x]
+    assert [(s.trace_id, s.span_id) for s in decoded] == [
+        (e["trace_id"], e["span_id"]) for e in span_events
+    ]
+    assert [s.end_ns - s.start_ns for s in decoded] == [
+        e.get("duration_ms", 0) * 1_000_000 for e in span_events
+    ]
+
+
+def test_metric_events_become_data_points_and_types_filter() -> None:
+    data = _canonical(
+        b'{"type":"metric","name":"m.count","value":3,"kind":"counter","unit":"1"}\n'
+        b'{"type":"metric","name":"m.gauge","value":1.5,"kind":"gauge"}\n'
+        b'{"type":"custom","name":"other"}\n'
+    )
+    resource = forwarded.resource({}, "h", "0")
+    requests = forwarded.encode(
+        data, signals=("metrics",), types=frozenset({"metric"}), resource_json=resource
+    )
+    assert requests.events == 2 and requests.lines == 3 and set(requests.bodies) == {"metrics"}
+    points = [
+        p for g in wire.decode("metrics", "json", requests.bodies["metrics"]) for p in g.points
+    ]
+    assert [(p.metric, p.kind, p.value, p.monotonic) for p in points] == [
+        ("m.count", "sum", 3.0, True),
+        ("m.gauge", "gauge", 1.5, False),
+    ]
+    assert msgspec.json.decode(data.splitlines()[0])["id"] == points[0].attrs[forwarded.ID_KEY]
