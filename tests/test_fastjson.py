@@ -9,6 +9,8 @@ import sys
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from telemetryd import fastjson
 
@@ -53,6 +55,29 @@ def _compact(value: Any) -> str:
 @pytest.mark.parametrize("value", VALUES, ids=lambda v: repr(v)[:40])
 def test_dumps_matches_the_stdlib_byte_for_byte(value: Any) -> None:
     assert fastjson.dumps(value) == _compact(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [*VALUES, float("nan"), float("inf"), [float("-inf"), {"x": [{}, []]}], ("a", (1,))],
+    ids=lambda v: repr(v)[:40],
+)
+def test_pretty_matches_the_stdlib_indented_byte_for_byte(value: Any) -> None:
+    for indent in (2, 4, 0):
+        assert fastjson.pretty(value, indent) == json.dumps(
+            value, indent=indent, ensure_ascii=False
+        )
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+        max_leaves=20,
+    )
+)
+def test_pretty_matches_the_stdlib_on_any_value(value: Any) -> None:
+    assert fastjson.pretty(value) == json.dumps(value, indent=2, ensure_ascii=False)
 
 
 @pytest.mark.parametrize("value", VALUES, ids=lambda v: repr(v)[:40])

@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from conftest import Daemon, ctl
+from conftest import Daemon, ctl, exchange, summary
 from price_reference import genai_cost
 
 SAMPLES = Path("/work/shared/samples")
@@ -430,3 +430,45 @@ def test_the_table_shows_money_and_separators(history: list[dict[str, Any]]) -> 
     assert row.split(",")[3] == str(codex_input)
     markdown = ctl("report", "weekly", "-z", "UTC", "-f", "markdown").stdout.decode()
     assert markdown.startswith("| Week | Models |") and "$" in markdown
+
+
+def test_days_where_a_local_midnight_cuts_a_quarter_hour(running_daemon: Daemon) -> None:
+    """The report sums per quarter hour (UTC) before moving to local days; where a local
+    midnight falls inside a quarter hour, each request still lands on its own day."""
+    times = [
+        # St. John's fell back at 00:01 local until 2011: 2010-11-07 02:31 UTC is 00:01
+        # NDT, which became 23:01 NST on the 6th.
+        "2010-11-07T02:30:30.000Z",
+        "2010-11-07T02:30:59.999Z",
+        "2010-11-07T02:31:00.000Z",
+        "2010-11-07T02:44:59.999Z",
+        "2010-11-07T02:45:00.000Z",
+        # Kathmandu kept local mean time (+05:41:16) before 1920: midnight at 18:18:44 UTC.
+        "1910-01-01T18:16:00.000Z",
+        "1910-01-01T18:18:43.999Z",
+        "1910-01-01T18:18:44.000Z",
+        "1910-01-01T18:29:00.000Z",
+        # And ordinary quarter hours on both sides of a midnight, for contrast.
+        "2026-03-01T03:14:59.999Z",
+        "2026-03-01T03:15:00.000Z",
+    ]
+    events = [
+        {
+            "type": "api_request",
+            "id": f"cut{n}",
+            "ts": ts,
+            "agent": {"model": "m"},
+            "tokens": {"source": "actual", "input": 2**n, "output": 0},
+            "cost_usd": 0.0,
+        }
+        for n, ts in enumerate(times)
+    ]
+    payload = b"".join(json.dumps(e).encode() + b"\n" for e in events)
+    assert exchange(running_daemon.events_socket, payload) == [summary(len(events), len(events))]
+    for zone in ("America/St_Johns", "Asia/Kathmandu", "America/Sao_Paulo", "UTC"):
+        want: dict[str, int] = defaultdict(int)
+        for event in events:
+            day = _ts(event["ts"]).astimezone(ZoneInfo(zone)).date().isoformat()
+            want[day] += event["tokens"]["input"]
+        got = {r["date"]: r["inputTokens"] for r in report("daily", "-z", zone)["daily"]}
+        assert got == dict(want), zone

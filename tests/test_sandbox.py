@@ -414,3 +414,43 @@ def test_generated_sql_never_changes_a_file(sql: str, state_home: Path) -> None:
         assert run(store, "select count(*) from events") == [(20,)]
     finally:
         store.close()
+
+
+def test_a_checked_statement_is_not_checked_again_with_the_same_values(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    classified: list[str] = []
+    planned: list[str] = []
+    real_classify, real_check_plan = sandbox.classify, sandbox.check_plan
+
+    def classify(sql: str, con: Any) -> sandbox.Statement:
+        classified.append(sql)
+        return real_classify(sql, con)
+
+    def check_plan(cursor: Any, sql: str, params: Any = None) -> None:
+        planned.append(sql)
+        real_check_plan(cursor, sql, params)
+
+    monkeypatch.setattr(sandbox, "classify", classify)
+    monkeypatch.setattr(sandbox, "check_plan", check_plan)
+    sql = "SELECT count(*) FROM events WHERE type = $t /* checked once */"
+    for _ in range(3):
+        assert run(store, sql, {"t": "api_request"}) == [(20,)]  # fill()'s requests
+    assert (len(classified), len(planned)) == (1, 1)
+    # Other values, and other statements, are checked again.
+    assert run(store, sql, {"t": "error"}) == [(0,)]
+    assert run(store, sql + " ", {"t": "api_request"}) == [(20,)]
+    assert (len(classified), len(planned)) == (3, 3)
+    # A refused statement is refused every time: it is never remembered.
+    for _ in range(2):
+        with pytest.raises(sandbox.QueryError, match="not allowed"):
+            run(store, "COPY events TO 'x.csv' /* refused */")
+    assert classified.count("COPY events TO 'x.csv' /* refused */") == 2
+    # Only the last CHECKED_MAX statements are remembered.
+    monkeypatch.setattr(sandbox, "CHECKED_MAX", 2)
+    for n in range(3):
+        run(store, f"SELECT {n} /* evicts */")
+    run(store, "SELECT 0 /* evicts */")
+    assert classified.count("SELECT 0 /* evicts */") == 2
+    run(store, "SELECT 2 /* evicts */")
+    assert classified.count("SELECT 2 /* evicts */") == 1

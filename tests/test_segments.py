@@ -37,3 +37,29 @@ def test_line_ends_match_a_plain_search(tmp_path: Path) -> None:
         assert segments.next_line_end(str(path), start, end) == reference_next(data, start, end)
     assert segments.last_line_end(str(path), 0, len(data)) == len(data) - len(b"torn")
     assert segments.last_line_end(str(path), 5, 5) == 5
+
+
+def test_usage_files_are_their_segments_and_read_first(tmp_path: Path) -> None:
+    stem = "20261121T233532Z-000007"
+    names = [f"{stem}.jsonl", f"{stem}.jsonl.gz", f"{stem}.usage.jsonl", f"{stem}.usage.jsonl.gz"]
+    assert [segments.segment_seq(name) for name in names] == [7, 7, 7, 7]
+    assert segments.segment_seq(f"{stem}.usage.json") is None
+    assert segments.segment_seq(f"{stem}.other.jsonl") is None  # not a timestamp-seq stem
+    assert [segments.is_usage(name) for name in names] == [False, False, True, True]
+    assert segments.usage_path(f"/j/{stem}.jsonl.gz", compressed=True) == f"/j/{names[3]}"
+    assert segments.usage_path(f"/j/{stem}.jsonl", compressed=False) == f"/j/{names[2]}"
+    # Of the files one segment has at a time, readers take: the usage file (it exists
+    # only once the store recorded it), and of two alike the plain one.
+    for present, read in [
+        ([0, 1], 0),  # compression under way
+        ([1, 3], 3),  # compaction stopped after its rename
+        ([0, 3], 3),
+        ([2, 3], 2),  # a usage file being compressed
+        ([0, 1, 2, 3], 2),
+    ]:
+        for old in tmp_path.iterdir():
+            old.unlink()
+        for index in present:
+            (tmp_path / names[index]).write_bytes(b"")
+        assert segments.chosen(str(tmp_path)) == [(7, str(tmp_path / names[read]))]
+    assert segments.strays(str(tmp_path)) == []

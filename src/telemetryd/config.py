@@ -160,15 +160,28 @@ class Spool(Struct, **_SECTION):
 class Retention(Struct, **_SECTION):
     """How much journal is kept (store/retention.py); 0 turns a limit off."""
 
-    # Segments whose last write is older than this many days are deleted (up to a
-    # hundred years) ...
+    # Segments whose last write is older than this many days lose every event but their
+    # usage (model requests), up to a hundred years ...
     max_age_days: Annotated[float, Meta(ge=0, le=36_525.0)] = 30.0
-    # ... and the oldest ones while the journal is larger than this (up to 1 PiB).
+    # ... and their usage too once older than this (0: usage is kept for good); at
+    # least max-age-days, since usage outlives the rest ...
+    usage_max_age_days: Annotated[float, Meta(ge=0, le=36_525.0)] = 0.0
+    # ... and the oldest ones go, usage and all (a warning in `status` and the log),
+    # while the journal is larger than this (up to 1 PiB).
     max_bytes: Annotated[int, Meta(ge=0, le=1024 * TiB)] = 10 * GiB
     # Materialized closed segments are gzipped (.jsonl.gz).
     compress: bool = True
     # Seconds between two runs in the daemon (`telemetryctl gc` runs it now): up to a week.
     interval: Annotated[float, Meta(ge=0.1, le=7 * 86_400.0)] = 3600.0
+
+    def __post_init__(self) -> None:
+        usage, rest = self.usage_max_age_days, self.max_age_days
+        if usage and (not rest or usage < rest):
+            raise ValueError(
+                f"`usage-max-age-days`: {usage:g} must be 0 (usage kept for good) or at least "
+                f"max-age-days ({rest:g}; 0: no age limit), since usage is kept at least as "
+                "long as the rest"
+            )
 
 
 class Http(Struct, **_SECTION):

@@ -20,10 +20,12 @@ try:
     import _json
 
     _escape = _json.encode_basestring_ascii
+    _escape_utf8 = _json.encode_basestring
 except ImportError:  # not CPython
     import json as _stdjson
 
     _escape = _stdjson.encoder.encode_basestring_ascii
+    _escape_utf8 = _stdjson.encoder.encode_basestring
 
 
 def dumps(value: Any) -> str:
@@ -68,6 +70,66 @@ def _dump(value: Any, out: Any) -> None:
                 out(",")
             _dump(item, out)
         out("]")
+    else:
+        raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def pretty(value: Any, indent: int = 2) -> str:
+    """``json.dumps(value, indent=indent, ensure_ascii=False)``, byte for byte, for
+    dicts with string keys, lists, tuples, strings, ints, floats (NaN and the
+    infinities as ``json`` writes them), bools and None: what `telemetryctl report
+    --json` prints, without importing ``json``."""
+    parts: list[str] = []
+    _pretty(value, parts.append, " " * indent, "\n")
+    return "".join(parts)
+
+
+def _pretty(value: Any, out: Any, step: str, newline: str) -> None:
+    if isinstance(value, str):
+        out(_escape_utf8(value))
+    elif value is None:
+        out("null")
+    elif value is True:
+        out("true")
+    elif value is False:
+        out("false")
+    elif isinstance(value, int):
+        out(int.__repr__(value))
+    elif isinstance(value, float):
+        if value != value:
+            out("NaN")
+        elif value == float("inf"):
+            out("Infinity")
+        elif value == float("-inf"):
+            out("-Infinity")
+        else:
+            out(float.__repr__(value))
+    elif isinstance(value, dict):
+        if not value:
+            out("{}")
+            return
+        inner = newline + step
+        out("{")
+        first = True
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"JSON object keys must be strings, not {type(key).__name__}")
+            out(inner if first else "," + inner)
+            first = False
+            out(_escape_utf8(key))
+            out(": ")
+            _pretty(item, out, step, inner)
+        out(newline + "}")
+    elif isinstance(value, (list, tuple)):
+        if not value:
+            out("[]")
+            return
+        inner = newline + step
+        out("[")
+        for index, item in enumerate(value):
+            out("," + inner if index else inner)
+            _pretty(item, out, step, inner)
+        out(newline + "]")
     else:
         raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 

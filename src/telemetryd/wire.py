@@ -413,8 +413,11 @@ class GcReply(Struct, kw_only=True):
     ok: bool = True
     dry_run: bool
     deleted: list[str]  # segment names
+    compacted: list[str] = []  # old segments of which only the usage is kept now
     compressed: list[str]
     events_deleted: int | None
+    usage_deleted: int | None = None  # model requests deleted by the size limit
+    warning: str | None = None  # said when usage was deleted
     bytes_before: int
     bytes_after: int | None
     at: str  # when, RFC 3339 UTC

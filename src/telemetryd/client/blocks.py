@@ -36,17 +36,16 @@ from __future__ import annotations
 
 import math
 import time
-import zoneinfo
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
+from telemetryd import fastjson
+from telemetryd.client.fetch import query
 from telemetryd.client.reports import COUNTS, Usage, money, number
-from telemetryd.client.traces import query
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-    from typing import Any
+    from collections.abc import Callable, Iterable
+    from typing import Any, TextIO
 
 HOUR = 3_600_000  # milliseconds
 MINUTE = 60_000
@@ -76,26 +75,40 @@ ORDER BY ms, model
 """
 
 
-@dataclass
 class Options:
-    timezone: str = "UTC"
-    since: date | None = None
-    until: date | None = None
-    active: bool = False  # only the active block
+    """Which blocks (plain classes, as in :mod:`telemetryd.client.reports`)."""
+
+    def __init__(
+        self,
+        timezone: str = "UTC",
+        since: date | None = None,
+        until: date | None = None,
+        active: bool = False,  # only the active block
+    ) -> None:
+        self.timezone = timezone
+        self.since = since
+        self.until = until
+        self.active = active
 
 
-@dataclass
 class Block:
     """One billing block (or the gap between two), times in epoch milliseconds."""
 
-    start: int
-    end: int
-    last: int | None = None  # the last request's time (None: a gap)
-    first: int | None = None  # the first request's time
-    active: bool = False
-    gap: bool = False
-    usage: Usage = field(default_factory=Usage)
-    models: list[str] = field(default_factory=list)  # in order of first use
+    def __init__(
+        self,
+        start: int,
+        end: int,
+        first: int | None = None,  # the first request's time
+        gap: bool = False,
+    ) -> None:
+        self.start = start
+        self.end = end
+        self.last: int | None = None  # the last request's time (None: a gap)
+        self.first = first
+        self.active = False
+        self.gap = gap
+        self.usage = Usage()
+        self.models: list[str] = []  # in order of first use
 
     @property
     def id(self) -> str:
@@ -126,27 +139,34 @@ class Block:
         return Projection(_round(tokens), _round(cost * 100) / 100, remaining)
 
 
-@dataclass
 class BurnRate:
-    tokens_per_minute: float
-    indicator: float  # input and output only, per minute (ccusage's indicator)
-    cost_per_hour: float
+    def __init__(self, tokens_per_minute: float, indicator: float, cost_per_hour: float) -> None:
+        self.tokens_per_minute = tokens_per_minute
+        self.indicator = indicator  # input and output only, per minute (ccusage's indicator)
+        self.cost_per_hour = cost_per_hour
 
 
-@dataclass
 class Projection:
-    total_tokens: int
-    total_cost: float
-    remaining_minutes: int
+    def __init__(self, total_tokens: int, total_cost: float, remaining_minutes: int) -> None:
+        self.total_tokens = total_tokens
+        self.total_cost = total_cost
+        self.remaining_minutes = remaining_minutes
 
 
-@dataclass
 class Report:
-    options: Options
-    blocks: list[Block]
-    now: int  # when it was drawn (epoch milliseconds): activity and projection
-    from_file: bool = False  # the daemon was down: read from the database file
-    warning: str | None = None
+    def __init__(
+        self,
+        options: Options,
+        blocks: list[Block],
+        now: int,  # when it was drawn (epoch milliseconds): activity and projection
+        from_file: bool = False,  # the daemon was down: read from the database file
+        warning: str | None = None,
+    ) -> None:
+        self.options = options
+        self.blocks = blocks
+        self.now = now
+        self.from_file = from_file
+        self.warning = warning
 
 
 def _round(value: float) -> int:
@@ -198,6 +218,8 @@ def _kept(block: Block, options: Options) -> bool:
         return False
     if options.since is None and options.until is None:
         return True
+    import zoneinfo
+
     zone = zoneinfo.ZoneInfo(options.timezone)
     day = datetime.fromtimestamp(block.start / 1000, zone).date()
     if options.since is not None and day < options.since:
@@ -206,7 +228,7 @@ def _kept(block: Block, options: Options) -> bool:
 
 
 def load(options: Options, socket_path: str | None = None, now: int | None = None) -> Report:
-    """The blocks ``options`` ask for. Errors as :func:`telemetryd.client.traces.query`'s."""
+    """The blocks ``options`` ask for. Errors as :func:`telemetryd.client.fetch.query`'s."""
     parts, from_file, warning = query(SQL, {}, socket_path)
     if now is None:
         now = int(time.time() * 1000)
@@ -273,6 +295,8 @@ HEADERS = ["Block Start", "Duration/Status", "Models", "Tokens", "Cost"]
 
 
 def _local(ms: int, zone: str) -> str:
+    import zoneinfo
+
     return datetime.fromtimestamp(ms / 1000, zoneinfo.ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
 
 
@@ -406,3 +430,38 @@ def flat_rows(report: Report) -> tuple[list[str], list[list[Any]]]:
             ]
         )
     return names, rows
+
+
+# -- on stdout -----------------------------------------------------------------------------
+
+
+def emit(report: Report, fmt: str, echo: Callable[..., Any], stdout: TextIO) -> None:
+    """Print ``report`` in ``fmt``, as :func:`telemetryd.client.reports.emit` does."""
+    from telemetryd.client import output
+
+    options = report.options
+    if fmt == "json":
+        echo(fastjson.pretty(as_json(report)))
+    elif fmt == "table":
+        if not report.blocks:
+            echo(
+                "No active session block found."
+                if options.active
+                else "No Claude usage data found.",
+                err=True,
+            )
+        elif options.active and len(report.blocks) == 1:
+            echo("\n".join(detail(report, report.blocks[0])))
+        else:
+            echo("\n".join(render(report)))
+    elif fmt == "markdown":
+        out = output.writer("markdown", stdout)
+        out.start([[name, "VARCHAR"] for name in HEADERS])
+        out.rows(text_rows(report))
+        out.end()
+    else:
+        names, rows = flat_rows(report)
+        out = output.writer(fmt, stdout)
+        out.start([[name, ""] for name in names])
+        out.rows(rows)
+        out.end()

@@ -191,6 +191,9 @@ def status(socket_path: str | None, as_json: bool) -> None:
     if forward:
         click.echo(_forward_status(forward))
     click.echo(_store_status(reply))
+    warning = (reply.get("retention") or {}).get("warning")
+    if warning:
+        click.echo(f"retention: warning: {warning}")
     analyzer = reply.get("analyzer")
     if analyzer:
         click.echo(_analyzer_status(analyzer))

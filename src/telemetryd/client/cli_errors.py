@@ -9,10 +9,12 @@ from typing import Any, Protocol, TypeVar
 
 import click
 
-from telemetryd.errors import DaemonBusy, DaemonUnavailable, StoreUnavailable, TelemetryError
+from telemetryd.client import fetch
+from telemetryd.errors import TelemetryError
 
 F = TypeVar("F", bound=Callable[..., Any])
-EXIT_UNAVAILABLE = 3  # neither the daemon nor the database answers (as `telemetryctl query`)
+EXIT_UNAVAILABLE = fetch.EXIT_UNAVAILABLE
+message = fetch.message
 
 
 class Loaded(Protocol):
@@ -23,13 +25,6 @@ class Loaded(Protocol):
 
 
 T = TypeVar("T", bound=Loaded)
-
-
-def message(exc: TelemetryError) -> str:
-    """What went wrong, for people: the daemon's absence said as such."""
-    if isinstance(exc, DaemonUnavailable) and not isinstance(exc, DaemonBusy):
-        return f"telemetryd is not running: {exc}"
-    return str(exc)
 
 
 def handle_errors(func: F) -> F:
@@ -48,21 +43,16 @@ def handle_errors(func: F) -> F:
 def load_or_exit(load: Callable[[], T]) -> T:
     """``load()``'s result (a report, traces), with its warnings on stderr; the daemon
     and the database being away exits with EXIT_UNAVAILABLE, as `telemetryctl query`
-    does, and any other TelemetryError with ``Error: <message>``."""
+    does, and any other TelemetryError with ``Error: <message>``
+    (:func:`telemetryd.client.fetch.failure`)."""
     try:
         loaded = load()
-    except (DaemonUnavailable, StoreUnavailable) as exc:  # DaemonBusy included
-        where = "the database cannot be opened: " if isinstance(exc, StoreUnavailable) else ""
-        click.echo(f"Error: {where}{message(exc)}", err=True)
-        sys.exit(EXIT_UNAVAILABLE)
     except TelemetryError as exc:
-        raise click.ClickException(message(exc)) from None
-    if loaded.from_file:
-        click.echo(
-            "warning: telemetryd is not running; read the database file directly, "
-            "so events not yet materialized are missing",
-            err=True,
-        )
-    if loaded.warning:
-        click.echo(f"warning: {loaded.warning}", err=True)
+        code, line = fetch.failure(exc)
+        if code != EXIT_UNAVAILABLE:
+            raise click.ClickException(message(exc)) from None
+        click.echo(line, err=True)
+        sys.exit(code)
+    for line in fetch.notices(loaded.from_file, loaded.warning):
+        click.echo(line, err=True)
     return loaded

@@ -1,10 +1,11 @@
 """The `telemetryctl` entry point.
 
 Hot commands are dispatched here, before click is imported (~45 ms): `send`
-runs on every tool call of an agent, `query` must cost a fraction of a fresh
-process that imports duckdb, and `tail` shares `query`'s light modules; `hook`
-and `statusline` run after every tool call or message of Claude Code.
-Everything else goes to the click CLI.
+runs on every tool call of an agent, `query` and `report` must cost a fraction of
+a fresh process that imports duckdb, and `tail` shares `query`'s light modules;
+`hook` and `statusline` run after every tool call or message of Claude Code.
+Everything else goes to the click CLI, and so does a command line that a fast
+command's ``main`` declines (it returns None: `report --help`, say).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ _FAST = {
     "tail": "telemetryd.client.tail",
     "hook": "telemetryd.client.hook",
     "statusline": "telemetryd.client.statusline",
+    "report": "telemetryd.client.report_main",
 }
 
 
@@ -24,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] in _FAST:
         module = __import__(_FAST[args[0]], fromlist=["main"])
-        return int(module.main(args[1:]))
+        code = module.main(args[1:])
+        if code is not None:
+            return int(code)
     from telemetryd.client.cli import cli
 
     return int(cli.main(args=args, prog_name="telemetryctl", standalone_mode=True) or 0)

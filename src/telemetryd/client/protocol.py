@@ -542,8 +542,9 @@ class Rebuilt(Answer):
 
 
 class GcReport(Answer):
-    """What retention did (or, with ``dry_run``, would do): segments deleted and
-    compressed, events deleted, journal bytes before and after."""
+    """What retention did (or, with ``dry_run``, would do): segments deleted, compacted
+    (only their usage kept) and compressed, events deleted, journal bytes before and
+    after, and a warning when usage was deleted."""
 
     op = "gc"
 
@@ -567,6 +568,15 @@ class GcReport(Answer):
     @property
     def compressed(self) -> list[str]:
         return list(self["compressed"])
+
+    @property
+    def compacted(self) -> list[str]:
+        return [str(name) for name in self.get("compacted") or []]
+
+    @property
+    def warning(self) -> str | None:
+        value = self.get("warning")
+        return None if value is None else str(value)
 
     @property
     def events_deleted(self) -> int | None:

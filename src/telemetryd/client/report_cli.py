@@ -1,10 +1,16 @@
 """`telemetryctl report daily|weekly|monthly|session|blocks` (click layer over
 :mod:`telemetryd.client.reports` and :mod:`telemetryd.client.blocks`). ``cli.py``
-registers it with ``cli.add_command(report_group)``."""
+registers it with ``cli.add_command(report_group)``.
+
+A report's usual command lines never get here: :mod:`telemetryd.client.report_main`
+runs them before click is imported, with the same options, checks and output, and
+hands everything else (``--help``, a bad value, an option it does not know) to this
+module. An option added here must be added there too (tests/test_report_main.py
+compares the two on every option).
+"""
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -106,7 +112,7 @@ def report_group() -> None:
 
 
 def _run(kind: str, **kw: Any) -> None:
-    from telemetryd.client import output, reports
+    from telemetryd.client import reports
 
     fmt = "json" if kw["as_json"] else kw["fmt"]
     options = reports.Options(
@@ -119,24 +125,7 @@ def _run(kind: str, **kw: Any) -> None:
         week_start=kw.get("start_of_week") or "sunday",
     )
     report = load_or_exit(lambda: reports.load(options, kw["socket_path"]))
-    if fmt == "json":
-        click.echo(json.dumps(reports.as_json(report), indent=2, ensure_ascii=False))
-    elif fmt == "table":
-        if not report.rows:
-            click.echo("No usage data found.", err=True)
-            return
-        click.echo("\n".join(reports.render(report, kw["breakdown"])))
-    elif fmt == "markdown":
-        out = output.writer("markdown", sys.stdout)
-        out.start([[name, "VARCHAR"] for name in reports.header(options)])
-        out.rows(reports.text_rows(report, kw["breakdown"]))
-        out.end()
-    else:
-        names, rows = reports.flat_rows(report, kw["breakdown"])
-        out = output.writer(fmt, sys.stdout)
-        out.start([[name, ""] for name in names])
-        out.rows(rows)
-        out.end()
+    reports.emit(report, fmt, kw["breakdown"], click.echo, sys.stdout)
 
 
 @report_group.command()
@@ -190,35 +179,10 @@ def blocks(**kw: Any) -> None:
     "entries", "tokenCounts", "totalTokens", "costUSD", "models", "burnRate",
     "projection", ...}]} in JSON."""
     from telemetryd.client import blocks as blocks_api
-    from telemetryd.client import output
 
     fmt = "json" if kw["as_json"] else kw["fmt"]
     options = blocks_api.Options(
         timezone=kw["timezone"], since=kw["since"], until=kw["until"], active=kw["active"]
     )
     report = load_or_exit(lambda: blocks_api.load(options, kw["socket_path"]))
-    if fmt == "json":
-        click.echo(json.dumps(blocks_api.as_json(report), indent=2, ensure_ascii=False))
-    elif fmt == "table":
-        if not report.blocks:
-            click.echo(
-                "No active session block found."
-                if options.active
-                else "No Claude usage data found.",
-                err=True,
-            )
-        elif options.active and len(report.blocks) == 1:
-            click.echo("\n".join(blocks_api.detail(report, report.blocks[0])))
-        else:
-            click.echo("\n".join(blocks_api.render(report)))
-    elif fmt == "markdown":
-        out = output.writer("markdown", sys.stdout)
-        out.start([[name, "VARCHAR"] for name in blocks_api.HEADERS])
-        out.rows(blocks_api.text_rows(report))
-        out.end()
-    else:
-        names, rows = blocks_api.flat_rows(report)
-        out = output.writer(fmt, sys.stdout)
-        out.start([[name, ""] for name in names])
-        out.rows(rows)
-        out.end()
+    blocks_api.emit(report, fmt, click.echo, sys.stdout)

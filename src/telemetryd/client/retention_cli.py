@@ -24,11 +24,13 @@ from telemetryd.client.cli_errors import handle_errors
 def gc(dry_run: bool, as_json: bool, socket_path: str | None) -> None:
     """Delete old journal segments (and their events), compress closed ones.
 
-    Segments last written more than [retention] max-age-days ago go, and the oldest
-    ones while the journal is over max-bytes, with their events in the database;
-    other closed segments are gzipped (compress). Only segments already loaded into
-    the database are touched, never the one being written. The daemon also does this
-    every [retention] interval seconds.
+    Segments last written more than [retention] max-age-days ago keep only their usage
+    (model requests, which reports total: kept for good unless usage-max-age-days is
+    set), and the oldest segments go while the journal is over max-bytes, usage and
+    all (with a warning), their events with them in the database; other closed
+    segments are gzipped (compress). Only segments already loaded into the database
+    are touched, never the one being written. The daemon also does this every
+    [retention] interval seconds.
 
     \b
     Examples:
@@ -39,16 +41,21 @@ def gc(dry_run: bool, as_json: bool, socket_path: str | None) -> None:
     if as_json:
         click.echo(json.dumps(reply, indent=2))
         return
-    verb = ("would delete", "would compress") if dry_run else ("deleted", "compressed")
+    verb = ("would ", "") if dry_run else ("", "d")
     for name in reply.deleted:
-        click.echo(f"{verb[0]} {name}")
+        click.echo(f"{verb[0]}delete{verb[1]} {name}")
+    for name in reply.compacted:
+        click.echo(f"{'would keep' if dry_run else 'kept'} only the usage of {name}")
     for name in reply.compressed:
-        click.echo(f"{verb[1]} {name}")
+        click.echo(f"{verb[0]}compress{verb[1]} {name}")
     if dry_run:
         click.echo(f"journal: {reply.bytes_before} bytes")
     else:
         click.echo(
-            f"{len(reply.deleted)} segments deleted ({reply.events_deleted} events), "
+            f"{len(reply.deleted)} segments deleted, {len(reply.compacted)} compacted to "
+            f"their usage ({reply.events_deleted} events deleted), "
             f"{len(reply.compressed)} compressed; journal "
             f"{reply.bytes_before} -> {reply.bytes_after} bytes"
         )
+    if reply.warning:
+        click.echo(f"warning: {reply.warning}", err=True)

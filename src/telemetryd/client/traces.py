@@ -27,9 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from telemetryd.client import protocol, store_process
-from telemetryd.client.control import Control
-from telemetryd.errors import DaemonBusy, DaemonUnavailable, ProtocolError
+from telemetryd.client.fetch import query as query  # (also: alerts.py, pricing_cli.py)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -305,61 +303,6 @@ def build(rows: Iterable[dict[str, Any]]) -> list[Trace]:
 
 
 # -- asking the store --------------------------------------------------------------------
-
-
-def _collect(
-    replies: Iterator[protocol.QueryColumns | protocol.QueryRows | protocol.QueryDone],
-) -> tuple[list[dict[str, Any]], str | None]:
-    """A query's rows as dicts, and the daemon's warning. Raises what the replies raise
-    (DaemonError with DuckDB's message when the query failed)."""
-    names: list[str] = []
-    rows: list[dict[str, Any]] = []
-    for reply in replies:
-        if isinstance(reply, protocol.QueryRows):
-            rows.extend(dict(zip(names, row, strict=True)) for row in reply.rows)
-        elif isinstance(reply, protocol.QueryColumns):
-            names = [name for name, _ in reply.columns]
-        else:
-            return rows, reply.warning
-    raise ProtocolError("the answer ended before the end of its result")
-
-
-def query(
-    sql: str, params: dict[str, Any], socket_path: str | None = None, timeout: float = 30.0
-) -> tuple[list[dict[str, Any]], bool, str | None]:
-    """Rows of one read-only query, from the daemon or, while it is stopped, the
-    database file: ``(rows, from_file, warning)``. DaemonBusy when the daemon is too
-    busy to answer, DaemonUnavailable when neither the daemon nor a database file is
-    there, StoreUnavailable when the database cannot be opened, DaemonError when the
-    query fails."""
-    started = False
-    try:
-        with Control(socket_path or protocol.control_socket()) as control:
-            replies = control.query(sql, params, timeout)
-            first = next(replies)  # nobody answering raises here, before any reply
-            started = True
-            rows, warning = _collect(_chain(first, replies))
-            return rows, False, warning
-    except DaemonBusy:
-        raise
-    except DaemonUnavailable as down:
-        if started:
-            raise  # it answered, then went away: its file is no better
-        reason = str(down)
-    try:
-        replies = store_process.from_file(sql, params, timeout)
-    except DaemonUnavailable as missing:
-        raise DaemonUnavailable(f"{reason}, {missing}") from None
-    rows, warning = _collect(replies)
-    return rows, True, warning
-
-
-def _chain(
-    first: protocol.QueryColumns | protocol.QueryRows | protocol.QueryDone,
-    rest: Iterator[protocol.QueryColumns | protocol.QueryRows | protocol.QueryDone],
-) -> Iterator[protocol.QueryColumns | protocol.QueryRows | protocol.QueryDone]:
-    yield first
-    yield from rest
 
 
 def load(

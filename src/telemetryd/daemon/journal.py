@@ -54,6 +54,7 @@ from telemetryd.daemon.segments import (  # noqa: F401  (SUFFIX, GZ_SUFFIX: the 
     iter_ids,
     last_line_end,
     list_segments,
+    pick,
     segment_seq,
     strays,
 )
@@ -191,11 +192,8 @@ class Journal:
         """Remember the ids of the newest events, so resent events are not journaled twice."""
         budget = dedup.window
         chunks: list[list[str]] = []
-        chosen: dict[int, str] = {}  # one file per segment: the plain one while both exist
-        for seq, path in segments:
-            if seq not in chosen or path.endswith(SUFFIX):
-                chosen[seq] = path
-        for path in reversed(chosen.values()):
+        chosen = pick(segments)  # one file per segment: the one readers read
+        for _, path in reversed(chosen):
             if budget <= 0:
                 break
             ids: list[str] = []

@@ -4,9 +4,13 @@ In ``journal/``::
 
     20261121T233532Z-000007.jsonl      a segment: canonical events, one per "\\n"-ended line
     20261121T233532Z-000007.jsonl.gz   the same bytes gzipped (closed and materialized)
+    20261121T233532Z-000007.usage.jsonl[.gz]
+                                       the segment's usage lines (model requests), kept
+                                       after the rest of it aged out (store/retention.py)
 
 A segment's name is exactly ``<UTC time it was opened, %Y%m%dT%H%M%SZ>-<sequence>``
-plus ``.jsonl`` or ``.jsonl.gz``, and it is a regular file. Anything else in the
+plus ``.jsonl`` or ``.jsonl.gz`` (``.usage.jsonl`` or ``.usage.jsonl.gz`` once only its
+usage is kept), and it is a regular file. Anything else in the
 directory (``x.jsonl.bak``, a directory or a symlink named like a segment, a FIFO)
 is not a segment: readers ignore it, and it is logged once. Names starting with a
 dot are temporary files of telemetryd's own (a compression or a salvage under way)
@@ -19,8 +23,11 @@ writable, after its torn last line is cut off).
 
 A segment's content is its uncompressed bytes: offsets into a segment (the store's
 ``loaded_bytes``) count those, whether the file is plain or gzipped, so a segment
-compressed after it was partly loaded is read on from the same offset. While both
-files of a segment exist (compression under way), the plain one is the one to read.
+compressed after it was partly loaded is read on from the same offset. While several
+files of a segment exist, one is read (:func:`preference`): the usage file once there
+is one (it appears only after the store has recorded that the segment holds nothing
+else: the other file is a leftover to delete), and of two files alike the plain one
+(compression under way).
 
 A damaged ``.gz`` (truncated, 0 bytes, corrupt) yields what it can and then raises
 one of :data:`DAMAGE_ERRORS`; :func:`check` says how much of it can be trusted, and
@@ -45,6 +52,9 @@ log = logging.getLogger(__name__)
 
 SUFFIX = ".jsonl"
 GZ_SUFFIX = SUFFIX + ".gz"  # a closed segment compressed by retention
+USAGE_SUFFIX = ".usage" + SUFFIX  # only the segment's usage lines, kept by retention
+USAGE_GZ_SUFFIX = USAGE_SUFFIX + ".gz"
+_SUFFIXES = (USAGE_GZ_SUFFIX, USAGE_SUFFIX, GZ_SUFFIX, SUFFIX)  # the longest first
 CLOSED_MODE = 0o400  # a closed segment's permissions: never written again
 DAMAGE_ERRORS = (EOFError, zlib.error)
 READ_ERRORS = (OSError, EOFError, zlib.error)  # damage, or the file system failed
@@ -61,13 +71,18 @@ def quiet() -> None:
     _reporting[0] = False
 
 
+def _stem(name: str) -> str | None:
+    """``20261121T233532Z-000007`` of any of a segment's file names (None: not one)."""
+    for suffix in _SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
 def segment_seq(name: str) -> int | None:
     """The sequence number in a segment's file name, or None if it is not a segment name."""
-    if name.endswith(GZ_SUFFIX):
-        stem = name[: -len(GZ_SUFFIX)]
-    elif name.endswith(SUFFIX):
-        stem = name[: -len(SUFFIX)]
-    else:
+    stem = _stem(name)
+    if stem is None:
         return None
     head, dash, seq = stem.rpartition("-")
     if not (dash and seq.isascii() and seq.isdigit() and _is_timestamp(head)):
@@ -88,6 +103,27 @@ def _is_timestamp(text: str) -> bool:
 
 def is_compressed(path: str) -> bool:
     return path.endswith(GZ_SUFFIX)
+
+
+def is_usage(path: str) -> bool:
+    """Whether ``path`` holds only a segment's usage (retention kept it, the rest went)."""
+    return path.endswith((USAGE_SUFFIX, USAGE_GZ_SUFFIX))
+
+
+def preference(path: str) -> int:
+    """Which of a segment's files to read: the lowest. A usage file (it exists only once
+    the store has recorded the segment as holding nothing else), then plain before
+    gzipped (a compression under way leaves both, the plain one still whole)."""
+    return (0 if is_usage(path) else 2) + (1 if is_compressed(path) else 0)
+
+
+def usage_path(path: str, *, compressed: bool) -> str:
+    """The usage file of the segment that ``path`` (any of its files) belongs to."""
+    directory, name = os.path.split(path)
+    stem = _stem(name)
+    if stem is None:
+        raise ValueError(f"{path} is not a journal segment")
+    return os.path.join(directory, stem + (USAGE_GZ_SUFFIX if compressed else USAGE_SUFFIX))
 
 
 def list_segments(directory: str) -> list[tuple[int, str]]:
@@ -137,15 +173,20 @@ def _report(path: str, why: str) -> None:
 
 
 def chosen(directory: str) -> list[tuple[int, str]]:
-    """``(seq, path)`` per segment, oldest first: one file per segment, the plain one
-    while both exist. A missing directory has no segments."""
+    """``(seq, path)`` per segment, oldest first: one file per segment, the one to read
+    while several exist (:func:`preference`). A missing directory has no segments."""
     try:
         found = list_segments(directory)
     except FileNotFoundError:
         return []
+    return pick(found)
+
+
+def pick(found: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """Of ``(seq, path)`` pairs, the file to read per segment (:func:`preference`)."""
     picked: dict[int, str] = {}
     for seq, path in found:
-        if seq not in picked or path.endswith(SUFFIX):
+        if seq not in picked or preference(path) < preference(picked[seq]):
             picked[seq] = path
     return sorted(picked.items())
 

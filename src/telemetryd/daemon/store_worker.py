@@ -401,6 +401,8 @@ class StoreClient:
         self.last_stats: dict[str, Any] | None = None
         self.last_stats_at: float | None = None
         self.last_gc: dict[str, Any] | None = None  # the last retention run's report
+        # The last retention run's warning that usage was deleted (until a restart).
+        self.usage_warning: str | None = None
 
     async def refresh(self) -> int:
         """Load everything journaled so far (starting the worker); the new events stored."""
@@ -439,6 +441,7 @@ class StoreClient:
         reply.pop("ok", None)
         if not dry_run:
             self.last_gc = reply
+            self.usage_warning = reply.get("warning") or self.usage_warning
         return reply
 
     async def reprice(self, since: str | None) -> dict[str, Any]:
@@ -453,7 +456,10 @@ class StoreClient:
 
     @property
     def last(self) -> dict[str, Any] | None:
-        return self.last_gc
+        """The last retention run's report, with the last warning any run gave."""
+        if self.last_gc is None:
+            return None
+        return {**self.last_gc, "warning": self.last_gc.get("warning") or self.usage_warning}
 
     async def query(self, request: wire.QueryRequest, send: Send) -> None:
         """Answer a query: the worker loads what was acknowledged until now, runs the

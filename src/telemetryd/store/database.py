@@ -6,9 +6,10 @@ rebuilt from it at any time. On disk, next to the journal::
     telemetry.duckdb   one DuckDB file; only the daemon opens it read-write
       meta             key/value facts: schema_version (SCHEMA_VERSION below), created_at,
                        views (the digest of the views and macros last created)
-      segments         per journal segment (by sequence number): loaded_bytes, the
-                       length of its prefix of complete lines that is in `events`, and
-                       `complete` once it is closed and loaded to its end
+      segments         per journal segment (by sequence number): the file last loaded
+                       (or, once retention kept only its usage, that file), loaded_bytes,
+                       the length of its prefix of complete lines that is in `events`,
+                       and `complete` once it is closed and loaded to its end
       events           one row per event id: the envelope and every type's fields in
                        typed columns (nested objects flattened: agent_model,
                        tokens_cache_read, ...), attrs and log fields as JSON; an
@@ -206,6 +207,15 @@ _ANY_DUPLICATE = f"SELECT true FROM ({_DUPLICATES})"
 _SAVE_OFFSET = "INSERT OR REPLACE INTO segments VALUES ($seq, $name, $bytes, $complete, $now)"
 # Retention: the events with these ids (read from the doomed segments in Python).
 _FORGET = "DELETE FROM events WHERE id IN (SELECT unnest($ids))"
+_COUNT_TYPES = (
+    "SELECT count(*) FROM events WHERE id IN (SELECT unnest(CAST($ids AS VARCHAR[]))) "
+    "AND type IN (SELECT unnest(CAST($types AS VARCHAR[])))"
+)
+# Compaction: the events with these ids, but for those of the kept types.
+_FORGET_OTHERS = (
+    "DELETE FROM events WHERE id IN (SELECT unnest(CAST($ids AS VARCHAR[]))) "
+    "AND type NOT IN (SELECT unnest(CAST($types AS VARCHAR[])))"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -847,32 +857,42 @@ class Store:
 
     def forget(self, files: dict[int, list[str]]) -> int:
         """Delete complete journal segments together with their events; return the rows
-        deleted. ``files`` maps a seq to its files (plain and/or compressed).
+        deleted. ``files`` maps a seq to its files (plain, compressed, usage).
 
         Under the lock (no load in between): one transaction deletes the events whose ids
         the files hold and the segments' rows; then the files go. After a crash between
         the two, the next materialization loads the files again and the next retention
         run deletes them again. Segments not recorded complete are left alone.
         """
+        return self.forget_counting(files)[0]
+
+    def forget_counting(
+        self, files: dict[int, list[str]], types: tuple[str, ...] = ()
+    ) -> tuple[int, int]:
+        """:meth:`forget`, also counting the deleted rows whose type is one of ``types``:
+        ``(rows deleted, of them of those types)``."""
         with self._lock:
             if self.needs_rebuild:
                 raise TelemetryError(f"{self.path}: store schema differs; rebuild it first")
             offsets = self._offsets(self._con)
             doomed = {seq: paths for seq, paths in files.items() if offsets.get(seq, (0, False))[1]}
             if not doomed:
-                return 0
+                return 0, 0
             ids: list[str] = []
             for paths in doomed.values():
-                if paths:  # one file per segment holds its ids: the plain one while both exist
-                    ids.extend(_ids_in(min(paths, key=lambda path: not path.endswith(SUFFIX))))
+                if paths:  # one file per segment holds its ids: the one readers read
+                    ids.extend(_ids_in(min(paths, key=segments.preference)))
 
-            def delete() -> int:
+            def delete() -> tuple[int, int]:
+                [(counted,)] = self._con.execute(
+                    _COUNT_TYPES, {"ids": ids, "types": list(types)}
+                ).fetchall()
                 row = self._con.execute(_FORGET, {"ids": ids}).fetchone()
                 self._con.execute(
                     "DELETE FROM segments WHERE seq IN (SELECT unnest($seqs))",
                     {"seqs": sorted(doomed)},
                 )
-                return int(row[0]) if row else 0
+                return (int(row[0]) if row else 0), int(counted)
 
             count = self._in_transaction(delete)
             # (Not fsynced: files that come back after a power loss have no rows any more,
@@ -881,6 +901,50 @@ class Store:
                 for path in paths:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(path)
+            return count
+
+    def compact(
+        self,
+        seq: int,
+        name: str,
+        kept_bytes: int,
+        dropped: list[str],
+        keep_types: tuple[str, ...],
+        swap: Callable[[], None],
+    ) -> int | None:
+        """Record that complete segment ``seq`` now holds only what its file ``name``
+        holds (``kept_bytes`` of content, the lines of ``keep_types``), then ``swap()``
+        the files; return the rows deleted, or None when the segment is not recorded
+        complete (nothing is done then).
+
+        Under the lock (no load or rebuild reads the journal in between): one
+        transaction deletes the events of ``dropped`` (the ids of the lines left out)
+        that are not of ``keep_types`` and records the segment's new file and length;
+        only then does ``swap`` put the new file in place and remove the old one. A
+        crash before the commit changes nothing; after it, before or during the swap,
+        the old file is still the segment's (read by a rebuild: its other events come
+        back until the next retention run drops them again) and is never loaded
+        anew, since the segment is complete.
+        """
+        with self._lock:
+            if self.needs_rebuild:
+                raise TelemetryError(f"{self.path}: store schema differs; rebuild it first")
+            if not self._offsets(self._con).get(seq, (0, False))[1]:
+                return None
+
+            def record() -> int:
+                row = self._con.execute(
+                    _FORGET_OTHERS, {"ids": dropped, "types": list(keep_types)}
+                ).fetchone()
+                self._con.execute(
+                    _SAVE_OFFSET,
+                    {"seq": seq, "name": name, "bytes": kept_bytes, "complete": True,
+                     "now": _utcnow()},
+                )  # fmt: skip
+                return int(row[0]) if row else 0
+
+            count = self._in_transaction(record)
+            swap()
             return count
 
     # -- status -----------------------------------------------------------------

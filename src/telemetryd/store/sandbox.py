@@ -26,6 +26,13 @@ layers, each of which would stop a write on its own:
 :class:`Query` can be interrupted from another thread: DuckDB has no timeout
 setting, so the caller's timer calls :meth:`Query.interrupt`.
 
+A statement that passed layers 1 and 2 is remembered with its parameters' values (the
+last :data:`CHECKED_MAX` of them, in this process) and runs again without asking them
+again: the same text with the same values binds to the same plan, since the views and
+macros it may read are the store's own, which no query can change. Layers 3 and 4
+apply to every run. (A report or a status bar asks the same query again and again;
+checking it costs it a parse and a second planning, ~8 ms of a ~40 ms report.)
+
 tests/test_sandbox.py holds a table of escapes, each tried through every layer
 and both sides; a new finding adds a row there.
 
@@ -37,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +55,7 @@ from telemetryd.errors import TelemetryError
 
 ALLOWED_STATEMENTS = frozenset({"SELECT", "EXPLAIN", "CALL", "PRAGMA", "MULTI"})
 BATCH_ROWS = 2048
+CHECKED_MAX = 128  # statements (with their parameters' values) remembered as checked
 
 # PRAGMAs that only read (each is a table function underneath); every other PRAGMA
 # changes a setting or the database.
@@ -536,12 +545,17 @@ class Query:
     def run(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
         """Check and execute ``sql``; return ``(name, type)`` of each result column."""
         cursor = self._live()
-        statement = classify(sql, cursor)
         bound = dict(params) if params else None
+        key = _checked_key(sql, bound)
+        checked = key is not None and _checked.get(key)
+        statement = classify(sql, cursor) if not checked else None
         try:
             cursor.execute("BEGIN TRANSACTION READ ONLY")
-            if statement.plan is not None:
-                check_plan(cursor, statement.plan, bound)
+            if statement is not None:
+                if statement.plan is not None:
+                    check_plan(cursor, statement.plan, bound)
+                if key is not None:
+                    _checked.add(key)
             cursor.execute(sql, bound)
         except duckdb.Error as exc:
             raise self._error(exc) from None
@@ -583,6 +597,41 @@ class Query:
         if self.interrupted:
             return QueryInterrupted("the query was interrupted")
         return QueryError(str(exc))
+
+
+class _Checked:
+    """The keys of the last CHECKED_MAX statements that passed both checks."""
+
+    def __init__(self) -> None:
+        self._keys: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> bool:
+        with self._lock:
+            if key not in self._keys:
+                return False
+            self._keys.move_to_end(key)
+            return True
+
+    def add(self, key: str) -> None:
+        with self._lock:
+            self._keys[key] = None
+            self._keys.move_to_end(key)
+            while len(self._keys) > CHECKED_MAX:
+                self._keys.popitem(last=False)
+
+
+_checked = _Checked()
+
+
+def _checked_key(sql: str, params: dict[str, Any] | None) -> str | None:
+    """The text and the parameters' values, as one key (None: values that JSON cannot
+    say exactly, which are checked every time)."""
+    try:
+        values = json.dumps(params, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    return f"{values}\0{sql}"
 
 
 def open_readonly(path: str) -> duckdb.DuckDBPyConnection:
