@@ -59,6 +59,21 @@ def test_plan_keeps_only_the_usage_of_what_is_old_and_complete() -> None:
     assert (names(todo.delete), names(todo.compact)) == ([1], [3])
 
 
+def test_plan_leaves_what_the_forwarder_has_not_sent_to_the_size_limit_only() -> None:
+    segments = [seg(1, age_days=40), seg(2, age_days=35), seg(3, age_days=31), seg(4)]
+    config = RetentionConfig(max_age_days=30, max_bytes=0, compress=False)
+    # The forwarder is in segment 2: age compacts 1 only.
+    todo = plan(segments, {1, 2, 3, 4}, segments[-1].files[0], config, NOW, hold_from=2)
+    assert names(todo.compact) == [1] and todo.delete == []
+    config = RetentionConfig(max_age_days=30, usage_max_age_days=31, max_bytes=0)
+    todo = plan(segments, {1, 2, 3, 4}, segments[-1].files[0], config, NOW, hold_from=2)
+    assert names(todo.delete) == [1] and todo.compact == []
+    # The size limit still frees the oldest, held or not: a journal never fills the disk.
+    config = RetentionConfig(max_age_days=30, max_bytes=250, compress=False)
+    todo = plan(segments, {1, 2, 3, 4}, segments[-1].files[0], config, NOW, hold_from=1)
+    assert names(todo.shrink) == [1, 2] and todo.compact == todo.delete == []
+
+
 def test_plan_leaves_compacted_segments_until_usage_ages_out() -> None:
     segments = [seg(1, age_days=400, usage=True, gz=True), seg(2, age_days=40, usage=True), seg(3)]
     config = RetentionConfig(max_age_days=30, max_bytes=0, compress=True)

@@ -490,6 +490,9 @@ class WorkerGc(WorkerRequest, tag="gc"):
     dry_run: bool = False
     active: str = ""
     retention: dict[str, Any] = {}
+    # Segments from this number on are neither deleted nor compacted for their age: the
+    # forwarder has not sent them yet (0: none held). The size limit still applies.
+    hold_from: int = 0
 
 
 class WorkerAnalyze(WorkerRequest, tag="analyze"):

@@ -617,6 +617,11 @@ class Forwarder:
                 self.reader.close()
                 self.sender.close()
 
+    def hold_from(self) -> int:
+        """The first journal segment not yet forwarded in full (retention keeps it and
+        later ones from age limits); 1, which holds them all, before the first send."""
+        return self.position.seq or 1
+
     def _failed(self, message: str) -> None:
         self.last_error = message
         self.last_error_at = _now_iso()

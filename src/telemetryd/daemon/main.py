@@ -82,6 +82,8 @@ async def serve(
         control = passed.get("control") or _Bound.bind(where.control_socket, bound).sock
         http = _http_socket(where, settings.http, passed.get("http"))
         server = Server(where, settings, ingestor, journal, events, control, store, http)
+        if server.forwarder is not None:
+            store.hold_from = server.forwarder.hold_from
         analyzer = Analyzer(store, journal, ingestor, settings)
         server.operations.analyzer = analyzer
         on_hup = None

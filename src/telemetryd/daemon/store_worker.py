@@ -401,6 +401,9 @@ class StoreClient:
         self.last_stats: dict[str, Any] | None = None
         self.last_stats_at: float | None = None
         self.last_gc: dict[str, Any] | None = None  # the last retention run's report
+        # The first segment a consumer of the journal (the forwarder) still needs;
+        # retention leaves it and later ones to the size limit only.
+        self.hold_from: Callable[[], int] | None = None
         # The last retention run's warning that usage was deleted (until a restart).
         self.usage_warning: str | None = None
 
@@ -436,6 +439,7 @@ class StoreClient:
             dry_run=dry_run,
             active=self.journal.segment,
             retention=msgspec.to_builtins(self.settings.retention),
+            hold_from=self.hold_from() if self.hold_from is not None else 0,
         )
         reply = await self.worker.call(request)
         reply.pop("ok", None)

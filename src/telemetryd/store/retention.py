@@ -162,6 +162,7 @@ def plan(
     active: str,
     config: RetentionConfig,
     now: float,
+    hold_from: int = 0,
 ) -> Plan:
     """What to delete, compact and compress (see the module docstring). The size limit
     counts compacted segments at their present size: a dry run cannot know what a
@@ -182,7 +183,8 @@ def plan(
     for segment in segments:
         if not may_touch(segment):
             continue
-        old = cutoff is not None and segment.mtime < cutoff
+        held = bool(hold_from) and segment.seq >= hold_from  # not forwarded yet
+        old = cutoff is not None and segment.mtime < cutoff and not held
         usage_old = usage_cutoff is not None and segment.mtime < usage_cutoff
         if old and usage_old:
             delete.append(segment)
@@ -358,14 +360,17 @@ def collect(
     config: RetentionConfig,
     *,
     dry_run: bool = False,
+    hold_from: int = 0,
 ) -> dict[str, Any]:
     """One run now over the journal in ``directory`` (``active``: the segment being
-    written, never touched); what was, or with ``dry_run`` would be, deleted, compacted
-    and compressed. Blocks: the store worker runs it in a thread, after loading what is
-    pending (so that finished segments count as complete)."""
+    written, never touched; ``hold_from``: segments from this number on are not yet
+    forwarded, so age neither deletes nor compacts them); what was, or with
+    ``dry_run`` would be, deleted, compacted and compressed. Blocks: the store worker
+    runs it in a thread, after loading what is pending (so that finished segments count
+    as complete)."""
     complete = store.complete_segments()
     found = scan(directory)
-    todo = plan(found, complete, active, config, time.time())
+    todo = plan(found, complete, active, config, time.time(), hold_from)
     if dry_run:  # a segment without usage would be deleted rather than compacted
         bare = [segment for segment in todo.compact if not _holds_usage(segment.source)]
         todo.delete += bare
@@ -401,7 +406,9 @@ def collect(
         events += removed
         compacted.append(segment.name)
     if compacted:  # the sizes changed: the size limit is planned anew
-        todo = plan(scan(directory), store.complete_segments(), active, config, time.time())
+        todo = plan(
+            scan(directory), store.complete_segments(), active, config, time.time(), hold_from
+        )
     aged, _ = store.forget_counting(_files(deleted))
     shrunk, usage = store.forget_counting(_files(todo.shrink), USAGE_TYPES)
     events += aged + shrunk

@@ -194,7 +194,7 @@ class StoreService:
             return await anyio.to_thread.run_sync(run)
 
     async def collect(
-        self, active: str, config: RetentionConfig, *, dry_run: bool = False
+        self, active: str, config: RetentionConfig, *, dry_run: bool = False, hold_from: int = 0
     ) -> dict[str, Any]:
         """A retention run (store/retention.py), after loading what is pending so that
         finished segments count as complete."""
@@ -202,7 +202,9 @@ class StoreService:
         store = await self.wait_open()
         async with self._lock:
             return await anyio.to_thread.run_sync(
-                lambda: retention.collect(store, self.journal_dir, active, config, dry_run=dry_run)
+                lambda: retention.collect(
+                    store, self.journal_dir, active, config, dry_run=dry_run, hold_from=hold_from
+                )
             )
 
     async def reprice(self, since: datetime | None, pricing: PricingConfig) -> dict[str, Any]:

@@ -172,7 +172,9 @@ class Worker:
             return {"ok": True, **report}
         assert isinstance(request, wire.WorkerGc)
         settings = msgspec.convert(request.retention, config.Retention, strict=False)
-        report = await self.service.collect(request.active, settings, dry_run=request.dry_run)
+        report = await self.service.collect(
+            request.active, settings, dry_run=request.dry_run, hold_from=request.hold_from
+        )
         return {"ok": True, **report}
 
     async def _query(self, request: wire.WorkerQuery, send: Send) -> None:
