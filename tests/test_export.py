@@ -501,3 +501,20 @@ def test_partition_directories_are_named_as_duckdb_names_them(tmp_path: Path) ->
     ours = sorted(export.hive_dir("source", source) for source in sources)
     assert ours == duckdb_names
     assert export.hive_dir("date", None) == "date=__HIVE_DEFAULT_PARTITION__"
+
+
+def test_a_segment_compacted_midway_through_an_export_is_not_read_at_the_old_offset(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    (journal / "20261101T000000Z-000001.usage.jsonl").write_bytes(b"{}\n" * 10)
+    (journal / "20261101T000000Z-000002.jsonl").write_bytes(b"{}\n" * 10)
+    (journal / "20261101T000000Z-000003.usage.jsonl").write_bytes(b"{}\n" * 10)
+    # 1: compacted after DIR took 12 bytes of the original; 2: plain, DIR is part-way;
+    # 3: compacted before DIR took any of it.
+    new = {1: (12, 30), 2: (12, 30), 3: (0, 30)}
+    with caplog.at_level("WARNING"):
+        export._skip_compacted_midway(str(journal), new)
+    assert new == {1: (30, 30), 2: (12, 30), 3: (0, 30)}
+    assert "journal segment 1 was compacted" in caplog.text

@@ -398,6 +398,7 @@ def _write(
                 for seq, end in loaded.items()
                 if end > manifest.position.get(seq, 0)
             }
+            _skip_compacted_midway(journal_dir, new)
             if not new:
                 cursor.execute("ROLLBACK")
                 return 0, None
@@ -407,6 +408,24 @@ def _write(
     finally:
         cursor.close()
     return written, {seq: end for seq, (_, end) in new.items()}
+
+
+def _skip_compacted_midway(journal_dir: str, new: dict[int, tuple[int, int]]) -> None:
+    """Leave out of ``new`` the segments that retention compacted (store/retention.py)
+    after DIR took part of them: DIR's position is an offset in the segment's original
+    file, which means nothing in its usage file. Their usage lines not exported yet are
+    not exported (each is logged); an export run more often than ``retention
+    .max-age-days`` never meets this."""
+    compacted = {seq for seq, path in segments.chosen(journal_dir) if segments.is_usage(path)}
+    for seq in sorted(compacted & new.keys()):
+        start, end = new[seq]
+        if start > 0:
+            log.warning(
+                "export: journal segment %d was compacted by retention after the export "
+                "took part of it; its usage lines past that point are not exported",
+                seq,
+            )
+            new[seq] = (end, end)
 
 
 def _copy(
