@@ -472,3 +472,36 @@ def test_days_where_a_local_midnight_cuts_a_quarter_hour(running_daemon: Daemon)
             want[day] += event["tokens"]["input"]
         got = {r["date"]: r["inputTokens"] for r in report("daily", "-z", zone)["daily"]}
         assert got == dict(want), zone
+
+
+def test_fast_mode_requests_are_their_own_model(running_daemon: Daemon) -> None:
+    """Claude's fast mode (``attrs.speed``) is listed as ``<model>-fast``, as ccusage
+    lists it; other attrs, even ones that mention the word, leave the model alone."""
+    cases = [
+        ({"speed": "fast"}, "claude-opus-4-6-fast"),
+        ({"speed": "normal"}, "claude-opus-4-6"),
+        ({"note": "speed fast"}, "claude-opus-4-6"),
+        ({"nested": {"speed": "fast"}}, "claude-opus-4-6"),
+        (None, "claude-opus-4-6"),
+    ]
+    events = []
+    for n, (attrs, _) in enumerate(cases):
+        event: dict[str, Any] = {
+            "type": "api_request",
+            "id": f"speed{n}",
+            "ts": "2026-03-02T10:00:00.000Z",
+            "agent": {"model": "claude-opus-4-6"},
+            "tokens": {"source": "actual", "input": 10**n, "output": 0},
+            "cost_usd": 0.0,
+        }
+        if attrs is not None:
+            event["attrs"] = attrs
+        events.append(event)
+    payload = b"".join(json.dumps(e).encode() + b"\n" for e in events)
+    assert exchange(running_daemon.events_socket, payload) == [summary(len(events), len(events))]
+    want: dict[str, int] = defaultdict(int)
+    for n, (_, model) in enumerate(cases):
+        want[model] += 10**n
+    [day] = report("daily", "--timezone", "UTC", "--breakdown")["daily"]
+    got = {m["modelName"]: m["inputTokens"] for m in day["modelBreakdowns"]}
+    assert got == dict(want)
