@@ -446,6 +446,35 @@ def test_since_and_until_keep_their_days(filled: Daemon, tmp_path: Path) -> None
     assert "tool_reliability(days := 1)" in out.read_text()
 
 
+def test_another_time_zone_moves_the_days(filled: Daemon, tmp_path: Path) -> None:
+    out = tmp_path / "auckland.html"
+    made = ctl("report", "--html", str(out), "-z", "Pacific/Auckland")
+    assert made.returncode == 0, made.stderr.decode()
+    daily = run_json("report", "daily", "--json", "-z", "Pacific/Auckland")["daily"]
+    utc = run_json("report", "daily", "--json", "-z", "UTC")["daily"]
+    assert [r["date"] for r in daily] != [r["date"] for r in utc]  # (the test of the test)
+    shown = page_sources(out.read_text())["cost-per-day-source"]
+    assert shown["day"] == [r["date"] for r in daily]
+    assert shown["total"] == [r["totalCost"] for r in daily]
+    assert "day (Pacific/Auckland)" in out.read_text()
+
+
+def test_with_the_daemon_stopped_the_page_comes_from_the_file(
+    filled: Daemon, tmp_path: Path
+) -> None:
+    daily = run_json("report", "daily", "--json", "-z", "UTC")
+    assert filled.stop() == 0
+    out = tmp_path / "stale.html"
+    made = ctl("report", "--html", str(out), "-z", "UTC", timeout=90)
+    assert made.returncode == 0, made.stderr.decode()
+    assert "telemetryd is not running" in made.stderr.decode()
+    text = out.read_text()
+    assert "telemetryd was not running" in text
+    assert page_sources(text)["cost-per-day-source"]["total"] == [
+        r["totalCost"] for r in daily["daily"]
+    ]
+
+
 def page_sources(text: str) -> dict[str, dict[str, Any]]:
     """Every named ColumnDataSource in the page's Bokeh document JSON."""
     found = re.search(r'<script type="application/json" id="[^"]+">\s*(.*?)\s*</script>', text,
@@ -552,7 +581,13 @@ def test_without_the_extra_the_error_names_it(running_daemon: Daemon, tmp_path: 
     assert not (tmp_path / "x.html").exists()
 
 
-HEAVY = ("bokeh", "numpy", "telemetryd.client.html_report", "telemetryd.client.pictures")
+HEAVY = (
+    "bokeh",
+    "numpy",
+    "telemetryd.client.html_charts",
+    "telemetryd.client.html_report",
+    "telemetryd.client.pictures",
+)
 
 
 @pytest.mark.parametrize(
