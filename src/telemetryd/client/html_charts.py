@@ -167,6 +167,21 @@ def or_missing(value: str | None, missing: str) -> str:
     return missing if value is None or value == "" else value
 
 
+def unique(labels: list[str]) -> list[str]:
+    """``labels`` with a repeat numbered (``x (2)``): an axis's categories must differ
+    (a project "" and none at all are both "(no project)")."""
+    seen: set[str] = set()
+    out = []
+    for text in labels:
+        candidate, n = text, 1
+        while candidate in seen:
+            n += 1
+            candidate = f"{text} ({n})"
+        seen.add(candidate)
+        out.append(candidate)
+    return out
+
+
 def _short(name: str, width: int = 48) -> str:
     return name if len(name) <= width else "…" + name[-(width - 1) :]
 
@@ -305,10 +320,20 @@ def by_value(
         values.append(f"{len(rest)} more")
         costs.append(sum(usage.cost for _, usage in rest))
     names, labels, columns = _stack_columns(rows, "cost", named)
+    values = unique(values)
     shown = [_short(v) for v in values]
     if len(set(shown)) < len(shown):
         shown = values
-    data: dict[str, list[Any]] = {what: values, "label": shown, "total": costs, **columns}
+    raw: list[str | None] = [value for value, _ in kept]
+    if rest:
+        raw.append(values[-1])
+    data: dict[str, list[Any]] = {
+        "value": raw,  # as the report's JSON has it (null: none)
+        what: values,
+        "label": shown,
+        "total": costs,
+        **columns,
+    }
     source = ColumnDataSource(data, name=f"{name}-source")
     plot = _figure(
         name,
