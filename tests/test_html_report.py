@@ -401,15 +401,21 @@ def test_the_page_in_chromium(filled: Daemon, browser: Any, tmp_path: Path) -> N
             shown_errors[(day, provider)] += n
     assert shown_errors == sent
 
-    # Sessions per day: the sessions view.
+    # Sessions per day and source: the sessions view.
     started = query(
-        "select strftime(started, '%Y-%m-%d') as day, count(*) as n from sessions "
-        "where started is not null group by all"
+        "select strftime(started, '%Y-%m-%d') as day, coalesce(source, 'unknown') as source, "
+        "count(*) as n from sessions where started is not null group by all"
     )
     per_day = loaded.source("sessions-per-day-source")
-    assert dict(zip(per_day["day"], per_day["total"], strict=True)) == {
-        r["day"]: r["n"] for r in started
+    drawn = {
+        (day, column[2:]): n
+        for column, counts in per_day.items()
+        if column.startswith("k:")
+        for day, n in zip(per_day["day"], counts, strict=True)
+        if n
     }
+    assert drawn == {(r["day"], r["source"]): r["n"] for r in started}
+    assert sum(per_day["total"]) == sum(r["n"] for r in started) > 10
 
     # Alerts: `alerts --json`, in the chart and the table.
     alerts = run_json("alerts", "--json", "--since", "1970-01-01")["alerts"]

@@ -25,6 +25,7 @@ import html
 import zoneinfo
 from datetime import datetime
 
+from bokeh.document import Document
 from bokeh.embed import file_html
 from bokeh.resources import INLINE
 
@@ -275,7 +276,7 @@ def render(got: pictures.Pictures, title: str = "telemetryd report") -> str:
         )
     else:
         add(_section("Errors by provider and category", source) + _none())
-    source = "the sessions view: sessions per local day of their start, by source"
+    source = "the sessions view: sessions per local day of started, by source"
     if got.sessions:
         per_day: dict[str, dict[str, int]] = {}
         for r in got.sessions:
@@ -318,8 +319,14 @@ def render(got: pictures.Pictures, title: str = "telemetryd report") -> str:
             _section("Rate-limit use", source)
             + _none("Not recorded: the status line records it for Claude.ai subscribers.")
         )
+    # One document, its models collected once: Bokeh recomputes them on every root added
+    # otherwise (quadratic in the charts).
+    document = Document()
+    with document.models.freeze():
+        for root in charts:
+            document.add_root(root)
     return file_html(
-        charts,
+        document,
         INLINE,
         title,
         template=TEMPLATE,
