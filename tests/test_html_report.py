@@ -36,6 +36,7 @@ from PIL import Image, ImageStat
 from playwright.sync_api import Page, sync_playwright
 
 from conftest import TELEMETRYCTL, Daemon, ctl, exchange
+from telemetryd.errors import DaemonError
 from test_report import CLAUDE_LAYOUT, ROLLOUTS, TRANSCRIPTS
 
 CHROMIUM = "/usr/bin/chromium"
@@ -488,6 +489,28 @@ def test_with_the_daemon_stopped_the_page_comes_from_the_file(
     assert page_sources(text)["cost-per-day-source"]["total"] == [
         r["totalCost"] for r in daily["daily"]
     ]
+
+
+def test_a_failed_query_leaves_its_section_out(
+    filled: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A section whose query the store cannot answer (at 10M events the model_quality
+    macro can run out of the default memory limit) says why; the rest of the page is
+    there. The query is made to fail for real: it names a table the database lacks."""
+    from telemetryd.client import html_report, pictures
+
+    monkeypatch.setattr(pictures, "RATE_LIMITS_SQL", "SELECT * FROM no_such_table")
+    got = pictures.load(pictures.Options(timezone="UTC"), filled.control_socket)
+    assert list(got.failed) == ["rate_limits"] and "no_such_table" in got.failed["rate_limits"]
+    assert got.rate_limits == [] and got.daily.rows and got.tools
+    text = html_report.render(got)
+    assert "Left out: the query failed: " in text
+    sources = page_sources(text)
+    assert "rate-limits-five_hour-source" not in sources and "cost-per-day-source" in sources
+    # Out of memory: the setting that helps, not DuckDB's SET (a query cannot change it).
+    assert pictures.reason(
+        DaemonError("query_failed", "Out of Memory Error: could not allocate\nmore")
+    ) == ("Out of Memory Error: could not allocate (raise [store] memory-limit in config.toml)")
 
 
 def page_sources(text: str) -> dict[str, dict[str, Any]]:

@@ -88,14 +88,16 @@ def write(
     pending = pictures.start(wanted, socket_path)
     try:
         from telemetryd.client import html_report
-    except ImportError as exc:
+    except ImportError as exc:  # Bokeh, or one of its own dependencies
         pending.cancel()
-        if (exc.name or "").split(".")[0] != "bokeh":
+        if (exc.name or "").startswith("telemetryd"):
             raise
         raise click.ClickException(
             f"the HTML report needs the charting library Bokeh: {EXTRA} ({exc})"
         ) from None
     got = load_or_exit(pending.result)
+    for section, why in got.failed.items():
+        click.echo(f"warning: {section} left out of the page, its query failed: {why}", err=True)
     page = html_report.render(got)
     if html_path == "-":
         sys.stdout.write(page)

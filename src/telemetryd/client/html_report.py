@@ -107,6 +107,7 @@ h2 { font-size: 17px; margin: 32px 0 4px; border-bottom: 1px solid #ddd; padding
 p.meta, p.source, p.note { color: #555; margin: 2px 0 8px; }
 p.source code { font-size: 12px; }
 p.none { color: #777; font-style: italic; }
+p.failed { color: #a40000; }
 p.empty { font-size: 18px; margin: 48px 0; }
 .totals { display: flex; gap: 28px; flex-wrap: wrap; margin: 12px 0; }
 .totals div { background: #f5f6f8; border-radius: 6px; padding: 8px 14px; }
@@ -226,9 +227,16 @@ def render(got: pictures.Pictures, title: str = "telemetryd report") -> str:
             charts.append(chart)
         parts.append(_Part(before, chart.name if chart is not None else None, after))
 
+    def nothing(key: str, what: str = "Nothing recorded in this period.") -> str:
+        if key in got.failed:
+            text = f"Left out: the query failed: {got.failed[key]}"
+            return f'<p class="failed">{html.escape(text)}</p>'
+        return _none(what)
+
     daily = got.daily
     named = html_charts.top_models(daily)
-    add(_totals(got))
+    if not {"daily", "sessions", "alerts"} & set(got.failed):
+        add(_totals(got))
     source = f"telemetryctl report daily --json {span}"
     if daily.rows:
         add(
@@ -240,10 +248,10 @@ def render(got: pictures.Pictures, title: str = "telemetryd report") -> str:
             html_charts.per_day("tokens-per-day", daily, "tokens", zone, named),
         )
     else:
-        add(_section("Cost and tokens per day", source) + _none())
-    for report, what, missing in (
-        (got.by_project, "project", "(no project)"),
-        (got.by_agent, "agent", "(no agent type)"),
+        add(_section("Cost and tokens per day", source) + nothing("daily"))
+    for report, what, missing, key in (
+        (got.by_project, "project", "(no project)", "by_project"),
+        (got.by_agent, "agent", "(no agent type)", "by_agent"),
     ):
         source = f"telemetryctl report daily --by {what} --json {span} (summed over the days)"
         if report.rows:
@@ -252,12 +260,15 @@ def render(got: pictures.Pictures, title: str = "telemetryd report") -> str:
                 html_charts.by_value(f"cost-by-{what}", what, report, missing, named),
             )
         else:
-            add(_section(f"Cost by {what}", source) + _none())
+            add(_section(f"Cost by {what}", source) + nothing(key))
     source = f"telemetryctl report blocks --json {span}"
     if any(not b.gap for b in got.blocks.blocks):
         add(_section("5-hour windows", source), html_charts.blocks_chart(got.blocks, zone))
     else:
-        add(_section("5-hour windows", source) + _none("No Claude usage in this period."))
+        add(
+            _section("5-hour windows", source)
+            + nothing("blocks", "No Claude usage in this period.")
+        )
     source = f'telemetryctl query "select * from tool_reliability(days := {days})"'
     tool_charts = html_charts.tool_charts(got.tools)
     if tool_charts:
@@ -265,7 +276,7 @@ def render(got: pictures.Pictures, title: str = "telemetryd report") -> str:
         for chart in tool_charts[1:]:
             add("", chart)
     else:
-        add(_section("Tools: failures and durations", source) + _none())
+        add(_section("Tools: failures and durations", source) + nothing("tools"))
     source = f'telemetryctl query "select * from provider_reliability(days := {days})"'
     if got.provider_errors:
         add(
@@ -275,7 +286,7 @@ def render(got: pictures.Pictures, title: str = "telemetryd report") -> str:
             html_charts.heatmap(got.provider_errors),
         )
     else:
-        add(_section("Errors by provider and category", source) + _none())
+        add(_section("Errors by provider and category", source) + nothing("provider_errors"))
     source = "the sessions view: sessions per local day of started, by source"
     if got.sessions:
         per_day: dict[str, dict[str, int]] = {}
@@ -291,7 +302,7 @@ def render(got: pictures.Pictures, title: str = "telemetryd report") -> str:
         )
         add(_section("Sessions", source), chart)
     else:
-        add(_section("Sessions", source) + _none())
+        add(_section("Sessions", source) + nothing("sessions"))
     source = f"telemetryctl alerts --json --since {options.since or '1970-01-01'}"
     if got.alerts:
         tz = zoneinfo.ZoneInfo(zone)
@@ -305,19 +316,24 @@ def render(got: pictures.Pictures, title: str = "telemetryd report") -> str:
         )
         add(_section("Alerts", source), chart, _alerts_table(got.alerts, tz))
     else:
-        add(_section("Alerts", source) + _none("No alerts in this period."))
+        add(_section("Alerts", source) + nothing("alerts", "No alerts in this period."))
     source = f'telemetryctl query "select * from model_quality(days := {days})"'
     if got.model_quality:
         add(_section("Model quality", source) + _quality_table(got.model_quality))
     else:
-        add(_section("Model quality", source) + _none("No attempts (run events) in this period."))
+        add(
+            _section("Model quality", source)
+            + nothing("model_quality", "No attempts (run events) in this period.")
+        )
     source = "metric events claude_code.rate_limits.* (telemetryctl statusline records them)"
     if got.rate_limits:
         add(_section("Rate-limit use", source), html_charts.rate_limits(got.rate_limits, zone))
     else:
         add(
             _section("Rate-limit use", source)
-            + _none("Not recorded: the status line records it for Claude.ai subscribers.")
+            + nothing(
+                "rate_limits", "Not recorded: the status line records it for Claude.ai subscribers."
+            )
         )
     # One document, its models collected once: Bokeh recomputes them on every root added
     # otherwise (quadratic in the charts).

@@ -41,6 +41,7 @@ from telemetryd.client import alerts as alerts_api
 from telemetryd.client import blocks as blocks_api
 from telemetryd.client import reports
 from telemetryd.client.traces import query
+from telemetryd.errors import DaemonError, DaemonUnavailable, StoreUnavailable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 ALL_DAYS = 36525  # the macros' window without --since: a hundred years
-PARALLEL = 3  # queries in flight at once
+PARALLEL = 2  # queries in flight at once (they share the store's cores and memory limit)
 ALERTS_LISTED = 200  # the newest alerts listed in the table (the chart counts them all)
 RATE_LIMITS = ("claude_code.rate_limits.five_hour", "claude_code.rate_limits.seven_day")
 
@@ -136,15 +137,17 @@ class Pictures:
     rate_limits: list[dict[str, Any]]  # ts, day, name, value, resets_at
     from_file: bool = False
     warning: str | None = None
+    failed: dict[str, str] = field(default_factory=dict)  # section: why its query failed
 
     @property
     def days(self) -> int:
         return self.options.days()
 
     def empty(self) -> bool:
-        """Nothing at all to show."""
+        """Nothing at all to show (and no section failed)."""
         return not (
-            self.daily.rows
+            self.failed
+            or self.daily.rows
             or self.blocks.blocks
             or self.tools
             or self.provider_errors
@@ -223,12 +226,28 @@ class Pending:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def result(self) -> Pictures:
-        """Every figure; the first query's error is raised (after all have ended)."""
+        """Every figure. A query the store could not answer (out of memory, a timeout)
+        leaves its section empty, with the reason in :attr:`Pictures.failed`; the daemon
+        or the database being away raises, as does every query failing (the first
+        error), after all have ended."""
+        options = self.options
+        got: dict[str, Any] = {}
+        failed: dict[str, str] = {}
+        errors: list[DaemonError] = []
         try:
-            got = {name: future.result() for name, future in self._futures.items()}
+            for name, future in self._futures.items():
+                try:
+                    got[name] = future.result()
+                except (DaemonUnavailable, StoreUnavailable):
+                    raise
+                except DaemonError as exc:
+                    errors.append(exc)
+                    failed[name] = reason(exc)
+                    got[name] = self._nothing(name)
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
-        options = self.options
+        if len(errors) == len(self._futures):
+            raise errors[0]
         warnings = [w for w in dict.fromkeys(g.warning for g in got.values()) if w]
         alerts = [
             a for a in got["alerts"].alerts if options.within(_local_day(a["timestamp"], options))
@@ -249,7 +268,28 @@ class Pending:
             rate_limits=[r for r in got["rate_limits"].rows if options.within(r["day"])],
             from_file=any(g.from_file for g in got.values()),
             warning="; ".join(warnings) or None,
+            failed=failed,
         )
+
+    def _nothing(self, name: str) -> Any:
+        """What a section whose query failed shows: nothing."""
+        options = self.options
+        if name in ("daily", "by_project", "by_agent"):
+            return reports.Report(reports.Options(timezone=options.timezone), [])
+        if name == "blocks":
+            return blocks_api.Report(blocks_api.Options(), [], 0)
+        if name == "alerts":
+            return alerts_api.Result([])
+        return Loaded([])
+
+
+def reason(exc: DaemonError) -> str:
+    """The first line of a failed query's message, and what to do about running out of
+    memory (DuckDB suggests settings a read-only query cannot change)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "Out of Memory" in first:
+        first += " (raise [store] memory-limit in config.toml)"
+    return first
 
 
 def _local_day(stamp: str, options: Options) -> str:
