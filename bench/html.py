@@ -52,6 +52,19 @@ def _total_cost(page: str) -> float:
     return float(found.group(1))
 
 
+def _opened(control: str, wait: float = 300.0) -> None:
+    """Wait until the store worker has opened the database (10M events: many seconds)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            query_bench.ask(control, "select 1")
+            return
+        except BenchError as exc:
+            if "not open yet" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def _breakdown(control: str) -> dict[str, float]:
     """Milliseconds of the queries and of drawing the page, in this process."""
     from telemetryd.client import html_report, pictures
@@ -74,6 +87,7 @@ def time_html(events: int, pairs: int, pycache: Path, log: Log) -> dict[str, Any
     page = [ctl, "report", "--html", str(out), "--timezone", "UTC"]
     daily = [ctl, "report", "daily", "--json", "--timezone", "UTC"]
     with Telemetryd(query_bench.daemon_args(), label=f"html-{events}", home=home) as daemon:
+        _opened(str(home / "run" / "control.sock"))
         send_bench._timed(page, env, err)
         got = json.loads(subprocess.run(daily, env=env, capture_output=True, check=True).stdout)
         text = out.read_text()
