@@ -5,8 +5,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # System tools the tests and benchmarks drive for real.
-SYSTEM_TOOLS := socat nc rsyslogd systemd-analyze systemd-socket-activate
-APT_PACKAGES := socat netcat-openbsd rsyslog systemd
+# chromium: the HTML report's tests load the page in it (headless, through Playwright).
+SYSTEM_TOOLS := socat nc rsyslogd systemd-analyze systemd-socket-activate chromium
+APT_PACKAGES := socat netcat-openbsd rsyslog systemd chromium
 
 .DEFAULT_GOAL := check
 .PHONY: check install system-deps bench-deps run test lint fmt bench stress schema docs clean
@@ -16,7 +17,7 @@ check: test lint
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,report]'
 	# Bytecode up front: `telemetryctl send` must not compile its modules on every
 	# run where PYTHONDONTWRITEBYTECODE is set.
 	$(BIN)/python -m compileall -q src

@@ -32,6 +32,8 @@ TARGETS = {
     "forward_rate": (">=", 50_000, "events/s"),
     "forward_idle_rss": ("<=", 35, "MB"),
     "export_parquet": (">=", 1_000_000, "ev/s"),
+    "html_report_time": ("<=", 3000, "ms"),
+    "html_report_size": ("<=", 5, "MB"),
 }
 
 
@@ -330,6 +332,43 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
     out.extend(_query_figures(results.get("query")))
     out.extend(_report_figures(results.get("reports")))
     out.extend(_export_figures(results.get("export")))
+    out.extend(_html_figures(results.get("html")))
+    return out
+
+
+def _html_figures(html: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """`telemetryctl report --html` against `report daily --json` (bench/html.py)."""
+    if not html:
+        return []
+    out = []
+    for events, size in html["sizes"].items():
+        label = f"{int(events) / 1e6:g}M events"
+        out.append(
+            _figure(
+                f"telemetryctl report --html, {label}, worker warm",
+                size["html_ms"],
+                "ms",
+                target="html_report_time" if int(events) <= 1_000_000 else None,
+                note=f"in-process: queries {size['queries_ms']:.0f} ms, drawing "
+                f"{size['render_ms']:.0f} ms; {size['days']} days",
+            )
+        )
+        out.append(
+            _figure(
+                f"telemetryctl report daily --json, {label} (baseline)",
+                size["daily_ms"],
+                "ms",
+                note=f"{size['pairs']} interleaved pairs",
+            )
+        )
+        out.append(
+            _figure(
+                f"report --html file size, {label}",
+                [size["size_mb"]],
+                "MB",
+                target="html_report_size",
+            )
+        )
     return out
 
 

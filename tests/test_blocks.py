@@ -320,3 +320,53 @@ def test_windows_gaps_and_the_active_block_on_a_running_daemon(running_daemon: D
     assert csv[0].startswith("id,start_time,end_time") and len(csv) == 1 + 6
     markdown = ctl("report", "blocks", "-f", "markdown").stdout.decode()
     assert markdown.startswith("| Block Start |") and "PROJECTED" in markdown
+
+
+def test_requests_on_the_edges_through_the_daemon(running_daemon: Daemon) -> None:
+    """The daemon sums requests per hour before the walk (blocks.SQL, blocks.parts): every
+    edge a request can sit on gives the blocks of the walk over the requests themselves."""
+    now = int(time.time() * 1000)
+    h = now // HOUR * HOUR - 60 * HOUR
+    at = [
+        (h + 10 * MINUTE, "claude-a"),
+        (h + 10 * MINUTE, "claude-b"),  # the same millisecond, another model
+        (h + 150 * MINUTE, "claude-a"),
+        (h + FIVE, "claude-b"),  # exactly 5 h after the start: stays
+        (h + FIVE + 1, "claude-a"),  # a millisecond later: the next block, from h + 5 h
+        (h + FIVE + 30 * MINUTE, "claude-b"),
+        (h + 2 * FIVE - MINUTE, "claude-c"),
+        (h + 2 * FIVE, "claude-a"),  # exactly at that block's end: stays
+        (h + 3 * FIVE + 1, "claude-b"),  # 5 h and 1 ms of silence: a gap, then a block
+        (h + 3 * FIVE + 2, "claude-a"),
+        (h + 5 * FIVE, "claude-c"),  # a block that starts exactly on the hour ...
+        (h + 6 * FIVE, "claude-a"),  # ... and a request exactly 5 h after it and its start
+        (h + 6 * FIVE + 20 * MINUTE, "claude-a"),  # the next block, from h + 30 h
+        (h + 6 * FIVE + 40 * MINUTE, None),  # no model: Claude Code's, so Claude usage
+        (h + 6 * FIVE + 50 * MINUTE, "claude-a"),  # the last of its hour: the block's end
+        (h + 7 * FIVE + 3 * MINUTE, "claude-b"),
+        (h + 7 * FIVE + 3 * MINUTE, "claude-a"),
+    ]
+    events = [
+        event(n, ms, model, **({"source": "claude-code"} if model is None else {}))
+        for n, (ms, model) in enumerate(at, start=1)
+    ]
+    payload = b"".join(json.dumps(e).encode() + b"\n" for e in events)
+    assert exchange(running_daemon.events_socket, payload) == [summary(len(at), len(at))]
+    got = report("-z", "UTC")
+    requests = [
+        {
+            "ms": ms,
+            "input": 100 * n,
+            "output": 10 * n,
+            "cache_creation": n,
+            "cache_read": 1000 * n,
+            "cost": 0.01 * n,
+            "model": model,
+        }
+        for n, (ms, model) in enumerate(at, start=1)
+    ]
+    # Of requests in the same millisecond, the models' names give their order (README).
+    requests.sort(key=lambda r: (r["ms"], r["model"] is None, r["model"] or ""))
+    want = ccusage_blocks(requests, int(time.time() * 1000))
+    assert [b["isGap"] for b in want].count(True) >= 2  # (the test of the test)
+    assert comparable(got) == want

@@ -1,8 +1,10 @@
 """Claude's 5-hour billing blocks in ccusage's shape (``ccusage blocks``), as a Python API.
 
 :func:`load` runs one query (through the daemon, or the database file read-only while
-it is stopped) for every Claude request stored, summed per millisecond and model, and
-:func:`build` walks them in time order as ccusage's ``identify_session_blocks`` does:
+it is stopped) for every Claude request stored, summed per UTC hour and model (the
+requests exactly on the hour apart) with the times of each group's first and last
+request, and :func:`build` walks them in time order as ccusage's
+``identify_session_blocks`` does:
 
 - a block starts at the UTC hour of its first request and ends 5 h later; a request
   more than 5 h after the block's start, or more than 5 h after the previous request,
@@ -13,6 +15,13 @@ it is stopped) for every Claude request stored, summed per millisecond and model
   request; the active block has a burn rate (tokens per minute over the span from its
   first to its last request, the cost per hour likewise) and a projection to its end
   at that rate (minutes left rounded, tokens rounded, the cost rounded to cents).
+
+Such a group never straddles two blocks, so walking the groups (:func:`parts`: the
+group's usage at its first request's time, and its last request's time) draws the blocks
+that walking every request would: a block starts on an hour and ends on one; a request
+in the hour that begins at a block's end is past it unless it is exactly on that hour
+(hence those apart); and two requests of one hour are never more than 5 h apart. At a
+million requests this moves a few thousand rows instead of one per millisecond.
 
 The rule is the status line's (daemon/totals.py draws the active window from
 quarter-hour tallies; here it runs over the requests themselves, all of history), and
@@ -51,10 +60,12 @@ HOUR = 3_600_000  # milliseconds
 MINUTE = 60_000
 DURATION = 5 * HOUR  # a block's length, and the silence that ends one early
 
-# Every Claude request, summed per millisecond and model (the walk needs no more).
+# Every Claude request, summed per UTC hour (those exactly on the hour apart) and model,
+# with the group's first and last request's times: the walk needs no more.
 SQL = """
 SELECT
-    epoch_ms(e.ts) AS ms,
+    epoch_ms(e.ts) // 3600000 AS hour,
+    epoch_ms(e.ts) % 3600000 = 0 AS on_the_hour,
     e.agent_model
         || CASE WHEN json_extract_string(e.attrs, '$.speed') = 'fast' THEN '-fast' ELSE '' END
         AS model,
@@ -65,13 +76,15 @@ SELECT
     coalesce(sum(e.tokens_cache_read), 0) AS cache_read,
     coalesce(sum(e.tokens_reasoning), 0) AS reasoning,
     coalesce(sum(e.cost_usd), 0) AS cost,
-    count(*) FILTER (WHERE e.cost_usd IS NULL) AS unpriced
+    count(*) FILTER (WHERE e.cost_usd IS NULL) AS unpriced,
+    min(epoch_ms(e.ts)) AS first,
+    max(epoch_ms(e.ts)) AS last
 FROM events AS e
 WHERE e.type = 'api_request' AND e.ts IS NOT NULL
   AND (e.source = 'claude-code' OR e.agent_provider = 'anthropic'
        OR starts_with(e.agent_model, 'claude'))
 GROUP BY ALL
-ORDER BY ms, model
+ORDER BY first, model
 """
 
 
@@ -227,12 +240,25 @@ def _kept(block: Block, options: Options) -> bool:
     return options.until is None or day <= options.until
 
 
+def parts(groups: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """:data:`SQL`'s groups as :func:`build`'s parts, in time order (then by model, as
+    the requests themselves would come): each group's usage at its first request's time,
+    and, when later, its last request's time without usage."""
+    out: list[dict[str, Any]] = []
+    for group in groups:
+        out.append({**group, "ms": group["first"]})
+        if group["last"] != group["first"]:
+            out.append({"ms": group["last"], "model": group["model"], "requests": 0})
+    out.sort(key=lambda p: (p["ms"], p["model"] is None, p["model"] or ""))
+    return out
+
+
 def load(options: Options, socket_path: str | None = None, now: int | None = None) -> Report:
     """The blocks ``options`` ask for. Errors as :func:`telemetryd.client.fetch.query`'s."""
-    parts, from_file, warning = query(SQL, {}, socket_path)
+    groups, from_file, warning = query(SQL, {}, socket_path)
     if now is None:
         now = int(time.time() * 1000)
-    return Report(options, build(parts, options, now), now, from_file, warning)
+    return Report(options, build(parts(groups), options, now), now, from_file, warning)
 
 
 # -- as JSON (ccusage's keys) --------------------------------------------------------------

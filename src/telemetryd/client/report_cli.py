@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import click
 
+from telemetryd.client import html_cli
 from telemetryd.client.cli_errors import load_or_exit
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -91,10 +92,12 @@ def report_options_blocks(func: F) -> F:
     return _apply(func, [*SPAN, active, *OUTPUT])
 
 
-@click.group("report")
-def report_group() -> None:
+@click.group("report", invoke_without_command=True)
+@html_cli.options(SPAN)
+@click.pass_context
+def report_group(ctx: click.Context, /, **kw: Any) -> None:
     """Token use and cost per day, week, month, session or 5-hour block, as ccusage
-    reports them.
+    reports them; with --html FILE, all of it and more as charts in one HTML page.
 
     Every model request telemetryd holds (imported transcripts, hooks, OTLP) is
     counted once. The table shows money as money and counts with separators;
@@ -102,13 +105,21 @@ def report_group() -> None:
     own fields beside them (requests, reasoningOutputTokens, unpricedRequests).
     A cost marked +? leaves out requests of a model without a price.
 
+    --html FILE (without a subcommand) writes one self-contained page that opens
+    offline: cost and tokens per day by model, cost by project and agent, the
+    5-hour windows, tool failures and durations, errors by provider, sessions,
+    alerts, model quality and rate-limit use (needs pip install
+    'telemetryd[report]').
+
     \b
     Examples:
       telemetryctl report daily --since 2026-03-01
       telemetryctl report monthly --by source --breakdown
       telemetryctl report session --json --timezone UTC
       telemetryctl report blocks --active
+      telemetryctl report --html usage.html --since 2026-03-01 --open
     """
+    html_cli.run(ctx, **kw)
 
 
 def _run(kind: str, **kw: Any) -> None:
