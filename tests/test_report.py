@@ -505,3 +505,23 @@ def test_fast_mode_requests_are_their_own_model(running_daemon: Daemon) -> None:
     [day] = report("daily", "--timezone", "UTC", "--breakdown")["daily"]
     got = {m["modelName"]: m["inputTokens"] for m in day["modelBreakdowns"]}
     assert got == dict(want)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["UTC", "Europe/Berlin", "America/St_Johns", "Mars/Olympus", "America", "zone.tab",
+     "../zoneinfo/UTC", "/usr/share/zoneinfo/UTC", "", "Etc/GMT+5"],
+)  # fmt: skip
+def test_a_zone_is_known_as_zoneinfo_knows_it(name: str) -> None:
+    """reports._known reads the zone files itself (no zoneinfo import on a report's start):
+    it must say what zoneinfo says."""
+    import zoneinfo
+
+    from telemetryd.client import reports
+
+    try:
+        zoneinfo.ZoneInfo(name)
+        expected = True
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        expected = False
+    assert reports._known(name) is expected

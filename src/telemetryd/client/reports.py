@@ -162,8 +162,28 @@ def local_zone() -> str:
     return name if sep and _known(name) else "UTC"
 
 
+# Where zoneinfo looks for zone files by default on Linux and macOS (sysconfig's TZPATH).
+_ZONE_DIRS = (
+    "/usr/share/zoneinfo",
+    "/usr/lib/zoneinfo",
+    "/usr/share/lib/zoneinfo",
+    "/etc/zoneinfo",
+)
+
+
 def _known(name: str) -> bool:
-    import zoneinfo  # (~5 ms: only when a zone is named or looked up)
+    """Whether ``name`` is a time zone: a zone file of that name in the system's zone
+    directories (read without importing zoneinfo, ~3 ms of a report's start), else
+    whatever zoneinfo (and the tzdata package) says."""
+    if name and not name.startswith("/") and ".." not in name.split("/"):
+        for directory in _ZONE_DIRS:
+            try:
+                with open(os.path.join(directory, name), "rb") as f:
+                    if f.read(4) == b"TZif":
+                        return True
+            except OSError:  # not there, or a directory
+                continue
+    import zoneinfo  # (~5 ms: only when the zone files do not say)
 
     try:
         zoneinfo.ZoneInfo(name)
