@@ -60,6 +60,31 @@ def state_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     shutil.rmtree(home, ignore_errors=True)
 
 
+# Where each agent's files are, by environment: the import tests unset them all.
+AGENT_OVERRIDES = (
+    "CLAUDE_CONFIG_DIR",
+    "GEMINI_DATA_DIR",
+    "COPILOT_HOME",
+    "COPILOT_CONFIG_DIR",
+    "OPENCODE_DATA_DIR",
+    "XDG_DATA_HOME",
+    "AMP_DATA_DIR",
+)
+
+
+@pytest.fixture
+def agent_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """HOME in tmp and no agent's override (CODEX_HOME under it): an import's defaults
+    never reach the real agents' files."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for name in AGENT_OVERRIDES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CODEX_HOME", str(home / ".codex"))
+    return home
+
+
 @pytest.fixture
 def default_http_address(monkeypatch: pytest.MonkeyPatch) -> None:
     """The default `[http] address` for tests that render or install it (``state_home``

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,21 +16,11 @@ from telemetryd.client import importer
 from test_client import Peer, read_all
 from test_client import line as reply_line
 
+pytestmark = pytest.mark.usefixtures("agent_home")
+
 SAMPLES = Path("/work/shared/samples")
 TRANSCRIPTS = SAMPLES / "claude-code" / "transcripts"
 ROLLOUTS = SAMPLES / "codex"
-
-
-@pytest.fixture(autouse=True)
-def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """HOME, CLAUDE_CONFIG_DIR and CODEX_HOME in tmp: the defaults never reach the real ones."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    for name in ("CLAUDE_CONFIG_DIR", "OPENCODE_DATA_DIR", "XDG_DATA_HOME", "AMP_DATA_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("CODEX_HOME", str(home / ".codex"))
-    yield home
 
 
 def totals(**counts: float) -> dict[str, Any]:
@@ -84,7 +73,7 @@ def run_json(*args: str) -> dict[str, Any]:
 # -- Claude Code: the real samples --------------------------------------------------------
 
 
-def test_claude_samples_totals_by_model(private_home: Path) -> None:
+def test_claude_samples_totals_by_model(agent_home: Path) -> None:
     summary = view(importer.run("claude-code", [TRANSCRIPTS], dry_run=True))
     assert summary["files"] == 5 and summary["malformed"] == 0
     # spotter short: 1 response (lines 5-10). spotter tool-heavy: 4 responses; lines 34 and
@@ -130,7 +119,7 @@ def test_claude_samples_totals_by_model(private_home: Path) -> None:
     assert summary["repeats"] == 42 - 15
 
 
-def test_claude_samples_totals_by_day(private_home: Path) -> None:
+def test_claude_samples_totals_by_day(agent_home: Path) -> None:
     summary = view(importer.run("claude-code", [TRANSCRIPTS], dry_run=True))
     assert sorted(summary["by_day"]) == [
         "2025-06-10",
@@ -338,9 +327,9 @@ def test_claude_fixture_totals(tmp_path: Path) -> None:
 
 
 def test_claude_default_locations(
-    private_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    agent_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    claude_fixture(private_home / ".claude")  # ~/.claude/projects
+    claude_fixture(agent_home / ".claude")  # ~/.claude/projects
     other = tmp_path / "cfg"
     shutil.copytree(TRANSCRIPTS, other / "projects" / "p")
     monkeypatch.setenv("CLAUDE_CONFIG_DIR", f"{tmp_path / 'missing'},{other}")
@@ -519,7 +508,7 @@ def test_a_missing_path_is_an_error(running_daemon: Daemon, tmp_path: Path) -> N
 # -- Codex ----------------------------------------------------------------------------------
 
 
-def test_codex_samples_skip_reemitted_totals(private_home: Path) -> None:
+def test_codex_samples_skip_reemitted_totals(agent_home: Path) -> None:
     rollout = ROLLOUTS / "rollout-2026-02-23T20-34-25-019c8bfe-ec25-79e0-97d7-bda6a9c575ff.jsonl"
     summary = view(importer.run("codex", [rollout], dry_run=True))
     # 12 token_count lines: 1 with info null, 5 re-emitting an unchanged total, 6 requests.
@@ -546,7 +535,7 @@ def test_codex_samples_skip_reemitted_totals(private_home: Path) -> None:
     assert summary["by_day"]["2026-02-23"]["requests"] == 6
 
 
-def test_codex_all_samples(private_home: Path) -> None:
+def test_codex_all_samples(agent_home: Path) -> None:
     summary = view(importer.run("codex", [ROLLOUTS], dry_run=True))
     assert summary["files"] == 4
     assert summary["by_model"]["gpt-5.3-codex"]["requests"] == 6 + 1 + 1
@@ -637,8 +626,8 @@ def codex_fixture(root: Path) -> Path:
     return root
 
 
-def test_codex_fixture_totals_from_the_default_locations(private_home: Path) -> None:
-    codex_fixture(private_home / ".codex")
+def test_codex_fixture_totals_from_the_default_locations(agent_home: Path) -> None:
+    codex_fixture(agent_home / ".codex")
     summary = view(importer.run("codex", dry_run=True))
     assert summary["files"] == 2
     assert summary["malformed"] == 1
@@ -666,8 +655,8 @@ def test_codex_fixture_totals_from_the_default_locations(private_home: Path) -> 
     )
 
 
-def test_codex_import_into_the_daemon_twice(running_daemon: Daemon, private_home: Path) -> None:
-    codex_fixture(private_home / ".codex")
+def test_codex_import_into_the_daemon_twice(running_daemon: Daemon, agent_home: Path) -> None:
+    codex_fixture(agent_home / ".codex")
     first = run_json("codex")
     assert (first["sent"], first["accepted"]) == (4, 4)
     events = running_daemon.journal_events()

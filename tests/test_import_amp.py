@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,22 +22,10 @@ from conftest import Daemon, ctl
 from telemetryd.adapters import amp
 from telemetryd.client import importer
 
+pytestmark = pytest.mark.usefixtures("agent_home")
+
 FIXTURES = Path(__file__).parent / "fixtures" / "amp"
 THREADS = sorted(FIXTURES.glob("*.json"))
-
-
-@pytest.fixture(autouse=True)
-def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """HOME in tmp, no agent's override: the defaults never reach the real ones."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    for name in ("AMP_DATA_DIR", "OPENCODE_DATA_DIR", "XDG_DATA_HOME", "GEMINI_DATA_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    for name in ("CLAUDE_CONFIG_DIR", "COPILOT_HOME", "COPILOT_CONFIG_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("CODEX_HOME", str(home / ".codex"))
-    yield home
 
 
 def install(base: Path) -> list[Path]:
@@ -162,8 +149,8 @@ def view(rows: dict[str, Any]) -> dict[tuple[str, ...], dict[str, int]]:
 # -- the fixtures --------------------------------------------------------------------------------
 
 
-def test_fixtures_per_model_and_day_equal_ccusage(private_home: Path) -> None:
-    placed = install(private_home / ".local" / "share" / "amp")
+def test_fixtures_per_model_and_day_equal_ccusage(agent_home: Path) -> None:
+    placed = install(agent_home / ".local" / "share" / "amp")
     summary = importer.run("amp", dry_run=True).as_dict()
     assert summary["files"] == 5
     assert view(summary["by_model"]) == ccusage_rows(placed, "model")
@@ -204,9 +191,9 @@ def test_timestamps_as_ccusage_takes_them() -> None:
 
 
 def test_default_location_and_amp_data_dir(
-    private_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    agent_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    install(private_home / ".local" / "share" / "amp")
+    install(agent_home / ".local" / "share" / "amp")
     summary = run_json("amp", "--dry-run")
     assert summary["requests"] == 9
     every = run_json("--dry-run")
@@ -225,9 +212,9 @@ def test_default_location_and_amp_data_dir(
 
 
 def test_import_into_the_daemon_then_again_adds_nothing(
-    running_daemon: Daemon, private_home: Path
+    running_daemon: Daemon, agent_home: Path
 ) -> None:
-    placed = install(private_home / ".local" / "share" / "amp")
+    placed = install(agent_home / ".local" / "share" / "amp")
     first = run_json("amp")
     assert (first["sent"], first["accepted"], first["duplicates"], first["rejected"]) == (
         9,

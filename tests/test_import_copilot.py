@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,25 +20,13 @@ from conftest import Daemon, ctl
 from telemetryd.adapters import usage
 from telemetryd.client import importer
 
+pytestmark = pytest.mark.usefixtures("agent_home")
+
 FIXTURES = Path(__file__).parent / "fixtures" / "copilot"
 TOKENSTATS = FIXTURES / "tokenstats_copilot-events.jsonl"
 WORKSHOP = FIXTURES / "workshop_copilot-events.jsonl"
 BUILT = FIXTURES / "built_resumed-session.jsonl"
 SAMPLES = [TOKENSTATS, WORKSHOP, BUILT]
-
-
-@pytest.fixture(autouse=True)
-def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """HOME in tmp, no agent's override: the defaults never reach the real ones."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    for name in ("CLAUDE_CONFIG_DIR", "GEMINI_DATA_DIR", "COPILOT_HOME", "COPILOT_CONFIG_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    for name in ("OPENCODE_DATA_DIR", "XDG_DATA_HOME", "AMP_DATA_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("CODEX_HOME", str(home / ".codex"))
-    yield home
 
 
 def run_json(*args: str) -> dict[str, Any]:
@@ -140,15 +127,15 @@ def view(rows: dict[str, Any]) -> dict[tuple[str, ...], dict[str, int]]:
 # -- the samples ---------------------------------------------------------------------------------
 
 
-def test_samples_per_model_and_day_equal_ccusage(private_home: Path) -> None:
-    placed = install(private_home / ".copilot")
+def test_samples_per_model_and_day_equal_ccusage(agent_home: Path) -> None:
+    placed = install(agent_home / ".copilot")
     summary = importer.run("copilot", dry_run=True)
     assert summary.files == 3
     assert view(summary.as_dict()["by_model"]) == ccusage_rows(placed, "model")
     assert view(summary.as_dict()["by_day"]) == ccusage_rows(placed, "day")
 
 
-def test_samples_by_hand(private_home: Path) -> None:
+def test_samples_by_hand(agent_home: Path) -> None:
     summary = importer.run("copilot", [BUILT], dry_run=True).as_dict()
     assert summary["malformed"] == 1  # the torn line
     assert summary["requests"] == 4  # gpt-5-mini's zero row, no id, negative count: skipped
@@ -184,9 +171,9 @@ def test_resumed_session_shutdowns_are_added_and_copies_count_once(tmp_path: Pat
 # -- locations ---------------------------------------------------------------------------------
 
 
-def test_default_location_and_import_with_no_name(private_home: Path) -> None:
-    install(private_home / ".copilot")
-    (private_home / ".copilot" / "session-state" / "other.jsonl").write_text("{}\n")
+def test_default_location_and_import_with_no_name(agent_home: Path) -> None:
+    install(agent_home / ".copilot")
+    (agent_home / ".copilot" / "session-state" / "other.jsonl").write_text("{}\n")
     summary = run_json("copilot", "--dry-run")
     assert (summary["files"], summary["requests"]) == (3, 9)
     every = run_json("--dry-run")
@@ -195,9 +182,9 @@ def test_default_location_and_import_with_no_name(private_home: Path) -> None:
 
 
 def test_copilot_home_and_config_dir_replace_the_default(
-    private_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    agent_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    install(private_home / ".copilot")  # not read once a variable is set
+    install(agent_home / ".copilot")  # not read once a variable is set
     install(tmp_path / "home-dir", [WORKSHOP])
     install(tmp_path / "config-dir", [TOKENSTATS])
     monkeypatch.setenv("COPILOT_HOME", str(tmp_path / "home-dir"))
@@ -235,9 +222,9 @@ def test_usage_rule() -> None:
 
 
 def test_import_into_the_daemon_then_again_adds_nothing(
-    running_daemon: Daemon, private_home: Path
+    running_daemon: Daemon, agent_home: Path
 ) -> None:
-    placed = install(private_home / ".copilot")
+    placed = install(agent_home / ".copilot")
     first = run_json("copilot")
     assert (first["sent"], first["accepted"], first["duplicates"], first["rejected"]) == (
         9,

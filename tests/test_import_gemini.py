@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,25 +19,13 @@ from conftest import Daemon, ctl
 from telemetryd.adapters import usage
 from telemetryd.client import importer
 
+pytestmark = pytest.mark.usefixtures("agent_home")
+
 FIXTURES = Path(__file__).parent / "fixtures" / "gemini"
 NEW_HEAD = FIXTURES / "vibecodingtracker_session_jsonl.lines-1-7.jsonl"
 NEW_TAIL = FIXTURES / "vibecodingtracker_session_jsonl.lines-9-28.jsonl"
 LEGACY = FIXTURES / "vibecodingtracker_session_legacy-json.json"
 SAMPLES = [NEW_HEAD, NEW_TAIL, LEGACY]
-
-
-@pytest.fixture(autouse=True)
-def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """HOME in tmp, no agent's override: the defaults never reach the real ones."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    for name in ("CLAUDE_CONFIG_DIR", "GEMINI_DATA_DIR", "OPENCODE_DATA_DIR", "XDG_DATA_HOME"):
-        monkeypatch.delenv(name, raising=False)
-    for name in ("AMP_DATA_DIR", "COPILOT_HOME", "COPILOT_CONFIG_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("CODEX_HOME", str(home / ".codex"))
-    yield home
 
 
 def run_json(*args: str) -> dict[str, Any]:
@@ -182,7 +169,7 @@ def ccusage_view(rows: dict[str, Any]) -> dict[str, dict[str, int]]:
 # -- the samples ---------------------------------------------------------------------------------
 
 
-def test_samples_per_model_and_day_equal_ccusage(private_home: Path) -> None:
+def test_samples_per_model_and_day_equal_ccusage(agent_home: Path) -> None:
     summary = run_json("gemini", "--dry-run", *map(str, SAMPLES))
     assert (summary["files"], summary["malformed"], summary["sent"]) == (3, 0, 0)
     # 5 + 1 responses in the JSONL files (4 of them written twice), 3 in the legacy file.
@@ -191,7 +178,7 @@ def test_samples_per_model_and_day_equal_ccusage(private_home: Path) -> None:
     assert ccusage_view(summary["by_day"]) == ccusage_rows(SAMPLES, "day")
 
 
-def test_samples_by_hand(private_home: Path) -> None:
+def test_samples_by_hand(agent_home: Path) -> None:
     summary = importer.run("gemini", SAMPLES, dry_run=True).as_dict()
     # The one gemini-3.1-pro-preview response (twice in the file): no cache, thoughts 452.
     assert summary["by_model"]["gemini-3.1-pro-preview"] == {
@@ -222,7 +209,7 @@ def test_samples_by_hand(private_home: Path) -> None:
     assert sorted(summary["by_day"]) == ["2026-03-27", "2026-04-23"]
 
 
-def test_one_recording_split_in_two_is_one_session(private_home: Path, tmp_path: Path) -> None:
+def test_one_recording_split_in_two_is_one_session(agent_home: Path, tmp_path: Path) -> None:
     # The two excerpts of one recording joined again: the header names the session.
     target = chats(tmp_path / "data") / "session-0ab84937.jsonl"
     target.write_bytes(NEW_HEAD.read_bytes() + NEW_TAIL.read_bytes())
@@ -306,10 +293,10 @@ def test_model_fallbacks_and_zero_records(tmp_path: Path) -> None:
 # -- locations ---------------------------------------------------------------------------------
 
 
-def test_default_location_and_import_with_no_name(private_home: Path) -> None:
-    install_samples(private_home / ".gemini" / "tmp")
-    (private_home / ".gemini" / "tmp" / "9da8b3df" / "logs.json").write_text("[]")
-    (private_home / ".gemini" / "settings.json").write_text("{}")  # outside tmp: not read
+def test_default_location_and_import_with_no_name(agent_home: Path) -> None:
+    install_samples(agent_home / ".gemini" / "tmp")
+    (agent_home / ".gemini" / "tmp" / "9da8b3df" / "logs.json").write_text("[]")
+    (agent_home / ".gemini" / "settings.json").write_text("{}")  # outside tmp: not read
     summary = run_json("gemini", "--dry-run")
     assert (summary["files"], summary["requests"]) == (4, 9)
     every = run_json("--dry-run")
@@ -318,9 +305,9 @@ def test_default_location_and_import_with_no_name(private_home: Path) -> None:
 
 
 def test_gemini_data_dir_replaces_the_default(
-    private_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    agent_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    install_samples(private_home / ".gemini" / "tmp")  # not read once the variable is set
+    install_samples(agent_home / ".gemini" / "tmp")  # not read once the variable is set
     first = tmp_path / "a"
     second = tmp_path / "b"
     shutil.copy(LEGACY, chats(first) / LEGACY.name)
@@ -337,7 +324,7 @@ def test_gemini_data_dir_replaces_the_default(
     assert ccusage_view(summary["by_model"]) == ccusage_rows([LEGACY, NEW_TAIL], "model")
 
 
-def test_options_before_the_agent_are_refused(private_home: Path) -> None:
+def test_options_before_the_agent_are_refused(agent_home: Path) -> None:
     result = ctl("import", "--dry-run", "gemini")
     assert result.returncode == 2
     assert b"after the agent" in result.stderr
@@ -401,9 +388,9 @@ def test_usage_rule_edge_cases() -> None:
 
 
 def test_import_into_the_daemon_then_again_adds_nothing(
-    running_daemon: Daemon, private_home: Path
+    running_daemon: Daemon, agent_home: Path
 ) -> None:
-    install_samples(private_home / ".gemini" / "tmp")
+    install_samples(agent_home / ".gemini" / "tmp")
     first = run_json("gemini")
     assert (first["sent"], first["accepted"], first["duplicates"], first["rejected"]) == (
         9,

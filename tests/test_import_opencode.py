@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,22 +24,11 @@ from conftest import Daemon, ctl
 from telemetryd.adapters import usage
 from telemetryd.client import agent_files, importer
 
+pytestmark = pytest.mark.usefixtures("agent_home")
+
 FIXTURES = Path(__file__).parent / "fixtures" / "opencode"
 DATADIR = FIXTURES / "datadir"
 ROWS = FIXTURES / "db_rows.jsonl"
-OVERRIDES = ("OPENCODE_DATA_DIR", "XDG_DATA_HOME", "AMP_DATA_DIR", "GEMINI_DATA_DIR")
-
-
-@pytest.fixture(autouse=True)
-def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """HOME in tmp, no agent's override: the defaults never reach the real ones."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    for name in (*OVERRIDES, "CLAUDE_CONFIG_DIR", "COPILOT_HOME", "COPILOT_CONFIG_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("CODEX_HOME", str(home / ".codex"))
-    yield home
 
 
 def create_database(path: Path, rows: list[dict[str, Any]], *, wal: bool = False) -> None:
@@ -197,8 +185,8 @@ def view(rows: dict[str, Any]) -> dict[tuple[str, ...], dict[str, int]]:
 # -- the fixtures --------------------------------------------------------------------------------
 
 
-def test_fixtures_per_model_and_day_equal_ccusage(private_home: Path) -> None:
-    datadir = install(private_home / ".local" / "share" / "opencode")
+def test_fixtures_per_model_and_day_equal_ccusage(agent_home: Path) -> None:
+    datadir = install(agent_home / ".local" / "share" / "opencode")
     summary = importer.run("opencode", dry_run=True).as_dict()
     entries = ccusage_entries(datadir)
     assert len(entries) == 8
@@ -251,9 +239,9 @@ def test_token_rule() -> None:
 
 
 def test_default_locations_override_and_channel_database(
-    private_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    agent_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    install(private_home / ".local" / "share" / "opencode")
+    install(agent_home / ".local" / "share" / "opencode")
     summary = run_json("opencode", "--dry-run")
     assert summary["requests"] == 8
     every = run_json("--dry-run")
@@ -299,9 +287,9 @@ def test_not_a_database_is_a_problem_not_a_crash(tmp_path: Path) -> None:
 
 
 def test_import_into_the_daemon_then_again_adds_nothing(
-    running_daemon: Daemon, private_home: Path
+    running_daemon: Daemon, agent_home: Path
 ) -> None:
-    datadir = private_home / ".local" / "share" / "opencode"
+    datadir = agent_home / ".local" / "share" / "opencode"
     shutil.copytree(DATADIR, datadir)
     writer = sqlite3.connect(datadir / "opencode.db")  # kept open: new rows stay in the WAL
     writer.execute("pragma journal_mode=wal")

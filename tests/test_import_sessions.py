@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,18 +15,11 @@ from conftest import Daemon, ctl
 from telemetryd.adapters import claude_code, ids
 from telemetryd.client import importer
 
+pytestmark = pytest.mark.usefixtures("agent_home")
+
 TRANSCRIPTS = Path("/work/shared/samples/claude-code/transcripts")
 SUBAGENT = TRANSCRIPTS / "spotter_subagent_agent-aac57f5_v2.1.39.jsonl"
 TOOL_HEAVY = TRANSCRIPTS / "spotter_tool_heavy_session_v2.1.38.jsonl"
-
-
-@pytest.fixture(autouse=True)
-def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("CLAUDE_CONFIG_DIR", raising=False)
-    yield home
 
 
 class Sink:

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from telemetryd import fastjson
-from telemetryd.client import protocol, traces
+from telemetryd.client import protocol
 from telemetryd.client.control import Control
+from telemetryd.client.fetch import query
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -51,10 +52,10 @@ class Result:
 
 def load(since: datetime, *, everything: bool = False, socket_path: str | None = None) -> Result:
     """The alerts raised since ``since`` (aware), oldest first; errors as
-    :func:`telemetryd.client.traces.query`'s."""
+    :func:`telemetryd.client.fetch.query`'s."""
     moment = since.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
     params = {"since": moment, "everything": everything}
-    rows, from_file, warning = traces.query(_SQL, params, socket_path)
+    rows, from_file, warning = query(_SQL, params, socket_path)
     for row in rows:
         row["evidence"] = fastjson.loads(row["evidence"]) if row["evidence"] else None
     return Result(rows, from_file, warning)

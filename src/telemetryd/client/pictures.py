@@ -40,7 +40,7 @@ from datetime import time as clock
 from telemetryd.client import alerts as alerts_api
 from telemetryd.client import blocks as blocks_api
 from telemetryd.client import reports
-from telemetryd.client.traces import query
+from telemetryd.client.fetch import query
 from telemetryd.errors import DaemonError, DaemonUnavailable, StoreUnavailable
 
 TYPE_CHECKING = False
@@ -303,5 +303,5 @@ def start(options: Options, socket_path: str | None = None) -> Pending:
 
 
 def load(options: Options, socket_path: str | None = None) -> Pictures:
-    """Everything the page shows. Errors as :func:`telemetryd.client.traces.query`'s."""
+    """Everything the page shows. Errors as :func:`telemetryd.client.fetch.query`'s."""
     return start(options, socket_path).result()

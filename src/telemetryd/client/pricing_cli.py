@@ -19,7 +19,7 @@ from telemetryd import paths, wire
 from telemetryd.adapters import pricing
 from telemetryd.client import control
 from telemetryd.client.cli_errors import handle_errors
-from telemetryd.client.traces import query
+from telemetryd.client.fetch import query
 from telemetryd.errors import TelemetryError
 
 # Models seen without a price: requests with actual token counts and no cost.

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from telemetryd.client.fetch import query as query  # (also: alerts.py, pricing_cli.py)
+from telemetryd.client.fetch import query
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
