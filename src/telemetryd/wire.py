@@ -533,8 +533,23 @@ class WorkerExport(WorkerRequest, tag="export"):
     until: datetime | None = None
 
 
+class WorkerCosts(WorkerRequest, tag="costs"):
+    """The costs of the stored api_requests among ``ids`` (at or after ``since``, a UTC
+    time, which lets the worker skip older rows) as the store priced them, for the
+    daemon's running totals (daemon/totals.py): ``{"ok":true,"costs":[[id, cost_usd,
+    cost_source], ...]}`` (``cost_usd`` null when ``unknown``); an id not stored (yet)
+    is left out. Nothing is loaded first."""
+
+    ids: list[str]
+    since: datetime | None = None
+
+
+MAX_COST_IDS = 1_000  # ids in one WorkerCosts request (at most ~800 KB however they are escaped)
+
+
 WorkerMessage = (
-    WorkerExport
+    WorkerCosts
+    | WorkerExport
     | WorkerLoad
     | WorkerQuery
     | WorkerRebuild

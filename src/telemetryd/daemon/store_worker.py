@@ -406,10 +406,16 @@ class StoreClient:
         self.hold_from: Callable[[], int] | None = None
         # The last retention run's warning that usage was deleted (until a restart).
         self.usage_warning: str | None = None
+        # Run after each load: the running totals ask for the costs the worker computed
+        # (Operations.price_totals, daemon/totals.py); set by the daemon.
+        self.after_load: Callable[[], Awaitable[None]] | None = None
+        self._costs_wanted = False  # a load (and the costs after it) is due: want_costs()
 
-    async def refresh(self) -> int:
-        """Load everything journaled so far (starting the worker); the new events stored."""
+    async def refresh(self, *, costs: bool = True) -> int:
+        """Load everything journaled so far (starting the worker); the new events stored.
+        Then, with ``costs``, :attr:`after_load` (its failures are logged)."""
         written = self.journal.events_written
+        self._costs_wanted = False
         try:
             reply = await self.worker.call(wire.WorkerLoad())
         except WorkerError as exc:
@@ -417,16 +423,37 @@ class StoreClient:
             raise
         self._seen = max(self._seen, written)
         self.failure = None
+        if costs and self.after_load is not None:
+            try:
+                await self.after_load()
+            except WorkerError as exc:  # (the ids stay pending: asked after the next load)
+                log.warning("running totals: computed costs not fetched: %s", exc)
         return int(reply.get("materialized", 0))
+
+    def want_costs(self) -> None:
+        """Have the load timer load (starting the worker if needed) and fetch the costs
+        of the running totals' cost-less requests within ``store.interval`` seconds."""
+        self._costs_wanted = True
+
+    async def costs(
+        self, ids: list[str], since: datetime | None
+    ) -> list[tuple[str, float | None, str]]:
+        """(id, cost, cost_source) of the stored api_requests among ``ids`` (at most
+        wire.MAX_COST_IDS), at or after ``since``."""
+        reply = await self.worker.call(wire.WorkerCosts(ids=ids, since=since))
+        try:
+            return msgspec.convert(reply.get("costs"), list[tuple[str, float | None, str]])
+        except msgspec.ValidationError as exc:
+            raise WorkerError(wire.QUERY_FAILED, f"the store worker's costs: {exc}") from None
 
     @property
     def pending(self) -> int:
         """Events journaled since the last load that was asked for (or query answered)."""
         return self.journal.events_written - self._seen
 
-    async def refresh_or_log(self) -> None:
+    async def refresh_or_log(self, *, costs: bool = True) -> None:
         with contextlib.suppress(WorkerError):
-            await self.refresh()
+            await self.refresh(costs=costs)
 
     async def rebuild(self) -> int:
         self._seen = self.journal.events_written
@@ -520,7 +547,7 @@ class StoreClient:
                         < self.settings.store.pending_events
                     ):
                         await self.journal.changed()
-                if self.journal.events_written != self._seen:
+                if self.journal.events_written != self._seen or self._costs_wanted:
                     await self.refresh_or_log()
 
     async def export(
