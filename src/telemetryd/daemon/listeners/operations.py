@@ -131,6 +131,7 @@ class Operations:
             http=self.http() if self.http is not None else None,
             analyzer=self.analyzer.status() if self.analyzer is not None else None,
             forward=self.forward() if self.forward is not None else None,
+            export=self.store.export_status() if self.store is not None else None,
         )
 
     async def flush(self, request: wire.FlushRequest, replies: Replies) -> wire.FlushReply:
