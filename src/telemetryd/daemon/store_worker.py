@@ -486,7 +486,7 @@ class StoreClient:
         if costs and self.after_load is not None:
             try:
                 await self.after_load()
-            except WorkerError as exc:  # (the ids stay pending: asked after the next load)
+            except (WorkerError, OSError) as exc:  # (still pending: asked after the next load)
                 log.warning("running totals: computed costs not fetched: %s", exc)
         return int(reply.get("materialized", 0))
 
@@ -497,12 +497,12 @@ class StoreClient:
 
     async def costs(
         self, ids: list[str], since: datetime | None
-    ) -> list[tuple[str, float | None, str]]:
+    ) -> list[tuple[str, float | None, str | None]]:
         """(id, cost, cost_source) of the stored api_requests among ``ids`` (at most
         wire.MAX_COST_IDS), at or after ``since``."""
         reply = await self.worker.call(wire.WorkerCosts(ids=ids, since=since))
         try:
-            return msgspec.convert(reply.get("costs"), list[tuple[str, float | None, str]])
+            return msgspec.convert(reply.get("costs"), list[tuple[str, float | None, str | None]])
         except msgspec.ValidationError as exc:
             raise WorkerError(wire.QUERY_FAILED, f"the store worker's costs: {exc}") from None
 

@@ -300,7 +300,7 @@ class Totals:
         times = [slot.epoch for key in ids if (slot := self.pending.get(key)) is not None]
         return min(times) if times else None
 
-    def price(self, asked: list[str], costs: list[tuple[str, float | None, str]]) -> int:
+    def price(self, asked: list[str], costs: list[tuple[str, float | None, str | None]]) -> int:
         """The store's answer for the ``asked`` ids: (id, cost, cost_source) of each it
         holds. A ``computed`` cost moves its request from unknown to that cost in every
         tally; an ``unknown`` one stays unknown; a ``reported`` one (another copy of the
