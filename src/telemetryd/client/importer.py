@@ -1050,7 +1050,8 @@ def run(
         sink = connect(socket_path or paths.events_socket_fast())
     importer = Importer(agent, since=since, sink=sink, progress=progress, prices=prices)
     importer.summary.files_unchanged = unchanged
-    if agent == "copilot":  # the model calls of every export, read or not this time
+    if agent == "copilot" and not all(agent_files.is_copilot_otel(p) for p in todo):
+        # Sessions' events to read: the model calls of every export, read or not this time
         importer.copilot_calls(p for p in files if agent_files.is_copilot_otel(p))
     try:
         for path in todo:
