@@ -280,6 +280,65 @@ def test_the_daemon_exports_continuously_to_parquet_dir(
     assert len(ids) == len(set(ids)) == len(first) + len(more)
 
 
+def test_status_shows_the_continuous_export(daemon_factory: Any, tmp_path: Path) -> None:
+    """`status` (JSON and text) shows the continuous export's directory, interval, last
+    run, the events it wrote, and a failed run's error, as the runs go."""
+    import shutil
+    import time
+
+    out = tmp_path / "continuous"
+    daemon = daemon_factory(
+        ["--set", f"export.parquet-dir={json.dumps(str(out))}", "--set", "export.interval=1"]
+    ).start()
+
+    def status() -> dict[str, Any]:
+        result = ctl("status", "--json")
+        assert result.returncode == 0, result.stderr
+        answer: dict[str, Any] = json.loads(result.stdout)["export"]
+        return answer
+
+    def until(check: Any, what: str) -> dict[str, Any]:
+        deadline = time.monotonic() + 60
+        while True:
+            answer = status()
+            if check(answer):
+                return answer
+            assert time.monotonic() < deadline, f"{what}: {answer}"
+            time.sleep(0.2)
+
+    first = status()
+    assert (first["dir"], first["interval_s"]) == (str(out), 1.0)
+    assert first["state"] in ("waiting", "exporting") and first["next_run"] is not None
+    events = make_events(300)
+    send(daemon, events)
+    wait_for_manifest(out, len(events))
+    done = until(lambda a: a["total_events"] == len(events), "the 300 events exported")
+    manifest = json.loads((out / export.MANIFEST_NAME).read_text())
+    assert done["total_events"] == manifest["events"] == len(events)
+    assert done["runs"] >= 1 and done["failures"] == 0 and done["last_error"] is None
+    assert 0 <= done["last_events"] <= len(events)
+    # A run with nothing new: it wrote 0 events and no file.
+    idle = until(lambda a: a["runs"] > done["runs"] and a["last_events"] == 0, "an idle run")
+    assert (idle["last_files"], idle["total_events"]) == (0, len(events))
+    assert idle["last_run"] >= done["last_run"]
+    text = ctl("status").stdout.decode()
+    assert f"export: Parquet to {out} every 1 s; last run " in text
+    assert "export: last run failed" not in text
+
+    # The directory turns into a file: runs fail, and say why.
+    shutil.rmtree(out)
+    out.write_text("not a directory")
+    failing = until(lambda a: a["failures"] >= 1, "a failed run")
+    assert failing["last_error"] and failing["last_error_at"]
+    assert str(out) in failing["last_error"] or "directory" in failing["last_error"].lower()
+    text = ctl("status").stdout.decode()
+    assert "export: last run failed (" in text and failing["last_error"] in text
+    # Gone again: the next run exports everything into a new directory.
+    out.unlink()
+    back = until(lambda a: a["failures"] == 0 and a["total_events"] == len(events), "again")
+    assert back["last_events"] == len(events) and back["last_error"] == failing["last_error"]
+
+
 def wait_for_manifest(directory: Path, events: int, timeout: float = 60.0) -> None:
     """Until the manifest counts ``events`` (the daemon's timer writes it; no sleep
     decides anything: the manifest is read until it says so, or the time is up)."""

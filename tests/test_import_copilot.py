@@ -271,3 +271,175 @@ def test_import_into_the_daemon_then_again_adds_nothing(
     rows = json.loads(result.stdout)
     got = {(r.pop("day"), r.pop("model")): r for r in rows}
     assert got == ccusage_rows(placed, "day", "model")
+
+
+# -- the OpenTelemetry file export ---------------------------------------------------------------
+
+OTEL = FIXTURES / "built_otel-export.jsonl"
+OTEL_SESSION = FIXTURES / "built_otel-session-events.jsonl"
+SESSION = "5e551011-0a7e-4c1f-9d2b-0123456789ab"  # in both files
+
+
+def install_otel(base: Path, *, export: bool = True, sessions: bool = True) -> None:
+    """The export as ``<base>/otel/copilot-otel.jsonl``, the session's events under its id."""
+    if export:
+        (base / "otel").mkdir(parents=True, exist_ok=True)
+        shutil.copy(OTEL, base / "otel" / "copilot-otel.jsonl")
+    if sessions:
+        target = base / "session-state" / SESSION / "events.jsonl"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(OTEL_SESSION, target)
+
+
+def tokens_of(row: dict[str, Any]) -> tuple[int, ...]:
+    return tuple(row[k] for k in ("requests", "input", "output", "cache_read", "cache_creation"))
+
+
+def test_the_export_by_hand(agent_home: Path) -> None:
+    """Each chat span is a request (input less both caches; reasoning inside output);
+    the invoke_agent totals, tool spans and metrics are not; the torn last line is
+    malformed; the session's first shutdown, whose calls are in the export, is left out."""
+    install_otel(agent_home / ".copilot")
+    summary = importer.run("copilot", dry_run=True).as_dict()
+    assert (summary["files"], summary["malformed"], summary["repeats"]) == (2, 1, 2)
+    assert (summary["requests"], summary["tool_results"], summary["tool_errors"]) == (4, 2, 1)
+    assert summary["agents"] == 1  # the invoke_agent span
+    by_model = summary["by_model"]
+    # claude-sonnet-4.5: 20000 in, 15000 of them cache reads and 3000 cache writes
+    assert tokens_of(by_model["claude-sonnet-4.5"]) == (1, 2000, 800, 15000, 3000)
+    # gpt-5: the span (10000 in, 6000 cached; 500 out, 200 of it reasoning) and the
+    # second shutdown, of a process without the export (4000 in, 1000 cached; 100 out)
+    assert tokens_of(by_model["gpt-5"]) == (2, 4000 + 3000, 500 + 100, 6000 + 1000, 0)
+    assert by_model["gpt-5"]["reasoning"] == 200
+    # claude-haiku-4.5, cache writes named with underscores (Copilot CLI 1.0.62)
+    assert tokens_of(by_model["claude-haiku-4.5"]) == (1, 21884 - 21881, 80, 0, 21881)
+    days = summary["by_day"]
+    assert sorted(days) == ["2026-11-20", "2026-11-21"]
+    assert days["2026-11-20"]["requests"] == 3 and days["2026-11-21"]["requests"] == 1
+
+
+def test_a_session_in_both_places_counts_once(agent_home: Path, tmp_path: Path) -> None:
+    """The session's per-model totals are the same from its events alone (ccusage's
+    rules), and from the events with the export: the export's calls replace the
+    shutdown that totals them."""
+    install_otel(agent_home / ".copilot")
+    both = importer.run("copilot", dry_run=True).as_dict()
+    alone_home = tmp_path / "alone"
+    install_otel(alone_home, export=False)
+    alone = importer.run("copilot", [alone_home], dry_run=True).as_dict()
+    assert alone["repeats"] == 0
+    placed = [alone_home / "session-state" / SESSION / "events.jsonl"]
+    assert view(alone["by_model"]) == ccusage_rows(placed, "model")
+    for model in ("claude-sonnet-4.5", "gpt-5"):
+        assert tokens_of(both["by_model"][model]) == tokens_of(alone["by_model"][model])
+    assert view(both["by_day"])[("2026-11-21",)] == view(alone["by_day"])[("2026-11-21",)]
+    # The export alone: its calls, and nothing is left out.
+    only = importer.run("copilot", [OTEL], dry_run=True).as_dict()
+    assert (only["requests"], only["repeats"]) == (3, 0)
+
+
+def test_the_exporters_file_and_the_otel_directory_are_found(
+    agent_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert not importer.found("copilot")
+    elsewhere = tmp_path / "exports" / "copilot.jsonl"
+    elsewhere.parent.mkdir()
+    shutil.copy(OTEL, elsewhere)
+    monkeypatch.setenv("COPILOT_OTEL_FILE_EXPORTER_PATH", str(elsewhere))
+    assert importer.found("copilot")
+    named = run_json("copilot", "--dry-run")
+    assert (named["files"], named["requests"]) == (1, 3)
+    assert list(run_json("--dry-run")) == ["copilot"]
+    monkeypatch.delenv("COPILOT_OTEL_FILE_EXPORTER_PATH")
+    install_otel(agent_home / ".copilot", sessions=False)
+    assert run_json("copilot", "--dry-run")["requests"] == 3
+
+
+def otlp_traces(line: dict[str, Any]) -> bytes:
+    """One span line of the export as an OTLP/JSON traces request (the live path)."""
+
+    def value(v: Any) -> dict[str, Any]:
+        if isinstance(v, bool):
+            return {"boolValue": v}
+        if isinstance(v, int):
+            return {"intValue": str(v)}
+        if isinstance(v, float):
+            return {"doubleValue": v}
+        if isinstance(v, list):
+            return {"arrayValue": {"values": [value(x) for x in v]}}
+        return {"stringValue": str(v)}
+
+    def kvs(attrs: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"key": k, "value": value(v)} for k, v in attrs.items()]
+
+    def ns(pair: list[int]) -> str:
+        return str(pair[0] * 1_000_000_000 + pair[1])
+
+    span = {
+        "traceId": line["traceId"],
+        "spanId": line["spanId"],
+        "parentSpanId": line["parentSpanId"] or "",
+        "name": line["name"],
+        "kind": line["kind"] + 1,  # the JavaScript SDK's kind is OTLP's less one
+        "startTimeUnixNano": ns(line["startTime"]),
+        "endTimeUnixNano": ns(line["endTime"]),
+        "attributes": kvs(line["attributes"]),
+    }
+    request = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": kvs(line["resource"]["attributes"])},
+                "scopeSpans": [{"scope": {"name": "github.copilot"}, "spans": [span]}],
+            }
+        ]
+    }
+    return json.dumps(request).encode()
+
+
+def test_the_export_into_the_daemon_has_the_otlp_paths_ids(
+    running_daemon: Daemon, agent_home: Path
+) -> None:
+    """A chat span exported live over OTLP and then imported from the file is one event;
+    a second import adds nothing."""
+    import http.client
+
+    lines = [json.loads(x) for x in OTEL.read_text().splitlines()[:-1]]
+    chat = next(x for x in lines if x.get("name") == "chat claude-sonnet-4.5")
+    host, port = running_daemon.http_address().rsplit(":", 1)
+    token = (running_daemon.home / "http-token").read_text().strip()
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request(
+            "POST",
+            "/v1/traces",
+            body=otlp_traces(chat),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        )
+        response = conn.getresponse()
+        assert response.status == 200, response.read()
+        response.read()
+    finally:
+        conn.close()
+    live = [e for e in running_daemon.journal_events() if e["type"] == "api_request"]
+    assert len(live) == 1
+    install_otel(agent_home / ".copilot")
+    first = run_json("copilot")
+    # the live chat span's two events (its span event and its api_request)
+    assert first["rejected"] == 0 and first["duplicates"] == 2
+    events = running_daemon.journal_events()
+    requests = [e for e in events if e["type"] == "api_request"]
+    assert len(requests) == 4
+    assert live[0]["id"] in {e["id"] for e in requests}
+    by_model: dict[str, int] = {}
+    for event in requests:
+        model = event["agent"]["model"]
+        by_model[model] = by_model.get(model, 0) + event["tokens"]["total"]
+    assert by_model == {
+        "claude-sonnet-4.5": 20000 + 800,
+        "gpt-5": (10000 + 500) + (4000 + 100),
+        "claude-haiku-4.5": 21884 + 80,
+    }
+    again = run_json("copilot", "--rescan")
+    assert again["accepted"] == 0 and again["duplicates"] == again["sent"] > 0
+    result = ctl("query", "--format", "json", "SELECT count(*) AS n FROM api_requests")
+    assert json.loads(result.stdout) == [{"n": 4}]

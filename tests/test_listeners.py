@@ -68,6 +68,7 @@ STATUS_KEYS = [
     "http",
     "analyzer",
     "forward",
+    "export",
 ]
 JOURNAL_KEYS = [
     "segments",

@@ -11,6 +11,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import Daemon, exchange, summary
 from telemetryd.client import control
 from telemetryd.daemon.totals import DAYS, Totals
@@ -177,3 +179,310 @@ def test_the_daemon_answers_totals_without_the_store_worker(running_daemon: Daem
     with control.Control(running_daemon.control_socket) as ctl:
         again = ctl.totals("t1")
     assert again["session"] == answer["session"] and again["today"] == answer["today"]
+
+
+# -- computed costs: the store worker prices, the totals add them once ------------------------
+
+# Published prices, USD per million tokens (tests/test_pricing.py cites them): GPT-5 $1.25
+# input, $0.125 cached input, $10 output; Claude Haiku 4.5 $1 input, $5 output, $0.10 cache
+# read, $1.25 cache write.
+GPT5 = {"input": 1.25, "cache_read": 0.125, "output": 10.0, "cache_creation": 0.0}
+HAIKU = {"input": 1.0, "cache_read": 0.10, "output": 5.0, "cache_creation": 1.25}
+
+
+def by_hand(event: dict[str, Any]) -> float:
+    prices = GPT5 if event["agent"]["model"] == "gpt-5" else HAIKU
+    return sum(event["tokens"].get(kind, 0) * price for kind, price in prices.items()) / 1e6
+
+
+def unpriced(n: int, when: float, *, session: str, model: str = "gpt-5") -> dict[str, Any]:
+    """A Codex-style api_request without a cost (input uncached, reasoning in output)."""
+    return {
+        "type": "api_request",
+        "v": 1,
+        "id": f"u{n}",
+        "ts": _iso(when),
+        "received_at": _iso(when),
+        "session_id": session,
+        "agent": {"model": model, "provider": "openai" if model == "gpt-5" else "anthropic"},
+        "tokens": {
+            "source": "actual",
+            "input": 1000 * n,
+            "output": 300 * n,
+            "cache_read": 5000 * n,
+            "cache_creation": 0 if model == "gpt-5" else 200 * n,
+        },
+    }
+
+
+def test_computed_costs_move_requests_from_unknown_once(tmp_path: Path) -> None:
+    """Requests journaled without a cost are unknown until the store (a real DuckDB store
+    loading the same journal) answers with their computed costs; each is added once."""
+    from telemetryd.daemon import totals as totals_module
+    from telemetryd.store.database import Store
+
+    now = 1_800_000_000.0
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    events = [
+        unpriced(1, now - 3600, session="c1"),
+        unpriced(2, now - 1800, session="c1"),
+        unpriced(3, now - 600, session="c2", model="claude-haiku-4-5"),
+        {**unpriced(4, now - 300, session="c2"), "agent": {"model": "no-such-model-9"}},
+        request(5, day=now - 200, session="c1", cost=0.5),  # reported: counted as is
+        unpriced(6, now - 9 * DAY, session="c1"),  # older than the days kept: not pending
+    ]
+    segment = journal / "20270115T000000Z-000001.jsonl"
+    segment.write_bytes(lines(events))
+    os.utime(segment, (now, now))
+    totals = Totals(str(journal), clock=lambda: now)
+    totals.refresh()
+    assert sorted(totals.pending) == ["u1", "u2", "u3", "u4"]
+    today = totals.answer().today
+    assert (today.unknown_cost, today.cost_usd) == (4, 0.5)
+
+    store = Store(str(tmp_path / "t.duckdb"))
+    try:
+        store.materialize(str(journal))
+        asked = sorted(totals.pending)
+        answer = store.costs(asked)
+        # The same request journaled again while pending is not counted twice.
+        with segment.open("ab") as f:
+            f.write(lines([events[0]]))
+        totals.refresh()
+        assert totals.answer().today.requests == 5
+        added = totals.price(asked, answer)
+        assert added == 3
+        assert totals.price(asked, answer) == 0  # a second answer adds nothing
+    finally:
+        store.close()
+    want = {e["id"]: by_hand(e) for e in events[:3]}
+    reply = totals.answer("c1")
+    assert reply.today.unknown_cost == 1  # no-such-model-9
+    assert reply.today.cost_usd == pytest.approx(0.5 + sum(want.values()), rel=1e-9)
+    assert reply.session is not None
+    assert reply.session.cost_usd == pytest.approx(0.5 + want["u1"] + want["u2"], rel=1e-9)
+    assert reply.session.unknown_cost == 1  # u6, older than the days kept
+    # The Claude requests (r5's reported cost, u3's computed one) are the 5-hour window's.
+    assert reply.window is not None
+    assert reply.window.usage.cost_usd == pytest.approx(0.5 + want["u3"], rel=1e-9)
+    assert reply.window.usage.unknown_cost == 0
+    assert totals.pending == {} and totals.priced == 3
+
+    # An id the store never holds is asked for a few times, then stays unknown.
+    late = unpriced(7, now - 60, session="c1")
+    with segment.open("ab") as f:
+        f.write(lines([late]))
+    totals.refresh()
+    for _ in range(totals_module.ASKS):
+        assert "u7" in totals.pending
+        totals.price(["u7"], [])
+    assert "u7" not in totals.pending
+    assert totals.answer().today.unknown_cost == 2
+
+
+def test_a_request_stored_with_a_reported_cost_adds_no_second_cost(tmp_path: Path) -> None:
+    """When the store holds the id with a reported cost (a copy that carried it was
+    stored first, and counted with it), the cost-less copy is no longer unknown but adds
+    nothing."""
+    now = 1_800_000_000.0
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    segment = journal / "20270115T000000Z-000001.jsonl"
+    segment.write_bytes(lines([unpriced(1, now - 60, session="c1")]))
+    os.utime(segment, (now, now))
+    totals = Totals(str(journal), clock=lambda: now)
+    totals.refresh()
+    assert totals.price(["u1"], [("u1", 0.25, "reported")]) == 0
+    tally = totals.answer("c1").session
+    assert tally is not None and (tally.cost_usd, tally.unknown_cost) == (0.0, 0)
+
+
+def codex_otlp(conversation: str, when: float, counts: dict[str, int]) -> bytes:
+    """One OTLP/JSON logs request as Codex exports it: a ``response.completed`` SSE event
+    (tests/fixtures/otlp/codex_logs.json has the full record), for gpt-5, with no cost."""
+    attributes = {
+        "event.name": "codex.sse_event",
+        "event.kind": "response.completed",
+        "input_token_count": str(counts["input"]),
+        "output_token_count": str(counts["output"]),
+        "cached_token_count": counts["cached"],
+        "reasoning_token_count": counts["reasoning"],
+        "conversation.id": conversation,
+        "model": "gpt-5",
+        "slug": "gpt-5",
+    }
+    record = {
+        "timeUnixNano": str(int(when * 1e9)),
+        "attributes": [
+            {"key": k, "value": {"intValue": str(v)} if isinstance(v, int) else {"stringValue": v}}
+            for k, v in attributes.items()
+        ],
+    }
+    service = {"key": "service.name", "value": {"stringValue": "codex_cli_rs"}}
+    payload = {
+        "resourceLogs": [
+            {
+                "resource": {"attributes": [service]},
+                "scopeLogs": [{"scope": {"name": "codex_otel"}, "logRecords": [record]}],
+            }
+        ]
+    }
+    return json.dumps(payload).encode()
+
+
+def post_otlp(daemon: Daemon, body: bytes) -> None:
+    import http.client
+
+    host, port = daemon.http_address().rsplit(":", 1)
+    token = (daemon.home / "http-token").read_text().strip()
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+        conn.request("POST", "/v1/logs", body=body, headers=headers)
+        response = conn.getresponse()
+        assert response.status == 200, response.read()
+        response.read()
+    finally:
+        conn.close()
+
+
+def status_line(session: str) -> str:
+    import subprocess
+
+    from conftest import TELEMETRYCTL
+
+    payload = {"session_id": session, "model": {"display_name": "GPT-5"}}
+    result = subprocess.run(
+        [TELEMETRYCTL, "statusline", "--no-record", "--timeout", "5"],
+        input=json.dumps(payload).encode(),
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.decode().strip()
+
+
+def test_the_status_line_has_computed_costs_once_and_after_a_restart(
+    running_daemon: Daemon,
+) -> None:
+    """Requests that reach the daemon without a cost (the events socket, `telemetryctl
+    send`, Codex's OpenTelemetry) are priced by the store worker; the status line's
+    session and today figures add each computed cost once, after a duplicate resend and
+    after a restart, and the daemon itself never loads the price data."""
+    import subprocess
+    import time
+
+    from conftest import TELEMETRYCTL, ctl
+
+    session = "codex-live"
+    assert status_line(session).startswith("GPT-5")  # a status line in use
+    socket_events = [
+        {
+            "type": "api_request",
+            "id": f"live-{n}",
+            "session_id": session,
+            "source": "codex",
+            "agent": {"model": "gpt-5", "provider": "openai"},
+            "tokens": {"source": "actual", "input": 40_000 * n, "cache_read": 100_000,
+                       "output": 8_000, "reasoning": 2_000},
+        }
+        for n in (1, 2)
+    ]  # fmt: skip
+    assert exchange(running_daemon.events_socket, lines(socket_events)) == [summary(2, 2)]
+    send = [
+        TELEMETRYCTL, "send", "--strict", "--type", "api_request", "--id", "live-haiku",
+        "--session", session, "--model", "claude-haiku-4-5", "--provider", "anthropic",
+        "--input-tokens", "20000", "--output-tokens", "4000", "--cache-read-tokens", "50000",
+        "--cache-creation-tokens", "10000",
+    ]  # fmt: skip
+    assert subprocess.run(send, capture_output=True, timeout=30, check=False).returncode == 0
+    counts = {"input": 300_000, "cached": 120_000, "output": 12_000, "reasoning": 5_000}
+    otlp = codex_otlp(session, time.time(), counts)
+    post_otlp(running_daemon, otlp)
+
+    # The published prices, by hand: GPT-5 $1.25 / $0.125 cached / $10; Claude Haiku 4.5
+    # $1 / $5, cache read $0.10, write $1.25 (per million tokens).
+    gpt5 = [(40_000 * n * 1.25 + 100_000 * 0.125 + 8_000 * 10) / 1e6 for n in (1, 2)]
+    gpt5.append(((300_000 - 120_000) * 1.25 + 120_000 * 0.125 + 12_000 * 10) / 1e6)
+    haiku = (20_000 * 1 + 4_000 * 5 + 50_000 * 0.10 + 10_000 * 1.25) / 1e6
+    want = sum(gpt5) + haiku
+
+    def settled(flush: bool) -> dict[str, Any]:
+        """The session's totals once every request is priced (within 30 s)."""
+        deadline = time.monotonic() + 30
+        while True:
+            if flush:
+                assert ctl("flush").returncode == 0
+            with control.Control(running_daemon.control_socket) as c:
+                answer = c.totals(session)
+            if answer["session"] and answer["session"]["unknown_cost"] == 0:
+                return answer
+            assert time.monotonic() < deadline, answer
+            time.sleep(0.2)
+
+    answer = settled(flush=True)
+    assert answer["session"]["requests"] == 4
+    assert answer["session"]["cost_usd"] == pytest.approx(want, rel=1e-9)
+    assert answer["today"]["cost_usd"] == pytest.approx(want, rel=1e-9)
+    assert answer["today"]["unknown_cost"] == 0
+    assert answer["window"]["usage"]["cost_usd"] == pytest.approx(haiku, rel=1e-9)
+    parts = status_line(session).split(" | ")
+    assert parts[1] == f"session ${want:,.2f}" and parts[2] == f"today ${want:,.2f}"
+    assert parts[3].startswith(f"5h ${haiku:,.2f} (")
+
+    # The same requests again: duplicates, no second cost.
+    assert exchange(running_daemon.events_socket, lines(socket_events)) == [summary(2, 0, 0, 2)]
+    post_otlp(running_daemon, otlp)
+    assert subprocess.run(send, capture_output=True, timeout=30, check=False).returncode == 0
+    assert ctl("flush").returncode == 0
+    again = settled(flush=False)
+    assert again["session"] == answer["session"] and again["today"] == answer["today"]
+
+    # A restart reads the journal back and has the worker price the requests again,
+    # by itself (no flush).
+    assert running_daemon.stop() == 0
+    running_daemon.start()
+    restarted = settled(flush=False)
+    assert restarted["session"]["requests"] == 4
+    assert restarted["session"]["cost_usd"] == pytest.approx(want, rel=1e-9)
+    assert restarted["window"]["usage"]["cost_usd"] == pytest.approx(haiku, rel=1e-9)
+    assert status_line(session).split(" | ")[1:3] == parts[1:3]
+    assert running_daemon.proc is not None
+    maps = Path(f"/proc/{running_daemon.proc.pid}/maps").read_text()
+    assert "pydantic_core" not in maps
+
+
+def test_reprice_gives_the_totals_the_new_costs(running_daemon: Daemon, state_home: Path) -> None:
+    """After `reprice` with a new override the running totals hold the new computed costs
+    (and reported ones as they were)."""
+    import signal
+
+    from conftest import ctl
+
+    session = "repriced"
+    events = [
+        {"type": "api_request", "id": "rp-1", "session_id": session,
+         "agent": {"model": "gpt-5", "provider": "openai"},
+         "tokens": {"source": "actual", "input": 100_000, "output": 10_000}},
+        {"type": "api_request", "id": "rp-2", "session_id": session, "cost_usd": 0.75,
+         "agent": {"model": "gpt-5", "provider": "openai"},
+         "tokens": {"source": "actual", "input": 1, "output": 1}},
+    ]  # fmt: skip
+    assert exchange(running_daemon.events_socket, lines(events)) == [summary(2, 2)]
+    assert ctl("flush").returncode == 0
+    with control.Control(running_daemon.control_socket) as c:
+        before = c.totals(session)["session"]
+    assert before["cost_usd"] == pytest.approx(0.75 + (100_000 * 1.25 + 10_000 * 10) / 1e6)
+    (state_home / "config.toml").write_text(
+        '[pricing.models."gpt-5"]\ninput = 2.0\noutput = 20.0\n'
+    )
+    assert running_daemon.proc is not None
+    running_daemon.proc.send_signal(signal.SIGHUP)
+    running_daemon.wait_for("READY=1")
+    assert ctl("reprice").returncode == 0
+    with control.Control(running_daemon.control_socket) as c:
+        after = c.totals(session)["session"]
+    assert after["cost_usd"] == pytest.approx(0.75 + (100_000 * 2 + 10_000 * 20) / 1e6)
+    assert (after["requests"], after["unknown_cost"]) == (2, 0)

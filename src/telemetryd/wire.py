@@ -322,6 +322,24 @@ class ForwardStatus(Struct, kw_only=True):
     skipped: list[str]  # journal segments deleted before they were forwarded (this run)
 
 
+class ExportStatus(Struct, kw_only=True):
+    """The continuous Parquet export (``[export] parquet-dir``, docs/export.md): where,
+    how often, and how its last runs went (this run of the daemon)."""
+
+    dir: str  # `[export] parquet-dir`
+    interval_s: float  # `[export] interval`
+    state: str  # waiting | exporting
+    runs: int  # runs that succeeded
+    last_run: str | None  # RFC 3339: when the last successful run finished
+    last_events: int | None  # events the last successful run wrote (0: nothing new)
+    last_files: int | None  # Parquet files it wrote
+    total_events: int | None  # events in the directory after it (its manifest's count)
+    last_error: str | None  # the last failed run's error
+    last_error_at: str | None
+    failures: int  # runs failed in a row (0 after a success)
+    next_run: str | None  # RFC 3339: when the next run starts
+
+
 class StatusReply(Struct, kw_only=True):
     ok: bool = True
     version: str
@@ -348,6 +366,7 @@ class StatusReply(Struct, kw_only=True):
     # The analyzer's figures (daemon/analyzer.py owns the keys); None: a daemon without it.
     analyzer: dict[str, Any] | None = None
     forward: ForwardStatus | None = None  # None: forwarding off (`[forward] endpoint` empty)
+    export: ExportStatus | None = None  # None: no continuous export (`[export] parquet-dir`)
 
 
 class UsageTotals(Struct, kw_only=True):
@@ -533,8 +552,23 @@ class WorkerExport(WorkerRequest, tag="export"):
     until: datetime | None = None
 
 
+class WorkerCosts(WorkerRequest, tag="costs"):
+    """The costs of the stored api_requests among ``ids`` (at or after ``since``, a UTC
+    time, which lets the worker skip older rows) as the store priced them, for the
+    daemon's running totals (daemon/totals.py): ``{"ok":true,"costs":[[id, cost_usd,
+    cost_source], ...]}`` (``cost_usd`` null when ``unknown``); an id not stored (yet)
+    is left out. Nothing is loaded first."""
+
+    ids: list[str]
+    since: datetime | None = None
+
+
+MAX_COST_IDS = 1_000  # ids in one WorkerCosts request (at most ~800 KB however they are escaped)
+
+
 WorkerMessage = (
-    WorkerExport
+    WorkerCosts
+    | WorkerExport
     | WorkerLoad
     | WorkerQuery
     | WorkerRebuild

@@ -30,15 +30,46 @@ As ccusage reads these files (its session-state adapter, ccusage PR #1174):
 ``data.tokenDetails`` is not read (ccusage found it diverging from ``usage``).
 The premium requests and AI credits of a row are kept in the event's ``attrs``.
 
+The OpenTelemetry file export. With ``COPILOT_OTEL_FILE_EXPORTER_PATH`` set, Copilot
+CLI "writes all signals to this file as JSON-lines" (GitHub's CLI command reference,
+"OpenTelemetry monitoring"); there is no default path (tools that read these files,
+such as tokscale, look in ``~/.copilot/otel/``, and so does the importer). Each line
+is one object: a span as the OpenTelemetry JavaScript SDK holds it, ``{"type":
+"span", "traceId", "spanId", "parentSpanId", "name", "kind", "startTime", "endTime",
+"attributes", "status": {"code", "message"}, "events", "resource": {"attributes"},
+"instrumentationScope": {"name", "version"}}`` with times as ``[seconds,
+nanoseconds]``, attributes as a plain object and ``kind`` the SDK's (0 internal, 1
+server, 2 client, 3 producer, 4 consumer: OTLP's number less one), or a metric,
+``{"type": "metric", "name", "dataPoints", ...}`` (line shapes as tokscale's Copilot
+parser reads them, junhoyeo/tokscale ``crates/tokscale-core/src/sessions/copilot.rs``,
+and its tests). :func:`otel_span` turns a span line into the records of the OTLP
+decoders (:mod:`telemetryd.adapters.otel.records`), and the GenAI mapper
+(:mod:`telemetryd.adapters.otel.genai`) makes the same events of it as of the same
+span exported over OTLP, with the same ids: a ``chat`` span is an ``api_request``
+whose id comes from ``gen_ai.response.id``. Metrics are not read (the spans carry
+every count). A span without ``service.name`` is Copilot CLI's default,
+``github-copilot``.
+
+One session in both places: a ``session.shutdown`` totals what one process of the
+session used, per model, and the OpenTelemetry file has each of that process's
+model calls (the exporter is set when the process starts, so it covers a process
+whole). They cannot share ids, so a shutdown whose session (``gen_ai.conversation.id``
+is the session id) has model calls in the file since its previous shutdown is left
+out (:func:`covered`): its requests are counted from the file, one by one.
+
 Plain dicts, no imports beyond the adapters' own.
 """
 
 from __future__ import annotations
 
+import bisect
 from datetime import datetime
 
 from telemetryd.adapters import ids
 from telemetryd.adapters import usage as usage_mod
+from telemetryd.adapters.otel import common as otel_common
+from telemetryd.adapters.otel import genai, mapping
+from telemetryd.adapters.otel.records import Scope, Span, SpanEvent
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,6 +79,8 @@ SOURCE = "copilot-cli"
 PROVIDER = "github-copilot"
 ID_PREFIX = "cp:"
 SHUTDOWN = "session.shutdown"
+OTEL_FILE_ENV = "COPILOT_OTEL_FILE_EXPORTER_PATH"
+OTEL_SERVICE = "github-copilot"  # Copilot CLI's default service.name
 _USAGE = ("inputTokens", "outputTokens", "cacheReadTokens", "cacheWriteTokens", "reasoningTokens")
 
 
@@ -159,3 +192,115 @@ def api_request_event(record: dict[str, Any], event_id: str) -> dict[str, Any]:
     event["tokens"] = record["tokens"]
     event["attrs"] = {"imported": True, **record["attrs"]}
     return event
+
+
+# -- the OpenTelemetry file export ---------------------------------------------------------
+
+
+def _ns(value: Any) -> int:
+    """``[seconds, nanoseconds]`` as nanoseconds since the epoch (0: not a time)."""
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+    ):
+        return int(value[0]) * 1_000_000_000 + int(value[1])
+    return 0
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def otel_span(line: Any) -> tuple[Scope, Span] | None:
+    """A span line of the file export as OTLP records; None for anything else (metrics,
+    lines of another shape). A line without ``type`` is a span when it has a name and a
+    trace or span id (VS Code's Copilot Chat writes them so)."""
+    if not isinstance(line, dict):
+        return None
+    kind_of_line = line.get("type")
+    name = line.get("name")
+    if not isinstance(name, str):
+        return None
+    if kind_of_line != "span" and (
+        kind_of_line is not None
+        or not (isinstance(line.get("traceId"), str) or isinstance(line.get("spanId"), str))
+    ):
+        return None
+    resource = dict(_object(_object(line.get("resource")).get("attributes")))
+    resource.setdefault("service.name", OTEL_SERVICE)
+    scope_of = _object(line.get("instrumentationScope"))
+    scope = Scope(
+        resource=resource, name=_text(scope_of.get("name")), version=_text(scope_of.get("version"))
+    )
+    status = _object(line.get("status"))
+    code = status.get("code")
+    kind = line.get("kind")
+    events = []
+    raw_events = line.get("events")
+    for item in raw_events if isinstance(raw_events, list) else ():
+        if isinstance(item, dict) and isinstance(item.get("name"), str):
+            events.append(
+                SpanEvent(
+                    name=item["name"],
+                    time_ns=_ns(item.get("time")),
+                    attrs=dict(_object(item.get("attributes"))),
+                )
+            )
+    span = Span(
+        trace_id=_hex(line.get("traceId")),
+        span_id=_hex(line.get("spanId")),
+        name=name,
+        start_ns=_ns(line.get("startTime")),
+        end_ns=_ns(line.get("endTime")),
+        attrs=dict(_object(line.get("attributes"))),
+        parent_span_id=_hex(line.get("parentSpanId")),
+        kind=kind + 1 if isinstance(kind, int) and 0 <= kind <= 4 else 0,
+        status_code=code if code in (0, 1, 2) else 0,
+        status_message=_text(status.get("message")),
+        events=events,
+    )
+    return scope, span
+
+
+def _hex(value: Any) -> str:
+    """An id as the OTLP records keep it: lowercase, ``""`` when absent or all zeros."""
+    text = _text(value).lower()
+    return "" if not text.strip("0") else text
+
+
+def otel_events(scope: Scope, span: Span) -> list[dict[str, Any]]:
+    """The events of one span of the file, as the OTLP listener makes them (the span's
+    own ``span`` event, and an ``api_request``, ``tool_result`` or agent activation),
+    each marked ``attrs.imported``."""
+    out = mapping.span_events(scope, span)
+    for event in out:
+        event.setdefault("attrs", {})["imported"] = True
+    return out
+
+
+def model_call(scope: Scope, span: Span) -> tuple[str, float] | None:
+    """(session id, end time in epoch seconds) of a span that is a model call with a
+    session; None for any other span."""
+    if genai.operation(span) not in genai.MODEL_CALLS:
+        return None
+    session = otel_common.first(span.attrs, otel_common.SESSION_KEYS)
+    when = span.end_ns or span.start_ns
+    if not session or not when:
+        return None
+    return session, when / 1e9
+
+
+def covered(calls: dict[str, list[float]], session: str, after: float | None, until: float) -> bool:
+    """Whether ``calls`` (session -> the sorted times of its model calls in OpenTelemetry
+    files) has one of ``session`` after ``after`` (None: any time before) and at or
+    before ``until``: the shutdown at ``until`` is then counted from those calls."""
+    times = calls.get(session)
+    if not times:
+        return False
+    first = 0 if after is None else bisect.bisect_right(times, after)
+    return first < len(times) and times[first] <= until

@@ -13,6 +13,13 @@ SQLite checkpoints them.
 Amp (see :mod:`telemetryd.adapters.amp`): every ``*.json`` under ``<dir>/threads``,
 each one thread document, read whole (at most ``MAX_LINE`` bytes).
 
+GitHub Copilot CLI (see :mod:`telemetryd.adapters.copilot`): its OpenTelemetry file
+exports, read before the session-state ``events.jsonl`` files: the file
+``COPILOT_OTEL_FILE_EXPORTER_PATH`` names, when set, and every ``*.jsonl`` under
+``<Copilot's directory>/otel/`` (``COPILOT_HOME``, ``COPILOT_CONFIG_DIR``, else
+``~/.copilot``: where tools that read these exports look; Copilot CLI has no default
+path of its own).
+
 The functions here only read; the importer (:mod:`telemetryd.client.importer`) sends.
 """
 
@@ -27,7 +34,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import msgspec
 
-from telemetryd.adapters import amp, opencode
+from telemetryd.adapters import amp, copilot, opencode
 from telemetryd.errors import TelemetryError
 
 if TYPE_CHECKING:
@@ -117,6 +124,68 @@ def opencode_files(given: Iterable[str | Path], roots: list[Path]) -> list[Path]
         elif named:
             raise TelemetryError(f"{start}: no such file or directory")
     return list(found)
+
+
+def copilot_bases(environ: dict[str, str] | os._Environ[str] | None = None) -> list[Path]:
+    """Copilot CLI's directories: ``COPILOT_HOME`` (its own override) and
+    ``COPILOT_CONFIG_DIR`` (ccusage's), each when set, else ~/.copilot."""
+    env = os.environ if environ is None else environ
+    given = [env.get(name, "").strip() for name in ("COPILOT_HOME", "COPILOT_CONFIG_DIR")]
+    bases = [Path(p).expanduser() for p in given if p] or [_home(env) / ".copilot"]
+    return list(dict.fromkeys(bases))
+
+
+def copilot_otel_paths(environ: dict[str, str] | None = None) -> list[Path]:
+    """Where Copilot CLI's OpenTelemetry file exports are: the exporter's file when
+    ``COPILOT_OTEL_FILE_EXPORTER_PATH`` is set, and ``<dir>/otel`` of each directory."""
+    env = os.environ if environ is None else environ
+    found = [base / "otel" for base in copilot_bases(env)]
+    named = env.get(copilot.OTEL_FILE_ENV, "").strip()
+    if named:
+        found.insert(0, Path(named).expanduser())
+    return found
+
+
+def is_copilot_otel(path: Path) -> bool:
+    """Whether a Copilot file is taken for an OpenTelemetry export (read for its model
+    calls before the sessions' events): any name but ``events.jsonl``. (Each line of
+    either is read for what it is.)"""
+    return path.name != "events.jsonl"
+
+
+def copilot_files(
+    given: Iterable[str | Path], sessions: list[Path], environ: dict[str, str] | None = None
+) -> list[Path]:
+    """The files to read, OpenTelemetry exports first, then the ``sessions`` roots'
+    ``events.jsonl``; each once. A given file is read as it is; a given directory gives
+    every ``*.jsonl`` under it."""
+    named = [Path(p).expanduser() for p in given]
+    found: dict[Path, Path] = {}
+    if named:
+        for start in named:
+            if start.is_file():
+                found.setdefault(start.resolve(), start)
+            elif start.is_dir():
+                for path in sorted(start.rglob("*.jsonl"), key=str):
+                    if path.is_file():
+                        found.setdefault(path.resolve(), path)
+            else:
+                raise TelemetryError(f"{start}: no such file or directory")
+    else:
+        for start in copilot_otel_paths(environ):
+            if start.is_file():
+                found.setdefault(start.resolve(), start)
+            elif start.is_dir():
+                for path in sorted(start.rglob("*.jsonl"), key=str):
+                    if path.is_file():
+                        found.setdefault(path.resolve(), path)
+        for root in sessions:
+            if root.is_dir():
+                for path in sorted(root.rglob("events.jsonl"), key=str):
+                    if path.is_file():
+                        found.setdefault(path.resolve(), path)
+    files = list(found.values())
+    return [p for p in files if is_copilot_otel(p)] + [p for p in files if not is_copilot_otel(p)]
 
 
 def identity(path: Path) -> list[int]:

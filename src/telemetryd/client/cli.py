@@ -190,6 +190,9 @@ def status(socket_path: str | None, as_json: bool) -> None:
     forward = reply.get("forward")
     if forward:
         click.echo(_forward_status(forward))
+    export = reply.get("export")
+    if export:
+        click.echo(_export_status(export))
     click.echo(_store_status(reply))
     warning = (reply.get("retention") or {}).get("warning")
     if warning:
@@ -217,6 +220,29 @@ def _analyzer_status(analyzer: dict[str, Any]) -> str:
         )
     if analyzer.get("error"):
         lines.append(f"analyzer error: {analyzer['error']}")
+    return "\n".join(lines)
+
+
+def _export_status(export: dict[str, Any]) -> str:
+    """The status lines about the continuous Parquet export (docs/export.md)."""
+    line = f"export: Parquet to {export['dir']} every {export['interval_s']:g} s"
+    if export["state"] == "exporting":
+        line += "; exporting now"
+    if export.get("last_run"):
+        line += (
+            f"; last run {export['last_run']} wrote {export['last_events']} events "
+            f"({export['last_files']} files; {export['total_events']} in the directory)"
+        )
+    else:
+        line += "; no run yet"
+    if export.get("next_run") and export["state"] != "exporting":
+        line += f"; next run {export['next_run']}"
+    lines = [line]
+    if export.get("failures"):
+        lines.append(
+            f"export: last run failed ({export['failures']} failures in a row, "
+            f"{export['last_error_at']}): {export['last_error']}"
+        )
     return "\n".join(lines)
 
 

@@ -287,19 +287,23 @@ def gemini_command(**options: Any) -> None:
 @_options
 @_handle_errors
 def copilot_command(**options: Any) -> None:
-    """Import token usage from GitHub Copilot CLI session events.
+    """Import token usage from GitHub Copilot CLI session events and OpenTelemetry exports.
 
-    PATHS are events.jsonl files or directories holding them; by default
-    <dir>/session-state/*/events.jsonl for COPILOT_HOME and COPILOT_CONFIG_DIR
-    when set, else ~/.copilot. Each session.shutdown event counts once per
-    model (a resumed session's later shutdowns are added). Input excludes cache
-    reads and writes; reasoning is output. Running it again adds nothing that is
-    already there.
+    PATHS are events.jsonl files, OpenTelemetry file exports or directories
+    holding them; by default <dir>/session-state/*/events.jsonl and
+    <dir>/otel/*.jsonl for COPILOT_HOME and COPILOT_CONFIG_DIR when set, else
+    ~/.copilot, and the file COPILOT_OTEL_FILE_EXPORTER_PATH names. Each
+    session.shutdown event counts once per model (a resumed session's later
+    shutdowns are added); each chat span of an export is one request, with the
+    id the same span sent over OTLP gets, and a shutdown whose calls are in an
+    export is left out. Input excludes cache reads and writes; reasoning is
+    output. Running it again adds nothing that is already there.
 
     \b
     Examples:
       telemetryctl import copilot
       COPILOT_HOME=/backup/copilot telemetryctl import copilot --dry-run --json
+      COPILOT_OTEL_FILE_EXPORTER_PATH=~/otel.jsonl telemetryctl import copilot
     """
     _run("copilot", **options)
 

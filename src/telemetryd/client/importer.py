@@ -247,12 +247,7 @@ def gemini_roots(environ: dict[str, str] | None = None) -> list[Path]:
 def copilot_roots(environ: dict[str, str] | None = None) -> list[Path]:
     """``<dir>/session-state`` of Copilot CLI's directory: ``COPILOT_HOME`` (Copilot CLI's
     own override) and ``COPILOT_CONFIG_DIR`` (ccusage's), each when set, else ~/.copilot."""
-    env = os.environ if environ is None else environ
-    given = [env.get(name, "").strip() for name in ("COPILOT_HOME", "COPILOT_CONFIG_DIR")]
-    bases = [Path(p).expanduser() for p in given if p]
-    if not bases:
-        bases = [Path(env.get("HOME") or Path.home()) / ".copilot"]
-    return [base / "session-state" for base in dict.fromkeys(bases)]
+    return [base / "session-state" for base in agent_files.copilot_bases(environ)]
 
 
 def roots(agent: str, environ: dict[str, str] | None = None) -> list[Path]:
@@ -281,6 +276,8 @@ def patterns(agent: str) -> tuple[str, ...]:
 
 def found(agent: str, environ: dict[str, str] | None = None) -> bool:
     """Whether one of ``agent``'s default locations exists (``import`` with no name)."""
+    if agent == "copilot" and any(p.exists() for p in agent_files.copilot_otel_paths(environ)):
+        return True
     return any(root.is_dir() for root in roots(agent, environ))
 
 
@@ -502,6 +499,8 @@ class Importer:
         self.seen = _Seen()
         self.prices = prices or pricing.Pricer()
         self.summary = Summary(agent=agent, dry_run=sink is None)
+        # Copilot: session -> the sorted times of its model calls in OpenTelemetry exports
+        self.model_calls: dict[str, list[float]] = {}
 
     def _emit(self, event: dict[str, Any], digest: bytes) -> None:
         if not self.seen.add(digest):
@@ -538,7 +537,7 @@ class Importer:
             summary.tool_calls += 1
         elif kind == "tool_result":
             summary.tool_results += 1
-            summary.tool_errors += not event["tool"]["success"]
+            summary.tool_errors += event["tool"].get("success") is False
         elif kind == "prompt":
             summary.prompts += 1
         elif kind == "agent_stop":
@@ -717,10 +716,46 @@ class Importer:
             event_id, digest = _event_id("gm-line", record["line_id"])
         self._emit(gemini.api_request_event(record, event_id), digest)
 
+    def copilot_calls(self, paths: Iterable[Path]) -> None:
+        """Note the model calls of Copilot's OpenTelemetry exports (:attr:`model_calls`),
+        so that a session's shutdown totals they cover are left out (adapters/copilot.py)."""
+        calls: dict[str, list[float]] = {}
+        for path in paths:
+            try:
+                with open(path, "rb") as f:
+                    for raw in _lines(f, Summary(agent=self.agent), None):
+                        if b'"span"' not in raw and b"traceId" not in raw:
+                            continue
+                        try:
+                            found = copilot.otel_span(_ANY.decode(raw))
+                        except msgspec.DecodeError:
+                            continue
+                        call = found and copilot.model_call(*found)
+                        if call:
+                            calls.setdefault(call[0], []).append(call[1])
+            except OSError:
+                continue  # (reading it says why, when it is to be read)
+        self.model_calls = {session: sorted(times) for session, times in calls.items()}
+
+    def _copilot_span(self, line: Any) -> None:
+        """A line of an OpenTelemetry file export: a span's events, as the OTLP listener
+        makes them (anything else, metrics included, is passed over)."""
+        found = copilot.otel_span(line)
+        if found is None:
+            return
+        for event in copilot.otel_events(*found):
+            if event["type"] == "api_request":
+                self.emit_keyed(event)
+            else:
+                self._emit_session(event)
+
     def _copilot(self, f: BinaryIO, path: Path) -> None:
+        """A session's ``events.jsonl`` or an OpenTelemetry file export (each line is
+        taken for what it is)."""
         summary = self.summary
         session = path.parent.name  # session-state/<session id>/events.jsonl
         fallback: list[str | None] = []  # the file's mtime, looked up when first needed
+        previous: float | None = None  # the last shutdown's time
         for raw in _lines(f, summary, self.progress):
             if not raw.strip():
                 continue
@@ -734,6 +769,8 @@ class Importer:
                 continue
             else:
                 if decoded.type != copilot.SHUTDOWN:
+                    if decoded.type == "span" or (decoded.type is None and b"Id" in raw):
+                        self._copilot_span(_ANY.decode(raw))
                     continue
                 data = decoded.data
                 line = {
@@ -743,13 +780,34 @@ class Importer:
                     "data": None if data is None else {"modelMetrics": data.modelMetrics},
                 }
             if not isinstance(line, dict) or line.get("type") != copilot.SHUTDOWN:
+                self._copilot_span(line)
                 continue
             if not fallback:
                 fallback.append(_mtime_ts(path))
-            for record in copilot.records(line, session, fallback[0]):
+            found = copilot.records(line, session, fallback[0])
+            when = _epoch(found[0]["ts"]) if found else None
+            if when is not None:
+                if copilot.covered(self.model_calls, session, previous, when):
+                    summary.repeats += len(found)  # counted call by call from the export
+                    found = []
+                previous = when
+            for record in found:
                 event_id = copilot.event_id(record)
                 digest = hashlib.blake2b(event_id.encode(), digest_size=16).digest()
                 self._emit(copilot.api_request_event(record, event_id), digest)
+
+
+def _epoch(ts: str | None) -> float | None:
+    """An RFC 3339 time as epoch seconds (None: none, or not a time)."""
+    if not ts:
+        return None
+    try:
+        when = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
 
 
 def _str(value: Any) -> str | None:
@@ -963,6 +1021,8 @@ def run(
         raise TelemetryError(f"unknown agent {agent!r}")
     if agent == "opencode":  # a database first, then the message files, per directory
         files = agent_files.opencode_files(list(given), roots(agent))
+    elif agent == "copilot":  # OpenTelemetry exports, then the sessions' events
+        files = agent_files.copilot_files(list(given), roots(agent))
     else:
         files = discover(list(given), roots(agent), patterns(agent))
     state = {} if rescan else load_state(agent)
@@ -990,6 +1050,9 @@ def run(
         sink = connect(socket_path or paths.events_socket_fast())
     importer = Importer(agent, since=since, sink=sink, progress=progress, prices=prices)
     importer.summary.files_unchanged = unchanged
+    if agent == "copilot" and not all(agent_files.is_copilot_otel(p) for p in todo):
+        # Sessions' events to read: the model calls of every export, read or not this time
+        importer.copilot_calls(p for p in files if agent_files.is_copilot_otel(p))
     try:
         for path in todo:
             try:

@@ -128,7 +128,7 @@ async def serve(
             # if events are pending), then stops.
             if worker.running or store.pending:
                 with anyio.move_on_after(FINAL_LOAD_TIMEOUT):
-                    await store.refresh_or_log()
+                    await store.refresh_or_log(costs=False)
             await worker.stop()
         log.info("stopped: %d events journaled this run", journal.events_written)
     finally:

@@ -389,6 +389,65 @@ def describe_exit(code: int | None) -> str:
     return f"exit status {code}"
 
 
+class ExportRuns:
+    """How the continuous export's runs went (this run of the daemon), for `status`.
+    The figures are the directory's: a reload that names another starts them afresh."""
+
+    def __init__(self) -> None:
+        self.next_run: float | None = None
+        self._reset("")
+
+    def _reset(self, target: str) -> None:
+        self.dir = target
+        self.running = False
+        self.runs = 0
+        self.last_run: float | None = None
+        self.last_events: int | None = None
+        self.last_files: int | None = None
+        self.total_events: int | None = None
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        self.failures = 0
+
+    def start(self, target: str) -> None:
+        if target != self.dir:
+            self._reset(target)
+        self.running = True
+
+    def done(self, report: dict[str, Any]) -> None:
+        self.running = False
+        self.runs += 1
+        self.failures = 0
+        self.last_run = time.time()
+        self.last_events = int(report.get("events") or 0)
+        self.last_files = len(report.get("files") or ())
+        self.total_events = int(report.get("total_events") or 0)
+
+    def failed(self, error: str) -> None:
+        self.running = False
+        self.failures += 1
+        self.last_error, self.last_error_at = error, time.time()
+
+    def status(self, settings: config.Export) -> wire.ExportStatus | None:
+        if not settings.parquet_dir:
+            return None
+        same = settings.parquet_dir == self.dir
+        return wire.ExportStatus(
+            dir=settings.parquet_dir,
+            interval_s=settings.interval,
+            state="exporting" if self.running and same else "waiting",
+            runs=self.runs if same else 0,
+            last_run=_iso(self.last_run) if same else None,
+            last_events=self.last_events if same else None,
+            last_files=self.last_files if same else None,
+            total_events=self.total_events if same else None,
+            last_error=self.last_error if same else None,
+            last_error_at=_iso(self.last_error_at) if same else None,
+            failures=self.failures if same else 0,
+            next_run=_iso(self.next_run),
+        )
+
+
 class StoreClient:
     """What the daemon's control operations and timers ask of the store."""
 
@@ -406,10 +465,17 @@ class StoreClient:
         self.hold_from: Callable[[], int] | None = None
         # The last retention run's warning that usage was deleted (until a restart).
         self.usage_warning: str | None = None
+        # Run after each load: the running totals ask for the costs the worker computed
+        # (Operations.price_totals, daemon/totals.py); set by the daemon.
+        self.after_load: Callable[[], Awaitable[None]] | None = None
+        self._costs_wanted = False  # a load (and the costs after it) is due: want_costs()
+        self.exports = ExportRuns()  # the continuous export's runs (`[export] parquet-dir`)
 
-    async def refresh(self) -> int:
-        """Load everything journaled so far (starting the worker); the new events stored."""
+    async def refresh(self, *, costs: bool = True) -> int:
+        """Load everything journaled so far (starting the worker); the new events stored.
+        Then, with ``costs``, :attr:`after_load` (its failures are logged)."""
         written = self.journal.events_written
+        self._costs_wanted = False
         try:
             reply = await self.worker.call(wire.WorkerLoad())
         except WorkerError as exc:
@@ -417,16 +483,37 @@ class StoreClient:
             raise
         self._seen = max(self._seen, written)
         self.failure = None
+        if costs and self.after_load is not None:
+            try:
+                await self.after_load()
+            except (WorkerError, OSError) as exc:  # (still pending: asked after the next load)
+                log.warning("running totals: computed costs not fetched: %s", exc)
         return int(reply.get("materialized", 0))
+
+    def want_costs(self) -> None:
+        """Have the load timer load (starting the worker if needed) and fetch the costs
+        of the running totals' cost-less requests within ``store.interval`` seconds."""
+        self._costs_wanted = True
+
+    async def costs(
+        self, ids: list[str], since: datetime | None
+    ) -> list[tuple[str, float | None, str | None]]:
+        """(id, cost, cost_source) of the stored api_requests among ``ids`` (at most
+        wire.MAX_COST_IDS), at or after ``since``."""
+        reply = await self.worker.call(wire.WorkerCosts(ids=ids, since=since))
+        try:
+            return msgspec.convert(reply.get("costs"), list[tuple[str, float | None, str | None]])
+        except msgspec.ValidationError as exc:
+            raise WorkerError(wire.QUERY_FAILED, f"the store worker's costs: {exc}") from None
 
     @property
     def pending(self) -> int:
         """Events journaled since the last load that was asked for (or query answered)."""
         return self.journal.events_written - self._seen
 
-    async def refresh_or_log(self) -> None:
+    async def refresh_or_log(self, *, costs: bool = True) -> None:
         with contextlib.suppress(WorkerError):
-            await self.refresh()
+            await self.refresh(costs=costs)
 
     async def rebuild(self) -> int:
         self._seen = self.journal.events_written
@@ -520,7 +607,7 @@ class StoreClient:
                         < self.settings.store.pending_events
                     ):
                         await self.journal.changed()
-                if self.journal.events_written != self._seen:
+                if self.journal.events_written != self._seen or self._costs_wanted:
                     await self.refresh_or_log()
 
     async def export(
@@ -534,15 +621,25 @@ class StoreClient:
     async def _export(self) -> None:
         """Export to ``[export] parquet-dir`` every ``[export] interval`` seconds (settings
         read afresh, so a reload applies; an empty directory turns it off)."""
+        runs = self.exports
         while True:
+            runs.next_run = time.time() + self.settings.export.interval
             await anyio.sleep(self.settings.export.interval)
             target = self.settings.export.parquet_dir
             if not target:
                 continue
+            runs.start(target)
             try:
-                await self.export(target)
+                report = await self.export(target)
             except WorkerError as exc:  # a full disk, the worker restarting: next time
                 log.warning("export to %s failed: %s", target, exc)
+                runs.failed(str(exc))
+            else:
+                runs.done(report)
+
+    def export_status(self) -> wire.ExportStatus | None:
+        """The continuous export's figures for `status`; None when it is off."""
+        return self.exports.status(self.settings.export)
 
     async def _retention(self) -> None:
         while True:

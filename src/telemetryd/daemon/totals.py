@@ -14,6 +14,20 @@ have one, and the requests whose cost is unknown (a sum that leaves them out mus
 say so). Days older than :data:`DAYS` and all but the :data:`SESSIONS` most recently
 active sessions are dropped; memory stays bounded.
 
+Computed costs: the daemon never prices a request (the price data imports pydantic);
+the store worker prices each ``api_request`` as it loads it. A request journaled
+without a cost (an OTLP export that carries none, `send` without ``--cost-usd``) is
+counted as unknown and kept in :attr:`Totals.pending` by its id, with the tallies it
+went into (its day, quarter hours and session), if it is no older than :data:`DAYS`
+days. The daemon asks the store worker for the costs of the pending ids after a load
+(:meth:`Totals.unpriced`, daemon/store_worker.py) and hands the answer to
+:meth:`Totals.price`, which moves each found request from unknown to its computed
+cost in every tally it is in, once: the id leaves ``pending`` then, so a second
+answer for it changes nothing. A line whose id is still pending is the same request
+journaled twice and is not counted again. A restart reads the journal back (every
+cost-less request pending again) and asks again; an id the store has not loaded
+after :data:`ASKS` answers stays unknown, and at most :data:`PENDING` ids wait.
+
 Quarter hours (at most ``DAYS * 96`` of them, twice: all usage, and Claude's) answer
 what the days cannot: the usage since a client's local midnight (every time zone's
 offset is a whole number of quarter hours), and the 5-hour windows of Claude usage,
@@ -51,6 +65,9 @@ DAYS = 7  # days of totals kept (and read back from the journal at start)
 SESSIONS = 10_000  # sessions kept, the most recently active
 QUARTER = 900  # seconds in one bucket of the quarter-hour tallies
 WINDOW = 5 * 3600  # a billing window's length, and the gap that ends one early
+PENDING = 50_000  # cost-less requests waiting for their computed cost, at most
+ASKS = 3  # answers without an id before it stays unknown
+IN_USE = 3600.0  # seconds after a totals request in which loads read the journal too
 _API = b'{"type":"api_request"'
 _BLOCK = 4 * 1024 * 1024
 
@@ -68,6 +85,7 @@ class _Agent(msgspec.Struct):
 
 
 class _Request(msgspec.Struct):
+    id: str | None = None
     ts: datetime | None = None
     source: str | None = None
     session_id: str | None = None
@@ -116,10 +134,20 @@ class _Quarter:
         self.first = float("inf")
         self.last = float("-inf")
 
-    def add(self, request: _Request, when: str, epoch: float) -> None:
-        _add(self.tally, request, when)
+    def note(self, epoch: float) -> None:
         self.first = min(self.first, epoch)
         self.last = max(self.last, epoch)
+
+
+class _Pending:
+    """A request counted without a cost: the tallies it is in, its time, asks so far."""
+
+    __slots__ = ("asked", "epoch", "tallies")
+
+    def __init__(self, tallies: tuple[UsageTotals, ...], epoch: float) -> None:
+        self.tallies = tallies
+        self.epoch = epoch
+        self.asked = 0
 
 
 def _merge(into: UsageTotals, tally: UsageTotals) -> None:
@@ -149,6 +177,9 @@ class Totals:
         self.sessions: OrderedDict[str, UsageTotals] = OrderedDict()
         self.quarters: dict[int, _Quarter] = {}  # epoch // QUARTER -> all usage
         self.claude: dict[int, _Quarter] = {}  # the same, Claude usage only
+        self.pending: dict[str, _Pending] = {}  # id -> a request counted without a cost
+        self.priced = 0  # requests whose computed cost was added
+        self.asked_at = float("-inf")  # the clock when the totals were last asked for
 
     def refresh(self) -> None:
         """Add what was journaled since the last refresh (blocks: run it in a thread)."""
@@ -208,6 +239,8 @@ class Totals:
     def _add_lines(self, data: bytes) -> None:
         if _API not in data:
             return
+        pending = self.pending
+        cutoff = self._clock() - DAYS * 86_400
         for line in data.split(b"\n"):
             if not line.startswith(_API):
                 continue
@@ -215,20 +248,26 @@ class Totals:
                 request = _DECODER.decode(line)
             except msgspec.DecodeError:
                 continue
+            if request.cost_usd is None and request.id in pending:
+                continue  # the same request journaled again: counted once
+            tallies: list[UsageTotals] = []
             when = _rfc3339(request.ts)
+            epoch = None
             if when is not None and request.ts is not None:
-                _add(self.days.setdefault(when[:10], UsageTotals()), request, when)
+                tallies.append(self.days.setdefault(when[:10], UsageTotals()))
                 epoch = request.ts.timestamp()
                 quarter = int(epoch // QUARTER)
                 bucket = self.quarters.get(quarter)
                 if bucket is None:
                     bucket = self.quarters[quarter] = _Quarter()
-                bucket.add(request, when, epoch)
+                bucket.note(epoch)
+                tallies.append(bucket.tally)
                 if request.is_claude():
                     bucket = self.claude.get(quarter)
                     if bucket is None:
                         bucket = self.claude[quarter] = _Quarter()
-                    bucket.add(request, when, epoch)
+                    bucket.note(epoch)
+                    tallies.append(bucket.tally)
             session = request.session_id
             if session is not None:
                 tally = self.sessions.get(session)
@@ -236,7 +275,60 @@ class Totals:
                     tally = self.sessions[session] = UsageTotals()
                 else:
                     self.sessions.move_to_end(session)
+                tallies.append(tally)
+            for tally in tallies:
                 _add(tally, request, when)
+            if (
+                request.cost_usd is None
+                and request.id is not None
+                and epoch is not None
+                and epoch >= cutoff
+                and len(pending) < PENDING
+            ):
+                pending[request.id] = _Pending(tuple(tallies), epoch)
+
+    def in_use(self) -> bool:
+        """Whether the totals were asked for within the last :data:`IN_USE` seconds."""
+        return bool(self._clock() - self.asked_at < IN_USE)
+
+    def unasked(self) -> list[str]:
+        """The pending ids not asked for after a load yet."""
+        return [key for key, slot in self.pending.items() if not slot.asked]
+
+    def oldest(self, ids: list[str]) -> float | None:
+        """The time (epoch seconds) of the oldest of ``ids`` still pending (None: none is)."""
+        times = [slot.epoch for key in ids if (slot := self.pending.get(key)) is not None]
+        return min(times) if times else None
+
+    def price(self, asked: list[str], costs: list[tuple[str, float | None, str | None]]) -> int:
+        """The store's answer for the ``asked`` ids: (id, cost, cost_source) of each it
+        holds. A ``computed`` cost moves its request from unknown to that cost in every
+        tally; an ``unknown`` one stays unknown; a ``reported`` one (another copy of the
+        request, with its cost, was stored first, and counted here already) adds nothing.
+        Each id is taken once. Returns the costs added."""
+        pending = self.pending
+        added = 0
+        for key, cost, source in costs:
+            slot = pending.pop(key, None)
+            if slot is None:
+                continue
+            if source == "unknown" or cost is None:
+                continue
+            for tally in slot.tallies:
+                tally.unknown_cost -= 1
+                if source == "computed":
+                    tally.cost_usd += cost
+            added += source == "computed"
+        for key in asked:  # not loaded yet: asked again after the next load, a few times
+            slot = pending.get(key)
+            if slot is not None:
+                slot.asked += 1
+                if slot.asked >= ASKS:
+                    del pending[key]
+        if not pending:
+            self.pending = {}  # (a dict keeps its size once grown)
+        self.priced += added
+        return added
 
     def _trim(self) -> None:
         oldest = datetime.fromtimestamp(self._clock() - DAYS * 86_400, UTC).date().isoformat()
@@ -248,6 +340,11 @@ class Totals:
                 del buckets[quarter]
         while len(self.sessions) > SESSIONS:
             self.sessions.popitem(last=False)
+        if self.pending:
+            cutoff = self._clock() - DAYS * 86_400
+            old = [key for key, slot in self.pending.items() if slot.epoch < cutoff]
+            for key in old:
+                del self.pending[key]
 
     def today(self) -> str:
         return datetime.fromtimestamp(self._clock(), UTC).date().isoformat()
@@ -287,6 +384,7 @@ class Totals:
         """Today's totals, every day kept, the active window, the session's (when asked:
         None if the daemon saw none of its requests) and those since ``since`` (epoch
         seconds, when asked)."""
+        self.asked_at = self._clock()
         reply = wire.TotalsReply(
             day=self.today(),
             today=self.days.get(self.today(), UsageTotals()),

@@ -838,6 +838,18 @@ class Store:
 
             return self._in_transaction(work)
 
+    def costs(
+        self, ids: list[str], since: datetime | None = None
+    ) -> list[tuple[str, float | None, str | None]]:
+        """(id, cost_usd, cost_source) of the stored api_requests among ``ids`` (at or
+        after ``since``, naive UTC: row groups before it are skipped); ids not stored are
+        left out. For the daemon's running totals (daemon/totals.py)."""
+        if self.needs_rebuild or not ids:
+            return []
+        with self.cursor() as con:
+            rows = con.execute(_COSTS, {"ids": ids, "since": since}).fetchall()
+        return [(str(key), cost, source) for key, cost, source in rows]
+
     def checkpoint(self) -> None:
         """Write the write-ahead log into the database file now. DuckDB also does it by
         itself, inside the commit that takes the log past 16 MB (which that commit then
@@ -1039,6 +1051,13 @@ class Store:
             )
         return out
 
+
+# The costs of some api_requests, for the daemon's running totals.
+_COSTS = """
+SELECT id, cost_usd, cost_source FROM events
+WHERE type = 'api_request' AND ($since IS NULL OR ts >= $since)
+    AND id IN (SELECT unnest(CAST($ids AS VARCHAR[])))
+"""
 
 # reprice: the costs before, to count those that changed (reported ones are not repriced)
 _REPRICE_BEFORE = """

@@ -218,6 +218,15 @@ class StoreService:
         overrides = sorted(pricing.models)
         return {**counts, "source": pricer.source, "overrides": overrides}
 
+    async def costs(
+        self, ids: list[str], since: datetime | None
+    ) -> list[tuple[str, float | None, str | None]]:
+        """The stored costs of the api_requests among ``ids`` (Store.costs), without
+        loading first: the daemon asks after a load."""
+        store = await self.wait_open()
+        naive = since.astimezone(UTC).replace(tzinfo=None) if since is not None else None
+        return await anyio.to_thread.run_sync(lambda: store.costs(ids, naive))
+
     async def export(
         self, target: str, since: datetime | None, until: datetime | None
     ) -> dict[str, Any]:

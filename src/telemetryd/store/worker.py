@@ -167,6 +167,8 @@ class Worker:
             prices = msgspec.convert(request.pricing, config.Pricing, strict=False)
             since = datetime.fromisoformat(request.since) if request.since else None
             return {"ok": True, **await self.service.reprice(since, prices)}
+        if isinstance(request, wire.WorkerCosts):
+            return {"ok": True, "costs": await self.service.costs(request.ids, request.since)}
         if isinstance(request, wire.WorkerExport):
             report = await self.service.export(request.dir, request.since, request.until)
             return {"ok": True, **report}

@@ -81,18 +81,35 @@ def model(attrs: dict[str, Any]) -> str | None:
     return c.text(attrs.get("gen_ai.response.model")) or c.text(attrs.get("gen_ai.request.model"))
 
 
+def _first_count(attrs: dict[str, Any], *keys: str) -> int | None:
+    for key in keys:
+        found = c.count(attrs.get(key))
+        if found is not None:
+            return found
+    return None
+
+
 def tokens(attrs: dict[str, Any]) -> dict[str, Any]:
-    """``gen_ai.usage.*`` in the model's convention (input includes both caches)."""
-    cache_write = c.count(attrs.get("gen_ai.usage.cache_creation.input_tokens"))
-    if cache_write is None:
-        cache_write = c.count(attrs.get("gen_ai.usage.cache_write.input_tokens"))
+    """``gen_ai.usage.*`` in the model's convention (input includes both caches). Some
+    Copilot CLI versions name the caches with underscores
+    (``gen_ai.usage.cache_read_input_tokens``, ``cache_creation_input_tokens``: seen in
+    their file exports by tokscale, junhoyeo/tokscale's Copilot parser tests): read too."""
+    cache_write = _first_count(
+        attrs,
+        "gen_ai.usage.cache_creation.input_tokens",
+        "gen_ai.usage.cache_write.input_tokens",
+        "gen_ai.usage.cache_creation_input_tokens",
+    )
+    cache_read = _first_count(
+        attrs, "gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens"
+    )
     reasoning = c.count(attrs.get("gen_ai.usage.reasoning.output_tokens"))
     if reasoning is None:
         reasoning = c.count(attrs.get("gen_ai.usage.reasoning_tokens"))
     return usage_mod.tokens_from_usage(
         {
             "input_tokens": c.count(attrs.get("gen_ai.usage.input_tokens")),
-            "cache_read_tokens": c.count(attrs.get("gen_ai.usage.cache_read.input_tokens")) or 0,
+            "cache_read_tokens": cache_read or 0,
             "cache_write_tokens": cache_write or 0,
             "output_tokens": c.count(attrs.get("gen_ai.usage.output_tokens")),
             "reasoning_tokens": reasoning,

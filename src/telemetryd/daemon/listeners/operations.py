@@ -12,10 +12,12 @@ daemon/store_worker.py) is kept to a few lines each.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import anyio
@@ -27,7 +29,7 @@ from telemetryd.daemon.ingest import Ingestor
 from telemetryd.daemon.ingest_workers import Workers
 from telemetryd.daemon.journal import Journal
 from telemetryd.daemon.listeners.dispatch import Dispatch, Operation, Replies
-from telemetryd.daemon.store_worker import StoreClient, StoreUnavailable
+from telemetryd.daemon.store_worker import StoreClient, StoreUnavailable, WorkerError
 from telemetryd.daemon.tail import Tails
 from telemetryd.daemon.totals import Totals
 from telemetryd.paths import Paths
@@ -36,6 +38,10 @@ if TYPE_CHECKING:
     from telemetryd.daemon.analyzer import Analyzer
 
 log = logging.getLogger(__name__)
+
+# Seconds a totals request waits for the costs of requests it has not asked for yet
+# (when the store worker runs): the status line's own deadline is 0.5 s.
+COSTS_WAIT = 0.2
 
 # The query slots are the store worker's: these are reported while it is not running.
 IDLE_QUERIES = wire.QueryStats(slots=4, running=0, waiting=0)
@@ -71,8 +77,11 @@ class Operations:
         self.http = http
         self.forward = forward  # [forward]'s status; None: forwarding off
         self.usage = Totals(journal.directory)
+        if store is not None:
+            store.after_load = self.price_totals
         self.analyzer: Analyzer | None = None  # set by the daemon (daemon/analyzer.py)
         self._totals_lock = anyio.Lock()
+        self._pricing_lock = anyio.Lock()  # one price_totals at a time
         self.started = time.time()
         self.rate = Rate()
 
@@ -122,6 +131,7 @@ class Operations:
             http=self.http() if self.http is not None else None,
             analyzer=self.analyzer.status() if self.analyzer is not None else None,
             forward=self.forward() if self.forward is not None else None,
+            export=self.store.export_status() if self.store is not None else None,
         )
 
     async def flush(self, request: wire.FlushRequest, replies: Replies) -> wire.FlushReply:
@@ -136,7 +146,15 @@ class Operations:
 
     async def reprice(self, request: wire.RepriceRequest, replies: Replies) -> wire.RepriceReply:
         since = request.since.isoformat() if request.since is not None else None
-        return msgspec.convert(await self._store().reprice(since), wire.RepriceReply)
+        reply = msgspec.convert(await self._store().reprice(since), wire.RepriceReply)
+        # The running totals' computed costs are the old ones: read the journal again.
+        async with self._totals_lock:
+            usage = Totals(self.journal.directory)
+            usage.asked_at = self.usage.asked_at
+            await anyio.to_thread.run_sync(usage.refresh)
+            self.usage = usage
+        await self.price_totals()
+        return reply
 
     async def gc(self, request: wire.GcRequest, replies: Replies) -> wire.GcReply:
         report = await self._store().collect(dry_run=request.dry_run)
@@ -152,19 +170,58 @@ class Operations:
 
     async def warm_totals(self) -> None:
         """Read the last days of the journal into the running totals now, at start, so
-        that the first status line does not wait for it (a big journal takes seconds)."""
+        that the first status line does not wait for it (a big journal takes seconds);
+        then have the store worker price what they hold without a cost."""
         try:
             async with self._totals_lock:
                 # (A stop meanwhile does not wait for it: the thread is left to finish.)
                 await anyio.to_thread.run_sync(self.usage.refresh, abandon_on_cancel=True)
         except OSError as exc:  # (the next `totals` request tries again, and says why)
             log.warning("running totals not read at start: %s", exc)
+        if self.usage.pending and self.store is not None:
+            self.store.want_costs()
 
     async def totals(self, request: wire.TotalsRequest, replies: Replies) -> wire.TotalsReply:
         async with self._totals_lock:  # (one reader of the journal at a time)
             await anyio.to_thread.run_sync(self.usage.refresh)
-        since = request.since.timestamp() if request.since is not None else None
-        return self.usage.answer(request.session, since)
+            usage = self.usage
+            fresh = usage.unasked()
+        store = self.store
+        if fresh and store is not None:
+            if store.worker.running:  # it has likely loaded them: ask, briefly
+                with anyio.move_on_after(COSTS_WAIT), contextlib.suppress(WorkerError):
+                    chunk = fresh[: wire.MAX_COST_IDS]
+                    costs = await store.costs(chunk, _since(usage.oldest(chunk)))
+                    async with self._totals_lock:
+                        usage.price([], costs)
+            if usage.unasked():  # a load, and the costs after it, within store.interval
+                store.want_costs()
+        async with self._totals_lock:
+            since = request.since.timestamp() if request.since is not None else None
+            return self.usage.answer(request.session, since)
+
+    async def price_totals(self) -> None:
+        """After a load: the computed costs of the requests the running totals counted
+        without one (daemon/totals.py), from the store worker. While the totals are in
+        use (a status line asked within the last hour) the journal's new lines are read
+        first, so a request is priced in the totals as soon as the store has loaded it."""
+        store = self.store
+        if store is None:
+            return
+        async with self._pricing_lock:
+            async with self._totals_lock:
+                if self.usage.in_use():
+                    await anyio.to_thread.run_sync(self.usage.refresh)
+                usage = self.usage
+                ids = list(usage.pending)
+            for first in range(0, len(ids), wire.MAX_COST_IDS):
+                chunk = ids[first : first + wire.MAX_COST_IDS]
+                oldest = usage.oldest(chunk)
+                if oldest is None:
+                    continue  # (priced or dropped meanwhile)
+                costs = await store.costs(chunk, _since(oldest))
+                async with self._totals_lock:
+                    usage.price(chunk, costs)
 
     async def export(self, request: wire.ExportRequest, replies: Replies) -> wire.ExportReply:
         # The worker first loads everything acknowledged before this request.
@@ -175,6 +232,12 @@ class Operations:
         if self.store is None:
             raise StoreUnavailable(wire.STORE_UNAVAILABLE, "this daemon has no database")
         return self.store
+
+
+def _since(oldest: float | None) -> datetime | None:
+    """Where the store may start looking for requests of ``oldest`` (epoch seconds): a
+    second early, as it keeps times to the millisecond."""
+    return None if oldest is None else datetime.fromtimestamp(oldest - 1.0, UTC)
 
 
 class Rate:
