@@ -513,6 +513,31 @@ def test_a_failed_query_leaves_its_section_out(
     ) == ("Out of Memory Error: could not allocate (raise [store] memory-limit in config.toml)")
 
 
+@pytest.mark.parametrize("failing", [False, True])
+def test_charts_drawn_while_queries_run_are_those_drawn_after(
+    filled: Daemon, monkeypatch: pytest.MonkeyPatch, failing: bool
+) -> None:
+    """`report --html` draws each chart as its query ends: the page has the same data as
+    one drawn after every query. A failed query stops the early drawing; the page then
+    draws the rest."""
+    from telemetryd.client import html_report, pictures
+
+    if failing:
+        monkeypatch.setattr(pictures, "RATE_LIMITS_SQL", "SELECT * FROM no_such_table")
+    pending = pictures.start(pictures.Options(timezone="UTC"), filled.control_socket)
+    drawn = html_report.draw_early(pending)
+    got = pending.result()
+    if failing:
+        assert "rate_limits" not in drawn and list(got.failed) == ["rate_limits"]
+    else:
+        assert set(drawn) == set(html_report.DRAWN) and not got.failed
+    assert drawn.get("daily")
+    early = page_sources(html_report.render(got, drawn=drawn))
+    late = page_sources(html_report.render(got))
+    assert early == late
+    assert "cost-per-day-source" in early and "error-heatmap-source" in early
+
+
 def page_sources(text: str) -> dict[str, dict[str, Any]]:
     """Every named ColumnDataSource in the page's Bokeh document JSON."""
     found = re.search(r'<script type="application/json" id="[^"]+">\s*(.*?)\s*</script>', text,
