@@ -494,9 +494,9 @@ def test_with_the_daemon_stopped_the_page_comes_from_the_file(
 def test_a_failed_query_leaves_its_section_out(
     filled: Daemon, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A section whose query the store cannot answer (at 10M events the model_quality
-    macro can run out of the default memory limit) says why; the rest of the page is
-    there. The query is made to fail for real: it names a table the database lacks."""
+    """A section whose query the store cannot answer (out of memory, a timeout) says
+    why; the rest of the page is there. The query is made to fail for real: it names a
+    table the database lacks."""
     from telemetryd.client import html_report, pictures
 
     monkeypatch.setattr(pictures, "RATE_LIMITS_SQL", "SELECT * FROM no_such_table")

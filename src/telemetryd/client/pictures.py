@@ -23,7 +23,9 @@ that reaches back to the start of ``since`` (all history without it) and ``until
 not bound them; the heat map's rows, which carry their (UTC) day, are kept between
 ``since`` and ``until``. The queries run a few at a time (:data:`PARALLEL`), each on its
 own connection, so a caller can do other work (import a charting library) meanwhile:
-:func:`start` returns at once and :meth:`Pending.result` waits.
+:func:`start` returns at once and :meth:`Pending.result` waits; :meth:`Pending.finished`
+and :meth:`Pending.section` give each query's figures as it ends (the page draws its
+charts while slower queries still run).
 
 Import-light like the query path: no click, no duckdb, no charting library.
 """
@@ -200,20 +202,23 @@ class Pending:
             if since is not None
             else datetime(1970, 1, 1, tzinfo=UTC)
         )
+        # Started in this order, two at a time: the slowest first (at 10M events
+        # tool_reliability takes longer than any two others), then daily, whose charts
+        # the page draws first (html_report.draw_early), then the others, slower first.
         jobs: dict[str, Callable[[], Any]] = {
-            "daily": report(None),
-            "blocks": lambda: blocks_api.load(blocks_options, socket_path, now_ms),
-            "by_project": report("project"),
-            "by_agent": report("agent"),
-            "sessions": lambda: _rows(SESSIONS_SQL, {"tz": tz}, socket_path),
             "tools": lambda: _rows(
                 "SELECT * FROM tool_reliability(days := $days)", {"days": days}, socket_path
             ),
-            "provider_errors": lambda: _rows(
-                "SELECT * FROM provider_reliability(days := $days)", {"days": days}, socket_path
-            ),
+            "daily": report(None),
             "model_quality": lambda: _rows(
                 "SELECT * FROM model_quality(days := $days)", {"days": days}, socket_path
+            ),
+            "by_project": report("project"),
+            "by_agent": report("agent"),
+            "sessions": lambda: _rows(SESSIONS_SQL, {"tz": tz}, socket_path),
+            "blocks": lambda: blocks_api.load(blocks_options, socket_path, now_ms),
+            "provider_errors": lambda: _rows(
+                "SELECT * FROM provider_reliability(days := $days)", {"days": days}, socket_path
             ),
             "alerts": lambda: alerts_api.load(start, socket_path=socket_path),
             "rate_limits": lambda: _rows(RATE_LIMITS_SQL, {"tz": tz}, socket_path),
