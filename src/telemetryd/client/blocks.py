@@ -67,7 +67,7 @@ SELECT
     epoch_ms(e.ts) // 3600000 AS hour,
     epoch_ms(e.ts) % 3600000 = 0 AS on_the_hour,
     e.agent_model
-        || CASE WHEN json_extract_string(e.attrs, '$.speed') = 'fast' THEN '-fast' ELSE '' END
+        || CASE WHEN fast_mode(e.attrs) THEN '-fast' ELSE '' END
         AS model,
     count(*) AS requests,
     coalesce(sum(e.tokens_input), 0) AS input,

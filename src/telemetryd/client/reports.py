@@ -60,6 +60,10 @@ COUNTS = ("input", "output", "cache_creation", "cache_read", "reasoning")
 # whole quarter hours nearly everywhere). The few quarter hours that a local midnight
 # cuts (a zone's change at 00:01, as Newfoundland's until 2011; local mean time before
 # time zones) are summed request by request instead.
+#
+# The store keeps those quarter-hour sums per producer, agent and model (its
+# usage_quarters table, store/rollup.py), so a report that needs no session or project
+# reads them instead of every request; the others sum the requests themselves.
 # The model requests, one row each (NOT MATERIALIZED: used twice, and scanned afresh
 # each time rather than copied). The model's name is put together after the sums.
 _REQUESTS = """
@@ -71,10 +75,7 @@ _REQUESTS = """
         {source_column} AS source,
         {agent} AS agent,
         e.agent_model,
-        -- (parsed only where the text names the key: the canonical form never escapes
-        -- a key's letters, and parsing every request's attrs is most of a report)
-        CASE WHEN contains(CAST(e.attrs AS VARCHAR), '"speed"')
-            THEN json_extract_string(e.attrs, '$.speed') = 'fast' ELSE false END AS fast,
+        fast_mode(e.attrs) AS fast,
         e.tokens_input AS input,
         e.tokens_output AS output,
         e.tokens_cache_creation AS cache_creation,
@@ -97,13 +98,29 @@ _SUMS = """
         min(ts) AS first,
         max(ts) AS last
 """
-SQL = f"""
-WITH requests AS NOT MATERIALIZED ({_REQUESTS}),
-parts AS (
+# The quarter hours' sums, from the requests or from the store's usage_quarters.
+_PARTS = f"""
     SELECT quarter, {_GROUPS}, {_SUMS}
     FROM requests
     GROUP BY ALL
-),
+"""
+_STORED_PARTS = """
+    SELECT
+        quarter,
+        {session} AS session_id,
+        {project} AS project,
+        {source_column} AS source,
+        {agent} AS agent,
+        agent_model,
+        fast,
+        requests, input, output, cache_creation, cache_read, reasoning, cost, unpriced,
+        first, last
+    FROM usage_quarters AS e
+    WHERE true {source}
+"""
+SQL = f"""
+WITH requests AS NOT MATERIALIZED ({_REQUESTS}),
+parts AS ({{parts}}),
 quarters AS (
     SELECT
         quarter,
@@ -378,14 +395,16 @@ def sql(options: Options) -> tuple[str, dict[str, Any]]:
         source = "AND e.source = $source"
         params["source"] = options.source
     session = options.kind == "session"
-    text = SQL.format(
-        source=source,
-        session="e.session_id" if session else _NONE,
-        project=_PROJECT if session or options.by == "project" else _NONE,
-        source_column="e.source" if options.by == "source" else _NONE,
-        agent="e.agent_type" if options.by == "agent" else _NONE,
-    )
-    return text, params
+    project = session or options.by == "project"
+    columns = {
+        "source": source,
+        "session": "e.session_id" if session else _NONE,
+        "project": _PROJECT if project else _NONE,
+        "source_column": "e.source" if options.by == "source" else _NONE,
+        "agent": "e.agent_type" if options.by == "agent" else _NONE,
+    }
+    parts = _PARTS if project else _STORED_PARTS.format(**columns)
+    return SQL.format(parts=parts, **columns), params
 
 
 def load(options: Options, socket_path: str | None = None) -> Report:

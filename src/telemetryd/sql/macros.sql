@@ -7,6 +7,14 @@
 -- The current UTC time as a TIMESTAMP, comparable with the stored times.
 CREATE OR REPLACE MACRO utc_now() AS make_timestamp(epoch_us(now()));
 
+-- Whether a request ran in fast mode (Claude's `speed: "fast"` in attrs; a model of its
+-- own in reports and prices). Parsed only where the text names the key: the canonical form
+-- never escapes a key's letters, and parsing every request's attrs would be most of a
+-- report. usage_quarters stores its value: a change here bumps the store's SCHEMA_VERSION.
+CREATE OR REPLACE MACRO fast_mode(attrs) AS
+    CASE WHEN contains(CAST(attrs AS VARCHAR), '"speed"')
+        THEN coalesce(json_extract_string(attrs, '$.speed') = 'fast', false) ELSE false END;
+
 CREATE OR REPLACE MACRO cost_by_model(days := 7) AS TABLE
 SELECT
     r.model,

@@ -29,6 +29,27 @@ CREATE TABLE budget (
     updated_at TIMESTAMP NOT NULL
 );
 
+-- The api_requests summed per UTC quarter hour, producer, agent and model: what daily,
+-- weekly and monthly reports read instead of every request. Derived from `events` and kept
+-- in step with it in the same transactions (store/rollup.py explains how).
+CREATE TABLE usage_quarters (
+    quarter TIMESTAMP NOT NULL,     -- time_bucket(INTERVAL 15 MINUTE, ts)
+    source VARCHAR,
+    agent_type VARCHAR,
+    agent_model VARCHAR,
+    fast BOOLEAN NOT NULL,          -- fast_mode(attrs) (sql/macros.sql)
+    requests BIGINT NOT NULL,
+    input HUGEINT NOT NULL,         -- the sums of the token counts (NULL counts as 0)
+    output HUGEINT NOT NULL,
+    cache_creation HUGEINT NOT NULL,
+    cache_read HUGEINT NOT NULL,
+    reasoning HUGEINT NOT NULL,
+    cost DOUBLE NOT NULL,           -- the sum of the known costs (0 when none is known)
+    unpriced BIGINT NOT NULL,       -- requests without a cost
+    first TIMESTAMP NOT NULL,       -- the first and last request's time
+    last TIMESTAMP NOT NULL
+);
+
 -- One row per event id, the envelope and every type's fields in typed columns. A field
 -- that a type does not have is NULL. Nested objects are flattened with their name as a
 -- prefix (agent.model -> agent_model, tokens.cache_read -> tokens_cache_read,

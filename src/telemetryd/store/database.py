@@ -10,6 +10,9 @@ rebuilt from it at any time. On disk, next to the journal::
                        (or, once retention kept only its usage, that file), loaded_bytes,
                        the length of its prefix of complete lines that is in `events`,
                        and `complete` once it is closed and loaded to its end
+      usage_quarters   the api_requests summed per UTC quarter hour, producer, agent and
+                       model, kept in step with `events` (store/rollup.py): what daily,
+                       weekly and monthly reports read
       events           one row per event id: the envelope and every type's fields in
                        typed columns (nested objects flattened: agent_model,
                        tokens_cache_read, ...), attrs and log fields as JSON; an
@@ -93,12 +96,13 @@ from telemetryd.adapters.pricing import Pricer
 from telemetryd.daemon import segments
 from telemetryd.daemon.segments import SUFFIX
 from telemetryd.errors import TelemetryError
-from telemetryd.store import pricing
+from telemetryd.store import pricing, rollup
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 4  # 2: prompt_length; 3: price_source; 4: tool_input_digest, budget
+SCHEMA_VERSION = 5  # 2: prompt_length; 3: price_source; 4: tool_input_digest, budget;
+# 5: usage_quarters
 BATCH_BYTES = 256 * 1024 * 1024  # journal bytes per transaction (one longer line goes alone)
 MIN_BATCH_BYTES = 64 * 1024  # out of memory below this: the load fails and is reported
 # Rows per row group that loads write (DuckDB's default is 122,880). A load holds the row
@@ -779,6 +783,7 @@ class Store:
                 count -= row[0] if row else 0
             if count:
                 pricing.price(con, self.pricer, first=first)
+                rollup.add(con, first)
         now = _utcnow()
         con.executemany(
             _SAVE_OFFSET,
@@ -819,6 +824,7 @@ class Store:
                 con.execute(_REPRICE_BEFORE, params)
                 try:
                     pricing.price(con, self.pricer, since=since)
+                    rollup.refresh(con, since, None)
                     row = con.execute(_REPRICE_COUNTS).fetchone()
                 finally:
                     con.execute("DROP TABLE IF EXISTS reprice_before")
@@ -887,7 +893,10 @@ class Store:
                 [(counted,)] = self._con.execute(
                     _COUNT_TYPES, {"ids": ids, "types": list(types)}
                 ).fetchall()
+                span = rollup.span_of(self._con, ids)
                 row = self._con.execute(_FORGET, {"ids": ids}).fetchone()
+                if span is not None:
+                    rollup.refresh(self._con, *span)
                 self._con.execute(
                     "DELETE FROM segments WHERE seq IN (SELECT unnest($seqs))",
                     {"seqs": sorted(doomed)},
@@ -933,9 +942,12 @@ class Store:
                 return None
 
             def record() -> int:
+                span = rollup.span_of(self._con, dropped, keep_types)
                 row = self._con.execute(
                     _FORGET_OTHERS, {"ids": dropped, "types": list(keep_types)}
                 ).fetchone()
+                if span is not None:
+                    rollup.refresh(self._con, *span)
                 self._con.execute(
                     _SAVE_OFFSET,
                     {"seq": seq, "name": name, "bytes": kept_bytes, "complete": True,
