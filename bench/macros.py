@@ -52,6 +52,7 @@ from telemetryd.store.sandbox import harden
 
 path, sql, memory, threads, days = sys.argv[1:6]
 con = duckdb.connect(path, read_only=True)
+con.execute("SET enable_progress_bar = false")  # as the store worker: no bar on stdout
 harden(con, allowed_dirs=[], memory_limit=memory, threads=int(threads))
 idle = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 out = {"idle_kb": idle}
@@ -103,7 +104,7 @@ def _once(path: Path, sql: str, days: int) -> dict[str, Any]:
     )
     if got.returncode != 0:
         raise BenchError(f"the query process exited {got.returncode}: {got.stderr[-800:]}")
-    result: dict[str, Any] = json.loads(got.stdout)
+    result: dict[str, Any] = json.loads(got.stdout.strip().splitlines()[-1])
     return result
 
 
