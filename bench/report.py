@@ -373,7 +373,12 @@ def _html_figures(html: dict[str, Any] | None) -> list[dict[str, Any]]:
                 "ms",
                 target="html_report_time" if int(events) <= 1_000_000 else None,
                 note=f"in-process: queries {size['queries_ms']:.0f} ms, drawing "
-                f"{size['render_ms']:.0f} ms; {size['days']} days",
+                f"{size['render_ms']:.0f} ms; {size['days']} days"
+                + (
+                    f"; left out (query failed): {', '.join(size['left_out'])}"
+                    if size.get("left_out")
+                    else "; every section"
+                ),
             )
         )
         out.append(
