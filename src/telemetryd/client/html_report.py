@@ -3,10 +3,12 @@
 :func:`render` turns :class:`telemetryd.client.pictures.Pictures` into the page: a
 header with the period and its totals, then a section per subject, each with a heading,
 a "Numbers from" line naming the command that prints the same numbers, and a chart
-(:mod:`telemetryd.client.html_charts`), a table, or a line saying there is nothing. The
-file opens offline: BokehJS is inlined (``bokeh.resources.INLINE``, only the core bundle:
-no widgets, tables, WebGL or MathJax), the data travels inside the page as Bokeh's
-document JSON, and nothing in it refers to anything outside (no CDN, font or image).
+(:mod:`telemetryd.client.html_charts`), a table, or a line saying there is nothing;
+:func:`draw_early` draws each section's charts as its query ends, while slower queries
+still run, and :func:`render` takes them. The file opens offline: BokehJS is inlined
+(``bokeh.resources.INLINE``, only the core bundle: no widgets, tables, WebGL or MathJax),
+the data travels inside the page as Bokeh's document JSON, and nothing in it refers to
+anything outside (no CDN, font or image).
 Tables carry each number's full value in ``data-value``. With nothing at all to show
 the page is plain HTML that says so (:data:`EMPTY_PAGE`), without any JavaScript.
 
