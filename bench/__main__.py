@@ -5,6 +5,7 @@
     python -m bench --only ingest   one of: ingest, send, store, query, reports, export, ...
     python -m bench --only query --big   also time queries on 10M events (built once, cached)
     python -m bench --only html     `report --html` on 1M events (--big: also 10M)
+    python -m bench --only macros   the analytics macros alone: time, peak RSS (--big: 10M)
     python -m bench --only conn --profile   the daemon under cProfile; prints where it spends
 
 Progress goes to stderr, the table to stdout. Exit status 0 whether or not
@@ -33,6 +34,7 @@ from bench import forward as forward_bench
 from bench import hook as hook_bench
 from bench import html as html_bench
 from bench import imports as import_bench
+from bench import macros as macros_bench
 from bench import query as query_bench
 from bench import reports as reports_bench
 from bench import statusline as statusline_bench
@@ -51,6 +53,7 @@ BENCHMARKS: dict[str, Callable[[Path, int, bool, Callable[[str], None]], dict[st
     "query": query_bench.run,
     "reports": reports_bench.run,
     "html": html_bench.run,
+    "macros": macros_bench.run,
     "otlp": otlp.run,
     "analyzer": analyzer.run,
     "forward": forward_bench.run,
@@ -68,7 +71,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--big",
         action="store_true",
-        help="query, html: also on 10M events (the first build takes minutes; cached in /tmp)",
+        help="query, html, macros: also on 10M events (the first build takes minutes; "
+        "cached in /tmp)",
     )
     parser.add_argument(
         "--profile",

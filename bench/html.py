@@ -14,7 +14,8 @@ warm-up runs (order swapped every pair). Medians; goals: ≤ 3 s and a file ≤ 
 
 Before timing, the page's total cost (``data-value`` of ``#total-cost``) is checked
 against ``report daily --json``'s ``totals.totalCost`` (to 1e-9: DuckDB's parallel sums
-may differ in the last digits between two runs). The note gives where the time
+may differ in the last digits between two runs), and the sections the page left out
+(their query failed: the command warns on stderr) are noted. The note gives where the time
 goes, measured once in this process: the ten queries (:func:`pictures.load`, two at a
 time, as the command runs them) and drawing the page (:func:`html_report.render`,
 Bokeh already imported); the rest is starting Python and importing Bokeh, which the
@@ -89,6 +90,8 @@ def time_html(events: int, pairs: int, pycache: Path, log: Log) -> dict[str, Any
     with Telemetryd(query_bench.daemon_args(), label=f"html-{events}", home=home) as daemon:
         _opened(str(home / "run" / "control.sock"))
         send_bench._timed(page, env, err)
+        # Sections left out because their query failed (the command warns on stderr).
+        left_out = re.findall(r"warning: (\w+) left out of the page", err.read_text())
         got = json.loads(subprocess.run(daily, env=env, capture_output=True, check=True).stdout)
         text = out.read_text()
         expected = got["totals"]["totalCost"]
@@ -115,11 +118,13 @@ def time_html(events: int, pairs: int, pycache: Path, log: Log) -> dict[str, Any
         "size_mb": size_mb,
         "queries_ms": statistics.median(b["queries_ms"] for b in breakdown),
         "render_ms": statistics.median(b["render_ms"] for b in breakdown),
+        "left_out": left_out,
     }
     log(
         f"  {events:,} events: report --html {result['html_p50_ms']:.0f} ms "
         f"({size_mb:.2f} MB), report daily --json {result['daily_p50_ms']:.0f} ms; "
         f"in-process queries {result['queries_ms']:.0f} ms, render {result['render_ms']:.0f} ms"
+        + (f"; left out (query failed): {', '.join(left_out)}" if left_out else "")
     )
     return result
 

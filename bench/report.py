@@ -333,6 +333,29 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
     out.extend(_report_figures(results.get("reports")))
     out.extend(_export_figures(results.get("export")))
     out.extend(_html_figures(results.get("html")))
+    out.extend(_macro_figures(results.get("macros")))
+    return out
+
+
+def _macro_figures(macros: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The analytics macros one at a time (bench/macros.py)."""
+    if not macros:
+        return []
+    out = []
+    for events, size in macros["sizes"].items():
+        label = f"{int(events) / 1e6:g}M events"
+        for name, row in size["macros"].items():
+            failed = f"; {row['failed']} of {row['runs']} runs failed: {row['error']}"
+            out.append(
+                _figure(
+                    f"{name}(days := 36525), {label}, alone",
+                    row["ms"] or [float("nan")],
+                    "ms",
+                    note=f"peak RSS {row['peak_rss_mb']:.0f} MB (idle "
+                    f"{size['idle_rss_mb']:.0f}), memory-limit {size['memory_limit']}, "
+                    f"{row['rows']} rows" + (failed if row["failed"] else ""),
+                )
+            )
     return out
 
 
@@ -350,7 +373,12 @@ def _html_figures(html: dict[str, Any] | None) -> list[dict[str, Any]]:
                 "ms",
                 target="html_report_time" if int(events) <= 1_000_000 else None,
                 note=f"in-process: queries {size['queries_ms']:.0f} ms, drawing "
-                f"{size['render_ms']:.0f} ms; {size['days']} days",
+                f"{size['render_ms']:.0f} ms; {size['days']} days"
+                + (
+                    f"; left out (query failed): {', '.join(size['left_out'])}"
+                    if size.get("left_out")
+                    else "; every section"
+                ),
             )
         )
         out.append(

@@ -821,6 +821,117 @@ def test_quantile_matches_duckdb_on_a_known_case() -> None:
     assert quantile([10, 30], 0.5) == 20
 
 
+def small_store(tmp_path: Path, events: list[ev.Event]) -> Store:
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    (journal / "20260301T100000Z-000001.jsonl").write_bytes(b"".join(map(line, events)))
+    store = Store(str(tmp_path / "telemetry.duckdb"))
+    assert store.materialize(str(journal)) == len(events)
+    return store
+
+
+def test_tool_reliability_at_equal_times_and_without_a_latest_duration(tmp_path: Path) -> None:
+    """By hand (docs/analytics.md): of a use's results at the same time the larger
+    duration and success over failure count; a latest result without a duration or a
+    success flag leaves the earlier result's; of a call and a result at the same time
+    under two names, the name first in sort order."""
+    t0 = NOW - timedelta(hours=2)
+    t1, t2 = t0 + timedelta(seconds=1), t0 + timedelta(seconds=2)
+
+    def tool(name: str, use: str, **kw: Any) -> ev.Tool:
+        return ev.Tool(name=name, use_id=use, **kw)
+
+    events: list[ev.Event] = [
+        ev.ToolCall(id="c1", ts=t0, session_id="s", tool=tool("Bash", "u1")),
+        ev.ToolResult(
+            id="r1a", ts=t1, session_id="s", tool=tool("Bash", "u1", success=False), duration_ms=100
+        ),
+        ev.ToolResult(
+            id="r1b", ts=t1, session_id="s", tool=tool("Bash", "u1", success=True), duration_ms=300
+        ),
+        ev.ToolCall(id="c2", ts=t0, session_id="s", tool=tool("Bash", "u2")),
+        ev.ToolResult(
+            id="r2a", ts=t1, session_id="s", tool=tool("Bash", "u2", success=False), duration_ms=50
+        ),
+        ev.ToolResult(id="r2b", ts=t2, session_id="s", tool=tool("Bash", "u2")),
+        ev.ToolCall(id="c3", ts=t0, session_id="s", tool=tool("Read", "u3")),
+        ev.ToolResult(
+            id="r3", ts=t0, session_id="s", tool=tool("Grep", "u3", success=True), duration_ms=10
+        ),
+    ]
+    with small_store(tmp_path, events) as store:
+        got = rows(store, "SELECT * FROM tool_reliability(days := 1)")
+    # u1: success (the tie's true), 300 ms; u2: failed (its one flag), 50 ms; u3: Grep.
+    assert got == [
+        {
+            "tool_name": "Bash",
+            "calls": 2,
+            "results": 2,
+            "failures": 1,
+            "failure_rate": 0.5,
+            "p50_ms": 175.0,
+            "p95_ms": pytest.approx(50 + 0.95 * 250),
+        },
+        {
+            "tool_name": "Grep",
+            "calls": 1,
+            "results": 1,
+            "failures": 0,
+            "failure_rate": 0.0,
+            "p50_ms": 10.0,
+            "p95_ms": 10.0,
+        },
+    ]
+
+
+def test_an_event_in_two_overlapping_attempts_counts_for_both(tmp_path: Path) -> None:
+    """Two attempts of one session whose spans overlap: a request in the overlap is each
+    one's, a request in one span only is that one's; task_risk sees the overlap's error
+    in both attempts of its task."""
+    end = NOW - timedelta(hours=1)
+
+    def run(attempt: str, ts: datetime, wall_s: int) -> ev.Run:
+        return ev.Run(
+            id=f"run-{attempt}",
+            ts=ts,
+            session_id="ov",
+            task=ev.Task(id="T-ov"),
+            attempt_id=attempt,
+            attempt_index=0,
+            retry_count=ev.RetryCount(),
+            elapsed_ms=ev.Elapsed(wall=wall_s * 1000),
+            tokens=ev.Tokens(source="unknown"),
+            outcome="done",
+        )
+
+    def request(n: int, ts: datetime, failed: bool) -> ev.ApiRequest:
+        return ev.ApiRequest(
+            id=f"req-{n}",
+            ts=ts,
+            session_id="ov",
+            tokens=ev.Tokens(source="unknown"),
+            cost_usd=1.0,
+            success=not failed,
+            error="Overloaded" if failed else None,
+            attrs={"status_code": 529} if failed else None,
+        )
+
+    events: list[ev.Event] = [
+        request(1, end - timedelta(seconds=90), failed=True),  # both spans
+        request(2, end - timedelta(seconds=150), failed=False),  # a's only
+        run("a", end - timedelta(seconds=60), 120),  # [end - 180 s, end - 60 s]
+        run("b", end, 120),  # [end - 120 s, end]
+    ]
+    with small_store(tmp_path, events) as store:
+        got = rows(store, "SELECT attempt_id, requests, cost_usd, errors FROM attempts(1)")
+        risk = rows(store, "SELECT task_id, errors, top_category_errors FROM task_risk(1, 2)")
+    assert got == [
+        {"attempt_id": "b", "requests": 1, "cost_usd": 1.0, "errors": 1},
+        {"attempt_id": "a", "requests": 2, "cost_usd": 2.0, "errors": 1},
+    ]
+    assert risk == [{"task_id": "T-ov", "errors": 2, "top_category_errors": 2}]
+
+
 # -- telemetryctl reports ----------------------------------------------------------
 
 # Each macro and what its listed description must say: its formula or definition.

@@ -494,9 +494,9 @@ def test_with_the_daemon_stopped_the_page_comes_from_the_file(
 def test_a_failed_query_leaves_its_section_out(
     filled: Daemon, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A section whose query the store cannot answer (at 10M events the model_quality
-    macro can run out of the default memory limit) says why; the rest of the page is
-    there. The query is made to fail for real: it names a table the database lacks."""
+    """A section whose query the store cannot answer (out of memory, a timeout) says
+    why; the rest of the page is there. The query is made to fail for real: it names a
+    table the database lacks."""
     from telemetryd.client import html_report, pictures
 
     monkeypatch.setattr(pictures, "RATE_LIMITS_SQL", "SELECT * FROM no_such_table")
@@ -511,6 +511,31 @@ def test_a_failed_query_leaves_its_section_out(
     assert pictures.reason(
         DaemonError("query_failed", "Out of Memory Error: could not allocate\nmore")
     ) == ("Out of Memory Error: could not allocate (raise [store] memory-limit in config.toml)")
+
+
+@pytest.mark.parametrize("failing", [False, True])
+def test_charts_drawn_while_queries_run_are_those_drawn_after(
+    filled: Daemon, monkeypatch: pytest.MonkeyPatch, failing: bool
+) -> None:
+    """`report --html` draws each chart as its query ends: the page has the same data as
+    one drawn after every query. A failed query stops the early drawing; the page then
+    draws the rest."""
+    from telemetryd.client import html_report, pictures
+
+    if failing:
+        monkeypatch.setattr(pictures, "RATE_LIMITS_SQL", "SELECT * FROM no_such_table")
+    pending = pictures.start(pictures.Options(timezone="UTC"), filled.control_socket)
+    drawn = html_report.draw_early(pending)
+    got = pending.result()
+    if failing:
+        assert "rate_limits" not in drawn and list(got.failed) == ["rate_limits"]
+    else:
+        assert set(drawn) == set(html_report.DRAWN) and not got.failed
+    assert drawn.get("daily")
+    early = page_sources(html_report.render(got, drawn=drawn))
+    late = page_sources(html_report.render(got))
+    assert early == late
+    assert "cost-per-day-source" in early and "error-heatmap-source" in early
 
 
 def page_sources(text: str) -> dict[str, dict[str, Any]]:

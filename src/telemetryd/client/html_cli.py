@@ -95,10 +95,11 @@ def write(
         raise click.ClickException(
             f"the HTML report needs the charting library Bokeh: {EXTRA} ({exc})"
         ) from None
+    drawn = html_report.draw_early(pending)  # while the slower queries still run
     got = load_or_exit(pending.result)
     for section, why in got.failed.items():
         click.echo(f"warning: {section} left out of the page, its query failed: {why}", err=True)
-    page = html_report.render(got)
+    page = html_report.render(got, drawn=drawn)
     if html_path == "-":
         sys.stdout.write(page)
         return

@@ -3,10 +3,12 @@
 :func:`render` turns :class:`telemetryd.client.pictures.Pictures` into the page: a
 header with the period and its totals, then a section per subject, each with a heading,
 a "Numbers from" line naming the command that prints the same numbers, and a chart
-(:mod:`telemetryd.client.html_charts`), a table, or a line saying there is nothing. The
-file opens offline: BokehJS is inlined (``bokeh.resources.INLINE``, only the core bundle:
-no widgets, tables, WebGL or MathJax), the data travels inside the page as Bokeh's
-document JSON, and nothing in it refers to anything outside (no CDN, font or image).
+(:mod:`telemetryd.client.html_charts`), a table, or a line saying there is nothing;
+:func:`draw_early` draws each section's charts as its query ends, while slower queries
+still run, and :func:`render` takes them. The file opens offline: BokehJS is inlined
+(``bokeh.resources.INLINE``, only the core bundle: no widgets, tables, WebGL or MathJax),
+the data travels inside the page as Bokeh's document JSON, and nothing in it refers to
+anything outside (no CDN, font or image).
 Tables carry each number's full value in ``data-value``. With nothing at all to show
 the page is plain HTML that says so (:data:`EMPTY_PAGE`), without any JavaScript.
 
@@ -32,6 +34,7 @@ from bokeh.resources import INLINE
 from telemetryd import __version__
 from telemetryd.client import html_charts, pictures, reports
 from telemetryd.client.html_charts import money, or_missing, percent
+from telemetryd.errors import TelemetryError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -203,8 +206,95 @@ def _totals(got: pictures.Pictures) -> str:
     return f'<div class="totals">{cells}</div>'
 
 
-def render(got: pictures.Pictures, title: str = "telemetryd report") -> str:
-    """The page, as one string of HTML."""
+def _charts(name: str, data: Any, options: pictures.Options, named: list[str]) -> list[Model]:
+    """The charts of one section (a field of :class:`pictures.Pictures`) from its figures;
+    none when it has nothing to show. ``named``: the models with a colour of their own."""
+    zone = options.timezone
+    if name == "daily":
+        if not data.rows:
+            return []
+        return [
+            html_charts.per_day("cost-per-day", data, "cost", zone, named),
+            html_charts.per_day("tokens-per-day", data, "tokens", zone, named),
+        ]
+    if name in ("by_project", "by_agent"):
+        what, missing = (
+            ("project", "(no project)") if name == "by_project" else ("agent", "(no agent type)")
+        )
+        if not data.rows:
+            return []
+        return [html_charts.by_value(f"cost-by-{what}", what, data, missing, named)]
+    if name == "blocks":
+        if not any(not b.gap for b in data.blocks):
+            return []
+        return [html_charts.blocks_chart(data, zone)]
+    if name == "tools":
+        return list(html_charts.tool_charts(data))
+    if name == "provider_errors":
+        return [html_charts.heatmap(data)] if data else []
+    if name == "sessions":
+        if not data:
+            return []
+        per_day: dict[str, dict[str, int]] = {}
+        for r in data:
+            per_day.setdefault(r["day"], {})[r["source"]] = int(r["sessions"])
+        return [
+            html_charts.per_day_counts(
+                "sessions-per-day",
+                "Sessions started per day, by source",
+                "sessions started",
+                zone,
+                "source",
+                per_day,
+            )
+        ]
+    if name == "alerts":
+        if not data:
+            return []
+        per_day = {}
+        for a in data:
+            day = pictures._local_day(str(a["timestamp"]), options)
+            rule = str(a.get("rule") or "alert")
+            per_day.setdefault(day, {})[rule] = per_day.get(day, {}).get(rule, 0) + 1
+        return [
+            html_charts.per_day_counts(
+                "alerts-per-day", "Alerts per day, by rule", "alerts", zone, "rule", per_day
+            )
+        ]
+    if name == "rate_limits":
+        return [html_charts.rate_limits(data, zone)] if data else []
+    return []  # model_quality: a table
+
+
+DRAWN = ("daily", "by_project", "by_agent", "blocks", "tools", "provider_errors", "sessions",
+         "alerts", "rate_limits")  # fmt: skip
+
+
+def draw_early(pending: pictures.Pending) -> dict[str, list[Model]]:
+    """The charts of each section, drawn as its query ends while the others still run
+    (``daily`` first: the other charts colour models as it does). A query that failed,
+    or the daemon going away, ends the drawing: :meth:`pictures.Pending.result` says
+    why, and :func:`render` draws what is missing."""
+    drawn: dict[str, list[Model]] = {}
+    try:
+        daily = pending.section("daily")
+        named = html_charts.top_models(daily)
+        drawn["daily"] = _charts("daily", daily, pending.options, named)
+        for name in pending.finished():
+            if name in DRAWN and name not in drawn:
+                drawn[name] = _charts(name, pending.section(name), pending.options, named)
+    except TelemetryError:
+        pass
+    return drawn
+
+
+def render(
+    got: pictures.Pictures,
+    title: str = "telemetryd report",
+    drawn: dict[str, list[Model]] | None = None,
+) -> str:
+    """The page, as one string of HTML; ``drawn``: charts :func:`draw_early` drew from
+    the same queries."""
     header = _header(got, title)
     if got.empty():
         text = (
@@ -216,11 +306,12 @@ def render(got: pictures.Pictures, title: str = "telemetryd report") -> str:
         body = header + f'\n<p class="empty" id="empty">{html.escape(text)}</p>'
         return PLAIN.format(title=html.escape(title), css=CSS, header=body)
     options = got.options
-    zone = options.timezone
     span = " ".join(options.span_args())
     days = got.days
     charts: list[Model] = []
     parts: list[_Part] = []
+    named = html_charts.top_models(got.daily)
+    early = drawn or {}
 
     def add(before: str, chart: Model | None = None, after: str = "") -> None:
         if chart is not None:
@@ -233,90 +324,52 @@ def render(got: pictures.Pictures, title: str = "telemetryd report") -> str:
             return f'<p class="failed">{html.escape(text)}</p>'
         return _none(what)
 
-    daily = got.daily
-    named = html_charts.top_models(daily)
+    def section(key: str, heading: str, source: str, empty: str, note: str = "") -> None:
+        """One section: its charts, else a line saying there is nothing (or why)."""
+        found = early[key] if key in early else _charts(key, getattr(got, key), options, named)
+        if not found:
+            add(_section(heading, source) + nothing(key, empty))
+            return
+        after = (
+            _alerts_table(got.alerts, zoneinfo.ZoneInfo(options.timezone))
+            if key == "alerts"
+            else ""
+        )
+        add(_section(heading, source) + note, found[0], after if len(found) == 1 else "")
+        for chart in found[1:]:
+            add("", chart)
+
     if not {"daily", "sessions", "alerts"} & set(got.failed):
         add(_totals(got))
     source = f"telemetryctl report daily --json {span}"
-    if daily.rows:
-        add(
-            _section("Cost per day", source),
-            html_charts.per_day("cost-per-day", daily, "cost", zone, named),
+    if got.daily.rows:
+        cost, tokens = (
+            early["daily"] if "daily" in early else _charts("daily", got.daily, options, named)
         )
-        add(
-            _section("Tokens per day", source),
-            html_charts.per_day("tokens-per-day", daily, "tokens", zone, named),
-        )
+        add(_section("Cost per day", source), cost)
+        add(_section("Tokens per day", source), tokens)
     else:
         add(_section("Cost and tokens per day", source) + nothing("daily"))
-    for report, what, missing, key in (
-        (got.by_project, "project", "(no project)", "by_project"),
-        (got.by_agent, "agent", "(no agent type)", "by_agent"),
-    ):
+    for what, key in (("project", "by_project"), ("agent", "by_agent")):
         source = f"telemetryctl report daily --by {what} --json {span} (summed over the days)"
-        if report.rows:
-            add(
-                _section(f"Cost by {what}", source),
-                html_charts.by_value(f"cost-by-{what}", what, report, missing, named),
-            )
-        else:
-            add(_section(f"Cost by {what}", source) + nothing(key))
+        section(key, f"Cost by {what}", source, "Nothing recorded in this period.")
     source = f"telemetryctl report blocks --json {span}"
-    if any(not b.gap for b in got.blocks.blocks):
-        add(_section("5-hour windows", source), html_charts.blocks_chart(got.blocks, zone))
-    else:
-        add(
-            _section("5-hour windows", source)
-            + nothing("blocks", "No Claude usage in this period.")
-        )
+    section("blocks", "5-hour windows", source, "No Claude usage in this period.")
     source = f'telemetryctl query "select * from tool_reliability(days := {days})"'
-    tool_charts = html_charts.tool_charts(got.tools)
-    if tool_charts:
-        add(_section("Tools: failures and durations", source), tool_charts[0])
-        for chart in tool_charts[1:]:
-            add("", chart)
-    else:
-        add(_section("Tools: failures and durations", source) + nothing("tools"))
+    section("tools", "Tools: failures and durations", source, "Nothing recorded in this period.")
     source = f'telemetryctl query "select * from provider_reliability(days := {days})"'
-    if got.provider_errors:
-        add(
-            _section("Errors by provider and category", source)
-            + '<p class="note">Failed tool results are left out: they are not the provider\'s. '
-            "Days are UTC days.</p>",
-            html_charts.heatmap(got.provider_errors),
-        )
-    else:
-        add(_section("Errors by provider and category", source) + nothing("provider_errors"))
+    section(
+        "provider_errors",
+        "Errors by provider and category",
+        source,
+        "Nothing recorded in this period.",
+        '<p class="note">Failed tool results are left out: they are not the provider\'s. '
+        "Days are UTC days.</p>",
+    )
     source = "the sessions view: sessions per local day of started, by source"
-    if got.sessions:
-        per_day: dict[str, dict[str, int]] = {}
-        for r in got.sessions:
-            per_day.setdefault(r["day"], {})[r["source"]] = int(r["sessions"])
-        chart = html_charts.per_day_counts(
-            "sessions-per-day",
-            "Sessions started per day, by source",
-            "sessions started",
-            zone,
-            "source",
-            per_day,
-        )
-        add(_section("Sessions", source), chart)
-    else:
-        add(_section("Sessions", source) + nothing("sessions"))
+    section("sessions", "Sessions", source, "Nothing recorded in this period.")
     source = f"telemetryctl alerts --json --since {options.since or '1970-01-01'}"
-    if got.alerts:
-        tz = zoneinfo.ZoneInfo(zone)
-        per_day = {}
-        for a in got.alerts:
-            day = pictures._local_day(str(a["timestamp"]), options)
-            rule = str(a.get("rule") or "alert")
-            per_day.setdefault(day, {})[rule] = per_day.get(day, {}).get(rule, 0) + 1
-        chart = html_charts.per_day_counts(
-            "alerts-per-day", "Alerts per day, by rule", "alerts", zone, "rule", per_day
-        )
-        add(_section("Alerts", source), chart, _alerts_table(got.alerts, tz))
-    else:
-        add(_section("Alerts", source) + nothing("alerts", "No alerts in this period."))
+    section("alerts", "Alerts", source, "No alerts in this period.")
     source = f'telemetryctl query "select * from model_quality(days := {days})"'
     if got.model_quality:
         add(_section("Model quality", source) + _quality_table(got.model_quality))
@@ -326,15 +379,12 @@ def render(got: pictures.Pictures, title: str = "telemetryd report") -> str:
             + nothing("model_quality", "No attempts (run events) in this period.")
         )
     source = "metric events claude_code.rate_limits.* (telemetryctl statusline records them)"
-    if got.rate_limits:
-        add(_section("Rate-limit use", source), html_charts.rate_limits(got.rate_limits, zone))
-    else:
-        add(
-            _section("Rate-limit use", source)
-            + nothing(
-                "rate_limits", "Not recorded: the status line records it for Claude.ai subscribers."
-            )
-        )
+    section(
+        "rate_limits",
+        "Rate-limit use",
+        source,
+        "Not recorded: the status line records it for Claude.ai subscribers.",
+    )
     # One document, its models collected once: Bokeh recomputes them on every root added
     # otherwise (quadratic in the charts).
     document = Document()

@@ -23,7 +23,9 @@ that reaches back to the start of ``since`` (all history without it) and ``until
 not bound them; the heat map's rows, which carry their (UTC) day, are kept between
 ``since`` and ``until``. The queries run a few at a time (:data:`PARALLEL`), each on its
 own connection, so a caller can do other work (import a charting library) meanwhile:
-:func:`start` returns at once and :meth:`Pending.result` waits.
+:func:`start` returns at once and :meth:`Pending.result` waits; :meth:`Pending.finished`
+and :meth:`Pending.section` give each query's figures as it ends (the page draws its
+charts while slower queries still run).
 
 Import-light like the query path: no click, no duckdb, no charting library.
 """
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 import math
 import zoneinfo
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock
@@ -45,7 +47,7 @@ from telemetryd.errors import DaemonError, DaemonUnavailable, StoreUnavailable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from typing import Any
 
 ALL_DAYS = 36525  # the macros' window without --since: a hundred years
@@ -200,20 +202,23 @@ class Pending:
             if since is not None
             else datetime(1970, 1, 1, tzinfo=UTC)
         )
+        # Started in this order, two at a time: the slowest first (at 10M events
+        # tool_reliability takes longer than any two others), then daily, whose charts
+        # the page draws first (html_report.draw_early), then the others, slower first.
         jobs: dict[str, Callable[[], Any]] = {
-            "daily": report(None),
-            "blocks": lambda: blocks_api.load(blocks_options, socket_path, now_ms),
-            "by_project": report("project"),
-            "by_agent": report("agent"),
-            "sessions": lambda: _rows(SESSIONS_SQL, {"tz": tz}, socket_path),
             "tools": lambda: _rows(
                 "SELECT * FROM tool_reliability(days := $days)", {"days": days}, socket_path
             ),
-            "provider_errors": lambda: _rows(
-                "SELECT * FROM provider_reliability(days := $days)", {"days": days}, socket_path
-            ),
+            "daily": report(None),
             "model_quality": lambda: _rows(
                 "SELECT * FROM model_quality(days := $days)", {"days": days}, socket_path
+            ),
+            "by_project": report("project"),
+            "by_agent": report("agent"),
+            "sessions": lambda: _rows(SESSIONS_SQL, {"tz": tz}, socket_path),
+            "blocks": lambda: blocks_api.load(blocks_options, socket_path, now_ms),
+            "provider_errors": lambda: _rows(
+                "SELECT * FROM provider_reliability(days := $days)", {"days": days}, socket_path
             ),
             "alerts": lambda: alerts_api.load(start, socket_path=socket_path),
             "rate_limits": lambda: _rows(RATE_LIMITS_SQL, {"tz": tz}, socket_path),
@@ -225,19 +230,39 @@ class Pending:
         """Drop the queries not started yet; wait for those in flight."""
         self._pool.shutdown(wait=True, cancel_futures=True)
 
+    def finished(self) -> Iterator[str]:
+        """The queries' names as they end (failed or not)."""
+        names = {future: name for name, future in self._futures.items()}
+        for future in as_completed(names):
+            yield names[future]
+
+    def section(self, name: str) -> Any:
+        """What the page shows of one query (``daily``, ``tools``, ...: the fields of
+        :class:`Pictures`), once it has ended: waits for it, raises its error."""
+        value = self._futures[name].result()
+        options = self.options
+        if name == "alerts":
+            return [a for a in value.alerts if options.within(_local_day(a["timestamp"], options))]
+        if name == "provider_errors":
+            return [r for r in value.rows if options.within(str(r["day"]))]
+        if name in ("sessions", "rate_limits"):
+            return [r for r in value.rows if options.within(r["day"])]
+        if isinstance(value, Loaded):
+            return value.rows
+        return value
+
     def result(self) -> Pictures:
         """Every figure. A query the store could not answer (out of memory, a timeout)
         leaves its section empty, with the reason in :attr:`Pictures.failed`; the daemon
         or the database being away raises, as does every query failing (the first
         error), after all have ended."""
-        options = self.options
         got: dict[str, Any] = {}
         failed: dict[str, str] = {}
         errors: list[DaemonError] = []
         try:
-            for name, future in self._futures.items():
+            for name in self._futures:
                 try:
-                    got[name] = future.result()
+                    got[name] = self.section(name)
                 except (DaemonUnavailable, StoreUnavailable):
                     raise
                 except DaemonError as exc:
@@ -248,27 +273,15 @@ class Pending:
             self._pool.shutdown(wait=True, cancel_futures=True)
         if len(errors) == len(self._futures):
             raise errors[0]
-        warnings = [w for w in dict.fromkeys(g.warning for g in got.values()) if w]
-        alerts = [
-            a for a in got["alerts"].alerts if options.within(_local_day(a["timestamp"], options))
-        ]
+        # Every answer (Loaded, a report, blocks, alerts) says where it came from.
+        answers = [f.result() for f in self._futures.values() if f.exception() is None]
+        warnings = [w for w in dict.fromkeys(a.warning for a in answers) if w]
         return Pictures(
-            options=options,
-            daily=got["daily"],
-            by_project=got["by_project"],
-            by_agent=got["by_agent"],
-            blocks=got["blocks"],
-            tools=got["tools"].rows,
-            provider_errors=[
-                r for r in got["provider_errors"].rows if options.within(str(r["day"]))
-            ],
-            sessions=[r for r in got["sessions"].rows if options.within(r["day"])],
-            alerts=alerts,
-            model_quality=got["model_quality"].rows,
-            rate_limits=[r for r in got["rate_limits"].rows if options.within(r["day"])],
-            from_file=any(g.from_file for g in got.values()),
+            options=self.options,
+            from_file=any(a.from_file for a in answers),
             warning="; ".join(warnings) or None,
             failed=failed,
+            **got,
         )
 
     def _nothing(self, name: str) -> Any:
@@ -278,9 +291,7 @@ class Pending:
             return reports.Report(reports.Options(timezone=options.timezone), [])
         if name == "blocks":
             return blocks_api.Report(blocks_api.Options(), [], 0)
-        if name == "alerts":
-            return alerts_api.Result([])
-        return Loaded([])
+        return []  # rows
 
 
 def reason(exc: DaemonError) -> str:

@@ -200,35 +200,65 @@ COMMENT ON MACRO TABLE attempt_events IS
 -- an anomaly action is an `alert` event with a non-empty attrs.action (what was done
 -- about the anomaly: nudge, abort, reroute, ...); an auto-resume is a `custom` event
 -- named 'auto_resume'.
+-- It matches events to attempts as attempt_events does, but only the events it counts
+-- (requests, errors, failed tool results, alerts, auto-resumes: a fraction of all) and
+-- with the columns it counts: the runs, one per attempt, are the joins' small side, and
+-- no event is looked up again by id (a join over every event, which at 10M events needs
+-- more than the store's memory).
 CREATE OR REPLACE MACRO attempts(days := 7) AS TABLE
 WITH
-    attributed AS (
-        SELECT * FROM attempt_events(days := days) AS ae WHERE ae.matched_by <> 'run'
+    latest AS (
+        SELECT e.*
+        FROM events AS e
+        WHERE e.type = 'run' AND e.ts >= utc_now() - to_days(CAST(days AS INTEGER))
+        QUALIFY row_number() OVER (PARTITION BY e.attempt_id ORDER BY e.ts DESC, e.id DESC) = 1
+    ),
+    counted AS (
+        SELECT
+            e.session_id,
+            e.task_attempt_id,
+            e.ts,
+            e.type = 'api_request' AS request,
+            CASE WHEN e.type = 'api_request' THEN e.cost_usd END AS cost_usd,
+            e.type IN ('error', 'tool_result')
+                OR (e.type = 'api_request' AND failed(e.success, e.error)) AS error,
+            e.type = 'tool_result' AS tool_failure,
+            e.type = 'alert' AS alert,
+            CASE
+                WHEN e.type = 'alert'
+                    THEN nullif(json_extract_string(e.attrs, '$.action'), '') IS NOT NULL
+                ELSE false
+            END AS anomaly_action,
+            e.type = 'custom' AS auto_resume
+        FROM events AS e
+        WHERE e.type IN ('api_request', 'error', 'alert')
+            OR (e.type = 'tool_result' AND failed(e.tool_success, e.tool_error))
+            OR (e.type = 'custom' AND e.name = 'auto_resume')
+    ),
+    matched AS (
+        SELECT l.attempt_id, c.*
+        FROM latest AS l
+        JOIN counted AS c ON c.task_attempt_id = l.attempt_id
+        UNION ALL
+        SELECT l.attempt_id, c.*
+        FROM latest AS l
+        JOIN counted AS c
+            ON c.session_id = l.session_id
+                AND c.ts >= l.ts - to_milliseconds(l.elapsed_wall_ms) AND c.ts <= l.ts
+        WHERE c.task_attempt_id IS NULL
     ),
     counts AS (
         SELECT
-            ae.attempt_id,
-            count(*) FILTER (WHERE e.type = 'api_request') AS requests,
-            coalesce(sum(e.cost_usd) FILTER (WHERE e.type = 'api_request'), 0) AS cost_usd,
-            count(*) FILTER (WHERE e.type = 'alert') AS alerts,
-            count(*) FILTER (
-                WHERE e.type = 'alert'
-                    AND nullif(json_extract_string(e.attrs, '$.action'), '') IS NOT NULL
-            ) AS anomaly_actions,
-            count(*) FILTER (WHERE e.type = 'custom' AND e.name = 'auto_resume')
-                AS auto_resumes
-        FROM attributed AS ae
-        JOIN events AS e ON e.id = ae.event_id
-        GROUP BY ae.attempt_id
-    ),
-    failures AS (
-        SELECT
-            ae.attempt_id,
-            count(*) AS errors,
-            count(*) FILTER (WHERE x.kind = 'tool') AS tool_failures
-        FROM attributed AS ae
-        JOIN errors AS x ON x.event_id = ae.event_id
-        GROUP BY ae.attempt_id
+            m.attempt_id,
+            count(*) FILTER (WHERE m.request) AS requests,
+            coalesce(sum(m.cost_usd), 0) AS cost_usd,
+            count(*) FILTER (WHERE m.error) AS errors,
+            count(*) FILTER (WHERE m.tool_failure) AS tool_failures,
+            count(*) FILTER (WHERE m.alert) AS alerts,
+            count(*) FILTER (WHERE m.anomaly_action) AS anomaly_actions,
+            count(*) FILTER (WHERE m.auto_resume) AS auto_resumes
+        FROM matched AS m
+        GROUP BY m.attempt_id
     )
 SELECT
     r.attempt_id,
@@ -246,16 +276,13 @@ SELECT
     r.retry_reroute,
     coalesce(c.requests, 0) AS requests,
     coalesce(c.cost_usd, 0) AS cost_usd,
-    coalesce(f.errors, 0) AS errors,
-    coalesce(f.tool_failures, 0) AS tool_failures,
+    coalesce(c.errors, 0) AS errors,
+    coalesce(c.tool_failures, 0) AS tool_failures,
     coalesce(c.alerts, 0) AS alerts,
     coalesce(c.anomaly_actions, 0) AS anomaly_actions,
     coalesce(c.auto_resumes, 0) AS auto_resumes
-FROM attempt_events(days := days) AS ae
-JOIN events AS r ON r.id = ae.event_id
-LEFT JOIN counts AS c ON c.attempt_id = ae.attempt_id
-LEFT JOIN failures AS f ON f.attempt_id = ae.attempt_id
-WHERE ae.matched_by = 'run'
+FROM latest AS r
+LEFT JOIN counts AS c ON c.attempt_id = r.attempt_id
 ORDER BY ended DESC, r.attempt_id;
 COMMENT ON MACRO TABLE attempts IS
     'One row per attempt (run) of the last `days` days with counts over its attempt_events: requests, cost_usd, errors, tool_failures, alerts, anomaly_actions (alerts with attrs.action), auto_resumes (custom events named auto_resume)';
@@ -323,19 +350,37 @@ ORDER BY m.attempts DESC, m.model NULLS LAST;
 COMMENT ON MACRO TABLE run_outcomes IS
     'Per model, from run events: attempts; first_shot_rate = first attempts (attempt_index 0) done without a retry / first attempts; attempts retried on the same model and rerouted, their retries; done, blocked, redo';
 
--- A task is listed when any threshold is met; reasons names which.
+-- A task is listed when any threshold is met; reasons names which. Error categories come
+-- from the `errors` view rows of the tasked attempts' events, matched as attempt_events
+-- does, among the events that can be errors only.
 CREATE OR REPLACE MACRO task_risk(
     days := 7, min_attempts := 3, min_tool_failures := 3, min_repeats := 3
 ) AS TABLE
 WITH
     tasked AS (SELECT * FROM attempts(days := days) AS a WHERE a.task_id IS NOT NULL),
-    categories AS (
-        SELECT t.task_id, x.category, count(*) AS n
+    failures AS (
+        SELECT e.id, e.session_id, e.task_attempt_id, e.ts
+        FROM events AS e
+        WHERE e.type = 'error'
+            OR (e.type = 'tool_result' AND failed(e.tool_success, e.tool_error))
+            OR (e.type = 'api_request' AND failed(e.success, e.error))
+    ),
+    matched AS (
+        SELECT t.task_id, f.id
         FROM tasked AS t
-        JOIN attempt_events(days := days) AS ae
-            ON ae.attempt_id = t.attempt_id AND ae.matched_by <> 'run'
-        JOIN errors AS x ON x.event_id = ae.event_id
-        GROUP BY t.task_id, x.category
+        JOIN failures AS f ON f.task_attempt_id = t.attempt_id
+        UNION ALL
+        SELECT t.task_id, f.id
+        FROM tasked AS t
+        JOIN failures AS f
+            ON f.session_id = t.session_id AND f.ts >= t.started AND f.ts <= t.ended
+        WHERE f.task_attempt_id IS NULL
+    ),
+    categories AS (
+        SELECT m.task_id, x.category, count(*) AS n
+        FROM matched AS m
+        JOIN errors AS x ON x.event_id = m.id
+        GROUP BY m.task_id, x.category
     ),
     repeats AS (
         SELECT
@@ -474,22 +519,71 @@ ORDER BY errors DESC, x.category, x.fingerprint;
 COMMENT ON MACRO TABLE guardrail_gaps IS
     'Permission, auth and content-policy errors clustered by category and fingerprint: errors, sessions, first and last seen, tools, the earliest normalised message';
 
+-- ts_packed(ts, value) packs a time and a BIGINT into one HUGEINT that orders by time,
+-- then by value: max(ts_packed(ts, v)) unpacked is the v of the latest row whose v is not
+-- NULL (ties: the largest), min(...) of the earliest (ties: the smallest). arg_max(v, ts)
+-- gives the same but keeps a bigger state per group, which matters with millions of groups.
+CREATE OR REPLACE MACRO ts_packed(ts, value) AS
+    CAST(epoch_us(ts) AS HUGEINT) * 18446744073709551616
+        + (CAST(value AS HUGEINT) + 9223372036854775808);
+CREATE OR REPLACE MACRO ts_unpacked(packed) AS
+    CAST((packed & 18446744073709551615) - 9223372036854775808 AS BIGINT);
+
+-- The tool uses of the tool_calls view, paired here the same way (by session and use id;
+-- the first named event's tool name, the first call, the last result, the latest result's
+-- duration and success flag where given, an error in any result) but with fixed-size
+-- states: tool names as numbers (their rank), times and values packed (ts_packed). At 10M
+-- events the view's string and arg_max states take ~2x longer, spilling to disk. Where
+-- two of a use's events have the same time, the view takes either one's; this takes the
+-- larger duration, success over failure, and the first tool name in sort order.
 CREATE OR REPLACE MACRO tool_reliability(days := 7) AS TABLE
-WITH per_tool AS (
-    SELECT
-        c.tool_name,
-        count(*) AS calls,
-        count(*) FILTER (WHERE c.ended IS NOT NULL) AS results,
-        count(*) FILTER (WHERE NOT c.success OR (c.success IS NULL AND c.error IS NOT NULL))
-            AS failures,
-        quantile_cont(c.duration_ms, 0.5) AS p50_ms,
-        quantile_cont(c.duration_ms, 0.95) AS p95_ms
-    FROM tool_calls AS c
-    WHERE c.started >= utc_now() - to_days(CAST(days AS INTEGER))
-    GROUP BY c.tool_name
-)
+WITH
+    names AS (
+        SELECT n.tool_name, row_number() OVER (ORDER BY n.tool_name) AS code
+        FROM (
+            SELECT DISTINCT e.tool_name
+            FROM events AS e
+            WHERE e.type IN ('tool_call', 'tool_result') AND e.tool_name IS NOT NULL
+        ) AS n
+    ),
+    paired AS (
+        SELECT
+            ts_unpacked(min(ts_packed(e.ts, n.code))) AS code,
+            min(e.ts) FILTER (WHERE e.type = 'tool_call') AS called,
+            max(e.ts) FILTER (WHERE e.type = 'tool_result') AS ended,
+            ts_unpacked(max(ts_packed(e.ts, e.duration_ms)) FILTER (WHERE e.type = 'tool_result'))
+                AS result_duration_ms,
+            ts_unpacked(
+                max(ts_packed(e.ts, CAST(e.tool_success AS BIGINT)))
+                    FILTER (WHERE e.type = 'tool_result')
+            ) = 1 AS success,
+            bool_or(e.tool_error IS NOT NULL) FILTER (WHERE e.type = 'tool_result') AS errored
+        FROM events AS e
+        LEFT JOIN names AS n ON n.tool_name = e.tool_name
+        WHERE e.type IN ('tool_call', 'tool_result')
+        -- an event without a use id is a use of its own
+        GROUP BY e.session_id, e.tool_use_id, CASE WHEN e.tool_use_id IS NULL THEN e.id END
+    ),
+    per_tool AS (
+        SELECT
+            p.code,
+            count(*) AS calls,
+            count(*) FILTER (WHERE p.ended IS NOT NULL) AS results,
+            count(*) FILTER (WHERE NOT p.success OR (p.success IS NULL AND p.errored))
+                AS failures,
+            quantile_cont(
+                coalesce(p.result_duration_ms, datediff('millisecond', p.called, p.ended)), 0.5
+            ) AS p50_ms,
+            quantile_cont(
+                coalesce(p.result_duration_ms, datediff('millisecond', p.called, p.ended)), 0.95
+            ) AS p95_ms
+        FROM paired AS p
+        WHERE coalesce(p.called, p.ended - to_milliseconds(coalesce(p.result_duration_ms, 0)))
+            >= utc_now() - to_days(CAST(days AS INTEGER))
+        GROUP BY p.code
+    )
 SELECT
-    t.tool_name,
+    n.tool_name,
     t.calls,
     t.results,
     t.failures,
@@ -497,7 +591,8 @@ SELECT
     t.p50_ms,
     t.p95_ms
 FROM per_tool AS t
-ORDER BY t.calls DESC, t.tool_name;
+LEFT JOIN names AS n ON n.code = t.code
+ORDER BY t.calls DESC, n.tool_name;
 COMMENT ON MACRO TABLE tool_reliability IS
     'Per tool (tool_calls started in the last `days` days): calls, results, failures (success false, or an error without a success flag), failure_rate = failures / results, p50_ms and p95_ms of duration_ms (interpolated quantiles)';
 

@@ -7,6 +7,12 @@
 -- `unknown` tokens every count is NULL (an estimate is only in total_tokens, where a
 -- view has it), so sums cover the requests whose counts are known.
 
+-- Whether a tool result or a model request failed: its success flag is false, or it has
+-- an error and no success flag. The `errors` view's rule, which the analytics macros
+-- share (macros.sql).
+CREATE OR REPLACE MACRO failed(success, error) AS
+    NOT success OR (success IS NULL AND error IS NOT NULL);
+
 -- One row per model request.
 CREATE OR REPLACE VIEW api_requests AS
 SELECT
@@ -149,7 +155,7 @@ WITH raw AS (
         e.trace_id, e.span_id, 'tool', e.tool_error, NULL, NULL, NULL, e.tool_name, NULL
     FROM events AS e
     WHERE e.type = 'tool_result'
-        AND (NOT e.tool_success OR (e.tool_success IS NULL AND e.tool_error IS NOT NULL))
+        AND failed(e.tool_success, e.tool_error)
     UNION ALL
     SELECT
         e.id, e.ts, e.session_id, e.source, e.agent_type, e.agent_model, e.agent_provider,
@@ -160,7 +166,7 @@ WITH raw AS (
         ) AS INTEGER)
     FROM events AS e
     WHERE e.type = 'api_request'
-        AND (NOT e.success OR (e.success IS NULL AND e.error IS NOT NULL))
+        AND failed(e.success, e.error)
 ),
 ruled AS (
     SELECT
