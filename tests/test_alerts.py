@@ -545,3 +545,67 @@ def test_each_rule_alerts_once_and_not_again_after_a_restart(daemon_factory: Any
     analyzed(daemon)
     assert sorted(a["id"] for a in raised(daemon)) == ids
     assert sorted(e["id"] for e in daemon.journal_events() if e["type"] == "alert") == ids
+
+
+def test_the_cost_baseline_is_the_median_of_the_models_other_sessions(tmp_path: Path) -> None:
+    """cost_anomalies' median of "the model's other sessions" (found by position, not by
+    pairing each session with all the others) equals statistics.median over the others,
+    for odd and even counts, ties, sessions of two models and sessions without a model."""
+    import random
+
+    from telemetryd import events as ev
+    from telemetryd.store.database import Store
+
+    rng = random.Random(5)
+    now = datetime.now(UTC).replace(microsecond=0)
+    requests: list[ev.ApiRequest] = []
+    for n in range(300):
+        model = rng.choice(["m-odd", "m-even", "m-ties", None])
+        costs = [rng.choice([0.5, 1.0, 2.0]) if model == "m-ties" else rng.uniform(0.01, 3)]
+        if rng.random() < 0.2:  # a second, cheaper model in the same session
+            costs.append(-1.0)
+        for i, cost in enumerate(costs):
+            requests.append(
+                ev.ApiRequest(
+                    id=f"r-{n}-{i}", v=1, session_id=f"s-{n:03d}", source="claude-code",
+                    ts=now - timedelta(hours=rng.uniform(1, 200)), received_at=now,
+                    agent=ev.Agent(model=model if cost > 0 else "m-side"),
+                    tokens=ev.Tokens(source="actual", input=1, output=1),
+                    cost_usd=cost if cost > 0 else 0.001, cost_source="reported",
+                )
+            )  # fmt: skip
+    # One model with an even number of sessions, one with an odd number.
+    sessions: dict[str, dict[str, float]] = {}
+    for r in requests:
+        assert r.agent is not None and r.session_id is not None and r.cost_usd is not None
+        per = sessions.setdefault(r.session_id, {})
+        key = r.agent.model or ""
+        per[key] = per.get(key, 0.0) + r.cost_usd
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    (journal / "20260301T000000Z-000001.jsonl").write_bytes(
+        b"".join(ev.ENCODER.encode(r) + b"\n" for r in requests)
+    )
+    with Store(str(tmp_path / "telemetry.duckdb")) as store:
+        store.materialize(str(journal))
+        with store.cursor() as cur:
+            got = cur.execute(
+                "SELECT session_id, model, median_usd, baseline_sessions "
+                "FROM cost_anomalies(factor := 0.0, min_sessions := 1, days := 30)"
+            ).fetchall()
+    # (its model: the one with most of its cost, requests without a model aside)
+    model_of = {
+        s: max([m for m in per if m] or [""], key=lambda m: per.get(m, 0.0))
+        for s, per in sessions.items()
+    }
+    total = {s: sum(per.values()) for s, per in sessions.items()}
+    want = {}
+    for s, model in model_of.items():
+        if model == "":  # (no model: no baseline)
+            continue
+        others = [total[o] for o, m in model_of.items() if m == model and o != s]
+        if others:
+            want[s] = (model, statistics.median(others), len(others))
+    counts = {m: sum(1 for v in model_of.values() if v == m) for m in ("m-odd", "m-even")}
+    assert len({c % 2 for c in counts.values()}) == 2 or min(counts.values()) > 2
+    assert {s: (m, pytest.approx(med), n) for s, m, med, n in got} == want

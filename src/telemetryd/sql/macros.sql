@@ -723,22 +723,53 @@ candidates AS (
             SELECT t.session_id FROM events AS t
             WHERE t.type = 'api_request' AND t.received_at >= touched
         )
+),
+-- The median of a model's other sessions, without pairing each candidate with all of
+-- them: the sessions of each model in cost order (position k of n), and the one or two
+-- middle positions of the n - 1 others, moved past the candidate's own position. (Which
+-- of several equal costs is the candidate's does not matter: the others are the same.)
+ranked AS (
+    SELECT
+        p.session_id,
+        p.model,
+        p.cost,
+        row_number() OVER (PARTITION BY p.model ORDER BY p.cost, p.session_id) - 1 AS k,
+        count(*) OVER (PARTITION BY p.model) AS n
+    FROM per_session AS p
+    WHERE p.model IS NOT NULL
+),
+middles AS (
+    SELECT
+        s.*,
+        r.n - 1 AS others,
+        CAST(floor((r.n - 2) / 2) AS BIGINT) AS lo,
+        CAST(floor((r.n - 1) / 2) AS BIGINT) AS hi,
+        r.k
+    FROM candidates AS s JOIN ranked AS r USING (session_id)
+    WHERE r.n >= 2
+),
+medians AS (
+    SELECT
+        m.session_id,
+        m.model,
+        m.cost,
+        m.last_request,
+        m.others,
+        (a.cost + b.cost) / 2 AS median_usd
+    FROM middles AS m
+    JOIN ranked AS a ON a.model = m.model AND a.k = m.lo + CAST(m.lo >= m.k AS BIGINT)
+    JOIN ranked AS b ON b.model = m.model AND b.k = m.hi + CAST(m.hi >= m.k AS BIGINT)
 )
 SELECT
     s.session_id,
     s.model,
     s.cost AS cost_usd,
-    b.median_usd,
-    b.sessions AS baseline_sessions,
-    s.cost / b.median_usd AS ratio,
+    s.median_usd,
+    s.others AS baseline_sessions,
+    s.cost / s.median_usd AS ratio,
     s.last_request
-FROM candidates AS s,
-    LATERAL (
-        SELECT median(o.cost) AS median_usd, count(*) AS sessions
-        FROM per_session AS o
-        WHERE o.model = s.model AND o.session_id <> s.session_id
-    ) AS b
-WHERE b.sessions >= min_sessions AND s.cost > factor * b.median_usd
+FROM medians AS s
+WHERE s.others >= min_sessions AND s.cost > factor * s.median_usd
 ORDER BY ratio DESC, s.session_id;
 COMMENT ON MACRO TABLE cost_anomalies IS
     'Sessions active since `since` (with a request received since `touched`) whose cost is over `factor` times the median cost of their model''s other sessions of the last `days` days (at least `min_sessions` of them)';
