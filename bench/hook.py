@@ -7,6 +7,10 @@ PreToolUse and PostToolUse in turn, with a fresh tool use id per pair (the
 PreToolUse writes its timing file, the PostToolUse reads and removes it, as in
 a session of an older Claude Code). Every event must be delivered, not spooled:
 the journal is counted afterwards. Also ``python -X importtime`` of the hook path.
+
+A third arm, ``hook_ats``, runs the same payloads with the agentic telemetry spec's
+tier 1 example (tests/fixtures/ats/) as the tool input's ``metadata``: the hook then
+imports adapters/ats.py and checks the metadata (docs/ats.md).
 """
 
 from __future__ import annotations
@@ -38,16 +42,30 @@ FALLBACK = {
 }
 
 
-def _payloads(workdir: Path, count: int) -> list[Path]:
-    """``count`` stdin files: PreToolUse, PostToolUse, PreToolUse, ... (pairs share an id)."""
+ATS_EXAMPLE = (
+    Path(__file__).resolve().parent.parent
+    / "tests"
+    / "fixtures"
+    / "ats"
+    / "examples"
+    / "tier1-ask-user-question.json"
+)
+
+
+def _payloads(workdir: Path, count: int, metadata: dict[str, Any] | None = None) -> list[Path]:
+    """``count`` stdin files: PreToolUse, PostToolUse, PreToolUse, ... (pairs share an id);
+    with ``metadata`` in the tool input when given."""
     base = json.loads(SAMPLE.read_text())[0] if SAMPLE.exists() else FALLBACK
+    tag = "ats" if metadata is not None else "plain"
+    if metadata is not None:
+        base = dict(base, tool_input={**base.get("tool_input", {}), "metadata": metadata})
     out = []
     for i in range(count):
-        payload = dict(base, tool_use_id=f"toolu_bench_{i // 2:06d}")
+        payload = dict(base, tool_use_id=f"toolu_bench_{tag}_{i // 2:06d}")
         if i % 2:
             payload["hook_event_name"] = "PostToolUse"
             payload["tool_response"] = {"stdout": "ok", "stderr": "", "interrupted": False}
-        path = workdir / f"payload-{i:05d}.json"
+        path = workdir / f"payload-{tag}-{i:05d}.json"
         path.write_text(json.dumps(payload))
         out.append(path)
     return out
@@ -115,16 +133,23 @@ def run(workdir: Path, runs: int, quick: bool, log: Callable[[str], None]) -> di
     hook_argv = [telemetryctl(), "hook", "claude-code"]
     pass_argv = [sys.executable, "-c", "pass"]
     payloads = _payloads(workdir, WARMUP + iterations)
+    metadata = json.loads(ATS_EXAMPLE.read_text())
+    metadata.pop("_comment", None)
+    ats_payloads = _payloads(workdir, WARMUP + iterations, metadata)
     with Telemetryd(label="hook") as daemon:
         env = _env(daemon.dir, workdir / "pycache")
-        err = {"hook": workdir / "hook.stderr", "pass": workdir / "pass.stderr"}
-        times: dict[str, list[float]] = {"hook": [], "pass": []}
-        for i, payload in enumerate(payloads):
-            order = [("hook", hook_argv), ("pass", pass_argv)]
+        err = {name: workdir / f"{name}.stderr" for name in ("hook", "hook_ats", "pass")}
+        times: dict[str, list[float]] = {"hook": [], "hook_ats": [], "pass": []}
+        for i, (payload, ats_payload) in enumerate(zip(payloads, ats_payloads, strict=True)):
+            order = [
+                ("hook", hook_argv, payload),
+                ("hook_ats", hook_argv, ats_payload),
+                ("pass", pass_argv, payload),
+            ]
             if i % 2:
                 order.reverse()  # who goes first alternates
-            for name, argv in order:
-                elapsed = _timed(argv, env, str(payload), err[name])
+            for name, argv, stdin in order:
+                elapsed = _timed(argv, env, str(stdin), err[name])
                 if i >= WARMUP:
                     times[name].append(elapsed)
         for name, path in err.items():
@@ -135,9 +160,9 @@ def run(workdir: Path, runs: int, quick: bool, log: Callable[[str], None]) -> di
                     )
         journaled = daemon.journal_lines()
         leftover = list((daemon.dir / "run" / "hooks").glob("tool-*"))
-        if journaled != len(payloads) or daemon.spooled() or leftover:
+        if journaled != 2 * len(payloads) or daemon.spooled() or leftover:
             raise BenchError(
-                f"hook: {len(payloads)} runs, {journaled} journaled, {daemon.spooled()} spool "
+                f"hook: {2 * len(payloads)} runs, {journaled} journaled, {daemon.spooled()} spool "
                 f"files, {len(leftover)} timing files left"
             )
         imports_hook = _importtime_with_stdin(hook_argv, env, payloads[0])
@@ -149,14 +174,18 @@ def run(workdir: Path, runs: int, quick: bool, log: Callable[[str], None]) -> di
         "iterations": iterations,
         "hook_p50_ms": statistics.median(times["hook"]) * 1e3,
         "hook_p95_ms": _percentile(times["hook"], 0.95) * 1e3,
+        "hook_ats_p50_ms": statistics.median(times["hook_ats"]) * 1e3,
+        "hook_ats_p95_ms": _percentile(times["hook_ats"], 0.95) * 1e3,
         "pass_p50_ms": statistics.median(times["pass"]) * 1e3,
         "pass_p95_ms": _percentile(times["pass"], 0.95) * 1e3,
         "importtime": import_summary("hook", imports_hook, imports_pass),
     }
     result["ratio_p50"] = result["hook_p50_ms"] / result["pass_p50_ms"]
     result["ratio_p95"] = result["hook_p95_ms"] / result["pass_p95_ms"]
+    result["ats_ratio_p50"] = result["hook_ats_p50_ms"] / result["pass_p50_ms"]
     log(
         f"  hook p50 {result['hook_p50_ms']:.1f} ms (p95 {result['hook_p95_ms']:.1f}), "
-        f"python -c pass p50 {result['pass_p50_ms']:.1f} ms (x{result['ratio_p50']:.2f})"
+        f"python -c pass p50 {result['pass_p50_ms']:.1f} ms (x{result['ratio_p50']:.2f}); "
+        f"with ATS metadata p50 {result['hook_ats_p50_ms']:.1f} ms (x{result['ats_ratio_p50']:.2f})"
     )
     return result

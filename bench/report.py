@@ -85,6 +85,9 @@ def _hook_figures(hook: dict[str, Any] | None) -> list[dict[str, Any]]:
                 note=f"python -c pass p95 {hook['pass_p95_ms']:.1f} ms"),
         _figure("ratio hook p50 / pass p50", [hook["ratio_p50"]], "x", target="hook_vs_pass",
                 note=f"pass p50 {hook['pass_p50_ms']:.1f} ms; p95 ratio {hook['ratio_p95']:.2f}"),
+        _figure("ratio hook p50 / pass p50, ATS tier 1 metadata in the input",
+                [hook["ats_ratio_p50"]], "x", target="hook_vs_pass",
+                note=f"p50 {hook['hook_ats_p50_ms']:.1f} ms, p95 {hook['hook_ats_p95_ms']:.1f} ms"),
     ]  # fmt: skip
 
 

@@ -238,7 +238,7 @@ def test_every_report_macro_passes_the_plan_check(store: Store) -> None:
             "where function_type = 'table_macro' and not internal order by 1"
         ).fetchall()
     assert {"cost_by_model", "model_quality", "tool_reliability"} <= {m for m, _ in macros}
-    required = {"trace": ["trace_id"]}
+    required = {"trace": ["trace_id"], "ab_results": ["experiment_id"]}
     for name, _ in macros:
         args = ", ".join("NULL" for _ in required.get(name, []))
         run(store, f'select * from "{name}"({args}) limit 1')

@@ -248,11 +248,22 @@ def test_committed_schema_matches_the_code() -> None:
     )
 
 
-def test_main_writes_the_schema_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_main_writes_the_schema_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert schema.main([str(tmp_path)]) == 0
     written = tmp_path / f"event-v{events.SCHEMA_VERSION}.schema.json"
-    assert capsys.readouterr().out.strip() == str(written)
+    ats_written = tmp_path / "ats-v1.schema.json"
+    assert capsys.readouterr().out.split() == [str(written), str(ats_written)]
     assert written.read_text(encoding="utf-8") == schema.generate()
+    assert ats_written.read_text(encoding="utf-8") == schema.generate_ats()
+
+
+def test_committed_ats_schema_matches_the_code() -> None:
+    path = ROOT / "schemas" / schema.ATS_FILENAME
+    committed = path.read_text(encoding="utf-8") if path.exists() else ""
+    assert committed == schema.generate_ats(), (
+        f"{path.name} is out of date with telemetryd/adapters/ats.py: run `make schema` "
+        "and commit the result"
+    )
 
 
 def test_schema_names_every_event_type(validator: Draft202012Validator) -> None:

@@ -119,6 +119,18 @@ def _tool(payload: dict[str, Any]) -> dict[str, Any]:
     return tool
 
 
+def _ats(payload: dict[str, Any], attrs: dict[str, Any]) -> None:
+    """The agentic telemetry spec's metadata in the tool's input, as ``attrs.ats``
+    (:mod:`telemetryd.adapters.ats`, imported only for an input that has ``metadata``)."""
+    tool_input = payload.get("tool_input")
+    if isinstance(tool_input, dict) and "metadata" in tool_input:
+        from telemetryd.adapters import ats
+
+        found = ats.from_tool_input(payload.get("tool_name"), tool_input)
+        if found is not None:
+            attrs["ats"] = found
+
+
 def _duration(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         return None
@@ -162,9 +174,11 @@ def hook_events(
     elif name == "PreToolUse":
         event["type"] = "tool_call"
         event["tool"] = _tool(payload)
+        _ats(payload, attrs)
     elif name in ("PostToolUse", "PostToolUseFailure"):
         event["type"] = "tool_result"
         tool = _tool(payload)
+        _ats(payload, attrs)
         failed = name == "PostToolUseFailure"
         response = payload.get("tool_response")
         if isinstance(response, dict) and response.get("success") is False:

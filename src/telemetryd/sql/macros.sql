@@ -819,3 +819,79 @@ WHERE s.ts >= since
 ORDER BY s.ts, s.provider;
 COMMENT ON MACRO TABLE error_spikes IS
     'Error spikes since `since`: where one provider''s errors (error events and failed API requests) reach `min_errors` within `window_seconds`, at most one per window';
+
+-- A/B results of one agentic telemetry spec experiment, per variant (docs/ats.md):
+-- a run is one tool use whose metadata assigns it to `experiment_id` (ats_experiments),
+-- with metadata that follows the spec unless include_invalid. successes, failures and
+-- draws count the runs' outcome_signal (the metadata's final koth.outcome_signal, else
+-- the tool result's success); pending ones have neither. success_rate = successes /
+-- (successes + failures + draws), NULL without any. sessions: the distinct sessions
+-- with a run of the variant; session_cost_usd: those sessions' known model-request cost,
+-- each session once per variant (whole sessions: a session with runs in two variants
+-- counts in both); run_cost_usd: the known cost of the session's requests timed within
+-- a run (started to ended), each request once per variant. total_duration_ms and
+-- avg_duration_ms: the runs' tool durations (call to result).
+CREATE OR REPLACE MACRO ab_results(experiment_id, include_invalid := false) AS TABLE
+WITH assigned AS (
+    SELECT x.*
+    FROM ats_experiments AS x
+    WHERE x.experiment_id = experiment_id AND (x.ats_valid OR include_invalid)
+),
+variant_sessions AS (
+    SELECT DISTINCT r.variant_id, r.session_id
+    FROM assigned AS r
+    WHERE r.session_id IS NOT NULL
+),
+session_costs AS (
+    SELECT v.variant_id, sum(e.cost_usd) AS cost_usd
+    FROM variant_sessions AS v
+    JOIN events AS e ON e.session_id = v.session_id AND e.type = 'api_request'
+    GROUP BY v.variant_id
+),
+run_requests AS (
+    SELECT DISTINCT r.variant_id, e.id, e.cost_usd
+    FROM assigned AS r
+    JOIN events AS e
+        ON e.session_id = r.session_id AND e.type = 'api_request'
+        AND e.ts >= r.started AND e.ts <= r.ended
+),
+run_costs AS (
+    SELECT q.variant_id, sum(q.cost_usd) AS cost_usd
+    FROM run_requests AS q
+    GROUP BY q.variant_id
+),
+per_variant AS (
+    SELECT
+        r.variant_id,
+        mode(r.treatment_group) AS treatment_group,
+        count(*) AS runs,
+        count(*) FILTER (WHERE r.outcome_signal = 'win') AS successes,
+        count(*) FILTER (WHERE r.outcome_signal = 'loss') AS failures,
+        count(*) FILTER (WHERE r.outcome_signal = 'draw') AS draws,
+        count(*) FILTER (WHERE r.outcome_signal = 'pending') AS pending,
+        count(DISTINCT r.session_id) AS sessions,
+        sum(r.duration_ms) AS total_duration_ms,
+        avg(r.duration_ms) AS avg_duration_ms
+    FROM assigned AS r
+    GROUP BY r.variant_id
+)
+SELECT
+    v.variant_id,
+    v.treatment_group,
+    v.runs,
+    v.successes,
+    v.failures,
+    v.draws,
+    v.pending,
+    v.successes / nullif(v.successes + v.failures + v.draws, 0) AS success_rate,
+    v.sessions,
+    coalesce(s.cost_usd, 0) AS session_cost_usd,
+    coalesce(c.cost_usd, 0) AS run_cost_usd,
+    v.total_duration_ms,
+    v.avg_duration_ms
+FROM per_variant AS v
+LEFT JOIN session_costs AS s ON s.variant_id IS NOT DISTINCT FROM v.variant_id
+LEFT JOIN run_costs AS c ON c.variant_id IS NOT DISTINCT FROM v.variant_id
+ORDER BY v.variant_id NULLS LAST;
+COMMENT ON MACRO TABLE ab_results IS
+    'Per variant of an agentic telemetry spec experiment: runs (tool uses assigned to it), successes, success rate, sessions'' and runs'' cost, duration';

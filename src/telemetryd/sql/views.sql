@@ -351,3 +351,239 @@ LEFT JOIN LATERAL (
     WHERE r.timestamp >= b.starts AND r.timestamp < b.ends
 ) AS s ON true
 WHERE b.limit_usd > 0 AND b.ends > make_timestamp(epoch_us(now()));
+
+-- Tool-call metadata of the agentic telemetry spec (ATS): a tool input's `metadata`
+-- (TaskCreate/TaskUpdate: `metadata._dgm`) kept as attrs.ats of its tool_call and
+-- tool_result events (adapters/ats.py; docs/ats.md). The typed columns show a value
+-- only when it has the spec's JSON type (a string where a string belongs, ...); what a
+-- producer sent is in `metadata` either way, and `ats_valid` / `ats_errors` say whether
+-- it follows the spec and why not.
+CREATE OR REPLACE MACRO ats_text(j, path) AS
+    CASE WHEN json_type(j, path) = 'VARCHAR' THEN json_extract_string(j, path) END;
+CREATE OR REPLACE MACRO ats_bool(j, path) AS
+    CASE WHEN json_type(j, path) = 'BOOLEAN' THEN json_extract_string(j, path) = 'true' END;
+CREATE OR REPLACE MACRO ats_number(j, path) AS
+    CASE WHEN json_type(j, path) IN ('UBIGINT', 'BIGINT', 'DOUBLE')
+        THEN TRY_CAST(json_extract_string(j, path) AS DOUBLE) END;
+
+-- One row per tool use whose call or result carries attrs.ats: the use paired as in
+-- `tool_calls` (started, ended, duration_ms, success, error), the metadata of its first
+-- event that has it (the call's, usually: both carry the same input), and
+-- outcome_signal, the KOTH outcome as the spec's telemetry hook sets it at PostToolUse:
+-- the metadata's koth.outcome_signal when it is final (win, loss, draw), else 'win' or
+-- 'loss' from the result's success, else 'pending' (no result yet, or none known).
+CREATE OR REPLACE VIEW ats_tool_uses AS
+WITH marked AS (
+    SELECT
+        e.id, e.ts, e.session_id, e.tool_use_id, e.tool_name,
+        json_extract(e.attrs, '$.ats') AS ats
+    FROM events AS e
+    WHERE e.type IN ('tool_call', 'tool_result')
+        AND contains(CAST(e.attrs AS VARCHAR), '"ats":')
+),
+uses AS (
+    SELECT
+        m.session_id,
+        m.tool_use_id,
+        coalesce(m.tool_use_id, m.id) AS use_key,
+        arg_min(m.ats, m.ts) AS ats,
+        arg_min(m.id, m.ts) AS event_id,
+        arg_min(m.tool_name, m.ts) AS tool_name
+    FROM marked AS m
+    WHERE json_type(m.ats) = 'OBJECT'
+    GROUP BY m.session_id, m.tool_use_id, coalesce(m.tool_use_id, m.id)
+),
+tool_events AS (
+    SELECT u.session_id, u.use_key, e.type, e.ts, e.duration_ms, e.tool_success, e.tool_error
+    FROM uses AS u
+    JOIN events AS e
+        ON e.tool_use_id = u.tool_use_id AND e.session_id IS NOT DISTINCT FROM u.session_id
+    WHERE u.tool_use_id IS NOT NULL AND e.type IN ('tool_call', 'tool_result')
+    UNION ALL
+    SELECT u.session_id, u.use_key, e.type, e.ts, e.duration_ms, e.tool_success, e.tool_error
+    FROM uses AS u
+    JOIN events AS e ON e.id = u.use_key
+    WHERE u.tool_use_id IS NULL
+),
+outcomes AS (
+    SELECT
+        t.session_id,
+        t.use_key,
+        min(t.ts) FILTER (WHERE t.type = 'tool_call') AS called,
+        max(t.ts) FILTER (WHERE t.type = 'tool_result') AS ended,
+        arg_max(t.duration_ms, t.ts) FILTER (WHERE t.type = 'tool_result') AS result_duration_ms,
+        arg_max(t.tool_success, t.ts) FILTER (WHERE t.type = 'tool_result') AS success,
+        arg_max(t.tool_error, t.ts) FILTER (WHERE t.type = 'tool_result') AS error
+    FROM tool_events AS t
+    GROUP BY t.session_id, t.use_key
+),
+typed AS (
+    SELECT
+        u.session_id,
+        u.tool_use_id,
+        u.tool_name,
+        coalesce(o.called, o.ended - to_milliseconds(coalesce(o.result_duration_ms, 0)))
+            AS started,
+        o.ended,
+        coalesce(o.result_duration_ms, datediff('millisecond', o.called, o.ended))
+            AS duration_ms,
+        o.success,
+        o.error,
+        ats_text(u.ats, '$.metadata.source') AS ats_source,
+        TRY_CAST(json_extract_string(u.ats, '$.tier') AS INTEGER) AS tier,
+        coalesce(ats_bool(u.ats, '$.valid'), false) AS ats_valid,
+        json_extract_string(u.ats, '$.errors[*]') AS ats_errors,
+        ats_text(u.ats, '$.at') AS ats_at,
+        coalesce(ats_bool(u.ats, '$.has_legacy_compat'), false) AS has_legacy_compat,
+        coalesce(ats_bool(u.ats, '$.truncated'), false) AS ats_truncated,
+        ats_text(u.ats, '$.metadata.koth.outcome_signal') AS declared_outcome_signal,
+        ats_text(u.ats, '$.metadata._compat.schema_version') AS schema_version,
+        json_extract(u.ats, '$.metadata') AS metadata,
+        u.event_id
+    FROM uses AS u
+    LEFT JOIN outcomes AS o
+        ON o.use_key = u.use_key AND o.session_id IS NOT DISTINCT FROM u.session_id
+)
+SELECT
+    t.*,
+    CASE
+        WHEN t.declared_outcome_signal IN ('win', 'loss', 'draw') THEN t.declared_outcome_signal
+        WHEN t.success THEN 'win'
+        WHEN NOT t.success THEN 'loss'
+        ELSE 'pending'
+    END AS outcome_signal
+FROM typed AS t;
+
+-- Provenance (session -> agent -> skill/hook -> tool), one row per ATS tool use:
+-- the immediate caller (caller_type, caller_name; ats_source is the metadata's
+-- `<caller_type>:<caller_name>` string), the sub-agent instance (agent_id), the chain
+-- of callers above it from the outermost (caller_chain; chain_depth its length) and
+-- chain_path, the whole path as text: each caller of the chain, the immediate caller
+-- and the tool, as `type:name` joined by ' > '. provenance_session_id is the session the
+-- metadata names; session_matches whether it is the event's.
+CREATE OR REPLACE VIEW ats_provenance AS
+WITH p AS (
+    SELECT
+        u.*,
+        json_extract(u.metadata, '$.provenance') AS prov,
+        list_transform(
+            json_extract(u.metadata, '$.provenance.caller_chain[*]'),
+            lambda x: {
+                'caller_type': ats_text(x, '$.caller_type'),
+                'caller_name': ats_text(x, '$.caller_name'),
+                'agent_id': ats_text(x, '$.agent_id')
+            }
+        ) AS chain
+    FROM ats_tool_uses AS u
+)
+SELECT
+    p.started AS timestamp,
+    p.session_id,
+    p.tool_use_id,
+    p.tool_name,
+    p.ats_source,
+    ats_text(p.prov, '$.caller_type') AS caller_type,
+    ats_text(p.prov, '$.caller_name') AS caller_name,
+    ats_text(p.prov, '$.agent_id') AS agent_id,
+    p.chain AS caller_chain,
+    len(p.chain) AS chain_depth,
+    array_to_string(
+        list_concat(
+            list_transform(p.chain, lambda c: c.caller_type || ':' || c.caller_name),
+            [ats_text(p.prov, '$.caller_type') || ':' || ats_text(p.prov, '$.caller_name'),
+             'tool:' || p.tool_name]
+        ),
+        ' > '
+    ) AS chain_path,
+    ats_text(p.prov, '$.session_id') AS provenance_session_id,
+    ats_text(p.prov, '$.session_id') = p.session_id AS session_matches,
+    ats_text(p.prov, '$.project_path_hash') AS project_path_hash,
+    ats_text(p.prov, '$.timestamp_utc') AS timestamp_utc,
+    p.tier,
+    p.has_legacy_compat,
+    p.ats_valid,
+    p.ats_errors,
+    p.event_id
+FROM p;
+
+-- A/B assignments: one row per ATS tool use with an `experiment` block, its outcome
+-- (outcome_signal, success, duration_ms) beside the assignment. ab_results(experiment_id)
+-- (macros.sql) sums them per variant.
+CREATE OR REPLACE VIEW ats_experiments AS
+SELECT
+    u.started AS timestamp,
+    u.session_id,
+    u.tool_use_id,
+    u.tool_name,
+    ats_text(u.metadata, '$.experiment.experiment_id') AS experiment_id,
+    ats_text(u.metadata, '$.experiment.variant_id') AS variant_id,
+    ats_text(u.metadata, '$.experiment.template_id') AS template_id,
+    ats_text(u.metadata, '$.experiment.template_version') AS template_version,
+    ats_text(u.metadata, '$.experiment.assignment_method') AS assignment_method,
+    ats_text(u.metadata, '$.experiment.treatment_group') AS treatment_group,
+    u.started,
+    u.ended,
+    u.duration_ms,
+    u.success,
+    u.outcome_signal,
+    u.tier,
+    u.ats_valid,
+    u.ats_errors,
+    u.event_id
+FROM ats_tool_uses AS u
+WHERE json_type(u.metadata, '$.experiment') = 'OBJECT';
+
+-- KOTH/Oracle signals: one row per ATS tool use with a `koth` block. confidence is
+-- oracle_recommendation_confidence; declared_outcome_signal the metadata's own,
+-- outcome_signal as ats_tool_uses derives it; domain the koth_domain.
+CREATE OR REPLACE VIEW ats_koth AS
+SELECT
+    u.started AS timestamp,
+    u.session_id,
+    u.tool_use_id,
+    u.tool_name,
+    ats_text(u.metadata, '$.provenance.caller_name') AS caller_name,
+    ats_bool(u.metadata, '$.koth.oracle_consulted') AS oracle_consulted,
+    ats_text(u.metadata, '$.koth.oracle_recommended_agent') AS recommended_agent,
+    ats_number(u.metadata, '$.koth.oracle_recommendation_confidence') AS confidence,
+    CASE WHEN json_type(u.metadata, '$.koth.agents_in_options') = 'ARRAY'
+        THEN list_filter(
+            list_transform(
+                json_extract(u.metadata, '$.koth.agents_in_options[*]'), lambda x: ats_text(x, '$')
+            ),
+            lambda x: x IS NOT NULL
+        )
+    END AS agents_in_options,
+    ats_text(u.metadata, '$.koth.koth_domain') AS domain,
+    ats_text(u.metadata, '$.koth.question_type') AS question_type,
+    u.declared_outcome_signal,
+    u.outcome_signal,
+    u.success,
+    u.tier,
+    u.ats_valid,
+    u.ats_errors,
+    u.event_id
+FROM ats_tool_uses AS u
+WHERE json_type(u.metadata, '$.koth') = 'OBJECT';
+
+-- Decision Logger join keys: one row per ATS tool use with a `decision` block.
+CREATE OR REPLACE VIEW ats_decisions AS
+SELECT
+    u.started AS timestamp,
+    u.session_id,
+    u.tool_use_id,
+    u.tool_name,
+    ats_text(u.metadata, '$.decision.decision_id') AS decision_id,
+    ats_text(u.metadata, '$.decision.parent_decision_id') AS parent_decision_id,
+    ats_text(u.metadata, '$.decision.signal_type') AS signal_type,
+    ats_text(u.metadata, '$.decision.intent_classification') AS intent_classification,
+    ats_text(u.metadata, '$.decision.entity_id') AS entity_id,
+    ats_text(u.metadata, '$.decision.decision_domain') AS decision_domain,
+    u.outcome_signal,
+    u.success,
+    u.tier,
+    u.ats_valid,
+    u.ats_errors,
+    u.event_id
+FROM ats_tool_uses AS u
+WHERE json_type(u.metadata, '$.decision') = 'OBJECT';

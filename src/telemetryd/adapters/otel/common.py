@@ -12,7 +12,9 @@ resource's under ``resource``), minus content, cut to size:
 - the whole stays under :data:`ATTRS_BUDGET` bytes encoded (the daemon rejects
   attrs over ``ingest.max-attrs-bytes``, 16 KiB by default): the longest
   strings are cut further, then the largest keys dropped (named in
-  ``otel.dropped``).
+  ``otel.dropped``);
+- a tool's agentic telemetry spec metadata, found in its input before the input is
+  dropped, is ``ats`` (adapters/ats.py bounds it to 4 KiB), never cut by the above.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 import msgspec
 
 from telemetryd import fastjson
-from telemetryd.adapters import ids
+from telemetryd.adapters import ats, ids
 from telemetryd.adapters.claude_code import MAX_PROMPT
 
 MAX_TEXT = 1000  # characters of one string value in attrs
@@ -249,9 +251,13 @@ def tool(
     use_id = text(raw.get(use_id_key))
     if use_id:
         found["use_id"] = use_id
-    digest = _input_digest(raw)
+    tool_input = _tool_input(raw)
+    digest = ids.input_digest(tool_input)
     if digest:
         found["input_digest"] = digest
+    metadata = ats.from_tool_input(found["name"], tool_input)
+    if metadata is not None:
+        attrs["ats"] = metadata
     if event["type"] == "tool_result":
         success = flag(raw.get("success"))
         if success is not None:
@@ -275,18 +281,19 @@ def tool(
 _TOOL_INPUT_KEYS = ("tool_input", "arguments", "function_args", "tool_parameters")
 
 
-def _input_digest(raw: dict[str, Any]) -> str | None:
-    """The digest of the tool input an event carries (before content is dropped), as
-    :func:`telemetryd.adapters.ids.input_digest` makes it from a hook's ``tool_input``."""
+def _tool_input(raw: dict[str, Any]) -> Any:
+    """The tool input an event carries (before content is dropped), parsed when it is
+    JSON text: what :func:`telemetryd.adapters.ids.input_digest` digests as it does a
+    hook's ``tool_input``, and where agentic telemetry spec metadata is looked for."""
     for key in _TOOL_INPUT_KEYS:
         value = raw.get(key)
         if isinstance(value, str) and value and value not in REDACTED:
             try:
-                return ids.input_digest(fastjson.loads(value))
+                return fastjson.loads(value)
             except ValueError:  # not JSON: the text itself
-                return ids.input_digest(value)
+                return value
         if isinstance(value, (dict, list)):
-            return ids.input_digest(value)
+            return value
     return None
 
 
@@ -489,7 +496,14 @@ def level(severity_number: int, severity_text: str) -> str:
 
 
 def finish(event: dict[str, Any], attrs: dict[str, Any]) -> dict[str, Any]:
-    """``event`` with its attrs bounded."""
-    if attrs:
+    """``event`` with its attrs bounded. A tool's agentic telemetry spec metadata
+    (``ats``, bounded on its own: adapters/ats.py) is kept whole; the rest fits what is
+    left of :data:`ATTRS_BUDGET`."""
+    found = attrs.pop("ats", None) if attrs else None
+    if found is not None:
+        rest = bound(attrs, ATTRS_BUDGET - len(encode(found))) if attrs else {}
+        rest["ats"] = found
+        event["attrs"] = rest
+    elif attrs:
         event["attrs"] = bound(attrs)
     return event

@@ -21,7 +21,9 @@ chat span                   ``api_request``: input = input − cache reads − c
                             included, also kept as ``reasoning``); id from
                             ``gen_ai.response.id``, else the span's ids
 execute_tool span           ``tool_result`` (tool name, call id, success from the
-                            status, ``error.type``, duration)
+                            status, ``error.type``, duration; agentic telemetry
+                            spec metadata in ``gen_ai.tool.call.arguments`` as
+                            ``attrs.ats``)
 invoke_agent span           ``agent_start`` at its start and ``agent_stop`` at its
                             end (agent name as ``agent.type``; the turn's token
                             totals on the stop: they add up the chat spans, so
@@ -41,7 +43,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from telemetryd.adapters import ids
+from telemetryd.adapters import ats, ids
 from telemetryd.adapters import usage as usage_mod
 from telemetryd.adapters.otel import common as c
 from telemetryd.adapters.otel.records import LogRecord, Scope, Span
@@ -230,6 +232,9 @@ def span_events(scope: Scope, span: Span, source: str) -> list[dict[str, Any]]:
         event["tool"] = tool
         if duration is not None:
             event["duration_ms"] = duration
+        metadata = ats.from_arguments(tool["name"], raw.get("gen_ai.tool.call.arguments"))
+        if metadata is not None:
+            attrs["ats"] = metadata
         out.append(c.finish(event, attrs))
     elif op == "invoke_agent":
         agent = c.agent(
