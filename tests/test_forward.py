@@ -465,6 +465,46 @@ def test_a_forwarded_event_round_trips_to_the_same_line() -> None:
     ]
 
 
+@pytest.mark.parametrize("good", [3, 300])  # (a small request: the daemon; big: a worker)
+def test_a_receiver_rejects_bad_forwarded_records_and_keeps_the_others(
+    daemon_factory: Any, home_b: Path, good: int
+) -> None:
+    """Forwarded records whose body is no event, or an event that fails the checks, are
+    rejected through partialSuccess; every good record around them is journaled as it
+    was sent (received_at included), and the request is not refused."""
+    import http.client
+
+    b = daemon_factory(home=home_b).start()
+    token = (home_b / "http-token").read_text().strip()
+    lines = _canonical(_events(0, good)).splitlines(keepends=True)
+    resource = forwarded.resource({}, "host-1", "0.1.0")
+    request = json.loads(
+        forwarded.encode(
+            b"".join(lines), signals=("logs",), types=frozenset(), resource_json=resource
+        ).bodies["logs"]
+    )
+    records = request["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+    not_an_event = {**records[0], "body": {"stringValue": "not an event"}}
+    no_tokens = {**records[0], "body": {"stringValue": '{"type":"api_request","id":"bad"}'}}
+    no_body = {key: value for key, value in records[0].items() if key != "body"}
+    middle = len(records) // 2
+    records[middle:middle] = [not_an_event, no_tokens, no_body]
+    body = json.dumps(request).encode()
+    assert (len(body) >= 16 * 1024) == (good == 300)
+    host, port = b.http_address().rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    conn.request("POST", "/v1/logs", body, headers)
+    response = conn.getresponse()
+    answer = json.loads(response.read())
+    conn.close()
+    assert response.status == 200
+    assert answer["partialSuccess"]["rejectedLogRecords"] == "3", answer
+    assert "not an event" in answer["partialSuccess"]["errorMessage"], answer
+    assert sorted(_journal_lines(b)) == sorted(line.rstrip(b"\n") for line in lines)
+    assert _status(b)["rejected"] == 1  # (the event that failed the checks; 2 unmapped)
+
+
 def test_metric_events_become_data_points_and_types_filter() -> None:
     data = _canonical(
         b'{"type":"metric","name":"m.count","value":3,"kind":"counter","unit":"1"}\n'

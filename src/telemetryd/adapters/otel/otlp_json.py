@@ -229,7 +229,14 @@ def _json_value(value: _AnyValue | None, depth: int = 0) -> Any:
 
 
 def _json_attrs(pairs: list[_KeyValue]) -> dict[str, Any]:
-    return {kv.key: _json_value(kv.value) for kv in pairs}
+    out: dict[str, Any] = {}
+    for kv in pairs:
+        value = kv.value
+        if value is not None and value.string_value is not None:  # (most are strings)
+            out[kv.key] = value.string_value
+        else:
+            out[kv.key] = _json_value(value)
+    return out
 
 
 def _json_scope(resource: _Resource | None, scope: _Scope | None) -> Scope:
