@@ -766,6 +766,7 @@ class Forwarder:
         """Send ``chunk`` until the endpoint has taken (or for good refused) all of it."""
         pending = list(self.config.signals)
         sender = self._free.pop()  # (one is free: at most IN_FLIGHT batches are sent)
+        done = False
         try:
             while pending:
                 signal = pending[0]
@@ -787,7 +788,12 @@ class Forwarder:
                     self.state = "sending"
                     continue
                 await self._backoff(outcome)
+            done = True
         finally:
+            if not done:  # cancelled: its thread may still be posting on that connection
+                self._senders.remove(sender)
+                sender = Sender(self.config)
+                self._senders.append(sender)
             self._free.append(sender)
         self.last_success = _now_iso()
 
