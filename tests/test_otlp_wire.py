@@ -417,3 +417,31 @@ def test_the_table_of_attributes_met_stays_bounded() -> None:
     big = KeyValue(key="big", value=any_value("b" * 500))
     assert _attrs_of(_one_record([big])) == {"big": "b" * 500}
     assert big.SerializeToString() not in otlp_protobuf._SEEN[0]  # (only short ones kept)
+
+
+def test_an_event_that_cannot_be_encoded_costs_its_record_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The events of a request are encoded together; should one fail to encode (a bug
+    in a mapper: fault injected here), the others are still encoded, record by record."""
+    from telemetryd.adapters.otel import export, mapping
+
+    real = mapping.log_events
+
+    def faulty(scope: Any, record: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        events = real(scope, record, **kwargs)
+        if record.attrs.get("n") == 2:
+            events[0]["attrs"]["bad"] = object()  # (msgspec cannot encode it)
+        return events
+
+    monkeypatch.setattr(mapping, "log_events", faulty)
+    request = ExportLogsServiceRequest()
+    records = request.resource_logs.add().scope_logs.add().log_records
+    for n in range(5):
+        record = records.add(time_unix_nano=1_700_000_000_000_000_000 + n)
+        record.attributes.append(KeyValue(key="n", value=any_value(n)))
+    mapped = export.to_events("logs", "protobuf", request.SerializeToString(), limit=1 << 20)
+    kept = [json.loads(line)["attrs"]["n"] for line in mapped.lines.splitlines()]
+    assert kept == [0, 1, 3, 4]
+    assert (mapped.records, mapped.unmapped) == (5, 1)
+    assert mapped.problem == "a record could not be mapped: TypeError"

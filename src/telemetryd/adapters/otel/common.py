@@ -108,6 +108,7 @@ MODEL_KEYS = ("model", "gen_ai.response.model", "gen_ai.request.model")
 SPAN_KINDS = {1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 
 _ENCODER = msgspec.json.Encoder(order="sorted")
+_SIZER = msgspec.json.Encoder().encode
 
 
 # -- values ----------------------------------------------------------------------------
@@ -408,7 +409,7 @@ def clean(attrs: dict[str, Any]) -> dict[str, Any]:
 def bound(attrs: dict[str, Any], budget: int = ATTRS_BUDGET) -> dict[str, Any]:
     """``attrs`` made to fit ``budget`` bytes encoded: long strings cut to 200
     characters, then the largest keys dropped (their names in ``otel.dropped``)."""
-    if len(_ENCODER.encode(attrs)) <= budget:
+    if len(_SIZER(attrs)) <= budget:  # (the same size in any order of keys)
         return attrs
 
     def shorten(value: Any) -> Any:
