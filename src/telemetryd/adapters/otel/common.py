@@ -361,7 +361,7 @@ def value_of(value: Any) -> Any:
 # Keys that :func:`clean` copies as they are (neither content nor too long), as they are
 # met; bounded, since a producer chooses them (past the bound, new keys take the long way).
 _PLAIN_KEYS: set[str] = set()
-_PLAIN_KEYS_MAX = 4096
+_PLAIN_KEYS_MAX = 2048
 
 
 def clean(attrs: dict[str, Any]) -> dict[str, Any]:

@@ -224,7 +224,7 @@ _DOUBLE = struct.Struct("<d")
 # older one, and what is found there moves back to the newer): a producer cannot grow
 # it, and a stream of values seen once does not push out the ones that repeat.
 _SEEN: list[dict[bytes, tuple[str, Any]]] = [{}, {}]  # newer, older
-_SEEN_MAX = 2048
+_SEEN_MAX = 1024
 _SEEN_BYTES = 128
 _SCALARS = (str, int, float, bool, type(None))
 
