@@ -189,17 +189,18 @@ def iso(ns: int) -> str | None:
     if ns <= 0:
         return None
     seconds, rest = divmod(ns, 1_000_000_000)
-    last = _LAST_SECOND
+    last = _LAST_SECOND[0]
     if last[0] != seconds:  # (records of one batch mostly share their second)
         try:
             moment = datetime.fromtimestamp(seconds, UTC)
         except (OverflowError, OSError, ValueError):
             return None
-        last[0], last[1] = seconds, moment.replace(tzinfo=None).isoformat(timespec="seconds")
+        last = (seconds, moment.replace(tzinfo=None).isoformat(timespec="seconds"))
+        _LAST_SECOND[0] = last  # (one store: threads that map at once see a whole pair)
     return f"{last[1]}.{rest // 1_000_000:03d}Z"
 
 
-_LAST_SECOND: list[Any] = [-1, ""]  # the last second :func:`iso` wrote, and its text
+_LAST_SECOND: list[tuple[int, str]] = [(-1, "")]  # the last second iso() wrote, its text
 
 
 def iso_text(value: Any) -> str | None:
@@ -438,16 +439,18 @@ def bound(attrs: dict[str, Any], budget: int = ATTRS_BUDGET) -> dict[str, Any]:
 
 # The last resource cleaned and its cleaned copy: the records of one scope share their
 # resource's dict, so it is cleaned once per scope, not once per record. (The dict is
-# held here, so its identity cannot be reused by another one meanwhile.)
-_RESOURCE: list[dict[str, Any]] = [{}, {}]
+# held here, so its identity cannot be reused by another one meanwhile; the pair is
+# stored in one step, so threads that map at once never see halves of two.)
+_RESOURCE: list[tuple[dict[str, Any], dict[str, Any]]] = [({}, {})]
 
 
 def with_resource(attrs: dict[str, Any], scope_resource: dict[str, Any]) -> dict[str, Any]:
     out = clean(attrs)
     if scope_resource:
-        last = _RESOURCE
+        last = _RESOURCE[0]
         if last[0] is not scope_resource:
-            last[0], last[1] = scope_resource, clean(scope_resource)
+            last = (scope_resource, clean(scope_resource))
+            _RESOURCE[0] = last
         out["resource"] = dict(last[1])
     return out
 
