@@ -230,6 +230,90 @@ def test_the_token_is_sent_and_a_refusal_is_reported_not_skipped(
     assert _status(b)["http"]["requests"] >= 1  # (it was asked, and said no)
 
 
+class _Holding(http.server.BaseHTTPRequestHandler):
+    """A proxy in front of a real telemetryd (``target``) that answers any request
+    holding the event ``hold-me`` with a 503 while ``holding`` is set, and passes every
+    other request on (then each batch after the held one is answered first)."""
+
+    target: ClassVar[str] = ""
+    holding: ClassVar[threading.Event] = threading.Event()
+    passed: ClassVar[list[int]] = []  # events in each request passed on and answered 200
+
+    def do_POST(self) -> None:
+        import http.client
+
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        plain = zlib.decompress(body, 16 + zlib.MAX_WBITS)
+        if self.holding.is_set() and b"hold-me" in plain:
+            status, answer = 503, b'{"code":14,"message":"held"}'
+        else:
+            host, port = self.target.rsplit(":", 1)
+            conn = http.client.HTTPConnection(host, int(port), timeout=30)
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+            conn.request("POST", self.path, body, headers)
+            response = conn.getresponse()
+            status, answer = response.status, response.read()
+            conn.close()
+            if status == 200:
+                self.passed.append(plain.count(b'"logRecords"') and plain.count(b'"eventName"'))
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_batches_in_flight_answered_out_of_order_never_move_the_position_past_a_gap(
+    daemon_factory: Any, home_b: Path
+) -> None:
+    """Several batches are posted at a time; the first one is held (503) while the later
+    ones are answered. The saved position must not pass the held batch, and after a
+    restart B has every event of A exactly once."""
+    b = daemon_factory(home=home_b).start()
+    token = (home_b / "http-token").read_text().strip()
+    _Holding.target = b.http_address()
+    _Holding.holding.set()
+    _Holding.passed = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Holding)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        a, _ = _forwarding(
+            daemon_factory, f"http://127.0.0.1:{port}", token, "forward.batch-events=100"
+        )
+        a.start()
+        held = b'{"type":"custom","name":"held","id":"hold-me"}\n'
+        data = held + _events(0, 999)  # 10 batches of 100; the first holds hold-me
+        _send(a, data)
+        # Batches after the held one are answered (at least 2: several were in flight) ...
+        _wait("later batches to be answered", lambda: _status(a)["forward"]["sent_events"] >= 200)
+        forward = _status(a)["forward"]
+        assert "503" in (forward["last_error"] or "") and forward["sent_events"] >= 200, forward
+        # ... but the position stays before the held batch, and so does the saved one.
+        assert (forward["segment"], forward["offset"]) == ("", 0), forward
+        assert forward["behind_events"] == 1000, forward
+        assert _status(b)["accepted"] == sum(_Holding.passed) >= 200
+        assert a.stop() == 0
+        saved = a.home / "forward" / "position.json"
+        if saved.exists():
+            assert json.loads(saved.read_text())["offset"] == 0, saved.read_text()
+        # Released, A sends the journal again from the held batch: B keeps each event once.
+        _Holding.holding.clear()
+        a.start()
+        _wait("A to catch up", lambda: _caught_up(a))
+        a_lines, b_lines = _journal_lines(a), _journal_lines(b)
+        assert len(a_lines) == 1000 and sorted(b_lines) == sorted(a_lines)
+        assert sum(_Holding.passed) > 1000  # (the batches answered before were sent again)
+        assert _status(b)["duplicates"] == sum(_Holding.passed) - 1000
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 class _Refusing(http.server.BaseHTTPRequestHandler):
     """An OTLP endpoint that refuses (400) any request holding a poisoned event."""
 
@@ -379,6 +463,46 @@ def test_a_forwarded_event_round_trips_to_the_same_line() -> None:
     assert [s.end_ns - s.start_ns for s in decoded] == [
         e.get("duration_ms", 0) * 1_000_000 for e in span_events
     ]
+
+
+@pytest.mark.parametrize("good", [3, 300])  # (a small request: the daemon; big: a worker)
+def test_a_receiver_rejects_bad_forwarded_records_and_keeps_the_others(
+    daemon_factory: Any, home_b: Path, good: int
+) -> None:
+    """Forwarded records whose body is no event, or an event that fails the checks, are
+    rejected through partialSuccess; every good record around them is journaled as it
+    was sent (received_at included), and the request is not refused."""
+    import http.client
+
+    b = daemon_factory(home=home_b).start()
+    token = (home_b / "http-token").read_text().strip()
+    lines = _canonical(_events(0, good)).splitlines(keepends=True)
+    resource = forwarded.resource({}, "host-1", "0.1.0")
+    request = json.loads(
+        forwarded.encode(
+            b"".join(lines), signals=("logs",), types=frozenset(), resource_json=resource
+        ).bodies["logs"]
+    )
+    records = request["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+    not_an_event = {**records[0], "body": {"stringValue": "not an event"}}
+    no_tokens = {**records[0], "body": {"stringValue": '{"type":"api_request","id":"bad"}'}}
+    no_body = {key: value for key, value in records[0].items() if key != "body"}
+    middle = len(records) // 2
+    records[middle:middle] = [not_an_event, no_tokens, no_body]
+    body = json.dumps(request).encode()
+    assert (len(body) >= 16 * 1024) == (good == 300)
+    host, port = b.http_address().rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    conn.request("POST", "/v1/logs", body, headers)
+    response = conn.getresponse()
+    answer = json.loads(response.read())
+    conn.close()
+    assert response.status == 200
+    assert answer["partialSuccess"]["rejectedLogRecords"] == "3", answer
+    assert "not an event" in answer["partialSuccess"]["errorMessage"], answer
+    assert sorted(_journal_lines(b)) == sorted(line.rstrip(b"\n") for line in lines)
+    assert _status(b)["rejected"] == 1  # (the event that failed the checks; 2 unmapped)
 
 
 def test_metric_events_become_data_points_and_types_filter() -> None:

@@ -652,3 +652,101 @@ def test_counts_accept_strings_and_numbers(value: Any, expected: int | None) -> 
     from telemetryd.adapters.otel import common
 
     assert common.count(value) == expected
+
+
+# -- the fast paths give what the general ones give ------------------------------------------
+
+
+def test_clean_copies_a_plain_record_whole_and_cuts_the_rest_the_same_way() -> None:
+    """clean() copies a record whose keys it has met and whose values are short scalars
+    whole (the second time round); anything else still takes the general way. The
+    expected values are written out here, not computed by clean()."""
+    from telemetryd.adapters.otel import common
+
+    plain = {"p.a": "x", "p.b": 7, "p.c": 1.5, "p.d": True, "p.e": None}
+    first, second = common.clean(plain), common.clean(plain)
+    assert first == second == plain and second is not plain
+    assert {"p.a", "p.b"} <= common._PLAIN_KEYS
+    # The same keys again, each with a value the fast path must not copy as it is.
+    cases: list[tuple[dict[str, Any], dict[str, Any]]] = [
+        ({**plain, "p.a": "y" * 1500}, {**plain, "p.a": "y" * 999 + "…"}),
+        ({**plain, "p.c": float("nan")}, {**plain, "p.c": "nan"}),
+        ({**plain, "p.c": float("-inf")}, {**plain, "p.c": "-inf"}),
+        ({**plain, "p.b": [1, "z" * 1200]}, {**plain, "p.b": [1, "z" * 999 + "…"]}),
+        ({**plain, "prompt": "secret words"}, {**plain, "prompt_length": 12}),
+        ({**plain, "k" * 250: 1}, {**plain, "k" * 199 + "…": 1}),
+    ]
+    for attrs, expected in cases:
+        assert common.clean(attrs) == expected
+        assert common.clean(attrs) == expected  # (and again, its keys met by now)
+    assert "prompt" not in common._PLAIN_KEYS and "k" * 250 not in common._PLAIN_KEYS
+
+
+def test_the_known_keys_stay_bounded() -> None:
+    from telemetryd.adapters.otel import common
+
+    for n in range(common._PLAIN_KEYS_MAX + 500):
+        common.clean({f"bound-{n}": n})
+    assert len(common._PLAIN_KEYS) <= common._PLAIN_KEYS_MAX
+    assert common.clean({"bound-99999": "v"}) == {"bound-99999": "v"}
+
+
+def test_a_scope_resource_is_cleaned_once_and_each_event_gets_its_own_copy() -> None:
+    from telemetryd.adapters.otel import common
+
+    resource = {"service.name": "claude-code", "host.arch": "amd64", "prompt": "no"}
+    one = common.with_resource({"a": 1}, resource)
+    two = common.with_resource({"a": 2}, resource)
+    expected = {"service.name": "claude-code", "host.arch": "amd64", "prompt_length": 2}
+    assert one["resource"] == two["resource"] == expected
+    assert one["resource"] is not two["resource"]
+    one["resource"]["host.arch"] = "changed"
+    assert common.with_resource({"a": 3}, resource)["resource"] == expected
+    other = {"service.name": "codex"}
+    assert common.with_resource({}, other)["resource"] == {"service.name": "codex"}
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [
+        {"input_tokens": 12, "output_tokens": 345, "cache_read_tokens": 20_000},
+        {"input_tokens": "12", "output_tokens": "3", "cache_creation_tokens": 1_500},
+        {"input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0},
+        {"input_tokens": 5},
+        {"output_tokens": 5, "cache_read_tokens": 1},
+        {"input_tokens": 2**53 - 10, "output_tokens": 20},
+        {"input_tokens": 1.0, "output_tokens": 2.5},
+    ],
+)
+def test_claude_code_tokens_are_anthropic_usage_as_tokens_from_usage_reads_it(
+    counts: dict[str, Any],
+) -> None:
+    from telemetryd.adapters import usage
+    from telemetryd.adapters.otel import claude_code as cc_otel
+    from telemetryd.adapters.otel import common
+
+    as_usage = {
+        "input_tokens": common.count(counts.get("input_tokens")),
+        "output_tokens": common.count(counts.get("output_tokens")),
+        "cache_read_input_tokens": common.count(counts.get("cache_read_tokens")),
+        "cache_creation_input_tokens": common.count(counts.get("cache_creation_tokens")),
+    }
+    assert cc_otel.tokens(counts) == usage.tokens_from_usage(as_usage)
+
+
+def test_iso_times_across_seconds() -> None:
+    from telemetryd.adapters.otel import common
+
+    base = 1_770_757_919 * 1_000_000_000
+    got = [common.iso(base + n * 400_000_000) for n in range(6)]
+    assert got == [
+        "2026-02-10T21:11:59.000Z",
+        "2026-02-10T21:11:59.400Z",
+        "2026-02-10T21:11:59.800Z",
+        "2026-02-10T21:12:00.200Z",
+        "2026-02-10T21:12:00.600Z",
+        "2026-02-10T21:12:01.000Z",
+    ]
+    assert common.iso(base - 60 * 1_000_000_000 + 7_000_000) == "2026-02-10T21:10:59.007Z"
+    assert common.iso(0) is None and common.iso(10**30) is None
+    assert common.iso(base) == "2026-02-10T21:11:59.000Z"

@@ -341,3 +341,107 @@ def test_answers_in_each_encoding() -> None:
     assert json.loads(wire.status("json", 3, "bad")) == {"code": 3, "message": "bad"}
     status = wire.status("protobuf", 3, "é" * 100)  # a message past one byte of length
     assert status[:2] == b"\x08\x03" and status.endswith("é".encode() * 100)
+
+
+# -- log attributes: encoded KeyValues read directly, the ones met before from a table -------
+
+
+def _one_record(pairs: list[KeyValue]) -> bytes:
+    request = ExportLogsServiceRequest()
+    request.resource_logs.add().scope_logs.add().log_records.add().attributes.extend(pairs)
+    return request.SerializeToString()
+
+
+def _attrs_of(body: bytes) -> dict[str, Any]:
+    (group,) = wire.decode("logs", "protobuf", body)
+    (record,) = group.logs
+    return record.attrs
+
+
+def test_log_attributes_decode_the_same_every_time_and_in_every_layout() -> None:
+    pairs = [KeyValue(key=k, value=any_value(v)) for k, v in VALUES.items()]
+    pairs += [
+        KeyValue(key="k" * 200, value=any_value("a key past one byte of length")),
+        KeyValue(key="unset"),  # no value
+        KeyValue(key="dup", value=any_value(1)),
+        KeyValue(key="dup", value=any_value("last")),  # the last one wins, as in a map
+    ]
+    expected = {**VALUES, "k" * 200: "a key past one byte of length", "unset": None}
+    expected["dup"] = "last"
+    body = _one_record(pairs)
+    assert [_attrs_of(body) for _ in range(3)] == [expected] * 3  # (2nd, 3rd: from the table)
+    # Fields in another order (value before key) are still a KeyValue.
+    value = any_value("swapped").SerializeToString()
+    swapped = b"\x12" + bytes([len(value)]) + value + b"\x0a\x01s"
+    record = b"\x32" + bytes([len(swapped)]) + swapped
+    body = b"\x0a" + _len(b"\x12" + _len(b"\x12" + _len(record)))
+    assert _attrs_of(body) == {"s": "swapped"}
+
+
+def _len(data: bytes) -> bytes:
+    """``data`` with its length as a protobuf varint in front."""
+    size, prefix = len(data), bytearray()
+    while size >= 0x80:
+        prefix.append(size & 0x7F | 0x80)
+        size >>= 7
+    prefix.append(size)
+    return bytes(prefix) + data
+
+
+def test_a_broken_attribute_is_a_bad_request() -> None:
+    good = KeyValue(key="k", value=any_value("v")).SerializeToString()
+    for broken in (
+        good.replace(b"\x0a\x01k", b"\x0a\x01\xff"),  # key not UTF-8
+        b"\x0a\x05k",  # cut short
+        good[:-1] + b"\xff",  # value not UTF-8
+    ):
+        record = b"\x32" + _len(broken)
+        body = b"\x0a" + _len(b"\x12" + _len(b"\x12" + _len(record)))
+        with pytest.raises(wire.BadRequest, match="attribute"):
+            wire.decode("logs", "protobuf", body)
+
+
+def test_the_table_of_attributes_met_stays_bounded() -> None:
+    from telemetryd.adapters.otel import otlp_protobuf
+
+    limit = otlp_protobuf._SEEN_MAX
+    for start in range(0, 3 * limit, 500):
+        pairs = [KeyValue(key="n", value=any_value(start + n)) for n in range(500)]
+        request = ExportLogsServiceRequest()
+        records = request.resource_logs.add().scope_logs.add().log_records
+        for pair in pairs:
+            records.add().attributes.append(pair)
+        decoded = wire.decode("logs", "protobuf", request.SerializeToString())[0].logs
+        assert [r.attrs["n"] for r in decoded] == list(range(start, start + 500))
+        assert all(len(generation) <= limit for generation in otlp_protobuf._SEEN)
+    big = KeyValue(key="big", value=any_value("b" * 500))
+    assert _attrs_of(_one_record([big])) == {"big": "b" * 500}
+    assert big.SerializeToString() not in otlp_protobuf._SEEN[0]  # (only short ones kept)
+
+
+def test_an_event_that_cannot_be_encoded_costs_its_record_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The events of a request are encoded together; should one fail to encode (a bug
+    in a mapper: fault injected here), the others are still encoded, record by record."""
+    from telemetryd.adapters.otel import export, mapping
+
+    real = mapping.log_events
+
+    def faulty(scope: Any, record: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        events = real(scope, record, **kwargs)
+        if record.attrs.get("n") == 2:
+            events[0]["attrs"]["bad"] = object()  # (msgspec cannot encode it)
+        return events
+
+    monkeypatch.setattr(mapping, "log_events", faulty)
+    request = ExportLogsServiceRequest()
+    records = request.resource_logs.add().scope_logs.add().log_records
+    for n in range(5):
+        record = records.add(time_unix_nano=1_700_000_000_000_000_000 + n)
+        record.attributes.append(KeyValue(key="n", value=any_value(n)))
+    mapped = export.to_events("logs", "protobuf", request.SerializeToString(), limit=1 << 20)
+    kept = [json.loads(line)["attrs"]["n"] for line in mapped.lines.splitlines()]
+    assert kept == [0, 1, 3, 4]
+    assert (mapped.records, mapped.unmapped) == (5, 1)
+    assert mapped.problem == "a record could not be mapped: TypeError"

@@ -282,6 +282,26 @@ def gemini(
     )
 
 
+def anthropic(
+    *,
+    input: int | None,
+    output: int | None,
+    cache_read: int | None = None,
+    cache_creation: int | None = None,
+) -> dict[str, Any]:
+    """Anthropic's usage counts in the model's convention: ``input`` excludes the cache
+    reads and writes already. The same as :func:`tokens_from_usage` of an Anthropic
+    ``usage`` with these counts, without finding out which shape it is (the OTLP
+    mapper of Claude Code calls it for every request)."""
+    return _actual(
+        input_all=None,
+        input_uncached=input,
+        cached=cache_read or 0,
+        cache_creation=cache_creation or 0,
+        output=output,
+    )
+
+
 def copilot(
     *,
     input: int,

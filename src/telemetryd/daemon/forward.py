@@ -4,7 +4,11 @@ another telemetryd (``[forward]``; docs/forward.md).
 The forwarder reads the journal's segments (daemon/segments.py, the on-disk contract)
 from a persisted position, turns each batch of lines into OTLP/JSON export requests
 (adapters/otel/forwarded.py), posts them, and moves the position on once the endpoint
-has answered for the whole batch: **at least once**. A receiving telemetryd keeps each
+has answered for the whole batch: **at least once**. Up to :data:`IN_FLIGHT` batches
+are posted at a time, each on its own keep-alive connection (a receiving telemetryd
+checks them on its cores side by side); they may be answered in any order, and the
+position moves past a batch only when it and every batch before it have been answered,
+so a restart resends from the first batch still unanswered. A receiving telemetryd keeps each
 event once however often it comes (the event, its id included, is the record's body);
 a Collector's back end can deduplicate on the ``telemetryd.event.id`` attribute.
 
@@ -43,7 +47,8 @@ What the endpoint answers decides what happens to a batch:
 
 The forwarder never makes ingest wait: it reads files the writer has finished with (up
 to :attr:`Journal.written_to`, what the writer has written), in a worker thread, with
-its own one-thread limiter; it holds one batch in memory. The journal is its backlog:
+its own one-thread limiter; it holds at most IN_FLIGHT batches in memory. The journal
+is its backlog:
 ``status`` shows how far behind it is, in events and bytes (counted at start in a
 worker thread, then kept up to date from the writer's groups). Retention deletes
 segments by its own rules; one deleted before it was forwarded is skipped, logged and
@@ -57,8 +62,10 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 import zlib
+from collections import deque
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -84,6 +91,7 @@ SAVE_EVERY = 1.0  # seconds between two saves of the position while sending
 FIRST_RETRY = 1.0  # seconds; doubling up to [forward] max-retry-interval
 MAX_ANSWER_BYTES = 1024 * 1024  # of a response body read
 GZIP_LEVEL = 1  # most of the size gone for a fraction of level 6's time
+IN_FLIGHT = 3  # batches posted at a time (each on its own connection)
 _COUNT_BLOCK = 4 * 1024 * 1024
 # The endpoint refuses the sender, not the content: every batch would get the same.
 _REFUSES_US = frozenset({401, 403, 404, 405, 407, 415})
@@ -516,11 +524,14 @@ class Forwarder:
         self.refused_file = os.path.join(self.directory, "refused.jsonl")
         self.position = Position(endpoint=config.endpoint)
         self.reader = Reader(journal.directory)
-        self.sender = Sender(config)
+        self.sender = Sender(config)  # (packs bodies; posts with the others below)
+        self._senders = [self.sender, *(Sender(config) for _ in range(IN_FLIGHT - 1))]
+        self._free = list(self._senders)  # the connections no batch is using
+        self._lock = threading.Lock()  # counters and refused.jsonl, shared by the senders
         self.types = frozenset(config.types)
         self.resource = forwarded.resource(config.resource, socket.gethostname(), __version__)
         self._limiter = anyio.CapacityLimiter(1)  # the reader's thread (and saves)
-        self._sending = anyio.CapacityLimiter(1)  # the sender's
+        self._sending = anyio.CapacityLimiter(IN_FLIGHT)  # the senders'
         self._wake = anyio.Event()
         self._saved_at = 0.0
         self._dirty = False
@@ -615,7 +626,8 @@ class Forwarder:
                     with anyio.move_on_after(5.0):
                         await anyio.to_thread.run_sync(self._save)
                 self.reader.close()
-                self.sender.close()
+                for sender in self._senders:
+                    sender.close()
 
     def hold_from(self) -> int:
         """The first journal segment not yet forwarded in full (retention keeps it and
@@ -663,9 +675,6 @@ class Forwarder:
             self._prepare, seq, offset, self.journal.written_to, limiter=self._limiter
         )
 
-    async def _read_into(self, found: list[Chunk | None], after: tuple[int, str, int]) -> None:
-        found.append(await self._read(after[0], after[2]))
-
     def _prepare(self, seq: int, offset: int, written: tuple[str, int]) -> Chunk | None:
         chunk = self.reader.read(
             seq, offset, written, self.config.batch_bytes, self.config.batch_events
@@ -682,42 +691,56 @@ class Forwarder:
         return chunk
 
     async def _forward(self) -> None:
-        """Read, send, move on; the next batch is read and encoded while one is sent."""
-        ahead: Chunk | None = None
+        """Read, send, move on, with up to IN_FLIGHT batches posted at a time (a
+        receiving telemetryd checks them on as many cores) while the next is read and
+        encoded. Batches are answered in any order; the position moves past a batch only
+        once it and every batch before it are answered."""
+        window: deque[tuple[Chunk, anyio.Event]] = deque()  # read order
         was_sending = False
-        while True:
-            chunk = ahead or await self._read(self.position.seq, self.position.offset)
-            ahead = None
-            if chunk is None:
-                if self.state != "stopped":
-                    self.state = "caught up"
-                if self._dirty:
+        async with anyio.create_task_group() as tg:
+            after = (self.position.seq, self.position.offset)  # where the next read starts
+            while True:
+                while len(window) < IN_FLIGHT:
+                    chunk = await self._read(*after)
+                    if chunk is None:
+                        break
+                    after = (chunk.after[0], chunk.after[2])
+                    if chunk.skipped:
+                        for what in chunk.skipped:
+                            log.error(
+                                "forward: journal %s deleted before it was forwarded "
+                                "(retention); its events were not sent",
+                                what,
+                            )
+                        self.skipped.extend(chunk.skipped)
+                        self._recount.set()
+                    done = anyio.Event()
+                    if chunk.data:
+                        self.state = "sending"
+                        was_sending = True
+                        tg.start_soon(self._deliver_then, chunk, done)
+                    else:  # (the end of a segment: only the position moves)
+                        done.set()
+                    window.append((chunk, done))
+                if not window:
+                    if self.state != "stopped":
+                        self.state = "caught up"
+                    if self._dirty:
+                        await anyio.to_thread.run_sync(self._save, limiter=self._limiter)
+                    if was_sending:  # give back what the batches took (glibc keeps it)
+                        await anyio.to_thread.run_sync(_trim, limiter=self._limiter)
+                        was_sending = False
+                    await self._wake.wait()
+                    continue
+                await window[0][1].wait()
+                while window and window[0][1].is_set():
+                    self._advance(window.popleft()[0])
+                if self._dirty and time.monotonic() - self._saved_at >= SAVE_EVERY:
                     await anyio.to_thread.run_sync(self._save, limiter=self._limiter)
-                if was_sending:  # give back what the batches took (glibc keeps it)
-                    await anyio.to_thread.run_sync(_trim, limiter=self._limiter)
-                    was_sending = False
-                await self._wake.wait()
-                continue
-            if chunk.skipped:
-                for what in chunk.skipped:
-                    log.error(
-                        "forward: journal %s deleted before it was forwarded (retention); "
-                        "its events were not sent",
-                        what,
-                    )
-                self.skipped.extend(chunk.skipped)
-                self._recount.set()
-            if chunk.data:
-                self.state = "sending"
-                was_sending = True
-                found: list[Chunk | None] = []
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._read_into, found, chunk.after)
-                    await self._deliver(chunk)
-                ahead = found[0]
-            self._advance(chunk)
-            if self._dirty and time.monotonic() - self._saved_at >= SAVE_EVERY:
-                await anyio.to_thread.run_sync(self._save, limiter=self._limiter)
+
+    async def _deliver_then(self, chunk: Chunk, done: anyio.Event) -> None:
+        await self._deliver(chunk)
+        done.set()
 
     def _advance(self, chunk: Chunk) -> None:
         self._done[0] += chunk.lines
@@ -742,21 +765,36 @@ class Forwarder:
     async def _deliver(self, chunk: Chunk) -> None:
         """Send ``chunk`` until the endpoint has taken (or for good refused) all of it."""
         pending = list(self.config.signals)
-        while pending:
-            signal = pending[0]
-            try:
-                outcome = await anyio.to_thread.run_sync(
-                    self._send_signal, chunk, signal, limiter=self._sending, abandon_on_cancel=True
-                )
-            except _Stop as exc:
-                outcome = Answer(0, str(exc))
-                self.state = "stopped"
-            if 200 <= outcome.status < 300:
-                pending.pop(0)
-                self.failures = 0
-                self.state = "sending"
-                continue
-            await self._backoff(outcome)
+        sender = self._free.pop()  # (one is free: at most IN_FLIGHT batches are sent)
+        done = False
+        try:
+            while pending:
+                signal = pending[0]
+                try:
+                    outcome = await anyio.to_thread.run_sync(
+                        self._send_signal,
+                        chunk,
+                        signal,
+                        sender,
+                        limiter=self._sending,
+                        abandon_on_cancel=True,
+                    )
+                except _Stop as exc:
+                    outcome = Answer(0, str(exc))
+                    self.state = "stopped"
+                if 200 <= outcome.status < 300:
+                    pending.pop(0)
+                    self.failures = 0
+                    self.state = "sending"
+                    continue
+                await self._backoff(outcome)
+            done = True
+        finally:
+            if not done:  # cancelled: its thread may still be posting on that connection
+                self._senders.remove(sender)
+                sender = Sender(self.config)
+                self._senders.append(sender)
+            self._free.append(sender)
         self.last_success = _now_iso()
 
     async def _backoff(self, answer: Answer) -> None:
@@ -782,17 +820,20 @@ class Forwarder:
         finally:
             self._retry_at = None
 
-    def _send_signal(self, chunk: Chunk, signal: str) -> Answer:
+    def _send_signal(self, chunk: Chunk, signal: str, sender: Sender) -> Answer:
         """(Worker thread.) One signal of a batch: a success, or the failure to retry the
         batch for. Content the endpoint refuses is split until the refused events are
         found, copied to ``refused.jsonl`` and passed over."""
         body = chunk.bodies.get(signal)
         if body is None:  # nothing of this signal in it (other types, say)
             return Answer(200, "")
-        return self._send_part(chunk, signal, chunk.data, chunk.offset, (body, chunk.events))
+        return self._send_part(
+            sender, chunk, signal, chunk.data, chunk.offset, (body, chunk.events)
+        )
 
     def _send_part(
         self,
+        sender: Sender,
         chunk: Chunk,
         signal: str,
         data: bytes,
@@ -806,16 +847,17 @@ class Forwarder:
             found = requests.bodies.get(signal)
             if found is None:
                 return Answer(200, "")
-            prepared = (self.sender.pack(found), requests.events)
+            prepared = (sender.pack(found), requests.events)
         body, events = prepared
-        answer = self.sender.post(signal, body)
+        answer = sender.post(signal, body)
         status = answer.status
         if 200 <= status < 300:
-            self.requests += 1
-            if signal == "logs" or "logs" not in self.config.signals:
-                self.sent_events += events
-            if answer.rejected:
+            with self._lock:
+                self.requests += 1
+                if signal == "logs" or "logs" not in self.config.signals:
+                    self.sent_events += events
                 self.partial_rejected += answer.rejected
+            if answer.rejected:
                 log.warning(
                     "forward: the endpoint rejected %d of %d %s records (%s) of %s bytes "
                     "%d to %d; it kept the others",
@@ -838,15 +880,17 @@ class Forwarder:
             if middle >= len(data):
                 middle = data.rindex(b"\n", 0, len(data) - 1) + 1
             for part, at in ((data[:middle], offset), (data[middle:], offset + middle)):
-                outcome = self._send_part(chunk, signal, part, at)
+                outcome = self._send_part(sender, chunk, signal, part, at)
                 if not 200 <= outcome.status < 300:
                     return outcome
             return Answer(200, "")
-        self._refuse(chunk, data, offset, answer)
+        with self._lock:
+            self._refuse(chunk, data, offset, answer)
         return Answer(200, "")
 
     def _refuse(self, chunk: Chunk, line: bytes, offset: int, answer: Answer) -> None:
-        """Copy an event the endpoint refused for good to ``refused.jsonl``."""
+        """Copy an event the endpoint refused for good to ``refused.jsonl`` (with
+        ``_lock`` held: the senders' threads share the file)."""
         try:
             event = msgspec.json.decode(line)
         except msgspec.DecodeError:

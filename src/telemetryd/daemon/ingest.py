@@ -377,12 +377,13 @@ class Checker:
                 if attrs is not None and not suspect:
                     # The exact checks of attrs run only for a line that could fail them:
                     # its size bounds attrs' size, and its brackets bound attrs' depth
-                    # (counted only when attrs nests at all: counting costs).
+                    # (then it is suspect only if attrs nests at all).
                     suspect = len(line) > max_attrs
-                    for value in attrs.values():
-                        if value.__class__ is dict or value.__class__ is list:
-                            suspect = suspect or line.count(b"{") + line.count(b"[") > max_depth
-                            break
+                    if not suspect and line.count(b"{") + line.count(b"[") > max_depth:
+                        for value in attrs.values():
+                            if value.__class__ is dict or value.__class__ is list:
+                                suspect = True
+                                break
                 if suspect:
                     problem = ev.check_producer_rules(
                         event, line, max_attrs_bytes=max_attrs, max_attrs_depth=max_depth

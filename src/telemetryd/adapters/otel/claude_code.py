@@ -71,14 +71,16 @@ def full_name(name: str, body: Any) -> str:
 
 
 def tokens(attrs: dict[str, Any]) -> dict[str, Any]:
-    """Claude Code's counts in the model's convention (its input is uncached already)."""
-    return usage_mod.tokens_from_usage(
-        {
-            "input_tokens": c.count(attrs.get("input_tokens")),
-            "output_tokens": c.count(attrs.get("output_tokens")),
-            "cache_read_input_tokens": c.count(attrs.get("cache_read_tokens")),
-            "cache_creation_input_tokens": c.count(attrs.get("cache_creation_tokens")),
-        }
+    """Claude Code's counts in the model's convention (its input is uncached already):
+    Anthropic's usage split, as :func:`telemetryd.adapters.usage.tokens_from_usage`
+    reads it (a test ties the two)."""
+    get = attrs.get
+    count = c.count
+    return usage_mod.anthropic(
+        input=count(get("input_tokens")),
+        output=count(get("output_tokens")),
+        cache_read=count(get("cache_read_tokens")),
+        cache_creation=count(get("cache_creation_tokens")),
     )
 
 

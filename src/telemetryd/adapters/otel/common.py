@@ -110,6 +110,7 @@ MODEL_KEYS = ("model", "gen_ai.response.model", "gen_ai.request.model")
 SPAN_KINDS = {1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 
 _ENCODER = msgspec.json.Encoder(order="sorted")
+_SIZER = msgspec.json.Encoder().encode
 
 
 # -- values ----------------------------------------------------------------------------
@@ -127,6 +128,8 @@ def cut(value: str, limit: int = MAX_TEXT) -> str:
 def count(value: Any) -> int | None:
     """A count from 0 to 2^53 - 1: an int, an integral float, or decimal digits in a
     string (Codex sends some token counts as strings, OTLP/JSON int64 as strings)."""
+    if type(value) is int:  # (the usual case, first)
+        return value if 0 <= value <= MAX_COUNT else None
     if isinstance(value, bool):
         return None
     if isinstance(value, str):
@@ -188,11 +191,18 @@ def iso(ns: int) -> str | None:
     if ns <= 0:
         return None
     seconds, rest = divmod(ns, 1_000_000_000)
-    try:
-        moment = datetime.fromtimestamp(seconds, UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
-    return f"{moment.replace(tzinfo=None).isoformat(timespec='seconds')}.{rest // 1_000_000:03d}Z"
+    last = _LAST_SECOND[0]
+    if last[0] != seconds:  # (records of one batch mostly share their second)
+        try:
+            moment = datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+        last = (seconds, moment.replace(tzinfo=None).isoformat(timespec="seconds"))
+        _LAST_SECOND[0] = last  # (one store: threads that map at once see a whole pair)
+    return f"{last[1]}.{rest // 1_000_000:03d}Z"
+
+
+_LAST_SECOND: list[tuple[int, str]] = [(-1, "")]  # the last second iso() wrote, its text
 
 
 def iso_text(value: Any) -> str | None:
@@ -356,11 +366,32 @@ def value_of(value: Any) -> Any:
     return _value(value, 0)
 
 
+# Keys that :func:`clean` copies as they are (neither content nor too long), as they are
+# met; bounded, since a producer chooses them (past the bound, new keys take the long way).
+_PLAIN_KEYS: set[str] = set()
+_PLAIN_KEYS_MAX = 2048
+
+
 def clean(attrs: dict[str, Any]) -> dict[str, Any]:
     """``attrs`` without content (lengths kept) and with every value cut to size (the
     first ``4 * MAX_ITEMS`` keys). Runs for every record: plain short values, most of
-    them, are copied as they are."""
+    them, are copied as they are, and a record whose keys have all been met before as
+    plain keys and whose values are all short scalars is copied whole."""
+    if len(attrs) <= MAX_ITEMS * 4 and _PLAIN_KEYS.issuperset(attrs):
+        for value in attrs.values():
+            kind = type(value)
+            if kind is str:
+                if len(value) > MAX_TEXT:
+                    break
+            elif kind is float:
+                if value - value != 0.0:  # NaN or infinite: kept as text (below)
+                    break
+            elif kind is not int and kind is not bool and value is not None:
+                break
+        else:
+            return dict(attrs)
     out: dict[str, Any] = {}
+    plain = _PLAIN_KEYS
     for key, value in itertools.islice(attrs.items(), MAX_ITEMS * 4):
         if not isinstance(key, str):
             continue
@@ -373,6 +404,8 @@ def clean(attrs: dict[str, Any]) -> dict[str, Any]:
             continue
         if len(key) > 200:
             key = cut(key, 200)
+        elif len(plain) < _PLAIN_KEYS_MAX and type(key) is str:
+            plain.add(key)
         kind = type(value)
         if kind is int or kind is bool or (kind is str and len(value) <= MAX_TEXT):
             out[key] = value
@@ -384,7 +417,7 @@ def clean(attrs: dict[str, Any]) -> dict[str, Any]:
 def bound(attrs: dict[str, Any], budget: int = ATTRS_BUDGET) -> dict[str, Any]:
     """``attrs`` made to fit ``budget`` bytes encoded: long strings cut to 200
     characters, then the largest keys dropped (their names in ``otel.dropped``)."""
-    if len(_ENCODER.encode(attrs)) <= budget:
+    if len(_SIZER(attrs)) <= budget:  # (the same size in any order of keys)
         return attrs
 
     def shorten(value: Any) -> Any:
@@ -411,10 +444,21 @@ def bound(attrs: dict[str, Any], budget: int = ATTRS_BUDGET) -> dict[str, Any]:
     return attrs
 
 
+# The last resource cleaned and its cleaned copy: the records of one scope share their
+# resource's dict, so it is cleaned once per scope, not once per record. (The dict is
+# held here, so its identity cannot be reused by another one meanwhile; the pair is
+# stored in one step, so threads that map at once never see halves of two.)
+_RESOURCE: list[tuple[dict[str, Any], dict[str, Any]]] = [({}, {})]
+
+
 def with_resource(attrs: dict[str, Any], scope_resource: dict[str, Any]) -> dict[str, Any]:
     out = clean(attrs)
     if scope_resource:
-        out["resource"] = clean(scope_resource)
+        last = _RESOURCE[0]
+        if last[0] is not scope_resource:
+            last = (scope_resource, clean(scope_resource))
+            _RESOURCE[0] = last
+        out["resource"] = dict(last[1])
     return out
 
 

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 SIGNALS: tuple[wire.Signal, ...] = ("logs", "metrics", "traces")
 ENCODINGS: tuple[wire.Encoding, ...] = ("protobuf", "json")
-_ENCODE = msgspec.json.Encoder().encode
+_LINES = msgspec.json.Encoder().encode_lines
 
 
 class Mapped(msgspec.Struct, array_like=True, gc=False):
@@ -94,12 +94,23 @@ def to_events(
             work = [(functools.partial(mapping.span_events, scope), s) for s in group.spans]
         else:
             work = [(functools.partial(mapping.metric_events, scope), p) for p in group.points]
+        found: list[list[dict[str, Any]]] = []  # each record's events
         for mapper, item in work:
             records += 1
             try:
-                out.extend(_ENCODE(event) + b"\n" for event in mapper(item))
+                found.append(mapper(item))
             except Exception as exc:  # a bug in a mapper: the record is rejected, not the rest
                 log.exception("mapping an OTLP %s record failed", signal)
                 unmapped += 1
                 problem = problem or f"a record could not be mapped: {type(exc).__name__}"
+        try:
+            out.append(_LINES([event for events in found for event in events]))
+        except Exception:  # (never seen) encoded record by record: only the culprit is lost
+            for events in found:
+                try:
+                    out.append(_LINES(events))
+                except Exception as exc:
+                    log.exception("encoding the events of an OTLP %s record failed", signal)
+                    unmapped += 1
+                    problem = problem or f"a record could not be mapped: {type(exc).__name__}"
     return Mapped(b"".join(out), records, unmapped, problem, carried)

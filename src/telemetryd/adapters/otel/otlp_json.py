@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 from msgspec import Struct
 
+from telemetryd.adapters.otel import forwarded
 from telemetryd.adapters.otel.records import LogRecord, Point, Scope, Scoped, Span, SpanEvent
 from telemetryd.adapters.otel.wire import (
     KINDS,
@@ -228,7 +229,14 @@ def _json_value(value: _AnyValue | None, depth: int = 0) -> Any:
 
 
 def _json_attrs(pairs: list[_KeyValue]) -> dict[str, Any]:
-    return {kv.key: _json_value(kv.value) for kv in pairs}
+    out: dict[str, Any] = {}
+    for kv in pairs:
+        value = kv.value
+        if value is not None and value.string_value is not None:  # (most are strings)
+            out[kv.key] = value.string_value
+        else:
+            out[kv.key] = _json_value(value)
+    return out
 
 
 def _json_scope(resource: _Resource | None, scope: _Scope | None) -> Scope:
@@ -250,8 +258,10 @@ def decode(signal: Signal, body: bytes) -> list[Scoped]:
     if isinstance(request, _LogsRequest):
         for rl in request.resource_logs:
             for sl in rl.scope_logs:
-                logs = [_json_log(record) for record in sl.log_records]
-                out.append(Scoped(_json_scope(rl.resource, sl.scope), logs=logs))
+                scope = _json_scope(rl.resource, sl.scope)
+                convert = _forwarded_log if scope.name == forwarded.SCOPE else _json_log
+                logs = [convert(record) for record in sl.log_records]
+                out.append(Scoped(scope, logs=logs))
     elif isinstance(request, _TracesRequest):
         for rs in request.resource_spans:
             for ss in rs.scope_spans:
@@ -275,6 +285,23 @@ def _json_log(record: _LogRecord) -> LogRecord:
         attrs=_json_attrs(record.attributes),
         body=_json_value(record.body),
         severity_number=severity if isinstance(severity, int) else 0,
+        severity_text=record.severity_text,
+        event_name=record.event_name,
+        trace_id=_hex_id(record.trace_id, 16, "traceId"),
+        span_id=_hex_id(record.span_id, 8, "spanId"),
+    )
+
+
+def _forwarded_log(record: _LogRecord) -> LogRecord:
+    """A record of another telemetryd's forwarding scope (:mod:`.forwarded`): its body
+    is the event, which the daemon checks whole; its attributes only repeat fields of
+    the body, so they are not read (decoding has checked their shape)."""
+    return LogRecord(
+        time_ns=_int(record.time_unix_nano, "timeUnixNano")
+        or _int(record.observed_time_unix_nano, "observedTimeUnixNano"),
+        attrs={},
+        body=_json_value(record.body),
+        severity_number=record.severity_number if isinstance(record.severity_number, int) else 0,
         severity_text=record.severity_text,
         event_name=record.event_name,
         trace_id=_hex_id(record.trace_id, 16, "traceId"),

@@ -75,7 +75,7 @@ def decode(signal: Signal, body: bytes) -> list[Scoped]:
                 logs = [
                     LogRecord(
                         time_ns=r.time_unix_nano or r.observed_time_unix_nano,
-                        attrs={key: _raw_value(value) for key, value in r.attributes.items()},
+                        attrs=_raw_attrs(r.attributes),
                         body=_raw_value(r.body),
                         severity_number=r.severity_number,
                         severity_text=r.severity_text,
@@ -85,7 +85,7 @@ def decode(signal: Signal, body: bytes) -> list[Scoped]:
                     )
                     for r in sl.log_records
                 ]
-                resource = {key: _raw_value(value) for key, value in rl.resource.attributes.items()}
+                resource = _raw_attrs(rl.resource.attributes)
                 scope = Scope(resource, sl.scope.name, sl.scope.version)
                 out.append(Scoped(scope, logs=logs))
     elif signal == "traces":
@@ -157,9 +157,10 @@ def _pb_points(metric: Any) -> list[Point]:
 # Log records are the volume (an agent sends one per request, tool call, prompt ...),
 # and building a Python object for each attribute of opentelemetry-proto's classes costs
 # more than everything else about a record. So logs are parsed with a message of the same
-# wire format in which each KeyValue list is a map<string, bytes> (a map entry is a
-# message {1: key, 2: value}, exactly KeyValue's layout) and the body an AnyValue's raw
-# bytes: upb makes the dict in C, and _raw_value reads the common scalar values itself.
+# wire format in which each KeyValue list is a `repeated bytes` (a message is
+# length-delimited, as bytes are) and the body an AnyValue's raw bytes: upb hands over
+# each attribute still encoded, a table of those met before gives most of them at once
+# (_raw_attrs), and _key_value and _raw_value read the others' common layouts themselves.
 _LITE: list[Any] = []
 
 
@@ -179,14 +180,14 @@ def _lite_logs() -> Any:
     # name -> [(field, number, type, label, message type)]; as in opentelemetry-proto's
     # logs.proto, resource.proto and common.proto, fields left out are skipped on parsing.
     shapes: dict[str, list[tuple[str, int, int, int, str]]] = {
-        "Resource": [("attributes", 1, message, many, "Resource.AttributesEntry")],
+        "Resource": [("attributes", 1, raw, many, "")],
         "Scope": [("name", 1, text, one, ""), ("version", 2, text, one, "")],
         "LogRecord": [
             ("time_unix_nano", 1, kind.TYPE_FIXED64, one, ""),
             ("severity_number", 2, kind.TYPE_INT32, one, ""),
             ("severity_text", 3, text, one, ""),
             ("body", 5, raw, one, ""),
-            ("attributes", 6, message, many, "LogRecord.AttributesEntry"),
+            ("attributes", 6, raw, many, ""),
             ("trace_id", 9, raw, one, ""),
             ("span_id", 10, raw, one, ""),
             ("observed_time_unix_nano", 11, kind.TYPE_FIXED64, one, ""),
@@ -208,11 +209,6 @@ def _lite_logs() -> Any:
             added = made.field.add(name=field, number=number, type=type_, label=label)
             if type_name:
                 added.type_name = f".{package}.{type_name}"
-            if type_name.endswith("AttributesEntry"):  # map<string, bytes>
-                entry = made.nested_type.add(name="AttributesEntry")
-                entry.options.map_entry = True
-                entry.field.add(name="key", number=1, type=text, label=one)
-                entry.field.add(name="value", number=2, type=raw, label=one)
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
     request = pool.FindMessageTypeByName(f"{package}.Request")
@@ -221,6 +217,73 @@ def _lite_logs() -> Any:
 
 
 _DOUBLE = struct.Struct("<d")
+# Encoded KeyValues met before -> (key, value): an agent's records repeat most of their
+# attributes (session, version, model, ...), so most are found here without a look
+# inside. Only short ones with a scalar value are kept (immutable, so sharing them is
+# safe), in two generations of at most _SEEN_MAX each (the newer one full, it becomes the
+# older one, and what is found there moves back to the newer): a producer cannot grow
+# it, and a stream of values seen once does not push out the ones that repeat.
+_SEEN: list[dict[bytes, tuple[str, Any]]] = [{}, {}]  # newer, older
+_SEEN_MAX = 1024
+_SEEN_BYTES = 128
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _raw_attrs(pairs: Any) -> dict[str, Any]:
+    """Attributes (a repeated KeyValue, each still encoded: the look-alike's) as a dict
+    of plain values; a key given twice keeps its last value, as protobuf's maps do."""
+    seen = _SEEN
+    newer = seen[0]
+    raws = list(pairs)
+    found = list(map(newer.get, raws))
+    if None in found:
+        older = seen[1]
+        at = found.index(None)
+        while True:
+            raw = raws[at]
+            pair = older.get(raw)
+            if pair is None:
+                pair = _key_value(raw)
+                keep = len(raw) <= _SEEN_BYTES and type(pair[1]) in _SCALARS
+            else:
+                keep = True
+            found[at] = pair
+            if keep:
+                newer[raw] = pair
+                if len(newer) >= _SEEN_MAX:
+                    seen[1], seen[0] = newer, {}
+                    newer = seen[0]
+            try:
+                at = found.index(None, at + 1)
+            except ValueError:
+                break
+    return dict(found)  # type: ignore[arg-type]
+
+
+def _key_value(raw: bytes) -> tuple[str, Any]:
+    """One encoded KeyValue: ``key`` (1) then ``value`` (2), each shorter than 128
+    bytes, read here; any other layout by the real class."""
+    size = len(raw)
+    if size >= 2 and raw[0] == 0x0A and raw[1] < 0x80:
+        end = 2 + raw[1]
+        if end == size or (
+            end + 2 <= size
+            and raw[end] == 0x12
+            and raw[end + 1] < 0x80
+            and end + 2 + raw[end + 1] == size
+        ):
+            try:
+                key = raw[2:end].decode()
+            except UnicodeDecodeError:
+                raise BadRequest("an attribute's key is not UTF-8") from None
+            return key, _raw_value(raw[end + 2 :])
+    from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+    try:
+        pair = KeyValue.FromString(raw)
+    except (DecodeError, RecursionError) as exc:
+        raise BadRequest(f"an attribute is not a KeyValue: {exc}") from None
+    return pair.key, _pb_value(pair.value)
 
 
 def _raw_value(raw: bytes) -> Any:
