@@ -246,7 +246,7 @@ class _Remote:
                 os.makedirs(os.path.dirname(url[len("file://") :]), exist_ok=True)
             self.con.execute(
                 f"COPY (FROM read_parquet($staged)) TO {_literal(url)} "
-                f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})",
+                f"(FORMAT parquet, COMPRESSION zstd, {WRITER_OPTIONS})",
                 {"staged": os.path.join(out, relative)},
             )
         return files
@@ -513,6 +513,27 @@ ROW_GROUP_ROWS = 30_720  # as the store's own (store/database.py)
 _MIN_ROW_GROUP_ROWS = 512
 
 
+def writer_options(rows: int = ROW_GROUP_ROWS) -> str:
+    """The Parquet writer's options (but the format and zstd), with row groups of ``rows``.
+
+    Measured on 10M events within the worker's limits (160 MB, 2 threads), one file:
+
+    - ``PRESERVE_ORDER false``: each of DuckDB's threads writes the row groups it fills,
+      rather than handing them on to be written in the table's order. In order, the
+      finished row groups wait in memory for their turn, and at that limit the wait
+      spills to disk: 3.1x slower. Nothing reads meaning into the order of the rows in
+      a file. (A COPY option: the worker's settings are locked.)
+    - Row groups of :data:`ROW_GROUP_ROWS`: DuckDB's default (122,880 rows) spills at
+      that limit (and twice ours, 5.6x slower).
+    - zstd level 1 rather than DuckDB's default 3: 13% faster, and the files came out
+      6% smaller (the ids, unique strings, are 46% of the bytes).
+    """
+    return f"COMPRESSION_LEVEL 1, ROW_GROUP_SIZE {rows}, PRESERVE_ORDER false"
+
+
+WRITER_OPTIONS = writer_options()
+
+
 def _copy_file(
     cursor: duckdb.DuckDBPyConnection, select: tuple[str, dict[str, Any]], path: str
 ) -> int:
@@ -523,7 +544,7 @@ def _copy_file(
         try:
             row = cursor.execute(
                 f"COPY ({select[0]}) TO {_literal(path)} "
-                f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {rows})",
+                f"(FORMAT parquet, COMPRESSION zstd, {writer_options(rows)})",
                 select[1],
             ).fetchone()
             return int(row[0]) if row else 0
