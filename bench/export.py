@@ -15,20 +15,29 @@ work directory so that the cache stays as it is. Figures, in alternating runs:
   Target ≥ 1M events/s.
 - **baseline**: a bare ``COPY events TO 'x.parquet' (FORMAT parquet, COMPRESSION zstd)``
   on a plain DuckDB connection to the same file with the same threads and DuckDB's own
-  memory limit (80% of the machine's): what writing the table as Parquet costs at all,
-  at its fastest.
+  memory limit (80% of the machine's): what writing the table as Parquet costs at all.
+- **bare at the worker's limits**: the same bare COPY to one file within the store
+  worker's memory limit and threads, with the export's writer options (row groups of
+  :data:`telemetryd.store.export.ROW_GROUP_ROWS`, ``PRESERVE_ORDER false``): the
+  fastest the writer goes where the export runs (at that limit DuckDB's default row
+  groups spill, and the in-order write of one file runs at a sixth of the speed).
 - **incremental**: 100k new events in a new journal segment, loaded, then a second export
   run (which reads the new lines and joins them with the stored rows by id and
   ``received_at``), for information.
 
-Every run's files are read back (DuckDB ``read_parquet``): the count must be the events'.
+Each figure runs in a process of its own, which gives its peak RSS (``wait4``): the
+store worker's, for the export. Every run's files are read back (DuckDB
+``read_parquet``): the count must be the events'.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -80,7 +89,7 @@ def _count(directory: Path) -> int:
     return int(count)
 
 
-def time_export(database: Path, journal: Path, out: Path, events: int) -> tuple[float, int]:
+def time_export(database: Path, journal: Path, out: Path, events: int) -> dict[str, Any]:
     from telemetryd.store import export
 
     shutil.rmtree(out, ignore_errors=True)
@@ -90,35 +99,42 @@ def time_export(database: Path, journal: Path, out: Path, events: int) -> tuple[
         elapsed = time.perf_counter() - started
     if report.events != events or _count(out) != events:
         raise BenchError(f"exported {report.events} events ({_count(out)} read back), not {events}")
-    return elapsed, len(report.files)
+    return {"s": elapsed, "files": len(report.files)}
 
 
-def time_baseline(database: Path, out: Path, events: int) -> float:
+def time_baseline(database: Path, out: Path, events: int, *, limits: bool) -> dict[str, Any]:
+    """The bare COPY of the table to one file: with DuckDB's own memory limit and row
+    groups, or (``limits``) within the worker's, with the export's writer options."""
     import duckdb
 
     from telemetryd import config
+    from telemetryd.store import export
 
     settings = config.Store()
-    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
     target = out / "events.parquet"
-    target.unlink(missing_ok=True)
+    options = "FORMAT parquet, COMPRESSION zstd"
     con = duckdb.connect(str(database), read_only=True)
     try:
-        # DuckDB's own memory limit (80% of the machine's): at the store worker's 160 MB,
-        # one file written in order spills and runs ~6x slower (60k ev/s on 1M events).
         con.execute(f"SET threads = {settings.threads}")
         con.execute("SET enable_progress_bar = false")
+        if limits:
+            memory = config.parse_size(settings.memory_limit)
+            con.execute(f"SET memory_limit = '{memory}B'")
+            con.execute(f"SET temp_directory = '{out}/spill'")
+            options += f", {export.WRITER_OPTIONS}"
         started = time.perf_counter()
-        con.execute(f"COPY events TO '{target}' (FORMAT parquet, COMPRESSION zstd)")
+        con.execute(f"COPY events TO '{target}' ({options})")
         elapsed = time.perf_counter() - started
     finally:
         con.close()
     if _count(out) != events:
         raise BenchError(f"the baseline wrote {_count(out)} rows, not {events}")
-    return elapsed
+    return {"s": elapsed}
 
 
-def time_incremental(database: Path, journal: Path, work: Path, out: Path) -> float:
+def time_incremental(database: Path, journal: Path, work: Path, out: Path) -> dict[str, Any]:
     """A second run into ``out`` (exported whole) after INCREMENT new events in a segment
     of their own."""
     from telemetryd.daemon.segments import list_segments
@@ -141,7 +157,47 @@ def time_incremental(database: Path, journal: Path, work: Path, out: Path) -> fl
         elapsed = time.perf_counter() - started
     if second.events != loaded or _count(out) != before + loaded:
         raise BenchError(f"the second run exported {second.events} of {loaded} new events")
-    return elapsed
+    return {"s": elapsed}
+
+
+def _child(kind: str, work: Path, journal: Path, events: int) -> dict[str, Any]:
+    database = work / "telemetry.duckdb"
+    if kind == "export":
+        return time_export(database, journal, work / "out", events)
+    if kind == "incremental":
+        return time_incremental(database, journal, work, work / "out")
+    return time_baseline(database, work / kind, events, limits=kind == "limits")
+
+
+def _spawn(
+    kind: str, work: Path, journal: Path, events: int, *, src: Path | None = None
+) -> dict[str, Any]:
+    """Run one figure in a process of its own (telemetryd from ``src``, by default this
+    checkout's); its result, with its peak RSS (MB)."""
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(src or root / "src"), str(root), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    args = ["--child", kind, str(work), str(journal), str(events)]
+    with open(work / f"{kind}.stderr", "w+b") as errors:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.export", *args],
+            env=env,
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+        )
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            errors.seek(0)
+            raise BenchError(f"{kind} exited with {proc.returncode}: {errors.read()[-800:]!r}")
+    result: dict[str, Any] = json.loads(out)
+    result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # (KiB on Linux)
+    return result
 
 
 def run(workdir: Path, runs: int, quick: bool, log: Log) -> dict[str, Any]:
@@ -149,59 +205,95 @@ def run(workdir: Path, runs: int, quick: bool, log: Log) -> dict[str, Any]:
     return measure(workdir, events, max(2, min(runs, 3)), log)
 
 
-def measure(workdir: Path, events: int, runs: int, log: Log) -> dict[str, Any]:
+def measure(
+    workdir: Path, events: int, runs: int, log: Log, *, compare: Path | None = None
+) -> dict[str, Any]:
+    """``compare``: another checkout's ``src`` whose export is timed as well, in turn
+    with this one's (``export_ref``), to measure a change in the same session."""
     home, _baseline, info = query_bench.build(events, log)
     work = workdir / "export"
     work.mkdir(parents=True, exist_ok=True)
-    database = work / "telemetry.duckdb"
-    shutil.copyfile(home / "telemetry.duckdb", database)  # the cache stays as it was
+    shutil.copyfile(home / "telemetry.duckdb", work / "telemetry.duckdb")  # the cache stays
     journal = home / "journal"
-    exports: list[float] = []
-    baselines: list[float] = []
+    kinds = ["export", "baseline", "limits"] + (["export_ref"] if compare else [])
+    seconds: dict[str, list[float]] = {kind: [] for kind in kinds}
+    rss: dict[str, float] = dict.fromkeys(kinds, 0.0)
     files = 0
     for index in range(runs):
-        order = ["export", "baseline"] if index % 2 == 0 else ["baseline", "export"]
-        for kind in order:
-            if kind == "export":
-                elapsed, files = time_export(database, journal, work / "out", events)
-                exports.append(elapsed)
-            else:
-                baselines.append(time_baseline(database, work / "baseline", events))
-            log(f"  {kind}: {events / (exports if kind == 'export' else baselines)[-1]:,.0f} ev/s")
-    incremental = time_incremental(database, journal, work, work / "out")
-    log(f"  incremental ({INCREMENT:,} new events): {incremental:.2f} s")
+        for kind in kinds if index % 2 == 0 else kinds[::-1]:
+            src = compare if kind == "export_ref" else None
+            result = _spawn(kind.removesuffix("_ref"), work, journal, events, src=src)
+            seconds[kind].append(result["s"])
+            rss[kind] = max(rss[kind], result["peak_rss_mb"])
+            files = result.get("files", files) if kind == "export" else files
+            log(f"  {kind}: {events / result['s']:,.0f} ev/s, peak RSS {result['peak_rss_mb']} MB")
+    incremental = _spawn("incremental", work, journal, events)
+    log(f"  incremental ({INCREMENT:,} new events): {incremental['s']:.2f} s")
     shutil.rmtree(work, ignore_errors=True)
-    export_s = statistics.median(exports)
-    baseline_s = statistics.median(baselines)
-    return {
+    medians = {kind: statistics.median(values) for kind, values in seconds.items()}
+    result = {
         "events": events,
         "database": info,
         "files": files,
-        "export_s": exports,
-        "baseline_s": baselines,
-        "export_events_per_s": round(events / export_s),
-        "baseline_events_per_s": round(events / baseline_s),
-        "ratio_vs_baseline": round(export_s / baseline_s, 2),
+        "export_s": seconds["export"],
+        "baseline_s": seconds["baseline"],
+        "limits_s": seconds["limits"],
+        "peak_rss_mb": rss,
+        "export_events_per_s": round(events / medians["export"]),
+        "baseline_events_per_s": round(events / medians["baseline"]),
+        "limits_events_per_s": round(events / medians["limits"]),
+        # speed ratios: the export's events/s over the bare COPY's
+        "ratio_vs_baseline": round(medians["baseline"] / medians["export"], 2),
+        "ratio_vs_limits": round(medians["limits"] / medians["export"], 2),
         "incremental_events": INCREMENT,
-        "incremental_s": round(incremental, 3),
+        "incremental_s": round(incremental["s"], 3),
+        "incremental_peak_rss_mb": incremental["peak_rss_mb"],
     }
+    if compare:
+        result["export_ref_s"] = seconds["export_ref"]
+        result["export_ref_events_per_s"] = round(events / medians["export_ref"])
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.export")
     parser.add_argument("--events", type=int, default=EVENTS)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--compare", type=Path, help="another checkout's src/: time its export too, in turn"
+    )
+    parser.add_argument("--child", nargs=4, metavar=("KIND", "WORK", "JOURNAL", "EVENTS"))
     args = parser.parse_args(argv)
+    if args.child:
+        kind, work, journal, events = args.child
+        print(json.dumps(_child(kind, Path(work), Path(journal), int(events))))
+        return 0
     workdir = Path("/tmp") / f"tdbench-export-{time.time_ns()}"
     try:
-        result = measure(workdir, args.events, args.runs, lambda m: print(m, file=sys.stderr))
+        result = measure(
+            workdir,
+            args.events,
+            args.runs,
+            lambda m: print(m, file=sys.stderr),
+            compare=args.compare,
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    rss = result["peak_rss_mb"]
+    rows = [
+        ("bare COPY, one file, DuckDB's memory limit", "baseline_events_per_s", "baseline"),
+        ("bare COPY, one file, the worker's limits", "limits_events_per_s", "limits"),
+        *([("export (--compare)", "export_ref_events_per_s", "export_ref")] * bool(args.compare)),
+        ("export", "export_events_per_s", "export"),
+    ]
+    print(f"{result['events']:,} events, medians of {args.runs} runs")
+    print(f"{'':46} {'events/s':>10} {'peak RSS':>10}")
+    for label, key, kind in rows:
+        print(f"{label:46} {result[key]:>10,} {rss[kind]:>7.0f} MB")
     print(
-        f"export {result['events']:,} events: {result['export_events_per_s']:,} ev/s "
-        f"({result['files']} files); bare COPY: {result['baseline_events_per_s']:,} ev/s; "
-        f"ratio {result['ratio_vs_baseline']}; incremental {INCREMENT:,}: "
-        f"{result['incremental_s']} s"
+        f"export: {result['files']} files, {result['ratio_vs_limits']}x the speed of the bare "
+        f"COPY at the worker's limits; incremental {INCREMENT:,}: {result['incremental_s']} s "
+        f"(peak RSS {result['incremental_peak_rss_mb']:.0f} MB)"
     )
     return 0
 
