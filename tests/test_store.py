@@ -1184,6 +1184,7 @@ def test_report_macros_are_discoverable(fixed: Store) -> None:
         "WHERE function_type = 'table_macro' AND NOT internal ORDER BY 1",
     )
     assert [(name, params) for name, params, _ in rows] == [
+        ("ab_results", ["experiment_id", "include_invalid"]),
         ("agent_usage_summary", ["days"]),
         ("attempt_events", ["days"]),
         ("attempts", ["days"]),
