@@ -45,7 +45,6 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from importlib import metadata
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -110,6 +109,8 @@ class Rates:
 
 def version() -> str:
     """The installed genai-prices version (read without importing it)."""
+    from importlib import metadata  # (~18 ms: only when a price is asked for)
+
     try:
         return metadata.version(PACKAGE)
     except metadata.PackageNotFoundError:
