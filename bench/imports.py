@@ -64,6 +64,14 @@ PROFILED = (
 Log = Callable[[str], None]
 
 
+def _cached(env: dict[str, str], workdir: Path) -> dict[str, str]:
+    """``env`` with bytecode cached under ``workdir``, as on an installed system (this
+    environment may turn caching off: every run would compile every module)."""
+    env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(workdir / "import-pycache")
+    return env
+
+
 def _run_import(args: list[str], env: dict[str, str], label: str = "import") -> dict[str, Any]:
     """Run one ``telemetryctl import ...`` (reaped by ``wait4``: its own peak RSS): wall
     time, peak RSS (MB) and its JSON summary."""
@@ -140,12 +148,13 @@ def run_mixed(workdir: Path, runs: int, total_mb: int, log: Log) -> dict[str, An
     requests = int(sum(w["requests"] for w in want.values()))
     scratch = workdir / "import-dry"
     scratch.mkdir(exist_ok=True)
-    dry = _run_import(["--dry-run"], agent_tree.clean_env(home, scratch), "import-dry-run")
+    dry_env = _cached(agent_tree.clean_env(home, scratch), workdir)
+    dry = _run_import(["--dry-run"], dry_env, "import-dry-run")
     agent_tree.check(dry["summary"], want, "dry run")
     imports = []
     for i in range(min(runs, 3)):
         with Telemetryd(label="import") as daemon:
-            env = agent_tree.clean_env(home, daemon.dir)
+            env = _cached(agent_tree.clean_env(home, daemon.dir), workdir)
             real = _run_import([], env, f"import-mixed-{i}")
             agent_tree.check(real["summary"], want, "import")
             _check_delivered(real["summary"], daemon, "import")
@@ -184,7 +193,7 @@ def run_unchanged(workdir: Path, runs: int, total_files: int, log: Log) -> dict[
     log(f"  built {built.files:,} files, {built.bytes / 2**20:.0f} MB of 6 agents in {home}")
     want = agent_tree.expected(telemetryctl(), built)
     with Telemetryd(label="import-small") as daemon:
-        env = agent_tree.clean_env(home, daemon.dir)
+        env = _cached(agent_tree.clean_env(home, daemon.dir), workdir)
         first = _run_import([], env, "import-small")
         agent_tree.check(first["summary"], want, "import")
         _check_delivered(first["summary"], daemon, "import")
@@ -284,7 +293,7 @@ def run_claude(workdir: Path, big_mb: int, rest_mb: int, log: Log) -> dict[str, 
     log(f"  generated {made['bytes'] / 2**20:.0f} MB, {made['lines']:,} lines in {root}")
     with Telemetryd(label="import") as daemon:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMETRYD_")}
-        env["TELEMETRYD_HOME"] = str(daemon.dir)
+        env = _cached({**env, "TELEMETRYD_HOME": str(daemon.dir)}, workdir)
         dry = _run_import(["claude-code", str(root), "--dry-run"], env, "claude-dry-run")
         real = _run_import(["claude-code", str(root)], env, "claude-import")
         summary = real["summary"]
