@@ -533,6 +533,34 @@ def _report_figures(reports: dict[str, Any] | None) -> list[dict[str, Any]]:
         else f"daily tokens DIFFER on {len(diffs)} counts, e.g. {'; '.join(diffs[:3])} "
         f"(ours/ccusage); totals {cc['ours_total_tokens']:,}/{cc['ccusage_total_tokens']:,}"
     )
+    if "first_ms" in cc:
+        out.append(
+            _figure(
+                f"first import claude-code + report daily --json, {size}",
+                cc["first_ms"],
+                "ms",
+                note=f"a fresh daemon each time; the import alone "
+                f"{_median(cc['first_import_ms']):,.0f} ms; {cc['requests']:,} requests, "
+                f"{cc['events']:,} events, {cc['files']:,} files",
+            )
+        )
+        out.append(
+            _figure(
+                f"ccusage {cc['ccusage_version']} daily --json --offline, {size}",
+                cc["first_ccusage_ms"],
+                "ms",
+                note="run next to each first import",
+            )
+        )
+        out.append(
+            _figure(
+                f"ratio first import + report daily / ccusage daily, {size}",
+                cc["first_ratios"],
+                "x",
+                target="import_and_report_vs_ccusage",
+                note=f"{cc['pairs']} pairs",
+            )
+        )
     out.append(
         _figure(
             f"telemetryctl report daily --json, after import, {size}",
