@@ -12,7 +12,8 @@ count is known from the tree's build, and checked on every run.
 Part 1, the big tree (about 1 GB, most of it in sessions of megabytes): a dry run, then
 ``runs`` imports (at most 3), each into a fresh daemon: MB/s over the tree's bytes and
 the import process's peak RSS (``wait4``); the daemon must have journaled every event
-sent, and a second import with ``--rescan`` (every file read again) must add 0.
+sent, its database must hold each once, and after a second import with ``--rescan``
+(every file read again) still each once.
 
 Part 2, the small tree (about 9,000 files of single sessions, every agent): imported
 into a fresh daemon, then imported again ``runs`` times (at least 5) with nothing new,
@@ -126,6 +127,21 @@ def _check_nothing_added(summaries: dict[str, Any], what: str, files: int | None
             raise BenchError(f"{what}: {read} files read, {unchanged} of {files} unchanged")
 
 
+def _stored(env: dict[str, str]) -> int:
+    """The events in the daemon's database (each id once), after loading the journal.
+    (A re-import past the daemon's dedup window, ``ingest.dedup-window``, is journaled
+    again, and accepted; the database keeps the first copy of an id.)"""
+    sql = "select count(*) as n, count(distinct id) as ids from events"
+    argv = [telemetryctl(), "query", "--format", "json", "--timeout", "600", sql]
+    got = subprocess.run(argv, env=env, capture_output=True, check=False)
+    if got.returncode != 0:
+        raise BenchError(f"query: {got.stderr.decode()[-500:]}")
+    row = json.loads(got.stdout)[0]
+    if row["n"] != row["ids"]:
+        raise BenchError(f"{row['n']} events stored, {row['ids']} ids")
+    return int(row["n"])
+
+
 def _per_agent(summaries: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Each agent's part of one import: MB, seconds, MB/s, events."""
     out = {}
@@ -158,9 +174,15 @@ def run_mixed(workdir: Path, runs: int, total_mb: int, log: Log) -> dict[str, An
             real = _run_import([], env, f"import-mixed-{i}")
             agent_tree.check(real["summary"], want, "import")
             _check_delivered(real["summary"], daemon, "import")
-            if i == 0:
+            if i == 0:  # every file read again: the store keeps each event once
+                stored = _stored(env)
+                if stored != _sent(real["summary"]):
+                    raise BenchError(f"{_sent(real['summary'])} events sent, {stored} stored")
                 again = _run_import(["--rescan"], env, "import-rescan")
-                _check_nothing_added(again["summary"], "import --rescan", None)
+                if _stored(env) != stored:
+                    raise BenchError(
+                        f"import --rescan: {_stored(env)} events stored, {stored} before"
+                    )
             if daemon.stop(timeout=300) != 0:
                 raise BenchError(f"telemetryd exited badly:\n{daemon.log()}")
         imports.append(real)
