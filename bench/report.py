@@ -24,6 +24,10 @@ TARGETS = {
     "query_vs_duckdb": ("<=", 0.3, "x fresh duckdb"),
     "report_vs_duckdb": ("<=", 0.3, "x fresh duckdb"),
     "report_vs_ccusage": ("<=", 0.3, "x ccusage daily"),
+    "import_and_report_vs_ccusage": ("<=", 0.5, "x ccusage daily"),
+    "import_rate": (">=", 150, "MB/s"),
+    "import_peak_rss": ("<=", 250, "MB"),
+    "import_unchanged": ("<=", 300, "ms"),
     "otlp_protobuf": (">=", 100_000, "rec/s"),
     "otlp_json": (">=", 50_000, "rec/s"),
     "http_hook_p50": ("<=", 2.0, "ms"),
@@ -181,35 +185,66 @@ def _forward_figures(forward: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 
 def _import_figures(imported: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """`telemetryctl import claude-code` on generated transcripts (bench/imports.py)."""
+    """`telemetryctl import` on trees of every agent's files (bench/imports.py)."""
     out: list[dict[str, Any]] = []
-    for row in (imported or {}).get("sizes", []):
-        size = f"{row['input_mb']:.0f} MB"
+    imported = imported or {}
+    mixed = imported.get("mixed")
+    if mixed:
+        size = f"{mixed['input_mb']:,.0f} MB, {mixed['files']:,} files"
+        agents = ", ".join(
+            f"{agent} {a['mb']:.0f} MB {a['mb_per_s']:.0f} MB/s"
+            for agent, a in mixed["per_agent"].items()
+        )
         out.append(
             _figure(
-                f"import claude-code {size}, dry run",
-                [row["dry_run_mb_per_s"]],
+                f"import (every agent) {size}, dry run",
+                [mixed["dry_run_mb_per_s"]],
                 "MB/s",
-                note=f"{row['dry_run_lines_per_s']:,.0f} lines/s, peak RSS "
-                f"{row['dry_run_peak_rss_mb']:.0f} MB",
+                note=f"peak RSS {mixed['dry_run_peak_rss_mb']:.0f} MB",
             )
         )
+        out.append(
+            _figure(
+                f"import (every agent) {size} into the daemon",
+                mixed["import_mb_per_s"],
+                "MB/s",
+                target="import_rate",
+                note=f"{mixed['events']:,} events ({mixed['requests']:,} requests), counts "
+                f"checked; {agents}; again with --rescan {mixed['rescan_s']:.1f} s, 0 added",
+            )
+        )
+        out.append(
+            _figure(
+                f"import (every agent) {size}, peak RSS",
+                mixed["import_peak_rss_mb"],
+                "MB",
+                target="import_peak_rss",
+                note="the import process (wait4)",
+            )
+        )
+    unchanged = imported.get("unchanged")
+    if unchanged:
+        out.append(
+            _figure(
+                f"import again with nothing new, {unchanged['files']:,} files of every agent",
+                [s * 1000 for s in unchanged["unchanged_s"]],
+                "ms",
+                target="import_unchanged",
+                note=f"whole process; first import {unchanged['first_s']:.1f} s "
+                f"({unchanged['input_mb']:.0f} MB, {unchanged['events']:,} events); 0 added",
+            )
+        )
+    for row in imported.get("sizes", []):
+        size = f"{row['input_mb']:.0f} MB"
         out.append(
             _figure(
                 f"import claude-code {size} into the daemon",
                 [row["import_mb_per_s"]],
                 "MB/s",
                 note=f"{row['import_lines_per_s']:,.0f} lines/s, "
-                f"{row['import_events_per_s']:,.0f} events/s ({row['requests']:,}); "
-                f"again with --rescan {row['rescan_s']:.1f} s, 0 added",
-            )
-        )
-        out.append(
-            _figure(
-                f"import claude-code {size}, peak RSS",
-                [row["import_peak_rss_mb"]],
-                "MB",
-                note="the import process (wait4)",
+                f"{row['import_events_per_s']:,.0f} events/s ({row['requests']:,} requests); "
+                f"dry run {row['dry_run_mb_per_s']:.0f} MB/s; peak RSS "
+                f"{row['import_peak_rss_mb']:.0f} MB; again with --rescan {row['rescan_s']:.1f} s",
             )
         )
     return out
@@ -498,6 +533,34 @@ def _report_figures(reports: dict[str, Any] | None) -> list[dict[str, Any]]:
         else f"daily tokens DIFFER on {len(diffs)} counts, e.g. {'; '.join(diffs[:3])} "
         f"(ours/ccusage); totals {cc['ours_total_tokens']:,}/{cc['ccusage_total_tokens']:,}"
     )
+    if "first_ms" in cc:
+        out.append(
+            _figure(
+                f"first import claude-code + report daily --json, {size}",
+                cc["first_ms"],
+                "ms",
+                note=f"a fresh daemon each time; the import alone "
+                f"{_median(cc['first_import_ms']):,.0f} ms; {cc['requests']:,} requests, "
+                f"{cc['events']:,} events, {cc['files']:,} files",
+            )
+        )
+        out.append(
+            _figure(
+                f"ccusage {cc['ccusage_version']} daily --json --offline, {size}",
+                cc["first_ccusage_ms"],
+                "ms",
+                note="run next to each first import",
+            )
+        )
+        out.append(
+            _figure(
+                f"ratio first import + report daily / ccusage daily, {size}",
+                cc["first_ratios"],
+                "x",
+                target="import_and_report_vs_ccusage",
+                note=f"{cc['pairs']} pairs",
+            )
+        )
     out.append(
         _figure(
             f"telemetryctl report daily --json, after import, {size}",

@@ -14,15 +14,17 @@ the rows. Alternating pairs after warm-up runs (order swapped every pair); media
 the per-pair ratio (target ≤ 0.3). The report's totals are checked against the rows the
 fresh process reads.
 
-Part 2, ~300 MB of Claude transcripts from :func:`bench.imports.generate` under a fake
-``HOME`` / ``CLAUDE_CONFIG_DIR``: imported (``telemetryctl import claude-code``) into a
-fresh daemon, then ``telemetryctl report daily --json --timezone UTC`` against ccusage's
-``daily --json --timezone UTC --offline`` (bundled prices, no network) on the same
-files, alternating pairs, medians and the per-pair ratio (target ≤ 0.3). The daily
-token counts of both outputs are compared; a difference goes into the figure's note.
-Expect one in ``outputTokens``: a response repeated over several lines counts once in
-both, but telemetryd keeps its largest usage (the streamed final count) and ccusage
-18 its first line's.
+Part 2, ~300 MB of Claude Code sessions from :mod:`bench.agent_tree` (the real
+samples repeated with fresh ids, at ``~/.claude/projects`` of a fake ``HOME``), ``pairs``
+times: a fresh daemon, ``telemetryctl import claude-code`` then ``telemetryctl report
+daily --json --timezone UTC`` (which materializes what the import sent), timed together,
+against ccusage's ``daily --json --timezone UTC --offline`` (bundled prices, no network)
+on the same files (order swapped every pair; target ≤ 0.5); then, on the last daemon,
+the report alone against ccusage, alternating pairs (target ≤ 0.3). The daily token
+counts of both outputs are compared; a difference goes into the figure's note. Expect
+one in ``outputTokens``: a response repeated over several lines counts once in both,
+but telemetryd keeps its largest usage (the streamed final count) and ccusage 18 its
+first line's.
 
 ccusage: the newest release that runs on node 20 and is plain JavaScript (19.x needs
 node 22; 20.x is a native binary from per-platform optional packages). It lives in
@@ -36,12 +38,12 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import BenchError
-from bench import imports as import_bench
+from bench import BenchError, agent_tree
 from bench import query as query_bench
 from bench import send as send_bench
 from bench.procs import Telemetryd
@@ -55,7 +57,7 @@ FRESH = (
     "con = duckdb.connect(sys.argv[1], read_only=True)\n"
     "print(con.execute(sys.argv[2], json.loads(sys.argv[3])).fetchall())\n"
 )
-TRANSCRIPTS_MB = (20, 280)  # one big file, the rest in 4 MB sessions: ~300 MB
+TRANSCRIPTS_MB = 300  # of Claude Code sessions (bench/agent_tree.py)
 TOKEN_KEYS = ("inputTokens", "outputTokens", "cacheCreationTokens", "cacheReadTokens")
 WARMUP = 3
 TARGET_RATIO = 0.3
@@ -175,6 +177,13 @@ def compare_tokens(ours: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
     return diffs
 
 
+def _timed_json(argv: list[str], env: dict[str, str]) -> tuple[float, dict[str, Any]]:
+    """Seconds from spawn to exit, and the JSON the command printed."""
+    start = time.perf_counter()
+    found = _json_of(argv, env)
+    return time.perf_counter() - start, found
+
+
 def time_ccusage(workdir: Path, pairs: int, pycache: Path, log: Log) -> dict[str, Any]:
     if not CCUSAGE.exists():
         return {"skipped": f"ccusage is not installed in {CCUSAGE_ROOT} (make bench-deps)"}
@@ -182,37 +191,50 @@ def time_ccusage(workdir: Path, pairs: int, pycache: Path, log: Log) -> dict[str
     if node is None:
         return {"skipped": "node is missing"}
     fake_home = workdir / "reports-home"
-    config = fake_home / ".claude"
-    big_mb, rest_mb = TRANSCRIPTS_MB
-    made = import_bench.generate(config / "projects", big_mb, rest_mb)
-    mb = made["bytes"] / 2**20
-    log(f"  generated {mb:.0f} MB, {made['lines']:,} lines under {config}")
+    built = agent_tree.build(fake_home, total_mb=TRANSCRIPTS_MB, only=("claude-code",))
+    mb = built.bytes / 2**20
+    log(f"  built {mb:.0f} MB of Claude Code sessions, {built.files:,} files, in {fake_home}")
     err = pycache.parent / "reports-ccusage.stderr"
+    cc = [node, str(CCUSAGE), "daily", "--json", "--timezone", "UTC", "--offline"]
+    cc_env = dict(agent_tree.clean_env(fake_home), NO_COLOR="1")
+    importing = [send_bench.telemetryctl(), "import", "claude-code", "--json"]
+    ctl = [send_bench.telemetryctl(), *REPORT]
+    first_s: list[float] = []  # import, then report daily, into a fresh daemon
+    import_s: list[float] = []
+    first_cc_s: list[float] = []
     try:
-        with Telemetryd(query_bench.daemon_args(), label="reports-ccusage") as daemon:
-            env = send_bench._env(daemon.dir, pycache)
-            env.update(HOME=str(fake_home), CLAUDE_CONFIG_DIR=str(config))
-            cc_env = dict(env, NO_COLOR="1")
-            imported = _json_of([send_bench.telemetryctl(), "import", "claude-code", "--json"], env)
-            if imported["accepted"] != imported["sent"] or imported["rejected"]:
-                raise BenchError(f"import: {imported}")
-            ctl = [send_bench.telemetryctl(), *REPORT]
-            cc = [node, str(CCUSAGE), "daily", "--json", "--timezone", "UTC", "--offline"]
-            ours = _json_of(ctl, env)  # also materializes what the import sent
-            theirs = _json_of(cc, cc_env)
-            diffs = compare_tokens(ours, theirs)
-            send_bench._timed(ctl, env, err)
-            send_bench._timed(cc, cc_env, err)
-            ctl_s, cc_s = _pairs(ctl, cc, env, cc_env, pairs, err)
-            if daemon.stop() != 0:
-                raise BenchError(f"telemetryd did not stop cleanly:\n{daemon.log()}")
+        for i in range(pairs):
+            with Telemetryd(query_bench.daemon_args(), label=f"reports-ccusage-{i}") as daemon:
+                env = {**send_bench._env(daemon.dir, pycache), "HOME": str(fake_home)}
+                for name in agent_tree.OVERRIDES:
+                    env.pop(name, None)
+                if i % 2:
+                    cc_s, theirs = _timed_json(cc, cc_env)
+                took, imported = _timed_json(importing, env)
+                if imported["accepted"] != imported["sent"] or imported["rejected"]:
+                    raise BenchError(f"import: {imported}")
+                report_s, ours = _timed_json(ctl, env)  # materializes what the import sent
+                if i % 2 == 0:
+                    cc_s, theirs = _timed_json(cc, cc_env)
+                first_s.append(took + report_s)
+                import_s.append(took)
+                first_cc_s.append(cc_s)
+                if i == pairs - 1:  # the report alone, the daemon warm, against ccusage
+                    diffs = compare_tokens(ours, theirs)
+                    send_bench._timed(ctl, env, err)
+                    send_bench._timed(cc, cc_env, err)
+                    ctl_s, warm_cc_s = _pairs(ctl, cc, env, cc_env, pairs, err)
+                if daemon.stop(timeout=300) != 0:
+                    raise BenchError(f"telemetryd did not stop cleanly:\n{daemon.log()}")
     finally:
         shutil.rmtree(fake_home, ignore_errors=True)
+    first_ratios = [a / b for a, b in zip(first_s, first_cc_s, strict=True)]
     out = {
         "ccusage_version": CCUSAGE_VERSION,
         "input_mb": mb,
-        "lines": made["lines"],
+        "files": built.files,
         "requests": imported.get("requests"),
+        "events": imported.get("sent"),
         "pairs": pairs,
         "days": len(ours["daily"]),
         "token_diffs": diffs,
@@ -220,12 +242,19 @@ def time_ccusage(workdir: Path, pairs: int, pycache: Path, log: Log) -> dict[str
         "ccusage_total_tokens": theirs["totals"]["totalTokens"],
         "ours_total_cost": ours["totals"]["totalCost"],
         "ccusage_total_cost": theirs["totals"]["totalCost"],
-        **_summary("ccusage", ctl_s, cc_s),
+        "first_ms": [t * 1000 for t in first_s],
+        "first_import_ms": [t * 1000 for t in import_s],
+        "first_ccusage_ms": [t * 1000 for t in first_cc_s],
+        "first_ratios": first_ratios,
+        **_summary("ccusage", ctl_s, warm_cc_s),
     }
     log(
-        f"  {mb:.0f} MB: report daily {out['ctl_p50_ms']:.0f} ms, ccusage daily "
-        f"{out['ccusage_p50_ms']:.0f} ms, ratio {out['ratio_p50']:.3f}; "
-        f"daily tokens {'equal' if not diffs else f'differ on {len(diffs)} counts'}"
+        f"  {mb:.0f} MB: import + report daily {statistics.median(first_s) * 1000:.0f} ms "
+        f"(import {statistics.median(import_s) * 1000:.0f} ms), ccusage daily "
+        f"{statistics.median(first_cc_s) * 1000:.0f} ms, ratio "
+        f"{statistics.median(first_ratios):.2f}; warm report daily {out['ctl_p50_ms']:.0f} ms, "
+        f"ratio {out['ratio_p50']:.3f}; daily tokens "
+        f"{'equal' if not diffs else f'differ on {len(diffs)} counts'}"
     )
     return out
 

@@ -675,3 +675,85 @@ def test_codex_import_into_the_daemon_twice(running_daemon: Daemon, agent_home: 
     again = run_json("codex", "--rescan")
     assert (again["sent"], again["accepted"], again["duplicates"]) == (4, 0, 4)
     assert len(running_daemon.journal_events()) == 4
+
+
+def test_nothing_new_needs_no_daemon(running_daemon: Daemon, tmp_path: Path) -> None:
+    """With every file unchanged since the last import there is nothing to send: the
+    import succeeds with the daemon stopped, and reads nothing."""
+    root = claude_fixture(tmp_path / "claude")
+    first = run_json("claude-code", str(root))
+    assert (first["files"], first["accepted"]) == (3, 9)
+    assert running_daemon.stop() == 0
+    again = run_json("claude-code", str(root))
+    assert (again["files"], again["files_unchanged"], again["sent"], again["bytes"]) == (0, 3, 0, 0)
+    touched = root / "projects" / "-home-u-app" / "sess-a.jsonl"
+    touched.write_bytes(touched.read_bytes() + b"\n")  # changed: to be read, so sent
+    down = ctl("import", "claude-code", str(root))
+    assert down.returncode == 1 and b"not running" in down.stderr
+
+
+def _rglob_resolved(start: Path, globs: tuple[str, ...]) -> set[tuple[str, str]]:
+    """What ``rglob`` and ``resolve`` find: the rule :func:`agent_files.walk` keeps."""
+    found = set()
+    for glob in globs:
+        for path in start.rglob(glob):
+            if path.is_file():
+                found.add((str(path.resolve()), str(path)))
+    return found
+
+
+def test_walk_finds_what_rglob_finds(tmp_path: Path) -> None:
+    """Files in nested and hidden directories, links to files (resolved to their
+    target), a link to a directory (not followed, as rglob does not), a directory whose
+    name matches, names that do not match, a start that is itself a link."""
+    from telemetryd.client import agent_files
+
+    outside = tmp_path / "outside"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "target.jsonl").write_text("{}\n")
+    (outside / "deep" / "linked-dir.jsonl").write_text("{}\n")
+    tree = tmp_path / "real"
+    (tree / "p" / "sess" / "subagents").mkdir(parents=True)
+    (tree / ".hidden").mkdir()
+    (tree / "p" / "a.jsonl").write_text("{}\n")
+    (tree / "p" / "sess" / "subagents" / "agent-1.jsonl").write_text("{}\n")
+    (tree / ".hidden" / "h.json").write_text("{}\n")
+    (tree / "p" / "notes.txt").write_text("x")
+    (tree / "p" / "dir.jsonl").mkdir()
+    (tree / "p" / "link.jsonl").symlink_to(outside / "target.jsonl")
+    (tree / "p" / "dangling.jsonl").symlink_to(tmp_path / "missing.jsonl")
+    (tree / "p" / "outside-dir").symlink_to(outside / "deep", target_is_directory=True)
+    start = tmp_path / "start"
+    start.symlink_to(tree, target_is_directory=True)
+    for globs in (("*.jsonl",), ("*.json", "*.jsonl"), ("agent-1.jsonl",)):
+        want = _rglob_resolved(start, globs)
+        got = set(agent_files.walk(start, globs))
+        assert got == want and want
+    paths = {resolved for resolved, _ in agent_files.walk(start, ("*.jsonl",))}
+    assert str(outside / "target.jsonl") in paths
+    assert not any("linked-dir" in p for p in paths)
+    assert importer.discover([start], [], ("*.jsonl",)) == sorted(
+        Path(r) for r, _ in _rglob_resolved(start, ("*.jsonl",))
+    )
+
+
+def test_import_runs_alone_as_it_runs_under_the_cli() -> None:
+    """`telemetryctl import` goes straight to its group (client/main.py): its help,
+    an agent's help and a usage error read as through the whole command line."""
+    import subprocess
+    import sys
+
+    through_cli = (
+        "import sys; from telemetryd.client.cli import cli; "
+        "cli.main(args=sys.argv[1:], prog_name='telemetryctl')"
+    )
+    for args in (["--help"], ["-h"], ["codex", "--help"], ["nonsense"]):
+        direct = ctl("import", *args)
+        through = subprocess.run(
+            [sys.executable, "-c", through_cli, "import", *args], capture_output=True, check=False
+        )
+        assert direct.returncode == through.returncode, args
+        assert (direct.stdout, direct.stderr) == (through.stdout, through.stderr), args
+        assert direct.stdout.startswith(b"Usage: telemetryctl import") or b"No such" in (
+            direct.stderr
+        )

@@ -541,3 +541,41 @@ def test_the_hook_path_never_imports_the_price_data(
     }
     assert "telemetryd" in imported  # the listing is real
     assert imported & {"genai_prices", "pydantic", "pydantic_core"} == set()
+
+
+def test_one_pricer_prices_each_request_as_a_fresh_one_does() -> None:
+    """The import prices every request with one Pricer, which remembers each model's
+    day: interleaved days around o3's price cut (2025-06-10), deepseek-chat's peak and
+    off-peak minutes, a time with an offset whose UTC day is the day before, a time that
+    is not one, the same model with and without a provider: each cost equals a fresh
+    Pricer's, and o3's are the published prices of each day."""
+    times = ["2025-06-10T00:00:01.000Z", "2025-06-09T23:59:59.000Z", "2025-06-10T01:00:00+02:00",
+             "2025-06-10T00:00:01.000Z", "2026-11-01T00:29:00.000Z", "2026-11-01T00:30:00.000Z",
+             "2026-11-01T16:31:00.000Z", "2025-06-09T12:00:00.000Z"]  # fmt: skip
+    events = []
+    for n, ts in enumerate(times):
+        for model, provider in (("o3", "openai"), ("o3", None), ("deepseek-chat", None)):
+            agent = {"model": model} | ({"provider": provider} if provider else {})
+            tokens = {"source": "actual", "input": 100_000, "output": 20_000}
+            events.append({"type": "api_request", "id": f"e{n}{model}{provider}", "ts": ts,
+                           "agent": agent, "tokens": tokens})  # fmt: skip
+    events.append({**events[0], "id": "bad-time", "ts": "not a time"})
+    shared = pricing.Pricer()
+    for event in events:
+        alone = {**event}
+        pricing.Pricer().price_event(alone)
+        shared.price_event(event)
+        assert (event["cost_usd"], event["cost_source"]) == (
+            alone["cost_usd"],
+            alone["cost_source"],
+        ), event["id"]
+    o3 = {
+        e["ts"]: e["cost_usd"]
+        for e in events
+        if e["agent"] == {"model": "o3", "provider": "openai"}
+    }
+    assert o3["2025-06-09T23:59:59.000Z"] == pytest.approx((100_000 * 10 + 20_000 * 40) / 1e6)
+    assert o3["2025-06-10T01:00:00+02:00"] == o3["2025-06-09T12:00:00.000Z"]  # UTC: the 9th
+    assert o3["2025-06-10T00:00:01.000Z"] == pytest.approx((100_000 * 2 + 20_000 * 8) / 1e6)
+    deepseek = [e["cost_usd"] for e in events if e["agent"]["model"] == "deepseek-chat"]
+    assert deepseek[4] != deepseek[5]  # off-peak, then peak (the time of day)

@@ -45,7 +45,6 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from importlib import metadata
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -110,6 +109,8 @@ class Rates:
 
 def version() -> str:
     """The installed genai-prices version (read without importing it)."""
+    from importlib import metadata  # (~18 ms: only when a price is asked for)
+
     try:
         return metadata.version(PACKAGE)
     except metadata.PackageNotFoundError:
@@ -186,6 +187,9 @@ class Pricer:
             self.overrides.setdefault(normalized(name), rates)
         self._models: dict[tuple[str, str | None], Any] = {}
         self._rates: dict[tuple[Any, ...], Rates | None] = {}
+        self._varies: dict[tuple[str, str | None], bool] = {}
+        # (model, provider, UTC day, speed) -> the day's rates, for price_event
+        self._days: dict[tuple[str, str | None, str, str | None], Rates | None] = {}
         self._snapshot: Any = None
 
     # -- the package's data, imported on first use -------------------------------------
@@ -236,6 +240,15 @@ class Pricer:
 
     def varies_within_a_day(self, model: str, provider: str | None) -> bool:
         """Whether the package prices ``model`` by the time of day (off-peak hours)."""
+        key = (model, provider)
+        found = self._varies.get(key)
+        if found is None:
+            if len(self._varies) >= _CACHE:
+                self._varies.clear()
+            found = self._varies[key] = self._varies_within_a_day(model, provider)
+        return found
+
+    def _varies_within_a_day(self, model: str, provider: str | None) -> bool:
         if self.override(model) is not None:
             return False
         from genai_prices import types
@@ -338,16 +351,20 @@ class Pricer:
         rates = None
         if isinstance(tokens, dict) and tokens.get("source") == "actual" and isinstance(model, str):
             long, speed = hints(event.get("attrs"))
-            when = _time(event.get("ts"))
-            rates = self.rates(
-                model,
-                provider if isinstance(provider, str) else None,
-                when,
-                speed,
-                exact_time=self.varies_within_a_day(
-                    model, provider if isinstance(provider, str) else None
-                ),
-            )
+            provider = provider if isinstance(provider, str) else None
+            ts = event.get("ts")
+            exact = self.varies_within_a_day(model, provider)
+            if not exact and isinstance(ts, str) and ts.endswith("Z") and ts[10:11] == "T":
+                # A UTC time: the day's rates, looked up once per model and day
+                key = (model, provider, ts[:10], speed)
+                if key in self._days:
+                    rates = self._days[key]
+                else:
+                    if len(self._days) >= _CACHE:
+                        self._days.clear()
+                    rates = self._days[key] = self.rates(model, provider, _time(ts), speed)
+            else:
+                rates = self.rates(model, provider, _time(ts), speed, exact_time=exact)
         if rates is None:
             event["cost_source"] = "unknown"
             return

@@ -29,6 +29,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -96,8 +97,44 @@ def opencode_database(directory: Path) -> Path | None:
     return None
 
 
-def _json_files(directory: Path) -> list[Path]:
-    return sorted((p for p in directory.rglob("*.json") if p.is_file()), key=str)
+def walk(start: Path, globs: tuple[str, ...]) -> Iterator[tuple[str, str]]:
+    """``(resolved, path)`` of each file under the directory ``start`` whose name matches
+    one of ``globs``, as ``start.rglob(glob)`` and ``path.resolve()`` find them (a
+    symbolic link to a directory below ``start`` is not followed; a link to a file is a
+    file), as strings, at the cost of one directory read per directory: the names'
+    types come with the directory (no ``stat`` per file), and a path is resolved only
+    when it is a link (below the resolved ``start`` nothing else can need it)."""
+    join = os.path.join
+    pending = [(str(start.resolve()), str(start))]
+    while pending:
+        real, shown = pending.pop()
+        try:
+            with os.scandir(real) as found:
+                entries = list(found)
+        except OSError:
+            continue
+        for entry in entries:
+            name = entry.name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append((join(real, name), join(shown, name)))
+                    continue
+                if not any(fnmatchcase(name, glob) for glob in globs) or not entry.is_file():
+                    continue
+                resolved = os.path.realpath(entry.path) if entry.is_symlink() else entry.path
+            except OSError:
+                continue
+            yield resolved, join(shown, name)
+
+
+def _json_files(directory: Path) -> list[tuple[str, Path]]:
+    """``(resolved, path)`` of the ``*.json`` files under ``directory``, in path order."""
+    found = sorted(walk(directory, ("*.json",)), key=_shown)
+    return [(resolved, Path(path)) for resolved, path in found]
+
+
+def _shown(found: tuple[str, str]) -> str:
+    return found[1]
 
 
 def opencode_files(given: Iterable[str | Path], roots: list[Path]) -> list[Path]:
@@ -107,23 +144,23 @@ def opencode_files(given: Iterable[str | Path], roots: list[Path]) -> list[Path]
     directory of message files."""
     named = [Path(p).expanduser() for p in given]
     starts = named or [r for r in roots if r.is_dir()]
-    found: dict[Path, Path] = {}
+    found: dict[str, Path] = {}
     for start in starts:
         if start.is_file():
-            found.setdefault(start.resolve(), start)
+            found.setdefault(str(start.resolve()), start)
         elif start.is_dir():
             database = opencode_database(start)
             if database is not None or (start / "storage").is_dir():
-                picked = [database] if database is not None else []
+                picked = [(str(database.resolve()), database)] if database is not None else []
                 messages = start / "storage" / "message"
                 picked += _json_files(messages) if messages.is_dir() else []
             else:
                 picked = _json_files(start)
-            for path in picked:
-                found.setdefault(path.resolve(), path)
+            for resolved, path in picked:
+                found.setdefault(resolved, path)
         elif named:
             raise TelemetryError(f"{start}: no such file or directory")
-    return list(found)
+    return [Path(resolved) for resolved in found]
 
 
 def copilot_bases(environ: dict[str, str] | os._Environ[str] | None = None) -> list[Path]:
@@ -160,30 +197,29 @@ def copilot_files(
     ``events.jsonl``; each once. A given file is read as it is; a given directory gives
     every ``*.jsonl`` under it."""
     named = [Path(p).expanduser() for p in given]
-    found: dict[Path, Path] = {}
+    found: dict[str, Path] = {}
+
+    def add(start: Path, globs: tuple[str, ...]) -> None:
+        for resolved, path in sorted(walk(start, globs), key=_shown):
+            found.setdefault(resolved, Path(path))
+
     if named:
         for start in named:
             if start.is_file():
-                found.setdefault(start.resolve(), start)
+                found.setdefault(str(start.resolve()), start)
             elif start.is_dir():
-                for path in sorted(start.rglob("*.jsonl"), key=str):
-                    if path.is_file():
-                        found.setdefault(path.resolve(), path)
+                add(start, ("*.jsonl",))
             else:
                 raise TelemetryError(f"{start}: no such file or directory")
     else:
         for start in copilot_otel_paths(environ):
             if start.is_file():
-                found.setdefault(start.resolve(), start)
+                found.setdefault(str(start.resolve()), start)
             elif start.is_dir():
-                for path in sorted(start.rglob("*.jsonl"), key=str):
-                    if path.is_file():
-                        found.setdefault(path.resolve(), path)
+                add(start, ("*.jsonl",))
         for root in sessions:
             if root.is_dir():
-                for path in sorted(root.rglob("events.jsonl"), key=str):
-                    if path.is_file():
-                        found.setdefault(path.resolve(), path)
+                add(root, ("events.jsonl",))
     files = list(found.values())
     return [p for p in files if is_copilot_otel(p)] + [p for p in files if not is_copilot_otel(p)]
 

@@ -182,7 +182,11 @@ def _import(
     return summary
 
 
-@click.group("import", invoke_without_command=True)
+@click.group(
+    "import",
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},  # also when main.py runs it
+)
 @functools.partial(_options, paths=False)
 @click.pass_context
 @_handle_errors

@@ -286,19 +286,16 @@ def discover(
 ) -> list[Path]:
     """The files matching ``globs`` under the given paths (files taken as they are), else
     under ``roots``; each once, in path order (a session before its sub-agents' files)."""
-    found: dict[Path, Path] = {}
+    found: set[str] = set()
     starts = [Path(p).expanduser() for p in given] or [r for r in roots if r.exists()]
     for start in starts:
         if start.is_file():
-            found.setdefault(start.resolve(), start)
+            found.add(str(start.resolve()))
         elif start.is_dir():
-            for glob in globs:
-                for path in start.rglob(glob):
-                    if path.is_file():
-                        found.setdefault(path.resolve(), path)
+            found.update(resolved for resolved, _ in agent_files.walk(start, globs))
         elif list(given):
             raise TelemetryError(f"{start}: no such file or directory")
-    return sorted(found, key=str)
+    return [Path(p) for p in sorted(found)]
 
 
 # -- the summary ---------------------------------------------------------------------------
@@ -1014,7 +1011,8 @@ def run(
     ``on_files(files, total_bytes)`` is called once the files to read are known
     (for a progress bar); ``progress(bytes)`` as they are read. Raises
     DaemonUnavailable when the daemon cannot take the events (nothing is recorded
-    as imported then, so running it again is safe).
+    as imported then, so running it again is safe). With no file to read (none, or
+    all unchanged since the last import) the daemon is not asked for anything.
     """
     started = time.monotonic()
     if agent not in AGENTS:
@@ -1044,6 +1042,10 @@ def run(
         todo.append(path)
     if on_files is not None:
         on_files(todo, sum(identities[str(p)][0] for p in todo))
+    if not todo:  # nothing new: no prices to load, nothing for the daemon
+        summary = Summary(agent=agent, dry_run=dry_run, files_unchanged=unchanged)
+        summary.elapsed_s = time.monotonic() - started
+        return summary
     prices = pricing.configured()
     sink = None
     if not dry_run:
