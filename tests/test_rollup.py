@@ -10,7 +10,7 @@ import random
 import zoneinfo
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -215,7 +215,9 @@ def test_repricing_retention_compaction_and_rebuild_keep_it_equal(
     assert counts["changed"] > 0
     assert stored(store) == expected(kept, DEARER)
     since = T0 + timedelta(days=2, minutes=7)  # (inside a quarter hour)
-    store.reprice(since, Pricer(RATES))
+    with store.cursor() as cur:  # (an aware time means the same in any session zone)
+        cur.execute("SET GLOBAL TimeZone = 'America/New_York'")
+    store.reprice(since.astimezone(timezone(timedelta(hours=5, minutes=30))), Pricer(RATES))
     assert stored(store) == expected(
         kept, lambda r: RATES if r.ts is not None and r.ts >= since else DEARER
     )

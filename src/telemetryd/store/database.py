@@ -817,6 +817,10 @@ class Store:
                 raise TelemetryError(f"{self.path}: store schema differs; rebuild it first")
             if pricer is not None:
                 self.pricer = pricer
+            if since is not None and since.tzinfo is not None:
+                # (as the stored times: naive UTC; DuckDB would move an aware time into
+                # its session's zone, the local one, when comparing it with them)
+                since = since.astimezone(UTC).replace(tzinfo=None)
             con = self._con
             params = {"since": since}
 
