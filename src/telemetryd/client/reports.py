@@ -107,8 +107,8 @@ _PARTS = f"""
 _STORED_PARTS = """
     SELECT
         quarter,
-        {session} AS session_id,
-        {project} AS project,
+        CAST(NULL AS VARCHAR) AS session_id,
+        CAST(NULL AS VARCHAR) AS project,
         {source_column} AS source,
         {agent} AS agent,
         agent_model,

@@ -742,8 +742,8 @@ middles AS (
     SELECT
         s.*,
         r.n - 1 AS others,
-        CAST(floor((r.n - 2) / 2) AS BIGINT) AS lo,
-        CAST(floor((r.n - 1) / 2) AS BIGINT) AS hi,
+        (r.n - 2) // 2 AS lo,
+        (r.n - 1) // 2 AS hi,
         r.k
     FROM candidates AS s JOIN ranked AS r USING (session_id)
     WHERE r.n >= 2

@@ -26,7 +26,7 @@ events sent, through loads, duplicates, repricing, retention and rebuilds.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 import duckdb
 
@@ -96,17 +96,11 @@ def add(con: duckdb.DuckDBPyConnection, first: int) -> None:
 
 
 def refresh(con: duckdb.DuckDBPyConnection, lo: datetime | None, hi: datetime | None) -> None:
-    """Sum again every quarter hour from ``lo``'s to ``hi``'s (None: unbounded; an
-    aware time is taken in UTC, as the stored times are)."""
-    params = {"lo": _naive_utc(lo), "hi": _naive_utc(hi)}
+    """Sum again every quarter hour from ``lo``'s to ``hi``'s (naive UTC times, as the
+    stored ones; None: unbounded)."""
+    params = {"lo": lo, "hi": hi}
     con.execute(_FORGET_RANGE, params)
     con.execute(_SUM_RANGE, params)
-
-
-def _naive_utc(when: datetime | None) -> datetime | None:
-    if when is None or when.tzinfo is None:
-        return when
-    return when.astimezone(UTC).replace(tzinfo=None)
 
 
 def span_of(
