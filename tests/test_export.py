@@ -446,6 +446,66 @@ def test_a_failed_run_leaves_nothing_that_is_read_twice(
     assert sorted(ids) == [f"ev-{n:06d}" for n in range(120)]
 
 
+def test_a_first_runs_writers_export_the_snapshot_taken_under_the_lock(
+    hardened: tuple[Store, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first run writes its partitions with export.WRITERS cursors; events loaded after
+    its snapshot (here: just before the files are written, the lock let go) are in none of
+    them, and the next run exports exactly those."""
+    store, journal = hardened
+    segment = journal / "20261120T000000Z-000001.jsonl"
+    segment.write_bytes(b"".join(_line(n) for n in range(200)))  # 200 hours: 9 days
+    store.materialize(str(journal))
+    first_end = segment.stat().st_size
+    copy = export._copy
+    seen: list[int] = []
+
+    def load_meanwhile(cursors: list[Any], *args: Any) -> int:
+        seen.append(len(cursors))
+        with segment.open("ab") as f:
+            # (late lines: every day of the snapshot's gets some, whichever writer has it)
+            f.write(b"".join(_line(n % 200, event_id=f"late-{n}") for n in range(200, 260)))
+        assert store.materialize(str(journal)) == 60
+        return copy(cursors, *args)
+
+    monkeypatch.setattr(export, "_copy", load_meanwhile)
+    out = tmp_path / "out"
+    report = export.export(store, str(journal), str(out))
+    assert seen == [export.WRITERS] and export.WRITERS > 1
+    assert report.events == 200 and len(report.files) == 9
+    assert sorted(exported_ids(out)) == [f"ev-{n:06d}" for n in range(200)]
+    manifest = export.read_manifest(str(out))
+    assert manifest is not None and manifest.position == {1: first_end}
+    monkeypatch.setattr(export, "_copy", copy)
+    assert export.export(store, str(journal), str(out)).events == 60
+    late = [f"late-{n}" for n in range(200, 260)]
+    assert sorted(exported_ids(out)) == sorted([f"ev-{n:06d}" for n in range(200)] + late)
+
+
+def test_a_writer_that_fails_stops_the_run_with_its_error(
+    hardened: tuple[Store, Path], tmp_path: Path
+) -> None:
+    """One partition's COPY fails (here: a column that does not exist): the run raises
+    that error, and the other writer takes no further partition."""
+    store, journal = hardened
+    (journal / "20261120T000000Z-000001.jsonl").write_bytes(b"".join(_line(n) for n in range(48)))
+    store.materialize(str(journal))
+    staging = Path(store.load_dir) / "writers"
+    staging.mkdir()
+    good = ("SELECT id FROM events", {})
+    jobs = [(good, str(staging / f"{i}.parquet")) for i in range(20)]
+    jobs[1] = (("SELECT no_such_column FROM events", {}), str(staging / "bad.parquet"))
+    cursors = [store.cursor() for _ in range(export.WRITERS)]
+    try:
+        with pytest.raises(duckdb.BinderException, match="no_such_column"):
+            export._run_jobs(cursors, jobs)
+    finally:
+        for cursor in cursors:
+            cursor.close()
+    written = {path.name for path in staging.glob("*.parquet")}
+    assert "bad.parquet" not in written and len(written) < 19
+
+
 def test_a_manifest_that_is_not_ours_is_refused(
     hardened: tuple[Store, Path], tmp_path: Path
 ) -> None:

@@ -61,6 +61,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 import time
 import urllib.parse
 import uuid
@@ -385,14 +386,14 @@ def _write(
 ) -> tuple[int, dict[int, int] | None]:
     """Write the new events into ``staging/out``; return how many, and the journal
     position they bring DIR to (None when there was nothing new)."""
-    cursor = store.cursor()
+    cursors = [store.cursor()]
     try:
         with store.exclusive():
             # (Not READ ONLY: the new rows of a later run go to a temporary table. The
             # database itself is only read.)
-            cursor.execute("BEGIN TRANSACTION")
+            cursors[0].execute("BEGIN TRANSACTION")
             # The snapshot starts with this read: rows and offsets agree in it.
-            loaded = dict(cursor.execute("SELECT seq, loaded_bytes FROM segments").fetchall())
+            loaded = dict(cursors[0].execute("SELECT seq, loaded_bytes FROM segments").fetchall())
             new = {
                 seq: (manifest.position.get(seq, 0), end)
                 for seq, end in loaded.items()
@@ -400,13 +401,26 @@ def _write(
             }
             _skip_compacted_midway(journal_dir, new)
             if not new:
-                cursor.execute("ROLLBACK")
+                cursors[0].execute("ROLLBACK")
                 return 0, None
-            lines = None if not manifest.position else _copy_lines(journal_dir, new, staging)
-        written = _copy(cursor, manifest, lines, os.path.join(staging, "out"), run)
-        cursor.execute("ROLLBACK")  # (the temporary table goes with it)
+            if manifest.position:
+                lines = _copy_lines(journal_dir, new, staging)
+            else:
+                # A first run writes every stored row: with more writers, each with a
+                # snapshot started here, under the lock, so all see the same rows. (A later
+                # run's new rows are in the first one's temporary table, which the others
+                # cannot see; it is one writer.)
+                lines = None
+                for _ in range(WRITERS - 1):
+                    cursors.append(store.cursor())
+                    cursors[-1].execute("BEGIN TRANSACTION")
+                    cursors[-1].execute("SELECT count(*) FROM segments").fetchall()
+        written = _copy(cursors, manifest, lines, os.path.join(staging, "out"), run)
+        for cursor in cursors:
+            cursor.execute("ROLLBACK")  # (the temporary table goes with it)
     finally:
-        cursor.close()
+        for cursor in cursors:
+            cursor.close()
     return written, {seq: end for seq, (_, end) in new.items()}
 
 
@@ -429,7 +443,7 @@ def _skip_compacted_midway(journal_dir: str, new: dict[int, tuple[int, int]]) ->
 
 
 def _copy(
-    cursor: duckdb.DuckDBPyConnection,
+    cursors: list[duckdb.DuckDBPyConnection],
     manifest: Manifest,
     lines: list[str] | None,
     out: str,
@@ -447,7 +461,13 @@ def _copy(
     its row groups (:func:`writer_options`); rows are stored roughly in time order, so
     each reads the row groups of its day (a day is read once per source: about a tenth
     of the time, against one COPY per day into one file).
+
+    Each of ``cursors`` (a snapshot of the same rows) writes partitions in a thread of
+    its own, taking the next when it finishes one: a COPY's start and end (planning,
+    the scan's first row groups, the file's footer) run on one thread, and meanwhile
+    the other writer keeps DuckDB's threads busy.
     """
+    cursor = cursors[0]
     where = ["TRUE"]
     params: dict[str, Any] = {}
     if manifest.since is not None:
@@ -486,7 +506,7 @@ def _copy(
         for name in COLUMNS
         if name != "source"
     )
-    written = 0
+    jobs: list[tuple[tuple[str, dict[str, Any]], str]] = []
     for day, source in partitions:
         conditions = list(where)
         bounds: dict[str, Any] = {}
@@ -507,11 +527,52 @@ def _copy(
             f"SELECT {columns} FROM {table} WHERE {' AND '.join(conditions)}",
             {**params, **bounds},
         )
-        written += _copy_file(cursor, sql, path)
-    return written
+        jobs.append((sql, path))
+    return _run_jobs(cursors, jobs)
+
+
+def _run_jobs(
+    cursors: list[duckdb.DuckDBPyConnection], jobs: list[tuple[tuple[str, dict[str, Any]], str]]
+) -> int:
+    """Write each (select, path) of ``jobs`` with :func:`_copy_file`, one thread per cursor
+    taking the next job as it finishes one; the rows written. The first error stops the
+    writers (after the COPY each is in) and is raised."""
+    if len(cursors) == 1 or len(jobs) <= 1:
+        return sum(_copy_file(cursors[0], sql, path) for sql, path in jobs)
+    pending = iter(jobs)
+    lock = threading.Lock()
+    written = [0] * len(cursors)
+    errors: list[BaseException] = []
+
+    def writer(index: int) -> None:
+        while True:
+            with lock:
+                job = None if errors else next(pending, None)
+            if job is None:
+                return
+            try:
+                written[index] += _copy_file(cursors[index], *job)
+            except BaseException as exc:  # raised in the caller's thread, below
+                with lock:
+                    errors.append(exc)
+                return
+
+    threads = [
+        threading.Thread(target=writer, args=(i,), name=f"export-writer-{i}", daemon=True)
+        for i in range(len(cursors))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return sum(written)
 
 
 ROW_GROUP_ROWS = 30_720  # as the store's own (store/database.py)
+DICTIONARY_ENTRIES = 1_024
+WRITERS = 2  # Parquet files written at once by a first run (see _copy)
 _MIN_ROW_GROUP_ROWS = 512
 
 
@@ -529,8 +590,16 @@ def writer_options(rows: int = ROW_GROUP_ROWS) -> str:
       that limit (and twice ours, 5.6x slower).
     - zstd level 1 rather than DuckDB's default 3: 13% faster, and the files came out
       6% smaller (the ids, unique strings, are 46% of the bytes).
+    - Dictionaries of at most :data:`DICTIONARY_ENTRIES` values per column and row
+      group: a column with more (the ids, every one unique) is written plain at once,
+      where DuckDB's default limit first builds a dictionary it then gives up. 16% less
+      CPU, and the files came out 3% smaller; a column of few values (``type``,
+      ``source``, a row group's sessions) keeps its dictionary.
     """
-    return f"COMPRESSION_LEVEL 1, ROW_GROUP_SIZE {rows}, PRESERVE_ORDER false"
+    return (
+        f"COMPRESSION_LEVEL 1, ROW_GROUP_SIZE {rows}, PRESERVE_ORDER false, "
+        f"DICTIONARY_SIZE_LIMIT {DICTIONARY_ENTRIES}"
+    )
 
 
 WRITER_OPTIONS = writer_options()
