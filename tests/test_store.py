@@ -356,13 +356,18 @@ def test_the_worker_settings_hold_for_the_instance_that_loads_and_queries(
     append(segment(journal, 1), b"".join(custom(n) for n in range(10)))
     with open_store(where, settings) as store:
         wanted = (100_000_000, 1)
-        sql = "SELECT current_setting('memory_limit'), current_setting('threads')"
+        sql = (
+            "SELECT current_setting('memory_limit'), current_setting('threads'), "
+            "current_setting('block_allocator_memory')"
+        )
         for con in (store._con, store.cursor()):
-            [(limit, threads)] = con.execute(sql).fetchall()
+            [(limit, threads, kept)] = con.execute(sql).fetchall()
             assert (config.parse_size(limit.replace(" ", "")), threads) == (
                 pytest.approx(wanted[0], rel=0.01),
                 wanted[1],
             )
+            # (buffer blocks come from memory kept for them, as much as the limit)
+            assert config.parse_size(kept.replace(" ", "")) == pytest.approx(wanted[0], rel=0.01)
         assert store.materialize(str(journal)) == 10
         assert query(store, "SELECT count(*) FROM events") == [(10,)]
         assert query(store, "SELECT count(*) FROM sessions") == [(7,)]
