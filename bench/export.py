@@ -17,8 +17,9 @@ work directory so that the cache stays as it is. Figures, in alternating runs:
   on a plain DuckDB connection to the same file with the same threads and DuckDB's own
   memory limit (80% of the machine's): what writing the table as Parquet costs at all.
 - **bare at the worker's limits**: the same bare COPY to one file within the store
-  worker's memory limit and threads, with the export's writer options (row groups of
-  :data:`telemetryd.store.export.ROW_GROUP_ROWS`, ``PRESERVE_ORDER false``): the
+  worker's memory limit and threads (and its ``block_allocator_memory``), with the
+  export's writer options (row groups of :data:`telemetryd.store.export.ROW_GROUP_ROWS`,
+  ``PRESERVE_ORDER false``, the dictionary limit): the
   fastest the writer goes where the export runs (at that limit DuckDB's default row
   groups spill, and the in-order write of one file runs at a sixth of the speed).
 - **incremental**: 100k new events in a new journal segment, loaded, then a second export
@@ -122,6 +123,7 @@ def time_baseline(database: Path, out: Path, events: int, *, limits: bool) -> di
         if limits:
             memory = config.parse_size(settings.memory_limit)
             con.execute(f"SET memory_limit = '{memory}B'")
+            con.execute(f"SET block_allocator_memory = '{memory}B'")  # as the worker's
             con.execute(f"SET temp_directory = '{out}/spill'")
             options += f", {export.WRITER_OPTIONS}"
         started = time.perf_counter()
