@@ -441,7 +441,8 @@ def test_an_event_that_cannot_be_encoded_costs_its_record_only(
         record = records.add(time_unix_nano=1_700_000_000_000_000_000 + n)
         record.attributes.append(KeyValue(key="n", value=any_value(n)))
     mapped = export.to_events("logs", "protobuf", request.SerializeToString(), limit=1 << 20)
-    kept = [json.loads(line)["attrs"]["n"] for line in mapped.lines.splitlines()]
+    kept = [json.loads(line)["attrs"]["n"] for line in export.whole_lines(mapped)]
+    assert len(mapped.attrs) == len(mapped.lines.splitlines()) == 4
     assert kept == [0, 1, 3, 4]
     assert (mapped.records, mapped.unmapped) == (5, 1)
     assert mapped.problem == "a record could not be mapped: TypeError"

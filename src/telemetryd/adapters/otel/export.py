@@ -22,19 +22,37 @@ log = logging.getLogger(__name__)
 SIGNALS: tuple[wire.Signal, ...] = ("logs", "metrics", "traces")
 ENCODINGS: tuple[wire.Encoding, ...] = ("protobuf", "json")
 _LINES = msgspec.json.Encoder().encode_lines
+# attrs in the canonical encoding (events.ENCODER's: keys sorted at every level), so the
+# daemon's check can put them into the event's line as they are.
+_CANONICAL = msgspec.json.Encoder(order="deterministic").encode
 
 
 class Mapped(msgspec.Struct, array_like=True, gc=False):
     """What a request's records gave: ``lines`` (NDJSON events), how many ``records``
     it held, how many of them could not be mapped, the first problem, and how many
     records were another telemetryd's forwarded events (:mod:`.forwarded`: their lines
-    keep the ``received_at`` they were journaled with)."""
+    keep the ``received_at`` they were journaled with).
+
+    ``attrs`` has one item per line: a mapped event's ``attrs``, left out of its line and
+    encoded canonically (b"" when it has none, and for a forwarded event, whose line is
+    whole): :meth:`telemetryd.daemon.ingest.Checker.check` takes them apart, so the
+    attributes, most of an event, are encoded once and never decoded again."""
 
     lines: bytes
     records: int
     unmapped: int = 0
     problem: str = ""
     forwarded: int = 0
+    attrs: list[bytes] = []
+
+
+def whole_lines(mapped: Mapped) -> list[bytes]:
+    """``mapped``'s events as whole lines, each with its attrs back in (for a reader: the
+    daemon never needs them so)."""
+    out = []
+    for line, raw in zip(mapped.lines.splitlines(), mapped.attrs, strict=True):
+        out.append(line[:-1] + b',"attrs":' + raw + b"}" if raw else line)
+    return out
 
 
 def gunzip(body: bytes, limit: int) -> bytes:
@@ -66,6 +84,7 @@ def to_events(
     if gzipped and body:
         body = gunzip(body, limit)
     out: list[bytes] = []
+    attrs: list[bytes] = []
     records = 0
     unmapped = 0
     problem = ""
@@ -84,6 +103,7 @@ def to_events(
                     problem = problem or "a telemetryd.forward record's body is not an event"
                 else:
                     out.append(line)
+                    attrs.append(b"")
                     carried += 1
             continue
         work: list[tuple[Callable[[Any], list[dict[str, Any]]], Any]]
@@ -104,13 +124,29 @@ def to_events(
                 unmapped += 1
                 problem = problem or f"a record could not be mapped: {type(exc).__name__}"
         try:
-            out.append(_LINES([event for events in found for event in events]))
+            out.append(_encode([event for events in found for event in events], attrs))
         except Exception:  # (never seen) encoded record by record: only the culprit is lost
             for events in found:
                 try:
-                    out.append(_LINES(events))
+                    out.append(_encode(events, attrs))
                 except Exception as exc:
                     log.exception("encoding the events of an OTLP %s record failed", signal)
                     unmapped += 1
                     problem = problem or f"a record could not be mapped: {type(exc).__name__}"
-    return Mapped(b"".join(out), records, unmapped, problem, carried)
+    return Mapped(b"".join(out), records, unmapped, problem, carried, attrs)
+
+
+def _encode(events: list[dict[str, Any]], attrs: list[bytes]) -> bytes:
+    """``events``' lines without their attrs; each one's attrs (canonical) onto ``attrs``.
+    When encoding fails, ``events`` and ``attrs`` are as they were."""
+    popped = [event.pop("attrs", None) for event in events]
+    try:
+        found = [b"" if a is None else _CANONICAL(a) for a in popped]
+        lines = _LINES(events)
+    except Exception:
+        for event, a in zip(events, popped, strict=True):
+            if a is not None:
+                event["attrs"] = a
+        raise
+    attrs.extend(found)
+    return lines
