@@ -121,6 +121,18 @@ class Dedup:
         new = self._new
         old = self._old
         runs = self._new_runs or self._old_runs
+        if (
+            not runs
+            and new.keys().isdisjoint(event_ids)
+            and old.keys().isdisjoint(event_ids)
+            and len(unique := dict.fromkeys(event_ids, batch)) == len(event_ids)
+        ):
+            # (the usual chunk: ids never seen, each once; the loop below, in C)
+            new.update(unique)
+            self._new_size += len(unique)
+            if self._new_size >= self.window:
+                self._turn()
+            return []
         found: list[tuple[int, Batch]] = []
         size = self._new_size
         for index, event_id in enumerate(event_ids):

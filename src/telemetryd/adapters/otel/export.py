@@ -79,10 +79,22 @@ def to_events(
     """The events of one export request. Raises wire.BadRequest (undecodable),
     OverflowError (inflates past ``limit``) or zlib.error (a broken gzip body). A
     mapping that fails costs its record only."""
-    from telemetryd.adapters.otel import forwarded, mapping
+    from telemetryd.adapters.otel import common
 
     if gzipped and body:
         body = gunzip(body, limit)
+    wanted = common.ENCODED_ATTRS.set(True)  # (finish() encodes attrs that fit at once)
+    try:
+        return _to_events(signal, encoding, body, prompt_text)
+    finally:
+        common.ENCODED_ATTRS.reset(wanted)
+
+
+def _to_events(
+    signal: wire.Signal, encoding: wire.Encoding, body: bytes, prompt_text: bool
+) -> Mapped:
+    from telemetryd.adapters.otel import forwarded, mapping
+
     out: list[bytes] = []
     attrs: list[bytes] = []
     records = 0
@@ -141,7 +153,8 @@ def _encode(events: list[dict[str, Any]], attrs: list[bytes]) -> bytes:
     When encoding fails, ``events`` and ``attrs`` are as they were."""
     popped = [event.pop("attrs", None) for event in events]
     try:
-        found = [b"" if a is None else _CANONICAL(a) for a in popped]
+        # (bytes: common.finish encoded them already)
+        found = [b"" if a is None else a if type(a) is bytes else _CANONICAL(a) for a in popped]
         lines = _LINES(events)
     except Exception:
         for event, a in zip(events, popped, strict=True):
