@@ -18,6 +18,7 @@ from telemetryd.adapters.otel.wire import (
     MAX_DEPTH,
     TEMPORALITY,
     BadRequest,
+    SeenAttributes,
     Signal,
     finite,
     real,
@@ -217,47 +218,12 @@ def _lite_logs() -> Any:
 
 
 _DOUBLE = struct.Struct("<d")
-# Encoded KeyValues met before -> (key, value): an agent's records repeat most of their
-# attributes (session, version, model, ...), so most are found here without a look
-# inside. Only short ones with a scalar value are kept (immutable, so sharing them is
-# safe), in two generations of at most _SEEN_MAX each (the newer one full, it becomes the
-# older one, and what is found there moves back to the newer): a producer cannot grow
-# it, and a stream of values seen once does not push out the ones that repeat.
-_SEEN: list[dict[bytes, tuple[str, Any]]] = [{}, {}]  # newer, older
-_SEEN_MAX = 1024
-_SEEN_BYTES = 128
-_SCALARS = (str, int, float, bool, type(None))
 
 
 def _raw_attrs(pairs: Any) -> dict[str, Any]:
     """Attributes (a repeated KeyValue, each still encoded: the look-alike's) as a dict
-    of plain values; a key given twice keeps its last value, as protobuf's maps do."""
-    seen = _SEEN
-    newer = seen[0]
-    raws = list(pairs)
-    found = list(map(newer.get, raws))
-    if None in found:
-        older = seen[1]
-        at = found.index(None)
-        while True:
-            raw = raws[at]
-            pair = older.get(raw)
-            if pair is None:
-                pair = _key_value(raw)
-                keep = len(raw) <= _SEEN_BYTES and type(pair[1]) in _SCALARS
-            else:
-                keep = True
-            found[at] = pair
-            if keep:
-                newer[raw] = pair
-                if len(newer) >= _SEEN_MAX:
-                    seen[1], seen[0] = newer, {}
-                    newer = seen[0]
-            try:
-                at = found.index(None, at + 1)
-            except ValueError:
-                break
-    return dict(found)  # type: ignore[arg-type]
+    of plain values (wire.SeenAttributes)."""
+    return _SEEN.attrs(list(pairs))
 
 
 def _key_value(raw: bytes) -> tuple[str, Any]:
@@ -318,6 +284,7 @@ def _raw_value(raw: bytes) -> Any:
         raise BadRequest(f"an attribute value is not an AnyValue: {exc}") from None
 
 
+_SEEN = SeenAttributes(_key_value)
 _PB: dict[Signal, tuple[Any, Any]] = {}
 
 
