@@ -139,6 +139,17 @@ def _record_id(prefix: str, scope: Scope, record: LogRecord, short: str) -> str:
     )
 
 
+def _base(event_type: str, ts: str | None, record: LogRecord) -> dict[str, Any]:
+    return c.envelope(
+        event_type,
+        source=SOURCE,
+        ts=ts,
+        attrs=record.attrs,
+        trace_id=record.trace_id,
+        span_id=record.span_id,
+    )
+
+
 def log_events(
     scope: Scope, record: LogRecord, name: str, *, prompt_text: bool = False
 ) -> list[dict[str, Any]] | None:
@@ -148,16 +159,6 @@ def log_events(
     raw = record.attrs
     attrs = c.with_resource(raw, scope.resource)
     ts = c.log_ts(record)
-
-    def base(event_type: str) -> dict[str, Any]:
-        return c.envelope(
-            event_type,
-            source=SOURCE,
-            ts=ts,
-            attrs=raw,
-            trace_id=record.trace_id,
-            span_id=record.span_id,
-        )
 
     if short in ("api_request", "api_error"):
         # (c.envelope's fields, inline: the record every request gives)
@@ -199,13 +200,13 @@ def log_events(
             event["error"] = c.cut(c.text(raw.get("error")) or "API error", c.MAX_ERROR)
         return [c.finish(event, attrs)]
     if short == "user_prompt":
-        event = base("prompt")
+        event = _base("prompt", ts, record)
         event["id"] = _record_id("otel-cc-", scope, record, short)
         c.prompt(event, attrs, raw, prompt_text)
         return [c.finish(event, attrs)]
     if short in ("tool_result", "tool_decision"):
         kind = "tool_result" if short == "tool_result" else "tool_call"
-        event = base(kind)
+        event = _base(kind, ts, record)
         use_id = c.tool(
             event, attrs, raw, use_id_key="tool_use_id", error_keys=("error", "error_type")
         )
@@ -217,12 +218,12 @@ def log_events(
         )
         return [c.finish(event, attrs)]
     if short == "skill_activated":
-        event = base("skill")
+        event = _base("skill", ts, record)
         event["id"] = _record_id("otel-cc-", scope, record, short)
         event["name"] = c.cut(c.text(raw.get("skill.name")) or "unknown", 200)
         return [c.finish(event, attrs)]
     if short == "subagent_completed":
-        event = base("agent_stop")
+        event = _base("agent_stop", ts, record)
         agent_id = c.text(raw.get("agent_id"))
         event["agent"] = c.agent(
             c.text(raw.get("final_model")) or c.text(raw.get("model")),
@@ -240,7 +241,7 @@ def log_events(
         )
         return [c.finish(event, attrs)]
     if short == "compaction":
-        event = base("custom")
+        event = _base("custom", ts, record)
         event["id"] = _record_id("otel-cc-", scope, record, short)
         event["name"] = "compaction"
         return [c.finish(event, attrs)]

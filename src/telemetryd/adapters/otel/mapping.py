@@ -67,7 +67,9 @@ def log_events(
     scope: Scope, record: LogRecord, *, prompt_text: bool = False
 ) -> list[dict[str, Any]]:
     """The events of one log record."""
-    name = event_name(record)
+    name = record.event_name or record.attrs.get("event.name")
+    if not (type(name) is str and name and len(name) <= 200):
+        name = event_name(record)  # (the usual name, without the call)
     service = scope.service
     found: list[dict[str, Any]] | None = None
     if claude_code.matches(service, name, record.body):

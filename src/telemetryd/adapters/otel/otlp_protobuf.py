@@ -73,16 +73,18 @@ def decode(signal: Signal, body: bytes) -> list[Scoped]:
     if signal == "logs":
         for rl in request.resource_logs:
             for sl in rl.scope_logs:
+                seen = _SEEN.attrs
+                # (LogRecord's fields in order; an empty id is no id, without a call)
                 logs = [
                     LogRecord(
-                        time_ns=r.time_unix_nano or r.observed_time_unix_nano,
-                        attrs=_raw_attrs(r.attributes),
-                        body=_raw_value(r.body),
-                        severity_number=r.severity_number,
-                        severity_text=r.severity_text,
-                        event_name=r.event_name,
-                        trace_id=_pb_id(r.trace_id, 16, "trace_id"),
-                        span_id=_pb_id(r.span_id, 8, "span_id"),
+                        r.time_unix_nano or r.observed_time_unix_nano,
+                        seen(list(r.attributes)),
+                        _raw_value(r.body),
+                        r.severity_number,
+                        r.severity_text,
+                        r.event_name,
+                        _pb_id(trace, 16, "trace_id") if (trace := r.trace_id) else "",
+                        _pb_id(span, 8, "span_id") if (span := r.span_id) else "",
                     )
                     for r in sl.log_records
                 ]
