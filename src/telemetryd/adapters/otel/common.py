@@ -463,7 +463,8 @@ def with_resource(attrs: dict[str, Any], scope_resource: dict[str, Any]) -> dict
         if last[0] is not scope_resource:
             last = (scope_resource, clean(scope_resource))
             _RESOURCE[0] = last
-        out["resource"] = dict(last[1])
+        # (A copy each, unless finish() encodes attrs at once: nothing changes them then.)
+        out["resource"] = last[1] if ENCODED_ATTRS.get() else dict(last[1])
     return out
 
 

@@ -7,15 +7,19 @@ The daemon runs it for small requests, and an ingest worker process for big ones
 
 from __future__ import annotations
 
-import functools
 import logging
 import zlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
 from telemetryd.adapters.otel import wire
+
+if TYPE_CHECKING:
+    from telemetryd.adapters.otel.records import Scope
+
+Mapper = Callable[["Scope", Any], list[dict[str, Any]]]  # one record's events
 
 log = logging.getLogger(__name__)
 
@@ -118,19 +122,21 @@ def _to_events(
                     attrs.append(b"")
                     carried += 1
             continue
-        work: list[tuple[Callable[[Any], list[dict[str, Any]]], Any]]
+        mapper: Mapper
+        items: list[Any]
         if signal == "logs":
-            logs = functools.partial(mapping.log_events, scope, prompt_text=prompt_text)
-            work = [(logs, record) for record in group.logs]
+            logs = mapping.log_events_with_text if prompt_text else mapping.log_events
+            mapper = cast(Mapper, logs)
+            items = group.logs
         elif signal == "traces":
-            work = [(functools.partial(mapping.span_events, scope), s) for s in group.spans]
+            mapper, items = cast(Mapper, mapping.span_events), group.spans
         else:
-            work = [(functools.partial(mapping.metric_events, scope), p) for p in group.points]
+            mapper, items = cast(Mapper, mapping.metric_events), group.points
         found: list[list[dict[str, Any]]] = []  # each record's events
-        for mapper, item in work:
-            records += 1
+        records += len(items)
+        for item in items:
             try:
-                found.append(mapper(item))
+                found.append(mapper(scope, item))
             except Exception as exc:  # a bug in a mapper: the record is rejected, not the rest
                 log.exception("mapping an OTLP %s record failed", signal)
                 unmapped += 1

@@ -87,6 +87,11 @@ def log_events(
     return [generic_log(scope, record, name, source_of(scope, name))]
 
 
+def log_events_with_text(scope: Scope, record: LogRecord) -> list[dict[str, Any]]:
+    """:func:`log_events` with ``prompt_text``."""
+    return log_events(scope, record, prompt_text=True)
+
+
 def span_events(scope: Scope, span: Span) -> list[dict[str, Any]]:
     """The events of one span: always its ``span`` event, and for spans an agent
     module knows, the events they stand for (an ``api_request`` of a model call, a
