@@ -6,7 +6,8 @@
   distinct, protobuf and then JSON. Timed from the first request to the last answer:
   an answer means journaled, and the journal is counted afterwards. The bodies are
   encoded before the clock starts (an exporter's own encoding is not the daemon's
-  cost).
+  cost). Then, asking only `status`, the seconds until the store holds every record
+  (the daemon's timed loads wait while ingest is busy: ``store.yield-max``).
 - **http hook**: PreToolUse/PostToolUse payloads posted on one keep-alive connection
   (what Claude Code's ``http`` hooks do), against spawning `telemetryctl hook
   claude-code` with the same payloads, one of each in turn (bench/hook.py's spawn).
@@ -173,6 +174,22 @@ def _post_all(host: str, port: int, token: str, bodies: list[bytes], content_typ
     return elapsed
 
 
+def _until_stored(daemon: Telemetryd, count: int, timeout: float = 300.0) -> float:
+    """Seconds until the store holds ``count`` events, asking nothing but `status` (every
+    0.1 s): the daemon's own load timer, which may wait while ingest is busy
+    (``store.yield-max``), loads them."""
+    from telemetryd.client import control
+
+    started = time.perf_counter()
+    while True:
+        store = control.status(str(daemon.dir / "run" / "control.sock")).get("store") or {}
+        if (store.get("events") or 0) >= count:
+            return time.perf_counter() - started
+        if time.perf_counter() - started > timeout:
+            raise BenchError(f"the store holds {store.get('events')} of {count} after {timeout} s")
+        time.sleep(0.1)
+
+
 def _throughput(runs: int, quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
     batches = 32 if quick else 160  # 16k or 82k records per run
     out: dict[str, Any] = {"batch": BATCH, "exporters": EXPORTERS, "records": batches * BATCH}
@@ -180,7 +197,8 @@ def _throughput(runs: int, quick: bool, log: Callable[[str], None]) -> dict[str,
         ("protobuf", _protobuf_bodies, "application/x-protobuf"),
         ("json", _json_bodies, "application/json"),
     ):
-        rates = []
+        rates: list[float] = []
+        stored_s: list[float] = []
         for run in range(runs):
             start_ns = (1_790_000_000 + run * 10_000) * 1_000_000_000
             bodies = make(batches, start_ns)
@@ -188,11 +206,17 @@ def _throughput(runs: int, quick: bool, log: Callable[[str], None]) -> dict[str,
                 host, port, token = _address(daemon)
                 elapsed = _post_all(host, port, token, bodies, content_type)
                 journaled = daemon.journal_lines()
+                stored = _until_stored(daemon, batches * BATCH)
             if journaled != batches * BATCH:
                 raise BenchError(f"{name}: {journaled} events journaled, {batches * BATCH} sent")
             rates.append(batches * BATCH / elapsed)
-            log(f"  otlp {name}: {rates[-1]:,.0f} records/s")
+            stored_s.append(stored)
+            log(
+                f"  otlp {name}: {rates[-1]:,.0f} records/s; the store held them all "
+                f"{stored:.1f} s after the last answer"
+            )
         out[name] = rates
+        out[f"{name}_stored_s"] = stored_s
         out[f"{name}_body_bytes"] = len(bodies[0])
     return out
 

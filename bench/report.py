@@ -134,6 +134,12 @@ def _otlp_figures(otlp: dict[str, Any] | None) -> list[dict[str, Any]]:
                 target="otlp_protobuf", note=f"{otlp['protobuf_body_bytes']:,} B per batch"),
         _figure(f"OTLP JSON log records/s ({shape})", otlp["json"], "rec/s",
                 target="otlp_json", note=f"{otlp['json_body_bytes']:,} B per batch"),
+        *(
+            _figure(f"OTLP {name}: seconds until the store holds every record", stored, "s",
+                    note="after the last answer; `status` only, no flush")
+            for name in ("protobuf", "json")
+            if (stored := otlp.get(f"{name}_stored_s"))
+        ),
         _figure(f"http hook POST p50, keep-alive ({hook['iterations']} posts)",
                 [hook["http_p50_ms"]], "ms", target="http_hook_p50",
                 note=f"p95 {hook['http_p95_ms']:.2f} ms"),

@@ -383,14 +383,19 @@ def under_ingest(workdir: Path, clients: int, per_client: int, log: Any = print)
 
     from bench import clients as client_procs
     from bench import payload
-    from bench.procs import Telemetryd
+    from bench.procs import Telemetryd, accepts_setting
     from bench.query import daemon_args
 
     stream = workdir / "under-ingest.ndjson"
     payload.write_stream(stream, per_client)
     total = clients * per_client
     samples: list[tuple[float, int]] = []
-    with Telemetryd(daemon_args(), label="under-ingest") as daemon:
+    # What this measures is ingest while loads run: so loads do not wait for the flood
+    # to end (store.yield-max, where the daemon has it: bench/otlp.py measures that).
+    args = daemon_args()
+    if accepts_setting("store.yield-max=0"):
+        args += ["--set", "store.yield-max=0"]
+    with Telemetryd(args, label="under-ingest") as daemon:
         control = str(daemon.dir / "run" / "control.sock")
         done = threading.Event()
 

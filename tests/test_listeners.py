@@ -112,6 +112,8 @@ STORE_KEYS = [
     "worker",  # the daemon's view of the store worker (daemon/store_worker.py) and of its figures
     "as_of",
     "pending_events",
+    "yielding_since",  # a timed load waiting while ingest is busy (store.yield-max)
+    "yields",
 ]
 GC_KEYS = [
     "ok",

@@ -404,7 +404,7 @@ def test_a_broken_attribute_is_a_bad_request() -> None:
 def test_the_table_of_attributes_met_stays_bounded() -> None:
     from telemetryd.adapters.otel import otlp_protobuf
 
-    limit = otlp_protobuf._SEEN_MAX
+    limit = otlp_protobuf._SEEN.max_size
     for start in range(0, 3 * limit, 500):
         pairs = [KeyValue(key="n", value=any_value(start + n)) for n in range(500)]
         request = ExportLogsServiceRequest()
@@ -413,10 +413,10 @@ def test_the_table_of_attributes_met_stays_bounded() -> None:
             records.add().attributes.append(pair)
         decoded = wire.decode("logs", "protobuf", request.SerializeToString())[0].logs
         assert [r.attrs["n"] for r in decoded] == list(range(start, start + 500))
-        assert all(len(generation) <= limit for generation in otlp_protobuf._SEEN)
+        assert all(len(generation) <= limit for generation in otlp_protobuf._SEEN.generations)
     big = KeyValue(key="big", value=any_value("b" * 500))
     assert _attrs_of(_one_record([big])) == {"big": "b" * 500}
-    assert big.SerializeToString() not in otlp_protobuf._SEEN[0]  # (only short ones kept)
+    assert big.SerializeToString() not in otlp_protobuf._SEEN.generations[0]  # (short ones only)
 
 
 def test_an_event_that_cannot_be_encoded_costs_its_record_only(
@@ -441,7 +441,8 @@ def test_an_event_that_cannot_be_encoded_costs_its_record_only(
         record = records.add(time_unix_nano=1_700_000_000_000_000_000 + n)
         record.attributes.append(KeyValue(key="n", value=any_value(n)))
     mapped = export.to_events("logs", "protobuf", request.SerializeToString(), limit=1 << 20)
-    kept = [json.loads(line)["attrs"]["n"] for line in mapped.lines.splitlines()]
+    kept = [json.loads(line)["attrs"]["n"] for line in export.whole_lines(mapped)]
+    assert len(mapped.attrs) == len(mapped.lines.splitlines()) == 4
     assert kept == [0, 1, 3, 4]
     assert (mapped.records, mapped.unmapped) == (5, 1)
     assert mapped.problem == "a record could not be mapped: TypeError"

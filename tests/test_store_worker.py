@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Daemon, connect, ctl, exchange, summary
+from conftest import Daemon, connect, ctl, exchange, read_replies, summary
 
 DaemonFactory = Callable[..., Daemon]
 ROUNDS = int(os.environ.get("TELEMETRYD_STRESS_ROUNDS", "20"))
@@ -288,3 +288,72 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+def _flood(daemon: Daemon, seconds: float) -> int:
+    """Stream events as fast as one connection takes them for ``seconds``: how many (all
+    acknowledged)."""
+    chunks = [events(f"flood{n}", 2000) for n in range(8)]
+    sent = 0
+    with connect(daemon.events_socket, timeout=60) as sock:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            sock.sendall(chunks[sent // 2000 % 8].replace(b"flood", f"f{sent}-".encode()))
+            sent += 2000
+        sock.shutdown(socket.SHUT_WR)
+        replies = read_replies(sock)
+    assert replies[-1] == summary(sent, sent), replies[-3:]
+    return sent
+
+
+def _watch_store(daemon: Daemon, seen: list[dict[str, Any]], stop: threading.Event) -> None:
+    from telemetryd.client import control
+
+    while not stop.wait(0.05):
+        seen.append(control.status(daemon.control_socket)["store"])
+
+
+@pytest.mark.parametrize("yield_max", [30, 0])
+def test_timed_loads_wait_while_ingest_is_busy_and_the_store_catches_up(
+    daemon_factory: DaemonFactory, yield_max: int
+) -> None:
+    """A flood (far over 5,000 events a second) makes the timed loads wait (`status` says
+    since when, with the events waiting); once it ends the store loads them all without
+    being asked. With ``store.yield-max`` 0 no load waits."""
+    from telemetryd.client import control
+
+    daemon = daemon_factory(
+        [
+            "--set",
+            "store.pending-events=2000",
+            "--set",
+            "store.interval=0.2",
+            "--set",
+            f"store.yield-max={yield_max}",
+        ]
+    ).start()
+    seen: list[dict[str, Any]] = []
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch_store, args=(daemon, seen, stop))
+    watcher.start()
+    try:
+        total = _flood(daemon, 3.0)
+    finally:
+        stop.set()
+        watcher.join()
+    waiting = [store for store in seen if store.get("yielding_since")]
+    if yield_max:
+        assert waiting, seen[-3:]
+        assert max(store["pending_events"] for store in waiting) >= 2000
+    else:
+        assert not waiting
+    deadline = time.monotonic() + 60
+    while True:
+        store = control.status(daemon.control_socket)["store"]
+        if store.get("events") == total and not store.get("yielding_since"):
+            break
+        assert time.monotonic() < deadline, store
+        time.sleep(0.1)
+    assert (store["yields"] > 0) == bool(yield_max)
+    assert count() == (total, total)
+    assert daemon.stop() == 0

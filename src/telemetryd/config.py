@@ -143,6 +143,10 @@ class Store(Struct, **_SECTION):
     # The store worker (the process that runs DuckDB) exits after this many seconds
     # without a request, and starts again when needed; 0 keeps it running.
     idle_exit: Annotated[float, Meta(ge=0, le=86_400.0)] = 120.0
+    # A load that falls due while ingest is busy (a flood of events being acknowledged)
+    # waits until it calms down, at most this many seconds, so that both cores go to
+    # acknowledging; 0: loads never wait. Queries and flushes never wait.
+    yield_max: Annotated[float, Meta(ge=0, le=3600.0)] = 10.0
 
     def __post_init__(self) -> None:
         try:

@@ -306,6 +306,11 @@ def _store_status(reply: dict[str, Any]) -> str:
             f"{_size(store.get('pending_bytes') or 0)} of journal pending, "
             f"last materialized {when}, database {_size(store.get('database_bytes') or 0)}"
         )
+    if store.get("yielding_since"):
+        lines.append(
+            f"store: loading waits while ingest is busy (since {store['yielding_since']}, "
+            f"{store.get('pending_events') or 0:,} events to load; store.yield-max)"
+        )
     if worker.get("state") in ("stopped", "failed") and store.get("as_of"):
         lines.append(
             f"store worker: {worker['state']} (it starts when needed); figures as of "

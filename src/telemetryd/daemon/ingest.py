@@ -121,6 +121,18 @@ class Dedup:
         new = self._new
         old = self._old
         runs = self._new_runs or self._old_runs
+        if (
+            not runs
+            and new.keys().isdisjoint(event_ids)
+            and old.keys().isdisjoint(event_ids)
+            and len(unique := dict.fromkeys(event_ids, batch)) == len(event_ids)
+        ):
+            # (the usual chunk: ids never seen, each once; the loop below, in C)
+            new.update(unique)
+            self._new_size += len(unique)
+            if self._new_size >= self.window:
+                self._turn()
+            return []
         found: list[tuple[int, Batch]] = []
         size = self._new_size
         for index, event_id in enumerate(event_ids):
@@ -283,9 +295,16 @@ class Checker:
         max_depth: int,
         *,
         keep_received: bool = False,
+        attrs: list[bytes] | None = None,
     ) -> Checked:
         """Check the lines of ``region`` (each ends in a newline), the first being line
         ``lineno + 1`` of its stream.
+
+        ``attrs`` (the OTLP mappers' events: adapters/otel/export.py), one item per line:
+        that line's ``attrs`` in the canonical encoding, left out of the line (b"": the
+        line is whole). They are checked as if they were in the line, by the same limits
+        (measured exactly, since the bytes are the canonical encoding; only attrs near a
+        limit are decoded) and put into the event's line as they are.
 
         ``keep_received``: the lines are another telemetryd's journal lines (forwarded
         over OTLP: adapters/otel/forwarded.py), so an event that has a ``received_at``
@@ -296,12 +315,12 @@ class Checker:
         the same wherever this runs (the daemon's event loop, an ingest worker): Python's
         recursion limit counts the frames below the caller too, so it is set relative to
         here while a region that could hold such a line is checked."""
-        if len(region) < _DEEP_LINE:
+        if len(region) < _DEEP_LINE and not attrs:
             return self._check(region, lineno, max_line, max_attrs, max_depth, keep_received)
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(_stack_depth() + _DECODE_DEPTH)
         try:
-            return self._check(region, lineno, max_line, max_attrs, max_depth, keep_received)
+            return self._check(region, lineno, max_line, max_attrs, max_depth, keep_received, attrs)
         finally:
             sys.setrecursionlimit(limit)
 
@@ -313,8 +332,10 @@ class Checker:
         max_attrs: int,
         max_depth: int,
         keep_received: bool = False,
+        apart: list[bytes] | None = None,
     ) -> Checked:
-        """:meth:`check`'s work. This is the per-event hot path: keep work out of the loop."""
+        """:meth:`check`'s work (``apart``: its ``attrs``). This is the per-event hot path:
+        keep work out of the loop."""
         if not region:
             return _EMPTY
         lines = region.split(b"\n")
@@ -343,10 +364,20 @@ class Checker:
         append = out.append
         number = numbers.append
         long_lines = len(region) > max_line  # (else none can be over the limit)
-        for line in lines:
+        raw = b""  # the line's attrs apart (``apart``)
+        spliced = None
+        raw_type = msgspec.Raw
+        for index, line in enumerate(lines):
             lineno += 1
             # Everything that can go wrong with one line costs that line only.
             try:
+                if apart is not None:
+                    raw = apart[index]
+                    if raw and len(line) + len(raw) + 9 > max_line:  # (9: `,"attrs":`)
+                        rejected += 1
+                        message = f"line is longer than the limit of {max_line} bytes"
+                        replies.append(_reject(lineno, ev.LINE_TOO_LONG, message))
+                        continue
                 if long_lines and len(line) > max_line and not _crlf_at_limit(line, max_line):
                     rejected += 1
                     replies.append(
@@ -362,13 +393,23 @@ class Checker:
                 except _DecodeErrors as exc:
                     if not line.strip():
                         continue  # blank lines (and a lone \r) are allowed
-                    if _is_sync(line):
+                    if apart is None and _is_sync(line):
                         sync = _offset_after(lines, lineno - first)
                         break
                     rejected += 1
                     invalid = ev.explain(exc, line)
                     replies.append(_reject(lineno, invalid.code, invalid.message, invalid.path))
                     continue
+                if raw:
+                    if event.attrs is not None:
+                        raise ValueError("attrs both in the line and apart")
+                    if len(raw) > max_attrs or raw.count(b"{") + raw.count(b"[") > max_depth:
+                        # Near a limit: the exact checks below, on the value.
+                        event.attrs = msgspec.json.decode(raw)
+                        line = raw + line  # (bounds attrs' size and depth, as a line does)
+                        spliced = None
+                    else:
+                        spliced = raw_type(raw)
                 attrs = event.attrs
                 kept = None
                 if keep_received and event.received_at is not None:
@@ -430,6 +471,10 @@ class Checker:
                     client_ids.append(event_id)
                 event.received_at = now if kept is None else kept
                 event.v = version
+                if spliced is not None:
+                    # (encoded as they are: the canonical bytes of the dict they stand for)
+                    event.attrs = spliced  # type: ignore[assignment]
+                    spliced = None
                 append(event)
                 number(lineno)
             except Exception as exc:  # a bug: reject this line, keep the others
@@ -561,16 +606,19 @@ class Feed:
         )
 
     def feed(
-        self, chunk: bytes, *, keep_received: bool = False
+        self, chunk: bytes, *, keep_received: bool = False, attrs: list[bytes] | None = None
     ) -> tuple[Batch | None, list[bytes]]:
         """Process the complete lines in ``chunk``: the batch to journal and the rejections.
 
         When a sync request is among the lines, processing stops after it and
         ``sync_requested`` is set; answer it, then call :meth:`resume`.
-        ``keep_received``: as :meth:`Checker.check`'s (forwarded events).
+        ``keep_received``, ``attrs``: as :meth:`Checker.check`'s (forwarded events; the
+        OTLP mappers' attrs apart, for a ``chunk`` of whole lines only).
         """
         region = self.frame(chunk)
-        return self.applied(region, self.check(region, keep_received=keep_received))
+        if attrs is not None and (len(region) != len(chunk) or self._carry):
+            raise ValueError("attrs apart need a chunk of whole lines")
+        return self.applied(region, self.check(region, keep_received=keep_received, attrs=attrs))
 
     def end(self) -> tuple[Batch | None, list[bytes]]:
         """The stream ended: a final line without a newline is still an event."""
@@ -614,7 +662,9 @@ class Feed:
             self.overlong = True
         return region
 
-    def check(self, region: bytes, *, keep_received: bool = False) -> Checked:
+    def check(
+        self, region: bytes, *, keep_received: bool = False, attrs: list[bytes] | None = None
+    ) -> Checked:
         """Check ``region`` here, on the daemon's :class:`Checker`."""
         config = self._ingestor.config
         return self._ingestor.checker.check(
@@ -624,6 +674,7 @@ class Feed:
             config.max_attrs_bytes,
             config.max_attrs_depth,
             keep_received=keep_received,
+            attrs=attrs,
         )
 
     def applied(

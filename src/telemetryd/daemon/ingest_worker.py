@@ -18,6 +18,7 @@ first length, then raw bytes of the second.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -104,8 +105,10 @@ def run_job(checker: Checker, request: Request, body: bytes) -> Answer:
         request.max_attrs,
         request.max_depth,
         keep_received=mapped.forwarded > 0,
+        attrs=mapped.attrs,
     )
     mapped.lines = b""
+    mapped.attrs = []
     return Answer(request.tag, checked, mapped)
 
 
@@ -142,6 +145,7 @@ def serve(sock: socket.socket) -> None:
     """The worker's loop: check each request's lines, answer, until EOF."""
     requests = msgspec.msgpack.Decoder(Request)
     checker: Checker | None = None
+    frozen = False
     while True:
         header = receive(sock, HEADER.size)
         if header is None:
@@ -159,6 +163,11 @@ def serve(sock: socket.socket) -> None:
         request = requests.decode(meta)
         if request.job:
             answer = run_job(checker, request, region)
+            if not frozen:
+                # What the first job imported (the mappers, protobuf's classes) is kept
+                # for good: the garbage collector stops looking at it each time.
+                gc.freeze()
+                frozen = True
         else:
             checked = checker.check(
                 region, request.lineno, request.max_line, request.max_attrs, request.max_depth

@@ -173,7 +173,8 @@ class Receiver:
                 return self._refused(encoding, 400, str(exc))
             feed = Feed(self.listener.ingestor)
             outcome = await self.listener.journal_events(
-                feed, *feed.feed(mapped.lines, keep_received=mapped.forwarded > 0)
+                feed,
+                *feed.feed(mapped.lines, keep_received=mapped.forwarded > 0, attrs=mapped.attrs),
             )
         if isinstance(outcome, Reply):
             return outcome

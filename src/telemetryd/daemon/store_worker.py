@@ -53,6 +53,10 @@ REQUEST_GRACE = 60.0  # past its own timeout, a query's answer may take this lon
 _BACKOFF_FIRST = 0.5
 _BACKOFF_MAX = 30.0
 _READ_CHUNK = 256 * 1024
+# Ingest is busy (a timed load waits: StoreClient.run) while the journal takes at least
+# this many events a second, measured over at least BUSY_LOOK seconds.
+BUSY_EVENTS_PER_S = 5_000
+BUSY_LOOK = 0.25
 
 Send = Callable[[bytes], Coroutine[Any, Any, None]]
 
@@ -470,6 +474,12 @@ class StoreClient:
         self.after_load: Callable[[], Awaitable[None]] | None = None
         self._costs_wanted = False  # a load (and the costs after it) is due: want_costs()
         self.exports = ExportRuns()  # the continuous export's runs (`[export] parquet-dir`)
+        # A due load waiting for ingest to calm down (_yield_to_ingest): since when (epoch
+        # seconds), and how many loads have waited so far.
+        self.yielding_since: float | None = None
+        self.yields = 0
+        self._mark = (time.monotonic(), 0)  # (when, events_written) of the last rate look
+        self._rate = 0.0
 
     async def refresh(self, *, costs: bool = True) -> int:
         """Load everything journaled so far (starting the worker); the new events stored.
@@ -585,6 +595,8 @@ class StoreClient:
         out["worker"] = self.worker.status()
         out["as_of"] = _iso(self.last_stats_at)
         out["pending_events"] = self.pending
+        out["yielding_since"] = _iso(self.yielding_since)
+        out["yields"] = self.yields
         if self.failure and not out.get("error"):
             out["error"] = self.failure
         if self.worker.error and not out.get("error"):
@@ -608,7 +620,40 @@ class StoreClient:
                     ):
                         await self.journal.changed()
                 if self.journal.events_written != self._seen or self._costs_wanted:
+                    await self._yield_to_ingest()
                     await self.refresh_or_log()
+
+    def ingest_rate(self) -> float:
+        """Events a second the journal took lately: since the previous look, when that
+        was at least BUSY_LOOK seconds ago (else the rate that look found)."""
+        now = time.monotonic()
+        written = self.journal.events_written
+        at, count = self._mark
+        if now - at >= BUSY_LOOK:
+            self._rate = (written - count) / (now - at)
+            self._mark = (now, written)
+        return self._rate
+
+    async def _yield_to_ingest(self) -> None:
+        """Let a timed load wait while ingest is busy, at most ``store.yield-max``
+        seconds. The journal is what acknowledges an event, so while a flood is being
+        acknowledged both cores go to it (DuckDB's load takes about a third of the CPU
+        an OTLP record costs); the store catches up afterwards, in bigger loads. Queries
+        and flushes load what they need themselves and never wait here; `status` shows
+        the wait (``store.yielding_since``) and what is left to load."""
+        limit = self.settings.store.yield_max
+        if limit <= 0 or self.ingest_rate() < BUSY_EVENTS_PER_S:
+            return
+        started = time.monotonic()
+        self.yielding_since = time.time()
+        self.yields += 1
+        try:
+            while time.monotonic() - started < limit:
+                await anyio.sleep(BUSY_LOOK)
+                if self.ingest_rate() < BUSY_EVENTS_PER_S:
+                    break
+        finally:
+            self.yielding_since = None
 
     async def export(
         self, target: str, since: datetime | None = None, until: datetime | None = None

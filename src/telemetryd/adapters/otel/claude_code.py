@@ -75,6 +75,28 @@ def tokens(attrs: dict[str, Any]) -> dict[str, Any]:
     Anthropic's usage split, as :func:`telemetryd.adapters.usage.tokens_from_usage`
     reads it (a test ties the two)."""
     get = attrs.get
+    uncached = get("input_tokens")
+    output = get("output_tokens")
+    read = get("cache_read_tokens")
+    written = get("cache_creation_tokens")
+    if (
+        type(uncached) is int
+        and type(output) is int
+        and (read is None or type(read) is int)
+        and (written is None or type(written) is int)
+    ):
+        # (the usual record: usage_mod.anthropic's result, without its general case)
+        read = read or 0
+        written = written or 0
+        total = uncached + output + read + written
+        if uncached >= 0 and output >= 0 and read >= 0 and written >= 0 and total <= c.MAX_COUNT:
+            out: dict[str, Any] = {"source": "actual", "input": uncached, "output": output}
+            if read:
+                out["cache_read"] = read
+            if written:
+                out["cache_creation"] = written
+            out["total"] = total
+            return out
     count = c.count
     return usage_mod.anthropic(
         input=count(get("input_tokens")),
@@ -85,13 +107,17 @@ def tokens(attrs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _agent(attrs: dict[str, Any]) -> dict[str, Any]:
-    agent_id = c.text(attrs.get("agent_id"))
-    return c.agent(
-        c.text(attrs.get("model")),
-        PROVIDER,
-        type="subagent" if agent_id else None,
-        id=agent_id,
-    )
+    """c.agent(model, PROVIDER, type="subagent" with an agent id, id=agent id)."""
+    out: dict[str, Any] = {}
+    model = attrs.get("model")
+    if isinstance(model, str) and model:
+        out["model"] = model
+    out["provider"] = PROVIDER
+    agent_id = attrs.get("agent_id")
+    if isinstance(agent_id, str) and agent_id:
+        out["type"] = "subagent"
+        out["id"] = agent_id
+    return out
 
 
 def _request_id(prefix: str, scope: Scope, record: LogRecord, short: str) -> str:
@@ -113,6 +139,17 @@ def _record_id(prefix: str, scope: Scope, record: LogRecord, short: str) -> str:
     )
 
 
+def _base(event_type: str, ts: str | None, record: LogRecord) -> dict[str, Any]:
+    return c.envelope(
+        event_type,
+        source=SOURCE,
+        ts=ts,
+        attrs=record.attrs,
+        trace_id=record.trace_id,
+        span_id=record.span_id,
+    )
+
+
 def log_events(
     scope: Scope, record: LogRecord, name: str, *, prompt_text: bool = False
 ) -> list[dict[str, Any]] | None:
@@ -123,28 +160,34 @@ def log_events(
     attrs = c.with_resource(raw, scope.resource)
     ts = c.log_ts(record)
 
-    def base(event_type: str) -> dict[str, Any]:
-        return c.envelope(
-            event_type,
-            source=SOURCE,
-            ts=ts,
-            attrs=raw,
-            trace_id=record.trace_id,
-            span_id=record.span_id,
-        )
-
     if short in ("api_request", "api_error"):
-        event = base("api_request")
+        # (c.envelope's fields, inline: the record every request gives)
+        event: dict[str, Any] = {"type": "api_request"}
+        if ts:
+            event["ts"] = ts
+        event["source"] = SOURCE
+        session = raw.get("session.id")
+        if not (isinstance(session, str) and session):
+            session = c.first(raw, c.SESSION_KEYS)
+        if session:
+            event["session_id"] = session
+        if record.trace_id:
+            event["trace_id"] = record.trace_id
+        if record.span_id:
+            event["span_id"] = record.span_id
         agent = _agent(raw)
         agent.setdefault("model", "unknown")
         event["agent"] = agent
         event["id"] = _request_id("otel-cc-", scope, record, short)
-        duration = c.count(raw.get("duration_ms"))
+        duration = raw.get("duration_ms")
+        if type(duration) is not int or not 0 <= duration <= c.MAX_COUNT:
+            duration = c.count(duration)
         if duration is not None:
             event["duration_ms"] = duration
         if short == "api_request":
             event["tokens"] = tokens(raw)
-            cost = c.number(raw.get("cost_usd"))
+            cost = raw.get("cost_usd")
+            cost = cost if type(cost) is float and cost - cost == 0.0 else c.number(cost)
             if cost is None and c.count(raw.get("cost_usd_micros")) is not None:
                 cost = c.count(raw.get("cost_usd_micros")) / 1_000_000  # type: ignore[operator]
             if cost is not None and cost >= 0:
@@ -157,13 +200,13 @@ def log_events(
             event["error"] = c.cut(c.text(raw.get("error")) or "API error", c.MAX_ERROR)
         return [c.finish(event, attrs)]
     if short == "user_prompt":
-        event = base("prompt")
+        event = _base("prompt", ts, record)
         event["id"] = _record_id("otel-cc-", scope, record, short)
         c.prompt(event, attrs, raw, prompt_text)
         return [c.finish(event, attrs)]
     if short in ("tool_result", "tool_decision"):
         kind = "tool_result" if short == "tool_result" else "tool_call"
-        event = base(kind)
+        event = _base(kind, ts, record)
         use_id = c.tool(
             event, attrs, raw, use_id_key="tool_use_id", error_keys=("error", "error_type")
         )
@@ -175,12 +218,12 @@ def log_events(
         )
         return [c.finish(event, attrs)]
     if short == "skill_activated":
-        event = base("skill")
+        event = _base("skill", ts, record)
         event["id"] = _record_id("otel-cc-", scope, record, short)
         event["name"] = c.cut(c.text(raw.get("skill.name")) or "unknown", 200)
         return [c.finish(event, attrs)]
     if short == "subagent_completed":
-        event = base("agent_stop")
+        event = _base("agent_stop", ts, record)
         agent_id = c.text(raw.get("agent_id"))
         event["agent"] = c.agent(
             c.text(raw.get("final_model")) or c.text(raw.get("model")),
@@ -198,7 +241,7 @@ def log_events(
         )
         return [c.finish(event, attrs)]
     if short == "compaction":
-        event = base("custom")
+        event = _base("custom", ts, record)
         event["id"] = _record_id("otel-cc-", scope, record, short)
         event["name"] = "compaction"
         return [c.finish(event, attrs)]

@@ -19,6 +19,7 @@ resource's under ``resource``), minus content, cut to size:
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import math
 from datetime import UTC, datetime
@@ -419,6 +420,10 @@ def bound(attrs: dict[str, Any], budget: int = ATTRS_BUDGET) -> dict[str, Any]:
     characters, then the largest keys dropped (their names in ``otel.dropped``)."""
     if len(_SIZER(attrs)) <= budget:  # (the same size in any order of keys)
         return attrs
+    return _shortened(attrs, budget)
+
+
+def _shortened(attrs: dict[str, Any], budget: int) -> dict[str, Any]:
 
     def shorten(value: Any) -> Any:
         if isinstance(value, str):
@@ -458,7 +463,8 @@ def with_resource(attrs: dict[str, Any], scope_resource: dict[str, Any]) -> dict
         if last[0] is not scope_resource:
             last = (scope_resource, clean(scope_resource))
             _RESOURCE[0] = last
-        out["resource"] = dict(last[1])
+        # (A copy each, unless finish() encodes attrs at once: nothing changes them then.)
+        out["resource"] = last[1] if ENCODED_ATTRS.get() else dict(last[1])
     return out
 
 
@@ -539,15 +545,30 @@ def level(severity_number: int, severity_text: str) -> str:
     return "info"
 
 
+# Set while adapters/otel/export.py maps a request: finish() then gives attrs already
+# encoded (the bytes that measured them), which is all the export does with them. (A
+# context variable: each thread that maps has its own.)
+ENCODED_ATTRS: contextvars.ContextVar[bool] = contextvars.ContextVar("encoded_attrs", default=False)
+_CANONICAL = msgspec.json.Encoder(order="deterministic").encode  # events.ENCODER's order
+
+
 def finish(event: dict[str, Any], attrs: dict[str, Any]) -> dict[str, Any]:
     """``event`` with its attrs bounded. A tool's agentic telemetry spec metadata
     (``ats``, bounded on its own: adapters/ats.py) is kept whole; the rest fits what is
-    left of :data:`ATTRS_BUDGET`."""
+    left of :data:`ATTRS_BUDGET`. While :data:`ENCODED_ATTRS` is set, attrs that fit
+    at once are given in their canonical encoding (bytes) instead of a dict."""
     found = attrs.pop("ats", None) if attrs else None
     if found is not None:
         rest = bound(attrs, ATTRS_BUDGET - len(encode(found))) if attrs else {}
         rest["ats"] = found
         event["attrs"] = rest
     elif attrs:
-        event["attrs"] = bound(attrs)
+        if ENCODED_ATTRS.get():
+            encoded = _CANONICAL(attrs)  # (the same size as in any other order of keys)
+            if len(encoded) <= ATTRS_BUDGET:
+                event["attrs"] = encoded
+                return event
+            event["attrs"] = _shortened(attrs, ATTRS_BUDGET)
+        else:
+            event["attrs"] = bound(attrs)
     return event

@@ -67,7 +67,9 @@ def log_events(
     scope: Scope, record: LogRecord, *, prompt_text: bool = False
 ) -> list[dict[str, Any]]:
     """The events of one log record."""
-    name = event_name(record)
+    name = record.event_name or record.attrs.get("event.name")
+    if not (type(name) is str and name and len(name) <= 200):
+        name = event_name(record)  # (the usual name, without the call)
     service = scope.service
     found: list[dict[str, Any]] | None = None
     if claude_code.matches(service, name, record.body):
@@ -83,6 +85,11 @@ def log_events(
     if found is not None:
         return found
     return [generic_log(scope, record, name, source_of(scope, name))]
+
+
+def log_events_with_text(scope: Scope, record: LogRecord) -> list[dict[str, Any]]:
+    """:func:`log_events` with ``prompt_text``."""
+    return log_events(scope, record, prompt_text=True)
 
 
 def span_events(scope: Scope, span: Span) -> list[dict[str, Any]]:

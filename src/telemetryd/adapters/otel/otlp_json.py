@@ -232,10 +232,22 @@ def _json_attrs(pairs: list[_KeyValue]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kv in pairs:
         value = kv.value
-        if value is not None and value.string_value is not None:  # (most are strings)
-            out[kv.key] = value.string_value
-        else:
-            out[kv.key] = _json_value(value)
+        if value is not None:
+            # (strings and integers, most attributes, read here: _json_value's first cases)
+            text = value.string_value
+            if text is not None:
+                out[kv.key] = text
+                continue
+            number = value.int_value
+            if number is not None:
+                if type(number) is not int:
+                    try:
+                        number = int(number)
+                    except ValueError:
+                        raise BadRequest(f"intValue: {number!r} is not an integer") from None
+                out[kv.key] = number
+                continue
+        out[kv.key] = _json_value(value)
     return out
 
 

@@ -18,6 +18,7 @@ from telemetryd.adapters.otel.wire import (
     MAX_DEPTH,
     TEMPORALITY,
     BadRequest,
+    SeenAttributes,
     Signal,
     finite,
     real,
@@ -72,16 +73,18 @@ def decode(signal: Signal, body: bytes) -> list[Scoped]:
     if signal == "logs":
         for rl in request.resource_logs:
             for sl in rl.scope_logs:
+                seen = _SEEN.attrs
+                # (LogRecord's fields in order; an empty id is no id, without a call)
                 logs = [
                     LogRecord(
-                        time_ns=r.time_unix_nano or r.observed_time_unix_nano,
-                        attrs=_raw_attrs(r.attributes),
-                        body=_raw_value(r.body),
-                        severity_number=r.severity_number,
-                        severity_text=r.severity_text,
-                        event_name=r.event_name,
-                        trace_id=_pb_id(r.trace_id, 16, "trace_id"),
-                        span_id=_pb_id(r.span_id, 8, "span_id"),
+                        r.time_unix_nano or r.observed_time_unix_nano,
+                        seen(list(r.attributes)),
+                        _raw_value(r.body),
+                        r.severity_number,
+                        r.severity_text,
+                        r.event_name,
+                        _pb_id(trace, 16, "trace_id") if (trace := r.trace_id) else "",
+                        _pb_id(span, 8, "span_id") if (span := r.span_id) else "",
                     )
                     for r in sl.log_records
                 ]
@@ -217,47 +220,12 @@ def _lite_logs() -> Any:
 
 
 _DOUBLE = struct.Struct("<d")
-# Encoded KeyValues met before -> (key, value): an agent's records repeat most of their
-# attributes (session, version, model, ...), so most are found here without a look
-# inside. Only short ones with a scalar value are kept (immutable, so sharing them is
-# safe), in two generations of at most _SEEN_MAX each (the newer one full, it becomes the
-# older one, and what is found there moves back to the newer): a producer cannot grow
-# it, and a stream of values seen once does not push out the ones that repeat.
-_SEEN: list[dict[bytes, tuple[str, Any]]] = [{}, {}]  # newer, older
-_SEEN_MAX = 1024
-_SEEN_BYTES = 128
-_SCALARS = (str, int, float, bool, type(None))
 
 
 def _raw_attrs(pairs: Any) -> dict[str, Any]:
     """Attributes (a repeated KeyValue, each still encoded: the look-alike's) as a dict
-    of plain values; a key given twice keeps its last value, as protobuf's maps do."""
-    seen = _SEEN
-    newer = seen[0]
-    raws = list(pairs)
-    found = list(map(newer.get, raws))
-    if None in found:
-        older = seen[1]
-        at = found.index(None)
-        while True:
-            raw = raws[at]
-            pair = older.get(raw)
-            if pair is None:
-                pair = _key_value(raw)
-                keep = len(raw) <= _SEEN_BYTES and type(pair[1]) in _SCALARS
-            else:
-                keep = True
-            found[at] = pair
-            if keep:
-                newer[raw] = pair
-                if len(newer) >= _SEEN_MAX:
-                    seen[1], seen[0] = newer, {}
-                    newer = seen[0]
-            try:
-                at = found.index(None, at + 1)
-            except ValueError:
-                break
-    return dict(found)  # type: ignore[arg-type]
+    of plain values (wire.SeenAttributes)."""
+    return _SEEN.attrs(list(pairs))
 
 
 def _key_value(raw: bytes) -> tuple[str, Any]:
@@ -318,6 +286,7 @@ def _raw_value(raw: bytes) -> Any:
         raise BadRequest(f"an attribute value is not an AnyValue: {exc}") from None
 
 
+_SEEN = SeenAttributes(_key_value)
 _PB: dict[Signal, tuple[Any, Any]] = {}
 
 

@@ -24,7 +24,8 @@ The answers (:func:`success`, :func:`status`) are the service's response message
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
@@ -54,6 +55,55 @@ def finite(number: float | None) -> float | str | None:
 def real(number: float | None) -> float | None:
     """A histogram's sum, min or max: None when it is not a finite number."""
     return number if number is None or math.isfinite(number) else None
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+class SeenAttributes:
+    """Encoded attributes (one KeyValue's bytes, protobuf or JSON) met before -> (key,
+    value). An agent's records repeat most of their attributes (session, version,
+    model, ...), so most are found here without a look inside. Only short ones
+    (``max_bytes``) with a scalar value are kept (immutable, so sharing them is safe), in
+    two generations of at most ``max_size`` each (the newer one full, it becomes the
+    older one, and what is found there moves back to the newer): a producer cannot grow
+    it, and a stream of values seen once does not push out the ones that repeat. (The
+    daemon's mapping threads may share one: each step is one dict operation.)"""
+
+    def __init__(self, parse: Callable[[bytes], tuple[str, Any]], max_size: int = 1024) -> None:
+        self.parse = parse  # an attribute's bytes -> (key, value); BadRequest if malformed
+        self.max_size = max_size
+        self.max_bytes = 128
+        self.generations: list[dict[bytes, tuple[str, Any]]] = [{}, {}]  # newer, older
+
+    def attrs(self, raws: list[bytes]) -> dict[str, Any]:
+        """The attributes as a dict of plain values; a key given twice keeps its last
+        value, as protobuf's maps do."""
+        seen = self.generations
+        newer = seen[0]
+        found = list(map(newer.get, raws))
+        if None in found:
+            older = seen[1]
+            at = found.index(None)
+            while True:
+                raw = raws[at]
+                pair = older.get(raw)
+                if pair is None:
+                    pair = self.parse(raw)
+                    keep = len(raw) <= self.max_bytes and type(pair[1]) in _SCALARS
+                else:
+                    keep = True
+                found[at] = pair
+                if keep:
+                    newer[raw] = pair
+                    if len(newer) >= self.max_size:
+                        seen[1], seen[0] = newer, {}
+                        newer = seen[0]
+                try:
+                    at = found.index(None, at + 1)
+                except ValueError:
+                    break
+        return dict(found)  # type: ignore[arg-type]
 
 
 class _TopLevel(msgspec.Struct, rename="camel"):

@@ -50,7 +50,7 @@ from telemetryd.errors import JournalError
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 64 * 1024
+READ_SIZE = 256 * 1024  # (an OTLP batch is often a few hundred KiB)
 LINGER_SECONDS = 1.0  # a client answered before its body was read gets this long ...
 LINGER_READS = 256  # ... and this many reads to stop sending
 MAX_BUFFERED = 64 * 1024 * 1024  # request bodies held by all connections together
