@@ -77,6 +77,37 @@ class EventStream:
         if len(self._buffer) >= SEND_CHUNK:
             self.flush()
 
+    def queue(self, lines: bytes) -> None:
+        """Queue event lines, each with its newline, to be sent by :meth:`pump` (or
+        :meth:`flush`, :meth:`finish`): never waits."""
+        self._buffer += lines
+
+    @property
+    def queued(self) -> int:
+        """Bytes queued and not sent yet."""
+        return len(self._buffer)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def pump(self, readable: bool, writable: bool) -> None:
+        """Without waiting: read the replies there are (``readable``, as select said)
+        and send what the socket takes of the queued lines (``writable``)."""
+        try:
+            if readable:
+                self._read()
+                if self._eof:
+                    raise DaemonUnavailable("the daemon closed the connection")
+            if writable and self._buffer:
+                sent = self.sock.send(memoryview(self._buffer)[:SEND_CHUNK], _socket.MSG_DONTWAIT)
+                self.sent_lines += self._buffer.count(b"\n", 0, sent)
+                del self._buffer[:sent]
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            self._drain()
+            raise DaemonUnavailable(f"lost the daemon: {exc.strerror or exc}") from None
+
     def flush(self) -> None:
         if self._buffer:
             data = bytes(self._buffer)

@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import msgspec
 
@@ -53,7 +53,11 @@ from telemetryd.client import agent_files
 from telemetryd.client.delivery import EventStream
 from telemetryd.errors import DaemonBusy, DaemonUnavailable, TelemetryError
 
+if TYPE_CHECKING:
+    from telemetryd.client.import_pool import Pool
+
 MAX_LINE = 64 << 20  # bytes; longer lines are skipped (and counted as malformed)
+OUTBOX_BYTES = 1 << 20  # bytes of event lines a reader process sends at once
 SEEN_GENERATION = 500_000  # keys per generation of the sent-keys set (two are kept)
 DEDUP_WINDOW = 2048  # pending requests per file (Claude Code)
 PENDING_TOOLS = 4096  # tool uses per file waiting for their result (Claude Code)
@@ -61,6 +65,13 @@ STATE_VERSION = 1
 AGENTS = ("claude-code", "codex", "gemini", "copilot", "opencode", "amp")
 
 Progress = Callable[[int], None]
+
+# What an event a reader process built was (client/import_pool.py): the counts to take
+# back when it turns out to repeat an event of an earlier file. EARLY_*: before --since,
+# not sent (only its key travels).
+REQUEST, EARLY_REQUEST, TOOL_CALL, TOOL_RESULT, PROMPT, AGENT_STOP, SESSION, EARLY = range(1, 9)
+_SESSION_CODES = {"tool_call": TOOL_CALL, "tool_result": TOOL_RESULT, "prompt": PROMPT,
+                  "agent_stop": AGENT_STOP}  # fmt: skip
 
 
 # -- what the lines are decoded into (everything else is skipped) ---------------------
@@ -314,18 +325,28 @@ class Totals:
     cost_computed_usd: float = 0.0
     unpriced: int = 0  # requests whose cost is unknown (no reported cost, no price)
 
-    def add(self, event: dict[str, Any]) -> None:
+    def add(self, event: dict[str, Any], sign: int = 1) -> None:
+        """Count one request (``sign`` -1: take back one counted before)."""
         tokens = event["tokens"]
-        self.requests += 1
-        for name in ("input", "output", "cache_read", "cache_creation", "reasoning", "total"):
-            setattr(self, name, getattr(self, name) + (tokens.get(name) or 0))
+        get = tokens.get
+        self.requests += sign
+        self.input += sign * (get("input") or 0)
+        self.output += sign * (get("output") or 0)
+        self.cache_read += sign * (get("cache_read") or 0)
+        self.cache_creation += sign * (get("cache_creation") or 0)
+        self.reasoning += sign * (get("reasoning") or 0)
+        self.total += sign * (get("total") or 0)
         source = event.get("cost_source")
         if source == "reported":
-            self.cost_reported_usd += event["cost_usd"]
+            self.cost_reported_usd += sign * event["cost_usd"]
         elif source == "computed":
-            self.cost_computed_usd += event["cost_usd"]
+            self.cost_computed_usd += sign * event["cost_usd"]
         else:
-            self.unpriced += 1
+            self.unpriced += sign
+
+    def merge(self, other: Totals) -> None:
+        for name, value in other.__dict__.items():
+            setattr(self, name, getattr(self, name) + value)
 
 
 @dataclass
@@ -363,12 +384,57 @@ class Summary:
     by_day: dict[str, Totals] = field(default_factory=dict)
     elapsed_s: float = 0.0
 
-    def count(self, event: dict[str, Any]) -> None:
-        self.requests += 1
+    def count(self, event: dict[str, Any], sign: int = 1) -> None:
+        """Count one request (``sign`` -1: take back one counted before)."""
+        self.requests += sign
         model = event["agent"]["model"]
-        self.by_model.setdefault(model, Totals()).add(event)
+        totals = self.by_model.get(model)
+        if totals is None:
+            totals = self.by_model[model] = Totals()
+        totals.add(event, sign)
         day = (event.get("ts") or "unknown")[:10]
-        self.by_day.setdefault(day, Totals()).add(event)
+        totals = self.by_day.get(day)
+        if totals is None:
+            totals = self.by_day[day] = Totals()
+        totals.add(event, sign)
+
+    def uncount(self, code: int, event: dict[str, Any] | None) -> None:
+        """Take back what one event built by a reader process counted, found to repeat one
+        of an earlier file (``code``: what it was, :data:`REQUEST` ...): the counts become
+        those of reading the files one after the other in this process."""
+        if code in (REQUEST, EARLY_REQUEST):
+            self.repeats += 1
+            if code == EARLY_REQUEST:
+                self.before_since -= 1
+            elif event is not None:
+                self.count(event, -1)
+        elif code == TOOL_CALL:
+            self.tool_calls -= 1
+        elif code == TOOL_RESULT and event is not None:
+            self.tool_results -= 1
+            self.tool_errors -= event["tool"].get("success") is False
+        elif code == PROMPT:
+            self.prompts -= 1
+        elif code == AGENT_STOP:
+            self.agents -= 1
+
+    def merge(self, other: Summary) -> None:
+        """Add the counts of ``other`` (one file's, or part of one, read by a reader
+        process) to these."""
+        for name, value in other.__dict__.items():
+            if name in ("agent", "dry_run", "elapsed_s"):
+                continue
+            if name == "rejections":
+                self.rejections += value
+            elif name in ("by_model", "by_day"):
+                mine = getattr(self, name)
+                for key, totals in value.items():
+                    if key in mine:
+                        mine[key].merge(totals)
+                    else:
+                        mine[key] = totals
+            else:
+                setattr(self, name, getattr(self, name) + value)
 
     def built(self) -> int:
         """The events built: requests and the rest of the sessions."""
@@ -417,6 +483,17 @@ class _Seen:
             self.old, self.new = self.new, set()
         return True
 
+    def add_new(self, keys: list[bytes]) -> bool:
+        """Record ``keys`` (distinct) at once, when none of them is there yet (and the
+        generation does not turn over among them): False, recording nothing, otherwise."""
+        new = self.new
+        if len(new) + len(keys) >= self.generation:
+            return False
+        if not (new.isdisjoint(keys) and self.old.isdisjoint(keys)):
+            return False
+        new.update(keys)
+        return True
+
 
 # -- reading -------------------------------------------------------------------------------
 
@@ -445,6 +522,40 @@ def _lines(f: BinaryIO, summary: Summary, progress: Progress | None) -> Iterator
     summary.bytes += position
     if progress is not None and position > reported:
         progress(position - reported)
+
+
+def _digest(event_id: str) -> bytes:
+    """The key of an event id in the set of those sent."""
+    return hashlib.blake2b(event_id.encode(), digest_size=16).digest()
+
+
+class Outbox:
+    """Where a reader process's :class:`Importer` puts the events it builds: per event its
+    key, what it counted (:data:`REQUEST` ...) and its line (None: before --since);
+    ``flush(keys, codes, lines)`` is called with each batch (the key bytes, one code byte
+    per event, the lines joined with their newlines), at :data:`OUTBOX_BYTES` of lines."""
+
+    def __init__(self, flush: Callable[[bytes, bytes, bytes], None]) -> None:
+        self._flush = flush
+        self.keys: list[bytes] = []
+        self.codes = bytearray()
+        self.lines = bytearray()
+
+    def add(self, key: bytes, code: int, line: bytes | None) -> None:
+        self.keys.append(key)
+        self.codes.append(code)
+        if line is not None:
+            self.lines += line
+            self.lines += b"\n"
+            if len(self.lines) >= OUTBOX_BYTES:
+                self.flush()
+
+    def flush(self) -> None:
+        if self.keys:
+            self._flush(b"".join(self.keys), bytes(self.codes), bytes(self.lines))
+            self.keys.clear()
+            self.codes.clear()
+            self.lines.clear()
 
 
 def _event_id(prefix: str, text: str) -> tuple[str, bytes]:
@@ -490,6 +601,7 @@ class Importer:
         if agent not in AGENTS:
             raise TelemetryError(f"unknown agent {agent!r}")
         self.agent = agent
+        self.since_time = since
         self.since = _since_text(since)
         self.sink = sink
         self.progress = progress
@@ -498,6 +610,9 @@ class Importer:
         self.summary = Summary(agent=agent, dry_run=sink is None)
         # Copilot: session -> the sorted times of its model calls in OpenTelemetry exports
         self.model_calls: dict[str, list[float]] = {}
+        # In a reader process (client/import_pool.py): every event built, with its key and
+        # what it counted, goes there instead (the importing process sends it)
+        self.outbox: Outbox | None = None
 
     def _emit(self, event: dict[str, Any], digest: bytes) -> None:
         if not self.seen.add(digest):
@@ -505,12 +620,16 @@ class Importer:
             return
         if _before(event.get("ts"), self.since):
             self.summary.before_since += 1
+            if self.outbox is not None:
+                self.outbox.add(digest, EARLY_REQUEST, None)
             return
         self.prices.price_event(event)
         self.summary.count(event)
         if self.sink is not None:
             self.sink.add(_ENCODER.encode(event))
             self.summary.sent += 1
+        elif self.outbox is not None:
+            self.outbox.add(digest, REQUEST, _ENCODER.encode(event))
 
     def emit_keyed(self, event: dict[str, Any]) -> None:
         """Price, count and send one request whose id identifies it (sent once per run)."""
@@ -519,7 +638,7 @@ class Importer:
     def _fresh(self, event_id: str) -> bool:
         """Whether ``event_id`` was not sent yet in this run (it is recorded as sent):
         the same tool use or prompt in another copy of the session is built once."""
-        return self.seen.add(hashlib.blake2b(event_id.encode(), digest_size=16).digest())
+        return self.seen.add(_digest(event_id))
 
     def _emit_session(self, event: dict[str, Any], *, fresh: bool = False) -> None:
         """Send one event of a session other than a request (its id is set);
@@ -527,6 +646,8 @@ class Importer:
         if not fresh and not self._fresh(event["id"]):
             return
         if _before(event.get("ts"), self.since):
+            if self.outbox is not None:
+                self.outbox.add(_digest(event["id"]), EARLY, None)
             return  # (``before_since`` counts requests)
         summary = self.summary
         kind = event["type"]
@@ -542,9 +663,15 @@ class Importer:
         if self.sink is not None:
             self.sink.add(_ENCODER.encode(event))
             summary.sent += 1
+        elif self.outbox is not None:
+            code = _SESSION_CODES.get(kind, SESSION)
+            self.outbox.add(_digest(event["id"]), code, _ENCODER.encode(event))
 
-    def read_file(self, path: Path) -> None:
-        self.summary.files += 1
+    def read_file(self, path: Path, part: tuple[int, int, int] | None = None) -> None:
+        """Read one file; ``part``: only rows ``(index, first, last)`` of a database
+        (its first part counts the file)."""
+        if part is None or part[0] == 0:
+            self.summary.files += 1
         with open(path, "rb") as f:
             if self.agent == "claude-code":
                 self._claude(f, path)
@@ -553,7 +680,7 @@ class Importer:
             elif self.agent == "copilot":
                 self._copilot(f, path)
             elif self.agent == "opencode":
-                agent_files.read_opencode(self, f, path)
+                agent_files.read_opencode(self, f, path, part)
             elif self.agent == "amp":
                 agent_files.read_amp(self, f, path)
             elif path.suffix == ".jsonl":
@@ -1005,6 +1132,7 @@ def run(
     socket_path: str | None = None,
     progress: Progress | None = None,
     on_files: Callable[[list[Path], int], None] | None = None,
+    pool: Pool | None = None,
 ) -> Summary:
     """Import ``agent``'s files (the default locations when ``given`` is empty).
 
@@ -1013,7 +1141,35 @@ def run(
     DaemonUnavailable when the daemon cannot take the events (nothing is recorded
     as imported then, so running it again is safe). With no file to read (none, or
     all unchanged since the last import) the daemon is not asked for anything.
+
+    With much to read, the files are read by reader processes (``pool``, else a pool of
+    its own for this run: client/import_pool.py), with the same events and summary.
     """
+    from telemetryd.client.import_pool import Pool
+
+    own = pool is None
+    pool = Pool() if pool is None else pool
+    try:
+        return _run(agent, given, since, dry_run, rescan, socket_path, progress, on_files, pool)
+    finally:
+        if own:
+            pool.close()
+
+
+def _run(
+    agent: str,
+    given: Iterable[str | Path],
+    since: datetime | None,
+    dry_run: bool,
+    rescan: bool,
+    socket_path: str | None,
+    progress: Progress | None,
+    on_files: Callable[[list[Path], int], None] | None,
+    pool: Pool,
+) -> Summary:
+    from telemetryd.client import import_pool
+    from telemetryd.client.import_pool import DB_BYTES, DB_ROWS
+
     started = time.monotonic()
     if agent not in AGENTS:
         raise TelemetryError(f"unknown agent {agent!r}")
@@ -1040,8 +1196,9 @@ def run(
             continue
         identities[str(path)] = identity
         todo.append(path)
+    total = sum(identities[str(p)][0] for p in todo)
     if on_files is not None:
-        on_files(todo, sum(identities[str(p)][0] for p in todo))
+        on_files(todo, total)
     if not todo:  # nothing new: no prices to load, nothing for the daemon
         summary = Summary(agent=agent, dry_run=dry_run, files_unchanged=unchanged)
         summary.elapsed_s = time.monotonic() - started
@@ -1055,12 +1212,27 @@ def run(
     if agent == "copilot" and not all(agent_files.is_copilot_otel(p) for p in todo):
         # Sessions' events to read: the model calls of every export, read or not this time
         importer.copilot_calls(p for p in files if agent_files.is_copilot_otel(p))
-    try:
+    failed: set[Path] = set()
+    units = []
+    if pool.wanted(total):
+        sized: list[tuple[Path, tuple[int, int, int] | None, int]] = []
         for path in todo:
-            try:
-                importer.read_file(path)
-            except OSError as exc:
-                importer.summary.rejections.append(f"{path}: {exc.strerror or exc}")
+            size = identities[str(path)][0]
+            parts = agent_files.opencode_parts(path, DB_ROWS) if path.suffix == ".db" else None
+            sized += [(path, part, DB_BYTES) for part in parts] if parts else [(path, None, size)]
+        units = import_pool.units(sized)
+    try:
+        if len(units) > 1:
+            failed = pool.read(importer, units, sink, progress)
+        else:
+            for path in todo:
+                try:
+                    importer.read_file(path)
+                except OSError as exc:
+                    importer.summary.rejections.append(f"{path}: {exc.strerror or exc}")
+                    failed.add(path)
+        for path in failed:  # not imported: read again next time
+            identities.pop(str(path), None)
         if sink is not None:
             reply = sink.finish(timeout=600.0)
             importer.summary.accepted = reply.accepted
