@@ -119,8 +119,12 @@ class Pool:
         self.close()
 
     def wanted(self, total_bytes: int) -> bool:
-        """Whether to read ``total_bytes`` with reader processes."""
-        return self.size > 0 and total_bytes >= self.min_bytes
+        """Whether to read ``total_bytes`` with reader processes: MIN_BYTES or more, or
+        a tenth of that once they run (an earlier agent's import started them)."""
+        if self.size <= 0:
+            return False
+        running = any(reader.alive for reader in self.readers)
+        return total_bytes >= (self.min_bytes // 10 if running else self.min_bytes)
 
     def _start(self) -> None:
         self.started = True
