@@ -150,8 +150,11 @@ def pooled(
 ) -> tuple[list[bytes], dict[str, Any], set[Path]]:
     stream = Collected()
     reader = importer.Importer(agent, sink=stream, prices=pricing.configured(), **options)  # type: ignore[arg-type]
-    if agent == "copilot":
-        reader.copilot_calls(p for p in files if agent_files.is_copilot_otel(p))
+    if agent == "copilot":  # the exports' model calls, read by the readers too
+        exports = [p for p in files if agent_files.is_copilot_otel(p)]
+        reader.model_calls = pool.copilot_calls(exports)
+        assert reader.model_calls == importer.model_calls(exports)
+        assert sum(len(times) for times in reader.model_calls.values()) > 0
     sized = []
     for path in files:
         parts = agent_files.opencode_parts(path, 3) if path.suffix == ".db" else None

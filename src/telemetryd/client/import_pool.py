@@ -39,8 +39,8 @@ from typing import Any
 
 from telemetryd.client import import_reader
 from telemetryd.client.delivery import EventStream
-from telemetryd.client.import_reader import AGENT, CHUNK, DONE, UNIT, frame
-from telemetryd.client.importer import EARLY, EARLY_REQUEST, Importer
+from telemetryd.client.import_reader import AGENT, CALLS, CHUNK, DONE, UNIT, frame
+from telemetryd.client.importer import EARLY, EARLY_REQUEST, Importer, model_calls
 
 MAX_READERS = 2
 MIN_BYTES = 32 << 20  # less to read than this: read in the importing process
@@ -204,6 +204,45 @@ class Pool:
                 self._wait(result.reader, live, results, waiting, by_seq, stream)
             del results[seq]
         return failed
+
+    def copilot_calls(self, paths: list[Path]) -> dict[str, list[float]]:
+        """``importer.model_calls(paths)``, the exports shared among the readers (read
+        here when none is left, or for those of a reader that dies meanwhile)."""
+        if not self.started:
+            self._start()
+        live = [r for r in self.readers if r.alive and not r.given]
+        shares = {r.fd: paths[n :: len(live)] for n, r in enumerate(live)}
+        for reader in live:
+            self._give(reader, [CALLS, -1, [str(p) for p in shares[reader.fd]]])
+        found: list[dict[str, list[float]]] = []
+        waiting = {r.fd: r for r in live}
+        while waiting:
+            ready, _, _ = select.select(list(waiting), [], [])
+            for fd in ready:
+                reader = waiting[fd]
+                try:
+                    data = os.read(fd, _READ)
+                except BlockingIOError:
+                    continue
+                if not data:  # it died: its share is read here
+                    self._stop(reader)
+                    found.append(model_calls(shares.pop(fd)))
+                    del waiting[fd]
+                    continue
+                reader.buffer += data
+                if len(reader.buffer) >= 4:
+                    size = int.from_bytes(reader.buffer[:4], "big")
+                    if len(reader.buffer) >= 4 + size:
+                        found.append(import_reader.decode(bytes(reader.buffer[4 : 4 + size]))[2])
+                        del reader.buffer[: 4 + size]
+                        del waiting[fd]
+        if not live:
+            found.append(model_calls(paths))
+        calls: dict[str, list[float]] = {}
+        for part in found:
+            for session, times in part.items():
+                calls.setdefault(session, []).extend(times)
+        return {session: sorted(times) for session, times in calls.items()}
 
     def _give(self, reader: _Reader, message: list[Any]) -> None:
         assert reader.proc.stdin is not None

@@ -11,10 +11,12 @@ Messages, both ways: a 4-byte big-endian length, then a msgpack array.
 
 - in (stdin): ``[AGENT, agent, since or None, model_calls]`` before an agent's files;
   ``[UNIT, seq, [[path, part or None], ...]]`` for each batch of files, read one after
-  the other (``part``: rows of a database);
+  the other (``part``: rows of a database); ``[CALLS, seq, paths]``: the model calls
+  of Copilot CLI's OpenTelemetry exports (``importer.model_calls``);
 - out (stdout): ``[CHUNK, seq, keys, codes, lines]`` as events are built, then
   ``[DONE, seq, counts, problems]`` once the batch is read (``counts``: the Summary's,
-  ``problems``: ``[path, why]`` of each file that could not be read).
+  ``problems``: ``[path, why]`` of each file that could not be read);
+  ``[CALLS, seq, calls]`` answers a CALLS.
 
 At end of input it exits 0.
 """
@@ -31,7 +33,7 @@ import msgspec
 from telemetryd.adapters import pricing
 from telemetryd.client import importer
 
-AGENT, UNIT, CHUNK, DONE = range(4)
+AGENT, UNIT, CHUNK, DONE, CALLS = range(5)
 _HEADER = 4
 
 _encoder = msgspec.msgpack.Encoder()
@@ -89,6 +91,11 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
         if message[0] == AGENT:
             agent, since_text, model_calls = message[1:]
             since = None if since_text is None else datetime.fromisoformat(since_text)
+            continue
+        if message[0] == CALLS:
+            seq, paths = message[1:]
+            out.write(frame([CALLS, seq, importer.model_calls(Path(p) for p in paths)]))
+            out.flush()
             continue
         seq, files = message[1:]
         if prices is None:

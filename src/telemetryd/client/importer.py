@@ -880,23 +880,7 @@ class Importer:
     def copilot_calls(self, paths: Iterable[Path]) -> None:
         """Note the model calls of Copilot's OpenTelemetry exports (:attr:`model_calls`),
         so that a session's shutdown totals they cover are left out (adapters/copilot.py)."""
-        calls: dict[str, list[float]] = {}
-        for path in paths:
-            try:
-                with open(path, "rb") as f:
-                    for raw in _lines(f, Summary(agent=self.agent), None):
-                        if b'"span"' not in raw and b"traceId" not in raw:
-                            continue
-                        try:
-                            found = copilot.otel_span(_ANY.decode(raw))
-                        except msgspec.DecodeError:
-                            continue
-                        call = found and copilot.model_call(*found)
-                        if call:
-                            calls.setdefault(call[0], []).append(call[1])
-            except OSError:
-                continue  # (reading it says why, when it is to be read)
-        self.model_calls = {session: sorted(times) for session, times in calls.items()}
+        self.model_calls = model_calls(paths)
 
     def _copilot_span(self, line: Any) -> None:
         """A line of an OpenTelemetry file export: a span's events, as the OTLP listener
@@ -956,6 +940,28 @@ class Importer:
                 event_id = copilot.event_id(record)
                 digest = hashlib.blake2b(event_id.encode(), digest_size=16).digest()
                 self._emit(copilot.api_request_event(record, event_id), digest)
+
+
+def model_calls(paths: Iterable[Path]) -> dict[str, list[float]]:
+    """The model calls of Copilot's OpenTelemetry exports ``paths``: per session, the
+    sorted times of its calls."""
+    calls: dict[str, list[float]] = {}
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                for raw in _lines(f, Summary(agent="copilot"), None):
+                    if b'"span"' not in raw and b"traceId" not in raw:
+                        continue
+                    try:
+                        found = copilot.otel_span(_ANY.decode(raw))
+                    except msgspec.DecodeError:
+                        continue
+                    call = found and copilot.model_call(*found)
+                    if call:
+                        calls.setdefault(call[0], []).append(call[1])
+        except OSError:
+            continue  # (reading it says why, when it is to be read)
+    return {session: sorted(times) for session, times in calls.items()}
 
 
 def _epoch(ts: str | None) -> float | None:
@@ -1246,9 +1252,6 @@ def _run(
         sink = connect(socket_path or paths.events_socket_fast())
     importer = Importer(agent, since=since, sink=sink, progress=progress, prices=prices)
     importer.summary.files_unchanged = unchanged
-    if agent == "copilot" and not all(agent_files.is_copilot_otel(p) for p in todo):
-        # Sessions' events to read: the model calls of every export, read or not this time
-        importer.copilot_calls(p for p in files if agent_files.is_copilot_otel(p))
     failed: set[Path] = set()
     units = []
     if pool.wanted(total):
@@ -1258,6 +1261,13 @@ def _run(
             parts = agent_files.opencode_parts(path, DB_ROWS) if path.suffix == ".db" else None
             sized += [(path, part, DB_BYTES) for part in parts] if parts else [(path, None, size)]
         units = import_pool.units(sized)
+    if agent == "copilot" and not all(agent_files.is_copilot_otel(p) for p in todo):
+        # Sessions' events to read: the model calls of every export, read or not this time
+        exports = [p for p in files if agent_files.is_copilot_otel(p)]
+        if len(units) > 1:
+            importer.model_calls = pool.copilot_calls(exports)
+        else:
+            importer.copilot_calls(exports)
     try:
         if len(units) > 1:
             failed = pool.read(importer, units, sink, progress)
