@@ -653,11 +653,13 @@ def imported_event(
     return event
 
 
-def tool_call_event(event: dict[str, Any], name: str | None, use_id: str) -> dict[str, Any]:
+def tool_call_event(
+    event: dict[str, Any], name: str | None, use_id: str, event_id: str | None = None
+) -> dict[str, Any]:
     """``event`` (an :func:`imported_event` envelope) as the ``tool_call`` of a
-    ``tool_use`` block, with the PreToolUse hook's id."""
+    ``tool_use`` block, with the PreToolUse hook's id (``event_id``, when known)."""
     event["tool"] = {"name": _text(name, 200) or "unknown", "use_id": use_id}
-    event["id"] = ids.tool_event_id("tool_call", event.get("session_id", ""), use_id)
+    event["id"] = event_id or ids.tool_event_id("tool_call", event.get("session_id", ""), use_id)
     return event
 
 
@@ -669,9 +671,10 @@ def tool_result_event(
     error: str | None,
     failed: bool,
     duration_ms: int | None,
+    event_id: str | None = None,
 ) -> dict[str, Any]:
     """``event`` as the ``tool_result`` of a ``tool_result`` block, with the
-    PostToolUse hook's id."""
+    PostToolUse hook's id (``event_id``, when known)."""
     tool: dict[str, Any] = {"name": _text(name, 200) or "unknown", "use_id": use_id}
     tool["success"] = not failed
     if failed and error:
@@ -679,7 +682,7 @@ def tool_result_event(
     event["tool"] = tool
     if duration_ms is not None:
         event["duration_ms"] = duration_ms
-    event["id"] = ids.tool_event_id("tool_result", event.get("session_id", ""), use_id)
+    event["id"] = event_id or ids.tool_event_id("tool_result", event.get("session_id", ""), use_id)
     return event
 
 

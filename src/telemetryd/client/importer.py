@@ -669,19 +669,22 @@ class Importer:
         """Price, count and send one request whose id identifies it (sent once per run)."""
         self._emit(event, hashlib.blake2b(event["id"].encode(), digest_size=16).digest())
 
-    def _fresh(self, event_id: str) -> bool:
-        """Whether ``event_id`` was not sent yet in this run (it is recorded as sent):
-        the same tool use or prompt in another copy of the session is built once."""
-        return self.seen.add(_digest(event_id))
+    def _fresh(self, event_id: str) -> bytes | None:
+        """``event_id``'s key when it was not sent yet in this run (it is recorded as
+        sent), else None: the same tool use or prompt in another copy of the session is
+        built once."""
+        key = _digest(event_id)
+        return key if self.seen.add(key) else None
 
-    def _emit_session(self, event: dict[str, Any], *, fresh: bool = False) -> None:
+    def _emit_session(self, event: dict[str, Any], *, fresh: bytes | None = None) -> None:
         """Send one event of a session other than a request (its id is set);
-        ``fresh``: :meth:`_fresh` said yes already."""
-        if not fresh and not self._fresh(event["id"]):
+        ``fresh``: its key, when :meth:`_fresh` said yes already."""
+        key = fresh or self._fresh(event["id"])
+        if key is None:
             return
         if _before(event.get("ts"), self.since):
             if self.outbox is not None:
-                self.outbox.add(_digest(event["id"]), EARLY, None)
+                self.outbox.add(key, EARLY, None)
             return  # (``before_since`` counts requests)
         summary = self.summary
         kind = event["type"]
@@ -699,7 +702,7 @@ class Importer:
             summary.sent += 1
         elif self.outbox is not None:
             code = _SESSION_CODES.get(kind, SESSION)
-            self.outbox.add(_digest(event["id"]), code, _ENCODER.encode(event))
+            self.outbox.add(key, code, _ENCODER.encode(event))
 
     def read_file(self, path: Path, part: tuple[int, int, int] | None = None) -> None:
         """Read one file; ``part``: only rows ``(index, first, last)`` of a database
@@ -1049,10 +1052,11 @@ class _ClaudeSession:
             session = _str(line.sessionId)
             line_id = _str(line.uuid) or f"{self.path.resolve()}\0{offset}"
             event_id = ids.hashed_id("cc:prompt:", session or "", line_id)
-            if self.importer._fresh(event_id):
+            key = self.importer._fresh(event_id)
+            if key is not None:
                 event = self._event("prompt", line, None)
                 self.importer._emit_session(
-                    claude_code.prompt_event(event, len(content), line_id), fresh=True
+                    claude_code.prompt_event(event, len(content), line_id), fresh=key
                 )
 
     def _tool_use(self, line: _ClaudeLine, block: _ClaudeBlock, agent_id: str | None) -> None:
@@ -1064,21 +1068,26 @@ class _ClaudeSession:
             if len(self.pending) > PENDING_TOOLS:
                 del self.pending[next(iter(self.pending))]
         session = _str(line.sessionId) or ""
-        if not self.importer._fresh(ids.tool_event_id("tool_call", session, use_id)):
+        event_id = ids.tool_event_id("tool_call", session, use_id)
+        key = self.importer._fresh(event_id)
+        if key is None:
             return
         agent: dict[str, Any] = {"type": "subagent", "id": agent_id} if agent_id else {}
         model = _str(line.message.model) if line.message is not None else None
         if model and model != claude_code.SYNTHETIC_MODEL:
             agent["model"] = model
         event = self._event("tool_call", line, agent or None)
-        self.importer._emit_session(claude_code.tool_call_event(event, name, use_id), fresh=True)
+        event = claude_code.tool_call_event(event, name, use_id, event_id)
+        self.importer._emit_session(event, fresh=key)
 
     def _tool_result(
         self, line: _ClaudeLine, block: _ClaudeBlock, use_id: str, agent_id: str | None
     ) -> None:
         started, name = self.pending.pop(use_id, (None, None))
         session = _str(line.sessionId) or ""
-        if not self.importer._fresh(ids.tool_event_id("tool_result", session, use_id)):
+        event_id = ids.tool_event_id("tool_result", session, use_id)
+        key = self.importer._fresh(event_id)
+        if key is None:
             return
         failed = block.is_error is True
         ts = _str(line.timestamp)
@@ -1090,8 +1099,9 @@ class _ClaudeSession:
             error=_error_text(block.content) if failed else None,
             failed=failed,
             duration_ms=claude_code.duration_ms(started, ts),
+            event_id=event_id,
         )
-        self.importer._emit_session(event, fresh=True)
+        self.importer._emit_session(event, fresh=key)
 
     def _event(self, kind: str, line: _ClaudeLine, agent: dict[str, Any] | None) -> dict[str, Any]:
         return claude_code.imported_event(
