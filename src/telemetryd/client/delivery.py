@@ -204,6 +204,25 @@ class EventStream:
         return self.summary
 
 
+def wait(fds: list[int], stream: EventStream | None = None) -> list[int]:
+    """Wait until one of ``fds`` (pipes, say) is readable and return those that are;
+    meanwhile send ``stream``'s queued lines and read its replies (:meth:`EventStream.pump`),
+    so that a process that feeds the daemon from other processes waits for both at once
+    (client/import_pool.py)."""
+    import select
+
+    watched = list(fds)
+    writing = []
+    if stream is not None:
+        watched.append(stream.fileno())
+        if stream.queued:
+            writing.append(stream.fileno())
+    readable, writable, _ = select.select(watched, writing, [])
+    if stream is not None:
+        stream.pump(stream.fileno() in readable, bool(writable))
+    return [fd for fd in readable if fd in fds]
+
+
 class Delivery:
     """What came of sending events on one connection: ``summary`` when every line was
     acknowledged, else ``failure`` says why not (a DaemonUnavailable, DaemonBusy,

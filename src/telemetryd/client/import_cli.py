@@ -61,8 +61,8 @@ def _options(func: F, *, paths: bool = True) -> F:
     func = click.option(
         "--jobs",
         type=click.IntRange(0, import_pool.MAX_READERS),
-        help="reader processes for a big import (default: one per CPU beyond the first, "
-        f"at most {import_pool.MAX_READERS}; 0: read in this process)",
+        help="reader processes for a big import (default: one per CPU, at most "
+        f"{import_pool.MAX_READERS}, none on one CPU; 0: read in this process)",
     )(func)
     func = click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")(func)
     func = click.option(

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import subprocess
 import sys
 from collections import deque
@@ -38,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from telemetryd.client import import_reader
-from telemetryd.client.delivery import EventStream
+from telemetryd.client.delivery import EventStream, wait
 from telemetryd.client.import_reader import AGENT, CALLS, CHUNK, DONE, UNIT, frame
 from telemetryd.client.importer import EARLY, EARLY_REQUEST, Importer, model_calls
 
@@ -217,7 +216,7 @@ class Pool:
         found: list[dict[str, list[float]]] = []
         waiting = {r.fd: r for r in live}
         while waiting:
-            ready, _, _ = select.select(list(waiting), [], [])
+            ready = wait(list(waiting))
             for fd in ready:
                 reader = waiting[fd]
                 try:
@@ -277,15 +276,7 @@ class Pool:
         the daemon's replies."""
         # (The head's reader too: what it holds is the next file's, taken once sent.)
         watched = [r for r in live if r.held < HELD_BYTES]
-        fds = [r.fd for r in watched]
-        writing = []
-        if stream is not None:
-            fds.append(stream.fileno())
-            if stream.queued:
-                writing.append(stream.fileno())
-        ready, writable, _ = select.select(fds, writing, [])
-        if stream is not None:
-            stream.pump(stream.fileno() in ready, bool(writable))
+        ready = wait([r.fd for r in watched], stream)
         for reader in watched:
             if reader.fd not in ready:
                 continue
