@@ -225,7 +225,8 @@ def _import_figures(imported: dict[str, Any] | None) -> list[dict[str, Any]]:
                 mixed["import_peak_rss_mb"],
                 "MB",
                 target="import_peak_rss",
-                note="the import process (wait4)",
+                note="the import and its reader processes (summed RSS sampled every 10 ms, "
+                "or wait4's, the larger)",
             )
         )
     unchanged = imported.get("unchanged")

@@ -279,52 +279,82 @@ def request_key(line: dict[str, Any]) -> tuple[str, str] | None:
 
 
 def tokens_total(tokens: dict[str, Any]) -> int:
-    return sum(tokens.get(k) or 0 for k in ("input", "output", "cache_read", "cache_creation"))
+    get = tokens.get
+    return (
+        (get("input") or 0)
+        + (get("output") or 0)
+        + (get("cache_read") or 0)
+        + (get("cache_creation") or 0)
+    )
 
 
-def usage_entry(line: Any) -> dict[str, Any] | None:
+def usage_parts(raw: dict[str, Any]) -> tuple[dict[str, Any], str | None, int | None] | None:
+    """What a line's ``message.usage`` says, apart from the rest of the line: its tokens
+    (None: not actual counts), its ``speed`` and its 1-hour cache writes. (The lines of one
+    response repeat one usage: the importer keeps these per usage text.)"""
+    tokens = usage_mod.tokens_from_usage(raw)
+    if tokens.get("source") != "actual":
+        return None
+    speed = raw.get("speed")
+    long_writes = None
+    split = raw.get("cache_creation")
+    if isinstance(split, dict):
+        found = split.get("ephemeral_1h_input_tokens")
+        if isinstance(found, int) and not isinstance(found, bool) and found > 0:
+            long_writes = found  # priced apart (adapters/pricing.py)
+    return tokens, speed if isinstance(speed, str) and speed else None, long_writes
+
+
+def usage_entry(
+    line: Any, parts: tuple[dict[str, Any], str | None, int | None] | None = None
+) -> dict[str, Any] | None:
     """What one transcript line says about an API request, or None when it says nothing.
 
     Keys: ``key`` (message id, request id) or None, ``tokens``, ``total``, ``model``,
     ``ts``, ``session_id``, ``sidechain``, ``agent_id``, ``cost_usd``, ``uuid``.
+    ``parts``: :func:`usage_parts` of the line's usage, when known already.
     """
     if not isinstance(line, dict):
         return None
     message = line.get("message")
     if not isinstance(message, dict):
         return None
-    raw = message.get("usage")
-    if not isinstance(raw, dict):
-        return None
     model = message.get("model")
     if model == SYNTHETIC_MODEL:
         return None
-    tokens = usage_mod.tokens_from_usage(raw)
-    if tokens.get("source") != "actual":
-        return None
+    if parts is None:
+        raw = message.get("usage")
+        if not isinstance(raw, dict):
+            return None
+        parts = usage_parts(raw)
+        if parts is None:
+            return None
+    tokens, speed, long_writes = parts
+    tokens = dict(tokens)
+    get = line.get
+    ts = get("timestamp")
+    session = get("sessionId")
+    agent_id = get("agentId")
+    uuid = get("uuid")
     entry: dict[str, Any] = {
         "key": request_key(line),
         "tokens": tokens,
         "total": tokens_total(tokens),
         "model": model if isinstance(model, str) and model else None,
-        "ts": line.get("timestamp") if isinstance(line.get("timestamp"), str) else None,
-        "session_id": line.get("sessionId") if isinstance(line.get("sessionId"), str) else None,
-        "sidechain": line.get("isSidechain") is True,
-        "agent_id": line.get("agentId") if isinstance(line.get("agentId"), str) else None,
-        "uuid": line.get("uuid") if isinstance(line.get("uuid"), str) else None,
+        "ts": ts if isinstance(ts, str) else None,
+        "session_id": session if isinstance(session, str) else None,
+        "sidechain": get("isSidechain") is True,
+        "agent_id": agent_id if isinstance(agent_id, str) else None,
+        "uuid": uuid if isinstance(uuid, str) else None,
         "cost_usd": None,
     }
-    cost = line.get("costUSD")
+    cost = get("costUSD")
     if isinstance(cost, (int, float)) and not isinstance(cost, bool) and cost >= 0:
         entry["cost_usd"] = float(cost)
-    speed = raw.get("speed")
-    if isinstance(speed, str) and speed:
+    if speed:
         entry["speed"] = speed
-    split = raw.get("cache_creation")
-    if isinstance(split, dict):
-        long_writes = split.get("ephemeral_1h_input_tokens")
-        if isinstance(long_writes, int) and not isinstance(long_writes, bool) and long_writes > 0:
-            entry["cache_creation_1h"] = long_writes  # priced apart (adapters/pricing.py)
+    if long_writes:
+        entry["cache_creation_1h"] = long_writes
     return entry
 
 
@@ -623,11 +653,13 @@ def imported_event(
     return event
 
 
-def tool_call_event(event: dict[str, Any], name: str | None, use_id: str) -> dict[str, Any]:
+def tool_call_event(
+    event: dict[str, Any], name: str | None, use_id: str, event_id: str | None = None
+) -> dict[str, Any]:
     """``event`` (an :func:`imported_event` envelope) as the ``tool_call`` of a
-    ``tool_use`` block, with the PreToolUse hook's id."""
+    ``tool_use`` block, with the PreToolUse hook's id (``event_id``, when known)."""
     event["tool"] = {"name": _text(name, 200) or "unknown", "use_id": use_id}
-    event["id"] = ids.tool_event_id("tool_call", event.get("session_id", ""), use_id)
+    event["id"] = event_id or ids.tool_event_id("tool_call", event.get("session_id", ""), use_id)
     return event
 
 
@@ -639,9 +671,10 @@ def tool_result_event(
     error: str | None,
     failed: bool,
     duration_ms: int | None,
+    event_id: str | None = None,
 ) -> dict[str, Any]:
     """``event`` as the ``tool_result`` of a ``tool_result`` block, with the
-    PostToolUse hook's id."""
+    PostToolUse hook's id (``event_id``, when known)."""
     tool: dict[str, Any] = {"name": _text(name, 200) or "unknown", "use_id": use_id}
     tool["success"] = not failed
     if failed and error:
@@ -649,7 +682,7 @@ def tool_result_event(
     event["tool"] = tool
     if duration_ms is not None:
         event["duration_ms"] = duration_ms
-    event["id"] = ids.tool_event_id("tool_result", event.get("session_id", ""), use_id)
+    event["id"] = event_id or ids.tool_event_id("tool_result", event.get("session_id", ""), use_id)
     return event
 
 

@@ -262,9 +262,12 @@ def _document(importer: Importer, f: BinaryIO) -> Any:
         return None
 
 
-def _rows(importer: Importer, path: Path) -> Iterator[tuple[str, str, Any]]:
-    """``(id, session_id, data)`` of each row of the database's ``message`` table; a file
-    that is not such a database is one problem in the summary."""
+def _rows(
+    importer: Importer, path: Path, part: tuple[int, int, int] | None = None
+) -> Iterator[tuple[str, str, Any]]:
+    """``(id, session_id, data)`` of each row of the database's ``message`` table (in the
+    table's order; ``part``: those of rowids ``first`` to ``last``, the file's size counted by
+    part 0); a file that is not such a database is one problem in the summary."""
     summary = importer.summary
     try:
         size = path.stat().st_size
@@ -273,7 +276,16 @@ def _rows(importer: Importer, path: Path) -> Iterator[tuple[str, str, Any]]:
         summary.rejections.append(f"{path}: {exc}")
         return
     try:
-        cursor = connection.execute("SELECT id, session_id, data FROM message")
+        if part is None:
+            cursor = connection.execute("SELECT id, session_id, data FROM message")
+        else:
+            cursor = connection.execute(
+                "SELECT id, session_id, data FROM message WHERE rowid BETWEEN ? AND ?"
+                " ORDER BY rowid",
+                part[1:],
+            )
+            if part[0]:
+                size = 0
         for row_id, session, data in cursor:
             summary.lines += 1
             if isinstance(row_id, str) and isinstance(session, str) and isinstance(data, str):
@@ -289,10 +301,35 @@ def _rows(importer: Importer, path: Path) -> Iterator[tuple[str, str, Any]]:
             importer.progress(size)
 
 
-def read_opencode(importer: Importer, f: BinaryIO, path: Path) -> None:
-    """One OpenCode store: a database or a message file."""
+def opencode_parts(path: Path, rows: int) -> list[tuple[int, int, int]] | None:
+    """A database's ``message`` rows in parts of about ``rows`` rows, by rowid
+    ``(index, first, last)``, for reader processes; None: one part (too small, no rowids,
+    or not such a database: reading it whole says why)."""
+    try:
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+    except (OSError, sqlite3.Error):
+        return None
+    try:
+        low, high, count = connection.execute(
+            "SELECT min(rowid), max(rowid), count(*) FROM message"
+        ).fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        connection.close()
+    if not isinstance(low, int) or not isinstance(high, int) or count <= rows:
+        return None
+    step = max(1, (high - low + 1) * rows // count)
+    starts = range(low, high + 1, step)
+    return [(n, first, min(first + step - 1, high)) for n, first in enumerate(starts)]
+
+
+def read_opencode(
+    importer: Importer, f: BinaryIO, path: Path, part: tuple[int, int, int] | None = None
+) -> None:
+    """One OpenCode store: a database (``part``: some of its rows) or a message file."""
     if path.suffix == ".db":
-        for row_id, session, data in _rows(importer, path):
+        for row_id, session, data in _rows(importer, path, part):
             try:
                 message = _ANY.decode(data)
             except msgspec.DecodeError:

@@ -77,6 +77,37 @@ class EventStream:
         if len(self._buffer) >= SEND_CHUNK:
             self.flush()
 
+    def queue(self, lines: bytes) -> None:
+        """Queue event lines, each with its newline, to be sent by :meth:`pump` (or
+        :meth:`flush`, :meth:`finish`): never waits."""
+        self._buffer += lines
+
+    @property
+    def queued(self) -> int:
+        """Bytes queued and not sent yet."""
+        return len(self._buffer)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def pump(self, readable: bool, writable: bool) -> None:
+        """Without waiting: read the replies there are (``readable``, as select said)
+        and send what the socket takes of the queued lines (``writable``)."""
+        try:
+            if readable:
+                self._read()
+                if self._eof:
+                    raise DaemonUnavailable("the daemon closed the connection")
+            if writable and self._buffer:
+                sent = self.sock.send(memoryview(self._buffer)[:SEND_CHUNK], _socket.MSG_DONTWAIT)
+                self.sent_lines += self._buffer.count(b"\n", 0, sent)
+                del self._buffer[:sent]
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            self._drain()
+            raise DaemonUnavailable(f"lost the daemon: {exc.strerror or exc}") from None
+
     def flush(self) -> None:
         if self._buffer:
             data = bytes(self._buffer)
@@ -171,6 +202,25 @@ class EventStream:
                 f"the daemon acknowledged {self.summary.lines} of {self.sent_lines} lines"
             )
         return self.summary
+
+
+def wait(fds: list[int], stream: EventStream | None = None) -> list[int]:
+    """Wait until one of ``fds`` (pipes, say) is readable and return those that are;
+    meanwhile send ``stream``'s queued lines and read its replies (:meth:`EventStream.pump`),
+    so that a process that feeds the daemon from other processes waits for both at once
+    (client/import_pool.py)."""
+    import select
+
+    watched = list(fds)
+    writing = []
+    if stream is not None:
+        watched.append(stream.fileno())
+        if stream.queued:
+            writing.append(stream.fileno())
+    readable, writable, _ = select.select(watched, writing, [])
+    if stream is not None:
+        stream.pump(stream.fileno() in readable, bool(writable))
+    return [fd for fd in readable if fd in fds]
 
 
 class Delivery:

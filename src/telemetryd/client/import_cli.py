@@ -16,7 +16,7 @@ from typing import Any, TypeVar, cast
 
 import click
 
-from telemetryd.client import importer
+from telemetryd.client import import_pool, importer
 from telemetryd.errors import TelemetryError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -57,6 +57,12 @@ def _options(func: F, *, paths: bool = True) -> F:
         "--rescan",
         is_flag=True,
         help="read every file, also those unchanged since the last import",
+    )(func)
+    func = click.option(
+        "--jobs",
+        type=click.IntRange(0, import_pool.MAX_READERS),
+        help="reader processes for a big import (default: one per CPU, at most "
+        f"{import_pool.MAX_READERS}, none on one CPU; 0: read in this process)",
     )(func)
     func = click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")(func)
     func = click.option(
@@ -134,8 +140,10 @@ def _run(
     as_json: bool,
     rescan: bool,
     socket_path: str | None,
+    jobs: int | None,
 ) -> None:
-    summary = _import(agent, paths, since, dry_run, as_json, rescan, socket_path)
+    with import_pool.Pool(jobs) as pool:
+        summary = _import(agent, paths, since, dry_run, as_json, rescan, socket_path, pool)
     if as_json:
         click.echo(json.dumps(summary.as_dict(), indent=2))
     else:
@@ -152,6 +160,7 @@ def _import(
     as_json: bool,
     rescan: bool,
     socket_path: str | None,
+    pool: import_pool.Pool,
 ) -> importer.Summary:
     bar: Any = None
 
@@ -175,6 +184,7 @@ def _import(
             socket_path=socket_path,
             progress=progress,
             on_files=on_files,
+            pool=pool,
         )
     finally:
         if bar is not None:
@@ -210,9 +220,11 @@ def import_group(ctx: click.Context, /, **options: Any) -> None:
             )
         return
     summaries = {}
-    for agent in importer.AGENTS:
-        if importer.found(agent):
-            summaries[agent] = _import(agent, (), **options)
+    jobs = options.pop("jobs")
+    with import_pool.Pool(jobs) as pool:  # the reader processes serve every agent
+        for agent in importer.AGENTS:
+            if importer.found(agent):
+                summaries[agent] = _import(agent, (), **options, pool=pool)
     if options["as_json"]:
         click.echo(json.dumps({a: s.as_dict() for a, s in summaries.items()}, indent=2))
     else:

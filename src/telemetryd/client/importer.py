@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import msgspec
 
@@ -53,7 +53,12 @@ from telemetryd.client import agent_files
 from telemetryd.client.delivery import EventStream
 from telemetryd.errors import DaemonBusy, DaemonUnavailable, TelemetryError
 
+if TYPE_CHECKING:
+    from telemetryd.client.import_pool import Pool
+
 MAX_LINE = 64 << 20  # bytes; longer lines are skipped (and counted as malformed)
+READ_BLOCK = 256 << 10  # bytes per read of a file of lines
+OUTBOX_BYTES = 1 << 20  # bytes of event lines a reader process sends at once
 SEEN_GENERATION = 500_000  # keys per generation of the sent-keys set (two are kept)
 DEDUP_WINDOW = 2048  # pending requests per file (Claude Code)
 PENDING_TOOLS = 4096  # tool uses per file waiting for their result (Claude Code)
@@ -61,6 +66,13 @@ STATE_VERSION = 1
 AGENTS = ("claude-code", "codex", "gemini", "copilot", "opencode", "amp")
 
 Progress = Callable[[int], None]
+
+# What an event a reader process built was (client/import_pool.py): the counts to take
+# back when it turns out to repeat an event of an earlier file. EARLY_*: before --since,
+# not sent (only its key travels).
+REQUEST, EARLY_REQUEST, TOOL_CALL, TOOL_RESULT, PROMPT, AGENT_STOP, SESSION, EARLY = range(1, 9)
+_SESSION_CODES = {"tool_call": TOOL_CALL, "tool_result": TOOL_RESULT, "prompt": PROMPT,
+                  "agent_stop": AGENT_STOP}  # fmt: skip
 
 
 # -- what the lines are decoded into (everything else is skipped) ---------------------
@@ -81,7 +93,7 @@ class _ClaudeBlock(msgspec.Struct):
 class _ClaudeMessage(msgspec.Struct):
     id: Any = None
     model: Any = None
-    usage: Any = None
+    usage: msgspec.Raw = msgspec.Raw(b"")  # decoded once per usage text (see _claude_dict)
     content: str | list[_ClaudeBlock] | None = None  # a string: a user's prompt
 
 
@@ -163,10 +175,29 @@ _ANY = msgspec.json.Decoder()
 _ENCODER = msgspec.json.Encoder()
 
 
-def _claude_dict(line: _ClaudeLine) -> dict[str, Any] | None:
-    """The parts of a decoded line that :func:`claude_code.usage_entry` reads."""
+_UsageParts = tuple[dict[str, Any], str | None, int | None]
+USAGE_CACHE = 1024  # usage texts whose reading is kept (per file)
+
+
+def _claude_dict(
+    line: _ClaudeLine, usages: dict[bytes, _UsageParts | None]
+) -> tuple[dict[str, Any], _UsageParts] | None:
+    """The parts of a decoded line that :func:`claude_code.usage_entry` reads, and what
+    its usage says (:func:`claude_code.usage_parts`, kept in ``usages`` by the usage's
+    text: the lines of one response repeat it); None when it has no usage of counts."""
     message = line.message
-    if message is None or not isinstance(message.usage, dict):
+    if message is None or not message.usage:
+        return None
+    text = bytes(message.usage)
+    if text in usages:
+        parts = usages[text]
+    else:
+        usage = _ANY.decode(text)
+        parts = claude_code.usage_parts(usage) if isinstance(usage, dict) else None
+        if len(usages) >= USAGE_CACHE:
+            usages.clear()
+        usages[text] = parts
+    if parts is None:
         return None
     return {
         "timestamp": line.timestamp,
@@ -176,8 +207,8 @@ def _claude_dict(line: _ClaudeLine) -> dict[str, Any] | None:
         "agentId": line.agentId,
         "costUSD": line.costUSD,
         "uuid": line.uuid,
-        "message": {"id": message.id, "model": message.model, "usage": message.usage},
-    }
+        "message": {"id": message.id, "model": message.model},
+    }, parts
 
 
 _CODEX_KINDS = ("session_meta", "turn_context", "event_msg")
@@ -314,18 +345,28 @@ class Totals:
     cost_computed_usd: float = 0.0
     unpriced: int = 0  # requests whose cost is unknown (no reported cost, no price)
 
-    def add(self, event: dict[str, Any]) -> None:
+    def add(self, event: dict[str, Any], sign: int = 1) -> None:
+        """Count one request (``sign`` -1: take back one counted before)."""
         tokens = event["tokens"]
-        self.requests += 1
-        for name in ("input", "output", "cache_read", "cache_creation", "reasoning", "total"):
-            setattr(self, name, getattr(self, name) + (tokens.get(name) or 0))
+        get = tokens.get
+        self.requests += sign
+        self.input += sign * (get("input") or 0)
+        self.output += sign * (get("output") or 0)
+        self.cache_read += sign * (get("cache_read") or 0)
+        self.cache_creation += sign * (get("cache_creation") or 0)
+        self.reasoning += sign * (get("reasoning") or 0)
+        self.total += sign * (get("total") or 0)
         source = event.get("cost_source")
         if source == "reported":
-            self.cost_reported_usd += event["cost_usd"]
+            self.cost_reported_usd += sign * event["cost_usd"]
         elif source == "computed":
-            self.cost_computed_usd += event["cost_usd"]
+            self.cost_computed_usd += sign * event["cost_usd"]
         else:
-            self.unpriced += 1
+            self.unpriced += sign
+
+    def merge(self, other: Totals) -> None:
+        for name, value in other.__dict__.items():
+            setattr(self, name, getattr(self, name) + value)
 
 
 @dataclass
@@ -363,12 +404,57 @@ class Summary:
     by_day: dict[str, Totals] = field(default_factory=dict)
     elapsed_s: float = 0.0
 
-    def count(self, event: dict[str, Any]) -> None:
-        self.requests += 1
+    def count(self, event: dict[str, Any], sign: int = 1) -> None:
+        """Count one request (``sign`` -1: take back one counted before)."""
+        self.requests += sign
         model = event["agent"]["model"]
-        self.by_model.setdefault(model, Totals()).add(event)
+        totals = self.by_model.get(model)
+        if totals is None:
+            totals = self.by_model[model] = Totals()
+        totals.add(event, sign)
         day = (event.get("ts") or "unknown")[:10]
-        self.by_day.setdefault(day, Totals()).add(event)
+        totals = self.by_day.get(day)
+        if totals is None:
+            totals = self.by_day[day] = Totals()
+        totals.add(event, sign)
+
+    def uncount(self, code: int, event: dict[str, Any] | None) -> None:
+        """Take back what one event built by a reader process counted, found to repeat one
+        of an earlier file (``code``: what it was, :data:`REQUEST` ...): the counts become
+        those of reading the files one after the other in this process."""
+        if code in (REQUEST, EARLY_REQUEST):
+            self.repeats += 1
+            if code == EARLY_REQUEST:
+                self.before_since -= 1
+            elif event is not None:
+                self.count(event, -1)
+        elif code == TOOL_CALL:
+            self.tool_calls -= 1
+        elif code == TOOL_RESULT and event is not None:
+            self.tool_results -= 1
+            self.tool_errors -= event["tool"].get("success") is False
+        elif code == PROMPT:
+            self.prompts -= 1
+        elif code == AGENT_STOP:
+            self.agents -= 1
+
+    def merge(self, other: Summary) -> None:
+        """Add the counts of ``other`` (one file's, or part of one, read by a reader
+        process) to these."""
+        for name, value in other.__dict__.items():
+            if name in ("agent", "dry_run", "elapsed_s"):
+                continue
+            if name == "rejections":
+                self.rejections += value
+            elif name in ("by_model", "by_day"):
+                mine = getattr(self, name)
+                for key, totals in value.items():
+                    if key in mine:
+                        mine[key].merge(totals)
+                    else:
+                        mine[key] = totals
+            else:
+                setattr(self, name, getattr(self, name) + value)
 
     def built(self) -> int:
         """The events built: requests and the rest of the sessions."""
@@ -417,34 +503,93 @@ class _Seen:
             self.old, self.new = self.new, set()
         return True
 
+    def add_new(self, keys: list[bytes]) -> bool:
+        """Record ``keys`` (distinct) at once, when none of them is there yet (and the
+        generation does not turn over among them): False, recording nothing, otherwise."""
+        new = self.new
+        if len(new) + len(keys) >= self.generation:
+            return False
+        if not (new.isdisjoint(keys) and self.old.isdisjoint(keys)):
+            return False
+        new.update(keys)
+        return True
+
 
 # -- reading -------------------------------------------------------------------------------
 
 
 def _lines(f: BinaryIO, summary: Summary, progress: Progress | None) -> Iterator[bytes]:
-    """The lines of ``f``; an over-long line is skipped (and counted as malformed)."""
+    """The lines of ``f`` (each with its newline; the last one may have none), read in
+    blocks of READ_BLOCK bytes (about twice as fast as a ``readline`` per line); an
+    over-long line is skipped (and counted as malformed)."""
     reported = 0
     position = 0
-    while True:
-        line = f.readline(MAX_LINE + 1)
-        if not line:
-            break
-        position += len(line)
-        if len(line) > MAX_LINE and not line.endswith(b"\n"):
+    tail = b""
+    skipping = False  # within an over-long line
+    read = f.read
+    while block := read(READ_BLOCK):
+        position += len(block)
+        if skipping:
+            end = block.find(b"\n")
+            if end < 0:
+                continue
+            block, skipping = block[end + 1 :], False
+        data = tail + block if tail else block
+        start = 0
+        find = data.find
+        longest = MAX_LINE
+        while (end := find(b"\n", start)) >= 0:
+            if end - start > longest:
+                summary.malformed += 1
+            else:
+                yield data[start : end + 1]
+            start = end + 1
+        tail = data[start:]
+        if len(tail) > MAX_LINE:
             summary.malformed += 1
-            while True:  # skip the rest of it
-                more = f.readline(1 << 20)
-                position += len(more)
-                if not more or more.endswith(b"\n"):
-                    break
-            continue
+            tail, skipping = b"", True
         if progress is not None and position - reported >= 1 << 22:
             progress(position - reported)
             reported = position
-        yield line
+    if tail:
+        yield tail
     summary.bytes += position
     if progress is not None and position > reported:
         progress(position - reported)
+
+
+def _digest(event_id: str) -> bytes:
+    """The key of an event id in the set of those sent."""
+    return hashlib.blake2b(event_id.encode(), digest_size=16).digest()
+
+
+class Outbox:
+    """Where a reader process's :class:`Importer` puts the events it builds: per event its
+    key, what it counted (:data:`REQUEST` ...) and its line (None: before --since);
+    ``flush(keys, codes, lines)`` is called with each batch (the key bytes, one code byte
+    per event, the lines joined with their newlines), at :data:`OUTBOX_BYTES` of lines."""
+
+    def __init__(self, flush: Callable[[bytes, bytes, bytes], None]) -> None:
+        self._flush = flush
+        self.keys: list[bytes] = []
+        self.codes = bytearray()
+        self.lines = bytearray()
+
+    def add(self, key: bytes, code: int, line: bytes | None) -> None:
+        self.keys.append(key)
+        self.codes.append(code)
+        if line is not None:
+            self.lines += line
+            self.lines += b"\n"
+            if len(self.lines) >= OUTBOX_BYTES:
+                self.flush()
+
+    def flush(self) -> None:
+        if self.keys:
+            self._flush(b"".join(self.keys), bytes(self.codes), bytes(self.lines))
+            self.keys.clear()
+            self.codes.clear()
+            self.lines.clear()
 
 
 def _event_id(prefix: str, text: str) -> tuple[str, bytes]:
@@ -490,6 +635,7 @@ class Importer:
         if agent not in AGENTS:
             raise TelemetryError(f"unknown agent {agent!r}")
         self.agent = agent
+        self.since_time = since
         self.since = _since_text(since)
         self.sink = sink
         self.progress = progress
@@ -498,6 +644,9 @@ class Importer:
         self.summary = Summary(agent=agent, dry_run=sink is None)
         # Copilot: session -> the sorted times of its model calls in OpenTelemetry exports
         self.model_calls: dict[str, list[float]] = {}
+        # In a reader process (client/import_pool.py): every event built, with its key and
+        # what it counted, goes there instead (the importing process sends it)
+        self.outbox: Outbox | None = None
 
     def _emit(self, event: dict[str, Any], digest: bytes) -> None:
         if not self.seen.add(digest):
@@ -505,28 +654,37 @@ class Importer:
             return
         if _before(event.get("ts"), self.since):
             self.summary.before_since += 1
+            if self.outbox is not None:
+                self.outbox.add(digest, EARLY_REQUEST, None)
             return
         self.prices.price_event(event)
         self.summary.count(event)
         if self.sink is not None:
             self.sink.add(_ENCODER.encode(event))
             self.summary.sent += 1
+        elif self.outbox is not None:
+            self.outbox.add(digest, REQUEST, _ENCODER.encode(event))
 
     def emit_keyed(self, event: dict[str, Any]) -> None:
         """Price, count and send one request whose id identifies it (sent once per run)."""
         self._emit(event, hashlib.blake2b(event["id"].encode(), digest_size=16).digest())
 
-    def _fresh(self, event_id: str) -> bool:
-        """Whether ``event_id`` was not sent yet in this run (it is recorded as sent):
-        the same tool use or prompt in another copy of the session is built once."""
-        return self.seen.add(hashlib.blake2b(event_id.encode(), digest_size=16).digest())
+    def _fresh(self, event_id: str) -> bytes | None:
+        """``event_id``'s key when it was not sent yet in this run (it is recorded as
+        sent), else None: the same tool use or prompt in another copy of the session is
+        built once."""
+        key = _digest(event_id)
+        return key if self.seen.add(key) else None
 
-    def _emit_session(self, event: dict[str, Any], *, fresh: bool = False) -> None:
+    def _emit_session(self, event: dict[str, Any], *, fresh: bytes | None = None) -> None:
         """Send one event of a session other than a request (its id is set);
-        ``fresh``: :meth:`_fresh` said yes already."""
-        if not fresh and not self._fresh(event["id"]):
+        ``fresh``: its key, when :meth:`_fresh` said yes already."""
+        key = fresh or self._fresh(event["id"])
+        if key is None:
             return
         if _before(event.get("ts"), self.since):
+            if self.outbox is not None:
+                self.outbox.add(key, EARLY, None)
             return  # (``before_since`` counts requests)
         summary = self.summary
         kind = event["type"]
@@ -542,9 +700,15 @@ class Importer:
         if self.sink is not None:
             self.sink.add(_ENCODER.encode(event))
             summary.sent += 1
+        elif self.outbox is not None:
+            code = _SESSION_CODES.get(kind, SESSION)
+            self.outbox.add(key, code, _ENCODER.encode(event))
 
-    def read_file(self, path: Path) -> None:
-        self.summary.files += 1
+    def read_file(self, path: Path, part: tuple[int, int, int] | None = None) -> None:
+        """Read one file; ``part``: only rows ``(index, first, last)`` of a database
+        (its first part counts the file)."""
+        if part is None or part[0] == 0:
+            self.summary.files += 1
         with open(path, "rb") as f:
             if self.agent == "claude-code":
                 self._claude(f, path)
@@ -553,7 +717,7 @@ class Importer:
             elif self.agent == "copilot":
                 self._copilot(f, path)
             elif self.agent == "opencode":
-                agent_files.read_opencode(self, f, path)
+                agent_files.read_opencode(self, f, path, part)
             elif self.agent == "amp":
                 agent_files.read_amp(self, f, path)
             elif path.suffix == ".jsonl":
@@ -566,24 +730,27 @@ class Importer:
         dedup = claude_code.Dedup(DEDUP_WINDOW)
         project = claude_project(path)
         session = _ClaudeSession(self, path, project)
+        usages: dict[bytes, _UsageParts | None] = {}
         offset = 0
         for raw in _lines(f, summary, self.progress):
             offset += len(raw)
             if not raw.strip():
                 continue
             summary.lines += 1
+            parts = None
             try:
                 decoded = _CLAUDE.decode(raw)
                 session.feed(decoded, offset)
-                line = _claude_dict(decoded)
+                found = _claude_dict(decoded, usages)
+                if found is None:
+                    continue
+                line, parts = found
             except msgspec.ValidationError:  # valid JSON of another shape: read it whole
                 line = _ANY.decode(raw)
             except msgspec.DecodeError:
                 summary.malformed += 1
                 continue
-            if line is None:
-                continue
-            entry = claude_code.usage_entry(line)
+            entry = claude_code.usage_entry(line, parts)
             if entry is None:
                 continue
             if entry["key"] is None:  # no ids to deduplicate by: the line is the request
@@ -716,23 +883,7 @@ class Importer:
     def copilot_calls(self, paths: Iterable[Path]) -> None:
         """Note the model calls of Copilot's OpenTelemetry exports (:attr:`model_calls`),
         so that a session's shutdown totals they cover are left out (adapters/copilot.py)."""
-        calls: dict[str, list[float]] = {}
-        for path in paths:
-            try:
-                with open(path, "rb") as f:
-                    for raw in _lines(f, Summary(agent=self.agent), None):
-                        if b'"span"' not in raw and b"traceId" not in raw:
-                            continue
-                        try:
-                            found = copilot.otel_span(_ANY.decode(raw))
-                        except msgspec.DecodeError:
-                            continue
-                        call = found and copilot.model_call(*found)
-                        if call:
-                            calls.setdefault(call[0], []).append(call[1])
-            except OSError:
-                continue  # (reading it says why, when it is to be read)
-        self.model_calls = {session: sorted(times) for session, times in calls.items()}
+        self.model_calls = model_calls(paths)
 
     def _copilot_span(self, line: Any) -> None:
         """A line of an OpenTelemetry file export: a span's events, as the OTLP listener
@@ -792,6 +943,28 @@ class Importer:
                 event_id = copilot.event_id(record)
                 digest = hashlib.blake2b(event_id.encode(), digest_size=16).digest()
                 self._emit(copilot.api_request_event(record, event_id), digest)
+
+
+def model_calls(paths: Iterable[Path]) -> dict[str, list[float]]:
+    """The model calls of Copilot's OpenTelemetry exports ``paths``: per session, the
+    sorted times of its calls."""
+    calls: dict[str, list[float]] = {}
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                for raw in _lines(f, Summary(agent="copilot"), None):
+                    if b'"span"' not in raw and b"traceId" not in raw:
+                        continue
+                    try:
+                        found = copilot.otel_span(_ANY.decode(raw))
+                    except msgspec.DecodeError:
+                        continue
+                    call = found and copilot.model_call(*found)
+                    if call:
+                        calls.setdefault(call[0], []).append(call[1])
+        except OSError:
+            continue  # (reading it says why, when it is to be read)
+    return {session: sorted(times) for session, times in calls.items()}
 
 
 def _epoch(ts: str | None) -> float | None:
@@ -879,10 +1052,11 @@ class _ClaudeSession:
             session = _str(line.sessionId)
             line_id = _str(line.uuid) or f"{self.path.resolve()}\0{offset}"
             event_id = ids.hashed_id("cc:prompt:", session or "", line_id)
-            if self.importer._fresh(event_id):
+            key = self.importer._fresh(event_id)
+            if key is not None:
                 event = self._event("prompt", line, None)
                 self.importer._emit_session(
-                    claude_code.prompt_event(event, len(content), line_id), fresh=True
+                    claude_code.prompt_event(event, len(content), line_id), fresh=key
                 )
 
     def _tool_use(self, line: _ClaudeLine, block: _ClaudeBlock, agent_id: str | None) -> None:
@@ -894,21 +1068,26 @@ class _ClaudeSession:
             if len(self.pending) > PENDING_TOOLS:
                 del self.pending[next(iter(self.pending))]
         session = _str(line.sessionId) or ""
-        if not self.importer._fresh(ids.tool_event_id("tool_call", session, use_id)):
+        event_id = ids.tool_event_id("tool_call", session, use_id)
+        key = self.importer._fresh(event_id)
+        if key is None:
             return
         agent: dict[str, Any] = {"type": "subagent", "id": agent_id} if agent_id else {}
         model = _str(line.message.model) if line.message is not None else None
         if model and model != claude_code.SYNTHETIC_MODEL:
             agent["model"] = model
         event = self._event("tool_call", line, agent or None)
-        self.importer._emit_session(claude_code.tool_call_event(event, name, use_id), fresh=True)
+        event = claude_code.tool_call_event(event, name, use_id, event_id)
+        self.importer._emit_session(event, fresh=key)
 
     def _tool_result(
         self, line: _ClaudeLine, block: _ClaudeBlock, use_id: str, agent_id: str | None
     ) -> None:
         started, name = self.pending.pop(use_id, (None, None))
         session = _str(line.sessionId) or ""
-        if not self.importer._fresh(ids.tool_event_id("tool_result", session, use_id)):
+        event_id = ids.tool_event_id("tool_result", session, use_id)
+        key = self.importer._fresh(event_id)
+        if key is None:
             return
         failed = block.is_error is True
         ts = _str(line.timestamp)
@@ -920,8 +1099,9 @@ class _ClaudeSession:
             error=_error_text(block.content) if failed else None,
             failed=failed,
             duration_ms=claude_code.duration_ms(started, ts),
+            event_id=event_id,
         )
-        self.importer._emit_session(event, fresh=True)
+        self.importer._emit_session(event, fresh=key)
 
     def _event(self, kind: str, line: _ClaudeLine, agent: dict[str, Any] | None) -> dict[str, Any]:
         return claude_code.imported_event(
@@ -1005,6 +1185,7 @@ def run(
     socket_path: str | None = None,
     progress: Progress | None = None,
     on_files: Callable[[list[Path], int], None] | None = None,
+    pool: Pool | None = None,
 ) -> Summary:
     """Import ``agent``'s files (the default locations when ``given`` is empty).
 
@@ -1013,7 +1194,35 @@ def run(
     DaemonUnavailable when the daemon cannot take the events (nothing is recorded
     as imported then, so running it again is safe). With no file to read (none, or
     all unchanged since the last import) the daemon is not asked for anything.
+
+    With much to read, the files are read by reader processes (``pool``, else a pool of
+    its own for this run: client/import_pool.py), with the same events and summary.
     """
+    from telemetryd.client.import_pool import Pool
+
+    own = pool is None
+    pool = Pool() if pool is None else pool
+    try:
+        return _run(agent, given, since, dry_run, rescan, socket_path, progress, on_files, pool)
+    finally:
+        if own:
+            pool.close()
+
+
+def _run(
+    agent: str,
+    given: Iterable[str | Path],
+    since: datetime | None,
+    dry_run: bool,
+    rescan: bool,
+    socket_path: str | None,
+    progress: Progress | None,
+    on_files: Callable[[list[Path], int], None] | None,
+    pool: Pool,
+) -> Summary:
+    from telemetryd.client import import_pool
+    from telemetryd.client.import_pool import DB_BYTES, DB_ROWS
+
     started = time.monotonic()
     if agent not in AGENTS:
         raise TelemetryError(f"unknown agent {agent!r}")
@@ -1040,8 +1249,9 @@ def run(
             continue
         identities[str(path)] = identity
         todo.append(path)
+    total = sum(identities[str(p)][0] for p in todo)
     if on_files is not None:
-        on_files(todo, sum(identities[str(p)][0] for p in todo))
+        on_files(todo, total)
     if not todo:  # nothing new: no prices to load, nothing for the daemon
         summary = Summary(agent=agent, dry_run=dry_run, files_unchanged=unchanged)
         summary.elapsed_s = time.monotonic() - started
@@ -1052,15 +1262,34 @@ def run(
         sink = connect(socket_path or paths.events_socket_fast())
     importer = Importer(agent, since=since, sink=sink, progress=progress, prices=prices)
     importer.summary.files_unchanged = unchanged
+    failed: set[Path] = set()
+    units = []
+    if pool.wanted(total):
+        sized: list[tuple[Path, tuple[int, int, int] | None, int]] = []
+        for path in todo:
+            size = identities[str(path)][0]
+            parts = agent_files.opencode_parts(path, DB_ROWS) if path.suffix == ".db" else None
+            sized += [(path, part, DB_BYTES) for part in parts] if parts else [(path, None, size)]
+        units = import_pool.units(sized)
     if agent == "copilot" and not all(agent_files.is_copilot_otel(p) for p in todo):
         # Sessions' events to read: the model calls of every export, read or not this time
-        importer.copilot_calls(p for p in files if agent_files.is_copilot_otel(p))
+        exports = [p for p in files if agent_files.is_copilot_otel(p)]
+        if len(units) > 1:
+            importer.model_calls = pool.copilot_calls(exports)
+        else:
+            importer.copilot_calls(exports)
     try:
-        for path in todo:
-            try:
-                importer.read_file(path)
-            except OSError as exc:
-                importer.summary.rejections.append(f"{path}: {exc.strerror or exc}")
+        if len(units) > 1:
+            failed = pool.read(importer, units, sink, progress)
+        else:
+            for path in todo:
+                try:
+                    importer.read_file(path)
+                except OSError as exc:
+                    importer.summary.rejections.append(f"{path}: {exc.strerror or exc}")
+                    failed.add(path)
+        for path in failed:  # not imported: read again next time
+            identities.pop(str(path), None)
         if sink is not None:
             reply = sink.finish(timeout=600.0)
             importer.summary.accepted = reply.accepted
