@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +236,42 @@ def test_a_dead_reader_costs_its_file_only(tmp_path: Path, monkeypatch: pytest.M
     want_lines, want = serial("amp", rest)
     assert lines == want_lines
     assert summary["requests"] == want["requests"]
+
+
+def test_an_import_that_stops_early_stops_its_readers_without_waiting_on_them(
+    tmp_path: Path,
+) -> None:
+    """The importing side stops (its daemon went away, Ctrl-C) while a reader is writing
+    more than its pipe holds: closing the pool ends the reader at once, quietly."""
+    session = tmp_path / "big.jsonl"
+    with session.open("w") as f:
+        for n in range(40_000):  # ~25 MB of events out, far more than a pipe holds
+            line = {
+                "type": "assistant",
+                "sessionId": "sess-big",
+                "timestamp": f"2026-03-01T10:{n // 1000 % 60:02d}:{n % 60:02d}.000Z",
+                "uuid": f"u-{n}",
+                "requestId": f"req_{n:08d}",
+                "message": {
+                    "id": f"msg_{n:08d}",
+                    "model": "claude-sonnet-4-5",
+                    "role": "assistant",
+                    "content": [{"type": "text", "text": "..."}],
+                    "usage": {"input_tokens": n % 100, "output_tokens": 7},
+                },
+            }
+            f.write(json.dumps(line) + "\n")
+    pool = Pool(1, min_bytes=0)
+    pool._start()
+    [reader] = pool.readers
+    pool._give(reader, [import_pool.AGENT, "claude-code", None, {}])
+    pool._give(reader, [import_pool.UNIT, 0, [[str(session), None]]])
+    time.sleep(1.0)  # it has filled its pipe by now, and waits on it
+    assert reader.proc.poll() is None
+    started = time.monotonic()
+    pool.close()
+    assert time.monotonic() - started < import_pool.STOP_GRACE
+    assert reader.proc.returncode is not None and pool.peak_rss_kb
 
 
 def test_a_file_that_cannot_be_read_is_named_and_the_others_imported(

@@ -30,6 +30,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ AHEAD = 2  # files given to a reader at a time (one read, the next waiting)
 HELD_BYTES = 16 << 20  # results held per reader for files not next in order
 QUEUED_BYTES = 8 << 20  # event lines waiting to be sent to the daemon
 DB_ROWS = 20_000  # rows per part of an OpenCode database
+STOP_GRACE = 5.0  # seconds a reader has to exit once stopped, before it is killed
 _READ = 1 << 20
 _EARLY = (EARLY_REQUEST, EARLY)  # events sent without their line
 
@@ -147,20 +149,30 @@ class Pool:
         self.readers = []
 
     def _stop(self, reader: _Reader) -> None:
+        """End ``reader``: its input closed (it exits when it has nothing left to do), its
+        output too (one still writing, when the import stopped early, gets EPIPE rather
+        than a full pipe that nobody reads); killed after STOP_GRACE seconds."""
         reader.alive = False
         proc = reader.proc
-        with contextlib.suppress(OSError):
-            assert proc.stdin is not None
-            proc.stdin.close()
-        if proc.returncode is None:
-            try:
-                _, status, usage = os.wait4(proc.pid, 0)
-            except ChildProcessError:
-                return
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            self.peak_rss_kb.append(usage.ru_maxrss)
-        assert proc.stdout is not None
-        proc.stdout.close()
+        assert proc.stdin is not None and proc.stdout is not None
+        for pipe in (proc.stdin, proc.stdout):
+            with contextlib.suppress(OSError):
+                pipe.close()
+        if proc.returncode is not None:
+            return
+        deadline = time.monotonic() + STOP_GRACE
+        try:
+            while not (done := os.wait4(proc.pid, os.WNOHANG))[0]:
+                if time.monotonic() >= deadline:
+                    proc.kill()
+                    done = os.wait4(proc.pid, 0)
+                    break
+                time.sleep(0.01)
+        except ChildProcessError:
+            return
+        _, status, usage = done
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        self.peak_rss_kb.append(usage.ru_maxrss)
 
     def read(
         self,

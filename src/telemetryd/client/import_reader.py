@@ -23,6 +23,7 @@ At end of input it exits 0.
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -121,7 +122,11 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
 
 
 def main() -> None:
-    serve(sys.stdin.buffer, sys.stdout.buffer)
+    try:
+        serve(sys.stdin.buffer, sys.stdout.buffer)
+    except (BrokenPipeError, KeyboardInterrupt):
+        # The import stopped (its Ctrl-C reaches the readers too): nothing to say.
+        os._exit(1)
 
 
 if __name__ == "__main__":
