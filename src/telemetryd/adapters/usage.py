@@ -228,14 +228,22 @@ def _actual(
             output += reasoning
     if input_uncached + output + cached + cache_creation > MAX_COUNT:
         return dict(UNKNOWN)  # counts no request has: not usage after all
-    tokens: dict[str, Any] = {"source": "actual", "input": input_uncached, "output": output}
-    if cached:
-        tokens["cache_read"] = cached
+    return split(input_uncached, output, cached, cache_creation, reasoning or 0)
+
+
+def split(
+    uncached: int, output: int, cache_read: int = 0, cache_creation: int = 0, reasoning: int = 0
+) -> dict[str, Any]:
+    """``actual`` tokens from counts already in the model's convention and checked (each
+    from 0, their sum at most MAX_COUNT): the zero cache and reasoning counts left out."""
+    tokens: dict[str, Any] = {"source": "actual", "input": uncached, "output": output}
+    if cache_read:
+        tokens["cache_read"] = cache_read
     if cache_creation:
         tokens["cache_creation"] = cache_creation
     if reasoning:
         tokens["reasoning"] = reasoning
-    tokens["total"] = input_uncached + output + cached + cache_creation
+    tokens["total"] = uncached + output + cache_read + cache_creation
     return tokens
 
 

@@ -90,13 +90,7 @@ def tokens(attrs: dict[str, Any]) -> dict[str, Any]:
         written = written or 0
         total = uncached + output + read + written
         if uncached >= 0 and output >= 0 and read >= 0 and written >= 0 and total <= c.MAX_COUNT:
-            out: dict[str, Any] = {"source": "actual", "input": uncached, "output": output}
-            if read:
-                out["cache_read"] = read
-            if written:
-                out["cache_creation"] = written
-            out["total"] = total
-            return out
+            return usage_mod.split(uncached, output, read, written)
     count = c.count
     return usage_mod.anthropic(
         input=count(get("input_tokens")),
