@@ -419,6 +419,29 @@ def test_the_table_of_attributes_met_stays_bounded() -> None:
     assert big.SerializeToString() not in otlp_protobuf._SEEN.generations[0]  # (short ones only)
 
 
+def test_a_record_is_plain_only_when_every_value_is_short_and_scalar() -> None:
+    """LogRecord.plain lets common.clean copy attrs without looking at each value: it is
+    set only when each one is (a table hit or a short scalar), and cleaning a record
+    gives the same attrs with or without it."""
+    from telemetryd.adapters.otel import common
+
+    short = [KeyValue(key=k, value=any_value(v)) for k, v in (("a", "x"), ("n", 3), ("f", 0.5))]
+    shapes = {
+        "short": (short, True),
+        "nan": ([*short, KeyValue(key="d", value=any_value(math.nan))], True),
+        "text past the table": ([*short, KeyValue(key="t", value=any_value("t" * 900))], False),
+        "text past MAX_TEXT": ([*short, KeyValue(key="t", value=any_value("t" * 5000))], False),
+        "a list": ([*short, KeyValue(key="l", value=any_value([1, "two"]))], False),
+        "a map": ([*short, KeyValue(key="m", value=any_value({"k": "v"}))], False),
+    }
+    for name, (pairs, plain) in shapes.items():
+        for _ in range(2):  # (the second time, the short ones are table hits)
+            (group,) = wire.decode("logs", "protobuf", _one_record(pairs))
+            (record,) = group.logs
+            assert record.plain is plain, name
+            assert common.clean(record.attrs, record.plain) == common.clean(record.attrs), name
+
+
 def test_an_event_that_cannot_be_encoded_costs_its_record_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -74,20 +74,24 @@ def decode(signal: Signal, body: bytes) -> list[Scoped]:
         for rl in request.resource_logs:
             for sl in rl.scope_logs:
                 seen = _SEEN.attrs
-                # (LogRecord's fields in order; an empty id is no id, without a call)
-                logs = [
-                    LogRecord(
-                        r.time_unix_nano or r.observed_time_unix_nano,
-                        seen(list(r.attributes)),
-                        _raw_value(r.body),
-                        r.severity_number,
-                        r.severity_text,
-                        r.event_name,
-                        _pb_id(trace, 16, "trace_id") if (trace := r.trace_id) else "",
-                        _pb_id(span, 8, "span_id") if (span := r.span_id) else "",
+                logs: list[LogRecord] = []
+                add = logs.append
+                for r in sl.log_records:
+                    attrs, plain = seen(list(r.attributes))
+                    # (LogRecord's fields in order; an empty id is no id, without a call)
+                    add(
+                        LogRecord(
+                            r.time_unix_nano or r.observed_time_unix_nano,
+                            attrs,
+                            _raw_value(r.body),
+                            r.severity_number,
+                            r.severity_text,
+                            r.event_name,
+                            _pb_id(trace, 16, "trace_id") if (trace := r.trace_id) else "",
+                            _pb_id(span, 8, "span_id") if (span := r.span_id) else "",
+                            plain,
+                        )
                     )
-                    for r in sl.log_records
-                ]
                 resource = _raw_attrs(rl.resource.attributes)
                 scope = Scope(resource, sl.scope.name, sl.scope.version)
                 out.append(Scoped(scope, logs=logs))
@@ -225,7 +229,7 @@ _DOUBLE = struct.Struct("<d")
 def _raw_attrs(pairs: Any) -> dict[str, Any]:
     """Attributes (a repeated KeyValue, each still encoded: the look-alike's) as a dict
     of plain values (wire.SeenAttributes)."""
-    return _SEEN.attrs(list(pairs))
+    return _SEEN.attrs(list(pairs))[0]
 
 
 def _key_value(raw: bytes) -> tuple[str, Any]:
