@@ -78,7 +78,7 @@ def decode(signal: Signal, body: bytes) -> list[Scoped]:
                 logs: list[LogRecord] = []
                 add = logs.append
                 for r in sl.log_records:
-                    attrs, plain = seen(r.attributes)
+                    attrs, plain = seen(list(r.attributes))
                     # (a body is mostly the event's name: the last few met are kept)
                     body = r.body
                     value = bodies.get(body, _UNSEEN)
