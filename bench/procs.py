@@ -314,11 +314,20 @@ class Telemetryd(Server):
     name = "telemetryd"
 
     def __init__(
-        self, args: list[str] | None = None, label: str = "telemetryd", home: Path | None = None
+        self,
+        args: list[str] | None = None,
+        label: str = "telemetryd",
+        home: Path | None = None,
+        pycache: Path | None = None,
     ) -> None:
+        """``pycache``: the daemon and the processes it starts keep their bytecode there
+        (``PYTHONPYCACHEPREFIX``), as an installed package has it; else they inherit this
+        environment's setting (which may be ``PYTHONDONTWRITEBYTECODE``: every process
+        compiles what it imports of the source tree each time it starts)."""
         super().__init__("tdb-", home)
         self.args = list(args or [])
         self.label = label
+        self.pycache = pycache
         self.socket_path = str(self.dir / "run" / "events.sock")
         self.journal_dir = self.dir / "journal"
         self.spool_dir = self.dir / "spool"
@@ -342,6 +351,9 @@ class Telemetryd(Server):
             NOTIFY_SOCKET=notify_path,
             TELEMETRYD_HTTP_ADDRESS="127.0.0.1:0",
         )
+        if self.pycache is not None:
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            env["PYTHONPYCACHEPREFIX"] = str(self.pycache)
         try:
             with open(self.log_path, "ab") as log:
                 command = [sys.executable, "-m", "telemetryd"]

@@ -419,6 +419,61 @@ def test_the_table_of_attributes_met_stays_bounded() -> None:
     assert big.SerializeToString() not in otlp_protobuf._SEEN.generations[0]  # (short ones only)
 
 
+def test_a_record_is_plain_only_when_every_value_is_short_and_scalar() -> None:
+    """LogRecord.plain lets common.clean copy attrs without looking at each value: it is
+    set only when each one is (a table hit or a short scalar), and cleaning a record
+    gives the same attrs with or without it."""
+    from telemetryd.adapters.otel import common
+
+    short = [KeyValue(key=k, value=any_value(v)) for k, v in (("a", "x"), ("n", 3), ("f", 0.5))]
+    shapes = {
+        "short": (short, True),
+        "nan": ([*short, KeyValue(key="d", value=any_value(math.nan))], True),
+        "text past the table": ([*short, KeyValue(key="t", value=any_value("t" * 900))], False),
+        "text past MAX_TEXT": ([*short, KeyValue(key="t", value=any_value("t" * 5000))], False),
+        "a list": ([*short, KeyValue(key="l", value=any_value([1, "two"]))], False),
+        "a map": ([*short, KeyValue(key="m", value=any_value({"k": "v"}))], False),
+    }
+    for name, (pairs, plain) in shapes.items():
+        for _ in range(2):  # (the second time, the short ones are table hits)
+            (group,) = wire.decode("logs", "protobuf", _one_record(pairs))
+            (record,) = group.logs
+            assert record.plain is plain, name
+            assert common.clean(record.attrs, record.plain) == common.clean(record.attrs), name
+
+
+def test_log_bodies_decode_the_same_every_time() -> None:
+    """Short string bodies (an event's name, mostly) are remembered: the 2nd and 3rd
+    decodings, from the table, give what the 1st did; so do bodies never kept."""
+    from telemetryd.adapters.otel import otlp_protobuf
+
+    bodies: list[Any] = [
+        "claude_code.api_request",
+        "",
+        "b" * 500,
+        7,
+        1.5,
+        True,
+        {"nested": ["body", 1]},
+        *(f"name {n}" for n in range(100)),  # (more than the table keeps)
+    ]
+    request = ExportLogsServiceRequest()
+    records = request.resource_logs.add().scope_logs.add().log_records
+    for value in bodies:
+        records.add().body.CopyFrom(any_value(value))
+    records.add()  # no body at all
+    body = request.SerializeToString()
+    for _ in range(3):
+        (group,) = wire.decode("logs", "protobuf", body)
+        assert [record.body for record in group.logs] == [*bodies, None]
+    assert len(otlp_protobuf._BODIES) <= 64
+    broken = b"\x2a" + _len(b"\x0a\x02\xff\xfe")  # a body whose string is not UTF-8
+    request_body = b"\x0a" + _len(b"\x12" + _len(b"\x12" + _len(broken)))
+    for _ in range(2):
+        with pytest.raises(wire.BadRequest, match="UTF-8"):
+            wire.decode("logs", "protobuf", request_body)
+
+
 def test_an_event_that_cannot_be_encoded_costs_its_record_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -151,7 +151,7 @@ def log_events(
     mapping of its own (it becomes a generic log event)."""
     short = short_name(name, record.body)
     raw = record.attrs
-    attrs = c.with_resource(raw, scope.resource)
+    attrs = c.with_resource(raw, scope.resource, record.plain)
     ts = c.log_ts(record)
 
     if short in ("api_request", "api_error"):

@@ -98,7 +98,7 @@ def log_events(
         event["agent"] = c.agent(model, PROVIDER)
         return event
 
-    attrs = c.with_resource(raw, scope.resource)
+    attrs = c.with_resource(raw, scope.resource, record.plain)
     if name == "codex.sse_event":
         if raw.get("event.kind") != "response.completed":
             return None if error else []

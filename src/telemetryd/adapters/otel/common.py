@@ -200,10 +200,11 @@ def iso(ns: int) -> str | None:
             return None
         last = (seconds, moment.replace(tzinfo=None).isoformat(timespec="seconds"))
         _LAST_SECOND[0] = last  # (one store: threads that map at once see a whole pair)
-    return f"{last[1]}.{rest // 1_000_000:03d}Z"
+    return last[1] + _MILLIS[rest // 1_000_000]
 
 
 _LAST_SECOND: list[tuple[int, str]] = [(-1, "")]  # the last second iso() wrote, its text
+_MILLIS = [f".{ms:03d}Z" for ms in range(1000)]  # iso()'s tails
 
 
 def iso_text(value: Any) -> str | None:
@@ -373,12 +374,15 @@ _PLAIN_KEYS: set[str] = set()
 _PLAIN_KEYS_MAX = 2048
 
 
-def clean(attrs: dict[str, Any]) -> dict[str, Any]:
+def clean(attrs: dict[str, Any], plain: bool = False) -> dict[str, Any]:
     """``attrs`` without content (lengths kept) and with every value cut to size (the
     first ``4 * MAX_ITEMS`` keys). Runs for every record: plain short values, most of
     them, are copied as they are, and a record whose keys have all been met before as
-    plain keys and whose values are all short scalars is copied whole."""
+    plain keys and whose values are all short scalars (``plain``: the decoder knows
+    they are, records.LogRecord.plain) is copied whole."""
     if len(attrs) <= MAX_ITEMS * 4 and _PLAIN_KEYS.issuperset(attrs):
+        if plain:
+            return dict(attrs)
         for value in attrs.values():
             kind = type(value)
             if kind is str:
@@ -392,7 +396,7 @@ def clean(attrs: dict[str, Any]) -> dict[str, Any]:
         else:
             return dict(attrs)
     out: dict[str, Any] = {}
-    plain = _PLAIN_KEYS
+    plain_keys = _PLAIN_KEYS
     for key, value in itertools.islice(attrs.items(), MAX_ITEMS * 4):
         if not isinstance(key, str):
             continue
@@ -405,8 +409,8 @@ def clean(attrs: dict[str, Any]) -> dict[str, Any]:
             continue
         if len(key) > 200:
             key = cut(key, 200)
-        elif len(plain) < _PLAIN_KEYS_MAX and type(key) is str:
-            plain.add(key)
+        elif len(plain_keys) < _PLAIN_KEYS_MAX and type(key) is str:
+            plain_keys.add(key)
         kind = type(value)
         if kind is int or kind is bool or (kind is str and len(value) <= MAX_TEXT):
             out[key] = value
@@ -456,8 +460,12 @@ def _shortened(attrs: dict[str, Any], budget: int) -> dict[str, Any]:
 _RESOURCE: list[tuple[dict[str, Any], dict[str, Any]]] = [({}, {})]
 
 
-def with_resource(attrs: dict[str, Any], scope_resource: dict[str, Any]) -> dict[str, Any]:
-    out = clean(attrs)
+def with_resource(
+    attrs: dict[str, Any], scope_resource: dict[str, Any], plain: bool = False
+) -> dict[str, Any]:
+    """:func:`clean` ``attrs`` (``plain``: as clean's), with the resource's cleaned
+    attributes under ``resource``."""
+    out = clean(attrs, plain)
     if scope_resource:
         last = _RESOURCE[0]
         if last[0] is not scope_resource:

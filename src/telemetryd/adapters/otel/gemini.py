@@ -80,7 +80,7 @@ def log_events(
     )
     event["id"] = c.record_id("otel-gm-", scope.service, name, str(record.time_ns), raw)
     model = c.text(raw.get("model"))
-    attrs = c.with_resource(raw, scope.resource)
+    attrs = c.with_resource(raw, scope.resource, record.plain)
     duration = c.count(raw.get("duration_ms"))
     if event_type == "api_request":
         event["agent"] = c.agent(model or "unknown", PROVIDER)

@@ -160,7 +160,7 @@ def metric_events(scope: Scope, point: Point) -> list[dict[str, Any]]:
 
 def generic_log(scope: Scope, record: LogRecord, name: str, source: str) -> dict[str, Any]:
     """A ``log`` event for a record no agent module maps."""
-    attrs = c.with_resource(record.attrs, scope.resource)
+    attrs = c.with_resource(record.attrs, scope.resource, record.plain)
     body = record.body
     if isinstance(body, str):
         if body and body != name:

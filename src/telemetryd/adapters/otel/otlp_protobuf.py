@@ -74,20 +74,34 @@ def decode(signal: Signal, body: bytes) -> list[Scoped]:
         for rl in request.resource_logs:
             for sl in rl.scope_logs:
                 seen = _SEEN.attrs
-                # (LogRecord's fields in order; an empty id is no id, without a call)
-                logs = [
-                    LogRecord(
-                        r.time_unix_nano or r.observed_time_unix_nano,
-                        seen(list(r.attributes)),
-                        _raw_value(r.body),
-                        r.severity_number,
-                        r.severity_text,
-                        r.event_name,
-                        _pb_id(trace, 16, "trace_id") if (trace := r.trace_id) else "",
-                        _pb_id(span, 8, "span_id") if (span := r.span_id) else "",
+                bodies = _BODIES
+                logs: list[LogRecord] = []
+                add = logs.append
+                for r in sl.log_records:
+                    attrs, plain = seen(list(r.attributes))
+                    # (a body is mostly the event's name: the last few met are kept)
+                    body = r.body
+                    value = bodies.get(body, _UNSEEN)
+                    if value is _UNSEEN:
+                        value = _raw_value(body)
+                        if len(body) <= 128 and type(value) is str:
+                            if len(bodies) >= 64:
+                                bodies.clear()
+                            bodies[body] = value
+                    # (LogRecord's fields in order; an empty id is no id, without a call)
+                    add(
+                        LogRecord(
+                            r.time_unix_nano or r.observed_time_unix_nano,
+                            attrs,
+                            value,
+                            r.severity_number,
+                            r.severity_text,
+                            r.event_name,
+                            _pb_id(trace, 16, "trace_id") if (trace := r.trace_id) else "",
+                            _pb_id(span, 8, "span_id") if (span := r.span_id) else "",
+                            plain,
+                        )
                     )
-                    for r in sl.log_records
-                ]
                 resource = _raw_attrs(rl.resource.attributes)
                 scope = Scope(resource, sl.scope.name, sl.scope.version)
                 out.append(Scoped(scope, logs=logs))
@@ -225,7 +239,7 @@ _DOUBLE = struct.Struct("<d")
 def _raw_attrs(pairs: Any) -> dict[str, Any]:
     """Attributes (a repeated KeyValue, each still encoded: the look-alike's) as a dict
     of plain values (wire.SeenAttributes)."""
-    return _SEEN.attrs(list(pairs))
+    return _SEEN.attrs(list(pairs))[0]
 
 
 def _key_value(raw: bytes) -> tuple[str, Any]:
@@ -244,6 +258,13 @@ def _key_value(raw: bytes) -> tuple[str, Any]:
                 key = raw[2:end].decode()
             except UnicodeDecodeError:
                 raise BadRequest("an attribute's key is not UTF-8") from None
+            start = end + 4
+            if start <= size and raw[start - 2] == 0x0A and start + raw[start - 1] == size:
+                # (a string_value, the usual one, read here rather than by _raw_value)
+                try:
+                    return key, raw[start:].decode()
+                except UnicodeDecodeError:
+                    raise BadRequest("an attribute's string_value is not UTF-8") from None
             return key, _raw_value(raw[end + 2 :])
     from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
@@ -287,6 +308,8 @@ def _raw_value(raw: bytes) -> Any:
 
 
 _SEEN = SeenAttributes(_key_value)
+_BODIES: dict[bytes, Any] = {}  # log record bodies met (short strings) -> value
+_UNSEEN = object()
 _PB: dict[Signal, tuple[Any, Any]] = {}
 
 

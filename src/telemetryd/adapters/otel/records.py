@@ -39,6 +39,9 @@ class LogRecord(Struct, gc=False):
     event_name: str = ""  # LogRecord.event_name (OTLP 1.5+)
     trace_id: str = ""
     span_id: str = ""
+    # Every value of attrs is known to be plain (a string of at most common.MAX_TEXT
+    # characters, an int, a bool, a finite float or None): common.clean need not look.
+    plain: bool = False
 
 
 class SpanEvent(Struct, gc=False):

@@ -24,7 +24,7 @@ The answers (:func:`success`, :func:`status`) are the service's response message
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
@@ -76,34 +76,38 @@ class SeenAttributes:
         self.max_bytes = 128
         self.generations: list[dict[bytes, tuple[str, Any]]] = [{}, {}]  # newer, older
 
-    def attrs(self, raws: list[bytes]) -> dict[str, Any]:
-        """The attributes as a dict of plain values; a key given twice keeps its last
-        value, as protobuf's maps do."""
+    def attrs(self, raws: Sequence[bytes]) -> tuple[dict[str, Any], bool]:
+        """The attributes as a dict of plain values (a key given twice keeps its last
+        value, as protobuf's maps do), and whether every value is short and a scalar
+        (records.LogRecord.plain: what is kept here is)."""
         seen = self.generations
         newer = seen[0]
         found = list(map(newer.get, raws))
-        if None in found:
+        misses = found.count(None)
+        plain = True
+        if misses:
+            # (each miss found by index: no exception ends the search)
             older = seen[1]
-            at = found.index(None)
-            while True:
+            parse = self.parse
+            max_bytes = self.max_bytes
+            max_size = self.max_size
+            at = -1
+            for _ in range(misses):
+                at = found.index(None, at + 1)
                 raw = raws[at]
                 pair = older.get(raw)
                 if pair is None:
-                    pair = self.parse(raw)
-                    keep = len(raw) <= self.max_bytes and type(pair[1]) in _SCALARS
-                else:
-                    keep = True
+                    pair = parse(raw)
+                    if len(raw) > max_bytes or type(pair[1]) not in _SCALARS:
+                        found[at] = pair
+                        plain = False
+                        continue
                 found[at] = pair
-                if keep:
-                    newer[raw] = pair
-                    if len(newer) >= self.max_size:
-                        seen[1], seen[0] = newer, {}
-                        newer = seen[0]
-                try:
-                    at = found.index(None, at + 1)
-                except ValueError:
-                    break
-        return dict(found)  # type: ignore[arg-type]
+                newer[raw] = pair
+                if len(newer) >= max_size:
+                    seen[1], seen[0] = newer, {}
+                    newer = seen[0]
+        return dict(found), plain  # type: ignore[arg-type]
 
 
 class _TopLevel(msgspec.Struct, rename="camel"):
