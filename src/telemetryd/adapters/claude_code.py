@@ -498,16 +498,21 @@ class LineReader:
 def _span_ms(first: str | None, last: str | None) -> int | None:
     if not first or not last:
         return None
-    from datetime import datetime
+    global _datetime
+    if _datetime is None:
+        from datetime import datetime
 
+        _datetime = datetime
     try:
-        start = datetime.fromisoformat(first.replace("Z", "+00:00"))
-        end = datetime.fromisoformat(last.replace("Z", "+00:00"))
+        start = _datetime.fromisoformat(first.replace("Z", "+00:00"))
+        end = _datetime.fromisoformat(last.replace("Z", "+00:00"))
     except ValueError:
         return None
     millis = int((end - start).total_seconds() * 1000)
     return millis if millis >= 0 else None
 
+
+_datetime: Any = None  # datetime.datetime, imported on first use (hooks start fast)
 
 MAX_TRANSCRIPT_BYTES = 256 << 20  # a hook reads at most this much (~3 s of parsing)
 

@@ -332,6 +332,26 @@ def discover(
 # -- the summary ---------------------------------------------------------------------------
 
 
+_Counts = tuple[int, int, int, int, int, int, Any, float]
+
+
+def _counts(event: dict[str, Any]) -> _Counts:
+    """What a request adds to :class:`Totals`: its token counts, cost source and cost."""
+    get = event["tokens"].get
+    source = event.get("cost_source")
+    cost = event["cost_usd"] if source == "reported" or source == "computed" else 0.0
+    return (
+        get("input") or 0,
+        get("output") or 0,
+        get("cache_read") or 0,
+        get("cache_creation") or 0,
+        get("reasoning") or 0,
+        get("total") or 0,
+        source,
+        cost,
+    )
+
+
 @dataclass
 class Totals:
     requests: int = 0
@@ -347,20 +367,22 @@ class Totals:
 
     def add(self, event: dict[str, Any], sign: int = 1) -> None:
         """Count one request (``sign`` -1: take back one counted before)."""
-        tokens = event["tokens"]
-        get = tokens.get
+        self.add_counts(sign, _counts(event))
+
+    def add_counts(self, sign: int, counts: _Counts) -> None:
+        """Count one request's :func:`_counts` (``sign`` -1: take one back)."""
+        inp, out, read, creation, reasoning, total, source, cost = counts
         self.requests += sign
-        self.input += sign * (get("input") or 0)
-        self.output += sign * (get("output") or 0)
-        self.cache_read += sign * (get("cache_read") or 0)
-        self.cache_creation += sign * (get("cache_creation") or 0)
-        self.reasoning += sign * (get("reasoning") or 0)
-        self.total += sign * (get("total") or 0)
-        source = event.get("cost_source")
+        self.input += sign * inp
+        self.output += sign * out
+        self.cache_read += sign * read
+        self.cache_creation += sign * creation
+        self.reasoning += sign * reasoning
+        self.total += sign * total
         if source == "reported":
-            self.cost_reported_usd += sign * event["cost_usd"]
+            self.cost_reported_usd += sign * cost
         elif source == "computed":
-            self.cost_computed_usd += sign * event["cost_usd"]
+            self.cost_computed_usd += sign * cost
         else:
             self.unpriced += sign
 
@@ -407,16 +429,17 @@ class Summary:
     def count(self, event: dict[str, Any], sign: int = 1) -> None:
         """Count one request (``sign`` -1: take back one counted before)."""
         self.requests += sign
+        counts = _counts(event)
         model = event["agent"]["model"]
         totals = self.by_model.get(model)
         if totals is None:
             totals = self.by_model[model] = Totals()
-        totals.add(event, sign)
+        totals.add_counts(sign, counts)
         day = (event.get("ts") or "unknown")[:10]
         totals = self.by_day.get(day)
         if totals is None:
             totals = self.by_day[day] = Totals()
-        totals.add(event, sign)
+        totals.add_counts(sign, counts)
 
     def uncount(self, code: int, event: dict[str, Any] | None) -> None:
         """Take back what one event built by a reader process counted, found to repeat one
@@ -778,7 +801,9 @@ class Importer:
 
     def _codex(self, f: BinaryIO, path: Path) -> None:
         summary = self.summary
-        rollout = codex.Rollout(codex.session_from_name(path.name), fallback=str(path.resolve()))
+        named = codex.session_from_name(path.name)
+        # (the file's path identifies the rollout only when it names no session)
+        rollout = codex.Rollout(named, fallback="" if named else str(path.resolve()))
         for raw in _lines(f, summary, self.progress):
             if not raw.strip():
                 continue
