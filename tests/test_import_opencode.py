@@ -341,3 +341,40 @@ def test_import_into_the_daemon_then_again_adds_nothing(
     assert result.returncode == 0, result.stderr
     got = {(r.pop("day"), r.pop("model")): r for r in json.loads(result.stdout)}
     assert got == ccusage_rows(ccusage_entries(datadir), "day", "model")
+
+
+def test_message_times_written_from_their_parts_match_the_datetime() -> None:
+    """opencode._ts's arithmetic (times up to 2^42 ms) against the datetime it stands for."""
+    from telemetryd.adapters import opencode
+
+    def slow(millis: int) -> str:
+        when = datetime.fromtimestamp(millis / 1000, UTC)
+        return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+    for millis in (0, 1, 999, 86_399_999, 86_400_000, 1_760_000_000_123, (1 << 42) - 1, 1 << 42):
+        assert opencode._ts(millis) == slow(millis)
+    assert opencode._ts(True) == opencode._ts("x") == "1970-01-01T00:00:00.000Z"
+    assert opencode._ts(-1) == "1969-12-31T23:59:59.999Z"
+
+
+def test_a_whole_file_is_read_as_a_read_past_the_limit_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """read_whole reads by the file's size, and still one byte past MAX_LINE at most."""
+    monkeypatch.setattr(importer, "MAX_LINE", 10)
+    for size in (0, 3, 10, 11, 25):
+        path = tmp_path / f"f{size}"
+        path.write_bytes(b"x" * size)
+        with open(path, "rb") as f:
+            assert importer.read_whole(f) == b"x" * min(size, 11)
+    path = tmp_path / "grows"
+    path.write_bytes(b"abc")
+    with open(path, "rb") as f, open(path, "ab") as more:
+        more.write(b"defgh")  # written after the size was taken: still read
+        more.flush()
+        real = importer.os.fstat
+        monkeypatch.setattr(importer.os, "fstat", lambda fd: type("S", (), {"st_size": 3})())
+        try:
+            assert importer.read_whole(f) == b"abcdefgh"
+        finally:
+            monkeypatch.setattr(importer.os, "fstat", real)

@@ -235,3 +235,30 @@ def test_no_prompt_text_reaches_the_journal(running_daemon: Daemon, tmp_path: Pa
             content = (line.get("message") or {}).get("content")
             if line.get("type") == "user" and isinstance(content, str):
                 assert content.encode() not in journal
+
+
+def test_tool_durations_from_the_clock_match_the_datetimes() -> None:
+    """claude_code.duration_ms's shortcut for two times of one UTC day, against the
+    datetimes (invalid dates and clocks, other shapes and days take the long way)."""
+    from datetime import datetime
+
+    def slow(start: str, end: str) -> int | None:
+        try:
+            a = datetime.fromisoformat(start.replace("Z", "+00:00"))
+            b = datetime.fromisoformat(end.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        millis = int((b - a).total_seconds() * 1000)
+        return millis if millis >= 0 else None
+
+    day = "2026-03-15T"
+    clocks = ["00:00:00.000", "00:00:01.005", "12:34:56.789", "23:59:59.999"]
+    clocks += ["24:00:00.000", "12:60:00.000", "12:00:60.000", "1a:00:00.000"]
+    clocks += ["12:00:00.1_0", "\u0661\u0662:00:00.000"]  # (digits, not ASCII ones)
+    times = [f"{day}{c}Z" for c in clocks]
+    times += ["2026-02-30T00:00:01.000Z", "2026-03-16T00:00:00.000Z"]
+    times += ["2026-03-15T10:00:00.000+01:00", "2026-03-15T10:00:00Z"]
+    for start in times:
+        for end in times:
+            assert claude_code.duration_ms(start, end) == slow(start, end), (start, end)
+    assert claude_code.duration_ms("2026-02-30T00:00:00.000Z", "2026-02-30T00:00:01.000Z") is None

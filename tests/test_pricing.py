@@ -579,3 +579,16 @@ def test_one_pricer_prices_each_request_as_a_fresh_one_does() -> None:
     assert o3["2025-06-10T00:00:01.000Z"] == pytest.approx((100_000 * 2 + 20_000 * 8) / 1e6)
     deepseek = [e["cost_usd"] for e in events if e["agent"]["model"] == "deepseek-chat"]
     assert deepseek[4] != deepseek[5]  # off-peak, then peak (the time of day)
+
+
+def test_a_price_without_tiers_costs_what_the_tier_walk_gives() -> None:
+    """Rates.cost's shortcut for untiered prices: the same float as the general sum."""
+    flat = pricing.Rates("s", "e", *(pricing.Rate(p) for p in (3.0, 15.0, 0.3, 3.75, 6.0)))
+    tiered = pricing.Rates(
+        "s", "e", *(pricing.Rate(p, ((10**12, 99.0),)) for p in (3.0, 15.0, 0.3, 3.75, 6.0))
+    )
+    assert flat.flat == (3.0, 15.0, 0.3, 3.75, 6.0) and tiered.flat is None
+    counts = [(47, 173, 26504, 1115, 1115), (1, 1, 0, 0, 0), (0, 0, 0, 7, 9), (3, 8, 5, 2, -4)]
+    for found in counts:
+        assert flat.cost(*found) == tiered.cost(*found)
+    assert flat == pricing.Rates("s", "e", *(pricing.Rate(p) for p in (3.0, 15.0, 0.3, 3.75, 6.0)))

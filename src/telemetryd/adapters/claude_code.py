@@ -62,8 +62,13 @@ SYNTHETIC_MODEL = "<synthetic>"  # Claude Code's own placeholder messages: no AP
 def _text(value: Any, limit: int = MAX_TEXT) -> str | None:
     if value is None:
         return None
-    text = value if isinstance(value, str) else str(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return text(value, limit)
+
+
+def text(value: Any, limit: int = MAX_TEXT) -> str:
+    """``value`` as text of at most ``limit`` characters (cut with an ellipsis)."""
+    found = value if isinstance(value, str) else str(value)
+    return found if len(found) <= limit else found[: limit - 1] + "…"
 
 
 def _model(payload: dict[str, Any]) -> str | None:
@@ -495,19 +500,70 @@ class LineReader:
         return _span_ms(self.first, self.last)
 
 
+def _clock_us(ts: str) -> int | None:
+    """Microseconds since midnight of a ``YYYY-MM-DDTHH:MM:SS.mmmZ`` time's clock (the
+    shape transcripts write), when its clock reads as a valid time; else None."""
+    if ts[13] != ":" or ts[16] != ":" or ts[19] != ".":
+        return None
+    hours, minutes, seconds, millis = ts[11:13], ts[14:16], ts[17:19], ts[20:23]
+    digits = hours + minutes + seconds + millis
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    h, m, sec = int(hours), int(minutes), int(seconds)
+    if h > 23 or m > 59 or sec > 59:
+        return None
+    return ((h * 60 + m) * 60 + sec) * 1_000_000 + int(millis) * 1000
+
+
+_DAYS_OK: dict[str, bool] = {}  # "YYYY-MM-DD" -> whether it is a valid date (bounded)
+
+
+def _day_ok(day: str) -> bool:
+    found = _DAYS_OK.get(day)
+    if found is None:
+        if len(_DAYS_OK) >= 4096:
+            _DAYS_OK.clear()
+        digits = day[:4] + day[5:7] + day[8:10]
+        found = day[4] == "-" and day[7] == "-" and digits.isascii() and digits.isdigit()
+        if found:  # (the datetime's parsing below says whether the date exists)
+            found = _span_ms(day + "T00:00:00+00:00", day + "T00:00:00+00:00") == 0
+        _DAYS_OK[day] = found
+    return found
+
+
 def _span_ms(first: str | None, last: str | None) -> int | None:
     if not first or not last:
         return None
-    from datetime import datetime
+    if (
+        len(first) == 24
+        and len(last) == 24
+        and first[23] == "Z"
+        and last[23] == "Z"
+        and first[10] == "T"
+        and first[:11] == last[:11]
+        and _day_ok(first[:10])
+    ):
+        # Two times of one UTC day, as transcripts write them: the same difference as
+        # the datetimes below give (timedelta.total_seconds() divides microseconds)
+        start_us, end_us = _clock_us(first), _clock_us(last)
+        if start_us is not None and end_us is not None:
+            millis = int((end_us - start_us) / 1_000_000 * 1000)
+            return millis if millis >= 0 else None
+    global _datetime
+    if _datetime is None:
+        from datetime import datetime
 
+        _datetime = datetime
     try:
-        start = datetime.fromisoformat(first.replace("Z", "+00:00"))
-        end = datetime.fromisoformat(last.replace("Z", "+00:00"))
+        start = _datetime.fromisoformat(first.replace("Z", "+00:00"))
+        end = _datetime.fromisoformat(last.replace("Z", "+00:00"))
     except ValueError:
         return None
     millis = int((end - start).total_seconds() * 1000)
     return millis if millis >= 0 else None
 
+
+_datetime: Any = None  # datetime.datetime, imported on first use (hooks start fast)
 
 MAX_TRANSCRIPT_BYTES = 256 << 20  # a hook reads at most this much (~3 s of parsing)
 

@@ -30,12 +30,18 @@ if TYPE_CHECKING:
 MAX_ID = 128  # events.EventId's max_length
 
 
+_blake2b: Any = None  # the hash function, imported on first use
+
+
 def _digest(text: str) -> str:
-    try:  # the C module itself: `hashlib` loads OpenSSL first (~3 ms on the hook path)
-        from _blake2 import blake2b
-    except ImportError:
-        from hashlib import blake2b
-    return blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    global _blake2b
+    if _blake2b is None:
+        try:  # the C module itself: `hashlib` loads OpenSSL first (~3 ms on the hook path)
+            from _blake2 import blake2b
+        except ImportError:
+            from hashlib import blake2b
+        _blake2b = blake2b
+    return str(_blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest())
 
 
 def bounded(text: str, prefix: str) -> str:

@@ -69,8 +69,26 @@ def _text(value: Any) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
+_DAY_MS = 86_400_000
+# Times up to 2^42 ms (the year 2109) are written from their parts: a float of so many
+# seconds is exact to the microsecond, so the datetime below gives the same text.
+_PARTS_BELOW = 1 << 42
+_DAYS: dict[int, str] = {}  # day since the epoch -> its "YYYY-MM-DDT" (bounded below)
+
+
 def _ts(millis: Any) -> str:
     """``time.created`` (Unix ms, an integer) as an event time; the epoch otherwise."""
+    if millis.__class__ is int and 0 <= millis < _PARTS_BELOW:
+        day, rest = divmod(millis, _DAY_MS)
+        prefix = _DAYS.get(day)
+        if prefix is None:
+            if len(_DAYS) >= 4096:
+                _DAYS.clear()
+            prefix = _DAYS[day] = datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y-%m-%dT")
+        seconds, ms = divmod(rest, 1000)
+        minutes, seconds = divmod(seconds, 60)
+        hours, minutes = divmod(minutes, 60)
+        return f"{prefix}{hours:02d}:{minutes:02d}:{seconds:02d}.{ms:03d}Z"
     if not isinstance(millis, int) or isinstance(millis, bool) or abs(millis) > MAX_I64:
         millis = 0
     try:

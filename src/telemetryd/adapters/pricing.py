@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -91,13 +91,32 @@ class Rates:
     cache_write: Rate
     cache_write_1h: Rate
     per_request: float = 0.0
+    # The five base prices when none has tiers (set from the rates: never given)
+    flat: tuple[float, float, float, float, float] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        kinds = (self.input, self.output, self.cache_read, self.cache_write, self.cache_write_1h)
+        if not any(rate.tiers for rate in kinds):
+            object.__setattr__(self, "flat", tuple(rate.base for rate in kinds))
 
     def cost(
         self, inp: int, out: int, cache_read: int = 0, cache_creation: int = 0, long: int = 0
     ) -> float:
         """USD for one request's tokens (``long``: the 1-hour part of ``cache_creation``)."""
-        prompt = inp + cache_read + cache_creation
         long = min(max(long, 0), cache_creation)
+        flat = self.flat
+        if flat is not None:  # no tiers: the same sum, without looking at the prompt
+            base_in, base_out, base_read, base_write, base_1h = flat
+            return (
+                inp * base_in
+                + out * base_out
+                + cache_read * base_read
+                + (cache_creation - long) * base_write
+                + long * base_1h
+            ) * PER_TOKEN + self.per_request
+        prompt = inp + cache_read + cache_creation
         return (
             inp * self.input.at(prompt)
             + out * self.output.at(prompt)
@@ -120,6 +139,16 @@ def version() -> str:
 def data_source() -> str:
     """How a computed cost names the package's data: ``genai-prices 0.2.5``."""
     return f"{PACKAGE} {version()}"
+
+
+_UNSEEN: Any = object()  # not in a cache yet
+
+
+def _whole(value: Any) -> int:
+    """:func:`whole`, the usual case (an int in range) first."""
+    if value.__class__ is int and 0 <= value <= _MAX_COUNT:
+        return int(value)
+    return whole(value)
 
 
 def whole(value: Any) -> int:
@@ -339,47 +368,67 @@ class Pricer:
         (``cost_source`` computed), or ``cost_source`` unknown when its model has no price.
         A reported cost is kept and marked ``reported``. (The store prices every request
         again as it loads it: store/pricing.py; this is the import's own summary's.)"""
-        if event.get("type") != "api_request":
+        get = event.get
+        if get("type") != "api_request":
             return
-        if event.get("cost_usd") is not None:
+        if get("cost_usd") is not None:
             event.setdefault("cost_source", "reported")
             return
-        tokens = event.get("tokens")
-        agent = event.get("agent")
-        model = agent.get("model") if isinstance(agent, dict) else None
-        provider = agent.get("provider") if isinstance(agent, dict) else None
+        tokens: Any = get("tokens")
+        agent = get("agent")
+        if agent.__class__ is dict:
+            model = agent.get("model")
+            provider = agent.get("provider")
+        else:
+            model = provider = None
         rates = None
-        if isinstance(tokens, dict) and tokens.get("source") == "actual" and isinstance(model, str):
-            long, speed = hints(event.get("attrs"))
-            provider = provider if isinstance(provider, str) else None
-            ts = event.get("ts")
-            exact = self.varies_within_a_day(model, provider)
-            if not exact and isinstance(ts, str) and ts.endswith("Z") and ts[10:11] == "T":
-                # A UTC time: the day's rates, looked up once per model and day
-                key = (model, provider, ts[:10], speed)
-                if key in self._days:
-                    rates = self._days[key]
-                else:
-                    if len(self._days) >= _CACHE:
-                        self._days.clear()
-                    rates = self._days[key] = self.rates(model, provider, _time(ts), speed)
+        long = 0
+        if tokens.__class__ is dict and tokens.get("source") == "actual" and isinstance(model, str):
+            attrs = get("attrs")
+            if attrs.__class__ is dict:
+                long, speed = hints(attrs)
             else:
+                speed = None
+            if provider.__class__ is not str:
+                provider = None
+            ts = get("ts")
+            if ts.__class__ is str and ts[10:11] == "T" and ts.endswith("Z"):
+                # A UTC time: the day's rates, looked up once per model and day (a model
+                # priced by the time of day is never kept here: see _day_rates)
+                key = (model, provider, ts[:10], speed)
+                rates = self._days.get(key, _UNSEEN)
+                if rates is _UNSEEN:
+                    rates = self._day_rates(key, ts)
+            else:
+                exact = self.varies_within_a_day(model, provider)
                 rates = self.rates(model, provider, _time(ts), speed, exact_time=exact)
         if rates is None:
             event["cost_source"] = "unknown"
             return
-        assert isinstance(tokens, dict)
+        count = tokens.get  # (a dict: no rates without one)
         event["cost_usd"] = round(
             rates.cost(
-                whole(tokens.get("input")),
-                whole(tokens.get("output")),
-                whole(tokens.get("cache_read")),
-                whole(tokens.get("cache_creation")),
+                _whole(count("input")),
+                _whole(count("output")),
+                _whole(count("cache_read")),
+                _whole(count("cache_creation")),
                 long,
             ),
             10,
         )
         event["cost_source"] = "computed"
+
+    def _day_rates(self, key: tuple[str, str | None, str, str | None], ts: str) -> Rates | None:
+        """:meth:`price_event`'s rates at the UTC time ``ts`` for ``key`` (model, provider,
+        day, speed): the day's, kept in ``_days``, or, for a model priced by the time of
+        day, those of that moment (not kept)."""
+        model, provider, _, speed = key
+        if self.varies_within_a_day(model, provider):
+            return self.rates(model, provider, _time(ts), speed, exact_time=True)
+        if len(self._days) >= _CACHE:
+            self._days.clear()
+        rates = self._days[key] = self.rates(model, provider, _time(ts), speed)
+        return rates
 
     # -- what the data is ----------------------------------------------------------------
 

@@ -244,10 +244,10 @@ def identity(path: Path) -> list[int]:
 def _document(importer: Importer, f: BinaryIO) -> Any:
     """A whole JSON file, decoded; None (counted as malformed) when it is too long or not
     JSON."""
-    from telemetryd.client.importer import MAX_LINE
+    from telemetryd.client.importer import MAX_LINE, read_whole
 
     summary = importer.summary
-    data = f.read(MAX_LINE + 1)
+    data = read_whole(f)
     summary.bytes += len(data)
     summary.lines += 1
     if importer.progress is not None:

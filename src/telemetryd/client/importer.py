@@ -332,6 +332,26 @@ def discover(
 # -- the summary ---------------------------------------------------------------------------
 
 
+_Counts = tuple[int, int, int, int, int, int, Any, float]
+
+
+def _counts(event: dict[str, Any]) -> _Counts:
+    """What a request adds to :class:`Totals`: its token counts, cost source and cost."""
+    get = event["tokens"].get
+    source = event.get("cost_source")
+    cost = event["cost_usd"] if source == "reported" or source == "computed" else 0.0
+    return (
+        get("input") or 0,
+        get("output") or 0,
+        get("cache_read") or 0,
+        get("cache_creation") or 0,
+        get("reasoning") or 0,
+        get("total") or 0,
+        source,
+        cost,
+    )
+
+
 @dataclass
 class Totals:
     requests: int = 0
@@ -347,20 +367,22 @@ class Totals:
 
     def add(self, event: dict[str, Any], sign: int = 1) -> None:
         """Count one request (``sign`` -1: take back one counted before)."""
-        tokens = event["tokens"]
-        get = tokens.get
+        self.add_counts(sign, _counts(event))
+
+    def add_counts(self, sign: int, counts: _Counts) -> None:
+        """Count one request's :func:`_counts` (``sign`` -1: take one back)."""
+        inp, out, read, creation, reasoning, total, source, cost = counts
         self.requests += sign
-        self.input += sign * (get("input") or 0)
-        self.output += sign * (get("output") or 0)
-        self.cache_read += sign * (get("cache_read") or 0)
-        self.cache_creation += sign * (get("cache_creation") or 0)
-        self.reasoning += sign * (get("reasoning") or 0)
-        self.total += sign * (get("total") or 0)
-        source = event.get("cost_source")
+        self.input += sign * inp
+        self.output += sign * out
+        self.cache_read += sign * read
+        self.cache_creation += sign * creation
+        self.reasoning += sign * reasoning
+        self.total += sign * total
         if source == "reported":
-            self.cost_reported_usd += sign * event["cost_usd"]
+            self.cost_reported_usd += sign * cost
         elif source == "computed":
-            self.cost_computed_usd += sign * event["cost_usd"]
+            self.cost_computed_usd += sign * cost
         else:
             self.unpriced += sign
 
@@ -407,16 +429,17 @@ class Summary:
     def count(self, event: dict[str, Any], sign: int = 1) -> None:
         """Count one request (``sign`` -1: take back one counted before)."""
         self.requests += sign
+        counts = _counts(event)
         model = event["agent"]["model"]
         totals = self.by_model.get(model)
         if totals is None:
             totals = self.by_model[model] = Totals()
-        totals.add(event, sign)
+        totals.add_counts(sign, counts)
         day = (event.get("ts") or "unknown")[:10]
         totals = self.by_day.get(day)
         if totals is None:
             totals = self.by_day[day] = Totals()
-        totals.add(event, sign)
+        totals.add_counts(sign, counts)
 
     def uncount(self, code: int, event: dict[str, Any] | None) -> None:
         """Take back what one event built by a reader process counted, found to repeat one
@@ -558,6 +581,20 @@ def _lines(f: BinaryIO, summary: Summary, progress: Progress | None) -> Iterator
         progress(position - reported)
 
 
+def read_whole(f: BinaryIO) -> bytes:
+    """What ``f.read(MAX_LINE + 1)`` gives (the whole file, or one byte past the limit),
+    read by the file's size: a read of MAX_LINE bytes allocates that much first, which
+    costs more than reading a small file."""
+    try:
+        size = min(os.fstat(f.fileno()).st_size, MAX_LINE)
+    except (OSError, AttributeError, ValueError):
+        size = MAX_LINE
+    data = f.read(size + 1)
+    if len(data) == size + 1 and len(data) <= MAX_LINE:  # it grew meanwhile: the rest
+        data += f.read(MAX_LINE + 1 - len(data))
+    return data
+
+
 def _digest(event_id: str) -> bytes:
     """The key of an event id in the set of those sent."""
     return hashlib.blake2b(event_id.encode(), digest_size=16).digest()
@@ -583,6 +620,21 @@ class Outbox:
             self.lines += b"\n"
             if len(self.lines) >= OUTBOX_BYTES:
                 self.flush()
+
+    def add_event(self, key: bytes, code: int, event: dict[str, Any]) -> None:
+        """:meth:`add` with the event's line encoded in place (no copy of it)."""
+        lines = self.lines
+        mark = len(lines)
+        try:
+            _ENCODER.encode_into(event, lines, -1)
+        except BaseException:  # (what it wrote of the event is taken back)
+            del lines[mark:]
+            raise
+        lines.append(10)  # (a newline)
+        self.keys.append(key)
+        self.codes.append(code)
+        if len(lines) >= OUTBOX_BYTES:
+            self.flush()
 
     def flush(self) -> None:
         if self.keys:
@@ -652,7 +704,7 @@ class Importer:
         if not self.seen.add(digest):
             self.summary.repeats += 1
             return
-        if _before(event.get("ts"), self.since):
+        if self.since is not None and _before(event.get("ts"), self.since):
             self.summary.before_since += 1
             if self.outbox is not None:
                 self.outbox.add(digest, EARLY_REQUEST, None)
@@ -663,7 +715,7 @@ class Importer:
             self.sink.add(_ENCODER.encode(event))
             self.summary.sent += 1
         elif self.outbox is not None:
-            self.outbox.add(digest, REQUEST, _ENCODER.encode(event))
+            self.outbox.add_event(digest, REQUEST, event)
 
     def emit_keyed(self, event: dict[str, Any]) -> None:
         """Price, count and send one request whose id identifies it (sent once per run)."""
@@ -682,7 +734,7 @@ class Importer:
         key = fresh or self._fresh(event["id"])
         if key is None:
             return
-        if _before(event.get("ts"), self.since):
+        if self.since is not None and _before(event.get("ts"), self.since):
             if self.outbox is not None:
                 self.outbox.add(key, EARLY, None)
             return  # (``before_since`` counts requests)
@@ -702,7 +754,7 @@ class Importer:
             summary.sent += 1
         elif self.outbox is not None:
             code = _SESSION_CODES.get(kind, SESSION)
-            self.outbox.add(key, code, _ENCODER.encode(event))
+            self.outbox.add_event(key, code, event)
 
     def read_file(self, path: Path, part: tuple[int, int, int] | None = None) -> None:
         """Read one file; ``part``: only rows ``(index, first, last)`` of a database
@@ -734,7 +786,7 @@ class Importer:
         offset = 0
         for raw in _lines(f, summary, self.progress):
             offset += len(raw)
-            if not raw.strip():
+            if raw.isspace():  # (a blank line; _lines yields no empty one)
                 continue
             summary.lines += 1
             parts = None
@@ -778,9 +830,11 @@ class Importer:
 
     def _codex(self, f: BinaryIO, path: Path) -> None:
         summary = self.summary
-        rollout = codex.Rollout(codex.session_from_name(path.name), fallback=str(path.resolve()))
+        named = codex.session_from_name(path.name)
+        # (the file's path identifies the rollout only when it names no session)
+        rollout = codex.Rollout(named, fallback="" if named else str(path.resolve()))
         for raw in _lines(f, summary, self.progress):
-            if not raw.strip():
+            if raw.isspace():  # (a blank line; _lines yields no empty one)
                 continue
             summary.lines += 1
             try:
@@ -805,7 +859,7 @@ class Importer:
         offset = 0
         for raw in _lines(f, summary, self.progress):
             offset += len(raw)
-            if not raw.strip():
+            if raw.isspace():  # (a blank line; _lines yields no empty one)
                 continue
             summary.lines += 1
             try:
@@ -828,7 +882,7 @@ class Importer:
 
     def _gemini_document(self, f: BinaryIO, path: Path) -> None:
         summary = self.summary
-        data = f.read(MAX_LINE + 1)
+        data = read_whole(f)
         summary.bytes += len(data)
         if self.progress is not None:
             self.progress(len(data))
@@ -905,7 +959,7 @@ class Importer:
         fallback: list[str | None] = []  # the file's mtime, looked up when first needed
         previous: float | None = None  # the last shutdown's time
         for raw in _lines(f, summary, self.progress):
-            if not raw.strip():
+            if raw.isspace():  # (a blank line; _lines yields no empty one)
                 continue
             summary.lines += 1
             try:
@@ -1035,17 +1089,19 @@ class _ClaudeSession:
             return
         content = message.content
         kind = line.type
-        if isinstance(content, list):
+        if content.__class__ is list:
             if kind == "assistant":
                 for block in content:
-                    if block.type == "tool_use" and isinstance(block.id, str) and block.id:
-                        self._tool_use(line, block, agent_id)
+                    use_id = block.id
+                    if block.type == "tool_use" and use_id.__class__ is str and use_id:
+                        self._tool_use(line, block, use_id, agent_id)
             elif kind == "user":
                 for block in content:
                     use_id = block.tool_use_id
-                    if block.type == "tool_result" and isinstance(use_id, str) and use_id:
+                    if block.type == "tool_result" and use_id.__class__ is str and use_id:
                         self._tool_result(line, block, use_id, agent_id)
-        elif isinstance(content, str) and kind == "user":
+        elif content.__class__ is str and kind == "user":
+            assert isinstance(content, str)
             meta, sidechain = line.isMeta is True, line.isSidechain is True
             if not claude_code.is_prompt(content, meta=meta, sidechain=sidechain):
                 return
@@ -1059,16 +1115,17 @@ class _ClaudeSession:
                     claude_code.prompt_event(event, len(content), line_id), fresh=key
                 )
 
-    def _tool_use(self, line: _ClaudeLine, block: _ClaudeBlock, agent_id: str | None) -> None:
-        use_id: str = block.id
-        name = _str(block.name)
+    def _tool_use(
+        self, line: _ClaudeLine, block: _ClaudeBlock, use_id: str, agent_id: str | None
+    ) -> None:
         ts = _str(line.timestamp)
-        if use_id not in self.pending:
-            self.pending[use_id] = (ts, name)
-            if len(self.pending) > PENDING_TOOLS:
-                del self.pending[next(iter(self.pending))]
-        session = _str(line.sessionId) or ""
-        event_id = ids.tool_event_id("tool_call", session, use_id)
+        pending = self.pending
+        if use_id not in pending:
+            pending[use_id] = (ts, _str(block.name))
+            if len(pending) > PENDING_TOOLS:
+                del pending[next(iter(pending))]
+        session = _str(line.sessionId)
+        event_id = ids.tool_event_id("tool_call", session or "", use_id)
         key = self.importer._fresh(event_id)
         if key is None:
             return
@@ -1076,32 +1133,67 @@ class _ClaudeSession:
         model = _str(line.message.model) if line.message is not None else None
         if model and model != claude_code.SYNTHETIC_MODEL:
             agent["model"] = model
-        event = self._event("tool_call", line, agent or None)
-        event = claude_code.tool_call_event(event, name, use_id, event_id)
+        # (claude_code.imported_event and tool_call_event, in one go: the same event)
+        event: dict[str, Any] = {"type": "tool_call"}
+        if ts:
+            event["ts"] = ts
+        event["source"] = claude_code.SOURCE
+        if session:
+            event["session_id"] = session
+        if agent:
+            event["agent"] = agent
+        event["attrs"] = self._attrs(line)
+        name = _str(block.name)
+        if name is not None:
+            name = claude_code.text(name, 200)
+        event["tool"] = {"name": name or "unknown", "use_id": use_id}
+        event["id"] = event_id
         self.importer._emit_session(event, fresh=key)
 
     def _tool_result(
         self, line: _ClaudeLine, block: _ClaudeBlock, use_id: str, agent_id: str | None
     ) -> None:
         started, name = self.pending.pop(use_id, (None, None))
-        session = _str(line.sessionId) or ""
-        event_id = ids.tool_event_id("tool_result", session, use_id)
+        session = _str(line.sessionId)
+        event_id = ids.tool_event_id("tool_result", session or "", use_id)
         key = self.importer._fresh(event_id)
         if key is None:
             return
         failed = block.is_error is True
         ts = _str(line.timestamp)
-        agent = {"type": "subagent", "id": agent_id} if agent_id else None
-        event = claude_code.tool_result_event(
-            self._event("tool_result", line, agent),
-            name,
-            use_id,
-            error=_error_text(block.content) if failed else None,
-            failed=failed,
-            duration_ms=claude_code.duration_ms(started, ts),
-            event_id=event_id,
-        )
+        # (claude_code.imported_event and tool_result_event, in one go: the same event)
+        event: dict[str, Any] = {"type": "tool_result"}
+        if ts:
+            event["ts"] = ts
+        event["source"] = claude_code.SOURCE
+        if session:
+            event["session_id"] = session
+        if agent_id:
+            event["agent"] = {"type": "subagent", "id": agent_id}
+        event["attrs"] = self._attrs(line)
+        if name is not None:
+            name = claude_code.text(name, 200)
+        tool: dict[str, Any] = {"name": name or "unknown", "use_id": use_id, "success": not failed}
+        if failed:
+            error = _error_text(block.content)
+            if error:
+                tool["error"] = claude_code.text(error)
+        event["tool"] = tool
+        duration = claude_code.duration_ms(started, ts)
+        if duration is not None:
+            event["duration_ms"] = duration
+        event["id"] = event_id
         self.importer._emit_session(event, fresh=key)
+
+    def _attrs(self, line: _ClaudeLine) -> dict[str, Any]:
+        """An imported event's ``attrs`` (as claude_code.imported_event makes them)."""
+        attrs: dict[str, Any] = {"imported": True}
+        cwd = line.cwd
+        if cwd.__class__ is str and cwd:
+            attrs["cwd"] = cwd
+        if self.project:
+            attrs["project"] = self.project
+        return attrs
 
     def _event(self, kind: str, line: _ClaudeLine, agent: dict[str, Any] | None) -> dict[str, Any]:
         return claude_code.imported_event(
