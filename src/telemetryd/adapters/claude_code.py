@@ -62,13 +62,8 @@ SYNTHETIC_MODEL = "<synthetic>"  # Claude Code's own placeholder messages: no AP
 def _text(value: Any, limit: int = MAX_TEXT) -> str | None:
     if value is None:
         return None
-    return text(value, limit)
-
-
-def text(value: Any, limit: int = MAX_TEXT) -> str:
-    """``value`` as text of at most ``limit`` characters (cut with an ellipsis)."""
-    found = value if isinstance(value, str) else str(value)
-    return found if len(found) <= limit else found[: limit - 1] + "…"
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _model(payload: dict[str, Any]) -> str | None:

@@ -1119,9 +1119,10 @@ class _ClaudeSession:
         self, line: _ClaudeLine, block: _ClaudeBlock, use_id: str, agent_id: str | None
     ) -> None:
         ts = _str(line.timestamp)
+        name = _str(block.name)
         pending = self.pending
         if use_id not in pending:
-            pending[use_id] = (ts, _str(block.name))
+            pending[use_id] = (ts, name)
             if len(pending) > PENDING_TOOLS:
                 del pending[next(iter(pending))]
         session = _str(line.sessionId)
@@ -1133,21 +1134,8 @@ class _ClaudeSession:
         model = _str(line.message.model) if line.message is not None else None
         if model and model != claude_code.SYNTHETIC_MODEL:
             agent["model"] = model
-        # (claude_code.imported_event and tool_call_event, in one go: the same event)
-        event: dict[str, Any] = {"type": "tool_call"}
-        if ts:
-            event["ts"] = ts
-        event["source"] = claude_code.SOURCE
-        if session:
-            event["session_id"] = session
-        if agent:
-            event["agent"] = agent
-        event["attrs"] = self._attrs(line)
-        name = _str(block.name)
-        if name is not None:
-            name = claude_code.text(name, 200)
-        event["tool"] = {"name": name or "unknown", "use_id": use_id}
-        event["id"] = event_id
+        event = self._event("tool_call", line, agent or None)
+        event = claude_code.tool_call_event(event, name, use_id, event_id)
         self.importer._emit_session(event, fresh=key)
 
     def _tool_result(
@@ -1161,39 +1149,17 @@ class _ClaudeSession:
             return
         failed = block.is_error is True
         ts = _str(line.timestamp)
-        # (claude_code.imported_event and tool_result_event, in one go: the same event)
-        event: dict[str, Any] = {"type": "tool_result"}
-        if ts:
-            event["ts"] = ts
-        event["source"] = claude_code.SOURCE
-        if session:
-            event["session_id"] = session
-        if agent_id:
-            event["agent"] = {"type": "subagent", "id": agent_id}
-        event["attrs"] = self._attrs(line)
-        if name is not None:
-            name = claude_code.text(name, 200)
-        tool: dict[str, Any] = {"name": name or "unknown", "use_id": use_id, "success": not failed}
-        if failed:
-            error = _error_text(block.content)
-            if error:
-                tool["error"] = claude_code.text(error)
-        event["tool"] = tool
-        duration = claude_code.duration_ms(started, ts)
-        if duration is not None:
-            event["duration_ms"] = duration
-        event["id"] = event_id
+        agent = {"type": "subagent", "id": agent_id} if agent_id else None
+        event = claude_code.tool_result_event(
+            self._event("tool_result", line, agent),
+            name,
+            use_id,
+            error=_error_text(block.content) if failed else None,
+            failed=failed,
+            duration_ms=claude_code.duration_ms(started, ts),
+            event_id=event_id,
+        )
         self.importer._emit_session(event, fresh=key)
-
-    def _attrs(self, line: _ClaudeLine) -> dict[str, Any]:
-        """An imported event's ``attrs`` (as claude_code.imported_event makes them)."""
-        attrs: dict[str, Any] = {"imported": True}
-        cwd = line.cwd
-        if cwd.__class__ is str and cwd:
-            attrs["cwd"] = cwd
-        if self.project:
-            attrs["project"] = self.project
-        return attrs
 
     def _event(self, kind: str, line: _ClaudeLine, agent: dict[str, Any] | None) -> dict[str, Any]:
         return claude_code.imported_event(
