@@ -767,6 +767,33 @@ def test_lines_added_are_sent_in_chunks(peer: Callable[..., Peer]) -> None:
     assert received[0].count(b"\n") == 1000
 
 
+def test_queued_lines_count_as_sent_once_their_newline_is(
+    peer: Callable[..., Peer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lines queued (with their count, or counted there) are sent by pump(): sent_lines,
+    what the daemon's acknowledgement is held against, counts those whose newline has
+    left, a line cut by a short send included only once it is whole."""
+    received: list[bytes] = []
+
+    def serve(conn: socket.socket) -> None:
+        received.append(read_all(conn))
+        conn.sendall(line(wire.Summary(True, 3, 3, 0, 0)))
+
+    p = peer(serve)
+    with delivery.EventStream(p.path, timeout=10.0) as stream:
+        stream.queue(b'{"type":"custom","name":"a"}\n{"type":"custom","name":"b"}\n', 2)
+        stream.queue(b'{"type":"custom","name":"c"}\n')
+        assert stream.sent_lines == 0 and stream.queued > 0
+        monkeypatch.setattr(delivery, "SEND_CHUNK", 40)
+        stream.pump(False, True)  # 40 bytes: the first line and part of the second
+        assert stream.sent_lines == 1
+        while stream.queued:
+            stream.pump(False, True)
+        assert stream.sent_lines == 3
+        assert stream.finish(timeout=10.0) == Summary(3, 3, 0, 0)
+    assert received[0].count(b"\n") == 3
+
+
 def test_a_peer_that_closes_while_the_client_writes(peer: Callable[..., Peer]) -> None:
     def serve(conn: socket.socket) -> None:
         conn.recv(100)

@@ -378,3 +378,58 @@ def test_a_whole_file_is_read_as_a_read_past_the_limit_would(
             assert importer.read_whole(f) == b"abcdefgh"
         finally:
             monkeypatch.setattr(importer.os, "fstat", real)
+
+
+def test_the_typed_reading_of_a_message_gives_what_the_general_one_gives() -> None:
+    """opencode.record_of_json (a typed decoder for the usual shape) against record() of
+    the message as Python's json module decodes it: the fixture rows, and messages whose
+    values are of other types or out of range, each of which takes the general path."""
+    from telemetryd.adapters import opencode
+
+    usual = {
+        "role": "assistant",
+        "modelID": "claude-sonnet-4.5",
+        "providerID": "anthropic",
+        "cost": 0.25,
+        "tokens": {"input": 10, "output": 20, "reasoning": 5, "total": 30000,
+                   "cache": {"read": 29000, "write": 100}},
+        "time": {"created": 1_760_000_000_123},
+        "path": {"cwd": " /home/dev/app "},
+        "id": "msg_1",
+        "sessionID": "ses_1",
+    }  # fmt: skip
+
+    def changed(path: tuple[str, ...], value: Any) -> dict[str, Any]:
+        message = json.loads(json.dumps(usual))
+        where = message
+        for key in path[:-1]:
+            where = where[key]
+        where[path[-1]] = value
+        return message
+
+    odd_values = [None, True, False, -1, 0, 1.5, 2.0, "7", " ", [], {}, 2**63 - 1, 2**63,
+                  2**64 - 1, 2**64, 10**30]  # fmt: skip
+    texts = [json.dumps(row["data"]) for row in fixture_rows()]
+    for path in [("tokens", k) for k in ("input", "output", "reasoning", "total", "cache")] + [
+        ("tokens", "cache", "read"), ("tokens", "cache", "write"), ("tokens",), ("modelID",),
+        ("providerID",), ("cost",), ("time",), ("time", "created"), ("path",),
+        ("path", "cwd"), ("id",), ("sessionID",),
+    ]:  # fmt: skip
+        texts += [json.dumps(changed(path, value)) for value in odd_values]
+    texts += ["[]", '"text"', "3", "null", "{}", '{"tokens": {"input": 1}, "tokens": null}',
+              json.dumps(usual)[:-1] + ', "modelID": "other"}']  # fmt: skip
+    typed = 0
+    for text in texts:
+        for row_id, session in ((None, None), ("row", "ses_row")):
+            want = opencode.record(json.loads(text), row_id, session)
+            assert opencode.record_of_json(text, row_id, session) == want, text
+            assert opencode.record_of_json(text.encode(), row_id, session) == want, text
+        try:
+            opencode._MESSAGE.decode(text)
+            typed += 1
+        except opencode.msgspec.ValidationError:
+            pass
+    assert typed > len(fixture_rows())  # (both paths were taken)
+    assert typed < len(texts)
+    with pytest.raises(opencode.msgspec.DecodeError):
+        opencode.record_of_json('{"tokens": ')

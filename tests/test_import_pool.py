@@ -39,7 +39,10 @@ class Collected:
     def add(self, line: bytes) -> None:
         self.lines.append(line)
 
-    def queue(self, lines: bytes) -> None:
+    def queue(self, lines: bytes, count: int | None = None) -> None:
+        # The pool says how many lines it queues (it counts them from the events'
+        # codes): it must be what they are.
+        assert count is None or count == lines.count(b"\n"), (count, lines.count(b"\n"))
         self._buffer += lines
 
     @property

@@ -39,19 +39,20 @@ parts, reasoning), so output holds the reasoning whether ``total`` counts it or 
 also kept as ``reasoning``. The event id is a hash of the message id, so the database
 row and the older file of the same message, or an import run again, give one event.
 
-Plain dicts, no imports beyond the adapters' own.
+Plain dicts: :func:`record` reads a decoded message. :func:`record_of_json` reads one
+from its JSON text the same way, through a typed decoder for messages whose values have
+the usual types (the many; anything else is decoded whole and read by :func:`record`).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import msgspec
 
 from telemetryd.adapters import ids
 from telemetryd.adapters import usage as usage_mod
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
 
 SOURCE = "opencode"
 ID_PREFIX = "oc:"
@@ -150,6 +151,93 @@ def record(
         "tokens": tokens,
         "cost": float(reported) if reported is not None else None,
         "cwd": cwd,
+    }
+
+
+# The usual shape of a message, typed: a value of another type (a float count, a
+# non-string model) fails the decoding and the message is read by record() instead, so
+# both give the same record.
+_U64 = Annotated[int, msgspec.Meta(ge=0, le=MAX_I64)]  # (larger: record() reads it)
+
+
+class _Cache(msgspec.Struct):
+    read: _U64 = 0
+    write: _U64 = 0
+
+
+class _Tokens(msgspec.Struct):
+    input: _U64 = 0
+    output: _U64 = 0
+    reasoning: _U64 = 0
+    total: _U64 = 0
+    cache: _Cache | None = None
+
+
+class _Time(msgspec.Struct):
+    created: int | None = None
+
+
+class _Where(msgspec.Struct):
+    cwd: str | None = None
+
+
+class _Message(msgspec.Struct):
+    tokens: _Tokens | None = None
+    modelID: str | None = None  # (OpenCode's names)
+    providerID: str | None = None
+    time: _Time | None = None
+    cost: float | None = None
+    path: _Where | None = None
+    id: str | None = None
+    sessionID: str | None = None
+
+
+_MESSAGE = msgspec.json.Decoder(_Message)
+_ANY = msgspec.json.Decoder()
+
+
+def record_of_json(
+    data: bytes | str, row_id: str | None = None, row_session: str | None = None
+) -> dict[str, Any] | None:
+    """:func:`record` of the message whose JSON text is ``data``; msgspec.DecodeError
+    when it is not JSON."""
+    try:
+        message = _MESSAGE.decode(data)
+    except msgspec.ValidationError:  # (JSON of another shape or other types)
+        return record(_ANY.decode(data), row_id, row_session)
+    raw = message.tokens
+    if raw is None:
+        return None
+    cache = raw.cache
+    inp, out, total = raw.input, raw.output, raw.total
+    read, write = (cache.read, cache.write) if cache is not None else (0, 0)
+    if not (inp or out or read or write or total):
+        return None
+    model, provider = _text(message.modelID), _text(message.providerID)
+    if model is None or provider is None:
+        return None
+    tokens = usage_mod.parts_and_total(
+        input=inp,
+        output=out,
+        cache_read=read,
+        cache_write=write,
+        reasoning=raw.reasoning,
+        total=total,
+    )
+    if tokens["source"] != "actual":
+        return None
+    cost = message.cost
+    where = message.path
+    time = message.time
+    return {
+        "message_id": row_id if row_id else _text(message.id),
+        "session_id": row_session or _text(message.sessionID) or "unknown",
+        "model": model,
+        "provider": provider,
+        "ts": _ts(time.created if time is not None else None),
+        "tokens": tokens,
+        "cost": cost if cost is not None and 0 < cost < 1e9 else None,
+        "cwd": _text(where.cwd) if where is not None else None,
     }
 
 

@@ -331,11 +331,11 @@ def read_opencode(
     if path.suffix == ".db":
         for row_id, session, data in _rows(importer, path, part):
             try:
-                message = _ANY.decode(data)
+                found = opencode.record_of_json(data, row_id, session)
             except msgspec.DecodeError:
                 importer.summary.malformed += 1
                 continue
-            _opencode_emit(importer, opencode.record(message, row_id, session), path, row_id)
+            _opencode_emit(importer, found, path, row_id)
         return
     message = _document(importer, f)
     if message is not None:

@@ -44,7 +44,7 @@ class EventStream:
         self.rejected: list[Rejected] = []
         self.summary: Summary | None = None
         self.closing: Closing | None = None
-        self.sent_lines = 0
+        self._lines = 0  # lines handed to this stream (add, queue, write)
         self._buffer = bytearray()
         self.sock = connect(path, self._wait())
         self._replies = Replies(self.sock)
@@ -70,17 +70,25 @@ class EventStream:
     def _late(self) -> DaemonBusy:
         return DaemonBusy(f"the daemon did not answer within {self.timeout:g} s")
 
+    @property
+    def sent_lines(self) -> int:
+        """Lines sent so far (or being sent by :meth:`write`): those handed over, less
+        those still queued. (Counted when asked, which is rare, rather than at each send.)"""
+        return self._lines - self._buffer.count(b"\n")
+
     def add(self, line: bytes) -> None:
         """Queue one event line (without its newline); written in large chunks."""
         self._buffer += line
         self._buffer += b"\n"
+        self._lines += 1
         if len(self._buffer) >= SEND_CHUNK:
             self.flush()
 
-    def queue(self, lines: bytes) -> None:
-        """Queue event lines, each with its newline, to be sent by :meth:`pump` (or
-        :meth:`flush`, :meth:`finish`): never waits."""
+    def queue(self, lines: bytes, count: int | None = None) -> None:
+        """Queue event lines, each with its newline (``count`` of them, when the caller
+        knows), to be sent by :meth:`pump` (or :meth:`flush`, :meth:`finish`): never waits."""
         self._buffer += lines
+        self._lines += lines.count(b"\n") if count is None else count
 
     @property
     def queued(self) -> int:
@@ -100,7 +108,6 @@ class EventStream:
                     raise DaemonUnavailable("the daemon closed the connection")
             if writable and self._buffer:
                 sent = self.sock.send(memoryview(self._buffer)[:SEND_CHUNK], _socket.MSG_DONTWAIT)
-                self.sent_lines += self._buffer.count(b"\n", 0, sent)
                 del self._buffer[:sent]
         except BlockingIOError:
             pass
@@ -112,14 +119,18 @@ class EventStream:
         if self._buffer:
             data = bytes(self._buffer)
             self._buffer.clear()
-            self.write(data)
+            self._send(data)
 
     def write(self, data: bytes) -> None:
         """Send ``data`` (whole lines), reading replies meanwhile; raises what an error
         line from the daemon means as soon as one comes."""
+        self._lines += data.count(b"\n")
+        self._send(data)
+
+    def _send(self, data: bytes) -> None:
+        """:meth:`write`'s sending (``data``'s lines are counted already)."""
         import select
 
-        self.sent_lines += data.count(b"\n")
         view = memoryview(data)
         sent = 0
         try:

@@ -349,10 +349,13 @@ class Pool:
         summary = importer.summary
         if importer.seen.add_new(digests):
             if stream is not None and lines:
-                stream.queue(lines)
-                summary.sent += lines.count(b"\n")
+                # (one line per event but those before --since, which have none)
+                count = len(codes) - sum(map(codes.count, _EARLY))
+                stream.queue(lines, count)
+                summary.sent += count
             return
         out = bytearray()
+        count = 0
         texts = iter(lines.split(b"\n"))
         for digest, code in zip(digests, codes, strict=True):
             line = None if code in _EARLY else next(texts)
@@ -360,12 +363,13 @@ class Pool:
                 if line is not None:
                     out += line
                     out += b"\n"
+                    count += 1
                 continue
             event = import_reader.decode_event(line) if line is not None else None
             summary.uncount(code, event)
         if stream is not None and out:
-            stream.queue(bytes(out))
-            summary.sent += out.count(b"\n")
+            stream.queue(bytes(out), count)
+            summary.sent += count
 
     def _done(
         self,
