@@ -299,8 +299,13 @@ class Server:
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+            if PROFILE_DIR is not None:  # (SIGTERM: a profiled daemon writes its profile)
+                self.proc.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(30)
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(10)
         if self.owned:
             shutil.rmtree(self.dir, ignore_errors=True)
 
