@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from conftest import Daemon, ctl
@@ -427,9 +428,9 @@ def test_the_typed_reading_of_a_message_gives_what_the_general_one_gives() -> No
         try:
             opencode._MESSAGE.decode(text)
             typed += 1
-        except opencode.msgspec.ValidationError:
+        except msgspec.ValidationError:
             pass
     assert typed > len(fixture_rows())  # (both paths were taken)
     assert typed < len(texts)
-    with pytest.raises(opencode.msgspec.DecodeError):
+    with pytest.raises(msgspec.DecodeError):
         opencode.record_of_json('{"tokens": ')
