@@ -9,3 +9,18 @@ Every figure comes from real processes on real sockets: a fresh daemon per run
 
 class BenchError(Exception):
     """A benchmark could not run, or its counts did not add up."""
+
+
+def fresh_bytecode() -> None:
+    """Compile the modules of the telemetryd package in use whose bytecode is missing or
+    older than their source, as `make install` compiles them all. Where
+    PYTHONDONTWRITEBYTECODE is set (this environment may set it), such a module is
+    compiled again by every process that imports it (each daemon, ingest worker and
+    import reader), inside the timed window: a checkout with edited modules would be
+    measured slower than it is."""
+    import compileall
+    from pathlib import Path
+
+    import telemetryd
+
+    compileall.compile_dir(str(Path(telemetryd.__file__).parent), quiet=1)

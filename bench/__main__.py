@@ -28,7 +28,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import BenchError, analyzer, busy, conn, ingest, otlp, procs, report, rss, send
+from bench import (
+    BenchError,
+    analyzer,
+    busy,
+    conn,
+    fresh_bytecode,
+    ingest,
+    otlp,
+    procs,
+    report,
+    rss,
+    send,
+)
 from bench import export as export_bench
 from bench import forward as forward_bench
 from bench import hook as hook_bench
@@ -111,6 +123,7 @@ def _machine() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    fresh_bytecode()
     runs = args.runs or (2 if args.quick else 5)
     chosen = args.only or list(BENCHMARKS)
     results: dict[str, Any] = {"machine": _machine(), "runs": runs, "quick": args.quick}

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import BenchError
+from bench import BenchError, fresh_bytecode
 from bench import query as query_bench
 from bench import store as store_bench
 
@@ -270,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         kind, work, journal, events = args.child
         print(json.dumps(_child(kind, Path(work), Path(journal), int(events))))
         return 0
+    fresh_bytecode()
     workdir = Path("/tmp") / f"tdbench-export-{time.time_ns()}"
     try:
         result = measure(
