@@ -115,12 +115,42 @@ def record(
         return None
     cache = raw.get("cache")
     cache = cache if isinstance(cache, dict) else {}
-    inp, out = _u64(raw.get("input")), _u64(raw.get("output"))
-    read, write = _u64(cache.get("read")), _u64(cache.get("write"))
-    total = _u64(raw.get("total"))
+    time = message.get("time")
+    where = message.get("path")
+    return _record(
+        (_u64(raw.get("input")), _u64(raw.get("output")), _u64(cache.get("read")),
+         _u64(cache.get("write")), _u64(raw.get("reasoning")), _u64(raw.get("total"))),
+        message.get("modelID"),
+        message.get("providerID"),
+        time.get("created") if isinstance(time, dict) else None,
+        message.get("cost"),
+        where.get("cwd") if isinstance(where, dict) else None,
+        message.get("id"),
+        message.get("sessionID"),
+        row_id,
+        row_session,
+    )  # fmt: skip
+
+
+def _record(
+    counts: tuple[int, int, int, int, int, int],
+    model_id: Any,
+    provider_id: Any,
+    created: Any,
+    cost: Any,
+    cwd: Any,
+    message_id: Any,
+    session_id: Any,
+    row_id: str | None,
+    row_session: str | None,
+) -> dict[str, Any] | None:
+    """:func:`record` from a message's values, read from a dict or a typed decoding:
+    ``counts`` (input, output, cache read, cache write, reasoning, total) as ``_u64``
+    gives them; the others as the message holds them."""
+    inp, out, read, write, reasoning, total = counts
     if not (inp or out or read or write or total):
         return None
-    model, provider = _text(message.get("modelID")), _text(message.get("providerID"))
+    model, provider = _text(model_id), _text(provider_id)
     if model is None or provider is None:
         return None
     tokens = usage_mod.parts_and_total(
@@ -128,29 +158,25 @@ def record(
         output=out,
         cache_read=read,
         cache_write=write,
-        reasoning=_u64(raw.get("reasoning")),
+        reasoning=reasoning,
         total=total,
     )
     if tokens["source"] != "actual":
         return None  # counts beyond any request's
-    time = message.get("time")
-    cost = message.get("cost")
     reported = (
         cost
         if isinstance(cost, (int, float)) and not isinstance(cost, bool) and 0 < cost < 1e9
         else None
     )
-    where = message.get("path")
-    cwd = _text(where.get("cwd")) if isinstance(where, dict) else None
     return {
-        "message_id": row_id if row_id else _text(message.get("id")),
-        "session_id": row_session or _text(message.get("sessionID")) or "unknown",
+        "message_id": row_id if row_id else _text(message_id),
+        "session_id": row_session or _text(session_id) or "unknown",
         "model": model,
         "provider": provider,
-        "ts": _ts(time.get("created") if isinstance(time, dict) else None),
+        "ts": _ts(created),
         "tokens": tokens,
         "cost": float(reported) if reported is not None else None,
-        "cwd": cwd,
+        "cwd": _text(cwd),
     }
 
 
@@ -193,6 +219,7 @@ class _Message(msgspec.Struct):
 
 
 _MESSAGE = msgspec.json.Decoder(_Message)
+_NO_CACHE = _Cache()
 _ANY = msgspec.json.Decoder()
 
 
@@ -208,37 +235,21 @@ def record_of_json(
     raw = message.tokens
     if raw is None:
         return None
-    cache = raw.cache
-    inp, out, total = raw.input, raw.output, raw.total
-    read, write = (cache.read, cache.write) if cache is not None else (0, 0)
-    if not (inp or out or read or write or total):
-        return None
-    model, provider = _text(message.modelID), _text(message.providerID)
-    if model is None or provider is None:
-        return None
-    tokens = usage_mod.parts_and_total(
-        input=inp,
-        output=out,
-        cache_read=read,
-        cache_write=write,
-        reasoning=raw.reasoning,
-        total=total,
-    )
-    if tokens["source"] != "actual":
-        return None
-    cost = message.cost
-    where = message.path
+    cache = raw.cache or _NO_CACHE
     time = message.time
-    return {
-        "message_id": row_id if row_id else _text(message.id),
-        "session_id": row_session or _text(message.sessionID) or "unknown",
-        "model": model,
-        "provider": provider,
-        "ts": _ts(time.created if time is not None else None),
-        "tokens": tokens,
-        "cost": cost if cost is not None and 0 < cost < 1e9 else None,
-        "cwd": _text(where.cwd) if where is not None else None,
-    }
+    where = message.path
+    return _record(
+        (raw.input, raw.output, cache.read, cache.write, raw.reasoning, raw.total),
+        message.modelID,
+        message.providerID,
+        time.created if time is not None else None,
+        message.cost,
+        where.cwd if where is not None else None,
+        message.id,
+        message.sessionID,
+        row_id,
+        row_session,
+    )
 
 
 def event_id(message_id: str) -> str:
