@@ -92,6 +92,9 @@ def test_disk_full_rejects_stays_up_and_recovers(
         assert slack < 200
     state = status()
     assert "No space left on device" in state["journal"]["write_error"]
+    # Events answered with an error are not counted accepted, but as not written.
+    assert state["journal"]["events_failed"] == 200 + 1  # (and the one that ended the slack)
+    assert state["accepted"] == state["journal"]["events_written"] == 50 + slack
 
     # `telemetryctl send` spools the event and succeeds (the spool is not on the tmpfs).
     sent = ctl("send", "--type", "custom", "--name", "spooled", "--id", "spooled-0")

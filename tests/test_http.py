@@ -364,6 +364,120 @@ def test_token_host_and_origin_checks(client: Client) -> None:
     assert status == 404
 
 
+def test_a_gzip_body_of_several_members_is_read_whole(client: Client) -> None:
+    """A gzip body may hold several members one after the other (gzip's readers take
+    them all); every one is inflated, or the body is refused: a 200 never covers
+    records that were left unread."""
+    before = len(journaled(client.daemon))
+    # (two protobuf requests: concatenated, they are one request holding both records)
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    def protobuf(text: str) -> bytes:
+        request = ExportLogsServiceRequest()
+        record = request.resource_logs.add().scope_logs.add().log_records.add()
+        record.time_unix_nano = time.time_ns()
+        record.body.string_value = text
+        return request.SerializeToString()
+
+    marks = [f"member-{next(_made)}" for _ in range(3)]
+    body = gzip.compress(protobuf(marks[0])) + gzip.compress(protobuf(marks[1])) + b"\0\0"
+    status, _, answer = client.post(
+        "/v1/logs", body, PROTOBUF, headers={"Content-Encoding": "gzip"}
+    )
+    assert (status, answer) == (200, b"")
+    events = [json.dumps(event) for event in journaled(client.daemon)]
+    assert len(events) == before + 2
+    assert all(any(mark in event for event in events) for mark in marks[:2])
+    for trailer in (b"garbage after the member", gzip.compress(b"x")[:-4]):
+        body = gzip.compress(protobuf(marks[2])) + trailer
+        status, _, answer = client.post(
+            "/v1/logs", body, PROTOBUF, headers={"Content-Encoding": "gzip"}
+        )
+        assert status == 400 and b"gzip" in answer
+    assert len(journaled(client.daemon)) == before + 2
+
+
+def test_json_nested_too_deeply_is_a_bad_request_in_the_daemon_and_its_workers(
+    daemon_factory: Any,
+) -> None:
+    """A body deeper than the JSON decoder goes is a 400 with the good record beside it
+    not journaled (the request is refused whole), whether the daemon or an ingest worker
+    maps it (bodies of 16 KiB or more, once a worker runs); no worker ends; the same
+    payload as a hook is a 400 too."""
+    from telemetryd.client import control
+
+    daemon = daemon_factory().start()
+    client = Client(daemon)
+
+    def deep(levels: int, padding: int) -> bytes:
+        value = '{"arrayValue":{"values":[' * levels + '{"stringValue":"x"}' + "]}}" * levels
+        good = '{"timeUnixNano":"1","body":{"stringValue":"' + "p" * padding + '"}}'
+        bad = '{"timeUnixNano":"1","attributes":[{"key":"d","value":' + value + "}]}"
+        records = good + "," + bad
+        return ('{"resourceLogs":[{"scopeLogs":[{"logRecords":[' + records + "]}]}]}").encode()
+
+    before = len(journaled(daemon))
+    status, headers, answer = client.post("/v1/logs", deep(5000, 10))
+    assert (status, headers["Content-Type"]) == (400, JSON) and b"deeply" in answer
+    # Start the ingest workers with a big good request, then send a big deep one.
+    big = json.loads(unique_logs())
+    big["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]["body"]["stringValue"] += "b" * 40000
+    assert client.post("/v1/logs", json.dumps(big).encode())[0] == 200
+    deadline = time.monotonic() + 20
+    while control.status(daemon.control_socket)["ingest_workers"]["running"] == 0:
+        assert time.monotonic() < deadline, daemon.log()
+        time.sleep(0.05)
+    workers = control.status(daemon.control_socket)["ingest_workers"]
+    status, _, answer = client.post("/v1/logs", deep(5000, 40000))
+    assert status == 400 and b"deeply" in answer
+    after = control.status(daemon.control_socket)["ingest_workers"]
+    assert (after["running"], after["last_exit"]) == (workers["running"], None)
+    hook = b'{"hook_event_name":"PreToolUse","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    status, _, answer = client.post("/v1/hooks/claude-code", hook)
+    assert status == 400 and b"deeply" in answer
+    assert len(journaled(daemon)) == before + 1  # (the big good request alone)
+    assert "Traceback" not in daemon.log()
+
+
+def test_the_bearer_scheme_is_case_insensitive(client: Client) -> None:
+    before = len(journaled(client.daemon))
+    for given in (f"bearer {client.token}", f"BEARER  {client.token}"):
+        status, _, _ = client.post(
+            "/v1/logs", unique_logs(), token=False, headers={"Authorization": given}
+        )
+        assert status == 200, given
+    for given in (f"Basic {client.token}", client.token, f"Bearer{client.token}"):
+        status, _, _ = client.post(
+            "/v1/logs", unique_logs(), token=False, headers={"Authorization": given}
+        )
+        assert status == 401, given
+    assert len(journaled(client.daemon)) == before + 2
+
+
+def test_a_head_request_gets_the_head_of_its_answer(client: Client) -> None:
+    for path, status in (("/v1/logs", 405), ("/nowhere", 404)):
+        conn = http.client.HTTPConnection(client.host, client.port, timeout=10)
+        try:
+            conn.request("HEAD", path, headers=client.auth())
+            response = conn.getresponse()
+            assert response.status == status
+            assert int(response.getheader("Content-Length", "0")) > 0
+            assert response.read() == b""
+        finally:
+            conn.close()
+
+
+def test_a_request_head_over_the_limit_is_refused_however_it_arrives(client: Client) -> None:
+    before = len(journaled(client.daemon))
+    body = unique_logs()
+    long_header = "X-Long: " + "a" * 100_000 + "\r\n"
+    many_headers = "".join(f"X-{n}: v\r\n" for n in range(9000))
+    for extra in (long_header, many_headers):
+        answer = client.raw(client.head("/v1/logs", len(body), extra) + body)
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+    assert_unharmed(client, before)
+
+
 def test_allowed_hosts_and_no_token(daemon_factory: Any) -> None:
     daemon = daemon_factory(
         ["--set", 'http.allowed-hosts=["collector.lan"]', "--set", "http.require-token=false"]

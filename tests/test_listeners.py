@@ -75,6 +75,7 @@ JOURNAL_KEYS = [
     "bytes",
     "current_segment",
     "events_written",
+    "events_failed",
     "queued_bytes",
     "durability",
     "write_error",

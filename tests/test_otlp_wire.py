@@ -401,6 +401,94 @@ def test_a_broken_attribute_is_a_bad_request() -> None:
             wire.decode("logs", "protobuf", body)
 
 
+def test_an_integer_attribute_in_any_layout_reads_as_protobuf_reads_it() -> None:
+    """AnyValue bytes are read by hand where they are one varint ``int_value``; any other
+    layout (two fields, the last winning; a varint cut short) is protobuf's to read."""
+    layouts = {
+        "one int": b"\x18\x96\x01",  # 150
+        "a negative int": AnyValue(int_value=-(2**63)).SerializeToString(),
+        "int, then int": b"\x18\x01\x18\x02",  # the last one wins: 2
+        "int, then bool": b"\x18\x05\x10\x01",  # the last one wins: True
+        "a tag alone": b"\x18",
+        "a varint cut short": b"\x18\x01\x02",
+        "a varint with no end": b"\x18\x80\x80",
+    }
+    for name, encoded in layouts.items():
+        pair = b"\x0a\x01n\x12" + _len(encoded)
+        record = b"\x32" + _len(pair)
+        body = b"\x0a" + _len(b"\x12" + _len(b"\x12" + _len(record)))
+        try:
+            value = AnyValue.FromString(encoded)
+        except Exception:  # protobuf cannot read it: a bad request
+            with pytest.raises(wire.BadRequest):
+                wire.decode("logs", "protobuf", body)
+            continue
+        which = value.WhichOneof("value")
+        expected = getattr(value, which) if which else None
+        for _ in range(2):  # (the second time from the table of attributes met)
+            assert _attrs_of(body) == {"n": expected}, name
+
+
+def test_json_integers_and_ids_out_of_their_range_are_bad_requests() -> None:
+    """OTLP/JSON's 64-bit integers are JSON numbers or decimal strings within the field's
+    range (int64 values, fixed64 times and counts); ids are exact hex."""
+
+    def logs(record: dict[str, Any]) -> bytes:
+        record = {"timeUnixNano": "1700000000000000000", **record}
+        return json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [record]}]}]}).encode()
+
+    def attr(value: Any) -> dict[str, Any]:
+        return {"attributes": [{"key": "n", "value": {"intValue": value}}]}
+
+    good = {
+        "-9223372036854775808": -(2**63),
+        "9223372036854775807": 2**63 - 1,
+        "0": 0,
+        "-12": -12,
+        2**63 - 1: 2**63 - 1,
+    }
+    for given, expected in good.items():
+        (group,) = wire.decode("logs", "json", logs(attr(given)))
+        assert group.logs[0].attrs == {"n": expected}
+    (group,) = wire.decode("logs", "json", logs({"timeUnixNano": str(2**64 - 1)}))
+    assert group.logs[0].time_ns == 2**64 - 1
+    bad_records = [
+        attr("9223372036854775808"),  # past int64
+        attr(-(2**63) - 1),
+        attr("1_000"),  # Python's spelling, not JSON's
+        attr(" 12 "),
+        attr("+5"),
+        attr("١٢"),  # digits, but not ASCII ones
+        attr(""),
+        {"timeUnixNano": "99999999999999999999"},  # past fixed64
+        {"timeUnixNano": "-5"},
+        {"observedTimeUnixNano": -1, "timeUnixNano": 0},
+        {"traceId": "00112233445566778899aabbccddee  "},  # whitespace: 15 bytes
+        {"spanId": "0011 2233445566 "},
+    ]
+    for record in bad_records:
+        with pytest.raises(wire.BadRequest):
+            wire.decode("logs", "json", logs(record))
+    gauge = {"name": "g", "gauge": {"dataPoints": [{"asInt": "99999999999999999999"}]}}
+    histogram = {"name": "h", "histogram": {"dataPoints": [{"count": "-3"}]}}
+    for metric in (gauge, histogram):
+        body = {"resourceMetrics": [{"scopeMetrics": [{"metrics": [metric]}]}]}
+        with pytest.raises(wire.BadRequest):
+            wire.decode("metrics", "json", json.dumps(body).encode())
+
+
+def test_json_that_nests_too_deeply_is_a_bad_request() -> None:
+    """Deeper than the decoder can go (past Python's recursion limit): a 400, not an
+    error that would end an ingest worker or answer 500."""
+    levels = 5000  # (written out as text: json.dumps cannot nest this deep either)
+    value = '{"arrayValue":{"values":[' * levels + '{"stringValue":"leaf"}' + "]}}" * levels
+    record = '{"timeUnixNano":"1","attributes":[{"key":"deep","value":' + value + "}]}"
+    body = '{"resourceLogs":[{"scopeLogs":[{"logRecords":[' + record + "]}]}]}"
+    json.loads(body.replace(value, "{}"))  # (the rest of it is well formed)
+    with pytest.raises(wire.BadRequest, match="nests too deeply"):
+        wire.decode("logs", "json", body.encode())
+
+
 def test_the_table_of_attributes_met_stays_bounded() -> None:
     from telemetryd.adapters.otel import otlp_protobuf
 

@@ -204,7 +204,7 @@ class Http(Struct, **_SECTION):
     # A request body's size after decompression (413 past it).
     max_body_bytes: Annotated[int, Meta(ge=KiB, le=GiB)] = 16 * MiB
     # Connections held at once; past it the longest-idle keep-alive one is closed, else
-    # the new one is answered 503.
+    # the new one is (without an answer: a client retries a closed connection).
     max_connections: Annotated[int, Meta(ge=1, le=800)] = 128
     # A request's head must arrive within header-timeout, its body within body-timeout;
     # a keep-alive connection idle for idle-timeout is closed.

@@ -253,6 +253,7 @@ class JournalStatus(Struct):
     bytes: int
     current_segment: str
     events_written: int  # this run
+    events_failed: int  # this run: accepted, then not written (their senders were told)
     queued_bytes: int  # waiting for the writer
     durability: str
     write_error: str | None  # the last write error

@@ -153,6 +153,9 @@ class Journal:
         self._dirty = False
         self._reopen = False  # start a new segment at the next write (SIGHUP)
         self.events_written = 0
+        # Events of batches that were never written (a write error, or the journal
+        # closing): their senders were told so, and `status` does not count them accepted.
+        self.events_failed = 0
         self.failed: str | None = None  # the last write error, until a write succeeds
         # Called on the event loop with (bytes, event count) of each group once written;
         # they must neither block nor raise (`telemetryctl tail`, daemon/tail.py).
@@ -313,6 +316,7 @@ class Journal:
         except BaseException:
             # Never queued: anyone told its ids were duplicates must not wait for it.
             batch.failed = True
+            self.events_failed += batch.count
             raise
         self._queue(batch)
 
@@ -332,6 +336,7 @@ class Journal:
         event loop is enough), which writes or wakes it."""
         if self._closing:
             batch.failed = True  # never queued: nobody told its ids were duplicates may wait
+            self.events_failed += batch.count
             raise JournalError("the journal is closing")
         if self._pending_bytes >= self._max_pending:
             return False
@@ -520,7 +525,9 @@ class Journal:
         self.failed = f"cannot write {self._segment}: {exc.strerror or exc}"
         # (A rotation that failed after closing the old segment left _fd at -1:
         # the next write tries to open a segment again.)
-        log.error("%s; %d events not journaled", self.failed, sum(b.count for b in group))
+        lost = sum(b.count for b in group)
+        log.error("%s; %d events not journaled", self.failed, lost)
+        self.events_failed += lost
         for batch in group:
             batch.failed = True
             batch.data = b""
@@ -569,6 +576,7 @@ class Journal:
             "bytes": size,
             "current_segment": os.path.basename(self._segment),
             "events_written": self.events_written,
+            "events_failed": self.events_failed,
             "queued_bytes": self._pending_bytes,
             "durability": self.config.durability,
             "write_error": self.failed,

@@ -248,6 +248,8 @@ class Receiver:
             payload = msgspec.json.decode(request.body)
         except msgspec.DecodeError as exc:
             return plain(400, f"the hook payload is not JSON: {exc}")
+        except RecursionError:
+            return plain(400, "the hook payload nests too deeply")
         if not isinstance(payload, dict):
             return plain(400, "the hook payload is not a JSON object")
         name = payload.get("hook_event_name")

@@ -60,15 +60,24 @@ def whole_lines(mapped: Mapped) -> list[bytes]:
 
 
 def gunzip(body: bytes, limit: int) -> bytes:
-    """``body`` inflated, at most ``limit`` bytes (a gzip bomb stops there): OverflowError
-    past it, zlib.error when it is not gzip or is cut short."""
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    out = inflater.decompress(body, limit + 1)
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise OverflowError(limit)
-    if not inflater.eof:
-        raise zlib.error("the gzip stream is cut short")
-    return out
+    """``body`` inflated: each of its gzip members in turn, as gzip's own readers take
+    them (zero bytes after a member are padding), at most ``limit`` bytes in all (a gzip
+    bomb stops there): OverflowError past it, zlib.error when it is not gzip, is cut
+    short, or has something else after a member."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        out = inflater.decompress(body, limit - size + 1)
+        size += len(out)
+        if size > limit or inflater.unconsumed_tail:
+            raise OverflowError(limit)
+        if not inflater.eof:
+            raise zlib.error("the gzip stream is cut short")
+        parts.append(out)
+        body = inflater.unused_data.lstrip(b"\0")
+        if not body:
+            return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def to_events(

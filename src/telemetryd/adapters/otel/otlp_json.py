@@ -175,13 +175,24 @@ _JSON_DECODERS: dict[Signal, msgspec.json.Decoder[Any]] = {
 }
 
 
-def _int(value: int | str | None, where: str) -> int:
-    if value is None or isinstance(value, int):
-        return value or 0
-    try:
-        return int(value)
-    except ValueError:
-        raise BadRequest(f"{where}: {value!r} is not an integer") from None
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+_UINT64 = (0, (1 << 64) - 1)  # fixed64: times and counts
+
+
+def _int(value: int | str | None, where: str, bounds: tuple[int, int] = _UINT64) -> int:
+    """An OTLP/JSON 64-bit integer, a JSON number or a decimal string (proto3's JSON
+    mapping), within ``bounds``; BadRequest for anything else."""
+    if value is None:
+        return 0
+    if isinstance(value, str):
+        text = value[1:] if value[:1] == "-" else value
+        if not (text.isascii() and text.isdigit()):  # (int() would take " 1_0 ")
+            raise BadRequest(f"{where}: {value!r} is not an integer")
+        value = int(value)
+    if not bounds[0] <= value <= bounds[1]:
+        kind = "an int64" if bounds is _INT64 else "a fixed64"
+        raise BadRequest(f"{where}: {value} is out of the range of {kind}")
+    return value
 
 
 def _float(value: float | str | None, where: str) -> float | None:
@@ -202,7 +213,9 @@ def _hex_id(text: str, size: int, where: str) -> str:
     try:
         value = bytes.fromhex(text)
     except ValueError:
-        raise BadRequest(f"{where}: {text!r} is not hex") from None
+        value = b""
+    if len(value) != size:  # (fromhex passes over whitespace)
+        raise BadRequest(f"{where}: {text!r} is not hex")
     return value.hex() if any(value) else ""
 
 
@@ -212,7 +225,7 @@ def _json_value(value: _AnyValue | None, depth: int = 0) -> Any:
     if value.string_value is not None:
         return value.string_value
     if value.int_value is not None:
-        return _int(value.int_value, "intValue")
+        return _int(value.int_value, "intValue", _INT64)
     if value.bool_value is not None:
         return value.bool_value
     if value.double_value is not None:
@@ -240,12 +253,7 @@ def _json_attrs(pairs: list[_KeyValue]) -> dict[str, Any]:
                 continue
             number = value.int_value
             if number is not None:
-                if type(number) is not int:
-                    try:
-                        number = int(number)
-                    except ValueError:
-                        raise BadRequest(f"intValue: {number!r} is not an integer") from None
-                out[kv.key] = number
+                out[kv.key] = _int(number, "intValue", _INT64)
                 continue
         out[kv.key] = _json_value(value)
     return out
@@ -266,6 +274,8 @@ def decode(signal: Signal, body: bytes) -> list[Scoped]:
         raise BadRequest(f"not an OTLP {signal} request: {exc}") from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest(f"not an OTLP {signal} request: it nests too deeply") from None
     out: list[Scoped] = []
     if isinstance(request, _LogsRequest):
         for rl in request.resource_logs:
@@ -353,7 +363,7 @@ def _json_points(metric: _Metric) -> list[Point]:
         for p in data.data_points:
             value: float | int | str | None = None
             if p.as_int is not None:
-                value = _int(p.as_int, "asInt")
+                value = _int(p.as_int, "asInt", _INT64)
             elif p.as_double is not None:
                 value = finite(_float(p.as_double, "asDouble"))
             out.append(

@@ -286,15 +286,19 @@ def _raw_value(raw: bytes) -> Any:
         try:
             return raw[2:].decode()
         except UnicodeDecodeError:
-            raise BadRequest("an attribute's string_value is not UTF-8") from None
-    if tag == 0x18 and size <= 11:  # int_value, a varint
+            raise BadRequest("a string_value (of an attribute or a body) is not UTF-8") from None
+    if tag == 0x18 and size <= 11:  # int_value, one varint and nothing after it
         number = 0
         shift = 0
-        for byte in raw[1:]:
+        for byte in raw[1:-1]:
+            if byte < 0x80:  # (a varint ends before the last byte: another layout)
+                break
             number |= (byte & 0x7F) << shift
             shift += 7
-        if raw[-1] < 0x80:
-            return number - (1 << 64) if number >= 1 << 63 else number
+        else:
+            if size > 1 and raw[-1] < 0x80:
+                number |= raw[-1] << shift
+                return number - (1 << 64) if number >= 1 << 63 else number
     elif tag == 0x21 and size == 9:  # double_value
         return finite(_DOUBLE.unpack_from(raw, 1)[0])
     elif tag == 0x10 and size == 2:  # bool_value

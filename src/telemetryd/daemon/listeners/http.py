@@ -125,6 +125,12 @@ def _loopback(stream: SocketStream) -> bool:
         return False
 
 
+def _head_size(head: h11.Request) -> int:
+    """The bytes of a request head as sent: its request line and header lines."""
+    line = len(head.method) + len(head.target) + len(b"  HTTP/1.1\r\n\r\n")
+    return line + sum(len(name) + len(value) + len(b": \r\n") for name, value in head.headers)
+
+
 class _Client:
     """One connection: its cancel scope (eviction, shutdown) and whether a request is
     under way."""
@@ -155,7 +161,7 @@ class HttpListener:
         self.config = config
         self.ingestor = ingestor
         self.journal = journal
-        self._token = f"Bearer {token}".encode() if token is not None else None
+        self._token = token.encode() if token is not None else None
         self.connections = 0
         self.requests = 0
         self.buffered = 0  # bytes of request bodies held now
@@ -243,11 +249,13 @@ class HttpListener:
             client.busy = True
             self._clients.pop(client, None)  # (back at the end of the line when idle)
             self._clients[client] = None
+            head_only = False
             if isinstance(event, h11.Request):
                 reply = await self._answer(stream, conn, event)
+                head_only = event.method == b"HEAD"
             else:  # a broken request (h11 said why), or a timeout in its head
                 reply = event
-            await self._send(stream, conn, reply)
+            await self._send(stream, conn, reply, head_only)
             if conn.their_state not in (h11.DONE, h11.IDLE, h11.CLOSED):
                 await _linger(stream)  # what it still sends is dropped, not reset
                 return
@@ -270,6 +278,10 @@ class HttpListener:
             except h11.RemoteProtocolError as exc:
                 return plain(exc.error_status_hint, f"bad request: {exc}", close=True)
             if isinstance(event, h11.Request):
+                # (h11 bounds a head that comes in several reads; one read can hold more)
+                if _head_size(event) > MAX_HEAD_BYTES:
+                    message = f"the request head is over the limit of {MAX_HEAD_BYTES} bytes"
+                    return plain(431, message, close=True)
                 return event
             if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                 return None
@@ -332,8 +344,12 @@ class HttpListener:
         if head.method != b"POST":
             return plain(405, "only POST is allowed here", headers=[("Allow", "POST")])
         if self._token is not None:
-            given = headers.get("authorization", "").encode("latin-1")
-            if not hmac.compare_digest(given, self._token):
+            given = headers.get("authorization", "")
+            scheme, _, credentials = given.partition(" ")
+            # (the scheme's case does not matter: RFC 9110, section 11.1)
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                credentials.strip(" ").encode("latin-1"), self._token
+            ):
                 what = "a wrong" if given else "no"
                 return plain(
                     401,
@@ -395,7 +411,10 @@ class HttpListener:
                     return plain(400, "the client closed before the body ended", close=True)
         return plain(408, "request body not received in time", close=True)
 
-    async def _send(self, stream: SocketStream, conn: h11.Connection, reply: Reply) -> None:
+    async def _send(
+        self, stream: SocketStream, conn: h11.Connection, reply: Reply, head_only: bool = False
+    ) -> None:
+        """Send ``reply`` (``head_only``: its head alone, the answer to a HEAD request)."""
         if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
         headers = [
@@ -412,7 +431,7 @@ class HttpListener:
                 status_code=reply.status, headers=headers, reason=_REASONS.get(reply.status, b"")
             )
             data = conn.send(response)
-            if reply.body:
+            if reply.body and not head_only:
                 data += conn.send(h11.Data(data=reply.body))
             data += conn.send(h11.EndOfMessage())
         except h11.LocalProtocolError:  # no request head was read: nothing can be framed

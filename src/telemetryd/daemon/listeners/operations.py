@@ -104,6 +104,8 @@ class Operations:
 
     async def status(self, request: wire.StatusRequest, replies: Replies) -> wire.StatusReply:
         counters = self.ingestor.counters
+        # (events whose journal write failed were answered with an error: not accepted)
+        accepted = counters.accepted - self.journal.events_failed
         events, control = self.connections()
         # The store worker's figures when it runs (it is never started for a status).
         store = await self.store.stats() if self.store is not None else None
@@ -116,10 +118,10 @@ class Operations:
             control_connections=control,
             queries=msgspec.convert(queries, wire.QueryStats) if queries else IDLE_QUERIES,
             tail_clients=self.tails.following,
-            accepted=counters.accepted,
+            accepted=accepted,
             rejected=counters.rejected,
             duplicates=counters.duplicates,
-            events_per_s=self.rate.per_second(counters.accepted),
+            events_per_s=self.rate.per_second(accepted),
             # This lists and stats files: off the event loop.
             journal=msgspec.convert(
                 await anyio.to_thread.run_sync(self.journal.stats), wire.JournalStatus
