@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -630,6 +632,65 @@ def test_partition_directories_are_named_as_duckdb_names_them(tmp_path: Path) ->
     ours = sorted(export.hive_dir("source", source) for source in sources)
     assert ours == duckdb_names
     assert export.hive_dir("date", None) == "date=__HIVE_DEFAULT_PARTITION__"
+
+
+def test_a_directory_exported_from_another_journal_is_refused(
+    daemon_factory: Any, state_home: Path, tmp_path: Path
+) -> None:
+    """A new journal (the state directory made again) numbers its segments from 1 too:
+    its events below the old manifest's offsets would be passed over as exported. The
+    segment names in the manifest tell the journals apart."""
+    daemon = daemon_factory().start()
+    send(daemon, make_events(300))
+    out = tmp_path / "parquet"
+    assert run_export(out)["events"] == 300
+    assert daemon.stop() == 0
+    shutil.rmtree(state_home / "journal")
+    for path in state_home.glob("telemetry.duckdb*"):
+        path.unlink()
+    time.sleep(1.1)  # (a segment's name has the second it was opened)
+    daemon.start()
+    fresh = make_events(200, start=1000)
+    send(daemon, fresh)
+    result = ctl("export", "parquet", str(out), timeout=60)
+    assert result.returncode != 0
+    assert b"another journal" in result.stderr and b"segment 1" in result.stderr
+    assert len(exported_ids(out)) == 300  # untouched
+    other = tmp_path / "other"
+    assert run_export(other)["events"] == len(fresh)
+    assert sorted(exported_ids(other)) == sorted(event["id"] for event in fresh)
+
+
+def test_a_source_too_long_for_a_directory_name_is_cut_and_hashed(
+    daemon_factory: Any, tmp_path: Path
+) -> None:
+    """A source whose escaped directory name would pass the file system's 255 bytes is
+    written cut to fit, with a hash of the whole source after it: the export goes on
+    (before, every run failed from then on, and nothing else was exported)."""
+    daemon = daemon_factory().start()
+    long_sources = ["L" * 300, "ü" * 90, "日" * 60, "L" * 299 + "x"]
+    events = make_events(400)
+    for n, source in enumerate(long_sources):
+        events[n]["source"] = source
+    send(daemon, events)
+    out = tmp_path / "parquet"
+    assert run_export(out)["events"] == len(events)
+    for path in out.rglob("*.parquet"):
+        assert all(len(part.encode()) <= 255 for part in path.relative_to(out).parts)
+    con = duckdb.connect()
+    rows = dict(
+        con.execute(
+            "SELECT id, source FROM read_parquet($glob, hive_partitioning = true)",
+            {"glob": f"{out}/**/*.parquet"},
+        ).fetchall()
+    )
+    assert len(rows) == len(events)
+    read_back = [rows[events[n]["id"]] for n in range(len(long_sources))]
+    for source, value in zip(long_sources, read_back, strict=True):
+        head, _, digest = value.rpartition("~")
+        assert source.startswith(head) and len(head) >= 20 and len(digest) == 16
+    assert len(set(read_back)) == len(long_sources)  # (the same 299 first letters: apart)
+    assert all(rows[e["id"]] == e.get("source") for e in events[len(long_sources) :])
 
 
 def test_a_segment_compacted_midway_through_an_export_is_not_read_at_the_old_offset(

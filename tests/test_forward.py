@@ -524,3 +524,18 @@ def test_metric_events_become_data_points_and_types_filter() -> None:
         ("m.gauge", "gauge", 1.5, False),
     ]
     assert msgspec.json.decode(data.splitlines()[0])["id"] == points[0].attrs[forwarded.ID_KEY]
+
+
+def test_the_saved_position_serves_every_spelling_of_its_endpoint(tmp_path: Path) -> None:
+    """A trailing slash, the host's case or the default port written out name the same
+    endpoint: the position stays (else the whole journal would be sent again)."""
+    from telemetryd.daemon.forward import Position, load_position, save_position
+
+    path = str(tmp_path / "position.json")
+    save_position(path, Position(endpoint="http://127.0.0.1:4318", seq=7, offset=123))
+    for same in ("http://127.0.0.1:4318/", "HTTP://127.0.0.1:4318", "http://127.0.0.1:4318//"):
+        assert (load_position(path, same).seq, load_position(path, same).offset) == (7, 123)
+    save_position(path, Position(endpoint="http://Collector.lan/otlp/", seq=3, offset=9))
+    assert load_position(path, "http://collector.lan:80/otlp").seq == 3
+    for other in ("http://127.0.0.1:4319", "https://collector.lan/otlp", "http://collector.lan/x"):
+        assert (load_position(path, other).seq, load_position(path, other).offset) == (0, 0)

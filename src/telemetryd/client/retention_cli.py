@@ -47,7 +47,7 @@ def gc(dry_run: bool, as_json: bool, socket_path: str | None) -> None:
     for name in reply.compacted:
         click.echo(f"{'would keep' if dry_run else 'kept'} only the usage of {name}")
     for name in reply.compressed:
-        click.echo(f"{verb[0]}compress{verb[1]} {name}")
+        click.echo(f"{verb[0]}compress{'ed' if verb[1] else ''} {name}")
     if dry_run:
         click.echo(f"journal: {reply.bytes_before} bytes")
     else:

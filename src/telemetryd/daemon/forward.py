@@ -134,7 +134,7 @@ def load_position(path: str, endpoint: str) -> Position:
         with contextlib.suppress(OSError):
             os.replace(path, path + ".bad")
         return Position(endpoint=endpoint)
-    if found.endpoint != endpoint:
+    if not same_endpoint(found.endpoint, endpoint):
         log.warning(
             "forward: the saved position is for %s; forwarding the journal to %s from its start",
             found.endpoint,
@@ -142,6 +142,17 @@ def load_position(path: str, endpoint: str) -> Position:
         )
         return Position(endpoint=endpoint)
     return found
+
+
+def same_endpoint(saved: str, endpoint: str) -> bool:
+    """Whether two spellings name the same endpoint (the host's case, a default port or a
+    trailing slash aside): its saved position goes on serving it."""
+    if saved == endpoint:
+        return True
+    try:
+        return check_endpoint(saved) == check_endpoint(endpoint)
+    except ValueError:
+        return False
 
 
 def save_position(path: str, position: Position) -> None:

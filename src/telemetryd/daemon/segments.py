@@ -71,7 +71,7 @@ def quiet() -> None:
     _reporting[0] = False
 
 
-def _stem(name: str) -> str | None:
+def stem(name: str) -> str | None:
     """``20261121T233532Z-000007`` of any of a segment's file names (None: not one)."""
     for suffix in _SUFFIXES:
         if name.endswith(suffix):
@@ -81,10 +81,10 @@ def _stem(name: str) -> str | None:
 
 def segment_seq(name: str) -> int | None:
     """The sequence number in a segment's file name, or None if it is not a segment name."""
-    stem = _stem(name)
-    if stem is None:
+    found = stem(name)
+    if found is None:
         return None
-    head, dash, seq = stem.rpartition("-")
+    head, dash, seq = found.rpartition("-")
     if not (dash and seq.isascii() and seq.isdigit() and _is_timestamp(head)):
         return None
     return int(seq)
@@ -120,10 +120,10 @@ def preference(path: str) -> int:
 def usage_path(path: str, *, compressed: bool) -> str:
     """The usage file of the segment that ``path`` (any of its files) belongs to."""
     directory, name = os.path.split(path)
-    stem = _stem(name)
-    if stem is None:
+    found = stem(name)
+    if found is None:
         raise ValueError(f"{path} is not a journal segment")
-    return os.path.join(directory, stem + (USAGE_GZ_SUFFIX if compressed else USAGE_SUFFIX))
+    return os.path.join(directory, found + (USAGE_GZ_SUFFIX if compressed else USAGE_SUFFIX))
 
 
 def list_segments(directory: str) -> list[tuple[int, str]]:

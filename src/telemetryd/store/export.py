@@ -20,14 +20,17 @@ name starts with ``_``, which Spark, Trino, pyarrow and Hive all skip.
 The manifest (:class:`Manifest`, ``version`` 1) records the *journal position*
 exported: for each journal segment (by sequence number) the bytes of its complete lines
 whose events are in DIR, which is the store's own ``loaded_bytes`` at the time of the
-run (store/database.py), plus the window (``since``/``until``) the directory holds and
-counts. A journal position outlives the database (a rebuild loads the same lines) and
-says exactly which events are new, whatever their timestamps: an event journaled late
-with an old ``ts`` is new, and goes to its old day's partition, once.
+run (store/database.py), with each segment's name (which says when it was opened, so
+another journal's segment of the same number is told apart), plus the window
+(``since``/``until``) the directory holds and counts. A journal position outlives the
+database (a rebuild loads the same lines) and says exactly which events are new,
+whatever their timestamps: an event journaled late with an old ``ts`` is new, and goes
+to its old day's partition, once.
 
 A run (:func:`export`):
 
-1. Reads the manifest; a directory exported with another window is an error.
+1. Reads the manifest; a directory exported with another window, or from another
+   journal, is an error.
 2. Under the store's lock (no load, rebuild or retention meanwhile), opens a
    transaction (DuckDB's snapshot; the database is only read in it), reads every
    segment's ``loaded_bytes`` in it, and copies the journal lines between the
@@ -57,6 +60,7 @@ deleted before a run has exported them are not exported. The continuous export
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -97,6 +101,9 @@ class Manifest(msgspec.Struct, kw_only=True):
     until: str | None = None
     # segment sequence number -> bytes of its complete lines whose events are exported
     position: dict[int, int] = msgspec.field(default_factory=dict)
+    # segment sequence number -> its name (``20261121T233532Z-000007``: when it was
+    # opened), which tells this journal's segment from another journal's of that number
+    segments: dict[int, str] = msgspec.field(default_factory=dict)
     runs: int = 0  # export runs that wrote files (the next writes part-<runs + 1>-*)
     events: int = 0  # events exported, all runs
     files: int = 0  # Parquet files written, all runs
@@ -320,6 +327,8 @@ def export(
         report = Report(root, total_events=manifest.events)
         report.since, report.until = manifest.since, manifest.until
         run = manifest.runs + 1
+        names = _segment_names(journal_dir)
+        _same_journal(manifest, names, root)
         staging = os.path.join(store.load_dir, f"export-{uuid.uuid4().hex}")
         os.makedirs(staging, mode=0o700)
         try:
@@ -334,6 +343,7 @@ def export(
                 manifest.runs = run
                 report.run = run
             manifest.position.update(position)
+            manifest.segments.update((seq, names[seq]) for seq in position if seq in names)
             manifest.events += written
             manifest.files += len(files)
             manifest.updated_at = _now()
@@ -353,6 +363,28 @@ def export(
         report.elapsed_s,
     )
     return report
+
+
+def _segment_names(journal_dir: str) -> dict[int, str]:
+    """The journal's segments: sequence number -> name (:func:`segments.stem`)."""
+    return {
+        seq: segments.stem(os.path.basename(path)) or ""
+        for seq, path in segments.chosen(journal_dir)
+    }
+
+
+def _same_journal(manifest: Manifest, names: dict[int, str], root: str) -> None:
+    """ExportError when DIR's position is another journal's: a segment it recorded has
+    another name in this journal (a new state directory, another daemon exporting to the
+    same place). Its offsets would pass over this journal's events without a word."""
+    for seq, recorded in sorted(manifest.segments.items()):
+        name = names.get(seq)
+        if name and name != recorded:
+            raise ExportError(
+                f"{root} holds the export of another journal: its segment {seq} is "
+                f"{recorded}, this journal's is {name} (a new state directory, or another "
+                "telemetryd exporting there); export to another directory"
+            )
 
 
 def _window(manifest: Manifest | None, root: str, since: str | None, until: str | None) -> Manifest:
@@ -631,13 +663,34 @@ def _copy_file(
             )
 
 
+MAX_PARTITION_VALUE = 200  # bytes of an escaped value (a file name has at most 255)
+
+
 def hive_dir(key: str, value: Any) -> str:
     """``key=value`` as a Hive partition directory, escaped as DuckDB's own partitioned
     writes escape it (every byte but letters, digits and ``-._~`` as ``%XX``); None is
-    Hive's ``__HIVE_DEFAULT_PARTITION__``."""
+    Hive's ``__HIVE_DEFAULT_PARTITION__``.
+
+    A value whose escaped form is longer than :data:`MAX_PARTITION_VALUE` bytes (a source
+    of 70 accented letters is) would not fit in a directory name: it is cut to what fits,
+    and ``~`` and 16 hex digits of a hash of the whole value follow, so that two long
+    values stay apart; that is the value readers see."""
     if value is None:
         return f"{key}=__HIVE_DEFAULT_PARTITION__"
-    return f"{key}={urllib.parse.quote(str(value), safe='')}"
+    text = str(value)
+    escaped = urllib.parse.quote(text, safe="")
+    if len(escaped) > MAX_PARTITION_VALUE:
+        digest = hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+        room = MAX_PARTITION_VALUE - 1 - len(digest)
+        kept: list[str] = []
+        for char in text:
+            piece = urllib.parse.quote(char, safe="")
+            room -= len(piece)
+            if room < 0:
+                break
+            kept.append(piece)
+        escaped = f"{''.join(kept)}~{digest}"
+    return f"{key}={escaped}"
 
 
 def _copy_lines(journal_dir: str, new: dict[int, tuple[int, int]], staging: str) -> list[str]:
