@@ -757,3 +757,114 @@ def test_import_runs_alone_as_it_runs_under_the_cli() -> None:
         assert direct.stdout.startswith(b"Usage: telemetryctl import") or b"No such" in (
             direct.stderr
         )
+
+
+# -- lines and files that are not what they should be --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "7 garbage",  # a number, then not JSON: msgspec finds the wrong type first
+        '"text" then more',
+        "[1,",
+        '[\n  {"type": "assistant"',  # a pretty-printed JSON array, cut into lines
+        "\x00\x01\x02 binary",
+    ],
+)
+@pytest.mark.parametrize("agent", ["claude-code", "codex", "gemini", "copilot"])
+def test_a_line_that_is_not_json_is_counted_and_the_rest_imported(
+    agent: str, bad: str, tmp_path: Path
+) -> None:
+    """Whatever a line holds, it costs that line (counted as malformed), in the importing
+    process as in the reader processes: the other lines and files are read."""
+    good = {
+        "claude-code": assistant("m1", "r1", "2026-04-01T00:00:00.000Z", inp=10, out=5),
+        "codex": {"timestamp": "2026-04-01T00:00:00.000Z", "type": "session_meta",
+                  "payload": {"id": "s1"}},
+        "gemini": {"sessionId": "s1", "projectHash": "h", "startTime": "2026-04-01T00:00:00Z"},
+        "copilot": {"type": "session.start", "id": "e1", "timestamp": "2026-04-01T00:00:00Z"},
+    }[agent]  # fmt: skip
+    name = {"claude-code": "s.jsonl", "codex": "rollout-2026-04-01T00-00-00-s1.jsonl",
+            "gemini": "session-s1.jsonl", "copilot": "events.jsonl"}[agent]  # fmt: skip
+    path = jsonl(tmp_path / "d" / name, [good, bad, good])
+    other = jsonl(tmp_path / "e" / name, [good])
+    summary = importer.run(agent, [path, other], dry_run=True)
+    broken = bad.count("\n") + 1  # (the array's lines are each malformed)
+    assert summary.malformed == broken, summary.as_dict()
+    assert summary.lines == 3 + broken and summary.files == 2
+    assert not summary.rejections
+
+
+def test_a_lone_surrogate_escape_costs_nothing_of_its_line(tmp_path: Path) -> None:
+    """JSON.stringify writes a string cut inside an emoji with a lone surrogate escape
+    (valid to JavaScript's and Python's parsers, refused by msgspec): the request is
+    read, the escape taken as U+FFFD; an escaped backslash before "ud83d" is left be."""
+    lines = []
+    for n, text in enumerate(["ok \\ud83d", "plain", "x \\udc80 y", "\\\\ud83d is text"]):
+        line = json.dumps(assistant(f"m{n}", f"r{n}", "2026-04-01T00:00:00.000Z", inp=100, out=50))
+        lines.append(line.replace('"text": "..."', f'"text": "{text}"'))
+    path = jsonl(tmp_path / "s.jsonl", lines)
+    json.loads(lines[0])  # (Python's own parser takes it)
+    summary = view(importer.run("claude-code", [path], dry_run=True))
+    assert (summary["requests"], summary["malformed"]) == (4, 0)
+    assert summary["by_model"]["claude-sonnet-4-5"]["input"] == 400
+    assert importer._without_surrogates(b'"\\\\ud83d"') is None
+    assert importer._without_surrogates(b'"\\\\\\ud83d"') == b'"\\\\\\ufffd"'
+
+
+def test_an_unreadable_directory_is_a_problem(tmp_path: Path) -> None:
+    """A directory the import cannot read is named among the problems (its files were
+    passed over without a word before). Root reads every directory: the walk runs in a
+    child process without the capabilities that let it."""
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path / "projects"
+    for name in ("a", "b"):
+        line = assistant(f"m{name}", f"r{name}", "2026-04-01T00:00:00.000Z", inp=1, out=1)
+        jsonl(root / name / "s.jsonl", [line])
+    hidden = root / "b"
+    script = (
+        "import json, sys; from telemetryd.client import importer; problems = []; "
+        "found = importer.discover([sys.argv[1]], [], unreadable=problems); "
+        "print(json.dumps([[p.parent.name for p in found], problems]))"
+    )
+    argv = [sys.executable, "-c", script, str(root)]
+    if os.geteuid() == 0:
+        argv = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search",
+                *argv]  # fmt: skip
+    hidden.chmod(0)
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        hidden.chmod(0o755)
+    assert result.returncode == 0, result.stderr
+    found, problems = json.loads(result.stdout)
+    assert found == ["a"]
+    assert problems == [f"{hidden}: the directory cannot be read: Permission denied"]
+
+
+def test_since_without_a_zone_is_utc_whatever_the_local_zone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file last written at 03:00:30Z on the day given holds a request of that day: the
+    file's mtime is compared with the day's start in UTC, not in local time."""
+    import os
+    import time
+
+    line = assistant("m1", "r1", "2026-11-20T03:00:00.000Z", inp=1, out=1)
+    path = jsonl(tmp_path / "s.jsonl", [line])
+    when = datetime.fromisoformat("2026-11-20T03:00:30+00:00").timestamp()
+    os.utime(path, (when, when))
+    for zone in ("UTC", "America/Los_Angeles", "Asia/Tokyo"):
+        monkeypatch.setenv("TZ", zone)
+        time.tzset()
+        for since in ("2026-11-20", "0001-01-01"):
+            summary = importer.run(
+                "claude-code", [path], dry_run=True, since=datetime.fromisoformat(since)
+            )
+            assert summary.requests == 1, (zone, since)
+    monkeypatch.delenv("TZ")
+    time.tzset()

@@ -287,6 +287,23 @@ def test_not_a_database_is_a_problem_not_a_crash(tmp_path: Path) -> None:
 # -- into the daemon ----------------------------------------------------------------------------
 
 
+def test_a_database_that_cannot_be_read_is_read_again_next_time(
+    running_daemon: Daemon, tmp_path: Path
+) -> None:
+    """A database that could not be read (not one, locked past the timeout) is a problem
+    and is not recorded as imported: the next import tries it again (it was skipped as
+    unchanged before, its rows left out until it changed)."""
+    datadir = tmp_path / "oc"
+    datadir.mkdir()
+    database = datadir / "opencode.db"
+    database.write_bytes(b"this is not sqlite\n" * 10)
+    for _ in range(2):
+        result = ctl("import", "opencode", str(datadir), "--json")
+        summary = json.loads(result.stdout)
+        assert summary["files"] == 1 and summary["files_unchanged"] == 0, summary
+        assert len(summary["rejections"]) == 1 and "opencode.db" in summary["rejections"][0]
+
+
 def test_import_into_the_daemon_then_again_adds_nothing(
     running_daemon: Daemon, agent_home: Path
 ) -> None:

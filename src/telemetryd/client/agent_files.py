@@ -97,13 +97,17 @@ def opencode_database(directory: Path) -> Path | None:
     return None
 
 
-def walk(start: Path, globs: tuple[str, ...]) -> Iterator[tuple[str, str]]:
+def walk(
+    start: Path, globs: tuple[str, ...], unreadable: list[str] | None = None
+) -> Iterator[tuple[str, str]]:
     """``(resolved, path)`` of each file under the directory ``start`` whose name matches
     one of ``globs``, as ``start.rglob(glob)`` and ``path.resolve()`` find them (a
     symbolic link to a directory below ``start`` is not followed; a link to a file is a
     file), as strings, at the cost of one directory read per directory: the names'
     types come with the directory (no ``stat`` per file), and a path is resolved only
-    when it is a link (below the resolved ``start`` nothing else can need it)."""
+    when it is a link (below the resolved ``start`` nothing else can need it). A
+    directory that cannot be read (but for one gone meanwhile) is added to
+    ``unreadable``, with why: the import names it as a problem."""
     join = os.path.join
     pending = [(str(start.resolve()), str(start))]
     while pending:
@@ -111,7 +115,11 @@ def walk(start: Path, globs: tuple[str, ...]) -> Iterator[tuple[str, str]]:
         try:
             with os.scandir(real) as found:
                 entries = list(found)
-        except OSError:
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            if unreadable is not None:
+                unreadable.append(f"{shown}: the directory cannot be read: {exc.strerror or exc}")
             continue
         for entry in entries:
             name = entry.name
@@ -127,9 +135,9 @@ def walk(start: Path, globs: tuple[str, ...]) -> Iterator[tuple[str, str]]:
             yield resolved, join(shown, name)
 
 
-def _json_files(directory: Path) -> list[tuple[str, Path]]:
+def _json_files(directory: Path, unreadable: list[str] | None = None) -> list[tuple[str, Path]]:
     """``(resolved, path)`` of the ``*.json`` files under ``directory``, in path order."""
-    found = sorted(walk(directory, ("*.json",)), key=_shown)
+    found = sorted(walk(directory, ("*.json",), unreadable), key=_shown)
     return [(resolved, Path(path)) for resolved, path in found]
 
 
@@ -137,11 +145,13 @@ def _shown(found: tuple[str, str]) -> str:
     return found[1]
 
 
-def opencode_files(given: Iterable[str | Path], roots: list[Path]) -> list[Path]:
+def opencode_files(
+    given: Iterable[str | Path], roots: list[Path], unreadable: list[str] | None = None
+) -> list[Path]:
     """The stores to read, in order: per data directory its database, then the files under
     ``storage/message``. A given file is read as it is (``.db``: a database); a given
     directory is a data directory when it holds a database or ``storage/``, else a
-    directory of message files."""
+    directory of message files. (``unreadable``: as :func:`walk` has it.)"""
     named = [Path(p).expanduser() for p in given]
     starts = named or [r for r in roots if r.is_dir()]
     found: dict[str, Path] = {}
@@ -153,9 +163,9 @@ def opencode_files(given: Iterable[str | Path], roots: list[Path]) -> list[Path]
             if database is not None or (start / "storage").is_dir():
                 picked = [(str(database.resolve()), database)] if database is not None else []
                 messages = start / "storage" / "message"
-                picked += _json_files(messages) if messages.is_dir() else []
+                picked += _json_files(messages, unreadable) if messages.is_dir() else []
             else:
-                picked = _json_files(start)
+                picked = _json_files(start, unreadable)
             for resolved, path in picked:
                 found.setdefault(resolved, path)
         elif named:
@@ -191,16 +201,19 @@ def is_copilot_otel(path: Path) -> bool:
 
 
 def copilot_files(
-    given: Iterable[str | Path], sessions: list[Path], environ: dict[str, str] | None = None
+    given: Iterable[str | Path],
+    sessions: list[Path],
+    environ: dict[str, str] | None = None,
+    unreadable: list[str] | None = None,
 ) -> list[Path]:
     """The files to read, OpenTelemetry exports first, then the ``sessions`` roots'
     ``events.jsonl``; each once. A given file is read as it is; a given directory gives
-    every ``*.jsonl`` under it."""
+    every ``*.jsonl`` under it. (``unreadable``: as :func:`walk` has it.)"""
     named = [Path(p).expanduser() for p in given]
     found: dict[str, Path] = {}
 
     def add(start: Path, globs: tuple[str, ...]) -> None:
-        for resolved, path in sorted(walk(start, globs), key=_shown):
+        for resolved, path in sorted(walk(start, globs, unreadable), key=_shown):
             found.setdefault(resolved, Path(path))
 
     if named:
@@ -267,14 +280,12 @@ def _rows(
 ) -> Iterator[tuple[str, str, Any]]:
     """``(id, session_id, data)`` of each row of the database's ``message`` table (in the
     table's order; ``part``: those of rowids ``first`` to ``last``, the file's size counted by
-    part 0); a file that is not such a database is one problem in the summary."""
+    part 0). A file that is not such a database, or one locked past the timeout, raises
+    sqlite3.Error: one problem in the summary, and the file is read again next time
+    (Importer.read_or_note)."""
     summary = importer.summary
-    try:
-        size = path.stat().st_size
-        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
-    except (OSError, sqlite3.Error) as exc:
-        summary.rejections.append(f"{path}: {exc}")
-        return
+    size = path.stat().st_size
+    connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
     try:
         if part is None:
             cursor = connection.execute("SELECT id, session_id, data FROM message")
@@ -292,8 +303,6 @@ def _rows(
                 yield row_id, session, data
             else:
                 summary.malformed += 1
-    except sqlite3.Error as exc:
-        summary.rejections.append(f"{path}: {exc}")
     finally:
         connection.close()
         summary.bytes += size

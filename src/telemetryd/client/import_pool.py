@@ -393,8 +393,5 @@ class Pool:
         self, importer: Importer, files: list[tuple[Path, Part]], failed: set[Path]
     ) -> None:
         for path, part in files:
-            try:
-                importer.read_file(path, part)
-            except OSError as exc:
-                importer.summary.rejections.append(f"{path}: {exc.strerror or exc}")
+            if not importer.read_or_note(path, part):
                 failed.add(path)

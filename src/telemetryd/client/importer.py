@@ -38,12 +38,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import msgspec
 
@@ -173,6 +174,44 @@ _GEMINI_DOCUMENT = msgspec.json.Decoder(_GeminiDocument)
 _COPILOT = msgspec.json.Decoder(_CopilotLine)
 _ANY = msgspec.json.Decoder()
 _ENCODER = msgspec.json.Encoder()
+_NOT_JSON = object()  # what _whole() gives for a line that is not JSON
+# An escape of a UTF-16 surrogate, \uD800 to \uDFFF, after an even number of backslashes
+# (not a "\\" followed by the text "uD83D"). JSON.stringify writes one alone for a string
+# cut inside an emoji, which msgspec refuses.
+_SURROGATE_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+_Line = TypeVar("_Line")
+
+
+def _typed(decoder: msgspec.json.Decoder[_Line], raw: bytes) -> _Line:
+    """``raw`` by ``decoder``; a line whose JSON is broken only by lone UTF-16 surrogate
+    escapes is read with U+FFFD in place of every surrogate escape. Raises what
+    ``decoder`` raises."""
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError:
+        raise
+    except msgspec.DecodeError:
+        repaired = _without_surrogates(raw)
+        if repaired is None:
+            raise
+        return decoder.decode(repaired)
+
+
+def _whole(raw: bytes) -> Any:
+    """A line that is not of its importer's shape, decoded whole (a dict, a list, ...),
+    or :data:`_NOT_JSON` (msgspec may find a wrong type before it finds that the rest of
+    the line is not JSON at all)."""
+    try:
+        return _typed(_ANY, raw)
+    except msgspec.DecodeError:
+        return _NOT_JSON
+
+
+def _without_surrogates(raw: bytes) -> bytes | None:
+    """``raw`` with U+FFFD for each surrogate escape; None when it has none."""
+    repaired, count = _SURROGATE_ESCAPE.subn(rb"\1\\ufffd", raw)
+    return repaired if count else None
 
 
 _UsageParts = tuple[dict[str, Any], str | None, int | None]
@@ -313,17 +352,21 @@ def found(agent: str, environ: dict[str, str] | None = None) -> bool:
 
 
 def discover(
-    given: Iterable[str | Path], roots: list[Path], globs: tuple[str, ...] = ("*.jsonl",)
+    given: Iterable[str | Path],
+    roots: list[Path],
+    globs: tuple[str, ...] = ("*.jsonl",),
+    unreadable: list[str] | None = None,
 ) -> list[Path]:
     """The files matching ``globs`` under the given paths (files taken as they are), else
-    under ``roots``; each once, in path order (a session before its sub-agents' files)."""
+    under ``roots``; each once, in path order (a session before its sub-agents' files).
+    (``unreadable``: as agent_files.walk has it.)"""
     found: set[str] = set()
     starts = [Path(p).expanduser() for p in given] or [r for r in roots if r.exists()]
     for start in starts:
         if start.is_file():
             found.add(str(start.resolve()))
         elif start.is_dir():
-            found.update(resolved for resolved, _ in agent_files.walk(start, globs))
+            found.update(resolved for resolved, _ in agent_files.walk(start, globs, unreadable))
         elif list(given):
             raise TelemetryError(f"{start}: no such file or directory")
     return [Path(p) for p in sorted(found)]
@@ -756,6 +799,20 @@ class Importer:
             code = _SESSION_CODES.get(kind, SESSION)
             self.outbox.add_event(key, code, event)
 
+    def read_or_note(self, path: Path, part: tuple[int, int, int] | None = None) -> bool:
+        """:meth:`read_file`; a file that cannot be read (the file system failed, or what
+        it holds broke the reading) is one problem in the summary, and False: the other
+        files are read all the same, as reader processes do (client/import_reader.py)."""
+        try:
+            self.read_file(path, part)
+        except OSError as exc:
+            self.summary.rejections.append(f"{path}: {exc.strerror or exc}")
+            return False
+        except Exception as exc:
+            self.summary.rejections.append(f"{path}: {type(exc).__name__}: {exc}")
+            return False
+        return True
+
     def read_file(self, path: Path, part: tuple[int, int, int] | None = None) -> None:
         """Read one file; ``part``: only rows ``(index, first, last)`` of a database
         (its first part counts the file)."""
@@ -791,14 +848,17 @@ class Importer:
             summary.lines += 1
             parts = None
             try:
-                decoded = _CLAUDE.decode(raw)
+                decoded = _typed(_CLAUDE, raw)
                 session.feed(decoded, offset)
                 found = _claude_dict(decoded, usages)
                 if found is None:
                     continue
                 line, parts = found
             except msgspec.ValidationError:  # valid JSON of another shape: read it whole
-                line = _ANY.decode(raw)
+                line = _whole(raw)
+                if line is _NOT_JSON:
+                    summary.malformed += 1
+                    continue
             except msgspec.DecodeError:
                 summary.malformed += 1
                 continue
@@ -838,9 +898,12 @@ class Importer:
                 continue
             summary.lines += 1
             try:
-                line = _codex_dict(_CODEX.decode(raw))
+                line = _codex_dict(_typed(_CODEX, raw))
             except msgspec.ValidationError:
-                line = _ANY.decode(raw)
+                line = _whole(raw)
+                if line is _NOT_JSON:
+                    summary.malformed += 1
+                    continue
             except msgspec.DecodeError:
                 summary.malformed += 1
                 continue
@@ -863,9 +926,12 @@ class Importer:
                 continue
             summary.lines += 1
             try:
-                line: Any = _gemini_dict(_GEMINI.decode(raw))
+                line: Any = _gemini_dict(_typed(_GEMINI, raw))
             except msgspec.ValidationError:  # valid JSON of another shape
-                line = _ANY.decode(raw)
+                line = _whole(raw)
+                if line is _NOT_JSON:
+                    summary.malformed += 1
+                    continue
             except msgspec.DecodeError:
                 summary.malformed += 1
                 continue
@@ -963,16 +1029,19 @@ class Importer:
                 continue
             summary.lines += 1
             try:
-                decoded = _COPILOT.decode(raw)
+                decoded = _typed(_COPILOT, raw)
             except msgspec.ValidationError:  # valid JSON of another shape
-                line = _ANY.decode(raw)
+                line = _whole(raw)
+                if line is _NOT_JSON:
+                    summary.malformed += 1
+                    continue
             except msgspec.DecodeError:
                 summary.malformed += 1
                 continue
             else:
                 if decoded.type != copilot.SHUTDOWN:
                     if decoded.type == "span" or (decoded.type is None and b"Id" in raw):
-                        self._copilot_span(_ANY.decode(raw))
+                        self._copilot_span(_whole(raw))  # (JSON: decoded above)
                     continue
                 data = decoded.data
                 line = {
@@ -1009,10 +1078,7 @@ def model_calls(paths: Iterable[Path]) -> dict[str, list[float]]:
                 for raw in _lines(f, Summary(agent="copilot"), None):
                     if b'"span"' not in raw and b"traceId" not in raw:
                         continue
-                    try:
-                        found = copilot.otel_span(_ANY.decode(raw))
-                    except msgspec.DecodeError:
-                        continue
+                    found = copilot.otel_span(_whole(raw))
                     call = found and copilot.model_call(*found)
                     if call:
                         calls.setdefault(call[0], []).append(call[1])
@@ -1284,13 +1350,16 @@ def _run(
     started = time.monotonic()
     if agent not in AGENTS:
         raise TelemetryError(f"unknown agent {agent!r}")
+    unreadable: list[str] = []  # directories that could not be read: problems
     if agent == "opencode":  # a database first, then the message files, per directory
-        files = agent_files.opencode_files(list(given), roots(agent))
+        files = agent_files.opencode_files(list(given), roots(agent), unreadable)
     elif agent == "copilot":  # OpenTelemetry exports, then the sessions' events
-        files = agent_files.copilot_files(list(given), roots(agent))
+        files = agent_files.copilot_files(list(given), roots(agent), unreadable=unreadable)
     else:
-        files = discover(list(given), roots(agent), patterns(agent))
+        files = discover(list(given), roots(agent), patterns(agent), unreadable)
     state = {} if rescan else load_state(agent)
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)  # (a date or time given without a zone is UTC's)
     since_cut = None if since is None else since.timestamp()
     todo = []
     unchanged = 0
@@ -1312,6 +1381,7 @@ def _run(
         on_files(todo, total)
     if not todo:  # nothing new: no prices to load, nothing for the daemon
         summary = Summary(agent=agent, dry_run=dry_run, files_unchanged=unchanged)
+        summary.rejections += unreadable
         summary.elapsed_s = time.monotonic() - started
         return summary
     prices = pricing.configured()
@@ -1320,6 +1390,7 @@ def _run(
         sink = connect(socket_path or paths.events_socket_fast())
     importer = Importer(agent, since=since, sink=sink, progress=progress, prices=prices)
     importer.summary.files_unchanged = unchanged
+    importer.summary.rejections += unreadable
     failed: set[Path] = set()
     units = []
     if pool.wanted(total):
@@ -1341,10 +1412,7 @@ def _run(
             failed = pool.read(importer, units, sink, progress)
         else:
             for path in todo:
-                try:
-                    importer.read_file(path)
-                except OSError as exc:
-                    importer.summary.rejections.append(f"{path}: {exc.strerror or exc}")
+                if not importer.read_or_note(path):
                     failed.add(path)
         for path in failed:  # not imported: read again next time
             identities.pop(str(path), None)
