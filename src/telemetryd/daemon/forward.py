@@ -716,6 +716,14 @@ class Forwarder:
                     if chunk is None:
                         break
                     after = (chunk.after[0], chunk.after[2])
+                    if not self.position.seq:
+                        # The first read, "from the oldest segment there is": where that
+                        # was is kept, so that a segment deleted before it is sent is
+                        # reported (``skipped``) after a restart too, as later ones are.
+                        self.position.seq = chunk.seq
+                        await anyio.to_thread.run_sync(
+                            save_position, self.position_file, self.position
+                        )
                     if chunk.skipped:
                         for what in chunk.skipped:
                             log.error(
