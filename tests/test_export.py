@@ -282,6 +282,33 @@ def test_the_daemon_exports_continuously_to_parquet_dir(
     assert len(ids) == len(set(ids)) == len(first) + len(more)
 
 
+def test_a_reload_that_shortens_the_export_interval_applies_at_once(
+    daemon_factory: Any, state_home: Path, tmp_path: Path
+) -> None:
+    """SIGHUP setting ``parquet-dir`` and a 1 s ``interval`` on a daemon waiting out the
+    default 300 s: the first run comes within seconds, not when the old wait ends."""
+    from signal import SIGHUP
+
+    config_file = state_home / "config.toml"
+    config_file.write_text("[export]\ninterval = 300\n")
+    daemon = daemon_factory().start()
+    events = make_events(500)
+    send(daemon, events)
+    out = tmp_path / "continuous"
+    config_file.write_text(f"[export]\nparquet-dir = {json.dumps(str(out))}\ninterval = 1\n")
+    assert daemon.proc is not None
+    daemon.notifications.clear()
+    daemon.proc.send_signal(SIGHUP)
+    daemon.wait_for("STATUS=configuration reloaded")
+    reloaded = time.monotonic()
+    wait_for_manifest(out, len(events))
+    assert time.monotonic() - reloaded < 30
+    shown = json.loads(ctl("status", "--json").stdout)["export"]
+    next_run = datetime.fromisoformat(shown["next_run"].replace("Z", "+00:00"))
+    assert shown["interval_s"] == 1.0 and shown["runs"] >= 1
+    assert next_run < datetime.now(UTC) + timedelta(seconds=5)  # (not the old 300 s away)
+
+
 def test_status_shows_the_continuous_export(daemon_factory: Any, tmp_path: Path) -> None:
     """`status` (JSON and text) shows the continuous export's directory, interval, last
     run, the events it wrote, and a failed run's error, as the runs go."""

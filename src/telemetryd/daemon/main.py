@@ -88,7 +88,9 @@ async def serve(
         server.operations.analyzer = analyzer
         on_hup = None
         if load is not None:
-            on_hup = functools.partial(reload, settings, load, journal, notifier)
+            on_hup = functools.partial(
+                reload, settings, load, journal, notifier, store.settings_changed
+            )
         async with watchdog(notifier), anyio.create_task_group() as top:
             await top.start(worker.run)
             async with anyio.create_task_group() as writing:

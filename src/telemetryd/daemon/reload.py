@@ -101,9 +101,14 @@ def apply(running: Config, new: Config) -> tuple[list[str], list[str]]:
 
 
 async def reload(
-    running: Config, load: Callable[[], Config], journal: Journal, notifier: Notifier
+    running: Config,
+    load: Callable[[], Config],
+    journal: Journal,
+    notifier: Notifier,
+    applied_hook: Callable[[], None] | None = None,
 ) -> bool:
-    """Handle one SIGHUP (see the module docstring); return whether the new file was valid."""
+    """Handle one SIGHUP (see the module docstring); return whether the new file was valid.
+    ``applied_hook`` is called once live settings changed (timers look again)."""
     notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
     try:
         new = await anyio.to_thread.run_sync(load)
@@ -118,6 +123,8 @@ async def reload(
     applied, waiting = apply(running, new)
     for change in applied:
         log.info("SIGHUP: applied %s", change)
+    if applied and applied_hook is not None:
+        applied_hook()
     for change in waiting:
         log.warning("SIGHUP: %s takes a restart; still running with the old value", change)
     if not applied and not waiting:

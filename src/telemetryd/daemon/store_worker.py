@@ -474,6 +474,7 @@ class StoreClient:
         self.after_load: Callable[[], Awaitable[None]] | None = None
         self._costs_wanted = False  # a load (and the costs after it) is due: want_costs()
         self.exports = ExportRuns()  # the continuous export's runs (`[export] parquet-dir`)
+        self._reloaded = anyio.Event()  # set (and replaced) by settings_changed()
         # A due load waiting for ingest to calm down (_yield_to_ingest): since when (epoch
         # seconds), and how many loads have waited so far.
         self.yielding_since: float | None = None
@@ -663,13 +664,34 @@ class StoreClient:
         reply.pop("ok", None)
         return reply
 
+    def settings_changed(self) -> None:
+        """A reload applied new settings: the timers waiting on an interval look again."""
+        reloaded, self._reloaded = self._reloaded, anyio.Event()
+        reloaded.set()
+
+    async def _sleep(self, interval: Callable[[], float], note: Callable[[float], None]) -> None:
+        """Sleep ``interval()`` seconds, counted from now; a reload that changes the
+        interval moves the end at once (``note`` is told each end, for `status`)."""
+        started = time.time()
+        while True:
+            end = started + interval()
+            note(end)
+            reloaded = self._reloaded
+            with anyio.move_on_after(max(0.0, end - time.time())):
+                await reloaded.wait()
+                continue
+            return
+
     async def _export(self) -> None:
         """Export to ``[export] parquet-dir`` every ``[export] interval`` seconds (settings
         read afresh, so a reload applies; an empty directory turns it off)."""
         runs = self.exports
+
+        def note(end: float) -> None:
+            runs.next_run = end
+
         while True:
-            runs.next_run = time.time() + self.settings.export.interval
-            await anyio.sleep(self.settings.export.interval)
+            await self._sleep(lambda: self.settings.export.interval, note)
             target = self.settings.export.parquet_dir
             if not target:
                 continue
@@ -688,7 +710,7 @@ class StoreClient:
 
     async def _retention(self) -> None:
         while True:
-            await anyio.sleep(self.settings.retention.interval)
+            await self._sleep(lambda: self.settings.retention.interval, lambda end: None)
             try:
                 await self.collect()
             except WorkerError as exc:  # not open yet, say: next time
