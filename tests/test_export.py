@@ -475,6 +475,49 @@ def test_a_failed_run_leaves_nothing_that_is_read_twice(
     assert sorted(ids) == [f"ev-{n:06d}" for n in range(120)]
 
 
+def test_a_manifest_changed_by_hand_is_refused_with_what_is_wrong(
+    hardened: tuple[Store, Path], tmp_path: Path
+) -> None:
+    """Counts below 0, a window that is no time, a position inside a line (whose line
+    would be lost, cut in two): each an ExportError naming it, nothing written."""
+    import gzip
+
+    store, journal = hardened
+    segment = journal / "20261120T000000Z-000001.jsonl"
+    segment.write_bytes(b"".join(_line(n) for n in range(100)))
+    store.materialize(str(journal))
+    out = tmp_path / "out"
+    assert export.export(store, str(journal), str(out)).events == 100
+    with segment.open("ab") as f:
+        f.write(b"".join(_line(n) for n in range(100, 120)))
+    store.materialize(str(journal))
+    path = out / export.MANIFEST_NAME
+    good = json.loads(path.read_text())
+    middle = good["position"]["1"] - 7
+    edits = {
+        "runs": ({"runs": -1}, "`$.runs`"),
+        "position": ({"position": {"1": -5}}, "$.position"),
+        "since": ({"since": "garbage"}, "`since`, 'garbage', is not an RFC 3339 time"),
+        "inside a line": ({"position": {"1": middle}}, "is not at the end of a line"),
+    }
+    for name, (edit, said) in edits.items():
+        path.write_text(json.dumps({**good, **edit}))
+        with pytest.raises(ExportError, match=re.escape(said)):
+            export.export(store, str(journal), str(out))
+        assert len(exported_ids(out)) == 100, name
+    # The same inside a line of a compressed segment.
+    path.write_text(json.dumps({**good, "position": {"1": middle}}))
+    data = segment.read_bytes()
+    segment.chmod(0o600)
+    compressed = journal / (segment.name + ".gz")
+    compressed.write_bytes(gzip.compress(data))
+    segment.unlink()
+    with pytest.raises(ExportError, match="is not at the end of a line"):
+        export.export(store, str(journal), str(out))
+    path.write_text(json.dumps(good))
+    assert export.export(store, str(journal), str(out)).events == 20
+
+
 def test_a_first_runs_writers_export_the_snapshot_taken_under_the_lock(
     hardened: tuple[Store, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -71,7 +71,7 @@ import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import duckdb
 import msgspec
@@ -92,6 +92,9 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _JSON_COLUMNS = frozenset({"attrs", "fields"})
 
 
+_Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
 class Manifest(msgspec.Struct, kw_only=True):
     """What DIR holds (see the module docstring)."""
 
@@ -100,13 +103,13 @@ class Manifest(msgspec.Struct, kw_only=True):
     since: str | None = None  # the window: events with since <= ts < until (RFC 3339 UTC)
     until: str | None = None
     # segment sequence number -> bytes of its complete lines whose events are exported
-    position: dict[int, int] = msgspec.field(default_factory=dict)
+    position: dict[_Count, _Count] = msgspec.field(default_factory=dict)
     # segment sequence number -> its name (``20261121T233532Z-000007``: when it was
     # opened), which tells this journal's segment from another journal's of that number
     segments: dict[int, str] = msgspec.field(default_factory=dict)
-    runs: int = 0  # export runs that wrote files (the next writes part-<runs + 1>-*)
-    events: int = 0  # events exported, all runs
-    files: int = 0  # Parquet files written, all runs
+    runs: _Count = 0  # export runs that wrote files (the next writes part-<runs + 1>-*)
+    events: _Count = 0  # events exported, all runs
+    files: _Count = 0  # Parquet files written, all runs
     created_at: str | None = None
     updated_at: str | None = None
 
@@ -299,6 +302,14 @@ def _decode_manifest(data: bytes | None, root: str) -> Manifest | None:
             f"{manifest.version}; this telemetryd writes {MANIFEST_FORMAT!r} version "
             f"{MANIFEST_VERSION}"
         )
+    for name in ("since", "until"):
+        try:
+            _naive(getattr(manifest, name))
+        except ValueError:
+            raise ExportError(
+                f"{root}/{MANIFEST_NAME}: its `{name}`, {getattr(manifest, name)!r}, is not "
+                "an RFC 3339 time"
+            ) from None
     return manifest
 
 
@@ -712,10 +723,14 @@ def _copy_lines(journal_dir: str, new: dict[int, tuple[int, int]], staging: str)
 
 
 def _copy_range(path: str, out: Any, start: int, end: int) -> None:
-    """Bytes [start, end) of the segment's content (uncompressed) into ``out``."""
+    """Bytes [start, end) of the segment's content (uncompressed) into ``out``. ``start``
+    must follow a line's end (the manifest's position always does; one edited by hand
+    may not): ExportError otherwise, rather than a line cut in two and lost."""
     if not segments.is_compressed(path):
         with open(path, "rb") as f:
-            f.seek(start)
+            if start:
+                f.seek(start - 1)
+                _after_a_line(path, f.read(1), start)
             left = end - start
             while left > 0:
                 block = f.read(min(_COPY_CHUNK, left))
@@ -730,9 +745,19 @@ def _copy_range(path: str, out: Any, start: int, end: int) -> None:
             block = content.read(min(_COPY_CHUNK, end - pos) if pos >= start else _COPY_CHUNK)
             if not block:
                 raise ExportError(f"{path} ended at {pos} bytes, before {end}")
+            if start and pos < start <= pos + len(block):
+                _after_a_line(path, block[start - 1 - pos : start - pos], start)
             if pos + len(block) > start:
                 out.write(block[max(0, start - pos) : end - pos])
             pos += len(block)
+
+
+def _after_a_line(path: str, before: bytes, start: int) -> None:
+    if before != b"\n":
+        raise ExportError(
+            f"the export's position in {path}, {start} bytes, is not at the end of a line "
+            "(its manifest was changed by hand?): export to another directory"
+        )
 
 
 def _staged_files(out: str) -> list[str]:

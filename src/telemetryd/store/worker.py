@@ -142,8 +142,10 @@ class Worker:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             raise
         except Exception as exc:  # the store failed: say so, keep serving
-            log.warning("%s failed: %s: %s", type(request).__name__, type(exc).__name__, exc)
-            await send(_closing(code, f"{type(exc).__name__}: {exc}"))
+            # (DuckDB's most general error is named Error: not "Error: Error: ..." to read)
+            what = f"{type(exc).__name__}: {exc}" if type(exc).__name__ != "Error" else str(exc)
+            log.warning("%s failed: %s", type(request).__name__, what)
+            await send(_closing(code, what))
             return
         await send(wire.ENCODER.encode(reply) + b"\n")
 
