@@ -770,14 +770,17 @@ def test_import_runs_alone_as_it_runs_under_the_cli() -> None:
         "[1,",
         '[\n  {"type": "assistant"',  # a pretty-printed JSON array, cut into lines
         "\x00\x01\x02 binary",
+        '[{"type": "assistant"}, {"type": "user"}]',  # JSON, but a minified array
+        "null",
     ],
 )
 @pytest.mark.parametrize("agent", ["claude-code", "codex", "gemini", "copilot"])
 def test_a_line_that_is_not_json_is_counted_and_the_rest_imported(
     agent: str, bad: str, tmp_path: Path
 ) -> None:
-    """Whatever a line holds, it costs that line (counted as malformed), in the importing
-    process as in the reader processes: the other lines and files are read."""
+    """Whatever a line holds, it costs that line (counted as malformed: it is no JSON
+    object), in the importing process as in the reader processes: the other lines and
+    files are read."""
     good = {
         "claude-code": assistant("m1", "r1", "2026-04-01T00:00:00.000Z", inp=10, out=5),
         "codex": {"timestamp": "2026-04-01T00:00:00.000Z", "type": "session_meta",

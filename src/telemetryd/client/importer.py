@@ -174,7 +174,6 @@ _GEMINI_DOCUMENT = msgspec.json.Decoder(_GeminiDocument)
 _COPILOT = msgspec.json.Decoder(_CopilotLine)
 _ANY = msgspec.json.Decoder()
 _ENCODER = msgspec.json.Encoder()
-_NOT_JSON = object()  # what _whole() gives for a line that is not JSON
 # An escape of a UTF-16 surrogate, \uD800 to \uDFFF, after an even number of backslashes
 # (not a "\\" followed by the text "uD83D"). JSON.stringify writes one alone for a string
 # cut inside an emoji, which msgspec refuses.
@@ -200,12 +199,12 @@ def _typed(decoder: msgspec.json.Decoder[_Line], raw: bytes) -> _Line:
 
 def _whole(raw: bytes) -> Any:
     """A line that is not of its importer's shape, decoded whole (a dict, a list, ...),
-    or :data:`_NOT_JSON` (msgspec may find a wrong type before it finds that the rest of
-    the line is not JSON at all)."""
+    or None when it is not JSON (msgspec may find a wrong type before it finds that the
+    rest of the line is not JSON at all)."""
     try:
         return _typed(_ANY, raw)
     except msgspec.DecodeError:
-        return _NOT_JSON
+        return None
 
 
 def _without_surrogates(raw: bytes) -> bytes | None:
@@ -856,7 +855,7 @@ class Importer:
                 line, parts = found
             except msgspec.ValidationError:  # valid JSON of another shape: read it whole
                 line = _whole(raw)
-                if line is _NOT_JSON:
+                if not isinstance(line, dict):  # (not JSON, or not an object: [...], 7)
                     summary.malformed += 1
                     continue
             except msgspec.DecodeError:
@@ -901,7 +900,7 @@ class Importer:
                 line = _codex_dict(_typed(_CODEX, raw))
             except msgspec.ValidationError:
                 line = _whole(raw)
-                if line is _NOT_JSON:
+                if not isinstance(line, dict):  # (not JSON, or not an object: [...], 7)
                     summary.malformed += 1
                     continue
             except msgspec.DecodeError:
@@ -929,7 +928,7 @@ class Importer:
                 line: Any = _gemini_dict(_typed(_GEMINI, raw))
             except msgspec.ValidationError:  # valid JSON of another shape
                 line = _whole(raw)
-                if line is _NOT_JSON:
+                if not isinstance(line, dict):  # (not JSON, or not an object: [...], 7)
                     summary.malformed += 1
                     continue
             except msgspec.DecodeError:
@@ -1032,7 +1031,7 @@ class Importer:
                 decoded = _typed(_COPILOT, raw)
             except msgspec.ValidationError:  # valid JSON of another shape
                 line = _whole(raw)
-                if line is _NOT_JSON:
+                if not isinstance(line, dict):  # (not JSON, or not an object: [...], 7)
                     summary.malformed += 1
                     continue
             except msgspec.DecodeError:
