@@ -8,10 +8,10 @@ hex (any case; :class:`~.wire.BadRequest` for another length), enums as integers
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
-from msgspec import Struct
+from msgspec import Meta, Struct
 
 from telemetryd.adapters.otel import forwarded
 from telemetryd.adapters.otel.records import LogRecord, Point, Scope, Scoped, Span, SpanEvent
@@ -25,7 +25,12 @@ from telemetryd.adapters.otel.wire import (
     real,
 )
 
-Int64 = int | str
+# OTLP/JSON's 64-bit integers: a JSON number or a decimal string (proto3's JSON mapping,
+# which the decoders read in msgspec's lax mode: "12", 12, "1e3", never " 12 " or "1_0"),
+# within the field's range: int64 values, fixed64 times and counts (whose upper bound,
+# past what msgspec can check, _fixed() checks).
+Int64 = Annotated[int, Meta(ge=-(1 << 63), le=(1 << 63) - 1)]
+Fixed64 = Annotated[int, Meta(ge=0)]
 
 
 class _AnyValue(Struct, rename="camel", gc=False):
@@ -61,8 +66,8 @@ class _Scope(Struct, rename="camel", gc=False):
 
 
 class _LogRecord(Struct, rename="camel", gc=False):
-    time_unix_nano: Int64 = 0
-    observed_time_unix_nano: Int64 = 0
+    time_unix_nano: Fixed64 = 0
+    observed_time_unix_nano: Fixed64 = 0
     severity_number: int | str = 0
     severity_text: str = ""
     body: _AnyValue | None = None
@@ -92,7 +97,7 @@ class _Status(Struct, rename="camel", gc=False):
 
 
 class _SpanEvent(Struct, rename="camel", gc=False):
-    time_unix_nano: Int64 = 0
+    time_unix_nano: Fixed64 = 0
     name: str = ""
     attributes: list[_KeyValue] = []
 
@@ -103,8 +108,8 @@ class _Span(Struct, rename="camel", gc=False):
     parent_span_id: str = ""
     name: str = ""
     kind: int | str = 0
-    start_time_unix_nano: Int64 = 0
-    end_time_unix_nano: Int64 = 0
+    start_time_unix_nano: Fixed64 = 0
+    end_time_unix_nano: Fixed64 = 0
     attributes: list[_KeyValue] = []
     events: list[_SpanEvent] = []
     status: _Status | None = None
@@ -128,11 +133,11 @@ class _DataPoint(Struct, rename="camel", gc=False):
     """Number, histogram, exponential-histogram and summary points in one shape."""
 
     attributes: list[_KeyValue] = []
-    start_time_unix_nano: Int64 = 0
-    time_unix_nano: Int64 = 0
+    start_time_unix_nano: Fixed64 = 0
+    time_unix_nano: Fixed64 = 0
     as_double: float | str | None = None
     as_int: Int64 | None = None
-    count: Int64 | None = None
+    count: Fixed64 | None = None
     sum: float | str | None = None
     min: float | str | None = None
     max: float | str | None = None
@@ -169,29 +174,19 @@ class _MetricsRequest(Struct, rename="camel", gc=False):
 
 
 _JSON_DECODERS: dict[Signal, msgspec.json.Decoder[Any]] = {
-    "logs": msgspec.json.Decoder(_LogsRequest),
-    "metrics": msgspec.json.Decoder(_MetricsRequest),
-    "traces": msgspec.json.Decoder(_TracesRequest),
+    "logs": msgspec.json.Decoder(_LogsRequest, strict=False),
+    "metrics": msgspec.json.Decoder(_MetricsRequest, strict=False),
+    "traces": msgspec.json.Decoder(_TracesRequest, strict=False),
 }
 
 
-_INT64 = (-(1 << 63), (1 << 63) - 1)
-_UINT64 = (0, (1 << 64) - 1)  # fixed64: times and counts
+_MAX_FIXED64 = (1 << 64) - 1
 
 
-def _int(value: int | str | None, where: str, bounds: tuple[int, int] = _UINT64) -> int:
-    """An OTLP/JSON 64-bit integer, a JSON number or a decimal string (proto3's JSON
-    mapping), within ``bounds``; BadRequest for anything else."""
-    if value is None:
-        return 0
-    if isinstance(value, str):
-        text = value[1:] if value[:1] == "-" else value
-        if not (text.isascii() and text.isdigit()):  # (int() would take " 1_0 ")
-            raise BadRequest(f"{where}: {value!r} is not an integer")
-        value = int(value)
-    if not bounds[0] <= value <= bounds[1]:
-        kind = "an int64" if bounds is _INT64 else "a fixed64"
-        raise BadRequest(f"{where}: {value} is out of the range of {kind}")
+def _fixed(value: int, where: str) -> int:
+    """A fixed64 (a time, a count) read: at most 2^64 - 1."""
+    if value > _MAX_FIXED64:
+        raise BadRequest(f"{where}: {value} is out of the range of a fixed64")
     return value
 
 
@@ -225,7 +220,7 @@ def _json_value(value: _AnyValue | None, depth: int = 0) -> Any:
     if value.string_value is not None:
         return value.string_value
     if value.int_value is not None:
-        return _int(value.int_value, "intValue", _INT64)
+        return value.int_value
     if value.bool_value is not None:
         return value.bool_value
     if value.double_value is not None:
@@ -253,7 +248,7 @@ def _json_attrs(pairs: list[_KeyValue]) -> dict[str, Any]:
                 continue
             number = value.int_value
             if number is not None:
-                out[kv.key] = _int(number, "intValue", _INT64)
+                out[kv.key] = number
                 continue
         out[kv.key] = _json_value(value)
     return out
@@ -298,7 +293,7 @@ def decode(signal: Signal, body: bytes) -> list[Scoped]:
 
 
 def _json_log(record: _LogRecord) -> LogRecord:
-    time_ns = _int(record.time_unix_nano, "timeUnixNano") or _int(
+    time_ns = _fixed(record.time_unix_nano, "timeUnixNano") or _fixed(
         record.observed_time_unix_nano, "observedTimeUnixNano"
     )
     severity = record.severity_number
@@ -319,8 +314,8 @@ def _forwarded_log(record: _LogRecord) -> LogRecord:
     is the event, which the daemon checks whole; its attributes only repeat fields of
     the body, so they are not read (decoding has checked their shape)."""
     return LogRecord(
-        time_ns=_int(record.time_unix_nano, "timeUnixNano")
-        or _int(record.observed_time_unix_nano, "observedTimeUnixNano"),
+        time_ns=_fixed(record.time_unix_nano, "timeUnixNano")
+        or _fixed(record.observed_time_unix_nano, "observedTimeUnixNano"),
         attrs={},
         body=_json_value(record.body),
         severity_number=record.severity_number if isinstance(record.severity_number, int) else 0,
@@ -339,15 +334,15 @@ def _json_span(span: _Span) -> Span:
         trace_id=trace_id,
         span_id=span_id,
         name=span.name,
-        start_ns=_int(span.start_time_unix_nano, "startTimeUnixNano"),
-        end_ns=_int(span.end_time_unix_nano, "endTimeUnixNano"),
+        start_ns=_fixed(span.start_time_unix_nano, "startTimeUnixNano"),
+        end_ns=_fixed(span.end_time_unix_nano, "endTimeUnixNano"),
         attrs=_json_attrs(span.attributes),
         parent_span_id=_hex_id(span.parent_span_id, 8, "parentSpanId"),
         kind=span.kind if isinstance(span.kind, int) else 0,
         status_code=status.code if status is not None and isinstance(status.code, int) else 0,
         status_message=status.message if status is not None else "",
         events=[
-            SpanEvent(e.name, _int(e.time_unix_nano, "timeUnixNano"), _json_attrs(e.attributes))
+            SpanEvent(e.name, _fixed(e.time_unix_nano, "timeUnixNano"), _json_attrs(e.attributes))
             for e in span.events
         ],
     )
@@ -363,23 +358,23 @@ def _json_points(metric: _Metric) -> list[Point]:
         for p in data.data_points:
             value: float | int | str | None = None
             if p.as_int is not None:
-                value = _int(p.as_int, "asInt", _INT64)
+                value = p.as_int
             elif p.as_double is not None:
                 value = finite(_float(p.as_double, "asDouble"))
             out.append(
                 Point(
                     metric=metric.name,
                     kind=kind,
-                    time_ns=_int(p.time_unix_nano, "timeUnixNano"),
+                    time_ns=_fixed(p.time_unix_nano, "timeUnixNano"),
                     attrs=_json_attrs(p.attributes),
                     unit=metric.unit,
                     temporality=TEMPORALITY.get(temporality, "")
                     if isinstance(temporality, int)
                     else "",
                     monotonic=data.is_monotonic,
-                    start_ns=_int(p.start_time_unix_nano, "startTimeUnixNano"),
+                    start_ns=_fixed(p.start_time_unix_nano, "startTimeUnixNano"),
                     value=value if not isinstance(value, str) else None,
-                    count=None if p.count is None else _int(p.count, "count"),
+                    count=None if p.count is None else _fixed(p.count, "count"),
                     sum=real(_float(p.sum, "sum")),
                     min=real(_float(p.min, "min")),
                     max=real(_float(p.max, "max")),
