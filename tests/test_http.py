@@ -424,14 +424,20 @@ def test_json_nested_too_deeply_is_a_bad_request_in_the_daemon_and_its_workers(
     big["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]["body"]["stringValue"] += "b" * 40000
     assert client.post("/v1/logs", json.dumps(big).encode())[0] == 200
     deadline = time.monotonic() + 20
-    while control.status(daemon.control_socket)["ingest_workers"]["running"] == 0:
+    while True:  # (every worker up: one that ended later would be seen)
+        workers = control.status(daemon.control_socket)["ingest_workers"]
+        if workers["running"] == workers["max"]:
+            break
         assert time.monotonic() < deadline, daemon.log()
         time.sleep(0.05)
-    workers = control.status(daemon.control_socket)["ingest_workers"]
     status, _, answer = client.post("/v1/logs", deep(5000, 40000))
     assert status == 400 and b"deeply" in answer
     after = control.status(daemon.control_socket)["ingest_workers"]
-    assert (after["running"], after["last_exit"]) == (workers["running"], None)
+    assert (after["running"], after["starts"], after["last_exit"]) == (
+        workers["max"],
+        workers["starts"],
+        None,
+    )
     hook = b'{"hook_event_name":"PreToolUse","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     status, _, answer = client.post("/v1/hooks/claude-code", hook)
     assert status == 400 and b"deeply" in answer

@@ -187,3 +187,22 @@ def test_a_chunk_of_new_ids_is_claimed_at_once_as_one_by_one() -> None:
     again = Batch()
     fast.claim(["f1"], failed)
     assert fast.claim(["f1"], again) == [] and fast.get("f1") is again
+
+
+def test_a_data_point_without_a_finite_value_is_counted_rejected() -> None:
+    """A gauge or sum point whose value is NaN, infinite or missing gives no event: the
+    client is told so (a rejected data point in partialSuccess), and the others stay."""
+    points = [
+        {"timeUnixNano": "1700000000000000000", "asDouble": 1.5},
+        {"timeUnixNano": "1700000000000000000", "asDouble": "NaN"},
+        {"timeUnixNano": "1700000000000000000", "asDouble": "Infinity"},
+        {"timeUnixNano": "1700000000000000000"},  # no value at all
+        {"timeUnixNano": "1700000000000000000", "asInt": "7"},
+    ]
+    metric = {"name": "m", "gauge": {"dataPoints": points}}
+    body = {"resourceMetrics": [{"scopeMetrics": [{"metrics": [metric]}]}]}
+    mapped = export.to_events("metrics", "json", json.dumps(body).encode(), limit=1 << 20)
+    assert (mapped.records, mapped.unmapped) == (5, 3)
+    assert "finite" in mapped.problem
+    lines = [msgspec.json.decode(line) for line in mapped.lines.splitlines()]
+    assert sorted(line["value"] for line in lines) == [1.5, 7]

@@ -145,11 +145,16 @@ def _to_events(
         records += len(items)
         for item in items:
             try:
-                found.append(mapper(scope, item))
+                events = mapper(scope, item)
             except Exception as exc:  # a bug in a mapper: the record is rejected, not the rest
                 log.exception("mapping an OTLP %s record failed", signal)
                 unmapped += 1
                 problem = problem or f"a record could not be mapped: {type(exc).__name__}"
+                continue
+            if not events and signal == "metrics":  # (a value NaN, infinite or missing)
+                unmapped += 1
+                problem = problem or "a data point without a finite value was not kept"
+            found.append(events)
         try:
             out.append(_encode([event for events in found for event in events], attrs))
         except Exception:  # (never seen) encoded record by record: only the culprit is lost
