@@ -861,13 +861,15 @@ def test_since_without_a_zone_is_utc_whatever_the_local_zone(
     path = jsonl(tmp_path / "s.jsonl", [line])
     when = datetime.fromisoformat("2026-11-20T03:00:30+00:00").timestamp()
     os.utime(path, (when, when))
-    for zone in ("UTC", "America/Los_Angeles", "Asia/Tokyo"):
-        monkeypatch.setenv("TZ", zone)
+    try:
+        for zone in ("UTC", "America/Los_Angeles", "Asia/Tokyo"):
+            monkeypatch.setenv("TZ", zone)
+            time.tzset()
+            for since in ("2026-11-20", "0001-01-01"):
+                summary = importer.run(
+                    "claude-code", [path], dry_run=True, since=datetime.fromisoformat(since)
+                )
+                assert summary.requests == 1, (zone, since)
+    finally:
+        monkeypatch.undo()  # (the zone as it was, for the tests after this one)
         time.tzset()
-        for since in ("2026-11-20", "0001-01-01"):
-            summary = importer.run(
-                "claude-code", [path], dry_run=True, since=datetime.fromisoformat(since)
-            )
-            assert summary.requests == 1, (zone, since)
-    monkeypatch.delenv("TZ")
-    time.tzset()
