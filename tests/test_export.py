@@ -417,6 +417,16 @@ def _line(n: int, *, event_id: str | None = None, received: str | None = None) -
     )
 
 
+def _journal(store: Store, journal: Path, numbers: range) -> Path:
+    """The lines ``numbers`` (_line) appended to the journal's segment 1, then loaded;
+    the segment's path."""
+    segment = journal / "20261120T000000Z-000001.jsonl"
+    with segment.open("ab") as f:
+        f.write(b"".join(_line(n) for n in numbers))
+    store.materialize(str(journal))
+    return segment
+
+
 @pytest.fixture
 def hardened(tmp_path: Path) -> Iterator[tuple[Store, Path]]:
     """A store sandboxed as the worker's is (no file access outside load/), and its journal."""
@@ -456,18 +466,14 @@ def test_a_failed_run_leaves_nothing_that_is_read_twice(
     hardened: tuple[Store, Path], tmp_path: Path
 ) -> None:
     store, journal = hardened
-    segment = journal / "20261120T000000Z-000001.jsonl"
-    segment.write_bytes(b"".join(_line(n) for n in range(100)))
-    store.materialize(str(journal))
+    _journal(store, journal, range(100))
     out = tmp_path / "out"
     assert export.export(store, str(journal), str(out)).events == 100
     # A run 2 that wrote a file and died before its manifest: the next run 2 replaces it.
     stray = out / "date=2026-11-20" / "source=bosun" / "part-000002-0.parquet"
     stray.write_bytes(b"not parquet: a run that died")
     (out / "date=2026-11-20" / "source=bosun" / ".part-000002-1.parquet.tmp").write_bytes(b"x")
-    with segment.open("ab") as f:
-        f.write(b"".join(_line(n) for n in range(100, 120)))
-    store.materialize(str(journal))
+    _journal(store, journal, range(100, 120))
     report = export.export(store, str(journal), str(out))
     assert report.run == 2 and report.events == 20
     assert not list(out.rglob(".part-*"))
@@ -483,14 +489,10 @@ def test_a_manifest_changed_by_hand_is_refused_with_what_is_wrong(
     import gzip
 
     store, journal = hardened
-    segment = journal / "20261120T000000Z-000001.jsonl"
-    segment.write_bytes(b"".join(_line(n) for n in range(100)))
-    store.materialize(str(journal))
+    _journal(store, journal, range(100))
     out = tmp_path / "out"
     assert export.export(store, str(journal), str(out)).events == 100
-    with segment.open("ab") as f:
-        f.write(b"".join(_line(n) for n in range(100, 120)))
-    store.materialize(str(journal))
+    segment = _journal(store, journal, range(100, 120))
     path = out / export.MANIFEST_NAME
     good = json.loads(path.read_text())
     middle = good["position"]["1"] - 7

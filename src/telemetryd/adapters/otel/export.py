@@ -77,7 +77,7 @@ def gunzip(body: bytes, limit: int) -> bytes:
         parts.append(out)
         body = inflater.unused_data.lstrip(b"\0")
         if not body:
-            return parts[0] if len(parts) == 1 else b"".join(parts)
+            return b"".join(parts)  # (one part: the same bytes, not a copy)
 
 
 def to_events(
