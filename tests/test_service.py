@@ -798,12 +798,17 @@ def test_daemon_serves_on_sockets_passed_by_systemd(state_home: Path) -> None:
     )
     try:
         deadline = time.monotonic() + 20
-        while not events_path.exists():  # the activator creates the socket, then waits
-            assert time.monotonic() < deadline and activator.poll() is None
-            time.sleep(0.01)
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        while True:  # the activator binds the socket file first and listens a moment later
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             client.settimeout(30)
-            client.connect(str(events_path))  # this starts the daemon
+            try:
+                client.connect(str(events_path))  # this starts the daemon
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                client.close()
+                assert time.monotonic() < deadline and activator.poll() is None
+                time.sleep(0.01)
+        with client:
             client.sendall(b'{"type":"custom","name":"activated"}\n')
             client.shutdown(socket.SHUT_WR)
             reply = client.makefile("rb").read()
