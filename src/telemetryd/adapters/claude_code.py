@@ -381,12 +381,14 @@ class Dedup:
         self.window = window
         self.pending: dict[tuple[str, str], dict[str, Any]] = {}  # insertion-ordered
         self.repeats = 0  # entries that repeated a pending request
+        self.last: tuple[str, str] | None = None  # the key of the last entry fed
 
     def add(self, entry: dict[str, Any]) -> list[dict[str, Any]]:
         """Feed one entry; return the entries that became final."""
         key = entry["key"]
         if key is None:
             return [entry]
+        self.last = key
         old = self.pending.get(key)
         if old is not None:
             self.repeats += 1

@@ -64,6 +64,14 @@ def _options(func: F, *, paths: bool = True) -> F:
         help="reader processes for a big import (default: one per CPU, at most "
         f"{import_pool.MAX_READERS}, none on one CPU; 0: read in this process)",
     )(func)
+    func = click.option(
+        "--settle",
+        type=click.IntRange(0),
+        metavar="SECONDS",
+        help="hold back the last request of a Claude Code or Gemini CLI file written in the "
+        f"last SECONDS (default {importer.SETTLE_S}): it may still be streaming, and the next "
+        "import takes it; 0 takes everything now",
+    )(func)
     func = click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")(func)
     func = click.option(
         "--dry-run", is_flag=True, help="read and count, send nothing (totals per model and day)"
@@ -93,6 +101,12 @@ def _print_summary(summary: importer.Summary) -> None:
         f"{_number(s.requests)} requests ({_number(s.repeats)} repeated lines merged"
         + (f", {s.before_since} before --since" if s.before_since else "")
         + ")"
+        + (
+            f", {_number(s.held_back)} held back (their files were written in the last "
+            "minutes, they may still be streaming: the next import takes them)"
+            if s.held_back
+            else ""
+        )
         + (
             f", {_number(s.tool_calls)} tool calls, {_number(s.tool_results)} tool results"
             f" ({_number(s.tool_errors)} failed), {_number(s.prompts)} prompts,"
@@ -141,9 +155,10 @@ def _run(
     rescan: bool,
     socket_path: str | None,
     jobs: int | None,
+    settle: int | None,
 ) -> None:
     with import_pool.Pool(jobs) as pool:
-        summary = _import(agent, paths, since, dry_run, as_json, rescan, socket_path, pool)
+        summary = _import(agent, paths, since, dry_run, as_json, rescan, socket_path, settle, pool)
     if as_json:
         click.echo(json.dumps(summary.as_dict(), indent=2))
     else:
@@ -160,6 +175,7 @@ def _import(
     as_json: bool,
     rescan: bool,
     socket_path: str | None,
+    settle: int | None,
     pool: import_pool.Pool,
 ) -> importer.Summary:
     bar: Any = None
@@ -185,6 +201,7 @@ def _import(
             progress=progress,
             on_files=on_files,
             pool=pool,
+            settle=importer.SETTLE_S if settle is None else settle,
         )
     finally:
         if bar is not None:

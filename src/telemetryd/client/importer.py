@@ -62,6 +62,10 @@ READ_BLOCK = 256 << 10  # bytes per read of a file of lines
 OUTBOX_BYTES = 1 << 20  # bytes of event lines a reader process sends at once
 SEEN_GENERATION = 500_000  # keys per generation of the sent-keys set (two are kept)
 DEDUP_WINDOW = 2048  # pending requests per file (Claude Code)
+# A request whose file and latest copy were written in the last SETTLE_S seconds may still
+# be streaming: it is held back until the next import (see Importer.live_after)
+SETTLE_S = 600
+HOLDS_BACK = ("claude-code", "gemini")  # the agents whose files rewrite a request as it grows
 PENDING_TOOLS = 4096  # tool uses per file waiting for their result (Claude Code)
 STATE_VERSION = 1
 AGENTS = ("claude-code", "codex", "gemini", "copilot", "opencode", "amp")
@@ -442,7 +446,9 @@ class Summary:
     its parent's counts, Gemini CLI's re-appended messages). The rest of a Claude
     Code session is counted apart: ``tool_calls``, ``tool_results`` (``tool_errors``
     of them failed), ``prompts`` and ``agents`` (sub-agent activations, each an
-    ``agent_start`` and an ``agent_stop``). ``sent`` counts every event."""
+    ``agent_start`` and an ``agent_stop``). ``held_back``: requests and sub-agent runs of
+    files still being written, left for the next import (see ``Importer.live_after``).
+    ``sent`` counts every event."""
 
     agent: str
     dry_run: bool = False
@@ -459,6 +465,8 @@ class Summary:
     prompts: int = 0
     agents: int = 0
     before_since: int = 0
+    held_back: int = 0
+    held_files: list[str] = field(default_factory=list)  # the files of those held back
     sent: int = 0
     accepted: int = 0
     duplicates: int = 0
@@ -509,8 +517,8 @@ class Summary:
         for name, value in other.__dict__.items():
             if name in ("agent", "dry_run", "elapsed_s"):
                 continue
-            if name == "rejections":
-                self.rejections += value
+            if name in ("rejections", "held_files"):
+                getattr(self, name).extend(value)
             elif name in ("by_model", "by_day"):
                 mine = getattr(self, name)
                 for key, totals in value.items():
@@ -715,7 +723,17 @@ def _before(ts: str | None, since: str | None) -> bool:
 
 
 class Importer:
-    """One import run: :meth:`run` reads the files and feeds ``sink`` (None: dry run)."""
+    """One import run: :meth:`run` reads the files and feeds ``sink`` (None: dry run).
+
+    ``live_after`` (epoch seconds, None: never): a file modified since then is *live*,
+    still being written. Its last request is held back (not built, counted in
+    ``held_back``) when its latest copy is that recent too, and so are its sub-agent
+    runs seen that recently: Claude Code writes a response's line again as each of its
+    content blocks ends, with the output counted so far (25, then 173), and Gemini CLI
+    re-appends a message as it grows, all under one event id. Built now, the partial copy
+    would be the one stored, for good (the first copy of an id wins, in the daemon and the
+    store). The caller does not record a live file as imported, so the next import reads
+    it again and takes what was held back once the file has settled."""
 
     def __init__(
         self,
@@ -725,6 +743,7 @@ class Importer:
         sink: EventStream | None = None,
         progress: Progress | None = None,
         prices: pricing.Pricer | None = None,
+        live_after: float | None = None,
     ) -> None:
         if agent not in AGENTS:
             raise TelemetryError(f"unknown agent {agent!r}")
@@ -736,6 +755,7 @@ class Importer:
         self.seen = _Seen()
         self.prices = prices or pricing.Pricer()
         self.summary = Summary(agent=agent, dry_run=sink is None)
+        self.live_after = live_after
         # Copilot: session -> the sorted times of its model calls in OpenTelemetry exports
         self.model_calls: dict[str, list[float]] = {}
         # In a reader process (client/import_pool.py): every event built, with its key and
@@ -818,8 +838,9 @@ class Importer:
         if part is None or part[0] == 0:
             self.summary.files += 1
         with open(path, "rb") as f:
+            live = self.live_after is not None and os.fstat(f.fileno()).st_mtime >= self.live_after
             if self.agent == "claude-code":
-                self._claude(f, path)
+                self._claude(f, path, live)
             elif self.agent == "codex":
                 self._codex(f, path)
             elif self.agent == "copilot":
@@ -829,11 +850,39 @@ class Importer:
             elif self.agent == "amp":
                 agent_files.read_amp(self, f, path)
             elif path.suffix == ".jsonl":
-                self._gemini_lines(f, path)
+                self._gemini_lines(f, path, live)
             else:
-                self._gemini_document(f, path)
+                self._gemini_document(f, path, live)
 
-    def _claude(self, f: BinaryIO, path: Path) -> None:
+    def _settled(self, dedup: claude_code.Dedup, path: Path, live: bool) -> list[dict[str, Any]]:
+        """The requests pending at the end of ``path`` (:meth:`claude_code.Dedup.flush`),
+        but the last one when it may still be streaming (see the class docstring)."""
+        finals = dedup.flush()
+        if live and dedup.last is not None:
+            for index, entry in enumerate(finals):
+                if entry["key"] == dedup.last:
+                    if self._recent(entry.get("ts")):
+                        del finals[index]
+                        self.hold(path)
+                    break
+        return finals
+
+    def hold(self, path: Path) -> None:
+        """Count one request or sub-agent run of ``path`` held back; the caller does not
+        record the file as imported (it is read again next time)."""
+        summary = self.summary
+        summary.held_back += 1
+        name = str(path)
+        if name not in summary.held_files[-1:]:
+            summary.held_files.append(name)
+
+    def _recent(self, ts: str | None) -> bool:
+        """Whether ``ts`` is after ``live_after`` (a time that cannot be read is taken
+        as recent: the file is)."""
+        when = _epoch(ts)
+        return self.live_after is not None and (when is None or when >= self.live_after)
+
+    def _claude(self, f: BinaryIO, path: Path, live: bool = False) -> None:
         summary = self.summary
         dedup = claude_code.Dedup(DEDUP_WINDOW)
         project = claude_project(path)
@@ -871,11 +920,11 @@ class Importer:
             for final in dedup.add(entry):
                 session.request(final)
                 self._claude_emit(final)
-        for final in dedup.flush():
+        for final in self._settled(dedup, path, live):
             session.request(final)
             self._claude_emit(final)
         summary.repeats += dedup.repeats
-        session.finish()
+        session.finish(live)
 
     def _claude_emit(self, entry: dict[str, Any]) -> None:
         if entry["key"] is not None:
@@ -914,7 +963,7 @@ class Importer:
                 self._emit(codex.api_request_event(record, event_id), digest)
         summary.repeats += rollout.reemitted + rollout.replayed
 
-    def _gemini_lines(self, f: BinaryIO, path: Path) -> None:
+    def _gemini_lines(self, f: BinaryIO, path: Path, live: bool = False) -> None:
         summary = self.summary
         session = gemini.Session(path.stem, _mtime_ts(path))
         dedup = claude_code.Dedup(DEDUP_WINDOW)
@@ -941,11 +990,11 @@ class Importer:
                 record["line_id"] = f"{path.resolve()}\0{offset}"
             for final in dedup.add(record):
                 self._gemini_emit(final)
-        for final in dedup.flush():
+        for final in self._settled(dedup, path, live):
             self._gemini_emit(final)
         summary.repeats += dedup.repeats
 
-    def _gemini_document(self, f: BinaryIO, path: Path) -> None:
+    def _gemini_document(self, f: BinaryIO, path: Path, live: bool = False) -> None:
         summary = self.summary
         data = read_whole(f)
         summary.bytes += len(data)
@@ -987,7 +1036,7 @@ class Importer:
             if record["key"] is None:
                 record["line_id"] = f"{path.resolve()}\0#{index}"
             dedup.add(record)
-        for final in dedup.flush():
+        for final in self._settled(dedup, path, live):
             self._gemini_emit(final)
         summary.repeats += dedup.repeats
 
@@ -1242,10 +1291,16 @@ class _ClaudeSession:
         if agent_id is not None:
             self.agents.setdefault(agent_id, claude_code.AgentSums()).usage.add(entry)
 
-    def finish(self) -> None:
+    def finish(self, live: bool = False) -> None:
+        """Build the sub-agents' activations; in a live file, not those of a sub-agent seen
+        lately (it may still run: they come with the next import)."""
+        importer = self.importer
         for agent_id, sums in self.agents.items():
+            if live and importer._recent(sums.last):
+                importer.hold(self.path)
+                continue
             for event in sums.events(agent_id, self.project):
-                self.importer._emit_session(event)
+                importer._emit_session(event)
 
 
 def _mtime_ts(path: Path) -> str | None:
@@ -1309,8 +1364,13 @@ def run(
     progress: Progress | None = None,
     on_files: Callable[[list[Path], int], None] | None = None,
     pool: Pool | None = None,
+    settle: float = SETTLE_S,
 ) -> Summary:
     """Import ``agent``'s files (the default locations when ``given`` is empty).
+
+    ``settle``: seconds. The last request of a file modified within them, when it is that
+    recent too, may still be streaming: it is held back, and its file is not recorded as
+    imported (see :class:`Importer`). 0 takes everything now.
 
     ``on_files(files, total_bytes)`` is called once the files to read are known
     (for a progress bar); ``progress(bytes)`` as they are read. Raises
@@ -1326,7 +1386,10 @@ def run(
     own = pool is None
     pool = Pool() if pool is None else pool
     try:
-        return _run(agent, given, since, dry_run, rescan, socket_path, progress, on_files, pool)
+        live_after = time.time() - settle if settle > 0 and agent in HOLDS_BACK else None
+        return _run(
+            agent, given, since, dry_run, rescan, socket_path, progress, on_files, pool, live_after
+        )
     finally:
         if own:
             pool.close()
@@ -1342,6 +1405,7 @@ def _run(
     progress: Progress | None,
     on_files: Callable[[list[Path], int], None] | None,
     pool: Pool,
+    live_after: float | None,
 ) -> Summary:
     from telemetryd.client import import_pool
     from telemetryd.client.import_pool import DB_BYTES, DB_ROWS
@@ -1387,7 +1451,9 @@ def _run(
     sink = None
     if not dry_run:
         sink = connect(socket_path or paths.events_socket_fast())
-    importer = Importer(agent, since=since, sink=sink, progress=progress, prices=prices)
+    importer = Importer(
+        agent, since=since, sink=sink, progress=progress, prices=prices, live_after=live_after
+    )
     importer.summary.files_unchanged = unchanged
     importer.summary.rejections += unreadable
     failed: set[Path] = set()
@@ -1415,6 +1481,8 @@ def _run(
                     failed.add(path)
         for path in failed:  # not imported: read again next time
             identities.pop(str(path), None)
+        for name in importer.summary.held_files:  # still being written: read again next time
+            identities.pop(name, None)
         if sink is not None:
             reply = sink.finish(timeout=600.0)
             importer.summary.accepted = reply.accepted
