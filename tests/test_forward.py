@@ -294,7 +294,8 @@ def test_batches_in_flight_answered_out_of_order_never_move_the_position_past_a_
         forward = _status(a)["forward"]
         assert "503" in (forward["last_error"] or "") and forward["sent_events"] >= 200, forward
         # ... but the position stays before the held batch, and so does the saved one.
-        assert (forward["segment"], forward["offset"]) == ("", 0), forward
+        first = sorted(a.journal_dir.glob("*.jsonl"))[0].name
+        assert (forward["segment"], forward["offset"]) == (first, 0), forward
         assert forward["behind_events"] == 1000, forward
         assert _status(b)["accepted"] == sum(_Holding.passed) >= 200
         assert a.stop() == 0
@@ -577,3 +578,32 @@ def test_segments_deleted_before_the_first_send_are_reported(daemon_factory: Any
         time.sleep(0.1)
     assert skipped == [f"segments 1 to {len(deleted)}" if len(deleted) > 1 else "segment 1"]
     assert "deleted before it was forwarded" in a.log()
+
+
+def test_status_names_the_segment_the_position_moved_to(daemon_factory: Any, home_b: Path) -> None:
+    """After a restart A writes a new segment; its forwarder moves to it before it has read
+    a line of it, and stays there while B is down. status names that segment (it gave "")."""
+    b = daemon_factory(home=home_b).start()
+    token = (home_b / "http-token").read_text().strip()
+    a, _ = _forwarding(daemon_factory, f"http://{b.http_address()}", token)
+    a.start()
+    _send(a, _events(0, 100))
+    _wait("A to catch up", lambda: _caught_up(a))
+    b.kill()
+    assert a.stop() == 0
+    a.start()
+    _send(a, _events(100, 10))  # into a new segment, which B cannot take
+
+    def retrying() -> bool:
+        forward = _status(a)["forward"]
+        return bool(forward["state"] == "retrying" and forward["failures"] >= 2)
+
+    _wait("A to retry", retrying)
+    newest = sorted(a.journal_dir.glob("*.jsonl"))
+    assert len(newest) == 2, newest
+    forward = _status(a)["forward"]
+    assert (forward["segment"], forward["offset"], forward["behind_events"]) == (
+        newest[-1].name,
+        0,
+        10,
+    ), forward

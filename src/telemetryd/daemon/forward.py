@@ -579,7 +579,7 @@ class Forwarder:
             endpoint=f"{parts.scheme}://{parts.netloc}{parts.path}",
             signals=list(self.config.signals),
             state=self.state,
-            segment=self.position.segment,
+            segment=self.position.segment or self._segment_name(self.position.seq),
             offset=self.position.offset,
             behind_events=behind_events,
             behind_bytes=behind_bytes,
@@ -640,6 +640,15 @@ class Forwarder:
                 for sender in self._senders:
                     sender.close()
 
+    def _segment_name(self, seq: int) -> str:
+        """The name of the journal's segment ``seq`` ("" when there is none): the position
+        names the segment only once a line of it was read, not when it moved on to it."""
+        if seq:
+            for found, path in segments.chosen(self.journal.directory):
+                if found == seq:
+                    return os.path.basename(path).removesuffix(".gz")
+        return ""
+
     def hold_from(self) -> int:
         """The first journal segment not yet forwarded in full (retention keeps it and
         later ones from age limits); 1, which holds them all, before the first send."""
@@ -654,13 +663,12 @@ class Forwarder:
         self.position = load_position(self.position_file, self.config.endpoint)
         with contextlib.suppress(FileNotFoundError):
             self._refused_bytes = os.stat(self.refused_file).st_size
+        segment = self.position.segment or self._segment_name(self.position.seq)
         log.info(
             "forwarding the journal to %s (%s) from %s",
             self.config.endpoint,
             ", ".join(self.config.signals),
-            f"{self.position.segment} at {self.position.offset}"
-            if self.position.segment
-            else "its start",
+            f"{segment} at {self.position.offset}" if segment else "its start",
         )
 
     async def _count_loop(self) -> None:
