@@ -423,10 +423,14 @@ def test_the_export_into_the_daemon_has_the_otlp_paths_ids(
     live = [e for e in running_daemon.journal_events() if e["type"] == "api_request"]
     assert len(live) == 1
     install_otel(agent_home / ".copilot")
+    dry = importer.run("copilot", dry_run=True)
     first = run_json("copilot")
     # the live chat span's two events (its span event and its api_request)
     assert first["rejected"] == 0 and first["duplicates"] == 2
     events = running_daemon.journal_events()
+    # a dry run says what an import sends, span events included
+    assert (dry.built(), dry.spans) == (first["sent"], first["spans"])
+    assert dry.spans == len([e for e in events if e["type"] == "span"]) > 0
     requests = [e for e in events if e["type"] == "api_request"]
     assert len(requests) == 4
     assert live[0]["id"] in {e["id"] for e in requests}

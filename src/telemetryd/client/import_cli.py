@@ -114,6 +114,7 @@ def _print_summary(summary: importer.Summary) -> None:
             if s.tool_calls or s.tool_results or s.prompts or s.agents
             else ""
         )
+        + (f", {_number(s.spans)} spans" if s.spans else "")
         + f"; {verb} {_number(s.sent if not s.dry_run else s.built())}"
         + (
             ""

@@ -75,9 +75,10 @@ Progress = Callable[[int], None]
 # What an event a reader process built was (client/import_pool.py): the counts to take
 # back when it turns out to repeat an event of an earlier file. EARLY_*: before --since,
 # not sent (only its key travels).
-REQUEST, EARLY_REQUEST, TOOL_CALL, TOOL_RESULT, PROMPT, AGENT_STOP, SESSION, EARLY = range(1, 9)
+(REQUEST, EARLY_REQUEST, TOOL_CALL, TOOL_RESULT, PROMPT, AGENT_STOP, SESSION, EARLY,
+ SPAN) = range(1, 10)  # fmt: skip
 _SESSION_CODES = {"tool_call": TOOL_CALL, "tool_result": TOOL_RESULT, "prompt": PROMPT,
-                  "agent_stop": AGENT_STOP}  # fmt: skip
+                  "agent_stop": AGENT_STOP, "span": SPAN}  # fmt: skip
 
 
 # -- what the lines are decoded into (everything else is skipped) ---------------------
@@ -446,7 +447,8 @@ class Summary:
     its parent's counts, Gemini CLI's re-appended messages). The rest of a Claude
     Code session is counted apart: ``tool_calls``, ``tool_results`` (``tool_errors``
     of them failed), ``prompts`` and ``agents`` (sub-agent activations, each an
-    ``agent_start`` and an ``agent_stop``). ``held_back``: requests and sub-agent runs of
+    ``agent_start`` and an ``agent_stop``); ``spans`` the span events of Copilot CLI's
+    OpenTelemetry exports. ``held_back``: requests and sub-agent runs of
     files still being written, left for the next import (see ``Importer.live_after``).
     ``sent`` counts every event."""
 
@@ -464,6 +466,7 @@ class Summary:
     tool_errors: int = 0
     prompts: int = 0
     agents: int = 0
+    spans: int = 0
     before_since: int = 0
     held_back: int = 0
     held_files: list[str] = field(default_factory=list)  # the files of those held back
@@ -510,6 +513,8 @@ class Summary:
             self.prompts -= 1
         elif code == AGENT_STOP:
             self.agents -= 1
+        elif code == SPAN:
+            self.spans -= 1
 
     def merge(self, other: Summary) -> None:
         """Add the counts of ``other`` (one file's, or part of one, read by a reader
@@ -531,7 +536,7 @@ class Summary:
 
     def built(self) -> int:
         """The events built: requests and the rest of the sessions."""
-        rest = self.tool_calls + self.tool_results + self.prompts + 2 * self.agents
+        rest = self.tool_calls + self.tool_results + self.prompts + 2 * self.agents + self.spans
         return self.requests + rest
 
     def as_dict(self) -> dict[str, Any]:
@@ -811,6 +816,8 @@ class Importer:
             summary.prompts += 1
         elif kind == "agent_stop":
             summary.agents += 1
+        elif kind == "span":
+            summary.spans += 1
         if self.sink is not None:
             self.sink.add(_ENCODER.encode(event))
             summary.sent += 1
