@@ -440,8 +440,45 @@ def test_an_appended_session_sends_only_its_new_requests(
     with path.open("a") as f:
         f.write(json.dumps(assistant("m7", "r7", "2026-03-04T00:00:00.000Z", inp=1, out=1)) + "\n")
     again = run_json("claude-code", str(root))
-    assert (again["files"], again["sent"], again["accepted"], again["duplicates"]) == (1, 3, 1, 2)
+    # The file grew: only its new line's request is sent; the two events of the lines the
+    # first import sent are not sent again.
+    assert (again["files"], again["sent"], again["accepted"], again["duplicates"]) == (1, 1, 1, 0)
+    assert (again["requests"], again["earlier"]) == (1, 2)
     assert len(running_daemon.journal_events()) == 10  # 7 requests, a prompt, agent-x's two
+
+
+@pytest.mark.parametrize(
+    ("agent", "sample", "cut"),
+    [
+        ("claude-code", TRANSCRIPTS / "spotter_tool_heavy_session_v2.1.38.jsonl", 11),
+        (
+            "codex",
+            ROLLOUTS / "rollout-2026-02-23T20-34-25-019c8bfe-ec25-79e0-97d7-bda6a9c575ff.jsonl",
+            None,
+        ),
+    ],
+)
+def test_a_session_that_grew_past_the_dedup_window_is_not_journaled_twice(
+    daemon_factory: Any, tmp_path: Path, agent: str, sample: Path, cut: int | None
+) -> None:
+    """With a dedup window of one id, the daemon journals again anything sent again: an
+    import of a grown file must send the events of its new lines only, and all of them."""
+    daemon = daemon_factory(["--set", "ingest.dedup-window=1"]).start()
+    lines = sample.read_text().splitlines(keepends=True)
+    cut = cut or len(lines) // 2
+    path = tmp_path / "sessions" / sample.name  # (a rollout's name gives its session)
+    path.parent.mkdir()
+    path.write_text("".join(lines[:cut]))
+    first = run_json(agent, str(path.parent))
+    with path.open("a") as f:
+        f.writelines(lines[cut:])
+    again = run_json(agent, str(path.parent))
+    whole = importer.run(agent, [sample], dry_run=True)
+    assert first["sent"] > 0 and again["sent"] > 0 and again["earlier"] == first["sent"]
+    assert first["sent"] + again["sent"] == whole.built()
+    assert first["requests"] + again["requests"] == whole.requests
+    events = daemon.journal_events()
+    assert len(events) == len({e["id"] for e in events}) == whole.built()
 
 
 def test_import_with_the_daemon_down_fails_and_records_nothing(

@@ -267,7 +267,7 @@ def test_an_import_that_stops_early_stops_its_readers_without_waiting_on_them(
     pool = Pool(1, min_bytes=0)
     pool._start()
     [reader] = pool.readers
-    pool._give(reader, [import_pool.AGENT, "claude-code", None, {}, None])
+    pool._give(reader, [import_pool.AGENT, "claude-code", None, {}, None, {}])
     pool._give(reader, [import_pool.UNIT, 0, [[str(session), None]]])
     time.sleep(1.0)  # it has filled its pipe by now, and waits on it
     assert reader.proc.poll() is None
@@ -332,3 +332,29 @@ def test_the_number_of_readers_is_bounded(monkeypatch: pytest.MonkeyPatch) -> No
     assert not Pool().wanted(1 << 40)
     assert not Pool(2).wanted(import_pool.MIN_BYTES - 1)
     assert Pool(2).wanted(import_pool.MIN_BYTES)
+
+
+def test_readers_send_only_the_new_lines_of_grown_files(
+    running_daemon: Daemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sizes an earlier import sent reach the readers: grown files read by them build
+    the events of their new lines only, as one read here does."""
+    monkeypatch.setattr(import_pool, "BATCH_FILES", 1)  # a batch per file: both readers read
+    sample = Path("/work/shared/samples/claude-code/transcripts")
+    files = {
+        tmp_path / "a.jsonl": sample / "spotter_tool_heavy_session_v2.1.38.jsonl",
+        tmp_path / "b.jsonl": sample / "sniffly_fed8ce56_session_v1.0.17.jsonl",
+    }
+    for path, source in files.items():
+        path.write_bytes(b"".join(source.read_bytes().splitlines(True)[:11]))
+    first = importer.run("claude-code", [tmp_path], socket_path=running_daemon.events_socket)
+    assert first.accepted == first.sent > 0 and not first.rejected
+    for path, source in files.items():
+        with path.open("ab") as f:
+            f.writelines(source.read_bytes().splitlines(True)[11:])
+    here = importer.run("claude-code", [tmp_path], dry_run=True)
+    with Pool(2, min_bytes=0) as pool:
+        pooled = importer.run("claude-code", [tmp_path], dry_run=True, pool=pool)
+        assert len(pool.readers) == 2
+    assert here.files == 2 and here.earlier == first.sent
+    assert pooled.as_dict() | {"elapsed_s": 0} == here.as_dict() | {"elapsed_s": 0}

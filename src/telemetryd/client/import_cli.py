@@ -96,6 +96,11 @@ def _print_summary(summary: importer.Summary) -> None:
     click.echo(
         f"{s.files} files read ({s.files_unchanged} unchanged since the last import, skipped), "
         f"{_number(s.bytes)} bytes, {_number(s.lines)} lines, {s.malformed} malformed"
+        + (
+            f"; {_number(s.earlier)} events of the lines an earlier import sent, not sent again"
+            if s.earlier
+            else ""
+        )
     )
     click.echo(
         f"{_number(s.requests)} requests ({_number(s.repeats)} repeated lines merged"

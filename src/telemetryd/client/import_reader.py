@@ -9,8 +9,9 @@ across files, sends them and keeps the import's state (client/import_pool.py).
 
 Messages, both ways: a 4-byte big-endian length, then a msgpack array.
 
-- in (stdin): ``[AGENT, agent, since or None, model_calls, live_after or None]`` before
-  an agent's files (``live_after``: :class:`~telemetryd.client.importer.Importer`'s);
+- in (stdin): ``[AGENT, agent, since or None, model_calls, live_after or None,
+  imported_sizes]`` before an agent's files (the last two:
+  :class:`~telemetryd.client.importer.Importer`'s);
   ``[UNIT, seq, [[path, part or None], ...]]`` for each batch of files, read one after
   the other (``part``: rows of a database); ``[CALLS, seq, paths]``: the model calls
   of Copilot CLI's OpenTelemetry exports (``importer.model_calls``);
@@ -90,9 +91,10 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
     since: datetime | None = None
     model_calls: dict[str, list[float]] = {}
     live_after: float | None = None
+    imported_sizes: dict[str, int] = {}
     while (message := read_frame(inp)) is not None:
         if message[0] == AGENT:
-            agent, since_text, model_calls, live_after = message[1:]
+            agent, since_text, model_calls, live_after, imported_sizes = message[1:]
             since = None if since_text is None else datetime.fromisoformat(since_text)
             continue
         if message[0] == CALLS:
@@ -104,6 +106,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
         if prices is None:
             prices = pricing.configured()
         reader = importer.Importer(agent, since=since, prices=prices, live_after=live_after)
+        reader.imported_sizes = imported_sizes
         reader.model_calls = model_calls
 
         def chunk(keys: bytes, codes: bytes, lines: bytes, seq: int = seq) -> None:

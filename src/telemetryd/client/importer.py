@@ -25,7 +25,9 @@ message) ids. Importing the same
 data again, or a copy of it, sends the same ids, which the daemon and the store
 drop as duplicates. On top of that, files that did not change since the last
 complete import (same size, mtime and inode; a database's write-ahead log too; recorded in
-``<state dir>/import/<agent>.json`` once the daemon confirmed) are not read again.
+``<state dir>/import/<agent>.json`` once the daemon confirmed) are not read again, and
+of a file of lines that only grew since, only the events of the new lines are sent
+(``Importer.imported_sizes``).
 
 Malformed lines (not JSON) are counted and skipped; they never stop an import.
 Gemini CLI's older recordings are one JSON document per session: such a file is
@@ -66,6 +68,9 @@ DEDUP_WINDOW = 2048  # pending requests per file (Claude Code)
 # be streaming: it is held back until the next import (see Importer.live_after)
 SETTLE_S = 600
 HOLDS_BACK = ("claude-code", "gemini")  # the agents whose files rewrite a request as it grows
+# The agents whose files of lines only grow: one read again because it grew sends only the
+# events of its new lines (see Importer.imported_sizes)
+APPEND_ONLY = ("claude-code", "codex", "gemini", "copilot")
 PENDING_TOOLS = 4096  # tool uses per file waiting for their result (Claude Code)
 STATE_VERSION = 1
 AGENTS = ("claude-code", "codex", "gemini", "copilot", "opencode", "amp")
@@ -450,7 +455,8 @@ class Summary:
     ``agent_start`` and an ``agent_stop``); ``spans`` the span events of Copilot CLI's
     OpenTelemetry exports. ``held_back``: requests and sub-agent runs of
     files still being written, left for the next import (see ``Importer.live_after``).
-    ``sent`` counts every event."""
+    ``earlier``: events of lines an earlier import sent, in a file that grew since
+    (not built again). ``sent`` counts every event."""
 
     agent: str
     dry_run: bool = False
@@ -470,6 +476,7 @@ class Summary:
     before_since: int = 0
     held_back: int = 0
     held_files: list[str] = field(default_factory=list)  # the files of those held back
+    earlier: int = 0  # events of lines that an earlier import sent (the file grew since)
     sent: int = 0
     accepted: int = 0
     duplicates: int = 0
@@ -738,7 +745,14 @@ class Importer:
     re-appends a message as it grows, all under one event id. Built now, the partial copy
     would be the one stored, for good (the first copy of an id wins, in the daemon and the
     store). The caller does not record a live file as imported, so the next import reads
-    it again and takes what was held back once the file has settled."""
+    it again and takes what was held back once the file has settled.
+
+    ``imported_sizes``: for a file of lines that grew since an earlier import sent all of
+    it (same inode, larger: these agents only append), that import's size. The file is read
+    whole (a request, a tool's result, a sub-agent's sums need what came before), but only
+    events from lines past that size are built: the others were sent then (counted in
+    ``earlier``). Sent again, they would be journaled again once the daemon's dedup
+    window has forgotten their ids, and reported as new."""
 
     def __init__(
         self,
@@ -761,13 +775,26 @@ class Importer:
         self.prices = prices or pricing.Pricer()
         self.summary = Summary(agent=agent, dry_run=sink is None)
         self.live_after = live_after
+        self.imported_sizes: dict[str, int] = {}
+        self.sent_until = 0  # of the file being read: imported_sizes' entry, else 0
         # Copilot: session -> the sorted times of its model calls in OpenTelemetry exports
         self.model_calls: dict[str, list[float]] = {}
         # In a reader process (client/import_pool.py): every event built, with its key and
         # what it counted, goes there instead (the importing process sends it)
         self.outbox: Outbox | None = None
 
-    def _emit(self, event: dict[str, Any], digest: bytes) -> None:
+    def earlier(self, end: int | None) -> bool:
+        """Whether the line ending at byte ``end`` of the file being read was sent by an
+        earlier import (see the class docstring); counted then."""
+        if end is None or end > self.sent_until:
+            return False
+        self.summary.earlier += 1
+        return True
+
+    def _emit(self, event: dict[str, Any], digest: bytes, end: int | None = None) -> None:
+        """Price, count and send one request (``end``: where its line ends in the file)."""
+        if self.earlier(end):
+            return
         if not self.seen.add(digest):
             self.summary.repeats += 1
             return
@@ -784,9 +811,9 @@ class Importer:
         elif self.outbox is not None:
             self.outbox.add_event(digest, REQUEST, event)
 
-    def emit_keyed(self, event: dict[str, Any]) -> None:
+    def emit_keyed(self, event: dict[str, Any], end: int | None = None) -> None:
         """Price, count and send one request whose id identifies it (sent once per run)."""
-        self._emit(event, hashlib.blake2b(event["id"].encode(), digest_size=16).digest())
+        self._emit(event, hashlib.blake2b(event["id"].encode(), digest_size=16).digest(), end)
 
     def _fresh(self, event_id: str) -> bytes | None:
         """``event_id``'s key when it was not sent yet in this run (it is recorded as
@@ -795,9 +822,14 @@ class Importer:
         key = _digest(event_id)
         return key if self.seen.add(key) else None
 
-    def _emit_session(self, event: dict[str, Any], *, fresh: bytes | None = None) -> None:
+    def _emit_session(
+        self, event: dict[str, Any], *, fresh: bytes | None = None, end: int | None = None
+    ) -> None:
         """Send one event of a session other than a request (its id is set);
-        ``fresh``: its key, when :meth:`_fresh` said yes already."""
+        ``fresh``: its key, when :meth:`_fresh` said yes already (and :meth:`earlier` no);
+        ``end``: where its line ends in the file."""
+        if fresh is None and self.earlier(end):
+            return
         key = fresh or self._fresh(event["id"])
         if key is None:
             return
@@ -844,6 +876,7 @@ class Importer:
         (its first part counts the file)."""
         if part is None or part[0] == 0:
             self.summary.files += 1
+        self.sent_until = self.imported_sizes.get(str(path), 0)
         with open(path, "rb") as f:
             live = self.live_after is not None and os.fstat(f.fileno()).st_mtime >= self.live_after
             if self.agent == "claude-code":
@@ -924,6 +957,7 @@ class Importer:
                 entry["line_id"] = entry["uuid"] or f"{path.resolve()}\0{offset}"
             if project:
                 entry["project"] = project
+            entry["end"] = offset
             for final in dedup.add(entry):
                 session.request(final)
                 self._claude_emit(final)
@@ -941,14 +975,16 @@ class Importer:
             digest = hashlib.blake2b(event_id.encode(), digest_size=16).digest()
         else:
             event_id, digest = _event_id("cc-line", entry["line_id"])
-        self._emit(claude_code.api_request_event(entry, event_id), digest)
+        self._emit(claude_code.api_request_event(entry, event_id), digest, entry["end"])
 
     def _codex(self, f: BinaryIO, path: Path) -> None:
         summary = self.summary
         named = codex.session_from_name(path.name)
         # (the file's path identifies the rollout only when it names no session)
         rollout = codex.Rollout(named, fallback="" if named else str(path.resolve()))
+        offset = 0
         for raw in _lines(f, summary, self.progress):
+            offset += len(raw)
             if raw.isspace():  # (a blank line; _lines yields no empty one)
                 continue
             summary.lines += 1
@@ -967,7 +1003,7 @@ class Importer:
             record = rollout.feed(line)
             if record is not None:
                 event_id, digest = _event_id("cx", codex.key_text(record))
-                self._emit(codex.api_request_event(record, event_id), digest)
+                self._emit(codex.api_request_event(record, event_id), digest, offset)
         summary.repeats += rollout.reemitted + rollout.replayed
 
     def _gemini_lines(self, f: BinaryIO, path: Path, live: bool = False) -> None:
@@ -995,6 +1031,7 @@ class Importer:
                 continue
             if record["key"] is None:  # no message id: the line is the request
                 record["line_id"] = f"{path.resolve()}\0{offset}"
+            record["end"] = offset
             for final in dedup.add(record):
                 self._gemini_emit(final)
         for final in self._settled(dedup, path, live):
@@ -1053,14 +1090,14 @@ class Importer:
             digest = hashlib.blake2b(event_id.encode(), digest_size=16).digest()
         else:
             event_id, digest = _event_id("gm-line", record["line_id"])
-        self._emit(gemini.api_request_event(record, event_id), digest)
+        self._emit(gemini.api_request_event(record, event_id), digest, record.get("end"))
 
     def copilot_calls(self, paths: Iterable[Path]) -> None:
         """Note the model calls of Copilot's OpenTelemetry exports (:attr:`model_calls`),
         so that a session's shutdown totals they cover are left out (adapters/copilot.py)."""
         self.model_calls = model_calls(paths)
 
-    def _copilot_span(self, line: Any) -> None:
+    def _copilot_span(self, line: Any, end: int | None = None) -> None:
         """A line of an OpenTelemetry file export: a span's events, as the OTLP listener
         makes them (anything else, metrics included, is passed over)."""
         found = copilot.otel_span(line)
@@ -1068,9 +1105,9 @@ class Importer:
             return
         for event in copilot.otel_events(*found):
             if event["type"] == "api_request":
-                self.emit_keyed(event)
+                self.emit_keyed(event, end)
             else:
-                self._emit_session(event)
+                self._emit_session(event, end=end)
 
     def _copilot(self, f: BinaryIO, path: Path) -> None:
         """A session's ``events.jsonl`` or an OpenTelemetry file export (each line is
@@ -1079,7 +1116,9 @@ class Importer:
         session = path.parent.name  # session-state/<session id>/events.jsonl
         fallback: list[str | None] = []  # the file's mtime, looked up when first needed
         previous: float | None = None  # the last shutdown's time
+        offset = 0
         for raw in _lines(f, summary, self.progress):
+            offset += len(raw)
             if raw.isspace():  # (a blank line; _lines yields no empty one)
                 continue
             summary.lines += 1
@@ -1096,7 +1135,7 @@ class Importer:
             else:
                 if decoded.type != copilot.SHUTDOWN:
                     if decoded.type == "span" or (decoded.type is None and b"Id" in raw):
-                        self._copilot_span(_whole(raw))  # (JSON: decoded above)
+                        self._copilot_span(_whole(raw), offset)  # (JSON: decoded above)
                     continue
                 data = decoded.data
                 line = {
@@ -1106,7 +1145,7 @@ class Importer:
                     "data": None if data is None else {"modelMetrics": data.modelMetrics},
                 }
             if not isinstance(line, dict) or line.get("type") != copilot.SHUTDOWN:
-                self._copilot_span(line)
+                self._copilot_span(line, offset)
                 continue
             if not fallback:
                 fallback.append(_mtime_ts(path))
@@ -1120,7 +1159,7 @@ class Importer:
             for record in found:
                 event_id = copilot.event_id(record)
                 digest = hashlib.blake2b(event_id.encode(), digest_size=16).digest()
-                self._emit(copilot.api_request_event(record, event_id), digest)
+                self._emit(copilot.api_request_event(record, event_id), digest, offset)
 
 
 def model_calls(paths: Iterable[Path]) -> dict[str, list[float]]:
@@ -1190,6 +1229,7 @@ class _ClaudeSession:
         self.file_agent = stem[len("agent-") :] if stem.startswith("agent-") else None
         self.pending: dict[str, tuple[str | None, str | None]] = {}
         self.agents: dict[str, claude_code.AgentSums] = {}
+        self.ends: dict[str, int] = {}  # sub-agent -> where its last line ends
 
     def _agent_id(self, agent_id: Any, sidechain: bool) -> str | None:
         if not sidechain:
@@ -1197,6 +1237,7 @@ class _ClaudeSession:
         return _str(agent_id) or self.file_agent
 
     def feed(self, line: _ClaudeLine, offset: int) -> None:
+        """One line, which ends at byte ``offset`` of the file."""
         agent_id = None
         if line.isSidechain is True:
             agent_id = _str(line.agentId) or self.file_agent
@@ -1205,6 +1246,7 @@ class _ClaudeSession:
                 if sums is None:
                     sums = self.agents[agent_id] = claude_code.AgentSums()
                 sums.seen(_str(line.timestamp), _str(line.sessionId), _str(line.cwd))
+                self.ends[agent_id] = offset
         message = line.message
         if message is None:
             return
@@ -1215,16 +1257,18 @@ class _ClaudeSession:
                 for block in content:
                     use_id = block.id
                     if block.type == "tool_use" and use_id.__class__ is str and use_id:
-                        self._tool_use(line, block, use_id, agent_id)
+                        self._tool_use(line, block, use_id, agent_id, offset)
             elif kind == "user":
                 for block in content:
                     use_id = block.tool_use_id
                     if block.type == "tool_result" and use_id.__class__ is str and use_id:
-                        self._tool_result(line, block, use_id, agent_id)
+                        self._tool_result(line, block, use_id, agent_id, offset)
         elif content.__class__ is str and kind == "user":
             assert isinstance(content, str)
             meta, sidechain = line.isMeta is True, line.isSidechain is True
             if not claude_code.is_prompt(content, meta=meta, sidechain=sidechain):
+                return
+            if self.importer.earlier(offset):
                 return
             session = _str(line.sessionId)
             line_id = _str(line.uuid) or f"{self.path.resolve()}\0{offset}"
@@ -1237,7 +1281,7 @@ class _ClaudeSession:
                 )
 
     def _tool_use(
-        self, line: _ClaudeLine, block: _ClaudeBlock, use_id: str, agent_id: str | None
+        self, line: _ClaudeLine, block: _ClaudeBlock, use_id: str, agent_id: str | None, end: int
     ) -> None:
         ts = _str(line.timestamp)
         name = _str(block.name)
@@ -1246,6 +1290,8 @@ class _ClaudeSession:
             pending[use_id] = (ts, name)
             if len(pending) > PENDING_TOOLS:
                 del pending[next(iter(pending))]
+        if self.importer.earlier(end):
+            return
         session = _str(line.sessionId)
         event_id = ids.tool_event_id("tool_call", session or "", use_id)
         key = self.importer._fresh(event_id)
@@ -1260,9 +1306,11 @@ class _ClaudeSession:
         self.importer._emit_session(event, fresh=key)
 
     def _tool_result(
-        self, line: _ClaudeLine, block: _ClaudeBlock, use_id: str, agent_id: str | None
+        self, line: _ClaudeLine, block: _ClaudeBlock, use_id: str, agent_id: str | None, end: int
     ) -> None:
         started, name = self.pending.pop(use_id, (None, None))
+        if self.importer.earlier(end):
+            return
         session = _str(line.sessionId)
         event_id = ids.tool_event_id("tool_result", session or "", use_id)
         key = self.importer._fresh(event_id)
@@ -1307,7 +1355,7 @@ class _ClaudeSession:
                 importer.hold(self.path)
                 continue
             for event in sums.events(agent_id, self.project):
-                importer._emit_session(event)
+                importer._emit_session(event, end=self.ends.get(agent_id))
 
 
 def _mtime_ts(path: Path) -> str | None:
@@ -1339,6 +1387,16 @@ def state_file(agent: str) -> Path:
 
 def _identity(path: Path) -> list[int]:
     return agent_files.identity(path)
+
+
+def _grew(agent: str, path: Path, before: list[int] | None, now: list[int]) -> bool:
+    """Whether ``path``, recorded as ``before`` by an earlier import, only grew since: a
+    file of lines of an agent that only appends, with the same inode and not smaller."""
+    if agent not in APPEND_ONLY or path.suffix != ".jsonl" or not before:
+        return False
+    if len(before) != 3 or len(now) != 3 or not all(isinstance(n, int) for n in before):
+        return False
+    return before[2] == now[2] and 0 < before[0] <= now[0]
 
 
 def load_state(agent: str) -> dict[str, list[int]]:
@@ -1434,6 +1492,7 @@ def _run(
     todo = []
     unchanged = 0
     identities: dict[str, list[int]] = {}
+    grown: dict[str, int] = {}  # file -> the size an earlier import sent in full
     for path in files:
         try:
             identity = _identity(path)
@@ -1441,9 +1500,12 @@ def _run(
             continue
         if since_cut is not None and identity[1] / 1e9 < since_cut:
             continue  # last written before --since: nothing in it is recent enough
-        if state.get(str(path)) == identity:
+        before = state.get(str(path))
+        if before == identity:
             unchanged += 1
             continue
+        if _grew(agent, path, before, identity):
+            grown[str(path)] = before[0]  # type: ignore[index]
         identities[str(path)] = identity
         todo.append(path)
     total = sum(identities[str(p)][0] for p in todo)
@@ -1461,6 +1523,7 @@ def _run(
     importer = Importer(
         agent, since=since, sink=sink, progress=progress, prices=prices, live_after=live_after
     )
+    importer.imported_sizes = grown
     importer.summary.files_unchanged = unchanged
     importer.summary.rejections += unreadable
     failed: set[Path] = set()
