@@ -287,11 +287,22 @@ def test_spans_and_metrics_decode_the_same_from_protobuf_and_json() -> None:
             ).encode(),
             "timeUnixNano",
         ),
+        # another signal's request on this path (an exporter set up with the wrong path)
+        ("logs", b'{"resourceSpans": [{"scopeSpans": []}]}', r"resourceSpans.*/v1/traces"),
+        ("metrics", b'{"resourceLogs": []}', r"resourceLogs.*/v1/logs"),
+        ("traces", b'{"resourceMetrics": [], "resourceSpans": []}', r"/v1/metrics"),
     ],
 )
 def test_bad_json_names_where(signal: wire.Signal, body: bytes, named: str) -> None:
     with pytest.raises(wire.BadRequest, match=named.replace("$", r"\$")):
         wire.decode(signal, "json", body)
+
+
+def test_an_empty_request_of_the_paths_own_signal_is_a_success() -> None:
+    assert wire.decode("logs", "json", b'{"resourceLogs": []}') == []
+    assert wire.decode("metrics", "json", b'{"resourceMetrics": []}') == []
+    assert wire.decode("traces", "json", b"{}") == []
+    assert wire.decode("traces", "json", b'{"somethingElse": 1}') == []  # unknown: ignored
 
 
 def test_bad_protobuf_is_a_bad_request() -> None:
@@ -589,3 +600,50 @@ def test_an_event_that_cannot_be_encoded_costs_its_record_only(
     assert kept == [0, 1, 3, 4]
     assert (mapped.records, mapped.unmapped) == (5, 1)
     assert mapped.problem == "a record could not be mapped: TypeError"
+
+
+def test_json_enums_by_name_read_as_their_numbers() -> None:
+    """proto3's JSON mapping lets an enum be its name; the numbers are those of
+    opentelemetry-proto's own enum descriptors. A name not known is 0 (unspecified)."""
+    from opentelemetry.proto.logs.v1 import logs_pb2
+    from opentelemetry.proto.metrics.v1 import metrics_pb2
+    from opentelemetry.proto.trace.v1 import trace_pb2
+
+    def logs(severity: int | str) -> bytes:
+        record = {"timeUnixNano": "1", "severityNumber": severity}
+        return json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [record]}]}]}).encode()
+
+    def spans(kind: int | str, code: int | str) -> bytes:
+        span = {
+            "traceId": TRACE.hex(),
+            "spanId": SPAN.hex(),
+            "kind": kind,
+            "status": {"code": code},
+        }
+        return json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}).encode()
+
+    def metrics(temporality: int | str) -> bytes:
+        point = {"asInt": "3", "timeUnixNano": "5"}
+        data = {"aggregationTemporality": temporality, "dataPoints": [point]}
+        metric = {"name": "n", "sum": data}
+        return json.dumps({"resourceMetrics": [{"scopeMetrics": [{"metrics": [metric]}]}]}).encode()
+
+    for value in logs_pb2.SeverityNumber.DESCRIPTOR.values:
+        (named,) = wire.decode("logs", "json", logs(value.name))
+        assert named == wire.decode("logs", "json", logs(value.number))[0]
+        assert named.logs[0].severity_number == value.number
+    kinds = trace_pb2.Span.SpanKind.DESCRIPTOR.values
+    codes = trace_pb2.Status.StatusCode.DESCRIPTOR.values
+    for kind, code in zip(kinds, [*codes, *codes], strict=True):
+        (named,) = wire.decode("traces", "json", spans(kind.name, code.name))
+        assert (named.spans[0].kind, named.spans[0].status_code) == (kind.number, code.number)
+    for value in metrics_pb2.AggregationTemporality.DESCRIPTOR.values:
+        (named,) = wire.decode("metrics", "json", metrics(value.name))
+        assert named == wire.decode("metrics", "json", metrics(value.number))[0]
+    assert (
+        wire.decode("metrics", "json", metrics("AGGREGATION_TEMPORALITY_DELTA"))[0]
+        .points[0]
+        .temporality
+        == wire.TEMPORALITY[1]
+    )
+    assert wire.decode("logs", "json", logs("LOUD"))[0].logs[0].severity_number == 0

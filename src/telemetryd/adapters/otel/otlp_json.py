@@ -3,7 +3,10 @@
 The request is decoded straight into the msgspec Structs below, which follow the
 specification's JSON mapping of opentelemetry-proto: lowerCamelCase names, unknown
 fields ignored, 64-bit integers as decimal strings or numbers, trace and span ids as
-hex (any case; :class:`~.wire.BadRequest` for another length), enums as integers.
+hex (any case; :class:`~.wire.BadRequest` for another length), enums as integers or,
+as proto3's JSON mapping also allows, by name (``"SEVERITY_NUMBER_ERROR"``: the OTLP
+specification asks senders for integers, but some write names; a name not known is 0,
+the field's "unspecified").
 """
 
 from __future__ import annotations
@@ -182,6 +185,31 @@ _JSON_DECODERS: dict[Signal, msgspec.json.Decoder[Any]] = {
 
 _MAX_FIXED64 = (1 << 64) - 1
 
+# opentelemetry-proto's enums by name (logs.proto, trace.proto, metrics.proto)
+_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")  # 1-4, 5-8, ... 21-24
+_SEVERITIES = {"SEVERITY_NUMBER_UNSPECIFIED": 0} | {
+    f"SEVERITY_NUMBER_{level}{step + 1 if step else ''}": 4 * index + step + 1
+    for index, level in enumerate(_LEVELS)
+    for step in range(4)
+}
+_SPAN_KINDS = {
+    f"SPAN_KIND_{name}": number
+    for number, name in enumerate(
+        ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
+    )
+}
+_STATUS_CODES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
+_TEMPORALITIES = {
+    "AGGREGATION_TEMPORALITY_UNSPECIFIED": 0,
+    "AGGREGATION_TEMPORALITY_DELTA": 1,
+    "AGGREGATION_TEMPORALITY_CUMULATIVE": 2,
+}
+
+
+def _enum(value: int | str, names: dict[str, int]) -> int:
+    """An enum field: its number, or the number of its name (0 for a name not known)."""
+    return value if isinstance(value, int) else names.get(value, 0)
+
 
 def _fixed(value: int, where: str) -> int:
     """A fixed64 (a time, a count) read: at most 2^64 - 1."""
@@ -261,6 +289,38 @@ def _json_scope(resource: _Resource | None, scope: _Scope | None) -> Scope:
     return Scope(attrs, scope.name, scope.version)
 
 
+_TOP_KEYS: dict[Signal, str] = {
+    "logs": "resourceLogs",
+    "metrics": "resourceMetrics",
+    "traces": "resourceSpans",
+}
+_TOP_LEVEL = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+def _entries(request: Any) -> list[Any]:
+    if isinstance(request, _LogsRequest):
+        return request.resource_logs
+    if isinstance(request, _TracesRequest):
+        return request.resource_spans
+    return request.resource_metrics  # type: ignore[no-any-return]
+
+
+def _not_another_signal(signal: Signal, body: bytes) -> None:
+    """BadRequest for a request of another signal posted to ``signal``'s path (it decodes
+    as an empty request: its key is unknown here): an exporter set up with the wrong path
+    would lose everything with a 200. An empty request of the path's own is a success."""
+    try:
+        keys = _TOP_LEVEL.decode(body)
+    except msgspec.MsgspecError:
+        return
+    for other, key in _TOP_KEYS.items():
+        if other != signal and key in keys:
+            raise BadRequest(
+                f"not an OTLP {signal} request: it holds {key}, an OTLP {other} request "
+                f"(post it to /v1/{other})"
+            )
+
+
 def decode(signal: Signal, body: bytes) -> list[Scoped]:
     """The records of one OTLP/JSON export request of ``signal``."""
     try:
@@ -271,6 +331,8 @@ def decode(signal: Signal, body: bytes) -> list[Scoped]:
         raise BadRequest(f"not JSON: {exc}") from None
     except RecursionError:
         raise BadRequest(f"not an OTLP {signal} request: it nests too deeply") from None
+    if not _entries(request):
+        _not_another_signal(signal, body)
     out: list[Scoped] = []
     if isinstance(request, _LogsRequest):
         for rl in request.resource_logs:
@@ -296,12 +358,11 @@ def _json_log(record: _LogRecord) -> LogRecord:
     time_ns = _fixed(record.time_unix_nano, "timeUnixNano") or _fixed(
         record.observed_time_unix_nano, "observedTimeUnixNano"
     )
-    severity = record.severity_number
     return LogRecord(
         time_ns=time_ns,
         attrs=_json_attrs(record.attributes),
         body=_json_value(record.body),
-        severity_number=severity if isinstance(severity, int) else 0,
+        severity_number=_enum(record.severity_number, _SEVERITIES),
         severity_text=record.severity_text,
         event_name=record.event_name,
         trace_id=_hex_id(record.trace_id, 16, "traceId"),
@@ -318,7 +379,7 @@ def _forwarded_log(record: _LogRecord) -> LogRecord:
         or _fixed(record.observed_time_unix_nano, "observedTimeUnixNano"),
         attrs={},
         body=_json_value(record.body),
-        severity_number=record.severity_number if isinstance(record.severity_number, int) else 0,
+        severity_number=_enum(record.severity_number, _SEVERITIES),
         severity_text=record.severity_text,
         event_name=record.event_name,
         trace_id=_hex_id(record.trace_id, 16, "traceId"),
@@ -338,8 +399,8 @@ def _json_span(span: _Span) -> Span:
         end_ns=_fixed(span.end_time_unix_nano, "endTimeUnixNano"),
         attrs=_json_attrs(span.attributes),
         parent_span_id=_hex_id(span.parent_span_id, 8, "parentSpanId"),
-        kind=span.kind if isinstance(span.kind, int) else 0,
-        status_code=status.code if status is not None and isinstance(status.code, int) else 0,
+        kind=_enum(span.kind, _SPAN_KINDS),
+        status_code=_enum(status.code, _STATUS_CODES) if status is not None else 0,
         status_message=status.message if status is not None else "",
         events=[
             SpanEvent(e.name, _fixed(e.time_unix_nano, "timeUnixNano"), _json_attrs(e.attributes))
@@ -354,7 +415,7 @@ def _json_points(metric: _Metric) -> list[Point]:
         data: _Data | None = getattr(metric, kind)
         if data is None:
             continue
-        temporality = data.aggregation_temporality
+        temporality = _enum(data.aggregation_temporality, _TEMPORALITIES)
         for p in data.data_points:
             value: float | int | str | None = None
             if p.as_int is not None:
@@ -368,9 +429,7 @@ def _json_points(metric: _Metric) -> list[Point]:
                     time_ns=_fixed(p.time_unix_nano, "timeUnixNano"),
                     attrs=_json_attrs(p.attributes),
                     unit=metric.unit,
-                    temporality=TEMPORALITY.get(temporality, "")
-                    if isinstance(temporality, int)
-                    else "",
+                    temporality=TEMPORALITY.get(temporality, ""),
                     monotonic=data.is_monotonic,
                     start_ns=_fixed(p.start_time_unix_nano, "startTimeUnixNano"),
                     value=value if not isinstance(value, str) else None,
