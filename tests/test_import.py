@@ -536,6 +536,34 @@ def test_human_summary(running_daemon: Daemon, tmp_path: Path) -> None:
     assert "claude-opus-4-6" in text and "$0.50" in text
 
 
+def test_options_belong_after_the_agent_but_the_environment_is_no_option(
+    running_daemon: Daemon, tmp_path: Path
+) -> None:
+    """`import --settle 0 claude-code` would drop the option without a word: it is a usage
+    error. TELEMETRYD_SOCKET in the environment is no option given there (it was taken for
+    one, and every `import NAME` failed)."""
+    import os
+    import subprocess
+
+    from conftest import TELEMETRYCTL
+
+    root = claude_fixture(tmp_path / "claude")
+    for misplaced in (["--settle", "0"], ["--jobs", "0"], ["--dry-run"]):
+        result = ctl("import", *misplaced, "claude-code", str(root))
+        assert result.returncode == 2, result.stderr
+        assert b"give the options after the agent" in result.stderr
+    env = dict(os.environ, TELEMETRYD_SOCKET=running_daemon.events_socket)
+    result = subprocess.run(
+        [TELEMETRYCTL, "import", "claude-code", "--json", str(root)],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["accepted"] == 9
+
+
 def test_a_missing_path_is_an_error(running_daemon: Daemon, tmp_path: Path) -> None:
     result = ctl("import", "claude-code", str(tmp_path / "nope"))
     assert result.returncode == 2

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import click
+from click.core import ParameterSource
 
 from telemetryd.client import import_pool, importer
 from telemetryd.errors import TelemetryError
@@ -237,7 +238,8 @@ def import_group(ctx: click.Context, /, **options: Any) -> None:
       telemetryctl import --dry-run --json
     """
     if ctx.invoked_subcommand is not None:
-        if any(options.values()):
+        # (given here, not by default or from the environment: TELEMETRYD_SOCKET)
+        if any(ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE for name in options):
             raise click.UsageError(
                 f"give the options after the agent: import {ctx.invoked_subcommand} ..."
             )
