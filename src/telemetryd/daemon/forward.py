@@ -644,9 +644,10 @@ class Forwarder:
         """The name of the journal's segment ``seq`` ("" when there is none): the position
         names the segment only once a line of it was read, not when it moved on to it."""
         if seq:
-            for found, path in segments.chosen(self.journal.directory):
-                if found == seq:
-                    return os.path.basename(path).removesuffix(".gz")
+            with contextlib.suppress(OSError):  # (status answers all the same)
+                for found, path in segments.chosen(self.journal.directory):
+                    if found == seq:
+                        return os.path.basename(path).removesuffix(".gz")
         return ""
 
     def hold_from(self) -> int:
