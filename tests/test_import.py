@@ -481,6 +481,28 @@ def test_a_session_that_grew_past_the_dedup_window_is_not_journaled_twice(
     assert len(events) == len({e["id"] for e in events}) == whole.built()
 
 
+def test_a_file_rewritten_in_place_is_read_as_new(running_daemon: Daemon, tmp_path: Path) -> None:
+    """Same inode, larger, but not the same beginning: nothing of it counts as sent."""
+    short = (TRANSCRIPTS / "spotter_short_session_v2.1.38.jsonl").read_bytes()
+    heavy = (TRANSCRIPTS / "spotter_tool_heavy_session_v2.1.38.jsonl").read_bytes()
+    assert len(heavy) > len(short)
+    path = tmp_path / "projects" / "p" / "s.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(short)
+    inode = path.stat().st_ino
+    first = run_json("claude-code", str(tmp_path))
+    with path.open("r+b") as f:  # another session written over it, in the same file
+        f.truncate(0)
+        f.write(heavy)
+    assert path.stat().st_ino == inode and path.stat().st_size > len(short)
+    again = run_json("claude-code", str(tmp_path))
+    whole = importer.run("claude-code", [path], dry_run=True, rescan=True)
+    assert (again["earlier"], again["requests"]) == (0, whole.requests)
+    assert again["sent"] == whole.built() and first["sent"] > 0
+    requests = {e["id"] for e in running_daemon.journal_events() if e["type"] == "api_request"}
+    assert len(requests) == first["requests"] + whole.requests
+
+
 def test_import_with_the_daemon_down_fails_and_records_nothing(
     state_home: Path, tmp_path: Path
 ) -> None:

@@ -1389,32 +1389,57 @@ def _identity(path: Path) -> list[int]:
     return agent_files.identity(path)
 
 
-def _grew(agent: str, path: Path, before: list[int] | None, now: list[int]) -> bool:
+TAIL_BYTES = 4096  # the end of what an import read, recorded to tell a grown file
+
+
+def _grew(
+    agent: str, path: Path, before: list[int] | None, now: list[int], tail: str | None
+) -> bool:
     """Whether ``path``, recorded as ``before`` by an earlier import, only grew since: a
-    file of lines of an agent that only appends, with the same inode and not smaller."""
-    if agent not in APPEND_ONLY or path.suffix != ".jsonl" or not before:
+    file of lines of an agent that only appends, with the same inode, not smaller, and the
+    same last :data:`TAIL_BYTES` before the recorded size (``tail``): a file rewritten in
+    place, or another file with a recycled inode, is read as new."""
+    if agent not in APPEND_ONLY or path.suffix != ".jsonl" or not before or tail is None:
         return False
     if len(before) != 3 or len(now) != 3 or not all(isinstance(n, int) for n in before):
         return False
-    return before[2] == now[2] and 0 < before[0] <= now[0]
+    if before[2] != now[2] or not 0 < before[0] <= now[0]:
+        return False
+    return _tail(path, before[0]) == tail
 
 
-def load_state(agent: str) -> dict[str, list[int]]:
+def _tail(path: Path, size: int) -> str | None:
+    """A digest of the :data:`TAIL_BYTES` of ``path`` before byte ``size`` (None: unread)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, size - TAIL_BYTES))
+            data = f.read(min(size, TAIL_BYTES))
+    except OSError:
+        return None
+    if len(data) != min(size, TAIL_BYTES):
+        return None
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def load_state(agent: str) -> tuple[dict[str, list[int]], dict[str, str | None]]:
+    """The files an earlier import read (path -> identity) and their tails (path ->
+    :func:`_tail` at the size recorded)."""
     try:
         data = json.loads(state_file(agent).read_text())
     except (OSError, ValueError):
-        return {}
+        return {}, {}
     if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
-        return {}
-    files = data.get("files")
-    return files if isinstance(files, dict) else {}
+        return {}, {}
+    files, tails = data.get("files"), data.get("tails")
+    return (files if isinstance(files, dict) else {}), (tails if isinstance(tails, dict) else {})
 
 
-def save_state(agent: str, files: dict[str, list[int]]) -> None:
+def save_state(agent: str, files: dict[str, list[int]], tails: dict[str, str | None]) -> None:
     path = state_file(agent)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps({"version": STATE_VERSION, "files": files}))
+    kept = {name: tail for name, tail in tails.items() if name in files and tail is not None}
+    temp.write_text(json.dumps({"version": STATE_VERSION, "files": files, "tails": kept}))
     os.replace(temp, path)
 
 
@@ -1485,7 +1510,7 @@ def _run(
         files = agent_files.copilot_files(list(given), roots(agent), unreadable=unreadable)
     else:
         files = discover(list(given), roots(agent), patterns(agent), unreadable)
-    state = {} if rescan else load_state(agent)
+    state, tails = ({}, {}) if rescan else load_state(agent)
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)  # (a date or time given without a zone is UTC's)
     since_cut = None if since is None else since.timestamp()
@@ -1504,7 +1529,7 @@ def _run(
         if before == identity:
             unchanged += 1
             continue
-        if _grew(agent, path, before, identity):
+        if _grew(agent, path, before, identity, tails.get(str(path))):
             grown[str(path)] = before[0]  # type: ignore[index]
         identities[str(path)] = identity
         todo.append(path)
@@ -1562,7 +1587,10 @@ def _run(
                 f"{r.error}: {r.path or '$'}: {r.message}" for r in sink.rejected[:20]
             ]
             if since is None and not importer.summary.rejected:
-                save_state(agent, {**state, **identities})
+                if agent in APPEND_ONLY:  # (what _grew reads)
+                    for name, identity in identities.items():
+                        tails[name] = _tail(Path(name), identity[0])
+                save_state(agent, {**state, **identities}, tails)
     finally:
         if sink is not None:
             sink.close()
