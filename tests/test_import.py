@@ -503,6 +503,22 @@ def test_a_file_rewritten_in_place_is_read_as_new(running_daemon: Daemon, tmp_pa
     assert len(requests) == first["requests"] + whole.requests
 
 
+def test_a_rescan_of_one_directory_keeps_the_record_of_the_others(
+    running_daemon: Daemon, tmp_path: Path
+) -> None:
+    """`--rescan a` reads a's files again; b's stay recorded (they were forgotten, so the
+    next import read them whole and sent all of their events again)."""
+    for name in ("a", "b"):
+        target = tmp_path / name / "s.jsonl"
+        target.parent.mkdir()
+        shutil.copy(TRANSCRIPTS / "spotter_short_session_v2.1.38.jsonl", target)
+    run_json("claude-code", str(tmp_path / "a"), str(tmp_path / "b"))
+    rescan = run_json("claude-code", "--rescan", str(tmp_path / "a"))
+    assert (rescan["files"], rescan["files_unchanged"]) == (1, 0)
+    both = run_json("claude-code", str(tmp_path / "a"), str(tmp_path / "b"))
+    assert (both["files"], both["files_unchanged"], both["sent"]) == (0, 2, 0)
+
+
 def test_import_with_the_daemon_down_fails_and_records_nothing(
     state_home: Path, tmp_path: Path
 ) -> None:

@@ -1510,7 +1510,8 @@ def _run(
         files = agent_files.copilot_files(list(given), roots(agent), unreadable=unreadable)
     else:
         files = discover(list(given), roots(agent), patterns(agent), unreadable)
-    state, tails = ({}, {}) if rescan else load_state(agent)
+    saved, tails = load_state(agent)
+    state = {} if rescan else saved  # (--rescan reads every file, and records them too)
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)  # (a date or time given without a zone is UTC's)
     since_cut = None if since is None else since.timestamp()
@@ -1590,7 +1591,7 @@ def _run(
                 if agent in APPEND_ONLY:  # (what _grew reads)
                     for name, identity in identities.items():
                         tails[name] = _tail(Path(name), identity[0])
-                save_state(agent, {**state, **identities}, tails)
+                save_state(agent, {**saved, **identities}, tails)
     finally:
         if sink is not None:
             sink.close()
