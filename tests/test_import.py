@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -519,6 +521,49 @@ def test_a_rescan_of_one_directory_keeps_the_record_of_the_others(
     assert (both["files"], both["files_unchanged"], both["sent"]) == (0, 2, 0)
 
 
+def test_a_time_that_cannot_be_read_keeps_its_request(
+    running_daemon: Daemon, tmp_path: Path
+) -> None:
+    """The daemon refuses an event whose time is not RFC 3339, at every import (and with a
+    refusal the import records nothing). The importer gives it the time of the event before
+    and keeps what the file said."""
+    path = tmp_path / "projects" / "p" / "s.jsonl"
+    path.parent.mkdir(parents=True)
+    shutil.copy(TRANSCRIPTS / "spotter_short_session_v2.1.38.jsonl", path)
+    usage = next(json.loads(line) for line in path.read_text().splitlines() if '"usage"' in line)
+    usage.update(timestamp="2026-13-45T99:00:00Z", requestId="req_bad_time")
+    usage["message"]["id"] = "msg_bad_time"
+    with path.open("a") as f:
+        f.write(json.dumps(usage) + "\n")
+    hour_ago = time.time() - 3600  # (a session written to now would hold its last request)
+    os.utime(path, (hour_ago, hour_ago))
+    first = run_json("claude-code", str(tmp_path))
+    assert (first["rejected"], first["bad_times"], first["held_back"]) == (0, 1, 0)
+    stored = next(
+        e
+        for e in running_daemon.journal_events()
+        if e["type"] == "api_request" and e["attrs"].get("unreadable_ts")
+    )
+    assert stored["attrs"]["unreadable_ts"] == "2026-13-45T99:00:00Z"
+    written = [json.loads(line).get("timestamp") for line in path.read_text().splitlines()]
+    times = [datetime.fromisoformat(t) for t in written if t and not t.startswith("2026-13")]
+    # a time of the file's own: the event's before it
+    assert min(times) <= datetime.fromisoformat(stored["ts"]) <= max(times)
+    assert run_json("claude-code", str(tmp_path))["files_unchanged"] == 1  # recorded
+
+
+def test_a_damaged_state_file_is_as_good_as_none(running_daemon: Daemon, tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    shutil.copy(TRANSCRIPTS / "spotter_short_session_v2.1.38.jsonl", path)
+    state = importer.state_file("claude-code")
+    state.parent.mkdir(parents=True, exist_ok=True)
+    damaged = {"version": importer.STATE_VERSION, "files": {str(path): 5}, "tails": {str(path): 7}}
+    state.write_text(json.dumps(damaged))
+    first = run_json("claude-code", str(tmp_path))
+    assert (first["files"], first["rejected"]) == (1, 0) and first["requests"] > 0
+    assert run_json("claude-code", str(tmp_path))["files_unchanged"] == 1
+
+
 def test_import_with_the_daemon_down_fails_and_records_nothing(
     state_home: Path, tmp_path: Path
 ) -> None:
@@ -580,7 +625,6 @@ def test_options_belong_after_the_agent_but_the_environment_is_no_option(
     """`import --settle 0 claude-code` would drop the option without a word: it is a usage
     error. TELEMETRYD_SOCKET in the environment is no option given there (it was taken for
     one, and every `import NAME` failed)."""
-    import os
     import subprocess
 
     from conftest import TELEMETRYCTL

@@ -206,3 +206,20 @@ def test_reader_processes_hold_back_the_same(
         assert len(pool.readers) == 2
     assert (pooled.requests, pooled.held_back, pooled.held_files) == (4, 1, [str(live)])
     assert pooled.as_dict() | {"elapsed_s": 0} == alone.as_dict() | {"elapsed_s": 0}
+
+
+def test_a_request_an_earlier_import_sent_is_not_reported_held(
+    running_daemon: Daemon, tmp_path: Path
+) -> None:
+    """After `--settle 0` took a live session's last request, a touch of the file (it grew by
+    nothing) must not report that request as held back, nor keep the file from its record."""
+    path = tmp_path / "projects" / "p" / "live.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_text("".join(moved(TOOL_HEAVY, datetime.now(UTC) - timedelta(seconds=30))))
+    now = run_json("claude-code", "--settle", "0", str(tmp_path))
+    assert (now["requests"], now["held_back"]) == (4, 0)
+    with path.open("a") as f:
+        f.write("\n")  # (it grew: read again, its lines all sent before)
+    again = run_json("claude-code", str(tmp_path))
+    assert (again["held_back"], again["sent"], again["earlier"]) == (0, 0, now["sent"])
+    assert run_json("claude-code", str(tmp_path))["files_unchanged"] == 1  # recorded

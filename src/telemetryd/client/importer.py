@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, TypeVar
 
 import msgspec
 
@@ -71,6 +71,8 @@ HOLDS_BACK = ("claude-code", "gemini")  # the agents whose files rewrite a reque
 # The agents whose files of lines only grow: one read again because it grew sends only the
 # events of its new lines (see Importer.imported_sizes)
 APPEND_ONLY = ("claude-code", "codex", "gemini", "copilot")
+# An event time as the daemon reads it (events.Timestamp, not imported: it costs a start)
+_TIME = Annotated[datetime, msgspec.Meta(tz=True)]
 PENDING_TOOLS = 4096  # tool uses per file waiting for their result (Claude Code)
 STATE_VERSION = 1
 AGENTS = ("claude-code", "codex", "gemini", "copilot", "opencode", "amp")
@@ -477,6 +479,7 @@ class Summary:
     held_back: int = 0
     held_files: list[str] = field(default_factory=list)  # the files of those held back
     earlier: int = 0  # events of lines that an earlier import sent (the file grew since)
+    bad_times: int = 0  # events whose time could not be read (Importer._time)
     sent: int = 0
     accepted: int = 0
     duplicates: int = 0
@@ -777,16 +780,44 @@ class Importer:
         self.live_after = live_after
         self.imported_sizes: dict[str, int] = {}
         self.sent_until = 0  # of the file being read: imported_sizes' entry, else 0
+        self.path: Path | None = None  # the file being read
+        self.last_time: str | None = None  # the last event time read in it (Importer._time)
         # Copilot: session -> the sorted times of its model calls in OpenTelemetry exports
         self.model_calls: dict[str, list[float]] = {}
         # In a reader process (client/import_pool.py): every event built, with its key and
         # what it counted, goes there instead (the importing process sends it)
         self.outbox: Outbox | None = None
 
-    def earlier(self, end: int | None) -> bool:
+    def _time(self, event: dict[str, Any]) -> None:
+        """Keep ``event``'s time when the daemon can read it (RFC 3339 with an offset).
+        Else the daemon would refuse the whole event, at every import: it gets the last
+        readable time of the file being read (the file's modification time before any),
+        and ``attrs.unreadable_ts`` keeps what the file said."""
+        ts = event.get("ts")
+        if ts is None:
+            return
+        try:
+            msgspec.convert(ts, _TIME)
+        except msgspec.ValidationError:
+            self.summary.bad_times += 1
+            if self.last_time is None:
+                self.last_time = _mtime_ts(self.path) if self.path is not None else None
+            event["ts"] = self.last_time
+            attrs = event.get("attrs")
+            if not isinstance(attrs, dict):
+                attrs = event["attrs"] = {}
+            attrs["unreadable_ts"] = ts if isinstance(ts, str) else repr(ts)
+            return
+        self.last_time = ts
+
+    def sent_before(self, end: int | None) -> bool:
         """Whether the line ending at byte ``end`` of the file being read was sent by an
-        earlier import (see the class docstring); counted then."""
-        if end is None or end > self.sent_until:
+        earlier import (see the class docstring)."""
+        return end is not None and end <= self.sent_until
+
+    def earlier(self, end: int | None) -> bool:
+        """:meth:`sent_before`, counted when so."""
+        if not self.sent_before(end):
             return False
         self.summary.earlier += 1
         return True
@@ -798,6 +829,7 @@ class Importer:
         if not self.seen.add(digest):
             self.summary.repeats += 1
             return
+        self._time(event)
         if self.since is not None and _before(event.get("ts"), self.since):
             self.summary.before_since += 1
             if self.outbox is not None:
@@ -833,6 +865,7 @@ class Importer:
         key = fresh or self._fresh(event["id"])
         if key is None:
             return
+        self._time(event)
         if self.since is not None and _before(event.get("ts"), self.since):
             if self.outbox is not None:
                 self.outbox.add(key, EARLY, None)
@@ -877,6 +910,7 @@ class Importer:
         if part is None or part[0] == 0:
             self.summary.files += 1
         self.sent_until = self.imported_sizes.get(str(path), 0)
+        self.path, self.last_time = path, None
         with open(path, "rb") as f:
             live = self.live_after is not None and os.fstat(f.fileno()).st_mtime >= self.live_after
             if self.agent == "claude-code":
@@ -901,7 +935,8 @@ class Importer:
         if live and dedup.last is not None:
             for index, entry in enumerate(finals):
                 if entry["key"] == dedup.last:
-                    if self._recent(entry.get("ts")):
+                    # (one an earlier import sent is built no more: nothing to hold)
+                    if not self.sent_before(entry.get("end")) and self._recent(entry.get("ts")):
                         del finals[index]
                         self.hold(path)
                     break
@@ -1351,7 +1386,8 @@ class _ClaudeSession:
         lately (it may still run: they come with the next import)."""
         importer = self.importer
         for agent_id, sums in self.agents.items():
-            if live and importer._recent(sums.last):
+            end = self.ends.get(agent_id)
+            if live and not importer.sent_before(end) and importer._recent(sums.last):
                 importer.hold(self.path)
                 continue
             for event in sums.events(agent_id, self.project):
@@ -1401,9 +1437,7 @@ def _grew(
     place, or another file with a recycled inode, is read as new."""
     if agent not in APPEND_ONLY or path.suffix != ".jsonl" or not before or tail is None:
         return False
-    if len(before) != 3 or len(now) != 3 or not all(isinstance(n, int) for n in before):
-        return False
-    if before[2] != now[2] or not 0 < before[0] <= now[0]:
+    if len(before) != 3 or len(now) != 3 or before[2] != now[2] or not 0 < before[0] <= now[0]:
         return False
     return _tail(path, before[0]) == tail
 
@@ -1431,7 +1465,18 @@ def load_state(agent: str) -> tuple[dict[str, list[int]], dict[str, str | None]]
     if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
         return {}, {}
     files, tails = data.get("files"), data.get("tails")
-    return (files if isinstance(files, dict) else {}), (tails if isinstance(tails, dict) else {})
+    # (an entry of another shape, in a file edited or damaged, is as good as none)
+    files = {
+        name: identity
+        for name, identity in (files.items() if isinstance(files, dict) else ())
+        if isinstance(identity, list) and all(n.__class__ is int for n in identity)
+    }
+    tails = {
+        name: tail
+        for name, tail in (tails.items() if isinstance(tails, dict) else ())
+        if isinstance(tail, str)
+    }
+    return files, tails
 
 
 def save_state(agent: str, files: dict[str, list[int]], tails: dict[str, str | None]) -> None:
