@@ -223,3 +223,26 @@ def test_a_request_an_earlier_import_sent_is_not_reported_held(
     again = run_json("claude-code", str(tmp_path))
     assert (again["held_back"], again["sent"], again["earlier"]) == (0, 0, now["sent"])
     assert run_json("claude-code", str(tmp_path))["files_unchanged"] == 1  # recorded
+
+
+def test_a_held_file_keeps_its_earlier_record(running_daemon: Daemon, tmp_path: Path) -> None:
+    """A session recorded by one import, then grown while live (its last request held): the
+    next import still sends only what is past the first record, not the whole file."""
+    lines = moved(TOOL_HEAVY, datetime.now(UTC) - timedelta(seconds=30))
+    path = tmp_path / "projects" / "p" / "live.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_text("".join(lines[:11]))
+    settled(path)
+    first = run_json("claude-code", str(tmp_path))
+    assert first["held_back"] == 0 and first["sent"] > 0
+    with path.open("a") as f:
+        f.writelines(lines[11:34])
+    live = run_json("claude-code", str(tmp_path))
+    assert (live["held_back"], live["earlier"]) == (1, first["sent"])
+    with path.open("a") as f:
+        f.writelines(lines[34:])
+    settled(path)
+    done = run_json("claude-code", str(tmp_path))
+    assert (done["held_back"], done["earlier"]) == (0, first["sent"])
+    outputs = stored_outputs(running_daemon)
+    assert sorted(outputs.values()) == sorted(output_by_response(lines).values())

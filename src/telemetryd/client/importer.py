@@ -1564,6 +1564,7 @@ def _run(
     unchanged = 0
     identities: dict[str, list[int]] = {}
     grown: dict[str, int] = {}  # file -> the size an earlier import sent in full
+    fresh: dict[str, str | None] = {}  # file -> its tail at the size in ``identities``
     for path in files:
         try:
             identity = _identity(path)
@@ -1578,6 +1579,10 @@ def _run(
         if _grew(agent, path, before, identity, tails.get(str(path))):
             grown[str(path)] = before[0]  # type: ignore[index]
         identities[str(path)] = identity
+        if agent in APPEND_ONLY and path.suffix == ".jsonl":  # (what _grew reads next time)
+            # taken before the file is read: were it rewritten meanwhile, the next import
+            # finds another tail and reads it whole
+            fresh[str(path)] = _tail(path, identity[0])
         todo.append(path)
     total = sum(identities[str(p)][0] for p in todo)
     if on_files is not None:
@@ -1633,10 +1638,8 @@ def _run(
                 f"{r.error}: {r.path or '$'}: {r.message}" for r in sink.rejected[:20]
             ]
             if since is None and not importer.summary.rejected:
-                if agent in APPEND_ONLY:  # (what _grew reads)
-                    for name, identity in identities.items():
-                        tails[name] = _tail(Path(name), identity[0])
-                save_state(agent, {**saved, **identities}, tails)
+                recorded = {name: fresh.get(name) for name in identities}
+                save_state(agent, {**saved, **identities}, {**tails, **recorded})
     finally:
         if sink is not None:
             sink.close()
