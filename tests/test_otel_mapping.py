@@ -405,6 +405,23 @@ def test_gemini_logs_map_to_the_model() -> None:
     assert by_type(asked, "prompt")[0]["attrs"]["prompt"] == "fix the flaky test"
 
 
+def test_gemini_logs_map_the_same_under_a_service_name_of_the_users() -> None:
+    """OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES rename Gemini CLI's service; its
+    scope stays `gemini-cli` (its loggers are named so). The semantic-convention twin of
+    api_response must still not be a second request."""
+    renamed = []
+    for scope, record in load_logs("gemini_logs.json"):
+        assert scope.name == "gemini-cli"
+        mine = Scope(resource={**scope.resource, "service.name": "my-gemini"}, name=scope.name)
+        renamed += mapping.log_events(mine, record)
+    produced = mapped_logs("gemini_logs.json")
+    assert [e["type"] for e in valid(renamed)] == [e["type"] for e in produced]
+    assert {e["source"] for e in renamed} == {"gemini-cli"}
+    assert [e["tokens"] for e in by_type(renamed, "api_request")] == [
+        e["tokens"] for e in by_type(produced, "api_request")
+    ]
+
+
 # -- Copilot and GenAI spans ----------------------------------------------------------------
 
 
@@ -646,7 +663,18 @@ def test_long_provider_ids_are_hashed_to_the_id_limit() -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("12", 12), (12, 12), (12.0, 12), ("-1", None), ("x", None), (True, None), (2**60, None)],
+    [
+        ("12", 12),
+        (12, 12),
+        (12.0, 12),
+        ("-1", None),
+        ("x", None),
+        (True, None),
+        (2**60, None),
+        ("²", None),
+        ("1²", None),
+        (" 7 ", 7),
+    ],
 )
 def test_counts_accept_strings_and_numbers(value: Any, expected: int | None) -> None:
     from telemetryd.adapters.otel import common

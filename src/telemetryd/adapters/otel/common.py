@@ -135,7 +135,7 @@ def count(value: Any) -> int | None:
         return None
     if isinstance(value, str):
         value = value.strip()
-        if not value.isdigit() or len(value) > 16:
+        if not (value.isascii() and value.isdigit()) or len(value) > 16:  # (not "²")
             return None
         value = int(value)
     elif isinstance(value, float):

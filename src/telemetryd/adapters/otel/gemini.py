@@ -43,8 +43,13 @@ PROVIDER = "google"
 PREFIX = "gemini_cli."
 
 
-def matches(service: str, name: str) -> bool:
-    return service == "gemini-cli" or name.startswith(PREFIX)
+SCOPE_NAME = "gemini-cli"  # its loggers' and tracers' scope, whatever the service is called
+
+
+def matches(service: str, name: str, scope_name: str = "") -> bool:
+    """Gemini CLI's record: by its service name, its event names' prefix, or its scope
+    (OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES may rename the service)."""
+    return service == "gemini-cli" or scope_name == SCOPE_NAME or name.startswith(PREFIX)
 
 
 def tokens(attrs: dict[str, Any]) -> dict[str, Any]:

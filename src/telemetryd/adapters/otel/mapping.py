@@ -44,7 +44,7 @@ def source_of(scope: Scope, name: str = "") -> str:
         return claude_code.SOURCE
     if codex.matches(service, name):
         return codex.SOURCE
-    if gemini.matches(service, name):
+    if gemini.matches(service, name, scope.name):
         return gemini.SOURCE
     if genai.is_copilot(service):
         return genai.COPILOT
@@ -78,7 +78,7 @@ def log_events(
             name = claude_code.full_name(name, record.body)
     elif codex.matches(service, name):
         found = codex.log_events(scope, record, name, prompt_text=prompt_text)
-    elif gemini.matches(service, name):
+    elif gemini.matches(service, name, scope.name):
         found = gemini.log_events(scope, record, name, prompt_text=prompt_text)
     elif genai.matches(service, name):
         found = genai.log_events(scope, record, name)
@@ -101,7 +101,7 @@ def span_events(scope: Scope, span: Span) -> list[dict[str, Any]]:
     service = scope.service
     if claude_code.matches(service, span.name):
         out += claude_code.span_events(scope, span)
-    elif codex.matches(service, span.name) or gemini.matches(service, span.name):
+    elif codex.matches(service, span.name) or gemini.matches(service, span.name, scope.name):
         pass  # their counts come from their log events (docs/events.md: OTLP mapping)
     elif genai.matches_span(span):
         out += genai.span_events(scope, span, source)
