@@ -628,6 +628,49 @@ def test_malformed_metadata_is_kept_and_flagged(running_daemon: Daemon) -> None:
     assert row["variant_id"] == meta["experiment"]["variant_id"] and row["runs"] == 1
 
 
+def test_a_lone_surrogate_in_metadata_keeps_the_event(running_daemon: Daemon) -> None:
+    """A hook payload holding a lone UTF-16 surrogate escape in the metadata (a value, a
+    key) or in a failure's error: every event is kept, the surrogate as U+FFFD (the daemon
+    refuses the escape: the events were lost)."""
+    meta = example(FIXTURES / "examples" / "tier2-bash.json")
+    meta["provenance"]["caller_name"] = "SURROGATE-x"
+    meta["SURROGATE-key"] = 1
+    for payload in payloads("s-sur", "toolu_sur", "Bash", {"command": "ls", "metadata": meta}):
+        if payload["hook_event_name"] == "PostToolUse":
+            payload["hook_event_name"], payload["error"] = "PostToolUseFailure", "SURROGATE!"
+        text = json.dumps(payload).replace("SURROGATE", "\\ud800")
+        result = ctl("hook", "claude-code", input=text.encode())
+        assert result.returncode == 0, result.stderr
+    journal = [e for e in running_daemon.journal_events() if e["type"].startswith("tool_")]
+    assert len(journal) == 2
+    result = next(e for e in journal if e["type"] == "tool_result")
+    assert result["tool"]["error"] == "\ufffd!"
+    kept = result["attrs"]["ats"]
+    assert kept["metadata"]["provenance"]["caller_name"] == "\ufffd-x"
+    assert any(error.startswith("\ufffd-key") for error in kept["errors"])
+
+
+def test_metadata_in_any_script_is_measured_as_stored() -> None:
+    """The 4 KiB bound is on attrs.ats in UTF-8, as stored: metadata of accented text
+    that fits is kept whole (it was measured in ASCII escapes, 6 bytes an "é", and left
+    out, experiment and all); past the bound, the blocks the views join on stay."""
+    meta = example(FIXTURES / "examples" / "tier2-bash.json")
+    meta["experiment"] = {"experiment_id": "exp-é", "variant_id": "A"}
+    meta["provenance"]["caller_name"] = "é" * 200
+    found = ats.from_tool_input("Bash", {"command": "ls", "metadata": meta})
+    assert found is not None and "truncated" not in found
+    assert found["metadata"] == meta and len(json.dumps(found, ensure_ascii=False).encode()) < 4096
+    meta["provenance"]["caller_chain"] = [
+        {"caller_type": "skill", "caller_name": "é" * 250} for _ in range(30)
+    ]
+    meta["source"] = "skill:" + "é" * 200
+    cut = ats.from_tool_input("Bash", {"command": "ls", "metadata": meta})
+    assert cut is not None and cut["truncated"] is True
+    assert len(json.dumps(cut, ensure_ascii=False).encode()) <= ats.MAX_BYTES
+    assert cut["metadata"]["experiment"] == meta["experiment"]
+    assert cut["metadata"]["decision"] == meta["decision"]
+
+
 def test_the_hook_with_metadata_imports_nothing_heavy(running_daemon: Daemon) -> None:
     meta = example(FIXTURES / "examples" / "tier1-ask-user-question.json")
     (payload, _) = payloads("s-imports", "toolu_imp", "AskUserQuestion", {"metadata": meta})

@@ -37,7 +37,6 @@ VALUES: list[Any] = [
     "controls \b\f\n\r\t \x00 \x1f \x7f",
     "unicode é ü ß 日本語 \u2028 \u2029",
     "astral 😀 𝄞",
-    "lone surrogate \ud800 \udfff",
     [],
     {},
     [1, "two", 3.0, None, True, [], {}],
@@ -59,7 +58,14 @@ def test_dumps_matches_the_stdlib_byte_for_byte(value: Any) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [*VALUES, float("nan"), float("inf"), [float("-inf"), {"x": [{}, []]}], ("a", (1,))],
+    [
+        *VALUES,
+        float("nan"),
+        float("inf"),
+        [float("-inf"), {"x": [{}, []]}],
+        ("a", (1,)),
+        "lone surrogate \ud800 \udfff",
+    ],  # (pretty writes what it is given, as json does)
     ids=lambda v: repr(v)[:40],
 )
 def test_pretty_matches_the_stdlib_indented_byte_for_byte(value: Any) -> None:
@@ -273,3 +279,36 @@ def test_adapters_never_import_the_client() -> None:
         if name == "telemetryd.client" or name.startswith("telemetryd.client.")
     }
     assert found == set()
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (rb'"a\ud800b"', "a\ufffdb"),  # a high half alone
+        (rb'"\ude00x"', "\ufffdx"),  # a low half alone
+        (rb'"\ud83d\ud83d\ude00"', "\ufffd\U0001f600"),  # the second high half has its pair
+        (rb'"\uD83D"', "\ufffd"),  # either case
+        (rb'"\\\ud800"', "\\\ufffd"),  # an escaped backslash, then the escape
+    ],
+)
+def test_lone_surrogate_escapes_become_replacement_characters(raw: bytes, expected: str) -> None:
+    repaired = fastjson.without_lone_surrogates(raw)
+    assert repaired is not None and json.loads(repaired) == expected
+
+
+@pytest.mark.parametrize("raw", [rb'"\ud83d\ude00"', rb'"\\ud800"', rb'"plain"', rb'"\u00e9"'])
+def test_text_without_lone_surrogate_escapes_is_left_alone(raw: bytes) -> None:
+    assert fastjson.without_lone_surrogates(raw) is None
+
+
+def test_a_lone_surrogate_is_written_as_a_replacement_character() -> None:
+    """The stdlib writes a lone surrogate as its escape, which the daemon refuses (and no
+    UTF-8 text can hold it); dumps writes U+FFFD. loads reads one as the stdlib does."""
+    assert fastjson.loads('"a\\ud800"') == json.loads('"a\\ud800"') == "a\ud800"
+    value = {"k\udc00": ["x\ud800y", "é😀"]}
+    written = fastjson.dumps(value)
+    assert json.loads(written) == {"k\ufffd": ["x\ufffdy", "é😀"]}
+    assert written.isascii()
+    assert fastjson.utf8_size(value) == len(
+        json.dumps(json.loads(written), ensure_ascii=False, separators=(",", ":")).encode()
+    )

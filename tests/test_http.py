@@ -289,6 +289,28 @@ def test_http_hook_for_codex_and_bad_payloads(client: Client) -> None:
     assert len(journaled(client.daemon)) == before
 
 
+def test_http_hook_with_a_lone_surrogate_escape_is_kept_as_the_command_hook_keeps_it(
+    client: Client,
+) -> None:
+    """Claude Code cuts a long tool output by UTF-16 units, and JSON.stringify writes the
+    half of an emoji left as a lone escape: the payload is still taken (it was a 400)."""
+    post = {
+        "hook_event_name": "PostToolUseFailure",
+        "session_id": "sess-s",
+        "tool_name": "Bash",
+        "tool_use_id": "toolu_s1",
+        "error": "cut here: XX",
+        "tool_response": {"stdout": "YY 😀"},
+    }
+    body = json.dumps(post).replace("XX", "\\ud83d").replace("YY", "\\ude00").encode()
+    status, _, answer = client.post("/v1/hooks/claude-code", body)
+    assert (status, answer) == (200, b"")
+    (result,) = [e for e in journaled(client.daemon) if e["type"] == "tool_result"]
+    assert result["tool"]["use_id"] == "toolu_s1" and result["tool"]["error"] == "cut here: \ufffd"
+    status, _, _ = client.post("/v1/hooks/claude-code", b'{"hook_event_name": "\\ud800')
+    assert status == 400  # (broken otherwise too: still not JSON)
+
+
 # -- bad input ------------------------------------------------------------------------------
 
 

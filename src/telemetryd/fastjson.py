@@ -29,15 +29,35 @@ except ImportError:  # not CPython
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON for dicts, lists, strings, ints, finite floats, bools and None."""
+    """Compact JSON for dicts, lists, strings, ints, finite floats, bools and None, in
+    ASCII. A lone UTF-16 surrogate in a string (Python reads one from JSON such as
+    ``"\\ud800"``; no UTF-8 text holds one, and the daemon refuses its escape) is written
+    as U+FFFD."""
     parts: list[str] = []
     _dump(value, parts.append)
     return "".join(parts)
 
 
-def _dump(value: Any, out: Any) -> None:
+def utf8_size(value: Any) -> int:
+    """The bytes of :func:`dumps` ``(value)`` written in UTF-8 rather than ASCII escapes:
+    what the value takes where it is stored."""
+    parts: list[str] = []
+    _dump(value, parts.append, _escape_utf8)
+    return len("".join(parts).encode())
+
+
+def _string(value: str, escape: Any = _escape) -> str:
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # (a surrogate code point: always a lone one in a str)
+            value = "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in value)
+    return escape(value)  # type: ignore[no-any-return]
+
+
+def _dump(value: Any, out: Any, escape: Any = _escape) -> None:
     if isinstance(value, str):
-        out(_escape(value))
+        out(_string(value, escape))
     elif value is None:
         out("null")
     elif value is True:
@@ -59,19 +79,40 @@ def _dump(value: Any, out: Any) -> None:
             if not first:
                 out(",")
             first = False
-            out(_escape(key))
+            out(_string(key, escape))
             out(":")
-            _dump(item, out)
+            _dump(item, out, escape)
         out("}")
     elif isinstance(value, (list, tuple)):
         out("[")
         for index, item in enumerate(value):
             if index:
                 out(",")
-            _dump(item, out)
+            _dump(item, out, escape)
         out("]")
     else:
         raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+_LONE_SURROGATE: Any = None  # the pattern of without_lone_surrogates, compiled on first use
+
+
+def without_lone_surrogates(raw: bytes) -> bytes | None:
+    """JSON text ``raw`` with U+FFFD for each escape of a lone UTF-16 surrogate (a
+    ``\\ud83d`` not followed by its low half, a low half alone); None when it has none.
+    JSON.stringify writes one for a string cut inside an emoji (a tool's output cut to
+    length), and msgspec, like the daemon, refuses it; a pair stays as it is."""
+    global _LONE_SURROGATE
+    if _LONE_SURROGATE is None:
+        import re  # (~7 ms: only when a text needs it)
+
+        high, low = rb"\\u[dD][89abAB][0-9a-fA-F]{2}", rb"\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+        # after an even number of backslashes: a high half not followed by a low one, or a
+        # low half not after a high one
+        lone = b"(?:" + high + b"(?!" + low + b")|(?<!" + high + b")" + low + b")"
+        _LONE_SURROGATE = re.compile(rb"(?<!\\)((?:\\\\)*)" + lone)
+    repaired, count = _LONE_SURROGATE.subn(rb"\1\\ufffd", raw)
+    return repaired if count else None
 
 
 def pretty(value: Any, indent: int = 2) -> str:

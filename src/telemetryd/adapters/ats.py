@@ -572,15 +572,23 @@ def _shrink(value: Any, text: int, items: int) -> Any:
     return value
 
 
+JOIN_KEYS = ("source", "experiment", "decision")  # what the views join on: kept longest
+
+
 def _fit(out: dict[str, Any]) -> dict[str, Any]:
-    """``out`` within :data:`MAX_BYTES` encoded: the metadata's strings and lists cut
-    shorter, then the metadata left out (``truncated`` says so either way)."""
-    if len(fastjson.dumps(out)) <= MAX_BYTES:
+    """``out`` within :data:`MAX_BYTES` as stored (UTF-8): the metadata's strings and
+    lists cut shorter, then only the blocks the views join on (an experiment's
+    assignment, a decision id, the source) kept, then the metadata left out
+    (``truncated`` says so in each case)."""
+    if fastjson.utf8_size(out) <= MAX_BYTES:
         return out
     if "metadata" in out:
-        out["metadata"] = _shrink(out["metadata"], 64, 8)
         out["truncated"] = True
-        if len(fastjson.dumps(out)) <= MAX_BYTES:
+        out["metadata"] = _shrink(out["metadata"], 64, 8)
+        if fastjson.utf8_size(out) <= MAX_BYTES:
+            return out
+        out["metadata"] = {k: v for k, v in out["metadata"].items() if k in JOIN_KEYS}
+        if fastjson.utf8_size(out) <= MAX_BYTES:
             return out
         del out["metadata"]
     return out

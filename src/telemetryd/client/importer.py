@@ -40,7 +40,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -50,7 +49,7 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, TypeVar
 
 import msgspec
 
-from telemetryd import paths
+from telemetryd import fastjson, paths
 from telemetryd.adapters import claude_code, codex, copilot, gemini, ids, pricing
 from telemetryd.client import agent_files
 from telemetryd.client.delivery import EventStream
@@ -186,24 +185,20 @@ _GEMINI_DOCUMENT = msgspec.json.Decoder(_GeminiDocument)
 _COPILOT = msgspec.json.Decoder(_CopilotLine)
 _ANY = msgspec.json.Decoder()
 _ENCODER = msgspec.json.Encoder()
-# An escape of a UTF-16 surrogate, \uD800 to \uDFFF, after an even number of backslashes
-# (not a "\\" followed by the text "uD83D"). JSON.stringify writes one alone for a string
-# cut inside an emoji, which msgspec refuses.
-_SURROGATE_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 _Line = TypeVar("_Line")
 
 
 def _typed(decoder: msgspec.json.Decoder[_Line], raw: bytes) -> _Line:
     """``raw`` by ``decoder``; a line whose JSON is broken only by lone UTF-16 surrogate
-    escapes is read with U+FFFD in place of every surrogate escape. Raises what
-    ``decoder`` raises."""
+    escapes is read with U+FFFD in place of each (:func:`fastjson.without_lone_surrogates`).
+    Raises what ``decoder`` raises."""
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError:
         raise
     except msgspec.DecodeError:
-        repaired = _without_surrogates(raw)
+        repaired = fastjson.without_lone_surrogates(raw)
         if repaired is None:
             raise
         return decoder.decode(repaired)
@@ -217,12 +212,6 @@ def _whole(raw: bytes) -> Any:
         return _typed(_ANY, raw)
     except msgspec.DecodeError:
         return None
-
-
-def _without_surrogates(raw: bytes) -> bytes | None:
-    """``raw`` with U+FFFD for each surrogate escape; None when it has none."""
-    repaired, count = _SURROGATE_ESCAPE.subn(rb"\1\\ufffd", raw)
-    return repaired if count else None
 
 
 _UsageParts = tuple[dict[str, Any], str | None, int | None]

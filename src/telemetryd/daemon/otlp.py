@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgspec
 
-from telemetryd import wire
+from telemetryd import fastjson, wire
 from telemetryd.adapters import claude_code
 from telemetryd.adapters.otel import export
 from telemetryd.adapters.otel import wire as otlp_wire
@@ -245,7 +245,7 @@ class Receiver:
         if len(request.body) > MAX_HOOK_BYTES:
             return plain(413, f"a hook payload is at most {MAX_HOOK_BYTES} bytes")
         try:
-            payload = msgspec.json.decode(request.body)
+            payload = _hook_payload(request.body)
         except msgspec.DecodeError as exc:
             return plain(400, f"the hook payload is not JSON: {exc}")
         except RecursionError:
@@ -314,3 +314,16 @@ def _first_problem(replies: list[bytes]) -> str:
         return "an event was rejected"
     where = f" at {first.path}" if first.path else ""
     return f"{first.error}: {first.message}{where}"
+
+
+def _hook_payload(body: bytes) -> Any:
+    """A hook payload's JSON; one broken only by escapes of lone UTF-16 surrogates (a
+    tool's output cut inside an emoji, as JSON.stringify writes it) is read with U+FFFD
+    for each, as `telemetryctl hook` reads it."""
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        repaired = fastjson.without_lone_surrogates(body)
+        if repaired is None:
+            raise
+        return msgspec.json.decode(repaired)
