@@ -422,6 +422,13 @@ def test_gemini_logs_map_the_same_under_a_service_name_of_the_users() -> None:
     ]
 
 
+@pytest.mark.parametrize("service", ["codex_cli_rs", "Codex Desktop", "codex-exec"])
+def test_codex_is_known_by_its_service_in_any_case(service: str) -> None:
+    span = Span("ab" * 16, "cd" * 8, "handle_responses", 1_000, 2_000, attrs={})
+    (event,) = mapping.span_events(Scope(resource={"service.name": service}), span)
+    assert event["source"] == "codex"
+
+
 # -- Copilot and GenAI spans ----------------------------------------------------------------
 
 

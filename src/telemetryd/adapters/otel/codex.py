@@ -59,7 +59,9 @@ PREFIX = "codex."
 
 
 def matches(service: str, name: str) -> bool:
-    return name.startswith(PREFIX) or service.startswith("codex")
+    """Codex's record: its event names' prefix, or a service named ``codex...`` in any case
+    (``codex_cli_rs``, ``Codex Desktop``)."""
+    return name.startswith(PREFIX) or service[:5].lower() == "codex"
 
 
 def tokens(attrs: dict[str, Any]) -> dict[str, Any]:
