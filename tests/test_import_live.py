@@ -246,3 +246,64 @@ def test_a_held_file_keeps_its_earlier_record(running_daemon: Daemon, tmp_path: 
     assert (done["held_back"], done["earlier"]) == (0, first["sent"])
     outputs = stored_outputs(running_daemon)
     assert sorted(outputs.values()) == sorted(output_by_response(lines).values())
+
+
+def _opencode_message(mid: str, created_ms: int, output: int, *, completed: bool) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "role": "assistant",
+        "modelID": "claude-sonnet-4-5",
+        "providerID": "anthropic",
+        "tokens": {
+            "input": 100,
+            "output": output,
+            "reasoning": 0,
+            "cache": {"read": 0, "write": 0},
+        },
+        "time": {"created": created_ms},
+    }
+    if completed:
+        data["time"]["completed"] = created_ms + 5_000
+    return {"id": mid, "session_id": "ses_live", "time_created": created_ms,
+            "time_updated": created_ms, "data": data}  # fmt: skip
+
+
+def test_an_opencode_message_not_yet_complete_is_held_back(
+    running_daemon: Daemon, tmp_path: Path
+) -> None:
+    """OpenCode writes a message's counts again after each step and marks it complete
+    (`time.completed`) when its turn ends. In a database being written (here only its
+    write-ahead log, as while OpenCode runs), an open message is held back; one open for
+    longer than importer.OPEN_MESSAGE_S (a session that ended without completing it) is
+    not."""
+    import sqlite3
+
+    from test_import_opencode import create_database, insert_rows
+
+    now_ms = int(time.time() * 1000)
+    stale = now_ms - (importer.OPEN_MESSAGE_S + 600) * 1000
+    path = tmp_path / "opencode" / "opencode.db"
+    path.parent.mkdir()
+    create_database(path, [_opencode_message("msg_done", now_ms - 60_000, 50, completed=True)])
+    writer = sqlite3.connect(path)  # (OpenCode running: the log stays until it closes)
+    try:
+        writer.execute("pragma journal_mode=wal")
+        opened = _opencode_message("msg_open", now_ms, 10, completed=False)
+        insert_rows(writer, [opened, _opencode_message("msg_stale", stale, 20, completed=False)])
+        old = time.time() - 3600
+        os.utime(path, (old, old))  # (the database file itself: untouched for an hour)
+        assert os.path.exists(f"{path}-wal")
+        first = run_json("opencode", str(path.parent))
+        assert (first["requests"], first["held_back"], first["held_files"]) == (2, 1, [str(path)])
+        finished = _opencode_message("msg_open", now_ms, 300, completed=True)
+        writer.execute(
+            "update message set data = ? where id = 'msg_open'", [json.dumps(finished["data"])]
+        )
+        writer.commit()
+        second = run_json("opencode", str(path.parent))
+        assert (second["held_back"], second["accepted"]) == (0, 1)
+    finally:
+        writer.close()
+    outputs = sorted(
+        e["tokens"]["output"] for e in running_daemon.journal_events() if e["type"] == "api_request"
+    )
+    assert outputs == [20, 50, 300]  # the open message once complete, never its 10

@@ -107,7 +107,8 @@ def record(
 
     A record: ``message_id`` (None when the message has none), ``session_id``,
     ``model``, ``provider``, ``ts``, ``tokens``, ``cost`` (the reported cost, or None),
-    ``cwd``."""
+    ``cwd``, ``completed`` (False while OpenCode has not marked the message complete: its
+    counts may still grow, step by step)."""
     if not isinstance(message, dict):
         return None
     raw = message.get("tokens")
@@ -123,6 +124,7 @@ def record(
         message.get("modelID"),
         message.get("providerID"),
         time.get("created") if isinstance(time, dict) else None,
+        isinstance(time, dict) and time.get("completed") is not None,
         message.get("cost"),
         where.get("cwd") if isinstance(where, dict) else None,
         message.get("id"),
@@ -137,6 +139,7 @@ def _record(
     model_id: Any,
     provider_id: Any,
     created: Any,
+    completed: bool,
     cost: Any,
     cwd: Any,
     message_id: Any,
@@ -177,6 +180,7 @@ def _record(
         "tokens": tokens,
         "cost": float(reported) if reported is not None else None,
         "cwd": _text(cwd),
+        "completed": completed,
     }
 
 
@@ -201,6 +205,7 @@ class _Tokens(msgspec.Struct):
 
 class _Time(msgspec.Struct):
     created: int | None = None
+    completed: Any = None
 
 
 class _Where(msgspec.Struct):
@@ -243,6 +248,7 @@ def record_of_json(
         message.modelID,
         message.providerID,
         time.created if time is not None else None,
+        time is not None and time.completed is not None,
         message.cost,
         where.cwd if where is not None else None,
         message.id,

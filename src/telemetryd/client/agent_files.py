@@ -354,7 +354,7 @@ def read_opencode(
 def _opencode_emit(
     importer: Importer, record: dict[str, Any] | None, path: Path, position: str
 ) -> None:
-    if record is None:
+    if record is None or importer.still_open(record, path):
         return
     if record["message_id"] is not None:
         event_id = opencode.event_id(record["message_id"])

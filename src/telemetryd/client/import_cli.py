@@ -69,9 +69,10 @@ def _options(func: F, *, paths: bool = True) -> F:
         "--settle",
         type=click.IntRange(0),
         metavar="SECONDS",
-        help="hold back the last request of a Claude Code or Gemini CLI file written in the "
-        f"last SECONDS (default {importer.SETTLE_S}): it may still be streaming, and the next "
-        "import takes it; 0 takes everything now",
+        help="hold back the last request of a Claude Code or Gemini CLI file, and an "
+        "OpenCode message not marked complete, in a file written in the last SECONDS "
+        f"(default {importer.SETTLE_S}): it may still be streaming, and the next import "
+        "takes it; 0 takes everything now",
     )(func)
     func = click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")(func)
     func = click.option(

@@ -37,6 +37,7 @@ without their content), and a file that is not JSON counts as one malformed line
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -66,7 +67,11 @@ DEDUP_WINDOW = 2048  # pending requests per file (Claude Code)
 # A request whose file and latest copy were written in the last SETTLE_S seconds may still
 # be streaming: it is held back until the next import (see Importer.live_after)
 SETTLE_S = 600
-HOLDS_BACK = ("claude-code", "gemini")  # the agents whose files rewrite a request as it grows
+# the agents whose files rewrite a request as it grows
+HOLDS_BACK = ("claude-code", "gemini", "opencode")
+# An OpenCode message not marked complete is held back (in a file being written) unless it
+# was created longer ago than this: its session ended without completing it
+OPEN_MESSAGE_S = 6 * 3600
 # The agents whose files of lines only grow: one read again because it grew sends only the
 # events of its new lines (see Importer.imported_sizes)
 APPEND_ONLY = ("claude-code", "codex", "gemini", "copilot")
@@ -770,6 +775,7 @@ class Importer:
         self.imported_sizes: dict[str, int] = {}
         self.sent_until = 0  # of the file being read: imported_sizes' entry, else 0
         self.path: Path | None = None  # the file being read
+        self.live = False  # whether it is being written (modified since live_after)
         self.last_time: str | None = None  # the last event time read in it (Importer._time)
         # Copilot: session -> the sorted times of its model calls in OpenTelemetry exports
         self.model_calls: dict[str, list[float]] = {}
@@ -901,7 +907,7 @@ class Importer:
         self.sent_until = self.imported_sizes.get(str(path), 0)
         self.path, self.last_time = path, None
         with open(path, "rb") as f:
-            live = self.live_after is not None and os.fstat(f.fileno()).st_mtime >= self.live_after
+            live = self.live = self._is_live(path, os.fstat(f.fileno()).st_mtime)
             if self.agent == "claude-code":
                 self._claude(f, path, live)
             elif self.agent == "codex":
@@ -916,6 +922,30 @@ class Importer:
                 self._gemini_lines(f, path, live)
             else:
                 self._gemini_document(f, path, live)
+
+    def _is_live(self, path: Path, mtime: float) -> bool:
+        """Whether ``path`` (modified at ``mtime``) was written since ``live_after``; a
+        database counts its write-ahead log, where SQLite writes first."""
+        if self.live_after is None:
+            return False
+        if mtime < self.live_after and path.suffix == ".db":
+            with contextlib.suppress(OSError):
+                mtime = max(mtime, os.stat(f"{path}-wal").st_mtime)
+        return mtime >= self.live_after
+
+    def still_open(self, record: dict[str, Any], path: Path) -> bool:
+        """OpenCode: whether ``record``, a message OpenCode has not marked complete in a file
+        being written, may still grow (it was created in the last :data:`OPEN_MESSAGE_S`):
+        it is held back then (:meth:`hold`), as the last request of a live transcript is.
+        OpenCode writes a message's counts again after each step and marks it complete
+        once its turn ends."""
+        if not self.live or record.get("completed", True):
+            return False
+        created = _epoch(record.get("ts"))
+        if created is not None and created < time.time() - OPEN_MESSAGE_S:
+            return False
+        self.hold(path)
+        return True
 
     def _settled(self, dedup: claude_code.Dedup, path: Path, live: bool) -> list[dict[str, Any]]:
         """The requests pending at the end of ``path`` (:meth:`claude_code.Dedup.flush`),
