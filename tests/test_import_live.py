@@ -307,3 +307,13 @@ def test_an_opencode_message_not_yet_complete_is_held_back(
         e["tokens"]["output"] for e in running_daemon.journal_events() if e["type"] == "api_request"
     )
     assert outputs == [20, 50, 300]  # the open message once complete, never its 10
+
+
+def test_parts_of_one_held_database_name_it_once() -> None:
+    """Reader processes read a big database in parts; each part that holds a message back
+    names the file, and the import's summary names it once."""
+    total = importer.Summary(agent="opencode")
+    for _ in range(3):
+        part = importer.Summary(agent="opencode", held_back=1, held_files=["/x/opencode.db"])
+        total.merge(part)
+    assert (total.held_back, total.held_files) == (3, ["/x/opencode.db"])

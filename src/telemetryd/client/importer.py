@@ -526,8 +526,10 @@ class Summary:
         for name, value in other.__dict__.items():
             if name in ("agent", "dry_run", "elapsed_s"):
                 continue
-            if name in ("rejections", "held_files"):
-                getattr(self, name).extend(value)
+            if name == "rejections":
+                self.rejections += value
+            elif name == "held_files":  # (parts of one database, read apart, name it again)
+                self.held_files += [path for path in value if path not in self.held_files]
             elif name in ("by_model", "by_day"):
                 mine = getattr(self, name)
                 for key, totals in value.items():
