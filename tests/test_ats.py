@@ -671,6 +671,21 @@ def test_metadata_in_any_script_is_measured_as_stored() -> None:
     assert cut["metadata"]["decision"] == meta["decision"]
 
 
+def test_join_ids_survive_the_cut_whole() -> None:
+    """Big metadata is cut to fit, but an experiment's or a decision's id cut short would
+    join nothing: the other blocks are cut first, and the join blocks kept whole."""
+    meta = example(FIXTURES / "examples" / "tier1-ask-user-question.json")
+    meta["experiment"]["experiment_id"] = "exp-" + "long-name-" * 10  # (104 characters)
+    meta["provenance"]["caller_chain"] = [
+        {"caller_type": "skill", "caller_name": "x" * 250} for _ in range(30)
+    ]
+    cut = ats.from_tool_input("AskUserQuestion", {"questions": [], "metadata": meta})
+    assert cut is not None and cut["truncated"] is True
+    assert len(json.dumps(cut, ensure_ascii=False).encode()) <= ats.MAX_BYTES
+    assert cut["metadata"]["experiment"] == meta["experiment"]
+    assert cut["metadata"]["decision"] == meta["decision"]
+
+
 def test_the_hook_with_metadata_imports_nothing_heavy(running_daemon: Daemon) -> None:
     meta = example(FIXTURES / "examples" / "tier1-ask-user-question.json")
     (payload, _) = payloads("s-imports", "toolu_imp", "AskUserQuestion", {"metadata": meta})

@@ -289,6 +289,10 @@ def test_adapters_never_import_the_client() -> None:
         (rb'"\ud83d\ud83d\ude00"', "\ufffd\U0001f600"),  # the second high half has its pair
         (rb'"\uD83D"', "\ufffd"),  # either case
         (rb'"\\\ud800"', "\\\ufffd"),  # an escaped backslash, then the escape
+        # the text \ud83d (an escaped backslash) before a lone low half: no pair
+        (rb'"\\ud83d\udc00"', "\\ud83d\ufffd"),
+        (rb'"\\\\ud83d\udc00"', "\\\\ud83d\ufffd"),
+        (rb'"\udc00\ud800"', "\ufffd\ufffd"),  # halves the wrong way round
     ],
 )
 def test_lone_surrogate_escapes_become_replacement_characters(raw: bytes, expected: str) -> None:

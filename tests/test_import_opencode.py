@@ -451,3 +451,22 @@ def test_the_typed_reading_of_a_message_gives_what_the_general_one_gives() -> No
     assert typed < len(texts)
     with pytest.raises(msgspec.DecodeError):
         opencode.record_of_json('{"tokens": ')
+
+
+def test_a_lone_surrogate_escape_costs_nothing_of_its_message(tmp_path: Path) -> None:
+    """A message's text cut inside an emoji holds a lone UTF-16 surrogate escape, which
+    msgspec refuses: the message is read with U+FFFD in its place (it was counted
+    malformed, and its request lost), in a database row and in an older message file."""
+    row = fixture_rows()[0]
+    text = json.dumps(row["data"])
+    broken = text[:-1] + ', "error": {"data": {"message": "cut \\ud83d"}}}'
+    db = tmp_path / "opencode" / "opencode.db"
+    db.parent.mkdir()
+    create_database(db, [{**row, "data": json.loads(text)}])
+    with sqlite3.connect(db) as connection:
+        connection.execute("update message set data = ?", [broken])
+    legacy = tmp_path / "legacy" / "storage" / "message" / "ses_x" / "msg_legacy.json"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text(broken.replace(row["id"], "msg_legacy"))
+    summary = importer.run("opencode", [db, legacy], dry_run=True, settle=0)
+    assert (summary.requests, summary.malformed) == (2, 0)

@@ -94,25 +94,39 @@ def _dump(value: Any, out: Any, escape: Any = _escape) -> None:
         raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
-_LONE_SURROGATE: Any = None  # the pattern of without_lone_surrogates, compiled on first use
+_ESCAPES: Any = None  # the pattern of without_lone_surrogates, compiled on first use
 
 
 def without_lone_surrogates(raw: bytes) -> bytes | None:
     """JSON text ``raw`` with U+FFFD for each escape of a lone UTF-16 surrogate (a
     ``\\ud83d`` not followed by its low half, a low half alone); None when it has none.
     JSON.stringify writes one for a string cut inside an emoji (a tool's output cut to
-    length), and msgspec, like the daemon, refuses it; a pair stays as it is."""
-    global _LONE_SURROGATE
-    if _LONE_SURROGATE is None:
+    length), and msgspec, like the daemon, refuses it; a pair stays as it is.
+
+    The escapes are read from left to right, each whole (``\\\\`` is one, so the text
+    ``\\\\ud83d`` is a backslash and ``ud83d``, not half of a pair)."""
+    global _ESCAPES
+    if _ESCAPES is None:
         import re  # (~7 ms: only when a text needs it)
 
-        high, low = rb"\\u[dD][89abAB][0-9a-fA-F]{2}", rb"\\u[dD][c-fC-F][0-9a-fA-F]{2}"
-        # after an even number of backslashes: a high half not followed by a low one, or a
-        # low half not after a high one
-        lone = b"(?:" + high + b"(?!" + low + b")|(?<!" + high + b")" + low + b")"
-        _LONE_SURROGATE = re.compile(rb"(?<!\\)((?:\\\\)*)" + lone)
-    repaired, count = _LONE_SURROGATE.subn(rb"\1\\ufffd", raw)
-    return repaired if count else None
+        # a pair of halves (12 bytes), one half (6: alone), or any other escape (2)
+        _ESCAPES = re.compile(
+            rb"\\(?:u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+            rb"|u[dD][89a-fA-F][0-9a-fA-F]{2}|.)",
+            re.DOTALL,
+        )
+    lone = 0
+
+    def repair(match: Any) -> bytes:
+        nonlocal lone
+        escape: bytes = match.group(0)
+        if len(escape) != 6:
+            return escape
+        lone += 1
+        return b"\\ufffd"
+
+    repaired = _ESCAPES.sub(repair, raw)
+    return repaired if lone else None
 
 
 def pretty(value: Any, indent: int = 2) -> str:

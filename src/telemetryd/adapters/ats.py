@@ -576,19 +576,23 @@ JOIN_KEYS = ("source", "experiment", "decision")  # what the views join on: kept
 
 
 def _fit(out: dict[str, Any]) -> dict[str, Any]:
-    """``out`` within :data:`MAX_BYTES` as stored (UTF-8): the metadata's strings and
-    lists cut shorter, then only the blocks the views join on (an experiment's
-    assignment, a decision id, the source) kept, then the metadata left out
-    (``truncated`` says so in each case)."""
+    """``out`` within :data:`MAX_BYTES` as stored (UTF-8): the strings and lists of the
+    metadata's other blocks cut shorter, then only the blocks the views join on (an
+    experiment's assignment, a decision id, the source) kept, then those cut shorter too,
+    then the metadata left out (``truncated`` says so in each case)."""
     if fastjson.utf8_size(out) <= MAX_BYTES:
         return out
     if "metadata" in out:
         out["truncated"] = True
-        out["metadata"] = _shrink(out["metadata"], 64, 8)
-        if fastjson.utf8_size(out) <= MAX_BYTES:
-            return out
-        out["metadata"] = {k: v for k, v in out["metadata"].items() if k in JOIN_KEYS}
-        if fastjson.utf8_size(out) <= MAX_BYTES:
-            return out
+        meta = out["metadata"]
+        joins = {key: value for key, value in meta.items() if key in JOIN_KEYS}
+        for metadata in (
+            {k: v if k in JOIN_KEYS else _shrink(v, 64, 8) for k, v in meta.items()},
+            joins,  # (ids cut short would join nothing: they are kept whole while they fit)
+            _shrink(joins, 64, 8),
+        ):
+            out["metadata"] = metadata
+            if fastjson.utf8_size(out) <= MAX_BYTES:
+                return out
         del out["metadata"]
     return out

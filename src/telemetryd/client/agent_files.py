@@ -25,18 +25,22 @@ The functions here only read; the importer (:mod:`telemetryd.client.importer`) s
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import msgspec
 
+from telemetryd import fastjson
 from telemetryd.adapters import amp, copilot, opencode
 from telemetryd.errors import TelemetryError
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from telemetryd.client.importer import Importer
@@ -269,10 +273,26 @@ def _document(importer: Importer, f: BinaryIO) -> Any:
         summary.malformed += 1
         return None
     try:
-        return _ANY.decode(data)
+        return _repairing(_ANY.decode, data)
     except msgspec.DecodeError:
         summary.malformed += 1
         return None
+
+
+def _repairing(decode: Callable[[Any], T], data: bytes | str) -> T:
+    """``decode(data)``; JSON text broken only by escapes of lone UTF-16 surrogates (a
+    message's text cut inside an emoji), which msgspec refuses, is decoded with U+FFFD for
+    each. Raises msgspec.DecodeError as ``decode`` does."""
+    try:
+        return decode(data)
+    except msgspec.ValidationError:
+        raise
+    except msgspec.DecodeError:
+        raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+        repaired = fastjson.without_lone_surrogates(raw)
+        if repaired is None:
+            raise
+        return decode(repaired)
 
 
 def _rows(
@@ -340,7 +360,10 @@ def read_opencode(
     if path.suffix == ".db":
         for row_id, session, data in _rows(importer, path, part):
             try:
-                found = opencode.record_of_json(data, row_id, session)
+                read = functools.partial(
+                    opencode.record_of_json, row_id=row_id, row_session=session
+                )
+                found = _repairing(read, data)
             except msgspec.DecodeError:
                 importer.summary.malformed += 1
                 continue
