@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from conftest import Daemon, ctl
+from conftest import Daemon
 from telemetryd.client import importer
+from test_import import run_json
 
 pytestmark = pytest.mark.usefixtures("agent_home")
 
@@ -61,13 +62,6 @@ def output_by_response(lines: list[str]) -> dict[str, int]:
         if message["id"] not in best or total > best[message["id"]][0]:
             best[message["id"]] = (total, usage["output_tokens"])
     return {mid: output for mid, (_, output) in best.items()}
-
-
-def run_json(*args: str) -> dict[str, Any]:
-    result = ctl("import", *args, "--json")
-    assert result.returncode == 0, result.stderr.decode()
-    summary: dict[str, Any] = json.loads(result.stdout)
-    return summary
 
 
 def settled(path: Path) -> None:
