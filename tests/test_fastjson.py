@@ -316,3 +316,40 @@ def test_a_lone_surrogate_is_written_as_a_replacement_character() -> None:
     assert fastjson.utf8_size(value) == len(
         json.dumps(json.loads(written), ensure_ascii=False, separators=(",", ":")).encode()
     )
+
+
+def _depth(value: object) -> int:
+    """How deep arrays and objects nest in a decoded value (a scalar: 0)."""
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+def test_shallow_cuts_what_nests_deeper_and_keeps_the_rest() -> None:
+    """Each array or object deeper than the limit becomes "…"; what is shallower, and
+    brackets and quotes inside strings, stay as they were."""
+    deep = '{"n":' * 3000 + "[1]" + "}" * 3000
+    text = f'{{"s": "[{{\\"]}}", "deep": {deep}, "after": [1, {{"k": [2]}}], "z": "}}"}}'
+    cut = fastjson.shallow(text.encode(), 5)
+    assert cut is not None
+    value = json.loads(cut)
+    assert value["s"] == '[{"]}' and value["z"] == "}"
+    assert value["after"] == [1, {"k": [2]}]  # (3 deep: within the limit)
+    assert _depth(value) == 5
+    inner = value["deep"]
+    for _ in range(3):
+        inner = inner["n"]
+    assert inner == {"n": "…"}  # the object at depth 6 is cut, not its parent
+    assert fastjson.shallow(b'{"a": [[1]], "b": "[[[[[["}', 3) is None
+    assert fastjson.shallow(b'{"a": [[[', 2) is None  # (never closed: not JSON, left be)
+
+
+def test_repaired_mends_both_surrogates_and_depth() -> None:
+    raw = ('{"t": "x\\ud800", "d": ' + "[" * 200 + "]" * 200 + "}").encode()
+    fixed = fastjson.repaired(raw, 10)
+    assert fixed is not None
+    value = json.loads(fixed)
+    assert value["t"] == "x\ufffd" and _depth(value) == 10
+    assert fastjson.repaired(rb'{"a": [1]}') is None

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Daemon
+from conftest import Daemon, ctl
 
 FIXTURES = Path(__file__).parent / "fixtures" / "otlp-upstream"
 JSON = "application/json"
@@ -311,6 +311,37 @@ def test_http_hook_with_a_lone_surrogate_escape_is_kept_as_the_command_hook_keep
     assert status == 400  # (broken otherwise too: still not JSON)
 
 
+def test_a_hook_payload_nested_past_the_decoder_keeps_its_event(client: Client) -> None:
+    """A tool's input nested 3,000 deep (the model writes tool inputs): the http hook (a
+    400) and the command hook (an exception) lost the event; now both keep it, the value
+    past fastjson.MAX_DEPTH read as "…"."""
+    deep = '{"n": ' * 3000 + "1" + "}" * 3000
+    for path, use_id in (("http", "toolu_deep_h"), ("command", "toolu_deep_c")):
+        post = {
+            "hook_event_name": "PostToolUseFailure",
+            "session_id": "sess-deep",
+            "tool_name": "Bash",
+            "tool_use_id": use_id,
+            "tool_input": {"command": "ls", "args": "DEEP"},
+            "error": "exit 1",
+        }
+        body = json.dumps(post).replace('"DEEP"', deep).encode()
+        if path == "http":
+            status, _, answer = client.post("/v1/hooks/claude-code", body)
+            assert (status, answer) == (200, b"")
+        else:
+            result = ctl("hook", "claude-code", input=body)
+            assert (result.returncode, result.stderr) == (0, b"")
+    events = journaled(client.daemon)
+    results = {e["tool"]["use_id"]: e for e in events if e["type"] == "tool_result"}
+    tools = [results["toolu_deep_h"]["tool"], results["toolu_deep_c"]["tool"]]
+    for tool in tools:
+        assert (tool["name"], tool["success"], tool["error"]) == ("Bash", False, "exit 1")
+    assert tools[0]["input_digest"] == tools[1]["input_digest"]  # (the same cut both ways)
+    status, _, _ = client.post("/v1/hooks/claude-code", b'{"a": ' + b"[" * 3000)
+    assert status == 400  # (deep and never closed: still not JSON)
+
+
 # -- bad input ------------------------------------------------------------------------------
 
 
@@ -462,8 +493,8 @@ def test_json_nested_too_deeply_is_a_bad_request_in_the_daemon_and_its_workers(
     )
     hook = b'{"hook_event_name":"PreToolUse","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     status, _, answer = client.post("/v1/hooks/claude-code", hook)
-    assert status == 400 and b"deeply" in answer
-    assert len(journaled(daemon)) == before + 1  # (the big good request alone)
+    assert (status, answer) == (200, b"")  # (a hook payload's depth is cut: its event kept)
+    assert len(journaled(daemon)) == before + 2  # (the big good request, and the hook's)
     assert "Traceback" not in daemon.log()
 
 

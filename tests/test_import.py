@@ -962,6 +962,34 @@ def test_a_lone_surrogate_escape_costs_nothing_of_its_line(tmp_path: Path) -> No
     # (the repair itself: tests/test_fastjson.py)
 
 
+def test_a_line_nested_past_the_decoder_costs_nothing_of_its_file(tmp_path: Path) -> None:
+    """A tool input or a tool's result nested 3,000 deep (the decoder's recursion ends
+    near 1,000) lost the whole file, every request in it; now its values past
+    fastjson.MAX_DEPTH are read as "…" and the lines count as they should."""
+    deep = "[" * 3000 + "]" * 3000
+    call = assistant("m1", "r1", "2026-04-01T00:00:00.000Z", inp=100, out=50)
+    call["message"]["content"] = [
+        {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"x": "DEEP"}}
+    ]
+    block = {"type": "tool_result", "tool_use_id": "toolu_1", "is_error": True, "content": "DEEP"}
+    result = {
+        "type": "user",
+        "sessionId": "sess-a",
+        "timestamp": "2026-04-01T00:00:02.000Z",
+        "uuid": "u-result",
+        "message": {
+            "role": "user",
+            "content": [block],
+        },
+    }
+    after = assistant("m2", "r2", "2026-04-01T00:00:05.000Z", inp=7, out=3)
+    lines = [json.dumps(line).replace('"DEEP"', deep) for line in (call, result, after)]
+    summary = view(importer.run("claude-code", [jsonl(tmp_path / "s.jsonl", lines)], dry_run=True))
+    assert summary["rejections"] == [] and summary["malformed"] == 0
+    assert (summary["requests"], summary["tool_calls"], summary["tool_errors"]) == (2, 1, 1)
+    assert summary["by_model"]["claude-sonnet-4-5"]["input"] == 107
+
+
 def test_an_unreadable_directory_is_a_problem(tmp_path: Path) -> None:
     """A directory the import cannot read is named among the problems (its files were
     passed over without a word before). Root reads every directory: the walk runs in a

@@ -129,6 +129,58 @@ def without_lone_surrogates(raw: bytes) -> bytes | None:
     return repaired if lone else None
 
 
+_TOKENS: Any = None  # the pattern of shallow, compiled on first use
+# How deep JSON from an agent is read when it nests deeper than a decoder's recursion
+# goes (a tool's input can be anything the model wrote): deeper values are read as "…".
+# Events keep far less (attrs nest at most `ingest.max-attrs-depth`, itself at most 64).
+MAX_DEPTH = 100
+
+
+def shallow(raw: bytes, max_depth: int) -> bytes | None:
+    """JSON text ``raw`` with each array or object nested deeper than ``max_depth``
+    replaced by the string ``"…"``; None when nothing nests that deep. A payload that
+    nests deeper than a decoder's recursion allows (a tool's input, as an agent passes
+    it on) is read this way instead of being lost whole. Text that is not JSON stays as
+    it is (its decoder then says what is wrong with it)."""
+    global _TOKENS
+    if _TOKENS is None:
+        import re
+
+        _TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+    pieces: list[bytes] = []
+    depth = 0
+    copied = 0  # raw[:copied] is in pieces
+    cut = -1  # where the value being cut starts
+    for match in _TOKENS.finditer(raw):
+        token = match.group(0)[0]
+        if token == 0x22:  # a string, skipped whole (brackets in it are text)
+            continue
+        if token in b"[{":
+            depth += 1
+            if depth == max_depth + 1:
+                cut = match.start()
+        else:
+            if depth == max_depth + 1 and cut >= 0:
+                pieces.append(raw[copied:cut])
+                pieces.append('"…"'.encode())
+                copied = match.end()
+                cut = -1
+            depth -= 1
+    if not pieces:
+        return None
+    pieces.append(raw[copied:])
+    return b"".join(pieces)
+
+
+def repaired(raw: bytes, max_depth: int = MAX_DEPTH) -> bytes | None:
+    """JSON text ``raw`` that a decoder refused, with what can be repaired repaired: lone
+    UTF-16 surrogate escapes as U+FFFD (:func:`without_lone_surrogates`) and values nested
+    deeper than ``max_depth`` as ``"…"`` (:func:`shallow`); None when neither applies."""
+    fixed = without_lone_surrogates(raw)
+    cut = shallow(raw if fixed is None else fixed, max_depth)
+    return fixed if cut is None else cut
+
+
 def pretty(value: Any, indent: int = 2) -> str:
     """``json.dumps(value, indent=indent, ensure_ascii=False)``, byte for byte, for
     dicts with string keys, lists, tuples, strings, ints, floats (NaN and the

@@ -273,26 +273,29 @@ def _document(importer: Importer, f: BinaryIO) -> Any:
         summary.malformed += 1
         return None
     try:
-        return _repairing(_ANY.decode, data)
+        return lenient(_ANY.decode, data)
     except msgspec.DecodeError:
         summary.malformed += 1
         return None
 
 
-def _repairing(decode: Callable[[Any], T], data: bytes | str) -> T:
-    """``decode(data)``; JSON text broken only by escapes of lone UTF-16 surrogates (a
-    message's text cut inside an emoji), which msgspec refuses, is decoded with U+FFFD for
-    each. Raises msgspec.DecodeError as ``decode`` does."""
+def lenient(decode: Callable[[Any], T], data: bytes | str) -> T:
+    """``decode(data)``; JSON text that msgspec refuses but :func:`fastjson.repaired` can
+    mend (escapes of lone UTF-16 surrogates, as in a message's text cut inside an emoji;
+    nesting deeper than the decoder's recursion goes) is decoded mended. Raises
+    msgspec.DecodeError as ``decode`` does (and for JSON that nests too deeply)."""
     try:
         return decode(data)
     except msgspec.ValidationError:
         raise
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-        repaired = fastjson.without_lone_surrogates(raw)
-        if repaired is None:
+        fixed = fastjson.repaired(raw)
+        if fixed is None:
+            if isinstance(exc, RecursionError):
+                raise msgspec.DecodeError("JSON nests too deeply") from None
             raise
-        return decode(repaired)
+        return decode(fixed)
 
 
 def _rows(
@@ -363,7 +366,7 @@ def read_opencode(
                 read = functools.partial(
                     opencode.record_of_json, row_id=row_id, row_session=session
                 )
-                found = _repairing(read, data)
+                found = lenient(read, data)
             except msgspec.DecodeError:
                 importer.summary.malformed += 1
                 continue

@@ -328,6 +328,18 @@ def deliver(lines: list[str], socket_path: str, timeout: float) -> None:
             send.spool(keep)
 
 
+def _payload(data: bytes) -> Any:
+    """The payload's JSON; what nests deeper than Python's recursion allows is cut at
+    :data:`fastjson.MAX_DEPTH`, as the daemon's ``http`` hooks cut it."""
+    try:
+        return fastjson.loads(data.decode("utf-8", "replace"))
+    except RecursionError:
+        cut = fastjson.shallow(data, fastjson.MAX_DEPTH)
+        if cut is None:
+            raise ValueError("it nests too deeply") from None
+        return fastjson.loads(cut.decode("utf-8", "replace"))
+
+
 def run(argv: list[str], stdin: Any = None) -> int:
     opts = parse(argv)
     if opts.help:
@@ -338,7 +350,7 @@ def run(argv: list[str], stdin: Any = None) -> int:
         sys.stderr.write(f"telemetryctl hook: the payload is over {MAX_PAYLOAD} bytes; skipped\n")
         return 0
     try:
-        payload = fastjson.loads(data.decode("utf-8", "replace"))
+        payload = _payload(data)
     except ValueError as exc:
         sys.stderr.write(f"telemetryctl hook: the payload is not JSON: {exc}\n")
         return 0

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, TypeVar
 
 import msgspec
 
-from telemetryd import fastjson, paths
+from telemetryd import paths
 from telemetryd.adapters import claude_code, codex, copilot, gemini, ids, pricing
 from telemetryd.client import agent_files
 from telemetryd.client.delivery import EventStream
@@ -195,18 +195,15 @@ _Line = TypeVar("_Line")
 
 
 def _typed(decoder: msgspec.json.Decoder[_Line], raw: bytes) -> _Line:
-    """``raw`` by ``decoder``; a line whose JSON is broken only by lone UTF-16 surrogate
-    escapes is read with U+FFFD in place of each (:func:`fastjson.without_lone_surrogates`).
-    Raises what ``decoder`` raises."""
+    """``raw`` by ``decoder``, repaired where it can be (:func:`agent_files.lenient`):
+    lone UTF-16 surrogate escapes, and nesting deeper than the decoder goes (one line of
+    that is then not the loss of the whole file). Raises msgspec.DecodeError."""
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError:
         raise
-    except msgspec.DecodeError:
-        repaired = fastjson.without_lone_surrogates(raw)
-        if repaired is None:
-            raise
-        return decoder.decode(repaired)
+    except (msgspec.DecodeError, RecursionError):  # (the rare path: decode again)
+        return agent_files.lenient(decoder.decode, raw)
 
 
 def _whole(raw: bytes) -> Any:
@@ -1106,13 +1103,13 @@ class Importer:
         if data.lstrip()[:1] == b"[":
             return  # another of Gemini CLI's files (logs.json, checkpoints): not decoded
         try:
-            document: Any = _GEMINI_DOCUMENT.decode(data)
+            document: Any = _typed(_GEMINI_DOCUMENT, data)
             messages: Any = document.messages
             document = _gemini_dict(document)
             if messages is not None:
                 messages = [_gemini_dict(m) for m in messages]
         except msgspec.ValidationError:  # valid JSON of another shape: read it whole
-            document = _ANY.decode(data)
+            document = _typed(_ANY, data)
             messages = document.get("messages") if isinstance(document, dict) else None
         except msgspec.DecodeError:
             summary.malformed += 1
@@ -1257,7 +1254,7 @@ def _str(value: Any) -> str | None:
 def _error_text(raw: msgspec.Raw) -> str | None:
     """A failed tool result's text: its content, a string or a list of text blocks."""
     try:
-        content = _ANY.decode(raw) if len(raw) else None
+        content = _typed(_ANY, raw) if len(raw) else None
     except msgspec.DecodeError:
         return None
     if isinstance(content, str):

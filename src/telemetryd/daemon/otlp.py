@@ -319,11 +319,12 @@ def _first_problem(replies: list[bytes]) -> str:
 def _hook_payload(body: bytes) -> Any:
     """A hook payload's JSON; one broken only by escapes of lone UTF-16 surrogates (a
     tool's output cut inside an emoji, as JSON.stringify writes it) is read with U+FFFD
-    for each, as `telemetryctl hook` reads it."""
+    for each, and one nested deeper than the decoder goes with "…" for what is deeper
+    than :data:`fastjson.MAX_DEPTH`, as `telemetryctl hook` reads them."""
     try:
         return msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        repaired = fastjson.without_lone_surrogates(body)
-        if repaired is None:
+    except (msgspec.DecodeError, RecursionError):
+        fixed = fastjson.repaired(body)
+        if fixed is None:
             raise
-        return msgspec.json.decode(repaired)
+        return msgspec.json.decode(fixed)
