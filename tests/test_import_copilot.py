@@ -168,6 +168,69 @@ def test_resumed_session_shutdowns_are_added_and_copies_count_once(tmp_path: Pat
     assert both.requests == 2 * summary.requests
 
 
+ACCOUNTED = FIXTURES / "built_accounted-session.jsonl"
+
+
+def accounted_usage(path: Path) -> dict[tuple[str, str], dict[str, int]]:
+    """What each shutdown of a file with Copilot CLI's usage accounting adds, per (day,
+    model), from the raw lines: its totals less the previous shutdown's when none went
+    down, else its totals; then the token rule (input less both caches, reasoning apart
+    for Gemini)."""
+    rows: dict[tuple[str, str], dict[str, int]] = {}
+    last: dict[str, dict[str, int]] = {}
+    for line in path.read_text().splitlines():
+        event = json.loads(line)
+        if event["type"] != "session.shutdown":
+            continue
+        now = {
+            model: {**m["usage"], "requests": m["requests"]["count"]}
+            for model, m in event["data"]["modelMetrics"].items()
+        }
+        for model, counts in now.items():
+            before = last.get(model)
+            if before and all(counts[k] >= before[k] for k in counts):
+                counts = {k: counts[k] - before[k] for k in counts}
+            gemini = model.startswith("gemini-")
+            row = rows.setdefault((event["timestamp"][:10], model), dict.fromkeys("eiocw", 0))
+            row["e"] += 1
+            row["i"] += (
+                counts["inputTokens"] - counts["cacheReadTokens"] - counts["cacheWriteTokens"]
+            )
+            row["o"] += counts["outputTokens"] + (counts["reasoningTokens"] if gemini else 0)
+            row["c"] += counts["cacheReadTokens"]
+            row["w"] += counts["cacheWriteTokens"]
+        last = now
+    return rows
+
+
+def test_a_resumed_session_with_the_usage_accounting_counts_each_process_once(
+    tmp_path: Path,
+) -> None:
+    """Copilot CLI's usage accounting rebuilds a session's totals when it resumes, so its
+    second shutdown totals both processes: the first process's tokens were counted
+    twice. Now a shutdown counts what it adds to the previous one (a count that went
+    down: a new total, counted whole)."""
+    path = tmp_path / "ac0c0a7e-1b2c-4d3e-8f90-0123456789ab" / "events.jsonl"
+    path.parent.mkdir()
+    shutil.copy(ACCOUNTED, path)
+    summary = importer.run("copilot", [path], dry_run=True).as_dict()
+    expected = accounted_usage(path)
+    for at, key in ((0, "by_day"), (1, "by_model")):
+        totals: dict[tuple[str, ...], dict[str, int]] = {}
+        for keys, row in expected.items():
+            total = totals.setdefault((keys[at],), dict.fromkeys("eiocw", 0))
+            for k in row:
+                total[k] += row[k]
+        assert view(summary[key]) == totals
+    sonnet = expected[("2026-11-02", "claude-sonnet-4.5")]  # (16000, 3500, 9000, 1500) less day 1
+    assert (sonnet["i"], sonnet["o"], sonnet["c"], sonnet["w"]) == (2500, 1500, 3000, 500)
+    assert expected[("2026-11-02", "gpt-5-mini")]["i"] == 300  # (went down: whole)
+    assert summary["by_model"]["claude-sonnet-4.5"]["input"] == 3000 + 2500
+    # Without the accounting (the other samples), a resumed session's shutdowns still add.
+    tokenstats = importer.run("copilot", [TOKENSTATS], dry_run=True).by_model["gpt-5.6"]
+    assert (tokenstats.input, tokenstats.output) == (7 + 14, 13)
+
+
 # -- locations ---------------------------------------------------------------------------------
 
 

@@ -9,8 +9,10 @@ Copilot CLI appends one JSON object per line to each session's ``events.jsonl``:
 maps each model the process used to ``{"requests": {"count", "cost"}, "usage":
 {"inputTokens", "outputTokens", "cacheReadTokens", "cacheWriteTokens",
 "reasoningTokens"}}`` (and, since GitHub's AI Credits billing, ``totalNanoAiu``).
-A session resumed later appends another shutdown whose counts cover that process
-only: every shutdown is counted, each model of it one record.
+A session resumed later appends another shutdown. Without the CLI's usage accounting its
+counts cover that process only, and every shutdown is counted; with it they total the
+session so far, and a shutdown counts what it adds to the previous one (:class:`Shutdowns`).
+Each model of a shutdown is one record.
 
 As ccusage reads these files (its session-state adapter, ccusage PR #1174):
 
@@ -101,8 +103,13 @@ def _time(value: str) -> bool:
     return True
 
 
-def _row(model: str, metrics: Any) -> dict[str, Any] | None:
-    """One model's tokens and billing; None when the whole event does not decode."""
+_Counts = tuple[int, int, int, int, int, int, float | None, float | None]
+
+
+def _counts(metrics: Any) -> _Counts | None:
+    """One model's counts: the five of ``usage`` (:data:`_USAGE`), the premium requests,
+    their cost and the AI credits (``totalNanoAiu``) as written; None when the whole
+    event does not decode."""
     if not isinstance(metrics, dict):
         return None
     usage = metrics.get("usage")
@@ -116,64 +123,134 @@ def _row(model: str, metrics: Any) -> dict[str, Any] | None:
     if request_count is None or any(c is None for c in counts):
         return None
     inp, out, read, write, reasoning = (c or 0 for c in counts)
-    gemini = model.startswith("gemini-")
+    cost = requests.get("cost")
+    nano_aiu = metrics.get("totalNanoAiu")
+    return (
+        inp,
+        out,
+        read,
+        write,
+        reasoning,
+        request_count,
+        cost if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None,
+        nano_aiu if isinstance(nano_aiu, (int, float)) and not isinstance(nano_aiu, bool) else None,
+    )
+
+
+def _since(counts: _Counts, before: _Counts | None) -> _Counts | None:
+    """``counts`` less ``before`` (a session's totals at its previous shutdown), or None
+    when a count went down (totals that started again: ``counts`` are new)."""
+    if before is None or any(now < then for now, then in zip(counts[:6], before[:6], strict=True)):
+        return None
+    inp, out, read, write, reasoning, requests = (
+        now - then for now, then in zip(counts[:6], before[:6], strict=True)
+    )
+    cost, nano_aiu = (
+        None if now is None else now - (then or 0)
+        for now, then in zip(counts[6:], before[6:], strict=True)
+    )
+    return (inp, out, read, write, reasoning, requests, cost, nano_aiu)
+
+
+def _row(model: str, counts: _Counts) -> dict[str, Any]:
+    """One model's tokens (:func:`usage.copilot`) and billing attributes."""
+    inp, out, read, write, reasoning, request_count, cost, nano_aiu = counts
     tokens = usage_mod.copilot(
         input=inp,
         output=out,
         cache_read=read,
         cache_write=write,
         reasoning=reasoning,
-        reasoning_apart=gemini,
+        reasoning_apart=model.startswith("gemini-"),
     )
     attrs: dict[str, Any] = {}
     if request_count:
         attrs["premium_requests"] = request_count
-    cost = requests.get("cost")
-    if isinstance(cost, (int, float)) and not isinstance(cost, bool) and cost >= 0:
+    if cost is not None and cost >= 0:
         attrs["premium_request_cost"] = cost
-    nano_aiu = metrics.get("totalNanoAiu")
-    if isinstance(nano_aiu, (int, float)) and not isinstance(nano_aiu, bool) and nano_aiu > 0:
+    if nano_aiu is not None and nano_aiu > 0:
         attrs["nano_aiu"] = int(nano_aiu)
     return {"tokens": tokens, "attrs": attrs}
 
 
-def records(line: dict[str, Any], session_id: str, fallback_ts: str | None) -> list[dict[str, Any]]:
-    """The records of one decoded line (none unless it is a shutdown with usage).
+# Events of the CLI's usage accounting (a usage receipt per model call, and checkpoints
+# of the totals "for reconstructing aggregate accounting on resume"), and the keys of a
+# shutdown's data that come with it (Copilot CLI's session-events.schema.json, 1.0.102).
+ACCOUNTING_EVENTS = frozenset({"session.usage_record", "session.usage_checkpoint"})
+ACCOUNTING_KEYS = ("usageAccountingWatermarks", "accountingSnapshot", "providerModelMetrics")
 
-    A record: ``key`` (session, event id, model), ``tokens``, ``model``, ``ts``,
-    ``session_id``, ``attrs`` (premium requests, AI credits)."""
-    if line.get("type") != SHUTDOWN:
-        return []
-    event_id, ts, data = line.get("id"), line.get("timestamp"), line.get("data")
-    if not isinstance(event_id, str) or not isinstance(ts, str):
-        return []
-    data = {} if data is None else data
-    if not isinstance(data, dict):
-        return []
-    metrics = data.get("modelMetrics")
-    metrics = {} if metrics is None else metrics
-    if not isinstance(metrics, dict):
-        return []
-    rows = {model: _row(model, m) for model, m in metrics.items()}
-    if any(row is None for row in rows.values()):
-        return []  # one field of the wrong type: ccusage's decoder drops the event
-    when = ts if _time(ts) else fallback_ts
-    found = []
-    for model, row in rows.items():
-        assert row is not None
-        if not row["tokens"]["total"]:
-            continue
-        found.append(
-            {
-                "key": (session_id, event_id, model),
-                "tokens": row["tokens"],
-                "model": model,
-                "ts": when,
-                "session_id": session_id,
-                "attrs": row["attrs"],
-            }
-        )
-    return found
+
+class Shutdowns:
+    """The ``session.shutdown`` events of one session's ``events.jsonl``, read in order,
+    as records (:meth:`records`).
+
+    A shutdown's ``modelMetrics`` total what the session used. A CLI without the usage
+    accounting (no :data:`ACCOUNTING_EVENTS` in the file, none of
+    :data:`ACCOUNTING_KEYS` in the shutdown) starts them again in each process, so
+    each shutdown of a resumed session counts whole (ccusage's adapter README; the
+    CLI's issue 3994: after a resume, /usage shows the new process's usage alone).
+    With the accounting, a resume rebuilds the session's totals, and its shutdowns
+    total the whole session so far: one that follows another such counts its
+    difference from it, per model (a model whose counts went down counts whole, as a
+    new total does).
+    """
+
+    def __init__(self) -> None:
+        self.accounted = False  # an accounting event was met in the file
+        self._totals: dict[str, _Counts] | None = None  # per model, at the last accounted one
+
+    def seen(self, event_type: Any) -> None:
+        """A line of another type was read (it may be one of the accounting's)."""
+        if event_type in ACCOUNTING_EVENTS:
+            self.accounted = True
+
+    def records(
+        self, line: dict[str, Any], session_id: str, fallback_ts: str | None
+    ) -> list[dict[str, Any]]:
+        """The records of one decoded line (none unless it is a shutdown with usage).
+
+        A record: ``key`` (session, event id, model), ``tokens``, ``model``, ``ts``,
+        ``session_id``, ``attrs`` (premium requests, AI credits)."""
+        if line.get("type") != SHUTDOWN:
+            self.seen(line.get("type"))
+            return []
+        event_id, ts, data = line.get("id"), line.get("timestamp"), line.get("data")
+        if not isinstance(event_id, str) or not isinstance(ts, str):
+            return []
+        data = {} if data is None else data
+        if not isinstance(data, dict):
+            return []
+        metrics = data.get("modelMetrics")
+        metrics = {} if metrics is None else metrics
+        if not isinstance(metrics, dict):
+            return []
+        counts = {model: _counts(m) for model, m in metrics.items()}
+        if any(c is None for c in counts.values()):
+            return []  # one field of the wrong type: ccusage's decoder drops the event
+        accounted = self.accounted or any(data.get(key) is not None for key in ACCOUNTING_KEYS)
+        before = self._totals if accounted else None
+        self._totals = counts if accounted else None  # type: ignore[assignment]
+        when = ts if _time(ts) else fallback_ts
+        found = []
+        for model, total in counts.items():
+            assert total is not None
+            since = _since(total, before.get(model)) if before is not None else None
+            row = _row(model, total if since is None else since)
+            if not row["tokens"]["total"]:
+                continue
+            if since is not None:
+                row["attrs"]["since_shutdown"] = True  # (the difference from the last)
+            found.append(
+                {
+                    "key": (session_id, event_id, model),
+                    "tokens": row["tokens"],
+                    "model": model,
+                    "ts": when,
+                    "session_id": session_id,
+                    "attrs": row["attrs"],
+                }
+            )
+        return found
 
 
 def event_id(record: dict[str, Any]) -> str:

@@ -336,10 +336,12 @@ def copilot_command(**options: Any) -> None:
     <dir>/otel/*.jsonl for COPILOT_HOME and COPILOT_CONFIG_DIR when set, else
     ~/.copilot, and the file COPILOT_OTEL_FILE_EXPORTER_PATH names. Each
     session.shutdown event counts once per model (a resumed session's later
-    shutdowns are added); each chat span of an export is one request, with the
-    id the same span sent over OTLP gets, and a shutdown whose calls are in an
-    export is left out. Input excludes cache reads and writes; reasoning is
-    output. Running it again adds nothing that is already there.
+    shutdowns are added, or only what they add where Copilot CLI's usage
+    accounting makes them the session's running totals); each chat span of an
+    export is one request, with the id the same span sent over OTLP gets, and a
+    shutdown whose calls are in an export is left out. Input excludes cache reads
+    and writes; reasoning is output. Running it again adds nothing that is
+    already there.
 
     \b
     Examples:

@@ -172,6 +172,10 @@ _GEMINI_FIELDS = tuple(_GeminiRecord.__struct_fields__)
 
 class _CopilotData(msgspec.Struct):
     modelMetrics: Any = None
+    # (whether the usage accounting's keys are there: copilot.ACCOUNTING_KEYS)
+    usageAccountingWatermarks: msgspec.Raw | None = None
+    accountingSnapshot: msgspec.Raw | None = None
+    providerModelMetrics: msgspec.Raw | None = None
 
 
 class _CopilotLine(msgspec.Struct):
@@ -1169,6 +1173,7 @@ class Importer:
         session = path.parent.name  # session-state/<session id>/events.jsonl
         fallback: list[str | None] = []  # the file's mtime, looked up when first needed
         previous: float | None = None  # the last shutdown's time
+        shutdowns = copilot.Shutdowns()
         offset = 0
         for raw in _lines(f, summary, self.progress):
             offset += len(raw)
@@ -1187,6 +1192,7 @@ class Importer:
                 continue
             else:
                 if decoded.type != copilot.SHUTDOWN:
+                    shutdowns.seen(decoded.type)
                     if decoded.type == "span" or (decoded.type is None and b"Id" in raw):
                         self._copilot_span(_whole(raw), offset)  # (JSON: decoded above)
                     continue
@@ -1195,14 +1201,15 @@ class Importer:
                     "type": decoded.type,
                     "id": decoded.id,
                     "timestamp": decoded.timestamp,
-                    "data": None if data is None else {"modelMetrics": data.modelMetrics},
+                    "data": None if data is None else _copilot_data(data),
                 }
             if not isinstance(line, dict) or line.get("type") != copilot.SHUTDOWN:
+                shutdowns.seen(line.get("type") if isinstance(line, dict) else None)
                 self._copilot_span(line, offset)
                 continue
             if not fallback:
                 fallback.append(_mtime_ts(path))
-            found = copilot.records(line, session, fallback[0])
+            found = shutdowns.records(line, session, fallback[0])
             when = _epoch(found[0]["ts"]) if found else None
             if when is not None:
                 if copilot.covered(self.model_calls, session, previous, when):
@@ -1213,6 +1220,16 @@ class Importer:
                 event_id = copilot.event_id(record)
                 digest = hashlib.blake2b(event_id.encode(), digest_size=16).digest()
                 self._emit(copilot.api_request_event(record, event_id), digest, offset)
+
+
+def _copilot_data(data: _CopilotData) -> dict[str, Any]:
+    """A shutdown's data as :class:`copilot.Shutdowns` reads it: the model metrics, and
+    the usage accounting's keys that are there (their values are not read)."""
+    found: dict[str, Any] = {"modelMetrics": data.modelMetrics}
+    for key in copilot.ACCOUNTING_KEYS:
+        if getattr(data, key) is not None:
+            found[key] = True
+    return found
 
 
 def model_calls(paths: Iterable[Path]) -> dict[str, list[float]]:
