@@ -356,6 +356,9 @@ BIG = 2**53 - 1
         ({"type": "prompt", "length": -1}, "$.length", ">= 0"),
         ({"type": "api_request", "tokens": {"source": "unknown"}, "cost_usd": -0.5},
          "$.cost_usd", ">= 0"),
+        # (two of 1e308 summed to infinity: the model's total and the daily cost lost them)
+        ({"type": "api_request", "tokens": {"source": "unknown"}, "cost_usd": 1e308},
+         "$.cost_usd", "<= 1000000000"),
     ],
 )  # fmt: skip
 def test_numbers_are_bounded_so_every_journal_line_fits_its_column(
@@ -372,6 +375,8 @@ def test_numbers_at_the_limits_are_accepted() -> None:
     assert isinstance(event, ev.ApiRequest) and event.tokens.total == BIG
     given = {"source": "actual", "input": BIG, "output": BIG, "total": BIG}
     assert ev.decode(line({"type": "api_request", "tokens": given})) is not None
+    assert ev.decode(line({"type": "api_request", "tokens": {"source": "unknown"},
+                           "cost_usd": ev.MAX_COST})) is not None  # fmt: skip
     for number in (b"1e999", b"-1e999", b"1e400"):
         raw = b'{"type":"api_request","tokens":{"source":"unknown"},"cost_usd":' + number + b"}"
         assert invalid(raw).path == "$.cost_usd"
@@ -382,3 +387,4 @@ def test_the_limit_is_the_same_in_the_adapters() -> None:
     from telemetryd.adapters import pricing, usage
 
     assert usage.MAX_COUNT == pricing._MAX_COUNT == ev.MAX_INT
+    assert usage.MAX_COST == pricing._MAX_COST == ev.MAX_COST

@@ -232,6 +232,20 @@ def test_claude_code_logs_map_to_the_model() -> None:
     assert all(e["level"] == "info" for e in logs)
 
 
+def test_a_cost_past_any_request_is_no_cost_and_keeps_its_request() -> None:
+    """A reported cost of 1e308 (two summed to infinity) is past events.MAX_COST: the
+    daemon would refuse the event, so the request is kept without it (the store prices
+    it from its tokens)."""
+    records = load_logs("claude_code_logs.json")
+    out = []
+    for scope, record in records:
+        if record.attrs.get("event.name") == "api_request" and "cost_usd" in record.attrs:
+            record.attrs["cost_usd"] = 1e308
+        out += mapping.log_events(scope, record)
+    ok = by_type(valid(out), "api_request")[0]
+    assert ok["tokens"]["total"] == 3 + 13 + 11515 + 13835 and "cost_usd" not in ok
+
+
 def test_claude_code_tool_ids_are_the_hook_adapters() -> None:
     """A tool use reported by the PreToolUse / PostToolUse hooks and by OTLP is one row each."""
     produced = mapped_logs("claude_code_logs.json")

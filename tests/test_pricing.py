@@ -31,7 +31,7 @@ import pytest
 from conftest import TELEMETRYCTL, Daemon, ctl, exchange
 from telemetryd.adapters import pricing
 from telemetryd.adapters.otel import export
-from telemetryd.client import importer
+from telemetryd.client import control, importer
 from telemetryd.store.database import Store
 
 SAMPLES = Path("/work/shared/samples")
@@ -464,13 +464,21 @@ def test_missing_lists_unpriced_models_and_reprice_applies_a_new_override(
         '[pricing.models."acme-coder-1"]\ninput = 2.0\noutput = 4.0\n\n'
         '[pricing.models."claude-haiku-4-5"]\ninput = 10.0\noutput = 50.0\n'
     )
+    starts = control.status(running_daemon.control_socket)["store"]["worker"]["starts"]
     hup(running_daemon)
+    # The running worker's next load prices with the reloaded overrides (it kept its
+    # first ones until a reprice, and one started later took the new: either, by chance).
+    send(running_daemon, [request("a4", "acme-coder-1", input=10, output=10)])
+    now = costs(running_daemon)
+    assert now["a4"] == (pytest.approx((10 * 2 + 10 * 4) / 1e6), "computed", "override")
+    assert now["a1"] == (None, "unknown", None)  # (stored costs: after a reprice)
+    assert control.status(running_daemon.control_socket)["store"]["worker"]["starts"] == starts
     result = ctl("reprice", "--json")
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
-    # a1-a3, b1, h1, e1 (reported r1 is not repriced); b1 and e1 stay unknown
+    # a1-a4, b1, h1, e1 (reported r1 is not repriced); b1 and e1 stay unknown
     assert (answer["repriced"], answer["changed"], answer["computed"], answer["unknown"]) == (
-        6, 4, 4, 2,
+        7, 4, 5, 2,
     )  # fmt: skip
     assert answer["overrides"] == ["acme-coder-1", "claude-haiku-4-5"]
     after = costs(running_daemon)
@@ -484,7 +492,7 @@ def test_missing_lists_unpriced_models_and_reprice_applies_a_new_override(
     since = json.loads(ctl("reprice", "--since", "2026-11-02", "--json").stdout)
     assert since["repriced"] == 1 and since["changed"] == 0  # a2 only, unchanged
     text = ctl("reprice").stdout.decode()
-    assert text.startswith(f"repriced 6 requests with {GENAI} and the overrides of ")
+    assert text.startswith(f"repriced 7 requests with {GENAI} and the overrides of ")
 
 
 # -- pydantic stays out of the daemon and the hook path ---------------------------------

@@ -102,6 +102,12 @@ def test_apply_copies_live_settings_in_place() -> None:
     assert ingest.max_line_bytes == 10 and ingest.dedup_window == 100_000
     assert running.store.query_timeout == 1.0 and running.store.threads == 1
     assert apply(running, running) == ([], [])
+    # Both of retention's age limits at once (the second must be 0 or at least the
+    # first: a file that holds both is applied whole).
+    running = config.Config()
+    kept = config.Config(retention=config.Retention(max_age_days=10, usage_max_age_days=40))
+    applied, waiting = apply(running, kept)
+    assert waiting == [] and (running.retention.usage_max_age_days, len(applied)) == (40, 2)
 
 
 def test_every_live_key_exists() -> None:

@@ -469,12 +469,21 @@ def test_reprice_gives_the_totals_the_new_costs(running_daemon: Daemon, state_ho
         {"type": "api_request", "id": "rp-2", "session_id": session, "cost_usd": 0.75,
          "agent": {"model": "gpt-5", "provider": "openai"},
          "tokens": {"source": "actual", "input": 1, "output": 1}},
+        # A cost its producer computed (as `import` sends them), or marked unknown: the
+        # store prices these again, and so do the totals (they added the sent cost).
+        {"type": "api_request", "id": "rp-3", "session_id": session, "cost_usd": 9.0,
+         "cost_source": "computed", "agent": {"model": "gpt-5", "provider": "openai"},
+         "tokens": {"source": "actual", "input": 100_000, "output": 10_000}},
+        {"type": "api_request", "id": "rp-4", "session_id": session, "cost_usd": 5.0,
+         "cost_source": "unknown", "agent": {"model": "gpt-5", "provider": "openai"},
+         "tokens": {"source": "actual", "input": 100_000, "output": 10_000}},
     ]  # fmt: skip
-    assert exchange(running_daemon.events_socket, lines(events)) == [summary(2, 2)]
+    assert exchange(running_daemon.events_socket, lines(events)) == [summary(4, 4)]
     assert ctl("flush").returncode == 0
     with control.Control(running_daemon.control_socket) as c:
         before = c.totals(session)["session"]
-    assert before["cost_usd"] == pytest.approx(0.75 + (100_000 * 1.25 + 10_000 * 10) / 1e6)
+    each = (100_000 * 1.25 + 10_000 * 10) / 1e6
+    assert before["cost_usd"] == pytest.approx(0.75 + 3 * each)
     (state_home / "config.toml").write_text(
         '[pricing.models."gpt-5"]\ninput = 2.0\noutput = 20.0\n'
     )
@@ -484,5 +493,31 @@ def test_reprice_gives_the_totals_the_new_costs(running_daemon: Daemon, state_ho
     assert ctl("reprice").returncode == 0
     with control.Control(running_daemon.control_socket) as c:
         after = c.totals(session)["session"]
-    assert after["cost_usd"] == pytest.approx(0.75 + (100_000 * 2 + 10_000 * 20) / 1e6)
-    assert (after["requests"], after["unknown_cost"]) == (2, 0)
+    assert after["cost_usd"] == pytest.approx(0.75 + 3 * (100_000 * 2 + 10_000 * 20) / 1e6)
+    assert (after["requests"], after["unknown_cost"]) == (4, 0)
+
+
+def test_a_request_stamped_ahead_of_the_clock_is_in_no_window(tmp_path: Path) -> None:
+    """One request dated 2099 took over the 5-hour window (73 years left) and the usage
+    "since" a local midnight; it is in its session's totals, not in today's or a window's,
+    and its far-off day and quarter hour are not kept."""
+    now = 1_800_000_000.0
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    events = [
+        request(1, day=now - 600, session="w", cost=0.5),
+        request(2, day=now + 120, session="w", cost=0.25),
+        request(3, day=4_102_444_800.0, session="f", cost=0.01),  # (2100-01-01)
+    ]
+    segment = journal / "20270115T000000Z-000001.jsonl"
+    segment.write_bytes(lines(events))
+    os.utime(segment, (now, now))
+    totals = Totals(str(journal), clock=lambda: now)
+    totals.refresh()
+    reply = totals.answer("f", since=now - 3600)
+    assert reply.window is not None  # (a request 2 minutes ahead: a clock's skew, now)
+    assert reply.window.usage.cost_usd == pytest.approx(0.75)
+    assert reply.since is not None and reply.since.cost_usd == pytest.approx(0.75)
+    assert reply.session is not None and reply.session.cost_usd == pytest.approx(0.01)
+    assert sorted(reply.days) == [_iso(now)[:10]]
+    assert max(totals.claude) * 900 <= now + 900

@@ -30,7 +30,10 @@ SCHEMA_VERSION = 1
 MAX_INT = 2**53 - 1
 NonNegInt = Annotated[int, Meta(ge=0, le=MAX_INT)]
 Ratio = Annotated[float, Meta(ge=0.0, le=1.0)]
-Money = Annotated[float, Meta(ge=0.0)]
+# Dollars one event may cost at most: far past any real request, and low enough that a
+# sum over any number of rows stays finite (1e308 twice was infinity, left out of totals).
+MAX_COST = 1e9
+Money = Annotated[float, Meta(ge=0.0, le=MAX_COST)]
 Timestamp = Annotated[datetime, Meta(tz=True, description="RFC 3339 with a UTC offset")]
 EventId = Annotated[str, Meta(min_length=1, max_length=128)]
 Version = Annotated[int, Meta(ge=1, le=SCHEMA_VERSION)]

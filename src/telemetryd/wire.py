@@ -536,6 +536,13 @@ class WorkerReprice(WorkerRequest, tag="reprice"):
     pricing: dict[str, Any] = {}
 
 
+class WorkerPrices(WorkerRequest, tag="prices"):
+    """The ``[pricing]`` settings a reload applied, which the worker's loads use from
+    then on (stored costs stay as they are until a reprice): ``{"ok":true,"source":...}``."""
+
+    pricing: dict[str, Any] = {}
+
+
 class WorkerStats(WorkerRequest, tag="stats"):
     """The store's figures for `status`, with ``"ok":true``."""
 
@@ -576,6 +583,7 @@ WorkerMessage = (
     | WorkerGc
     | WorkerAnalyze
     | WorkerReprice
+    | WorkerPrices
     | WorkerStats
     | WorkerPing
 )

@@ -349,7 +349,11 @@ def usage_entry(
         "cost_usd": None,
     }
     cost = get("costUSD")
-    if isinstance(cost, (int, float)) and not isinstance(cost, bool) and cost >= 0:
+    if (
+        isinstance(cost, (int, float))
+        and not isinstance(cost, bool)
+        and 0 <= cost <= usage_mod.MAX_COST
+    ):
         entry["cost_usd"] = float(cost)
     if speed:
         entry["speed"] = speed

@@ -168,7 +168,9 @@ def _record(
         return None  # counts beyond any request's
     reported = (
         cost
-        if isinstance(cost, (int, float)) and not isinstance(cost, bool) and 0 < cost < 1e9
+        if isinstance(cost, (int, float))
+        and not isinstance(cost, bool)
+        and 0 < cost <= usage_mod.MAX_COST
         else None
     )
     return {

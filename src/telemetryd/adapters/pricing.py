@@ -56,6 +56,7 @@ MAX_TIERS = 3  # tiers a price may have (the package's have at most 2); more: un
 KINDS = ("input", "output", "cache_read", "cache_write", "cache_write_1h")
 _CACHE = 4096  # model names and days whose lookup is remembered (producers choose names)
 _MAX_COUNT = 2**53 - 1  # events.MAX_INT, without importing msgspec here
+_MAX_COST = 1e9  # events.MAX_COST, likewise
 _PREFIXES = ("anthropic/", "openai/", "gemini/", "google/", "vertex_ai/", "bedrock/",
              "us.anthropic.", "eu.anthropic.", "apac.anthropic.", "anthropic.")  # fmt: skip
 
@@ -406,16 +407,17 @@ class Pricer:
             event["cost_source"] = "unknown"
             return
         count = tokens.get  # (a dict: no rates without one)
-        event["cost_usd"] = round(
-            rates.cost(
-                _whole(count("input")),
-                _whole(count("output")),
-                _whole(count("cache_read")),
-                _whole(count("cache_creation")),
-                long,
-            ),
-            10,
+        cost = rates.cost(
+            _whole(count("input")),
+            _whole(count("output")),
+            _whole(count("cache_read")),
+            _whole(count("cache_creation")),
+            long,
         )
+        if not cost <= _MAX_COST:  # (counts no request has: the daemon takes no such cost)
+            event["cost_source"] = "unknown"
+            return
+        event["cost_usd"] = round(cost, 10)
         event["cost_source"] = "computed"
 
     def _day_rates(self, key: tuple[str, str | None, str, str | None], ts: str) -> Rates | None:

@@ -103,6 +103,7 @@ def snake(name: str) -> str:
 # The largest count the event model takes (events.MAX_INT, 2^53 - 1; a test ties them):
 # a larger "count" is not one, and unknown tokens beat an event the daemon would reject.
 MAX_COUNT = 2**53 - 1
+MAX_COST = 1e9  # dollars: events.MAX_COST (a reported cost above it is not one)
 
 
 def _count(value: Any) -> int | None:
@@ -475,7 +476,11 @@ def cost_usd(obj: Any) -> float | None:
             continue
         for key in COST_KEYS:
             value = place.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+            if (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and 0 <= value <= MAX_COST
+            ):
                 return float(value)
     return None
 

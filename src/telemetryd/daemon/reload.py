@@ -64,10 +64,11 @@ LIVE = frozenset(
         "store.threads",
         "spool.scan-interval",
         "retention.max-age-days",
+        "retention.usage-max-age-days",
         "retention.max-bytes",
         "retention.compress",
         "retention.interval",
-        "pricing.models",  # the store worker's loads use them after `telemetryctl reprice`
+        "pricing.models",  # the worker's next load prices with them; stored costs: `reprice`
         "http.allowed-hosts",
         "http.prompt-text",
         "http.max-body-bytes",

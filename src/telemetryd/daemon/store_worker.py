@@ -119,6 +119,7 @@ class StoreWorker:
         self.failures = 0  # exits that were not asked for, in a row
         self.last_exit: str | None = None
         self.error: str | None = None  # why the last start or run failed
+        self._pricing: Any = None  # the [pricing] the running worker has (to_builtins)
 
     # -- what callers use ------------------------------------------------------
 
@@ -133,6 +134,8 @@ class StoreWorker:
         """Send one request and hand each reply line (with its ``\n``) to ``on_line``.
         Raises WorkerGone when the worker dies, or cannot be started, before the last
         line (a request waiting in the backlog through a clean restart just waits)."""
+        if not isinstance(message, wire.WorkerPrices):
+            await self._send_prices()
         self.requests += 1
         self.want()
         failed = self._failed
@@ -162,6 +165,23 @@ class StoreWorker:
         finally:
             self.requests -= 1
             self._last_request = time.monotonic()
+
+    async def _send_prices(self) -> None:
+        """Give a running worker the ``[pricing]`` settings a reload changed, before any
+        other request: its loads price with what the daemon runs with (a worker started
+        later takes them with the rest of its settings)."""
+        pricing = msgspec.to_builtins(self.settings.pricing)
+        if self._pricing is None or pricing == self._pricing:
+            return
+        try:
+            await self.call(wire.WorkerPrices(pricing=pricing))
+        except StoreUnavailable:  # (asked again with the next request)
+            raise
+        except WorkerError as exc:  # (not asked again: the request goes on)
+            log.warning("store worker: the reloaded [pricing] settings were refused: %s", exc)
+        else:
+            log.info("store worker: later loads price with the reloaded [pricing] settings")
+        self._pricing = pricing
 
     async def call(self, message: wire.WorkerRequest) -> dict[str, Any]:
         """A request with a one-line answer: the reply object, or WorkerError."""
@@ -242,6 +262,7 @@ class StoreWorker:
             },
             "config": msgspec.to_builtins(self.settings),
         }
+        self._pricing = startup["config"]["pricing"]
         env = dict(os.environ, TELEMETRYD_STORE_FD=str(self._listener.fileno()))
         try:
             process = await anyio.open_process(

@@ -16,8 +16,10 @@ active sessions are dropped; memory stays bounded.
 
 Computed costs: the daemon never prices a request (the price data imports pydantic);
 the store worker prices each ``api_request`` as it loads it. A request journaled
-without a cost (an OTLP export that carries none, `send` without ``--cost-usd``) is
-counted as unknown and kept in :attr:`Totals.pending` by its id, with the tallies it
+without a cost its producer reports (an OTLP export that carries none, `send` without
+``--cost-usd``, or a cost marked ``computed`` or ``unknown``, as `telemetryctl import`
+sends its own: the store prices those again, and a reprice after a price change too)
+is counted as unknown and kept in :attr:`Totals.pending` by its id, with the tallies it
 went into (its day, quarter hours and session), if it is no older than :data:`DAYS`
 days. The daemon asks the store worker for the costs of the pending ids after a load
 (:meth:`Totals.unpriced`, daemon/store_worker.py) and hands the answer to
@@ -38,7 +40,10 @@ window's end (windows start on the hour), so walking the quarters in order draws
 same windows as walking the requests, except that a request at the very millisecond
 a window ends starts the next one here (ccusage keeps it in the window). The walk
 starts at the oldest quarter kept, :data:`DAYS` days back: only 7 days of activity
-without a 5-hour gap could place a window otherwise than ccusage does. A request is
+without a 5-hour gap could place a window otherwise than ccusage does. It ends at the
+daemon's clock (and :data:`SKEW` after it): a request stamped later (a producer's clock
+off, a bad time in a transcript) is in its session's totals, but in no window and in no
+"since" until its time comes, and days and quarters more than a day ahead are not kept. A request is
 Claude usage when its source is ``claude-code``, its provider ``anthropic`` or its
 model's name starts with ``claude``.
 """
@@ -68,6 +73,8 @@ WINDOW = 5 * 3600  # a billing window's length, and the gap that ends one early
 PENDING = 50_000  # cost-less requests waiting for their computed cost, at most
 ASKS = 3  # answers without an id before it stays unknown
 IN_USE = 3600.0  # seconds after a totals request in which loads read the journal too
+SKEW = 300  # seconds a request may be stamped after the daemon's clock and count as now
+AHEAD = 86_400  # seconds ahead of the clock that days and quarter hours are kept
 _API = b'{"type":"api_request"'
 _BLOCK = 4 * 1024 * 1024
 
@@ -92,6 +99,13 @@ class _Request(msgspec.Struct):
     agent: _Agent | None = None
     tokens: _Tokens | None = None
     cost_usd: float | None = None
+    cost_source: str | None = None
+
+    def reported(self) -> float | None:
+        """The cost its producer reports (None: the store computes one)."""
+        if self.cost_source is None or self.cost_source == "reported":
+            return self.cost_usd
+        return None
 
     def is_claude(self) -> bool:
         if self.source == "claude-code":
@@ -105,7 +119,7 @@ class _Request(msgspec.Struct):
 _DECODER = msgspec.json.Decoder(_Request)
 
 
-def _add(tally: UsageTotals, request: _Request, when: str | None) -> None:
+def _add(tally: UsageTotals, request: _Request, cost: float | None, when: str | None) -> None:
     tally.requests += 1
     tokens = request.tokens
     if tokens is not None:
@@ -113,10 +127,10 @@ def _add(tally: UsageTotals, request: _Request, when: str | None) -> None:
         tally.output += tokens.output or 0
         tally.cache_read += tokens.cache_read or 0
         tally.cache_creation += tokens.cache_creation or 0
-    if request.cost_usd is None:
+    if cost is None:
         tally.unknown_cost += 1
     else:
-        tally.cost_usd += request.cost_usd
+        tally.cost_usd += cost
     if when is not None:
         if tally.first is None or when < tally.first:
             tally.first = when
@@ -248,7 +262,8 @@ class Totals:
                 request = _DECODER.decode(line)
             except msgspec.DecodeError:
                 continue
-            if request.cost_usd is None and request.id in pending:
+            cost = request.reported()
+            if cost is None and request.id in pending:
                 continue  # the same request journaled again: counted once
             tallies: list[UsageTotals] = []
             when = _rfc3339(request.ts)
@@ -277,9 +292,9 @@ class Totals:
                     self.sessions.move_to_end(session)
                 tallies.append(tally)
             for tally in tallies:
-                _add(tally, request, when)
+                _add(tally, request, cost, when)
             if (
-                request.cost_usd is None
+                cost is None
                 and request.id is not None
                 and epoch is not None
                 and epoch >= cutoff
@@ -334,9 +349,13 @@ class Totals:
         oldest = datetime.fromtimestamp(self._clock() - DAYS * 86_400, UTC).date().isoformat()
         for day in [day for day in self.days if day < oldest]:
             del self.days[day]
+        latest = datetime.fromtimestamp(self._clock() + AHEAD, UTC).date().isoformat()
+        for day in [day for day in self.days if day > latest]:
+            del self.days[day]
         first = int((self._clock() - DAYS * 86_400) // QUARTER)
+        last = int((self._clock() + AHEAD) // QUARTER)
         for buckets in (self.quarters, self.claude):
-            for quarter in [quarter for quarter in buckets if quarter < first]:
+            for quarter in [quarter for quarter in buckets if not first <= quarter <= last]:
                 del buckets[quarter]
         while len(self.sessions) > SESSIONS:
             self.sessions.popitem(last=False)
@@ -352,9 +371,10 @@ class Totals:
     def since(self, start: float) -> UsageTotals:
         """The usage from ``start`` (epoch seconds; exact on a quarter hour) on."""
         first = -(-start // QUARTER)  # the first whole quarter at or after start
+        last = (self._clock() + SKEW) // QUARTER
         total = UsageTotals()
         for quarter, bucket in self.quarters.items():
-            if quarter >= first:
+            if first <= quarter <= last:
                 _merge(total, bucket.tally)
         return total
 
@@ -363,7 +383,11 @@ class Totals:
         (5 h after its start), or its last request is 5 h old."""
         start = last = None
         usage = UsageTotals()
+        now = self._clock()
+        latest = (now + SKEW) // QUARTER
         for quarter in sorted(self.claude):
+            if quarter > latest:
+                break  # (stamped ahead of the clock: in no window yet)
             bucket = self.claude[quarter]
             if (
                 start is None
@@ -375,7 +399,6 @@ class Totals:
                 usage = UsageTotals()
             _merge(usage, bucket.tally)
             last = bucket.last
-        now = self._clock()
         if start is None or last is None or now >= start + WINDOW or now - last >= WINDOW:
             return None
         return wire.UsageWindow(start=_epoch(start), end=_epoch(start + WINDOW), usage=usage)

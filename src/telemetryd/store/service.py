@@ -218,6 +218,15 @@ class StoreService:
         overrides = sorted(pricing.models)
         return {**counts, "source": pricer.source, "overrides": overrides}
 
+    async def use_prices(self, pricing: PricingConfig) -> str:
+        """Price later loads with ``pricing``'s overrides (a reload changed them); the
+        stored costs stay as they are (:meth:`reprice`). Returns the price data's name."""
+        store = await self.wait_open()
+        pricer = prices.from_config(pricing)
+        async with self._lock:  # (not in the middle of a load)
+            store.pricer = pricer
+        return pricer.source
+
     async def costs(
         self, ids: list[str], since: datetime | None
     ) -> list[tuple[str, float | None, str | None]]:

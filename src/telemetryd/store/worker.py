@@ -129,6 +129,7 @@ class Worker:
             wire.WorkerGc: wire.GC_FAILED,
             wire.WorkerAnalyze: wire.ANALYZE_FAILED,
             wire.WorkerReprice: wire.REPRICE_FAILED,
+            wire.WorkerPrices: wire.REPRICE_FAILED,
             wire.WorkerExport: wire.EXPORT_FAILED,
         }.get(type(request), wire.QUERY_FAILED)
         try:
@@ -165,6 +166,9 @@ class Worker:
             since = None if touched is None else datetime.fromtimestamp(touched, UTC)
             findings = await self.service.analyze(rules, budget, since)
             return {"ok": True, **msgspec.to_builtins(findings)}
+        if isinstance(request, wire.WorkerPrices):
+            prices = msgspec.convert(request.pricing, config.Pricing, strict=False)
+            return {"ok": True, "source": await self.service.use_prices(prices)}
         if isinstance(request, wire.WorkerReprice):
             prices = msgspec.convert(request.pricing, config.Pricing, strict=False)
             since = datetime.fromisoformat(request.since) if request.since else None

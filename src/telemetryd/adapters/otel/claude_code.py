@@ -184,7 +184,7 @@ def log_events(
             cost = cost if type(cost) is float and cost - cost == 0.0 else c.number(cost)
             if cost is None and c.count(raw.get("cost_usd_micros")) is not None:
                 cost = c.count(raw.get("cost_usd_micros")) / 1_000_000  # type: ignore[operator]
-            if cost is not None and cost >= 0:
+            if cost is not None and 0 <= cost <= usage_mod.MAX_COST:
                 event["cost_usd"] = cost
                 event["cost_source"] = "reported"
             event["success"] = True
