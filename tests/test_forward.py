@@ -607,3 +607,119 @@ def test_status_names_the_segment_the_position_moved_to(daemon_factory: Any, hom
         0,
         10,
     ), forward
+
+
+class _Trickling:
+    """A raw-socket endpoint (one connection at a time, in a thread) that answers each
+    request with a status line and headers announcing a long body, then ``reply`` one
+    byte every 0.2 s for as long as the client reads: within any read timeout, never
+    done."""
+
+    def __init__(self, reply: bytes) -> None:
+        import socket
+
+        self.reply = reply
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.5)
+        self.port = self.listener.getsockname()[1]
+        self.asked = threading.Event()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                try:
+                    conn.recv(65536)
+                    self.asked.set()
+                    for byte in self.reply:
+                        if self.stopping.is_set():
+                            break
+                        conn.sendall(bytes([byte]))
+                        time.sleep(0.2)
+                except OSError:
+                    continue
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.listener.close()
+        self.thread.join(10)
+
+
+_SLOW = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000
+
+
+def test_a_trickling_answer_ends_at_the_timeout_and_hides_control_characters() -> None:
+    """`timeout` bounded each read, so an answer a byte at a time held the sender (and the
+    daemon's exit) for ever; now it bounds the whole request. What a broken endpoint says
+    reaches `status` without its control characters (no terminal escapes)."""
+    from telemetryd import config
+    from telemetryd.daemon.forward import Sender
+
+    slow = _Trickling(_SLOW)
+    garbage = _Trickling(b"\x1b[31mNOT HTTP\x00\r\n\r\n")
+    try:
+        sender = Sender(config.Forward(endpoint=f"http://127.0.0.1:{slow.port}", timeout=1.0))
+        started = time.monotonic()
+        answer = sender.post("logs", b"{}")
+        assert time.monotonic() - started < 5  # (1 s, and a retry would double it)
+        assert answer.status == 0 and "no answer within 1 s" in answer.message
+        sender = Sender(config.Forward(endpoint=f"http://127.0.0.1:{garbage.port}", timeout=10))
+        answer = sender.post("logs", b"{}")
+        assert answer.status == 0 and "NOT HTTP" in answer.message, answer
+        assert answer.message.isprintable() and "\x1b" not in answer.message
+    finally:
+        slow.close()
+        garbage.close()
+
+
+def test_the_daemon_stops_at_once_while_an_endpoint_trickles(daemon_factory: Any) -> None:
+    slow = _Trickling(_SLOW)
+    try:
+        a, _ = _forwarding(daemon_factory, f"http://127.0.0.1:{slow.port}", "t")
+        a.start()
+        _send(a, _events(0, 3))
+        assert slow.asked.wait(30)
+        started = time.monotonic()
+        assert a.stop(timeout=20) == 0
+        assert time.monotonic() - started < 10  # (forward.timeout is 30 s)
+    finally:
+        slow.close()
+
+
+@pytest.mark.parametrize(
+    ("position", "problem"),
+    [
+        ({"seq": 999, "offset": 0}, "past the journal's newest"),
+        ({"seq": 1, "offset": 99_999_999}, "past the end of"),
+        ({"seq": 1, "offset": -5}, "cannot be read"),
+        ({"v": 99, "seq": 1, "offset": 0}, "of version 99"),
+    ],
+)
+def test_a_position_past_the_journal_is_set_aside_and_everything_is_sent(
+    daemon_factory: Any, home_b: Path, position: dict[str, Any], problem: str
+) -> None:
+    """A saved position past the journal's end stopped forwarding for good while `status`
+    said caught up (and a negative offset restarted the forwarder for ever): it is now
+    named in the log, moved aside, and the journal sent from its start."""
+    b = daemon_factory(home=home_b).start()
+    token = (home_b / "http-token").read_text().strip()
+    a, _ = _forwarding(daemon_factory, f"http://{b.http_address()}", token)
+    a.start()
+    _send(a, _events(0, 5))
+    _wait("A to forward the first events", lambda: _caught_up(a))
+    assert a.stop() == 0
+    saved = a.home / "forward" / "position.json"
+    written = json.loads(saved.read_text())
+    saved.write_text(json.dumps({**written, **position}))
+    a.start()
+    _send(a, _events(5, 5))
+    _wait("A to forward every event", lambda: _caught_up(a) and _status(b)["accepted"] >= 10)
+    assert len(_rows(b)) == 10
+    assert problem in a.log() and saved.with_name("position.json.bad").exists()

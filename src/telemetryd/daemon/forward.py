@@ -67,7 +67,7 @@ import time
 import zlib
 from collections import deque
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
 
 import anyio
@@ -114,10 +114,32 @@ class Position(msgspec.Struct, kw_only=True):
 
     v: int = POSITION_VERSION
     endpoint: str
-    seq: int = 0  # 0: from the oldest segment there is
+    seq: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0: from the oldest segment there is
     segment: str = ""
-    offset: int = 0
+    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
     saved: str = ""
+
+
+def position_problem(position: Position, journal_dir: str) -> str | None:
+    """Why ``position`` cannot be where forwarding goes on in the journal of
+    ``journal_dir`` (None: it can): another version of the file, or a place past the
+    journal's end (a later segment than any, an offset past its segment's size), from
+    which nothing would ever be sent while `status` said caught up."""
+    if position.v != POSITION_VERSION:
+        return f"is of version {position.v}, not {POSITION_VERSION}"
+    if not position.seq:
+        return None
+    found = dict(segments.chosen(journal_dir))
+    newest = max(found, default=0)
+    if position.seq > newest:
+        return f"names segment {position.seq}, past the journal's newest ({newest})"
+    path = found.get(position.seq)
+    if path is not None and not segments.is_compressed(path):
+        with contextlib.suppress(OSError):
+            size = os.stat(path).st_size
+            if position.offset > size:
+                return f"names offset {position.offset}, past the end of {path} ({size} bytes)"
+    return None
 
 
 def load_position(path: str, endpoint: str) -> Position:
@@ -403,11 +425,26 @@ class Sender:
             self.headers["Content-Encoding"] = "gzip"
         self.gzip = config.compression == "gzip"
         self._conn: http.client.HTTPConnection | None = None
+        self._expired = False  # the request under way ran out of time (abort() ended it)
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def abort(self) -> None:
+        """End the request under way now, from another thread: its socket is shut down,
+        so the thread reading or writing it returns (an endpoint that answers a byte at
+        a time, or a shutdown that abandons the request, waits for nothing)."""
+        conn = self._conn
+        sock = conn.sock if conn is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _expire(self) -> None:
+        self._expired = True
+        self.abort()
 
     def _connection(self) -> http.client.HTTPConnection:
         import http.client
@@ -436,20 +473,28 @@ class Sender:
 
         for attempt in (1, 2):  # a kept-alive connection the server closed: once more
             conn = self._connection()
+            # ``timeout`` bounds each read and write; this, the whole request
+            self._expired = False
+            deadline = threading.Timer(self.timeout, self._expire)
+            deadline.daemon = True
+            deadline.start()
             try:
                 conn.request("POST", self.base + _PATHS[signal], body, self.headers)
                 response = conn.getresponse()
                 data = response.read(MAX_ANSWER_BYTES)
                 if response.will_close or not response.isclosed():
                     self.close()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
-                self.close()
-                if attempt == 1:
-                    continue
-                return Answer(0, f"{self._where()}: {type(exc).__name__}: {exc}")
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
+                if self._expired:
+                    return Answer(0, f"{self._where()}: no answer within {self.timeout:g} s")
+                if attempt == 1 and isinstance(
+                    exc, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError
+                ):
+                    continue
                 return Answer(0, f"{self._where()}: {_describe(exc)}")
+            finally:
+                deadline.cancel()
             return self._answer(signal, response, data)
         raise AssertionError("unreachable")
 
@@ -474,7 +519,7 @@ def _describe(exc: BaseException) -> str:
         return "no answer within the timeout"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
-    return f"{type(exc).__name__}: {exc}"
+    return _clean(f"{type(exc).__name__}: {exc}")  # (BadStatusLine quotes what was sent)
 
 
 def _seconds(value: str | None) -> float | None:
@@ -497,8 +542,16 @@ def _text(data: bytes) -> str:
         text = found["message"]
     else:
         text = data.decode("utf-8", "replace")
-    text = " ".join(text.split())
-    return text[:500]
+    return _clean(text)
+
+
+def _clean(text: str, limit: int = 500) -> str:
+    """``text`` from an endpoint as one line for `status` and the log: whitespace runs as
+    one space, other control characters (a terminal's escape sequences) as U+FFFD."""
+    text = " ".join(text.split())[:limit]
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else "\ufffd" for c in text)
 
 
 def _partial(signal: str, data: bytes) -> tuple[int, str]:
@@ -662,6 +715,14 @@ class Forwarder:
     def _open(self) -> None:
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         self.position = load_position(self.position_file, self.config.endpoint)
+        problem = position_problem(self.position, self.journal.directory)
+        if problem is not None:
+            log.error(
+                "forward: %s %s; forwarding from the journal's start", self.position_file, problem
+            )
+            with contextlib.suppress(OSError):
+                os.replace(self.position_file, self.position_file + ".bad")
+            self.position = Position(endpoint=self.config.endpoint)
         with contextlib.suppress(FileNotFoundError):
             self._refused_bytes = os.stat(self.refused_file).st_size
         segment = self.position.segment or self._segment_name(self.position.seq)
@@ -819,6 +880,7 @@ class Forwarder:
             done = True
         finally:
             if not done:  # cancelled: its thread may still be posting on that connection
+                sender.abort()  # (which ends at once: a shutdown does not wait for it)
                 self._senders.remove(sender)
                 sender = Sender(self.config)
                 self._senders.append(sender)
