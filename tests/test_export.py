@@ -474,11 +474,45 @@ def test_a_failed_run_leaves_nothing_that_is_read_twice(
     stray.write_bytes(b"not parquet: a run that died")
     (out / "date=2026-11-20" / "source=bosun" / ".part-000002-1.parquet.tmp").write_bytes(b"x")
     _journal(store, journal, range(100, 120))
+    # The user's own files, even named like a run's, are no run's (a run removed every
+    # "part-000002-*" and ".part-*.tmp*" anywhere in the tree).
+    mine = [out / "docs" / "part-000002-thesis.tex", out / "photos" / ".part-1.tmp.jpg"]
+    mine.append(out / "date=2026-11-20" / "notes" / "part-000002-0.parquet.tmp")
+    for path in mine:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("mine")
     report = export.export(store, str(journal), str(out))
     assert report.run == 2 and report.events == 20
-    assert not list(out.rglob(".part-*"))
+    assert [p.name for p in out.rglob(".part-*")] == [".part-1.tmp.jpg"]
+    assert all(path.read_text() == "mine" for path in mine)
     ids = exported_ids(out)
     assert sorted(ids) == [f"ev-{n:06d}" for n in range(120)]
+
+
+def test_a_new_export_goes_only_into_a_new_or_empty_directory(
+    hardened: tuple[Store, Path], tmp_path: Path
+) -> None:
+    """A directory of other files (a home directory, say) or one of the daemon's own is
+    refused, named; one that holds hidden files alone is taken."""
+    store, journal = hardened
+    _journal(store, journal, range(10))
+    home = tmp_path / "home"
+    (home / "docs").mkdir(parents=True)
+    (home / "notes.txt").write_text("mine")
+    for target, named in (
+        (home, "holds other files (docs, notes.txt)"),
+        (journal, "is within"),
+        (journal / "exports", "is within"),
+        (Path(store.load_dir), "is within"),
+        (home / "notes.txt", "is a file"),
+    ):
+        with pytest.raises(export.ExportError, match=re.escape(named)):
+            export.export(store, str(journal), str(target))
+    assert sorted(p.name for p in home.iterdir()) == ["docs", "notes.txt"]
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / ".DS_Store").write_text("")
+    assert export.export(store, str(journal), str(hidden)).events == 10
 
 
 def test_a_manifest_changed_by_hand_is_refused_with_what_is_wrong(

@@ -184,17 +184,42 @@ class _Local:
                 return f.read()
         except FileNotFoundError:
             return None
+        except NotADirectoryError:
+            raise ExportError(f"{self.root} is a file, not a directory") from None
+
+    def check_new(self, journal_dir: str, load_dir: str) -> None:
+        """ExportError unless DIR may become a new export: it is not within the journal
+        or the store's load directory, and holds nothing but hidden files (a directory
+        of the user's files, their home, is not one to write and clean up in)."""
+        real = os.path.realpath(self.root)
+        for own in (journal_dir, load_dir):
+            mine = os.path.realpath(own)
+            if real == mine or real.startswith(mine + os.sep):
+                raise ExportError(f"{self.root} is within {own}: export to another directory")
+        try:
+            names = sorted(name for name in os.listdir(self.root) if not name.startswith("."))
+        except FileNotFoundError:
+            return
+        except NotADirectoryError:
+            raise ExportError(f"{self.root} is a file, not a directory") from None
+        if names:
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            raise ExportError(
+                f"{self.root} holds other files ({shown}) and no {MANIFEST_NAME}: "
+                "export into a new or empty directory"
+            )
 
     def prepare(self, run: int) -> None:
-        """Make DIR; remove what a failed run ``run`` (never recorded) may have left."""
+        """Make DIR; remove what a failed run ``run`` (never recorded) may have left: its
+        files, and the temporary copies of them, in the partition directories alone."""
         os.makedirs(self.root, mode=0o755, exist_ok=True)
-        prefix = f"part-{run:06d}-"
-        for here, dirs, files in os.walk(self.root):
-            dirs[:] = [name for name in dirs if not name.startswith((".", "_"))]
-            for name in files:
-                if name.startswith(prefix) or (name.startswith(".part-") and ".tmp" in name):
-                    os.unlink(os.path.join(here, name))
-                    log.info("export: removed %s, left by a run that did not finish", name)
+        left = re.compile(rf"\.?part-{run:06d}-\d+\.parquet(\.tmp)?")
+        for day in _subdirectories(self.root, "date="):
+            for here in _subdirectories(day, "source="):
+                for name in os.listdir(here):
+                    if left.fullmatch(name):
+                        os.unlink(os.path.join(here, name))
+                        log.info("export: removed %s, left by a run that did not finish", name)
 
     def publish(self, out: str, files: list[str], run: int) -> list[str]:
         """Move the staged ``files`` (relative to ``out``) into place; their names."""
@@ -246,6 +271,9 @@ class _Remote:
         ).fetchall()
         return rows[0][0].encode() if rows else None
 
+    def check_new(self, journal_dir: str, load_dir: str) -> None:
+        """Nothing to check: a URL is none of the daemon's directories."""
+
     def prepare(self, run: int) -> None:
         """Nothing to remove: a failed run's files are overwritten by name."""
 
@@ -274,6 +302,17 @@ class _Remote:
 
     def close(self) -> None:
         self.con.close()
+
+
+def _subdirectories(directory: str, prefix: str) -> list[str]:
+    """The directories in ``directory`` whose names start with ``prefix``."""
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [
+        e.path for e in entries if e.name.startswith(prefix) and e.is_dir(follow_symlinks=False)
+    ]
 
 
 def _target(root: str) -> _Local | _Remote:
@@ -334,6 +373,8 @@ def export(
     target = _target(root)
     try:
         manifest = _decode_manifest(target.read_manifest(), root)
+        if manifest is None:
+            target.check_new(journal_dir, store.load_dir)
         manifest = _window(manifest, root, iso(since), iso(until))
         report = Report(root, total_events=manifest.events)
         report.since, report.until = manifest.since, manifest.until
