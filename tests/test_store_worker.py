@@ -123,6 +123,13 @@ def test_every_thread_of_the_worker_runs_at_a_lower_priority(
     assert len(threads) > 2  # the worker's own, DuckDB's
     assert set(threads.values()) == {10}, threads
     assert set(nice_values(daemon.proc.pid).values()) == {0}
+    # Out of memory (a query's values are not all under DuckDB's limit), the kernel
+    # ends the worker first, not the daemon.
+    from telemetryd.store.worker import OOM_SCORE_ADJ
+
+    assert Path(f"/proc/{worker}/oom_score_adj").read_text().strip() == str(OOM_SCORE_ADJ)
+    inherited = Path("/proc/self/oom_score_adj").read_text()
+    assert Path(f"/proc/{daemon.proc.pid}/oom_score_adj").read_text() == inherited
     assert daemon.stop() == 0
 
 

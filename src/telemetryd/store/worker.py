@@ -240,6 +240,7 @@ def main(line: bytes, early: EarlyOpen[Store] | None) -> int:
         level=os.environ.get("TELEMETRYD_LOG_LEVEL", "INFO").upper(),
         format="%(levelname)s %(name)s: %(message)s",
     )
+    _first_to_go()
     fd = int(os.environ[ENV_FD])
     startup = msgspec.json.decode(line, type=Startup)
     where = paths.Paths(**startup.paths)
@@ -261,6 +262,22 @@ def main(line: bytes, early: EarlyOpen[Store] | None) -> int:
         if early is not None:
             early.close()
     return 0
+
+
+OOM_SCORE_ADJ = 800  # of -1000 (never) to 1000 (first)
+
+
+def _first_to_go() -> None:
+    """Make this process the one the kernel ends first when memory runs out. DuckDB's
+    memory limit bounds its buffers, not every allocation: a query can build values
+    far past it (``repeat('x', 2000000000)``). Then the worker goes, not the daemon or
+    the user's programs; the daemon starts another, and nothing is lost (the database
+    is rebuilt from the journal at worst). Raising one's own score needs no privilege."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(OOM_SCORE_ADJ))
+    except OSError:  # (not Linux)
+        pass
 
 
 def _backend_options() -> dict[str, object]:
