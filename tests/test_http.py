@@ -652,6 +652,32 @@ def test_status_names_a_port_it_could_not_take(daemon_factory: Any) -> None:
 def test_the_token_file_is_private(daemon: Daemon) -> None:
     path = daemon.home / "http-token"
     assert os.stat(path).st_mode & 0o777 == 0o600
+    assert "other users can read" not in daemon.log()
+
+
+def test_a_token_made_anew_works_without_a_restart(daemon_factory: Any, state_home: Path) -> None:
+    """The token file deleted and made again (`otel env` makes one when there is none):
+    the running daemon refused the new token until it restarted; now it reads the file
+    again when a token is refused and the file has changed. A file other users can read
+    is warned about at start."""
+    from telemetryd import token
+
+    path = state_home / "http-token"
+    token.load_or_create(str(path))
+    path.chmod(0o644)
+    daemon = daemon_factory().start()
+    assert "other users can read the token file" in daemon.log()
+    client = Client(daemon)
+    old = client.token
+    assert client.post("/v1/logs", unique_logs())[0] == 200
+    path.unlink()
+    new = token.load_or_create(str(path))
+    assert new != old
+    assert client.post("/v1/logs", unique_logs())[0] == 200  # (the old one, until then)
+    client.token = new
+    assert client.post("/v1/logs", unique_logs())[0] == 200
+    client.token = old
+    assert client.post("/v1/logs", unique_logs())[0] == 401
 
 
 def test_stopping_closes_idle_connections_at_once(daemon: Daemon) -> None:

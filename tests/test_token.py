@@ -31,3 +31,13 @@ def test_an_empty_file_is_an_error_naming_it(tmp_path: Path) -> None:
     path.write_text("\n")
     with pytest.raises(PathError, match="http-token is empty"):
         token.load_or_create(str(path))
+
+
+def test_a_token_past_the_limit_is_refused_not_cut(tmp_path: Path) -> None:
+    """A 5,000-character token was read as its first 1,024: the whole value got 401."""
+    path = tmp_path / "http-token"
+    path.write_text("t" * token.MAX_CHARS + "\n")
+    assert token.read(str(path)) == "t" * token.MAX_CHARS
+    path.write_text("t" * 5000 + "\n")
+    with pytest.raises(PathError, match="longer than 1024 characters"):
+        token.read(str(path))

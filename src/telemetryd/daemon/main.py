@@ -155,6 +155,11 @@ def _http_socket(
     if settings.require_token:
         try:
             token_value = token.load_or_create(where.http_token_file)
+            if token.readable_by_others(where.http_token_file):
+                log.warning(
+                    "HTTP: other users can read the token file %s: `chmod 600` it",
+                    where.http_token_file,
+                )
         except (TelemetryError, OSError) as exc:  # (an empty or unreadable token file)
             log.error("HTTP listener off: %s", exc)
             if passed is not None:

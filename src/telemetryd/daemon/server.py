@@ -92,7 +92,9 @@ class Server:
         self.http: HttpListener | None = None
         self.receiver: Receiver | None = None
         if http is not None and http.sock is not None:
-            self.http = HttpListener(http.sock, config.http, ingestor, journal, http.token)
+            self.http = HttpListener(
+                http.sock, config.http, ingestor, journal, http.token, paths.http_token_file
+            )
             self.receiver = Receiver(self.http, self.workers)
             self.http.routes.update(self.receiver.routes())
             self.listeners.append(self.http)

@@ -34,6 +34,7 @@ import contextlib
 import hmac
 import ipaddress
 import logging
+import os
 import socket
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
@@ -43,10 +44,11 @@ import anyio
 import h11
 from anyio.abc import SocketStream, TaskGroup, TaskStatus
 
+from telemetryd import token as token_mod
 from telemetryd.config import Http
 from telemetryd.daemon.ingest import Batch, Feed, Ingestor
 from telemetryd.daemon.journal import Journal
-from telemetryd.errors import JournalError
+from telemetryd.errors import JournalError, TelemetryError
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +149,8 @@ class HttpListener:
 
     ``config`` is the running configuration's ``[http]`` section (timeouts and limits
     read at each use, so a reload applies); ``token`` the bearer token (None: no
-    token required)."""
+    token required), read from ``token_file``, which is read again when a request's
+    token is not it and the file has changed (a token made anew, no restart needed)."""
 
     def __init__(
         self,
@@ -156,12 +159,15 @@ class HttpListener:
         ingestor: Ingestor,
         journal: Journal,
         token: str | None,
+        token_file: str | None = None,
     ) -> None:
         self.sock = sock
         self.config = config
         self.ingestor = ingestor
         self.journal = journal
         self._token = token.encode() if token is not None else None
+        self._token_file = token_file if token is not None else None
+        self._token_seen = _file_key(token_file) if self._token_file else None
         self.connections = 0
         self.requests = 0
         self.buffered = 0  # bytes of request bodies held now
@@ -347,8 +353,8 @@ class HttpListener:
             given = headers.get("authorization", "")
             scheme, _, credentials = given.partition(" ")
             # (the scheme's case does not matter: RFC 9110, section 11.1)
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                credentials.strip(" ").encode("latin-1"), self._token
+            if scheme.lower() != "bearer" or not self._token_is(
+                credentials.strip(" ").encode("latin-1")
             ):
                 what = "a wrong" if given else "no"
                 return plain(
@@ -358,6 +364,31 @@ class HttpListener:
                     headers=[("WWW-Authenticate", 'Bearer realm="telemetryd"')],
                 )
         return None
+
+    def _token_is(self, given: bytes) -> bool:
+        """Whether ``given`` is the token; when not, the token file is read again if it
+        changed since it was read (one ``stat`` per refused request)."""
+        assert self._token is not None
+        if hmac.compare_digest(given, self._token):
+            return True
+        if self._token_file is None:
+            return False
+        key = _file_key(self._token_file)
+        if key is None or key == self._token_seen:
+            return False
+        self._token_seen = key
+        try:
+            new = token_mod.read(self._token_file)
+        except TelemetryError as exc:
+            log.warning(
+                "HTTP: the token file changed and cannot be read (%s); the token stays", exc
+            )
+            return False
+        if new is None or new.encode() == self._token:
+            return False
+        self._token = new.encode()
+        log.info("HTTP: %s holds a new token; requests need it from now on", self._token_file)
+        return hmac.compare_digest(given, self._token)
 
     def _host_allowed(self, host: str) -> bool:
         name = host.strip().lower()
@@ -465,3 +496,14 @@ class HttpListener:
         except JournalError as exc:
             return plain(503, f"the journal cannot take events now: {exc}")
         return replies
+
+
+def _file_key(path: str | None) -> tuple[int, int, int] | None:
+    """What tells a file's versions apart (inode, change time, size); None: none there."""
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
