@@ -452,6 +452,13 @@ def test_an_out_of_range_override_names_its_origin() -> None:
     )
     with pytest.raises(ConfigError, match=r"^flag --set: .* at `\$\.store\.memory-limit`$"):
         config.load(None, environ={}, overrides=["store.memory-limit=1MB"])
+    # (the HTTP address's own checks name the key, and so the variable, too)
+    bad = (("127.0.0.1:99999", "port 99999"), ("h:\u0664\u0663", "expected HOST:PORT"))
+    for address, problem in bad:
+        with pytest.raises(ConfigError) as caught:
+            config.load(None, environ={"TELEMETRYD_HTTP_ADDRESS": address})
+        assert str(caught.value).startswith(f"env TELEMETRYD_HTTP_ADDRESS: {problem}")
+        assert str(caught.value).endswith("at `$.http.address`")
 
 
 @pytest.mark.parametrize(
@@ -600,3 +607,26 @@ def hup(daemon: Daemon) -> None:
     daemon.proc.send_signal(signal.SIGHUP)
     daemon.wait_for("READY=1")
     assert "RELOADING=1" in daemon.notifications
+
+
+def test_a_misspelt_variable_is_warned_about_with_the_likely_setting(tmp_path: Path) -> None:
+    """TELEMETRYD_HTTP_ENABLE=false (for ENABLED) left the listener on without a word."""
+    environ = {
+        "TELEMETRYD_HTTP_ENABLE": "false",
+        "TELEMETRYD_HTTP_ENABLED": "true",  # a setting
+        "TELEMETRYD_HTTP_TOKEN": "t",  # not a setting, read by `hooks install --http`
+        "TELEMETRYD_HOME": "/x",  # no section of that name
+    }
+    assert config.unknown_variables(environ) == [
+        "environment variable TELEMETRYD_HTTP_ENABLE is no setting and is ignored "
+        "(did you mean TELEMETRYD_HTTP_ENABLED?)"
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "telemetryd", "--check", "--home", str(tmp_path)],
+        env={**os.environ, "TELEMETRYD_HTTP_ENABLE": "false"},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert b"TELEMETRYD_HTTP_ENABLE is no setting" in result.stderr

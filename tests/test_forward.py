@@ -398,6 +398,10 @@ def test_a_partial_success_is_counted(daemon_factory: Any, home_b: Path) -> None
         ('forward.signals=["logz"]', "'logz' is not one of logs, traces, metrics"),
         ('forward.types=["nope"]', "'nope' is not an event type"),
         ("forward.batch-events=0", "`$.forward.batch-events`"),
+        ('forward.endpoint="http://ex ample.com"', "has a space or a control character"),
+        ('forward.endpoint="http://h/a\\u0000b"', "has a space or a control character"),
+        ('forward.signals=["logs", "logs"]', "names a signal twice"),
+        ('forward.headers={"X-A"="a\\u0001b"}', "has a control character"),
     ],
 )
 def test_bad_settings_are_clear_errors(setting: str, named: str) -> None:

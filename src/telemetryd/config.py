@@ -213,14 +213,16 @@ class Http(Struct, **_SECTION):
     idle_timeout: Seconds = 60.0
 
     def __post_init__(self) -> None:
-        host, port = split_address(self.address)  # raises ValueError naming the problem
-        del host, port
+        try:
+            split_address(self.address)
+        except ValueError as exc:
+            raise ValueError(f"`address`: {exc}") from None
 
 
 def split_address(address: str) -> tuple[str, int]:
     """``"127.0.0.1:4318"`` -> ``("127.0.0.1", 4318)``; ``"[::1]:4318"`` -> ``("::1", 4318)``."""
     host, sep, port_text = address.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
+    if not sep or not host or not (port_text.isascii() and port_text.isdigit()):
         raise ValueError(f"expected HOST:PORT, got {address!r}")
     port = int(port_text)
     if port > 65535:  # (0: any free port; `telemetryctl status` shows which)
@@ -370,8 +372,8 @@ class Forward(Struct, **_SECTION):
                 raise ValueError(f"`headers`: {name!r} is not an HTTP header name")
             if name.lower() in FORWARD_OWN_HEADERS:
                 raise ValueError(f"`headers`: {name!r} is set by the forwarder itself")
-            if any(ch in value for ch in "\r\n\0"):
-                raise ValueError(f"`headers`: the value of {name!r} has a line break or NUL")
+            if not all(ch.isprintable() or ch == "\t" for ch in value):
+                raise ValueError(f"`headers`: the value of {name!r} has a control character")
         if self.types:
             from telemetryd.events import EVENT_TYPES
 
@@ -385,6 +387,8 @@ class Forward(Struct, **_SECTION):
                 raise ValueError(
                     f"`signals`: {signal!r} is not one of {', '.join(FORWARD_SIGNALS)}"
                 )
+        if len(set(self.signals)) < len(self.signals):
+            raise ValueError(f"`signals`: {self.signals!r} names a signal twice")
 
 
 def check_endpoint(url: str) -> tuple[str, str, int, str]:
@@ -392,6 +396,8 @@ def check_endpoint(url: str) -> tuple[str, str, int, str]:
     what is wrong with it (credentials belong in `headers`, not in the URL)."""
     from urllib.parse import urlsplit
 
+    if not url.isprintable() or " " in url:
+        raise ValueError(f"`endpoint`: {url!r} has a space or a control character")
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -493,6 +499,34 @@ def load(
     for dotted in keys:
         origin.setdefault(dotted, "default")
     return config, origin
+
+
+# Variables of the form TELEMETRYD_<SECTION>_... that are not settings (read elsewhere).
+NOT_SETTINGS = frozenset(
+    {"TELEMETRYD_HTTP_ENDPOINT", "TELEMETRYD_HTTP_TOKEN", "TELEMETRYD_STORE_FD"}
+)
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """A warning for each TELEMETRYD_<SECTION>_<KEY> variable set that is no setting (a
+    misspelt key in the file is an error; here the variable may be another program's),
+    with the setting it was likely meant to be."""
+    import difflib
+
+    env = os.environ if environ is None else environ
+    names = {
+        ENV_PREFIX + dotted.replace(".", "_").replace("-", "_").upper(): dotted
+        for dotted in _keys()
+    }
+    sections = {ENV_PREFIX + dotted.partition(".")[0].upper() + "_" for dotted in names.values()}
+    out = []
+    for name in sorted(env):
+        if name in names or name in NOT_SETTINGS or not name.startswith(tuple(sections)):
+            continue
+        close = difflib.get_close_matches(name, list(names), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        out.append(f"environment variable {name} is no setting and is ignored{hint}")
+    return out
 
 
 def _validate(

@@ -54,6 +54,8 @@ def show(config_file: str | None, overrides: tuple[str, ...], as_json: bool) -> 
         settings, origin = config.load(path, overrides=overrides, require_file=bool(config_file))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    for warning in config.unknown_variables():
+        click.echo(f"warning: {warning}", err=True)
     values = config.flatten(settings)
     if as_json:
         out: dict[str, Any] = {

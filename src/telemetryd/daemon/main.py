@@ -272,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         where = paths.resolve()
         config_file = args.config or where.config_file
         settings, _ = config.load(config_file, overrides=args.set, require_file=bool(args.config))
+        for warning in config.unknown_variables():
+            log.warning("%s", warning)
         for socket_path in (where.events_socket, where.control_socket):
             paths.check_socket_path(socket_path)
         paths.check_state_dir(where)
