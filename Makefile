@@ -55,10 +55,12 @@ bench: install system-deps bench-deps
 # The syslog-ng baseline: it conflicts with rsyslog as a Debian package, so its .debs are
 # fetched (apt-get download) and unpacked into bench/.deps/, not installed. rsyslog's
 # mmjsonparse baseline needs nothing more: Debian ships it in the rsyslog package.
-# The ccusage baseline (`report daily`): npm into bench/.deps/ccusage/.
+# The ccusage baseline (`report daily`): npm into bench/.deps/ccusage/; ccusage 20 (a
+# command per agent, for the token parity): bench/.deps/ccusage20/.
 bench-deps: install
 	$(BIN)/python -m bench.syslogng install
 	$(BIN)/python -m bench.reports install
+	$(BIN)/python -m bench.parity install
 
 # The kill -9 rounds, and the property-based tests with many more examples.
 stress: install system-deps

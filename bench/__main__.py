@@ -7,6 +7,7 @@
     python -m bench --only html     `report --html` on 1M events (--big: also 10M)
     python -m bench --only macros   the analytics macros alone: time, peak RSS (--big: 10M)
     python -m bench --only conn --profile   the daemon under cProfile; prints where it spends
+    python -m bench --only parity   `import` of every agent's files against ccusage 20's daily
 
 Progress goes to stderr, the table to stdout. Exit status 0 whether or not
 targets are met; 1 when a benchmark failed (a crash, or counts that do not add up).
@@ -47,6 +48,7 @@ from bench import hook as hook_bench
 from bench import html as html_bench
 from bench import imports as import_bench
 from bench import macros as macros_bench
+from bench import parity as parity_bench
 from bench import query as query_bench
 from bench import reports as reports_bench
 from bench import statusline as statusline_bench
@@ -70,6 +72,7 @@ BENCHMARKS: dict[str, Callable[[Path, int, bool, Callable[[str], None]], dict[st
     "analyzer": analyzer.run,
     "forward": forward_bench.run,
     "export": export_bench.run,
+    "parity": parity_bench.run,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -38,6 +38,7 @@ TARGETS = {
     "export_parquet": (">=", 1_000_000, "ev/s"),
     "html_report_time": ("<=", 3000, "ms"),
     "html_report_size": ("<=", 5, "MB"),
+    "parity_differences": ("<=", 0, "rows"),
 }
 
 
@@ -376,6 +377,7 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
     out.extend(_store_figures(results.get("store")))
     out.extend(_query_figures(results.get("query")))
     out.extend(_report_figures(results.get("reports")))
+    out.extend(_parity_figures(results.get("parity")))
     out.extend(_export_figures(results.get("export")))
     out.extend(_html_figures(results.get("html")))
     out.extend(_macro_figures(results.get("macros")))
@@ -493,6 +495,27 @@ def _export_figures(export: dict[str, Any] | None) -> list[dict[str, Any]]:
         )
     )
     return out
+
+
+def _parity_figures(parity: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Rows (agent, day, model) whose tokens differ from ccusage 20's (bench/parity.py)."""
+    if not parity:
+        return []
+    name = "import vs ccusage daily, rows (agent, day, model) that differ"
+    if "skipped" in parity:
+        return [{"name": name, "skipped": parity["skipped"]}]
+    agents = parity["agents"]
+    rows = sum(a["rows"] for a in agents.values())
+    differing = sum(len(a["differences"]) for a in agents.values())
+    per_agent = ", ".join(f"{s} {a['matched']}/{a['rows']}" for s, a in agents.items())
+    note = f"ccusage {parity['ccusage']}, {parity['files']} files; equal: {per_agent}"
+    for agent, found in agents.items():
+        lines = found["differences"]
+        if lines:  # (the first few; bench/results/latest.json has them all)
+            more = f" and {len(lines) - 2} more" if len(lines) > 2 else ""
+            note += f"; {agent}: " + "; ".join(lines[:2]) + more
+    return [_figure(name, [float(differing)], "rows", target="parity_differences",
+                    note=note, extra={"rows": rows})]  # fmt: skip
 
 
 def _report_figures(reports: dict[str, Any] | None) -> list[dict[str, Any]]:

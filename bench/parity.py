@@ -1,0 +1,214 @@
+"""telemetryd's token counts against ccusage's, agent by agent, on one tree of files.
+
+    python -m bench.parity install   ccusage 20 into bench/.deps/ccusage20 (npm; `make bench-deps`)
+    python -m bench.parity           the comparison (also `python -m bench --only parity`)
+
+Issue 11 asks that `telemetryctl import`, then the sums of ``api_requests`` per day and
+model, equal ``ccusage daily --json --offline`` and its per-agent commands token for
+token. This runs that on a tree of every supported agent's files
+(:mod:`bench.agent_tree` at a small size: the repository's fixtures and the captured
+samples, in each agent's format and default place under a fake ``HOME``, fresh ids
+per copy):
+
+- **telemetryd**: a fresh daemon (:class:`bench.procs.Telemetryd`), ``telemetryctl
+  import --settle 0`` (every agent found), then per source, UTC day and model the sums
+  of the stored ``api_request`` events' token columns (``telemetryctl query``).
+- **ccusage**: ccusage 20 (its Rust build, with a command per agent; ccusage 18, which
+  bench/reports.py times, reads Claude Code alone), ``ccusage <agent> daily --json
+  --offline --breakdown`` with ``TZ=UTC`` and ``HOME`` the tree.
+
+A row (agent, day, model) matches when its input, cache reads and cache writes are
+equal and its output is equal, or equal once the reasoning telemetryd counts in output
+and ccusage leaves out is taken away (Gemini CLI's thoughts, OpenCode's reasoning,
+Copilot's Gemini rows: README, "Import"). Codex requests without a model are
+``unknown`` here and ``gpt-5`` in ccusage (README): compared under ccusage's name. A row
+only one side has is a difference. The figure is the rows that differ (target: none);
+each difference is listed in the note.
+
+ccusage 20 ships its binary in per-platform npm packages (``@ccusage/ccusage-linux-x64``):
+where npm cannot fetch them, the comparison is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import BenchError, agent_tree
+from bench.procs import Telemetryd
+from bench.send import telemetryctl
+
+CCUSAGE_VERSION = "20.0.24"  # (20.0.26 has no Linux binary published)
+CCUSAGE_ROOT = Path(__file__).resolve().parent / ".deps" / "ccusage20"
+CCUSAGE = CCUSAGE_ROOT / "node_modules" / ".bin" / "ccusage"
+# ccusage's command -> telemetryd's sources (Copilot CLI's session-state files are
+# copilot-cli; the spans of its OpenTelemetry export, mapped as the OTLP listener maps
+# them, copilot)
+AGENTS = {
+    "claude": ("claude-code",),
+    "codex": ("codex",),
+    "gemini": ("gemini-cli",),
+    "copilot": ("copilot-cli", "copilot"),
+    "opencode": ("opencode",),
+    "amp": ("amp",),
+}
+FILES = 120  # the tree's size (agent_tree's small mix)
+TIMEOUT = 300  # seconds for one command
+
+Log = Callable[[str], None]
+Counts = tuple[int, int, int, int, int]  # input, output, cache read, cache write, reasoning
+
+_SQL = """
+SELECT source, strftime(CAST(ts AS DATE), '%Y-%m-%d') AS day, agent_model AS model,
+    sum(tokens_input)::BIGINT AS i, sum(tokens_output)::BIGINT AS o,
+    sum(coalesce(tokens_cache_read, 0))::BIGINT AS r,
+    sum(coalesce(tokens_cache_creation, 0))::BIGINT AS w,
+    sum(coalesce(tokens_reasoning, 0))::BIGINT AS reasoning
+FROM events WHERE type = 'api_request' AND tokens_source = 'actual'
+GROUP BY ALL ORDER BY ALL
+"""
+
+
+def install() -> Path:
+    """ccusage 20 into bench/.deps/ccusage20 with npm; its executable."""
+    if CCUSAGE.exists():
+        return CCUSAGE
+    npm = shutil.which("npm")
+    if npm is None:
+        raise BenchError("npm is missing: ccusage cannot be installed")
+    CCUSAGE_ROOT.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [npm, "install", "--no-audit", "--no-fund", "--prefix", str(CCUSAGE_ROOT),
+         f"ccusage@{CCUSAGE_VERSION}"],
+        check=True,
+        timeout=TIMEOUT,
+    )  # fmt: skip
+    return CCUSAGE
+
+
+def _ours(env: dict[str, str]) -> dict[tuple[str, str, str], Counts]:
+    got = subprocess.run(
+        [telemetryctl(), "query", "--format", "json", _SQL],
+        env=env,
+        capture_output=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    if got.returncode != 0:
+        raise BenchError(f"telemetryctl query: {got.stderr.decode()[-500:]}")
+    return {
+        (row["source"], row["day"], row["model"]): (
+            row["i"], row["o"], row["r"], row["w"], row["reasoning"],
+        )
+        for row in json.loads(got.stdout)
+    }  # fmt: skip
+
+
+def _theirs(command: str, home: Path) -> dict[tuple[str, str], Counts]:
+    env = {**agent_tree.clean_env(home), "TZ": "UTC"}
+    got = subprocess.run(
+        [str(CCUSAGE), command, "daily", "--json", "--offline", "--breakdown"],
+        env=env,
+        capture_output=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    if got.returncode != 0:
+        raise BenchError(f"ccusage {command} daily: {got.stderr.decode()[-500:]}")
+    out: dict[tuple[str, str], Counts] = {}
+    for day in json.loads(got.stdout).get("daily", []):
+        # (a list of breakdowns, or for Codex a dict by model)
+        rows = [(r["modelName"], r) for r in day.get("modelBreakdowns", [])]
+        rows += list((day.get("models") or {}).items())
+        for model, row in rows:
+            out[(day["date"], model)] = (
+                row["inputTokens"], row["outputTokens"], row["cacheReadTokens"],
+                row["cacheCreationTokens"], 0,
+            )  # fmt: skip
+    return out
+
+
+def compare(
+    ours: dict[tuple[str, str], Counts], theirs: dict[tuple[str, str], Counts], codex: bool
+) -> tuple[int, int, list[str]]:
+    """(rows compared, rows matched, each difference described) of one agent."""
+    if codex:  # (no model: `unknown` here, `gpt-5` in ccusage)
+        renamed: dict[tuple[str, str], Counts] = {}
+        for (day, model), counts in ours.items():
+            key = (day, "gpt-5" if model == "unknown" else model)
+            if key in renamed:
+                counts = tuple(a + b for a, b in zip(renamed[key], counts, strict=True))  # type: ignore[assignment]
+            renamed[key] = counts
+        ours = renamed
+    keys = sorted(set(ours) | set(theirs))
+    matched = 0
+    differences = []
+    for key in keys:
+        mine, other = ours.get(key), theirs.get(key)
+        if mine is not None and other is not None:
+            i, o, r, w, reasoning = mine
+            if (i, r, w) == other[:1] + other[2:4] and other[1] in (o, o - reasoning):
+                matched += 1
+                continue
+        differences.append(f"{key[0]} {key[1]}: telemetryd {mine}, ccusage {other}")
+    return len(keys), matched, differences
+
+
+def run(workdir: Path, runs: int, quick: bool, log: Log) -> dict[str, Any]:
+    del runs, quick  # (one comparison: counts do not vary)
+    try:
+        install()
+    except (BenchError, subprocess.SubprocessError, OSError) as exc:
+        log(f"  skipped: {exc}")
+        return {"skipped": f"ccusage {CCUSAGE_VERSION} could not be installed: {exc}"}
+    home = workdir / "parity-home"
+    built = agent_tree.build(home, total_files=FILES)
+    out: dict[str, Any] = {"files": built.files, "ccusage": CCUSAGE_VERSION, "agents": {}}
+    with Telemetryd(label="parity") as daemon:
+        env = agent_tree.clean_env(home, daemon.dir)
+        got = subprocess.run(
+            [telemetryctl(), "import", "--settle", "0", "--json"],
+            env=env,
+            capture_output=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+        if got.returncode != 0:
+            raise BenchError(f"telemetryctl import: {got.stderr.decode()[-500:]}")
+        ours = _ours(env)
+    for command, sources in AGENTS.items():
+        mine: dict[tuple[str, str], Counts] = {}
+        for (source, day, model), counts in ours.items():
+            if source in sources:
+                before = mine.get((day, model), (0, 0, 0, 0, 0))
+                mine[(day, model)] = tuple(a + b for a, b in zip(before, counts, strict=True))  # type: ignore[assignment]
+        rows, matched, differences = compare(mine, _theirs(command, home), command == "codex")
+        out["agents"][command] = {"rows": rows, "matched": matched, "differences": differences}
+        log(f"  {command}: {matched} of {rows} rows (day, model) equal" + "".join(
+            f"\n    differs: {line}" for line in differences
+        ))  # fmt: skip
+    if not any(a["rows"] for a in out["agents"].values()):
+        raise BenchError("no rows on either side: the tree was not read")
+    return out
+
+
+def main(argv: list[str]) -> int:
+    from bench.__main__ import main as harness
+
+    if argv[:1] == ["install"]:
+        # (optional, as ccusage 18 is: without it the comparison is skipped, with why)
+        try:
+            print(f"ccusage {CCUSAGE_VERSION}: {install()}")
+        except (BenchError, OSError, subprocess.SubprocessError) as exc:
+            sys.stderr.write(f"ccusage {CCUSAGE_VERSION} not installed ({exc}); parity skipped\n")
+        return 0
+    return harness(["--only", "parity", *argv])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
