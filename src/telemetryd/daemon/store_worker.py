@@ -720,7 +720,9 @@ class StoreClient:
             try:
                 report = await self.export(target)
             except WorkerError as exc:  # a full disk, the worker restarting: next time
-                log.warning("export to %s failed: %s", target, exc)
+                again = runs.failures > 0 and runs.last_error == str(exc)  # (the log: once)
+                log.log(logging.DEBUG if again else logging.WARNING,
+                        "export to %s failed: %s", target, exc)  # fmt: skip
                 runs.failed(str(exc))
             else:
                 runs.done(report)

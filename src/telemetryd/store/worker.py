@@ -34,6 +34,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from telemetryd import config, paths, wire
 from telemetryd.daemon import segments
+from telemetryd.errors import ExportError
 from telemetryd.store.database import Store
 from telemetryd.store.queries import Queries, Send
 from telemetryd.store.service import OPEN_WAIT, StoreService, StoreUnavailable, open_store
@@ -145,7 +146,10 @@ class Worker:
         except Exception as exc:  # the store failed: say so, keep serving
             # (DuckDB's most general error is named Error: not "Error: Error: ..." to read)
             what = f"{type(exc).__name__}: {exc}" if type(exc).__name__ != "Error" else str(exc)
-            log.warning("%s failed: %s", type(request).__name__, what)
+            # (an export's own refusal, a DIR of other files, say, the daemon logs)
+            expected = isinstance(exc, ExportError)
+            log.log(logging.DEBUG if expected else logging.WARNING,
+                    "%s failed: %s", type(request).__name__, what)  # fmt: skip
             await send(_closing(code, what))
             return
         await send(wire.ENCODER.encode(reply) + b"\n")
