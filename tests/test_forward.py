@@ -727,3 +727,23 @@ def test_a_position_past_the_journal_is_set_aside_and_everything_is_sent(
     _wait("A to forward every event", lambda: _caught_up(a) and _status(b)["accepted"] >= 10)
     assert len(_rows(b)) == 10
     assert problem in a.log() and saved.with_name("position.json.bad").exists()
+
+
+def test_forwarding_to_its_own_listener_is_refused(daemon_factory: Any) -> None:
+    """An endpoint that is the daemon's own HTTP listener (by another name) sent its
+    journal back into itself: forwarding is off, and `status` says why."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    a, _ = _forwarding(
+        daemon_factory, f"http://localhost:{port}/", "t", f'http.address="127.0.0.1:{port}"',
+        "http.enabled=true",
+    )  # fmt: skip
+    a.start()
+    _send(a, _events(0, 3))
+    _wait("forwarding to stop", lambda: _status(a)["forward"]["state"] == "stopped")
+    forward = _status(a)["forward"]
+    assert "own HTTP listener" in forward["last_error"] and forward["sent_events"] == 0
+    assert _status(a)["http"].get("requests", 0) == 0  # (nothing was posted to it)

@@ -58,6 +58,7 @@ listed in ``status`` (``skipped``).
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
 import random
@@ -604,6 +605,9 @@ class Forwarder:
         self._written = [0, 0]  # events, bytes journaled since the count's snapshot
         self._done = [0, 0]  # ... and forwarded (or passed over) since its start
         self._recount = anyio.Event()
+        # The daemon's own HTTP listener (host, port), when it has one: an endpoint that
+        # is it would send the journal back into itself (set before run()).
+        self.own_listener: tuple[str, int] | None = None
         self.state = "sending"
         self.sent_events = 0
         self.requests = 0
@@ -668,6 +672,14 @@ class Forwarder:
             log.error("forward: %s", self.last_error)
             self.state = "stopped"
             return
+        if await anyio.to_thread.run_sync(self._to_itself, limiter=self._limiter):
+            self._failed(
+                f"forwarding off: {self.config.endpoint} is this daemon's own HTTP listener "
+                "(its journal would be sent back into itself)"
+            )
+            log.error("forward: %s", self.last_error)
+            self.state = "stopped"
+            return
         # Listen and take the writer's place in one step (no await between): every event
         # is then either in the count or counted by the listener.
         self.journal.listeners.add(self._on_written)
@@ -692,6 +704,25 @@ class Forwarder:
                 self.reader.close()
                 for sender in self._senders:
                     sender.close()
+
+    def _to_itself(self) -> bool:
+        """Whether the endpoint is :attr:`own_listener` (its port, and a name or address
+        that is the listener's, or a loopback one when it listens on all addresses)."""
+        if self.own_listener is None:
+            return False
+        own_host, own_port = self.own_listener
+        _, host, port, _ = check_endpoint(self.config.endpoint)
+        if port != own_port:
+            return False
+        try:  # (the name is looked up only for a port that is ours)
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            found = {str(info[4][0]) for info in infos}
+        except OSError:
+            return False
+        if own_host in found:
+            return True
+        wildcard = ipaddress.ip_address(own_host).is_unspecified
+        return wildcard and any(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in found)
 
     def _segment_name(self, seq: int) -> str:
         """The name of the journal's segment ``seq`` ("" when there is none): the position

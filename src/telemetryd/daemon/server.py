@@ -98,6 +98,8 @@ class Server:
             self.receiver = Receiver(self.http, self.workers)
             self.http.routes.update(self.receiver.routes())
             self.listeners.append(self.http)
+            if self.forwarder is not None:
+                self.forwarder.own_listener = http.sock.getsockname()[:2]
         self.spool = SpoolIntake(
             paths, config, ingestor, journal, functools.partial(settle, journal)
         )
