@@ -400,6 +400,16 @@ def test_pricing_shows_the_data_version_and_date(state_home: Path) -> None:
     assert (old["models"]["o3"]["input"], old["models"]["o3"]["output"]) == (10, 40)
 
 
+def test_an_empty_date_is_an_error_not_everything(state_home: Path) -> None:
+    """`reprice --since ""` repriced everything and `pricing --at ""` meant today."""
+    for args, option in (
+        (["reprice", "--since", ""], b"--since"),
+        (["pricing", "--at", ""], b"--at"),
+    ):
+        result = ctl(*args)
+        assert result.returncode == 2 and option in result.stderr, result.stderr
+
+
 def test_a_bad_override_is_an_error_that_names_it(state_home: Path) -> None:
     (state_home / "config.toml").write_text('[pricing.models."m"]\ninput = 1.0\noutputs = 2\n')
     result = ctl("pricing")

@@ -114,7 +114,11 @@ def pricing_command(
     except TelemetryError as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        when = datetime.strptime(at, "%Y-%m-%d").replace(tzinfo=UTC) if at else datetime.now(UTC)
+        when = (
+            datetime.strptime(at, "%Y-%m-%d").replace(tzinfo=UTC)
+            if at is not None
+            else datetime.now(UTC)
+        )
     except ValueError:
         raise click.BadParameter(f"expected YYYY-MM-DD, got {at!r}", param_hint="--at") from None
     rows: dict[str, dict[str, Any] | None] = {}
@@ -202,7 +206,7 @@ def reprice_command(since: str | None, socket_path: str | None, as_json: bool) -
       telemetryctl reprice --since 2026-11-01
     """
     when = None
-    if since:
+    if since is not None:  # (an empty one is no date: an error, not "everything")
         try:
             when = datetime.fromisoformat(since)
         except ValueError:
