@@ -52,6 +52,10 @@ def test_sighup_applies_live_settings(daemon_factory: DaemonFactory, state_home:
     assert "journal.durability: 'interval' -> 'always' takes a restart" in log
     status = json.loads(ctl("status", "--json").stdout)
     assert status["journal"]["durability"] == "interval"
+    # `status` says what waits for a restart (the log alone said it)
+    assert status["config"]["reloads"] == 1 and status["config"]["error"] is None
+    assert status["config"]["waiting"] == ["journal.durability: 'interval' -> 'always'"]
+    assert "config: waiting for a restart: journal.durability" in ctl("status").stdout.decode()
     # The next write went to a new segment.
     assert exchange(daemon.events_socket, SHORT) == [summary(1, 1)]
     assert segment_count(daemon) == 2
@@ -75,9 +79,14 @@ def test_invalid_file_keeps_the_running_configuration(
     assert "STATUS=reload failed; running with the previous configuration" in daemon.notifications
     assert line_too_long(daemon)  # still 200
     assert exchange(daemon.events_socket, SHORT) == [summary(1, 1)]
+    failed = json.loads(ctl("status", "--json").stdout)["config"]
+    assert failed["reloads"] == 1 and "`max-line-byte`" in failed["error"]
+    assert "config: the reload at " in ctl("status").stdout.decode()
     path.write_text("[ingest]\nmax-line-bytes = 100000\n")  # fixed
     hup(daemon)
     assert not line_too_long(daemon)
+    fixed = json.loads(ctl("status", "--json").stdout)["config"]
+    assert (fixed["reloads"], fixed["error"], fixed["waiting"]) == (2, None, [])
     assert daemon.stop() == 0
 
 

@@ -298,6 +298,17 @@ class HttpStatus(Struct, kw_only=True, omit_defaults=True):
     rejected: int = 0  # ... of which rejected (partial success)
 
 
+class ConfigStatus(Struct, kw_only=True):
+    """The reloads (SIGHUP) of this run of the daemon: how many, the last one's time, why
+    it failed (the running configuration stayed), and the changed settings that wait
+    for a restart."""
+
+    reloads: int = 0
+    last_reload: str | None = None
+    error: str | None = None
+    waiting: list[str] = []
+
+
 class ForwardStatus(Struct, kw_only=True):
     """Forwarding to an OTLP endpoint (daemon/forward.py, docs/forward.md): where the
     forwarder is in the journal, how far behind, and how the endpoint answered."""
@@ -368,6 +379,7 @@ class StatusReply(Struct, kw_only=True):
     analyzer: dict[str, Any] | None = None
     forward: ForwardStatus | None = None  # None: forwarding off (`[forward] endpoint` empty)
     export: ExportStatus | None = None  # None: no continuous export (`[export] parquet-dir`)
+    config: ConfigStatus | None = None  # None: no reload so far
 
 
 class UsageTotals(Struct, kw_only=True):

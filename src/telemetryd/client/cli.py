@@ -193,6 +193,14 @@ def status(socket_path: str | None, as_json: bool) -> None:
     export = reply.get("export")
     if export:
         click.echo(_export_status(export))
+    reloaded = reply.get("config")
+    if reloaded and reloaded.get("error"):
+        click.echo(
+            f"config: the reload at {reloaded['last_reload']} failed, the configuration "
+            f"before it runs: {reloaded['error']}"
+        )
+    if reloaded and reloaded.get("waiting"):
+        click.echo("config: waiting for a restart: " + "; ".join(reloaded["waiting"]))
     click.echo(_store_status(reply))
     warning = (reply.get("retention") or {}).get("warning")
     if warning:

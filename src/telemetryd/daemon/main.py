@@ -40,7 +40,7 @@ from telemetryd.daemon.analyzer import Analyzer
 from telemetryd.daemon.ingest import Ingestor
 from telemetryd.daemon.journal import Journal
 from telemetryd.daemon.listeners.sockets import acquire_lock, bind_tcp, bind_unix
-from telemetryd.daemon.reload import reload
+from telemetryd.daemon.reload import Reloads, reload
 from telemetryd.daemon.server import HttpSocket, Server
 from telemetryd.daemon.service import Notifier, activated_sockets, watchdog
 from telemetryd.daemon.store_worker import StoreClient, StoreWorker
@@ -88,8 +88,10 @@ async def serve(
         server.operations.analyzer = analyzer
         on_hup = None
         if load is not None:
+            reloads = Reloads()
+            server.operations.reloads = reloads
             on_hup = functools.partial(
-                reload, settings, load, journal, notifier, store.settings_changed
+                reload, settings, load, journal, notifier, store.settings_changed, reloads
             )
         async with watchdog(notifier), anyio.create_task_group() as top:
             await top.start(worker.run)

@@ -39,6 +39,7 @@ from collections.abc import Callable
 
 import anyio
 
+from telemetryd import wire
 from telemetryd.config import Config, flatten
 from telemetryd.daemon.journal import Journal
 from telemetryd.daemon.service import Notifier
@@ -101,15 +102,42 @@ def apply(running: Config, new: Config) -> tuple[list[str], list[str]]:
     return applied, waiting
 
 
+class Reloads:
+    """What this run's reloads did, for `status` (wire.ConfigStatus): the log says it
+    too, but a daemon under launchd or in a terminal may have no one reading its log."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last: str | None = None  # when (RFC 3339, UTC)
+        self.error: str | None = None  # the last one's failure (the running config stayed)
+        self.waiting: list[str] = []  # changes that take a restart, as the last one found
+
+    def status(self) -> wire.ConfigStatus | None:
+        if not self.count:
+            return None
+        return wire.ConfigStatus(
+            reloads=self.count, last_reload=self.last, error=self.error, waiting=self.waiting
+        )
+
+    def note(self, error: str | None, waiting: list[str] | None = None) -> None:
+        self.count += 1
+        self.last = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.error = error
+        if waiting is not None:
+            self.waiting = waiting
+
+
 async def reload(
     running: Config,
     load: Callable[[], Config],
     journal: Journal,
     notifier: Notifier,
     applied_hook: Callable[[], None] | None = None,
+    reloads: Reloads | None = None,
 ) -> bool:
     """Handle one SIGHUP (see the module docstring); return whether the new file was valid.
-    ``applied_hook`` is called once live settings changed (timers look again)."""
+    ``applied_hook`` is called once live settings changed (timers look again); ``reloads``
+    records the outcome for `status`."""
     notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
     try:
         new = await anyio.to_thread.run_sync(load)
@@ -118,6 +146,9 @@ async def reload(
             log.error("SIGHUP: configuration not reloaded, the running one stays: %s", exc)
         else:  # a bug in the loader: say where
             log.exception("SIGHUP: configuration not reloaded, the running one stays")
+        if reloads is not None:
+            reloads.note(f"{type(exc).__name__}: {exc}" if not isinstance(exc, ConfigError)
+                         else str(exc))  # fmt: skip
         journal.reopen()
         notifier.notify("READY=1", "STATUS=reload failed; running with the previous configuration")
         return False
@@ -130,6 +161,8 @@ async def reload(
         log.warning("SIGHUP: %s takes a restart; still running with the old value", change)
     if not applied and not waiting:
         log.info("SIGHUP: configuration unchanged")
+    if reloads is not None:
+        reloads.note(None, waiting)
     journal.reopen()
     notifier.notify("READY=1", "STATUS=configuration reloaded")
     return True

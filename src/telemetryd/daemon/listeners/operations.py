@@ -36,6 +36,7 @@ from telemetryd.paths import Paths
 
 if TYPE_CHECKING:
     from telemetryd.daemon.analyzer import Analyzer
+    from telemetryd.daemon.reload import Reloads
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class Operations:
         if store is not None:
             store.after_load = self.price_totals
         self.analyzer: Analyzer | None = None  # set by the daemon (daemon/analyzer.py)
+        self.reloads: Reloads | None = None  # ... and this (daemon/reload.py)
         self._totals_lock = anyio.Lock()
         self._pricing_lock = anyio.Lock()  # one price_totals at a time
         self.started = time.time()
@@ -134,6 +136,7 @@ class Operations:
             analyzer=self.analyzer.status() if self.analyzer is not None else None,
             forward=self.forward() if self.forward is not None else None,
             export=self.store.export_status() if self.store is not None else None,
+            config=self.reloads.status() if self.reloads is not None else None,
         )
 
     async def flush(self, request: wire.FlushRequest, replies: Replies) -> wire.FlushReply:
