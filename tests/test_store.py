@@ -583,6 +583,8 @@ def test_malformed_lines_are_skipped_with_a_warning(
     with caplog.at_level(logging.WARNING, logger="telemetryd.store.database"):
         assert store.materialize(str(journal)) == 2
     assert "cannot be loaded" in caplog.text
+    # The segment is named; the batch's temporary copy (gone by now) is not.
+    assert segment(journal, 1).name in caplog.text and "batch-" not in caplog.text
     assert sorted(stored_ids(store)) == ["ev-0000001", "ev-0000002"]
     assert store.pending(str(journal)) == 0
 

@@ -78,6 +78,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -752,10 +753,12 @@ class Store:
         try:
             count = self._in_transaction(lambda: self._insert(batch, files, lenient=False))
         except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
+            # (DuckDB names the batch's temporary copy, which is gone by the time one looks)
+            detail = re.sub(r' in file "[^"]*"', "", str(exc).splitlines()[0])
             log.warning(
                 "journal %s has lines that cannot be loaded (%s); loading the rest",
                 ", ".join(sorted(name for name, _, _ in batch.marks.values())),
-                str(exc).splitlines()[0],
+                detail,
             )
             count = self._in_transaction(lambda: self._insert(batch, files, lenient=True))
         loaded[0] += count
