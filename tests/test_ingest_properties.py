@@ -192,7 +192,7 @@ AT_THE_LIMITS = [
         "type": "api_request",
         "id": "max",
         "tokens": {"source": "actual", "input": ev.MAX_INT, "output": 0, "cache_read": 0},
-        "cost_usd": 1.7976931348623157e308,
+        "cost_usd": ev.MAX_COST,  # (the most a cost may be: sums of them stay finite)
         "duration_ms": ev.MAX_INT,
     },
     {
