@@ -453,7 +453,11 @@ def test_an_out_of_range_override_names_its_origin() -> None:
     with pytest.raises(ConfigError, match=r"^flag --set: .* at `\$\.store\.memory-limit`$"):
         config.load(None, environ={}, overrides=["store.memory-limit=1MB"])
     # (the HTTP address's own checks name the key, and so the variable, too)
-    bad = (("127.0.0.1:99999", "port 99999"), ("h:\u0664\u0663", "expected HOST:PORT"))
+    bad = (
+        ("127.0.0.1:99999", "port 99999"),
+        ("h:\u0664\u0663", "expected HOST:PORT"),
+        ("http://127.0.0.1:4401", "expected HOST:PORT"),
+    )
     for address, problem in bad:
         with pytest.raises(ConfigError) as caught:
             config.load(None, environ={"TELEMETRYD_HTTP_ADDRESS": address})
@@ -617,10 +621,13 @@ def test_a_misspelt_variable_is_warned_about_with_the_likely_setting(tmp_path: P
         "TELEMETRYD_HTTP_TOKEN": "t",  # not a setting, read by `hooks install --http`
         "TELEMETRYD_HOME": "/x",  # no section of that name
     }
+    environ |= {"TELEMETRYD_HOEM": "/x", "TELEMETRYD_STRESS_ROUNDS": "3"}
     assert config.unknown_variables(environ) == [
-        "environment variable TELEMETRYD_HTTP_ENABLE is no setting and is ignored "
-        "(did you mean TELEMETRYD_HTTP_ENABLED?)"
-    ]
+        "environment variable TELEMETRYD_HOEM is not read by telemetryd and is ignored "
+        "(did you mean TELEMETRYD_HOME?)",
+        "environment variable TELEMETRYD_HTTP_ENABLE is not read by telemetryd and is "
+        "ignored (did you mean TELEMETRYD_HTTP_ENABLED?)",
+    ]  # (STRESS_ROUNDS is like none of telemetryd's: another program's)
     result = subprocess.run(
         [sys.executable, "-m", "telemetryd", "--check", "--home", str(tmp_path)],
         env={**os.environ, "TELEMETRYD_HTTP_ENABLE": "false"},
@@ -629,4 +636,21 @@ def test_a_misspelt_variable_is_warned_about_with_the_likely_setting(tmp_path: P
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert b"TELEMETRYD_HTTP_ENABLE is no setting" in result.stderr
+    assert b"TELEMETRYD_HTTP_ENABLE is not read by telemetryd" in result.stderr
+
+
+def test_every_variable_the_code_reads_is_known() -> None:
+    """The names the warning leaves alone are the ones read: each TELEMETRYD_ name in the
+    code is a setting's or in config.NOT_SETTINGS."""
+    import re
+
+    import telemetryd
+
+    root = Path(telemetryd.__file__).parent
+    found = {
+        name
+        for path in root.rglob("*.py")
+        for name in re.findall(r"TELEMETRYD_[A-Z][A-Z_]*[A-Z]", path.read_text())
+    }
+    assert len(found) > 10  # (the walk sees the code)
+    assert config.unknown_variables(dict.fromkeys(found, "x")) == []

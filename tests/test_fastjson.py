@@ -346,10 +346,27 @@ def test_shallow_cuts_what_nests_deeper_and_keeps_the_rest() -> None:
     assert fastjson.shallow(b'{"a": [[[', 2) is None  # (never closed: not JSON, left be)
 
 
-def test_repaired_mends_both_surrogates_and_depth() -> None:
-    raw = ('{"t": "x\\ud800", "d": ' + "[" * 200 + "]" * 200 + "}").encode()
-    fixed = fastjson.repaired(raw, 10)
+def test_mended_mends_what_the_decoder_refused() -> None:
+    """Depth for a recursion error, lone surrogates otherwise; each alone, so that a
+    text with both is mended in two steps (as the readers and the http hook do)."""
+    raw = ('{"t": "x\\ud800", "d": ' + "[" * 2000 + "]" * 2000 + "}").encode()
+    cut = fastjson.mended(raw, deep=True)
+    assert cut is not None and b"\\ud800" in cut
+    fixed = fastjson.mended(cut, deep=False)
     assert fixed is not None
     value = json.loads(fixed)
-    assert value["t"] == "x\ufffd" and _depth(value) == 10
-    assert fastjson.repaired(rb'{"a": [1]}') is None
+    assert value["t"] == "x\ufffd" and _depth(value) == fastjson.MAX_DEPTH
+    assert fastjson.mended(rb'{"a": [1]}', deep=True) is None
+    assert fastjson.mended(rb'{"a": [1]}', deep=False) is None
+
+
+def test_mending_an_unclosed_string_takes_one_pass() -> None:
+    """A string never closed, full of escaped quotes (a payload cut short): the scan
+    took time in the square of its length (each quote started a search to the end),
+    80 KB froze the daemon for 25 s, and 4 MB, the largest hook payload, would for
+    hours. Now one pass: these run within the test's timeout."""
+    cut_short = b'{"hook_event_name": "PreToolUse", "x": [[["' + b'\\"' * 2_000_000
+    assert fastjson.mended(cut_short, deep=True) is None
+    assert fastjson.mended(cut_short, deep=False) is None
+    deep_then_cut = b"[" * 5000 + b'"' + b'\\"' * 2_000_000
+    assert fastjson.shallow(deep_then_cut, 100) is None  # (never closed: left be)

@@ -619,10 +619,11 @@ class _Trickling:
     byte every 0.2 s for as long as the client reads: within any read timeout, never
     done."""
 
-    def __init__(self, reply: bytes) -> None:
+    def __init__(self, reply: bytes, head: bytes = b"") -> None:
         import socket
 
         self.reply = reply
+        self.head = head  # sent at once, before the trickle
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(0.5)
         self.port = self.listener.getsockname()[1]
@@ -642,6 +643,7 @@ class _Trickling:
                 try:
                     conn.recv(65536)
                     self.asked.set()
+                    conn.sendall(self.head)
                     for byte in self.reply:
                         if self.stopping.is_set():
                             break
@@ -674,6 +676,15 @@ def test_a_trickling_answer_ends_at_the_timeout_and_hides_control_characters() -
         answer = sender.post("logs", b"{}")
         assert time.monotonic() - started < 5  # (1 s, and a retry would double it)
         assert answer.status == 0 and "no answer within 1 s" in answer.message
+        # A 200 whose body (to the connection's end) trickles: the timeout cuts it short,
+        # and that is no answer (it was taken for a success, the batch for sent).
+        cut = _Trickling(b"x" * 1000, head=b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+        try:
+            sender = Sender(config.Forward(endpoint=f"http://127.0.0.1:{cut.port}", timeout=1.0))
+            answer = sender.post("logs", b"{}")
+            assert answer.status == 0 and "no answer within 1 s" in answer.message, answer
+        finally:
+            cut.close()
         sender = Sender(config.Forward(endpoint=f"http://127.0.0.1:{garbage.port}", timeout=10))
         answer = sender.post("logs", b"{}")
         assert answer.status == 0 and "NOT HTTP" in answer.message, answer
@@ -747,3 +758,23 @@ def test_forwarding_to_its_own_listener_is_refused(daemon_factory: Any) -> None:
     forward = _status(a)["forward"]
     assert "own HTTP listener" in forward["last_error"] and forward["sent_events"] == 0
     assert _status(a)["http"].get("requests", 0) == 0  # (nothing was posted to it)
+
+
+def test_its_own_listener_is_known_by_any_of_its_addresses() -> None:
+    """[::ffff:127.0.0.1] is 127.0.0.1, and a listener on every address is reached at
+    any of the machine's (both went past the first check)."""
+    from telemetryd import config
+    from telemetryd.daemon.forward import Forwarder
+
+    def to_itself(endpoint: str, own: tuple[str, int]) -> bool:
+        forwarder = Forwarder.__new__(Forwarder)  # (the check alone: no journal needed)
+        forwarder.config = config.Forward(endpoint=endpoint)
+        forwarder.own_listener = own
+        return forwarder._to_itself()
+
+    assert to_itself("http://[::ffff:127.0.0.1]:4999", ("127.0.0.1", 4999))
+    assert to_itself("http://localhost:4999", ("0.0.0.0", 4999))
+    assert to_itself("http://127.0.0.2:4999", ("0.0.0.0", 4999))  # (loopback: this machine)
+    assert not to_itself("http://127.0.0.2:4999", ("127.0.0.1", 4999))  # (another listener)
+    assert not to_itself("http://198.51.100.7:4999", ("0.0.0.0", 4999))  # (TEST-NET-2)
+    assert not to_itself("http://127.0.0.1:4998", ("127.0.0.1", 4999))

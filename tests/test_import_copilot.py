@@ -173,8 +173,8 @@ ACCOUNTED = FIXTURES / "built_accounted-session.jsonl"
 
 def accounted_usage(path: Path) -> dict[tuple[str, str], dict[str, int]]:
     """What each shutdown of a file with Copilot CLI's usage accounting adds, per (day,
-    model), from the raw lines: its totals less the previous shutdown's when none went
-    down, else its totals; then the token rule (input less both caches, reasoning apart
+    model), from the raw lines: its totals less the model's in the shutdowns before when
+    none went down, else its totals; then the token rule (input less both caches, reasoning apart
     for Gemini)."""
     rows: dict[tuple[str, str], dict[str, int]] = {}
     last: dict[str, dict[str, int]] = {}
@@ -199,7 +199,7 @@ def accounted_usage(path: Path) -> dict[tuple[str, str], dict[str, int]]:
             row["o"] += counts["outputTokens"] + (counts["reasoningTokens"] if gemini else 0)
             row["c"] += counts["cacheReadTokens"]
             row["w"] += counts["cacheWriteTokens"]
-        last = now
+        last = {**last, **now}  # (a model left out keeps its totals)
     return rows
 
 
@@ -229,6 +229,38 @@ def test_a_resumed_session_with_the_usage_accounting_counts_each_process_once(
     # Without the accounting (the other samples), a resumed session's shutdowns still add.
     tokenstats = importer.run("copilot", [TOKENSTATS], dry_run=True).by_model["gpt-5.6"]
     assert (tokenstats.input, tokenstats.output) == (7 + 14, 13)
+
+
+def test_a_model_a_shutdown_leaves_out_keeps_its_totals(tmp_path: Path) -> None:
+    """Accounted shutdowns A+B, then A alone, then one without metrics, then A+B: B's
+    second total is its difference from its first (it was counted whole, 130 for 80)."""
+
+    def shutdown(n: int, day: int, metrics: dict[str, int] | None) -> str:
+        data: dict[str, Any] = {"usageAccountingWatermarks": {"s": n}}
+        if metrics is not None:
+            data["modelMetrics"] = {
+                model: {"requests": {"count": 1, "cost": 0},
+                        "usage": {"inputTokens": total, "outputTokens": 1}}
+                for model, total in metrics.items()
+            }  # fmt: skip
+        return json.dumps({"type": "session.shutdown", "id": f"sd-{n}",
+                           "timestamp": f"2026-11-0{day}T10:00:00.000Z", "data": data})  # fmt: skip
+
+    path = tmp_path / "acc-gaps" / "events.jsonl"
+    path.parent.mkdir()
+    lines = [
+        shutdown(1, 1, {"gpt-5": 100, "claude-sonnet-4.5": 50}),
+        shutdown(2, 2, {"gpt-5": 150}),
+        shutdown(3, 3, None),
+        shutdown(4, 4, {"gpt-5": 200, "claude-sonnet-4.5": 80}),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    summary = importer.run("copilot", [path], dry_run=True).as_dict()
+    assert summary["by_model"]["claude-sonnet-4.5"]["input"] == 80
+    assert summary["by_model"]["gpt-5"]["input"] == 200
+    assert {day: row["input"] for day, row in summary["by_day"].items()} == {
+        "2026-11-01": 150, "2026-11-02": 50, "2026-11-04": 80,
+    }  # fmt: skip
 
 
 # -- locations ---------------------------------------------------------------------------------

@@ -69,6 +69,7 @@ STATUS_KEYS = [
     "analyzer",
     "forward",
     "export",
+    "config",
 ]
 JOURNAL_KEYS = [
     "segments",

@@ -222,7 +222,12 @@ class Http(Struct, **_SECTION):
 def split_address(address: str) -> tuple[str, int]:
     """``"127.0.0.1:4318"`` -> ``("127.0.0.1", 4318)``; ``"[::1]:4318"`` -> ``("::1", 4318)``."""
     host, sep, port_text = address.rpartition(":")
-    if not sep or not host or not (port_text.isascii() and port_text.isdigit()):
+    if (
+        not sep
+        or not host
+        or "/" in host  # (a URL: http://127.0.0.1:4318)
+        or not (port_text.isascii() and port_text.isdigit())
+    ):
         raise ValueError(f"expected HOST:PORT, got {address!r}")
     port = int(port_text)
     if port > 65535:  # (0: any free port; `telemetryctl status` shows which)
@@ -501,31 +506,42 @@ def load(
     return config, origin
 
 
-# Variables of the form TELEMETRYD_<SECTION>_... that are not settings (read elsewhere).
+# The TELEMETRYD_ variables that are not settings: read by the client commands and the
+# daemon's own processes (tests/test_config.py checks that the code reads no other).
 NOT_SETTINGS = frozenset(
-    {"TELEMETRYD_HTTP_ENDPOINT", "TELEMETRYD_HTTP_TOKEN", "TELEMETRYD_STORE_FD"}
-)
+    ENV_PREFIX + name
+    for name in (
+        "AGENT_TYPE", "ATTEMPT_ID", "ATTEMPT_INDEX", "CONTROL_SOCKET", "HOME",
+        "HOOK_CONTEXT", "HOOK_PROMPT_TEXT", "HTTP_ENDPOINT", "HTTP_TOKEN", "LOG_LEVEL",
+        "MODEL", "PARENT_SPAN_ID", "PROVIDER", "SEND_TIMEOUT", "SESSION_ID", "SOCKET",
+        "SOURCE", "STATUSLINE_TIMEOUT", "STORE_FD", "TASK_ID", "TIMEZONE", "TRACE_ID",
+    )
+)  # fmt: skip
 
 
 def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
-    """A warning for each TELEMETRYD_<SECTION>_<KEY> variable set that is no setting (a
-    misspelt key in the file is an error; here the variable may be another program's),
-    with the setting it was likely meant to be."""
+    """A warning for each TELEMETRYD_ variable set that telemetryd does not read: one
+    named like a setting (TELEMETRYD_<SECTION>_...), or one close to a name it reads (a
+    misspelt key in the file is an error; a variable may be another program's), with
+    the name it likely meant."""
     import difflib
 
     env = os.environ if environ is None else environ
-    names = {
-        ENV_PREFIX + dotted.replace(".", "_").replace("-", "_").upper(): dotted
-        for dotted in _keys()
+    settings = {
+        ENV_PREFIX + dotted.replace(".", "_").replace("-", "_").upper() for dotted in _keys()
     }
-    sections = {ENV_PREFIX + dotted.partition(".")[0].upper() + "_" for dotted in names.values()}
+    known = settings | NOT_SETTINGS
+    sections = tuple({ENV_PREFIX + d.partition(".")[0].upper() + "_" for d in _keys()})
+    suffixes = {name[len(ENV_PREFIX) :]: name for name in known}
     out = []
     for name in sorted(env):
-        if name in names or name in NOT_SETTINGS or not name.startswith(tuple(sections)):
+        if not name.startswith(ENV_PREFIX) or name in known:
             continue
-        close = difflib.get_close_matches(name, list(names), n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        out.append(f"environment variable {name} is no setting and is ignored{hint}")
+        close = difflib.get_close_matches(name[len(ENV_PREFIX) :], list(suffixes), 1, 0.75)
+        if not close and not name.startswith(sections):
+            continue  # (not like any of ours: another program's)
+        hint = f" (did you mean {suffixes[close[0]]}?)" if close else ""
+        out.append(f"environment variable {name} is not read by telemetryd and is ignored{hint}")
     return out
 
 

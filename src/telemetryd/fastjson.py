@@ -129,41 +129,53 @@ def without_lone_surrogates(raw: bytes) -> bytes | None:
     return repaired if lone else None
 
 
-_TOKENS: Any = None  # the pattern of shallow, compiled on first use
+_SCAN: Any = None  # the patterns of shallow, compiled on first use
 # How deep JSON from an agent is read when it nests deeper than a decoder's recursion
 # goes (a tool's input can be anything the model wrote): deeper values are read as "…".
 # Events keep far less (attrs nest at most `ingest.max-attrs-depth`, itself at most 64).
 MAX_DEPTH = 100
 
 
-def shallow(raw: bytes, max_depth: int) -> bytes | None:
+def shallow(raw: bytes, max_depth: int = MAX_DEPTH) -> bytes | None:
     """JSON text ``raw`` with each array or object nested deeper than ``max_depth``
     replaced by the string ``"…"``; None when nothing nests that deep. A payload that
     nests deeper than a decoder's recursion allows (a tool's input, as an agent passes
     it on) is read this way instead of being lost whole. Text that is not JSON stays as
-    it is (its decoder then says what is wrong with it)."""
-    global _TOKENS
-    if _TOKENS is None:
+    it is (its decoder then says what is wrong with it).
+
+    One pass, in time linear in the text: each string is skipped whole from its opening
+    quote (a string never closed ends the scan: the rest is inside it)."""
+    global _SCAN
+    if _SCAN is None:
         import re
 
-        _TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+        _SCAN = (
+            re.compile(rb'[\[\]{}"]'),  # what the scan stops at
+            re.compile(rb'(?:[^"\\]++|\\.)*+"', re.DOTALL),  # a string's rest (possessive)
+        )
+    structural, string_rest = _SCAN
     pieces: list[bytes] = []
     depth = 0
     copied = 0  # raw[:copied] is in pieces
     cut = -1  # where the value being cut starts
-    for match in _TOKENS.finditer(raw):
-        token = match.group(0)[0]
-        if token == 0x22:  # a string, skipped whole (brackets in it are text)
-            continue
-        if token in b"[{":
+    position = 0
+    while (found := structural.search(raw, position)) is not None:
+        token = raw[found.start()]
+        position = found.end()
+        if token == 0x22:  # a string: skipped whole (brackets in it are text)
+            rest = string_rest.match(raw, position)
+            if rest is None:
+                break  # never closed
+            position = rest.end()
+        elif token in b"[{":
             depth += 1
             if depth == max_depth + 1:
-                cut = match.start()
+                cut = found.start()
         else:
             if depth == max_depth + 1 and cut >= 0:
                 pieces.append(raw[copied:cut])
                 pieces.append('"…"'.encode())
-                copied = match.end()
+                copied = position
                 cut = -1
             depth -= 1
     if not pieces:
@@ -172,13 +184,12 @@ def shallow(raw: bytes, max_depth: int) -> bytes | None:
     return b"".join(pieces)
 
 
-def repaired(raw: bytes, max_depth: int = MAX_DEPTH) -> bytes | None:
-    """JSON text ``raw`` that a decoder refused, with what can be repaired repaired: lone
-    UTF-16 surrogate escapes as U+FFFD (:func:`without_lone_surrogates`) and values nested
-    deeper than ``max_depth`` as ``"…"`` (:func:`shallow`); None when neither applies."""
-    fixed = without_lone_surrogates(raw)
-    cut = shallow(raw if fixed is None else fixed, max_depth)
-    return fixed if cut is None else cut
+def mended(raw: bytes, deep: bool) -> bytes | None:
+    """JSON text ``raw`` that a decoder refused, mended for its refusal: nesting past its
+    recursion (``deep``) cut at :data:`MAX_DEPTH` (:func:`shallow`), else escapes of lone
+    UTF-16 surrogates as U+FFFD (:func:`without_lone_surrogates`); None when there is
+    nothing of that kind to mend. Both run in linear time (any refused text comes here)."""
+    return shallow(raw) if deep else without_lone_surrogates(raw)
 
 
 def pretty(value: Any, indent: int = 2) -> str:

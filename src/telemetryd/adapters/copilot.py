@@ -197,7 +197,7 @@ class Shutdowns:
 
     def __init__(self) -> None:
         self.accounted = False  # an accounting event was met in the file
-        self._totals: dict[str, _Counts] | None = None  # per model, at the last accounted one
+        self._totals: dict[str, _Counts] | None = None  # per model, as last accounted
 
     def seen(self, event_type: Any) -> None:
         """A line of another type was read (it may be one of the accounting's)."""
@@ -229,7 +229,8 @@ class Shutdowns:
             return []  # one field of the wrong type: ccusage's decoder drops the event
         accounted = self.accounted or any(data.get(key) is not None for key in ACCOUNTING_KEYS)
         before = self._totals if accounted else None
-        self._totals = counts if accounted else None  # type: ignore[assignment]
+        # (a model a shutdown leaves out keeps its totals: one with no metrics resets none)
+        self._totals = {**(before or {}), **counts} if accounted else None  # type: ignore[dict-item]
         when = ts if _time(ts) else fallback_ts
         found = []
         for model, total in counts.items():

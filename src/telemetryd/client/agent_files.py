@@ -279,23 +279,25 @@ def _document(importer: Importer, f: BinaryIO) -> Any:
         return None
 
 
-def lenient(decode: Callable[[Any], T], data: bytes | str) -> T:
-    """``decode(data)``; JSON text that msgspec refuses but :func:`fastjson.repaired` can
+def lenient(decode: Callable[[Any], T], data: bytes | str, mends: int = 2) -> T:
+    """``decode(data)``; JSON text that msgspec refuses but :func:`fastjson.mended` can
     mend (escapes of lone UTF-16 surrogates, as in a message's text cut inside an emoji;
-    nesting deeper than the decoder's recursion goes) is decoded mended. Raises
-    msgspec.DecodeError as ``decode`` does (and for JSON that nests too deeply)."""
+    nesting deeper than the decoder's recursion goes) is decoded mended, each kind of
+    mending once at most. Raises msgspec.DecodeError as ``decode`` does (and for JSON
+    that nests too deeply)."""
     try:
         return decode(data)
     except msgspec.ValidationError:
         raise
     except (msgspec.DecodeError, RecursionError) as exc:
+        deep = isinstance(exc, RecursionError)
         raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-        fixed = fastjson.repaired(raw)
+        fixed = fastjson.mended(raw, deep) if mends else None
         if fixed is None:
-            if isinstance(exc, RecursionError):
+            if deep:
                 raise msgspec.DecodeError("JSON nests too deeply") from None
             raise
-        return decode(fixed)
+        return lenient(decode, fixed, mends - 1)
 
 
 def _rows(

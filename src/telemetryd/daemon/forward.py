@@ -427,18 +427,21 @@ class Sender:
         self.gzip = config.compression == "gzip"
         self._conn: http.client.HTTPConnection | None = None
         self._expired = False  # the request under way ran out of time (abort() ended it)
+        # The socket of the request under way (the connection lets go of it when the
+        # answer says it closes the connection; the answer still reads from it).
+        self._sock: socket.socket | None = None
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        self._sock = None
 
     def abort(self) -> None:
         """End the request under way now, from another thread: its socket is shut down,
         so the thread reading or writing it returns (an endpoint that answers a byte at
         a time, or a shutdown that abandons the request, waits for nothing)."""
-        conn = self._conn
-        sock = conn.sock if conn is not None else None
+        sock = self._sock
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -480,6 +483,9 @@ class Sender:
             deadline.daemon = True
             deadline.start()
             try:
+                if conn.sock is None:
+                    conn.connect()
+                self._sock = conn.sock
                 conn.request("POST", self.base + _PATHS[signal], body, self.headers)
                 response = conn.getresponse()
                 data = response.read(MAX_ANSWER_BYTES)
@@ -496,6 +502,9 @@ class Sender:
                 return Answer(0, f"{self._where()}: {_describe(exc)}")
             finally:
                 deadline.cancel()
+            if self._expired:  # (an answer whose end was cut off by the timeout: none)
+                self.close()
+                return Answer(0, f"{self._where()}: no answer within {self.timeout:g} s")
             return self._answer(signal, response, data)
         raise AssertionError("unreachable")
 
@@ -513,6 +522,27 @@ class Sender:
             location = response.getheader("Location") or "?"
             text = f"redirected to {location[:200]} (set `endpoint` to where it points)"
         return Answer(status, f"{status} {response.reason}: {text}".rstrip(": "), retry_after)
+
+
+def _plain_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An address as compared: without an IPv6 zone, an IPv4-mapped IPv6 one as IPv4."""
+    address = ipaddress.ip_address(text.split("%")[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _is_mine(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether ``address`` is one of this machine's (a socket can be bound to it)."""
+    if address.is_loopback:
+        return True
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((str(address), 0))
+    except OSError:
+        return False
+    return True
 
 
 def _describe(exc: BaseException) -> str:
@@ -706,8 +736,9 @@ class Forwarder:
                     sender.close()
 
     def _to_itself(self) -> bool:
-        """Whether the endpoint is :attr:`own_listener` (its port, and a name or address
-        that is the listener's, or a loopback one when it listens on all addresses)."""
+        """Whether the endpoint is :attr:`own_listener`: its port, and an address that is
+        the listener's (an IPv4-mapped IPv6 one too), or any of this machine's when it
+        listens on all of them."""
         if self.own_listener is None:
             return False
         own_host, own_port = self.own_listener
@@ -719,10 +750,11 @@ class Forwarder:
             found = {str(info[4][0]) for info in infos}
         except OSError:
             return False
-        if own_host in found:
+        addresses = {_plain_address(a) for a in found}
+        own = _plain_address(own_host)
+        if own in addresses:
             return True
-        wildcard = ipaddress.ip_address(own_host).is_unspecified
-        return wildcard and any(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in found)
+        return own.is_unspecified and any(_is_mine(a) for a in addresses)
 
     def _segment_name(self, seq: int) -> str:
         """The name of the journal's segment ``seq`` ("" when there is none): the position

@@ -245,7 +245,11 @@ class Receiver:
         if len(request.body) > MAX_HOOK_BYTES:
             return plain(413, f"a hook payload is at most {MAX_HOOK_BYTES} bytes")
         try:
-            payload = _hook_payload(request.body)
+            try:
+                payload = msgspec.json.decode(request.body)
+            except (msgspec.DecodeError, RecursionError):  # mended in a thread (a big body)
+                body = request.body
+                payload = await self.listener.offload(lambda: _hook_payload(body), len(body))
         except msgspec.DecodeError as exc:
             return plain(400, f"the hook payload is not JSON: {exc}")
         except RecursionError:
@@ -316,15 +320,15 @@ def _first_problem(replies: list[bytes]) -> str:
     return f"{first.error}: {first.message}{where}"
 
 
-def _hook_payload(body: bytes) -> Any:
+def _hook_payload(body: bytes, mends: int = 2) -> Any:
     """A hook payload's JSON; one broken only by escapes of lone UTF-16 surrogates (a
     tool's output cut inside an emoji, as JSON.stringify writes it) is read with U+FFFD
     for each, and one nested deeper than the decoder goes with "…" for what is deeper
     than :data:`fastjson.MAX_DEPTH`, as `telemetryctl hook` reads them."""
     try:
         return msgspec.json.decode(body)
-    except (msgspec.DecodeError, RecursionError):
-        fixed = fastjson.repaired(body)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        fixed = fastjson.mended(body, isinstance(exc, RecursionError)) if mends else None
         if fixed is None:
             raise
-        return msgspec.json.decode(fixed)
+        return _hook_payload(fixed, mends - 1)
