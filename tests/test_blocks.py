@@ -183,6 +183,12 @@ def test_the_edges_of_a_block() -> None:
     assert blocks.build(parts, blocks.Options(), now - 1)[-1].active  # a ms before its end
     split = blocks.build([part(t + 59 * MINUTE), part(t + FIVE + 1)], blocks.Options(), now)
     assert [b.start - t for b in split] == [0, FIVE]  # 1 ms past the end: floored to 5 h
+    # A block of requests stamped hours after now (a clock off) is not the active one
+    # (it was, decades ahead); one a few minutes ahead is: now, as the status line has it.
+    ahead = blocks.build([part(t + 6 * HOUR)], blocks.Options(), t + HOUR)
+    assert [b.active for b in ahead] == [False]
+    skewed = blocks.build([part(t + 2 * MINUTE)], blocks.Options(), t)
+    assert [b.active for b in skewed] == [True]
 
 
 def test_since_until_and_active_keep_blocks_by_their_local_start_day() -> None:

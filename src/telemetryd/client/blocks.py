@@ -12,7 +12,9 @@ request, and :func:`build` walks them in time order as ccusage's
 - after a silence of more than 5 h a gap block lies between the blocks: from 5 h
   after the last request to the next request, without usage;
 - a block is active while now is before its end and less than 5 h after its last
-  request; the active block has a burn rate (tokens per minute over the span from its
+  request, and not before its first (a block of requests stamped later than now, a
+  producer's clock off, is none: the status line's rule, daemon/totals.py); the
+  active block has a burn rate (tokens per minute over the span from its
   first to its last request, the cost per hour likewise) and a projection to its end
   at that rate (minutes left rounded, tokens rounded, the cost rounded to cents).
 
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
 HOUR = 3_600_000  # milliseconds
 MINUTE = 60_000
 DURATION = 5 * HOUR  # a block's length, and the silence that ends one early
+SKEW_MS = 300_000  # a request this far after now is now (daemon/totals.py SKEW)
 
 # Every Claude request, summed per UTC hour (those exactly on the hour apart) and model,
 # with the group's first and last request's times: the walk needs no more.
@@ -195,7 +198,8 @@ def iso(ms: int) -> str:
 
 def _close(block: Block, now: int) -> Block:
     assert block.last is not None
-    block.active = now - block.last < DURATION and now < block.end
+    first = block.first if block.first is not None else block.start
+    block.active = now - block.last < DURATION and now < block.end and first <= now + SKEW_MS
     return block
 
 
