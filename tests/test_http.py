@@ -314,30 +314,35 @@ def test_http_hook_with_a_lone_surrogate_escape_is_kept_as_the_command_hook_keep
 def test_a_hook_payload_nested_past_the_decoder_keeps_its_event(client: Client) -> None:
     """A tool's input nested 3,000 deep (the model writes tool inputs): the http hook (a
     400) and the command hook (an exception) lost the event; now both keep it, the value
-    past fastjson.MAX_DEPTH read as "…"."""
-    deep = '{"n": ' * 3000 + "1" + "}" * 3000
-    for path, use_id in (("http", "toolu_deep_h"), ("command", "toolu_deep_c")):
-        post = {
-            "hook_event_name": "PostToolUseFailure",
-            "session_id": "sess-deep",
-            "tool_name": "Bash",
-            "tool_use_id": use_id,
-            "tool_input": {"command": "ls", "args": "DEEP"},
-            "error": "exit 1",
-        }
-        body = json.dumps(post).replace('"DEEP"', deep).encode()
-        if path == "http":
-            status, _, answer = client.post("/v1/hooks/claude-code", body)
-            assert (status, answer) == (200, b"")
-        else:
-            result = ctl("hook", "claude-code", input=body)
-            assert (result.returncode, result.stderr) == (0, b"")
+    past fastjson.MAX_DEPTH read as "…". Its digest is the same by both paths, also at
+    950 deep, which one path's decoder reads whole and the other's not (it was missing
+    from 500 deep on, or from one path only)."""
+    for depth in (3000, 950):
+        deep = '{"n": ' * depth + "1" + "}" * depth
+        for path in ("http", "command"):
+            post = {
+                "hook_event_name": "PostToolUseFailure",
+                "session_id": "sess-deep",
+                "tool_name": "Bash",
+                "tool_use_id": f"toolu_{depth}_{path}",
+                "tool_input": {"command": "ls", "args": "DEEP"},
+                "error": "exit 1",
+            }
+            body = json.dumps(post).replace('"DEEP"', deep).encode()
+            if path == "http":
+                status, _, answer = client.post("/v1/hooks/claude-code", body)
+                assert (status, answer) == (200, b"")
+            else:
+                result = ctl("hook", "claude-code", input=body)
+                assert (result.returncode, result.stderr) == (0, b"")
     events = journaled(client.daemon)
-    results = {e["tool"]["use_id"]: e for e in events if e["type"] == "tool_result"}
-    tools = [results["toolu_deep_h"]["tool"], results["toolu_deep_c"]["tool"]]
-    for tool in tools:
+    results = {e["tool"]["use_id"]: e["tool"] for e in events if e["type"] == "tool_result"}
+    assert len(results) == 4
+    for tool in results.values():
         assert (tool["name"], tool["success"], tool["error"]) == ("Bash", False, "exit 1")
-    assert tools[0]["input_digest"] == tools[1]["input_digest"]  # (the same cut both ways)
+    digests = {use_id: tool.get("input_digest") for use_id, tool in results.items()}
+    assert None not in digests.values()
+    assert len(set(digests.values())) == 1, digests  # (the same cut, by any path and depth)
     status, _, _ = client.post("/v1/hooks/claude-code", b'{"a": ' + b"[" * 3000)
     assert status == 400  # (deep and never closed: still not JSON)
 

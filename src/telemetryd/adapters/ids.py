@@ -73,21 +73,30 @@ def input_digest(value: Any) -> str | None:
     """The digest of a tool's input (``tool.input_digest``): a hash of its JSON with
     sorted keys, so the same input gives the same digest whichever path reported it
     (the hook's ``tool_input``, a transcript's ``tool_use`` input, an OTLP event's
-    arguments). None when there is no input. The input itself is never kept."""
+    arguments). None when there is no input. The input itself is never kept.
+
+    What nests deeper than :data:`DIGEST_DEPTH` counts as ``"…"``: below the depth at
+    which each path cuts a payload too deep to decode (fastjson.MAX_DEPTH, counted from
+    the payload's top), so a deep input has one digest whichever path it came by."""
     if value is None:
         return None
     try:
-        text = fastjson.dumps(_sorted(value))
+        text = fastjson.dumps(_sorted(value, 1))
     except (TypeError, ValueError, RecursionError):  # not JSON data
         return None
     return _digest(text)
 
 
-def _sorted(value: Any) -> Any:
+DIGEST_DEPTH = 64  # (a tool input sits at most a few levels into any payload)
+
+
+def _sorted(value: Any, depth: int) -> Any:
+    if isinstance(value, dict | list) and depth > DIGEST_DEPTH:
+        return "…"
     if isinstance(value, dict):
-        return {str(key): _sorted(value[key]) for key in sorted(value, key=str)}
+        return {str(key): _sorted(value[key], depth + 1) for key in sorted(value, key=str)}
     if isinstance(value, list):
-        return [_sorted(item) for item in value]
+        return [_sorted(item, depth + 1) for item in value]
     return value
 
 
