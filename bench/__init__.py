@@ -6,6 +6,13 @@ Every figure comes from real processes on real sockets: a fresh daemon per run
 (socat, rsyslogd) fed the same bytes by the same clients in the same run.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
 
 class BenchError(Exception):
     """A benchmark could not run, or its counts did not add up."""
@@ -24,3 +31,23 @@ def fresh_bytecode() -> None:
     import telemetryd
 
     compileall.compile_dir(str(Path(telemetryd.__file__).parent), quiet=1)
+
+
+def npm_install(prefix: Path, spec: str, executable: Path) -> Path:
+    """``npm install spec`` into ``prefix`` (a baseline's own directory under
+    bench/.deps, ignored by git), unless ``executable`` is there already; it."""
+    import shutil
+    import subprocess
+
+    if executable.exists():
+        return executable
+    npm = shutil.which("npm")
+    if npm is None:
+        raise BenchError(f"npm is missing: {spec} cannot be installed")
+    prefix.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix), spec],
+        check=True,
+        timeout=600,
+    )
+    return executable

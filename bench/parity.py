@@ -32,14 +32,13 @@ where npm cannot fetch them, the comparison is skipped with the reason.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import BenchError, agent_tree
+from bench import BenchError, agent_tree, npm_install
 from bench.procs import Telemetryd
 from bench.send import telemetryctl
 
@@ -76,19 +75,7 @@ GROUP BY ALL ORDER BY ALL
 
 def install() -> Path:
     """ccusage 20 into bench/.deps/ccusage20 with npm; its executable."""
-    if CCUSAGE.exists():
-        return CCUSAGE
-    npm = shutil.which("npm")
-    if npm is None:
-        raise BenchError("npm is missing: ccusage cannot be installed")
-    CCUSAGE_ROOT.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [npm, "install", "--no-audit", "--no-fund", "--prefix", str(CCUSAGE_ROOT),
-         f"ccusage@{CCUSAGE_VERSION}"],
-        check=True,
-        timeout=TIMEOUT,
-    )  # fmt: skip
-    return CCUSAGE
+    return npm_install(CCUSAGE_ROOT, f"ccusage@{CCUSAGE_VERSION}", CCUSAGE)
 
 
 def _ours(env: dict[str, str]) -> dict[tuple[str, str, str], Counts]:

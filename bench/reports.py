@@ -43,7 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import BenchError, agent_tree
+from bench import BenchError, agent_tree, npm_install
 from bench import query as query_bench
 from bench import send as send_bench
 from bench.procs import Telemetryd
@@ -67,18 +67,7 @@ Log = Callable[[str], None]
 
 def install() -> Path:
     """ccusage into bench/.deps/ccusage with npm; its executable."""
-    if CCUSAGE.exists():
-        return CCUSAGE
-    npm = shutil.which("npm")
-    if npm is None:
-        raise BenchError("npm is missing: ccusage cannot be installed")
-    CCUSAGE_ROOT.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [npm, "install", "--no-audit", "--no-fund", "--prefix", str(CCUSAGE_ROOT),
-         f"ccusage@{CCUSAGE_VERSION}"],
-        check=True,
-    )  # fmt: skip
-    return CCUSAGE
+    return npm_install(CCUSAGE_ROOT, f"ccusage@{CCUSAGE_VERSION}", CCUSAGE)
 
 
 def _pairs(a: list[str], b: list[str], env_a: dict[str, str], env_b: dict[str, str],
@@ -280,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         # benchmark reports it as skipped, and `make bench` goes on.
         try:
             path = install()
-        except (BenchError, OSError, subprocess.CalledProcessError) as exc:
+        except (BenchError, OSError, subprocess.SubprocessError) as exc:
             sys.stderr.write(f"ccusage baseline not installed ({exc}); it will be skipped\n")
             return 0
         sys.stdout.write(f"ccusage: {path}\n")

@@ -136,6 +136,14 @@ def _forwarding(
     return daemon_factory(args), args
 
 
+def _started_pair(daemon_factory: Any, home_b: Path) -> tuple[Daemon, Daemon]:
+    """B (a plain daemon in ``home_b``) and A forwarding to it with B's token, started."""
+    b = daemon_factory(home=home_b).start()
+    token = (home_b / "http-token").read_text().strip()
+    a, _ = _forwarding(daemon_factory, f"http://{b.http_address()}", token)
+    return a.start(), b
+
+
 def test_b_ends_with_every_event_of_a_exactly_once(daemon_factory: Any, home_b: Path) -> None:
     b = daemon_factory(home=home_b).start()
     address = b.http_address()
@@ -587,10 +595,7 @@ def test_segments_deleted_before_the_first_send_are_reported(daemon_factory: Any
 def test_status_names_the_segment_the_position_moved_to(daemon_factory: Any, home_b: Path) -> None:
     """After a restart A writes a new segment; its forwarder moves to it before it has read
     a line of it, and stays there while B is down. status names that segment (it gave "")."""
-    b = daemon_factory(home=home_b).start()
-    token = (home_b / "http-token").read_text().strip()
-    a, _ = _forwarding(daemon_factory, f"http://{b.http_address()}", token)
-    a.start()
+    a, b = _started_pair(daemon_factory, home_b)
     _send(a, _events(0, 100))
     _wait("A to catch up", lambda: _caught_up(a))
     b.kill()
@@ -723,10 +728,7 @@ def test_a_position_past_the_journal_is_set_aside_and_everything_is_sent(
     """A saved position past the journal's end stopped forwarding for good while `status`
     said caught up (and a negative offset restarted the forwarder for ever): it is now
     named in the log, moved aside, and the journal sent from its start."""
-    b = daemon_factory(home=home_b).start()
-    token = (home_b / "http-token").read_text().strip()
-    a, _ = _forwarding(daemon_factory, f"http://{b.http_address()}", token)
-    a.start()
+    a, b = _started_pair(daemon_factory, home_b)
     _send(a, _events(0, 5))
     _wait("A to forward the first events", lambda: _caught_up(a))
     assert a.stop() == 0
