@@ -8,7 +8,7 @@ Every figure comes from real processes on real sockets: a fresh daemon per run
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -51,3 +51,14 @@ def npm_install(prefix: Path, spec: str, executable: Path) -> Path:
         timeout=600,
     )
     return executable
+
+
+def json_of(argv: list[str], env: dict[str, str], timeout: float | None = None) -> Any:
+    """The JSON a command prints; BenchError (with its stderr's end) when it fails."""
+    import json
+    import subprocess
+
+    got = subprocess.run(argv, env=env, capture_output=True, timeout=timeout, check=False)
+    if got.returncode != 0:
+        raise BenchError(f"{' '.join(argv)} exited {got.returncode}: {got.stderr.decode()[-500:]}")
+    return json.loads(got.stdout)

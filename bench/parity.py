@@ -31,14 +31,13 @@ where npm cannot fetch them, the comparison is skipped with the reason.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from bench import BenchError, agent_tree, npm_install
+from bench import BenchError, agent_tree, json_of, npm_install
 from bench.procs import Telemetryd
 from bench.send import telemetryctl
 
@@ -78,37 +77,29 @@ def install() -> Path:
     return npm_install(CCUSAGE_ROOT, f"ccusage@{CCUSAGE_VERSION}", CCUSAGE)
 
 
+def _summed(rows: Iterable[tuple[tuple[str, str], Counts]]) -> dict[tuple[str, str], Counts]:
+    """The counts of rows with the same key added up."""
+    out: dict[tuple[str, str], Counts] = {}
+    for key, counts in rows:
+        before = out.get(key)
+        out[key] = counts if before is None else tuple(map(sum, zip(before, counts, strict=True)))  # type: ignore[assignment]
+    return out
+
+
 def _ours(env: dict[str, str]) -> dict[tuple[str, str, str], Counts]:
-    got = subprocess.run(
-        [telemetryctl(), "query", "--format", "json", _SQL],
-        env=env,
-        capture_output=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
-    if got.returncode != 0:
-        raise BenchError(f"telemetryctl query: {got.stderr.decode()[-500:]}")
     return {
         (row["source"], row["day"], row["model"]): (
             row["i"], row["o"], row["r"], row["w"], row["reasoning"],
         )
-        for row in json.loads(got.stdout)
+        for row in json_of([telemetryctl(), "query", "--format", "json", _SQL], env, TIMEOUT)
     }  # fmt: skip
 
 
 def _theirs(command: str, home: Path) -> dict[tuple[str, str], Counts]:
     env = {**agent_tree.clean_env(home), "TZ": "UTC"}
-    got = subprocess.run(
-        [str(CCUSAGE), command, "daily", "--json", "--offline", "--breakdown"],
-        env=env,
-        capture_output=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
-    if got.returncode != 0:
-        raise BenchError(f"ccusage {command} daily: {got.stderr.decode()[-500:]}")
+    argv = [str(CCUSAGE), command, "daily", "--json", "--offline", "--breakdown"]
     out: dict[tuple[str, str], Counts] = {}
-    for day in json.loads(got.stdout).get("daily", []):
+    for day in json_of(argv, env, TIMEOUT).get("daily", []):
         # (a list of breakdowns, or for Codex a dict by model)
         rows = [(r["modelName"], r) for r in day.get("modelBreakdowns", [])]
         rows += list((day.get("models") or {}).items())
@@ -125,13 +116,7 @@ def compare(
 ) -> tuple[int, int, list[str]]:
     """(rows compared, rows matched, each difference described) of one agent."""
     if codex:  # (no model: `unknown` here, `gpt-5` in ccusage)
-        renamed: dict[tuple[str, str], Counts] = {}
-        for (day, model), counts in ours.items():
-            key = (day, "gpt-5" if model == "unknown" else model)
-            if key in renamed:
-                counts = tuple(a + b for a, b in zip(renamed[key], counts, strict=True))  # type: ignore[assignment]
-            renamed[key] = counts
-        ours = renamed
+        ours = _summed(((d, "gpt-5" if m == "unknown" else m), c) for (d, m), c in ours.items())
     keys = sorted(set(ours) | set(theirs))
     matched = 0
     differences = []
@@ -158,22 +143,10 @@ def run(workdir: Path, runs: int, quick: bool, log: Log) -> dict[str, Any]:
     out: dict[str, Any] = {"files": built.files, "ccusage": CCUSAGE_VERSION, "agents": {}}
     with Telemetryd(label="parity") as daemon:
         env = agent_tree.clean_env(home, daemon.dir)
-        got = subprocess.run(
-            [telemetryctl(), "import", "--settle", "0", "--json"],
-            env=env,
-            capture_output=True,
-            timeout=TIMEOUT,
-            check=False,
-        )
-        if got.returncode != 0:
-            raise BenchError(f"telemetryctl import: {got.stderr.decode()[-500:]}")
+        json_of([telemetryctl(), "import", "--settle", "0", "--json"], env, TIMEOUT)
         ours = _ours(env)
     for command, sources in AGENTS.items():
-        mine: dict[tuple[str, str], Counts] = {}
-        for (source, day, model), counts in ours.items():
-            if source in sources:
-                before = mine.get((day, model), (0, 0, 0, 0, 0))
-                mine[(day, model)] = tuple(a + b for a, b in zip(before, counts, strict=True))  # type: ignore[assignment]
+        mine = _summed(((d, m), c) for (s, d, m), c in ours.items() if s in sources)
         rows, matched, differences = compare(mine, _theirs(command, home), command == "codex")
         out["agents"][command] = {"rows": rows, "matched": matched, "differences": differences}
         log(f"  {command}: {matched} of {rows} rows (day, model) equal" + "".join(

@@ -43,7 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import BenchError, agent_tree, npm_install
+from bench import BenchError, agent_tree, json_of, npm_install
 from bench import query as query_bench
 from bench import send as send_bench
 from bench.procs import Telemetryd
@@ -85,14 +85,6 @@ def _pairs(a: list[str], b: list[str], env_a: dict[str, str], env_b: dict[str, s
     return a_s, b_s
 
 
-def _json_of(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
-    got = subprocess.run(argv, env=env, capture_output=True, check=False)
-    if got.returncode != 0:
-        raise BenchError(f"{' '.join(argv)} exited {got.returncode}: {got.stderr.decode()[-500:]}")
-    result: dict[str, Any] = json.loads(got.stdout)
-    return result
-
-
 def _summary(name: str, a_s: list[float], b_s: list[float]) -> dict[str, Any]:
     ratios = [a / b for a, b in zip(a_s, b_s, strict=True)]
     return {
@@ -125,7 +117,7 @@ def time_warm(pairs: int, pycache: Path, log: Log) -> dict[str, Any]:
         names = [d[0] for d in cursor.description]
         parts = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
     with Telemetryd(query_bench.daemon_args(), label="reports-warm", home=home) as daemon:
-        got = _json_of(ctl, env)
+        got = json_of(ctl, env)
         expected = sum(p["input"] + p["output"] + p["cache_creation"] + p["cache_read"]
                        for p in parts)  # fmt: skip
         if got["totals"]["totalTokens"] != expected:
@@ -169,7 +161,7 @@ def compare_tokens(ours: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
 def _timed_json(argv: list[str], env: dict[str, str]) -> tuple[float, dict[str, Any]]:
     """Seconds from spawn to exit, and the JSON the command printed."""
     start = time.perf_counter()
-    found = _json_of(argv, env)
+    found = json_of(argv, env)
     return time.perf_counter() - start, found
 
 

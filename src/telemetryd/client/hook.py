@@ -334,7 +334,7 @@ def _payload(data: bytes) -> Any:
     try:
         return fastjson.loads(data.decode("utf-8", "replace"))
     except RecursionError:
-        cut = fastjson.shallow(data, fastjson.MAX_DEPTH)
+        cut = fastjson.shallow(data)
         if cut is None:
             raise ValueError("it nests too deeply") from None
         return fastjson.loads(cut.decode("utf-8", "replace"))
