@@ -147,8 +147,9 @@ async def reload(
         else:  # a bug in the loader: say where
             log.exception("SIGHUP: configuration not reloaded, the running one stays")
         if reloads is not None:
-            reloads.note(f"{type(exc).__name__}: {exc}" if not isinstance(exc, ConfigError)
-                         else str(exc))  # fmt: skip
+            reloads.note(
+                str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+            )
         journal.reopen()
         notifier.notify("READY=1", "STATUS=reload failed; running with the previous configuration")
         return False
