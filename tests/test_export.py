@@ -500,6 +500,7 @@ def test_a_new_export_goes_only_into_a_new_or_empty_directory(
     refused, named; one that holds hidden files alone is taken."""
     store, journal = hardened
     _journal(store, journal, range(10))
+    (journal.parent / "spool").mkdir(exist_ok=True)
     home = tmp_path / "home"
     (home / "docs").mkdir(parents=True)
     (home / "notes.txt").write_text("mine")
@@ -508,6 +509,11 @@ def test_a_new_export_goes_only_into_a_new_or_empty_directory(
         (journal, "is within"),
         (journal / "exports", "is within"),
         (Path(store.load_dir), "is within"),
+        # (the daemon's other directories beside the journal: empty ones too)
+        (journal.parent / "spool", "is within"),
+        (journal.parent / "quarantine" / "new", "is within"),
+        (journal.parent / "forward", "is within"),
+        (journal.parent / "run", "is within"),
         (home / "notes.txt", "is a file"),
     ):
         with pytest.raises(export.ExportError, match=re.escape(named)):
@@ -517,6 +523,9 @@ def test_a_new_export_goes_only_into_a_new_or_empty_directory(
     hidden.mkdir()
     (hidden / ".DS_Store").write_text("")
     assert export.export(store, str(journal), str(hidden)).events == 10
+    # A new directory of its own beside them is the user's to choose.
+    assert export.export(store, str(journal), str(journal.parent / "parquet")).events == 10
+    assert not list((journal.parent / "spool").iterdir())
 
 
 def test_a_manifest_changed_by_hand_is_refused_with_what_is_wrong(

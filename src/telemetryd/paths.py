@@ -35,6 +35,9 @@ DATABASE = "telemetry.duckdb"
 CONFIG_FILE = "config.toml"
 LOCK_FILE = "telemetryd.lock"
 HTTP_TOKEN = "http-token"
+FORWARD_DIR = "forward"  # the forwarder's position and refused events (daemon/forward.py)
+# The runtime directory's name under TELEMETRYD_HOME.
+RUN_DIR = "run"
 
 # sun_path is 108 bytes on Linux and 104 on macOS/BSD, including the final NUL.
 SUN_PATH_MAX = 108 if sys.platform.startswith("linux") else 104
@@ -87,6 +90,10 @@ class Paths:
         """The HTTP listener's bearer token (0600, made at the daemon's first start)."""
         return os.path.join(self.state_dir, HTTP_TOKEN)
 
+    @property
+    def forward_dir(self) -> str:
+        return os.path.join(self.state_dir, FORWARD_DIR)
+
     def as_dict(self) -> dict[str, str]:
         return {
             "events_socket": self.events_socket,
@@ -101,6 +108,14 @@ class Paths:
             "state_dir": self.state_dir,
             "http_token_file": self.http_token_file,
         }
+
+
+def own_directories(state_dir: str) -> list[str]:
+    """The directories the daemon keeps in ``state_dir``, for nothing else to write in:
+    the journal, spool, quarantine, the forwarder's, and the sockets' under
+    TELEMETRYD_HOME."""
+    where = Paths(os.path.join(state_dir, RUN_DIR), state_dir, state_dir)
+    return [where.journal_dir, where.spool_dir, where.quarantine_dir, where.forward_dir, where.runtime_dir]
 
 
 def _home(environ: dict[str, str] | os._Environ[str]) -> str | None:
@@ -126,7 +141,7 @@ def resolve(environ: dict[str, str] | os._Environ[str] | None = None) -> Paths:
     env = os.environ if environ is None else environ
     home = _home(env)
     if home is not None:
-        return Paths(os.path.join(home, "run"), home, home)
+        return Paths(os.path.join(home, RUN_DIR), home, home)
     import warnings
 
     import platformdirs
@@ -145,7 +160,7 @@ def events_socket_fast() -> str:
     """The events socket path, without importing platformdirs when the rule is simple."""
     home = _home(os.environ)
     if home is not None:
-        return os.path.join(home, "run", EVENTS_SOCKET)
+        return os.path.join(home, RUN_DIR, EVENTS_SOCKET)
     runtime = _runtime_from_env(os.environ)
     if runtime is not None:
         return os.path.join(runtime, EVENTS_SOCKET)

@@ -74,7 +74,7 @@ from urllib.parse import urlsplit
 import anyio
 import msgspec
 
-from telemetryd import __version__, wire
+from telemetryd import __version__, paths, wire
 from telemetryd.adapters.otel import forwarded
 from telemetryd.config import Forward as ForwardConfig
 from telemetryd.config import check_endpoint
@@ -614,7 +614,7 @@ class Forwarder:
     def __init__(self, state_dir: str, config: ForwardConfig, journal: Journal) -> None:
         self.config = config
         self.journal = journal
-        self.directory = os.path.join(state_dir, "forward")
+        self.directory = os.path.join(state_dir, paths.FORWARD_DIR)
         self.position_file = os.path.join(self.directory, "position.json")
         self.refused_file = os.path.join(self.directory, "refused.jsonl")
         self.position = Position(endpoint=config.endpoint)

@@ -76,6 +76,7 @@ from typing import Annotated, Any
 import duckdb
 import msgspec
 
+from telemetryd import paths
 from telemetryd.daemon import segments
 from telemetryd.errors import ExportError
 from telemetryd.store.database import Store
@@ -188,11 +189,12 @@ class _Local:
             raise ExportError(f"{self.root} is a file, not a directory") from None
 
     def check_new(self, journal_dir: str, load_dir: str) -> None:
-        """ExportError unless DIR may become a new export: it is not within the journal
-        or the store's load directory, and holds nothing but hidden files (a directory
-        of the user's files, their home, is not one to write and clean up in)."""
+        """ExportError unless DIR may become a new export: it is not within the store's
+        load directory or one the daemon keeps beside the journal (the journal, spool,
+        quarantine, ...), and holds nothing but hidden files (a directory of the user's
+        files, their home, is not one to write and clean up in)."""
         real = os.path.realpath(self.root)
-        for own in (journal_dir, load_dir):
+        for own in (load_dir, *paths.own_directories(os.path.dirname(journal_dir))):
             mine = os.path.realpath(own)
             if real == mine or real.startswith(mine + os.sep):
                 raise ExportError(f"{self.root} is within {own}: export to another directory")
