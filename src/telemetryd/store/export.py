@@ -720,6 +720,9 @@ def _copy_file(
 MAX_PARTITION_VALUE = 200  # bytes of an escaped value (a file name has at most 255)
 
 
+_HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+
 def hive_dir(key: str, value: Any) -> str:
     """``key=value`` as a Hive partition directory, escaped as DuckDB's own partitioned
     writes escape it (every byte but letters, digits and ``-._~`` as ``%XX``); None is
@@ -728,11 +731,17 @@ def hive_dir(key: str, value: Any) -> str:
     A value whose escaped form is longer than :data:`MAX_PARTITION_VALUE` bytes (a source
     of 70 accented letters is) would not fit in a directory name: it is cut to what fits,
     and ``~`` and 16 hex digits of a hash of the whole value follow, so that two long
-    values stay apart; that is the value readers see."""
+    values stay apart; that is the value readers see.
+
+    The value ``__HIVE_DEFAULT_PARTITION__`` itself is written with its first ``_`` as
+    ``%5F``: DuckDB (and Spark) read it back as written, not as NULL. (pyarrow decodes
+    before it compares, and reads NULL.)"""
     if value is None:
-        return f"{key}=__HIVE_DEFAULT_PARTITION__"
+        return f"{key}={_HIVE_NULL}"
     text = str(value)
     escaped = urllib.parse.quote(text, safe="")
+    if escaped == _HIVE_NULL:
+        escaped = "%5F" + escaped[1:]
     if len(escaped) > MAX_PARTITION_VALUE:
         digest = hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
         room = MAX_PARTITION_VALUE - 1 - len(digest)
