@@ -250,8 +250,13 @@ def test_an_override_wins_and_names_itself(tmp_path: Path) -> None:
             request("claude", "claude-sonnet-4-5-20250929", input=300_000, output=10,
                     cache_read=10),
             request("other", "claude-haiku-4-5", input=1000, output=100),
+            # a name in other case, or with spaces around it, is the same model
+            request("spaced", " Claude-Sonnet-4-5-20250929 ", input=10, output=10),
+            request("upper", "MY-MODEL", input=10, output=10),
         ]
     )  # fmt: skip
+    assert got["spaced"] == (pytest.approx((10 * 2 + 10 * 10) / 1e6), "computed", "override")
+    assert got["upper"] == (pytest.approx((10 * 1 + 10 * 2) / 1e6), "computed", "override")
     assert got["mine"] == (pytest.approx((1000 * 1 + 1000 * 2 + 1000 * 0.1) / 1e6),
                            "computed", "override")  # fmt: skip
     assert got["claude"][0] == pytest.approx((300_000 * 2 + 10 * 10 + 10 * 2) / 1e6)

@@ -169,8 +169,9 @@ def hints(attrs: Any) -> tuple[int, str | None]:
 
 def normalized(name: str) -> str:
     """``us.anthropic.claude-sonnet-4-5-20250929-v1:0`` -> ``claude-sonnet-4-5``: without
-    a provider prefix, a ``@``/``:`` suffix, ``-v1`` and a date suffix; lower case."""
-    name = name.lower()
+    a provider prefix, a ``@``/``:`` suffix, ``-v1`` and a date suffix; lower case, and
+    without spaces around it."""
+    name = name.strip().lower()
     for prefix in _PREFIXES:
         if name.startswith(prefix):
             name = name[len(prefix) :]
