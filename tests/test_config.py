@@ -392,7 +392,7 @@ def _toml(key: str, value: float) -> tuple[str, str]:
     if section.startswith("pricing"):
         prices = {"input": 1, "output": 1, name: value}
         lines = "".join(f"{k} = {v!r}\n" for k, v in prices.items())
-        return f'[pricing.models."m"]\n{lines}', f"$.pricing.models[...].{name}"
+        return f'[pricing.models."m"]\n{lines}', f'$.pricing.models."m".{name}'
     shown = f"[{value!r}]" if key == "ingest.allowed-uids" else repr(value)
     return f"[{section}]\n{name} = {shown}\n", f"$.{key}"
 
@@ -430,8 +430,11 @@ def test_each_limit_is_inclusive_and_the_next_value_is_refused(
         ('[store]\nmemory-limit = "2TB"\n', "above the maximum of 1 TiB - at `$.store.memo"),
         ('[store]\nmemory-limit = "lots"\n', "is not a size"),
         ("[store]\nmemory-limit = 268435456\n", "Expected `str`, got `int`"),
-        ('[pricing.models."m"]\ninput = -1\noutput = 1\n', "at `$.pricing.models[...].input`"),
-        ('[pricing.models."m"]\ninput = 1\noutput = inf\n', "at `$.pricing.models[...].output`"),
+        ('[pricing.models."m"]\ninput = -1\noutput = 1\n', 'at `$.pricing.models."m".input`'),
+        ('[pricing.models."m"]\ninput = 1\noutput = inf\n', 'at `$.pricing.models."m".output`'),
+        # (the entry that is wrong is named, not the first)
+        ('[pricing.models.a]\ninput = 1\noutput = 1\n[pricing.models."b c"]\ninput = 1\n'
+         'output = -2\n', 'at `$.pricing.models."b c".output`'),
     ],
 )  # fmt: skip
 def test_an_out_of_range_value_names_key_limit_and_file(

@@ -558,10 +558,43 @@ def _validate(
         own = _OWN_CHECK.fullmatch(message)
         if own is not None:
             message = f"{own['message']} - at `$.{own['section']}.{own['key']}`"
+        message = _name_the_entry(data, message)
         if origin is not None:
             path = message.rpartition(" - at `$.")[2].rstrip("`").partition("[")[0]
+            path = path.partition('."')[0]  # (the section.key of a table's entry)
             where = origin.get(path, where)
         raise ConfigError(f"{where}: {message}") from None
+
+
+def _name_the_entry(data: Mapping[str, Any], message: str) -> str:
+    """msgspec names an entry of a table of the user's keys ``[...]``
+    (``$.pricing.models[...].input``): name the first entry that fails alone
+    (``$.pricing.models."my-model".input``)."""
+    head, at, path = message.rpartition(" - at `$.")
+    table_path, dots, rest = path.partition("[...]")
+    if not at or not dots:
+        return message
+    keys = table_path.split(".")
+    table: Any = data
+    for key in keys:
+        table = table.get(key) if isinstance(table, Mapping) else None
+    if not isinstance(table, Mapping):
+        return message
+
+    def only(node: Mapping[str, Any], depth: int, name: str) -> dict[str, Any]:
+        here = dict(node)
+        key = keys[depth]
+        here[key] = (
+            {name: table[name]} if depth == len(keys) - 1 else only(here[key], depth + 1, name)
+        )
+        return here
+
+    for name in table:
+        try:
+            msgspec.convert(only(data, 0, name), Config, strict=False)
+        except msgspec.ValidationError:
+            return f'{head}{at}{table_path}."{name}"{rest}'
+    return message
 
 
 _OWN_CHECK = re.compile(r"`(?P<key>[a-z0-9-]+)`: (?P<message>.*) - at `\$\.(?P<section>[a-z]+)`")

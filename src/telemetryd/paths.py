@@ -115,7 +115,13 @@ def own_directories(state_dir: str) -> list[str]:
     the journal, spool, quarantine, the forwarder's, and the sockets' under
     TELEMETRYD_HOME."""
     where = Paths(os.path.join(state_dir, RUN_DIR), state_dir, state_dir)
-    return [where.journal_dir, where.spool_dir, where.quarantine_dir, where.forward_dir, where.runtime_dir]
+    return [
+        where.journal_dir,
+        where.spool_dir,
+        where.quarantine_dir,
+        where.forward_dir,
+        where.runtime_dir,
+    ]
 
 
 def _home(environ: dict[str, str] | os._Environ[str]) -> str | None:
