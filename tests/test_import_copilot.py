@@ -542,3 +542,54 @@ def test_the_export_into_the_daemon_has_the_otlp_paths_ids(
     assert again["accepted"] == 0 and again["duplicates"] == again["sent"] > 0
     result = ctl("query", "--format", "json", "SELECT count(*) AS n FROM api_requests")
     assert json.loads(result.stdout) == [{"n": 4}]
+
+
+def test_a_session_sent_live_over_otlp_then_imported_counts_once(
+    running_daemon: Daemon, agent_home: Path
+) -> None:
+    """Copilot CLI exporting over OTLP, live, and its session files imported later: the
+    shutdown that totals the calls the store already holds is left out, as when the
+    export is a file (before, those calls were counted again from the shutdown)."""
+    import http.client
+
+    host, port = running_daemon.http_address().rsplit(":", 1)
+    token = (running_daemon.home / "http-token").read_text().strip()
+    lines = [json.loads(x) for x in OTEL.read_text().splitlines()[:-1]]
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        for line in lines:
+            if not str(line.get("name")).startswith("chat "):
+                continue  # (the model calls: what the live export is counted by)
+            conn.request(
+                "POST",
+                "/v1/traces",
+                body=otlp_traces(line),
+                headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+            )
+            response = conn.getresponse()
+            assert response.status == 200, response.read()
+            response.read()
+    finally:
+        conn.close()
+    install_otel(agent_home / ".copilot", export=False)  # the session's events alone
+    ctl("flush")
+    first = run_json("copilot")
+    assert first["repeats"] == 2  # the first shutdown's two models: their calls came live
+    result = ctl(
+        "query",
+        "--format",
+        "json",
+        "SELECT model, count(*) AS requests, sum(input_tokens + output_tokens + "
+        "cache_read_tokens + cache_creation_tokens) AS tokens FROM api_requests "
+        "GROUP BY model ORDER BY model",
+    )
+    rows = {r["model"]: (r["requests"], r["tokens"]) for r in json.loads(result.stdout)}
+    # the same as from the export file and the session's events (above): the live chat
+    # spans, and the second process's shutdown (its process had no exporter)
+    assert rows == {
+        "claude-haiku-4.5": (1, 21884 + 80),
+        "claude-sonnet-4.5": (1, 20000 + 800),
+        "gpt-5": (2, (10000 + 500) + (4000 + 100)),
+    }
+    again = run_json("copilot", "--rescan")
+    assert again["accepted"] == 0

@@ -57,7 +57,9 @@ session used, per model, and the OpenTelemetry file has each of that process's
 model calls (the exporter is set when the process starts, so it covers a process
 whole). They cannot share ids, so a shutdown whose session (``gen_ai.conversation.id``
 is the session id) has model calls in the file since its previous shutdown is left
-out (:func:`covered`): its requests are counted from the file, one by one.
+out (:func:`covered`): its requests are counted from the file, one by one. So is one
+whose calls the store holds already, sent live over OTLP (the importer asks the store:
+``importer.stored_model_calls``).
 
 Plain dicts, no imports beyond the adapters' own.
 """

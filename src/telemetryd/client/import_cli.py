@@ -339,9 +339,9 @@ def copilot_command(**options: Any) -> None:
     shutdowns are added, or only what they add where Copilot CLI's usage
     accounting makes them the session's running totals); each chat span of an
     export is one request, with the id the same span sent over OTLP gets, and a
-    shutdown whose calls are in an export is left out. Input excludes cache reads
-    and writes; reasoning is output. Running it again adds nothing that is
-    already there.
+    shutdown whose calls are in an export, or in the store (sent live over OTLP),
+    is left out. Input excludes cache reads and writes; reasoning is output.
+    Running it again adds nothing that is already there.
 
     \b
     Examples:

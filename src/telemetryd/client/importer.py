@@ -1251,6 +1251,46 @@ def model_calls(paths: Iterable[Path]) -> dict[str, list[float]]:
     return {session: sorted(times) for session, times in calls.items()}
 
 
+# The model calls of these sessions stored from elsewhere than their session files.
+_STORED_CALLS = """
+    SELECT session_id, epoch(ts) FROM events
+    WHERE type = 'api_request' AND source IS DISTINCT FROM $files
+      AND session_id IN (SELECT unnest(CAST($sessions AS VARCHAR[])))
+"""
+
+
+def stored_model_calls(sessions: list[str], socket_path: str | None) -> dict[str, list[float]]:
+    """The model calls of Copilot CLI ``sessions`` the store already holds, per session
+    (as :func:`model_calls`): those that came over OTLP, live, or from an export file
+    imported before. A shutdown totalling them is then left out, as one that this run's
+    export files cover is: its requests are counted already, call by call. The daemon,
+    or while it is stopped its database file, answers (``socket_path``: the events
+    socket, beside the control socket); with neither (nothing stored yet), none. A
+    daemon too busy to answer is an error: counting the shutdowns anyway could count
+    those requests twice."""
+    from telemetryd.client import fetch, protocol
+
+    if not sessions:
+        return {}
+    control = (
+        os.path.join(os.path.dirname(socket_path), paths.CONTROL_SOCKET)
+        if socket_path
+        else protocol.control_socket()
+    )
+    try:
+        rows, _, _ = fetch.query(
+            _STORED_CALLS, {"files": copilot.SOURCE, "sessions": sessions}, control
+        )
+    except DaemonUnavailable:
+        return {}
+    calls: dict[str, list[float]] = {}
+    for row in rows:
+        session, when = row.values()
+        if isinstance(session, str) and isinstance(when, int | float):
+            calls.setdefault(session, []).append(float(when))
+    return {session: sorted(times) for session, times in calls.items()}
+
+
 def _epoch(ts: str | None) -> float | None:
     """An RFC 3339 time as epoch seconds (None: none, or not a time)."""
     if not ts:
@@ -1653,6 +1693,9 @@ def _run(
             importer.model_calls = pool.copilot_calls(exports)
         else:
             importer.copilot_calls(exports)
+        sessions = sorted({p.parent.name for p in todo if not agent_files.is_copilot_otel(p)})
+        for session, times in stored_model_calls(sessions, socket_path).items():
+            importer.model_calls[session] = sorted(importer.model_calls.get(session, []) + times)
     try:
         if len(units) > 1:
             failed = pool.read(importer, units, sink, progress)
