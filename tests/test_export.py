@@ -493,6 +493,38 @@ def test_a_failed_run_leaves_nothing_that_is_read_twice(
     assert sorted(ids) == [f"ev-{n:06d}" for n in range(120)]
 
 
+def test_an_exported_event_journaled_again_as_it_was_is_not_exported_again(
+    hardened: tuple[Store, Path], tmp_path: Path
+) -> None:
+    """A forwarded event keeps its ``received_at``: sent again after the receiving
+    daemon's dedup window (a sender restarted mid-batch, an outage), its second line is
+    the first one's twin, and matched the stored row: a later run exported it again.
+    Now a copy the store dropped as a twin of a stored row is no new event; a new event
+    journaled twice in the new lines is exported once."""
+    store, journal = hardened
+    segment = _journal(store, journal, range(100))
+    out = tmp_path / "out"
+    assert export.export(store, str(journal), str(out)).events == 100
+    with segment.open("ab") as f:
+        f.write(b"".join(_line(n) for n in [100, *range(5), 101, 100, 102]))
+    store.materialize(str(journal))
+    latest = journal / "20261120T010000Z-000002.jsonl"
+    latest.write_bytes(b"".join(_line(n) for n in (3, 103, 103, 7)))  # (twins, a new segment)
+    store.materialize(str(journal))
+    report = export.export(store, str(journal), str(out))
+    assert report.events == 4
+    ids = exported_ids(out)
+    assert sorted(ids) == [f"ev-{n:06d}" for n in range(104)]
+    # The same after a rebuild (which records the twins again as it loads them).
+    store.rebuild(str(journal))
+    again = tmp_path / "again"
+    assert export.export(store, str(journal), str(again)).events == 104
+    with latest.open("ab") as f:
+        f.write(b"".join(_line(n) for n in (9, 104)))
+    store.materialize(str(journal))
+    assert export.export(store, str(journal), str(again)).events == 1
+
+
 def test_a_new_export_goes_only_into_a_new_or_empty_directory(
     hardened: tuple[Store, Path], tmp_path: Path
 ) -> None:

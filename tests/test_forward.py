@@ -780,3 +780,46 @@ def test_its_own_listener_is_known_by_any_of_its_addresses() -> None:
     assert not to_itself("http://127.0.0.2:4999", ("127.0.0.1", 4999))  # (another listener)
     assert not to_itself("http://198.51.100.7:4999", ("0.0.0.0", 4999))  # (TEST-NET-2)
     assert not to_itself("http://127.0.0.1:4998", ("127.0.0.1", 4999))
+
+
+def test_a_receivers_export_has_each_forwarded_event_once_after_a_resend(
+    daemon_factory: Any, home_b: Path, tmp_path: Path
+) -> None:
+    """A forgets its position and forwards its whole journal again, past B's dedup
+    window: B's store keeps each event once, and so does B's incremental Parquet export
+    (the resent copies carry the received_at of the first, so before they matched the
+    stored rows and the next run exported every event a second time)."""
+    import duckdb
+
+    # (a dedup window of one id: B journals each resent event again)
+    b = daemon_factory(["--set", "ingest.dedup-window=1"], home=home_b).start()
+    token = (home_b / "http-token").read_text().strip()
+    a = _forwarding(daemon_factory, f"http://{b.http_address()}", token)[0].start()
+    _send(a, _events(0, 1500))
+    _wait("A to catch up", lambda: _caught_up(a))
+    out = tmp_path / "parquet"
+    socket = str(home_b / "run" / "control.sock")
+
+    def export() -> dict[str, Any]:
+        result = ctl("export", "parquet", str(out), "--json", "--socket", socket, timeout=60)
+        assert result.returncode == 0, result.stderr.decode()
+        reply: dict[str, Any] = json.loads(result.stdout)
+        return reply
+
+    assert export()["events"] == 1500
+    assert a.stop() == 0
+    (a.home / "forward" / "position.json").unlink()
+    a.start()
+    _send(a, _events(1500, 10))
+    _wait("A to catch up", lambda: _caught_up(a))
+    assert len(_journal_lines(b)) == 1500 * 2 + 10  # every event journaled again
+    assert export()["events"] == 10
+    ids = (
+        duckdb.connect()
+        .execute(
+            "SELECT id FROM read_parquet($glob, hive_partitioning = true)",
+            {"glob": f"{out}/**/*.parquet"},
+        )
+        .fetchall()
+    )
+    assert len(ids) == len(set(ids)) == 1510

@@ -18,6 +18,18 @@ CREATE TABLE segments (
     loaded_at TIMESTAMP NOT NULL    -- UTC time of the last load from this segment
 );
 
+-- The lines loads dropped as twins of a stored event: the same id and received_at (a
+-- forwarded event sent again after the dedup window keeps the received_at it was first
+-- journaled with). A load's batch commits with its segments' offsets, so one segment of
+-- it and the offset the batch took it to place all its lines: after an export position
+-- in that segment below `loaded_bytes`, they are new to the export, and not new events.
+CREATE TABLE copies (
+    id VARCHAR NOT NULL,
+    received_at TIMESTAMP NOT NULL,
+    seq BIGINT NOT NULL,            -- a segment the batch loaded lines of
+    loaded_bytes BIGINT NOT NULL    -- its loaded_bytes once the batch was in
+);
+
 -- The [budget] limits the analyzer applied last (store/analyzer.py), with the current
 -- day and month in the budget's time zone as UTC bounds. Settings, not journal data: each
 -- analysis rewrites it; the budget_use view adds up the spend.

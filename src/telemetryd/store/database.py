@@ -10,6 +10,9 @@ rebuilt from it at any time. On disk, next to the journal::
                        (or, once retention kept only its usage, that file), loaded_bytes,
                        the length of its prefix of complete lines that is in `events`,
                        and `complete` once it is closed and loaded to its end
+      copies           the lines loads dropped as twins of a stored event (its id and
+                       received_at: a forwarded event sent again), with a segment and
+                       offset of their batch, for exports (store/export.py)
       usage_quarters   the api_requests summed per UTC quarter hour, producer, agent and
                        model, kept in step with `events` (store/rollup.py): what daily,
                        weekly and monthly reports read
@@ -102,8 +105,8 @@ from telemetryd.store import pricing, rollup
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 5  # 2: prompt_length; 3: price_source; 4: tool_input_digest, budget;
-# 5: usage_quarters
+SCHEMA_VERSION = 6  # 2: prompt_length; 3: price_source; 4: tool_input_digest, budget;
+# 5: usage_quarters; 6: copies
 BATCH_BYTES = 256 * 1024 * 1024  # journal bytes per transaction (one longer line goes alone)
 MIN_BATCH_BYTES = 64 * 1024  # out of memory below this: the load fails and is reported
 # Rows per row group that loads write (DuckDB's default is 122,880). A load holds the row
@@ -209,6 +212,16 @@ _DROP_DUPLICATES = f"""
     )
 """
 _ANY_DUPLICATE = f"SELECT true FROM ({_DUPLICATES})"
+# Before they go: the rows _DROP_DUPLICATES drops that are twins of the row it keeps
+# (the same received_at: a forwarded event sent again), as `copies` of the batch.
+_RECORD_COPIES = f"""
+    INSERT INTO copies
+    SELECT id, received_at, $seq, $bytes FROM (
+        SELECT id, received_at, row_number() OVER w AS n, first_value(received_at) OVER w AS kept
+        FROM events WHERE id IN ({_DUPLICATES})
+        WINDOW w AS (PARTITION BY id ORDER BY rowid >= $first, received_at, rowid)
+    ) WHERE n > 1 AND received_at = kept
+"""
 _SAVE_OFFSET = "INSERT OR REPLACE INTO segments VALUES ($seq, $name, $bytes, $complete, $now)"
 # Retention: the events with these ids (read from the doomed segments in Python).
 _FORGET = "DELETE FROM events WHERE id IN (SELECT unnest($ids))"
@@ -250,6 +263,8 @@ class _Batch:
         self.copied = 0  # of them in the batch's own file
         self.links: list[str] = []
         self.marks: dict[int, tuple[str, int, bool]] = {}
+        self.grew: int | None = None  # a segment whose lines are in the batch
+        self._marked_size = 0
 
     @property
     def files(self) -> list[str]:
@@ -257,6 +272,8 @@ class _Batch:
 
     def mark(self, piece: _Piece, name: str, loaded: int, complete: bool) -> None:
         self.marks[piece.seq] = (name, loaded, complete)
+        if self.size > self._marked_size:  # (lines came in since the last mark: this one's)
+            self.grew, self._marked_size = piece.seq, self.size
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -310,8 +327,9 @@ class _Batch:
         os.ftruncate(self.fd, 0)
         os.lseek(self.fd, 0, os.SEEK_SET)
         self._unlink_links()
-        self.size = self.copied = 0
+        self.size = self.copied = self._marked_size = 0
         self.marks = {}
+        self.grew = None
 
     def close(self) -> None:
         os.close(self.fd)
@@ -782,6 +800,9 @@ class Store:
                 and self._may_duplicate(first)
                 and _true(con, _ANY_DUPLICATE, {"first": first})
             ):
+                if batch.grew is not None:
+                    copies = {"seq": batch.grew, "bytes": batch.marks[batch.grew][1]}
+                    con.execute(_RECORD_COPIES, {"first": first, **copies})
                 row = con.execute(_DROP_DUPLICATES, {"first": first}).fetchone()
                 count -= row[0] if row else 0
             if count:
@@ -916,10 +937,11 @@ class Store:
                 row = self._con.execute(_FORGET, {"ids": ids}).fetchone()
                 if span is not None:
                     rollup.refresh(self._con, *span)
-                self._con.execute(
-                    "DELETE FROM segments WHERE seq IN (SELECT unnest($seqs))",
-                    {"seqs": sorted(doomed)},
-                )
+                for table in ("segments", "copies"):
+                    self._con.execute(
+                        f"DELETE FROM {table} WHERE seq IN (SELECT unnest($seqs))",
+                        {"seqs": sorted(doomed)},
+                    )
                 return (int(row[0]) if row else 0), int(counted)
 
             count = self._in_transaction(delete)
@@ -967,6 +989,8 @@ class Store:
                 ).fetchone()
                 if span is not None:
                     rollup.refresh(self._con, *span)
+                # (its offsets are the new file's now: an export judges by them afresh)
+                self._con.execute("DELETE FROM copies WHERE seq = $seq", {"seq": seq})
                 self._con.execute(
                     _SAVE_OFFSET,
                     {"seq": seq, "name": name, "bytes": kept_bytes, "complete": True,

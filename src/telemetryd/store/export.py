@@ -39,9 +39,12 @@ A run (:func:`export`):
 3. Picks the new events, in the snapshot: those whose id and ``received_at`` match a
    new line, into a temporary table. (An id journaled twice is stored once, from its
    first line: a later copy of an exported event does not match and is not exported
-   again.) The first run into an empty directory takes every stored event, without
-   that join. Writes them with one ``COPY ... (FORMAT parquet, COMPRESSION zstd)`` per
-   (date, source) partition into a staging directory there (see :func:`_copy`).
+   again; a twin of the first line, as a forwarded event sent again is, matches, but
+   the load that dropped it noted it in ``copies``, and the row counts as new only
+   when its new lines outnumber its new copies.) The first run into an empty
+   directory takes every stored event, without that join. Writes them with one
+   ``COPY ... (FORMAT parquet, COMPRESSION zstd)`` per (date, source) partition into
+   a staging directory there (see :func:`_copy`).
 4. Publishes the files: renamed into DIR (copied, then renamed, from another file
    system; fsynced), or, for a URL, written there by a DuckDB connection of its own
    (the store's is sandboxed: no file access outside the load directory, no
@@ -573,13 +576,28 @@ def _copy(
         [(low,)] = cursor.execute("SELECT min(received_at) FROM temp.export_lines").fetchall()
         # The stored row of an id is the one from its first line (store/database.py): it
         # is new when that line is. It was received when its line says: no earlier than
-        # the earliest new line (a constant, so the scan skips older row groups).
+        # the earliest new line (a constant, so the scan skips older row groups). A new
+        # line that is the stored row's twin is its first line, or a copy the load
+        # dropped (`copies`, with a segment and offset of the batch that held it: new
+        # when that offset is past DIR's position): so the row is new when its new
+        # lines outnumber its new copies.
         cursor.execute(
             "CREATE TEMPORARY TABLE export_new AS SELECT e.* FROM events AS e "
-            "SEMI JOIN temp.export_lines AS n "
-            "ON e.id = n.id AND e.received_at = n.received_at "
-            "WHERE e.received_at >= $low AND " + " AND ".join(where),
-            {"low": low, **params},
+            "JOIN (SELECT id, received_at, count(*) AS lines FROM temp.export_lines "
+            "GROUP BY ALL) AS n ON e.id = n.id AND e.received_at = n.received_at "
+            "LEFT JOIN (SELECT c.id, c.received_at, count(*) AS copies FROM copies AS c "
+            "LEFT JOIN (SELECT unnest(CAST($seqs AS BIGINT[])) AS seq, "
+            "unnest(CAST($starts AS BIGINT[])) AS start) AS p ON c.seq = p.seq "
+            "WHERE c.loaded_bytes > coalesce(p.start, 0) GROUP BY ALL) AS k "
+            "ON e.id = k.id AND e.received_at = k.received_at "
+            "WHERE n.lines > coalesce(k.copies, 0) AND e.received_at >= $low AND "
+            + " AND ".join(where),
+            {
+                "low": low,
+                "seqs": list(manifest.position),
+                "starts": list(manifest.position.values()),
+                **params,
+            },
         )
         table = "temp.export_new"
     partitions = cursor.execute(
