@@ -450,6 +450,24 @@ def test_the_exporters_file_and_the_otel_directory_are_found(
     assert run_json("copilot", "--dry-run")["requests"] == 3
 
 
+def post_spans(daemon: Daemon, lines: list[dict[str, Any]]) -> None:
+    """Post span lines of the export to ``daemon`` over OTLP/JSON, one request each."""
+    import http.client
+
+    host, port = daemon.http_address().rsplit(":", 1)
+    token = (daemon.home / "http-token").read_text().strip()
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        for line in lines:
+            conn.request("POST", "/v1/traces", body=otlp_traces(line), headers=headers)
+            response = conn.getresponse()
+            assert response.status == 200, response.read()
+            response.read()
+    finally:
+        conn.close()
+
+
 def otlp_traces(line: dict[str, Any]) -> bytes:
     """One span line of the export as an OTLP/JSON traces request (the live path)."""
 
@@ -496,25 +514,9 @@ def test_the_export_into_the_daemon_has_the_otlp_paths_ids(
 ) -> None:
     """A chat span exported live over OTLP and then imported from the file is one event;
     a second import adds nothing."""
-    import http.client
-
     lines = [json.loads(x) for x in OTEL.read_text().splitlines()[:-1]]
     chat = next(x for x in lines if x.get("name") == "chat claude-sonnet-4.5")
-    host, port = running_daemon.http_address().rsplit(":", 1)
-    token = (running_daemon.home / "http-token").read_text().strip()
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)
-    try:
-        conn.request(
-            "POST",
-            "/v1/traces",
-            body=otlp_traces(chat),
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-        )
-        response = conn.getresponse()
-        assert response.status == 200, response.read()
-        response.read()
-    finally:
-        conn.close()
+    post_spans(running_daemon, [chat])
     live = [e for e in running_daemon.journal_events() if e["type"] == "api_request"]
     assert len(live) == 1
     install_otel(agent_home / ".copilot")
@@ -550,27 +552,9 @@ def test_a_session_sent_live_over_otlp_then_imported_counts_once(
     """Copilot CLI exporting over OTLP, live, and its session files imported later: the
     shutdown that totals the calls the store already holds is left out, as when the
     export is a file (before, those calls were counted again from the shutdown)."""
-    import http.client
-
-    host, port = running_daemon.http_address().rsplit(":", 1)
-    token = (running_daemon.home / "http-token").read_text().strip()
     lines = [json.loads(x) for x in OTEL.read_text().splitlines()[:-1]]
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)
-    try:
-        for line in lines:
-            if not str(line.get("name")).startswith("chat "):
-                continue  # (the model calls: what the live export is counted by)
-            conn.request(
-                "POST",
-                "/v1/traces",
-                body=otlp_traces(line),
-                headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-            )
-            response = conn.getresponse()
-            assert response.status == 200, response.read()
-            response.read()
-    finally:
-        conn.close()
+    # (the model calls: what the live export is counted by)
+    post_spans(running_daemon, [x for x in lines if str(x.get("name")).startswith("chat ")])
     install_otel(agent_home / ".copilot", export=False)  # the session's events alone
     ctl("flush")
     first = run_json("copilot")
