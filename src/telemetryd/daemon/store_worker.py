@@ -54,7 +54,8 @@ _BACKOFF_FIRST = 0.5
 _BACKOFF_MAX = 30.0
 _READ_CHUNK = 256 * 1024
 # Ingest is busy (a timed load waits: StoreClient.run) while the journal takes at least
-# this many events a second, measured over at least BUSY_LOOK seconds.
+# this many events a second, measured over at least BUSY_LOOK seconds (or fewer, once a
+# look has counted more than BUSY_LOOK seconds' worth).
 BUSY_EVENTS_PER_S = 5_000
 BUSY_LOOK = 0.25
 
@@ -641,19 +642,27 @@ class StoreClient:
                         < self.settings.store.pending_events
                     ):
                         await self.journal.changed()
+                        self.ingest_rate()  # (a look starts with a burst, not before it)
                 if self.journal.events_written != self._seen or self._costs_wanted:
                     await self._yield_to_ingest()
                     await self.refresh_or_log()
 
     def ingest_rate(self) -> float:
         """Events a second the journal took lately: since the previous look, when that
-        was at least BUSY_LOOK seconds ago (else the rate that look found)."""
+        was at least BUSY_LOOK seconds ago (else the rate that look found, unless the
+        events since already make a busy rate). The timed loop looks at each journal
+        change it waits for, so after a quiet spell a look starts with the first events
+        of a burst: the load that the burst makes due (``store.pending-events`` of them,
+        in milliseconds) sees how fast they came, rather than their average over the
+        quiet spell before."""
         now = time.monotonic()
         written = self.journal.events_written
         at, count = self._mark
         if now - at >= BUSY_LOOK:
             self._rate = (written - count) / (now - at)
             self._mark = (now, written)
+        elif written - count > BUSY_EVENTS_PER_S * BUSY_LOOK:
+            return (written - count) / max(now - at, 1e-6)
         return self._rate
 
     async def _yield_to_ingest(self) -> None:
