@@ -435,6 +435,8 @@ def test_each_limit_is_inclusive_and_the_next_value_is_refused(
         # (the entry that is wrong is named, not the first)
         ('[pricing.models.a]\ninput = 1\noutput = 1\n[pricing.models."b c"]\ninput = 1\n'
          'output = -2\n', 'at `$.pricing.models."b c".output`'),
+        ('[pricing.models.\'q"uote\']\ninput = -1\noutput = 1\n',
+         'at `$.pricing.models."q\\"uote".input`'),
     ],
 )  # fmt: skip
 def test_an_out_of_range_value_names_key_limit_and_file(

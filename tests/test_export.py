@@ -525,6 +525,38 @@ def test_an_exported_event_journaled_again_as_it_was_is_not_exported_again(
     assert export.export(store, str(journal), str(again)).events == 1
 
 
+def test_twins_in_a_segment_compacted_before_the_next_run_are_not_exported_again(
+    hardened: tuple[Store, Path], tmp_path: Path
+) -> None:
+    """Retention compacts a segment of resent twins (usage events) before the next run,
+    which then reads its usage file from the start: the twins stay noted as copies (the
+    compaction once dropped the notes with the segment's other events, and the run
+    exported each twin again)."""
+    from telemetryd.store import retention
+
+    store, journal = hardened
+
+    def usage(n: int) -> bytes:
+        line = json.loads(_line(n))
+        line |= {"type": "api_request", "tokens": {"source": "actual", "input": n, "output": 1}}
+        line.pop("name")
+        return json.dumps(line).encode() + b"\n"
+
+    (journal / "20261120T000000Z-000001.jsonl").write_bytes(b"".join(usage(n) for n in range(5)))
+    store.materialize(str(journal))
+    out = tmp_path / "out"
+    assert export.export(store, str(journal), str(out)).events == 5
+    # the twins, then a new event in a later segment (the twins' segment closes)
+    (journal / "20261120T010000Z-000002.jsonl").write_bytes(b"".join(usage(n) for n in range(5)))
+    store.materialize(str(journal))
+    (journal / "20261120T020000Z-000003.jsonl").write_bytes(usage(5))
+    store.materialize(str(journal))
+    twins = next(s for s in retention.scan(str(journal)) if s.seq == 2)
+    assert retention.compact(twins, store, compress=False) == 0  # (usage: all kept)
+    assert export.export(store, str(journal), str(out)).events == 1
+    assert sorted(exported_ids(out)) == [f"ev-{n:06d}" for n in range(6)]
+
+
 def test_a_new_export_goes_only_into_a_new_or_empty_directory(
     hardened: tuple[Store, Path], tmp_path: Path
 ) -> None:
@@ -555,6 +587,12 @@ def test_a_new_export_goes_only_into_a_new_or_empty_directory(
     hidden.mkdir()
     (hidden / ".DS_Store").write_text("")
     assert export.export(store, str(journal), str(hidden)).events == 10
+    # The sockets' directory is the daemon's wherever it is (XDG_RUNTIME_DIR's, say).
+    from telemetryd import paths
+
+    where = paths.Paths(str(tmp_path / "xdg-run" / "telemetryd"), str(journal.parent), "/x")
+    with pytest.raises(export.ExportError, match="is within"):
+        export.export(store, str(journal), where.runtime_dir + "/parquet", where=where)
     # A new directory of its own beside them is the user's to choose.
     assert export.export(store, str(journal), str(journal.parent / "parquet")).events == 10
     assert not list((journal.parent / "spool").iterdir())

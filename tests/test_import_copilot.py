@@ -555,6 +555,12 @@ def test_a_session_sent_live_over_otlp_then_imported_counts_once(
     lines = [json.loads(x) for x in OTEL.read_text().splitlines()[:-1]]
     # (the model calls: what the live export is counted by)
     post_spans(running_daemon, [x for x in lines if str(x.get("name")).startswith("chat ")])
+    # Another agent's request with the session's id in the second process's time covers
+    # nothing: only Copilot's spans do.
+    other = {"type": "api_request", "source": "claude-code", "session_id": SESSION,
+             "ts": "2026-11-21T09:00:00.000Z", "agent": {"model": "claude-sonnet-4-5"},
+             "tokens": {"source": "actual", "input": 1, "output": 1}}  # fmt: skip
+    assert ctl("send", "-", input=json.dumps(other).encode()).returncode == 0
     install_otel(agent_home / ".copilot", export=False)  # the session's events alone
     ctl("flush")
     first = run_json("copilot")
@@ -568,6 +574,7 @@ def test_a_session_sent_live_over_otlp_then_imported_counts_once(
         "GROUP BY model ORDER BY model",
     )
     rows = {r["model"]: (r["requests"], r["tokens"]) for r in json.loads(result.stdout)}
+    assert rows.pop("claude-sonnet-4-5") == (1, 2)  # (the other agent's)
     # the same as from the export file and the session's events (above): the live chat
     # spans, and the second process's shutdown (its process had no exporter)
     assert rows == {

@@ -593,7 +593,8 @@ def _name_the_entry(data: Mapping[str, Any], message: str) -> str:
         try:
             msgspec.convert(only(data, 0, name), Config, strict=False)
         except msgspec.ValidationError:
-            return f'{head}{at}{table_path}."{name}"{rest}'
+            quoted = msgspec.json.encode(name).decode()
+            return f"{head}{at}{table_path}.{quoted}{rest}"
     return message
 
 

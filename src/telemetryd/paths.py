@@ -94,6 +94,17 @@ class Paths:
     def forward_dir(self) -> str:
         return os.path.join(self.state_dir, FORWARD_DIR)
 
+    def own_directories(self) -> list[str]:
+        """The directories the daemon keeps, for nothing else to write in: the journal,
+        spool, quarantine, the forwarder's, and the sockets'."""
+        return [
+            self.journal_dir,
+            self.spool_dir,
+            self.quarantine_dir,
+            self.forward_dir,
+            self.runtime_dir,
+        ]
+
     def as_dict(self) -> dict[str, str]:
         return {
             "events_socket": self.events_socket,
@@ -108,20 +119,6 @@ class Paths:
             "state_dir": self.state_dir,
             "http_token_file": self.http_token_file,
         }
-
-
-def own_directories(state_dir: str) -> list[str]:
-    """The directories the daemon keeps in ``state_dir``, for nothing else to write in:
-    the journal, spool, quarantine, the forwarder's, and the sockets' under
-    TELEMETRYD_HOME."""
-    where = Paths(os.path.join(state_dir, RUN_DIR), state_dir, state_dir)
-    return [
-        where.journal_dir,
-        where.spool_dir,
-        where.quarantine_dir,
-        where.forward_dir,
-        where.runtime_dir,
-    ]
 
 
 def _home(environ: dict[str, str] | os._Environ[str]) -> str | None:

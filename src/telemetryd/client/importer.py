@@ -52,6 +52,7 @@ import msgspec
 
 from telemetryd import paths
 from telemetryd.adapters import claude_code, codex, copilot, gemini, ids, pricing
+from telemetryd.adapters.otel import genai
 from telemetryd.client import agent_files
 from telemetryd.client.delivery import EventStream
 from telemetryd.errors import DaemonBusy, DaemonUnavailable, TelemetryError
@@ -1251,19 +1252,20 @@ def model_calls(paths: Iterable[Path]) -> dict[str, list[float]]:
     return {session: sorted(times) for session, times in calls.items()}
 
 
-# The model calls of these sessions stored from elsewhere than their session files.
+# The model calls of these sessions that Copilot's OpenTelemetry spans brought.
 _STORED_CALLS = """
     SELECT session_id, epoch(ts) FROM events
-    WHERE type = 'api_request' AND source IS DISTINCT FROM $files
+    WHERE type = 'api_request' AND source = $spans
       AND session_id IN (SELECT unnest(CAST($sessions AS VARCHAR[])))
 """
 
 
 def stored_model_calls(sessions: list[str], socket_path: str | None) -> dict[str, list[float]]:
     """The model calls of Copilot CLI ``sessions`` the store already holds, per session
-    (as :func:`model_calls`): those that came over OTLP, live, or from an export file
-    imported before. A shutdown totalling them is then left out, as one that this run's
-    export files cover is: its requests are counted already, call by call. The daemon,
+    (as :func:`model_calls`): those of Copilot's spans (source ``copilot``), which came
+    over OTLP, live, or from an export file imported before. A shutdown totalling them
+    is then left out, as one that this run's export files cover is: its requests are
+    counted already, call by call. The daemon,
     or while it is stopped its database file, answers (``socket_path``: the events
     socket, beside the control socket); with neither (nothing stored yet), none. A
     daemon too busy to answer is an error: counting the shutdowns anyway could count
@@ -1279,7 +1281,7 @@ def stored_model_calls(sessions: list[str], socket_path: str | None) -> dict[str
     )
     try:
         rows, _, _ = fetch.query(
-            _STORED_CALLS, {"files": copilot.SOURCE, "sessions": sessions}, control
+            _STORED_CALLS, {"spans": genai.COPILOT, "sessions": sessions}, control
         )
     except DaemonUnavailable:
         return {}

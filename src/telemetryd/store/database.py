@@ -989,8 +989,6 @@ class Store:
                 ).fetchone()
                 if span is not None:
                     rollup.refresh(self._con, *span)
-                # (its offsets are the new file's now: an export judges by them afresh)
-                self._con.execute("DELETE FROM copies WHERE seq = $seq", {"seq": seq})
                 self._con.execute(
                     _SAVE_OFFSET,
                     {"seq": seq, "name": name, "bytes": kept_bytes, "complete": True,

@@ -191,13 +191,12 @@ class _Local:
         except NotADirectoryError:
             raise ExportError(f"{self.root} is a file, not a directory") from None
 
-    def check_new(self, journal_dir: str, load_dir: str) -> None:
-        """ExportError unless DIR may become a new export: it is not within the store's
-        load directory or one the daemon keeps beside the journal (the journal, spool,
-        quarantine, ...), and holds nothing but hidden files (a directory of the user's
-        files, their home, is not one to write and clean up in)."""
+    def check_new(self, own_dirs: list[str]) -> None:
+        """ExportError unless DIR may become a new export: it is not within one of
+        ``own_dirs`` (the daemon's), and holds nothing but hidden files (a directory of
+        the user's files, their home, is not one to write and clean up in)."""
         real = os.path.realpath(self.root)
-        for own in (load_dir, *paths.own_directories(os.path.dirname(journal_dir))):
+        for own in own_dirs:
             mine = os.path.realpath(own)
             if real == mine or real.startswith(mine + os.sep):
                 raise ExportError(f"{self.root} is within {own}: export to another directory")
@@ -276,7 +275,7 @@ class _Remote:
         ).fetchall()
         return rows[0][0].encode() if rows else None
 
-    def check_new(self, journal_dir: str, load_dir: str) -> None:
+    def check_new(self, own_dirs: list[str]) -> None:
         """Nothing to check: a URL is none of the daemon's directories."""
 
     def prepare(self, run: int) -> None:
@@ -367,11 +366,14 @@ def export(
     *,
     since: datetime | None = None,
     until: datetime | None = None,
+    where: paths.Paths | None = None,
 ) -> Report:
     """Export the events new since the last run into ``root`` (see the module docstring).
     ``since``/``until``: the window (``since <= ts < until``) of a new export directory;
-    an existing one keeps its own, and another is an ExportError. Blocks (DuckDB, files):
-    run it in a worker thread."""
+    an existing one keeps its own, and another is an ExportError. ``where``: the
+    daemon's paths, whose directories a new DIR may not be within (by default those
+    under TELEMETRYD_HOME beside ``journal_dir``). Blocks (DuckDB, files): run it in a
+    worker thread."""
     started = time.monotonic()
     if since is not None and until is not None and since >= until:
         raise ExportError(f"--since {iso(since)} is not before --until {iso(until)}")
@@ -379,7 +381,10 @@ def export(
     try:
         manifest = _decode_manifest(target.read_manifest(), root)
         if manifest is None:
-            target.check_new(journal_dir, store.load_dir)
+            if where is None:
+                state = os.path.dirname(journal_dir)
+                where = paths.Paths(os.path.join(state, paths.RUN_DIR), state, state)
+            target.check_new([store.load_dir, journal_dir, *where.own_directories()])
         manifest = _window(manifest, root, iso(since), iso(until))
         report = Report(root, total_events=manifest.events)
         report.since, report.until = manifest.since, manifest.until

@@ -105,8 +105,15 @@ def _unreadable(exc: duckdb.Error) -> bool:
 class StoreService:
     """One worker's store: opened once, then loaded, queried, rebuilt and trimmed."""
 
-    def __init__(self, journal_dir: str, opener: Callable[[], Store], database: str = "") -> None:
+    def __init__(
+        self,
+        journal_dir: str,
+        opener: Callable[[], Store],
+        database: str = "",
+        where: paths.Paths | None = None,
+    ) -> None:
         self.journal_dir = journal_dir
+        self.where = where  # (the daemon's directories, which no export goes into)
         self._opener = opener
         self._database = database
         self._store: Store | None = None
@@ -246,7 +253,9 @@ class StoreService:
         store = await self.wait_open()
         async with self._export_lock:
             report = await anyio.to_thread.run_sync(
-                lambda: export.export(store, self.journal_dir, target, since=since, until=until)
+                lambda: export.export(
+                    store, self.journal_dir, target, since=since, until=until, where=self.where
+                )
             )
         return report.as_dict()
 

@@ -73,7 +73,7 @@ class Worker:
                 store = open_store(where, settings.store, pricing=settings.pricing)
             return store
 
-        self.service = StoreService(where.journal_dir, opener, where.database)
+        self.service = StoreService(where.journal_dir, opener, where.database, where)
         self.queries = Queries()
         self.active = 0
 
