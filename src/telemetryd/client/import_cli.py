@@ -247,10 +247,15 @@ def import_group(ctx: click.Context, /, **options: Any) -> None:
         return
     summaries = {}
     jobs = options.pop("jobs")
+    # Copilot first: its import asks the store which of its sessions' model calls it
+    # holds, and the store answers once it has loaded what came before the question,
+    # which would be every other agent's events.
+    order = sorted(importer.AGENTS, key=lambda agent: agent != "copilot")
     with import_pool.Pool(jobs) as pool:  # the reader processes serve every agent
-        for agent in importer.AGENTS:
+        for agent in order:
             if importer.found(agent):
                 summaries[agent] = _import(agent, (), **options, pool=pool)
+    summaries = {agent: summaries[agent] for agent in importer.AGENTS if agent in summaries}
     if options["as_json"]:
         click.echo(json.dumps({a: s.as_dict() for a, s in summaries.items()}, indent=2))
     else:
