@@ -1265,11 +1265,10 @@ def stored_model_calls(sessions: list[str], socket_path: str | None) -> dict[str
     (as :func:`model_calls`): those of Copilot's spans (source ``copilot``), which came
     over OTLP, live, or from an export file imported before. A shutdown totalling them
     is then left out, as one that this run's export files cover is: its requests are
-    counted already, call by call. The daemon,
-    or while it is stopped its database file, answers (``socket_path``: the events
-    socket, beside the control socket); with neither (nothing stored yet), none. A
-    daemon too busy to answer is an error: counting the shutdowns anyway could count
-    those requests twice."""
+    counted already, call by call. The daemon, or while it is stopped its database
+    file, answers (``socket_path``: the events socket, beside the control socket); with
+    neither (nothing stored yet), none. A daemon too busy to answer is an error:
+    counting the shutdowns anyway could count those requests twice."""
     from telemetryd.client import fetch, protocol
 
     if not sessions:

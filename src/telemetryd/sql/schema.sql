@@ -20,9 +20,11 @@ CREATE TABLE segments (
 
 -- The lines loads dropped as twins of a stored event: the same id and received_at (a
 -- forwarded event sent again after the dedup window keeps the received_at it was first
--- journaled with). A load's batch commits with its segments' offsets, so one segment of
--- it and the offset the batch took it to place all its lines: after an export position
--- in that segment below `loaded_bytes`, they are new to the export, and not new events.
+-- journaled with), for Parquet exports (store/export.py). A batch commits with its
+-- segments' offsets, so one of its segments and the offset the batch took it to date
+-- all its lines: an export whose position in that segment is below `loaded_bytes` has
+-- them all among its new lines, and they are no new events. Retention deletes them
+-- with that segment.
 CREATE TABLE copies (
     id VARCHAR NOT NULL,
     received_at TIMESTAMP NOT NULL,

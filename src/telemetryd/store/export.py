@@ -757,8 +757,8 @@ def hive_dir(key: str, value: Any) -> str:
     values stay apart; that is the value readers see.
 
     The value ``__HIVE_DEFAULT_PARTITION__`` itself is written with its first ``_`` as
-    ``%5F``: DuckDB (and Spark) read it back as written, not as NULL. (pyarrow decodes
-    before it compares, and reads NULL.)"""
+    ``%5F``: DuckDB reads it back as written, not as NULL. (pyarrow decodes before it
+    compares, and reads NULL.)"""
     if value is None:
         return f"{key}={_HIVE_NULL}"
     text = str(value)
