@@ -26,8 +26,10 @@ work directory so that the cache stays as it is. Figures, in alternating runs:
   run (which reads the new lines and joins them with the stored rows by id and
   ``received_at``), for information.
 
-Each figure runs in a process of its own, which gives its peak RSS (``wait4``): the
-store worker's, for the export. Every run's files are read back (DuckDB
+Each figure runs in a process of its own, which gives its peak RSS (its ``VmHWM`` at
+the end: ``wait4``'s figure would start from this process's own peak, which a child
+inherits on Linux, and which is large just after the database was built): the store
+worker's, for the export. Every run's files are read back (DuckDB
 ``read_parquet``): the count must be the events'.
 """
 
@@ -48,6 +50,7 @@ from typing import Any
 from bench import BenchError, fresh_bytecode
 from bench import query as query_bench
 from bench import store as store_bench
+from bench.procs import memory_kib
 
 EVENTS = 10_000_000
 QUICK_EVENTS = 1_000_000
@@ -198,7 +201,8 @@ def _spawn(
             errors.seek(0)
             raise BenchError(f"{kind} exited with {proc.returncode}: {errors.read()[-800:]!r}")
     result: dict[str, Any] = json.loads(out)
-    result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # (KiB on Linux)
+    peak = result.pop("peak_rss_kib", usage.ru_maxrss)  # (KiB on Linux)
+    result["peak_rss_mb"] = round(peak / 1024, 1)
     return result
 
 
@@ -268,7 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         kind, work, journal, events = args.child
-        print(json.dumps(_child(kind, Path(work), Path(journal), int(events))))
+        result = _child(kind, Path(work), Path(journal), int(events))
+        result["peak_rss_kib"] = memory_kib(os.getpid())["VmHWM"]
+        print(json.dumps(result))
         return 0
     fresh_bytecode()
     workdir = Path("/tmp") / f"tdbench-export-{time.time_ns()}"
