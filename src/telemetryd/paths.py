@@ -139,12 +139,17 @@ def _runtime_from_env(env: dict[str, str] | os._Environ[str]) -> str | None:
     return None
 
 
+def under_home(home: str) -> Paths:
+    """The paths with everything under one directory, as ``TELEMETRYD_HOME`` puts them."""
+    return Paths(os.path.join(home, RUN_DIR), home, home)
+
+
 def resolve(environ: dict[str, str] | os._Environ[str] | None = None) -> Paths:
     """The paths for this user, honouring ``TELEMETRYD_HOME``."""
     env = os.environ if environ is None else environ
     home = _home(env)
     if home is not None:
-        return Paths(os.path.join(home, RUN_DIR), home, home)
+        return under_home(home)
     import warnings
 
     import platformdirs

@@ -382,8 +382,7 @@ def export(
         manifest = _decode_manifest(target.read_manifest(), root)
         if manifest is None:
             if where is None:
-                state = os.path.dirname(journal_dir)
-                where = paths.Paths(os.path.join(state, paths.RUN_DIR), state, state)
+                where = paths.under_home(os.path.dirname(journal_dir))
             target.check_new([store.load_dir, journal_dir, *where.own_directories()])
         manifest = _window(manifest, root, iso(since), iso(until))
         report = Report(root, total_events=manifest.events)
