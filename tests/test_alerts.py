@@ -246,10 +246,21 @@ def test_a_cost_anomaly_raises_one_alert(daemon_factory: Any) -> None:
     assert seen["baseline_sessions"] == len(others)
     assert seen["cost_usd"] == pytest.approx(totals["big"])
     assert seen["model"] == "claude-x"
+    median = statistics.median(others)
+    assert f"cost ${totals['big']:.2f}, " in alert["message"]
+    assert f"the median ${median:.2f} of {len(others)} other" in alert["message"]
     # The session costs more still: the same anomaly, not a new one.
     send(daemon, [request("big", 5.0)])
     analyzed(daemon)
     assert [a["id"] for a in raised(daemon)] == [alert["id"]]
+
+
+def test_an_alerts_dollars_below_a_cent_keep_four_decimals() -> None:
+    from telemetryd.store import analyzer
+
+    assert [analyzer._usd(v) for v in (0.001, 0.00994, 0.0, 0.01, 1234.567)] == [
+        "$0.0010", "$0.0099", "$0.00", "$0.01", "$1,234.57",
+    ]  # fmt: skip
 
 
 def test_budget_crossings_alert_once_and_survive_a_restart(daemon_factory: Any) -> None:

@@ -201,6 +201,15 @@ def test_unknown_models_and_counts_have_no_cost_reported_ones_stay(journal: Jour
     assert got["reported-unknown-model"] == (0.25, "reported", None)
 
 
+def test_a_request_marked_reported_without_a_cost_is_priced(journal: Journal) -> None:
+    """`cost_source: reported` with no `cost_usd` reports no cost: the store prices it, as
+    every request without a reported cost (it stayed NULL and unpriced, reprice too)."""
+    marked = request("marked", "claude-haiku-4-5", input=1000, output=100)
+    marked["cost_source"] = "reported"
+    got = journal.load([marked])
+    assert got["marked"] == (pytest.approx((1000 * 1 + 100 * 5) / 1e6), "computed", GENAI)
+
+
 def test_an_old_daemons_computed_cost_is_computed_again_and_a_bare_cost_is_reported(
     journal: Journal,
 ) -> None:

@@ -525,3 +525,80 @@ def test_a_zone_is_known_as_zoneinfo_knows_it(name: str) -> None:
     except (ValueError, zoneinfo.ZoneInfoNotFoundError):
         expected = False
     assert reports._known(name) is expected
+
+
+def test_a_session_is_one_row_with_its_cost_whatever_its_requests_carry(
+    running_daemon: Daemon,
+) -> None:
+    """A session whose imported requests carry a project and whose live ones do not is
+    one row (the project of its latest request that has one), and a session whose
+    requests have a cost but no token counts is listed: the sessions' totals are the
+    days'. A session with neither is left out, as ccusage leaves it."""
+
+    def req(n: int, session: str, ts: str, cost: float | None, **extra: Any) -> dict[str, Any]:
+        event: dict[str, Any] = {
+            "type": "api_request",
+            "id": f"sess{n}",
+            "ts": ts,
+            "session_id": session,
+            "agent": {"model": "claude-sonnet-4-5"},
+            "tokens": {"source": "actual", "input": 10 * n, "output": n},
+            **extra,
+        }
+        if cost is not None:
+            event["cost_usd"] = cost
+        return event
+
+    events = [
+        req(1, "split", "2026-03-02T10:00:00.000Z", 1.0, attrs={"project": "/home/ada/old"}),
+        req(2, "split", "2026-03-02T11:00:00.000Z", 2.0),  # (received live: no project)
+        req(3, "split", "2026-03-02T10:30:00.000Z", 4.0, attrs={"project": "/home/ada/app"}),
+        req(4, "costonly", "2026-03-02T12:00:00.000Z", 0.5, tokens={"source": "unknown"}),
+        req(5, "empty", "2026-03-02T12:00:00.000Z", None, tokens={"source": "unknown"}),
+    ]
+    payload = b"".join(json.dumps(e).encode() + b"\n" for e in events)
+    assert exchange(running_daemon.events_socket, payload) == [summary(5, 5)]
+    sessions = report("session", "--timezone", "UTC")
+    rows = {row["sessionId"]: row for row in sessions["sessions"]}
+    assert sorted(rows) == ["costonly", "split"]
+    split = rows["split"]
+    assert (split["totalCost"], split["requests"]) == (pytest.approx(7.0), 3)
+    assert split["projectPath"] == "/home/ada/app"
+    assert split["inputTokens"] == 10 + 20 + 30
+    assert rows["costonly"]["totalCost"] == pytest.approx(0.5)
+    daily = report("daily", "--timezone", "UTC")
+    assert sessions["totals"]["totalCost"] == pytest.approx(daily["totals"]["totalCost"])
+
+
+@pytest.mark.parametrize(
+    ("tz", "zone"),
+    [("JST-9", "Etc/GMT-9"), ("<+03>-3", "Etc/GMT-3"), ("EST5", "Etc/GMT+5"), ("UTC0", "Etc/GMT"),
+     (":Asia/Tokyo", "Asia/Tokyo"), ("", "UTC"), ("<+0545>-5:45", None),
+     ("EST5EDT,M3.2.0,M11.1.0", None), ("Mars/Olympus", None)],
+)  # fmt: skip
+def test_a_posix_tz_counts_days_as_the_c_library_does_or_says_it_cannot(
+    tz: str, zone: str | None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The status line's "today" follows the C library's local time, which reads POSIX
+    rules in TZ; the reports' days follow the same offset where a zone has it, and where
+    none has, count in UTC and say so (before: /etc/localtime's zone, silently)."""
+    import time
+
+    from telemetryd.client import reports
+
+    monkeypatch.setenv("TZ", tz)
+    time.tzset()
+    try:
+        found = reports.local_zone()
+        err = capsys.readouterr().err
+        offset = time.localtime(1_800_000_000).tm_gmtoff
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    if zone is None:
+        assert found == "UTC"
+        assert f"TZ={tz!r}" in err and "counting in UTC" in err
+        return
+    assert (found, err) == (zone, "")
+    moment = datetime.fromtimestamp(1_800_000_000, ZoneInfo(found))
+    assert moment.utcoffset() == timedelta(seconds=offset)

@@ -990,6 +990,38 @@ def test_tool_calls_view(fixed: Store) -> None:
     ]
 
 
+def test_a_use_takes_its_last_results_outcome_and_fails_as_the_errors_view_says(
+    store: Store, journal: Path
+) -> None:
+    """A use that failed and then succeeded under the same use id has no error; one whose
+    result has an error and no success flag is a failure in `sessions` as in `errors`."""
+    s: dict[str, Any] = {"session_id": "t1", "source": "claude-code"}
+
+    def result(n: int, use: str, seconds: float, **outcome: Any) -> ev.ToolResult:
+        tool = ev.Tool(name="Bash", use_id=use, **outcome)
+        return ev.ToolResult(id=f"t{n}", ts=at(seconds), tool=tool, **s)
+
+    events = [
+        result(1, "retried", 1, success=False, error="x"),
+        result(2, "retried", 2, success=True),
+        result(3, "errored", 3, error="boom"),  # (no success flag)
+        result(4, "ok", 4, success=True),
+        result(5, "failed", 5, success=False, error="no"),
+    ]
+    append(segment(journal, 1), b"".join(map(line, events)))
+    assert store.materialize(str(journal)) == 5
+    assert query(store, "SELECT tool_use_id, success, error FROM tool_calls ORDER BY started") == [
+        ("retried", True, None),
+        ("errored", None, "boom"),
+        ("ok", True, None),
+        ("failed", False, "no"),
+    ]
+    assert query(store, "SELECT count(*) FROM errors WHERE kind = 'tool'") == [(3,)]
+    assert query(store, "SELECT tool_calls, tool_failures FROM sessions") == [(4, 2)]
+    [(failures,)] = query(store, "SELECT failures FROM tool_reliability(days := 100000)")
+    assert failures == 2
+
+
 TOOL = ("tool", "rule", "Edit", "e08")
 
 

@@ -521,3 +521,90 @@ def test_a_request_stamped_ahead_of_the_clock_is_in_no_window(tmp_path: Path) ->
     assert reply.session is not None and reply.session.cost_usd == pytest.approx(0.01)
     assert sorted(reply.days) == [_iso(now)[:10]]
     assert max(totals.claude) * 900 <= now + 900
+
+
+def test_a_request_journaled_again_is_counted_once(tmp_path: Path) -> None:
+    """The same id journaled twice (a resend after the ingest's duplicate window forgot
+    it; the store keeps the first line) counts once: with a reported cost, with none
+    (priced once), and a reported copy of a cost-less request; after a restart too."""
+    now = 1_800_000_000.0
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    x = request(1, day=now - 600, session="dw", cost=1.0)
+    y = request(2, day=now - 500, session="dw", cost=0.1)
+    u = unpriced(3, now - 400, session="dw")
+    first = [x, y, u]
+    again = [x, dict(u), {**u, "cost_usd": 9.0}, request(4, day=now - 100, session="dw", cost=0.01)]
+    (journal / "20270115T000000Z-000001.jsonl").write_bytes(lines(first))
+    (journal / "20270115T000000Z-000002.jsonl").write_bytes(lines(again))
+    for path in journal.iterdir():
+        os.utime(path, (now, now))
+    stored = [x, y, u, again[-1]]  # what the store keeps: each id's first line
+    want = expected(stored, "session")["dw"]
+    for _ in ("running", "after a restart"):
+        totals = Totals(str(journal), clock=lambda: now)
+        totals.refresh()
+        reply = totals.answer("dw")
+        assert reply.session is not None and figures(reply.session) == rounded({"dw": want})["dw"]
+        assert figures(reply.today) == figures(reply.session)
+        assert totals.price(["u3"], [("u3", 0.5, "computed")]) == 1
+        assert totals.price(["u3"], [("u3", 0.5, "computed")]) == 0
+        session = totals.answer("dw").session
+        assert session is not None
+        assert (session.cost_usd, session.unknown_cost) == (pytest.approx(1.61), 0)
+
+
+def _ccusage_window(requests: list[tuple[float, float]], now: float) -> tuple[float, float] | None:
+    """The active 5-hour window's (start, cost), walking the requests one by one as
+    ccusage's blocks do (a request more than 5 h after the block's start or after the
+    request before starts a block at its hour)."""
+    start = last = None
+    cost = 0.0
+    for when, value in sorted(requests):
+        if start is None or last is None or when - start > 5 * 3600 or when - last > 5 * 3600:
+            start, cost = when // 3600 * 3600, 0.0
+        cost += value
+        last = when
+    if start is None or last is None or now >= start + 5 * 3600 or now - last >= 5 * 3600:
+        return None
+    return start, cost
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_window_is_ccusages_with_requests_on_the_hour(tmp_path: Path, seed: int) -> None:
+    """Requests exactly on the hour, one at the very end of a window: the totals' window
+    (quarter-hour tallies) is the one walking each request draws, at many clocks."""
+    rng = random.Random(seed)
+    base = 1_800_000_000.0 // 3600 * 3600 - 2 * DAY
+    times: set[float] = {base, base + 5 * 3600}  # a request at the first window's end
+    while len(times) < 60:
+        hour = base + rng.randrange(0, 40) * 3600
+        times.add(hour if rng.random() < 0.4 else hour + rng.randrange(1, 3_600_000) / 1000)
+    requests = [(when, float(2**n % 97)) for n, when in enumerate(sorted(times))]
+    events = [request(n, day=t, session="b", cost=cost) for n, (t, cost) in enumerate(requests)]
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    segment = journal / "20270115T000000Z-000001.jsonl"
+    segment.write_bytes(lines(events))
+    clocks = [base + 5 * 3600 + 60, base + 5 * 3600 + 1200]
+    clocks += [when + rng.randrange(1, 7200) for when, _ in requests]
+    checked = 0
+    # (no request stamped just after a clock: that is the skew rule's, tested above)
+    for now in [now for now in clocks if not any(now < when <= now + 1800 for when in times)]:
+        os.utime(segment, (now, now))
+        totals = Totals(str(journal), clock=lambda now=now: now)
+        totals.refresh()
+        window = totals.window()
+        want = _ccusage_window([r for r in requests if r[0] <= now], now)
+        checked += want is not None
+        got = None if window is None else (_parse(window.start), window.usage.cost_usd)
+        assert (got is None) == (want is None), (now, got, want)
+        if got is not None and want is not None:
+            assert got[0] == want[0] and got[1] == pytest.approx(want[1]), (now, got, want)
+    assert checked >= 10  # (active windows compared, not only their absence)
+
+
+def _parse(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

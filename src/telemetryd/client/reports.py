@@ -166,17 +166,59 @@ ORDER BY first, model
 
 
 def local_zone() -> str:
-    """The IANA name of the local time zone: ``$TZ``, else where ``/etc/localtime``
-    points; UTC when neither names one."""
-    name = os.environ.get("TZ", "").lstrip(":")
-    if name and _known(name):
-        return name
+    """The IANA name of the local time zone, the one the C library's local time (and so
+    the status line) follows: ``$TZ`` when it names a zone; else, for a ``$TZ`` in
+    POSIX's own form, its offset's ``Etc/GMT`` zone when that is a whole number of hours
+    without daylight saving time (``JST-9`` is ``Etc/GMT-9``), and UTC with a warning on
+    stderr for any other (an empty ``$TZ`` is UTC too); without ``$TZ``, where
+    ``/etc/localtime`` points, else UTC."""
+    given = os.environ.get("TZ")
+    if given is not None:
+        name = given.lstrip(":")
+        if not name or _known(name):
+            return name or "UTC"
+        fixed = _posix_offset(name)
+        if fixed is not None and _known(fixed):
+            return fixed
+        import sys
+
+        print(
+            f"telemetryctl: TZ={given!r} names no time zone that days can be counted in "
+            "(an IANA name such as Asia/Tokyo, or a whole-hour offset such as JST-9); "
+            "counting in UTC (--timezone ZONE chooses one)",
+            file=sys.stderr,
+        )
+        return "UTC"
     try:
         target = os.path.realpath("/etc/localtime")
     except OSError:
         return "UTC"
     _, sep, name = target.partition("/zoneinfo/")
     return name if sep and _known(name) else "UTC"
+
+
+def _posix_offset(rule: str) -> str | None:
+    """The ``Etc/GMT`` zone of a POSIX ``TZ`` rule without daylight saving time whose
+    offset is whole hours (``JST-9``, ``<+03>-3``); None for any other. (Both count the
+    hours west of Greenwich: ``-9`` is 9 hours ahead.)"""
+    name_end = 0
+    if rule.startswith("<"):
+        name_end = rule.find(">") + 1
+    else:
+        while name_end < len(rule) and rule[name_end].isascii() and rule[name_end].isalpha():
+            name_end += 1
+    if name_end < 3:
+        return None
+    offset = rule[name_end:]
+    sign = offset[:1] if offset[:1] in ("+", "-") else ""
+    hours, _, rest = offset[len(sign) :].partition(":")
+    if not (hours.isascii() and hours.isdigit() and len(hours) <= 2):
+        return None
+    if rest and rest not in ("00", "00:00"):
+        return None  # (minutes: no Etc zone; anything after: a daylight saving rule)
+    if int(hours) == 0:
+        return "Etc/GMT"
+    return f"Etc/GMT{'-' if sign == '-' else '+'}{int(hours)}"
 
 
 # Where zoneinfo looks for zone files by default on Linux and macOS (sysconfig's TZPATH).
@@ -290,7 +332,7 @@ class Row:
         self.value = value  # the ``by`` dimension's value (None: not grouped, or unknown)
         self.usage = Usage()
         self.models: dict[str, Usage] = {}  # in order of first use
-        self.project = project  # sessions: the project of the last request
+        self.project = project  # sessions: the project of the last request with one
         self.first: str | None = None
         self.last: str | None = None
 
@@ -347,16 +389,22 @@ def build(parts: Iterable[dict[str, Any]], options: Options) -> list[Row]:
     """The report's rows from the query's rows (ordered by their first request)."""
     kind = options.kind
     rows: dict[tuple[Any, ...], Row] = {}
+    projects: dict[tuple[Any, ...], str] = {}  # a session's row -> its project's time
     for part in parts:
         if kind != "session" and not _within(part["day"], options):
             continue
         key = _period(kind, part, options.week_start)
         value = part[options.by] if options.by else None
-        # ccusage keys a session by its project and id.
-        group = (part["project"], key, value) if kind == "session" else (key, value)
+        group = (key, value)
         row = rows.get(group)
         if row is None:
-            row = rows[group] = Row(key, value, project=part["project"])
+            row = rows[group] = Row(key, value)
+        # One row per session id, where ccusage keys a session by its project too: its
+        # requests received live may carry no project where its imported ones do.
+        project = part["project"] if kind == "session" else None
+        if project is not None and part["last"] >= projects.get(group, ""):
+            projects[group] = part["last"]
+            row.project = project
         row.usage.add(part)
         row.models.setdefault(part["model"], Usage()).add(part)
         row.first = part["first"] if row.first is None else min(row.first, part["first"])
@@ -369,7 +417,7 @@ def build(parts: Iterable[dict[str, Any]], options: Options) -> list[Row]:
     zone = zoneinfo.ZoneInfo(options.timezone)
     kept = []
     for row in found:
-        if row.usage.total == 0:  # as ccusage: a session without tokens is left out
+        if row.usage.total == 0 and not row.usage.cost:  # as ccusage: an empty session
             continue
         assert row.last is not None
         last = datetime.fromisoformat(row.last).astimezone(zone).date().isoformat()

@@ -25,20 +25,26 @@ days. The daemon asks the store worker for the costs of the pending ids after a 
 (:meth:`Totals.unpriced`, daemon/store_worker.py) and hands the answer to
 :meth:`Totals.price`, which moves each found request from unknown to its computed
 cost in every tally it is in, once: the id leaves ``pending`` then, so a second
-answer for it changes nothing. A line whose id is still pending is the same request
-journaled twice and is not counted again. A restart reads the journal back (every
+answer for it changes nothing. A restart reads the journal back (every
 cost-less request pending again) and asks again; an id the store has not loaded
 after :data:`ASKS` answers stays unknown, and at most :data:`PENDING` ids wait.
+
+Each request is counted once, as the store keeps one row per id: a line whose id was
+counted already (the same request journaled again, such as a resend after the ingest's
+duplicate window forgot it) adds nothing. The ids counted are kept per day of the
+requests' times (a hash of each), for the days kept, so the days, quarter hours and
+windows are exact; a session's total could count again a request older than that.
 
 Quarter hours (at most ``DAYS * 96`` of them, twice: all usage, and Claude's) answer
 what the days cannot: the usage since a client's local midnight (every time zone's
 offset is a whole number of quarter hours), and the 5-hour windows of Claude usage,
 Claude's billing blocks as ccusage's ``blocks`` draws them: a window starts at the
 hour of its first request and ends 5 h later; the next request after its end, or
-after a gap of more than 5 h, starts the next one. A quarter hour never straddles a
-window's end (windows start on the hour), so walking the quarters in order draws the
-same windows as walking the requests, except that a request at the very millisecond
-a window ends starts the next one here (ccusage keeps it in the window). The walk
+after a gap of more than 5 h, starts the next one (a request exactly at its end, or
+exactly 5 h after the one before, stays in it). A quarter hour never straddles a
+window's end (windows start on the hour), and the Claude requests at the very
+millisecond of an hour are kept apart from the rest of the quarter it begins, so
+walking the quarters in order draws the same windows as walking the requests. The walk
 starts at the oldest quarter kept, :data:`DAYS` days back: only 7 days of activity
 without a 5-hour gap could place a window otherwise than ccusage does. It ends at the
 daemon's clock (and :data:`SKEW` after it): a request stamped later (a producer's clock
@@ -191,6 +197,8 @@ class Totals:
         self.sessions: OrderedDict[str, UsageTotals] = OrderedDict()
         self.quarters: dict[int, _Quarter] = {}  # epoch // QUARTER -> all usage
         self.claude: dict[int, _Quarter] = {}  # the same, Claude usage only
+        self.claude_on_the_hour: dict[int, _Quarter] = {}  # (its requests at xx:00:00.000)
+        self.counted: dict[str, set[int]] = {}  # UTC day -> hashes of the ids counted
         self.pending: dict[str, _Pending] = {}  # id -> a request counted without a cost
         self.priced = 0  # requests whose computed cost was added
         self.asked_at = float("-inf")  # the clock when the totals were last asked for
@@ -254,6 +262,7 @@ class Totals:
         if _API not in data:
             return
         pending = self.pending
+        counted = self.counted
         cutoff = self._clock() - DAYS * 86_400
         for line in data.split(b"\n"):
             if not line.startswith(_API):
@@ -263,12 +272,15 @@ class Totals:
             except msgspec.DecodeError:
                 continue
             cost = request.reported()
-            if cost is None and request.id in pending:
-                continue  # the same request journaled again: counted once
             tallies: list[UsageTotals] = []
             when = _rfc3339(request.ts)
             epoch = None
             if when is not None and request.ts is not None:
+                if request.id is not None:
+                    key = hash(request.id)
+                    if any(key in ids for ids in counted.values()):
+                        continue  # the same request journaled again: counted once
+                    counted.setdefault(when[:10], set()).add(key)
                 tallies.append(self.days.setdefault(when[:10], UsageTotals()))
                 epoch = request.ts.timestamp()
                 quarter = int(epoch // QUARTER)
@@ -278,9 +290,11 @@ class Totals:
                 bucket.note(epoch)
                 tallies.append(bucket.tally)
                 if request.is_claude():
-                    bucket = self.claude.get(quarter)
+                    on_the_hour = int(epoch * 1000) % 3_600_000 == 0  # (to the millisecond)
+                    claude = self.claude_on_the_hour if on_the_hour else self.claude
+                    bucket = claude.get(quarter)
                     if bucket is None:
-                        bucket = self.claude[quarter] = _Quarter()
+                        bucket = claude[quarter] = _Quarter()
                     bucket.note(epoch)
                     tallies.append(bucket.tally)
             session = request.session_id
@@ -347,14 +361,13 @@ class Totals:
 
     def _trim(self) -> None:
         oldest = datetime.fromtimestamp(self._clock() - DAYS * 86_400, UTC).date().isoformat()
-        for day in [day for day in self.days if day < oldest]:
-            del self.days[day]
         latest = datetime.fromtimestamp(self._clock() + AHEAD, UTC).date().isoformat()
-        for day in [day for day in self.days if day > latest]:
-            del self.days[day]
+        for by_day in (self.days, self.counted):
+            for day in [day for day in by_day if not oldest <= day <= latest]:
+                del by_day[day]
         first = int((self._clock() - DAYS * 86_400) // QUARTER)
         last = int((self._clock() + AHEAD) // QUARTER)
-        for buckets in (self.quarters, self.claude):
+        for buckets in (self.quarters, self.claude, self.claude_on_the_hour):
             for quarter in [quarter for quarter in buckets if not first <= quarter <= last]:
                 del buckets[quarter]
         while len(self.sessions) > SESSIONS:
@@ -385,10 +398,15 @@ class Totals:
         usage = UsageTotals()
         now = self._clock()
         latest = (now + SKEW) // QUARTER
-        for quarter in sorted(self.claude):
+        # (a quarter's requests at the very millisecond of its hour come before the rest)
+        walk = sorted(
+            [(quarter, 0, bucket) for quarter, bucket in self.claude_on_the_hour.items()]
+            + [(quarter, 1, bucket) for quarter, bucket in self.claude.items()],
+            key=lambda item: item[:2],
+        )
+        for quarter, _, bucket in walk:
             if quarter > latest:
                 break  # (stamped ahead of the clock: in no window yet)
-            bucket = self.claude[quarter]
             if (
                 start is None
                 or last is None

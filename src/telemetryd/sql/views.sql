@@ -87,8 +87,11 @@ WHERE e.type = 'skill';
 -- hooks), each still have their row; so does every event without a use id. `started`
 -- is the call's time (without a call: the result's time less its duration), `ended` the
 -- result's; `duration_ms` is the result's, else the time between the two. Repeated
--- calls or results of one use id count once (the first call, the last result). Grouping
--- by session too lets a filter on session_id skip the other sessions' rows.
+-- calls or results of one use id count once (the first call, the last result: its
+-- duration and success flag where it gives them, else an earlier result's). `error` is
+-- the latest result's error unless the use succeeded (a use that failed and then
+-- succeeded has none). Grouping by session too lets a filter on session_id skip the
+-- other sessions' rows.
 CREATE OR REPLACE VIEW tool_calls AS
 WITH paired AS (
     SELECT
@@ -124,7 +127,7 @@ SELECT
     p.ended,
     coalesce(p.result_duration_ms, datediff('millisecond', p.called, p.ended)) AS duration_ms,
     p.success,
-    p.error
+    CASE WHEN p.success IS NOT TRUE THEN p.error END AS error
 FROM paired AS p;
 
 -- One row per error, from every source: `error` events (kind 'error'), failed tool
@@ -240,7 +243,9 @@ WHERE e.type = 'run';
 -- One row per session id. started / ended: the session_start / session_end events,
 -- else the first / last event of the session; duration_ms: the session_end's, else
 -- the time between the two. Tokens and cost are the session's model requests
--- (api_request); agents_used counts distinct sub-agent types activated, skills_used
+-- (api_request): total_tokens adds each request's total (as its producer gave it, else
+-- the four counts') or its estimate, so it may differ from the four columns added up;
+-- agents_used counts distinct sub-agent types activated, skills_used
 -- distinct skills; tool_calls and tool_failures come from `tool_calls`; success is the
 -- session_end's; attempts counts distinct attempt ids among the session's runs.
 -- The distinct counts are taken apart, over the few rows of their types: DISTINCT
@@ -286,7 +291,7 @@ tools AS (
     SELECT
         c.session_id,
         count(*) AS tool_calls,
-        count(*) FILTER (WHERE NOT c.success) AS tool_failures
+        count(*) FILTER (WHERE failed(c.success, c.error)) AS tool_failures
     FROM tool_calls AS c
     WHERE c.session_id IS NOT NULL
     GROUP BY c.session_id
@@ -428,7 +433,7 @@ typed AS (
         coalesce(o.result_duration_ms, datediff('millisecond', o.called, o.ended))
             AS duration_ms,
         o.success,
-        o.error,
+        CASE WHEN o.success IS NOT TRUE THEN o.error END AS error,
         ats_text(u.ats, '$.metadata.source') AS ats_source,
         TRY_CAST(json_extract_string(u.ats, '$.tier') AS INTEGER) AS tier,
         coalesce(ats_bool(u.ats, '$.valid'), false) AS ats_valid,

@@ -177,13 +177,19 @@ def _cost_anomalies(
     for row in rows:
         session = row["session_id"]
         message = (
-            f"session {session} cost ${row['cost_usd']:.2f}, {row['ratio']:.1f}× the median "
-            f"${row['median_usd']:.2f} of {row['baseline_sessions']} other {row['model']} "
+            f"session {session} cost {_usd(row['cost_usd'])}, {row['ratio']:.1f}× the median "
+            f"{_usd(row['median_usd'])} of {row['baseline_sessions']} other {row['model']} "
             "sessions"
         )
         evidence = dict(row, factor=rules.cost_factor, days=rules.cost_days)
         out.append(_alert("cost_anomaly", [session], "warning", message, evidence, session))
     return out
+
+
+def _usd(value: float) -> str:
+    """Dollars in an alert's message: cents, and four decimals below a cent (a cheap
+    model's sessions: "$0.01, 10.0× the median $0.00" said nothing)."""
+    return f"${value:,.2f}" if abs(value) >= 0.01 or value == 0 else f"${value:.4f}"
 
 
 def _error_spikes(

@@ -50,14 +50,15 @@ _HOUR = (
 
 # A cost sent without its source is a reported one (journals of older daemons, producers
 # that leave it out); everything else not reported starts unknown, and the rates then
-# price what they can. (SET reads the row as it was before the update.)
+# price what they can. A request marked reported without a cost reports none: it is
+# priced too. (SET reads the row as it was before the update.)
 _RESET = f"""
 UPDATE events AS e
 SET cost_source = CASE WHEN e.cost_usd IS NOT NULL AND e.cost_source IS NULL
         THEN 'reported' ELSE 'unknown' END,
     cost_usd = CASE WHEN e.cost_source IS NULL THEN e.cost_usd END,
     price_source = NULL
-WHERE {_SCOPE} AND e.cost_source IS DISTINCT FROM 'reported'
+WHERE {_SCOPE} AND (e.cost_source IS DISTINCT FROM 'reported' OR e.cost_usd IS NULL)
 """
 _TO_PRICE = f"""
 SELECT e.agent_model, e.agent_provider, {_SPEED} AS speed, CAST(e.ts AS DATE) AS day
