@@ -168,7 +168,7 @@ def _header(got: pictures.Pictures, title: str) -> str:
     else:
         span = (
             f"{options.since.isoformat() if options.since else 'the beginning'} to "
-            f"{options.until.isoformat() if options.until else 'today'}"
+            f"{options.until.isoformat() if options.until else 'the latest'}"
         )
     generated = options.now.astimezone(zoneinfo.ZoneInfo(options.timezone))
     lines = [
