@@ -465,3 +465,40 @@ def test_query_path_stays_import_light(running_daemon: Daemon) -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
     assert result.stderr.decode() == "(0, [])"
+
+
+def test_a_query_that_grows_the_process_past_its_cap_is_stopped(
+    hardened: duckdb.DuckDBPyConnection,
+) -> None:
+    """DuckDB's memory limit covers its buffers, not a value a query computes: one
+    repeat() of 300 MB (a gigabyte when the probe found it) grows the process past it.
+    The query slots stop a query once the process's resident memory passes their cap,
+    answer why, and the next query runs."""
+    import anyio
+
+    from telemetryd.store.queries import Queries, resident_bytes
+
+    now = resident_bytes()
+    assert now is not None  # (Linux: /proc/self/statm)
+
+    def ask(queries: Queries, sql: str) -> dict[str, object]:
+        replies: list[bytes] = []
+
+        async def send(line: bytes) -> None:
+            replies.append(line)
+
+        async def open_cursor() -> tuple[duckdb.DuckDBPyConnection, None]:
+            return hardened.cursor(), None
+
+        request = wire.QueryRequest(sql=sql, timeout=60)
+        anyio.run(queries.answer, request, send, open_cursor)
+        last: dict[str, object] = msgspec.json.decode(replies[-1])
+        return last
+
+    capped = Queries(slots=2, memory_cap=now + 100 * 2**20)
+    big = "select length(repeat('x', n)) from (select 300000000 + i as n from events limit 1)"
+    last = ask(capped, big)
+    assert last["error"] == wire.QUERY_FAILED, last
+    assert "the store worker's memory reached" in str(last["message"])
+    assert ask(capped, "select count(*) from events")["ok"] is True
+    assert ask(Queries(slots=1), big)["ok"] is True  # (no cap: the same query answers)

@@ -173,6 +173,8 @@ def test_service_unit_keys() -> None:
         "RestrictAddressFamilies=@ADDRESS_FAMILIES@",
         "MemoryDenyWriteExecute=yes",
         "SystemCallArchitectures=native",
+        "MemoryMax=@MEMORY_MAX@",
+        "OOMPolicy=continue",
     ]:
         assert expected in lines
     socket_lines = set((ROOT / "systemd" / "telemetryd.socket").read_text().splitlines())
@@ -200,6 +202,24 @@ def test_units_listen_on_the_configured_http_address(
         line for line in socket_unit.splitlines() if re.fullmatch(r"ListenStream=[^/%]+", line)
     ]
     assert tcp == f"ListenStream={listen}"
+    result = verify(units, tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+@pytest.mark.usefixtures("no_telemetryd_home")
+@pytest.mark.parametrize(("limit", "ceiling"), [(None, "4096M"), ("2GiB", "11264M")])
+def test_the_services_memory_ceiling_follows_the_store_memory_limit(
+    limit: str | None, ceiling: str, home: Path, tmp_path: Path
+) -> None:
+    """MemoryMax= is the store worker's query cap (4x [store] memory-limit, at least
+    1 GiB) and 3 GiB more: 1 + 3 GiB by default, 8 + 3 GiB for a 2 GiB limit."""
+    if limit is not None:
+        config_dir = home / ".config" / "telemetryd"
+        config_dir.mkdir(parents=True)
+        (config_dir / "config.toml").write_text(f'[store]\nmemory-limit = "{limit}"\n')
+    units = rendered_linux()
+    service_unit = units[f"{home}/.config/systemd/user/telemetryd.service"]
+    assert f"\nMemoryMax={ceiling}\nOOMPolicy=continue\n" in service_unit
     result = verify(units, tmp_path)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 

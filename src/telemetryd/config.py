@@ -154,6 +154,18 @@ class Store(Struct, **_SECTION):
         except ValueError as exc:
             raise ValueError(f"`memory-limit`: {exc}") from None
 
+    def query_memory_cap(self) -> int:
+        """The store worker's resident bytes past which its queries are stopped
+        (store/queries.py): 4 times DuckDB's memory limit, at least 1 GiB (loads and
+        exports stay well under: about the limit plus 250 MB)."""
+        return max(2**30, 4 * parse_size(self.memory_limit))
+
+    def service_memory_max(self) -> int:
+        """The service's memory ceiling under systemd (``MemoryMax=``): the queries' cap
+        and 3 GiB more, for the daemon, its ingest workers, and a query that grows
+        faster than it is looked at."""
+        return self.query_memory_cap() + 3 * 2**30
+
 
 class Spool(Struct, **_SECTION):
     """Events that clients could not deliver."""

@@ -187,6 +187,12 @@ def http_address() -> str | None:
     return settings.http.address if settings.http.enabled else None
 
 
+def memory_max() -> int:
+    """The service's memory ceiling (``MemoryMax=``) for the effective configuration."""
+    settings, _ = config.load(paths.resolve().config_file)
+    return settings.store.service_memory_max()
+
+
 def _paths_layout(platform: Platform) -> Layout:
     """The paths alone (see :func:`layout`)."""
     where = paths.resolve()
@@ -252,6 +258,7 @@ def _systemd_values(executable: str, where: Layout) -> dict[str, str]:
         "PRIVATE_TMP": private_tmp,
         "HTTP_LISTEN": listen,
         "ADDRESS_FAMILIES": families,
+        "MEMORY_MAX": f"{-(-memory_max() // 2**20)}M",
     }
 
 

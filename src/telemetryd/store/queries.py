@@ -16,10 +16,17 @@ whose values hold more than ``wire.MAX_ROW_BYTES`` is refused before it is encod
 where its size can be seen from the Python values (text, blobs, lists), and after
 encoding otherwise. A timer interrupts the query when its timeout runs out; the
 timeout covers sending the result too, so a slow reader cannot hold a slot longer.
+
+DuckDB's memory limit covers its buffers, not a value a query computes: one
+``repeat('x', 1000000000)`` is a gigabyte, and the probe that found it took the store
+worker to 5 GB. So while a query runs, the process's resident memory is looked at every
+:data:`MEMORY_LOOK` seconds (Linux: /proc/self/statm), and past ``memory_cap`` bytes
+every running query is interrupted and answered with an error that says why.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from operator import itemgetter
@@ -36,6 +43,7 @@ MAX_TIMEOUT = wire.MAX_QUERY_TIMEOUT
 QUERY_SLOTS = 4  # queries running at once (the machine's cores are what they share)
 MAX_BATCH_ROWS = 2048  # rows fetched at once
 REPLY_LINE_BYTES = 1024 * 1024  # what a rows line aims at (one row alone may be longer)
+MEMORY_LOOK = 0.1  # seconds between looks at the process's memory while a query runs
 
 Send = Callable[[bytes], Coroutine[Any, Any, None]]
 T = TypeVar("T")
@@ -51,8 +59,9 @@ class RowTooLarge(QueryError):
 class Queries:
     """The query slots of one daemon, and the worker threads queries may use."""
 
-    def __init__(self, slots: int = QUERY_SLOTS) -> None:
+    def __init__(self, slots: int = QUERY_SLOTS, memory_cap: int | None = None) -> None:
         self.slots = slots
+        self.memory_cap = memory_cap  # resident bytes past which queries are stopped
         self._admit = anyio.Semaphore(slots)
         self._threads = anyio.CapacityLimiter(slots)
         self.running = 0
@@ -116,11 +125,22 @@ class Queries:
         failure: Exception | None = None
         finished = False
         count = 0
+        too_big: int | None = None  # the resident bytes that stopped the query
 
         async def interrupt_after() -> None:
+            nonlocal too_big
             try:
-                await anyio.sleep(timeout)
-            finally:  # the timeout, or the daemon is stopping: stop DuckDB either way
+                if self.memory_cap is None or resident_bytes() is None:
+                    await anyio.sleep(timeout)
+                    return
+                deadline = anyio.current_time() + timeout
+                while (left := deadline - anyio.current_time()) > 0:
+                    await anyio.sleep(min(MEMORY_LOOK, left))
+                    size = resident_bytes()
+                    if size is not None and size > self.memory_cap:
+                        too_big = size
+                        return
+            finally:  # the timeout, too much memory, or the daemon is stopping
                 if not finished:
                     query.interrupt()
 
@@ -140,7 +160,15 @@ class Queries:
                 failure = exc
             finished = True
             tg.cancel_scope.cancel()
-        if isinstance(failure, QueryInterrupted):
+        if isinstance(failure, QueryInterrupted) and too_big is not None:
+            message = (
+                f"the query was stopped: the store worker's memory reached "
+                f"{too_big / 2**20:,.0f} MB, past its {(self.memory_cap or 0) / 2**20:,.0f} MB "
+                "for queries (DuckDB's memory limit does not cover a huge value a query "
+                "computes, such as repeat('x', 1000000000))"
+            )
+            await send(wire.encode_line(wire.Closing(wire.QUERY_FAILED, message)))
+        elif isinstance(failure, QueryInterrupted):
             message = f"the query ran longer than its {timeout:g} s"
             await send(wire.encode_line(wire.Closing(wire.QUERY_TIMEOUT, message)))
         elif isinstance(failure, QueryError):
@@ -151,6 +179,15 @@ class Queries:
             elapsed = (time.perf_counter() - started) * 1000
             done = wire.QueryDone(ok=True, row_count=count, elapsed_ms=elapsed, warning=warning)
             await send(wire.encode_line(done))
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory in bytes (None where /proc does not say)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class _Rows:

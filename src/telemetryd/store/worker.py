@@ -74,7 +74,7 @@ class Worker:
             return store
 
         self.service = StoreService(where.journal_dir, opener, where.database, where)
-        self.queries = Queries()
+        self.queries = Queries(memory_cap=settings.store.query_memory_cap())
         self.active = 0
 
     async def serve(self, listener: socket.socket) -> None:
