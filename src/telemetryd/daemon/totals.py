@@ -31,9 +31,11 @@ after :data:`ASKS` answers stays unknown, and at most :data:`PENDING` ids wait.
 
 Each request is counted once, as the store keeps one row per id: a line whose id was
 counted already (the same request journaled again, such as a resend after the ingest's
-duplicate window forgot it) adds nothing. The ids counted are kept per day of the
-requests' times (a hash of each), for the days kept, so the days, quarter hours and
-windows are exact; a session's total could count again a request older than that.
+duplicate window forgot it) adds nothing: a line whose id was counted on the same UTC
+day of its time (a copy's time is its request's). The ids are kept per day, for the
+days kept, as 8-byte hashes in sorted arrays (:class:`_Ids`), so a million requests in
+a week cost the daemon about 20 MB; a session's total could count again a request
+older than the days kept.
 
 Quarter hours (at most ``DAYS * 96`` of them, twice: all usage, and Claude's) answer
 what the days cannot: the usage since a client's local midnight (every time zone's
@@ -60,8 +62,11 @@ import contextlib
 import logging
 import os
 import time
+from array import array
+from bisect import bisect_left
 from collections import OrderedDict
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any
 
 import msgspec
@@ -159,6 +164,33 @@ class _Quarter:
         self.last = max(self.last, epoch)
 
 
+class _Ids:
+    """The hashes of the ids counted on one day: a sorted array (8 bytes each) and a set
+    of the latest few, merged into the array :data:`MERGE` at a time (a set costs ten
+    times the memory per id)."""
+
+    __slots__ = ("recent", "sorted")
+    MERGE = 8192
+
+    def __init__(self) -> None:
+        self.sorted = array("q")
+        self.recent: set[int] = set()
+
+    def __contains__(self, key: int) -> bool:
+        if key in self.recent:
+            return True
+        found = self.sorted
+        at = bisect_left(found, key)
+        return at < len(found) and found[at] == key
+
+    def add(self, key: int) -> None:
+        self.recent.add(key)
+        if len(self.recent) >= self.MERGE:
+            # (two sorted runs: the sort merges them in one pass)
+            self.sorted = array("q", sorted(chain(self.sorted, sorted(self.recent))))
+            self.recent.clear()
+
+
 class _Pending:
     """A request counted without a cost: the tallies it is in, its time, asks so far."""
 
@@ -198,7 +230,7 @@ class Totals:
         self.quarters: dict[int, _Quarter] = {}  # epoch // QUARTER -> all usage
         self.claude: dict[int, _Quarter] = {}  # the same, Claude usage only
         self.claude_on_the_hour: dict[int, _Quarter] = {}  # (its requests at xx:00:00.000)
-        self.counted: dict[str, set[int]] = {}  # UTC day -> hashes of the ids counted
+        self.counted: dict[str, _Ids] = {}  # UTC day -> the ids counted
         self.pending: dict[str, _Pending] = {}  # id -> a request counted without a cost
         self.priced = 0  # requests whose computed cost was added
         self.asked_at = float("-inf")  # the clock when the totals were last asked for
@@ -278,9 +310,12 @@ class Totals:
             if when is not None and request.ts is not None:
                 if request.id is not None:
                     key = hash(request.id)
-                    if any(key in ids for ids in counted.values()):
+                    ids = counted.get(when[:10])
+                    if ids is None:
+                        ids = counted[when[:10]] = _Ids()
+                    elif key in ids:
                         continue  # the same request journaled again: counted once
-                    counted.setdefault(when[:10], set()).add(key)
+                    ids.add(key)
                 tallies.append(self.days.setdefault(when[:10], UsageTotals()))
                 epoch = request.ts.timestamp()
                 quarter = int(epoch // QUARTER)
