@@ -390,3 +390,61 @@ def test_a_database_that_cannot_be_opened(state_home: Path) -> None:
     result = ctl("trace", "abc")
     assert result.returncode == 3, result.stderr.decode()
     assert b"Error: the database cannot be opened: " in result.stderr
+
+
+def test_a_chain_thousands_of_spans_deep_is_shown(running_daemon: Daemon) -> None:
+    """Nested spans 1,500 deep (a producer's bug, or a long agent loop): the tree, its
+    JSON (on one line past 100 levels) and every other trace of the session are shown,
+    where the recursive walks stopped with a RecursionError."""
+    trace = "d" * 32
+    chain = [
+        {
+            "type": "span",
+            "id": f"deep{n}",
+            "ts": f"2026-01-01T00:{n // 60 % 60:02d}:{n % 60:02d}.000Z",
+            "session_id": "deep-session",
+            "trace_id": trace,
+            "span_id": f"{n + 1:016x}",
+            **({"parent_span_id": f"{n:016x}"} if n else {}),
+            "name": f"step {n}",
+            "duration_ms": 5,
+        }
+        for n in range(1500)
+    ]
+    other = {**chain[0], "id": "shallow", "trace_id": "e" * 32, "span_id": "f" * 16}
+    payload = b"".join(json.dumps(e).encode() + b"\n" for e in [*chain, other])
+    assert exchange(running_daemon.events_socket, payload) == [summary(1501, 1501)]
+    shown = ctl("trace", "--session", "deep-session")
+    assert shown.returncode == 0, shown.stderr.decode()
+    lines = shown.stdout.decode().splitlines()
+    assert sum(line.startswith(("trace ", "trace\t")) for line in lines) == 2
+    assert any(line.strip().startswith("└─ step 1499") for line in lines)
+    as_json = ctl("trace", "--json", trace)
+    assert as_json.returncode == 0, as_json.stderr.decode()
+    assert as_json.stdout.count(b"\n") == 1  # (one line: indented, the spaces grow as n²)
+    import sys
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(10_000)  # (json.loads recurses too)
+    try:
+        body = json.loads(as_json.stdout)
+    finally:
+        sys.setrecursionlimit(limit)
+    span, depth = body["traces"][0]["spans"][0], 0
+    while span["children"]:
+        [span] = span["children"]
+        depth += 1
+        assert span["depth"] == depth
+    assert (depth, span["name"]) == (1499, "step 1499")
+
+
+def test_the_json_writer_writes_what_the_json_module_writes() -> None:
+    values: list[Any] = [
+        {"a": [], "b": {}, "c": [1, {"x": "é", "y": None, "z": [True, 1.5, -0.0]}], "d": 'q"\n'},
+        [], {}, "s", [[[]]], [{"k": {"l": [1, [2, [3]]]}}],
+    ]  # fmt: skip
+    for value in values:
+        assert traces.json_text(value) == json.dumps(value, indent=2, ensure_ascii=False)
+        assert traces.json_text(value, None) == json.dumps(
+            value, separators=(",", ":"), ensure_ascii=False
+        )

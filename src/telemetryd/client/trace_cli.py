@@ -5,13 +5,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
 from telemetryd.client.cli_errors import load_or_exit
 
+DEEP = 100  # spans this deep or deeper: --json prints on one line
 EXIT_NOT_FOUND = 1  # no event has this trace id (no traced event has this session id)
 
 
@@ -41,7 +41,7 @@ def trace_command(
     --json prints {"traces": [...]}: per trace its spans as a tree (children
     nested), the events without a span, and the totals; tokens and cost per span
     under "usage" (null without a model request; its cost_usd null when no request
-    has a price).
+    has a price). A tree 100 spans deep or deeper prints on one line.
 
     With the daemon stopped, the database file is read directly (a warning says
     that recent events may be missing). Exit status: 0 shown; 1 no such trace (or
@@ -67,7 +67,9 @@ def trace_command(
         body: dict[str, object] = {"traces": [traces.trace_dict(t) for t in result.traces]}
         if session_id is not None:
             body = {"session_id": session_id, **body}
-        click.echo(json.dumps(body, indent=2, ensure_ascii=False))
+        deepest = max((span.depth for found in result.traces for span in found.spans()), default=0)
+        # (indented, a chain of thousands of spans would print gigabytes of spaces)
+        click.echo(traces.json_text(body, indent=2 if deepest < DEEP else None))
         return
     for n, found in enumerate(result.traces):
         if n:

@@ -24,6 +24,7 @@ Import-light like the query path: no click, no duckdb.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -139,10 +140,13 @@ class Span:
     children: list[Span] = field(default_factory=list)
 
     def walk(self) -> Iterator[Span]:
-        """This span and every span under it, depth first (the printed order)."""
-        yield self
-        for child in self.children:
-            yield from child.walk()
+        """This span and every span under it, depth first (the printed order). (Walks
+        here keep their own stack: a chain of spans may be thousands deep.)"""
+        stack = [self]
+        while stack:
+            span = stack.pop()
+            yield span
+            stack.extend(reversed(span.children))
 
 
 @dataclass
@@ -246,23 +250,27 @@ def _tree(spans: dict[str, Span]) -> list[Span]:
             children.setdefault(span.parent_span_id, []).append(span)
     placed: set[str] = set()
 
-    def place(span: Span, depth: int) -> None:
-        span.depth = depth
-        placed.add(span.span_id)
-        span.children = _order(children.get(span.span_id, ()))
-        for child in span.children:
-            place(child, depth + 1)
+    def place(root: Span) -> None:
+        stack = [(root, 0)]
+        while stack:
+            span, depth = stack.pop()
+            span.depth = depth
+            placed.add(span.span_id)
+            span.children = _order(children.get(span.span_id, ()))
+            stack.extend((child, depth + 1) for child in span.children)
 
     roots = _order(roots)
     for root in roots:
-        place(root, 0)
+        place(root)
     # Spans whose parents form a loop reach no root: each loop shown from its first span.
-    while len(placed) < len(spans):
-        first = _order(s for s in spans.values() if s.span_id not in placed)[0]
-        if first.parent_span_id in children:
-            children[first.parent_span_id].remove(first)
-        roots.append(first)
-        place(first, 0)
+    if len(placed) < len(spans):
+        for first in _order(s for s in spans.values() if s.span_id not in placed):
+            if first.span_id in placed:
+                continue  # (under an earlier loop's first span)
+            if first.parent_span_id in children:
+                children[first.parent_span_id].remove(first)
+            roots.append(first)
+            place(first)
     return roots
 
 
@@ -351,6 +359,19 @@ def _event_dict(event: Event) -> dict[str, Any]:
 
 
 def span_dict(span: Span) -> dict[str, Any]:
+    """``span`` and the spans under it, nested (built without recursion)."""
+    top = _span_fields(span)
+    stack = [(span, top)]
+    while stack:
+        parent, made = stack.pop()
+        for child in parent.children:
+            below = _span_fields(child)
+            made["children"].append(below)
+            stack.append((child, below))
+    return top
+
+
+def _span_fields(span: Span) -> dict[str, Any]:
     return {
         "span_id": span.span_id,
         "parent_span_id": span.parent_span_id,
@@ -364,7 +385,7 @@ def span_dict(span: Span) -> dict[str, Any]:
         "model": span.model,
         "usage": usage_dict(span.usage) if span.usage else None,
         "events": [_event_dict(e) for e in span.events],
-        "children": [span_dict(c) for c in span.children],
+        "children": [],
     }
 
 
@@ -378,6 +399,35 @@ def trace_dict(trace: Trace) -> dict[str, Any]:
         "unspanned": [_event_dict(e) for e in trace.unspanned],
         "totals": usage_dict(trace.totals),
     }
+
+
+def json_text(value: Any, indent: int | None = 2) -> str:
+    """``json.dumps(value, indent=indent, ensure_ascii=False)`` (``indent`` None: on one
+    line, without spaces), without recursion: a trace's nested spans may be thousands
+    deep, past the json module's limit."""
+    out: list[str] = []
+    work: list[tuple[Any, int, bool]] = [(value, 0, False)]  # (value or text, level, text?)
+    colon = ": " if indent is not None else ":"
+    while work:
+        item, level, is_text = work.pop()
+        if is_text:
+            out.append(item)
+        elif isinstance(item, (dict, list)) and item:
+            inner = "" if indent is None else "\n" + " " * (indent * (level + 1))
+            opening, closing = ("{", "}") if isinstance(item, dict) else ("[", "]")
+            parts: list[tuple[Any, int, bool]] = [(opening, level, True)]
+            pairs = item.items() if isinstance(item, dict) else ((None, v) for v in item)
+            for n, (key, below) in enumerate(pairs):
+                head = ("," if n else "") + inner
+                if key is not None:
+                    head += json.dumps(key, ensure_ascii=False) + colon
+                parts += [(head, level, True), (below, level + 1, False)]
+            end = "" if indent is None else "\n" + " " * (indent * level)
+            parts.append((end + closing, level, True))
+            work.extend(reversed(parts))
+        else:
+            out.append(json.dumps(item, ensure_ascii=False))
+    return "".join(out)
 
 
 # -- as text -----------------------------------------------------------------------------
@@ -437,18 +487,23 @@ def _label(span: Span, prefix: str) -> str:
     return prefix + _cut(name, MAX_NAME)
 
 
-def _rows(span: Span, lead: str, branch: str) -> Iterator[list[str]]:
-    """Table rows of ``span`` and its subtree: box-drawing lines show the tree."""
-    yield [
-        _label(span, lead + branch),
-        duration_text(span.duration_ms),
-        *_usage_cells(span.usage),
-        _mark(span.success, span.error),
-    ]
-    below = lead + ("" if not branch else "   " if branch == "└─ " else "│  ")
-    for n, child in enumerate(span.children):
-        last = n == len(span.children) - 1
-        yield from _rows(child, below, "└─ " if last else "├─ ")
+def _rows(root: Span) -> Iterator[list[str]]:
+    """Table rows of ``root`` and its subtree: box-drawing lines show the tree."""
+    stack = [(root, "", "")]
+    while stack:
+        span, lead, branch = stack.pop()
+        yield [
+            _label(span, lead + branch),
+            duration_text(span.duration_ms),
+            *_usage_cells(span.usage),
+            _mark(span.success, span.error),
+        ]
+        below = lead + ("" if not branch else "   " if branch == "└─ " else "│  ")
+        last = len(span.children) - 1
+        stack.extend(
+            (child, below, "└─ " if n == last else "├─ ")
+            for n, child in reversed(list(enumerate(span.children)))
+        )
 
 
 def render(trace: Trace) -> list[str]:
@@ -465,7 +520,7 @@ def render(trace: Trace) -> list[str]:
     )
     table: list[list[str]] = [[*HEADERS, ""]]
     for root in trace.roots:
-        table.extend(_rows(root, "", ""))
+        table.extend(_rows(root))
     total = trace.totals
     requests = f"total ({total.requests} request{'s' if total.requests != 1 else ''})"
     table.append([requests, duration_text(trace.duration_ms), *_usage_cells(total), ""])
