@@ -602,3 +602,34 @@ def test_a_posix_tz_counts_days_as_the_c_library_does_or_says_it_cannot(
     assert (found, err) == (zone, "")
     moment = datetime.fromtimestamp(1_800_000_000, ZoneInfo(found))
     assert moment.utcoffset() == timedelta(seconds=offset)
+
+
+def test_requests_stamped_in_year_1_or_9999_count_on_the_edges(running_daemon: Daemon) -> None:
+    """A producer's zero time (0001-01-01, Go's) or a year-9999 time is accepted: every
+    report still answers, in every zone, counting it on the first or last day a report
+    can show (it stopped daily, weekly, monthly and blocks with a traceback, for good)."""
+    times = ["0001-01-01T00:00:00.000Z", "2026-03-02T10:00:00.000Z", "9999-12-31T23:00:00.000Z"]
+    events = [
+        {
+            "type": "api_request",
+            "id": f"edge{n}",
+            "ts": ts,
+            "session_id": f"edge{n}",
+            "agent": {"model": "claude-sonnet-4-5"},
+            "tokens": {"source": "actual", "input": 10**n, "output": 1},
+            "cost_usd": 1.0,
+        }
+        for n, ts in enumerate(times)
+    ]
+    payload = b"".join(json.dumps(e).encode() + b"\n" for e in events)
+    assert exchange(running_daemon.events_socket, payload) == [summary(3, 3)]
+    for zone in ("America/New_York", "UTC", "Pacific/Kiritimati"):
+        for kind in ("daily", "weekly", "monthly", "session"):
+            got = report(kind, "--timezone", zone)
+            assert got["totals"]["inputTokens"] == 111, (kind, zone)
+        result = ctl("report", "blocks", "--json", "--timezone", zone)
+        assert result.returncode == 0, result.stderr.decode()
+        blocks = [b for b in json.loads(result.stdout)["blocks"] if not b["isGap"]]
+        assert sum(b["tokenCounts"]["inputTokens"] for b in blocks) == 111
+    days = [row["date"] for row in report("daily", "--timezone", "America/New_York")["daily"]]
+    assert days == ["0001-01-08", "2026-03-02", "9999-12-23"]

@@ -51,7 +51,7 @@ from datetime import UTC, date, datetime
 
 from telemetryd import fastjson
 from telemetryd.client.fetch import query
-from telemetryd.client.reports import COUNTS, Usage, money, number
+from telemetryd.client.reports import COUNTS, Usage, clamped, money, number
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -64,11 +64,13 @@ DURATION = 5 * HOUR  # a block's length, and the silence that ends one early
 SKEW_MS = 300_000  # a request this far after now is now (daemon/totals.py SKEW)
 
 # Every Claude request, summed per UTC hour (those exactly on the hour apart) and model,
-# with the group's first and last request's times: the walk needs no more.
-SQL = """
+# with the group's first and last request's times: the walk needs no more. (Times
+# outside what a report can show count on its edges: reports.clamped.)
+_MS = f"epoch_ms({clamped('e.ts')})"
+SQL = f"""
 SELECT
-    epoch_ms(e.ts) // 3600000 AS hour,
-    epoch_ms(e.ts) % 3600000 = 0 AS on_the_hour,
+    {_MS} // 3600000 AS hour,
+    {_MS} % 3600000 = 0 AS on_the_hour,
     e.agent_model
         || CASE WHEN fast_mode(e.attrs) THEN '-fast' ELSE '' END
         AS model,
@@ -80,8 +82,8 @@ SELECT
     coalesce(sum(e.tokens_reasoning), 0) AS reasoning,
     coalesce(sum(e.cost_usd), 0) AS cost,
     count(*) FILTER (WHERE e.cost_usd IS NULL) AS unpriced,
-    min(epoch_ms(e.ts)) AS first,
-    max(epoch_ms(e.ts)) AS last
+    min({_MS}) AS first,
+    max({_MS}) AS last
 FROM events AS e
 WHERE e.type = 'api_request' AND e.ts IS NOT NULL
   AND (e.source = 'claude-code' OR e.agent_provider = 'anthropic'

@@ -64,16 +64,27 @@ COUNTS = ("input", "output", "cache_creation", "cache_read", "reasoning")
 # The store keeps those quarter-hour sums per producer, agent and model (its
 # usage_quarters table, store/rollup.py), so a report that needs no session or project
 # reads them instead of every request; the others sum the requests themselves.
+# A time any report can show in any zone, with the week it starts: a request stamped
+# outside (a producer's zero time, 0001-01-01, or the year 9999) counts on its edge.
+EARLIEST = "TIMESTAMP '0001-01-09'"
+LATEST = "TIMESTAMP '9999-12-24'"
+
+
+def clamped(column: str) -> str:
+    """SQL for ``column`` (a UTC TIMESTAMP) moved within EARLIEST to LATEST."""
+    return f"greatest(least({column}, {LATEST}), {EARLIEST})"
+
+
 # The model requests, one row each (NOT MATERIALIZED: used twice, and scanned afresh
 # each time rather than copied). The model's name is put together after the sums.
-_REQUESTS = """
+_REQUESTS = f"""
     SELECT
-        e.ts,
-        time_bucket(INTERVAL 15 MINUTE, e.ts) AS quarter,
-        {session} AS session_id,
-        {project} AS project,
-        {source_column} AS source,
-        {agent} AS agent,
+        {clamped("e.ts")} AS ts,
+        time_bucket(INTERVAL 15 MINUTE, {clamped("e.ts")}) AS quarter,
+        {{session}} AS session_id,
+        {{project}} AS project,
+        {{source_column}} AS source,
+        {{agent}} AS agent,
         e.agent_model,
         fast_mode(e.attrs) AS fast,
         e.tokens_input AS input,
@@ -83,7 +94,7 @@ _REQUESTS = """
         e.tokens_reasoning AS reasoning,
         e.cost_usd AS cost
     FROM events AS e
-    WHERE e.type = 'api_request' AND e.ts IS NOT NULL {source}
+    WHERE e.type = 'api_request' AND e.ts IS NOT NULL {{source}}
 """
 _GROUPS = "session_id, project, source, agent, agent_model, fast"
 _SUMS = """
@@ -104,19 +115,20 @@ _PARTS = f"""
     FROM requests
     GROUP BY ALL
 """
-_STORED_PARTS = """
+_STORED_PARTS = f"""
     SELECT
-        quarter,
+        {clamped("quarter")} AS quarter,
         CAST(NULL AS VARCHAR) AS session_id,
         CAST(NULL AS VARCHAR) AS project,
-        {source_column} AS source,
-        {agent} AS agent,
+        {{source_column}} AS source,
+        {{agent}} AS agent,
         agent_model,
         fast,
         requests, input, output, cache_creation, cache_read, reasoning, cost, unpriced,
-        first, last
+        {clamped("first")} AS first,
+        {clamped("last")} AS last
     FROM usage_quarters AS e
-    WHERE true {source}
+    WHERE true {{source}}
 """
 SQL = f"""
 WITH requests AS NOT MATERIALIZED ({_REQUESTS}),
