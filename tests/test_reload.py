@@ -90,6 +90,43 @@ def test_invalid_file_keeps_the_running_configuration(
     assert daemon.stop() == 0
 
 
+def test_a_file_gone_or_a_dangling_symlink_at_reload_keeps_the_running_configuration(
+    daemon_factory: DaemonFactory, state_home: Path, tmp_path: Path
+) -> None:
+    """The file the daemon started with, deleted or left a symlink to nothing (a
+    dotfiles manager's target unmounted): read as "no file", every setting went back to
+    its default (retention 365 -> 30 days, and the next run deleted what it kept)."""
+    path = state_home / "config.toml"
+    path.write_text("[ingest]\nmax-line-bytes = 200\n")
+    daemon = daemon_factory().start()
+    assert line_too_long(daemon)
+    for undo in ("deleted", "dangling"):
+        path.unlink(missing_ok=True)
+        if undo == "dangling":
+            path.symlink_to(tmp_path / "unmounted" / "config.toml")
+        hup(daemon)
+        assert line_too_long(daemon), undo  # still 200
+        failed = json.loads(ctl("status", "--json").stdout)["config"]
+        assert str(path) in failed["error"], (undo, failed)
+        assert ("missing" if undo == "dangling" else "No such file") in failed["error"]
+    path.unlink()
+    path.write_text("")  # an empty file: every default, on purpose
+    hup(daemon)
+    assert not line_too_long(daemon)
+    assert daemon.stop() == 0
+
+
+def test_a_file_that_cannot_be_looked_at_is_an_error(tmp_path: Path) -> None:
+    """Only "nothing at that name" means no file; another failure to look is an error
+    (here a file where a directory should be; a directory without permission is too)."""
+    import pytest
+
+    assert config.file_present(str(tmp_path / "none.toml")) is False
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(config.ConfigError, match="Not a directory"):
+        config.file_present(str(tmp_path / "afile" / "config.toml"))
+
+
 def test_apply_copies_live_settings_in_place() -> None:
     running = config.Config()
     ingest = running.ingest  # the server and the ingestor hold the section objects

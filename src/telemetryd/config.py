@@ -469,6 +469,23 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def file_present(path: str) -> bool:
+    """Whether the configuration file ``path`` is there: False only when nothing is at
+    that name. A name that cannot be looked at (a directory without permission) or a
+    symlink to a missing file is a ConfigError: read as "no file", every setting would
+    silently go back to its default."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            target = os.readlink(path)
+            raise ConfigError(f"{path}: a symlink to {target!r}, which is missing") from None
+        return False
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    return True
+
+
 def load(
     path: str | None,
     *,
@@ -479,7 +496,7 @@ def load(
     """The effective configuration and, per ``section.key``, where its value came from."""
     raw: dict[str, dict[str, Any]] = {}
     origin: dict[str, str] = {}
-    if path is not None and (require_file or os.path.exists(path)):
+    if path is not None and (file_present(path) or require_file):
         try:
             with open(path, "rb") as f:
                 data = tomllib.load(f)

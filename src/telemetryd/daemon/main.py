@@ -282,7 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             print(f"configuration and paths are valid ({config_file})")
             return 0
-        load = functools.partial(_reload_config, config_file, args.set, bool(args.config))
+        # A reload needs the file when the start read one: gone (or unreadable) then, it
+        # is an error and the running settings stay, rather than all the defaults.
+        required = bool(args.config) or config.file_present(config_file)
+        load = functools.partial(_reload_config, config_file, args.set, required)
         anyio.run(serve, where, settings, Notifier(), load, backend_options=_backend_options())
     except TelemetryError as exc:
         log.error("%s", exc)
