@@ -471,3 +471,39 @@ async def test_offer_says_when_the_queue_is_full_and_calls_back_when_it_drains(
             journal.close_when_drained()
             with pytest.raises(JournalError, match="closing"):
                 journal.offer(_batch(b'{"n":3}\n'))
+
+
+def test_a_segment_or_the_journal_deleted_while_open_loses_nothing_acknowledged(
+    daemon_factory: DaemonFactory,
+) -> None:
+    """An operator's `rm` of the segment being written, then of the whole journal
+    directory: the events acknowledged afterwards were appended to the deleted file and
+    lost for good (flush and query said all was well). Each now lands in a new segment,
+    in a journal directory made again, and the store has them."""
+    import shutil
+
+    daemon = daemon_factory().start()
+
+    def send(prefix: str) -> None:
+        payload = b"".join(
+            json.dumps({"type": "custom", "id": f"{prefix}{n}", "name": prefix}).encode() + b"\n"
+            for n in range(20)
+        )
+        assert exchange(daemon.events_socket, payload) == [summary(20, 20)]
+
+    for step in ("before", "after-rm", "after-rmtree"):
+        if step == "after-rm":
+            for path in daemon.journal_dir.glob("*.jsonl"):
+                path.unlink()
+        elif step == "after-rmtree":
+            shutil.rmtree(daemon.journal_dir)
+            assert ctl("status").returncode == 0  # (it failed on the missing directory)
+        send(step)
+        assert ctl("flush").returncode == 0
+    assert "was deleted while open; continuing in a new one" in daemon.log()
+    query = "select name, count(*) from events group by 1 order by 1"
+    stored = ctl("query", "--format", "csv", query).stdout.decode().split()
+    assert stored == ["name,count_star()", "after-rm,20", "after-rmtree,20", "before,20"]
+    assert daemon.stop() == 0
+    names = [event["name"] for event in daemon.journal_events()]
+    assert names == ["after-rmtree"] * 20  # (after-rm's segment went with the directory)

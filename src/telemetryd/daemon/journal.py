@@ -214,6 +214,7 @@ class Journal:
     def _open_segment(self, now: datetime) -> None:
         name = f"{now:%Y%m%dT%H%M%SZ}-{self._next_seq:06d}{SUFFIX}"
         path = os.path.join(self.directory, name)
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)  # (deleted while running)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o600)
         # All of the new segment's state before anything else can fail (never one name twice).
         self._next_seq += 1
@@ -247,6 +248,14 @@ class Journal:
         )
 
     def _write(self, data: bytes) -> None:
+        if self._fd >= 0 and os.fstat(self._fd).st_nlink == 0:
+            # Deleted while open (an operator's `rm`): what is written to it now would be
+            # acknowledged and lost. A new segment (and journal directory) takes it.
+            log.error(
+                "journal segment %s was deleted while open; continuing in a new one",
+                self._segment,
+            )
+            self._reopen = True
         if self._must_rotate(len(data)):
             self._close_segment()
             self._open_segment(datetime.fromtimestamp(self._clock(), UTC))
@@ -566,7 +575,10 @@ class Journal:
             callback()
 
     def stats(self) -> dict[str, Any]:
-        segments = list_segments(self.directory)
+        try:
+            segments = list_segments(self.directory)
+        except FileNotFoundError:  # deleted: made again at the next write (_open_segment)
+            segments = []
         size = 0
         for _, path in segments:
             with contextlib.suppress(FileNotFoundError):
