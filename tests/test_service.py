@@ -225,6 +225,35 @@ def test_the_services_memory_ceiling_follows_the_store_memory_limit(
 
 
 @pytest.mark.usefixtures("no_telemetryd_home")
+@pytest.mark.parametrize(
+    ("parquet_dir", "extra"),
+    [
+        ("/srv/telemetry parquet", ' "-/srv/telemetry parquet"'),
+        ("/srv/exports", " -/srv/exports"),
+        ("s3://bucket/prefix", ""),
+        (None, ""),
+    ],
+)
+def test_the_service_may_write_the_continuous_exports_directory(
+    parquet_dir: str | None, extra: str, home: Path, tmp_path: Path
+) -> None:
+    """ProtectSystem=strict leaves the service only ReadWritePaths=: the continuous
+    export's local directory is one of them (its runs failed with a read-only file
+    system under the installed service)."""
+    if parquet_dir is not None:
+        config_dir = home / ".config" / "telemetryd"
+        config_dir.mkdir(parents=True)
+        (config_dir / "config.toml").write_text(f'[export]\nparquet-dir = "{parquet_dir}"\n')
+    units = rendered_linux()
+    service_unit = units[f"{home}/.config/systemd/user/telemetryd.service"]
+    lines = service_unit.splitlines()
+    [paths_line] = [line for line in lines if line.startswith("ReadWritePaths=")]
+    assert paths_line.endswith(f"/telemetryd{extra}"), paths_line
+    result = verify(units, tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+@pytest.mark.usefixtures("no_telemetryd_home")
 def test_units_without_the_http_listener(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

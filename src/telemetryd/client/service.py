@@ -193,6 +193,16 @@ def memory_max() -> int:
     return settings.store.service_memory_max()
 
 
+def export_dir() -> str | None:
+    """``[export] parquet-dir`` when it is a local directory (the service may write
+    there: ``ReadWritePaths=``); None when unset or a URL."""
+    settings, _ = config.load(paths.resolve().config_file)
+    target = settings.export.parquet_dir
+    if not target or re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", target):
+        return None
+    return target
+
+
 def _paths_layout(platform: Platform) -> Layout:
     """The paths alone (see :func:`layout`)."""
     where = paths.resolve()
@@ -241,8 +251,12 @@ def _systemd_values(executable: str, where: Layout) -> dict[str, str]:
     else:
         read_write = _unit_path(where.home)
         environment = "Environment=" + _unit_path(f"{paths.ENV_HOME}={where.home}")
-    # A private /tmp would hide a state directory that lives under /tmp.
-    private_tmp = "no" if _under_tmp(where.state_dir) else "yes"
+    exports = export_dir()
+    if exports is not None:  # ("-": the service starts before the directory exists)
+        read_write += " " + _unit_path("-" + exports)
+    # A private /tmp would hide a state (or export) directory that lives under /tmp.
+    hidden = _under_tmp(where.state_dir) or (exports is not None and _under_tmp(exports))
+    private_tmp = "no" if hidden else "yes"
     runtime = where.runtime_dir if where.home is None else where.runtime_dir.replace("%", "%%")
     families = "AF_UNIX"
     listen = ""
