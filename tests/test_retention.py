@@ -256,6 +256,24 @@ def test_gc_keeps_journal_and_database_in_agreement(daemon_factory: DaemonFactor
     assert daemon.stop() == 0
 
 
+def test_alerts_are_kept_with_the_usage(daemon_factory: DaemonFactory) -> None:
+    """The analyzer looks its alerts up so as never to raise one twice: an old segment
+    keeps them with its usage (dropped with the rest, a monthly budget alert was raised
+    again within its month)."""
+    daemon = daemon_factory(["--set", "retention.max-age-days=30"]).start()
+    alert = {"type": "alert", "id": "budget-2026-12", "severity": "critical"}
+    alert |= {"kind": "budget", "message": "monthly spend reached 100%"}
+    send(daemon, json.dumps(alert).encode() + b"\n" + events("custom", 3, "a"))
+    new_segment(daemon)
+    send(daemon, events("custom", 1, "b"))
+    first = segment_files(daemon)[0]
+    age(first, 40)
+    done = gc()
+    assert (done["compacted"], done["events_deleted"]) == ([first.name], 3)
+    assert journal_types(daemon) == database_types() == {"alert": 1, "custom": 1}
+    assert daemon.stop() == 0
+
+
 def test_gc_by_size_deletes_the_oldest_first(daemon_factory: DaemonFactory) -> None:
     daemon = daemon_factory(["--set", "retention.compress=false"]).start()
     first, second, third = three_segments(daemon)

@@ -18,8 +18,9 @@ On disk, in ``journal/`` (the names are daemon/segments.py's)::
 (:data:`USAGE_TYPES`; each carries its own tokens, cost, model, session and project).
 It is the history people keep telemetryd for, and the agents delete their own
 transcripts after a month, so by default it is kept for good: ``max-age-days`` ages
-out everything else, and usage only past ``usage-max-age-days`` (0, the default:
-never). The size limit, ``max-bytes``, still applies to all of it.
+out everything else but the analyzer's alerts (:data:`KEPT_TYPES`: kept with the
+usage, so that none is raised twice), and usage only past ``usage-max-age-days`` (0,
+the default: never). The size limit, ``max-bytes``, still applies to all of it.
 
 Only segments that the store records as complete (closed, and loaded into the
 database to their end) are ever touched, and never the newest one or the one being
@@ -90,6 +91,9 @@ log = logging.getLogger(__name__)
 DAY = 86400.0
 GZIP_LEVEL = 6  # gzip's own default: most of level 9's ratio at a fraction of its time
 USAGE_TYPES = ("api_request",)  # what the reports total: kept past max-age-days
+# Kept with the usage: the analyzer's alerts (few), which it looks up so as never to
+# raise one twice; dropped with the others, a budget alert came again within its month.
+KEPT_TYPES = (*USAGE_TYPES, "alert")
 _TMP_SUFFIX = ".tmp"
 _BLOCK = 4 * 1024 * 1024
 
@@ -256,7 +260,7 @@ def compact(segment: Segment, store: Store, *, compress: bool) -> int | None:
             _fsync_dir(directory)
 
         deleted = store.compact(
-            segment.seq, os.path.basename(final), kept, dropped, USAGE_TYPES, swap
+            segment.seq, os.path.basename(final), kept, dropped, KEPT_TYPES, swap
         )
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -285,7 +289,7 @@ def _copy_usage(source: str, out: BinaryIO | gzip.GzipFile) -> tuple[int, list[s
                     parsed = _LINE.decode(line)
                 except msgspec.DecodeError:  # not an event: never stored either
                     continue
-                if parsed.type in USAGE_TYPES:
+                if parsed.type in KEPT_TYPES:
                     out.write(line)
                     kept += len(line)
                 elif parsed.id is not None:
@@ -461,7 +465,7 @@ def _holds_usage(path: str) -> bool:
                 carry = data[cut:]
                 for line in data[:cut].splitlines():
                     with contextlib.suppress(msgspec.DecodeError):
-                        if _LINE.decode(line).type in USAGE_TYPES:
+                        if _LINE.decode(line).type in KEPT_TYPES:
                             return True
     except (OSError, *DAMAGE_ERRORS):
         return True
