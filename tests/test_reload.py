@@ -127,6 +127,25 @@ def test_a_file_that_cannot_be_looked_at_is_an_error(tmp_path: Path) -> None:
         config.file_present(str(tmp_path / "afile" / "config.toml"))
 
 
+def test_the_analyzers_rules_and_budgets_apply_at_a_reload() -> None:
+    """docs/alerts.md says a SIGHUP applies [analyzer] and [budget] at the next analysis
+    (which sends the running sections with each request): they were logged as waiting
+    for a restart, and the old budget stayed."""
+    running = config.Config()
+    budget, rules = running.budget, running.analyzer
+    new = config.Config(
+        budget=config.Budget(monthly_usd=1.0, timezone="Asia/Tokyo"),
+        analyzer=config.Analyzer(loop_count=9, notify=True),
+    )
+    applied, waiting = apply(running, new)
+    assert waiting == []
+    assert sorted(change.split(":")[0] for change in applied) == [
+        "analyzer.loop-count", "analyzer.notify", "budget.monthly-usd", "budget.timezone",
+    ]  # fmt: skip
+    assert running.budget is budget and (budget.monthly_usd, budget.timezone) == (1.0, "Asia/Tokyo")
+    assert running.analyzer is rules and (rules.loop_count, rules.notify) == (9, True)
+
+
 def test_apply_copies_live_settings_in_place() -> None:
     running = config.Config()
     ingest = running.ingest  # the server and the ingestor hold the section objects

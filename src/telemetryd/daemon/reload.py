@@ -18,7 +18,9 @@ those same objects, and read them when they use them):
 - ``retention``: everything (from the next run);
 - ``http``: allowed-hosts, prompt-text, max-body-bytes and max-connections at once
   (from the next request or connection), the timeouts from their next wait;
-- ``export``: parquet-dir and interval (from the next run).
+- ``export``: parquet-dir and interval (from the next run);
+- ``analyzer`` and ``budget``: everything (from the next analysis; an interval
+  changed takes effect after the wait under way).
 
 The others take a restart, and a change to them is logged as waiting for one:
 ``journal.durability`` (connections were promised acknowledgements under the
@@ -47,6 +49,11 @@ from telemetryd.errors import ConfigError
 
 log = logging.getLogger("telemetryd")
 
+_ANALYZER_KEYS = (
+    "enabled", "interval", "lookback", "loop-count", "loop-window", "stall-after",
+    "cost-factor", "cost-min-sessions", "cost-days", "error-spike-count",
+    "error-spike-window", "notify",
+)  # fmt: skip
 LIVE = frozenset(
     {
         "ingest.max-line-bytes",
@@ -79,6 +86,9 @@ LIVE = frozenset(
         "http.idle-timeout",
         "export.parquet-dir",
         "export.interval",
+        # The analyzer sends its rules with each analysis (daemon/analyzer.py).
+        *(f"analyzer.{key}" for key in _ANALYZER_KEYS),
+        *(f"budget.{key}" for key in ("daily-usd", "monthly-usd", "warn-at", "timezone")),
     }
 )
 
