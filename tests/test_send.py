@@ -539,6 +539,20 @@ def test_strict_with_the_daemon_down_fails_without_spooling(state_home: Path) ->
     assert spooled(state_home) == []
 
 
+def test_neither_delivered_nor_spooled_is_lost_with_a_warning_and_exit_0(
+    state_home: Path,
+) -> None:
+    """The daemon down and the spool unusable (here a file where its directory should
+    be; a full disk alike): the event is lost, and says so, but a hook must not fail its
+    agent: exit 0, as the help says, not 75 (that is --strict's)."""
+    (state_home / "spool").write_text("not a directory")
+    result = send("--type", "custom", "--name", "x", "--id", "ev-lost")
+    stderr = result.stderr.decode()
+    assert result.returncode == 0, stderr
+    assert "cannot spool" in stderr and "1 event(s) lost" in stderr
+    assert result.stdout == b""
+
+
 @pytest.mark.parametrize(
     "attr",
     ["deep=" + "[" * 10 + "1" + "]" * 10, "big=" + "x" * 20_000],

@@ -5,7 +5,9 @@ standard library's C pieces (``_socket``, ``_json``), parses its own options,
 and talks to the daemon through :mod:`telemetryd.client.delivery`, within one
 deadline. When the daemon is down, slow or out of disk it writes the events to the spool (every
 event carries an id, so the daemon's later replay cannot count one twice) and
-exits 0 with one warning on stderr; ``--strict`` makes that a failure instead.
+exits 0 with one warning on stderr; ``--strict`` makes that a failure instead. When
+the spool cannot take them either (the disk is full), they are lost: one warning that
+says so, and still exit 0 (a hook must not fail its agent).
 Events the daemon rejects are reported and make the exit status 1.
 """
 
@@ -406,11 +408,16 @@ def spool(lines: list[str]) -> str:
     final = os.path.join(directory, f"{name}.jsonl")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, ("\n".join(lines) + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(temp, final)
+        try:
+            os.write(fd, ("\n".join(lines) + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(temp, final)
+    except OSError:
+        if os.path.exists(temp):  # (a full disk: leave nothing behind)
+            os.unlink(temp)
+        raise
     return final
 
 
@@ -490,9 +497,11 @@ def main(argv: list[str]) -> int:
         try:
             where = spool(keep)
         except OSError as exc:
+            # Lost: but a hook must not fail its agent (--strict fails above, unspooled).
             sys.stderr.write(
-                f"telemetryctl send: not delivered ({delivery.failure}) and cannot spool: {exc}\n"
+                f"telemetryctl send: not delivered ({delivery.failure}) and cannot spool: {exc}"
+                f"; {len(keep)} event(s) lost\n"
             )
-            return EXIT_UNAVAILABLE
+            return EXIT_INVALID if delivery.rejected else EXIT_OK
         _warn(f"{delivery.failure}; {len(keep)} event(s) spooled to {where}")
     return EXIT_INVALID if delivery.rejected else EXIT_OK
