@@ -50,6 +50,17 @@ ROWS_KEY = {"daily": "daily", "weekly": "weekly", "monthly": "monthly", "session
 PERIOD_KEY = {"daily": "date", "weekly": "week", "monthly": "month", "session": "sessionId"}
 COUNTS = ("input", "output", "cache_creation", "cache_read", "reasoning")
 
+# A time any report can show in any zone, with the week it starts: a request stamped
+# outside (a producer's zero time, 0001-01-01, or the year 9999) counts on its edge.
+EARLIEST = "TIMESTAMP '0001-01-09'"
+LATEST = "TIMESTAMP '9999-12-24'"
+
+
+def clamped(column: str) -> str:
+    """SQL for ``column`` (a UTC TIMESTAMP) moved within EARLIEST to LATEST."""
+    return f"greatest(least({column}, {LATEST}), {EARLIEST})"
+
+
 # One row per local day, session, project, source, agent type and model. A project is
 # the transcript's directory (Claude Code imports), else the working directory.
 #
@@ -64,17 +75,6 @@ COUNTS = ("input", "output", "cache_creation", "cache_read", "reasoning")
 # The store keeps those quarter-hour sums per producer, agent and model (its
 # usage_quarters table, store/rollup.py), so a report that needs no session or project
 # reads them instead of every request; the others sum the requests themselves.
-# A time any report can show in any zone, with the week it starts: a request stamped
-# outside (a producer's zero time, 0001-01-01, or the year 9999) counts on its edge.
-EARLIEST = "TIMESTAMP '0001-01-09'"
-LATEST = "TIMESTAMP '9999-12-24'"
-
-
-def clamped(column: str) -> str:
-    """SQL for ``column`` (a UTC TIMESTAMP) moved within EARLIEST to LATEST."""
-    return f"greatest(least({column}, {LATEST}), {EARLIEST})"
-
-
 # The model requests, one row each (NOT MATERIALIZED: used twice, and scanned afresh
 # each time rather than copied). The model's name is put together after the sums.
 _REQUESTS = f"""

@@ -30,12 +30,11 @@ cost-less request pending again) and asks again; an id the store has not loaded
 after :data:`ASKS` answers stays unknown, and at most :data:`PENDING` ids wait.
 
 Each request is counted once, as the store keeps one row per id: a line whose id was
-counted already (the same request journaled again, such as a resend after the ingest's
-duplicate window forgot it) adds nothing: a line whose id was counted on the same UTC
-day of its time (a copy's time is its request's). The ids are kept per day, for the
-days kept, as 8-byte hashes in sorted arrays (:class:`_Ids`), so a million requests in
-a week cost the daemon about 20 MB; a session's total could count again a request
-older than the days kept.
+counted already on the UTC day of its time (the same request journaled again, such as
+a resend after the ingest's duplicate window forgot it: a copy's time is its
+request's) adds nothing. The ids are kept per day, for the days kept, as 8-byte hashes
+in sorted arrays (:class:`_Ids`), so a million requests in a week cost the daemon
+about 20 MB; a session's total could count again a request older than the days kept.
 
 Quarter hours (at most ``DAYS * 96`` of them, twice: all usage, and Claude's) answer
 what the days cannot: the usage since a client's local midnight (every time zone's
