@@ -455,9 +455,33 @@ def test_reinstall_rewrites_nothing_and_uninstall_plan(
     assert kept.data_removed == () and state not in [getattr(s, "path", "") for s in kept.steps]
     if platform == "linux":
         assert kept.steps[0] == service.Run(
-            ("systemctl", "--user", "disable", "--now", "telemetryd.socket", "telemetryd.service")
+            ("systemctl", "--user", "disable", "--now", "telemetryd.socket", "telemetryd.service"),
+            check=False,
         )
-        assert kept.steps[-1] == service.Run(("systemctl", "--user", "daemon-reload"))
+        assert kept.steps[-1] == service.Run(("systemctl", "--user", "daemon-reload"), check=False)
+
+
+@pytest.mark.usefixtures("no_telemetryd_home")
+def test_uninstall_removes_the_units_where_systemctl_cannot_reach_a_user_manager(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No user bus (a container, an SSH session without lingering): `install` wrote the
+    units and then failed; `uninstall` stopped at its first systemctl and left them, so
+    the tool had no way back. Now it says so and removes them. (The bus is made
+    unreachable here for real: an empty runtime directory, no session bus address.)"""
+    if shutil.which("systemctl") is None:
+        pytest.fail("systemctl is missing: `make system-deps` installs systemd")
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
+    for path, content in rendered_linux().items():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(content)
+    result = service_cli("uninstall")
+    assert result.returncode == 0, result.stderr
+    assert "warning: `systemctl --user disable --now" in result.stderr
+    assert not list((home / ".config" / "systemd" / "user").iterdir())
 
 
 def test_uninstall_needs_no_valid_configuration(

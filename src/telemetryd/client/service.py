@@ -436,11 +436,14 @@ def plan_uninstall(platform: Platform, *, purge: bool = False) -> Plan:
     ]
     steps: list[Step] = []
     if platform == "linux":
+        # (without a user bus, systemctl fails: the files still go, as launchd's do)
         if installed:
-            steps.append(Run(_systemctl("disable", "--now", SOCKET_UNIT, SERVICE_UNIT)))
+            steps.append(
+                Run(_systemctl("disable", "--now", SOCKET_UNIT, SERVICE_UNIT), check=False)
+            )
         steps += [Remove(path) for path in installed]
         if installed:
-            steps.append(Run(_systemctl("daemon-reload")))
+            steps.append(Run(_systemctl("daemon-reload"), check=False))
     else:
         steps.append(Run(("launchctl", "bootout", f"{_launchd_domain()}/{LABEL}"), check=False))
         steps += [Remove(path) for path in installed]
@@ -489,12 +492,14 @@ def run_step(step: Step) -> None:
         if step.unless and _run(step.unless).returncode == 0:
             return
         result = _run(step.argv)
-        if step.check and result.returncode != 0:
+        if result.returncode != 0:
             detail = (result.stderr or result.stdout).strip()
-            raise ServiceError(
-                f"`{shlex.join(step.argv)}` failed (exit {result.returncode})"
-                + (f": {detail}" if detail else "")
+            failed = f"`{shlex.join(step.argv)}` failed (exit {result.returncode})" + (
+                f": {detail}" if detail else ""
             )
+            if step.check:
+                raise ServiceError(failed)
+            sys.stderr.write(f"warning: {failed}; going on\n")
 
 
 def _write_atomically(path: str, content: str) -> None:
