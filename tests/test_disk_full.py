@@ -173,3 +173,37 @@ def test_disk_full_is_a_503_an_exporter_retries(
     assert daemon.stop() == 0
     bodies = [e for e in daemon.journal_events() if e.get("type") == "log"]
     assert len(bodies) == len({e["id"] for e in bodies}) == 200
+
+
+def test_gc_on_a_full_disk_says_what_it_could_not_do(
+    small_journal: Path, daemon_factory: DaemonFactory
+) -> None:
+    """A compaction that finds the disk full is tried again at the next run, and the run
+    says so: `gc` (run to free space) reported "0 compacted", exit 0, and nothing else."""
+    import signal
+
+    daemon = daemon_factory(["--set", "retention.max-age-days=30"]).start()
+    request = {"type": "api_request", "id": "old-request", "tokens": {"source": "unknown"}}
+    payload = json.dumps(request).encode() + b"\n" + batch("old", 20)
+    assert exchange(daemon.events_socket, payload) == [summary(21, 21)]
+    assert daemon.proc is not None
+    daemon.notifications.clear()
+    daemon.proc.send_signal(signal.SIGHUP)  # the next write starts a new segment
+    daemon.wait_for("READY=1")
+    assert exchange(daemon.events_socket, batch("new", 1)) == [summary(1, 1)]
+    assert ctl("flush").returncode == 0
+    [old] = sorted(small_journal.glob("*-000001.jsonl"))
+    then = time.time() - 40 * 86400
+    os.utime(old, (then, then))
+    filler = fill(small_journal)
+    failed = ctl("gc")
+    assert failed.returncode == 1, failed.stderr
+    assert f"could not compact {old.name}: " in failed.stderr.decode()
+    assert "No space left on device" in failed.stderr.decode()
+    assert status()["retention"]["failed"][0].startswith(f"compact {old.name}: ")
+    filler.unlink()
+    done = ctl("gc", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["compacted"], report["failed"]) == ([old.name], [])
+    assert daemon.stop() == 0

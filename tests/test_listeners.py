@@ -129,6 +129,7 @@ GC_KEYS = [
     "bytes_before",
     "bytes_after",
     "at",
+    "failed",
 ]
 
 

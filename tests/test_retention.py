@@ -250,6 +250,7 @@ def test_gc_keeps_journal_and_database_in_agreement(daemon_factory: DaemonFactor
         "bytes_before": 0,
         "bytes_after": 0,
         "at": None,
+        "failed": [],
     }
     status = json.loads(ctl("status", "--json").stdout)
     assert status["retention"]["deleted"] == [] and status["journal"]["segments"] == 1

@@ -453,6 +453,7 @@ class GcReply(Struct, kw_only=True):
     bytes_before: int
     bytes_after: int | None
     at: str  # when, RFC 3339 UTC
+    failed: list[str] = []  # "compact NAME: why" / "compress NAME: why": tried again later
 
 
 class RepriceReply(Struct, kw_only=True):

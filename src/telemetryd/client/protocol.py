@@ -544,7 +544,7 @@ class Rebuilt(Answer):
 class GcReport(Answer):
     """What retention did (or, with ``dry_run``, would do): segments deleted, compacted
     (only their usage kept) and compressed, events deleted, journal bytes before and
-    after, and a warning when usage was deleted."""
+    after, a warning when usage was deleted, and what failed (tried again next run)."""
 
     op = "gc"
 
@@ -577,6 +577,11 @@ class GcReport(Answer):
     def warning(self) -> str | None:
         value = self.get("warning")
         return None if value is None else str(value)
+
+    @property
+    def failed(self) -> list[str]:
+        """What could not be compacted or compressed (``"compact NAME: why"``)."""
+        return [str(what) for what in self.get("failed") or []]
 
     @property
     def events_deleted(self) -> int | None:

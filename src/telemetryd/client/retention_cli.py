@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
 from telemetryd import paths
 from telemetryd.client import control
 from telemetryd.client.cli_errors import handle_errors
+
+EXIT_FAILED = 1  # a segment could not be compacted or compressed (a full disk, say)
 
 
 @click.command()
@@ -30,7 +33,8 @@ def gc(dry_run: bool, as_json: bool, socket_path: str | None) -> None:
     all (with a warning), their events with them in the database; other closed
     segments are gzipped (compress). Only segments already loaded into the database
     are touched, never the one being written. The daemon also does this every
-    [retention] interval seconds.
+    [retention] interval seconds. Exit status 1 when a segment could not be compacted
+    or compressed (a full disk, say: each is named on stderr).
 
     \b
     Examples:
@@ -40,6 +44,8 @@ def gc(dry_run: bool, as_json: bool, socket_path: str | None) -> None:
     reply = control.gc(socket_path or paths.resolve().control_socket, dry_run)
     if as_json:
         click.echo(json.dumps(reply, indent=2))
+        if reply.failed:
+            sys.exit(EXIT_FAILED)
         return
     verb = ("would ", "") if dry_run else ("", "d")
     for name in reply.deleted:
@@ -59,3 +65,7 @@ def gc(dry_run: bool, as_json: bool, socket_path: str | None) -> None:
         )
     if reply.warning:
         click.echo(f"warning: {reply.warning}", err=True)
+    for failure in reply.failed:
+        click.echo(f"could not {failure} (tried again at the next run)", err=True)
+    if reply.failed:
+        sys.exit(EXIT_FAILED)

@@ -390,6 +390,7 @@ def collect(
         "bytes_before": todo.journal_bytes,
         "bytes_after": None,
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "failed": [],
     }
     if dry_run:
         return report
@@ -398,11 +399,13 @@ def collect(
     events = 0
     deleted: list[Segment] = list(todo.delete)
     compacted: list[str] = []
+    failed: list[str] = []  # "name: why", of what could not be done (tried next time)
     for segment in todo.compact:
         try:
             removed = compact(segment, store, compress=config.compress)
         except (OSError, *DAMAGE_ERRORS) as exc:  # a full disk, a damaged .gz: next time
             log.warning("retention: cannot compact %s: %s", segment.name, exc)
+            failed.append(f"compact {segment.name}: {exc}")
             continue
         if removed is None:  # no usage in it: it goes
             deleted.append(segment)
@@ -423,6 +426,7 @@ def collect(
             after += compress(segment, store) - segment.size
         except OSError as exc:  # disk full, say: the plain file stays, try next time
             log.warning("retention: cannot compress %s: %s", segment.name, exc)
+            failed.append(f"compress {segment.name}: {exc}")
             continue
         done_compressing.append(segment.name)
     report.update(
@@ -440,6 +444,7 @@ def collect(
             f"over [retention] max-bytes ({config.max_bytes} bytes); raise it to keep usage"
         )
         log.warning("retention: %s", report["warning"])
+    report["failed"] = failed  # (a gc run to free space must not say it had nothing to do)
     if report["deleted"] or compacted or done_compressing:
         log.info(
             "retention: %d segments deleted, %d compacted to their usage (%d events "
