@@ -973,3 +973,30 @@ def test_a_service_cannot_be_rendered_for_port_0(
     result = ctl("service", "install", "--dry-run")
     assert result.returncode != 0
     assert b"port 0" in result.stderr and b"choose a port" in result.stderr
+
+
+def test_a_passed_http_socket_elsewhere_than_the_configured_address_is_logged(
+    state_home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The socket unit keeps the address it was installed with; `otel env` hands agents
+    the configured one. A mismatch (the config changed, the unit not reinstalled) is a
+    warning that says what to do, and the same address is none."""
+    from telemetryd import config, paths
+    from telemetryd.daemon.main import _http_socket
+
+    passed = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    passed.bind(("127.0.0.1", 0))
+    passed.listen()
+    port = passed.getsockname()[1]
+    try:
+        for address, warned in ((f"127.0.0.1:{port}", False), (f"localhost:{port}", False),
+                                (f"127.0.0.1:{port + 1}", True)):  # fmt: skip
+            caplog.clear()
+            settings = config.Http(address=address, require_token=False)
+            found = _http_socket(paths.resolve(), settings, passed)
+            assert found is not None and found.sock is passed
+            said = [m for r in caplog.records if "service manager" in (m := r.getMessage())]
+            assert bool(said) == warned, (address, said)
+        assert f"127.0.0.1:{port}, but [http] address is 127.0.0.1:{port + 1}" in said[0]
+    finally:
+        passed.close()

@@ -168,6 +168,7 @@ def _http_socket(
                 passed.close()
             return HttpSocket(settings.address, None, None, str(exc))
     if passed is not None:
+        _check_passed_address(passed, settings.address)
         return HttpSocket(settings.address, passed, token_value)
     host, port = config.split_address(settings.address)
     try:
@@ -177,6 +178,27 @@ def _http_socket(
         log.error("HTTP listener off: cannot listen on %s: %s", settings.address, error)
         return HttpSocket(settings.address, None, token_value, error)
     return HttpSocket(settings.address, sock, token_value)
+
+
+def _check_passed_address(passed: socket.socket, address: str) -> None:
+    """Warn when the service manager's socket is not on ``[http] address``: the socket
+    unit keeps the address it was installed with, while `telemetryctl otel env` hands
+    agents the configured one, where nothing listens."""
+    try:
+        bound = passed.getsockname()
+        host, port = config.split_address(address)
+        wanted = {socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)[0][4][:2]}
+    except (OSError, ValueError, TelemetryError):
+        return
+    if tuple(bound[:2]) not in wanted:
+        log.warning(
+            "HTTP: the service manager passed a socket on %s:%s, but [http] address is %s, "
+            "which agents set up by `telemetryctl otel env` will use: run `telemetryctl "
+            "service install` again to move the socket unit there",
+            bound[0],
+            bound[1],
+            address,
+        )
 
 
 class _Bound:
