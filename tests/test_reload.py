@@ -118,13 +118,14 @@ def test_a_file_gone_or_a_dangling_symlink_at_reload_keeps_the_running_configura
 
 def test_a_file_that_cannot_be_looked_at_is_an_error(tmp_path: Path) -> None:
     """Only "nothing at that name" means no file; another failure to look is an error
-    (here a file where a directory should be; a directory without permission is too)."""
+    (here a loop of symlinks; a directory without permission is too)."""
     import pytest
 
     assert config.file_present(str(tmp_path / "none.toml")) is False
-    (tmp_path / "afile").write_text("")
-    with pytest.raises(config.ConfigError, match="Not a directory"):
-        config.file_present(str(tmp_path / "afile" / "config.toml"))
+    (tmp_path / "a.toml").symlink_to(tmp_path / "b.toml")
+    (tmp_path / "b.toml").symlink_to(tmp_path / "a.toml")
+    with pytest.raises(config.ConfigError, match="Too many levels of symbolic links"):
+        config.file_present(str(tmp_path / "a.toml"))
 
 
 def test_the_analyzers_rules_and_budgets_apply_at_a_reload() -> None:

@@ -471,12 +471,12 @@ def _parse_value(text: str) -> Any:
 
 def file_present(path: str) -> bool:
     """Whether the configuration file ``path`` is there: False only when nothing is at
-    that name. A name that cannot be looked at (a directory without permission) or a
-    symlink to a missing file is a ConfigError: read as "no file", every setting would
-    silently go back to its default."""
+    that name. A name that cannot be looked at (a directory without permission, a loop
+    of symlinks) or a symlink to a missing file is a ConfigError: read as "no file",
+    every setting would silently go back to its default."""
     try:
         os.stat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # (under a file: the paths' check says)
         if os.path.islink(path):
             target = os.readlink(path)
             raise ConfigError(f"{path}: a symlink to {target!r}, which is missing") from None
