@@ -31,6 +31,14 @@ SEGMENT = "20260301T100000Z-000001.jsonl"
 # (name, SQL, what the refusal says). {journal}, {segment}, {config}, {home}, {load} are
 # the victim's paths. Sources: the adversarial probe of issue 8, then each later finding.
 ESCAPES: list[tuple[str, str, str]] = [
+    # The probe of the core promises (session 26): binding these opened the file, and
+    # DESCRIBE answered with its header.
+    ("describe a file in the load directory", "describe '{load}/x.csv'", "names a file"),
+    ("summarize a glob", "summarize '{load}/*.csv'", "names a file"),
+    ("a file after a comma", "select * from events, '{load}/x.csv' t", "names a file"),
+    ("a file as a quoted name", 'select * from "{load}/x.json"', "names a file"),
+    ("a pivot of a file", "pivot '{load}/x.csv' on a using count(*)", "names a file"),
+    ("a file in a subquery", "select (select count(*) from 'x.parquet')", "names a file"),
     (
         "explain analyze copy over a journal segment",
         "EXPLAIN ANALYZE COPY (SELECT 1) TO '{segment}' (FORMAT csv)",
@@ -108,7 +116,7 @@ ESCAPES: list[tuple[str, str, str]] = [
     (  # stopped by the file access settings (layer 4): the journal is not readable to SQL
         "replacement scan of a journal file",
         "select * from '{segment}'",
-        "file system operations are disabled",
+        "names a file",  # (before session 26: DuckDB's "file system operations are disabled")
     ),
     ("two statements", "select 1; select 2", "one statement per query, got 2"),
     ("no statement", "  -- nothing\n", "one statement per query, got 0"),

@@ -10,7 +10,9 @@ layers, each of which would stop a write on its own:
    function, a reading PRAGMA, or EXPLAIN of one of these: the statement inside
    an EXPLAIN is classified like any other, since ``EXPLAIN ANALYZE`` runs it),
    and no call of a built-in table function that is not known to only read
-   (``checkpoint()``, ``query('...')``, ``read_text(...)``, ...).
+   (``checkpoint()``, ``query('...')``, ``read_text(...)``, ...), nor a table named
+   like a file (``FROM 'x.csv'``, ``DESCRIBE 'dir/*.json'``: DuckDB would read it, and
+   binding the statement, which layer 2 does, already opens it).
 2. The plan: before running it, :class:`Query` asks DuckDB for the physical plan
    of the statement (``EXPLAIN (FORMAT JSON)``, which binds and plans but runs
    nothing) and refuses any operator that is not a read and any table function
@@ -376,6 +378,7 @@ def classify(sql: str, con: duckdb.DuckDBPyConnection) -> Statement:
         # Named as written: INSTALL parses as a LOAD statement.
         raise _refused(tokens.word(0).upper() if tokens.word(0).isalpha() else kind)
     _check_calls(tokens)
+    _check_file_names(sql, tokens, con)
     if kind == "MULTI":
         # What DuckDB makes of a statement holding a PIVOT (it first reads the pivot's
         # values): EXPLAIN of such a statement, or a reading statement around it.
@@ -464,6 +467,51 @@ def _check_calls(tokens: _Tokens) -> None:
         name = tokens.word(index)
         if name in refused and tokens.is_operator(index + 1, "("):
             raise QueryError(f"{name}() is not allowed in a query: {_READ_ONLY}")
+
+
+# A table named with one of these is a file to DuckDB's replacement scans (a path, an
+# extension, a glob); the store's tables, views and a query's CTEs have plain names.
+_FILE_CHARACTERS = frozenset("./\\*?")
+# What may name a table directly after it (the parser's tree covers the rest).
+_TABLE_WORDS = frozenset({"from", "join", "describe", "summarize", "pivot", "unpivot"})
+
+
+def _check_file_names(sql: str, tokens: _Tokens, con: duckdb.DuckDBPyConnection) -> None:
+    """Refuse a table reference that names a file, before anything binds it: from the
+    parser's tree (``json_serialize_sql``, which runs nothing), or where the parser
+    cannot serialize the statement (PIVOT, ...), the name written right after FROM,
+    JOIN, DESCRIBE, SUMMARIZE or PIVOT."""
+    names: list[str] = []
+    try:
+        [(text,)] = con.execute("SELECT json_serialize_sql($sql)", {"sql": sql}).fetchall()
+        tree = json.loads(text)
+    except (duckdb.Error, ValueError):
+        tree = {"error": True}
+    if not tree.get("error"):
+        for node in _walk_tree(tree):
+            if node.get("type") == "BASE_TABLE" and not node.get("schema_name"):
+                names.append(str(node.get("table_name", "")))
+    else:
+        for index in range(1, len(tokens)):
+            if tokens.word(index - 1) in _TABLE_WORDS:
+                name = tokens.text(index)
+                if tokens.kind(index) == duckdb.token_type.string_const or name.startswith('"'):
+                    names.append(name[1:-1])
+    for name in names:
+        if _FILE_CHARACTERS.intersection(name):
+            raise QueryError(f"{name!r} names a file as a table: a query may open no file")
+
+
+def _walk_tree(tree: Any) -> Iterator[dict[str, Any]]:
+    """Every JSON object in ``tree`` (without recursion: a tree may be deep)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            yield node
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def _explained(tokens: _Tokens) -> str:
