@@ -234,8 +234,16 @@ def test_an_unreadable_database_file_is_set_aside_and_rebuilt(
     assert daemon.stop() == 0
     database = daemon.home / "telemetry.duckdb"
     database.write_bytes(b"not a database at all" * 100)
+    older = [
+        "telemetry.duckdb.unreadable-20200101T000000Z",
+        "telemetry.duckdb.unreadable-20210101T000000Z",
+    ]
+    for name in older:  # set aside before: only the newest two are kept
+        (daemon.home / name).write_bytes(b"x")
     daemon.start()
     assert count() == 6
-    assert list(daemon.home.glob("telemetry.duckdb.unreadable-*"))
+    kept = sorted(path.name for path in daemon.home.glob("telemetry.duckdb.unreadable-*"))
+    assert len(kept) == 2 and kept[0] == older[1] and kept[1] > older[1]
     assert "moved aside" in daemon.log()  # (written before the store opened)
+    assert f"removed {daemon.home / older[0]}, an older unreadable database" in daemon.log()
     assert daemon.stop() == 0

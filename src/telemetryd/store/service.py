@@ -14,6 +14,7 @@ rebuilds and retention one at a time (the store's own lock, and this service's).
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 import time
@@ -39,6 +40,7 @@ from telemetryd.store.sandbox import harden
 log = logging.getLogger(__name__)
 
 OPEN_WAIT = 10.0  # seconds a request waits for the store to open
+SET_ASIDE_KEPT = 2  # unreadable database files kept (the newest), each with its .wal
 _BACKOFF_FIRST = 0.5
 _BACKOFF_MAX = 30.0
 
@@ -294,6 +296,13 @@ class StoreService:
             if name and os.path.exists(name):
                 os.replace(name, f"{name}.unreadable-{stamp}")
                 moved.append(f"{name}.unreadable-{stamp}")
+                # Only the newest few are kept: a file damaged again and again (a failing
+                # disk) would otherwise fill it with copies of the database.
+                earlier = sorted(glob.glob(glob.escape(name) + ".unreadable-*"))
+                for old in earlier[:-SET_ASIDE_KEPT]:
+                    with contextlib.suppress(OSError):
+                        os.unlink(old)
+                        log.warning("removed %s, an older unreadable database", old)
         if moved:
             log.error(
                 "cannot open the database %s (%s); moved aside as %s, rebuilding it "
