@@ -143,6 +143,27 @@ def test_a_torn_tail_is_cut_off_a_read_only_segment(
     assert daemon.stop() == 0
 
 
+def test_a_torn_line_in_an_older_segment_is_called_damage(
+    daemon_factory: DaemonFactory, state_home: Path
+) -> None:
+    """Only the newest segment can end in a write a crash cut short (never acknowledged);
+    an older one was closed whole, so a torn end there is damage, and the log says so
+    (it called those lines never acknowledged)."""
+    journal = state_home / "journal"
+    journal.mkdir(mode=0o700)
+    whole = (
+        b'{"type":"custom","v":1,"id":"old-1","ts":"2025-01-01T00:00:00Z",'
+        b'"received_at":"2025-01-01T00:00:00Z","name":"kept"}\n'
+    )
+    (journal / "20250101T000000Z-000001.jsonl").write_bytes(whole + b'{"type":"cus')
+    (journal / "20250101T000000Z-000002.jsonl").write_bytes(whole.replace(b"old-1", b"old-2"))
+    daemon = daemon_factory().start()
+    log = daemon.log()
+    assert "000001.jsonl, closed whole, now ends in a torn line: the file was damaged" in log
+    assert "never acknowledged" not in log
+    assert daemon.stop() == 0
+
+
 def test_segment_that_is_only_a_torn_line(daemon_factory: DaemonFactory, state_home: Path) -> None:
     journal = state_home / "journal"
     journal.mkdir(mode=0o700)

@@ -74,8 +74,10 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def _cut_torn_tail(path: str, quarantine_dir: str) -> int:
-    """Move a last line without its newline to quarantine; return the bytes moved."""
+def _cut_torn_tail(path: str, quarantine_dir: str, newest: bool = True) -> int:
+    """Move a last line without its newline to quarantine; return the bytes moved.
+    In the ``newest`` segment that is a write a crash cut short (never acknowledged);
+    in an older one, which was closed whole, damage done to the file since."""
     with open(path, "rb") as f:  # a closed segment is read-only: open it for writing
         size = f.seek(0, os.SEEK_END)  # only when there is something to cut
         if size == 0:
@@ -98,12 +100,22 @@ def _cut_torn_tail(path: str, quarantine_dir: str) -> int:
         f.truncate(keep)
         f.flush()
         os.fsync(f.fileno())
-    log.warning(
-        "journal %s ended in a torn line (%d bytes, never acknowledged); moved to %s",
-        path,
-        len(torn),
-        target,
-    )
+    if newest:
+        log.warning(
+            "journal %s ended in a torn line (%d bytes, never acknowledged); moved to %s",
+            path,
+            len(torn),
+            target,
+        )
+    else:
+        log.error(
+            "journal %s, closed whole, now ends in a torn line: the file was damaged or "
+            "cut since (%d bytes moved to %s; the lines before are kept, whatever was "
+            "after is lost)",
+            path,
+            len(torn),
+            target,
+        )
     return len(torn)
 
 
@@ -180,9 +192,9 @@ class Journal:
         later (or writes nothing) leaves no empty segment behind."""
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         segments = list_segments(self.directory)
-        for _, path in segments:
+        for index, (_, path) in enumerate(segments):
             if path.endswith(SUFFIX):
-                _cut_torn_tail(path, self.quarantine_dir)
+                _cut_torn_tail(path, self.quarantine_dir, newest=index == len(segments) - 1)
                 _close_mode(path)
         self._seed(dedup, segments)
         if segments:
