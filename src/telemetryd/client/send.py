@@ -81,8 +81,8 @@ Input and delivery:
   -v, --verbose           print the daemon's summary on stderr
   -h, --help              show this message
 
-Exit status: 0 delivered or spooled, 1 rejected as invalid, 2 usage error,
-75 not delivered (--strict only).
+Exit status: 0 delivered or spooled (or neither, on a full disk: lost, with a
+warning), 1 rejected as invalid, 2 usage error, 75 not delivered (--strict only).
 """
 
 # option -> dotted field path, for options that take a string value
