@@ -102,6 +102,13 @@ def verify(units: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess
     )
 
 
+def user_config(home: Path, text: str) -> None:
+    """``text`` as the config.toml in the fake HOME's default config directory."""
+    config_dir = home / ".config" / "telemetryd"
+    config_dir.mkdir(parents=True)
+    (config_dir / "config.toml").write_text(text)
+
+
 def rendered_linux() -> dict[str, str]:
     return service.render("linux", EXECUTABLE, service.layout("linux"))
 
@@ -214,9 +221,7 @@ def test_the_services_memory_ceiling_follows_the_store_memory_limit(
     """MemoryMax= is the store worker's query cap (4x [store] memory-limit, at least
     1 GiB) and 3 GiB more: 1 + 3 GiB by default, 8 + 3 GiB for a 2 GiB limit."""
     if limit is not None:
-        config_dir = home / ".config" / "telemetryd"
-        config_dir.mkdir(parents=True)
-        (config_dir / "config.toml").write_text(f'[store]\nmemory-limit = "{limit}"\n')
+        user_config(home, f'[store]\nmemory-limit = "{limit}"\n')
     units = rendered_linux()
     service_unit = units[f"{home}/.config/systemd/user/telemetryd.service"]
     assert f"\nMemoryMax={ceiling}\nOOMPolicy=continue\n" in service_unit
@@ -241,9 +246,7 @@ def test_the_service_may_write_the_continuous_exports_directory(
     export's local directory is one of them (its runs failed with a read-only file
     system under the installed service)."""
     if parquet_dir is not None:
-        config_dir = home / ".config" / "telemetryd"
-        config_dir.mkdir(parents=True)
-        (config_dir / "config.toml").write_text(f'[export]\nparquet-dir = "{parquet_dir}"\n')
+        user_config(home, f'[export]\nparquet-dir = "{parquet_dir}"\n')
     units = rendered_linux()
     service_unit = units[f"{home}/.config/systemd/user/telemetryd.service"]
     lines = service_unit.splitlines()
@@ -257,9 +260,7 @@ def test_the_service_may_write_the_continuous_exports_directory(
 def test_units_without_the_http_listener(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config_dir = home / ".config" / "telemetryd"
-    config_dir.mkdir(parents=True)
-    (config_dir / "config.toml").write_text('[http]\nenabled = false\naddress = "127.0.0.1:9"\n')
+    user_config(home, '[http]\nenabled = false\naddress = "127.0.0.1:9"\n')
     units = rendered_linux()
     socket_unit = units[f"{home}/.config/systemd/user/telemetryd.socket"]
     service_unit = units[f"{home}/.config/systemd/user/telemetryd.service"]

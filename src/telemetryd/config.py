@@ -294,6 +294,14 @@ class Budget(Struct, **_SECTION):
                 raise ValueError(f"`timezone`: unknown time zone {self.timezone!r}") from None
 
 
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(target: str) -> bool:
+    """Whether an export's ``target`` is a URL (``s3://...``) rather than a local path."""
+    return _URL.match(target) is not None
+
+
 class Export(Struct, **_SECTION):
     """The continuous Parquet export (store/export.py, docs/export.md)."""
 
@@ -306,8 +314,7 @@ class Export(Struct, **_SECTION):
 
     def __post_init__(self) -> None:
         target = os.path.expanduser(self.parquet_dir)
-        is_url = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", target) is not None
-        if target and not is_url and not os.path.isabs(target):
+        if target and not is_url(target) and not os.path.isabs(target):
             raise ValueError(
                 f"`parquet-dir`: {self.parquet_dir!r} is neither an absolute path nor a URL"
             )

@@ -181,26 +181,15 @@ def layout(platform: Platform) -> Layout:
     return replace(_paths_layout(platform), http_address=http_address())
 
 
+def _effective() -> config.Config:
+    """The configuration the installed service will run with."""
+    return config.load(paths.resolve().config_file)[0]
+
+
 def http_address() -> str | None:
     """``[http] address`` of the effective configuration; None when ``enabled = false``."""
-    settings, _ = config.load(paths.resolve().config_file)
+    settings = _effective()
     return settings.http.address if settings.http.enabled else None
-
-
-def memory_max() -> int:
-    """The service's memory ceiling (``MemoryMax=``) for the effective configuration."""
-    settings, _ = config.load(paths.resolve().config_file)
-    return settings.store.service_memory_max()
-
-
-def export_dir() -> str | None:
-    """``[export] parquet-dir`` when it is a local directory (the service may write
-    there: ``ReadWritePaths=``); None when unset or a URL."""
-    settings, _ = config.load(paths.resolve().config_file)
-    target = settings.export.parquet_dir
-    if not target or re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", target):
-        return None
-    return target
 
 
 def _paths_layout(platform: Platform) -> Layout:
@@ -251,11 +240,15 @@ def _systemd_values(executable: str, where: Layout) -> dict[str, str]:
     else:
         read_write = _unit_path(where.home)
         environment = "Environment=" + _unit_path(f"{paths.ENV_HOME}={where.home}")
-    exports = export_dir()
-    if exports is not None:  # ("-": the service starts before the directory exists)
+    settings = _effective()
+    # The continuous export's local directory ("-": the service starts before it exists).
+    exports = settings.export.parquet_dir
+    if exports and not config.is_url(exports):
         read_write += " " + _unit_path("-" + exports)
+    else:
+        exports = ""
     # A private /tmp would hide a state (or export) directory that lives under /tmp.
-    hidden = _under_tmp(where.state_dir) or (exports is not None and _under_tmp(exports))
+    hidden = _under_tmp(where.state_dir) or (bool(exports) and _under_tmp(exports))
     private_tmp = "no" if hidden else "yes"
     runtime = where.runtime_dir if where.home is None else where.runtime_dir.replace("%", "%%")
     families = "AF_UNIX"
@@ -272,7 +265,7 @@ def _systemd_values(executable: str, where: Layout) -> dict[str, str]:
         "PRIVATE_TMP": private_tmp,
         "HTTP_LISTEN": listen,
         "ADDRESS_FAMILIES": families,
-        "MEMORY_MAX": f"{-(-memory_max() // 2**20)}M",
+        "MEMORY_MAX": f"{-(-settings.store.service_memory_max() // 2**20)}M",
     }
 
 

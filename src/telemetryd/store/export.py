@@ -79,7 +79,7 @@ from typing import Annotated, Any
 import duckdb
 import msgspec
 
-from telemetryd import paths
+from telemetryd import config, paths
 from telemetryd.daemon import segments
 from telemetryd.errors import ExportError
 from telemetryd.store.database import Store
@@ -91,7 +91,6 @@ MANIFEST_FORMAT = "telemetryd-parquet-export"
 MANIFEST_VERSION = 1
 PARTITION_COLUMNS = ("date", "source")
 _COPY_CHUNK = 8 * 1024 * 1024
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # The events' columns that are JSON in the store: text in the files.
 _JSON_COLUMNS = frozenset({"attrs", "fields"})
 
@@ -145,11 +144,6 @@ class Report:
             "until": self.until,
             "elapsed_s": round(self.elapsed_s, 3),
         }
-
-
-def is_url(target: str) -> bool:
-    """Whether ``target`` is a URL (``s3://...``) rather than a local path."""
-    return bool(_URL.match(target))
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -320,7 +314,7 @@ def _subdirectories(directory: str, prefix: str) -> list[str]:
 
 
 def _target(root: str) -> _Local | _Remote:
-    return _Remote(root) if is_url(root) else _Local(root)
+    return _Remote(root) if config.is_url(root) else _Local(root)
 
 
 def read_manifest(root: str) -> Manifest | None:
