@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import duckdb
 import msgspec
 import pytest
@@ -32,6 +33,7 @@ from telemetryd.daemon.journal import list_segments
 from telemetryd.daemon.segments import CLOSED_MODE
 from telemetryd.store.database import ROW_GROUP_ROWS, SCHEMA_VERSION, Store, batch_bytes_for
 from telemetryd.store.sandbox import harden
+from telemetryd.store.service import StoreService
 
 T0 = datetime(2026, 3, 1, 10, 0, 0, tzinfo=UTC)
 
@@ -215,6 +217,105 @@ def test_small_batches_split_segments_at_line_ends(tmp_path: Path, journal: Path
             (1, True),
             (2, False),
         ]
+
+
+def first_batch(lines: list[bytes], batch_bytes: int) -> int:
+    """How many of ``lines`` (in one segment) a first batch of ``batch_bytes`` holds:
+    the whole lines that fit."""
+    size = 0
+    for count, data in enumerate(lines):
+        size += len(data)
+        if size > batch_bytes:
+            return count
+    return len(lines)
+
+
+def test_a_load_told_to_stop_ends_after_a_batch_and_the_next_goes_on(
+    tmp_path: Path, journal: Path
+) -> None:
+    lines = [custom(n) for n in range(300)]
+    append(segment(journal, 1), b"".join(lines))
+    first = first_batch(lines, 1000)
+    assert 0 < first < 300
+    asked = []
+
+    def stop() -> bool:
+        asked.append(len(stored_ids(store)))
+        return True
+
+    with Store(str(tmp_path / "small.duckdb"), batch_bytes=1000) as store:
+        assert store.materialize(str(journal), stop) == first
+        assert asked == [first]  # asked once, after the first batch was committed
+        assert not store.caught_up
+        written = segment(journal, 1)
+        assert store.missing(str(journal), (str(written), written.stat().st_size)) == sum(
+            map(len, lines[first:])
+        )
+        assert store.materialize(str(journal)) == 300 - first
+        assert store.caught_up
+        assert sorted(stored_ids(store)) == [f"ev-{n:07d}" for n in range(300)]
+
+
+def small_batches_service(tmp_path: Path, journal: Path) -> StoreService:
+    """The worker's service on a store whose loads go 1,000 bytes at a time."""
+    database = str(tmp_path / "small.duckdb")
+    return StoreService(str(journal), lambda: Store(database, batch_bytes=1000), database)
+
+
+@pytest.mark.asyncio
+async def test_a_querys_load_ends_at_its_deadline_and_the_answer_says_what_it_leaves_out(
+    tmp_path: Path, journal: Path
+) -> None:
+    """A store far behind its journal (after a flood) used to keep a query waiting for
+    the whole load, past its timeout; now the query loads until its deadline, then
+    answers from what the store holds, with a warning naming the bytes left out."""
+    lines = [custom(n) for n in range(300)]
+    written = segment(journal, 1)
+    append(written, b"".join(lines))
+    service = small_batches_service(tmp_path, journal)
+    await service.open()
+    try:
+        first = first_batch(lines, 1000)
+        assert await service.refresh(until=time.monotonic()) == first  # (due at once)
+        left = sum(map(len, lines[first:]))
+        warning = await service.behind((str(written), written.stat().st_size))
+        assert warning is not None
+        assert warning.startswith(f"{left} bytes of acknowledged events are not in the database")
+        assert "loading has not caught up yet" in warning
+        assert await service.refresh() == 300 - first
+        assert await service.behind((str(written), written.stat().st_size)) is None
+    finally:
+        service.close()
+
+
+@pytest.mark.asyncio
+async def test_a_timed_load_makes_way_for_a_query_after_its_batch(
+    tmp_path: Path, journal: Path
+) -> None:
+    """The daemon's timed load (``yielding``) of a long backlog stops after the batch it
+    is loading when a query waits for its turn; the query's own load goes on from there."""
+    total = 1000  # (about 200 batches of 1,000 bytes: a second or more of loading)
+    append(segment(journal, 1), b"".join(custom(n) for n in range(total)))
+    service = small_batches_service(tmp_path, journal)
+    await service.open()
+    try:
+        timed: list[int] = []
+
+        async def timed_load() -> None:
+            timed.append(await service.refresh(yielding=True))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(timed_load)
+            with anyio.fail_after(30):
+                while not stored_ids(service.store):  # (its first batch is in)
+                    await anyio.sleep(0.005)
+            by_query = await service.refresh(until=time.monotonic() + 60)
+            assert service.caught_up
+        assert 0 < timed[0] < total
+        assert timed[0] + by_query == total
+        assert len(set(stored_ids(service.store))) == total
+    finally:
+        service.close()
 
 
 def not_root(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -499,7 +499,11 @@ class WorkerRequest(Struct, tag_field="op", forbid_unknown_fields=True, kw_only=
 
 
 class WorkerLoad(WorkerRequest, tag="load"):
-    """Load every journaled event not in the database yet: ``{"ok":true,"materialized":N}``."""
+    """Load every journaled event not in the database yet:
+    ``{"ok":true,"materialized":N,"caught_up":true}``. A ``yielding`` load (a timed one)
+    stops after a batch when a query waits for its turn (``caught_up`` false)."""
+
+    yielding: bool = False
 
 
 class WorkerQuery(WorkerRequest, tag="query", kw_only=True):

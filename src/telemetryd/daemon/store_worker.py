@@ -504,17 +504,20 @@ class StoreClient:
         self._mark = (time.monotonic(), 0)  # (when, events_written) of the last rate look
         self._rate = 0.0
 
-    async def refresh(self, *, costs: bool = True) -> int:
+    async def refresh(self, *, costs: bool = True, yielding: bool = False) -> int:
         """Load everything journaled so far (starting the worker); the new events stored.
-        Then, with ``costs``, :attr:`after_load` (its failures are logged)."""
+        Then, with ``costs``, :attr:`after_load` (its failures are logged). A
+        ``yielding`` load (the timer's) makes way for a query after a batch
+        (wire.WorkerLoad); what it left stays pending, for the next one."""
         written = self.journal.events_written
         self._costs_wanted = False
         try:
-            reply = await self.worker.call(wire.WorkerLoad())
+            reply = await self.worker.call(wire.WorkerLoad(yielding=yielding))
         except WorkerError as exc:
             self.failure = str(exc)
             raise
-        self._seen = max(self._seen, written)
+        if reply.get("caught_up", True):
+            self._seen = max(self._seen, written)
         self.failure = None
         if costs and self.after_load is not None:
             try:
@@ -544,9 +547,9 @@ class StoreClient:
         """Events journaled since the last load that was asked for (or query answered)."""
         return self.journal.events_written - self._seen
 
-    async def refresh_or_log(self, *, costs: bool = True) -> None:
+    async def refresh_or_log(self, *, costs: bool = True, yielding: bool = False) -> None:
         with contextlib.suppress(WorkerError):
-            await self.refresh(costs=costs)
+            await self.refresh(costs=costs, yielding=yielding)
 
     async def rebuild(self) -> int:
         self._seen = self.journal.events_written
@@ -589,7 +592,6 @@ class StoreClient:
         """Answer a query: the worker loads what was acknowledged until now, runs the
         query, and its reply lines are passed on to ``send`` as they come."""
         timeout = min(request.timeout or self.settings.store.query_timeout, wire.MAX_QUERY_TIMEOUT)
-        written = self.journal.events_written
         message = wire.WorkerQuery(
             sql=request.sql,
             params=request.params,
@@ -598,8 +600,9 @@ class StoreClient:
         )
         try:
             with anyio.fail_after(timeout + REQUEST_GRACE):
+                # (what it loaded first stays pending here: a query loads for only
+                # part of its timeout, so the timed load still looks)
                 await self.worker.request(message, send)
-            self._seen = max(self._seen, written)  # the worker loaded them first
         except WorkerGone as exc:
             await send(wire.encode_line(wire.Closing(exc.code, str(exc))))
         except TimeoutError:
@@ -645,7 +648,7 @@ class StoreClient:
                         self.ingest_rate()  # (a look starts with a burst, not before it)
                 if self.journal.events_written != self._seen or self._costs_wanted:
                     await self._yield_to_ingest()
-                    await self.refresh_or_log()
+                    await self.refresh_or_log(yielding=True)
 
     def ingest_rate(self) -> float:
         """Events a second the journal took lately: since the previous look, when that

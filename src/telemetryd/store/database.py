@@ -236,6 +236,10 @@ _FORGET_OTHERS = (
 )
 
 
+class _Stopped(Exception):
+    """A load's ``stop`` said to end it after the batch just committed."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Piece:
     """What to load of one segment: its content from ``start`` on, up to ``end`` (the
@@ -379,6 +383,8 @@ class Store:
         self.pricer = pricer or Pricer()
         self.batch_bytes = batch_bytes  # the size batches return to after running short
         self.last_materialized: float | None = None  # Unix time the last run finished
+        self.caught_up = True  # whether the last run loaded everything (not stopped)
+        self._stop: Callable[[], bool] | None = None  # the running load's (materialize)
         here = os.path.dirname(os.path.abspath(path))
         self.load_dir = os.path.join(here, "load")
         self.quarantine_dir = quarantine_dir or os.path.join(here, "quarantine")
@@ -511,15 +517,22 @@ class Store:
 
     # -- materialization --------------------------------------------------------
 
-    def materialize(self, journal_dir: str) -> int:
+    def materialize(self, journal_dir: str, stop: Callable[[], bool] | None = None) -> int:
         """Load every complete journal line not loaded yet; return the new events stored
         (duplicates of stored ids do not count). Raises TelemetryError when the store
         needs a rebuild, and duckdb.Error or OSError when loading fails (nothing of the
-        failed batch is kept; the next run retries it)."""
+        failed batch is kept; the next run retries it).
+
+        ``stop`` is asked after each batch committed: when it says so, loading ends
+        there, and the rest waits for the next run (:attr:`caught_up` is then False)."""
         with self._lock:
             if self.needs_rebuild:
                 raise TelemetryError(f"{self.path}: store schema differs; rebuild it first")
-            return self._materialize(journal_dir)
+            self._stop = stop
+            try:
+                return self._materialize(journal_dir)
+            finally:
+                self._stop = None
 
     def rebuild(self, journal_dir: str) -> int:
         """Drop everything and load the whole journal again; return the events stored.
@@ -551,9 +564,13 @@ class Store:
         """Load in batches; when DuckDB runs out of memory, retry with batches half the
         size (what earlier batches committed stays)."""
         loaded = [0]
+        self.caught_up = False
         while True:
             try:
                 self._load_journal(journal_dir, loaded)
+                self.caught_up = True
+                break
+            except _Stopped:
                 break
             except duckdb.OutOfMemoryException as exc:
                 if self._limit <= MIN_BATCH_BYTES:
@@ -786,6 +803,8 @@ class Store:
                 self._limit = min(self.batch_bytes, self._limit * 2)
                 self._good_batches = 0
         batch.reset()
+        if self._stop is not None and self._stop():
+            raise _Stopped  # (what is committed stays; the plan resumes from it next time)
 
     def _insert(self, batch: _Batch, files: list[str], *, lenient: bool) -> int:
         con = self._con

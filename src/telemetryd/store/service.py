@@ -122,6 +122,8 @@ class StoreService:
         self._opened = anyio.Event()
         self._lock = anyio.Lock()  # loads, rebuilds, retention: one at a time
         self._export_lock = anyio.Lock()  # exports: one at a time
+        self._queries_waiting = 0  # queries waiting for their load's turn (refresh)
+        self.caught_up = True  # whether the last load got to the journal's end
         self.failure: str | None = None
 
     @property
@@ -147,23 +149,53 @@ class StoreService:
                 await self._opened.wait()
         return self.store
 
-    async def refresh(self) -> int:
-        """Load everything journaled so far; return the new events stored."""
-        store = await self.wait_open()
-        async with self._lock:
-            try:
-                count = await anyio.to_thread.run_sync(store.materialize, self.journal_dir)
-            except Exception as exc:  # DuckDB errors, disk full: report, keep serving
-                self.failure = f"{type(exc).__name__}: {exc}"
-                log.error("materialization failed: %s", self.failure)
-                raise
-            self.failure = None
-            return count
+    async def refresh(self, *, until: float | None = None, yielding: bool = False) -> int:
+        """Load everything journaled so far; return the new events stored.
 
-    async def refresh_or_log(self) -> None:
+        A query's load has ``until`` (a ``time.monotonic()``): it waits for its turn and
+        loads batches only until then, so that a store far behind its journal (after a
+        flood, during a rebuild) still answers within the query's timeout, with what it
+        holds (:meth:`behind` says what the answer leaves out). A ``yielding`` load (the
+        daemon's timed one) stops after the batch it is loading when a query waits for
+        its turn; :attr:`caught_up` tells whether the last load got to the end."""
+        store = await self.wait_open()
+        if until is None:
+            async with self._lock:
+                return await self._load(store, self._query_waits if yielding else None)
+        try:
+            self._lock.acquire_nowait()
+        except anyio.WouldBlock:
+            self._queries_waiting += 1
+            try:
+                with anyio.move_on_after(max(0.0, until - time.monotonic())) as waited:
+                    await self._lock.acquire()
+            finally:
+                self._queries_waiting -= 1
+            if waited.cancelled_caught:
+                return 0
+        try:
+            return await self._load(store, lambda: time.monotonic() >= until)
+        finally:
+            self._lock.release()
+
+    def _query_waits(self) -> bool:
+        return self._queries_waiting > 0
+
+    async def _load(self, store: Store, stop: Callable[[], bool] | None) -> int:
+        try:
+            count = await anyio.to_thread.run_sync(store.materialize, self.journal_dir, stop)
+        except Exception as exc:  # DuckDB errors, disk full: report, keep serving
+            self.failure = f"{type(exc).__name__}: {exc}"
+            log.error("materialization failed: %s", self.failure)
+            raise
+        self.failure = None
+        self.caught_up = store.caught_up
+        return count
+
+    async def refresh_or_log(self, *, until: float | None = None) -> None:
         """:meth:`refresh`, where a failure is only logged and kept for `status`."""
         with contextlib.suppress(Exception):
-            await self.refresh()
+            await self.refresh(until=until)
 
     async def behind(self, upto: tuple[str, int]) -> str | None:
         """Why events journaled up to ``upto`` are not all in the database, or None when

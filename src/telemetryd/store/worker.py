@@ -24,6 +24,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,6 +47,9 @@ ENV_FD = "TELEMETRYD_STORE_FD"
 MAX_REQUEST = 1024 * 1024  # bytes of one request line (a query's SQL and parameters)
 DRAIN_SECONDS = 20.0  # requests under way get this long to finish at SIGTERM
 _REQUEST_WAIT = 30.0  # seconds a connection may take to send its request line
+# A query first loads what was journaled before it, for at most this share of its
+# timeout (StoreService.refresh); the answer says what it then leaves out.
+LOAD_SHARE = 0.5
 
 
 class Startup(msgspec.Struct, forbid_unknown_fields=True):
@@ -160,7 +164,8 @@ class Worker:
         if isinstance(request, wire.WorkerStats):
             return {"ok": True, **await self.service.stats(), "queries": self.queries.stats()}
         if isinstance(request, wire.WorkerLoad):
-            return {"ok": True, "materialized": await self.service.refresh()}
+            loaded = await self.service.refresh(yielding=request.yielding)
+            return {"ok": True, "materialized": loaded, "caught_up": self.service.caught_up}
         if isinstance(request, wire.WorkerRebuild):
             return {"ok": True, "events": await self.service.rebuild()}
         if isinstance(request, wire.WorkerAnalyze):
@@ -194,7 +199,8 @@ class Worker:
             # Read-your-writes: everything journaled up to `upto` is loaded first; when
             # loading fails, the answer ends with a warning that says so and why.
             store = await self.service.wait_open(min(request.timeout, OPEN_WAIT))
-            await self.service.refresh_or_log()
+            # (within a share of the query's timeout: a store far behind answers in time)
+            await self.service.refresh_or_log(until=time.monotonic() + request.timeout * LOAD_SHARE)
             cursor = await anyio.to_thread.run_sync(store.cursor)
             segment, size = request.upto
             return cursor, await self.service.behind((segment, size))
