@@ -186,6 +186,25 @@ def test_output_formats(home_database: Path, fmt: str) -> None:
         ]
 
 
+def test_nan_and_infinities_are_spelled_out_not_turned_into_null(home_database: Path) -> None:
+    """JSON has no NaN or infinity; they used to arrive as null, a missing value."""
+    sql = (
+        "select x, x::float as f, 'nan'::double as n from (values "
+        "(1.5::double), ('nan'::double), ('inf'::double), ('-inf'::double), (null)) t(x)"
+    )
+    result = ctl("query", "--format", "json", sql)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [
+        {"x": 1.5, "f": 1.5, "n": "NaN"},
+        {"x": "NaN", "f": "NaN", "n": "NaN"},
+        {"x": "Infinity", "f": "Infinity", "n": "NaN"},
+        {"x": "-Infinity", "f": "-Infinity", "n": "NaN"},
+        {"x": None, "f": None, "n": "NaN"},
+    ]
+    table = ctl("query", "--format", "table", "select 'inf'::double as big, 2.5 as small")
+    assert table.stdout.decode().splitlines()[2].split() == ["Infinity", "2.5"]
+
+
 def test_query_errors_reach_the_user_verbatim(home_database: Path) -> None:
     result = ctl("query", "select nope from api_requests")
     assert result.returncode == 1

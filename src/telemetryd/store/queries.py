@@ -26,6 +26,7 @@ every running query is interrupted and answered with an error that says why.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -196,6 +197,7 @@ class _Rows:
     def __init__(self, query: Query, columns: list[tuple[str, str]]) -> None:
         self.query = query
         self.sizer = Sizer(columns)
+        self.floats = [i for i, (_, kind) in enumerate(columns) if kind in _FLOAT_TYPES]
         self.fetch = 1  # rows to fetch next: grows while rows are small
         self.count = 0
 
@@ -204,6 +206,8 @@ class _Rows:
         batch = next(self.query.batches(self.fetch), None)
         if not batch:
             return []
+        if self.floats:
+            batch = spell_nonfinite(batch, self.floats)
         try:
             lines = encode_rows(batch, self.sizer, self.count)
         except (msgspec.EncodeError, TypeError, ValueError, OverflowError, RecursionError) as exc:
@@ -212,6 +216,32 @@ class _Rows:
         per_row = max(1, sum(map(len, lines)) // len(batch))
         self.fetch = max(1, min(MAX_BATCH_ROWS, self.fetch * 8, REPLY_LINE_BYTES // per_row))
         return lines
+
+
+_FLOAT_TYPES = frozenset(["DOUBLE", "FLOAT"])
+_NONFINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def spell_nonfinite(batch: list[tuple[Any, ...]], columns: list[int]) -> list[tuple[Any, ...]]:
+    """``batch`` with the NaN and infinite values of ``columns`` (DOUBLE or FLOAT) as the
+    text "NaN", "Infinity" and "-Infinity", as protobuf's and OTLP's JSON spell them:
+    JSON has no such number, and the encoder would write null, a value that is not
+    there. A column whose sum is finite holds none (NaN and infinities carry into a
+    sum; one of large finite values that overflows is looked at value by value), so most
+    batches are only summed."""
+    found = [i for i in columns if not math.isfinite(sum(filter(None, map(itemgetter(i), batch))))]
+    if not found:
+        return batch
+    out = []
+    for row in batch:
+        if any(isinstance(v := row[i], float) and not math.isfinite(v) for i in found):
+            cells = list(row)
+            for i in found:
+                if isinstance(v := cells[i], float) and not math.isfinite(v):
+                    cells[i] = _NONFINITE[repr(v)]
+            row = tuple(cells)
+        out.append(row)
+    return out
 
 
 # DuckDB types whose values are a few dozen bytes of JSON at most.
