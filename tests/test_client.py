@@ -971,7 +971,9 @@ def test_only_the_client_library_talks_and_nothing_imports_the_store() -> None:
     assert len(modules) > 10 and {m.name for m in modules} >= LIBRARY
     sockets = {"socket", "_socket", "select"}
     talking = sorted(m.name for m in modules if imports(m) & sockets)
-    assert talking == ["delivery.py", "protocol.py", "store_process.py"]
+    assert talking == ["delivery.py", "hook.py", "protocol.py", "store_process.py"]
+    # (hook.py waits on its stdin, the agent's pipe, with select: it opens no socket)
+    assert imports(CLIENT / "hook.py") & sockets == {"select"}
     readers = {"telemetryd.client.protocol.Replies", "telemetryd.client.protocol.read_reply"}
     reading = sorted(m.name for m in modules if m.name not in LIBRARY and imports(m) & readers)
     assert reading == ["query.py"]  # named there for the tests of the reply reader only

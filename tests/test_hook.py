@@ -379,6 +379,52 @@ def test_a_payload_over_the_cap_is_skipped_without_reading_it_all(running_daemon
     assert running_daemon.journal_events() == []
 
 
+def test_a_whole_payload_is_taken_while_stdin_stays_open(running_daemon: Daemon) -> None:
+    """A writer that keeps its end of the pipe open (a wrapper script, or a child that
+    inherited it) held the hook until the agent's hook timeout killed it, and the event
+    was lost. The payload is taken as soon as it is one whole JSON object; one that never
+    comes whole is given up after hook.STDIN_WAIT seconds, the hook exiting 0."""
+    payload = {"hook_event_name": "Stop", "session_id": "s-open", "stop_hook_active": False}
+    data = json.dumps(payload).encode()
+    with subprocess.Popen(
+        [TELEMETRYCTL, "hook", "claude-code"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(data[:20])  # (in two parts: the first is no whole object)
+        proc.stdin.flush()
+        time.sleep(0.2)
+        proc.stdin.write(data[20:] + b"\n")
+        proc.stdin.flush()
+        try:
+            assert proc.wait(timeout=hook.STDIN_WAIT - 1) == 0  # stdin still open
+        finally:
+            proc.stdin.close()
+        assert proc.stdout.read() == b""
+    [event] = running_daemon.journal_events()
+    assert (event["type"], event["session_id"]) == ("custom", "s-open")
+
+    with subprocess.Popen(
+        [TELEMETRYCTL, "hook", "claude-code"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as silent:
+        assert silent.stdin is not None and silent.stderr is not None
+        silent.stdin.write(data[:20])  # and nothing more, the pipe left open
+        silent.stdin.flush()
+        started = time.monotonic()
+        try:
+            assert silent.wait(timeout=hook.STDIN_WAIT + 10) == 0
+        finally:
+            silent.stdin.close()
+        assert time.monotonic() - started >= hook.STDIN_WAIT - 0.5
+        assert b"no whole payload on stdin within" in silent.stderr.read()
+    assert len(running_daemon.journal_events()) == 1
+
+
 # -- prompts, failures, other events ----------------------------------------------------------
 
 
@@ -674,6 +720,108 @@ def test_invalid_settings_are_left_alone(private_home: Path) -> None:
     assert b"not valid JSON" in result.stderr
     assert path.read_text() == '{"hooks": {,}'
     assert backups(path) == []
+
+
+def test_a_settings_file_that_is_a_link_stays_one(private_home: Path, tmp_path: Path) -> None:
+    """A dotfiles manager links ~/.claude/settings.json to its own copy: install and
+    uninstall change that copy, and the link stays (it was replaced by a file)."""
+    dotfiles = tmp_path / "dotfiles" / "claude-settings.json"
+    original = write_settings(dotfiles, OTHER_SETTINGS)
+    link = settings_file(private_home)
+    link.parent.mkdir(parents=True)
+    link.symlink_to(dotfiles)
+    assert ctl("hooks", "install", "claude-code").returncode == 0
+    assert link.is_symlink() and os.readlink(link) == str(dotfiles)
+    assert sorted(our_events(json.loads(dotfiles.read_text()))) == sorted(claude_settings.EVENTS)
+    [backup] = backups(link)  # (next to the link, where the user looks)
+    assert backup.read_text() == original
+    assert ctl("hooks", "uninstall", "claude-code").returncode == 0
+    assert link.is_symlink() and dotfiles.read_text() == original
+
+
+def test_only_our_own_handlers_are_taken_for_ours(private_home: Path) -> None:
+    """A user's handler that pipes into our hook, or only mentions it, is the user's: it
+    used to be deleted by install and uninstall. Ours with the hook's own options (or a
+    variable set before it) is still ours."""
+    user_handlers = [
+        "tee -a ~/hook.log | telemetryctl hook claude-code",
+        'grep -q x log || echo "run telemetryctl hook claude-code by hand" >&2',
+        "telemetryctl hook claude-code; notify-send done",
+    ]
+    for command in user_handlers:
+        assert not claude_settings.is_ours({"type": "command", "command": command}), command
+    ours = [
+        f"{TELEMETRYCTL} hook claude-code",
+        "TELEMETRYD_HOOK_PROMPT_TEXT=1 telemetryctl hook claude-code --timeout 3",
+        "/opt/bin/telemetryctl hook claude-code --context --socket=/run/x.sock",
+    ]
+    for command in ours:
+        assert claude_settings.is_ours({"type": "command", "command": command}), command
+    path = settings_file(private_home)
+    mine = {
+        "hooks": {"Stop": [{"hooks": [{"type": "command", "command": c} for c in user_handlers]}]}
+    }
+    write_settings(path, mine)
+    assert ctl("hooks", "install", "claude-code").returncode == 0
+    installed = json.loads(path.read_text())
+    assert installed["hooks"]["Stop"][0] == mine["hooks"]["Stop"][0]
+    assert ctl("hooks", "uninstall", "claude-code").returncode == 0
+    assert json.loads(path.read_text()) == mine
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"cleanupPeriodDays": 1e999}', b"holds the number 1e999, which JSON cannot hold"),
+        ('{"x": NaN}', b"holds the number NaN"),
+        ('{"note": "\\ud800"}', b"holds text that is not Unicode"),
+    ],
+)
+def test_settings_install_could_not_write_back_are_left_alone(
+    private_home: Path, text: str, message: bytes
+) -> None:
+    """Python's json reads these, and wrote back Infinity (which Claude Code cannot read)
+    or died with a traceback, leaving a temporary file behind."""
+    path = settings_file(private_home)
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    result = ctl("hooks", "install", "claude-code")
+    assert result.returncode == 1
+    assert message in result.stderr and b"left unchanged" in result.stderr
+    assert b"Traceback" not in result.stderr
+    assert path.read_text() == text
+    assert sorted(p.name for p in path.parent.iterdir()) == ["settings.json"]
+
+
+def test_a_read_only_settings_file_is_left_alone(private_home: Path) -> None:
+    path = settings_file(private_home)
+    original = write_settings(path, OTHER_SETTINGS)
+    path.chmod(0o444)
+    result = ctl("hooks", "install", "claude-code")
+    assert result.returncode == 1
+    assert b"is read-only (mode 0444); left unchanged" in result.stderr
+    assert path.read_text() == original
+    assert sorted(p.name for p in path.parent.iterdir()) == ["settings.json"]
+
+
+def test_install_warns_when_another_settings_file_runs_our_hooks(
+    private_home: Path, tmp_path: Path
+) -> None:
+    """Claude Code runs the hooks of the user's and the project's settings alike: ours in
+    both would record a session's start, prompts and stops twice."""
+    project = tmp_path / "project"
+    project.mkdir()
+    first = ctl("hooks", "install", "claude-code", "--project", str(project))
+    assert first.returncode == 0 and b"warning" not in first.stderr
+    second = ctl("hooks", "install", "claude-code", "--user", "--project", str(project))
+    assert second.returncode == 2  # (one or the other)
+    user = ctl("hooks", "install", "claude-code")  # (the current directory is not the project)
+    assert user.returncode == 0 and b"warning" not in user.stderr
+    local = ctl("hooks", "install", "claude-code", "--project", str(project), "--local")
+    assert local.returncode == 0
+    warned = local.stderr.decode()
+    assert f"also in {project / '.claude' / 'settings.json'}" in warned
+    assert f"also in {settings_file(private_home)}" in warned
 
 
 def test_the_installed_command_runs_the_hook(private_home: Path, running_daemon: Daemon) -> None:

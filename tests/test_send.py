@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -651,3 +652,68 @@ def test_a_refusal_with_strict_fails_and_spools_nothing(
     assert result.returncode == 75
     assert result.stderr == b"telemetryctl send: not delivered: disk full\n"
     assert spooled(state_home) == []
+
+
+def test_an_unusable_runtime_directory_spools_instead_of_failing_the_hook(
+    state_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without XDG_RUNTIME_DIR (cron, ssh) the sockets' place may be platformdirs'
+    fallback, $TMPDIR/runtime-<uid>, which anyone can take first (here: a symlink).
+    `send` died with a traceback and exit 1, and `hook` dropped the event; both now keep
+    it in the spool, which needs no runtime directory. (Where /run/user/<uid> exists,
+    the fallback is not used: the daemon is simply not there, and the events are
+    spooled all the same.)"""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    (temp / f"runtime-{os.getuid()}").symlink_to(tmp_path)
+    for name in ("TELEMETRYD_HOME", "XDG_RUNTIME_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TMPDIR", str(temp))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    spool = tmp_path / "state" / "telemetryd" / "spool"
+    sent = send("--type", "custom", "--name", "cron-job", "--id", "cron-1")
+    assert sent.returncode == 0, sent.stderr
+    assert b"Traceback" not in sent.stderr
+    payload = json.dumps({"hook_event_name": "Stop", "session_id": "s-cron"}).encode()
+    hooked = ctl("hook", "claude-code", input=payload)
+    assert hooked.returncode == 0 and hooked.stdout == b""
+    assert b"Traceback" not in hooked.stderr
+    kept = [
+        json.loads(line) for path in spool.glob("*.jsonl") for line in path.read_text().splitlines()
+    ]
+    assert sorted(event.get("name") for event in kept) == ["cron-job", "stop"]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "abc"])
+def test_a_timeout_that_is_no_number_of_seconds_never_loses_the_event(
+    state_home: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """TELEMETRYD_SEND_TIMEOUT=nan made `send` die with a traceback and `hook` lose its
+    event; such a value is now named in a warning and the default used."""
+    monkeypatch.setenv("TELEMETRYD_SEND_TIMEOUT", value)
+    sent = send("--type", "custom", "--name", "timed")
+    assert sent.returncode == 0, sent.stderr
+    assert f"TELEMETRYD_SEND_TIMEOUT expects seconds from 0 to 3600, got '{value}'" in (
+        sent.stderr.decode()
+    )
+    payload = json.dumps({"hook_event_name": "Stop", "session_id": "s-t"}).encode()
+    assert ctl("hook", "claude-code", input=payload).returncode == 0
+    monkeypatch.delenv("TELEMETRYD_SEND_TIMEOUT")
+    hooked = ctl("hook", "claude-code", "--timeout", value, input=payload)
+    assert hooked.returncode == 0 and b"--timeout expects seconds" in hooked.stderr
+    names = [
+        json.loads(line)["name"]
+        for path in spooled(state_home)
+        for line in path.read_text().splitlines()
+    ]
+    assert sorted(names) == ["stop", "stop", "timed"]
+    refused = send("--timeout", value, "--type", "custom", "--name", "x")
+    assert refused.returncode == 2 and b"--timeout expects seconds" in refused.stderr
+
+
+def test_input_nested_too_deeply_is_a_usage_error_not_a_traceback(state_home: Path) -> None:
+    deep = b'{"type":"custom","name":"d","attrs":{"x":' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    result = send("-", input=deep)
+    assert result.returncode == 2
+    assert result.stderr == b"telemetryctl send: the input nests too deeply to read\n"

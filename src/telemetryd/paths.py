@@ -160,8 +160,26 @@ def resolve(environ: dict[str, str] | os._Environ[str] | None = None) -> Paths:
             # Its fallback (no XDG_RUNTIME_DIR, as under cron or su) is fine for us;
             # the warning would land in every hook's output.
             warnings.simplefilter("ignore")
-            runtime = platformdirs.user_runtime_dir(APP)
+            try:
+                runtime = platformdirs.user_runtime_dir(APP)
+            except OSError as exc:  # its /tmp/runtime-<uid> is another user's, say
+                from telemetryd.errors import PathError
+
+                raise PathError(
+                    f"no directory for the sockets: {exc} (or set {ENV_HOME})"
+                ) from None
     return Paths(runtime, platformdirs.user_state_dir(APP), platformdirs.user_config_dir(APP))
+
+
+def spool_dir() -> str:
+    """Where `send` and `hook` keep events the daemon did not take: the state directory's
+    ``spool``, found without the runtime directory (which may be what failed)."""
+    home = _home(os.environ)
+    if home is not None:
+        return under_home(home).spool_dir
+    import platformdirs
+
+    return os.path.join(platformdirs.user_state_dir(APP), "spool")
 
 
 def events_socket_fast() -> str:

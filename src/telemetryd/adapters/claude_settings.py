@@ -40,7 +40,9 @@ only when it is ours.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import shlex
 import shutil
@@ -52,7 +54,10 @@ from typing import Any
 
 from telemetryd.errors import TelemetryError
 
-MARKER = "hook claude-code"
+# Our handler's command: telemetryctl, these words, then only the hook's own options.
+HOOK_WORDS = ["hook", "claude-code"]
+HOOK_FLAGS = ("--context", "--prompt-text")
+HOOK_VALUE_OPTIONS = ("--timeout", "--socket")
 # Every hook event telemetryd records. Tool events take a matcher; "*" is all tools.
 EVENTS = (
     "SessionStart",
@@ -162,11 +167,31 @@ def is_ours(handler: Any) -> bool:
     if handler.get("type") == "http":
         url = handler.get("url")
         return isinstance(url, str) and url.rstrip("/").endswith(HTTP_PATH)
-    return (
-        isinstance(handler.get("command"), str)
-        and MARKER in handler["command"]
-        and "telemetryctl" in handler["command"]
-    )
+    command = handler.get("command")
+    return isinstance(command, str) and _runs_our_hook(command)
+
+
+def _runs_our_hook(command: str) -> bool:
+    """Whether ``command`` runs `telemetryctl hook claude-code` and nothing else: the
+    hook's own options after it, variables set before it (``NAME=value``). A command
+    that does more, say a pipe into our hook, is the user's and stays."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return False
+    while words and words[0].partition("=")[0].isidentifier() and "=" in words[0]:
+        words = words[1:]
+    if len(words) < 3 or Path(words[0]).name != "telemetryctl" or words[1:3] != HOOK_WORDS:
+        return False
+    rest = iter(words[3:])
+    for word in rest:
+        name, eq, _ = word.partition("=")
+        if name in HOOK_FLAGS and not eq:
+            continue
+        if name in HOOK_VALUE_OPTIONS and (eq or next(rest, None) is not None):
+            continue
+        return False
+    return True
 
 
 def http_handler(url: str) -> dict[str, Any]:
@@ -191,12 +216,31 @@ def load(path: Path) -> dict[str, Any]:
     if not text.strip():
         return {}
     try:
-        settings = json.loads(text)
+        settings = json.loads(text, parse_float=_finite, parse_constant=_not_a_number)
     except json.JSONDecodeError as exc:
         raise SettingsError(f"{path} is not valid JSON ({exc}); left unchanged") from None
+    except _NotFinite as exc:  # (written back, it would be Infinity: not JSON)
+        raise SettingsError(
+            f"{path} holds the number {exc}, which JSON cannot hold; left unchanged"
+        ) from None
     if not isinstance(settings, dict):
         raise SettingsError(f"{path} does not hold a JSON object; left unchanged")
     return settings
+
+
+class _NotFinite(ValueError):
+    """A number that is no JSON number once read (1e999, NaN, Infinity)."""
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite(text)
+    return value
+
+
+def _not_a_number(text: str) -> float:
+    raise _NotFinite(text)
 
 
 def _hooks(settings: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -327,31 +371,60 @@ def render(settings: dict[str, Any]) -> str:
     return json.dumps(settings, indent=2, ensure_ascii=False) + "\n"
 
 
+def _encoded(settings: dict[str, Any], path: Path) -> bytes:
+    try:
+        return render(settings).encode("utf-8")
+    except UnicodeEncodeError:
+        raise SettingsError(
+            f"{path} holds text that is not Unicode (an unpaired surrogate escape, such as "
+            "\\ud800); left unchanged"
+        ) from None
+
+
 def write(path: Path, settings: dict[str, Any], *, private: bool = False) -> Path | None:
     """Replace ``path`` with ``settings`` (atomically, same mode, 0600 with ``private``);
-    the backup made, if any (a copy of the old file, with its mode)."""
+    the backup made, if any (a copy of the old file, with its mode, next to ``path``).
+
+    A ``path`` that is a symbolic link (a dotfiles manager's) stays one: the file it
+    points to is replaced. A file without write permission is left alone: its owner
+    made it read-only."""
+    data = _encoded(settings, path)
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
     backup = None
     mode = 0o600
-    if path.exists():
-        mode = 0o600 if private else path.stat().st_mode & 0o777
+    if target.exists():
+        current = target.stat().st_mode & 0o777
+        if not current & 0o222:
+            raise SettingsError(
+                f"{path} is read-only (mode {current:04o}); left unchanged: make it "
+                "writable to change it"
+            )
+        mode = 0o600 if private else current
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         backup = path.with_name(f"{path.name}.bak-{stamp}")
         n = 1
         while backup.exists():
             backup = path.with_name(f"{path.name}.bak-{stamp}-{n}")
             n += 1
-        shutil.copy2(path, backup)
+        try:
+            shutil.copy2(target, backup)
+        except OSError as exc:
+            raise SettingsError(
+                f"cannot back up {path} to {backup}: {exc.strerror or exc}; left unchanged"
+            ) from None
+    temp = target.with_name(f".{target.name}.telemetryd-{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{path.name}.telemetryd-{os.getpid()}.tmp")
+        target.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(render(settings))
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(temp, mode)
-        os.replace(temp, path)
+        os.replace(temp, target)
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            temp.unlink()  # (it may hold the token)
         raise SettingsError(f"cannot write {path}: {exc.strerror or exc}") from None
     return backup
 
@@ -413,7 +486,7 @@ def _apply(path: Path, new: dict[str, Any], dry_run: bool) -> Change:
         if private and not dry_run and path.exists():
             os.chmod(path, 0o600)  # the token is in it: whatever its mode was, now 0600
         return Change(path, before, before, None, secrets=secrets, private=private)
-    after = render(new)
+    after = _encoded(new, path).decode("utf-8")
     backup = None if dry_run else write(path, new, private=private)
     return Change(path, before, after, backup, secrets=secrets, private=private)
 

@@ -32,9 +32,34 @@ def arguments(argv: list[str]) -> Iterator[tuple[str, str, Callable[[], str]]]:
         yield arg, option, value
 
 
+MAX_SECONDS = 3600.0  # the longest timeout these commands take (the daemon's for queries)
+
+
 def seconds(option: str, text: str) -> float:
-    """``--timeout``'s value as seconds; a UsageError naming the option otherwise."""
+    """``--timeout``'s value as seconds, 0 to :data:`MAX_SECONDS`; a UsageError naming
+    the option otherwise (``nan`` and ``inf`` included: no deadline could come of them)."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise UsageError(f"{option} expects seconds, got {text!r}") from None
+        value = -1.0
+    if not 0 <= value <= MAX_SECONDS:  # (False for NaN too)
+        raise UsageError(
+            f"{option} expects seconds from 0 to {MAX_SECONDS:g}, got {text!r}"
+        ) from None
+    return value
+
+
+def env_seconds(name: str, default: float, command: str) -> float:
+    """The seconds in environment variable ``name``, else ``default``: also when they
+    are not seconds, with a warning on stderr (a hook's events are not lost for it)."""
+    import os
+    import sys
+
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        return seconds(name, text)
+    except UsageError as exc:
+        sys.stderr.write(f"telemetryctl {command}: {exc}; using {default:g}\n")
+        return default

@@ -27,9 +27,8 @@ import time
 
 from telemetryd import fastjson
 from telemetryd.adapters import claude_code
-from telemetryd.client import delivery as delivering
 from telemetryd.client import protocol, send
-from telemetryd.client.argv import UsageError, arguments, seconds
+from telemetryd.client.argv import UsageError, arguments, env_seconds, seconds
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -41,6 +40,8 @@ Usage: telemetryctl hook AGENT [OPTIONS]
   Read one hook payload (JSON) on stdin and send the matching events to
   telemetryd, or spool them when it is down. Meant to be run by the agent:
   it always exits 0 and prints nothing on stdout (except --context output).
+  The payload is taken once it is one whole JSON object (stdin may stay
+  open); one that is not whole within 5 seconds is skipped.
   AGENT is claude-code, or codex (Codex sends Claude-compatible payloads).
 
   Example (what `telemetryctl hooks install claude-code` configures):
@@ -68,6 +69,8 @@ CONTEXT_MAX = 9000  # characters; Claude Code caps additionalContext at 10,000
 # Bytes of hook payload read at most. Claude Code's payloads are kilobytes (tool output
 # in them is truncated); past this the payload is skipped, never held in memory.
 MAX_PAYLOAD = 64 * 1024 * 1024
+# Seconds a payload may take to arrive whole (the hooks installed time out at 10).
+STDIN_WAIT = 5.0
 
 
 class Options:
@@ -76,7 +79,7 @@ class Options:
         self.context = os.environ.get("TELEMETRYD_HOOK_CONTEXT", "") in ("1", "true", "yes")
         self.prompt_text = os.environ.get("TELEMETRYD_HOOK_PROMPT_TEXT", "") in ("1", "true", "yes")
         self.socket: str | None = None
-        self.timeout = float(os.environ.get("TELEMETRYD_SEND_TIMEOUT") or send.DEFAULT_TIMEOUT)
+        self.timeout = env_seconds("TELEMETRYD_SEND_TIMEOUT", send.DEFAULT_TIMEOUT, "hook")
         self.help = False
 
 
@@ -88,7 +91,10 @@ def parse(argv: list[str]) -> Options:
             if option == "--socket":
                 opts.socket = text
             else:
-                opts.timeout = seconds(option, text)
+                try:
+                    opts.timeout = seconds(option, text)
+                except UsageError as exc:  # (the payload is still worth sending)
+                    sys.stderr.write(f"telemetryctl hook: {exc}; using {opts.timeout:g}\n")
         elif option == "--context":
             opts.context = True
         elif option == "--prompt-text":
@@ -317,9 +323,10 @@ def events_for(
     return events
 
 
-def deliver(lines: list[str], socket_path: str, timeout: float) -> None:
-    """Send ``lines``; spool what the daemon did not confirm. Problems go to stderr."""
-    delivery = delivering.deliver(socket_path, ("\n".join(lines) + "\n").encode(), timeout)
+def deliver(lines: list[str], socket_path: str | None, timeout: float) -> None:
+    """Send ``lines``; spool what the daemon did not confirm (all of them when there is
+    no ``socket_path``). Problems go to stderr."""
+    delivery = send.deliver_to(socket_path, ("\n".join(lines) + "\n").encode(), timeout)
     for reply in delivery.rejected:
         sys.stderr.write(f"telemetryctl hook: rejected: {reply.error}: {reply.message}\n")
     if delivery.summary is None:
@@ -340,17 +347,58 @@ def _payload(data: bytes) -> Any:
         return fastjson.loads(cut.decode("utf-8", "replace"))
 
 
+def read_payload(stream: Any, limit: int = MAX_PAYLOAD, wait: float = STDIN_WAIT) -> Any:
+    """The payload on ``stream``, parsed (:func:`_payload`): at its end, or as soon as what
+    came is one whole JSON object, for whatever wrote it (or a child of that, which
+    inherited the pipe) may keep its end open. Raises OverflowError past ``limit`` bytes
+    (a tool's whole output, say: not worth holding the agent), TimeoutError when no whole
+    payload came within ``wait`` seconds, ValueError when it is not JSON."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # (not a file: read to its end)
+        data = stream.read(limit + 1)
+        if len(data) > limit:
+            raise OverflowError from None
+        return _payload(data)
+    import select
+
+    deadline = time.monotonic() + wait
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise TimeoutError
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return _payload(b"".join(chunks))
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise OverflowError
+        if chunk.rstrip().endswith(b"}"):
+            try:
+                return _payload(b"".join(chunks))
+            except ValueError:
+                pass  # (not whole yet)
+
+
 def run(argv: list[str], stdin: Any = None) -> int:
     opts = parse(argv)
     if opts.help:
         sys.stdout.write(USAGE)
         return 0
-    data = (stdin or sys.stdin.buffer).read(MAX_PAYLOAD + 1)
-    if len(data) > MAX_PAYLOAD:  # a tool's whole output, say: not worth holding the agent
+    try:
+        payload = read_payload(stdin or sys.stdin.buffer)
+    except OverflowError:
         sys.stderr.write(f"telemetryctl hook: the payload is over {MAX_PAYLOAD} bytes; skipped\n")
         return 0
-    try:
-        payload = _payload(data)
+    except TimeoutError:
+        sys.stderr.write(
+            f"telemetryctl hook: no whole payload on stdin within {STDIN_WAIT:g} s "
+            "(it stayed open); skipped\n"
+        )
+        return 0
     except ValueError as exc:
         sys.stderr.write(f"telemetryctl hook: the payload is not JSON: {exc}\n")
         return 0
@@ -358,10 +406,16 @@ def run(argv: list[str], stdin: Any = None) -> int:
         sys.stderr.write("telemetryctl hook: the payload is not a JSON object\n")
         return 0
     if opts.socket is None:
+        from telemetryd.errors import PathError
         from telemetryd.paths import events_socket_fast
 
-        opts.socket = events_socket_fast()
-    state_dir = os.path.join(os.path.dirname(opts.socket), STATE_DIR)
+        try:
+            opts.socket = events_socket_fast()
+        except (PathError, OSError) as exc:  # (no runtime directory: spooled below)
+            sys.stderr.write(f"telemetryctl hook: {exc}\n")
+    state_dir = (
+        None if opts.socket is None else os.path.join(os.path.dirname(opts.socket), STATE_DIR)
+    )
     events = events_for(payload, opts, state_dir)
     deliver([fastjson.dumps(event) for event in events], opts.socket, opts.timeout)
     if opts.context and payload.get("hook_event_name") == "SessionStart":

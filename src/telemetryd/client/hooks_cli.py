@@ -87,6 +87,27 @@ def _settings_path(user: bool, project: Path | None, local: bool) -> Path:
     return claude_settings.user_settings()
 
 
+def _also_installed(path: Path, project: Path | None) -> list[Path]:
+    """The other settings files (the user's, the project's and its local ones; the
+    current directory's without --project) that run our hooks too."""
+    directory = project if project is not None else Path(".")
+    found = []
+    for other in (
+        claude_settings.user_settings(),
+        claude_settings.project_settings(directory),
+        claude_settings.project_settings(directory, local=True),
+    ):
+        try:
+            if other.resolve() == path.resolve() or not other.exists():
+                continue
+            events = claude_settings.installed(other)
+        except (OSError, claude_settings.SettingsError):
+            continue  # (`hooks status` says what is wrong with it)
+        if any(event != claude_settings.STATUSLINE_KEY for event in events):
+            found.append(other)
+    return found
+
+
 def _report(change: claude_settings.Change, dry_run: bool, verb: str) -> None:
     if not change.changed:
         click.echo(f"{change.path}: already {verb}; nothing to do")
@@ -214,6 +235,14 @@ def install(
         )
     change = claude_settings.install(path, handler, http=http, statusline=status, dry_run=dry_run)
     _report(change, dry_run, "installed")
+    for other in _also_installed(path, project):
+        click.echo(
+            f"warning: telemetryd's hooks are also in {other}; Claude Code runs the hooks of "
+            "every settings file, so events without an id of their own (session start and "
+            "end, prompts, stops) may be recorded twice: keep one (`telemetryctl hooks "
+            "status claude-code` lists them, `hooks uninstall` takes them out)",
+            err=True,
+        )
     if change.kept_statusline is not None:
         shown = change.kept_statusline
         if isinstance(shown, dict):

@@ -18,7 +18,7 @@ import sys
 import time
 
 from telemetryd import fastjson
-from telemetryd.client.argv import UsageError, arguments, seconds
+from telemetryd.client.argv import UsageError, arguments, env_seconds, seconds
 from telemetryd.client.delivery import Delivery, deliver
 
 TYPE_CHECKING = False
@@ -144,7 +144,7 @@ class Options:
         self.cost: float | None = None
         self.input: str | None = None  # "-" or a path
         self.socket: str | None = None
-        self.timeout = float(os.environ.get("TELEMETRYD_SEND_TIMEOUT") or DEFAULT_TIMEOUT)
+        self.timeout = env_seconds("TELEMETRYD_SEND_TIMEOUT", DEFAULT_TIMEOUT, "send")
         self.strict = False
         self.verbose = False
         self.help = False
@@ -395,13 +395,9 @@ def unconfirmed(lines: list[str], delivery: Delivery) -> list[str]:
 
 def spool(lines: list[str]) -> str:
     """Write events to a new spool file (atomically: temp name, then rename)."""
-    home = os.environ.get("TELEMETRYD_HOME")
-    if home:
-        directory = os.path.join(os.path.abspath(os.path.expanduser(home)), "spool")
-    else:
-        from telemetryd import paths
+    from telemetryd import paths
 
-        directory = paths.resolve().spool_dir
+    directory = paths.spool_dir()
     os.makedirs(directory, mode=0o700, exist_ok=True)
     name = f"{time.time_ns()}-{os.getpid()}-{os.urandom(4).hex()}"
     temp = os.path.join(directory, f".{name}.tmp")
@@ -453,6 +449,23 @@ def _invalid_locally(lines: list[str]) -> list[str]:
     return problems
 
 
+def deliver_to(socket_path: str | None, payload: bytes, timeout: float) -> Delivery:
+    """:func:`deliver` to ``socket_path``, by default the events socket; where no socket
+    path can be worked out (an unusable runtime directory), a Delivery that failed, so
+    that the events are spooled as when the daemon is down."""
+    if socket_path is None:
+        from telemetryd.errors import DaemonUnavailable, PathError
+        from telemetryd.paths import events_socket_fast
+
+        try:
+            socket_path = events_socket_fast()
+        except (PathError, OSError) as exc:
+            delivery = Delivery()
+            delivery.failure = DaemonUnavailable(str(exc))
+            return delivery
+    return deliver(socket_path, payload, timeout)
+
+
 def main(argv: list[str]) -> int:
     try:
         opts = parse(argv)
@@ -464,13 +477,12 @@ def main(argv: list[str]) -> int:
     except (UsageError, ValueError, TypeError) as exc:
         sys.stderr.write(f"telemetryctl send: {exc}\n")
         return EXIT_USAGE
+    except RecursionError:
+        sys.stderr.write("telemetryctl send: the input nests too deeply to read\n")
+        return EXIT_USAGE
     if not lines:
         return EXIT_OK
-    if opts.socket is None:
-        from telemetryd.paths import events_socket_fast
-
-        opts.socket = events_socket_fast()
-    delivery = deliver(opts.socket, ("\n".join(lines) + "\n").encode(), opts.timeout)
+    delivery = deliver_to(opts.socket, ("\n".join(lines) + "\n").encode(), opts.timeout)
 
     for reply in delivery.rejected:
         sys.stderr.write(
