@@ -81,7 +81,9 @@ def test_fast_socket_path_with_home(monkeypatch: pytest.MonkeyPatch, state_home:
     assert paths.events_socket_fast() == str(state_home / "run" / "events.sock")
 
 
-@pytest.mark.parametrize("kind", ["private", "missing", "mode-0755", "symlink", "empty"])
+@pytest.mark.parametrize(
+    "kind", ["private", "missing", "mode-0755", "symlink", "empty", "relative"]
+)
 def test_fast_socket_path_agrees_with_xdg(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kind: str
 ) -> None:
@@ -98,12 +100,14 @@ def test_fast_socket_path_agrees_with_xdg(
         target.mkdir(mode=0o700)
         runtime.symlink_to(target)
     monkeypatch.delenv("TELEMETRYD_HOME")
-    monkeypatch.setenv("XDG_RUNTIME_DIR", "" if kind == "empty" else str(runtime))
+    value = {"empty": "", "relative": "relative/run"}.get(kind, str(runtime))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", value)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns when it falls back
         fast = paths.events_socket_fast()
         resolved = paths.resolve().events_socket
     assert fast == resolved
+    assert os.path.isabs(fast)  # (a relative one is ignored: hooks run in every project)
     if kind == "private":
         assert fast == str(runtime / "telemetryd" / "events.sock")
 

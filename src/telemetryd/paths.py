@@ -134,7 +134,9 @@ def _runtime_from_env(env: dict[str, str] | os._Environ[str]) -> str | None:
     agree by construction.
     """
     runtime = env.get("XDG_RUNTIME_DIR")
-    if runtime and sys.platform.startswith("linux"):
+    # (a relative one is no runtime directory, as the XDG spec and platformdirs say: a
+    # hook run in each project's directory would look for the daemon in each)
+    if runtime and os.path.isabs(runtime) and sys.platform.startswith("linux"):
         return os.path.join(runtime, APP)
     return None
 
