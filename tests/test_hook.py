@@ -971,7 +971,7 @@ def test_http_install_dry_run_shows_no_token(private_home: Path, state_home: Pat
     ("args", "message"),
     [
         (["codex", "--http"], b"Codex's hooks"),
-        (["codex"], b"run commands only, no http handlers"),
+        (["codex"], b"add a command hook there that runs `telemetryctl hook codex`"),
         (["claude-code", "--http", "--prompt-text"], b"--prompt-text works with command hooks"),
         (["claude-code", "--endpoint", "http://x:1"], b"--endpoint and --token-file go with"),
     ],

@@ -21,8 +21,9 @@ AGENTS = ("claude-code",)
 # Agents whose hooks `hooks install` cannot write, and why (named in the error).
 NOT_INSTALLABLE = {
     "codex": (
-        "Codex's hooks (~/.codex/hooks.json or [hooks] in config.toml) run commands only, "
-        "no http handlers; add a command hook that runs `telemetryctl hook codex` yourself"
+        "telemetryd does not write Codex's hooks (~/.codex/hooks.json, or [hooks] in its "
+        "config.toml); add a command hook there that runs `telemetryctl hook codex` "
+        "(Codex's hooks run commands only: there is no --http for it)"
     ),
 }
 
