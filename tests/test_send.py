@@ -552,6 +552,10 @@ def test_neither_delivered_nor_spooled_is_lost_with_a_warning_and_exit_0(
     assert result.returncode == 0, stderr
     assert "cannot spool" in stderr and "1 event(s) lost" in stderr
     assert result.stdout == b""
+    payload = json.dumps({"hook_event_name": "Stop", "session_id": "s-lost"}).encode()
+    hooked = ctl("hook", "claude-code", input=payload)
+    assert hooked.returncode == 0 and hooked.stdout == b""
+    assert b"cannot spool" in hooked.stderr and b"1 event(s) lost" in hooked.stderr
 
 
 @pytest.mark.parametrize(

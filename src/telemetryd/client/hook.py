@@ -332,7 +332,13 @@ def deliver(lines: list[str], socket_path: str | None, timeout: float) -> None:
     if delivery.summary is None:
         keep = send.unconfirmed(lines, delivery)
         if keep:
-            send.spool(keep)
+            try:
+                send.spool(keep)
+            except OSError as exc:
+                sys.stderr.write(
+                    f"telemetryctl hook: not delivered ({delivery.failure}) and cannot spool: "
+                    f"{exc}; {len(keep)} event(s) lost\n"
+                )
 
 
 def _payload(data: bytes) -> Any:
