@@ -247,3 +247,17 @@ def test_an_unreadable_database_file_is_set_aside_and_rebuilt(
     assert "moved aside" in daemon.log()  # (written before the store opened)
     assert f"removed {daemon.home / older[0]}, an older unreadable database" in daemon.log()
     assert daemon.stop() == 0
+
+
+def test_a_complete_answer_leaves_nothing_pending(daemon_factory: DaemonFactory) -> None:
+    """A query loads what was journaled before it; when its answer is complete (no
+    warning), `status` no longer counts those events as pending, without waiting for a
+    timed load (here an hour away)."""
+    daemon = daemon_factory(
+        ["--set", "store.interval=3600", "--set", "store.pending-events=10000000"]
+    ).start()
+    send(daemon, custom(500, "p"))
+    assert status()["store"]["pending_events"] == 500
+    answered = ctl("query", "--format", "csv", "select count(*) as n from events")
+    assert answered.stdout == b"n\n500\n" and answered.stderr == b""
+    assert status()["store"]["pending_events"] == 0

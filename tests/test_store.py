@@ -31,6 +31,7 @@ from telemetryd import config, errorclass
 from telemetryd import events as ev
 from telemetryd.daemon.journal import list_segments
 from telemetryd.daemon.segments import CLOSED_MODE
+from telemetryd.store import service as service_module
 from telemetryd.store.database import ROW_GROUP_ROWS, SCHEMA_VERSION, Store, batch_bytes_for
 from telemetryd.store.sandbox import harden
 from telemetryd.store.service import StoreService
@@ -248,8 +249,9 @@ def test_a_load_told_to_stop_ends_after_a_batch_and_the_next_goes_on(
         assert asked == [first]  # asked once, after the first batch was committed
         assert not store.caught_up
         written = segment(journal, 1)
-        assert store.missing(str(journal), (str(written), written.stat().st_size)) == sum(
-            map(len, lines[first:])
+        assert store.missing(str(journal), (str(written), written.stat().st_size)) == (
+            sum(map(len, lines[first:])),
+            0,
         )
         assert store.materialize(str(journal)) == 300 - first
         assert store.caught_up
@@ -264,28 +266,48 @@ def small_batches_service(tmp_path: Path, journal: Path) -> StoreService:
 
 @pytest.mark.asyncio
 async def test_a_querys_load_ends_at_its_deadline_and_the_answer_says_what_it_leaves_out(
-    tmp_path: Path, journal: Path
+    tmp_path: Path, journal: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A store far behind its journal (after a flood) used to keep a query waiting for
-    the whole load, past its timeout; now the query loads until its deadline, then
-    answers from what the store holds, with a warning naming the bytes left out."""
+    the whole load, past its timeout; now the query loads, in small batches, until its
+    deadline, then answers from what the store holds, with a warning naming the bytes
+    left out. A query whose turn comes after its deadline loads nothing."""
+    monkeypatch.setattr(service_module, "QUERY_BATCH_BYTES", 1000)
     lines = [custom(n) for n in range(300)]
     written = segment(journal, 1)
     append(written, b"".join(lines))
-    service = small_batches_service(tmp_path, journal)
+    database = str(tmp_path / "big-batches.duckdb")
+    service = StoreService(str(journal), lambda: Store(database, batch_bytes=1 << 20), database)
     await service.open()
     try:
-        first = first_batch(lines, 1000)
-        assert await service.refresh(until=time.monotonic()) == first  # (due at once)
-        left = sum(map(len, lines[first:]))
+        assert await service.refresh(until=time.monotonic() - 1) == 0
+        loaded = await service.refresh(until=time.monotonic() + 0.05)
+        assert 0 < loaded < 300  # (some 60 batches of 1,000 bytes: more than 50 ms)
+        assert sorted(stored_ids(service.store)) == [f"ev-{n:07d}" for n in range(loaded)]
+        left = sum(map(len, lines[loaded:]))
         warning = await service.behind((str(written), written.stat().st_size))
         assert warning is not None
         assert warning.startswith(f"{left} bytes of acknowledged events are not in the database")
         assert "loading has not caught up yet" in warning
-        assert await service.refresh() == 300 - first
+        assert await service.refresh() == 300 - loaded
         assert await service.behind((str(written), written.stat().st_size)) is None
     finally:
         service.close()
+
+
+def test_a_loads_own_batch_size_holds_for_that_load_only(tmp_path: Path, journal: Path) -> None:
+    lines = [custom(n) for n in range(300)]
+    append(segment(journal, 1), b"".join(lines))
+    batches = []
+
+    def count() -> bool:
+        batches.append(len(stored_ids(store)))
+        return False
+
+    with Store(str(tmp_path / "s.duckdb"), batch_bytes=1 << 20) as store:
+        assert store.materialize(str(journal), lambda: True, 1000) == first_batch(lines, 1000)
+        assert store.materialize(str(journal), count) == 300 - first_batch(lines, 1000)
+        assert batches == [300]  # (the rest in one batch of the store's own size)
 
 
 @pytest.mark.asyncio
@@ -314,6 +336,35 @@ async def test_a_timed_load_makes_way_for_a_query_after_its_batch(
         assert 0 < timed[0] < total
         assert timed[0] + by_query == total
         assert len(set(stored_ids(service.store))) == total
+    finally:
+        service.close()
+
+
+@pytest.mark.asyncio
+async def test_a_timed_load_makes_way_even_for_a_query_that_stopped_waiting(
+    tmp_path: Path, journal: Path
+) -> None:
+    """A query that gives up waiting for its turn runs from what the store holds, beside
+    the load; the load still stops after its batch, so the query shares DuckDB's memory
+    with one batch at most."""
+    total = 1000
+    append(segment(journal, 1), b"".join(custom(n) for n in range(total)))
+    service = small_batches_service(tmp_path, journal)
+    await service.open()
+    try:
+        timed: list[int] = []
+
+        async def timed_load() -> None:
+            timed.append(await service.refresh(yielding=True))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(timed_load)
+            with anyio.fail_after(30):
+                while not stored_ids(service.store):
+                    await anyio.sleep(0.005)
+            assert await service.refresh(until=time.monotonic()) == 0  # (gives up at once)
+        assert 0 < timed[0] < total
+        assert not service.caught_up
     finally:
         service.close()
 
@@ -1383,3 +1434,30 @@ def test_trace_lists_events_in_span_order_with_depth(store: Store, journal: Path
         (0, "n6", "E"),
         (None, "n4", None),
     ]
+
+
+@pytest.mark.asyncio
+async def test_the_warning_says_a_rebuild_holds_the_store(tmp_path: Path, journal: Path) -> None:
+    written = segment(journal, 1)
+    append(written, b"".join(custom(n) for n in range(400)))
+    service = small_batches_service(tmp_path, journal)
+    await service.open()
+    try:
+        assert await service.refresh() == 400
+        rebuilt: list[int] = []
+
+        async def rebuild() -> None:
+            rebuilt.append(await service.rebuild())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rebuild)
+            with anyio.fail_after(30):
+                while len(stored_ids(service.store)) in (0, 400):  # (dropped, then loading)
+                    await anyio.sleep(0.005)
+            assert await service.refresh(until=time.monotonic() + 0.05) == 0
+            warning = await service.behind((str(written), written.stat().st_size))
+            assert warning is not None and "(the store is being rebuilt)" in warning
+        assert rebuilt == [400]
+        assert await service.behind((str(written), written.stat().st_size)) is None
+    finally:
+        service.close()

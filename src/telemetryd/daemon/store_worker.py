@@ -592,17 +592,28 @@ class StoreClient:
         """Answer a query: the worker loads what was acknowledged until now, runs the
         query, and its reply lines are passed on to ``send`` as they come."""
         timeout = min(request.timeout or self.settings.store.query_timeout, wire.MAX_QUERY_TIMEOUT)
+        written = self.journal.events_written
         message = wire.WorkerQuery(
             sql=request.sql,
             params=request.params,
             timeout=timeout,
             upto=self.journal.written_to,
         )
+        complete = False
+
+        async def relay(line: bytes) -> None:
+            nonlocal complete
+            # (its last line, without a warning: everything journaled before the query
+            # was loaded first, so it is no longer pending)
+            if line.startswith(b'{"ok":true') and b'"warning"' not in line:
+                complete = True
+            await send(line)
+
         try:
             with anyio.fail_after(timeout + REQUEST_GRACE):
-                # (what it loaded first stays pending here: a query loads for only
-                # part of its timeout, so the timed load still looks)
-                await self.worker.request(message, send)
+                await self.worker.request(message, relay)
+            if complete:
+                self._seen = max(self._seen, written)
         except WorkerGone as exc:
             await send(wire.encode_line(wire.Closing(exc.code, str(exc))))
         except TimeoutError:

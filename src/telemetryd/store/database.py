@@ -517,22 +517,34 @@ class Store:
 
     # -- materialization --------------------------------------------------------
 
-    def materialize(self, journal_dir: str, stop: Callable[[], bool] | None = None) -> int:
+    def materialize(
+        self,
+        journal_dir: str,
+        stop: Callable[[], bool] | None = None,
+        batch_bytes: int | None = None,
+    ) -> int:
         """Load every complete journal line not loaded yet; return the new events stored
         (duplicates of stored ids do not count). Raises TelemetryError when the store
         needs a rebuild, and duckdb.Error or OSError when loading fails (nothing of the
         failed batch is kept; the next run retries it).
 
         ``stop`` is asked after each batch committed: when it says so, loading ends
-        there, and the rest waits for the next run (:attr:`caught_up` is then False)."""
+        there, and the rest waits for the next run (:attr:`caught_up` is then False).
+        ``batch_bytes`` caps this run's batches (a query's load, which stops in time:
+        smaller batches load slower, but one takes a fraction of a second)."""
         with self._lock:
             if self.needs_rebuild:
                 raise TelemetryError(f"{self.path}: store schema differs; rebuild it first")
             self._stop = stop
+            limit = self._limit
+            capped = min(limit, batch_bytes or limit)
+            self._limit = capped
             try:
                 return self._materialize(journal_dir)
             finally:
                 self._stop = None
+                if self._limit == capped:  # (else memory ran short: keep the smaller size)
+                    self._limit = limit
 
     def rebuild(self, journal_dir: str) -> int:
         """Drop everything and load the whole journal again; return the events stored.
@@ -1038,17 +1050,18 @@ class Store:
             total += size if segments.is_compressed(path) else max(0, size - loaded)
         return total
 
-    def missing(self, journal_dir: str, upto: tuple[str, int]) -> int:
+    def missing(self, journal_dir: str, upto: tuple[str, int]) -> tuple[int, int]:
         """Journal bytes written up to ``upto`` (a segment path and a size in it) that are
-        not in the database: 0 once a query may promise it sees every event acknowledged
+        not in the database, and how many of them are gzipped (so stand for several times
+        as many events): (0, 0) once a query may promise it sees every event acknowledged
         before it started."""
         segment, size = upto
         last = segments.segment_seq(os.path.basename(segment)) if segment else None
         if last is None:
-            return 0
+            return 0, 0
         with self._reader_lock:
             offsets = self._offsets(self._reader) if not self.needs_rebuild else {}
-        total = 0
+        total = gzipped = 0
         for seq, path in segments.chosen(journal_dir):
             if seq > last:
                 break
@@ -1060,8 +1073,12 @@ class Store:
                 break
             with contextlib.suppress(FileNotFoundError):
                 stored = os.stat(path).st_size
-                total += stored if segments.is_compressed(path) else max(0, stored - loaded)
-        return total
+                if segments.is_compressed(path):
+                    total += stored
+                    gzipped += stored
+                else:
+                    total += max(0, stored - loaded)
+        return total, gzipped
 
     def stats(self) -> dict[str, Any]:
         """Rows, segments materialized, last materialization, database size."""

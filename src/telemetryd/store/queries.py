@@ -85,6 +85,10 @@ class Queries:
         Errors of the query itself end the reply with a Closing line; an exception
         raised by ``send`` is raised (the connection cannot take more lines)."""
         timeout = min(request.timeout or default_timeout, MAX_TIMEOUT)
+        # One deadline for the whole answer: the wait for a slot and open_cursor (which
+        # loads what is pending, for part of it) leave the query the rest, and at least
+        # a tenth of the timeout to run in.
+        deadline = time.monotonic() + timeout
         self.waiting += 1
         try:
             with anyio.move_on_after(timeout) as waiting:
@@ -102,8 +106,11 @@ class Queries:
         try:
             cursor, warning = await open_cursor()
             query = Query(cursor)
+            left = deadline - time.monotonic()
+            # (what a few milliseconds before running took is not taken from the query)
+            run_for = timeout if left > timeout * 0.95 else max(left, timeout * MIN_RUN_SHARE)
             try:
-                await self._run(query, request, send, timeout, warning)
+                await self._run(query, request, send, run_for, warning, timeout)
             finally:
                 with anyio.CancelScope(shield=True):
                     await self._thread(query.close)
@@ -121,7 +128,10 @@ class Queries:
         send: Send,
         timeout: float,
         warning: str | None = None,
+        asked: float | None = None,
     ) -> None:
+        """Run the query for at most ``timeout`` seconds, of the ``asked`` for in all."""
+        asked = timeout if asked is None else asked
         started = time.perf_counter()
         failure: Exception | None = None
         finished = False
@@ -170,7 +180,13 @@ class Queries:
             )
             await send(wire.encode_line(wire.Closing(wire.QUERY_FAILED, message)))
         elif isinstance(failure, QueryInterrupted):
-            message = f"the query ran longer than its {timeout:g} s"
+            message = f"the query ran longer than its {asked:g} s"
+            if timeout < asked:
+                message = (
+                    f"the query did not finish within its {asked:g} s (it ran for "
+                    f"{timeout:.2g} s of them: the rest went to waiting for a query slot, "
+                    "opening the store and loading what was pending)"
+                )
             await send(wire.encode_line(wire.Closing(wire.QUERY_TIMEOUT, message)))
         elif isinstance(failure, QueryError):
             await send(wire.encode_line(wire.Closing(wire.QUERY_FAILED, str(failure))))
@@ -218,6 +234,7 @@ class _Rows:
         return lines
 
 
+MIN_RUN_SHARE = 0.1  # of a query's timeout, the least left to run it (Queries.answer)
 _FLOAT_TYPES = frozenset(["DOUBLE", "FLOAT"])
 _NONFINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 

@@ -39,6 +39,10 @@ from telemetryd.store.sandbox import harden
 
 log = logging.getLogger(__name__)
 
+# A query's own load (StoreService.refresh with ``until``) goes in batches of at most
+# this many bytes of journal: each takes a fraction of a second, so it stops in time.
+QUERY_BATCH_BYTES = 16 * 1024 * 1024
+
 OPEN_WAIT = 10.0  # seconds a request waits for the store to open
 SET_ASIDE_KEPT = 2  # unreadable database files kept (the newest), each with its .wal
 _BACKOFF_FIRST = 0.5
@@ -122,8 +126,11 @@ class StoreService:
         self._opened = anyio.Event()
         self._lock = anyio.Lock()  # loads, rebuilds, retention: one at a time
         self._export_lock = anyio.Lock()  # exports: one at a time
-        self._queries_waiting = 0  # queries waiting for their load's turn (refresh)
+        self._query_came = False  # a query waited for its turn during a yielding load
+        self._queries_waiting = 0  # queries waiting for their turn now
         self.caught_up = True  # whether the last load got to the journal's end
+        # What the lock was last taken for: why a query's answer may leave events out.
+        self.activity = "loading has not caught up yet"
         self.failure: str | None = None
 
     @property
@@ -155,16 +162,24 @@ class StoreService:
         A query's load has ``until`` (a ``time.monotonic()``): it waits for its turn and
         loads batches only until then, so that a store far behind its journal (after a
         flood, during a rebuild) still answers within the query's timeout, with what it
-        holds (:meth:`behind` says what the answer leaves out). A ``yielding`` load (the
-        daemon's timed one) stops after the batch it is loading when a query waits for
-        its turn; :attr:`caught_up` tells whether the last load got to the end."""
+        holds (:meth:`behind` says what the answer leaves out); its batches are small
+        (:data:`QUERY_BATCH_BYTES`). A ``yielding`` load (the daemon's timed one, an
+        analysis's, a retention run's) stops after the batch it is loading once a query
+        has waited for its turn; :attr:`caught_up` tells whether the last load got to the
+        end."""
         store = await self.wait_open()
         if until is None:
             async with self._lock:
-                return await self._load(store, self._query_waits if yielding else None)
+                if not yielding:
+                    return await self._load(store, None)
+                self._query_came = False
+                return await self._load(store, self._make_way)
         try:
             self._lock.acquire_nowait()
         except anyio.WouldBlock:
+            # (a timed load under way stops after its batch, even if this query stops
+            # waiting first: it then runs beside one batch at most)
+            self._query_came = True
             self._queries_waiting += 1
             try:
                 with anyio.move_on_after(max(0.0, until - time.monotonic())) as waited:
@@ -174,16 +189,24 @@ class StoreService:
             if waited.cancelled_caught:
                 return 0
         try:
-            return await self._load(store, lambda: time.monotonic() >= until)
+            if time.monotonic() >= until:  # (its turn came too late to load anything)
+                return 0
+            return await self._load(store, lambda: time.monotonic() >= until, QUERY_BATCH_BYTES)
         finally:
             self._lock.release()
 
-    def _query_waits(self) -> bool:
-        return self._queries_waiting > 0
+    def _make_way(self) -> bool:
+        """Whether a yielding load stops after the batch it committed: a query came."""
+        return self._query_came or self._queries_waiting > 0
 
-    async def _load(self, store: Store, stop: Callable[[], bool] | None) -> int:
+    async def _load(
+        self, store: Store, stop: Callable[[], bool] | None, batch_bytes: int | None = None
+    ) -> int:
+        self.activity = "loading has not caught up yet"
         try:
-            count = await anyio.to_thread.run_sync(store.materialize, self.journal_dir, stop)
+            count = await anyio.to_thread.run_sync(
+                store.materialize, self.journal_dir, stop, batch_bytes
+            )
         except Exception as exc:  # DuckDB errors, disk full: report, keep serving
             self.failure = f"{type(exc).__name__}: {exc}"
             log.error("materialization failed: %s", self.failure)
@@ -192,10 +215,10 @@ class StoreService:
         self.caught_up = store.caught_up
         return count
 
-    async def refresh_or_log(self, *, until: float | None = None) -> None:
+    async def refresh_or_log(self, *, until: float | None = None, yielding: bool = False) -> None:
         """:meth:`refresh`, where a failure is only logged and kept for `status`."""
         with contextlib.suppress(Exception):
-            await self.refresh(until=until)
+            await self.refresh(until=until, yielding=yielding)
 
     async def behind(self, upto: tuple[str, int]) -> str | None:
         """Why events journaled up to ``upto`` are not all in the database, or None when
@@ -203,27 +226,33 @@ class StoreService:
         if self._store is None:
             return f"the database is not open: {self.failure or 'opening'}"
         store = self._store
-        missing = await anyio.to_thread.run_sync(store.missing, self.journal_dir, upto)
+        missing, gzipped = await anyio.to_thread.run_sync(store.missing, self.journal_dir, upto)
         if not missing:
             return None
-        reason = self.failure or "loading has not caught up yet"
+        reason = self.failure or self.activity
+        packed = (
+            f", {gzipped} of them gzipped (several times that once inflated)" if gzipped else ""
+        )
         return (
-            f"{missing} bytes of acknowledged events are not in the database yet, so this "
-            f"answer leaves them out ({reason}); `telemetryctl status` shows the store"
+            f"{missing} bytes of acknowledged events{packed} are not in the database yet, so "
+            f"this answer leaves them out ({reason}); `telemetryctl status` shows the store"
         )
 
     async def rebuild(self) -> int:
         store = await self.wait_open()
         async with self._lock:
+            self.activity = "the store is being rebuilt"
             return await anyio.to_thread.run_sync(store.rebuild, self.journal_dir)
 
     async def analyze(
         self, rules: config.Analyzer, budget: config.Budget, touched: datetime | None = None
     ) -> Findings:
-        """An analysis (store/analyzer.py) after loading what is pending."""
-        await self.refresh()
+        """An analysis (store/analyzer.py) after loading what is pending (making way for
+        a query, as the timed loads do: the next analysis sees the rest)."""
+        await self.refresh(yielding=True)
         store = await self.wait_open()
         async with self._lock:
+            self.activity = "an analysis holds the store"
 
             def run() -> Findings:
                 con = store.cursor()
@@ -238,10 +267,12 @@ class StoreService:
         self, active: str, config: RetentionConfig, *, dry_run: bool = False, hold_from: int = 0
     ) -> dict[str, Any]:
         """A retention run (store/retention.py), after loading what is pending so that
-        finished segments count as complete."""
-        await self.refresh_or_log()
+        finished segments count as complete (making way for a query: the next run
+        counts the rest)."""
+        await self.refresh_or_log(yielding=True)
         store = await self.wait_open()
         async with self._lock:
+            self.activity = "a retention run holds the store"
             return await anyio.to_thread.run_sync(
                 lambda: retention.collect(
                     store, self.journal_dir, active, config, dry_run=dry_run, hold_from=hold_from
@@ -255,6 +286,7 @@ class StoreService:
         store = await self.wait_open()
         pricer = prices.from_config(pricing)
         async with self._lock:
+            self.activity = "the stored requests are being priced again"
             counts = await anyio.to_thread.run_sync(lambda: store.reprice(since, pricer))
         overrides = sorted(pricing.models)
         return {**counts, "source": pricer.source, "overrides": overrides}

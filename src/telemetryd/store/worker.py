@@ -195,12 +195,15 @@ class Worker:
         return {"ok": True, **report}
 
     async def _query(self, request: wire.WorkerQuery, send: Send) -> None:
+        # (counted from the request's arrival: a wait for a query slot counts too)
+        until = time.monotonic() + request.timeout * LOAD_SHARE
+
         async def open_cursor() -> tuple[Any, str | None]:
             # Read-your-writes: everything journaled up to `upto` is loaded first; when
             # loading fails, the answer ends with a warning that says so and why.
             store = await self.service.wait_open(min(request.timeout, OPEN_WAIT))
             # (within a share of the query's timeout: a store far behind answers in time)
-            await self.service.refresh_or_log(until=time.monotonic() + request.timeout * LOAD_SHARE)
+            await self.service.refresh_or_log(until=until)
             cursor = await anyio.to_thread.run_sync(store.cursor)
             segment, size = request.upto
             return cursor, await self.service.behind((segment, size))
