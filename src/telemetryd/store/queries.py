@@ -15,7 +15,10 @@ fetched next are sized from the bytes per row so far, starting from one row. A r
 whose values hold more than ``wire.MAX_ROW_BYTES`` is refused before it is encoded
 where its size can be seen from the Python values (text, blobs, lists), and after
 encoding otherwise. A timer interrupts the query when its timeout runs out; the
-timeout covers sending the result too, so a slow reader cannot hold a slot longer.
+timeout covers sending the result too, so a slow reader cannot hold a slot longer. It
+is one deadline for the whole answer: what the wait for a slot and the load before the
+query (the cursor's opener) took, the query does not get again (it keeps at least
+:data:`MIN_RUN_SHARE` of it).
 
 DuckDB's memory limit covers its buffers, not a value a query computes: one
 ``repeat('x', 1000000000)`` is a gigabyte, and the probe that found it took the store
