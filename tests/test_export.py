@@ -303,7 +303,11 @@ def test_a_reload_that_shortens_the_export_interval_applies_at_once(
     reloaded = time.monotonic()
     wait_for_manifest(out, len(events))
     assert time.monotonic() - reloaded < 30
-    shown = json.loads(ctl("status", "--json").stdout)["export"]
+    # (the worker writes the manifest a moment before the daemon counts its run)
+    deadline = time.monotonic() + 30
+    while (shown := json.loads(ctl("status", "--json").stdout)["export"])["runs"] < 1:
+        assert time.monotonic() < deadline, shown
+        time.sleep(0.1)
     next_run = datetime.fromisoformat(shown["next_run"].replace("Z", "+00:00"))
     assert shown["interval_s"] == 1.0 and shown["runs"] >= 1
     assert next_run < datetime.now(UTC) + timedelta(seconds=5)  # (not the old 300 s away)

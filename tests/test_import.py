@@ -1047,3 +1047,27 @@ def test_since_without_a_zone_is_utc_whatever_the_local_zone(
     finally:
         monkeypatch.undo()  # (the zone as it was, for the tests after this one)
         time.tzset()
+
+
+def test_a_rollout_that_names_no_session_is_a_session_of_its_own(
+    running_daemon: Daemon, agent_home: Path
+) -> None:
+    """Two rollouts without a session id (neither a session_meta line nor a uuid in the
+    name) were one session "unknown" in `report session`; each is now the session its
+    file's name says, as ccusage shows them. Their event ids are as before."""
+    sessions = agent_home / ".codex" / "sessions"
+    sessions.mkdir(parents=True)
+    names = [
+        "ccusage_synthetic_session-alpha.jsonl",
+        "vibecodingtracker_synthetic_rate_limits.jsonl",
+    ]
+    for name in names:
+        shutil.copyfile(ROLLOUTS / name, sessions / name)
+    assert run_json("codex")["accepted"] == 4
+    requests = [e for e in running_daemon.journal_events() if e["type"] == "api_request"]
+    assert sorted(e["session_id"] for e in requests) == [
+        "ccusage_synthetic_session-alpha",
+        "ccusage_synthetic_session-alpha",
+        "vibecodingtracker_synthetic_rate_limits",
+        "vibecodingtracker_synthetic_rate_limits",
+    ]

@@ -563,3 +563,15 @@ def test_waiting_and_loading_count_against_the_querys_timeout(
     assert f"it ran for {2.0 * MIN_RUN_SHARE:.2g} s" in str(last["message"])
     last, _ = ask("select 42", load_s=1.2, timeout=2.0)
     assert last["ok"] is True
+
+
+def test_an_error_quotes_the_query_as_typed(hardened: duckdb.DuckDBPyConnection) -> None:
+    """The plan check's EXPLAIN showed in DuckDB's quote of the statement (`LINE 1:
+    EXPLAIN (FORMAT JSON) select ...`), a statement the user never typed."""
+    with pytest.raises(query.QueryError) as caught:
+        run(hardened, "select * from event")
+    lines = str(caught.value).splitlines()
+    assert "EXPLAIN" not in str(caught.value)
+    quoted = next(i for i, line in enumerate(lines) if line.startswith("LINE 1:"))
+    assert lines[quoted] == "LINE 1: select * from event"
+    assert lines[quoted + 1].index("^") == lines[quoted].index("event")

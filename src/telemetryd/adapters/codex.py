@@ -79,9 +79,12 @@ class Rollout:
     ``model``, ``provider``, ``ts``, ``session_id``, ``cwd``.
     """
 
-    def __init__(self, session_id: str | None = None, fallback: str = "") -> None:
+    def __init__(
+        self, session_id: str | None = None, fallback: str = "", label: str | None = None
+    ) -> None:
         self.session_id = session_id
         self.fallback = fallback  # identifies the rollout when it names no session
+        self.label = label  # its events' session when it names none (the file's name)
         self.model: str | None = None
         self.provider: str | None = None
         self.cwd: str | None = None
@@ -152,7 +155,7 @@ class Rollout:
             "model": self.model,
             "provider": self.provider,
             "ts": ts if isinstance(ts, str) else None,
-            "session_id": self.session_id,
+            "session_id": self.session_id or self.label,
             "cwd": self.cwd,
         }
 

@@ -76,7 +76,9 @@ def _options(func: F, *, paths: bool = True) -> F:
     )(func)
     func = click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")(func)
     func = click.option(
-        "--dry-run", is_flag=True, help="read and count, send nothing (totals per model and day)"
+        "--dry-run",
+        is_flag=True,
+        help="read and count, send nothing (totals per model; per day too with --json)",
     )(func)
     func = click.option(
         "--since",

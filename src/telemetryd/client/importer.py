@@ -1039,7 +1039,13 @@ class Importer:
         summary = self.summary
         named = codex.session_from_name(path.name)
         # (the file's path identifies the rollout only when it names no session)
-        rollout = codex.Rollout(named, fallback="" if named else str(path.resolve()))
+        # (and its name is its events' session, as ccusage names such a session: not
+        # one "unknown" session for every rollout without one)
+        rollout = codex.Rollout(
+            named,
+            fallback="" if named else str(path.resolve()),
+            label=None if named else path.name.removesuffix(".jsonl"),
+        )
         offset = 0
         for raw in _lines(f, summary, self.progress):
             offset += len(raw)

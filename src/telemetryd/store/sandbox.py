@@ -551,9 +551,17 @@ def _refused_functions() -> frozenset[str]:
 # -- layer 2: the plan --------------------------------------------------------------
 
 
+_PLAN = "EXPLAIN (FORMAT JSON) "
+
+
 def check_plan(cursor: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> None:
-    """Refuse ``sql`` if its physical plan holds anything but reads (runs nothing)."""
-    rows = cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params).fetchall()
+    """Refuse ``sql`` if its physical plan holds anything but reads (runs nothing).
+    DuckDB's errors (a typo, say) are the query's: they show its text, not the EXPLAIN
+    that planned it."""
+    try:
+        rows = cursor.execute(_PLAN + sql, params).fetchall()
+    except duckdb.Error as exc:
+        raise type(exc)(_as_typed(str(exc))) from None
     for _, text in rows:
         for node in _walk(json.loads(text)):
             name = str(node.get("name", "")).strip()
@@ -566,6 +574,19 @@ def check_plan(cursor: duckdb.DuckDBPyConnection, sql: str, params: Any = None) 
                     )
             elif name not in READ_OPERATORS:
                 raise QueryError(f"the plan has a {name} operator: {_READ_ONLY}")
+
+
+def _as_typed(message: str) -> str:
+    """DuckDB's ``message`` about the planned statement, its ``LINE n:`` quote (and the
+    caret line under it) without the EXPLAIN the user did not type."""
+    lines = message.split("\n")
+    for i, line in enumerate(lines):
+        if line.startswith("LINE ") and _PLAN in line:
+            lines[i] = line.replace(_PLAN, "", 1)
+            caret = lines[i + 1] if i + 1 < len(lines) else ""
+            if caret.startswith(" " * (len(_PLAN) + len("LINE 1: "))) and caret.strip():
+                lines[i + 1] = caret[len(_PLAN) :]
+    return "\n".join(lines)
 
 
 def _walk(nodes: Any) -> Iterator[dict[str, Any]]:
