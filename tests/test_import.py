@@ -615,7 +615,7 @@ def test_human_summary(running_daemon: Daemon, tmp_path: Path) -> None:
     text = result.stdout.decode()
     assert "3 files read" in text and "1 malformed" in text
     assert "6 requests (5 repeated lines merged), 0 tool calls, 0 tool results (0 failed)" in text
-    assert "1 prompts, 1 sub-agent runs; sent 9: 9 new, 0 already there, 0 rejected" in text
+    assert "1 prompt, 1 sub-agent run; sent 9: 9 new, 0 already there, 0 rejected" in text
     assert "claude-opus-4-6" in text and "$0.50" in text
 
 
@@ -1071,3 +1071,20 @@ def test_a_rollout_that_names_no_session_is_a_session_of_its_own(
         "vibecodingtracker_synthetic_rate_limits",
         "vibecodingtracker_synthetic_rate_limits",
     ]
+
+
+def test_an_import_that_finds_nothing_says_where_it_looked(
+    state_home: Path, agent_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An override naming a directory that is not there read 0 files and said nothing
+    of where it had looked."""
+    missing = tmp_path / "backup" / "gemini"
+    monkeypatch.setenv("GEMINI_DATA_DIR", str(missing))
+    result = ctl("import", "gemini", "--dry-run")
+    assert result.returncode == 0
+    assert result.stderr.decode() == f"no gemini files found in: {missing} (does not exist)\n"
+    chats = agent_home / ".gemini" / "tmp"
+    chats.mkdir(parents=True)
+    monkeypatch.delenv("GEMINI_DATA_DIR")
+    empty = ctl("import", "gemini", "--dry-run")
+    assert empty.stderr.decode() == f"no gemini files found in: {chats}\n"

@@ -94,11 +94,17 @@ def _number(n: float) -> str:
     return f"{n:,.0f}"
 
 
+def _some(n: float, noun: str) -> str:
+    """``n`` of ``noun``: "1 file", "2 files"."""
+    return f"{_number(n)} {noun}{'' if n == 1 else 's'}"
+
+
 def _print_summary(summary: importer.Summary) -> None:
     s = summary
     verb = "would send" if s.dry_run else "sent"
     click.echo(
-        f"{s.files} files read ({s.files_unchanged} unchanged since the last import, skipped), "
+        f"{_some(s.files, 'file')} read ({s.files_unchanged} unchanged since the last import, "
+        "skipped), "
         f"{_number(s.bytes)} bytes, {_number(s.lines)} lines, {s.malformed} malformed"
         + (
             f"; {_number(s.earlier)} events of the lines an earlier import sent, not sent again"
@@ -107,7 +113,7 @@ def _print_summary(summary: importer.Summary) -> None:
         )
     )
     click.echo(
-        f"{_number(s.requests)} requests ({_number(s.repeats)} repeated lines merged"
+        f"{_some(s.requests, 'request')} ({_number(s.repeats)} repeated lines merged"
         + (f", {s.before_since} before --since" if s.before_since else "")
         + ")"
         + (
@@ -117,13 +123,13 @@ def _print_summary(summary: importer.Summary) -> None:
             else ""
         )
         + (
-            f", {_number(s.tool_calls)} tool calls, {_number(s.tool_results)} tool results"
-            f" ({_number(s.tool_errors)} failed), {_number(s.prompts)} prompts,"
-            f" {_number(s.agents)} sub-agent runs"
+            f", {_some(s.tool_calls, 'tool call')}, {_some(s.tool_results, 'tool result')}"
+            f" ({_number(s.tool_errors)} failed), {_some(s.prompts, 'prompt')},"
+            f" {_some(s.agents, 'sub-agent run')}"
             if s.tool_calls or s.tool_results or s.prompts or s.agents
             else ""
         )
-        + (f", {_number(s.spans)} spans" if s.spans else "")
+        + (f", {_some(s.spans, 'span')}" if s.spans else "")
         + f"; {verb} {_number(s.sent if not s.dry_run else s.built())}"
         + (
             ""
@@ -173,6 +179,13 @@ def _run(
         click.echo(json.dumps(summary.as_dict(), indent=2))
     else:
         _print_summary(summary)
+    if not paths and not (summary.files or summary.files_unchanged):
+        # (an override naming a directory that is not there, say: say where it looked)
+        places = [
+            f"{root}{'' if root.is_dir() else ' (does not exist)'}"
+            for root in importer.roots(agent)
+        ]
+        click.echo(f"no {agent} files found in: {', '.join(places)}", err=True)
     if summary.rejected:
         sys.exit(EXIT_REJECTED)
 
