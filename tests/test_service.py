@@ -485,6 +485,24 @@ def test_uninstall_removes_the_units_where_systemctl_cannot_reach_a_user_manager
     assert not list((home / ".config" / "systemd" / "user").iterdir())
 
 
+def test_status_says_what_to_do_where_systemctl_reaches_no_user_manager(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`service status` passed on systemctl's "Failed to connect to bus" and nothing
+    else; it now adds what that means and what to do instead (the bus made unreachable
+    for real, as above)."""
+    if shutil.which("systemctl") is None:
+        pytest.fail("systemctl is missing: `make system-deps` installs systemd")
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
+    result = service_cli("status")
+    assert result.returncode != 0
+    assert "Failed to connect to bus" in result.stderr
+    assert result.stderr.rstrip().endswith(service.NO_USER_MANAGER)
+
+
 def test_uninstall_needs_no_valid_configuration(
     home: Path, state_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -544,8 +544,24 @@ def logs_argv(platform: Platform, *, follow: bool = False, lines: int | None = N
 
 
 def passthrough(argv: list[str]) -> int:
-    """Run ``argv`` on this terminal and return its exit status."""
+    """Run ``argv`` on this terminal and return its exit status (its stderr passed on,
+    with a word on what to do when systemctl reaches no user manager)."""
+    systemctl = argv[0] == "systemctl"  # (journalctl -f runs on: its stderr goes through)
     try:
-        return subprocess.run(argv, check=False).returncode
+        done = subprocess.run(argv, check=False, stderr=subprocess.PIPE if systemctl else None)
     except FileNotFoundError:
         raise ServiceError(f"{argv[0]} not found: is there a {_manager(argv[0])} here?") from None
+    if systemctl:
+        sys.stderr.buffer.write(done.stderr)
+        sys.stderr.flush()
+        if b"Failed to connect to bus" in done.stderr:
+            sys.stderr.write(NO_USER_MANAGER + "\n")
+    return done.returncode
+
+
+# What to do where ``systemctl --user`` reaches no user manager.
+NO_USER_MANAGER = (
+    "telemetryctl: no systemd user manager is reachable from here (no login session: su, "
+    "ssh without a session, a container); log in as the user to manage the service, or "
+    "run the daemon in the foreground (`telemetryd`, or `make run` in a checkout)"
+)
