@@ -223,6 +223,12 @@ DRY_RUN = {"ok": True, "dry_run": True, "deleted": ["a.jsonl"], "compressed": []
         (["flush"], line({"ok": True, "materialized": 3}), 0, ""),
         (["rebuild"], line({"ok": True, "events": 12}), 0, "rebuilt: 12 events\n"),
         (["gc", "--dry-run"], line(DRY_RUN), 0, "would delete a.jsonl\njournal: 9 bytes\n"),
+        (
+            ["gc", "--dry-run"],
+            line({**DRY_RUN, "deleted": []}),
+            0,
+            "nothing to delete, compact or compress now\njournal: 9 bytes\n",
+        ),
         (["gc"], line(wire.Closing("gc_failed", "disk gone")), 1, "Error: disk gone\n"),
         (["rebuild"], line(wire.Closing("rebuild_failed", "no")), 1, "Error: no\n"),
         (

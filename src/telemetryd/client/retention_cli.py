@@ -55,6 +55,8 @@ def gc(dry_run: bool, as_json: bool, socket_path: str | None) -> None:
     for name in reply.compressed:
         click.echo(f"{verb[0]}compress{'ed' if verb[1] else ''} {name}")
     if dry_run:
+        if not (reply.deleted or reply.compacted or reply.compressed):
+            click.echo("nothing to delete, compact or compress now")
         click.echo(f"journal: {reply.bytes_before} bytes")
     else:
         click.echo(

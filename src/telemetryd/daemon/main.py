@@ -112,11 +112,15 @@ async def serve(
                             # Signal handlers are in place before READY=1: from then on,
                             # SIGTERM means a clean stop.
                             await loops.start(_watch_signals, loops.cancel_scope, on_hup)
+                            served = server.http_status()
                             log.info(
-                                "telemetryd %s listening on %s (durability %s)",
+                                "telemetryd %s listening on %s (durability %s)%s",
                                 __version__,
                                 where.events_socket,
                                 settings.journal.durability,
+                                ""
+                                if served is None or not served.listening
+                                else f" and on http://{served.address} (OTLP, http hooks)",
                             )
                             notifier.notify("READY=1", f"STATUS=listening on {where.events_socket}")
                         notifier.notify("STOPPING=1", "STATUS=draining connections")
