@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 # A query's own load (StoreService.refresh with ``until``) goes in batches of at most
 # this many bytes of journal: each takes a fraction of a second, so it stops in time.
-QUERY_BATCH_BYTES = 16 * 1024 * 1024
+QUERY_BATCH_BYTES = 4 * 1024 * 1024
 
 OPEN_WAIT = 10.0  # seconds a request waits for the store to open
 SET_ASIDE_KEPT = 2  # unreadable database files kept (the newest), each with its .wal
@@ -163,10 +163,9 @@ class StoreService:
         loads batches only until then, so that a store far behind its journal (after a
         flood, during a rebuild) still answers within the query's timeout, with what it
         holds (:meth:`behind` says what the answer leaves out); its batches are small
-        (:data:`QUERY_BATCH_BYTES`). A ``yielding`` load (the daemon's timed one, an
-        analysis's, a retention run's) stops after the batch it is loading once a query
-        has waited for its turn; :attr:`caught_up` tells whether the last load got to the
-        end."""
+        (:data:`QUERY_BATCH_BYTES`). A ``yielding`` load (the daemon's timed one) stops
+        after the batch it is loading once a query has waited for its turn;
+        :attr:`caught_up` tells whether the last load got to the end."""
         store = await self.wait_open()
         if until is None:
             async with self._lock:
@@ -215,10 +214,10 @@ class StoreService:
         self.caught_up = store.caught_up
         return count
 
-    async def refresh_or_log(self, *, until: float | None = None, yielding: bool = False) -> None:
+    async def refresh_or_log(self, *, until: float | None = None) -> None:
         """:meth:`refresh`, where a failure is only logged and kept for `status`."""
         with contextlib.suppress(Exception):
-            await self.refresh(until=until, yielding=yielding)
+            await self.refresh(until=until)
 
     async def behind(self, upto: tuple[str, int]) -> str | None:
         """Why events journaled up to ``upto`` are not all in the database, or None when
@@ -231,7 +230,9 @@ class StoreService:
             return None
         reason = self.failure or self.activity
         packed = (
-            f", {gzipped} of them gzipped (several times that once inflated)" if gzipped else ""
+            f" ({gzipped} of them gzipped: many more events than the bytes suggest)"
+            if gzipped
+            else ""
         )
         return (
             f"{missing} bytes of acknowledged events{packed} are not in the database yet, so "
@@ -247,9 +248,9 @@ class StoreService:
     async def analyze(
         self, rules: config.Analyzer, budget: config.Budget, touched: datetime | None = None
     ) -> Findings:
-        """An analysis (store/analyzer.py) after loading what is pending (making way for
-        a query, as the timed loads do: the next analysis sees the rest)."""
-        await self.refresh(yielding=True)
+        """An analysis (store/analyzer.py) after loading what is pending (all of it: an
+        analysis counts as having seen everything journaled before it)."""
+        await self.refresh()
         store = await self.wait_open()
         async with self._lock:
             self.activity = "an analysis holds the store"
@@ -267,9 +268,8 @@ class StoreService:
         self, active: str, config: RetentionConfig, *, dry_run: bool = False, hold_from: int = 0
     ) -> dict[str, Any]:
         """A retention run (store/retention.py), after loading what is pending so that
-        finished segments count as complete (making way for a query: the next run
-        counts the rest)."""
-        await self.refresh_or_log(yielding=True)
+        finished segments count as complete."""
+        await self.refresh_or_log()
         store = await self.wait_open()
         async with self._lock:
             self.activity = "a retention run holds the store"
