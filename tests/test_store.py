@@ -1461,3 +1461,13 @@ async def test_the_warning_says_a_rebuild_holds_the_store(tmp_path: Path, journa
         assert await service.behind((str(written), written.stat().st_size)) is None
     finally:
         service.close()
+
+
+def test_a_querys_load_starts_no_batch_it_cannot_end_in_time() -> None:
+    """A batch cannot be interrupted: after each one, a query's load stops when another
+    as long would end past its deadline (on a busy machine one took 5-11 s)."""
+    stop = service_module._deadline(time.monotonic() + 1.0)
+    time.sleep(0.1)
+    assert not stop()  # (0.1 s in, a 0.1 s batch: another ends at 0.2 s)
+    time.sleep(0.6)
+    assert stop()  # (0.7 s in, a 0.6 s batch: another would end at 1.3 s)

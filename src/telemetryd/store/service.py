@@ -108,6 +108,21 @@ def _unreadable(exc: duckdb.Error) -> bool:
     return any(marker in message for marker in _DAMAGED)
 
 
+def _deadline(until: float) -> Callable[[], bool]:
+    """A load's ``stop`` for a query's deadline ``until``: stop once another batch, as
+    long as the last one took, would end past it (a batch cannot be interrupted, and on a
+    busy machine one takes seconds)."""
+    last = time.monotonic()
+
+    def stop() -> bool:
+        nonlocal last
+        now = time.monotonic()
+        took, last = now - last, now
+        return now + took >= until
+
+    return stop
+
+
 class StoreService:
     """One worker's store: opened once, then loaded, queried, rebuilt and trimmed."""
 
@@ -190,7 +205,7 @@ class StoreService:
         try:
             if time.monotonic() >= until:  # (its turn came too late to load anything)
                 return 0
-            return await self._load(store, lambda: time.monotonic() >= until, QUERY_BATCH_BYTES)
+            return await self._load(store, _deadline(until), QUERY_BATCH_BYTES)
         finally:
             self._lock.release()
 
