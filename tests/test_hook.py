@@ -379,6 +379,29 @@ def test_a_payload_over_the_cap_is_skipped_without_reading_it_all(running_daemon
     assert running_daemon.journal_events() == []
 
 
+def hook_with_stdin_open(parts: list[bytes], wait: float) -> tuple[int, bytes, bytes, float]:
+    """Run the hook, write ``parts`` to its stdin 0.2 s apart and keep stdin open: its exit
+    status within ``wait`` seconds, stdout, stderr and how long it took."""
+    with subprocess.Popen(
+        [TELEMETRYCTL, "hook", "claude-code"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        started = time.monotonic()
+        for n, part in enumerate(parts):
+            if n:
+                time.sleep(0.2)
+            proc.stdin.write(part)
+            proc.stdin.flush()
+        try:
+            status = proc.wait(timeout=wait)
+        finally:
+            proc.stdin.close()
+        return status, proc.stdout.read(), proc.stderr.read(), time.monotonic() - started
+
+
 def test_a_whole_payload_is_taken_while_stdin_stays_open(running_daemon: Daemon) -> None:
     """A writer that keeps its end of the pipe open (a wrapper script, or a child that
     inherited it) held the hook until the agent's hook timeout killed it, and the event
@@ -386,42 +409,14 @@ def test_a_whole_payload_is_taken_while_stdin_stays_open(running_daemon: Daemon)
     comes whole is given up after hook.STDIN_WAIT seconds, the hook exiting 0."""
     payload = {"hook_event_name": "Stop", "session_id": "s-open", "stop_hook_active": False}
     data = json.dumps(payload).encode()
-    with subprocess.Popen(
-        [TELEMETRYCTL, "hook", "claude-code"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    ) as proc:
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(data[:20])  # (in two parts: the first is no whole object)
-        proc.stdin.flush()
-        time.sleep(0.2)
-        proc.stdin.write(data[20:] + b"\n")
-        proc.stdin.flush()
-        try:
-            assert proc.wait(timeout=hook.STDIN_WAIT - 1) == 0  # stdin still open
-        finally:
-            proc.stdin.close()
-        assert proc.stdout.read() == b""
+    # (in two parts: the first is no whole object)
+    status, out, _, _ = hook_with_stdin_open([data[:20], data[20:] + b"\n"], hook.STDIN_WAIT - 1)
+    assert (status, out) == (0, b"")
     [event] = running_daemon.journal_events()
     assert (event["type"], event["session_id"]) == ("custom", "s-open")
-
-    with subprocess.Popen(
-        [TELEMETRYCTL, "hook", "claude-code"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    ) as silent:
-        assert silent.stdin is not None and silent.stderr is not None
-        silent.stdin.write(data[:20])  # and nothing more, the pipe left open
-        silent.stdin.flush()
-        started = time.monotonic()
-        try:
-            assert silent.wait(timeout=hook.STDIN_WAIT + 10) == 0
-        finally:
-            silent.stdin.close()
-        assert time.monotonic() - started >= hook.STDIN_WAIT - 0.5
-        assert b"no whole payload on stdin within" in silent.stderr.read()
+    status, out, err, took = hook_with_stdin_open([data[:20]], hook.STDIN_WAIT + 10)
+    assert (status, out) == (0, b"") and took >= hook.STDIN_WAIT - 0.5
+    assert b"no whole payload on stdin within" in err
     assert len(running_daemon.journal_events()) == 1
 
 

@@ -462,20 +462,25 @@ def test_reinstall_rewrites_nothing_and_uninstall_plan(
         assert kept.steps[-1] == service.Run(("systemctl", "--user", "daemon-reload"), check=False)
 
 
-@pytest.mark.usefixtures("no_telemetryd_home")
-def test_uninstall_removes_the_units_where_systemctl_cannot_reach_a_user_manager(
-    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """No user bus (a container, an SSH session without lingering): `install` wrote the
-    units and then failed; `uninstall` stopped at its first systemctl and left them, so
-    the tool had no way back. Now it says so and removes them. (The bus is made
-    unreachable here for real: an empty runtime directory, no session bus address.)"""
+@pytest.fixture
+def no_user_bus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """systemctl --user reaches no user manager, for real: an empty runtime directory and
+    no session bus address (a container, an SSH session without lingering)."""
     if shutil.which("systemctl") is None:
         pytest.fail("systemctl is missing: `make system-deps` installs systemd")
     runtime = tmp_path / "run"
     runtime.mkdir(mode=0o700)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
     monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
+
+
+@pytest.mark.usefixtures("no_telemetryd_home", "no_user_bus")
+def test_uninstall_removes_the_units_where_systemctl_cannot_reach_a_user_manager(
+    home: Path,
+) -> None:
+    """No user bus: `install` wrote the units and then failed; `uninstall` stopped at its
+    first systemctl and left them, so the tool had no way back. Now it says so and
+    removes them."""
     for path, content in rendered_linux().items():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(content)
@@ -485,18 +490,10 @@ def test_uninstall_removes_the_units_where_systemctl_cannot_reach_a_user_manager
     assert not list((home / ".config" / "systemd" / "user").iterdir())
 
 
-def test_status_says_what_to_do_where_systemctl_reaches_no_user_manager(
-    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("home", "no_user_bus")
+def test_status_says_what_to_do_where_systemctl_reaches_no_user_manager() -> None:
     """`service status` passed on systemctl's "Failed to connect to bus" and nothing
-    else; it now adds what that means and what to do instead (the bus made unreachable
-    for real, as above)."""
-    if shutil.which("systemctl") is None:
-        pytest.fail("systemctl is missing: `make system-deps` installs systemd")
-    runtime = tmp_path / "run"
-    runtime.mkdir(mode=0o700)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
-    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
+    else; it now adds what that means and what to do instead."""
     result = service_cli("status")
     assert result.returncode != 0
     assert "Failed to connect to bus" in result.stderr

@@ -311,11 +311,15 @@ def test_a_loads_own_batch_size_holds_for_that_load_only(tmp_path: Path, journal
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("waits", [60.0, 0.0], ids=["query-waits", "query-gives-up"])
 async def test_a_timed_load_makes_way_for_a_query_after_its_batch(
-    tmp_path: Path, journal: Path
+    tmp_path: Path, journal: Path, waits: float
 ) -> None:
     """The daemon's timed load (``yielding``) of a long backlog stops after the batch it
-    is loading when a query waits for its turn; the query's own load goes on from there."""
+    is loading once a query has waited for its turn; the query's own load goes on from
+    there. A query that gives up waiting at once answers from what the store holds,
+    beside the load, which still stops after its batch: the query shares DuckDB's memory
+    with one batch at most."""
     total = 1000  # (about 200 batches of 1,000 bytes: a second or more of loading)
     append(segment(journal, 1), b"".join(custom(n) for n in range(total)))
     service = small_batches_service(tmp_path, journal)
@@ -331,40 +335,13 @@ async def test_a_timed_load_makes_way_for_a_query_after_its_batch(
             with anyio.fail_after(30):
                 while not stored_ids(service.store):  # (its first batch is in)
                     await anyio.sleep(0.005)
-            by_query = await service.refresh(until=time.monotonic() + 60)
-            assert service.caught_up
+            by_query = await service.refresh(until=time.monotonic() + waits)
         assert 0 < timed[0] < total
-        assert timed[0] + by_query == total
-        assert len(set(stored_ids(service.store))) == total
-    finally:
-        service.close()
-
-
-@pytest.mark.asyncio
-async def test_a_timed_load_makes_way_even_for_a_query_that_stopped_waiting(
-    tmp_path: Path, journal: Path
-) -> None:
-    """A query that gives up waiting for its turn runs from what the store holds, beside
-    the load; the load still stops after its batch, so the query shares DuckDB's memory
-    with one batch at most."""
-    total = 1000
-    append(segment(journal, 1), b"".join(custom(n) for n in range(total)))
-    service = small_batches_service(tmp_path, journal)
-    await service.open()
-    try:
-        timed: list[int] = []
-
-        async def timed_load() -> None:
-            timed.append(await service.refresh(yielding=True))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(timed_load)
-            with anyio.fail_after(30):
-                while not stored_ids(service.store):
-                    await anyio.sleep(0.005)
-            assert await service.refresh(until=time.monotonic()) == 0  # (gives up at once)
-        assert 0 < timed[0] < total
-        assert not service.caught_up
+        if waits:
+            assert service.caught_up and timed[0] + by_query == total
+            assert len(set(stored_ids(service.store))) == total
+        else:
+            assert by_query == 0 and not service.caught_up
     finally:
         service.close()
 

@@ -40,7 +40,8 @@ from telemetryd.store.sandbox import harden
 log = logging.getLogger(__name__)
 
 # A query's own load (StoreService.refresh with ``until``) goes in batches of at most
-# this many bytes of journal: each takes a fraction of a second, so it stops in time.
+# this many bytes of journal: each takes a fraction of a second where the machine is not
+# saturated, so it stops in time.
 QUERY_BATCH_BYTES = 4 * 1024 * 1024
 
 OPEN_WAIT = 10.0  # seconds a request waits for the store to open
