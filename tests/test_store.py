@@ -308,6 +308,27 @@ def test_a_loads_own_batch_size_holds_for_that_load_only(tmp_path: Path, journal
         assert store.materialize(str(journal), lambda: True, 1000) == first_batch(lines, 1000)
         assert store.materialize(str(journal), count) == 300 - first_batch(lines, 1000)
         assert batches == [300]  # (the rest in one batch of the store's own size)
+        # A capped run of many batches: none grows past the cap, and after it the
+        # store's own size holds again.
+        more = [custom(n) for n in range(300, 600)]
+        append(segment(journal, 2), b"".join(more))
+        batches.clear()
+        assert store.materialize(str(journal), count, 1000) == 300
+        assert len(batches) == packed(more, 1000) > 16  # (_GROW_AFTER good batches)
+        append(segment(journal, 3), b"".join(custom(n) for n in range(600, 700)))
+        batches.clear()
+        assert store.materialize(str(journal), count) == 100
+        assert batches == [700]
+
+
+def packed(lines: list[bytes], batch_bytes: int) -> int:
+    """How many batches of at most ``batch_bytes`` (whole lines) ``lines`` fill."""
+    count = size = 0
+    for data in lines:
+        if size and size + len(data) > batch_bytes:
+            count, size = count + 1, 0
+        size += len(data)
+    return count + bool(size)
 
 
 @pytest.mark.asyncio

@@ -382,6 +382,7 @@ class Store:
         self.path = path
         self.pricer = pricer or Pricer()
         self.batch_bytes = batch_bytes  # the size batches return to after running short
+        self._most = batch_bytes  # ... and grow to: a capped run's cap (materialize)
         self.last_materialized: float | None = None  # Unix time the last run finished
         self.caught_up = True  # whether the last run loaded everything (not stopped)
         self._stop: Callable[[], bool] | None = None  # the running load's (materialize)
@@ -538,12 +539,13 @@ class Store:
             self._stop = stop
             limit = self._limit
             capped = min(limit, batch_bytes or limit)
-            self._limit = capped
+            self._limit = self._most = capped  # (nor do its batches grow past it)
             try:
                 return self._materialize(journal_dir)
             finally:
                 self._stop = None
-                if self._limit == capped:  # (else memory ran short: keep the smaller size)
+                self._most = self.batch_bytes
+                if self._limit >= capped:  # (else memory ran short: keep the smaller size)
                     self._limit = limit
 
     def rebuild(self, journal_dir: str) -> int:
@@ -809,10 +811,10 @@ class Store:
             )
             count = self._in_transaction(lambda: self._insert(batch, files, lenient=True))
         loaded[0] += count
-        if batch.size >= self._limit // 2 and self._limit < self.batch_bytes:
+        if batch.size >= self._limit // 2 and self._limit < self._most:
             self._good_batches += 1
             if self._good_batches >= _GROW_AFTER:
-                self._limit = min(self.batch_bytes, self._limit * 2)
+                self._limit = min(self._most, self._limit * 2)
                 self._good_batches = 0
         batch.reset()
         if self._stop is not None and self._stop():
