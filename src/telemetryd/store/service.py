@@ -144,7 +144,6 @@ class StoreService:
         self._export_lock = anyio.Lock()  # exports: one at a time
         self._query_came = False  # a query waited for its turn during a yielding load
         self._queries_waiting = 0  # queries waiting for their turn now
-        self.caught_up = True  # whether the last load got to the journal's end
         # What the lock was last taken for: why a query's answer may leave events out.
         self.activity = "loading has not caught up yet"
         self.failure: str | None = None
@@ -155,6 +154,11 @@ class StoreService:
         if self._store is None:
             raise StoreUnavailable(f"the database is not open yet ({self.failure or 'opening'})")
         return self._store
+
+    @property
+    def caught_up(self) -> bool:
+        """Whether the last load got to the journal's end (Store.caught_up)."""
+        return self._store is None or self._store.caught_up
 
     @property
     def is_open(self) -> bool:
@@ -227,7 +231,6 @@ class StoreService:
             log.error("materialization failed: %s", self.failure)
             raise
         self.failure = None
-        self.caught_up = store.caught_up
         return count
 
     async def refresh_or_log(self, *, until: float | None = None) -> None:
