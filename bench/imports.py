@@ -78,8 +78,8 @@ def _run_import(args: list[str], env: dict[str, str], label: str = "import") -> 
 
     The peak RSS is the whole import's, its reader processes (client/import_pool.py)
     included: the largest sum of the tree's RSS, sampled every 10 ms, or the largest
-    process's own peak (``wait4`` of the import: its own, or a reaped child's), whichever
-    is larger (a sum counts shared pages once per process: an upper bound)."""
+    process's own peak (its ``VmHWM``, read with each sample), whichever is larger (a
+    sum counts shared pages once per process: an upper bound)."""
     command = [telemetryctl(), "import", *args, "--json"]
     if procs.PROFILE_DIR is not None:
         command = [sys.executable, "-c", PROFILED, str(procs.PROFILE_DIR / f"{label}.prof"),
@@ -90,7 +90,7 @@ def _run_import(args: list[str], env: dict[str, str], label: str = "import") -> 
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         proc = subprocess.Popen(command, env=env, stdout=out, stderr=err)
         with procs.TreeSampler(proc.pid, 0.01) as sampler:
-            _, status, usage = os.wait4(proc.pid, 0)
+            _, status = os.waitpid(proc.pid, 0)
     elapsed = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
@@ -99,7 +99,7 @@ def _run_import(args: list[str], env: dict[str, str], label: str = "import") -> 
         )
     return {
         "wall_s": elapsed,
-        "peak_rss_mb": max(usage.ru_maxrss, sampler.peak_kib) / 1024,
+        "peak_rss_mb": max(sampler.largest_hwm_kib, sampler.peak_kib) / 1024,
         "processes": sampler.most_processes,
         "summary": json.loads(out_path.read_bytes()),
     }

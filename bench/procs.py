@@ -144,7 +144,13 @@ class TreeSampler:
     per-process figures of that sample, ``most_processes`` the largest tree seen.
 
     A sum of RSS counts pages shared between processes (libraries, a forked child's
-    untouched pages) once per process: an upper bound of what the tree holds."""
+    untouched pages) once per process: an upper bound of what the tree holds.
+
+    ``largest_hwm_kib`` is the largest ``VmHWM`` (a process's own peak RSS since its
+    ``exec``) read off any process of the tree, which catches a peak between two
+    samples. ``wait4``'s ``ru_maxrss`` cannot stand in for it: on Linux it starts from
+    the forking process's RSS at the fork, so a child of a large bench process would
+    report the bench's size."""
 
     def __init__(self, pid: int, interval: float = 0.02) -> None:
         self.pid = pid
@@ -153,6 +159,7 @@ class TreeSampler:
         self.at_peak: dict[int, int] = {}
         self.samples = 0
         self.most_processes = 0
+        self.largest_hwm_kib = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -167,7 +174,14 @@ class TreeSampler:
         self.sample()
 
     def sample(self) -> None:
-        figures = tree_rss_kib(self.pid)
+        figures = {}
+        for member in tree(self.pid):
+            try:
+                memory = memory_kib(member)
+            except (FileNotFoundError, ProcessLookupError):
+                memory = {}
+            figures[member] = memory.get("VmRSS", 0)
+            self.largest_hwm_kib = max(self.largest_hwm_kib, memory.get("VmHWM", 0))
         total = sum(figures.values())
         self.samples += 1
         self.most_processes = max(self.most_processes, len(figures))

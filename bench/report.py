@@ -227,7 +227,7 @@ def _import_figures(imported: dict[str, Any] | None) -> list[dict[str, Any]]:
                 "MB",
                 target="import_peak_rss",
                 note="the import and its reader processes (summed RSS sampled every 10 ms, "
-                "or wait4's, the larger)",
+                "or the largest process's own VmHWM, the larger)",
             )
         )
     unchanged = imported.get("unchanged")

@@ -10,10 +10,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from conftest import Daemon, ctl
-from telemetryd import wire
+from telemetryd import events, wire
 from telemetryd.client import importer
 from test_client import Peer, read_all
 from test_client import line as reply_line
@@ -1088,3 +1089,42 @@ def test_an_import_that_finds_nothing_says_where_it_looked(
     monkeypatch.delenv("GEMINI_DATA_DIR")
     empty = ctl("import", "gemini", "--dry-run")
     assert empty.stderr.decode() == f"no gemini files found in: {chats}\n"
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        "2026-11-05T12:34:56.789Z",
+        "2026-11-05T12:34:56+02:00",
+        "2026-11-05t12:34:56z",
+        "2026-11-05T12:34:56",  # no offset
+        "2026-11-05",
+        "2026-13-45T99:00:00Z",
+        "2026-11-05 12:34:56Z",
+        "2026-11-05T12:34:56\\u005a",  # a time once its escape is decoded: not as it stands
+        '2026-11-05T12:34:56Z"',
+        "2026-11-05T12:34:56Z\n",
+        "\ud800",
+        "",
+        7,
+    ],
+)
+def test_the_importers_time_check_agrees_with_the_daemons(ts: Any) -> None:
+    """The importer keeps an event's time only where the daemon's event model takes it
+    (else the daemon would refuse the whole event); its quicker check decodes the string
+    as JSON, so it must not let an escape or a quote change what it reads."""
+    event = {
+        "type": "log",
+        "id": "t",
+        "source": "s",
+        "level": "info",
+        "component": "c",
+        "event": "e",
+        "ts": ts,
+    }
+    try:
+        events.DECODER.decode(msgspec.json.encode(event))
+        daemon_takes = True
+    except (msgspec.ValidationError, UnicodeEncodeError):  # (a lone surrogate: no line)
+        daemon_takes = False
+    assert importer._readable(ts) is daemon_takes

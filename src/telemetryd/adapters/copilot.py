@@ -300,16 +300,8 @@ def otel_span(line: Any) -> tuple[Scope, Span] | None:
     """A span line of the file export as OTLP records; None for anything else (metrics,
     lines of another shape). A line without ``type`` is a span when it has a name and a
     trace or span id (VS Code's Copilot Chat writes them so)."""
-    if not isinstance(line, dict):
-        return None
-    kind_of_line = line.get("type")
-    name = line.get("name")
-    if not isinstance(name, str):
-        return None
-    if kind_of_line != "span" and (
-        kind_of_line is not None
-        or not (isinstance(line.get("traceId"), str) or isinstance(line.get("spanId"), str))
-    ):
+    name = _span_name(line)
+    if name is None:
         return None
     resource = dict(_object(_object(line.get("resource")).get("attributes")))
     resource.setdefault("service.name", OTEL_SERVICE)
@@ -347,6 +339,22 @@ def otel_span(line: Any) -> tuple[Scope, Span] | None:
     return scope, span
 
 
+def _span_name(line: Any) -> str | None:
+    """The name of a span line (:func:`otel_span`), None for any other line."""
+    if not isinstance(line, dict):
+        return None
+    kind_of_line = line.get("type")
+    name = line.get("name")
+    if not isinstance(name, str):
+        return None
+    if kind_of_line != "span" and (
+        kind_of_line is not None
+        or not (isinstance(line.get("traceId"), str) or isinstance(line.get("spanId"), str))
+    ):
+        return None
+    return name
+
+
 def _hex(value: Any) -> str:
     """An id as the OTLP records keep it: lowercase, ``""`` when absent or all zeros."""
     text = _text(value).lower()
@@ -363,13 +371,18 @@ def otel_events(scope: Scope, span: Span) -> list[dict[str, Any]]:
     return out
 
 
-def model_call(scope: Scope, span: Span) -> tuple[str, float] | None:
-    """(session id, end time in epoch seconds) of a span that is a model call with a
-    session; None for any other span."""
-    if genai.operation(span) not in genai.MODEL_CALLS:
+def model_call(line: Any) -> tuple[str, float] | None:
+    """(session id, end time in epoch seconds) of a span line (:func:`otel_span`) that is a
+    model call with a session; None for any other line. Read off the line, without
+    building the span: the importer runs it on every line of the exports first."""
+    name = _span_name(line)
+    if name is None:
         return None
-    session = otel_common.first(span.attrs, otel_common.SESSION_KEYS)
-    when = span.end_ns or span.start_ns
+    attrs = _object(line.get("attributes"))
+    if genai.operation_of(name, attrs) not in genai.MODEL_CALLS:
+        return None
+    session = otel_common.first(attrs, otel_common.SESSION_KEYS)
+    when = _ns(line.get("endTime")) or _ns(line.get("startTime"))
     if not session or not when:
         return None
     return session, when / 1e9

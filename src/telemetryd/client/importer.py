@@ -77,7 +77,9 @@ OPEN_MESSAGE_S = 6 * 3600
 # events of its new lines (see Importer.imported_sizes)
 APPEND_ONLY = ("claude-code", "codex", "gemini", "copilot")
 # An event time as the daemon reads it (events.Timestamp, not imported: it costs a start)
-_TIME = Annotated[datetime, msgspec.Meta(tz=True)]
+# A time the daemon reads (RFC 3339 with an offset), checked by decoding its JSON string:
+# the same parser as ``msgspec.convert(ts, ...)``, without convert's lookup of the type
+_TIMES = msgspec.json.Decoder(Annotated[datetime, msgspec.Meta(tz=True)])
 PENDING_TOOLS = 4096  # tool uses per file waiting for their result (Claude Code)
 STATE_VERSION = 1
 AGENTS = ("claude-code", "codex", "gemini", "copilot", "opencode", "amp")
@@ -721,6 +723,17 @@ def _since_text(since: datetime | None) -> str | None:
     return since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
+def _readable(ts: Any) -> bool:
+    """Whether ``ts`` is a time the daemon takes (see :data:`_TIMES`)."""
+    if ts.__class__ is not str or '"' in ts or "\\" in ts:  # (no escapes to decode)
+        return False
+    try:
+        _TIMES.decode(f'"{ts}"'.encode())
+    except (msgspec.DecodeError, UnicodeEncodeError):  # (ValidationError is one)
+        return False
+    return True
+
+
 def _before(ts: str | None, since: str | None) -> bool:
     if since is None or not ts:
         return False
@@ -795,9 +808,7 @@ class Importer:
         ts = event.get("ts")
         if ts is None:
             return
-        try:
-            msgspec.convert(ts, _TIME)
-        except msgspec.ValidationError:
+        if not _readable(ts):
             self.summary.bad_times += 1
             if self.last_time is None:
                 self.last_time = _mtime_ts(self.path) if self.path is not None else None
@@ -1249,8 +1260,7 @@ def model_calls(paths: Iterable[Path]) -> dict[str, list[float]]:
                 for raw in _lines(f, Summary(agent="copilot"), None):
                     if b'"span"' not in raw and b"traceId" not in raw:
                         continue
-                    found = copilot.otel_span(_whole(raw))
-                    call = found and copilot.model_call(*found)
+                    call = copilot.model_call(_whole(raw))
                     if call:
                         calls.setdefault(call[0], []).append(call[1])
         except OSError:

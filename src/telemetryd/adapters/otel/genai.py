@@ -64,10 +64,15 @@ def matches(service: str, name: str) -> bool:
 
 def operation(span: Span) -> str:
     """The GenAI operation of a span: ``gen_ai.operation.name``, else its name's first word."""
-    op = c.text(span.attrs.get("gen_ai.operation.name"))
+    return operation_of(span.name, span.attrs)
+
+
+def operation_of(name: str, attrs: dict[str, Any]) -> str:
+    """:func:`operation` of a span's name and attributes."""
+    op = c.text(attrs.get("gen_ai.operation.name"))
     if op:
         return op
-    word = span.name.split(" ", 1)[0]
+    word = name.split(" ", 1)[0]
     return word if word in OPERATIONS else ""
 
 
