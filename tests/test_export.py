@@ -224,6 +224,53 @@ def test_a_second_export_adds_nothing_and_later_ones_add_exactly_the_new_events(
     assert run_export(out)["events"] == 0
 
 
+MILLION = 1_000_000
+
+
+def test_a_million_events_read_back_whole_and_the_next_run_adds_only_the_new_ones(
+    running_daemon: Daemon, tmp_path: Path
+) -> None:
+    """The issue's scale: 1M events exported, read back by DuckDB and by pyarrow with the
+    same count and per-day totals; a second run adds nothing; after 1,000 more events
+    (and 1,000 of the first sent again) a third adds exactly those 1,000. The events
+    go in chunks, and the expected totals are summed as they are made (the test
+    process never holds the million)."""
+    chunk = 50_000
+    want: Counter[str] = Counter()  # day -> events
+    tokens: Counter[str] = Counter()  # day -> input + output tokens
+    for start in range(0, MILLION, chunk):
+        events = make_events(chunk, start=start)
+        send(running_daemon, events)
+        for event in events:
+            want[day_of(event)] += 1
+            tokens[day_of(event)] += event["tokens"]["input"] + event["tokens"]["output"]
+    expected = {day: (want[day], tokens[day]) for day in want}
+    out = tmp_path / "parquet"
+    reply = run_export(out)
+    assert (reply["run"], reply["events"]) == (1, MILLION)
+    assert duckdb_days(out) == expected
+    assert pyarrow_days(out) == expected
+
+    files = parquet_files(out)
+    again = run_export(out)
+    assert (again["run"], again["events"]) == (None, 0)
+    assert parquet_files(out) == files
+
+    more = make_events(1_000, start=MILLION)
+    send(running_daemon, more)
+    exchange(running_daemon.events_socket, b"".join(
+        json.dumps(event).encode() + b"\n" for event in make_events(1_000)
+    ))  # fmt: skip
+    third = run_export(out)
+    assert (third["run"], third["events"]) == (2, len(more))
+    con = duckdb.connect()
+    [(rows, distinct)] = con.execute(
+        "SELECT count(*), count(DISTINCT id) FROM read_parquet($glob, hive_partitioning = true)",
+        {"glob": f"{out}/**/*.parquet"},
+    ).fetchall()
+    assert rows == distinct == MILLION + len(more)
+
+
 def test_since_and_until_fix_the_window_of_a_directory(
     running_daemon: Daemon, tmp_path: Path
 ) -> None:
