@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -616,6 +618,11 @@ def our_events(settings: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     }
 
 
+def home_prefix() -> str:
+    """What the installed commands start with: the TELEMETRYD_HOME of the test's state."""
+    return f"TELEMETRYD_HOME={shlex.quote(os.environ['TELEMETRYD_HOME'])} "
+
+
 def test_install_merges_and_uninstall_round_trips(private_home: Path) -> None:
     path = settings_file(private_home)
     original = write_settings(path, OTHER_SETTINGS)
@@ -635,7 +642,7 @@ def test_install_merges_and_uninstall_round_trips(private_home: Path) -> None:
         [group] = groups
         [handler] = group["hooks"]
         assert handler["type"] == "command"
-        assert handler["command"] == f"{TELEMETRYCTL} hook claude-code"
+        assert handler["command"] == f"{home_prefix()}{TELEMETRYCTL} hook claude-code"
         assert group.get("matcher") == (
             "*" if event.endswith(("ToolUse", "Failure")) and event != "StopFailure" else None
         )
@@ -831,6 +838,60 @@ def test_the_installed_command_runs_the_hook(private_home: Path, running_daemon:
     assert running_daemon.journal_events()[0]["type"] == "tool_call"
 
 
+@pytest.fixture
+def short_home_with_a_space() -> Iterator[Path]:
+    """A TELEMETRYD_HOME whose path has a space (short: socket paths must fit sun_path)."""
+    home = Path(tempfile.mkdtemp(prefix="td home-", dir="/tmp"))
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def test_the_installed_commands_carry_a_telemetryd_home_claude_code_does_not_have(
+    private_home: Path, daemon_factory: Any, short_home_with_a_space: Path
+) -> None:
+    """A daemon with a TELEMETRYD_HOME of its own (a path with a space, here): the hooks
+    and the status line installed from a shell that sets it reach that daemon from an
+    environment without it, as Claude Code runs them. Without the home in the command,
+    the hook spooled its events in the default place, where no daemon reads them."""
+    home = short_home_with_a_space
+    daemon = daemon_factory(home=home).start()
+    environ = {**os.environ, "TELEMETRYD_HOME": str(home)}
+    result = subprocess.run(
+        [TELEMETRYCTL, "hooks", "install", "claude-code", "--statusline"],
+        env=environ, capture_output=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    settings = json.loads(settings_file(private_home).read_text())
+    command = our_events(settings)["PreToolUse"][0]["hooks"][0]["command"]
+    assert command.startswith("TELEMETRYD_HOME='")
+    claude_env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMETRYD_")}
+    payload = payloads(HOOKS / "PreToolUse.rpd-skill.excerpt-3-5.json")[0]
+    ran = subprocess.run(
+        command, shell=True, input=json.dumps(payload).encode(), env=claude_env,
+        capture_output=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert ran.returncode == 0 and ran.stderr == b"", ran.stderr
+    assert [event["type"] for event in daemon.journal_events()] == ["tool_call"]
+    status = subprocess.run(
+        settings["statusLine"]["command"], shell=True, input=b"{}", env=claude_env,
+        capture_output=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert b"telemetryd down" not in status.stdout, status.stdout
+
+    # Ours all the same: a second install changes nothing, uninstall takes them out.
+    again = subprocess.run(
+        [TELEMETRYCTL, "hooks", "install", "claude-code", "--statusline"],
+        env=environ, capture_output=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert b"nothing to do" in again.stdout, again.stdout + again.stderr
+    removed = subprocess.run(
+        [TELEMETRYCTL, "hooks", "uninstall", "claude-code"],
+        env=environ, capture_output=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert removed.returncode == 0, removed.stderr
+    assert json.loads(settings_file(private_home).read_text()) == {}  # (none before install)
+
+
 # -- hooks install --http ------------------------------------------------------------------------
 
 
@@ -870,7 +931,11 @@ def test_http_install_writes_http_hooks_and_keeps_the_token_private(
         ]
         if event == "SessionStart":  # command hooks only there
             assert ours == [
-                {"type": "command", "command": f"{TELEMETRYCTL} hook claude-code", "timeout": 10}
+                {
+                    "type": "command",
+                    "command": f"{home_prefix()}{TELEMETRYCTL} hook claude-code",
+                    "timeout": 10,
+                }
             ]
         else:
             assert ours == [

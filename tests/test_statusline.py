@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -373,7 +374,14 @@ def write(path: Path, settings: dict[str, Any]) -> str:
     return text
 
 
-OURS = {"type": "command", "command": f"{TELEMETRYCTL} statusline", "padding": 0}
+def ours() -> dict[str, Any]:
+    """Our status line as install writes it (with the test's TELEMETRYD_HOME before it)."""
+    home = shlex.quote(os.environ["TELEMETRYD_HOME"])
+    return {
+        "type": "command",
+        "command": f"TELEMETRYD_HOME={home} {TELEMETRYCTL} statusline",
+        "padding": 0,
+    }
 
 
 def test_install_sets_the_status_line_and_uninstall_takes_it_out(private_home: Path) -> None:
@@ -382,7 +390,7 @@ def test_install_sets_the_status_line_and_uninstall_takes_it_out(private_home: P
     result = ctl("hooks", "install", "claude-code", "--statusline")
     assert result.returncode == 0, result.stderr
     installed = json.loads(path.read_text())
-    assert installed["statusLine"] == OURS
+    assert installed["statusLine"] == ours()
     assert installed["model"] == "opus"
     assert "statusLine" in claude_settings.installed(path)
     assert b"nothing to do" in ctl("hooks", "install", "claude-code", "--statusline").stdout
@@ -410,14 +418,14 @@ def test_an_existing_status_line_is_kept_unless_replaced(private_home: Path) -> 
     )
     assert dry.returncode == 0, dry.stderr
     assert b'-  "statusLine": {' in dry.stdout or b'-    "command": "~/bin/status"' in dry.stdout
-    assert f'+    "command": "{TELEMETRYCTL} statusline"'.encode() in dry.stdout
+    assert f'+    "command": "{ours()["command"]}"'.encode() in dry.stdout
     assert json.loads(path.read_text()) == {"statusLine": theirs}  # nothing written
 
     assert (
         ctl("hooks", "install", "claude-code", "--statusline", "--replace-statusline").returncode
         == 0
     )
-    assert json.loads(path.read_text())["statusLine"] == OURS
+    assert json.loads(path.read_text())["statusLine"] == ours()
     assert ctl("hooks", "uninstall", "claude-code").returncode == 0
     assert "statusLine" not in json.loads(path.read_text())  # ours is gone (theirs was replaced)
     bad = ctl("hooks", "install", "claude-code", "--replace-statusline")

@@ -126,6 +126,11 @@ def _home(environ: dict[str, str] | os._Environ[str]) -> str | None:
     return os.path.abspath(os.path.expanduser(home)) if home else None
 
 
+def home_dir() -> str | None:
+    """``TELEMETRYD_HOME`` as an absolute path, None when it is not set."""
+    return _home(os.environ)
+
+
 def _runtime_from_env(env: dict[str, str] | os._Environ[str]) -> str | None:
     """``$XDG_RUNTIME_DIR/telemetryd`` on Linux when the variable is set.
 

@@ -80,6 +80,7 @@ COMMAND_ONLY_EVENTS = ("SessionStart", "Setup")
 TIMEOUT_S = 10  # Claude Code's own cap on one handler; the hook gives up after ~1 s anyway
 HTTP_PATH = "/v1/hooks/claude-code"  # the daemon's endpoint for http hooks
 TOKEN_ENV = "TELEMETRYD_HTTP_TOKEN"  # the variable the http hooks' header reads
+HOME_ENV = "TELEMETRYD_HOME"  # (paths.ENV_HOME: not imported, this module stays small)
 STATUSLINE_KEY = "statusLine"
 STATUSLINE_MARKER = "statusline"
 
@@ -128,21 +129,33 @@ def telemetryctl_path() -> str:
     return found or "telemetryctl"
 
 
+def _with_home(parts: list[str], home: str | None) -> str:
+    """``parts`` as a shell command, run with ``TELEMETRYD_HOME=home`` when ``home`` is
+    given: Claude Code runs its hooks in its own environment, where a home set only
+    in the installing shell is not (the events would go to the default place)."""
+    joined = shlex.join(parts)
+    return joined if home is None else f"{HOME_ENV}={shlex.quote(home)} {joined}"
+
+
 def command(
-    executable: str | None = None, *, context: bool = False, prompt_text: bool = False
+    executable: str | None = None,
+    *,
+    context: bool = False,
+    prompt_text: bool = False,
+    home: str | None = None,
 ) -> str:
-    """The shell command of our handler."""
+    """The shell command of our handler (``home``: the TELEMETRYD_HOME it runs with)."""
     parts = [executable or telemetryctl_path(), "hook", "claude-code"]
     if context:
         parts.append("--context")
     if prompt_text:
         parts.append("--prompt-text")
-    return shlex.join(parts)
+    return _with_home(parts, home)
 
 
-def statusline_command(executable: str | None = None) -> str:
-    """The shell command of our status line."""
-    return shlex.join([executable or telemetryctl_path(), STATUSLINE_MARKER])
+def statusline_command(executable: str | None = None, home: str | None = None) -> str:
+    """The shell command of our status line (``home``: as :func:`command`'s)."""
+    return _with_home([executable or telemetryctl_path(), STATUSLINE_MARKER], home)
 
 
 def statusline_entry(handler_command: str) -> dict[str, Any]:
@@ -153,12 +166,19 @@ def is_our_statusline(entry: Any) -> bool:
     if not isinstance(entry, dict) or not isinstance(entry.get("command"), str):
         return False
     try:
-        words = shlex.split(entry["command"])
+        words = _without_variables(shlex.split(entry["command"]))
     except ValueError:
         return False
     return (
         len(words) >= 2 and Path(words[0]).name == "telemetryctl" and words[1] == STATUSLINE_MARKER
     )
+
+
+def _without_variables(words: list[str]) -> list[str]:
+    """A command's words after the variables set before it (``NAME=value``)."""
+    while words and "=" in words[0] and words[0].partition("=")[0].isidentifier():
+        words = words[1:]
+    return words
 
 
 def is_ours(handler: Any) -> bool:
@@ -176,11 +196,9 @@ def _runs_our_hook(command: str) -> bool:
     hook's own options after it, variables set before it (``NAME=value``). A command
     that does more, say a pipe into our hook, is the user's and stays."""
     try:
-        words = shlex.split(command)
+        words = _without_variables(shlex.split(command))
     except ValueError:
         return False
-    while words and words[0].partition("=")[0].isidentifier() and "=" in words[0]:
-        words = words[1:]
     if len(words) < 3 or Path(words[0]).name != "telemetryctl" or words[1:3] != HOOK_WORDS:
         return False
     rest = iter(words[3:])

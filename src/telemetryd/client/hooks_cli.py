@@ -184,7 +184,9 @@ def install(
 
     Other hooks and settings are kept as they are; the file is backed up first.
     Every hook event runs `telemetryctl hook claude-code`, which sends its
-    events to telemetryd (or spools them while the daemon is down).
+    events to telemetryd (or spools them while the daemon is down). A
+    TELEMETRYD_HOME set when you install goes into the commands: Claude Code
+    runs them in its own environment, which may not have it.
 
     With --http, Claude Code posts each payload to the daemon's HTTP listener
     instead (no process per event; nothing is spooled while the daemon is
@@ -218,11 +220,16 @@ def install(
     if replace_statusline and not statusline:
         raise click.UsageError("--replace-statusline goes with --statusline")
     path = _settings_path(user, project, local)
-    handler = claude_settings.command(executable, context=context, prompt_text=prompt_text)
+    from telemetryd import paths
+
+    home = paths.home_dir()  # a TELEMETRYD_HOME set here goes into the commands
+    handler = claude_settings.command(
+        executable, context=context, prompt_text=prompt_text, home=home
+    )
     status = None
     if statusline:
         status = claude_settings.StatusLine(
-            claude_settings.statusline_command(executable), replace=replace_statusline
+            claude_settings.statusline_command(executable, home), replace=replace_statusline
         )
     http = None
     if use_http:
