@@ -76,9 +76,9 @@ OPEN_MESSAGE_S = 6 * 3600
 # The agents whose files of lines only grow: one read again because it grew sends only the
 # events of its new lines (see Importer.imported_sizes)
 APPEND_ONLY = ("claude-code", "codex", "gemini", "copilot")
-# An event time as the daemon reads it (events.Timestamp, not imported: it costs a start)
-# A time the daemon reads (RFC 3339 with an offset), checked by decoding its JSON string:
-# the same parser as ``msgspec.convert(ts, ...)``, without convert's lookup of the type
+# An event time as the daemon reads it (events.Timestamp, not imported: it costs a start),
+# checked by decoding the time as a JSON string: the parser of ``msgspec.convert(ts,
+# ...)``, without convert's lookup of the type at each call
 _TIMES = msgspec.json.Decoder(Annotated[datetime, msgspec.Meta(tz=True)])
 PENDING_TOOLS = 4096  # tool uses per file waiting for their result (Claude Code)
 STATE_VERSION = 1
