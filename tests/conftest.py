@@ -45,6 +45,14 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
+def short_home(prefix: str) -> Iterator[Path]:
+    """Another daemon's TELEMETRYD_HOME: a fresh directory under /tmp (short, as
+    :func:`state_home`'s), removed afterwards; a fixture's body (``yield from``)."""
+    home = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
 @pytest.fixture(autouse=True)
 def state_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Point all telemetryd state at a fresh short directory (socket paths must fit sun_path)."""

@@ -12,10 +12,8 @@ from __future__ import annotations
 import base64
 import http.server
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import zlib
@@ -26,7 +24,7 @@ from typing import Any, ClassVar
 import msgspec
 import pytest
 
-from conftest import Daemon, ctl, exchange
+from conftest import Daemon, ctl, exchange, short_home
 from telemetryd.adapters.otel import export, forwarded, wire
 from telemetryd.client import control
 
@@ -113,9 +111,7 @@ def _rows(daemon: Daemon) -> list[str]:
 
 @pytest.fixture
 def home_b() -> Iterator[Path]:
-    home = Path(tempfile.mkdtemp(prefix="tdb-", dir="/tmp"))
-    yield home
-    shutil.rmtree(home, ignore_errors=True)
+    yield from short_home("tdb-")
 
 
 def _forwarding(

@@ -9,7 +9,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from conftest import TELEMETRYCTL, Daemon, ctl
+from conftest import TELEMETRYCTL, Daemon, ctl, short_home
 from telemetryd import wire
 from telemetryd.adapters import claude_code, claude_settings
 from telemetryd.client import hook, protocol
@@ -840,10 +839,8 @@ def test_the_installed_command_runs_the_hook(private_home: Path, running_daemon:
 
 @pytest.fixture
 def short_home_with_a_space() -> Iterator[Path]:
-    """A TELEMETRYD_HOME whose path has a space (short: socket paths must fit sun_path)."""
-    home = Path(tempfile.mkdtemp(prefix="td home-", dir="/tmp"))
-    yield home
-    shutil.rmtree(home, ignore_errors=True)
+    """A TELEMETRYD_HOME whose path has a space."""
+    yield from short_home("td home-")
 
 
 def test_the_installed_commands_carry_a_telemetryd_home_claude_code_does_not_have(
