@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from conftest import Daemon, connect, ctl, summary
+from conftest import TELEMETRYCTL, Daemon, connect, ctl, summary
 from telemetryd import wire
-from telemetryd.client import control, output
+from telemetryd.client import control, importer, output
 from telemetryd.client import query as query_client
 from telemetryd.errors import DaemonBusy
 from telemetryd.store import queries as daemon_query
@@ -222,6 +223,24 @@ def test_clients_say_busy_not_down_when_refused_for_load(tmp_path: Path) -> None
         assert b"reading the database file" not in queried.stderr
 
 
+def test_a_status_line_and_a_copilot_import_say_busy_not_down(state_home: Path) -> None:
+    """A busy daemon (DaemonBusy is a DaemonUnavailable too): the status line said
+    "telemetryd down", and the Copilot import counted the sessions' shutdown totals as if
+    the store held none of their model calls, which could count them twice."""
+    refusal = b'{"error":"too_many_connections","message":"over the limit of 64"}\n'
+    run = state_home / "run"
+    run.mkdir(mode=0o700)
+    with FakeDaemon(run, lambda conn: conn.sendall(refusal), name="control.sock"):
+        line = subprocess.run(
+            [TELEMETRYCTL, "statusline", "--no-record"],
+            input=b"{}", capture_output=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert line.returncode == 0 and line.stdout == b"telemetryd busy\n", line
+        with pytest.raises(DaemonBusy, match="Copilot model calls"):
+            importer.stored_model_calls(["a-session"], str(run / "events.sock"))
+    assert importer.stored_model_calls(["a-session"], str(run / "events.sock")) == {}  # none
+
+
 # -- finding 10: replies and limits ----------------------------------------------------
 
 
@@ -331,8 +350,10 @@ def test_negative_timeout_is_a_usage_error() -> None:
 class FakeDaemon:
     """A control socket that answers every connection with ``serve(conn)``."""
 
-    def __init__(self, tmp: Path, serve: Callable[[socket.socket], None]) -> None:
-        self.path = str(tmp / "fake.sock")
+    def __init__(
+        self, tmp: Path, serve: Callable[[socket.socket], None], name: str = "fake.sock"
+    ) -> None:
+        self.path = str(tmp / name)
         self.serve = serve
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(self.path)

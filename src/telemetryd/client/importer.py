@@ -1298,6 +1298,11 @@ def stored_model_calls(sessions: list[str], socket_path: str | None) -> dict[str
         rows, _, _ = fetch.query(
             _STORED_CALLS, {"spans": genai.COPILOT, "sessions": sessions}, control
         )
+    except DaemonBusy as busy:  # (a DaemonUnavailable too)
+        raise DaemonBusy(
+            f"{busy}: could not ask it which Copilot model calls it holds already (without "
+            "that, the sessions' shutdown totals could count them twice); import again later"
+        ) from None
     except DaemonUnavailable:
         return {}
     calls: dict[str, list[float]] = {}

@@ -202,10 +202,10 @@ def fetch_totals(session: str | None, now: float, timeout: float) -> dict[str, A
     try:
         with Control(protocol.control_socket(), timeout) as control:
             reply = control.totals(session, timeout, since=_rfc3339(local_midnight(now)))
+    except DaemonBusy:  # (a DaemonUnavailable too: first)
+        return "telemetryd busy"
     except DaemonUnavailable:
         return "telemetryd down"
-    except DaemonBusy:
-        return "telemetryd busy"
     except TelemetryError:
         return "telemetryd error"
     return dict(reply)
