@@ -276,13 +276,14 @@ async def test_a_querys_load_ends_at_its_deadline_and_the_answer_says_what_it_le
     lines = [custom(n) for n in range(300)]
     written = segment(journal, 1)
     append(written, b"".join(lines))
-    database = str(tmp_path / "big-batches.duckdb")
-    service = StoreService(str(journal), lambda: Store(database, batch_bytes=1 << 20), database)
+    database = str(tmp_path / "small-batches.duckdb")
+    # (batches that do not grow past 1,000 bytes: some 60 of them take more than 50 ms)
+    service = StoreService(str(journal), lambda: Store(database, batch_bytes=1000), database)
     await service.open()
     try:
         assert await service.refresh(until=time.monotonic() - 1) == 0
         loaded = await service.refresh(until=time.monotonic() + 0.05)
-        assert 0 < loaded < 300  # (some 60 batches of 1,000 bytes: more than 50 ms)
+        assert 0 < loaded < 300
         assert sorted(stored_ids(service.store)) == [f"ev-{n:07d}" for n in range(loaded)]
         left = sum(map(len, lines[loaded:]))
         warning = await service.behind((str(written), written.stat().st_size))
@@ -329,6 +330,48 @@ def packed(lines: list[bytes], batch_bytes: int) -> int:
             count, size = count + 1, 0
         size += len(data)
     return count + bool(size)
+
+
+def batch_ends(lines: list[bytes], first: int, most: int) -> list[int]:
+    """The lines stored after each batch of a load of ``lines`` (one segment) whose first
+    batch holds ``first`` bytes at most, each next one twice the last (when the last was
+    at least half full) up to ``most``: whole lines, as many as fit."""
+    ends: list[int] = []
+    limit, size = first, 0
+    for count, data in enumerate(lines):
+        if size and size + len(data) > limit:
+            ends.append(count)
+            if size >= limit // 2:
+                limit = min(most, limit * 2)
+            size = 0
+        size += len(data)
+    return [*ends, len(lines)]
+
+
+def test_a_growing_load_doubles_its_batches_up_to_the_stores_own_size(
+    tmp_path: Path, journal: Path
+) -> None:
+    """A query's load starts small and doubles its batches (many small ones cost about
+    their own work each again: a query after a big import took three times as long);
+    the store's own size holds again after it."""
+    lines = [custom(n) for n in range(300)]
+    append(segment(journal, 1), b"".join(lines))
+    batches: list[int] = []
+
+    def count() -> bool:
+        batches.append(len(stored_ids(store)))
+        return False
+
+    own = 8000
+    with Store(str(tmp_path / "s.duckdb"), batch_bytes=own) as store:
+        assert store.materialize(str(journal), count, 1000, growing=True) == 300
+        assert batches == batch_ends(lines, 1000, own)
+        assert len(batches) < len(batch_ends(lines, 1000, 1000)) / 2
+        more = [custom(n) for n in range(300, 400)]
+        append(segment(journal, 2), b"".join(more))
+        batches.clear()
+        assert store.materialize(str(journal), count) == 100
+        assert batches == [300 + end for end in batch_ends(more, own, own)]
 
 
 @pytest.mark.asyncio

@@ -392,6 +392,8 @@ class Store:
         self.salvaged: list[dict[str, Any]] = []  # damaged segments met by this process
         self._limit = batch_bytes  # the batch size now
         self._good_batches = 0
+        self._grow_after = _GROW_AFTER  # good batches before the size doubles (materialize)
+        self._ran_short = False  # memory ran short in the last run (materialize)
         self._lock = threading.Lock()
         # Left by a crash; nobody else can be using this database. Private: only
         # this process (and DuckDB, for reading) opens what is in it.
@@ -523,6 +525,7 @@ class Store:
         journal_dir: str,
         stop: Callable[[], bool] | None = None,
         batch_bytes: int | None = None,
+        growing: bool = False,
     ) -> int:
         """Load every complete journal line not loaded yet; return the new events stored
         (duplicates of stored ids do not count). Raises TelemetryError when the store
@@ -531,21 +534,28 @@ class Store:
 
         ``stop`` is asked after each batch committed: when it says so, loading ends
         there, and the rest waits for the next run (:attr:`caught_up` is then False).
-        ``batch_bytes`` caps this run's batches (a query's load, which stops in time:
-        smaller batches load slower, but one takes a fraction of a second)."""
+        ``batch_bytes`` caps this run's batches; ``growing``: only its first one, each
+        next one twice the last, up to the store's own size (a query's load, which
+        stops in time: a small batch takes a fraction of a second, but each costs about
+        as much again in its own work, so that many small ones made a load of a few
+        hundred thousand events take three times as long)."""
         with self._lock:
             if self.needs_rebuild:
                 raise TelemetryError(f"{self.path}: store schema differs; rebuild it first")
             self._stop = stop
             limit = self._limit
             capped = min(limit, batch_bytes or limit)
-            self._limit = self._most = capped  # (nor do its batches grow past it)
+            self._limit = capped
+            self._most = limit if growing else capped  # (how far its batches may grow)
+            self._grow_after = 1 if growing else _GROW_AFTER
+            self._ran_short = False
             try:
                 return self._materialize(journal_dir)
             finally:
                 self._stop = None
                 self._most = self.batch_bytes
-                if self._limit >= capped:  # (else memory ran short: keep the smaller size)
+                self._grow_after = _GROW_AFTER
+                if not self._ran_short:  # (else keep the smaller size memory allowed)
                     self._limit = limit
 
     def rebuild(self, journal_dir: str) -> int:
@@ -591,6 +601,7 @@ class Store:
                     raise
                 self._limit = max(MIN_BATCH_BYTES, self._limit // 2)
                 self._good_batches = 0
+                self._ran_short = True
                 log.warning(
                     "loading ran out of DuckDB memory (%s); going on with batches of %d bytes",
                     str(exc).splitlines()[0],
@@ -813,7 +824,7 @@ class Store:
         loaded[0] += count
         if batch.size >= self._limit // 2 and self._limit < self._most:
             self._good_batches += 1
-            if self._good_batches >= _GROW_AFTER:
+            if self._good_batches >= self._grow_after:
                 self._limit = min(self._most, self._limit * 2)
                 self._good_batches = 0
         batch.reset()

@@ -39,9 +39,9 @@ from telemetryd.store.sandbox import harden
 
 log = logging.getLogger(__name__)
 
-# A query's own load (StoreService.refresh with ``until``) goes in batches of at most
-# this many bytes of journal: each takes a fraction of a second where the machine is not
-# saturated, so it stops in time.
+# A query's own load (StoreService.refresh with ``until``) starts with a batch of this
+# many bytes of journal, a fraction of a second where the machine is not saturated, and
+# doubles it after each one (Store.materialize's ``growing``), so it stops in time.
 QUERY_BATCH_BYTES = 4 * 1024 * 1024
 
 OPEN_WAIT = 10.0  # seconds a request waits for the store to open
@@ -110,16 +110,16 @@ def _unreadable(exc: duckdb.Error) -> bool:
 
 
 def _deadline(until: float) -> Callable[[], bool]:
-    """A load's ``stop`` for a query's deadline ``until``: stop once another batch, as
-    long as the last one took, would end past it (a batch cannot be interrupted, and on a
-    busy machine one takes seconds)."""
+    """A load's ``stop`` for a query's deadline ``until``: stop once another batch, twice
+    as long as the last one took (it may be twice as big), would end past it (a batch
+    cannot be interrupted, and on a busy machine one takes seconds)."""
     last = time.monotonic()
 
     def stop() -> bool:
         nonlocal last
         now = time.monotonic()
         took, last = now - last, now
-        return now + took >= until
+        return now + 2 * took >= until
 
     return stop
 
@@ -182,10 +182,10 @@ class StoreService:
         A query's load has ``until`` (a ``time.monotonic()``): it waits for its turn and
         loads batches only until then, so that a store far behind its journal (after a
         flood, during a rebuild) still answers within the query's timeout, with what it
-        holds (:meth:`behind` says what the answer leaves out); its batches are small
-        (:data:`QUERY_BATCH_BYTES`). A ``yielding`` load (the daemon's timed one) stops
-        after the batch it is loading once a query has waited for its turn;
-        :attr:`caught_up` tells whether the last load got to the end."""
+        holds (:meth:`behind` says what the answer leaves out); its first batch is small
+        (:data:`QUERY_BATCH_BYTES`), each next one twice the last. A ``yielding`` load
+        (the daemon's timed one) stops after the batch it is loading once a query has
+        waited for its turn; :attr:`caught_up` tells whether the last load got to the end."""
         store = await self.wait_open()
         if until is None:
             async with self._lock:
@@ -210,7 +210,7 @@ class StoreService:
         try:
             if time.monotonic() >= until:  # (its turn came too late to load anything)
                 return 0
-            return await self._load(store, _deadline(until), QUERY_BATCH_BYTES)
+            return await self._load(store, _deadline(until), QUERY_BATCH_BYTES, growing=True)
         finally:
             self._lock.release()
 
@@ -219,12 +219,16 @@ class StoreService:
         return self._query_came or self._queries_waiting > 0
 
     async def _load(
-        self, store: Store, stop: Callable[[], bool] | None, batch_bytes: int | None = None
+        self,
+        store: Store,
+        stop: Callable[[], bool] | None,
+        batch_bytes: int | None = None,
+        growing: bool = False,
     ) -> int:
         self.activity = "loading has not caught up yet"
         try:
             count = await anyio.to_thread.run_sync(
-                store.materialize, self.journal_dir, stop, batch_bytes
+                store.materialize, self.journal_dir, stop, batch_bytes, growing
             )
         except Exception as exc:  # DuckDB errors, disk full: report, keep serving
             self.failure = f"{type(exc).__name__}: {exc}"
