@@ -31,6 +31,7 @@ from telemetryd import config, errorclass
 from telemetryd import events as ev
 from telemetryd.daemon.journal import list_segments
 from telemetryd.daemon.segments import CLOSED_MODE
+from telemetryd.store import database as database_module
 from telemetryd.store import service as service_module
 from telemetryd.store.database import ROW_GROUP_ROWS, SCHEMA_VERSION, Store, batch_bytes_for
 from telemetryd.store.sandbox import harden
@@ -332,20 +333,42 @@ def packed(lines: list[bytes], batch_bytes: int) -> int:
     return count + bool(size)
 
 
-def batch_ends(lines: list[bytes], first: int, most: int) -> list[int]:
+def batch_ends(lines: list[bytes], first: int, most: int, after: int = 1) -> list[int]:
     """The lines stored after each batch of a load of ``lines`` (one segment) whose first
-    batch holds ``first`` bytes at most, each next one twice the last (when the last was
-    at least half full) up to ``most``: whole lines, as many as fit."""
+    batch holds ``first`` bytes at most, doubling after every ``after`` batches that
+    were at least half full, up to ``most``: whole lines, as many as fit."""
     ends: list[int] = []
-    limit, size = first, 0
+    limit, size, good = first, 0, 0
     for count, data in enumerate(lines):
         if size and size + len(data) > limit:
             ends.append(count)
-            if size >= limit // 2:
-                limit = min(most, limit * 2)
+            if size >= limit // 2 and limit < most:
+                good += 1
+                if good >= after:
+                    limit, good = min(most, limit * 2), 0
             size = 0
         size += len(data)
     return [*ends, len(lines)]
+
+
+def test_batches_halved_when_memory_ran_short_grow_back_in_the_next_run(
+    tmp_path: Path, journal: Path
+) -> None:
+    """A store whose batches were halved (memory ran short in an earlier run) doubles
+    them again after 16 good ones, up to its own size, in the runs that follow."""
+    lines = [custom(n) for n in range(600)]
+    append(segment(journal, 1), b"".join(lines))
+    batches: list[int] = []
+
+    def count() -> bool:
+        batches.append(len(stored_ids(store)))
+        return False
+
+    with Store(str(tmp_path / "s.duckdb"), batch_bytes=4000) as store:
+        store._limit = 1000  # (as halvings after running short left it)
+        assert store.materialize(str(journal), count) == 600
+        assert batches == batch_ends(lines, 1000, 4000, after=database_module._GROW_AFTER)
+        assert store.stats()["batch_bytes"] == 4000
 
 
 def test_a_growing_load_doubles_its_batches_up_to_the_stores_own_size(

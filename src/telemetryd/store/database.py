@@ -382,7 +382,7 @@ class Store:
         self.path = path
         self.pricer = pricer or Pricer()
         self.batch_bytes = batch_bytes  # the size batches return to after running short
-        self._most = batch_bytes  # ... and grow to: a capped run's cap (materialize)
+        self._most = batch_bytes  # ... and grow back to (a run's own: materialize)
         self.last_materialized: float | None = None  # Unix time the last run finished
         self.caught_up = True  # whether the last run loaded everything (not stopped)
         self._stop: Callable[[], bool] | None = None  # the running load's (materialize)
@@ -546,7 +546,13 @@ class Store:
             limit = self._limit
             capped = min(limit, batch_bytes or limit)
             self._limit = capped
-            self._most = limit if growing else capped  # (how far its batches may grow)
+            # How far its batches may grow: a plain run's, back to the store's own size
+            # after memory ran short (_GROW_AFTER); a capped one's, to its cap, or while
+            # ``growing`` to the size the store had.
+            if batch_bytes is None:
+                self._most = self.batch_bytes
+            else:
+                self._most = limit if growing else capped
             self._grow_after = 1 if growing else _GROW_AFTER
             self._ran_short = False
             try:
@@ -555,7 +561,8 @@ class Store:
                 self._stop = None
                 self._most = self.batch_bytes
                 self._grow_after = _GROW_AFTER
-                if not self._ran_short:  # (else keep the smaller size memory allowed)
+                if batch_bytes is not None and not self._ran_short:
+                    # a capped run's sizes were its own (memory running short is not)
                     self._limit = limit
 
     def rebuild(self, journal_dir: str) -> int:
