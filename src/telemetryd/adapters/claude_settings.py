@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from telemetryd.errors import TelemetryError
+from telemetryd.paths import ENV_HOME
 
 # Our handler's command: telemetryctl, these words, then only the hook's own options.
 HOOK_WORDS = ["hook", "claude-code"]
@@ -80,7 +81,6 @@ COMMAND_ONLY_EVENTS = ("SessionStart", "Setup")
 TIMEOUT_S = 10  # Claude Code's own cap on one handler; the hook gives up after ~1 s anyway
 HTTP_PATH = "/v1/hooks/claude-code"  # the daemon's endpoint for http hooks
 TOKEN_ENV = "TELEMETRYD_HTTP_TOKEN"  # the variable the http hooks' header reads
-HOME_ENV = "TELEMETRYD_HOME"  # (paths.ENV_HOME: not imported, this module stays small)
 STATUSLINE_KEY = "statusLine"
 STATUSLINE_MARKER = "statusline"
 
@@ -134,7 +134,7 @@ def _with_home(parts: list[str], home: str | None) -> str:
     given: Claude Code runs its hooks in its own environment, where a home set only
     in the installing shell is not (the events would go to the default place)."""
     joined = shlex.join(parts)
-    return joined if home is None else f"{HOME_ENV}={shlex.quote(home)} {joined}"
+    return joined if home is None else f"{ENV_HOME}={shlex.quote(home)} {joined}"
 
 
 def command(
