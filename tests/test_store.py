@@ -333,16 +333,21 @@ def packed(lines: list[bytes], batch_bytes: int) -> int:
     return count + bool(size)
 
 
-def batch_ends(lines: list[bytes], first: int, most: int, after: int = 1) -> list[int]:
+def batch_ends(
+    lines: list[bytes], first: int, most: int, after: int = 1, *, paced: bool = False
+) -> list[int]:
     """The lines stored after each batch of a load of ``lines`` (one segment) whose first
     batch holds ``first`` bytes at most, doubling after every ``after`` batches that
-    were at least half full, up to ``most``: whole lines, as many as fit."""
+    were at least half full (``paced``: at once), up to ``most``: whole lines, as many as
+    fit."""
     ends: list[int] = []
     limit, size, good = first, 0, 0
     for count, data in enumerate(lines):
         if size and size + len(data) > limit:
             ends.append(count)
-            if size >= limit // 2 and limit < most:
+            if paced:
+                limit = most
+            elif size >= limit // 2 and limit < most:
                 good += 1
                 if good >= after:
                     limit, good = min(most, limit * 2), 0
@@ -371,12 +376,13 @@ def test_batches_halved_when_memory_ran_short_grow_back_in_the_next_run(
         assert store.stats()["batch_bytes"] == 4000
 
 
-def test_a_growing_load_doubles_its_batches_up_to_the_stores_own_size(
+def test_a_querys_load_paces_its_batches_up_to_the_stores_own_size(
     tmp_path: Path, journal: Path
 ) -> None:
-    """A query's load starts small and doubles its batches (many small ones cost about
-    their own work each again: a query after a big import took three times as long);
-    the store's own size holds again after it."""
+    """A query's load starts small, then loads as much at a time as its pace lets it end
+    before its deadline, up to the size the store had (every batch costs some work of its
+    own: after a big import, a query's load doubling its batches from 4 MB took twice as
+    long as one batch); the store's own size holds again after it."""
     lines = [custom(n) for n in range(300)]
     append(segment(journal, 1), b"".join(lines))
     batches: list[int] = []
@@ -387,14 +393,31 @@ def test_a_growing_load_doubles_its_batches_up_to_the_stores_own_size(
 
     own = 8000
     with Store(str(tmp_path / "s.duckdb"), batch_bytes=own) as store:
-        assert store.materialize(str(journal), count, 1000, growing=True) == 300
-        assert batches == batch_ends(lines, 1000, own)
-        assert len(batches) < len(batch_ends(lines, 1000, 1000)) / 2
+        until = time.monotonic() + 3600
+        assert store.materialize(str(journal), count, 1000, until=until) == 300
+        assert batches == batch_ends(lines, 1000, own, paced=True)
+        assert len(batches) < len(batch_ends(lines, 1000, own))  # (fewer than doubling)
         more = [custom(n) for n in range(300, 400)]
         append(segment(journal, 2), b"".join(more))
         batches.clear()
         assert store.materialize(str(journal), count) == 100
         assert batches == [300 + end for end in batch_ends(more, own, own)]
+
+
+def test_a_querys_next_batch_is_what_its_pace_loads_in_half_the_time_left() -> None:
+    """A batch cannot be interrupted (on a busy machine one took 5-11 s): the next batch
+    of a query's load is what the last one's pace loads in half the time left, from the
+    load's first size to the store's; the load stops when another batch as long as the
+    last would not end in time with as much again to spare."""
+    mb = 1 << 20
+    assert database_module.paced(4 * mb, 0.1, 1.0, 4 * mb, 160 * mb) == 20 * mb
+    assert database_module.paced(20 * mb, 0.5, 14.0, 4 * mb, 160 * mb) == 160 * mb
+    assert database_module.paced(4 * mb, 0.1, 0.2, 4 * mb, 160 * mb) == 4 * mb
+    # (a small batch, a segment's end: its pace is mostly a commit's own cost)
+    assert database_module.paced(mb // 16, 0.05, 1.0, 4 * mb, 160 * mb) == 4 * mb
+    assert database_module.paced(4 * mb, 0.1, 0.19, 4 * mb, 160 * mb) == 0
+    assert database_module.paced(4 * mb, 0.0, 0.0, 4 * mb, 160 * mb) == 0
+    assert database_module.paced(4 * mb, 0.5, -1.0, 4 * mb, 160 * mb) == 0
 
 
 @pytest.mark.asyncio
@@ -1525,13 +1548,3 @@ async def test_the_warning_says_a_rebuild_holds_the_store(tmp_path: Path, journa
         assert await service.behind((str(written), written.stat().st_size)) is None
     finally:
         service.close()
-
-
-def test_a_querys_load_starts_no_batch_it_cannot_end_in_time() -> None:
-    """A batch cannot be interrupted: after each one, a query's load stops when another
-    as long would end past its deadline (on a busy machine one took 5-11 s)."""
-    stop = service_module._deadline(time.monotonic() + 1.0)
-    time.sleep(0.1)
-    assert not stop()  # (0.1 s in, a 0.1 s batch: another ends at 0.2 s)
-    time.sleep(0.6)
-    assert stop()  # (0.7 s in, a 0.6 s batch: another would end at 1.3 s)

@@ -40,8 +40,8 @@ from telemetryd.store.sandbox import harden
 log = logging.getLogger(__name__)
 
 # A query's own load (StoreService.refresh with ``until``) starts with a batch of this
-# many bytes of journal, a fraction of a second where the machine is not saturated, and
-# doubles it after each one (Store.materialize's ``growing``), so it stops in time.
+# many bytes of journal, a fraction of a second where the machine is not saturated; the
+# next ones are as big as its pace lets them end in time (Store.materialize's ``until``).
 QUERY_BATCH_BYTES = 4 * 1024 * 1024
 
 OPEN_WAIT = 10.0  # seconds a request waits for the store to open
@@ -109,21 +109,6 @@ def _unreadable(exc: duckdb.Error) -> bool:
     return any(marker in message for marker in _DAMAGED)
 
 
-def _deadline(until: float) -> Callable[[], bool]:
-    """A load's ``stop`` for a query's deadline ``until``: stop once another batch, twice
-    as long as the last one took (it may be twice as big), would end past it (a batch
-    cannot be interrupted, and on a busy machine one takes seconds)."""
-    last = time.monotonic()
-
-    def stop() -> bool:
-        nonlocal last
-        now = time.monotonic()
-        took, last = now - last, now
-        return now + 2 * took >= until
-
-    return stop
-
-
 class StoreService:
     """One worker's store: opened once, then loaded, queried, rebuilt and trimmed."""
 
@@ -183,7 +168,8 @@ class StoreService:
         loads batches only until then, so that a store far behind its journal (after a
         flood, during a rebuild) still answers within the query's timeout, with what it
         holds (:meth:`behind` says what the answer leaves out); its first batch is small
-        (:data:`QUERY_BATCH_BYTES`), each next one twice the last. A ``yielding`` load
+        (:data:`QUERY_BATCH_BYTES`), the next ones as big as its pace lets them end in
+        time (:func:`telemetryd.store.database.paced`). A ``yielding`` load
         (the daemon's timed one) stops after the batch it is loading once a query has
         waited for its turn; :attr:`caught_up` tells whether the last load got to the end."""
         store = await self.wait_open()
@@ -210,7 +196,7 @@ class StoreService:
         try:
             if time.monotonic() >= until:  # (its turn came too late to load anything)
                 return 0
-            return await self._load(store, _deadline(until), QUERY_BATCH_BYTES, growing=True)
+            return await self._load(store, None, QUERY_BATCH_BYTES, until)
         finally:
             self._lock.release()
 
@@ -223,12 +209,12 @@ class StoreService:
         store: Store,
         stop: Callable[[], bool] | None,
         batch_bytes: int | None = None,
-        growing: bool = False,
+        until: float | None = None,
     ) -> int:
         self.activity = "loading has not caught up yet"
         try:
             count = await anyio.to_thread.run_sync(
-                store.materialize, self.journal_dir, stop, batch_bytes, growing
+                store.materialize, self.journal_dir, stop, batch_bytes, until
             )
         except Exception as exc:  # DuckDB errors, disk full: report, keep serving
             self.failure = f"{type(exc).__name__}: {exc}"
