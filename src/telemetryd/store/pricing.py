@@ -92,8 +92,12 @@ _RATES_TABLE = (
     + ")"
 )
 _RATE_WIDTH = 7 + len(KINDS) * (1 + 2 * MAX_TIERS)
-_ROW = f"({', '.join(['?'] * _RATE_WIDTH)})"
-_INSERT_ROWS = 200  # rows per INSERT (one statement costs less than executemany's many)
+# The rows as one list per column, side by side: one statement, and about ten times
+# faster than the same rows as VALUES of placeholders (a load of 155,000 requests over
+# 241 days spent 0.1 s of its 0.55 s inserting their rates so).
+_INSERT_RATES = "INSERT INTO price_rates SELECT " + ", ".join(
+    f"unnest($c{n})" for n in range(_RATE_WIDTH)
+)
 
 
 def _rate_sql(kind: str) -> str:
@@ -198,12 +202,8 @@ def price(
         return
     con.execute(_RATES_TABLE)
     try:
-        for first_row in range(0, len(rows), _INSERT_ROWS):
-            chunk = rows[first_row : first_row + _INSERT_ROWS]
-            values = ", ".join([_ROW] * len(chunk))
-            con.execute(
-                f"INSERT INTO price_rates VALUES {values}", [v for row in chunk for v in row]
-            )
+        columns = zip(*rows, strict=True)
+        con.execute(_INSERT_RATES, {f"c{n}": list(column) for n, column in enumerate(columns)})
         con.execute(_PRICE, params)
     finally:
         con.execute("DROP TABLE IF EXISTS price_rates")
