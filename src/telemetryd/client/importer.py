@@ -1709,15 +1709,22 @@ def _run(
             sized += [(path, part, DB_BYTES) for part in parts] if parts else [(path, None, size)]
         units = import_pool.units(sized)
     if agent == "copilot" and not all(agent_files.is_copilot_otel(p) for p in todo):
-        # Sessions' events to read: the model calls of every export, read or not this time
+        from concurrent.futures import ThreadPoolExecutor
+
+        # Sessions' events to read: the model calls of every export, read or not this
+        # time, and those the store holds (asked meanwhile: the daemon may have to start
+        # its store worker to answer, a few tenths of a second the readers would wait)
         exports = [p for p in files if agent_files.is_copilot_otel(p)]
-        if len(units) > 1:
-            importer.model_calls = pool.copilot_calls(exports)
-        else:
-            importer.copilot_calls(exports)
         sessions = sorted({p.parent.name for p in todo if not agent_files.is_copilot_otel(p)})
-        for session, times in stored_model_calls(sessions, socket_path).items():
-            importer.model_calls[session] = sorted(importer.model_calls.get(session, []) + times)
+        with ThreadPoolExecutor(1, thread_name_prefix="stored-calls") as asking:
+            stored = asking.submit(stored_model_calls, sessions, socket_path)
+            if len(units) > 1:
+                importer.model_calls = pool.copilot_calls(exports)
+            else:
+                importer.copilot_calls(exports)
+            for session, times in stored.result().items():
+                calls = importer.model_calls.get(session, [])
+                importer.model_calls[session] = sorted(calls + times)
     try:
         if len(units) > 1:
             failed = pool.read(importer, units, sink, progress)
