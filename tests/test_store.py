@@ -743,6 +743,27 @@ def test_out_of_memory_halves_the_batches_and_never_loses_progress(
         assert store.materialize(str(journal)) == 1
 
 
+def test_a_querys_load_that_ran_short_of_memory_paces_no_bigger_than_what_fit(
+    tmp_path: Path, journal: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A query's paced batches grow to the store's own size at once; where a batch that
+    big runs out of memory, it is halved until it fits, and the rest of that load keeps
+    to what fit instead of growing back into the same failure after every batch."""
+    n = 7500  # 112 MB of long strings: at the default memory limit, batches of 32 MB
+    append(segment(journal, 1), b"".join(custom(i) for i in range(100)))
+    append(segment(journal, 2), b"".join(big(i) for i in range(n)))
+    with limited(tmp_path, 256 * 1024 * 1024) as store:
+        with caplog.at_level(logging.WARNING, logger="telemetryd.store.database"):
+            until = time.monotonic() + 3600
+            assert store.materialize(str(journal), None, 1 << 20, until=until) == n + 100
+        # One descent, from 256 MB to the size that fit (32 MB, 16 on a busy machine),
+        # and not one again after each batch that followed it
+        fit = store.stats()["batch_bytes"]
+        halvings = (256 * 1024 * 1024 // fit).bit_length() - 1
+        assert 1 <= caplog.text.count("ran out of DuckDB memory") == halvings
+        assert set(stored_ids(store)) == journal_ids(journal)
+
+
 def test_a_damaged_compressed_segment_keeps_its_good_prefix_and_blocks_nothing(
     tmp_path: Path, journal: Path
 ) -> None:
