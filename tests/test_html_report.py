@@ -449,17 +449,20 @@ def test_the_page_in_chromium(filled: Daemon, browser: Any, tmp_path: Path) -> N
 
 
 def test_since_and_until_keep_their_days(filled: Daemon, tmp_path: Path) -> None:
-    """Without the browser: the page's data (Bokeh's document JSON) for one day."""
-    out = tmp_path / "today.html"
-    made = ctl("report", "--html", str(out), "-z", "UTC", "--since", TODAY, "--until", TODAY)
+    """Without the browser: the page's data (Bokeh's document JSON) for one day, the
+    day of the requests (an hour ago: yesterday in the first hour of a UTC day)."""
+    day = (NOW - timedelta(hours=1)).date().isoformat()
+    out = tmp_path / "one-day.html"
+    made = ctl("report", "--html", str(out), "-z", "UTC", "--since", day, "--until", day)
     assert made.returncode == 0, made.stderr.decode()
-    daily = run_json("report", "daily", "--json", "-z", "UTC", "--since", TODAY, "--until", TODAY)
-    assert [r["date"] for r in daily["daily"]] == [TODAY]
+    daily = run_json("report", "daily", "--json", "-z", "UTC", "--since", day, "--until", day)
+    assert [r["date"] for r in daily["daily"]] == [day]
     sources = page_sources(out.read_text())
-    assert sources["cost-per-day-source"]["day"] == [TODAY]
+    assert sources["cost-per-day-source"]["day"] == [day]
     assert sources["cost-per-day-source"]["total"] == [daily["daily"][0]["totalCost"]]
-    assert set(sources["error-heatmap-source"]["day"]) == {TODAY}
-    assert "tool_reliability(days := 1)" in out.read_text()
+    assert set(sources["error-heatmap-source"]["day"]) == {day}
+    # (the macros' days: from now back to the day's midnight, rounded up)
+    assert f"tool_reliability(days := {1 if day == TODAY else 2})" in out.read_text()
 
 
 def test_another_time_zone_moves_the_days(filled: Daemon, tmp_path: Path) -> None:
