@@ -16,7 +16,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -297,16 +297,24 @@ async def test_a_querys_load_ends_at_its_deadline_and_the_answer_says_what_it_le
         service.close()
 
 
-def test_a_loads_own_batch_size_holds_for_that_load_only(tmp_path: Path, journal: Path) -> None:
-    lines = [custom(n) for n in range(300)]
-    append(segment(journal, 1), b"".join(lines))
-    batches = []
+def counting(store: Store, batches: list[int]) -> Callable[[], bool]:
+    """A load's ``stop`` that never stops it: puts the events ``store`` holds after each
+    batch onto ``batches``."""
 
     def count() -> bool:
         batches.append(len(stored_ids(store)))
         return False
 
+    return count
+
+
+def test_a_loads_own_batch_size_holds_for_that_load_only(tmp_path: Path, journal: Path) -> None:
+    lines = [custom(n) for n in range(300)]
+    append(segment(journal, 1), b"".join(lines))
+    batches: list[int] = []
+
     with Store(str(tmp_path / "s.duckdb"), batch_bytes=1 << 20) as store:
+        count = counting(store, batches)
         assert store.materialize(str(journal), lambda: True, 1000) == first_batch(lines, 1000)
         assert store.materialize(str(journal), count) == 300 - first_batch(lines, 1000)
         assert batches == [300]  # (the rest in one batch of the store's own size)
@@ -365,11 +373,8 @@ def test_batches_halved_when_memory_ran_short_grow_back_in_the_next_run(
     append(segment(journal, 1), b"".join(lines))
     batches: list[int] = []
 
-    def count() -> bool:
-        batches.append(len(stored_ids(store)))
-        return False
-
     with Store(str(tmp_path / "s.duckdb"), batch_bytes=4000) as store:
+        count = counting(store, batches)
         store._limit = 1000  # (as halvings after running short left it)
         assert store.materialize(str(journal), count) == 600
         assert batches == batch_ends(lines, 1000, 4000, after=database_module._GROW_AFTER)
@@ -387,12 +392,9 @@ def test_a_querys_load_paces_its_batches_up_to_the_stores_own_size(
     append(segment(journal, 1), b"".join(lines))
     batches: list[int] = []
 
-    def count() -> bool:
-        batches.append(len(stored_ids(store)))
-        return False
-
     own = 8000
     with Store(str(tmp_path / "s.duckdb"), batch_bytes=own) as store:
+        count = counting(store, batches)
         until = time.monotonic() + 3600
         assert store.materialize(str(journal), count, 1000, until=until) == 300
         assert batches == batch_ends(lines, 1000, own, paced=True)
