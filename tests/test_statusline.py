@@ -21,6 +21,7 @@ from conftest import TELEMETRYCTL, Daemon, ctl, exchange, summary
 from telemetryd.adapters import claude_settings
 from telemetryd.client import statusline
 from telemetryd.daemon.totals import Totals
+from test_output_format import half_up
 
 FORBIDDEN = ("msgspec", "click", "duckdb", "asyncio", "anyio", "re", "json")
 HOUR = 3600.0
@@ -223,17 +224,17 @@ def test_the_line_from_the_daemons_totals(running_daemon: Daemon, zone: str) -> 
     context = 100 * (1200 + 4000 + 60_000) / 200_000
     parts = text.split(" | ")
     assert parts[0] == "Opus 4.1"
-    assert parts[1] == f"session ${cost(mine):,.2f}"  # stdin has no cost: the daemon's
-    assert parts[2] == f"today ${cost(today):,.2f}{unknown}"
+    assert parts[1] == f"session ${half_up(cost(mine), 2)}"  # stdin has no cost: the daemon's
+    assert parts[2] == f"today ${half_up(cost(today), 2)}{unknown}"
     window = re.fullmatch(r"5h (\$[\d,.]+(?:\+\?)?) \((\d+)h(\d\d)m left\)", parts[3])
     assert window, parts[3]
-    assert window[1] == f"${cost(found):,.2f}" + (
+    assert window[1] == f"${half_up(cost(found), 2)}" + (
         "+?" if any("cost_usd" not in e for e in found) else ""
     )
     left = int(window[2]) * 60 + int(window[3])
     assert (start + WINDOW - after) // 60 <= left <= (start + WINDOW - now) // 60
-    assert parts[4] == f"${rate:,.2f}/h"
-    assert parts[5] == f"ctx {context:.0f}%"
+    assert parts[4] == f"${half_up(rate, 2)}/h"
+    assert parts[5] == f"ctx {half_up(context, 0)}%"
     assert parts[6] == "limit 5h 23% 7d 41%"
     assert len(parts) == 7
 

@@ -19,6 +19,23 @@ if TYPE_CHECKING:
 FORMATS = ("table", "csv", "tsv", "json", "ndjson", "markdown")
 
 
+def fixed(value: float, digits: int) -> str:
+    """``value`` with ``digits`` decimals (and thousands separators), a half rounded
+    away from zero, as people round and as ccusage's figures (JavaScript's ``toFixed``)
+    do: $0.125 is $0.13, 12.5% is 13% (Python's format rounds half to even: $0.12, 12%).
+    Exact: the float's own value is rounded, not a product that rounding error moved."""
+    if value != value or value in (float("inf"), float("-inf")):
+        return str(value)
+    numerator, denominator = abs(value).as_integer_ratio()
+    scale = 10**digits
+    units, rest = divmod(numerator * scale, denominator)
+    if 2 * rest >= denominator:
+        units += 1
+    whole, part = divmod(units, scale)
+    sign = "-" if value < 0 and units else ""
+    return f"{sign}{whole:,}" + (f".{part:0{digits}d}" if digits else "")
+
+
 def text(value: Any, null: str = "") -> str:
     """One value as text: NULL as ``null``, nested values as JSON."""
     if value is None:

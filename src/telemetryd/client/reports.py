@@ -37,6 +37,7 @@ from datetime import date, datetime, timedelta
 
 from telemetryd import fastjson
 from telemetryd.client.fetch import query
+from telemetryd.client.output import fixed
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -540,7 +541,7 @@ FIRST_HEADER = {"daily": "Date", "weekly": "Week", "monthly": "Month", "session"
 
 def money(usd: float) -> str:
     """``$1,234.56``: two decimals, as ccusage shows costs (the JSON keeps every digit)."""
-    return f"${usd:,.2f}"
+    return "$" + fixed(usd, 2)
 
 
 def number(count: int) -> str:

@@ -32,6 +32,7 @@ from telemetryd import fastjson
 from telemetryd.client import delivery as delivering
 from telemetryd.client import protocol, send
 from telemetryd.client.argv import UsageError, arguments, seconds
+from telemetryd.client.output import fixed
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -215,7 +216,7 @@ def fetch_totals(session: str | None, now: float, timeout: float) -> dict[str, A
 
 
 def money(value: float) -> str:
-    return f"${value:,.2f}"
+    return "$" + fixed(value, 2)
 
 
 def _usage_cost(tally: Any) -> str | None:
@@ -280,10 +281,12 @@ def line(payload: dict[str, Any] | None, totals: dict[str, Any] | str | None, no
     parts.extend(window_parts(reply.get("window"), now))
     context = context_percent(data)
     if context is not None:
-        parts.append(f"ctx {context:.0f}%")
+        parts.append(f"ctx {fixed(context, 0)}%")
     limits = rate_limits(data)
     if limits:
-        parts.append("limit " + " ".join(f"{label} {used:.0f}%" for _, label, used, _ in limits))
+        parts.append(
+            "limit " + " ".join(f"{label} {fixed(used, 0)}%" for _, label, used, _ in limits)
+        )
     if payload is None:
         parts.insert(0, "statusline: stdin is not Claude Code's status JSON")
     if isinstance(totals, str):
