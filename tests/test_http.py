@@ -710,6 +710,44 @@ TRANSCRIPT = Path(
 )
 
 
+def test_text_cut_inside_an_emoji_loses_no_record(client: Client) -> None:
+    """A JavaScript exporter's string cut inside an emoji (Gemini CLI cuts attributes at
+    1,000 characters) holds a lone surrogate: JSON.stringify writes its escape,
+    protobufjs three bytes that are not UTF-8. The request was a 400, so the exporter
+    dropped every record in it; now the half emoji reads as U+FFFD and all are kept."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    cut = "😀" * 500 + "\ud83d"  # (then the high half of one more, alone)
+    records = [
+        {
+            "timeUnixNano": str(1_700_000_000_000_000_000 + n),
+            "body": {"stringValue": f"cut-{n}"},
+            "attributes": [{"key": "text", "value": {"stringValue": cut if n == 7 else "ok"}}],
+        }
+        for n in range(60)
+    ]
+    body = json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": records}]}]}).encode()
+    assert b"\\ud83d" in body and len(body) < 16 * 1024  # (mapped by the daemon itself)
+    assert client.post("/v1/logs", body)[::2] == (200, b"{}")
+    logs = {e["event"]: e for e in journaled(client.daemon) if e["event"].startswith("cut-")}
+    assert sorted(logs) == sorted(f"cut-{n}" for n in range(60))
+    assert logs["cut-7"]["attrs"]["text"].endswith("😀\ufffd")
+
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id, span.span_id = bytes(range(1, 17)), bytes(range(1, 9))
+    span.name, span.start_time_unix_nano = "cut ~~~", 1_700_000_000_000_000_000
+    protobuf = request.SerializeToString().replace(
+        b"~~~", "\ud83d".encode("utf-8", "surrogatepass")
+    )
+    status, _, answer = client.post("/v1/traces", protobuf, PROTOBUF)
+    assert (status, answer) == (200, b"")
+    (spans,) = [e for e in journaled(client.daemon) if e["type"] == "span"]
+    assert spans["name"] == "cut \ufffd\ufffd\ufffd"
+
+
 def as_protobuf(signal: str, body: bytes) -> bytes:
     """The same export request in protobuf, converted by protobuf's own JSON parser (the
     fixtures have no trace or span ids, the one place OTLP/JSON differs from proto3 JSON)."""

@@ -313,13 +313,9 @@ def test_bad_protobuf_is_a_bad_request() -> None:
     record.trace_id = b"\x01\x02"  # not 16 bytes
     with pytest.raises(wire.BadRequest, match="trace_id"):
         wire.decode("logs", "protobuf", request.SerializeToString())
-    bad_utf8 = ExportLogsServiceRequest()
-    attribute = bad_utf8.resource_logs.add().scope_logs.add().log_records.add().attributes.add()
-    attribute.key = "k"
-    attribute.value.string_value = "ok"
-    raw = bad_utf8.SerializeToString().replace(b"ok", b"\xff\xfe")
-    with pytest.raises(wire.BadRequest):
-        wire.decode("logs", "protobuf", raw)
+    for signal in ("metrics", "traces"):  # (their strict classes, and the mending walk)
+        with pytest.raises(wire.BadRequest, match="protobuf"):
+            wire.decode(signal, "protobuf", b"\x0a\x05\x12\x03\x0a\x10\xff junk")
 
 
 def test_non_finite_doubles_and_all_zero_ids() -> None:
@@ -400,16 +396,85 @@ def _len(data: bytes) -> bytes:
 
 
 def test_a_broken_attribute_is_a_bad_request() -> None:
-    good = KeyValue(key="k", value=any_value("v")).SerializeToString()
-    for broken in (
-        good.replace(b"\x0a\x01k", b"\x0a\x01\xff"),  # key not UTF-8
-        b"\x0a\x05k",  # cut short
-        good[:-1] + b"\xff",  # value not UTF-8
-    ):
-        record = b"\x32" + _len(broken)
-        body = b"\x0a" + _len(b"\x12" + _len(b"\x12" + _len(record)))
-        with pytest.raises(wire.BadRequest, match="attribute"):
-            wire.decode("logs", "protobuf", body)
+    record = b"\x32" + _len(b"\x0a\x05k")  # a KeyValue cut short
+    body = b"\x0a" + _len(b"\x12" + _len(b"\x12" + _len(record)))
+    with pytest.raises(wire.BadRequest, match="attribute"):
+        wire.decode("logs", "protobuf", body)
+
+
+# Half an emoji as JavaScript producers write it: U+D83D, the high half of U+1F600.
+# protobufjs encodes the lone surrogate in three bytes (not UTF-8); JSON.stringify
+# writes the escape. Either way the text reads with U+FFFD (one per byte that is not
+# UTF-8, as Python's "replace" reads them), and the request keeps every record.
+LONE = "\ud83d"
+LONE_BYTES = b"\xed\xa0\xbd"
+PLACE = b"~~~"  # (what the tests write, then swap for LONE_BYTES: the same length)
+
+
+def test_text_that_is_not_utf8_is_read_with_replacement_characters_in_protobuf() -> None:
+    logs = ExportLogsServiceRequest()
+    scope_logs = logs.resource_logs.add().scope_logs.add()
+    scope_logs.scope.name = "SCOPE~~~"
+    for n in range(3):
+        record = scope_logs.log_records.add()
+        record.time_unix_nano = 1_700_000_000_000_000_000 + n
+        record.body.string_value = f"body {n}" + ("~~~" if n == 1 else "")
+        record.attributes.extend(
+            [
+                KeyValue(key="plain", value=any_value(f"v{n}")),
+                KeyValue(key="KEY~~~" if n == 1 else "key", value=any_value("cut ~~~ here")),
+                KeyValue(key="nested", value=any_value({"inner": ["deep ~~~"]})),
+            ]
+        )
+    body = logs.SerializeToString().replace(PLACE, LONE_BYTES)
+    (group,) = wire.decode("logs", "protobuf", body)
+    assert group.scope.name == "SCOPE\ufffd\ufffd\ufffd"
+    assert [r.body for r in group.logs] == ["body 0", "body 1\ufffd\ufffd\ufffd", "body 2"]
+    cut = "cut \ufffd\ufffd\ufffd here"
+    assert [r.attrs for r in group.logs] == [
+        {"plain": "v0", "key": cut, "nested": {"inner": ["deep \ufffd\ufffd\ufffd"]}},
+        {
+            "plain": "v1",
+            "KEY\ufffd\ufffd\ufffd": cut,
+            "nested": {"inner": ["deep \ufffd\ufffd\ufffd"]},
+        },
+        {"plain": "v2", "key": cut, "nested": {"inner": ["deep \ufffd\ufffd\ufffd"]}},
+    ]
+
+    traces = ExportTraceServiceRequest()
+    span = traces.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.name = TRACE, SPAN, "span ~~~"
+    span.attributes.add(key="gen_ai.prompt", value=any_value("x" * 200 + "~~~"))
+    # (the ids are bytes fields: a 0xED byte in one is data, never text to mend)
+    span.parent_span_id = b"\xed\xa0\xbd\x01\x02\x03\x04\x05"
+    body = traces.SerializeToString().replace(PLACE, LONE_BYTES)
+    (group,) = wire.decode("traces", "protobuf", body)
+    (read,) = group.spans
+    assert read.name == "span \ufffd\ufffd\ufffd"
+    assert read.attrs == {"gen_ai.prompt": "x" * 200 + "\ufffd\ufffd\ufffd"}
+    assert (read.trace_id, read.span_id) == (TRACE.hex(), SPAN.hex())
+    assert read.parent_span_id == "eda0bd0102030405"
+
+
+def test_text_that_is_not_unicode_is_read_with_replacement_characters_in_json() -> None:
+    record = {
+        "timeUnixNano": "1700000000000000000",
+        "body": {"stringValue": "cut " + LONE},
+        "attributes": [{"key": "k", "value": {"stringValue": LONE + " and more"}}],
+    }
+    request = {"resourceLogs": [{"scopeLogs": [{"logRecords": [record, {"body": {}}]}]}]}
+    text = json.dumps(request)  # (ensure_ascii: the escape, as JSON.stringify writes it)
+    assert "\\ud83d" in text
+    (group,) = wire.decode("logs", "json", text.encode())
+    assert group.logs[0].body == "cut \ufffd"
+    assert group.logs[0].attrs == {"k": "\ufffd and more"}
+    raw = json.dumps(request, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    assert LONE_BYTES in raw  # bytes that are not UTF-8, as some writers send them
+    (group,) = wire.decode("logs", "json", raw)
+    assert group.logs[0].body == "cut \ufffd\ufffd\ufffd"
+    assert group.logs[0].attrs == {"k": "\ufffd\ufffd\ufffd and more"}
+    with pytest.raises(wire.BadRequest, match="not JSON"):
+        wire.decode("logs", "json", text.encode()[:-1])  # (still broken: cut short)
 
 
 def test_an_integer_attribute_in_any_layout_reads_as_protobuf_reads_it() -> None:
@@ -569,8 +634,8 @@ def test_log_bodies_decode_the_same_every_time() -> None:
     broken = b"\x2a" + _len(b"\x0a\x02\xff\xfe")  # a body whose string is not UTF-8
     request_body = b"\x0a" + _len(b"\x12" + _len(b"\x12" + _len(broken)))
     for _ in range(2):
-        with pytest.raises(wire.BadRequest, match="UTF-8"):
-            wire.decode("logs", "protobuf", request_body)
+        (group,) = wire.decode("logs", "protobuf", request_body)
+        assert [record.body for record in group.logs] == ["\ufffd\ufffd"]
 
 
 def test_an_event_that_cannot_be_encoded_costs_its_record_only(

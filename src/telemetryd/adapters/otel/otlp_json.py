@@ -321,16 +321,41 @@ def _not_another_signal(signal: Signal, body: bytes) -> None:
             )
 
 
-def decode(signal: Signal, body: bytes) -> list[Scoped]:
-    """The records of one OTLP/JSON export request of ``signal``."""
+def _valid_text(body: bytes) -> bytes | None:
+    """``body`` with U+FFFD for each escape of a lone UTF-16 surrogate, else for each
+    byte that is not UTF-8; None when it has neither. JSON.stringify, which OpenTelemetry
+    JS's exporters use, writes the escape for a string cut inside an emoji (Gemini CLI
+    cuts attributes at 1,000 characters): one such record must not lose the request."""
+    from telemetryd import fastjson
+
+    fixed = fastjson.without_lone_surrogates(body)
+    if fixed is not None:
+        return fixed
     try:
-        request = _JSON_DECODERS[signal].decode(body)
-    except msgspec.ValidationError as exc:
-        raise BadRequest(f"not an OTLP {signal} request: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"not JSON: {exc}") from None
-    except RecursionError:
-        raise BadRequest(f"not an OTLP {signal} request: it nests too deeply") from None
+        body.decode()
+    except UnicodeDecodeError:
+        return body.decode("utf-8", "replace").encode()
+    return None
+
+
+def decode(signal: Signal, body: bytes) -> list[Scoped]:
+    """The records of one OTLP/JSON export request of ``signal``. Text that is not
+    Unicode (lone surrogates, bytes that are not UTF-8) is read with U+FFFD for it."""
+    mends = 2  # (lone surrogates, then bytes that are not UTF-8)
+    while True:
+        try:
+            request = _JSON_DECODERS[signal].decode(body)
+            break
+        except msgspec.ValidationError as exc:
+            raise BadRequest(f"not an OTLP {signal} request: {exc}") from None
+        except msgspec.DecodeError as exc:
+            fixed = _valid_text(body) if mends else None
+            if fixed is None:
+                raise BadRequest(f"not JSON: {exc}") from None
+            body = fixed
+            mends -= 1
+        except RecursionError:
+            raise BadRequest(f"not an OTLP {signal} request: it nests too deeply") from None
     if not _entries(request):
         _not_another_signal(signal, body)
     out: list[Scoped] = []

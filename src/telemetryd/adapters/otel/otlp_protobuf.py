@@ -22,6 +22,7 @@ from telemetryd.adapters.otel.wire import (
     Signal,
     finite,
     real,
+    varint,
 )
 
 
@@ -65,10 +66,7 @@ def _pb_scope(resource: Any, scope: Any) -> Scope:
 def decode(signal: Signal, body: bytes) -> list[Scoped]:
     """The records of one OTLP/protobuf export request of ``signal``."""
     message = _lite_logs() if signal == "logs" else classes()[signal][0]
-    try:
-        request = message.FromString(body)
-    except (DecodeError, RecursionError) as exc:
-        raise BadRequest(f"not an OTLP {signal} request (protobuf): {exc}") from None
+    request = _parse(message, body, f"not an OTLP {signal} request (protobuf)")
     out: list[Scoped] = []
     if signal == "logs":
         for rl in request.resource_logs:
@@ -254,24 +252,15 @@ def _key_value(raw: bytes) -> tuple[str, Any]:
             and raw[end + 1] < 0x80
             and end + 2 + raw[end + 1] == size
         ):
-            try:
-                key = raw[2:end].decode()
-            except UnicodeDecodeError:
-                raise BadRequest("an attribute's key is not UTF-8") from None
+            key = _text(raw[2:end])
             start = end + 4
             if start <= size and raw[start - 2] == 0x0A and start + raw[start - 1] == size:
                 # (a string_value, the usual one, read here rather than by _raw_value)
-                try:
-                    return key, raw[start:].decode()
-                except UnicodeDecodeError:
-                    raise BadRequest("an attribute's string_value is not UTF-8") from None
+                return key, _text(raw[start:])
             return key, _raw_value(raw[end + 2 :])
     from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-    try:
-        pair = KeyValue.FromString(raw)
-    except (DecodeError, RecursionError) as exc:
-        raise BadRequest(f"an attribute is not a KeyValue: {exc}") from None
+    pair = _parse(KeyValue, raw, "an attribute is not a KeyValue")
     return pair.key, _pb_value(pair.value)
 
 
@@ -283,10 +272,7 @@ def _raw_value(raw: bytes) -> Any:
         return None
     tag = raw[0]
     if tag == 0x0A and size > 1 and raw[1] < 0x80 and size == raw[1] + 2:  # string_value
-        try:
-            return raw[2:].decode()
-        except UnicodeDecodeError:
-            raise BadRequest("a string_value (of an attribute or a body) is not UTF-8") from None
+        return _text(raw[2:])
     if tag == 0x18 and size <= 11:  # int_value, one varint and nothing after it
         number = 0
         shift = 0
@@ -305,10 +291,110 @@ def _raw_value(raw: bytes) -> Any:
         return raw[1] != 0
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+    return _pb_value(_parse(AnyValue, raw, "an attribute value is not an AnyValue"))
+
+
+def _text(raw: bytes) -> str:
+    """UTF-8 ``raw`` as text; bytes that are not UTF-8 (a JavaScript string cut inside an
+    emoji, as protobufjs encodes its lone surrogate) as U+FFFD."""
     try:
-        return _pb_value(AnyValue.FromString(raw))
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "replace")
+
+
+def _parse(message: Any, data: bytes, problem: str) -> Any:
+    """``message`` parsed from ``data``; one whose only fault is text that is not UTF-8
+    (protobuf refuses a string field holding any) is parsed with U+FFFD for it
+    (:func:`_valid_utf8`), as the OTLP/JSON decoder reads such text: one record's text
+    never loses the request. BadRequest (``problem``: what it is not) otherwise."""
+    try:
+        return message.FromString(data)
     except (DecodeError, RecursionError) as exc:
-        raise BadRequest(f"an attribute value is not an AnyValue: {exc}") from None
+        error = exc
+    try:
+        fixed = _valid_utf8(message.DESCRIPTOR, data)
+    except _Broken:
+        fixed = None
+    if fixed is not None:
+        try:
+            return message.FromString(fixed)
+        except (DecodeError, RecursionError):
+            pass
+    raise BadRequest(f"{problem}: {error}") from None
+
+
+class _Broken(Exception):
+    """Not a well-formed message of the type (its parser says what is wrong)."""
+
+
+_STRING = 9  # FieldDescriptor.TYPE_STRING
+_MESSAGE = 11  # FieldDescriptor.TYPE_MESSAGE
+
+
+def _valid_utf8(descriptor: Any, data: bytes, depth: int = 0) -> bytes | None:
+    """The encoded message ``data`` of type ``descriptor`` with the text of each string
+    field, at any depth, made valid UTF-8 (U+FFFD for what is not); None when every one
+    is valid already. Read field by field from the wire format; _Broken when ``data``
+    is not a well-formed message, or nests past protobuf's limit of 100."""
+    if depth > 100:
+        raise _Broken
+    out = bytearray()
+    changed = False
+    fields = descriptor.fields_by_number
+    at = 0
+    size = len(data)
+    while at < size:
+        start = at
+        key, at = _read_varint(data, at)
+        key_end = at
+        kind = key & 7
+        if kind == 0:
+            _, at = _read_varint(data, at)
+        elif kind == 1:
+            at += 8
+        elif kind == 5:
+            at += 4
+        elif kind == 2:
+            length, body = _read_varint(data, at)
+            at = body + length
+            if at > size:
+                raise _Broken
+            field = fields.get(key >> 3)
+            part = data[body:at]
+            fixed: bytes | None = None
+            if field is not None and field.type == _STRING:
+                try:
+                    part.decode()
+                except UnicodeDecodeError:
+                    fixed = part.decode("utf-8", "replace").encode()
+            elif field is not None and field.type == _MESSAGE:
+                fixed = _valid_utf8(field.message_type, part, depth + 1)
+            if fixed is not None:
+                out += data[start:key_end]
+                out += varint(len(fixed))
+                out += fixed
+                changed = True
+                continue
+        else:  # (groups, long deprecated, and wire types that do not exist)
+            raise _Broken
+        if at > size:
+            raise _Broken
+        out += data[start:at]
+    return bytes(out) if changed else None
+
+
+def _read_varint(data: bytes, at: int) -> tuple[int, int]:
+    number = 0
+    shift = 0
+    while at < len(data) and shift < 70:
+        byte = data[at]
+        at += 1
+        number |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return number, at
+        shift += 7
+    raise _Broken
 
 
 _SEEN = SeenAttributes(_key_value)

@@ -181,10 +181,11 @@ def status(encoding: Encoding, code: int, message: str) -> bytes:
     if encoding == "json":
         return msgspec.json.encode({"code": code, "message": message})
     text = message.encode()
-    return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
+    return b"\x08" + varint(code) + b"\x12" + varint(len(text)) + text
 
 
-def _varint(number: int) -> bytes:
+def varint(number: int) -> bytes:
+    """``number`` (0 or more) as a protobuf varint."""
     out = bytearray()
     while True:
         low = number & 0x7F
