@@ -662,9 +662,11 @@ def test_the_token_file_is_private(daemon: Daemon) -> None:
 
 def test_a_token_made_anew_works_without_a_restart(daemon_factory: Any, state_home: Path) -> None:
     """The token file deleted and made again (`otel env` makes one when there is none):
-    the running daemon refused the new token until it restarted; now it reads the file
-    again when a token is refused and the file has changed. A file other users can read
-    is warned about at start."""
+    the running daemon takes the new token without a restart, and the old one is
+    refused at once, whether or not anyone has sent the new one yet (a token rotated
+    because it leaked must stop working). A file deleted and not made again refuses
+    every token until there is one. A file other users can read is warned about at
+    start."""
     from telemetryd import token
 
     path = state_home / "http-token"
@@ -678,11 +680,21 @@ def test_a_token_made_anew_works_without_a_restart(daemon_factory: Any, state_ho
     path.unlink()
     new = token.load_or_create(str(path))
     assert new != old
-    assert client.post("/v1/logs", unique_logs())[0] == 200  # (the old one, until then)
+    assert client.post("/v1/logs", unique_logs())[0] == 401  # (the old one: revoked)
     client.token = new
     assert client.post("/v1/logs", unique_logs())[0] == 200
     client.token = old
     assert client.post("/v1/logs", unique_logs())[0] == 401
+
+    path.unlink()  # (gone, none made: nobody is let in, the daemon runs on)
+    for held in (old, new):
+        client.token = held
+        assert client.post("/v1/logs", unique_logs())[0] == 401
+    assert "every request is refused until it holds a token again" in daemon.log()
+    newest = token.load_or_create(str(path))
+    client.token = newest
+    assert client.post("/v1/logs", unique_logs())[0] == 200
+    assert exchange_ok(daemon)
 
 
 def test_stopping_closes_idle_connections_at_once(daemon: Daemon) -> None:

@@ -366,29 +366,39 @@ class HttpListener:
         return None
 
     def _token_is(self, given: bytes) -> bool:
-        """Whether ``given`` is the token; when not, the token file is read again if it
-        changed since it was read (one ``stat`` per refused request)."""
-        assert self._token is not None
-        if hmac.compare_digest(given, self._token):
-            return True
+        """Whether ``given`` is the token. The token file is looked at first (one
+        ``stat`` per request) and read again when it changed, so that a rotated token
+        revokes the old one at once: a file gone, empty or unreadable takes the token
+        away (every request is refused until there is one again)."""
+        self._reread_token()
+        return bool(self._token) and hmac.compare_digest(given, self._token or b"")
+
+    def _reread_token(self) -> None:
         if self._token_file is None:
-            return False
+            return
         key = _file_key(self._token_file)
-        if key is None or key == self._token_seen:
-            return False
+        if key == self._token_seen:
+            return
         self._token_seen = key
         try:
-            new = token_mod.read(self._token_file)
+            new = token_mod.read(self._token_file) if key is not None else None
         except TelemetryError as exc:
-            log.warning(
-                "HTTP: the token file changed and cannot be read (%s); the token stays", exc
-            )
-            return False
-        if new is None or new.encode() == self._token:
-            return False
-        self._token = new.encode()
-        log.info("HTTP: %s holds a new token; requests need it from now on", self._token_file)
-        return hmac.compare_digest(given, self._token)
+            new = None
+            why = f"cannot be read ({exc})"
+        else:
+            why = "is gone"
+        if new is None:
+            if self._token:
+                log.warning(
+                    "HTTP: the token file %s %s: every request is refused until it holds "
+                    "a token again (`telemetryctl otel env` makes one)",
+                    self._token_file,
+                    why,
+                )
+            self._token = b""
+        elif new.encode() != self._token:
+            self._token = new.encode()
+            log.info("HTTP: %s holds a new token; requests need it from now on", self._token_file)
 
     def _host_allowed(self, host: str) -> bool:
         name = host.strip().lower()
