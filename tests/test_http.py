@@ -760,6 +760,49 @@ def test_text_cut_inside_an_emoji_loses_no_record(client: Client) -> None:
     assert spans["name"] == "cut \ufffd\ufffd\ufffd"
 
 
+def test_points_and_logs_that_differ_in_their_resource_or_value_are_all_kept(
+    client: Client,
+) -> None:
+    """Two hosts export the same metric (same attributes, same times) and the same log
+    line: their resources alone tell them apart. Each point and each record is kept, as
+    are two values at one time; an exporter's retry of the request adds nothing."""
+
+    def resource(host: str) -> dict[str, Any]:
+        attributes = [("service.name", "worker"), ("host.name", host)]
+        return {"attributes": [{"key": k, "value": {"stringValue": v}} for k, v in attributes]}
+
+    def point(value: int) -> dict[str, Any]:
+        return {
+            "startTimeUnixNano": "1700000000000000000",
+            "timeUnixNano": "1700000060000000000",
+            "asInt": str(value),
+            "attributes": [{"key": "queue", "value": {"stringValue": "main"}}],
+        }
+
+    def metrics(host: str, *values: int) -> dict[str, Any]:
+        gauge = {"name": "queue.depth", "gauge": {"dataPoints": [point(v) for v in values]}}
+        return {"resource": resource(host), "scopeMetrics": [{"metrics": [gauge]}]}
+
+    request = {"resourceMetrics": [metrics("host-a", 5), metrics("host-b", 7, 9)]}
+    record = {"timeUnixNano": "1700000000000000000", "body": {"stringValue": "disk full"}}
+    logs = {
+        "resourceLogs": [
+            {"resource": resource(host), "scopeLogs": [{"logRecords": [record]}]}
+            for host in ("host-a", "host-b")
+        ]
+    }
+    for _ in range(2):  # (the second time: an exporter's retry)
+        assert client.post("/v1/metrics", json.dumps(request).encode())[::2] == (200, b"{}")
+        assert client.post("/v1/logs", json.dumps(logs).encode())[::2] == (200, b"{}")
+    events = journaled(client.daemon)
+    values = sorted(
+        (e["attrs"]["resource"]["host.name"], e["value"]) for e in events if e["type"] == "metric"
+    )
+    assert values == [("host-a", 5.0), ("host-b", 7.0), ("host-b", 9.0)]
+    hosts = sorted(e["attrs"]["resource"]["host.name"] for e in events if e["type"] == "log")
+    assert hosts == ["host-a", "host-b"]
+
+
 def as_protobuf(signal: str, body: bytes) -> bytes:
     """The same export request in protobuf, converted by protobuf's own JSON parser (the
     fixtures have no trace or span ids, the one place OTLP/JSON differs from proto3 JSON)."""

@@ -139,6 +139,9 @@ def metric_events(scope: Scope, point: Point) -> list[dict[str, Any]]:
     model = c.first(point.attrs, c.MODEL_KEYS)
     if model:
         event["agent"] = c.agent(model, None)
+    # (the whole resource and the value too: points of one metric at one time from two
+    # hosts or processes, which differ in their resource only, are two points; so are
+    # two values at one time)
     event["id"] = c.record_id(
         "otel-metric-",
         scope.service,
@@ -146,6 +149,8 @@ def metric_events(scope: Scope, point: Point) -> list[dict[str, Any]]:
         str(point.start_ns),
         str(point.time_ns),
         point.attrs,
+        scope.resource,
+        [point.value, point.count, point.sum, point.min, point.max],
     )
     event["name"] = c.cut(point.metric or "metric", 200)
     event["value"] = value
@@ -188,6 +193,7 @@ def generic_log(scope: Scope, record: LogRecord, name: str, source: str) -> dict
         record.span_id,
         record.body,
         record.attrs,
+        scope.resource,
     )
     event["level"] = c.level(record.severity_number, record.severity_text)
     event["component"] = c.cut(scope.name or scope.service or source, 200)
