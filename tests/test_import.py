@@ -526,30 +526,37 @@ def test_a_time_that_cannot_be_read_keeps_its_request(
     running_daemon: Daemon, tmp_path: Path
 ) -> None:
     """The daemon refuses an event whose time is not RFC 3339, at every import (and with a
-    refusal the import records nothing). The importer gives it the time of the event before
-    and keeps what the file said."""
+    refusal the import records nothing), and stamps one with no time with the time it
+    arrives: a request made months ago would count today, at today's price. The importer
+    gives each the time of the event before and keeps what the file said."""
     path = tmp_path / "projects" / "p" / "s.jsonl"
     path.parent.mkdir(parents=True)
     shutil.copy(TRANSCRIPTS / "spotter_short_session_v2.1.38.jsonl", path)
     usage = next(json.loads(line) for line in path.read_text().splitlines() if '"usage"' in line)
-    usage.update(timestamp="2026-13-45T99:00:00Z", requestId="req_bad_time")
-    usage["message"]["id"] = "msg_bad_time"
+    said = {"bad": "2026-13-45T99:00:00Z", "none": None, "number": 1773446400000}
     with path.open("a") as f:
-        f.write(json.dumps(usage) + "\n")
+        for name, when in said.items():
+            usage.update(timestamp=when, requestId=f"req_{name}_time")
+            if when is None:
+                del usage["timestamp"]
+            usage["message"]["id"] = f"msg_{name}_time"
+            f.write(json.dumps(usage) + "\n")
     hour_ago = time.time() - 3600  # (a session written to now would hold its last request)
     os.utime(path, (hour_ago, hour_ago))
     first = run_json("claude-code", str(tmp_path))
-    assert (first["rejected"], first["bad_times"], first["held_back"]) == (0, 1, 0)
-    stored = next(
+    assert (first["rejected"], first["bad_times"], first["held_back"]) == (0, 3, 0)
+    stored = [
         e
         for e in running_daemon.journal_events()
         if e["type"] == "api_request" and e["attrs"].get("unreadable_ts")
-    )
-    assert stored["attrs"]["unreadable_ts"] == "2026-13-45T99:00:00Z"
+    ]
+    said_there = sorted(e["attrs"]["unreadable_ts"] for e in stored)
+    assert said_there == ["2026-13-45T99:00:00Z", "missing", "missing"]  # (a number: no text)
     written = [json.loads(line).get("timestamp") for line in path.read_text().splitlines()]
-    times = [datetime.fromisoformat(t) for t in written if t and not t.startswith("2026-13")]
-    # a time of the file's own: the event's before it
-    assert min(times) <= datetime.fromisoformat(stored["ts"]) <= max(times)
+    times = [datetime.fromisoformat(t) for t in written if isinstance(t, str) and "-13-" not in t]
+    for event in stored:
+        # a time of the file's own: the event's before it
+        assert min(times) <= datetime.fromisoformat(event["ts"]) <= max(times)
     assert run_json("claude-code", str(tmp_path))["files_unchanged"] == 1  # recorded
 
 

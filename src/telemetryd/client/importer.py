@@ -802,23 +802,26 @@ class Importer:
 
     def _time(self, event: dict[str, Any]) -> None:
         """Keep ``event``'s time when the daemon can read it (RFC 3339 with an offset).
-        Else the daemon would refuse the whole event, at every import: it gets the last
+        Else (no time, a number, text of another form) the daemon would stamp it with
+        the time it arrives, or refuse the whole event at every import: it gets the last
         readable time of the file being read (the file's modification time before any),
-        and ``attrs.unreadable_ts`` keeps what the file said."""
+        and ``attrs.unreadable_ts`` keeps what the file said (``"missing"`` when the adapter
+        found no time as text)."""
         ts = event.get("ts")
+        if ts is not None and _readable(ts):
+            self.last_time = ts
+            return
+        self.summary.bad_times += 1
+        if self.last_time is None:
+            self.last_time = _mtime_ts(self.path) if self.path is not None else None
+        event["ts"] = self.last_time
+        attrs = event.get("attrs")
+        if not isinstance(attrs, dict):
+            attrs = event["attrs"] = {}
         if ts is None:
-            return
-        if not _readable(ts):
-            self.summary.bad_times += 1
-            if self.last_time is None:
-                self.last_time = _mtime_ts(self.path) if self.path is not None else None
-            event["ts"] = self.last_time
-            attrs = event.get("attrs")
-            if not isinstance(attrs, dict):
-                attrs = event["attrs"] = {}
+            attrs["unreadable_ts"] = "missing"
+        else:
             attrs["unreadable_ts"] = ts if isinstance(ts, str) else repr(ts)
-            return
-        self.last_time = ts
 
     def sent_before(self, end: int | None) -> bool:
         """Whether the line ending at byte ``end`` of the file being read was sent by an
