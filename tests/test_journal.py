@@ -22,7 +22,7 @@ import pytest
 
 from conftest import Daemon, connect, ctl, exchange, summary
 from telemetryd.config import Journal as JournalConfig
-from telemetryd.daemon.ingest import Batch, Dedup
+from telemetryd.daemon.ingest import JOURNALED, Batch, Dedup
 from telemetryd.daemon.journal import Journal
 from telemetryd.daemon.segments import CLOSED_MODE
 from telemetryd.errors import JournalError
@@ -528,3 +528,31 @@ def test_a_segment_or_the_journal_deleted_while_open_loses_nothing_acknowledged(
     assert daemon.stop() == 0
     names = [event["name"] for event in daemon.journal_events()]
     assert names == ["after-rmtree"] * 20  # (after-rm's segment went with the directory)
+
+
+def test_renewing_the_dedup_window_forgets_what_is_no_longer_on_disk() -> None:
+    """After retention deleted segments, the window starts again from the ids on disk;
+    the ids of batches not yet written when the reading began keep their place (they
+    may not be on disk yet), whether client-chosen or a run the daemon assigned."""
+    dedup = Dedup(100)
+    written = Batch(count=2)
+    written.seq = 3
+    pending = Batch(count=1)
+    pending.seq = 7
+    unqueued = Batch(count=1)  # (seq None: not queued yet)
+    for event_id in ("deleted-1", "on-disk-1"):
+        dedup.add(event_id, JOURNALED)
+    dedup.add("deleted-2", written)
+    dedup.add("late", pending)
+    dedup.add("later", unqueued)
+    dedup.add_run("01890a5d-ac96-774b-bcce-", 5, 3, pending)
+    dedup.add_run("01890a5d-ac96-774b-bcce-", 100, 3, written)
+
+    dedup.renew(["on-disk-1", "on-disk-2"], since=5)
+
+    assert dedup.get("on-disk-1") is JOURNALED and dedup.get("on-disk-2") is JOURNALED
+    assert dedup.get("deleted-1") is None and dedup.get("deleted-2") is None
+    assert dedup.get("late") is pending and dedup.get("later") is unqueued
+    assert dedup.get("01890a5d-ac96-774b-bcce-000000000006") is pending
+    assert dedup.get("01890a5d-ac96-774b-bcce-000000000065") is None  # (written: on disk)
+    assert len(dedup) == 2 + 2 + 3

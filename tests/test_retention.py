@@ -551,6 +551,18 @@ def test_the_size_limit_deletes_the_oldest_usage_with_a_warning(
     assert status["retention"]["warning"] == warning.removeprefix("warning: ").strip()
     assert "retention: warning: " in ctl("status").stdout.decode()
     assert f"retention: {len(a_requests)} model requests (usage" in daemon.log()
+    # With room made, the deleted requests sent again (their files imported again) are
+    # kept: their ids left the daemon's dedup window with their segment, without a restart.
+    config.write_text("[retention]\nmax-age-days = 30\n")
+    new_segment(daemon)
+    assert exchange(daemon.events_socket, lines(a_requests)) == [
+        summary(len(a_requests), len(a_requests))
+    ]
+    assert cost_by_model() == expected_costs(sent)
+    # ... while what is still journaled stays a duplicate
+    assert exchange(daemon.events_socket, lines(remaining)) == [
+        summary(len(remaining), 0, duplicates=len(remaining))
+    ]
     assert daemon.stop() == 0
 
 

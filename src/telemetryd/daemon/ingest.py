@@ -161,6 +161,37 @@ class Dedup:
         if self._new_size >= self.window:
             self._turn()
 
+    def renew(self, journaled: list[str], since: int) -> None:
+        """Start again from ``journaled``, the ids on disk now (oldest first, at most
+        ``window``: the journal read again after retention deleted segments, whose ids
+        go), keeping the ids of batches queued from journal seq ``since`` on or not
+        queued yet (not written when the reading began: the reading may not have them)."""
+
+        def later(batch: Batch) -> bool:
+            return batch.seq is None or batch.seq >= since
+
+        kept = [
+            (event_id, batch)
+            for generation in (self._old, self._new)
+            for event_id, batch in generation.items()
+            if later(batch)
+        ]
+        runs = [
+            (prefix, first, count, batch)
+            for generation in (self._old_runs, self._new_runs)
+            for prefix, found in generation.items()
+            for first, count, batch in found
+            if later(batch)
+        ]
+        self._new, self._old, self._new_runs, self._old_runs = {}, {}, {}, {}
+        self._new_size = self._old_size = 0
+        for event_id in journaled:
+            self.add(event_id, JOURNALED)
+        for event_id, batch in kept:
+            self.add(event_id, batch)
+        for prefix, first, count, batch in runs:
+            self.add_run(prefix, first, count, batch)
+
     def _turn(self) -> None:
         self._old, self._new = self._new, {}
         self._old_runs, self._new_runs = self._new_runs, {}

@@ -74,6 +74,24 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def _newest_ids(segments: list[tuple[int, str]], budget: int) -> list[str]:
+    """The ids of the newest ``budget`` events in ``segments``, oldest first."""
+    chunks: list[list[str]] = []
+    chosen = pick(segments)  # one file per segment: the one readers read
+    for _, path in reversed(chosen):
+        if budget <= 0:
+            break
+        ids: list[str] = []
+        try:
+            ids.extend(iter_ids(path))
+        except READ_ERRORS as exc:  # a damaged .gz, say: the ids of its good prefix
+            log.warning("cannot read all the ids in %s (%s)", path, exc)
+        ids = ids[-budget:]
+        chunks.append(ids)
+        budget -= len(ids)
+    return [event_id for ids in reversed(chunks) for event_id in ids]
+
+
 def _cut_torn_tail(path: str, quarantine_dir: str, newest: bool = True) -> int:
     """Move a last line without its newline to quarantine; return the bytes moved.
     In the ``newest`` segment that is a write a crash cut short (never acknowledged);
@@ -182,6 +200,7 @@ class Journal:
         self._stopped = False  # the writer has returned: waiters are called at once
         self._writing = False  # a group is being written on the writer's thread
         self._writes = 0  # writes so far (an fsync clears _dirty only if none came meanwhile)
+        self._dedup: Dedup | None = None  # the window open() filled (renew_dedup reads it again)
 
     # -- startup (blocking; runs before the event loop serves anything) --------
 
@@ -205,23 +224,23 @@ class Journal:
 
     def _seed(self, dedup: Dedup, segments: list[tuple[int, str]]) -> None:
         """Remember the ids of the newest events, so resent events are not journaled twice."""
-        budget = dedup.window
-        chunks: list[list[str]] = []
-        chosen = pick(segments)  # one file per segment: the one readers read
-        for _, path in reversed(chosen):
-            if budget <= 0:
-                break
-            ids: list[str] = []
-            try:
-                ids.extend(iter_ids(path))
-            except READ_ERRORS as exc:  # a damaged .gz, say: the ids of its good prefix
-                log.warning("cannot read all the ids in %s (%s)", path, exc)
-            ids = ids[-budget:]
-            chunks.append(ids)
-            budget -= len(ids)
-        for ids in reversed(chunks):
-            for event_id in ids:
-                dedup.add(event_id, JOURNALED)
+        self._dedup = dedup
+        for event_id in _newest_ids(segments, dedup.window):
+            dedup.add(event_id, JOURNALED)
+
+    async def renew_dedup(self) -> None:
+        """Read the dedup window's ids on disk again, after retention deleted segments:
+        an id of a deleted event is no longer a duplicate (usage deleted for the size
+        limit comes back when its files are imported again, without a restart). Batches
+        not yet written when the reading starts keep their place."""
+        dedup = self._dedup
+        if dedup is None:
+            return
+        since = self.durable_seq + 1
+        ids = await anyio.to_thread.run_sync(
+            lambda: _newest_ids(list_segments(self.directory), dedup.window)
+        )
+        dedup.renew(ids, since)
 
     def _open_segment(self, now: datetime) -> None:
         name = f"{now:%Y%m%dT%H%M%SZ}-{self._next_seq:06d}{SUFFIX}"

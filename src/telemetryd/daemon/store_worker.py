@@ -569,6 +569,9 @@ class StoreClient:
         if not dry_run:
             self.last_gc = reply
             self.usage_warning = reply.get("warning") or self.usage_warning
+            if reply.get("deleted") or reply.get("compacted"):
+                # (their events' ids are no longer duplicates: sent again, they are kept)
+                await self.journal.renew_dedup()
         return reply
 
     async def reprice(self, since: str | None) -> dict[str, Any]:

@@ -48,7 +48,10 @@ written. Each run, with the ``[retention]`` settings read afresh:
 
 Deletion (steps 2 and 3) drops the same events from the database in the same step
 (:meth:`Store.forget`: the ids read from the segment, deleted in one transaction
-before the files), so journal and database agree. An event whose id was journaled
+before the files), so journal and database agree; the daemon then reads its dedup
+window's ids from the journal again (``Journal.renew_dedup``), so that an event deleted
+here and sent again (its files imported again once ``max-bytes`` is raised) is kept,
+not taken for a duplicate. An event whose id was journaled
 twice (resent after the dedup window) is stored once, from its first segment:
 deleting that segment drops it from the database although a later segment still
 holds the copy; ``telemetryctl rebuild`` brings it back.
