@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Daemon, ctl, exchange
+from conftest import Daemon, ctl, exchange, summary
 
 # Read at import: the autouse `state_home` fixture clears TELEMETRYD_* variables.
 ROUNDS = max(20, int(os.environ.get("TELEMETRYD_STRESS_ROUNDS") or 0))
@@ -462,6 +462,37 @@ def test_send_with_the_daemon_down_spools_and_the_daemon_replays(
     assert before <= utc(event["ts"]) <= after
     assert utc(event["received_at"]) >= started
     assert utc(event["ts"]) < started
+
+
+def test_a_stopped_daemon_never_hangs_query_or_tail(daemon_factory: Any) -> None:
+    """A daemon stopped (SIGSTOP) still accepts connections, so only a deadline on its
+    answer ends the wait: `query` without --timeout waited the longest timeout (an hour),
+    `tail` forever. Both now exit 3, naming why; once it runs again, both work."""
+    from telemetryd.client.control import REPLY_GRACE, TAIL_TIMEOUT
+
+    daemon: Daemon = daemon_factory().start()
+    assert exchange(daemon.events_socket, b'{"type":"custom","name":"before"}\n') == [summary(1, 1)]
+    assert daemon.proc is not None
+    pid = daemon.proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for argv, wait in (
+            (("query", "select count(*) from events"), REPLY_GRACE),
+            (("tail", "-n", "1"), TAIL_TIMEOUT),
+        ):
+            started = time.monotonic()
+            result = ctl(*argv, timeout=wait + 30)
+            took = time.monotonic() - started
+            assert result.returncode == 3, (argv, result.stderr)
+            assert wait <= took < wait + 20, (argv, took)
+            assert b"stopped" in result.stderr or b"did not answer" in result.stderr, result.stderr
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    result = ctl("query", "--format", "csv", "select count(*) from events")
+    assert (result.returncode, result.stdout) == (0, b"count_star()\n1\n"), result.stderr
+    result = ctl("tail", "-n", "1")
+    assert result.returncode == 0 and b'"before"' in result.stdout, result.stderr
+    assert daemon.stop() == 0
 
 
 def test_a_stopped_daemon_never_hangs_send(daemon_factory: Any, state_home: Path) -> None:

@@ -127,6 +127,9 @@ class QueryRequest(Request, tag="query"):
     sql: str
     params: dict[str, Any] | None = None
     timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    # Answer a QueryAccepted line first, at once: the client then knows the daemon has
+    # the query (a daemon that is stopped or wedged never says so) and its timeout.
+    accepted: bool = False
 
 
 class TailRequest(Request, tag="tail"):
@@ -207,6 +210,14 @@ ControlRequest = (
 
 # Query replies, in order: one QueryColumns, any number of QueryRows, then one
 # QueryDone, or a Closing with error QUERY_FAILED (the message is DuckDB's own).
+class QueryAccepted(Struct):
+    """The first line of a query's answer when its request asks for it: the daemon has
+    the query, which ends within ``timeout`` seconds (the request's, or the default)."""
+
+    accepted: bool
+    timeout: float
+
+
 class QueryColumns(Struct):
     columns: list[tuple[str, str]]  # (name, DuckDB type)
 

@@ -52,6 +52,7 @@ CONNECT_TIMEOUT = 5.0  # seconds to connect and to send a request
 DEFAULT_TIMEOUT = 5.0  # seconds for the answer to status and totals
 LONG_TIMEOUT = 3600.0  # flush (it may start the store worker and load), rebuild and gc
 REPLY_GRACE = 5.0  # past a query's own timeout, before the client stops waiting
+TAIL_TIMEOUT = 10.0  # for the whole answer of a tail that does not follow (its backlog)
 
 
 class Control:
@@ -180,10 +181,25 @@ class Control:
     ) -> Iterator[QueryColumns | QueryRows | QueryDone]:
         """Run one query: its columns, batches of rows, then its end, as they come.
         ``timeout`` is the query's own (the daemon's default when None); the client waits
-        until ``deadline``, by default that timeout (or the longest) and a grace."""
-        self._send(query_request(sql, params, timeout))
+        until ``deadline``, by default that timeout (as the daemon says it, in the line
+        that says it has the query) and a grace. A daemon that does not say it has the
+        query within the grace (stopped, or wedged) is DaemonBusy."""
+        self._send(query_request(sql, params, timeout, accepted=True))
+        began = time.monotonic()
+        try:
+            first = self._line(began + REPLY_GRACE if deadline is None else deadline)
+        except DaemonBusy:
+            raise DaemonBusy(
+                f"the daemon did not take the query within {REPLY_GRACE:g} s (stopped, or too busy)"
+            ) from None
+        if first is not None:
+            accepted = read_reply(first) if first.startswith(b'{"accepted":true') else {}
+            if isinstance(accepted.get("timeout"), float):
+                timeout = accepted["timeout"]
+            else:  # (an error line, or not even that: the answer, for query_answer to read)
+                self._ready.insert(0, first)
         if deadline is None:
-            deadline = time.monotonic() + (timeout or MAX_QUERY_TIMEOUT) + REPLY_GRACE
+            deadline = began + (timeout or MAX_QUERY_TIMEOUT) + REPLY_GRACE
         stop = deadline
 
         def ended(started: bool) -> TelemetryError:
@@ -196,13 +212,18 @@ class Control:
     def tail(self, request: dict[str, Any]) -> Iterator[TailEvents | TailDropped | TailDone]:
         """Send a tail request (``{"op": "tail", ...}``); the replies, for as long as they
         come (a tail that follows ends only when the daemon stops or the reader stops
-        reading). Events that arrived together come as one TailEvents."""
+        reading). Events that arrived together come as one TailEvents. One that does not
+        follow ends within :data:`TAIL_TIMEOUT` (DaemonBusy past it: the daemon is stopped
+        or wedged)."""
         self._send(request)
-        return self._tail_replies()
+        deadline = None if request.get("follow") else time.monotonic() + TAIL_TIMEOUT
+        return self._tail_replies(deadline)
 
-    def _tail_replies(self) -> Iterator[TailEvents | TailDropped | TailDone]:
+    def _tail_replies(
+        self, deadline: float | None
+    ) -> Iterator[TailEvents | TailDropped | TailDone]:
         while True:
-            lines = self._batch(None)
+            lines = self._batch(deadline)
             if lines is None:
                 raise DaemonUnavailable("the daemon closed the connection")
             run: list[bytes] = []

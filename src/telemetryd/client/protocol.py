@@ -405,14 +405,21 @@ def query_answer(
 
 
 def query_request(
-    sql: str, params: dict[str, Any] | None = None, timeout: float | None = None
+    sql: str,
+    params: dict[str, Any] | None = None,
+    timeout: float | None = None,
+    *,
+    accepted: bool = False,
 ) -> dict[str, Any]:
-    """The control socket's query request (``params`` and ``timeout`` only when given)."""
+    """The control socket's query request (``params``, ``timeout`` and ``accepted`` only
+    when given)."""
     request: dict[str, Any] = {"op": "query", "sql": sql}
     if params:
         request["params"] = params
     if timeout is not None:
         request["timeout"] = timeout
+    if accepted:
+        request["accepted"] = True
     return request
 
 

@@ -595,6 +595,8 @@ class StoreClient:
         """Answer a query: the worker loads what was acknowledged until now, runs the
         query, and its reply lines are passed on to ``send`` as they come."""
         timeout = min(request.timeout or self.settings.store.query_timeout, wire.MAX_QUERY_TIMEOUT)
+        if request.accepted:
+            await send(wire.encode_line(wire.QueryAccepted(accepted=True, timeout=timeout)))
         written = self.journal.events_written
         message = wire.WorkerQuery(
             sql=request.sql,
