@@ -86,11 +86,34 @@ class Delimited(Writer):
         self._writer.writerows([[text(v) for v in row] for row in rows])
 
 
+def unique(names: list[str]) -> list[str]:
+    """Column names as JSON keys: a name met before gets ``_1``, ``_2`` ... (the first
+    such name not taken), so that no column of a join (``a.id, b.id``) overwrites another."""
+    taken = set(names)
+    seen: set[str] = set()
+    out = []
+    for name in names:
+        key = name
+        n = 0
+        while key in seen:
+            n += 1
+            key = f"{name}_{n}"
+            if key in taken:
+                key = name  # (another column's own name: go on counting)
+        seen.add(key)
+        out.append(key)
+    return out
+
+
 class NDJSON(Writer):
+    def start(self, columns: list[list[str]]) -> None:
+        super().start(columns)
+        self.keys = unique(self.names)
+
     def rows(self, rows: list[list[Any]]) -> None:
-        names = self.names
+        keys = self.keys
         self.out.write(
-            "".join(fastjson.dumps(dict(zip(names, row, strict=True))) + "\n" for row in rows)
+            "".join(fastjson.dumps(dict(zip(keys, row, strict=True))) + "\n" for row in rows)
         )
 
 
@@ -101,13 +124,14 @@ class JSON(Writer):
 
     def start(self, columns: list[list[str]]) -> None:
         super().start(columns)
+        self.keys = unique(self.names)
         self.out.write("[")
 
     def rows(self, rows: list[list[Any]]) -> None:
         for row in rows:
             self.out.write(
                 ("\n" if self._first else ",\n")
-                + fastjson.dumps(dict(zip(self.names, row, strict=True)))
+                + fastjson.dumps(dict(zip(self.keys, row, strict=True)))
             )
             self._first = False
 
@@ -143,7 +167,7 @@ class Table(Writer):
         self._numeric = [any(k in kind.upper() for k in numeric) for _, kind in columns]
 
     def rows(self, rows: list[list[Any]]) -> None:
-        self._rows.extend([text(v, "NULL") for v in row] for row in rows)
+        self._rows.extend([_one_line(text(v, "NULL")) for v in row] for row in rows)
 
     def end(self) -> None:
         widths = [len(n) for n in self.names]
@@ -161,6 +185,15 @@ class Table(Writer):
         self.out.write("".join(line(row) for row in self._rows))
         count = len(self._rows)
         self.out.write(f"({count} row{'s' if count != 1 else ''})\n")
+
+
+_CONTROLS = {n: f"\\x{n:02x}" for n in range(32)} | {10: "\\n", 13: "\\r", 9: "\\t"}
+
+
+def _one_line(cell: str) -> str:
+    """A table cell on one line: newlines, tabs and other control characters escaped
+    (``\\n``, ``\\t``, ``\\x1b``), so that a value never breaks the rows apart."""
+    return cell.translate(_CONTROLS) if not cell.isprintable() else cell
 
 
 def writer(name: str, out: TextIO) -> Writer:
