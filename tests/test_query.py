@@ -186,6 +186,37 @@ def test_output_formats(home_database: Path, fmt: str) -> None:
         ]
 
 
+def test_columns_of_one_name_are_all_in_json_and_cells_stay_on_their_row(
+    home_database: Path,
+) -> None:
+    """A join's `a.id, b.id` are two columns: JSON and NDJSON keyed each row by name, so
+    the second overwrote the first. A value holding a newline or a tab broke the table's
+    rows apart."""
+    sql = "select 1 as a, 2 as a, 3 as a_1, 4 as A, 'x' || chr(10) || 'y' || chr(9) || 'z' as t"
+    expected = {"a": 1, "a_2": 2, "a_1": 3, "A": 4, "t": "x\ny\tz"}
+    for fmt in ("json", "ndjson"):
+        result = ctl("query", "--format", fmt, sql)
+        assert result.returncode == 0, result.stderr
+        rows = json.loads(result.stdout) if fmt == "json" else [json.loads(result.stdout)]
+        assert rows == [expected]
+        assert list(rows[0]) == ["a", "a_2", "a_1", "A", "t"]  # (in the columns' order)
+    table = ctl("query", "--format", "table", sql)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.decode().splitlines()
+    assert len(lines) == 4 and lines[2].split() == ["1", "2", "3", "4", "x\\ny\\tz"]
+
+
+def test_sql_that_begins_with_a_comment_or_follows_a_double_dash(home_database: Path) -> None:
+    """SQL that begins with a `-- comment` (a .sql file given as "$(cat file)") was
+    taken for an unknown option; `--` ends the options."""
+    commented = "-- totals\nselect count(*) as n from api_requests"
+    for argv in ([commented], ["--", commented], ["--format", "csv", "--", "select 2 as n"]):
+        result = ctl("query", "--format", "csv", *argv)
+        assert result.returncode == 0, (argv, result.stderr)
+        assert result.stdout.splitlines()[0] == b"n", argv
+    assert ctl("query", "--frobnicate", "select 1").returncode == 2  # (still an option)
+
+
 def test_nan_and_infinities_are_spelled_out_not_turned_into_null(home_database: Path) -> None:
     """JSON has no NaN or infinity; they used to arrive as null, a missing value."""
     sql = (

@@ -16,9 +16,14 @@ class UsageError(Exception):
 def arguments(argv: list[str]) -> Iterator[tuple[str, str, Callable[[], str]]]:
     """``(arg, option, value)`` per argument: ``option`` is ``--name`` without its
     ``=value``, and ``value()`` returns the option's value, from ``--name=value`` or
-    from the next argument (consuming it)."""
+    from the next argument (consuming it). After ``--``, every argument is an operand:
+    its ``option`` is ``""``."""
     args = iter(argv)
     for arg in args:
+        if arg == "--":
+            for operand in args:
+                yield operand, "", _no_value
+            return
         option, eq, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
 
         def value(option: str = option, eq: str = eq, inline: str = inline) -> str:
@@ -30,6 +35,10 @@ def arguments(argv: list[str]) -> Iterator[tuple[str, str, Callable[[], str]]]:
                 raise UsageError(f"{option} needs a value") from None
 
         yield arg, option, value
+
+
+def _no_value() -> str:
+    raise UsageError("an operand has no value")
 
 
 MAX_SECONDS = 3600.0  # the longest timeout these commands take (the daemon's for queries)

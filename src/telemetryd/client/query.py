@@ -49,7 +49,8 @@ Usage: telemetryctl query [OPTIONS] SQL
   Run one read-only SQL statement over the telemetry database and print the
   result: SELECT (DESCRIBE, SHOW, SUMMARIZE, PIVOT), EXPLAIN [ANALYZE] of one,
   CALL of a table function that reads, or a PRAGMA that reads. SQL may be - to
-  read it from stdin. When events acknowledged before the query are not in the
+  read it from stdin; SQL may begin with a -- comment, and anything after a
+  lone -- is the SQL. When events acknowledged before the query are not in the
   database yet (loading failed), the answer says so on stderr.
 
   Examples:
@@ -106,13 +107,19 @@ def parse(argv: list[str]) -> Options:
             opts.socket = value()
         elif option in ("-h", "--help"):
             opts.help = True
-        elif opts.sql is None and (arg == "-" or not arg.startswith("-")):
+        elif opts.sql is None and (arg == "-" or not option.startswith("-") or _is_sql(arg)):
             opts.sql = sys.stdin.read() if arg == "-" else arg
         else:
             raise UsageError(f"unexpected argument: {arg}")
     if opts.sql is None and not opts.help:
         raise UsageError("give the SQL to run (or - to read it from stdin)")
     return opts
+
+
+def _is_sql(arg: str) -> bool:
+    """Whether ``arg``, which starts with ``-``, is SQL rather than an option: SQL that
+    begins with a ``--`` comment (an option's name holds no space or line break)."""
+    return arg.startswith("--") and any(c.isspace() for c in arg)
 
 
 def seconds(option: str, text: str) -> float:
