@@ -355,8 +355,8 @@ def numeric_settings() -> list[tuple[str, Any]]:
 def test_every_number_has_a_range() -> None:
     found = numeric_settings()
     # 25 before, 13 [analyzer] and [budget], 5 [forward], 1 [export], 1 [retention],
-    # 1 more [store] (yield-max)
-    assert len(found) == 25 + 13 + 5 + 1 + 1 + 1 + len(msgspec.structs.fields(config.ModelPrice))
+    # 2 more [store] (yield-max, max-temp-bytes)
+    assert len(found) == 25 + 13 + 5 + 1 + 1 + 2 + len(msgspec.structs.fields(config.ModelPrice))
     for key, kind in found:
         assert kind.ge is not None and kind.le is not None, key
 

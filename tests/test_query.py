@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import msgspec
@@ -518,6 +519,22 @@ def test_query_path_stays_import_light(running_daemon: Daemon) -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
     assert result.stderr.decode() == "(0, [])"
+
+
+def test_a_query_cannot_fill_the_disk_with_spill_files(daemon_factory: Any) -> None:
+    """Past the memory limit DuckDB spills to files beside the database, by default up
+    to 90% of the disk's free space: one sort of a "read-only" query could fill the
+    journal's disk. The store caps them (store.max-temp-bytes, and half the free space);
+    past that the query fails with DuckDB's reason, and the next one runs."""
+    daemon = daemon_factory(["--set", f"store.max-temp-bytes={64 * 2**20}"]).start()
+    setting = ctl("query", "--format", "csv", "select current_setting('max_temp_directory_size')")
+    assert setting.stdout.splitlines()[1] == b"64.0 MiB", setting.stderr
+    big = "select count(*) from (select distinct repeat('x', 100) || range from range(5000000))"
+    result = ctl("query", big, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert b"max_temp_directory_size" in result.stderr and b"max-temp-bytes" in result.stderr
+    assert ctl("query", "--format", "csv", "select 41 + 1").stdout == b"(41 + 1)\n42\n"
+    assert daemon.stop() == 0
 
 
 def test_a_query_that_grows_the_process_past_its_cap_is_stopped(

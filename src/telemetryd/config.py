@@ -140,6 +140,10 @@ class Store(Struct, **_SECTION):
     # batches); larger speeds up queries on very large stores.
     memory_limit: str = "160MB"
     threads: Annotated[int, Meta(ge=1, le=64)] = 2
+    # DuckDB's spill files past memory-limit (a big sort, a load), beside the database:
+    # at most this many bytes, and at most half the disk's free space when the worker
+    # starts, so that no query fills the disk the journal is on.
+    max_temp_bytes: Annotated[int, Meta(ge=64 * MiB, le=1024 * GiB)] = 4 * GiB
     # The store worker (the process that runs DuckDB) exits after this many seconds
     # without a request, and starts again when needed; 0 keeps it running.
     idle_exit: Annotated[float, Meta(ge=0, le=86_400.0)] = 120.0

@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -322,9 +324,13 @@ def harden(
     allowed_dirs: list[str],
     memory_limit: str = "1GB",
     threads: int = 2,
+    max_temp_bytes: int = 4 * 2**30,
 ) -> None:
-    """Restrict what SQL on ``con``'s database may do, for good (the settings are locked)."""
+    """Restrict what SQL on ``con``'s database may do, for good (the settings are locked).
+    Spill files get ``max_temp_bytes`` at most, and half the free space of their disk
+    (DuckDB's own default is 90% of it: one sort could fill the journal's disk)."""
     settings = [
+        ("max_temp_directory_size", f"{_temp_cap(con, max_temp_bytes)}B"),
         ("allowed_directories", list(allowed_dirs)),
         ("enable_external_access", False),
         ("autoinstall_known_extensions", False),
@@ -342,6 +348,20 @@ def harden(
         # GLOBAL: every cursor made later must inherit it (some default per session).
         con.execute(f"SET GLOBAL {name} = ?", [value])
     con.execute("SET GLOBAL lock_configuration = true")
+
+
+def _temp_cap(con: duckdb.DuckDBPyConnection, most: int) -> int:
+    """``most``, or half the free space of the temp directory's disk when that is less
+    (at least 64 MiB: loads spill too)."""
+    row = con.execute("SELECT current_setting('temp_directory')").fetchone()
+    where = os.path.abspath(str(row[0]) if row and row[0] else ".")
+    while not os.path.exists(where) and os.path.dirname(where) != where:
+        where = os.path.dirname(where)  # (made when something first spills)
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        return most
+    return max(64 * 2**20, min(most, free // 2))
 
 
 # -- layer 1: the statement text ---------------------------------------------------
@@ -670,7 +690,13 @@ class Query:
     def _error(self, exc: duckdb.Error) -> QueryError:
         if self.interrupted:
             return QueryInterrupted("the query was interrupted")
-        return QueryError(str(exc))
+        message = str(exc)
+        if "max_temp_directory_size" in message:  # (its advice, a PRAGMA, is locked here)
+            message = (
+                "the query needs more disk for its spill files than telemetryd allows "
+                "([store] max-temp-bytes, at most half the disk's free space): " + message
+            )
+        return QueryError(message)
 
 
 class _Checked:

@@ -83,6 +83,7 @@ def open_store(
                 allowed_dirs=[store.load_dir],
                 memory_limit=f"{memory}B",
                 threads=settings.threads,
+                max_temp_bytes=settings.max_temp_bytes,
             )
         if store.needs_rebuild:
             store.rebuild(where.journal_dir)
