@@ -444,6 +444,38 @@ def test_one_bad_line_among_good_ones(running_daemon: Daemon) -> None:
     assert spooled(running_daemon.home) == []
 
 
+BLANK_LINES = (
+    b'{"type": "custom", "name": "g1", "id": "blank-1"}\n'
+    b"\n"
+    b"   \n"
+    b'{"type": "bogus", "id": "blank-2"}\n'
+    b"\n"
+    b'{"type": "custom", "id": "blank-3"}\n'
+)
+
+
+def test_a_rejected_line_is_named_by_its_place_in_the_input(running_daemon: Daemon) -> None:
+    """Blank lines are not sent, so the daemon's line 2 and 3 are the input's lines 4
+    and 6: the input's numbers are the ones that help. A JSON array's events are items."""
+    result = send("-", input=BLANK_LINES)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.decode().splitlines()
+    assert [line.split(": ")[1] for line in lines] == ["line 4", "line 6"], lines
+    assert "unknown event type 'bogus'" in lines[0] and "`name`" in lines[1]
+    array = b'[{"type": "custom", "name": "a"}, {"type": "custom"}]'
+    result = send("-", input=array)
+    assert result.stderr.decode().split(": ")[1] == "item 2", result.stderr
+    assert "blank-1" in by_id(running_daemon)  # (the good line around them is kept)
+
+
+def test_a_line_refused_with_the_daemon_down_is_named_by_its_place(state_home: Path) -> None:
+    result = send("-", input=BLANK_LINES)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.decode().splitlines()
+    assert [line.split(": ")[1] for line in lines] == ["line 4", "line 6"], lines
+    assert spooled(state_home) == []
+
+
 def test_unparseable_stdin_is_a_usage_error(running_daemon: Daemon) -> None:
     result = send("-", input=b'{"type": "custom", "name": "a"}\n{"type": \n')
     assert result.returncode == 2

@@ -249,12 +249,15 @@ def _now_rfc3339() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z"
 
 
-def build_events(opts: Options, stdin: Any = None) -> list[dict[str, Any]]:
-    """The events to send: from the input, else from the options; defaults filled in."""
+def build_events(opts: Options, stdin: Any = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """The events to send: from the input, else from the options; defaults filled in.
+    With each, where it came from, as errors name it: ``line 6`` of NDJSON input (blank
+    lines are not sent, so the daemon's line numbers are not the input's), ``item 3`` of
+    a JSON array, ``line 1`` for the event the options build."""
     if opts.input is not None:
         if opts.usage is not None:
             raise UsageError("--usage-json builds one event from options: not with - or --file")
-        events = _read_input(opts.input, stdin)
+        events, where = _read_input(opts.input, stdin)
         for event in events:
             if opts.type is not None:
                 event.setdefault("type", opts.type)
@@ -268,8 +271,8 @@ def build_events(opts: Options, stdin: Any = None) -> list[dict[str, Any]]:
         if opts.usage is not None:
             _apply_usage(event, opts, stdin)
         _fill(event, opts, override=True)
-        events = [event]
-    return events
+        events, where = [event], ["line 1"]
+    return events, where
 
 
 def _apply_usage(event: dict[str, Any], opts: Options, stdin: Any) -> None:
@@ -348,20 +351,24 @@ def _read_bytes(source: str, stdin: Any) -> bytes:
         raise UsageError(f"cannot read {source}: {exc.strerror}") from None
 
 
-def _read_input(source: str, stdin: Any) -> list[dict[str, Any]]:
+def _read_input(source: str, stdin: Any) -> tuple[list[dict[str, Any]], list[str]]:
+    """The input's events, and where each is in it (:func:`build_events`)."""
     data = _read_bytes(source, stdin)
     text = data.decode("utf-8", "surrogateescape")
     stripped = text.strip()
     if not stripped:
-        return []
+        return [], []
     try:
         whole = fastjson.loads(stripped)  # one JSON object or array, maybe pretty-printed
     except ValueError:
         whole = None
     else:
         items = whole if isinstance(whole, list) else [whole]
-        return [_as_event(item, f"input item {n}") for n, item in enumerate(items, 1)]
+        events = [_as_event(item, f"input item {n}") for n, item in enumerate(items, 1)]
+        where = [f"item {n}" for n in range(1, len(events) + 1)]
+        return events, where if isinstance(whole, list) else ["line 1"]
     events = []
+    where = []
     for number, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
@@ -369,7 +376,8 @@ def _read_input(source: str, stdin: Any) -> list[dict[str, Any]]:
             except ValueError as exc:
                 raise UsageError(f"input line {number}: {exc}") from None
             events.append(_as_event(item, f"input line {number}"))
-    return events
+            where.append(f"line {number}")
+    return events, where
 
 
 def _as_event(item: Any, where: str) -> dict[str, Any]:
@@ -417,9 +425,10 @@ def spool(lines: list[str]) -> str:
     return final
 
 
-def _invalid_locally(lines: list[str]) -> list[str]:
+def _invalid_locally(lines: list[str], where: list[str]) -> list[str]:
     """Apply the daemon's own rules before spooling (slow path only): an event it
-    would reject later must fail now, where the hook author sees it."""
+    would reject later must fail now, where the hook author sees it (``where``: each
+    line's place in the input)."""
     from telemetryd import config, events, paths
     from telemetryd.errors import TelemetryError
 
@@ -428,7 +437,7 @@ def _invalid_locally(lines: list[str]) -> list[str]:
     except TelemetryError:
         limits = config.Ingest()  # the daemon will say what is wrong with its config
     problems = []
-    for number, line in enumerate(lines, 1):
+    for place, line in zip(where, lines, strict=True):
         raw = line.encode()
         try:
             if len(raw) > limits.max_line_bytes:
@@ -445,7 +454,7 @@ def _invalid_locally(lines: list[str]) -> list[str]:
             if problem is not None:
                 raise problem
         except events.Invalid as invalid:
-            problems.append(f"line {number}: {invalid.code}: {invalid}")
+            problems.append(f"{place}: {invalid.code}: {invalid}")
     return problems
 
 
@@ -472,7 +481,7 @@ def main(argv: list[str]) -> int:
         if opts.help:
             sys.stdout.write(USAGE)
             return EXIT_OK
-        events = build_events(opts)
+        events, where = build_events(opts)
         lines = [fastjson.dumps(event) for event in events]
     except (UsageError, ValueError, TypeError) as exc:
         sys.stderr.write(f"telemetryctl send: {exc}\n")
@@ -485,9 +494,9 @@ def main(argv: list[str]) -> int:
     delivery = deliver_to(opts.socket, ("\n".join(lines) + "\n").encode(), opts.timeout)
 
     for reply in delivery.rejected:
+        place = where[reply.line - 1] if 0 < reply.line <= len(where) else f"line {reply.line}"
         sys.stderr.write(
-            f"telemetryctl send: line {reply.line}: {reply.error}: "
-            f"{reply.path or '$'}: {reply.message}\n"
+            f"telemetryctl send: {place}: {reply.error}: {reply.path or '$'}: {reply.message}\n"
         )
     if delivery.summary is not None:
         if opts.verbose:
@@ -500,14 +509,15 @@ def main(argv: list[str]) -> int:
     if opts.strict:
         sys.stderr.write(f"telemetryctl send: not delivered: {delivery.failure}\n")
         return EXIT_UNAVAILABLE
-    problems = _invalid_locally(keep)
+    places = dict(zip(lines, where, strict=True))  # (a line sent twice: its last place)
+    problems = _invalid_locally(keep, [places[line] for line in keep])
     if problems:
         for problem in problems:
             sys.stderr.write(f"telemetryctl send: {problem}\n")
         return EXIT_INVALID
     if keep:
         try:
-            where = spool(keep)
+            spooled = spool(keep)
         except OSError as exc:
             # Lost: but a hook must not fail its agent (--strict fails above, unspooled).
             sys.stderr.write(
@@ -515,5 +525,5 @@ def main(argv: list[str]) -> int:
                 f"; {len(keep)} event(s) lost\n"
             )
             return EXIT_INVALID if delivery.rejected else EXIT_OK
-        _warn(f"{delivery.failure}; {len(keep)} event(s) spooled to {where}")
+        _warn(f"{delivery.failure}; {len(keep)} event(s) spooled to {spooled}")
     return EXIT_INVALID if delivery.rejected else EXIT_OK
