@@ -1366,6 +1366,31 @@ def test_sessions_view(fixed: Store) -> None:
     ]
 
 
+def test_a_session_without_a_start_takes_its_first_prompts_cwd(store: Store, journal: Path) -> None:
+    """A session known from its transcript (import) has no session_start: the sessions
+    view had no cwd for it. Its first prompt's attrs.cwd is it; a session_start's wins."""
+
+    def prompt(n: int, session: str, cwd: str | None, seconds: float) -> bytes:
+        attrs = {"cwd": cwd} if cwd else {"imported": True}
+        return line(ev.Prompt(id=f"p{n}", ts=at(seconds), session_id=session, attrs=attrs))
+
+    append(
+        segment(journal, 1),
+        prompt(1, "imported", "/w/second", 20)
+        + prompt(2, "imported", "/w/first", 10)
+        + prompt(3, "imported", None, 5)  # (no cwd: not the first one that has one)
+        + line(ev.SessionStart(id="s", ts=at(0), session_id="hooked", cwd="/w/started"))
+        + prompt(4, "hooked", "/w/prompted", 1)
+        + prompt(5, "bare", None, 0),
+    )
+    store.materialize(str(journal))
+    assert query(store, "SELECT session_id, cwd FROM sessions ORDER BY ALL") == [
+        ("bare", None),
+        ("hooked", "/w/started"),
+        ("imported", "/w/first"),
+    ]
+
+
 def test_events_table_keeps_attrs_and_log_fields_as_json(store: Store, journal: Path) -> None:
     append(
         segment(journal, 1),

@@ -295,11 +295,24 @@ tools AS (
     FROM tool_calls AS c
     WHERE c.session_id IS NOT NULL
     GROUP BY c.session_id
+),
+-- A session known from its transcript (imported) or without a SessionStart hook has
+-- no session_start: its first prompt's working directory (attrs.cwd, which the hooks
+-- and the import put there), read from prompts only (few: no JSON read of every event).
+prompt_cwd AS (
+    SELECT p.session_id, arg_min(p.cwd, p.ts) AS cwd
+    FROM (
+        SELECT e.session_id, e.ts, json_extract_string(e.attrs, '$.cwd') AS cwd
+        FROM events AS e
+        WHERE e.type = 'prompt' AND e.session_id IS NOT NULL
+    ) AS p
+    WHERE p.cwd IS NOT NULL
+    GROUP BY p.session_id
 )
 SELECT
     s.session_id,
     s.source,
-    s.cwd,
+    coalesce(s.cwd, w.cwd) AS cwd,
     coalesce(s.start_ts, s.first_ts) AS started,
     coalesce(s.end_ts, s.last_ts) AS ended,
     coalesce(
@@ -322,7 +335,8 @@ SELECT
     coalesce(d.attempts, 0) AS attempts
 FROM per_session AS s
 LEFT JOIN distinct_counts AS d ON d.session_id = s.session_id
-LEFT JOIN tools AS t ON t.session_id = s.session_id;
+LEFT JOIN tools AS t ON t.session_id = s.session_id
+LEFT JOIN prompt_cwd AS w ON w.session_id = s.session_id;
 
 -- Alerts: the analyzer's (source 'telemetryd', rule = its rule) and producers' own, such
 -- as Claude Code's notifications. evidence: what the rule saw (docs/alerts.md).
