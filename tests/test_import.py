@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from datetime import datetime
@@ -324,6 +325,11 @@ def test_claude_fixture_totals(tmp_path: Path) -> None:
     summary = view(importer.run("claude-code", [root], dry_run=True))
     assert summary["files"] == 3
     assert summary["malformed"] == 1
+    # where it is, so that it can be found without importing file by file
+    (where,) = summary["malformed_files"]
+    path, _, count = where.rpartition(": ")
+    assert count == "1" and Path(path).is_relative_to(root)
+    assert "{not json at all" in Path(path).read_text()  # (the file that holds it)
     assert summary["requests"] == 6
     assert summary["by_model"] == approx_rows(FIXTURE_BY_MODEL)
     assert summary["by_day"] == approx_rows(FIXTURE_BY_DAY)
@@ -622,6 +628,7 @@ def test_human_summary(running_daemon: Daemon, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     text = result.stdout.decode()
     assert "3 files read" in text and "1 malformed" in text
+    assert re.search(r"^  malformed in \S+\.jsonl: 1$", text, re.MULTILINE), text
     assert "6 requests (5 repeated lines merged), 0 tool calls, 0 tool results (0 failed)" in text
     assert "1 prompt, 1 sub-agent run; sent 9: 9 new, 0 already there, 0 rejected" in text
     assert "claude-opus-4-6" in text and "$0.50" in text

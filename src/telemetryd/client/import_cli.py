@@ -99,6 +99,9 @@ def _some(n: float, noun: str) -> str:
     return f"{_number(n)} {noun}{'' if n == 1 else 's'}"
 
 
+MALFORMED_SHOWN = 10  # files with malformed lines named in the text summary
+
+
 def _print_summary(summary: importer.Summary) -> None:
     s = summary
     verb = "would send" if s.dry_run else "sent"
@@ -112,6 +115,10 @@ def _print_summary(summary: importer.Summary) -> None:
             else ""
         )
     )
+    for where in s.malformed_files[:MALFORMED_SHOWN]:  # (--json lists them all)
+        click.echo(f"  malformed in {where}")
+    if len(s.malformed_files) > MALFORMED_SHOWN:
+        click.echo(f"  and in {_some(len(s.malformed_files) - MALFORMED_SHOWN, 'more file')}")
     click.echo(
         f"{_some(s.requests, 'request')} ({_number(s.repeats)} repeated lines merged"
         + (f", {s.before_since} before --since" if s.before_since else "")

@@ -465,6 +465,7 @@ class Summary:
     bytes: int = 0
     lines: int = 0
     malformed: int = 0
+    malformed_files: list[str] = field(default_factory=list)  # "path: N": where they are
     requests: int = 0
     repeats: int = 0
     tool_calls: int = 0
@@ -924,6 +925,15 @@ class Importer:
             self.summary.files += 1
         self.sent_until = self.imported_sizes.get(str(path), 0)
         self.path, self.last_time = path, None
+        malformed = self.summary.malformed
+        try:
+            self._read(path, part)
+        finally:
+            found = self.summary.malformed - malformed
+            if found:
+                self.summary.malformed_files.append(f"{path}: {found}")
+
+    def _read(self, path: Path, part: tuple[int, int, int] | None) -> None:
         with open(path, "rb") as f:
             live = self.live = self._is_live(path, os.fstat(f.fileno()).st_mtime)
             if self.agent == "claude-code":
