@@ -288,6 +288,38 @@ def test_malformed_stdin_still_gives_one_line_and_exit_0(
     assert running_daemon.journal_events() == []
 
 
+def test_stdin_left_open_and_a_bad_timeout_still_give_the_line(running_daemon: Daemon) -> None:
+    """A writer that keeps stdin open (a wrapper script) held the status line for good: the
+    status JSON is taken once it is whole, and a pipe that never brings one is given up
+    after statusline.STDIN_WAIT. A TELEMETRYD_STATUSLINE_TIMEOUT that is not seconds
+    printed a Python error in place of the line; it is named on stderr, the line is kept."""
+    data = json.dumps(stdin_json(cost={"total_cost_usd": 0.5})).encode()
+    for parts, expect in (([data], "Opus 4.1 | session $0.50"), ([data[:30]], "statusline: ")):
+        with subprocess.Popen(
+            [TELEMETRYCTL, "statusline", "--no-record"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        ) as proc:
+            assert proc.stdin is not None and proc.stdout is not None
+            started = time.monotonic()
+            for part in parts:
+                proc.stdin.write(part)
+                proc.stdin.flush()
+            try:
+                assert proc.wait(timeout=statusline.STDIN_WAIT + 20) == 0
+            finally:
+                proc.stdin.close()
+            took = time.monotonic() - started
+            assert proc.stdout.read().decode().startswith(expect)
+            assert took < statusline.STDIN_WAIT + 10
+    result = run_statusline(
+        stdin_json(), "--no-record", env={"TELEMETRYD_STATUSLINE_TIMEOUT": "abc"}
+    )
+    assert one_line(result).startswith("Opus 4.1")
+    assert b"TELEMETRYD_STATUSLINE_TIMEOUT" in result.stderr and b"Traceback" not in result.stderr
+
+
 def test_bad_options_and_help_exit_0() -> None:
     text = one_line(run_statusline(b"{}", "--frobnicate"))
     assert text.startswith("telemetryctl statusline: unexpected argument")

@@ -27,7 +27,7 @@ import time
 
 from telemetryd import fastjson
 from telemetryd.adapters import claude_code
-from telemetryd.client import protocol, send
+from telemetryd.client import protocol, send, stdin_json
 from telemetryd.client.argv import UsageError, arguments, env_seconds, seconds
 
 TYPE_CHECKING = False
@@ -341,61 +341,13 @@ def deliver(lines: list[str], socket_path: str | None, timeout: float) -> None:
                 )
 
 
-def _payload(data: bytes) -> Any:
-    """The payload's JSON; what nests deeper than Python's recursion allows is cut at
-    :data:`fastjson.MAX_DEPTH`, as the daemon's ``http`` hooks cut it."""
-    try:
-        return fastjson.loads(data.decode("utf-8", "replace"))
-    except RecursionError:
-        cut = fastjson.shallow(data)
-        if cut is None:
-            raise ValueError("it nests too deeply") from None
-        return fastjson.loads(cut.decode("utf-8", "replace"))
-
-
-def read_payload(stream: Any, limit: int = MAX_PAYLOAD, wait: float = STDIN_WAIT) -> Any:
-    """The payload on ``stream``, parsed (:func:`_payload`): at its end, or as soon as what
-    came is one whole JSON object, for whatever wrote it (or a child of that, which
-    inherited the pipe) may keep its end open. Raises OverflowError past ``limit`` bytes
-    (a tool's whole output, say: not worth holding the agent), TimeoutError when no whole
-    payload came within ``wait`` seconds, ValueError when it is not JSON."""
-    try:
-        fd = stream.fileno()
-    except (AttributeError, OSError, ValueError):  # (not a file: read to its end)
-        data = stream.read(limit + 1)
-        if len(data) > limit:
-            raise OverflowError from None
-        return _payload(data)
-    import select
-
-    deadline = time.monotonic() + wait
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            raise TimeoutError
-        chunk = os.read(fd, 1 << 16)
-        if not chunk:
-            return _payload(b"".join(chunks))
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            raise OverflowError
-        if chunk.rstrip().endswith(b"}"):
-            try:
-                return _payload(b"".join(chunks))
-            except ValueError:
-                pass  # (not whole yet)
-
-
 def run(argv: list[str], stdin: Any = None) -> int:
     opts = parse(argv)
     if opts.help:
         sys.stdout.write(USAGE)
         return 0
     try:
-        payload = read_payload(stdin or sys.stdin.buffer)
+        payload = stdin_json.read(stdin or sys.stdin.buffer, MAX_PAYLOAD, STDIN_WAIT)
     except OverflowError:
         sys.stderr.write(f"telemetryctl hook: the payload is over {MAX_PAYLOAD} bytes; skipped\n")
         return 0

@@ -30,8 +30,8 @@ import time
 
 from telemetryd import fastjson
 from telemetryd.client import delivery as delivering
-from telemetryd.client import protocol, send
-from telemetryd.client.argv import UsageError, arguments, seconds
+from telemetryd.client import protocol, send, stdin_json
+from telemetryd.client.argv import UsageError, arguments, env_seconds, seconds
 from telemetryd.client.output import fixed
 
 TYPE_CHECKING = False
@@ -61,6 +61,7 @@ Options:
 
 DEFAULT_TIMEOUT = 0.5
 MAX_INPUT = 1024 * 1024  # Claude Code's status JSON is a few kilobytes
+STDIN_WAIT = 2.0  # for the whole of it, should stdin stay open
 STATE_DIR = "hooks"  # shared with `hook` (its sweep removes our stale files)
 STATE_PREFIX = "statusline-"
 SOURCE = "claude-code"
@@ -72,7 +73,7 @@ class Options:
     def __init__(self) -> None:
         self.record = True
         self.socket: str | None = None
-        self.timeout = float(os.environ.get("TELEMETRYD_STATUSLINE_TIMEOUT") or DEFAULT_TIMEOUT)
+        self.timeout = env_seconds("TELEMETRYD_STATUSLINE_TIMEOUT", DEFAULT_TIMEOUT, "statusline")
         self.help = False
 
 
@@ -406,13 +407,12 @@ def record(
 # -- the command ----------------------------------------------------------------------
 
 
-def read_payload(stdin: Any) -> dict[str, Any] | None:
-    data = stdin.read(MAX_INPUT + 1)
-    if len(data) > MAX_INPUT:
-        return None
+def read_payload(stdin: Any, wait: float) -> dict[str, Any] | None:
+    """Claude Code's status JSON, as soon as it is whole (stdin may stay open: at most
+    ``wait`` seconds); None when none came, or it is not a JSON object."""
     try:
-        payload = fastjson.loads(data.decode("utf-8", "replace"))
-    except ValueError:
+        payload = stdin_json.read(stdin, MAX_INPUT, wait)
+    except (OverflowError, TimeoutError, ValueError):
         return None
     return payload if isinstance(payload, dict) else None
 
@@ -424,7 +424,7 @@ def run(argv: list[str], stdin: Any = None) -> int:
         return 0
     now = time.time()
     deadline = time.monotonic() + opts.timeout
-    payload = read_payload(stdin or sys.stdin.buffer)
+    payload = read_payload(stdin or sys.stdin.buffer, STDIN_WAIT)
     session = _string((payload or {}).get("session_id"))
     totals = fetch_totals(session, now, opts.timeout)
     sys.stdout.write(line(payload, totals, now) + "\n")
