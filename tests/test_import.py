@@ -339,12 +339,15 @@ def test_claude_default_locations(
     agent_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     claude_fixture(agent_home / ".claude")  # ~/.claude/projects
+    summary = view(importer.run("claude-code", dry_run=True))
+    assert (summary["files"], summary["requests"]) == (3, 6)
+    # CLAUDE_CONFIG_DIR (a second account, say) replaces ~/.claude, as for ccusage and
+    # Claude Code: ~/.claude may hold the other account's usage
     other = tmp_path / "cfg"
     shutil.copytree(TRANSCRIPTS, other / "projects" / "p")
     monkeypatch.setenv("CLAUDE_CONFIG_DIR", f"{tmp_path / 'missing'},{other}")
-    summary = view(importer.run("claude-code", dry_run=True))
-    assert summary["files"] == 3 + 5
-    assert summary["requests"] == 6 + 15
+    summary = view(importer.run("claude-code", dry_run=True, rescan=True))
+    assert (summary["files"], summary["requests"]) == (5, 15)
 
 
 def test_claude_since(tmp_path: Path) -> None:

@@ -297,8 +297,8 @@ def claude_code_command(**options: Any) -> None:
     """Import token usage and sessions from Claude Code transcripts.
 
     PATHS are files or directories of *.jsonl transcripts; by default
-    ~/.claude/projects, ~/.config/claude/projects and <dir>/projects for each
-    CLAUDE_CONFIG_DIR entry. A response repeated over several lines (one per
+    <dir>/projects for each entry of CLAUDE_CONFIG_DIR (comma-separated) when it
+    is set, else ~/.claude/projects and ~/.config/claude/projects. A response repeated over several lines (one per
     content block, or while it streamed) counts once, with its largest usage.
     Tool uses and their results, prompts (their length only) and sub-agent runs
     become the events the hooks send, with the same ids for tool uses and

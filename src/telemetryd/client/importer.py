@@ -293,15 +293,16 @@ def _gemini_dict(record: _GeminiRecord) -> dict[str, Any]:
 
 
 def claude_roots(environ: dict[str, str] | None = None) -> list[Path]:
-    """Where Claude Code keeps transcripts: ``~/.claude/projects``,
-    ``~/.config/claude/projects`` and ``<dir>/projects`` for each ``CLAUDE_CONFIG_DIR``."""
+    """Where Claude Code keeps transcripts, as ccusage (and Claude Code) finds them:
+    ``<dir>/projects`` for each entry of the comma-separated ``CLAUDE_CONFIG_DIR``
+    (only those, when it is set: another account's files may be in ~/.claude), else
+    ``~/.claude/projects`` and ``~/.config/claude/projects``."""
     env = os.environ if environ is None else environ
+    given = [entry.strip() for entry in (env.get("CLAUDE_CONFIG_DIR") or "").split(",")]
+    if any(given):
+        return [Path(entry).expanduser() / "projects" for entry in given if entry]
     home = Path(env.get("HOME") or Path.home())
-    roots = [home / ".claude" / "projects", home / ".config" / "claude" / "projects"]
-    for entry in (env.get("CLAUDE_CONFIG_DIR") or "").split(","):
-        if entry.strip():
-            roots.append(Path(entry.strip()).expanduser() / "projects")
-    return roots
+    return [home / ".claude" / "projects", home / ".config" / "claude" / "projects"]
 
 
 def codex_roots(environ: dict[str, str] | None = None) -> list[Path]:
