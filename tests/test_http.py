@@ -922,29 +922,35 @@ def test_bodies_held_at_once_are_bounded(daemon_factory: Any) -> None:
     assert status == 200
 
 
+def deep(levels: int) -> dict[str, Any]:
+    """An OTLP attribute value that nests ``levels`` maps deep."""
+    value: dict[str, Any] = {"stringValue": "x"}
+    for level in range(levels):
+        value = {"kvlistValue": {"values": [{"key": f"l{level}", "value": value}]}}
+    return value
+
+
 def test_records_that_fail_the_checks_are_a_partial_success(daemon_factory: Any) -> None:
-    """A record whose event the daemon refuses (here: attrs over a small
-    ingest.max-attrs-bytes) is counted in partialSuccess of a 200, with the reason; the
+    """A record whose event the daemon refuses (here: attrs nested deeper than a small
+    ingest.max-attrs-depth) is counted in partialSuccess of a 200, with the reason; the
     records around it are kept, and the client has nothing to retry."""
-    daemon = daemon_factory(["--set", "ingest.max-attrs-bytes=2048"]).start()
+    daemon = daemon_factory(["--set", "ingest.max-attrs-depth=2"]).start()
     client = Client(daemon)
 
-    def record(n: int, attrs: int) -> dict[str, Any]:
+    def record(n: int, levels: int) -> dict[str, Any]:
         return {
             "timeUnixNano": str(1_700_000_000_000_000_000 + n),
             "body": {"stringValue": f"record-{n}"},
-            "attributes": [
-                {"key": f"k{i}", "value": {"stringValue": "v" * 900}} for i in range(attrs)
-            ],
+            "attributes": [{"key": "k", "value": deep(levels)}],
         }
 
-    records = [record(0, 0), record(1, 6), record(2, 1)]
+    records = [record(0, 0), record(1, 2), record(2, 1)]
     body = json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": records}]}]}).encode()
     status, _, answer = client.post("/v1/logs", body)
     assert status == 200
     partial = json.loads(answer)["partialSuccess"]
     assert partial["rejectedLogRecords"] == "1"
-    assert "attrs" in partial["errorMessage"] and "2048" in partial["errorMessage"]
+    assert "attrs" in partial["errorMessage"] and "2" in partial["errorMessage"]
     kept = sorted(e["event"] for e in journaled(daemon) if e["type"] == "log")
     assert kept == ["record-0", "record-2"]
     from google.protobuf import json_format
@@ -953,7 +959,7 @@ def test_records_that_fail_the_checks_are_a_partial_success(daemon_factory: Any)
         ExportLogsServiceResponse,
     )
 
-    records = [record(3, 6)]
+    records = [record(3, 2)]
     request = {"resourceLogs": [{"scopeLogs": [{"logRecords": records}]}]}
     protobuf = json_format.ParseDict(request, ExportLogsServiceRequest()).SerializeToString()
     status, _, answer = client.post("/v1/logs", protobuf, PROTOBUF)
@@ -961,12 +967,51 @@ def test_records_that_fail_the_checks_are_a_partial_success(daemon_factory: Any)
     assert (status, response.partial_success.rejected_log_records) == (200, 1)
 
 
+def test_attrs_are_cut_to_a_lowered_limit_not_the_record_lost(daemon_factory: Any) -> None:
+    """The mappers cut attrs to 12 KiB whatever ingest.max-attrs-bytes said: below that
+    a big record (an api_request with its tokens and cost) was refused whole. Now they
+    cut to three quarters of the limit: its largest attributes go (named in
+    otel.dropped), it stays, inline and in the ingest workers alike."""
+    from telemetryd.client import control
+
+    daemon = daemon_factory(["--set", "ingest.max-attrs-bytes=2048"]).start()
+    client = Client(daemon)
+
+    def request(first: int, count: int) -> bytes:
+        records = [
+            {
+                "timeUnixNano": str(1_700_000_000_000_000_000 + n),
+                "body": {"stringValue": f"cut-{n}"},
+                "attributes": [
+                    {"key": f"k{i}", "value": {"stringValue": "v" * 900}} for i in range(6)
+                ],
+            }
+            for n in range(first, first + count)
+        ]
+        return json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": records}]}]}).encode()
+
+    # one record (the daemon maps it), then 39 (they start the ingest workers), then 40
+    # more once a worker runs (it maps them)
+    for first, count in ((0, 1), (1, 39)):
+        assert client.post("/v1/logs", request(first, count))[::2] == (200, b"{}")
+    deadline = time.monotonic() + 20
+    while control.status(daemon.control_socket)["ingest_workers"]["running"] == 0:
+        assert time.monotonic() < deadline, daemon.log()
+        time.sleep(0.05)
+    assert client.post("/v1/logs", request(40, 40))[::2] == (200, b"{}")
+    logs = [e for e in journaled(daemon) if e["type"] == "log"]
+    assert sorted(e["event"] for e in logs) == sorted(f"cut-{n}" for n in range(80))
+    for event in logs:
+        assert len(json.dumps(event["attrs"], separators=(",", ":"))) <= 2048
+        assert event["attrs"]["otel.dropped"]  # (what had to go is named)
+
+
 def test_big_requests_are_mapped_in_the_ingest_workers_alike(daemon_factory: Any) -> None:
     """Bodies of 16 KiB or more go to an ingest worker once one runs: the same events, the
     same partial success, as when the daemon maps them itself."""
     from telemetryd.client import control
 
-    daemon = daemon_factory(["--set", "ingest.max-attrs-bytes=2048"]).start()
+    daemon = daemon_factory(["--set", "ingest.max-attrs-depth=2"]).start()
     client = Client(daemon)
 
     def request(first: int, bad: int) -> bytes:
@@ -975,8 +1020,7 @@ def test_big_requests_are_mapped_in_the_ingest_workers_alike(daemon_factory: Any
                 "timeUnixNano": str(1_700_000_000_000_000_000 + n),
                 "body": {"stringValue": f"big-{n}"},
                 "attributes": [
-                    {"key": f"k{i}", "value": {"stringValue": "v" * 900}}
-                    for i in range(6 if n == bad else 1)
+                    {"key": "k", "value": deep(2) if n == bad else {"stringValue": "v" * 900}}
                 ],
             }
             for n in range(first, first + 40)
@@ -995,7 +1039,7 @@ def test_big_requests_are_mapped_in_the_ingest_workers_alike(daemon_factory: Any
         status, _, answer = client.post("/v1/logs", request(first, first + 7))
         partial = json.loads(answer)["partialSuccess"]
         assert (status, partial["rejectedLogRecords"]) == (200, "1")
-        assert "2048" in partial["errorMessage"]
+        assert "deeper than the limit of 2" in partial["errorMessage"]
     bodies = sorted(e["event"] for e in journaled(daemon) if e["type"] == "log")
     expected = [f"big-{n}" for f in (0, 100, 200, 300) for n in range(f, f + 40)]
     expected = sorted(set(expected) - {"big-5", "big-107", "big-207", "big-307"})

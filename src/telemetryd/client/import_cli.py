@@ -298,8 +298,9 @@ def claude_code_command(**options: Any) -> None:
 
     PATHS are files or directories of *.jsonl transcripts; by default
     <dir>/projects for each entry of CLAUDE_CONFIG_DIR (comma-separated) when it
-    is set, else ~/.claude/projects and ~/.config/claude/projects. A response repeated over several lines (one per
-    content block, or while it streamed) counts once, with its largest usage.
+    is set, else ~/.claude/projects and ~/.config/claude/projects. A response
+    repeated over several lines (one per content block, or while it streamed)
+    counts once, with its largest usage.
     Tool uses and their results, prompts (their length only) and sub-agent runs
     become the events the hooks send, with the same ids for tool uses and
     sub-agents. Running it again adds nothing that is already there.

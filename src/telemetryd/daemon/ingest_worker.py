@@ -90,6 +90,7 @@ def run_job(checker: Checker, request: Request, body: bytes) -> Answer:
             gzipped=bool(request.flags & GZIPPED),
             limit=request.limit,
             prompt_text=bool(request.flags & PROMPT_TEXT),
+            max_attrs=request.max_attrs,
         )
     except wire.BadRequest as exc:
         return Answer(request.tag, Checked(), refused=(400, str(exc)))

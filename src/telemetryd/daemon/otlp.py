@@ -64,6 +64,7 @@ class _Job:
         gzipped: bool,
         limit: int,
         prompt_text: bool,
+        max_attrs: int,
     ) -> None:
         self.signal = signal
         self.encoding = encoding
@@ -71,6 +72,7 @@ class _Job:
         self.gzipped = gzipped
         self.limit = limit
         self.prompt_text = prompt_text
+        self.max_attrs = max_attrs
 
     def run(self) -> export.Mapped:
         return export.to_events(
@@ -80,6 +82,7 @@ class _Job:
             gzipped=self.gzipped,
             limit=self.limit,
             prompt_text=self.prompt_text,
+            max_attrs=self.max_attrs,
         )
 
     def too_big(self) -> str:
@@ -153,6 +156,7 @@ class Receiver:
             coding == "gzip",
             config.max_body_bytes,
             config.prompt_text,
+            self.listener.ingestor.config.max_attrs_bytes,
         )
         answer = await self._in_worker(job) if len(job.body) >= OFFLOAD_MIN_BYTES else None
         if answer is not None:  # an ingest worker mapped and checked the events

@@ -9,10 +9,10 @@ resource's under ``resource``), minus content, cut to size:
 - a string is cut to :data:`MAX_TEXT` characters, a list to :data:`MAX_ITEMS`
   items, an object to :data:`MAX_ITEMS` keys, nesting below :data:`MAX_NEST`
   levels becomes text;
-- the whole stays under :data:`ATTRS_BUDGET` bytes encoded (the daemon rejects
-  attrs over ``ingest.max-attrs-bytes``, 16 KiB by default): the longest
-  strings are cut further, then the largest keys dropped (named in
-  ``otel.dropped``);
+- the whole stays under :data:`ATTRS_BUDGET` bytes encoded, or three quarters of
+  ``ingest.max-attrs-bytes`` when that is less (:data:`ATTRS_LIMIT`: the daemon
+  rejects attrs over it, 16 KiB by default): the longest strings are cut further,
+  then the largest keys dropped (named in ``otel.dropped``);
 - a tool's agentic telemetry spec metadata, found in its input before the input is
   dropped, is ``ats`` (adapters/ats.py bounds it to 4 KiB), never cut by the above.
 """
@@ -560,23 +560,32 @@ ENCODED_ATTRS: contextvars.ContextVar[bool] = contextvars.ContextVar("encoded_at
 _CANONICAL = msgspec.json.Encoder(order="deterministic").encode  # events.ENCODER's order
 
 
+# The bytes of encoded attrs a mapped event may have: ATTRS_BUDGET, or less where the
+# daemon takes less (adapters/otel/export.py sets it from ingest.max-attrs-bytes), so
+# that a record's attrs are cut to fit rather than the record lost.
+ATTRS_LIMIT: contextvars.ContextVar[int] = contextvars.ContextVar(
+    "attrs_limit", default=ATTRS_BUDGET
+)
+
+
 def finish(event: dict[str, Any], attrs: dict[str, Any]) -> dict[str, Any]:
     """``event`` with its attrs bounded. A tool's agentic telemetry spec metadata
     (``ats``, bounded on its own: adapters/ats.py) is kept whole; the rest fits what is
-    left of :data:`ATTRS_BUDGET`. While :data:`ENCODED_ATTRS` is set, attrs that fit
+    left of :data:`ATTRS_LIMIT`. While :data:`ENCODED_ATTRS` is set, attrs that fit
     at once are given in their canonical encoding (bytes) instead of a dict."""
+    budget = ATTRS_LIMIT.get()
     found = attrs.pop("ats", None) if attrs else None
     if found is not None:
-        rest = bound(attrs, ATTRS_BUDGET - len(encode(found))) if attrs else {}
+        rest = bound(attrs, budget - len(encode(found))) if attrs else {}
         rest["ats"] = found
         event["attrs"] = rest
     elif attrs:
         if ENCODED_ATTRS.get():
             encoded = _CANONICAL(attrs)  # (the same size as in any other order of keys)
-            if len(encoded) <= ATTRS_BUDGET:
+            if len(encoded) <= budget:
                 event["attrs"] = encoded
                 return event
-            event["attrs"] = _shortened(attrs, ATTRS_BUDGET)
+            event["attrs"] = _shortened(attrs, budget)
         else:
-            event["attrs"] = bound(attrs)
+            event["attrs"] = bound(attrs, budget)
     return event

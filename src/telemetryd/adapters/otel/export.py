@@ -88,18 +88,26 @@ def to_events(
     gzipped: bool = False,
     limit: int,
     prompt_text: bool = False,
+    max_attrs: int | None = None,
 ) -> Mapped:
     """The events of one export request. Raises wire.BadRequest (undecodable),
     OverflowError (inflates past ``limit``) or zlib.error (a broken gzip body). A
-    mapping that fails costs its record only."""
+    mapping that fails costs its record only. ``max_attrs``: the daemon's
+    ``ingest.max-attrs-bytes``; attrs are cut to three quarters of it, when that is
+    less than common.ATTRS_BUDGET."""
     from telemetryd.adapters.otel import common
 
     if gzipped and body:
         body = gunzip(body, limit)
     wanted = common.ENCODED_ATTRS.set(True)  # (finish() encodes attrs that fit at once)
+    budget = common.ATTRS_BUDGET
+    if max_attrs is not None:
+        budget = min(budget, max_attrs * 3 // 4)
+    bounded = common.ATTRS_LIMIT.set(budget)
     try:
         return _to_events(signal, encoding, body, prompt_text)
     finally:
+        common.ATTRS_LIMIT.reset(bounded)
         common.ENCODED_ATTRS.reset(wanted)
 
 
