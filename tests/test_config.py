@@ -15,7 +15,7 @@ import msgspec
 import pytest
 
 from conftest import ROOT, TELEMETRYCTL, Daemon, ctl, exchange
-from telemetryd import config
+from telemetryd import config, paths
 from telemetryd.errors import ConfigError
 
 DaemonFactory = Callable[..., Daemon]
@@ -326,6 +326,21 @@ def test_config_check(tmp_path: Path) -> None:
     assert b"`max-age`" in result.stderr and bad.encode() in result.stderr
     result = ctl("config", "check", str(tmp_path / "missing.toml"))
     assert result.returncode == 1 and b"missing.toml" in result.stderr
+
+
+def test_config_check_refuses_an_export_into_the_daemons_own_directories(
+    tmp_path: Path, state_home: Path
+) -> None:
+    """The daemon refuses such an export at every run (and says so in its log); the check
+    called the file valid."""
+    journal = paths.resolve().journal_dir
+    for inside in (journal, os.path.join(journal, "parquet")):
+        text = f'[export]\nparquet-dir = "{inside}"\n'
+        result = ctl("config", "check", write(tmp_path / "export.toml", text))
+        assert result.returncode == 1, result.stdout
+        assert b"parquet-dir" in result.stderr and b"another directory" in result.stderr
+    elsewhere = write(tmp_path / "ok.toml", f'[export]\nparquet-dir = "{tmp_path / "pq"}"\n')
+    assert ctl("config", "check", elsewhere).returncode == 0
 
 
 # -- ranges (finding 9 of issue 8): every number bounded, the same check everywhere -------
