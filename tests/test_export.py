@@ -302,6 +302,7 @@ def test_since_and_until_fix_the_window_of_a_directory(
     other = ctl("export", "parquet", str(out), "--since", "2026-11-01")
     assert other.returncode == 1
     assert "another directory" in other.stderr.decode()
+    assert "ExportError" not in other.stderr.decode()  # (a refusal, said as it is)
     assert "from 2026-11-22T00:00:00.000Z until 2026-11-25T10:00:00.000Z" in other.stderr.decode()
     bad = ctl("export", "parquet", str(out), "--since", "yesterday")
     assert bad.returncode == 2 and "'yesterday' is not a date" in bad.stderr.decode()

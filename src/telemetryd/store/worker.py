@@ -148,10 +148,12 @@ class Worker:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             raise
         except Exception as exc:  # the store failed: say so, keep serving
-            # (DuckDB's most general error is named Error: not "Error: Error: ..." to read)
-            what = f"{type(exc).__name__}: {exc}" if type(exc).__name__ != "Error" else str(exc)
-            # (an export's own refusal, a DIR of other files, say, the daemon logs)
+            # (an export's own refusal, a DIR of other files, say, the daemon logs; it is
+            # said as it is, as is DuckDB's most general error, named Error: not
+            # "Error: ExportError: ..." to read)
             expected = isinstance(exc, ExportError)
+            plain = expected or type(exc).__name__ == "Error"
+            what = str(exc) if plain else f"{type(exc).__name__}: {exc}"
             log.log(logging.DEBUG if expected else logging.WARNING,
                     "%s failed: %s", type(request).__name__, what)  # fmt: skip
             await send(_closing(code, what))
