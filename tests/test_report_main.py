@@ -186,6 +186,8 @@ def test_with_the_daemon_stopped_and_without_one(
         (["daily", "-f", "JSON"], 2),
         (["daily", "--since", "2026-02-30"], 2),
         (["daily", "--until", "yesterday"], 2),
+        (["daily", "--since", "2026-12-07", "--until", "2026-12-01"], 2),  # (no day in both)
+        (["blocks", "-u", "20261201", "-s", "20261207"], 2),
         (["daily", "-z", "Mars/Olympus_Mons"], 2),
         (["daily", "--json=yes"], 2),
         (["daily", "--since"], 2),

@@ -287,6 +287,16 @@ def test_stdin_pretty_printed_array(running_daemon: Daemon) -> None:
     assert events["in-arr-b"]["type"] == "skill" and events["in-arr-b"]["success"] is False
 
 
+def test_an_empty_id_is_said_and_replaced(running_daemon: Daemon) -> None:
+    """`--id "$UNSET"` in a hook script: the event is kept, with a fresh id, and the
+    warning says why (it was replaced without a word)."""
+    result = send("--type", "custom", "--name", "empty-id", "--id", "")
+    assert result.returncode == 0, result.stderr
+    assert b"id is empty" in result.stderr
+    (event,) = [e for e in running_daemon.journal_events() if e.get("name") == "empty-id"]
+    assert len(event["id"]) == 36  # (a UUIDv7)
+
+
 def test_stdin_ndjson_adds_missing_ids_and_keeps_given_ones(running_daemon: Daemon) -> None:
     payload = (
         b'{"type": "custom", "name": "n1"}\n'

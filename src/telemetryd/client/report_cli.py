@@ -33,9 +33,15 @@ def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     if value is None:
         return None
     try:
-        return reports.parse_date(value)
+        day = reports.parse_date(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    # (whichever of the two comes second on the command line meets the other here)
+    other = ctx.params.get("until" if param.name == "since" else "since")
+    since, until = (day, other) if param.name == "since" else (other, day)
+    if since is not None and until is not None and since > until:
+        raise click.UsageError(f"--since {since} is after --until {until}: no day is in both")
+    return day
 
 
 def _zone(ctx: click.Context, param: click.Parameter, value: str | None) -> str:

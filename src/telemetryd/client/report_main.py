@@ -124,6 +124,8 @@ def options(kind: str, values: dict[str, Any]) -> tuple[Any, str]:
         zone = reports.local_zone() if zone is None else reports.check_zone(zone)
     except ValueError as exc:
         raise Fallback(str(exc)) from None
+    if since is not None and until is not None and since > until:
+        raise Fallback("--since is after --until")  # (click's callback says so)
     fmt = "json" if values.get("as_json") else values.get("fmt", "table")
     if kind == "blocks":
         from telemetryd.client import blocks

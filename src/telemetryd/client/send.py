@@ -335,6 +335,8 @@ def _fill(event: dict[str, Any], opts: Options, *, override: bool) -> None:
             _put(event, "agent.model", "unknown", override=False)
             _warn("no model given (--model or TELEMETRYD_MODEL); recorded as 'unknown'")
     if not event.get("id"):
+        if event.get("id") == "":  # (an unset variable in a hook script, say: said, not fatal)
+            _warn("the event's id is empty (ids are 1 to 128 characters): a fresh one is used")
         event["id"] = uuid7()
     if not event.get("ts"):
         event["ts"] = _now_rfc3339()  # when the hook fired, even if delivered later from the spool
