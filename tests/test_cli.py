@@ -234,7 +234,7 @@ DRY_RUN = {"ok": True, "dry_run": True, "deleted": ["a.jsonl"], "compressed": []
         (
             ["flush"],
             line(wire.Closing(wire.TOO_MANY_CONNECTIONS, "over 64")),
-            1,
+            3,
             "Error: the daemon is busy: over 64\n",
         ),
         (["rebuild"], line({"ok": True}), 1, "Error: the daemon's reply is not an answer to"),
@@ -253,7 +253,7 @@ def test_control_commands_without_a_daemon_say_it_is_not_running(
     tmp_path: Path, args: list[str]
 ) -> None:
     result = ctl(*args, "--socket", str(tmp_path / "none.sock"))
-    assert (result.returncode, result.stdout) == (1, b"")
+    assert (result.returncode, result.stdout) == (3, b"")  # (as status, query, report)
     assert result.stderr.decode() == (
         f"Error: telemetryd is not running: no daemon socket at {tmp_path}/none.sock\n"
     )

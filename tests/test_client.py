@@ -495,9 +495,12 @@ def test_a_refusal_after_the_request_could_not_be_sent_is_still_busy(
 
 
 def test_a_query_answer_in_order_with_its_warning(peer: Callable[..., Peer]) -> None:
+    """The client asks for the line that says the daemon has the query, reads it first
+    (the answer's deadline follows its timeout), then the answer in its order."""
     seen: list[bytes] = []
     answer = (
-        line(wire.QueryColumns([("m", "VARCHAR"), ("n", "BIGINT")]))
+        line(wire.QueryAccepted(accepted=True, timeout=2.5))
+        + line(wire.QueryColumns([("m", "VARCHAR"), ("n", "BIGINT")]))
         + line(wire.QueryRows([("a", 1)]))
         + line(wire.QueryRows([("b", 2), ("c", None)]))
         + line(wire.QueryDone(True, 3, 1.5, "1 event not loaded"))
@@ -518,7 +521,9 @@ def test_a_query_answer_in_order_with_its_warning(peer: Callable[..., Peer]) -> 
         QueryDone(3, 1.5, "1 event not loaded"),
     ]
     request = msgspec.json.decode(seen[0], type=wire.ControlRequest)
-    assert request == wire.QueryRequest(sql="select $x", params={"x": 1}, timeout=2.5)
+    assert request == wire.QueryRequest(
+        sql="select $x", params={"x": 1}, timeout=2.5, accepted=True
+    )
 
 
 COLUMNS = line(wire.QueryColumns([("a", "INTEGER")]))
@@ -971,9 +976,9 @@ def test_only_the_client_library_talks_and_nothing_imports_the_store() -> None:
     assert len(modules) > 10 and {m.name for m in modules} >= LIBRARY
     sockets = {"socket", "_socket", "select"}
     talking = sorted(m.name for m in modules if imports(m) & sockets)
-    assert talking == ["delivery.py", "hook.py", "protocol.py", "store_process.py"]
-    # (hook.py waits on its stdin, the agent's pipe, with select: it opens no socket)
-    assert imports(CLIENT / "hook.py") & sockets == {"select"}
+    assert talking == ["delivery.py", "protocol.py", "stdin_json.py", "store_process.py"]
+    # (stdin_json.py waits on stdin, the agent's pipe, with select: it opens no socket)
+    assert imports(CLIENT / "stdin_json.py") & sockets == {"select"}
     readers = {"telemetryd.client.protocol.Replies", "telemetryd.client.protocol.read_reply"}
     reading = sorted(m.name for m in modules if m.name not in LIBRARY and imports(m) & readers)
     assert reading == ["query.py"]  # named there for the tests of the reply reader only

@@ -10,7 +10,7 @@ from typing import Any, Protocol, TypeVar
 import click
 
 from telemetryd.client import fetch
-from telemetryd.errors import TelemetryError
+from telemetryd.errors import DaemonBusy, DaemonUnavailable, TelemetryError
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_UNAVAILABLE = fetch.EXIT_UNAVAILABLE
@@ -28,12 +28,17 @@ T = TypeVar("T", bound=Loaded)
 
 
 def handle_errors(func: F) -> F:
-    """Exit 1 with ``Error: <message>`` for a TelemetryError (click's own exit status)."""
+    """Exit 1 with ``Error: <message>`` for a TelemetryError (click's own exit status);
+    3 (EXIT_UNAVAILABLE) when the daemon is not running or too busy to answer, as for
+    `status`, `query`, `report` and `tail`."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except (DaemonUnavailable, DaemonBusy) as exc:
+            click.echo(f"Error: {message(exc)}", err=True)
+            sys.exit(EXIT_UNAVAILABLE)
         except TelemetryError as exc:
             raise click.ClickException(message(exc)) from None
 
