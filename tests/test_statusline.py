@@ -454,13 +454,17 @@ def test_an_existing_status_line_is_kept_unless_replaced(private_home: Path) -> 
     assert f'+    "command": "{ours()["command"]}"'.encode() in dry.stdout
     assert json.loads(path.read_text()) == {"statusLine": theirs}  # nothing written
 
-    assert (
-        ctl("hooks", "install", "claude-code", "--statusline", "--replace-statusline").returncode
-        == 0
-    )
+    replaced = ctl("hooks", "install", "claude-code", "--statusline", "--replace-statusline")
+    assert replaced.returncode == 0, replaced.stderr
+    assert b"replaced the status line (~/bin/status)" in replaced.stderr
     assert json.loads(path.read_text())["statusLine"] == ours()
-    assert ctl("hooks", "uninstall", "claude-code").returncode == 0
-    assert "statusLine" not in json.loads(path.read_text())  # ours is gone (theirs was replaced)
+    # Uninstall puts theirs back (it was left only in a .bak file), once.
+    undone = ctl("hooks", "uninstall", "claude-code")
+    assert undone.returncode == 0 and b"put back the status line" in undone.stderr
+    assert json.loads(path.read_text()) == {"statusLine": theirs}
+    assert ctl("hooks", "install", "claude-code", "--statusline").returncode == 0  # (kept)
+    assert json.loads(path.read_text())["statusLine"] == theirs
+    assert b"put back" not in ctl("hooks", "uninstall", "claude-code").stderr
     bad = ctl("hooks", "install", "claude-code", "--replace-statusline")
     assert bad.returncode == 2 and b"goes with --statusline" in bad.stderr
 

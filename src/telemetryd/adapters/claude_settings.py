@@ -467,6 +467,7 @@ class Change:
         self.secrets = secrets  # tokens diff() does not show
         self.private = private  # the file holds the token: it is (or would be) 0600
         self.kept_statusline: Any = None  # a status line not ours, kept as it was
+        self.restored_statusline = False  # uninstall put back the one install replaced
 
     @property
     def changed(self) -> bool:
@@ -531,11 +532,20 @@ def install(
     return change
 
 
-def uninstall(path: Path, *, dry_run: bool = False) -> Change:
-    """Take our handlers out of the settings at ``path``."""
+def uninstall(path: Path, *, dry_run: bool = False, restore: Any = None) -> Change:
+    """Take our handlers out of the settings at ``path``; ``restore``: the status line
+    our install replaced, put back where ours was."""
     if not path.exists():
         return Change(path, "", "", None)
-    return _apply(path, without_ours(load(path), path), dry_run)
+    settings = load(path)
+    ours = is_our_statusline(settings.get(STATUSLINE_KEY))
+    out = without_ours(settings, path)
+    restored = ours and restore is not None and STATUSLINE_KEY not in out
+    if restored:
+        out[STATUSLINE_KEY] = restore
+    change = _apply(path, out, dry_run)
+    change.restored_statusline = restored
+    return change
 
 
 def installed(path: Path) -> list[str]:

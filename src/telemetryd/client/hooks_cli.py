@@ -199,7 +199,7 @@ def install(
     statusline` (cost of the session, the day and the 5-hour window, context
     and rate-limit use); a status line of your own is kept unless you add
     --replace-statusline. Uninstall removes the status line only if it is
-    telemetryd's.
+    telemetryd's, and puts back the one --replace-statusline replaced.
 
     \b
     Examples:
@@ -241,8 +241,18 @@ def install(
         http = claude_settings.HttpHook(
             where.url(claude_settings.HTTP_PATH), None if committed else where.token
         )
+    replaced = None
+    if status is not None and status.replace and path.exists():
+        replaced = claude_settings.other_statusline(claude_settings.load(path))
     change = claude_settings.install(path, handler, http=http, statusline=status, dry_run=dry_run)
     _report(change, dry_run, "installed")
+    if replaced is not None:
+        if not dry_run:
+            _replaced_statuslines(path, replaced)
+        click.echo(
+            f"replaced the status line {_shown(replaced)}; `hooks uninstall` puts it back",
+            err=True,
+        )
     for other in _also_installed(path, project):
         click.echo(
             f"warning: telemetryd's hooks are also in {other}; Claude Code runs the hooks of "
@@ -252,11 +262,8 @@ def install(
             err=True,
         )
     if change.kept_statusline is not None:
-        shown = change.kept_statusline
-        if isinstance(shown, dict):
-            shown = shown.get("command", shown)
         click.echo(
-            f"kept the existing status line ({shown}); "
+            f"kept the existing status line {_shown(change.kept_statusline)}; "
             "add --replace-statusline to use telemetryd's",
             err=True,
         )
@@ -304,7 +311,47 @@ def uninstall(agent: str, dry_run: bool, user: bool, project: Path | None, local
       telemetryctl hooks uninstall claude-code
     """
     path = _settings_path(user, project, local)
-    _report(claude_settings.uninstall(path, dry_run=dry_run), dry_run, "uninstalled")
+    kept = _replaced_statuslines(path)
+    change = claude_settings.uninstall(path, dry_run=dry_run, restore=kept)
+    _report(change, dry_run, "uninstalled")
+    if change.restored_statusline:
+        if not dry_run:
+            _replaced_statuslines(path, None)
+        click.echo(f"put back the status line {_shown(kept)}", err=True)
+
+
+def _shown(entry: Any) -> str:
+    return f"({entry.get('command', entry) if isinstance(entry, dict) else entry})"
+
+
+_UNSET: Any = object()
+
+
+def _replaced_statuslines(path: Path, entry: Any = _UNSET) -> Any:
+    """The status line ``--replace-statusline`` replaced in the settings at ``path``, as
+    kept in the state directory (``replaced-statuslines.json``) for ``hooks uninstall``
+    to put back; with ``entry``, keep that instead (None: forget it)."""
+    import json
+
+    from telemetryd import paths
+
+    store = Path(paths.resolve().state_dir) / "replaced-statuslines.json"
+    try:
+        kept = json.loads(store.read_text(encoding="utf-8"))
+        if not isinstance(kept, dict):
+            kept = {}
+    except (OSError, ValueError):
+        kept = {}
+    key = str(path.resolve())
+    if entry is _UNSET:
+        return kept.get(key)
+    if entry is None:
+        kept.pop(key, None)
+    else:
+        kept[key] = entry
+    store.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    store.write_text(json.dumps(kept, indent=2) + "\n", encoding="utf-8")
+    return entry
 
 
 @hooks_group.command()
