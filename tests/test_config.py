@@ -328,6 +328,13 @@ def test_config_check(tmp_path: Path) -> None:
     assert result.returncode == 1 and b"missing.toml" in result.stderr
 
 
+def test_a_value_not_among_a_keys_choices_names_them(tmp_path: Path) -> None:
+    bad = write(tmp_path / "enum.toml", '[journal]\ndurability = "sometimes"\n')
+    result = ctl("config", "check", bad)
+    assert result.returncode == 1
+    assert "(one of 'always', 'interval', 'never')" in result.stderr.decode()
+
+
 def test_config_check_refuses_an_export_into_the_daemons_own_directories(
     tmp_path: Path, state_home: Path
 ) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import typing
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
@@ -599,6 +600,7 @@ def _validate(
         if own is not None:
             message = f"{own['message']} - at `$.{own['section']}.{own['key']}`"
         message = _name_the_entry(data, message)
+        message = _name_the_choices(message)
         if origin is not None:
             path = message.rpartition(" - at `$.")[2].rstrip("`").partition("[")[0]
             path = path.partition('."')[0]  # (the section.key of a table's entry)
@@ -635,6 +637,24 @@ def _name_the_entry(data: Mapping[str, Any], message: str) -> str:
         except msgspec.ValidationError:
             quoted = msgspec.json.encode(name).decode()
             return f"{head}{at}{table_path}.{quoted}{rest}"
+    return message
+
+
+def _name_the_choices(message: str) -> str:
+    """msgspec's ``Invalid enum value 'x' - at `$.journal.durability``` with the values
+    the key takes: ``... (one of 'none', 'interval', 'always')``."""
+    found = re.match(r"Invalid enum value .* - at `\$\.([a-z]+)\.([a-z0-9-]+)`$", message)
+    if found is None:
+        return message
+    section = msgspec.structs.fields(Config)
+    for field in section:
+        if field.encode_name != found[1]:
+            continue
+        for key in msgspec.structs.fields(field.type):
+            if key.encode_name == found[2]:
+                choices = typing.get_args(key.type)
+                if choices and all(isinstance(c, str) for c in choices):
+                    return f"{message} (one of {', '.join(map(repr, choices))})"
     return message
 
 
