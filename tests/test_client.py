@@ -387,6 +387,11 @@ def test_no_socket_and_a_stale_socket_are_not_running(tmp_path: Path) -> None:
     with pytest.raises(DaemonUnavailable, match="nothing is listening on") as refused:
         control.Control(str(tmp_path / "stale.sock"))
     assert not isinstance(refused.value, DaemonBusy)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (fifo, tmp_path):  # (a socket path set wrong: say what it is)
+        with pytest.raises(DaemonUnavailable, match=f"^{path} is not a socket$"):
+            protocol.connect(str(path), 1.0)
 
 
 # -- one-line control requests --------------------------------------------------------------

@@ -106,6 +106,14 @@ def connect(path: str, timeout: float | None) -> _socket.socket:
         raise DaemonUnavailable(f"no daemon socket at {path}") from None
     except ConnectionRefusedError:
         sock.close()
+        import stat  # (only on this path: a socket nobody listens on, or no socket at all)
+
+        try:
+            is_socket = stat.S_ISSOCK(os.stat(path).st_mode)
+        except OSError:
+            is_socket = True
+        if not is_socket:
+            raise DaemonUnavailable(f"{path} is not a socket") from None
         raise DaemonUnavailable(f"nothing is listening on {path}") from None
     except TimeoutError:
         sock.close()
