@@ -237,9 +237,13 @@ class Journal:
         if dedup is None:
             return
         since = self.durable_seq + 1
-        ids = await anyio.to_thread.run_sync(
-            lambda: _newest_ids(list_segments(self.directory), dedup.window)
-        )
+        try:
+            ids = await anyio.to_thread.run_sync(
+                lambda: _newest_ids(list_segments(self.directory), dedup.window)
+            )
+        except OSError as exc:  # (the window stays as it was: at worst, too many ids)
+            log.warning("cannot read the journal's ids again after retention: %s", exc)
+            return
         dedup.renew(ids, since)
 
     def _open_segment(self, now: datetime) -> None:
