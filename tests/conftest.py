@@ -265,3 +265,26 @@ def running_daemon(daemon_factory: Any) -> Iterator[Daemon]:
     daemon = daemon_factory().start()
     yield daemon
     daemon.stop()
+
+
+def with_stdin_open(
+    argv: list[str], parts: list[bytes], wait: float
+) -> tuple[int, bytes, bytes, float]:
+    """Run ``argv``, write ``parts`` to its stdin 0.2 s apart and keep stdin open (a
+    writer that holds its end of the pipe): its exit status within ``wait`` seconds,
+    stdout, stderr and how long it took."""
+    with subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        started = time.monotonic()
+        for n, part in enumerate(parts):
+            if n:
+                time.sleep(0.2)
+            proc.stdin.write(part)
+            proc.stdin.flush()
+        try:
+            status = proc.wait(timeout=wait)
+        finally:
+            proc.stdin.close()
+        return status, proc.stdout.read(), proc.stderr.read(), time.monotonic() - started

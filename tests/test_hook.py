@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from conftest import TELEMETRYCTL, Daemon, ctl, short_home
+from conftest import TELEMETRYCTL, Daemon, ctl, short_home, with_stdin_open
 from telemetryd import wire
 from telemetryd.adapters import claude_code, claude_settings
 from telemetryd.client import hook, protocol
@@ -381,26 +381,7 @@ def test_a_payload_over_the_cap_is_skipped_without_reading_it_all(running_daemon
 
 
 def hook_with_stdin_open(parts: list[bytes], wait: float) -> tuple[int, bytes, bytes, float]:
-    """Run the hook, write ``parts`` to its stdin 0.2 s apart and keep stdin open: its exit
-    status within ``wait`` seconds, stdout, stderr and how long it took."""
-    with subprocess.Popen(
-        [TELEMETRYCTL, "hook", "claude-code"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    ) as proc:
-        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-        started = time.monotonic()
-        for n, part in enumerate(parts):
-            if n:
-                time.sleep(0.2)
-            proc.stdin.write(part)
-            proc.stdin.flush()
-        try:
-            status = proc.wait(timeout=wait)
-        finally:
-            proc.stdin.close()
-        return status, proc.stdout.read(), proc.stderr.read(), time.monotonic() - started
+    return with_stdin_open([TELEMETRYCTL, "hook", "claude-code"], parts, wait)
 
 
 def test_a_whole_payload_is_taken_while_stdin_stays_open(running_daemon: Daemon) -> None:

@@ -922,6 +922,17 @@ def test_bodies_held_at_once_are_bounded(daemon_factory: Any) -> None:
     assert status == 200
 
 
+def wait_for_ingest_workers(daemon: Daemon) -> None:
+    """Until an ingest worker runs (the first big request starts them): bodies of 16 KiB
+    or more then go to one."""
+    from telemetryd.client import control
+
+    deadline = time.monotonic() + 20
+    while control.status(daemon.control_socket)["ingest_workers"]["running"] == 0:
+        assert time.monotonic() < deadline, daemon.log()
+        time.sleep(0.05)
+
+
 def deep(levels: int) -> dict[str, Any]:
     """An OTLP attribute value that nests ``levels`` maps deep."""
     value: dict[str, Any] = {"stringValue": "x"}
@@ -972,8 +983,6 @@ def test_attrs_are_cut_to_a_lowered_limit_not_the_record_lost(daemon_factory: An
     a big record (an api_request with its tokens and cost) was refused whole. Now they
     cut to three quarters of the limit: its largest attributes go (named in
     otel.dropped), it stays, inline and in the ingest workers alike."""
-    from telemetryd.client import control
-
     daemon = daemon_factory(["--set", "ingest.max-attrs-bytes=2048"]).start()
     client = Client(daemon)
 
@@ -994,10 +1003,7 @@ def test_attrs_are_cut_to_a_lowered_limit_not_the_record_lost(daemon_factory: An
     # more once a worker runs (it maps them)
     for first, count in ((0, 1), (1, 39)):
         assert client.post("/v1/logs", request(first, count))[::2] == (200, b"{}")
-    deadline = time.monotonic() + 20
-    while control.status(daemon.control_socket)["ingest_workers"]["running"] == 0:
-        assert time.monotonic() < deadline, daemon.log()
-        time.sleep(0.05)
+    wait_for_ingest_workers(daemon)
     assert client.post("/v1/logs", request(40, 40))[::2] == (200, b"{}")
     logs = [e for e in journaled(daemon) if e["type"] == "log"]
     assert sorted(e["event"] for e in logs) == sorted(f"cut-{n}" for n in range(80))
@@ -1009,8 +1015,6 @@ def test_attrs_are_cut_to_a_lowered_limit_not_the_record_lost(daemon_factory: An
 def test_big_requests_are_mapped_in_the_ingest_workers_alike(daemon_factory: Any) -> None:
     """Bodies of 16 KiB or more go to an ingest worker once one runs: the same events, the
     same partial success, as when the daemon maps them itself."""
-    from telemetryd.client import control
-
     daemon = daemon_factory(["--set", "ingest.max-attrs-depth=2"]).start()
     client = Client(daemon)
 
@@ -1031,10 +1035,7 @@ def test_big_requests_are_mapped_in_the_ingest_workers_alike(daemon_factory: Any
 
     status, _, answer = client.post("/v1/logs", request(0, 5))  # (starts the workers)
     assert status == 200 and json.loads(answer)["partialSuccess"]["rejectedLogRecords"] == "1"
-    deadline = time.monotonic() + 20
-    while control.status(daemon.control_socket)["ingest_workers"]["running"] == 0:
-        assert time.monotonic() < deadline, daemon.log()
-        time.sleep(0.05)
+    wait_for_ingest_workers(daemon)
     for first in (100, 200, 300):
         status, _, answer = client.post("/v1/logs", request(first, first + 7))
         partial = json.loads(answer)["partialSuccess"]

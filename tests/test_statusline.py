@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from conftest import TELEMETRYCTL, Daemon, ctl, exchange, summary
+from conftest import TELEMETRYCTL, Daemon, ctl, exchange, summary, with_stdin_open
 from telemetryd.adapters import claude_settings
 from telemetryd.client import statusline
 from telemetryd.daemon.totals import Totals
@@ -295,24 +295,10 @@ def test_stdin_left_open_and_a_bad_timeout_still_give_the_line(running_daemon: D
     printed a Python error in place of the line; it is named on stderr, the line is kept."""
     data = json.dumps(stdin_json(cost={"total_cost_usd": 0.5})).encode()
     for parts, expect in (([data], "Opus 4.1 | session $0.50"), ([data[:30]], "statusline: ")):
-        with subprocess.Popen(
-            [TELEMETRYCTL, "statusline", "--no-record"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        ) as proc:
-            assert proc.stdin is not None and proc.stdout is not None
-            started = time.monotonic()
-            for part in parts:
-                proc.stdin.write(part)
-                proc.stdin.flush()
-            try:
-                assert proc.wait(timeout=statusline.STDIN_WAIT + 20) == 0
-            finally:
-                proc.stdin.close()
-            took = time.monotonic() - started
-            assert proc.stdout.read().decode().startswith(expect)
-            assert took < statusline.STDIN_WAIT + 10
+        argv = [TELEMETRYCTL, "statusline", "--no-record"]
+        status, out, _, took = with_stdin_open(argv, parts, statusline.STDIN_WAIT + 20)
+        assert status == 0 and out.decode().startswith(expect)
+        assert took < statusline.STDIN_WAIT + 10
     result = run_statusline(
         stdin_json(), "--no-record", env={"TELEMETRYD_STATUSLINE_TIMEOUT": "abc"}
     )
