@@ -311,7 +311,7 @@ def test_telemetryctl_with_such_a_home_answers_in_one_line(
     monkeypatch.setenv("TELEMETRYD_HOME", str(home))
     for args, code in [
         (["status"], 3),
-        (["flush"], 1),
+        (["flush"], 3),
         (["query", "select 1"], 3),
         (["send", "--type", "custom", "--name", "x"], 0),
         (["paths"], 0),
