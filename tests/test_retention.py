@@ -293,6 +293,36 @@ def test_gc_by_size_deletes_the_oldest_first(daemon_factory: DaemonFactory) -> N
     assert daemon.stop() == 0
 
 
+def test_the_size_limit_deletes_only_what_compression_cannot_make_fit(
+    daemon_factory: DaemonFactory,
+) -> None:
+    """Plain segments counted at their plain size: the limit deleted the oldest (usage
+    kept for good included) although gzipping them, which the same run then did, would
+    have brought the journal under it. Compression comes first now."""
+    daemon = daemon_factory().start()
+    (first, second, third), sent = usage_segments(daemon)
+    new_segment(daemon)
+    send(daemon, events("custom", 1, "d"))  # (a fourth segment: the third is closed)
+    plain = sum(p.stat().st_size for p in segment_files(daemon))
+    config = daemon.home / "config.toml"
+    config.write_text(f"[retention]\nmax-bytes = {plain * 3 // 4}\n")  # (gzip fits it)
+    new_segment(daemon)
+    done = gc()
+    assert done["deleted"] == [] and done["usage_deleted"] in (0, None), done
+    assert sorted(done["compressed"]) == sorted(p.name for p in (first, second, third))
+    assert done["bytes_after"] <= plain * 3 // 4
+    assert sum(p.stat().st_size for p in segment_files(daemon)) == done["bytes_after"]
+    assert cost_by_model() == expected_costs(sent)  # (every request kept)
+    # A limit that even the gzipped journal is over deletes the oldest, as before.
+    sizes = [p.stat().st_size for p in segment_files(daemon)]
+    config.write_text(f"[retention]\nmax-bytes = {sum(sizes[1:])}\n")
+    new_segment(daemon)
+    oldest = segment_files(daemon)[0]
+    assert oldest.name == first.name + ".gz"
+    assert gc()["deleted"] == [oldest.name]
+    assert daemon.stop() == 0
+
+
 def test_gc_never_deletes_what_is_not_materialized(daemon_factory: DaemonFactory) -> None:
     """While another process holds the database file (a `telemetryctl query` that read it
     while the daemon was down), the daemon starts and ingests, but gc deletes nothing: it

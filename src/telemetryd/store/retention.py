@@ -37,16 +37,17 @@ written. Each run, with the ``[retention]`` settings read afresh:
    then is the file renamed into place and the old one unlinked. A segment without
    usage lines is deleted outright (as a segment older than ``usage-max-age-days``
    too is, usage and all), and one compacted before stays as it is.
-3. **Size**: while the journal (every file) is larger than ``max-bytes``, the oldest
-   segments are deleted, compacted ones included. Usage deleted this way is said in
-   a warning in the log and in `telemetryctl status` (the daemon keeps the last one
-   until it restarts).
-4. **Compression** (``compress = true``) of the other complete plain files (usage files
+3. **Compression** (``compress = true``) of the other complete plain files (usage files
    included): written to a hidden temporary file, fsynced, renamed into place, then
    the plain file is unlinked. While both exist, every reader takes the plain one;
    DuckDB reads the ``.gz`` directly, so the store (and ``rebuild``) work the same.
+4. **Size**: while the journal (every file, compressed ones at their compressed size)
+   is larger than ``max-bytes``, the oldest segments are deleted, compacted ones
+   included: only what compression could not make fit. Usage deleted this way is said
+   in a warning in the log and in `telemetryctl status` (the daemon keeps the last one
+   until it restarts). A dry run counts plain files at their present size.
 
-Deletion (steps 2 and 3) drops the same events from the database in the same step
+Deletion (steps 2 and 4) drops the same events from the database in the same step
 (:meth:`Store.forget`: the ids read from the segment, deleted in one transaction
 before the files), so journal and database agree; the daemon then reads its dedup
 window's ids from the journal again (``Journal.renew_dedup``), so that an event deleted
@@ -415,23 +416,29 @@ def collect(
             continue
         events += removed
         compacted.append(segment.name)
-    if compacted:  # the sizes changed: the size limit is planned anew
-        todo = plan(
-            scan(directory), store.complete_segments(), active, config, time.time(), hold_from
-        )
     aged, _ = store.forget_counting(_files(deleted))
-    shrunk, usage = store.forget_counting(_files(todo.shrink), USAGE_TYPES)
-    events += aged + shrunk
-    after = sum(segment.size for segment in scan(directory))
+    events += aged
+    # Compression before the size limit: a plain segment then counts at its gzipped size,
+    # so the limit deletes (the oldest, usage included) only what compression cannot fit.
     done_compressing = []
-    for segment in todo.compress:
-        try:
-            after += compress(segment, store) - segment.size
-        except OSError as exc:  # disk full, say: the plain file stays, try next time
-            log.warning("retention: cannot compress %s: %s", segment.name, exc)
-            failed.append(f"compress {segment.name}: {exc}")
-            continue
-        done_compressing.append(segment.name)
+    if config.compress:
+        unlimited = msgspec.structs.replace(config, max_bytes=0)
+        plain = plan(
+            scan(directory), store.complete_segments(), active, unlimited, time.time(), hold_from
+        )
+        for segment in plain.compress:
+            try:
+                compress(segment, store)
+            except OSError as exc:  # disk full, say: the plain file stays, try next time
+                log.warning("retention: cannot compress %s: %s", segment.name, exc)
+                failed.append(f"compress {segment.name}: {exc}")
+                continue
+            done_compressing.append(segment.name)
+    # (the sizes changed: the size limit is planned anew)
+    todo = plan(scan(directory), store.complete_segments(), active, config, time.time(), hold_from)
+    shrunk, usage = store.forget_counting(_files(todo.shrink), USAGE_TYPES)
+    events += shrunk
+    after = sum(segment.size for segment in scan(directory))
     report.update(
         deleted=[segment.name for segment in deleted + todo.shrink],
         compacted=compacted,
