@@ -545,6 +545,34 @@ def test_a_failed_run_leaves_nothing_that_is_read_twice(
     assert sorted(ids) == [f"ev-{n:06d}" for n in range(120)]
 
 
+def test_a_first_run_that_died_before_its_manifest_is_taken_up_again(
+    hardened: tuple[Store, Path], tmp_path: Path
+) -> None:
+    """The store worker killed during a first export (the longest, and the kernel's first
+    choice when memory runs short) left date=/source= files and no manifest: every later
+    run refused the directory as one of other files, and [export] parquet-dir failed at
+    every interval. Its leftovers are now a failed run 1's: removed, and the run redone."""
+    store, journal = hardened
+    _journal(store, journal, range(50))
+    out = tmp_path / "out"
+    left = out / "date=2026-11-20" / "source=bosun"
+    left.mkdir(parents=True)
+    (left / "part-000001-0.parquet").write_bytes(b"not parquet: the run that died")
+    (left / ".part-000001-1.parquet.tmp").write_bytes(b"x")
+    (out / "date=2026-11-21").mkdir()  # (a partition it had begun)
+    report = export.export(store, str(journal), str(out))
+    assert (report.run, report.events) == (1, 50)
+    assert sorted(exported_ids(out)) == [f"ev-{n:06d}" for n in range(50)]
+    assert not list(out.rglob(".part-*"))
+    # Anything else in it is still the user's: refused, left alone.
+    other = tmp_path / "other"
+    (other / "date=2026-11-20" / "source=bosun").mkdir(parents=True)
+    (other / "date=2026-11-20" / "source=bosun" / "notes.txt").write_text("mine")
+    with pytest.raises(export.ExportError, match="holds other files"):
+        export.export(store, str(journal), str(other))
+    assert (other / "date=2026-11-20" / "source=bosun" / "notes.txt").read_text() == "mine"
+
+
 def test_an_exported_event_journaled_again_as_it_was_is_not_exported_again(
     hardened: tuple[Store, Path], tmp_path: Path
 ) -> None:

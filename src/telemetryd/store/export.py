@@ -200,12 +200,31 @@ class _Local:
             return
         except NotADirectoryError:
             raise ExportError(f"{self.root} is a file, not a directory") from None
-        if names:
+        if names and not self._first_run_left_it():
             shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
             raise ExportError(
                 f"{self.root} holds other files ({shown}) and no {MANIFEST_NAME}: "
                 "export into a new or empty directory"
             )
+
+    def _first_run_left_it(self) -> bool:
+        """Whether DIR holds nothing but what a first run that did not finish (the store
+        worker killed before the manifest) leaves: ``date=*/source=*/`` directories
+        with its files in them, which :meth:`prepare` then removes."""
+        left = re.compile(r"\.?part-000001-\d+\.parquet(\.tmp)?")
+        for name in os.listdir(self.root):
+            day = os.path.join(self.root, name)
+            if name.startswith("."):
+                continue
+            if not name.startswith("date=") or not os.path.isdir(day):
+                return False
+            for source in os.listdir(day):
+                here = os.path.join(day, source)
+                if not source.startswith("source=") or not os.path.isdir(here):
+                    return False
+                if not all(left.fullmatch(file) for file in os.listdir(here)):
+                    return False
+        return True
 
     def prepare(self, run: int) -> None:
         """Make DIR; remove what a failed run ``run`` (never recorded) may have left: its
