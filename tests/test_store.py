@@ -1391,6 +1391,28 @@ def test_a_session_without_a_start_takes_its_first_prompts_cwd(store: Store, jou
     ]
 
 
+def test_the_analyzers_alerts_are_not_a_sessions_events(store: Store, journal: Path) -> None:
+    """A stall alert, stamped stall-after past the session's last event, made it the
+    session's end: a one-event session lasted 30 minutes."""
+    append(
+        segment(journal, 1),
+        line(ev.Prompt(id="p", ts=at(0), session_id="quiet", length=3))
+        + line(
+            ev.Alert(
+                id="a",
+                ts=at(1800),
+                session_id="quiet",
+                source="telemetryd",
+                severity="warning",
+                kind="stall",
+                message="no activity for 30 min",
+            )
+        ),
+    )
+    store.materialize(str(journal))
+    assert query(store, "SELECT started, ended, duration_ms FROM sessions") == [(ts(0), ts(0), 0)]
+
+
 def test_events_table_keeps_attrs_and_log_fields_as_json(store: Store, journal: Path) -> None:
     append(
         segment(journal, 1),

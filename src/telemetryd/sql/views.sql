@@ -250,6 +250,8 @@ WHERE e.type = 'run';
 -- session_end's; attempts counts distinct attempt ids among the session's runs.
 -- The distinct counts are taken apart, over the few rows of their types: DISTINCT
 -- aggregates over every event of every session cost more than the rest together.
+-- The analyzer's own alerts about a session (source 'telemetryd', stamped when it
+-- looked: a stall's comes stall-after later) are not the session's events.
 CREATE OR REPLACE VIEW sessions AS
 WITH per_session AS (
     SELECT
@@ -273,7 +275,7 @@ WITH per_session AS (
         sum(e.cost_usd) FILTER (WHERE e.type = 'api_request') AS cost_usd,
         count(*) FILTER (WHERE e.type = 'error') AS errors
     FROM events AS e
-    WHERE e.session_id IS NOT NULL
+    WHERE e.session_id IS NOT NULL AND e.source IS DISTINCT FROM 'telemetryd'
     GROUP BY e.session_id
 ),
 distinct_counts AS (
