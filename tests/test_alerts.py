@@ -302,6 +302,26 @@ def test_budget_crossings_alert_once_and_survive_a_restart(daemon_factory: Any) 
     assert sorted(a["id"] for a in raised(daemon)) == ids
 
 
+def test_a_budget_raised_within_the_day_alerts_at_its_new_levels(daemon_factory: Any) -> None:
+    """Past a $10 day, the limit raised to $100: reaching $80 and then $100 raised nothing,
+    since the $10 budget's alerts of that day stood for every limit's."""
+    first = start(daemon_factory, "budget.daily-usd=10", "budget.warn-at=0.8")
+    send(first, [request("r1", 10.5)])
+    [old] = wait_for_alerts(first, 1)
+    assert "of the $10.00 budget" in old["message"]
+    first.stop()
+    first.args[first.args.index("budget.daily-usd=10")] = "budget.daily-usd=100"
+    raised_limit = first.start()  # (the same home, the limit raised)
+    send(raised_limit, [request("r2", 70.0)])  # $80.50 of $100
+    found = wait_for_alerts(raised_limit, 2)
+    [warning] = [a for a in found if a["id"] != old["id"]]
+    assert warning["severity"] == "warning" and "80% of the $100.00 budget" in warning["message"]
+    send(raised_limit, [request("r2", 20.0)])  # $100.50
+    found = wait_for_alerts(raised_limit, 3)
+    [critical] = [a for a in found if a["id"] not in (old["id"], warning["id"])]
+    assert "100% of the $100.00 budget" in critical["message"]
+
+
 def spikes(times: list[float], count: int, window: float) -> list[float]:
     """Where a spike starts, counted one error at a time: the error at which the
     errors of the last ``window`` seconds reach ``count``, no sooner than a window

@@ -263,10 +263,13 @@ def _budget(
             "starts": starts,
             "ends": ends,
         }
-        key = [period, label, str(pct)]
+        # (the limit is in the key: a budget raised within the period alerts at its new
+        # levels; a higher level of the same limit already alerted says more)
+        amount = f"{limit:.2f}"
+        key = [period, label, str(pct), amount]
         alert = _alert("budget", key, severity, message, evidence)
-        alert["_implied_by"] = [  # a higher level alerted already says more
-            ids.alert_id("budget", period, label, str(round(h * 100)))
+        alert["_implied_by"] = [
+            ids.alert_id("budget", period, label, str(round(h * 100)), amount)
             for h, _ in levels
             if h > level
         ]
