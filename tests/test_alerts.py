@@ -422,6 +422,8 @@ def test_alerts_command_lists_and_follows(daemon_factory: Any) -> None:
     assert json.loads(future.stdout)["alerts"] == []
     bad = ctl("alerts", "--since", "yesterday-ish", *socket_args)
     assert bad.returncode == 2 and b"expected a span such as 24h" in bad.stderr
+    far = ctl("alerts", "--since", "99999999d", *socket_args)  # (was a traceback)
+    assert far.returncode == 2 and b"before the year 1" in far.stderr, far.stderr
 
 
 def test_notifications_are_opt_in(daemon_factory: Any, tmp_path: Path) -> None:

@@ -26,7 +26,10 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     now = now or datetime.now(UTC)
     span = _SPAN.fullmatch(text.strip())
     if span:
-        return now - timedelta(seconds=float(span.group(1)) * _UNITS[span.group(2)])
+        try:
+            return now - timedelta(seconds=float(span.group(1)) * _UNITS[span.group(2)])
+        except OverflowError:
+            raise ValueError(f"{text!r} reaches back before the year 1") from None
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:

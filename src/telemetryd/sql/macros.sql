@@ -85,11 +85,11 @@ SELECT
     s.total_tokens,
     s.cost_usd AS total_cost_usd
 FROM sessions AS s
-WHERE (session_id IS NULL OR s.session_id = session_id)
-    AND s.started >= utc_now() - to_days(CAST(days AS INTEGER))
+WHERE (session_id IS NULL AND s.started >= utc_now() - to_days(CAST(days AS INTEGER)))
+    OR s.session_id = session_id  -- (a session named: whenever it was)
 ORDER BY s.started DESC, s.session_id;
 COMMENT ON MACRO TABLE session_overview IS
-    'Agents, skills, tokens and cost of one session (or of every recent one)';
+    'Agents, skills, tokens and cost of one session, whenever it was (or of every one of the last `days`)';
 
 -- Per agent type: est. cost per invocation, tokens per invocation, invocations, and
 -- efficiency_score: output tokens per 1,000 tokens of context (input and cache) consumed.
