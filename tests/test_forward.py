@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -756,6 +758,19 @@ def test_forwarding_to_its_own_listener_is_refused(daemon_factory: Any) -> None:
     forward = _status(a)["forward"]
     assert "own HTTP listener" in forward["last_error"] and forward["sent_events"] == 0
     assert _status(a)["http"].get("requests", 0) == 0  # (nothing was posted to it)
+    # Forwarding that is off holds nothing back from retention: an aged segment is
+    # compacted as without [forward] (it held every segment for good).
+    assert a.proc is not None
+    a.notifications.clear()
+    a.proc.send_signal(signal.SIGHUP)  # (the next event opens a new segment)
+    a.wait_for("READY=1")
+    _send(a, _events(3, 1))
+    assert ctl("flush", "--socket", a.control_socket).returncode == 0
+    first = sorted(a.journal_dir.glob("*.jsonl"))[0]
+    aged = time.time() - 40 * 86400
+    os.utime(first, (aged, aged))
+    plan = json.loads(ctl("gc", "--dry-run", "--json", "--socket", a.control_socket).stdout)
+    assert first.name in plan["compacted"] + plan["deleted"], plan
 
 
 def test_its_own_listener_is_known_by_any_of_its_addresses() -> None:

@@ -639,6 +639,7 @@ class Forwarder:
         # is it would send the journal back into itself (set before run()).
         self.own_listener: tuple[str, int] | None = None
         self.state = "sending"
+        self.off = False  # stopped for good at start: holds no segment from retention
         self.sent_events = 0
         self.requests = 0
         self.last_success: str | None = None
@@ -701,6 +702,7 @@ class Forwarder:
             self._failed(f"forwarding off: {self.directory}: {exc.strerror or exc}")
             log.error("forward: %s", self.last_error)
             self.state = "stopped"
+            self.off = True  # (retention then holds nothing for it)
             return
         if await anyio.to_thread.run_sync(self._to_itself, limiter=self._limiter):
             self._failed(
@@ -709,6 +711,7 @@ class Forwarder:
             )
             log.error("forward: %s", self.last_error)
             self.state = "stopped"
+            self.off = True
             return
         # Listen and take the writer's place in one step (no await between): every event
         # is then either in the count or counted by the listener.
@@ -768,7 +771,10 @@ class Forwarder:
 
     def hold_from(self) -> int:
         """The first journal segment not yet forwarded in full (retention keeps it and
-        later ones from age limits); 1, which holds them all, before the first send."""
+        later ones from age limits); 1, which holds them all, before the first send; 0,
+        which holds none, when forwarding is off for good (it stopped at start)."""
+        if self.off:
+            return 0
         return self.position.seq or 1
 
     def _failed(self, message: str) -> None:
