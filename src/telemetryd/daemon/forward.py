@@ -210,6 +210,10 @@ class Chunk(msgspec.Struct, kw_only=True):
     skipped: list[str] = []
     bodies: dict[str, bytes] = {}  # the export requests, compressed as they are sent
     events: int = 0  # ... and the events in them
+    # Parts of it (signal, offset, bytes) that a split found taken or refused for good:
+    # a retry of the batch (another part's transient failure) neither sends nor refuses
+    # them again.
+    settled: set[tuple[str, int, int]] = msgspec.field(default_factory=set)
 
 
 class Reader:
@@ -999,7 +1003,10 @@ class Forwarder:
         offset: int,
         prepared: tuple[bytes, int] | None = None,
     ) -> Answer:
+        part = (signal, offset, len(data))
         if prepared is None:
+            if part in chunk.settled:  # (an earlier try of the batch settled it)
+                return Answer(200, "")
             requests = forwarded.encode(
                 data, signals=(signal,), types=self.types, resource_json=self.resource
             )
@@ -1028,6 +1035,7 @@ class Forwarder:
                     offset,
                     offset + len(data),
                 )
+            chunk.settled.add(part)
             return answer
         if not status or status in _TRANSIENT or status >= 500 or status < 400:
             return answer
@@ -1038,13 +1046,14 @@ class Forwarder:
             middle = data.index(b"\n", len(data) // 2 - 1 if len(data) > 2 else 0) + 1
             if middle >= len(data):
                 middle = data.rindex(b"\n", 0, len(data) - 1) + 1
-            for part, at in ((data[:middle], offset), (data[middle:], offset + middle)):
-                outcome = self._send_part(sender, chunk, signal, part, at)
+            for half, at in ((data[:middle], offset), (data[middle:], offset + middle)):
+                outcome = self._send_part(sender, chunk, signal, half, at)
                 if not 200 <= outcome.status < 300:
                     return outcome
             return Answer(200, "")
         with self._lock:
             self._refuse(chunk, data, offset, answer)
+        chunk.settled.add(part)
         return Answer(200, "")
 
     def _refuse(self, chunk: Chunk, line: bytes, offset: int, answer: Answer) -> None:
