@@ -346,6 +346,10 @@ def test_error_spikes_per_provider(daemon_factory: Any) -> None:
         "openai": [0, 10, 20, 30, 100],
         # five within a minute, but by then the first has left the window
         "google": [0, 40, 50, 55, 61, 62],
+        # a provider that comes and goes: five in a minute at 128 (a spike), at 176 (no
+        # spike: within a minute of it) and at 219, a spike, though within a minute of
+        # the one at 176 (which, taken for a spike, held the next one back)
+        "mistral": [69, 87, 119, 127, 128, 163, 176, 191, 212, 219],
     }
     events = []
     for provider, offsets in plan.items():
@@ -371,7 +375,8 @@ def test_error_spikes_per_provider(daemon_factory: Any) -> None:
         for provider, offsets in plan.items()
         for t in spikes([float(o) for o in offsets], 5, 60.0)
     }
-    assert {p for p, _ in expected} == {"anthropic", "google"}  # (the test of the test)
+    assert {p for p, _ in expected} == {"anthropic", "google", "mistral"}  # (the test's test)
+    assert sorted(t for p, t in expected if p == "mistral") == [128.0, 219.0]
     found = wait_for_alerts(daemon, len(expected))
     got = set()
     for alert in found:

@@ -778,7 +778,7 @@ COMMENT ON MACRO TABLE cost_anomalies IS
 -- sliding window: a spike starts where the count reaches `min_errors`, and a new one no
 -- sooner than `window_seconds` after the last.
 CREATE OR REPLACE MACRO error_spikes(min_errors := 10, window_seconds := 300, since := TIMESTAMP '1970-01-01') AS TABLE
-WITH errs AS (
+WITH RECURSIVE errs AS (
     SELECT coalesce(x.provider, x.source, 'unknown') AS provider, x.timestamp AS ts, x.category
     FROM errors AS x
     WHERE x.kind IN ('error', 'api')
@@ -807,15 +807,28 @@ crossings AS (
     ) AS c
     WHERE c.in_window >= min_errors AND c.before < min_errors
 ),
-spikes AS (
-    SELECT c.*, lag(c.ts) OVER (PARTITION BY c.provider ORDER BY c.ts) AS previous_spike
+numbered AS (
+    SELECT c.*, row_number() OVER (PARTITION BY c.provider ORDER BY c.ts) AS n
     FROM crossings AS c
+),
+-- Each crossing in turn: a spike when it comes more than a window after the last spike
+-- (not after the last crossing: one that was no spike does not push the next one away)
+spikes AS (
+    SELECT x.provider, x.ts, x.in_window, x.top_category, x.n, x.ts AS last_spike, true AS spike
+    FROM numbered AS x
+    WHERE x.n = 1
+    UNION ALL
+    SELECT
+        x.provider, x.ts, x.in_window, x.top_category, x.n,
+        CASE WHEN x.ts > s.last_spike + to_milliseconds(CAST(window_seconds * 1000 AS BIGINT))
+            THEN x.ts ELSE s.last_spike END,
+        x.ts > s.last_spike + to_milliseconds(CAST(window_seconds * 1000 AS BIGINT))
+    FROM spikes AS s
+    JOIN numbered AS x ON x.provider = s.provider AND x.n = s.n + 1
 )
 SELECT s.provider, s.ts AS spiked_at, s.in_window AS errors, s.top_category
 FROM spikes AS s
-WHERE s.ts >= since
-    AND (s.previous_spike IS NULL
-        OR s.ts > s.previous_spike + to_milliseconds(CAST(window_seconds * 1000 AS BIGINT)))
+WHERE s.spike AND s.ts >= since
 ORDER BY s.ts, s.provider;
 COMMENT ON MACRO TABLE error_spikes IS
     'Error spikes since `since`: where one provider''s errors (error events and failed API requests) reach `min_errors` within `window_seconds`, at most one per window';
