@@ -1413,6 +1413,21 @@ def test_the_analyzers_alerts_are_not_a_sessions_events(store: Store, journal: P
     assert query(store, "SELECT started, ended, duration_ms FROM sessions") == [(ts(0), ts(0), 0)]
 
 
+def test_a_result_stamped_before_its_call_has_no_duration(store: Store, journal: Path) -> None:
+    """Two clocks (a hook's and another path's): the result came 5 s "before" its call.
+    Its duration from the timestamps was -5000 ms, and tool_reliability's p50 with it."""
+    tool = ev.Tool(name="Bash", use_id="u-skew", success=True)
+    append(
+        segment(journal, 1),
+        line(ev.ToolCall(id="c", ts=at(10), session_id="s", tool=tool))
+        + line(ev.ToolResult(id="r", ts=at(5), session_id="s", tool=tool)),
+    )
+    store.materialize(str(journal))
+    assert query(store, "SELECT duration_ms FROM tool_calls") == [(None,)]
+    p50 = "SELECT p50_ms FROM tool_reliability(days := 100000) WHERE tool_name = 'Bash'"
+    assert query(store, p50) == [(None,)]
+
+
 def test_events_table_keeps_attrs_and_log_fields_as_json(store: Store, journal: Path) -> None:
     append(
         segment(journal, 1),

@@ -572,10 +572,18 @@ WITH
             count(*) FILTER (WHERE NOT p.success OR (p.success IS NULL AND p.errored))
                 AS failures,
             quantile_cont(
-                coalesce(p.result_duration_ms, datediff('millisecond', p.called, p.ended)), 0.5
+                coalesce(
+                    p.result_duration_ms,
+                    CASE WHEN p.ended >= p.called THEN datediff('millisecond', p.called, p.ended) END
+                ),
+                0.5
             ) AS p50_ms,
             quantile_cont(
-                coalesce(p.result_duration_ms, datediff('millisecond', p.called, p.ended)), 0.95
+                coalesce(
+                    p.result_duration_ms,
+                    CASE WHEN p.ended >= p.called THEN datediff('millisecond', p.called, p.ended) END
+                ),
+                0.95
             ) AS p95_ms
         FROM paired AS p
         WHERE coalesce(p.called, p.ended - to_milliseconds(coalesce(p.result_duration_ms, 0)))

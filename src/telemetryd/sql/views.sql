@@ -125,7 +125,11 @@ SELECT
     p.tool_name,
     coalesce(p.called, p.ended - to_milliseconds(coalesce(p.result_duration_ms, 0))) AS started,
     p.ended,
-    coalesce(p.result_duration_ms, datediff('millisecond', p.called, p.ended)) AS duration_ms,
+    -- (from the timestamps: none when the result is stamped before its call, two clocks)
+    coalesce(
+        p.result_duration_ms,
+        CASE WHEN p.ended >= p.called THEN datediff('millisecond', p.called, p.ended) END
+    ) AS duration_ms,
     p.success,
     CASE WHEN p.success IS NOT TRUE THEN p.error END AS error
 FROM paired AS p;
@@ -446,8 +450,10 @@ typed AS (
         coalesce(o.called, o.ended - to_milliseconds(coalesce(o.result_duration_ms, 0)))
             AS started,
         o.ended,
-        coalesce(o.result_duration_ms, datediff('millisecond', o.called, o.ended))
-            AS duration_ms,
+        coalesce(
+            o.result_duration_ms,
+            CASE WHEN o.ended >= o.called THEN datediff('millisecond', o.called, o.ended) END
+        ) AS duration_ms,
         o.success,
         CASE WHEN o.success IS NOT TRUE THEN o.error END AS error,
         ats_text(u.ats, '$.metadata.source') AS ats_source,
