@@ -249,8 +249,9 @@ def install(
     if replaced is not None:
         if not dry_run:
             _replaced_statuslines(path, replaced)
+        verb = "would replace" if dry_run else "replaced"
         click.echo(
-            f"replaced the status line {_shown(replaced)}; `hooks uninstall` puts it back",
+            f"{verb} the status line {_shown(replaced)}; `hooks uninstall` puts it back",
             err=True,
         )
     for other in _also_installed(path, project):
@@ -317,7 +318,8 @@ def uninstall(agent: str, dry_run: bool, user: bool, project: Path | None, local
     if change.restored_statusline:
         if not dry_run:
             _replaced_statuslines(path, None)
-        click.echo(f"put back the status line {_shown(kept)}", err=True)
+        verb = "would put" if dry_run else "put"
+        click.echo(f"{verb} back the status line {_shown(kept)}", err=True)
 
 
 def _shown(entry: Any) -> str:
