@@ -10,6 +10,7 @@ in-process (JSON, and protobuf as a Collector would re-encode it), the token is 
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.server
 import io
 import json
@@ -347,15 +348,24 @@ class _Refusing(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@contextlib.contextmanager
+def serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[int]:
+    """An HTTP endpoint of ``handler`` on a free port, served on a thread; its port."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_an_event_refused_for_good_is_kept_and_the_rest_goes_through(
     daemon_factory: Any,
 ) -> None:
     _Refusing.received = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        port = server.server_address[1]
+    with serving(_Refusing) as port:
         a, _ = _forwarding(daemon_factory, f"http://127.0.0.1:{port}", "t")
         a.start()
         data = (
@@ -376,9 +386,6 @@ def test_an_event_refused_for_good_is_kept_and_the_rest_goes_through(
                 got.extend(json.loads(r.body)["id"] for r in group.logs)
         expected = [json.loads(line)["id"] for line in _journal_lines(a) if b"poison" not in line]
         assert sorted(set(got)) == sorted(expected)  # every other event, halves resent at most
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 class _RefusingAndFlaky(_Refusing):
@@ -411,11 +418,7 @@ def test_a_refused_event_is_kept_once_however_often_its_batch_is_retried(
     was kept (and counted) again at every try, the taken parts counted again as sent."""
     _RefusingAndFlaky.received = []
     _RefusingAndFlaky.flaky_left = 2
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RefusingAndFlaky)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        port = server.server_address[1]
+    with serving(_RefusingAndFlaky) as port:
         a, _ = _forwarding(daemon_factory, f"http://127.0.0.1:{port}", "t")
         a.start()
         lines = _events(0, 100).splitlines(keepends=True)
@@ -428,9 +431,6 @@ def test_a_refused_event_is_kept_once_however_often_its_batch_is_retried(
         assert forward["refused_events"] == 1 and forward["sent_events"] == 99, forward
         refused = Path(forward["refused_file"]).read_text().splitlines()
         assert [json.loads(line)["event"]["id"] for line in refused] == ["bad-1"]
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_partial_success_is_counted(daemon_factory: Any, home_b: Path) -> None:
