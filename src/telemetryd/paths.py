@@ -200,6 +200,17 @@ def events_socket_fast() -> str:
     return resolve().events_socket
 
 
+def within(path: str, directories: list[str]) -> str | None:
+    """The first of ``directories`` that ``path`` is, or is inside (links resolved);
+    None when none."""
+    real = os.path.realpath(path)
+    for directory in directories:
+        mine = os.path.realpath(directory)
+        if real == mine or real.startswith(mine + os.sep):
+            return directory
+    return None
+
+
 def check_socket_path(path: str) -> None:
     """Raise PathError when ``path`` does not fit in ``sun_path``."""
     size = len(os.fsencode(path))

@@ -101,14 +101,12 @@ def check(file: str) -> None:
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     target = settings.export.parquet_dir
-    if target and not config.is_url(target):
-        # (the rule every export run applies: the daemon's own directories are not one)
-        real = os.path.realpath(target)
-        for own in paths.resolve().own_directories():
-            mine = os.path.realpath(own)
-            if real == mine or real.startswith(mine + os.sep):
-                raise click.ClickException(
-                    f"{file}: [export] parquet-dir {target!r} is within {own}, a directory "
-                    "of telemetryd's own: export to another directory"
-                )
+    # (the rule every export run applies: the daemon's own directories are not one)
+    local = target and not config.is_url(target)
+    own = paths.within(target, paths.resolve().own_directories()) if local else None
+    if own is not None:
+        raise click.ClickException(
+            f"{file}: [export] parquet-dir {target!r} is within {own}, a directory "
+            "of telemetryd's own: export to another directory"
+        )
     click.echo(f"{file}: valid")

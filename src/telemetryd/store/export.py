@@ -168,6 +168,12 @@ def _now() -> str:
 # -- targets -----------------------------------------------------------------------
 
 
+def _leftovers(run: int) -> re.Pattern[str]:
+    """The names of run ``run``'s files in a partition directory, and of their
+    temporary copies: what a run that did not finish leaves."""
+    return re.compile(rf"\.?part-{run:06d}-\d+\.parquet(\.tmp)?")
+
+
 class _Local:
     """A local directory: files renamed into place, the manifest replaced atomically."""
 
@@ -189,11 +195,9 @@ class _Local:
         """ExportError unless DIR may become a new export: it is not within one of
         ``own_dirs`` (the daemon's), and holds nothing but hidden files (a directory of
         the user's files, their home, is not one to write and clean up in)."""
-        real = os.path.realpath(self.root)
-        for own in own_dirs:
-            mine = os.path.realpath(own)
-            if real == mine or real.startswith(mine + os.sep):
-                raise ExportError(f"{self.root} is within {own}: export to another directory")
+        own = paths.within(self.root, own_dirs)
+        if own is not None:
+            raise ExportError(f"{self.root} is within {own}: export to another directory")
         try:
             names = sorted(name for name in os.listdir(self.root) if not name.startswith("."))
         except FileNotFoundError:
@@ -211,7 +215,7 @@ class _Local:
         """Whether DIR holds nothing but what a first run that did not finish (the store
         worker killed before the manifest) leaves: ``date=*/source=*/`` directories
         with its files in them, which :meth:`prepare` then removes."""
-        left = re.compile(r"\.?part-000001-\d+\.parquet(\.tmp)?")
+        left = _leftovers(1)
         for name in os.listdir(self.root):
             day = os.path.join(self.root, name)
             if name.startswith("."):
@@ -230,7 +234,7 @@ class _Local:
         """Make DIR; remove what a failed run ``run`` (never recorded) may have left: its
         files, and the temporary copies of them, in the partition directories alone."""
         os.makedirs(self.root, mode=0o755, exist_ok=True)
-        left = re.compile(rf"\.?part-{run:06d}-\d+\.parquet(\.tmp)?")
+        left = _leftovers(run)
         for day in _subdirectories(self.root, "date="):
             for here in _subdirectories(day, "source="):
                 for name in os.listdir(here):
