@@ -1334,7 +1334,8 @@ def test_sessions_view(fixed: Store) -> None:
             "cache_read_tokens": 1000,
             "cache_creation_tokens": 200,
             "total_tokens": 1365,  # 1350 + 15; the unknown request has none
-            "cost_usd": pytest.approx(0.012),
+            "cost_usd": pytest.approx(0.012),  # the two known costs
+            "unpriced_requests": 1,  # the unknown one
             "tool_calls": 3,  # u1, u2, u3
             "tool_failures": 1,  # u3
             "errors": 1,
@@ -1357,6 +1358,7 @@ def test_sessions_view(fixed: Store) -> None:
             "cache_creation_tokens": 0,
             "total_tokens": 6,
             "cost_usd": 0.5,
+            "unpriced_requests": 0,
             "tool_calls": 1,
             "tool_failures": 0,
             "errors": 0,
@@ -1389,6 +1391,28 @@ def test_a_session_without_a_start_takes_its_first_prompts_cwd(store: Store, jou
         ("hooked", "/w/started"),
         ("imported", "/w/first"),
     ]
+
+
+def test_a_session_of_unpriced_requests_has_an_unknown_cost(store: Store, journal: Path) -> None:
+    """A session whose every request has no price cost 0.0, as a free one: unknown must
+    read as unknown (NULL), and a session without requests still costs 0."""
+    unpriced = ev.ApiRequest(
+        id="r",
+        ts=at(0),
+        session_id="mystery",
+        agent=ev.Agent(model="m-z"),
+        tokens=ev.Tokens(source="actual", input=5, output=5),
+    )
+    append(
+        segment(journal, 1),
+        line(unpriced) + line(ev.Prompt(id="p", ts=at(0), session_id="talk", length=3)),
+    )
+    store.materialize(str(journal))
+    assert query(store, "SELECT cost_usd FROM api_requests") == [(None,)]  # (no price for m-z)
+    got = "SELECT session_id, api_requests, cost_usd, unpriced_requests FROM sessions ORDER BY 1"
+    assert query(store, got) == [("mystery", 1, None, 1), ("talk", 0, 0, 0)]
+    overview = "SELECT total_cost_usd, unpriced_requests FROM session_overview('mystery')"
+    assert query(store, overview) == [(None, 1)]
 
 
 def test_the_analyzers_alerts_are_not_a_sessions_events(store: Store, journal: Path) -> None:
@@ -1523,11 +1547,11 @@ def test_skill_frequency(fixed: Store) -> None:
 
 def test_session_overview(fixed: Store) -> None:
     assert query(fixed, "SELECT * FROM session_overview(days := ?)", [ALL]) == [
-        ("s2", 0, 0, 6, 0.5),
-        ("s1", 2, 2, 1365, pytest.approx(0.012)),
+        ("s2", 0, 0, 6, 0.5, 0),
+        ("s1", 2, 2, 1365, pytest.approx(0.012), 1),
     ]
     assert query(fixed, "SELECT * FROM session_overview('s1', ?)", [ALL]) == [
-        ("s1", 2, 2, 1365, pytest.approx(0.012))
+        ("s1", 2, 2, 1365, pytest.approx(0.012), 1)
     ]
     named = "SELECT session_id FROM session_overview(session_id := 's2', days := ?)"
     assert query(fixed, named, [ALL]) == [("s2",)]

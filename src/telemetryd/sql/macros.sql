@@ -83,7 +83,8 @@ SELECT
     s.agents_used,
     s.skills_used,
     s.total_tokens,
-    s.cost_usd AS total_cost_usd
+    s.cost_usd AS total_cost_usd,
+    s.unpriced_requests
 FROM sessions AS s
 WHERE (session_id IS NULL AND s.started >= utc_now() - to_days(CAST(days AS INTEGER)))
     OR s.session_id = session_id  -- (a session named: whenever it was)

@@ -249,6 +249,8 @@ WHERE e.type = 'run';
 -- the time between the two. Tokens and cost are the session's model requests
 -- (api_request): total_tokens adds each request's total (as its producer gave it, else
 -- the four counts') or its estimate, so it may differ from the four columns added up;
+-- cost_usd adds the known costs (NULL when no request has one: unknown, not free, and 0
+-- without requests) and unpriced_requests counts the requests it leaves out;
 -- agents_used counts distinct sub-agent types activated, skills_used
 -- distinct skills; tool_calls and tool_failures come from `tool_calls`; success is the
 -- session_end's; attempts counts distinct attempt ids among the session's runs.
@@ -277,6 +279,8 @@ WITH per_session AS (
         sum(coalesce(e.tokens_total, e.tokens_estimated_total))
             FILTER (WHERE e.type = 'api_request') AS total_tokens,
         sum(e.cost_usd) FILTER (WHERE e.type = 'api_request') AS cost_usd,
+        count(*) FILTER (WHERE e.type = 'api_request' AND e.cost_usd IS NULL)
+            AS unpriced_requests,
         count(*) FILTER (WHERE e.type = 'error') AS errors
     FROM events AS e
     WHERE e.session_id IS NOT NULL AND e.source IS DISTINCT FROM 'telemetryd'
@@ -333,7 +337,8 @@ SELECT
     coalesce(s.cache_read_tokens, 0) AS cache_read_tokens,
     coalesce(s.cache_creation_tokens, 0) AS cache_creation_tokens,
     coalesce(s.total_tokens, 0) AS total_tokens,
-    coalesce(s.cost_usd, 0) AS cost_usd,
+    CASE WHEN s.api_requests > 0 THEN s.cost_usd ELSE 0 END AS cost_usd,
+    s.unpriced_requests,
     coalesce(t.tool_calls, 0) AS tool_calls,
     coalesce(t.tool_failures, 0) AS tool_failures,
     s.errors,
