@@ -294,6 +294,39 @@ def test_json_is_the_same_tree_nested(running_daemon: Daemon, exported: dict[str
     assert order == [s["span_id"] for s in spans]
 
 
+def test_a_spans_parent_is_the_same_in_the_macro_and_the_cli(running_daemon: Daemon) -> None:
+    """Two paths disagree on span c's parent: its `span` event names p1, a model request
+    of the same span p2 (and came first). The CLI put c under p1, the macro under p2."""
+    trace = "b" * 32
+
+    def event(n: int, kind: str, span: str, parent: str | None) -> dict[str, Any]:
+        found = {"type": kind, "id": f"par{n}", "ts": f"2026-01-01T00:00:0{n}.000Z"}
+        found |= {"trace_id": trace, "span_id": span * 16, "session_id": "parents"}
+        if kind == "api_request":
+            found |= {"agent": {"model": "m-x"}, "tokens": {"source": "unknown"}}
+        else:
+            found["name"] = f"span {span}"
+        return found | ({"parent_span_id": parent * 16} if parent else {})
+
+    sent = [
+        event(1, "span", "1", None),
+        event(2, "span", "2", "1"),
+        event(3, "api_request", "c", "2"),
+        event(4, "span", "c", "1"),
+    ]
+    payload = b"".join(json.dumps(e).encode() + b"\n" for e in sent)
+    assert exchange(running_daemon.events_socket, payload) == [summary(4, 4)]
+    shown = ctl("trace", "--json", trace)
+    assert shown.returncode == 0, shown.stderr.decode()
+    root = json.loads(shown.stdout)["traces"][0]["spans"][0]
+    assert [s["span_id"] for s in root["children"]] == ["2" * 16, "c" * 16]
+    sql = "select distinct depth, span_id from trace($t) order by all"
+    macro = ctl("query", "--format", "json", "--param", f"t={trace}", sql)
+    assert macro.returncode == 0, macro.stderr.decode()
+    depths = [(r["depth"], r["span_id"]) for r in json.loads(macro.stdout)]
+    assert depths == [(0, "1" * 16), (1, "2" * 16), (1, "c" * 16)]
+
+
 def test_every_trace_of_a_session(running_daemon: Daemon, exported: dict[str, Any]) -> None:
     result = ctl("trace", "--session", SESSION, "--json")
     assert result.returncode == 0, result.stderr.decode()
@@ -355,6 +388,19 @@ def test_durations_for_people() -> None:
     ]  # fmt: skip
     assert traces.duration_text(125_000) == "2m 05s"
     assert traces.duration_text(3_720_000) == "1h 02m"
+
+
+def test_costs_for_people() -> None:
+    """A trace without model requests cost nothing: it was totalled as `$?`, the mark of
+    requests the price table does not know."""
+    row = {f"tokens_{n}": 1 for n in ("input", "output", "cache_read", "cache_creation")}
+    none, unknown, some = traces.Usage(), traces.Usage(), traces.Usage()
+    unknown.add({**row, "cost_usd": None})
+    some.add({**row, "cost_usd": None})
+    some.add({**row, "cost_usd": 0.5})
+    assert [traces.cost_text(u) for u in (none, unknown, some)] == ["$0.0000", "$?", "$0.5000+"]
+    got = [traces.usage_dict(u)["cost_usd"] for u in (none, unknown, some)]
+    assert got == [0.0, None, 0.5]
 
 
 def test_spans_in_a_loop_are_still_shown() -> None:

@@ -339,7 +339,7 @@ def usage_dict(usage: Usage) -> dict[str, Any]:
         "output_tokens": usage.output_tokens,
         "cache_read_tokens": usage.cache_read_tokens,
         "cache_creation_tokens": usage.cache_creation_tokens,
-        "cost_usd": usage.cost_usd if usage.requests > usage.unpriced else None,
+        "cost_usd": None if _unknown_cost(usage) else usage.cost_usd,
         "unpriced_requests": usage.unpriced,
     }
 
@@ -450,9 +450,14 @@ def duration_text(ms: int | None) -> str:
     return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
 
 
+def _unknown_cost(usage: Usage) -> bool:
+    """Whether there are requests and none of them has a price (none at all cost $0)."""
+    return usage.requests > 0 and usage.requests == usage.unpriced
+
+
 def cost_text(usage: Usage) -> str:
     """``$0.0123``; ``$?`` when no request of it has a price, a ``+`` when some lack one."""
-    if usage.requests == usage.unpriced:
+    if _unknown_cost(usage):
         return "$?"
     return f"${usage.cost_usd:.4f}" + ("+" if usage.unpriced else "")
 

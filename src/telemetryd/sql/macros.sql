@@ -119,11 +119,19 @@ COMMENT ON MACRO TABLE recent_event_count IS
 
 -- Spans form a tree through parent_span_id (a span whose parent is not in the trace is
 -- a root, depth 0); events are listed depth first, children after their parent and
--- siblings by start time; events without a span_id come last, by time.
+-- siblings by start time; events without a span_id come last, by time. Where a span's
+-- events disagree on its parent, its (first) `span` event says, else its first event
+-- that names one: as `telemetryctl trace` (client/traces.py) builds the tree.
 CREATE OR REPLACE MACRO trace(trace_id) AS TABLE
 WITH RECURSIVE
     spans AS (
-        SELECT e.span_id, any_value(e.parent_span_id) AS parent, min(e.ts) AS started
+        SELECT
+            e.span_id,
+            coalesce(
+                arg_min_null(e.parent_span_id, (e.ts, e.id)) FILTER (WHERE e.type = 'span'),
+                arg_min(e.parent_span_id, (e.ts, e.id))
+            ) AS parent,
+            min(e.ts) AS started
         FROM events AS e
         WHERE e.trace_id = trace_id AND e.span_id IS NOT NULL
         GROUP BY e.span_id
