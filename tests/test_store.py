@@ -1526,6 +1526,29 @@ def test_cost_by_model(fixed: Store) -> None:
     assert query(fixed, "SELECT * FROM cost_by_model()") == []  # the default: 7 days
 
 
+def test_a_fraction_of_days_is_a_fraction_of_a_day(store: Store, journal: Path) -> None:
+    """`days := 0.5` is the last twelve hours: it was rounded to a whole day (0.4: none,
+    0.6: a day)."""
+    now = datetime.now(UTC)
+
+    def request(n: int, hours_ago: float) -> bytes:
+        return line(
+            ev.ApiRequest(
+                id=f"r{n}",
+                ts=now - timedelta(hours=hours_ago),
+                agent=ev.Agent(model=f"m-{hours_ago}h"),
+                tokens=ev.Tokens(source="actual", input=1, output=1),
+            )
+        )
+
+    append(segment(journal, 1), request(1, 6) + request(2, 18))
+    store.materialize(str(journal))
+    recent = "SELECT model FROM cost_by_model(days := ?) ORDER BY 1"
+    assert query(store, recent, [0.5]) == [("m-6h",)]
+    assert query(store, recent, [0.2]) == []
+    assert query(store, recent, [1]) == [("m-18h",), ("m-6h",)]
+
+
 def test_agent_usage_summary_and_optimization_insights(fixed: Store) -> None:
     # m-a costs 0.01 per 1350 tokens (its one priced request); the Explore stop used
     # 300 + 40 + 5 + 0 = 345 tokens. The Plan agent never stopped: no invocation yet.

@@ -2,10 +2,14 @@
 -- `SELECT * FROM cost_by_model(days := 30)`. Each has a COMMENT: its one-line description
 -- (`telemetryctl reports` lists them from duckdb_functions()). Inside a macro an unqualified
 -- name that is also a parameter means the parameter: columns are qualified.
--- `days` counts back from now over event times (ts), in UTC.
+-- `days` counts back from now over event times (ts), in UTC; a fraction is part of a day.
 
 -- The current UTC time as a TIMESTAMP, comparable with the stored times.
 CREATE OR REPLACE MACRO utc_now() AS make_timestamp(epoch_us(now()));
+
+-- The time `days` days before now (0.5: twelve hours ago).
+CREATE OR REPLACE MACRO days_ago(days) AS
+    utc_now() - to_microseconds(CAST(days * 86400000000.0 AS BIGINT));
 
 -- Whether a request ran in fast mode (Claude's `speed: "fast"` in attrs; a model of its
 -- own in reports and prices). Parsed only where the text names the key: the canonical form
@@ -23,7 +27,7 @@ SELECT
     sum(r.cost_usd) AS total_cost_usd,
     count(*) AS request_count
 FROM api_requests AS r
-WHERE r.timestamp >= utc_now() - to_days(CAST(days AS INTEGER))
+WHERE r.timestamp >= days_ago(days)
 GROUP BY r.model
 ORDER BY total_cost_usd DESC NULLS LAST, r.model;
 COMMENT ON MACRO TABLE cost_by_model IS
@@ -40,7 +44,7 @@ WITH prices AS (
             0
         ) AS usd_per_token
     FROM api_requests AS r
-    WHERE r.timestamp >= utc_now() - to_days(CAST(days AS INTEGER))
+    WHERE r.timestamp >= days_ago(days)
         AND r.cost_usd IS NOT NULL AND r.input_tokens IS NOT NULL
     GROUP BY r.model
 )
@@ -57,7 +61,7 @@ SELECT
     ) AS est_cost_usd
 FROM agent_activations AS a
 LEFT JOIN prices AS p ON p.model = a.model
-WHERE a.event = 'stop' AND a.timestamp >= utc_now() - to_days(CAST(days AS INTEGER))
+WHERE a.event = 'stop' AND a.timestamp >= days_ago(days)
 GROUP BY a.agent_type
 ORDER BY invocations DESC, a.agent_type;
 COMMENT ON MACRO TABLE agent_usage_summary IS
@@ -70,7 +74,7 @@ SELECT
     count(*) FILTER (WHERE s.success) AS successes,
     avg(s.duration_ms) AS avg_duration_ms
 FROM skill_activations AS s
-WHERE s.timestamp >= utc_now() - to_days(CAST(days AS INTEGER))
+WHERE s.timestamp >= days_ago(days)
 GROUP BY s.skill_name
 ORDER BY activations DESC, s.skill_name;
 COMMENT ON MACRO TABLE skill_frequency IS
@@ -86,7 +90,7 @@ SELECT
     s.cost_usd AS total_cost_usd,
     s.unpriced_requests
 FROM sessions AS s
-WHERE (session_id IS NULL AND s.started >= utc_now() - to_days(CAST(days AS INTEGER)))
+WHERE (session_id IS NULL AND s.started >= days_ago(days))
     OR s.session_id = session_id  -- (a session named: whenever it was)
 ORDER BY s.started DESC, s.session_id;
 COMMENT ON MACRO TABLE session_overview IS
@@ -185,7 +189,7 @@ WITH latest AS (
         e.ts - to_milliseconds(e.elapsed_wall_ms) AS started,
         e.ts AS ended
     FROM events AS e
-    WHERE e.type = 'run' AND e.ts >= utc_now() - to_days(CAST(days AS INTEGER))
+    WHERE e.type = 'run' AND e.ts >= days_ago(days)
     QUALIFY row_number() OVER (PARTITION BY e.attempt_id ORDER BY e.ts DESC, e.id DESC) = 1
 )
 SELECT l.attempt_id, l.id AS event_id, 'run' AS type, l.ended AS timestamp, 'run' AS matched_by
@@ -219,7 +223,7 @@ WITH
     latest AS (
         SELECT e.*
         FROM events AS e
-        WHERE e.type = 'run' AND e.ts >= utc_now() - to_days(CAST(days AS INTEGER))
+        WHERE e.type = 'run' AND e.ts >= days_ago(days)
         QUALIFY row_number() OVER (PARTITION BY e.attempt_id ORDER BY e.ts DESC, e.id DESC) = 1
     ),
     counted AS (
@@ -452,13 +456,13 @@ WITH
             x.category,
             count(*) AS errors
         FROM errors AS x
-        WHERE x.kind <> 'tool' AND x.timestamp >= utc_now() - to_days(CAST(days AS INTEGER))
+        WHERE x.kind <> 'tool' AND x.timestamp >= days_ago(days)
         GROUP BY ALL
     ),
     requests AS (
         SELECT CAST(e.ts AS DATE) AS day, e.agent_provider AS provider, count(*) AS requests
         FROM events AS e
-        WHERE e.type = 'api_request' AND e.ts >= utc_now() - to_days(CAST(days AS INTEGER))
+        WHERE e.type = 'api_request' AND e.ts >= days_ago(days)
         GROUP BY ALL
     )
 SELECT
@@ -522,7 +526,7 @@ SELECT
     arg_min(x.normalised, x.timestamp) AS example
 FROM errors AS x
 WHERE x.category IN ('permission', 'auth', 'content_policy')
-    AND x.timestamp >= utc_now() - to_days(CAST(days AS INTEGER))
+    AND x.timestamp >= days_ago(days)
 GROUP BY x.category, x.fingerprint
 ORDER BY errors DESC, x.category, x.fingerprint;
 COMMENT ON MACRO TABLE guardrail_gaps IS
@@ -596,7 +600,7 @@ WITH
             ) AS p95_ms
         FROM paired AS p
         WHERE coalesce(p.called, p.ended - to_milliseconds(coalesce(p.result_duration_ms, 0)))
-            >= utc_now() - to_days(CAST(days AS INTEGER))
+            >= days_ago(days)
         GROUP BY p.code
     )
 SELECT
@@ -719,7 +723,7 @@ WITH per_model AS (
     SELECT r.session_id, r.model, sum(r.cost_usd) AS cost, max(r.timestamp) AS last_request
     FROM api_requests AS r
     WHERE r.session_id IS NOT NULL AND r.cost_usd IS NOT NULL
-        AND r.timestamp >= utc_now() - to_days(CAST(days AS INTEGER))
+        AND r.timestamp >= days_ago(days)
     GROUP BY r.session_id, r.model
 ),
 per_session AS (
