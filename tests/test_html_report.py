@@ -465,6 +465,21 @@ def test_since_and_until_keep_their_days(filled: Daemon, tmp_path: Path) -> None
     assert f"tool_reliability(days := {1 if day == TODAY else 2})" in out.read_text()
 
 
+def test_a_period_not_begun_is_an_empty_page(filled: Daemon) -> None:
+    """`--since` a day to come: the page showed the last day's tools and model quality
+    (the macros' days was at least 1) under "Nothing recorded in this period"."""
+    from telemetryd.client import html_report, pictures
+
+    future = (NOW + timedelta(days=400)).date()
+    got = pictures.load(pictures.Options(timezone="UTC", since=future), filled.control_socket)
+    assert got.days == 0
+    assert (got.tools, got.model_quality, got.provider_errors, got.failed) == ([], [], [], {})
+    assert got.empty()
+    assert 'id="empty"' in html_report.render(got)
+    everything = pictures.load(pictures.Options(timezone="UTC"), filled.control_socket)
+    assert everything.tools and everything.model_quality  # (the test of the test)
+
+
 def test_another_time_zone_moves_the_days(filled: Daemon, tmp_path: Path) -> None:
     out = tmp_path / "auckland.html"
     made = ctl("report", "--html", str(out), "-z", "Pacific/Auckland")

@@ -99,11 +99,12 @@ class Options:
 
     def days(self) -> int:
         """The macros' ``days``: from now back to the start of ``since`` (local midnight
-        in ``timezone``), rounded up; :data:`ALL_DAYS` without ``since``."""
+        in ``timezone``), rounded up; :data:`ALL_DAYS` without ``since``; 0 when
+        ``since`` has not begun (nothing to count)."""
         if self.since is None:
             return ALL_DAYS
         start = datetime.combine(self.since, clock(), zoneinfo.ZoneInfo(self.timezone))
-        return max(1, math.ceil((self.now - start) / timedelta(days=1)))
+        return max(0, math.ceil((self.now - start) / timedelta(days=1)))
 
     def within(self, day: str) -> bool:
         """``day`` (``YYYY-MM-DD``) is between ``since`` and ``until``."""
@@ -202,24 +203,25 @@ class Pending:
             if since is not None
             else datetime(1970, 1, 1, tzinfo=UTC)
         )
+
         # Started in this order, two at a time: the slowest first (at 10M events
         # tool_reliability takes longer than any two others), then daily, whose charts
         # the page draws first (html_report.draw_early), then the others, slower first.
+        def macro(name: str) -> Callable[[], Loaded]:
+            if not days:  # (--since in the future: days := 0 would still show its clock skew)
+                return lambda: Loaded([])
+            sql = f"SELECT * FROM {name}(days := $days)"
+            return lambda: _rows(sql, {"days": days}, socket_path)
+
         jobs: dict[str, Callable[[], Any]] = {
-            "tools": lambda: _rows(
-                "SELECT * FROM tool_reliability(days := $days)", {"days": days}, socket_path
-            ),
+            "tools": macro("tool_reliability"),
             "daily": report(None),
-            "model_quality": lambda: _rows(
-                "SELECT * FROM model_quality(days := $days)", {"days": days}, socket_path
-            ),
+            "model_quality": macro("model_quality"),
             "by_project": report("project"),
             "by_agent": report("agent"),
             "sessions": lambda: _rows(SESSIONS_SQL, {"tz": tz}, socket_path),
             "blocks": lambda: blocks_api.load(blocks_options, socket_path, now_ms),
-            "provider_errors": lambda: _rows(
-                "SELECT * FROM provider_reliability(days := $days)", {"days": days}, socket_path
-            ),
+            "provider_errors": macro("provider_reliability"),
             "alerts": lambda: alerts_api.load(start, socket_path=socket_path),
             "rate_limits": lambda: _rows(RATE_LIMITS_SQL, {"tz": tz}, socket_path),
         }
