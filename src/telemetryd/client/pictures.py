@@ -204,15 +204,15 @@ class Pending:
             else datetime(1970, 1, 1, tzinfo=UTC)
         )
 
-        # Started in this order, two at a time: the slowest first (at 10M events
-        # tool_reliability takes longer than any two others), then daily, whose charts
-        # the page draws first (html_report.draw_early), then the others, slower first.
         def macro(name: str) -> Callable[[], Loaded]:
             if not days:  # (--since in the future: days := 0 would still show its clock skew)
                 return lambda: Loaded([])
             sql = f"SELECT * FROM {name}(days := $days)"
             return lambda: _rows(sql, {"days": days}, socket_path)
 
+        # Started in this order, two at a time: the slowest first (at 10M events
+        # tool_reliability takes longer than any two others), then daily, whose charts
+        # the page draws first (html_report.draw_early), then the others, slower first.
         jobs: dict[str, Callable[[], Any]] = {
             "tools": macro("tool_reliability"),
             "daily": report(None),
