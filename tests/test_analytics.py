@@ -707,7 +707,7 @@ def test_provider_reliability(loaded: tuple[Store, list[ev.Event]], days: int) -
     assert {r["provider"] for r in got} >= {"anthropic", "openai", None}
 
 
-@pytest.mark.parametrize("days", [7, 30])
+@pytest.mark.parametrize("days", [0, 7, 30])  # (0: no attempt, both rows still)
 def test_intervention_effectiveness(loaded: tuple[Store, list[ev.Event]], days: int) -> None:
     store, events = loaded
     errors = {x.event.id: x for x in error_rows(events)}

@@ -497,6 +497,17 @@ WITH
             count(*) FILTER (WHERE NOT m.applied AND m.outcome = 'done') AS done_without
         FROM marked AS m
         GROUP BY m.intervention
+    ),
+    -- (both rows, with zero counts when the window has no attempts)
+    c AS (
+        SELECT
+            i.intervention,
+            coalesce(n.attempts_with, 0) AS attempts_with,
+            coalesce(n.done_with, 0) AS done_with,
+            coalesce(n.attempts_without, 0) AS attempts_without,
+            coalesce(n.done_without, 0) AS done_without
+        FROM (VALUES ('anomaly_action'), ('auto_resume')) AS i(intervention)
+        LEFT JOIN counted AS n ON n.intervention = i.intervention
     )
 SELECT
     c.intervention,
@@ -508,7 +519,7 @@ SELECT
     c.done_without / nullif(c.attempts_without, 0) AS success_rate_without,
     c.done_with / nullif(c.attempts_with, 0) - c.done_without / nullif(c.attempts_without, 0)
         AS difference
-FROM counted AS c
+FROM c
 ORDER BY c.intervention;
 COMMENT ON MACRO TABLE intervention_effectiveness IS
     'Success rate (done / attempts) of attempts with and without an anomaly action (an alert with attrs.action) and an auto-resume (a custom event named auto_resume); difference = with - without';
