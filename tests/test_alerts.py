@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import os
 import statistics
 import subprocess
@@ -249,6 +250,8 @@ def test_a_cost_anomaly_raises_one_alert(daemon_factory: Any) -> None:
     median = statistics.median(others)
     assert f"cost ${totals['big']:.2f}, " in alert["message"]
     assert f"the median ${median:.2f} of {len(others)} other" in alert["message"]
+    # (two decimals: a ratio of 5.01 read "5.0×", the factor, not over it)
+    assert f", {totals['big'] / median:.2f}× the median" in alert["message"]
     # The session costs more still: the same anomaly, not a new one.
     send(daemon, [request("big", 5.0)])
     analyzed(daemon)
@@ -417,6 +420,9 @@ def test_alerts_command_lists_and_follows(daemon_factory: Any) -> None:
     assert listed.returncode == 0, listed.stderr
     [alert] = json.loads(listed.stdout)["alerts"]
     assert alert["id"] == line["id"] and alert["message"] == line["message"]
+    # (followed, the time came as journaled, in microseconds: one format for both)
+    assert alert["timestamp"] == line["timestamp"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["timestamp"])
     text = ctl("alerts", *socket_args).stdout.decode()
     assert "warning  budget" in text and "reached 80% of the $1.00 budget" in text
     # Producers' alerts (Claude Code's notifications) only with --all.

@@ -80,7 +80,7 @@ def from_event(event: dict[str, Any]) -> dict[str, Any]:
     """An ``alert`` event (as journaled) as a row of :func:`load`."""
     attrs = event.get("attrs") or {}
     return {
-        "timestamp": event.get("ts"),
+        "timestamp": _milliseconds(event.get("ts")),
         "severity": event.get("severity"),
         "rule": event.get("kind"),
         "session_id": event.get("session_id"),
@@ -89,6 +89,16 @@ def from_event(event: dict[str, Any]) -> dict[str, Any]:
         "evidence": attrs.get("evidence") if isinstance(attrs, dict) else None,
         "id": event.get("id"),
     }
+
+
+def _milliseconds(ts: Any) -> Any:
+    """A journaled time (``...:23.200000Z``) as :func:`load` gives it, to the millisecond
+    (``...:23.200Z``), so that followed and listed alerts read alike."""
+    try:
+        when = datetime.fromisoformat(ts)
+    except (TypeError, ValueError):
+        return ts
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
 def line(alert: dict[str, Any]) -> str:

@@ -177,7 +177,7 @@ def _cost_anomalies(
     for row in rows:
         session = row["session_id"]
         message = (
-            f"session {session} cost {_usd(row['cost_usd'])}, {row['ratio']:.1f}× the median "
+            f"session {session} cost {_usd(row['cost_usd'])}, {row['ratio']:.2f}× the median "
             f"{_usd(row['median_usd'])} of {row['baseline_sessions']} other {row['model']} "
             "sessions"
         )
@@ -188,7 +188,7 @@ def _cost_anomalies(
 
 def _usd(value: float) -> str:
     """Dollars in an alert's message: cents, and four decimals below a cent (a cheap
-    model's sessions: "$0.01, 10.0× the median $0.00" said nothing)."""
+    model's sessions: "$0.01, 10.00× the median $0.00" said nothing)."""
     return f"${value:,.2f}" if abs(value) >= 0.01 or value == 0 else f"${value:.4f}"
 
 
