@@ -160,6 +160,9 @@ def test_fixtures_per_model_and_day_equal_ccusage(agent_home: Path) -> None:
 def test_fixtures_by_hand() -> None:
     summary = importer.run("amp", [FIXTURES], dry_run=True).as_dict()
     assert (summary["malformed"], summary["requests"]) == (1, 9)
+    # left out as ccusage leaves them, but counted: a ledger event timed "2026-01-01
+    # 00:01:00", one without a time, and a message usage timed "not a time"
+    assert (summary["dropped_times"], summary["bad_times"]) == (3, 0)
     sonnet = summary["by_model"]["claude-sonnet-4-5-20250929"]  # cache from the messages
     assert (sonnet["input"], sonnet["output"]) == (6 + 3, 412 + 958)
     assert (sonnet["cache_creation"], sonnet["cache_read"]) == (18233 + 1204, 18233)

@@ -125,7 +125,9 @@ def records(thread: Any) -> list[dict[str, Any]]:
 
     A record: ``key`` ((thread id, ``ledger`` or ``message``, its id) or None),
     ``index`` (its position, for a key when it has no id), ``thread_id``, ``model``,
-    ``ts``, ``tokens``, ``credits``, ``operation``."""
+    ``ts`` (None when it is not of a form :func:`timestamp` reads: ccusage leaves such
+    a request out, and so does the import, counting it), ``tokens``, ``credits``,
+    ``operation``."""
     thread_id = _text(_get(thread, "id"))
     if thread_id is None:
         return []
@@ -152,9 +154,8 @@ def _ledger(thread_id: str, events: list[Any], messages: list[Any]) -> list[dict
         )
     found = []
     for index, event in enumerate(events):
-        when = timestamp(_get(event, "timestamp"))
         model = _text(_get(event, "model"))
-        if when is None or model is None or not isinstance(event, dict) or "tokens" not in event:
+        if model is None or not isinstance(event, dict) or "tokens" not in event:
             continue
         counts = event["tokens"]
         to = _i64(_get(event, "toMessageId"))
@@ -168,6 +169,7 @@ def _ledger(thread_id: str, events: list[Any], messages: list[Any]) -> list[dict
         )
         if tokens is None:
             continue
+        when = timestamp(_get(event, "timestamp"))
         event_id = _text(event.get("id"))
         found.append(
             {
@@ -190,10 +192,8 @@ def _messages(thread_id: str, messages: list[Any]) -> list[dict[str, Any]]:
         if _get(message, "role") != "assistant" or "usage" not in message:
             continue
         use = message["usage"]
-        # ccusage takes the usage's time when it is a non-blank string, else the message's
-        when = timestamp(_text(_get(use, "timestamp")) or _get(message, "timestamp"))
         model = _text(_get(use, "model")) or _text(_get(message, "model"))
-        if when is None or model is None:
+        if model is None:
             continue
         tokens = _tokens(
             _u64(_get(use, "inputTokens")),
@@ -204,6 +204,8 @@ def _messages(thread_id: str, messages: list[Any]) -> list[dict[str, Any]]:
         )
         if tokens is None:
             continue
+        # ccusage takes the usage's time when it is a non-blank string, else the message's
+        when = timestamp(_text(_get(use, "timestamp")) or _get(message, "timestamp"))
         number = message.get("messageId")
         if _i64(number) is not None:
             number = str(number)

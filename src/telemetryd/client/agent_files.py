@@ -397,6 +397,9 @@ def read_amp(importer: Importer, f: BinaryIO, path: Path) -> None:
     if thread is None:
         return
     for record in amp.records(thread):
+        if record["ts"] is None:
+            importer.summary.dropped_times += 1
+            continue
         if record["key"] is not None:
             event_id = amp.event_id(record["key"])
         else:

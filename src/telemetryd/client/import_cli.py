@@ -122,6 +122,11 @@ def _print_summary(summary: importer.Summary) -> None:
     click.echo(
         f"{_some(s.requests, 'request')} ({_number(s.repeats)} repeated lines merged"
         + (f", {s.before_since} before --since" if s.before_since else "")
+        + (
+            f", {s.dropped_times} left out: their time is of a form ccusage does not read"
+            if s.dropped_times
+            else ""
+        )
         + ")"
         + (
             f", {_number(s.held_back)} held back (their files were written in the last "

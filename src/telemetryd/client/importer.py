@@ -480,6 +480,7 @@ class Summary:
     held_files: list[str] = field(default_factory=list)  # the files of those held back
     earlier: int = 0  # events of lines that an earlier import sent (the file grew since)
     bad_times: int = 0  # events whose time could not be read (Importer._time)
+    dropped_times: int = 0  # requests left out for their time's form (Amp, as ccusage)
     sent: int = 0
     accepted: int = 0
     duplicates: int = 0
