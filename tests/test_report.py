@@ -17,6 +17,7 @@ earlier: the same counts, but a session's ``firstActivity`` can be seconds later
 
 from __future__ import annotations
 
+import csv as csv_module
 import json
 import shutil
 from collections import defaultdict
@@ -426,8 +427,15 @@ def test_the_table_shows_money_and_separators(history: list[dict[str, Any]]) -> 
     assert f"{codex_input:,}" in big and "," in f"{codex_input:,}"
     csv = ctl("report", "daily", "-z", "UTC", "--format", "csv", "--source", "codex").stdout
     header, row = csv.decode().splitlines()[:2]
-    assert header.startswith("date,model,requests,input_tokens")
+    assert header.startswith("date,models,requests,input_tokens")
     assert row.split(",")[3] == str(codex_input)
+    # (the models column was empty but with --breakdown, which has a row per model)
+    models = {r["model"] for r in history if r["source"] == "codex"}
+    days = list(csv_module.reader(csv.decode().splitlines()[1:]))
+    assert {m for day in days for m in day[1].split(", ")} == models
+    broken = ctl("report", "daily", "-z", "UTC", "-f", "csv", "--source", "codex", "--breakdown")
+    assert broken.stdout.decode().startswith("date,model,requests,")
+    assert {line.split(",")[1] for line in broken.stdout.decode().splitlines()[1:]} == models
     markdown = ctl("report", "weekly", "-z", "UTC", "-f", "markdown").stdout.decode()
     assert markdown.startswith("| Week | Models |") and "$" in markdown
 

@@ -617,14 +617,15 @@ def render(report: Report, breakdown: bool = False) -> list[str]:
 
 
 def flat_rows(report: Report, breakdown: bool = False) -> tuple[list[str], list[list[Any]]]:
-    """Columns and rows for csv / tsv / markdown: one row per period (and per model under
-    it with ``breakdown``, its ``model`` column set), numbers unformatted."""
+    """Columns and rows for csv / tsv: one row per period, ``models`` the models it used
+    (in order of first use), or with ``breakdown`` one per period and model, ``model``
+    that model; numbers unformatted."""
     options = report.options
     names = [PERIOD_KEY[options.kind]]
     if options.by:
         names.append(options.by)
     names += [
-        "model",
+        "model" if breakdown else "models",
         "requests",
         "input_tokens",
         "output_tokens",
@@ -637,7 +638,7 @@ def flat_rows(report: Report, breakdown: bool = False) -> tuple[list[str], list[
     if options.kind == "session":
         names += ["project_path", "first_activity", "last_activity"]
 
-    def cells(row: Row, model: str | None, used: Usage) -> list[Any]:
+    def cells(row: Row, model: str, used: Usage) -> list[Any]:
         out: list[Any] = [row.key]
         if options.by:
             out.append(row.value)
@@ -661,7 +662,7 @@ def flat_rows(report: Report, breakdown: bool = False) -> tuple[list[str], list[
         if breakdown:
             rows.extend(cells(row, name, used) for name, used in row.breakdowns())
         else:
-            rows.append(cells(row, None, row.usage))
+            rows.append(cells(row, ", ".join(row.models), row.usage))
     return names, rows
 
 
