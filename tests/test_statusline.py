@@ -253,6 +253,22 @@ def test_claude_codes_own_session_cost_and_context_percentage_win(running_daemon
     assert not any(p.startswith("limit") for p in parts)
 
 
+def test_no_burn_rate_until_the_windows_requests_span_five_minutes() -> None:
+    """Two requests a second apart at a window's start: the line said $1,692/h."""
+    start = "2026-12-07T10:00:00.000Z"
+
+    def rate(last: str) -> float | None:
+        return statusline.burn_rate({"first": start, "last": last, "cost_usd": 0.47})
+
+    assert rate("2026-12-07T10:00:01.000Z") is None
+    assert rate("2026-12-07T10:04:59.999Z") is None
+    assert rate("2026-12-07T10:05:00.000Z") == pytest.approx(0.47 * 12)
+    window = {"end": "2026-12-07T15:00:00.000Z", "usage": {"first": start, "cost_usd": 0.47}}
+    window["usage"]["last"] = "2026-12-07T10:00:01.000Z"
+    now = 1_796_637_601.0  # (10:00:01)
+    assert statusline.window_parts(window, now) == ["5h $0.47 (4h59m left)"]
+
+
 def test_the_daemon_down_prints_what_stdin_holds(state_home: Path) -> None:
     payload = stdin_json(cost={"total_cost_usd": 0.5})
     started = time.monotonic()

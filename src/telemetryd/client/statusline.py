@@ -42,8 +42,9 @@ USAGE = """\
 Usage: telemetryctl statusline [OPTIONS]
 
   Print Claude Code's status line: model, this session's cost, today's cost,
-  the active 5-hour window's cost, time left and burn rate, context use, and
-  the plan's rate-limit use (when Claude Code passes rate_limits). Reads the
+  the active 5-hour window's cost, time left and burn rate (once its requests
+  span 5 minutes), context use, and the plan's rate-limit use (when Claude Code
+  passes rate_limits). Reads the
   status JSON on stdin; answers from the daemon's running totals, and from
   stdin alone when the daemon is down. Always exits 0. Records each change of
   the rate limits and of the session's cost as metric events.
@@ -237,7 +238,8 @@ def _duration(seconds: float) -> str:
 
 def window_parts(window: Any, now: float) -> list[str]:
     """The active window's cost and time left, and its burn rate ($/h, as ccusage: the
-    window's cost over the time from its first request to its last)."""
+    window's cost over the time from its first request to its last), once that time is
+    :data:`RATE_MIN_SPAN` or more."""
     if not isinstance(window, dict):
         return []
     usage = _object(window.get("usage"))
@@ -252,11 +254,16 @@ def window_parts(window: Any, now: float) -> list[str]:
     return parts
 
 
+# Seconds the window's requests must span before the line shows a burn rate: two
+# requests a second apart made it $17,406/h at the start of every window.
+RATE_MIN_SPAN = 300.0
+
+
 def burn_rate(usage: dict[str, Any]) -> float | None:
     first = _parse_rfc3339(usage.get("first"))
     last = _parse_rfc3339(usage.get("last"))
     cost = _number(usage.get("cost_usd"))
-    if first is None or last is None or cost is None or last <= first:
+    if first is None or last is None or cost is None or last - first < RATE_MIN_SPAN:
         return None
     return cost / (last - first) * 3600
 
