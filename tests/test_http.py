@@ -8,10 +8,12 @@ import gzip
 import http.client
 import json
 import os
+import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from signal import SIGHUP
 from typing import Any
@@ -883,6 +885,118 @@ def test_one_request_through_otlp_and_a_transcript_import_is_one_row(
     result = ctl("query", "--format", "json", query)
     assert result.returncode == 0, result.stderr.decode()
     assert json.loads(result.stdout) == [{"n": 1, "sources": 1}]
+
+
+CODEX_ROLLOUT = Path(
+    "/work/shared/samples/codex/"
+    "rollout-2026-02-23T20-34-25-019c8bfe-ec25-79e0-97d7-bda6a9c575ff.jsonl"
+)
+CODEX_OTHER = Path(
+    "/work/shared/samples/codex/"
+    "rollout-2026-02-23T13-19-38-019c8a70-dda7-7f33-98ea-f30553347322.jsonl"
+)
+GEMINI_LEGACY = (
+    Path(__file__).parent / "fixtures" / "gemini" / "vibecodingtracker_session_legacy-json.json"
+)
+GEMINI_CHAT = [
+    Path(__file__).parent / "fixtures" / "gemini" / f"vibecodingtracker_session_jsonl.{part}.jsonl"
+    for part in ("lines-1-7", "lines-9-28")
+]
+
+
+def exported(fixture: str, name: str, time: str, attrs: dict[str, Any]) -> bytes:
+    """``fixture``'s one record named ``name`` (an OTLP/JSON export of the agent), at
+    ``time`` (RFC 3339), its attributes ``attrs`` replaced (as strings, as both agents
+    send most of them)."""
+    body = json.loads((AGENTS / fixture).read_bytes())
+    scope = body["resourceLogs"][0]["scopeLogs"][0]
+    [record] = [
+        r
+        for r in scope["logRecords"]
+        if any(a["value"].get("stringValue") == name for a in r["attributes"])
+    ]
+    when = datetime.fromisoformat(time)
+    record["timeUnixNano"] = str(int(when.timestamp()) * 10**9 + when.microsecond * 1000)
+    kept = [a for a in record["attributes"] if a["key"] not in attrs]
+    record["attributes"] = kept + [
+        {"key": k, "value": {"stringValue": str(v)}} for k, v in attrs.items()
+    ]
+    scope["logRecords"] = [record]
+    return json.dumps(body).encode()
+
+
+def session_requests(session: str) -> int:
+    found = ctl("query", "--format", "json", "--param", f"s={session}",
+                "select count(*) as n from api_requests where session_id = $s")  # fmt: skip
+    assert found.returncode == 0, found.stderr.decode()
+    n: int = json.loads(found.stdout)[0]["n"]
+    return n
+
+
+@pytest.mark.parametrize("agent", ["codex", "gemini"])
+def test_a_codex_or_gemini_request_exported_then_imported_is_one_row(
+    running_daemon: Daemon, agent: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Codex and Gemini CLI exports carry no id their files also hold: a request exported
+    over OTLP and then imported from the rollout or chat recording was two rows. The
+    import now leaves out a request the store holds from the export: same session, same
+    input, cache read and output, times within minutes (R21). Another exported request
+    of the session, matching nothing in the file, stays."""
+    if agent == "codex":
+        given = tmp_path / CODEX_ROLLOUT.name
+        shutil.copy(CODEX_ROLLOUT, given)
+        session = "019c8bfe-ec25-79e0-97d7-bda6a9c575ff"
+        # the rollout's first request (its token_count at 19:34:39.388), a second later
+        counts = {"input_token_count": 42772, "cached_token_count": 3456,
+                  "output_token_count": 204, "reasoning_token_count": 124}  # fmt: skip
+        name, fixture, key = "response.completed", "codex_logs.json", "conversation.id"
+        time = "2026-02-23T19:34:40.100+00:00"
+        other = {**counts, "input_token_count": 99999}
+        other_file = CODEX_OTHER
+    else:
+        given = tmp_path / "chats" / "session-2026-04-23T12-52-0ab84937.jsonl"
+        given.parent.mkdir()
+        given.write_bytes(b"".join(p.read_bytes() for p in GEMINI_CHAT))
+        session = "0ab84937-9fe7-4284-986a-33c832af0b6a"
+        # the recording's first response (message a4173396, 12:53:18.422), 40 s later
+        counts = {"input_token_count": 29082, "cached_content_token_count": 8156,
+                  "output_token_count": 89, "thoughts_token_count": 642,
+                  "tool_token_count": 0}  # fmt: skip
+        name, fixture, key = "gemini_cli.api_response", "gemini_logs.json", "session.id"
+        time = "2026-04-23T12:53:58.000+00:00"
+        other = {**counts, "output_token_count": 1}
+        other_file = GEMINI_LEGACY
+    command = "codex" if agent == "codex" else "gemini"
+    dry = json.loads(ctl("import", command, str(given), "--dry-run", "--json").stdout)
+    in_file = dry["requests"]
+    assert in_file > 1
+    client = Client(running_daemon)
+    for values in (counts, other):
+        status, _, answer = client.post(
+            "/v1/logs", exported(fixture, name, time, {key: session, **values})
+        )
+        assert status == 200 and b"rejected" not in answer.lower(), answer
+    assert session_requests(session) == 2
+    imported = json.loads(ctl("import", command, str(given), "--json").stdout)
+    assert (imported["requests"], imported["sent"]) == (in_file - 1, in_file - 1)
+    assert imported["repeats"] == dry["repeats"] + 1
+    assert session_requests(session) == in_file + 1  # the file's, and the other exported one
+    # Reader processes (two files: one would be read in this process) are told the same.
+    from telemetryd.client import import_pool, importer
+
+    monkeypatch.setattr(import_pool, "BATCH_FILES", 1)  # a batch per file: both readers read
+    files = [given, other_file]
+    alone = importer.run(command, [other_file], dry_run=True)
+    socket = running_daemon.events_socket
+    both = [importer.run(command, files, dry_run=True, rescan=True, socket_path=socket)]
+    with import_pool.Pool(2, min_bytes=0) as pool:
+        pooled = importer.run(
+            command, files, dry_run=True, rescan=True, socket_path=socket, pool=pool
+        )
+        both.append(pooled)
+        assert pool.readers
+    for summary in both:
+        assert summary.requests == in_file - 1 + alone.requests
 
 
 def test_bodies_held_at_once_are_bounded(daemon_factory: Any) -> None:

@@ -190,7 +190,7 @@ class Pool:
         since = importer.since_time.isoformat() if importer.since_time is not None else None
         for reader in self.readers:
             if reader.alive:
-                message = [AGENT, importer.agent, since, importer.model_calls]
+                message = [AGENT, importer.agent, since, importer.model_calls, importer.exported]
                 self._give(reader, [*message, importer.live_after, importer.imported_sizes])
         results = {seq: _Result() for seq, _ in units}
         by_seq = {unit[0]: unit for unit in units}

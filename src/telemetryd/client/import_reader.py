@@ -9,8 +9,8 @@ across files, sends them and keeps the import's state (client/import_pool.py).
 
 Messages, both ways: a 4-byte big-endian length, then a msgpack array.
 
-- in (stdin): ``[AGENT, agent, since or None, model_calls, live_after or None,
-  imported_sizes]`` before an agent's files (the last two:
+- in (stdin): ``[AGENT, agent, since or None, model_calls, exported, live_after or
+  None, imported_sizes]`` before an agent's files (the last three:
   :class:`~telemetryd.client.importer.Importer`'s);
   ``[UNIT, seq, [[path, part or None], ...]]`` for each batch of files, read one after
   the other (``part``: rows of a database); ``[CALLS, seq, paths]``: the model calls
@@ -90,11 +90,12 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
     agent = "claude-code"
     since: datetime | None = None
     model_calls: dict[str, list[float]] = {}
+    exported: dict[str, list[float]] = {}
     live_after: float | None = None
     imported_sizes: dict[str, int] = {}
     while (message := read_frame(inp)) is not None:
         if message[0] == AGENT:
-            agent, since_text, model_calls, live_after, imported_sizes = message[1:]
+            agent, since_text, model_calls, exported, live_after, imported_sizes = message[1:]
             since = None if since_text is None else datetime.fromisoformat(since_text)
             continue
         if message[0] == CALLS:
@@ -108,6 +109,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
         reader = importer.Importer(agent, since=since, prices=prices, live_after=live_after)
         reader.imported_sizes = imported_sizes
         reader.model_calls = model_calls
+        reader.exported = exported
 
         def chunk(keys: bytes, codes: bytes, lines: bytes, seq: int = seq) -> None:
             out.write(frame([CHUNK, seq, keys, codes, lines]))

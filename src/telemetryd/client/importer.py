@@ -37,6 +37,7 @@ without their content), and a file that is not JSON counts as one malformed line
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import json
@@ -799,6 +800,9 @@ class Importer:
         self.last_time: str | None = None  # the last event time read in it (Importer._time)
         # Copilot: session -> the sorted times of its model calls in OpenTelemetry exports
         self.model_calls: dict[str, list[float]] = {}
+        # Codex, Gemini CLI: the requests the store holds from the agent's own OTLP
+        # export (exported_key -> their times): an imported copy is left out (R21)
+        self.exported: dict[str, list[float]] = {}
         # In a reader process (client/import_pool.py): every event built, with its key and
         # what it counted, goes there instead (the importing process sends it)
         self.outbox: Outbox | None = None
@@ -846,6 +850,9 @@ class Importer:
             self.summary.repeats += 1
             return
         self._time(event)
+        if self.exported and _exported(self.exported, event):
+            self.summary.repeats += 1
+            return
         if self.since is not None and _before(event.get("ts"), self.since):
             self.summary.before_since += 1
             if self.outbox is not None:
@@ -1328,6 +1335,71 @@ def stored_model_calls(sessions: list[str], socket_path: str | None) -> dict[str
     return {session: sorted(times) for session, times in calls.items()}
 
 
+# R21: the agents whose OTLP export carries no id the import could share (Codex, Gemini
+# CLI), the source and id prefix of the requests that export gives, and how far apart
+# (seconds) the export's and the file's time of one request may be. A request is the
+# same when its session and its three counts (input, cache read, output: each request's
+# own, growing with the context) are, and its times are that close.
+EXPORTED_BY = {"codex": ("codex", "otel-cx-"), "gemini": ("gemini-cli", "otel-gm-")}
+EXPORTED_WINDOW_S = 600.0
+_STORED_REQUESTS = """
+    SELECT session_id, epoch(ts) AS at, tokens_input, tokens_cache_read, tokens_output
+    FROM events
+    WHERE type = 'api_request' AND source = $source AND starts_with(id, $prefix)
+      AND tokens_source = 'actual' AND session_id IS NOT NULL
+"""
+
+
+def exported_key(session: Any, input: Any, cache_read: Any, output: Any) -> str:
+    return f"{session}\0{input or 0}\0{cache_read or 0}\0{output or 0}"
+
+
+def _exported(exported: dict[str, list[float]], event: dict[str, Any]) -> bool:
+    """Whether the store holds ``event`` (an imported request) from the agent's OTLP
+    export already (:data:`EXPORTED_BY`)."""
+    tokens = event.get("tokens") or {}
+    key = exported_key(
+        event.get("session_id"), tokens.get("input"), tokens.get("cache_read"), tokens.get("output")
+    )
+    times = exported.get(key)
+    if not times:
+        return False
+    when = _epoch(event.get("ts"))
+    if when is None:
+        return False
+    at = bisect.bisect_left(times, when - EXPORTED_WINDOW_S)
+    return at < len(times) and times[at] <= when + EXPORTED_WINDOW_S
+
+
+def stored_requests(agent: str, socket_path: str | None) -> dict[str, list[float]]:
+    """The requests of ``agent`` (Codex, Gemini CLI) the store holds from its own OTLP
+    export, as :attr:`Importer.exported` takes them; asked as :func:`stored_model_calls`
+    asks (none when nothing is stored; a daemon too busy to answer is an error)."""
+    from telemetryd.client import fetch, protocol
+
+    source, prefix = EXPORTED_BY[agent]
+    control = (
+        os.path.join(os.path.dirname(socket_path), paths.CONTROL_SOCKET)
+        if socket_path
+        else protocol.control_socket()
+    )
+    try:
+        rows, _, _ = fetch.query(_STORED_REQUESTS, {"source": source, "prefix": prefix}, control)
+    except DaemonBusy as busy:
+        raise DaemonBusy(
+            f"{busy}: could not ask it which {agent} requests its OpenTelemetry export "
+            "brought (without that, they could be counted twice); import again later"
+        ) from None
+    except DaemonUnavailable:
+        return {}
+    found: dict[str, list[float]] = {}
+    for row in rows:
+        session, at, input_, cache_read, output = row.values()
+        if isinstance(at, int | float):
+            found.setdefault(exported_key(session, input_, cache_read, output), []).append(at)
+    return {key: sorted(times) for key, times in found.items()}
+
+
 def _epoch(ts: str | None) -> float | None:
     """An RFC 3339 time as epoch seconds (None: none, or not a time)."""
     if not ts:
@@ -1723,6 +1795,8 @@ def _run(
             parts = agent_files.opencode_parts(path, DB_ROWS) if path.suffix == ".db" else None
             sized += [(path, part, DB_BYTES) for part in parts] if parts else [(path, None, size)]
         units = import_pool.units(sized)
+    if agent in EXPORTED_BY and todo:
+        importer.exported = stored_requests(agent, socket_path)
     if agent == "copilot" and not all(agent_files.is_copilot_otel(p) for p in todo):
         from concurrent.futures import ThreadPoolExecutor
 

@@ -39,9 +39,10 @@ No Codex event carries a response id: an ``api_request`` gets a hash of its
 record (the same export twice is one row). Codex's spans (``handle_responses``
 with ``gen_ai.usage.*``) and the span events its ``log_and_trace_event!``
 writes repeat the same counts without an id to join them by, so they stay
-``span`` events and are not counted again; Codex rollouts imported with
-``telemetryctl import codex`` are keyed differently, so a session both
-exported and imported is counted twice.
+``span`` events and are not counted again. Codex rollouts imported with
+``telemetryctl import codex`` are keyed differently: the import leaves out a
+request this export brought already, matching it by session, counts and time
+(docs/counting.md, R21).
 """
 
 from __future__ import annotations

@@ -27,7 +27,9 @@ anything else                     a ``log`` event
 ================================  =============================================
 
 The api_response event has no response id (only the semantic-convention
-record has ``gen_ai.response.id``), so its id is a hash of the record.
+record has ``gen_ai.response.id``), so its id is a hash of the record; an import
+of the chat recordings leaves out the requests this export brought already, matched by
+session, counts and time (docs/counting.md, R21).
 """
 
 from __future__ import annotations
