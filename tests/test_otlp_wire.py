@@ -565,6 +565,51 @@ def test_json_that_nests_too_deeply_is_a_bad_request() -> None:
         wire.decode("logs", "json", body.encode())
 
 
+def _field(number: int, payload: bytes) -> bytes:
+    return wire.varint(number << 3 | 2) + wire.varint(len(payload)) + payload
+
+
+def test_values_nested_past_protobufs_limit_are_cut_as_json_cuts_them() -> None:
+    """An attribute 150 maps deep (protobuf's parser stops at 100 messages, some 33
+    levels): the request was a 400 and its other records were lost with it. Written
+    out by hand: protobuf's own classes cannot encode it either."""
+    levels = 150
+    value = {"stringValue": "leaf"}
+    encoded = _field(1, b"leaf")  # AnyValue.string_value
+    for n in reversed(range(levels)):
+        value = {"kvlistValue": {"values": [{"key": f"k{n}", "value": value}]}}
+        pair = _field(1, f"k{n}".encode()) + _field(2, encoded)  # KeyValue
+        encoded = _field(6, _field(1, pair))  # AnyValue.kvlist_value, KeyValueList.values
+    deep = _field(1, b"deep") + _field(2, encoded)
+    fine = _field(1, b"plain") + _field(2, _field(1, b"ok"))
+
+    def record(n: int, *pairs: bytes) -> bytes:  # time, then the attributes
+        return b"\x09" + n.to_bytes(8, "little") + b"".join(_field(6, p) for p in pairs)
+
+    records = _field(2, record(1, fine, deep)) + _field(2, record(2, fine))
+    body = _field(1, _field(2, records))  # ExportLogsServiceRequest.resource_logs.scope_logs
+    as_json = {"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"timeUnixNano": "1", "attributes": [
+            {"key": "plain", "value": {"stringValue": "ok"}}, {"key": "deep", "value": value},
+        ]},
+        {"timeUnixNano": "2", "attributes": [{"key": "plain", "value": {"stringValue": "ok"}}]},
+    ]}]}]}  # fmt: skip
+    (group,) = wire.decode("logs", "protobuf", body)
+    (from_json,) = wire.decode("logs", "json", json.dumps(as_json).encode())
+    assert [(r.time_ns, r.attrs) for r in group.logs] == [
+        (r.time_ns, r.attrs) for r in from_json.logs
+    ]
+    first, second = group.logs
+    kept = first.attrs["deep"]
+    for n in range(wire.MAX_DEPTH):
+        kept = kept[f"k{n}"]
+    assert kept == "…" and second.attrs == {"plain": "ok"}
+    # A span's (requests of the other signals are parsed whole: the same mending)
+    span = _field(1, TRACE) + _field(2, SPAN) + _field(5, b"deep span") + _field(9, deep)
+    (spans,) = wire.decode("traces", "protobuf", _field(1, _field(2, _field(2, span))))
+    assert spans.spans[0].attrs == {"deep": first.attrs["deep"]}
+
+
 def test_the_table_of_attributes_met_stays_bounded() -> None:
     from telemetryd.adapters.otel import otlp_protobuf
 

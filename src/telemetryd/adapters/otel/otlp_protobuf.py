@@ -304,10 +304,12 @@ def _text(raw: bytes) -> str:
 
 
 def _parse(message: Any, data: bytes, problem: str) -> Any:
-    """``message`` parsed from ``data``; one whose only fault is text that is not UTF-8
-    (protobuf refuses a string field holding any) is parsed with U+FFFD for it
-    (:func:`_valid_utf8`), as the OTLP/JSON decoder reads such text: one record's text
-    never loses the request. BadRequest (``problem``: what it is not) otherwise."""
+    """``message`` parsed from ``data``; one whose only faults are text that is not UTF-8
+    (protobuf refuses a string field holding any) or values nested past protobuf's
+    limit (100 messages: some 33 levels of maps in an attribute) is parsed mended
+    (:func:`_valid_utf8`), as the OTLP/JSON decoder reads such text and values: one
+    record's attribute never loses the request. BadRequest (``problem``: what it is
+    not) otherwise."""
     try:
         return message.FromString(data)
     except (DecodeError, RecursionError) as exc:
@@ -332,13 +334,21 @@ _STRING = 9  # FieldDescriptor.TYPE_STRING
 _MESSAGE = 11  # FieldDescriptor.TYPE_MESSAGE
 
 
-def _valid_utf8(descriptor: Any, data: bytes, depth: int = 0) -> bytes | None:
+_ANY_VALUE = "opentelemetry.proto.common.v1.AnyValue"
+_NESTED = (5, 6)  # AnyValue's array_value and kvlist_value
+_CUT = b"\x0a\x03" + "…".encode()  # an AnyValue: string_value "…"
+
+
+def _valid_utf8(descriptor: Any, data: bytes, depth: int = 0, values: int = 0) -> bytes | None:
     """The encoded message ``data`` of type ``descriptor`` with the text of each string
-    field, at any depth, made valid UTF-8 (U+FFFD for what is not); None when every one
-    is valid already. Read field by field from the wire format; _Broken when ``data``
-    is not a well-formed message, or nests past protobuf's limit of 100."""
+    field, at any depth, made valid UTF-8 (U+FFFD for what is not), and each array or
+    map value ``MAX_DEPTH`` values deep (``values``: how many AnyValues hold this
+    message) made "…", as the decoders read it (:func:`_pb_value`); None when nothing
+    needed mending. Read field by field from the wire format; _Broken when ``data`` is
+    not a well-formed message, or nests past protobuf's limit of 100 otherwise."""
     if depth > 100:
         raise _Broken
+    is_value = descriptor.full_name == _ANY_VALUE
     out = bytearray()
     changed = False
     fields = descriptor.fields_by_number
@@ -361,6 +371,8 @@ def _valid_utf8(descriptor: Any, data: bytes, depth: int = 0) -> bytes | None:
             if at > size:
                 raise _Broken
             field = fields.get(key >> 3)
+            if is_value and values >= MAX_DEPTH and key >> 3 in _NESTED:
+                return _CUT
             part = data[body:at]
             fixed: bytes | None = None
             if field is not None and field.type == _STRING:
@@ -369,7 +381,7 @@ def _valid_utf8(descriptor: Any, data: bytes, depth: int = 0) -> bytes | None:
                 except UnicodeDecodeError:
                     fixed = part.decode("utf-8", "replace").encode()
             elif field is not None and field.type == _MESSAGE:
-                fixed = _valid_utf8(field.message_type, part, depth + 1)
+                fixed = _valid_utf8(field.message_type, part, depth + 1, values + is_value)
             if fixed is not None:
                 out += data[start:key_end]
                 out += varint(len(fixed))
