@@ -566,9 +566,21 @@ def test_the_size_limit_deletes_the_oldest_usage_with_a_warning(
         f"max-bytes = {files[1].stat().st_size + files[2].stat().st_size}\n"
     )
     new_segment(daemon)  # the reload applies the new limit
+    a_requests = [e for e in sent if e["id"].startswith("a-")]
+    # A dry run gives the warning too, of what would go (and neither keeps nor logs it).
+    preview = ctl("gc", "--dry-run")
+    assert preview.returncode == 0, preview.stderr
+    assert f"would delete {files[0].name}".encode() in preview.stdout
+    assert preview.stderr.decode().startswith(
+        f"warning: {len(a_requests)} model requests (usage, otherwise kept for good) would "
+        "be deleted with the oldest 1 journal segments: the journal is over [retention] "
+        "max-bytes"
+    )
+    assert gc("--dry-run")["usage_deleted"] == len(a_requests)
+    assert json.loads(ctl("status", "--json").stdout)["retention"]["warning"] is None
+    assert files[0].exists() and "model requests" not in daemon.log()
     result = ctl("gc")
     assert result.returncode == 0, result.stderr
-    a_requests = [e for e in sent if e["id"].startswith("a-")]
     assert f"deleted {files[0].name}".encode() in result.stdout
     warning = result.stderr.decode()
     assert warning.startswith(f"warning: {len(a_requests)} model requests (usage")

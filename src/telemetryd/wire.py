@@ -451,7 +451,8 @@ class RebuildReply(Struct, kw_only=True):
 
 class GcReply(Struct, kw_only=True):
     """What retention deleted and compressed (with ``dry_run``: would; ``events_deleted``
-    and ``bytes_after`` are then null)."""
+    and ``bytes_after`` are then null, ``usage_deleted`` and ``warning`` say what the size
+    limit would delete)."""
 
     ok: bool = True
     dry_run: bool

@@ -1005,14 +1005,9 @@ class Store:
         with self._lock:
             if self.needs_rebuild:
                 raise TelemetryError(f"{self.path}: store schema differs; rebuild it first")
-            offsets = self._offsets(self._con)
-            doomed = {seq: paths for seq, paths in files.items() if offsets.get(seq, (0, False))[1]}
+            doomed, ids = self._doomed(files)
             if not doomed:
                 return 0, 0
-            ids: list[str] = []
-            for paths in doomed.values():
-                if paths:  # one file per segment holds its ids: the one readers read
-                    ids.extend(_ids_in(min(paths, key=segments.preference)))
 
             def delete() -> tuple[int, int]:
                 [(counted,)] = self._con.execute(
@@ -1037,6 +1032,31 @@ class Store:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(path)
             return count
+
+    def count_forgettable(self, files: dict[int, list[str]], types: tuple[str, ...]) -> int:
+        """The stored events of ``types`` that :meth:`forget_counting` would delete with
+        ``files``, which stay (a dry run's count)."""
+        with self._lock:
+            if self.needs_rebuild:
+                raise TelemetryError(f"{self.path}: store schema differs; rebuild it first")
+            doomed, ids = self._doomed(files)
+            if not doomed:
+                return 0
+            [(counted,)] = self._con.execute(
+                _COUNT_TYPES, {"ids": ids, "types": list(types)}
+            ).fetchall()
+            return int(counted)
+
+    def _doomed(self, files: dict[int, list[str]]) -> tuple[dict[int, list[str]], list[str]]:
+        """Those of ``files`` whose segments are recorded complete (the only ones
+        retention may touch), and the ids they hold. Under the lock."""
+        offsets = self._offsets(self._con)
+        doomed = {seq: paths for seq, paths in files.items() if offsets.get(seq, (0, False))[1]}
+        ids: list[str] = []
+        for paths in doomed.values():
+            if paths:  # one file per segment holds its ids: the one readers read
+                ids.extend(_ids_in(min(paths, key=segments.preference)))
+        return doomed, ids
 
     def compact(
         self,

@@ -45,7 +45,8 @@ written. Each run, with the ``[retention]`` settings read afresh:
    is larger than ``max-bytes``, the oldest segments are deleted, compacted ones
    included: only what compression could not make fit. Usage deleted this way is said
    in a warning in the log and in `telemetryctl status` (the daemon keeps the last one
-   until it restarts). A dry run counts plain files at their present size.
+   until it restarts). A dry run counts plain files at their present size, and says in
+   the same warning the usage it would delete (neither logged nor kept).
 
 Deletion (steps 2 and 4) drops the same events from the database in the same step
 (:meth:`Store.forget`: the ids read from the segment, deleted in one transaction
@@ -397,6 +398,12 @@ def collect(
         "failed": [],
     }
     if dry_run:
+        # The usage the size limit would delete, and the run's warning about it (of the
+        # segments listed: plain files counted at their present size, as said above)
+        usage = store.count_forgettable(_files(todo.shrink), USAGE_TYPES)
+        report["usage_deleted"] = usage
+        if usage:
+            report["warning"] = _usage_warning(usage, todo.shrink, config, None)
         return report
     remove_leftovers(directory)
     _drop_leftovers(found, complete, store)
@@ -448,11 +455,7 @@ def collect(
         bytes_after=after,
     )
     if usage:
-        report["warning"] = (
-            f"{usage} model requests (usage, otherwise kept for good) were deleted with the "
-            f"oldest {len(todo.shrink)} journal segments at {report['at']}: the journal was "
-            f"over [retention] max-bytes ({config.max_bytes} bytes); raise it to keep usage"
-        )
+        report["warning"] = _usage_warning(usage, todo.shrink, config, report["at"])
         log.warning("retention: %s", report["warning"])
     report["failed"] = failed  # (a gc run to free space must not say it had nothing to do)
     if report["deleted"] or compacted or done_compressing:
@@ -467,6 +470,19 @@ def collect(
             after,
         )
     return report
+
+
+def _usage_warning(
+    usage: int, shrink: list[Segment], config: RetentionConfig, at: str | None
+) -> str:
+    """What is said when the size limit deletes usage: ``at`` the run's time, or None
+    for a dry run (which says what would be deleted)."""
+    done, when, was = ("would be", "", "is") if at is None else ("were", f" at {at}", "was")
+    return (
+        f"{usage} model requests (usage, otherwise kept for good) {done} deleted with the "
+        f"oldest {len(shrink)} journal segments{when}: the journal {was} over [retention] "
+        f"max-bytes ({config.max_bytes} bytes); raise it to keep usage"
+    )
 
 
 def _holds_usage(path: str) -> bool:
