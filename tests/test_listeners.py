@@ -108,6 +108,7 @@ STORE_KEYS = [
     "database_bytes",
     "batch_bytes",
     "salvaged",
+    "bad_lines",  # lines loads left out (not JSON), per segment
     "open",
     "pending_bytes",
     "error",

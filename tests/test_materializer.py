@@ -197,6 +197,41 @@ def test_damaged_compressed_segments_cost_only_their_damage(
     assert "Traceback" not in daemon.log()
 
 
+def test_a_line_that_is_not_json_costs_only_itself_and_status_names_it(
+    daemon_factory: DaemonFactory,
+) -> None:
+    """Lines damaged on disk in the middle of a segment: every other event loads, and
+    `status` names the segment and the lines' numbers in it (they were only in the log,
+    with every segment of the load's batch and a line number counted in the batch)."""
+    daemon = daemon_factory().start()
+    send(daemon, custom(4, "a"))
+    new_segment(daemon)
+    send(daemon, custom(10, "b"))
+    new_segment(daemon)
+    send(daemon, custom(1, "c"))
+    assert daemon.stop() == 0
+    second = sorted(daemon.journal_dir.glob("*.jsonl"))[1]
+    lines = second.read_bytes().splitlines(keepends=True)
+    mode = second.stat().st_mode
+    second.chmod(0o600)
+    bad = b"this is not json {{{\n"
+    second.write_bytes(b"".join([*lines[:4], bad, *lines[4:6], bad, *lines[6:]]))  # lines 5, 8
+    second.chmod(mode)
+    database = list(daemon.home.glob("telemetry.duckdb*"))
+    assert database
+    for path in database:  # (the journal is loaded from its start again)
+        path.unlink()
+
+    daemon.start()
+    assert count() == 15
+    [report] = status()["store"]["bad_lines"]
+    assert (report["segment"], report["lines"], report["count"]) == (second.name, [5, 8], 2)
+    shown = ctl("status").stdout.decode()
+    assert f"journal lines left out: {second.name} lines 5, 8, not JSON (JSON is malformed" in shown
+    assert daemon.stop() == 0
+    assert f"journal segment {second.name}: lines 5, 8 not JSON" in daemon.log()
+
+
 def test_stray_files_in_the_journal_are_ignored_and_reported(
     daemon_factory: DaemonFactory,
 ) -> None:

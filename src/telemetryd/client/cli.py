@@ -331,6 +331,13 @@ def _store_status(reply: dict[str, Any]) -> str:
             f"damaged segment: {damaged['segment']} ({damaged['error']}); its first "
             f"{damaged['kept_bytes']} bytes kept, the file moved to {damaged['quarantined']}"
         )
+    for bad in store.get("bad_lines") or ():
+        count, shown = bad["count"], ", ".join(str(number) for number in bad["lines"])
+        more = f" and {count - len(bad['lines'])} more" if count > len(bad["lines"]) else ""
+        lines.append(
+            f"journal lines left out: {bad['segment']} line{'s' if count > 1 else ''} "
+            f"{shown}{more}, not JSON ({bad['error']})"
+        )
     return "\n".join(lines)
 
 

@@ -355,3 +355,33 @@ def iter_ids(path: str) -> Iterator[str]:
                     continue
                 if event_id is not None:
                     yield event_id
+
+
+_JSON_DECODER = msgspec.json.Decoder()
+
+
+def malformed_lines(path: str, start: int, end: int) -> Iterator[tuple[int, str]]:
+    """The lines of segment ``path`` in its content bytes [start, end) (both at line ends)
+    that are not JSON, in order: (the line's number in the segment, from 1; msgspec's
+    error). The lines before ``start`` are only counted. Blank lines are no events and
+    no errors either."""
+    number = 0  # lines read so far
+    offset = 0  # where the next line starts
+    carry = b""
+    with open_content(path) as content:
+        while block := content.read(min(_READ_BLOCK, end - offset - len(carry))):
+            data = carry + block
+            cut = data.rfind(b"\n") + 1
+            carry = data[cut:]
+            if offset + cut <= start:  # (lines before start: counted at C speed)
+                number += data.count(b"\n", 0, cut)
+                offset += cut
+                continue
+            for line in data[:cut].split(b"\n")[:-1]:
+                number += 1
+                if offset >= start and line.strip():
+                    try:
+                        _JSON_DECODER.decode(line)
+                    except msgspec.DecodeError as exc:
+                        yield number, str(exc)
+                offset += len(line) + 1

@@ -61,7 +61,9 @@ milliseconds.
 
 A damaged ``.gz`` segment (truncated, empty, corrupt) never blocks the others:
 its good prefix is loaded and written back as a plain segment, the damaged file
-goes to ``quarantine/<name>.damaged``, and `status` lists it.
+goes to ``quarantine/<name>.damaged``, and `status` lists it. A line that is not JSON
+(a segment damaged on disk) costs only itself: the batch is loaded again without
+it, and the segment and the line's number in it are logged and listed in `status`.
 
 Events are deduplicated by ``id``: of the rows sharing an id, the one stored
 first stays; within one batch, the one received first. The check runs after the
@@ -121,6 +123,7 @@ _GROW_AFTER = 16  # good batches in a row before a halved batch size doubles aga
 _COPY_CHUNK = 8 * 1024 * 1024
 _WRITABLE = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH  # a segment with any is copied
 _INFLATE_CHUNK = 1024 * 1024
+_SHOWN_LINES = 10  # line numbers kept per segment of the lines loads left out
 
 
 def connect(path: str) -> duckdb.DuckDBPyConnection:
@@ -288,6 +291,7 @@ class _Batch:
         self.copied = 0  # of them in the batch's own file
         self.links: list[str] = []
         self.marks: dict[int, tuple[str, int, bool]] = {}
+        self.paths: dict[int, str] = {}  # the file each marked segment is read from
         self.grew: int | None = None  # a segment whose lines are in the batch
         self._marked_size = 0
 
@@ -297,6 +301,7 @@ class _Batch:
 
     def mark(self, piece: _Piece, name: str, loaded: int, complete: bool) -> None:
         self.marks[piece.seq] = (name, loaded, complete)
+        self.paths[piece.seq] = piece.path
         if self.size > self._marked_size:  # (lines came in since the last mark: this one's)
             self.grew, self._marked_size = piece.seq, self.size
 
@@ -354,6 +359,7 @@ class _Batch:
         self._unlink_links()
         self.size = self.copied = self._marked_size = 0
         self.marks = {}
+        self.paths = {}
         self.grew = None
 
     def close(self) -> None:
@@ -411,6 +417,8 @@ class Store:
         self.load_dir = os.path.join(here, "load")
         self.quarantine_dir = quarantine_dir or os.path.join(here, "quarantine")
         self.salvaged: list[dict[str, Any]] = []  # damaged segments met by this process
+        # Lines that loads left out (not JSON), per segment, since the last rebuild
+        self.bad_lines: list[dict[str, Any]] = []
         self._limit = batch_bytes  # the batch size now
         self._good_batches = 0
         self._pace: _Pace | None = None  # a query's load's (materialize)
@@ -604,6 +612,7 @@ class Store:
 
             self._in_transaction(recreate)
             self.needs_rebuild = False
+            self.bad_lines = []  # (the load finds them again)
             count = self._materialize(journal_dir)
             self._con.execute("CHECKPOINT")  # give the old tables' space back for reuse
             log.info(
@@ -840,19 +849,15 @@ class Store:
 
     def _commit(self, batch: _Batch, loaded: list[int]) -> None:
         """Load the batch and record its offsets in one transaction; retry once skipping
-        malformed lines if DuckDB cannot read them (a journal damaged on disk)."""
+        malformed lines if DuckDB cannot read them (a journal damaged on disk), and say
+        which they were (:meth:`_report_bad_lines`)."""
         files = batch.files
         try:
             count = self._in_transaction(lambda: self._insert(batch, files, lenient=False))
         except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
-            # (DuckDB names the batch's temporary copy, which is gone by the time one looks)
-            detail = re.sub(r' in file "[^"]*"', "", str(exc).splitlines()[0])
-            log.warning(
-                "journal %s has lines that cannot be loaded (%s); loading the rest",
-                ", ".join(sorted(name for name, _, _ in batch.marks.values())),
-                detail,
-            )
+            starts = self._offsets(self._con)  # (where the batch begins: it was rolled back)
             count = self._in_transaction(lambda: self._insert(batch, files, lenient=True))
+            self._report_bad_lines(batch, starts, exc)
         loaded[0] += count
         size = batch.size
         batch.reset()
@@ -871,6 +876,59 @@ class Store:
                 self._good_batches = 0
         if self._stop is not None and self._stop():
             raise _Stopped  # (what is committed stays; the plan resumes from it next time)
+
+    def _report_bad_lines(
+        self, batch: _Batch, starts: dict[int, tuple[int, bool]], exc: duckdb.Error
+    ) -> None:
+        """Log and keep for `status` (:attr:`bad_lines`) the lines of ``batch`` that its
+        lenient load left out. DuckDB names only the first bad line, by its number in the
+        batch's files (one too many for a line that is not JSON, in DuckDB 2.0), so each
+        segment's part of the batch, from its offset in ``starts`` (before the batch), is
+        read again for lines that are not JSON, numbered within the segment."""
+        at = _iso(time.time())
+        found = False
+        for seq, (name, end, _) in batch.marks.items():
+            start = min(starts.get(seq, (0, False))[0], end)
+            lines: list[int] = []
+            count, error = 0, ""
+            try:
+                for number, why in segments.malformed_lines(batch.paths[seq], start, end):
+                    error = error or why
+                    count += 1
+                    if len(lines) < _SHOWN_LINES:
+                        lines.append(number)
+            except segments.READ_ERRORS as read_error:  # (loaded already: say what DuckDB said)
+                log.warning("journal segment %s cannot be read again: %s", name, read_error)
+            if not count:
+                continue
+            found = True
+            report = {"segment": name, "lines": lines, "count": count, "error": error, "at": at}
+            self._keep_bad_lines(report)
+            log.warning(
+                "journal segment %s: %s not JSON (%s), left out of the database",
+                name,
+                _line_numbers(lines, count),
+                error,
+            )
+        if not found:  # (JSON that DuckDB reads with a value left out: the event loads)
+            # (DuckDB names the batch's temporary copy, which is gone by the time one looks)
+            detail = re.sub(r' in file "[^"]*"', "", str(exc).splitlines()[0])
+            log.warning(
+                "journal %s has lines that cannot be loaded whole (%s); loaded the rest",
+                ", ".join(sorted(name for name, _, _ in batch.marks.values())),
+                detail,
+            )
+
+    def _keep_bad_lines(self, report: dict[str, Any]) -> None:
+        """Add a report of lines left out to :attr:`bad_lines`, one per segment (a
+        segment loaded in several batches adds up)."""
+        for known in self.bad_lines:
+            if known["segment"] == report["segment"]:
+                known["lines"] = (known["lines"] + report["lines"])[:_SHOWN_LINES]
+                known["count"] += report["count"]
+                known["at"] = report["at"]
+                return
+        self.bad_lines.append(report)
 
     def _insert(self, batch: _Batch, files: list[str], *, lenient: bool) -> int:
         con = self._con
@@ -1172,6 +1230,7 @@ class Store:
             "database_bytes": size,
             "batch_bytes": self._limit,
             "salvaged": list(self.salvaged),
+            "bad_lines": [dict(report) for report in self.bad_lines],
         }
         if not self.needs_rebuild:
             # fetchall: a result left unread keeps a transaction open on the shared
@@ -1233,6 +1292,15 @@ def _ids_in(path: str) -> list[str]:
     except segments.DAMAGE_ERRORS as exc:
         log.warning("journal segment %s is damaged (%s); forgetting its readable ids", path, exc)
     return ids
+
+
+def _line_numbers(lines: list[int], count: int) -> str:
+    """``line 5``, ``lines 5, 9``, ``lines 5, 9 and 3 more``: ``count`` lines, the first
+    of them ``lines``."""
+    shown = ", ".join(str(number) for number in lines)
+    if count == 1:
+        return f"line {shown}"
+    return f"lines {shown}" + (f" and {count - len(lines)} more" if count > len(lines) else "")
 
 
 def _fsync_dir(directory: str) -> None:
