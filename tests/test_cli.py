@@ -222,6 +222,12 @@ DRY_RUN = {"ok": True, "dry_run": True, "deleted": ["a.jsonl"], "compressed": []
     [
         (["flush"], line({"ok": True, "materialized": 3}), 0, ""),
         (["rebuild"], line({"ok": True, "events": 12}), 0, "rebuilt: 12 events\n"),
+        (
+            ["rebuild"],
+            line({"ok": True, "events": 205, "events_before": 360}),
+            0,
+            "rebuilt: 205 events (360 before: 155 fewer)\n",
+        ),
         (["gc", "--dry-run"], line(DRY_RUN), 0, "would delete a.jsonl\njournal: 9 bytes\n"),
         (
             ["gc", "--dry-run"],

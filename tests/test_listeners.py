@@ -731,7 +731,9 @@ async def test_typed_replies_keep_the_keys_of_the_replies_before_them() -> None:
         assert dry["bytes_after"] is None
         gc = await client.ask({"op": "gc"})
         assert list(gc) == GC_KEYS and gc["events_deleted"] == 0
-        assert await client.ask({"op": "rebuild"}) == {"ok": True, "events": 1}
+        assert await client.ask({"op": "rebuild"}) == {
+            "ok": True, "events": 1, "events_before": 1, "salvaged": [], "bad_lines": [],
+        }  # fmt: skip
         status = await client.ask({"op": "status"})
         assert status["retention"] == {key: gc[key] for key in GC_KEYS[1:]}
         assert status["accepted"] == 1 and status["store"]["events"] == 1
@@ -783,7 +785,9 @@ def test_typed_replies_round_trip_and_follow_their_producers(state_home: Path) -
         assert line.endswith(b"}\n") and line.count(b"\n") == 1
         assert msgspec.json.decode(line, type=type(reply)) == reply
     assert wire.encode_line(wire.FlushReply()) == b'{"ok":true}\n'
-    assert wire.encode_line(wire.RebuildReply(events=7)) == b'{"ok":true,"events":7}\n'
+    assert wire.encode_line(wire.RebuildReply(events=7)) == (
+        b'{"ok":true,"events":7,"events_before":null,"salvaged":[],"bad_lines":[]}\n'
+    )
     status = json.loads(wire.encode_line(replies[0]))
     assert status["store"] == {"open": False, "error": None}
 

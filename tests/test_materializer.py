@@ -67,7 +67,7 @@ def test_big_events_reach_the_database_with_the_default_memory_limit(
     assert count() == 2000
     rebuilt = ctl("rebuild")
     assert rebuilt.returncode == 0, rebuilt.stderr
-    assert rebuilt.stdout == b"rebuilt: 2000 events\n"
+    assert rebuilt.stdout == b"rebuilt: 2000 events (2000 before)\n"
     assert count("select count(*) as n from events where length(attrs) > 15000") == 2000
     assert "Traceback" not in running_daemon.log()
 
@@ -150,7 +150,9 @@ def test_damaged_compressed_segments_cost_only_their_damage(
 ) -> None:
     """A truncated and an empty .gz segment: the daemon starts, every intact segment and
     the truncated one's complete lines are queryable, status names the damage, gc and
-    rebuild work, and the database agrees with the journal."""
+    rebuild work, and the database agrees with the journal. The rebuild that met the
+    damage (and dropped the events only the database still had) says so: it printed
+    only "rebuilt: N events"."""
     daemon = daemon_factory().start()
     for part in range(4):
         send(daemon, custom(200, f"p{part}"))
@@ -172,6 +174,16 @@ def test_damaged_compressed_segments_cost_only_their_damage(
     survivors = kept.read_bytes().count(b"\n")
     assert 0 < survivors < 200
     expected = 200 + survivors + 0 + 200 + 1
+    assert rebuilt.stdout.decode() == (
+        f"rebuilt: {expected} events (801 before: {801 - expected} fewer)\n"
+    )
+    said = rebuilt.stderr.decode().splitlines()
+    assert [line.split(" (")[0] for line in said] == [
+        f"damaged segment: {gzipped[1].name}",
+        f"damaged segment: {gzipped[2].name}",
+    ]
+    assert f"; its first {kept.stat().st_size} bytes ({survivors} events) kept, " in said[0]
+    assert "; its first 0 bytes (0 events) kept, " in said[1]
     assert count() == expected
     assert count("select count(*) as n from events where name = 'p2'") == 0
     store = status()["store"]
@@ -228,6 +240,15 @@ def test_a_line_that_is_not_json_costs_only_itself_and_status_names_it(
     assert (report["segment"], report["lines"], report["count"]) == (second.name, [5, 8], 2)
     shown = ctl("status").stdout.decode()
     assert f"journal lines left out: {second.name} lines 5, 8, not JSON (JSON is malformed" in shown
+    # A rebuild meets them again, and says so (status still says it once)
+    rebuilt = ctl("rebuild")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert rebuilt.stdout == b"rebuilt: 15 events (15 before)\n"
+    assert rebuilt.stderr.decode().startswith(
+        f"journal lines left out: {second.name} lines 5, 8, not JSON (JSON is malformed"
+    )
+    [again] = status()["store"]["bad_lines"]
+    assert again | {"at": report["at"]} == report and again["at"] >= report["at"]
     assert daemon.stop() == 0
     assert f"journal segment {second.name}: lines 5, 8 not JSON" in daemon.log()
 

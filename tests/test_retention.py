@@ -230,7 +230,7 @@ def test_gc_keeps_journal_and_database_in_agreement(daemon_factory: DaemonFactor
     # The compressed segment is read again by a rebuild, with the same answers.
     rebuilt = ctl("rebuild")
     assert rebuilt.returncode == 0, rebuilt.stderr
-    assert rebuilt.stdout == b"rebuilt: 7 events\n"
+    assert rebuilt.stdout == b"rebuilt: 7 events (7 before)\n"
     assert database_types() == kept
     # A compressed segment goes the same way once it is old: its ids are read from the .gz.
     compressed = daemon.journal_dir / (second.name + ".gz")
@@ -513,7 +513,8 @@ def test_old_segments_keep_their_usage_and_a_rebuild_gives_the_same_totals(
 
     rebuilt = ctl("rebuild")
     assert rebuilt.returncode == 0, rebuilt.stderr
-    assert rebuilt.stdout == f"rebuilt: {len(sent) + 5} events\n".encode()
+    held = len(sent) + 5
+    assert rebuilt.stdout == f"rebuilt: {held} events ({held} before)\n".encode()
     assert database_types() == left and no_duplicates()
     assert cost_by_model() == costs and daily_totals() == daily
 

@@ -713,7 +713,7 @@ def test_events_with_long_strings_load_within_the_default_memory_limit(
     with limited(tmp_path, batch_bytes_for(DEFAULT_MEMORY)) as store:
         assert store.materialize(str(journal)) == 2000
         assert store.pending(str(journal)) == 0
-        assert store.rebuild(str(journal)) == 2000
+        assert store.rebuild(str(journal)).events == 2000
         assert query(store, "SELECT count(*), sum(length(attrs)) FROM events") == [
             (2000, 2000 * len('{"blob":""}') + 2000 * 15_000)
         ]
@@ -807,7 +807,7 @@ def test_a_damaged_compressed_segment_keeps_its_good_prefix_and_blocks_nothing(
         assert query(store, "SELECT count(*) FROM segments WHERE complete") == [(5,)]
         # Retention can read and forget every segment now, damaged ones included.
         assert store.forget({2: [str(segment(journal, 2))]}) == kept[2].count(b"\n")
-        assert store.rebuild(str(journal)) == expected - kept[2].count(b"\n")
+        assert store.rebuild(str(journal)).events == expected - kept[2].count(b"\n")
 
 
 def test_a_partly_loaded_segment_compressed_later_is_read_on_from_its_offset(
@@ -883,7 +883,7 @@ def test_a_line_that_is_not_json_is_named_by_its_segment_and_its_number_there(
         assert f"journal segment {names[2]}: line 6 not JSON" in caplog.text
         assert segment(journal, 1).name not in caplog.text  # (no bad line there)
         assert set(stored_ids(store)) == {f"ev-{n:07d}" for n in range(27)}
-        assert store.rebuild(str(journal)) == 27
+        assert store.rebuild(str(journal)).events == 27
         assert reports() == {names[0]: ([5], 1), names[1]: ([2], 1), names[2]: ([4, 6], 2)}
 
 
@@ -953,7 +953,8 @@ def test_a_different_schema_version_needs_a_rebuild(tmp_path: Path, journal: Pat
         assert store.stats()["needs_rebuild"] is True
         with pytest.raises(Exception, match="rebuild"):
             store.materialize(str(journal))
-        assert store.rebuild(str(journal)) == 5
+        rebuilt = store.rebuild(str(journal))
+        assert (rebuilt.events, rebuilt.events_before) == (5, None)  # (another schema's count)
         assert not store.needs_rebuild
         assert query(store, "SELECT value FROM meta WHERE key = 'schema_version'") == [
             (str(SCHEMA_VERSION),)
@@ -1706,7 +1707,7 @@ async def test_the_warning_says_a_rebuild_holds_the_store(tmp_path: Path, journa
         rebuilt: list[int] = []
 
         async def rebuild() -> None:
-            rebuilt.append(await service.rebuild())
+            rebuilt.append((await service.rebuild()).events)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(rebuild)

@@ -442,11 +442,41 @@ class FlushReply(Struct, kw_only=True):
     materialized: int | UnsetType = UNSET
 
 
+class SalvagedSegment(Struct, kw_only=True):
+    """A damaged ``.gz`` segment: its first ``kept_bytes`` (``kept_events`` events) kept
+    as a plain segment, the damaged file moved to ``quarantined`` (store/database.py)."""
+
+    segment: str
+    kept_bytes: int
+    kept_events: int
+    quarantined: str
+    error: str
+    at: str
+
+
+class BadLines(Struct, kw_only=True):
+    """Lines of ``segment`` that are not JSON, left out of the database: ``count`` of
+    them, the first ones' numbers in the segment (from 1) in ``lines``, the first's
+    ``error``."""
+
+    segment: str
+    lines: list[int]
+    count: int
+    error: str
+    at: str
+
+
 class RebuildReply(Struct, kw_only=True):
-    """The database was recreated from the journal and holds ``events`` events."""
+    """The database was recreated from the journal and holds ``events`` events; it held
+    ``events_before`` (null: a database of another schema version). ``salvaged`` and
+    ``bad_lines``: the damage the rebuild met in the journal, which explains events the
+    database no longer holds."""
 
     ok: bool = True
     events: int
+    events_before: int | None = None
+    salvaged: list[SalvagedSegment] = []
+    bad_lines: list[BadLines] = []
 
 
 class GcReply(Struct, kw_only=True):

@@ -326,19 +326,30 @@ def _store_status(reply: dict[str, Any]) -> str:
         )
     if store.get("error"):
         lines.append(f"store error: {store['error']}")
-    for damaged in store.get("salvaged") or ():
+    lines += _damage(store.get("salvaged") or [], store.get("bad_lines") or [])
+    return "\n".join(lines)
+
+
+def _damage(salvaged: list[dict[str, Any]], bad_lines: list[dict[str, Any]]) -> list[str]:
+    """The lines about journal damage that loads met (status, rebuild): damaged
+    segments salvaged, and lines that are not JSON, left out."""
+    lines = []
+    for damaged in salvaged:
+        kept = f"{damaged['kept_bytes']} bytes"
+        if damaged.get("kept_events") is not None:  # (an older daemon does not say)
+            kept += f" ({damaged['kept_events']} events)"
         lines.append(
             f"damaged segment: {damaged['segment']} ({damaged['error']}); its first "
-            f"{damaged['kept_bytes']} bytes kept, the file moved to {damaged['quarantined']}"
+            f"{kept} kept, the file moved to {damaged['quarantined']}"
         )
-    for bad in store.get("bad_lines") or ():
+    for bad in bad_lines:
         count, shown = bad["count"], ", ".join(str(number) for number in bad["lines"])
         more = f" and {count - len(bad['lines'])} more" if count > len(bad["lines"]) else ""
         lines.append(
             f"journal lines left out: {bad['segment']} line{'s' if count > 1 else ''} "
             f"{shown}{more}, not JSON ({bad['error']})"
         )
-    return "\n".join(lines)
+    return lines
 
 
 def _size(count: int) -> str:
@@ -366,9 +377,19 @@ def rebuild(socket_path: str | None) -> None:
     """Recreate the database from the journal (the daemon must be running).
 
     The journal is the source of truth: a rebuilt database gives the same answers.
+    Prints the events the database holds now and held before; damage met in the
+    journal (a damaged .gz segment salvaged, lines that are not JSON), by which the
+    database may now hold fewer events, is named on stderr, as `status` names it.
     """
     reply = control.rebuild(socket_path or paths.resolve().control_socket)
-    click.echo(f"rebuilt: {reply.events} events")
+    before = reply.events_before
+    if before is None:
+        click.echo(f"rebuilt: {reply.events} events")
+    else:
+        fewer = f": {before - reply.events} fewer" if reply.events < before else ""
+        click.echo(f"rebuilt: {reply.events} events ({before} before{fewer})")
+    for line in _damage(reply.salvaged, reply.bad_lines):
+        click.echo(line, err=True)
 
 
 @cli.command()

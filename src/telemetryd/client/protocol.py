@@ -544,16 +544,35 @@ class Flushed(Answer):
 
 
 class Rebuilt(Answer):
-    """The database was recreated from the journal; it holds ``events`` events."""
+    """The database was recreated from the journal; it holds ``events`` events, and held
+    ``events_before`` (None: unknown); ``salvaged`` and ``bad_lines``: the damage the
+    rebuild met in the journal (each as in `status`; empty from a daemon that does not say)."""
 
     op = "rebuild"
 
     def check(self) -> None:
         self._need("events", int)
+        self._need("events_before", int, type(None))
+        for key in ("salvaged", "bad_lines"):
+            if not all(isinstance(item, dict) for item in self.get(key) or []):
+                raise _nonsense("an answer to rebuild", self)
 
     @property
     def events(self) -> int:
         return int(self["events"])
+
+    @property
+    def events_before(self) -> int | None:
+        value = self.get("events_before")
+        return None if value is None else int(value)
+
+    @property
+    def salvaged(self) -> list[dict[str, Any]]:
+        return list(self.get("salvaged") or [])
+
+    @property
+    def bad_lines(self) -> list[dict[str, Any]]:
+        return list(self.get("bad_lines") or [])
 
 
 class GcReport(Answer):

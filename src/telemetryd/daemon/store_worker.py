@@ -551,10 +551,12 @@ class StoreClient:
         with contextlib.suppress(WorkerError):
             await self.refresh(costs=costs, yielding=yielding)
 
-    async def rebuild(self) -> int:
+    async def rebuild(self) -> dict[str, Any]:
+        """A rebuild in the worker: its report (wire.RebuildReply's fields)."""
         self._seen = self.journal.events_written
         reply = await self.worker.call(wire.WorkerRebuild())
-        return int(reply.get("events", 0))
+        reply.pop("ok", None)
+        return reply
 
     async def collect(self, *, dry_run: bool = False) -> dict[str, Any]:
         """A retention run in the worker (store/retention.py)."""

@@ -265,6 +265,18 @@ def paced(size: int, took: float, left: float, first: int, most: int) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class Rebuilt:
+    """What :meth:`Store.rebuild` did: the events stored now, and before (None: the
+    database was of another schema version), and the damage the journal showed: the
+    segments salvaged and the lines left out (as in :meth:`Store.stats`)."""
+
+    events: int
+    events_before: int | None
+    salvaged: list[dict[str, Any]]
+    bad_lines: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
 class _Piece:
     """What to load of one segment: its content from ``start`` on, up to ``end`` (the
     last line end of a plain segment; None for a compressed one: to its end)."""
@@ -596,8 +608,9 @@ class Store:
                     # a capped run's sizes were its own (memory running short is not)
                     self._limit = limit
 
-    def rebuild(self, journal_dir: str) -> int:
-        """Drop everything and load the whole journal again; return the events stored.
+    def rebuild(self, journal_dir: str) -> Rebuilt:
+        """Drop everything and load the whole journal again; say what it stored, and the
+        damage it met on the way (which may be why the database holds fewer events now).
 
         The empty schema is committed first and the journal then loaded batch by batch,
         so a crash halfway leaves a store that the next :meth:`materialize` completes;
@@ -605,6 +618,10 @@ class Store:
         """
         with self._lock:
             started = time.monotonic()
+            before = None
+            if not self.needs_rebuild:
+                [(before,)] = self._con.execute("SELECT count(*) FROM events").fetchall()
+            salvaged = len(self.salvaged)
 
             def recreate() -> None:
                 self._drop_everything()
@@ -616,12 +633,18 @@ class Store:
             count = self._materialize(journal_dir)
             self._con.execute("CHECKPOINT")  # give the old tables' space back for reuse
             log.info(
-                "store rebuilt from %s: %d events in %.1f s",
+                "store rebuilt from %s: %d events (%s before) in %.1f s",
                 journal_dir,
                 count,
+                "?" if before is None else before,
                 time.monotonic() - started,
             )
-            return count
+            return Rebuilt(
+                events=count,
+                events_before=before,
+                salvaged=self.salvaged[salvaged:],
+                bad_lines=[dict(report) for report in self.bad_lines],
+            )
 
     def _materialize(self, journal_dir: str) -> int:
         """Load in batches; when DuckDB runs out of memory, retry with batches half the
@@ -810,11 +833,13 @@ class Store:
         directory = os.path.dirname(path)
         info = os.stat(path)
         tmp = os.path.join(directory, "." + os.path.basename(plain) + ".salvage")
+        kept = 0  # events: the complete lines of the good prefix
         with open(tmp, "wb") as out:
             left = good
             with contextlib.suppress(*segments.DAMAGE_ERRORS), segments.open_content(path) as src:
                 while left > 0 and (block := src.read(min(_INFLATE_CHUNK, left))):
                     out.write(block)
+                    kept += block.count(b"\n")
                     left -= len(block)
             out.flush()
             os.fsync(out.fileno())
@@ -831,17 +856,19 @@ class Store:
         report = {
             "segment": os.path.basename(path),
             "kept_bytes": good,
+            "kept_events": kept,
             "quarantined": target,
             "error": f"{type(damage).__name__}: {damage}",
             "at": _iso(time.time()),
         }
         self.salvaged.append(report)
         log.error(
-            "journal segment %s is damaged (%s): its first %d bytes, the part that can be "
-            "trusted, are kept as %s; the damaged file is in %s",
+            "journal segment %s is damaged (%s): its first %d bytes (%d events), the part "
+            "that can be trusted, are kept as %s; the damaged file is in %s",
             path,
             report["error"],
             good,
+            kept,
             os.path.basename(plain),
             target,
         )

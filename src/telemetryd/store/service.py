@@ -34,7 +34,7 @@ from telemetryd.config import parse_size
 from telemetryd.errors import TelemetryError
 from telemetryd.store import analyzer, export, retention
 from telemetryd.store.analyzer import Findings
-from telemetryd.store.database import Store, batch_bytes_for
+from telemetryd.store.database import Rebuilt, Store, batch_bytes_for
 from telemetryd.store.sandbox import harden
 
 log = logging.getLogger(__name__)
@@ -249,7 +249,7 @@ class StoreService:
             f"this answer leaves them out ({reason}); `telemetryctl status` shows the store"
         )
 
-    async def rebuild(self) -> int:
+    async def rebuild(self) -> Rebuilt:
         store = await self.wait_open()
         async with self._lock:
             self.activity = "the store is being rebuilt"

@@ -19,6 +19,7 @@ small machine.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -169,7 +170,7 @@ class Worker:
             loaded = await self.service.refresh(yielding=request.yielding)
             return {"ok": True, "materialized": loaded, "caught_up": self.service.caught_up}
         if isinstance(request, wire.WorkerRebuild):
-            return {"ok": True, "events": await self.service.rebuild()}
+            return {"ok": True, **dataclasses.asdict(await self.service.rebuild())}
         if isinstance(request, wire.WorkerAnalyze):
             rules = msgspec.convert(request.analyzer, config.Analyzer, strict=False)
             budget = msgspec.convert(request.budget, config.Budget, strict=False)

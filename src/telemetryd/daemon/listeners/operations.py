@@ -147,7 +147,7 @@ class Operations:
         return wire.FlushReply(materialized=await self.store.refresh())
 
     async def rebuild(self, request: wire.RebuildRequest, replies: Replies) -> wire.RebuildReply:
-        return wire.RebuildReply(events=await self._store().rebuild())
+        return msgspec.convert(await self._store().rebuild(), wire.RebuildReply)
 
     async def reprice(self, request: wire.RepriceRequest, replies: Replies) -> wire.RepriceReply:
         since = request.since.isoformat() if request.since is not None else None
