@@ -808,10 +808,18 @@ def test_forwarding_to_its_own_listener_is_refused(daemon_factory: Any) -> None:
     )  # fmt: skip
     a.start()
     _send(a, _events(0, 3))
-    _wait("forwarding to stop", lambda: _status(a)["forward"]["state"] == "stopped")
+    _wait("forwarding to give up", lambda: bool(_status(a)["forward"]["last_error"]))
     forward = _status(a)["forward"]
+    assert forward["state"] == "off" and forward["failures"] == 0, forward
     assert "own HTTP listener" in forward["last_error"] and forward["sent_events"] == 0
     assert _status(a)["http"].get("requests", 0) == 0  # (nothing was posted to it)
+    # status says so plainly (it said "stopped; counting" for ever, "0 failures in a row")
+    text = ctl("status", "--socket", a.control_socket).stdout.decode()
+    lines = [line for line in text.splitlines() if line.startswith("forward:")]
+    assert lines == [
+        f"forward: off until a restart: http://localhost:{port}/ is this daemon's own HTTP "
+        "listener (its journal would be sent back into itself)"
+    ], text
     # Forwarding that is off holds nothing back from retention: an aged segment is
     # compacted as without [forward] (it held every segment for good).
     assert a.proc is not None

@@ -327,6 +327,7 @@ class ForwardStatus(Struct, kw_only=True):
     endpoint: str
     signals: list[str]
     # sending | caught up | retrying | stopped (refusals over the limit: retried slowly)
+    # | off (it could not start: last_error says why; nothing is sent until a restart)
     state: str
     segment: str  # the position: a segment's name ("" before the first) ...
     offset: int  # ... and the bytes of it (uncompressed) already forwarded

@@ -256,6 +256,8 @@ def _export_status(export: dict[str, Any]) -> str:
 
 def _forward_status(forward: dict[str, Any]) -> str:
     """The status lines about [forward] (docs/forward.md)."""
+    if forward["state"] == "off":  # (it never started: no backlog counted, no attempt made)
+        return f"forward: off until a restart: {forward['last_error']}"
     events, size = forward.get("behind_events"), forward.get("behind_bytes")
     behind = "counting" if events is None else f"{events} events ({size} bytes) behind"
     lines = [
@@ -264,10 +266,17 @@ def _forward_status(forward: dict[str, Any]) -> str:
     ]
     if forward.get("last_error") and forward["state"] != "caught up":
         retry = forward.get("retry_in_s")
+        detail = []
+        if forward["failures"]:
+            detail.append(f"{forward['failures']} failures in a row")
+        elif forward.get("last_error_at"):  # (the endpoint has answered since)
+            detail.append(forward["last_error_at"])
+        if retry is not None:
+            detail.append(f"next attempt in {retry:.0f} s")
         lines.append(
-            f"forward: last error ({forward['failures']} failures in a row"
-            + (f", next attempt in {retry:.0f} s" if retry is not None else "")
-            + f"): {forward['last_error']}"
+            "forward: last error"
+            + (f" ({', '.join(detail)})" if detail else "")
+            + f": {forward['last_error']}"
         )
     if forward.get("refused_events") or forward.get("partial_rejected"):
         lines.append(

@@ -703,19 +703,13 @@ class Forwarder:
         try:
             await anyio.to_thread.run_sync(self._open, limiter=self._limiter)
         except OSError as exc:
-            self._failed(f"forwarding off: {self.directory}: {exc.strerror or exc}")
-            log.error("forward: %s", self.last_error)
-            self.state = "stopped"
-            self.off = True  # (retention then holds nothing for it)
+            self._turn_off(f"{self.directory}: {exc.strerror or exc}")
             return
         if await anyio.to_thread.run_sync(self._to_itself, limiter=self._limiter):
-            self._failed(
-                f"forwarding off: {self.config.endpoint} is this daemon's own HTTP listener "
+            self._turn_off(
+                f"{self.config.endpoint} is this daemon's own HTTP listener "
                 "(its journal would be sent back into itself)"
             )
-            log.error("forward: %s", self.last_error)
-            self.state = "stopped"
-            self.off = True
             return
         # Listen and take the writer's place in one step (no await between): every event
         # is then either in the count or counted by the listener.
@@ -780,6 +774,14 @@ class Forwarder:
         if self.off:
             return 0
         return self.position.seq or 1
+
+    def _turn_off(self, why: str) -> None:
+        """Forwarding cannot start: it stays off until a restart (``state: off``, the
+        reason in ``last_error``), and holds nothing back from retention."""
+        self._failed(why)
+        log.error("forward: off until a restart: %s", why)
+        self.state = "off"
+        self.off = True
 
     def _failed(self, message: str) -> None:
         self.last_error = message
