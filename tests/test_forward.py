@@ -433,6 +433,63 @@ def test_a_refused_event_is_kept_once_however_often_its_batch_is_retried(
         assert [json.loads(line)["event"]["id"] for line in refused] == ["bad-1"]
 
 
+class _Unavailable(http.server.BaseHTTPRequestHandler):
+    """An OTLP endpoint that answers every request 503 (no Retry-After), and notes when
+    each batch (by the id of its first event) was tried."""
+
+    tries: ClassVar[dict[str, list[float]]] = {}
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        first = next(g for g in wire.decode("logs", "json", zlib.decompress(body, 31)) if g.logs)
+        self.tries.setdefault(json.loads(first.logs[0].body)["id"], []).append(time.monotonic())
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_batches_failing_side_by_side_each_wait_1_then_2_s_and_are_counted_once(
+    daemon_factory: Any,
+) -> None:
+    """Three batches fail side by side: each waits 1 s, then 2 s (its own failures set
+    its wait), and `failures` counts the failures in a row of one batch. One count grew
+    for all three: `status` said 9 failures in a row after three tries, and the batches'
+    waits came from each other's failures (1, 2, 4 s for the first try)."""
+    _Unavailable.tries = {}
+    with serving(_Unavailable) as port:
+        a, _ = _forwarding(
+            daemon_factory,
+            f"http://127.0.0.1:{port}",
+            "t",
+            "forward.batch-events=10",
+            "forward.max-retry-interval=30",
+        )
+        a.start()
+        _send(a, _events(0, 30))  # three batches, posted side by side
+        tries = _Unavailable.tries
+
+        def tried(count: int) -> bool:
+            return len(tries) == 3 and all(len(times) >= count for times in list(tries.values()))
+
+        _wait("each batch to be tried twice", lambda: tried(2), timeout=30)
+        waits = [times[1] - times[0] for times in list(tries.values())]
+        assert all(0.7 <= wait < 1.6 for wait in waits), waits  # (0.8 to 1 times 1 s)
+        _wait(
+            "each batch to fail three times",
+            lambda: tried(3) and _status(a)["forward"]["failures"] >= 3,
+            timeout=30,
+        )
+        forward = _status(a)["forward"]
+        most = max(len(times) for times in list(tries.values()))  # (tries after the status)
+        assert forward["state"] == "retrying" and forward["failures"] <= most, forward
+        assert "3 failures in a row" in ctl("status", "--socket", a.control_socket).stdout.decode()
+        waits = [times[2] - times[1] for times in list(tries.values())]
+        assert all(1.5 <= wait < 3.0 for wait in waits), waits  # (0.8 to 1 times 2 s)
+
+
 def test_a_partial_success_is_counted(daemon_factory: Any, home_b: Path) -> None:
     b = daemon_factory(["--set", "ingest.max-attrs-bytes=200"], home=home_b).start()
     address = b.http_address()

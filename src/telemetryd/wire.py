@@ -338,7 +338,7 @@ class ForwardStatus(Struct, kw_only=True):
     last_success: str | None  # RFC 3339
     last_error: str | None
     last_error_at: str | None
-    failures: int  # attempts failed in a row
+    failures: int  # attempts failed in a row, of the batch retried longest
     retry_in_s: float | None  # the next attempt, while retrying
     refused_events: int  # refused by the receiver for good, copied to refused_file (this run)
     partial_rejected: int  # records a 200 said it rejected (partial success), this run

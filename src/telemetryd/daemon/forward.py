@@ -33,7 +33,8 @@ What the endpoint answers decides what happens to a batch:
 - 2xx: done (records a ``partial_success`` says it rejected are counted in ``status``
   and logged with the batch's place in the journal; the receiver kept the rest);
 - no answer, 408, 429, 5xx: retried, waiting 1 s doubling up to ``max-retry-interval``
-  (or the ``Retry-After`` it asks for, up to that), for as long as it takes;
+  (or the ``Retry-After`` it asks for, up to that), for as long as it takes (each batch
+  in flight by its own failures in a row);
 - 401, 403, 404, 405, 407, 415, a redirect: the endpoint refuses *us* (a wrong token,
   path or address): retried the same way and reported, never skipped, because every
   batch would be refused alike;
@@ -649,8 +650,11 @@ class Forwarder:
         self.last_success: str | None = None
         self.last_error: str | None = None
         self.last_error_at: str | None = None
-        self.failures = 0
-        self._retry_at: float | None = None
+        # Per batch retrying, by its place (seq, offset): its failed attempts in a row
+        # (they set its own waits: 1, 2, 4 s ...) and when it tries again. Up to IN_FLIGHT
+        # batches fail side by side; `failures` is the count of the one failing longest.
+        self._failing: dict[tuple[int, int], int] = {}
+        self._retry_at: dict[tuple[int, int], float] = {}
         self.refused_events = 0
         self.partial_rejected = 0
         self._refused_bytes = 0
@@ -664,8 +668,8 @@ class Forwarder:
             behind_events = max(0, self._counted[0] + self._written[0] - self._done[0])
             behind_bytes = max(0, self._counted[1] + self._written[1] - self._done[1])
         retry_in = None
-        if self._retry_at is not None:
-            retry_in = round(max(0.0, self._retry_at - time.monotonic()), 1)
+        if self._retry_at:
+            retry_in = round(max(0.0, min(self._retry_at.values()) - time.monotonic()), 1)
         parts = urlsplit(self.config.endpoint)
         return wire.ForwardStatus(
             endpoint=f"{parts.scheme}://{parts.netloc}{parts.path}",
@@ -782,6 +786,11 @@ class Forwarder:
         log.error("forward: off until a restart: %s", why)
         self.state = "off"
         self.off = True
+
+    @property
+    def failures(self) -> int:
+        """Attempts failed in a row, of the batch retried longest (0: none is)."""
+        return max(self._failing.values(), default=0)
 
     def _failed(self, message: str) -> None:
         self.last_error = message
@@ -930,6 +939,7 @@ class Forwarder:
         """Send ``chunk`` until the endpoint has taken (or for good refused) all of it."""
         pending = list(self.config.signals)
         sender = self._free.pop()  # (one is free: at most IN_FLIGHT batches are sent)
+        place = (chunk.seq, chunk.offset)  # (no two batches in flight share it)
         done = False
         try:
             while pending:
@@ -948,12 +958,13 @@ class Forwarder:
                     self.state = "stopped"
                 if 200 <= outcome.status < 300:
                     pending.pop(0)
-                    self.failures = 0
+                    self._failing.pop(place, None)
                     self.state = "sending"
                     continue
-                await self._backoff(outcome)
+                await self._backoff(place, outcome)
             done = True
         finally:
+            self._failing.pop(place, None)
             if not done:  # cancelled: its thread may still be posting on that connection
                 sender.abort()  # (which ends at once: a shutdown does not wait for it)
                 self._senders.remove(sender)
@@ -962,8 +973,11 @@ class Forwarder:
             self._free.append(sender)
         self.last_success = _now_iso()
 
-    async def _backoff(self, answer: Answer) -> None:
-        self.failures += 1
+    async def _backoff(self, place: tuple[int, int], answer: Answer) -> None:
+        """Wait before the batch at ``place`` is tried again: its own failures in a row
+        set the wait (batches failing side by side do not lengthen each other's)."""
+        longest = self.failures
+        failures = self._failing[place] = self._failing.get(place, 0) + 1
         self._failed(answer.message)
         if self.state != "stopped":
             self.state = "retrying"
@@ -973,17 +987,17 @@ class Forwarder:
         elif answer.retry_after is not None:
             delay = min(cap, max(FIRST_RETRY, answer.retry_after))
         else:
-            delay = min(cap, FIRST_RETRY * 2 ** min(self.failures - 1, 30))
+            delay = min(cap, FIRST_RETRY * 2 ** min(failures - 1, 30))
             delay *= random.uniform(0.8, 1.0)
-        if self.failures == 1 or self.failures % 10 == 0:
+        if failures > longest and (failures == 1 or failures % 10 == 0):  # (once per count)
             log.warning(
-                "forward: %s (attempt %d; retrying in %.1f s)", answer.message, self.failures, delay
+                "forward: %s (attempt %d; retrying in %.1f s)", answer.message, failures, delay
             )
-        self._retry_at = time.monotonic() + delay
+        self._retry_at[place] = time.monotonic() + delay
         try:
             await anyio.sleep(delay)
         finally:
-            self._retry_at = None
+            del self._retry_at[place]
 
     def _send_signal(self, chunk: Chunk, signal: str, sender: Sender) -> Answer:
         """(Worker thread.) One signal of a batch: a success, or the failure to retry the
