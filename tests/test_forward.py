@@ -323,6 +323,46 @@ def test_batches_in_flight_answered_out_of_order_never_move_the_position_past_a_
         server.server_close()
 
 
+def test_batches_answered_before_one_retried_are_saved_and_not_resent_after_a_kill(
+    daemon_factory: Any, home_b: Path
+) -> None:
+    """Two batches are answered, then the next one fails for long (503). Their place is
+    saved all the same within a second, so a kill -9 resends none of them (it was saved
+    only once the failing batch was answered: the docs promise at most the last second's
+    batches and those in flight)."""
+    b = daemon_factory(home=home_b).start()
+    token = (home_b / "http-token").read_text().strip()
+    _Holding.target = b.http_address()
+    _Holding.holding.set()
+    _Holding.passed = []
+    with serving(_Holding) as port:
+        a, _ = _forwarding(
+            daemon_factory, f"http://127.0.0.1:{port}", token, "forward.batch-events=100"
+        )
+        a.start()
+        _send(a, _events(0, 100))
+        _wait("A to catch up", lambda: _caught_up(a))  # (and save its position)
+        held = b'{"type":"custom","name":"held","id":"hold-me"}\n'
+        _send(a, _events(100, 200) + held + _events(300, 99))  # 3 batches; the third held
+        _wait("the two batches before the held one", lambda: sum(_Holding.passed) == 300)
+        segment = sorted(a.journal_dir.glob("*.jsonl"))[0]
+        data = segment.read_bytes()
+        before_held = data.rindex(b"\n", 0, data.index(b'"hold-me"')) + 1
+        saved = a.home / "forward" / "position.json"
+
+        def saved_before_held() -> bool:
+            return bool(json.loads(saved.read_text())["offset"] == before_held)
+
+        _wait("the position before the held batch to be saved", saved_before_held, timeout=5)
+        assert "503" in (_status(a)["forward"]["last_error"] or "")
+        a.kill()
+        _Holding.holding.clear()
+        a.start()
+        _wait("A to catch up", lambda: _caught_up(a) and sum(_Holding.passed) >= 400)
+    assert sorted(_journal_lines(b)) == sorted(_journal_lines(a))
+    assert sum(_Holding.passed) == 400 and _status(b)["duplicates"] == 0  # nothing resent
+
+
 class _Refusing(http.server.BaseHTTPRequestHandler):
     """An OTLP endpoint that refuses (400) any request holding a poisoned event."""
 

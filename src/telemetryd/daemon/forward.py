@@ -22,11 +22,13 @@ On disk, in ``forward/`` under the state directory::
 for people) and the bytes of its uncompressed content already forwarded. It is written
 whole to a temporary file, fsynced and renamed over the old one (then the directory is
 fsynced): a crash leaves the old position or the new one, never a torn one. It is saved
-at most once a second while sending, when the forwarder catches up, and at shutdown, so
-a crash resends at most the last second's batches. A position saved for another
-``endpoint`` is not used: a new endpoint gets the whole journal. Offsets count
-uncompressed bytes, so a segment compressed by retention meanwhile is read on from the
-same place.
+at most once a second while sending (also while the oldest batch in flight is retried),
+when the forwarder catches up, and at shutdown, so a crash resends at most the batches
+answered in the last second and those in flight: the oldest batch not yet answered and
+the ones posted after it, answered or not (the position cannot pass it). A position
+saved for another ``endpoint`` is not used: a new endpoint gets the whole journal.
+Offsets count uncompressed bytes, so a segment compressed by retention meanwhile is read
+on from the same place.
 
 What the endpoint answers decides what happens to a batch:
 
@@ -905,7 +907,16 @@ class Forwarder:
                         was_sending = False
                     await self._wake.wait()
                     continue
-                await window[0][1].wait()
+                oldest = window[0][1]
+                if self._dirty and not oldest.is_set():
+                    # While the oldest batch in flight is retried (for minutes, maybe), the
+                    # batches answered before it are saved within SAVE_EVERY all the same:
+                    # a crash resends them otherwise.
+                    with anyio.move_on_after(self._saved_at + SAVE_EVERY - time.monotonic()):
+                        await oldest.wait()
+                    if not oldest.is_set():
+                        await anyio.to_thread.run_sync(self._save, limiter=self._limiter)
+                await oldest.wait()
                 while window and window[0][1].is_set():
                     self._advance(window.popleft()[0])
                 if self._dirty and time.monotonic() - self._saved_at >= SAVE_EVERY:
