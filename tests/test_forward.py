@@ -473,19 +473,38 @@ def test_a_refused_event_is_kept_once_however_often_its_batch_is_retried(
         assert [json.loads(line)["event"]["id"] for line in refused] == ["bad-1"]
 
 
-class _Unavailable(http.server.BaseHTTPRequestHandler):
-    """An OTLP endpoint that answers every request 503 (no Retry-After), and notes when
-    each batch (by the id of its first event) was tried."""
+class _Closable(http.server.BaseHTTPRequestHandler):
+    """An OTLP endpoint that answers 503 (no Retry-After) while ``closed`` is set, 200
+    otherwise; it notes when each batch (by the id of its first event) was tried, and
+    the ids of the events it took."""
 
+    closed: ClassVar[threading.Event] = threading.Event()
     tries: ClassVar[dict[str, list[float]]] = {}
+    taken: ClassVar[list[str]] = []
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.closed.set()
+        cls.tries, cls.taken = {}, []
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        first = next(g for g in wire.decode("logs", "json", zlib.decompress(body, 31)) if g.logs)
-        self.tries.setdefault(json.loads(first.logs[0].body)["id"], []).append(time.monotonic())
-        self.send_response(503)
-        self.send_header("Content-Length", "0")
+        records = [
+            r for g in wire.decode("logs", "json", zlib.decompress(body, 31)) for r in g.logs
+        ]
+        ids = [json.loads(record.body)["id"] for record in records]
+        self.tries.setdefault(ids[0], []).append(time.monotonic())
+        if self.closed.is_set():
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.taken.extend(ids)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2")
         self.end_headers()
+        self.wfile.write(b"{}")
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -498,8 +517,8 @@ def test_batches_failing_side_by_side_each_wait_1_then_2_s_and_are_counted_once(
     its wait), and `failures` counts the failures in a row of one batch. One count grew
     for all three: `status` said 9 failures in a row after three tries, and the batches'
     waits came from each other's failures (1, 2, 4 s for the first try)."""
-    _Unavailable.tries = {}
-    with serving(_Unavailable) as port:
+    _Closable.reset()
+    with serving(_Closable) as port:
         a, _ = _forwarding(
             daemon_factory,
             f"http://127.0.0.1:{port}",
@@ -509,7 +528,7 @@ def test_batches_failing_side_by_side_each_wait_1_then_2_s_and_are_counted_once(
         )
         a.start()
         _send(a, _events(0, 30))  # three batches, posted side by side
-        tries = _Unavailable.tries
+        tries = _Closable.tries
 
         def tried(count: int) -> bool:
             return len(tries) == 3 and all(len(times) >= count for times in list(tries.values()))
@@ -739,6 +758,98 @@ def test_segments_deleted_before_the_first_send_are_reported(daemon_factory: Any
         time.sleep(0.1)
     assert skipped == [f"segments 1 to {len(deleted)}" if len(deleted) > 1 else "segment 1"]
     assert "deleted before it was forwarded" in a.log()
+
+
+def _segment_ids(daemon: Daemon) -> list[list[str]]:
+    """The event ids of each segment of ``daemon``'s journal, oldest first."""
+    return [
+        [json.loads(line)["id"] for line in path.read_bytes().splitlines()]
+        for path in sorted(daemon.journal_dir.glob("*.jsonl"))
+    ]
+
+
+def test_a_segment_deleted_while_its_last_batch_is_retried_is_not_reported(
+    daemon_factory: Any,
+) -> None:
+    """The batch that ends a segment is retried while retention's size limit deletes the
+    segment, and the next one (never read): the batch is delivered all the same, so only
+    the next segment is reported (both were, "segments 1 to 2")."""
+    _Closable.reset()
+    with serving(_Closable) as port:
+        a, _ = _forwarding(
+            daemon_factory,
+            f"http://127.0.0.1:{port}",
+            "t",
+            "journal.segment-max-bytes=4096",
+            "retention.max-bytes=1000",
+            "retention.interval=3600",
+            "retention.compress=false",
+        )
+        a.start()
+        _send(a, _events(0, 30))  # segment 1, the writer's: read whole, then retried
+        _wait("the batch to be retried", lambda: _status(a)["forward"]["failures"] >= 1)
+        _send(a, _events(30, 30))  # segment 2 (the first is full)
+        _send(a, _events(60, 30))  # segment 3, the writer's
+        ids = _segment_ids(a)
+        assert [len(some) for some in ids] == [30, 30, 30]
+        assert ctl("flush", "--socket", a.control_socket).returncode == 0
+        gc = ctl("gc", "--socket", a.control_socket, "--json")
+        assert gc.returncode == 0, gc.stderr
+        assert len(json.loads(gc.stdout)["deleted"]) == 2, gc.stdout  # segments 1 and 2
+        _Closable.closed.clear()
+        _wait("A to catch up", lambda: _caught_up(a))
+        forward = _status(a)["forward"]
+        assert forward["skipped"] == ["segment 2"], forward
+        assert sorted(_Closable.taken) == sorted(ids[0] + ids[2])
+        assert "segment 2 deleted before it was forwarded" in a.log()
+
+
+def test_segments_missing_when_forwarding_began_are_not_reported(daemon_factory: Any) -> None:
+    """Retention had deleted a middle segment for its age (it held no usage) before
+    `[forward]` was set: nothing of it was owed to the endpoint, and it is not reported
+    as skipped, after a restart either (status said "deleted before they were
+    forwarded: segment 2" for ever, an ERROR in the log)."""
+    _Closable.reset()
+    with serving(_Closable) as port:
+        a, forwarding = _forwarding(
+            daemon_factory, f"http://127.0.0.1:{port}", "t", "journal.segment-max-bytes=4096"
+        )
+        a.args = ["--set", "journal.segment-max-bytes=4096", "--set", "http.enabled=false"]
+        a.start()  # (without [forward] first)
+        _send(a, _events(0, 30))
+        custom = "".join(f'{{"type":"custom","name":"c","id":"c-{i}"}}\n' for i in range(90))
+        _send(a, custom.encode())  # segment 2: no usage
+        _send(a, _events(30, 30))
+        ids = _segment_ids(a)
+        assert [len(some) for some in ids] == [30, 90, 30]
+        assert ctl("flush", "--socket", a.control_socket).returncode == 0
+        middle = sorted(a.journal_dir.glob("*.jsonl"))[1]
+        aged = time.time() - 40 * 86400
+        os.utime(middle, (aged, aged))
+        gc = ctl("gc", "--socket", a.control_socket)
+        assert gc.returncode == 0 and not middle.exists(), gc.stdout
+        assert a.stop() == 0
+        a.args = forwarding
+        a.start()
+        _wait("the first batch to be retried", lambda: _status(a)["forward"]["failures"] >= 1)
+        assert a.stop() == 0
+        _Closable.closed.clear()
+        a.start()
+        _wait("A to catch up", lambda: _caught_up(a))
+        forward = _status(a)["forward"]
+        assert forward["skipped"] == [], forward
+        assert sorted(_Closable.taken) == sorted(ids[0] + ids[2])
+        assert "deleted before it was forwarded" not in a.log()
+
+
+def test_skipped_segments_are_named_by_runs_without_the_absent_ones() -> None:
+    from telemetryd.daemon.forward import _gaps, _gone
+
+    assert _gaps([1, 2, 4, 8, 9]) == [(3, 3), (5, 7)]
+    assert _gone(1, 4, []) == ["segments 1 to 3"]
+    assert _gone(1, 10, [(2, 2), (5, 7)]) == ["segment 1", "segments 3 to 4", "segments 8 to 9"]
+    assert _gone(3, 8, [(3, 3), (5, 7)]) == ["segment 4"]
+    assert _gone(5, 8, [(3, 9)]) == []
 
 
 def test_status_names_the_segment_the_position_moved_to(daemon_factory: Any, home_b: Path) -> None:

@@ -15,7 +15,7 @@ a Collector's back end can deduplicate on the ``telemetryd.event.id`` attribute.
 On disk, in ``forward/`` under the state directory::
 
     position.json    {"v":1,"endpoint":...,"seq":7,"segment":"20261121T233532Z-000007.jsonl",
-                      "offset":123456,"saved":"2026-11-21T23:40:00.000Z"}
+                      "offset":123456,"saved":"2026-11-21T23:40:00.000Z","absent":[[9,11]]}
     refused.jsonl    one line per event the endpoint refused for good (below)
 
 ``position.json`` is where forwarding goes on: the segment's sequence number (its name
@@ -28,7 +28,10 @@ answered in the last second and those in flight: the oldest batch not yet answer
 the ones posted after it, answered or not (the position cannot pass it). A position
 saved for another ``endpoint`` is not used: a new endpoint gets the whole journal.
 Offsets count uncompressed bytes, so a segment compressed by retention meanwhile is read
-on from the same place.
+on from the same place. ``absent`` lists the segments (first and last of each run)
+missing from the journal when forwarding to the endpoint began, ahead of the position:
+retention had deleted them before (for age, say), so they were never owed to it and are
+not reported as skipped.
 
 What the endpoint answers decides what happens to a batch:
 
@@ -55,13 +58,16 @@ is its backlog:
 ``status`` shows how far behind it is, in events and bytes (counted at start in a
 worker thread, then kept up to date from the writer's groups). Retention deletes
 segments by its own rules; one deleted before it was forwarded is skipped, logged and
-listed in ``status`` (``skipped``).
+listed in ``status`` (``skipped``). A segment whose every line was read is not (its
+last batch is still sent, retried as long as it takes; the writer's groups tell where
+the segment ended), nor a gap the journal had when forwarding began (``absent``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import itertools
 import logging
 import os
 import random
@@ -70,6 +76,7 @@ import threading
 import time
 import zlib
 from collections import deque
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
@@ -122,6 +129,9 @@ class Position(msgspec.Struct, kw_only=True):
     segment: str = ""
     offset: Annotated[int, msgspec.Meta(ge=0)] = 0
     saved: str = ""
+    # Segments missing when forwarding began (first, last), not yet passed: never sent,
+    # never owed (deleted before), so not reported as skipped.
+    absent: list[tuple[int, int]] = []
 
 
 def position_problem(position: Position, journal_dir: str) -> str | None:
@@ -211,6 +221,7 @@ class Chunk(msgspec.Struct, kw_only=True):
     lines: int
     after: tuple[int, str, int]  # the position after it: (seq, segment, offset)
     skipped: list[str] = []
+    absent: list[tuple[int, int]] = []  # read from the oldest segment: the journal's gaps
     bodies: dict[str, bytes] = {}  # the export requests, compressed as they are sent
     events: int = 0  # ... and the events in them
     # Parts of it (signal, offset, bytes) that a split found taken or refused for good:
@@ -234,25 +245,41 @@ class Reader:
             self._gz = None
 
     def read(
-        self, seq: int, offset: int, written: tuple[str, int], max_bytes: int, max_lines: int
+        self,
+        seq: int,
+        offset: int,
+        written: tuple[str, int],
+        max_bytes: int,
+        max_lines: int,
+        end: int | None = None,
+        absent: Sequence[tuple[int, int]] = (),
     ) -> Chunk | None:
         """The next batch after ``(seq, offset)``, from one segment: at most
         ``max_bytes`` (a longer line alone) and ``max_lines`` lines, never past
         ``written`` (the writer's segment and the size it has written). None: nothing
         to read yet. A closed segment read to its end gives an empty batch that moves
-        the position to the next one."""
+        the position to the next one.
+
+        Segments found deleted on the way are listed in the batch's ``skipped``, but
+        not segment ``seq`` when ``end`` (its size, when known) says that ``offset`` is
+        its end, nor those ``absent`` holds. From seq 0 (the oldest segment there is),
+        the batch's ``absent`` lists the journal's gaps."""
         active_path, active_size = written
         active = segments.segment_seq(os.path.basename(active_path)) if active_path else None
         if active is None:
             return None
+        found = [(n, path) for n, path in segments.chosen(self.directory) if n <= active]
+        gaps = [] if seq else _gaps([number for number, _ in found])
         skipped: list[str] = []
-        for found_seq, path in segments.chosen(self.directory):
-            if found_seq < seq or found_seq > active:
+        for found_seq, path in found:
+            if found_seq < seq:
                 continue
             name = os.path.basename(path).removesuffix(".gz")
             if found_seq > seq:
                 if seq:  # (0: from the oldest segment, whichever it is)
-                    skipped.append(_gone(seq, found_seq))
+                    # (every line of segment `seq` read: gone, it owes nothing)
+                    first = seq + 1 if end is not None and offset >= end else seq
+                    skipped.extend(_gone(first, found_seq, absent))
                 seq, offset = found_seq, 0
             if found_seq < active:  # closed: all of it is there
                 data, ended = self._read_closed(path, offset, max_bytes, max_lines)
@@ -269,6 +296,7 @@ class Reader:
                     lines=data.count(b"\n"),
                     after=after,
                     skipped=skipped,
+                    absent=gaps,
                 )
             return None
         return None
@@ -350,10 +378,25 @@ class Reader:
         return lines, False
 
 
-def _gone(first: int, found: int) -> str:
-    if found - first == 1:
-        return f"segment {first}"
-    return f"segments {first} to {found - 1}"
+def _gone(first: int, stop: int, absent: Sequence[tuple[int, int]]) -> list[str]:
+    """Segments ``first`` to ``stop - 1`` by runs, for people, but those in ``absent``
+    (runs as (first, last))."""
+    names = []
+    for low, high in [*sorted(absent), (stop, stop)]:
+        if high < first:
+            continue
+        if first < min(low, stop):
+            last = min(low, stop) - 1
+            names.append(f"segment {first}" if last == first else f"segments {first} to {last}")
+        first = max(first, high + 1)
+        if first >= stop:
+            break
+    return names
+
+
+def _gaps(numbers: list[int]) -> list[tuple[int, int]]:
+    """The runs (first, last) missing between the sorted segment ``numbers``."""
+    return [(low + 1, high - 1) for low, high in itertools.pairwise(numbers) if high - low > 1]
 
 
 def _first_lines(data: bytes, count: int) -> bytes:
@@ -642,6 +685,10 @@ class Forwarder:
         self._written = [0, 0]  # events, bytes journaled since the count's snapshot
         self._done = [0, 0]  # ... and forwarded (or passed over) since its start
         self._recount = anyio.Event()
+        # The size each segment was last written to (this run, from the position's on):
+        # one retention deletes is then known to have held nothing more than was read.
+        self._ends: dict[int, int] = {}
+        self._writing = ("", 0)  # the writer's segment: its path and number
         # The daemon's own HTTP listener (host, port), when it has one: an endpoint that
         # is it would send the journal back into itself (set before run()).
         self.own_listener: tuple[str, int] | None = None
@@ -695,10 +742,19 @@ class Forwarder:
         )
 
     def _on_written(self, data: bytes, count: int) -> None:
-        """A journal listener (on the event loop, for every group written): count, wake."""
+        """A journal listener (on the event loop, for every group written): count, note
+        where the writer is, wake."""
         self._written[0] += count
         self._written[1] += len(data)
+        self._note_end()
         self._wake.set()
+
+    def _note_end(self) -> None:
+        """Note the size the writer's segment is written to (:attr:`_ends`)."""
+        path, size = self.journal.written_to
+        if path != self._writing[0]:
+            self._writing = (path, segments.segment_seq(os.path.basename(path)) or 0)
+        self._ends[self._writing[1]] = size
 
     # -- the task ---------------------------------------------------------------------
 
@@ -720,6 +776,7 @@ class Forwarder:
         # Listen and take the writer's place in one step (no await between): every event
         # is then either in the count or counted by the listener.
         self.journal.listeners.add(self._on_written)
+        self._note_end()  # (what was written before: the listener notes what comes next)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._count_loop)
@@ -839,12 +896,25 @@ class Forwarder:
         wakes the forwarder even if the read does not see it."""
         self._wake = anyio.Event()
         return await anyio.to_thread.run_sync(
-            self._prepare, seq, offset, self.journal.written_to, limiter=self._limiter
+            self._prepare,
+            seq,
+            offset,
+            self.journal.written_to,
+            self._ends.get(seq),
+            self.position.absent,
+            limiter=self._limiter,
         )
 
-    def _prepare(self, seq: int, offset: int, written: tuple[str, int]) -> Chunk | None:
+    def _prepare(
+        self,
+        seq: int,
+        offset: int,
+        written: tuple[str, int],
+        end: int | None,
+        absent: list[tuple[int, int]],
+    ) -> Chunk | None:
         chunk = self.reader.read(
-            seq, offset, written, self.config.batch_bytes, self.config.batch_events
+            seq, offset, written, self.config.batch_bytes, self.config.batch_events, end, absent
         )
         if chunk is not None and chunk.data:
             requests = forwarded.encode(
@@ -875,8 +945,10 @@ class Forwarder:
                     if not self.position.seq:
                         # The first read, "from the oldest segment there is": where that
                         # was is kept, so that a segment deleted before it is sent is
-                        # reported (``skipped``) after a restart too, as later ones are.
+                        # reported (``skipped``) after a restart too, as later ones are;
+                        # and so are the gaps there were then, which nothing owes.
                         self.position.seq = chunk.seq
+                        self.position.absent = chunk.absent
                         await anyio.to_thread.run_sync(
                             save_position, self.position_file, self.position
                         )
@@ -931,8 +1003,14 @@ class Forwarder:
         self._done[1] += len(chunk.data)
         seq, segment, offset = chunk.after
         self.position = Position(
-            endpoint=self.config.endpoint, seq=seq, segment=segment, offset=offset
+            endpoint=self.config.endpoint,
+            seq=seq,
+            segment=segment,
+            offset=offset,
+            absent=[(first, last) for first, last in self.position.absent if last >= seq],
         )
+        for passed in [number for number in self._ends if number < seq]:
+            del self._ends[passed]
         self._dirty = True
 
     def _save(self) -> None:
