@@ -959,6 +959,55 @@ def test_a_trickling_answer_ends_at_the_timeout_and_hides_control_characters() -
         garbage.close()
 
 
+def test_an_aborted_post_is_not_sent_again_on_a_new_connection() -> None:
+    """abort() (the daemon stopping) before the endpoint's first byte read as a closed
+    kept-alive connection, so the post was sent again on a new one, which nothing shut
+    down: the daemon's stop then waited out the whole timeout (once in a few runs of the
+    test below)."""
+    import socket
+
+    from telemetryd import config
+    from telemetryd.daemon.forward import Sender
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    connections: list[socket.socket] = []
+    asked = threading.Event()
+    stopping = threading.Event()
+
+    def serve() -> None:  # reads each request and never answers
+        while not stopping.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            connections.append(conn)
+            conn.recv(65536)
+            asked.set()
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    port = listener.getsockname()[1]
+    sender = Sender(config.Forward(endpoint=f"http://127.0.0.1:{port}", timeout=30.0))
+    answers: list[Any] = []
+    poster = threading.Thread(target=lambda: answers.append(sender.post("logs", b"{}")))
+    try:
+        poster.start()
+        assert asked.wait(10)
+        sender.abort()
+        poster.join(5)
+        assert not poster.is_alive(), "the post went on after abort()"
+        assert answers[0].status == 0 and len(connections) == 1
+        assert sender.post("logs", b"{}").status == 0 and len(connections) == 1
+    finally:
+        stopping.set()
+        listener.close()
+        for conn in connections:
+            conn.close()
+        poster.join(35)
+        server.join(5)
+
+
 def test_the_daemon_stops_at_once_while_an_endpoint_trickles(daemon_factory: Any) -> None:
     slow = _Trickling(_SLOW)
     try:

@@ -476,7 +476,8 @@ class Sender:
             self.headers["Content-Encoding"] = "gzip"
         self.gzip = config.compression == "gzip"
         self._conn: http.client.HTTPConnection | None = None
-        self._expired = False  # the request under way ran out of time (abort() ended it)
+        self._expired = False  # the request under way ran out of time (_expire() ended it)
+        self._aborted = False  # abort() was called: this sender posts nothing more
         # The socket of the request under way (the connection lets go of it when the
         # answer says it closes the connection; the answer still reads from it).
         self._sock: socket.socket | None = None
@@ -488,17 +489,22 @@ class Sender:
         self._sock = None
 
     def abort(self) -> None:
-        """End the request under way now, from another thread: its socket is shut down,
-        so the thread reading or writing it returns (an endpoint that answers a byte at
-        a time, or a shutdown that abandons the request, waits for nothing)."""
+        """End the request under way now, from another thread, and any later one: its
+        socket is shut down, so the thread reading or writing it returns (an endpoint that
+        answers a byte at a time, or a shutdown that abandons the request, waits for
+        nothing), and it does not try again on a new connection."""
+        self._aborted = True  # (set before the socket is looked at: post() looks after)
+        self._shut_down()
+
+    def _expire(self) -> None:
+        self._expired = True
+        self._shut_down()
+
+    def _shut_down(self) -> None:
         sock = self._sock
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-
-    def _expire(self) -> None:
-        self._expired = True
-        self.abort()
 
     def _connection(self) -> http.client.HTTPConnection:
         import http.client
@@ -526,6 +532,9 @@ class Sender:
         import http.client
 
         for attempt in (1, 2):  # a kept-alive connection the server closed: once more
+            if self._aborted:  # (a shut-down socket reads as a closed connection: no retry)
+                self.close()
+                return Answer(0, f"{self._where()}: abandoned: forwarding is stopping")
             conn = self._connection()
             # ``timeout`` bounds each read and write; this, the whole request
             self._expired = False
@@ -536,6 +545,8 @@ class Sender:
                 if conn.sock is None:
                     conn.connect()
                 self._sock = conn.sock
+                if self._aborted:  # (abort() came before the socket was there to shut down)
+                    self._shut_down()
                 conn.request("POST", self.base + _PATHS[signal], body, self.headers)
                 response = conn.getresponse()
                 data = response.read(MAX_ANSWER_BYTES)
