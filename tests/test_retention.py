@@ -307,6 +307,11 @@ def test_the_size_limit_deletes_only_what_compression_cannot_make_fit(
     config = daemon.home / "config.toml"
     config.write_text(f"[retention]\nmax-bytes = {plain * 3 // 4}\n")  # (gzip fits it)
     new_segment(daemon)
+    # The dry run plans as the run does: it listed the oldest for deletion, and warned
+    # that their usage would go.
+    plan = gc("--dry-run")
+    assert (plan["deleted"], plan["usage_deleted"], plan["warning"]) == ([], 0, None), plan
+    assert sorted(plan["compressed"]) == sorted(p.name for p in (first, second, third))
     done = gc()
     assert done["deleted"] == [] and done["usage_deleted"] in (0, None), done
     assert sorted(done["compressed"]) == sorted(p.name for p in (first, second, third))
@@ -319,6 +324,7 @@ def test_the_size_limit_deletes_only_what_compression_cannot_make_fit(
     new_segment(daemon)
     oldest = segment_files(daemon)[0]
     assert oldest.name == first.name + ".gz"
+    assert gc("--dry-run")["deleted"] == [oldest.name]
     assert gc()["deleted"] == [oldest.name]
     assert daemon.stop() == 0
 

@@ -45,8 +45,9 @@ written. Each run, with the ``[retention]`` settings read afresh:
    is larger than ``max-bytes``, the oldest segments are deleted, compacted ones
    included: only what compression could not make fit. Usage deleted this way is said
    in a warning in the log and in `telemetryctl status` (the daemon keeps the last one
-   until it restarts). A dry run counts plain files at their present size, and says in
-   the same warning the usage it would delete (neither logged nor kept).
+   until it restarts). A dry run counts plain files at the size gzip makes of them (it
+   compresses them to count, writing nothing), and says in the same warning the usage
+   it would delete (neither logged nor kept).
 
 Deletion (steps 2 and 4) drops the same events from the database in the same step
 (:meth:`Store.forget`: the ids read from the segment, deleted in one transaction
@@ -81,7 +82,8 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+import zlib
+from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
 import msgspec
@@ -305,6 +307,17 @@ def _copy_usage(source: str, out: BinaryIO | gzip.GzipFile) -> tuple[int, list[s
 # -- compression ----------------------------------------------------------------------
 
 
+def _gzipped_size(path: str) -> int:
+    """The bytes :func:`compress` would make of the plain file ``path`` (about: its gzip
+    header names the file)."""
+    packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    size = 0
+    with open(path, "rb") as src:
+        while block := src.read(_BLOCK):
+            size += len(packer.compress(block))
+    return size + len(packer.flush()) + len(os.path.basename(path)) + 1
+
+
 def compress(segment: Segment, store: Store) -> int:
     """Gzip a complete segment's plain file in place of it; return the bytes it takes now."""
     plain = segment.plain
@@ -379,11 +392,25 @@ def collect(
     as complete)."""
     complete = store.complete_segments()
     found = scan(directory)
-    todo = plan(found, complete, active, config, time.time(), hold_from)
+    now = time.time()
+    todo = plan(found, complete, active, config, now, hold_from)
     if dry_run:  # a segment without usage would be deleted rather than compacted
         bare = [segment for segment in todo.compact if not _holds_usage(segment.source)]
         todo.delete += bare
         todo.compact = [segment for segment in todo.compact if segment not in bare]
+        if todo.shrink and config.compress:
+            # The run compresses before the size limit: the limit is planned here as it
+            # will be, with each plain segment at the size gzip makes of it (the work of
+            # compressing, without writing anything)
+            unlimited = msgspec.structs.replace(config, max_bytes=0)
+            todo.compress = plan(found, complete, active, unlimited, now, hold_from).compress
+            gzipped = {segment.seq: _gzipped_size(segment.source) for segment in todo.compress}
+            left = [
+                replace(segment, size=gzipped.get(segment.seq, segment.size))
+                for segment in found
+                if segment not in todo.delete
+            ]
+            todo.shrink = plan(left, complete, active, config, now, hold_from).shrink
     report: dict[str, Any] = {
         "dry_run": dry_run,
         "deleted": [segment.name for segment in todo.delete + todo.shrink],
@@ -398,8 +425,7 @@ def collect(
         "failed": [],
     }
     if dry_run:
-        # The usage the size limit would delete, and the run's warning about it (of the
-        # segments listed: plain files counted at their present size, as said above)
+        # The usage the size limit would delete, and the run's warning about it
         usage = store.count_forgettable(_files(todo.shrink), USAGE_TYPES)
         report["usage_deleted"] = usage
         if usage:
