@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from PIL import Image, ImageStat
@@ -491,6 +492,10 @@ def test_another_time_zone_moves_the_days(filled: Daemon, tmp_path: Path) -> Non
     assert shown["day"] == [r["date"] for r in daily]
     assert shown["total"] == [r["totalCost"] for r in daily]
     assert "day (Pacific/Auckland)" in out.read_text()
+    # The rate limits' hover says when, as the axis does, in that zone (it said UTC)
+    seven = page_sources(out.read_text())["rate-limits-seven_day-source"]
+    auckland = datetime.fromtimestamp(1_900_400_000, ZoneInfo("Pacific/Auckland"))
+    assert set(seven["resets"]) == {auckland.strftime("%Y-%m-%d %H:%M")}
 
 
 def test_with_the_daemon_stopped_the_page_comes_from_the_file(

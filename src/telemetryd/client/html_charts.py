@@ -88,6 +88,15 @@ def _wall_ms(epoch_ms: int, zone: zoneinfo.ZoneInfo) -> int:
     return epoch_ms + int(offset.total_seconds() * 1000)
 
 
+def _local(stamp: str, zone: zoneinfo.ZoneInfo) -> str:
+    """An RFC 3339 time as people read it in ``zone`` (``-`` when there is none)."""
+    try:
+        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return "-"
+    return when.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+
+
 def _iso_ms(stamp: str) -> int:
     return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1000)
 
@@ -622,6 +631,9 @@ def rate_limits(rows: list[dict[str, Any]], zone_name: str) -> Figure:
             "x": [_wall_ms(_iso_ms(str(r["ts"])), zone) for r in points],
             "used": [float(r["value"]) for r in points],
             "resets_at": [str(r["resets_at"] or "-") for r in points],
+            # (for the hover: the times in the zone of the axis)
+            "recorded": [_local(str(r["ts"]), zone) for r in points],
+            "resets": [_local(str(r["resets_at"] or ""), zone) for r in points],
         }
         key = metric.rsplit(".", 1)[1]
         source = ColumnDataSource(data, name=f"rate-limits-{key}-source")
@@ -631,7 +643,7 @@ def rate_limits(rows: list[dict[str, Any]], zone_name: str) -> Figure:
         )
     plot.add_tools(
         HoverTool(
-            tooltips=[("recorded", "@ts"), ("used", "@used{0.0}%"), ("resets at", "@resets_at")],
+            tooltips=[("recorded", "@recorded"), ("used", "@used{0.0}%"), ("resets at", "@resets")],
             renderers=renderers,
         )
     )
