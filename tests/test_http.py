@@ -999,6 +999,36 @@ def test_a_codex_or_gemini_request_exported_then_imported_is_one_row(
         assert summary.requests == in_file - 1 + alone.requests
 
 
+def test_importing_every_agent_asks_for_the_exported_requests_first(
+    running_daemon: Daemon, agent_home: Path
+) -> None:
+    """`telemetryctl import` (every agent found) asks which Codex requests the store
+    holds from the export before it imports any agent: asked after Claude Code's
+    events were sent, the answer waited for the store to load them all (the 1 GB
+    import's Codex part went from 120 to 26 MB/s). The answer is the same."""
+    rollouts = agent_home / ".codex" / "sessions" / "2026" / "02" / "23"
+    rollouts.mkdir(parents=True)
+    shutil.copy(CODEX_ROLLOUT, rollouts / CODEX_ROLLOUT.name)
+    projects = agent_home / ".claude" / "projects" / "-w-app"
+    projects.mkdir(parents=True)
+    shutil.copy(TRANSCRIPT, projects / TRANSCRIPT.name)
+    session = "019c8bfe-ec25-79e0-97d7-bda6a9c575ff"
+    counts = {"input_token_count": 42772, "cached_token_count": 3456,
+              "output_token_count": 204, "reasoning_token_count": 124}  # fmt: skip
+    time = "2026-02-23T19:34:40.100+00:00"
+    body = exported(
+        "codex_logs.json", "response.completed", time, {"conversation.id": session, **counts}
+    )
+    status, _, _ = Client(running_daemon).post("/v1/logs", body)
+    assert status == 200
+    dry = json.loads(ctl("import", "codex", "--dry-run", "--json").stdout)
+    every = ctl("import", "--json")
+    assert every.returncode == 0, every.stderr.decode()
+    summaries = json.loads(every.stdout)
+    assert list(summaries) == ["claude-code", "codex"]
+    assert summaries["codex"]["requests"] == dry["requests"] == session_requests(session) - 1
+
+
 def test_bodies_held_at_once_are_bounded(daemon_factory: Any) -> None:
     """Many clients each sending most of a big body and stalling: past the listener's
     budget for bodies held at once (64 MiB) the next one is answered 503, so the daemon's

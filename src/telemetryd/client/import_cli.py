@@ -212,6 +212,7 @@ def _import(
     socket_path: str | None,
     settle: int | None,
     pool: import_pool.Pool,
+    exported: dict[str, list[float]] | None = None,
 ) -> importer.Summary:
     bar: Any = None
 
@@ -237,6 +238,7 @@ def _import(
             on_files=on_files,
             pool=pool,
             settle=importer.SETTLE_S if settle is None else settle,
+            exported=exported,
         )
     finally:
         if bar is not None:
@@ -274,14 +276,22 @@ def import_group(ctx: click.Context, /, **options: Any) -> None:
         return
     summaries = {}
     jobs = options.pop("jobs")
-    # Copilot first: its import asks the store which of its sessions' model calls it
-    # holds, and the store answers once it has loaded what came before the question,
-    # which would be every other agent's events.
+    # The store answers a question once it has loaded what came before it, which would
+    # be the agents' events imported before. So Copilot goes first (its import asks which
+    # of its sessions' model calls the store holds), and the Codex and Gemini CLI requests
+    # it holds from their OpenTelemetry exports are asked for before any agent's import.
     order = sorted(importer.AGENTS, key=lambda agent: agent != "copilot")
+    since, rescan = _parse_since(options["since"]), options["rescan"]
+    exported = {
+        agent: importer.stored_requests(agent, options["socket_path"])
+        for agent in importer.EXPORTED_BY
+        if importer.found(agent) and importer.has_new(agent, since, rescan)
+    }
     with import_pool.Pool(jobs) as pool:  # the reader processes serve every agent
         for agent in order:
             if importer.found(agent):
-                summaries[agent] = _import(agent, (), **options, pool=pool)
+                given = exported.get(agent)
+                summaries[agent] = _import(agent, (), **options, pool=pool, exported=given)
     summaries = {agent: summaries[agent] for agent in importer.AGENTS if agent in summaries}
     if options["as_json"]:
         click.echo(json.dumps({a: s.as_dict() for a, s in summaries.items()}, indent=2))

@@ -1298,6 +1298,29 @@ _STORED_CALLS = """
 """
 
 
+def _ask_store(
+    sql: str, params: dict[str, Any], socket_path: str | None, what: str
+) -> list[dict[str, Any]]:
+    """The rows of ``sql`` from the daemon, or while it is stopped its database file
+    (``socket_path``: the events socket, beside the control socket); none with neither
+    (nothing stored yet). A daemon too busy to answer is an error that says ``what`` was
+    asked, and why it matters."""
+    from telemetryd.client import fetch, protocol
+
+    control = (
+        os.path.join(os.path.dirname(socket_path), paths.CONTROL_SOCKET)
+        if socket_path
+        else protocol.control_socket()
+    )
+    try:
+        rows, _, _ = fetch.query(sql, params, control)
+    except DaemonBusy as busy:  # (a DaemonUnavailable too)
+        raise DaemonBusy(f"{busy}: could not ask it {what}; import again later") from None
+    except DaemonUnavailable:
+        return []
+    return rows
+
+
 def stored_model_calls(sessions: list[str], socket_path: str | None) -> dict[str, list[float]]:
     """The model calls of Copilot CLI ``sessions`` the store already holds, per session
     (as :func:`model_calls`): those of Copilot's spans (source ``copilot``), which came
@@ -1307,26 +1330,15 @@ def stored_model_calls(sessions: list[str], socket_path: str | None) -> dict[str
     file, answers (``socket_path``: the events socket, beside the control socket); with
     neither (nothing stored yet), none. A daemon too busy to answer is an error:
     counting the shutdowns anyway could count those requests twice."""
-    from telemetryd.client import fetch, protocol
-
     if not sessions:
         return {}
-    control = (
-        os.path.join(os.path.dirname(socket_path), paths.CONTROL_SOCKET)
-        if socket_path
-        else protocol.control_socket()
+    rows = _ask_store(
+        _STORED_CALLS,
+        {"spans": genai.COPILOT, "sessions": sessions},
+        socket_path,
+        "which Copilot model calls it holds already (without that, the sessions' shutdown "
+        "totals could count them twice)",
     )
-    try:
-        rows, _, _ = fetch.query(
-            _STORED_CALLS, {"spans": genai.COPILOT, "sessions": sessions}, control
-        )
-    except DaemonBusy as busy:  # (a DaemonUnavailable too)
-        raise DaemonBusy(
-            f"{busy}: could not ask it which Copilot model calls it holds already (without "
-            "that, the sessions' shutdown totals could count them twice); import again later"
-        ) from None
-    except DaemonUnavailable:
-        return {}
     calls: dict[str, list[float]] = {}
     for row in rows:
         session, when = row.values()
@@ -1375,23 +1387,14 @@ def stored_requests(agent: str, socket_path: str | None) -> dict[str, list[float
     """The requests of ``agent`` (Codex, Gemini CLI) the store holds from its own OTLP
     export, as :attr:`Importer.exported` takes them; asked as :func:`stored_model_calls`
     asks (none when nothing is stored; a daemon too busy to answer is an error)."""
-    from telemetryd.client import fetch, protocol
-
     source, prefix = EXPORTED_BY[agent]
-    control = (
-        os.path.join(os.path.dirname(socket_path), paths.CONTROL_SOCKET)
-        if socket_path
-        else protocol.control_socket()
+    rows = _ask_store(
+        _STORED_REQUESTS,
+        {"source": source, "prefix": prefix},
+        socket_path,
+        f"which {agent} requests its OpenTelemetry export brought (without that, they could "
+        "be counted twice)",
     )
-    try:
-        rows, _, _ = fetch.query(_STORED_REQUESTS, {"source": source, "prefix": prefix}, control)
-    except DaemonBusy as busy:
-        raise DaemonBusy(
-            f"{busy}: could not ask it which {agent} requests its OpenTelemetry export "
-            "brought (without that, they could be counted twice); import again later"
-        ) from None
-    except DaemonUnavailable:
-        return {}
     found: dict[str, list[float]] = {}
     for row in rows:
         session, at, input_, cache_read, output = row.values()
@@ -1684,6 +1687,7 @@ def run(
     on_files: Callable[[list[Path], int], None] | None = None,
     pool: Pool | None = None,
     settle: float = SETTLE_S,
+    exported: dict[str, list[float]] | None = None,
 ) -> Summary:
     """Import ``agent``'s files (the default locations when ``given`` is empty).
 
@@ -1699,6 +1703,10 @@ def run(
 
     With much to read, the files are read by reader processes (``pool``, else a pool of
     its own for this run: client/import_pool.py), with the same events and summary.
+
+    ``exported``: Codex's or Gemini CLI's requests the store holds from their OTLP export
+    (:func:`stored_requests`), when asked already; else they are asked for when there
+    is a file to read.
     """
     from telemetryd.client.import_pool import Pool
 
@@ -1707,11 +1715,54 @@ def run(
     try:
         live_after = time.time() - settle if settle > 0 and agent in HOLDS_BACK else None
         return _run(
-            agent, given, since, dry_run, rescan, socket_path, progress, on_files, pool, live_after
+            agent,
+            given,
+            since,
+            dry_run,
+            rescan,
+            socket_path,
+            progress,
+            on_files,
+            pool,
+            live_after,
+            exported,
         )
     finally:
         if own:
             pool.close()
+
+
+def _files_of(agent: str, given: Iterable[str | Path], unreadable: list[str]) -> list[Path]:
+    """``agent``'s files to import, in the order they are read (``given``, else its
+    default locations; ``unreadable`` gets the directories that could not be read)."""
+    if agent == "opencode":  # a database first, then the message files, per directory
+        return agent_files.opencode_files(list(given), roots(agent), unreadable)
+    if agent == "copilot":  # OpenTelemetry exports, then the sessions' events
+        return agent_files.copilot_files(list(given), roots(agent), unreadable=unreadable)
+    return discover(list(given), roots(agent), patterns(agent), unreadable)
+
+
+def _cut(since: datetime | None) -> float | None:
+    """``--since`` as epoch seconds (a time without a zone is UTC's)."""
+    if since is None:
+        return None
+    return (since.replace(tzinfo=UTC) if since.tzinfo is None else since).timestamp()
+
+
+def has_new(agent: str, since: datetime | None = None, rescan: bool = False) -> bool:
+    """Whether an import of ``agent``'s default files would read one (as :func:`run`
+    chooses them: a file not imported as it is now), without reading any."""
+    files = _files_of(agent, (), [])
+    saved = {} if rescan else load_state(agent)[0]
+    cut = _cut(since)
+    for path in files:
+        try:
+            identity = _identity(path)
+        except OSError:
+            continue
+        if (cut is None or identity[1] / 1e9 >= cut) and saved.get(str(path)) != identity:
+            return True
+    return False
 
 
 def _run(
@@ -1725,6 +1776,7 @@ def _run(
     on_files: Callable[[list[Path], int], None] | None,
     pool: Pool,
     live_after: float | None,
+    exported: dict[str, list[float]] | None,
 ) -> Summary:
     from telemetryd.client import import_pool
     from telemetryd.client.import_pool import DB_BYTES, DB_ROWS
@@ -1733,17 +1785,12 @@ def _run(
     if agent not in AGENTS:
         raise TelemetryError(f"unknown agent {agent!r}")
     unreadable: list[str] = []  # directories that could not be read: problems
-    if agent == "opencode":  # a database first, then the message files, per directory
-        files = agent_files.opencode_files(list(given), roots(agent), unreadable)
-    elif agent == "copilot":  # OpenTelemetry exports, then the sessions' events
-        files = agent_files.copilot_files(list(given), roots(agent), unreadable=unreadable)
-    else:
-        files = discover(list(given), roots(agent), patterns(agent), unreadable)
+    files = _files_of(agent, given, unreadable)
     saved, tails = load_state(agent)
     state = {} if rescan else saved  # (--rescan reads every file, and records them too)
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)  # (a date or time given without a zone is UTC's)
-    since_cut = None if since is None else since.timestamp()
+    since_cut = _cut(since)
     todo = []
     unchanged = 0
     identities: dict[str, list[int]] = {}
@@ -1795,8 +1842,8 @@ def _run(
             parts = agent_files.opencode_parts(path, DB_ROWS) if path.suffix == ".db" else None
             sized += [(path, part, DB_BYTES) for part in parts] if parts else [(path, None, size)]
         units = import_pool.units(sized)
-    if agent in EXPORTED_BY and todo:
-        importer.exported = stored_requests(agent, socket_path)
+    if agent in EXPORTED_BY:
+        importer.exported = stored_requests(agent, socket_path) if exported is None else exported
     if agent == "copilot" and not all(agent_files.is_copilot_otel(p) for p in todo):
         from concurrent.futures import ThreadPoolExecutor
 
