@@ -1363,6 +1363,7 @@ _STORED_REQUESTS = """
 
 
 def exported_key(session: Any, input: Any, cache_read: Any, output: Any) -> str:
+    """What one request is matched by across the two paths (R21): its session and counts."""
     return f"{session}\0{input or 0}\0{cache_read or 0}\0{output or 0}"
 
 

@@ -44,10 +44,10 @@ Usage: telemetryctl statusline [OPTIONS]
   Print Claude Code's status line: model, this session's cost, today's cost,
   the active 5-hour window's cost, time left and burn rate (once its requests
   span 5 minutes), context use, and the plan's rate-limit use (when Claude Code
-  passes rate_limits). Reads the
-  status JSON on stdin; answers from the daemon's running totals, and from
-  stdin alone when the daemon is down. Always exits 0. Records each change of
-  the rate limits and of the session's cost as metric events.
+  passes rate_limits). Reads the status JSON on stdin; answers from the daemon's
+  running totals, and from stdin alone when the daemon is down. Always exits 0.
+  Records each change of the rate limits and of the session's cost as metric
+  events.
 
   Example (what `telemetryctl hooks install claude-code --statusline` configures):
     "statusLine": {"type": "command", "command": "telemetryctl statusline"}
