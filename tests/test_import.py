@@ -842,6 +842,40 @@ def test_codex_import_into_the_daemon_twice(running_daemon: Daemon, agent_home: 
     assert len(running_daemon.journal_events()) == 4
 
 
+def test_an_exported_request_stands_for_one_imported_request() -> None:
+    """R21: one request exported over OTLP left out every imported request of its session
+    with the same counts within the window; it stands for one, the nearest in time."""
+    key = importer.exported_key("s", 1000, 0, 100)
+
+    def request(ts: str) -> dict[str, Any]:
+        tokens = {"source": "actual", "input": 1000, "output": 100}
+        return {"session_id": "s", "ts": ts, "tokens": tokens}
+
+    at = datetime.fromisoformat("2026-03-01T10:00:00+00:00").timestamp()
+    exported = {key: [at - 500, at + 0.5]}
+    assert importer._exported(exported, request("2026-03-01T10:00:00.000Z"))  # (takes +0.5)
+    assert exported[key] == [at - 500]
+    assert importer._exported(exported, request("2026-03-01T10:01:00.000Z"))  # (takes -500)
+    assert not importer._exported(exported, request("2026-03-01T10:02:00.000Z"))
+    other = {key: [at]}
+    assert not importer._exported(other, request("2026-03-01T10:10:00.001Z"))  # (past 600 s)
+    assert not importer._exported(other, {**request("2026-03-01T10:00:00Z"), "session_id": "t"})
+
+
+def test_a_request_before_since_is_counted_so_even_when_exported(agent_home: Path) -> None:
+    """--since: a request the export holds that is also before the cut was counted among
+    the repeats, not in before_since."""
+    rollout = ROLLOUTS / "rollout-2026-02-23T20-34-25-019c8bfe-ec25-79e0-97d7-bda6a9c575ff.jsonl"
+    session = "019c8bfe-ec25-79e0-97d7-bda6a9c575ff"
+    first = datetime.fromisoformat("2026-02-23T19:34:39.388+00:00").timestamp()
+    key = importer.exported_key(session, 42772 - 3456, 3456, 204)
+    late = datetime.fromisoformat("2026-02-24T00:00:00+00:00")
+    cut = importer.run("codex", [rollout], dry_run=True, since=late, exported={key: [first]})
+    assert (cut.requests, cut.before_since, cut.repeats) == (0, 6, 5)
+    kept = importer.run("codex", [rollout], dry_run=True, exported={key: [first]})
+    assert (kept.requests, kept.repeats) == (5, 6)  # (the exported one left out)
+
+
 def test_nothing_new_needs_no_daemon(running_daemon: Daemon, tmp_path: Path) -> None:
     """With every file unchanged since the last import there is nothing to send: the
     import succeeds with the daemon stopped, and reads nothing."""

@@ -850,13 +850,13 @@ class Importer:
             self.summary.repeats += 1
             return
         self._time(event)
-        if self.exported and _exported(self.exported, event):
-            self.summary.repeats += 1
-            return
         if self.since is not None and _before(event.get("ts"), self.since):
             self.summary.before_since += 1
             if self.outbox is not None:
                 self.outbox.add(digest, EARLY_REQUEST, None)
+            return
+        if self.exported and _exported(self.exported, event):
+            self.summary.repeats += 1
             return
         self.prices.price_event(event)
         self.summary.count(event)
@@ -1369,7 +1369,11 @@ def exported_key(session: Any, input: Any, cache_read: Any, output: Any) -> str:
 
 def _exported(exported: dict[str, list[float]], event: dict[str, Any]) -> bool:
     """Whether the store holds ``event`` (an imported request) from the agent's OTLP
-    export already (:data:`EXPORTED_BY`)."""
+    export already (:data:`EXPORTED_BY`). The exported request it is taken for (the
+    nearest in time) stands for no other: two requests of a session with the same
+    counts, one of them exported, leave one out. (Another copy of the same request, in
+    another file, has the same id: the importer's dedup takes it, or, read by another
+    reader process, that reader's own copy of ``exported``.)"""
     tokens = event.get("tokens") or {}
     key = exported_key(
         event.get("session_id"), tokens.get("input"), tokens.get("cache_read"), tokens.get("output")
@@ -1380,8 +1384,12 @@ def _exported(exported: dict[str, list[float]], event: dict[str, Any]) -> bool:
     when = _epoch(event.get("ts"))
     if when is None:
         return False
-    at = bisect.bisect_left(times, when - EXPORTED_WINDOW_S)
-    return at < len(times) and times[at] <= when + EXPORTED_WINDOW_S
+    low = bisect.bisect_left(times, when - EXPORTED_WINDOW_S)
+    high = bisect.bisect_right(times, when + EXPORTED_WINDOW_S)
+    if low == high:
+        return False
+    del times[min(range(low, high), key=lambda at: abs(times[at] - when))]
+    return True
 
 
 def stored_requests(agent: str, socket_path: str | None) -> dict[str, list[float]]:
