@@ -329,6 +329,52 @@ def test_the_size_limit_deletes_only_what_compression_cannot_make_fit(
     assert daemon.stop() == 0
 
 
+def test_old_segments_are_compacted_before_the_size_limit_deletes_usage(
+    daemon_factory: DaemonFactory,
+) -> None:
+    """Over `max-bytes` before compression, the run planned the size limit first: two
+    segments due for compaction went to the limit instead, were not compacted, and the
+    limit then deleted the oldest with its usage, which compacting them would have kept.
+    Age comes first now, then compression, then the limit (and the dry run plans the
+    same, counting the compacted segments at the size of their usage)."""
+    import secrets
+
+    daemon = daemon_factory(["--set", "retention.max-age-days=1"]).start()
+    sent: list[dict[str, Any]] = []
+    old = []
+    for number, prefix in enumerate("ab", start=1):  # requests, and a lot of other events
+        mine = requests(4, prefix, day=number)
+        sent += mine
+        noise = [
+            {"type": "custom", "id": f"{prefix}-n{n}", "name": "x",
+             "attrs": {"blob": secrets.token_hex(150)}}  # (random: gzip cannot shrink it)
+            for n in range(100)
+        ]  # fmt: skip
+        send(daemon, lines(mine) + lines(noise))
+        old.append(segment_files(daemon)[-1])
+        new_segment(daemon)
+    send(daemon, events("skill", 3, "c"))
+    new_segment(daemon)
+    send(daemon, events("custom", 1, "d"))  # (a fourth segment: the third is closed)
+    for path in old:
+        age(path, 3)
+    plain = sum(p.stat().st_size for p in segment_files(daemon))
+    limit = 10_000  # (the old segments' noise alone, gzipped, is about 30 KB)
+    assert plain > 3 * limit
+    daemon.stop()
+    daemon.args += ["--set", f"retention.max-bytes={limit}"]
+    daemon.start()
+    plan = gc("--dry-run")
+    assert plan["compacted"] == [p.name for p in old], plan
+    assert (plan["deleted"], plan["usage_deleted"], plan["warning"]) == ([], 0, None), plan
+    done = gc()
+    assert done["compacted"] == [p.name for p in old], done
+    assert done["deleted"] == [] and done["usage_deleted"] in (0, None), done
+    assert done["bytes_after"] <= limit
+    assert cost_by_model() == expected_costs(sent)  # (every request kept)
+    assert daemon.stop() == 0
+
+
 def test_gc_never_deletes_what_is_not_materialized(daemon_factory: DaemonFactory) -> None:
     """While another process holds the database file (a `telemetryctl query` that read it
     while the daemon was down), the daemon starts and ingests, but gc deletes nothing: it

@@ -45,7 +45,8 @@ written. Each run, with the ``[retention]`` settings read afresh:
    is larger than ``max-bytes``, the oldest segments are deleted, compacted ones
    included: only what compression could not make fit. Usage deleted this way is said
    in a warning in the log and in `telemetryctl status` (the daemon keeps the last one
-   until it restarts). A dry run counts plain files at the size gzip makes of them (it
+   until it restarts). A dry run counts segments due for compaction at the size of
+   their usage and plain files at the size gzip makes of them (it compacts and
    compresses them to count, writing nothing), and says in the same warning the usage
    it would delete (neither logged nor kept).
 
@@ -318,6 +319,35 @@ def _gzipped_size(path: str) -> int:
     return size + len(packer.flush()) + len(os.path.basename(path)) + 1
 
 
+class _Sink:
+    """A file that counts the bytes written to it and keeps none."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _compacted_size(segment: Segment, compress: bool) -> int:
+    """The bytes :func:`compact` would leave of ``segment`` (its usage lines, gzipped
+    with ``compress``); its present size when it cannot be read."""
+    sink = _Sink()
+    try:
+        if compress:
+            with gzip.GzipFile("usage", "wb", GZIP_LEVEL, sink) as out:
+                _copy_usage(segment.source, out)
+        else:
+            _copy_usage(segment.source, sink)  # type: ignore[arg-type]
+    except (OSError, *DAMAGE_ERRORS):
+        return segment.size
+    return sink.size
+
+
 def compress(segment: Segment, store: Store) -> int:
     """Gzip a complete segment's plain file in place of it; return the bytes it takes now."""
     plain = segment.plain
@@ -393,23 +423,25 @@ def collect(
     complete = store.complete_segments()
     found = scan(directory)
     now = time.time()
-    todo = plan(found, complete, active, config, now, hold_from)
+    # Age first (deletion, compaction), then compression, and only then the size limit,
+    # on what is left: planned with the limit from the start, old segments due for
+    # compaction went to the limit, which then deleted older usage that compacting them
+    # would have kept.
+    unlimited = msgspec.structs.replace(config, max_bytes=0)
+    todo = plan(found, complete, active, unlimited, now, hold_from)
     if dry_run:  # a segment without usage would be deleted rather than compacted
         bare = [segment for segment in todo.compact if not _holds_usage(segment.source)]
         todo.delete += bare
         todo.compact = [segment for segment in todo.compact if segment not in bare]
-        if todo.shrink and config.compress:
-            # The run compresses before the size limit: the limit is planned here as it
-            # will be, with each plain segment at the size gzip makes of it (the work of
-            # compressing, without writing anything)
-            unlimited = msgspec.structs.replace(config, max_bytes=0)
-            todo.compress = plan(found, complete, active, unlimited, now, hold_from).compress
-            gzipped = {segment.seq: _gzipped_size(segment.source) for segment in todo.compress}
-            left = [
-                replace(segment, size=gzipped.get(segment.seq, segment.size))
-                for segment in found
-                if segment not in todo.delete
-            ]
+        left = [segment for segment in found if segment not in todo.delete]
+        if config.max_bytes and sum(segment.size for segment in left) > config.max_bytes:
+            # The limit as the run will plan it: each segment to compact at the size of
+            # its usage, each plain one at the size gzip makes of it (the work of
+            # compacting and compressing, without writing anything)
+            sizes = {seg.seq: _compacted_size(seg, config.compress) for seg in todo.compact}
+            if config.compress:
+                sizes |= {seg.seq: _gzipped_size(seg.source) for seg in todo.compress}
+            left = [replace(seg, size=sizes.get(seg.seq, seg.size)) for seg in left]
             todo.shrink = plan(left, complete, active, config, now, hold_from).shrink
     report: dict[str, Any] = {
         "dry_run": dry_run,
@@ -455,7 +487,6 @@ def collect(
     # so the limit deletes (the oldest, usage included) only what compression cannot fit.
     done_compressing = []
     if config.compress:
-        unlimited = msgspec.structs.replace(config, max_bytes=0)
         plain = plan(
             scan(directory), store.complete_segments(), active, unlimited, time.time(), hold_from
         )
