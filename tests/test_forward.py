@@ -1008,6 +1008,50 @@ def test_an_aborted_post_is_not_sent_again_on_a_new_connection() -> None:
         server.join(5)
 
 
+@pytest.mark.parametrize("stage", ["connect", "handshake"])
+def test_a_post_still_setting_up_its_connection_is_abandoned_at_once(stage: str) -> None:
+    """abort() found no socket to shut down while the connection was being set up (a
+    host that drops packets; a TLS endpoint that never answers the handshake), so the
+    daemon's stop waited out the whole timeout."""
+    import socket
+
+    from telemetryd import config
+    from telemetryd.daemon.forward import Sender
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    held: list[socket.socket] = []
+    if stage == "connect":  # its accept queue full: the next SYN is dropped
+        listener.listen(0)
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            held.append(filler)
+        scheme = "http"
+    else:  # accepted (by the kernel), never a word of TLS
+        listener.listen(8)
+        scheme = "https"
+    sender = Sender(config.Forward(endpoint=f"{scheme}://127.0.0.1:{port}", timeout=30.0))
+    answers: list[Any] = []
+    poster = threading.Thread(target=lambda: answers.append(sender.post("logs", b"{}")))
+    try:
+        poster.start()
+        time.sleep(1.0)  # (well into the connect or the handshake)
+        assert poster.is_alive()
+        started = time.monotonic()
+        sender.abort()
+        poster.join(5)
+        assert not poster.is_alive(), f"the {stage} went on after abort()"
+        assert time.monotonic() - started < 2 and answers[0].status == 0
+    finally:
+        listener.close()
+        for filler in held:
+            filler.close()
+        poster.join(35)
+
+
 def test_the_daemon_stops_at_once_while_an_endpoint_trickles(daemon_factory: Any) -> None:
     slow = _Trickling(_SLOW)
     try:

@@ -66,11 +66,13 @@ the segment ended), nor a gap the journal had when forwarding began (``absent``)
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import itertools
 import logging
 import os
 import random
+import select
 import socket
 import threading
 import time
@@ -102,6 +104,8 @@ SAVE_EVERY = 1.0  # seconds between two saves of the position while sending
 FIRST_RETRY = 1.0  # seconds; doubling up to [forward] max-retry-interval
 MAX_ANSWER_BYTES = 1024 * 1024  # of a response body read
 GZIP_LEVEL = 1  # most of the size gone for a fraction of level 6's time
+_CONNECT_SLICE = 0.2  # seconds a connect is waited for before abort() is looked at again
+_CONNECTING = (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY)
 IN_FLIGHT = 3  # batches posted at a time (each on its own connection)
 _COUNT_BLOCK = 4 * 1024 * 1024
 # The endpoint refuses the sender, not the content: every batch would get the same.
@@ -506,6 +510,51 @@ class Sender:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
+    def _connect(self) -> socket.socket:
+        """A connection to the endpoint (TLS for https), set up so that :meth:`abort` and
+        the request's deadline end the wait: a host that drops packets, or never answers
+        a handshake, held a stop for the whole ``timeout`` (a socket being connected
+        cannot be shut down; it is waited for a slice at a time instead)."""
+        deadline = time.monotonic() + self.timeout
+        error: OSError = OSError(f"{self.host}: no address to connect to")
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            self.host, self.port, type=socket.SOCK_STREAM
+        ):
+            sock = opened = socket.socket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                code = sock.connect_ex(address)
+                while code in _CONNECTING:
+                    if self._aborted or self._expired:
+                        raise OSError("abandoned: forwarding is stopping")
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError("timed out")
+                    if select.select([], [sock], [], min(_CONNECT_SLICE, left))[1]:
+                        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if code:
+                    raise OSError(code, os.strerror(code))
+                sock.settimeout(self.timeout)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.scheme != "https":
+                    return sock
+                import ssl
+
+                tls = opened = ssl.create_default_context().wrap_socket(
+                    sock, server_hostname=self.host, do_handshake_on_connect=False
+                )
+                self._sock = tls  # (abort() shuts it down: the handshake ends)
+                if self._aborted:
+                    raise OSError("abandoned: forwarding is stopping")
+                tls.do_handshake()
+                return tls
+            except OSError as exc:
+                opened.close()
+                error = exc
+                if self._aborted or self._expired or isinstance(exc, TimeoutError):
+                    break
+        raise error
+
     def _connection(self) -> http.client.HTTPConnection:
         import http.client
 
@@ -543,7 +592,7 @@ class Sender:
             deadline.start()
             try:
                 if conn.sock is None:
-                    conn.connect()
+                    conn.sock = self._connect()
                 self._sock = conn.sock
                 if self._aborted:  # (abort() came before the socket was there to shut down)
                     self._shut_down()
