@@ -239,18 +239,20 @@ def test_a_line_that_is_not_json_costs_only_itself_and_status_names_it(
     [report] = status()["store"]["bad_lines"]
     assert (report["segment"], report["lines"], report["count"]) == (second.name, [5, 8], 2)
     shown = ctl("status").stdout.decode()
-    assert f"journal lines left out: {second.name} lines 5, 8, not JSON (JSON is malformed" in shown
+    assert (
+        f"journal lines left out: {second.name} lines 5, 8, not events (JSON is malformed" in shown
+    )
     # A rebuild meets them again, and says so (status still says it once)
     rebuilt = ctl("rebuild")
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert rebuilt.stdout == b"rebuilt: 15 events (15 before)\n"
     assert rebuilt.stderr.decode().startswith(
-        f"journal lines left out: {second.name} lines 5, 8, not JSON (JSON is malformed"
+        f"journal lines left out: {second.name} lines 5, 8, not events (JSON is malformed"
     )
     [again] = status()["store"]["bad_lines"]
     assert again | {"at": report["at"]} == report and again["at"] >= report["at"]
     assert daemon.stop() == 0
-    assert f"journal segment {second.name}: lines 5, 8 not JSON" in daemon.log()
+    assert f"journal segment {second.name}: lines 5, 8 not events" in daemon.log()
 
 
 def test_stray_files_in_the_journal_are_ignored_and_reported(

@@ -356,7 +356,7 @@ def _damage(salvaged: list[dict[str, Any]], bad_lines: list[dict[str, Any]]) -> 
         more = f" and {count - len(bad['lines'])} more" if count > len(bad["lines"]) else ""
         lines.append(
             f"journal lines left out: {bad['segment']} line{'s' if count > 1 else ''} "
-            f"{shown}{more}, not JSON ({bad['error']})"
+            f"{shown}{more}, not events ({bad['error']})"
         )
     return lines
 

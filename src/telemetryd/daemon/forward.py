@@ -822,16 +822,17 @@ class Forwarder:
         """Forward until cancelled (the daemon stops); the position is saved on the way
         out. Nothing here stops the daemon: a failure is logged, shown by ``status`` and
         tried again."""
-        try:
-            await anyio.to_thread.run_sync(self._open, limiter=self._limiter)
-        except OSError as exc:
-            self._turn_off(f"{self.directory}: {exc.strerror or exc}")
-            return
+        # (asked first: forwarding that is off says nothing of a position it never uses)
         if await anyio.to_thread.run_sync(self._to_itself, limiter=self._limiter):
             self._turn_off(
                 f"{self.config.endpoint} is this daemon's own HTTP listener "
                 "(its journal would be sent back into itself)"
             )
+            return
+        try:
+            await anyio.to_thread.run_sync(self._open, limiter=self._limiter)
+        except OSError as exc:
+            self._turn_off(f"{self.directory}: {exc.strerror or exc}")
             return
         # Listen and take the writer's place in one step (no await between): every event
         # is then either in the count or counted by the listener.

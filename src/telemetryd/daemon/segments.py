@@ -362,9 +362,9 @@ _JSON_DECODER = msgspec.json.Decoder()
 
 def malformed_lines(path: str, start: int, end: int) -> Iterator[tuple[int, str]]:
     """The lines of segment ``path`` in its content bytes [start, end) (both at line ends)
-    that are not JSON, in order: (the line's number in the segment, from 1; msgspec's
-    error). The lines before ``start`` are only counted. Blank lines are no events and
-    no errors either."""
+    that are not events as JSON can hold them (not JSON, or JSON that is not an object),
+    in order: (the line's number in the segment, from 1; what is wrong). The lines
+    before ``start`` are only counted. Blank lines are no events and no errors either."""
     number = 0  # lines read so far
     offset = 0  # where the next line starts
     carry = b""
@@ -381,7 +381,10 @@ def malformed_lines(path: str, start: int, end: int) -> Iterator[tuple[int, str]
                 number += 1
                 if offset >= start and line.strip():
                     try:
-                        _JSON_DECODER.decode(line)
+                        value = _JSON_DECODER.decode(line)
                     except msgspec.DecodeError as exc:
                         yield number, str(exc)
+                    else:
+                        if not isinstance(value, dict):  # (an array or a number: no event)
+                            yield number, f"not a JSON object but {type(value).__name__}"
                 offset += len(line) + 1

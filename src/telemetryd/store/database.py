@@ -61,8 +61,8 @@ milliseconds.
 
 A damaged ``.gz`` segment (truncated, empty, corrupt) never blocks the others:
 its good prefix is loaded and written back as a plain segment, the damaged file
-goes to ``quarantine/<name>.damaged``, and `status` lists it. A line that is not JSON
-(a segment damaged on disk) costs only itself: the batch is loaded again without
+goes to ``quarantine/<name>.damaged``, and `status` lists it. A line that is not a JSON
+object (a segment damaged on disk) costs only itself: the batch is loaded again without
 it, and the segment and the line's number in it are logged and listed in `status`.
 
 Events are deduplicated by ``id``: of the rows sharing an id, the one stored
@@ -932,7 +932,7 @@ class Store:
             report = {"segment": name, "lines": lines, "count": count, "error": error, "at": at}
             self._keep_bad_lines(report)
             log.warning(
-                "journal segment %s: %s not JSON (%s), left out of the database",
+                "journal segment %s: %s not events (%s), left out of the database",
                 name,
                 _line_numbers(lines, count),
                 error,
