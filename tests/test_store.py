@@ -810,6 +810,22 @@ def test_a_damaged_compressed_segment_keeps_its_good_prefix_and_blocks_nothing(
         assert store.rebuild(str(journal)).events == expected - kept[2].count(b"\n")
 
 
+def test_a_salvaged_segments_events_are_its_event_lines(tmp_path: Path, journal: Path) -> None:
+    """``kept_events`` counted the good prefix's lines, a line that is no event too."""
+    data = custom(1) + custom(2) + b"this is not json {{{\n" + custom(3) + b"\n" + custom(4)
+    damaged = segment(journal, 1, ".jsonl.gz")
+    whole = gzip.compress(data * 20)  # (long enough to cut inside)
+    damaged.write_bytes(whole[: len(whole) * 3 // 4])
+    append(segment(journal, 2), custom(999))
+    with Store(str(tmp_path / "telemetry.duckdb")) as store:
+        store.materialize(str(journal))
+        [report] = store.stats()["salvaged"]
+        kept = segment(journal, 1).read_bytes()
+        events = sum(line.startswith(b"{") for line in kept.splitlines())
+        assert 0 < events < kept.count(b"\n")  # (bad and blank lines among them)
+        assert report["kept_events"] == events
+
+
 def test_a_partly_loaded_segment_compressed_later_is_read_on_from_its_offset(
     tmp_path: Path, journal: Path
 ) -> None:

@@ -833,16 +833,15 @@ class Store:
         directory = os.path.dirname(path)
         info = os.stat(path)
         tmp = os.path.join(directory, "." + os.path.basename(plain) + ".salvage")
-        kept = 0  # events: the complete lines of the good prefix
         with open(tmp, "wb") as out:
             left = good
             with contextlib.suppress(*segments.DAMAGE_ERRORS), segments.open_content(path) as src:
                 while left > 0 and (block := src.read(min(_INFLATE_CHUNK, left))):
                     out.write(block)
-                    kept += block.count(b"\n")
                     left -= len(block)
             out.flush()
             os.fsync(out.fileno())
+        kept = sum(1 for _ in segments.iter_ids(tmp))  # (events: lines with an id)
         os.utime(tmp, ns=(info.st_atime_ns, info.st_mtime_ns))  # retention judges by age
         if os.path.exists(plain):  # compression was under way: the plain file is whole
             os.unlink(tmp)
