@@ -524,13 +524,15 @@ class Sender:
             try:
                 sock.setblocking(False)
                 code = sock.connect_ex(address)
+                waiting = select.poll()  # (not select(): the daemon may hold 1,024 fds)
+                waiting.register(sock, select.POLLOUT)
                 while code in _CONNECTING:
                     if self._aborted or self._expired:
                         raise OSError("abandoned: forwarding is stopping")
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise TimeoutError("timed out")
-                    if select.select([], [sock], [], min(_CONNECT_SLICE, left))[1]:
+                    if waiting.poll(min(_CONNECT_SLICE, left) * 1000):
                         code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if code:
                     raise OSError(code, os.strerror(code))
