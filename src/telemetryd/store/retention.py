@@ -83,7 +83,6 @@ import logging
 import os
 import shutil
 import time
-import zlib
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
@@ -308,17 +307,6 @@ def _copy_usage(source: str, out: BinaryIO | gzip.GzipFile) -> tuple[int, list[s
 # -- compression ----------------------------------------------------------------------
 
 
-def _gzipped_size(path: str) -> int:
-    """The bytes :func:`compress` would make of the plain file ``path`` (about: its gzip
-    header names the file)."""
-    packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    size = 0
-    with open(path, "rb") as src:
-        while block := src.read(_BLOCK):
-            size += len(packer.compress(block))
-    return size + len(packer.flush()) + len(os.path.basename(path)) + 1
-
-
 class _Sink:
     """A file that counts the bytes written to it and keeps none."""
 
@@ -345,6 +333,15 @@ def _compacted_size(segment: Segment, compress: bool) -> int:
             _copy_usage(segment.source, sink)  # type: ignore[arg-type]
     except (OSError, *DAMAGE_ERRORS):
         return segment.size
+    return sink.size
+
+
+def _gzipped_size(path: str) -> int:
+    """The bytes :func:`compress` would make of the plain file ``path``."""
+    sink = _Sink()
+    name = os.path.basename(path)
+    with open(path, "rb") as src, gzip.GzipFile(name, "wb", GZIP_LEVEL, sink) as out:
+        shutil.copyfileobj(src, out, _BLOCK)
     return sink.size
 
 
