@@ -52,6 +52,8 @@ STOP_TIMEOUT = 30.0  # seconds a stopping worker gets before it is killed
 REQUEST_GRACE = 60.0  # past its own timeout, a query's answer may take this long to end
 _BACKOFF_FIRST = 0.5
 _BACKOFF_MAX = 30.0
+STATS_WAIT = 2.0  # `status` gives the last figures if the worker takes longer (a client waits 5 s)
+RESTART_WAIT = 2.0  # a request not yet taken by a killed worker waits for a restart this soon
 _READ_CHUNK = 256 * 1024
 # Ingest is busy (a timed load waits: StoreClient.run) while the journal takes at least
 # this many events a second, measured over at least BUSY_LOOK seconds (or fewer, once a
@@ -108,7 +110,7 @@ class StoreWorker:
         self._listener: socket.socket | None = None
         self._process: Process | None = None
         self._wanted = anyio.Event()
-        self._failed = anyio.Event()  # set (and replaced) when a start or a run fails
+        self._failure = _Failure()  # set (and replaced) when a start or a run fails
         self._exited = anyio.Event()  # set (and replaced) when a worker process ends
         self._stopping = False
         self._stop_asked = anyio.Event()
@@ -139,7 +141,7 @@ class StoreWorker:
             await self._send_prices()
         self.requests += 1
         self.want()
-        failed = self._failed
+        failure = self._failure
         try:
             try:
                 stream = await anyio.connect_unix(self.path)
@@ -149,7 +151,16 @@ class StoreWorker:
             async with stream, anyio.create_task_group() as tg:
 
                 async def give_up() -> None:
-                    await failed.wait()
+                    # A worker that dies ends the connections it had accepted (the
+                    # relay sees the end). One still in the backlog is the next
+                    # worker's, when the next one starts soon (see _fail).
+                    nonlocal failure
+                    waited = False  # (through one restart at most)
+                    while True:
+                        await failure.event.wait()
+                        if not failure.restarts or waited:
+                            break
+                        failure, waited = self._failure, True
                     tg.cancel_scope.cancel()
 
                 tg.start_soon(give_up)
@@ -282,7 +293,7 @@ class StoreWorker:
             self.state = "failed"
             self.error = f"cannot start the store worker: {exc}"
             log.error("%s", self.error)
-            self._fail()
+            self._fail(restarts=False)
             return False
         self._process = process
         self.pid = process.pid
@@ -311,13 +322,20 @@ class StoreWorker:
         self.state = "failed"
         self.error = f"the store worker exited unexpectedly ({self.last_exit})"
         log.error("%s; it is restarted when needed", self.error)
-        self._fail()
+        # Killed (kill -9, the kernel's OOM killer, a crash), not failing to start: the
+        # requests waiting in the backlog wait for the restart if it comes soon.
+        killed = code is not None and code < 0
+        soon = _backoff(self.failures + 1) <= RESTART_WAIT
+        self._fail(restarts=killed and soon and not self._stopping)
         return False
 
-    def _fail(self) -> None:
-        """Requests waiting for this worker give up (the next ones start another)."""
-        failed, self._failed = self._failed, anyio.Event()
-        failed.set()
+    def _fail(self, restarts: bool) -> None:
+        """Requests waiting for this worker give up (the next ones start another),
+        unless it ``restarts`` soon: then those it had not taken wait for the next
+        worker (and give up if that one fails too)."""
+        failure, self._failure = self._failure, _Failure()
+        failure.restarts = restarts
+        failure.event.set()
 
     async def _watch(self, process: Process, scope: anyio.CancelScope) -> None:
         """Stop an idle worker; kill one whose event loop no longer answers."""
@@ -369,6 +387,14 @@ class StoreWorker:
             log.error("store worker did not stop within %.0f s; killing it", STOP_TIMEOUT)
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
+
+
+class _Failure:
+    """A run of the worker failed (``event``), and whether the next one starts soon."""
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.restarts = False
 
 
 async def _relay(stream: Any, on_line: Callable[[bytes], Awaitable[None]]) -> bool:
@@ -629,9 +655,9 @@ class StoreClient:
 
     async def stats(self) -> dict[str, Any]:
         """The store's figures: asked of the worker when it runs (never started for
-        this), else the last ones it gave, with when."""
+        this) and answering within STATS_WAIT, else the last ones it gave, with when."""
         if self.worker.running:
-            with anyio.move_on_after(5.0), contextlib.suppress(WorkerError):
+            with anyio.move_on_after(STATS_WAIT), contextlib.suppress(WorkerError):
                 reply = await self.worker.call(wire.WorkerStats())
                 reply.pop("ok", None)
                 self.last_stats, self.last_stats_at = reply, time.time()
