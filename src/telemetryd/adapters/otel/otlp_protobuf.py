@@ -76,7 +76,7 @@ def decode(signal: Signal, body: bytes) -> list[Scoped]:
                 logs: list[LogRecord] = []
                 add = logs.append
                 for r in sl.log_records:
-                    attrs, plain = seen(list(r.attributes))
+                    attrs, plain = seen(r.attributes[:])
                     # (a body is mostly the event's name: the last few met are kept)
                     body = r.body
                     value = bodies.get(body, _UNSEEN)
@@ -237,7 +237,7 @@ _DOUBLE = struct.Struct("<d")
 def _raw_attrs(pairs: Any) -> dict[str, Any]:
     """Attributes (a repeated KeyValue, each still encoded: the look-alike's) as a dict
     of plain values (wire.SeenAttributes)."""
-    return _SEEN.attrs(list(pairs))[0]
+    return _SEEN.attrs(pairs[:])[0]
 
 
 def _key_value(raw: bytes) -> tuple[str, Any]:
