@@ -214,7 +214,8 @@ def test_a_line_that_is_not_json_costs_only_itself_and_status_names_it(
 ) -> None:
     """Lines damaged on disk in the middle of a segment: every other event loads, and
     `status` names the segment and the lines' numbers in it (they were only in the log,
-    with every segment of the load's batch and a line number counted in the batch)."""
+    with every segment of the load's batch and a line number counted in the batch), for
+    as long as the database holds what was loaded around them."""
     daemon = daemon_factory().start()
     send(daemon, custom(4, "a"))
     new_segment(daemon)
@@ -242,6 +243,11 @@ def test_a_line_that_is_not_json_costs_only_itself_and_status_names_it(
     assert (
         f"journal lines left out: {second.name} lines 5, 8, not events (JSON is malformed" in shown
     )
+    # A later store worker (and daemon) says so too: the lines are not read again.
+    assert daemon.stop() == 0
+    daemon.start()
+    assert count() == 15
+    assert status()["store"]["bad_lines"] == [report]
     # A rebuild meets them again, and says so (status still says it once)
     rebuilt = ctl("rebuild")
     assert rebuilt.returncode == 0, rebuilt.stderr

@@ -5,7 +5,9 @@ rebuilt from it at any time. On disk, next to the journal::
 
     telemetry.duckdb   one DuckDB file; only the daemon opens it read-write
       meta             key/value facts: schema_version (SCHEMA_VERSION below), created_at,
-                       views (the digest of the views and macros last created)
+                       views (the digest of the views and macros last created),
+                       bad_lines (the journal lines loads left out since the last
+                       rebuild, per segment, as JSON: `status` names them)
       segments         per journal segment (by sequence number): the file last loaded
                        (or, once retention kept only its usage, that file), loaded_bytes,
                        the length of its prefix of complete lines that is in `events`,
@@ -81,6 +83,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import re
@@ -429,7 +432,8 @@ class Store:
         self.load_dir = os.path.join(here, "load")
         self.quarantine_dir = quarantine_dir or os.path.join(here, "quarantine")
         self.salvaged: list[dict[str, Any]] = []  # damaged segments met by this process
-        # Lines that loads left out (not JSON), per segment, since the last rebuild
+        # Lines that loads left out (not JSON), per segment, since the last rebuild (kept
+        # in meta too: a later worker, or daemon, reports them as well)
         self.bad_lines: list[dict[str, Any]] = []
         self._limit = batch_bytes  # the batch size now
         self._good_batches = 0
@@ -508,6 +512,17 @@ class Store:
             return
         if views != _VIEWS_DIGEST:  # (unchanged ones cost an open nothing, and write nothing)
             self._in_transaction(self._create_views)
+        self.bad_lines = self._kept_bad_lines()
+
+    def _kept_bad_lines(self) -> list[dict[str, Any]]:
+        """The reports of lines left out that an earlier worker or daemon kept in meta
+        (a bad line is met once: its segment's offset is past it afterwards)."""
+        rows = self._con.execute("SELECT value FROM meta WHERE key = 'bad_lines'").fetchall()
+        try:
+            kept = json.loads(rows[0][0]) if rows else []
+        except ValueError:
+            return []
+        return [report for report in kept if isinstance(report, dict)]
 
     def _create_schema(self) -> None:
         self._con.execute(_sql("schema.sql"))
@@ -953,8 +968,12 @@ class Store:
                 known["lines"] = (known["lines"] + report["lines"])[:_SHOWN_LINES]
                 known["count"] += report["count"]
                 known["at"] = report["at"]
-                return
-        self.bad_lines.append(report)
+                break
+        else:
+            self.bad_lines.append(report)
+        self._con.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('bad_lines', ?)", [json.dumps(self.bad_lines)]
+        )
 
     def _insert(self, batch: _Batch, files: list[str], *, lenient: bool) -> int:
         con = self._con
