@@ -603,6 +603,29 @@ def test_an_empty_database_says_so(running_daemon: Daemon, browser: Any, tmp_pat
     assert out.stat().st_size < 10_000  # no charting library for nothing
 
 
+def test_sums_past_javascripts_integers_draw_without_a_warning(
+    running_daemon: Daemon, tmp_path: Path
+) -> None:
+    """Token sums past 2**53 (each request's input the largest count there may be) are
+    drawn to a browser's precision, and Bokeh's "out of range integer" warning is not
+    printed."""
+    most = 2**53 - 1
+    request = {
+        "type": "api_request",
+        "ts": iso(NOW - timedelta(hours=1)),
+        "session_id": "huge",
+        "agent": {"model": "claude-sonnet-4-5", "provider": "anthropic"},
+        "tokens": {"source": "actual", "input": most, "output": 0},
+    }
+    send(running_daemon, [request] * 3)
+    [row] = query("select sum(input_tokens) as n from api_requests")
+    assert int(row["n"]) == 3 * most
+    out = tmp_path / "huge.html"
+    made = ctl("report", "--html", str(out), timeout=60)
+    assert made.returncode == 0, made.stderr.decode()
+    assert made.stderr.decode() == f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)\n"
+
+
 # -- the command ---------------------------------------------------------------------------
 
 

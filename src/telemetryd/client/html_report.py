@@ -24,6 +24,7 @@ the daemon (tests/test_html_report.py holds them to it). Needs the ``report`` ex
 from __future__ import annotations
 
 import html
+import warnings
 import zoneinfo
 from datetime import datetime
 
@@ -391,10 +392,14 @@ def render(
     with document.models.freeze():
         for root in charts:
             document.add_root(root)
-    return file_html(
-        document,
-        INLINE,
-        title,
-        template=TEMPLATE,
-        template_variables={"css": CSS, "header": header, "parts": parts},
-    )
+    with warnings.catch_warnings():
+        # A sum past 2**53 (JavaScript's exact integers) is drawn and shown to a
+        # browser's precision, 15 digits and more: no warning on stderr for that.
+        warnings.filterwarnings("ignore", message="out of range integer")
+        return file_html(
+            document,
+            INLINE,
+            title,
+            template=TEMPLATE,
+            template_variables={"css": CSS, "header": header, "parts": parts},
+        )
