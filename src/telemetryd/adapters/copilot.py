@@ -44,7 +44,7 @@ nanoseconds]``, attributes as a plain object and ``kind`` the SDK's (0 internal,
 server, 2 client, 3 producer, 4 consumer: OTLP's number less one), or a metric,
 ``{"type": "metric", "name", "dataPoints", ...}`` (line shapes as tokscale's Copilot
 parser reads them, junhoyeo/tokscale ``crates/tokscale-core/src/sessions/copilot.rs``,
-and its tests). :func:`otel_span` turns a span line into the records of the OTLP
+and its tests). :class:`Spans` turns a span line into the records of the OTLP
 decoders (:mod:`telemetryd.adapters.otel.records`), and the GenAI mapper
 (:mod:`telemetryd.adapters.otel.genai`) makes the same events of it as of the same
 span exported over OTLP, with the same ids: a ``chat`` span is an ``api_request``
@@ -61,23 +61,23 @@ out (:func:`covered`): its requests are counted from the file, one by one. So is
 whose calls the store holds already, sent live over OTLP (the importer asks the store:
 ``importer.stored_model_calls``).
 
-Plain dicts, no imports beyond the adapters' own.
+Plain dicts, no imports beyond the adapters' own (and msgspec: a span line is decoded
+into :class:`SpanLine`).
 """
 
 from __future__ import annotations
 
 import bisect
 from datetime import datetime
+from typing import Any
+
+import msgspec
 
 from telemetryd.adapters import ids
 from telemetryd.adapters import usage as usage_mod
 from telemetryd.adapters.otel import common as otel_common
 from telemetryd.adapters.otel import genai, mapping
 from telemetryd.adapters.otel.records import Scope, Span, SpanEvent
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
 
 SOURCE = "copilot-cli"
 PROVIDER = "github-copilot"
@@ -296,60 +296,109 @@ def _object(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def otel_span(line: Any) -> tuple[Scope, Span] | None:
-    """A span line of the file export as OTLP records; None for anything else (metrics,
-    lines of another shape). A line without ``type`` is a span when it has a name and a
-    trace or span id (VS Code's Copilot Chat writes them so)."""
-    name = _span_name(line)
-    if name is None:
-        return None
-    resource = dict(_object(_object(line.get("resource")).get("attributes")))
-    resource.setdefault("service.name", OTEL_SERVICE)
-    scope_of = _object(line.get("instrumentationScope"))
-    scope = Scope(
-        resource=resource, name=_text(scope_of.get("name")), version=_text(scope_of.get("version"))
-    )
-    status = _object(line.get("status"))
-    code = status.get("code")
-    kind = line.get("kind")
-    events = []
-    raw_events = line.get("events")
-    for item in raw_events if isinstance(raw_events, list) else ():
-        if isinstance(item, dict) and isinstance(item.get("name"), str):
-            events.append(
-                SpanEvent(
-                    name=item["name"],
-                    time_ns=_ns(item.get("time")),
-                    attrs=dict(_object(item.get("attributes"))),
+class SpanLine(msgspec.Struct):
+    """A line of the file export with a span's fields, each as the line has it (anything
+    else on the line is skipped). The resource and the instrumentation scope are kept as
+    their JSON text: the spans of one process repeat them, and :class:`Spans` decodes
+    each text once (empty: the line has none)."""
+
+    type: Any = None
+    name: Any = None
+    traceId: Any = None
+    spanId: Any = None
+    parentSpanId: Any = None
+    kind: Any = None
+    startTime: Any = None
+    endTime: Any = None
+    attributes: Any = None
+    status: Any = None
+    events: Any = None
+    resource: msgspec.Raw = msgspec.Raw(b"")
+    instrumentationScope: msgspec.Raw = msgspec.Raw(b"")
+
+
+SPAN_LINE = msgspec.json.Decoder(SpanLine)
+_ANY = msgspec.json.Decoder()
+
+
+def _decoded(text: msgspec.Raw) -> Any:
+    """A :class:`SpanLine`'s JSON text decoded (None when the line has none). (The line
+    decoded whole, so its parts do too.)"""
+    return _ANY.decode(text) if text else None
+
+
+class Spans:
+    """The span lines of one export file as OTLP records (:meth:`records`). The lines
+    written by one process share their resource and scope: while they are the same text
+    as the line before's, the same :class:`Scope` is given (the mappers then clean its
+    resource once, see ``common.with_resource``)."""
+
+    def __init__(self) -> None:
+        self._texts: tuple[msgspec.Raw, msgspec.Raw] | None = None
+        self._scope = Scope(resource={})
+
+    def records(self, line: SpanLine) -> tuple[Scope, Span] | None:
+        """A span line as OTLP records; None for anything else (metrics, lines of another
+        shape). A line without ``type`` is a span when it has a name and a trace or span
+        id (VS Code's Copilot Chat writes them so)."""
+        name = _span_name(line)
+        if name is None:
+            return None
+        texts = (line.resource, line.instrumentationScope)
+        if texts != self._texts:
+            self._texts, self._scope = texts, _scope(*map(_decoded, texts))
+        status = _object(line.status)
+        code = status.get("code")
+        kind = line.kind
+        events = []
+        raw_events = line.events
+        for item in raw_events if isinstance(raw_events, list) else ():
+            if isinstance(item, dict) and isinstance(item.get("name"), str):
+                events.append(
+                    SpanEvent(
+                        name=item["name"],
+                        time_ns=_ns(item.get("time")),
+                        attrs=dict(_object(item.get("attributes"))),
+                    )
                 )
-            )
-    span = Span(
-        trace_id=_hex(line.get("traceId")),
-        span_id=_hex(line.get("spanId")),
-        name=name,
-        start_ns=_ns(line.get("startTime")),
-        end_ns=_ns(line.get("endTime")),
-        attrs=dict(_object(line.get("attributes"))),
-        parent_span_id=_hex(line.get("parentSpanId")),
-        kind=kind + 1 if isinstance(kind, int) and 0 <= kind <= 4 else 0,
-        status_code=code if code in (0, 1, 2) else 0,
-        status_message=_text(status.get("message")),
-        events=events,
+        span = Span(
+            trace_id=_hex(line.traceId),
+            span_id=_hex(line.spanId),
+            name=name,
+            start_ns=_ns(line.startTime),
+            end_ns=_ns(line.endTime),
+            attrs=dict(_object(line.attributes)),
+            parent_span_id=_hex(line.parentSpanId),
+            kind=kind + 1 if isinstance(kind, int) and 0 <= kind <= 4 else 0,
+            status_code=code if code in (0, 1, 2) else 0,
+            status_message=_text(status.get("message")),
+            events=events,
+        )
+        return self._scope, span
+
+
+def _scope(resource: Any, scope_of: Any) -> Scope:
+    """The :class:`Scope` of a span line's decoded ``resource`` and ``instrumentationScope``
+    (a resource without ``service.name`` is Copilot CLI's)."""
+    attributes = dict(_object(_object(resource).get("attributes")))
+    attributes.setdefault("service.name", OTEL_SERVICE)
+    scope_of = _object(scope_of)
+    return Scope(
+        resource=attributes,
+        name=_text(scope_of.get("name")),
+        version=_text(scope_of.get("version")),
     )
-    return scope, span
 
 
-def _span_name(line: Any) -> str | None:
-    """The name of a span line (:func:`otel_span`), None for any other line."""
-    if not isinstance(line, dict):
-        return None
-    kind_of_line = line.get("type")
-    name = line.get("name")
+def _span_name(line: SpanLine) -> str | None:
+    """The name of a span line (:meth:`Spans.records`), None for any other line."""
+    kind_of_line = line.type
+    name = line.name
     if not isinstance(name, str):
         return None
     if kind_of_line != "span" and (
         kind_of_line is not None
-        or not (isinstance(line.get("traceId"), str) or isinstance(line.get("spanId"), str))
+        or not (isinstance(line.traceId, str) or isinstance(line.spanId, str))
     ):
         return None
     return name
@@ -371,18 +420,18 @@ def otel_events(scope: Scope, span: Span) -> list[dict[str, Any]]:
     return out
 
 
-def model_call(line: Any) -> tuple[str, float] | None:
-    """(session id, end time in epoch seconds) of a span line (:func:`otel_span`) that is a
-    model call with a session; None for any other line. Read off the line, without
+def model_call(line: SpanLine) -> tuple[str, float] | None:
+    """(session id, end time in epoch seconds) of a span line (:meth:`Spans.records`) that
+    is a model call with a session; None for any other line. Read off the line, without
     building the span: the importer runs it on every line of the exports first."""
     name = _span_name(line)
     if name is None:
         return None
-    attrs = _object(line.get("attributes"))
+    attrs = _object(line.attributes)
     if genai.operation_of(name, attrs) not in genai.MODEL_CALLS:
         return None
     session = otel_common.first(attrs, otel_common.SESSION_KEYS)
-    when = _ns(line.get("endTime")) or _ns(line.get("startTime"))
+    when = _ns(line.endTime) or _ns(line.startTime)
     if not session or not when:
         return None
     return session, when / 1e9

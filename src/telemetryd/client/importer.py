@@ -182,10 +182,11 @@ class _CopilotData(msgspec.Struct):
     providerModelMetrics: msgspec.Raw | None = None
 
 
-class _CopilotLine(msgspec.Struct):
-    """A Copilot CLI session event; of its ``data`` only a shutdown's model metrics."""
+class _CopilotLine(copilot.SpanLine):
+    """A line of Copilot CLI's files: a session event, of whose ``data`` only a shutdown's
+    model metrics are read, or a line of an OpenTelemetry file export (the fields of
+    :class:`copilot.SpanLine`), so that a span is decoded once."""
 
-    type: Any = None
     id: Any = None
     timestamp: Any = None
     data: _CopilotData | None = None
@@ -1194,10 +1195,12 @@ class Importer:
         so that a session's shutdown totals they cover are left out (adapters/copilot.py)."""
         self.model_calls = model_calls(paths)
 
-    def _copilot_span(self, line: Any, end: int | None = None) -> None:
+    def _copilot_span(
+        self, spans: copilot.Spans, line: copilot.SpanLine, end: int | None = None
+    ) -> None:
         """A line of an OpenTelemetry file export: a span's events, as the OTLP listener
         makes them (anything else, metrics included, is passed over)."""
-        found = copilot.otel_span(line)
+        found = spans.records(line)
         if found is None:
             return
         for event in copilot.otel_events(*found):
@@ -1214,6 +1217,7 @@ class Importer:
         fallback: list[str | None] = []  # the file's mtime, looked up when first needed
         previous: float | None = None  # the last shutdown's time
         shutdowns = copilot.Shutdowns()
+        spans = copilot.Spans()
         offset = 0
         for raw in _lines(f, summary, self.progress):
             offset += len(raw)
@@ -1234,7 +1238,7 @@ class Importer:
                 if decoded.type != copilot.SHUTDOWN:
                     shutdowns.seen(decoded.type)
                     if decoded.type == "span" or (decoded.type is None and b"Id" in raw):
-                        self._copilot_span(_whole(raw), offset)  # (JSON: decoded above)
+                        self._copilot_span(spans, decoded, offset)
                     continue
                 data = decoded.data
                 line = {
@@ -1245,7 +1249,8 @@ class Importer:
                 }
             if not isinstance(line, dict) or line.get("type") != copilot.SHUTDOWN:
                 shutdowns.seen(line.get("type") if isinstance(line, dict) else None)
-                self._copilot_span(line, offset)
+                # (a span whose other fields are not a session event's: JSON, decoded above)
+                self._copilot_span(spans, _typed(copilot.SPAN_LINE, raw), offset)
                 continue
             if not fallback:
                 fallback.append(_mtime_ts(path))
@@ -1282,7 +1287,10 @@ def model_calls(paths: Iterable[Path]) -> dict[str, list[float]]:
                 for raw in _lines(f, Summary(agent="copilot"), None):
                     if b'"span"' not in raw and b"traceId" not in raw:
                         continue
-                    call = copilot.model_call(_whole(raw))
+                    try:
+                        call = copilot.model_call(_typed(copilot.SPAN_LINE, raw))
+                    except msgspec.DecodeError:  # (not JSON, or not an object)
+                        continue
                     if call:
                         calls.setdefault(call[0], []).append(call[1])
         except OSError:
