@@ -75,6 +75,9 @@ _DAY_MS = 86_400_000
 # seconds is exact to the microsecond, so the datetime below gives the same text.
 _PARTS_BELOW = 1 << 42
 _DAYS: dict[int, str] = {}  # day since the epoch -> its "YYYY-MM-DDT" (bounded below)
+# "00" to "99" and ".000Z" to ".999Z": tables, as format specs ({n:02d}) cost ten times more
+_TWO_DIGITS = [f"{n:02d}" for n in range(100)]
+_MILLIS = [f".{ms:03d}Z" for ms in range(1000)]
 
 
 def _ts(millis: Any) -> str:
@@ -89,7 +92,8 @@ def _ts(millis: Any) -> str:
         seconds, ms = divmod(rest, 1000)
         minutes, seconds = divmod(seconds, 60)
         hours, minutes = divmod(minutes, 60)
-        return f"{prefix}{hours:02d}:{minutes:02d}:{seconds:02d}.{ms:03d}Z"
+        two = _TWO_DIGITS
+        return f"{prefix}{two[hours]}:{two[minutes]}:{two[seconds]}{_MILLIS[ms]}"
     if not isinstance(millis, int) or isinstance(millis, bool) or abs(millis) > MAX_I64:
         millis = 0
     try:

@@ -339,6 +339,30 @@ def copilot(
     )
 
 
+def input_with_caches(
+    *,
+    input: int | None,
+    output: int | None,
+    cache_read: int = 0,
+    cache_write: int = 0,
+    reasoning: int | None = None,
+    total: int | None = None,
+) -> dict[str, Any]:
+    """Counts whose ``input`` includes both the cache reads and writes, and whose
+    ``output`` includes the reasoning (Copilot's and the AI SDK's usage, the GenAI
+    semantic conventions' ``gen_ai.usage.*``): what :func:`tokens_from_usage` makes of
+    such a usage, without finding out its shape (the GenAI mapper calls it per span)."""
+    return _actual(
+        input_all=input,
+        cached=cache_read,
+        cache_creation=cache_write,
+        creation_in_input=True,
+        output=output,
+        reasoning=reasoning,
+        total=total,
+    )
+
+
 def parts_and_total(
     *,
     input: int,
@@ -439,11 +463,10 @@ def tokens_from_usage(usage: dict[str, Any]) -> dict[str, Any]:
         )
     # Copilot and the AI SDK: inputTokens includes cache reads and writes.
     if "cache_read_tokens" in u or "cache_write_tokens" in u:
-        return _actual(
-            input_all=n("input_tokens"),
-            cached=n("cache_read_tokens") or 0,
-            cache_creation=n("cache_write_tokens") or 0,
-            creation_in_input=True,
+        return input_with_caches(
+            input=n("input_tokens"),
+            cache_read=n("cache_read_tokens") or 0,
+            cache_write=n("cache_write_tokens") or 0,
             output=n("output_tokens"),
             reasoning=n("reasoning_tokens"),
             total=n("total_tokens"),

@@ -113,14 +113,12 @@ def tokens(attrs: dict[str, Any]) -> dict[str, Any]:
     reasoning = c.count(attrs.get("gen_ai.usage.reasoning.output_tokens"))
     if reasoning is None:
         reasoning = c.count(attrs.get("gen_ai.usage.reasoning_tokens"))
-    return usage_mod.tokens_from_usage(
-        {
-            "input_tokens": c.count(attrs.get("gen_ai.usage.input_tokens")),
-            "cache_read_tokens": cache_read or 0,
-            "cache_write_tokens": cache_write or 0,
-            "output_tokens": c.count(attrs.get("gen_ai.usage.output_tokens")),
-            "reasoning_tokens": reasoning,
-        }
+    return usage_mod.input_with_caches(
+        input=c.count(attrs.get("gen_ai.usage.input_tokens")),
+        output=c.count(attrs.get("gen_ai.usage.output_tokens")),
+        cache_read=cache_read or 0,
+        cache_write=cache_write or 0,
+        reasoning=reasoning,
     )
 
 
