@@ -624,3 +624,37 @@ def test_a_price_without_tiers_costs_what_the_tier_walk_gives() -> None:
     for found in counts:
         assert flat.cost(*found) == tiered.cost(*found)
     assert flat == pricing.Rates("s", "e", *(pricing.Rate(p) for p in (3.0, 15.0, 0.3, 3.75, 6.0)))
+
+
+def _walked(rates: pricing.Rates, inp: int, out: int, read: int, write: int, long: int) -> float:
+    """Rates.cost as the tiers of each kind are walked (Rate.at), for the prompt's size."""
+    long = min(max(long, 0), write)
+    prompt = inp + read + write
+    return (
+        inp * rates.input.at(prompt)
+        + out * rates.output.at(prompt)
+        + read * rates.cache_read.at(prompt)
+        + (write - long) * rates.cache_write.at(prompt)
+        + long * rates.cache_write_1h.at(prompt)
+    ) * pricing.PER_TOKEN + rates.per_request
+
+
+def test_tiered_prices_cost_what_the_tier_walk_gives() -> None:
+    """Rates.cost's bands of tiered prices: the same float as walking each kind's tiers,
+    on both sides of every start, whatever the order of a kind's tiers."""
+    tiers = ((200_000, 6.0), (100, 4.0), (100, 5.0))
+    rates = pricing.Rates(
+        "s",
+        "e",
+        pricing.Rate(3.0, tiers),
+        pricing.Rate(15.0, ((200_000, 22.5),)),
+        pricing.Rate(0.3),
+        pricing.Rate(3.75, ((50, 1.0),)),
+        pricing.Rate(6.0),
+        per_request=0.01,
+    )
+    assert rates.flat is None and rates.bands is not None
+    assert rates.bands[0] == (50, 100, 200_000)
+    for prompt in (0, 1, 49, 50, 51, 99, 100, 101, 199_999, 200_000, 200_001, 10**9):
+        for found in ((prompt, 7, 0, 0, 0), (0, 7, prompt, 0, 0), (0, 9, 0, prompt, prompt // 2)):
+            assert rates.cost(*found) == _walked(rates, *found)

@@ -41,6 +41,7 @@ else is ignored for pricing and never makes an event fail.
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -78,6 +79,9 @@ class Rate:
         return price
 
 
+_Prices = tuple[float, float, float, float, float]  # input, output, cache read, write, 1h write
+
+
 @dataclass(frozen=True)
 class Rates:
     """A model's prices at one time, and where they come from (``source``:
@@ -93,7 +97,10 @@ class Rates:
     cache_write_1h: Rate
     per_request: float = 0.0
     # The five base prices when none has tiers (set from the rates: never given)
-    flat: tuple[float, float, float, float, float] | None = field(
+    flat: _Prices | None = field(default=None, init=False, repr=False, compare=False)
+    # With tiers: the tiers' starts (every kind's, in order, once) and the five prices in
+    # each band they make: a prompt over n of the starts pays band n's (set likewise)
+    bands: tuple[tuple[int, ...], tuple[_Prices, ...]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
 
@@ -101,29 +108,42 @@ class Rates:
         kinds = (self.input, self.output, self.cache_read, self.cache_write, self.cache_write_1h)
         if not any(rate.tiers for rate in kinds):
             object.__setattr__(self, "flat", tuple(rate.base for rate in kinds))
+        elif all(start.__class__ is int for rate in kinds for start, _ in rate.tiers):
+            starts = sorted({start for rate in kinds for start, _ in rate.tiers})
+            # one prompt of each band: at most the first start, then just over each start
+            prompts = [starts[0]] + [start + 1 for start in starts]
+            object.__setattr__(self, "bands", (tuple(starts), tuple(map(self._at, prompts))))
+
+    def _at(self, prompt: int) -> _Prices:
+        """The five prices for a request of ``prompt`` tokens (see :meth:`Rate.at`)."""
+        return (
+            self.input.at(prompt),
+            self.output.at(prompt),
+            self.cache_read.at(prompt),
+            self.cache_write.at(prompt),
+            self.cache_write_1h.at(prompt),
+        )
 
     def cost(
         self, inp: int, out: int, cache_read: int = 0, cache_creation: int = 0, long: int = 0
     ) -> float:
         """USD for one request's tokens (``long``: the 1-hour part of ``cache_creation``)."""
         long = min(max(long, 0), cache_creation)
-        flat = self.flat
-        if flat is not None:  # no tiers: the same sum, without looking at the prompt
-            base_in, base_out, base_read, base_write, base_1h = flat
-            return (
-                inp * base_in
-                + out * base_out
-                + cache_read * base_read
-                + (cache_creation - long) * base_write
-                + long * base_1h
-            ) * PER_TOKEN + self.per_request
-        prompt = inp + cache_read + cache_creation
+        prices = self.flat
+        if prices is None:  # the prices of this prompt's size
+            prompt = inp + cache_read + cache_creation
+            if self.bands is not None:
+                starts, bands = self.bands
+                prices = bands[bisect.bisect_left(starts, prompt)]  # (the starts below it)
+            else:
+                prices = self._at(prompt)
+        price_in, price_out, price_read, price_write, price_1h = prices
         return (
-            inp * self.input.at(prompt)
-            + out * self.output.at(prompt)
-            + cache_read * self.cache_read.at(prompt)
-            + (cache_creation - long) * self.cache_write.at(prompt)
-            + long * self.cache_write_1h.at(prompt)
+            inp * price_in
+            + out * price_out
+            + cache_read * price_read
+            + (cache_creation - long) * price_write
+            + long * price_1h
         ) * PER_TOKEN + self.per_request
 
 
