@@ -195,14 +195,19 @@ def _outcome(span: Span) -> tuple[bool | None, str | None]:
     return None, None
 
 
-def span_events(scope: Scope, span: Span, source: str) -> list[dict[str, Any]]:
-    """The events a GenAI span stands for besides its ``span`` event."""
+def span_events(
+    scope: Scope, span: Span, source: str, attrs: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """The events a GenAI span stands for besides its ``span`` event (``attrs``: the span's
+    attrs as ``c.with_resource`` gives them, when the caller has them already: the events
+    take that dict)."""
     op = operation(span)
     raw = span.attrs
     start, end = c.iso(span.start_ns), c.iso(span.end_ns) or c.iso(span.start_ns)
     duration = c.duration_ms(span.start_ns, span.end_ns)
     success, error = _outcome(span)
-    attrs = c.with_resource(raw, scope.resource)
+    if attrs is None:
+        attrs = c.with_resource(raw, scope.resource)
     attrs["otel.from_span"] = True
     out = []
     if op in MODEL_CALLS:

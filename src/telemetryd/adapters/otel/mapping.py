@@ -97,15 +97,20 @@ def span_events(scope: Scope, span: Span) -> list[dict[str, Any]]:
     module knows, the events they stand for (an ``api_request`` of a model call, a
     ``tool_result``, an agent activation)."""
     source = source_of(scope, span.name)
-    out = [generic_span(scope, span, source)]
     service = scope.service
     if claude_code.matches(service, span.name):
-        out += claude_code.span_events(scope, span)
-    elif codex.matches(service, span.name) or gemini.matches(service, span.name, scope.name):
-        pass  # their counts come from their log events (docs/events.md: OTLP mapping)
-    elif genai.matches_span(span):
-        out += genai.span_events(scope, span, source)
-    return out
+        return [generic_span(scope, span, source), *claude_code.span_events(scope, span)]
+    if codex.matches(service, span.name) or gemini.matches(service, span.name, scope.name):
+        # their counts come from their log events (docs/events.md: OTLP mapping)
+        return [generic_span(scope, span, source)]
+    if genai.matches_span(span):
+        # (the span's attrs cleaned once for both: each event gets a copy to add to)
+        attrs = c.with_resource(span.attrs, scope.resource)
+        return [
+            generic_span(scope, span, source, dict(attrs)),
+            *genai.span_events(scope, span, source, attrs),
+        ]
+    return [generic_span(scope, span, source)]
 
 
 def metric_events(scope: Scope, point: Point) -> list[dict[str, Any]]:
@@ -207,9 +212,13 @@ def span_id_of(span: Span) -> str:
     return c.record_id("otel-span-", span.name, str(span.start_ns), span.attrs)
 
 
-def generic_span(scope: Scope, span: Span, source: str) -> dict[str, Any]:
-    """The ``span`` event of a span."""
-    attrs = c.with_resource(span.attrs, scope.resource)
+def generic_span(
+    scope: Scope, span: Span, source: str, attrs: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``span`` event of a span (``attrs``: the span's attrs as ``c.with_resource``
+    gives them, when the caller has them already: the event takes that dict)."""
+    if attrs is None:
+        attrs = c.with_resource(span.attrs, scope.resource)
     if span.events:
         attrs["events"] = [_span_event(item, span.start_ns) for item in span.events[:20]]
         if len(span.events) > 20:
