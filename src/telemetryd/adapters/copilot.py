@@ -69,7 +69,7 @@ from __future__ import annotations
 
 import bisect
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -134,6 +134,54 @@ def _counts(metrics: Any) -> _Counts | None:
         write,
         reasoning,
         request_count,
+        cost if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None,
+        nano_aiu if isinstance(nano_aiu, (int, float)) and not isinstance(nano_aiu, bool) else None,
+    )
+
+
+# A shutdown's model metrics of the usual types, typed: a value of another type (a count
+# that is not a whole number from 0, a usage that is not an object) fails the decoding,
+# and the line is read whole by Shutdowns.records instead, so both give the same records.
+_Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class _Usage(msgspec.Struct):
+    inputTokens: _Count | None = None  # (Copilot CLI's names)
+    outputTokens: _Count | None = None
+    cacheReadTokens: _Count | None = None
+    cacheWriteTokens: _Count | None = None
+    reasoningTokens: _Count | None = None
+
+
+class _Requests(msgspec.Struct):
+    count: _Count | None = None
+    cost: Any = None
+
+
+class ModelMetrics(msgspec.Struct):
+    """One model's ``modelMetrics`` entry of the usual types (:meth:`Shutdowns.typed`)."""
+
+    usage: _Usage | None = None
+    requests: _Requests | None = None
+    totalNanoAiu: Any = None
+
+
+_NO_USAGE = _Usage()
+_NO_REQUESTS = _Requests()
+
+
+def _typed_counts(metrics: ModelMetrics) -> _Counts:
+    """:func:`_counts` of a typed entry (its counts are whole numbers from 0 already)."""
+    usage = metrics.usage or _NO_USAGE
+    requests = metrics.requests or _NO_REQUESTS
+    cost, nano_aiu = requests.cost, metrics.totalNanoAiu
+    return (
+        usage.inputTokens or 0,
+        usage.outputTokens or 0,
+        usage.cacheReadTokens or 0,
+        usage.cacheWriteTokens or 0,
+        usage.reasoningTokens or 0,
+        requests.count or 0,
         cost if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None,
         nano_aiu if isinstance(nano_aiu, (int, float)) and not isinstance(nano_aiu, bool) else None,
     )
@@ -229,14 +277,42 @@ class Shutdowns:
         counts = {model: _counts(m) for model, m in metrics.items()}
         if any(c is None for c in counts.values()):
             return []  # one field of the wrong type: ccusage's decoder drops the event
-        accounted = self.accounted or any(data.get(key) is not None for key in ACCOUNTING_KEYS)
+        accounting = any(data.get(key) is not None for key in ACCOUNTING_KEYS)
+        return self._records(event_id, ts, counts, accounting, session_id, fallback_ts)  # type: ignore[arg-type]
+
+    def typed(
+        self,
+        event_id: Any,
+        ts: Any,
+        metrics: dict[str, ModelMetrics] | None,
+        accounting: bool,
+        session_id: str,
+        fallback_ts: str | None,
+    ) -> list[dict[str, Any]]:
+        """:meth:`records` of a shutdown whose ``data`` was decoded typed: its ``id`` and
+        ``timestamp``, its model metrics (:class:`ModelMetrics`), and whether any of
+        :data:`ACCOUNTING_KEYS` is there (``accounting``)."""
+        if not isinstance(event_id, str) or not isinstance(ts, str):
+            return []
+        counts = {model: _typed_counts(m) for model, m in (metrics or {}).items()}
+        return self._records(event_id, ts, counts, accounting, session_id, fallback_ts)
+
+    def _records(
+        self,
+        event_id: str,
+        ts: str,
+        counts: dict[str, _Counts],
+        accounting: bool,
+        session_id: str,
+        fallback_ts: str | None,
+    ) -> list[dict[str, Any]]:
+        accounted = self.accounted or accounting
         before = self._totals if accounted else None
         # (a model a shutdown leaves out keeps its totals: one with no metrics resets none)
-        self._totals = {**(before or {}), **counts} if accounted else None  # type: ignore[dict-item]
+        self._totals = {**(before or {}), **counts} if accounted else None
         when = ts if _time(ts) else fallback_ts
         found = []
         for model, total in counts.items():
-            assert total is not None
             since = _since(total, before.get(model)) if before is not None else None
             row = _row(model, total if since is None else since)
             if not row["tokens"]["total"]:

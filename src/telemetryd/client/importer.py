@@ -175,7 +175,8 @@ _GEMINI_FIELDS = tuple(_GeminiRecord.__struct_fields__)
 
 
 class _CopilotData(msgspec.Struct):
-    modelMetrics: Any = None
+    # (of the usual types: a line with others is read whole, see copilot.ModelMetrics)
+    modelMetrics: dict[str, copilot.ModelMetrics] | None = None
     # (whether the usage accounting's keys are there: copilot.ACCOUNTING_KEYS)
     usageAccountingWatermarks: msgspec.Raw | None = None
     accountingSnapshot: msgspec.Raw | None = None
@@ -1240,41 +1241,55 @@ class Importer:
                     if decoded.type == "span" or (decoded.type is None and b"Id" in raw):
                         self._copilot_span(spans, decoded, offset)
                     continue
-                data = decoded.data
-                line = {
-                    "type": decoded.type,
-                    "id": decoded.id,
-                    "timestamp": decoded.timestamp,
-                    "data": None if data is None else _copilot_data(data),
-                }
-            if not isinstance(line, dict) or line.get("type") != copilot.SHUTDOWN:
-                shutdowns.seen(line.get("type") if isinstance(line, dict) else None)
+                if not fallback:
+                    fallback.append(_mtime_ts(path))
+                data = decoded.data or _NO_COPILOT_DATA
+                found = shutdowns.typed(
+                    decoded.id,
+                    decoded.timestamp,
+                    data.modelMetrics,
+                    _copilot_accounting(data),
+                    session,
+                    fallback[0],
+                )
+                previous = self._copilot_shutdown(found, session, previous, offset)
+                continue
+            if line.get("type") != copilot.SHUTDOWN:
+                shutdowns.seen(line.get("type"))
                 # (a span whose other fields are not a session event's: JSON, decoded above)
                 self._copilot_span(spans, _typed(copilot.SPAN_LINE, raw), offset)
                 continue
             if not fallback:
                 fallback.append(_mtime_ts(path))
             found = shutdowns.records(line, session, fallback[0])
-            when = _epoch(found[0]["ts"]) if found else None
-            if when is not None:
-                if copilot.covered(self.model_calls, session, previous, when):
-                    summary.repeats += len(found)  # counted call by call from the export
-                    found = []
-                previous = when
-            for record in found:
-                event_id = copilot.event_id(record)
-                digest = hashlib.blake2b(event_id.encode(), digest_size=16).digest()
-                self._emit(copilot.api_request_event(record, event_id), digest, offset)
+            previous = self._copilot_shutdown(found, session, previous, offset)
+
+    def _copilot_shutdown(
+        self, found: list[dict[str, Any]], session: str, previous: float | None, end: int
+    ) -> float | None:
+        """Send the records of one shutdown (its line ends at byte ``end``), unless the
+        exports' model calls of ``session`` since the previous shutdown (at ``previous``)
+        counted them already; the time of this one (the next one's ``previous``)."""
+        when = _epoch(found[0]["ts"]) if found else None
+        if when is not None:
+            if copilot.covered(self.model_calls, session, previous, when):
+                self.summary.repeats += len(found)  # counted call by call from the export
+                found = []
+            previous = when
+        for record in found:
+            event_id = copilot.event_id(record)
+            digest = hashlib.blake2b(event_id.encode(), digest_size=16).digest()
+            self._emit(copilot.api_request_event(record, event_id), digest, end)
+        return previous
 
 
-def _copilot_data(data: _CopilotData) -> dict[str, Any]:
-    """A shutdown's data as :class:`copilot.Shutdowns` reads it: the model metrics, and
-    the usage accounting's keys that are there (their values are not read)."""
-    found: dict[str, Any] = {"modelMetrics": data.modelMetrics}
-    for key in copilot.ACCOUNTING_KEYS:
-        if getattr(data, key) is not None:
-            found[key] = True
-    return found
+_NO_COPILOT_DATA = _CopilotData()
+
+
+def _copilot_accounting(data: _CopilotData) -> bool:
+    """Whether a shutdown's data has any of the usage accounting's keys (their values are
+    not read)."""
+    return any(getattr(data, key) is not None for key in copilot.ACCOUNTING_KEYS)
 
 
 def model_calls(paths: Iterable[Path]) -> dict[str, list[float]]:
