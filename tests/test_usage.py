@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -366,6 +367,30 @@ def test_inconsistent_cache_larger_than_input_clamps_to_zero() -> None:
     tokens = usage.tokens(raw)
     assert tokens == actual(input=0, cache_read=50, output=1)
     assert_valid(tokens)
+
+
+def test_parts_and_total_is_the_general_rule_of_its_counts() -> None:
+    """usage.parts_and_total's shortcut: what _actual makes of the same counts."""
+    values = (0, 1, 7, 500, 2**53 - 1)
+    for inp, out, read, write, reasoning, total in itertools.product(values, repeat=6):
+        missing = max(0, total - (inp + out + read + write))
+        general = usage._actual(
+            input_all=None,
+            input_uncached=inp,
+            cached=read,
+            cache_creation=write,
+            output=out + max(missing, reasoning),
+            reasoning=reasoning,
+        )
+        found = usage.parts_and_total(
+            input=inp,
+            output=out,
+            cache_read=read,
+            cache_write=write,
+            reasoning=reasoning,
+            total=total,
+        )
+        assert found == general
 
 
 def test_snake() -> None:

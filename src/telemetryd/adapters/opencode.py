@@ -67,7 +67,9 @@ def _u64(value: Any) -> int:
 
 
 def _text(value: Any) -> str | None:
-    return value.strip() if isinstance(value, str) and value.strip() else None
+    if isinstance(value, str) and (stripped := value.strip()):
+        return stripped
+    return None
 
 
 _DAY_MS = 86_400_000

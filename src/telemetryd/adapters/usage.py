@@ -378,16 +378,15 @@ def parts_and_total(
     holds tokens the parts leave out: the reasoning (OpenCode writes ``output`` without
     it and ``total`` with it) or, when nothing else is known, output (ccusage counts
     them at the output rate too). So output = output + max(total − parts, reasoning),
-    the reasoning also kept as ``reasoning``."""
+    the reasoning also kept as ``reasoning``. (What :func:`_actual` makes of these counts,
+    without its general case: the importer calls it per message.)"""
     missing = max(0, total - (input + output + cache_read + cache_write))
-    return _actual(
-        input_all=None,
-        input_uncached=input,
-        cached=cache_read,
-        cache_creation=cache_write,
-        output=output + max(missing, reasoning),
-        reasoning=reasoning,
-    )
+    output += max(missing, reasoning)
+    if reasoning > output:  # (_actual's rule; counts from 0 never meet it)
+        output += reasoning
+    if input + output + cache_read + cache_write > MAX_COUNT:
+        return dict(UNKNOWN)  # counts no request has: not usage after all
+    return split(input, output, cache_read, cache_write, reasoning)
 
 
 def tokens_from_usage(usage: dict[str, Any]) -> dict[str, Any]:

@@ -365,13 +365,16 @@ def read_opencode(
     if path.suffix == ".db":
         for row_id, session, data in _rows(importer, path, part):
             try:
-                read = functools.partial(
-                    opencode.record_of_json, row_id=row_id, row_session=session
-                )
-                found = lenient(read, data)
-            except msgspec.DecodeError:
-                importer.summary.malformed += 1
-                continue
+                found = opencode.record_of_json(data, row_id, session)
+            except (msgspec.DecodeError, RecursionError):  # (rare: mended, as lenient does)
+                try:
+                    read = functools.partial(
+                        opencode.record_of_json, row_id=row_id, row_session=session
+                    )
+                    found = lenient(read, data)
+                except msgspec.DecodeError:
+                    importer.summary.malformed += 1
+                    continue
             _opencode_emit(importer, found, path, row_id)
         return
     message = _document(importer, f)
