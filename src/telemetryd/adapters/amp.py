@@ -39,6 +39,7 @@ Plain dicts, no imports beyond the adapters' own.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from telemetryd.adapters import ids
@@ -74,29 +75,18 @@ def _get(obj: Any, key: str) -> Any:
     return obj.get(key) if isinstance(obj, dict) else None
 
 
-def _digits(text: str, *spans: tuple[int, int]) -> bool:
-    return all(text[a:b].isascii() and text[a:b].isdigit() for a, b in spans)
+# A time of the form ccusage accepts: seconds or milliseconds, then ``Z`` or an offset
+# (ASCII digits only: ``[0-9]``, not ``\d``, which takes any script's digits)
+_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{3})?(?:Z|[+-][0-9]{2}:[0-9]{2})"
+)
 
 
 def timestamp(value: Any) -> str | None:
     """An RFC 3339 time as ccusage accepts it (seconds or milliseconds, ``Z`` or an
     offset), in UTC with milliseconds; None otherwise."""
     text = _text(value)
-    if text is None or len(text) not in (20, 24, 25, 29):
-        return None
-    if len(text) in (20, 25):
-        zone = text[19:]
-    elif text[19] == "." and _digits(text, (20, 23)):
-        zone = text[23:]
-    else:
-        return None
-    if not (zone == "Z" or (len(zone) == 6 and zone[0] in "+-" and zone[3] == ":")):
-        return None
-    if len(zone) == 6 and not _digits(zone, (1, 3), (4, 6)):
-        return None
-    if not _digits(text, (0, 4), (5, 7), (8, 10), (11, 13), (14, 16), (17, 19)):
-        return None
-    if (text[4], text[7], text[10], text[13], text[16]) != ("-", "-", "T", ":", ":"):
+    if text is None or _TIME.fullmatch(text) is None:
         return None
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
