@@ -355,12 +355,11 @@ def api_request_event(record: dict[str, Any], event_id: str) -> dict[str, Any]:
 
 def _ns(value: Any) -> int:
     """``[seconds, nanoseconds]`` as nanoseconds since the epoch (0: not a time)."""
-    if (
-        isinstance(value, list)
-        and len(value) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
-    ):
-        return int(value[0]) * 1_000_000_000 + int(value[1])
+    if value.__class__ is list and len(value) == 2:
+        seconds, nanos = value
+        # (decoded JSON: an int's class is int; a bool's is not)
+        if seconds.__class__ is int and nanos.__class__ is int and seconds >= 0 and nanos >= 0:
+            return seconds * 1_000_000_000 + nanos
     return 0
 
 
@@ -434,16 +433,17 @@ class Spans:
                     SpanEvent(
                         name=item["name"],
                         time_ns=_ns(item.get("time")),
-                        attrs=dict(_object(item.get("attributes"))),
+                        attrs=_object(item.get("attributes")),
                     )
                 )
+        # (the attributes are the line's own dicts, decoded for this span: not copied)
         span = Span(
             trace_id=_hex(line.traceId),
             span_id=_hex(line.spanId),
             name=name,
             start_ns=_ns(line.startTime),
             end_ns=_ns(line.endTime),
-            attrs=dict(_object(line.attributes)),
+            attrs=_object(line.attributes),
             parent_span_id=_hex(line.parentSpanId),
             kind=kind + 1 if isinstance(kind, int) and 0 <= kind <= 4 else 0,
             status_code=code if code in (0, 1, 2) else 0,
