@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from conftest import Daemon, ctl
-from telemetryd.adapters import usage
+from telemetryd.adapters import copilot, usage
 from telemetryd.client import importer
 
 pytestmark = pytest.mark.usefixtures("agent_home")
@@ -261,6 +261,58 @@ def test_a_model_a_shutdown_leaves_out_keeps_its_totals(tmp_path: Path) -> None:
     assert {day: row["input"] for day, row in summary["by_day"].items()} == {
         "2026-11-01": 150, "2026-11-02": 50, "2026-11-04": 80,
     }  # fmt: skip
+
+
+def test_a_shutdown_of_odd_types_is_read_whole_with_the_same_records(tmp_path: Path) -> None:
+    """A shutdown whose metrics have values of other types (a float count, a count as
+    text, a usage that is no object) fails the typed decoding and is read whole: the
+    records are those of reading every line whole (Shutdowns.records)."""
+    metrics = [
+        {"gpt-5": {"usage": {"inputTokens": 10, "outputTokens": 5}, "requests": {"count": 2}}},
+        {"gpt-5": {"usage": {"inputTokens": 10.0, "outputTokens": 5}}},  # (dropped whole)
+        {"gpt-5": {"usage": {"inputTokens": "10"}}},
+        {"gpt-5": {"usage": [10]}},
+        {"gpt-5": {"usage": {"inputTokens": 7, "outputTokens": 1}, "totalNanoAiu": 5e9}},
+        {"gpt-5": {"usage": {"inputTokens": -1, "outputTokens": 1}}},
+        {"o3": None},
+        [],
+    ]
+    lines = [
+        json.dumps({"type": "session.shutdown", "id": f"sd-{n}",
+                    "timestamp": f"2026-11-0{n + 1}T10:00:00Z", "data": {"modelMetrics": found}})
+        for n, found in enumerate(metrics)
+    ]  # fmt: skip
+    path = tmp_path / "odd" / "events.jsonl"
+    path.parent.mkdir()
+    path.write_text("\n".join(lines) + "\n")
+    shutdowns = copilot.Shutdowns()
+    whole = [r for line in lines for r in shutdowns.records(json.loads(line), "odd", None)]
+    reader = importer.Importer("copilot")
+    reader.read_file(path)
+    assert reader.summary.requests == len(whole) == 2
+    assert reader.summary.by_model["gpt-5"].input == sum(r["tokens"]["input"] for r in whole)
+
+
+def test_the_spans_of_one_process_share_their_scope() -> None:
+    """A span line's resource and scope are decoded once while they repeat; a line with
+    another resource gets its own (and a line without one is Copilot CLI's)."""
+    resource = {"attributes": {"service.name": "github-copilot", "service.version": "1"}}
+    line = {"type": "span", "traceId": "ab" * 16, "spanId": "cd" * 8, "name": "chat gpt-5",
+            "resource": resource, "instrumentationScope": {"name": "github.copilot"}}  # fmt: skip
+    spans = copilot.Spans()
+    found = [
+        spans.records(copilot.SPAN_LINE.decode(json.dumps(each)))
+        for each in (
+            line,
+            line,
+            {**line, "resource": {"attributes": {}}},
+            {**line, "resource": None},
+        )
+    ]
+    scopes = [pair[0] for pair in found if pair is not None]
+    assert scopes[0] is scopes[1] and scopes[2] is not scopes[1]
+    assert scopes[0].resource == resource["attributes"] and scopes[0].name == "github.copilot"
+    assert scopes[2].resource == scopes[3].resource == {"service.name": copilot.OTEL_SERVICE}
 
 
 # -- locations ---------------------------------------------------------------------------------

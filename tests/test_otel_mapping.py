@@ -799,3 +799,9 @@ def test_iso_times_across_seconds() -> None:
     assert common.iso(base - 60 * 1_000_000_000 + 7_000_000) == "2026-02-10T21:10:59.007Z"
     assert common.iso(0) is None and common.iso(10**30) is None
     assert common.iso(base) == "2026-02-10T21:11:59.000Z"
+    # (written from the day's date and the time's parts: the text datetime gives)
+    last = 253_402_300_799  # 9999-12-31T23:59:59, the last second datetime has
+    assert common.iso(last * 1_000_000_000 + 999_999_999) == "9999-12-31T23:59:59.999Z"
+    assert common.iso((last + 1) * 1_000_000_000) is None
+    assert common.iso(1) == "1970-01-01T00:00:00.000Z"
+    assert common.iso(86_400 * 1_000_000_000 - 1) == "1970-01-01T23:59:59.999Z"

@@ -393,6 +393,20 @@ def test_parts_and_total_is_the_general_rule_of_its_counts() -> None:
         assert found == general
 
 
+def test_input_with_caches_is_the_rule_of_the_copilot_shape() -> None:
+    """usage.input_with_caches (the GenAI mapper's counts): what tokens_from_usage makes
+    of a usage of Copilot's or the AI SDK's shape with the same counts."""
+    values = (None, 0, 3, 1000, 2**53 - 1)
+    for inp, out, read, write, reasoning in itertools.product(values, repeat=5):
+        shaped = {"input_tokens": inp, "cache_read_tokens": read or 0,
+                  "cache_write_tokens": write or 0, "output_tokens": out,
+                  "reasoning_tokens": reasoning}  # fmt: skip
+        found = usage.input_with_caches(
+            input=inp, output=out, cache_read=read or 0, cache_write=write or 0, reasoning=reasoning
+        )
+        assert found == usage.tokens_from_usage(shaped)
+
+
 def test_snake() -> None:
     assert usage.snake("promptTokenCount") == "prompt_token_count"
     assert usage.snake("input_tokens") == "input_tokens"
