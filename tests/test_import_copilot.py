@@ -293,6 +293,26 @@ def test_a_shutdown_of_odd_types_is_read_whole_with_the_same_records(tmp_path: P
     assert reader.summary.by_model["gpt-5"].input == sum(r["tokens"]["input"] for r in whole)
 
 
+def test_a_shutdown_past_the_largest_count_costs_only_its_model(tmp_path: Path) -> None:
+    """A model's counts past 2**53 (no request has them) are left out: the other model of
+    the shutdown, and the file's other lines, are imported. (The file was one problem,
+    none of it imported: the unknown tokens have no total.)"""
+    huge = {"usage": {"inputTokens": 2**60, "outputTokens": 1}, "requests": {"count": 1}}
+    fine = {"usage": {"inputTokens": 10, "outputTokens": 5}, "requests": {"count": 1}}
+    lines = [
+        json.dumps({"type": "session.shutdown", "id": f"sd-{n}",
+                    "timestamp": f"2026-11-0{n + 1}T10:00:00Z", "data": {"modelMetrics": m}})
+        for n, m in enumerate([{"gpt-5": huge, "o3": fine}, {"gpt-5": fine}])
+    ]  # fmt: skip
+    path = tmp_path / "huge" / "events.jsonl"
+    path.parent.mkdir()
+    path.write_text("\n".join(lines) + "\n")
+    summary = importer.run("copilot", [path], dry_run=True).as_dict()
+    assert (summary["rejections"], summary["malformed_files"]) == ([], [])
+    assert summary["requests"] == 2
+    assert {m: row["input"] for m, row in summary["by_model"].items()} == {"o3": 10, "gpt-5": 10}
+
+
 def test_the_spans_of_one_process_share_their_scope() -> None:
     """A span line's resource and scope are decoded once while they repeat; a line with
     another resource gets its own (and a line without one is Copilot CLI's)."""

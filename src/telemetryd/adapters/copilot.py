@@ -315,7 +315,7 @@ class Shutdowns:
         for model, total in counts.items():
             since = _since(total, before.get(model)) if before is not None else None
             row = _row(model, total if since is None else since)
-            if not row["tokens"]["total"]:
+            if not row["tokens"].get("total"):  # (none, or counts past any request's)
                 continue
             if since is not None:
                 row["attrs"]["since_shutdown"] = True  # (the difference from the last)
