@@ -254,7 +254,8 @@ def test_a_query_the_killed_worker_had_not_taken_is_answered_by_the_next(
     next worker's to answer. (A query sent between a worker's death and the daemon
     noticing it failed with "ask again": the SIGSTOP makes that window as wide as
     need be.) `status` answers meanwhile, with the store's last figures."""
-    daemon = daemon_factory().start()
+    # (no analysis: its request would wait in the backlog too)
+    daemon = daemon_factory(["--set", "analyzer.enabled=false"]).start()
     assert exchange(daemon.events_socket, events("a", 5)) == [summary(5, 5)]
     assert count() == (5, 5)
     [worker] = children(daemon)
@@ -263,11 +264,11 @@ def test_a_query_the_killed_worker_had_not_taken_is_answered_by_the_next(
     asking = threading.Thread(target=lambda: answers.append(count()), daemon=True)
     try:
         asking.start()
-        wait_until(lambda: _worker_status(daemon)["requests"] == 1)
+        wait_until(lambda: _worker_status(daemon)["requests"] >= 1)
         time.sleep(0.3)  # (connected: in the backlog)
     finally:
         os.kill(worker, signal.SIGKILL)
-    asking.join(30)
+        asking.join(30)
     assert answers == [(5, 5)]
     assert "killed by SIGKILL" in daemon.log()
     assert _worker_status(daemon)["state"] == "running"
