@@ -53,6 +53,7 @@ import msgspec
 
 from telemetryd.adapters import ids
 from telemetryd.adapters import usage as usage_mod
+from telemetryd.adapters.otel import common as otel_common
 
 SOURCE = "opencode"
 ID_PREFIX = "oc:"
@@ -72,30 +73,18 @@ def _text(value: Any) -> str | None:
     return None
 
 
-_DAY_MS = 86_400_000
-# Times up to 2^42 ms (the year 2109) are written from their parts: a float of so many
-# seconds is exact to the microsecond, so the datetime below gives the same text.
+# Times up to 2^42 ms (the year 2109) are written from their parts (otel common.iso): a
+# float of so many seconds is exact to the microsecond, so the datetime below gives the
+# same text.
 _PARTS_BELOW = 1 << 42
-_DAYS: dict[int, str] = {}  # day since the epoch -> its "YYYY-MM-DDT" (bounded below)
-# "00" to "99" and ".000Z" to ".999Z": tables, as format specs ({n:02d}) cost ten times more
-_TWO_DIGITS = [f"{n:02d}" for n in range(100)]
-_MILLIS = [f".{ms:03d}Z" for ms in range(1000)]
 
 
 def _ts(millis: Any) -> str:
     """``time.created`` (Unix ms, an integer) as an event time; the epoch otherwise."""
-    if millis.__class__ is int and 0 <= millis < _PARTS_BELOW:
-        day, rest = divmod(millis, _DAY_MS)
-        prefix = _DAYS.get(day)
-        if prefix is None:
-            if len(_DAYS) >= 4096:
-                _DAYS.clear()
-            prefix = _DAYS[day] = datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y-%m-%dT")
-        seconds, ms = divmod(rest, 1000)
-        minutes, seconds = divmod(seconds, 60)
-        hours, minutes = divmod(minutes, 60)
-        two = _TWO_DIGITS
-        return f"{prefix}{two[hours]}:{two[minutes]}:{two[seconds]}{_MILLIS[ms]}"
+    if millis.__class__ is int and 0 < millis < _PARTS_BELOW:
+        found = otel_common.iso(millis * 1_000_000)
+        if found is not None:
+            return found
     if not isinstance(millis, int) or isinstance(millis, bool) or abs(millis) > MAX_I64:
         millis = 0
     try:
