@@ -3,8 +3,9 @@
 The totals are checked against ccusage's session-state rules computed here,
 independently, from the raw lines (ryoppippi/ccusage
 `rust/crates/ccusage/src/adapter/copilot/parser.rs` and `loader.rs` at 104e23cb, PR
-#1174). ccusage reports a Gemini model's reasoning apart from its output; telemetryd
-counts it as output: the comparison adds it back.
+#1174; a later shutdown as ccusage 20.0.24 counts it, ccusage issue #1721, checked
+against that release's binary). ccusage reports a Gemini model's reasoning apart from
+its output; telemetryd counts it as output: the comparison adds it back.
 """
 
 from __future__ import annotations
@@ -56,17 +57,28 @@ def _u64(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def ccusage_entries(path: Path) -> list[dict[str, Any]]:
-    """parser.rs `parse_session_state_file` (rows with tokens; the session is the directory)."""
+def ccusage_entries(path: Path, restarts: bool = False) -> list[dict[str, Any]]:
+    """parser.rs `parse_session_state_file` (rows with tokens; the session is the
+    directory). A later shutdown counts, field by field, what it adds to the model's
+    counts at the shutdown before that had the model, none of a count that went down
+    (ccusage 20.0.24: "session.shutdown records are cumulative"; it reads no
+    ``session.resume``).
+
+    ``restarts``: where telemetryd reads a process's counts as started again (none of
+    the files has the CLI's usage accounting), a model's counts after a
+    ``session.start`` or ``session.resume``, or that went down, count whole."""
     session = path.parent.name
     entries: dict[str, dict[str, Any]] = {}  # loader.rs: a HashMap by dedup key
+    last: dict[str, dict[str, int]] = {}  # per model, its counts at its last shutdown
     for line in path.read_bytes().split(b"\n"):
-        if b"session.shutdown" not in line:
-            continue
         try:
             event = json.loads(line)
         except ValueError:
             continue
+        if not isinstance(event, dict):
+            continue
+        if restarts and event.get("type") in ("session.start", "session.resume"):
+            last = {}  # (a new process: its counts start from none)
         if event.get("type") != "session.shutdown":
             continue
         if not isinstance(event.get("id"), str) or not isinstance(event.get("timestamp"), str):
@@ -77,7 +89,12 @@ def ccusage_entries(path: Path) -> list[dict[str, Any]]:
         }
         if not all(_u64(n) for u in usages.values() for n in u.values()):
             continue  # serde: u64 fields
-        for model, u in usages.items():
+        for model, now in usages.items():
+            before = last.get(model, dict.fromkeys(_FIELDS, 0))
+            if restarts and any(now[k] < before[k] for k in _FIELDS):
+                before = dict.fromkeys(_FIELDS, 0)
+            last[model] = now
+            u = {k: max(0, now[k] - before[k]) for k in _FIELDS}
             gemini = model.startswith("gemini-")
             reasoning = u["reasoningTokens"] if gemini else 0
             entry = {
@@ -97,11 +114,14 @@ def ccusage_entries(path: Path) -> list[dict[str, Any]]:
     return list(entries.values())
 
 
-def ccusage_rows(paths: list[Path], *keys: str) -> dict[tuple[str, ...], dict[str, int]]:
-    """ccusage's token totals by ``keys`` ("day", "model"), its output plus Gemini's reasoning."""
+def ccusage_rows(
+    paths: list[Path], *keys: str, restarts: bool = False
+) -> dict[tuple[str, ...], dict[str, int]]:
+    """ccusage's token totals by ``keys`` ("day", "model"), its output plus Gemini's
+    reasoning (``restarts``: :func:`ccusage_entries`)."""
     rows: dict[tuple[str, ...], dict[str, int]] = {}
     for path in paths:
-        for entry in ccusage_entries(path):
+        for entry in ccusage_entries(path, restarts):
             row = rows.setdefault(tuple(entry[k] for k in keys), dict.fromkeys("eiocw", 0))
             row["e"] += 1
             row["i"] += entry["inputTokens"]
@@ -128,9 +148,11 @@ def view(rows: dict[str, Any]) -> dict[tuple[str, ...], dict[str, int]]:
 
 
 def test_samples_per_model_and_day_equal_ccusage(agent_home: Path) -> None:
-    placed = install(agent_home / ".copilot")
+    """The samples whose processes ccusage reads as telemetryd does (the built resumed
+    session, whose second process's counts went down, is counted by hand below)."""
+    placed = install(agent_home / ".copilot", [TOKENSTATS, WORKSHOP])
     summary = importer.run("copilot", dry_run=True)
-    assert summary.files == 3
+    assert summary.files == 2
     assert view(summary.as_dict()["by_model"]) == ccusage_rows(placed, "model")
     assert view(summary.as_dict()["by_day"]) == ccusage_rows(placed, "day")
 
@@ -153,7 +175,13 @@ def test_samples_by_hand(agent_home: Path) -> None:
     assert sorted(summary["by_day"]) == ["2026-06-30", "2026-07-01"]
 
 
-def test_resumed_session_shutdowns_are_added_and_copies_count_once(tmp_path: Path) -> None:
+def test_a_process_counts_its_growth_a_resumed_one_counts_whole_and_copies_once(
+    tmp_path: Path,
+) -> None:
+    """TokenStats' two shutdowns, one process's running totals: the second counts what
+    it adds (it counted whole, the first process's tokens twice). The same lines with a
+    ``session.resume`` between them: a new process of a CLI without the usage
+    accounting, whose totals started again, counts whole."""
     copy = tmp_path / "copy" / "events.jsonl"
     copy.parent.mkdir()
     shutil.copy(TOKENSTATS, copy)
@@ -162,10 +190,21 @@ def test_resumed_session_shutdowns_are_added_and_copies_count_once(tmp_path: Pat
     shutil.copy(TOKENSTATS, twice)
     summary = importer.run("copilot", [twice, twice.parent], dry_run=True)
     gpt = summary.by_model["gpt-5.6"]
-    assert (gpt.requests, gpt.input, gpt.output, gpt.reasoning) == (2, 7 + 14, 13, 9)
+    # (input 10 and 20 with cache reads 2 and 4 and writes 1 and 2; output 5 and 8)
+    assert (gpt.requests, gpt.input, gpt.output, gpt.reasoning) == (2, 7 + 7, 5 + 3, 3 + 3)
+    assert summary.by_model["gpt-4.1"].input == 7 + (9 - 1 - 7)
     # Another session directory is another session (ccusage keys by the directory too).
     both = importer.run("copilot", [twice, copy], dry_run=True)
     assert both.requests == 2 * summary.requests
+
+    lines = TOKENSTATS.read_text().splitlines()
+    resume = {"type": "session.resume", "id": "resume-1",
+              "timestamp": "2026-08-02T09:01:30Z", "data": {"eventCount": 2}}  # fmt: skip
+    resumed = tmp_path / "resumed" / "events.jsonl"
+    resumed.parent.mkdir()
+    resumed.write_text("\n".join([*lines[:2], json.dumps(resume), *lines[2:]]) + "\n")
+    gpt = importer.run("copilot", [resumed], dry_run=True).by_model["gpt-5.6"]
+    assert (gpt.requests, gpt.input, gpt.output, gpt.reasoning) == (2, 7 + 14, 5 + 8, 3 + 6)
 
 
 ACCOUNTED = FIXTURES / "built_accounted-session.jsonl"
@@ -226,9 +265,10 @@ def test_a_resumed_session_with_the_usage_accounting_counts_each_process_once(
     assert (sonnet["i"], sonnet["o"], sonnet["c"], sonnet["w"]) == (2500, 1500, 3000, 500)
     assert expected[("2026-11-02", "gpt-5-mini")]["i"] == 300  # (went down: whole)
     assert summary["by_model"]["claude-sonnet-4.5"]["input"] == 3000 + 2500
-    # Without the accounting (the other samples), a resumed session's shutdowns still add.
-    tokenstats = importer.run("copilot", [TOKENSTATS], dry_run=True).by_model["gpt-5.6"]
-    assert (tokenstats.input, tokenstats.output) == (7 + 14, 13)
+    # Without the accounting, a resumed session's shutdowns still add (its second
+    # process's counts went down; no difference is taken).
+    built = importer.run("copilot", [BUILT], dry_run=True).by_model["claude-sonnet-4.5"]
+    assert built.input == (51200 - 40960 - 6000) + (30000 - 25000 - 1000)
 
 
 def test_a_model_a_shutdown_leaves_out_keeps_its_totals(tmp_path: Path) -> None:
@@ -437,7 +477,7 @@ def test_import_into_the_daemon_then_again_adds_nothing(
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     got = {(r.pop("day"), r.pop("model")): r for r in rows}
-    assert got == ccusage_rows(placed, "day", "model")
+    assert got == ccusage_rows(placed, "day", "model", restarts=True)
 
 
 # -- the OpenTelemetry file export ---------------------------------------------------------------
@@ -496,7 +536,7 @@ def test_a_session_in_both_places_counts_once(agent_home: Path, tmp_path: Path) 
     alone = importer.run("copilot", [alone_home], dry_run=True).as_dict()
     assert alone["repeats"] == 0
     placed = [alone_home / "session-state" / SESSION / "events.jsonl"]
-    assert view(alone["by_model"]) == ccusage_rows(placed, "model")
+    assert view(alone["by_model"]) == ccusage_rows(placed, "model", restarts=True)
     for model in ("claude-sonnet-4.5", "gpt-5"):
         assert tokens_of(both["by_model"][model]) == tokens_of(alone["by_model"][model])
     assert view(both["by_day"])[("2026-11-21",)] == view(alone["by_day"])[("2026-11-21",)]

@@ -9,10 +9,12 @@ Copilot CLI appends one JSON object per line to each session's ``events.jsonl``:
 maps each model the process used to ``{"requests": {"count", "cost"}, "usage":
 {"inputTokens", "outputTokens", "cacheReadTokens", "cacheWriteTokens",
 "reasoningTokens"}}`` (and, since GitHub's AI Credits billing, ``totalNanoAiu``).
-A session resumed later appends another shutdown. Without the CLI's usage accounting its
-counts cover that process only, and every shutdown is counted; with it they total the
-session so far, and a shutdown counts what it adds to the previous one (:class:`Shutdowns`).
-Each model of a shutdown is one record.
+A shutdown's counts are the process's running totals: a second shutdown of the same
+process counts what it adds to the first. A session resumed later (``session.resume``)
+appends another shutdown. Without the CLI's usage accounting the new process's counts
+start again, and its shutdown counts whole; with it they total the session so far, and
+it counts what it adds to the previous one (:class:`Shutdowns`). Each model of a
+shutdown is one record.
 
 As ccusage reads these files (its session-state adapter, ccusage PR #1174):
 
@@ -24,6 +26,10 @@ As ccusage reads these files (its session-state adapter, ccusage PR #1174):
   writes; reasoning is part of the output, except for ``gemini-*`` models;
 - a model row without tokens is not a request (ccusage keeps such rows when they
   carry premium requests or AI credits, for its cost: their tokens are zero);
+- a later shutdown of a session counts what it adds to the one before (ccusage issue
+  #1721, in ccusage 20: "session.shutdown records are cumulative"), except where
+  this reads a new process's totals that started again (above: ccusage counts none
+  of counts that went down, and only the growth of a resumed process's);
 - the session is the directory's name; the time the shutdown's ``timestamp`` (the
   file's mtime when it does not parse); the model the row's key, unchanged;
 - the key is (session, event id, model): the event id of a record is a hash of it,
@@ -227,6 +233,8 @@ def _row(model: str, counts: _Counts) -> dict[str, Any]:
 # of the totals "for reconstructing aggregate accounting on resume"), and the keys of a
 # shutdown's data that come with it (Copilot CLI's session-events.schema.json, 1.0.102).
 ACCOUNTING_EVENTS = frozenset({"session.usage_record", "session.usage_checkpoint"})
+# Events that begin a process of the session (its totals start again without the accounting).
+PROCESS_EVENTS = frozenset({"session.start", "session.resume"})
 ACCOUNTING_KEYS = ("usageAccountingWatermarks", "accountingSnapshot", "providerModelMetrics")
 
 
@@ -234,25 +242,32 @@ class Shutdowns:
     """The ``session.shutdown`` events of one session's ``events.jsonl``, read in order,
     as records (:meth:`records`).
 
-    A shutdown's ``modelMetrics`` total what the session used. A CLI without the usage
+    A shutdown's ``modelMetrics`` are the running totals of the process that writes
+    it: its usage tracker only adds (the Copilot SDK's ``usageMetrics``, as tokscale
+    PR 1032 read it), so a shutdown that follows another with no
+    :data:`PROCESS_EVENTS` between them, in the same process, counts its difference
+    from it, per model. A new process (``session.resume``) of a CLI without the usage
     accounting (no :data:`ACCOUNTING_EVENTS` in the file, none of
-    :data:`ACCOUNTING_KEYS` in the shutdown) starts them again in each process, so
-    each shutdown of a resumed session counts whole (ccusage's adapter README; the
-    CLI's issue 3994: after a resume, /usage shows the new process's usage alone).
-    With the accounting, a resume rebuilds the session's totals, and its shutdowns
-    total the whole session so far: one that follows another such counts its
-    difference from it, per model (a model whose counts went down counts whole, as a
-    new total does).
+    :data:`ACCOUNTING_KEYS` in the shutdown) starts its totals again, so its
+    shutdown counts whole (the CLI's issues 524 and 3994: after a resume, /usage
+    shows the new process's usage alone). With the accounting, a resume rebuilds the
+    session's totals ("for reconstructing aggregate accounting on resume"), and its
+    shutdown counts its difference from the previous one. A model whose counts went
+    down counts whole: its totals started again.
     """
 
     def __init__(self) -> None:
         self.accounted = False  # an accounting event was met in the file
-        self._totals: dict[str, _Counts] | None = None  # per model, as last accounted
+        self._new_process = False  # a process event since the last shutdown
+        self._totals: dict[str, _Counts] | None = None  # per model, at the last shutdown
 
     def seen(self, event_type: Any) -> None:
-        """A line of another type was read (it may be one of the accounting's)."""
+        """A line of another type was read (it may be one of the accounting's, or start
+        a process)."""
         if event_type in ACCOUNTING_EVENTS:
             self.accounted = True
+        elif event_type in PROCESS_EVENTS:
+            self._new_process = True
 
     def records(
         self, line: dict[str, Any], session_id: str, fallback_ts: str | None
@@ -306,10 +321,11 @@ class Shutdowns:
         session_id: str,
         fallback_ts: str | None,
     ) -> list[dict[str, Any]]:
-        accounted = self.accounted or accounting
-        before = self._totals if accounted else None
+        running = not self._new_process or self.accounted or accounting
+        before = self._totals if running else None
         # (a model a shutdown leaves out keeps its totals: one with no metrics resets none)
-        self._totals = {**(before or {}), **counts} if accounted else None
+        self._totals = {**(before or {}), **counts}
+        self._new_process = False
         when = ts if _time(ts) else fallback_ts
         found = []
         for model, total in counts.items():

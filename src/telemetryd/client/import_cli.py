@@ -378,9 +378,9 @@ def copilot_command(**options: Any) -> None:
     holding them; by default <dir>/session-state/*/events.jsonl and
     <dir>/otel/*.jsonl for COPILOT_HOME and COPILOT_CONFIG_DIR when set, else
     ~/.copilot, and the file COPILOT_OTEL_FILE_EXPORTER_PATH names. Each
-    session.shutdown event counts once per model (a resumed session's later
-    shutdowns are added, or only what they add where Copilot CLI's usage
-    accounting makes them the session's running totals); each chat span of an
+    session.shutdown event counts once per model, what it adds to the shutdown
+    before (shutdowns are running totals), or whole where a resumed process
+    started its totals again (a CLI without the usage accounting); each chat span of an
     export is one request, with the id the same span sent over OTLP gets, and a
     shutdown whose calls are in an export, or in the store (sent live over OTLP),
     is left out. Input excludes cache reads and writes; reasoning is output.
