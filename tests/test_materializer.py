@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -259,6 +260,54 @@ def test_a_line_that_is_not_json_costs_only_itself_and_status_names_it(
     assert again | {"at": report["at"]} == report and again["at"] >= report["at"]
     assert daemon.stop() == 0
     assert f"journal segment {second.name}: lines 5, 8 not events" in daemon.log()
+
+
+def test_json_lines_that_are_no_events_are_named_by_segment_and_line(
+    daemon_factory: DaemonFactory,
+) -> None:
+    """Lines damaged on disk that are JSON but no events (an array, a number, objects
+    without id or type), beside a line that is not JSON in another segment of the same
+    load: every event loads, and `status` names each of them by segment and line. An
+    object without id or type was dropped without a word; the others were named only
+    when no line of the load was malformed JSON."""
+    daemon = daemon_factory().start()
+    send(daemon, custom(4, "a"))
+    new_segment(daemon)
+    send(daemon, custom(6, "b"))
+    new_segment(daemon)
+    send(daemon, custom(1, "c"))
+    assert daemon.stop() == 0
+    first, second = sorted(daemon.journal_dir.glob("*.jsonl"))[:2]
+
+    def damage(segment: Path, at: int, bad: list[bytes]) -> None:
+        lines = segment.read_bytes().splitlines(keepends=True)
+        mode = segment.stat().st_mode
+        segment.chmod(0o600)
+        segment.write_bytes(b"".join([*lines[:at], *bad, *lines[at:]]))
+        segment.chmod(mode)
+
+    damage(first, 2, [b"not json at all\n"])  # line 3
+    no_events = [b"[1, 2, 3]\n", b"42\n", b'{"id": "only-id"}\n', b"{}\n",
+                 b'{"type": "custom", "id": null}\n']  # fmt: skip
+    damage(second, 1, no_events)  # lines 2-6
+    for path in daemon.home.glob("telemetry.duckdb*"):  # (the journal is loaded again)
+        path.unlink()
+
+    daemon.start()
+    assert count() == 11
+    reports = {r["segment"]: r for r in status()["store"]["bad_lines"]}
+    assert (reports[first.name]["lines"], reports[first.name]["count"]) == ([3], 1)
+    assert (reports[second.name]["lines"], reports[second.name]["count"]) == ([2, 3, 4, 5, 6], 5)
+    assert reports[second.name]["error"] == "not a JSON object but list"
+    rebuilt = ctl("rebuild")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert rebuilt.stdout == b"rebuilt: 11 events (11 before)\n"
+    said = rebuilt.stderr.decode()
+    assert f"{first.name} line 3" in said and f"{second.name} lines 2, 3, 4, 5, 6" in said
+    assert daemon.stop() == 0
+    log = daemon.log()
+    assert f"journal segment {second.name}: lines 2, 3, 4, 5, 6 not events" in log
+    assert "Traceback" not in log
 
 
 def test_stray_files_in_the_journal_are_ignored_and_reported(

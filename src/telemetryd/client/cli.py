@@ -341,7 +341,8 @@ def _store_status(reply: dict[str, Any]) -> str:
 
 def _damage(salvaged: list[dict[str, Any]], bad_lines: list[dict[str, Any]]) -> list[str]:
     """The lines about journal damage that loads met (status, rebuild): damaged
-    segments salvaged, and lines that are not JSON, left out."""
+    segments salvaged, and lines that are no events (not JSON, or no object with an id
+    and a type), left out."""
     lines = []
     for damaged in salvaged:
         kept = f"{damaged['kept_bytes']} bytes"
@@ -387,7 +388,7 @@ def rebuild(socket_path: str | None) -> None:
 
     The journal is the source of truth: a rebuilt database gives the same answers.
     Prints the events the database holds now and held before; damage met in the
-    journal (a damaged .gz segment salvaged, lines that are not JSON), by which the
+    journal (a damaged .gz segment salvaged, lines that are no events), by which the
     database may now hold fewer events, is named on stderr, as `status` names it.
     """
     reply = control.rebuild(socket_path or paths.resolve().control_socket)

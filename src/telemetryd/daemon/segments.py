@@ -362,8 +362,9 @@ _JSON_DECODER = msgspec.json.Decoder()
 
 def malformed_lines(path: str, start: int, end: int) -> Iterator[tuple[int, str]]:
     """The lines of segment ``path`` in its content bytes [start, end) (both at line ends)
-    that are not events as JSON can hold them (not JSON, or JSON that is not an object),
-    in order: (the line's number in the segment, from 1; what is wrong). The lines
+    that are not events as JSON can hold them (not JSON, JSON that is not an object, or
+    an object without ``id`` or ``type``: the load leaves those out too), in order: (the
+    line's number in the segment, from 1; what is wrong). The lines
     before ``start`` are only counted. Blank lines are no events and no errors either."""
     number = 0  # lines read so far
     offset = 0  # where the next line starts
@@ -387,4 +388,6 @@ def malformed_lines(path: str, start: int, end: int) -> Iterator[tuple[int, str]
                     else:
                         if not isinstance(value, dict):  # (an array or a number: no event)
                             yield number, f"not a JSON object but {type(value).__name__}"
+                        elif value.get("id") is None or value.get("type") is None:
+                            yield number, "a JSON object without id or type"
                 offset += len(line) + 1
