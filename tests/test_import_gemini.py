@@ -215,6 +215,7 @@ def test_one_recording_split_in_two_is_one_session(agent_home: Path, tmp_path: P
     target.write_bytes(NEW_HEAD.read_bytes() + NEW_TAIL.read_bytes())
     events = importer.Importer("gemini")
     events.read_file(target)
+    events.summary.price(events.prices, events.tier_starts)  # (as run does once it has read)
     split = importer.run("gemini", [NEW_HEAD, NEW_TAIL], dry_run=True)
     assert events.summary.by_model == split.by_model
     assert ccusage_view(events.summary.as_dict()["by_model"]) == ccusage_rows([target], "model")
@@ -418,12 +419,16 @@ def test_import_into_the_daemon_then_again_adds_nothing(
             "reasoning": 452,
             "total": 40956,
         },
-        # $2 input, $12 output per million (Google's published prices, as above): the
-        # import's figure; the store computes it again as it loads the request
-        "cost_usd": pytest.approx((40238 * 2 + 718 * 12) / 1e6),
-        "cost_source": "computed",
+        # (no cost: the import sends what the files hold, and the store prices it)
     }
     assert pro["id"].startswith("gm:")
+    # $2 input, $12 output per million (Google's published prices, as above)
+    priced = ctl("query", "--format", "json",
+                 f"select cost_usd, cost_source from events where id = '{pro['id']}'")  # fmt: skip
+    assert priced.returncode == 0, priced.stderr
+    assert json.loads(priced.stdout) == [
+        {"cost_usd": pytest.approx((40238 * 2 + 718 * 12) / 1e6), "cost_source": "computed"}
+    ]
     legacy = [e for e in events if e["session_id"] == "8a20078e-2d5e-4f81-a640-9b879bbb7e6d"]
     assert len(legacy) == 3
 

@@ -333,7 +333,7 @@ def test_import_into_the_daemon_then_again_adds_nothing(
         assert (opus["cost_usd"], opus["cost_source"]) == (0.0528, "reported")
         assert opus["attrs"] == {"imported": True, "cwd": "/home/dev/webapp"}
         copilot = next(e for e in events if e["agent"]["model"] == "claude-sonnet-4.5")
-        assert copilot["cost_source"] == "computed"
+        assert "cost_usd" not in copilot  # (a subscription's zero: the store prices it)
 
         assert run_json("opencode")["sent"] == 0  # nothing changed: not read again
         insert_rows(writer, rows[-1:])  # a new message, in the WAL only

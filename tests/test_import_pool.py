@@ -267,7 +267,7 @@ def test_an_import_that_stops_early_stops_its_readers_without_waiting_on_them(
     pool = Pool(1, min_bytes=0)
     pool._start()
     [reader] = pool.readers
-    pool._give(reader, [import_pool.AGENT, "claude-code", None, {}, {}, None, {}])
+    pool._give(reader, [import_pool.AGENT, "claude-code", None, {}, {}, None, {}, []])
     pool._give(reader, [import_pool.UNIT, 0, [[str(session), None]]])
     time.sleep(1.0)  # it has filled its pipe by now, and waits on it
     assert reader.proc.poll() is None

@@ -575,42 +575,80 @@ def test_the_hook_path_never_imports_the_price_data(
     assert imported & {"genai_prices", "pydantic", "pydantic_core"} == set()
 
 
-def test_one_pricer_prices_each_request_as_a_fresh_one_does() -> None:
-    """The import prices every request with one Pricer, which remembers each model's
-    day: interleaved days around o3's price cut (2025-06-10), deepseek-chat's peak and
-    off-peak minutes, a time with an offset whose UTC day is the day before, a time that
-    is not one, the same model with and without a provider: each cost equals a fresh
-    Pricer's, and o3's are the published prices of each day."""
+def _alone(event: dict[str, Any]) -> float | None:
+    """One request's cost priced by itself, with a fresh Pricer: its model's rates at its
+    time (that moment for a model priced by the time of day, else its UTC day)."""
+    prices = pricing.Pricer()
+    model, provider = event["agent"]["model"], event["agent"].get("provider")
+    exact = prices.varies_within_a_day(model, provider)
+    rates = prices.rates(model, provider, pricing.time_of(event["ts"]), exact_time=exact)
+    if rates is None:
+        return None
+    tokens = event["tokens"]
+    return rates.cost(tokens["input"], tokens["output"], tokens.get("cache_read", 0),
+                      tokens.get("cache_creation", 0))  # fmt: skip
+
+
+def test_the_summary_prices_its_requests_as_each_priced_alone() -> None:
+    """The import's summary prices its requests when it ends, each (model, provider,
+    minute, speed, prompt band) at once from their summed tokens: interleaved days around
+    o3's price cut (2025-06-10), deepseek-chat's peak and off-peak minutes, a time with an
+    offset whose UTC day is the day before, a time that is not one, the same model with
+    and without a provider, Claude Sonnet 4.5's prompts on both sides of its 200k tier,
+    a model without a price, and requests counted then taken back (a reader's repeat):
+    each model's and day's cost is the sum of its requests priced alone, and o3's are the
+    published prices of each day."""
     times = ["2025-06-10T00:00:01.000Z", "2025-06-09T23:59:59.000Z", "2025-06-10T01:00:00+02:00",
              "2025-06-10T00:00:01.000Z", "2026-11-01T00:29:00.000Z", "2026-11-01T00:30:00.000Z",
-             "2026-11-01T16:31:00.000Z", "2025-06-09T12:00:00.000Z"]  # fmt: skip
+             "2026-11-01T16:31:00.000Z", "2025-06-09T12:00:00.000Z",
+             "2026-11-01T16:31:40.000Z"]  # fmt: skip
     events = []
     for n, ts in enumerate(times):
         for model, provider in (("o3", "openai"), ("o3", None), ("deepseek-chat", None)):
             agent = {"model": model} | ({"provider": provider} if provider else {})
-            tokens = {"source": "actual", "input": 100_000, "output": 20_000}
+            tokens = {"source": "actual", "input": 100_000 + n, "output": 20_000}
             events.append({"type": "api_request", "id": f"e{n}{model}{provider}", "ts": ts,
                            "agent": agent, "tokens": tokens})  # fmt: skip
+    for n, prompt in enumerate((150_000, 199_990, 200_001, 250_000, 1_000)):
+        tokens = {"source": "actual", "input": 10, "output": 500, "cache_read": prompt - 10 - 7,
+                  "cache_creation": 7}  # fmt: skip
+        events.append({"type": "api_request", "id": f"s{n}", "ts": "2026-11-02T10:00:00.000Z",
+                       "agent": {"model": "claude-sonnet-4-5"}, "tokens": tokens})  # fmt: skip
     events.append({**events[0], "id": "bad-time", "ts": "not a time"})
-    shared = pricing.Pricer()
+    events.append({**events[0], "id": "no-price", "agent": {"model": "no-such-model-x"}})
+    prices = pricing.Pricer()
+    starts = prices.tier_starts()
+    assert 200_000 in starts and starts == tuple(sorted(set(starts)))
+    summary = importer.Summary(agent="codex")
     for event in events:
-        alone = {**event}
-        pricing.Pricer().price_event(alone)
-        shared.price_event(event)
-        assert (event["cost_usd"], event["cost_source"]) == (
-            alone["cost_usd"],
-            alone["cost_source"],
-        ), event["id"]
-    o3 = {
-        e["ts"]: e["cost_usd"]
-        for e in events
-        if e["agent"] == {"model": "o3", "provider": "openai"}
-    }
-    assert o3["2025-06-09T23:59:59.000Z"] == pytest.approx((100_000 * 10 + 20_000 * 40) / 1e6)
-    assert o3["2025-06-10T01:00:00+02:00"] == o3["2025-06-09T12:00:00.000Z"]  # UTC: the 9th
-    assert o3["2025-06-10T00:00:01.000Z"] == pytest.approx((100_000 * 2 + 20_000 * 8) / 1e6)
-    deepseek = [e["cost_usd"] for e in events if e["agent"]["model"] == "deepseek-chat"]
-    assert deepseek[4] != deepseek[5]  # off-peak, then peak (the time of day)
+        summary.count(event, 1, starts)
+    for event in events[:6]:  # (counted twice, then taken back: a reader's repeat)
+        summary.count(event, 1, starts)
+        summary.uncount(importer.REQUEST, event, starts)
+    summary.price(prices, starts)
+
+    expected: dict[tuple[str, str], float] = {}
+    unpriced: dict[tuple[str, str], int] = {}
+    for event in events:
+        cost = _alone(event)
+        for key in (("model", event["agent"]["model"]), ("day", event["ts"][:10])):
+            if cost is None:
+                unpriced[key] = unpriced.get(key, 0) + 1
+            else:
+                expected[key] = expected.get(key, 0.0) + cost
+    for (kind, name), cost in expected.items():
+        totals = (summary.by_model if kind == "model" else summary.by_day)[name]
+        assert totals.cost_computed_usd == pytest.approx(cost, rel=1e-12), (kind, name)
+    assert unpriced == {("model", "no-such-model-x"): 1, ("day", "2025-06-10"): 1}
+    assert summary.by_model["no-such-model-x"].unpriced == 1 and summary.to_price == {}
+    o3 = {e["id"]: _alone(e) for e in events if e["agent"] == {"model": "o3", "provider": "openai"}}
+    assert o3["e1o3openai"] == pytest.approx((100_001 * 10 + 20_000 * 40) / 1e6)  # 06-09
+    assert o3["e0o3openai"] == pytest.approx((100_000 * 2 + 20_000 * 8) / 1e6)  # 06-10
+    assert o3["e2o3openai"] == pytest.approx((100_002 * 10 + 20_000 * 40) / 1e6)  # (UTC: 9th)
+    deepseek = [_alone(e) for e in events if e["agent"]["model"] == "deepseek-chat"]
+    assert deepseek[5] != deepseek[4]  # peak, then off-peak (the time of day)
+    sonnet = [_alone(e) for e in events if e["id"].startswith("s")]
+    assert sonnet[2] / sonnet[1] > 1.5  # (over 200k: the whole request at the long rate)
 
 
 def test_a_price_without_tiers_costs_what_the_tier_walk_gives() -> None:

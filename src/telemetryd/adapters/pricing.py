@@ -55,9 +55,10 @@ OVERRIDE = "override"  # the price source of a model priced by the config file
 PER_TOKEN = 1e-6  # prices are per million tokens
 MAX_TIERS = 3  # tiers a price may have (the package's have at most 2); more: unpriced
 KINDS = ("input", "output", "cache_read", "cache_write", "cache_write_1h")
+# The package's names of the token prices (genai_prices.types.ModelPrice)
+_MTOK = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok", "cache_write_1h_mtok")
 _CACHE = 4096  # model names and days whose lookup is remembered (producers choose names)
 _MAX_COUNT = 2**53 - 1  # events.MAX_INT, without importing msgspec here
-_MAX_COST = 1e9  # events.MAX_COST, likewise
 _PREFIXES = ("anthropic/", "openai/", "gemini/", "google/", "vertex_ai/", "bedrock/",
              "us.anthropic.", "eu.anthropic.", "apac.anthropic.", "anthropic.")  # fmt: skip
 
@@ -124,27 +125,44 @@ class Rates:
             self.cache_write_1h.at(prompt),
         )
 
+    def prices_at(self, prompt: int) -> _Prices:
+        """The five prices a request whose prompt is ``prompt`` tokens pays."""
+        if self.flat is not None:
+            return self.flat
+        if self.bands is not None:
+            starts, bands = self.bands
+            return bands[bisect.bisect_left(starts, prompt)]  # (the starts below it)
+        return self._at(prompt)
+
     def cost(
         self, inp: int, out: int, cache_read: int = 0, cache_creation: int = 0, long: int = 0
     ) -> float:
         """USD for one request's tokens (``long``: the 1-hour part of ``cache_creation``)."""
         long = min(max(long, 0), cache_creation)
-        prices = self.flat
-        if prices is None:  # the prices of this prompt's size
-            prompt = inp + cache_read + cache_creation
-            if self.bands is not None:
-                starts, bands = self.bands
-                prices = bands[bisect.bisect_left(starts, prompt)]  # (the starts below it)
-            else:
-                prices = self._at(prompt)
-        price_in, price_out, price_read, price_write, price_1h = prices
+        prompt = inp + cache_read + cache_creation
+        return self.sum_cost(prompt, 1, inp, out, cache_read, cache_creation, long)
+
+    def sum_cost(
+        self,
+        prompt: int,
+        n: int,
+        inp: int,
+        out: int,
+        cache_read: int,
+        cache_creation: int,
+        long: int,
+    ) -> float:
+        """USD for ``n`` requests whose prompts all pay what one of ``prompt`` tokens pays,
+        from their summed tokens (``long``: the 1-hour part of ``cache_creation``, at
+        most that in each request): the cost is linear in the tokens."""
+        price_in, price_out, price_read, price_write, price_1h = self.prices_at(prompt)
         return (
             inp * price_in
             + out * price_out
             + cache_read * price_read
             + (cache_creation - long) * price_write
             + long * price_1h
-        ) * PER_TOKEN + self.per_request
+        ) * PER_TOKEN + n * self.per_request
 
 
 def version() -> str:
@@ -160,16 +178,6 @@ def version() -> str:
 def data_source() -> str:
     """How a computed cost names the package's data: ``genai-prices 0.2.5``."""
     return f"{PACKAGE} {version()}"
-
-
-_UNSEEN: Any = object()  # not in a cache yet
-
-
-def _whole(value: Any) -> int:
-    """:func:`whole`, the usual case (an int in range) first."""
-    if value.__class__ is int and 0 <= value <= _MAX_COUNT:
-        return int(value)
-    return whole(value)
 
 
 def whole(value: Any) -> int:
@@ -239,9 +247,10 @@ class Pricer:
         self._models: dict[tuple[str, str | None], Any] = {}
         self._rates: dict[tuple[Any, ...], Rates | None] = {}
         self._varies: dict[tuple[str, str | None], bool] = {}
-        # (model, provider, UTC day, speed) -> the day's rates, for price_event
+        # (model, provider, UTC day, speed) -> the day's rates (minute_rates)
         self._days: dict[tuple[str, str | None, str, str | None], Rates | None] = {}
         self._snapshot: Any = None
+        self._starts: tuple[int, ...] | None = None
 
     # -- the package's data, imported on first use -------------------------------------
 
@@ -383,75 +392,44 @@ class Pricer:
             **rates,
         )
 
-    # -- one event ---------------------------------------------------------------------
+    # -- requests by the minute -----------------------------------------------------------
 
-    def price_event(self, event: dict[str, Any]) -> None:
-        """Give an api_request with actual tokens and no reported cost its ``cost_usd``
-        (``cost_source`` computed), or ``cost_source`` unknown when its model has no price.
-        A reported cost is kept and marked ``reported``. (The store prices every request
-        again as it loads it: store/pricing.py; this is the import's own summary's.)"""
-        get = event.get
-        if get("type") != "api_request":
-            return
-        if get("cost_usd") is not None:
-            event.setdefault("cost_source", "reported")
-            return
-        tokens: Any = get("tokens")
-        agent = get("agent")
-        if agent.__class__ is dict:
-            model = agent.get("model")
-            provider = agent.get("provider")
-        else:
-            model = provider = None
-        rates = None
-        long = 0
-        if tokens.__class__ is dict and tokens.get("source") == "actual" and isinstance(model, str):
-            attrs = get("attrs")
-            if attrs.__class__ is dict:
-                long, speed = hints(attrs)
-            else:
-                speed = None
-            if provider.__class__ is not str:
-                provider = None
-            ts = get("ts")
-            if ts.__class__ is str and ts[10:11] == "T" and ts.endswith("Z"):
-                # A UTC time: the day's rates, looked up once per model and day (a model
-                # priced by the time of day is never kept here: see _day_rates)
-                key = (model, provider, ts[:10], speed)
-                rates = self._days.get(key, _UNSEEN)
-                if rates is _UNSEEN:
-                    rates = self._day_rates(key, ts)
-            else:
-                exact = self.varies_within_a_day(model, provider)
-                rates = self.rates(model, provider, _time(ts), speed, exact_time=exact)
-        if rates is None:
-            event["cost_source"] = "unknown"
-            return
-        count = tokens.get  # (a dict: no rates without one)
-        cost = rates.cost(
-            _whole(count("input")),
-            _whole(count("output")),
-            _whole(count("cache_read")),
-            _whole(count("cache_creation")),
-            long,
-        )
-        if not cost <= _MAX_COST:  # (counts no request has: the daemon takes no such cost)
-            event["cost_source"] = "unknown"
-            return
-        event["cost_usd"] = round(cost, 10)
-        event["cost_source"] = "computed"
-
-    def _day_rates(self, key: tuple[str, str | None, str, str | None], ts: str) -> Rates | None:
-        """:meth:`price_event`'s rates at the UTC time ``ts`` for ``key`` (model, provider,
-        day, speed): the day's, kept in ``_days``, or, for a model priced by the time of
-        day, those of that moment (not kept)."""
-        model, provider, _, speed = key
+    def minute_rates(
+        self, model: str, provider: str | None, minute: str, speed: str | None
+    ) -> Rates | None:
+        """The rates of a request made in ``minute`` (``YYYY-MM-DDTHH:MM``, UTC): its
+        day's, kept per (model, provider, day, speed), or, for a model priced by the time
+        of day, those of that minute."""
+        when = time_of(minute + "Z")
         if self.varies_within_a_day(model, provider):
-            return self.rates(model, provider, _time(ts), speed, exact_time=True)
-        if len(self._days) >= _CACHE:
-            self._days.clear()
-        rates = self._days[key] = self.rates(model, provider, _time(ts), speed)
-        return rates
+            return self.rates(model, provider, when, speed, exact_time=True)
+        key = (model, provider, minute[:10], speed)
+        if key not in self._days:
+            if len(self._days) >= _CACHE:
+                self._days.clear()
+            self._days[key] = self.rates(model, provider, when, speed)
+        return self._days[key]
+
+    def tier_starts(self) -> tuple[int, ...]:
+        """Every tier start of the package's prices, in order: a prompt's size pays the
+        same tier of every model between two of them (:meth:`Rate.at`). A start that is
+        not a whole number is left out (such tiers are priced by :meth:`Rates._at`)."""
+        if self._starts is None:
+            from genai_prices import types
+
+            found: set[int] = set()
+            for provider in self._data().providers:
+                for info in provider.models:
+                    prices = info.prices if isinstance(info.prices, list) else [info.prices]
+                    listed = [getattr(p, "prices", p) for p in prices]
+                    listed += [v.prices for v in info.price_variants or ()]
+                    for model_prices in listed:
+                        for name in _MTOK:
+                            value = getattr(model_prices, name, None)
+                            if isinstance(value, types.TieredPrices):
+                                found.update(int(t.start) for t in value.tiers)
+            self._starts = tuple(sorted(found))
+        return self._starts
 
     # -- what the data is ----------------------------------------------------------------
 
@@ -485,7 +463,8 @@ class Pricer:
         }
 
 
-def _time(value: Any) -> datetime:
+def time_of(value: Any) -> datetime:
+    """A request's time: ``value`` (ISO 8601, UTC when it names no zone), else now."""
     if isinstance(value, str):
         try:
             when = datetime.fromisoformat(value)

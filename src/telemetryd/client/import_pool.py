@@ -1,6 +1,6 @@
 """Reader processes for ``telemetryctl import``: files read and parsed on other cores.
 
-Reading an agent's files (decoding each line, building and pricing the events) is most
+Reading an agent's files (decoding each line, building and counting the events) is most
 of what an import costs, and one Python process does it on one core. With enough to
 read (:data:`MIN_BYTES`), the import starts ``size`` reader processes
 (``python -m telemetryd.client.import_reader``, one per CPU, at most
@@ -188,10 +188,12 @@ class Pool:
         if not self.started:
             self._start()
         since = importer.since_time.isoformat() if importer.since_time is not None else None
+        # (the price data, read here while the readers start: they are given its tiers)
+        rest = [importer.live_after, importer.imported_sizes, list(importer.tier_starts)]
         for reader in self.readers:
             if reader.alive:
                 message = [AGENT, importer.agent, since, importer.model_calls, importer.exported]
-                self._give(reader, [*message, importer.live_after, importer.imported_sizes])
+                self._give(reader, [*message, *rest])
         results = {seq: _Result() for seq, _ in units}
         by_seq = {unit[0]: unit for unit in units}
         failed: set[Path] = set()
@@ -367,7 +369,7 @@ class Pool:
                     count += 1
                 continue
             event = import_reader.decode_event(line) if line is not None else None
-            summary.uncount(code, event)
+            summary.uncount(code, event, importer.tier_starts)
         if stream is not None and out:
             stream.queue(bytes(out), count)
             summary.sent += count

@@ -10,8 +10,9 @@ across files, sends them and keeps the import's state (client/import_pool.py).
 Messages, both ways: a 4-byte big-endian length, then a msgpack array.
 
 - in (stdin): ``[AGENT, agent, since or None, model_calls, exported, live_after or
-  None, imported_sizes]`` before an agent's files (the last three:
-  :class:`~telemetryd.client.importer.Importer`'s);
+  None, imported_sizes, tier_starts]`` before an agent's files (the last four:
+  :class:`~telemetryd.client.importer.Importer`'s; a reader never loads the prices:
+  the importing process prices the summary's requests when the import ends);
   ``[UNIT, seq, [[path, part or None], ...]]`` for each batch of files, read one after
   the other (``part``: rows of a database); ``[CALLS, seq, paths]``: the model calls
   of Copilot CLI's OpenTelemetry exports (``importer.model_calls``);
@@ -33,7 +34,6 @@ from typing import Any, BinaryIO
 
 import msgspec
 
-from telemetryd.adapters import pricing
 from telemetryd.client import importer
 
 AGENT, UNIT, CHUNK, DONE, CALLS = range(5)
@@ -70,11 +70,15 @@ def read_frame(stream: BinaryIO) -> list[Any] | None:
     return decode(body)
 
 
+_PLAIN = ("by_model", "by_day", "to_price")  # (fields that are not plain data)
+
+
 def counts(summary: importer.Summary) -> dict[str, Any]:
     """A Summary's counts as plain data (:func:`summary_of` makes it again)."""
-    out = {k: v for k, v in summary.__dict__.items() if k not in ("by_model", "by_day")}
+    out = {k: v for k, v in summary.__dict__.items() if k not in _PLAIN}
     out["by_model"] = {k: v.__dict__ for k, v in summary.by_model.items()}
     out["by_day"] = {k: v.__dict__ for k, v in summary.by_day.items()}
+    out["to_price"] = [[*key, *sums] for key, sums in summary.to_price.items()]
     return out
 
 
@@ -82,21 +86,24 @@ def summary_of(data: dict[str, Any]) -> importer.Summary:
     data = dict(data)
     by_model = {k: importer.Totals(**v) for k, v in data.pop("by_model").items()}
     by_day = {k: importer.Totals(**v) for k, v in data.pop("by_day").items()}
-    return importer.Summary(**data, by_model=by_model, by_day=by_day)
+    sums = importer.PRICE_SUMS
+    to_price = {tuple(row[:-sums]): row[-sums:] for row in data.pop("to_price")}
+    return importer.Summary(**data, by_model=by_model, by_day=by_day, to_price=to_price)
 
 
 def serve(inp: BinaryIO, out: BinaryIO) -> None:
-    prices: pricing.Pricer | None = None
     agent = "claude-code"
     since: datetime | None = None
     model_calls: dict[str, list[float]] = {}
     exported: dict[str, list[float]] = {}
     live_after: float | None = None
     imported_sizes: dict[str, int] = {}
+    tier_starts: tuple[int, ...] = ()
     while (message := read_frame(inp)) is not None:
         if message[0] == AGENT:
-            agent, since_text, model_calls, exported, live_after, imported_sizes = message[1:]
+            agent, since_text, model_calls, exported, live_after, imported_sizes = message[1:7]
             since = None if since_text is None else datetime.fromisoformat(since_text)
+            tier_starts = tuple(message[7])
             continue
         if message[0] == CALLS:
             seq, paths = message[1:]
@@ -104,9 +111,8 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
             out.flush()
             continue
         seq, files = message[1:]
-        if prices is None:
-            prices = pricing.configured()
-        reader = importer.Importer(agent, since=since, prices=prices, live_after=live_after)
+        reader = importer.Importer(agent, since=since, live_after=live_after)
+        reader.tier_starts = tier_starts
         reader.imported_sizes = imported_sizes
         reader.model_calls = model_calls
         reader.exported = exported

@@ -388,14 +388,13 @@ def discover(
 # -- the summary ---------------------------------------------------------------------------
 
 
-_Counts = tuple[int, int, int, int, int, int, Any, float]
+_Counts = tuple[int, int, int, int, int, int, float | None]
 
 
 def _counts(event: dict[str, Any]) -> _Counts:
-    """What a request adds to :class:`Totals`: its token counts, cost source and cost."""
+    """What a request adds to :class:`Totals`: its token counts and its reported cost
+    (None: it reported none)."""
     get = event["tokens"].get
-    source = event.get("cost_source")
-    cost = event["cost_usd"] if source == "reported" or source == "computed" else 0.0
     return (
         get("input") or 0,
         get("output") or 0,
@@ -403,9 +402,17 @@ def _counts(event: dict[str, Any]) -> _Counts:
         get("cache_creation") or 0,
         get("reasoning") or 0,
         get("total") or 0,
-        source,
-        cost,
+        event.get("cost_usd"),
     )
+
+
+# A request without a reported cost, as the summary prices it when the import ends
+# (Summary.price): its model, provider, minute (of a UTC time; else its time as it is),
+# speed, the band of its prompt's size among every tier start of the price data (within
+# one band, every model's tier is the same: Pricer.tier_starts), and its day (by_day's).
+# The requests of one key cost what their summed tokens cost, so one lookup prices them.
+_PriceKey = tuple[str, str | None, str | None, str | None, int, str]
+PRICE_SUMS = 6  # a key's sums: requests, input, output, cache read, cache write, 1-hour writes
 
 
 @dataclass
@@ -421,13 +428,10 @@ class Totals:
     cost_computed_usd: float = 0.0
     unpriced: int = 0  # requests whose cost is unknown (no reported cost, no price)
 
-    def add(self, event: dict[str, Any], sign: int = 1) -> None:
-        """Count one request (``sign`` -1: take back one counted before)."""
-        self.add_counts(sign, _counts(event))
-
     def add_counts(self, sign: int, counts: _Counts) -> None:
-        """Count one request's :func:`_counts` (``sign`` -1: take one back)."""
-        inp, out, read, creation, reasoning, total, source, cost = counts
+        """Count one request's :func:`_counts` (``sign`` -1: take one back); its computed
+        cost is added when the import ends (:meth:`Summary.price`)."""
+        inp, out, read, creation, reasoning, total, cost = counts
         self.requests += sign
         self.input += sign * inp
         self.output += sign * out
@@ -435,12 +439,8 @@ class Totals:
         self.cache_creation += sign * creation
         self.reasoning += sign * reasoning
         self.total += sign * total
-        if source == "reported":
+        if cost is not None:
             self.cost_reported_usd += sign * cost
-        elif source == "computed":
-            self.cost_computed_usd += sign * cost
-        else:
-            self.unpriced += sign
 
     def merge(self, other: Totals) -> None:
         for name, value in other.__dict__.items():
@@ -491,10 +491,14 @@ class Summary:
     rejections: list[str] = field(default_factory=list)
     by_model: dict[str, Totals] = field(default_factory=dict)
     by_day: dict[str, Totals] = field(default_factory=dict)
+    # The requests to price when the import ends, by :data:`_PriceKey`: their summed
+    # counts (:data:`PRICE_SUMS`); :meth:`price` adds their costs to by_model and by_day
+    to_price: dict[_PriceKey, list[int]] = field(default_factory=dict)
     elapsed_s: float = 0.0
 
-    def count(self, event: dict[str, Any], sign: int = 1) -> None:
-        """Count one request (``sign`` -1: take back one counted before)."""
+    def count(self, event: dict[str, Any], sign: int = 1, starts: tuple[int, ...] = ()) -> None:
+        """Count one request (``sign`` -1: take back one counted before); ``starts``: the
+        price data's tier starts (:data:`_PriceKey`)."""
         self.requests += sign
         counts = _counts(event)
         model = event["agent"]["model"]
@@ -503,12 +507,75 @@ class Summary:
             totals = self.by_model[model] = Totals()
         totals.add_counts(sign, counts)
         day = (event.get("ts") or "unknown")[:10]
-        totals = self.by_day.get(day)
-        if totals is None:
-            totals = self.by_day[day] = Totals()
-        totals.add_counts(sign, counts)
+        by_day = self.by_day.get(day)
+        if by_day is None:
+            by_day = self.by_day[day] = Totals()
+        by_day.add_counts(sign, counts)
+        if counts[6] is not None:  # (a reported cost)
+            return
+        if event["tokens"].get("source") != "actual" or model.__class__ is not str:
+            totals.unpriced += sign  # (nothing can price it)
+            by_day.unpriced += sign
+            return
+        inp, out, read, creation = counts[:4]
+        provider = event["agent"].get("provider")
+        attrs = event.get("attrs")
+        long, speed = 0, None
+        if attrs.__class__ is dict and ("speed" in attrs or "cache_creation_1h" in attrs):
+            long, speed = pricing.hints(attrs)
+            long = min(long, creation)
+        ts = event.get("ts")
+        if ts.__class__ is str and ts[10:11] == "T" and ts[-1:] == "Z":
+            ts = ts[:16]
+        key = (
+            model,
+            provider if provider.__class__ is str else None,
+            ts,
+            speed,
+            bisect.bisect_left(starts, inp + read + creation),
+            day,
+        )
+        sums = self.to_price.get(key)
+        if sums is None:
+            self.to_price[key] = [sign, sign * inp, sign * out, sign * read, sign * creation,
+                                  sign * long]  # fmt: skip
+        else:
+            sums[0] += sign
+            sums[1] += sign * inp
+            sums[2] += sign * out
+            sums[3] += sign * read
+            sums[4] += sign * creation
+            sums[5] += sign * long
 
-    def uncount(self, code: int, event: dict[str, Any] | None) -> None:
+    def price(self, prices: pricing.Pricer, starts: tuple[int, ...]) -> None:
+        """Add the computed costs of the requests counted (:attr:`to_price`) to by_model
+        and by_day, and count those without a price as ``unpriced``. Each key's requests
+        are priced as one, with the rates of their model at their time and the prices of
+        their prompt's band (``starts``: those they were counted with)."""
+        for key, (n, inp, out, read, creation, long) in self.to_price.items():
+            if not n:
+                continue
+            model, provider, when, speed, band, day = key
+            if when is not None and len(when) == 16:  # (the minute of a UTC time)
+                rates = prices.minute_rates(model, provider, when, speed)
+            else:
+                exact = prices.varies_within_a_day(model, provider)
+                rates = prices.rates(model, provider, pricing.time_of(when), speed,
+                                     exact_time=exact)  # fmt: skip
+            by_model, by_day = self.by_model[model], self.by_day[day]
+            if rates is None:
+                by_model.unpriced += n
+                by_day.unpriced += n
+                continue
+            prompt = starts[band - 1] + 1 if band else 0  # (a prompt of the band)
+            cost = rates.sum_cost(prompt, n, inp, out, read, creation, long)
+            by_model.cost_computed_usd += cost
+            by_day.cost_computed_usd += cost
+        self.to_price = {}
+
+    def uncount(
+        self, code: int, event: dict[str, Any] | None, starts: tuple[int, ...] = ()
+    ) -> None:
         """Take back what one event built by a reader process counted, found to repeat one
         of an earlier file (``code``: what it was, :data:`REQUEST` ...): the counts become
         those of reading the files one after the other in this process."""
@@ -517,7 +584,7 @@ class Summary:
             if code == EARLY_REQUEST:
                 self.before_since -= 1
             elif event is not None:
-                self.count(event, -1)
+                self.count(event, -1, starts)
         elif code == TOOL_CALL:
             self.tool_calls -= 1
         elif code == TOOL_RESULT and event is not None:
@@ -547,6 +614,13 @@ class Summary:
                         mine[key].merge(totals)
                     else:
                         mine[key] = totals
+            elif name == "to_price":
+                for key, sums in value.items():
+                    known = self.to_price.get(key)
+                    if known is None:
+                        self.to_price[key] = sums
+                    else:
+                        known[:] = map(sum, zip(known, sums, strict=True))
             else:
                 setattr(self, name, getattr(self, name) + value)
 
@@ -557,7 +631,7 @@ class Summary:
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            k: v for k, v in self.__dict__.items() if k not in ("by_model", "by_day")
+            k: v for k, v in self.__dict__.items() if k not in ("by_model", "by_day", "to_price")
         }
         out["by_model"] = {k: v.__dict__ for k, v in sorted(self.by_model.items())}
         out["by_day"] = {k: v.__dict__ for k, v in sorted(self.by_day.items())}
@@ -792,7 +866,9 @@ class Importer:
         self.sink = sink
         self.progress = progress
         self.seen = _Seen()
-        self.prices = prices or pricing.Pricer()
+        self._prices = prices
+        # The price data's tier starts (Summary.count); a reader process is given them
+        self._starts: tuple[int, ...] | None = None
         self.summary = Summary(agent=agent, dry_run=sink is None)
         self.live_after = live_after
         self.imported_sizes: dict[str, int] = {}
@@ -808,6 +884,25 @@ class Importer:
         # In a reader process (client/import_pool.py): every event built, with its key and
         # what it counted, goes there instead (the importing process sends it)
         self.outbox: Outbox | None = None
+
+    @property
+    def prices(self) -> pricing.Pricer:
+        """The prices the summary's costs are computed with (the package's by default)."""
+        if self._prices is None:
+            self._prices = pricing.Pricer()
+        return self._prices
+
+    @property
+    def tier_starts(self) -> tuple[int, ...]:
+        """The tier starts of the price data (:data:`_PriceKey`): the data is read the
+        first time they are asked for."""
+        if self._starts is None:
+            self._starts = self.prices.tier_starts()
+        return self._starts
+
+    @tier_starts.setter
+    def tier_starts(self, starts: tuple[int, ...]) -> None:
+        self._starts = starts
 
     def _time(self, event: dict[str, Any]) -> None:
         """Keep ``event``'s time when the daemon can read it (RFC 3339 with an offset).
@@ -860,8 +955,9 @@ class Importer:
         if self.exported and _exported(self.exported, event):
             self.summary.repeats += 1
             return
-        self.prices.price_event(event)
-        self.summary.count(event)
+        if event.get("cost_usd") is not None:
+            event.setdefault("cost_source", "reported")
+        self.summary.count(event, 1, self.tier_starts)
         if self.sink is not None:
             self.sink.add(_ENCODER.encode(event))
             self.summary.sent += 1
@@ -1918,5 +2014,7 @@ def _run(
     finally:
         if sink is not None:
             sink.close()
+    if importer.summary.to_price:  # (the price data is read only to price something)
+        importer.summary.price(importer.prices, importer.tier_starts)
     importer.summary.elapsed_s = time.monotonic() - started
     return importer.summary
