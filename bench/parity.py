@@ -25,6 +25,13 @@ Copilot's Gemini rows: README, "Import"). Codex requests without a model are
 only one side has is a difference. The figure is the rows that differ (target: none);
 each difference is listed in the note.
 
+The costs are compared too, per (agent, day, model) (per day for Codex: ccusage gives
+no cost per model there): a row whose costs are more than 1% apart, or that only one
+side prices, is listed. The issue asks them to agree where both price the model the same
+way; where they do not, README's "Prices" says why (long-context tiers, the price at the
+request's time, models one source prices differently or not at all), and the note
+names each row.
+
 A second figure counts the differences no documented reading explains (target: none).
 The one such reading in ccusage 20 that the tree meets is R19's: of a span in Copilot
 CLI's OpenTelemetry export, ccusage subtracts only the cache reads from
@@ -74,10 +81,12 @@ SELECT source, strftime(CAST(ts AS DATE), '%Y-%m-%d') AS day, agent_model AS mod
     sum(tokens_input)::BIGINT AS i, sum(tokens_output)::BIGINT AS o,
     sum(coalesce(tokens_cache_read, 0))::BIGINT AS r,
     sum(coalesce(tokens_cache_creation, 0))::BIGINT AS w,
-    sum(coalesce(tokens_reasoning, 0))::BIGINT AS reasoning
+    sum(coalesce(tokens_reasoning, 0))::BIGINT AS reasoning,
+    sum(cost_usd) AS cost, count(*) FILTER (WHERE cost_usd IS NULL) AS unpriced
 FROM events WHERE type = 'api_request' AND tokens_source = 'actual'
 GROUP BY ALL ORDER BY ALL
 """
+COST_APART = 0.01  # costs further apart than this (relative) are listed
 
 
 def install() -> Path:
@@ -94,19 +103,27 @@ def _summed(rows: Iterable[tuple[tuple[str, str], Counts]]) -> dict[tuple[str, s
     return out
 
 
-def _ours(env: dict[str, str]) -> dict[tuple[str, str, str], Counts]:
-    return {
-        (row["source"], row["day"], row["model"]): (
-            row["i"], row["o"], row["r"], row["w"], row["reasoning"],
-        )
-        for row in json_of([telemetryctl(), "query", "--format", "json", _SQL], env, TIMEOUT)
-    }  # fmt: skip
+Costs = dict[tuple[str, str], float | None]  # (day, model) -> USD; None: not priced
 
 
-def _theirs(command: str, home: Path) -> dict[tuple[str, str], Counts]:
+def _ours(env: dict[str, str]) -> tuple[dict[tuple[str, str, str], Counts], dict[Any, Any]]:
+    """The token sums per (source, day, model), and the costs likewise (None: a request
+    of it has no price)."""
+    counts, costs = {}, {}
+    for row in json_of([telemetryctl(), "query", "--format", "json", _SQL], env, TIMEOUT):
+        key = (row["source"], row["day"], row["model"])
+        counts[key] = (row["i"], row["o"], row["r"], row["w"], row["reasoning"])
+        costs[key] = None if row["unpriced"] else row["cost"]
+    return counts, costs
+
+
+def _theirs(command: str, home: Path) -> tuple[dict[tuple[str, str], Counts], Costs]:
+    """ccusage's token counts per (day, model), and its costs likewise (for Codex per
+    day: the model is ``""``)."""
     env = {**agent_tree.clean_env(home), "TZ": "UTC"}
     argv = [str(CCUSAGE), command, "daily", "--json", "--offline", "--breakdown"]
     out: dict[tuple[str, str], Counts] = {}
+    costs: Costs = {}
     for day in json_of(argv, env, TIMEOUT).get("daily", []):
         # (a list of breakdowns, or for Codex a dict by model)
         rows = [(r["modelName"], r) for r in day.get("modelBreakdowns", [])]
@@ -116,7 +133,35 @@ def _theirs(command: str, home: Path) -> dict[tuple[str, str], Counts]:
                 row["inputTokens"], row["outputTokens"], row["cacheReadTokens"],
                 row["cacheCreationTokens"], 0,
             )  # fmt: skip
-    return out
+            if "cost" in row:
+                costs[(day["date"], model)] = row["cost"]
+        if "models" in day:
+            costs[(day["date"], "")] = day.get("costUSD")
+    return out, costs
+
+
+def compare_costs(ours: Costs, theirs: Costs, codex: bool) -> tuple[int, list[str]]:
+    """(rows compared, each whose costs are more than :data:`COST_APART` apart, or
+    priced by one side only) of one agent."""
+    if codex:  # (ccusage's Codex costs are per day)
+        by_day: Costs = {}
+        for (day, _), cost in ours.items():
+            before = by_day.get((day, ""), 0.0)
+            by_day[(day, "")] = None if before is None or cost is None else before + cost
+        ours = by_day
+    apart = []
+    keys = sorted(set(ours) | set(theirs))
+    for key in keys:
+        mine, other = ours.get(key), theirs.get(key)
+        if (
+            mine is not None
+            and other is not None
+            and abs(mine - other) <= COST_APART * max(abs(mine), abs(other))
+        ):
+            continue
+        shown = ["unpriced" if cost is None else f"${cost:.6g}" for cost in (mine, other)]
+        apart.append(f"{key[0]} {key[1] or '(the day)'}: telemetryd {shown[0]}, ccusage {shown[1]}")
+    return len(keys), apart
 
 
 def _span_writes_in_input(mine: Counts, other: Counts, span_writes: int) -> bool:
@@ -180,20 +225,30 @@ def run(workdir: Path, runs: int, quick: bool, log: Log) -> dict[str, Any]:
     with Telemetryd(label="parity") as daemon:
         env = agent_tree.clean_env(home, daemon.dir)
         json_of([telemetryctl(), "import", "--settle", "0", "--json"], env, TIMEOUT)
-        ours = _ours(env)
+        ours, our_costs = _ours(env)
     # (the cache writes of Copilot's export spans, per day and model: source `copilot`)
     span_writes = {(d, m): c[3] for (s, d, m), c in ours.items() if s == "copilot"}
     for command, sources in AGENTS.items():
         mine = _summed(((d, m), c) for (s, d, m), c in ours.items() if s in sources)
+        their_counts, their_costs = _theirs(command, home)
         rows, matched, differences, unexplained = compare(
-            mine, _theirs(command, home), command == "codex", span_writes
+            mine, their_counts, command == "codex", span_writes
         )
+        costs: Costs = {}
+        for (source, day, model), cost in our_costs.items():
+            if source in sources:
+                key = (day, "gpt-5" if command == "codex" and model == "unknown" else model)
+                before = costs.get(key, 0.0)
+                costs[key] = None if before is None or cost is None else before + cost
+        cost_rows, apart = compare_costs(costs, their_costs, command == "codex")
         out["agents"][command] = {
             "rows": rows, "matched": matched, "differences": differences,
-            "unexplained": unexplained,
+            "unexplained": unexplained, "cost_rows": cost_rows, "costs_apart": apart,
         }  # fmt: skip
         log(f"  {command}: {matched} of {rows} rows (day, model) equal" + "".join(
             f"\n    differs: {line}" for line in differences
+        ) + f"; costs within 1%: {cost_rows - len(apart)} of {cost_rows}" + "".join(
+            f"\n    cost apart: {line}" for line in apart
         ))  # fmt: skip
     if not any(a["rows"] for a in out["agents"].values()):
         raise BenchError("no rows on either side: the tree was not read")

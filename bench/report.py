@@ -515,7 +515,7 @@ def _parity_figures(parity: dict[str, Any] | None) -> list[dict[str, Any]]:
             more = f" and {len(lines) - 2} more" if len(lines) > 2 else ""
             note += f"; {agent}: " + "; ".join(lines[:2]) + more
     unexplained = sum(a.get("unexplained", len(a["differences"])) for a in agents.values())
-    return [
+    out = [
         _figure(name, [float(differing)], "rows", target="parity_differences",
                 note=note, extra={"rows": rows}),
         _figure("  of them not explained by a documented reading (R19)",
@@ -523,6 +523,16 @@ def _parity_figures(parity: dict[str, Any] | None) -> list[dict[str, Any]]:
                 note="bench/parity.py: ccusage keeps the cache writes of Copilot's export"
                 " spans in their input"),
     ]  # fmt: skip
+    if all("cost_rows" in a for a in agents.values()):
+        apart = [f"{agent}: {line}" for agent, a in agents.items() for line in a["costs_apart"]]
+        compared = sum(a["cost_rows"] for a in agents.values())
+        note = f"{compared - len(apart)} of {compared} within 1%"
+        if apart:
+            more = f" and {len(apart) - 3} more" if len(apart) > 3 else ""
+            note += "; " + "; ".join(apart[:3]) + more + " (README, Prices: why)"
+        out.append(_figure("import vs ccusage daily, cost rows more than 1% apart",
+                           [float(len(apart))], "rows", note=note))  # fmt: skip
+    return out
 
 
 def _report_figures(reports: dict[str, Any] | None) -> list[dict[str, Any]]:
