@@ -412,8 +412,9 @@ class Pricer:
 
     def tier_starts(self) -> tuple[int, ...]:
         """Every tier start of the package's prices, in order: a prompt's size pays the
-        same tier of every model between two of them (:meth:`Rate.at`). A start that is
-        not a whole number is left out (such tiers are priced by :meth:`Rates._at`)."""
+        same tier of every model between two of them (:meth:`Rate.at`). As
+        :meth:`_convert` does, a start is taken to the whole number at or below it
+        (prompts are whole numbers: the tiers they pay are the same)."""
         if self._starts is None:
             from genai_prices import types
 

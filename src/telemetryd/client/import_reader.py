@@ -10,9 +10,9 @@ across files, sends them and keeps the import's state (client/import_pool.py).
 Messages, both ways: a 4-byte big-endian length, then a msgpack array.
 
 - in (stdin): ``[AGENT, agent, since or None, model_calls, exported, live_after or
-  None, imported_sizes, tier_starts]`` before an agent's files (the last four:
-  :class:`~telemetryd.client.importer.Importer`'s; a reader never loads the prices:
-  the importing process prices the summary's requests when the import ends);
+  None, imported_sizes, tier_starts]`` before an agent's files (all but the agent and
+  ``since``: :class:`~telemetryd.client.importer.Importer`'s attributes; a reader never
+  loads the prices: the importing process prices the summary's requests at the end);
   ``[UNIT, seq, [[path, part or None], ...]]`` for each batch of files, read one after
   the other (``part``: rows of a database); ``[CALLS, seq, paths]``: the model calls
   of Copilot CLI's OpenTelemetry exports (``importer.model_calls``);
