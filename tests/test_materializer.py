@@ -210,6 +210,34 @@ def test_damaged_compressed_segments_cost_only_their_damage(
     assert "Traceback" not in daemon.log()
 
 
+def _three_segments(daemon_factory: DaemonFactory, middle: int) -> tuple[Daemon, list[Path]]:
+    """A stopped daemon whose journal has three segments (4, ``middle`` and 1 events), and
+    its database gone, so that the next start loads the journal from its start."""
+    daemon = daemon_factory().start()
+    send(daemon, custom(4, "a"))
+    new_segment(daemon)
+    send(daemon, custom(middle, "b"))
+    new_segment(daemon)
+    send(daemon, custom(1, "c"))
+    assert daemon.stop() == 0
+    database = list(daemon.home.glob("telemetry.duckdb*"))
+    assert database
+    for path in database:
+        path.unlink()
+    return daemon, sorted(daemon.journal_dir.glob("*.jsonl"))
+
+
+def _damage(segment: Path, lines: dict[int, list[bytes]]) -> None:
+    """Write ``lines`` into the read-only ``segment``, each list before the line whose
+    index (from 0) is its key."""
+    kept = segment.read_bytes().splitlines(keepends=True)
+    mode = segment.stat().st_mode
+    segment.chmod(0o600)
+    damaged = [new for at, line in enumerate(kept) for new in [*lines.get(at, []), line]]
+    segment.write_bytes(b"".join(damaged))
+    segment.chmod(mode)
+
+
 def test_a_line_that_is_not_json_costs_only_itself_and_status_names_it(
     daemon_factory: DaemonFactory,
 ) -> None:
@@ -217,24 +245,9 @@ def test_a_line_that_is_not_json_costs_only_itself_and_status_names_it(
     `status` names the segment and the lines' numbers in it (they were only in the log,
     with every segment of the load's batch and a line number counted in the batch), for
     as long as the database holds what was loaded around them."""
-    daemon = daemon_factory().start()
-    send(daemon, custom(4, "a"))
-    new_segment(daemon)
-    send(daemon, custom(10, "b"))
-    new_segment(daemon)
-    send(daemon, custom(1, "c"))
-    assert daemon.stop() == 0
-    second = sorted(daemon.journal_dir.glob("*.jsonl"))[1]
-    lines = second.read_bytes().splitlines(keepends=True)
-    mode = second.stat().st_mode
-    second.chmod(0o600)
+    daemon, (_, second, _) = _three_segments(daemon_factory, 10)
     bad = b"this is not json {{{\n"
-    second.write_bytes(b"".join([*lines[:4], bad, *lines[4:6], bad, *lines[6:]]))  # lines 5, 8
-    second.chmod(mode)
-    database = list(daemon.home.glob("telemetry.duckdb*"))
-    assert database
-    for path in database:  # (the journal is loaded from its start again)
-        path.unlink()
+    _damage(second, {4: [bad], 6: [bad]})  # lines 5, 8
 
     daemon.start()
     assert count() == 15
@@ -270,28 +283,11 @@ def test_json_lines_that_are_no_events_are_named_by_segment_and_line(
     load: every event loads, and `status` names each of them by segment and line. An
     object without id or type was dropped without a word; the others were named only
     when no line of the load was malformed JSON."""
-    daemon = daemon_factory().start()
-    send(daemon, custom(4, "a"))
-    new_segment(daemon)
-    send(daemon, custom(6, "b"))
-    new_segment(daemon)
-    send(daemon, custom(1, "c"))
-    assert daemon.stop() == 0
-    first, second = sorted(daemon.journal_dir.glob("*.jsonl"))[:2]
-
-    def damage(segment: Path, at: int, bad: list[bytes]) -> None:
-        lines = segment.read_bytes().splitlines(keepends=True)
-        mode = segment.stat().st_mode
-        segment.chmod(0o600)
-        segment.write_bytes(b"".join([*lines[:at], *bad, *lines[at:]]))
-        segment.chmod(mode)
-
-    damage(first, 2, [b"not json at all\n"])  # line 3
+    daemon, (first, second, _) = _three_segments(daemon_factory, 6)
+    _damage(first, {2: [b"not json at all\n"]})  # line 3
     no_events = [b"[1, 2, 3]\n", b"42\n", b'{"id": "only-id"}\n', b"{}\n",
                  b'{"type": "custom", "id": null}\n']  # fmt: skip
-    damage(second, 1, no_events)  # lines 2-6
-    for path in daemon.home.glob("telemetry.duckdb*"):  # (the journal is loaded again)
-        path.unlink()
+    _damage(second, {1: no_events})  # lines 2-6
 
     daemon.start()
     assert count() == 11
