@@ -20,6 +20,7 @@ million tokens (cited at each), never from the code under test:
 from __future__ import annotations
 
 import json
+import random
 import signal
 import sys
 from datetime import UTC, datetime
@@ -577,16 +578,55 @@ def test_the_hook_path_never_imports_the_price_data(
 
 def _alone(event: dict[str, Any]) -> float | None:
     """One request's cost priced by itself, with a fresh Pricer: its model's rates at its
-    time (that moment for a model priced by the time of day, else its UTC day)."""
+    time (that moment for a model priced by the time of day, else its UTC day), its
+    speed and 1-hour cache writes."""
     prices = pricing.Pricer()
     model, provider = event["agent"]["model"], event["agent"].get("provider")
+    long, speed = pricing.hints(event.get("attrs"))
     exact = prices.varies_within_a_day(model, provider)
-    rates = prices.rates(model, provider, pricing.time_of(event["ts"]), exact_time=exact)
+    when = pricing.time_of(event["ts"])
+    rates = prices.rates(model, provider, when, speed, exact_time=exact)
     if rates is None:
         return None
     tokens = event["tokens"]
     return rates.cost(tokens["input"], tokens["output"], tokens.get("cache_read", 0),
-                      tokens.get("cache_creation", 0))  # fmt: skip
+                      tokens.get("cache_creation", 0), long)  # fmt: skip
+
+
+def _priced(events: list[dict[str, Any]], repeats: int = 0) -> importer.Summary:
+    """A summary that counted ``events`` (the first ``repeats`` of them twice, then took
+    the second count back, as for a reader's repeat), priced."""
+    prices = pricing.Pricer()
+    starts = prices.tier_starts()
+    summary = importer.Summary(agent="codex")
+    for event in events:
+        summary.count(event, 1, starts)
+    for event in events[:repeats]:
+        summary.count(event, 1, starts)
+        summary.uncount(importer.REQUEST, event, starts)
+    summary.price(prices, starts)
+    return summary
+
+
+def _each_alone(events: list[dict[str, Any]]) -> tuple[dict[Any, float], dict[Any, int]]:
+    """The costs of ``events`` priced alone (:func:`_alone`), summed per model and per
+    day, and the requests without a price likewise."""
+    expected: dict[tuple[str, str], float] = {}
+    unpriced: dict[tuple[str, str], int] = {}
+    for event in events:
+        cost = _alone(event)
+        for key in (("model", event["agent"]["model"]), ("day", event["ts"][:10])):
+            if cost is None:
+                unpriced[key] = unpriced.get(key, 0) + 1
+            else:
+                expected[key] = expected.get(key, 0.0) + cost
+    return expected, unpriced
+
+
+def _assert_costs(summary: importer.Summary, expected: dict[Any, float]) -> None:
+    for (kind, name), cost in expected.items():
+        totals = (summary.by_model if kind == "model" else summary.by_day)[name]
+        assert totals.cost_computed_usd == pytest.approx(cost, rel=1e-12), (kind, name)
 
 
 def test_the_summary_prices_its_requests_as_each_priced_alone() -> None:
@@ -616,29 +656,11 @@ def test_the_summary_prices_its_requests_as_each_priced_alone() -> None:
                        "agent": {"model": "claude-sonnet-4-5"}, "tokens": tokens})  # fmt: skip
     events.append({**events[0], "id": "bad-time", "ts": "not a time"})
     events.append({**events[0], "id": "no-price", "agent": {"model": "no-such-model-x"}})
-    prices = pricing.Pricer()
-    starts = prices.tier_starts()
+    starts = pricing.Pricer().tier_starts()
     assert 200_000 in starts and starts == tuple(sorted(set(starts)))
-    summary = importer.Summary(agent="codex")
-    for event in events:
-        summary.count(event, 1, starts)
-    for event in events[:6]:  # (counted twice, then taken back: a reader's repeat)
-        summary.count(event, 1, starts)
-        summary.uncount(importer.REQUEST, event, starts)
-    summary.price(prices, starts)
-
-    expected: dict[tuple[str, str], float] = {}
-    unpriced: dict[tuple[str, str], int] = {}
-    for event in events:
-        cost = _alone(event)
-        for key in (("model", event["agent"]["model"]), ("day", event["ts"][:10])):
-            if cost is None:
-                unpriced[key] = unpriced.get(key, 0) + 1
-            else:
-                expected[key] = expected.get(key, 0.0) + cost
-    for (kind, name), cost in expected.items():
-        totals = (summary.by_model if kind == "model" else summary.by_day)[name]
-        assert totals.cost_computed_usd == pytest.approx(cost, rel=1e-12), (kind, name)
+    summary = _priced(events, repeats=6)
+    expected, unpriced = _each_alone(events)
+    _assert_costs(summary, expected)
     assert unpriced == {("model", "no-such-model-x"): 1, ("day", "2025-06-10"): 1}
     assert summary.by_model["no-such-model-x"].unpriced == 1 and summary.to_price == {}
     o3 = {e["id"]: _alone(e) for e in events if e["agent"] == {"model": "o3", "provider": "openai"}}
@@ -649,6 +671,46 @@ def test_the_summary_prices_its_requests_as_each_priced_alone() -> None:
     assert deepseek[5] != deepseek[4]  # peak, then off-peak (the time of day)
     sonnet = [_alone(e) for e in events if e["id"].startswith("s")]
     assert sonnet[2] / sonnet[1] > 1.5  # (over 200k: the whole request at the long rate)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_requests_are_priced_by_the_summary_as_each_alone(seed: int) -> None:
+    """Requests drawn at random (seeded): tiered and flat models, one priced by the time
+    of day and one without a price, with and without a provider, prompts on every side
+    of the tier starts, 1-hour cache writes, fast mode (priced apart where the data has
+    a price for it), times over three days with offsets and seconds. Each model's and
+    day's cost is the sum of its requests priced alone."""
+    rng = random.Random(seed)
+    models = [("claude-sonnet-4-5", None), ("claude-opus-4-6", "anthropic"),
+              ("gemini-2.5-pro", None), ("gpt-5.4", "openai"), ("o3", None),
+              ("deepseek-chat", None), ("claude-haiku-4-5", None),
+              ("no-such-model-y", None)]  # fmt: skip
+    starts = pricing.Pricer().tier_starts()
+    events = []
+    for n in range(240):
+        model, provider = rng.choice(models)
+        prompt = max(1, rng.choice(starts) + rng.randint(-2, 2)) if rng.random() < 0.5 else (
+            rng.randint(1, 600_000))  # fmt: skip
+        read = rng.randint(0, prompt)
+        write = rng.randint(0, prompt - read)
+        tokens = {"source": "actual", "input": prompt - read - write,
+                  "output": rng.randint(0, 40_000), "cache_read": read,
+                  "cache_creation": write}  # fmt: skip
+        attrs: dict[str, Any] = {"imported": True}
+        if rng.random() < 0.3:
+            attrs["cache_creation_1h"] = rng.randint(0, write + 5)
+        if model.startswith("claude-opus") and rng.random() < 0.3:
+            attrs["speed"] = "fast"
+        day, second = rng.randint(5, 7), rng.randint(0, 86_399)
+        ts = f"2026-11-0{day}T{second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}"
+        ts += rng.choice([".000Z", "Z", ".5+02:00"])
+        agent = {"model": model} | ({"provider": provider} if provider else {})
+        events.append({"type": "api_request", "id": f"r{n}", "ts": ts, "agent": agent,
+                       "tokens": tokens, "attrs": attrs})  # fmt: skip
+    summary = _priced(events, repeats=10)
+    expected, unpriced = _each_alone(events)
+    _assert_costs(summary, expected)
+    assert summary.by_model["no-such-model-y"].unpriced == unpriced[("model", "no-such-model-y")]
 
 
 def test_a_price_without_tiers_costs_what_the_tier_walk_gives() -> None:
