@@ -282,12 +282,8 @@ def import_group(ctx: click.Context, /, **options: Any) -> None:
     # it holds from their OpenTelemetry exports are asked for before any agent's import.
     order = sorted(importer.AGENTS, key=lambda agent: agent != "copilot")
     since, rescan = _parse_since(options["since"]), options["rescan"]
-    exported = {
-        agent: importer.stored_requests(agent, options["socket_path"])
-        for agent in importer.EXPORTED_BY
-        if importer.found(agent) and importer.has_new(agent, since, rescan)
-    }
     with import_pool.Pool(jobs) as pool:  # the reader processes serve every agent
+        exported = _exported(pool, since, rescan, options["socket_path"])
         for agent in order:
             if importer.found(agent):
                 given = exported.get(agent)
@@ -303,6 +299,31 @@ def import_group(ctx: click.Context, /, **options: Any) -> None:
             _print_summary(summary)
     if any(s.rejected for s in summaries.values()):
         sys.exit(EXIT_REJECTED)
+
+
+def _exported(
+    pool: import_pool.Pool, since: datetime | None, rescan: bool, socket_path: str | None
+) -> dict[str, dict[str, list[float]]]:
+    """The requests the store holds from Codex's and Gemini CLI's OTLP exports, of each
+    of them with files to import (:func:`importer.stored_requests`). The store may have
+    to start to answer, a few tenths of a second: the reader processes start meanwhile,
+    and the price data loads (the imports' summaries use it)."""
+    asked = [
+        agent
+        for agent in importer.EXPORTED_BY
+        if importer.found(agent) and importer.has_new(agent, since, rescan)
+    ]
+    if not asked:
+        return {}
+    from concurrent.futures import ThreadPoolExecutor
+
+    from telemetryd.adapters import pricing
+
+    pool.start()
+    with ThreadPoolExecutor(1, thread_name_prefix="stored-requests") as asking:
+        pending = {a: asking.submit(importer.stored_requests, a, socket_path) for a in asked}
+        pricing.configured().tier_starts()
+        return {agent: found.result() for agent, found in pending.items()}
 
 
 @import_group.command("claude-code")

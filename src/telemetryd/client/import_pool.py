@@ -127,6 +127,12 @@ class Pool:
         running = any(reader.alive for reader in self.readers)
         return total_bytes >= (self.min_bytes // 10 if running else self.min_bytes)
 
+    def start(self) -> None:
+        """Start the reader processes now, if they are not running (so that they start
+        while the import waits for something else)."""
+        if not self.started:
+            self._start()
+
     def _start(self) -> None:
         self.started = True
         command = [sys.executable, "-m", "telemetryd.client.import_reader"]
