@@ -58,6 +58,7 @@ KINDS = ("input", "output", "cache_read", "cache_write", "cache_write_1h")
 # The package's names of the token prices (genai_prices.types.ModelPrice)
 _MTOK = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok", "cache_write_1h_mtok")
 _CACHE = 4096  # model names and days whose lookup is remembered (producers choose names)
+_tier_starts: tuple[Any, tuple[int, ...]] | None = None  # (the data, its tier starts)
 _MAX_COUNT = 2**53 - 1  # events.MAX_INT, without importing msgspec here
 _PREFIXES = ("anthropic/", "openai/", "gemini/", "google/", "vertex_ai/", "bedrock/",
              "us.anthropic.", "eu.anthropic.", "apac.anthropic.", "anthropic.")  # fmt: skip
@@ -250,7 +251,6 @@ class Pricer:
         # (model, provider, UTC day, speed) -> the day's rates (minute_rates)
         self._days: dict[tuple[str, str | None, str, str | None], Rates | None] = {}
         self._snapshot: Any = None
-        self._starts: tuple[int, ...] | None = None
 
     # -- the package's data, imported on first use -------------------------------------
 
@@ -415,11 +415,13 @@ class Pricer:
         same tier of every model between two of them (:meth:`Rate.at`). As
         :meth:`_convert` does, a start is taken to the whole number at or below it
         (prompts are whole numbers: the tiers they pay are the same)."""
-        if self._starts is None:
+        global _tier_starts
+        snapshot = self._data()
+        if _tier_starts is None or _tier_starts[0] is not snapshot:
             from genai_prices import types
 
             found: set[int] = set()
-            for provider in self._data().providers:
+            for provider in snapshot.providers:
                 for info in provider.models:
                     prices = info.prices if isinstance(info.prices, list) else [info.prices]
                     listed = [getattr(p, "prices", p) for p in prices]
@@ -429,8 +431,8 @@ class Pricer:
                             value = getattr(model_prices, name, None)
                             if isinstance(value, types.TieredPrices):
                                 found.update(int(t.start) for t in value.tiers)
-            self._starts = tuple(sorted(found))
-        return self._starts
+            _tier_starts = (snapshot, tuple(sorted(found)))  # (kept for every Pricer)
+        return _tier_starts[1]
 
     # -- what the data is ----------------------------------------------------------------
 
